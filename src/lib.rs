@@ -1,0 +1,112 @@
+//! # shmproc
+//!
+//! Python's `multiprocessing`, for Rust services that care about every
+//! microsecond: separate processes on one Linux host share locks,
+//! semaphores, events, conditions, barriers, values and arrays that live in
+//! named shared-memory segments. Fixed-layout data, no serialization, no
+//! broker, and no syscall on the uncontended path.
+//!
+//! ## A tour
+//!
+//! Every object is created in one process and opened by name in others
+//! (`/dev/shm/shmproc.<name>`). The creator owns the name and removes it
+//! when its last handle drops.
+//!
+//! ```
+//! use shmproc::{Barrier, Event, Lock, Semaphore, Value};
+//!
+//! // Process A creates...
+//! let lock = Lock::new().unwrap();
+//! let total = Value::new(0u64).unwrap();
+//! let done = Event::new().unwrap();
+//!
+//! // ...and process B opens the same objects by name (here: same process,
+//! // but the handles go through the same shared memory).
+//! let lock_b = Lock::open(lock.name()).unwrap();
+//! let total_b = Value::<u64>::open(total.name()).unwrap();
+//! let done_b = Event::open(done.name()).unwrap();
+//!
+//! {
+//!     let _held = lock_b.lock().unwrap();          // cross-process lock
+//!     total_b.get_lock().unwrap().update(|v| *v += 42);
+//! }
+//! done_b.set();
+//!
+//! assert!(done.is_set());
+//! assert_eq!(total.get().unwrap(), 42);
+//!
+//! // Semaphores and barriers work the same way.
+//! let slots = Semaphore::new(2).unwrap();
+//! assert!(slots.try_acquire() && slots.try_acquire() && !slots.try_acquire());
+//! let barrier = Barrier::new(1).unwrap();
+//! assert_eq!(barrier.wait(), Ok(0));
+//!
+//! // Bad input is a clear error, never a crash:
+//! assert!(Value::<u32>::open(total.name()).is_err());  // wrong element type
+//! assert!(Lock::open("no/slashes").is_err());           // invalid name
+//! ```
+//!
+//! ## Crash safety
+//!
+//! A lock whose holder dies (even by `kill -9`) is handed to the next
+//! locker with [`LockError::OwnerDied`]; it repairs the data and calls
+//! `make_consistent()`. Notifiers never wait for waiters, so a dead waiter
+//! blocks nobody. [`gc`] removes segments whose creator died.
+//!
+//! ## Limits
+//!
+//! Linux only (x86_64, aarch64). All processes must share one PID
+//! namespace and see `/proc`. A peer with write access that truncates a
+//! segment's file makes later accesses fault (SIGBUS), as with any shared
+//! mapping; headers and indices read from shared memory are otherwise
+//! validated before use.
+
+#![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("shmproc supports Linux only (futexes, /dev/shm, /proc)");
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("shmproc supports x86_64 and aarch64 only");
+#[cfg(not(target_endian = "little"))]
+compile_error!("shmproc needs a little-endian target (futex on the low half of a 64-bit word)");
+
+#[cfg(not(loom))]
+mod error;
+#[cfg(not(loom))]
+mod shared;
+#[cfg(not(loom))]
+mod shm;
+mod sync;
+mod sys;
+
+#[cfg(not(loom))]
+pub use error::{LockError, NotOwnerError, OpenError};
+#[cfg(not(loom))]
+pub use shared::{Array, Value};
+#[cfg(not(loom))]
+pub use shm::{Kind, MAX_NAME_LEN, NAME_PREFIX, Options, gc};
+#[cfg(not(loom))]
+pub use sync::barrier::{Barrier, BarrierError};
+#[cfg(not(loom))]
+pub use sync::condition::Condition;
+#[cfg(not(loom))]
+pub use sync::event::Event;
+#[cfg(not(loom))]
+pub use sync::lock::{DataGuard, Lock, LockGuard, Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub use sync::rlock::{RLock, RLockGuard};
+#[cfg(not(loom))]
+pub use sync::semaphore::{BoundedSemaphore, ReleaseError, Semaphore};
+
+/// The lock, semaphore, event, condition and barrier algorithms on the heap,
+/// for loom model checking (`RUSTFLAGS="--cfg loom"`). Not part of the API.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_models {
+    pub use crate::sync::barrier::RawBarrier;
+    pub use crate::sync::condition::RawCondition;
+    pub use crate::sync::event::RawEvent;
+    pub use crate::sync::raw_lock::{RawLock, Wait};
+    pub use crate::sync::semaphore::RawSemaphore;
+}

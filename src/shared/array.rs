@@ -1,0 +1,171 @@
+use bytemuck::Pod;
+
+use crate::shm::object::constructors;
+use crate::shm::{Fingerprint, Kind, Mapped, Object};
+use crate::sync::lock::{Locked, MutexGuard};
+use crate::sync::raw_lock::{RawLock, Wait};
+use crate::{LockError, OpenError};
+
+/// A fixed-length array of `T: Pod` in shared memory with its own robust
+/// lock, like `multiprocessing.Array('d', 10)`. Elements start zeroed
+/// ([`Array::new`]) or copied from a slice ([`Array::from_slice`]).
+///
+/// ```
+/// use shmproc::Array;
+/// let a = Array::<f64>::new(4).unwrap();
+/// a.set(2, 1.5).unwrap();
+/// assert_eq!(a.to_vec().unwrap(), vec![0.0, 0.0, 1.5, 0.0]);
+/// let same = Array::<f64>::open(a.name()).unwrap();
+/// assert_eq!(same.len(), 4);
+/// assert_eq!(same.get(2).unwrap(), Some(1.5));
+/// assert_eq!(same.get(4).unwrap(), None); // out of range
+/// ```
+pub struct Array<T> {
+    m: Locked<T>,
+}
+
+impl<T> Clone for Array<T> {
+    fn clone(&self) -> Self {
+        Array { m: self.m.clone() }
+    }
+}
+
+impl<T> std::fmt::Debug for Array<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Array").field("segment", &self.m.m).finish()
+    }
+}
+
+/// How a new array's elements are filled.
+#[derive(Clone)]
+pub(crate) enum Fill<T> {
+    Zeroed(u64),
+    From(Vec<T>),
+}
+
+impl<T: Pod> Object for Array<T> {
+    const KIND: Kind = Kind::Array;
+    type Init = Fill<T>;
+    type Ctl = RawLock;
+    fn fingerprint() -> Fingerprint {
+        Locked::<T>::fingerprint()
+    }
+    fn capacity(init: &Self::Init) -> Result<u64, OpenError> {
+        Ok(match init {
+            Fill::Zeroed(n) => *n,
+            Fill::From(s) => s.len() as u64,
+        })
+    }
+    fn new_ctl(_: &Self::Init, _: u64) -> RawLock {
+        RawLock::new()
+    }
+    unsafe fn init_data(data: *mut u8, init: Self::Init, _capacity: u64) {
+        // A fresh segment is zero-filled already; copy the slice if given.
+        if let Fill::From(s) = init {
+            // SAFETY: the data area holds `s.len()` elements (capacity).
+            unsafe { std::ptr::copy_nonoverlapping(s.as_ptr(), data as *mut T, s.len()) };
+        }
+    }
+    fn from_mapped(m: Mapped<RawLock>) -> Self {
+        Array { m: Locked::new(m) }
+    }
+}
+
+impl<T: Pod> Array<T> {
+    constructors!(len: u64 => Fill::Zeroed(len));
+
+    /// A new array (unique name) holding a copy of `items`.
+    ///
+    /// ```
+    /// let a = shmproc::Array::from_slice(&[1u8, 2, 3]).unwrap();
+    /// assert_eq!(a.to_vec().unwrap(), vec![1, 2, 3]);
+    /// ```
+    pub fn from_slice(items: &[T]) -> Result<Self, OpenError> {
+        Self::create_from_slice(&crate::shm::unique_name(), items)
+    }
+
+    /// Creates `name` holding a copy of `items`.
+    ///
+    /// ```
+    /// let name = format!("doc-array-{}", std::process::id());
+    /// let a = shmproc::Array::create_from_slice(&name, &[7u32; 3]).unwrap();
+    /// assert_eq!(shmproc::Array::<u32>::open(&name).unwrap().to_vec().unwrap(), vec![7; 3]);
+    /// # drop(a);
+    /// ```
+    pub fn create_from_slice(name: &str, items: &[T]) -> Result<Self, OpenError> {
+        crate::shm::object::create::<Self>(name, Fill::From(items.to_vec()), &crate::Options::new())
+    }
+
+    /// Number of elements.
+    ///
+    /// ```
+    /// assert_eq!(shmproc::Array::<u8>::new(9).unwrap().len(), 9);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.m.len()
+    }
+
+    /// Whether the array has no elements.
+    ///
+    /// ```
+    /// assert!(shmproc::Array::<u8>::new(0).unwrap().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.m.len() == 0
+    }
+
+    /// Element `i` (under the lock), `None` past the end.
+    ///
+    /// ```
+    /// assert_eq!(shmproc::Array::from_slice(&[5u8]).unwrap().get(0).unwrap(), Some(5));
+    /// ```
+    pub fn get(&self, i: usize) -> Result<Option<T>, LockError<MutexGuard<'_, T>>> {
+        self.m.acquire(Wait::Forever).map(|g| g.get(i))
+    }
+
+    /// Sets element `i` (under the lock); `Ok(false)` past the end.
+    ///
+    /// ```
+    /// let a = shmproc::Array::<u8>::new(1).unwrap();
+    /// assert!(a.set(0, 9).unwrap());
+    /// assert!(!a.set(1, 9).unwrap());
+    /// ```
+    pub fn set(&self, i: usize, v: T) -> Result<bool, LockError<MutexGuard<'_, T>>> {
+        self.m.acquire(Wait::Forever).map(|mut g| g.set(i, v))
+    }
+
+    /// All elements, copied under the lock.
+    ///
+    /// ```
+    /// assert_eq!(shmproc::Array::<i8>::new(2).unwrap().to_vec().unwrap(), vec![0, 0]);
+    /// ```
+    pub fn to_vec(&self) -> Result<Vec<T>, LockError<MutexGuard<'_, T>>> {
+        self.m.acquire(Wait::Forever).map(|g| g.to_vec())
+    }
+
+    /// Holds the lock; the guard reads and writes elements.
+    ///
+    /// ```
+    /// let a = shmproc::Array::<u32>::new(3).unwrap();
+    /// let mut g = a.get_lock().unwrap();
+    /// for i in 0..g.len() { g.set(i, i as u32 * 10); }
+    /// drop(g);
+    /// assert_eq!(a.to_vec().unwrap(), vec![0, 10, 20]);
+    /// ```
+    pub fn get_lock(&self) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
+        self.m.acquire(Wait::Forever)
+    }
+
+    /// [`get_lock`](Self::get_lock), waiting at most `timeout`.
+    ///
+    /// ```
+    /// let a = shmproc::Array::<u32>::new(3).unwrap();
+    /// assert!(a.get_lock_timeout(std::time::Duration::from_millis(1)).is_ok());
+    /// ```
+    pub fn get_lock_timeout(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
+        self.m.acquire(Wait::timeout(timeout))
+    }
+}

@@ -1,0 +1,136 @@
+//! The common header at the start of every segment.
+//!
+//! ```text
+//! offset  field          written by the creator, in this order
+//!   0     magic          2. after pid/start, so gc can trust them
+//!   8     init_state     4. READY, with Release, last of all
+//!  12     version        3.
+//!  16     kind           3.
+//!  20     elem_size      3.
+//!  24     elem_align     3.
+//!  28     flags          (PERSIST bit, set any time by persist())
+//!  32     elem_hash      3.
+//!  40     capacity       3.
+//!  48     total_len      3.
+//!  56     creator_pid    1.
+//!  64     creator_start  1.
+//!  72     type_name      3. first 56 bytes of the element type's name
+//! 128     object control block ...
+//! ```
+//! Openers wait (bounded) for `init_state == READY` with Acquire, which pairs
+//! with the creator's Release store and makes every field above visible.
+//! All fields are atomics: the bytes are shared with processes we do not
+//! trust, and a concurrent write must never be a data race in our process.
+
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use super::Kind;
+
+/// "SHMPROC\x01" read as a little-endian u64.
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMPROC\x01");
+/// Bumped whenever any shared layout changes incompatibly.
+pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// Value of `init_state` once the object is fully built ("REDY").
+pub(crate) const READY: u32 = u32::from_le_bytes(*b"REDY");
+/// `flags` bit: the segment outlives its creator; `gc` leaves it alone.
+pub(crate) const FLAG_PERSIST: u32 = 1;
+/// Bytes of the element type name kept for error messages.
+pub(crate) const TYPE_NAME_LEN: usize = 56;
+/// Size of the header; object data starts here (two cache lines).
+pub(crate) const HEADER_SIZE: usize = 128;
+
+#[repr(C)]
+pub(crate) struct Header {
+    pub(crate) magic: AtomicU64,
+    pub(crate) init_state: AtomicU32,
+    pub(crate) version: AtomicU32,
+    pub(crate) kind: AtomicU32,
+    pub(crate) elem_size: AtomicU32,
+    pub(crate) elem_align: AtomicU32,
+    pub(crate) flags: AtomicU32,
+    pub(crate) elem_hash: AtomicU64,
+    pub(crate) capacity: AtomicU64,
+    pub(crate) total_len: AtomicU64,
+    pub(crate) creator_pid: AtomicU32,
+    _pad: AtomicU32,
+    pub(crate) creator_start: AtomicU64,
+    pub(crate) type_name: [AtomicU8; TYPE_NAME_LEN],
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
+const _: () = assert!(std::mem::align_of::<Header>() == 8);
+
+/// The element layout recorded in a header: size, align and a hash of the
+/// type's name (so `u64` and `i64`, or two structs of equal size, differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    pub(crate) size: u32,
+    pub(crate) align: u32,
+    pub(crate) hash: u64,
+    pub(crate) name: &'static str,
+}
+
+impl Fingerprint {
+    pub(crate) fn of<T>() -> Self {
+        let name = std::any::type_name::<T>();
+        Fingerprint {
+            size: std::mem::size_of::<T>() as u32,
+            align: std::mem::align_of::<T>() as u32,
+            hash: fnv1a(name.as_bytes()),
+            name,
+        }
+    }
+}
+
+/// FNV-1a, 64-bit: stable across builds and platforms.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl Header {
+    /// Step 1-3 of the creator's protocol (everything but READY).
+    pub(crate) fn write_fields(&self, kind: Kind, fp: &Fingerprint, capacity: u64, total_len: u64) {
+        let (pid, start) = crate::sys::thread::process_identity();
+        self.creator_pid.store(pid, Ordering::Relaxed);
+        self.creator_start.store(start, Ordering::Relaxed);
+        // Release: pairs with gc's Acquire load of `magic`, so a reader that
+        // sees the magic also sees the creator identity stored above.
+        self.magic.store(MAGIC, Ordering::Release);
+        self.version.store(LAYOUT_VERSION, Ordering::Relaxed);
+        self.kind.store(kind.to_u32(), Ordering::Relaxed);
+        self.elem_size.store(fp.size, Ordering::Relaxed);
+        self.elem_align.store(fp.align, Ordering::Relaxed);
+        self.elem_hash.store(fp.hash, Ordering::Relaxed);
+        self.capacity.store(capacity, Ordering::Relaxed);
+        self.total_len.store(total_len, Ordering::Relaxed);
+        for (dst, src) in self.type_name.iter().zip(fp.name.bytes()) {
+            dst.store(src, Ordering::Relaxed);
+        }
+    }
+
+    /// Step 4: publish. Release pairs with the Acquire load in `is_ready`.
+    pub(crate) fn publish(&self) {
+        self.init_state.store(READY, Ordering::Release);
+    }
+
+    /// Acquire pairs with `publish`'s Release store.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.init_state.load(Ordering::Acquire) == READY
+    }
+
+    /// The element type name recorded by the creator (possibly truncated).
+    pub(crate) fn type_name(&self) -> String {
+        let bytes: Vec<u8> = self
+            .type_name
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .take_while(|&b| b != 0)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}

@@ -1,0 +1,334 @@
+//! Typed objects in segments: the layout rule, creation and opening.
+//!
+//! A segment is `[Header (128 B)][control block C][padding][data]`. The
+//! control block starts on a 64-byte boundary (right after the header); the
+//! data, if any, starts on a 64-byte boundary after it (or the element's
+//! alignment if larger), so the data never shares a cache line with the hot
+//! control words.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::header::{Fingerprint, HEADER_SIZE};
+use super::{Kind, Segment, unique_name};
+use crate::OpenError;
+
+/// Creation and opening options: file permissions and how long `open`
+/// waits for a creator that is still initialising.
+///
+/// ```
+/// use shmproc::{Options, Semaphore};
+/// let opts = Options::new().mode(0o660).init_timeout(std::time::Duration::from_millis(500));
+/// let name = format!("doc-options-{}", std::process::id());
+/// let sem = Semaphore::create_with(&name, 2, &opts).unwrap();
+/// let again = Semaphore::open_with(&name, &opts).unwrap();
+/// assert_eq!(again.get_value(), 2);
+/// # drop(sem);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub(crate) mode: u32,
+    pub(crate) init_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mode: 0o600,
+            init_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Options {
+    /// Owner-only permissions (0600) and a 2 s init timeout.
+    ///
+    /// ```
+    /// let o = shmproc::Options::new();
+    /// assert_eq!(o.get_mode(), 0o600);
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// File permission bits for created segments (umask does not apply).
+    ///
+    /// ```
+    /// assert_eq!(shmproc::Options::new().mode(0o640).get_mode(), 0o640);
+    /// ```
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode & 0o777;
+        self
+    }
+
+    /// The permission bits that will be used.
+    ///
+    /// ```
+    /// assert_eq!(shmproc::Options::new().get_mode(), 0o600);
+    /// ```
+    pub fn get_mode(&self) -> u32 {
+        self.mode
+    }
+
+    /// How long `open` waits for a segment still being initialised before
+    /// failing with [`OpenError::InitTimeout`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let o = shmproc::Options::new().init_timeout(Duration::from_millis(10));
+    /// # let _ = o;
+    /// ```
+    pub fn init_timeout(mut self, timeout: Duration) -> Self {
+        self.init_timeout = timeout;
+        self
+    }
+}
+
+/// What an object type tells the generic create/open code.
+pub(crate) trait Object: Sized {
+    const KIND: Kind;
+    /// Creation parameters.
+    type Init;
+    /// The control block at offset HEADER_SIZE (atomics only).
+    type Ctl;
+    /// Element type recorded in the header.
+    fn fingerprint() -> Fingerprint {
+        Fingerprint::of::<()>()
+    }
+    /// The capacity recorded in the header (elements, parties, ...).
+    fn capacity(_init: &Self::Init) -> Result<u64, OpenError> {
+        Ok(0)
+    }
+    /// The control block for a new object.
+    fn new_ctl(init: &Self::Init, capacity: u64) -> Self::Ctl;
+    /// Writes the initial data (only for types with a data area).
+    ///
+    /// # Safety
+    /// `data` points at `capacity` writable, aligned elements.
+    unsafe fn init_data(_data: *mut u8, _init: Self::Init, _capacity: u64) {}
+    /// Checks the control block of an opened object; `Err` is a reason.
+    fn validate(_m: &Mapped<Self::Ctl>) -> Result<(), String> {
+        Ok(())
+    }
+    fn from_mapped(m: Mapped<Self::Ctl>) -> Self;
+}
+
+/// Where things are in a segment of a given capacity.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    pub(crate) data_offset: u64,
+    pub(crate) total: u64,
+}
+
+impl Layout {
+    /// `None` if the sizes overflow (an absurd capacity).
+    pub(crate) fn of<O: Object>(capacity: u64) -> Option<Layout> {
+        let fp = O::fingerprint();
+        let align = u64::from(fp.align.max(64));
+        let ctl_end = HEADER_SIZE as u64 + std::mem::size_of::<O::Ctl>() as u64;
+        let data_offset = ctl_end.checked_add(align - 1)? / align * align;
+        let data = capacity.checked_mul(u64::from(fp.size))?;
+        let total = data_offset.checked_add(data)?;
+        // Keep every offset addressable as isize.
+        (total <= isize::MAX as u64 / 2).then_some(Layout { data_offset, total })
+    }
+}
+
+/// A mapped object: the segment (kept alive) and its control block.
+pub(crate) struct Mapped<C> {
+    seg: Arc<Segment>,
+    layout: Layout,
+    _ctl: std::marker::PhantomData<C>,
+}
+
+impl<C> Clone for Mapped<C> {
+    fn clone(&self) -> Self {
+        Mapped {
+            seg: Arc::clone(&self.seg),
+            layout: self.layout,
+            _ctl: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for Mapped<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.seg.fmt(f)
+    }
+}
+
+// SAFETY: the control block is made of atomics (Sync by construction) and
+// the data area is only reached through raw pointers under the object's own
+// synchronisation; the mapping itself is process-wide.
+unsafe impl<C: Sync> Send for Mapped<C> {}
+// SAFETY: as above.
+unsafe impl<C: Sync> Sync for Mapped<C> {}
+
+impl<C> Mapped<C> {
+    /// The control block.
+    #[inline]
+    pub(crate) fn ctl(&self) -> &C {
+        // SAFETY: create/open checked that the mapping holds the header plus
+        // `C` (HEADER_SIZE is 64-aligned, C's alignment is at most 64 — see
+        // the asserts in each type), and C is made of atomics, so a shared
+        // reference is sound while other processes write to it.
+        unsafe { &*(self.seg.base().add(HEADER_SIZE) as *const C) }
+    }
+
+    /// Start of the data area (valid for `capacity` elements).
+    #[inline]
+    pub(crate) fn data(&self) -> *mut u8 {
+        // SAFETY: data_offset <= total <= mapping length (checked at open).
+        unsafe { self.seg.base().add(self.layout.data_offset as usize) }
+    }
+
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.seg
+    }
+}
+
+/// Creates object `O` named `name`.
+pub(crate) fn create<O: Object>(name: &str, init: O::Init, opts: &Options) -> Result<O, OpenError> {
+    const { assert!(std::mem::align_of::<O::Ctl>() <= 64) };
+    let capacity = O::capacity(&init)?;
+    let layout = Layout::of::<O>(capacity)
+        .ok_or_else(|| OpenError::InvalidArgument(format!("capacity {capacity} is too large")))?;
+    let seg = Segment::create(
+        name,
+        opts,
+        O::KIND,
+        &O::fingerprint(),
+        capacity,
+        layout.total,
+    )?;
+    let ctl = O::new_ctl(&init, capacity);
+    let m = Mapped {
+        seg: Arc::new(seg),
+        layout,
+        _ctl: std::marker::PhantomData,
+    };
+    // SAFETY: the fresh mapping is `layout.total` bytes, zero-filled and not
+    // yet visible to openers (READY is not published); the control block
+    // and data areas lie inside it and are suitably aligned.
+    unsafe {
+        std::ptr::write(m.seg.base().add(HEADER_SIZE) as *mut O::Ctl, ctl);
+        O::init_data(m.data(), init, capacity);
+    }
+    m.seg.header().publish();
+    Ok(O::from_mapped(m))
+}
+
+/// Opens object `O` named `name`, validating everything.
+pub(crate) fn open<O: Object>(name: &str, opts: &Options) -> Result<O, OpenError> {
+    let seg = Segment::open(name, opts, O::KIND, &O::fingerprint())?;
+    let capacity = seg.capacity();
+    let layout = Layout::of::<O>(capacity).ok_or_else(|| OpenError::Corrupted {
+        name: name.to_owned(),
+        reason: format!("capacity {capacity} is impossibly large"),
+    })?;
+    seg.check_len(layout.total)?;
+    let m = Mapped {
+        seg: Arc::new(seg),
+        layout,
+        _ctl: std::marker::PhantomData,
+    };
+    O::validate(&m).map_err(|reason| OpenError::Corrupted {
+        name: name.to_owned(),
+        reason,
+    })?;
+    Ok(O::from_mapped(m))
+}
+
+/// Opens `name`, or creates it with `init` if it does not exist.
+pub(crate) fn open_or_create<O: Object>(
+    name: &str,
+    init: O::Init,
+    opts: &Options,
+) -> Result<O, OpenError>
+where
+    O::Init: Clone,
+{
+    // A creator may unlink between our failed create and our open: retry.
+    for _ in 0..100 {
+        match create::<O>(name, init.clone(), opts) {
+            Err(OpenError::AlreadyExists(_)) => {}
+            other => return other,
+        }
+        match open::<O>(name, opts) {
+            Err(OpenError::NotFound(_)) => continue,
+            other => return other,
+        }
+    }
+    Err(OpenError::Io {
+        name: name.to_owned(),
+        source: std::io::Error::other("name keeps appearing and vanishing"),
+    })
+}
+
+/// Creates `O` under a fresh unique name.
+pub(crate) fn create_unique<O: Object>(init: O::Init, opts: &Options) -> Result<O, OpenError> {
+    create::<O>(&unique_name(), init, opts)
+}
+
+/// Inherent constructors shared by every object type: `new`, `create`,
+/// `open`, `open_or_create`, the `_with(Options)` forms, `name` and
+/// `persist`. `$init: $ty` is the creation parameter, if the type has one.
+macro_rules! constructors {
+    ($init:ident : $ty:ty => $conv:expr) => { constructors!(@all $init: $ty => $conv); };
+    ($init:ident : $ty:ty) => { constructors!(@all $init: $ty => $init); };
+    () => { constructors!(@all); };
+    (@all $($init:ident : $ty:ty => $conv:expr)?) => {
+        /// Creates the object under a fresh unique name (see [`Self::name`]),
+        /// with owner-only permissions. The name is removed when the last
+        /// handle in this process drops.
+        pub fn new($($init: $ty)?) -> Result<Self, $crate::OpenError> {
+            $crate::shm::object::create_unique::<Self>(constructors!(@init $($conv)?), &$crate::Options::new())
+        }
+
+        /// Creates the object as `name`; fails with
+        /// [`OpenError::AlreadyExists`]($crate::OpenError::AlreadyExists) if
+        /// the name is taken. This process owns the name: it is removed when
+        /// the last handle here drops, unless [`Self::persist`] was called.
+        pub fn create(name: &str $(, $init: $ty)?) -> Result<Self, $crate::OpenError> {
+            $crate::shm::object::create::<Self>(name, constructors!(@init $($conv)?), &$crate::Options::new())
+        }
+
+        /// [`Self::create`] with explicit [`Options`]($crate::Options).
+        pub fn create_with(name: &str $(, $init: $ty)?, opts: &$crate::Options) -> Result<Self, $crate::OpenError> {
+            $crate::shm::object::create::<Self>(name, constructors!(@init $($conv)?), opts)
+        }
+
+        /// Opens an existing object created (by any process) as `name`,
+        /// waiting up to 2 s for its creator to finish initialising, and
+        /// validating kind, element type, layout version and size. Openers
+        /// never remove the name.
+        pub fn open(name: &str) -> Result<Self, $crate::OpenError> {
+            $crate::shm::object::open::<Self>(name, &$crate::Options::new())
+        }
+
+        /// [`Self::open`] with explicit [`Options`]($crate::Options).
+        pub fn open_with(name: &str, opts: &$crate::Options) -> Result<Self, $crate::OpenError> {
+            $crate::shm::object::open::<Self>(name, opts)
+        }
+
+        /// Opens `name` if it exists, otherwise creates it (and then owns
+        /// it, as with [`Self::create`]).
+        pub fn open_or_create(name: &str $(, $init: $ty)?) -> Result<Self, $crate::OpenError> {
+            $crate::shm::object::open_or_create::<Self>(name, constructors!(@init $($conv)?), &$crate::Options::new())
+        }
+
+        /// The name other processes pass to [`Self::open`].
+        pub fn name(&self) -> &str {
+            self.m.segment().name()
+        }
+
+        /// Keeps the name in `/dev/shm` after this process's last handle
+        /// drops (and makes [`gc`]($crate::gc) leave it alone).
+        pub fn persist(&self) {
+            self.m.segment().persist()
+        }
+    };
+    (@init) => { () };
+    (@init $conv:expr) => { $conv };
+}
+pub(crate) use constructors;

@@ -1,0 +1,188 @@
+//! `Event`, like `multiprocessing.Event`.
+//!
+//! One futex word: bit SET is the flag, bit WAITERS says somebody may be
+//! asleep. `set` swaps in SET (clearing WAITERS) and wakes everyone only if
+//! WAITERS was set, so setting an event nobody waits on is one atomic swap.
+//! A waiter that dies leaves WAITERS behind: the next `set` makes one
+//! useless wake syscall, then the bit is gone; nothing ever waits on it.
+//!
+//! | state          | meaning                              |
+//! |----------------|--------------------------------------|
+//! | 0              | clear, nobody asleep                 |
+//! | WAITERS        | clear, sleepers may exist            |
+//! | SET            | set (sleepers were woken by `set`)   |
+//! | SET \| WAITERS | impossible: waiters never sleep on a set event |
+
+use super::platform::{AtomicU32, Ordering, SPIN_LIMIT, spin_hint, wait32, wake32};
+use super::raw_lock::Wait;
+
+const SET: u32 = 1;
+const WAITERS: u32 = 2;
+
+#[repr(C)]
+pub(crate) struct RawEvent {
+    state: AtomicU32,
+}
+
+impl RawEvent {
+    pub(crate) fn new() -> Self {
+        RawEvent {
+            state: AtomicU32::new(0),
+        }
+    }
+
+    pub(crate) fn set(&self) {
+        // Release: pairs with the Acquire loads in `wait`/`is_set`, so what
+        // the setter wrote before `set` is visible to whoever sees the flag.
+        let old = self.state.swap(SET, Ordering::Release);
+        if old & WAITERS != 0 {
+            wake32(&self.state, u32::MAX);
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        self.state.fetch_and(!SET, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        // Acquire: pairs with the Release swap in `set`.
+        self.state.load(Ordering::Acquire) & SET != 0
+    }
+
+    /// Waits until set; false if `wait` ran out first.
+    pub(crate) fn wait(&self, wait: Wait) -> bool {
+        let mut spins = if matches!(wait, Wait::No) {
+            0
+        } else {
+            SPIN_LIMIT
+        };
+        loop {
+            // Acquire: pairs with the Release swap in `set`.
+            let s = self.state.load(Ordering::Acquire);
+            if s & SET != 0 {
+                return true;
+            }
+            if spins > 0 {
+                spins -= 1;
+                spin_hint();
+                continue;
+            }
+            if matches!(wait, Wait::No) || wait.deadline().is_some_and(|d| d.passed()) {
+                return false;
+            }
+            if s & WAITERS == 0
+                && self
+                    .state
+                    .compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            wait32(&self.state, s | WAITERS, wait.deadline());
+        }
+    }
+}
+
+#[cfg(not(loom))]
+pub use shm_event::*;
+
+#[cfg(not(loom))]
+mod shm_event {
+    use super::*;
+    use crate::shm::object::constructors;
+    use crate::shm::{Kind, Mapped, Object};
+    use std::time::Duration;
+
+    /// A cross-process flag that processes can wait for, like
+    /// `multiprocessing.Event`.
+    ///
+    /// ```
+    /// use shmproc::Event;
+    /// use std::time::Duration;
+    /// let ev = Event::new().unwrap();
+    /// assert!(!ev.wait_timeout(Duration::from_millis(1)));
+    /// let remote = Event::open(ev.name()).unwrap();
+    /// remote.set();
+    /// assert!(ev.is_set());
+    /// ev.wait(); // returns at once
+    /// ev.clear();
+    /// assert!(!remote.is_set());
+    /// ```
+    #[derive(Clone, Debug)]
+    pub struct Event {
+        m: Mapped<RawEvent>,
+    }
+
+    impl Object for Event {
+        const KIND: Kind = Kind::Event;
+        type Init = ();
+        type Ctl = RawEvent;
+        fn new_ctl(_: &(), _: u64) -> RawEvent {
+            RawEvent::new()
+        }
+        fn from_mapped(m: Mapped<RawEvent>) -> Self {
+            Event { m }
+        }
+    }
+
+    impl Event {
+        constructors!();
+
+        /// Sets the flag and wakes every waiter.
+        ///
+        /// ```
+        /// let ev = shmproc::Event::new().unwrap();
+        /// ev.set();
+        /// assert!(ev.is_set());
+        /// ```
+        pub fn set(&self) {
+            self.m.ctl().set();
+        }
+
+        /// Clears the flag.
+        ///
+        /// ```
+        /// let ev = shmproc::Event::new().unwrap();
+        /// ev.set();
+        /// ev.clear();
+        /// assert!(!ev.is_set());
+        /// ```
+        pub fn clear(&self) {
+            self.m.ctl().clear();
+        }
+
+        /// Whether the flag is set.
+        ///
+        /// ```
+        /// assert!(!shmproc::Event::new().unwrap().is_set());
+        /// ```
+        pub fn is_set(&self) -> bool {
+            self.m.ctl().is_set()
+        }
+
+        /// Blocks until the flag is set.
+        ///
+        /// ```
+        /// let ev = shmproc::Event::new().unwrap();
+        /// std::thread::scope(|s| {
+        ///     s.spawn(|| ev.set());
+        ///     ev.wait();
+        /// });
+        /// assert!(ev.is_set());
+        /// ```
+        pub fn wait(&self) {
+            self.m.ctl().wait(Wait::Forever);
+        }
+
+        /// Waits at most `timeout`; returns the flag, like Python's
+        /// `wait(timeout)`.
+        ///
+        /// ```
+        /// let ev = shmproc::Event::new().unwrap();
+        /// assert!(!ev.wait_timeout(std::time::Duration::from_millis(2)));
+        /// ```
+        pub fn wait_timeout(&self, timeout: Duration) -> bool {
+            self.m.ctl().wait(Wait::timeout(timeout))
+        }
+    }
+}

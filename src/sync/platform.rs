@@ -1,0 +1,157 @@
+//! What the synchronisation algorithms need from the platform, switchable
+//! to loom (`RUSTFLAGS="--cfg loom"`) so the same algorithms are model-checked
+//! in a heap-backed mode.
+//!
+//! Under loom the futex is emulated with one global loom `Mutex` + `Condvar`:
+//! `wait` checks the word under the mutex and sleeps on the condvar, `wake`
+//! takes the mutex and notifies all. That keeps the futex contract (the
+//! check-and-sleep is atomic with respect to wake), so loom finds lost
+//! wake-ups as deadlocks. Timeouts are not modelled (loom tests block
+//! without deadlines) and owners never die under loom.
+
+pub(crate) use crate::sys::futex::{Deadline, WaitOutcome};
+pub(crate) use std::sync::atomic::Ordering;
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
+
+/// Spin iterations before a blocking call goes to sleep.
+#[cfg(not(loom))]
+pub(crate) const SPIN_LIMIT: u32 = 200;
+#[cfg(loom)]
+pub(crate) const SPIN_LIMIT: u32 = 1;
+
+/// How often a sleeping locker re-checks whether the lock owner is alive.
+#[cfg(not(loom))]
+pub(crate) const OWNER_POLL: Option<std::time::Duration> =
+    Some(std::time::Duration::from_millis(100));
+#[cfg(loom)]
+pub(crate) const OWNER_POLL: Option<std::time::Duration> = None;
+
+/// One step of a spin-wait.
+#[inline]
+pub(crate) fn spin_hint() {
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
+// ---- real platform -------------------------------------------------------
+
+#[cfg(not(loom))]
+mod imp {
+    use super::*;
+    use crate::sys::{futex, thread};
+
+    /// Sleeps while the word equals `expected`.
+    pub(crate) fn wait32(
+        word: &AtomicU32,
+        expected: u32,
+        deadline: Option<Deadline>,
+    ) -> WaitOutcome {
+        futex::wait(word, expected, deadline)
+    }
+
+    pub(crate) fn wake32(word: &AtomicU32, n: u32) {
+        futex::wake(word, n);
+    }
+
+    /// The futex half of a 64-bit word: its low 32 bits (little-endian,
+    /// so the first four bytes).
+    fn low_half(word: &AtomicU64) -> &AtomicU32 {
+        // SAFETY: the low half of an 8-aligned AtomicU64 on a little-endian
+        // target is a 4-aligned 4-byte location inside it. We only hand its
+        // address to the kernel (futex compares it atomically); all Rust-side
+        // accesses go through the AtomicU64.
+        unsafe { &*(word.as_ptr() as *const AtomicU32) }
+    }
+
+    pub(crate) fn wait64_low(
+        word: &AtomicU64,
+        expected_low: u32,
+        deadline: Option<Deadline>,
+    ) -> WaitOutcome {
+        futex::wait(low_half(word), expected_low, deadline)
+    }
+
+    pub(crate) fn wake64_low(word: &AtomicU64, n: u32) {
+        futex::wake(low_half(word), n);
+    }
+
+    #[inline]
+    pub(crate) fn me() -> u64 {
+        thread::me()
+    }
+
+    pub(crate) fn owner_is_dead(packed: u64) -> bool {
+        thread::owner_is_dead(packed)
+    }
+}
+
+// ---- loom model ----------------------------------------------------------
+
+#[cfg(loom)]
+mod imp {
+    use super::*;
+    use loom::sync::{Condvar, Mutex};
+
+    loom::lazy_static! {
+        static ref FUTEX: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+    }
+
+    fn wait_while(still: impl Fn() -> bool) -> WaitOutcome {
+        let guard = FUTEX.0.lock().unwrap();
+        if still() {
+            drop(FUTEX.1.wait(guard).unwrap());
+        }
+        WaitOutcome::Woken
+    }
+
+    fn wake_all() {
+        let _guard = FUTEX.0.lock().unwrap();
+        FUTEX.1.notify_all();
+    }
+
+    pub(crate) fn wait32(
+        word: &AtomicU32,
+        expected: u32,
+        _deadline: Option<Deadline>,
+    ) -> WaitOutcome {
+        wait_while(|| word.load(Ordering::SeqCst) == expected)
+    }
+
+    pub(crate) fn wake32(_word: &AtomicU32, _n: u32) {
+        wake_all();
+    }
+
+    pub(crate) fn wait64_low(
+        word: &AtomicU64,
+        expected_low: u32,
+        _deadline: Option<Deadline>,
+    ) -> WaitOutcome {
+        wait_while(|| word.load(Ordering::SeqCst) as u32 == expected_low)
+    }
+
+    pub(crate) fn wake64_low(_word: &AtomicU64, _n: u32) {
+        wake_all();
+    }
+
+    pub(crate) fn me() -> u64 {
+        use std::sync::atomic::AtomicU64 as StdU64;
+        static NEXT: StdU64 = StdU64::new(1);
+        loom::thread_local! {
+            static ME: u64 = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0x3FFF_FFFF;
+        }
+        ME.with(|m| *m)
+    }
+
+    pub(crate) fn owner_is_dead(_packed: u64) -> bool {
+        false
+    }
+}
+
+pub(crate) use imp::*;

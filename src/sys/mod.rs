@@ -1,0 +1,6 @@
+//! The only module that talks to the kernel (`libc` / `nix`): futexes, POSIX
+//! shared-memory files, thread identity and process liveness.
+
+pub(crate) mod futex;
+pub(crate) mod shm;
+pub(crate) mod thread;

@@ -1,0 +1,148 @@
+//! Thread identity (for lock ownership) and liveness checks (for recovery).
+//!
+//! A lock owner is identified by a packed `u64`: the low 32 bits hold the
+//! thread id (tid, at most 2^22 on Linux, so bits 30 and 31 are free for lock
+//! flags), the high 32 bits the low half of the thread's start time in clock
+//! ticks since boot (field 22 of `/proc/<tid>/stat`). Pairing the two means a
+//! recycled tid (pid_max is often only 32768) is not mistaken for the owner.
+//!
+//! The identity is computed once per thread and cached in a thread-local, so
+//! the lock fast path reads one TLS word and makes no syscall. A
+//! `pthread_atfork` child handler clears the cache, because a forked child's
+//! only thread has a new tid.
+
+use std::cell::Cell;
+use std::sync::Once;
+
+/// Mask of the tid bits in an owner word.
+pub(crate) const TID_MASK: u32 = 0x3FFF_FFFF;
+
+thread_local! {
+    static ME: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The calling thread's packed owner identity (never 0).
+#[inline]
+pub(crate) fn me() -> u64 {
+    let v = ME.with(Cell::get);
+    if v != 0 { v } else { me_slow() }
+}
+
+#[cold]
+fn me_slow() -> u64 {
+    static ATFORK: Once = Once::new();
+    ATFORK.call_once(|| {
+        // SAFETY: registering a plain `extern "C"` handler with no
+        // preconditions; it only touches this crate's thread-local.
+        unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
+    });
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() } as u32 & TID_MASK;
+    let start = read_stat(tid).map_or(0, |s| s.start_time as u32);
+    let packed = (u64::from(start) << 32) | u64::from(tid);
+    ME.with(|c| c.set(packed));
+    packed
+}
+
+extern "C" fn atfork_child() {
+    ME.with(|c| c.set(0));
+}
+
+/// The parts of `/proc/<pid>/stat` this crate uses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stat {
+    /// One-letter state: `R`, `S`, `D`, `Z` (zombie), `X` (dead), ...
+    pub(crate) state: u8,
+    /// Start time in clock ticks since boot.
+    pub(crate) start_time: u64,
+}
+
+/// Reads `/proc/<id>/stat` (works for thread ids too). `None` if it does not
+/// exist (the task is gone) or cannot be parsed.
+pub(crate) fn read_stat(id: u32) -> Option<Stat> {
+    let text = std::fs::read(format!("/proc/{id}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+fn parse_stat(text: &[u8]) -> Option<Stat> {
+    // The command name (field 2) is in parentheses and may itself contain
+    // spaces and parentheses: the fields we want follow the last ')'.
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(text.get(close + 1..)?).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = *fields.next()?.as_bytes().first()?;
+    // `state` is field 3; starttime is field 22, i.e. 19 further on.
+    let start_time = fields.nth(18)?.parse().ok()?;
+    Some(Stat { state, start_time })
+}
+
+/// Whether `/proc` can be trusted to tell us about other tasks. Without it we
+/// never declare anybody dead (a false "dead" would break mutual exclusion).
+fn proc_usable() -> bool {
+    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // SAFETY: getpid has no preconditions.
+    *USABLE.get_or_init(|| read_stat(unsafe { libc::getpid() } as u32).is_some())
+}
+
+/// Whether the thread named by a packed owner identity is certainly gone:
+/// its tid no longer exists, is a zombie, or now belongs to a task started at
+/// another time. Errs on the side of "alive".
+pub(crate) fn owner_is_dead(packed: u64) -> bool {
+    let tid = packed as u32 & TID_MASK;
+    let start = (packed >> 32) as u32;
+    if tid == 0 || !proc_usable() {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{tid}/stat")) {
+        Ok(text) => match parse_stat(&text) {
+            Some(s) => s.state == b'Z' || s.state == b'X' || s.start_time as u32 != start,
+            None => false,
+        },
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+/// Whether process `pid`, started at `start_time` ticks, is gone (exited,
+/// zombie, or its pid reused). Used by `gc`.
+pub(crate) fn process_is_dead(pid: u32, start_time: u64) -> bool {
+    owner_is_dead((u64::from(start_time as u32) << 32) | u64::from(pid))
+}
+
+/// This process's pid and start time (for segment headers).
+pub(crate) fn process_identity() -> (u32, u64) {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u32;
+    (pid, read_stat(pid).map_or(0, |s| s.start_time))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_stat_handles_parentheses_in_comm() {
+        let line = b"123 (a) b (c)) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 4242 19 20";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.state, b'S');
+        assert_eq!(s.start_time, 4242);
+    }
+
+    #[test]
+    fn me_is_stable_and_alive() {
+        let a = me();
+        assert_eq!(a, me());
+        assert!(!owner_is_dead(a));
+        let other = std::thread::spawn(me).join().unwrap();
+        assert_ne!(a, other);
+        // The other thread has exited: its tid goes away (the kernel may
+        // take a moment after join returns to release the task).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !owner_is_dead(other) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "exited thread still looks alive"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
