@@ -9,7 +9,7 @@ pub(crate) use header::Fingerprint;
 pub use object::Options;
 pub(crate) use object::{Mapped, Object};
 pub(crate) use segment::Segment;
-pub use segment::gc;
+pub use segment::{gc, unlink};
 
 use std::fmt;
 

@@ -252,6 +252,24 @@ impl Drop for Segment {
     }
 }
 
+/// Removes the name `name` from `/dev/shm` (for example a segment that was
+/// [`persist`](crate::Lock::persist)ed). Processes that have it open keep
+/// using it; new `open`s fail with [`OpenError::NotFound`].
+///
+/// ```
+/// let name = format!("doc-unlink-{}", std::process::id());
+/// let lock = shmproc::Lock::create(&name).unwrap();
+/// lock.persist();
+/// drop(lock);
+/// assert!(shmproc::Lock::open(&name).is_ok()); // persisted
+/// shmproc::unlink(&name).unwrap();
+/// assert!(matches!(shmproc::Lock::open(&name), Err(shmproc::OpenError::NotFound(_))));
+/// ```
+pub fn unlink(name: &str) -> Result<(), OpenError> {
+    let c_name = os_name(name)?;
+    sys::shm::unlink(&c_name).map_err(|e| errno_to_open(name, e))
+}
+
 /// Removes this crate's segments whose creator process is dead, and
 /// segments abandoned mid-initialisation for more than 10 seconds.
 /// Persisted segments and foreign files are left alone. Returns the names

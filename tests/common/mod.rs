@@ -1,0 +1,115 @@
+//! Helpers for tests that run real child processes: the test binary
+//! re-executes itself with `SHMPROC_TEST_CHILD=<role>` and its `main`
+//! dispatches to the role before starting the harness.
+
+#![allow(dead_code)]
+
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ROLE_VAR: &str = "SHMPROC_TEST_CHILD";
+pub const ARGS_VAR: &str = "SHMPROC_TEST_ARGS";
+/// How long any child may run before the test kills it and fails.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// If this process is a child, runs its role and exits.
+pub fn dispatch_child(roles: &[(&str, fn(&[String]) -> Result<(), String>)]) {
+    let Ok(role) = std::env::var(ROLE_VAR) else {
+        return;
+    };
+    let args: Vec<String> = std::env::var(ARGS_VAR)
+        .unwrap_or_default()
+        .split('\u{1f}')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let Some((_, f)) = roles.iter().find(|(r, _)| *r == role) else {
+        eprintln!("unknown child role {role:?}");
+        std::process::exit(3);
+    };
+    match f(&args) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("child {role} failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// A child process of the test binary; killed and reaped on drop.
+pub struct Child {
+    inner: std::process::Child,
+    role: String,
+}
+
+impl Child {
+    pub fn spawn(role: &str, args: &[&str]) -> Child {
+        let inner = Command::new(std::env::current_exe().unwrap())
+            .env(ROLE_VAR, role)
+            .env(ARGS_VAR, args.join("\u{1f}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn child");
+        Child {
+            inner,
+            role: role.to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.inner.id()
+    }
+
+    /// SIGKILL without reaping: the child stays a zombie until `wait`.
+    pub fn kill9(&mut self) {
+        self.inner.kill().expect("kill");
+    }
+
+    /// Waits (bounded by DEADLINE) and returns the status.
+    pub fn wait(&mut self) -> ExitStatus {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(st) = self.inner.try_wait().expect("try_wait") {
+                return st;
+            }
+            if Instant::now() > end {
+                let _ = self.inner.kill();
+                let _ = self.inner.wait();
+                panic!("child {} did not finish within {DEADLINE:?}", self.role);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits and asserts a zero exit status.
+    pub fn join_ok(mut self) {
+        let st = self.wait();
+        assert!(st.success(), "child {} exited with {st:?}", self.role);
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Ok(None) = self.inner.try_wait() {
+            let _ = self.inner.kill();
+            let _ = self.inner.wait();
+        }
+    }
+}
+
+/// A name unique to this test run.
+pub fn name(test: &str) -> String {
+    format!("test-{test}-{}", std::process::id())
+}
+
+/// Turns any error into the child's failure message.
+pub fn e<E: std::fmt::Display>(err: E) -> String {
+    err.to_string()
+}
+
+/// Asserts inside a child role.
+pub fn ensure(cond: bool, what: impl Into<String>) -> Result<(), String> {
+    if cond { Ok(()) } else { Err(what.into()) }
+}
