@@ -63,6 +63,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
+#![cfg_attr(loom, allow(missing_docs, dead_code))]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("shmproc supports Linux only (futexes, /dev/shm, /proc)");

@@ -13,7 +13,7 @@ use super::platform::{AtomicU32, Ordering, SPIN_LIMIT, spin_hint, wait32, wake32
 use super::raw_lock::{RawLock, Wait};
 
 #[repr(C)]
-pub(crate) struct RawBarrier {
+pub struct RawBarrier {
     lock: RawLock,
     generation: AtomicU32,
     count: AtomicU32,
@@ -23,13 +23,13 @@ pub(crate) struct RawBarrier {
 
 /// Why a barrier wait failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BarrierFail {
+pub enum BarrierFail {
     Broken,
     TimedOut,
 }
 
 impl RawBarrier {
-    pub(crate) fn new(parties: u32) -> Self {
+    pub fn new(parties: u32) -> Self {
         RawBarrier {
             lock: RawLock::new(),
             generation: AtomicU32::new(0),
@@ -76,7 +76,7 @@ impl RawBarrier {
     }
 
     /// Arrives and waits for the others; returns the arrival index.
-    pub(crate) fn wait(&self, wait: Wait) -> Result<u32, BarrierFail> {
+    pub fn wait(&self, wait: Wait) -> Result<u32, BarrierFail> {
         let arrival = self.locked(|| {
             if self.broken.load(Ordering::Relaxed) != 0 {
                 return Err(BarrierFail::Broken);
@@ -133,12 +133,12 @@ impl RawBarrier {
     }
 
     /// Breaks the barrier: current and future waiters fail until `reset`.
-    pub(crate) fn abort(&self) {
+    pub fn abort(&self) {
         self.locked(|| self.break_locked());
     }
 
     /// Back to the initial state; current waiters fail with Broken.
-    pub(crate) fn reset(&self) {
+    pub fn reset(&self) {
         self.locked(|| {
             if self.count.load(Ordering::Relaxed) > 0 {
                 self.end_generation(true);
@@ -147,15 +147,15 @@ impl RawBarrier {
         });
     }
 
-    pub(crate) fn parties(&self) -> u32 {
+    pub fn parties(&self) -> u32 {
         self.parties.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn n_waiting(&self) -> u32 {
+    pub fn n_waiting(&self) -> u32 {
         self.count.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn is_broken(&self) -> bool {
+    pub fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Relaxed) != 0
     }
 }

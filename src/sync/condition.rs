@@ -16,14 +16,14 @@ use super::platform::{AtomicU32, Ordering, wait32, wake32};
 use super::raw_lock::{RawLock, Wait};
 
 #[repr(C)]
-pub(crate) struct RawCondition {
-    pub(crate) lock: RawLock,
+pub struct RawCondition {
+    pub lock: RawLock,
     seq: AtomicU32,
     waiters: AtomicU32,
 }
 
 impl RawCondition {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         RawCondition {
             lock: RawLock::new(),
             seq: AtomicU32::new(0),
@@ -33,7 +33,7 @@ impl RawCondition {
 
     /// First half of `wait`, called with the lock held: returns the ticket
     /// to sleep on. The caller then releases the lock and calls `sleep`.
-    pub(crate) fn prepare(&self) -> u32 {
+    pub fn prepare(&self) -> u32 {
         // Relaxed is enough for both: the lock release that follows orders
         // them before any notifier's lock acquisition.
         self.waiters.fetch_add(1, Ordering::Relaxed);
@@ -42,7 +42,7 @@ impl RawCondition {
 
     /// Second half of `wait`, without the lock: sleeps while no notify came.
     /// Returns false if the deadline passed first.
-    pub(crate) fn sleep(&self, ticket: u32, wait: Wait) -> bool {
+    pub fn sleep(&self, ticket: u32, wait: Wait) -> bool {
         let notified = loop {
             if self.seq.load(Ordering::Relaxed) != ticket {
                 break true;
@@ -57,7 +57,7 @@ impl RawCondition {
     }
 
     /// Wakes up to `n` waiters (the caller holds the lock).
-    pub(crate) fn notify(&self, n: u32) {
+    pub fn notify(&self, n: u32) {
         self.seq.fetch_add(1, Ordering::Relaxed);
         if self.waiters.load(Ordering::Relaxed) > 0 {
             wake32(&self.seq, n);

@@ -20,18 +20,18 @@ const SET: u32 = 1;
 const WAITERS: u32 = 2;
 
 #[repr(C)]
-pub(crate) struct RawEvent {
+pub struct RawEvent {
     state: AtomicU32,
 }
 
 impl RawEvent {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         RawEvent {
             state: AtomicU32::new(0),
         }
     }
 
-    pub(crate) fn set(&self) {
+    pub fn set(&self) {
         // Release: pairs with the Acquire loads in `wait`/`is_set`, so what
         // the setter wrote before `set` is visible to whoever sees the flag.
         let old = self.state.swap(SET, Ordering::Release);
@@ -40,17 +40,17 @@ impl RawEvent {
         }
     }
 
-    pub(crate) fn clear(&self) {
+    pub fn clear(&self) {
         self.state.fetch_and(!SET, Ordering::Relaxed);
     }
 
-    pub(crate) fn is_set(&self) -> bool {
+    pub fn is_set(&self) -> bool {
         // Acquire: pairs with the Release swap in `set`.
         self.state.load(Ordering::Acquire) & SET != 0
     }
 
     /// Waits until set; false if `wait` ran out first.
-    pub(crate) fn wait(&self, wait: Wait) -> bool {
+    pub fn wait(&self, wait: Wait) -> bool {
         let mut spins = if matches!(wait, Wait::No) {
             0
         } else {

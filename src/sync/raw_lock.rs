@@ -33,18 +33,18 @@ use super::platform::{
 };
 
 /// Somebody may be asleep waiting for the lock.
-pub(crate) const WAITERS: u64 = 1 << 31;
+pub const WAITERS: u64 = 1 << 31;
 /// The holder took the lock over from a dead owner and has not yet called
 /// `make_consistent`.
-pub(crate) const OWNER_DIED: u64 = 1 << 30;
+pub const OWNER_DIED: u64 = 1 << 30;
 /// The owner identity bits (start time and tid), without flags.
-pub(crate) const OWNER_MASK: u64 = !(WAITERS | OWNER_DIED);
+pub const OWNER_MASK: u64 = !(WAITERS | OWNER_DIED);
 /// Terminal state after an inconsistent guard was dropped.
-pub(crate) const NOT_RECOVERABLE: u64 = 0x3FFF_FFFF;
+pub const NOT_RECOVERABLE: u64 = 0x3FFF_FFFF;
 
 /// How an acquisition went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Acquired {
+pub enum Acquired {
     /// Normal acquisition.
     Clean,
     /// The previous owner died holding the lock; we now hold it, inconsistent.
@@ -53,7 +53,7 @@ pub(crate) enum Acquired {
 
 /// Why an acquisition failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Failed {
+pub enum Failed {
     WouldBlock,
     TimedOut,
     NotRecoverable,
@@ -61,7 +61,7 @@ pub(crate) enum Failed {
 
 /// How long a locker may wait.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Wait {
+pub enum Wait {
     /// `try_`: never sleep.
     No,
     /// Block until acquired.
@@ -71,11 +71,11 @@ pub(crate) enum Wait {
 }
 
 impl Wait {
-    pub(crate) fn timeout(d: std::time::Duration) -> Wait {
+    pub fn timeout(d: std::time::Duration) -> Wait {
         Deadline::after(d).map_or(Wait::Forever, Wait::Until)
     }
 
-    pub(crate) fn deadline(self) -> Option<Deadline> {
+    pub fn deadline(self) -> Option<Deadline> {
         match self {
             Wait::Until(d) => Some(d),
             _ => None,
@@ -86,12 +86,12 @@ impl Wait {
 /// A robust, process-shared lock word. `#[repr(C)]`, 8 bytes, lives in shm
 /// (or on the heap under loom).
 #[repr(C)]
-pub(crate) struct RawLock {
+pub struct RawLock {
     word: AtomicU64,
 }
 
 impl RawLock {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         RawLock {
             word: AtomicU64::new(0),
         }
@@ -99,7 +99,7 @@ impl RawLock {
 
     /// Acquires the lock.
     #[inline]
-    pub(crate) fn lock(&self, wait: Wait) -> Result<Acquired, Failed> {
+    pub fn lock(&self, wait: Wait) -> Result<Acquired, Failed> {
         let me = me();
         // Acquire: pairs with the Release swap in `unlock`, so the previous
         // holder's writes to the protected data are visible to us.
@@ -205,7 +205,7 @@ impl RawLock {
 
     /// Releases a consistent lock held by the caller.
     #[inline]
-    pub(crate) fn unlock(&self) {
+    pub fn unlock(&self) {
         // Release: pairs with the Acquire CAS in `lock`/`lock_slow`.
         let old = self.word.swap(0, Ordering::Release);
         if old & WAITERS != 0 {
@@ -221,25 +221,25 @@ impl RawLock {
     /// Releases a lock taken over from a dead owner without repair: the lock
     /// becomes unusable and every sleeper is woken to learn it.
     #[cold]
-    pub(crate) fn unlock_inconsistent(&self) {
+    pub fn unlock_inconsistent(&self) {
         // Release: pairs with the Acquire loads of lockers.
         self.word.store(NOT_RECOVERABLE, Ordering::Release);
         wake64_low(&self.word, u32::MAX);
     }
 
     /// Clears OWNER_DIED: the holder declares the protected state repaired.
-    pub(crate) fn make_consistent(&self) {
+    pub fn make_consistent(&self) {
         self.word.fetch_and(!OWNER_DIED, Ordering::Relaxed);
     }
 
     /// Whether the calling thread holds the lock.
-    pub(crate) fn is_owned_by_me(&self) -> bool {
+    pub fn is_owned_by_me(&self) -> bool {
         let w = self.word.load(Ordering::Relaxed);
         w != NOT_RECOVERABLE && w & OWNER_MASK == me()
     }
 
     /// Whether anybody holds the lock (a snapshot).
-    pub(crate) fn is_locked(&self) -> bool {
+    pub fn is_locked(&self) -> bool {
         self.word.load(Ordering::Relaxed) != 0
     }
 }
@@ -247,7 +247,7 @@ impl RawLock {
 impl RawLock {
     /// Whether the lock is held in the state left by a dead owner (only
     /// meaningful to the holder, who alone may clear that bit).
-    pub(crate) fn is_inconsistent(&self) -> bool {
+    pub fn is_inconsistent(&self) -> bool {
         let w = self.word.load(Ordering::Relaxed);
         w != NOT_RECOVERABLE && w & OWNER_DIED != 0
     }

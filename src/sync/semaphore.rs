@@ -1,23 +1,30 @@
 //! `Semaphore` and `BoundedSemaphore`, like Python's.
 //!
-//! A counter on a futex word plus a sleeper count. Acquire: CAS the counter
-//! down if positive; otherwise announce ourselves in `waiters` and sleep
-//! while the counter is 0. Release: add to the counter, then wake only if
-//! `waiters` is non-zero. Both sides use SeqCst on the two words (the
-//! classic store-buffer / Dekker pattern): either the releaser sees the
-//! waiter's announcement, or the waiter's futex check sees the new count —
-//! never neither, so no wake-up is lost and an uncontended release makes no
-//! syscall. A waiter that dies leaves `waiters` too high: later releases
-//! then make one useless wake syscall each, but nothing ever blocks on it.
+//! One 64-bit word: the low half is the count (and the futex word), the
+//! high half the number of sleepers. Acquire CASes the count down if
+//! positive; otherwise it CASes the sleeper count up (only while the count
+//! is still 0) and sleeps while the low half is 0. Release CASes the count
+//! up and, because the same CAS read the sleeper count, wakes only if
+//! somebody sleeps: an uncontended release is one CAS and no syscall, and
+//! no wake-up can be lost between "check" and "sleep" (the futex compares
+//! the count atomically with going to sleep).
+//!
+//! A sleeper that dies leaves the sleeper count too high: later releases
+//! make one useless wake syscall each, but nothing ever blocks on it.
 
-use super::platform::{AtomicU32, Ordering, SPIN_LIMIT, spin_hint, wait32, wake32};
+use super::platform::{
+    AtomicU32, AtomicU64, Ordering, SPIN_LIMIT, spin_hint, wait64_low, wake64_low,
+};
 use super::raw_lock::Wait;
+
+const COUNT_MASK: u64 = 0xFFFF_FFFF;
+const ONE_SLEEPER: u64 = 1 << 32;
 
 /// Control block of both semaphore kinds.
 #[repr(C)]
-pub(crate) struct RawSemaphore {
-    value: AtomicU32,
-    waiters: AtomicU32,
+pub struct RawSemaphore {
+    /// sleepers << 32 | count
+    word: AtomicU64,
     /// Upper bound for release (u32::MAX: unbounded).
     max: AtomicU32,
     _pad: AtomicU32,
@@ -25,36 +32,35 @@ pub(crate) struct RawSemaphore {
 
 /// A release that would exceed the bound (or overflow the counter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct OverRelease;
+pub struct OverRelease;
 
 impl RawSemaphore {
-    pub(crate) fn new(value: u32, max: u32) -> Self {
+    pub fn new(value: u32, max: u32) -> Self {
         RawSemaphore {
-            value: AtomicU32::new(value),
-            waiters: AtomicU32::new(0),
+            word: AtomicU64::new(u64::from(value)),
             max: AtomicU32::new(max),
             _pad: AtomicU32::new(0),
         }
     }
 
     fn try_take(&self) -> bool {
-        let mut v = self.value.load(Ordering::Relaxed);
-        while v > 0 {
-            // Acquire: pairs with the SeqCst (release) RMW in `release`,
-            // ordering the releaser's prior writes before our critical work.
+        let mut w = self.word.load(Ordering::Relaxed);
+        while w & COUNT_MASK > 0 {
+            // Acquire: pairs with the Release CAS in `release`, ordering the
+            // releaser's prior writes before what we do with the unit.
             match self
-                .value
-                .compare_exchange_weak(v, v - 1, Ordering::Acquire, Ordering::Relaxed)
+                .word
+                .compare_exchange_weak(w, w - 1, Ordering::Acquire, Ordering::Relaxed)
             {
                 Ok(_) => return true,
-                Err(now) => v = now,
+                Err(now) => w = now,
             }
         }
         false
     }
 
     /// Takes one unit; false if `wait` ran out (or was `No`).
-    pub(crate) fn acquire(&self, wait: Wait) -> bool {
+    pub fn acquire(&self, wait: Wait) -> bool {
         if self.try_take() {
             return true;
         }
@@ -74,43 +80,56 @@ impl RawSemaphore {
             if wait.deadline().is_some_and(|d| d.passed()) {
                 return false;
             }
-            // SeqCst: the announcement must be ordered before the futex's
-            // check of `value` (pairs with the SeqCst load of `waiters` in
-            // `release`).
-            self.waiters.fetch_add(1, Ordering::SeqCst);
-            wait32(&self.value, 0, wait.deadline());
-            self.waiters.fetch_sub(1, Ordering::Relaxed);
+            // Register as a sleeper, but only while the count is still 0.
+            let w = self.word.load(Ordering::Relaxed);
+            if w & COUNT_MASK != 0 {
+                continue;
+            }
+            let registered = w.checked_add(ONE_SLEEPER).unwrap_or(w);
+            if self
+                .word
+                .compare_exchange(w, registered, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            wait64_low(&self.word, 0, wait.deadline());
+            self.word
+                .fetch_sub(ONE_SLEEPER.min(registered - w), Ordering::Relaxed);
         }
     }
 
     /// Adds `n` units, waking up to `n` sleepers.
-    pub(crate) fn release(&self, n: u32) -> Result<(), OverRelease> {
-        let max = self.max.load(Ordering::Relaxed);
-        let mut v = self.value.load(Ordering::Relaxed);
+    pub fn release(&self, n: u32) -> Result<(), OverRelease> {
+        let max = u64::from(self.max.load(Ordering::Relaxed));
+        let mut w = self.word.load(Ordering::Relaxed);
         loop {
-            let new = v.checked_add(n).filter(|&x| x <= max).ok_or(OverRelease)?;
-            // SeqCst: publishes our writes to the acquirer (pairs with its
-            // Acquire CAS) and orders this store before the `waiters` load.
-            match self
-                .value
-                .compare_exchange_weak(v, new, Ordering::SeqCst, Ordering::Relaxed)
-            {
+            let count = (w & COUNT_MASK) + u64::from(n);
+            if count > max {
+                return Err(OverRelease);
+            }
+            // Release: pairs with the Acquire CAS in `try_take`.
+            match self.word.compare_exchange_weak(
+                w,
+                (w & !COUNT_MASK) | count,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => break,
-                Err(now) => v = now,
+                Err(now) => w = now,
             }
         }
-        // SeqCst: pairs with the waiter's SeqCst fetch_add (Dekker).
-        if self.waiters.load(Ordering::SeqCst) > 0 {
-            wake32(&self.value, n);
+        if w >> 32 > 0 {
+            wake64_low(&self.word, n);
         }
         Ok(())
     }
 
-    pub(crate) fn value(&self) -> u32 {
-        self.value.load(Ordering::Relaxed)
+    pub fn value(&self) -> u32 {
+        (self.word.load(Ordering::Relaxed) & COUNT_MASK) as u32
     }
 
-    pub(crate) fn max(&self) -> u32 {
+    pub fn max(&self) -> u32 {
         self.max.load(Ordering::Relaxed)
     }
 }
