@@ -28,7 +28,7 @@
 //! about 100 ms of the first sleeper arriving.
 
 use super::platform::{
-    AtomicU64, Deadline, OWNER_POLL, Ordering, SPIN_LIMIT, me, owner_is_dead, spin_hint,
+    AtomicU64, Deadline, LOCK_SPIN_STEPS, OWNER_POLL, Ordering, backoff, me, owner_is_dead,
     wait64_low, wake64_low,
 };
 
@@ -117,7 +117,7 @@ impl RawLock {
         let mut spins = if matches!(wait, Wait::No) {
             0
         } else {
-            SPIN_LIMIT
+            LOCK_SPIN_STEPS
         };
         // Once we have slept, other sleepers may exist: take the lock with
         // WAITERS set so our unlock wakes the next one.
@@ -145,7 +145,7 @@ impl RawLock {
             }
             if spins > 0 && w & WAITERS == 0 {
                 spins -= 1;
-                spin_hint();
+                backoff(LOCK_SPIN_STEPS - spins);
                 continue;
             }
             if check_owner {

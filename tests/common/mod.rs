@@ -12,8 +12,13 @@ pub const ARGS_VAR: &str = "SHMPROC_TEST_ARGS";
 /// How long any child may run before the test kills it and fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// What a child role runs: its arguments in, a failure message out.
+pub type RoleFn = fn(&[String]) -> Result<(), String>;
+/// Named child roles.
+pub type Roles = &'static [(&'static str, RoleFn)];
+
 /// If this process is a child, runs its role and exits.
-pub fn dispatch_child(roles: &[(&str, fn(&[String]) -> Result<(), String>)]) {
+pub fn dispatch_child(roles: &[(&str, RoleFn)]) {
     let Ok(role) = std::env::var(ROLE_VAR) else {
         return;
     };

@@ -7,10 +7,10 @@ use std::time::Duration;
 use libtest_mimic::Trial;
 use shmproc::{Array, Barrier, Event, Kind, Lock, OpenError, Options, Value};
 
-use crate::common::{Child, e, ensure, name};
+use crate::common::{Child, Roles, e, ensure, name};
 use crate::trial;
 
-pub const ROLES: &[(&str, fn(&[String]) -> Result<(), String>)] = &[
+pub const ROLES: Roles = &[
     ("expect_open_error", child_expect_open_error),
     ("create_and_wait_for_kill", child_create_and_wait_for_kill),
     ("create_persisted", child_create_persisted),
@@ -249,7 +249,7 @@ fn permission_denied() {
     } else {
         std::fs::set_permissions(
             shm_path(lock.name()),
-            std::os::unix::fs::PermissionsExt::from_mode(0),
+            std::os::unix::fs::PermissionsExt::from_mode(0o000),
         )
         .unwrap();
         assert!(matches!(

@@ -6,10 +6,10 @@ use std::time::Duration;
 use libtest_mimic::Trial;
 use shmproc::{Barrier, Event, Lock, LockError, Mutex, RLock, Value};
 
-use crate::common::{Child, e, ensure, name};
+use crate::common::{Child, Roles, e, ensure, name};
 use crate::trial;
 
-pub const ROLES: &[(&str, fn(&[String]) -> Result<(), String>)] = &[
+pub const ROLES: Roles = &[
     ("increment", child_increment),
     ("hold_lock_forever", child_hold_lock_forever),
     ("hold_mutex_forever", child_hold_mutex_forever),

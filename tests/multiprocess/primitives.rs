@@ -6,10 +6,10 @@ use std::time::Duration;
 use libtest_mimic::Trial;
 use shmproc::{Array, Barrier, BarrierError, BoundedSemaphore, Condition, Event, Semaphore, Value};
 
-use crate::common::{Child, e, ensure, name};
+use crate::common::{Child, Roles, e, ensure, name};
 use crate::trial;
 
-pub const ROLES: &[(&str, fn(&[String]) -> Result<(), String>)] = &[
+pub const ROLES: Roles = &[
     ("semaphore_worker", child_semaphore_worker),
     ("event_waiter", child_event_waiter),
     ("producer", child_producer),
@@ -121,7 +121,7 @@ fn event_wakes() {
         .map(|i| Child::spawn("event_waiter", &[ev.name(), flags.name(), &i.to_string()]))
         .collect();
     // Wait until all are (about to be) waiting, then give them time to sleep.
-    while flags.to_vec().unwrap().iter().any(|&f| f == 0) {
+    while flags.to_vec().unwrap().contains(&0) {
         std::thread::sleep(Duration::from_millis(1));
     }
     std::thread::sleep(Duration::from_millis(50));
