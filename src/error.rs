@@ -159,6 +159,33 @@ impl<G> LockError<G> {
     }
 }
 
+impl<G> LockError<G> {
+    /// The same error without the guard, so it can leave the function with
+    /// `?` (a guard borrows its lock). Dropping an
+    /// [`OwnerDied`](LockError::OwnerDied) guard without repair makes the
+    /// lock [`NotRecoverable`](LockError::NotRecoverable) for everyone: the
+    /// right outcome when the caller gives up instead of repairing.
+    ///
+    /// ```
+    /// use shmproc::{LockError, Value};
+    /// fn add_one(v: &Value<u32>) -> Result<(), Box<dyn std::error::Error>> {
+    ///     v.get_lock().map_err(LockError::without_guard)?.update(|x| *x += 1);
+    ///     Ok(())
+    /// }
+    /// let v = Value::new(1u32).unwrap();
+    /// add_one(&v).unwrap();
+    /// assert_eq!(v.get().unwrap(), 2);
+    /// ```
+    pub fn without_guard(self) -> LockError<()> {
+        match self {
+            LockError::OwnerDied(_) => LockError::OwnerDied(()),
+            LockError::NotRecoverable => LockError::NotRecoverable,
+            LockError::WouldBlock => LockError::WouldBlock,
+            LockError::TimedOut => LockError::TimedOut,
+        }
+    }
+}
+
 impl<G> fmt::Debug for LockError<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
