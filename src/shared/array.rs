@@ -72,7 +72,7 @@ impl<T: Pod> Object for Array<T> {
 }
 
 impl<T: Pod> Array<T> {
-    constructors!(len: u64 => Fill::Zeroed(len));
+    constructors!(doc("Array::<u64>", "4", ", 4"), len: u64 => Fill::Zeroed(len));
 
     /// A new array (unique name) holding a copy of `items`.
     ///

@@ -73,7 +73,7 @@ impl<T: Pod> Object for Value<T> {
 }
 
 impl<T: Pod> Value<T> {
-    constructors!(initial: T);
+    constructors!(doc("Value::<u64>", "7u64", ", 7u64"), initial: T);
 
     /// Reads the value under the lock.
     ///

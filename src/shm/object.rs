@@ -272,15 +272,28 @@ pub(crate) fn create_unique<O: Object>(init: O::Init, opts: &Options) -> Result<
 
 /// Inherent constructors shared by every object type: `new`, `create`,
 /// `open`, `open_or_create`, the `_with(Options)` forms, `name` and
-/// `persist`. `$init: $ty` is the creation parameter, if the type has one.
+/// `persist`. `doc(type, new_args, more_args)` fills the doc examples;
+/// `$init: $ty [=> conversion]` is the creation parameter, if any.
 macro_rules! constructors {
-    ($init:ident : $ty:ty => $conv:expr) => { constructors!(@all $init: $ty => $conv); };
-    ($init:ident : $ty:ty) => { constructors!(@all $init: $ty => $init); };
-    () => { constructors!(@all); };
-    (@all $($init:ident : $ty:ty => $conv:expr)?) => {
+    (doc($t:literal, $a:literal, $m:literal), $init:ident : $ty:ty => $conv:expr) => {
+        constructors!(@all $t, $a, $m; $init: $ty => $conv);
+    };
+    (doc($t:literal, $a:literal, $m:literal), $init:ident : $ty:ty) => {
+        constructors!(@all $t, $a, $m; $init: $ty => $init);
+    };
+    (doc($t:literal, $a:literal, $m:literal)) => {
+        constructors!(@all $t, $a, $m;);
+    };
+    (@all $t:literal, $a:literal, $m:literal; $($init:ident : $ty:ty => $conv:expr)?) => {
         /// Creates the object under a fresh unique name (see [`Self::name`]),
         /// with owner-only permissions. The name is removed when the last
         /// handle in this process drops.
+        ///
+        /// ```
+        #[doc = concat!("let obj = shmproc::", $t, "::new(", $a, ").unwrap();")]
+        /// assert!(obj.name().starts_with("anon."));
+        #[doc = concat!("assert!(shmproc::", $t, "::open(obj.name()).is_ok());")]
+        /// ```
         pub fn new($($init: $ty)?) -> Result<Self, $crate::OpenError> {
             $crate::shm::object::create_unique::<Self>(constructors!(@init $($conv)?), &$crate::Options::new())
         }
@@ -289,11 +302,26 @@ macro_rules! constructors {
         /// [`OpenError::AlreadyExists`]($crate::OpenError::AlreadyExists) if
         /// the name is taken. This process owns the name: it is removed when
         /// the last handle here drops, unless [`Self::persist`] was called.
+        ///
+        /// ```
+        /// let name = format!("doc-create-{}", std::process::id());
+        #[doc = concat!("let obj = shmproc::", $t, "::create(&name", $m, ").unwrap();")]
+        /// assert_eq!(obj.name(), name);
+        #[doc = concat!("let again = shmproc::", $t, "::create(&name", $m, ");")]
+        /// assert!(matches!(again, Err(shmproc::OpenError::AlreadyExists(_))));
+        /// ```
         pub fn create(name: &str $(, $init: $ty)?) -> Result<Self, $crate::OpenError> {
             $crate::shm::object::create::<Self>(name, constructors!(@init $($conv)?), &$crate::Options::new())
         }
 
         /// [`Self::create`] with explicit [`Options`]($crate::Options).
+        ///
+        /// ```
+        /// let name = format!("doc-create-with-{}", std::process::id());
+        /// let opts = shmproc::Options::new().mode(0o640);
+        #[doc = concat!("let obj = shmproc::", $t, "::create_with(&name", $m, ", &opts).unwrap();")]
+        /// assert_eq!(obj.name(), name);
+        /// ```
         pub fn create_with(name: &str $(, $init: $ty)?, opts: &$crate::Options) -> Result<Self, $crate::OpenError> {
             $crate::shm::object::create::<Self>(name, constructors!(@init $($conv)?), opts)
         }
@@ -302,28 +330,66 @@ macro_rules! constructors {
         /// waiting up to 2 s for its creator to finish initialising, and
         /// validating kind, element type, layout version and size. Openers
         /// never remove the name.
+        ///
+        /// ```
+        /// let name = format!("doc-open-{}", std::process::id());
+        #[doc = concat!("let creator = shmproc::", $t, "::create(&name", $m, ").unwrap();")]
+        #[doc = concat!("let opened = shmproc::", $t, "::open(&name).unwrap();")]
+        /// assert_eq!(opened.name(), creator.name());
+        #[doc = concat!("let missing = shmproc::", $t, "::open(\"doc-never-created\");")]
+        /// assert!(matches!(missing, Err(shmproc::OpenError::NotFound(_))));
+        /// ```
         pub fn open(name: &str) -> Result<Self, $crate::OpenError> {
             $crate::shm::object::open::<Self>(name, &$crate::Options::new())
         }
 
         /// [`Self::open`] with explicit [`Options`]($crate::Options).
+        ///
+        /// ```
+        /// let name = format!("doc-open-with-{}", std::process::id());
+        #[doc = concat!("let creator = shmproc::", $t, "::create(&name", $m, ").unwrap();")]
+        /// let opts = shmproc::Options::new().init_timeout(std::time::Duration::from_millis(100));
+        #[doc = concat!("assert!(shmproc::", $t, "::open_with(&name, &opts).is_ok());")]
+        /// ```
         pub fn open_with(name: &str, opts: &$crate::Options) -> Result<Self, $crate::OpenError> {
             $crate::shm::object::open::<Self>(name, opts)
         }
 
         /// Opens `name` if it exists, otherwise creates it (and then owns
         /// it, as with [`Self::create`]).
+        ///
+        /// ```
+        /// let name = format!("doc-open-or-create-{}", std::process::id());
+        #[doc = concat!("let first = shmproc::", $t, "::open_or_create(&name", $m, ").unwrap();  // creates")]
+        #[doc = concat!("let second = shmproc::", $t, "::open_or_create(&name", $m, ").unwrap(); // opens")]
+        /// assert_eq!(first.name(), second.name());
+        /// ```
         pub fn open_or_create(name: &str $(, $init: $ty)?) -> Result<Self, $crate::OpenError> {
             $crate::shm::object::open_or_create::<Self>(name, constructors!(@init $($conv)?), &$crate::Options::new())
         }
 
         /// The name other processes pass to [`Self::open`].
+        ///
+        /// ```
+        #[doc = concat!("let obj = shmproc::", $t, "::new(", $a, ").unwrap();")]
+        /// assert!(!obj.name().is_empty());
+        /// ```
         pub fn name(&self) -> &str {
             self.m.segment().name()
         }
 
         /// Keeps the name in `/dev/shm` after this process's last handle
-        /// drops (and makes [`gc`]($crate::gc) leave it alone).
+        /// drops (and makes [`gc`]($crate::gc) leave it alone); remove it
+        /// later with [`unlink`]($crate::unlink).
+        ///
+        /// ```
+        /// let name = format!("doc-persist-{}", std::process::id());
+        #[doc = concat!("let obj = shmproc::", $t, "::create(&name", $m, ").unwrap();")]
+        /// obj.persist();
+        /// drop(obj);
+        #[doc = concat!("assert!(shmproc::", $t, "::open(&name).is_ok());")]
+        /// shmproc::unlink(&name).unwrap();
+        /// ```
         pub fn persist(&self) {
             self.m.segment().persist()
         }

@@ -242,7 +242,7 @@ mod shm_barrier {
     }
 
     impl Barrier {
-        constructors!(parties: u32);
+        constructors!(doc("Barrier", "2", ", 2"), parties: u32);
 
         /// Waits until all parties have called `wait`; returns this
         /// caller's arrival index, `0..parties`.

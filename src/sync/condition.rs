@@ -113,7 +113,7 @@ mod shm_cond {
     }
 
     impl Condition {
-        constructors!();
+        constructors!(doc("Condition", "", ""));
 
         /// Acquires the condition's lock (see [`crate::Lock::lock`]).
         ///

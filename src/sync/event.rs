@@ -126,7 +126,7 @@ mod shm_event {
     }
 
     impl Event {
-        constructors!();
+        constructors!(doc("Event", "", ""));
 
         /// Sets the flag and wakes every waiter.
         ///

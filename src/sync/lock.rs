@@ -142,7 +142,7 @@ impl Object for Lock {
 }
 
 impl Lock {
-    constructors!();
+    constructors!(doc("Lock", "", ""));
 
     /// Blocks until the lock is held.
     ///
@@ -505,7 +505,7 @@ impl<T: Pod> Object for Mutex<T> {
 }
 
 impl<T: Pod> Mutex<T> {
-    constructors!(initial: T);
+    constructors!(doc("Mutex::<[u8; 4]>", "[1, 2, 3, 4]", ", [1, 2, 3, 4]"), initial: T);
 
     /// Blocks until the lock is held. See [`Lock`] for dead owners.
     ///

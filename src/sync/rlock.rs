@@ -167,7 +167,7 @@ mod shm_rlock {
     }
 
     impl RLock {
-        constructors!();
+        constructors!(doc("RLock", "", ""));
 
         /// Acquires one level, blocking while another thread holds it.
         ///

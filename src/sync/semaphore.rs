@@ -155,28 +155,59 @@ mod shm_sem {
     }
 
     macro_rules! semaphore_methods {
-        () => {
+        ($t:literal) => {
             /// Takes one unit, blocking while the value is 0.
+            ///
+            /// ```
+            #[doc = concat!("let sem = shmproc::", $t, "::new(1).unwrap();")]
+            /// sem.acquire();
+            /// assert_eq!(sem.get_value(), 0);
+            /// ```
             pub fn acquire(&self) {
                 self.m.ctl().acquire(Wait::Forever);
             }
 
             /// Takes one unit if one is available now.
+            ///
+            /// ```
+            #[doc = concat!("let sem = shmproc::", $t, "::new(1).unwrap();")]
+            /// assert!(sem.try_acquire());
+            /// assert!(!sem.try_acquire());
+            /// ```
             pub fn try_acquire(&self) -> bool {
                 self.m.ctl().acquire(Wait::No)
             }
 
             /// Takes one unit, waiting at most `timeout`; false if none came.
+            ///
+            /// ```
+            #[doc = concat!("let sem = shmproc::", $t, "::new(0).unwrap();")]
+            /// assert!(!sem.acquire_timeout(std::time::Duration::from_millis(2)));
+            /// ```
             pub fn acquire_timeout(&self, timeout: Duration) -> bool {
                 self.m.ctl().acquire(Wait::timeout(timeout))
             }
 
             /// Returns one unit, waking a waiter if any.
+            ///
+            /// ```
+            #[doc = concat!("let sem = shmproc::", $t, "::new(1).unwrap();")]
+            /// sem.acquire();
+            /// sem.release().unwrap();
+            /// assert_eq!(sem.get_value(), 1);
+            /// ```
             pub fn release(&self) -> Result<(), ReleaseError> {
                 self.release_n(1)
             }
 
-            /// Returns `n` units at once.
+            /// Returns `n` units at once, waking up to `n` waiters.
+            ///
+            /// ```
+            #[doc = concat!("let sem = shmproc::", $t, "::new(3).unwrap();")]
+            /// for _ in 0..3 { sem.acquire(); }
+            /// sem.release_n(3).unwrap();
+            /// assert_eq!(sem.get_value(), 3);
+            /// ```
             pub fn release_n(&self, n: u32) -> Result<(), ReleaseError> {
                 let raw = self.m.ctl();
                 raw.release(n)
@@ -184,6 +215,10 @@ mod shm_sem {
             }
 
             /// The current value (a snapshot), like Python's `get_value()`.
+            ///
+            /// ```
+            #[doc = concat!("assert_eq!(shmproc::", $t, "::new(2).unwrap().get_value(), 2);")]
+            /// ```
             pub fn get_value(&self) -> u32 {
                 self.m.ctl().value()
             }
@@ -219,8 +254,8 @@ mod shm_sem {
     }
 
     impl Semaphore {
-        constructors!(value: u32);
-        semaphore_methods!();
+        constructors!(doc("Semaphore", "1", ", 1"), value: u32);
+        semaphore_methods!("Semaphore");
     }
 
     /// A semaphore whose value may never exceed its initial value, like
@@ -262,8 +297,8 @@ mod shm_sem {
     }
 
     impl BoundedSemaphore {
-        constructors!(value: u32);
-        semaphore_methods!();
+        constructors!(doc("BoundedSemaphore", "1", ", 1"), value: u32);
+        semaphore_methods!("BoundedSemaphore");
 
         /// The bound (the initial value).
         ///
