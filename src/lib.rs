@@ -86,7 +86,7 @@ pub use error::{LockError, NotOwnerError, OpenError};
 #[cfg(not(loom))]
 pub use shared::{Array, Value};
 #[cfg(not(loom))]
-pub use shm::{Kind, MAX_NAME_LEN, NAME_PREFIX, Options, gc, unlink};
+pub use shm::{Kind, MAX_NAME_LEN, NAME_PREFIX, Options, RawSegment, gc, unlink};
 #[cfg(not(loom))]
 pub use sync::barrier::{Barrier, BarrierError};
 #[cfg(not(loom))]

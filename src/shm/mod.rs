@@ -3,11 +3,13 @@
 
 mod header;
 pub(crate) mod object;
+mod raw;
 mod segment;
 
 pub(crate) use header::Fingerprint;
 pub use object::Options;
 pub(crate) use object::{Mapped, Object};
+pub use raw::RawSegment;
 pub(crate) use segment::Segment;
 pub use segment::{gc, unlink};
 
@@ -48,6 +50,8 @@ pub enum Kind {
     Value,
     /// [`crate::Array`]
     Array,
+    /// [`crate::RawSegment`]
+    RawSegment,
     /// A kind this build does not know.
     Unknown(u32),
 }
@@ -71,6 +75,7 @@ impl Kind {
             Kind::Mutex => 8,
             Kind::Value => 9,
             Kind::Array => 10,
+            Kind::RawSegment => 11,
             Kind::Unknown(n) => n,
         }
     }
@@ -93,6 +98,7 @@ impl Kind {
             Kind::Mutex,
             Kind::Value,
             Kind::Array,
+            Kind::RawSegment,
         ]
         .into_iter()
         .find(|k| k.to_u32() == n)

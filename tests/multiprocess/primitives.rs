@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use libtest_mimic::Trial;
-use shmproc::{Array, Barrier, BarrierError, BoundedSemaphore, Condition, Event, Semaphore, Value};
+use shmproc::{
+    Array, Barrier, BarrierError, BoundedSemaphore, Condition, Event, RawSegment, Semaphore, Value,
+};
 
 use crate::common::{Child, Roles, e, ensure, name};
 use crate::trial;
@@ -17,6 +19,8 @@ pub const ROLES: Roles = &[
     ("barrier_abort", child_barrier_abort),
     ("bounded_over_release", child_bounded_over_release),
     ("array_squares", child_array_squares),
+    ("sleep_on_everything", child_sleep_on_everything),
+    ("raw_writer", child_raw_writer),
 ];
 
 pub fn trials() -> Vec<Trial> {
@@ -46,6 +50,8 @@ pub fn trials() -> Vec<Trial> {
             barrier_abort,
         ),
         trial("array_written_by_child_is_read_by_parent", array_child),
+        trial("dead_waiters_never_block_notifiers", dead_waiters),
+        trial("raw_segment_bytes_cross_processes", raw_segment),
     ]
 }
 
@@ -272,4 +278,82 @@ fn array_child() {
     let a = Array::create_from_slice(&name("array"), &[1i64, -2, 3, 40]).unwrap();
     Child::spawn("array_squares", &[a.name()]).join_ok();
     assert_eq!(a.to_vec().unwrap(), vec![1, 4, 9, 1600]);
+}
+
+/// args: condition, event, semaphore, "ready" semaphore. Sleeps in a
+/// Condition wait, then (after a spurious return) in Event and Semaphore
+/// waits, on separate threads, until killed.
+fn child_sleep_on_everything(args: &[String]) -> Result<(), String> {
+    let cond = Condition::open(&args[0]).map_err(e)?;
+    let ev = Event::open(&args[1]).map_err(e)?;
+    let sem = Semaphore::open(&args[2]).map_err(e)?;
+    let ready = Semaphore::open(&args[3]).map_err(e)?;
+    std::thread::scope(|s| {
+        s.spawn(|| ev.wait());
+        s.spawn(|| sem.acquire());
+        let mut g = cond.lock().unwrap();
+        ready.release().unwrap();
+        loop {
+            cond.wait(&mut g).unwrap();
+        }
+    })
+}
+
+fn dead_waiters() {
+    let cond = Condition::create(&name("dead-cond")).unwrap();
+    let ev = Event::create(&name("dead-ev")).unwrap();
+    let sem = Semaphore::create(&name("dead-sem"), 0).unwrap();
+    let ready = Semaphore::create(&name("dead-ready"), 0).unwrap();
+    let mut child = Child::spawn(
+        "sleep_on_everything",
+        &[cond.name(), ev.name(), sem.name(), ready.name()],
+    );
+    assert!(
+        ready.acquire_timeout(Duration::from_secs(30)),
+        "child never got ready"
+    );
+    // Take the condition lock: proves the child is now inside wait (it
+    // released the lock), then give its other threads time to fall asleep.
+    drop(cond.lock().unwrap());
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill9();
+    child.wait();
+    // None of these may wait for the dead waiters.
+    {
+        let g = cond.lock().unwrap();
+        cond.notify_all(&g);
+        cond.notify(&g, 1);
+    }
+    ev.set();
+    sem.release().unwrap();
+    // And the objects still work for the living.
+    assert!(sem.try_acquire());
+    assert!(ev.wait_timeout(Duration::from_secs(1)));
+    let mut g = cond.lock().unwrap();
+    assert!(
+        !cond
+            .wait_timeout(&mut g, Duration::from_millis(10))
+            .unwrap()
+    );
+}
+
+fn child_raw_writer(args: &[String]) -> Result<(), String> {
+    let seg = RawSegment::open(&args[0]).map_err(e)?;
+    ensure(seg.len() == 1000, format!("len {}", seg.len()))?;
+    let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+    ensure(seg.write(0, &data) == 1000, "short write")
+}
+
+fn raw_segment() {
+    let seg = RawSegment::create(&name("raw"), 1000).unwrap();
+    Child::spawn("raw_writer", &[seg.name()]).join_ok();
+    let mut buf = vec![0u8; 1000];
+    assert_eq!(seg.read(0, &mut buf), 1000);
+    assert!(
+        buf.iter()
+            .enumerate()
+            .all(|(i, &b)| b == (i as u32 * 7 % 251) as u8)
+    );
+    // A raw segment is not an Array<u8>: the kind is checked.
+    assert!(Array::<u8>::open(seg.name()).is_err());
 }

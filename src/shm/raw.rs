@@ -1,0 +1,116 @@
+//! `RawSegment`: a named block of shared bytes, for data that brings its
+//! own synchronisation (atomics, a [`crate::Lock`] beside it, ...).
+
+use crate::OpenError;
+use crate::shm::object::constructors;
+use crate::shm::{Fingerprint, Kind, Mapped, Object};
+
+/// A named shared-memory block of `len` bytes, zero-filled at creation,
+/// with the same naming, permission, ownership and validation rules as
+/// every other object (its size is fixed by the creator and checked on
+/// open).
+///
+/// ```
+/// use shmproc::{Options, RawSegment};
+/// let seg = RawSegment::create_with(&format!("doc-raw-{}", std::process::id()), 4096,
+///                                   &Options::new().mode(0o600)).unwrap();
+/// assert_eq!(seg.len(), 4096);
+/// assert_eq!(seg.write(10, b"hello"), 5);
+/// let peer = RawSegment::open(seg.name()).unwrap();
+/// let mut buf = [0u8; 5];
+/// assert_eq!(peer.read(10, &mut buf), 5);
+/// assert_eq!(&buf, b"hello");
+/// assert_eq!(peer.write(4094, b"xyz"), 2); // clipped at the end
+/// ```
+#[derive(Clone, Debug)]
+pub struct RawSegment {
+    m: Mapped<()>,
+    len: usize,
+}
+
+impl Object for RawSegment {
+    const KIND: Kind = Kind::RawSegment;
+    type Init = u64;
+    type Ctl = ();
+    fn fingerprint() -> Fingerprint {
+        Fingerprint::of::<u8>()
+    }
+    fn capacity(len: &u64) -> Result<u64, OpenError> {
+        Ok(*len)
+    }
+    fn new_ctl(_: &u64, _: u64) {}
+    fn from_mapped(m: Mapped<()>) -> Self {
+        let len = m.segment().capacity() as usize; // validated at create/open
+        RawSegment { m, len }
+    }
+}
+
+impl RawSegment {
+    constructors!(doc("RawSegment", "64", ", 64"), len: u64);
+
+    /// Size in bytes.
+    ///
+    /// ```
+    /// assert_eq!(shmproc::RawSegment::new(100).unwrap().len(), 100);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the segment has no bytes.
+    ///
+    /// ```
+    /// assert!(shmproc::RawSegment::new(0).unwrap().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Start of the bytes (64-byte aligned), valid for [`len`](Self::len)
+    /// bytes while this handle lives. Other processes may write them at any
+    /// time: access them through atomics or under a lock, and treat what you
+    /// read as untrusted.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// let seg = shmproc::RawSegment::new(64).unwrap();
+    /// // SAFETY: 64 bytes, 64-aligned, and only accessed atomically.
+    /// let word = unsafe { &*(seg.as_ptr() as *const AtomicU64) };
+    /// word.fetch_add(5, Ordering::Relaxed);
+    /// assert_eq!(word.load(Ordering::Relaxed), 5);
+    /// ```
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.m.data()
+    }
+
+    /// Copies bytes from `offset` into `out`; returns how many (fewer at
+    /// the end of the segment, 0 past it).
+    ///
+    /// ```
+    /// let seg = shmproc::RawSegment::new(8).unwrap();
+    /// let mut out = [1u8; 4];
+    /// assert_eq!(seg.read(6, &mut out), 2);
+    /// assert_eq!(out, [0, 0, 1, 1]);
+    /// ```
+    pub fn read(&self, offset: usize, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.len.saturating_sub(offset));
+        // SAFETY: offset + n <= len, inside the mapping; `out` is local.
+        // Concurrent writers can only make the copy garbage (bytes).
+        unsafe { std::ptr::copy_nonoverlapping(self.m.data().add(offset), out.as_mut_ptr(), n) };
+        n
+    }
+
+    /// Copies `src` to `offset`; returns how many bytes fitted.
+    ///
+    /// ```
+    /// let seg = shmproc::RawSegment::new(8).unwrap();
+    /// assert_eq!(seg.write(0, &[9; 3]), 3);
+    /// assert_eq!(seg.write(9, &[9; 3]), 0);
+    /// ```
+    pub fn write(&self, offset: usize, src: &[u8]) -> usize {
+        let n = src.len().min(self.len.saturating_sub(offset));
+        // SAFETY: offset + n <= len, inside the mapping; `src` is local.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.m.data().add(offset), n) };
+        n
+    }
+}
