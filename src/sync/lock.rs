@@ -26,7 +26,7 @@ pub(crate) fn guard_result<G>(
     }
 }
 
-/// Proof that the calling thread holds a [`RawLock`]; releases it on drop.
+/// Proof that the calling thread holds a [`Lock`] (or the lock of a [`crate::Condition`]); releases it on drop.
 /// Not `Send`: a lock is owned by a thread.
 pub struct LockGuard<'a> {
     raw: &'a RawLock,
