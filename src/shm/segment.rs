@@ -127,10 +127,26 @@ impl Segment {
                 pause();
                 continue;
             }
-            if size < HEADER_SIZE as u64 {
-                return Err(OpenError::Foreign(name.to_owned()));
-            }
             let map = map(name, fd, size)?;
+            if size < HEADER_SIZE as u64 {
+                // Ours but cut short, or not ours at all?
+                let mut magic = [0u8; 8];
+                if size >= 8 {
+                    // SAFETY: the mapping has at least 8 bytes; a byte copy
+                    // of possibly concurrently written memory only yields
+                    // garbage bytes.
+                    unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), magic.as_mut_ptr(), 8) };
+                }
+                return Err(if u64::from_le_bytes(magic) == MAGIC {
+                    OpenError::Truncated {
+                        name: name.to_owned(),
+                        expected: HEADER_SIZE as u64,
+                        actual: size,
+                    }
+                } else {
+                    OpenError::Foreign(name.to_owned())
+                });
+            }
             break Segment {
                 name: name.to_owned(),
                 os_name: c_name,
