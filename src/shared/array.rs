@@ -156,6 +156,18 @@ impl<T: Pod> Array<T> {
         self.m.acquire(Wait::Forever)
     }
 
+    /// [`get_lock`](Self::get_lock) if the lock is free now.
+    ///
+    /// ```
+    /// let a = shmproc::Array::<u32>::new(3).unwrap();
+    /// let held = a.try_get_lock().unwrap();
+    /// std::thread::scope(|s| { s.spawn(|| assert!(a.try_get_lock().is_err())); });
+    /// drop(held);
+    /// ```
+    pub fn try_get_lock(&self) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
+        self.m.acquire(Wait::No)
+    }
+
     /// [`get_lock`](Self::get_lock), waiting at most `timeout`.
     ///
     /// ```

@@ -127,6 +127,19 @@ mod shm_cond {
             guard_result(raw.lock(Wait::Forever), |c| LockGuard::new(raw, c))
         }
 
+        /// Acquires the lock if it is free now.
+        ///
+        /// ```
+        /// let c = shmproc::Condition::new().unwrap();
+        /// let held = c.try_lock().unwrap();
+        /// std::thread::scope(|s| { s.spawn(|| assert!(c.try_lock().is_err())); });
+        /// drop(held);
+        /// ```
+        pub fn try_lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
+            let raw = &self.m.ctl().lock;
+            guard_result(raw.lock(Wait::No), |c| LockGuard::new(raw, c))
+        }
+
         /// Acquires the lock, waiting at most `timeout`.
         ///
         /// ```
