@@ -75,6 +75,8 @@ compile_error!("shmproc needs a little-endian target (futex on the low half of a
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
+pub mod process;
+#[cfg(not(loom))]
 mod shared;
 #[cfg(not(loom))]
 mod shm;
@@ -83,6 +85,10 @@ mod sys;
 
 #[cfg(not(loom))]
 pub use error::{LockError, NotOwnerError, OpenError};
+#[cfg(not(loom))]
+pub use process::{
+    Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process,
+};
 #[cfg(not(loom))]
 pub use shared::{Array, Value};
 #[cfg(not(loom))]

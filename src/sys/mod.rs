@@ -2,5 +2,6 @@
 //! shared-memory files, thread identity and process liveness.
 
 pub(crate) mod futex;
+pub(crate) mod proc;
 pub(crate) mod shm;
 pub(crate) mod thread;

@@ -1,0 +1,145 @@
+//! Process control: fork, wait, signals, pidfd, parent-death handling.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Exited with this code.
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// `fork()`. Returns 0 in the child, the child's pid in the parent.
+///
+/// # Safety
+/// In a multi-threaded parent the child may only rely on what fork
+/// preserves (see the `Fork` start method's caveats).
+pub(crate) unsafe fn fork() -> std::io::Result<u32> {
+    // SAFETY: the caller accepts fork's rules for the child.
+    let r = unsafe { libc::fork() };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r as u32)
+    }
+}
+
+fn decode_status(status: libc::c_int) -> Option<Ended> {
+    if libc::WIFEXITED(status) {
+        Some(Ended::Code(libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) {
+        Some(Ended::Signal(libc::WTERMSIG(status)))
+    } else {
+        None
+    }
+}
+
+/// Reaps `pid` if it has ended (`block = false`) or waits until it ends.
+/// `Ok(None)`: still running. EINTR is retried.
+pub(crate) fn wait_pid(pid: u32, block: bool) -> std::io::Result<Option<Ended>> {
+    loop {
+        let mut status = 0;
+        let flags = if block { 0 } else { libc::WNOHANG };
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, flags) };
+        if r == 0 {
+            return Ok(None);
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if let Some(end) = decode_status(status) {
+            return Ok(Some(end));
+        }
+        // Stopped/continued notifications are not ends: keep going.
+        if !block {
+            return Ok(None);
+        }
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub(crate) fn signal(pid: u32, sig: i32) -> std::io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions.
+    if unsafe { libc::kill(pid as libc::pid_t, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A pidfd for `pid` (Linux >= 5.3).
+pub(crate) fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; a non-negative result is a new fd we own.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `r` is a fresh fd returned by the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// Waits until the process behind `fd` exits or `timeout` passes; true if
+/// it exited. `None` waits forever.
+pub(crate) fn pidfd_wait(fd: &OwnedFd, timeout: Option<Duration>) -> bool {
+    let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                left.as_millis().min(i32::MAX as u128) as i32
+                    + i32::from(left.subsec_nanos() % 1_000_000 != 0)
+            }
+        };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r > 0 {
+            return true;
+        }
+        if r == 0 {
+            return false;
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return false;
+        }
+    }
+}
+
+/// Ends the calling process at once: no atexit handlers, no destructors.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// The parent's pid.
+pub(crate) fn parent_pid() -> u32 {
+    // SAFETY: getppid has no preconditions.
+    unsafe { libc::getppid() as u32 }
+}
+
+/// Number of online CPUs.
+pub(crate) fn cpu_count() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 { n as usize } else { 1 }
+}
+
+/// Registers `f` to run at normal process exit (after `main` returns or
+/// `std::process::exit`).
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    // SAFETY: `f` is a plain function with the C ABI and no arguments.
+    unsafe { libc::atexit(f) };
+}
