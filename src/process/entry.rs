@@ -199,7 +199,7 @@ macro_rules! entry {
             const ID: &'static str = concat!(module_path!(), "::", stringify!($name));
             type Arg = $ty;
             fn call($($pat)+: $ty) -> ::std::result::Result<(), ::std::string::String> {
-                let body = move || $(-> $ret)? $body;
+                let body = move || $(-> $ret)? { $body };
                 $crate::process::ExitValue::into_result(body())
             }
         }
