@@ -199,12 +199,14 @@ macro_rules! entry {
             const ID: &'static str = concat!(module_path!(), "::", stringify!($name));
             type Arg = $ty;
             fn call($($pat)+: $ty) -> ::std::result::Result<(), ::std::string::String> {
-                let body = move || $(-> $ret)? { $body };
+                let body = move || -> $crate::entry!(@ret $($ret)?) { $body };
                 $crate::process::ExitValue::into_result(body())
             }
         }
         $crate::entry!(@register $name);
     };
+    (@ret) => { () };
+    (@ret $ret:ty) => { $ret };
     (@register $t:ty) => {
         const _: () = {
             extern "C" fn register() {

@@ -926,8 +926,10 @@ impl Process {
         })
     }
 
-    /// Releases the process's resources; fails while it still runs.
-    pub fn close(mut self) -> Result<(), ProcessError> {
+    /// Releases the process's resources, like Python's `close()`: fails
+    /// with [`ProcessError::StillRunning`] (and changes nothing) while the
+    /// child runs; afterwards the handle reports `NotStarted`.
+    pub fn close(&mut self) -> Result<(), ProcessError> {
         if let Some(inner) = &self.inner {
             if inner.poll(false).is_none() {
                 return Err(ProcessError::StillRunning(self.name.clone()));
@@ -935,6 +937,7 @@ impl Process {
             children().retain(|c| !Arc::ptr_eq(c, inner));
         }
         self.inner = None;
+        self.target = None;
         Ok(())
     }
 }

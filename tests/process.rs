@@ -1,0 +1,487 @@
+//! Process tests with real children, under the standard libtest harness
+//! (so they also show that Spawn works inside `cargo test`, from a
+//! multi-threaded parent).
+
+use std::time::{Duration, Instant};
+
+use shmproc::process::{Entry, Handoff, HandoffError, Run, StartMethod};
+use shmproc::{
+    Array, Barrier, BoundedSemaphore, Condition, Event, Lock, Mutex, Process, ProcessError, RLock,
+    Semaphore, Value,
+};
+
+fn name(test: &str) -> String {
+    format!("ptest-{test}-{}", std::process::id())
+}
+
+/// Writes `s` into a byte array (for children to report strings).
+fn put_str(a: &Array<u8>, s: &str) {
+    let mut g = a.get_lock().unwrap();
+    let n = g.write(0, s.as_bytes());
+    for i in n..g.len() {
+        g.set(i, 0);
+    }
+}
+
+fn get_str(a: &Array<u8>) -> String {
+    let v = a.to_vec().unwrap();
+    String::from_utf8_lossy(&v[..v.iter().position(|&b| b == 0).unwrap_or(v.len())]).into_owned()
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn pid_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+shmproc::entry! { fn succeed() {} }
+
+shmproc::entry! {
+    fn fail(msg: String) -> Result<(), String> {
+        Err(msg)
+    }
+}
+
+shmproc::entry! {
+    fn explode(msg: String) {
+        panic!("{msg}");
+    }
+}
+
+shmproc::entry! {
+    fn sleep_long(started: Event) {
+        started.set();
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+fn both_methods(f: impl Fn(StartMethod)) {
+    f(StartMethod::Spawn);
+    f(StartMethod::Fork);
+}
+
+#[test]
+fn successful_entry_exits_with_zero() {
+    both_methods(|m| {
+        let mut p = Process::new(succeed, ()).with_start_method(m);
+        assert_eq!(p.exitcode(), None);
+        p.start().unwrap();
+        assert!(p.pid().is_some());
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0), "{m:?}");
+        assert!(!p.is_alive());
+    });
+}
+
+#[test]
+fn returned_error_gives_exit_code_1_and_its_message() {
+    both_methods(|m| {
+        let mut p = Process::new(fail, "disk on fire".to_string()).with_start_method(m);
+        p.start().unwrap();
+        match p.join() {
+            Err(ProcessError::Failed { message, .. }) => assert_eq!(message, "disk on fire"),
+            other => panic!("{m:?}: {other:?}"),
+        }
+        assert_eq!(p.exitcode(), Some(1));
+    });
+}
+
+#[test]
+fn panic_message_reaches_the_parent() {
+    both_methods(|m| {
+        let mut p = Process::new(explode, "kaboom 42".to_string()).with_start_method(m);
+        p.start().unwrap();
+        match p.join() {
+            Err(ProcessError::Panicked { message, .. }) => assert_eq!(message, "kaboom 42"),
+            other => panic!("{m:?}: {other:?}"),
+        }
+        assert_eq!(p.exitcode(), Some(101));
+    });
+}
+
+fn start_sleeper(test: &str, m: StartMethod) -> (Process, Event) {
+    let started = Event::create(&name(&format!("{test}-{m:?}"))).unwrap();
+    let mut p = Process::new(sleep_long, started.clone()).with_start_method(m);
+    p.start().unwrap();
+    assert!(
+        started.wait_timeout(Duration::from_secs(30)),
+        "child did not start"
+    );
+    (p, started)
+}
+
+#[test]
+fn terminate_gives_minus_15_and_kill_minus_9() {
+    both_methods(|m| {
+        let (p, _ev) = start_sleeper("terminate", m);
+        p.terminate().unwrap();
+        assert!(matches!(
+            p.join(),
+            Err(ProcessError::Signaled { signal: 15, .. })
+        ));
+        assert_eq!(p.exitcode(), Some(-15));
+
+        let (p, _ev) = start_sleeper("kill", m);
+        p.kill().unwrap();
+        assert!(matches!(
+            p.join(),
+            Err(ProcessError::Signaled { signal: 9, .. })
+        ));
+        assert_eq!(p.exitcode(), Some(-9));
+    });
+}
+
+#[test]
+fn join_timeout_leaves_a_live_child_running() {
+    let (mut p, _ev) = start_sleeper("join-timeout", StartMethod::Spawn);
+    assert!(!p.join_timeout(Duration::from_millis(50)).unwrap());
+    assert!(p.is_alive());
+    assert_eq!(p.exitcode(), None);
+    assert!(matches!(p.close(), Err(ProcessError::StillRunning(_))));
+    assert!(p.is_alive(), "a refused close changed nothing");
+    p.kill().unwrap();
+    assert!(matches!(
+        p.join(),
+        Err(ProcessError::Signaled { signal: 9, .. })
+    ));
+    p.close().unwrap();
+    assert!(matches!(p.join(), Err(ProcessError::NotStarted(_))));
+}
+
+shmproc::entry! {
+    fn report_identity(out: (Array<u8>, Array<u8>, Value<[u32; 2]>)) {
+        let (me, parent, pids) = out;
+        let info = shmproc::current_process();
+        put_str(&me, &info.name);
+        let p = shmproc::parent_process().expect("a child has a parent");
+        put_str(&parent, &p.name);
+        pids.set([info.pid, p.pid]).unwrap();
+    }
+}
+
+#[test]
+fn names_are_counted_at_creation_and_seen_by_the_child() {
+    let a = Process::new(succeed, ());
+    let b = Process::new(succeed, ());
+    let na: u32 = a.name().strip_prefix("Process-").unwrap().parse().unwrap();
+    let nb: u32 = b.name().strip_prefix("Process-").unwrap().parse().unwrap();
+    assert!(nb > na, "{} then {}", a.name(), b.name());
+    assert_eq!(shmproc::current_process().name, "MainProcess");
+
+    both_methods(|m| {
+        let me = Array::<u8>::new(64).unwrap();
+        let parent = Array::<u8>::new(64).unwrap();
+        let pids = Value::new([0u32; 2]).unwrap();
+        let mut p = Process::new(report_identity, (me.clone(), parent.clone(), pids.clone()))
+            .with_name("Test")
+            .with_start_method(m);
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(get_str(&me), "Test");
+        assert_eq!(get_str(&parent), "MainProcess");
+        assert_eq!(pids.get().unwrap(), [p.pid().unwrap(), std::process::id()]);
+    });
+}
+
+#[test]
+fn active_children_lists_running_children_until_joined() {
+    let (p, _ev) = start_sleeper("active", StartMethod::Spawn);
+    let pid = p.pid().unwrap();
+    assert!(shmproc::active_children().iter().any(|c| c.pid == pid));
+    p.kill().unwrap();
+    let _ = p.join();
+    assert!(!shmproc::active_children().iter().any(|c| c.pid == pid));
+}
+
+type SyncArgs = (
+    (Lock, RLock, Semaphore, BoundedSemaphore),
+    (Event, Condition, Barrier),
+    (Value<u64>, Array<u32>, Mutex<[u16; 2]>),
+);
+
+shmproc::entry! {
+    fn use_every_handle(args: SyncArgs) -> Result<(), String> {
+        let ((lock, rlock, sem, bsem), (event, cond, barrier), (value, array, mutex)) = args;
+        drop(lock.try_lock().map_err(|e| format!("lock: {e}"))?);
+        {
+            let _a = rlock.lock().map_err(|e| e.to_string())?;
+            let _b = rlock.lock().map_err(|e| e.to_string())?;
+        }
+        if !sem.try_acquire() {
+            return Err("semaphore had no unit".into());
+        }
+        bsem.release().map_err(|e| e.to_string())?;
+        value.set(77).map_err(|e| e.to_string())?;
+        array.set(2, 5).map_err(|e| e.to_string())?;
+        mutex.lock().map_err(|e| e.to_string())?.set_value([3, 4]);
+        {
+            let g = cond.lock().map_err(|e| e.to_string())?;
+            cond.notify_all(&g);
+        }
+        event.set();
+        barrier.wait_timeout(Duration::from_secs(30)).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+#[test]
+fn handles_of_every_sync_type_work_in_the_child() {
+    both_methods(|m| {
+        let lock = Lock::new().unwrap();
+        let rlock = RLock::new().unwrap();
+        let sem = Semaphore::new(1).unwrap();
+        let bsem = BoundedSemaphore::new(1).unwrap();
+        assert!(bsem.try_acquire());
+        let event = Event::new().unwrap();
+        let cond = Condition::new().unwrap();
+        let barrier = Barrier::new(2).unwrap();
+        let value = Value::new(0u64).unwrap();
+        let array = Array::<u32>::new(4).unwrap();
+        let mutex = Mutex::new([0u16; 2]).unwrap();
+        let args = (
+            (lock.clone(), rlock.clone(), sem.clone(), bsem.clone()),
+            (event.clone(), cond.clone(), barrier.clone()),
+            (value.clone(), array.clone(), mutex.clone()),
+        );
+        let mut p = Process::new(use_every_handle, args).with_start_method(m);
+        p.start().unwrap();
+        assert_eq!(
+            barrier.wait_timeout(Duration::from_secs(30)).map(|i| i < 2),
+            Ok(true)
+        );
+        p.join().unwrap();
+        assert!(event.is_set());
+        assert_eq!(sem.get_value(), 0);
+        assert_eq!(bsem.get_value(), 1);
+        assert_eq!(value.get().unwrap(), 77);
+        assert_eq!(array.to_vec().unwrap(), vec![0, 0, 5, 0]);
+        assert_eq!(mutex.lock().unwrap().value(), [3, 4]);
+        assert!(!lock.is_locked());
+        assert!(rlock.try_lock().is_ok());
+    });
+}
+
+shmproc::entry! {
+    fn check_data(args: (String, Vec<u64>, Option<char>, [i16; 3])) -> Result<(), String> {
+        let (s, v, c, a) = args;
+        if s == "héllo" && v == [1, 2, 3] && c == Some('λ') && a == [-1, 0, 1] {
+            Ok(())
+        } else {
+            Err(format!("got {s:?} {v:?} {c:?} {a:?}"))
+        }
+    }
+}
+
+#[test]
+fn plain_data_arguments_arrive_intact() {
+    let mut p = Process::new(
+        check_data,
+        ("héllo".into(), vec![1, 2, 3], Some('λ'), [-1, 0, 1]),
+    );
+    p.start().unwrap();
+    p.join().unwrap();
+}
+
+#[test]
+fn a_handle_whose_object_is_gone_gives_the_child_a_clear_error() {
+    let lock = Lock::create(&name("gone")).unwrap();
+    shmproc::unlink(lock.name()).unwrap();
+    let mut p = Process::new(use_lock, lock.clone());
+    p.start().unwrap();
+    match p.join() {
+        Err(ProcessError::StartupFailed { message, .. }) => {
+            assert!(
+                message.contains("not found") && message.contains(lock.name()),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.exitcode(), Some(2));
+}
+
+shmproc::entry! {
+    fn use_lock(lock: Lock) {
+        drop(lock.lock().unwrap());
+    }
+}
+
+/// An entry that was never registered (no `entry!`).
+struct Unregistered;
+impl Entry for Unregistered {
+    const ID: &'static str = "tests::Unregistered";
+    type Arg = ();
+    fn call(_: ()) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_unregistered_entry_is_refused_by_start() {
+    let mut p = Process::new(Unregistered, ());
+    assert!(matches!(
+        p.start(),
+        Err(ProcessError::NotRegistered("tests::Unregistered"))
+    ));
+}
+
+#[test]
+fn a_child_asked_for_an_unknown_entry_id_exits_with_a_clear_error() {
+    // What a tampered or mismatched request looks like to the child.
+    let seg = shmproc::RawSegment::new(8192).unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("SHMPROC_ENTRY", "no::such::entry")
+        .env("SHMPROC_SEGMENT", seg.name())
+        .env("SHMPROC_NAME", "Process-99")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown entry id \"no::such::entry\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn processes_can_be_spawned_from_many_threads_at_once() {
+    let total = Value::new(0u64).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..3 {
+                    let mut p = Process::new(add_one, total.clone());
+                    p.start().unwrap();
+                    p.join().unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(total.get().unwrap(), 12);
+}
+
+shmproc::entry! {
+    fn add_one(total: Value<u64>) {
+        total.get_lock().unwrap().update(|t| *t += 1);
+    }
+}
+
+struct Doubler {
+    input: u64,
+    out: Value<u64>,
+}
+
+impl Handoff for Doubler {
+    fn encode(&self, out: &mut Vec<u8>) {
+        (self.input, self.out.clone()).encode(out)
+    }
+    fn decode(i: &mut &[u8]) -> Result<Self, HandoffError> {
+        let (input, out) = <(u64, Value<u64>)>::decode(i)?;
+        Ok(Doubler { input, out })
+    }
+}
+
+impl Run for Doubler {
+    fn run(self) -> Result<(), String> {
+        self.out.set(self.input * 2).map_err(|e| e.to_string())
+    }
+}
+
+shmproc::entry!(impl Run for Doubler);
+
+#[test]
+fn a_run_struct_is_a_process_body() {
+    both_methods(|m| {
+        let out = Value::new(0u64).unwrap();
+        let mut p = Process::from_run(Doubler {
+            input: 21,
+            out: out.clone(),
+        })
+        .with_start_method(m);
+        p.start().unwrap();
+        p.join().unwrap();
+        assert_eq!(out.get().unwrap(), 42);
+    });
+}
+
+#[test]
+fn start_twice_and_join_before_start_are_errors() {
+    let mut p = Process::new(succeed, ());
+    assert!(matches!(p.join(), Err(ProcessError::NotStarted(_))));
+    p.start().unwrap();
+    assert!(matches!(p.start(), Err(ProcessError::AlreadyStarted(_))));
+    p.join().unwrap();
+    p.close().unwrap();
+}
+
+// --- exit-time behaviour, observed through an intermediate child ----------
+
+shmproc::entry! {
+    /// Starts a grandchild (daemon or not) that records its pid, then
+    /// either returns normally or waits to be killed.
+    fn start_grandchild(args: (bool, Value<u32>, Event, bool)) {
+        let (daemon, pid_out, done, wait_to_be_killed) = args;
+        let mut g = Process::new(grandchild, done).with_daemon(daemon);
+        g.start().unwrap();
+        pid_out.set(g.pid().unwrap()).unwrap();
+        if wait_to_be_killed {
+            std::thread::sleep(Duration::from_secs(60));
+        }
+    }
+}
+
+shmproc::entry! {
+    /// Sleeps a little, then sets `done` (or sleeps long if it is a daemon
+    /// that should be stopped first).
+    fn grandchild(done: Event) {
+        let daemon = shmproc::current_process().daemon;
+        std::thread::sleep(if daemon { Duration::from_secs(60) } else { Duration::from_millis(200) });
+        done.set();
+    }
+}
+
+#[test]
+fn a_normal_exit_joins_non_daemon_children_and_terminates_daemons() {
+    for daemon in [false, true] {
+        let pid = Value::new(0u32).unwrap();
+        let done = Event::new().unwrap();
+        let mut p = Process::new(start_grandchild, (daemon, pid.clone(), done.clone(), false));
+        p.start().unwrap();
+        p.join().unwrap();
+        let gpid = pid.get().unwrap();
+        assert_ne!(gpid, 0);
+        if daemon {
+            // Terminated at the intermediate's exit, long before its 60 s.
+            wait_until("daemon grandchild to be gone", || pid_gone(gpid));
+            assert!(!done.is_set());
+        } else {
+            // The intermediate's exit waited for it: it finished its work.
+            assert!(done.is_set(), "non-daemon child was not joined at exit");
+        }
+    }
+}
+
+#[test]
+fn a_daemon_child_ends_when_its_parent_is_killed() {
+    let pid = Value::new(0u32).unwrap();
+    let done = Event::new().unwrap();
+    let mut p = Process::new(start_grandchild, (true, pid.clone(), done.clone(), true));
+    p.start().unwrap();
+    wait_until("grandchild pid", || pid.get().unwrap() != 0);
+    let gpid = pid.get().unwrap();
+    assert!(!pid_gone(gpid));
+    p.kill().unwrap();
+    let _ = p.join();
+    wait_until("orphaned daemon to end", || pid_gone(gpid));
+}
