@@ -279,6 +279,7 @@ fn criterion_benches(c: &mut Criterion) {
 
 fn main() {
     if quick() {
+        println!("(quick smoke run with tiny sizes: the figures below are not measurements)");
         side_by_side(1, 1000, 1000, 100);
         return;
     }

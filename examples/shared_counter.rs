@@ -2,45 +2,35 @@
 //! prints the exact total — `multiprocessing.Value` in Rust.
 //!
 //! Run: `cargo run --release --example shared_counter`
-//!
-//! How the child processes are made: the program re-runs itself with the
-//! argument `child` plus the counter's name (shmproc's own `Process` will
-//! do this for you; this template shows the mechanics with std only).
 
-use std::process::Command;
-
-use shmproc::{LockError, Value};
+use shmproc::{LockError, Process, Value};
 
 const WORKERS: u64 = 4;
 const ADDS_PER_WORKER: u64 = 100_000;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("child") {
-        // A child: open the counter by the name the parent passed us.
-        let counter = Value::<u64>::open(&args[2])?;
+shmproc::entry! {
+    fn add_many(counter: Value<u64>) -> Result<(), LockError<()>> {
         for _ in 0..ADDS_PER_WORKER {
             // get_lock() holds the lock across the read-modify-write, like
             // `with counter.get_lock(): counter.value += 1` in Python.
-            counter
-                .get_lock()
-                .map_err(LockError::without_guard)?
-                .update(|v| *v += 1);
+            counter.get_lock().map_err(LockError::without_guard)?.update(|v| *v += 1);
         }
-        return Ok(());
+        Ok(())
     }
+}
 
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The parent creates the counter. It owns the name: the segment is
     // removed from /dev/shm when `counter` is dropped at the end of main.
     let counter = Value::new(0u64)?;
-    let exe = std::env::current_exe()?;
-    let mut children = Vec::new();
-    for _ in 0..WORKERS {
-        children.push(Command::new(&exe).args(["child", counter.name()]).spawn()?);
+    let mut procs: Vec<Process> = (0..WORKERS)
+        .map(|_| Process::new(add_many, counter.clone()))
+        .collect();
+    for p in &mut procs {
+        p.start()?;
     }
-    for mut child in children {
-        let status = child.wait()?;
-        assert!(status.success(), "a worker failed: {status}");
+    for p in &procs {
+        p.join()?;
     }
     let total = counter.get().map_err(LockError::without_guard)?;
     println!("{WORKERS} processes x {ADDS_PER_WORKER} additions = {total}");

@@ -602,6 +602,17 @@ pub struct Process {
     inner: Option<Arc<Inner>>,
 }
 
+impl Drop for Process {
+    /// Dropping the handle neither waits for nor kills the child (as in
+    /// Python); it reaps the child if it already ended. A running child is
+    /// still joined (or, if daemon, terminated) at normal exit.
+    fn drop(&mut self) {
+        if let Some(inner) = &self.inner {
+            inner.poll(false);
+        }
+    }
+}
+
 impl std::fmt::Debug for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Process")
