@@ -18,27 +18,30 @@ fn racy_increment(counter: &AtomicU32) {
     counter.store(v + 1, Ordering::Relaxed);
 }
 
+/// `n` threads each take the lock once and do a racy increment.
+fn contend(n: u32) {
+    let lock = Arc::new(RawLock::new());
+    let counter = Arc::new(AtomicU32::new(0));
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let (lock, counter) = (lock.clone(), counter.clone());
+            thread::spawn(move || {
+                lock.lock(Wait::Forever).unwrap();
+                racy_increment(&counter);
+                lock.unlock();
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(counter.load(Ordering::Relaxed), n);
+    assert!(!lock.is_locked());
+}
+
 #[test]
 fn lock_gives_mutual_exclusion_and_no_lost_wakeup() {
-    loom::model(|| {
-        let lock = Arc::new(RawLock::new());
-        let counter = Arc::new(AtomicU32::new(0));
-        let handles: Vec<_> = (0..2)
-            .map(|_| {
-                let (lock, counter) = (lock.clone(), counter.clone());
-                thread::spawn(move || {
-                    lock.lock(Wait::Forever).unwrap();
-                    racy_increment(&counter);
-                    lock.unlock();
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-        assert_eq!(counter.load(Ordering::Relaxed), 2);
-        assert!(!lock.is_locked());
-    });
+    loom::model(|| contend(2));
 }
 
 #[test]
@@ -160,22 +163,5 @@ fn barrier_abort_breaks_waiter() {
 fn lock_with_three_contenders_wakes_every_sleeper() {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(2);
-    builder.check(|| {
-        let lock = Arc::new(RawLock::new());
-        let counter = Arc::new(AtomicU32::new(0));
-        let handles: Vec<_> = (0..3)
-            .map(|_| {
-                let (lock, counter) = (lock.clone(), counter.clone());
-                thread::spawn(move || {
-                    lock.lock(Wait::Forever).unwrap();
-                    racy_increment(&counter);
-                    lock.unlock();
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-        assert_eq!(counter.load(Ordering::Relaxed), 3);
-    });
+    builder.check(|| contend(3));
 }

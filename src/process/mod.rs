@@ -277,9 +277,8 @@ mod status {
 }
 
 fn state_word(seg: &RawSegment) -> &AtomicU32 {
-    // SAFETY: the segment is at least status::ARG bytes (checked where it
-    // is created and opened) and 64-aligned; the word is only accessed
-    // atomically.
+    // SAFETY: the segment is >= status::ARG bytes (checked where it is created and opened) and 64-aligned;
+    // the word is only accessed atomically.
     unsafe { &*(seg.as_ptr().add(status::STATE) as *const AtomicU32) }
 }
 
@@ -840,9 +839,8 @@ impl Process {
         use std::io::Write;
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
-        // SAFETY: the child below runs only the entry and then leaves with
-        // _exit; the caveats of fork in multi-threaded parents are
-        // documented on StartMethod::Fork.
+        // SAFETY: the child below runs only the entry and leaves with _exit; the caveats of fork in
+        // multi-threaded parents are documented on StartMethod::Fork.
         let pid = unsafe { sysproc::fork()? };
         if pid != 0 {
             return Ok(pid);

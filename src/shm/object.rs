@@ -168,10 +168,8 @@ impl<C> Mapped<C> {
     /// The control block.
     #[inline]
     pub(crate) fn ctl(&self) -> &C {
-        // SAFETY: create/open checked that the mapping holds the header plus
-        // `C` (HEADER_SIZE is 64-aligned, C's alignment is at most 64 — see
-        // the asserts in each type), and C is made of atomics, so a shared
-        // reference is sound while other processes write to it.
+        // SAFETY: create/open checked the mapping holds header + `C` (64-aligned, align(C) <= 64 is asserted in
+        // `create`); C is made of atomics, so a shared reference is sound while other processes write to it.
         unsafe { &*(self.seg.base().add(HEADER_SIZE) as *const C) }
     }
 
@@ -207,9 +205,8 @@ pub(crate) fn create<O: Object>(name: &str, init: O::Init, opts: &Options) -> Re
         layout,
         _ctl: std::marker::PhantomData,
     };
-    // SAFETY: the fresh mapping is `layout.total` bytes, zero-filled and not
-    // yet visible to openers (READY is not published); the control block
-    // and data areas lie inside it and are suitably aligned.
+    // SAFETY: the fresh mapping is `layout.total` bytes, zero-filled, not yet visible to openers (no READY);
+    // the control block and data areas lie inside it and are suitably aligned.
     unsafe {
         std::ptr::write(m.seg.base().add(HEADER_SIZE) as *mut O::Ctl, ctl);
         O::init_data(m.data(), init, capacity);

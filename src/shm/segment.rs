@@ -132,9 +132,8 @@ impl Segment {
                 // Ours but cut short, or not ours at all?
                 let mut magic = [0u8; 8];
                 if size >= 8 {
-                    // SAFETY: the mapping has at least 8 bytes; a byte copy
-                    // of possibly concurrently written memory only yields
-                    // garbage bytes.
+                    // SAFETY: the mapping has at least 8 bytes; copying bytes that a peer may be writing only
+                    // yields garbage bytes.
                     unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), magic.as_mut_ptr(), 8) };
                 }
                 return Err(if u64::from_le_bytes(magic) == MAGIC {
@@ -220,9 +219,8 @@ impl Segment {
     }
 
     pub(crate) fn header(&self) -> &Header {
-        // SAFETY: every mapping is at least HEADER_SIZE bytes (checked in
-        // create/open), page-aligned, and Header is made of atomics only, so
-        // a shared reference to it is sound even while peers write to it.
+        // SAFETY: every mapping is >= HEADER_SIZE bytes (checked in create/open) and page-aligned; Header is
+        // atomics only, so a shared reference is sound even while peers write to it.
         unsafe { &*(self.map.as_ptr() as *const Header) }
     }
 

@@ -286,9 +286,8 @@ impl<T: Pod> DataGuard<'_, T> {
     /// assert_eq!(g.get(3), None);
     /// ```
     pub fn get(&self, i: usize) -> Option<T> {
-        // SAFETY: i < len, the validated element count; the lock is held so
-        // well-behaved peers do not write concurrently (a misbehaving peer
-        // can only make us read garbage: T is Pod, any bits are valid).
+        // SAFETY: i < len (validated count); the lock is held, so only a misbehaving peer writes now, and that
+        // yields garbage, not UB-visible invalid values: T is Pod.
         (i < self.len).then(|| unsafe { self.data.add(i).read_volatile() })
     }
 

@@ -87,10 +87,8 @@ mod imp {
     /// The futex half of a 64-bit word: its low 32 bits (little-endian,
     /// so the first four bytes).
     fn low_half(word: &AtomicU64) -> &AtomicU32 {
-        // SAFETY: the low half of an 8-aligned AtomicU64 on a little-endian
-        // target is a 4-aligned 4-byte location inside it. We only hand its
-        // address to the kernel (futex compares it atomically); all Rust-side
-        // accesses go through the AtomicU64.
+        // SAFETY: on little-endian targets the low half of an 8-aligned AtomicU64 is a 4-aligned 4-byte location
+        // in it; only the kernel (futex) reads it as such, all Rust accesses go through the AtomicU64.
         unsafe { &*(word.as_ptr() as *const AtomicU32) }
     }
 
