@@ -77,6 +77,8 @@ mod error;
 #[cfg(not(loom))]
 pub mod process;
 #[cfg(not(loom))]
+pub mod queue;
+#[cfg(not(loom))]
 mod shared;
 #[cfg(not(loom))]
 mod shm;

@@ -278,6 +278,20 @@ handoff_handle!(
     Array<T>
 );
 
+impl<T: Pod> Handoff for crate::queue::SpscQueue<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.name().to_owned().encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        let name = String::decode(input)?;
+        Self::open(&name).map_err(|e| HandoffError::Open {
+            kind: "SpscQueue",
+            name,
+            reason: e.to_string(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,6 +52,8 @@ pub enum Kind {
     Array,
     /// [`crate::RawSegment`]
     RawSegment,
+    /// [`crate::queue::SpscQueue`]
+    SpscQueue,
     /// A kind this build does not know.
     Unknown(u32),
 }
@@ -76,6 +78,7 @@ impl Kind {
             Kind::Value => 9,
             Kind::Array => 10,
             Kind::RawSegment => 11,
+            Kind::SpscQueue => 12,
             Kind::Unknown(n) => n,
         }
     }
@@ -99,6 +102,7 @@ impl Kind {
             Kind::Value,
             Kind::Array,
             Kind::RawSegment,
+            Kind::SpscQueue,
         ]
         .into_iter()
         .find(|k| k.to_u32() == n)

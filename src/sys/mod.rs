@@ -2,6 +2,7 @@
 //! shared-memory files, thread identity and process liveness.
 
 pub(crate) mod futex;
+pub(crate) mod membarrier;
 pub(crate) mod proc;
 pub(crate) mod shm;
 pub(crate) mod thread;

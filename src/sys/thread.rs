@@ -115,6 +115,24 @@ pub(crate) fn process_identity() -> (u32, u64) {
     (pid, read_stat(pid).map_or(0, |s| s.start_time))
 }
 
+/// This process's identity packed like a lock owner (start time, pid):
+/// used to record which process holds a queue role.
+pub(crate) fn process_packed() -> u64 {
+    static ME: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let pid = std::process::id();
+    // Recompute after fork (the pid changed).
+    if PID.load(std::sync::atomic::Ordering::Relaxed) != pid {
+        let (pid, start) = process_identity();
+        ME.store(
+            (u64::from(start as u32) << 32) | u64::from(pid),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+    }
+    ME.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,33 @@
+//! Queues in shared memory.
+//!
+//! - [`SpscQueue`]: a bounded single-producer / single-consumer ring of
+//!   `T: Pod` between two processes (Lamport's ring with cached indices, as
+//!   in rtrb), with batch and zero-copy loan operations.
+//!
+//! Waiting (see [`WaitStrategy`]): blocking calls spin briefly, then sleep
+//! on a futex; an uncontended push or pop makes no syscall and executes no
+//! CPU fence. The sleeping side announces itself with a flag and a
+//! process-wide asymmetric barrier (`membarrier(2)`), so the other side
+//! only needs a plain load of that flag to know whether to wake it.
+
+mod spsc;
+
+pub use spsc::{
+    Consumer, PopError, Producer, PushError, ReadLoan, RoleError, SpscQueue, WriteLoan,
+};
+
+/// How a blocked queue operation waits.
+///
+/// ```
+/// use shmproc::queue::WaitStrategy;
+/// assert_eq!(WaitStrategy::default(), WaitStrategy::Blocking);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WaitStrategy {
+    /// Spin briefly, then sleep on a futex: a blocked process uses no CPU.
+    #[default]
+    Blocking,
+    /// Never sleep: poll the queue with a spin hint. Lowest latency, one
+    /// busy core per waiter; meant for pinned, latency-critical threads.
+    BusyPoll,
+}

@@ -1,0 +1,1010 @@
+//! Single-producer single-consumer ring of `T: Pod` in shared memory.
+//!
+//! Algorithm: Lamport's bounded ring with free-running 64-bit indices and
+//! each side caching the other's index (as in rtrb / the Linux kfifo): the
+//! producer owns `tail`, the consumer owns `head`, each on its own cache
+//! line; `tail - head` is the fill level. The producer reloads `head` only
+//! when its cached copy says the ring is full, the consumer reloads `tail`
+//! only when its copy says empty, so in steady state each side touches the
+//! other's line once per lap, not once per item.
+//!
+//! Orderings: the producer writes the slot, then stores `tail` with
+//! Release; the consumer loads `tail` with Acquire (pairs with it), reads
+//! the slot, then stores `head` with Release; the producer loads `head`
+//! with Acquire (pairs with that) before reusing the slot.
+//!
+//! Sleeping: see `crate::sys::membarrier` for the asymmetric handshake.
+//! A sleeper also wakes every 100 ms to check that its peer process is
+//! alive, so a peer killed with SIGKILL is noticed within about 100 ms.
+//!
+//! Untrusted memory: indices read from shared memory are only ever used
+//! masked (`index & mask`), and the fill level is clamped to the capacity,
+//! so a corrupted or hostile peer can make us read garbage, never touch
+//! memory outside the ring.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence, fence};
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+
+use super::WaitStrategy;
+use crate::OpenError;
+use crate::shm::object::constructors;
+use crate::shm::{Fingerprint, Kind, Mapped, Object};
+use crate::sync::platform::{wait64_low, wake64_low};
+use crate::sys::futex::Deadline;
+use crate::sys::{membarrier, thread};
+
+/// A 64-byte aligned cell, so hot words do not share cache lines.
+#[repr(C, align(64))]
+struct Line<T>(T);
+
+/// The shared control block.
+#[repr(C)]
+pub(crate) struct SpscCtl {
+    /// Next index to write; written by the producer only.
+    tail: Line<AtomicU64>,
+    /// Next index to read; written by the consumer only.
+    head: Line<AtomicU64>,
+    /// Read-mostly words.
+    meta: Line<Meta>,
+}
+
+#[repr(C)]
+struct Meta {
+    /// The consumer is (about to be) asleep waiting for data.
+    consumer_waiting: AtomicU32,
+    /// The producer is (about to be) asleep waiting for space.
+    producer_waiting: AtomicU32,
+    /// `close()` was called: pushes fail, pops drain then fail.
+    closed: AtomicU32,
+    /// Some participant cannot use membarrier: producers must fence.
+    fences: AtomicU32,
+    /// Process holding the producer role (packed start time | pid), or 0.
+    producer: AtomicU64,
+    /// Process holding the consumer role, or 0.
+    consumer: AtomicU64,
+    /// The producer detached or died (consumers get Disconnected once empty).
+    producer_gone: AtomicU32,
+    /// The consumer detached or died (producers get Disconnected).
+    consumer_gone: AtomicU32,
+}
+
+const POLL: Duration = Duration::from_millis(100);
+const SPIN: u32 = 2_000;
+
+/// Why a push did not happen. The value is handed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushError<T> {
+    /// `try_push` only: the ring is full.
+    #[error("the queue is full")]
+    Full(T),
+    /// `push_timeout` only: still full when the timeout expired.
+    #[error("timed out waiting for space in the queue")]
+    TimedOut(T),
+    /// The queue was closed.
+    #[error("the queue is closed")]
+    Closed(T),
+    /// The consumer process detached or died.
+    #[error("the consumer is gone")]
+    Disconnected(T),
+}
+
+impl<T> PushError<T> {
+    /// The value that was not pushed.
+    ///
+    /// ```
+    /// use shmproc::queue::PushError;
+    /// assert_eq!(PushError::Full(7).into_inner(), 7);
+    /// ```
+    pub fn into_inner(self) -> T {
+        match self {
+            PushError::Full(v)
+            | PushError::TimedOut(v)
+            | PushError::Closed(v)
+            | PushError::Disconnected(v) => v,
+        }
+    }
+}
+
+/// Why a pop returned no item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PopError {
+    /// `try_pop` only: nothing to read.
+    #[error("the queue is empty")]
+    Empty,
+    /// `pop_timeout` only: still empty when the timeout expired.
+    #[error("timed out waiting for an item")]
+    TimedOut,
+    /// The queue was closed and is drained.
+    #[error("the queue is closed")]
+    Closed,
+    /// The producer process detached or died and the queue is drained.
+    #[error("the producer is gone")]
+    Disconnected,
+}
+
+/// A role (producer or consumer) is already held by a live process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the {role} role of this queue is held by live process {pid}")]
+pub struct RoleError {
+    /// "producer" or "consumer".
+    pub role: &'static str,
+    /// The holder's pid.
+    pub pid: u32,
+}
+
+/// A bounded SPSC ring of `T: Pod` in shared memory, shared by name.
+/// One process at a time takes the [`producer`](Self::producer) role and one
+/// the [`consumer`](Self::consumer) role; roles of dead processes are
+/// reclaimed.
+///
+/// ```
+/// use shmproc::queue::SpscQueue;
+/// let q = SpscQueue::<u64>::new(1024).unwrap();
+/// let mut tx = q.producer().unwrap();
+/// let mut rx = SpscQueue::<u64>::open(q.name()).unwrap().consumer().unwrap();
+/// tx.push(7).unwrap();
+/// assert_eq!(tx.push_slice(&[8, 9]), 2);
+/// assert_eq!(rx.pop().unwrap(), 7);
+/// let mut buf = [0u64; 4];
+/// assert_eq!(rx.pop_into(&mut buf), 2);
+/// assert_eq!(&buf[..2], &[8, 9]);
+/// drop(tx); // producer gone: the consumer drains, then learns it
+/// assert_eq!(rx.try_pop(), Err(shmproc::queue::PopError::Disconnected));
+/// ```
+pub struct SpscQueue<T> {
+    m: Mapped<SpscCtl>,
+    mask: u64,
+    _t: PhantomData<T>,
+}
+
+impl<T> Clone for SpscQueue<T> {
+    fn clone(&self) -> Self {
+        SpscQueue {
+            m: self.m.clone(),
+            mask: self.mask,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for SpscQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpscQueue")
+            .field("segment", &self.m)
+            .field("capacity", &(self.mask + 1))
+            .finish()
+    }
+}
+
+fn check_capacity(cap: u64) -> Result<(), String> {
+    if cap < 2 || !cap.is_power_of_two() {
+        Err(format!(
+            "capacity {cap} is not supported: use a power of two >= 2"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+impl<T: Pod> Object for SpscQueue<T> {
+    const KIND: Kind = Kind::SpscQueue;
+    type Init = u64;
+    type Ctl = SpscCtl;
+    fn fingerprint() -> Fingerprint {
+        Fingerprint::of::<T>()
+    }
+    fn capacity(cap: &u64) -> Result<u64, OpenError> {
+        check_capacity(*cap).map_err(OpenError::InvalidArgument)?;
+        Ok(*cap)
+    }
+    fn new_ctl(_: &u64, _: u64) -> SpscCtl {
+        let z32 = || AtomicU32::new(0);
+        SpscCtl {
+            tail: Line(AtomicU64::new(0)),
+            head: Line(AtomicU64::new(0)),
+            meta: Line(Meta {
+                consumer_waiting: z32(),
+                producer_waiting: z32(),
+                closed: z32(),
+                fences: z32(),
+                producer: AtomicU64::new(0),
+                consumer: AtomicU64::new(0),
+                producer_gone: z32(),
+                consumer_gone: z32(),
+            }),
+        }
+    }
+    fn validate(m: &Mapped<SpscCtl>) -> Result<(), String> {
+        check_capacity(m.segment().capacity())
+    }
+    fn from_mapped(m: Mapped<SpscCtl>) -> Self {
+        if !membarrier::register() {
+            m.ctl().meta.0.fences.store(1, Ordering::SeqCst);
+        }
+        let mask = m.segment().capacity() - 1; // validated power of two
+        SpscQueue {
+            m,
+            mask,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Pod> SpscQueue<T> {
+    constructors!(doc("queue::SpscQueue::<u64>", "8", ", 8"), capacity: u64);
+
+    /// Number of slots.
+    ///
+    /// ```
+    /// assert_eq!(shmproc::queue::SpscQueue::<u8>::new(16).unwrap().capacity(), 16);
+    /// ```
+    pub fn capacity(&self) -> usize {
+        (self.mask + 1) as usize
+    }
+
+    /// Items in the ring now (a snapshot; exact when both sides are idle).
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
+    /// q.producer().unwrap().push(1).unwrap();
+    /// assert_eq!(q.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        let c = self.m.ctl();
+        let head = c.head.0.load(Ordering::Acquire);
+        let tail = c.tail.0.load(Ordering::Acquire);
+        tail.wrapping_sub(head).min(self.mask + 1) as usize
+    }
+
+    /// Whether the ring is empty (a snapshot).
+    ///
+    /// ```
+    /// assert!(shmproc::queue::SpscQueue::<u8>::new(4).unwrap().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes the queue: pushes fail with `Closed`, pops drain what is left
+    /// and then fail with `Closed`; blocked callers are woken.
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
+    /// let mut tx = q.producer().unwrap();
+    /// tx.push(1).unwrap();
+    /// q.close();
+    /// assert!(tx.push(2).is_err());
+    /// let mut rx = q.consumer().unwrap();
+    /// assert_eq!(rx.pop(), Ok(1));
+    /// assert_eq!(rx.pop(), Err(shmproc::queue::PopError::Closed));
+    /// ```
+    pub fn close(&self) {
+        let c = self.m.ctl();
+        c.meta.0.closed.store(1, Ordering::SeqCst);
+        wake64_low(&c.tail.0, u32::MAX);
+        wake64_low(&c.head.0, u32::MAX);
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    ///
+    /// ```
+    /// assert!(!shmproc::queue::SpscQueue::<u8>::new(4).unwrap().is_closed());
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.m.ctl().meta.0.closed.load(Ordering::Relaxed) != 0
+    }
+
+    fn claim(
+        &self,
+        slot: &AtomicU64,
+        gone: &AtomicU32,
+        role: &'static str,
+    ) -> Result<(), RoleError> {
+        let me = thread::process_packed();
+        let mut cur = slot.load(Ordering::Acquire);
+        loop {
+            if cur != 0 && cur != me && !thread::owner_is_dead(cur) {
+                return Err(RoleError {
+                    role,
+                    pid: cur as u32 & thread::TID_MASK,
+                });
+            }
+            // Acquire: pairs with the Release store of the previous holder's
+            // detach, so we see the index it left.
+            match slot.compare_exchange(cur, me, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) => {
+                    gone.store(0, Ordering::SeqCst);
+                    return Ok(());
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Takes the producer role for this process (one producer at a time;
+    /// the role of a dead process is reclaimed).
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
+    /// let tx = q.producer().unwrap();
+    /// # drop(tx);
+    /// ```
+    pub fn producer(&self) -> Result<Producer<T>, RoleError> {
+        let c = self.m.ctl();
+        self.claim(&c.meta.0.producer, &c.meta.0.producer_gone, "producer")?;
+        let tail = c.tail.0.load(Ordering::Relaxed);
+        let head = c.head.0.load(Ordering::Acquire);
+        Ok(Producer {
+            q: self.clone(),
+            tail,
+            head_cache: head,
+            wait: WaitStrategy::Blocking,
+            last_check: None,
+            _not_sync: PhantomData,
+        })
+    }
+
+    /// Takes the consumer role for this process.
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
+    /// let rx = q.consumer().unwrap();
+    /// # drop(rx);
+    /// ```
+    pub fn consumer(&self) -> Result<Consumer<T>, RoleError> {
+        let c = self.m.ctl();
+        self.claim(&c.meta.0.consumer, &c.meta.0.consumer_gone, "consumer")?;
+        let head = c.head.0.load(Ordering::Relaxed);
+        let tail = c.tail.0.load(Ordering::Acquire);
+        Ok(Consumer {
+            q: self.clone(),
+            head,
+            tail_cache: tail,
+            wait: WaitStrategy::Blocking,
+            last_check: None,
+            _not_sync: PhantomData,
+        })
+    }
+
+    fn slot(&self, index: u64) -> *mut T {
+        // SAFETY: masked index < capacity; the data area holds `capacity`
+        // aligned T (validated layout).
+        unsafe { (self.m.data() as *mut T).add((index & self.mask) as usize) }
+    }
+
+    /// Whether the peer that `slot`/`gone` describe has left or died. The
+    /// liveness check reads `/proc`, so it runs at most once per `POLL` per
+    /// handle (`last_check`); the `gone` flag is checked every time.
+    fn peer_gone(
+        &self,
+        slot: &AtomicU64,
+        gone: &AtomicU32,
+        last_check: &mut Option<Instant>,
+    ) -> bool {
+        if gone.load(Ordering::Acquire) != 0 {
+            return true;
+        }
+        let now = Instant::now();
+        if last_check.is_some_and(|t| now.duration_since(t) < POLL) {
+            return false;
+        }
+        *last_check = Some(now);
+        let owner = slot.load(Ordering::Relaxed);
+        if owner != 0 && thread::owner_is_dead(owner) {
+            gone.store(1, Ordering::Release);
+            return true;
+        }
+        false
+    }
+}
+
+/// Sleeps on `word` (low half) while it still equals `seen`, with the
+/// flag/barrier handshake; returns when woken, on timeout, or on `POLL`.
+fn sleep_on(
+    word: &AtomicU64,
+    seen: u64,
+    flag: &AtomicU32,
+    deadline: Option<Deadline>,
+    recheck: impl Fn() -> bool,
+) {
+    // SeqCst store, then the heavy barrier: pairs with the peer's plain
+    // (compiler-fenced) flag load after its index store.
+    flag.store(1, Ordering::SeqCst);
+    membarrier::heavy();
+    if word.load(Ordering::Acquire) == seen && !recheck() {
+        wait64_low(word, seen as u32, Some(Deadline::min_after(deadline, POLL)));
+    }
+    flag.store(0, Ordering::Relaxed);
+}
+
+/// The producer end: owned by one thread at a time (`Send`, not `Sync`).
+pub struct Producer<T> {
+    q: SpscQueue<T>,
+    tail: u64,
+    head_cache: u64,
+    wait: WaitStrategy,
+    last_check: Option<Instant>,
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+// SAFETY: the handle owns the producer role; moving it to another thread
+// moves the role. It is not Sync (Cell marker): one thread uses it at once.
+unsafe impl<T: Send> Send for Producer<T> {}
+
+impl<T> std::fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("tail", &self.tail)
+            .finish()
+    }
+}
+
+impl<T: Pod> Producer<T> {
+    /// Chooses how blocked pushes wait (default [`WaitStrategy::Blocking`]).
+    ///
+    /// ```
+    /// use shmproc::queue::{SpscQueue, WaitStrategy};
+    /// let q = SpscQueue::<u8>::new(4).unwrap();
+    /// let tx = q.producer().unwrap().with_wait(WaitStrategy::BusyPoll);
+    /// # drop(tx);
+    /// ```
+    pub fn with_wait(mut self, wait: WaitStrategy) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Free slots, refreshing the cached head only if needed.
+    #[inline]
+    fn free(&mut self, want: u64) -> u64 {
+        let cap = self.q.mask + 1;
+        let free = cap - self.tail.wrapping_sub(self.head_cache).min(cap);
+        if free >= want {
+            return free;
+        }
+        // Acquire: pairs with the consumer's Release store of head.
+        self.head_cache = self.q.m.ctl().head.0.load(Ordering::Acquire);
+        cap - self.tail.wrapping_sub(self.head_cache).min(cap)
+    }
+
+    /// Publishes `self.tail` and wakes a sleeping consumer.
+    #[inline]
+    fn publish(&mut self) {
+        let c = self.q.m.ctl();
+        // Release: pairs with the consumer's Acquire load of tail.
+        c.tail.0.store(self.tail, Ordering::Release);
+        if c.meta.0.fences.load(Ordering::Relaxed) != 0 {
+            fence(Ordering::SeqCst);
+        } else {
+            // The consumer's membarrier supplies the CPU barrier.
+            compiler_fence(Ordering::SeqCst);
+        }
+        if c.meta.0.consumer_waiting.load(Ordering::Relaxed) != 0 {
+            wake64_low(&c.tail.0, 1);
+        }
+    }
+
+    fn refusal<V>(&mut self, v: V) -> Option<PushError<V>> {
+        let m = &self.q.m.ctl().meta.0;
+        if m.closed.load(Ordering::Relaxed) != 0 {
+            Some(PushError::Closed(v))
+        } else if self
+            .q
+            .peer_gone(&m.consumer, &m.consumer_gone, &mut self.last_check)
+        {
+            Some(PushError::Disconnected(v))
+        } else {
+            None
+        }
+    }
+
+    /// Pushes if there is room: [`PushError::Full`] otherwise.
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(2).unwrap();
+    /// let mut tx = q.producer().unwrap();
+    /// tx.try_push(1).unwrap();
+    /// tx.try_push(2).unwrap();
+    /// assert_eq!(tx.try_push(3), Err(shmproc::queue::PushError::Full(3)));
+    /// ```
+    #[inline]
+    pub fn try_push(&mut self, v: T) -> Result<(), PushError<T>> {
+        let m = &self.q.m.ctl().meta.0;
+        if m.closed.load(Ordering::Relaxed) | m.consumer_gone.load(Ordering::Relaxed) != 0 {
+            return Err(self.refusal(v).unwrap_or(PushError::Closed(v)));
+        }
+        if self.free(1) == 0 {
+            return Err(self.refusal(v).unwrap_or(PushError::Full(v)));
+        }
+        // SAFETY: the slot at tail is free (free >= 1) and owned by the
+        // producer until published.
+        unsafe { self.q.slot(self.tail).write(v) };
+        self.tail = self.tail.wrapping_add(1);
+        self.publish();
+        Ok(())
+    }
+
+    /// Pushes, waiting for room. Fails only if the queue is closed or the
+    /// consumer is gone.
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(2).unwrap();
+    /// q.producer().unwrap().push(5).unwrap();
+    /// ```
+    pub fn push(&mut self, v: T) -> Result<(), PushError<T>> {
+        self.push_until(v, None)
+    }
+
+    /// Pushes, waiting at most `timeout` for room.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(2).unwrap();
+    /// let _rx = q.consumer().unwrap();
+    /// let mut tx = q.producer().unwrap();
+    /// tx.push(1).unwrap();
+    /// tx.push(2).unwrap();
+    /// assert_eq!(tx.push_timeout(3, Duration::from_millis(5)), Err(shmproc::queue::PushError::TimedOut(3)));
+    /// ```
+    pub fn push_timeout(&mut self, v: T, timeout: Duration) -> Result<(), PushError<T>> {
+        self.push_until(
+            v,
+            Some(Deadline::after(timeout).unwrap_or(Deadline::min_after(None, Duration::MAX))),
+        )
+    }
+
+    fn push_until(&mut self, mut v: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+        let mut spins = 0u32;
+        loop {
+            match self.try_push(v) {
+                Err(PushError::Full(back)) => v = back,
+                other => return other,
+            }
+            if deadline.is_some_and(|d| d.passed()) {
+                return Err(PushError::TimedOut(v));
+            }
+            if self.wait == WaitStrategy::BusyPoll || spins < SPIN {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            let c = self.q.m.ctl();
+            let seen = self.head_cache;
+            sleep_on(
+                &c.head.0,
+                seen,
+                &c.meta.0.producer_waiting,
+                deadline,
+                || {
+                    c.meta.0.closed.load(Ordering::Relaxed) != 0
+                        || c.meta.0.consumer_gone.load(Ordering::Relaxed) != 0
+                },
+            );
+        }
+    }
+
+    /// Pushes as many items of `items` as fit now, publishing them with one
+    /// index update; returns how many. Nothing is pushed after `close`.
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u32>::new(4).unwrap();
+    /// let mut tx = q.producer().unwrap();
+    /// assert_eq!(tx.push_slice(&[1, 2, 3, 4, 5]), 4);
+    /// ```
+    pub fn push_slice(&mut self, items: &[T]) -> usize {
+        if self.q.m.ctl().meta.0.closed.load(Ordering::Relaxed) != 0 {
+            return 0;
+        }
+        let n = (self.free(items.len() as u64) as usize).min(items.len());
+        for (i, v) in items[..n].iter().enumerate() {
+            // SAFETY: the n slots from tail are free and owned by us.
+            unsafe { self.q.slot(self.tail.wrapping_add(i as u64)).write(*v) };
+        }
+        if n > 0 {
+            self.tail = self.tail.wrapping_add(n as u64);
+            self.publish();
+        }
+        n
+    }
+
+    /// Borrows the next free slot to fill in place; the item is published
+    /// by [`WriteLoan::commit`] (dropping the loan without commit publishes
+    /// nothing). `Err` as for [`try_push`](Self::try_push).
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<[u64; 8]>::new(4).unwrap();
+    /// let mut tx = q.producer().unwrap();
+    /// let mut loan = tx.loan().unwrap();
+    /// loan.write([7; 8]);
+    /// loan.commit();
+    /// assert_eq!(q.consumer().unwrap().pop().unwrap(), [7; 8]);
+    /// ```
+    pub fn loan(&mut self) -> Result<WriteLoan<'_, T>, PushError<()>> {
+        if self.free(1) == 0 {
+            return Err(self.refusal(()).unwrap_or(PushError::Full(())));
+        }
+        let slot = self.q.slot(self.tail);
+        Ok(WriteLoan { p: self, slot })
+    }
+
+    /// Items waiting in the ring (a snapshot).
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
+    /// let mut tx = q.producer().unwrap();
+    /// tx.push(1).unwrap();
+    /// assert_eq!(tx.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    /// Whether the ring is empty (a snapshot).
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
+    /// assert!(q.producer().unwrap().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        let c = self.q.m.ctl();
+        c.meta.0.producer_gone.store(1, Ordering::SeqCst);
+        // Release: pairs with the next claimant's Acquire CAS.
+        c.meta.0.producer.store(0, Ordering::Release);
+        wake64_low(&c.tail.0, u32::MAX);
+    }
+}
+
+/// A slot of the ring lent to the producer; see [`Producer::loan`].
+pub struct WriteLoan<'a, T: Pod> {
+    p: &'a mut Producer<T>,
+    slot: *mut T,
+}
+
+impl<T: Pod> WriteLoan<'_, T> {
+    /// Writes the whole item into the slot.
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u16>::new(2).unwrap();
+    /// let mut tx = q.producer().unwrap();
+    /// let mut l = tx.loan().unwrap();
+    /// l.write(3);
+    /// l.commit();
+    /// ```
+    pub fn write(&mut self, v: T) {
+        // SAFETY: the slot is free and owned by the producer until commit.
+        unsafe { self.slot.write(v) }
+    }
+
+    /// The slot itself, to fill field by field.
+    ///
+    /// # Safety
+    /// The reference must not outlive the loan, and no other process may
+    /// write this slot meanwhile (true for every process that follows the
+    /// SPSC protocol: the consumer does not touch unpublished slots).
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<[u8; 4]>::new(2).unwrap();
+    /// let mut tx = q.producer().unwrap();
+    /// let mut l = tx.loan().unwrap();
+    /// // SAFETY: single producer; the consumer never touches unpublished slots.
+    /// unsafe { l.as_mut()[2] = 9 };
+    /// l.commit();
+    /// ```
+    pub unsafe fn as_mut(&mut self) -> &mut T {
+        // SAFETY: caller's contract; the slot is in bounds and aligned.
+        unsafe { &mut *self.slot }
+    }
+
+    /// Publishes the slot as the next item.
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u16>::new(2).unwrap();
+    /// let mut tx = q.producer().unwrap();
+    /// tx.loan().unwrap().commit();
+    /// assert_eq!(q.len(), 1);
+    /// ```
+    pub fn commit(self) {
+        self.p.tail = self.p.tail.wrapping_add(1);
+        self.p.publish();
+    }
+}
+
+/// The consumer end: owned by one thread at a time (`Send`, not `Sync`).
+pub struct Consumer<T> {
+    q: SpscQueue<T>,
+    head: u64,
+    tail_cache: u64,
+    wait: WaitStrategy,
+    last_check: Option<Instant>,
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+// SAFETY: as for Producer.
+unsafe impl<T: Send> Send for Consumer<T> {}
+
+impl<T> std::fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("head", &self.head)
+            .finish()
+    }
+}
+
+impl<T: Pod> Consumer<T> {
+    /// Chooses how blocked pops wait (default [`WaitStrategy::Blocking`]).
+    ///
+    /// ```
+    /// use shmproc::queue::{SpscQueue, WaitStrategy};
+    /// let q = SpscQueue::<u8>::new(4).unwrap();
+    /// let rx = q.consumer().unwrap().with_wait(WaitStrategy::BusyPoll);
+    /// # drop(rx);
+    /// ```
+    pub fn with_wait(mut self, wait: WaitStrategy) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Items available, refreshing the cached tail only if needed.
+    #[inline]
+    fn available(&mut self, want: u64) -> u64 {
+        let cap = self.q.mask + 1;
+        let avail = self.tail_cache.wrapping_sub(self.head).min(cap);
+        if avail >= want {
+            return avail;
+        }
+        // Acquire: pairs with the producer's Release store of tail.
+        self.tail_cache = self.q.m.ctl().tail.0.load(Ordering::Acquire);
+        // Clamped: a corrupted tail can only make us read garbage slots.
+        self.tail_cache.wrapping_sub(self.head).min(cap)
+    }
+
+    #[inline]
+    fn release(&mut self) {
+        let c = self.q.m.ctl();
+        // Release: pairs with the producer's Acquire load of head.
+        c.head.0.store(self.head, Ordering::Release);
+        if c.meta.0.fences.load(Ordering::Relaxed) != 0 {
+            fence(Ordering::SeqCst);
+        } else {
+            compiler_fence(Ordering::SeqCst);
+        }
+        if c.meta.0.producer_waiting.load(Ordering::Relaxed) != 0 {
+            wake64_low(&c.head.0, 1);
+        }
+    }
+
+    fn empty_reason(&mut self) -> PopError {
+        let m = &self.q.m.ctl().meta.0;
+        if m.closed.load(Ordering::Relaxed) != 0 {
+            PopError::Closed
+        } else if self
+            .q
+            .peer_gone(&m.producer, &m.producer_gone, &mut self.last_check)
+        {
+            PopError::Disconnected
+        } else {
+            PopError::Empty
+        }
+    }
+
+    /// Pops if an item is there; `Empty`, or `Closed` / `Disconnected` once
+    /// drained.
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(2).unwrap();
+    /// let mut rx = q.consumer().unwrap();
+    /// let _tx = q.producer().unwrap();
+    /// assert_eq!(rx.try_pop(), Err(shmproc::queue::PopError::Empty));
+    /// ```
+    #[inline]
+    pub fn try_pop(&mut self) -> Result<T, PopError> {
+        if self.available(1) == 0 {
+            // Re-check after learning the reason: the producer may have
+            // pushed its last items just before leaving.
+            let reason = self.empty_reason();
+            if reason == PopError::Empty || self.available(1) == 0 {
+                return Err(reason);
+            }
+        }
+        // SAFETY: the slot at head is published (available >= 1) and not
+        // reused by the producer until we release it.
+        let v = unsafe { self.q.slot(self.head).read() };
+        self.head = self.head.wrapping_add(1);
+        self.release();
+        Ok(v)
+    }
+
+    /// Pops, waiting for an item; `Closed` / `Disconnected` once drained.
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(2).unwrap();
+    /// q.producer().unwrap().push(4).unwrap();
+    /// assert_eq!(q.consumer().unwrap().pop(), Ok(4));
+    /// ```
+    pub fn pop(&mut self) -> Result<T, PopError> {
+        self.pop_until(None)
+    }
+
+    /// Pops, waiting at most `timeout`.
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(2).unwrap();
+    /// let _tx = q.producer().unwrap();
+    /// let mut rx = q.consumer().unwrap();
+    /// assert_eq!(rx.pop_timeout(std::time::Duration::from_millis(5)), Err(shmproc::queue::PopError::TimedOut));
+    /// ```
+    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
+        self.pop_until(Some(
+            Deadline::after(timeout).unwrap_or(Deadline::min_after(None, Duration::MAX)),
+        ))
+    }
+
+    fn pop_until(&mut self, deadline: Option<Deadline>) -> Result<T, PopError> {
+        let mut spins = 0u32;
+        loop {
+            match self.try_pop() {
+                Err(PopError::Empty) => {}
+                other => return other,
+            }
+            if deadline.is_some_and(|d| d.passed()) {
+                return Err(PopError::TimedOut);
+            }
+            if self.wait == WaitStrategy::BusyPoll || spins < SPIN {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            let c = self.q.m.ctl();
+            let seen = self.tail_cache;
+            sleep_on(
+                &c.tail.0,
+                seen,
+                &c.meta.0.consumer_waiting,
+                deadline,
+                || {
+                    c.meta.0.closed.load(Ordering::Relaxed) != 0
+                        || c.meta.0.producer_gone.load(Ordering::Relaxed) != 0
+                },
+            );
+        }
+    }
+
+    /// Pops up to `out.len()` items available now, releasing their slots
+    /// with one index update; returns how many.
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
+    /// q.producer().unwrap().push_slice(&[1, 2, 3]);
+    /// let mut out = [0u8; 8];
+    /// assert_eq!(q.consumer().unwrap().pop_into(&mut out), 3);
+    /// ```
+    pub fn pop_into(&mut self, out: &mut [T]) -> usize {
+        let n = (self.available(out.len() as u64) as usize).min(out.len());
+        for (i, o) in out[..n].iter_mut().enumerate() {
+            // SAFETY: the n slots from head are published and ours to read.
+            *o = unsafe { self.q.slot(self.head.wrapping_add(i as u64)).read() };
+        }
+        if n > 0 {
+            self.head = self.head.wrapping_add(n as u64);
+            self.release();
+        }
+        n
+    }
+
+    /// Borrows the oldest item in place; its slot is given back by
+    /// [`ReadLoan::release`] (dropping the loan without release leaves the
+    /// item in the queue). `Err` as for [`try_pop`](Self::try_pop).
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<[u32; 16]>::new(2).unwrap();
+    /// q.producer().unwrap().push([3; 16]).unwrap();
+    /// let mut rx = q.consumer().unwrap();
+    /// let loan = rx.peek().unwrap();
+    /// assert_eq!(loan.read()[15], 3);
+    /// loan.release();
+    /// assert!(q.is_empty());
+    /// ```
+    pub fn peek(&mut self) -> Result<ReadLoan<'_, T>, PopError> {
+        if self.available(1) == 0 {
+            let reason = self.empty_reason();
+            if reason == PopError::Empty || self.available(1) == 0 {
+                return Err(reason);
+            }
+        }
+        let slot = self.q.slot(self.head);
+        Ok(ReadLoan { c: self, slot })
+    }
+
+    /// Items waiting in the ring (a snapshot).
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
+    /// assert_eq!(q.consumer().unwrap().len(), 0);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    /// Whether the ring is empty (a snapshot).
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
+    /// assert!(q.consumer().unwrap().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        let c = self.q.m.ctl();
+        c.meta.0.consumer_gone.store(1, Ordering::SeqCst);
+        // Release: pairs with the next claimant's Acquire CAS.
+        c.meta.0.consumer.store(0, Ordering::Release);
+        wake64_low(&c.head.0, u32::MAX);
+    }
+}
+
+/// The oldest item, lent in place; see [`Consumer::peek`].
+pub struct ReadLoan<'a, T: Pod> {
+    c: &'a mut Consumer<T>,
+    slot: *const T,
+}
+
+impl<T: Pod> ReadLoan<'_, T> {
+    /// A copy of the item.
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(2).unwrap();
+    /// q.producer().unwrap().push(6).unwrap();
+    /// assert_eq!(q.consumer().unwrap().peek().unwrap().read(), 6);
+    /// ```
+    pub fn read(&self) -> T {
+        // SAFETY: the slot is published and not reused until release.
+        unsafe { self.slot.read() }
+    }
+
+    /// The item in place, without copying.
+    ///
+    /// # Safety
+    /// The reference must not outlive the loan, and no other process may
+    /// write this slot meanwhile (true for a producer that follows the SPSC
+    /// protocol: it does not reuse a slot before the consumer releases it).
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<[u8; 64]>::new(2).unwrap();
+    /// q.producer().unwrap().push([1; 64]).unwrap();
+    /// let mut rx = q.consumer().unwrap();
+    /// let loan = rx.peek().unwrap();
+    /// // SAFETY: single producer following the protocol.
+    /// assert_eq!(unsafe { loan.as_ref() }.iter().map(|&b| b as u32).sum::<u32>(), 64);
+    /// ```
+    pub unsafe fn as_ref(&self) -> &T {
+        // SAFETY: caller's contract; in bounds and aligned.
+        unsafe { &*self.slot }
+    }
+
+    /// Gives the slot back to the producer (the item is consumed).
+    ///
+    /// ```
+    /// let q = shmproc::queue::SpscQueue::<u8>::new(2).unwrap();
+    /// q.producer().unwrap().push(6).unwrap();
+    /// q.consumer().unwrap().peek().unwrap().release();
+    /// assert!(q.is_empty());
+    /// ```
+    pub fn release(self) {
+        self.c.head = self.c.head.wrapping_add(1);
+        self.c.release();
+    }
+}
