@@ -36,8 +36,9 @@ use crate::sync::platform::{wait64_low, wake64_low};
 use crate::sys::futex::Deadline;
 use crate::sys::{membarrier, thread};
 
-/// A 64-byte aligned cell, so hot words do not share cache lines.
-#[repr(C, align(64))]
+/// A 128-byte aligned cell, so hot words share neither a cache line nor
+/// the line pair that x86's adjacent-line prefetcher fetches together.
+#[repr(C, align(128))]
 struct Line<T>(T);
 
 /// The shared control block.
@@ -340,11 +341,11 @@ impl<T: Pod> SpscQueue<T> {
         let tail = c.tail.0.load(Ordering::Relaxed);
         let head = c.head.0.load(Ordering::Acquire);
         Ok(Producer {
-            q: self.clone(),
+            q: Ends::new(self.clone()),
             tail,
             head_cache: head,
             wait: WaitStrategy::Blocking,
-            last_check: None,
+            watch: PeerWatch::default(),
             _not_sync: PhantomData,
         })
     }
@@ -362,39 +363,44 @@ impl<T: Pod> SpscQueue<T> {
         let head = c.head.0.load(Ordering::Relaxed);
         let tail = c.tail.0.load(Ordering::Acquire);
         Ok(Consumer {
-            q: self.clone(),
+            q: Ends::new(self.clone()),
             head,
             tail_cache: tail,
             wait: WaitStrategy::Blocking,
-            last_check: None,
+            watch: PeerWatch::default(),
             _not_sync: PhantomData,
         })
     }
+}
 
-    fn slot(&self, index: u64) -> *mut T {
-        // SAFETY: masked index < capacity; the data area holds `capacity`
-        // aligned T (validated layout).
-        unsafe { (self.m.data() as *mut T).add((index & self.mask) as usize) }
-    }
+/// Tracks whether a handle's peer has left or died. The `gone` flag is
+/// read on every call; the liveness check reads `/proc`, so it runs at most
+/// once per `POLL`, and even the clock is read only every 1024th call:
+/// busy polling an empty queue stays cheap.
+#[derive(Debug, Default)]
+struct PeerWatch {
+    last_check: Option<Instant>,
+    calls: u32,
+}
 
-    /// Whether the peer that `slot`/`gone` describe has left or died. The
-    /// liveness check reads `/proc`, so it runs at most once per `POLL` per
-    /// handle (`last_check`); the `gone` flag is checked every time.
-    fn peer_gone(
-        &self,
-        slot: &AtomicU64,
-        gone: &AtomicU32,
-        last_check: &mut Option<Instant>,
-    ) -> bool {
+impl PeerWatch {
+    fn gone(&mut self, owner_slot: &AtomicU64, gone: &AtomicU32) -> bool {
         if gone.load(Ordering::Acquire) != 0 {
             return true;
         }
-        let now = Instant::now();
-        if last_check.is_some_and(|t| now.duration_since(t) < POLL) {
+        self.calls = self.calls.wrapping_add(1);
+        if self.last_check.is_some() && self.calls % 1024 != 0 {
             return false;
         }
-        *last_check = Some(now);
-        let owner = slot.load(Ordering::Relaxed);
+        let now = Instant::now();
+        if self
+            .last_check
+            .is_some_and(|t| now.duration_since(t) < POLL)
+        {
+            return false;
+        }
+        self.last_check = Some(now);
+        let owner = owner_slot.load(Ordering::Relaxed);
         if owner != 0 && thread::owner_is_dead(owner) {
             gone.store(1, Ordering::Release);
             return true;
@@ -422,13 +428,60 @@ fn sleep_on(
     flag.store(0, Ordering::Relaxed);
 }
 
+/// What a producer or consumer end needs on its hot path, with the
+/// pointers resolved once (no pointer chasing through the segment handle
+/// on every operation).
+struct Ends<T> {
+    queue: SpscQueue<T>,
+    ctl: *const SpscCtl,
+    slots: *mut T,
+    mask: u64,
+}
+
+impl<T> Ends<T> {
+    #[inline]
+    fn ctl(&self) -> &SpscCtl {
+        // SAFETY: `queue` keeps the mapping alive as long as `self`; the
+        // control block is atomics only.
+        unsafe { &*self.ctl }
+    }
+}
+
+impl<T: Pod> Ends<T> {
+    fn new(queue: SpscQueue<T>) -> Self {
+        let ctl = queue.m.ctl() as *const SpscCtl;
+        let slots = queue.m.data() as *mut T;
+        let mask = queue.mask;
+        Ends {
+            queue,
+            ctl,
+            slots,
+            mask,
+        }
+    }
+
+    #[inline]
+    fn slot(&self, index: u64) -> *mut T {
+        // SAFETY: masked index < capacity, inside the validated data area.
+        unsafe { self.slots.add((index & self.mask) as usize) }
+    }
+
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
 /// The producer end: owned by one thread at a time (`Send`, not `Sync`).
 pub struct Producer<T> {
-    q: SpscQueue<T>,
+    q: Ends<T>,
     tail: u64,
     head_cache: u64,
     wait: WaitStrategy,
-    last_check: Option<Instant>,
+    watch: PeerWatch,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -467,14 +520,14 @@ impl<T: Pod> Producer<T> {
             return free;
         }
         // Acquire: pairs with the consumer's Release store of head.
-        self.head_cache = self.q.m.ctl().head.0.load(Ordering::Acquire);
+        self.head_cache = self.q.ctl().head.0.load(Ordering::Acquire);
         cap - self.tail.wrapping_sub(self.head_cache).min(cap)
     }
 
     /// Publishes `self.tail` and wakes a sleeping consumer.
     #[inline]
     fn publish(&mut self) {
-        let c = self.q.m.ctl();
+        let c = self.q.ctl();
         // Release: pairs with the consumer's Acquire load of tail.
         c.tail.0.store(self.tail, Ordering::Release);
         if c.meta.0.fences.load(Ordering::Relaxed) != 0 {
@@ -489,13 +542,10 @@ impl<T: Pod> Producer<T> {
     }
 
     fn refusal<V>(&mut self, v: V) -> Option<PushError<V>> {
-        let m = &self.q.m.ctl().meta.0;
+        let m = &self.q.ctl().meta.0;
         if m.closed.load(Ordering::Relaxed) != 0 {
             Some(PushError::Closed(v))
-        } else if self
-            .q
-            .peer_gone(&m.consumer, &m.consumer_gone, &mut self.last_check)
-        {
+        } else if self.watch.gone(&m.consumer, &m.consumer_gone) {
             Some(PushError::Disconnected(v))
         } else {
             None
@@ -513,7 +563,7 @@ impl<T: Pod> Producer<T> {
     /// ```
     #[inline]
     pub fn try_push(&mut self, v: T) -> Result<(), PushError<T>> {
-        let m = &self.q.m.ctl().meta.0;
+        let m = &self.q.ctl().meta.0;
         if m.closed.load(Ordering::Relaxed) | m.consumer_gone.load(Ordering::Relaxed) != 0 {
             return Err(self.refusal(v).unwrap_or(PushError::Closed(v)));
         }
@@ -535,8 +585,12 @@ impl<T: Pod> Producer<T> {
     /// let q = shmproc::queue::SpscQueue::<u8>::new(2).unwrap();
     /// q.producer().unwrap().push(5).unwrap();
     /// ```
+    #[inline]
     pub fn push(&mut self, v: T) -> Result<(), PushError<T>> {
-        self.push_until(v, None)
+        match self.try_push(v) {
+            Err(PushError::Full(v)) => self.push_until(v, None),
+            done => done,
+        }
     }
 
     /// Pushes, waiting at most `timeout` for room.
@@ -557,6 +611,8 @@ impl<T: Pod> Producer<T> {
         )
     }
 
+    #[cold]
+    #[inline(never)]
     fn push_until(&mut self, mut v: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
         let mut spins = 0u32;
         loop {
@@ -572,7 +628,7 @@ impl<T: Pod> Producer<T> {
                 std::hint::spin_loop();
                 continue;
             }
-            let c = self.q.m.ctl();
+            let c = self.q.ctl();
             let seen = self.head_cache;
             sleep_on(
                 &c.head.0,
@@ -596,7 +652,7 @@ impl<T: Pod> Producer<T> {
     /// assert_eq!(tx.push_slice(&[1, 2, 3, 4, 5]), 4);
     /// ```
     pub fn push_slice(&mut self, items: &[T]) -> usize {
-        if self.q.m.ctl().meta.0.closed.load(Ordering::Relaxed) != 0 {
+        if self.q.ctl().meta.0.closed.load(Ordering::Relaxed) != 0 {
             return 0;
         }
         let n = (self.free(items.len() as u64) as usize).min(items.len());
@@ -656,7 +712,7 @@ impl<T: Pod> Producer<T> {
 
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
-        let c = self.q.m.ctl();
+        let c = self.q.ctl();
         c.meta.0.producer_gone.store(1, Ordering::SeqCst);
         // Release: pairs with the next claimant's Acquire CAS.
         c.meta.0.producer.store(0, Ordering::Release);
@@ -721,11 +777,11 @@ impl<T: Pod> WriteLoan<'_, T> {
 
 /// The consumer end: owned by one thread at a time (`Send`, not `Sync`).
 pub struct Consumer<T> {
-    q: SpscQueue<T>,
+    q: Ends<T>,
     head: u64,
     tail_cache: u64,
     wait: WaitStrategy,
-    last_check: Option<Instant>,
+    watch: PeerWatch,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -763,14 +819,14 @@ impl<T: Pod> Consumer<T> {
             return avail;
         }
         // Acquire: pairs with the producer's Release store of tail.
-        self.tail_cache = self.q.m.ctl().tail.0.load(Ordering::Acquire);
+        self.tail_cache = self.q.ctl().tail.0.load(Ordering::Acquire);
         // Clamped: a corrupted tail can only make us read garbage slots.
         self.tail_cache.wrapping_sub(self.head).min(cap)
     }
 
     #[inline]
     fn release(&mut self) {
-        let c = self.q.m.ctl();
+        let c = self.q.ctl();
         // Release: pairs with the producer's Acquire load of head.
         c.head.0.store(self.head, Ordering::Release);
         if c.meta.0.fences.load(Ordering::Relaxed) != 0 {
@@ -784,13 +840,10 @@ impl<T: Pod> Consumer<T> {
     }
 
     fn empty_reason(&mut self) -> PopError {
-        let m = &self.q.m.ctl().meta.0;
+        let m = &self.q.ctl().meta.0;
         if m.closed.load(Ordering::Relaxed) != 0 {
             PopError::Closed
-        } else if self
-            .q
-            .peer_gone(&m.producer, &m.producer_gone, &mut self.last_check)
-        {
+        } else if self.watch.gone(&m.producer, &m.producer_gone) {
             PopError::Disconnected
         } else {
             PopError::Empty
@@ -831,8 +884,12 @@ impl<T: Pod> Consumer<T> {
     /// q.producer().unwrap().push(4).unwrap();
     /// assert_eq!(q.consumer().unwrap().pop(), Ok(4));
     /// ```
+    #[inline]
     pub fn pop(&mut self) -> Result<T, PopError> {
-        self.pop_until(None)
+        match self.try_pop() {
+            Err(PopError::Empty) => self.pop_until(None),
+            done => done,
+        }
     }
 
     /// Pops, waiting at most `timeout`.
@@ -849,6 +906,8 @@ impl<T: Pod> Consumer<T> {
         ))
     }
 
+    #[cold]
+    #[inline(never)]
     fn pop_until(&mut self, deadline: Option<Deadline>) -> Result<T, PopError> {
         let mut spins = 0u32;
         loop {
@@ -864,7 +923,7 @@ impl<T: Pod> Consumer<T> {
                 std::hint::spin_loop();
                 continue;
             }
-            let c = self.q.m.ctl();
+            let c = self.q.ctl();
             let seen = self.tail_cache;
             sleep_on(
                 &c.tail.0,
@@ -948,7 +1007,7 @@ impl<T: Pod> Consumer<T> {
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
-        let c = self.q.m.ctl();
+        let c = self.q.ctl();
         c.meta.0.consumer_gone.store(1, Ordering::SeqCst);
         // Release: pairs with the next claimant's Acquire CAS.
         c.meta.0.consumer.store(0, Ordering::Release);

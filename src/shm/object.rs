@@ -168,7 +168,7 @@ impl<C> Mapped<C> {
     /// The control block.
     #[inline]
     pub(crate) fn ctl(&self) -> &C {
-        // SAFETY: create/open checked the mapping holds header + `C` (64-aligned, align(C) <= 64 is asserted in
+        // SAFETY: create/open checked the mapping holds header + `C` (128-aligned, align(C) <= 128 is asserted in
         // `create`); C is made of atomics, so a shared reference is sound while other processes write to it.
         unsafe { &*(self.seg.base().add(HEADER_SIZE) as *const C) }
     }
@@ -187,7 +187,7 @@ impl<C> Mapped<C> {
 
 /// Creates object `O` named `name`.
 pub(crate) fn create<O: Object>(name: &str, init: O::Init, opts: &Options) -> Result<O, OpenError> {
-    const { assert!(std::mem::align_of::<O::Ctl>() <= 64) };
+    const { assert!(std::mem::align_of::<O::Ctl>() <= 128) };
     let capacity = O::capacity(&init)?;
     let layout = Layout::of::<O>(capacity)
         .ok_or_else(|| OpenError::InvalidArgument(format!("capacity {capacity} is too large")))?;

@@ -1,0 +1,290 @@
+//! Queue benchmarks, ours beside the anchors, in interleaved rounds
+//! (medians, ratios), producer and consumer in different processes pinned
+//! to different cores:
+//!
+//! - SPSC u64 throughput, single push/pop and batched (256);
+//!   anchors: rtrb between two pinned threads (the in-process ceiling), a
+//!   Unix socket pair between two processes (8-byte messages);
+//! - SPSC ping-pong round trip (busy-poll and blocking), p50 and p99;
+//!   anchor: a minimal hand-written shared-memory ping-pong (the floor).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use shmproc::queue::{SpscQueue, WaitStrategy};
+use support::{SharedPage, interleave, pin, quick, run_pair, unpin};
+
+fn mps(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64() / 1e6
+}
+
+// Each measurement uses fresh queues: a queue whose previous producer
+// process has exited reports Disconnected (by design) until a new producer
+// claims it, which a forked child may not have done yet.
+
+fn spsc_single(cap: u64, n: u64) -> f64 {
+    let q = &SpscQueue::<u64>::new(cap).unwrap();
+    let mut rx = q.consumer().unwrap().with_wait(WaitStrategy::BusyPoll);
+    let d = run_pair(
+        || {
+            let mut sum = 0u64;
+            for _ in 0..n {
+                sum = sum.wrapping_add(rx.pop().unwrap());
+            }
+            assert_eq!(sum, n * (n - 1) / 2);
+        },
+        || {
+            let mut tx = q.producer().unwrap().with_wait(WaitStrategy::BusyPoll);
+            for i in 0..n {
+                tx.push(i).unwrap();
+            }
+            std::mem::forget(tx); // the forked child leaves with _exit
+        },
+    );
+    mps(n, d)
+}
+
+fn spsc_batched(cap: u64, n: u64) -> f64 {
+    let q = &SpscQueue::<u64>::new(cap).unwrap();
+    let mut rx = q.consumer().unwrap();
+    let d = run_pair(
+        || {
+            let mut buf = [0u64; 256];
+            let (mut got, mut sum) = (0u64, 0u64);
+            while got < n {
+                let k = rx.pop_into(&mut buf);
+                for &v in &buf[..k] {
+                    sum = sum.wrapping_add(v);
+                }
+                got += k as u64;
+            }
+            assert_eq!(sum, n * (n - 1) / 2);
+        },
+        || {
+            let mut tx = q.producer().unwrap();
+            let mut buf = [0u64; 256];
+            let mut i = 0u64;
+            while i < n {
+                let k = 256.min(n - i) as usize;
+                for (j, b) in buf[..k].iter_mut().enumerate() {
+                    *b = i + j as u64;
+                }
+                let mut done = 0;
+                while done < k {
+                    done += tx.push_slice(&buf[done..k]);
+                }
+                i += k as u64;
+            }
+            std::mem::forget(tx);
+        },
+    );
+    mps(n, d)
+}
+
+fn rtrb_threads(n: u64, cap: usize) -> f64 {
+    let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(cap);
+    pin(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            pin(1);
+            for i in 0..n {
+                while tx.push(i).is_err() {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        let mut sum = 0u64;
+        for _ in 0..n {
+            loop {
+                if let Ok(v) = rx.pop() {
+                    sum = sum.wrapping_add(v);
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        assert_eq!(sum, n * (n - 1) / 2);
+    });
+    let d = t.elapsed();
+    unpin();
+    mps(n, d)
+}
+
+fn unix_socket(n: u64) -> f64 {
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let d = run_pair(
+        || {
+            let mut buf = [0u8; 8];
+            let mut sum = 0u64;
+            for _ in 0..n {
+                a.read_exact(&mut buf).unwrap();
+                sum = sum.wrapping_add(u64::from_le_bytes(buf));
+            }
+            assert_eq!(sum, n * (n - 1) / 2);
+        },
+        || {
+            for i in 0..n {
+                b.write_all(&i.to_le_bytes()).unwrap();
+            }
+        },
+    );
+    mps(n, d)
+}
+
+/// Round trips: returns (p50, p99) in ns.
+fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[v.len() / 2], v[v.len() * 99 / 100])
+}
+
+fn spsc_pingpong(n: usize, wait: WaitStrategy) -> (f64, f64) {
+    let (there, back) = (
+        &SpscQueue::<u64>::new(64).unwrap(),
+        &SpscQueue::<u64>::new(64).unwrap(),
+    );
+    let mut tx = there.producer().unwrap().with_wait(wait);
+    let mut rx = back.consumer().unwrap().with_wait(wait);
+    let mut samples = Vec::with_capacity(n);
+    run_pair(
+        || {
+            for i in 0..n as u64 {
+                let t = Instant::now();
+                tx.push(i).unwrap();
+                assert_eq!(rx.pop().unwrap(), i);
+                samples.push(t.elapsed().as_nanos() as f64);
+            }
+        },
+        || {
+            let mut crx = there.consumer().unwrap().with_wait(wait);
+            let mut ctx = back.producer().unwrap().with_wait(wait);
+            for _ in 0..n {
+                let v = crx.pop().unwrap();
+                ctx.push(v).unwrap();
+            }
+            std::mem::forget((crx, ctx));
+        },
+    );
+    percentiles(samples)
+}
+
+/// The floor: one shared word each way, spin on it.
+fn handwritten_pingpong(n: usize) -> (f64, f64) {
+    let page = SharedPage::new(4096);
+    let (ping, pong) = (page.flag(0), page.flag(128));
+    ping.store(0, Ordering::Relaxed);
+    pong.store(0, Ordering::Relaxed);
+    let mut samples = Vec::with_capacity(n);
+    run_pair(
+        || {
+            for i in 1..=n as u32 {
+                let t = Instant::now();
+                ping.store(i, Ordering::Release);
+                while pong.load(Ordering::Acquire) != i {
+                    std::hint::spin_loop();
+                }
+                samples.push(t.elapsed().as_nanos() as f64);
+            }
+        },
+        || {
+            for i in 1..=n as u32 {
+                while ping.load(Ordering::Acquire) != i {
+                    std::hint::spin_loop();
+                }
+                pong.store(i, Ordering::Release);
+            }
+        },
+    );
+    percentiles(samples)
+}
+
+fn main() {
+    let q = quick();
+    if q {
+        println!("(quick smoke run with tiny sizes: the figures below are not measurements)");
+    }
+    let rounds = if q {
+        1
+    } else {
+        std::env::var("SHMPROC_BENCH_ROUNDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(7)
+    };
+    let (n, pings) = if q {
+        (10_000, 1_000)
+    } else {
+        (20_000_000, 100_000)
+    };
+    let cap = 4096;
+    let res = interleave(
+        rounds,
+        &mut [
+            ("shmproc SPSC u64 (single push/pop)", &mut || {
+                spsc_single(cap as u64, n)
+            }),
+            ("shmproc SPSC u64 (batches of 256)", &mut || {
+                spsc_batched(cap as u64, n)
+            }),
+            ("rtrb, two pinned threads", &mut || rtrb_threads(n, cap)),
+            ("Unix socket pair, 8-byte messages", &mut || {
+                unix_socket(n / 20)
+            }),
+        ],
+    );
+    println!("\n== SPSC throughput, M msgs/s (median of {rounds} interleaved rounds)");
+    for (name, v) in &res {
+        println!("  {name:<44} {v:>9.1}");
+    }
+    println!(
+        "  {:<44} {:>8.2}x",
+        "single / rtrb (target >= 1.0)",
+        res[0].1 / res[2].1
+    );
+    println!("  {:<44} {:>8.2}x", "batched / rtrb", res[1].1 / res[2].1);
+    println!(
+        "  {:<44} {:>8.1}x",
+        "single / Unix socket",
+        res[0].1 / res[3].1
+    );
+
+    let mut p50 = vec![Vec::new(); 3];
+    let mut p99 = vec![Vec::new(); 3];
+    for _ in 0..rounds {
+        let r = [
+            spsc_pingpong(pings, WaitStrategy::BusyPoll),
+            spsc_pingpong(pings / 10, WaitStrategy::Blocking),
+            handwritten_pingpong(pings),
+        ];
+        for (i, (x, y)) in r.into_iter().enumerate() {
+            p50[i].push(x);
+            p99[i].push(y);
+        }
+    }
+    let names = [
+        "shmproc SPSC busy-poll",
+        "shmproc SPSC blocking",
+        "hand-written shm ping-pong (floor)",
+    ];
+    println!("\n== SPSC ping-pong round trip, ns (median over rounds of each round's p50 / p99)");
+    let med: Vec<(f64, f64)> = (0..3)
+        .map(|i| {
+            (
+                support::median(&mut p50[i].clone()),
+                support::median(&mut p99[i].clone()),
+            )
+        })
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        println!("  {name:<44} p50 {:>8.0}   p99 {:>8.0}", med[i].0, med[i].1);
+    }
+    println!(
+        "  {:<44} {:>8.2}x",
+        "busy-poll p50 / floor p50 (target <= 1.1)",
+        med[0].0 / med[2].0
+    );
+}
