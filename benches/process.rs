@@ -39,11 +39,7 @@ fn median_of(n: usize, mut f: impl FnMut() -> Duration) -> f64 {
 /// One run of the Python script: medians in ms per method, if python3 works.
 fn python_round(counts: [usize; 3]) -> Option<Vec<(String, f64)>> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_process.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(counts.iter().map(|c| c.to_string()))
-        .output()
-        .ok()?;
+    let out = Command::new("python3").arg(script).args(counts.iter().map(|c| c.to_string())).output().ok()?;
     if !out.status.success() {
         return None;
     }
@@ -52,10 +48,7 @@ fn python_round(counts: [usize; 3]) -> Option<Vec<(String, f64)>> {
         text.lines()
             .filter_map(|l| {
                 let (m, s) = l.split_once(' ')?;
-                Some((
-                    format!("python mp.Process {m}"),
-                    s.trim().parse::<f64>().ok()? * 1e3,
-                ))
+                Some((format!("python mp.Process {m}"), s.trim().parse::<f64>().ok()? * 1e3))
             })
             .collect(),
     )
@@ -79,14 +72,8 @@ fn side_by_side(rounds: usize, per_round: usize, py_counts: [usize; 3]) {
             }
         }
     }
-    let (s, f, t) = (
-        median(&mut ours_spawn),
-        median(&mut ours_fork),
-        median(&mut truth),
-    );
-    println!(
-        "\n== process start+join, ms (median of {rounds} interleaved rounds, {per_round} starts each)"
-    );
+    let (s, f, t) = (median(&mut ours_spawn), median(&mut ours_fork), median(&mut truth));
+    println!("\n== process start+join, ms (median of {rounds} interleaved rounds, {per_round} starts each)");
     println!("  {:<36} {s:>8.3}", "shmproc Spawn");
     println!("  {:<36} {f:>8.3}", "shmproc Fork");
     println!("  {:<36} {t:>8.3}", "std Command running `true`");
@@ -99,11 +86,7 @@ fn side_by_side(rounds: usize, per_round: usize, py_counts: [usize; 3]) {
     println!("  {:<36} {:>7.2}x", "Spawn / `true` (target <= 2.0)", s / t);
     for (name, m) in &py_med {
         if name.ends_with("fork") {
-            println!(
-                "  {:<36} {:>7.2}x",
-                "Fork / python fork (target <= 0.25)",
-                f / m
-            );
+            println!("  {:<36} {:>7.2}x", "Fork / python fork (target <= 0.25)", f / m);
         }
         if name.ends_with("spawn") {
             println!("  {:<36} {:>7.3}x", "Spawn / python spawn", s / m);
@@ -120,10 +103,7 @@ fn main() {
         side_by_side(1, 3, [2, 0, 0]);
         return;
     }
-    let rounds = std::env::var("SHMPROC_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let rounds = std::env::var("SHMPROC_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     side_by_side(rounds, 30, [20, 20, 4]);
     if std::env::var_os("SHMPROC_BENCH_SIDE_BY_SIDE_ONLY").is_some() {
         return;
@@ -131,9 +111,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let mut g = c.benchmark_group("process_start_join");
     g.sample_size(30);
-    g.bench_function("shmproc_spawn", |b| {
-        b.iter(|| start_join(StartMethod::Spawn))
-    });
+    g.bench_function("shmproc_spawn", |b| b.iter(|| start_join(StartMethod::Spawn)));
     g.bench_function("shmproc_fork", |b| b.iter(|| start_join(StartMethod::Fork)));
     g.bench_function("command_true", |b| b.iter(run_true));
     g.finish();

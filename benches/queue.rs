@@ -143,10 +143,7 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
 }
 
 fn spsc_pingpong(n: usize, wait: WaitStrategy) -> (f64, f64) {
-    let (there, back) = (
-        &SpscQueue::<u64>::new(64).unwrap(),
-        &SpscQueue::<u64>::new(64).unwrap(),
-    );
+    let (there, back) = (&SpscQueue::<u64>::new(64).unwrap(), &SpscQueue::<u64>::new(64).unwrap());
     let mut tx = there.producer().unwrap().with_wait(wait);
     let mut rx = back.consumer().unwrap().with_wait(wait);
     let mut samples = Vec::with_capacity(n);
@@ -207,50 +204,26 @@ fn main() {
     if q {
         println!("(quick smoke run with tiny sizes: the figures below are not measurements)");
     }
-    let rounds = if q {
-        1
-    } else {
-        std::env::var("SHMPROC_BENCH_ROUNDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(7)
-    };
-    let (n, pings) = if q {
-        (10_000, 1_000)
-    } else {
-        (20_000_000, 100_000)
-    };
+    let rounds =
+        if q { 1 } else { std::env::var("SHMPROC_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(7) };
+    let (n, pings) = if q { (10_000, 1_000) } else { (20_000_000, 100_000) };
     let cap = 4096;
     let res = interleave(
         rounds,
         &mut [
-            ("shmproc SPSC u64 (single push/pop)", &mut || {
-                spsc_single(cap as u64, n)
-            }),
-            ("shmproc SPSC u64 (batches of 256)", &mut || {
-                spsc_batched(cap as u64, n)
-            }),
+            ("shmproc SPSC u64 (single push/pop)", &mut || spsc_single(cap as u64, n)),
+            ("shmproc SPSC u64 (batches of 256)", &mut || spsc_batched(cap as u64, n)),
             ("rtrb, two pinned threads", &mut || rtrb_threads(n, cap)),
-            ("Unix socket pair, 8-byte messages", &mut || {
-                unix_socket(n / 20)
-            }),
+            ("Unix socket pair, 8-byte messages", &mut || unix_socket(n / 20)),
         ],
     );
     println!("\n== SPSC throughput, M msgs/s (median of {rounds} interleaved rounds)");
     for (name, v) in &res {
         println!("  {name:<44} {v:>9.1}");
     }
-    println!(
-        "  {:<44} {:>8.2}x",
-        "single / rtrb (target >= 1.0)",
-        res[0].1 / res[2].1
-    );
+    println!("  {:<44} {:>8.2}x", "single / rtrb (target >= 1.0)", res[0].1 / res[2].1);
     println!("  {:<44} {:>8.2}x", "batched / rtrb", res[1].1 / res[2].1);
-    println!(
-        "  {:<44} {:>8.1}x",
-        "single / Unix socket",
-        res[0].1 / res[3].1
-    );
+    println!("  {:<44} {:>8.1}x", "single / Unix socket", res[0].1 / res[3].1);
 
     let mut p50 = vec![Vec::new(); 3];
     let mut p99 = vec![Vec::new(); 3];
@@ -265,26 +238,12 @@ fn main() {
             p99[i].push(y);
         }
     }
-    let names = [
-        "shmproc SPSC busy-poll",
-        "shmproc SPSC blocking",
-        "hand-written shm ping-pong (floor)",
-    ];
+    let names = ["shmproc SPSC busy-poll", "shmproc SPSC blocking", "hand-written shm ping-pong (floor)"];
     println!("\n== SPSC ping-pong round trip, ns (median over rounds of each round's p50 / p99)");
-    let med: Vec<(f64, f64)> = (0..3)
-        .map(|i| {
-            (
-                support::median(&mut p50[i].clone()),
-                support::median(&mut p99[i].clone()),
-            )
-        })
-        .collect();
+    let med: Vec<(f64, f64)> =
+        (0..3).map(|i| (support::median(&mut p50[i].clone()), support::median(&mut p99[i].clone()))).collect();
     for (i, name) in names.iter().enumerate() {
         println!("  {name:<44} p50 {:>8.0}   p99 {:>8.0}", med[i].0, med[i].1);
     }
-    println!(
-        "  {:<44} {:>8.2}x",
-        "busy-poll p50 / floor p50 (target <= 1.1)",
-        med[0].0 / med[2].0
-    );
+    println!("  {:<44} {:>8.2}x", "busy-poll p50 / floor p50 (target <= 1.1)", med[0].0 / med[2].0);
 }

@@ -38,10 +38,7 @@ impl PthreadRobust {
             libc::pthread_mutexattr_init(&mut attr);
             libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
             libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
-            assert_eq!(
-                libc::pthread_mutex_init(page.ptr() as *mut libc::pthread_mutex_t, &attr),
-                0
-            );
+            assert_eq!(libc::pthread_mutex_init(page.ptr() as *mut libc::pthread_mutex_t, &attr), 0);
         }
         PthreadRobust { page }
     }
@@ -74,19 +71,12 @@ struct RawSync {
 
 impl RawSync {
     fn new() -> Self {
-        let shmem = shared_memory::ShmemConf::new()
-            .size(4096)
-            .create()
-            .expect("shared_memory segment");
+        let shmem = shared_memory::ShmemConf::new().size(4096).create().expect("shared_memory segment");
         let base = shmem.as_ptr();
         // SAFETY: the segment is 4096 bytes; the lock takes its start and
         // the data pointer points 256 bytes in.
-        let (lock, _) =
-            unsafe { raw_sync::locks::Mutex::new(base, base.add(256)) }.expect("raw_sync mutex");
-        RawSync {
-            _shmem: shmem,
-            lock,
-        }
+        let (lock, _) = unsafe { raw_sync::locks::Mutex::new(base, base.add(256)) }.expect("raw_sync mutex");
+        RawSync { _shmem: shmem, lock }
     }
 
     #[inline]
@@ -125,24 +115,14 @@ fn side_by_side(rounds: usize, iters: u64, pair_iters: u64, pings: u64) {
     let rawsync = RawSync::new();
     let bench_name = "shmproc lock+unlock";
 
-    println!(
-        "\n== uncontended lock+unlock, ns (median of {rounds} interleaved rounds x {iters} ops)"
-    );
+    println!("\n== uncontended lock+unlock, ns (median of {rounds} interleaved rounds x {iters} ops)");
     let res = interleave(
         rounds,
         &mut [
-            (bench_name, &mut || {
-                ns_per(iters, || drop(black_box(ours.lock().unwrap())))
-            }),
-            ("std::sync::Mutex (in-process)", &mut || {
-                ns_per(iters, || drop(black_box(std_mutex.lock().unwrap())))
-            }),
-            ("robust pshared pthread mutex", &mut || {
-                ns_per(iters, || pthread.critical(0))
-            }),
-            ("raw_sync::Mutex in shared_memory", &mut || {
-                ns_per(iters, || rawsync.critical(0))
-            }),
+            (bench_name, &mut || ns_per(iters, || drop(black_box(ours.lock().unwrap())))),
+            ("std::sync::Mutex (in-process)", &mut || ns_per(iters, || drop(black_box(std_mutex.lock().unwrap())))),
+            ("robust pshared pthread mutex", &mut || ns_per(iters, || pthread.critical(0))),
+            ("raw_sync::Mutex in shared_memory", &mut || ns_per(iters, || rawsync.critical(0))),
         ],
     );
     for (n, v) in &res {
@@ -158,15 +138,8 @@ fn side_by_side(rounds: usize, iters: u64, pair_iters: u64, pings: u64) {
     let mut ours_pair = || {
         let before = m.lock().unwrap().value();
         let op = || m.lock().unwrap().update(|c| *c += 1);
-        let d = run_pair(
-            || (0..pair_iters).for_each(|_| op()),
-            || (0..pair_iters).for_each(|_| op()),
-        );
-        assert_eq!(
-            m.lock().unwrap().value() - before,
-            2 * pair_iters,
-            "lost increments"
-        );
+        let d = run_pair(|| (0..pair_iters).for_each(|_| op()), || (0..pair_iters).for_each(|_| op()));
+        assert_eq!(m.lock().unwrap().value() - before, 2 * pair_iters, "lost increments");
         per_cs(d)
     };
     let mut pthread_pair = || {
@@ -222,10 +195,7 @@ fn side_by_side(rounds: usize, iters: u64, pair_iters: u64, pings: u64) {
         );
         d.as_nanos() as f64 / (2 * pings) as f64
     };
-    let res = interleave(
-        rounds,
-        &mut [("shmproc Event (spin, then futex)", &mut event_pp)],
-    );
+    let res = interleave(rounds, &mut [("shmproc Event (spin, then futex)", &mut event_pp)]);
     for (n, v) in &res {
         println!("  {n:<44} {v:>8.2}");
     }
@@ -237,12 +207,8 @@ fn criterion_benches(c: &mut Criterion) {
     let pthread = PthreadRobust::new();
     let rawsync = RawSync::new();
     let mut g = c.benchmark_group("uncontended_lock_unlock");
-    g.bench_function("shmproc", |b| {
-        b.iter(|| drop(black_box(ours.lock().unwrap())))
-    });
-    g.bench_function("std_mutex", |b| {
-        b.iter(|| drop(black_box(std_mutex.lock().unwrap())))
-    });
+    g.bench_function("shmproc", |b| b.iter(|| drop(black_box(ours.lock().unwrap()))));
+    g.bench_function("std_mutex", |b| b.iter(|| drop(black_box(std_mutex.lock().unwrap()))));
     g.bench_function("pthread_robust", |b| b.iter(|| pthread.critical(0)));
     g.bench_function("raw_sync", |b| b.iter(|| rawsync.critical(0)));
     g.finish();
@@ -260,18 +226,12 @@ fn criterion_benches(c: &mut Criterion) {
     });
     g.bench_function("pthread_robust", |b| {
         b.iter_custom(|n| {
-            run_pair(
-                || (0..n).for_each(|_| pthread.critical(1)),
-                || (0..n).for_each(|_| pthread.critical(1)),
-            ) / 2
+            run_pair(|| (0..n).for_each(|_| pthread.critical(1)), || (0..n).for_each(|_| pthread.critical(1))) / 2
         })
     });
     g.bench_function("raw_sync", |b| {
         b.iter_custom(|n| {
-            run_pair(
-                || (0..n).for_each(|_| rawsync.critical(1)),
-                || (0..n).for_each(|_| rawsync.critical(1)),
-            ) / 2
+            run_pair(|| (0..n).for_each(|_| rawsync.critical(1)), || (0..n).for_each(|_| rawsync.critical(1))) / 2
         })
     });
     g.finish();
@@ -283,10 +243,7 @@ fn main() {
         side_by_side(1, 1000, 1000, 100);
         return;
     }
-    let rounds = std::env::var("SHMPROC_BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(11);
+    let rounds = std::env::var("SHMPROC_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(11);
     side_by_side(rounds, 2_000_000, 500_000, 20_000);
     if std::env::var_os("SHMPROC_BENCH_SIDE_BY_SIDE_ONLY").is_some() {
         return;

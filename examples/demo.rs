@@ -41,9 +41,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total = Value::new(0u64)?;
     println!("shmproc demo: {WORKERS} processes share a Lock and a Value");
     let t = Instant::now();
-    let mut procs: Vec<Process> = (0..WORKERS)
-        .map(|_| Process::new(worker, (print_lock.clone(), total.clone())))
-        .collect();
+    let mut procs: Vec<Process> =
+        (0..WORKERS).map(|_| Process::new(worker, (print_lock.clone(), total.clone()))).collect();
     for p in &mut procs {
         p.start()?;
     }

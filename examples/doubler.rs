@@ -29,17 +29,9 @@ fn run_all(mut procs: Vec<Process>) -> Result<(), shmproc::ProcessError> {
 
 fn main() -> Result<(), shmproc::ProcessError> {
     let numbers = [5, 10, 15, 20, 25];
-    run_all(
-        numbers
-            .iter()
-            .map(|&n| Process::new(doubler_pid, n))
-            .collect(),
-    )?;
+    run_all(numbers.iter().map(|&n| Process::new(doubler_pid, n)).collect())?;
 
-    let mut procs: Vec<Process> = numbers
-        .iter()
-        .map(|&n| Process::new(doubler_name, n))
-        .collect();
+    let mut procs: Vec<Process> = numbers.iter().map(|&n| Process::new(doubler_name, n)).collect();
     procs.push(Process::new(doubler_name, 2).with_name("Test"));
     run_all(procs)
 }

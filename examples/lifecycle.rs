@@ -40,17 +40,9 @@ fn main() -> Result<(), ProcessError> {
     // join with a timeout: the child is still running afterwards.
     let p = start_sleeper(1)?;
     let finished = p.join_timeout(Duration::from_millis(100))?;
-    println!(
-        "after join_timeout(100 ms): finished={finished}, alive={}, exitcode={:?}",
-        p.is_alive(),
-        p.exitcode()
-    );
+    println!("after join_timeout(100 ms): finished={finished}, alive={}, exitcode={:?}", p.is_alive(), p.exitcode());
     p.join()?;
-    println!(
-        "after join():              alive={}, exitcode={:?}",
-        p.is_alive(),
-        p.exitcode()
-    );
+    println!("after join():              alive={}, exitcode={:?}", p.is_alive(), p.exitcode());
 
     // terminate sends SIGTERM: exitcode -15.
     let p = start_sleeper(60)?;

@@ -36,9 +36,7 @@ shmproc::entry! {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let lock = Lock::new()?;
     // Each child gets a handle to the same lock (re-opened by name).
-    let mut procs: Vec<Process> = (0..PRINTERS)
-        .map(|_| Process::new(print_lines, lock.clone()))
-        .collect();
+    let mut procs: Vec<Process> = (0..PRINTERS).map(|_| Process::new(print_lines, lock.clone())).collect();
     for p in &mut procs {
         p.start()?;
     }

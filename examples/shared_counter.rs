@@ -23,9 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The parent creates the counter. It owns the name: the segment is
     // removed from /dev/shm when `counter` is dropped at the end of main.
     let counter = Value::new(0u64)?;
-    let mut procs: Vec<Process> = (0..WORKERS)
-        .map(|_| Process::new(add_many, counter.clone()))
-        .collect();
+    let mut procs: Vec<Process> = (0..WORKERS).map(|_| Process::new(add_many, counter.clone())).collect();
     for p in &mut procs {
         p.start()?;
     }

@@ -88,9 +88,7 @@ pub enum OpenError {
     },
     /// The creator did not finish initialising in time (it may have died
     /// mid-initialisation; [`gc`](crate::gc) removes such leftovers).
-    #[error(
-        "shared object {name:?} was not initialised within {timeout:?} (creator died mid-init?)"
-    )]
+    #[error("shared object {name:?} was not initialised within {timeout:?} (creator died mid-init?)")]
     InitTimeout {
         /// The name.
         name: String,

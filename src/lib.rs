@@ -88,9 +88,7 @@ mod sys;
 #[cfg(not(loom))]
 pub use error::{LockError, NotOwnerError, OpenError};
 #[cfg(not(loom))]
-pub use process::{
-    Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process,
-};
+pub use process::{Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process};
 #[cfg(not(loom))]
 pub use shared::{Array, Value};
 #[cfg(not(loom))]

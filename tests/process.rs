@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use shmproc::process::{Entry, Handoff, HandoffError, Run, StartMethod};
 use shmproc::{
-    Array, Barrier, BoundedSemaphore, Condition, Event, Lock, Mutex, Process, ProcessError, RLock,
-    Semaphore, Value,
+    Array, Barrier, BoundedSemaphore, Condition, Event, Lock, Mutex, Process, ProcessError, RLock, Semaphore, Value,
 };
 
 fn name(test: &str) -> String {
@@ -39,9 +38,7 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 fn pid_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(s) => s
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Ok(s) => s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
 }
 
@@ -114,10 +111,7 @@ fn start_sleeper(test: &str, m: StartMethod) -> (Process, Event) {
     let started = Event::create(&name(&format!("{test}-{m:?}"))).unwrap();
     let mut p = Process::new(sleep_long, started.clone()).with_start_method(m);
     p.start().unwrap();
-    assert!(
-        started.wait_timeout(Duration::from_secs(30)),
-        "child did not start"
-    );
+    assert!(started.wait_timeout(Duration::from_secs(30)), "child did not start");
     (p, started)
 }
 
@@ -126,18 +120,12 @@ fn terminate_gives_minus_15_and_kill_minus_9() {
     both_methods(|m| {
         let (p, _ev) = start_sleeper("terminate", m);
         p.terminate().unwrap();
-        assert!(matches!(
-            p.join(),
-            Err(ProcessError::Signaled { signal: 15, .. })
-        ));
+        assert!(matches!(p.join(), Err(ProcessError::Signaled { signal: 15, .. })));
         assert_eq!(p.exitcode(), Some(-15));
 
         let (p, _ev) = start_sleeper("kill", m);
         p.kill().unwrap();
-        assert!(matches!(
-            p.join(),
-            Err(ProcessError::Signaled { signal: 9, .. })
-        ));
+        assert!(matches!(p.join(), Err(ProcessError::Signaled { signal: 9, .. })));
         assert_eq!(p.exitcode(), Some(-9));
     });
 }
@@ -151,10 +139,7 @@ fn join_timeout_leaves_a_live_child_running() {
     assert!(matches!(p.close(), Err(ProcessError::StillRunning(_))));
     assert!(p.is_alive(), "a refused close changed nothing");
     p.kill().unwrap();
-    assert!(matches!(
-        p.join(),
-        Err(ProcessError::Signaled { signal: 9, .. })
-    ));
+    assert!(matches!(p.join(), Err(ProcessError::Signaled { signal: 9, .. })));
     p.close().unwrap();
     assert!(matches!(p.join(), Err(ProcessError::NotStarted(_))));
 }
@@ -256,10 +241,7 @@ fn handles_of_every_sync_type_work_in_the_child() {
         );
         let mut p = Process::new(use_every_handle, args).with_start_method(m);
         p.start().unwrap();
-        assert_eq!(
-            barrier.wait_timeout(Duration::from_secs(30)).map(|i| i < 2),
-            Ok(true)
-        );
+        assert_eq!(barrier.wait_timeout(Duration::from_secs(30)).map(|i| i < 2), Ok(true));
         p.join().unwrap();
         assert!(event.is_set());
         assert_eq!(sem.get_value(), 0);
@@ -285,10 +267,7 @@ shmproc::entry! {
 
 #[test]
 fn plain_data_arguments_arrive_intact() {
-    let mut p = Process::new(
-        check_data,
-        ("héllo".into(), vec![1, 2, 3], Some('λ'), [-1, 0, 1]),
-    );
+    let mut p = Process::new(check_data, ("héllo".into(), vec![1, 2, 3], Some('λ'), [-1, 0, 1]));
     p.start().unwrap();
     p.join().unwrap();
 }
@@ -301,10 +280,7 @@ fn a_handle_whose_object_is_gone_gives_the_child_a_clear_error() {
     p.start().unwrap();
     match p.join() {
         Err(ProcessError::StartupFailed { message, .. }) => {
-            assert!(
-                message.contains("not found") && message.contains(lock.name()),
-                "{message}"
-            )
+            assert!(message.contains("not found") && message.contains(lock.name()), "{message}")
         }
         other => panic!("{other:?}"),
     }
@@ -330,10 +306,7 @@ impl Entry for Unregistered {
 #[test]
 fn an_unregistered_entry_is_refused_by_start() {
     let mut p = Process::new(Unregistered, ());
-    assert!(matches!(
-        p.start(),
-        Err(ProcessError::NotRegistered("tests::Unregistered"))
-    ));
+    assert!(matches!(p.start(), Err(ProcessError::NotRegistered("tests::Unregistered"))));
 }
 
 #[test]
@@ -348,10 +321,7 @@ fn a_child_asked_for_an_unknown_entry_id_exits_with_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("unknown entry id \"no::such::entry\""),
-        "{err}"
-    );
+    assert!(err.contains("unknown entry id \"no::such::entry\""), "{err}");
 }
 
 #[test]
@@ -404,11 +374,7 @@ shmproc::entry!(impl Run for Doubler);
 fn a_run_struct_is_a_process_body() {
     both_methods(|m| {
         let out = Value::new(0u64).unwrap();
-        let mut p = Process::from_run(Doubler {
-            input: 21,
-            out: out.clone(),
-        })
-        .with_start_method(m);
+        let mut p = Process::from_run(Doubler { input: 21, out: out.clone() }).with_start_method(m);
         p.start().unwrap();
         p.join().unwrap();
         assert_eq!(out.get().unwrap(), 42);

@@ -113,11 +113,7 @@ fn killed_producer_lets_the_consumer_drain_then_disconnect() {
         }
     }
     assert!(n >= 64, "drained only {n}");
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "took {:?} to notice the dead producer",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(1), "took {:?} to notice the dead producer", t.elapsed());
 }
 
 shmproc::entry! {
@@ -142,15 +138,8 @@ fn killed_consumer_unblocks_a_producer_waiting_on_a_full_queue() {
     }
     p.kill().unwrap();
     let t = Instant::now();
-    assert_eq!(
-        tx.push_timeout(99, Duration::from_secs(5)),
-        Err(PushError::Disconnected(99))
-    );
-    assert!(
-        t.elapsed() < Duration::from_secs(1),
-        "took {:?}",
-        t.elapsed()
-    );
+    assert_eq!(tx.push_timeout(99, Duration::from_secs(5)), Err(PushError::Disconnected(99)));
+    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
     let _ = p.join();
 }
 
@@ -235,18 +224,9 @@ fn a_role_held_by_a_live_process_is_refused() {
 #[test]
 fn wrong_element_type_and_bad_capacities_are_clear_errors() {
     let q = SpscQueue::<u64>::new(8).unwrap();
-    assert!(matches!(
-        SpscQueue::<u32>::open(q.name()),
-        Err(OpenError::IncompatibleType { .. })
-    ));
-    assert!(matches!(
-        SpscQueue::<i64>::open(q.name()),
-        Err(OpenError::IncompatibleType { .. })
-    ));
-    assert!(matches!(
-        shmproc::Value::<u64>::open(q.name()),
-        Err(OpenError::WrongKind { .. })
-    ));
+    assert!(matches!(SpscQueue::<u32>::open(q.name()), Err(OpenError::IncompatibleType { .. })));
+    assert!(matches!(SpscQueue::<i64>::open(q.name()), Err(OpenError::IncompatibleType { .. })));
+    assert!(matches!(shmproc::Value::<u64>::open(q.name()), Err(OpenError::WrongKind { .. })));
     for cap in [0, 1, 3, 1000] {
         match SpscQueue::<u64>::new(cap) {
             Err(OpenError::InvalidArgument(msg)) => assert!(msg.contains("power of two"), "{msg}"),

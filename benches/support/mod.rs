@@ -49,10 +49,7 @@ impl SharedPage {
             )
         };
         assert_ne!(ptr, libc::MAP_FAILED);
-        SharedPage {
-            ptr: ptr as *mut u8,
-            len,
-        }
+        SharedPage { ptr: ptr as *mut u8, len }
     }
 
     pub fn ptr(&self) -> *mut u8 {
@@ -108,10 +105,7 @@ pub fn run_pair(mut parent: impl FnMut(), mut child: impl FnMut()) -> Duration {
     let mut status = 0;
     // SAFETY: reaping our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "bench child failed: {status}"
-    );
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "bench child failed: {status}");
     unpin();
     elapsed
 }
@@ -124,21 +118,14 @@ pub fn median(v: &mut [f64]) -> f64 {
 /// Runs each named measurement once per round, in turn, for `rounds`
 /// rounds (so slow machine phases hit all of them alike), and returns each
 /// one's median.
-pub fn interleave(
-    rounds: usize,
-    cases: &mut [(&str, &mut dyn FnMut() -> f64)],
-) -> Vec<(String, f64)> {
+pub fn interleave(rounds: usize, cases: &mut [(&str, &mut dyn FnMut() -> f64)]) -> Vec<(String, f64)> {
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for _ in 0..rounds {
         for (i, (_, f)) in cases.iter_mut().enumerate() {
             samples[i].push(f());
         }
     }
-    cases
-        .iter()
-        .zip(samples.iter_mut())
-        .map(|((n, _), s)| (n.to_string(), median(s)))
-        .collect()
+    cases.iter().zip(samples.iter_mut()).map(|((n, _), s)| (n.to_string(), median(s))).collect()
 }
 
 /// Whether the bench runs as a quick smoke test (`cargo test --benches`).

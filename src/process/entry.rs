@@ -113,29 +113,17 @@ static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
 pub fn __register<E: Entry>() {
     let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
     if !reg.iter().any(|r| r.id == E::ID) {
-        reg.push(Registered {
-            id: E::ID,
-            run: run_encoded::<E>,
-        });
+        reg.push(Registered { id: E::ID, run: run_encoded::<E> });
     }
 }
 
 pub(crate) fn is_registered(id: &str) -> bool {
-    REGISTRY
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .any(|r| r.id == id)
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|r| r.id == id)
 }
 
 /// The runner registered for `id`, if any.
 pub(crate) fn lookup(id: &str) -> Option<fn(&[u8]) -> Outcome> {
-    REGISTRY
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .find(|r| r.id == id)
-        .map(|r| r.run)
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|r| r.id == id).map(|r| r.run)
 }
 
 /// Defines a function that child processes can run, and registers it.

@@ -50,11 +50,7 @@ pub trait Handoff: Sized {
     fn decode(input: &mut &[u8]) -> Result<Self, HandoffError>;
 }
 
-pub(crate) fn take<'a>(
-    input: &mut &'a [u8],
-    n: usize,
-    what: &'static str,
-) -> Result<&'a [u8], HandoffError> {
+pub(crate) fn take<'a>(input: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u8], HandoffError> {
     if input.len() < n {
         return Err(HandoffError::Truncated(what));
     }
@@ -67,10 +63,7 @@ fn take_len(input: &mut &[u8], what: &'static str) -> Result<usize, HandoffError
     let n = u64::decode(input)?;
     // A length can never exceed the bytes left (each element takes >= 1
     // byte, except zero-sized ones, which we bound the same way).
-    usize::try_from(n)
-        .ok()
-        .filter(|&n| n <= input.len().max(1 << 20))
-        .ok_or(HandoffError::Invalid(what))
+    usize::try_from(n).ok().filter(|&n| n <= input.len().max(1 << 20)).ok_or(HandoffError::Invalid(what))
 }
 
 macro_rules! handoff_int {
@@ -284,11 +277,7 @@ impl<T: Pod> Handoff for crate::queue::SpscQueue<T> {
     }
     fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
         let name = String::decode(input)?;
-        Self::open(&name).map_err(|e| HandoffError::Open {
-            kind: "SpscQueue",
-            name,
-            reason: e.to_string(),
-        })
+        Self::open(&name).map_err(|e| HandoffError::Open { kind: "SpscQueue", name, reason: e.to_string() })
     }
 }
 

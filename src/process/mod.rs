@@ -200,12 +200,7 @@ static ME: Mutex<Option<Me>> = Mutex::new(None);
 fn with_me<R>(f: impl FnOnce(&Me) -> R) -> R {
     let mut me = ME.lock().unwrap_or_else(|p| p.into_inner());
     let me = me.get_or_insert_with(|| Me {
-        info: ProcessInfo {
-            name: "MainProcess".into(),
-            pid: std::process::id(),
-            daemon: false,
-            identity: Vec::new(),
-        },
+        info: ProcessInfo { name: "MainProcess".into(), pid: std::process::id(), daemon: false, identity: Vec::new() },
         parent: None,
     });
     f(me)
@@ -224,10 +219,7 @@ fn set_me(info: ProcessInfo, parent: Option<(String, u32)>) {
 /// assert_eq!(me.pid, std::process::id());
 /// ```
 pub fn current_process() -> ProcessInfo {
-    with_me(|m| ProcessInfo {
-        pid: std::process::id(),
-        ..m.info.clone()
-    })
+    with_me(|m| ProcessInfo { pid: std::process::id(), ..m.info.clone() })
 }
 
 /// The parent of the calling process, if it was started by shmproc
@@ -329,21 +321,9 @@ extern "C" fn child_dispatch() {
         return;
     };
     let take = |k: &str| std::env::var_os(k).unwrap_or_default();
-    let (seg_name, name, identity, parent, daemon) = (
-        take(ENV_SEGMENT),
-        take(ENV_NAME),
-        take(ENV_IDENTITY),
-        take(ENV_PARENT),
-        take(ENV_DAEMON),
-    );
-    for k in [
-        ENV_ENTRY,
-        ENV_SEGMENT,
-        ENV_NAME,
-        ENV_IDENTITY,
-        ENV_PARENT,
-        ENV_DAEMON,
-    ] {
+    let (seg_name, name, identity, parent, daemon) =
+        (take(ENV_SEGMENT), take(ENV_NAME), take(ENV_IDENTITY), take(ENV_PARENT), take(ENV_DAEMON));
+    for k in [ENV_ENTRY, ENV_SEGMENT, ENV_NAME, ENV_IDENTITY, ENV_PARENT, ENV_DAEMON] {
         // SAFETY: this runs before main, single-threaded: nobody else reads
         // or writes the environment concurrently.
         unsafe { std::env::remove_var(k) };
@@ -367,22 +347,13 @@ fn spawned_child_main(
     daemon: OsString,
 ) -> i32 {
     let name = name.to_string_lossy().into_owned();
-    let identity: Vec<u32> = identity
-        .to_string_lossy()
-        .split(':')
-        .filter_map(|s| s.parse().ok())
-        .collect();
+    let identity: Vec<u32> = identity.to_string_lossy().split(':').filter_map(|s| s.parse().ok()).collect();
     let parent = parent.to_string_lossy().into_owned();
     let (parent_pid, parent_name) = parent.split_once(':').unwrap_or(("0", "MainProcess"));
     let parent_pid: u32 = parent_pid.parse().unwrap_or(0);
     let daemon = daemon == "1";
     set_me(
-        ProcessInfo {
-            name: name.clone(),
-            pid: std::process::id(),
-            daemon,
-            identity,
-        },
+        ProcessInfo { name: name.clone(), pid: std::process::id(), daemon, identity },
         Some((parent_name.to_owned(), parent_pid)),
     );
     if daemon {
@@ -401,9 +372,7 @@ fn spawned_child_main(
     state_word(&seg).store(status::STARTED, Ordering::Relaxed);
     let entry_id = entry_id.to_string_lossy().into_owned();
     let outcome = match entry::lookup(&entry_id) {
-        None => Outcome::Startup(format!(
-            "unknown entry id {entry_id:?}: not registered in this executable"
-        )),
+        None => Outcome::Startup(format!("unknown entry id {entry_id:?}: not registered in this executable")),
         Some(run) => {
             let mut len = [0u8; 8];
             seg.read(status::ARG_LEN, &mut len);
@@ -444,13 +413,11 @@ fn watch_parent(parent_pid: u32) {
     let Ok(fd) = sysproc::pidfd_open(parent_pid) else {
         return;
     };
-    let _ = std::thread::Builder::new()
-        .name("shmproc-parent-watch".into())
-        .spawn(move || {
-            if sysproc::pidfd_wait(&fd, None) {
-                let _ = sysproc::signal(std::process::id(), libc::SIGTERM);
-            }
-        });
+    let _ = std::thread::Builder::new().name("shmproc-parent-watch".into()).spawn(move || {
+        if sysproc::pidfd_wait(&fd, None) {
+            let _ = sysproc::signal(std::process::id(), libc::SIGTERM);
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -516,9 +483,7 @@ impl Inner {
             (Ended::Code(0), _) => Ok(()),
             (_, Some(Outcome::Failed(message))) => Err(ProcessError::Failed { name, message }),
             (_, Some(Outcome::Panicked(message))) => Err(ProcessError::Panicked { name, message }),
-            (_, Some(Outcome::Startup(message))) => {
-                Err(ProcessError::StartupFailed { name, message })
-            }
+            (_, Some(Outcome::Startup(message))) => Err(ProcessError::StartupFailed { name, message }),
             (Ended::Code(code), _) => Err(ProcessError::Exited { name, code }),
         }
     }
@@ -537,17 +502,12 @@ fn children() -> std::sync::MutexGuard<'static, Vec<Arc<Inner>>> {
 /// gone too.
 fn reap_finished() {
     let me = std::process::id();
-    children()
-        .retain(|c| c.parent_pid != me || c.poll(false).is_none() || Arc::strong_count(c) > 1);
+    children().retain(|c| c.parent_pid != me || c.poll(false).is_none() || Arc::strong_count(c) > 1);
 }
 
 extern "C" fn at_exit() {
     let me = std::process::id();
-    let list: Vec<Arc<Inner>> = children()
-        .iter()
-        .filter(|c| c.parent_pid == me)
-        .cloned()
-        .collect();
+    let list: Vec<Arc<Inner>> = children().iter().filter(|c| c.parent_pid == me).cloned().collect();
     for c in list.iter().filter(|c| c.daemon) {
         if c.poll(false).is_none() {
             let _ = sysproc::signal(c.pid, libc::SIGTERM);
@@ -569,12 +529,7 @@ pub fn active_children() -> Vec<ProcessInfo> {
     children()
         .iter()
         .filter(|c| c.parent_pid == me && c.poll(false).is_none())
-        .map(|c| ProcessInfo {
-            name: c.name.clone(),
-            pid: c.pid,
-            daemon: c.daemon,
-            identity: Vec::new(),
-        })
+        .map(|c| ProcessInfo { name: c.name.clone(), pid: c.pid, daemon: c.daemon, identity: Vec::new() })
         .collect()
 }
 
@@ -642,22 +597,8 @@ impl Process {
         let n = NEXT_CHILD.fetch_add(1, Ordering::Relaxed) as u32;
         let mut identity = with_me(|m| m.info.identity.clone());
         identity.push(n);
-        let name = format!(
-            "Process-{}",
-            identity
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(":")
-        );
-        Process {
-            name,
-            identity,
-            daemon: false,
-            method: None,
-            target: Some(Box::new(Typed::<E> { arg })),
-            inner: None,
-        }
+        let name = format!("Process-{}", identity.iter().map(u32::to_string).collect::<Vec<_>>().join(":"));
+        Process { name, identity, daemon: false, method: None, target: Some(Box::new(Typed::<E> { arg })), inner: None }
     }
 
     /// A process whose body is `body.run()` (see [`Run`]); `T` must be
@@ -758,19 +699,14 @@ impl Process {
         };
         reap_finished();
         let method = self.method.unwrap_or_else(get_start_method);
-        let start_err = |name: &str, e: std::io::Error| ProcessError::Start {
-            name: name.to_owned(),
-            source: e,
-        };
+        let start_err = |name: &str, e: std::io::Error| ProcessError::Start { name: name.to_owned(), source: e };
         let mut arg = Vec::new();
         if method == StartMethod::Spawn {
             // Keep the dispatcher linked into every binary that starts processes.
             std::hint::black_box(&CHILD_DISPATCH);
             if !entry::is_registered(target.id()) {
                 self.target = Some(target);
-                return Err(ProcessError::NotRegistered(
-                    self.target.as_ref().map_or("", |t| t.id()),
-                ));
+                return Err(ProcessError::NotRegistered(self.target.as_ref().map_or("", |t| t.id())));
             }
             target.encode(&mut arg);
         }
@@ -780,13 +716,9 @@ impl Process {
         seg.write(status::ARG, &arg);
         let me = current_process();
         let pid = match method {
-            StartMethod::Spawn => self
-                .spawn(target.id(), &seg, &me)
-                .map_err(|e| start_err(&self.name, e))?,
+            StartMethod::Spawn => self.spawn(target.id(), &seg, &me).map_err(|e| start_err(&self.name, e))?,
             StartMethod::Fork => {
-                let pid = self
-                    .fork(target, &seg, &me)
-                    .map_err(|e| start_err(&self.name, e))?;
+                let pid = self.fork(target, &seg, &me).map_err(|e| start_err(&self.name, e))?;
                 // The child inherited the mapping; the name is not needed.
                 let _ = crate::unlink(seg.name());
                 pid
@@ -809,12 +741,7 @@ impl Process {
     }
 
     fn spawn(&self, id: &str, seg: &RawSegment, me: &ProcessInfo) -> std::io::Result<u32> {
-        let identity = self
-            .identity
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(":");
+        let identity = self.identity.iter().map(u32::to_string).collect::<Vec<_>>().join(":");
         let child = std::process::Command::new(std::env::current_exe()?)
             .arg("--shmproc-child")
             .env(ENV_ENTRY, id)
@@ -830,12 +757,7 @@ impl Process {
         Ok(child.id())
     }
 
-    fn fork(
-        &self,
-        target: Box<dyn Target>,
-        seg: &RawSegment,
-        me: &ProcessInfo,
-    ) -> std::io::Result<u32> {
+    fn fork(&self, target: Box<dyn Target>, seg: &RawSegment, me: &ProcessInfo) -> std::io::Result<u32> {
         use std::io::Write;
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
@@ -866,9 +788,7 @@ impl Process {
     }
 
     fn inner(&self) -> Result<&Arc<Inner>, ProcessError> {
-        self.inner
-            .as_ref()
-            .ok_or_else(|| ProcessError::NotStarted(self.name.clone()))
+        self.inner.as_ref().ok_or_else(|| ProcessError::NotStarted(self.name.clone()))
     }
 
     /// Waits for the child to end. `Ok(())` if it succeeded; otherwise how
@@ -929,10 +849,7 @@ impl Process {
         if inner.poll(false).is_some() {
             return Ok(()); // already ended: nothing to signal (Python: no-op)
         }
-        sysproc::signal(inner.pid, sig).map_err(|e| ProcessError::Start {
-            name: self.name.clone(),
-            source: e,
-        })
+        sysproc::signal(inner.pid, sig).map_err(|e| ProcessError::Start { name: self.name.clone(), source: e })
     }
 
     /// Releases the process's resources, like Python's `close()`: fails

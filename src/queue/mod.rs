@@ -12,9 +12,7 @@
 
 mod spsc;
 
-pub use spsc::{
-    Consumer, PopError, Producer, PushError, ReadLoan, RoleError, SpscQueue, WriteLoan,
-};
+pub use spsc::{Consumer, PopError, Producer, PushError, ReadLoan, RoleError, SpscQueue, WriteLoan};
 
 /// How a blocked queue operation waits.
 ///

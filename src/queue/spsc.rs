@@ -102,10 +102,7 @@ impl<T> PushError<T> {
     /// ```
     pub fn into_inner(self) -> T {
         match self {
-            PushError::Full(v)
-            | PushError::TimedOut(v)
-            | PushError::Closed(v)
-            | PushError::Disconnected(v) => v,
+            PushError::Full(v) | PushError::TimedOut(v) | PushError::Closed(v) | PushError::Disconnected(v) => v,
         }
     }
 }
@@ -165,28 +162,19 @@ pub struct SpscQueue<T> {
 
 impl<T> Clone for SpscQueue<T> {
     fn clone(&self) -> Self {
-        SpscQueue {
-            m: self.m.clone(),
-            mask: self.mask,
-            _t: PhantomData,
-        }
+        SpscQueue { m: self.m.clone(), mask: self.mask, _t: PhantomData }
     }
 }
 
 impl<T> std::fmt::Debug for SpscQueue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SpscQueue")
-            .field("segment", &self.m)
-            .field("capacity", &(self.mask + 1))
-            .finish()
+        f.debug_struct("SpscQueue").field("segment", &self.m).field("capacity", &(self.mask + 1)).finish()
     }
 }
 
 fn check_capacity(cap: u64) -> Result<(), String> {
     if cap < 2 || !cap.is_power_of_two() {
-        Err(format!(
-            "capacity {cap} is not supported: use a power of two >= 2"
-        ))
+        Err(format!("capacity {cap} is not supported: use a power of two >= 2"))
     } else {
         Ok(())
     }
@@ -228,11 +216,7 @@ impl<T: Pod> Object for SpscQueue<T> {
             m.ctl().meta.0.fences.store(1, Ordering::SeqCst);
         }
         let mask = m.segment().capacity() - 1; // validated power of two
-        SpscQueue {
-            m,
-            mask,
-            _t: PhantomData,
-        }
+        SpscQueue { m, mask, _t: PhantomData }
     }
 }
 
@@ -300,20 +284,12 @@ impl<T: Pod> SpscQueue<T> {
         self.m.ctl().meta.0.closed.load(Ordering::Relaxed) != 0
     }
 
-    fn claim(
-        &self,
-        slot: &AtomicU64,
-        gone: &AtomicU32,
-        role: &'static str,
-    ) -> Result<(), RoleError> {
+    fn claim(&self, slot: &AtomicU64, gone: &AtomicU32, role: &'static str) -> Result<(), RoleError> {
         let me = thread::process_packed();
         let mut cur = slot.load(Ordering::Acquire);
         loop {
             if cur != 0 && cur != me && !thread::owner_is_dead(cur) {
-                return Err(RoleError {
-                    role,
-                    pid: cur as u32 & thread::TID_MASK,
-                });
+                return Err(RoleError { role, pid: cur as u32 & thread::TID_MASK });
             }
             // Acquire: pairs with the Release store of the previous holder's
             // detach, so we see the index it left.
@@ -384,6 +360,12 @@ struct PeerWatch {
 }
 
 impl PeerWatch {
+    /// After a sleep: let the next call read the clock (and, if a poll
+    /// period passed, check liveness) whatever the call count.
+    fn after_sleep(&mut self) {
+        self.calls = 1023;
+    }
+
     fn gone(&mut self, owner_slot: &AtomicU64, gone: &AtomicU32) -> bool {
         if gone.load(Ordering::Acquire) != 0 {
             return true;
@@ -393,10 +375,7 @@ impl PeerWatch {
             return false;
         }
         let now = Instant::now();
-        if self
-            .last_check
-            .is_some_and(|t| now.duration_since(t) < POLL)
-        {
+        if self.last_check.is_some_and(|t| now.duration_since(t) < POLL) {
             return false;
         }
         self.last_check = Some(now);
@@ -411,13 +390,7 @@ impl PeerWatch {
 
 /// Sleeps on `word` (low half) while it still equals `seen`, with the
 /// flag/barrier handshake; returns when woken, on timeout, or on `POLL`.
-fn sleep_on(
-    word: &AtomicU64,
-    seen: u64,
-    flag: &AtomicU32,
-    deadline: Option<Deadline>,
-    recheck: impl Fn() -> bool,
-) {
+fn sleep_on(word: &AtomicU64, seen: u64, flag: &AtomicU32, deadline: Option<Deadline>, recheck: impl Fn() -> bool) {
     // SeqCst store, then the heavy barrier: pairs with the peer's plain
     // (compiler-fenced) flag load after its index store.
     flag.store(1, Ordering::SeqCst);
@@ -452,12 +425,7 @@ impl<T: Pod> Ends<T> {
         let ctl = queue.m.ctl() as *const SpscCtl;
         let slots = queue.m.data() as *mut T;
         let mask = queue.mask;
-        Ends {
-            queue,
-            ctl,
-            slots,
-            mask,
-        }
+        Ends { queue, ctl, slots, mask }
     }
 
     #[inline]
@@ -491,9 +459,7 @@ unsafe impl<T: Send> Send for Producer<T> {}
 
 impl<T> std::fmt::Debug for Producer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Producer")
-            .field("tail", &self.tail)
-            .finish()
+        f.debug_struct("Producer").field("tail", &self.tail).finish()
     }
 }
 
@@ -605,10 +571,7 @@ impl<T: Pod> Producer<T> {
     /// assert_eq!(tx.push_timeout(3, Duration::from_millis(5)), Err(shmproc::queue::PushError::TimedOut(3)));
     /// ```
     pub fn push_timeout(&mut self, v: T, timeout: Duration) -> Result<(), PushError<T>> {
-        self.push_until(
-            v,
-            Some(Deadline::after(timeout).unwrap_or(Deadline::min_after(None, Duration::MAX))),
-        )
+        self.push_until(v, Some(Deadline::after(timeout).unwrap_or(Deadline::min_after(None, Duration::MAX))))
     }
 
     #[cold]
@@ -630,16 +593,10 @@ impl<T: Pod> Producer<T> {
             }
             let c = self.q.ctl();
             let seen = self.head_cache;
-            sleep_on(
-                &c.head.0,
-                seen,
-                &c.meta.0.producer_waiting,
-                deadline,
-                || {
-                    c.meta.0.closed.load(Ordering::Relaxed) != 0
-                        || c.meta.0.consumer_gone.load(Ordering::Relaxed) != 0
-                },
-            );
+            sleep_on(&c.head.0, seen, &c.meta.0.producer_waiting, deadline, || {
+                c.meta.0.closed.load(Ordering::Relaxed) != 0 || c.meta.0.consumer_gone.load(Ordering::Relaxed) != 0
+            });
+            self.watch.after_sleep();
         }
     }
 
@@ -790,9 +747,7 @@ unsafe impl<T: Send> Send for Consumer<T> {}
 
 impl<T> std::fmt::Debug for Consumer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer")
-            .field("head", &self.head)
-            .finish()
+        f.debug_struct("Consumer").field("head", &self.head).finish()
     }
 }
 
@@ -901,9 +856,7 @@ impl<T: Pod> Consumer<T> {
     /// assert_eq!(rx.pop_timeout(std::time::Duration::from_millis(5)), Err(shmproc::queue::PopError::TimedOut));
     /// ```
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
-        self.pop_until(Some(
-            Deadline::after(timeout).unwrap_or(Deadline::min_after(None, Duration::MAX)),
-        ))
+        self.pop_until(Some(Deadline::after(timeout).unwrap_or(Deadline::min_after(None, Duration::MAX))))
     }
 
     #[cold]
@@ -925,16 +878,10 @@ impl<T: Pod> Consumer<T> {
             }
             let c = self.q.ctl();
             let seen = self.tail_cache;
-            sleep_on(
-                &c.tail.0,
-                seen,
-                &c.meta.0.consumer_waiting,
-                deadline,
-                || {
-                    c.meta.0.closed.load(Ordering::Relaxed) != 0
-                        || c.meta.0.producer_gone.load(Ordering::Relaxed) != 0
-                },
-            );
+            sleep_on(&c.tail.0, seen, &c.meta.0.consumer_waiting, deadline, || {
+                c.meta.0.closed.load(Ordering::Relaxed) != 0 || c.meta.0.producer_gone.load(Ordering::Relaxed) != 0
+            });
+            self.watch.after_sleep();
         }
     }
 

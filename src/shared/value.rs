@@ -61,11 +61,7 @@ impl<T: Pod> Object for Value<T> {
     }
     fn validate(m: &Mapped<RawLock>) -> Result<(), String> {
         let cap = m.segment().capacity();
-        if cap == 1 {
-            Ok(())
-        } else {
-            Err(format!("a Value holds 1 element, header says {cap}"))
-        }
+        if cap == 1 { Ok(()) } else { Err(format!("a Value holds 1 element, header says {cap}")) }
     }
     fn from_mapped(m: Mapped<RawLock>) -> Self {
         Value { m: Locked::new(m) }
@@ -92,9 +88,7 @@ impl<T: Pod> Value<T> {
     /// assert_eq!(v.get().unwrap(), 4);
     /// ```
     pub fn set(&self, value: T) -> Result<(), LockError<MutexGuard<'_, T>>> {
-        self.m
-            .acquire(Wait::Forever)
-            .map(|mut g| g.set_value(value))
+        self.m.acquire(Wait::Forever).map(|mut g| g.set_value(value))
     }
 
     /// Holds the lock; the guard reads and writes the value.

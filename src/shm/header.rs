@@ -125,12 +125,7 @@ impl Header {
 
     /// The element type name recorded by the creator (possibly truncated).
     pub(crate) fn type_name(&self) -> String {
-        let bytes: Vec<u8> = self
-            .type_name
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .take_while(|&b| b != 0)
-            .collect();
+        let bytes: Vec<u8> = self.type_name.iter().map(|b| b.load(Ordering::Relaxed)).take_while(|&b| b != 0).collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 }

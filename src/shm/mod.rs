@@ -121,10 +121,7 @@ impl fmt::Display for Kind {
 
 /// Checks a user name and returns the `shm_open` name (`/shmproc.<name>`).
 pub(crate) fn os_name(name: &str) -> Result<std::ffi::CString, crate::OpenError> {
-    let bad = |reason| crate::OpenError::InvalidName {
-        name: name.to_owned(),
-        reason,
-    };
+    let bad = |reason| crate::OpenError::InvalidName { name: name.to_owned(), reason };
     if name.is_empty() {
         return Err(bad("empty"));
     }
@@ -149,9 +146,7 @@ pub(crate) fn unique_name() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     format!("anon.{}.{n}.{nanos:08x}", std::process::id())
 }
 
@@ -163,10 +158,7 @@ mod tests {
     fn name_rules() {
         assert!(os_name("ok-name_1.2").is_ok());
         for bad in ["", "a/b", "/x", "a\0b", ".", ".."] {
-            assert!(
-                matches!(os_name(bad), Err(crate::OpenError::InvalidName { .. })),
-                "{bad:?} accepted"
-            );
+            assert!(matches!(os_name(bad), Err(crate::OpenError::InvalidName { .. })), "{bad:?} accepted");
         }
         assert!(os_name(&"x".repeat(MAX_NAME_LEN)).is_ok());
         assert!(os_name(&"x".repeat(MAX_NAME_LEN + 1)).is_err());

@@ -33,10 +33,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            mode: 0o600,
-            init_timeout: Duration::from_secs(2),
-        }
+        Options { mode: 0o600, init_timeout: Duration::from_secs(2) }
     }
 }
 
@@ -143,11 +140,7 @@ pub(crate) struct Mapped<C> {
 
 impl<C> Clone for Mapped<C> {
     fn clone(&self) -> Self {
-        Mapped {
-            seg: Arc::clone(&self.seg),
-            layout: self.layout,
-            _ctl: std::marker::PhantomData,
-        }
+        Mapped { seg: Arc::clone(&self.seg), layout: self.layout, _ctl: std::marker::PhantomData }
     }
 }
 
@@ -191,20 +184,9 @@ pub(crate) fn create<O: Object>(name: &str, init: O::Init, opts: &Options) -> Re
     let capacity = O::capacity(&init)?;
     let layout = Layout::of::<O>(capacity)
         .ok_or_else(|| OpenError::InvalidArgument(format!("capacity {capacity} is too large")))?;
-    let seg = Segment::create(
-        name,
-        opts,
-        O::KIND,
-        &O::fingerprint(),
-        capacity,
-        layout.total,
-    )?;
+    let seg = Segment::create(name, opts, O::KIND, &O::fingerprint(), capacity, layout.total)?;
     let ctl = O::new_ctl(&init, capacity);
-    let m = Mapped {
-        seg: Arc::new(seg),
-        layout,
-        _ctl: std::marker::PhantomData,
-    };
+    let m = Mapped { seg: Arc::new(seg), layout, _ctl: std::marker::PhantomData };
     // SAFETY: the fresh mapping is `layout.total` bytes, zero-filled, not yet visible to openers (no READY);
     // the control block and data areas lie inside it and are suitably aligned.
     unsafe {
@@ -224,24 +206,13 @@ pub(crate) fn open<O: Object>(name: &str, opts: &Options) -> Result<O, OpenError
         reason: format!("capacity {capacity} is impossibly large"),
     })?;
     seg.check_len(layout.total)?;
-    let m = Mapped {
-        seg: Arc::new(seg),
-        layout,
-        _ctl: std::marker::PhantomData,
-    };
-    O::validate(&m).map_err(|reason| OpenError::Corrupted {
-        name: name.to_owned(),
-        reason,
-    })?;
+    let m = Mapped { seg: Arc::new(seg), layout, _ctl: std::marker::PhantomData };
+    O::validate(&m).map_err(|reason| OpenError::Corrupted { name: name.to_owned(), reason })?;
     Ok(O::from_mapped(m))
 }
 
 /// Opens `name`, or creates it with `init` if it does not exist.
-pub(crate) fn open_or_create<O: Object>(
-    name: &str,
-    init: O::Init,
-    opts: &Options,
-) -> Result<O, OpenError>
+pub(crate) fn open_or_create<O: Object>(name: &str, init: O::Init, opts: &Options) -> Result<O, OpenError>
 where
     O::Init: Clone,
 {
@@ -256,10 +227,7 @@ where
             other => return other,
         }
     }
-    Err(OpenError::Io {
-        name: name.to_owned(),
-        source: std::io::Error::other("name keeps appearing and vanishing"),
-    })
+    Err(OpenError::Io { name: name.to_owned(), source: std::io::Error::other("name keeps appearing and vanishing") })
 }
 
 /// Creates `O` under a fresh unique name.

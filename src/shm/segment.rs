@@ -29,10 +29,7 @@ pub(crate) struct Segment {
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Segment")
-            .field("name", &self.name)
-            .field("len", &self.map.len())
-            .finish()
+        f.debug_struct("Segment").field("name", &self.name).field("len", &self.map.len()).finish()
     }
 }
 
@@ -41,14 +38,8 @@ fn errno_to_open(name: &str, e: Errno) -> OpenError {
         Errno::ENOENT => OpenError::NotFound(name.to_owned()),
         Errno::EEXIST => OpenError::AlreadyExists(name.to_owned()),
         Errno::EACCES | Errno::EPERM => OpenError::PermissionDenied(name.to_owned()),
-        Errno::ENAMETOOLONG => OpenError::InvalidName {
-            name: name.to_owned(),
-            reason: "too long",
-        },
-        e => OpenError::Io {
-            name: name.to_owned(),
-            source: std::io::Error::from(e),
-        },
+        Errno::ENAMETOOLONG => OpenError::InvalidName { name: name.to_owned(), reason: "too long" },
+        e => OpenError::Io { name: name.to_owned(), source: std::io::Error::from(e) },
     }
 }
 
@@ -58,13 +49,7 @@ fn map(name: &str, fd: std::os::fd::OwnedFd, len: u64) -> Result<MmapRaw, OpenEr
         name: name.to_owned(),
         reason: format!("size {len} does not fit in memory"),
     })?;
-    MmapOptions::new()
-        .len(len)
-        .map_raw(&file)
-        .map_err(|e| OpenError::Io {
-            name: name.to_owned(),
-            source: e,
-        })
+    MmapOptions::new().len(len).map_raw(&file).map_err(|e| OpenError::Io { name: name.to_owned(), source: e })
 }
 
 impl Segment {
@@ -79,8 +64,7 @@ impl Segment {
         total_len: u64,
     ) -> Result<Segment, OpenError> {
         let c_name = os_name(name)?;
-        let fd =
-            sys::shm::create(&c_name, opts.mode, total_len).map_err(|e| errno_to_open(name, e))?;
+        let fd = sys::shm::create(&c_name, opts.mode, total_len).map_err(|e| errno_to_open(name, e))?;
         let (_, ino, dev) = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e))?;
         let map = match map(name, fd, total_len) {
             Ok(m) => m,
@@ -103,18 +87,10 @@ impl Segment {
     /// Opens `name`, waits (bounded by `opts.init_timeout`) until it is
     /// READY, and checks magic, version, kind and element type. The caller
     /// checks the object-specific layout with [`Segment::check_len`].
-    pub(crate) fn open(
-        name: &str,
-        opts: &Options,
-        kind: Kind,
-        fp: &Fingerprint,
-    ) -> Result<Segment, OpenError> {
+    pub(crate) fn open(name: &str, opts: &Options, kind: Kind, fp: &Fingerprint) -> Result<Segment, OpenError> {
         let c_name = os_name(name)?;
         let deadline = Instant::now() + opts.init_timeout;
-        let init_timeout = || OpenError::InitTimeout {
-            name: name.to_owned(),
-            timeout: opts.init_timeout,
-        };
+        let init_timeout = || OpenError::InitTimeout { name: name.to_owned(), timeout: opts.init_timeout };
         let pause = || std::thread::sleep(Duration::from_micros(200));
         let seg = loop {
             let fd = sys::shm::open(&c_name).map_err(|e| errno_to_open(name, e))?;
@@ -137,11 +113,7 @@ impl Segment {
                     unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), magic.as_mut_ptr(), 8) };
                 }
                 return Err(if u64::from_le_bytes(magic) == MAGIC {
-                    OpenError::Truncated {
-                        name: name.to_owned(),
-                        expected: HEADER_SIZE as u64,
-                        actual: size,
-                    }
+                    OpenError::Truncated { name: name.to_owned(), expected: HEADER_SIZE as u64, actual: size }
                 } else {
                     OpenError::Foreign(name.to_owned())
                 });
@@ -168,19 +140,11 @@ impl Segment {
         }
         let version = h.version.load(Ordering::Relaxed);
         if version != LAYOUT_VERSION {
-            return Err(OpenError::LayoutVersion {
-                name: name.to_owned(),
-                found: version,
-                expected: LAYOUT_VERSION,
-            });
+            return Err(OpenError::LayoutVersion { name: name.to_owned(), found: version, expected: LAYOUT_VERSION });
         }
         let found = Kind::from_u32(h.kind.load(Ordering::Relaxed));
         if found != kind {
-            return Err(OpenError::WrongKind {
-                name: name.to_owned(),
-                expected: kind,
-                found,
-            });
+            return Err(OpenError::WrongKind { name: name.to_owned(), expected: kind, found });
         }
         let (size, align, hash) = (
             h.elem_size.load(Ordering::Relaxed),
@@ -209,11 +173,7 @@ impl Segment {
         }
         let actual = self.map.len() as u64;
         if actual < needed {
-            return Err(OpenError::Truncated {
-                name: self.name.clone(),
-                expected: needed,
-                actual,
-            });
+            return Err(OpenError::Truncated { name: self.name.clone(), expected: needed, actual });
         }
         Ok(())
     }
@@ -242,9 +202,7 @@ impl Segment {
     /// the segment so `gc` leaves it too.
     pub(crate) fn persist(&self) {
         self.persist.store(true, Ordering::Relaxed);
-        self.header()
-            .flags
-            .fetch_or(FLAG_PERSIST, Ordering::Relaxed);
+        self.header().flags.fetch_or(FLAG_PERSIST, Ordering::Relaxed);
     }
 }
 
@@ -336,10 +294,7 @@ fn gc_one(user: &str, entry: &std::fs::DirEntry) -> bool {
     if size < HEADER_SIZE as u64 {
         return abandoned();
     }
-    let Ok(map) = MmapOptions::new()
-        .len(HEADER_SIZE)
-        .map_raw_read_only(&File::from(fd))
-    else {
+    let Ok(map) = MmapOptions::new().len(HEADER_SIZE).map_raw_read_only(&File::from(fd)) else {
         return false;
     };
     // SAFETY: the mapping is HEADER_SIZE bytes, page-aligned, and Header is

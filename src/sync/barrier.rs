@@ -68,10 +68,7 @@ impl RawBarrier {
         let g = self.generation.load(Ordering::Relaxed);
         // Release: pairs with the Acquire load in `wait`, publishing the
         // arrivals' writes before the barrier to everyone leaving it.
-        self.generation.store(
-            (g & !1).wrapping_add(2) | u32::from(broken),
-            Ordering::Release,
-        );
+        self.generation.store((g & !1).wrapping_add(2) | u32::from(broken), Ordering::Release);
         wake32(&self.generation, u32::MAX);
     }
 
@@ -99,11 +96,7 @@ impl RawBarrier {
             // Acquire: pairs with the Release store in `end_generation`.
             let g = self.generation.load(Ordering::Acquire);
             if g != ticket {
-                return if g & 1 == 0 {
-                    Ok(idx)
-                } else {
-                    Err(BarrierFail::Broken)
-                };
+                return if g & 1 == 0 { Ok(idx) } else { Err(BarrierFail::Broken) };
             }
             if spins > 0 {
                 spins -= 1;
@@ -212,9 +205,7 @@ mod shm_barrier {
         type Ctl = RawBarrier;
         fn capacity(parties: &u32) -> Result<u64, OpenError> {
             if *parties == 0 {
-                return Err(OpenError::InvalidArgument(
-                    "a Barrier needs at least 1 party".into(),
-                ));
+                return Err(OpenError::InvalidArgument("a Barrier needs at least 1 party".into()));
             }
             Ok(u64::from(*parties))
         }
@@ -223,11 +214,7 @@ mod shm_barrier {
         }
         fn validate(m: &Mapped<RawBarrier>) -> Result<(), String> {
             let (cap, p) = (m.segment().capacity(), m.ctl().parties());
-            if p > 0 && cap == u64::from(p) {
-                Ok(())
-            } else {
-                Err(format!("parties {p} vs header {cap}"))
-            }
+            if p > 0 && cap == u64::from(p) { Ok(()) } else { Err(format!("parties {p} vs header {cap}")) }
         }
         fn from_mapped(m: Mapped<RawBarrier>) -> Self {
             Barrier { m }

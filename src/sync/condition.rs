@@ -24,11 +24,7 @@ pub struct RawCondition {
 
 impl RawCondition {
     pub fn new() -> Self {
-        RawCondition {
-            lock: RawLock::new(),
-            seq: AtomicU32::new(0),
-            waiters: AtomicU32::new(0),
-        }
+        RawCondition { lock: RawLock::new(), seq: AtomicU32::new(0), waiters: AtomicU32::new(0) }
     }
 
     /// First half of `wait`, called with the lock held: returns the ticket
@@ -146,19 +142,13 @@ mod shm_cond {
         /// let c = shmproc::Condition::new().unwrap();
         /// assert!(c.lock_timeout(std::time::Duration::from_millis(1)).is_ok());
         /// ```
-        pub fn lock_timeout(
-            &self,
-            timeout: Duration,
-        ) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
+        pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
             let raw = &self.m.ctl().lock;
             guard_result(raw.lock(Wait::timeout(timeout)), |c| LockGuard::new(raw, c))
         }
 
         fn check_guard(&self, guard: &LockGuard<'_>) {
-            assert!(
-                std::ptr::eq(guard.raw(), &self.m.ctl().lock),
-                "Condition used with a guard of another lock"
-            );
+            assert!(std::ptr::eq(guard.raw(), &self.m.ctl().lock), "Condition used with a guard of another lock");
         }
 
         /// Releases the lock, sleeps until notified, and re-acquires it.
@@ -187,11 +177,7 @@ mod shm_cond {
         /// let mut g = c.lock().unwrap();
         /// assert_eq!(c.wait_timeout(&mut g, std::time::Duration::ZERO).unwrap(), false);
         /// ```
-        pub fn wait_timeout(
-            &self,
-            guard: &mut LockGuard<'_>,
-            timeout: Duration,
-        ) -> Result<bool, LockError<()>> {
+        pub fn wait_timeout(&self, guard: &mut LockGuard<'_>, timeout: Duration) -> Result<bool, LockError<()>> {
             self.wait_until(guard, Wait::timeout(timeout))
         }
 
@@ -230,11 +216,7 @@ mod shm_cond {
         /// let mut g = c.lock().unwrap();
         /// c.wait_for(&mut g, || true).unwrap(); // already true: no wait
         /// ```
-        pub fn wait_for(
-            &self,
-            guard: &mut LockGuard<'_>,
-            mut pred: impl FnMut() -> bool,
-        ) -> Result<(), LockError<()>> {
+        pub fn wait_for(&self, guard: &mut LockGuard<'_>, mut pred: impl FnMut() -> bool) -> Result<(), LockError<()>> {
             while !pred() {
                 self.wait(guard)?;
             }

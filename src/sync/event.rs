@@ -26,9 +26,7 @@ pub struct RawEvent {
 
 impl RawEvent {
     pub fn new() -> Self {
-        RawEvent {
-            state: AtomicU32::new(0),
-        }
+        RawEvent { state: AtomicU32::new(0) }
     }
 
     pub fn set(&self) {
@@ -51,11 +49,7 @@ impl RawEvent {
 
     /// Waits until set; false if `wait` ran out first.
     pub fn wait(&self, wait: Wait) -> bool {
-        let mut spins = if matches!(wait, Wait::No) {
-            0
-        } else {
-            SPIN_LIMIT
-        };
+        let mut spins = if matches!(wait, Wait::No) { 0 } else { SPIN_LIMIT };
         loop {
             // Acquire: pairs with the Release swap in `set`.
             let s = self.state.load(Ordering::Acquire);
@@ -71,10 +65,7 @@ impl RawEvent {
                 return false;
             }
             if s & WAITERS == 0
-                && self
-                    .state
-                    .compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
+                && self.state.compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_err()
             {
                 continue;
             }

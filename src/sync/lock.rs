@@ -13,10 +13,7 @@ use crate::shm::{Fingerprint, Kind, Mapped, Object};
 
 /// Turns a raw acquisition into the public result, building the guard with
 /// `consistent = true` for a clean acquisition and `false` after a takeover.
-pub(crate) fn guard_result<G>(
-    r: Result<Acquired, Failed>,
-    make: impl FnOnce(bool) -> G,
-) -> Result<G, LockError<G>> {
+pub(crate) fn guard_result<G>(r: Result<Acquired, Failed>, make: impl FnOnce(bool) -> G) -> Result<G, LockError<G>> {
     match r {
         Ok(Acquired::Clean) => Ok(make(true)),
         Ok(Acquired::OwnerDied) => Err(LockError::OwnerDied(make(false))),
@@ -36,11 +33,7 @@ pub struct LockGuard<'a> {
 
 impl<'a> LockGuard<'a> {
     pub(crate) fn new(raw: &'a RawLock, consistent: bool) -> Self {
-        LockGuard {
-            raw,
-            consistent,
-            _not_send: PhantomData,
-        }
+        LockGuard { raw, consistent, _not_send: PhantomData }
     }
 
     pub(crate) fn raw(&self) -> &'a RawLock {
@@ -93,9 +86,7 @@ impl Drop for LockGuard<'_> {
 
 impl std::fmt::Debug for LockGuard<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LockGuard")
-            .field("consistent", &self.consistent)
-            .finish()
+        f.debug_struct("LockGuard").field("consistent", &self.consistent).finish()
     }
 }
 
@@ -178,10 +169,7 @@ impl Lock {
     ///     });
     /// });
     /// ```
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
         self.acquire(Wait::timeout(timeout))
     }
 
@@ -213,11 +201,7 @@ pub(crate) struct Locked<T> {
 
 impl<T> Clone for Locked<T> {
     fn clone(&self) -> Self {
-        Locked {
-            m: self.m.clone(),
-            len: self.len,
-            _t: PhantomData,
-        }
+        Locked { m: self.m.clone(), len: self.len, _t: PhantomData }
     }
 }
 
@@ -225,11 +209,7 @@ impl<T: Pod> Locked<T> {
     pub(crate) fn new(m: Mapped<RawLock>) -> Self {
         // The layout was validated for `capacity` elements at create/open.
         let len = m.segment().capacity() as usize;
-        Locked {
-            m,
-            len,
-            _t: PhantomData,
-        }
+        Locked { m, len, _t: PhantomData }
     }
 
     pub(crate) fn fingerprint() -> Fingerprint {
@@ -244,10 +224,7 @@ impl<T: Pod> Locked<T> {
         self.m.segment()
     }
 
-    pub(crate) fn acquire(
-        &self,
-        wait: Wait,
-    ) -> Result<DataGuard<'_, T>, LockError<DataGuard<'_, T>>> {
+    pub(crate) fn acquire(&self, wait: Wait) -> Result<DataGuard<'_, T>, LockError<DataGuard<'_, T>>> {
         let raw = self.m.ctl();
         guard_result(raw.lock(wait), |c| DataGuard {
             lock: LockGuard::new(raw, c),
@@ -436,10 +413,7 @@ impl<T: Pod> DataGuard<'_, T> {
 
 impl<T> std::fmt::Debug for DataGuard<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataGuard")
-            .field("len", &self.len)
-            .field("lock", &self.lock)
-            .finish()
+        f.debug_struct("DataGuard").field("len", &self.len).field("lock", &self.lock).finish()
     }
 }
 
@@ -492,11 +466,7 @@ impl<T: Pod> Object for Mutex<T> {
     }
     fn validate(m: &Mapped<RawLock>) -> Result<(), String> {
         let cap = m.segment().capacity();
-        if cap == 1 {
-            Ok(())
-        } else {
-            Err(format!("a Mutex holds 1 element, header says {cap}"))
-        }
+        if cap == 1 { Ok(()) } else { Err(format!("a Mutex holds 1 element, header says {cap}")) }
     }
     fn from_mapped(m: Mapped<RawLock>) -> Self {
         Mutex { m: Locked::new(m) }
@@ -534,10 +504,7 @@ impl<T: Pod> Mutex<T> {
     /// let m = shmproc::Mutex::new(1u8).unwrap();
     /// assert!(m.lock_timeout(std::time::Duration::from_millis(5)).is_ok());
     /// ```
-    pub fn lock_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
         self.m.acquire(Wait::timeout(timeout))
     }
 }

@@ -50,8 +50,7 @@ pub(crate) fn backoff(step: u32) {
 
 /// How often a sleeping locker re-checks whether the lock owner is alive.
 #[cfg(not(loom))]
-pub(crate) const OWNER_POLL: Option<std::time::Duration> =
-    Some(std::time::Duration::from_millis(100));
+pub(crate) const OWNER_POLL: Option<std::time::Duration> = Some(std::time::Duration::from_millis(100));
 #[cfg(loom)]
 pub(crate) const OWNER_POLL: Option<std::time::Duration> = None;
 
@@ -72,11 +71,7 @@ mod imp {
     use crate::sys::{futex, thread};
 
     /// Sleeps while the word equals `expected`.
-    pub(crate) fn wait32(
-        word: &AtomicU32,
-        expected: u32,
-        deadline: Option<Deadline>,
-    ) -> WaitOutcome {
+    pub(crate) fn wait32(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> WaitOutcome {
         futex::wait(word, expected, deadline)
     }
 
@@ -92,11 +87,7 @@ mod imp {
         unsafe { &*(word.as_ptr() as *const AtomicU32) }
     }
 
-    pub(crate) fn wait64_low(
-        word: &AtomicU64,
-        expected_low: u32,
-        deadline: Option<Deadline>,
-    ) -> WaitOutcome {
+    pub(crate) fn wait64_low(word: &AtomicU64, expected_low: u32, deadline: Option<Deadline>) -> WaitOutcome {
         futex::wait(low_half(word), expected_low, deadline)
     }
 
@@ -138,11 +129,7 @@ mod imp {
         FUTEX.1.notify_all();
     }
 
-    pub(crate) fn wait32(
-        word: &AtomicU32,
-        expected: u32,
-        _deadline: Option<Deadline>,
-    ) -> WaitOutcome {
+    pub(crate) fn wait32(word: &AtomicU32, expected: u32, _deadline: Option<Deadline>) -> WaitOutcome {
         wait_while(|| word.load(Ordering::SeqCst) == expected)
     }
 
@@ -150,11 +137,7 @@ mod imp {
         wake_all();
     }
 
-    pub(crate) fn wait64_low(
-        word: &AtomicU64,
-        expected_low: u32,
-        _deadline: Option<Deadline>,
-    ) -> WaitOutcome {
+    pub(crate) fn wait64_low(word: &AtomicU64, expected_low: u32, _deadline: Option<Deadline>) -> WaitOutcome {
         wait_while(|| word.load(Ordering::SeqCst) as u32 == expected_low)
     }
 

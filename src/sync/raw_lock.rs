@@ -28,8 +28,7 @@
 //! about 100 ms of the first sleeper arriving.
 
 use super::platform::{
-    AtomicU64, Deadline, LOCK_SPIN_STEPS, OWNER_POLL, Ordering, backoff, me, owner_is_dead,
-    wait64_low, wake64_low,
+    AtomicU64, Deadline, LOCK_SPIN_STEPS, OWNER_POLL, Ordering, backoff, me, owner_is_dead, wait64_low, wake64_low,
 };
 
 /// Somebody may be asleep waiting for the lock.
@@ -92,9 +91,7 @@ pub struct RawLock {
 
 impl RawLock {
     pub fn new() -> Self {
-        RawLock {
-            word: AtomicU64::new(0),
-        }
+        RawLock { word: AtomicU64::new(0) }
     }
 
     /// Acquires the lock.
@@ -103,10 +100,7 @@ impl RawLock {
         let me = me();
         // Acquire: pairs with the Release swap in `unlock`, so the previous
         // holder's writes to the protected data are visible to us.
-        match self
-            .word
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-        {
+        match self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => Ok(Acquired::Clean),
             Err(_) => self.lock_slow(me, wait),
         }
@@ -114,11 +108,7 @@ impl RawLock {
 
     #[cold]
     fn lock_slow(&self, me: u64, wait: Wait) -> Result<Acquired, Failed> {
-        let mut spins = if matches!(wait, Wait::No) {
-            0
-        } else {
-            LOCK_SPIN_STEPS
-        };
+        let mut spins = if matches!(wait, Wait::No) { 0 } else { LOCK_SPIN_STEPS };
         // Once we have slept, other sleepers may exist: take the lock with
         // WAITERS set so our unlock wakes the next one.
         let mut contended = false;
@@ -131,11 +121,7 @@ impl RawLock {
             if w == 0 {
                 let new = if contended { me | WAITERS } else { me };
                 // Acquire: pairs with the Release swap in `unlock`.
-                if self
-                    .word
-                    .compare_exchange(0, new, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
+                if self.word.compare_exchange(0, new, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                     return Ok(Acquired::Clean);
                 }
                 continue;
@@ -155,11 +141,7 @@ impl RawLock {
                     // Acquire: pairs with the dead owner's last Release (if
                     // any) so we see what it managed to publish.
                     let new = me | OWNER_DIED | (w & WAITERS);
-                    if self
-                        .word
-                        .compare_exchange(w, new, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                    {
+                    if self.word.compare_exchange(w, new, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                         return Ok(Acquired::OwnerDied);
                     }
                     continue;
@@ -182,10 +164,7 @@ impl RawLock {
                 }
             };
             if w & WAITERS == 0
-                && self
-                    .word
-                    .compare_exchange(w, w | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
+                && self.word.compare_exchange(w, w | WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_err()
             {
                 continue;
             }

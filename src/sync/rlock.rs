@@ -16,11 +16,7 @@ pub(crate) struct RawRLock {
 
 impl RawRLock {
     pub(crate) fn new() -> Self {
-        RawRLock {
-            lock: RawLock::new(),
-            count: AtomicU32::new(0),
-            _pad: AtomicU32::new(0),
-        }
+        RawRLock { lock: RawLock::new(), count: AtomicU32::new(0), _pad: AtomicU32::new(0) }
     }
 
     /// Acquires one level. Re-entry by the owner never blocks.
@@ -60,11 +56,7 @@ impl RawRLock {
 
     /// The caller's recursion level (0 if it does not own the lock).
     pub(crate) fn level(&self) -> u32 {
-        if self.lock.is_owned_by_me() {
-            self.count.load(Ordering::Relaxed)
-        } else {
-            0
-        }
+        if self.lock.is_owned_by_me() { self.count.load(Ordering::Relaxed) } else { 0 }
     }
 
     pub(crate) fn make_consistent(&self) {
@@ -197,19 +189,13 @@ mod shm_rlock {
         /// let r = shmproc::RLock::new().unwrap();
         /// assert!(r.lock_timeout(std::time::Duration::from_millis(1)).is_ok());
         /// ```
-        pub fn lock_timeout(
-            &self,
-            timeout: Duration,
-        ) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
+        pub fn lock_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
             self.acquire(Wait::timeout(timeout))
         }
 
         fn acquire(&self, wait: Wait) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
             let raw = self.m.ctl();
-            guard_result(raw.acquire(wait), |_| RLockGuard {
-                raw,
-                _not_send: PhantomData,
-            })
+            guard_result(raw.acquire(wait), |_| RLockGuard { raw, _not_send: PhantomData })
         }
 
         /// Releases one level held by the calling thread, for code that
@@ -223,11 +209,7 @@ mod shm_rlock {
         /// assert!(r.release().is_err());
         /// ```
         pub fn release(&self) -> Result<(), NotOwnerError> {
-            if self.m.ctl().release() {
-                Ok(())
-            } else {
-                Err(NotOwnerError)
-            }
+            if self.m.ctl().release() { Ok(()) } else { Err(NotOwnerError) }
         }
 
         /// The calling thread's recursion level (0 if it does not own it).

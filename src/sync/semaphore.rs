@@ -12,9 +12,7 @@
 //! A sleeper that dies leaves the sleeper count too high: later releases
 //! make one useless wake syscall each, but nothing ever blocks on it.
 
-use super::platform::{
-    AtomicU32, AtomicU64, Ordering, SPIN_LIMIT, spin_hint, wait64_low, wake64_low,
-};
+use super::platform::{AtomicU32, AtomicU64, Ordering, SPIN_LIMIT, spin_hint, wait64_low, wake64_low};
 use super::raw_lock::Wait;
 
 const COUNT_MASK: u64 = 0xFFFF_FFFF;
@@ -36,11 +34,7 @@ pub struct OverRelease;
 
 impl RawSemaphore {
     pub fn new(value: u32, max: u32) -> Self {
-        RawSemaphore {
-            word: AtomicU64::new(u64::from(value)),
-            max: AtomicU32::new(max),
-            _pad: AtomicU32::new(0),
-        }
+        RawSemaphore { word: AtomicU64::new(u64::from(value)), max: AtomicU32::new(max), _pad: AtomicU32::new(0) }
     }
 
     fn try_take(&self) -> bool {
@@ -48,10 +42,7 @@ impl RawSemaphore {
         while w & COUNT_MASK > 0 {
             // Acquire: pairs with the Release CAS in `release`, ordering the
             // releaser's prior writes before what we do with the unit.
-            match self
-                .word
-                .compare_exchange_weak(w, w - 1, Ordering::Acquire, Ordering::Relaxed)
-            {
+            match self.word.compare_exchange_weak(w, w - 1, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => return true,
                 Err(now) => w = now,
             }
@@ -86,16 +77,11 @@ impl RawSemaphore {
                 continue;
             }
             let registered = w.checked_add(ONE_SLEEPER).unwrap_or(w);
-            if self
-                .word
-                .compare_exchange(w, registered, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-            {
+            if self.word.compare_exchange(w, registered, Ordering::Relaxed, Ordering::Relaxed).is_err() {
                 continue;
             }
             wait64_low(&self.word, 0, wait.deadline());
-            self.word
-                .fetch_sub(ONE_SLEEPER.min(registered - w), Ordering::Relaxed);
+            self.word.fetch_sub(ONE_SLEEPER.min(registered - w), Ordering::Relaxed);
         }
     }
 
@@ -109,12 +95,7 @@ impl RawSemaphore {
                 return Err(OverRelease);
             }
             // Release: pairs with the Acquire CAS in `try_take`.
-            match self.word.compare_exchange_weak(
-                w,
-                (w & !COUNT_MASK) | count,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
+            match self.word.compare_exchange_weak(w, (w & !COUNT_MASK) | count, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(now) => w = now,
             }
@@ -210,8 +191,7 @@ mod shm_sem {
             /// ```
             pub fn release_n(&self, n: u32) -> Result<(), ReleaseError> {
                 let raw = self.m.ctl();
-                raw.release(n)
-                    .map_err(|_| ReleaseError { bound: raw.max() })
+                raw.release(n).map_err(|_| ReleaseError { bound: raw.max() })
             }
 
             /// The current value (a snapshot), like Python's `get_value()`.
@@ -285,11 +265,7 @@ mod shm_sem {
         }
         fn validate(m: &Mapped<RawSemaphore>) -> Result<(), String> {
             let (cap, max) = (m.segment().capacity(), m.ctl().max());
-            if cap == u64::from(max) {
-                Ok(())
-            } else {
-                Err(format!("bound {max} differs from header {cap}"))
-            }
+            if cap == u64::from(max) { Ok(()) } else { Err(format!("bound {max} differs from header {cap}")) }
         }
         fn from_mapped(m: Mapped<RawSemaphore>) -> Self {
             BoundedSemaphore { m }

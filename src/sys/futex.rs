@@ -46,10 +46,7 @@ impl Deadline {
     fn as_timespec(&self) -> libc::timespec {
         // `Instant` is CLOCK_MONOTONIC on Linux but opaque; rebuild the
         // absolute time from "now" on both clocks.
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: `now` is a valid, writable timespec.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
         let left = self.0.saturating_duration_since(Instant::now());
@@ -59,10 +56,7 @@ impl Deadline {
             nsec -= 1_000_000_000;
             sec = sec.saturating_add(1);
         }
-        libc::timespec {
-            tv_sec: sec,
-            tv_nsec: nsec,
-        }
+        libc::timespec { tv_sec: sec, tv_nsec: nsec }
     }
 }
 
@@ -73,9 +67,7 @@ impl Deadline {
 /// is never lost.
 pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> WaitOutcome {
     let ts = deadline.map(|d| d.as_timespec());
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
     loop {
         // SAFETY: `word` is a valid, aligned 32-bit atomic for the duration of
         // the call; the timespec pointer is null or points at `ts`, alive here.

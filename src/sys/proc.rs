@@ -20,11 +20,7 @@ pub(crate) enum Ended {
 pub(crate) unsafe fn fork() -> std::io::Result<u32> {
     // SAFETY: the caller accepts fork's rules for the child.
     let r = unsafe { libc::fork() };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r as u32)
-    }
+    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r as u32) }
 }
 
 fn decode_status(status: libc::c_int) -> Option<Ended> {
@@ -68,11 +64,7 @@ pub(crate) fn wait_pid(pid: u32, block: bool) -> std::io::Result<Option<Ended>> 
 /// Sends `sig` to `pid`.
 pub(crate) fn signal(pid: u32, sig: i32) -> std::io::Result<()> {
     // SAFETY: kill has no memory-safety preconditions.
-    if unsafe { libc::kill(pid as libc::pid_t, sig) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    if unsafe { libc::kill(pid as libc::pid_t, sig) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// A pidfd for `pid` (Linux >= 5.3).
@@ -95,15 +87,10 @@ pub(crate) fn pidfd_wait(fd: &OwnedFd, timeout: Option<Duration>) -> bool {
             None => -1,
             Some(d) => {
                 let left = d.saturating_duration_since(std::time::Instant::now());
-                left.as_millis().min(i32::MAX as u128) as i32
-                    + i32::from(left.subsec_nanos() % 1_000_000 != 0)
+                left.as_millis().min(i32::MAX as u128) as i32 + i32::from(left.subsec_nanos() % 1_000_000 != 0)
             }
         };
-        let mut pfd = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
         let r = unsafe { libc::poll(&mut pfd, 1, ms) };
         if r > 0 {

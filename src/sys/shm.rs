@@ -34,9 +34,7 @@ pub(crate) fn fstat(fd: &OwnedFd) -> Result<(u64, u64, u64), Errno> {
 
 /// Inode and device of the file currently at `path`, if any.
 pub(crate) fn stat_path(path: &std::path::Path) -> Option<(u64, u64)> {
-    nix::sys::stat::stat(path)
-        .ok()
-        .map(|st| (st.st_ino, st.st_dev))
+    nix::sys::stat::stat(path).ok().map(|st| (st.st_ino, st.st_dev))
 }
 
 /// Removes `name`; mappings stay valid until unmapped.

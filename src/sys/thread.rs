@@ -124,10 +124,7 @@ pub(crate) fn process_packed() -> u64 {
     // Recompute after fork (the pid changed).
     if PID.load(std::sync::atomic::Ordering::Relaxed) != pid {
         let (pid, start) = process_identity();
-        ME.store(
-            (u64::from(start as u32) << 32) | u64::from(pid),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        ME.store((u64::from(start as u32) << 32) | u64::from(pid), std::sync::atomic::Ordering::Relaxed);
         PID.store(pid, std::sync::atomic::Ordering::Relaxed);
     }
     ME.load(std::sync::atomic::Ordering::Relaxed)
@@ -156,10 +153,7 @@ mod tests {
         // take a moment after join returns to release the task).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while !owner_is_dead(other) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "exited thread still looks alive"
-            );
+            assert!(std::time::Instant::now() < deadline, "exited thread still looks alive");
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }

@@ -57,10 +57,7 @@ impl Child {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn child");
-        Child {
-            inner,
-            role: role.to_owned(),
-        }
+        Child { inner, role: role.to_owned() }
     }
 
     pub fn pid(&self) -> u32 {

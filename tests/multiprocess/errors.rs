@@ -20,16 +20,10 @@ pub const ROLES: Roles = &[
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("invalid_names_are_rejected", invalid_names),
-        trial(
-            "create_existing_name_fails_with_already_exists",
-            already_exists,
-        ),
+        trial("create_existing_name_fails_with_already_exists", already_exists),
         trial("open_missing_name_fails_with_not_found", not_found),
         trial("open_with_wrong_kind_fails_in_other_process", wrong_kind),
-        trial(
-            "open_with_wrong_element_type_fails_in_other_process",
-            wrong_element_type,
-        ),
+        trial("open_with_wrong_element_type_fails_in_other_process", wrong_element_type),
         trial("open_with_unknown_layout_version_fails", layout_version),
         trial("open_truncated_segment_fails", truncated),
         trial("open_foreign_file_fails", foreign),
@@ -38,10 +32,7 @@ pub fn trials() -> Vec<Trial> {
         trial("open_of_half_initialised_segment_times_out", init_timeout),
         trial("bad_capacities_are_rejected", bad_capacity),
         trial("creator_unlinks_on_drop_and_openers_never_do", ownership),
-        trial(
-            "persisted_segment_outlives_creator_and_gc_keeps_it",
-            persist,
-        ),
+        trial("persisted_segment_outlives_creator_and_gc_keeps_it", persist),
         trial("gc_removes_segments_of_dead_creators", gc_dead_creator),
     ]
 }
@@ -61,44 +52,26 @@ fn child_expect_open_error(args: &[String]) -> Result<(), String> {
         other => return Err(format!("unknown target {other}")),
     };
     let err = err.ok_or_else(|| format!("opening {n} as {what} succeeded"))?;
-    ensure(
-        format!("{err:?}").starts_with(want.as_str()),
-        format!("expected {want}, got {err:?} ({err})"),
-    )
+    ensure(format!("{err:?}").starts_with(want.as_str()), format!("expected {want}, got {err:?} ({err})"))
 }
 
 fn invalid_names() {
     for bad in ["", "a/b", "/lead", "nul\0byte"] {
         let err = Lock::create(bad).unwrap_err();
-        assert!(
-            matches!(err, OpenError::InvalidName { .. }),
-            "{bad:?}: {err:?}"
-        );
-        assert!(matches!(
-            Lock::open(bad),
-            Err(OpenError::InvalidName { .. })
-        ));
+        assert!(matches!(err, OpenError::InvalidName { .. }), "{bad:?}: {err:?}");
+        assert!(matches!(Lock::open(bad), Err(OpenError::InvalidName { .. })));
     }
     let long = "x".repeat(shmproc::MAX_NAME_LEN + 1);
-    assert!(matches!(
-        Event::create(&long),
-        Err(OpenError::InvalidName { .. })
-    ));
+    assert!(matches!(Event::create(&long), Err(OpenError::InvalidName { .. })));
     let longest = "y".repeat(shmproc::MAX_NAME_LEN);
     drop(Event::create(&longest).unwrap());
 }
 
 fn already_exists() {
     let a = Lock::create(&name("exists")).unwrap();
-    assert!(matches!(
-        Lock::create(a.name()),
-        Err(OpenError::AlreadyExists(_))
-    ));
+    assert!(matches!(Lock::create(a.name()), Err(OpenError::AlreadyExists(_))));
     // Also for another kind: the name is taken whatever it holds.
-    assert!(matches!(
-        Event::create(a.name()),
-        Err(OpenError::AlreadyExists(_))
-    ));
+    assert!(matches!(Event::create(a.name()), Err(OpenError::AlreadyExists(_))));
 }
 
 fn not_found() {
@@ -110,11 +83,7 @@ fn wrong_kind() {
     let lock = Lock::create(&name("wrong-kind")).unwrap();
     Child::spawn("expect_open_error", &["event", lock.name(), "WrongKind"]).join_ok();
     match Event::open(lock.name()) {
-        Err(OpenError::WrongKind {
-            expected: Kind::Event,
-            found: Kind::Lock,
-            ..
-        }) => {}
+        Err(OpenError::WrongKind { expected: Kind::Event, found: Kind::Lock, .. }) => {}
         other => panic!("{other:?}"),
     }
 }
@@ -122,17 +91,9 @@ fn wrong_kind() {
 fn wrong_element_type() {
     let v = Value::create(&name("wrong-type"), 7u64).unwrap();
     // Different size...
-    Child::spawn(
-        "expect_open_error",
-        &["value_u32", v.name(), "IncompatibleType"],
-    )
-    .join_ok();
+    Child::spawn("expect_open_error", &["value_u32", v.name(), "IncompatibleType"]).join_ok();
     // ...and same size, different type.
-    Child::spawn(
-        "expect_open_error",
-        &["value_i64", v.name(), "IncompatibleType"],
-    )
-    .join_ok();
+    Child::spawn("expect_open_error", &["value_i64", v.name(), "IncompatibleType"]).join_ok();
     let msg = Value::<i64>::open(v.name()).unwrap_err().to_string();
     assert!(msg.contains("u64") && msg.contains("i64"), "{msg}");
     assert_eq!(Value::<u64>::open(v.name()).unwrap().get().unwrap(), 7);
@@ -141,10 +102,7 @@ fn wrong_element_type() {
 /// Overwrites bytes of a live segment's file.
 fn patch(user_name: &str, offset: u64, bytes: &[u8]) {
     use std::io::{Seek, SeekFrom, Write};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(shm_path(user_name))
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).open(shm_path(user_name)).unwrap();
     f.seek(SeekFrom::Start(offset)).unwrap();
     f.write_all(bytes).unwrap();
 }
@@ -153,11 +111,7 @@ fn layout_version() {
     let lock = Lock::create(&name("version")).unwrap();
     patch(lock.name(), 12, &99u32.to_le_bytes());
     match Lock::open(lock.name()) {
-        Err(OpenError::LayoutVersion {
-            found: 99,
-            expected: 1,
-            ..
-        }) => {}
+        Err(OpenError::LayoutVersion { found: 99, expected: 1, .. }) => {}
         other => panic!("{other:?}"),
     }
     Child::spawn("expect_open_error", &["lock", lock.name(), "LayoutVersion"]).join_ok();
@@ -165,28 +119,17 @@ fn layout_version() {
 
 fn truncated() {
     let a = Array::<u64>::create(&name("truncated"), 1000).unwrap();
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(shm_path(a.name()))
-        .unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(shm_path(a.name())).unwrap();
     f.set_len(4096).unwrap();
     match Array::<u64>::open(a.name()) {
-        Err(OpenError::Truncated {
-            actual: 4096,
-            expected,
-            ..
-        }) => assert!(expected > 8000),
+        Err(OpenError::Truncated { actual: 4096, expected, .. }) => assert!(expected > 8000),
         other => panic!("{other:?}"),
     }
 }
 
 fn foreign() {
     let big = name("foreign-big");
-    std::fs::write(
-        shm_path(&big),
-        "this is somebody else's file, not a shmproc segment. ".repeat(10),
-    )
-    .unwrap();
+    std::fs::write(shm_path(&big), "this is somebody else's file, not a shmproc segment. ".repeat(10)).unwrap();
     let small = name("foreign-small");
     std::fs::write(shm_path(&small), b"tiny").unwrap();
     let r1 = Lock::open(&big);
@@ -201,20 +144,14 @@ fn corrupted() {
     let b = Barrier::create(&name("corrupted"), 3).unwrap();
     // total_len (offset 48) no longer matches the layout.
     patch(b.name(), 48, &12345u64.to_le_bytes());
-    assert!(matches!(
-        Barrier::open(b.name()),
-        Err(OpenError::Corrupted { .. })
-    ));
+    assert!(matches!(Barrier::open(b.name()), Err(OpenError::Corrupted { .. })));
 }
 
 fn permission_denied() {
     let opts = Options::new().mode(0o600);
     let lock = Lock::create_with(&name("perm"), &opts).unwrap();
     let mode = std::fs::metadata(shm_path(lock.name())).unwrap();
-    assert_eq!(
-        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
-        0o600
-    );
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         // Root bypasses permissions: try as user `nobody` in a forked child.
@@ -241,21 +178,10 @@ fn permission_denied() {
         // SAFETY: waiting for our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert!(libc::WIFEXITED(status), "status {status}");
-        assert_eq!(
-            libc::WEXITSTATUS(status),
-            0,
-            "child as nobody could open a 0600 segment"
-        );
+        assert_eq!(libc::WEXITSTATUS(status), 0, "child as nobody could open a 0600 segment");
     } else {
-        std::fs::set_permissions(
-            shm_path(lock.name()),
-            std::os::unix::fs::PermissionsExt::from_mode(0o000),
-        )
-        .unwrap();
-        assert!(matches!(
-            Lock::open(lock.name()),
-            Err(OpenError::PermissionDenied(_))
-        ));
+        std::fs::set_permissions(shm_path(lock.name()), std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+        assert!(matches!(Lock::open(lock.name()), Err(OpenError::PermissionDenied(_))));
     }
 }
 
@@ -272,10 +198,7 @@ fn init_timeout() {
     let mut bytes = vec![0u8; 4096];
     bytes[..8].copy_from_slice(b"SHMPROC\x01");
     std::fs::write(shm_path(&half), bytes).unwrap();
-    let results: Vec<_> = [&empty, &zeroed, &half]
-        .iter()
-        .map(|n| Event::open_with(n, &opts))
-        .collect();
+    let results: Vec<_> = [&empty, &zeroed, &half].iter().map(|n| Event::open_with(n, &opts)).collect();
     for n in [&empty, &zeroed, &half] {
         std::fs::remove_file(shm_path(n)).unwrap();
     }
@@ -285,14 +208,8 @@ fn init_timeout() {
 }
 
 fn bad_capacity() {
-    assert!(matches!(
-        Barrier::new(0),
-        Err(OpenError::InvalidArgument(_))
-    ));
-    assert!(matches!(
-        Array::<u64>::new(u64::MAX / 4),
-        Err(OpenError::InvalidArgument(_))
-    ));
+    assert!(matches!(Barrier::new(0), Err(OpenError::InvalidArgument(_))));
+    assert!(matches!(Array::<u64>::new(u64::MAX / 4), Err(OpenError::InvalidArgument(_))));
     // A header claiming an absurd capacity is refused on open.
     let a = Array::<u8>::create(&name("absurd"), 16).unwrap();
     patch(a.name(), 40, &(u64::MAX / 2).to_le_bytes());
@@ -311,17 +228,11 @@ fn ownership() {
     Child::spawn("open_and_exit", &[v.name()]).join_ok();
     assert!(shm_path(v.name()).exists(), "an opener removed the name");
     drop(v);
-    assert!(
-        shm_path(clone.name()).exists(),
-        "removed while a handle is alive"
-    );
+    assert!(shm_path(clone.name()).exists(), "removed while a handle is alive");
     assert_eq!(clone.get().unwrap(), 9);
     let path = shm_path(clone.name());
     drop(clone);
-    assert!(
-        !path.exists(),
-        "the creator's last drop did not remove the name"
-    );
+    assert!(!path.exists(), "the creator's last drop did not remove the name");
 }
 
 fn child_create_persisted(args: &[String]) -> Result<(), String> {
@@ -337,10 +248,7 @@ fn persist() {
     assert!(!removed.contains(&n), "gc removed a persisted segment");
     assert_eq!(Value::<u32>::open(&n).unwrap().get().unwrap(), 77);
     shmproc::unlink(&n).unwrap();
-    assert!(matches!(
-        Value::<u32>::open(&n),
-        Err(OpenError::NotFound(_))
-    ));
+    assert!(matches!(Value::<u32>::open(&n), Err(OpenError::NotFound(_))));
 }
 
 fn child_create_and_wait_for_kill(args: &[String]) -> Result<(), String> {
@@ -355,10 +263,7 @@ fn gc_dead_creator() {
     let ready = Event::create(&name("gc-ready")).unwrap();
     let mut child = Child::spawn("create_and_wait_for_kill", &[&n, ready.name()]);
     assert!(ready.wait_timeout(Duration::from_secs(30)));
-    assert!(
-        !shmproc::gc().unwrap().contains(&n),
-        "gc removed a live creator's segment"
-    );
+    assert!(!shmproc::gc().unwrap().contains(&n), "gc removed a live creator's segment");
     child.kill9();
     child.wait();
     assert!(shm_path(&n).exists());

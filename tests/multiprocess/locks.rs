@@ -19,26 +19,11 @@ pub const ROLES: Roles = &[
 
 pub fn trials() -> Vec<Trial> {
     vec![
-        trial(
-            "value_incremented_by_several_processes_reaches_exact_total",
-            value_exact_total,
-        ),
-        trial(
-            "kill9_of_lock_holder_gives_owner_died_then_recovers",
-            kill9_lock_holder,
-        ),
-        trial(
-            "owner_died_without_make_consistent_is_not_recoverable_everywhere",
-            not_recoverable,
-        ),
-        trial(
-            "kill9_of_mutex_holder_lets_survivor_repair_data",
-            kill9_mutex_holder,
-        ),
-        trial(
-            "rlock_release_from_other_process_is_refused",
-            rlock_other_process,
-        ),
+        trial("value_incremented_by_several_processes_reaches_exact_total", value_exact_total),
+        trial("kill9_of_lock_holder_gives_owner_died_then_recovers", kill9_lock_holder),
+        trial("owner_died_without_make_consistent_is_not_recoverable_everywhere", not_recoverable),
+        trial("kill9_of_mutex_holder_lets_survivor_repair_data", kill9_mutex_holder),
+        trial("rlock_release_from_other_process_is_refused", rlock_other_process),
         trial("lock_excludes_other_process_until_released", lock_excludes),
     ]
 }
@@ -50,10 +35,7 @@ fn child_increment(args: &[String]) -> Result<(), String> {
     let v = Value::<u64>::open(&args[0]).map_err(e)?;
     let n: u64 = args[1].parse().map_err(e)?;
     // Start together so the increments really interleave.
-    Barrier::open(&args[2])
-        .map_err(e)?
-        .wait_timeout(Duration::from_secs(30))
-        .map_err(e)?;
+    Barrier::open(&args[2]).map_err(e)?.wait_timeout(Duration::from_secs(30)).map_err(e)?;
     increment(&v, n)
 }
 
@@ -72,9 +54,8 @@ fn value_exact_total() {
     let v = Value::create(&name("exact-total"), 0u64).unwrap();
     let start = Barrier::create(&name("exact-total-start"), INCREMENTERS).unwrap();
     let n = PER_CHILD.to_string();
-    let children: Vec<Child> = (1..INCREMENTERS)
-        .map(|_| Child::spawn("increment", &[v.name(), &n, start.name()]))
-        .collect();
+    let children: Vec<Child> =
+        (1..INCREMENTERS).map(|_| Child::spawn("increment", &[v.name(), &n, start.name()])).collect();
     start.wait_timeout(Duration::from_secs(30)).unwrap();
     increment(&v, PER_CHILD).unwrap();
     for c in children {
@@ -98,10 +79,7 @@ fn start_holder(test: &str) -> (Lock, Child) {
     let lock = Lock::create(&name(test)).unwrap();
     let ready = Event::create(&name(&format!("{test}-ready"))).unwrap();
     let child = Child::spawn("hold_lock_forever", &[lock.name(), ready.name()]);
-    assert!(
-        ready.wait_timeout(Duration::from_secs(30)),
-        "child never took the lock"
-    );
+    assert!(ready.wait_timeout(Duration::from_secs(30)), "child never took the lock");
     (lock, child)
 }
 
@@ -163,11 +141,7 @@ fn kill9_mutex_holder() {
         Err(LockError::OwnerDied(g)) => g,
         other => panic!("expected OwnerDied, got {other:?}"),
     };
-    assert_eq!(
-        g.value(),
-        [6, 5],
-        "the dead owner's partial write is visible"
-    );
+    assert_eq!(g.value(), [6, 5], "the dead owner's partial write is visible");
     g.update(|p| p[1] = p[0]); // repair the invariant
     g.make_consistent();
     drop(g);
@@ -176,15 +150,9 @@ fn kill9_mutex_holder() {
 
 fn child_rlock_release_not_owner(args: &[String]) -> Result<(), String> {
     let r = RLock::open(&args[0]).map_err(e)?;
-    ensure(
-        r.release().is_err(),
-        "release by a non-owner process succeeded",
-    )?;
+    ensure(r.release().is_err(), "release by a non-owner process succeeded")?;
     ensure(!r.is_owned(), "child believes it owns the parent's RLock")?;
-    ensure(
-        matches!(r.try_lock(), Err(LockError::WouldBlock)),
-        "child took a held RLock",
-    )
+    ensure(matches!(r.try_lock(), Err(LockError::WouldBlock)), "child took a held RLock")
 }
 
 fn rlock_other_process() {
@@ -201,10 +169,7 @@ fn rlock_other_process() {
 
 fn lock_excludes() {
     let (lock, mut child) = start_holder("excludes");
-    assert!(matches!(
-        lock.lock_timeout(Duration::from_millis(50)),
-        Err(LockError::TimedOut)
-    ));
+    assert!(matches!(lock.lock_timeout(Duration::from_millis(50)), Err(LockError::TimedOut)));
     let other = Lock::open(lock.name()).unwrap();
     assert!(other.is_locked());
     child.kill9();

@@ -26,9 +26,6 @@ fn main() {
     let roles: Vec<_> = [locks::ROLES, primitives::ROLES, errors::ROLES].concat();
     common::dispatch_child(&roles);
     let args = Arguments::from_args();
-    let trials: Vec<Trial> = [locks::trials(), primitives::trials(), errors::trials()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let trials: Vec<Trial> = [locks::trials(), primitives::trials(), errors::trials()].into_iter().flatten().collect();
     libtest_mimic::run(&args, trials).exit();
 }

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use libtest_mimic::Trial;
-use shmproc::{
-    Array, Barrier, BarrierError, BoundedSemaphore, Condition, Event, RawSegment, Semaphore, Value,
-};
+use shmproc::{Array, Barrier, BarrierError, BoundedSemaphore, Condition, Event, RawSegment, Semaphore, Value};
 
 use crate::common::{Child, Roles, e, ensure, name};
 use crate::trial;
@@ -25,30 +23,12 @@ pub const ROLES: Roles = &[
 
 pub fn trials() -> Vec<Trial> {
     vec![
-        trial(
-            "semaphore_bound_is_never_exceeded_across_processes",
-            semaphore_bound,
-        ),
-        trial(
-            "bounded_semaphore_release_above_initial_fails_in_any_process",
-            bounded_over_release,
-        ),
-        trial(
-            "event_set_in_one_process_wakes_waiters_in_others",
-            event_wakes,
-        ),
-        trial(
-            "condition_producer_consumer_across_processes",
-            condition_producer_consumer,
-        ),
-        trial(
-            "barrier_rounds_give_each_party_a_distinct_index",
-            barrier_rounds,
-        ),
-        trial(
-            "barrier_abort_in_other_process_breaks_waiters",
-            barrier_abort,
-        ),
+        trial("semaphore_bound_is_never_exceeded_across_processes", semaphore_bound),
+        trial("bounded_semaphore_release_above_initial_fails_in_any_process", bounded_over_release),
+        trial("event_set_in_one_process_wakes_waiters_in_others", event_wakes),
+        trial("condition_producer_consumer_across_processes", condition_producer_consumer),
+        trial("barrier_rounds_give_each_party_a_distinct_index", barrier_rounds),
+        trial("barrier_abort_in_other_process_breaks_waiters", barrier_abort),
         trial("array_written_by_child_is_read_by_parent", array_child),
         trial("dead_waiters_never_block_notifiers", dead_waiters),
         trial("raw_segment_bytes_cross_processes", raw_segment),
@@ -78,9 +58,8 @@ fn child_semaphore_worker(args: &[String]) -> Result<(), String> {
 fn semaphore_bound() {
     let sem = Semaphore::create(&name("sem-bound"), SEM_PERMITS).unwrap();
     let inside = Value::create(&name("sem-inside"), [0u32; 2]).unwrap();
-    let children: Vec<Child> = (0..4)
-        .map(|_| Child::spawn("semaphore_worker", &[sem.name(), inside.name(), "300"]))
-        .collect();
+    let children: Vec<Child> =
+        (0..4).map(|_| Child::spawn("semaphore_worker", &[sem.name(), inside.name(), "300"])).collect();
     for c in children {
         c.join_ok();
     }
@@ -94,10 +73,7 @@ fn semaphore_bound() {
 fn child_bounded_over_release(args: &[String]) -> Result<(), String> {
     let sem = BoundedSemaphore::open(&args[0]).map_err(e)?;
     sem.release().map_err(e)?; // parent took one: back to the bound
-    let err = sem
-        .release()
-        .err()
-        .ok_or("release above the bound succeeded")?;
+    let err = sem.release().err().ok_or("release above the bound succeeded")?;
     ensure(err.bound == 2, format!("bound {}", err.bound))
 }
 
@@ -123,19 +99,14 @@ fn child_event_waiter(args: &[String]) -> Result<(), String> {
 fn event_wakes() {
     let ev = Event::create(&name("event")).unwrap();
     let flags = Array::<u8>::create(&name("event-flags"), 3).unwrap();
-    let children: Vec<Child> = (0..3)
-        .map(|i| Child::spawn("event_waiter", &[ev.name(), flags.name(), &i.to_string()]))
-        .collect();
+    let children: Vec<Child> =
+        (0..3).map(|i| Child::spawn("event_waiter", &[ev.name(), flags.name(), &i.to_string()])).collect();
     // Wait until all are (about to be) waiting, then give them time to sleep.
     while flags.to_vec().unwrap().contains(&0) {
         std::thread::sleep(Duration::from_millis(1));
     }
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(
-        flags.to_vec().unwrap(),
-        vec![1, 1, 1],
-        "a waiter returned before set"
-    );
+    assert_eq!(flags.to_vec().unwrap(), vec![1, 1, 1], "a waiter returned before set");
     ev.set();
     for c in children {
         c.join_ok();
@@ -151,11 +122,8 @@ fn child_producer(args: &[String]) -> Result<(), String> {
     let mailbox = Value::<[u64; 2]>::open(&args[1]).map_err(e)?;
     for item in 1..=ITEMS {
         let mut g = cond.lock().map_err(e)?;
-        let ok = cond
-            .wait_for_timeout(&mut g, Duration::from_secs(30), || {
-                mailbox.get().unwrap()[0] == 0
-            })
-            .map_err(e)?;
+        let ok =
+            cond.wait_for_timeout(&mut g, Duration::from_secs(30), || mailbox.get().unwrap()[0] == 0).map_err(e)?;
         ensure(ok, "consumer never emptied the mailbox")?;
         mailbox.set([1, item]).map_err(e)?;
         cond.notify_all(&g);
@@ -170,11 +138,7 @@ fn condition_producer_consumer() {
     let mut received = Vec::new();
     while received.len() < ITEMS as usize {
         let mut g = cond.lock().unwrap();
-        let ok = cond
-            .wait_for_timeout(&mut g, Duration::from_secs(30), || {
-                mailbox.get().unwrap()[0] == 1
-            })
-            .unwrap();
+        let ok = cond.wait_for_timeout(&mut g, Duration::from_secs(30), || mailbox.get().unwrap()[0] == 1).unwrap();
         assert!(ok, "producer stalled after {} items", received.len());
         received.push(mailbox.get().unwrap()[1]);
         mailbox.set([0, 0]).unwrap();
@@ -202,9 +166,7 @@ fn barrier_party(b: &Barrier, log: &Array<u32>, me: usize) -> Result<(), String>
         if round > 0 {
             let prev = log.to_vec().map_err(e)?;
             ensure(
-                prev[(round - 1) * p..round * p]
-                    .iter()
-                    .all(|&x| x != u32::MAX),
+                prev[(round - 1) * p..round * p].iter().all(|&x| x != u32::MAX),
                 format!("party {me} passed round {round} early"),
             )?;
         }
@@ -217,12 +179,9 @@ fn barrier_party(b: &Barrier, log: &Array<u32>, me: usize) -> Result<(), String>
 
 fn barrier_rounds() {
     let b = Barrier::create(&name("barrier"), PARTIES).unwrap();
-    let log =
-        Array::create_from_slice(&name("barrier-log"), &[u32::MAX; PARTIES as usize * ROUNDS])
-            .unwrap();
-    let children: Vec<Child> = (1..PARTIES)
-        .map(|i| Child::spawn("barrier_party", &[b.name(), log.name(), &i.to_string()]))
-        .collect();
+    let log = Array::create_from_slice(&name("barrier-log"), &[u32::MAX; PARTIES as usize * ROUNDS]).unwrap();
+    let children: Vec<Child> =
+        (1..PARTIES).map(|i| Child::spawn("barrier_party", &[b.name(), log.name(), &i.to_string()])).collect();
     barrier_party(&b, &log, 0).unwrap();
     for c in children {
         c.join_ok();
@@ -231,11 +190,7 @@ fn barrier_rounds() {
     for round in log.chunks(PARTIES as usize) {
         let mut idx = round.to_vec();
         idx.sort();
-        assert_eq!(
-            idx,
-            (0..PARTIES).collect::<Vec<_>>(),
-            "round indices {round:?}"
-        );
+        assert_eq!(idx, (0..PARTIES).collect::<Vec<_>>(), "round indices {round:?}");
     }
     assert!(!b.is_broken());
     assert_eq!(b.n_waiting(), 0);
@@ -253,10 +208,7 @@ fn child_barrier_abort(args: &[String]) -> Result<(), String> {
 fn barrier_abort() {
     let b = Barrier::create(&name("barrier-abort"), 2).unwrap();
     let child = Child::spawn("barrier_abort", &[b.name()]);
-    assert_eq!(
-        b.wait_timeout(Duration::from_secs(30)),
-        Err(BarrierError::Broken)
-    );
+    assert_eq!(b.wait_timeout(Duration::from_secs(30)), Err(BarrierError::Broken));
     child.join_ok();
     assert!(b.is_broken());
     assert_eq!(b.wait(), Err(BarrierError::Broken));
@@ -304,14 +256,8 @@ fn dead_waiters() {
     let ev = Event::create(&name("dead-ev")).unwrap();
     let sem = Semaphore::create(&name("dead-sem"), 0).unwrap();
     let ready = Semaphore::create(&name("dead-ready"), 0).unwrap();
-    let mut child = Child::spawn(
-        "sleep_on_everything",
-        &[cond.name(), ev.name(), sem.name(), ready.name()],
-    );
-    assert!(
-        ready.acquire_timeout(Duration::from_secs(30)),
-        "child never got ready"
-    );
+    let mut child = Child::spawn("sleep_on_everything", &[cond.name(), ev.name(), sem.name(), ready.name()]);
+    assert!(ready.acquire_timeout(Duration::from_secs(30)), "child never got ready");
     // Take the condition lock: proves the child is now inside wait (it
     // released the lock), then give its other threads time to fall asleep.
     drop(cond.lock().unwrap());
@@ -330,11 +276,7 @@ fn dead_waiters() {
     assert!(sem.try_acquire());
     assert!(ev.wait_timeout(Duration::from_secs(1)));
     let mut g = cond.lock().unwrap();
-    assert!(
-        !cond
-            .wait_timeout(&mut g, Duration::from_millis(10))
-            .unwrap()
-    );
+    assert!(!cond.wait_timeout(&mut g, Duration::from_millis(10)).unwrap());
 }
 
 fn child_raw_writer(args: &[String]) -> Result<(), String> {
@@ -349,11 +291,7 @@ fn raw_segment() {
     Child::spawn("raw_writer", &[seg.name()]).join_ok();
     let mut buf = vec![0u8; 1000];
     assert_eq!(seg.read(0, &mut buf), 1000);
-    assert!(
-        buf.iter()
-            .enumerate()
-            .all(|(i, &b)| b == (i as u32 * 7 % 251) as u8)
-    );
+    assert!(buf.iter().enumerate().all(|(i, &b)| b == (i as u32 * 7 % 251) as u8));
     // A raw segment is not an Array<u8>: the kind is checked.
     assert!(Array::<u8>::open(seg.name()).is_err());
 }
