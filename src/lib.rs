@@ -90,6 +90,8 @@ pub use error::{LockError, NotOwnerError, OpenError};
 #[cfg(not(loom))]
 pub use process::{Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process};
 #[cfg(not(loom))]
+pub use queue::{JoinableQueue, Queue, SimpleQueue};
+#[cfg(not(loom))]
 pub use shared::{Array, Value};
 #[cfg(not(loom))]
 pub use shm::{Kind, MAX_NAME_LEN, NAME_PREFIX, Options, RawSegment, gc, unlink};

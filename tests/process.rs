@@ -109,7 +109,9 @@ fn panic_message_reaches_the_parent() {
 
 fn start_sleeper(test: &str, m: StartMethod) -> (Process, Event) {
     let started = Event::create(&name(&format!("{test}-{m:?}"))).unwrap();
-    let mut p = Process::new(sleep_long, started.clone()).with_start_method(m);
+    // Daemon: a failed assertion must not leave the test binary's exit
+    // waiting for a 60 s sleeper.
+    let mut p = Process::new(sleep_long, started.clone()).with_start_method(m).with_daemon(true);
     p.start().unwrap();
     assert!(started.wait_timeout(Duration::from_secs(30)), "child did not start");
     (p, started)

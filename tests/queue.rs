@@ -95,7 +95,9 @@ fn killed_producer_lets_the_consumer_drain_then_disconnect() {
     let q = SpscQueue::<u64>::new(64).unwrap();
     let full = Event::new().unwrap();
     let mut rx = q.consumer().unwrap();
-    let mut p = Process::new(produce_forever, (q.clone(), full.clone()));
+    // Daemon: if an assertion fails first, the test binary's exit must not
+    // wait for a child that never ends.
+    let mut p = Process::new(produce_forever, (q.clone(), full.clone())).with_daemon(true);
     p.start().unwrap();
     assert!(full.wait_timeout(Duration::from_secs(30)));
     p.kill().unwrap();
@@ -129,7 +131,7 @@ shmproc::entry! {
 fn killed_consumer_unblocks_a_producer_waiting_on_a_full_queue() {
     let q = SpscQueue::<u64>::new(4).unwrap();
     let ready = Event::new().unwrap();
-    let mut p = Process::new(consume_then_hang, (q.clone(), ready.clone()));
+    let mut p = Process::new(consume_then_hang, (q.clone(), ready.clone())).with_daemon(true);
     p.start().unwrap();
     assert!(ready.wait_timeout(Duration::from_secs(30)));
     let mut tx = q.producer().unwrap();
@@ -193,7 +195,7 @@ fn close_wakes_a_blocked_consumer_in_another_process() {
     let q = SpscQueue::<u64>::new(8).unwrap();
     let _tx = q.producer().unwrap();
     let ready = Event::new().unwrap();
-    let mut p = Process::new(pop_until_closed, (q.clone(), ready.clone()));
+    let mut p = Process::new(pop_until_closed, (q.clone(), ready.clone())).with_daemon(true);
     p.start().unwrap();
     assert!(ready.wait_timeout(Duration::from_secs(30)));
     std::thread::sleep(Duration::from_millis(50)); // let it fall asleep
@@ -321,6 +323,242 @@ proptest! {
             }
             prop_assert_eq!(q.len(), model.len());
             prop_assert_eq!(q.is_empty(), model.is_empty());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// MPMC and the Python-shaped facades.
+
+use shmproc::queue::MpmcQueue;
+use shmproc::{Array, JoinableQueue, Queue};
+
+const PER_PRODUCER: u64 = 200_000;
+const SENTINEL: u64 = u64::MAX;
+
+shmproc::entry! {
+    /// Pushes (tag << 32 | i) for i in 0..n.
+    fn mpmc_produce(args: (MpmcQueue<u64>, u64, u64)) -> Result<(), String> {
+        let (q, tag, n) = args;
+        for i in 0..n {
+            q.push((tag << 32) | i).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+shmproc::entry! {
+    /// Pops until the sentinel; per producer tag checks FIFO order and
+    /// records [count0, count1, sum0, sum1] into `out`.
+    fn mpmc_consume(args: (MpmcQueue<u64>, Array<u64>)) -> Result<(), String> {
+        let (q, out) = args;
+        let mut count = [0u64; 2];
+        let mut sum = [0u64; 2];
+        let mut last = [None::<u64>; 2];
+        loop {
+            let v = q.pop().map_err(|e| e.to_string())?;
+            if v == SENTINEL {
+                break;
+            }
+            let (tag, i) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
+            if tag > 1 {
+                return Err(format!("garbage item {v:#x}"));
+            }
+            if last[tag].is_some_and(|l| l >= i) {
+                return Err(format!("producer {tag}: {i} after {:?}", last[tag]));
+            }
+            last[tag] = Some(i);
+            count[tag] += 1;
+            sum[tag] += i;
+        }
+        let mut g = out.get_lock().map_err(|e| e.to_string())?;
+        g.write(0, &[count[0], count[1], sum[0], sum[1]]);
+        Ok(())
+    }
+}
+
+#[test]
+fn mpmc_two_producers_two_consumers_deliver_each_item_exactly_once() {
+    let q = MpmcQueue::<u64>::new(1024).unwrap();
+    let outs: Vec<Array<u64>> = (0..2).map(|_| Array::new(4).unwrap()).collect();
+    let mut consumers: Vec<Process> = outs.iter().map(|o| Process::new(mpmc_consume, (q.clone(), o.clone()))).collect();
+    let mut producers: Vec<Process> =
+        (0..2).map(|tag| Process::new(mpmc_produce, (q.clone(), tag, PER_PRODUCER))).collect();
+    for p in consumers.iter_mut().chain(producers.iter_mut()) {
+        p.start().unwrap();
+    }
+    for p in &producers {
+        p.join().unwrap();
+    }
+    q.push(SENTINEL).unwrap();
+    q.push(SENTINEL).unwrap();
+    for p in &consumers {
+        p.join().unwrap();
+    }
+    let r: Vec<Vec<u64>> = outs.iter().map(|o| o.to_vec().unwrap()).collect();
+    for tag in 0..2 {
+        assert_eq!(r[0][tag] + r[1][tag], PER_PRODUCER, "producer {tag}: items lost or duplicated");
+        assert_eq!(r[0][2 + tag] + r[1][2 + tag], PER_PRODUCER * (PER_PRODUCER - 1) / 2, "producer {tag} checksum");
+    }
+    assert!(q.is_empty());
+}
+
+shmproc::entry! {
+    fn mpmc_produce_forever(args: (MpmcQueue<u64>, Event)) {
+        let (q, started) = args;
+        let mut i = 0u64;
+        loop {
+            q.push(i).unwrap();
+            if i == 100 {
+                started.set();
+            }
+            i += 1;
+        }
+    }
+}
+
+#[test]
+fn mpmc_survivors_carry_on_after_a_producer_is_killed_mid_stream() {
+    for _ in 0..5 {
+        let q = MpmcQueue::<u64>::new(256).unwrap();
+        let started = Event::new().unwrap();
+        let mut p = Process::new(mpmc_produce_forever, (q.clone(), started.clone())).with_daemon(true);
+        p.start().unwrap();
+        assert!(started.wait_timeout(Duration::from_secs(30)));
+        // Keep it busy (the queue drains and refills) while we kill it.
+        let mut expect = 0u64;
+        for _ in 0..500 {
+            assert_eq!(q.pop().unwrap(), expect);
+            expect += 1;
+        }
+        p.kill().unwrap();
+        let _ = p.join();
+        let t = Instant::now();
+        // Whatever it managed to put is there, in order, with no hole; its
+        // in-flight put is either complete or absent.
+        while let Ok(v) = q.try_pop() {
+            assert_eq!(v, expect);
+            expect += 1;
+        }
+        q.push(7).unwrap();
+        assert_eq!(q.pop_timeout(Duration::from_secs(5)), Ok(7));
+        assert!(t.elapsed() < Duration::from_secs(1), "survivor blocked for {:?}", t.elapsed());
+        assert!(q.is_empty());
+    }
+}
+
+shmproc::entry! {
+    fn work_and_confirm(args: (JoinableQueue<u32>, Value<u64>)) -> Result<(), String> {
+        let (q, total) = args;
+        loop {
+            match q.get_timeout(Duration::from_secs(30)) {
+                Ok(0) => { q.task_done().map_err(|e| e.to_string())?; return Ok(()); }
+                Ok(v) => {
+                    total.get_lock().map_err(|e| e.to_string())?.update(|t| *t += u64::from(v));
+                    q.task_done().map_err(|e| e.to_string())?;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+#[test]
+fn joinable_queue_join_waits_for_task_done_in_other_processes() {
+    let q = JoinableQueue::<u32>::new(16).unwrap();
+    let total = Value::new(0u64).unwrap();
+    let mut workers: Vec<Process> =
+        (0..2).map(|_| Process::new(work_and_confirm, (q.clone(), total.clone()))).collect();
+    for w in &mut workers {
+        w.start().unwrap();
+    }
+    for v in 1..=100u32 {
+        q.put(v).unwrap();
+    }
+    q.join();
+    assert_eq!(total.get().unwrap(), 5050, "join returned before every task was done");
+    assert_eq!(q.unfinished_tasks(), 0);
+    q.put(0).unwrap();
+    q.put(0).unwrap();
+    for w in &workers {
+        w.join().unwrap();
+    }
+    assert!(q.task_done().is_err(), "task_done beyond the items put must fail");
+}
+
+shmproc::entry! {
+    fn get_until_closed(args: (Queue<u8>, Event)) -> Result<(), String> {
+        let (q, ready) = args;
+        ready.set();
+        match q.get() {
+            Err(PopError::Closed) => Ok(()),
+            other => Err(format!("expected Closed, got {other:?}")),
+        }
+    }
+}
+
+#[test]
+fn queue_close_wakes_a_blocked_getter_in_another_process() {
+    let q = Queue::<u8>::new(4).unwrap();
+    let ready = Event::new().unwrap();
+    let mut p = Process::new(get_until_closed, (q.clone(), ready.clone())).with_daemon(true);
+    p.start().unwrap();
+    assert!(ready.wait_timeout(Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(50));
+    q.close();
+    p.join().unwrap();
+}
+
+#[test]
+fn queue_facade_sizes_are_exact_and_bad_input_is_refused() {
+    let q = Queue::<u16>::new(3).unwrap();
+    assert_eq!(q.maxsize(), 3);
+    assert!(q.empty() && !q.full());
+    for v in 0..3 {
+        q.put_nowait(v).unwrap();
+        assert_eq!(q.qsize(), v as usize + 1);
+    }
+    assert!(q.full());
+    assert_eq!(q.put_nowait(9), Err(PushError::Full(9)));
+    assert_eq!(q.get_nowait(), Ok(0));
+    assert!(matches!(Queue::<u16>::new(0), Err(OpenError::InvalidArgument(_))));
+    assert!(matches!(Queue::<u32>::open(q.name()), Err(OpenError::IncompatibleType { .. })));
+    assert!(matches!(SpscQueue::<u16>::open(q.name()), Err(OpenError::WrongKind { .. })));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// The MPMC ring behaves like a bounded VecDeque.
+    #[test]
+    fn mpmc_matches_a_vecdeque_model(ops in proptest::collection::vec(op(), 0..200), cap in 1usize..12) {
+        let q = MpmcQueue::<u32>::new(cap as u64).unwrap();
+        let mut model = VecDeque::new();
+        for op in ops {
+            match op {
+                Op::Push(v) | Op::LoanCommit(v) => {
+                    let r = q.try_push(v);
+                    if model.len() < cap { prop_assert!(r.is_ok()); model.push_back(v); }
+                    else { prop_assert_eq!(r, Err(PushError::Full(v))); }
+                }
+                Op::PushSlice(vs) => {
+                    let n = q.push_slice(&vs);
+                    prop_assert_eq!(n, vs.len().min(cap - model.len()));
+                    model.extend(&vs[..n]);
+                }
+                Op::Pop | Op::PeekRelease => match model.pop_front() {
+                    Some(v) => prop_assert_eq!(q.try_pop(), Ok(v)),
+                    None => prop_assert_eq!(q.try_pop(), Err(PopError::Empty)),
+                },
+                Op::PopInto(k) => {
+                    let mut out = vec![0u32; k];
+                    let n = q.pop_into(&mut out);
+                    prop_assert_eq!(n, k.min(model.len()));
+                    for v in &out[..n] { prop_assert_eq!(Some(*v), model.pop_front()); }
+                }
+            }
+            prop_assert_eq!(q.len(), model.len());
+            prop_assert_eq!(q.is_full(), model.len() == cap);
         }
     }
 }

@@ -271,15 +271,21 @@ handoff_handle!(
     Array<T>
 );
 
-impl<T: Pod> Handoff for crate::queue::SpscQueue<T> {
-    fn encode(&self, out: &mut Vec<u8>) {
-        self.name().to_owned().encode(out);
-    }
-    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-        let name = String::decode(input)?;
-        Self::open(&name).map_err(|e| HandoffError::Open { kind: "SpscQueue", name, reason: e.to_string() })
-    }
+/// Queues live in a module of their own: same rule, by name.
+macro_rules! handoff_queue {
+    ($($t:ident),*) => {$(
+        impl<T: Pod> Handoff for crate::queue::$t<T> {
+            fn encode(&self, out: &mut Vec<u8>) {
+                self.name().to_owned().encode(out);
+            }
+            fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+                let name = String::decode(input)?;
+                Self::open(&name).map_err(|e| HandoffError::Open { kind: stringify!($t), name, reason: e.to_string() })
+            }
+        }
+    )*};
 }
+handoff_queue!(SpscQueue, MpmcQueue, Queue, JoinableQueue, SimpleQueue);
 
 #[cfg(test)]
 mod tests {

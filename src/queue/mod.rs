@@ -3,6 +3,9 @@
 //! - [`SpscQueue`]: a bounded single-producer / single-consumer ring of
 //!   `T: Pod` between two processes (Lamport's ring with cached indices, as
 //!   in rtrb), with batch and zero-copy loan operations.
+//! - [`MpmcQueue`]: a bounded multi-producer / multi-consumer ring under the
+//!   crate's robust lock (exact length, all-or-nothing operations when a
+//!   process dies mid-way), with batch operations.
 //!
 //! Waiting (see [`WaitStrategy`]): blocking calls spin briefly, then sleep
 //! on a futex; an uncontended push or pop makes no syscall and executes no
@@ -10,8 +13,12 @@
 //! process-wide asymmetric barrier (`membarrier(2)`), so the other side
 //! only needs a plain load of that flag to know whether to wake it.
 
+mod facade;
+mod mpmc;
 mod spsc;
 
+pub use facade::{JoinableQueue, Queue, SimpleQueue};
+pub use mpmc::{MpmcQueue, TaskDoneError};
 pub use spsc::{Consumer, PopError, Producer, PushError, ReadLoan, RoleError, SpscQueue, WriteLoan};
 
 /// How a blocked queue operation waits.

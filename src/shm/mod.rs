@@ -54,6 +54,8 @@ pub enum Kind {
     RawSegment,
     /// [`crate::queue::SpscQueue`]
     SpscQueue,
+    /// [`crate::queue::MpmcQueue`] (and the `Queue` family built on it)
+    MpmcQueue,
     /// A kind this build does not know.
     Unknown(u32),
 }
@@ -79,6 +81,7 @@ impl Kind {
             Kind::Array => 10,
             Kind::RawSegment => 11,
             Kind::SpscQueue => 12,
+            Kind::MpmcQueue => 13,
             Kind::Unknown(n) => n,
         }
     }
@@ -103,6 +106,7 @@ impl Kind {
             Kind::Array,
             Kind::RawSegment,
             Kind::SpscQueue,
+            Kind::MpmcQueue,
         ]
         .into_iter()
         .find(|k| k.to_u32() == n)

@@ -1,0 +1,244 @@
+//! Python-shaped queues over [`MpmcQueue`]: `Queue`, `JoinableQueue`,
+//! `SimpleQueue`, with `multiprocessing`'s method names.
+//!
+//! Differences from Python, all from living in a fixed shared segment:
+//! items are `T: Pod` (no pickling), every queue has a fixed capacity (a
+//! `SimpleQueue` too), `qsize()` is exact, and `close()` closes the queue for
+//! every process (puts fail, gets drain then fail), not just the caller.
+
+use std::time::Duration;
+
+use bytemuck::Pod;
+
+use super::mpmc::{MpmcQueue, TaskDoneError};
+use super::spsc::{PopError, PushError};
+use crate::OpenError;
+use crate::sys::futex::Deadline;
+
+macro_rules! facade_common {
+    ($t:ident, $doc_ty:literal) => {
+        impl<T: Pod> $t<T> {
+            /// A new queue holding at most `maxsize` items, under a unique
+            /// name.
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(3).unwrap();\nassert!(q.name().starts_with(\"anon.\"));\n```")]
+            pub fn new(maxsize: u64) -> Result<Self, OpenError> {
+                MpmcQueue::new(maxsize).map(|q| $t { q })
+            }
+
+            /// Creates the queue as `name` (this process owns the name).
+            #[doc = concat!("```\nlet name = format!(\"doc-q-{}\", std::process::id());\nlet q = shmproc::", $doc_ty, "::<u8>::create(&name, 3).unwrap();\nassert_eq!(q.name(), name);\n```")]
+            pub fn create(name: &str, maxsize: u64) -> Result<Self, OpenError> {
+                MpmcQueue::create(name, maxsize).map(|q| $t { q })
+            }
+
+            /// Opens the queue `name` (element type and layout are checked).
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(3).unwrap();\nassert!(shmproc::", $doc_ty, "::<u8>::open(q.name()).is_ok());\n```")]
+            pub fn open(name: &str) -> Result<Self, OpenError> {
+                MpmcQueue::open(name).map(|q| $t { q })
+            }
+
+            /// Opens `name`, or creates it with `maxsize` if it does not exist.
+            #[doc = concat!("```\nlet name = format!(\"doc-qoc-{}\", std::process::id());\nlet a = shmproc::", $doc_ty, "::<u8>::open_or_create(&name, 3).unwrap();\nlet b = shmproc::", $doc_ty, "::<u8>::open_or_create(&name, 3).unwrap();\nassert_eq!(a.name(), b.name());\n```")]
+            pub fn open_or_create(name: &str, maxsize: u64) -> Result<Self, OpenError> {
+                MpmcQueue::open_or_create(name, maxsize).map(|q| $t { q })
+            }
+
+            /// The name other processes open.
+            #[doc = concat!("```\nassert!(!shmproc::", $doc_ty, "::<u8>::new(1).unwrap().name().is_empty());\n```")]
+            pub fn name(&self) -> &str {
+                self.q.name()
+            }
+
+            /// The underlying [`MpmcQueue`] (batch operations, wait strategy).
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(4).unwrap();\nassert_eq!(q.as_mpmc().push_slice(&[1u8, 2]), 2);\n```")]
+            pub fn as_mpmc(&self) -> &MpmcQueue<T> {
+                &self.q
+            }
+
+            /// Puts an item, waiting for room; fails only if closed.
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put(5u8).unwrap();\nassert_eq!(q.get(), Ok(5));\n```")]
+            pub fn put(&self, item: T) -> Result<(), PushError<T>> {
+                self.q.push(item)
+            }
+
+            /// Gets an item, waiting for one; `Closed` once closed and drained.
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put(6u8).unwrap();\nassert_eq!(q.get(), Ok(6));\n```")]
+            pub fn get(&self) -> Result<T, PopError> {
+                self.q.pop()
+            }
+
+            /// Whether the queue is empty (exact at the moment of the call).
+            #[doc = concat!("```\nassert!(shmproc::", $doc_ty, "::<u8>::new(1).unwrap().empty());\n```")]
+            pub fn empty(&self) -> bool {
+                self.q.is_empty()
+            }
+
+            /// Closes the queue for every process: puts fail, gets drain then
+            /// fail, blocked callers wake with an error.
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(1).unwrap();\nq.close();\nassert!(q.put(1).is_err());\n```")]
+            pub fn close(&self) {
+                self.q.close()
+            }
+        }
+
+        impl<T> Clone for $t<T> {
+            fn clone(&self) -> Self {
+                $t { q: self.q.clone() }
+            }
+        }
+
+        impl<T> std::fmt::Debug for $t<T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_tuple(stringify!($t)).field(&self.q).finish()
+            }
+        }
+    };
+}
+
+macro_rules! facade_full {
+    ($t:ident, $doc_ty:literal) => {
+        impl<T: Pod> $t<T> {
+            /// Puts without waiting: `Full` if there is no room.
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put_nowait(1u8).unwrap();\nassert!(q.put_nowait(2).is_err());\n```")]
+            pub fn put_nowait(&self, item: T) -> Result<(), PushError<T>> {
+                self.q.try_push(item)
+            }
+
+            /// Puts, waiting at most `timeout` for room.
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put(1u8).unwrap();\nassert!(q.put_timeout(2, std::time::Duration::from_millis(2)).is_err());\n```")]
+            pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PushError<T>> {
+                self.q.push_timeout(item, timeout)
+            }
+
+            /// Gets without waiting: `Empty` if there is nothing.
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(1).unwrap();\nassert_eq!(q.get_nowait(), Err(shmproc::queue::PopError::Empty));\n```")]
+            pub fn get_nowait(&self) -> Result<T, PopError> {
+                self.q.try_pop()
+            }
+
+            /// Gets, waiting at most `timeout`.
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(1).unwrap();\nlet r = q.get_timeout(std::time::Duration::from_millis(2));\nassert_eq!(r, Err(shmproc::queue::PopError::TimedOut));\n```")]
+            pub fn get_timeout(&self, timeout: Duration) -> Result<T, PopError> {
+                self.q.pop_timeout(timeout)
+            }
+
+            /// Whether the queue is full (exact at the moment of the call).
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put(1u8).unwrap();\nassert!(q.full());\n```")]
+            pub fn full(&self) -> bool {
+                self.q.is_full()
+            }
+
+            /// Exact number of items (Python's is approximate; this one is
+            /// taken under the queue's lock).
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(4).unwrap();\nq.put(1u8).unwrap();\nq.put(2).unwrap();\nassert_eq!(q.qsize(), 2);\n```")]
+            pub fn qsize(&self) -> usize {
+                self.q.len()
+            }
+
+            /// The capacity given at creation (Python's `maxsize`).
+            #[doc = concat!("```\nassert_eq!(shmproc::", $doc_ty, "::<u8>::new(10).unwrap().maxsize(), 10);\n```")]
+            pub fn maxsize(&self) -> usize {
+                self.q.capacity()
+            }
+        }
+    };
+}
+
+/// A process-shared FIFO queue, like `multiprocessing.Queue(maxsize)`.
+///
+/// ```
+/// use shmproc::Queue;
+/// let q = Queue::new(4).unwrap();
+/// for colour in [1u32, 2, 3, 4] {
+///     q.put(colour).unwrap();
+/// }
+/// assert!(q.full());
+/// let mut got = Vec::new();
+/// while !q.empty() {
+///     got.push(q.get().unwrap());
+/// }
+/// assert_eq!(got, [1, 2, 3, 4]);
+/// ```
+pub struct Queue<T> {
+    q: MpmcQueue<T>,
+}
+facade_common!(Queue, "Queue");
+facade_full!(Queue, "Queue");
+
+/// A [`Queue`] whose consumers confirm each item with
+/// [`task_done`](Self::task_done), so a producer can [`join`](Self::join)
+/// until all work is processed, like `multiprocessing.JoinableQueue`.
+///
+/// ```
+/// use shmproc::JoinableQueue;
+/// let q = JoinableQueue::new(4).unwrap();
+/// q.put(1u8).unwrap();
+/// assert!(!q.join_timeout(std::time::Duration::from_millis(1)));
+/// q.get().unwrap();
+/// q.task_done().unwrap();
+/// q.join(); // returns at once: everything was marked done
+/// assert!(q.task_done().is_err()); // more task_done than items
+/// ```
+pub struct JoinableQueue<T> {
+    q: MpmcQueue<T>,
+}
+facade_common!(JoinableQueue, "JoinableQueue");
+facade_full!(JoinableQueue, "JoinableQueue");
+
+impl<T: Pod> JoinableQueue<T> {
+    /// Marks one item taken with `get` as processed; an error if called
+    /// more times than items were put.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::<u8>::new(2).unwrap();
+    /// assert!(q.task_done().is_err());
+    /// ```
+    pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        self.q.task_done()
+    }
+
+    /// Blocks until every item ever put has been marked done.
+    ///
+    /// ```
+    /// shmproc::JoinableQueue::<u8>::new(2).unwrap().join();
+    /// ```
+    pub fn join(&self) {
+        self.q.join_until(None);
+    }
+
+    /// [`join`](Self::join), at most `timeout`; false if work remains.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::new(2).unwrap();
+    /// q.put(1u8).unwrap();
+    /// assert!(!q.join_timeout(std::time::Duration::from_millis(1)));
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        self.q.join_until(Deadline::after(timeout))
+    }
+
+    /// Items put and not yet marked done.
+    ///
+    /// ```
+    /// let q = shmproc::JoinableQueue::new(2).unwrap();
+    /// q.put(1u8).unwrap();
+    /// assert_eq!(q.unfinished_tasks(), 1);
+    /// ```
+    pub fn unfinished_tasks(&self) -> u64 {
+        self.q.unfinished()
+    }
+}
+
+/// The minimal queue, like `multiprocessing.SimpleQueue`: `put`, `get`,
+/// `empty`, `close` (with a fixed capacity, unlike Python's).
+///
+/// ```
+/// let q = shmproc::SimpleQueue::new(8).unwrap();
+/// q.put(3i64).unwrap();
+/// assert!(!q.empty());
+/// assert_eq!(q.get(), Ok(3));
+/// ```
+pub struct SimpleQueue<T> {
+    q: MpmcQueue<T>,
+}
+facade_common!(SimpleQueue, "SimpleQueue");
