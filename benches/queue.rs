@@ -15,8 +15,8 @@ use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use shmproc::queue::{SpscQueue, WaitStrategy};
-use support::{SharedPage, interleave, pin, quick, run_pair, unpin};
+use shmproc::queue::{MpmcQueue, SpscQueue, WaitStrategy};
+use support::{SharedPage, interleave, pin, quick, run_group, run_pair, unpin};
 
 fn mps(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64() / 1e6
@@ -199,6 +199,62 @@ fn handwritten_pingpong(n: usize) -> (f64, f64) {
     percentiles(samples)
 }
 
+/// 2 producer and 2 consumer processes, `n` items per producer; M items/s.
+fn mpmc_2p2c(n: u64) -> f64 {
+    let q = MpmcQueue::<u64>::new(4096).unwrap();
+    let sums = SharedPage::new(4096);
+    let roles: Vec<Box<dyn FnMut()>> = vec![
+        Box::new(|| (0..n).for_each(|i| q.push(i).unwrap())),
+        Box::new(|| (0..n).for_each(|i| q.push(i).unwrap())),
+        Box::new(|| consume_into(&q, n, &sums, 0)),
+        Box::new(|| consume_into(&q, n, &sums, 1)),
+    ];
+    let d = run_group(roles);
+    // Both consumers together saw every item once.
+    let total: u64 = (0..2).map(|i| sums.flag(64 * (i + 1)).load(Ordering::Relaxed) as u64).sum();
+    assert_eq!(total, 2 * n, "items lost or duplicated");
+    mps(2 * n, d)
+}
+
+/// Pops `n` items (a share of the stream), counting them into `sums`.
+fn consume_into(q: &MpmcQueue<u64>, n: u64, sums: &SharedPage, slot: usize) {
+    let mut count = 0u32;
+    for _ in 0..n {
+        q.pop().unwrap();
+        count += 1;
+    }
+    sums.flag(64 * (slot + 1)).store(count, Ordering::Relaxed);
+}
+
+fn crossbeam_2p2c(n: u64) -> f64 {
+    let q = crossbeam_queue::ArrayQueue::<u64>::new(4096);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for i in 0..4 {
+            let q = &q;
+            s.spawn(move || {
+                pin(i % 2);
+                if i < 2 {
+                    for v in 0..n {
+                        let mut v = v;
+                        while let Err(back) = q.push(v) {
+                            v = back;
+                            std::thread::yield_now();
+                        }
+                    }
+                } else {
+                    for _ in 0..n {
+                        while q.pop().is_none() {
+                            std::thread::yield_now();
+                        }
+                    }
+                }
+            });
+        }
+    });
+    mps(2 * n, t.elapsed())
+}
+
 fn main() {
     let q = quick();
     if q {
@@ -246,4 +302,18 @@ fn main() {
         println!("  {name:<44} p50 {:>8.0}   p99 {:>8.0}", med[i].0, med[i].1);
     }
     println!("  {:<44} {:>8.2}x", "busy-poll p50 / floor p50 (target <= 1.1)", med[0].0 / med[2].0);
+
+    let m = if q { 10_000 } else { 2_000_000 };
+    let res = interleave(
+        rounds,
+        &mut [
+            ("shmproc MPMC, 2+2 processes (blocking)", &mut || mpmc_2p2c(m)),
+            ("crossbeam ArrayQueue, 2+2 threads (yield)", &mut || crossbeam_2p2c(m)),
+        ],
+    );
+    println!("\n== MPMC 2 producers x 2 consumers on 2 cores, M items/s (median of {rounds} rounds)");
+    for (name, v) in &res {
+        println!("  {name:<44} {v:>9.1}");
+    }
+    println!("  {:<44} {:>8.2}x", "ours / crossbeam (target >= 0.8)", res[0].1 / res[1].1);
 }

@@ -132,3 +132,37 @@ pub fn interleave(rounds: usize, cases: &mut [(&str, &mut dyn FnMut() -> f64)]) 
 pub fn quick() -> bool {
     std::env::args().any(|a| a == "--test") || std::env::var_os("SHMPROC_BENCH_QUICK").is_some()
 }
+
+/// Runs each closure in its own forked process (closure `i` pinned to CPU
+/// `i % 2`), all released at once; returns the time until all finished.
+pub fn run_group(mut roles: Vec<Box<dyn FnMut() + '_>>) -> Duration {
+    let page = SharedPage::new(4096);
+    let start = page.flag(0);
+    let mut pids = Vec::new();
+    for (i, role) in roles.iter_mut().enumerate() {
+        // SAFETY: each child runs only its role (shared-memory operations)
+        // and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            pin(i % 2);
+            while start.load(Ordering::Acquire) == 0 {
+                std::hint::spin_loop();
+            }
+            role();
+            // SAFETY: leave the forked child immediately.
+            unsafe { libc::_exit(0) };
+        }
+        pids.push(pid);
+    }
+    std::thread::sleep(Duration::from_millis(5));
+    let t0 = Instant::now();
+    start.store(1, Ordering::Release);
+    for pid in pids {
+        let mut status = 0;
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "bench child failed: {status}");
+    }
+    t0.elapsed()
+}

@@ -407,7 +407,13 @@ impl<T: Pod> MpmcQueue<T> {
             }
             if self.wait == WaitStrategy::BusyPoll || spins < SPIN {
                 spins += 1;
-                std::hint::spin_loop();
+                // More participants than cores is common here: let the
+                // process we wait for run on this core.
+                if spins % 4 == 0 && self.wait == WaitStrategy::Blocking {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
                 continue;
             }
             // Register under the lock, re-checking for room, then sleep.
@@ -479,7 +485,13 @@ impl<T: Pod> MpmcQueue<T> {
             }
             if self.wait == WaitStrategy::BusyPoll || spins < SPIN {
                 spins += 1;
-                std::hint::spin_loop();
+                // More participants than cores is common here: let the
+                // process we wait for run on this core.
+                if spins % 4 == 0 && self.wait == WaitStrategy::Blocking {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
                 continue;
             }
             let ticket = {
