@@ -75,6 +75,8 @@ compile_error!("shmproc needs a little-endian target (futex on the low half of a
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
+mod pipe;
+#[cfg(not(loom))]
 pub mod process;
 #[cfg(not(loom))]
 pub mod queue;
@@ -87,6 +89,11 @@ mod sys;
 
 #[cfg(not(loom))]
 pub use error::{LockError, NotOwnerError, OpenError};
+#[cfg(not(loom))]
+pub use pipe::{
+    Connection, ConnectionError, DEFAULT_CAPACITY as PIPE_CAPACITY, DEFAULT_MAX_FRAME as PIPE_MAX_FRAME, pipe,
+    pipe_with,
+};
 #[cfg(not(loom))]
 pub use process::{Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process};
 #[cfg(not(loom))]

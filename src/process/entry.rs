@@ -187,7 +187,8 @@ macro_rules! entry {
             const ID: &'static str = concat!(module_path!(), "::", stringify!($name));
             type Arg = $ty;
             fn call($($pat)+: $ty) -> ::std::result::Result<(), ::std::string::String> {
-                let body = move || -> $crate::entry!(@ret $($ret)?) { $body };
+                #[allow(unused_mut)]
+                let mut body = move || -> $crate::entry!(@ret $($ret)?) { $body };
                 $crate::process::ExitValue::into_result(body())
             }
         }

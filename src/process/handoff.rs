@@ -287,6 +287,29 @@ macro_rules! handoff_queue {
 }
 handoff_queue!(SpscQueue, MpmcQueue, Queue, JoinableQueue, SimpleQueue);
 
+impl Handoff for crate::queue::ByteQueue {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.name().to_owned().encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        let name = String::decode(input)?;
+        Self::open(&name).map_err(|e| HandoffError::Open { kind: "ByteQueue", name, reason: e.to_string() })
+    }
+}
+
+/// A pipe end travels as the names of its two directions; the receiving
+/// process takes the roles when it first sends or receives.
+impl Handoff for crate::Connection {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.names().encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        let (send, recv) = <(Option<String>, Option<String>)>::decode(input)?;
+        let name = format!("{send:?}/{recv:?}");
+        Self::from_names(send, recv).map_err(|e| HandoffError::Open { kind: "Connection", name, reason: e.to_string() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

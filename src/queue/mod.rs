@@ -6,6 +6,7 @@
 //! - [`MpmcQueue`]: a bounded multi-producer / multi-consumer ring under the
 //!   crate's robust lock (exact length, all-or-nothing operations when a
 //!   process dies mid-way), with batch operations.
+//! - [`ByteQueue`]: variable-length byte frames packed in one SPSC ring.
 //!
 //! Waiting (see [`WaitStrategy`]): blocking calls spin briefly, then sleep
 //! on a futex; an uncontended push or pop makes no syscall and executes no
@@ -13,10 +14,12 @@
 //! process-wide asymmetric barrier (`membarrier(2)`), so the other side
 //! only needs a plain load of that flag to know whether to wake it.
 
+mod bytes;
 mod facade;
 mod mpmc;
 mod spsc;
 
+pub use bytes::{ByteConsumer, ByteProducer, ByteQueue};
 pub use facade::{JoinableQueue, Queue, SimpleQueue};
 pub use mpmc::{MpmcQueue, TaskDoneError};
 pub use spsc::{Consumer, PopError, Producer, PushError, ReadLoan, RoleError, SpscQueue, WriteLoan};

@@ -39,41 +39,43 @@ use crate::sys::{membarrier, thread};
 /// A 128-byte aligned cell, so hot words share neither a cache line nor
 /// the line pair that x86's adjacent-line prefetcher fetches together.
 #[repr(C, align(128))]
-struct Line<T>(T);
+pub(super) struct Line<T>(pub(super) T);
 
 /// The shared control block.
 #[repr(C)]
 pub(crate) struct SpscCtl {
     /// Next index to write; written by the producer only.
-    tail: Line<AtomicU64>,
+    pub(super) tail: Line<AtomicU64>,
     /// Next index to read; written by the consumer only.
-    head: Line<AtomicU64>,
+    pub(super) head: Line<AtomicU64>,
     /// Read-mostly words.
-    meta: Line<Meta>,
+    pub(super) meta: Line<Meta>,
 }
 
 #[repr(C)]
-struct Meta {
+pub(super) struct Meta {
     /// The consumer is (about to be) asleep waiting for data.
-    consumer_waiting: AtomicU32,
+    pub(super) consumer_waiting: AtomicU32,
     /// The producer is (about to be) asleep waiting for space.
-    producer_waiting: AtomicU32,
+    pub(super) producer_waiting: AtomicU32,
     /// `close()` was called: pushes fail, pops drain then fail.
-    closed: AtomicU32,
+    pub(super) closed: AtomicU32,
     /// Some participant cannot use membarrier: producers must fence.
-    fences: AtomicU32,
+    pub(super) fences: AtomicU32,
     /// Process holding the producer role (packed start time | pid), or 0.
-    producer: AtomicU64,
+    pub(super) producer: AtomicU64,
     /// Process holding the consumer role, or 0.
-    consumer: AtomicU64,
+    pub(super) consumer: AtomicU64,
     /// The producer detached or died (consumers get Disconnected once empty).
-    producer_gone: AtomicU32,
+    pub(super) producer_gone: AtomicU32,
     /// The consumer detached or died (producers get Disconnected).
-    consumer_gone: AtomicU32,
+    pub(super) consumer_gone: AtomicU32,
+    /// Free for the ring kind: the byte ring keeps its frame limit here.
+    pub(super) aux: AtomicU64,
 }
 
-const POLL: Duration = Duration::from_millis(100);
-const SPIN: u32 = 2_000;
+pub(super) const POLL: Duration = Duration::from_millis(100);
+pub(super) const SPIN: u32 = 2_000;
 
 /// Why a push did not happen. The value is handed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -91,6 +93,9 @@ pub enum PushError<T> {
     /// The consumer process detached or died.
     #[error("the consumer is gone")]
     Disconnected(T),
+    /// Byte frames only: longer than the queue's frame limit.
+    #[error("the frame is larger than the queue's max_frame")]
+    TooLarge(T),
 }
 
 impl<T> PushError<T> {
@@ -102,7 +107,11 @@ impl<T> PushError<T> {
     /// ```
     pub fn into_inner(self) -> T {
         match self {
-            PushError::Full(v) | PushError::TimedOut(v) | PushError::Closed(v) | PushError::Disconnected(v) => v,
+            PushError::Full(v)
+            | PushError::TimedOut(v)
+            | PushError::Closed(v)
+            | PushError::Disconnected(v)
+            | PushError::TooLarge(v) => v,
         }
     }
 }
@@ -123,6 +132,10 @@ pub enum PopError {
     /// The producer process detached or died and the queue is drained.
     #[error("the producer is gone")]
     Disconnected,
+    /// Byte frames only: a frame header in shared memory is invalid (a
+    /// buggy or hostile peer); nothing outside the ring was read.
+    #[error("corrupted frame header in the queue")]
+    Corrupted,
 }
 
 /// A role (producer or consumer) is already held by a live process.
@@ -192,21 +205,7 @@ impl<T: Pod> Object for SpscQueue<T> {
         Ok(*cap)
     }
     fn new_ctl(_: &u64, _: u64) -> SpscCtl {
-        let z32 = || AtomicU32::new(0);
-        SpscCtl {
-            tail: Line(AtomicU64::new(0)),
-            head: Line(AtomicU64::new(0)),
-            meta: Line(Meta {
-                consumer_waiting: z32(),
-                producer_waiting: z32(),
-                closed: z32(),
-                fences: z32(),
-                producer: AtomicU64::new(0),
-                consumer: AtomicU64::new(0),
-                producer_gone: z32(),
-                consumer_gone: z32(),
-            }),
-        }
+        new_ctl()
     }
     fn validate(m: &Mapped<SpscCtl>) -> Result<(), String> {
         check_capacity(m.segment().capacity())
@@ -284,25 +283,6 @@ impl<T: Pod> SpscQueue<T> {
         self.m.ctl().meta.0.closed.load(Ordering::Relaxed) != 0
     }
 
-    fn claim(&self, slot: &AtomicU64, gone: &AtomicU32, role: &'static str) -> Result<(), RoleError> {
-        let me = thread::process_packed();
-        let mut cur = slot.load(Ordering::Acquire);
-        loop {
-            if cur != 0 && cur != me && !thread::owner_is_dead(cur) {
-                return Err(RoleError { role, pid: cur as u32 & thread::TID_MASK });
-            }
-            // Acquire: pairs with the Release store of the previous holder's
-            // detach, so we see the index it left.
-            match slot.compare_exchange(cur, me, Ordering::Acquire, Ordering::Acquire) {
-                Ok(_) => {
-                    gone.store(0, Ordering::SeqCst);
-                    return Ok(());
-                }
-                Err(now) => cur = now,
-            }
-        }
-    }
-
     /// Takes the producer role for this process (one producer at a time;
     /// the role of a dead process is reclaimed).
     ///
@@ -313,7 +293,7 @@ impl<T: Pod> SpscQueue<T> {
     /// ```
     pub fn producer(&self) -> Result<Producer<T>, RoleError> {
         let c = self.m.ctl();
-        self.claim(&c.meta.0.producer, &c.meta.0.producer_gone, "producer")?;
+        claim(&c.meta.0.producer, &c.meta.0.producer_gone, "producer")?;
         let tail = c.tail.0.load(Ordering::Relaxed);
         let head = c.head.0.load(Ordering::Acquire);
         Ok(Producer {
@@ -335,7 +315,7 @@ impl<T: Pod> SpscQueue<T> {
     /// ```
     pub fn consumer(&self) -> Result<Consumer<T>, RoleError> {
         let c = self.m.ctl();
-        self.claim(&c.meta.0.consumer, &c.meta.0.consumer_gone, "consumer")?;
+        claim(&c.meta.0.consumer, &c.meta.0.consumer_gone, "consumer")?;
         let head = c.head.0.load(Ordering::Relaxed);
         let tail = c.tail.0.load(Ordering::Acquire);
         Ok(Consumer {
@@ -349,12 +329,53 @@ impl<T: Pod> SpscQueue<T> {
     }
 }
 
+/// A fresh control block (both ends absent, indices at 0).
+pub(super) fn new_ctl() -> SpscCtl {
+    let z32 = || AtomicU32::new(0);
+    SpscCtl {
+        tail: Line(AtomicU64::new(0)),
+        head: Line(AtomicU64::new(0)),
+        meta: Line(Meta {
+            consumer_waiting: z32(),
+            producer_waiting: z32(),
+            closed: z32(),
+            fences: z32(),
+            producer: AtomicU64::new(0),
+            consumer: AtomicU64::new(0),
+            producer_gone: z32(),
+            consumer_gone: z32(),
+            aux: AtomicU64::new(0),
+        }),
+    }
+}
+
+/// Takes a role for this process: free, already ours, or held by a dead
+/// process (reclaimed). `gone` is reset so the peer sees us as present.
+pub(super) fn claim(slot: &AtomicU64, gone: &AtomicU32, role: &'static str) -> Result<(), RoleError> {
+    let me = thread::process_packed();
+    let mut cur = slot.load(Ordering::Acquire);
+    loop {
+        if cur != 0 && cur != me && !thread::owner_is_dead(cur) {
+            return Err(RoleError { role, pid: cur as u32 & thread::TID_MASK });
+        }
+        // Acquire: pairs with the Release store of the previous holder's
+        // detach, so we see the index it left.
+        match slot.compare_exchange(cur, me, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => {
+                gone.store(0, Ordering::SeqCst);
+                return Ok(());
+            }
+            Err(now) => cur = now,
+        }
+    }
+}
+
 /// Tracks whether a handle's peer has left or died. The `gone` flag is
 /// read on every call; the liveness check reads `/proc`, so it runs at most
 /// once per `POLL`, and even the clock is read only every 1024th call:
 /// busy polling an empty queue stays cheap.
 #[derive(Debug, Default)]
-struct PeerWatch {
+pub(super) struct PeerWatch {
     last_check: Option<Instant>,
     calls: u32,
 }
@@ -362,11 +383,11 @@ struct PeerWatch {
 impl PeerWatch {
     /// After a sleep: let the next call read the clock (and, if a poll
     /// period passed, check liveness) whatever the call count.
-    fn after_sleep(&mut self) {
+    pub(super) fn after_sleep(&mut self) {
         self.calls = 1023;
     }
 
-    fn gone(&mut self, owner_slot: &AtomicU64, gone: &AtomicU32) -> bool {
+    pub(super) fn gone(&mut self, owner_slot: &AtomicU64, gone: &AtomicU32) -> bool {
         if gone.load(Ordering::Acquire) != 0 {
             return true;
         }
@@ -390,7 +411,13 @@ impl PeerWatch {
 
 /// Sleeps on `word` (low half) while it still equals `seen`, with the
 /// flag/barrier handshake; returns when woken, on timeout, or on `POLL`.
-fn sleep_on(word: &AtomicU64, seen: u64, flag: &AtomicU32, deadline: Option<Deadline>, recheck: impl Fn() -> bool) {
+pub(super) fn sleep_on(
+    word: &AtomicU64,
+    seen: u64,
+    flag: &AtomicU32,
+    deadline: Option<Deadline>,
+    recheck: impl Fn() -> bool,
+) {
     // SeqCst store, then the heavy barrier: pairs with the peer's plain
     // (compiler-fenced) flag load after its index store.
     flag.store(1, Ordering::SeqCst);

@@ -56,6 +56,8 @@ pub enum Kind {
     SpscQueue,
     /// [`crate::queue::MpmcQueue`] (and the `Queue` family built on it)
     MpmcQueue,
+    /// [`crate::queue::ByteQueue`]
+    ByteQueue,
     /// A kind this build does not know.
     Unknown(u32),
 }
@@ -82,6 +84,7 @@ impl Kind {
             Kind::RawSegment => 11,
             Kind::SpscQueue => 12,
             Kind::MpmcQueue => 13,
+            Kind::ByteQueue => 14,
             Kind::Unknown(n) => n,
         }
     }
@@ -107,6 +110,7 @@ impl Kind {
             Kind::RawSegment,
             Kind::SpscQueue,
             Kind::MpmcQueue,
+            Kind::ByteQueue,
         ]
         .into_iter()
         .find(|k| k.to_u32() == n)
