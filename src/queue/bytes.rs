@@ -15,7 +15,7 @@ use std::sync::atomic::{Ordering, compiler_fence, fence};
 use std::time::Duration;
 
 use super::WaitStrategy;
-use super::spsc::{PeerWatch, PopError, PushError, RoleError, SPIN, SpscCtl, claim, new_ctl, sleep_on};
+use super::spsc::{PURE_SPIN, PeerWatch, PopError, PushError, RoleError, SPIN, SpscCtl, claim, new_ctl, sleep_on};
 use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
@@ -302,9 +302,7 @@ impl ByteProducer {
             if deadline.is_some_and(|d| d.passed()) {
                 return Err(PushError::TimedOut(()));
             }
-            if self.wait == WaitStrategy::BusyPoll || spins < SPIN {
-                spins += 1;
-                std::hint::spin_loop();
+            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN) {
                 continue;
             }
             let c = self.q.ctl();
@@ -459,9 +457,7 @@ impl ByteConsumer {
             if deadline.is_some_and(|d| d.passed()) {
                 return Err(PopError::TimedOut);
             }
-            if self.wait == WaitStrategy::BusyPoll || spins < SPIN {
-                spins += 1;
-                std::hint::spin_loop();
+            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN) {
                 continue;
             }
             let c = self.q.ctl();

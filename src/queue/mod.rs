@@ -39,3 +39,30 @@ pub enum WaitStrategy {
     /// busy core per waiter; meant for pinned, latency-critical threads.
     BusyPoll,
 }
+
+/// One step of a blocked queue operation before it sleeps. Returns false
+/// when the caller should go to sleep now. Busy-polling never sleeps and
+/// never yields; blocking spins `pure` steps (a peer on another core
+/// answers within them), then keeps spinning but yields the core every
+/// `YIELD_EVERY` steps (the process we wait for may need this core: more
+/// processes than cores is common), and sleeps after `limit` steps.
+#[inline]
+pub(crate) fn spin_step(wait: WaitStrategy, spins: &mut u32, pure: u32, limit: u32) -> bool {
+    const YIELD_EVERY: u32 = 4;
+    match wait {
+        WaitStrategy::BusyPoll => {
+            std::hint::spin_loop();
+            true
+        }
+        WaitStrategy::Blocking if *spins < limit => {
+            *spins += 1;
+            if *spins > pure && *spins % YIELD_EVERY == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+            true
+        }
+        WaitStrategy::Blocking => false,
+    }
+}

@@ -405,15 +405,7 @@ impl<T: Pod> MpmcQueue<T> {
             if deadline.is_some_and(|d| d.passed()) {
                 return Err(PushError::TimedOut(v));
             }
-            if self.wait == WaitStrategy::BusyPoll || spins < SPIN {
-                spins += 1;
-                // More participants than cores is common here: let the
-                // process we wait for run on this core.
-                if spins % 4 == 0 && self.wait == WaitStrategy::Blocking {
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
+            if super::spin_step(self.wait, &mut spins, 0, SPIN) {
                 continue;
             }
             // Register under the lock, re-checking for room, then sleep.
@@ -483,15 +475,7 @@ impl<T: Pod> MpmcQueue<T> {
             if deadline.is_some_and(|d| d.passed()) {
                 return Err(PopError::TimedOut);
             }
-            if self.wait == WaitStrategy::BusyPoll || spins < SPIN {
-                spins += 1;
-                // More participants than cores is common here: let the
-                // process we wait for run on this core.
-                if spins % 4 == 0 && self.wait == WaitStrategy::Blocking {
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
+            if super::spin_step(self.wait, &mut spins, 0, SPIN) {
                 continue;
             }
             let ticket = {

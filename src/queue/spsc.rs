@@ -76,6 +76,8 @@ pub(super) struct Meta {
 
 pub(super) const POLL: Duration = Duration::from_millis(100);
 pub(super) const SPIN: u32 = 2_000;
+/// Spins before the first yield: a peer on another core answers within them.
+pub(super) const PURE_SPIN: u32 = 128;
 
 /// Why a push did not happen. The value is handed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -613,9 +615,7 @@ impl<T: Pod> Producer<T> {
             if deadline.is_some_and(|d| d.passed()) {
                 return Err(PushError::TimedOut(v));
             }
-            if self.wait == WaitStrategy::BusyPoll || spins < SPIN {
-                spins += 1;
-                std::hint::spin_loop();
+            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN) {
                 continue;
             }
             let c = self.q.ctl();
@@ -898,9 +898,7 @@ impl<T: Pod> Consumer<T> {
             if deadline.is_some_and(|d| d.passed()) {
                 return Err(PopError::TimedOut);
             }
-            if self.wait == WaitStrategy::BusyPoll || spins < SPIN {
-                spins += 1;
-                std::hint::spin_loop();
+            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN) {
                 continue;
             }
             let c = self.q.ctl();
