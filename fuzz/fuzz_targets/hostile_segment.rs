@@ -1,0 +1,87 @@
+//! A consumer reading a segment whose header and indices were overwritten
+//! with arbitrary bytes: no panic, no UB, only errors or garbage data.
+//!
+//! Each run builds a queue, publishes some items, lets a "hostile peer"
+//! overwrite bytes of the segment file (header and control block, except
+//! the MPMC lock word: a hostile peer holding the lock blocks the others,
+//! which is not a memory-safety matter), then exercises every non-blocking
+//! read path and a fresh `open` (which must validate, not trust).
+#![no_main]
+
+use std::io::{Seek, SeekFrom, Write};
+
+use libfuzzer_sys::fuzz_target;
+use shmproc::Options;
+use shmproc::queue::{ByteQueue, MpmcQueue, SpscQueue};
+
+/// Opening must not wait long for a READY that a scribble erased.
+fn opts() -> Options {
+    Options::new().init_timeout(std::time::Duration::ZERO)
+}
+
+/// Control block starts after the 128-byte header; the MPMC lock word is
+/// its first 8 bytes.
+const CTL: u64 = 128;
+
+fn scribble(name: &str, data: &[u8], protect_lock: bool) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/shmproc.{name}")).unwrap();
+    for chunk in data.chunks(9) {
+        let [at, rest @ ..] = chunk else { continue };
+        let off = u64::from(*at) * 4; // within the header + control block
+        if protect_lock && (CTL..CTL + 8).contains(&off) {
+            continue;
+        }
+        f.seek(SeekFrom::Start(off)).unwrap();
+        f.write_all(rest).unwrap();
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, data)) = data.split_first() else { return };
+    match which % 3 {
+        0 => {
+            let q = SpscQueue::<u64>::new(16).unwrap();
+            let mut tx = q.producer().unwrap();
+            let mut rx = q.consumer().unwrap();
+            tx.push_slice(&[1, 2, 3, 4, 5]);
+            scribble(q.name(), data, false);
+            let _ = rx.try_pop();
+            let mut out = [0u64; 64];
+            let _ = rx.pop_into(&mut out);
+            if let Ok(loan) = rx.peek() {
+                let _ = loan.read();
+                loan.release();
+            }
+            let _ = tx.try_push(9);
+            let _ = tx.push_slice(&[7; 40]);
+            let _ = q.len();
+            let _ = SpscQueue::<u64>::open_with(q.name(), &opts()).map(|o| o.len());
+        }
+        1 => {
+            let q = MpmcQueue::<u32>::new(8).unwrap();
+            q.push_slice(&[1, 2, 3]);
+            scribble(q.name(), data, true);
+            let _ = q.try_pop();
+            let mut out = [0u32; 32];
+            let _ = q.pop_into(&mut out);
+            let _ = q.try_push(4);
+            let _ = q.push_slice(&[5; 20]);
+            let _ = (q.len(), q.is_full());
+            let _ = MpmcQueue::<u32>::open_with(q.name(), &opts()).map(|o| o.len());
+        }
+        _ => {
+            let q = ByteQueue::new((256, 64)).unwrap();
+            let mut tx = q.producer().unwrap();
+            let mut rx = q.consumer().unwrap();
+            let _ = tx.try_send(b"hello");
+            let _ = tx.try_send(&[3; 60]);
+            scribble(q.name(), data, false);
+            let mut buf = Vec::new();
+            for _ in 0..4 {
+                let _ = rx.try_recv_into(&mut buf);
+            }
+            let _ = tx.try_send(b"again");
+            let _ = ByteQueue::open_with(q.name(), &opts()).map(|o| o.max_frame());
+        }
+    }
+});

@@ -1,0 +1,107 @@
+//! Random operation sequences on every queue, checked against a VecDeque
+//! model: FIFO, nothing lost, nothing duplicated, len/empty/full consistent.
+#![no_main]
+
+use std::collections::VecDeque;
+
+use libfuzzer_sys::fuzz_target;
+use shmproc::queue::{ByteQueue, MpmcQueue, PopError, PushError, SpscQueue};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&cfg, ops)) = data.split_first() else { return };
+    let cap = 1usize << (cfg % 5 + 1); // 2..=32
+    spsc(cap, ops);
+    mpmc((cfg as usize % 11) + 1, ops);
+    bytes(ops);
+});
+
+fn spsc(cap: usize, ops: &[u8]) {
+    let q = SpscQueue::<u16>::new(cap as u64).unwrap();
+    let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+    let mut model = VecDeque::new();
+    let mut next = 0u16;
+    for &op in ops {
+        match op % 4 {
+            0 => {
+                let r = tx.try_push(next);
+                if model.len() < cap {
+                    assert!(r.is_ok());
+                    model.push_back(next);
+                } else {
+                    assert_eq!(r, Err(PushError::Full(next)));
+                }
+                next = next.wrapping_add(1);
+            }
+            1 => assert_eq!(rx.try_pop().ok(), model.pop_front()),
+            2 => {
+                let k = (op / 4) as usize % (cap + 2);
+                let items: Vec<u16> = (0..k as u16).map(|i| next.wrapping_add(i)).collect();
+                let n = tx.push_slice(&items);
+                assert_eq!(n, k.min(cap - model.len()));
+                model.extend(&items[..n]);
+                next = next.wrapping_add(n as u16);
+            }
+            _ => {
+                let mut out = vec![0u16; (op / 4) as usize % (cap + 2)];
+                let n = rx.pop_into(&mut out);
+                assert_eq!(n, out.len().min(model.len()));
+                for v in &out[..n] {
+                    assert_eq!(Some(*v), model.pop_front());
+                }
+            }
+        }
+        assert_eq!(q.len(), model.len());
+    }
+}
+
+fn mpmc(cap: usize, ops: &[u8]) {
+    let q = MpmcQueue::<u32>::new(cap as u64).unwrap();
+    let mut model = VecDeque::new();
+    for (i, &op) in ops.iter().enumerate() {
+        let v = i as u32;
+        if op % 2 == 0 {
+            match q.try_push(v) {
+                Ok(()) => model.push_back(v),
+                Err(e) => {
+                    assert_eq!(model.len(), cap);
+                    assert_eq!(e, PushError::Full(v));
+                }
+            }
+        } else {
+            match q.try_pop() {
+                Ok(got) => assert_eq!(Some(got), model.pop_front()),
+                Err(e) => {
+                    assert!(model.is_empty());
+                    assert_eq!(e, PopError::Empty);
+                }
+            }
+        }
+        assert_eq!(q.len(), model.len());
+        assert_eq!(q.is_full(), model.len() == cap);
+    }
+}
+
+fn bytes(ops: &[u8]) {
+    let q = ByteQueue::new((512, 120)).unwrap();
+    let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+    let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut buf = Vec::new();
+    for (i, &op) in ops.iter().enumerate() {
+        if op & 1 == 0 {
+            let frame: Vec<u8> = (0..(op as usize / 2) % 121).map(|j| (i + j) as u8).collect();
+            match tx.try_send(&frame) {
+                Ok(()) => model.push_back(frame),
+                Err(e) => assert_eq!(e, PushError::Full(())),
+            }
+        } else {
+            match rx.try_recv_into(&mut buf) {
+                Ok(()) => assert_eq!(Some(&buf), model.front()),
+                Err(e) => {
+                    assert!(model.is_empty(), "{e:?} with {} frames queued", model.len());
+                    continue;
+                }
+            }
+            model.pop_front();
+        }
+    }
+}
