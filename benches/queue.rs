@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use shmproc::queue::{MpmcQueue, SpscQueue, WaitStrategy};
+use shmproc::queue::{ByteQueue, MpmcQueue, SpscQueue, WaitStrategy};
 use support::{SharedPage, interleave, pin, quick, run_group, run_pair, unpin};
 
 fn mps(n: u64, d: Duration) -> f64 {
@@ -255,6 +255,52 @@ fn crossbeam_2p2c(n: u64) -> f64 {
     mps(2 * n, t.elapsed())
 }
 
+/// `n` frames of `size` bytes through a ByteQueue; M frames/s.
+fn bytes_frames(size: usize, n: u64) -> f64 {
+    let q = ByteQueue::new((1 << 20, 4096)).unwrap();
+    let mut rx = q.consumer().unwrap();
+    let d = run_pair(
+        || {
+            let mut buf = Vec::with_capacity(size);
+            let mut total = 0usize;
+            for _ in 0..n {
+                rx.recv_timeout_into(&mut buf, Duration::from_secs(30)).unwrap();
+                total += buf.len();
+            }
+            assert_eq!(total, size * n as usize);
+        },
+        || {
+            let mut tx = q.producer().unwrap();
+            let frame = vec![7u8; size];
+            for _ in 0..n {
+                tx.send(&frame).unwrap();
+            }
+            std::mem::forget(tx);
+        },
+    );
+    mps(n, d)
+}
+
+/// The same over a Unix socket pair (length-known messages).
+fn socket_frames(size: usize, n: u64) -> f64 {
+    let (mut a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let d = run_pair(
+        || {
+            let mut buf = vec![0u8; size];
+            for _ in 0..n {
+                a.read_exact(&mut buf).unwrap();
+            }
+        },
+        || {
+            let frame = vec![7u8; size];
+            for _ in 0..n {
+                b.write_all(&frame).unwrap();
+            }
+        },
+    );
+    mps(n, d)
+}
+
 fn main() {
     let q = quick();
     if q {
@@ -302,6 +348,23 @@ fn main() {
         println!("  {name:<44} p50 {:>8.0}   p99 {:>8.0}", med[i].0, med[i].1);
     }
     println!("  {:<44} {:>8.2}x", "busy-poll p50 / floor p50 (target <= 1.1)", med[0].0 / med[2].0);
+
+    let (f64n, f4kn) = if q { (10_000, 1_000) } else { (5_000_000, 500_000) };
+    let res = interleave(
+        rounds,
+        &mut [
+            ("shmproc ByteQueue, 64 B frames", &mut || bytes_frames(64, f64n)),
+            ("Unix socket, 64 B messages", &mut || socket_frames(64, f64n / 10)),
+            ("shmproc ByteQueue, 4 KiB frames", &mut || bytes_frames(4096, f4kn)),
+            ("Unix socket, 4 KiB messages", &mut || socket_frames(4096, f4kn / 5)),
+        ],
+    );
+    println!("\n== variable-length frames between two processes, M frames/s (median of {rounds} rounds)");
+    for (name, v) in &res {
+        println!("  {name:<44} {v:>9.2}   ({:.2} GB/s)", v * if name.contains("64 B") { 64.0 } else { 4096.0 } / 1e3);
+    }
+    println!("  {:<44} {:>8.1}x", "64 B: ours / Unix socket", res[0].1 / res[1].1);
+    println!("  {:<44} {:>8.1}x", "4 KiB: ours / Unix socket", res[2].1 / res[3].1);
 
     let m = if q { 10_000 } else { 2_000_000 };
     let res = interleave(

@@ -132,3 +132,53 @@ fn one_way_pipes_refuse_the_wrong_direction() {
     w.send(&5u8).unwrap();
     assert_eq!(r.recv::<u8>(), Ok(5));
 }
+
+mod model {
+    use std::collections::VecDeque;
+
+    use proptest::prelude::*;
+    use shmproc::queue::{ByteQueue, PopError, PushError};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// The byte ring behaves like a VecDeque of frames: FIFO, frames
+        /// intact, nothing lost or duplicated; a refused send is `Full`
+        /// only when the ring really has no room for it.
+        #[test]
+        fn byte_queue_matches_a_vecdeque_model(ops in proptest::collection::vec((any::<bool>(), 0usize..=120), 0..300)) {
+            let q = ByteQueue::new((512, 120)).unwrap();
+            let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+            let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+            let mut buf = Vec::new();
+            for (i, (send, len)) in ops.into_iter().enumerate() {
+                if send {
+                    let frame: Vec<u8> = (0..len).map(|j| (i * 13 + j) as u8).collect();
+                    match tx.try_send(&frame) {
+                        Ok(()) => model.push_back(frame),
+                        Err(e) => {
+                            prop_assert_eq!(e, PushError::Full(()));
+                            // Full means no room: queued frames (8-byte header,
+                            // 8-byte padding) plus at most one pending wrap gap
+                            // (< one max frame, 128 B) plus this frame and its
+                            // own wrap gap (< the frame) exceed the ring.
+                            let used: usize = model.iter().map(|f| 8 + f.len().div_ceil(8) * 8).sum();
+                            let need = 8 + len.div_ceil(8) * 8;
+                            prop_assert!(used + 128 + 2 * need > 512, "refused with {} bytes used", used);
+                        }
+                    }
+                } else {
+                    match rx.try_recv_into(&mut buf) {
+                        Ok(()) => prop_assert_eq!(Some(&buf), model.front()),
+                        Err(e) => {
+                            prop_assert_eq!(e, PopError::Empty);
+                            prop_assert!(model.is_empty());
+                            continue;
+                        }
+                    }
+                    model.pop_front();
+                }
+            }
+        }
+    }
+}
