@@ -89,6 +89,7 @@ impl Object for ByteQueue {
     }
     fn from_mapped(m: Mapped<SpscCtl>) -> Self {
         if !membarrier::register() {
+            // SeqCst: publish the fallback to every participant; producers read it (Relaxed) on each push, and any window before they see it is covered by the sleepers' 100 ms poll.
             m.ctl().meta.0.fences.store(1, Ordering::SeqCst);
         }
         let mask = m.segment().capacity() - 1;
@@ -121,6 +122,7 @@ impl ByteQueue {
     /// ```
     pub fn close(&self) {
         let c = self.m.ctl();
+        // SeqCst: ordered before the wake syscalls below; pairs with the sleepers' re-check after their heavy barrier.
         c.meta.0.closed.store(1, Ordering::SeqCst);
         wake64_low(&c.tail.0, u32::MAX);
         wake64_low(&c.head.0, u32::MAX);
@@ -136,6 +138,7 @@ impl ByteQueue {
         let c = self.m.ctl();
         claim(&c.meta.0.producer, &c.meta.0.producer_gone, "producer")?;
         let tail = c.tail.0.load(Ordering::Relaxed);
+        // Acquire: pairs with the consumer's Release store of head.
         let head_cache = c.head.0.load(Ordering::Acquire);
         Ok(ByteProducer {
             q: self.clone(),
@@ -156,6 +159,7 @@ impl ByteQueue {
         let c = self.m.ctl();
         claim(&c.meta.0.consumer, &c.meta.0.consumer_gone, "consumer")?;
         let head = c.head.0.load(Ordering::Relaxed);
+        // Acquire: pairs with the producer's Release store of tail.
         let tail_cache = c.tail.0.load(Ordering::Acquire);
         Ok(ByteConsumer {
             q: self.clone(),
@@ -181,8 +185,10 @@ fn publish(c: &SpscCtl, word: &std::sync::atomic::AtomicU64, value: u64, peer_wa
     // Release: pairs with the peer's Acquire load of this index.
     word.store(value, Ordering::Release);
     if c.meta.0.fences.load(Ordering::Relaxed) != 0 {
+        // SeqCst fence: without membarrier, the index store above must be ordered before the waiting-flag load below by the CPU (pairs with the sleeper's SeqCst flag store and fence).
         fence(Ordering::SeqCst);
     } else {
+        // SeqCst fence: without membarrier, the index store above must be ordered before the waiting-flag load below by the CPU (pairs with the sleeper's SeqCst flag store and fence).
         compiler_fence(Ordering::SeqCst);
     }
     if peer_waiting.load(Ordering::Relaxed) != 0 {
@@ -317,7 +323,9 @@ impl ByteProducer {
 impl Drop for ByteProducer {
     fn drop(&mut self) {
         let c = self.q.ctl();
+        // SeqCst: pairs with the consumer's Acquire load of producer_gone (PeerWatch) and its re-check in sleep_on; ordered before the wake below.
         c.meta.0.producer_gone.store(1, Ordering::SeqCst);
+        // Release: pairs with the next claimant's Acquire load/CAS in claim().
         c.meta.0.producer.store(0, Ordering::Release);
         wake64_low(&c.tail.0, u32::MAX);
     }
@@ -497,7 +505,9 @@ impl ByteConsumer {
 impl Drop for ByteConsumer {
     fn drop(&mut self) {
         let c = self.q.ctl();
+        // SeqCst: pairs with the producer's Acquire load of consumer_gone (PeerWatch) and its re-check in sleep_on; ordered before the wake below.
         c.meta.0.consumer_gone.store(1, Ordering::SeqCst);
+        // Release: pairs with the next claimant's Acquire load/CAS in claim().
         c.meta.0.consumer.store(0, Ordering::Release);
         wake64_low(&c.head.0, u32::MAX);
     }

@@ -214,6 +214,7 @@ impl<T: Pod> Object for SpscQueue<T> {
     }
     fn from_mapped(m: Mapped<SpscCtl>) -> Self {
         if !membarrier::register() {
+            // SeqCst: publish the fallback to every participant; producers read it (Relaxed) on each push, and any window before they see it is covered by the sleepers' 100 ms poll.
             m.ctl().meta.0.fences.store(1, Ordering::SeqCst);
         }
         let mask = m.segment().capacity() - 1; // validated power of two
@@ -242,7 +243,9 @@ impl<T: Pod> SpscQueue<T> {
     /// ```
     pub fn len(&self) -> usize {
         let c = self.m.ctl();
+        // Acquire: pairs with the consumer's Release store of head.
         let head = c.head.0.load(Ordering::Acquire);
+        // Acquire: pairs with the producer's Release store of tail.
         let tail = c.tail.0.load(Ordering::Acquire);
         tail.wrapping_sub(head).min(self.mask + 1) as usize
     }
@@ -271,6 +274,7 @@ impl<T: Pod> SpscQueue<T> {
     /// ```
     pub fn close(&self) {
         let c = self.m.ctl();
+        // SeqCst: ordered before the wake syscalls below; pairs with the sleepers' re-check after their heavy barrier.
         c.meta.0.closed.store(1, Ordering::SeqCst);
         wake64_low(&c.tail.0, u32::MAX);
         wake64_low(&c.head.0, u32::MAX);
@@ -297,6 +301,7 @@ impl<T: Pod> SpscQueue<T> {
         let c = self.m.ctl();
         claim(&c.meta.0.producer, &c.meta.0.producer_gone, "producer")?;
         let tail = c.tail.0.load(Ordering::Relaxed);
+        // Acquire: pairs with the consumer's Release store of head.
         let head = c.head.0.load(Ordering::Acquire);
         Ok(Producer {
             q: Ends::new(self.clone()),
@@ -319,6 +324,7 @@ impl<T: Pod> SpscQueue<T> {
         let c = self.m.ctl();
         claim(&c.meta.0.consumer, &c.meta.0.consumer_gone, "consumer")?;
         let head = c.head.0.load(Ordering::Relaxed);
+        // Acquire: pairs with the producer's Release store of tail.
         let tail = c.tail.0.load(Ordering::Acquire);
         Ok(Consumer {
             q: Ends::new(self.clone()),
@@ -355,6 +361,7 @@ pub(super) fn new_ctl() -> SpscCtl {
 /// process (reclaimed). `gone` is reset so the peer sees us as present.
 pub(super) fn claim(slot: &AtomicU64, gone: &AtomicU32, role: &'static str) -> Result<(), RoleError> {
     let me = thread::process_packed();
+    // Acquire: pairs with the Release store of the previous holder's detach.
     let mut cur = slot.load(Ordering::Acquire);
     loop {
         if cur != 0 && cur != me && !thread::owner_is_dead(cur) {
@@ -364,6 +371,7 @@ pub(super) fn claim(slot: &AtomicU64, gone: &AtomicU32, role: &'static str) -> R
         // detach, so we see the index it left.
         match slot.compare_exchange(cur, me, Ordering::Acquire, Ordering::Acquire) {
             Ok(_) => {
+                // SeqCst: the peer's Acquire load of `gone` (PeerWatch) sees us present before our first index store.
                 gone.store(0, Ordering::SeqCst);
                 return Ok(());
             }
@@ -390,6 +398,7 @@ impl PeerWatch {
     }
 
     pub(super) fn gone(&mut self, owner_slot: &AtomicU64, gone: &AtomicU32) -> bool {
+        // Acquire: pairs with the SeqCst store in the peer's Drop (or our Release store below).
         if gone.load(Ordering::Acquire) != 0 {
             return true;
         }
@@ -404,6 +413,7 @@ impl PeerWatch {
         self.last_check = Some(now);
         let owner = owner_slot.load(Ordering::Relaxed);
         if owner != 0 && thread::owner_is_dead(owner) {
+            // Release: pairs with the Acquire load above, in any handle of this queue.
             gone.store(1, Ordering::Release);
             return true;
         }
@@ -424,6 +434,7 @@ pub(super) fn sleep_on(
     // (compiler-fenced) flag load after its index store.
     flag.store(1, Ordering::SeqCst);
     membarrier::heavy();
+    // Acquire: pairs with the peer's Release store of this index.
     if word.load(Ordering::Acquire) == seen && !recheck() {
         wait64_low(word, seen as u32, Some(Deadline::min_after(deadline, POLL)));
     }
@@ -526,9 +537,11 @@ impl<T: Pod> Producer<T> {
         // Release: pairs with the consumer's Acquire load of tail.
         c.tail.0.store(self.tail, Ordering::Release);
         if c.meta.0.fences.load(Ordering::Relaxed) != 0 {
+            // SeqCst fence: without membarrier, the index store above must be ordered before the waiting-flag load below by the CPU (pairs with the sleeper's SeqCst flag store and fence).
             fence(Ordering::SeqCst);
         } else {
             // The consumer's membarrier supplies the CPU barrier.
+            // SeqCst fence: without membarrier, the index store above must be ordered before the waiting-flag load below by the CPU (pairs with the sleeper's SeqCst flag store and fence).
             compiler_fence(Ordering::SeqCst);
         }
         if c.meta.0.consumer_waiting.load(Ordering::Relaxed) != 0 {
@@ -697,6 +710,7 @@ impl<T: Pod> Producer<T> {
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
         let c = self.q.ctl();
+        // SeqCst: pairs with the consumer's Acquire load of producer_gone (PeerWatch) and its re-check in sleep_on; ordered before the wake below.
         c.meta.0.producer_gone.store(1, Ordering::SeqCst);
         // Release: pairs with the next claimant's Acquire CAS.
         c.meta.0.producer.store(0, Ordering::Release);
@@ -812,8 +826,10 @@ impl<T: Pod> Consumer<T> {
         // Release: pairs with the producer's Acquire load of head.
         c.head.0.store(self.head, Ordering::Release);
         if c.meta.0.fences.load(Ordering::Relaxed) != 0 {
+            // SeqCst fence: without membarrier, the index store above must be ordered before the waiting-flag load below by the CPU (pairs with the sleeper's SeqCst flag store and fence).
             fence(Ordering::SeqCst);
         } else {
+            // SeqCst fence: without membarrier, the index store above must be ordered before the waiting-flag load below by the CPU (pairs with the sleeper's SeqCst flag store and fence).
             compiler_fence(Ordering::SeqCst);
         }
         if c.meta.0.producer_waiting.load(Ordering::Relaxed) != 0 {
@@ -980,6 +996,7 @@ impl<T: Pod> Consumer<T> {
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
         let c = self.q.ctl();
+        // SeqCst: pairs with the producer's Acquire load of consumer_gone (PeerWatch) and its re-check in sleep_on; ordered before the wake below.
         c.meta.0.consumer_gone.store(1, Ordering::SeqCst);
         // Release: pairs with the next claimant's Acquire CAS.
         c.meta.0.consumer.store(0, Ordering::Release);
