@@ -28,8 +28,8 @@ fn scribble(name: &str, data: &[u8], protect_lock: bool) {
     for chunk in data.chunks(9) {
         let [at, rest @ ..] = chunk else { continue };
         let off = u64::from(*at) * 4; // within the header + control block
-        if protect_lock && (CTL..CTL + 8).contains(&off) {
-            continue;
+        if protect_lock && off < CTL + 8 && off + rest.len() as u64 > CTL {
+            continue; // the write would touch the lock word
         }
         f.seek(SeekFrom::Start(off)).unwrap();
         f.write_all(rest).unwrap();

@@ -375,6 +375,7 @@ impl ByteConsumer {
     /// ```
     pub fn try_recv_into(&mut self, out: &mut Vec<u8>) -> Result<(), PopError> {
         let cap = self.q.mask + 1;
+        let mut wrapped = false;
         loop {
             let mut avail = self.tail_cache.wrapping_sub(self.head).min(cap);
             if avail < HEADER {
@@ -400,10 +401,14 @@ impl ByteConsumer {
             // SAFETY: at least HEADER published bytes at pos (8-aligned).
             let len = unsafe { (self.q.at(self.head) as *const u32).read() };
             if len == WRAP {
+                // A producer wraps at most once per frame, never at offset
+                // 0 (a whole lap): anything else is a corrupted ring, and
+                // following it could loop forever.
                 let skip = cap - pos;
-                if skip > avail {
+                if pos == 0 || skip > avail || wrapped {
                     return Err(PopError::Corrupted);
                 }
+                wrapped = true;
                 self.head = self.head.wrapping_add(skip);
                 continue;
             }

@@ -90,8 +90,13 @@ fn proc_usable() -> bool {
 pub(crate) fn owner_is_dead(packed: u64) -> bool {
     let tid = packed as u32 & TID_MASK;
     let start = (packed >> 32) as u32;
-    if tid == 0 || !proc_usable() {
+    if !proc_usable() {
         return false;
+    }
+    if tid == 0 {
+        // No thread has id 0: a non-empty word naming it was written by
+        // a buggy or hostile peer, and nobody will ever release it.
+        return true;
     }
     match std::fs::read(format!("/proc/{tid}/stat")) {
         Ok(text) => match parse_stat(&text) {
