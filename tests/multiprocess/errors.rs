@@ -197,6 +197,12 @@ fn init_timeout() {
     let half = name("init-half");
     let mut bytes = vec![0u8; 4096];
     bytes[..8].copy_from_slice(b"SHMPROC\x01");
+    // Creator identity = this (live) process, as a real creator writes it
+    // before the magic: so a concurrent gc() leaves the file alone.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let start: u64 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap();
+    bytes[56..60].copy_from_slice(&std::process::id().to_le_bytes());
+    bytes[64..72].copy_from_slice(&start.to_le_bytes());
     std::fs::write(shm_path(&half), bytes).unwrap();
     let results: Vec<_> = [&empty, &zeroed, &half].iter().map(|n| Event::open_with(n, &opts)).collect();
     for n in [&empty, &zeroed, &half] {
