@@ -453,3 +453,18 @@ fn a_daemon_child_ends_when_its_parent_is_killed() {
     let _ = p.join();
     wait_until("orphaned daemon to end", || pid_gone(gpid));
 }
+
+#[test]
+fn is_alive_does_not_block_while_another_thread_joins() {
+    let (p, _ev) = start_sleeper("join-vs-alive", StartMethod::Spawn);
+    std::thread::scope(|s| {
+        let joiner = s.spawn(|| p.join());
+        std::thread::sleep(Duration::from_millis(50)); // the joiner is waiting
+        let t = Instant::now();
+        assert!(p.is_alive());
+        assert_eq!(p.exitcode(), None);
+        assert!(t.elapsed() < Duration::from_secs(5), "is_alive waited for the joiner");
+        p.kill().unwrap();
+        assert!(matches!(joiner.join().unwrap(), Err(ProcessError::Signaled { signal: 9, .. })));
+    });
+}

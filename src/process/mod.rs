@@ -552,7 +552,9 @@ pub struct Process {
     identity: Vec<u32>,
     daemon: bool,
     method: Option<StartMethod>,
-    target: Option<Box<dyn Target>>,
+    /// Only touched through `&mut self`; the Mutex (never contended:
+    /// `get_mut`) just makes `Process` Sync so threads can share `&Process`.
+    target: Mutex<Option<Box<dyn Target>>>,
     inner: Option<Arc<Inner>>,
 }
 
@@ -598,7 +600,14 @@ impl Process {
         let mut identity = with_me(|m| m.info.identity.clone());
         identity.push(n);
         let name = format!("Process-{}", identity.iter().map(u32::to_string).collect::<Vec<_>>().join(":"));
-        Process { name, identity, daemon: false, method: None, target: Some(Box::new(Typed::<E> { arg })), inner: None }
+        Process {
+            name,
+            identity,
+            daemon: false,
+            method: None,
+            target: Mutex::new(Some(Box::new(Typed::<E> { arg }))),
+            inner: None,
+        }
     }
 
     /// A process whose body is `body.run()` (see [`Run`]); `T` must be
@@ -694,7 +703,8 @@ impl Process {
     /// Starts the child. Fails if already started, if the entry is not
     /// registered (Spawn), or if the OS refuses.
     pub fn start(&mut self) -> Result<(), ProcessError> {
-        let Some(target) = self.target.take() else {
+        let slot = self.target.get_mut().unwrap_or_else(|p| p.into_inner());
+        let Some(target) = slot.take() else {
             return Err(ProcessError::AlreadyStarted(self.name.clone()));
         };
         reap_finished();
@@ -705,8 +715,9 @@ impl Process {
             // Keep the dispatcher linked into every binary that starts processes.
             std::hint::black_box(&CHILD_DISPATCH);
             if !entry::is_registered(target.id()) {
-                self.target = Some(target);
-                return Err(ProcessError::NotRegistered(self.target.as_ref().map_or("", |t| t.id())));
+                let id = target.id();
+                *self.target.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(target);
+                return Err(ProcessError::NotRegistered(id));
             }
             target.encode(&mut arg);
         }
@@ -795,6 +806,16 @@ impl Process {
     /// it failed (its error, its panic message, the signal that killed it).
     pub fn join(&self) -> Result<(), ProcessError> {
         let inner = self.inner()?;
+        // Wait on the pidfd without holding the state lock, so other
+        // threads' is_alive()/exitcode() on this process do not block.
+        if let Some(fd) = &inner.pidfd {
+            loop {
+                if let Some(end) = inner.poll(false) {
+                    return inner.result(end);
+                }
+                sysproc::pidfd_wait(fd, None);
+            }
+        }
         let end = inner.poll(true).expect("blocking wait returns an end");
         inner.result(end)
     }
@@ -863,7 +884,7 @@ impl Process {
             children().retain(|c| !Arc::ptr_eq(c, inner));
         }
         self.inner = None;
-        self.target = None;
+        *self.target.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
         Ok(())
     }
 }
