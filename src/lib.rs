@@ -78,7 +78,6 @@ mod error;
 mod pipe;
 #[cfg(not(loom))]
 pub mod process;
-#[cfg(not(loom))]
 pub mod queue;
 #[cfg(not(loom))]
 mod shared;
@@ -120,6 +119,8 @@ pub use sync::semaphore::{BoundedSemaphore, ReleaseError, Semaphore};
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_models {
+    /// The SPSC ring's index protocol.
+    pub use crate::queue::ring;
     pub use crate::sync::barrier::RawBarrier;
     pub use crate::sync::condition::RawCondition;
     pub use crate::sync::event::RawEvent;

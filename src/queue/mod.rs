@@ -14,14 +14,26 @@
 //! process-wide asymmetric barrier (`membarrier(2)`), so the other side
 //! only needs a plain load of that flag to know whether to wake it.
 
+#[cfg(not(loom))]
 mod bytes;
+#[cfg(not(loom))]
 mod facade;
+#[cfg(not(loom))]
 mod mpmc;
+#[cfg(loom)]
+pub mod ring;
+#[cfg(not(loom))]
+pub(crate) mod ring;
+#[cfg(not(loom))]
 mod spsc;
 
+#[cfg(not(loom))]
 pub use bytes::{ByteConsumer, ByteProducer, ByteQueue};
+#[cfg(not(loom))]
 pub use facade::{JoinableQueue, Queue, SimpleQueue};
+#[cfg(not(loom))]
 pub use mpmc::{MpmcQueue, TaskDoneError};
+#[cfg(not(loom))]
 pub use spsc::{Consumer, PopError, Producer, PushError, ReadLoan, RoleError, SpscQueue, WriteLoan};
 
 /// How a blocked queue operation waits.

@@ -520,22 +520,14 @@ impl<T: Pod> Producer<T> {
     /// Free slots, refreshing the cached head only if needed.
     #[inline]
     fn free(&mut self, want: u64) -> u64 {
-        let cap = self.q.mask + 1;
-        let free = cap - self.tail.wrapping_sub(self.head_cache).min(cap);
-        if free >= want {
-            return free;
-        }
-        // Acquire: pairs with the consumer's Release store of head.
-        self.head_cache = self.q.ctl().head.0.load(Ordering::Acquire);
-        cap - self.tail.wrapping_sub(self.head_cache).min(cap)
+        super::ring::free(self.tail, &mut self.head_cache, &self.q.ctl().head.0, self.q.mask + 1, want)
     }
 
     /// Publishes `self.tail` and wakes a sleeping consumer.
     #[inline]
     fn publish(&mut self) {
         let c = self.q.ctl();
-        // Release: pairs with the consumer's Acquire load of tail.
-        c.tail.0.store(self.tail, Ordering::Release);
+        super::ring::publish(&c.tail.0, self.tail);
         if c.meta.0.fences.load(Ordering::Relaxed) != 0 {
             // SeqCst fence: without membarrier, the index store above must be ordered before the waiting-flag load below by the CPU (pairs with the sleeper's SeqCst flag store and fence).
             fence(Ordering::SeqCst);
@@ -806,25 +798,17 @@ impl<T: Pod> Consumer<T> {
         self
     }
 
-    /// Items available, refreshing the cached tail only if needed.
+    /// Items available, refreshing the cached tail only if needed (clamped:
+    /// a corrupted tail can only make us read garbage slots).
     #[inline]
     fn available(&mut self, want: u64) -> u64 {
-        let cap = self.q.mask + 1;
-        let avail = self.tail_cache.wrapping_sub(self.head).min(cap);
-        if avail >= want {
-            return avail;
-        }
-        // Acquire: pairs with the producer's Release store of tail.
-        self.tail_cache = self.q.ctl().tail.0.load(Ordering::Acquire);
-        // Clamped: a corrupted tail can only make us read garbage slots.
-        self.tail_cache.wrapping_sub(self.head).min(cap)
+        super::ring::available(self.head, &mut self.tail_cache, &self.q.ctl().tail.0, self.q.mask + 1, want)
     }
 
     #[inline]
     fn release(&mut self) {
         let c = self.q.ctl();
-        // Release: pairs with the producer's Acquire load of head.
-        c.head.0.store(self.head, Ordering::Release);
+        super::ring::publish(&c.head.0, self.head);
         if c.meta.0.fences.load(Ordering::Relaxed) != 0 {
             // SeqCst fence: without membarrier, the index store above must be ordered before the waiting-flag load below by the CPU (pairs with the sleeper's SeqCst flag store and fence).
             fence(Ordering::SeqCst);
