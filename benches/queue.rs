@@ -136,6 +136,38 @@ fn unix_socket(n: u64) -> f64 {
     mps(n, d)
 }
 
+/// ipc-channel (serde + Unix sockets) between two processes: the channel
+/// is made before fork, so both processes hold its ends.
+fn ipc_channel(n: u64) -> f64 {
+    let (tx, rx) = ipc_channel::ipc::channel::<u64>().unwrap();
+    let d = run_pair(
+        || {
+            let mut sum = 0u64;
+            for _ in 0..n {
+                sum = sum.wrapping_add(rx.recv().unwrap());
+            }
+            assert_eq!(sum, n * (n - 1) / 2);
+        },
+        || {
+            for i in 0..n {
+                tx.send(i).unwrap();
+            }
+        },
+    );
+    mps(n, d)
+}
+
+/// Python's multiprocessing.Queue (via benches/python_queue.py), if
+/// python3 runs here; M msgs/s.
+fn python_queue(n: u64) -> Option<f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_queue.py");
+    let out = std::process::Command::new("python3").arg(script).arg(n.to_string()).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().ok().map(|v| v / 1e6)
+}
+
 /// Round trips: returns (p50, p99) in ns.
 fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -317,6 +349,7 @@ fn main() {
             ("shmproc SPSC u64 (batches of 256)", &mut || spsc_batched(cap as u64, n)),
             ("rtrb, two pinned threads", &mut || rtrb_threads(n, cap)),
             ("Unix socket pair, 8-byte messages", &mut || unix_socket(n / 20)),
+            ("ipc-channel, u64 messages", &mut || ipc_channel(n / 40)),
         ],
     );
     println!("\n== SPSC throughput, M msgs/s (median of {rounds} interleaved rounds)");
@@ -326,6 +359,15 @@ fn main() {
     println!("  {:<44} {:>8.2}x", "single / rtrb (target >= 1.0)", res[0].1 / res[2].1);
     println!("  {:<44} {:>8.2}x", "batched / rtrb", res[1].1 / res[2].1);
     println!("  {:<44} {:>8.1}x", "single / Unix socket", res[0].1 / res[3].1);
+    println!("  {:<44} {:>8.1}x", "single / ipc-channel", res[0].1 / res[4].1);
+    let mut py: Vec<f64> = (0..rounds).filter_map(|_| python_queue(if q { 1_000 } else { 200_000 })).collect();
+    if py.is_empty() {
+        println!("  (python3 not available: mp.Queue row skipped)");
+    } else {
+        let m = support::median(&mut py);
+        println!("  {:<44} {m:>9.2}", "Python mp.Queue, ints (separate runs)");
+        println!("  {:<44} {:>8.0}x", "single / Python mp.Queue", res[0].1 / m);
+    }
 
     let mut p50 = vec![Vec::new(); 3];
     let mut p99 = vec![Vec::new(); 3];
