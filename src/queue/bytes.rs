@@ -11,11 +11,13 @@
 //! configured maximum and within the published bytes) and reports
 //! [`PopError::Corrupted`] otherwise, never reading outside the ring.
 
-use std::sync::atomic::{Ordering, compiler_fence, fence};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::WaitStrategy;
-use super::spsc::{PURE_SPIN, PeerWatch, PopError, PushError, RoleError, SPIN, SpscCtl, claim, new_ctl, sleep_on};
+use super::spsc::{
+    PURE_SPIN, PeerWatch, PopError, PushError, RoleError, SPIN, SpscCtl, claim, new_ctl, publish_and_wake, sleep_on,
+};
 use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
@@ -180,22 +182,6 @@ impl ByteQueue {
     }
 }
 
-/// Publishes `word` and wakes the peer if it announced it is sleeping.
-fn publish(c: &SpscCtl, word: &std::sync::atomic::AtomicU64, value: u64, peer_waiting: &std::sync::atomic::AtomicU32) {
-    // Release: pairs with the peer's Acquire load of this index.
-    word.store(value, Ordering::Release);
-    if c.meta.0.fences.load(Ordering::Relaxed) != 0 {
-        // SeqCst fence: without membarrier, the index store above must be ordered before the waiting-flag load below by the CPU (pairs with the sleeper's SeqCst flag store and fence).
-        fence(Ordering::SeqCst);
-    } else {
-        // SeqCst fence: without membarrier, the index store above must be ordered before the waiting-flag load below by the CPU (pairs with the sleeper's SeqCst flag store and fence).
-        compiler_fence(Ordering::SeqCst);
-    }
-    if peer_waiting.load(Ordering::Relaxed) != 0 {
-        wake64_low(word, 1);
-    }
-}
-
 /// The sending end of a [`ByteQueue`].
 #[derive(Debug)]
 pub struct ByteProducer {
@@ -270,7 +256,7 @@ impl ByteProducer {
         }
         self.tail = self.tail.wrapping_add(need);
         let c = self.q.ctl();
-        publish(c, &c.tail.0, self.tail, &c.meta.0.consumer_waiting);
+        publish_and_wake(c, &c.tail.0, self.tail, &c.meta.0.consumer_waiting);
         Ok(())
     }
 
@@ -430,7 +416,7 @@ impl ByteConsumer {
             }
             self.head = self.head.wrapping_add(need);
             let c = self.q.ctl();
-            publish(c, &c.head.0, self.head, &c.meta.0.producer_waiting);
+            publish_and_wake(c, &c.head.0, self.head, &c.meta.0.producer_waiting);
             return Ok(());
         }
     }

@@ -337,6 +337,25 @@ impl<T: Pod> SpscQueue<T> {
     }
 }
 
+/// Publishes an index (`ring::publish`, Release) and wakes the peer if it
+/// announced that it sleeps. The flag load must not move before the index
+/// store: with membarrier, the sleeper's barrier orders the two on the CPU,
+/// so a compiler fence suffices; without it (`fences` set), a real one.
+#[inline]
+pub(super) fn publish_and_wake(c: &SpscCtl, word: &AtomicU64, value: u64, peer_waiting: &AtomicU32) {
+    super::ring::publish(word, value);
+    if c.meta.0.fences.load(Ordering::Relaxed) != 0 {
+        // SeqCst: pairs with the sleeper's SeqCst flag store and fence.
+        fence(Ordering::SeqCst);
+    } else {
+        // The sleeper's membarrier supplies the CPU barrier.
+        compiler_fence(Ordering::SeqCst);
+    }
+    if peer_waiting.load(Ordering::Relaxed) != 0 {
+        wake64_low(word, 1);
+    }
+}
+
 /// A fresh control block (both ends absent, indices at 0).
 pub(super) fn new_ctl() -> SpscCtl {
     let z32 = || AtomicU32::new(0);
@@ -527,18 +546,7 @@ impl<T: Pod> Producer<T> {
     #[inline]
     fn publish(&mut self) {
         let c = self.q.ctl();
-        super::ring::publish(&c.tail.0, self.tail);
-        if c.meta.0.fences.load(Ordering::Relaxed) != 0 {
-            // SeqCst fence: without membarrier, the index store above must be ordered before the waiting-flag load below by the CPU (pairs with the sleeper's SeqCst flag store and fence).
-            fence(Ordering::SeqCst);
-        } else {
-            // The consumer's membarrier supplies the CPU barrier.
-            // SeqCst fence: without membarrier, the index store above must be ordered before the waiting-flag load below by the CPU (pairs with the sleeper's SeqCst flag store and fence).
-            compiler_fence(Ordering::SeqCst);
-        }
-        if c.meta.0.consumer_waiting.load(Ordering::Relaxed) != 0 {
-            wake64_low(&c.tail.0, 1);
-        }
+        publish_and_wake(c, &c.tail.0, self.tail, &c.meta.0.consumer_waiting);
     }
 
     fn refusal<V>(&mut self, v: V) -> Option<PushError<V>> {
@@ -808,17 +816,7 @@ impl<T: Pod> Consumer<T> {
     #[inline]
     fn release(&mut self) {
         let c = self.q.ctl();
-        super::ring::publish(&c.head.0, self.head);
-        if c.meta.0.fences.load(Ordering::Relaxed) != 0 {
-            // SeqCst fence: without membarrier, the index store above must be ordered before the waiting-flag load below by the CPU (pairs with the sleeper's SeqCst flag store and fence).
-            fence(Ordering::SeqCst);
-        } else {
-            // SeqCst fence: without membarrier, the index store above must be ordered before the waiting-flag load below by the CPU (pairs with the sleeper's SeqCst flag store and fence).
-            compiler_fence(Ordering::SeqCst);
-        }
-        if c.meta.0.producer_waiting.load(Ordering::Relaxed) != 0 {
-            wake64_low(&c.head.0, 1);
-        }
+        publish_and_wake(c, &c.head.0, self.head, &c.meta.0.producer_waiting);
     }
 
     fn empty_reason(&mut self) -> PopError {
