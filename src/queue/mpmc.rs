@@ -168,6 +168,24 @@ impl<T: Pod> Object for MpmcQueue<T> {
     }
 }
 
+/// Under the lock: if anyone sleeps on `seq` (per its `waiting` count),
+/// moves `seq` on and returns true; the caller wakes them after unlocking.
+/// Plain load + store, not an RMW: every writer of `seq` holds the lock.
+#[inline]
+fn signal(seq: &AtomicU32, waiting: &AtomicU32) -> bool {
+    let wake = waiting.load(Ordering::Relaxed) != 0;
+    if wake {
+        seq.store(seq.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+    wake
+}
+
+/// Under the lock: adds `n` to a counter only lock holders write.
+#[inline]
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
 /// The lock held; released on drop. A takeover from a dead holder is
 /// repaired at once: every operation leaves the ring consistent at every
 /// instant (slots are written before the index that publishes them moves).
@@ -281,8 +299,8 @@ impl<T: Pod> MpmcQueue<T> {
         {
             let _g = Held::lock(c);
             c.closed.store(1, Ordering::Relaxed);
-            c.items_seq.fetch_add(1, Ordering::Relaxed);
-            c.space_seq.fetch_add(1, Ordering::Relaxed);
+            c.items_seq.store(c.items_seq.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+            c.space_seq.store(c.space_seq.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         }
         wake32(&c.items_seq, u32::MAX);
         wake32(&c.space_seq, u32::MAX);
@@ -314,12 +332,8 @@ impl<T: Pod> MpmcQueue<T> {
             // the lock.
             unsafe { self.slot(t).write(v) };
             c.tail.store(t.wrapping_add(1), Ordering::Relaxed);
-            c.unfinished.fetch_add(1, Ordering::Relaxed);
-            let wake = c.consumers_waiting.load(Ordering::Relaxed) != 0;
-            if wake {
-                c.items_seq.fetch_add(1, Ordering::Relaxed);
-            }
-            wake
+            bump(&c.unfinished, 1);
+            signal(&c.items_seq, &c.consumers_waiting)
         };
         if wake {
             wake32(&c.items_seq, 1);
@@ -340,11 +354,7 @@ impl<T: Pod> MpmcQueue<T> {
             // SAFETY: the slot at head holds a published item; lock held.
             let v = unsafe { self.slot(h).read() };
             c.head.store(h.wrapping_add(1), Ordering::Relaxed);
-            let wake = c.producers_waiting.load(Ordering::Relaxed) != 0;
-            if wake {
-                c.space_seq.fetch_add(1, Ordering::Relaxed);
-            }
-            (v, wake)
+            (v, signal(&c.space_seq, &c.producers_waiting))
         };
         if wake {
             wake32(&c.space_seq, 1);
@@ -512,12 +522,8 @@ impl<T: Pod> MpmcQueue<T> {
                 unsafe { self.slot(t.wrapping_add(i as u64)).write(*v) };
             }
             c.tail.store(t.wrapping_add(n as u64), Ordering::Relaxed);
-            c.unfinished.fetch_add(n as u64, Ordering::Relaxed);
-            let wake = n > 0 && c.consumers_waiting.load(Ordering::Relaxed) != 0;
-            if wake {
-                c.items_seq.fetch_add(1, Ordering::Relaxed);
-            }
-            (n, wake)
+            bump(&c.unfinished, n as u64);
+            (n, n > 0 && signal(&c.items_seq, &c.consumers_waiting))
         };
         if wake {
             wake32(&c.items_seq, n as u32);
@@ -546,11 +552,7 @@ impl<T: Pod> MpmcQueue<T> {
                 *o = unsafe { self.slot(h.wrapping_add(i as u64)).read() };
             }
             c.head.store(h.wrapping_add(n as u64), Ordering::Relaxed);
-            let wake = n > 0 && c.producers_waiting.load(Ordering::Relaxed) != 0;
-            if wake {
-                c.space_seq.fetch_add(1, Ordering::Relaxed);
-            }
-            (n, wake)
+            (n, n > 0 && signal(&c.space_seq, &c.producers_waiting))
         };
         if wake {
             wake32(&c.space_seq, n as u32);
@@ -568,11 +570,7 @@ impl<T: Pod> MpmcQueue<T> {
                 return Err(TaskDoneError);
             }
             c.unfinished.store(u - 1, Ordering::Relaxed);
-            let wake = u == 1 && c.joiners_waiting.load(Ordering::Relaxed) != 0;
-            if wake {
-                c.done_seq.fetch_add(1, Ordering::Relaxed);
-            }
-            wake
+            u == 1 && signal(&c.done_seq, &c.joiners_waiting)
         };
         if wake {
             wake32(&c.done_seq, u32::MAX);
