@@ -4,10 +4,20 @@
 //!
 //! - SPSC u64 throughput, single push/pop and batched (256);
 //!   anchors: rtrb between two pinned threads (the in-process ceiling), a
-//!   Unix socket pair between two processes (8-byte messages);
+//!   Unix socket pair between two processes (8-byte messages), ipc-channel,
+//!   iceoryx2 publish-subscribe (blocking publisher, no overflow), Python's
+//!   mp.Queue (if python3 runs);
 //! - SPSC ping-pong round trip (busy-poll and blocking), p50 and p99;
-//!   anchor: a minimal hand-written shared-memory ping-pong (the floor).
+//!   anchors: a minimal hand-written shared-memory ping-pong (the floor),
+//!   iceoryx2 publish-subscribe busy-polling;
+//! - variable-length frames (64 B, 4 KiB) beside a Unix socket;
+//! - MPMC 2 producers x 2 consumers beside crossbeam's ArrayQueue.
+//!
+//! iceoryx2's build needs libclang (Debian: libclang-dev; `.ci/run`
+//! installs it).
 
+#[path = "support/iceoryx2_anchor.rs"]
+mod iceoryx2_anchor;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -16,11 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use shmproc::queue::{ByteQueue, MpmcQueue, SpscQueue, WaitStrategy};
-use support::{SharedPage, interleave, pin, quick, run_group, run_pair, unpin};
-
-fn mps(n: u64, d: Duration) -> f64 {
-    n as f64 / d.as_secs_f64() / 1e6
-}
+use support::{SharedPage, interleave, mps, percentiles, pin, quick, run_group, run_pair, unpin};
 
 // Each measurement uses fresh queues: a queue whose previous producer
 // process has exited reports Disconnected (by design) until a new producer
@@ -166,12 +172,6 @@ fn python_queue(n: u64) -> Option<f64> {
         return None;
     }
     String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().ok().map(|v| v / 1e6)
-}
-
-/// Round trips: returns (p50, p99) in ns.
-fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (v[v.len() / 2], v[v.len() * 99 / 100])
 }
 
 fn spsc_pingpong(n: usize, wait: WaitStrategy) -> (f64, f64) {
@@ -350,6 +350,7 @@ fn main() {
             ("rtrb, two pinned threads", &mut || rtrb_threads(n, cap)),
             ("Unix socket pair, 8-byte messages", &mut || unix_socket(n / 20)),
             ("ipc-channel, u64 messages", &mut || ipc_channel(n / 40)),
+            ("iceoryx2 publish-subscribe, u64", &mut || iceoryx2_anchor::throughput(n / 40, 256)),
         ],
     );
     println!("\n== SPSC throughput, M msgs/s (median of {rounds} interleaved rounds)");
@@ -360,6 +361,7 @@ fn main() {
     println!("  {:<44} {:>8.2}x", "batched / rtrb", res[1].1 / res[2].1);
     println!("  {:<44} {:>8.1}x", "single / Unix socket", res[0].1 / res[3].1);
     println!("  {:<44} {:>8.1}x", "single / ipc-channel", res[0].1 / res[4].1);
+    println!("  {:<44} {:>8.1}x", "single / iceoryx2 (target ~100)", res[0].1 / res[5].1);
     let mut py: Vec<f64> = (0..rounds).filter_map(|_| python_queue(if q { 1_000 } else { 200_000 })).collect();
     if py.is_empty() {
         println!("  (python3 not available: mp.Queue row skipped)");
@@ -369,27 +371,34 @@ fn main() {
         println!("  {:<44} {:>8.0}x", "single / Python mp.Queue", res[0].1 / m);
     }
 
-    let mut p50 = vec![Vec::new(); 3];
-    let mut p99 = vec![Vec::new(); 3];
+    let mut p50 = vec![Vec::new(); 4];
+    let mut p99 = vec![Vec::new(); 4];
     for _ in 0..rounds {
         let r = [
             spsc_pingpong(pings, WaitStrategy::BusyPoll),
             spsc_pingpong(pings / 10, WaitStrategy::Blocking),
             handwritten_pingpong(pings),
+            iceoryx2_anchor::pingpong(pings / 10),
         ];
         for (i, (x, y)) in r.into_iter().enumerate() {
             p50[i].push(x);
             p99[i].push(y);
         }
     }
-    let names = ["shmproc SPSC busy-poll", "shmproc SPSC blocking", "hand-written shm ping-pong (floor)"];
+    let names = [
+        "shmproc SPSC busy-poll",
+        "shmproc SPSC blocking",
+        "hand-written shm ping-pong (floor)",
+        "iceoryx2 publish-subscribe, busy-poll",
+    ];
     println!("\n== SPSC ping-pong round trip, ns (median over rounds of each round's p50 / p99)");
     let med: Vec<(f64, f64)> =
-        (0..3).map(|i| (support::median(&mut p50[i].clone()), support::median(&mut p99[i].clone()))).collect();
+        (0..4).map(|i| (support::median(&mut p50[i].clone()), support::median(&mut p99[i].clone()))).collect();
     for (i, name) in names.iter().enumerate() {
         println!("  {name:<44} p50 {:>8.0}   p99 {:>8.0}", med[i].0, med[i].1);
     }
     println!("  {:<44} {:>8.2}x", "busy-poll p50 / floor p50 (target <= 1.1)", med[0].0 / med[2].0);
+    println!("  {:<44} {:>8.2}x", "busy-poll p50 / iceoryx2 p50", med[0].0 / med[3].0);
 
     let (f64n, f4kn) = if q { (10_000, 1_000) } else { (5_000_000, 500_000) };
     let res = interleave(

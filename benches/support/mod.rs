@@ -110,6 +110,17 @@ pub fn run_pair(mut parent: impl FnMut(), mut child: impl FnMut()) -> Duration {
     elapsed
 }
 
+/// `n` messages in `d`, in M msgs/s.
+pub fn mps(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64() / 1e6
+}
+
+/// Round trips in ns: (p50, p99).
+pub fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[v.len() / 2], v[v.len() * 99 / 100])
+}
+
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
