@@ -333,6 +333,12 @@ fn socket_frames(size: usize, n: u64) -> f64 {
     mps(n, d)
 }
 
+/// Which sections to run: all, or those named in SHMPROC_BENCH_ONLY
+/// (comma-separated: spsc, pingpong, bytes, mpmc).
+fn wanted(section: &str) -> bool {
+    std::env::var("SHMPROC_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == section))
+}
+
 fn main() {
     let q = quick();
     if q {
@@ -340,7 +346,22 @@ fn main() {
     }
     let rounds =
         if q { 1 } else { std::env::var("SHMPROC_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(7) };
-    let (n, pings) = if q { (10_000, 1_000) } else { (20_000_000, 100_000) };
+    if wanted("spsc") {
+        spsc_section(q, rounds);
+    }
+    if wanted("pingpong") {
+        pingpong_section(q, rounds);
+    }
+    if wanted("bytes") {
+        bytes_section(q, rounds);
+    }
+    if wanted("mpmc") {
+        mpmc_section(q, rounds);
+    }
+}
+
+fn spsc_section(q: bool, rounds: usize) {
+    let n = if q { 10_000 } else { 20_000_000 };
     let cap = 4096;
     let res = interleave(
         rounds,
@@ -370,7 +391,10 @@ fn main() {
         println!("  {:<44} {m:>9.2}", "Python mp.Queue, ints (separate runs)");
         println!("  {:<44} {:>8.0}x", "single / Python mp.Queue", res[0].1 / m);
     }
+}
 
+fn pingpong_section(q: bool, rounds: usize) {
+    let pings = if q { 1_000 } else { 100_000 };
     let mut p50 = vec![Vec::new(); 4];
     let mut p99 = vec![Vec::new(); 4];
     for _ in 0..rounds {
@@ -399,7 +423,9 @@ fn main() {
     }
     println!("  {:<44} {:>8.2}x", "busy-poll p50 / floor p50 (target <= 1.1)", med[0].0 / med[2].0);
     println!("  {:<44} {:>8.2}x", "busy-poll p50 / iceoryx2 p50", med[0].0 / med[3].0);
+}
 
+fn bytes_section(q: bool, rounds: usize) {
     let (f64n, f4kn) = if q { (10_000, 1_000) } else { (5_000_000, 500_000) };
     let res = interleave(
         rounds,
@@ -416,7 +442,9 @@ fn main() {
     }
     println!("  {:<44} {:>8.1}x", "64 B: ours / Unix socket", res[0].1 / res[1].1);
     println!("  {:<44} {:>8.1}x", "4 KiB: ours / Unix socket", res[2].1 / res[3].1);
+}
 
+fn mpmc_section(q: bool, rounds: usize) {
     let m = if q { 10_000 } else { 2_000_000 };
     let res = interleave(
         rounds,

@@ -10,7 +10,7 @@ use crate::sync::platform::{AtomicU64, Ordering};
 
 /// Producer: free slots, reloading `head` into `head_cache` only if the
 /// cached value shows fewer than `want`.
-#[inline]
+#[inline(always)]
 pub fn free(tail: u64, head_cache: &mut u64, head: &AtomicU64, cap: u64, want: u64) -> u64 {
     let free = cap - tail.wrapping_sub(*head_cache).min(cap);
     if free >= want {
@@ -24,7 +24,7 @@ pub fn free(tail: u64, head_cache: &mut u64, head: &AtomicU64, cap: u64, want: u
 
 /// Consumer: items available, reloading `tail` into `tail_cache` only if
 /// the cached value shows fewer than `want`.
-#[inline]
+#[inline(always)]
 pub fn available(head: u64, tail_cache: &mut u64, tail: &AtomicU64, cap: u64, want: u64) -> u64 {
     let avail = tail_cache.wrapping_sub(head).min(cap);
     if avail >= want {
@@ -38,7 +38,7 @@ pub fn available(head: u64, tail_cache: &mut u64, tail: &AtomicU64, cap: u64, wa
 
 /// Either side: publishes its index after writing (producer) or reading
 /// (consumer) the slots it covers.
-#[inline]
+#[inline(always)]
 pub fn publish(index: &AtomicU64, value: u64) {
     // Release: pairs with the Acquire loads in `free` / `available`.
     index.store(value, Ordering::Release);

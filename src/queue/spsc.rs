@@ -341,7 +341,7 @@ impl<T: Pod> SpscQueue<T> {
 /// announced that it sleeps. The flag load must not move before the index
 /// store: with membarrier, the sleeper's barrier orders the two on the CPU,
 /// so a compiler fence suffices; without it (`fences` set), a real one.
-#[inline]
+#[inline(always)]
 pub(super) fn publish_and_wake(c: &SpscCtl, word: &AtomicU64, value: u64, peer_waiting: &AtomicU32) {
     super::ring::publish(word, value);
     if c.meta.0.fences.load(Ordering::Relaxed) != 0 {
@@ -471,7 +471,7 @@ struct Ends<T> {
 }
 
 impl<T> Ends<T> {
-    #[inline]
+    #[inline(always)]
     fn ctl(&self) -> &SpscCtl {
         // SAFETY: `queue` keeps the mapping alive as long as `self`; the
         // control block is atomics only.
@@ -487,7 +487,7 @@ impl<T: Pod> Ends<T> {
         Ends { queue, ctl, slots, mask }
     }
 
-    #[inline]
+    #[inline(always)]
     fn slot(&self, index: u64) -> *mut T {
         // SAFETY: masked index < capacity, inside the validated data area.
         unsafe { self.slots.add((index & self.mask) as usize) }
@@ -537,13 +537,13 @@ impl<T: Pod> Producer<T> {
     }
 
     /// Free slots, refreshing the cached head only if needed.
-    #[inline]
+    #[inline(always)]
     fn free(&mut self, want: u64) -> u64 {
         super::ring::free(self.tail, &mut self.head_cache, &self.q.ctl().head.0, self.q.mask + 1, want)
     }
 
     /// Publishes `self.tail` and wakes a sleeping consumer.
-    #[inline]
+    #[inline(always)]
     fn publish(&mut self) {
         let c = self.q.ctl();
         publish_and_wake(c, &c.tail.0, self.tail, &c.meta.0.consumer_waiting);
@@ -569,7 +569,7 @@ impl<T: Pod> Producer<T> {
     /// tx.try_push(2).unwrap();
     /// assert_eq!(tx.try_push(3), Err(shmproc::queue::PushError::Full(3)));
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn try_push(&mut self, v: T) -> Result<(), PushError<T>> {
         let m = &self.q.ctl().meta.0;
         if m.closed.load(Ordering::Relaxed) | m.consumer_gone.load(Ordering::Relaxed) != 0 {
@@ -593,7 +593,7 @@ impl<T: Pod> Producer<T> {
     /// let q = shmproc::queue::SpscQueue::<u8>::new(2).unwrap();
     /// q.producer().unwrap().push(5).unwrap();
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, v: T) -> Result<(), PushError<T>> {
         match self.try_push(v) {
             Err(PushError::Full(v)) => self.push_until(v, None),
@@ -808,12 +808,12 @@ impl<T: Pod> Consumer<T> {
 
     /// Items available, refreshing the cached tail only if needed (clamped:
     /// a corrupted tail can only make us read garbage slots).
-    #[inline]
+    #[inline(always)]
     fn available(&mut self, want: u64) -> u64 {
         super::ring::available(self.head, &mut self.tail_cache, &self.q.ctl().tail.0, self.q.mask + 1, want)
     }
 
-    #[inline]
+    #[inline(always)]
     fn release(&mut self) {
         let c = self.q.ctl();
         publish_and_wake(c, &c.head.0, self.head, &c.meta.0.producer_waiting);
@@ -839,7 +839,7 @@ impl<T: Pod> Consumer<T> {
     /// let _tx = q.producer().unwrap();
     /// assert_eq!(rx.try_pop(), Err(shmproc::queue::PopError::Empty));
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn try_pop(&mut self) -> Result<T, PopError> {
         if self.available(1) == 0 {
             // Re-check after learning the reason: the producer may have
@@ -864,7 +864,7 @@ impl<T: Pod> Consumer<T> {
     /// q.producer().unwrap().push(4).unwrap();
     /// assert_eq!(q.consumer().unwrap().pop(), Ok(4));
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn pop(&mut self) -> Result<T, PopError> {
         match self.try_pop() {
             Err(PopError::Empty) => self.pop_until(None),
