@@ -30,36 +30,26 @@ fn service_name(what: &str) -> ServiceName {
     format!("shmproc-bench/{}/{what}/{k}", std::process::id()).as_str().try_into().unwrap()
 }
 
-/// Creates (`create`) or opens the service and makes the subscriber and
-/// publisher sides' ports. `buffer` is the subscriber's queue depth.
-fn ports(node: &Node<ipc::Service>, name: &ServiceName, buffer: usize, create: bool) -> (Option<Pub>, Option<Sub>) {
-    let builder = node.service_builder(name).publish_subscribe::<u64>();
-    let service = if create {
-        builder
-            .enable_safe_overflow(false)
-            .subscriber_max_buffer_size(buffer)
-            .history_size(0)
-            .max_publishers(1)
-            .max_subscribers(1)
-            .create()
-            .unwrap()
-    } else {
-        builder.open().unwrap()
-    };
-    if create {
-        (None, Some(service.subscriber_builder().buffer_size(buffer).create().unwrap()))
-    } else {
-        (
-            Some(
-                service
-                    .publisher_builder()
-                    .unable_to_deliver_strategy(UnableToDeliverStrategy::Block)
-                    .create()
-                    .unwrap(),
-            ),
-            None,
-        )
-    }
+/// Creates the service (no overflow, `buffer` deep) and subscribes to it.
+fn subscriber(node: &Node<ipc::Service>, name: &ServiceName, buffer: usize) -> Sub {
+    let service = node
+        .service_builder(name)
+        .publish_subscribe::<u64>()
+        .enable_safe_overflow(false)
+        .subscriber_max_buffer_size(buffer)
+        .history_size(0)
+        .max_publishers(1)
+        .max_subscribers(1)
+        .create()
+        .unwrap();
+    service.subscriber_builder().buffer_size(buffer).create().unwrap()
+}
+
+/// Opens the service and makes a publisher that blocks when the
+/// subscriber's buffer is full.
+fn publisher(node: &Node<ipc::Service>, name: &ServiceName) -> Pub {
+    let service = node.service_builder(name).publish_subscribe::<u64>().open().unwrap();
+    service.publisher_builder().unable_to_deliver_strategy(UnableToDeliverStrategy::Block).create().unwrap()
 }
 
 fn wait_for(flag: &AtomicU32, value: u32) {
@@ -78,8 +68,7 @@ pub fn throughput(n: u64, buffer: usize) -> f64 {
     run_pair(
         || {
             let node = node();
-            let (_, sub) = ports(&node, &name, buffer, true);
-            let sub = sub.unwrap();
+            let sub = subscriber(&node, &name, buffer);
             ready.store(1, Ordering::Release); // pairs with the child's wait_for
             let (mut got, mut sum) = (0u64, 0u64);
             let mut t0 = None;
@@ -98,8 +87,7 @@ pub fn throughput(n: u64, buffer: usize) -> f64 {
         || {
             wait_for(ready, 1);
             let node = node();
-            let (publisher, _) = ports(&node, &name, buffer, false);
-            let publisher = publisher.unwrap();
+            let publisher = publisher(&node, &name);
             for i in 0..n {
                 assert_eq!(publisher.send_copy(i).unwrap(), 1, "no subscriber connected");
             }
@@ -118,11 +106,10 @@ pub fn pingpong(n: usize) -> (f64, f64) {
     run_pair(
         || {
             let node = node();
-            let (_, rx) = ports(&node, &back, 4, true);
+            let rx = subscriber(&node, &back, 4);
             ready.store(1, Ordering::Release); // pairs with the child's wait_for(1)
             wait_for(ready, 2); // the child subscribed to `there`
-            let (tx, _) = ports(&node, &there, 4, false);
-            let (tx, rx) = (tx.unwrap(), rx.unwrap());
+            let tx = publisher(&node, &there);
             for i in 0..n as u64 {
                 let t = Instant::now();
                 tx.send_copy(i).unwrap();
@@ -139,10 +126,9 @@ pub fn pingpong(n: usize) -> (f64, f64) {
         || {
             wait_for(ready, 1);
             let node = node();
-            let (_, rx) = ports(&node, &there, 4, true);
+            let rx = subscriber(&node, &there, 4);
             ready.store(2, Ordering::Release); // pairs with the parent's wait_for(2)
-            let (tx, _) = ports(&node, &back, 4, false);
-            let (tx, rx) = (tx.unwrap(), rx.unwrap());
+            let tx = publisher(&node, &back);
             for _ in 0..n {
                 let v = loop {
                     if let Some(s) = rx.receive().unwrap() {

@@ -16,14 +16,12 @@ use std::time::Duration;
 
 use super::WaitStrategy;
 use super::spsc::{
-    PURE_SPIN, PeerWatch, PopError, PushError, RoleError, SPIN, SpscCtl, claim, new_ctl, publish_and_wake, sleep_on,
+    PURE_SPIN, PeerWatch, PopError, PushError, Role, RoleError, SPIN, SpscCtl, new_ctl, publish_and_wake, sleep_on,
 };
 use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
-use crate::sync::platform::wake64_low;
 use crate::sys::futex::Deadline;
-use crate::sys::membarrier;
 
 const HEADER: u64 = 8;
 const WRAP: u32 = u32::MAX;
@@ -90,10 +88,7 @@ impl Object for ByteQueue {
         check(m.segment().capacity(), m.ctl().meta.0.aux.load(Ordering::Relaxed))
     }
     fn from_mapped(m: Mapped<SpscCtl>) -> Self {
-        if !membarrier::register() {
-            // SeqCst: publish the fallback to every participant; producers read it (Relaxed) on each push, and any window before they see it is covered by the sleepers' 100 ms poll.
-            m.ctl().meta.0.fences.store(1, Ordering::SeqCst);
-        }
+        m.ctl().use_fences_unless_membarrier();
         let mask = m.segment().capacity() - 1;
         let max_frame = m.ctl().meta.0.aux.load(Ordering::Relaxed); // validated at open
         ByteQueue { m, mask, max_frame }
@@ -123,11 +118,7 @@ impl ByteQueue {
     /// assert!(q.producer().unwrap().send(b"x").is_err());
     /// ```
     pub fn close(&self) {
-        let c = self.m.ctl();
-        // SeqCst: ordered before the wake syscalls below; pairs with the sleepers' re-check after their heavy barrier.
-        c.meta.0.closed.store(1, Ordering::SeqCst);
-        wake64_low(&c.tail.0, u32::MAX);
-        wake64_low(&c.head.0, u32::MAX);
+        self.m.ctl().close();
     }
 
     /// Takes the sending role for this process.
@@ -137,11 +128,7 @@ impl ByteQueue {
     /// assert!(q.producer().is_ok());
     /// ```
     pub fn producer(&self) -> Result<ByteProducer, RoleError> {
-        let c = self.m.ctl();
-        claim(&c.meta.0.producer, &c.meta.0.producer_gone, "producer")?;
-        let tail = c.tail.0.load(Ordering::Relaxed);
-        // Acquire: pairs with the consumer's Release store of head.
-        let head_cache = c.head.0.load(Ordering::Acquire);
+        let (tail, head_cache) = self.m.ctl().attach(Role::Producer)?;
         Ok(ByteProducer {
             q: self.clone(),
             tail,
@@ -158,11 +145,7 @@ impl ByteQueue {
     /// assert!(q.consumer().is_ok());
     /// ```
     pub fn consumer(&self) -> Result<ByteConsumer, RoleError> {
-        let c = self.m.ctl();
-        claim(&c.meta.0.consumer, &c.meta.0.consumer_gone, "consumer")?;
-        let head = c.head.0.load(Ordering::Relaxed);
-        // Acquire: pairs with the producer's Release store of tail.
-        let tail_cache = c.tail.0.load(Ordering::Acquire);
+        let (head, tail_cache) = self.m.ctl().attach(Role::Consumer)?;
         Ok(ByteConsumer {
             q: self.clone(),
             head,
@@ -308,12 +291,7 @@ impl ByteProducer {
 
 impl Drop for ByteProducer {
     fn drop(&mut self) {
-        let c = self.q.ctl();
-        // SeqCst: pairs with the consumer's Acquire load of producer_gone (PeerWatch) and its re-check in sleep_on; ordered before the wake below.
-        c.meta.0.producer_gone.store(1, Ordering::SeqCst);
-        // Release: pairs with the next claimant's Acquire load/CAS in claim().
-        c.meta.0.producer.store(0, Ordering::Release);
-        wake64_low(&c.tail.0, u32::MAX);
+        self.q.ctl().detach(Role::Producer);
     }
 }
 
@@ -495,11 +473,6 @@ impl ByteConsumer {
 
 impl Drop for ByteConsumer {
     fn drop(&mut self) {
-        let c = self.q.ctl();
-        // SeqCst: pairs with the producer's Acquire load of consumer_gone (PeerWatch) and its re-check in sleep_on; ordered before the wake below.
-        c.meta.0.consumer_gone.store(1, Ordering::SeqCst);
-        // Release: pairs with the next claimant's Acquire load/CAS in claim().
-        c.meta.0.consumer.store(0, Ordering::Release);
-        wake64_low(&c.head.0, u32::MAX);
+        self.q.ctl().detach(Role::Consumer);
     }
 }

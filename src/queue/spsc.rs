@@ -213,10 +213,7 @@ impl<T: Pod> Object for SpscQueue<T> {
         check_capacity(m.segment().capacity())
     }
     fn from_mapped(m: Mapped<SpscCtl>) -> Self {
-        if !membarrier::register() {
-            // SeqCst: publish the fallback to every participant; producers read it (Relaxed) on each push, and any window before they see it is covered by the sleepers' 100 ms poll.
-            m.ctl().meta.0.fences.store(1, Ordering::SeqCst);
-        }
+        m.ctl().use_fences_unless_membarrier();
         let mask = m.segment().capacity() - 1; // validated power of two
         SpscQueue { m, mask, _t: PhantomData }
     }
@@ -273,11 +270,7 @@ impl<T: Pod> SpscQueue<T> {
     /// assert_eq!(rx.pop(), Err(shmproc::queue::PopError::Closed));
     /// ```
     pub fn close(&self) {
-        let c = self.m.ctl();
-        // SeqCst: ordered before the wake syscalls below; pairs with the sleepers' re-check after their heavy barrier.
-        c.meta.0.closed.store(1, Ordering::SeqCst);
-        wake64_low(&c.tail.0, u32::MAX);
-        wake64_low(&c.head.0, u32::MAX);
+        self.m.ctl().close();
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -298,11 +291,7 @@ impl<T: Pod> SpscQueue<T> {
     /// # drop(tx);
     /// ```
     pub fn producer(&self) -> Result<Producer<T>, RoleError> {
-        let c = self.m.ctl();
-        claim(&c.meta.0.producer, &c.meta.0.producer_gone, "producer")?;
-        let tail = c.tail.0.load(Ordering::Relaxed);
-        // Acquire: pairs with the consumer's Release store of head.
-        let head = c.head.0.load(Ordering::Acquire);
+        let (tail, head) = self.m.ctl().attach(Role::Producer)?;
         Ok(Producer {
             q: Ends::new(self.clone()),
             tail,
@@ -321,11 +310,7 @@ impl<T: Pod> SpscQueue<T> {
     /// # drop(rx);
     /// ```
     pub fn consumer(&self) -> Result<Consumer<T>, RoleError> {
-        let c = self.m.ctl();
-        claim(&c.meta.0.consumer, &c.meta.0.consumer_gone, "consumer")?;
-        let head = c.head.0.load(Ordering::Relaxed);
-        // Acquire: pairs with the producer's Release store of tail.
-        let tail = c.tail.0.load(Ordering::Acquire);
+        let (head, tail) = self.m.ctl().attach(Role::Consumer)?;
         Ok(Consumer {
             q: Ends::new(self.clone()),
             head,
@@ -367,6 +352,68 @@ pub(super) fn prefetch<T>(p: *const T) {
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// Which end of an SPSC-style ring (items or byte frames).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Role {
+    Producer,
+    Consumer,
+}
+
+impl SpscCtl {
+    /// The role's owner slot, its `gone` flag, its own index and the
+    /// peer's index.
+    fn role_words(&self, role: Role) -> (&AtomicU64, &AtomicU32, &AtomicU64, &AtomicU64) {
+        let m = &self.meta.0;
+        match role {
+            Role::Producer => (&m.producer, &m.producer_gone, &self.tail.0, &self.head.0),
+            Role::Consumer => (&m.consumer, &m.consumer_gone, &self.head.0, &self.tail.0),
+        }
+    }
+
+    /// Takes `role` for this process (see [`claim`]); returns the role's
+    /// own index and a first cached copy of the peer's.
+    pub(super) fn attach(&self, role: Role) -> Result<(u64, u64), RoleError> {
+        let (owner, gone, own, peer) = self.role_words(role);
+        let name = match role {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        };
+        claim(owner, gone, name)?;
+        // Acquire: pairs with the peer's Release store of its index
+        // (`ring::publish`), so what it published is visible.
+        Ok((own.load(Ordering::Relaxed), peer.load(Ordering::Acquire)))
+    }
+
+    /// Gives `role` up (a handle's Drop): the peer sees it gone, the next
+    /// claimant may take it, and a peer asleep on our index wakes to learn.
+    pub(super) fn detach(&self, role: Role) {
+        let (owner, gone, own, _) = self.role_words(role);
+        // SeqCst: pairs with the peer's Acquire load of `gone` (PeerWatch)
+        // and its re-check in sleep_on; ordered before the wake below.
+        gone.store(1, Ordering::SeqCst);
+        // Release: pairs with the next claimant's Acquire load/CAS in claim().
+        owner.store(0, Ordering::Release);
+        wake64_low(own, u32::MAX);
+    }
+
+    /// Closes the ring and wakes both ends.
+    pub(super) fn close(&self) {
+        // SeqCst: ordered before the wake syscalls below; pairs with the sleepers' re-check after their heavy barrier.
+        self.meta.0.closed.store(1, Ordering::SeqCst);
+        wake64_low(&self.tail.0, u32::MAX);
+        wake64_low(&self.head.0, u32::MAX);
+    }
+
+    /// At map time: without asymmetric barriers (membarrier refused),
+    /// every participant publishes with a real fence.
+    pub(super) fn use_fences_unless_membarrier(&self) {
+        if !membarrier::register() {
+            // SeqCst: publish the fallback to every participant; producers read it (Relaxed) on each push, and any window before they see it is covered by the sleepers' 100 ms poll.
+            self.meta.0.fences.store(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// A fresh control block (both ends absent, indices at 0).
@@ -722,12 +769,7 @@ impl<T: Pod> Producer<T> {
 
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
-        let c = self.q.ctl();
-        // SeqCst: pairs with the consumer's Acquire load of producer_gone (PeerWatch) and its re-check in sleep_on; ordered before the wake below.
-        c.meta.0.producer_gone.store(1, Ordering::SeqCst);
-        // Release: pairs with the next claimant's Acquire CAS.
-        c.meta.0.producer.store(0, Ordering::Release);
-        wake64_low(&c.tail.0, u32::MAX);
+        self.q.ctl().detach(Role::Producer);
     }
 }
 
@@ -997,12 +1039,7 @@ impl<T: Pod> Consumer<T> {
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
-        let c = self.q.ctl();
-        // SeqCst: pairs with the producer's Acquire load of consumer_gone (PeerWatch) and its re-check in sleep_on; ordered before the wake below.
-        c.meta.0.consumer_gone.store(1, Ordering::SeqCst);
-        // Release: pairs with the next claimant's Acquire CAS.
-        c.meta.0.consumer.store(0, Ordering::Release);
-        wake64_low(&c.head.0, u32::MAX);
+        self.q.ctl().detach(Role::Consumer);
     }
 }
 
