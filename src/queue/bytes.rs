@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use super::WaitStrategy;
 use super::spsc::{
-    PURE_SPIN, PeerWatch, PopError, PushError, Role, RoleError, SPIN, SpscCtl, new_ctl, publish_and_wake, sleep_on,
+    PURE_SPIN, PeerWatch, PopError, PushError, Role, RoleError, SPIN, SpscCtl, YIELD_EVERY, new_ctl, publish_and_wake,
+    sleep_on,
 };
 use crate::OpenError;
 use crate::shm::object::constructors;
@@ -277,7 +278,7 @@ impl ByteProducer {
             if deadline.is_some_and(|d| d.passed()) {
                 return Err(PushError::TimedOut(()));
             }
-            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN) {
+            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN, YIELD_EVERY) {
                 continue;
             }
             let c = self.q.ctl();
@@ -434,7 +435,7 @@ impl ByteConsumer {
             if deadline.is_some_and(|d| d.passed()) {
                 return Err(PopError::TimedOut);
             }
-            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN) {
+            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN, YIELD_EVERY) {
                 continue;
             }
             let c = self.q.ctl();

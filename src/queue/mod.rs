@@ -3,9 +3,10 @@
 //! - [`SpscQueue`]: a bounded single-producer / single-consumer ring of
 //!   `T: Pod` between two processes (Lamport's ring with cached indices, as
 //!   in rtrb), with batch and zero-copy loan operations.
-//! - [`MpmcQueue`]: a bounded multi-producer / multi-consumer ring under the
-//!   crate's robust lock (exact length, all-or-nothing operations when a
-//!   process dies mid-way), with batch operations.
+//! - [`MpmcQueue`]: a bounded multi-producer / multi-consumer lock-free ring
+//!   (Vyukov's per-slot sequence numbers) whose slots, when a process dies
+//!   mid-operation, are repaired by the survivors; exact length, batch
+//!   operations.
 //! - [`ByteQueue`]: variable-length byte frames packed in one SPSC ring.
 //!
 //! Waiting (see [`WaitStrategy`]): blocking calls spin briefly, then sleep
@@ -20,12 +21,18 @@ mod bytes;
 mod facade;
 #[cfg(not(loom))]
 mod mpmc;
+#[cfg(not(loom))]
+mod records;
 #[cfg(loom)]
 pub mod ring;
 #[cfg(not(loom))]
 pub(crate) mod ring;
 #[cfg(not(loom))]
 mod spsc;
+#[cfg(loom)]
+pub mod vyukov;
+#[cfg(not(loom))]
+pub(crate) mod vyukov;
 
 #[cfg(not(loom))]
 pub use bytes::{ByteConsumer, ByteProducer, ByteQueue};
@@ -56,11 +63,10 @@ pub enum WaitStrategy {
 /// when the caller should go to sleep now. Busy-polling never sleeps and
 /// never yields; blocking spins `pure` steps (a peer on another core
 /// answers within them), then keeps spinning but yields the core every
-/// `YIELD_EVERY` steps (the process we wait for may need this core: more
+/// `yield_every` steps (the process we wait for may need this core: more
 /// processes than cores is common), and sleeps after `limit` steps.
 #[inline]
-pub(crate) fn spin_step(wait: WaitStrategy, spins: &mut u32, pure: u32, limit: u32) -> bool {
-    const YIELD_EVERY: u32 = 4;
+pub(crate) fn spin_step(wait: WaitStrategy, spins: &mut u32, pure: u32, limit: u32, yield_every: u32) -> bool {
     match wait {
         WaitStrategy::BusyPoll => {
             std::hint::spin_loop();
@@ -68,7 +74,7 @@ pub(crate) fn spin_step(wait: WaitStrategy, spins: &mut u32, pure: u32, limit: u
         }
         WaitStrategy::Blocking if *spins < limit => {
             *spins += 1;
-            if *spins > pure && *spins % YIELD_EVERY == 0 {
+            if *spins > pure && *spins % yield_every == 0 {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();

@@ -1,75 +1,108 @@
 //! Bounded multi-producer multi-consumer ring of `T: Pod` in shared memory.
 //!
-//! Design: a ring guarded by the crate's robust lock ([`RawLock`]), rather
-//! than Vyukov's lock-free per-slot sequence numbers. The reason is crash
-//! semantics: with per-slot sequences, a process killed between claiming a
-//! slot and publishing it stalls every consumer at that slot, and telling a
-//! dead claimant from a slow one needs per-operation ownership records that
-//! cannot be updated atomically with the claim. Under the robust lock an
-//! operation is all-or-nothing: the slot is written, then `tail` (or
-//! `head`) moves, then the lock is released. A process killed mid-way
-//! leaves the indices as they were (its item is simply not there), and the
-//! next locker gets `OwnerDied`, finds the ring consistent by construction,
-//! and carries on. The lock's uncontended path is one CAS and one swap, the
-//! same atomics a lock-free enqueue uses; `len()` is exact.
+//! Algorithm: Vyukov's bounded MPMC queue with crossbeam's refinements
+//! (see [`vyukov`](super::vyukov)): a push or pop is one CAS on `tail` or
+//! `head` plus one store to the slot's sequence word, with no lock and no
+//! fence on x86. Each thread announces its claims in a participant
+//! record ([`records`](super::records)) first: that is what makes a
+//! process's death repairable.
 //!
-//! Waiting: a blocked caller registers in a waiter count and reads a
-//! sequence word while holding the lock, then sleeps on that word without
-//! it; the other side bumps the word (holding the lock) and wakes sleepers
-//! only if the count is non-zero. Lock ordering makes a lost wake-up
-//! impossible, with no fences on the fast path.
+//! Waiting: a full or empty queue is answered by yielding the core (the
+//! process that can help may need it), then by sleeping on a futex word
+//! with a waiter count. The sleeper registers, issues a process-wide
+//! asymmetric barrier (`membarrier`), and re-checks; the other side only
+//! loads the waiter count after its publishing store (no fence), so an
+//! uncontended push or pop makes no syscall.
 //!
 //! Guarantees when a process dies (SIGKILL) at any instruction:
-//! - inside `push`: its item is either entirely in the queue or not at all;
+//! - inside `push`: its item is either entirely in the queue or not at
+//!   all. A slot it had claimed and not filled is found by the consumer
+//!   that reaches it, which sees no live participant covering it, marks it
+//!   skipped and moves on (within about a millisecond of waiting);
 //! - inside `pop`: its item is either still in the queue or removed (and
-//!   lost with the process);
-//! - survivors never block on its account: the next locker takes the lock
-//!   over within about 100 ms (robust lock), and sleepers are not waiting
-//!   for it.
-//! - `task_done` counts of a dead consumer are lost: a `join` on a
-//!   `JoinableQueue` then waits for them (use `join_timeout`).
+//!   lost with the process); a slot it had not released is freed by the
+//!   next producer that needs it;
+//! - survivors never block on its account, and items pushed by others are
+//!   neither lost nor duplicated;
+//! - `qsize` counts a dead producer's claimed slot until a consumer has
+//!   skipped it; `task_done` counts of a dead consumer are lost, so a `join`
+//!   on a `JoinableQueue` then waits for them (use `join_timeout`).
+//!
+//! All processes must share one PID namespace and see `/proc` (as for the
+//! crate's locks): that is how a dead claimant is told from a slow one. A
+//! stopped (SIGSTOP) claimant is alive: others wait for it.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence, fence};
+use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
 
 use super::WaitStrategy;
-use super::spsc::{PopError, PushError};
+use super::records::Table;
+use super::spsc::{Line, PopError, PushError};
+use super::vyukov::{self, CLOSED, Env, Refused, Ring, Slots};
 use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
-use crate::sync::platform::{wait32, wake32};
-use crate::sync::raw_lock::{Acquired, RawLock, Wait};
+use crate::sync::platform::{backoff, wait32, wake32};
 use crate::sys::futex::Deadline;
+use crate::sys::membarrier;
 
 /// The shared control block.
 #[repr(C)]
 pub(crate) struct MpmcCtl {
-    lock: RawLock,
-    /// Next index to read (under the lock).
-    head: AtomicU64,
-    /// Next index to write (under the lock).
-    tail: AtomicU64,
-    /// Items put and not yet `task_done` (JoinableQueue; under the lock).
-    unfinished: AtomicU64,
-    /// Bumped when an item arrives; consumers sleep on it.
-    items_seq: AtomicU32,
-    /// Bumped when a slot frees up; producers sleep on it.
-    space_seq: AtomicU32,
-    /// Bumped when `unfinished` reaches 0; joiners sleep on it.
-    done_seq: AtomicU32,
+    /// Next position to claim for a push; bit 63: closed.
+    tail: Line<AtomicU64>,
+    /// Next position to claim for a pop.
+    head: Line<AtomicU64>,
+    /// Read on every operation, written only when somebody sleeps.
+    meta: Line<Meta>,
+    /// Written by `task_done`, joiners and repairs.
+    join: Line<JoinWords>,
+    records: Table,
+}
+
+#[repr(C)]
+struct Meta {
     consumers_waiting: AtomicU32,
     producers_waiting: AtomicU32,
-    joiners_waiting: AtomicU32,
-    closed: AtomicU32,
+    /// Bumped when an item arrives and a consumer sleeps; they sleep on it.
+    items_seq: AtomicU32,
+    /// Bumped when a slot frees up and a producer sleeps.
+    space_seq: AtomicU32,
+    /// Some participant cannot use membarrier: wakers must fence.
+    fences: AtomicU32,
     /// The queue's size limit (Python's `maxsize`), 1..=ring slots.
     limit: AtomicU32,
 }
 
-const SPIN: u32 = 200;
+#[repr(C)]
+struct JoinWords {
+    /// `task_done` calls so far.
+    done: AtomicU64,
+    /// Slots of dead producers, skipped (never to be `task_done`).
+    skipped: AtomicU64,
+    /// Bumped when the unfinished count reaches 0; joiners sleep on it.
+    done_seq: AtomicU32,
+    joiners_waiting: AtomicU32,
+}
+
+/// One slot: the sequence word and the item, together on one line.
+#[repr(C)]
+struct Slot<T> {
+    seq: AtomicU64,
+    val: T,
+}
+
+/// Steps of a blocked call before it sleeps (each one yields the core).
+const SPIN: u32 = 64;
 const POLL: Duration = Duration::from_millis(100);
+/// Wait on an unfinished claim this long before looking for its owner.
+const REPAIR_AFTER: Duration = Duration::from_millis(1);
+/// A `try_` call waits on an unfinished claim for this many steps (pure
+/// backoff, then yields) before it gives up.
+const TRY_STEPS: u32 = 16;
 
 /// `task_done` was called more often than items were put.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -92,7 +125,7 @@ pub struct TaskDoneError;
 /// ```
 pub struct MpmcQueue<T> {
     m: Mapped<MpmcCtl>,
-    mask: u64,
+    slots: u64,
     limit: u64,
     wait: WaitStrategy,
     _t: PhantomData<T>,
@@ -100,25 +133,26 @@ pub struct MpmcQueue<T> {
 
 impl<T> Clone for MpmcQueue<T> {
     fn clone(&self) -> Self {
-        MpmcQueue { m: self.m.clone(), mask: self.mask, limit: self.limit, wait: self.wait, _t: PhantomData }
+        MpmcQueue { m: self.m.clone(), slots: self.slots, limit: self.limit, wait: self.wait, _t: PhantomData }
     }
 }
 
 impl<T> std::fmt::Debug for MpmcQueue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MpmcQueue").field("segment", &self.m).field("capacity", &(self.mask + 1)).finish()
+        f.debug_struct("MpmcQueue").field("segment", &self.m).field("capacity", &self.limit).finish()
     }
 }
 
 /// Largest supported capacity.
 pub(crate) const MAX_CAPACITY: u64 = 1 << 30;
 
-/// The ring has the next power of two of slots; `limit` is the capacity.
+/// The ring has the next power of two of slots, at least 2 (Vyukov's
+/// sequence words need two); `limit` is the capacity.
 fn ring_slots(cap: u64) -> Result<u64, String> {
     if cap == 0 || cap > MAX_CAPACITY {
         Err(format!("capacity {cap} is not supported: use 1..={MAX_CAPACITY}"))
     } else {
-        Ok(cap.next_power_of_two())
+        Ok(cap.next_power_of_two().max(2))
     }
 }
 
@@ -132,27 +166,43 @@ impl<T: Pod> Object for MpmcQueue<T> {
     fn capacity(cap: &u64) -> Result<u64, OpenError> {
         ring_slots(*cap).map_err(OpenError::InvalidArgument)
     }
+    fn data_size(slots: u64) -> Option<u64> {
+        slots.checked_mul(std::mem::size_of::<Slot<T>>() as u64)
+    }
     fn new_ctl(cap: &u64, _: u64) -> MpmcCtl {
         let z = || AtomicU32::new(0);
         MpmcCtl {
-            lock: RawLock::new(),
-            head: AtomicU64::new(0),
-            tail: AtomicU64::new(0),
-            unfinished: AtomicU64::new(0),
-            items_seq: z(),
-            space_seq: z(),
-            done_seq: z(),
-            consumers_waiting: z(),
-            producers_waiting: z(),
-            joiners_waiting: z(),
-            closed: z(),
-            limit: AtomicU32::new(*cap as u32),
+            tail: Line(AtomicU64::new(0)),
+            head: Line(AtomicU64::new(0)),
+            meta: Line(Meta {
+                consumers_waiting: z(),
+                producers_waiting: z(),
+                items_seq: z(),
+                space_seq: z(),
+                fences: z(),
+                limit: AtomicU32::new(*cap as u32),
+            }),
+            join: Line(JoinWords {
+                done: AtomicU64::new(0),
+                skipped: AtomicU64::new(0),
+                done_seq: z(),
+                joiners_waiting: z(),
+            }),
+            records: Table::new(),
+        }
+    }
+    unsafe fn init_data(data: *mut u8, _: u64, slots: u64) {
+        let slot = data as *mut Slot<T>;
+        for i in 0..slots {
+            // SAFETY: `data` holds `slots` zeroed, aligned slots (caller's contract); the segment is not yet
+            // published, so nobody else reads them. Slot i starts free for the producer of position i.
+            unsafe { std::ptr::addr_of_mut!((*slot.add(i as usize)).seq).write(AtomicU64::new(i)) };
         }
     }
     fn validate(m: &Mapped<MpmcCtl>) -> Result<(), String> {
         let slots = m.segment().capacity();
-        let limit = u64::from(m.ctl().limit.load(Ordering::Relaxed));
-        if !slots.is_power_of_two() || slots > MAX_CAPACITY {
+        let limit = u64::from(m.ctl().meta.0.limit.load(Ordering::Relaxed));
+        if !slots.is_power_of_two() || !(2..=MAX_CAPACITY).contains(&slots) {
             return Err(format!("ring of {slots} slots"));
         }
         if limit == 0 || limit > slots {
@@ -161,53 +211,107 @@ impl<T: Pod> Object for MpmcQueue<T> {
         Ok(())
     }
     fn from_mapped(m: Mapped<MpmcCtl>) -> Self {
-        let mask = m.segment().capacity() - 1; // validated power of two
-        // Validated at open; re-read once here and never trusted again.
-        let limit = u64::from(m.ctl().limit.load(Ordering::Relaxed)).clamp(1, mask + 1);
-        MpmcQueue { m, mask, limit, wait: WaitStrategy::Blocking, _t: PhantomData }
-    }
-}
-
-/// Under the lock: if anyone sleeps on `seq` (per its `waiting` count),
-/// moves `seq` on and returns true; the caller wakes them after unlocking.
-/// Plain load + store, not an RMW: every writer of `seq` holds the lock.
-#[inline]
-fn signal(seq: &AtomicU32, waiting: &AtomicU32) -> bool {
-    let wake = waiting.load(Ordering::Relaxed) != 0;
-    if wake {
-        seq.store(seq.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-    }
-    wake
-}
-
-/// Under the lock: adds `n` to a counter only lock holders write.
-#[inline]
-fn bump(counter: &AtomicU64, n: u64) {
-    counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
-}
-
-/// The lock held; released on drop. A takeover from a dead holder is
-/// repaired at once: every operation leaves the ring consistent at every
-/// instant (slots are written before the index that publishes them moves).
-struct Held<'a>(&'a MpmcCtl);
-
-impl<'a> Held<'a> {
-    fn lock(c: &'a MpmcCtl) -> Held<'a> {
-        match c.lock.lock(Wait::Forever) {
-            Ok(Acquired::Clean) => {}
-            Ok(Acquired::OwnerDied) => c.lock.make_consistent(),
-            // Only reachable if a foreign process stored NOT_RECOVERABLE:
-            // we never leave the lock inconsistent ourselves. Proceed
-            // without the lock rather than hang; the data may be garbage.
-            Err(_) => {}
+        if !membarrier::register() {
+            // SeqCst: publish the fallback to every participant; wakers read it (Relaxed) on each operation, and
+            // any window before they see it is covered by the sleepers' 100 ms poll.
+            m.ctl().meta.0.fences.store(1, Ordering::SeqCst);
         }
-        Held(c)
+        let slots = m.segment().capacity(); // validated power of two >= 2
+        // Validated at open; re-read once here and never trusted again.
+        let limit = u64::from(m.ctl().meta.0.limit.load(Ordering::Relaxed)).clamp(1, slots);
+        MpmcQueue { m, slots, limit, wait: WaitStrategy::Blocking, _t: PhantomData }
     }
 }
 
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.0.lock.unlock();
+/// The ring's slots in the mapping.
+struct ShmSlots<T> {
+    base: *mut Slot<T>,
+    mask: u64,
+}
+
+impl<T: Pod> Slots<T> for ShmSlots<T> {
+    #[inline(always)]
+    fn seq(&self, pos: u64) -> &AtomicU64 {
+        // SAFETY: the masked index is inside the validated data area of `mask + 1` slots; the word is an atomic,
+        // so a shared reference is sound while other processes write it.
+        unsafe { &(*self.base.add((pos & self.mask) as usize)).seq }
+    }
+    #[inline(always)]
+    unsafe fn write(&self, pos: u64, v: T) {
+        // SAFETY: in bounds as in `seq`; the caller owns the slot (vyukov's contract). No reference is formed.
+        unsafe { std::ptr::addr_of_mut!((*self.base.add((pos & self.mask) as usize)).val).write(v) }
+    }
+    #[inline(always)]
+    unsafe fn read(&self, pos: u64) -> T {
+        // SAFETY: as in `write`; any bit pattern is a valid `T: Pod`.
+        unsafe { std::ptr::addr_of!((*self.base.add((pos & self.mask) as usize)).val).read() }
+    }
+}
+
+/// How one call waits on another participant's unfinished claim.
+struct Flight<'q, T> {
+    q: &'q MpmcQueue<T>,
+    steps: u32,
+    since: Option<Instant>,
+    /// Blocking calls wait for the claim (until `deadline`); `try_` calls
+    /// give up after `TRY_STEPS`.
+    patient: bool,
+    deadline: Option<Deadline>,
+}
+
+impl<'q, T: Pod> Flight<'q, T> {
+    fn new(q: &'q MpmcQueue<T>, patient: bool, deadline: Option<Deadline>) -> Self {
+        Flight { q, steps: 0, since: None, patient, deadline }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wait(&mut self, pos: u64, by_pop: bool, must_wait: bool) -> bool {
+        self.steps += 1;
+        if self.steps <= 6 {
+            backoff(self.steps);
+            return true;
+        }
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        let giving_up =
+            !must_wait && (!self.patient && self.steps > TRY_STEPS || self.deadline.is_some_and(|d| d.passed()));
+        if (giving_up || now.duration_since(since) >= REPAIR_AFTER) && self.q.repair(pos, by_pop) {
+            *self = Flight::new(self.q, self.patient, self.deadline);
+            return true;
+        }
+        if giving_up {
+            return false;
+        }
+        // The claimant may be preempted on this core: give it the core.
+        // One stopped for long (SIGSTOP) should not cost us a core either.
+        if now.duration_since(since) > Duration::from_millis(20) {
+            std::thread::sleep(Duration::from_millis(1));
+        } else {
+            std::thread::yield_now();
+        }
+        true
+    }
+}
+
+/// The protocol's environment for one attempt: our record and the wait.
+struct Op<'a, 'q, T> {
+    rec: &'a super::records::Record,
+    flight: &'a mut Flight<'q, T>,
+}
+
+impl<T: Pod> Env for Op<'_, '_, T> {
+    #[inline(always)]
+    fn announce(&mut self, start: u64, n: u64, pop: bool) {
+        self.rec.announce(start, n, pop);
+    }
+    #[inline(always)]
+    fn withdraw(&mut self) {
+        self.rec.withdraw();
+    }
+    #[inline(always)]
+    fn in_flight(&mut self, pos: u64, by_pop: bool, must_wait: bool) -> bool {
+        self.flight.wait(pos, by_pop, must_wait)
     }
 }
 
@@ -226,13 +330,32 @@ impl<T: Pod> MpmcQueue<T> {
         self
     }
 
+    #[inline(always)]
     fn ctl(&self) -> &MpmcCtl {
         self.m.ctl()
     }
 
-    fn slot(&self, index: u64) -> *mut T {
-        // SAFETY: masked index < capacity, inside the validated data area.
-        unsafe { (self.m.data() as *mut T).add((index & self.mask) as usize) }
+    #[inline(always)]
+    fn ring(&self) -> Ring<'_> {
+        let c = self.ctl();
+        Ring { tail: &c.tail.0, head: &c.head.0, slots: self.slots, limit: self.limit }
+    }
+
+    #[inline(always)]
+    fn slots(&self) -> ShmSlots<T> {
+        ShmSlots { base: self.m.data() as *mut Slot<T>, mask: self.slots - 1 }
+    }
+
+    /// Runs one attempt of a protocol operation with our record.
+    #[inline(always)]
+    fn attempt<R>(
+        &self,
+        flight: &mut Flight<'_, T>,
+        f: impl FnOnce(&Ring<'_>, &ShmSlots<T>, &mut Op<'_, '_, T>) -> R,
+    ) -> R {
+        let mine = self.ctl().records.mine();
+        let mut op = Op { rec: mine.record(), flight };
+        f(&self.ring(), &self.slots(), &mut op)
     }
 
     /// The most items the queue holds (any size 1..=2^30).
@@ -244,7 +367,10 @@ impl<T: Pod> MpmcQueue<T> {
         self.limit as usize
     }
 
-    /// Exact number of items (taken under the lock).
+    /// Number of items: exact at one instant (a consistent snapshot of both
+    /// indices). An item whose push is under way counts (a pop waits for
+    /// it), and so does a dead producer's claimed slot until a consumer
+    /// skips it.
     ///
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u8>::new(3).unwrap();
@@ -252,15 +378,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// assert_eq!(q.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        let c = self.ctl();
-        let _g = Held::lock(c);
-        self.fill(c) as usize
-    }
-
-    /// Items in the ring, clamped (the indices are shared, untrusted memory).
-    fn fill(&self, c: &MpmcCtl) -> u64 {
-        let (h, t) = (c.head.load(Ordering::Relaxed), c.tail.load(Ordering::Relaxed));
-        t.wrapping_sub(h).min(self.mask + 1)
+        self.ring().len() as usize
     }
 
     /// Whether the queue is empty (exact at the moment of the call).
@@ -283,8 +401,9 @@ impl<T: Pod> MpmcQueue<T> {
         self.len() >= self.capacity()
     }
 
-    /// Closes the queue: pushes fail with `Closed`, pops drain what is left
-    /// and then fail with `Closed`; every blocked caller is woken.
+    /// Closes the queue: pushes fail with `Closed` (none lands after
+    /// `close` returns), pops drain what is left and then fail with
+    /// `Closed`; every blocked caller is woken.
     ///
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u8>::new(4).unwrap();
@@ -296,14 +415,15 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     pub fn close(&self) {
         let c = self.ctl();
-        {
-            let _g = Held::lock(c);
-            c.closed.store(1, Ordering::Relaxed);
-            c.items_seq.store(c.items_seq.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-            c.space_seq.store(c.space_seq.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-        }
-        wake32(&c.items_seq, u32::MAX);
-        wake32(&c.space_seq, u32::MAX);
+        // SeqCst: producers' claim CASes fail from now on; ordered before
+        // the bumps and wakes below (sleepers re-check after waking).
+        c.tail.0.fetch_or(CLOSED, Ordering::SeqCst);
+        let m = &c.meta.0;
+        // Release: pairs with the sleepers' Acquire ticket loads.
+        m.items_seq.fetch_add(1, Ordering::Release);
+        m.space_seq.fetch_add(1, Ordering::Release);
+        wake32(&m.items_seq, u32::MAX);
+        wake32(&m.space_seq, u32::MAX);
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -312,53 +432,104 @@ impl<T: Pod> MpmcQueue<T> {
     /// assert!(!shmproc::queue::MpmcQueue::<u8>::new(4).unwrap().is_closed());
     /// ```
     pub fn is_closed(&self) -> bool {
-        self.ctl().closed.load(Ordering::Relaxed) != 0
+        self.ctl().tail.0.load(Ordering::Relaxed) & CLOSED != 0
     }
 
-    /// One attempt under the lock. `Err(Full)` carries the value back.
-    #[inline]
-    fn push_locked(&self, v: T) -> Result<(), PushError<T>> {
-        let c = self.ctl();
-        let wake = {
-            let _g = Held::lock(c);
-            if c.closed.load(Ordering::Relaxed) != 0 {
-                return Err(PushError::Closed(v));
-            }
-            if self.fill(c) >= self.limit {
-                return Err(PushError::Full(v));
-            }
-            let t = c.tail.load(Ordering::Relaxed);
-            // SAFETY: the slot at tail is free (fill < capacity) and we hold
-            // the lock.
-            unsafe { self.slot(t).write(v) };
-            c.tail.store(t.wrapping_add(1), Ordering::Relaxed);
-            bump(&c.unfinished, 1);
-            signal(&c.items_seq, &c.consumers_waiting)
-        };
-        if wake {
-            wake32(&c.items_seq, 1);
+    /// After publishing or releasing: wakes up to `n` sleepers counted in
+    /// `waiting` (sleeping on `seq`). The load of `waiting` must not move
+    /// before our store: with membarrier the sleeper's barrier orders the
+    /// two on the CPU, so a compiler fence suffices; otherwise a real one.
+    #[inline(always)]
+    fn wake_if_waiting(&self, waiting: &AtomicU32, seq: &AtomicU32, n: u32) {
+        if self.ctl().meta.0.fences.load(Ordering::Relaxed) != 0 {
+            // SeqCst: pairs with the sleeper's SeqCst registration and fence.
+            fence(Ordering::SeqCst);
+        } else {
+            compiler_fence(Ordering::SeqCst);
         }
+        if waiting.load(Ordering::Relaxed) != 0 {
+            self.wake(seq, n);
+        }
+    }
+
+    #[cold]
+    fn wake(&self, seq: &AtomicU32, n: u32) {
+        // Release: pairs with the sleeper's Acquire ticket load.
+        seq.fetch_add(1, Ordering::Release);
+        wake32(seq, n);
+    }
+
+    #[inline(always)]
+    fn pushed(&self, n: u32) {
+        let m = &self.ctl().meta.0;
+        self.wake_if_waiting(&m.consumers_waiting, &m.items_seq, n);
+    }
+
+    #[inline(always)]
+    fn popped(&self, n: u32) {
+        let m = &self.ctl().meta.0;
+        self.wake_if_waiting(&m.producers_waiting, &m.space_seq, n);
+    }
+
+    /// Sleeps on `seq` (counted in `waiting`) unless `ready()` says the
+    /// condition changed after we registered; at most until `deadline` or
+    /// one `POLL`.
+    fn sleep(&self, waiting: &AtomicU32, seq: &AtomicU32, deadline: Option<Deadline>, ready: impl Fn() -> bool) {
+        // Acquire: pairs with the Release bump in `wake` / `close`.
+        let ticket = seq.load(Ordering::Acquire);
+        // SeqCst, then the heavy barrier: pairs with the waker's plain
+        // (compiler-fenced) load of `waiting` after its store.
+        waiting.fetch_add(1, Ordering::SeqCst);
+        membarrier::heavy();
+        if !ready() {
+            wait32(seq, ticket, Some(Deadline::min_after(deadline, POLL)));
+        }
+        waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// One attempt at a dead participant's slot: `pos` was claimed (by a
+    /// pop if `by_pop`) and not finished. Repairs it if no live participant
+    /// has announced a claim covering it; true if repaired.
+    #[cold]
+    fn repair(&self, pos: u64, by_pop: bool) -> bool {
+        let c = self.ctl();
+        // Acquire: pairs with the Release claim CAS of `pos` (and every
+        // later claim, a release sequence): its announcement is visible.
+        let index = if by_pop { c.head.0.load(Ordering::Acquire) } else { c.tail.0.load(Ordering::Acquire) & !CLOSED };
+        let claimed = index.wrapping_sub(pos).wrapping_sub(1) < self.slots;
+        if !claimed || c.records.live_claim(pos, by_pop) {
+            return false;
+        }
+        let slots = self.slots();
+        if by_pop {
+            let ok = vyukov::repair_pop(&slots, pos, self.slots);
+            if ok {
+                self.popped(u32::MAX);
+            }
+            ok
+        } else {
+            let ok = vyukov::repair_push(&slots, pos);
+            if ok {
+                c.join.0.skipped.fetch_add(1, Ordering::Relaxed);
+                self.pushed(u32::MAX);
+            }
+            ok
+        }
+    }
+
+    /// One push attempt.
+    #[inline(always)]
+    fn push_once(&self, flight: &mut Flight<'_, T>, v: T) -> Result<(), (Refused, T)> {
+        self.attempt(flight, |ring, slots, op| ring.push(slots, op, v))?;
+        self.pushed(1);
         Ok(())
     }
 
-    /// One attempt under the lock.
-    #[inline]
-    fn pop_locked(&self) -> Result<T, PopError> {
-        let c = self.ctl();
-        let (v, wake) = {
-            let _g = Held::lock(c);
-            if self.fill(c) == 0 {
-                return Err(if c.closed.load(Ordering::Relaxed) != 0 { PopError::Closed } else { PopError::Empty });
-            }
-            let h = c.head.load(Ordering::Relaxed);
-            // SAFETY: the slot at head holds a published item; lock held.
-            let v = unsafe { self.slot(h).read() };
-            c.head.store(h.wrapping_add(1), Ordering::Relaxed);
-            (v, signal(&c.space_seq, &c.producers_waiting))
-        };
-        if wake {
-            wake32(&c.space_seq, 1);
-        }
+    /// One pop attempt.
+    #[inline(always)]
+    fn pop_once(&self, flight: &mut Flight<'_, T>) -> Result<T, Refused> {
+        let (v, _) = self.attempt(flight, |ring, slots, op| ring.pop(slots, op))?;
+        self.popped(1);
         Ok(v)
     }
 
@@ -370,7 +541,10 @@ impl<T: Pod> MpmcQueue<T> {
     /// assert_eq!(q.try_push(2), Err(shmproc::queue::PushError::Full(2)));
     /// ```
     pub fn try_push(&self, v: T) -> Result<(), PushError<T>> {
-        self.push_locked(v)
+        self.push_once(&mut Flight::new(self, false, None), v).map_err(|(r, v)| match r {
+            Refused::Now => PushError::Full(v),
+            Refused::Closed => PushError::Closed(v),
+        })
     }
 
     /// Pushes, waiting for room; fails only if the queue is closed.
@@ -381,10 +555,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     #[inline]
     pub fn push(&self, v: T) -> Result<(), PushError<T>> {
-        match self.push_locked(v) {
-            Err(PushError::Full(v)) => self.push_wait(v, None),
-            done => done,
-        }
+        self.push_until(v, None)
     }
 
     /// Pushes, waiting at most `timeout` for room.
@@ -396,51 +567,52 @@ impl<T: Pod> MpmcQueue<T> {
     /// assert_eq!(q.push_timeout(2, Duration::from_millis(5)), Err(shmproc::queue::PushError::TimedOut(2)));
     /// ```
     pub fn push_timeout(&self, v: T, timeout: Duration) -> Result<(), PushError<T>> {
-        match self.push_locked(v) {
-            Err(PushError::Full(v)) => self.push_wait(v, Deadline::after(timeout)),
-            done => done,
+        self.push_until(v, Deadline::after(timeout))
+    }
+
+    #[inline(always)]
+    fn push_until(&self, v: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+        let mut flight = Flight::new(self, true, deadline);
+        match self.push_once(&mut flight, v) {
+            Ok(()) => Ok(()),
+            Err((Refused::Closed, v)) => Err(PushError::Closed(v)),
+            Err((Refused::Now, v)) => self.push_wait(flight, v, deadline),
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn push_wait(&self, mut v: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
-        let c = self.ctl();
+    fn push_wait(&self, mut flight: Flight<'_, T>, mut v: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
         let mut spins = 0u32;
         loop {
-            match self.push_locked(v) {
-                Err(PushError::Full(back)) => v = back,
-                done => return done,
-            }
             if deadline.is_some_and(|d| d.passed()) {
                 return Err(PushError::TimedOut(v));
             }
-            if super::spin_step(self.wait, &mut spins, 0, SPIN) {
-                continue;
+            if !super::spin_step(self.wait, &mut spins, 0, SPIN, 1) {
+                let m = &self.ctl().meta.0;
+                self.sleep(&m.producers_waiting, &m.space_seq, deadline, || self.is_closed() || !self.is_full());
             }
-            // Register under the lock, re-checking for room, then sleep.
-            let ticket = {
-                let _g = Held::lock(c);
-                if self.fill(c) < self.limit || c.closed.load(Ordering::Relaxed) != 0 {
-                    continue;
-                }
-                c.producers_waiting.fetch_add(1, Ordering::Relaxed);
-                c.space_seq.load(Ordering::Relaxed)
-            };
-            wait32(&c.space_seq, ticket, Some(Deadline::min_after(deadline, POLL)));
-            c.producers_waiting.fetch_sub(1, Ordering::Relaxed);
+            match self.push_once(&mut flight, v) {
+                Ok(()) => return Ok(()),
+                Err((Refused::Closed, back)) => return Err(PushError::Closed(back)),
+                Err((Refused::Now, back)) => v = back,
+            }
         }
     }
 
     /// Pops if an item is there; `Empty`, or `Closed` once closed and
-    /// drained.
+    /// drained. An item whose push is still under way is waited for
+    /// briefly; if its producer is stalled, `Empty`.
     ///
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u8>::new(1).unwrap();
     /// assert_eq!(q.try_pop(), Err(shmproc::queue::PopError::Empty));
     /// ```
     pub fn try_pop(&self) -> Result<T, PopError> {
-        self.pop_locked()
+        self.pop_once(&mut Flight::new(self, false, None)).map_err(|r| match r {
+            Refused::Now => PopError::Empty,
+            Refused::Closed => PopError::Closed,
+        })
     }
 
     /// Pops, waiting for an item; `Closed` once closed and drained.
@@ -452,10 +624,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     #[inline]
     pub fn pop(&self) -> Result<T, PopError> {
-        match self.pop_locked() {
-            Err(PopError::Empty) => self.pop_wait(None),
-            done => done,
-        }
+        self.pop_until(None)
     }
 
     /// Pops, waiting at most `timeout`.
@@ -466,73 +635,63 @@ impl<T: Pod> MpmcQueue<T> {
     /// assert_eq!(r, Err(shmproc::queue::PopError::TimedOut));
     /// ```
     pub fn pop_timeout(&self, timeout: Duration) -> Result<T, PopError> {
-        match self.pop_locked() {
-            Err(PopError::Empty) => self.pop_wait(Deadline::after(timeout)),
-            done => done,
+        self.pop_until(Deadline::after(timeout))
+    }
+
+    #[inline(always)]
+    fn pop_until(&self, deadline: Option<Deadline>) -> Result<T, PopError> {
+        let mut flight = Flight::new(self, true, deadline);
+        match self.pop_once(&mut flight) {
+            Ok(v) => Ok(v),
+            Err(Refused::Closed) => Err(PopError::Closed),
+            Err(Refused::Now) => self.pop_wait(flight, deadline),
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn pop_wait(&self, deadline: Option<Deadline>) -> Result<T, PopError> {
-        let c = self.ctl();
+    fn pop_wait(&self, mut flight: Flight<'_, T>, deadline: Option<Deadline>) -> Result<T, PopError> {
         let mut spins = 0u32;
         loop {
-            match self.pop_locked() {
-                Err(PopError::Empty) => {}
-                done => return done,
-            }
             if deadline.is_some_and(|d| d.passed()) {
                 return Err(PopError::TimedOut);
             }
-            if super::spin_step(self.wait, &mut spins, 0, SPIN) {
-                continue;
+            if !super::spin_step(self.wait, &mut spins, 0, SPIN, 1) {
+                let m = &self.ctl().meta.0;
+                let ring = self.ring();
+                self.sleep(&m.consumers_waiting, &m.items_seq, deadline, || {
+                    let (empty, closed) = ring.empty_and_closed();
+                    !empty || closed
+                });
             }
-            let ticket = {
-                let _g = Held::lock(c);
-                if self.fill(c) > 0 || c.closed.load(Ordering::Relaxed) != 0 {
-                    continue;
-                }
-                c.consumers_waiting.fetch_add(1, Ordering::Relaxed);
-                c.items_seq.load(Ordering::Relaxed)
-            };
-            wait32(&c.items_seq, ticket, Some(Deadline::min_after(deadline, POLL)));
-            c.consumers_waiting.fetch_sub(1, Ordering::Relaxed);
+            match self.pop_once(&mut flight) {
+                Ok(v) => return Ok(v),
+                Err(Refused::Closed) => return Err(PopError::Closed),
+                Err(Refused::Now) => {}
+            }
         }
     }
 
-    /// Pushes as many of `items` as fit now, under one lock acquisition;
-    /// returns how many (0 if closed).
+    /// Pushes as many of `items` as fit now, with one claim; returns how
+    /// many (0 if full or closed).
     ///
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u16>::new(4).unwrap();
     /// assert_eq!(q.push_slice(&[1, 2, 3, 4, 5]), 4);
     /// ```
     pub fn push_slice(&self, items: &[T]) -> usize {
-        let c = self.ctl();
-        let (n, wake) = {
-            let _g = Held::lock(c);
-            if c.closed.load(Ordering::Relaxed) != 0 {
-                return 0;
+        let mut flight = Flight::new(self, true, None);
+        match self.attempt(&mut flight, |ring, slots, op| ring.push_batch(slots, op, items)) {
+            Ok((_, n)) => {
+                self.pushed(n as u32);
+                n as usize
             }
-            let n = (self.limit.saturating_sub(self.fill(c)) as usize).min(items.len());
-            let t = c.tail.load(Ordering::Relaxed);
-            for (i, v) in items[..n].iter().enumerate() {
-                // SAFETY: n free slots from tail; lock held.
-                unsafe { self.slot(t.wrapping_add(i as u64)).write(*v) };
-            }
-            c.tail.store(t.wrapping_add(n as u64), Ordering::Relaxed);
-            bump(&c.unfinished, n as u64);
-            (n, n > 0 && signal(&c.items_seq, &c.consumers_waiting))
-        };
-        if wake {
-            wake32(&c.items_seq, n as u32);
+            Err(_) => 0,
         }
-        n
     }
 
-    /// Pops up to `out.len()` items available now, under one lock
-    /// acquisition; returns how many.
+    /// Pops up to `out.len()` items available now, with one claim; returns
+    /// how many were stored at the front of `out`.
     ///
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u16>::new(4).unwrap();
@@ -542,67 +701,67 @@ impl<T: Pod> MpmcQueue<T> {
     /// assert_eq!(out, [1, 2]);
     /// ```
     pub fn pop_into(&self, out: &mut [T]) -> usize {
-        let c = self.ctl();
-        let (n, wake) = {
-            let _g = Held::lock(c);
-            let n = (self.fill(c) as usize).min(out.len());
-            let h = c.head.load(Ordering::Relaxed);
-            for (i, o) in out[..n].iter_mut().enumerate() {
-                // SAFETY: n published slots from head; lock held.
-                *o = unsafe { self.slot(h.wrapping_add(i as u64)).read() };
+        let mut flight = Flight::new(self, true, None);
+        match self.attempt(&mut flight, |ring, slots, op| ring.pop_batch(slots, op, out)) {
+            Ok((_, n)) => {
+                self.popped(n as u32);
+                n
             }
-            c.head.store(h.wrapping_add(n as u64), Ordering::Relaxed);
-            (n, n > 0 && signal(&c.space_seq, &c.producers_waiting))
-        };
-        if wake {
-            wake32(&c.space_seq, n as u32);
+            Err(_) => 0,
         }
-        n
+    }
+
+    /// Items put and not yet marked done: pushes claimed, less dead
+    /// producers' skipped slots, less `task_done` calls.
+    pub(crate) fn unfinished(&self) -> u64 {
+        let c = self.ctl();
+        // Acquire (all): pair with the Release/AcqRel writers of each word.
+        let done = c.join.0.done.load(Ordering::Acquire);
+        let skipped = c.join.0.skipped.load(Ordering::Acquire);
+        let pushed = c.tail.0.load(Ordering::Acquire) & !CLOSED;
+        pushed.saturating_sub(skipped).saturating_sub(done)
     }
 
     /// Marks one previously popped item as processed (JoinableQueue).
     pub(crate) fn task_done(&self) -> Result<(), TaskDoneError> {
-        let c = self.ctl();
-        let wake = {
-            let _g = Held::lock(c);
-            let u = c.unfinished.load(Ordering::Relaxed);
-            if u == 0 {
+        let j = &self.ctl().join.0;
+        loop {
+            let done = j.done.load(Ordering::Relaxed);
+            if self.unfinished() == 0 {
                 return Err(TaskDoneError);
             }
-            c.unfinished.store(u - 1, Ordering::Relaxed);
-            u == 1 && signal(&c.done_seq, &c.joiners_waiting)
-        };
-        if wake {
-            wake32(&c.done_seq, u32::MAX);
+            // SeqCst: pairs with the joiners' SeqCst registration + fence
+            // (a Dekker pair: either they see our count or we see them).
+            if j.done.compare_exchange(done, done + 1, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+                break;
+            }
+        }
+        fence(Ordering::SeqCst);
+        if self.unfinished() == 0 && j.joiners_waiting.load(Ordering::Relaxed) != 0 {
+            self.wake(&j.done_seq, u32::MAX);
         }
         Ok(())
     }
 
     /// Waits until every item put has been marked done; false on timeout.
     pub(crate) fn join_until(&self, deadline: Option<Deadline>) -> bool {
-        let c = self.ctl();
+        let j = &self.ctl().join.0;
         loop {
-            let ticket = {
-                let _g = Held::lock(c);
-                if c.unfinished.load(Ordering::Relaxed) == 0 {
-                    return true;
-                }
-                c.joiners_waiting.fetch_add(1, Ordering::Relaxed);
-                c.done_seq.load(Ordering::Relaxed)
-            };
+            if self.unfinished() == 0 {
+                return true;
+            }
             if deadline.is_some_and(|d| d.passed()) {
-                c.joiners_waiting.fetch_sub(1, Ordering::Relaxed);
                 return false;
             }
-            wait32(&c.done_seq, ticket, Some(Deadline::min_after(deadline, POLL)));
-            c.joiners_waiting.fetch_sub(1, Ordering::Relaxed);
+            // Acquire: pairs with the Release bump in `wake`.
+            let ticket = j.done_seq.load(Ordering::Acquire);
+            // SeqCst: pairs with task_done's SeqCst CAS and fence.
+            j.joiners_waiting.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if self.unfinished() != 0 {
+                wait32(&j.done_seq, ticket, Some(Deadline::min_after(deadline, POLL)));
+            }
+            j.joiners_waiting.fetch_sub(1, Ordering::Relaxed);
         }
-    }
-
-    /// Items put and not yet marked done.
-    pub(crate) fn unfinished(&self) -> u64 {
-        let c = self.ctl();
-        let _g = Held::lock(c);
-        c.unfinished.load(Ordering::Relaxed)
     }
 }

@@ -78,6 +78,8 @@ pub(super) const POLL: Duration = Duration::from_millis(100);
 pub(super) const SPIN: u32 = 2_000;
 /// Spins before the first yield: a peer on another core answers within them.
 pub(super) const PURE_SPIN: u32 = 128;
+/// After the pure spins, one step in this many yields the core.
+pub(super) const YIELD_EVERY: u32 = 4;
 
 /// Why a push did not happen. The value is handed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -688,7 +690,7 @@ impl<T: Pod> Producer<T> {
             if deadline.is_some_and(|d| d.passed()) {
                 return Err(PushError::TimedOut(v));
             }
-            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN) {
+            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN, YIELD_EVERY) {
                 continue;
             }
             let c = self.q.ctl();
@@ -958,7 +960,7 @@ impl<T: Pod> Consumer<T> {
             // direction, like a bare flag: ping-pong p50 1.18x -> 1.00x of
             // the hand-written floor).
             prefetch(self.q.slot(self.head));
-            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN) {
+            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN, YIELD_EVERY) {
                 continue;
             }
             let c = self.q.ctl();

@@ -29,7 +29,7 @@ use super::Kind;
 /// "SHMPROC\x01" read as a little-endian u64.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMPROC\x01");
 /// Bumped whenever any shared layout changes incompatibly.
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 /// Value of `init_state` once the object is fully built ("REDY").
 pub(crate) const READY: u32 = u32::from_le_bytes(*b"REDY");
 /// `flags` bit: the segment outlives its creator; `gc` leaves it alone.

@@ -96,6 +96,11 @@ pub(crate) trait Object: Sized {
     fn capacity(_init: &Self::Init) -> Result<u64, OpenError> {
         Ok(0)
     }
+    /// Bytes of the data area for `capacity` elements; `None` on overflow.
+    /// Default: `capacity` elements of the fingerprinted type.
+    fn data_size(capacity: u64) -> Option<u64> {
+        capacity.checked_mul(u64::from(Self::fingerprint().size))
+    }
     /// The control block for a new object.
     fn new_ctl(init: &Self::Init, capacity: u64) -> Self::Ctl;
     /// Writes the initial data (only for types with a data area).
@@ -124,7 +129,7 @@ impl Layout {
         let align = u64::from(fp.align.max(64));
         let ctl_end = HEADER_SIZE as u64 + std::mem::size_of::<O::Ctl>() as u64;
         let data_offset = ctl_end.checked_add(align - 1)? / align * align;
-        let data = capacity.checked_mul(u64::from(fp.size))?;
+        let data = O::data_size(capacity)?;
         let total = data_offset.checked_add(data)?;
         // Keep every offset addressable as isize.
         (total <= isize::MAX as u64 / 2).then_some(Layout { data_offset, total })

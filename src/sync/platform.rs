@@ -13,10 +13,10 @@ pub(crate) use crate::sys::futex::{Deadline, WaitOutcome};
 pub(crate) use std::sync::atomic::Ordering;
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, fence};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, fence};
 
 /// Spin iterations before a blocking call goes to sleep.
 #[cfg(not(loom))]

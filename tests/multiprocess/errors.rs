@@ -111,7 +111,7 @@ fn layout_version() {
     let lock = Lock::create(&name("version")).unwrap();
     patch(lock.name(), 12, &99u32.to_le_bytes());
     match Lock::open(lock.name()) {
-        Err(OpenError::LayoutVersion { found: 99, expected: 1, .. }) => {}
+        Err(OpenError::LayoutVersion { found: 99, expected: 2, .. }) => {}
         other => panic!("{other:?}"),
     }
     Child::spawn("expect_open_error", &["lock", lock.name(), "LayoutVersion"]).join_ok();

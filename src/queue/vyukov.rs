@@ -1,0 +1,379 @@
+//! The MPMC index protocol: Dmitry Vyukov's bounded MPMC queue
+//! (<https://www.1024cores.net/home/lock-free-algorithms/queues/bounded-mpmc-queue>)
+//! with crossbeam's `ArrayQueue` refinements (exponential backoff after a
+//! lost CAS; `Full`/`Empty` only when the indices say so, not merely
+//! because a slot is still being written or read), plus what shared memory
+//! between processes needs:
+//!
+//! - **crash repair**: before every claim a participant announces the
+//!   positions it is about to claim (`Env::announce`). A slot claimed by a
+//!   process that then died stays "in flight" forever; a waiter that finds
+//!   no *live* announcement covering it repairs it with a CAS on the slot's
+//!   sequence word ([`repair_push`], [`repair_pop`]). The CAS fails if the
+//!   claimant finishes after all, so a slow claimant and its repairer never
+//!   both win.
+//! - **close**: bit 63 of `tail` ([`CLOSED`]); a producer's claim CAS fails
+//!   once it is set, so no item is ever added after `close` returns.
+//! - **any capacity**: the ring has a power of two of slots (at least 2:
+//!   Vyukov's stamps need two); a smaller `limit` is enforced against
+//!   `head`, read only when `limit < slots`.
+//!
+//! Positions are free-running `u64`s (`< 2^62`, never reached). Slot `i`'s
+//! sequence word says whose turn it is: `pos` (free for the producer of
+//! `pos`), `pos + 1` (holds the item of `pos`; with [`SKIP`] set, a
+//! repaired slot whose producer died: consumers discard it), `pos + slots`
+//! (read: free for the next lap).
+//!
+//! Checked under loom (`tests/loom.rs`) with heap-backed slots, including a
+//! producer that "dies" between claim and publish.
+
+use crate::sync::platform::{AtomicU64, Ordering, backoff, fence};
+
+/// Bit of `tail`: the queue is closed.
+pub const CLOSED: u64 = 1 << 63;
+/// Bit of a slot's sequence word: a dead producer's slot, to be discarded.
+pub const SKIP: u64 = 1 << 62;
+/// Positions are below this (bits 62 and 63 are flags).
+const POS: u64 = SKIP - 1;
+/// Backoff steps after which a lost race or an in-flight slot stops
+/// spinning and asks the environment (which may yield or repair).
+const SPIN_STEPS: u32 = 6;
+
+/// The slots of a ring: sequence words and values.
+pub trait Slots<T> {
+    /// The slot's sequence word (`pos` is masked by the implementation).
+    fn seq(&self, pos: u64) -> &AtomicU64;
+    /// Writes the value of the slot at `pos`.
+    ///
+    /// # Safety
+    /// The caller owns the slot: it claimed `pos` and the slot's sequence
+    /// word equals `pos`.
+    unsafe fn write(&self, pos: u64, v: T);
+    /// Reads the value of the slot at `pos`.
+    ///
+    /// # Safety
+    /// The caller owns the slot: it claimed `pos` and the sequence word
+    /// equals `pos + 1`.
+    unsafe fn read(&self, pos: u64) -> T;
+}
+
+/// What the protocol asks of its caller while it works.
+pub trait Env {
+    /// About to try to claim `n` positions from `start` (`pop`: as a
+    /// consumer). Must be visible to whoever sees the claim: the claim CAS
+    /// is a Release operation.
+    fn announce(&mut self, start: u64, n: u64, pop: bool);
+    /// The operation gave up without claiming anything: withdraw the
+    /// announcement so it covers nothing.
+    fn withdraw(&mut self);
+    /// The slot of `pos` was claimed by somebody else's `pop` (`by_pop`) or
+    /// push that has not finished. Wait a little (and, if it is due, try a
+    /// repair). Return false to give up: the operation reports `Full` or
+    /// `Empty`. Called only before this operation claims anything, or,
+    /// with `must_wait`, for slots it already claimed (it must not give up).
+    fn in_flight(&mut self, pos: u64, by_pop: bool, must_wait: bool) -> bool;
+}
+
+/// The ring's shared indices and its geometry.
+pub struct Ring<'a> {
+    pub tail: &'a AtomicU64,
+    pub head: &'a AtomicU64,
+    /// Number of slots: a power of two, at least 2.
+    pub slots: u64,
+    /// Most items held: 1..=slots.
+    pub limit: u64,
+}
+
+/// Why an operation did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No room (push) or no item (pop) right now.
+    Now,
+    /// The queue is closed (and, for pops, drained).
+    Closed,
+}
+
+impl Ring<'_> {
+    /// Whether the queue holds no item at this instant (`tail == head`),
+    /// and whether it is closed.
+    #[inline]
+    pub fn empty_and_closed(&self) -> (bool, bool) {
+        // SeqCst fence: orders this check after our preceding loads and
+        // stores (crossbeam's emptiness check; pairs with the claim CASes).
+        fence(Ordering::SeqCst);
+        let t = self.tail.load(Ordering::Relaxed);
+        (t & POS == self.head.load(Ordering::Relaxed) & POS, t & CLOSED != 0)
+    }
+
+    /// Items in the ring: a consistent snapshot of both indices, clamped
+    /// to `limit` (they are untrusted shared memory).
+    pub fn len(&self) -> u64 {
+        loop {
+            // Acquire (all three): pair with the Release claim CASes, so the
+            // three loads are ordered and the snapshot is consistent.
+            let h = self.head.load(Ordering::Acquire);
+            let t = self.tail.load(Ordering::Acquire) & POS;
+            if self.head.load(Ordering::Acquire) == h {
+                return t.wrapping_sub(h & POS).min(self.limit);
+            }
+        }
+    }
+
+    /// Pushes one item; returns its position.
+    #[inline(always)]
+    pub fn push<T, S: Slots<T>, E: Env>(&self, s: &S, e: &mut E, v: T) -> Result<u64, (Refused, T)> {
+        let mut t = self.tail.load(Ordering::Relaxed);
+        let mut step = 0;
+        loop {
+            if t & CLOSED != 0 {
+                e.withdraw();
+                return Err((Refused::Closed, v));
+            }
+            // Acquire: pairs with the Release store in `release` by the
+            // consumer of this slot's previous lap: its read is finished.
+            let seq = s.seq(t).load(Ordering::Acquire);
+            if seq == t {
+                if self.limit < self.slots && self.full_at(t) {
+                    e.withdraw();
+                    return Err((Refused::Now, v));
+                }
+                e.announce(t, 1, false);
+                // Release: pairs with the Acquire load of `tail` in a
+                // repairer's scan, which must see our announcement.
+                match self.tail.compare_exchange_weak(t, t + 1, Ordering::Release, Ordering::Relaxed) {
+                    Ok(_) => {
+                        // SAFETY: we claimed `t` and its slot is free (seq == t).
+                        unsafe { s.write(t, v) };
+                        publish(s, t);
+                        return Ok(t);
+                    }
+                    Err(now) => {
+                        t = now;
+                        backoff(step.min(SPIN_STEPS));
+                        step += 1;
+                    }
+                }
+            } else if (seq & POS).wrapping_add(self.slots) == t + 1 {
+                // The slot still holds the previous lap's item: full, or its
+                // consumer has claimed it and not finished reading.
+                if self.full_at(t) {
+                    e.withdraw();
+                    return Err((Refused::Now, v));
+                }
+                if !e.in_flight(t.wrapping_sub(self.slots), true, false) {
+                    e.withdraw();
+                    return Err((Refused::Now, v));
+                }
+                t = self.tail.load(Ordering::Relaxed);
+            } else {
+                // Another producer claimed `t` meanwhile: catch up.
+                backoff(step.min(SPIN_STEPS));
+                step += 1;
+                t = self.tail.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether a producer at position `t` finds the queue full.
+    #[inline]
+    fn full_at(&self, t: u64) -> bool {
+        // SeqCst fence: the head load below is not older than our slot load
+        // (crossbeam's fullness check).
+        fence(Ordering::SeqCst);
+        t.wrapping_sub(self.head.load(Ordering::Relaxed) & POS) >= self.limit
+    }
+
+    /// Pops one item; returns it and its position. Discards repaired
+    /// (skipped) slots on the way.
+    #[inline(always)]
+    pub fn pop<T, S: Slots<T>, E: Env>(&self, s: &S, e: &mut E) -> Result<(T, u64), Refused> {
+        let mut h = self.head.load(Ordering::Relaxed);
+        let mut step = 0;
+        loop {
+            // Acquire: pairs with the Release store in `publish` (or in
+            // `repair_push`): the item is written.
+            let seq = s.seq(h).load(Ordering::Acquire);
+            if seq & !SKIP == h.wrapping_add(1) {
+                e.announce(h, 1, true);
+                // Release: pairs with the Acquire load of `head` in a
+                // repairer's scan, which must see our announcement.
+                match self.head.compare_exchange_weak(h, h + 1, Ordering::Release, Ordering::Relaxed) {
+                    Ok(_) => {
+                        // The sequence word cannot change between our load and the CAS: once it says "holds the
+                        // item of h", only the claimant of h (now us) changes it.
+                        let v = if seq & SKIP == 0 {
+                            // SAFETY: we claimed `h` and its item is published.
+                            Some(unsafe { s.read(h) })
+                        } else {
+                            None
+                        };
+                        self.release(s, h);
+                        match v {
+                            Some(v) => return Ok((v, h)),
+                            None => {
+                                h = self.head.load(Ordering::Relaxed);
+                                continue;
+                            }
+                        }
+                    }
+                    Err(now) => {
+                        h = now;
+                        backoff(step.min(SPIN_STEPS));
+                        step += 1;
+                    }
+                }
+            } else if seq == h {
+                // Not written yet: empty, or a producer claimed it and has
+                // not published.
+                let (empty, closed) = self.empty_and_closed();
+                if empty {
+                    e.withdraw();
+                    return Err(if closed { Refused::Closed } else { Refused::Now });
+                }
+                if !e.in_flight(h, false, false) {
+                    e.withdraw();
+                    return Err(Refused::Now);
+                }
+                h = self.head.load(Ordering::Relaxed);
+            } else {
+                // Another consumer took `h` meanwhile: catch up.
+                backoff(step.min(SPIN_STEPS));
+                step += 1;
+                h = self.head.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Frees the slot of `h` for the next lap.
+    #[inline(always)]
+    fn release<T, S: Slots<T>>(&self, s: &S, h: u64) {
+        // Release: pairs with the Acquire slot load in `push` (and in
+        // `push_batch`'s wait): our read of the slot is finished.
+        s.seq(h).store(h.wrapping_add(self.slots), Ordering::Release);
+    }
+
+    /// Pushes as many of `items` as fit now with one claim; returns the
+    /// first position and how many.
+    pub fn push_batch<T: Copy, S: Slots<T>, E: Env>(
+        &self,
+        s: &S,
+        e: &mut E,
+        items: &[T],
+    ) -> Result<(u64, u64), Refused> {
+        let mut step = 0;
+        loop {
+            let t = self.tail.load(Ordering::Relaxed);
+            if t & CLOSED != 0 {
+                e.withdraw();
+                return Err(Refused::Closed);
+            }
+            // SeqCst fence: a head older than our tail load would only
+            // understate the room, but keep it fresh (as in `full_at`).
+            fence(Ordering::SeqCst);
+            let used = t.wrapping_sub(self.head.load(Ordering::Relaxed) & POS).min(self.limit);
+            let n = (self.limit - used).min(items.len() as u64);
+            if n == 0 {
+                e.withdraw();
+                return Err(Refused::Now);
+            }
+            e.announce(t, n, false);
+            // Release: as in `push`.
+            if self.tail.compare_exchange_weak(t, t + n, Ordering::Release, Ordering::Relaxed).is_err() {
+                backoff(step.min(SPIN_STEPS));
+                step += 1;
+                continue;
+            }
+            for (i, v) in items[..n as usize].iter().enumerate() {
+                let pos = t + i as u64;
+                // Acquire: as in `push`. The previous lap's consumer has
+                // claimed this slot (head passed it) but may still read it.
+                while s.seq(pos).load(Ordering::Acquire) != pos {
+                    e.in_flight(pos.wrapping_sub(self.slots), true, true);
+                }
+                // SAFETY: we claimed `pos` and its slot is free.
+                unsafe { s.write(pos, *v) };
+                publish(s, pos);
+            }
+            return Ok((t, n));
+        }
+    }
+
+    /// Pops up to `out.len()` items available now with one claim; returns
+    /// the first position claimed and how many items were stored in `out`
+    /// (skipped slots are claimed but not stored).
+    pub fn pop_batch<T, S: Slots<T>, E: Env>(&self, s: &S, e: &mut E, out: &mut [T]) -> Result<(u64, usize), Refused> {
+        let mut step = 0;
+        loop {
+            let h = self.head.load(Ordering::Relaxed);
+            // Acquire: pairs with the claim CASes; positions below tail are
+            // claimed by producers (maybe not yet published).
+            let t = self.tail.load(Ordering::Acquire);
+            let n = (t & POS).wrapping_sub(h).min(self.limit).min(out.len() as u64);
+            if n == 0 {
+                e.withdraw();
+                return Err(if t & CLOSED != 0 { Refused::Closed } else { Refused::Now });
+            }
+            e.announce(h, n, true);
+            // Release: as in `pop`.
+            if self.head.compare_exchange_weak(h, h + n, Ordering::Release, Ordering::Relaxed).is_err() {
+                backoff(step.min(SPIN_STEPS));
+                step += 1;
+                continue;
+            }
+            let mut got = 0;
+            for pos in h..h + n {
+                let seq = loop {
+                    // Acquire: as in `pop`.
+                    let seq = s.seq(pos).load(Ordering::Acquire);
+                    if seq & !SKIP == pos + 1 {
+                        break seq;
+                    }
+                    e.in_flight(pos, false, true);
+                };
+                if seq & SKIP == 0 {
+                    // SAFETY: we claimed `pos` and its item is published.
+                    out[got] = unsafe { s.read(pos) };
+                    got += 1;
+                }
+                self.release(s, pos);
+            }
+            return Ok((h, got));
+        }
+    }
+}
+
+/// Publishes the item of `pos` to consumers.
+#[inline(always)]
+fn publish<T, S: Slots<T>>(s: &S, pos: u64) {
+    // Release: pairs with the Acquire slot load in `pop` / `pop_batch`.
+    s.seq(pos).store(pos + 1, Ordering::Release);
+}
+
+/// Repairs the slot of `pos` whose producer claimed it and died before
+/// publishing: marks it skipped (consumers discard it). The caller has
+/// established that no live participant's announcement covers `pos`.
+/// False if the slot is no longer in that state.
+pub fn repair_push<T, S: Slots<T>>(s: &S, pos: u64) -> bool {
+    // Release: pairs with the Acquire slot load in `pop` (as `publish`).
+    s.seq(pos).compare_exchange(pos, (pos + 1) | SKIP, Ordering::Release, Ordering::Relaxed).is_ok()
+}
+
+/// Repairs the slot of `pos` whose consumer claimed it and died before
+/// releasing it: frees it for the next lap (the item is lost with the
+/// consumer). Same precondition as [`repair_push`].
+pub fn repair_pop<T, S: Slots<T>>(s: &S, pos: u64, slots: u64) -> bool {
+    let cell = s.seq(pos);
+    // Relaxed: only decides which value to CAS from.
+    let seq = cell.load(Ordering::Relaxed);
+    if seq & !SKIP != pos + 1 {
+        return false;
+    }
+    // Release: pairs with the Acquire slot load in `push` (as `release`).
+    cell.compare_exchange(seq, pos + slots, Ordering::Release, Ordering::Relaxed).is_ok()
+}
+
+/// Whether an announcement `(start, n, pop)` covers a stuck `pos` of the
+/// given kind.
+pub fn covers(start: u64, n: u64, pop: bool, pos: u64, by_pop: bool) -> bool {
+    pop == by_pop && pos.wrapping_sub(start) < n
+}
