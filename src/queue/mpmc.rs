@@ -251,6 +251,8 @@ impl<T: Pod> Slots<T> for ShmSlots<T> {
 /// How one call waits on another participant's unfinished claim.
 struct Flight<'q, T> {
     q: &'q MpmcQueue<T>,
+    /// The unfinished slot waited on, and for how long (steps, since when).
+    pos: Option<(u64, bool)>,
     steps: u32,
     since: Option<Instant>,
     /// Blocking calls wait for the claim (until `deadline`); `try_` calls
@@ -261,12 +263,16 @@ struct Flight<'q, T> {
 
 impl<'q, T: Pod> Flight<'q, T> {
     fn new(q: &'q MpmcQueue<T>, patient: bool, deadline: Option<Deadline>) -> Self {
-        Flight { q, steps: 0, since: None, patient, deadline }
+        Flight { q, pos: None, steps: 0, since: None, patient, deadline }
     }
 
     #[cold]
     #[inline(never)]
     fn wait(&mut self, pos: u64, by_pop: bool, must_wait: bool) -> bool {
+        if self.pos != Some((pos, by_pop)) {
+            // Another slot: its own count and clock.
+            *self = Flight { pos: Some((pos, by_pop)), ..Flight::new(self.q, self.patient, self.deadline) };
+        }
         self.steps += 1;
         if self.steps <= 6 {
             backoff(self.steps);
@@ -709,6 +715,26 @@ impl<T: Pod> MpmcQueue<T> {
             }
             Err(_) => 0,
         }
+    }
+
+    /// Testing aid for crash tests, not part of the API: claims the next
+    /// position as a push (or, with `pop`, a pop) would, and stops there,
+    /// as if the calling thread died at that instant. The slot stays
+    /// unfinished until this thread has exited and a survivor repairs it.
+    /// False if there was nothing to claim.
+    #[doc(hidden)]
+    pub fn __claim_and_stop(&self, pop: bool) -> bool {
+        let c = self.ctl();
+        let super::records::Mine::Own(rec) = c.records.mine() else { return false };
+        let index = if pop { &c.head.0 } else { &c.tail.0 };
+        let at = index.load(Ordering::Relaxed);
+        // Acquire: as the slot loads in vyukov.rs's push and pop.
+        if at & CLOSED != 0 || self.slots().seq(at).load(Ordering::Acquire) != at + u64::from(pop) {
+            return false;
+        }
+        rec.announce(at, 1, pop);
+        // Release: as the claim CASes in vyukov.rs (publishes the announcement).
+        index.compare_exchange(at, at + 1, Ordering::Release, Ordering::Relaxed).is_ok()
     }
 
     /// Items put and not yet marked done: pushes claimed, less dead

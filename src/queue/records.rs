@@ -97,18 +97,32 @@ impl Table {
         {
             return Mine::Own(r);
         }
-        self.mine_slow(key, me)
+        self.mine_slow(key, me, if k == key { i } else { 0 })
     }
 
+    /// `cached`: what the cache held for this table (0 if nothing). A
+    /// thread that found the table full is remembered as an overflow user
+    /// (cache value `OVERFLOW + n`) and tries to claim a record again only
+    /// every `RETRY` operations: a claim scans the table and reads `/proc`.
     #[cold]
     #[inline(never)]
-    fn mine_slow(&self, key: usize, me: u64) -> Mine<'_> {
+    fn mine_slow(&self, key: usize, me: u64, cached: u32) -> Mine<'_> {
+        const OVERFLOW: u32 = 1 << 31;
+        const RETRY: u32 = 1024;
+        let set = |v: u32| CACHE.with(|c| c[slot_of(key)].set((key, v)));
+        if cached > OVERFLOW {
+            set(cached - 1);
+            return Mine::Overflow(self.overflow(me));
+        }
         match self.claim(me) {
             Some(i) => {
-                CACHE.with(|c| c[slot_of(key)].set((key, i as u32)));
+                set(i as u32);
                 Mine::Own(&self.records[i])
             }
-            None => Mine::Overflow(self.overflow(me)),
+            None => {
+                set(OVERFLOW + RETRY);
+                Mine::Overflow(self.overflow(me))
+            }
         }
     }
 

@@ -166,10 +166,17 @@ impl Ring<'_> {
                 }
                 t = self.tail.load(Ordering::Relaxed);
             } else {
-                // Another producer claimed `t` meanwhile: catch up.
+                // Another producer claimed `t` meanwhile: catch up. (If
+                // `tail` has not moved, the word is corrupted or not yet
+                // visible: wait like for an unfinished claim, which gives up.)
+                let now = self.tail.load(Ordering::Relaxed);
+                if now == t && !e.in_flight(t, false, false) {
+                    e.withdraw();
+                    return Err((Refused::Now, v));
+                }
                 backoff(step.min(SPIN_STEPS));
                 step += 1;
-                t = self.tail.load(Ordering::Relaxed);
+                t = now;
             }
         }
     }
@@ -236,10 +243,16 @@ impl Ring<'_> {
                 }
                 h = self.head.load(Ordering::Relaxed);
             } else {
-                // Another consumer took `h` meanwhile: catch up.
+                // Another consumer took `h` meanwhile: catch up (as in `push`
+                // if `head` has not moved).
+                let now = self.head.load(Ordering::Relaxed);
+                if now == h && !e.in_flight(h, true, false) {
+                    e.withdraw();
+                    return Err(Refused::Now);
+                }
                 backoff(step.min(SPIN_STEPS));
                 step += 1;
-                h = self.head.load(Ordering::Relaxed);
+                h = now;
             }
         }
     }

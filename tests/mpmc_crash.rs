@@ -1,0 +1,203 @@
+//! The lock-free MPMC queue when participants die in the middle of an
+//! operation: between claiming a slot and finishing it (made exact with
+//! the hidden `__claim_and_stop` testing aid), and at random instants
+//! (kill -9 mid-stream). Also: more threads than the record table holds.
+
+use std::time::{Duration, Instant};
+
+use shmproc::queue::{MpmcQueue, PopError, PushError};
+use shmproc::{Event, JoinableQueue, Process};
+
+shmproc::entry! {
+    /// Claims one position (a pop if `pop`) and never finishes it; then
+    /// sleeps until killed.
+    fn claim_and_hang(args: (MpmcQueue<u64>, bool, Event)) -> Result<(), String> {
+        let (q, pop, claimed) = args;
+        if !q.__claim_and_stop(pop) {
+            return Err("nothing to claim".into());
+        }
+        claimed.set();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Starts a daemon child that claims a position of `q` and hangs.
+fn hanging_claimant(q: &MpmcQueue<u64>, pop: bool) -> Process {
+    let claimed = Event::new().unwrap();
+    let mut p = Process::new(claim_and_hang, (q.clone(), pop, claimed.clone())).with_daemon(true);
+    p.start().unwrap();
+    assert!(claimed.wait_timeout(Duration::from_secs(30)), "child did not claim");
+    p
+}
+
+#[test]
+fn a_producer_dead_between_claim_and_publish_is_skipped_but_never_while_alive() {
+    let jq = JoinableQueue::<u64>::new(8).unwrap();
+    let q = jq.as_mpmc().clone();
+    let p = hanging_claimant(&q, false);
+    q.push(7).unwrap();
+    assert_eq!(q.len(), 2, "the claimed slot counts as an item");
+
+    // Alive: its slot comes first, so nobody may take 7 yet, nor skip it.
+    assert_eq!(q.pop_timeout(Duration::from_millis(300)), Err(PopError::TimedOut));
+    assert_eq!(q.try_pop(), Err(PopError::Empty));
+    assert_eq!(q.len(), 2);
+
+    p.kill().unwrap();
+    let _ = p.join();
+    let t = Instant::now();
+    assert_eq!(q.pop_timeout(Duration::from_secs(10)), Ok(7));
+    assert!(t.elapsed() < Duration::from_secs(1), "repair took {:?}", t.elapsed());
+    assert!(q.is_empty());
+
+    // The skipped slot is not an unfinished task; 7 is, until task_done.
+    assert_eq!(jq.unfinished_tasks(), 1);
+    jq.task_done().unwrap();
+    assert!(jq.join_timeout(Duration::from_secs(1)));
+    assert!(jq.task_done().is_err());
+
+    // The queue works on as before.
+    q.push_slice(&[1, 2, 3]);
+    let mut out = [0; 4];
+    assert_eq!(q.pop_into(&mut out), 3);
+    assert_eq!(out[..3], [1, 2, 3]);
+}
+
+#[test]
+fn a_consumer_dead_between_claim_and_release_frees_its_slot_but_never_while_alive() {
+    let q = MpmcQueue::<u64>::new(2).unwrap();
+    q.push(1).unwrap();
+    q.push(2).unwrap();
+    let p = hanging_claimant(&q, true); // takes 1, never releases its slot
+    assert_eq!(q.len(), 1);
+
+    // Alive: it may still be reading 1, so its slot cannot be reused.
+    assert_eq!(q.try_push(3), Err(PushError::Full(3)));
+    assert_eq!(q.push_timeout(3, Duration::from_millis(300)), Err(PushError::TimedOut(3)));
+
+    p.kill().unwrap();
+    let _ = p.join();
+    let t = Instant::now();
+    q.push_timeout(3, Duration::from_secs(10)).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1), "repair took {:?}", t.elapsed());
+    // 1 died with the consumer; 2 and 3 are there, in order.
+    assert_eq!(q.pop(), Ok(2));
+    assert_eq!(q.pop(), Ok(3));
+    assert!(q.is_empty());
+}
+
+#[test]
+fn a_blocking_pop_repairs_a_dead_producer_slot_while_it_waits() {
+    let q = MpmcQueue::<u64>::new(4).unwrap();
+    let p = hanging_claimant(&q, false);
+    let getter = {
+        let q = q.clone();
+        std::thread::spawn(move || q.pop_timeout(Duration::from_secs(20)))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    q.push(9).unwrap();
+    p.kill().unwrap();
+    let _ = p.join();
+    assert_eq!(getter.join().unwrap(), Ok(9));
+}
+
+shmproc::entry! {
+    /// Pushes (tag << 32 | i) for i = 0, 1, ... until killed or `n`.
+    fn push_tagged(args: (MpmcQueue<u64>, u64, u64)) -> Result<(), String> {
+        let (q, tag, n) = args;
+        for i in 0..n {
+            q.push((tag << 32) | i).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Two producers; one is killed at a random instant. Every item of the
+/// survivor arrives exactly once and in order; the victim's items are a
+/// prefix 0..k of its stream (its in-flight one is there or not), with no
+/// duplicate and no hole; nobody blocks.
+#[test]
+fn killing_a_producer_mid_stream_loses_nothing_of_the_others() {
+    const N: u64 = 100_000;
+    for round in 0..6u64 {
+        let q = MpmcQueue::<u64>::new(64).unwrap();
+        let mut victim = Process::new(push_tagged, (q.clone(), 1u64, u64::MAX)).with_daemon(true);
+        let mut survivor = Process::new(push_tagged, (q.clone(), 0u64, N));
+        victim.start().unwrap();
+        survivor.start().unwrap();
+        let mut next = [0u64; 2];
+        let kill_after = 1_000 + round * 7_919;
+        let mut popped = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while next[0] < N {
+            assert!(Instant::now() < deadline, "stuck at {next:?}");
+            if popped == kill_after {
+                victim.kill().unwrap();
+            }
+            let v = match q.pop_timeout(Duration::from_millis(100)) {
+                Ok(v) => v,
+                Err(PopError::TimedOut) => continue,
+                Err(e) => panic!("{e}"),
+            };
+            popped += 1;
+            let (tag, i) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
+            assert!(tag < 2, "garbage {v:#x}");
+            assert_eq!(i, next[tag], "producer {tag}: hole or duplicate");
+            next[tag] += 1;
+        }
+        survivor.join().unwrap();
+        let _ = victim.join();
+        // What the victim put before it died drains in order too.
+        while let Ok(v) = q.try_pop() {
+            assert_eq!(v, (1 << 32) | next[1], "victim: hole or duplicate");
+            next[1] += 1;
+        }
+        assert!(q.is_empty());
+    }
+}
+
+/// More threads than the record table has places (128) use one queue at
+/// once: the extra ones share the overflow record under its lock, and every
+/// item arrives exactly once.
+#[test]
+fn more_threads_than_records_all_get_through() {
+    const THREADS: u64 = 160;
+    const EACH: u64 = 200;
+    let q = MpmcQueue::<u64>::new(256).unwrap();
+    let all_in = std::sync::Arc::new(std::sync::Barrier::new(THREADS as usize + 1));
+    let producers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (q, all_in) = (q.clone(), all_in.clone());
+            std::thread::spawn(move || {
+                q.push((t << 32) | u64::MAX as u32 as u64).unwrap(); // every thread holds a record now
+                all_in.wait();
+                for i in 0..EACH {
+                    q.push((t << 32) | i).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut seen = vec![0u64; THREADS as usize];
+    let mut got = 0;
+    let mut popped_markers = 0;
+    // Drain the markers so every thread gets past its first push.
+    while popped_markers < THREADS {
+        let v = q.pop_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(v as u32, u32::MAX);
+        popped_markers += 1;
+    }
+    all_in.wait();
+    while got < THREADS * EACH {
+        let v = q.pop_timeout(Duration::from_secs(30)).unwrap();
+        let (t, i) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
+        assert_eq!(i, seen[t], "thread {t}: out of order or duplicated");
+        seen[t] += 1;
+        got += 1;
+    }
+    for p in producers {
+        p.join().unwrap();
+    }
+    assert!(q.is_empty());
+}
