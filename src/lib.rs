@@ -121,6 +121,8 @@ pub use sync::semaphore::{BoundedSemaphore, ReleaseError, Semaphore};
 pub mod loom_models {
     /// The SPSC ring's index protocol.
     pub use crate::queue::ring;
+    /// The MPMC ring's protocol (Vyukov's, with crash repair).
+    pub use crate::queue::vyukov;
     pub use crate::sync::barrier::RawBarrier;
     pub use crate::sync::condition::RawCondition;
     pub use crate::sync::event::RawEvent;
