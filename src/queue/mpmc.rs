@@ -248,6 +248,16 @@ impl<T: Pod> Slots<T> for ShmSlots<T> {
     }
 }
 
+/// What a repair attempt found.
+enum Repair {
+    /// The slot was repaired.
+    Done,
+    /// A live participant covers it, or it was finished meanwhile.
+    Live,
+    /// The index says nobody claimed it (only with corrupted indices).
+    Unclaimed,
+}
+
 /// How one call waits on another participant's unfinished claim.
 struct Flight<'q, T> {
     q: &'q MpmcQueue<T>,
@@ -282,9 +292,16 @@ impl<'q, T: Pod> Flight<'q, T> {
         let since = *self.since.get_or_insert(now);
         let giving_up =
             !must_wait && (!self.patient && self.steps > TRY_STEPS || self.deadline.is_some_and(|d| d.passed()));
-        if (giving_up || now.duration_since(since) >= REPAIR_AFTER) && self.q.repair(pos, by_pop) {
-            *self = Flight::new(self.q, self.patient, self.deadline);
-            return true;
+        if giving_up || now.duration_since(since) >= REPAIR_AFTER {
+            match self.q.repair(pos, by_pop) {
+                Repair::Done => {
+                    *self = Flight::new(self.q, self.patient, self.deadline);
+                    return true;
+                }
+                // Nobody claimed it: the indices are corrupted.
+                Repair::Unclaimed if must_wait => return false,
+                _ => {}
+            }
         }
         if giving_up {
             return false;
@@ -497,17 +514,24 @@ impl<T: Pod> MpmcQueue<T> {
     /// pop if `by_pop`) and not finished. Repairs it if no live participant
     /// has announced a claim covering it; true if repaired.
     #[cold]
-    fn repair(&self, pos: u64, by_pop: bool) -> bool {
+    fn repair(&self, pos: u64, by_pop: bool) -> Repair {
         let c = self.ctl();
         // Acquire: pairs with the Release claim CAS of `pos` (and every
         // later claim, a release sequence): its announcement is visible.
-        let index = if by_pop { c.head.0.load(Ordering::Acquire) } else { c.tail.0.load(Ordering::Acquire) & !CLOSED };
-        let claimed = index.wrapping_sub(pos).wrapping_sub(1) < self.slots;
-        if !claimed || c.records.live_claim(pos, by_pop) {
-            return false;
+        let index =
+            if by_pop { c.head.0.load(Ordering::Acquire) } else { c.tail.0.load(Ordering::Acquire) } & vyukov::POS;
+        // Claimed: below the index. (Legitimately at most a ring below it;
+        // further only if the index is corrupted, and then repairing the
+        // phantom claim gives garbage data, where waiting would hang.)
+        let claimed = index.wrapping_sub(pos).wrapping_sub(1) < vyukov::SKIP;
+        if !claimed {
+            return Repair::Unclaimed;
+        }
+        if c.records.live_claim(pos, by_pop) {
+            return Repair::Live;
         }
         let slots = self.slots();
-        if by_pop {
+        let done = if by_pop {
             let ok = vyukov::repair_pop(&slots, pos, self.slots);
             if ok {
                 self.popped(u32::MAX);
@@ -520,7 +544,8 @@ impl<T: Pod> MpmcQueue<T> {
                 self.pushed(u32::MAX);
             }
             ok
-        }
+        };
+        if done { Repair::Done } else { Repair::Live }
     }
 
     /// One push attempt.
@@ -729,12 +754,12 @@ impl<T: Pod> MpmcQueue<T> {
         let index = if pop { &c.head.0 } else { &c.tail.0 };
         let at = index.load(Ordering::Relaxed);
         // Acquire: as the slot loads in vyukov.rs's push and pop.
-        if at & CLOSED != 0 || self.slots().seq(at).load(Ordering::Acquire) != at + u64::from(pop) {
+        if at & CLOSED != 0 || self.slots().seq(at).load(Ordering::Acquire) != at.wrapping_add(u64::from(pop)) {
             return false;
         }
         rec.announce(at, 1, pop);
         // Release: as the claim CASes in vyukov.rs (publishes the announcement).
-        index.compare_exchange(at, at + 1, Ordering::Release, Ordering::Relaxed).is_ok()
+        index.compare_exchange(at, at.wrapping_add(1), Ordering::Release, Ordering::Relaxed).is_ok()
     }
 
     /// Items put and not yet marked done: pushes claimed, less dead
@@ -758,7 +783,7 @@ impl<T: Pod> MpmcQueue<T> {
             }
             // SeqCst: pairs with the joiners' SeqCst registration + fence
             // (a Dekker pair: either they see our count or we see them).
-            if j.done.compare_exchange(done, done + 1, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+            if j.done.compare_exchange(done, done.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed).is_ok() {
                 break;
             }
         }

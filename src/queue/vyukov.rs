@@ -34,7 +34,7 @@ pub const CLOSED: u64 = 1 << 63;
 /// Bit of a slot's sequence word: a dead producer's slot, to be discarded.
 pub const SKIP: u64 = 1 << 62;
 /// Positions are below this (bits 62 and 63 are flags).
-const POS: u64 = SKIP - 1;
+pub const POS: u64 = SKIP - 1;
 /// Backoff steps after which a lost race or an in-flight slot stops
 /// spinning and asks the environment (which may yield or repair).
 const SPIN_STEPS: u32 = 6;
@@ -69,8 +69,10 @@ pub trait Env {
     /// The slot of `pos` was claimed by somebody else's `pop` (`by_pop`) or
     /// push that has not finished. Wait a little (and, if it is due, try a
     /// repair). Return false to give up: the operation reports `Full` or
-    /// `Empty`. Called only before this operation claims anything, or,
-    /// with `must_wait`, for slots it already claimed (it must not give up).
+    /// `Empty`. Called before this operation claims anything, or, with
+    /// `must_wait`, for slots it already claimed: then false only if the
+    /// slot cannot be finished by anybody (corrupted indices), and the
+    /// operation gives up its remaining positions.
     fn in_flight(&mut self, pos: u64, by_pop: bool, must_wait: bool) -> bool;
 }
 
@@ -140,7 +142,7 @@ impl Ring<'_> {
                 e.announce(t, 1, false);
                 // Release: pairs with the Acquire load of `tail` in a
                 // repairer's scan, which must see our announcement.
-                match self.tail.compare_exchange_weak(t, t + 1, Ordering::Release, Ordering::Relaxed) {
+                match self.tail.compare_exchange_weak(t, t.wrapping_add(1), Ordering::Release, Ordering::Relaxed) {
                     Ok(_) => {
                         // SAFETY: we claimed `t` and its slot is free (seq == t).
                         unsafe { s.write(t, v) };
@@ -153,7 +155,7 @@ impl Ring<'_> {
                         step += 1;
                     }
                 }
-            } else if (seq & POS).wrapping_add(self.slots) == t + 1 {
+            } else if (seq & POS).wrapping_add(self.slots) == t.wrapping_add(1) {
                 // The slot still holds the previous lap's item: full, or its
                 // consumer has claimed it and not finished reading.
                 if self.full_at(t) {
@@ -204,7 +206,7 @@ impl Ring<'_> {
                 e.announce(h, 1, true);
                 // Release: pairs with the Acquire load of `head` in a
                 // repairer's scan, which must see our announcement.
-                match self.head.compare_exchange_weak(h, h + 1, Ordering::Release, Ordering::Relaxed) {
+                match self.head.compare_exchange_weak(h, h.wrapping_add(1), Ordering::Release, Ordering::Relaxed) {
                     Ok(_) => {
                         // The sequence word cannot change between our load and the CAS: once it says "holds the
                         // item of h", only the claimant of h (now us) changes it.
@@ -291,17 +293,31 @@ impl Ring<'_> {
             }
             e.announce(t, n, false);
             // Release: as in `push`.
-            if self.tail.compare_exchange_weak(t, t + n, Ordering::Release, Ordering::Relaxed).is_err() {
+            if self.tail.compare_exchange_weak(t, t.wrapping_add(n), Ordering::Release, Ordering::Relaxed).is_err() {
                 backoff(step.min(SPIN_STEPS));
                 step += 1;
                 continue;
             }
             for (i, v) in items[..n as usize].iter().enumerate() {
-                let pos = t + i as u64;
+                let pos = t.wrapping_add(i as u64);
                 // Acquire: as in `push`. The previous lap's consumer has
                 // claimed this slot (head passed it) but may still read it.
-                while s.seq(pos).load(Ordering::Acquire) != pos {
-                    e.in_flight(pos.wrapping_sub(self.slots), true, true);
+                loop {
+                    let seq = s.seq(pos).load(Ordering::Acquire);
+                    if seq == pos {
+                        break;
+                    }
+                    if (seq & POS).wrapping_add(self.slots) != pos.wrapping_add(1) {
+                        // No participant leaves this value: corrupted. Give
+                        // the rest up (withdrawn, so it is repaired like a
+                        // dead process's claim).
+                        e.withdraw();
+                        return Ok((t, i as u64));
+                    }
+                    if !e.in_flight(pos.wrapping_sub(self.slots), true, true) {
+                        e.withdraw();
+                        return Ok((t, i as u64));
+                    }
                 }
                 // SAFETY: we claimed `pos` and its slot is free.
                 unsafe { s.write(pos, *v) };
@@ -321,27 +337,37 @@ impl Ring<'_> {
             // Acquire: pairs with the claim CASes; positions below tail are
             // claimed by producers (maybe not yet published).
             let t = self.tail.load(Ordering::Acquire);
-            let n = (t & POS).wrapping_sub(h).min(self.limit).min(out.len() as u64);
+            // Below 0 only if the indices are corrupted: nothing to take.
+            let avail = (t & POS).wrapping_sub(h & POS);
+            let n = if avail >= SKIP { 0 } else { avail.min(self.limit).min(out.len() as u64) };
             if n == 0 {
                 e.withdraw();
                 return Err(if t & CLOSED != 0 { Refused::Closed } else { Refused::Now });
             }
             e.announce(h, n, true);
             // Release: as in `pop`.
-            if self.head.compare_exchange_weak(h, h + n, Ordering::Release, Ordering::Relaxed).is_err() {
+            if self.head.compare_exchange_weak(h, h.wrapping_add(n), Ordering::Release, Ordering::Relaxed).is_err() {
                 backoff(step.min(SPIN_STEPS));
                 step += 1;
                 continue;
             }
             let mut got = 0;
-            for pos in h..h + n {
+            for pos in (0..n).map(|i| h.wrapping_add(i)) {
                 let seq = loop {
                     // Acquire: as in `pop`.
                     let seq = s.seq(pos).load(Ordering::Acquire);
-                    if seq & !SKIP == pos + 1 {
+                    if seq & !SKIP == pos.wrapping_add(1) {
                         break seq;
                     }
-                    e.in_flight(pos, false, true);
+                    if seq != pos {
+                        // Corrupted (as in `push_batch`): give the rest up.
+                        e.withdraw();
+                        return Ok((h, got));
+                    }
+                    if !e.in_flight(pos, false, true) {
+                        e.withdraw();
+                        return Ok((h, got));
+                    }
                 };
                 if seq & SKIP == 0 {
                     // SAFETY: we claimed `pos` and its item is published.
@@ -359,7 +385,7 @@ impl Ring<'_> {
 #[inline(always)]
 fn publish<T, S: Slots<T>>(s: &S, pos: u64) {
     // Release: pairs with the Acquire slot load in `pop` / `pop_batch`.
-    s.seq(pos).store(pos + 1, Ordering::Release);
+    s.seq(pos).store(pos.wrapping_add(1), Ordering::Release);
 }
 
 /// Repairs the slot of `pos` whose producer claimed it and died before
@@ -368,7 +394,7 @@ fn publish<T, S: Slots<T>>(s: &S, pos: u64) {
 /// False if the slot is no longer in that state.
 pub fn repair_push<T, S: Slots<T>>(s: &S, pos: u64) -> bool {
     // Release: pairs with the Acquire slot load in `pop` (as `publish`).
-    s.seq(pos).compare_exchange(pos, (pos + 1) | SKIP, Ordering::Release, Ordering::Relaxed).is_ok()
+    s.seq(pos).compare_exchange(pos, pos.wrapping_add(1) | SKIP, Ordering::Release, Ordering::Relaxed).is_ok()
 }
 
 /// Repairs the slot of `pos` whose consumer claimed it and died before
@@ -378,11 +404,11 @@ pub fn repair_pop<T, S: Slots<T>>(s: &S, pos: u64, slots: u64) -> bool {
     let cell = s.seq(pos);
     // Relaxed: only decides which value to CAS from.
     let seq = cell.load(Ordering::Relaxed);
-    if seq & !SKIP != pos + 1 {
+    if seq & !SKIP != pos.wrapping_add(1) {
         return false;
     }
     // Release: pairs with the Acquire slot load in `push` (as `release`).
-    cell.compare_exchange(seq, pos + slots, Ordering::Release, Ordering::Relaxed).is_ok()
+    cell.compare_exchange(seq, pos.wrapping_add(slots), Ordering::Release, Ordering::Relaxed).is_ok()
 }
 
 /// Whether an announcement `(start, n, pop)` covers a stuck `pos` of the
