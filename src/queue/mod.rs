@@ -84,3 +84,31 @@ pub(crate) fn spin_step(wait: WaitStrategy, spins: &mut u32, pure: u32, limit: u
         WaitStrategy::Blocking => false,
     }
 }
+
+/// At map time, for a ring whose wakers skip the CPU fence: if this process
+/// cannot use asymmetric barriers (membarrier refused), sets the ring's
+/// shared `fences` word so every participant's wakers fence for real.
+#[cfg(not(loom))]
+pub(crate) fn use_fences_unless_membarrier(fences: &std::sync::atomic::AtomicU32) {
+    if !crate::sys::membarrier::register() {
+        // SeqCst: publish the fallback to every participant; wakers read it (Relaxed) on each operation, and any
+        // window before they see it is covered by the sleepers' 100 ms poll.
+        fences.store(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Between a waker's publishing store and its load of a "somebody sleeps"
+/// word: that load must not move before the store. With membarrier, the
+/// sleeper's barrier orders the two on the CPU, so a compiler fence
+/// suffices; without it (`fences` set), a real one.
+#[cfg(not(loom))]
+#[inline(always)]
+pub(crate) fn fence_before_waiter_check(fences: &std::sync::atomic::AtomicU32) {
+    use std::sync::atomic::{Ordering, compiler_fence, fence};
+    if fences.load(Ordering::Relaxed) != 0 {
+        // SeqCst: pairs with the sleeper's SeqCst registration and fence.
+        fence(Ordering::SeqCst);
+    } else {
+        compiler_fence(Ordering::SeqCst);
+    }
+}

@@ -33,7 +33,7 @@
 //! stopped (SIGSTOP) claimant is alive: others wait for it.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence, fence};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
@@ -211,11 +211,7 @@ impl<T: Pod> Object for MpmcQueue<T> {
         Ok(())
     }
     fn from_mapped(m: Mapped<MpmcCtl>) -> Self {
-        if !membarrier::register() {
-            // SeqCst: publish the fallback to every participant; wakers read it (Relaxed) on each operation, and
-            // any window before they see it is covered by the sleepers' 100 ms poll.
-            m.ctl().meta.0.fences.store(1, Ordering::SeqCst);
-        }
+        super::use_fences_unless_membarrier(&m.ctl().meta.0.fences);
         let slots = m.segment().capacity(); // validated power of two >= 2
         // Validated at open; re-read once here and never trusted again.
         let limit = u64::from(m.ctl().meta.0.limit.load(Ordering::Relaxed)).clamp(1, slots);
@@ -459,17 +455,10 @@ impl<T: Pod> MpmcQueue<T> {
     }
 
     /// After publishing or releasing: wakes up to `n` sleepers counted in
-    /// `waiting` (sleeping on `seq`). The load of `waiting` must not move
-    /// before our store: with membarrier the sleeper's barrier orders the
-    /// two on the CPU, so a compiler fence suffices; otherwise a real one.
+    /// `waiting` (sleeping on `seq`).
     #[inline(always)]
     fn wake_if_waiting(&self, waiting: &AtomicU32, seq: &AtomicU32, n: u32) {
-        if self.ctl().meta.0.fences.load(Ordering::Relaxed) != 0 {
-            // SeqCst: pairs with the sleeper's SeqCst registration and fence.
-            fence(Ordering::SeqCst);
-        } else {
-            compiler_fence(Ordering::SeqCst);
-        }
+        super::fence_before_waiter_check(&self.ctl().meta.0.fences);
         if waiting.load(Ordering::Relaxed) != 0 {
             self.wake(seq, n);
         }
@@ -571,6 +560,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// q.try_push(1).unwrap();
     /// assert_eq!(q.try_push(2), Err(shmproc::queue::PushError::Full(2)));
     /// ```
+    #[inline(always)]
     pub fn try_push(&self, v: T) -> Result<(), PushError<T>> {
         self.push_once(&mut Flight::new(self, false, None), v).map_err(|(r, v)| match r {
             Refused::Now => PushError::Full(v),
@@ -584,7 +574,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// let q = shmproc::queue::MpmcQueue::<u8>::new(1).unwrap();
     /// q.push(1).unwrap();
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn push(&self, v: T) -> Result<(), PushError<T>> {
         self.push_until(v, None)
     }
@@ -639,6 +629,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// let q = shmproc::queue::MpmcQueue::<u8>::new(1).unwrap();
     /// assert_eq!(q.try_pop(), Err(shmproc::queue::PopError::Empty));
     /// ```
+    #[inline(always)]
     pub fn try_pop(&self) -> Result<T, PopError> {
         self.pop_once(&mut Flight::new(self, false, None)).map_err(|r| match r {
             Refused::Now => PopError::Empty,
@@ -653,7 +644,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// q.push(3).unwrap();
     /// assert_eq!(q.pop(), Ok(3));
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn pop(&self) -> Result<T, PopError> {
         self.pop_until(None)
     }

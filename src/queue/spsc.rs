@@ -23,7 +23,7 @@
 //! memory outside the ring.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, compiler_fence, fence};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytemuck::Pod;
@@ -325,19 +325,11 @@ impl<T: Pod> SpscQueue<T> {
 }
 
 /// Publishes an index (`ring::publish`, Release) and wakes the peer if it
-/// announced that it sleeps. The flag load must not move before the index
-/// store: with membarrier, the sleeper's barrier orders the two on the CPU,
-/// so a compiler fence suffices; without it (`fences` set), a real one.
+/// announced that it sleeps (see `fence_before_waiter_check`).
 #[inline(always)]
 pub(super) fn publish_and_wake(c: &SpscCtl, word: &AtomicU64, value: u64, peer_waiting: &AtomicU32) {
     super::ring::publish(word, value);
-    if c.meta.0.fences.load(Ordering::Relaxed) != 0 {
-        // SeqCst: pairs with the sleeper's SeqCst flag store and fence.
-        fence(Ordering::SeqCst);
-    } else {
-        // The sleeper's membarrier supplies the CPU barrier.
-        compiler_fence(Ordering::SeqCst);
-    }
+    super::fence_before_waiter_check(&c.meta.0.fences);
     if peer_waiting.load(Ordering::Relaxed) != 0 {
         wake64_low(word, 1);
     }
@@ -411,10 +403,7 @@ impl SpscCtl {
     /// At map time: without asymmetric barriers (membarrier refused),
     /// every participant publishes with a real fence.
     pub(super) fn use_fences_unless_membarrier(&self) {
-        if !membarrier::register() {
-            // SeqCst: publish the fallback to every participant; producers read it (Relaxed) on each push, and any window before they see it is covered by the sleepers' 100 ms poll.
-            self.meta.0.fences.store(1, Ordering::SeqCst);
-        }
+        super::use_fences_unless_membarrier(&self.meta.0.fences);
     }
 }
 

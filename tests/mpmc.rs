@@ -1,12 +1,13 @@
-//! The lock-free MPMC queue when participants die in the middle of an
-//! operation: between claiming a slot and finishing it (made exact with
-//! the hidden `__claim_and_stop` testing aid), and at random instants
-//! (kill -9 mid-stream). Also: more threads than the record table holds.
+//! The lock-free MPMC queue across processes: participants that die in the
+//! middle of an operation, between claiming a slot and finishing it (made
+//! exact with the hidden `__claim_and_stop` testing aid) and at random
+//! instants (kill -9 mid-stream); more threads than the record table
+//! holds; the CPU a blocked caller uses.
 
 use std::time::{Duration, Instant};
 
 use shmproc::queue::{MpmcQueue, PopError, PushError};
-use shmproc::{Event, JoinableQueue, Process};
+use shmproc::{Event, JoinableQueue, Process, Value};
 
 shmproc::entry! {
     /// Claims one position (a pop if `pop`) and never finishes it; then
@@ -200,4 +201,48 @@ fn more_threads_than_records_all_get_through() {
         p.join().unwrap();
     }
     assert!(q.is_empty());
+}
+
+/// The calling thread's CPU time in µs.
+fn thread_cpu_us() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+shmproc::entry! {
+    /// Blocks for 1 s in pop (on an empty queue) or push (on a full one);
+    /// stores the CPU time the blocked call used, in µs.
+    fn block_for_a_second(args: (MpmcQueue<u64>, bool, Value<u64>)) -> Result<(), String> {
+        let (q, pop, out) = args;
+        let before = thread_cpu_us();
+        let timed_out = if pop {
+            matches!(q.pop_timeout(Duration::from_secs(1)), Err(PopError::TimedOut))
+        } else {
+            matches!(q.push_timeout(1, Duration::from_secs(1)), Err(PushError::TimedOut(1)))
+        };
+        if !timed_out {
+            return Err("expected a timeout".into());
+        }
+        out.set(thread_cpu_us() - before).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn a_getter_or_putter_blocked_for_one_second_uses_under_5_ms_of_cpu() {
+    for pop in [true, false] {
+        let q = MpmcQueue::<u64>::new(4).unwrap();
+        if !pop {
+            q.push_slice(&[1, 2, 3, 4]);
+        }
+        let used = Value::new(0u64).unwrap();
+        let mut p = Process::new(block_for_a_second, (q.clone(), pop, used.clone()));
+        p.start().unwrap();
+        p.join().unwrap();
+        let us = used.get().unwrap();
+        let who = if pop { "getter" } else { "putter" };
+        eprintln!("blocked {who} used {us} µs of CPU in 1 s");
+        assert!(us < 5_000, "blocked {who} used {us} µs of CPU in 1 s");
+    }
 }
