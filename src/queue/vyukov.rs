@@ -38,6 +38,9 @@ pub const POS: u64 = SKIP - 1;
 /// Backoff steps after which a lost race or an in-flight slot stops
 /// spinning and asks the environment (which may yield or repair).
 const SPIN_STEPS: u32 = 6;
+/// Catch-up steps with an index that does not move, after which a slot's
+/// sequence word is taken for corrupted (each step is 64 pauses).
+const CORRUPT_STEPS: u32 = 64;
 
 /// The slots of a ring: sequence words and values.
 pub trait Slots<T> {
@@ -169,15 +172,16 @@ impl Ring<'_> {
                 t = self.tail.load(Ordering::Relaxed);
             } else {
                 // Another producer claimed `t` meanwhile: catch up. (If
-                // `tail` has not moved, the word is corrupted or not yet
-                // visible: wait like for an unfinished claim, which gives up.)
+                // `tail` does not move for long, the slot's word is
+                // corrupted: give up. Calling into `e` here instead costs a
+                // quarter of the 2p x 2c throughput, measured.)
+                backoff(step.min(SPIN_STEPS));
+                step += 1;
                 let now = self.tail.load(Ordering::Relaxed);
-                if now == t && !e.in_flight(t, false, false) {
+                if now == t && step > CORRUPT_STEPS {
                     e.withdraw();
                     return Err((Refused::Now, v));
                 }
-                backoff(step.min(SPIN_STEPS));
-                step += 1;
                 t = now;
             }
         }
@@ -246,14 +250,14 @@ impl Ring<'_> {
                 h = self.head.load(Ordering::Relaxed);
             } else {
                 // Another consumer took `h` meanwhile: catch up (as in `push`
-                // if `head` has not moved).
+                // if `head` does not move).
+                backoff(step.min(SPIN_STEPS));
+                step += 1;
                 let now = self.head.load(Ordering::Relaxed);
-                if now == h && !e.in_flight(h, true, false) {
+                if now == h && step > CORRUPT_STEPS {
                     e.withdraw();
                     return Err(Refused::Now);
                 }
-                backoff(step.min(SPIN_STEPS));
-                step += 1;
                 h = now;
             }
         }
