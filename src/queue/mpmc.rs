@@ -125,15 +125,33 @@ pub struct TaskDoneError;
 /// ```
 pub struct MpmcQueue<T> {
     m: Mapped<MpmcCtl>,
+    /// The control block and the first slot, resolved once (both inside
+    /// the mapping that `m` keeps alive).
+    ctl: *const MpmcCtl,
+    base: *mut Slot<T>,
     slots: u64,
     limit: u64,
     wait: WaitStrategy,
     _t: PhantomData<T>,
 }
 
+// SAFETY: the raw pointers point into the shared mapping kept alive by `m` (itself Send + Sync); every access
+// through them is to atomics or under the ring protocol, from any thread or process; items are `T: Send`.
+unsafe impl<T: Send> Send for MpmcQueue<T> {}
+// SAFETY: as above; `&MpmcQueue` only offers operations that are safe to run concurrently.
+unsafe impl<T: Send> Sync for MpmcQueue<T> {}
+
 impl<T> Clone for MpmcQueue<T> {
     fn clone(&self) -> Self {
-        MpmcQueue { m: self.m.clone(), slots: self.slots, limit: self.limit, wait: self.wait, _t: PhantomData }
+        MpmcQueue {
+            m: self.m.clone(),
+            ctl: self.ctl,
+            base: self.base,
+            slots: self.slots,
+            limit: self.limit,
+            wait: self.wait,
+            _t: PhantomData,
+        }
     }
 }
 
@@ -215,7 +233,8 @@ impl<T: Pod> Object for MpmcQueue<T> {
         let slots = m.segment().capacity(); // validated power of two >= 2
         // Validated at open; re-read once here and never trusted again.
         let limit = u64::from(m.ctl().meta.0.limit.load(Ordering::Relaxed)).clamp(1, slots);
-        MpmcQueue { m, slots, limit, wait: WaitStrategy::Blocking, _t: PhantomData }
+        let (ctl, base) = (m.ctl() as *const MpmcCtl, m.data() as *mut Slot<T>);
+        MpmcQueue { m, ctl, base, slots, limit, wait: WaitStrategy::Blocking, _t: PhantomData }
     }
 }
 
@@ -257,41 +276,49 @@ enum Repair {
 /// How one call waits on another participant's unfinished claim.
 struct Flight<'q, T> {
     q: &'q MpmcQueue<T>,
-    /// The unfinished slot waited on, and for how long (steps, since when).
-    pos: Option<(u64, bool)>,
-    steps: u32,
-    since: Option<Instant>,
     /// Blocking calls wait for the claim (until `deadline`); `try_` calls
     /// give up after `TRY_STEPS`.
     patient: bool,
     deadline: Option<Deadline>,
+    /// The unfinished slot waited on and for how long; set only on the
+    /// slow path (the fast path builds a `Flight` for every operation).
+    stuck: Option<Stuck>,
+}
+
+struct Stuck {
+    pos: u64,
+    by_pop: bool,
+    steps: u32,
+    since: Option<Instant>,
 }
 
 impl<'q, T: Pod> Flight<'q, T> {
+    #[inline(always)]
     fn new(q: &'q MpmcQueue<T>, patient: bool, deadline: Option<Deadline>) -> Self {
-        Flight { q, pos: None, steps: 0, since: None, patient, deadline }
+        Flight { q, patient, deadline, stuck: None }
     }
 
     #[cold]
     #[inline(never)]
     fn wait(&mut self, pos: u64, by_pop: bool, must_wait: bool) -> bool {
-        if self.pos != Some((pos, by_pop)) {
+        let s = match &mut self.stuck {
+            Some(s) if s.pos == pos && s.by_pop == by_pop => s,
             // Another slot: its own count and clock.
-            *self = Flight { pos: Some((pos, by_pop)), ..Flight::new(self.q, self.patient, self.deadline) };
-        }
-        self.steps += 1;
-        if self.steps <= 6 {
-            backoff(self.steps);
+            other => other.insert(Stuck { pos, by_pop, steps: 0, since: None }),
+        };
+        s.steps += 1;
+        if s.steps <= 6 {
+            backoff(s.steps);
             return true;
         }
         let now = Instant::now();
-        let since = *self.since.get_or_insert(now);
+        let since = *s.since.get_or_insert(now);
         let giving_up =
-            !must_wait && (!self.patient && self.steps > TRY_STEPS || self.deadline.is_some_and(|d| d.passed()));
+            !must_wait && (!self.patient && s.steps > TRY_STEPS || self.deadline.is_some_and(|d| d.passed()));
         if giving_up || now.duration_since(since) >= REPAIR_AFTER {
             match self.q.repair(pos, by_pop) {
                 Repair::Done => {
-                    *self = Flight::new(self.q, self.patient, self.deadline);
+                    self.stuck = None;
                     return true;
                 }
                 // Nobody claimed it: the indices are corrupted.
@@ -351,7 +378,8 @@ impl<T: Pod> MpmcQueue<T> {
 
     #[inline(always)]
     fn ctl(&self) -> &MpmcCtl {
-        self.m.ctl()
+        // SAFETY: points at the control block inside the mapping that `self.m` keeps alive; made of atomics.
+        unsafe { &*self.ctl }
     }
 
     #[inline(always)]
@@ -362,7 +390,7 @@ impl<T: Pod> MpmcQueue<T> {
 
     #[inline(always)]
     fn slots(&self) -> ShmSlots<T> {
-        ShmSlots { base: self.m.data() as *mut Slot<T>, mask: self.slots - 1 }
+        ShmSlots { base: self.base, mask: self.slots - 1 }
     }
 
     /// Runs one attempt of a protocol operation with our record.
