@@ -249,15 +249,15 @@ impl Connection {
         self.closed = true;
         // Dropping the role holders tells the peer we are gone; take the
         // sending role first if never used, so the peer learns it too.
-        if self.tx.is_none() {
-            if let Some(q) = &self.out {
-                self.tx = q.producer().ok();
-            }
+        if self.tx.is_none()
+            && let Some(q) = &self.out
+        {
+            self.tx = q.producer().ok();
         }
-        if self.rx.is_none() {
-            if let Some(q) = &self.inp {
-                self.rx = q.consumer().ok();
-            }
+        if self.rx.is_none()
+            && let Some(q) = &self.inp
+        {
+            self.rx = q.consumer().ok();
         }
         self.tx = None;
         self.rx = None;

@@ -153,6 +153,7 @@ shmproc::entry! {
         let mut rx = q.consumer().map_err(|e| e.to_string())?;
         let cpu = || {
             let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: writes only into `ts`, a valid timespec on our stack.
             unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
             ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
         };

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod queue_cases;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -58,7 +60,7 @@ impl SharedPage {
 
     /// A 4-byte flag at `offset` (must be 4-aligned and in range).
     pub fn flag(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= self.len);
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.len);
         // SAFETY: in range, aligned, zero-initialised shared memory.
         unsafe { &*(self.ptr.add(offset) as *const AtomicU32) }
     }

@@ -74,7 +74,7 @@ pub(crate) fn spin_step(wait: WaitStrategy, spins: &mut u32, pure: u32, limit: u
         }
         WaitStrategy::Blocking if *spins < limit => {
             *spins += 1;
-            if *spins > pure && *spins % yield_every == 0 {
+            if *spins > pure && (*spins).is_multiple_of(yield_every) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();

@@ -473,7 +473,7 @@ impl PeerWatch {
             return true;
         }
         self.calls = self.calls.wrapping_add(1);
-        if self.last_check.is_some() && self.calls % 1024 != 0 {
+        if self.last_check.is_some() && !self.calls.is_multiple_of(1024) {
             return false;
         }
         let now = Instant::now();

@@ -1,0 +1,155 @@
+//! Our own queue measurements, shared by the root criterion bench
+//! (`benches/queue.rs`) and the side-by-side comparison bench
+//! (`comparisons/benches/queue.rs`). Producer and consumer run in different
+//! processes pinned to different cores; each returns M msgs/s or ns.
+
+#![allow(dead_code)]
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use shmproc::queue::{ByteQueue, MpmcQueue, SpscQueue, WaitStrategy};
+
+use super::{SharedPage, mps, percentiles, run_group, run_pair};
+
+// Each measurement uses fresh queues: a queue whose previous producer
+// process has exited reports Disconnected (by design) until a new producer
+// claims it, which a forked child may not have done yet.
+pub fn spsc_single(cap: u64, n: u64) -> f64 {
+    let q = &SpscQueue::<u64>::new(cap).unwrap();
+    let mut rx = q.consumer().unwrap().with_wait(WaitStrategy::BusyPoll);
+    let d = run_pair(
+        || {
+            let mut sum = 0u64;
+            for _ in 0..n {
+                sum = sum.wrapping_add(rx.pop().unwrap());
+            }
+            assert_eq!(sum, n * (n - 1) / 2);
+        },
+        || {
+            let mut tx = q.producer().unwrap().with_wait(WaitStrategy::BusyPoll);
+            for i in 0..n {
+                tx.push(i).unwrap();
+            }
+            std::mem::forget(tx); // the forked child leaves with _exit
+        },
+    );
+    mps(n, d)
+}
+
+pub fn spsc_batched(cap: u64, n: u64) -> f64 {
+    let q = &SpscQueue::<u64>::new(cap).unwrap();
+    let mut rx = q.consumer().unwrap();
+    let d = run_pair(
+        || {
+            let mut buf = [0u64; 256];
+            let (mut got, mut sum) = (0u64, 0u64);
+            while got < n {
+                let k = rx.pop_into(&mut buf);
+                for &v in &buf[..k] {
+                    sum = sum.wrapping_add(v);
+                }
+                got += k as u64;
+            }
+            assert_eq!(sum, n * (n - 1) / 2);
+        },
+        || {
+            let mut tx = q.producer().unwrap();
+            let mut buf = [0u64; 256];
+            let mut i = 0u64;
+            while i < n {
+                let k = 256.min(n - i) as usize;
+                for (j, b) in buf[..k].iter_mut().enumerate() {
+                    *b = i + j as u64;
+                }
+                let mut done = 0;
+                while done < k {
+                    done += tx.push_slice(&buf[done..k]);
+                }
+                i += k as u64;
+            }
+            std::mem::forget(tx);
+        },
+    );
+    mps(n, d)
+}
+
+pub fn spsc_pingpong(n: usize, wait: WaitStrategy) -> (f64, f64) {
+    let (there, back) = (&SpscQueue::<u64>::new(64).unwrap(), &SpscQueue::<u64>::new(64).unwrap());
+    let mut tx = there.producer().unwrap().with_wait(wait);
+    let mut rx = back.consumer().unwrap().with_wait(wait);
+    let mut samples = Vec::with_capacity(n);
+    run_pair(
+        || {
+            for i in 0..n as u64 {
+                let t = Instant::now();
+                tx.push(i).unwrap();
+                assert_eq!(rx.pop().unwrap(), i);
+                samples.push(t.elapsed().as_nanos() as f64);
+            }
+        },
+        || {
+            let mut crx = there.consumer().unwrap().with_wait(wait);
+            let mut ctx = back.producer().unwrap().with_wait(wait);
+            for _ in 0..n {
+                let v = crx.pop().unwrap();
+                ctx.push(v).unwrap();
+            }
+            std::mem::forget((crx, ctx));
+        },
+    );
+    percentiles(samples)
+}
+
+/// 2 producer and 2 consumer processes, `n` items per producer; M items/s.
+pub fn mpmc_2p2c(n: u64) -> f64 {
+    let q = MpmcQueue::<u64>::new(4096).unwrap();
+    let sums = SharedPage::new(4096);
+    let roles: Vec<Box<dyn FnMut()>> = vec![
+        Box::new(|| (0..n).for_each(|i| q.push(i).unwrap())),
+        Box::new(|| (0..n).for_each(|i| q.push(i).unwrap())),
+        Box::new(|| consume_into(&q, n, &sums, 0)),
+        Box::new(|| consume_into(&q, n, &sums, 1)),
+    ];
+    let d = run_group(roles);
+    // Both consumers together saw every item once.
+    let total: u64 = (0..2).map(|i| sums.flag(64 * (i + 1)).load(Ordering::Relaxed) as u64).sum();
+    assert_eq!(total, 2 * n, "items lost or duplicated");
+    mps(2 * n, d)
+}
+
+/// Pops `n` items (a share of the stream), counting them into `sums`.
+pub fn consume_into(q: &MpmcQueue<u64>, n: u64, sums: &SharedPage, slot: usize) {
+    let mut count = 0u32;
+    for _ in 0..n {
+        q.pop().unwrap();
+        count += 1;
+    }
+    sums.flag(64 * (slot + 1)).store(count, Ordering::Relaxed);
+}
+
+/// `n` frames of `size` bytes through a ByteQueue; M frames/s.
+pub fn bytes_frames(size: usize, n: u64) -> f64 {
+    let q = ByteQueue::new((1 << 20, 4096)).unwrap();
+    let mut rx = q.consumer().unwrap();
+    let d = run_pair(
+        || {
+            let mut buf = Vec::with_capacity(size);
+            let mut total = 0usize;
+            for _ in 0..n {
+                rx.recv_timeout_into(&mut buf, Duration::from_secs(30)).unwrap();
+                total += buf.len();
+            }
+            assert_eq!(total, size * n as usize);
+        },
+        || {
+            let mut tx = q.producer().unwrap();
+            let frame = vec![7u8; size];
+            for _ in 0..n {
+                tx.send(&frame).unwrap();
+            }
+            std::mem::forget(tx);
+        },
+    );
+    mps(n, d)
+}
