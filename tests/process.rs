@@ -598,3 +598,65 @@ fn is_alive_does_not_block_while_another_thread_joins() {
         assert!(matches!(joiner.join().unwrap(), Err(ProcessError::Signaled { signal: 9, .. })));
     });
 }
+
+shmproc::entry! {
+    /// Starts and joins a grandchild: takes the child-list and registry
+    /// locks in a forked child.
+    fn start_one_grandchild(total: Value<u64>) -> Result<(), String> {
+        let mut g = Process::new(add_one, total);
+        g.start().map_err(|e| e.to_string())?;
+        g.join().map_err(|e| e.to_string())
+    }
+}
+
+/// Issue 9 item 12: a forked child must not take a lock another parent
+/// thread held at the fork. Before the fix, a child forked while another
+/// thread held stdout's lock hung in its final flush, and one forked while
+/// another thread was inside `active_children()` could hang on the child
+/// list when starting its own child.
+#[test]
+fn a_forked_child_does_not_inherit_locks_held_by_other_threads() {
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let _out = std::io::stdout().lock();
+        held_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    held_rx.recv().unwrap();
+    let mut p = Process::new(succeed, ()).with_start_method(StartMethod::Fork);
+    p.start().unwrap();
+    holder.join().unwrap();
+    join_within(&p, "child forked while stdout was locked").unwrap();
+
+    let total = Value::new(0u64).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let rounds = 20;
+    std::thread::scope(|s| {
+        // Each keeps one of the crate's locks held most of the time.
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = shmproc::current_process();
+            }
+        });
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = shmproc::active_children();
+            }
+        });
+        // Stops the spinners however this closure ends (a failed
+        // assertion must not leave the scope waiting for them).
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
+        for _ in 0..rounds {
+            let mut p = Process::new(start_one_grandchild, total.clone()).with_start_method(StartMethod::Fork);
+            p.start().unwrap();
+            join_within(&p, "forked child starting a grandchild").unwrap();
+        }
+    });
+    assert_eq!(total.get().unwrap(), rounds);
+}
