@@ -28,19 +28,31 @@
 //!   handle by name. Its stdin is `/dev/null`, stdout and stderr are
 //!   inherited. The entry runs before `main`, so std's main-thread setup
 //!   (thread name, stack-overflow message) is not in place.
-//! - [`StartMethod::Fork`] calls `fork()`: the fastest start. Caveats, as in
-//!   Python: in a multi-threaded parent only the calling thread survives in
-//!   the child, and any lock another thread held at that instant (stdout's,
-//!   a `std::sync::Mutex`, an allocator arena outside glibc's fork
-//!   handling) stays locked forever in the child. Use it from
-//!   single-threaded parents or where the child touches only its argument.
+//! - [`StartMethod::Fork`] calls `fork()`: the fastest start. In a
+//!   multi-threaded parent only the calling thread survives in the child,
+//!   and a lock another thread held at that instant stays locked forever
+//!   in the child. shmproc's own path from `fork()` to the entry and back
+//!   to `_exit` is safe against that: the locks it uses there (stdout's
+//!   and stderr's, the process identity, the child list, the entry
+//!   registry) are held by the forking thread across `fork()`, so no other
+//!   thread holds them then, and released in the child; it allocates only
+//!   through the system allocator, which glibc makes fork-safe. The caveat
+//!   remains for what the entry itself does, as in Python: a
+//!   `std::sync::Mutex` of your own, the environment lock (`std::env`),
+//!   a logger's lock, a custom global allocator without fork handling.
+//!   Use it from single-threaded parents or where the child touches only
+//!   its argument and shmproc.
 //!
 //! ## Lifecycle
 //!
 //! Finished children are reaped by `join`, `is_alive`, `exitcode`,
-//! [`active_children`] and every `start`. At normal exit of the parent
-//! (`main` returns or `std::process::exit`), daemon children get SIGTERM and
-//! every child is joined, as in Python. A daemon child also watches its
+//! [`active_children`] and every `start`. The parent keeps its copy of a
+//! child's argument until the child has opened every handle in it (the
+//! child says so in its status segment), so objects made only for the
+//! child are still there when it opens them. At normal exit of the parent
+//! (`main` returns or `std::process::exit`; also when a forked child's
+//! entry returns), daemon children get SIGTERM and every child is joined,
+//! then the kept arguments are dropped, as in Python. A daemon child also watches its
 //! parent (a pidfd) and terminates itself if the parent dies abruptly;
 //! a non-daemon child keeps running (as in Python), and the shared objects
 //! it uses report the peer's death where they can (`OwnerDied`).
