@@ -543,11 +543,10 @@ impl Inner {
 
     /// The exit code as `Process::exitcode` reports it.
     fn exitcode(&self, end: Ended) -> i32 {
-        match (end, status::read_outcome(&self.seg)) {
-            (Ended::Code(c), _) => c,
-            (Ended::Signal(s), _) => -s,
-            (Ended::Lost, Some(outcome)) => outcome.exit_code(),
-            (Ended::Lost, None) => EXITCODE_UNKNOWN,
+        match end {
+            Ended::Code(c) => c,
+            Ended::Signal(s) => -s,
+            Ended::Lost => status::read_outcome(&self.seg).map_or(EXITCODE_UNKNOWN, |o| o.exit_code()),
         }
     }
 
@@ -568,17 +567,34 @@ impl Inner {
     /// already reaped is not signalled (Python: a no-op).
     fn signal(&self, sig: i32) -> Result<(), ProcessError> {
         log::info!(target: LOG_TARGET, "sending signal {sig} to process {} (pid {})", self.name, self.pid);
-        // Held while signalling: we cannot reap the child meanwhile, so
-        // without a pidfd its pid still names it.
         let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
         if ended.is_some() {
             return Ok(());
         }
         let r = match &self.pidfd {
-            Some(fd) => sysproc::pidfd_signal(fd, sig),
+            Some(fd) => {
+                // The pidfd names this very process whatever happens to the
+                // pid: no need to block reaping (a join) meanwhile.
+                drop(ended);
+                match sysproc::pidfd_signal(fd, sig) {
+                    // Reaped by us in between: as if it had ended before.
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::ESRCH)
+                            && matches!(
+                                *self.ended.lock().unwrap_or_else(|p| p.into_inner()),
+                                Some(Ended::Code(_) | Ended::Signal(_))
+                            ) =>
+                    {
+                        Ok(())
+                    }
+                    r => r,
+                }
+            }
+            // Without a pidfd (Linux < 5.3), the lock stays held while
+            // signalling: we cannot reap the child meanwhile, so its pid
+            // still names it.
             None => sysproc::signal(self.pid, sig),
         };
-        drop(ended);
         r.map_err(|source| ProcessError::Signal { name: self.name.clone(), signal: sig, source })
     }
 }
