@@ -907,7 +907,9 @@ impl Process {
         };
         // The child is ours and not reaped: its pid names it. Its roles
         // first, then it may go on (it waits for HANDED).
-        if let Some(owner) = crate::sys::thread::packed_identity_of(pid) {
+        if !transfers.is_empty()
+            && let Some(owner) = crate::sys::thread::packed_identity_of(pid)
+        {
             for t in &transfers {
                 t.designate(owner);
             }
