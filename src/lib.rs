@@ -96,7 +96,7 @@ pub use pipe::{
 #[cfg(not(loom))]
 pub use process::{Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process};
 #[cfg(not(loom))]
-pub use queue::{JoinableQueue, Queue, SimpleQueue};
+pub use queue::{JoinableQueue, PopError, PushError, Queue, RoleError, SimpleQueue, TaskDoneError};
 #[cfg(not(loom))]
 pub use shared::{Array, Value};
 #[cfg(not(loom))]
