@@ -93,8 +93,9 @@ pub enum OpenError {
         /// Our effective uid.
         expected: u32,
     },
-    /// The segment is writable by group or others beyond what the
-    /// [`Options::mode`](crate::Options::mode) given to `open` allows.
+    /// A segment of a trusted other owner or group is writable by group or
+    /// others beyond what the [`Options`](crate::Options) given to `open`
+    /// grant.
     #[error("shared object {name:?} has mode {mode:#o}: writable by group or others, which the options do not allow")]
     InsecureMode {
         /// The name.

@@ -76,9 +76,10 @@
 //!    callers are checked with checked arithmetic before any pointer is
 //!    formed. A corrupted segment gives an error or garbage data.
 //! 4. **Who may write.** `open` only uses regular files owned by our
-//!    effective uid (or an owner/group named in [`Options`]) and not
-//!    writable by others unless allowed; creation reserves every page, so a
-//!    full `/dev/shm` is an [`OpenError::NoSpace`], not a SIGBUS.
+//!    effective uid, or by an owner/group named in [`Options`] (then not
+//!    writable by others unless the options allow it), checked on the
+//!    opened file. Creation reserves every page, so a full `/dev/shm` is an
+//!    [`OpenError::NoSpace`], not a SIGBUS.
 //!
 //! ## Limits
 //!

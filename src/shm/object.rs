@@ -18,10 +18,12 @@ use crate::OpenError;
 /// initialising.
 ///
 /// By default `open` (and `open_or_create`) accepts only a segment that is
-/// a regular file owned by our effective uid and not writable by group or
-/// others, so another user cannot squat a name and have us use their
-/// segment. [`trust_owner`](Self::trust_owner), [`trust_group`](Self::trust_group)
-/// and a wider [`mode`](Self::mode) relax this explicitly.
+/// a regular file owned by our effective uid (checked on the opened file),
+/// so another user cannot squat a name and have us use their segment.
+/// [`trust_owner`](Self::trust_owner) and [`trust_group`](Self::trust_group)
+/// accept other owners explicitly; such a segment must not be writable by
+/// group or others beyond what the trusted group or [`mode`](Self::mode)
+/// grants.
 ///
 /// ```
 /// use shmproc::{Options, Semaphore};
@@ -64,9 +66,8 @@ impl Options {
     }
 
     /// File permission bits for created segments (umask does not apply).
-    /// On `open`, a segment may be writable by group or others only as far
-    /// as these bits allow (so `mode(0o666)` both creates and accepts
-    /// world-writable segments).
+    /// On `open` of a segment owned by a trusted other user or group, these
+    /// bits say how far it may be writable by group or others.
     ///
     /// ```
     /// assert_eq!(shmproc::Options::new().mode(0o640).get_mode(), 0o640);
@@ -126,10 +127,20 @@ impl Options {
 
     /// Whether `open` may use a file with this owner, group and mode;
     /// `Err` is the refusal.
+    ///
+    /// A file owned by our effective uid is ours whatever its mode: only we
+    /// (or root) could have created it or widened its mode, so its write
+    /// bits were our choice (`mode(0o666)` at create). A file of a trusted
+    /// other owner or group must not be writable beyond what was granted:
+    /// group-writable only for a trusted group or a `mode` with `g+w`,
+    /// world-writable only with a `mode` that has `o+w`.
     pub(crate) fn check_trusted(&self, name: &str, uid: u32, gid: u32, perm: u32) -> Result<(), OpenError> {
         let me = crate::sys::shm::euid();
+        if uid == me {
+            return Ok(());
+        }
         let group_trusted = self.trusted_groups.contains(&gid);
-        if uid != me && !self.trusted_owners.contains(&uid) && !group_trusted {
+        if !self.trusted_owners.contains(&uid) && !group_trusted {
             return Err(OpenError::ForeignOwner { name: name.to_owned(), uid, gid, expected: me });
         }
         let mut allowed_writes = self.mode & 0o022;
