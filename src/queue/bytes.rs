@@ -91,7 +91,9 @@ impl Object for ByteQueue {
     fn from_mapped(m: Mapped<SpscCtl>) -> Self {
         m.ctl().use_fences_unless_membarrier();
         let mask = m.capacity() - 1;
-        let max_frame = m.ctl().meta.0.aux.load(Ordering::Relaxed); // validated at open
+        // Re-read once (a peer may have changed it since `validate`): re-checked, and only this copy is used.
+        let max_frame = m.ctl().meta.0.aux.load(Ordering::Relaxed);
+        let max_frame = if check(m.capacity(), max_frame).is_ok() { max_frame } else { 0 };
         ByteQueue { m, mask, max_frame }
     }
 }

@@ -101,13 +101,13 @@ pub(crate) unsafe fn copy_to_shared(src: &[u8], dst: *mut u8) {
 /// Whether `T` moves as whole aligned words (`size` a multiple of 8,
 /// `align` at least 8).
 const fn by_words<T>() -> bool {
-    size_of::<T>() % WORD == 0 && align_of::<T>() >= WORD
+    size_of::<T>().is_multiple_of(WORD) && align_of::<T>() >= WORD
 }
 
-/// Whether `T` is a primitive-like scalar: size 1, 2 or 4, equal to its
-/// alignment, so one volatile access of `T` is one machine load/store.
+/// Whether `T` is a primitive-like scalar: size 1, 2, 4 or 8, equal to
+/// its alignment, so one volatile access of `T` is one machine load/store.
 const fn scalar<T>() -> bool {
-    matches!(size_of::<T>(), 1 | 2 | 4) && size_of::<T>() == align_of::<T>()
+    matches!(size_of::<T>(), 1 | 2 | 4 | 8) && size_of::<T>() == align_of::<T>()
 }
 
 /// Reads one `T` from shared memory. Any bit pattern is a valid `T: Pod`,

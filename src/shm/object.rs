@@ -279,7 +279,7 @@ fn check_aligned<O: Object>(m: &Mapped<O::Ctl>) -> Result<(), String> {
     let ctl = m.seg.base() as usize + HEADER_SIZE;
     let data = m.data() as usize;
     let elem = O::fingerprint().align.max(1) as usize;
-    if ctl % std::mem::align_of::<O::Ctl>() != 0 || data % elem != 0 {
+    if !ctl.is_multiple_of(std::mem::align_of::<O::Ctl>()) || !data.is_multiple_of(elem) {
         return Err(format!("misaligned mapping (control block at {ctl:#x}, data at {data:#x}, element align {elem})"));
     }
     Ok(())
