@@ -90,8 +90,10 @@ impl Options {
     /// effective uid's segments are opened). Can be given several times.
     ///
     /// ```
+    /// // Also accept segments of user `nobody`; our own still open as before.
     /// let o = shmproc::Options::new().trust_owner(65534);
-    /// # let _ = o;
+    /// let lock = shmproc::Lock::new().unwrap();
+    /// assert!(shmproc::Lock::open_with(lock.name(), &o).is_ok());
     /// ```
     pub fn trust_owner(mut self, uid: u32) -> Self {
         self.trusted_owners.push(uid);
@@ -102,8 +104,10 @@ impl Options {
     /// and allows them to be group-writable. Can be given several times.
     ///
     /// ```
+    /// // Also accept segments whose group is 100 (group-writable ones too).
     /// let o = shmproc::Options::new().trust_group(100);
-    /// # let _ = o;
+    /// let lock = shmproc::Lock::new().unwrap();
+    /// assert!(shmproc::Lock::open_with(lock.name(), &o).is_ok());
     /// ```
     pub fn trust_group(mut self, gid: u32) -> Self {
         self.trusted_groups.push(gid);
