@@ -53,6 +53,34 @@
 //! `make_consistent()`. Notifiers never wait for waiters, so a dead waiter
 //! blocks nobody. [`gc`] removes segments whose creator died.
 //!
+//! ## Memory model across processes
+//!
+//! Every object lives in a shared mapping that other processes (correct,
+//! buggy or hostile ones) can write at any moment. The crate holds to
+//! these rules, and every `SAFETY` comment argues from them:
+//!
+//! 1. **Control words are atomics.** Headers, indices, lock words and
+//!    sequence numbers are `Atomic*` fields, so a shared `&` to them is
+//!    sound while peers write; every non-`Relaxed` ordering names the
+//!    operation it pairs with (the happens-before edge it creates).
+//! 2. **Data crosses through one primitive.** No `&`/`&mut` is ever formed
+//!    to data another process may write (slots, frames, values, array
+//!    elements, raw bytes). Data is copied in and out by volatile accesses
+//!    of whole aligned words (one `mov` for a `u64`); a racing write yields
+//!    garbage data of a `Pod` type, never undefined behaviour. The
+//!    surrounding protocol (a ring's Acquire/Release index, a lock) is what
+//!    makes a correct peer's data visible and complete.
+//! 3. **Shared memory is untrusted input.** Each header field is read once
+//!    into a local, validated, and only the local is used; indices read
+//!    from shared memory are masked or bounds-checked, and offsets given by
+//!    callers are checked with checked arithmetic before any pointer is
+//!    formed. A corrupted segment gives an error or garbage data.
+//! 4. **Who may write.** `open` only uses regular files owned by our
+//!    effective uid, or by an owner/group named in [`Options`] (then not
+//!    writable by others unless the options allow it), checked on the
+//!    opened file. Creation reserves every page, so a full `/dev/shm` is an
+//!    [`OpenError::NoSpace`], not a SIGBUS.
+//!
 //! ## Limits
 //!
 //! Linux only (x86_64, aarch64). All processes must share one PID

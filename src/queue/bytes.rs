@@ -86,12 +86,14 @@ impl Object for ByteQueue {
         c
     }
     fn validate(m: &Mapped<SpscCtl>) -> Result<(), String> {
-        check(m.segment().capacity(), m.ctl().meta.0.aux.load(Ordering::Relaxed))
+        check(m.capacity(), m.ctl().meta.0.aux.load(Ordering::Relaxed))
     }
     fn from_mapped(m: Mapped<SpscCtl>) -> Self {
         m.ctl().use_fences_unless_membarrier();
-        let mask = m.segment().capacity() - 1;
-        let max_frame = m.ctl().meta.0.aux.load(Ordering::Relaxed); // validated at open
+        let mask = m.capacity() - 1;
+        // Re-read once (a peer may have changed it since `validate`): re-checked, and only this copy is used.
+        let max_frame = m.ctl().meta.0.aux.load(Ordering::Relaxed);
+        let max_frame = if check(m.capacity(), max_frame).is_ok() { max_frame } else { 0 };
         ByteQueue { m, mask, max_frame }
     }
 }
@@ -228,15 +230,15 @@ impl ByteProducer {
         }
         if skip > 0 {
             // SAFETY: `skip` (>= 8, a multiple of 8) free bytes from pos.
-            unsafe { (self.q.at(self.tail) as *mut u32).write(WRAP) };
+            unsafe { crate::shm::copy::write(self.q.at(self.tail) as *mut u32, WRAP) };
             self.tail = self.tail.wrapping_add(skip);
         }
         let base = self.q.at(self.tail);
         // SAFETY: `need` free contiguous bytes at base (pos + need <= cap),
         // 8-aligned; the consumer does not read them before publication.
         unsafe {
-            (base as *mut u32).write(len as u32);
-            std::ptr::copy_nonoverlapping(frame.as_ptr(), base.add(HEADER as usize), frame.len());
+            crate::shm::copy::write(base as *mut u32, len as u32);
+            crate::shm::copy::copy_to_shared(frame, base.add(HEADER as usize));
         }
         self.tail = self.tail.wrapping_add(need);
         let c = self.q.ctl();
@@ -364,7 +366,7 @@ impl ByteConsumer {
             }
             let pos = self.head & self.q.mask;
             // SAFETY: at least HEADER published bytes at pos (8-aligned).
-            let len = unsafe { (self.q.at(self.head) as *const u32).read() };
+            let len = unsafe { crate::shm::copy::read(self.q.at(self.head) as *const u32) };
             if len == WRAP {
                 // A producer wraps at most once per frame, never at offset
                 // 0 (a whole lap): anything else is a corrupted ring, and
@@ -386,10 +388,9 @@ impl ByteConsumer {
             // SAFETY: `len` bytes after the header are published, inside the
             // ring (pos + need <= cap), and `out` has room for them.
             unsafe {
-                std::ptr::copy_nonoverlapping(
+                crate::shm::copy::copy_from_shared_uninit(
                     self.q.at(self.head).add(HEADER as usize),
-                    out.as_mut_ptr(),
-                    len as usize,
+                    &mut out.spare_capacity_mut()[..len as usize],
                 );
                 out.set_len(len as usize);
             }

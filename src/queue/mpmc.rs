@@ -218,7 +218,7 @@ impl<T: Pod> Object for MpmcQueue<T> {
         }
     }
     fn validate(m: &Mapped<MpmcCtl>) -> Result<(), String> {
-        let slots = m.segment().capacity();
+        let slots = m.capacity();
         let limit = u64::from(m.ctl().meta.0.limit.load(Ordering::Relaxed));
         if !slots.is_power_of_two() || !(2..=MAX_CAPACITY).contains(&slots) {
             return Err(format!("ring of {slots} slots"));
@@ -230,7 +230,7 @@ impl<T: Pod> Object for MpmcQueue<T> {
     }
     fn from_mapped(m: Mapped<MpmcCtl>) -> Self {
         super::use_fences_unless_membarrier(&m.ctl().meta.0.fences);
-        let slots = m.segment().capacity(); // validated power of two >= 2
+        let slots = m.capacity(); // validated power of two >= 2
         // Validated at open; re-read once here and never trusted again.
         let limit = u64::from(m.ctl().meta.0.limit.load(Ordering::Relaxed)).clamp(1, slots);
         let (ctl, base) = (m.ctl() as *const MpmcCtl, m.data() as *mut Slot<T>);
@@ -254,12 +254,12 @@ impl<T: Pod> Slots<T> for ShmSlots<T> {
     #[inline(always)]
     unsafe fn write(&self, pos: u64, v: T) {
         // SAFETY: in bounds as in `seq`; the caller owns the slot (vyukov's contract). No reference is formed.
-        unsafe { std::ptr::addr_of_mut!((*self.base.add((pos & self.mask) as usize)).val).write(v) }
+        unsafe { crate::shm::copy::write(std::ptr::addr_of_mut!((*self.base.add((pos & self.mask) as usize)).val), v) }
     }
     #[inline(always)]
     unsafe fn read(&self, pos: u64) -> T {
         // SAFETY: as in `write`; any bit pattern is a valid `T: Pod`.
-        unsafe { std::ptr::addr_of!((*self.base.add((pos & self.mask) as usize)).val).read() }
+        unsafe { crate::shm::copy::read(std::ptr::addr_of!((*self.base.add((pos & self.mask) as usize)).val)) }
     }
 }
 

@@ -212,11 +212,11 @@ impl<T: Pod> Object for SpscQueue<T> {
         new_ctl()
     }
     fn validate(m: &Mapped<SpscCtl>) -> Result<(), String> {
-        check_capacity(m.segment().capacity())
+        check_capacity(m.capacity())
     }
     fn from_mapped(m: Mapped<SpscCtl>) -> Self {
         m.ctl().use_fences_unless_membarrier();
-        let mask = m.segment().capacity() - 1; // validated power of two
+        let mask = m.capacity() - 1; // validated power of two
         SpscQueue { m, mask, _t: PhantomData }
     }
 }
@@ -631,7 +631,7 @@ impl<T: Pod> Producer<T> {
         }
         // SAFETY: the slot at tail is free (free >= 1) and owned by the
         // producer until published.
-        unsafe { self.q.slot(self.tail).write(v) };
+        unsafe { crate::shm::copy::write(self.q.slot(self.tail), v) };
         self.tail = self.tail.wrapping_add(1);
         self.publish();
         Ok(())
@@ -706,7 +706,7 @@ impl<T: Pod> Producer<T> {
         let n = (self.free(items.len() as u64) as usize).min(items.len());
         for (i, v) in items[..n].iter().enumerate() {
             // SAFETY: the n slots from tail are free and owned by us.
-            unsafe { self.q.slot(self.tail.wrapping_add(i as u64)).write(*v) };
+            unsafe { crate::shm::copy::write(self.q.slot(self.tail.wrapping_add(i as u64)), *v) };
         }
         if n > 0 {
             self.tail = self.tail.wrapping_add(n as u64);
@@ -782,7 +782,7 @@ impl<T: Pod> WriteLoan<'_, T> {
     /// ```
     pub fn write(&mut self, v: T) {
         // SAFETY: the slot is free and owned by the producer until commit.
-        unsafe { self.slot.write(v) }
+        unsafe { crate::shm::copy::write(self.slot, v) }
     }
 
     /// The slot itself, to fill field by field.
@@ -897,7 +897,7 @@ impl<T: Pod> Consumer<T> {
         }
         // SAFETY: the slot at head is published (available >= 1) and not
         // reused by the producer until we release it.
-        let v = unsafe { self.q.slot(self.head).read() };
+        let v = unsafe { crate::shm::copy::read(self.q.slot(self.head)) };
         self.head = self.head.wrapping_add(1);
         self.release();
         Ok(v)
@@ -974,7 +974,7 @@ impl<T: Pod> Consumer<T> {
         let n = (self.available(out.len() as u64) as usize).min(out.len());
         for (i, o) in out[..n].iter_mut().enumerate() {
             // SAFETY: the n slots from head are published and ours to read.
-            *o = unsafe { self.q.slot(self.head.wrapping_add(i as u64)).read() };
+            *o = unsafe { crate::shm::copy::read(self.q.slot(self.head.wrapping_add(i as u64))) };
         }
         if n > 0 {
             self.head = self.head.wrapping_add(n as u64);
@@ -1050,7 +1050,7 @@ impl<T: Pod> ReadLoan<'_, T> {
     /// ```
     pub fn read(&self) -> T {
         // SAFETY: the slot is published and not reused until release.
-        unsafe { self.slot.read() }
+        unsafe { crate::shm::copy::read(self.slot) }
     }
 
     /// The item in place, without copying.

@@ -213,7 +213,7 @@ mod shm_barrier {
             RawBarrier::new(*parties)
         }
         fn validate(m: &Mapped<RawBarrier>) -> Result<(), String> {
-            let (cap, p) = (m.segment().capacity(), m.ctl().parties());
+            let (cap, p) = (m.capacity(), m.ctl().parties());
             if p > 0 && cap == u64::from(p) { Ok(()) } else { Err(format!("parties {p} vs header {cap}")) }
         }
         fn from_mapped(m: Mapped<RawBarrier>) -> Self {

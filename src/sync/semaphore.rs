@@ -264,7 +264,7 @@ mod shm_sem {
             RawSemaphore::new(*init, *init)
         }
         fn validate(m: &Mapped<RawSemaphore>) -> Result<(), String> {
-            let (cap, max) = (m.segment().capacity(), m.ctl().max());
+            let (cap, max) = (m.capacity(), m.ctl().max());
             if cap == u64::from(max) { Ok(()) } else { Err(format!("bound {max} differs from header {cap}")) }
         }
         fn from_mapped(m: Mapped<RawSemaphore>) -> Self {
