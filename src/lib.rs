@@ -85,6 +85,7 @@ mod shared;
 mod shm;
 mod sync;
 mod sys;
+mod wait;
 
 #[cfg(not(loom))]
 pub use error::{LockError, NotOwnerError, OpenError};

@@ -61,6 +61,10 @@ use entry::Outcome;
 
 use crate::RawSegment;
 use crate::sys::proc::{self as sysproc, Ended};
+use crate::wait::Deadline;
+
+/// How often `join_timeout` looks for the exit where no pidfd is available.
+const NO_PIDFD_POLL: Duration = Duration::from_millis(5);
 
 const ENV_ENTRY: &str = "SHMPROC_ENTRY";
 const ENV_SEGMENT: &str = "SHMPROC_SEGMENT";
@@ -828,15 +832,22 @@ impl Process {
         if let Some(end) = inner.poll(false) {
             return inner.result(end).map(|()| true);
         }
-        match &inner.pidfd {
-            Some(fd) => {
-                sysproc::pidfd_wait(fd, Some(timeout));
+        let deadline = Deadline::after(timeout);
+        loop {
+            // False: the deadline passed (or the pidfd failed; then give up as on a timeout).
+            let again = match &inner.pidfd {
+                Some(fd) => sysproc::pidfd_wait(fd, deadline.instant()),
+                // No pidfd: look for the exit every few milliseconds.
+                None => {
+                    std::thread::sleep(deadline.remaining().map_or(NO_PIDFD_POLL, |left| left.min(NO_PIDFD_POLL)));
+                    true
+                }
+            };
+            match inner.poll(false) {
+                Some(end) => return inner.result(end).map(|()| true),
+                None if !again || deadline.passed() => return Ok(false),
+                None => {}
             }
-            None => std::thread::sleep(timeout),
-        }
-        match inner.poll(false) {
-            Some(end) => inner.result(end).map(|()| true),
-            None => Ok(false),
         }
     }
 

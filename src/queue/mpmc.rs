@@ -46,8 +46,8 @@ use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
 use crate::sync::platform::{backoff, wait32, wake32};
-use crate::sys::futex::Deadline;
 use crate::sys::membarrier;
+use crate::wait::Deadline;
 
 /// The shared control block.
 #[repr(C)]
@@ -279,7 +279,7 @@ struct Flight<'q, T> {
     /// Blocking calls wait for the claim (until `deadline`); `try_` calls
     /// give up after `TRY_STEPS`.
     patient: bool,
-    deadline: Option<Deadline>,
+    deadline: Deadline,
     /// The unfinished slot waited on and for how long; set only on the
     /// slow path (the fast path builds a `Flight` for every operation).
     stuck: Option<Stuck>,
@@ -294,7 +294,7 @@ struct Stuck {
 
 impl<'q, T: Pod> Flight<'q, T> {
     #[inline(always)]
-    fn new(q: &'q MpmcQueue<T>, patient: bool, deadline: Option<Deadline>) -> Self {
+    fn new(q: &'q MpmcQueue<T>, patient: bool, deadline: Deadline) -> Self {
         Flight { q, patient, deadline, stuck: None }
     }
 
@@ -313,8 +313,7 @@ impl<'q, T: Pod> Flight<'q, T> {
         }
         let now = Instant::now();
         let since = *s.since.get_or_insert(now);
-        let giving_up =
-            !must_wait && (!self.patient && s.steps > TRY_STEPS || self.deadline.is_some_and(|d| d.passed()));
+        let giving_up = !must_wait && (!self.patient && s.steps > TRY_STEPS || self.deadline.passed());
         if giving_up || now.duration_since(since) >= REPAIR_AFTER {
             match self.q.repair(pos, by_pop) {
                 Repair::Done => {
@@ -514,7 +513,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// Sleeps on `seq` (counted in `waiting`) unless `ready()` says the
     /// condition changed after we registered; at most until `deadline` or
     /// one `POLL`.
-    fn sleep(&self, waiting: &AtomicU32, seq: &AtomicU32, deadline: Option<Deadline>, ready: impl Fn() -> bool) {
+    fn sleep(&self, waiting: &AtomicU32, seq: &AtomicU32, deadline: Deadline, ready: impl Fn() -> bool) {
         // Acquire: pairs with the Release bump in `wake` / `close`.
         let ticket = seq.load(Ordering::Acquire);
         // SeqCst, then the heavy barrier: pairs with the waker's plain
@@ -522,7 +521,7 @@ impl<T: Pod> MpmcQueue<T> {
         waiting.fetch_add(1, Ordering::SeqCst);
         membarrier::heavy();
         if !ready() {
-            wait32(seq, ticket, Some(Deadline::min_after(deadline, POLL)));
+            wait32(seq, ticket, deadline.capped(POLL));
         }
         waiting.fetch_sub(1, Ordering::Relaxed);
     }
@@ -590,7 +589,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn try_push(&self, v: T) -> Result<(), PushError<T>> {
-        self.push_once(&mut Flight::new(self, false, None), v).map_err(|(r, v)| match r {
+        self.push_once(&mut Flight::new(self, false, Deadline::NEVER), v).map_err(|(r, v)| match r {
             Refused::Now => PushError::Full(v),
             Refused::Closed => PushError::Closed(v),
         })
@@ -604,7 +603,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn push(&self, v: T) -> Result<(), PushError<T>> {
-        self.push_until(v, None)
+        self.push_until(v, Deadline::NEVER)
     }
 
     /// Pushes, waiting at most `timeout` for room.
@@ -620,7 +619,7 @@ impl<T: Pod> MpmcQueue<T> {
     }
 
     #[inline(always)]
-    fn push_until(&self, v: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+    fn push_until(&self, v: T, deadline: Deadline) -> Result<(), PushError<T>> {
         let mut flight = Flight::new(self, true, deadline);
         match self.push_once(&mut flight, v) {
             Ok(()) => Ok(()),
@@ -631,10 +630,10 @@ impl<T: Pod> MpmcQueue<T> {
 
     #[cold]
     #[inline(never)]
-    fn push_wait(&self, mut flight: Flight<'_, T>, mut v: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+    fn push_wait(&self, mut flight: Flight<'_, T>, mut v: T, deadline: Deadline) -> Result<(), PushError<T>> {
         let mut spins = 0u32;
         loop {
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PushError::TimedOut(v));
             }
             if !super::spin_step(self.wait, &mut spins, 0, SPIN, 1) {
@@ -659,7 +658,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn try_pop(&self) -> Result<T, PopError> {
-        self.pop_once(&mut Flight::new(self, false, None)).map_err(|r| match r {
+        self.pop_once(&mut Flight::new(self, false, Deadline::NEVER)).map_err(|r| match r {
             Refused::Now => PopError::Empty,
             Refused::Closed => PopError::Closed,
         })
@@ -674,7 +673,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn pop(&self) -> Result<T, PopError> {
-        self.pop_until(None)
+        self.pop_until(Deadline::NEVER)
     }
 
     /// Pops, waiting at most `timeout`.
@@ -689,7 +688,7 @@ impl<T: Pod> MpmcQueue<T> {
     }
 
     #[inline(always)]
-    fn pop_until(&self, deadline: Option<Deadline>) -> Result<T, PopError> {
+    fn pop_until(&self, deadline: Deadline) -> Result<T, PopError> {
         let mut flight = Flight::new(self, true, deadline);
         match self.pop_once(&mut flight) {
             Ok(v) => Ok(v),
@@ -700,10 +699,10 @@ impl<T: Pod> MpmcQueue<T> {
 
     #[cold]
     #[inline(never)]
-    fn pop_wait(&self, mut flight: Flight<'_, T>, deadline: Option<Deadline>) -> Result<T, PopError> {
+    fn pop_wait(&self, mut flight: Flight<'_, T>, deadline: Deadline) -> Result<T, PopError> {
         let mut spins = 0u32;
         loop {
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PopError::TimedOut);
             }
             if !super::spin_step(self.wait, &mut spins, 0, SPIN, 1) {
@@ -730,7 +729,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// assert_eq!(q.push_slice(&[1, 2, 3, 4, 5]), 4);
     /// ```
     pub fn push_slice(&self, items: &[T]) -> usize {
-        let mut flight = Flight::new(self, true, None);
+        let mut flight = Flight::new(self, true, Deadline::NEVER);
         match self.attempt(&mut flight, |ring, slots, op| ring.push_batch(slots, op, items)) {
             Ok((_, n)) => {
                 self.pushed(n as u32);
@@ -751,7 +750,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// assert_eq!(out, [1, 2]);
     /// ```
     pub fn pop_into(&self, out: &mut [T]) -> usize {
-        let mut flight = Flight::new(self, true, None);
+        let mut flight = Flight::new(self, true, Deadline::NEVER);
         match self.attempt(&mut flight, |ring, slots, op| ring.pop_batch(slots, op, out)) {
             Ok((_, n)) => {
                 self.popped(n as u32);
@@ -814,13 +813,13 @@ impl<T: Pod> MpmcQueue<T> {
     }
 
     /// Waits until every item put has been marked done; false on timeout.
-    pub(crate) fn join_until(&self, deadline: Option<Deadline>) -> bool {
+    pub(crate) fn join_until(&self, deadline: Deadline) -> bool {
         let j = &self.ctl().join.0;
         loop {
             if self.unfinished() == 0 {
                 return true;
             }
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return false;
             }
             // Acquire: pairs with the Release bump in `wake`.
@@ -829,7 +828,7 @@ impl<T: Pod> MpmcQueue<T> {
             j.joiners_waiting.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if self.unfinished() != 0 {
-                wait32(&j.done_seq, ticket, Some(Deadline::min_after(deadline, POLL)));
+                wait32(&j.done_seq, ticket, deadline.capped(POLL));
             }
             j.joiners_waiting.fetch_sub(1, Ordering::Relaxed);
         }

@@ -33,8 +33,8 @@ use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
 use crate::sync::platform::{wait64_low, wake64_low};
-use crate::sys::futex::Deadline;
 use crate::sys::{membarrier, thread};
+use crate::wait::Deadline;
 
 /// A 128-byte aligned cell, so hot words share neither a cache line nor
 /// the line pair that x86's adjacent-line prefetcher fetches together.
@@ -493,20 +493,14 @@ impl PeerWatch {
 
 /// Sleeps on `word` (low half) while it still equals `seen`, with the
 /// flag/barrier handshake; returns when woken, on timeout, or on `POLL`.
-pub(super) fn sleep_on(
-    word: &AtomicU64,
-    seen: u64,
-    flag: &AtomicU32,
-    deadline: Option<Deadline>,
-    recheck: impl Fn() -> bool,
-) {
+pub(super) fn sleep_on(word: &AtomicU64, seen: u64, flag: &AtomicU32, deadline: Deadline, recheck: impl Fn() -> bool) {
     // SeqCst store, then the heavy barrier: pairs with the peer's plain
     // (compiler-fenced) flag load after its index store.
     flag.store(1, Ordering::SeqCst);
     membarrier::heavy();
     // Acquire: pairs with the peer's Release store of this index.
     if word.load(Ordering::Acquire) == seen && !recheck() {
-        wait64_low(word, seen as u32, Some(Deadline::min_after(deadline, POLL)));
+        wait64_low(word, seen as u32, deadline.capped(POLL));
     }
     flag.store(0, Ordering::Relaxed);
 }
@@ -647,7 +641,7 @@ impl<T: Pod> Producer<T> {
     #[inline(always)]
     pub fn push(&mut self, v: T) -> Result<(), PushError<T>> {
         match self.try_push(v) {
-            Err(PushError::Full(v)) => self.push_until(v, None),
+            Err(PushError::Full(v)) => self.push_until(v, Deadline::NEVER),
             done => done,
         }
     }
@@ -664,19 +658,19 @@ impl<T: Pod> Producer<T> {
     /// assert_eq!(tx.push_timeout(3, Duration::from_millis(5)), Err(shmproc::queue::PushError::TimedOut(3)));
     /// ```
     pub fn push_timeout(&mut self, v: T, timeout: Duration) -> Result<(), PushError<T>> {
-        self.push_until(v, Some(Deadline::after(timeout).unwrap_or(Deadline::min_after(None, Duration::MAX))))
+        self.push_until(v, Deadline::after(timeout))
     }
 
     #[cold]
     #[inline(never)]
-    fn push_until(&mut self, mut v: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+    fn push_until(&mut self, mut v: T, deadline: Deadline) -> Result<(), PushError<T>> {
         let mut spins = 0u32;
         loop {
             match self.try_push(v) {
                 Err(PushError::Full(back)) => v = back,
                 other => return other,
             }
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PushError::TimedOut(v));
             }
             if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN, YIELD_EVERY) {
@@ -913,7 +907,7 @@ impl<T: Pod> Consumer<T> {
     #[inline(always)]
     pub fn pop(&mut self) -> Result<T, PopError> {
         match self.try_pop() {
-            Err(PopError::Empty) => self.pop_until(None),
+            Err(PopError::Empty) => self.pop_until(Deadline::NEVER),
             done => done,
         }
     }
@@ -927,19 +921,19 @@ impl<T: Pod> Consumer<T> {
     /// assert_eq!(rx.pop_timeout(std::time::Duration::from_millis(5)), Err(shmproc::queue::PopError::TimedOut));
     /// ```
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
-        self.pop_until(Some(Deadline::after(timeout).unwrap_or(Deadline::min_after(None, Duration::MAX))))
+        self.pop_until(Deadline::after(timeout))
     }
 
     #[cold]
     #[inline(never)]
-    fn pop_until(&mut self, deadline: Option<Deadline>) -> Result<T, PopError> {
+    fn pop_until(&mut self, deadline: Deadline) -> Result<T, PopError> {
         let mut spins = 0u32;
         loop {
             match self.try_pop() {
                 Err(PopError::Empty) => {}
                 other => return other,
             }
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PopError::TimedOut);
             }
             // While spinning for the next item, keep its slot's line on

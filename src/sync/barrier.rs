@@ -103,7 +103,7 @@ impl RawBarrier {
                 spin_hint();
                 continue;
             }
-            if wait.deadline().is_some_and(|d| d.passed()) {
+            if wait.deadline().passed() {
                 // Python: a timed-out wait breaks the barrier for everyone,
                 // unless our generation completed meanwhile.
                 let completed = self.locked(|| {

@@ -61,7 +61,7 @@ impl RawEvent {
                 spin_hint();
                 continue;
             }
-            if matches!(wait, Wait::No) || wait.deadline().is_some_and(|d| d.passed()) {
+            if matches!(wait, Wait::No) || wait.deadline().passed() {
                 return false;
             }
             if s & WAITERS == 0

@@ -9,7 +9,8 @@
 //! wake-ups as deadlocks. Timeouts are not modelled (loom tests block
 //! without deadlines) and owners never die under loom.
 
-pub(crate) use crate::sys::futex::{Deadline, WaitOutcome};
+pub(crate) use crate::sys::futex::WaitOutcome;
+pub(crate) use crate::wait::Deadline;
 pub(crate) use std::sync::atomic::Ordering;
 
 #[cfg(not(loom))]
@@ -71,8 +72,8 @@ mod imp {
     use crate::sys::{futex, thread};
 
     /// Sleeps while the word equals `expected`.
-    pub(crate) fn wait32(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> WaitOutcome {
-        futex::wait(word, expected, deadline)
+    pub(crate) fn wait32(word: &AtomicU32, expected: u32, deadline: Deadline) -> WaitOutcome {
+        futex::wait(word, expected, deadline.instant())
     }
 
     pub(crate) fn wake32(word: &AtomicU32, n: u32) {
@@ -87,8 +88,8 @@ mod imp {
         unsafe { &*(word.as_ptr() as *const AtomicU32) }
     }
 
-    pub(crate) fn wait64_low(word: &AtomicU64, expected_low: u32, deadline: Option<Deadline>) -> WaitOutcome {
-        futex::wait(low_half(word), expected_low, deadline)
+    pub(crate) fn wait64_low(word: &AtomicU64, expected_low: u32, deadline: Deadline) -> WaitOutcome {
+        futex::wait(low_half(word), expected_low, deadline.instant())
     }
 
     pub(crate) fn wake64_low(word: &AtomicU64, n: u32) {
@@ -129,7 +130,7 @@ mod imp {
         FUTEX.1.notify_all();
     }
 
-    pub(crate) fn wait32(word: &AtomicU32, expected: u32, _deadline: Option<Deadline>) -> WaitOutcome {
+    pub(crate) fn wait32(word: &AtomicU32, expected: u32, _deadline: Deadline) -> WaitOutcome {
         wait_while(|| word.load(Ordering::SeqCst) == expected)
     }
 
@@ -137,7 +138,7 @@ mod imp {
         wake_all();
     }
 
-    pub(crate) fn wait64_low(word: &AtomicU64, expected_low: u32, _deadline: Option<Deadline>) -> WaitOutcome {
+    pub(crate) fn wait64_low(word: &AtomicU64, expected_low: u32, _deadline: Deadline) -> WaitOutcome {
         wait_while(|| word.load(Ordering::SeqCst) as u32 == expected_low)
     }
 

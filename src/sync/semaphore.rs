@@ -68,7 +68,7 @@ impl RawSemaphore {
             if self.try_take() {
                 return true;
             }
-            if wait.deadline().is_some_and(|d| d.passed()) {
+            if wait.deadline().passed() {
                 return false;
             }
             // Register as a sleeper, but only while the count is still 0.
