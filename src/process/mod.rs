@@ -411,7 +411,7 @@ fn report(name: &str, seg: &RawSegment, outcome: Outcome) -> i32 {
 fn watch_parent(parent_pid: u32) {
     if sysproc::parent_pid() != parent_pid {
         // The parent died before we got here.
-        let _ = sysproc::signal(std::process::id(), libc::SIGTERM);
+        let _ = sysproc::signal(std::process::id(), sysproc::SIGTERM);
         return;
     }
     let Ok(fd) = sysproc::pidfd_open(parent_pid) else {
@@ -419,7 +419,7 @@ fn watch_parent(parent_pid: u32) {
     };
     let _ = std::thread::Builder::new().name("shmproc-parent-watch".into()).spawn(move || {
         if sysproc::pidfd_wait(&fd, None) {
-            let _ = sysproc::signal(std::process::id(), libc::SIGTERM);
+            let _ = sysproc::signal(std::process::id(), sysproc::SIGTERM);
         }
     });
 }
@@ -514,7 +514,7 @@ extern "C" fn at_exit() {
     let list: Vec<Arc<Inner>> = children().iter().filter(|c| c.parent_pid == me).cloned().collect();
     for c in list.iter().filter(|c| c.daemon) {
         if c.poll(false).is_none() {
-            let _ = sysproc::signal(c.pid, libc::SIGTERM);
+            let _ = sysproc::signal(c.pid, sysproc::SIGTERM);
         }
     }
     for c in &list {
@@ -868,12 +868,12 @@ impl Process {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) -> Result<(), ProcessError> {
-        self.signal(libc::SIGTERM)
+        self.signal(sysproc::SIGTERM)
     }
 
     /// Sends SIGKILL.
     pub fn kill(&self) -> Result<(), ProcessError> {
-        self.signal(libc::SIGKILL)
+        self.signal(sysproc::SIGKILL)
     }
 
     fn signal(&self, sig: i32) -> Result<(), ProcessError> {

@@ -15,14 +15,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::WaitStrategy;
-use super::spsc::{
-    PURE_SPIN, PeerWatch, PopError, PushError, Role, RoleError, SPIN, SpscCtl, YIELD_EVERY, new_ctl, publish_and_wake,
-    sleep_on,
-};
+use super::spsc::{PeerWatch, PopError, PushError, Role, RoleError, SpscCtl, new_ctl, publish_and_wake, sleep_on};
 use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
 use crate::wait::Deadline;
+use crate::wait::spin::{RING_SPIN, spin_step};
 
 const HEADER: u64 = 8;
 const WRAP: u32 = u32::MAX;
@@ -278,7 +276,7 @@ impl ByteProducer {
             if deadline.passed() {
                 return Err(PushError::TimedOut(()));
             }
-            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN, YIELD_EVERY) {
+            if spin_step(self.wait, &mut spins, &RING_SPIN) {
                 continue;
             }
             let c = self.q.ctl();
@@ -435,7 +433,7 @@ impl ByteConsumer {
             if deadline.passed() {
                 return Err(PopError::TimedOut);
             }
-            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN, YIELD_EVERY) {
+            if spin_step(self.wait, &mut spins, &RING_SPIN) {
                 continue;
             }
             let c = self.q.ctl();

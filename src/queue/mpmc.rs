@@ -45,9 +45,10 @@ use super::vyukov::{self, CLOSED, Env, Refused, Ring, Slots};
 use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
-use crate::sync::platform::{backoff, wait32, wake32};
-use crate::sys::membarrier;
 use crate::wait::Deadline;
+use crate::wait::futex::{wait32, wake32};
+use crate::wait::handshake;
+use crate::wait::spin::{MPMC_SPIN, POLL, backoff, spin_step};
 
 /// The shared control block.
 #[repr(C)]
@@ -95,9 +96,6 @@ struct Slot<T> {
     val: T,
 }
 
-/// Steps of a blocked call before it sleeps (each one yields the core).
-const SPIN: u32 = 64;
-const POLL: Duration = Duration::from_millis(100);
 /// Wait on an unfinished claim this long before looking for its owner.
 const REPAIR_AFTER: Duration = Duration::from_millis(1);
 /// A `try_` call waits on an unfinished claim for this many steps (pure
@@ -229,7 +227,7 @@ impl<T: Pod> Object for MpmcQueue<T> {
         Ok(())
     }
     fn from_mapped(m: Mapped<MpmcCtl>) -> Self {
-        super::use_fences_unless_membarrier(&m.ctl().meta.0.fences);
+        handshake::use_fences_unless_membarrier(&m.ctl().meta.0.fences);
         let slots = m.segment().capacity(); // validated power of two >= 2
         // Validated at open; re-read once here and never trusted again.
         let limit = u64::from(m.ctl().meta.0.limit.load(Ordering::Relaxed)).clamp(1, slots);
@@ -485,7 +483,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// `waiting` (sleeping on `seq`).
     #[inline(always)]
     fn wake_if_waiting(&self, waiting: &AtomicU32, seq: &AtomicU32, n: u32) {
-        super::fence_before_waiter_check(&self.ctl().meta.0.fences);
+        handshake::fence_before_waiter_check(&self.ctl().meta.0.fences);
         if waiting.load(Ordering::Relaxed) != 0 {
             self.wake(seq, n);
         }
@@ -519,7 +517,7 @@ impl<T: Pod> MpmcQueue<T> {
         // SeqCst, then the heavy barrier: pairs with the waker's plain
         // (compiler-fenced) load of `waiting` after its store.
         waiting.fetch_add(1, Ordering::SeqCst);
-        membarrier::heavy();
+        handshake::after_announcing();
         if !ready() {
             wait32(seq, ticket, deadline.capped(POLL));
         }
@@ -636,7 +634,7 @@ impl<T: Pod> MpmcQueue<T> {
             if deadline.passed() {
                 return Err(PushError::TimedOut(v));
             }
-            if !super::spin_step(self.wait, &mut spins, 0, SPIN, 1) {
+            if !spin_step(self.wait, &mut spins, &MPMC_SPIN) {
                 let m = &self.ctl().meta.0;
                 self.sleep(&m.producers_waiting, &m.space_seq, deadline, || self.is_closed() || !self.is_full());
             }
@@ -705,7 +703,7 @@ impl<T: Pod> MpmcQueue<T> {
             if deadline.passed() {
                 return Err(PopError::TimedOut);
             }
-            if !super::spin_step(self.wait, &mut spins, 0, SPIN, 1) {
+            if !spin_step(self.wait, &mut spins, &MPMC_SPIN) {
                 let m = &self.ctl().meta.0;
                 let ring = self.ring();
                 self.sleep(&m.consumers_waiting, &m.items_seq, deadline, || {

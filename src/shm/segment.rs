@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
-use nix::errno::Errno;
 
 use super::header::{FLAG_PERSIST, Fingerprint, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC};
 use super::{Kind, NAME_PREFIX, Options, os_name};
 use crate::OpenError;
 use crate::sys;
+use crate::sys::shm::Errno;
 
 /// Where POSIX shared-memory names live on Linux.
 const SHM_DIR: &str = "/dev/shm";

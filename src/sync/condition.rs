@@ -12,8 +12,9 @@
 //! condition variable, `wait` may return without a notify; `wait_for` loops
 //! on the predicate.
 
-use super::platform::{AtomicU32, Ordering, wait32, wake32};
 use super::raw_lock::{RawLock, Wait};
+use crate::wait::atomic::{AtomicU32, Ordering};
+use crate::wait::futex::{wait32, wake32};
 
 #[repr(C)]
 pub struct RawCondition {

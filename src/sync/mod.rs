@@ -5,7 +5,6 @@ pub(crate) mod condition;
 pub(crate) mod event;
 #[cfg(not(loom))]
 pub(crate) mod lock;
-pub(crate) mod platform;
 pub(crate) mod raw_lock;
 pub(crate) mod rlock;
 pub(crate) mod semaphore;

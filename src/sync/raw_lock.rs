@@ -27,9 +27,11 @@
 //! different start time means dead), so a dead owner is noticed within
 //! about 100 ms of the first sleeper arriving.
 
-use super::platform::{
-    AtomicU64, Deadline, LOCK_SPIN_STEPS, OWNER_POLL, Ordering, backoff, me, owner_is_dead, wait64_low, wake64_low,
-};
+use crate::wait::Deadline;
+use crate::wait::atomic::{AtomicU64, Ordering};
+use crate::wait::futex::{wait64_low, wake64_low};
+use crate::wait::owner::{OWNER_POLL, me, owner_is_dead};
+use crate::wait::spin::{LOCK_SPIN_STEPS, backoff};
 
 /// Somebody may be asleep waiting for the lock.
 pub const WAITERS: u64 = 1 << 31;

@@ -19,8 +19,10 @@
 //! was handed on; recording holders would cost a table write per acquire
 //! and still be wrong for that use.
 
-use super::platform::{AtomicU32, AtomicU64, Ordering, SPIN_LIMIT, spin_hint, wait64_low, wake64_low};
 use super::raw_lock::Wait;
+use crate::wait::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::wait::futex::{wait64_low, wake64_low};
+use crate::wait::spin::{SPIN_LIMIT, spin_hint};
 
 const COUNT_MASK: u64 = 0xFFFF_FFFF;
 const ONE_SLEEPER: u64 = 1 << 32;

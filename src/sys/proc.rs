@@ -61,6 +61,11 @@ pub(crate) fn wait_pid(pid: u32, block: bool) -> std::io::Result<Option<Ended>> 
     }
 }
 
+/// The termination request (`terminate`, daemon children at exit).
+pub(crate) const SIGTERM: i32 = libc::SIGTERM;
+/// The kill that cannot be caught.
+pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+
 /// Sends `sig` to `pid`.
 pub(crate) fn signal(pid: u32, sig: i32) -> std::io::Result<()> {
     // SAFETY: kill has no memory-safety preconditions.

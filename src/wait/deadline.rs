@@ -10,9 +10,10 @@
 use std::time::{Duration, Instant};
 
 /// When a blocking call gives up: an instant on the monotonic clock, or
-/// never.
+/// never. (`pub` only so the loom models can name `Wait::Until`; the
+/// module is private.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Deadline(Option<Instant>);
+pub struct Deadline(Option<Instant>);
 
 impl Deadline {
     /// No deadline: wait until the condition holds.
