@@ -15,32 +15,20 @@
 //! process-wide asymmetric barrier (`membarrier(2)`), so the other side
 //! only needs a plain load of that flag to know whether to wake it.
 
-#[cfg(not(loom))]
-mod bytes;
-#[cfg(not(loom))]
-mod facade;
-#[cfg(not(loom))]
-mod mpmc;
-#[cfg(not(loom))]
-mod records;
-#[cfg(loom)]
-pub mod ring;
-#[cfg(not(loom))]
-pub(crate) mod ring;
-#[cfg(not(loom))]
-mod spsc;
-#[cfg(loom)]
-pub mod vyukov;
-#[cfg(not(loom))]
-pub(crate) mod vyukov;
+real_platform! {
+    mod bytes;
+    mod facade;
+    mod mpmc;
+    mod records;
+    mod spsc;
 
-#[cfg(not(loom))]
-pub use bytes::{ByteConsumer, ByteProducer, ByteQueue};
-#[cfg(not(loom))]
-pub use facade::{JoinableQueue, Queue, SimpleQueue};
-#[cfg(not(loom))]
-pub use mpmc::{MpmcQueue, TaskDoneError};
-#[cfg(not(loom))]
-pub use spsc::{Consumer, PopError, Producer, PushError, ReadLoan, RoleError, SpscQueue, WriteLoan};
+    pub use bytes::{ByteConsumer, ByteProducer, ByteQueue};
+    pub use facade::{JoinableQueue, Queue, SimpleQueue};
+    pub use mpmc::{MpmcQueue, TaskDoneError};
+    pub use spsc::{Consumer, PopError, Producer, PushError, ReadLoan, RoleError, SpscQueue, WriteLoan};
+}
+// Also model-checked under loom (see `crate::loom_models`).
+pub(crate) mod ring;
+pub(crate) mod vyukov;
 
 pub use crate::wait::WaitStrategy;
