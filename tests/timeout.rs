@@ -174,39 +174,54 @@ fn connection_poll_and_recv_with_a_huge_timeout_wait_for_the_peer() {
     }
 }
 
+/// A multi-handle queue's blocking pop and push, and the peer's actions.
+struct QueueOps<Q> {
+    pop_timeout: fn(&Q, Duration) -> Result<u64, PopError>,
+    push_timeout: fn(&Q, u64, Duration) -> Result<(), PushError<u64>>,
+    try_push: fn(&Q, u64) -> bool,
+    pop: fn(&Q) -> u64,
+}
+
+/// An empty queue's pop with timeout `t` gets the peer's item; a full
+/// queue's push with timeout `t` gets the room the peer makes.
+fn pop_and_push_wait_for_the_peer<Q: Clone + Send + 'static>(what: &str, q: Q, ops: QueueOps<Q>, t: Duration) {
+    let q2 = q.clone();
+    let r = returns_after_peer(
+        &format!("{what} pop"),
+        move || (ops.pop_timeout)(&q2, t),
+        || assert!((ops.try_push)(&q, 3)),
+    );
+    assert_eq!(r, Ok(3), "{what} pop, timeout {t:?}");
+    let mut n = 0;
+    while (ops.try_push)(&q, 10 + n) {
+        n += 1;
+    }
+    let q2 = q.clone();
+    let r = returns_after_peer(
+        &format!("{what} push"),
+        move || (ops.push_timeout)(&q2, 99, t),
+        || assert_eq!((ops.pop)(&q), 10),
+    );
+    assert_eq!(r, Ok(()), "{what} push, timeout {t:?}");
+}
+
 #[test]
 fn mpmc_and_queue_timeouts_with_a_huge_timeout_wait_for_the_peer() {
     for t in HUGE {
-        let q = MpmcQueue::<u64>::new(2).unwrap();
-        let q2 = q.clone();
-        let r = returns_after_peer("MpmcQueue pop_timeout", move || q2.pop_timeout(t), || q.push(3).unwrap());
-        assert_eq!(r, Ok(3), "pop_timeout, timeout {t:?}");
-        while q.try_push(1).is_ok() {}
-        let q2 = q.clone();
-        let r = returns_after_peer(
-            "MpmcQueue push_timeout",
-            move || q2.push_timeout(4, t),
-            || {
-                q.pop().unwrap();
-            },
-        );
-        assert_eq!(r, Ok(()), "push_timeout, timeout {t:?}");
-
-        let q = Queue::<u64>::new(1).unwrap();
-        let q2 = q.clone();
-        let r = returns_after_peer("Queue get_timeout", move || q2.get_timeout(t), || q.put(8).unwrap());
-        assert_eq!(r, Ok(8), "get_timeout, timeout {t:?}");
-        q.put(1).unwrap();
-        let q2 = q.clone();
-        let r = returns_after_peer(
-            "Queue put_timeout",
-            move || q2.put_timeout(9, t),
-            || {
-                q.get().unwrap();
-            },
-        );
-        assert_eq!(r, Ok(()), "put_timeout, timeout {t:?}");
-        assert_eq!(q.get_timeout(BOUND), Ok(9));
+        let mpmc = QueueOps::<MpmcQueue<u64>> {
+            pop_timeout: |q, t| q.pop_timeout(t),
+            push_timeout: |q, v, t| q.push_timeout(v, t),
+            try_push: |q, v| q.try_push(v).is_ok(),
+            pop: |q| q.pop().unwrap(),
+        };
+        pop_and_push_wait_for_the_peer("MpmcQueue", MpmcQueue::new(2).unwrap(), mpmc, t);
+        let queue = QueueOps::<Queue<u64>> {
+            pop_timeout: |q, t| q.get_timeout(t),
+            push_timeout: |q, v, t| q.put_timeout(v, t),
+            try_push: |q, v| q.put_nowait(v).is_ok(),
+            pop: |q| q.get().unwrap(),
+        };
+        pop_and_push_wait_for_the_peer("Queue", Queue::new(1).unwrap(), queue, t);
 
         let jq = JoinableQueue::<u64>::new(1).unwrap();
         jq.put(1).unwrap();
@@ -223,42 +238,33 @@ fn mpmc_and_queue_timeouts_with_a_huge_timeout_wait_for_the_peer() {
     }
 }
 
+/// Creates an object with `$new`, holds it with `$hold`, runs `$call` on a
+/// clone (see `returns_after_peer`); the peer releases the hold.
+macro_rules! held_then_released {
+    ($new:expr, |$h:ident| $hold:expr, |$c:ident| $call:expr) => {{
+        let obj = $new.unwrap();
+        let held = {
+            let $h = &obj;
+            $hold.unwrap()
+        };
+        let $c = obj.clone();
+        returns_after_peer(stringify!($call), move || $call, || drop(held))
+    }};
+}
+
 #[test]
 fn lock_timeouts_with_a_huge_timeout_wait_for_the_holder() {
     for t in HUGE {
-        let lock = Lock::new().unwrap();
-        let held = lock.lock().unwrap();
-        let l2 = lock.clone();
-        let r = returns_after_peer("Lock lock_timeout", move || l2.lock_timeout(t).is_ok(), || drop(held));
+        let r = held_then_released!(Lock::new(), |l| l.lock(), |l| l.lock_timeout(t).is_ok());
         assert!(r, "Lock, timeout {t:?}");
-
-        let m = Mutex::new(1u32).unwrap();
-        let held = m.lock().unwrap();
-        let m2 = m.clone();
-        let r =
-            returns_after_peer("Mutex lock_timeout", move || m2.lock_timeout(t).map(|g| g.get(0)).ok(), || drop(held));
+        let r = held_then_released!(Mutex::new(1u32), |m| m.lock(), |m| m.lock_timeout(t).map(|g| g.get(0)).ok());
         assert_eq!(r, Some(Some(1)), "Mutex, timeout {t:?}");
-
-        let rl = RLock::new().unwrap();
-        let held = rl.lock().unwrap();
-        let rl2 = rl.clone();
-        let r = returns_after_peer("RLock lock_timeout", move || rl2.lock_timeout(t).is_ok(), || drop(held));
+        let r = held_then_released!(RLock::new(), |l| l.lock(), |l| l.lock_timeout(t).is_ok());
         assert!(r, "RLock, timeout {t:?}");
-
-        let v = Value::new(2u32).unwrap();
-        let held = v.get_lock().unwrap();
-        let v2 = v.clone();
-        let r = returns_after_peer(
-            "Value get_lock_timeout",
-            move || v2.get_lock_timeout(t).map(|g| g.get(0)).ok(),
-            || drop(held),
-        );
+        let r =
+            held_then_released!(Value::new(2u32), |v| v.get_lock(), |v| v.get_lock_timeout(t).map(|g| g.get(0)).ok());
         assert_eq!(r, Some(Some(2)), "Value, timeout {t:?}");
-
-        let c = Condition::new().unwrap();
-        let held = c.lock().unwrap();
-        let c2 = c.clone();
-        let r = returns_after_peer("Condition lock_timeout", move || c2.lock_timeout(t).is_ok(), || drop(held));
+        let r = held_then_released!(Condition::new(), |c| c.lock(), |c| c.lock_timeout(t).is_ok());
         assert!(r, "Condition lock, timeout {t:?}");
     }
 }
