@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use shmproc::queue::{ByteQueue, MpmcQueue, PopError, PushError, SpscQueue};
 use shmproc::{
-    Barrier, BoundedSemaphore, Condition, Event, JoinableQueue, Lock, Mutex, Process, Queue, RLock, Semaphore, Value,
+    Barrier, BoundedSemaphore, Condition, Event, JoinableQueue, Lock, Mutex, Process, ProcessError, Queue, RLock,
+    Semaphore, Value,
 };
 
 /// `Duration::MAX` cannot be added to any `Instant`; the second one can,
@@ -75,6 +76,16 @@ shmproc::entry! {
             return Err("never told to push".into());
         }
         q.producer().map_err(|e| e.to_string())?.push(7).map_err(|e| format!("{e:?}"))
+    }
+}
+
+shmproc::entry! {
+    fn send_role_then_hang(args: (ByteQueue, Event)) -> Result<(), String> {
+        let (q, attached) = args;
+        let _tx = q.producer().map_err(|e| e.to_string())?;
+        attached.set();
+        std::thread::sleep(BOUND);
+        Err("was not killed".into())
     }
 }
 
@@ -152,6 +163,30 @@ fn byte_queue_timeouts_and_poll_with_a_huge_timeout_wait_for_the_peer() {
             },
         );
         assert_eq!(r, Ok(()), "send_timeout, timeout {t:?}");
+    }
+}
+
+#[test]
+fn byte_consumer_poll_with_a_huge_timeout_ends_when_the_producer_is_killed() {
+    for t in HUGE {
+        let q = ByteQueue::create(&name("poll-killed"), (256, 16)).unwrap();
+        let attached = Event::create(&name("poll-killed-attached")).unwrap();
+        let mut p = Process::new(send_role_then_hang, (q.clone(), attached.clone())).with_daemon(true);
+        p.start().unwrap();
+        let mut rx = q.consumer().unwrap();
+        if !attached.wait_timeout(BOUND) {
+            let _ = p.kill();
+            panic!("child did not take the sending role within {BOUND:?}");
+        }
+        let r = returns_after_peer(
+            "ByteConsumer poll",
+            move || rx.poll(t),
+            || {
+                p.kill().unwrap();
+                assert!(matches!(p.join_timeout(BOUND), Err(ProcessError::Signaled { signal: 9, .. })));
+            },
+        );
+        assert!(!r, "poll saw a frame from a killed producer, timeout {t:?}");
     }
 }
 

@@ -459,13 +459,16 @@ impl ByteConsumer {
                 return true;
             }
             let c = self.q.ctl();
+            // The producer's liveness too, as `recv` checks it: without a
+            // deadline, a killed producer must not leave us asleep forever.
             if deadline.passed()
                 || c.meta.0.closed.load(Ordering::Relaxed) != 0
-                || c.meta.0.producer_gone.load(Ordering::Relaxed) != 0
+                || self.watch.gone(&c.meta.0.producer, &c.meta.0.producer_gone)
             {
-                return false;
+                return self.available() >= HEADER;
             }
             sleep_on(&c.tail.0, self.tail_cache, &c.meta.0.consumer_waiting, deadline, || false);
+            self.watch.after_sleep();
         }
     }
 }
