@@ -100,47 +100,42 @@ compile_error!("shmproc supports x86_64 and aarch64 only");
 #[cfg(not(target_endian = "little"))]
 compile_error!("shmproc needs a little-endian target (futex on the low half of a 64-bit word)");
 
-#[cfg(not(loom))]
-mod error;
-#[cfg(not(loom))]
-mod pipe;
-#[cfg(not(loom))]
-pub mod process;
+/// Items that exist only on the real platform (shared memory, processes).
+/// A loom build (`--cfg loom`) keeps only the algorithms it model-checks:
+/// this is where the crate's item-level loom gate is written, once
+/// (`wait::atomic` picks the atomics, `wait::futex` the futex).
+macro_rules! real_platform {
+    ($($item:item)*) => { $( #[cfg(not(loom))] $item )* };
+}
+
 pub mod queue;
-#[cfg(not(loom))]
-mod shared;
-#[cfg(not(loom))]
-mod shm;
 mod sync;
 mod sys;
+mod wait;
 
-#[cfg(not(loom))]
-pub use error::{LockError, NotOwnerError, OpenError};
-#[cfg(not(loom))]
-pub use pipe::{
-    Connection, ConnectionError, DEFAULT_CAPACITY as PIPE_CAPACITY, DEFAULT_MAX_FRAME as PIPE_MAX_FRAME, pipe,
-    pipe_with,
-};
-#[cfg(not(loom))]
-pub use process::{Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process};
-#[cfg(not(loom))]
-pub use queue::{JoinableQueue, PopError, PushError, Queue, RoleError, SimpleQueue, TaskDoneError};
-#[cfg(not(loom))]
-pub use shared::{Array, Value};
-#[cfg(not(loom))]
-pub use shm::{Kind, MAX_NAME_LEN, NAME_PREFIX, Options, RawSegment, gc, unlink};
-#[cfg(not(loom))]
-pub use sync::barrier::{Barrier, BarrierError};
-#[cfg(not(loom))]
-pub use sync::condition::Condition;
-#[cfg(not(loom))]
-pub use sync::event::Event;
-#[cfg(not(loom))]
-pub use sync::lock::{DataGuard, Lock, LockGuard, Mutex, MutexGuard};
-#[cfg(not(loom))]
-pub use sync::rlock::{RLock, RLockGuard};
-#[cfg(not(loom))]
-pub use sync::semaphore::{BoundedSemaphore, ReleaseError, Semaphore};
+real_platform! {
+    mod error;
+    mod pipe;
+    pub mod process;
+    mod shared;
+    mod shm;
+
+    pub use error::{LockError, NotOwnerError, OpenError};
+    pub use pipe::{
+        Connection, ConnectionError, DEFAULT_CAPACITY as PIPE_CAPACITY, DEFAULT_MAX_FRAME as PIPE_MAX_FRAME, pipe,
+        pipe_with,
+    };
+    pub use process::{Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process};
+    pub use queue::{JoinableQueue, PopError, PushError, Queue, RoleError, SimpleQueue, TaskDoneError};
+    pub use shared::{Array, Value};
+    pub use shm::{Kind, MAX_NAME_LEN, NAME_PREFIX, Options, RawSegment, gc, unlink};
+    pub use sync::barrier::{Barrier, BarrierError};
+    pub use sync::condition::Condition;
+    pub use sync::event::Event;
+    pub use sync::lock::{DataGuard, Lock, LockGuard, Mutex, MutexGuard};
+    pub use sync::rlock::{RLock, RLockGuard};
+    pub use sync::semaphore::{BoundedSemaphore, ReleaseError, Semaphore};
+}
 
 /// The lock, semaphore, event, condition and barrier algorithms on the heap,
 /// for loom model checking (`RUSTFLAGS="--cfg loom"`). Not part of the API.
@@ -148,9 +143,13 @@ pub use sync::semaphore::{BoundedSemaphore, ReleaseError, Semaphore};
 #[doc(hidden)]
 pub mod loom_models {
     /// The SPSC ring's index protocol.
-    pub use crate::queue::ring;
+    pub mod ring {
+        pub use crate::queue::ring::*;
+    }
     /// The MPMC ring's protocol (Vyukov's, with crash repair).
-    pub use crate::queue::vyukov;
+    pub mod vyukov {
+        pub use crate::queue::vyukov::*;
+    }
     pub use crate::sync::barrier::RawBarrier;
     pub use crate::sync::condition::RawCondition;
     pub use crate::sync::event::RawEvent;

@@ -1,6 +1,6 @@
 //! Model checking of the lock, semaphore, event, condition and barrier
 //! algorithms with loom, heap-backed (the futex is emulated; see
-//! `src/sync/platform.rs`). Run with:
+//! `src/wait/futex.rs`). Run with:
 //!
 //! ```text
 //! RUSTFLAGS="--cfg loom" cargo test --release --test loom

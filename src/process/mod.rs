@@ -61,6 +61,10 @@ use entry::Outcome;
 
 use crate::RawSegment;
 use crate::sys::proc::{self as sysproc, Ended};
+use crate::wait::Deadline;
+
+/// How often `join_timeout` looks for the exit where no pidfd is available.
+const NO_PIDFD_POLL: Duration = Duration::from_millis(5);
 
 const ENV_ENTRY: &str = "SHMPROC_ENTRY";
 const ENV_SEGMENT: &str = "SHMPROC_SEGMENT";
@@ -407,7 +411,7 @@ fn report(name: &str, seg: &RawSegment, outcome: Outcome) -> i32 {
 fn watch_parent(parent_pid: u32) {
     if sysproc::parent_pid() != parent_pid {
         // The parent died before we got here.
-        let _ = sysproc::signal(std::process::id(), libc::SIGTERM);
+        let _ = sysproc::signal(std::process::id(), sysproc::SIGTERM);
         return;
     }
     let Ok(fd) = sysproc::pidfd_open(parent_pid) else {
@@ -415,7 +419,7 @@ fn watch_parent(parent_pid: u32) {
     };
     let _ = std::thread::Builder::new().name("shmproc-parent-watch".into()).spawn(move || {
         if sysproc::pidfd_wait(&fd, None) {
-            let _ = sysproc::signal(std::process::id(), libc::SIGTERM);
+            let _ = sysproc::signal(std::process::id(), sysproc::SIGTERM);
         }
     });
 }
@@ -510,7 +514,7 @@ extern "C" fn at_exit() {
     let list: Vec<Arc<Inner>> = children().iter().filter(|c| c.parent_pid == me).cloned().collect();
     for c in list.iter().filter(|c| c.daemon) {
         if c.poll(false).is_none() {
-            let _ = sysproc::signal(c.pid, libc::SIGTERM);
+            let _ = sysproc::signal(c.pid, sysproc::SIGTERM);
         }
     }
     for c in &list {
@@ -828,15 +832,22 @@ impl Process {
         if let Some(end) = inner.poll(false) {
             return inner.result(end).map(|()| true);
         }
-        match &inner.pidfd {
-            Some(fd) => {
-                sysproc::pidfd_wait(fd, Some(timeout));
+        let deadline = Deadline::after(timeout);
+        loop {
+            // False: the deadline passed (or the pidfd failed; then give up as on a timeout).
+            let again = match &inner.pidfd {
+                Some(fd) => sysproc::pidfd_wait(fd, deadline.instant()),
+                // No pidfd: look for the exit every few milliseconds.
+                None => {
+                    std::thread::sleep(deadline.remaining().map_or(NO_PIDFD_POLL, |left| left.min(NO_PIDFD_POLL)));
+                    true
+                }
+            };
+            match inner.poll(false) {
+                Some(end) => return inner.result(end).map(|()| true),
+                None if !again || deadline.passed() => return Ok(false),
+                None => {}
             }
-            None => std::thread::sleep(timeout),
-        }
-        match inner.poll(false) {
-            Some(end) => inner.result(end).map(|()| true),
-            None => Ok(false),
         }
     }
 
@@ -857,12 +868,12 @@ impl Process {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) -> Result<(), ProcessError> {
-        self.signal(libc::SIGTERM)
+        self.signal(sysproc::SIGTERM)
     }
 
     /// Sends SIGKILL.
     pub fn kill(&self) -> Result<(), ProcessError> {
-        self.signal(libc::SIGKILL)
+        self.signal(sysproc::SIGKILL)
     }
 
     fn signal(&self, sig: i32) -> Result<(), ProcessError> {

@@ -15,14 +15,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::WaitStrategy;
-use super::spsc::{
-    PURE_SPIN, PeerWatch, PopError, PushError, Role, RoleError, SPIN, SpscCtl, YIELD_EVERY, new_ctl, publish_and_wake,
-    sleep_on,
-};
+use super::spsc::{PeerWatch, PopError, PushError, Role, RoleError, SpscCtl, new_ctl, publish_and_wake, sleep_on};
 use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
-use crate::sys::futex::Deadline;
+use crate::wait::Deadline;
+use crate::wait::spin::{RING_SPIN, spin_step};
 
 const HEADER: u64 = 8;
 const WRAP: u32 = u32::MAX;
@@ -253,7 +251,7 @@ impl ByteProducer {
     /// q.producer().unwrap().send(b"abc").unwrap();
     /// ```
     pub fn send(&mut self, frame: &[u8]) -> Result<(), PushError<()>> {
-        self.send_until(frame, None)
+        self.send_until(frame, Deadline::NEVER)
     }
 
     /// Sends one frame, waiting at most `timeout` for room.
@@ -270,17 +268,17 @@ impl ByteProducer {
         self.send_until(frame, Deadline::after(timeout))
     }
 
-    fn send_until(&mut self, frame: &[u8], deadline: Option<Deadline>) -> Result<(), PushError<()>> {
+    fn send_until(&mut self, frame: &[u8], deadline: Deadline) -> Result<(), PushError<()>> {
         let mut spins = 0u32;
         loop {
             match self.try_send(frame) {
                 Err(PushError::Full(())) => {}
                 done => return done,
             }
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PushError::TimedOut(()));
             }
-            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN, YIELD_EVERY) {
+            if spin_step(self.wait, &mut spins, &RING_SPIN) {
                 continue;
             }
             let c = self.q.ctl();
@@ -410,7 +408,7 @@ impl ByteConsumer {
     /// ```
     pub fn recv(&mut self) -> Result<Vec<u8>, PopError> {
         let mut v = Vec::new();
-        self.recv_until(&mut v, None).map(|()| v)
+        self.recv_until(&mut v, Deadline::NEVER).map(|()| v)
     }
 
     /// Receives one frame into `out`, waiting at most `timeout`.
@@ -426,17 +424,17 @@ impl ByteConsumer {
         self.recv_until(out, Deadline::after(timeout))
     }
 
-    fn recv_until(&mut self, out: &mut Vec<u8>, deadline: Option<Deadline>) -> Result<(), PopError> {
+    fn recv_until(&mut self, out: &mut Vec<u8>, deadline: Deadline) -> Result<(), PopError> {
         let mut spins = 0u32;
         loop {
             match self.try_recv_into(out) {
                 Err(PopError::Empty) => {}
                 done => return done,
             }
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PopError::TimedOut);
             }
-            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN, YIELD_EVERY) {
+            if spin_step(self.wait, &mut spins, &RING_SPIN) {
                 continue;
             }
             let c = self.q.ctl();
@@ -462,13 +460,16 @@ impl ByteConsumer {
                 return true;
             }
             let c = self.q.ctl();
-            if deadline.is_none_or(|d| d.passed())
+            // The producer's liveness too, as `recv` checks it: without a
+            // deadline, a killed producer must not leave us asleep forever.
+            if deadline.passed()
                 || c.meta.0.closed.load(Ordering::Relaxed) != 0
-                || c.meta.0.producer_gone.load(Ordering::Relaxed) != 0
+                || self.watch.gone(&c.meta.0.producer, &c.meta.0.producer_gone)
             {
-                return false;
+                return self.available() >= HEADER;
             }
             sleep_on(&c.tail.0, self.tail_cache, &c.meta.0.consumer_waiting, deadline, || false);
+            self.watch.after_sleep();
         }
     }
 }

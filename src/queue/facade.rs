@@ -13,7 +13,7 @@ use bytemuck::Pod;
 use super::mpmc::{MpmcQueue, TaskDoneError};
 use super::spsc::{PopError, PushError};
 use crate::OpenError;
-use crate::sys::futex::Deadline;
+use crate::wait::Deadline;
 
 macro_rules! facade_common {
     ($t:ident, $doc_ty:literal) => {
@@ -224,7 +224,7 @@ impl<T: Pod> JoinableQueue<T> {
     /// shmproc::JoinableQueue::<u8>::new(2).unwrap().join();
     /// ```
     pub fn join(&self) {
-        self.q.join_until(None);
+        self.q.join_until(Deadline::NEVER);
     }
 
     /// [`join`](Self::join), at most `timeout`; false if work remains.

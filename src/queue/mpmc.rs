@@ -45,9 +45,10 @@ use super::vyukov::{self, CLOSED, Env, Refused, Ring, Slots};
 use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
-use crate::sync::platform::{backoff, wait32, wake32};
-use crate::sys::futex::Deadline;
-use crate::sys::membarrier;
+use crate::wait::Deadline;
+use crate::wait::futex::{wait32, wake32};
+use crate::wait::handshake;
+use crate::wait::spin::{MPMC_SPIN, POLL, backoff, spin_step};
 
 /// The shared control block.
 #[repr(C)]
@@ -95,9 +96,6 @@ struct Slot<T> {
     val: T,
 }
 
-/// Steps of a blocked call before it sleeps (each one yields the core).
-const SPIN: u32 = 64;
-const POLL: Duration = Duration::from_millis(100);
 /// Wait on an unfinished claim this long before looking for its owner.
 const REPAIR_AFTER: Duration = Duration::from_millis(1);
 /// A `try_` call waits on an unfinished claim for this many steps (pure
@@ -229,7 +227,7 @@ impl<T: Pod> Object for MpmcQueue<T> {
         Ok(())
     }
     fn from_mapped(m: Mapped<MpmcCtl>) -> Self {
-        super::use_fences_unless_membarrier(&m.ctl().meta.0.fences);
+        handshake::use_fences_unless_membarrier(&m.ctl().meta.0.fences);
         let slots = m.capacity(); // validated power of two >= 2
         // Validated at open; re-read once here and never trusted again.
         let limit = u64::from(m.ctl().meta.0.limit.load(Ordering::Relaxed)).clamp(1, slots);
@@ -279,7 +277,7 @@ struct Flight<'q, T> {
     /// Blocking calls wait for the claim (until `deadline`); `try_` calls
     /// give up after `TRY_STEPS`.
     patient: bool,
-    deadline: Option<Deadline>,
+    deadline: Deadline,
     /// The unfinished slot waited on and for how long; set only on the
     /// slow path (the fast path builds a `Flight` for every operation).
     stuck: Option<Stuck>,
@@ -294,7 +292,7 @@ struct Stuck {
 
 impl<'q, T: Pod> Flight<'q, T> {
     #[inline(always)]
-    fn new(q: &'q MpmcQueue<T>, patient: bool, deadline: Option<Deadline>) -> Self {
+    fn new(q: &'q MpmcQueue<T>, patient: bool, deadline: Deadline) -> Self {
         Flight { q, patient, deadline, stuck: None }
     }
 
@@ -313,8 +311,7 @@ impl<'q, T: Pod> Flight<'q, T> {
         }
         let now = Instant::now();
         let since = *s.since.get_or_insert(now);
-        let giving_up =
-            !must_wait && (!self.patient && s.steps > TRY_STEPS || self.deadline.is_some_and(|d| d.passed()));
+        let giving_up = !must_wait && (!self.patient && s.steps > TRY_STEPS || self.deadline.passed());
         if giving_up || now.duration_since(since) >= REPAIR_AFTER {
             match self.q.repair(pos, by_pop) {
                 Repair::Done => {
@@ -486,7 +483,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// `waiting` (sleeping on `seq`).
     #[inline(always)]
     fn wake_if_waiting(&self, waiting: &AtomicU32, seq: &AtomicU32, n: u32) {
-        super::fence_before_waiter_check(&self.ctl().meta.0.fences);
+        handshake::fence_before_waiter_check(&self.ctl().meta.0.fences);
         if waiting.load(Ordering::Relaxed) != 0 {
             self.wake(seq, n);
         }
@@ -514,15 +511,15 @@ impl<T: Pod> MpmcQueue<T> {
     /// Sleeps on `seq` (counted in `waiting`) unless `ready()` says the
     /// condition changed after we registered; at most until `deadline` or
     /// one `POLL`.
-    fn sleep(&self, waiting: &AtomicU32, seq: &AtomicU32, deadline: Option<Deadline>, ready: impl Fn() -> bool) {
+    fn sleep(&self, waiting: &AtomicU32, seq: &AtomicU32, deadline: Deadline, ready: impl Fn() -> bool) {
         // Acquire: pairs with the Release bump in `wake` / `close`.
         let ticket = seq.load(Ordering::Acquire);
         // SeqCst, then the heavy barrier: pairs with the waker's plain
         // (compiler-fenced) load of `waiting` after its store.
         waiting.fetch_add(1, Ordering::SeqCst);
-        membarrier::heavy();
+        handshake::after_announcing();
         if !ready() {
-            wait32(seq, ticket, Some(Deadline::min_after(deadline, POLL)));
+            wait32(seq, ticket, deadline.capped(POLL));
         }
         waiting.fetch_sub(1, Ordering::Relaxed);
     }
@@ -590,7 +587,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn try_push(&self, v: T) -> Result<(), PushError<T>> {
-        self.push_once(&mut Flight::new(self, false, None), v).map_err(|(r, v)| match r {
+        self.push_once(&mut Flight::new(self, false, Deadline::NEVER), v).map_err(|(r, v)| match r {
             Refused::Now => PushError::Full(v),
             Refused::Closed => PushError::Closed(v),
         })
@@ -604,7 +601,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn push(&self, v: T) -> Result<(), PushError<T>> {
-        self.push_until(v, None)
+        self.push_until(v, Deadline::NEVER)
     }
 
     /// Pushes, waiting at most `timeout` for room.
@@ -620,7 +617,7 @@ impl<T: Pod> MpmcQueue<T> {
     }
 
     #[inline(always)]
-    fn push_until(&self, v: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+    fn push_until(&self, v: T, deadline: Deadline) -> Result<(), PushError<T>> {
         let mut flight = Flight::new(self, true, deadline);
         match self.push_once(&mut flight, v) {
             Ok(()) => Ok(()),
@@ -631,13 +628,13 @@ impl<T: Pod> MpmcQueue<T> {
 
     #[cold]
     #[inline(never)]
-    fn push_wait(&self, mut flight: Flight<'_, T>, mut v: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+    fn push_wait(&self, mut flight: Flight<'_, T>, mut v: T, deadline: Deadline) -> Result<(), PushError<T>> {
         let mut spins = 0u32;
         loop {
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PushError::TimedOut(v));
             }
-            if !super::spin_step(self.wait, &mut spins, 0, SPIN, 1) {
+            if !spin_step(self.wait, &mut spins, &MPMC_SPIN) {
                 let m = &self.ctl().meta.0;
                 self.sleep(&m.producers_waiting, &m.space_seq, deadline, || self.is_closed() || !self.is_full());
             }
@@ -659,7 +656,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn try_pop(&self) -> Result<T, PopError> {
-        self.pop_once(&mut Flight::new(self, false, None)).map_err(|r| match r {
+        self.pop_once(&mut Flight::new(self, false, Deadline::NEVER)).map_err(|r| match r {
             Refused::Now => PopError::Empty,
             Refused::Closed => PopError::Closed,
         })
@@ -674,7 +671,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn pop(&self) -> Result<T, PopError> {
-        self.pop_until(None)
+        self.pop_until(Deadline::NEVER)
     }
 
     /// Pops, waiting at most `timeout`.
@@ -689,7 +686,7 @@ impl<T: Pod> MpmcQueue<T> {
     }
 
     #[inline(always)]
-    fn pop_until(&self, deadline: Option<Deadline>) -> Result<T, PopError> {
+    fn pop_until(&self, deadline: Deadline) -> Result<T, PopError> {
         let mut flight = Flight::new(self, true, deadline);
         match self.pop_once(&mut flight) {
             Ok(v) => Ok(v),
@@ -700,13 +697,13 @@ impl<T: Pod> MpmcQueue<T> {
 
     #[cold]
     #[inline(never)]
-    fn pop_wait(&self, mut flight: Flight<'_, T>, deadline: Option<Deadline>) -> Result<T, PopError> {
+    fn pop_wait(&self, mut flight: Flight<'_, T>, deadline: Deadline) -> Result<T, PopError> {
         let mut spins = 0u32;
         loop {
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PopError::TimedOut);
             }
-            if !super::spin_step(self.wait, &mut spins, 0, SPIN, 1) {
+            if !spin_step(self.wait, &mut spins, &MPMC_SPIN) {
                 let m = &self.ctl().meta.0;
                 let ring = self.ring();
                 self.sleep(&m.consumers_waiting, &m.items_seq, deadline, || {
@@ -730,7 +727,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// assert_eq!(q.push_slice(&[1, 2, 3, 4, 5]), 4);
     /// ```
     pub fn push_slice(&self, items: &[T]) -> usize {
-        let mut flight = Flight::new(self, true, None);
+        let mut flight = Flight::new(self, true, Deadline::NEVER);
         match self.attempt(&mut flight, |ring, slots, op| ring.push_batch(slots, op, items)) {
             Ok((_, n)) => {
                 self.pushed(n as u32);
@@ -751,7 +748,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// assert_eq!(out, [1, 2]);
     /// ```
     pub fn pop_into(&self, out: &mut [T]) -> usize {
-        let mut flight = Flight::new(self, true, None);
+        let mut flight = Flight::new(self, true, Deadline::NEVER);
         match self.attempt(&mut flight, |ring, slots, op| ring.pop_batch(slots, op, out)) {
             Ok((_, n)) => {
                 self.popped(n as u32);
@@ -814,13 +811,13 @@ impl<T: Pod> MpmcQueue<T> {
     }
 
     /// Waits until every item put has been marked done; false on timeout.
-    pub(crate) fn join_until(&self, deadline: Option<Deadline>) -> bool {
+    pub(crate) fn join_until(&self, deadline: Deadline) -> bool {
         let j = &self.ctl().join.0;
         loop {
             if self.unfinished() == 0 {
                 return true;
             }
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return false;
             }
             // Acquire: pairs with the Release bump in `wake`.
@@ -829,7 +826,7 @@ impl<T: Pod> MpmcQueue<T> {
             j.joiners_waiting.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if self.unfinished() != 0 {
-                wait32(&j.done_seq, ticket, Some(Deadline::min_after(deadline, POLL)));
+                wait32(&j.done_seq, ticket, deadline.capped(POLL));
             }
             j.joiners_waiting.fetch_sub(1, Ordering::Relaxed);
         }

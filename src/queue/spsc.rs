@@ -13,7 +13,7 @@
 //! the slot, then stores `head` with Release; the producer loads `head`
 //! with Acquire (pairs with that) before reusing the slot.
 //!
-//! Sleeping: see `crate::sys::membarrier` for the asymmetric handshake.
+//! Sleeping: see `crate::wait::handshake` for the asymmetric handshake.
 //! A sleeper also wakes every 100 ms to check that its peer process is
 //! alive, so a peer killed with SIGKILL is noticed within about 100 ms.
 //!
@@ -32,9 +32,11 @@ use super::WaitStrategy;
 use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
-use crate::sync::platform::{wait64_low, wake64_low};
-use crate::sys::futex::Deadline;
-use crate::sys::{membarrier, thread};
+use crate::sys::thread;
+use crate::wait::Deadline;
+use crate::wait::futex::{wait64_low, wake64_low};
+use crate::wait::handshake;
+use crate::wait::spin::{POLL, RING_SPIN, spin_step};
 
 /// A 128-byte aligned cell, so hot words share neither a cache line nor
 /// the line pair that x86's adjacent-line prefetcher fetches together.
@@ -73,13 +75,6 @@ pub(super) struct Meta {
     /// Free for the ring kind: the byte ring keeps its frame limit here.
     pub(super) aux: AtomicU64,
 }
-
-pub(super) const POLL: Duration = Duration::from_millis(100);
-pub(super) const SPIN: u32 = 2_000;
-/// Spins before the first yield: a peer on another core answers within them.
-pub(super) const PURE_SPIN: u32 = 128;
-/// After the pure spins, one step in this many yields the core.
-pub(super) const YIELD_EVERY: u32 = 4;
 
 /// Why a push did not happen. The value is handed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -329,7 +324,7 @@ impl<T: Pod> SpscQueue<T> {
 #[inline(always)]
 pub(super) fn publish_and_wake(c: &SpscCtl, word: &AtomicU64, value: u64, peer_waiting: &AtomicU32) {
     super::ring::publish(word, value);
-    super::fence_before_waiter_check(&c.meta.0.fences);
+    handshake::fence_before_waiter_check(&c.meta.0.fences);
     if peer_waiting.load(Ordering::Relaxed) != 0 {
         wake64_low(word, 1);
     }
@@ -403,7 +398,7 @@ impl SpscCtl {
     /// At map time: without asymmetric barriers (membarrier refused),
     /// every participant publishes with a real fence.
     pub(super) fn use_fences_unless_membarrier(&self) {
-        super::use_fences_unless_membarrier(&self.meta.0.fences);
+        handshake::use_fences_unless_membarrier(&self.meta.0.fences);
     }
 }
 
@@ -493,20 +488,14 @@ impl PeerWatch {
 
 /// Sleeps on `word` (low half) while it still equals `seen`, with the
 /// flag/barrier handshake; returns when woken, on timeout, or on `POLL`.
-pub(super) fn sleep_on(
-    word: &AtomicU64,
-    seen: u64,
-    flag: &AtomicU32,
-    deadline: Option<Deadline>,
-    recheck: impl Fn() -> bool,
-) {
+pub(super) fn sleep_on(word: &AtomicU64, seen: u64, flag: &AtomicU32, deadline: Deadline, recheck: impl Fn() -> bool) {
     // SeqCst store, then the heavy barrier: pairs with the peer's plain
     // (compiler-fenced) flag load after its index store.
     flag.store(1, Ordering::SeqCst);
-    membarrier::heavy();
+    handshake::after_announcing();
     // Acquire: pairs with the peer's Release store of this index.
     if word.load(Ordering::Acquire) == seen && !recheck() {
-        wait64_low(word, seen as u32, Some(Deadline::min_after(deadline, POLL)));
+        wait64_low(word, seen as u32, deadline.capped(POLL));
     }
     flag.store(0, Ordering::Relaxed);
 }
@@ -647,7 +636,7 @@ impl<T: Pod> Producer<T> {
     #[inline(always)]
     pub fn push(&mut self, v: T) -> Result<(), PushError<T>> {
         match self.try_push(v) {
-            Err(PushError::Full(v)) => self.push_until(v, None),
+            Err(PushError::Full(v)) => self.push_until(v, Deadline::NEVER),
             done => done,
         }
     }
@@ -664,22 +653,22 @@ impl<T: Pod> Producer<T> {
     /// assert_eq!(tx.push_timeout(3, Duration::from_millis(5)), Err(shmproc::queue::PushError::TimedOut(3)));
     /// ```
     pub fn push_timeout(&mut self, v: T, timeout: Duration) -> Result<(), PushError<T>> {
-        self.push_until(v, Some(Deadline::after(timeout).unwrap_or(Deadline::min_after(None, Duration::MAX))))
+        self.push_until(v, Deadline::after(timeout))
     }
 
     #[cold]
     #[inline(never)]
-    fn push_until(&mut self, mut v: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+    fn push_until(&mut self, mut v: T, deadline: Deadline) -> Result<(), PushError<T>> {
         let mut spins = 0u32;
         loop {
             match self.try_push(v) {
                 Err(PushError::Full(back)) => v = back,
                 other => return other,
             }
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PushError::TimedOut(v));
             }
-            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN, YIELD_EVERY) {
+            if spin_step(self.wait, &mut spins, &RING_SPIN) {
                 continue;
             }
             let c = self.q.ctl();
@@ -913,7 +902,7 @@ impl<T: Pod> Consumer<T> {
     #[inline(always)]
     pub fn pop(&mut self) -> Result<T, PopError> {
         match self.try_pop() {
-            Err(PopError::Empty) => self.pop_until(None),
+            Err(PopError::Empty) => self.pop_until(Deadline::NEVER),
             done => done,
         }
     }
@@ -927,19 +916,19 @@ impl<T: Pod> Consumer<T> {
     /// assert_eq!(rx.pop_timeout(std::time::Duration::from_millis(5)), Err(shmproc::queue::PopError::TimedOut));
     /// ```
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
-        self.pop_until(Some(Deadline::after(timeout).unwrap_or(Deadline::min_after(None, Duration::MAX))))
+        self.pop_until(Deadline::after(timeout))
     }
 
     #[cold]
     #[inline(never)]
-    fn pop_until(&mut self, deadline: Option<Deadline>) -> Result<T, PopError> {
+    fn pop_until(&mut self, deadline: Deadline) -> Result<T, PopError> {
         let mut spins = 0u32;
         loop {
             match self.try_pop() {
                 Err(PopError::Empty) => {}
                 other => return other,
             }
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PopError::TimedOut);
             }
             // While spinning for the next item, keep its slot's line on
@@ -949,7 +938,7 @@ impl<T: Pod> Consumer<T> {
             // direction, like a bare flag: ping-pong p50 1.18x -> 1.00x of
             // the hand-written floor).
             prefetch(self.q.slot(self.head));
-            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN, YIELD_EVERY) {
+            if spin_step(self.wait, &mut spins, &RING_SPIN) {
                 continue;
             }
             let c = self.q.ctl();

@@ -27,7 +27,8 @@
 //! Checked under loom (`tests/loom.rs`) with heap-backed slots, including a
 //! producer that "dies" between claim and publish.
 
-use crate::sync::platform::{AtomicU64, Ordering, backoff, fence};
+use crate::wait::atomic::{AtomicU64, Ordering, fence};
+use crate::wait::spin::backoff;
 
 /// Bit of `tail`: the queue is closed.
 pub const CLOSED: u64 = 1 << 63;

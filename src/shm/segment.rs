@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
-use nix::errno::Errno;
 
 use super::header::{FLAG_PERSIST, Fingerprint, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC};
 use super::{Kind, NAME_PREFIX, Options, copy, os_name};
 use crate::OpenError;
 use crate::sys;
-use crate::sys::futex::Deadline;
+use crate::sys::shm::Errno;
+use crate::wait::Deadline;
 
 /// Where POSIX shared-memory names live on Linux.
 const SHM_DIR: &str = "/dev/shm";
@@ -114,8 +114,8 @@ impl Segment {
         fp: &Fingerprint,
     ) -> Result<(Segment, HeaderFields), OpenError> {
         let c_name = os_name(name)?;
-        let deadline = Deadline::after(opts.init_timeout); // None: forever
-        let expired = || deadline.is_some_and(|d| d.passed());
+        let deadline = Deadline::after(opts.init_timeout); // too large: forever
+        let expired = || deadline.passed();
         let init_timeout = || OpenError::InitTimeout { name: name.to_owned(), timeout: opts.init_timeout };
         let pause = || std::thread::sleep(Duration::from_micros(200));
         let seg = loop {
