@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use proptest::prelude::*;
 use shmproc::queue::{MpmcQueue, PopError, PushError};
 use shmproc::{Event, JoinableQueue, Process, Value};
 
@@ -488,58 +487,4 @@ fn pop_into_returns_promptly_past_a_stalled_producer() {
     assert_eq!(out[..n], [7]);
     assert!(q.is_empty());
     assert!(q.try_push(8).is_ok());
-}
-
-#[derive(Debug, Clone)]
-enum Op {
-    Push,
-    Pop,
-    PushSlice(usize),
-    PopInto(usize),
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![Just(Op::Push), Just(Op::Pop), (0..20usize).prop_map(Op::PushSlice), (0..20usize).prop_map(Op::PopInto)]
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
-
-    /// Batches mixed with single operations behave as a bounded FIFO
-    /// (VecDeque model): each batch moves exactly min(asked, room/items),
-    /// and len, is_empty and is_full agree with the model after every step.
-    #[test]
-    fn batches_mixed_with_single_ops_match_a_fifo_model(cap in 1u64..12, ops in proptest::collection::vec(op(), 1..200)) {
-        let sut = MpmcQueue::<u64>::new(cap).unwrap();
-        let cap = cap as usize;
-        let mut model = std::collections::VecDeque::new();
-        let mut next = 0u64;
-        for op in ops {
-            match op {
-                Op::Push => match sut.try_push(next) {
-                    Ok(()) => { prop_assert!(model.len() < cap); model.push_back(next); }
-                    Err(e) => { prop_assert_eq!(model.len(), cap); prop_assert_eq!(e, PushError::Full(next)); }
-                },
-                Op::Pop => prop_assert_eq!(sut.try_pop().ok(), model.pop_front()),
-                Op::PushSlice(k) => {
-                    let items: Vec<u64> = (next..next + k as u64).collect();
-                    let n = sut.push_slice(&items);
-                    prop_assert_eq!(n, k.min(cap - model.len()));
-                    model.extend(&items[..n]);
-                }
-                Op::PopInto(k) => {
-                    let mut out = vec![0; k];
-                    let n = sut.pop_into(&mut out);
-                    prop_assert_eq!(n, k.min(model.len()));
-                    for v in &out[..n] {
-                        prop_assert_eq!(Some(*v), model.pop_front());
-                    }
-                }
-            }
-            next += 20;
-            prop_assert_eq!(sut.len(), model.len());
-            prop_assert_eq!(sut.is_empty(), model.is_empty());
-            prop_assert_eq!(sut.is_full(), model.len() == cap);
-        }
-    }
 }
