@@ -341,8 +341,8 @@ shmproc::entry! {
                 }
             }
         })?;
-        for i in 0..3 {
-            out.set(3 * slot + i, sums[0][i].wrapping_add(sums[1][i])).map_err(|e| e.to_string())?;
+        for (i, (a, b)) in sums[0].iter().zip(&sums[1]).enumerate() {
+            out.set(3 * slot + i, a.wrapping_add(*b)).map_err(|e| e.to_string())?;
         }
         Ok(())
     }

@@ -304,11 +304,9 @@ impl<'q, T: Pod> Flight<'q, T> {
         let now = Instant::now();
         let since = *s.since.get_or_insert(now);
         let giving_up = !self.patient && s.steps > TRY_STEPS || self.deadline.is_some_and(|d| d.passed());
-        if giving_up || now.duration_since(since) >= REPAIR_AFTER {
-            if self.q.repair(pos, by_pop) {
-                self.stuck = None;
-                return true;
-            }
+        if (giving_up || now.duration_since(since) >= REPAIR_AFTER) && self.q.repair(pos, by_pop) {
+            self.stuck = None;
+            return true;
         }
         if giving_up {
             return false;

@@ -294,9 +294,9 @@ impl Ring<'_> {
     /// if none was (as [`push_batch`](Self::push_batch)).
     #[inline]
     pub fn pop_batch<T, S: Slots<T>, E: Env>(&self, s: &S, e: &mut E, out: &mut [T]) -> Result<usize, Refused> {
-        for i in 0..out.len() {
+        for (i, o) in out.iter_mut().enumerate() {
             match self.pop(s, e) {
-                Ok((v, _)) => out[i] = v,
+                Ok((v, _)) => *o = v,
                 Err(r) => return if i == 0 { Err(r) } else { Ok(i) },
             }
         }
