@@ -372,8 +372,11 @@ fn mpmc_ring_repairs_a_dead_producers_claim() {
 /// laps the ring: its third item needs the slot of its first) while a batch
 /// consumer pops with `pop_batch`: every interleaving delivers 1, 2, 3 once
 /// and in order, no slot is raced, no position is abandoned (the ring is
-/// empty and its slots free for the next lap afterwards). Fails with the
-/// old range-claiming batches, which gave up claimed positions.
+/// empty and its slots free for the next lap afterwards). (The old
+/// range-claiming batches also pass this one-producer model; their loss
+/// needs two producers, which `tests/mpmc.rs` shows across processes. A
+/// two-producer batch model exceeded loom's branch limit: spinning
+/// catch-up loops over stale Relaxed loads.)
 #[test]
 fn mpmc_ring_batch_push_and_batch_pop_deliver_each_item_once_in_order() {
     let mut builder = loom::model::Builder::new();
