@@ -122,7 +122,10 @@ impl ByteQueue {
         self.m.ctl().close();
     }
 
-    /// Takes the sending role for this process.
+    /// Takes the sending role: one live [`ByteProducer`] per ring at a
+    /// time, across all processes and threads ([`RoleError`] while another
+    /// one lives, this process's included); the role of a dropped handle or
+    /// a dead process can be taken again.
     ///
     /// ```
     /// let q = shmproc::queue::ByteQueue::new((4096, 100)).unwrap();
@@ -139,7 +142,8 @@ impl ByteQueue {
         })
     }
 
-    /// Takes the receiving role for this process.
+    /// Takes the receiving role: one live [`ByteConsumer`] per ring at a
+    /// time (as [`producer`](Self::producer)).
     ///
     /// ```
     /// let q = shmproc::queue::ByteQueue::new((4096, 100)).unwrap();

@@ -261,16 +261,6 @@ impl<T: Pod> Slots<T> for ShmSlots<T> {
     }
 }
 
-/// What a repair attempt found.
-enum Repair {
-    /// The slot was repaired.
-    Done,
-    /// A live participant covers it, or it was finished meanwhile.
-    Live,
-    /// The index says nobody claimed it (only with corrupted indices).
-    Unclaimed,
-}
-
 /// How one call waits on another participant's unfinished claim.
 struct Flight<'q, T> {
     q: &'q MpmcQueue<T>,
@@ -298,7 +288,7 @@ impl<'q, T: Pod> Flight<'q, T> {
 
     #[cold]
     #[inline(never)]
-    fn wait(&mut self, pos: u64, by_pop: bool, must_wait: bool) -> bool {
+    fn wait(&mut self, pos: u64, by_pop: bool) -> bool {
         let s = match &mut self.stuck {
             Some(s) if s.pos == pos && s.by_pop == by_pop => s,
             // Another slot: its own count and clock.
@@ -311,17 +301,10 @@ impl<'q, T: Pod> Flight<'q, T> {
         }
         let now = Instant::now();
         let since = *s.since.get_or_insert(now);
-        let giving_up = !must_wait && (!self.patient && s.steps > TRY_STEPS || self.deadline.passed());
-        if giving_up || now.duration_since(since) >= REPAIR_AFTER {
-            match self.q.repair(pos, by_pop) {
-                Repair::Done => {
-                    self.stuck = None;
-                    return true;
-                }
-                // Nobody claimed it: the indices are corrupted.
-                Repair::Unclaimed if must_wait => return false,
-                _ => {}
-            }
+        let giving_up = !self.patient && s.steps > TRY_STEPS || self.deadline.passed();
+        if (giving_up || now.duration_since(since) >= REPAIR_AFTER) && self.q.repair(pos, by_pop) {
+            self.stuck = None;
+            return true;
         }
         if giving_up {
             return false;
@@ -353,8 +336,8 @@ impl<T: Pod> Env for Op<'_, '_, T> {
         self.rec.withdraw();
     }
     #[inline(always)]
-    fn in_flight(&mut self, pos: u64, by_pop: bool, must_wait: bool) -> bool {
-        self.flight.wait(pos, by_pop, must_wait)
+    fn in_flight(&mut self, pos: u64, by_pop: bool) -> bool {
+        self.flight.wait(pos, by_pop)
     }
 }
 
@@ -528,7 +511,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// pop if `by_pop`) and not finished. Repairs it if no live participant
     /// has announced a claim covering it; true if repaired.
     #[cold]
-    fn repair(&self, pos: u64, by_pop: bool) -> Repair {
+    fn repair(&self, pos: u64, by_pop: bool) -> bool {
         let c = self.ctl();
         // Acquire: pairs with the Release claim CAS of `pos` (and every
         // later claim, a release sequence): its announcement is visible.
@@ -538,14 +521,12 @@ impl<T: Pod> MpmcQueue<T> {
         // further only if the index is corrupted, and then repairing the
         // phantom claim gives garbage data, where waiting would hang.)
         let claimed = index.wrapping_sub(pos).wrapping_sub(1) < vyukov::SKIP;
-        if !claimed {
-            return Repair::Unclaimed;
-        }
-        if c.records.live_claim(pos, by_pop) {
-            return Repair::Live;
+        // Not claimed (corrupted indices), or a live participant covers it.
+        if !claimed || c.records.live_claim(pos, by_pop) {
+            return false;
         }
         let slots = self.slots();
-        let done = if by_pop {
+        if by_pop {
             let ok = vyukov::repair_pop(&slots, pos, self.slots);
             if ok {
                 self.popped(u32::MAX);
@@ -558,8 +539,7 @@ impl<T: Pod> MpmcQueue<T> {
                 self.pushed(u32::MAX);
             }
             ok
-        };
-        if done { Repair::Done } else { Repair::Live }
+        }
     }
 
     /// One push attempt.
@@ -719,26 +699,36 @@ impl<T: Pod> MpmcQueue<T> {
         }
     }
 
-    /// Pushes as many of `items` as fit now, with one claim; returns how
-    /// many (0 if full or closed).
+    /// Pushes as many of `items` as can go in now, in order; returns how
+    /// many (0 if full or closed). Never waits for another participant:
+    /// it stops at the first item that does not fit now, or whose slot is
+    /// still held by a stalled consumer (then it returns after a brief
+    /// wait, as [`try_push`](Self::try_push) does). Each item is pushed
+    /// with the single-item protocol, so a batch is exactly as safe as
+    /// that many `try_push` calls, including when participants die.
     ///
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u16>::new(4).unwrap();
     /// assert_eq!(q.push_slice(&[1, 2, 3, 4, 5]), 4);
+    /// assert_eq!(q.len(), 4);
     /// ```
     pub fn push_slice(&self, items: &[T]) -> usize {
-        let mut flight = Flight::new(self, true, Deadline::NEVER);
+        let mut flight = Flight::new(self, false, Deadline::NEVER);
         match self.attempt(&mut flight, |ring, slots, op| ring.push_batch(slots, op, items)) {
-            Ok((_, n)) => {
-                self.pushed(n as u32);
-                n as usize
+            Ok(n) => {
+                self.pushed(n.min(u32::MAX as usize) as u32);
+                n
             }
             Err(_) => 0,
         }
     }
 
-    /// Pops up to `out.len()` items available now, with one claim; returns
-    /// how many were stored at the front of `out`.
+    /// Pops up to `out.len()` items available now, in order; returns how
+    /// many were stored at the front of `out`. Never waits for another
+    /// participant: it stops when the queue is empty or the next item's
+    /// producer is stalled (after a brief wait, as
+    /// [`try_pop`](Self::try_pop) does). Each item is popped with the
+    /// single-item protocol.
     ///
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u16>::new(4).unwrap();
@@ -748,10 +738,10 @@ impl<T: Pod> MpmcQueue<T> {
     /// assert_eq!(out, [1, 2]);
     /// ```
     pub fn pop_into(&self, out: &mut [T]) -> usize {
-        let mut flight = Flight::new(self, true, Deadline::NEVER);
+        let mut flight = Flight::new(self, false, Deadline::NEVER);
         match self.attempt(&mut flight, |ring, slots, op| ring.pop_batch(slots, op, out)) {
-            Ok((_, n)) => {
-                self.popped(n as u32);
+            Ok(n) => {
+                self.popped(n.min(u32::MAX as usize) as u32);
                 n
             }
             Err(_) => 0,

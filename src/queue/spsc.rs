@@ -137,14 +137,35 @@ pub enum PopError {
     Corrupted,
 }
 
-/// A role (producer or consumer) is already held by a live process.
+/// A role (producer or consumer) is already held by a live handle: in
+/// another process, or in this one (roles are exclusive per handle: one
+/// live producer and one live consumer per ring, across all processes and
+/// threads). It can be taken once that handle is dropped or its process
+/// has died.
+///
+/// ```
+/// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
+/// let tx = q.producer().unwrap();
+/// let e = q.producer().unwrap_err();
+/// assert_eq!((e.role, e.pid), ("producer", std::process::id()));
+/// drop(tx);
+/// assert!(q.producer().is_ok());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the {role} role of this queue is held by live process {pid}")]
+#[error("the {role} role of this queue is held by {}", holder(*pid))]
 pub struct RoleError {
     /// "producer" or "consumer".
     pub role: &'static str,
-    /// The holder's pid.
+    /// The holder's pid (ours if another handle of this process holds it).
     pub pid: u32,
+}
+
+fn holder(pid: u32) -> String {
+    if pid == std::process::id() {
+        format!("another live handle in this process ({pid})")
+    } else {
+        format!("live process {pid}")
+    }
 }
 
 /// A bounded SPSC ring of `T: Pod` in shared memory, shared by name.
@@ -279,8 +300,10 @@ impl<T: Pod> SpscQueue<T> {
         self.m.ctl().meta.0.closed.load(Ordering::Relaxed) != 0
     }
 
-    /// Takes the producer role for this process (one producer at a time;
-    /// the role of a dead process is reclaimed).
+    /// Takes the producer role: one live [`Producer`] per ring at a time,
+    /// across all processes and threads ([`RoleError`] while another one
+    /// lives, in any process, this one included); the role of a dropped
+    /// handle or a dead process can be taken again.
     ///
     /// ```
     /// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
@@ -299,7 +322,8 @@ impl<T: Pod> SpscQueue<T> {
         })
     }
 
-    /// Takes the consumer role for this process.
+    /// Takes the consumer role: one live [`Consumer`] per ring at a time
+    /// (as [`producer`](Self::producer)).
     ///
     /// ```
     /// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
@@ -422,14 +446,17 @@ pub(super) fn new_ctl() -> SpscCtl {
     }
 }
 
-/// Takes a role for this process: free, already ours, or held by a dead
-/// process (reclaimed). `gone` is reset so the peer sees us as present.
+/// Takes a role for a new handle of this process: free, or held by a dead
+/// process (reclaimed). Held by a live handle, ours included, it is
+/// refused: two producers (or consumers) would write one slot and one
+/// index, and either one's Drop would tell the peer the role is gone while
+/// the other still uses it. `gone` is reset so the peer sees us as present.
 pub(super) fn claim(slot: &AtomicU64, gone: &AtomicU32, role: &'static str) -> Result<(), RoleError> {
     let me = thread::process_packed();
     // Acquire: pairs with the Release store of the previous holder's detach.
     let mut cur = slot.load(Ordering::Acquire);
     loop {
-        if cur != 0 && cur != me && !thread::owner_is_dead(cur) {
+        if cur != 0 && (cur == me || !thread::owner_is_dead(cur)) {
             return Err(RoleError { role, pid: cur as u32 & thread::TID_MASK });
         }
         // Acquire: pairs with the Release store of the previous holder's
@@ -706,17 +733,22 @@ impl<T: Pod> Producer<T> {
 
     /// Borrows the next free slot to fill in place; the item is published
     /// by [`WriteLoan::commit`] (dropping the loan without commit publishes
-    /// nothing). `Err` as for [`try_push`](Self::try_push).
+    /// nothing). `Err` as for [`try_push`](Self::try_push): `Closed` once
+    /// the queue is closed.
     ///
     /// ```
     /// let q = shmproc::queue::SpscQueue::<[u64; 8]>::new(4).unwrap();
     /// let mut tx = q.producer().unwrap();
     /// let mut loan = tx.loan().unwrap();
     /// loan.write([7; 8]);
-    /// loan.commit();
+    /// loan.commit().unwrap();
     /// assert_eq!(q.consumer().unwrap().pop().unwrap(), [7; 8]);
     /// ```
     pub fn loan(&mut self) -> Result<WriteLoan<'_, T>, PushError<()>> {
+        let m = &self.q.ctl().meta.0;
+        if m.closed.load(Ordering::Relaxed) | m.consumer_gone.load(Ordering::Relaxed) != 0 {
+            return Err(self.refusal(()).unwrap_or(PushError::Closed(())));
+        }
         if self.free(1) == 0 {
             return Err(self.refusal(()).unwrap_or(PushError::Full(())));
         }
@@ -767,7 +799,7 @@ impl<T: Pod> WriteLoan<'_, T> {
     /// let mut tx = q.producer().unwrap();
     /// let mut l = tx.loan().unwrap();
     /// l.write(3);
-    /// l.commit();
+    /// l.commit().unwrap();
     /// ```
     pub fn write(&mut self, v: T) {
         // SAFETY: the slot is free and owned by the producer until commit.
@@ -787,24 +819,36 @@ impl<T: Pod> WriteLoan<'_, T> {
     /// let mut l = tx.loan().unwrap();
     /// // SAFETY: single producer; the consumer never touches unpublished slots.
     /// unsafe { l.as_mut()[2] = 9 };
-    /// l.commit();
+    /// l.commit().unwrap();
     /// ```
     pub unsafe fn as_mut(&mut self) -> &mut T {
         // SAFETY: caller's contract; the slot is in bounds and aligned.
         unsafe { &mut *self.slot }
     }
 
-    /// Publishes the slot as the next item.
+    /// Publishes the slot as the next item, unless the queue was closed
+    /// since the loan was taken: then nothing is published and the result
+    /// is `Closed` (as a push after `close` would be). The consumer being
+    /// gone does not refuse a commit (as a push that won the race with its
+    /// exit: the item is simply never read).
     ///
     /// ```
     /// let q = shmproc::queue::SpscQueue::<u16>::new(2).unwrap();
     /// let mut tx = q.producer().unwrap();
-    /// tx.loan().unwrap().commit();
+    /// tx.loan().unwrap().commit().unwrap();
+    /// assert_eq!(q.len(), 1);
+    /// let loan = tx.loan().unwrap();
+    /// q.close();
+    /// assert_eq!(loan.commit(), Err(shmproc::queue::PushError::Closed(())));
     /// assert_eq!(q.len(), 1);
     /// ```
-    pub fn commit(self) {
+    pub fn commit(self) -> Result<(), PushError<()>> {
+        if self.p.q.ctl().meta.0.closed.load(Ordering::Relaxed) != 0 {
+            return Err(PushError::Closed(()));
+        }
         self.p.tail = self.p.tail.wrapping_add(1);
         self.p.publish();
+        Ok(())
     }
 }
 
