@@ -488,3 +488,28 @@ fn pop_into_returns_promptly_past_a_stalled_producer() {
     assert!(q.is_empty());
     assert!(q.try_push(8).is_ok());
 }
+
+/// A hostile peer rewrites the `tail` index so it claims positions far
+/// past a ring ahead of `head` (phantom claims nobody made). Non-blocking
+/// calls must return as for an empty queue, not walk and "repair" the 2^48
+/// phantom positions one by one (found by the hostile_segment fuzz target).
+#[test]
+fn a_tail_corrupted_far_past_the_ring_does_not_hang_non_blocking_calls() {
+    use std::io::{Seek, SeekFrom, Write};
+    let q = MpmcQueue::<u32>::new(8).unwrap();
+    assert_eq!(q.push_slice(&[1, 2, 3]), 3);
+    // The control block follows the 128-byte header; `tail` is its first word.
+    let mut f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/shmproc.{}", q.name())).unwrap();
+    f.seek(SeekFrom::Start(128 + 4)).unwrap();
+    f.write_all(&[0xff, 0xff]).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let q2 = q.clone();
+    std::thread::spawn(move || {
+        let mut out = [0u32; 32];
+        let first = q2.pop_into(&mut out);
+        let _ = tx.send((first, out[..first].to_vec(), q2.try_pop()));
+    });
+    let (n, got, next) = rx.recv_timeout(Duration::from_secs(30)).expect("pop_into/try_pop hung on a corrupted tail");
+    assert_eq!((n, got), (3, vec![1, 2, 3]), "the real items come out first");
+    assert_eq!(next, Err(PopError::Empty));
+}

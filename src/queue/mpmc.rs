@@ -517,10 +517,13 @@ impl<T: Pod> MpmcQueue<T> {
         // later claim, a release sequence): its announcement is visible.
         let index =
             if by_pop { c.head.0.load(Ordering::Acquire) } else { c.tail.0.load(Ordering::Acquire) } & vyukov::POS;
-        // Claimed: below the index. (Legitimately at most a ring below it;
-        // further only if the index is corrupted, and then repairing the
-        // phantom claim gives garbage data, where waiting would hang.)
-        let claimed = index.wrapping_sub(pos).wrapping_sub(1) < vyukov::SKIP;
+        // Claimed: below the index, and at most a ring below it (a producer
+        // claims only up to a ring ahead of `head`, a consumer only behind
+        // `tail`). Anything else is a phantom claim of a corrupted index:
+        // never repaired, or one call would walk (and "repair") up to 2^62
+        // positions one by one; the caller then gives up or waits as for an
+        // empty or full queue.
+        let claimed = index.wrapping_sub(pos).wrapping_sub(1) < self.slots;
         // Not claimed (corrupted indices), or a live participant covers it.
         if !claimed || c.records.live_claim(pos, by_pop) {
             return false;
