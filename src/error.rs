@@ -75,6 +75,43 @@ pub enum OpenError {
         /// Bytes the file has.
         actual: u64,
     },
+    /// The segment is owned by another user (name squatting?): `open`
+    /// trusts only our own segments unless told otherwise with
+    /// [`Options::trust_owner`](crate::Options::trust_owner) or
+    /// [`Options::trust_group`](crate::Options::trust_group).
+    #[error(
+        "shared object {name:?} is owned by uid {uid} (gid {gid}), not by us (uid {expected}); \
+         refusing it unless Options::trust_owner/trust_group allows it"
+    )]
+    ForeignOwner {
+        /// The name.
+        name: String,
+        /// The file's owner.
+        uid: u32,
+        /// The file's group.
+        gid: u32,
+        /// Our effective uid.
+        expected: u32,
+    },
+    /// A segment of a trusted other owner or group is writable by group or
+    /// others beyond what the [`Options`](crate::Options) given to `open`
+    /// grant.
+    #[error("shared object {name:?} has mode {mode:#o}: writable by group or others, which the options do not allow")]
+    InsecureMode {
+        /// The name.
+        name: String,
+        /// The file's permission bits.
+        mode: u32,
+    },
+    /// There is not enough room in `/dev/shm` (a tmpfs) for the segment's
+    /// pages, or the size is beyond what the system can hold.
+    #[error("no space in /dev/shm for shared object {name:?} of {bytes} bytes")]
+    NoSpace {
+        /// The name.
+        name: String,
+        /// The segment size asked for.
+        bytes: u64,
+    },
     /// The file is not a shmproc segment at all.
     #[error("{0:?} is not a shmproc segment (foreign or garbage header)")]
     Foreign(String),

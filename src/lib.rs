@@ -53,6 +53,34 @@
 //! `make_consistent()`. Notifiers never wait for waiters, so a dead waiter
 //! blocks nobody. [`gc`] removes segments whose creator died.
 //!
+//! ## Memory model across processes
+//!
+//! Every object lives in a shared mapping that other processes (correct,
+//! buggy or hostile ones) can write at any moment. The crate holds to
+//! these rules, and every `SAFETY` comment argues from them:
+//!
+//! 1. **Control words are atomics.** Headers, indices, lock words and
+//!    sequence numbers are `Atomic*` fields, so a shared `&` to them is
+//!    sound while peers write; every non-`Relaxed` ordering names the
+//!    operation it pairs with (the happens-before edge it creates).
+//! 2. **Data crosses through one primitive.** No `&`/`&mut` is ever formed
+//!    to data another process may write (slots, frames, values, array
+//!    elements, raw bytes). Data is copied in and out by volatile accesses
+//!    of whole aligned words (one `mov` for a `u64`); a racing write yields
+//!    garbage data of a `Pod` type, never undefined behaviour. The
+//!    surrounding protocol (a ring's Acquire/Release index, a lock) is what
+//!    makes a correct peer's data visible and complete.
+//! 3. **Shared memory is untrusted input.** Each header field is read once
+//!    into a local, validated, and only the local is used; indices read
+//!    from shared memory are masked or bounds-checked, and offsets given by
+//!    callers are checked with checked arithmetic before any pointer is
+//!    formed. A corrupted segment gives an error or garbage data.
+//! 4. **Who may write.** `open` only uses regular files owned by our
+//!    effective uid, or by an owner/group named in [`Options`] (then not
+//!    writable by others unless the options allow it), checked on the
+//!    opened file. Creation reserves every page, so a full `/dev/shm` is an
+//!    [`OpenError::NoSpace`], not a SIGBUS.
+//!
 //! ## Limits
 //!
 //! Linux only (x86_64, aarch64). All processes must share one PID
@@ -72,47 +100,42 @@ compile_error!("shmproc supports x86_64 and aarch64 only");
 #[cfg(not(target_endian = "little"))]
 compile_error!("shmproc needs a little-endian target (futex on the low half of a 64-bit word)");
 
-#[cfg(not(loom))]
-mod error;
-#[cfg(not(loom))]
-mod pipe;
-#[cfg(not(loom))]
-pub mod process;
+/// Items that exist only on the real platform (shared memory, processes).
+/// A loom build (`--cfg loom`) keeps only the algorithms it model-checks:
+/// this is where the crate's item-level loom gate is written, once
+/// (`wait::atomic` picks the atomics, `wait::futex` the futex).
+macro_rules! real_platform {
+    ($($item:item)*) => { $( #[cfg(not(loom))] $item )* };
+}
+
 pub mod queue;
-#[cfg(not(loom))]
-mod shared;
-#[cfg(not(loom))]
-mod shm;
 mod sync;
 mod sys;
+mod wait;
 
-#[cfg(not(loom))]
-pub use error::{LockError, NotOwnerError, OpenError};
-#[cfg(not(loom))]
-pub use pipe::{
-    Connection, ConnectionError, DEFAULT_CAPACITY as PIPE_CAPACITY, DEFAULT_MAX_FRAME as PIPE_MAX_FRAME, pipe,
-    pipe_with,
-};
-#[cfg(not(loom))]
-pub use process::{Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process};
-#[cfg(not(loom))]
-pub use queue::{JoinableQueue, Queue, SimpleQueue};
-#[cfg(not(loom))]
-pub use shared::{Array, Value};
-#[cfg(not(loom))]
-pub use shm::{Kind, MAX_NAME_LEN, NAME_PREFIX, Options, RawSegment, gc, unlink};
-#[cfg(not(loom))]
-pub use sync::barrier::{Barrier, BarrierError};
-#[cfg(not(loom))]
-pub use sync::condition::Condition;
-#[cfg(not(loom))]
-pub use sync::event::Event;
-#[cfg(not(loom))]
-pub use sync::lock::{DataGuard, Lock, LockGuard, Mutex, MutexGuard};
-#[cfg(not(loom))]
-pub use sync::rlock::{RLock, RLockGuard};
-#[cfg(not(loom))]
-pub use sync::semaphore::{BoundedSemaphore, ReleaseError, Semaphore};
+real_platform! {
+    mod error;
+    mod pipe;
+    pub mod process;
+    mod shared;
+    mod shm;
+
+    pub use error::{LockError, NotOwnerError, OpenError};
+    pub use pipe::{
+        Connection, ConnectionError, DEFAULT_CAPACITY as PIPE_CAPACITY, DEFAULT_MAX_FRAME as PIPE_MAX_FRAME, pipe,
+        pipe_with,
+    };
+    pub use process::{Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process};
+    pub use queue::{JoinableQueue, PopError, PushError, Queue, RoleError, SimpleQueue, TaskDoneError};
+    pub use shared::{Array, Value};
+    pub use shm::{Kind, MAX_NAME_LEN, NAME_PREFIX, Options, RawSegment, gc, unlink};
+    pub use sync::barrier::{Barrier, BarrierError};
+    pub use sync::condition::Condition;
+    pub use sync::event::Event;
+    pub use sync::lock::{DataGuard, Lock, LockGuard, Mutex, MutexGuard};
+    pub use sync::rlock::{RLock, RLockGuard};
+    pub use sync::semaphore::{BoundedSemaphore, ReleaseError, Semaphore};
+}
 
 /// The lock, semaphore, event, condition and barrier algorithms on the heap,
 /// for loom model checking (`RUSTFLAGS="--cfg loom"`). Not part of the API.
@@ -120,9 +143,13 @@ pub use sync::semaphore::{BoundedSemaphore, ReleaseError, Semaphore};
 #[doc(hidden)]
 pub mod loom_models {
     /// The SPSC ring's index protocol.
-    pub use crate::queue::ring;
+    pub mod ring {
+        pub use crate::queue::ring::*;
+    }
     /// The MPMC ring's protocol (Vyukov's, with crash repair).
-    pub use crate::queue::vyukov;
+    pub mod vyukov {
+        pub use crate::queue::vyukov::*;
+    }
     pub use crate::sync::barrier::RawBarrier;
     pub use crate::sync::condition::RawCondition;
     pub use crate::sync::event::RawEvent;

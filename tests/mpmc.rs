@@ -246,3 +246,270 @@ fn a_getter_or_putter_blocked_for_one_second_uses_under_5_ms_of_cpu() {
         assert!(us < 5_000, "blocked {who} used {us} µs of CPU in 1 s");
     }
 }
+
+// ---- Batches (push_slice / pop_into): issue 9, items 1 and 2 ----
+
+/// Sentinel a consumer stops at (never a producer's item).
+const STOP: u64 = u64::MAX;
+
+/// A 64-bit mix, so that the checksum of a multiset is not fooled by a
+/// lost item plus a duplicated one that happen to sum alike.
+fn mix(x: u64) -> u64 {
+    let x = (x ^ (x >> 31)).wrapping_mul(0x7fb5_d329_728e_a185);
+    (x ^ (x >> 27)).wrapping_mul(0x81da_def4_bc2d_d44d)
+}
+
+/// Runs `f(0)` and `f(1)` on two threads of this process (two threads of
+/// one process interleave far more finely than two processes under load);
+/// returns both results.
+fn on_two_threads<R: Send>(f: impl Fn(u64) -> Result<R, String> + Sync) -> Result<[R; 2], String> {
+    std::thread::scope(|s| {
+        let h = s.spawn(|| f(1));
+        let a = f(0);
+        let b = h.join().map_err(|_| "thread panicked".to_string())?;
+        Ok([a?, b?])
+    })
+}
+
+shmproc::entry! {
+    /// Pushes (tag << 32 | i) for i in 0..n with push_slice from two
+    /// threads (thread t: the i with i % 2 == t), in batches of 1..=37
+    /// items, pushing the rest of a batch again when only part fit.
+    fn push_batches(args: (MpmcQueue<u64>, u64, u64)) -> Result<(), String> {
+        let (q, tag, n) = args;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        on_two_threads(|t| {
+            let mut mine = (t..n).step_by(2).map(|i| (tag << 32) | i);
+            let mut size = 1 + t as usize;
+            let mut batch = Vec::new();
+            loop {
+                batch.clear();
+                batch.extend(mine.by_ref().take(size));
+                if batch.is_empty() {
+                    return Ok(());
+                }
+                let mut done = 0;
+                while done < batch.len() {
+                    if Instant::now() > deadline {
+                        return Err(format!("push_slice stuck at {:#x}", batch[done]));
+                    }
+                    let got = q.push_slice(&batch[done..]);
+                    if got == 0 {
+                        std::thread::yield_now();
+                    }
+                    done += got;
+                }
+                size = size % 37 + 1;
+            }
+        })?;
+        Ok(())
+    }
+}
+
+shmproc::entry! {
+    /// Pops with pop_into (1..=29 at a time) from two threads, each until
+    /// it meets a STOP; stores the total count, sum and sum of `mix` at
+    /// `out[3 * slot ..]`.
+    fn pop_batches(args: (MpmcQueue<u64>, shmproc::Array<u64>, usize)) -> Result<(), String> {
+        let (q, out, slot) = args;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let sums = on_two_threads(|t| {
+            let (mut count, mut sum, mut mixed) = (0u64, 0u64, 0u64);
+            let mut size = 1 + t as usize;
+            let mut buf = [0u64; 29];
+            loop {
+                if Instant::now() > deadline {
+                    return Err(format!("pop_into stuck after {count} items"));
+                }
+                let n = q.pop_into(&mut buf[..size]);
+                size = size % 29 + 1;
+                if n == 0 {
+                    std::thread::yield_now();
+                    continue;
+                }
+                for (i, &v) in buf[..n].iter().enumerate() {
+                    if v == STOP {
+                        // Other threads' STOPs that came in the same batch: hand them back.
+                        for _ in buf[i + 1..n].iter().filter(|&&v| v == STOP) {
+                            q.push_timeout(STOP, Duration::from_secs(30)).map_err(|e| e.to_string())?;
+                        }
+                        return Ok([count, sum, mixed]);
+                    }
+                    count += 1;
+                    sum = sum.wrapping_add(v);
+                    mixed = mixed.wrapping_add(mix(v));
+                }
+            }
+        })?;
+        for (i, (a, b)) in sums[0].iter().zip(&sums[1]).enumerate() {
+            out.set(3 * slot + i, a.wrapping_add(*b)).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Joins `p` within 60 s, or kills it and fails.
+fn join_within_a_minute(p: &Process, what: &str) {
+    if !p.join_timeout(Duration::from_secs(60)).unwrap() {
+        let _ = p.kill();
+        let _ = p.join();
+        panic!("{what} did not finish within 60 s");
+    }
+    p.join().unwrap_or_else(|e| panic!("{what}: {e}"));
+}
+
+/// Two processes push_slice while two pop_into (two threads in each):
+/// every item arrives exactly
+/// once (count, sum and a mixed checksum of what the consumers got equal
+/// those of what was pushed), and afterwards the ring is neither wedged nor
+/// miscounted: `len` is 0, a full ring's worth of `try_push` succeeds, and
+/// `len` then says full. With range-claiming batches, items were lost in
+/// most rounds and `try_push` failed for good.
+#[test]
+fn batches_from_two_processes_each_way_deliver_every_item_exactly_once() {
+    const N: u64 = 60_000;
+    for cap in [3u64, 8, 64] {
+        let q = MpmcQueue::<u64>::new(cap).unwrap();
+        let out = shmproc::Array::<u64>::from_slice(&[0; 6]).unwrap();
+        let mut consumers: Vec<_> =
+            (0..2).map(|slot| Process::new(pop_batches, (q.clone(), out.clone(), slot)).with_daemon(true)).collect();
+        let mut producers: Vec<_> =
+            (1..=2u64).map(|tag| Process::new(push_batches, (q.clone(), tag, N)).with_daemon(true)).collect();
+        for p in consumers.iter_mut().chain(producers.iter_mut()) {
+            p.start().unwrap();
+        }
+        for p in &producers {
+            join_within_a_minute(p, "a producer");
+        }
+        for _ in 0..4 {
+            q.push_timeout(STOP, Duration::from_secs(30)).expect("room for a STOP");
+        }
+        for p in &consumers {
+            join_within_a_minute(p, "a consumer");
+        }
+        let got = out.to_vec().unwrap();
+        let (mut count, mut sum, mut mixed) = (0u64, 0u64, 0u64);
+        for tag in 1..=2u64 {
+            for i in 0..N {
+                let v = (tag << 32) | i;
+                count += 1;
+                sum = sum.wrapping_add(v);
+                mixed = mixed.wrapping_add(mix(v));
+            }
+        }
+        assert_eq!(got[0] + got[3], count, "capacity {cap}: items lost or duplicated");
+        assert_eq!(got[1].wrapping_add(got[4]), sum, "capacity {cap}: wrong items");
+        assert_eq!(got[2].wrapping_add(got[5]), mixed, "capacity {cap}: wrong items");
+
+        // Still usable, and counted right.
+        assert_eq!(q.len(), 0, "capacity {cap}");
+        for i in 0..cap {
+            q.try_push(i).unwrap_or_else(|e| panic!("capacity {cap}: try_push {i}: {e}"));
+        }
+        assert_eq!(q.len() as u64, cap);
+        assert!(q.try_push(99).is_err());
+        let mut all = vec![0; cap as usize + 1];
+        assert_eq!(q.pop_into(&mut all), cap as usize);
+        assert_eq!(all[..cap as usize], (0..cap).collect::<Vec<_>>()[..]);
+        assert!(q.is_empty());
+    }
+}
+
+/// Runs `f` in a thread and returns its result; fails (after killing
+/// `p`) if it has not returned within 10 s.
+fn within_10_s<R: Send + 'static>(p: &Process, what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(r) => r,
+        Err(_) => {
+            let _ = p.kill();
+            let _ = p.join();
+            panic!("{what} blocked for 10 s on a stalled live claimant");
+        }
+    }
+}
+
+/// A live consumer has claimed the oldest item and stalls (it never
+/// releases the slot). A push_slice that needs that slot returns at once
+/// with what it could push (nothing), and the item is not lost: it goes in
+/// later, once the slot is free, and comes out in order.
+#[test]
+fn push_slice_returns_promptly_past_a_stalled_consumer_and_loses_nothing() {
+    let q = MpmcQueue::<u64>::new(2).unwrap();
+    q.push(1).unwrap();
+    q.push(2).unwrap();
+    let p = hanging_claimant(&q, true); // takes 1, never releases its slot
+    let q2 = q.clone();
+    let n = within_10_s(&p, "push_slice", move || q2.push_slice(&[3]));
+    assert_eq!(n, 0, "the only free position's slot is still being read");
+    assert_eq!(q.len(), 1);
+    p.kill().unwrap();
+    let _ = p.join();
+    // The dead consumer's slot is repaired by a later push; 3 goes in once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while q.push_slice(&[3]) == 0 {
+        assert!(Instant::now() < deadline, "the dead consumer's slot was never repaired");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut out = [0; 4];
+    assert_eq!(q.pop_into(&mut out), 2);
+    assert_eq!(out[..2], [2, 3]);
+    assert!(q.is_empty());
+}
+
+/// A live producer has claimed the next position and stalls before
+/// publishing; an item is pushed after it. pop_into returns at once with
+/// nothing (FIFO: the stalled item comes first); after the producer dies
+/// its slot is skipped and the item behind it comes out, once.
+#[test]
+fn pop_into_returns_promptly_past_a_stalled_producer() {
+    let q = MpmcQueue::<u64>::new(4).unwrap();
+    let p = hanging_claimant(&q, false);
+    q.push(7).unwrap();
+    let q2 = q.clone();
+    let n = within_10_s(&p, "pop_into", move || q2.pop_into(&mut [0; 4]));
+    assert_eq!(n, 0);
+    p.kill().unwrap();
+    let _ = p.join();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = [0; 4];
+    let n = loop {
+        let n = q.pop_into(&mut out);
+        if n > 0 {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "the dead producer's slot was never repaired");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(out[..n], [7]);
+    assert!(q.is_empty());
+    assert!(q.try_push(8).is_ok());
+}
+
+/// A hostile peer rewrites the `tail` index so it claims positions far
+/// past a ring ahead of `head` (phantom claims nobody made). Non-blocking
+/// calls must return as for an empty queue, not walk and "repair" the 2^48
+/// phantom positions one by one (found by the hostile_segment fuzz target).
+#[test]
+fn a_tail_corrupted_far_past_the_ring_does_not_hang_non_blocking_calls() {
+    use std::io::{Seek, SeekFrom, Write};
+    let q = MpmcQueue::<u32>::new(8).unwrap();
+    assert_eq!(q.push_slice(&[1, 2, 3]), 3);
+    // The control block follows the 128-byte header; `tail` is its first word.
+    let mut f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/shmproc.{}", q.name())).unwrap();
+    f.seek(SeekFrom::Start(128 + 4)).unwrap();
+    f.write_all(&[0xff, 0xff]).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let q2 = q.clone();
+    std::thread::spawn(move || {
+        let mut out = [0u32; 32];
+        let first = q2.pop_into(&mut out);
+        let _ = tx.send((first, out[..first].to_vec(), q2.try_pop()));
+    });
+    let (n, got, next) = rx.recv_timeout(Duration::from_secs(30)).expect("pop_into/try_pop hung on a corrupted tail");
+    assert_eq!((n, got), (3, vec![1, 2, 3]), "the real items come out first");
+    assert_eq!(next, Err(PopError::Empty));
+}

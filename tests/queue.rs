@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use shmproc::queue::{PopError, PushError, SpscQueue};
+use shmproc::queue::{ByteQueue, PopError, PushError, SpscQueue};
 use shmproc::{Event, OpenError, Process, ProcessError, Value};
 
 const N: u64 = 10_000_000;
@@ -314,7 +314,7 @@ proptest! {
                     for v in &out[..n] { prop_assert_eq!(Some(*v), model.pop_front()); }
                 }
                 Op::LoanCommit(v) => match tx.loan() {
-                    Ok(mut l) => { prop_assert!(model.len() < cap); l.write(v); l.commit(); model.push_back(v); }
+                    Ok(mut l) => { prop_assert!(model.len() < cap); l.write(v); l.commit().unwrap(); model.push_back(v); }
                     Err(e) => { prop_assert_eq!(model.len(), cap); prop_assert_eq!(e, PushError::Full(())); }
                 },
                 Op::PeekRelease => match rx.peek() {
@@ -562,4 +562,131 @@ proptest! {
             prop_assert_eq!(q.is_full(), model.len() == cap);
         }
     }
+}
+
+// ---- close refuses every publish path (issue 9, item 3) ----
+
+shmproc::entry! {
+    fn close_spsc(q: SpscQueue<u64>) {
+        q.close();
+    }
+}
+
+/// A loan taken before another process closes the queue: its commit is
+/// refused with `Closed` and publishes nothing, so the consumer drains what
+/// was there before the close and then sees `Closed`. Before the fix the
+/// commit published the item after the close.
+#[test]
+fn a_loan_committed_after_close_in_another_process_is_refused() {
+    let q = SpscQueue::<u64>::new(4).unwrap();
+    let mut tx = q.producer().unwrap();
+    let mut rx = q.consumer().unwrap();
+    tx.push(1).unwrap();
+    let mut loan = tx.loan().unwrap();
+    loan.write(2);
+    let mut p = Process::new(close_spsc, q.clone());
+    p.start().unwrap();
+    assert!(p.join_timeout(Duration::from_secs(60)).unwrap(), "closer did not finish");
+    p.join().unwrap();
+    assert!(q.is_closed());
+    assert_eq!(loan.commit(), Err(PushError::Closed(())));
+    assert_eq!(q.len(), 1);
+    assert_eq!(rx.try_pop(), Ok(1));
+    assert_eq!(rx.try_pop(), Err(PopError::Closed));
+}
+
+/// After `close`, every way of publishing is refused and adds nothing:
+/// try_push, push, push_timeout, push_slice and loan on the SPSC ring;
+/// try_send, send and send_timeout on the byte ring.
+#[test]
+fn every_publish_path_is_refused_after_close() {
+    let q = SpscQueue::<u64>::new(4).unwrap();
+    let mut tx = q.producer().unwrap();
+    let _rx = q.consumer().unwrap();
+    q.close();
+    assert_eq!(tx.try_push(1), Err(PushError::Closed(1)));
+    assert_eq!(tx.push(2), Err(PushError::Closed(2)));
+    assert_eq!(tx.push_timeout(3, Duration::from_secs(1)), Err(PushError::Closed(3)));
+    assert_eq!(tx.push_slice(&[4, 5]), 0);
+    assert!(matches!(tx.loan(), Err(PushError::Closed(()))));
+    assert_eq!(q.len(), 0);
+
+    let b = ByteQueue::new((256, 32)).unwrap();
+    let mut btx = b.producer().unwrap();
+    let mut brx = b.consumer().unwrap();
+    b.close();
+    assert_eq!(btx.try_send(b"a"), Err(PushError::Closed(())));
+    assert_eq!(btx.send(b"b"), Err(PushError::Closed(())));
+    assert_eq!(btx.send_timeout(b"c", Duration::from_secs(1)), Err(PushError::Closed(())));
+    assert_eq!(brx.try_recv_into(&mut Vec::new()), Err(PopError::Closed));
+}
+
+// ---- roles are exclusive per handle (issue 9, item 5) ----
+
+/// A second producer or consumer of the same ring in one process is
+/// refused while the first lives (from this thread or another), for the
+/// SPSC ring and the byte ring; once the first is dropped the role can be
+/// taken again. Before the fix the second handle was handed out (two tails
+/// writing one slot).
+#[test]
+fn a_second_end_in_the_same_process_is_refused_until_the_first_is_dropped() {
+    let q = SpscQueue::<u64>::new(4).unwrap();
+    let tx = q.producer().unwrap();
+    let rx = q.consumer().unwrap();
+    let e = q.producer().unwrap_err();
+    assert_eq!((e.role, e.pid), ("producer", std::process::id()));
+    assert!(e.to_string().contains("this process"), "{e}");
+    assert_eq!(q.consumer().unwrap_err().role, "consumer");
+    let other = SpscQueue::<u64>::open(q.name()).unwrap();
+    let from_thread = std::thread::spawn(move || (other.producer().is_err(), other.consumer().is_err()));
+    assert_eq!(from_thread.join().unwrap(), (true, true), "another thread got a second end");
+    drop(tx);
+    drop(rx);
+    let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+    tx.push(5).unwrap();
+    assert_eq!(rx.pop(), Ok(5));
+
+    let b = ByteQueue::new((256, 32)).unwrap();
+    let btx = b.producer().unwrap();
+    let brx = b.consumer().unwrap();
+    assert_eq!(b.producer().unwrap_err().role, "producer");
+    assert_eq!(b.consumer().unwrap_err().role, "consumer");
+    drop((btx, brx));
+    assert!(b.producer().is_ok() && b.consumer().is_ok());
+}
+
+shmproc::entry! {
+    /// Takes both ends of the byte ring and sleeps until killed.
+    fn hold_byte_roles(args: (ByteQueue, Event)) -> Result<(), String> {
+        let (q, ready) = args;
+        let _tx = q.producer().map_err(|e| e.to_string())?;
+        let _rx = q.consumer().map_err(|e| e.to_string())?;
+        ready.set();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// While a live process holds the byte ring's ends, this process is
+/// refused them; once that process is killed, they can be taken.
+#[test]
+fn byte_ring_ends_of_a_live_process_are_refused_and_those_of_a_dead_one_reclaimed() {
+    let q = ByteQueue::new((256, 32)).unwrap();
+    let ready = Event::new().unwrap();
+    let mut p = Process::new(hold_byte_roles, (q.clone(), ready.clone())).with_daemon(true);
+    p.start().unwrap();
+    if !ready.wait_timeout(Duration::from_secs(30)) {
+        let _ = p.kill();
+        panic!("child did not take the roles");
+    }
+    let pid = p.pid().unwrap();
+    assert_eq!(q.producer().unwrap_err().pid, pid);
+    assert_eq!(q.consumer().unwrap_err().pid, pid);
+    p.kill().unwrap();
+    let _ = p.join_timeout(Duration::from_secs(30)); // Err(Signaled): killed, as meant
+    assert!(!p.is_alive(), "killed child not reaped within 30 s");
+    let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+    tx.send(b"hi").unwrap();
+    assert_eq!(rx.recv().unwrap(), b"hi");
 }

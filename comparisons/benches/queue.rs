@@ -23,11 +23,11 @@ mod support;
 
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use shmproc::queue::{ByteQueue, MpmcQueue, SpscQueue, WaitStrategy};
+use shmproc::queue::WaitStrategy;
 use support::queue_cases::{bytes_frames, mpmc_2p2c, spsc_batched, spsc_pingpong, spsc_single};
-use support::{SharedPage, interleave, mps, percentiles, pin, quick, run_group, run_pair, unpin};
+use support::{SharedPage, interleave, mps, percentiles, pin, quick, run_pair, unpin};
 
 fn rtrb_threads(n: u64, cap: usize) -> f64 {
     let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(cap);

@@ -5,7 +5,9 @@
 //! overwrite bytes of the segment file (header and control block: for the
 //! MPMC ring that is its indices, waiter words and first claim records),
 //! then exercises every non-blocking read path and a fresh `open` (which
-//! must validate, not trust).
+//! must validate, not trust). In the concurrent mode the peer writes its
+//! bytes from another thread while the handles operate, so every check
+//! also meets fields that change between two reads.
 #![no_main]
 
 use std::io::{Seek, SeekFrom, Write};
@@ -29,38 +31,63 @@ fn scribble(name: &str, data: &[u8]) {
     }
 }
 
+/// Runs `ops` after the scribble (`concurrent` false), or several times
+/// while another thread scribbles (`concurrent` true).
+fn hostile(name: &str, data: &[u8], concurrent: bool, mut ops: impl FnMut()) {
+    if !concurrent {
+        scribble(name, data);
+        ops();
+        return;
+    }
+    std::thread::scope(|s| {
+        let peer = s.spawn(|| {
+            for chunk in data.chunks(27) {
+                scribble(name, chunk);
+                std::thread::yield_now();
+            }
+        });
+        while !peer.is_finished() {
+            ops();
+        }
+        ops();
+    });
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&which, data)) = data.split_first() else { return };
+    let concurrent = which & 0x80 != 0;
     match which % 3 {
         0 => {
             let q = SpscQueue::<u64>::new(16).unwrap();
             let mut tx = q.producer().unwrap();
             let mut rx = q.consumer().unwrap();
             tx.push_slice(&[1, 2, 3, 4, 5]);
-            scribble(q.name(), data);
-            let _ = rx.try_pop();
-            let mut out = [0u64; 64];
-            let _ = rx.pop_into(&mut out);
-            if let Ok(loan) = rx.peek() {
-                let _ = loan.read();
-                loan.release();
-            }
-            let _ = tx.try_push(9);
-            let _ = tx.push_slice(&[7; 40]);
-            let _ = q.len();
-            let _ = SpscQueue::<u64>::open_with(q.name(), &opts()).map(|o| o.len());
+            hostile(q.name(), data, concurrent, || {
+                let _ = rx.try_pop();
+                let mut out = [0u64; 64];
+                let _ = rx.pop_into(&mut out);
+                if let Ok(loan) = rx.peek() {
+                    let _ = loan.read();
+                    loan.release();
+                }
+                let _ = tx.try_push(9);
+                let _ = tx.push_slice(&[7; 40]);
+                let _ = q.len();
+                let _ = SpscQueue::<u64>::open_with(q.name(), &opts()).map(|o| o.len());
+            });
         }
         1 => {
             let q = MpmcQueue::<u32>::new(8).unwrap();
             q.push_slice(&[1, 2, 3]);
-            scribble(q.name(), data);
-            let _ = q.try_pop();
-            let mut out = [0u32; 32];
-            let _ = q.pop_into(&mut out);
-            let _ = q.try_push(4);
-            let _ = q.push_slice(&[5; 20]);
-            let _ = (q.len(), q.is_full());
-            let _ = MpmcQueue::<u32>::open_with(q.name(), &opts()).map(|o| o.len());
+            hostile(q.name(), data, concurrent, || {
+                let _ = q.try_pop();
+                let mut out = [0u32; 32];
+                let _ = q.pop_into(&mut out);
+                let _ = q.try_push(4);
+                let _ = q.push_slice(&[5; 20]);
+                let _ = (q.len(), q.is_full());
+                let _ = MpmcQueue::<u32>::open_with(q.name(), &opts()).map(|o| o.len());
+            });
         }
         _ => {
             let q = ByteQueue::new((256, 64)).unwrap();
@@ -68,13 +95,14 @@ fuzz_target!(|data: &[u8]| {
             let mut rx = q.consumer().unwrap();
             let _ = tx.try_send(b"hello");
             let _ = tx.try_send(&[3; 60]);
-            scribble(q.name(), data);
             let mut buf = Vec::new();
-            for _ in 0..4 {
-                let _ = rx.try_recv_into(&mut buf);
-            }
-            let _ = tx.try_send(b"again");
-            let _ = ByteQueue::open_with(q.name(), &opts()).map(|o| o.max_frame());
+            hostile(q.name(), data, concurrent, || {
+                for _ in 0..4 {
+                    let _ = rx.try_recv_into(&mut buf);
+                }
+                let _ = tx.try_send(b"again");
+                let _ = ByteQueue::open_with(q.name(), &opts()).map(|o| o.max_frame());
+            });
         }
     }
 });

@@ -58,21 +58,36 @@ fn mpmc(cap: usize, ops: &[u8]) {
     let q = MpmcQueue::<u32>::new(cap as u64).unwrap();
     let mut model = VecDeque::new();
     for (i, &op) in ops.iter().enumerate() {
-        let v = i as u32;
-        if op % 2 == 0 {
-            match q.try_push(v) {
+        let v = (i as u32) << 8;
+        match op % 4 {
+            0 => match q.try_push(v) {
                 Ok(()) => model.push_back(v),
                 Err(e) => {
                     assert_eq!(model.len(), cap);
                     assert_eq!(e, PushError::Full(v));
                 }
-            }
-        } else {
-            match q.try_pop() {
+            },
+            1 => match q.try_pop() {
                 Ok(got) => assert_eq!(Some(got), model.pop_front()),
                 Err(e) => {
                     assert!(model.is_empty());
                     assert_eq!(e, PopError::Empty);
+                }
+            },
+            // Batches, mixed with the single operations.
+            2 => {
+                let k = (op / 4) as usize % (cap + 3);
+                let items: Vec<u32> = (0..k as u32).map(|j| v | j).collect();
+                let n = q.push_slice(&items);
+                assert_eq!(n, k.min(cap - model.len()));
+                model.extend(&items[..n]);
+            }
+            _ => {
+                let mut out = vec![0u32; (op / 4) as usize % (cap + 3)];
+                let n = q.pop_into(&mut out);
+                assert_eq!(n, out.len().min(model.len()));
+                for got in &out[..n] {
+                    assert_eq!(Some(*got), model.pop_front());
                 }
             }
         }

@@ -76,6 +76,10 @@ use entry::Outcome;
 
 use crate::RawSegment;
 use crate::sys::proc::{self as sysproc, Ended};
+use crate::wait::Deadline;
+
+/// How often `join_timeout` looks for the exit where no pidfd is available.
+const NO_PIDFD_POLL: Duration = Duration::from_millis(5);
 
 const ENV_ENTRY: &str = "SHMPROC_ENTRY";
 const ENV_SEGMENT: &str = "SHMPROC_SEGMENT";
@@ -429,7 +433,7 @@ fn report(name: &str, seg: &RawSegment, outcome: Outcome) -> i32 {
 fn watch_parent(parent_pid: u32) {
     if sysproc::parent_pid() != parent_pid {
         // The parent died before we got here.
-        let _ = sysproc::signal(std::process::id(), libc::SIGTERM);
+        let _ = sysproc::signal(std::process::id(), sysproc::SIGTERM);
         return;
     }
     let Ok(fd) = sysproc::pidfd_open(parent_pid) else {
@@ -437,7 +441,7 @@ fn watch_parent(parent_pid: u32) {
     };
     let _ = std::thread::Builder::new().name("shmproc-parent-watch".into()).spawn(move || {
         if sysproc::pidfd_wait(&fd, None) {
-            let _ = sysproc::signal(std::process::id(), libc::SIGTERM);
+            let _ = sysproc::signal(std::process::id(), sysproc::SIGTERM);
         }
     });
 }
@@ -495,7 +499,7 @@ impl Inner {
                 // ECHILD: the status was collected elsewhere. With a pidfd
                 // we can still tell whether the child runs; without one, a
                 // pid we cannot wait for is taken as ended.
-                Err(_) if self.pidfd.as_ref().is_some_and(|fd| !sysproc::pidfd_wait(fd, Some(Duration::ZERO))) => None,
+                Err(_) if self.pidfd.as_ref().is_some_and(|fd| !sysproc::pidfd_wait(fd, Some(std::time::Instant::now()))) => None,
                 Err(_) => Some(Ended::Lost),
             };
             if ended.is_some() {
@@ -579,7 +583,7 @@ impl Inner {
                 match sysproc::pidfd_signal(fd, sig) {
                     // Reaped by us in between: as if it had ended before.
                     Err(e)
-                        if e.raw_os_error() == Some(libc::ESRCH)
+                        if e.raw_os_error() == Some(sysproc::ESRCH)
                             && matches!(
                                 *self.ended.lock().unwrap_or_else(|p| p.into_inner()),
                                 Some(Ended::Code(_) | Ended::Signal(_))
@@ -635,7 +639,7 @@ fn exit_children() {
     for c in list.iter().filter(|c| c.daemon) {
         if c.poll(false).is_none() {
             log::debug!(target: LOG_TARGET, "terminating daemon process {} at exit", c.name);
-            let _ = c.signal(libc::SIGTERM);
+            let _ = c.signal(sysproc::SIGTERM);
         }
     }
     for c in &list {
@@ -1043,15 +1047,22 @@ impl Process {
         if let Some(end) = inner.poll(false) {
             return inner.result(end).map(|()| true);
         }
-        match &inner.pidfd {
-            Some(fd) => {
-                sysproc::pidfd_wait(fd, Some(timeout));
+        let deadline = Deadline::after(timeout);
+        loop {
+            // False: the deadline passed (or the pidfd failed; then give up as on a timeout).
+            let again = match &inner.pidfd {
+                Some(fd) => sysproc::pidfd_wait(fd, deadline.instant()),
+                // No pidfd: look for the exit every few milliseconds.
+                None => {
+                    std::thread::sleep(deadline.remaining().map_or(NO_PIDFD_POLL, |left| left.min(NO_PIDFD_POLL)));
+                    true
+                }
+            };
+            match inner.poll(false) {
+                Some(end) => return inner.result(end).map(|()| true),
+                None if !again || deadline.passed() => return Ok(false),
+                None => {}
             }
-            None => std::thread::sleep(timeout),
-        }
-        match inner.poll(false) {
-            Some(end) => inner.result(end).map(|()| true),
-            None => Ok(false),
         }
     }
 
@@ -1075,12 +1086,12 @@ impl Process {
     /// [`ProcessError::Signal`] if it cannot be signalled (`ESRCH`: it
     /// ended and was reaped elsewhere).
     pub fn terminate(&self) -> Result<(), ProcessError> {
-        self.inner()?.signal(libc::SIGTERM)
+        self.inner()?.signal(sysproc::SIGTERM)
     }
 
     /// Sends SIGKILL, as [`terminate`](Self::terminate) sends SIGTERM.
     pub fn kill(&self) -> Result<(), ProcessError> {
-        self.inner()?.signal(libc::SIGKILL)
+        self.inner()?.signal(sysproc::SIGKILL)
     }
 
     /// Releases the process's resources, like Python's `close()`: fails

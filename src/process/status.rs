@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use super::entry::Outcome;
 use crate::RawSegment;
-use crate::sys::futex;
+use crate::wait::Deadline;
+use crate::wait::futex::{wait32, wake32};
 
 const STATE: usize = 0;
 const MSG_LEN: usize = 4;
@@ -53,7 +54,7 @@ pub(super) fn set_handed(seg: &RawSegment) {
     // Release: pairs with the Acquire load in `wait_handed`, so the child
     // sees the role slots written before.
     w.store(1, Ordering::Release);
-    futex::wake(w, u32::MAX);
+    wake32(w, u32::MAX);
 }
 
 /// Child: waits until the parent handed the roles over, or `parent_alive`
@@ -62,7 +63,7 @@ pub(super) fn wait_handed(seg: &RawSegment, parent_alive: impl Fn() -> bool) {
     let w = word(seg, HANDED);
     // Acquire: pairs with the Release store in `set_handed`.
     while w.load(Ordering::Acquire) == 0 && parent_alive() {
-        futex::wait(w, 0, futex::Deadline::after(Duration::from_millis(100)));
+        wait32(w, 0, Deadline::after(Duration::from_millis(100)));
     }
 }
 

@@ -15,14 +15,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::WaitStrategy;
-use super::spsc::{
-    PURE_SPIN, PeerWatch, PopError, PushError, Role, RoleError, SPIN, SpscCtl, YIELD_EVERY, new_ctl, publish_and_wake,
-    sleep_on,
-};
+use super::spsc::{PeerWatch, PopError, PushError, Role, RoleError, SpscCtl, new_ctl, publish_and_wake, sleep_on};
 use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
-use crate::sys::futex::Deadline;
+use crate::wait::Deadline;
+use crate::wait::spin::{RING_SPIN, spin_step};
 
 const HEADER: u64 = 8;
 const WRAP: u32 = u32::MAX;
@@ -86,12 +84,14 @@ impl Object for ByteQueue {
         c
     }
     fn validate(m: &Mapped<SpscCtl>) -> Result<(), String> {
-        check(m.segment().capacity(), m.ctl().meta.0.aux.load(Ordering::Relaxed))
+        check(m.capacity(), m.ctl().meta.0.aux.load(Ordering::Relaxed))
     }
     fn from_mapped(m: Mapped<SpscCtl>) -> Self {
         m.ctl().use_fences_unless_membarrier();
-        let mask = m.segment().capacity() - 1;
-        let max_frame = m.ctl().meta.0.aux.load(Ordering::Relaxed); // validated at open
+        let mask = m.capacity() - 1;
+        // Re-read once (a peer may have changed it since `validate`): re-checked, and only this copy is used.
+        let max_frame = m.ctl().meta.0.aux.load(Ordering::Relaxed);
+        let max_frame = if check(m.capacity(), max_frame).is_ok() { max_frame } else { 0 };
         ByteQueue { m, mask, max_frame }
     }
 }
@@ -122,7 +122,10 @@ impl ByteQueue {
         self.m.ctl().close();
     }
 
-    /// Takes the sending role for this process.
+    /// Takes the sending role: one live [`ByteProducer`] per ring at a
+    /// time, across all processes and threads ([`RoleError`] while another
+    /// one lives, this process's included); the role of a dropped handle or
+    /// a dead process can be taken again.
     ///
     /// ```
     /// let q = shmproc::queue::ByteQueue::new((4096, 100)).unwrap();
@@ -139,7 +142,8 @@ impl ByteQueue {
         })
     }
 
-    /// Takes the receiving role for this process.
+    /// Takes the receiving role: one live [`ByteConsumer`] per ring at a
+    /// time (as [`producer`](Self::producer)).
     ///
     /// ```
     /// let q = shmproc::queue::ByteQueue::new((4096, 100)).unwrap();
@@ -239,15 +243,15 @@ impl ByteProducer {
         }
         if skip > 0 {
             // SAFETY: `skip` (>= 8, a multiple of 8) free bytes from pos.
-            unsafe { (self.q.at(self.tail) as *mut u32).write(WRAP) };
+            unsafe { crate::shm::copy::write(self.q.at(self.tail) as *mut u32, WRAP) };
             self.tail = self.tail.wrapping_add(skip);
         }
         let base = self.q.at(self.tail);
         // SAFETY: `need` free contiguous bytes at base (pos + need <= cap),
         // 8-aligned; the consumer does not read them before publication.
         unsafe {
-            (base as *mut u32).write(len as u32);
-            std::ptr::copy_nonoverlapping(frame.as_ptr(), base.add(HEADER as usize), frame.len());
+            crate::shm::copy::write(base as *mut u32, len as u32);
+            crate::shm::copy::copy_to_shared(frame, base.add(HEADER as usize));
         }
         self.tail = self.tail.wrapping_add(need);
         let c = self.q.ctl();
@@ -262,7 +266,7 @@ impl ByteProducer {
     /// q.producer().unwrap().send(b"abc").unwrap();
     /// ```
     pub fn send(&mut self, frame: &[u8]) -> Result<(), PushError<()>> {
-        self.send_until(frame, None)
+        self.send_until(frame, Deadline::NEVER)
     }
 
     /// Sends one frame, waiting at most `timeout` for room.
@@ -279,17 +283,17 @@ impl ByteProducer {
         self.send_until(frame, Deadline::after(timeout))
     }
 
-    fn send_until(&mut self, frame: &[u8], deadline: Option<Deadline>) -> Result<(), PushError<()>> {
+    fn send_until(&mut self, frame: &[u8], deadline: Deadline) -> Result<(), PushError<()>> {
         let mut spins = 0u32;
         loop {
             match self.try_send(frame) {
                 Err(PushError::Full(())) => {}
                 done => return done,
             }
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PushError::TimedOut(()));
             }
-            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN, YIELD_EVERY) {
+            if spin_step(self.wait, &mut spins, &RING_SPIN) {
                 continue;
             }
             let c = self.q.ctl();
@@ -375,7 +379,7 @@ impl ByteConsumer {
             }
             let pos = self.head & self.q.mask;
             // SAFETY: at least HEADER published bytes at pos (8-aligned).
-            let len = unsafe { (self.q.at(self.head) as *const u32).read() };
+            let len = unsafe { crate::shm::copy::read(self.q.at(self.head) as *const u32) };
             if len == WRAP {
                 // A producer wraps at most once per frame, never at offset
                 // 0 (a whole lap): anything else is a corrupted ring, and
@@ -397,10 +401,9 @@ impl ByteConsumer {
             // SAFETY: `len` bytes after the header are published, inside the
             // ring (pos + need <= cap), and `out` has room for them.
             unsafe {
-                std::ptr::copy_nonoverlapping(
+                crate::shm::copy::copy_from_shared_uninit(
                     self.q.at(self.head).add(HEADER as usize),
-                    out.as_mut_ptr(),
-                    len as usize,
+                    &mut out.spare_capacity_mut()[..len as usize],
                 );
                 out.set_len(len as usize);
             }
@@ -420,7 +423,7 @@ impl ByteConsumer {
     /// ```
     pub fn recv(&mut self) -> Result<Vec<u8>, PopError> {
         let mut v = Vec::new();
-        self.recv_until(&mut v, None).map(|()| v)
+        self.recv_until(&mut v, Deadline::NEVER).map(|()| v)
     }
 
     /// Receives one frame into `out`, waiting at most `timeout`.
@@ -436,17 +439,17 @@ impl ByteConsumer {
         self.recv_until(out, Deadline::after(timeout))
     }
 
-    fn recv_until(&mut self, out: &mut Vec<u8>, deadline: Option<Deadline>) -> Result<(), PopError> {
+    fn recv_until(&mut self, out: &mut Vec<u8>, deadline: Deadline) -> Result<(), PopError> {
         let mut spins = 0u32;
         loop {
             match self.try_recv_into(out) {
                 Err(PopError::Empty) => {}
                 done => return done,
             }
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PopError::TimedOut);
             }
-            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN, YIELD_EVERY) {
+            if spin_step(self.wait, &mut spins, &RING_SPIN) {
                 continue;
             }
             let c = self.q.ctl();
@@ -472,13 +475,16 @@ impl ByteConsumer {
                 return true;
             }
             let c = self.q.ctl();
-            if deadline.is_none_or(|d| d.passed())
+            // The producer's liveness too, as `recv` checks it: without a
+            // deadline, a killed producer must not leave us asleep forever.
+            if deadline.passed()
                 || c.meta.0.closed.load(Ordering::Relaxed) != 0
-                || c.meta.0.producer_gone.load(Ordering::Relaxed) != 0
+                || self.watch.gone(&c.meta.0.producer, &c.meta.0.producer_gone)
             {
-                return false;
+                return self.available() >= HEADER;
             }
             sleep_on(&c.tail.0, self.tail_cache, &c.meta.0.consumer_waiting, deadline, || false);
+            self.watch.after_sleep();
         }
     }
 }

@@ -13,7 +13,7 @@ use bytemuck::Pod;
 use super::mpmc::{MpmcQueue, TaskDoneError};
 use super::spsc::{PopError, PushError};
 use crate::OpenError;
-use crate::sys::futex::Deadline;
+use crate::wait::Deadline;
 
 macro_rules! facade_common {
     ($t:ident, $doc_ty:literal) => {
@@ -41,6 +41,27 @@ macro_rules! facade_common {
             #[doc = concat!("```\nlet name = format!(\"doc-qoc-{}\", std::process::id());\nlet a = shmproc::", $doc_ty, "::<u8>::open_or_create(&name, 3).unwrap();\nlet b = shmproc::", $doc_ty, "::<u8>::open_or_create(&name, 3).unwrap();\nassert_eq!(a.name(), b.name());\n```")]
             pub fn open_or_create(name: &str, maxsize: u64) -> Result<Self, OpenError> {
                 MpmcQueue::open_or_create(name, maxsize).map(|q| $t { q })
+            }
+
+            /// [`create`](Self::create) with explicit [`Options`](crate::Options)
+            /// (permissions, init timeout).
+            #[doc = concat!("```\nlet name = format!(\"doc-qcw-{}\", std::process::id());\nlet opts = shmproc::Options::new().mode(0o640);\nlet q = shmproc::", $doc_ty, "::<u8>::create_with(&name, 3, &opts).unwrap();\nassert_eq!(q.name(), name);\n```")]
+            pub fn create_with(name: &str, maxsize: u64, opts: &crate::Options) -> Result<Self, OpenError> {
+                MpmcQueue::create_with(name, maxsize, opts).map(|q| $t { q })
+            }
+
+            /// [`open`](Self::open) with explicit [`Options`](crate::Options).
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(3).unwrap();\nlet opts = shmproc::Options::new().init_timeout(std::time::Duration::from_millis(100));\nassert!(shmproc::", $doc_ty, "::<u8>::open_with(q.name(), &opts).is_ok());\n```")]
+            pub fn open_with(name: &str, opts: &crate::Options) -> Result<Self, OpenError> {
+                MpmcQueue::open_with(name, opts).map(|q| $t { q })
+            }
+
+            /// Keeps the name after this process's last handle drops (and
+            /// makes [`gc`](crate::gc) leave it); remove it with
+            /// [`unlink`](crate::unlink).
+            #[doc = concat!("```\nlet name = format!(\"doc-qp-{}\", std::process::id());\nlet q = shmproc::", $doc_ty, "::<u8>::create(&name, 3).unwrap();\nq.persist();\ndrop(q);\nassert!(shmproc::", $doc_ty, "::<u8>::open(&name).is_ok());\nshmproc::unlink(&name).unwrap();\n```")]
+            pub fn persist(&self) {
+                self.q.persist()
             }
 
             /// The name other processes open.
@@ -203,7 +224,7 @@ impl<T: Pod> JoinableQueue<T> {
     /// shmproc::JoinableQueue::<u8>::new(2).unwrap().join();
     /// ```
     pub fn join(&self) {
-        self.q.join_until(None);
+        self.q.join_until(Deadline::NEVER);
     }
 
     /// [`join`](Self::join), at most `timeout`; false if work remains.

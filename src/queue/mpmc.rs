@@ -45,9 +45,10 @@ use super::vyukov::{self, CLOSED, Env, Refused, Ring, Slots};
 use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
-use crate::sync::platform::{backoff, wait32, wake32};
-use crate::sys::futex::Deadline;
-use crate::sys::membarrier;
+use crate::wait::Deadline;
+use crate::wait::futex::{wait32, wake32};
+use crate::wait::handshake;
+use crate::wait::spin::{MPMC_SPIN, POLL, backoff, spin_step};
 
 /// The shared control block.
 #[repr(C)]
@@ -95,9 +96,6 @@ struct Slot<T> {
     val: T,
 }
 
-/// Steps of a blocked call before it sleeps (each one yields the core).
-const SPIN: u32 = 64;
-const POLL: Duration = Duration::from_millis(100);
 /// Wait on an unfinished claim this long before looking for its owner.
 const REPAIR_AFTER: Duration = Duration::from_millis(1);
 /// A `try_` call waits on an unfinished claim for this many steps (pure
@@ -218,7 +216,7 @@ impl<T: Pod> Object for MpmcQueue<T> {
         }
     }
     fn validate(m: &Mapped<MpmcCtl>) -> Result<(), String> {
-        let slots = m.segment().capacity();
+        let slots = m.capacity();
         let limit = u64::from(m.ctl().meta.0.limit.load(Ordering::Relaxed));
         if !slots.is_power_of_two() || !(2..=MAX_CAPACITY).contains(&slots) {
             return Err(format!("ring of {slots} slots"));
@@ -229,8 +227,8 @@ impl<T: Pod> Object for MpmcQueue<T> {
         Ok(())
     }
     fn from_mapped(m: Mapped<MpmcCtl>) -> Self {
-        super::use_fences_unless_membarrier(&m.ctl().meta.0.fences);
-        let slots = m.segment().capacity(); // validated power of two >= 2
+        handshake::use_fences_unless_membarrier(&m.ctl().meta.0.fences);
+        let slots = m.capacity(); // validated power of two >= 2
         // Validated at open; re-read once here and never trusted again.
         let limit = u64::from(m.ctl().meta.0.limit.load(Ordering::Relaxed)).clamp(1, slots);
         let (ctl, base) = (m.ctl() as *const MpmcCtl, m.data() as *mut Slot<T>);
@@ -254,23 +252,13 @@ impl<T: Pod> Slots<T> for ShmSlots<T> {
     #[inline(always)]
     unsafe fn write(&self, pos: u64, v: T) {
         // SAFETY: in bounds as in `seq`; the caller owns the slot (vyukov's contract). No reference is formed.
-        unsafe { std::ptr::addr_of_mut!((*self.base.add((pos & self.mask) as usize)).val).write(v) }
+        unsafe { crate::shm::copy::write(std::ptr::addr_of_mut!((*self.base.add((pos & self.mask) as usize)).val), v) }
     }
     #[inline(always)]
     unsafe fn read(&self, pos: u64) -> T {
         // SAFETY: as in `write`; any bit pattern is a valid `T: Pod`.
-        unsafe { std::ptr::addr_of!((*self.base.add((pos & self.mask) as usize)).val).read() }
+        unsafe { crate::shm::copy::read(std::ptr::addr_of!((*self.base.add((pos & self.mask) as usize)).val)) }
     }
-}
-
-/// What a repair attempt found.
-enum Repair {
-    /// The slot was repaired.
-    Done,
-    /// A live participant covers it, or it was finished meanwhile.
-    Live,
-    /// The index says nobody claimed it (only with corrupted indices).
-    Unclaimed,
 }
 
 /// How one call waits on another participant's unfinished claim.
@@ -279,7 +267,7 @@ struct Flight<'q, T> {
     /// Blocking calls wait for the claim (until `deadline`); `try_` calls
     /// give up after `TRY_STEPS`.
     patient: bool,
-    deadline: Option<Deadline>,
+    deadline: Deadline,
     /// The unfinished slot waited on and for how long; set only on the
     /// slow path (the fast path builds a `Flight` for every operation).
     stuck: Option<Stuck>,
@@ -294,13 +282,13 @@ struct Stuck {
 
 impl<'q, T: Pod> Flight<'q, T> {
     #[inline(always)]
-    fn new(q: &'q MpmcQueue<T>, patient: bool, deadline: Option<Deadline>) -> Self {
+    fn new(q: &'q MpmcQueue<T>, patient: bool, deadline: Deadline) -> Self {
         Flight { q, patient, deadline, stuck: None }
     }
 
     #[cold]
     #[inline(never)]
-    fn wait(&mut self, pos: u64, by_pop: bool, must_wait: bool) -> bool {
+    fn wait(&mut self, pos: u64, by_pop: bool) -> bool {
         let s = match &mut self.stuck {
             Some(s) if s.pos == pos && s.by_pop == by_pop => s,
             // Another slot: its own count and clock.
@@ -313,18 +301,10 @@ impl<'q, T: Pod> Flight<'q, T> {
         }
         let now = Instant::now();
         let since = *s.since.get_or_insert(now);
-        let giving_up =
-            !must_wait && (!self.patient && s.steps > TRY_STEPS || self.deadline.is_some_and(|d| d.passed()));
-        if giving_up || now.duration_since(since) >= REPAIR_AFTER {
-            match self.q.repair(pos, by_pop) {
-                Repair::Done => {
-                    self.stuck = None;
-                    return true;
-                }
-                // Nobody claimed it: the indices are corrupted.
-                Repair::Unclaimed if must_wait => return false,
-                _ => {}
-            }
+        let giving_up = !self.patient && s.steps > TRY_STEPS || self.deadline.passed();
+        if (giving_up || now.duration_since(since) >= REPAIR_AFTER) && self.q.repair(pos, by_pop) {
+            self.stuck = None;
+            return true;
         }
         if giving_up {
             return false;
@@ -356,8 +336,8 @@ impl<T: Pod> Env for Op<'_, '_, T> {
         self.rec.withdraw();
     }
     #[inline(always)]
-    fn in_flight(&mut self, pos: u64, by_pop: bool, must_wait: bool) -> bool {
-        self.flight.wait(pos, by_pop, must_wait)
+    fn in_flight(&mut self, pos: u64, by_pop: bool) -> bool {
+        self.flight.wait(pos, by_pop)
     }
 }
 
@@ -486,7 +466,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// `waiting` (sleeping on `seq`).
     #[inline(always)]
     fn wake_if_waiting(&self, waiting: &AtomicU32, seq: &AtomicU32, n: u32) {
-        super::fence_before_waiter_check(&self.ctl().meta.0.fences);
+        handshake::fence_before_waiter_check(&self.ctl().meta.0.fences);
         if waiting.load(Ordering::Relaxed) != 0 {
             self.wake(seq, n);
         }
@@ -514,15 +494,15 @@ impl<T: Pod> MpmcQueue<T> {
     /// Sleeps on `seq` (counted in `waiting`) unless `ready()` says the
     /// condition changed after we registered; at most until `deadline` or
     /// one `POLL`.
-    fn sleep(&self, waiting: &AtomicU32, seq: &AtomicU32, deadline: Option<Deadline>, ready: impl Fn() -> bool) {
+    fn sleep(&self, waiting: &AtomicU32, seq: &AtomicU32, deadline: Deadline, ready: impl Fn() -> bool) {
         // Acquire: pairs with the Release bump in `wake` / `close`.
         let ticket = seq.load(Ordering::Acquire);
         // SeqCst, then the heavy barrier: pairs with the waker's plain
         // (compiler-fenced) load of `waiting` after its store.
         waiting.fetch_add(1, Ordering::SeqCst);
-        membarrier::heavy();
+        handshake::after_announcing();
         if !ready() {
-            wait32(seq, ticket, Some(Deadline::min_after(deadline, POLL)));
+            wait32(seq, ticket, deadline.capped(POLL));
         }
         waiting.fetch_sub(1, Ordering::Relaxed);
     }
@@ -531,24 +511,25 @@ impl<T: Pod> MpmcQueue<T> {
     /// pop if `by_pop`) and not finished. Repairs it if no live participant
     /// has announced a claim covering it; true if repaired.
     #[cold]
-    fn repair(&self, pos: u64, by_pop: bool) -> Repair {
+    fn repair(&self, pos: u64, by_pop: bool) -> bool {
         let c = self.ctl();
         // Acquire: pairs with the Release claim CAS of `pos` (and every
         // later claim, a release sequence): its announcement is visible.
         let index =
             if by_pop { c.head.0.load(Ordering::Acquire) } else { c.tail.0.load(Ordering::Acquire) } & vyukov::POS;
-        // Claimed: below the index. (Legitimately at most a ring below it;
-        // further only if the index is corrupted, and then repairing the
-        // phantom claim gives garbage data, where waiting would hang.)
-        let claimed = index.wrapping_sub(pos).wrapping_sub(1) < vyukov::SKIP;
-        if !claimed {
-            return Repair::Unclaimed;
-        }
-        if c.records.live_claim(pos, by_pop) {
-            return Repair::Live;
+        // Claimed: below the index, and at most a ring below it (a producer
+        // claims only up to a ring ahead of `head`, a consumer only behind
+        // `tail`). Anything else is a phantom claim of a corrupted index:
+        // never repaired, or one call would walk (and "repair") up to 2^62
+        // positions one by one; the caller then gives up or waits as for an
+        // empty or full queue.
+        let claimed = index.wrapping_sub(pos).wrapping_sub(1) < self.slots;
+        // Not claimed (corrupted indices), or a live participant covers it.
+        if !claimed || c.records.live_claim(pos, by_pop) {
+            return false;
         }
         let slots = self.slots();
-        let done = if by_pop {
+        if by_pop {
             let ok = vyukov::repair_pop(&slots, pos, self.slots);
             if ok {
                 self.popped(u32::MAX);
@@ -561,8 +542,7 @@ impl<T: Pod> MpmcQueue<T> {
                 self.pushed(u32::MAX);
             }
             ok
-        };
-        if done { Repair::Done } else { Repair::Live }
+        }
     }
 
     /// One push attempt.
@@ -590,7 +570,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn try_push(&self, v: T) -> Result<(), PushError<T>> {
-        self.push_once(&mut Flight::new(self, false, None), v).map_err(|(r, v)| match r {
+        self.push_once(&mut Flight::new(self, false, Deadline::NEVER), v).map_err(|(r, v)| match r {
             Refused::Now => PushError::Full(v),
             Refused::Closed => PushError::Closed(v),
         })
@@ -604,7 +584,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn push(&self, v: T) -> Result<(), PushError<T>> {
-        self.push_until(v, None)
+        self.push_until(v, Deadline::NEVER)
     }
 
     /// Pushes, waiting at most `timeout` for room.
@@ -620,7 +600,7 @@ impl<T: Pod> MpmcQueue<T> {
     }
 
     #[inline(always)]
-    fn push_until(&self, v: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+    fn push_until(&self, v: T, deadline: Deadline) -> Result<(), PushError<T>> {
         let mut flight = Flight::new(self, true, deadline);
         match self.push_once(&mut flight, v) {
             Ok(()) => Ok(()),
@@ -631,13 +611,13 @@ impl<T: Pod> MpmcQueue<T> {
 
     #[cold]
     #[inline(never)]
-    fn push_wait(&self, mut flight: Flight<'_, T>, mut v: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+    fn push_wait(&self, mut flight: Flight<'_, T>, mut v: T, deadline: Deadline) -> Result<(), PushError<T>> {
         let mut spins = 0u32;
         loop {
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PushError::TimedOut(v));
             }
-            if !super::spin_step(self.wait, &mut spins, 0, SPIN, 1) {
+            if !spin_step(self.wait, &mut spins, &MPMC_SPIN) {
                 let m = &self.ctl().meta.0;
                 self.sleep(&m.producers_waiting, &m.space_seq, deadline, || self.is_closed() || !self.is_full());
             }
@@ -659,7 +639,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn try_pop(&self) -> Result<T, PopError> {
-        self.pop_once(&mut Flight::new(self, false, None)).map_err(|r| match r {
+        self.pop_once(&mut Flight::new(self, false, Deadline::NEVER)).map_err(|r| match r {
             Refused::Now => PopError::Empty,
             Refused::Closed => PopError::Closed,
         })
@@ -674,7 +654,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn pop(&self) -> Result<T, PopError> {
-        self.pop_until(None)
+        self.pop_until(Deadline::NEVER)
     }
 
     /// Pops, waiting at most `timeout`.
@@ -689,7 +669,7 @@ impl<T: Pod> MpmcQueue<T> {
     }
 
     #[inline(always)]
-    fn pop_until(&self, deadline: Option<Deadline>) -> Result<T, PopError> {
+    fn pop_until(&self, deadline: Deadline) -> Result<T, PopError> {
         let mut flight = Flight::new(self, true, deadline);
         match self.pop_once(&mut flight) {
             Ok(v) => Ok(v),
@@ -700,13 +680,13 @@ impl<T: Pod> MpmcQueue<T> {
 
     #[cold]
     #[inline(never)]
-    fn pop_wait(&self, mut flight: Flight<'_, T>, deadline: Option<Deadline>) -> Result<T, PopError> {
+    fn pop_wait(&self, mut flight: Flight<'_, T>, deadline: Deadline) -> Result<T, PopError> {
         let mut spins = 0u32;
         loop {
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PopError::TimedOut);
             }
-            if !super::spin_step(self.wait, &mut spins, 0, SPIN, 1) {
+            if !spin_step(self.wait, &mut spins, &MPMC_SPIN) {
                 let m = &self.ctl().meta.0;
                 let ring = self.ring();
                 self.sleep(&m.consumers_waiting, &m.items_seq, deadline, || {
@@ -722,26 +702,36 @@ impl<T: Pod> MpmcQueue<T> {
         }
     }
 
-    /// Pushes as many of `items` as fit now, with one claim; returns how
-    /// many (0 if full or closed).
+    /// Pushes as many of `items` as can go in now, in order; returns how
+    /// many (0 if full or closed). Never waits for another participant:
+    /// it stops at the first item that does not fit now, or whose slot is
+    /// still held by a stalled consumer (then it returns after a brief
+    /// wait, as [`try_push`](Self::try_push) does). Each item is pushed
+    /// with the single-item protocol, so a batch is exactly as safe as
+    /// that many `try_push` calls, including when participants die.
     ///
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u16>::new(4).unwrap();
     /// assert_eq!(q.push_slice(&[1, 2, 3, 4, 5]), 4);
+    /// assert_eq!(q.len(), 4);
     /// ```
     pub fn push_slice(&self, items: &[T]) -> usize {
-        let mut flight = Flight::new(self, true, None);
+        let mut flight = Flight::new(self, false, Deadline::NEVER);
         match self.attempt(&mut flight, |ring, slots, op| ring.push_batch(slots, op, items)) {
-            Ok((_, n)) => {
-                self.pushed(n as u32);
-                n as usize
+            Ok(n) => {
+                self.pushed(n.min(u32::MAX as usize) as u32);
+                n
             }
             Err(_) => 0,
         }
     }
 
-    /// Pops up to `out.len()` items available now, with one claim; returns
-    /// how many were stored at the front of `out`.
+    /// Pops up to `out.len()` items available now, in order; returns how
+    /// many were stored at the front of `out`. Never waits for another
+    /// participant: it stops when the queue is empty or the next item's
+    /// producer is stalled (after a brief wait, as
+    /// [`try_pop`](Self::try_pop) does). Each item is popped with the
+    /// single-item protocol.
     ///
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u16>::new(4).unwrap();
@@ -751,10 +741,10 @@ impl<T: Pod> MpmcQueue<T> {
     /// assert_eq!(out, [1, 2]);
     /// ```
     pub fn pop_into(&self, out: &mut [T]) -> usize {
-        let mut flight = Flight::new(self, true, None);
+        let mut flight = Flight::new(self, false, Deadline::NEVER);
         match self.attempt(&mut flight, |ring, slots, op| ring.pop_batch(slots, op, out)) {
-            Ok((_, n)) => {
-                self.popped(n as u32);
+            Ok(n) => {
+                self.popped(n.min(u32::MAX as usize) as u32);
                 n
             }
             Err(_) => 0,
@@ -814,13 +804,13 @@ impl<T: Pod> MpmcQueue<T> {
     }
 
     /// Waits until every item put has been marked done; false on timeout.
-    pub(crate) fn join_until(&self, deadline: Option<Deadline>) -> bool {
+    pub(crate) fn join_until(&self, deadline: Deadline) -> bool {
         let j = &self.ctl().join.0;
         loop {
             if self.unfinished() == 0 {
                 return true;
             }
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return false;
             }
             // Acquire: pairs with the Release bump in `wake`.
@@ -829,7 +819,7 @@ impl<T: Pod> MpmcQueue<T> {
             j.joiners_waiting.fetch_add(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if self.unfinished() != 0 {
-                wait32(&j.done_seq, ticket, Some(Deadline::min_after(deadline, POLL)));
+                wait32(&j.done_seq, ticket, deadline.capped(POLL));
             }
             j.joiners_waiting.fetch_sub(1, Ordering::Relaxed);
         }

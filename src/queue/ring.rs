@@ -6,7 +6,7 @@
 //! side keeps a cached copy of the other's index and reloads it only when
 //! the cached copy says it cannot proceed.
 
-use crate::sync::platform::{AtomicU64, Ordering};
+use crate::wait::atomic::{AtomicU64, Ordering};
 
 /// Producer: free slots, reloading `head` into `head_cache` only if the
 /// cached value shows fewer than `want`.

@@ -13,7 +13,7 @@
 //! the slot, then stores `head` with Release; the producer loads `head`
 //! with Acquire (pairs with that) before reusing the slot.
 //!
-//! Sleeping: see `crate::sys::membarrier` for the asymmetric handshake.
+//! Sleeping: see `crate::wait::handshake` for the asymmetric handshake.
 //! A sleeper also wakes every 100 ms to check that its peer process is
 //! alive, so a peer killed with SIGKILL is noticed within about 100 ms.
 //!
@@ -32,9 +32,11 @@ use super::WaitStrategy;
 use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
-use crate::sync::platform::{wait64_low, wake64_low};
-use crate::sys::futex::Deadline;
-use crate::sys::{membarrier, thread};
+use crate::sys::thread;
+use crate::wait::Deadline;
+use crate::wait::futex::{wait64_low, wake64_low};
+use crate::wait::handshake;
+use crate::wait::spin::{POLL, RING_SPIN, spin_step};
 
 /// A 128-byte aligned cell, so hot words share neither a cache line nor
 /// the line pair that x86's adjacent-line prefetcher fetches together.
@@ -73,13 +75,6 @@ pub(super) struct Meta {
     /// Free for the ring kind: the byte ring keeps its frame limit here.
     pub(super) aux: AtomicU64,
 }
-
-pub(super) const POLL: Duration = Duration::from_millis(100);
-pub(super) const SPIN: u32 = 2_000;
-/// Spins before the first yield: a peer on another core answers within them.
-pub(super) const PURE_SPIN: u32 = 128;
-/// After the pure spins, one step in this many yields the core.
-pub(super) const YIELD_EVERY: u32 = 4;
 
 /// Why a push did not happen. The value is handed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -142,14 +137,35 @@ pub enum PopError {
     Corrupted,
 }
 
-/// A role (producer or consumer) is already held by a live process.
+/// A role (producer or consumer) is already held by a live handle: in
+/// another process, or in this one (roles are exclusive per handle: one
+/// live producer and one live consumer per ring, across all processes and
+/// threads). It can be taken once that handle is dropped or its process
+/// has died.
+///
+/// ```
+/// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
+/// let tx = q.producer().unwrap();
+/// let e = q.producer().unwrap_err();
+/// assert_eq!((e.role, e.pid), ("producer", std::process::id()));
+/// drop(tx);
+/// assert!(q.producer().is_ok());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the {role} role of this queue is held by live process {pid}")]
+#[error("the {role} role of this queue is held by {}", holder(*pid))]
 pub struct RoleError {
     /// "producer" or "consumer".
     pub role: &'static str,
-    /// The holder's pid.
+    /// The holder's pid (ours if another handle of this process holds it).
     pub pid: u32,
+}
+
+fn holder(pid: u32) -> String {
+    if pid == std::process::id() {
+        format!("another live handle in this process ({pid})")
+    } else {
+        format!("live process {pid}")
+    }
 }
 
 /// A bounded SPSC ring of `T: Pod` in shared memory, shared by name.
@@ -212,11 +228,11 @@ impl<T: Pod> Object for SpscQueue<T> {
         new_ctl()
     }
     fn validate(m: &Mapped<SpscCtl>) -> Result<(), String> {
-        check_capacity(m.segment().capacity())
+        check_capacity(m.capacity())
     }
     fn from_mapped(m: Mapped<SpscCtl>) -> Self {
         m.ctl().use_fences_unless_membarrier();
-        let mask = m.segment().capacity() - 1; // validated power of two
+        let mask = m.capacity() - 1; // validated power of two
         SpscQueue { m, mask, _t: PhantomData }
     }
 }
@@ -284,8 +300,10 @@ impl<T: Pod> SpscQueue<T> {
         self.m.ctl().meta.0.closed.load(Ordering::Relaxed) != 0
     }
 
-    /// Takes the producer role for this process (one producer at a time;
-    /// the role of a dead process is reclaimed).
+    /// Takes the producer role: one live [`Producer`] per ring at a time,
+    /// across all processes and threads ([`RoleError`] while another one
+    /// lives, in any process, this one included); the role of a dropped
+    /// handle or a dead process can be taken again.
     ///
     /// ```
     /// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
@@ -304,7 +322,8 @@ impl<T: Pod> SpscQueue<T> {
         })
     }
 
-    /// Takes the consumer role for this process.
+    /// Takes the consumer role: one live [`Consumer`] per ring at a time
+    /// (as [`producer`](Self::producer)).
     ///
     /// ```
     /// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
@@ -329,7 +348,7 @@ impl<T: Pod> SpscQueue<T> {
 #[inline(always)]
 pub(super) fn publish_and_wake(c: &SpscCtl, word: &AtomicU64, value: u64, peer_waiting: &AtomicU32) {
     super::ring::publish(word, value);
-    super::fence_before_waiter_check(&c.meta.0.fences);
+    handshake::fence_before_waiter_check(&c.meta.0.fences);
     if peer_waiting.load(Ordering::Relaxed) != 0 {
         wake64_low(word, 1);
     }
@@ -439,7 +458,7 @@ impl SpscCtl {
     /// At map time: without asymmetric barriers (membarrier refused),
     /// every participant publishes with a real fence.
     pub(super) fn use_fences_unless_membarrier(&self) {
-        super::use_fences_unless_membarrier(&self.meta.0.fences);
+        handshake::use_fences_unless_membarrier(&self.meta.0.fences);
     }
 }
 
@@ -469,15 +488,18 @@ pub(super) fn new_ctl() -> SpscCtl {
 /// so liveness checks read the word unchanged.
 const DESIGNATED: u64 = 1 << 31;
 
-/// Takes a role for this process: free, already ours, handed over to us,
-/// or held by a dead process (reclaimed). `gone` is reset so the peer sees
-/// us as present.
+/// Takes a role for a new handle of this process: free, handed over to
+/// this process and not claimed yet, or held by a dead process
+/// (reclaimed). Held by a live handle, ours included, it is refused: two
+/// producers (or consumers) would write one slot and one index, and either
+/// one's Drop would tell the peer the role is gone while the other still
+/// uses it. `gone` is reset so the peer sees us as present.
 pub(super) fn claim(slot: &AtomicU64, gone: &AtomicU32, role: &'static str) -> Result<(), RoleError> {
     let me = thread::process_packed();
     // Acquire: pairs with the Release store of the previous holder's detach.
     let mut cur = slot.load(Ordering::Acquire);
     loop {
-        if cur != 0 && cur & !DESIGNATED != me && !thread::owner_is_dead(cur) {
+        if cur != 0 && cur != me | DESIGNATED && (cur == me || !thread::owner_is_dead(cur)) {
             return Err(RoleError { role, pid: cur as u32 & thread::TID_MASK });
         }
         // Acquire: pairs with the Release store of the previous holder's
@@ -536,20 +558,14 @@ impl PeerWatch {
 
 /// Sleeps on `word` (low half) while it still equals `seen`, with the
 /// flag/barrier handshake; returns when woken, on timeout, or on `POLL`.
-pub(super) fn sleep_on(
-    word: &AtomicU64,
-    seen: u64,
-    flag: &AtomicU32,
-    deadline: Option<Deadline>,
-    recheck: impl Fn() -> bool,
-) {
+pub(super) fn sleep_on(word: &AtomicU64, seen: u64, flag: &AtomicU32, deadline: Deadline, recheck: impl Fn() -> bool) {
     // SeqCst store, then the heavy barrier: pairs with the peer's plain
     // (compiler-fenced) flag load after its index store.
     flag.store(1, Ordering::SeqCst);
-    membarrier::heavy();
+    handshake::after_announcing();
     // Acquire: pairs with the peer's Release store of this index.
     if word.load(Ordering::Acquire) == seen && !recheck() {
-        wait64_low(word, seen as u32, Some(Deadline::min_after(deadline, POLL)));
+        wait64_low(word, seen as u32, deadline.capped(POLL));
     }
     flag.store(0, Ordering::Relaxed);
 }
@@ -674,7 +690,7 @@ impl<T: Pod> Producer<T> {
         }
         // SAFETY: the slot at tail is free (free >= 1) and owned by the
         // producer until published.
-        unsafe { self.q.slot(self.tail).write(v) };
+        unsafe { crate::shm::copy::write(self.q.slot(self.tail), v) };
         self.tail = self.tail.wrapping_add(1);
         self.publish();
         Ok(())
@@ -690,7 +706,7 @@ impl<T: Pod> Producer<T> {
     #[inline(always)]
     pub fn push(&mut self, v: T) -> Result<(), PushError<T>> {
         match self.try_push(v) {
-            Err(PushError::Full(v)) => self.push_until(v, None),
+            Err(PushError::Full(v)) => self.push_until(v, Deadline::NEVER),
             done => done,
         }
     }
@@ -707,22 +723,22 @@ impl<T: Pod> Producer<T> {
     /// assert_eq!(tx.push_timeout(3, Duration::from_millis(5)), Err(shmproc::queue::PushError::TimedOut(3)));
     /// ```
     pub fn push_timeout(&mut self, v: T, timeout: Duration) -> Result<(), PushError<T>> {
-        self.push_until(v, Some(Deadline::after(timeout).unwrap_or(Deadline::min_after(None, Duration::MAX))))
+        self.push_until(v, Deadline::after(timeout))
     }
 
     #[cold]
     #[inline(never)]
-    fn push_until(&mut self, mut v: T, deadline: Option<Deadline>) -> Result<(), PushError<T>> {
+    fn push_until(&mut self, mut v: T, deadline: Deadline) -> Result<(), PushError<T>> {
         let mut spins = 0u32;
         loop {
             match self.try_push(v) {
                 Err(PushError::Full(back)) => v = back,
                 other => return other,
             }
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PushError::TimedOut(v));
             }
-            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN, YIELD_EVERY) {
+            if spin_step(self.wait, &mut spins, &RING_SPIN) {
                 continue;
             }
             let c = self.q.ctl();
@@ -749,7 +765,7 @@ impl<T: Pod> Producer<T> {
         let n = (self.free(items.len() as u64) as usize).min(items.len());
         for (i, v) in items[..n].iter().enumerate() {
             // SAFETY: the n slots from tail are free and owned by us.
-            unsafe { self.q.slot(self.tail.wrapping_add(i as u64)).write(*v) };
+            unsafe { crate::shm::copy::write(self.q.slot(self.tail.wrapping_add(i as u64)), *v) };
         }
         if n > 0 {
             self.tail = self.tail.wrapping_add(n as u64);
@@ -760,17 +776,22 @@ impl<T: Pod> Producer<T> {
 
     /// Borrows the next free slot to fill in place; the item is published
     /// by [`WriteLoan::commit`] (dropping the loan without commit publishes
-    /// nothing). `Err` as for [`try_push`](Self::try_push).
+    /// nothing). `Err` as for [`try_push`](Self::try_push): `Closed` once
+    /// the queue is closed.
     ///
     /// ```
     /// let q = shmproc::queue::SpscQueue::<[u64; 8]>::new(4).unwrap();
     /// let mut tx = q.producer().unwrap();
     /// let mut loan = tx.loan().unwrap();
     /// loan.write([7; 8]);
-    /// loan.commit();
+    /// loan.commit().unwrap();
     /// assert_eq!(q.consumer().unwrap().pop().unwrap(), [7; 8]);
     /// ```
     pub fn loan(&mut self) -> Result<WriteLoan<'_, T>, PushError<()>> {
+        let m = &self.q.ctl().meta.0;
+        if m.closed.load(Ordering::Relaxed) | m.consumer_gone.load(Ordering::Relaxed) != 0 {
+            return Err(self.refusal(()).unwrap_or(PushError::Closed(())));
+        }
         if self.free(1) == 0 {
             return Err(self.refusal(()).unwrap_or(PushError::Full(())));
         }
@@ -821,11 +842,11 @@ impl<T: Pod> WriteLoan<'_, T> {
     /// let mut tx = q.producer().unwrap();
     /// let mut l = tx.loan().unwrap();
     /// l.write(3);
-    /// l.commit();
+    /// l.commit().unwrap();
     /// ```
     pub fn write(&mut self, v: T) {
         // SAFETY: the slot is free and owned by the producer until commit.
-        unsafe { self.slot.write(v) }
+        unsafe { crate::shm::copy::write(self.slot, v) }
     }
 
     /// The slot itself, to fill field by field.
@@ -841,24 +862,36 @@ impl<T: Pod> WriteLoan<'_, T> {
     /// let mut l = tx.loan().unwrap();
     /// // SAFETY: single producer; the consumer never touches unpublished slots.
     /// unsafe { l.as_mut()[2] = 9 };
-    /// l.commit();
+    /// l.commit().unwrap();
     /// ```
     pub unsafe fn as_mut(&mut self) -> &mut T {
         // SAFETY: caller's contract; the slot is in bounds and aligned.
         unsafe { &mut *self.slot }
     }
 
-    /// Publishes the slot as the next item.
+    /// Publishes the slot as the next item, unless the queue was closed
+    /// since the loan was taken: then nothing is published and the result
+    /// is `Closed` (as a push after `close` would be). The consumer being
+    /// gone does not refuse a commit (as a push that won the race with its
+    /// exit: the item is simply never read).
     ///
     /// ```
     /// let q = shmproc::queue::SpscQueue::<u16>::new(2).unwrap();
     /// let mut tx = q.producer().unwrap();
-    /// tx.loan().unwrap().commit();
+    /// tx.loan().unwrap().commit().unwrap();
+    /// assert_eq!(q.len(), 1);
+    /// let loan = tx.loan().unwrap();
+    /// q.close();
+    /// assert_eq!(loan.commit(), Err(shmproc::queue::PushError::Closed(())));
     /// assert_eq!(q.len(), 1);
     /// ```
-    pub fn commit(self) {
+    pub fn commit(self) -> Result<(), PushError<()>> {
+        if self.p.q.ctl().meta.0.closed.load(Ordering::Relaxed) != 0 {
+            return Err(PushError::Closed(()));
+        }
         self.p.tail = self.p.tail.wrapping_add(1);
         self.p.publish();
+        Ok(())
     }
 }
 
@@ -940,7 +973,7 @@ impl<T: Pod> Consumer<T> {
         }
         // SAFETY: the slot at head is published (available >= 1) and not
         // reused by the producer until we release it.
-        let v = unsafe { self.q.slot(self.head).read() };
+        let v = unsafe { crate::shm::copy::read(self.q.slot(self.head)) };
         self.head = self.head.wrapping_add(1);
         self.release();
         Ok(v)
@@ -956,7 +989,7 @@ impl<T: Pod> Consumer<T> {
     #[inline(always)]
     pub fn pop(&mut self) -> Result<T, PopError> {
         match self.try_pop() {
-            Err(PopError::Empty) => self.pop_until(None),
+            Err(PopError::Empty) => self.pop_until(Deadline::NEVER),
             done => done,
         }
     }
@@ -970,19 +1003,19 @@ impl<T: Pod> Consumer<T> {
     /// assert_eq!(rx.pop_timeout(std::time::Duration::from_millis(5)), Err(shmproc::queue::PopError::TimedOut));
     /// ```
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
-        self.pop_until(Some(Deadline::after(timeout).unwrap_or(Deadline::min_after(None, Duration::MAX))))
+        self.pop_until(Deadline::after(timeout))
     }
 
     #[cold]
     #[inline(never)]
-    fn pop_until(&mut self, deadline: Option<Deadline>) -> Result<T, PopError> {
+    fn pop_until(&mut self, deadline: Deadline) -> Result<T, PopError> {
         let mut spins = 0u32;
         loop {
             match self.try_pop() {
                 Err(PopError::Empty) => {}
                 other => return other,
             }
-            if deadline.is_some_and(|d| d.passed()) {
+            if deadline.passed() {
                 return Err(PopError::TimedOut);
             }
             // While spinning for the next item, keep its slot's line on
@@ -992,7 +1025,7 @@ impl<T: Pod> Consumer<T> {
             // direction, like a bare flag: ping-pong p50 1.18x -> 1.00x of
             // the hand-written floor).
             prefetch(self.q.slot(self.head));
-            if super::spin_step(self.wait, &mut spins, PURE_SPIN, SPIN, YIELD_EVERY) {
+            if spin_step(self.wait, &mut spins, &RING_SPIN) {
                 continue;
             }
             let c = self.q.ctl();
@@ -1017,7 +1050,7 @@ impl<T: Pod> Consumer<T> {
         let n = (self.available(out.len() as u64) as usize).min(out.len());
         for (i, o) in out[..n].iter_mut().enumerate() {
             // SAFETY: the n slots from head are published and ours to read.
-            *o = unsafe { self.q.slot(self.head.wrapping_add(i as u64)).read() };
+            *o = unsafe { crate::shm::copy::read(self.q.slot(self.head.wrapping_add(i as u64))) };
         }
         if n > 0 {
             self.head = self.head.wrapping_add(n as u64);
@@ -1093,7 +1126,7 @@ impl<T: Pod> ReadLoan<'_, T> {
     /// ```
     pub fn read(&self) -> T {
         // SAFETY: the slot is published and not reused until release.
-        unsafe { self.slot.read() }
+        unsafe { crate::shm::copy::read(self.slot) }
     }
 
     /// The item in place, without copying.

@@ -27,7 +27,8 @@
 //! Checked under loom (`tests/loom.rs`) with heap-backed slots, including a
 //! producer that "dies" between claim and publish.
 
-use crate::sync::platform::{AtomicU64, Ordering, backoff, fence};
+use crate::wait::atomic::{AtomicU64, Ordering, fence};
+use crate::wait::spin::backoff;
 
 /// Bit of `tail`: the queue is closed.
 pub const CLOSED: u64 = 1 << 63;
@@ -72,11 +73,9 @@ pub trait Env {
     /// The slot of `pos` was claimed by somebody else's `pop` (`by_pop`) or
     /// push that has not finished. Wait a little (and, if it is due, try a
     /// repair). Return false to give up: the operation reports `Full` or
-    /// `Empty`. Called before this operation claims anything, or, with
-    /// `must_wait`, for slots it already claimed: then false only if the
-    /// slot cannot be finished by anybody (corrupted indices), and the
-    /// operation gives up its remaining positions.
-    fn in_flight(&mut self, pos: u64, by_pop: bool, must_wait: bool) -> bool;
+    /// `Empty`. Only called before this operation claims anything: no
+    /// operation ever waits while holding a claim.
+    fn in_flight(&mut self, pos: u64, by_pop: bool) -> bool;
 }
 
 /// The ring's shared indices and its geometry.
@@ -165,7 +164,7 @@ impl Ring<'_> {
                     e.withdraw();
                     return Err((Refused::Now, v));
                 }
-                if !e.in_flight(t.wrapping_sub(self.slots), true, false) {
+                if !e.in_flight(t.wrapping_sub(self.slots), true) {
                     e.withdraw();
                     return Err((Refused::Now, v));
                 }
@@ -243,7 +242,7 @@ impl Ring<'_> {
                     e.withdraw();
                     return Err(if closed { Refused::Closed } else { Refused::Now });
                 }
-                if !e.in_flight(h, false, false) {
+                if !e.in_flight(h, false) {
                     e.withdraw();
                     return Err(Refused::Now);
                 }
@@ -266,129 +265,50 @@ impl Ring<'_> {
     /// Frees the slot of `h` for the next lap.
     #[inline(always)]
     fn release<T, S: Slots<T>>(&self, s: &S, h: u64) {
-        // Release: pairs with the Acquire slot load in `push` (and in
-        // `push_batch`'s wait): our read of the slot is finished.
+        // Release: pairs with the Acquire slot load in `push`: our read of
+        // the slot is finished.
         s.seq(h).store(h.wrapping_add(self.slots), Ordering::Release);
     }
 
-    /// Pushes as many of `items` as fit now with one claim; returns the
-    /// first position and how many.
-    pub fn push_batch<T: Copy, S: Slots<T>, E: Env>(
-        &self,
-        s: &S,
-        e: &mut E,
-        items: &[T],
-    ) -> Result<(u64, u64), Refused> {
-        let mut step = 0;
-        loop {
-            let t = self.tail.load(Ordering::Relaxed);
-            if t & CLOSED != 0 {
-                e.withdraw();
-                return Err(Refused::Closed);
+    /// Pushes items of `items` in order, one at a time with the
+    /// single-item protocol of [`push`](Self::push) (its claim, its
+    /// announcement, its repair), stopping at the first refusal: returns
+    /// how many were pushed, or the refusal if none was. A batch is exactly
+    /// as safe as that many single pushes: it never claims a position it
+    /// does not fill, so nothing is abandoned when a peer is stalled or
+    /// dead. (One claim for a whole range cannot guarantee that: a slot of
+    /// the range may still be held by a stalled consumer of the previous
+    /// lap, and the claimant would have to wait for it without bound.)
+    #[inline]
+    pub fn push_batch<T: Copy, S: Slots<T>, E: Env>(&self, s: &S, e: &mut E, items: &[T]) -> Result<usize, Refused> {
+        for (i, v) in items.iter().enumerate() {
+            if let Err((r, _)) = self.push(s, e, *v) {
+                return if i == 0 { Err(r) } else { Ok(i) };
             }
-            // SeqCst fence: a head older than our tail load would only
-            // understate the room, but keep it fresh (as in `full_at`).
-            fence(Ordering::SeqCst);
-            let used = t.wrapping_sub(self.head.load(Ordering::Relaxed) & POS).min(self.limit);
-            let n = (self.limit - used).min(items.len() as u64);
-            if n == 0 {
-                e.withdraw();
-                return Err(Refused::Now);
-            }
-            e.announce(t, n, false);
-            // Release: as in `push`.
-            if self.tail.compare_exchange_weak(t, t.wrapping_add(n), Ordering::Release, Ordering::Relaxed).is_err() {
-                backoff(step.min(SPIN_STEPS));
-                step += 1;
-                continue;
-            }
-            for (i, v) in items[..n as usize].iter().enumerate() {
-                let pos = t.wrapping_add(i as u64);
-                // Acquire: as in `push`. The previous lap's consumer has
-                // claimed this slot (head passed it) but may still read it.
-                loop {
-                    let seq = s.seq(pos).load(Ordering::Acquire);
-                    if seq == pos {
-                        break;
-                    }
-                    if (seq & POS).wrapping_add(self.slots) != pos.wrapping_add(1) {
-                        // No participant leaves this value: corrupted. Give
-                        // the rest up (withdrawn, so it is repaired like a
-                        // dead process's claim).
-                        e.withdraw();
-                        return Ok((t, i as u64));
-                    }
-                    if !e.in_flight(pos.wrapping_sub(self.slots), true, true) {
-                        e.withdraw();
-                        return Ok((t, i as u64));
-                    }
-                }
-                // SAFETY: we claimed `pos` and its slot is free.
-                unsafe { s.write(pos, *v) };
-                publish(s, pos);
-            }
-            return Ok((t, n));
         }
+        Ok(items.len())
     }
 
-    /// Pops up to `out.len()` items available now with one claim; returns
-    /// the first position claimed and how many items were stored in `out`
-    /// (skipped slots are claimed but not stored).
-    pub fn pop_batch<T, S: Slots<T>, E: Env>(&self, s: &S, e: &mut E, out: &mut [T]) -> Result<(u64, usize), Refused> {
-        let mut step = 0;
-        loop {
-            let h = self.head.load(Ordering::Relaxed);
-            // Acquire: pairs with the claim CASes; positions below tail are
-            // claimed by producers (maybe not yet published).
-            let t = self.tail.load(Ordering::Acquire);
-            // Below 0 only if the indices are corrupted: nothing to take.
-            let avail = (t & POS).wrapping_sub(h & POS);
-            let n = if avail >= SKIP { 0 } else { avail.min(self.limit).min(out.len() as u64) };
-            if n == 0 {
-                e.withdraw();
-                return Err(if t & CLOSED != 0 { Refused::Closed } else { Refused::Now });
+    /// Pops into `out` in order, one item at a time with the single-item
+    /// protocol of [`pop`](Self::pop), stopping at the first refusal:
+    /// returns how many were stored at the front of `out`, or the refusal
+    /// if none was (as [`push_batch`](Self::push_batch)).
+    #[inline]
+    pub fn pop_batch<T, S: Slots<T>, E: Env>(&self, s: &S, e: &mut E, out: &mut [T]) -> Result<usize, Refused> {
+        for (i, o) in out.iter_mut().enumerate() {
+            match self.pop(s, e) {
+                Ok((v, _)) => *o = v,
+                Err(r) => return if i == 0 { Err(r) } else { Ok(i) },
             }
-            e.announce(h, n, true);
-            // Release: as in `pop`.
-            if self.head.compare_exchange_weak(h, h.wrapping_add(n), Ordering::Release, Ordering::Relaxed).is_err() {
-                backoff(step.min(SPIN_STEPS));
-                step += 1;
-                continue;
-            }
-            let mut got = 0;
-            for pos in (0..n).map(|i| h.wrapping_add(i)) {
-                let seq = loop {
-                    // Acquire: as in `pop`.
-                    let seq = s.seq(pos).load(Ordering::Acquire);
-                    if seq & !SKIP == pos.wrapping_add(1) {
-                        break seq;
-                    }
-                    if seq != pos {
-                        // Corrupted (as in `push_batch`): give the rest up.
-                        e.withdraw();
-                        return Ok((h, got));
-                    }
-                    if !e.in_flight(pos, false, true) {
-                        e.withdraw();
-                        return Ok((h, got));
-                    }
-                };
-                if seq & SKIP == 0 {
-                    // SAFETY: we claimed `pos` and its item is published.
-                    out[got] = unsafe { s.read(pos) };
-                    got += 1;
-                }
-                self.release(s, pos);
-            }
-            return Ok((h, got));
         }
+        Ok(out.len())
     }
 }
 
 /// Publishes the item of `pos` to consumers.
 #[inline(always)]
 fn publish<T, S: Slots<T>>(s: &S, pos: u64) {
-    // Release: pairs with the Acquire slot load in `pop` / `pop_batch`.
+    // Release: pairs with the Acquire slot load in `pop`.
     s.seq(pos).store(pos.wrapping_add(1), Ordering::Release);
 }
 

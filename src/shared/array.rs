@@ -62,8 +62,8 @@ impl<T: Pod> Object for Array<T> {
     unsafe fn init_data(data: *mut u8, init: Self::Init, _capacity: u64) {
         // A fresh segment is zero-filled already; copy the slice if given.
         if let Fill::From(s) = init {
-            // SAFETY: the data area holds `s.len()` elements (capacity).
-            unsafe { std::ptr::copy_nonoverlapping(s.as_ptr(), data as *mut T, s.len()) };
+            // SAFETY: the aligned data area holds `s.len()` elements (capacity); not yet published.
+            unsafe { crate::shm::copy::write_slice(&s, data as *mut T) };
         }
     }
     fn from_mapped(m: Mapped<RawLock>) -> Self {

@@ -60,7 +60,7 @@ impl<T: Pod> Object for Value<T> {
         unsafe { Locked::fill(data, capacity, init) }
     }
     fn validate(m: &Mapped<RawLock>) -> Result<(), String> {
-        let cap = m.segment().capacity();
+        let cap = m.capacity();
         if cap == 1 { Ok(()) } else { Err(format!("a Value holds 1 element, header says {cap}")) }
     }
     fn from_mapped(m: Mapped<RawLock>) -> Self {

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! offset  field          written by the creator, in this order
-//!   0     magic          2. after pid/start, so gc can trust them
+//!   0     magic          2. after pid/start/version, so gc can trust them
 //!   8     init_state     4. READY, with Release, last of all
-//!  12     version        3.
+//!  12     version        1.
 //!  16     kind           3.
 //!  20     elem_size      3.
 //!  24     elem_align     3.
@@ -98,10 +98,10 @@ impl Header {
         let (pid, start) = crate::sys::thread::process_identity();
         self.creator_pid.store(pid, Ordering::Relaxed);
         self.creator_start.store(start, Ordering::Relaxed);
-        // Release: pairs with gc's Acquire load of `magic`, so a reader that
-        // sees the magic also sees the creator identity stored above.
-        self.magic.store(MAGIC, Ordering::Release);
         self.version.store(LAYOUT_VERSION, Ordering::Relaxed);
+        // Release: pairs with gc's Acquire load of `magic`, so a reader that
+        // sees the magic also sees the creator identity and version above.
+        self.magic.store(MAGIC, Ordering::Release);
         self.kind.store(kind.to_u32(), Ordering::Relaxed);
         self.elem_size.store(fp.size, Ordering::Relaxed);
         self.elem_align.store(fp.align, Ordering::Relaxed);

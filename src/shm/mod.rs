@@ -1,6 +1,7 @@
 //! Named shared-memory segments: names, the common header, creation and
 //! opening with validation, ownership and `gc`.
 
+pub(crate) mod copy;
 mod header;
 pub(crate) mod object;
 mod raw;

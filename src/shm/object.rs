@@ -13,8 +13,17 @@ use super::header::{Fingerprint, HEADER_SIZE};
 use super::{Kind, Segment, unique_name};
 use crate::OpenError;
 
-/// Creation and opening options: file permissions and how long `open`
-/// waits for a creator that is still initialising.
+/// Creation and opening options: file permissions, whose segments `open`
+/// trusts, and how long `open` waits for a creator that is still
+/// initialising.
+///
+/// By default `open` (and `open_or_create`) accepts only a segment that is
+/// a regular file owned by our effective uid (checked on the opened file),
+/// so another user cannot squat a name and have us use their segment.
+/// [`trust_owner`](Self::trust_owner) and [`trust_group`](Self::trust_group)
+/// accept other owners explicitly; such a segment must not be writable by
+/// group or others beyond what the trusted group or [`mode`](Self::mode)
+/// grants.
 ///
 /// ```
 /// use shmproc::{Options, Semaphore};
@@ -29,16 +38,24 @@ use crate::OpenError;
 pub struct Options {
     pub(crate) mode: u32,
     pub(crate) init_timeout: Duration,
+    pub(crate) trusted_owners: Vec<u32>,
+    pub(crate) trusted_groups: Vec<u32>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { mode: 0o600, init_timeout: Duration::from_secs(2) }
+        Options {
+            mode: 0o600,
+            init_timeout: Duration::from_secs(2),
+            trusted_owners: Vec::new(),
+            trusted_groups: Vec::new(),
+        }
     }
 }
 
 impl Options {
-    /// Owner-only permissions (0600) and a 2 s init timeout.
+    /// Owner-only permissions (0600), only our own segments trusted, and a
+    /// 2 s init timeout.
     ///
     /// ```
     /// let o = shmproc::Options::new();
@@ -49,6 +66,8 @@ impl Options {
     }
 
     /// File permission bits for created segments (umask does not apply).
+    /// On `open` of a segment owned by a trusted other user or group, these
+    /// bits say how far it may be writable by group or others.
     ///
     /// ```
     /// assert_eq!(shmproc::Options::new().mode(0o640).get_mode(), 0o640);
@@ -67,17 +86,75 @@ impl Options {
         self.mode
     }
 
+    /// Also trusts segments owned by user `uid` (by default only our
+    /// effective uid's segments are opened). Can be given several times.
+    ///
+    /// ```
+    /// // Also accept segments of user `nobody`; our own still open as before.
+    /// let o = shmproc::Options::new().trust_owner(65534);
+    /// let lock = shmproc::Lock::new().unwrap();
+    /// assert!(shmproc::Lock::open_with(lock.name(), &o).is_ok());
+    /// ```
+    pub fn trust_owner(mut self, uid: u32) -> Self {
+        self.trusted_owners.push(uid);
+        self
+    }
+
+    /// Also trusts segments whose file group is `gid`, whoever owns them,
+    /// and allows them to be group-writable. Can be given several times.
+    ///
+    /// ```
+    /// // Also accept segments whose group is 100 (group-writable ones too).
+    /// let o = shmproc::Options::new().trust_group(100);
+    /// let lock = shmproc::Lock::new().unwrap();
+    /// assert!(shmproc::Lock::open_with(lock.name(), &o).is_ok());
+    /// ```
+    pub fn trust_group(mut self, gid: u32) -> Self {
+        self.trusted_groups.push(gid);
+        self
+    }
+
     /// How long `open` waits for a segment still being initialised before
-    /// failing with [`OpenError::InitTimeout`].
+    /// failing with [`OpenError::InitTimeout`]. A timeout too large to
+    /// represent as a deadline (such as `Duration::MAX`) waits forever.
     ///
     /// ```
     /// use std::time::Duration;
-    /// let o = shmproc::Options::new().init_timeout(Duration::from_millis(10));
-    /// # let _ = o;
+    /// let o = shmproc::Options::new().init_timeout(Duration::MAX);
+    /// let lock = shmproc::Lock::new().unwrap();
+    /// assert!(shmproc::Lock::open_with(lock.name(), &o).is_ok());
     /// ```
     pub fn init_timeout(mut self, timeout: Duration) -> Self {
         self.init_timeout = timeout;
         self
+    }
+
+    /// Whether `open` may use a file with this owner, group and mode;
+    /// `Err` is the refusal.
+    ///
+    /// A file owned by our effective uid is ours whatever its mode: only we
+    /// (or root) could have created it or widened its mode, so its write
+    /// bits were our choice (`mode(0o666)` at create). A file of a trusted
+    /// other owner or group must not be writable beyond what was granted:
+    /// group-writable only for a trusted group or a `mode` with `g+w`,
+    /// world-writable only with a `mode` that has `o+w`.
+    pub(crate) fn check_trusted(&self, name: &str, uid: u32, gid: u32, perm: u32) -> Result<(), OpenError> {
+        let me = crate::sys::shm::euid();
+        if uid == me {
+            return Ok(());
+        }
+        let group_trusted = self.trusted_groups.contains(&gid);
+        if !self.trusted_owners.contains(&uid) && !group_trusted {
+            return Err(OpenError::ForeignOwner { name: name.to_owned(), uid, gid, expected: me });
+        }
+        let mut allowed_writes = self.mode & 0o022;
+        if group_trusted {
+            allowed_writes |= 0o020;
+        }
+        if perm & 0o022 & !allowed_writes != 0 {
+            return Err(OpenError::InsecureMode { name: name.to_owned(), mode: perm });
+        }
+        Ok(())
     }
 }
 
@@ -140,12 +217,20 @@ impl Layout {
 pub(crate) struct Mapped<C> {
     seg: Arc<Segment>,
     layout: Layout,
+    /// The capacity validated at create/open: the only copy object types
+    /// use (the header's field is untrusted and may change under us).
+    capacity: u64,
     _ctl: std::marker::PhantomData<C>,
 }
 
 impl<C> Clone for Mapped<C> {
     fn clone(&self) -> Self {
-        Mapped { seg: Arc::clone(&self.seg), layout: self.layout, _ctl: std::marker::PhantomData }
+        Mapped {
+            seg: Arc::clone(&self.seg),
+            layout: self.layout,
+            capacity: self.capacity,
+            _ctl: std::marker::PhantomData,
+        }
     }
 }
 
@@ -181,6 +266,27 @@ impl<C> Mapped<C> {
     pub(crate) fn segment(&self) -> &Segment {
         &self.seg
     }
+
+    /// The capacity (elements, bytes, parties...) validated when this
+    /// mapping was created or opened. Never re-read from the header.
+    #[inline]
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+}
+
+/// The alignment rule every access relies on, checked on create and on
+/// open alike: the control block and the data area are aligned for their
+/// types (the mapping is page-aligned, so this holds unless the layout
+/// computation or the mapping is broken).
+fn check_aligned<O: Object>(m: &Mapped<O::Ctl>) -> Result<(), String> {
+    let ctl = m.seg.base() as usize + HEADER_SIZE;
+    let data = m.data() as usize;
+    let elem = O::fingerprint().align.max(1) as usize;
+    if !ctl.is_multiple_of(std::mem::align_of::<O::Ctl>()) || !data.is_multiple_of(elem) {
+        return Err(format!("misaligned mapping (control block at {ctl:#x}, data at {data:#x}, element align {elem})"));
+    }
+    Ok(())
 }
 
 /// Creates object `O` named `name`.
@@ -191,7 +297,8 @@ pub(crate) fn create<O: Object>(name: &str, init: O::Init, opts: &Options) -> Re
         .ok_or_else(|| OpenError::InvalidArgument(format!("capacity {capacity} is too large")))?;
     let seg = Segment::create(name, opts, O::KIND, &O::fingerprint(), capacity, layout.total)?;
     let ctl = O::new_ctl(&init, capacity);
-    let m = Mapped { seg: Arc::new(seg), layout, _ctl: std::marker::PhantomData };
+    let m = Mapped { seg: Arc::new(seg), layout, capacity, _ctl: std::marker::PhantomData };
+    check_aligned::<O>(&m).map_err(OpenError::InvalidArgument)?;
     // SAFETY: the fresh mapping is `layout.total` bytes, zero-filled, not yet visible to openers (no READY);
     // the control block and data areas lie inside it and are suitably aligned.
     unsafe {
@@ -204,15 +311,20 @@ pub(crate) fn create<O: Object>(name: &str, init: O::Init, opts: &Options) -> Re
 
 /// Opens object `O` named `name`, validating everything.
 pub(crate) fn open<O: Object>(name: &str, opts: &Options) -> Result<O, OpenError> {
-    let seg = Segment::open(name, opts, O::KIND, &O::fingerprint())?;
-    let capacity = seg.capacity();
+    // Every header field is read once (in `Segment::open`, into `fields`),
+    // validated there or here, and only that copy is used from now on.
+    let (seg, fields) = Segment::open(name, opts, O::KIND, &O::fingerprint())?;
+    let capacity = fields.capacity;
     let layout = Layout::of::<O>(capacity).ok_or_else(|| OpenError::Corrupted {
         name: name.to_owned(),
         reason: format!("capacity {capacity} is impossibly large"),
     })?;
-    seg.check_len(layout.total)?;
-    let m = Mapped { seg: Arc::new(seg), layout, _ctl: std::marker::PhantomData };
+    seg.check_len(fields.total_len, layout.total)?;
+    let m = Mapped { seg: Arc::new(seg), layout, capacity, _ctl: std::marker::PhantomData };
+    check_aligned::<O>(&m).map_err(|reason| OpenError::Corrupted { name: name.to_owned(), reason })?;
     O::validate(&m).map_err(|reason| OpenError::Corrupted { name: name.to_owned(), reason })?;
+    #[cfg(test)]
+    tests::AFTER_VALIDATE.with(|h| h.get().map(|f| f(m.segment())));
     Ok(O::from_mapped(m))
 }
 
@@ -368,3 +480,78 @@ macro_rules! constructors {
     (@init $conv:expr) => { $conv };
 }
 pub(crate) use constructors;
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::queue::{ByteQueue, MpmcQueue, SpscQueue};
+    use crate::{Array, Mutex, RawSegment, Value};
+
+    thread_local! {
+        /// Runs in `open` between validation and the type's constructor:
+        /// the moment a hostile peer would rewrite the header.
+        pub(super) static AFTER_VALIDATE: Cell<Option<fn(&Segment)>> = const { Cell::new(None) };
+    }
+
+    /// Opens `name` as `O` while a "peer" rewrites the header capacity
+    /// right after validation (to 1 << 20, a valid-looking power of two).
+    fn open_raced<O: Object>(name: &str) -> O {
+        fn grow(seg: &Segment) {
+            seg.header().capacity.store(1 << 20, Ordering::Relaxed);
+        }
+        AFTER_VALIDATE.with(|h| h.set(Some(grow)));
+        let r = open::<O>(name, &Options::new());
+        AFTER_VALIDATE.with(|h| h.set(None));
+        r.unwrap_or_else(|e| panic!("open {name}: {e}"))
+    }
+
+    /// The capacity field as the file holds it now.
+    fn header_capacity(name: &str) -> u64 {
+        let bytes = std::fs::read(format!("/dev/shm/{}{name}", super::super::NAME_PREFIX)).unwrap();
+        u64::from_le_bytes(bytes[40..48].try_into().unwrap())
+    }
+
+    #[test]
+    fn capacity_changed_after_validation_is_not_used() {
+        let raw = RawSegment::new(64).unwrap();
+        let sut = open_raced::<RawSegment>(raw.name());
+        assert_eq!(header_capacity(sut.name()), 1 << 20, "the hook did not run");
+        assert_eq!(sut.len(), 64);
+        assert_eq!(sut.write(64, &[1]), 0, "wrote past the validated end");
+
+        let arr = Array::<u64>::new(8).unwrap();
+        let sut = open_raced::<Array<u64>>(arr.name());
+        assert_eq!(sut.len(), 8);
+        assert!(!sut.set(8, 1).unwrap(), "wrote past the validated end");
+
+        let v = Value::new(5u32).unwrap();
+        let sut = open_raced::<Value<u32>>(v.name());
+        assert_eq!(sut.get_lock().unwrap().len(), 1);
+
+        let m = Mutex::new(5u32).unwrap();
+        let sut = open_raced::<Mutex<u32>>(m.name());
+        assert_eq!(sut.lock().unwrap().len(), 1);
+
+        let q = SpscQueue::<u64>::new(8).unwrap();
+        let sut = open_raced::<SpscQueue<u64>>(q.name());
+        assert_eq!(sut.capacity(), 8);
+        let mut p = sut.producer().unwrap();
+        let pushed = (0..100u64).take_while(|&i| p.try_push(i).is_ok()).count();
+        assert_eq!(pushed, 8, "a ring of 8 accepted {pushed} items");
+
+        let q = MpmcQueue::<u64>::new(8).unwrap();
+        let sut = open_raced::<MpmcQueue<u64>>(q.name());
+        assert_eq!(sut.capacity(), 8);
+        let pushed = (0..100u64).take_while(|&i| sut.try_push(i).is_ok()).count();
+        assert_eq!(pushed, 8, "a ring of 8 accepted {pushed} items");
+
+        let q = ByteQueue::new((256, 64)).unwrap();
+        let sut = open_raced::<ByteQueue>(q.name());
+        let mut p = sut.producer().unwrap();
+        let pushed = (0..100).take_while(|_| p.try_send(&[7u8; 56]).is_ok()).count();
+        assert!(pushed <= 4, "a 256-byte ring accepted {pushed} frames of 64 bytes");
+    }
+}

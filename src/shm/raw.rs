@@ -2,6 +2,7 @@
 //! own synchronisation (atomics, a [`crate::Lock`] beside it, ...).
 
 use crate::OpenError;
+use crate::shm::copy;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
 
@@ -40,7 +41,7 @@ impl Object for RawSegment {
     }
     fn new_ctl(_: &u64, _: u64) {}
     fn from_mapped(m: Mapped<()>) -> Self {
-        let len = m.segment().capacity() as usize; // validated at create/open
+        let len = m.capacity() as usize; // the validated copy (Layout::of keeps it addressable)
         RawSegment { m, len }
     }
 }
@@ -93,10 +94,14 @@ impl RawSegment {
     /// assert_eq!(out, [0, 0, 1, 1]);
     /// ```
     pub fn read(&self, offset: usize, out: &mut [u8]) -> usize {
-        let n = out.len().min(self.len.saturating_sub(offset));
-        // SAFETY: offset + n <= len, inside the mapping; `out` is local.
-        // Concurrent writers can only make the copy garbage (bytes).
-        unsafe { std::ptr::copy_nonoverlapping(self.m.data().add(offset), out.as_mut_ptr(), n) };
+        // Bounds first, with no pointer formed: `offset` may be anything.
+        let Some(n) = self.len.checked_sub(offset).map(|room| room.min(out.len())) else {
+            return 0;
+        };
+        // SAFETY: offset <= len and offset + n <= len, inside the data area of the mapping, which lives as long
+        // as `self.m`. By the crate's memory model, bytes a peer may be writing are copied with the sanctioned
+        // primitive: a racing write gives garbage bytes, never UB.
+        unsafe { copy::copy_from_shared(self.m.data().add(offset), &mut out[..n]) };
         n
     }
 
@@ -106,11 +111,16 @@ impl RawSegment {
     /// let seg = shmproc::RawSegment::new(8).unwrap();
     /// assert_eq!(seg.write(0, &[9; 3]), 3);
     /// assert_eq!(seg.write(9, &[9; 3]), 0);
+    /// assert_eq!(seg.write(usize::MAX, &[9; 3]), 0); // never UB, whatever the offset
     /// ```
     pub fn write(&self, offset: usize, src: &[u8]) -> usize {
-        let n = src.len().min(self.len.saturating_sub(offset));
-        // SAFETY: offset + n <= len, inside the mapping; `src` is local.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.m.data().add(offset), n) };
+        // Bounds first, with no pointer formed: `offset` may be anything.
+        let Some(n) = self.len.checked_sub(offset).map(|room| room.min(src.len())) else {
+            return 0;
+        };
+        // SAFETY: offset + n <= len, inside the writable data area (as in `read`); raw bytes have no protocol of
+        // their own, and racing peers only see garbage bytes (memory model: sanctioned copy primitive).
+        unsafe { copy::copy_to_shared(&src[..n], self.m.data().add(offset)) };
         n
     }
 }

@@ -3,18 +3,27 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
-use nix::errno::Errno;
 
 use super::header::{FLAG_PERSIST, Fingerprint, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC};
-use super::{Kind, NAME_PREFIX, Options, os_name};
+use super::{Kind, NAME_PREFIX, Options, copy, os_name};
 use crate::OpenError;
 use crate::sys;
+use crate::sys::shm::Errno;
+use crate::wait::Deadline;
 
 /// Where POSIX shared-memory names live on Linux.
 const SHM_DIR: &str = "/dev/shm";
+
+/// Header fields `Segment::open` read (once each) for the object layer to
+/// validate; nobody reads them from shared memory again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeaderFields {
+    pub(crate) capacity: u64,
+    pub(crate) total_len: u64,
+}
 
 /// One mapped segment. Dropped when the last handle to its object drops.
 pub(crate) struct Segment {
@@ -64,8 +73,14 @@ impl Segment {
         total_len: u64,
     ) -> Result<Segment, OpenError> {
         let c_name = os_name(name)?;
-        let fd = sys::shm::create(&c_name, opts.mode, total_len).map_err(|e| errno_to_open(name, e))?;
-        let (_, ino, dev) = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e))?;
+        let fd = sys::shm::create(&c_name, opts.mode, total_len).map_err(|e| match e {
+            Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM => {
+                OpenError::NoSpace { name: name.to_owned(), bytes: total_len }
+            }
+            e => errno_to_open(name, e),
+        })?;
+        let info = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e))?;
+        let (ino, dev) = (info.ino, info.dev);
         let map = match map(name, fd, total_len) {
             Ok(m) => m,
             Err(e) => {
@@ -84,20 +99,36 @@ impl Segment {
         Ok(seg)
     }
 
-    /// Opens `name`, waits (bounded by `opts.init_timeout`) until it is
-    /// READY, and checks magic, version, kind and element type. The caller
-    /// checks the object-specific layout with [`Segment::check_len`].
-    pub(crate) fn open(name: &str, opts: &Options, kind: Kind, fp: &Fingerprint) -> Result<Segment, OpenError> {
+    /// Opens `name`, checks that we may trust the file (a regular file
+    /// owned by us or by an owner/group `opts` names, not writable by
+    /// others unless `opts` allows it: checked on the opened fd, not by
+    /// path), waits (bounded by `opts.init_timeout`; too large to represent
+    /// = forever) until it is READY, and checks magic, version, kind and
+    /// element type. Every header field is read exactly once; the ones the
+    /// caller needs come back in [`HeaderFields`], and the caller checks
+    /// the object-specific layout with [`Segment::check_len`].
+    pub(crate) fn open(
+        name: &str,
+        opts: &Options,
+        kind: Kind,
+        fp: &Fingerprint,
+    ) -> Result<(Segment, HeaderFields), OpenError> {
         let c_name = os_name(name)?;
-        let deadline = Instant::now() + opts.init_timeout;
+        let deadline = Deadline::after(opts.init_timeout); // too large: forever
+        let expired = || deadline.passed();
         let init_timeout = || OpenError::InitTimeout { name: name.to_owned(), timeout: opts.init_timeout };
         let pause = || std::thread::sleep(Duration::from_micros(200));
         let seg = loop {
             let fd = sys::shm::open(&c_name).map_err(|e| errno_to_open(name, e))?;
-            let (size, _, _) = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e))?;
+            let info = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e))?;
+            if !info.regular {
+                return Err(OpenError::Foreign(name.to_owned()));
+            }
+            opts.check_trusted(name, info.uid, info.gid, info.perm)?;
+            let size = info.size;
             if size == 0 {
                 // Created but not sized yet: the creator is mid-init (or died).
-                if Instant::now() >= deadline {
+                if expired() {
                     return Err(init_timeout());
                 }
                 pause();
@@ -108,9 +139,9 @@ impl Segment {
                 // Ours but cut short, or not ours at all?
                 let mut magic = [0u8; 8];
                 if size >= 8 {
-                    // SAFETY: the mapping has at least 8 bytes; copying bytes that a peer may be writing only
-                    // yields garbage bytes.
-                    unsafe { std::ptr::copy_nonoverlapping(map.as_ptr(), magic.as_mut_ptr(), 8) };
+                    // SAFETY: the mapping has at least 8 bytes (memory model: bytes a peer may write are copied
+                    // in with the sanctioned primitive; racing writes give garbage bytes, never UB).
+                    unsafe { copy::copy_from_shared(map.as_ptr(), &mut magic) };
                 }
                 return Err(if u64::from_le_bytes(magic) == MAGIC {
                     OpenError::Truncated { name: name.to_owned(), expected: HEADER_SIZE as u64, actual: size }
@@ -128,12 +159,13 @@ impl Segment {
         };
         let h = seg.header();
         loop {
+            // Acquire (in is_ready) pairs with the creator's Release in `publish`.
             match h.magic.load(Ordering::Relaxed) {
                 MAGIC if h.is_ready() => break,
                 MAGIC | 0 => {}
                 _ => return Err(OpenError::Foreign(name.to_owned())),
             }
-            if Instant::now() >= deadline {
+            if expired() {
                 return Err(init_timeout());
             }
             pause();
@@ -158,13 +190,17 @@ impl Segment {
                 found: format!("{} (size {size}, align {align})", h.type_name()),
             });
         }
-        Ok(seg)
+        let fields = HeaderFields {
+            capacity: h.capacity.load(Ordering::Relaxed),
+            total_len: h.total_len.load(Ordering::Relaxed),
+        };
+        Ok((seg, fields))
     }
 
-    /// Checks the header's recorded length against what the object layout
-    /// needs (`needed`) and against the real file size.
-    pub(crate) fn check_len(&self, needed: u64) -> Result<(), OpenError> {
-        let recorded = self.header().total_len.load(Ordering::Relaxed);
+    /// Checks the header's recorded length (`recorded`, read once at open)
+    /// against what the object layout needs (`needed`) and against the
+    /// mapped size.
+    pub(crate) fn check_len(&self, recorded: u64, needed: u64) -> Result<(), OpenError> {
         if recorded != needed {
             return Err(OpenError::Corrupted {
                 name: self.name.clone(),
@@ -191,11 +227,6 @@ impl Segment {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The capacity field recorded by the creator (untrusted).
-    pub(crate) fn capacity(&self) -> u64 {
-        self.header().capacity.load(Ordering::Relaxed)
     }
 
     /// Makes the creator leave the name in place when it drops, and marks
@@ -242,10 +273,17 @@ pub fn unlink(name: &str) -> Result<(), OpenError> {
     sys::shm::unlink(&c_name).map_err(|e| errno_to_open(name, e))
 }
 
-/// Removes this crate's segments whose creator process is dead, and
-/// segments abandoned mid-initialisation for more than 10 seconds.
-/// Persisted segments and foreign files are left alone. Returns the names
-/// removed.
+/// Removes this crate's segments whose creator process is dead. Only a
+/// regular file owned by our effective uid whose header proves it is ours
+/// (magic and this build's layout version) is considered, so foreign files
+/// (short, zero-filled, FIFOs, other users' files) are left alone, and so
+/// are persisted segments. Right before removing a name, `gc` checks that
+/// it still refers to the file it judged (a segment re-created under the
+/// same name meanwhile is kept). Returns the names removed.
+///
+/// A creator killed in the microseconds between sizing its file and
+/// writing its identity leaves a zero-filled file that `gc` cannot tell
+/// from a foreign one: remove it with [`unlink`].
 ///
 /// ```
 /// let removed = shmproc::gc().unwrap();
@@ -255,6 +293,11 @@ pub fn unlink(name: &str) -> Result<(), OpenError> {
 /// # let _ = removed;
 /// ```
 pub fn gc() -> std::io::Result<Vec<String>> {
+    gc_matching(|_| true)
+}
+
+/// [`gc`] restricted to user names for which `wanted` holds.
+pub(crate) fn gc_matching(wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<String>> {
     let mut removed = Vec::new();
     for entry in std::fs::read_dir(SHM_DIR)? {
         let entry = entry?;
@@ -262,56 +305,105 @@ pub fn gc() -> std::io::Result<Vec<String>> {
         let Some(user) = file_name.to_str().and_then(|n| n.strip_prefix(NAME_PREFIX)) else {
             continue;
         };
-        if gc_one(user, &entry) {
-            let c_name = os_name(user).map_err(std::io::Error::other)?;
-            if sys::shm::unlink(&c_name).is_ok() {
-                removed.push(user.to_owned());
-            }
+        let Ok(c_name) = os_name(user) else {
+            continue;
+        };
+        if !wanted(user) {
+            continue;
+        }
+        let path = entry.path();
+        let Some(judged) = dead_segment(&path) else {
+            continue;
+        };
+        #[cfg(test)]
+        tests::BEFORE_UNLINK.with(|h| h.get().map(|f| f(user)));
+        // As in Drop: unlink only if the name still refers to the file we
+        // judged (it may have been removed and re-created since).
+        if sys::shm::stat_path(&path) == Some(judged) && sys::shm::unlink(&c_name).is_ok() {
+            removed.push(user.to_owned());
         }
     }
     Ok(removed)
 }
 
-/// Whether `user`'s segment is garbage.
-fn gc_one(user: &str, entry: &std::fs::DirEntry) -> bool {
-    let Ok(c_name) = os_name(user) else {
-        return false;
-    };
-    let Ok(fd) = sys::shm::open(&c_name) else {
-        return false;
-    };
-    let Ok((size, _, _)) = sys::shm::fstat(&fd) else {
-        return false;
-    };
-    let abandoned = || {
-        entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > Duration::from_secs(10))
-    };
-    if size < HEADER_SIZE as u64 {
-        return abandoned();
+/// `Some((inode, device))` if the file at `path` is provably one of our
+/// segments (regular file, our uid, our magic and layout version), not
+/// persisted, and its creator is dead.
+fn dead_segment(path: &std::path::Path) -> Option<(u64, u64)> {
+    let fd = sys::shm::open_to_inspect(path).ok()?;
+    let info = sys::shm::fstat(&fd).ok()?;
+    if !info.regular || info.uid != sys::shm::euid() || info.size < HEADER_SIZE as u64 {
+        return None;
     }
-    let Ok(map) = MmapOptions::new().len(HEADER_SIZE).map_raw_read_only(&File::from(fd)) else {
-        return false;
-    };
+    let map = MmapOptions::new().len(HEADER_SIZE).map_raw_read_only(&File::from(fd)).ok()?;
     // SAFETY: the mapping is HEADER_SIZE bytes, page-aligned, and Header is
     // atomics only; `map` outlives `h`.
     let h = unsafe { &*(map.as_ptr() as *const Header) };
     // Acquire pairs with the Release store of `magic` in write_fields: the
-    // creator identity is visible once the magic is.
-    match h.magic.load(Ordering::Acquire) {
-        MAGIC => {
-            if h.flags.load(Ordering::Relaxed) & FLAG_PERSIST != 0 {
-                return false;
-            }
-            let pid = h.creator_pid.load(Ordering::Relaxed);
-            let start = h.creator_start.load(Ordering::Relaxed);
-            sys::thread::process_is_dead(pid, start)
+    // creator identity and version are visible once the magic is.
+    if h.magic.load(Ordering::Acquire) != MAGIC || h.version.load(Ordering::Relaxed) != LAYOUT_VERSION {
+        return None;
+    }
+    if h.flags.load(Ordering::Relaxed) & FLAG_PERSIST != 0 {
+        return None;
+    }
+    let pid = h.creator_pid.load(Ordering::Relaxed);
+    let start = h.creator_start.load(Ordering::Relaxed);
+    (pid != 0 && sys::thread::process_is_dead(pid, start)).then_some((info.ino, info.dev))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+
+    use super::*;
+    use crate::Lock;
+
+    thread_local! {
+        /// Runs in `gc` between judging a file and removing its name: the
+        /// moment another process may remove and re-create the name.
+        pub(super) static BEFORE_UNLINK: Cell<Option<fn(&str)>> = const { Cell::new(None) };
+        static REPLACEMENT: RefCell<Option<Lock>> = const { RefCell::new(None) };
+    }
+
+    /// Leaves `name` behind as a segment of ours whose creator is dead: a
+    /// real (persisted) Lock whose header names our pid with another start
+    /// time, as if our pid had been reused.
+    fn leave_dead_segment(name: &str) {
+        use std::os::unix::fs::FileExt;
+        Lock::create(name).unwrap().persist();
+        let f =
+            std::fs::OpenOptions::new().read(true).write(true).open(format!("{SHM_DIR}/{NAME_PREFIX}{name}")).unwrap();
+        let mut start = [0u8; 8];
+        f.read_exact_at(&mut start, 64).unwrap();
+        let start = u64::from_le_bytes(start).wrapping_add(12345);
+        f.write_all_at(&0u32.to_le_bytes(), 28).unwrap(); // flags: not persisted
+        f.write_all_at(&start.to_le_bytes(), 64).unwrap(); // creator_start: "pid reused"
+    }
+
+    #[test]
+    fn gc_keeps_a_segment_recreated_after_it_was_judged() {
+        let name = format!("unit-gc-recreated-{}", std::process::id());
+        leave_dead_segment(&name);
+        fn recreate(user: &str) {
+            unlink(user).unwrap();
+            REPLACEMENT.with(|r| *r.borrow_mut() = Some(Lock::create(user).unwrap()));
         }
-        0 => abandoned(),
-        _ => false,
+        BEFORE_UNLINK.with(|h| h.set(Some(recreate)));
+        let removed = gc_matching(|u| u == name);
+        BEFORE_UNLINK.with(|h| h.set(None));
+        let live = REPLACEMENT.with(|r| r.borrow_mut().take()).expect("gc did not judge the dead segment");
+        assert_eq!(removed.unwrap(), Vec::<String>::new(), "gc reported removing the live re-created segment");
+        assert!(Lock::open(&name).is_ok(), "gc removed a live segment re-created under a judged name");
+        drop(live);
+        assert!(matches!(Lock::open(&name), Err(OpenError::NotFound(_))));
+    }
+
+    #[test]
+    fn gc_removes_a_dead_segment_it_judged() {
+        let name = format!("unit-gc-dead-{}", std::process::id());
+        leave_dead_segment(&name);
+        assert_eq!(gc_matching(|u| u == name).unwrap(), vec![name.clone()]);
+        assert!(matches!(Lock::open(&name), Err(OpenError::NotFound(_))));
     }
 }

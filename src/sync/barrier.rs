@@ -9,8 +9,10 @@
 //! and wakes everyone. A waiter only compares `generation` with the value it saw
 //! on arrival, so it needs no lock to learn its fate.
 
-use super::platform::{AtomicU32, Ordering, SPIN_LIMIT, spin_hint, wait32, wake32};
 use super::raw_lock::{RawLock, Wait};
+use crate::wait::atomic::{AtomicU32, Ordering};
+use crate::wait::futex::{wait32, wake32};
+use crate::wait::spin::{SPIN_LIMIT, spin_hint};
 
 #[repr(C)]
 pub struct RawBarrier {
@@ -103,7 +105,7 @@ impl RawBarrier {
                 spin_hint();
                 continue;
             }
-            if wait.deadline().is_some_and(|d| d.passed()) {
+            if wait.deadline().passed() {
                 // Python: a timed-out wait breaks the barrier for everyone,
                 // unless our generation completed meanwhile.
                 let completed = self.locked(|| {
@@ -213,7 +215,7 @@ mod shm_barrier {
             RawBarrier::new(*parties)
         }
         fn validate(m: &Mapped<RawBarrier>) -> Result<(), String> {
-            let (cap, p) = (m.segment().capacity(), m.ctl().parties());
+            let (cap, p) = (m.capacity(), m.ctl().parties());
             if p > 0 && cap == u64::from(p) { Ok(()) } else { Err(format!("parties {p} vs header {cap}")) }
         }
         fn from_mapped(m: Mapped<RawBarrier>) -> Self {

@@ -12,8 +12,9 @@
 //! condition variable, `wait` may return without a notify; `wait_for` loops
 //! on the predicate.
 
-use super::platform::{AtomicU32, Ordering, wait32, wake32};
 use super::raw_lock::{RawLock, Wait};
+use crate::wait::atomic::{AtomicU32, Ordering};
+use crate::wait::futex::{wait32, wake32};
 
 #[repr(C)]
 pub struct RawCondition {
@@ -43,7 +44,7 @@ impl RawCondition {
             if self.seq.load(Ordering::Relaxed) != ticket {
                 break true;
             }
-            if wait.deadline().is_some_and(|d| d.passed()) {
+            if wait.deadline().passed() {
                 break false;
             }
             wait32(&self.seq, ticket, wait.deadline());
@@ -72,7 +73,8 @@ mod shm_cond {
     use crate::shm::{Kind, Mapped, Object};
     use crate::sync::lock::{LockGuard, guard_result};
     use crate::sync::raw_lock::Acquired;
-    use std::time::{Duration, Instant};
+    use crate::wait::Deadline;
+    use std::time::Duration;
 
     /// A cross-process condition variable bundled with its own robust lock,
     /// like `multiprocessing.Condition()`.
@@ -238,19 +240,15 @@ mod shm_cond {
             timeout: Duration,
             mut pred: impl FnMut() -> bool,
         ) -> Result<bool, LockError<()>> {
-            let end = Instant::now().checked_add(timeout);
+            let deadline = Deadline::after(timeout);
             loop {
                 if pred() {
                     return Ok(true);
                 }
-                let left = match end {
-                    Some(e) => e.saturating_duration_since(Instant::now()),
-                    None => Duration::MAX,
-                };
-                if left.is_zero() {
+                if deadline.passed() {
                     return Ok(false);
                 }
-                self.wait_timeout(guard, left)?;
+                self.wait_until(guard, Wait::until(deadline))?;
             }
         }
 

@@ -13,8 +13,10 @@
 //! | SET            | set (sleepers were woken by `set`)   |
 //! | SET \| WAITERS | impossible: waiters never sleep on a set event |
 
-use super::platform::{AtomicU32, Ordering, SPIN_LIMIT, spin_hint, wait32, wake32};
 use super::raw_lock::Wait;
+use crate::wait::atomic::{AtomicU32, Ordering};
+use crate::wait::futex::{wait32, wake32};
+use crate::wait::spin::{SPIN_LIMIT, spin_hint};
 
 const SET: u32 = 1;
 const WAITERS: u32 = 2;
@@ -61,7 +63,7 @@ impl RawEvent {
                 spin_hint();
                 continue;
             }
-            if matches!(wait, Wait::No) || wait.deadline().is_some_and(|d| d.passed()) {
+            if matches!(wait, Wait::No) || wait.deadline().passed() {
                 return false;
             }
             if s & WAITERS == 0

@@ -8,6 +8,7 @@ use bytemuck::Pod;
 
 use super::raw_lock::{Acquired, Failed, RawLock, Wait};
 use crate::LockError;
+use crate::shm::copy;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
 
@@ -208,7 +209,7 @@ impl<T> Clone for Locked<T> {
 impl<T: Pod> Locked<T> {
     pub(crate) fn new(m: Mapped<RawLock>) -> Self {
         // The layout was validated for `capacity` elements at create/open.
-        let len = m.segment().capacity() as usize;
+        let len = m.capacity() as usize;
         Locked { m, len, _t: PhantomData }
     }
 
@@ -239,8 +240,8 @@ impl<T: Pod> Locked<T> {
     /// `data` points at `len` writable, aligned `T`s nobody else sees yet.
     pub(crate) unsafe fn fill(data: *mut u8, len: u64, init: T) {
         for i in 0..len as usize {
-            // SAFETY: i < len, within the fresh data area (caller's contract).
-            unsafe { (data as *mut T).add(i).write(init) };
+            // SAFETY: i < len, within the fresh, aligned data area (caller's contract).
+            unsafe { copy::write((data as *mut T).add(i), init) };
         }
     }
 }
@@ -263,9 +264,10 @@ impl<T: Pod> DataGuard<'_, T> {
     /// assert_eq!(g.get(3), None);
     /// ```
     pub fn get(&self, i: usize) -> Option<T> {
-        // SAFETY: i < len (validated count); the lock is held, so only a misbehaving peer writes now, and that
-        // yields garbage, not UB-visible invalid values: T is Pod.
-        (i < self.len).then(|| unsafe { self.data.add(i).read_volatile() })
+        // SAFETY: i < len (the validated count), so the element is inside the aligned data area. The lock is held,
+        // so only a misbehaving peer writes now; by the memory model (sanctioned copy, T: Pod) that gives a
+        // garbage value, never UB.
+        (i < self.len).then(|| unsafe { copy::read(self.data.add(i)) })
     }
 
     /// Sets element `i`; returns `false` (and writes nothing) past the end.
@@ -282,7 +284,7 @@ impl<T: Pod> DataGuard<'_, T> {
             return false;
         }
         // SAFETY: i < len; lock held (see `get`).
-        unsafe { self.data.add(i).write_volatile(v) };
+        unsafe { copy::write(self.data.add(i), v) };
         true
     }
 
@@ -315,9 +317,13 @@ impl<T: Pod> DataGuard<'_, T> {
     /// assert_eq!(out, [2, 3]);
     /// ```
     pub fn read(&self, start: usize, out: &mut [T]) -> usize {
-        let n = out.len().min(self.len.saturating_sub(start));
-        // SAFETY: start + n <= len; `out` is a distinct local buffer; lock held.
-        unsafe { std::ptr::copy_nonoverlapping(self.data.add(start), out.as_mut_ptr(), n) };
+        // Bounds first, with no pointer formed: `start` may be anything.
+        let Some(n) = self.len.checked_sub(start).map(|room| room.min(out.len())) else {
+            return 0;
+        };
+        // SAFETY: start + n <= len, inside the aligned data area; lock held; copied per the memory model (see
+        // `get`).
+        unsafe { copy::read_slice(self.data.add(start), &mut out[..n]) };
         n
     }
 
@@ -328,12 +334,16 @@ impl<T: Pod> DataGuard<'_, T> {
     /// let a = shmproc::Array::<u16>::new(3).unwrap();
     /// let mut g = a.get_lock().unwrap();
     /// assert_eq!(g.write(1, &[8, 9, 10]), 2);
+    /// assert_eq!(g.write(usize::MAX, &[1]), 0); // any start is safe
     /// assert_eq!(g.to_vec(), vec![0, 8, 9]);
     /// ```
     pub fn write(&mut self, start: usize, src: &[T]) -> usize {
-        let n = src.len().min(self.len.saturating_sub(start));
-        // SAFETY: start + n <= len; `src` is a distinct local buffer; lock held.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.add(start), n) };
+        // Bounds first, with no pointer formed: `start` may be anything.
+        let Some(n) = self.len.checked_sub(start).map(|room| room.min(src.len())) else {
+            return 0;
+        };
+        // SAFETY: start + n <= len, inside the aligned data area; lock held (see `get`).
+        unsafe { copy::write_slice(&src[..n], self.data.add(start)) };
         n
     }
 
@@ -465,7 +475,7 @@ impl<T: Pod> Object for Mutex<T> {
         unsafe { Locked::fill(data, capacity, init) }
     }
     fn validate(m: &Mapped<RawLock>) -> Result<(), String> {
-        let cap = m.segment().capacity();
+        let cap = m.capacity();
         if cap == 1 { Ok(()) } else { Err(format!("a Mutex holds 1 element, header says {cap}")) }
     }
     fn from_mapped(m: Mapped<RawLock>) -> Self {

@@ -3,9 +3,9 @@
 pub(crate) mod barrier;
 pub(crate) mod condition;
 pub(crate) mod event;
-#[cfg(not(loom))]
-pub(crate) mod lock;
-pub(crate) mod platform;
+real_platform! {
+    pub(crate) mod lock;
+}
 pub(crate) mod raw_lock;
 pub(crate) mod rlock;
 pub(crate) mod semaphore;

@@ -27,9 +27,11 @@
 //! different start time means dead), so a dead owner is noticed within
 //! about 100 ms of the first sleeper arriving.
 
-use super::platform::{
-    AtomicU64, Deadline, LOCK_SPIN_STEPS, OWNER_POLL, Ordering, backoff, me, owner_is_dead, wait64_low, wake64_low,
-};
+use crate::wait::Deadline;
+use crate::wait::atomic::{AtomicU64, Ordering};
+use crate::wait::futex::{wait64_low, wake64_low};
+use crate::wait::owner::{OWNER_POLL, me, owner_is_dead};
+use crate::wait::spin::{LOCK_SPIN_STEPS, backoff};
 
 /// Somebody may be asleep waiting for the lock.
 pub const WAITERS: u64 = 1 << 31;
@@ -70,14 +72,21 @@ pub enum Wait {
 }
 
 impl Wait {
+    /// At most `d`; a timeout too large to represent is `Forever`.
     pub fn timeout(d: std::time::Duration) -> Wait {
-        Deadline::after(d).map_or(Wait::Forever, Wait::Until)
+        Wait::until(Deadline::after(d))
     }
 
-    pub fn deadline(self) -> Option<Deadline> {
+    /// Until `d` (`Forever` if it is never).
+    pub(crate) fn until(d: Deadline) -> Wait {
+        if d.is_never() { Wait::Forever } else { Wait::Until(d) }
+    }
+
+    /// When a sleep of this wait ends ([`Deadline::NEVER`] unless `Until`).
+    pub(crate) fn deadline(self) -> Deadline {
         match self {
-            Wait::Until(d) => Some(d),
-            _ => None,
+            Wait::Until(d) => d,
+            _ => Deadline::NEVER,
         }
     }
 }
@@ -149,7 +158,7 @@ impl RawLock {
             }
             let deadline = match wait {
                 Wait::No => return Err(Failed::WouldBlock),
-                Wait::Forever => None,
+                Wait::Forever => Deadline::NEVER,
                 Wait::Until(d) => {
                     if d.passed() {
                         // One last liveness check before giving up.
@@ -160,7 +169,7 @@ impl RawLock {
                         check_owner = true;
                         continue;
                     }
-                    Some(d)
+                    d
                 }
             };
             if w & WAITERS == 0
@@ -170,13 +179,13 @@ impl RawLock {
             }
             contended = true;
             let until = match OWNER_POLL {
-                Some(poll) => Some(Deadline::min_after(deadline, poll)),
+                Some(poll) => deadline.capped(poll),
                 None => deadline,
             };
             let before = self.word.load(Ordering::Relaxed);
             wait64_low(&self.word, (w | WAITERS) as u32, until);
             // Still the same owner after a full poll period: check it.
-            if until.is_some_and(|u| u.passed()) && self.word.load(Ordering::Relaxed) == before {
+            if until.passed() && self.word.load(Ordering::Relaxed) == before {
                 check_owner = true;
             }
         }

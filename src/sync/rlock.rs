@@ -1,9 +1,7 @@
 //! `RLock`: a reentrant robust lock, like `multiprocessing.RLock`.
 
-use std::marker::PhantomData;
-
-use super::platform::{AtomicU32, Ordering};
 use super::raw_lock::{Acquired, Failed, RawLock, Wait};
+use crate::wait::atomic::{AtomicU32, Ordering};
 
 /// Control block: the robust lock word plus the recursion count (written
 /// only by the owning thread, while it holds the lock).
@@ -78,6 +76,7 @@ mod shm_rlock {
     use crate::shm::{Kind, Mapped, Object};
     use crate::sync::lock::guard_result;
     use crate::{LockError, NotOwnerError};
+    use std::marker::PhantomData;
     use std::time::Duration;
 
     /// A reentrant, cross-process, crash-robust lock, like

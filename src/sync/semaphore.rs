@@ -11,9 +11,18 @@
 //!
 //! A sleeper that dies leaves the sleeper count too high: later releases
 //! make one useless wake syscall each, but nothing ever blocks on it.
+//!
+//! A process that dies after taking a unit takes the unit with it, as in
+//! Python. Units have no owner (release by a process other than the
+//! acquirer is the signalling use of a semaphore), so no holder is
+//! recorded and no survivor can tell a dead process's unit from one that
+//! was handed on; recording holders would cost a table write per acquire
+//! and still be wrong for that use.
 
-use super::platform::{AtomicU32, AtomicU64, Ordering, SPIN_LIMIT, spin_hint, wait64_low, wake64_low};
 use super::raw_lock::Wait;
+use crate::wait::atomic::{AtomicU32, AtomicU64, Ordering};
+use crate::wait::futex::{wait64_low, wake64_low};
+use crate::wait::spin::{SPIN_LIMIT, spin_hint};
 
 const COUNT_MASK: u64 = 0xFFFF_FFFF;
 const ONE_SLEEPER: u64 = 1 << 32;
@@ -68,7 +77,7 @@ impl RawSemaphore {
             if self.try_take() {
                 return true;
             }
-            if wait.deadline().is_some_and(|d| d.passed()) {
+            if wait.deadline().passed() {
                 return false;
             }
             // Register as a sleeper, but only while the count is still 0.
@@ -207,6 +216,17 @@ mod shm_sem {
 
     /// A cross-process counting semaphore, like `multiprocessing.Semaphore`.
     ///
+    /// # Crashes
+    ///
+    /// A unit taken by a process that then dies (even by `kill -9`) is
+    /// lost for good, as in Python: the value stays one lower. Units have
+    /// no owner (any process may release a unit that another took), so no
+    /// holder is recorded and nobody can tell which units a dead process
+    /// held. If units must survive crashes, let whoever sees the death (a
+    /// parent's [`Process::join`](crate::Process::join) reports the signal)
+    /// release for the dead, or use a [`Lock`](crate::Lock), whose dead
+    /// owner is detected.
+    ///
     /// ```
     /// use shmproc::Semaphore;
     /// let sem = Semaphore::new(2).unwrap();
@@ -240,6 +260,8 @@ mod shm_sem {
 
     /// A semaphore whose value may never exceed its initial value, like
     /// `multiprocessing.BoundedSemaphore`: a release past it is an error.
+    /// A unit taken by a process that dies is lost, as for a
+    /// [`Semaphore`] (see its "Crashes" section).
     ///
     /// ```
     /// use shmproc::BoundedSemaphore;
@@ -264,7 +286,7 @@ mod shm_sem {
             RawSemaphore::new(*init, *init)
         }
         fn validate(m: &Mapped<RawSemaphore>) -> Result<(), String> {
-            let (cap, max) = (m.segment().capacity(), m.ctl().max());
+            let (cap, max) = (m.capacity(), m.ctl().max());
             if cap == u64::from(max) { Ok(()) } else { Err(format!("bound {max} differs from header {cap}")) }
         }
         fn from_mapped(m: Mapped<RawSemaphore>) -> Self {

@@ -7,7 +7,7 @@
 //! retried against the same deadline and never stretches.
 
 use std::sync::atomic::AtomicU32;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Why [`wait`] returned. Callers always re-check their condition: a futex
 /// wake-up may be spurious.
@@ -19,54 +19,33 @@ pub(crate) enum WaitOutcome {
     TimedOut,
 }
 
-/// A point on `CLOCK_MONOTONIC` (the clock `Instant` uses on Linux).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Deadline(Instant);
-
-impl Deadline {
-    /// `timeout` from now; `None` if that overflows (treated as "forever").
-    pub(crate) fn after(timeout: Duration) -> Option<Self> {
-        Instant::now().checked_add(timeout).map(Deadline)
+/// `deadline` as an absolute `CLOCK_MONOTONIC` time (the clock `Instant`
+/// uses on Linux). `Instant` is opaque, so the absolute time is rebuilt
+/// from "now" on both clocks; far deadlines saturate (still valid for the
+/// kernel, which clamps them).
+fn as_timespec(deadline: Instant) -> libc::timespec {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let secs = libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX);
+    let mut sec = now.tv_sec.saturating_add(secs);
+    let mut nsec = now.tv_nsec + left.subsec_nanos() as libc::c_long;
+    if nsec >= 1_000_000_000 {
+        nsec -= 1_000_000_000;
+        sec = sec.saturating_add(1);
     }
-
-    /// Whether the deadline has passed.
-    pub(crate) fn passed(&self) -> bool {
-        Instant::now() >= self.0
-    }
-
-    /// The earlier of `self` and `timeout` from now.
-    pub(crate) fn min_after(this: Option<Self>, timeout: Duration) -> Self {
-        let d = Self::after(timeout).unwrap_or(Deadline(Instant::now()));
-        match this {
-            Some(t) if t.0 < d.0 => t,
-            _ => d,
-        }
-    }
-
-    fn as_timespec(&self) -> libc::timespec {
-        // `Instant` is CLOCK_MONOTONIC on Linux but opaque; rebuild the
-        // absolute time from "now" on both clocks.
-        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: `now` is a valid, writable timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-        let left = self.0.saturating_duration_since(Instant::now());
-        let mut sec = now.tv_sec.saturating_add(left.as_secs() as libc::time_t);
-        let mut nsec = now.tv_nsec + left.subsec_nanos() as libc::c_long;
-        if nsec >= 1_000_000_000 {
-            nsec -= 1_000_000_000;
-            sec = sec.saturating_add(1);
-        }
-        libc::timespec { tv_sec: sec, tv_nsec: nsec }
-    }
+    libc::timespec { tv_sec: sec, tv_nsec: nsec }
 }
 
-/// Sleeps while `*word == expected`, until woken or `deadline` passes.
+/// Sleeps while `*word == expected`, until woken or `deadline` passes
+/// (`None`: no timeout).
 ///
 /// The kernel compares the word and enqueues the waiter atomically with
 /// respect to [`wake`], so a wake issued after the waker changed the word
 /// is never lost.
-pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> WaitOutcome {
-    let ts = deadline.map(|d| d.as_timespec());
+pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitOutcome {
+    let ts = deadline.map(as_timespec);
     let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
     loop {
         // SAFETY: `word` is a valid, aligned 32-bit atomic for the duration of

@@ -1,7 +1,7 @@
 //! Process control: fork, wait, signals, pidfd, parent-death handling.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::Duration;
+use std::time::Instant;
 
 /// How a child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,13 @@ pub(crate) fn wait_pid(pid: u32, block: bool) -> std::io::Result<Option<Ended>> 
     }
 }
 
+/// The termination request (`terminate`, daemon children at exit).
+pub(crate) const SIGTERM: i32 = libc::SIGTERM;
+/// The kill that cannot be caught.
+pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+/// "No such process": a signal to a process already reaped.
+pub(crate) const ESRCH: i32 = libc::ESRCH;
+
 /// Sends `sig` to the process behind `fd` (`pidfd_send_signal`, Linux >=
 /// 5.1): unlike `kill(pid)`, it can never hit a process that reused the
 /// pid after ours was reaped (that gives `ESRCH`).
@@ -93,16 +100,18 @@ pub(crate) fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
 }
 
-/// Waits until the process behind `fd` exits or `timeout` passes; true if
+/// Waits until the process behind `fd` exits or `deadline` passes; true if
 /// it exited. `None` waits forever.
-pub(crate) fn pidfd_wait(fd: &OwnedFd, timeout: Option<Duration>) -> bool {
-    let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+pub(crate) fn pidfd_wait(fd: &OwnedFd, deadline: Option<Instant>) -> bool {
     loop {
         let ms = match deadline {
             None => -1,
             Some(d) => {
-                let left = d.saturating_duration_since(std::time::Instant::now());
-                left.as_millis().min(i32::MAX as u128) as i32 + i32::from(left.subsec_nanos() % 1_000_000 != 0)
+                // Rounded up to whole milliseconds, at most i32::MAX (the
+                // loop sleeps again if that was not enough).
+                let left = d.saturating_duration_since(Instant::now());
+                let ms = left.as_millis() + u128::from(left.subsec_nanos() % 1_000_000 != 0);
+                i32::try_from(ms).unwrap_or(i32::MAX)
             }
         };
         let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
@@ -112,6 +121,9 @@ pub(crate) fn pidfd_wait(fd: &OwnedFd, timeout: Option<Duration>) -> bool {
             return true;
         }
         if r == 0 {
+            if deadline.is_some_and(|d| Instant::now() < d) {
+                continue;
+            }
             return false;
         }
         if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {

@@ -3,17 +3,21 @@
 use std::ffi::CStr;
 use std::os::fd::{AsFd, OwnedFd};
 
-use nix::errno::Errno;
+pub(crate) use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
+use nix::sys::stat::{Mode, SFlag};
 
-/// Creates `name` exclusively with exactly `mode` (umask does not apply)
-/// and sizes it to `len` bytes.
+/// Creates `name` exclusively with exactly `mode` (umask does not apply),
+/// sizes it to `len` bytes and reserves every page (`posix_fallocate`), so
+/// a full `/dev/shm` fails here with `ENOSPC` instead of killing a later
+/// first touch of a page with SIGBUS. On any error the name is removed.
 pub(crate) fn create(name: &CStr, mode: u32, len: u64) -> Result<OwnedFd, Errno> {
+    let off_len = nix::libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
     let mode = Mode::from_bits_truncate(mode as nix::libc::mode_t);
     let fd = nix::sys::mman::shm_open(name, OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL, mode)?;
     let sized = nix::sys::stat::fchmod(fd.as_fd(), mode)
-        .and_then(|()| nix::unistd::ftruncate(fd.as_fd(), len as nix::libc::off_t));
+        .and_then(|()| nix::unistd::ftruncate(fd.as_fd(), off_len))
+        .and_then(|()| if off_len > 0 { nix::fcntl::posix_fallocate(fd.as_fd(), 0, off_len) } else { Ok(()) });
     if let Err(e) = sized {
         let _ = nix::sys::mman::shm_unlink(name);
         return Err(e);
@@ -21,20 +25,58 @@ pub(crate) fn create(name: &CStr, mode: u32, len: u64) -> Result<OwnedFd, Errno>
     Ok(fd)
 }
 
-/// Opens an existing `name` for reading and writing.
+/// Opens an existing `name` for reading and writing (`shm_open` adds
+/// `O_NOFOLLOW` and `O_CLOEXEC`).
 pub(crate) fn open(name: &CStr) -> Result<OwnedFd, Errno> {
     nix::sys::mman::shm_open(name, OFlag::O_RDWR, Mode::empty())
 }
 
-/// Size, inode and device of an open file.
-pub(crate) fn fstat(fd: &OwnedFd) -> Result<(u64, u64, u64), Errno> {
-    let st = nix::sys::stat::fstat(fd.as_fd())?;
-    Ok((st.st_size as u64, st.st_ino, st.st_dev))
+/// Opens `path` read-only for inspection: never follows a symlink, never
+/// blocks (a FIFO opens at once) and never becomes a controlling tty.
+pub(crate) fn open_to_inspect(path: &std::path::Path) -> Result<OwnedFd, Errno> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    nix::fcntl::open(path, flags, Mode::empty())
 }
 
-/// Inode and device of the file currently at `path`, if any.
+/// What `fstat` says about an open file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileInfo {
+    pub(crate) size: u64,
+    pub(crate) ino: u64,
+    pub(crate) dev: u64,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    /// Permission bits (`0o777` part of `st_mode`).
+    pub(crate) perm: u32,
+    /// A regular file (not a FIFO, socket, device, directory...).
+    pub(crate) regular: bool,
+}
+
+/// `fstat` of an open file.
+pub(crate) fn fstat(fd: &OwnedFd) -> Result<FileInfo, Errno> {
+    let st = nix::sys::stat::fstat(fd.as_fd())?;
+    let fmt = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    Ok(FileInfo {
+        size: st.st_size as u64,
+        ino: st.st_ino,
+        dev: st.st_dev,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        perm: st.st_mode & 0o777,
+        regular: fmt == SFlag::S_IFREG,
+    })
+}
+
+/// Our effective uid.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { nix::libc::geteuid() }
+}
+
+/// Inode and device of the file currently at `path`, if any (the link
+/// itself, not what a symlink points at).
 pub(crate) fn stat_path(path: &std::path::Path) -> Option<(u64, u64)> {
-    nix::sys::stat::stat(path).ok().map(|st| (st.st_ino, st.st_dev))
+    nix::sys::stat::lstat(path).ok().map(|st| (st.st_ino, st.st_dev))
 }
 
 /// Removes `name`; mappings stay valid until unmapped.

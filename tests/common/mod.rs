@@ -115,3 +115,30 @@ pub fn e<E: std::fmt::Display>(err: E) -> String {
 pub fn ensure(cond: bool, what: impl Into<String>) -> Result<(), String> {
     if cond { Ok(()) } else { Err(what.into()) }
 }
+
+/// Polls `cond` until it holds; fails the test after DEADLINE with `what`.
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out after {DEADLINE:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// How many threads of process `pid` are inside a futex system call (asleep
+/// in a futex wait: the state blocking shmproc calls reach after spinning).
+pub fn threads_in_futex(pid: u32) -> usize {
+    const SYS_FUTEX: &str = if cfg!(target_arch = "aarch64") { "98" } else { "202" };
+    const SYS_FUTEX_WAITV: &str = "449";
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("syscall")).ok())
+        .filter(|s| matches!(s.split_whitespace().next(), Some(n) if n == SYS_FUTEX || n == SYS_FUTEX_WAITV))
+        .count()
+}
+
+/// Waits (bounded by DEADLINE) until at least `n` threads of `pid` sleep on
+/// a futex.
+pub fn wait_until_asleep(pid: u32, n: usize) {
+    wait_for(&format!("{n} thread(s) of process {pid} to sleep on a futex"), || threads_in_futex(pid) >= n);
+}

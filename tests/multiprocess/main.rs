@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod errors;
+mod hostile;
 mod locks;
 mod primitives;
 
@@ -23,9 +24,10 @@ pub fn trial(name: &str, f: fn()) -> Trial {
 }
 
 fn main() {
-    let roles: Vec<_> = [locks::ROLES, primitives::ROLES, errors::ROLES].concat();
+    let roles: Vec<_> = [locks::ROLES, primitives::ROLES, errors::ROLES, hostile::ROLES].concat();
     common::dispatch_child(&roles);
     let args = Arguments::from_args();
-    let trials: Vec<Trial> = [locks::trials(), primitives::trials(), errors::trials()].into_iter().flatten().collect();
+    let trials: Vec<Trial> =
+        [locks::trials(), primitives::trials(), errors::trials(), hostile::trials()].into_iter().flatten().collect();
     libtest_mimic::run(&args, trials).exit();
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use libtest_mimic::Trial;
 use shmproc::{Array, Barrier, BarrierError, BoundedSemaphore, Condition, Event, RawSegment, Semaphore, Value};
 
-use crate::common::{Child, Roles, e, ensure, name};
+use crate::common::{Child, Roles, e, ensure, name, wait_for, wait_until_asleep};
 use crate::trial;
 
 pub const ROLES: Roles = &[
@@ -101,11 +101,11 @@ fn event_wakes() {
     let flags = Array::<u8>::create(&name("event-flags"), 3).unwrap();
     let children: Vec<Child> =
         (0..3).map(|i| Child::spawn("event_waiter", &[ev.name(), flags.name(), &i.to_string()])).collect();
-    // Wait until all are (about to be) waiting, then give them time to sleep.
-    while flags.to_vec().unwrap().contains(&0) {
-        std::thread::sleep(Duration::from_millis(1));
+    // Wait until all are asleep in their wait (nobody returned early).
+    wait_for("every waiter to start", || !flags.to_vec().unwrap().contains(&0));
+    for c in &children {
+        wait_until_asleep(c.pid(), 1);
     }
-    std::thread::sleep(Duration::from_millis(50));
     assert_eq!(flags.to_vec().unwrap(), vec![1, 1, 1], "a waiter returned before set");
     ev.set();
     for c in children {
@@ -258,10 +258,8 @@ fn dead_waiters() {
     let ready = Semaphore::create(&name("dead-ready"), 0).unwrap();
     let mut child = Child::spawn("sleep_on_everything", &[cond.name(), ev.name(), sem.name(), ready.name()]);
     assert!(ready.acquire_timeout(Duration::from_secs(30)), "child never got ready");
-    // Take the condition lock: proves the child is now inside wait (it
-    // released the lock), then give its other threads time to fall asleep.
-    drop(cond.lock().unwrap());
-    std::thread::sleep(Duration::from_millis(100));
+    // All three of its threads (Condition, Event, Semaphore waits) asleep.
+    wait_until_asleep(child.pid(), 3);
     child.kill9();
     child.wait();
     // None of these may wait for the dead waiters.

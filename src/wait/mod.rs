@@ -1,0 +1,22 @@
+//! How every blocking call in the crate waits, in one place:
+//!
+//! - [`atomic`]: std or loom atomics (`--cfg loom` is decided here only);
+//! - [`spin`]: how long a blocked call spins before it sleeps;
+//! - [`futex`]: sleeping on and waking a word in shared memory;
+//! - [`owner`]: lock owners' identity and liveness, checked while asleep;
+//! - [`handshake`]: the queues' sleeper/waker handshake (membarrier);
+//! - [`Deadline`]: when a `_timeout` call gives up. A timeout too large to
+//!   represent means forever.
+//!
+//! The system calls themselves live in `crate::sys`.
+
+pub(crate) mod atomic;
+mod deadline;
+pub(crate) mod futex;
+#[cfg(not(loom))]
+pub(crate) mod handshake;
+pub(crate) mod owner;
+pub(crate) mod spin;
+
+pub(crate) use deadline::Deadline;
+pub use spin::WaitStrategy;
