@@ -1,11 +1,17 @@
 //! Lifecycle logging through the `log` facade (issue 10, like Python's
 //! `log_to_stderr()` / `get_logger()`).
 
+mod common;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use shmproc::{Event, Process, Value};
+
+fn join_within(p: &Process) -> Result<(), shmproc::ProcessError> {
+    common::join_within(p, "child")
+}
 
 static RECORDS: Mutex<Vec<(Level, String, String)>> = Mutex::new(Vec::new());
 
@@ -35,22 +41,6 @@ shmproc::entry! {
 shmproc::entry! {
     fn read_value(v: Value<u32>) -> Result<(), String> {
         v.get().map(drop).map_err(|e| e.to_string())
-    }
-}
-
-/// Joins `p`, bounded: on expiry, kill it and fail.
-fn join_within(p: &Process) -> Result<(), shmproc::ProcessError> {
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        match p.join_timeout(Duration::from_millis(200)) {
-            Ok(false) if Instant::now() < end => continue,
-            Ok(false) => {
-                let _ = p.kill();
-                panic!("child still running after 60 s (killed)");
-            }
-            Ok(true) => return Ok(()),
-            Err(e) => return Err(e),
-        }
     }
 }
 

@@ -1,6 +1,10 @@
 //! Variable-length frames and pipes across real processes.
 
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::join_within;
 
 use shmproc::process::StartMethod;
 use shmproc::queue::{ByteQueue, PopError, PushError};
@@ -123,22 +127,6 @@ fn a_killed_peer_gives_disconnected_after_draining() {
     assert_eq!(a.recv::<u8>(), Err(ConnectionError::Disconnected));
     assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
     let _ = p.join();
-}
-
-/// Joins `p`, bounded: on expiry, kill it and fail.
-fn join_within(p: &Process, what: &str) -> Result<(), shmproc::ProcessError> {
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        match p.join_timeout(Duration::from_millis(200)) {
-            Ok(false) if Instant::now() < end => continue,
-            Ok(false) => {
-                let _ = p.kill();
-                panic!("{what}: child still running after 60 s (killed)");
-            }
-            Ok(true) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 /// Receives with a deadline long enough for any load: `TimedOut` means

@@ -2,7 +2,11 @@
 //! (so they also show that Spawn works inside `cargo test`, from a
 //! multi-threaded parent).
 
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::join_within;
 
 use shmproc::process::{Entry, Handoff, HandoffError, Run, StartMethod};
 use shmproc::{
@@ -189,22 +193,6 @@ fn active_children_lists_running_children_until_joined() {
     p.kill().unwrap();
     let _ = p.join();
     assert!(!shmproc::active_children().iter().any(|c| c.pid() == Some(pid)));
-}
-
-/// Joins `p`, bounded: on expiry, kill it and fail.
-fn join_within(p: &Process, what: &str) -> Result<(), ProcessError> {
-    let end = Instant::now() + Duration::from_secs(60);
-    loop {
-        match p.join_timeout(Duration::from_millis(200)) {
-            Ok(false) if Instant::now() < end => continue,
-            Ok(false) => {
-                let _ = p.kill();
-                panic!("{what}: child still running after 60 s (killed)");
-            }
-            Ok(true) => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 #[test]

@@ -142,3 +142,20 @@ pub fn threads_in_futex(pid: u32) -> usize {
 pub fn wait_until_asleep(pid: u32, n: usize) {
     wait_for(&format!("{n} thread(s) of process {pid} to sleep on a futex"), || threads_in_futex(pid) >= n);
 }
+
+/// Joins a shmproc child, bounded by DEADLINE: on expiry, kills it and
+/// fails the test.
+pub fn join_within(p: &shmproc::Process, what: &str) -> Result<(), shmproc::ProcessError> {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        match p.join_timeout(Duration::from_millis(200)) {
+            Ok(false) if Instant::now() < end => continue,
+            Ok(false) => {
+                let _ = p.kill();
+                panic!("{what}: child still running after {DEADLINE:?} (killed)");
+            }
+            Ok(true) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
