@@ -216,7 +216,8 @@ impl Connection {
             return;
         }
         let (tx, rx) = (self.tx.take(), self.rx.take());
-        // AcqRel: the last copy sees what the others did before closing.
+        // AcqRel: pairs with the other copies' fetch_sub here, so the last
+        // copy sees what they did before closing.
         let last = self.copies.open.fetch_sub(1, Ordering::AcqRel) == 1;
         if last
             && tx.is_none()
