@@ -1,6 +1,9 @@
 //! Variable-length frames and pipes across real processes.
 
-use std::time::{Duration, Instant};
+#[allow(dead_code)]
+mod common;
+
+use std::time::Duration;
 
 use shmproc::queue::{ByteQueue, PopError, PushError};
 use shmproc::{Connection, ConnectionError, Event, Process};
@@ -44,7 +47,7 @@ fn frames_of_random_sizes_arrive_intact_across_processes() {
     }
     assert_eq!(rx.recv().unwrap(), Vec::<u8>::new());
     assert_eq!(rx.recv().unwrap(), vec![0xAB; MAX_FRAME as usize]);
-    p.join().unwrap();
+    common::join(&p).unwrap();
     assert_eq!(rx.recv(), Err(PopError::Disconnected));
 }
 
@@ -97,7 +100,7 @@ fn pipe_ping_pong_across_processes() {
     }
     assert!(!a.poll(Duration::from_millis(1)).unwrap());
     a.close();
-    p.join().unwrap();
+    common::join(&p).unwrap();
 }
 
 shmproc::entry! {
@@ -117,11 +120,9 @@ fn a_killed_peer_gives_disconnected_after_draining() {
     p.start().unwrap();
     assert!(ready.wait_timeout(Duration::from_secs(30)));
     p.kill().unwrap();
-    let t = Instant::now();
     assert_eq!(a.recv::<u8>().unwrap(), 1, "what was sent before death is delivered");
     assert_eq!(a.recv::<u8>(), Err(ConnectionError::Disconnected));
-    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
-    let _ = p.join();
+    let _ = common::join(&p);
 }
 
 #[test]
