@@ -1,7 +1,7 @@
 //! POSIX shared-memory files (`shm_open` and friends) via `nix`.
 
 use std::ffi::CStr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -29,7 +29,7 @@ pub(crate) fn create(name: &CStr, mode: u32, len: u64) -> Result<OwnedFd, Errno>
 /// interrupts it (tmpfs gives up with `EINTR` when a signal is pending, and
 /// the kernel does not restart it even for `SA_RESTART` handlers: a parent
 /// getting `SIGCHLD`s must still be able to create a large segment).
-fn reserve(fd: &OwnedFd, len: nix::libc::off_t) -> Result<(), Errno> {
+pub(crate) fn reserve(fd: &OwnedFd, len: nix::libc::off_t) -> Result<(), Errno> {
     loop {
         #[cfg(test)]
         let r = if tests::INJECT_EINTR.with(|n| n.replace(n.get().saturating_sub(1))) > 0 {
@@ -42,6 +42,28 @@ fn reserve(fd: &OwnedFd, len: nix::libc::off_t) -> Result<(), Errno> {
         match r {
             Err(Errno::EINTR) => continue,
             r => return r,
+        }
+    }
+}
+
+/// Whether the first `len` bytes of the file have a hole (pages never
+/// allocated). Touching a hole through a shared tmpfs mapping allocates a
+/// page, which is a SIGBUS when /dev/shm is full.
+pub(crate) fn has_hole(fd: &OwnedFd, len: u64) -> Result<bool, Errno> {
+    let hole = nix::unistd::lseek(fd.as_fd(), 0, nix::unistd::Whence::SeekHole)?;
+    Ok((hole as u64) < len)
+}
+
+/// Reads up to `buf.len()` bytes at `offset` (no mapping: a hole reads as
+/// zeros without allocating, so this cannot fault). Returns how many.
+pub(crate) fn read_at(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
+    let offset = nix::libc::off_t::try_from(offset).map_err(|_| Errno::EINVAL)?;
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` byte writes; the fd is open (borrowed for the call).
+        let n = unsafe { nix::libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset) };
+        match Errno::result(n) {
+            Err(Errno::EINTR) => continue,
+            r => return r.map(|n| n as usize),
         }
     }
 }
