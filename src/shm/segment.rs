@@ -141,7 +141,7 @@ impl Segment {
             // killed before it finished, or a sparse file of ours): touching
             // a hole through the mapping allocates a page, a SIGBUS on a
             // full /dev/shm. Reserve the pages now, or fail with NoSpace.
-            if sys::shm::has_hole(&fd, size).map_err(|e| errno_to_open(name, e))? {
+            if info.has_hole() {
                 let len = nix::libc::off_t::try_from(size).map_err(|_| space_error(name, size, Errno::EFBIG))?;
                 sys::shm::reserve(&fd, len).map_err(|e| space_error(name, size, e))?;
             }

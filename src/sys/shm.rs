@@ -28,30 +28,29 @@ pub(crate) fn create(name: &CStr, mode: u32, len: u64) -> Result<OwnedFd, Errno>
 /// `posix_fallocate` of the first `len` bytes, retried when a signal
 /// interrupts it (tmpfs gives up with `EINTR` when a signal is pending, and
 /// the kernel does not restart it even for `SA_RESTART` handlers: a parent
-/// getting `SIGCHLD`s must still be able to create a large segment).
+/// getting `SIGCHLD`s must still be able to create a large segment). It
+/// goes in chunks, so an interrupted call only repeats its own chunk (tmpfs
+/// undoes what an interrupted call allocated).
 pub(crate) fn reserve(fd: &OwnedFd, len: nix::libc::off_t) -> Result<(), Errno> {
-    loop {
+    const CHUNK: nix::libc::off_t = 64 << 20;
+    let mut off = 0;
+    while off < len {
+        let n = CHUNK.min(len - off);
         #[cfg(test)]
-        let r = if tests::INJECT_EINTR.with(|n| n.replace(n.get().saturating_sub(1))) > 0 {
+        let r = if tests::INJECT_EINTR.with(|k| k.replace(k.get().saturating_sub(1))) > 0 {
             Err(Errno::EINTR)
         } else {
-            nix::fcntl::posix_fallocate(fd.as_fd(), 0, len)
+            nix::fcntl::posix_fallocate(fd.as_fd(), off, n)
         };
         #[cfg(not(test))]
-        let r = nix::fcntl::posix_fallocate(fd.as_fd(), 0, len);
+        let r = nix::fcntl::posix_fallocate(fd.as_fd(), off, n);
         match r {
-            Err(Errno::EINTR) => continue,
-            r => return r,
+            Ok(()) => off += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
         }
     }
-}
-
-/// Whether the first `len` bytes of the file have a hole (pages never
-/// allocated). Touching a hole through a shared tmpfs mapping allocates a
-/// page, which is a SIGBUS when /dev/shm is full.
-pub(crate) fn has_hole(fd: &OwnedFd, len: u64) -> Result<bool, Errno> {
-    let hole = nix::unistd::lseek(fd.as_fd(), 0, nix::unistd::Whence::SeekHole)?;
-    Ok((hole as u64) < len)
+    Ok(())
 }
 
 /// Reads up to `buf.len()` bytes at `offset` (no mapping: a hole reads as
@@ -93,6 +92,18 @@ pub(crate) struct FileInfo {
     pub(crate) perm: u32,
     /// A regular file (not a FIFO, socket, device, directory...).
     pub(crate) regular: bool,
+    /// Bytes of storage allocated to the file (`st_blocks` * 512).
+    pub(crate) allocated: u64,
+}
+
+impl FileInfo {
+    /// Whether the file has holes (pages never allocated). Touching a hole
+    /// through a shared tmpfs mapping allocates a page, which is a SIGBUS
+    /// when /dev/shm is full. (SEEK_HOLE cannot tell: tmpfs reports pages
+    /// reserved by fallocate but not yet written as holes.)
+    pub(crate) fn has_hole(&self) -> bool {
+        self.allocated < self.size
+    }
 }
 
 /// `fstat` of an open file.
@@ -107,6 +118,7 @@ pub(crate) fn fstat(fd: &OwnedFd) -> Result<FileInfo, Errno> {
         gid: st.st_gid,
         perm: st.st_mode & 0o777,
         regular: fmt == SFlag::S_IFREG,
+        allocated: (st.st_blocks as u64).saturating_mul(512),
     })
 }
 
@@ -147,11 +159,13 @@ mod tests {
     fn create_retries_fallocate_interrupted_by_a_signal() {
         let name = std::ffi::CString::new(format!("/shmproc.unit-eintr-{}", std::process::id())).unwrap();
         INJECT_EINTR.with(|n| n.set(3));
-        let created = create(&name, 0o600, 1 << 20);
+        let created = create(&name, 0o600, (128 << 20) + 4096);
         INJECT_EINTR.with(|n| n.set(0));
         let size = created.as_ref().ok().map(|fd| fstat(fd).unwrap().size);
+        let holes = created.as_ref().ok().map(|fd| fstat(fd).unwrap().has_hole());
         let _ = unlink(&name);
         assert_eq!(created.err(), None, "an interrupted fallocate made create fail");
-        assert_eq!(size, Some(1 << 20));
+        assert_eq!(size, Some((128 << 20) + 4096));
+        assert_eq!(holes, Some(false), "pages left unreserved");
     }
 }

@@ -112,6 +112,10 @@ fn child_small_tmpfs_sparse(args: &[String]) -> Result<(), String> {
     }
     let removed = shmproc::gc().map_err(e)?;
     ensure(removed.is_empty(), format!("gc removed {removed:?}"))?;
+    // A segment whose pages were reserved at create opens on a full
+    // /dev/shm (its data pages are reserved though never written).
+    let peer = RawSegment::open(filler[0].name()).map_err(e)?;
+    ensure(peer.write(peer.len() - 1, &[1]) == 1, "last byte of a reserved segment")?;
     let r = Value::<u32>::open(&sparse);
     ensure(matches!(r, Err(OpenError::NoSpace { .. })), format!("open of a sparse file on a full /dev/shm: {r:?}"))?;
     // With room again, the same file is an unfinished segment, not a crash.
