@@ -4,7 +4,6 @@
 //! instants (kill -9 mid-stream); more threads than the record table
 //! holds; the CPU a blocked caller uses.
 
-#[allow(dead_code)]
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,5 @@
 //! Variable-length frames and pipes across real processes.
 
-#[allow(dead_code)]
 mod common;
 
 use std::time::Duration;

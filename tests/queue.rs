@@ -1,7 +1,6 @@
 //! SPSC queue tests across real processes (the crate's own `Process`), and
 //! a model test against `VecDeque`.
 
-#[allow(dead_code)]
 mod common;
 
 use std::collections::VecDeque;

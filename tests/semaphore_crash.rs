@@ -3,7 +3,6 @@
 //! one lower, as in Python), and the parent that sees the death can give
 //! it back.
 
-#[allow(dead_code)]
 mod common;
 
 use std::time::Duration;
