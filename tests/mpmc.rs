@@ -381,7 +381,7 @@ fn within_10_s<R: Send + 'static>(p: &Process, what: &str, f: impl FnOnce() -> R
         Ok(r) => r,
         Err(_) => {
             let _ = p.kill();
-            let _ = common::join(&p);
+            let _ = common::join(p);
             panic!("{what} blocked for 10 s on a stalled live claimant");
         }
     }

@@ -353,12 +353,12 @@ fn mpmc_two_producers_two_consumers_deliver_each_item_exactly_once() {
         p.start().unwrap();
     }
     for p in &producers {
-        common::join(&p).unwrap();
+        common::join(p).unwrap();
     }
     q.push(SENTINEL).unwrap();
     q.push(SENTINEL).unwrap();
     for p in &consumers {
-        common::join(&p).unwrap();
+        common::join(p).unwrap();
     }
     let r: Vec<Vec<u64>> = outs.iter().map(|o| o.to_vec().unwrap()).collect();
     for tag in 0..2 {
