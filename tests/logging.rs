@@ -9,10 +9,6 @@ use std::time::{Duration, Instant};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use shmproc::{Event, Process, Value};
 
-fn join_within(p: &Process) -> Result<(), shmproc::ProcessError> {
-    common::join_within(p, "child")
-}
-
 static RECORDS: Mutex<Vec<(Level, String, String)>> = Mutex::new(Vec::new());
 
 /// Keeps every record.
@@ -62,10 +58,10 @@ fn start_signal_and_exit_reach_the_installed_logger() {
     p.start().unwrap();
     assert!(started.wait_timeout(Duration::from_secs(30)), "child did not start");
     p.terminate().unwrap();
-    assert!(join_within(&p).is_err());
+    assert!(common::join(&p).is_err());
     let mut q = Process::new(read_value, Value::new(1u32).unwrap());
     q.start().unwrap();
-    join_within(&q).unwrap();
+    common::join(&q).unwrap();
 
     let recs = RECORDS.lock().unwrap().clone();
     let (pid, qpid) = (p.pid().unwrap(), q.pid().unwrap());
@@ -89,7 +85,7 @@ fn inner_log_to_stderr_run() {
     shmproc::process::log_to_stderr(LevelFilter::Debug);
     let mut p = Process::new(read_value, Value::new(5u32).unwrap());
     p.start().unwrap();
-    join_within(&p).unwrap();
+    common::join(&p).unwrap();
 }
 
 #[test]

@@ -2,9 +2,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::join_within;
+use std::time::Duration;
 
 use shmproc::process::StartMethod;
 use shmproc::queue::{ByteQueue, PopError, PushError};
@@ -49,7 +47,7 @@ fn frames_of_random_sizes_arrive_intact_across_processes() {
     }
     assert_eq!(rx.recv().unwrap(), Vec::<u8>::new());
     assert_eq!(rx.recv().unwrap(), vec![0xAB; MAX_FRAME as usize]);
-    p.join().unwrap();
+    common::join(&p).unwrap();
     assert_eq!(rx.recv(), Err(PopError::Disconnected));
 }
 
@@ -102,7 +100,7 @@ fn pipe_ping_pong_across_processes() {
     }
     assert!(!a.poll(Duration::from_millis(1)).unwrap());
     a.close();
-    p.join().unwrap();
+    common::join(&p).unwrap();
 }
 
 shmproc::entry! {
@@ -122,11 +120,9 @@ fn a_killed_peer_gives_disconnected_after_draining() {
     p.start().unwrap();
     assert!(ready.wait_timeout(Duration::from_secs(30)));
     p.kill().unwrap();
-    let t = Instant::now();
     assert_eq!(a.recv::<u8>().unwrap(), 1, "what was sent before death is delivered");
     assert_eq!(a.recv::<u8>(), Err(ConnectionError::Disconnected));
-    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
-    let _ = p.join();
+    let _ = common::join(&p);
 }
 
 /// Receives with a deadline long enough for any load: `TimedOut` means
@@ -156,7 +152,7 @@ fn a_child_that_exits_without_using_its_end_gives_disconnected() {
         let mut p = Process::new(drop_end_unused, b).with_start_method(m);
         p.start().unwrap();
         assert_eq!(recv_bounded(&mut a), Err(ConnectionError::Disconnected), "{m:?}");
-        join_within(&p, "drop_end_unused").unwrap();
+        common::join(&p).unwrap();
     }
 }
 
@@ -172,7 +168,7 @@ fn a_child_killed_before_using_its_end_gives_disconnected() {
         assert!(ready.wait_timeout(Duration::from_secs(30)), "child did not start");
         p.kill().unwrap();
         assert_eq!(recv_bounded(&mut a), Err(ConnectionError::Disconnected), "{m:?}, killed while holding");
-        let _ = join_within(&p, "sleep_with_end_unused");
+        let _ = common::join(&p);
 
         let (mut a, b) = shmproc::pipe(true).unwrap();
         let ready = Event::new().unwrap();
@@ -180,7 +176,7 @@ fn a_child_killed_before_using_its_end_gives_disconnected() {
         p.start().unwrap();
         p.kill().unwrap();
         assert_eq!(recv_bounded(&mut a), Err(ConnectionError::Disconnected), "{m:?}, killed at once");
-        let _ = join_within(&p, "sleep_with_end_unused");
+        let _ = common::join(&p);
     }
 }
 
@@ -210,7 +206,7 @@ fn closing_the_parents_copy_of_a_handed_end_leaves_the_child_connected() {
         } else {
             a.close();
         }
-        join_within(&p, "echo_doubled").unwrap();
+        common::join(&p).unwrap();
         drop(a2);
     }
 }

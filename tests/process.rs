@@ -6,8 +6,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::join_within;
-
 use shmproc::process::{Entry, Handoff, HandoffError, Run, StartMethod};
 use shmproc::{
     Array, Barrier, BoundedSemaphore, Condition, Event, Lock, Mutex, Process, ProcessError, RLock, Semaphore, Value,
@@ -208,7 +206,7 @@ fn active_children_can_be_terminated_and_joined_with_their_identities() {
     assert!(c.daemon());
     // What Python programs do with active_children(): terminate and join.
     c.terminate().unwrap();
-    assert!(matches!(join_within(c, "terminated child"), Err(ProcessError::Signaled { signal: 15, .. })));
+    assert!(matches!(common::join(c), Err(ProcessError::Signaled { signal: 15, .. })));
     assert_eq!(c.exitcode(), Some(-15));
     assert_eq!(p.exitcode(), Some(-15), "the original handle sees the same end");
     assert!(!shmproc::active_children().iter().any(|c| c.pid() == Some(pid)));
@@ -232,7 +230,7 @@ fn an_object_created_just_for_the_child_is_there_when_the_child_opens_it() {
         for _ in 0..3 {
             let mut p = Process::new(expect_seven, Value::new(7u64).unwrap()).with_start_method(m);
             p.start().unwrap();
-            join_within(&p, "expect_seven").unwrap_or_else(|e| panic!("{m:?}: {e}"));
+            common::join(&p).unwrap_or_else(|e| panic!("{m:?}: {e}"));
         }
     });
 }
@@ -264,7 +262,7 @@ fn a_parent_that_returns_right_after_start_keeps_the_argument_for_its_child() {
         let out = Value::new(0u32).unwrap();
         let mut p = Process::new(start_and_return, (out.clone(), fork_grandchild)).with_start_method(m);
         p.start().unwrap();
-        join_within(&p, "start_and_return").unwrap();
+        common::join(&p).unwrap();
         // The intermediate's exit joined its child: the work is done.
         assert_eq!(out.get().unwrap(), 1, "{m:?} / fork grandchild {fork_grandchild}: the grandchild failed");
     }
@@ -614,7 +612,7 @@ fn a_forked_child_does_not_inherit_locks_held_by_other_threads() {
     let mut p = Process::new(succeed, ()).with_start_method(StartMethod::Fork);
     p.start().unwrap();
     holder.join().unwrap();
-    join_within(&p, "child forked while stdout was locked").unwrap();
+    common::join(&p).unwrap();
 
     let total = Value::new(0u64).unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -643,7 +641,7 @@ fn a_forked_child_does_not_inherit_locks_held_by_other_threads() {
         for _ in 0..rounds {
             let mut p = Process::new(start_one_grandchild, total.clone()).with_start_method(StartMethod::Fork);
             p.start().unwrap();
-            join_within(&p, "forked child starting a grandchild").unwrap();
+            common::join(&p).unwrap();
         }
     });
     assert_eq!(total.get().unwrap(), rounds);

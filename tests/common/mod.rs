@@ -143,19 +143,16 @@ pub fn wait_until_asleep(pid: u32, n: usize) {
     wait_for(&format!("{n} thread(s) of process {pid} to sleep on a futex"), || threads_in_futex(pid) >= n);
 }
 
-/// Joins a shmproc child, bounded by DEADLINE: on expiry, kills it and
-/// fails the test.
-pub fn join_within(p: &shmproc::Process, what: &str) -> Result<(), shmproc::ProcessError> {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        match p.join_timeout(Duration::from_millis(200)) {
-            Ok(false) if Instant::now() < end => continue,
-            Ok(false) => {
-                let _ = p.kill();
-                panic!("{what}: child still running after {DEADLINE:?} (killed)");
-            }
-            Ok(true) => return Ok(()),
-            Err(e) => return Err(e),
+/// `p.join()`, bounded by DEADLINE: on expiry the child is killed and the
+/// test fails with a message, instead of hanging the suite.
+pub fn join(p: &shmproc::Process) -> Result<(), shmproc::ProcessError> {
+    match p.join_timeout(DEADLINE) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let _ = p.kill();
+            let _ = p.join_timeout(DEADLINE);
+            panic!("child process {:?} did not finish within {DEADLINE:?}; killed it", p.name());
         }
+        Err(e) => Err(e),
     }
 }
