@@ -142,8 +142,7 @@ impl Segment {
             // a hole through the mapping allocates a page, a SIGBUS on a
             // full /dev/shm. Reserve the pages now, or fail with NoSpace.
             if info.has_hole() {
-                let len = nix::libc::off_t::try_from(size).map_err(|_| space_error(name, size, Errno::EFBIG))?;
-                sys::shm::reserve(&fd, len).map_err(|e| space_error(name, size, e))?;
+                sys::shm::reserve(&fd, size).map_err(|e| space_error(name, size, e))?;
             }
             let map = map(name, fd, size)?;
             if size < HEADER_SIZE as u64 {

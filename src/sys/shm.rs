@@ -17,7 +17,7 @@ pub(crate) fn create(name: &CStr, mode: u32, len: u64) -> Result<OwnedFd, Errno>
     let fd = nix::sys::mman::shm_open(name, OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL, mode)?;
     let sized = nix::sys::stat::fchmod(fd.as_fd(), mode)
         .and_then(|()| nix::unistd::ftruncate(fd.as_fd(), off_len))
-        .and_then(|()| if off_len > 0 { reserve(&fd, off_len) } else { Ok(()) });
+        .and_then(|()| if len > 0 { reserve(&fd, len) } else { Ok(()) });
     if let Err(e) = sized {
         let _ = nix::sys::mman::shm_unlink(name);
         return Err(e);
@@ -30,8 +30,10 @@ pub(crate) fn create(name: &CStr, mode: u32, len: u64) -> Result<OwnedFd, Errno>
 /// the kernel does not restart it even for `SA_RESTART` handlers: a parent
 /// getting `SIGCHLD`s must still be able to create a large segment). It
 /// goes in chunks, so an interrupted call only repeats its own chunk (tmpfs
-/// undoes what an interrupted call allocated).
-pub(crate) fn reserve(fd: &OwnedFd, len: nix::libc::off_t) -> Result<(), Errno> {
+/// undoes what an interrupted call allocated). `EFBIG` if `len` is not a
+/// file offset.
+pub(crate) fn reserve(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
+    let len = nix::libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
     const CHUNK: nix::libc::off_t = 64 << 20;
     let mut off = 0;
     while off < len {

@@ -1,0 +1,164 @@
+//! The child side of a spawned process: before `main`, a constructor
+//! finds the child marker in the environment, runs the requested entry and
+//! exits; and what every child (spawned or forked) does around its entry.
+
+use std::ffi::OsString;
+
+use super::entry::{self, Outcome};
+use super::identity::{Me, ProcessInfo, me_lock, set_me};
+use super::{LOG_TARGET, log_to_stderr, logging, status};
+use crate::RawSegment;
+use crate::sys::proc as sysproc;
+
+const ENV_ENTRY: &str = "SHMPROC_ENTRY";
+const ENV_SEGMENT: &str = "SHMPROC_SEGMENT";
+const ENV_NAME: &str = "SHMPROC_NAME";
+const ENV_IDENTITY: &str = "SHMPROC_IDENTITY";
+const ENV_PARENT: &str = "SHMPROC_PARENT";
+const ENV_DAEMON: &str = "SHMPROC_DAEMON";
+const ENV_LOG: &str = "SHMPROC_LOG";
+
+/// The command that re-executes this program as the child `name` running
+/// entry `entry_id`, with the environment [`child_dispatch`] reads.
+pub(super) fn child_command(
+    entry_id: &str,
+    seg_name: &str,
+    name: &str,
+    identity: &[u32],
+    daemon: bool,
+    parent: &ProcessInfo,
+) -> std::io::Result<std::process::Command> {
+    let identity = identity.iter().map(u32::to_string).collect::<Vec<_>>().join(":");
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("--shmproc-child")
+        .env(ENV_ENTRY, entry_id)
+        .env(ENV_SEGMENT, seg_name)
+        .env(ENV_NAME, name)
+        .env(ENV_IDENTITY, identity)
+        .env(ENV_PARENT, format!("{}:{}", parent.pid, parent.name))
+        .env(ENV_DAEMON, if daemon { "1" } else { "0" })
+        .stdin(std::process::Stdio::null());
+    if let Some(level) = logging::child_level() {
+        cmd.env(ENV_LOG, level.as_str());
+    }
+    Ok(cmd)
+}
+
+/// Runs in every process built with shmproc, before `main`: if this
+/// process is a spawned child, run its entry and exit; otherwise return.
+extern "C" fn child_dispatch() {
+    let Some(entry_id) = std::env::var_os(ENV_ENTRY) else {
+        return;
+    };
+    let take = |k: &str| std::env::var_os(k).unwrap_or_default();
+    let (seg_name, name, identity, parent, daemon) =
+        (take(ENV_SEGMENT), take(ENV_NAME), take(ENV_IDENTITY), take(ENV_PARENT), take(ENV_DAEMON));
+    if let Some(level) = std::env::var_os(ENV_LOG).and_then(|l| l.to_str()?.parse().ok()) {
+        // The parent logs to stderr (`log_to_stderr`): so does the child, as
+        // in Python.
+        log_to_stderr(level);
+    }
+    for k in [ENV_ENTRY, ENV_SEGMENT, ENV_NAME, ENV_IDENTITY, ENV_PARENT, ENV_DAEMON, ENV_LOG] {
+        // SAFETY: this runs before main, single-threaded: nobody else reads
+        // or writes the environment concurrently.
+        unsafe { std::env::remove_var(k) };
+    }
+    let code = spawned_child_main(entry_id, seg_name, name, identity, parent, daemon);
+    std::process::exit(code);
+}
+
+/// The dispatcher, in the unprioritised `.init_array`: it runs after every
+/// `entry!` registration (`.init_array.00500`) and after std's own setup.
+#[used]
+#[unsafe(link_section = ".init_array")]
+pub(super) static CHILD_DISPATCH: extern "C" fn() = child_dispatch;
+
+fn spawned_child_main(
+    entry_id: OsString,
+    seg_name: OsString,
+    name: OsString,
+    identity: OsString,
+    parent: OsString,
+    daemon: OsString,
+) -> i32 {
+    let name = name.to_string_lossy().into_owned();
+    let identity: Vec<u32> = identity.to_string_lossy().split(':').filter_map(|s| s.parse().ok()).collect();
+    let parent = parent.to_string_lossy().into_owned();
+    let (parent_pid, parent_name) = parent.split_once(':').unwrap_or(("0", "MainProcess"));
+    let parent_pid: u32 = parent_pid.parse().unwrap_or(0);
+    let daemon = daemon == "1";
+    set_me(
+        &mut me_lock(),
+        Me {
+            info: ProcessInfo { name: name.clone(), pid: std::process::id(), daemon, identity },
+            parent: Some((parent_name.to_owned(), parent_pid)),
+        },
+    );
+    let seg_name = seg_name.to_string_lossy();
+    let seg = RawSegment::open(&seg_name);
+    // The mapping is all we need: remove the name at once, so nothing is
+    // left in /dev/shm whatever happens to either process later (before
+    // watching the parent: a daemon whose parent is gone ends at once).
+    let _ = crate::unlink(&seg_name);
+    if daemon {
+        watch_parent(parent_pid);
+    }
+    let seg = match seg {
+        Ok(s) if s.len() >= status::ARG => s,
+        Ok(_) => return fail_early(&name, "status segment too small"),
+        Err(e) => return fail_early(&name, &format!("cannot open status segment: {e}")),
+    };
+    // The parent hands the argument's pipe roles over to us first.
+    status::wait_handed(&seg, || sysproc::parent_pid() == parent_pid);
+    let entry_id = entry_id.to_string_lossy().into_owned();
+    log::debug!(target: LOG_TARGET, "process {name} (pid {}) runs entry {entry_id}", std::process::id());
+    let outcome = match entry::lookup(&entry_id) {
+        None => Outcome::Startup(format!("unknown entry id {entry_id:?}: not registered in this executable")),
+        Some(run) => {
+            let mut len = [0u8; 8];
+            seg.read(status::ARG_LEN, &mut len);
+            let len = u64::from_le_bytes(len) as usize;
+            let mut arg = vec![0u8; len.min(seg.len() - status::ARG)];
+            seg.read(status::ARG, &mut arg);
+            // Once every handle is open, the parent may drop its copies.
+            run(&arg, &|| status::set_opened(&seg))
+        }
+    };
+    report(&name, &seg, outcome)
+}
+
+fn fail_early(name: &str, msg: &str) -> i32 {
+    eprintln!("shmproc: process {name}: {msg}");
+    Outcome::EXIT_STARTUP
+}
+
+/// Records the outcome for the parent, prints failures on stderr (like
+/// Python's traceback), and returns the exit code.
+pub(super) fn report(name: &str, seg: &RawSegment, outcome: Outcome) -> i32 {
+    match &outcome {
+        Outcome::Failed(m) => eprintln!("shmproc: process {name} failed: {m}"),
+        Outcome::Startup(m) => eprintln!("shmproc: process {name} could not start: {m}"),
+        // The panic hook already printed the panic.
+        Outcome::Ok | Outcome::Panicked(_) => {}
+    }
+    log::debug!(target: LOG_TARGET, "process {name} exiting with code {}", outcome.exit_code());
+    status::write_outcome(seg, &outcome);
+    outcome.exit_code()
+}
+
+/// A daemon child terminates itself when its parent goes away.
+pub(super) fn watch_parent(parent_pid: u32) {
+    if sysproc::parent_pid() != parent_pid {
+        // The parent died before we got here.
+        let _ = sysproc::signal(std::process::id(), sysproc::SIGTERM);
+        return;
+    }
+    let Ok(fd) = sysproc::pidfd_open(parent_pid) else {
+        return;
+    };
+    let _ = std::thread::Builder::new().name("shmproc-parent-watch".into()).spawn(move || {
+        if sysproc::pidfd_wait(&fd, None) {
+            let _ = sysproc::signal(std::process::id(), sysproc::SIGTERM);
+        }
+    });
+}

@@ -1,0 +1,217 @@
+//! Start methods, and `Process::start` with its two paths: spawn (re-exec
+//! the executable; the child runs its entry before `main`, see
+//! `dispatch.rs`) and fork.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::children::{self, Inner, children, exit_children, reap_finished};
+use super::dispatch::{self, CHILD_DISPATCH, report, watch_parent};
+use super::identity::{Me, ProcessInfo, current_process, me_lock, set_me};
+use super::{LOG_TARGET, Process, ProcessError, Target, entry, handoff, status};
+use crate::RawSegment;
+use crate::sys::proc as sysproc;
+
+/// How a child process is started. See the [module docs](crate::process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartMethod {
+    /// Re-execute the current program and run the entry before `main`.
+    #[default]
+    Spawn,
+    /// `fork()` the current process.
+    Fork,
+}
+
+static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the start method used by processes that do not choose one, like
+/// Python's `set_start_method`.
+///
+/// ```
+/// use shmproc::process::{StartMethod, get_start_method, set_start_method};
+/// set_start_method(StartMethod::Fork);
+/// assert_eq!(get_start_method(), StartMethod::Fork);
+/// set_start_method(StartMethod::Spawn);
+/// ```
+pub fn set_start_method(method: StartMethod) {
+    DEFAULT_METHOD.store(method as u8, Ordering::Relaxed);
+}
+
+/// Every start method this platform offers, the default first (Python's
+/// `get_all_start_methods()`).
+///
+/// ```
+/// use shmproc::process::{StartMethod, get_all_start_methods};
+/// assert_eq!(get_all_start_methods(), &[StartMethod::Spawn, StartMethod::Fork]);
+/// ```
+pub fn get_all_start_methods() -> &'static [StartMethod] {
+    &[StartMethod::Spawn, StartMethod::Fork]
+}
+
+impl std::fmt::Display for StartMethod {
+    /// Python's names: `spawn`, `fork`.
+    ///
+    /// ```
+    /// assert_eq!(shmproc::process::StartMethod::Fork.to_string(), "fork");
+    /// ```
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StartMethod::Spawn => "spawn",
+            StartMethod::Fork => "fork",
+        })
+    }
+}
+
+/// The default start method (initially [`StartMethod::Spawn`]).
+///
+/// ```
+/// assert_eq!(shmproc::process::get_start_method(), shmproc::process::StartMethod::Spawn);
+/// ```
+pub fn get_start_method() -> StartMethod {
+    if DEFAULT_METHOD.load(Ordering::Relaxed) == StartMethod::Fork as u8 {
+        StartMethod::Fork
+    } else {
+        StartMethod::Spawn
+    }
+}
+
+impl Process {
+    /// Starts the child. Fails if already started, if the entry is not
+    /// registered (Spawn), or if the OS refuses.
+    ///
+    /// The parent keeps its copy of the argument until the child has
+    /// opened every handle in it, so an object created just for the child
+    /// (`Process::new(f, Value::new(0)?)`) is still there when the child
+    /// opens it, even if the parent drops everything or returns from `main`
+    /// at once (the exit handler joins non-daemon children first). Pipe
+    /// ends in the argument become the child's from here on.
+    pub fn start(&mut self) -> Result<(), ProcessError> {
+        let slot = self.target.get_mut().unwrap_or_else(|p| p.into_inner());
+        let Some(target) = slot.take() else {
+            return Err(ProcessError::AlreadyStarted(self.name.clone()));
+        };
+        reap_finished();
+        let method = self.method.unwrap_or_else(get_start_method);
+        let start_err = |name: &str, e: std::io::Error| ProcessError::Start { name: name.to_owned(), source: e };
+        if method == StartMethod::Spawn {
+            // Keep the dispatcher linked into every binary that starts processes.
+            std::hint::black_box(&CHILD_DISPATCH);
+            if !entry::is_registered(target.id()) {
+                let id = target.id();
+                *self.target.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(target);
+                return Err(ProcessError::NotRegistered(id));
+            }
+        }
+        // Fork needs no bytes, but encoding tells which roles travel.
+        let mut arg = Vec::new();
+        let transfers = handoff::collect_transfers(|| target.encode(&mut arg));
+        if method == StartMethod::Fork {
+            arg.clear();
+        }
+        let seg = RawSegment::new((status::ARG + arg.len()) as u64)
+            .map_err(|e| start_err(&self.name, std::io::Error::other(e)))?;
+        seg.write(status::ARG_LEN, &(arg.len() as u64).to_le_bytes());
+        seg.write(status::ARG, &arg);
+        let me = current_process();
+        let (pid, target) = match method {
+            StartMethod::Spawn => (self.spawn(target.id(), &seg, &me).map_err(|e| start_err(&self.name, e))?, target),
+            StartMethod::Fork => {
+                let r = self.fork(target, &seg, &me).map_err(|e| start_err(&self.name, e))?;
+                // The child inherited the mapping; the name is not needed.
+                let _ = crate::unlink(seg.name());
+                r
+            }
+        };
+        // The child is ours and not reaped: its pid names it. Its roles
+        // first, then it may go on (it waits for HANDED).
+        if !transfers.is_empty()
+            && let Some(owner) = crate::sys::thread::packed_identity_of(pid)
+        {
+            for t in &transfers {
+                t.designate(owner);
+            }
+        }
+        status::set_handed(&seg);
+        log::info!(target: LOG_TARGET, "process {} started (pid {pid}, {method})", self.name);
+        let inner = Arc::new(Inner {
+            name: self.name.clone(),
+            identity: self.identity.clone(),
+            daemon: self.daemon,
+            pid,
+            parent_pid: me.pid,
+            seg,
+            pidfd: sysproc::pidfd_open(pid).ok(),
+            ended: Mutex::new(None),
+            held: Mutex::new(Some(target)),
+        });
+        children::register(Arc::clone(&inner));
+        self.inner = Some(inner);
+        Ok(())
+    }
+
+    fn spawn(&self, id: &str, seg: &RawSegment, me: &ProcessInfo) -> std::io::Result<u32> {
+        let child = dispatch::child_command(id, seg.name(), &self.name, &self.identity, self.daemon, me)?.spawn()?;
+        // We reap it ourselves with waitpid; std's handle is not needed
+        // (dropping it neither waits nor kills).
+        Ok(child.id())
+    }
+
+    /// Forks; in the parent returns the child's pid and the target back
+    /// (kept until the child has started), in the child runs the entry.
+    ///
+    /// Locks and fork: between `fork()` and the entry, the child must not
+    /// take a lock that another parent thread held at the fork (it would
+    /// never be released). The locks this path (and this crate in the
+    /// child) uses are stdout's and stderr's (flush, failure report,
+    /// logging), `ME` (identity), `CHILDREN` and the entry registry
+    /// (starting grandchildren): the parent holds all of them across
+    /// `fork()`, in one order (the std streams first, as user code may
+    /// hold them while calling into shmproc, and nothing here prints while
+    /// holding the others), so no other thread holds them at that instant;
+    /// the child inherits them held by its only thread and releases them
+    /// (the `pthread_atfork` prepare/child pattern). Everything the child
+    /// needs is prepared before the fork; what it allocates afterwards
+    /// goes through the system allocator, which glibc makes fork-safe.
+    fn fork(
+        &self,
+        target: Box<dyn Target>,
+        seg: &RawSegment,
+        me: &ProcessInfo,
+    ) -> std::io::Result<(u32, Box<dyn Target>)> {
+        use std::io::Write;
+        let child_me = Me {
+            info: ProcessInfo { name: self.name.clone(), pid: 0, daemon: self.daemon, identity: self.identity.clone() },
+            parent: Some((me.name.clone(), me.pid)),
+        };
+        let mut out = std::io::stdout().lock();
+        let mut err = std::io::stderr().lock();
+        let _ = out.flush();
+        let _ = err.flush();
+        let mut me_slot = me_lock();
+        let children_guard = children();
+        let registry_guard = entry::registry_lock();
+        // SAFETY: the child below only uses what it inherited in a consistent
+        // state (the locks above are held by this thread), runs the entry
+        // and leaves with _exit; the caveats for user code in
+        // multi-threaded parents are documented on StartMethod::Fork.
+        let pid = unsafe { sysproc::fork()? };
+        if pid != 0 {
+            return Ok((pid, target));
+        }
+        set_me(&mut me_slot, child_me);
+        drop((registry_guard, children_guard, me_slot, err, out));
+        if self.daemon {
+            watch_parent(me.pid);
+        }
+        status::wait_handed(seg, || sysproc::parent_pid() == me.pid);
+        status::set_opened(seg); // the child has the objects: inherited
+        let outcome = target.run_here();
+        let code = report(&self.name, seg, outcome);
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        // Python's forked child runs the exit handler too: join our own
+        // children before leaving with _exit.
+        exit_children();
+        sysproc::exit_now(code)
+    }
+}
