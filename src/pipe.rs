@@ -14,6 +14,20 @@
 //! it or dies (a parent closing its own copy of the end it handed to a
 //! child changes nothing for the child). [`Connection::shutdown`] closes
 //! the pipe for every process.
+//!
+//! Every blocking operation has a `try_` twin that never waits and a
+//! `_timeout` twin: `send_bytes` / [`try_send_bytes`](Connection::try_send_bytes)
+//! / [`send_bytes_timeout`](Connection::send_bytes_timeout), and likewise
+//! `send`, `recv_bytes`, `recv`.
+//!
+//! ## Frame limit
+//!
+//! A message (a frame) is at most the pipe's frame limit:
+//! [`DEFAULT_MAX_FRAME`] (16 KiB) for [`pipe`], the `max_frame` given to
+//! [`pipe_with`] otherwise. A larger message is refused with
+//! [`ConnectionError::TooLarge`] (nothing is sent); make the pipe with
+//! `pipe_with(duplex, capacity, max_frame)` to carry larger ones, or send
+//! the message in parts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,9 +38,19 @@ use bytemuck::Pod;
 use crate::OpenError;
 use crate::queue::{ByteConsumer, ByteProducer, ByteQueue, PopError, PushError, RoleError};
 
-/// Default ring size of each direction.
+/// Default ring size of each direction of a [`pipe`], in bytes.
+///
+/// ```
+/// assert_eq!(shmproc::PIPE_CAPACITY, 64 * 1024);
+/// ```
 pub const DEFAULT_CAPACITY: u64 = 64 * 1024;
-/// Default largest frame.
+/// Default frame limit of a [`pipe`]: the largest message, in bytes.
+///
+/// ```
+/// let (mut a, _b) = shmproc::pipe(true).unwrap();
+/// let big = vec![0u8; shmproc::PIPE_MAX_FRAME as usize + 1];
+/// assert!(matches!(a.send_bytes(&big), Err(shmproc::ConnectionError::TooLarge { .. })));
+/// ```
 pub const DEFAULT_MAX_FRAME: u64 = 16 * 1024;
 
 /// Why a connection operation failed.
@@ -39,15 +63,20 @@ pub enum ConnectionError {
     /// `recv` on the send-only end of a one-way pipe.
     #[error("this end of the pipe cannot receive")]
     NotReadable,
-    /// `close()` was called on this end.
+    /// `close()` was called on this handle, or (sends only)
+    /// [`Connection::shutdown`] closed the pipe for everybody.
     #[error("this end of the pipe is closed")]
     Closed,
     /// The other end was closed or dropped, or its process died (after
     /// everything it sent was received).
     #[error("the other end of the pipe is gone")]
     Disconnected,
-    /// A frame above the pipe's frame limit.
-    #[error("message of {len} bytes exceeds the pipe's limit of {max} bytes")]
+    /// A message above the pipe's frame limit ([`DEFAULT_MAX_FRAME`] for
+    /// [`pipe`], the `max_frame` of [`pipe_with`]); nothing was sent.
+    #[error(
+        "message of {len} bytes exceeds the pipe's frame limit of {max} bytes: send it in parts, or make the pipe \
+         with pipe_with(duplex, capacity, max_frame) with a larger max_frame"
+    )]
     TooLarge {
         /// The frame length.
         len: usize,
@@ -62,6 +91,12 @@ pub enum ConnectionError {
         /// The frame's length.
         got: usize,
     },
+    /// `try_send` forms only: no room for the message now.
+    #[error("the pipe is full")]
+    Full,
+    /// `try_recv` forms only: no message waiting.
+    #[error("no message is waiting in the pipe")]
+    Empty,
     /// `_timeout` forms only.
     #[error("timed out")]
     TimedOut,
@@ -74,6 +109,11 @@ pub enum ConnectionError {
 }
 
 /// One end of a [`pipe`].
+///
+/// Messages are at most the pipe's frame limit (see [`pipe_with`]); a
+/// larger one fails with [`ConnectionError::TooLarge`]. Sends and receives
+/// come in three forms: waiting, `try_` (never waits: `Full` / `Empty`)
+/// and `_timeout` (`TimedOut`).
 ///
 /// Cloning gives another handle to the same end (holding no role until it
 /// sends or receives), like the copy of a Python `Connection` that a
@@ -146,6 +186,10 @@ impl Drop for Connection {
 /// send and receive; without, the first end only receives and the second
 /// only sends (as in Python).
 ///
+/// Each direction holds [`DEFAULT_CAPACITY`] bytes, and a message is at
+/// most [`DEFAULT_MAX_FRAME`] (16 KiB) bytes: a larger one fails with
+/// [`ConnectionError::TooLarge`]. Use [`pipe_with`] for other sizes.
+///
 /// ```
 /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
 /// a.send(&42u64).unwrap();
@@ -159,11 +203,18 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection), OpenError> {
 
 /// [`pipe`] with explicit ring bytes per direction and frame limit.
 ///
+/// `capacity` is a power of two of at least 64 bytes; `max_frame`, the
+/// largest message in bytes, is at most about `capacity / 2 - 8` (two
+/// frames must fit in the ring). A message above `max_frame` fails with
+/// [`ConnectionError::TooLarge`]; other sizes fail with
+/// [`OpenError::InvalidArgument`].
+///
 /// ```
 /// let (mut a, mut b) = shmproc::pipe_with(false, 4096, 1024).unwrap();
 /// assert!(a.send_bytes(b"x").is_err()); // a only receives
 /// b.send_bytes(b"x").unwrap();
 /// assert_eq!(a.recv_bytes().unwrap(), b"x");
+/// assert_eq!(b.send_bytes(&[0; 1025]), Err(shmproc::ConnectionError::TooLarge { len: 1025, max: 1024 }));
 /// ```
 pub fn pipe_with(duplex: bool, capacity: u64, max_frame: u64) -> Result<(Connection, Connection), OpenError> {
     let ab = ByteQueue::new((capacity, max_frame))?; // a -> b
@@ -270,7 +321,33 @@ impl Connection {
         Ok(self.rx.as_mut().expect("just set"))
     }
 
+    fn send_frame(&mut self, bytes: &[u8], wait: Wait) -> Result<(), ConnectionError> {
+        let max = self.out.as_ref().map_or(0, |q| q.max_frame());
+        let tx = self.tx()?;
+        let r = match wait {
+            Wait::No => tx.try_send(bytes),
+            Wait::Forever => tx.send(bytes),
+            Wait::For(timeout) => tx.send_timeout(bytes, timeout),
+        };
+        r.map_err(|e| send_error(e, bytes.len(), max))
+    }
+
+    fn recv_frame(&mut self, wait: Wait) -> Result<Vec<u8>, ConnectionError> {
+        let rx = self.rx()?;
+        let mut frame = Vec::new();
+        let r = match wait {
+            Wait::No => rx.try_recv_into(&mut frame),
+            Wait::Forever => rx.recv().map(|f| frame = f),
+            Wait::For(timeout) => rx.recv_timeout_into(&mut frame, timeout),
+        };
+        r.map_err(recv_error).map(|()| frame)
+    }
+
     /// Sends `bytes` as one message, waiting for room.
+    ///
+    /// Errors: [`TooLarge`](ConnectionError::TooLarge) above the pipe's
+    /// frame limit, `Closed`, `Disconnected` (the receiving end is gone),
+    /// `NotWritable`, `Role`.
     ///
     /// ```
     /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
@@ -278,16 +355,43 @@ impl Connection {
     /// assert_eq!(b.recv_bytes().unwrap(), b"hello");
     /// ```
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
-        let max = self.out.as_ref().map_or(0, |q| q.max_frame());
-        self.tx()?.send(bytes).map_err(|e| match e {
-            PushError::TooLarge(()) => ConnectionError::TooLarge { len: bytes.len(), max },
-            PushError::Closed(()) => ConnectionError::Closed,
-            PushError::TimedOut(()) => ConnectionError::TimedOut,
-            _ => ConnectionError::Disconnected,
-        })
+        self.send_frame(bytes, Wait::Forever)
     }
 
-    /// Sends a plain-data value (its bytes).
+    /// Sends `bytes` as one message if there is room now, never waiting:
+    /// [`Full`](ConnectionError::Full) otherwise (nothing is sent). Other
+    /// errors as for [`send_bytes`](Self::send_bytes).
+    ///
+    /// ```
+    /// use shmproc::ConnectionError;
+    /// let (mut a, mut b) = shmproc::pipe_with(true, 64, 8).unwrap();
+    /// a.try_send_bytes(b"one").unwrap();
+    /// while a.try_send_bytes(b"more").is_ok() {}
+    /// assert_eq!(a.try_send_bytes(b"more"), Err(ConnectionError::Full));
+    /// assert_eq!(b.recv_bytes().unwrap(), b"one");
+    /// ```
+    pub fn try_send_bytes(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
+        self.send_frame(bytes, Wait::No)
+    }
+
+    /// Sends `bytes` as one message, waiting at most `timeout` for room:
+    /// [`TimedOut`](ConnectionError::TimedOut) then (nothing is sent).
+    /// Other errors as for [`send_bytes`](Self::send_bytes).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmproc::ConnectionError;
+    /// let (mut a, _b) = shmproc::pipe_with(true, 64, 8).unwrap();
+    /// a.send_bytes_timeout(b"fits", Duration::from_secs(10)).unwrap();
+    /// while a.try_send_bytes(b"more").is_ok() {}
+    /// assert_eq!(a.send_bytes_timeout(b"more", Duration::from_millis(2)), Err(ConnectionError::TimedOut));
+    /// ```
+    pub fn send_bytes_timeout(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), ConnectionError> {
+        self.send_frame(bytes, Wait::For(timeout))
+    }
+
+    /// Sends a plain-data value (its bytes), waiting for room. Errors as for
+    /// [`send_bytes`](Self::send_bytes).
     ///
     /// ```
     /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
@@ -298,15 +402,42 @@ impl Connection {
         self.send_bytes(bytemuck::bytes_of(value))
     }
 
-    fn map_pop(e: PopError) -> ConnectionError {
-        match e {
-            PopError::TimedOut | PopError::Empty => ConnectionError::TimedOut,
-            PopError::Corrupted => ConnectionError::Corrupted,
-            PopError::Closed | PopError::Disconnected => ConnectionError::Disconnected,
-        }
+    /// Sends a plain-data value if there is room now, never waiting:
+    /// [`Full`](ConnectionError::Full) otherwise. Errors as for
+    /// [`try_send_bytes`](Self::try_send_bytes).
+    ///
+    /// ```
+    /// use shmproc::ConnectionError;
+    /// let (mut a, mut b) = shmproc::pipe_with(true, 64, 8).unwrap();
+    /// a.try_send(&7u64).unwrap();
+    /// while a.try_send(&8u64).is_ok() {}
+    /// assert_eq!(a.try_send(&9u64), Err(ConnectionError::Full));
+    /// assert_eq!(b.recv::<u64>(), Ok(7));
+    /// ```
+    pub fn try_send<T: Pod>(&mut self, value: &T) -> Result<(), ConnectionError> {
+        self.try_send_bytes(bytemuck::bytes_of(value))
+    }
+
+    /// Sends a plain-data value, waiting at most `timeout` for room.
+    /// Errors as for [`send_bytes_timeout`](Self::send_bytes_timeout).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmproc::ConnectionError;
+    /// let (mut a, _b) = shmproc::pipe_with(true, 64, 8).unwrap();
+    /// while a.try_send(&1u64).is_ok() {}
+    /// assert_eq!(a.send_timeout(&2u64, Duration::from_millis(2)), Err(ConnectionError::TimedOut));
+    /// ```
+    pub fn send_timeout<T: Pod>(&mut self, value: &T, timeout: Duration) -> Result<(), ConnectionError> {
+        self.send_bytes_timeout(bytemuck::bytes_of(value), timeout)
     }
 
     /// Receives one message, waiting for it.
+    ///
+    /// Errors: [`Disconnected`](ConnectionError::Disconnected) once the
+    /// sending end is gone (or the pipe was shut down) and everything it
+    /// sent was received, `Closed` (this handle was closed), `Corrupted`,
+    /// `NotReadable`, `Role`.
     ///
     /// ```
     /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
@@ -314,10 +445,27 @@ impl Connection {
     /// assert_eq!(a.recv_bytes().unwrap(), Vec::<u8>::new());
     /// ```
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>, ConnectionError> {
-        self.rx()?.recv().map_err(Self::map_pop)
+        self.recv_frame(Wait::Forever)
     }
 
-    /// Receives one message, waiting at most `timeout`.
+    /// Receives one message if one is waiting, never waiting:
+    /// [`Empty`](ConnectionError::Empty) otherwise. Other errors as for
+    /// [`recv_bytes`](Self::recv_bytes).
+    ///
+    /// ```
+    /// use shmproc::ConnectionError;
+    /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    /// assert_eq!(a.try_recv_bytes(), Err(ConnectionError::Empty));
+    /// b.send_bytes(b"hi").unwrap();
+    /// assert_eq!(a.try_recv_bytes().unwrap(), b"hi");
+    /// ```
+    pub fn try_recv_bytes(&mut self) -> Result<Vec<u8>, ConnectionError> {
+        self.recv_frame(Wait::No)
+    }
+
+    /// Receives one message, waiting at most `timeout`:
+    /// [`TimedOut`](ConnectionError::TimedOut) then. Other errors as for
+    /// [`recv_bytes`](Self::recv_bytes).
     ///
     /// ```
     /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
@@ -328,12 +476,13 @@ impl Connection {
     /// assert_eq!(r, Err(shmproc::ConnectionError::TimedOut));
     /// ```
     pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, ConnectionError> {
-        let mut v = Vec::new();
-        self.rx()?.recv_timeout_into(&mut v, timeout).map_err(Self::map_pop)?;
-        Ok(v)
+        self.recv_frame(Wait::For(timeout))
     }
 
-    /// Receives a plain-data value sent with [`send`](Self::send).
+    /// Receives a plain-data value sent with [`send`](Self::send), waiting
+    /// for it. Errors as for [`recv_bytes`](Self::recv_bytes), and
+    /// [`WrongSize`](ConnectionError::WrongSize) for a message that is not
+    /// `size_of::<T>()` bytes (it is consumed).
     ///
     /// ```
     /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
@@ -341,11 +490,38 @@ impl Connection {
     /// assert!(b.recv::<u64>().is_err()); // 2 bytes are not a u64
     /// ```
     pub fn recv<T: Pod>(&mut self) -> Result<T, ConnectionError> {
-        let bytes = self.recv_bytes()?;
-        if bytes.len() != std::mem::size_of::<T>() {
-            return Err(ConnectionError::WrongSize { expected: std::mem::size_of::<T>(), got: bytes.len() });
-        }
-        Ok(bytemuck::pod_read_unaligned(&bytes))
+        decode(self.recv_bytes()?)
+    }
+
+    /// Receives a plain-data value if one is waiting, never waiting:
+    /// [`Empty`](ConnectionError::Empty) otherwise. Errors as for
+    /// [`recv`](Self::recv).
+    ///
+    /// ```
+    /// use shmproc::ConnectionError;
+    /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    /// assert_eq!(a.try_recv::<u32>(), Err(ConnectionError::Empty));
+    /// b.send(&5u32).unwrap();
+    /// assert_eq!(a.try_recv::<u32>(), Ok(5));
+    /// ```
+    pub fn try_recv<T: Pod>(&mut self) -> Result<T, ConnectionError> {
+        decode(self.try_recv_bytes()?)
+    }
+
+    /// Receives a plain-data value, waiting at most `timeout`:
+    /// [`TimedOut`](ConnectionError::TimedOut) then. Errors as for
+    /// [`recv`](Self::recv).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use shmproc::ConnectionError;
+    /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    /// b.send(&5u32).unwrap();
+    /// assert_eq!(a.recv_timeout::<u32>(Duration::from_secs(10)), Ok(5));
+    /// assert_eq!(a.recv_timeout::<u32>(Duration::from_millis(2)), Err(ConnectionError::TimedOut));
+    /// ```
+    pub fn recv_timeout<T: Pod>(&mut self, timeout: Duration) -> Result<T, ConnectionError> {
+        decode(self.recv_bytes_timeout(timeout)?)
     }
 
     /// Whether a message is waiting, waiting at most `timeout` for one.
@@ -422,4 +598,48 @@ impl Connection {
     pub fn writable(&self) -> bool {
         self.out.is_some()
     }
+}
+
+/// How long a send or receive may wait.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// The `try_` forms.
+    No,
+    /// The plain forms.
+    Forever,
+    /// The `_timeout` forms.
+    For(Duration),
+}
+
+// The one place that names the byte queue's error variants.
+
+/// A byte queue's send error as the pipe reports it.
+fn send_error(e: PushError<()>, len: usize, max: usize) -> ConnectionError {
+    match e {
+        PushError::Full(()) => ConnectionError::Full,
+        PushError::TimedOut(()) => ConnectionError::TimedOut,
+        PushError::TooLarge(()) => ConnectionError::TooLarge { len, max },
+        PushError::Closed(()) => ConnectionError::Closed,
+        PushError::Disconnected(()) => ConnectionError::Disconnected,
+    }
+}
+
+/// A byte queue's receive error as the pipe reports it: a direction closed
+/// for everybody ([`Connection::shutdown`]) reads as `Disconnected` once
+/// drained, as a peer that is gone.
+fn recv_error(e: PopError) -> ConnectionError {
+    match e {
+        PopError::Empty => ConnectionError::Empty,
+        PopError::TimedOut => ConnectionError::TimedOut,
+        PopError::Corrupted => ConnectionError::Corrupted,
+        PopError::Closed | PopError::Disconnected => ConnectionError::Disconnected,
+    }
+}
+
+/// A plain-data value from a whole message.
+fn decode<T: Pod>(bytes: Vec<u8>) -> Result<T, ConnectionError> {
+    if bytes.len() != std::mem::size_of::<T>() {
+        return Err(ConnectionError::WrongSize { expected: std::mem::size_of::<T>(), got: bytes.len() });
+    }
+    Ok(bytemuck::pod_read_unaligned(&bytes))
 }

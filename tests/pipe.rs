@@ -226,6 +226,104 @@ fn an_unused_copy_closed_does_not_disconnect_the_peer() {
     assert_eq!(a.recv::<u8>(), Err(ConnectionError::Disconnected));
 }
 
+shmproc::entry! {
+    /// Reads nothing until `go`, then checks that it receives 0, 1, 2...
+    /// up to the sentinel `u64::MAX`, and sends back how many it got.
+    fn count_after_go(args: (Connection, Event)) -> Result<(), String> {
+        let (mut conn, go) = args;
+        if !go.wait_timeout(Duration::from_secs(60)) {
+            return Err("never told to go".into());
+        }
+        let mut n = 0u64;
+        loop {
+            match conn.recv_timeout::<u64>(Duration::from_secs(60)).map_err(|e| e.to_string())? {
+                u64::MAX => return conn.send(&n).map_err(|e| e.to_string()),
+                v if v == n => n += 1,
+                v => return Err(format!("got {v}, expected {n}")),
+            }
+        }
+    }
+}
+
+/// Issue 10 item 3: the non-waiting and bounded sends on a full pipe whose
+/// reader (another process) is alive but not reading: `Full` and
+/// `TimedOut`, and nothing is lost or duplicated by the refused sends.
+#[test]
+fn try_send_on_a_full_pipe_is_full_and_send_timeout_times_out() {
+    let (mut a, b) = shmproc::pipe_with(true, 256, 16).unwrap();
+    let go = Event::new().unwrap();
+    let mut p = Process::new(count_after_go, (b, go.clone())).with_daemon(true);
+    p.start().unwrap();
+    let mut sent = 0u64;
+    let full = loop {
+        match a.try_send(&sent) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(full, ConnectionError::Full);
+    assert!(sent > 0, "nothing fit in an empty pipe");
+    assert_eq!(a.try_send_bytes(&sent.to_ne_bytes()), Err(ConnectionError::Full));
+    assert_eq!(a.send_timeout(&sent, Duration::from_millis(5)), Err(ConnectionError::TimedOut));
+    assert_eq!(a.send_bytes_timeout(&sent.to_ne_bytes(), Duration::ZERO), Err(ConnectionError::TimedOut));
+    // A message above the frame limit is TooLarge in every form, full or not.
+    assert_eq!(a.try_send_bytes(&[0; 17]), Err(ConnectionError::TooLarge { len: 17, max: 16 }));
+    assert_eq!(a.send_bytes_timeout(&[0; 17], Duration::ZERO), Err(ConnectionError::TooLarge { len: 17, max: 16 }));
+    go.set();
+    // Room comes back as the child reads: the bounded forms then succeed.
+    a.send_timeout(&sent, Duration::from_secs(30)).unwrap();
+    a.send_bytes_timeout(&u64::MAX.to_ne_bytes(), Duration::from_secs(30)).unwrap();
+    assert_eq!(a.recv_timeout::<u64>(Duration::from_secs(30)), Ok(sent + 1), "each accepted message arrives once");
+    common::join(&p).unwrap();
+}
+
+shmproc::entry! {
+    /// Sends one value once told to go.
+    fn send_after_go(args: (Connection, Event)) -> Result<(), String> {
+        let (mut conn, go) = args;
+        conn.send(&0u8).map_err(|e| e.to_string())?; // hold the sending role
+        if !go.wait_timeout(Duration::from_secs(60)) {
+            return Err("never told to go".into());
+        }
+        conn.send(&42u32).map_err(|e| e.to_string())
+    }
+}
+
+/// Issue 10 item 3: the non-waiting and bounded receives on an empty pipe
+/// whose writer (another process) is alive: `Empty` and `TimedOut`; once
+/// the writer is gone and the pipe drained, `Disconnected` (not `Empty`).
+#[test]
+fn try_recv_on_an_empty_pipe_is_empty_and_recv_timeout_times_out() {
+    let (mut a, b) = shmproc::pipe(true).unwrap();
+    let go = Event::new().unwrap();
+    let mut p = Process::new(send_after_go, (b, go.clone())).with_daemon(true);
+    p.start().unwrap();
+    assert_eq!(a.recv_timeout::<u8>(Duration::from_secs(30)), Ok(0));
+    assert_eq!(a.try_recv::<u32>(), Err(ConnectionError::Empty));
+    assert_eq!(a.try_recv_bytes(), Err(ConnectionError::Empty));
+    assert_eq!(a.recv_timeout::<u32>(Duration::from_millis(5)), Err(ConnectionError::TimedOut));
+    assert_eq!(a.recv_bytes_timeout(Duration::ZERO), Err(ConnectionError::TimedOut));
+    go.set();
+    assert_eq!(a.recv_timeout::<u32>(Duration::from_secs(30)), Ok(42));
+    common::join(&p).unwrap();
+    assert_eq!(a.try_recv::<u32>(), Err(ConnectionError::Disconnected));
+    assert_eq!(a.recv_timeout::<u32>(Duration::ZERO), Err(ConnectionError::Disconnected));
+}
+
+/// Issue 10 item 3: the frame limit is in the error, with what to do.
+#[test]
+fn too_large_error_names_the_limit_and_pipe_with() {
+    let (mut a, _b) = shmproc::pipe(true).unwrap();
+    let max = shmproc::PIPE_MAX_FRAME as usize;
+    let e = a.send_bytes(&vec![0; max + 1]).unwrap_err();
+    assert_eq!(e, ConnectionError::TooLarge { len: max + 1, max });
+    let msg = e.to_string();
+    assert!(msg.contains(&max.to_string()) && msg.contains("pipe_with"), "{msg}");
+    let (mut a, mut b) = shmproc::pipe_with(true, 4 * shmproc::PIPE_CAPACITY, 2 * shmproc::PIPE_MAX_FRAME).unwrap();
+    a.send_bytes(&vec![7; max + 1]).unwrap();
+    assert_eq!(b.recv_bytes().unwrap(), vec![7; max + 1]);
+}
+
 #[test]
 fn one_way_pipes_refuse_the_wrong_direction() {
     let (mut r, mut w) = shmproc::pipe(false).unwrap();
