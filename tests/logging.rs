@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use shmproc::{Event, Process, Value};
@@ -90,32 +90,11 @@ fn inner_log_to_stderr_run() {
 
 #[test]
 fn log_to_stderr_logs_parent_and_spawned_child_in_pythons_format() {
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "inner_log_to_stderr_run", "--test-threads=1"])
-        .env(INNER, "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut s).unwrap();
-        s
-    });
-    let end = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("inner run still going after 60 s (killed)");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let err = reader.join().unwrap();
+    let (status, err) = common::run_within(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "inner_log_to_stderr_run", "--test-threads=1"])
+            .env(INNER, "1"),
+    );
     assert!(status.success(), "{err}");
     assert!(err.contains("[INFO/MainProcess] process Process-1 started (pid "), "{err}");
     assert!(err.contains("[DEBUG/Process-1] opened Value "), "the child logs the handles it opens: {err}");

@@ -4,7 +4,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use shmproc::process::{Entry, Handoff, HandoffError, Run, StartMethod};
 use shmproc::{
@@ -27,14 +29,6 @@ fn put_str(a: &Array<u8>, s: &str) {
 fn get_str(a: &Array<u8>) -> String {
     let v = a.to_vec().unwrap();
     String::from_utf8_lossy(&v[..v.iter().position(|&b| b == 0).unwrap_or(v.len())]).into_owned()
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 fn pid_gone(pid: u32) -> bool {
@@ -77,7 +71,7 @@ fn successful_entry_exits_with_zero() {
         assert_eq!(p.exitcode(), None);
         p.start().unwrap();
         assert!(p.pid().is_some());
-        p.join().unwrap();
+        common::join(&p).unwrap();
         assert_eq!(p.exitcode(), Some(0), "{m:?}");
         assert!(!p.is_alive());
     });
@@ -88,7 +82,7 @@ fn returned_error_gives_exit_code_1_and_its_message() {
     both_methods(|m| {
         let mut p = Process::new(fail, "disk on fire".to_string()).with_start_method(m);
         p.start().unwrap();
-        match p.join() {
+        match common::join(&p) {
             Err(ProcessError::Failed { message, .. }) => assert_eq!(message, "disk on fire"),
             other => panic!("{m:?}: {other:?}"),
         }
@@ -101,7 +95,7 @@ fn panic_message_reaches_the_parent() {
     both_methods(|m| {
         let mut p = Process::new(explode, "kaboom 42".to_string()).with_start_method(m);
         p.start().unwrap();
-        match p.join() {
+        match common::join(&p) {
             Err(ProcessError::Panicked { message, .. }) => assert_eq!(message, "kaboom 42"),
             other => panic!("{m:?}: {other:?}"),
         }
@@ -124,12 +118,12 @@ fn terminate_gives_minus_15_and_kill_minus_9() {
     both_methods(|m| {
         let (p, _ev) = start_sleeper("terminate", m);
         p.terminate().unwrap();
-        assert!(matches!(p.join(), Err(ProcessError::Signaled { signal: 15, .. })));
+        assert!(matches!(common::join(&p), Err(ProcessError::Signaled { signal: 15, .. })));
         assert_eq!(p.exitcode(), Some(-15));
 
         let (p, _ev) = start_sleeper("kill", m);
         p.kill().unwrap();
-        assert!(matches!(p.join(), Err(ProcessError::Signaled { signal: 9, .. })));
+        assert!(matches!(common::join(&p), Err(ProcessError::Signaled { signal: 9, .. })));
         assert_eq!(p.exitcode(), Some(-9));
     });
 }
@@ -143,9 +137,9 @@ fn join_timeout_leaves_a_live_child_running() {
     assert!(matches!(p.close(), Err(ProcessError::StillRunning(_))));
     assert!(p.is_alive(), "a refused close changed nothing");
     p.kill().unwrap();
-    assert!(matches!(p.join(), Err(ProcessError::Signaled { signal: 9, .. })));
+    assert!(matches!(common::join(&p), Err(ProcessError::Signaled { signal: 9, .. })));
     p.close().unwrap();
-    assert!(matches!(p.join(), Err(ProcessError::NotStarted(_))));
+    assert!(matches!(p.join(), Err(ProcessError::NotStarted(_))), "closed: join returns at once");
 }
 
 shmproc::entry! {
@@ -176,7 +170,7 @@ fn names_are_counted_at_creation_and_seen_by_the_child() {
             .with_name("Test")
             .with_start_method(m);
         p.start().unwrap();
-        p.join().unwrap();
+        common::join(&p).unwrap();
         assert_eq!(get_str(&me), "Test");
         assert_eq!(get_str(&parent), "MainProcess");
         assert_eq!(pids.get().unwrap(), [p.pid().unwrap(), std::process::id()]);
@@ -189,7 +183,7 @@ fn active_children_lists_running_children_until_joined() {
     let pid = p.pid().unwrap();
     assert!(shmproc::active_children().iter().any(|c| c.pid() == Some(pid)));
     p.kill().unwrap();
-    let _ = p.join();
+    let _ = common::join(&p);
     assert!(!shmproc::active_children().iter().any(|c| c.pid() == Some(pid)));
 }
 
@@ -275,30 +269,42 @@ fn a_parent_that_returns_right_after_start_keeps_the_argument_for_its_child() {
 fn a_child_reaped_elsewhere_is_not_exit_code_minus_1_and_cannot_be_signalled() {
     let (p, _ev) = start_sleeper("reaped-elsewhere", StartMethod::Spawn);
     let pid = p.pid().unwrap() as libc::pid_t;
-    // SAFETY: kill and waitpid on our own child; `status` is a valid out-pointer.
-    unsafe {
-        assert_eq!(libc::kill(pid, libc::SIGKILL), 0);
-        let mut status = 0;
-        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
-    }
+    // SAFETY: kill of our own child, not reaped yet.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    reap_elsewhere(pid);
     match p.terminate() {
         Err(ProcessError::Signal { signal: 15, source, .. }) => assert_eq!(source.raw_os_error(), Some(libc::ESRCH)),
         other => panic!("{other:?}"),
     }
     assert_eq!(p.exitcode(), Some(shmproc::process::EXITCODE_UNKNOWN));
     assert!(!p.is_alive());
-    assert!(matches!(p.join(), Err(ProcessError::StatusUnavailable { .. })));
+    assert!(matches!(common::join(&p), Err(ProcessError::StatusUnavailable { .. })));
     // A child that reported its outcome keeps its code even then.
     let mut q = Process::new(succeed, ());
     q.start().unwrap();
-    let qpid = q.pid().unwrap() as libc::pid_t;
-    // SAFETY: waitpid on our own child; `status` is a valid out-pointer.
-    unsafe {
-        let mut status = 0;
-        assert_eq!(libc::waitpid(qpid, &mut status, 0), qpid);
-    }
+    reap_elsewhere(q.pid().unwrap() as libc::pid_t);
     assert_eq!(q.exitcode(), Some(0));
-    q.join().unwrap();
+    common::join(&q).unwrap();
+}
+
+/// `waitpid(pid)` behind shmproc's back, bounded: a watchdog kills the
+/// child if it has not ended within the common deadline, and the test fails.
+fn reap_elsewhere(pid: libc::pid_t) {
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let expired = done_rx.recv_timeout(common::DEADLINE).is_err();
+        if expired {
+            // SAFETY: kill of our own child, which the waitpid below has not reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        expired
+    });
+    let mut status = 0;
+    // SAFETY: waitpid on our own child; `status` is a valid out-pointer.
+    let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
+    done_tx.send(()).unwrap();
+    assert!(!watchdog.join().unwrap(), "child {pid} did not end within {:?}; killed it", common::DEADLINE);
+    assert_eq!(reaped, pid);
 }
 
 #[test]
@@ -360,7 +366,7 @@ fn handles_of_every_sync_type_work_in_the_child() {
         let mut p = Process::new(use_every_handle, args).with_start_method(m);
         p.start().unwrap();
         assert_eq!(barrier.wait_timeout(Duration::from_secs(30)).map(|i| i < 2), Ok(true));
-        p.join().unwrap();
+        common::join(&p).unwrap();
         assert!(event.is_set());
         assert_eq!(sem.get_value(), 0);
         assert_eq!(bsem.get_value(), 1);
@@ -387,7 +393,7 @@ shmproc::entry! {
 fn plain_data_arguments_arrive_intact() {
     let mut p = Process::new(check_data, ("héllo".into(), vec![1, 2, 3], Some('λ'), [-1, 0, 1]));
     p.start().unwrap();
-    p.join().unwrap();
+    common::join(&p).unwrap();
 }
 
 #[test]
@@ -396,7 +402,7 @@ fn a_handle_whose_object_is_gone_gives_the_child_a_clear_error() {
     shmproc::unlink(lock.name()).unwrap();
     let mut p = Process::new(use_lock, lock.clone());
     p.start().unwrap();
-    match p.join() {
+    match common::join(&p) {
         Err(ProcessError::StartupFailed { message, .. }) => {
             assert!(message.contains("not found") && message.contains(lock.name()), "{message}")
         }
@@ -431,14 +437,13 @@ fn an_unregistered_entry_is_refused_by_start() {
 fn a_child_asked_for_an_unknown_entry_id_exits_with_a_clear_error() {
     // What a tampered or mismatched request looks like to the child.
     let seg = shmproc::RawSegment::new(8192).unwrap();
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("SHMPROC_ENTRY", "no::such::entry")
-        .env("SHMPROC_SEGMENT", seg.name())
-        .env("SHMPROC_NAME", "Process-99")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (status, err) = common::run_within(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .env("SHMPROC_ENTRY", "no::such::entry")
+            .env("SHMPROC_SEGMENT", seg.name())
+            .env("SHMPROC_NAME", "Process-99"),
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("unknown entry id \"no::such::entry\""), "{err}");
 }
 
@@ -451,7 +456,7 @@ fn processes_can_be_spawned_from_many_threads_at_once() {
                 for _ in 0..3 {
                     let mut p = Process::new(add_one, total.clone());
                     p.start().unwrap();
-                    p.join().unwrap();
+                    common::join(&p).unwrap();
                 }
             });
         }
@@ -494,7 +499,7 @@ fn a_run_struct_is_a_process_body() {
         let out = Value::new(0u64).unwrap();
         let mut p = Process::from_run(Doubler { input: 21, out: out.clone() }).with_start_method(m);
         p.start().unwrap();
-        p.join().unwrap();
+        common::join(&p).unwrap();
         assert_eq!(out.get().unwrap(), 42);
     });
 }
@@ -502,10 +507,10 @@ fn a_run_struct_is_a_process_body() {
 #[test]
 fn start_twice_and_join_before_start_are_errors() {
     let mut p = Process::new(succeed, ());
-    assert!(matches!(p.join(), Err(ProcessError::NotStarted(_))));
+    assert!(matches!(p.join(), Err(ProcessError::NotStarted(_))), "not started: join returns at once");
     p.start().unwrap();
     assert!(matches!(p.start(), Err(ProcessError::AlreadyStarted(_))));
-    p.join().unwrap();
+    common::join(&p).unwrap();
     p.close().unwrap();
 }
 
@@ -526,12 +531,23 @@ shmproc::entry! {
 }
 
 shmproc::entry! {
-    /// Sleeps a little, then sets `done` (or sleeps long if it is a daemon
-    /// that should be stopped first).
+    /// A daemon sleeps until it is terminated. A non-daemon sets `done`
+    /// only once its parent waits for it (a thread of the parent blocked in
+    /// `waitpid`: the parent's exit joining it); if the parent goes away
+    /// without waiting, it returns without setting `done`.
     fn grandchild(done: Event) {
-        let daemon = shmproc::current_process().daemon;
-        std::thread::sleep(if daemon { Duration::from_secs(60) } else { Duration::from_millis(200) });
-        done.set();
+        if shmproc::current_process().daemon {
+            std::thread::sleep(Duration::from_secs(60));
+            return;
+        }
+        let parent = shmproc::parent_process().expect("a child has a parent").pid;
+        let parent_gone = || std::os::unix::process::parent_id() != parent;
+        common::wait_for("the parent to wait for this child, or to be gone", || {
+            parent_gone() || common::waits_for_a_child(parent)
+        });
+        if !parent_gone() {
+            done.set();
+        }
     }
 }
 
@@ -542,12 +558,12 @@ fn a_normal_exit_joins_non_daemon_children_and_terminates_daemons() {
         let done = Event::new().unwrap();
         let mut p = Process::new(start_grandchild, (daemon, pid.clone(), done.clone(), false));
         p.start().unwrap();
-        p.join().unwrap();
+        common::join(&p).unwrap();
         let gpid = pid.get().unwrap();
         assert_ne!(gpid, 0);
         if daemon {
             // Terminated at the intermediate's exit, long before its 60 s.
-            wait_until("daemon grandchild to be gone", || pid_gone(gpid));
+            common::wait_for("daemon grandchild to be gone", || pid_gone(gpid));
             assert!(!done.is_set());
         } else {
             // The intermediate's exit waited for it: it finished its work.
@@ -562,24 +578,46 @@ fn a_daemon_child_ends_when_its_parent_is_killed() {
     let done = Event::new().unwrap();
     let mut p = Process::new(start_grandchild, (true, pid.clone(), done.clone(), true));
     p.start().unwrap();
-    wait_until("grandchild pid", || pid.get().unwrap() != 0);
+    common::wait_for("grandchild pid", || pid.get().unwrap() != 0);
     let gpid = pid.get().unwrap();
     assert!(!pid_gone(gpid));
     p.kill().unwrap();
-    let _ = p.join();
-    wait_until("orphaned daemon to end", || pid_gone(gpid));
+    let _ = common::join(&p);
+    common::wait_for("orphaned daemon to end", || pid_gone(gpid));
+}
+
+/// Kills the child when dropped: however a test ends, a thread blocked in
+/// its `join()` returns.
+struct KillOnDrop<'a>(&'a Process);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+    }
 }
 
 #[test]
 fn is_alive_does_not_block_while_another_thread_joins() {
     let (p, _ev) = start_sleeper("join-vs-alive", StartMethod::Spawn);
+    let p = &p;
     std::thread::scope(|s| {
-        let joiner = s.spawn(|| p.join());
-        std::thread::sleep(Duration::from_millis(50)); // the joiner is waiting
-        let t = Instant::now();
-        assert!(p.is_alive());
-        assert_eq!(p.exitcode(), None);
-        assert!(t.elapsed() < Duration::from_secs(5), "is_alive waited for the joiner");
+        // Dropped when this closure ends (also by a failed assertion),
+        // before the scope joins its threads: the joiner's join(), the call
+        // under test, is bounded by this kill.
+        let _kill = KillOnDrop(p);
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let joiner = s.spawn(move || {
+            tid_tx.send(common::gettid()).unwrap();
+            p.join()
+        });
+        // The joiner is waiting for the child.
+        common::wait_until_thread_asleep(tid_rx.recv().unwrap());
+        let (tx, rx) = mpsc::channel();
+        s.spawn(move || {
+            let _ = tx.send((p.is_alive(), p.exitcode()));
+        });
+        let answer = rx.recv_timeout(common::DEADLINE);
+        assert_eq!(answer, Ok((true, None)), "is_alive/exitcode waited for the joiner (no answer within the deadline)");
         p.kill().unwrap();
         assert!(matches!(joiner.join().unwrap(), Err(ProcessError::Signaled { signal: 9, .. })));
     });
@@ -591,7 +629,7 @@ shmproc::entry! {
     fn start_one_grandchild(total: Value<u64>) -> Result<(), String> {
         let mut g = Process::new(add_one, total);
         g.start().map_err(|e| e.to_string())?;
-        g.join().map_err(|e| e.to_string())
+        common::join(&g).map_err(|e| e.to_string())
     }
 }
 
@@ -602,39 +640,51 @@ shmproc::entry! {
 /// list when starting its own child.
 #[test]
 fn a_forked_child_does_not_inherit_locks_held_by_other_threads() {
-    let (held_tx, held_rx) = std::sync::mpsc::channel();
-    let holder = std::thread::spawn(move || {
-        let _out = std::io::stdout().lock();
-        held_tx.send(()).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-    });
-    held_rx.recv().unwrap();
     let mut p = Process::new(succeed, ()).with_start_method(StartMethod::Fork);
-    p.start().unwrap();
-    holder.join().unwrap();
+    let forker = common::gettid();
+    let (forking, forked) = (AtomicBool::new(false), AtomicBool::new(false));
+    std::thread::scope(|s| {
+        let (held_tx, held_rx) = mpsc::channel();
+        let (forking, forked) = (&forking, &forked);
+        s.spawn(move || {
+            let _out = std::io::stdout().lock();
+            held_tx.send(()).unwrap();
+            // Held until the forking thread waits for it (start takes it
+            // across the fork) or has forked (it did not need it): either
+            // way, another thread held it when start began.
+            common::wait_for("the forking thread to block on stdout's lock, or to fork", || {
+                forked.load(Ordering::SeqCst) || (forking.load(Ordering::SeqCst) && common::thread_in_futex(forker))
+            });
+        });
+        held_rx.recv().unwrap();
+        forking.store(true, Ordering::SeqCst);
+        let started = p.start();
+        forked.store(true, Ordering::SeqCst);
+        started.unwrap();
+    });
     common::join(&p).unwrap();
 
     let total = Value::new(0u64).unwrap();
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
     let rounds = 20;
     std::thread::scope(|s| {
         // Each keeps one of the crate's locks held most of the time.
         s.spawn(|| {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let _ = shmproc::current_process();
             }
         });
         s.spawn(|| {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let _ = shmproc::active_children();
             }
         });
         // Stops the spinners however this closure ends (a failed
         // assertion must not leave the scope waiting for them).
-        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        struct StopOnDrop<'a>(&'a AtomicBool);
         impl Drop for StopOnDrop<'_> {
             fn drop(&mut self) {
-                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.0.store(true, Ordering::Relaxed);
             }
         }
         let _stop = StopOnDrop(&stop);

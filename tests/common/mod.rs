@@ -125,16 +125,79 @@ pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+const SYS_FUTEX: u64 = if cfg!(target_arch = "aarch64") { 98 } else { 202 };
+const SYS_FUTEX_WAITV: u64 = 449;
+const SYS_WAIT4: u64 = if cfg!(target_arch = "aarch64") { 260 } else { 61 };
+const SYS_WAITID: u64 = if cfg!(target_arch = "aarch64") { 95 } else { 247 };
+
+/// The system call thread `tid` of process `pid` is blocked in
+/// (`/proc/<pid>/task/<tid>/syscall`); `None` while it runs, or if it is gone.
+pub fn blocked_in(pid: u32, tid: u32) -> Option<u64> {
+    syscall_in(&format!("/proc/{pid}/task/{tid}/syscall"))
+}
+
+fn syscall_in(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.split_whitespace().next()?.parse().ok()
+}
+
+/// The system calls the threads of process `pid` are blocked in.
+fn blocked_threads(pid: u32) -> Vec<u64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks.filter_map(|t| syscall_in(t.ok()?.path().join("syscall").to_str()?)).collect()
+}
+
 /// How many threads of process `pid` are inside a futex system call (asleep
 /// in a futex wait: the state blocking shmproc calls reach after spinning).
 pub fn threads_in_futex(pid: u32) -> usize {
-    const SYS_FUTEX: &str = if cfg!(target_arch = "aarch64") { "98" } else { "202" };
-    const SYS_FUTEX_WAITV: &str = "449";
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("syscall")).ok())
-        .filter(|s| matches!(s.split_whitespace().next(), Some(n) if n == SYS_FUTEX || n == SYS_FUTEX_WAITV))
-        .count()
+    blocked_threads(pid).into_iter().filter(|&n| n == SYS_FUTEX || n == SYS_FUTEX_WAITV).count()
+}
+
+/// Whether a thread of process `pid` is blocked waiting for a child to end
+/// (`waitpid` / `waitid`).
+pub fn waits_for_a_child(pid: u32) -> bool {
+    blocked_threads(pid).into_iter().any(|n| n == SYS_WAIT4 || n == SYS_WAITID)
+}
+
+/// Whether thread `tid` of this process is asleep in a futex wait.
+pub fn thread_in_futex(tid: u32) -> bool {
+    matches!(blocked_in(std::process::id(), tid), Some(n) if n == SYS_FUTEX || n == SYS_FUTEX_WAITV)
+}
+
+/// The calling thread's kernel id (its `/proc/self/task/<tid>`).
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// Waits (bounded by DEADLINE) until thread `tid` of this process is
+/// blocked in a system call (e.g. a joiner waiting for its child).
+pub fn wait_until_thread_asleep(tid: u32) {
+    wait_for(&format!("thread {tid} to block in a system call"), || blocked_in(std::process::id(), tid).is_some());
+}
+
+/// Runs `cmd` to its end, bounded by DEADLINE (killed and the test failed
+/// on expiry); its stderr is captured, its stdin and stdout are null.
+pub fn run_within(cmd: &mut Command) -> (ExitStatus, String) {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let end = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {DEADLINE:?} (killed)");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    (status, reader.join().expect("stderr reader"))
 }
 
 /// Waits (bounded by DEADLINE) until at least `n` threads of `pid` sleep on
