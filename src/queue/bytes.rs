@@ -15,7 +15,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::WaitStrategy;
-use super::spsc::{PeerWatch, PopError, PushError, Role, RoleError, SpscCtl, new_ctl, publish_and_wake, sleep_on};
+use super::error::{PopError, PushError, RoleError};
+use super::roles::{PeerWatch, Role};
+use super::spsc::{SpscCtl, new_ctl};
+use super::wake::{publish_and_wake, sleep_on};
 use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};

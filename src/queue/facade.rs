@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use bytemuck::Pod;
 
-use super::mpmc::{MpmcQueue, TaskDoneError};
-use super::spsc::{PopError, PushError};
+use super::error::TaskDoneError;
+use super::mpmc::MpmcQueue;
+use super::error::{PopError, PushError};
 use crate::OpenError;
 use crate::wait::Deadline;
 

@@ -17,15 +17,23 @@
 
 real_platform! {
     mod bytes;
+    mod error;
     mod facade;
+    mod joinable;
+    mod loan;
     mod mpmc;
     mod records;
+    mod repair;
+    mod roles;
     mod spsc;
+    mod wake;
 
     pub use bytes::{ByteConsumer, ByteProducer, ByteQueue};
     pub use facade::{JoinableQueue, Queue, SimpleQueue};
-    pub use mpmc::{MpmcQueue, TaskDoneError};
-    pub use spsc::{Consumer, PopError, Producer, PushError, ReadLoan, RoleError, SpscQueue, WriteLoan};
+    pub use mpmc::MpmcQueue;
+    pub use error::{PopError, PushError, RoleError, TaskDoneError};
+    pub use loan::{ReadLoan, WriteLoan};
+    pub use spsc::{Consumer, Producer, SpscQueue};
 }
 // Also model-checked under loom (see `crate::loom_models`).
 pub(crate) mod ring;
