@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use crate::OpenError;
-use crate::queue::{ByteConsumer, ByteProducer, ByteQueue, PopError, PushError, RoleError};
+use crate::queue::{ByteConsumer, ByteProducer, ByteQueue, RecvTimeoutError, RoleError, SendError};
 
 /// Default ring size of each direction.
 pub const DEFAULT_CAPACITY: u64 = 64 * 1024;
@@ -98,8 +98,8 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection), OpenError> {
 /// assert_eq!(a.recv_bytes().unwrap(), b"x");
 /// ```
 pub fn pipe_with(duplex: bool, capacity: u64, max_frame: u64) -> Result<(Connection, Connection), OpenError> {
-    let ab = ByteQueue::new((capacity, max_frame))?; // a -> b
-    let ba = ByteQueue::new((capacity, max_frame))?; // b -> a
+    let ab = ByteQueue::new(capacity, max_frame)?; // a -> b
+    let ba = ByteQueue::new(capacity, max_frame)?; // b -> a
     if duplex {
         Ok((Connection::new(Some(ab.clone()), Some(ba.clone())), Connection::new(Some(ba), Some(ab))))
     } else {
@@ -154,10 +154,9 @@ impl Connection {
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
         let max = self.out.as_ref().map_or(0, |q| q.max_frame());
         self.tx()?.send(bytes).map_err(|e| match e {
-            PushError::TooLarge(()) => ConnectionError::TooLarge { len: bytes.len(), max },
-            PushError::Closed(()) => ConnectionError::Closed,
-            PushError::TimedOut(()) => ConnectionError::TimedOut,
-            _ => ConnectionError::Disconnected,
+            SendError::TooLarge { .. } => ConnectionError::TooLarge { len: bytes.len(), max },
+            SendError::Closed => ConnectionError::Closed,
+            SendError::Disconnected => ConnectionError::Disconnected,
         })
     }
 
@@ -172,11 +171,11 @@ impl Connection {
         self.send_bytes(bytemuck::bytes_of(value))
     }
 
-    fn map_pop(e: PopError) -> ConnectionError {
+    fn map_pop(e: RecvTimeoutError) -> ConnectionError {
         match e {
-            PopError::TimedOut | PopError::Empty => ConnectionError::TimedOut,
-            PopError::Corrupted => ConnectionError::Corrupted,
-            PopError::Closed | PopError::Disconnected => ConnectionError::Disconnected,
+            RecvTimeoutError::TimedOut => ConnectionError::TimedOut,
+            RecvTimeoutError::Corrupted => ConnectionError::Corrupted,
+            RecvTimeoutError::Closed | RecvTimeoutError::Disconnected => ConnectionError::Disconnected,
         }
     }
 
@@ -188,7 +187,7 @@ impl Connection {
     /// assert_eq!(a.recv_bytes().unwrap(), Vec::<u8>::new());
     /// ```
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>, ConnectionError> {
-        self.rx()?.recv().map_err(Self::map_pop)
+        self.rx()?.recv().map_err(|e| Self::map_pop(e.into()))
     }
 
     /// Receives one message, waiting at most `timeout`.

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use bytemuck::Pod;
 
-use super::error::{PopError, PushError};
+use super::error::{CommitError, TryPopError, TryPushError};
 use super::spsc::{Consumer, Producer};
 
 impl<T: Pod> Producer<T> {
@@ -25,13 +25,13 @@ impl<T: Pod> Producer<T> {
     /// loan.commit().unwrap();
     /// assert_eq!(q.consumer().unwrap().pop().unwrap(), [7; 8]);
     /// ```
-    pub fn loan(&mut self) -> Result<WriteLoan<'_, T>, PushError<()>> {
+    pub fn loan(&mut self) -> Result<WriteLoan<'_, T>, TryPushError<()>> {
         let m = &self.q.ctl().meta.0;
         if m.closed.load(Ordering::Relaxed) | m.consumer_gone.load(Ordering::Relaxed) != 0 {
-            return Err(self.refusal(()).unwrap_or(PushError::Closed(())));
+            return Err(self.refusal(()).unwrap_or(TryPushError::Closed(())));
         }
         if self.free(1) == 0 {
-            return Err(self.refusal(()).unwrap_or(PushError::Full(())));
+            return Err(self.refusal(()).unwrap_or(TryPushError::Full(())));
         }
         let slot = self.q.slot(self.tail);
         Ok(WriteLoan { p: self, slot })
@@ -52,10 +52,10 @@ impl<T: Pod> Consumer<T> {
     /// loan.release();
     /// assert!(q.is_empty());
     /// ```
-    pub fn peek(&mut self) -> Result<ReadLoan<'_, T>, PopError> {
+    pub fn peek(&mut self) -> Result<ReadLoan<'_, T>, TryPopError> {
         if self.available(1) == 0 {
             let reason = self.empty_reason();
-            if reason == PopError::Empty || self.available(1) == 0 {
+            if reason == TryPopError::Empty || self.available(1) == 0 {
                 return Err(reason);
             }
         }
@@ -118,12 +118,12 @@ impl<T: Pod> WriteLoan<'_, T> {
     /// assert_eq!(q.len(), 1);
     /// let loan = tx.loan().unwrap();
     /// q.close();
-    /// assert_eq!(loan.commit(), Err(shmproc::queue::PushError::Closed(())));
+    /// assert_eq!(loan.commit(), Err(shmproc::CommitError::Closed));
     /// assert_eq!(q.len(), 1);
     /// ```
-    pub fn commit(self) -> Result<(), PushError<()>> {
+    pub fn commit(self) -> Result<(), CommitError> {
         if self.p.q.ctl().meta.0.closed.load(Ordering::Relaxed) != 0 {
-            return Err(PushError::Closed(()));
+            return Err(CommitError::Closed);
         }
         self.p.tail = self.p.tail.wrapping_add(1);
         self.p.publish();

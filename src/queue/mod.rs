@@ -31,7 +31,11 @@ real_platform! {
     pub use bytes::{ByteConsumer, ByteProducer, ByteQueue};
     pub use facade::{JoinableQueue, Queue, SimpleQueue};
     pub use mpmc::MpmcQueue;
-    pub use error::{PopError, PushError, RoleError, TaskDoneError};
+    pub use error::{
+        CommitError, GetError, GetTimeoutError, PopError, PopTimeoutError, PushError, PushTimeoutError, PutError,
+        PutTimeoutError, RecvError, RecvTimeoutError, RoleError, SendError, SendTimeoutError, TaskDoneError,
+        TryGetError, TryPopError, TryPushError, TryPutError, TryRecvError, TrySendError,
+    };
     pub use loan::{ReadLoan, WriteLoan};
     pub use spsc::{Consumer, Producer, SpscQueue};
 }

@@ -40,7 +40,7 @@ use bytemuck::Pod;
 
 use super::WaitStrategy;
 use super::records::Table;
-use super::error::{PopError, PushError};
+use super::error::{GetError, GetTimeoutError, PutError, PutTimeoutError, TryGetError, TryPutError};
 use super::joinable::JoinWords;
 use super::repair::{Flight, Op};
 use super::spsc::Line;
@@ -100,7 +100,7 @@ struct Slot<T> {
 /// assert_eq!(q.len(), 2);
 /// assert_eq!(q.pop(), Ok(1));
 /// assert_eq!(other.pop(), Ok(2));
-/// assert_eq!(q.try_pop(), Err(shmproc::queue::PopError::Empty));
+/// assert_eq!(q.try_pop(), Err(shmproc::TryGetError::Empty));
 /// ```
 pub struct MpmcQueue<T> {
     m: Mapped<MpmcCtl>,
@@ -334,7 +334,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// q.close();
     /// assert!(q.push(2).is_err());
     /// assert_eq!(q.pop(), Ok(1));
-    /// assert_eq!(q.pop(), Err(shmproc::queue::PopError::Closed));
+    /// assert_eq!(q.pop(), Err(shmproc::GetError::Closed));
     /// ```
     pub fn close(&self) {
         let c = self.ctl();
@@ -419,18 +419,18 @@ impl<T: Pod> MpmcQueue<T> {
         Ok(v)
     }
 
-    /// Pushes if there is room: [`PushError::Full`] otherwise.
+    /// Pushes if there is room: [`TryPutError::Full`] otherwise.
     ///
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u8>::new(1).unwrap();
     /// q.try_push(1).unwrap();
-    /// assert_eq!(q.try_push(2), Err(shmproc::queue::PushError::Full(2)));
+    /// assert_eq!(q.try_push(2), Err(shmproc::TryPutError::Full(2)));
     /// ```
     #[inline(always)]
-    pub fn try_push(&self, v: T) -> Result<(), PushError<T>> {
+    pub fn try_push(&self, v: T) -> Result<(), TryPutError<T>> {
         self.push_once(&mut Flight::new(self, false, Deadline::NEVER), v).map_err(|(r, v)| match r {
-            Refused::Now => PushError::Full(v),
-            Refused::Closed => PushError::Closed(v),
+            Refused::Now => TryPutError::Full(v),
+            Refused::Closed => TryPutError::Closed(v),
         })
     }
 
@@ -441,8 +441,8 @@ impl<T: Pod> MpmcQueue<T> {
     /// q.push(1).unwrap();
     /// ```
     #[inline(always)]
-    pub fn push(&self, v: T) -> Result<(), PushError<T>> {
-        self.push_until(v, Deadline::NEVER)
+    pub fn push(&self, v: T) -> Result<(), PutError<T>> {
+        self.push_until(v, Deadline::NEVER).map_err(PutTimeoutError::untimed)
     }
 
     /// Pushes, waiting at most `timeout` for room.
@@ -451,29 +451,29 @@ impl<T: Pod> MpmcQueue<T> {
     /// use std::time::Duration;
     /// let q = shmproc::queue::MpmcQueue::<u8>::new(1).unwrap();
     /// q.push(1).unwrap();
-    /// assert_eq!(q.push_timeout(2, Duration::from_millis(5)), Err(shmproc::queue::PushError::TimedOut(2)));
+    /// assert_eq!(q.push_timeout(2, Duration::from_millis(5)), Err(shmproc::PutTimeoutError::TimedOut(2)));
     /// ```
-    pub fn push_timeout(&self, v: T, timeout: Duration) -> Result<(), PushError<T>> {
+    pub fn push_timeout(&self, v: T, timeout: Duration) -> Result<(), PutTimeoutError<T>> {
         self.push_until(v, Deadline::after(timeout))
     }
 
     #[inline(always)]
-    fn push_until(&self, v: T, deadline: Deadline) -> Result<(), PushError<T>> {
+    fn push_until(&self, v: T, deadline: Deadline) -> Result<(), PutTimeoutError<T>> {
         let mut flight = Flight::new(self, true, deadline);
         match self.push_once(&mut flight, v) {
             Ok(()) => Ok(()),
-            Err((Refused::Closed, v)) => Err(PushError::Closed(v)),
+            Err((Refused::Closed, v)) => Err(PutTimeoutError::Closed(v)),
             Err((Refused::Now, v)) => self.push_wait(flight, v, deadline),
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn push_wait(&self, mut flight: Flight<'_, T>, mut v: T, deadline: Deadline) -> Result<(), PushError<T>> {
+    fn push_wait(&self, mut flight: Flight<'_, T>, mut v: T, deadline: Deadline) -> Result<(), PutTimeoutError<T>> {
         let mut spins = 0u32;
         loop {
             if deadline.passed() {
-                return Err(PushError::TimedOut(v));
+                return Err(PutTimeoutError::TimedOut(v));
             }
             if !spin_step(self.wait, &mut spins, &MPMC_SPIN) {
                 let m = &self.ctl().meta.0;
@@ -481,7 +481,7 @@ impl<T: Pod> MpmcQueue<T> {
             }
             match self.push_once(&mut flight, v) {
                 Ok(()) => return Ok(()),
-                Err((Refused::Closed, back)) => return Err(PushError::Closed(back)),
+                Err((Refused::Closed, back)) => return Err(PutTimeoutError::Closed(back)),
                 Err((Refused::Now, back)) => v = back,
             }
         }
@@ -493,13 +493,13 @@ impl<T: Pod> MpmcQueue<T> {
     ///
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u8>::new(1).unwrap();
-    /// assert_eq!(q.try_pop(), Err(shmproc::queue::PopError::Empty));
+    /// assert_eq!(q.try_pop(), Err(shmproc::TryGetError::Empty));
     /// ```
     #[inline(always)]
-    pub fn try_pop(&self) -> Result<T, PopError> {
+    pub fn try_pop(&self) -> Result<T, TryGetError> {
         self.pop_once(&mut Flight::new(self, false, Deadline::NEVER)).map_err(|r| match r {
-            Refused::Now => PopError::Empty,
-            Refused::Closed => PopError::Closed,
+            Refused::Now => TryGetError::Empty,
+            Refused::Closed => TryGetError::Closed,
         })
     }
 
@@ -511,8 +511,8 @@ impl<T: Pod> MpmcQueue<T> {
     /// assert_eq!(q.pop(), Ok(3));
     /// ```
     #[inline(always)]
-    pub fn pop(&self) -> Result<T, PopError> {
-        self.pop_until(Deadline::NEVER)
+    pub fn pop(&self) -> Result<T, GetError> {
+        self.pop_until(Deadline::NEVER).map_err(GetTimeoutError::untimed)
     }
 
     /// Pops, waiting at most `timeout`.
@@ -520,29 +520,29 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u8>::new(1).unwrap();
     /// let r = q.pop_timeout(std::time::Duration::from_millis(5));
-    /// assert_eq!(r, Err(shmproc::queue::PopError::TimedOut));
+    /// assert_eq!(r, Err(shmproc::GetTimeoutError::TimedOut));
     /// ```
-    pub fn pop_timeout(&self, timeout: Duration) -> Result<T, PopError> {
+    pub fn pop_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
         self.pop_until(Deadline::after(timeout))
     }
 
     #[inline(always)]
-    fn pop_until(&self, deadline: Deadline) -> Result<T, PopError> {
+    fn pop_until(&self, deadline: Deadline) -> Result<T, GetTimeoutError> {
         let mut flight = Flight::new(self, true, deadline);
         match self.pop_once(&mut flight) {
             Ok(v) => Ok(v),
-            Err(Refused::Closed) => Err(PopError::Closed),
+            Err(Refused::Closed) => Err(GetTimeoutError::Closed),
             Err(Refused::Now) => self.pop_wait(flight, deadline),
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn pop_wait(&self, mut flight: Flight<'_, T>, deadline: Deadline) -> Result<T, PopError> {
+    fn pop_wait(&self, mut flight: Flight<'_, T>, deadline: Deadline) -> Result<T, GetTimeoutError> {
         let mut spins = 0u32;
         loop {
             if deadline.passed() {
-                return Err(PopError::TimedOut);
+                return Err(GetTimeoutError::TimedOut);
             }
             if !spin_step(self.wait, &mut spins, &MPMC_SPIN) {
                 let m = &self.ctl().meta.0;
@@ -554,7 +554,7 @@ impl<T: Pod> MpmcQueue<T> {
             }
             match self.pop_once(&mut flight) {
                 Ok(v) => return Ok(v),
-                Err(Refused::Closed) => return Err(PopError::Closed),
+                Err(Refused::Closed) => return Err(GetTimeoutError::Closed),
                 Err(Refused::Now) => {}
             }
         }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 
 use super::mpmc::MpmcQueue;
-use super::vyukov::{self, CLOSED, Env, Slots};
+use super::vyukov::{self, Env};
 use crate::wait::Deadline;
 use crate::wait::spin::backoff;
 
@@ -156,9 +156,13 @@ impl<T: Pod> MpmcQueue<T> {
     /// position as a push (or, with `pop`, a pop) would, and stops there,
     /// as if the calling thread died at that instant. The slot stays
     /// unfinished until this thread has exited and a survivor repairs it.
-    /// False if there was nothing to claim.
+    /// False if there was nothing to claim. Only with the `test-hooks`
+    /// feature, which the crate's own tests enable (a dev-dependency on
+    /// itself); users' builds never see it.
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn __claim_and_stop(&self, pop: bool) -> bool {
+        use super::vyukov::{CLOSED, Slots};
         let c = self.ctl();
         let super::records::Mine::Own(rec) = c.records.mine() else { return false };
         let index = if pop { &c.head.0 } else { &c.tail.0 };

@@ -30,7 +30,7 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use super::WaitStrategy;
-use super::error::{PopError, PushError, RoleError};
+use super::error::{PopError, PopTimeoutError, PushError, PushTimeoutError, RoleError, TryPopError, TryPushError};
 use super::roles::{PeerWatch, Role};
 use super::wake::{prefetch, publish_and_wake, sleep_on};
 use crate::OpenError;
@@ -96,7 +96,7 @@ pub(super) struct Meta {
 /// assert_eq!(rx.pop_into(&mut buf), 2);
 /// assert_eq!(&buf[..2], &[8, 9]);
 /// drop(tx); // producer gone: the consumer drains, then learns it
-/// assert_eq!(rx.try_pop(), Err(shmproc::queue::PopError::Disconnected));
+/// assert_eq!(rx.try_pop(), Err(shmproc::TryPopError::Disconnected));
 /// ```
 pub struct SpscQueue<T> {
     m: Mapped<SpscCtl>,
@@ -196,7 +196,7 @@ impl<T: Pod> SpscQueue<T> {
     /// assert!(tx.push(2).is_err());
     /// let mut rx = q.consumer().unwrap();
     /// assert_eq!(rx.pop(), Ok(1));
-    /// assert_eq!(rx.pop(), Err(shmproc::queue::PopError::Closed));
+    /// assert_eq!(rx.pop(), Err(shmproc::PopError::Closed));
     /// ```
     pub fn close(&self) {
         self.m.ctl().close();
@@ -380,34 +380,34 @@ impl<T: Pod> Producer<T> {
         publish_and_wake(c, &c.tail.0, self.tail, &c.meta.0.consumer_waiting);
     }
 
-    pub(super) fn refusal<V>(&mut self, v: V) -> Option<PushError<V>> {
+    pub(super) fn refusal<V>(&mut self, v: V) -> Option<TryPushError<V>> {
         let m = &self.q.ctl().meta.0;
         if m.closed.load(Ordering::Relaxed) != 0 {
-            Some(PushError::Closed(v))
+            Some(TryPushError::Closed(v))
         } else if self.watch.gone(&m.consumer, &m.consumer_gone) {
-            Some(PushError::Disconnected(v))
+            Some(TryPushError::Disconnected(v))
         } else {
             None
         }
     }
 
-    /// Pushes if there is room: [`PushError::Full`] otherwise.
+    /// Pushes if there is room: [`TryPushError::Full`] otherwise.
     ///
     /// ```
     /// let q = shmproc::queue::SpscQueue::<u8>::new(2).unwrap();
     /// let mut tx = q.producer().unwrap();
     /// tx.try_push(1).unwrap();
     /// tx.try_push(2).unwrap();
-    /// assert_eq!(tx.try_push(3), Err(shmproc::queue::PushError::Full(3)));
+    /// assert_eq!(tx.try_push(3), Err(shmproc::TryPushError::Full(3)));
     /// ```
     #[inline(always)]
-    pub fn try_push(&mut self, v: T) -> Result<(), PushError<T>> {
+    pub fn try_push(&mut self, v: T) -> Result<(), TryPushError<T>> {
         let m = &self.q.ctl().meta.0;
         if m.closed.load(Ordering::Relaxed) | m.consumer_gone.load(Ordering::Relaxed) != 0 {
-            return Err(self.refusal(v).unwrap_or(PushError::Closed(v)));
+            return Err(self.refusal(v).unwrap_or(TryPushError::Closed(v)));
         }
         if self.free(1) == 0 {
-            return Err(self.refusal(v).unwrap_or(PushError::Full(v)));
+            return Err(self.refusal(v).unwrap_or(TryPushError::Full(v)));
         }
         // SAFETY: the slot at tail is free (free >= 1) and owned by the
         // producer until published.
@@ -427,8 +427,11 @@ impl<T: Pod> Producer<T> {
     #[inline(always)]
     pub fn push(&mut self, v: T) -> Result<(), PushError<T>> {
         match self.try_push(v) {
-            Err(PushError::Full(v)) => self.push_until(v, Deadline::NEVER),
-            done => done,
+            Ok(()) => Ok(()),
+            Err(e) => match e.retry() {
+                Ok(v) => self.push_until(v, Deadline::NEVER).map_err(PushTimeoutError::untimed),
+                Err(e) => Err(e.untimed()),
+            },
         }
     }
 
@@ -441,23 +444,23 @@ impl<T: Pod> Producer<T> {
     /// let mut tx = q.producer().unwrap();
     /// tx.push(1).unwrap();
     /// tx.push(2).unwrap();
-    /// assert_eq!(tx.push_timeout(3, Duration::from_millis(5)), Err(shmproc::queue::PushError::TimedOut(3)));
+    /// assert_eq!(tx.push_timeout(3, Duration::from_millis(5)), Err(shmproc::PushTimeoutError::TimedOut(3)));
     /// ```
-    pub fn push_timeout(&mut self, v: T, timeout: Duration) -> Result<(), PushError<T>> {
+    pub fn push_timeout(&mut self, v: T, timeout: Duration) -> Result<(), PushTimeoutError<T>> {
         self.push_until(v, Deadline::after(timeout))
     }
 
     #[cold]
     #[inline(never)]
-    fn push_until(&mut self, mut v: T, deadline: Deadline) -> Result<(), PushError<T>> {
+    fn push_until(&mut self, mut v: T, deadline: Deadline) -> Result<(), PushTimeoutError<T>> {
         let mut spins = 0u32;
         loop {
             match self.try_push(v) {
-                Err(PushError::Full(back)) => v = back,
-                other => return other,
+                Ok(()) => return Ok(()),
+                Err(e) => v = e.retry()?,
             }
             if deadline.passed() {
-                return Err(PushError::TimedOut(v));
+                return Err(PushTimeoutError::TimedOut(v));
             }
             if spin_step(self.wait, &mut spins, &RING_SPIN) {
                 continue;
@@ -570,14 +573,14 @@ impl<T: Pod> Consumer<T> {
         publish_and_wake(c, &c.head.0, self.head, &c.meta.0.producer_waiting);
     }
 
-    pub(super) fn empty_reason(&mut self) -> PopError {
+    pub(super) fn empty_reason(&mut self) -> TryPopError {
         let m = &self.q.ctl().meta.0;
         if m.closed.load(Ordering::Relaxed) != 0 {
-            PopError::Closed
+            TryPopError::Closed
         } else if self.watch.gone(&m.producer, &m.producer_gone) {
-            PopError::Disconnected
+            TryPopError::Disconnected
         } else {
-            PopError::Empty
+            TryPopError::Empty
         }
     }
 
@@ -588,15 +591,15 @@ impl<T: Pod> Consumer<T> {
     /// let q = shmproc::queue::SpscQueue::<u8>::new(2).unwrap();
     /// let mut rx = q.consumer().unwrap();
     /// let _tx = q.producer().unwrap();
-    /// assert_eq!(rx.try_pop(), Err(shmproc::queue::PopError::Empty));
+    /// assert_eq!(rx.try_pop(), Err(shmproc::TryPopError::Empty));
     /// ```
     #[inline(always)]
-    pub fn try_pop(&mut self) -> Result<T, PopError> {
+    pub fn try_pop(&mut self) -> Result<T, TryPopError> {
         if self.available(1) == 0 {
             // Re-check after learning the reason: the producer may have
             // pushed its last items just before leaving.
             let reason = self.empty_reason();
-            if reason == PopError::Empty || self.available(1) == 0 {
+            if reason == TryPopError::Empty || self.available(1) == 0 {
                 return Err(reason);
             }
         }
@@ -618,8 +621,11 @@ impl<T: Pod> Consumer<T> {
     #[inline(always)]
     pub fn pop(&mut self) -> Result<T, PopError> {
         match self.try_pop() {
-            Err(PopError::Empty) => self.pop_until(Deadline::NEVER),
-            done => done,
+            Ok(v) => Ok(v),
+            Err(e) => match e.retry() {
+                Ok(()) => self.pop_until(Deadline::NEVER).map_err(PopTimeoutError::untimed),
+                Err(e) => Err(e.untimed()),
+            },
         }
     }
 
@@ -629,23 +635,23 @@ impl<T: Pod> Consumer<T> {
     /// let q = shmproc::queue::SpscQueue::<u8>::new(2).unwrap();
     /// let _tx = q.producer().unwrap();
     /// let mut rx = q.consumer().unwrap();
-    /// assert_eq!(rx.pop_timeout(std::time::Duration::from_millis(5)), Err(shmproc::queue::PopError::TimedOut));
+    /// assert_eq!(rx.pop_timeout(std::time::Duration::from_millis(5)), Err(shmproc::PopTimeoutError::TimedOut));
     /// ```
-    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
+    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopTimeoutError> {
         self.pop_until(Deadline::after(timeout))
     }
 
     #[cold]
     #[inline(never)]
-    fn pop_until(&mut self, deadline: Deadline) -> Result<T, PopError> {
+    fn pop_until(&mut self, deadline: Deadline) -> Result<T, PopTimeoutError> {
         let mut spins = 0u32;
         loop {
             match self.try_pop() {
-                Err(PopError::Empty) => {}
-                other => return other,
+                Ok(v) => return Ok(v),
+                Err(e) => e.retry()?,
             }
             if deadline.passed() {
-                return Err(PopError::TimedOut);
+                return Err(PopTimeoutError::TimedOut);
             }
             // While spinning for the next item, keep its slot's line on
             // its way here: when the index says it is published, the read
