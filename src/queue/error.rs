@@ -334,172 +334,178 @@ unit_error! {
 widen!(GetError => GetTimeoutError: Closed);
 
 // Byte frames: an SPSC ring with a frame limit and frame headers to
-// validate.
+// validate. Each variant is written once, in `frame_error!`, and each enum
+// lists the ones its operation can produce.
 
-/// Why [`ByteProducer::try_send`](super::ByteProducer::try_send) did not
-/// send (the frame stays with the caller).
-///
-/// ```
-/// let q = shmproc::queue::ByteQueue::new(64, 16).unwrap();
-/// let mut tx = q.producer().unwrap();
-/// assert_eq!(tx.try_send(&[0; 17]), Err(shmproc::TrySendError::TooLarge { len: 17, max: 16 }));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TrySendError {
-    /// The ring has no room for the frame now.
-    #[error("the queue is full")]
-    Full,
-    /// The frame is longer than the queue's `max_frame`.
-    #[error("a frame of {len} bytes is larger than the queue's max_frame ({max} bytes)")]
-    TooLarge {
-        /// The frame's length.
-        len: usize,
-        /// The queue's frame limit.
-        max: usize,
-    },
-    /// The queue was closed.
-    #[error("the queue is closed")]
-    Closed,
-    /// The consumer detached or died.
-    #[error("the consumer is gone")]
-    Disconnected,
+/// Declares a byte-frame error enum with the listed variants, in order
+/// (`SendClosed` / `RecvClosed` and the like differ only in wording).
+macro_rules! frame_error {
+    ($(#[doc = $doc:literal])* $name:ident { $($v:ident),* $(,)? }) => {
+        frame_error!(@next [$(#[doc = $doc])*] $name [] $($v)*);
+    };
+    (@next [$($doc:tt)*] $name:ident [$($body:tt)*]) => {
+        $($doc)*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+        pub enum $name { $($body)* }
+    };
+    (@next $doc:tt $name:ident [$($body:tt)*] Full $($rest:ident)*) => {
+        frame_error!(@next $doc $name [$($body)*
+            /// The ring has no room for the frame now.
+            #[error("the queue is full")]
+            Full,
+        ] $($rest)*);
+    };
+    (@next $doc:tt $name:ident [$($body:tt)*] SendTimedOut $($rest:ident)*) => {
+        frame_error!(@next $doc $name [$($body)*
+            /// Still no room when the timeout expired.
+            #[error("timed out waiting for space in the queue")]
+            TimedOut,
+        ] $($rest)*);
+    };
+    (@next $doc:tt $name:ident [$($body:tt)*] TooLarge $($rest:ident)*) => {
+        frame_error!(@next $doc $name [$($body)*
+            /// The frame is longer than the queue's `max_frame`.
+            #[error("a frame of {len} bytes is larger than the queue's max_frame ({max} bytes)")]
+            TooLarge {
+                /// The frame's length.
+                len: usize,
+                /// The queue's frame limit.
+                max: usize,
+            },
+        ] $($rest)*);
+    };
+    (@next $doc:tt $name:ident [$($body:tt)*] SendClosed $($rest:ident)*) => {
+        frame_error!(@next $doc $name [$($body)*
+            /// The queue was closed.
+            #[error("the queue is closed")]
+            Closed,
+        ] $($rest)*);
+    };
+    (@next $doc:tt $name:ident [$($body:tt)*] SendDisconnected $($rest:ident)*) => {
+        frame_error!(@next $doc $name [$($body)*
+            /// The consumer detached or died.
+            #[error("the consumer is gone")]
+            Disconnected,
+        ] $($rest)*);
+    };
+    (@next $doc:tt $name:ident [$($body:tt)*] Empty $($rest:ident)*) => {
+        frame_error!(@next $doc $name [$($body)*
+            /// No frame now.
+            #[error("the queue is empty")]
+            Empty,
+        ] $($rest)*);
+    };
+    (@next $doc:tt $name:ident [$($body:tt)*] RecvTimedOut $($rest:ident)*) => {
+        frame_error!(@next $doc $name [$($body)*
+            /// Still no frame when the timeout expired.
+            #[error("timed out waiting for a frame")]
+            TimedOut,
+        ] $($rest)*);
+    };
+    (@next $doc:tt $name:ident [$($body:tt)*] Corrupted $($rest:ident)*) => {
+        frame_error!(@next $doc $name [$($body)*
+            /// A frame header in shared memory is invalid (a buggy or
+            /// hostile peer); nothing outside the ring was read.
+            #[error("corrupted frame header in the queue")]
+            Corrupted,
+        ] $($rest)*);
+    };
+    (@next $doc:tt $name:ident [$($body:tt)*] RecvClosed $($rest:ident)*) => {
+        frame_error!(@next $doc $name [$($body)*
+            /// The queue was closed and is drained.
+            #[error("the queue is closed and drained")]
+            Closed,
+        ] $($rest)*);
+    };
+    (@next $doc:tt $name:ident [$($body:tt)*] RecvDisconnected $($rest:ident)*) => {
+        frame_error!(@next $doc $name [$($body)*
+            /// The producer detached or died and the queue is drained.
+            #[error("the producer is gone and the queue is drained")]
+            Disconnected,
+        ] $($rest)*);
+    };
 }
 
-/// Why [`ByteProducer::send`](super::ByteProducer::send) did not send (it
-/// waits while the ring is full).
-///
-/// ```
-/// let q = shmproc::queue::ByteQueue::new(4096, 16).unwrap();
-/// let mut tx = q.producer().unwrap();
-/// q.close();
-/// assert_eq!(tx.send(b"x"), Err(shmproc::SendError::Closed));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// The frame is longer than the queue's `max_frame`.
-    #[error("a frame of {len} bytes is larger than the queue's max_frame ({max} bytes)")]
-    TooLarge {
-        /// The frame's length.
-        len: usize,
-        /// The queue's frame limit.
-        max: usize,
-    },
-    /// The queue was closed.
-    #[error("the queue is closed")]
-    Closed,
-    /// The consumer detached or died.
-    #[error("the consumer is gone")]
-    Disconnected,
+frame_error! {
+    /// Why [`ByteProducer::try_send`](super::ByteProducer::try_send) did not
+    /// send (the frame stays with the caller).
+    ///
+    /// ```
+    /// let q = shmproc::queue::ByteQueue::new(64, 16).unwrap();
+    /// let mut tx = q.producer().unwrap();
+    /// assert_eq!(tx.try_send(&[0; 17]), Err(shmproc::TrySendError::TooLarge { len: 17, max: 16 }));
+    /// ```
+    TrySendError { Full, TooLarge, SendClosed, SendDisconnected }
 }
 
-/// Why [`ByteProducer::send_timeout`](super::ByteProducer::send_timeout)
-/// did not send.
-///
-/// ```
-/// let q = shmproc::queue::ByteQueue::new(64, 16).unwrap();
-/// let (mut tx, _rx) = (q.producer().unwrap(), q.consumer().unwrap());
-/// while tx.try_send(b"xx").is_ok() {}
-/// let r = tx.send_timeout(b"xx", std::time::Duration::ZERO);
-/// assert_eq!(r, Err(shmproc::SendTimeoutError::TimedOut));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SendTimeoutError {
-    /// Still no room when the timeout expired.
-    #[error("timed out waiting for space in the queue")]
-    TimedOut,
-    /// The frame is longer than the queue's `max_frame`.
-    #[error("a frame of {len} bytes is larger than the queue's max_frame ({max} bytes)")]
-    TooLarge {
-        /// The frame's length.
-        len: usize,
-        /// The queue's frame limit.
-        max: usize,
-    },
-    /// The queue was closed.
-    #[error("the queue is closed")]
-    Closed,
-    /// The consumer detached or died.
-    #[error("the consumer is gone")]
-    Disconnected,
+frame_error! {
+    /// Why [`ByteProducer::send`](super::ByteProducer::send) did not send (it
+    /// waits while the ring is full).
+    ///
+    /// ```
+    /// let q = shmproc::queue::ByteQueue::new(4096, 16).unwrap();
+    /// let mut tx = q.producer().unwrap();
+    /// q.close();
+    /// assert_eq!(tx.send(b"x"), Err(shmproc::SendError::Closed));
+    /// ```
+    SendError { TooLarge, SendClosed, SendDisconnected }
+}
+
+frame_error! {
+    /// Why [`ByteProducer::send_timeout`](super::ByteProducer::send_timeout)
+    /// did not send.
+    ///
+    /// ```
+    /// let q = shmproc::queue::ByteQueue::new(64, 16).unwrap();
+    /// let (mut tx, _rx) = (q.producer().unwrap(), q.consumer().unwrap());
+    /// while tx.try_send(b"xx").is_ok() {}
+    /// let r = tx.send_timeout(b"xx", std::time::Duration::ZERO);
+    /// assert_eq!(r, Err(shmproc::SendTimeoutError::TimedOut));
+    /// ```
+    SendTimeoutError { SendTimedOut, TooLarge, SendClosed, SendDisconnected }
 }
 widen!(SendError => SendTimeoutError: TooLarge { len, max }, Closed, Disconnected);
 retry_on!(TrySendError::Full => SendTimeoutError: TooLarge { len, max }, Closed, Disconnected);
 
-/// Why [`ByteConsumer::try_recv`](super::ByteConsumer::try_recv) (or
-/// [`try_recv_into`](super::ByteConsumer::try_recv_into)) returned no
-/// frame.
-///
-/// ```
-/// let q = shmproc::queue::ByteQueue::new(4096, 16).unwrap();
-/// let (_tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
-/// assert_eq!(rx.try_recv(), Err(shmproc::TryRecvError::Empty));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TryRecvError {
-    /// No frame now.
-    #[error("the queue is empty")]
-    Empty,
-    /// A frame header in shared memory is invalid (a buggy or hostile
-    /// peer); nothing outside the ring was read.
-    #[error("corrupted frame header in the queue")]
-    Corrupted,
-    /// The queue was closed and is drained.
-    #[error("the queue is closed and drained")]
-    Closed,
-    /// The producer detached or died and the queue is drained.
-    #[error("the producer is gone and the queue is drained")]
-    Disconnected,
+frame_error! {
+    /// Why [`ByteConsumer::try_recv`](super::ByteConsumer::try_recv) (or
+    /// [`try_recv_into`](super::ByteConsumer::try_recv_into)) returned no
+    /// frame.
+    ///
+    /// ```
+    /// let q = shmproc::queue::ByteQueue::new(4096, 16).unwrap();
+    /// let (_tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+    /// assert_eq!(rx.try_recv(), Err(shmproc::TryRecvError::Empty));
+    /// ```
+    TryRecvError { Empty, Corrupted, RecvClosed, RecvDisconnected }
 }
 
-/// Why [`ByteConsumer::recv`](super::ByteConsumer::recv) (or
-/// [`recv_into`](super::ByteConsumer::recv_into)) returned no frame (it
-/// waits while the ring is empty).
-///
-/// ```
-/// let q = shmproc::queue::ByteQueue::new(4096, 16).unwrap();
-/// let mut rx = q.consumer().unwrap();
-/// q.close();
-/// assert_eq!(rx.recv(), Err(shmproc::RecvError::Closed));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RecvError {
-    /// A frame header in shared memory is invalid (a buggy or hostile
-    /// peer); nothing outside the ring was read.
-    #[error("corrupted frame header in the queue")]
-    Corrupted,
-    /// The queue was closed and is drained.
-    #[error("the queue is closed and drained")]
-    Closed,
-    /// The producer detached or died and the queue is drained.
-    #[error("the producer is gone and the queue is drained")]
-    Disconnected,
+frame_error! {
+    /// Why [`ByteConsumer::recv`](super::ByteConsumer::recv) (or
+    /// [`recv_into`](super::ByteConsumer::recv_into)) returned no frame (it
+    /// waits while the ring is empty).
+    ///
+    /// ```
+    /// let q = shmproc::queue::ByteQueue::new(4096, 16).unwrap();
+    /// let mut rx = q.consumer().unwrap();
+    /// q.close();
+    /// assert_eq!(rx.recv(), Err(shmproc::RecvError::Closed));
+    /// ```
+    RecvError { Corrupted, RecvClosed, RecvDisconnected }
 }
 
-/// Why [`ByteConsumer::recv_timeout`](super::ByteConsumer::recv_timeout)
-/// (or [`recv_timeout_into`](super::ByteConsumer::recv_timeout_into))
-/// returned no frame.
-///
-/// ```
-/// let q = shmproc::queue::ByteQueue::new(4096, 16).unwrap();
-/// let (_tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
-/// let r = rx.recv_timeout(std::time::Duration::ZERO);
-/// assert_eq!(r, Err(shmproc::RecvTimeoutError::TimedOut));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RecvTimeoutError {
-    /// Still no frame when the timeout expired.
-    #[error("timed out waiting for a frame")]
-    TimedOut,
-    /// A frame header in shared memory is invalid (a buggy or hostile
-    /// peer); nothing outside the ring was read.
-    #[error("corrupted frame header in the queue")]
-    Corrupted,
-    /// The queue was closed and is drained.
-    #[error("the queue is closed and drained")]
-    Closed,
-    /// The producer detached or died and the queue is drained.
-    #[error("the producer is gone and the queue is drained")]
-    Disconnected,
+frame_error! {
+    /// Why [`ByteConsumer::recv_timeout`](super::ByteConsumer::recv_timeout)
+    /// (or [`recv_timeout_into`](super::ByteConsumer::recv_timeout_into))
+    /// returned no frame.
+    ///
+    /// ```
+    /// let q = shmproc::queue::ByteQueue::new(4096, 16).unwrap();
+    /// let (_tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+    /// let r = rx.recv_timeout(std::time::Duration::ZERO);
+    /// assert_eq!(r, Err(shmproc::RecvTimeoutError::TimedOut));
+    /// ```
+    RecvTimeoutError { RecvTimedOut, Corrupted, RecvClosed, RecvDisconnected }
 }
 widen!(RecvError => RecvTimeoutError: Corrupted, Closed, Disconnected);
 retry_on!(TryRecvError::Empty => RecvTimeoutError: Corrupted, Closed, Disconnected);
