@@ -318,7 +318,8 @@ impl ByteProducer {
     pub fn try_send(&mut self, frame: &[u8]) -> Result<(), TrySendError> {
         let len = frame.len() as u64;
         if len > self.q.max_frame {
-            return Err(TrySendError::TooLarge { len: frame.len(), max: self.q.max_frame as usize });
+            // `max_frame` is validated below u32::MAX at map time.
+            return Err(TrySendError::TooLarge { len: frame.len(), max: self.q.max_frame as u32 });
         }
         let m = &self.q.ctl().meta.0;
         if m.closed.load(Ordering::Relaxed) != 0 {

@@ -369,8 +369,9 @@ macro_rules! frame_error {
             TooLarge {
                 /// The frame's length.
                 len: usize,
-                /// The queue's frame limit.
-                max: usize,
+                /// The queue's frame limit (below `u32::MAX`; a `u32`, so the
+                /// error stays two words and a send returns it in registers).
+                max: u32,
             },
         ] $($rest)*);
     };
@@ -545,3 +546,10 @@ fn holder(pid: u32) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("task_done() called more times than there were items")]
 pub struct TaskDoneError;
+
+// The errors stay small: a refused send or push returns in two registers,
+// as the single `PushError` did before the enums were split per operation.
+const _: () = assert!(std::mem::size_of::<Result<(), TrySendError>>() <= 16);
+const _: () = assert!(std::mem::size_of::<Result<(), SendTimeoutError>>() <= 16);
+const _: () = assert!(std::mem::size_of::<Result<(), TryPushError<u64>>>() <= 16);
+const _: () = assert!(std::mem::size_of::<Result<u64, TryPopError>>() <= 16);

@@ -5,7 +5,9 @@
 //! `head` plus one store to the slot's sequence word, with no lock and no
 //! fence on x86. Each thread announces its claims in a participant
 //! record ([`records`](super::records)) first: that is what makes a
-//! process's death repairable.
+//! process's death repairable (the repair itself is in
+//! [`repair`](super::repair), `JoinableQueue` accounting in
+//! [`joinable`](super::joinable)).
 //!
 //! Waiting: a full or empty queue is answered by yielding the core (the
 //! process that can help may need it), then by sleeping on a futex word

@@ -428,10 +428,17 @@ impl<T: Pod> Producer<T> {
     pub fn push(&mut self, v: T) -> Result<(), PushError<T>> {
         match self.try_push(v) {
             Ok(()) => Ok(()),
-            Err(e) => match e.retry() {
-                Ok(v) => self.push_until(v, Deadline::NEVER).map_err(PushTimeoutError::untimed),
-                Err(e) => Err(e.untimed()),
-            },
+            Err(e) => self.push_refused(e),
+        }
+    }
+
+    /// `push` after `try_push` refused: waits if the ring was full.
+    #[cold]
+    #[inline(never)]
+    fn push_refused(&mut self, e: TryPushError<T>) -> Result<(), PushError<T>> {
+        match e.retry() {
+            Ok(v) => self.push_until(v, Deadline::NEVER).map_err(PushTimeoutError::untimed),
+            Err(e) => Err(e.untimed()),
         }
     }
 
@@ -622,10 +629,17 @@ impl<T: Pod> Consumer<T> {
     pub fn pop(&mut self) -> Result<T, PopError> {
         match self.try_pop() {
             Ok(v) => Ok(v),
-            Err(e) => match e.retry() {
-                Ok(()) => self.pop_until(Deadline::NEVER).map_err(PopTimeoutError::untimed),
-                Err(e) => Err(e.untimed()),
-            },
+            Err(e) => self.pop_refused(e),
+        }
+    }
+
+    /// `pop` after `try_pop` found nothing: waits if the ring was empty.
+    #[cold]
+    #[inline(never)]
+    fn pop_refused(&mut self, e: TryPopError) -> Result<T, PopError> {
+        match e.retry() {
+            Ok(()) => self.pop_until(Deadline::NEVER).map_err(PopTimeoutError::untimed),
+            Err(e) => Err(e.untimed()),
         }
     }
 

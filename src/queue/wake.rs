@@ -1,5 +1,8 @@
 //! The wake protocol of the SPSC-style rings (items and byte frames): an
 //! uncontended push or pop makes no syscall and executes no CPU fence.
+//! Source: the asymmetric Dekker handshake of Folly's
+//! `asymmetricHeavyBarrier` / userspace RCU (a heavy `membarrier` on the
+//! rare side, a compiler fence on the hot side), with a futex for sleeping.
 //!
 //! The sleeping side sets its `*_waiting` flag (SeqCst), issues the
 //! process-wide asymmetric barrier (`membarrier`, see
