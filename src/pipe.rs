@@ -4,10 +4,19 @@
 //! bytes (or of any `T: Pod`, copied as bytes). An end takes its roles in a
 //! queue the first time it sends or receives, so a `Connection` can be
 //! created in one process and handed to a child before either uses it; one
-//! end per process. When the peer end is closed, dropped, or its process
-//! dies, `recv` drains what was sent and then reports
-//! [`ConnectionError::Disconnected`].
+//! end per process. Handing an end to a child ([`Process`](crate::Process)
+//! argument) makes its roles the child's at once: if the child dies before
+//! using it, the peer still learns it.
+//!
+//! Closing follows Python: [`Connection::close`] (or dropping) closes this
+//! handle only. The peer's `recv` drains what was sent and then reports
+//! [`ConnectionError::Disconnected`] when the end's holder closes it, drops
+//! it or dies (a parent closing its own copy of the end it handed to a
+//! child changes nothing for the child). [`Connection::shutdown`] closes
+//! the pipe for every process.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytemuck::Pod;
@@ -65,6 +74,10 @@ pub enum ConnectionError {
 }
 
 /// One end of a [`pipe`].
+///
+/// Cloning gives another handle to the same end (holding no role until it
+/// sends or receives), like the copy of a Python `Connection` that a
+/// parent keeps after handing the end to a child.
 #[derive(Debug)]
 pub struct Connection {
     out: Option<ByteQueue>,
@@ -72,6 +85,61 @@ pub struct Connection {
     tx: Option<ByteProducer>,
     rx: Option<ByteConsumer>,
     closed: bool,
+    /// What this handle released already (`close`, then `Drop`).
+    released: bool,
+    /// Shared by the copies (clones) of this end in this process.
+    copies: Arc<Copies>,
+}
+
+/// The copies of one end in one process.
+#[derive(Debug)]
+struct Copies {
+    /// How many are not closed yet.
+    open: AtomicUsize,
+    /// One was handed to a child process: its roles are the child's.
+    handed: AtomicBool,
+    /// This end was received from the parent: its roles were handed to
+    /// this process.
+    received: bool,
+}
+
+impl Copies {
+    fn new(received: bool) -> Arc<Copies> {
+        Arc::new(Copies { open: AtomicUsize::new(1), handed: AtomicBool::new(false), received })
+    }
+}
+
+impl Clone for Connection {
+    /// Another handle to the same end; it holds no role until used.
+    ///
+    /// ```
+    /// let (mut a, b) = shmproc::pipe(true).unwrap();
+    /// let mut b2 = b.clone();
+    /// drop(b); // an unused copy: the end stays open
+    /// b2.send(&3u8).unwrap();
+    /// assert_eq!(a.recv::<u8>().unwrap(), 3);
+    /// ```
+    fn clone(&self) -> Self {
+        Connection {
+            out: self.out.clone(),
+            inp: self.inp.clone(),
+            tx: None,
+            rx: None,
+            closed: false,
+            released: false,
+            copies: {
+                self.copies.open.fetch_add(1, Ordering::Relaxed);
+                Arc::clone(&self.copies)
+            },
+        }
+    }
+}
+
+impl Drop for Connection {
+    /// Like [`close`](Connection::close).
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// A pipe with default sizes: two connected ends. With `duplex`, both ends
@@ -109,7 +177,11 @@ pub fn pipe_with(duplex: bool, capacity: u64, max_frame: u64) -> Result<(Connect
 
 impl Connection {
     fn new(out: Option<ByteQueue>, inp: Option<ByteQueue>) -> Self {
-        Connection { out, inp, tx: None, rx: None, closed: false }
+        Self::with_copies(out, inp, Copies::new(false))
+    }
+
+    fn with_copies(out: Option<ByteQueue>, inp: Option<ByteQueue>, copies: Arc<Copies>) -> Self {
+        Connection { out, inp, tx: None, rx: None, closed: false, released: false, copies }
     }
 
     /// The names of the two directions (send, receive), for handing over.
@@ -117,9 +189,63 @@ impl Connection {
         (self.out.as_ref().map(|q| q.name().to_owned()), self.inp.as_ref().map(|q| q.name().to_owned()))
     }
 
-    pub(crate) fn from_names(out: Option<String>, inp: Option<String>) -> Result<Self, OpenError> {
+    /// Records that this end is being handed to a child: its roles travel
+    /// with it (see `process::handoff::collect_transfers`).
+    pub(crate) fn note_handed(&self) {
+        self.copies.handed.store(true, Ordering::Relaxed);
+        if let Some(q) = &self.out {
+            crate::process::handoff::note_transfer(q, true);
+        }
+        if let Some(q) = &self.inp {
+            crate::process::handoff::note_transfer(q, false);
+        }
+    }
+
+    /// The end a child receives from its parent.
+    pub(crate) fn received(out: Option<String>, inp: Option<String>) -> Result<Self, OpenError> {
         let open = |n: Option<String>| n.map(|n| ByteQueue::open(&n)).transpose();
-        Ok(Connection::new(open(out)?, open(inp)?))
+        Ok(Connection::with_copies(open(out)?, open(inp)?, Copies::new(true)))
+    }
+
+    /// Gives up what this handle holds (once): roles in use are detached
+    /// (the peer sees this end gone). When the last copy of the end in
+    /// this process goes, a role no copy used is given up too, see
+    /// [`release_unused`](Self::release_unused).
+    fn release(&mut self) {
+        if std::mem::replace(&mut self.released, true) {
+            return;
+        }
+        let (tx, rx) = (self.tx.take(), self.rx.take());
+        // AcqRel: pairs with the other copies' fetch_sub here, so the last
+        // copy sees what they did before closing.
+        let last = self.copies.open.fetch_sub(1, Ordering::AcqRel) == 1;
+        if last
+            && tx.is_none()
+            && let Some(q) = &self.out
+        {
+            self.release_unused(q, true);
+        }
+        if last
+            && rx.is_none()
+            && let Some(q) = &self.inp
+        {
+            self.release_unused(q, false);
+        }
+        drop((tx, rx));
+    }
+
+    /// A role this end's copies never used, when the last copy goes: if it
+    /// was handed to this process, give it back (a child drops its end
+    /// unused: the peer learns it at once). If the end was never handed to
+    /// a child and nobody holds the role, take it and leave at once, so the
+    /// peer learns that nobody will use this end (Python: the last copy
+    /// was closed). A role handed to a child is never touched here.
+    fn release_unused(&self, q: &ByteQueue, producer: bool) {
+        if self.copies.received {
+            q.release_designation(producer);
+        } else if !self.copies.handed.load(Ordering::Relaxed) {
+            let _ = if producer { q.producer().map(drop) } else { q.consumer().map(drop) };
+        }
     }
 
     fn tx(&mut self) -> Result<&mut ByteProducer, ConnectionError> {
@@ -233,8 +359,14 @@ impl Connection {
         Ok(self.rx()?.poll(timeout))
     }
 
-    /// Closes this end: the peer drains what was sent, then gets
-    /// `Disconnected`; further calls here fail with `Closed`.
+    /// Closes this handle, as Python's `Connection.close()`: further calls
+    /// on it fail with `Closed`. The channel stays open for other holders
+    /// of the end: a parent closing its copy of the end it handed to a
+    /// child does not disturb the child. The peer drains what was sent and
+    /// then gets `Disconnected` once this end's holder (the handle that
+    /// sent or received on it, or the child it was handed to) closed or
+    /// dropped it or died. [`shutdown`](Self::shutdown) closes the pipe
+    /// for everybody.
     ///
     /// ```
     /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
@@ -246,20 +378,28 @@ impl Connection {
     /// ```
     pub fn close(&mut self) {
         self.closed = true;
-        // Dropping the role holders tells the peer we are gone; take the
-        // sending role first if never used, so the peer learns it too.
-        if self.tx.is_none()
-            && let Some(q) = &self.out
-        {
-            self.tx = q.producer().ok();
+        self.release();
+    }
+
+    /// Closes the pipe for every process, in both directions: every
+    /// holder's sends fail with `Closed`, receives drain what was sent and
+    /// then fail with `Disconnected`; blocked calls wake up. This handle
+    /// is closed too.
+    ///
+    /// ```
+    /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    /// b.send(&1u8).unwrap();
+    /// let mut a2 = a.clone();
+    /// a.shutdown();
+    /// assert_eq!(b.send(&2u8), Err(shmproc::ConnectionError::Closed));
+    /// assert_eq!(a2.recv::<u8>(), Ok(1));
+    /// assert_eq!(a2.recv::<u8>(), Err(shmproc::ConnectionError::Disconnected));
+    /// ```
+    pub fn shutdown(&mut self) {
+        for q in self.out.iter().chain(self.inp.iter()) {
+            q.close();
         }
-        if self.rx.is_none()
-            && let Some(q) = &self.inp
-        {
-            self.rx = q.consumer().ok();
-        }
-        self.tx = None;
-        self.rx = None;
+        self.close();
     }
 
     /// Whether this end can receive.

@@ -2,6 +2,8 @@
 //! (so they also show that Spawn works inside `cargo test`, from a
 //! multi-threaded parent).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use shmproc::process::{Entry, Handoff, HandoffError, Run, StartMethod};
@@ -185,10 +187,124 @@ fn names_are_counted_at_creation_and_seen_by_the_child() {
 fn active_children_lists_running_children_until_joined() {
     let (p, _ev) = start_sleeper("active", StartMethod::Spawn);
     let pid = p.pid().unwrap();
-    assert!(shmproc::active_children().iter().any(|c| c.pid == pid));
+    assert!(shmproc::active_children().iter().any(|c| c.pid() == Some(pid)));
     p.kill().unwrap();
     let _ = p.join();
-    assert!(!shmproc::active_children().iter().any(|c| c.pid == pid));
+    assert!(!shmproc::active_children().iter().any(|c| c.pid() == Some(pid)));
+}
+
+#[test]
+fn active_children_can_be_terminated_and_joined_with_their_identities() {
+    let (p, _ev) = start_sleeper("active-terminate", StartMethod::Spawn);
+    let pid = p.pid().unwrap();
+    let found: Vec<Process> = shmproc::active_children().into_iter().filter(|c| c.pid() == Some(pid)).collect();
+    assert_eq!(found.len(), 1);
+    let c = &found[0];
+    assert_eq!(c.name(), p.name());
+    assert_eq!(c.ident(), Some(pid));
+    assert_eq!(c.identity(), p.identity());
+    assert!(c.daemon());
+    // What Python programs do with active_children(): terminate and join.
+    c.terminate().unwrap();
+    assert!(matches!(common::join(c), Err(ProcessError::Signaled { signal: 15, .. })));
+    assert_eq!(c.exitcode(), Some(-15));
+    assert_eq!(p.exitcode(), Some(-15), "the original handle sees the same end");
+    assert!(!shmproc::active_children().iter().any(|c| c.pid() == Some(pid)));
+}
+
+shmproc::entry! {
+    fn expect_seven(v: Value<u64>) -> Result<(), String> {
+        match v.get() {
+            Ok(7) => Ok(()),
+            other => Err(format!("got {other:?}")),
+        }
+    }
+}
+
+/// Issue 9 item 10: the parent's only handle goes into the argument; before
+/// the fix `start` dropped it, the name was unlinked, and a spawned child
+/// failed with "not found".
+#[test]
+fn an_object_created_just_for_the_child_is_there_when_the_child_opens_it() {
+    both_methods(|m| {
+        for _ in 0..3 {
+            let mut p = Process::new(expect_seven, Value::new(7u64).unwrap()).with_start_method(m);
+            p.start().unwrap();
+            common::join(&p).unwrap_or_else(|e| panic!("{m:?}: {e}"));
+        }
+    });
+}
+
+shmproc::entry! {
+    fn lock_and_record(args: (Lock, Value<u32>)) {
+        let (lock, out) = args;
+        drop(lock.lock().unwrap());
+        out.set(1).unwrap();
+    }
+}
+
+shmproc::entry! {
+    /// Starts a child with a lock made just for it and returns at once:
+    /// no join, and its own handles are gone (legal in Python).
+    fn start_and_return(args: (Value<u32>, bool)) {
+        let (out, fork) = args;
+        let method = if fork { StartMethod::Fork } else { StartMethod::Spawn };
+        let mut g = Process::new(lock_and_record, (Lock::new().unwrap(), out)).with_start_method(method);
+        g.start().unwrap();
+    }
+}
+
+/// Issue 9 item 10: a parent whose main ends right after `start` (no join):
+/// before the fix its Lock was unlinked before the grandchild opened it.
+#[test]
+fn a_parent_that_returns_right_after_start_keeps_the_argument_for_its_child() {
+    for (m, fork_grandchild) in [(StartMethod::Spawn, false), (StartMethod::Spawn, true), (StartMethod::Fork, false)] {
+        let out = Value::new(0u32).unwrap();
+        let mut p = Process::new(start_and_return, (out.clone(), fork_grandchild)).with_start_method(m);
+        p.start().unwrap();
+        common::join(&p).unwrap();
+        // The intermediate's exit joined its child: the work is done.
+        assert_eq!(out.get().unwrap(), 1, "{m:?} / fork grandchild {fork_grandchild}: the grandchild failed");
+    }
+}
+
+/// Issue 9 item 12: a child reaped behind our back (a `waitpid` elsewhere)
+/// is not reported as exit code -1 (SIGHUP by our convention), and
+/// signalling it is a clear error, not a start error or a stray signal.
+#[test]
+fn a_child_reaped_elsewhere_is_not_exit_code_minus_1_and_cannot_be_signalled() {
+    let (p, _ev) = start_sleeper("reaped-elsewhere", StartMethod::Spawn);
+    let pid = p.pid().unwrap() as libc::pid_t;
+    // SAFETY: kill and waitpid on our own child; `status` is a valid out-pointer.
+    unsafe {
+        assert_eq!(libc::kill(pid, libc::SIGKILL), 0);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+    }
+    match p.terminate() {
+        Err(ProcessError::Signal { signal: 15, source, .. }) => assert_eq!(source.raw_os_error(), Some(libc::ESRCH)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.exitcode(), Some(shmproc::process::EXITCODE_UNKNOWN));
+    assert!(!p.is_alive());
+    assert!(matches!(p.join(), Err(ProcessError::StatusUnavailable { .. })));
+    // A child that reported its outcome keeps its code even then.
+    let mut q = Process::new(succeed, ());
+    q.start().unwrap();
+    let qpid = q.pid().unwrap() as libc::pid_t;
+    // SAFETY: waitpid on our own child; `status` is a valid out-pointer.
+    unsafe {
+        let mut status = 0;
+        assert_eq!(libc::waitpid(qpid, &mut status, 0), qpid);
+    }
+    assert_eq!(q.exitcode(), Some(0));
+    q.join().unwrap();
+}
+
+#[test]
+fn all_start_methods_are_listed_default_first() {
+    assert_eq!(shmproc::process::get_all_start_methods(), &[StartMethod::Spawn, StartMethod::Fork]);
+    assert_eq!(shmproc::process::get_all_start_methods()[0], shmproc::process::get_start_method());
 }
 
 type SyncArgs = (
@@ -467,4 +583,66 @@ fn is_alive_does_not_block_while_another_thread_joins() {
         p.kill().unwrap();
         assert!(matches!(joiner.join().unwrap(), Err(ProcessError::Signaled { signal: 9, .. })));
     });
+}
+
+shmproc::entry! {
+    /// Starts and joins a grandchild: takes the child-list and registry
+    /// locks in a forked child.
+    fn start_one_grandchild(total: Value<u64>) -> Result<(), String> {
+        let mut g = Process::new(add_one, total);
+        g.start().map_err(|e| e.to_string())?;
+        g.join().map_err(|e| e.to_string())
+    }
+}
+
+/// Issue 9 item 12: a forked child must not take a lock another parent
+/// thread held at the fork. Before the fix, a child forked while another
+/// thread held stdout's lock hung in its final flush, and one forked while
+/// another thread was inside `active_children()` could hang on the child
+/// list when starting its own child.
+#[test]
+fn a_forked_child_does_not_inherit_locks_held_by_other_threads() {
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let _out = std::io::stdout().lock();
+        held_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    held_rx.recv().unwrap();
+    let mut p = Process::new(succeed, ()).with_start_method(StartMethod::Fork);
+    p.start().unwrap();
+    holder.join().unwrap();
+    common::join(&p).unwrap();
+
+    let total = Value::new(0u64).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let rounds = 20;
+    std::thread::scope(|s| {
+        // Each keeps one of the crate's locks held most of the time.
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = shmproc::current_process();
+            }
+        });
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = shmproc::active_children();
+            }
+        });
+        // Stops the spinners however this closure ends (a failed
+        // assertion must not leave the scope waiting for them).
+        struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
+        for _ in 0..rounds {
+            let mut p = Process::new(start_one_grandchild, total.clone()).with_start_method(StartMethod::Fork);
+            p.start().unwrap();
+            common::join(&p).unwrap();
+        }
+    });
+    assert_eq!(total.get().unwrap(), rounds);
 }

@@ -1,8 +1,10 @@
 //! SPSC queue tests across real processes (the crate's own `Process`), and
 //! a model test against `VecDeque`.
 
+mod common;
+
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use shmproc::queue::{ByteQueue, SpscQueue};
@@ -73,7 +75,7 @@ fn ten_million_u64_arrive_in_order_with_the_right_sum() {
             sum = sum.wrapping_add(v);
         }
     }
-    p.join().unwrap();
+    common::join(&p).unwrap();
     assert_eq!(expect, N);
     assert_eq!(sum, N * (N - 1) / 2);
 }
@@ -105,9 +107,8 @@ fn killed_producer_lets_the_consumer_drain_then_disconnect() {
     p.start().unwrap();
     assert!(full.wait_timeout(Duration::from_secs(30)));
     p.kill().unwrap();
-    let _ = p.join();
+    let _ = common::join(&p);
     let mut n = 0;
-    let t = Instant::now();
     loop {
         match rx.pop_timeout(Duration::from_secs(5)) {
             Ok(v) => {
@@ -119,7 +120,6 @@ fn killed_producer_lets_the_consumer_drain_then_disconnect() {
         }
     }
     assert!(n >= 64, "drained only {n}");
-    assert!(t.elapsed() < Duration::from_secs(1), "took {:?} to notice the dead producer", t.elapsed());
 }
 
 shmproc::entry! {
@@ -143,44 +143,8 @@ fn killed_consumer_unblocks_a_producer_waiting_on_a_full_queue() {
         tx.push(i).unwrap();
     }
     p.kill().unwrap();
-    let t = Instant::now();
-    assert_eq!(tx.push_timeout(99, Duration::from_secs(5)), Err(PushTimeoutError::Disconnected(99)));
-    assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
-    let _ = p.join();
-}
-
-shmproc::entry! {
-    /// Blocks in pop for up to 1 s on an empty queue; returns the thread's
-    /// CPU time in µs spent blocked.
-    fn block_and_measure(args: (SpscQueue<u64>, Value<u64>)) -> Result<(), String> {
-        let (q, out) = args;
-        let mut rx = q.consumer().map_err(|e| e.to_string())?;
-        let cpu = || {
-            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-            // SAFETY: writes only into `ts`, a valid timespec on our stack.
-            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-            ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
-        };
-        let before = cpu();
-        match rx.pop_timeout(Duration::from_secs(1)) {
-            Err(PopTimeoutError::TimedOut) => {}
-            other => return Err(format!("{other:?}")),
-        }
-        out.set(cpu() - before).map_err(|e| e.to_string())
-    }
-}
-
-#[test]
-fn a_consumer_blocked_for_one_second_uses_under_5_ms_of_cpu() {
-    let q = SpscQueue::<u64>::new(8).unwrap();
-    let _tx = q.producer().unwrap();
-    let used = Value::new(0u64).unwrap();
-    let mut p = Process::new(block_and_measure, (q.clone(), used.clone()));
-    p.start().unwrap();
-    p.join().unwrap();
-    let us = used.get().unwrap();
-    eprintln!("blocked consumer used {us} µs of CPU in 1 s");
-    assert!(us < 5_000, "blocked consumer used {us} µs of CPU in 1 s");
+    assert_eq!(tx.push_timeout(99, Duration::from_secs(30)), Err(PushTimeoutError::Disconnected(99)));
+    let _ = common::join(&p);
 }
 
 shmproc::entry! {
@@ -203,9 +167,9 @@ fn close_wakes_a_blocked_consumer_in_another_process() {
     let mut p = Process::new(pop_until_closed, (q.clone(), ready.clone())).with_daemon(true);
     p.start().unwrap();
     assert!(ready.wait_timeout(Duration::from_secs(30)));
-    std::thread::sleep(Duration::from_millis(50)); // let it fall asleep
+    common::wait_until_asleep(p.pid().unwrap(), 1);
     q.close();
-    p.join().unwrap();
+    common::join(&p).unwrap();
 }
 
 shmproc::entry! {
@@ -223,7 +187,7 @@ fn a_role_held_by_a_live_process_is_refused() {
     let tx = q.producer().unwrap();
     let mut p = Process::new(try_second_producer, q.clone());
     p.start().unwrap();
-    p.join().unwrap();
+    common::join(&p).unwrap();
     drop(tx);
     assert!(q.producer().is_ok(), "a released role can be taken again");
 }
@@ -256,7 +220,7 @@ fn wrong_element_type_is_refused_in_another_process() {
     let q = SpscQueue::<u64>::new(8).unwrap();
     let mut p = Process::new(open_wrong_type, q.name().to_string());
     p.start().unwrap();
-    match p.join() {
+    match common::join(&p) {
         Ok(()) => {}
         Err(ProcessError::Failed { message, .. }) => panic!("{message}"),
         Err(e) => panic!("{e}"),
@@ -393,12 +357,12 @@ fn mpmc_two_producers_two_consumers_deliver_each_item_exactly_once() {
         p.start().unwrap();
     }
     for p in &producers {
-        p.join().unwrap();
+        common::join(p).unwrap();
     }
     q.push(SENTINEL).unwrap();
     q.push(SENTINEL).unwrap();
     for p in &consumers {
-        p.join().unwrap();
+        common::join(p).unwrap();
     }
     let r: Vec<Vec<u64>> = outs.iter().map(|o| o.to_vec().unwrap()).collect();
     for tag in 0..2 {
@@ -437,8 +401,7 @@ fn mpmc_survivors_carry_on_after_a_producer_is_killed_mid_stream() {
             expect += 1;
         }
         p.kill().unwrap();
-        let _ = p.join();
-        let t = Instant::now();
+        let _ = common::join(&p);
         // Whatever it managed to put is there, in order, with no hole; its
         // in-flight put is either complete or absent.
         while let Ok(v) = q.try_pop() {
@@ -446,8 +409,7 @@ fn mpmc_survivors_carry_on_after_a_producer_is_killed_mid_stream() {
             expect += 1;
         }
         q.push(7).unwrap();
-        assert_eq!(q.pop_timeout(Duration::from_secs(5)), Ok(7));
-        assert!(t.elapsed() < Duration::from_secs(1), "survivor blocked for {:?}", t.elapsed());
+        assert_eq!(q.pop_timeout(Duration::from_secs(30)), Ok(7));
         assert!(q.is_empty());
     }
 }
@@ -486,7 +448,7 @@ fn joinable_queue_join_waits_for_task_done_in_other_processes() {
     q.put(0).unwrap();
     q.put(0).unwrap();
     for w in &workers {
-        w.join().unwrap();
+        common::join(w).unwrap();
     }
     assert!(q.task_done().is_err(), "task_done beyond the items put must fail");
 }
@@ -509,9 +471,9 @@ fn queue_close_wakes_a_blocked_getter_in_another_process() {
     let mut p = Process::new(get_until_closed, (q.clone(), ready.clone())).with_daemon(true);
     p.start().unwrap();
     assert!(ready.wait_timeout(Duration::from_secs(30)));
-    std::thread::sleep(Duration::from_millis(50));
+    common::wait_until_asleep(p.pid().unwrap(), 1);
     q.close_all();
-    p.join().unwrap();
+    common::join(&p).unwrap();
 }
 
 #[test]
@@ -591,7 +553,7 @@ fn a_loan_committed_after_close_in_another_process_is_refused() {
     let mut p = Process::new(close_spsc, q.clone());
     p.start().unwrap();
     assert!(p.join_timeout(Duration::from_secs(60)).unwrap(), "closer did not finish");
-    p.join().unwrap();
+    common::join(&p).unwrap();
     assert!(q.is_closed());
     assert_eq!(loan.commit(), Err(CommitError::Closed));
     assert_eq!(q.len(), 1);
@@ -697,19 +659,6 @@ fn byte_ring_ends_of_a_live_process_are_refused_and_those_of_a_dead_one_reclaime
 
 // ---- close() closes this handle only; close_all() closes for everyone (issue 10, item 2) ----
 
-/// Joins `p` within a minute; on expiry kills it and fails with `what`.
-fn join_or_kill(p: &Process, what: &str) {
-    match p.join_timeout(Duration::from_secs(60)) {
-        Ok(true) => {}
-        Ok(false) => {
-            let _ = p.kill();
-            let _ = p.join();
-            panic!("{what}: the child did not finish within 60 s (killed)");
-        }
-        Err(e) => panic!("{what}: the child failed: {e}"),
-    }
-}
-
 shmproc::entry! {
     /// Holds its own handle; once the parent has closed the parent's handle,
     /// gets the item the parent put and puts 41 back.
@@ -746,7 +695,7 @@ fn closing_a_queue_handle_leaves_another_processes_handle_working() {
     assert_eq!(sut.get(), Err(GetError::Closed), "this handle refuses gets");
     assert_eq!(sut.get_nowait(), Err(TryGetError::Closed));
     parent_closed.set();
-    join_or_kill(&p, "child using its handle");
+    common::join(&p).expect("the child using its own handle failed");
     let other = Queue::<u64>::open(sut.name()).unwrap();
     assert_eq!(other.get_nowait(), Ok(41), "the child's put landed");
     assert!(other.empty());
@@ -786,6 +735,6 @@ fn close_all_stops_every_process() {
     sut.close_all();
     assert_eq!(sut.put(5), Err(PutError::Closed(5)));
     closed_all.set();
-    join_or_kill(&p, "child after close_all");
+    common::join(&p).expect("the child after close_all failed");
     assert_eq!(sut.get_nowait(), Err(TryGetError::Closed));
 }

@@ -3,6 +3,8 @@
 //! one lower, as in Python), and the parent that sees the death can give
 //! it back.
 
+mod common;
+
 use std::time::Duration;
 
 use shmproc::{BoundedSemaphore, Event, Process, ProcessError, Semaphore};
@@ -38,7 +40,7 @@ fn a_unit_taken_by_a_killed_process_is_lost_until_released_for_it() {
         panic!("child did not take its units within {BOUND:?}");
     }
     p.kill().unwrap();
-    assert!(matches!(p.join(), Err(ProcessError::Signaled { signal: 9, .. })));
+    assert!(matches!(common::join(&p), Err(ProcessError::Signaled { signal: 9, .. })));
 
     // Lost: nobody gives the units back.
     assert_eq!(sem.get_value(), 1);

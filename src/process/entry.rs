@@ -93,20 +93,34 @@ pub(crate) fn run_entry<E: Entry>(arg: E::Arg) -> Outcome {
     }
 }
 
-/// Decodes the argument bytes, then runs `E`.
-fn run_encoded<E: Entry>(mut bytes: &[u8]) -> Outcome {
+/// Decodes the argument bytes (opening every handle they name), calls
+/// `opened`, then runs `E`.
+fn run_encoded<E: Entry>(mut bytes: &[u8], opened: &dyn Fn()) -> Outcome {
     match E::Arg::decode(&mut bytes) {
-        Ok(arg) => run_entry::<E>(arg),
+        Ok(arg) => {
+            opened();
+            run_entry::<E>(arg)
+        }
         Err(e) => Outcome::Startup(format!("entry {}: bad argument: {e}", E::ID)),
     }
 }
 
-struct Registered {
+/// Runs an entry on its encoded argument; the callback is told when the
+/// argument is decoded.
+pub(crate) type Runner = fn(&[u8], &dyn Fn()) -> Outcome;
+
+pub(crate) struct Registered {
     id: &'static str,
-    run: fn(&[u8]) -> Outcome,
+    run: Runner,
 }
 
 static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
+
+/// The registry's lock, for `Process::start` to hold across `fork()` (so no
+/// other thread holds it at that instant; see `Process::fork`).
+pub(crate) fn registry_lock() -> std::sync::MutexGuard<'static, Vec<Registered>> {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Called by the constructor `entry!` generates. Not public API.
 #[doc(hidden)]
@@ -122,7 +136,7 @@ pub(crate) fn is_registered(id: &str) -> bool {
 }
 
 /// The runner registered for `id`, if any.
-pub(crate) fn lookup(id: &str) -> Option<fn(&[u8]) -> Outcome> {
+pub(crate) fn lookup(id: &str) -> Option<Runner> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|r| r.id == id).map(|r| r.run)
 }
 

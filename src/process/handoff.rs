@@ -5,7 +5,11 @@
 //! travel by name and are re-opened (and validated) in the child. The
 //! decoder treats its input as untrusted: every length is checked.
 
+use std::cell::RefCell;
+
 use bytemuck::Pod;
+
+use crate::queue::ByteQueue;
 
 /// Why an argument could not be decoded in the child.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +52,45 @@ pub trait Handoff: Sized {
     fn encode(&self, out: &mut Vec<u8>);
     /// Reads one value from the front of `input`, advancing it.
     fn decode(input: &mut &[u8]) -> Result<Self, HandoffError>;
+}
+
+/// A queue role that travels with a handle to the child it is handed to
+/// (the directions of a pipe end): `Process::start` hands it over to the
+/// child as soon as the child's pid is known, so it counts as attached to
+/// the child from then on (the peer sees the child's death even if the
+/// child never touched it).
+pub(crate) struct Transfer {
+    queue: ByteQueue,
+    producer: bool,
+}
+
+impl Transfer {
+    /// Hands the role to the process with packed identity `owner`.
+    pub(crate) fn designate(&self, owner: u64) -> bool {
+        self.queue.designate(self.producer, owner)
+    }
+}
+
+thread_local! {
+    /// Set while `Process::start` encodes an argument.
+    static TRANSFERS: RefCell<Option<Vec<Transfer>>> = const { RefCell::new(None) };
+}
+
+/// Runs `encode` and returns the roles that the encoded handles carry.
+pub(crate) fn collect_transfers(encode: impl FnOnce()) -> Vec<Transfer> {
+    let outer = TRANSFERS.with(|t| t.borrow_mut().replace(Vec::new()));
+    encode();
+    TRANSFERS.with(|t| std::mem::replace(&mut *t.borrow_mut(), outer)).unwrap_or_default()
+}
+
+/// Called by an encoding handle: `queue`'s sending (`producer`) or
+/// receiving role goes with it. Outside `Process::start`, nothing happens.
+pub(crate) fn note_transfer(queue: &ByteQueue, producer: bool) {
+    TRANSFERS.with(|t| {
+        if let Some(v) = t.borrow_mut().as_mut() {
+            v.push(Transfer { queue: queue.clone(), producer });
+        }
+    });
 }
 
 pub(crate) fn take<'a>(input: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u8], HandoffError> {
@@ -248,11 +291,13 @@ macro_rules! handoff_handle {
             }
             fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
                 let name = String::decode(input)?;
-                Self::open(&name).map_err(|e| HandoffError::Open {
+                let h = Self::open(&name).map_err(|e| HandoffError::Open {
                     kind: stringify!($t),
-                    name,
+                    name: name.clone(),
                     reason: e.to_string(),
-                })
+                })?;
+                log::debug!(target: crate::process::LOG_TARGET, "opened {} {name}", stringify!($t));
+                Ok(h)
             }
         }
     )*};
@@ -280,7 +325,10 @@ macro_rules! handoff_queue {
             }
             fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
                 let name = String::decode(input)?;
-                Self::open(&name).map_err(|e| HandoffError::Open { kind: stringify!($t), name, reason: e.to_string() })
+                let h = Self::open(&name)
+                    .map_err(|e| HandoffError::Open { kind: stringify!($t), name: name.clone(), reason: e.to_string() })?;
+                log::debug!(target: crate::process::LOG_TARGET, "opened {} {name}", stringify!($t));
+                Ok(h)
             }
         }
     )*};
@@ -293,20 +341,35 @@ impl Handoff for crate::queue::ByteQueue {
     }
     fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
         let name = String::decode(input)?;
-        Self::open(&name).map_err(|e| HandoffError::Open { kind: "ByteQueue", name, reason: e.to_string() })
+        let h = Self::open(&name).map_err(|e| HandoffError::Open {
+            kind: "ByteQueue",
+            name: name.clone(),
+            reason: e.to_string(),
+        })?;
+        log::debug!(target: crate::process::LOG_TARGET, "opened ByteQueue {name}");
+        Ok(h)
     }
 }
 
-/// A pipe end travels as the names of its two directions; the receiving
-/// process takes the roles when it first sends or receives.
+/// A pipe end travels as the names of its two directions. Its roles are
+/// handed over to the child by `Process::start` (they count as the child's
+/// from then on); the child claims them when it first sends or receives,
+/// and gives them back if it drops the end unused.
 impl Handoff for crate::Connection {
     fn encode(&self, out: &mut Vec<u8>) {
         self.names().encode(out);
+        self.note_handed();
     }
     fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
         let (send, recv) = <(Option<String>, Option<String>)>::decode(input)?;
         let name = format!("{send:?}/{recv:?}");
-        Self::from_names(send, recv).map_err(|e| HandoffError::Open { kind: "Connection", name, reason: e.to_string() })
+        let conn = Self::received(send, recv).map_err(|e| HandoffError::Open {
+            kind: "Connection",
+            name: name.clone(),
+            reason: e.to_string(),
+        })?;
+        log::debug!(target: crate::process::LOG_TARGET, "opened Connection {name}");
+        Ok(conn)
     }
 }
 

@@ -28,32 +28,47 @@
 //!   handle by name. Its stdin is `/dev/null`, stdout and stderr are
 //!   inherited. The entry runs before `main`, so std's main-thread setup
 //!   (thread name, stack-overflow message) is not in place.
-//! - [`StartMethod::Fork`] calls `fork()`: the fastest start. Caveats, as in
-//!   Python: in a multi-threaded parent only the calling thread survives in
-//!   the child, and any lock another thread held at that instant (stdout's,
-//!   a `std::sync::Mutex`, an allocator arena outside glibc's fork
-//!   handling) stays locked forever in the child. Use it from
-//!   single-threaded parents or where the child touches only its argument.
+//! - [`StartMethod::Fork`] calls `fork()`: the fastest start. In a
+//!   multi-threaded parent only the calling thread survives in the child,
+//!   and a lock another thread held at that instant stays locked forever
+//!   in the child. shmproc's own path from `fork()` to the entry and back
+//!   to `_exit` is safe against that: the locks it uses there (stdout's
+//!   and stderr's, the process identity, the child list, the entry
+//!   registry) are held by the forking thread across `fork()`, so no other
+//!   thread holds them then, and released in the child; it allocates only
+//!   through the system allocator, which glibc makes fork-safe. The caveat
+//!   remains for what the entry itself does, as in Python: a
+//!   `std::sync::Mutex` of your own, the environment lock (`std::env`),
+//!   a logger's lock, a custom global allocator without fork handling.
+//!   Use it from single-threaded parents or where the child touches only
+//!   its argument and shmproc.
 //!
 //! ## Lifecycle
 //!
 //! Finished children are reaped by `join`, `is_alive`, `exitcode`,
-//! [`active_children`] and every `start`. At normal exit of the parent
-//! (`main` returns or `std::process::exit`), daemon children get SIGTERM and
-//! every child is joined, as in Python. A daemon child also watches its
+//! [`active_children`] and every `start`. The parent keeps its copy of a
+//! child's argument until the child has opened every handle in it (the
+//! child says so in its status segment), so objects made only for the
+//! child are still there when it opens them. At normal exit of the parent
+//! (`main` returns or `std::process::exit`; also when a forked child's
+//! entry returns), daemon children get SIGTERM and every child is joined,
+//! then the kept arguments are dropped, as in Python. A daemon child also watches its
 //! parent (a pidfd) and terminates itself if the parent dies abruptly;
 //! a non-daemon child keeps running (as in Python), and the shared objects
 //! it uses report the peer's death where they can (`OwnerDied`).
 
 mod entry;
 pub(crate) mod handoff;
+mod logging;
+mod status;
 
 pub use entry::{__register, Entry, ExitValue, Run};
 pub use handoff::{Handoff, HandoffError, PodArg};
+pub use logging::{LOG_TARGET, get_logger, log_to_stderr};
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -72,6 +87,7 @@ const ENV_NAME: &str = "SHMPROC_NAME";
 const ENV_IDENTITY: &str = "SHMPROC_IDENTITY";
 const ENV_PARENT: &str = "SHMPROC_PARENT";
 const ENV_DAEMON: &str = "SHMPROC_DAEMON";
+const ENV_LOG: &str = "SHMPROC_LOG";
 
 /// How a child process is started. See the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,6 +112,31 @@ static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
 /// ```
 pub fn set_start_method(method: StartMethod) {
     DEFAULT_METHOD.store(method as u8, Ordering::Relaxed);
+}
+
+/// Every start method this platform offers, the default first (Python's
+/// `get_all_start_methods()`).
+///
+/// ```
+/// use shmproc::process::{StartMethod, get_all_start_methods};
+/// assert_eq!(get_all_start_methods(), &[StartMethod::Spawn, StartMethod::Fork]);
+/// ```
+pub fn get_all_start_methods() -> &'static [StartMethod] {
+    &[StartMethod::Spawn, StartMethod::Fork]
+}
+
+impl std::fmt::Display for StartMethod {
+    /// Python's names: `spawn`, `fork`.
+    ///
+    /// ```
+    /// assert_eq!(shmproc::process::StartMethod::Fork.to_string(), "fork");
+    /// ```
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StartMethod::Spawn => "spawn",
+            StartMethod::Fork => "fork",
+        })
+    }
 }
 
 /// The default start method (initially [`StartMethod::Spawn`]).
@@ -135,6 +176,27 @@ pub enum ProcessError {
         /// What failed.
         #[source]
         source: std::io::Error,
+    },
+    /// `terminate` / `kill` could not signal the child: `ESRCH` if it
+    /// ended and its status was already collected by someone else.
+    #[error("cannot send signal {signal} to process {name}: {source}")]
+    Signal {
+        /// The process name.
+        name: String,
+        /// The signal number.
+        signal: i32,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The child ended, but its exit status was collected by someone else
+    /// (a `waitpid(-1)` elsewhere in this process, or SIGCHLD ignored), and
+    /// it did not report an outcome: how it ended is unknown.
+    /// `exitcode()` is then [`EXITCODE_UNKNOWN`].
+    #[error("process {name} ended, but its exit status was collected elsewhere")]
+    StatusUnavailable {
+        /// The process name.
+        name: String,
     },
     /// The entry returned an error (exit code 1).
     #[error("process {name} failed: {message}")]
@@ -180,6 +242,12 @@ pub enum ProcessError {
     },
 }
 
+/// `exitcode()` of a child that ended while its exit status was collected
+/// by someone else and that reported no outcome (see
+/// [`ProcessError::StatusUnavailable`]). It can be neither an exit code
+/// (0..=255) nor a signal (`-N`).
+pub const EXITCODE_UNKNOWN: i32 = i32::MIN;
+
 /// Name and identity of a process, as `current_process()` reports them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {
@@ -201,8 +269,12 @@ struct Me {
 
 static ME: Mutex<Option<Me>> = Mutex::new(None);
 
+fn me_lock() -> std::sync::MutexGuard<'static, Option<Me>> {
+    ME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn with_me<R>(f: impl FnOnce(&Me) -> R) -> R {
-    let mut me = ME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut me = me_lock();
     let me = me.get_or_insert_with(|| Me {
         info: ProcessInfo { name: "MainProcess".into(), pid: std::process::id(), daemon: false, identity: Vec::new() },
         parent: None,
@@ -210,8 +282,8 @@ fn with_me<R>(f: impl FnOnce(&Me) -> R) -> R {
     f(me)
 }
 
-fn set_me(info: ProcessInfo, parent: Option<(String, u32)>) {
-    *ME.lock().unwrap_or_else(|p| p.into_inner()) = Some(Me { info, parent });
+fn set_me(slot: &mut Option<Me>, me: Me) {
+    *slot = Some(me);
     NEXT_CHILD.store(1, Ordering::Relaxed);
 }
 
@@ -253,69 +325,6 @@ pub fn cpu_count() -> usize {
 }
 
 // ---------------------------------------------------------------------------
-// The status segment shared by parent and child.
-
-/// Layout of the per-process status segment: a state word, the outcome
-/// message, then the encoded argument.
-mod status {
-    pub(super) const STATE: usize = 0;
-    pub(super) const MSG_LEN: usize = 4;
-    pub(super) const ARG_LEN: usize = 8;
-    pub(super) const MSG: usize = 64;
-    pub(super) const MSG_CAP: usize = 4096;
-    pub(super) const ARG: usize = MSG + MSG_CAP;
-
-    pub(super) const STARTED: u32 = 1;
-    pub(super) const OK: u32 = 2;
-    pub(super) const FAILED: u32 = 3;
-    pub(super) const PANICKED: u32 = 4;
-    pub(super) const STARTUP: u32 = 5;
-}
-
-fn state_word(seg: &RawSegment) -> &AtomicU32 {
-    // SAFETY: the segment is >= status::ARG bytes (checked where it is created and opened) and 64-aligned;
-    // the word is only accessed atomically.
-    unsafe { &*(seg.as_ptr().add(status::STATE) as *const AtomicU32) }
-}
-
-fn write_outcome(seg: &RawSegment, outcome: &Outcome) {
-    let (state, msg) = match outcome {
-        Outcome::Ok => (status::OK, ""),
-        Outcome::Failed(m) => (status::FAILED, m.as_str()),
-        Outcome::Panicked(m) => (status::PANICKED, m.as_str()),
-        Outcome::Startup(m) => (status::STARTUP, m.as_str()),
-    };
-    let mut cut = msg.len().min(status::MSG_CAP);
-    while !msg.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    seg.write(status::MSG, &msg.as_bytes()[..cut]);
-    seg.write(status::MSG_LEN, &(cut as u32).to_le_bytes());
-    // Release: pairs with the Acquire load in `read_outcome`, publishing
-    // the message bytes written above.
-    state_word(seg).store(state, Ordering::Release);
-}
-
-fn read_outcome(seg: &RawSegment) -> Option<Outcome> {
-    // Acquire: pairs with the Release store in `write_outcome`.
-    let state = state_word(seg).load(Ordering::Acquire);
-    let mut len = [0u8; 4];
-    seg.read(status::MSG_LEN, &mut len);
-    // Untrusted: the child could have written anything.
-    let len = (u32::from_le_bytes(len) as usize).min(status::MSG_CAP);
-    let mut msg = vec![0u8; len];
-    seg.read(status::MSG, &mut msg);
-    let msg = String::from_utf8_lossy(&msg).into_owned();
-    match state {
-        status::OK => Some(Outcome::Ok),
-        status::FAILED => Some(Outcome::Failed(msg)),
-        status::PANICKED => Some(Outcome::Panicked(msg)),
-        status::STARTUP => Some(Outcome::Startup(msg)),
-        _ => None,
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Child side.
 
 /// Runs in every process built with shmproc, before `main`: if this
@@ -327,7 +336,12 @@ extern "C" fn child_dispatch() {
     let take = |k: &str| std::env::var_os(k).unwrap_or_default();
     let (seg_name, name, identity, parent, daemon) =
         (take(ENV_SEGMENT), take(ENV_NAME), take(ENV_IDENTITY), take(ENV_PARENT), take(ENV_DAEMON));
-    for k in [ENV_ENTRY, ENV_SEGMENT, ENV_NAME, ENV_IDENTITY, ENV_PARENT, ENV_DAEMON] {
+    if let Some(level) = std::env::var_os(ENV_LOG).and_then(|l| l.to_str()?.parse().ok()) {
+        // The parent logs to stderr (`log_to_stderr`): so does the child, as
+        // in Python.
+        log_to_stderr(level);
+    }
+    for k in [ENV_ENTRY, ENV_SEGMENT, ENV_NAME, ENV_IDENTITY, ENV_PARENT, ENV_DAEMON, ENV_LOG] {
         // SAFETY: this runs before main, single-threaded: nobody else reads
         // or writes the environment concurrently.
         unsafe { std::env::remove_var(k) };
@@ -357,24 +371,30 @@ fn spawned_child_main(
     let parent_pid: u32 = parent_pid.parse().unwrap_or(0);
     let daemon = daemon == "1";
     set_me(
-        ProcessInfo { name: name.clone(), pid: std::process::id(), daemon, identity },
-        Some((parent_name.to_owned(), parent_pid)),
+        &mut me_lock(),
+        Me {
+            info: ProcessInfo { name: name.clone(), pid: std::process::id(), daemon, identity },
+            parent: Some((parent_name.to_owned(), parent_pid)),
+        },
     );
-    if daemon {
-        watch_parent(parent_pid);
-    }
     let seg_name = seg_name.to_string_lossy();
     let seg = RawSegment::open(&seg_name);
     // The mapping is all we need: remove the name at once, so nothing is
-    // left in /dev/shm whatever happens to either process later.
+    // left in /dev/shm whatever happens to either process later (before
+    // watching the parent: a daemon whose parent is gone ends at once).
     let _ = crate::unlink(&seg_name);
+    if daemon {
+        watch_parent(parent_pid);
+    }
     let seg = match seg {
         Ok(s) if s.len() >= status::ARG => s,
         Ok(_) => return fail_early(&name, "status segment too small"),
         Err(e) => return fail_early(&name, &format!("cannot open status segment: {e}")),
     };
-    state_word(&seg).store(status::STARTED, Ordering::Relaxed);
+    // The parent hands the argument's pipe roles over to us first.
+    status::wait_handed(&seg, || sysproc::parent_pid() == parent_pid);
     let entry_id = entry_id.to_string_lossy().into_owned();
+    log::debug!(target: LOG_TARGET, "process {name} (pid {}) runs entry {entry_id}", std::process::id());
     let outcome = match entry::lookup(&entry_id) {
         None => Outcome::Startup(format!("unknown entry id {entry_id:?}: not registered in this executable")),
         Some(run) => {
@@ -383,7 +403,8 @@ fn spawned_child_main(
             let len = u64::from_le_bytes(len) as usize;
             let mut arg = vec![0u8; len.min(seg.len() - status::ARG)];
             seg.read(status::ARG, &mut arg);
-            run(&arg)
+            // Once every handle is open, the parent may drop its copies.
+            run(&arg, &|| status::set_opened(&seg))
         }
     };
     report(&name, &seg, outcome)
@@ -403,7 +424,8 @@ fn report(name: &str, seg: &RawSegment, outcome: Outcome) -> i32 {
         // The panic hook already printed the panic.
         Outcome::Ok | Outcome::Panicked(_) => {}
     }
-    write_outcome(seg, &outcome);
+    log::debug!(target: LOG_TARGET, "process {name} exiting with code {}", outcome.exit_code());
+    status::write_outcome(seg, &outcome);
     outcome.exit_code()
 }
 
@@ -453,43 +475,131 @@ impl<E: Entry> Target for Typed<E> {
 /// Shared state of a started process (also held by the exit handler).
 struct Inner {
     name: String,
+    identity: Vec<u32>,
     daemon: bool,
     pid: u32,
     parent_pid: u32,
     seg: RawSegment,
     pidfd: Option<OwnedFd>,
     ended: Mutex<Option<Ended>>,
+    /// The parent's copy of the argument, kept until the child has opened
+    /// every handle in it (it may hold the only handle that keeps an
+    /// object's name alive, e.g. `Process::new(f, Value::new(0)?)`).
+    held: Mutex<Option<Box<dyn Target>>>,
 }
 
 impl Inner {
     /// Reaps the child if it ended (or waits for it with `block`).
     fn poll(&self, block: bool) -> Option<Ended> {
         let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        let before = ended.is_some();
         if ended.is_none() {
-            match sysproc::wait_pid(self.pid, block) {
-                Ok(e) => *ended = e,
-                // ECHILD: reaped elsewhere (or not our child): treat as gone.
-                Err(_) => *ended = Some(Ended::Code(-1)),
-            }
+            *ended = match sysproc::wait_pid(self.pid, block) {
+                Ok(e) => e,
+                // ECHILD: the status was collected elsewhere. With a pidfd
+                // we can still tell whether the child runs; without one, a
+                // pid we cannot wait for is taken as ended.
+                Err(_) if self.pidfd.as_ref().is_some_and(|fd| !sysproc::pidfd_wait(fd, Some(std::time::Instant::now()))) => None,
+                Err(_) => Some(Ended::Lost),
+            };
             if ended.is_some() {
                 // Normally the child removed the name already; not if it
                 // died before opening its status segment.
                 let _ = crate::unlink(self.seg.name());
             }
         }
-        *ended
+        let end = *ended;
+        drop(ended);
+        // Logged and released outside the lock: a logger or a handle's
+        // Drop must never run under it.
+        if !before && let Some(end) = end {
+            match self.exitcode(end) {
+                c if c >= 0 => {
+                    log::info!(target: LOG_TARGET, "process {} (pid {}) exited with code {c}", self.name, self.pid)
+                }
+                EXITCODE_UNKNOWN => log::info!(
+                    target: LOG_TARGET,
+                    "process {} (pid {}) ended; its exit status was collected elsewhere",
+                    self.name,
+                    self.pid
+                ),
+                c => {
+                    log::info!(target: LOG_TARGET, "process {} (pid {}) was killed by signal {}", self.name, self.pid, -c)
+                }
+            }
+        }
+        self.release_arg(end.is_some());
+        end
+    }
+
+    /// Drops the parent's copy of the argument once the child has opened
+    /// it (or ended).
+    fn release_arg(&self, ended: bool) {
+        if !ended && !status::opened(&self.seg) {
+            return;
+        }
+        let arg = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if arg.is_some() {
+            log::debug!(target: LOG_TARGET, "process {}: argument opened by the child, parent copy released", self.name);
+        }
+        drop(arg);
+    }
+
+    /// The exit code as `Process::exitcode` reports it.
+    fn exitcode(&self, end: Ended) -> i32 {
+        match end {
+            Ended::Code(c) => c,
+            Ended::Signal(s) => -s,
+            Ended::Lost => status::read_outcome(&self.seg).map_or(EXITCODE_UNKNOWN, |o| o.exit_code()),
+        }
     }
 
     fn result(&self, end: Ended) -> Result<(), ProcessError> {
         let name = self.name.clone();
-        match (end, read_outcome(&self.seg)) {
+        match (end, status::read_outcome(&self.seg)) {
             (Ended::Signal(signal), _) => Err(ProcessError::Signaled { name, signal }),
-            (Ended::Code(0), _) => Ok(()),
+            (Ended::Code(0), _) | (Ended::Lost, Some(Outcome::Ok)) => Ok(()),
             (_, Some(Outcome::Failed(message))) => Err(ProcessError::Failed { name, message }),
             (_, Some(Outcome::Panicked(message))) => Err(ProcessError::Panicked { name, message }),
             (_, Some(Outcome::Startup(message))) => Err(ProcessError::StartupFailed { name, message }),
             (Ended::Code(code), _) => Err(ProcessError::Exited { name, code }),
+            (Ended::Lost, _) => Err(ProcessError::StatusUnavailable { name }),
         }
+    }
+
+    /// Sends `sig` through the pidfd (no pid-reuse race). A child we
+    /// already reaped is not signalled (Python: a no-op).
+    fn signal(&self, sig: i32) -> Result<(), ProcessError> {
+        log::info!(target: LOG_TARGET, "sending signal {sig} to process {} (pid {})", self.name, self.pid);
+        let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        if ended.is_some() {
+            return Ok(());
+        }
+        let r = match &self.pidfd {
+            Some(fd) => {
+                // The pidfd names this very process whatever happens to the
+                // pid: no need to block reaping (a join) meanwhile.
+                drop(ended);
+                match sysproc::pidfd_signal(fd, sig) {
+                    // Reaped by us in between: as if it had ended before.
+                    Err(e)
+                        if e.raw_os_error() == Some(sysproc::ESRCH)
+                            && matches!(
+                                *self.ended.lock().unwrap_or_else(|p| p.into_inner()),
+                                Some(Ended::Code(_) | Ended::Signal(_))
+                            ) =>
+                    {
+                        Ok(())
+                    }
+                    r => r,
+                }
+            }
+            // Without a pidfd (Linux < 5.3), the lock stays held while
+            // signalling: we cannot reap the child meanwhile, so its pid
+            // still names it.
+            None => sysproc::signal(self.pid, sig),
+        };
+        r.map_err(|source| ProcessError::Signal { name: self.name.clone(), signal: sig, source })
     }
 }
 
@@ -502,39 +612,54 @@ fn children() -> std::sync::MutexGuard<'static, Vec<Arc<Inner>>> {
     CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// This process's children (a snapshot: nothing is polled under the lock).
+fn my_children() -> Vec<Arc<Inner>> {
+    let me = std::process::id();
+    children().iter().filter(|c| c.parent_pid == me).cloned().collect()
+}
+
 /// Reaps finished children, and forgets those whose `Process` handle is
 /// gone too.
 fn reap_finished() {
-    let me = std::process::id();
-    children().retain(|c| c.parent_pid != me || c.poll(false).is_none() || Arc::strong_count(c) > 1);
+    let done: Vec<Arc<Inner>> = my_children().into_iter().filter(|c| c.poll(false).is_some()).collect();
+    if !done.is_empty() {
+        // Held only by the list and `done`: no handle left.
+        children().retain(|c| !done.iter().any(|d| Arc::ptr_eq(c, d) && Arc::strong_count(c) <= 2));
+    }
 }
 
 extern "C" fn at_exit() {
-    let me = std::process::id();
-    let list: Vec<Arc<Inner>> = children().iter().filter(|c| c.parent_pid == me).cloned().collect();
+    exit_children();
+}
+
+/// What Python's exit handler does: terminate daemon children, then join
+/// every child (and drop the arguments kept for them).
+fn exit_children() {
+    let list = my_children();
     for c in list.iter().filter(|c| c.daemon) {
         if c.poll(false).is_none() {
-            let _ = sysproc::signal(c.pid, sysproc::SIGTERM);
+            log::debug!(target: LOG_TARGET, "terminating daemon process {} at exit", c.name);
+            let _ = c.signal(sysproc::SIGTERM);
         }
     }
     for c in &list {
+        if c.poll(false).is_none() {
+            log::debug!(target: LOG_TARGET, "joining process {} at exit", c.name);
+        }
         c.poll(true);
     }
 }
 
 /// The live (not yet finished) children of the calling process, reaping
-/// the finished ones, like Python's `active_children()`.
+/// the finished ones, like Python's `active_children()`: handles that can
+/// be joined, terminated and killed, with the children's names and pids.
 ///
 /// ```
 /// assert!(shmproc::active_children().is_empty());
 /// ```
-pub fn active_children() -> Vec<ProcessInfo> {
-    let me = std::process::id();
-    children()
-        .iter()
-        .filter(|c| c.parent_pid == me && c.poll(false).is_none())
-        .map(|c| ProcessInfo { name: c.name.clone(), pid: c.pid, daemon: c.daemon, identity: Vec::new() })
-        .collect()
+pub fn active_children() -> Vec<Process> {
+    reap_finished();
+    my_children().into_iter().filter(|c| c.poll(false).is_none()).map(Process::from_inner).collect()
 }
 
 /// A child process, like `multiprocessing.Process`.
@@ -704,8 +829,49 @@ impl Process {
         self.inner.as_ref().map(|i| i.pid)
     }
 
+    /// Python's `ident`: the pid, once started.
+    ///
+    /// ```
+    /// shmproc::entry! { fn nothing() {} }
+    /// assert_eq!(shmproc::Process::new(nothing, ()).ident(), None);
+    /// ```
+    pub fn ident(&self) -> Option<u32> {
+        self.pid()
+    }
+
+    /// Python's `_identity`: `[n]` for this process's n-th child,
+    /// `[2, 1]` for the first child of the second child...
+    ///
+    /// ```
+    /// shmproc::entry! { fn nothing() {} }
+    /// let p = shmproc::Process::new(nothing, ());
+    /// assert_eq!(p.name(), format!("Process-{}", p.identity()[0]));
+    /// ```
+    pub fn identity(&self) -> &[u32] {
+        &self.identity
+    }
+
+    /// A handle on an already started child (for `active_children`).
+    fn from_inner(inner: Arc<Inner>) -> Process {
+        Process {
+            name: inner.name.clone(),
+            identity: inner.identity.clone(),
+            daemon: inner.daemon,
+            method: None,
+            target: Mutex::new(None),
+            inner: Some(inner),
+        }
+    }
+
     /// Starts the child. Fails if already started, if the entry is not
     /// registered (Spawn), or if the OS refuses.
+    ///
+    /// The parent keeps its copy of the argument until the child has
+    /// opened every handle in it, so an object created just for the child
+    /// (`Process::new(f, Value::new(0)?)`) is still there when the child
+    /// opens it, even if the parent drops everything or returns from `main`
+    /// at once (the exit handler joins non-daemon children first). Pipe
+    /// ends in the argument become the child's from here on.
     pub fn start(&mut self) -> Result<(), ProcessError> {
         let slot = self.target.get_mut().unwrap_or_else(|p| p.into_inner());
         let Some(target) = slot.take() else {
@@ -714,7 +880,6 @@ impl Process {
         reap_finished();
         let method = self.method.unwrap_or_else(get_start_method);
         let start_err = |name: &str, e: std::io::Error| ProcessError::Start { name: name.to_owned(), source: e };
-        let mut arg = Vec::new();
         if method == StartMethod::Spawn {
             // Keep the dispatcher linked into every binary that starts processes.
             std::hint::black_box(&CHILD_DISPATCH);
@@ -723,30 +888,48 @@ impl Process {
                 *self.target.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(target);
                 return Err(ProcessError::NotRegistered(id));
             }
-            target.encode(&mut arg);
+        }
+        // Fork needs no bytes, but encoding tells which roles travel.
+        let mut arg = Vec::new();
+        let transfers = handoff::collect_transfers(|| target.encode(&mut arg));
+        if method == StartMethod::Fork {
+            arg.clear();
         }
         let seg = RawSegment::new((status::ARG + arg.len()) as u64)
             .map_err(|e| start_err(&self.name, std::io::Error::other(e)))?;
         seg.write(status::ARG_LEN, &(arg.len() as u64).to_le_bytes());
         seg.write(status::ARG, &arg);
         let me = current_process();
-        let pid = match method {
-            StartMethod::Spawn => self.spawn(target.id(), &seg, &me).map_err(|e| start_err(&self.name, e))?,
+        let (pid, target) = match method {
+            StartMethod::Spawn => (self.spawn(target.id(), &seg, &me).map_err(|e| start_err(&self.name, e))?, target),
             StartMethod::Fork => {
-                let pid = self.fork(target, &seg, &me).map_err(|e| start_err(&self.name, e))?;
+                let r = self.fork(target, &seg, &me).map_err(|e| start_err(&self.name, e))?;
                 // The child inherited the mapping; the name is not needed.
                 let _ = crate::unlink(seg.name());
-                pid
+                r
             }
         };
+        // The child is ours and not reaped: its pid names it. Its roles
+        // first, then it may go on (it waits for HANDED).
+        if !transfers.is_empty()
+            && let Some(owner) = crate::sys::thread::packed_identity_of(pid)
+        {
+            for t in &transfers {
+                t.designate(owner);
+            }
+        }
+        status::set_handed(&seg);
+        log::info!(target: LOG_TARGET, "process {} started (pid {pid}, {method})", self.name);
         let inner = Arc::new(Inner {
             name: self.name.clone(),
+            identity: self.identity.clone(),
             daemon: self.daemon,
             pid,
             parent_pid: me.pid,
             seg,
             pidfd: sysproc::pidfd_open(pid).ok(),
             ended: Mutex::new(None),
+            held: Mutex::new(Some(target)),
         });
         static AT_EXIT: OnceLock<()> = OnceLock::new();
         AT_EXIT.get_or_init(|| sysproc::at_exit(at_exit));
@@ -757,48 +940,80 @@ impl Process {
 
     fn spawn(&self, id: &str, seg: &RawSegment, me: &ProcessInfo) -> std::io::Result<u32> {
         let identity = self.identity.iter().map(u32::to_string).collect::<Vec<_>>().join(":");
-        let child = std::process::Command::new(std::env::current_exe()?)
-            .arg("--shmproc-child")
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        cmd.arg("--shmproc-child")
             .env(ENV_ENTRY, id)
             .env(ENV_SEGMENT, seg.name())
             .env(ENV_NAME, &self.name)
             .env(ENV_IDENTITY, identity)
             .env(ENV_PARENT, format!("{}:{}", me.pid, me.name))
             .env(ENV_DAEMON, if self.daemon { "1" } else { "0" })
-            .stdin(std::process::Stdio::null())
-            .spawn()?;
+            .stdin(std::process::Stdio::null());
+        if let Some(level) = logging::child_level() {
+            cmd.env(ENV_LOG, level.as_str());
+        }
+        let child = cmd.spawn()?;
         // We reap it ourselves with waitpid; std's handle is not needed
         // (dropping it neither waits nor kills).
         Ok(child.id())
     }
 
-    fn fork(&self, target: Box<dyn Target>, seg: &RawSegment, me: &ProcessInfo) -> std::io::Result<u32> {
+    /// Forks; in the parent returns the child's pid and the target back
+    /// (kept until the child has started), in the child runs the entry.
+    ///
+    /// Locks and fork: between `fork()` and the entry, the child must not
+    /// take a lock that another parent thread held at the fork (it would
+    /// never be released). The locks this path (and this crate in the
+    /// child) uses are stdout's and stderr's (flush, failure report,
+    /// logging), `ME` (identity), `CHILDREN` and the entry registry
+    /// (starting grandchildren): the parent holds all of them across
+    /// `fork()`, in one order (the std streams first, as user code may
+    /// hold them while calling into shmproc, and nothing here prints while
+    /// holding the others), so no other thread holds them at that instant;
+    /// the child inherits them held by its only thread and releases them
+    /// (the `pthread_atfork` prepare/child pattern). Everything the child
+    /// needs is prepared before the fork; what it allocates afterwards
+    /// goes through the system allocator, which glibc makes fork-safe.
+    fn fork(
+        &self,
+        target: Box<dyn Target>,
+        seg: &RawSegment,
+        me: &ProcessInfo,
+    ) -> std::io::Result<(u32, Box<dyn Target>)> {
         use std::io::Write;
-        let _ = std::io::stdout().flush();
-        let _ = std::io::stderr().flush();
-        // SAFETY: the child below runs only the entry and leaves with _exit; the caveats of fork in
+        let child_me = Me {
+            info: ProcessInfo { name: self.name.clone(), pid: 0, daemon: self.daemon, identity: self.identity.clone() },
+            parent: Some((me.name.clone(), me.pid)),
+        };
+        let mut out = std::io::stdout().lock();
+        let mut err = std::io::stderr().lock();
+        let _ = out.flush();
+        let _ = err.flush();
+        let mut me_slot = me_lock();
+        let children_guard = children();
+        let registry_guard = entry::registry_lock();
+        // SAFETY: the child below only uses what it inherited in a consistent
+        // state (the locks above are held by this thread), runs the entry
+        // and leaves with _exit; the caveats for user code in
         // multi-threaded parents are documented on StartMethod::Fork.
         let pid = unsafe { sysproc::fork()? };
         if pid != 0 {
-            return Ok(pid);
+            return Ok((pid, target));
         }
-        set_me(
-            ProcessInfo {
-                name: self.name.clone(),
-                pid: std::process::id(),
-                daemon: self.daemon,
-                identity: self.identity.clone(),
-            },
-            Some((me.name.clone(), me.pid)),
-        );
+        set_me(&mut me_slot, child_me);
+        drop((registry_guard, children_guard, me_slot, err, out));
         if self.daemon {
             watch_parent(me.pid);
         }
-        state_word(seg).store(status::STARTED, Ordering::Relaxed);
+        status::wait_handed(seg, || sysproc::parent_pid() == me.pid);
+        status::set_opened(seg); // the child has the objects: inherited
         let outcome = target.run_here();
         let code = report(&self.name, seg, outcome);
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
+        // Python's forked child runs the exit handler too: join our own
+        // children before leaving with _exit.
+        exit_children();
         sysproc::exit_now(code)
     }
 
@@ -859,29 +1074,24 @@ impl Process {
     /// `None` while running (or not started), `Some(0)` on success,
     /// `Some(-N)` if killed by signal N, `Some(1)` if the entry returned an
     /// error, `Some(101)` if it panicked, `Some(2)` if it could not start.
+    /// If the exit status was collected by someone else (`ECHILD`), the
+    /// code the child reported, or [`EXITCODE_UNKNOWN`].
     pub fn exitcode(&self) -> Option<i32> {
-        self.inner.as_ref()?.poll(false).map(|e| match e {
-            Ended::Code(c) => c,
-            Ended::Signal(s) => -s,
-        })
+        let inner = self.inner.as_ref()?;
+        inner.poll(false).map(|e| inner.exitcode(e))
     }
 
-    /// Sends SIGTERM.
+    /// Sends SIGTERM (through the child's pidfd: never to a process that
+    /// reused its pid). A no-op if the child was already reaped here;
+    /// [`ProcessError::Signal`] if it cannot be signalled (`ESRCH`: it
+    /// ended and was reaped elsewhere).
     pub fn terminate(&self) -> Result<(), ProcessError> {
-        self.signal(sysproc::SIGTERM)
+        self.inner()?.signal(sysproc::SIGTERM)
     }
 
-    /// Sends SIGKILL.
+    /// Sends SIGKILL, as [`terminate`](Self::terminate) sends SIGTERM.
     pub fn kill(&self) -> Result<(), ProcessError> {
-        self.signal(sysproc::SIGKILL)
-    }
-
-    fn signal(&self, sig: i32) -> Result<(), ProcessError> {
-        let inner = self.inner()?;
-        if inner.poll(false).is_some() {
-            return Ok(()); // already ended: nothing to signal (Python: no-op)
-        }
-        sysproc::signal(inner.pid, sig).map_err(|e| ProcessError::Start { name: self.name.clone(), source: e })
+        self.inner()?.signal(sysproc::SIGKILL)
     }
 
     /// Releases the process's resources, like Python's `close()`: fails

@@ -270,6 +270,17 @@ impl ByteQueue {
         })
     }
 
+    /// Hands the sending (`producer`) or receiving role over to the process
+    /// with packed identity `owner` (see `SpscCtl::designate`).
+    pub(crate) fn designate(&self, producer: bool, owner: u64) -> bool {
+        self.ctl().designate(if producer { Role::Producer } else { Role::Consumer }, owner)
+    }
+
+    /// Gives back a role handed over to this process and never claimed.
+    pub(crate) fn release_designation(&self, producer: bool) {
+        self.ctl().release_designation(if producer { Role::Producer } else { Role::Consumer })
+    }
+
     fn ctl(&self) -> &SpscCtl {
         self.m.ctl()
     }

@@ -61,19 +61,62 @@ impl SpscCtl {
         owner.store(0, Ordering::Release);
         wake64_low(own, u32::MAX);
     }
+
+    /// Hands `role` over to the process `owner` (its packed identity) before
+    /// that process has touched the ring: from now on the role counts as
+    /// attached to it, so if it dies before its first use the peer sees
+    /// Disconnected. Only a free role (or one of a dead process) is handed
+    /// over; returns whether it was.
+    pub(super) fn designate(&self, role: Role, owner: u64) -> bool {
+        let (slot, gone, _, _) = self.role_words(role);
+        // Acquire: pairs with the Release store of the previous holder's detach.
+        let cur = slot.load(Ordering::Acquire);
+        if cur != 0 && !thread::owner_is_dead(cur) {
+            return false;
+        }
+        // Relaxed is enough: the receiver's claim() reads only this word;
+        // the flag store below is SeqCst (pairs as in claim()).
+        if slot.compare_exchange(cur, owner | DESIGNATED, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        // SeqCst: as in claim(): the peer's Acquire load of `gone` sees the new holder present.
+        gone.store(0, Ordering::SeqCst);
+        true
+    }
+
+    /// Gives back `role` if it was handed over to this process and never
+    /// claimed (the receiving handle is dropped unused): the peer sees it
+    /// gone at once. A claimed role is left alone.
+    pub(super) fn release_designation(&self, role: Role) {
+        let (slot, gone, own, _) = self.role_words(role);
+        let me = thread::process_packed() | DESIGNATED;
+        // Release: pairs with the next claimant's Acquire load/CAS in claim().
+        if slot.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed).is_ok() {
+            // SeqCst: as in detach().
+            gone.store(1, Ordering::SeqCst);
+            wake64_low(own, u32::MAX);
+        }
+    }
 }
 
-/// Takes a role for a new handle of this process: free, or held by a dead
-/// process (reclaimed). Held by a live handle, ours included, it is
-/// refused: two producers (or consumers) would write one slot and one
-/// index, and either one's Drop would tell the peer the role is gone while
-/// the other still uses it. `gone` is reset so the peer sees us as present.
+/// Flag in a role slot: the role was handed over to the process named by
+/// the rest of the word ([`SpscCtl::designate`]) and not claimed yet. Bit
+/// 31 of the pid half is free (pids are < 2^22, see `thread::TID_MASK`),
+/// so liveness checks read the word unchanged.
+const DESIGNATED: u64 = 1 << 31;
+
+/// Takes a role for a new handle of this process: free, handed over to
+/// this process and not claimed yet, or held by a dead process
+/// (reclaimed). Held by a live handle, ours included, it is refused: two
+/// producers (or consumers) would write one slot and one index, and either
+/// one's Drop would tell the peer the role is gone while the other still
+/// uses it. `gone` is reset so the peer sees us as present.
 pub(super) fn claim(slot: &AtomicU64, gone: &AtomicU32, role: &'static str) -> Result<(), RoleError> {
     let me = thread::process_packed();
     // Acquire: pairs with the Release store of the previous holder's detach.
     let mut cur = slot.load(Ordering::Acquire);
     loop {
-        if cur != 0 && (cur == me || !thread::owner_is_dead(cur)) {
+        if cur != 0 && cur != me | DESIGNATED && (cur == me || !thread::owner_is_dead(cur)) {
             return Err(RoleError { role, pid: cur as u32 & thread::TID_MASK });
         }
         // Acquire: pairs with the Release store of the previous holder's

@@ -58,6 +58,13 @@ pub(crate) struct Header {
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
+
+/// Byte offsets of the fields `gc` reads with `pread` (native endian).
+pub(crate) const OFF_MAGIC: usize = std::mem::offset_of!(Header, magic);
+pub(crate) const OFF_VERSION: usize = std::mem::offset_of!(Header, version);
+pub(crate) const OFF_FLAGS: usize = std::mem::offset_of!(Header, flags);
+pub(crate) const OFF_CREATOR_PID: usize = std::mem::offset_of!(Header, creator_pid);
+pub(crate) const OFF_CREATOR_START: usize = std::mem::offset_of!(Header, creator_start);
 const _: () = assert!(std::mem::align_of::<Header>() == 8);
 
 /// The element layout recorded in a header: size, align and a hash of the

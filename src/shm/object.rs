@@ -25,6 +25,16 @@ use crate::OpenError;
 /// group or others beyond what the trusted group or [`mode`](Self::mode)
 /// grants.
 ///
+/// A segment owned by our effective uid is accepted **whatever its mode**,
+/// even group- or world-writable: another user cannot create a file with
+/// our uid or change its mode, so wider write bits were granted by one of
+/// our own processes (`mode(0o666)` at create) and a child or peer of ours
+/// must be able to open it with default options. Anyone those bits let in
+/// can write the shared data (which we treat as untrusted: garbage, never
+/// undefined behaviour) or truncate the file (later accesses then fault
+/// with SIGBUS, as with any shared mapping): widen `mode` only for users
+/// you trust.
+///
 /// ```
 /// use shmproc::{Options, Semaphore};
 /// let opts = Options::new().mode(0o660).init_timeout(std::time::Duration::from_millis(500));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use super::header::{FLAG_PERSIST, Fingerprint, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC};
+use super::header::{self, FLAG_PERSIST, Fingerprint, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC};
 use super::{Kind, NAME_PREFIX, Options, copy, os_name};
 use crate::OpenError;
 use crate::sys;
@@ -52,6 +52,14 @@ fn errno_to_open(name: &str, e: Errno) -> OpenError {
     }
 }
 
+/// Errors of reserving `bytes` pages: no room is [`OpenError::NoSpace`].
+fn space_error(name: &str, bytes: u64, e: Errno) -> OpenError {
+    match e {
+        Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM => OpenError::NoSpace { name: name.to_owned(), bytes },
+        e => errno_to_open(name, e),
+    }
+}
+
 fn map(name: &str, fd: std::os::fd::OwnedFd, len: u64) -> Result<MmapRaw, OpenError> {
     let file = File::from(fd);
     let len = usize::try_from(len).map_err(|_| OpenError::Corrupted {
@@ -73,12 +81,7 @@ impl Segment {
         total_len: u64,
     ) -> Result<Segment, OpenError> {
         let c_name = os_name(name)?;
-        let fd = sys::shm::create(&c_name, opts.mode, total_len).map_err(|e| match e {
-            Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM => {
-                OpenError::NoSpace { name: name.to_owned(), bytes: total_len }
-            }
-            e => errno_to_open(name, e),
-        })?;
+        let fd = sys::shm::create(&c_name, opts.mode, total_len).map_err(|e| space_error(name, total_len, e))?;
         let info = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e))?;
         let (ino, dev) = (info.ino, info.dev);
         let map = match map(name, fd, total_len) {
@@ -133,6 +136,14 @@ impl Segment {
                 }
                 pause();
                 continue;
+            }
+            // A file with holes (a creator still reserving its pages, or
+            // killed before it finished, or a sparse file of ours): touching
+            // a hole through the mapping allocates a page, a SIGBUS on a
+            // full /dev/shm. Reserve the pages now, or fail with NoSpace.
+            if info.has_hole() {
+                let len = nix::libc::off_t::try_from(size).map_err(|_| space_error(name, size, Errno::EFBIG))?;
+                sys::shm::reserve(&fd, len).map_err(|e| space_error(name, size, e))?;
             }
             let map = map(name, fd, size)?;
             if size < HEADER_SIZE as u64 {
@@ -329,26 +340,36 @@ pub(crate) fn gc_matching(wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<
 /// `Some((inode, device))` if the file at `path` is provably one of our
 /// segments (regular file, our uid, our magic and layout version), not
 /// persisted, and its creator is dead.
+///
+/// The header is read with `pread`, never through a mapping: a sparse file
+/// would make a mapped read allocate pages, a SIGBUS on a full /dev/shm
+/// (just when `gc` is most wanted), and so would a file truncated after
+/// the `fstat`.
 fn dead_segment(path: &std::path::Path) -> Option<(u64, u64)> {
     let fd = sys::shm::open_to_inspect(path).ok()?;
     let info = sys::shm::fstat(&fd).ok()?;
     if !info.regular || info.uid != sys::shm::euid() || info.size < HEADER_SIZE as u64 {
         return None;
     }
-    let map = MmapOptions::new().len(HEADER_SIZE).map_raw_read_only(&File::from(fd)).ok()?;
-    // SAFETY: the mapping is HEADER_SIZE bytes, page-aligned, and Header is
-    // atomics only; `map` outlives `h`.
-    let h = unsafe { &*(map.as_ptr() as *const Header) };
-    // Acquire pairs with the Release store of `magic` in write_fields: the
-    // creator identity and version are visible once the magic is.
-    if h.magic.load(Ordering::Acquire) != MAGIC || h.version.load(Ordering::Relaxed) != LAYOUT_VERSION {
+    let read_header = || {
+        let mut h = [0u8; HEADER_SIZE];
+        (sys::shm::read_at(&fd, &mut h, 0).ok()? == HEADER_SIZE).then_some(h)
+    };
+    let u32_at = |h: &[u8; HEADER_SIZE], at: usize| u32::from_ne_bytes(h[at..at + 4].try_into().unwrap());
+    let u64_at = |h: &[u8; HEADER_SIZE], at: usize| u64::from_ne_bytes(h[at..at + 8].try_into().unwrap());
+    // The creator stores its identity and the version before the magic
+    // (Release, in write_fields): so the identity is read by a second read,
+    // issued only after a first one saw the magic.
+    let first = read_header()?;
+    if u64_at(&first, header::OFF_MAGIC) != MAGIC || u32_at(&first, header::OFF_VERSION) != LAYOUT_VERSION {
         return None;
     }
-    if h.flags.load(Ordering::Relaxed) & FLAG_PERSIST != 0 {
+    let h = read_header()?;
+    if u32_at(&h, header::OFF_FLAGS) & FLAG_PERSIST != 0 {
         return None;
     }
-    let pid = h.creator_pid.load(Ordering::Relaxed);
-    let start = h.creator_start.load(Ordering::Relaxed);
+    let pid = u32_at(&h, header::OFF_CREATOR_PID);
+    let start = u64_at(&h, header::OFF_CREATOR_START);
     (pid != 0 && sys::thread::process_is_dead(pid, start)).then_some((info.ino, info.dev))
 }
 

@@ -81,7 +81,9 @@ impl RawBarrier {
                 return Err(BarrierFail::Broken);
             }
             let parties = self.parties.load(Ordering::Relaxed).max(1);
-            let idx = self.count.load(Ordering::Relaxed);
+            // Clamped: the count is shared (a peer may have scribbled it), and
+            // an overflow panic here would leave the internal lock held.
+            let idx = self.count.load(Ordering::Relaxed).min(parties - 1);
             if idx + 1 >= parties {
                 self.end_generation(false);
                 return Ok((idx, None));
@@ -308,6 +310,22 @@ mod shm_barrier {
         /// ```
         pub fn is_broken(&self) -> bool {
             self.m.ctl().is_broken()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// A peer that scribbles the arrival count (here u32::MAX) gets
+        /// us a garbage arrival, never an overflow panic, and the index
+        /// stays in `0..parties` as documented.
+        #[test]
+        fn corrupted_arrival_count_does_not_overflow() {
+            let sut = Barrier::new(3).unwrap();
+            sut.m.ctl().count.store(u32::MAX, Ordering::Relaxed);
+            let r = sut.wait_timeout(Duration::from_millis(1));
+            assert!(matches!(r, Ok(i) if i < 3), "{r:?}");
         }
     }
 }

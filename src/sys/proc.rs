@@ -10,6 +10,9 @@ pub(crate) enum Ended {
     Code(i32),
     /// Killed by this signal.
     Signal(i32),
+    /// Ended, but its status was collected by someone else (`ECHILD`: a
+    /// `waitpid(-1)` elsewhere in the process, or SIGCHLD ignored).
+    Lost,
 }
 
 /// `fork()`. Returns 0 in the child, the child's pid in the parent.
@@ -65,8 +68,22 @@ pub(crate) fn wait_pid(pid: u32, block: bool) -> std::io::Result<Option<Ended>> 
 pub(crate) const SIGTERM: i32 = libc::SIGTERM;
 /// The kill that cannot be caught.
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+/// "No such process": a signal to a process already reaped.
+pub(crate) const ESRCH: i32 = libc::ESRCH;
 
-/// Sends `sig` to `pid`.
+/// Sends `sig` to the process behind `fd` (`pidfd_send_signal`, Linux >=
+/// 5.1): unlike `kill(pid)`, it can never hit a process that reused the
+/// pid after ours was reaped (that gives `ESRCH`).
+pub(crate) fn pidfd_signal(fd: &OwnedFd, sig: i32) -> std::io::Result<()> {
+    // SAFETY: plain syscall on an fd we own; a null siginfo is allowed.
+    let r = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0)
+    };
+    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// Sends `sig` to `pid`. Only for our own pid or a child that is not yet
+/// reaped (its pid cannot be reused until then).
 pub(crate) fn signal(pid: u32, sig: i32) -> std::io::Result<()> {
     // SAFETY: kill has no memory-safety preconditions.
     if unsafe { libc::kill(pid as libc::pid_t, sig) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }

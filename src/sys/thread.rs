@@ -120,6 +120,15 @@ pub(crate) fn process_identity() -> (u32, u64) {
     (pid, read_stat(pid).map_or(0, |s| s.start_time))
 }
 
+/// The packed identity (start time, pid) of process `pid`, as that process
+/// computes it for itself with [`process_packed`]; `None` if `/proc` does
+/// not know it. Used to hand a queue role over to a child not yet reaped
+/// (so its pid names that very child).
+pub(crate) fn packed_identity_of(pid: u32) -> Option<u64> {
+    let stat = read_stat(pid)?;
+    Some((u64::from(stat.start_time as u32) << 32) | u64::from(pid))
+}
+
 /// This process's identity packed like a lock owner (start time, pid):
 /// used to record which process holds a queue role.
 pub(crate) fn process_packed() -> u64 {

@@ -142,3 +142,17 @@ pub fn threads_in_futex(pid: u32) -> usize {
 pub fn wait_until_asleep(pid: u32, n: usize) {
     wait_for(&format!("{n} thread(s) of process {pid} to sleep on a futex"), || threads_in_futex(pid) >= n);
 }
+
+/// `p.join()`, bounded by DEADLINE: on expiry the child is killed and the
+/// test fails with a message, instead of hanging the suite.
+pub fn join(p: &shmproc::Process) -> Result<(), shmproc::ProcessError> {
+    match p.join_timeout(DEADLINE) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let _ = p.kill();
+            let _ = p.join_timeout(DEADLINE);
+            panic!("child process {:?} did not finish within {DEADLINE:?}; killed it", p.name());
+        }
+        Err(e) => Err(e),
+    }
+}

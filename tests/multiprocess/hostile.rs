@@ -17,11 +17,16 @@ const SKIP: i32 = 77;
 /// The user and group `nobody`.
 const NOBODY: u32 = 65534;
 
-pub const ROLES: Roles = &[("small_tmpfs_create", child_small_tmpfs_create), ("open_squatted", child_open_squatted)];
+pub const ROLES: Roles = &[
+    ("small_tmpfs_create", child_small_tmpfs_create),
+    ("small_tmpfs_sparse", child_small_tmpfs_sparse),
+    ("open_squatted", child_open_squatted),
+];
 
 pub fn trials() -> Vec<Trial> {
     vec![
         trial("create_larger_than_free_dev_shm_fails_with_no_space", no_space),
+        trial("open_and_gc_of_a_sparse_segment_on_a_full_dev_shm_do_not_sigbus", sparse_on_full),
         trial("open_refuses_a_segment_squatted_by_another_user", squatted),
         trial("open_accepts_another_owner_only_when_options_name_it", trusted_owner),
         trial("own_segment_widened_to_0666_still_opens", own_widened),
@@ -40,10 +45,9 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Runs in its own (single-threaded) process: a private mount namespace
-/// with a 2 MiB tmpfs on /dev/shm, then creations that do not fit.
-fn child_small_tmpfs_create(args: &[String]) -> Result<(), String> {
-    let n = &args[0];
+/// Puts a private 2 MiB tmpfs on /dev/shm (a private mount namespace); the
+/// process must be single-threaded. Exits with SKIP if that is refused.
+fn private_small_dev_shm() {
     // SAFETY: plain syscalls with valid, NUL-terminated arguments; this process is single-threaded (the role
     // runs before the test harness starts), as unshare(CLONE_NEWNS) requires.
     let setup = unsafe {
@@ -62,6 +66,13 @@ fn child_small_tmpfs_create(args: &[String]) -> Result<(), String> {
         eprintln!("skipping: no private tmpfs ({})", std::io::Error::last_os_error());
         std::process::exit(SKIP);
     }
+}
+
+/// Runs in its own (single-threaded) process: a private 2 MiB tmpfs on
+/// /dev/shm, then creations that do not fit.
+fn child_small_tmpfs_create(args: &[String]) -> Result<(), String> {
+    let n = &args[0];
+    private_small_dev_shm();
     // 8 MiB does not fit in 2 MiB: an error, not a SIGBUS now or on first touch.
     let r = Array::<u8>::create(&format!("{n}-array"), 8 << 20);
     ensure(matches!(r, Err(OpenError::NoSpace { .. })), format!("8 MiB Array on a 2 MiB tmpfs: {r:?}"))?;
@@ -77,20 +88,67 @@ fn child_small_tmpfs_create(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn no_space() {
+/// Runs in its own (single-threaded) process: a private 2 MiB tmpfs on
+/// /dev/shm, filled up; then a sparse file of ours under a segment name (a
+/// creator killed between sizing and reserving its file leaves one; so
+/// does `truncate -s`). Reading a hole of a tmpfs file through a shared
+/// mapping allocates a page: on a full /dev/shm that is a SIGBUS.
+fn child_small_tmpfs_sparse(args: &[String]) -> Result<(), String> {
+    let n = &args[0];
+    private_small_dev_shm();
+    let sparse = format!("{n}-sparse");
+    let f = std::fs::File::create(shm_path(&sparse)).map_err(e)?;
+    f.set_len(64 << 10).map_err(e)?;
+    // Fill /dev/shm to the last page.
+    let mut filler = Vec::new();
+    for size in [1 << 18, 1 << 14, 1] {
+        loop {
+            match RawSegment::create(&format!("{n}-fill{}", filler.len()), size) {
+                Ok(seg) => filler.push(seg),
+                Err(OpenError::NoSpace { .. }) => break,
+                Err(other) => return Err(format!("filling /dev/shm: {other}")),
+            }
+        }
+    }
+    let removed = shmproc::gc().map_err(e)?;
+    ensure(removed.is_empty(), format!("gc removed {removed:?}"))?;
+    // A segment whose pages were reserved at create opens on a full
+    // /dev/shm (its data pages are reserved though never written).
+    let peer = RawSegment::open(filler[0].name()).map_err(e)?;
+    ensure(peer.write(peer.len() - 1, &[1]) == 1, "last byte of a reserved segment")?;
+    let r = Value::<u32>::open(&sparse);
+    ensure(matches!(r, Err(OpenError::NoSpace { .. })), format!("open of a sparse file on a full /dev/shm: {r:?}"))?;
+    // With room again, the same file is an unfinished segment, not a crash.
+    drop(filler);
+    let opts = Options::new().init_timeout(Duration::from_millis(10));
+    let r = Value::<u32>::open_with(&sparse, &opts);
+    ensure(matches!(r, Err(OpenError::InitTimeout { .. })), format!("open of a zero-filled file: {r:?}"))?;
+    Ok(())
+}
+
+/// Runs child `role` with a fresh name; it needs root for a private tmpfs.
+fn run_small_tmpfs_child(test: &str, role: &str) {
     if !is_root() {
-        println!("skipping create_larger_than_free_dev_shm_fails_with_no_space: needs root for a private tmpfs");
+        println!("skipping {test}: needs root for a private tmpfs");
         return;
     }
-    let mut child = Child::spawn("small_tmpfs_create", &[&name("nospace")]);
+    let mut child = Child::spawn(role, &[&name("tmpfs")]);
     let st = child.wait();
     use std::os::unix::process::ExitStatusExt;
     assert!(st.signal().is_none(), "child killed by signal {:?} (SIGBUS is 7)", st.signal());
     if st.code() == Some(SKIP) {
-        println!("skipping create_larger_than_free_dev_shm_fails_with_no_space: unshare/mount refused");
+        println!("skipping {test}: unshare/mount refused");
         return;
     }
     assert!(st.success(), "child exited with {st:?}");
+}
+
+fn no_space() {
+    run_small_tmpfs_child("create_larger_than_free_dev_shm_fails_with_no_space", "small_tmpfs_create");
+}
+
+fn sparse_on_full() {
+    run_small_tmpfs_child("open_and_gc_of_a_sparse_segment_on_a_full_dev_shm_do_not_sigbus", "small_tmpfs_sparse");
 }
 
 /// args: name. Opens a squatted segment the ways a victim would.
