@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use shmproc::queue::PopError;
-use shmproc::{Process, Queue, current_process};
+use shmproc::{Process, Queue, TryGetError, current_process};
 
 const TASKS: u32 = 10;
 const WORKERS: usize = 4;
@@ -39,7 +38,7 @@ shmproc::entry! {
                     tasks_that_are_done.put(report(&done)).map_err(|e| e.to_string())?;
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err(PopError::Empty) => return Ok(()),
+                Err(TryGetError::Empty) => return Ok(()),
                 Err(e) => return Err(e.to_string()),
             }
         }

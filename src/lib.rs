@@ -126,7 +126,11 @@ real_platform! {
         pipe_with,
     };
     pub use process::{Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process};
-    pub use queue::{JoinableQueue, PopError, PushError, Queue, RoleError, SimpleQueue, TaskDoneError};
+    pub use queue::{
+        CommitError, GetError, GetTimeoutError, JoinableQueue, PopError, PopTimeoutError, PushError, PushTimeoutError,
+        PutError, PutTimeoutError, Queue, RecvError, RecvTimeoutError, RoleError, SendError, SendTimeoutError,
+        SimpleQueue, TaskDoneError, TryGetError, TryPopError, TryPushError, TryPutError, TryRecvError, TrySendError,
+    };
     pub use shared::{Array, Value};
     pub use shm::{Kind, MAX_NAME_LEN, NAME_PREFIX, Options, RawSegment, gc, unlink};
     pub use sync::barrier::{Barrier, BarrierError};

@@ -36,7 +36,7 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use crate::OpenError;
-use crate::queue::{ByteConsumer, ByteProducer, ByteQueue, PopError, PushError, RoleError};
+use crate::queue::{ByteConsumer, ByteProducer, ByteQueue, RecvTimeoutError, RoleError, SendTimeoutError};
 
 /// Default ring size of each direction of a [`pipe`], in bytes.
 ///
@@ -217,8 +217,8 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection), OpenError> {
 /// assert_eq!(b.send_bytes(&[0; 1025]), Err(shmproc::ConnectionError::TooLarge { len: 1025, max: 1024 }));
 /// ```
 pub fn pipe_with(duplex: bool, capacity: u64, max_frame: u64) -> Result<(Connection, Connection), OpenError> {
-    let ab = ByteQueue::new((capacity, max_frame))?; // a -> b
-    let ba = ByteQueue::new((capacity, max_frame))?; // b -> a
+    let ab = ByteQueue::new(capacity, max_frame)?; // a -> b
+    let ba = ByteQueue::new(capacity, max_frame)?; // b -> a
     if duplex {
         Ok((Connection::new(Some(ab.clone()), Some(ba.clone())), Connection::new(Some(ba), Some(ab))))
     } else {
@@ -322,22 +322,29 @@ impl Connection {
     }
 
     fn send_frame(&mut self, bytes: &[u8], wait: Wait) -> Result<(), ConnectionError> {
-        let max = self.out.as_ref().map_or(0, |q| q.max_frame());
         let tx = self.tx()?;
         let r = match wait {
-            Wait::No => tx.try_send(bytes),
-            Wait::Forever => tx.send(bytes),
+            Wait::No => return tx.try_send(bytes).map_err(|e| match e.retry() {
+                Ok(()) => ConnectionError::Full,
+                Err(e) => send_error(e),
+            }),
+            Wait::Forever => tx.send(bytes).map_err(SendTimeoutError::from),
             Wait::For(timeout) => tx.send_timeout(bytes, timeout),
         };
-        r.map_err(|e| send_error(e, bytes.len(), max))
+        r.map_err(send_error)
     }
 
     fn recv_frame(&mut self, wait: Wait) -> Result<Vec<u8>, ConnectionError> {
         let rx = self.rx()?;
         let mut frame = Vec::new();
         let r = match wait {
-            Wait::No => rx.try_recv_into(&mut frame),
-            Wait::Forever => rx.recv().map(|f| frame = f),
+            Wait::No => {
+                return rx.try_recv_into(&mut frame).map(|()| frame).map_err(|e| match e.retry() {
+                    Ok(()) => ConnectionError::Empty,
+                    Err(e) => recv_error(e),
+                });
+            }
+            Wait::Forever => rx.recv_into(&mut frame).map_err(RecvTimeoutError::from),
             Wait::For(timeout) => rx.recv_timeout_into(&mut frame, timeout),
         };
         r.map_err(recv_error).map(|()| frame)
@@ -613,26 +620,25 @@ enum Wait {
 
 // The one place that names the byte queue's error variants.
 
-/// A byte queue's send error as the pipe reports it.
-fn send_error(e: PushError<()>, len: usize, max: usize) -> ConnectionError {
+/// A byte queue's send error as the pipe reports it (the queue's variant
+/// names are written here only).
+fn send_error(e: SendTimeoutError) -> ConnectionError {
     match e {
-        PushError::Full(()) => ConnectionError::Full,
-        PushError::TimedOut(()) => ConnectionError::TimedOut,
-        PushError::TooLarge(()) => ConnectionError::TooLarge { len, max },
-        PushError::Closed(()) => ConnectionError::Closed,
-        PushError::Disconnected(()) => ConnectionError::Disconnected,
+        SendTimeoutError::TimedOut => ConnectionError::TimedOut,
+        SendTimeoutError::TooLarge { len, max } => ConnectionError::TooLarge { len, max: max as usize },
+        SendTimeoutError::Closed => ConnectionError::Closed,
+        SendTimeoutError::Disconnected => ConnectionError::Disconnected,
     }
 }
 
 /// A byte queue's receive error as the pipe reports it: a direction closed
 /// for everybody ([`Connection::shutdown`]) reads as `Disconnected` once
 /// drained, as a peer that is gone.
-fn recv_error(e: PopError) -> ConnectionError {
+fn recv_error(e: RecvTimeoutError) -> ConnectionError {
     match e {
-        PopError::Empty => ConnectionError::Empty,
-        PopError::TimedOut => ConnectionError::TimedOut,
-        PopError::Corrupted => ConnectionError::Corrupted,
-        PopError::Closed | PopError::Disconnected => ConnectionError::Disconnected,
+        RecvTimeoutError::TimedOut => ConnectionError::TimedOut,
+        RecvTimeoutError::Corrupted => ConnectionError::Corrupted,
+        RecvTimeoutError::Closed | RecvTimeoutError::Disconnected => ConnectionError::Disconnected,
     }
 }
 

@@ -8,8 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use shmproc::queue::{MpmcQueue, PopError, PushError};
+use shmproc::queue::MpmcQueue;
 use shmproc::{Event, JoinableQueue, Process};
+use shmproc::{GetTimeoutError, PutTimeoutError, TryGetError, TryPutError};
 
 shmproc::entry! {
     /// Claims one position (a pop if `pop`) and never finishes it; then
@@ -44,8 +45,8 @@ fn a_producer_dead_between_claim_and_publish_is_skipped_but_never_while_alive() 
     assert_eq!(q.len(), 2, "the claimed slot counts as an item");
 
     // Alive: its slot comes first, so nobody may take 7 yet, nor skip it.
-    assert_eq!(q.pop_timeout(Duration::from_millis(300)), Err(PopError::TimedOut));
-    assert_eq!(q.try_pop(), Err(PopError::Empty));
+    assert_eq!(q.pop_timeout(Duration::from_millis(300)), Err(GetTimeoutError::TimedOut));
+    assert_eq!(q.try_pop(), Err(TryGetError::Empty));
     assert_eq!(q.len(), 2);
 
     p.kill().unwrap();
@@ -76,8 +77,8 @@ fn a_consumer_dead_between_claim_and_release_frees_its_slot_but_never_while_aliv
     assert_eq!(q.len(), 1);
 
     // Alive: it may still be reading 1, so its slot cannot be reused.
-    assert_eq!(q.try_push(3), Err(PushError::Full(3)));
-    assert_eq!(q.push_timeout(3, Duration::from_millis(300)), Err(PushError::TimedOut(3)));
+    assert_eq!(q.try_push(3), Err(TryPutError::Full(3)));
+    assert_eq!(q.push_timeout(3, Duration::from_millis(300)), Err(PutTimeoutError::TimedOut(3)));
 
     p.kill().unwrap();
     let _ = common::join(&p);
@@ -138,7 +139,7 @@ fn killing_a_producer_mid_stream_loses_nothing_of_the_others() {
             }
             let v = match q.pop_timeout(Duration::from_millis(100)) {
                 Ok(v) => v,
-                Err(PopError::TimedOut) => continue,
+                Err(GetTimeoutError::TimedOut) => continue,
                 Err(e) => panic!("{e}"),
             };
             popped += 1;
@@ -466,5 +467,5 @@ fn a_tail_corrupted_far_past_the_ring_does_not_hang_non_blocking_calls() {
     });
     let (n, got, next) = rx.recv_timeout(Duration::from_secs(30)).expect("pop_into/try_pop hung on a corrupted tail");
     assert_eq!((n, got), (3, vec![1, 2, 3]), "the real items come out first");
-    assert_eq!(next, Err(PopError::Empty));
+    assert_eq!(next, Err(TryGetError::Empty));
 }

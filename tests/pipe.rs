@@ -5,8 +5,9 @@ mod common;
 use std::time::Duration;
 
 use shmproc::process::StartMethod;
-use shmproc::queue::{ByteQueue, PopError, PushError};
+use shmproc::queue::ByteQueue;
 use shmproc::{Connection, ConnectionError, Event, Process};
+use shmproc::{RecvError, TrySendError};
 
 const MAX_FRAME: u64 = 3000;
 const FRAMES: u32 = 20_000;
@@ -36,7 +37,7 @@ shmproc::entry! {
 
 #[test]
 fn frames_of_random_sizes_arrive_intact_across_processes() {
-    let q = ByteQueue::new((16 * 1024, MAX_FRAME)).unwrap();
+    let q = ByteQueue::new(16 * 1024, MAX_FRAME).unwrap();
     let mut rx = q.consumer().unwrap();
     let mut p = Process::new(send_frames, q.clone());
     p.start().unwrap();
@@ -48,22 +49,22 @@ fn frames_of_random_sizes_arrive_intact_across_processes() {
     assert_eq!(rx.recv().unwrap(), Vec::<u8>::new());
     assert_eq!(rx.recv().unwrap(), vec![0xAB; MAX_FRAME as usize]);
     common::join(&p).unwrap();
-    assert_eq!(rx.recv(), Err(PopError::Disconnected));
+    assert_eq!(rx.recv(), Err(RecvError::Disconnected));
 }
 
 #[test]
 fn oversized_frames_and_bad_sizes_are_clear_errors() {
-    let q = ByteQueue::new((4096, 100)).unwrap();
+    let q = ByteQueue::new(4096, 100).unwrap();
     let mut tx = q.producer().unwrap();
-    assert_eq!(tx.try_send(&[0; 101]), Err(PushError::TooLarge(())));
-    assert!(ByteQueue::new((4096, 3000)).is_err(), "frame limit above half the ring");
-    assert!(ByteQueue::new((1000, 10)).is_err(), "not a power of two");
-    assert!(ByteQueue::new((32, 4)).is_err(), "too small");
+    assert_eq!(tx.try_send(&[0; 101]), Err(TrySendError::TooLarge { len: 101, max: 100 }));
+    assert!(ByteQueue::new(4096, 3000).is_err(), "frame limit above half the ring");
+    assert!(ByteQueue::new(1000, 10).is_err(), "not a power of two");
+    assert!(ByteQueue::new(32, 4).is_err(), "too small");
 }
 
 #[test]
 fn a_corrupted_frame_header_is_reported_not_followed() {
-    let q = ByteQueue::new((4096, 100)).unwrap();
+    let q = ByteQueue::new(4096, 100).unwrap();
     let mut tx = q.producer().unwrap();
     let mut rx = q.consumer().unwrap();
     tx.send(b"hello").unwrap();
@@ -73,7 +74,7 @@ fn a_corrupted_frame_header_is_reported_not_followed() {
     let mut f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/shmproc.{}", q.name())).unwrap();
     f.seek(SeekFrom::Start(512)).unwrap();
     f.write_all(&99_999u32.to_le_bytes()).unwrap();
-    assert_eq!(rx.recv(), Err(PopError::Corrupted));
+    assert_eq!(rx.recv(), Err(RecvError::Corrupted));
 }
 
 shmproc::entry! {
@@ -337,7 +338,8 @@ mod model {
     use std::collections::VecDeque;
 
     use proptest::prelude::*;
-    use shmproc::queue::{ByteQueue, PopError, PushError};
+    use shmproc::queue::ByteQueue;
+    use shmproc::{TryRecvError, TrySendError};
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
@@ -347,7 +349,7 @@ mod model {
         /// only when the ring really has no room for it.
         #[test]
         fn byte_queue_matches_a_vecdeque_model(ops in proptest::collection::vec((any::<bool>(), 0usize..=120), 0..300)) {
-            let q = ByteQueue::new((512, 120)).unwrap();
+            let q = ByteQueue::new(512, 120).unwrap();
             let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
             let mut model: VecDeque<Vec<u8>> = VecDeque::new();
             let mut buf = Vec::new();
@@ -357,7 +359,7 @@ mod model {
                     match tx.try_send(&frame) {
                         Ok(()) => model.push_back(frame),
                         Err(e) => {
-                            prop_assert_eq!(e, PushError::Full(()));
+                            prop_assert_eq!(e, TrySendError::Full);
                             // Full means no room: queued frames (8-byte header,
                             // 8-byte padding) plus at most one pending wrap gap
                             // (< one max frame, 128 B) plus this frame and its
@@ -371,7 +373,7 @@ mod model {
                     match rx.try_recv_into(&mut buf) {
                         Ok(()) => prop_assert_eq!(Some(&buf), model.front()),
                         Err(e) => {
-                            prop_assert_eq!(e, PopError::Empty);
+                            prop_assert_eq!(e, TryRecvError::Empty);
                             prop_assert!(model.is_empty());
                             continue;
                         }

@@ -7,7 +7,11 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use shmproc::queue::{ByteQueue, PopError, PushError, SpscQueue};
+use shmproc::queue::{ByteQueue, SpscQueue};
+use shmproc::{
+    CommitError, GetError, PopError, PopTimeoutError, PushError, PushTimeoutError, PutError, SendError,
+    SendTimeoutError, TryGetError, TryPopError, TryPushError, TryPutError, TryRecvError, TrySendError,
+};
 use shmproc::{Event, OpenError, Process, ProcessError, Value};
 
 const N: u64 = 10_000_000;
@@ -111,7 +115,7 @@ fn killed_producer_lets_the_consumer_drain_then_disconnect() {
                 assert_eq!(v, n);
                 n += 1;
             }
-            Err(PopError::Disconnected) => break,
+            Err(PopTimeoutError::Disconnected) => break,
             Err(e) => panic!("after {n} items: {e}"),
         }
     }
@@ -139,7 +143,7 @@ fn killed_consumer_unblocks_a_producer_waiting_on_a_full_queue() {
         tx.push(i).unwrap();
     }
     p.kill().unwrap();
-    assert_eq!(tx.push_timeout(99, Duration::from_secs(30)), Err(PushError::Disconnected(99)));
+    assert_eq!(tx.push_timeout(99, Duration::from_secs(30)), Err(PushTimeoutError::Disconnected(99)));
     let _ = common::join(&p);
 }
 
@@ -260,7 +264,7 @@ proptest! {
                 Op::Push(v) => {
                     let r = tx.try_push(v);
                     if model.len() < cap { prop_assert!(r.is_ok()); model.push_back(v); }
-                    else { prop_assert_eq!(r, Err(PushError::Full(v))); }
+                    else { prop_assert_eq!(r, Err(TryPushError::Full(v))); }
                 }
                 Op::PushSlice(vs) => {
                     let n = tx.push_slice(&vs);
@@ -269,7 +273,7 @@ proptest! {
                 }
                 Op::Pop => match model.pop_front() {
                     Some(v) => prop_assert_eq!(rx.try_pop(), Ok(v)),
-                    None => prop_assert_eq!(rx.try_pop(), Err(PopError::Empty)),
+                    None => prop_assert_eq!(rx.try_pop(), Err(TryPopError::Empty)),
                 },
                 Op::PopInto(k) => {
                     let mut out = vec![0u32; k];
@@ -279,11 +283,11 @@ proptest! {
                 }
                 Op::LoanCommit(v) => match tx.loan() {
                     Ok(mut l) => { prop_assert!(model.len() < cap); l.write(v); l.commit().unwrap(); model.push_back(v); }
-                    Err(e) => { prop_assert_eq!(model.len(), cap); prop_assert_eq!(e, PushError::Full(())); }
+                    Err(e) => { prop_assert_eq!(model.len(), cap); prop_assert_eq!(e, TryPushError::Full(())); }
                 },
                 Op::PeekRelease => match rx.peek() {
                     Ok(l) => { prop_assert_eq!(Some(l.read()), model.pop_front()); l.release(); }
-                    Err(e) => { prop_assert!(model.is_empty()); prop_assert_eq!(e, PopError::Empty); }
+                    Err(e) => { prop_assert!(model.is_empty()); prop_assert_eq!(e, TryPopError::Empty); }
                 },
             }
             prop_assert_eq!(q.len(), model.len());
@@ -454,7 +458,7 @@ shmproc::entry! {
         let (q, ready) = args;
         ready.set();
         match q.get() {
-            Err(PopError::Closed) => Ok(()),
+            Err(GetError::Closed) => Ok(()),
             other => Err(format!("expected Closed, got {other:?}")),
         }
     }
@@ -468,7 +472,7 @@ fn queue_close_wakes_a_blocked_getter_in_another_process() {
     p.start().unwrap();
     assert!(ready.wait_timeout(Duration::from_secs(30)));
     common::wait_until_asleep(p.pid().unwrap(), 1);
-    q.close();
+    q.close_all();
     common::join(&p).unwrap();
 }
 
@@ -482,7 +486,7 @@ fn queue_facade_sizes_are_exact_and_bad_input_is_refused() {
         assert_eq!(q.qsize(), v as usize + 1);
     }
     assert!(q.full());
-    assert_eq!(q.put_nowait(9), Err(PushError::Full(9)));
+    assert_eq!(q.put_nowait(9), Err(TryPutError::Full(9)));
     assert_eq!(q.get_nowait(), Ok(0));
     assert!(matches!(Queue::<u16>::new(0), Err(OpenError::InvalidArgument(_))));
     assert!(matches!(Queue::<u32>::open(q.name()), Err(OpenError::IncompatibleType { .. })));
@@ -502,7 +506,7 @@ proptest! {
                 Op::Push(v) | Op::LoanCommit(v) => {
                     let r = q.try_push(v);
                     if model.len() < cap { prop_assert!(r.is_ok()); model.push_back(v); }
-                    else { prop_assert_eq!(r, Err(PushError::Full(v))); }
+                    else { prop_assert_eq!(r, Err(TryPutError::Full(v))); }
                 }
                 Op::PushSlice(vs) => {
                     let n = q.push_slice(&vs);
@@ -511,7 +515,7 @@ proptest! {
                 }
                 Op::Pop | Op::PeekRelease => match model.pop_front() {
                     Some(v) => prop_assert_eq!(q.try_pop(), Ok(v)),
-                    None => prop_assert_eq!(q.try_pop(), Err(PopError::Empty)),
+                    None => prop_assert_eq!(q.try_pop(), Err(TryGetError::Empty)),
                 },
                 Op::PopInto(k) => {
                     let mut out = vec![0u32; k];
@@ -551,10 +555,10 @@ fn a_loan_committed_after_close_in_another_process_is_refused() {
     assert!(p.join_timeout(Duration::from_secs(60)).unwrap(), "closer did not finish");
     common::join(&p).unwrap();
     assert!(q.is_closed());
-    assert_eq!(loan.commit(), Err(PushError::Closed(())));
+    assert_eq!(loan.commit(), Err(CommitError::Closed));
     assert_eq!(q.len(), 1);
     assert_eq!(rx.try_pop(), Ok(1));
-    assert_eq!(rx.try_pop(), Err(PopError::Closed));
+    assert_eq!(rx.try_pop(), Err(TryPopError::Closed));
 }
 
 /// After `close`, every way of publishing is refused and adds nothing:
@@ -566,21 +570,21 @@ fn every_publish_path_is_refused_after_close() {
     let mut tx = q.producer().unwrap();
     let _rx = q.consumer().unwrap();
     q.close();
-    assert_eq!(tx.try_push(1), Err(PushError::Closed(1)));
+    assert_eq!(tx.try_push(1), Err(TryPushError::Closed(1)));
     assert_eq!(tx.push(2), Err(PushError::Closed(2)));
-    assert_eq!(tx.push_timeout(3, Duration::from_secs(1)), Err(PushError::Closed(3)));
+    assert_eq!(tx.push_timeout(3, Duration::from_secs(1)), Err(PushTimeoutError::Closed(3)));
     assert_eq!(tx.push_slice(&[4, 5]), 0);
-    assert!(matches!(tx.loan(), Err(PushError::Closed(()))));
+    assert!(matches!(tx.loan(), Err(TryPushError::Closed(()))));
     assert_eq!(q.len(), 0);
 
-    let b = ByteQueue::new((256, 32)).unwrap();
+    let b = ByteQueue::new(256, 32).unwrap();
     let mut btx = b.producer().unwrap();
     let mut brx = b.consumer().unwrap();
     b.close();
-    assert_eq!(btx.try_send(b"a"), Err(PushError::Closed(())));
-    assert_eq!(btx.send(b"b"), Err(PushError::Closed(())));
-    assert_eq!(btx.send_timeout(b"c", Duration::from_secs(1)), Err(PushError::Closed(())));
-    assert_eq!(brx.try_recv_into(&mut Vec::new()), Err(PopError::Closed));
+    assert_eq!(btx.try_send(b"a"), Err(TrySendError::Closed));
+    assert_eq!(btx.send(b"b"), Err(SendError::Closed));
+    assert_eq!(btx.send_timeout(b"c", Duration::from_secs(1)), Err(SendTimeoutError::Closed));
+    assert_eq!(brx.try_recv_into(&mut Vec::new()), Err(TryRecvError::Closed));
 }
 
 // ---- roles are exclusive per handle (issue 9, item 5) ----
@@ -608,7 +612,7 @@ fn a_second_end_in_the_same_process_is_refused_until_the_first_is_dropped() {
     tx.push(5).unwrap();
     assert_eq!(rx.pop(), Ok(5));
 
-    let b = ByteQueue::new((256, 32)).unwrap();
+    let b = ByteQueue::new(256, 32).unwrap();
     let btx = b.producer().unwrap();
     let brx = b.consumer().unwrap();
     assert_eq!(b.producer().unwrap_err().role, "producer");
@@ -634,7 +638,7 @@ shmproc::entry! {
 /// refused them; once that process is killed, they can be taken.
 #[test]
 fn byte_ring_ends_of_a_live_process_are_refused_and_those_of_a_dead_one_reclaimed() {
-    let q = ByteQueue::new((256, 32)).unwrap();
+    let q = ByteQueue::new(256, 32).unwrap();
     let ready = Event::new().unwrap();
     let mut p = Process::new(hold_byte_roles, (q.clone(), ready.clone())).with_daemon(true);
     p.start().unwrap();
@@ -651,4 +655,86 @@ fn byte_ring_ends_of_a_live_process_are_refused_and_those_of_a_dead_one_reclaime
     let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
     tx.send(b"hi").unwrap();
     assert_eq!(rx.recv().unwrap(), b"hi");
+}
+
+// ---- close() closes this handle only; close_all() closes for everyone (issue 10, item 2) ----
+
+shmproc::entry! {
+    /// Holds its own handle; once the parent has closed the parent's handle,
+    /// gets the item the parent put and puts 41 back.
+    fn use_own_handle_after_parent_closed(args: (Queue<u64>, Event, Event)) -> Result<(), String> {
+        let (q, ready, parent_closed) = args;
+        ready.set();
+        if !parent_closed.wait_timeout(Duration::from_secs(60)) {
+            return Err("the parent never closed its handle".into());
+        }
+        match q.get_timeout(Duration::from_secs(60)) {
+            Ok(1) => {}
+            other => return Err(format!("get through the child's handle: {other:?}")),
+        }
+        q.put(41).map_err(|e| format!("put through the child's handle: {e}"))
+    }
+}
+
+/// Python's `Queue.close()`: the parent closing its own handle (as ported
+/// programs do with their copy) leaves the child's handle working: the
+/// child still gets and puts. Before, `close()` closed the queue for every
+/// process, and the child's put failed with `Closed`.
+#[test]
+fn closing_a_queue_handle_leaves_another_processes_handle_working() {
+    let sut = Queue::<u64>::new(4).unwrap();
+    let (ready, parent_closed) = (Event::new().unwrap(), Event::new().unwrap());
+    let mut p = Process::new(use_own_handle_after_parent_closed, (sut.clone(), ready.clone(), parent_closed.clone()))
+        .with_daemon(true);
+    p.start().unwrap();
+    assert!(ready.wait_timeout(Duration::from_secs(60)), "child did not start");
+    sut.put(1).unwrap();
+    sut.close();
+    assert_eq!(sut.put(2), Err(PutError::Closed(2)), "this handle refuses puts");
+    assert_eq!(sut.put_nowait(2), Err(TryPutError::Closed(2)));
+    assert_eq!(sut.get(), Err(GetError::Closed), "this handle refuses gets");
+    assert_eq!(sut.get_nowait(), Err(TryGetError::Closed));
+    parent_closed.set();
+    common::join(&p).expect("the child using its own handle failed");
+    let other = Queue::<u64>::open(sut.name()).unwrap();
+    assert_eq!(other.get_nowait(), Ok(41), "the child's put landed");
+    assert!(other.empty());
+}
+
+shmproc::entry! {
+    /// After the parent's `close_all`: puts fail, gets drain the two items
+    /// and then fail.
+    fn see_closed_for_everyone(args: (JoinableQueue<u64>, Event)) -> Result<(), String> {
+        let (q, closed_all) = args;
+        if !closed_all.wait_timeout(Duration::from_secs(60)) {
+            return Err("the parent never called close_all".into());
+        }
+        let seen = (q.put(3), q.put_nowait(4), q.get(), q.get_nowait(), q.get(), q.get_timeout(Duration::from_secs(60)));
+        let expected = (
+            Err(PutError::Closed(3)),
+            Err(TryPutError::Closed(4)),
+            Ok(1),
+            Ok(2),
+            Err(GetError::Closed),
+            Err(shmproc::GetTimeoutError::Closed),
+        );
+        if seen == expected { Ok(()) } else { Err(format!("after close_all: {seen:?}")) }
+    }
+}
+
+/// `close_all()` closes the queue for every process: the child's own handle
+/// refuses puts, drains what was there, then reports `Closed`.
+#[test]
+fn close_all_stops_every_process() {
+    let sut = JoinableQueue::<u64>::new(4).unwrap();
+    let closed_all = Event::new().unwrap();
+    let mut p = Process::new(see_closed_for_everyone, (sut.clone(), closed_all.clone())).with_daemon(true);
+    p.start().unwrap();
+    sut.put(1).unwrap();
+    sut.put(2).unwrap();
+    sut.close_all();
+    assert_eq!(sut.put(5), Err(PutError::Closed(5)));
+    closed_all.set();
+    common::join(&p).expect("the child after close_all failed");
+    assert_eq!(sut.get_nowait(), Err(TryGetError::Closed));
 }

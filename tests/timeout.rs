@@ -15,11 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use shmproc::queue::{ByteQueue, MpmcQueue, PopError, PushError, SpscQueue};
+use shmproc::queue::{ByteQueue, MpmcQueue, SpscQueue};
 use shmproc::{
     Barrier, BoundedSemaphore, Condition, Event, JoinableQueue, Lock, Mutex, Process, ProcessError, Queue, RLock,
     Semaphore, Value,
 };
+use shmproc::{GetTimeoutError, PopTimeoutError, PushTimeoutError, PutTimeoutError};
 
 /// `Duration::MAX` cannot be added to any `Instant`; the second one can,
 /// but is far beyond what `poll(2)` takes in milliseconds.
@@ -133,7 +134,7 @@ fn spsc_push_timeout_with_a_huge_timeout_waits_for_room() {
 #[test]
 fn byte_queue_timeouts_and_poll_with_a_huge_timeout_wait_for_the_peer() {
     for t in HUGE {
-        let q = ByteQueue::new((256, 16)).unwrap();
+        let q = ByteQueue::new(256, 16).unwrap();
         let mut tx = q.producer().unwrap();
         let mut rx = q.consumer().unwrap();
         let r = returns_after_peer("ByteConsumer poll", move || (rx.poll(t), rx), || tx.send(b"a").unwrap());
@@ -151,7 +152,7 @@ fn byte_queue_timeouts_and_poll_with_a_huge_timeout_wait_for_the_peer() {
         );
         assert_eq!(r, Ok(b"b".to_vec()), "recv_timeout_into, timeout {t:?}");
 
-        let q = ByteQueue::new((64, 16)).unwrap();
+        let q = ByteQueue::new(64, 16).unwrap();
         let mut tx = q.producer().unwrap();
         let mut rx = q.consumer().unwrap();
         while tx.try_send(b"xxxx").is_ok() {}
@@ -169,7 +170,7 @@ fn byte_queue_timeouts_and_poll_with_a_huge_timeout_wait_for_the_peer() {
 #[test]
 fn byte_consumer_poll_with_a_huge_timeout_ends_when_the_producer_is_killed() {
     for t in HUGE {
-        let q = ByteQueue::create(&name("poll-killed"), (256, 16)).unwrap();
+        let q = ByteQueue::create(&name("poll-killed"), 256, 16).unwrap();
         let attached = Event::create(&name("poll-killed-attached")).unwrap();
         let mut p = Process::new(send_role_then_hang, (q.clone(), attached.clone())).with_daemon(true);
         p.start().unwrap();
@@ -211,8 +212,8 @@ fn connection_poll_and_recv_with_a_huge_timeout_wait_for_the_peer() {
 
 /// A multi-handle queue's blocking pop and push, and the peer's actions.
 struct QueueOps<Q> {
-    pop_timeout: fn(&Q, Duration) -> Result<u64, PopError>,
-    push_timeout: fn(&Q, u64, Duration) -> Result<(), PushError<u64>>,
+    pop_timeout: fn(&Q, Duration) -> Result<u64, GetTimeoutError>,
+    push_timeout: fn(&Q, u64, Duration) -> Result<(), PutTimeoutError<u64>>,
     try_push: fn(&Q, u64) -> bool,
     pop: fn(&Q) -> u64,
 }
@@ -416,7 +417,7 @@ fn a_short_timeout_still_times_out() {
     let q = SpscQueue::<u64>::new(2).unwrap();
     let mut tx = q.producer().unwrap();
     let mut rx = q.consumer().unwrap();
-    assert_eq!(rx.pop_timeout(Duration::from_millis(1)), Err(PopError::TimedOut));
+    assert_eq!(rx.pop_timeout(Duration::from_millis(1)), Err(PopTimeoutError::TimedOut));
     while tx.try_push(0).is_ok() {}
-    assert_eq!(tx.push_timeout(5, Duration::from_millis(1)), Err(PushError::TimedOut(5)));
+    assert_eq!(tx.push_timeout(5, Duration::from_millis(1)), Err(PushTimeoutError::TimedOut(5)));
 }

@@ -130,7 +130,7 @@ pub fn consume_into(q: &MpmcQueue<u64>, n: u64, sums: &SharedPage, slot: usize) 
 
 /// `n` frames of `size` bytes through a ByteQueue; M frames/s.
 pub fn bytes_frames(size: usize, n: u64) -> f64 {
-    let q = ByteQueue::new((1 << 20, 4096)).unwrap();
+    let q = ByteQueue::new(1 << 20, 4096).unwrap();
     let mut rx = q.consumer().unwrap();
     let d = run_pair(
         || {

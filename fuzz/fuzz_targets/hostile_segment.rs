@@ -90,7 +90,7 @@ fuzz_target!(|data: &[u8]| {
             });
         }
         _ => {
-            let q = ByteQueue::new((256, 64)).unwrap();
+            let q = ByteQueue::new(256, 64).unwrap();
             let mut tx = q.producer().unwrap();
             let mut rx = q.consumer().unwrap();
             let _ = tx.try_send(b"hello");

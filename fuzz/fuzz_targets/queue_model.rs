@@ -5,7 +5,8 @@
 use std::collections::VecDeque;
 
 use libfuzzer_sys::fuzz_target;
-use shmproc::queue::{ByteQueue, MpmcQueue, PopError, PushError, SpscQueue};
+use shmproc::queue::{ByteQueue, MpmcQueue, SpscQueue};
+use shmproc::{TryGetError, TryPushError, TryPutError, TrySendError};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cfg, ops)) = data.split_first() else { return };
@@ -28,7 +29,7 @@ fn spsc(cap: usize, ops: &[u8]) {
                     assert!(r.is_ok());
                     model.push_back(next);
                 } else {
-                    assert_eq!(r, Err(PushError::Full(next)));
+                    assert_eq!(r, Err(TryPushError::Full(next)));
                 }
                 next = next.wrapping_add(1);
             }
@@ -64,14 +65,14 @@ fn mpmc(cap: usize, ops: &[u8]) {
                 Ok(()) => model.push_back(v),
                 Err(e) => {
                     assert_eq!(model.len(), cap);
-                    assert_eq!(e, PushError::Full(v));
+                    assert_eq!(e, TryPutError::Full(v));
                 }
             },
             1 => match q.try_pop() {
                 Ok(got) => assert_eq!(Some(got), model.pop_front()),
                 Err(e) => {
                     assert!(model.is_empty());
-                    assert_eq!(e, PopError::Empty);
+                    assert_eq!(e, TryGetError::Empty);
                 }
             },
             // Batches, mixed with the single operations.
@@ -97,7 +98,7 @@ fn mpmc(cap: usize, ops: &[u8]) {
 }
 
 fn bytes(ops: &[u8]) {
-    let q = ByteQueue::new((512, 120)).unwrap();
+    let q = ByteQueue::new(512, 120).unwrap();
     let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
     let mut model: VecDeque<Vec<u8>> = VecDeque::new();
     let mut buf = Vec::new();
@@ -106,7 +107,7 @@ fn bytes(ops: &[u8]) {
             let frame: Vec<u8> = (0..(op as usize / 2) % 121).map(|j| (i + j) as u8).collect();
             match tx.try_send(&frame) {
                 Ok(()) => model.push_back(frame),
-                Err(e) => assert_eq!(e, PushError::Full(())),
+                Err(e) => assert_eq!(e, TrySendError::Full),
             }
         } else {
             match rx.try_recv_into(&mut buf) {

@@ -9,15 +9,21 @@
 //! ring, the producer writes a WRAP marker there and starts at offset 0.
 //! The consumer validates every header it reads (length within the
 //! configured maximum and within the published bytes) and reports
-//! [`PopError::Corrupted`] otherwise, never reading outside the ring.
+//! `Corrupted` otherwise ([`TryRecvError::Corrupted`] and its twins),
+//! never reading outside the ring.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::WaitStrategy;
-use super::spsc::{PeerWatch, PopError, PushError, Role, RoleError, SpscCtl, new_ctl, publish_and_wake, sleep_on};
+use super::error::{
+    RecvError, RecvTimeoutError, RoleError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
+use super::roles::{PeerWatch, Role};
+use super::spsc::{SpscCtl, new_ctl};
+use super::wake::{publish_and_wake, sleep_on};
 use crate::OpenError;
-use crate::shm::object::constructors;
+use crate::shm::object;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
 use crate::wait::Deadline;
 use crate::wait::spin::{RING_SPIN, spin_step};
@@ -34,7 +40,7 @@ fn frame_size(len: u64) -> u64 {
 ///
 /// ```
 /// use shmproc::queue::ByteQueue;
-/// let q = ByteQueue::new((4096, 1000)).unwrap();
+/// let q = ByteQueue::new(4096, 1000).unwrap();
 /// let mut tx = q.producer().unwrap();
 /// let mut rx = q.consumer().unwrap();
 /// tx.send(b"hello").unwrap();
@@ -50,7 +56,8 @@ pub struct ByteQueue {
     max_frame: u64,
 }
 
-/// Creation parameters of a [`ByteQueue`]: ring bytes and frame limit.
+/// Creation parameters of a [`ByteQueue`]: ring bytes and frame limit
+/// (the two arguments of [`ByteQueue::new`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ByteQueueSize {
     capacity: u64,
@@ -97,15 +104,118 @@ impl Object for ByteQueue {
 }
 
 impl ByteQueue {
-    constructors!(
-        doc("queue::ByteQueue", "(4096, 512)", ", (4096, 512)"),
-        size: (u64, u64) => ByteQueueSize { capacity: size.0, max_frame: size.1 }
-    );
+    /// A new ring of `capacity` bytes (a power of two >= 64) for frames of
+    /// at most `max_frame` bytes (at most about `capacity / 2 - 8`), under
+    /// a fresh unique name, with owner-only permissions. The name is
+    /// removed when the last handle in this process drops.
+    ///
+    /// ```
+    /// let q = shmproc::queue::ByteQueue::new(4096, 512).unwrap();
+    /// assert!(q.name().starts_with("anon."));
+    /// assert_eq!(q.max_frame(), 512);
+    /// assert!(shmproc::queue::ByteQueue::new(4096, 4096).is_err()); // frame limit too large
+    /// assert!(shmproc::queue::ByteQueue::new(1000, 8).is_err()); // not a power of two
+    /// ```
+    pub fn new(capacity: u64, max_frame: u64) -> Result<Self, OpenError> {
+        object::create_unique::<Self>(ByteQueueSize { capacity, max_frame }, &crate::Options::new())
+    }
+
+    /// Creates the ring as `name` ([`new`](Self::new)'s parameters); fails
+    /// with [`OpenError::AlreadyExists`] if the name is taken. This process
+    /// owns the name: it is removed when the last handle here drops, unless
+    /// [`persist`](Self::persist) was called.
+    ///
+    /// ```
+    /// let name = format!("doc-bq-create-{}", std::process::id());
+    /// let q = shmproc::queue::ByteQueue::create(&name, 4096, 512).unwrap();
+    /// assert_eq!(q.name(), name);
+    /// let again = shmproc::queue::ByteQueue::create(&name, 4096, 512);
+    /// assert!(matches!(again, Err(shmproc::OpenError::AlreadyExists(_))));
+    /// ```
+    pub fn create(name: &str, capacity: u64, max_frame: u64) -> Result<Self, OpenError> {
+        Self::create_with(name, capacity, max_frame, &crate::Options::new())
+    }
+
+    /// [`create`](Self::create) with explicit [`Options`](crate::Options).
+    ///
+    /// ```
+    /// let name = format!("doc-bq-create-with-{}", std::process::id());
+    /// let opts = shmproc::Options::new().mode(0o640);
+    /// let q = shmproc::queue::ByteQueue::create_with(&name, 4096, 512, &opts).unwrap();
+    /// assert_eq!(q.name(), name);
+    /// ```
+    pub fn create_with(name: &str, capacity: u64, max_frame: u64, opts: &crate::Options) -> Result<Self, OpenError> {
+        object::create::<Self>(name, ByteQueueSize { capacity, max_frame }, opts)
+    }
+
+    /// Opens the ring created (by any process) as `name`, waiting up to 2 s
+    /// for its creator to finish initialising and validating it; capacity
+    /// and frame limit are the creator's. Openers never remove the name.
+    ///
+    /// ```
+    /// let q = shmproc::queue::ByteQueue::new(4096, 512).unwrap();
+    /// let opened = shmproc::queue::ByteQueue::open(q.name()).unwrap();
+    /// assert_eq!(opened.max_frame(), 512);
+    /// let missing = shmproc::queue::ByteQueue::open("doc-bq-never-created");
+    /// assert!(matches!(missing, Err(shmproc::OpenError::NotFound(_))));
+    /// ```
+    pub fn open(name: &str) -> Result<Self, OpenError> {
+        Self::open_with(name, &crate::Options::new())
+    }
+
+    /// [`open`](Self::open) with explicit [`Options`](crate::Options).
+    ///
+    /// ```
+    /// let q = shmproc::queue::ByteQueue::new(4096, 512).unwrap();
+    /// let opts = shmproc::Options::new().init_timeout(std::time::Duration::from_millis(100));
+    /// assert!(shmproc::queue::ByteQueue::open_with(q.name(), &opts).is_ok());
+    /// ```
+    pub fn open_with(name: &str, opts: &crate::Options) -> Result<Self, OpenError> {
+        object::open::<Self>(name, opts)
+    }
+
+    /// Opens `name` if it exists, otherwise creates it with `capacity` and
+    /// `max_frame` (and then owns it, as with [`create`](Self::create)).
+    ///
+    /// ```
+    /// let name = format!("doc-bq-ooc-{}", std::process::id());
+    /// let first = shmproc::queue::ByteQueue::open_or_create(&name, 4096, 512).unwrap(); // creates
+    /// let second = shmproc::queue::ByteQueue::open_or_create(&name, 4096, 512).unwrap(); // opens
+    /// assert_eq!(first.name(), second.name());
+    /// ```
+    pub fn open_or_create(name: &str, capacity: u64, max_frame: u64) -> Result<Self, OpenError> {
+        object::open_or_create::<Self>(name, ByteQueueSize { capacity, max_frame }, &crate::Options::new())
+    }
+
+    /// The name other processes pass to [`open`](Self::open).
+    ///
+    /// ```
+    /// assert!(!shmproc::queue::ByteQueue::new(4096, 512).unwrap().name().is_empty());
+    /// ```
+    pub fn name(&self) -> &str {
+        self.m.segment().name()
+    }
+
+    /// Keeps the name in `/dev/shm` after this process's last handle drops
+    /// (and makes [`gc`](crate::gc) leave it alone); remove it later with
+    /// [`unlink`](crate::unlink).
+    ///
+    /// ```
+    /// let name = format!("doc-bq-persist-{}", std::process::id());
+    /// let q = shmproc::queue::ByteQueue::create(&name, 4096, 512).unwrap();
+    /// q.persist();
+    /// drop(q);
+    /// assert!(shmproc::queue::ByteQueue::open(&name).is_ok());
+    /// shmproc::unlink(&name).unwrap();
+    /// ```
+    pub fn persist(&self) {
+        self.m.segment().persist()
+    }
 
     /// The largest frame accepted.
     ///
     /// ```
-    /// assert_eq!(shmproc::queue::ByteQueue::new((4096, 100)).unwrap().max_frame(), 100);
+    /// assert_eq!(shmproc::queue::ByteQueue::new(4096, 100).unwrap().max_frame(), 100);
     /// ```
     pub fn max_frame(&self) -> usize {
         self.max_frame as usize
@@ -114,7 +224,7 @@ impl ByteQueue {
     /// Closes the ring: sends fail, receives drain then fail; waiters wake.
     ///
     /// ```
-    /// let q = shmproc::queue::ByteQueue::new((4096, 100)).unwrap();
+    /// let q = shmproc::queue::ByteQueue::new(4096, 100).unwrap();
     /// q.close();
     /// assert!(q.producer().unwrap().send(b"x").is_err());
     /// ```
@@ -128,7 +238,7 @@ impl ByteQueue {
     /// a dead process can be taken again.
     ///
     /// ```
-    /// let q = shmproc::queue::ByteQueue::new((4096, 100)).unwrap();
+    /// let q = shmproc::queue::ByteQueue::new(4096, 100).unwrap();
     /// assert!(q.producer().is_ok());
     /// ```
     pub fn producer(&self) -> Result<ByteProducer, RoleError> {
@@ -146,7 +256,7 @@ impl ByteQueue {
     /// time (as [`producer`](Self::producer)).
     ///
     /// ```
-    /// let q = shmproc::queue::ByteQueue::new((4096, 100)).unwrap();
+    /// let q = shmproc::queue::ByteQueue::new(4096, 100).unwrap();
     /// assert!(q.consumer().is_ok());
     /// ```
     pub fn consumer(&self) -> Result<ByteConsumer, RoleError> {
@@ -196,7 +306,7 @@ impl ByteProducer {
     ///
     /// ```
     /// use shmproc::queue::{ByteQueue, WaitStrategy};
-    /// let q = ByteQueue::new((4096, 100)).unwrap();
+    /// let q = ByteQueue::new(4096, 100).unwrap();
     /// let tx = q.producer().unwrap().with_wait(WaitStrategy::BusyPoll);
     /// # drop(tx);
     /// ```
@@ -205,28 +315,29 @@ impl ByteProducer {
         self
     }
 
-    /// Sends one frame if it fits now: `Full(())` otherwise, `TooLarge(())`
-    /// for a frame above [`ByteQueue::max_frame`], and `Closed` /
+    /// Sends one frame if it fits now: [`TrySendError::Full`] otherwise,
+    /// `TooLarge` for a frame above [`ByteQueue::max_frame`], and `Closed` /
     /// `Disconnected` as for the SPSC ring.
     ///
     /// ```
-    /// let q = shmproc::queue::ByteQueue::new((64, 16)).unwrap();
+    /// let q = shmproc::queue::ByteQueue::new(64, 16).unwrap();
     /// let mut tx = q.producer().unwrap();
     /// tx.try_send(b"0123456789").unwrap();
     /// tx.try_send(b"0123456789").unwrap();
-    /// assert!(tx.try_send(b"0123456789").is_err());
+    /// assert_eq!(tx.try_send(b"0123456789"), Err(shmproc::TrySendError::Full));
     /// ```
-    pub fn try_send(&mut self, frame: &[u8]) -> Result<(), PushError<()>> {
+    pub fn try_send(&mut self, frame: &[u8]) -> Result<(), TrySendError> {
         let len = frame.len() as u64;
         if len > self.q.max_frame {
-            return Err(PushError::TooLarge(()));
+            // `max_frame` is validated below u32::MAX at map time.
+            return Err(TrySendError::TooLarge { len: frame.len(), max: self.q.max_frame as u32 });
         }
         let m = &self.q.ctl().meta.0;
         if m.closed.load(Ordering::Relaxed) != 0 {
-            return Err(PushError::Closed(()));
+            return Err(TrySendError::Closed);
         }
         if self.watch.gone(&m.consumer, &m.consumer_gone) {
-            return Err(PushError::Disconnected(()));
+            return Err(TrySendError::Disconnected);
         }
         let cap = self.q.mask + 1;
         let need = frame_size(len);
@@ -238,7 +349,7 @@ impl ByteProducer {
             self.head_cache = self.q.ctl().head.0.load(Ordering::Acquire);
             free = cap - self.tail.wrapping_sub(self.head_cache).min(cap);
             if free < skip + need {
-                return Err(PushError::Full(()));
+                return Err(TrySendError::Full);
             }
         }
         if skip > 0 {
@@ -262,36 +373,36 @@ impl ByteProducer {
     /// Sends one frame, waiting for room.
     ///
     /// ```
-    /// let q = shmproc::queue::ByteQueue::new((4096, 100)).unwrap();
+    /// let q = shmproc::queue::ByteQueue::new(4096, 100).unwrap();
     /// q.producer().unwrap().send(b"abc").unwrap();
     /// ```
-    pub fn send(&mut self, frame: &[u8]) -> Result<(), PushError<()>> {
-        self.send_until(frame, Deadline::NEVER)
+    pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
+        self.send_until(frame, Deadline::NEVER).map_err(SendTimeoutError::untimed)
     }
 
     /// Sends one frame, waiting at most `timeout` for room.
     ///
     /// ```
-    /// let q = shmproc::queue::ByteQueue::new((64, 16)).unwrap();
+    /// let q = shmproc::queue::ByteQueue::new(64, 16).unwrap();
     /// let _rx = q.consumer().unwrap();
     /// let mut tx = q.producer().unwrap();
     /// while tx.try_send(b"xx").is_ok() {}
     /// let r = tx.send_timeout(b"xx", std::time::Duration::from_millis(2));
-    /// assert_eq!(r, Err(shmproc::queue::PushError::TimedOut(())));
+    /// assert_eq!(r, Err(shmproc::SendTimeoutError::TimedOut));
     /// ```
-    pub fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), PushError<()>> {
+    pub fn send_timeout(&mut self, frame: &[u8], timeout: Duration) -> Result<(), SendTimeoutError> {
         self.send_until(frame, Deadline::after(timeout))
     }
 
-    fn send_until(&mut self, frame: &[u8], deadline: Deadline) -> Result<(), PushError<()>> {
+    fn send_until(&mut self, frame: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError> {
         let mut spins = 0u32;
         loop {
             match self.try_send(frame) {
-                Err(PushError::Full(())) => {}
-                done => return done,
+                Ok(()) => return Ok(()),
+                Err(e) => e.retry()?,
             }
             if deadline.passed() {
-                return Err(PushError::TimedOut(()));
+                return Err(SendTimeoutError::TimedOut);
             }
             if spin_step(self.wait, &mut spins, &RING_SPIN) {
                 continue;
@@ -326,7 +437,7 @@ impl ByteConsumer {
     ///
     /// ```
     /// use shmproc::queue::{ByteQueue, WaitStrategy};
-    /// let q = ByteQueue::new((4096, 100)).unwrap();
+    /// let q = ByteQueue::new(4096, 100).unwrap();
     /// let rx = q.consumer().unwrap().with_wait(WaitStrategy::BusyPoll);
     /// # drop(rx);
     /// ```
@@ -346,14 +457,14 @@ impl ByteConsumer {
     /// Receives one frame into `out` (cleared first) if one is there.
     ///
     /// ```
-    /// let q = shmproc::queue::ByteQueue::new((4096, 100)).unwrap();
+    /// let q = shmproc::queue::ByteQueue::new(4096, 100).unwrap();
     /// q.producer().unwrap().send(b"hi").unwrap();
     /// let mut rx = q.consumer().unwrap();
     /// let mut buf = Vec::new();
     /// rx.try_recv_into(&mut buf).unwrap();
     /// assert_eq!(buf, b"hi");
     /// ```
-    pub fn try_recv_into(&mut self, out: &mut Vec<u8>) -> Result<(), PopError> {
+    pub fn try_recv_into(&mut self, out: &mut Vec<u8>) -> Result<(), TryRecvError> {
         let cap = self.q.mask + 1;
         let mut wrapped = false;
         loop {
@@ -363,11 +474,11 @@ impl ByteConsumer {
                 if avail < HEADER {
                     let m = &self.q.ctl().meta.0;
                     let reason = if m.closed.load(Ordering::Relaxed) != 0 {
-                        PopError::Closed
+                        TryRecvError::Closed
                     } else if self.watch.gone(&m.producer, &m.producer_gone) {
-                        PopError::Disconnected
+                        TryRecvError::Disconnected
                     } else {
-                        return Err(PopError::Empty);
+                        return Err(TryRecvError::Empty);
                     };
                     // The producer may have published a last frame just
                     // before leaving: look once more.
@@ -386,7 +497,7 @@ impl ByteConsumer {
                 // following it could loop forever.
                 let skip = cap - pos;
                 if pos == 0 || skip > avail || wrapped {
-                    return Err(PopError::Corrupted);
+                    return Err(TryRecvError::Corrupted);
                 }
                 wrapped = true;
                 self.head = self.head.wrapping_add(skip);
@@ -394,7 +505,7 @@ impl ByteConsumer {
             }
             let need = frame_size(u64::from(len));
             if u64::from(len) > self.q.max_frame || need > avail || pos + need > cap {
-                return Err(PopError::Corrupted);
+                return Err(TryRecvError::Corrupted);
             }
             out.clear();
             out.reserve(len as usize);
@@ -414,40 +525,90 @@ impl ByteConsumer {
         }
     }
 
+    /// Receives one frame if one is there.
+    ///
+    /// ```
+    /// let q = shmproc::queue::ByteQueue::new(4096, 100).unwrap();
+    /// let mut rx = q.consumer().unwrap();
+    /// let mut tx = q.producer().unwrap();
+    /// assert_eq!(rx.try_recv(), Err(shmproc::TryRecvError::Empty));
+    /// tx.send(b"hi").unwrap();
+    /// assert_eq!(rx.try_recv().unwrap(), b"hi");
+    /// ```
+    pub fn try_recv(&mut self) -> Result<Vec<u8>, TryRecvError> {
+        let mut v = Vec::new();
+        self.try_recv_into(&mut v).map(|()| v)
+    }
+
     /// Receives one frame, waiting for it.
     ///
     /// ```
-    /// let q = shmproc::queue::ByteQueue::new((4096, 100)).unwrap();
+    /// let q = shmproc::queue::ByteQueue::new(4096, 100).unwrap();
     /// q.producer().unwrap().send(b"x").unwrap();
     /// assert_eq!(q.consumer().unwrap().recv().unwrap(), b"x");
     /// ```
-    pub fn recv(&mut self) -> Result<Vec<u8>, PopError> {
+    pub fn recv(&mut self) -> Result<Vec<u8>, RecvError> {
         let mut v = Vec::new();
-        self.recv_until(&mut v, Deadline::NEVER).map(|()| v)
+        self.recv_into(&mut v).map(|()| v)
+    }
+
+    /// Receives one frame into `out` (cleared first), waiting for it; `out`
+    /// keeps its allocation from call to call.
+    ///
+    /// ```
+    /// let q = shmproc::queue::ByteQueue::new(4096, 100).unwrap();
+    /// let mut tx = q.producer().unwrap();
+    /// tx.send(b"one").unwrap();
+    /// tx.send(b"two").unwrap();
+    /// let mut rx = q.consumer().unwrap();
+    /// let mut buf = Vec::new();
+    /// rx.recv_into(&mut buf).unwrap();
+    /// assert_eq!(buf, b"one");
+    /// rx.recv_into(&mut buf).unwrap();
+    /// assert_eq!(buf, b"two");
+    /// ```
+    pub fn recv_into(&mut self, out: &mut Vec<u8>) -> Result<(), RecvError> {
+        self.recv_until(out, Deadline::NEVER).map_err(RecvTimeoutError::untimed)
+    }
+
+    /// Receives one frame, waiting at most `timeout`.
+    ///
+    /// ```
+    /// let q = shmproc::queue::ByteQueue::new(4096, 100).unwrap();
+    /// let mut tx = q.producer().unwrap();
+    /// let mut rx = q.consumer().unwrap();
+    /// let r = rx.recv_timeout(std::time::Duration::from_millis(2));
+    /// assert_eq!(r, Err(shmproc::RecvTimeoutError::TimedOut));
+    /// tx.send(b"x").unwrap();
+    /// assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(), b"x");
+    /// ```
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, RecvTimeoutError> {
+        let mut v = Vec::new();
+        self.recv_timeout_into(&mut v, timeout).map(|()| v)
     }
 
     /// Receives one frame into `out`, waiting at most `timeout`.
     ///
     /// ```
-    /// let q = shmproc::queue::ByteQueue::new((4096, 100)).unwrap();
+    /// let q = shmproc::queue::ByteQueue::new(4096, 100).unwrap();
     /// let _tx = q.producer().unwrap();
     /// let mut rx = q.consumer().unwrap();
     /// let r = rx.recv_timeout_into(&mut Vec::new(), std::time::Duration::from_millis(2));
-    /// assert_eq!(r, Err(shmproc::queue::PopError::TimedOut));
+    /// assert_eq!(r, Err(shmproc::RecvTimeoutError::TimedOut));
     /// ```
-    pub fn recv_timeout_into(&mut self, out: &mut Vec<u8>, timeout: Duration) -> Result<(), PopError> {
+    pub fn recv_timeout_into(&mut self, out: &mut Vec<u8>, timeout: Duration) -> Result<(), RecvTimeoutError> {
         self.recv_until(out, Deadline::after(timeout))
     }
 
-    fn recv_until(&mut self, out: &mut Vec<u8>, deadline: Deadline) -> Result<(), PopError> {
+    fn recv_until(&mut self, out: &mut Vec<u8>, deadline: Deadline) -> Result<(), RecvTimeoutError> {
         let mut spins = 0u32;
         loop {
             match self.try_recv_into(out) {
-                Err(PopError::Empty) => {}
-                done => return done,
+                Ok(()) => return Ok(()),
+                Err(e) => e.retry()?,
             }
             if deadline.passed() {
-                return Err(PopError::TimedOut);
+                return Err(RecvTimeoutError::TimedOut);
             }
             if spin_step(self.wait, &mut spins, &RING_SPIN) {
                 continue;
@@ -464,7 +625,7 @@ impl ByteConsumer {
     /// (Python's `Connection.poll`). Does not consume it.
     ///
     /// ```
-    /// let q = shmproc::queue::ByteQueue::new((4096, 100)).unwrap();
+    /// let q = shmproc::queue::ByteQueue::new(4096, 100).unwrap();
     /// let mut rx = q.consumer().unwrap();
     /// assert!(!rx.poll(std::time::Duration::ZERO));
     /// ```

@@ -3,57 +3,74 @@
 //!
 //! Differences from Python, all from living in a fixed shared segment:
 //! items are `T: Pod` (no pickling), every queue has a fixed capacity (a
-//! `SimpleQueue` too), `qsize()` is exact, and `close()` closes the queue for
-//! every process (puts fail, gets drain then fail), not just the caller.
+//! `SimpleQueue` too), `qsize()` is exact, and every queue has the
+//! `put_nowait` / `get_nowait` / `put_timeout` / `get_timeout` twins.
+//!
+//! Closing is Python's: `close()` closes this handle only (later puts and
+//! gets through it fail with `Closed`; other handles, in this process or
+//! others, keep working), and `close_all()` closes the queue for every
+//! process (puts fail, gets drain what is left and then fail).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytemuck::Pod;
 
-use super::mpmc::{MpmcQueue, TaskDoneError};
-use super::spsc::{PopError, PushError};
+use super::error::{GetError, GetTimeoutError, PutError, PutTimeoutError, TaskDoneError, TryGetError, TryPutError};
+use super::mpmc::MpmcQueue;
 use crate::OpenError;
 use crate::wait::Deadline;
 
 macro_rules! facade_common {
     ($t:ident, $doc_ty:literal) => {
         impl<T: Pod> $t<T> {
+            fn wrap(q: MpmcQueue<T>) -> Self {
+                $t { q, closed: AtomicBool::new(false) }
+            }
+
+            /// Whether [`close`](Self::close) was called on this handle.
+            #[inline(always)]
+            fn handle_closed(&self) -> bool {
+                // Relaxed: a flag of this handle only; it publishes no data.
+                self.closed.load(Ordering::Relaxed)
+            }
+
             /// A new queue holding at most `maxsize` items, under a unique
             /// name.
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(3).unwrap();\nassert!(q.name().starts_with(\"anon.\"));\n```")]
             pub fn new(maxsize: u64) -> Result<Self, OpenError> {
-                MpmcQueue::new(maxsize).map(|q| $t { q })
+                MpmcQueue::new(maxsize).map(Self::wrap)
             }
 
             /// Creates the queue as `name` (this process owns the name).
             #[doc = concat!("```\nlet name = format!(\"doc-q-{}\", std::process::id());\nlet q = shmproc::", $doc_ty, "::<u8>::create(&name, 3).unwrap();\nassert_eq!(q.name(), name);\n```")]
             pub fn create(name: &str, maxsize: u64) -> Result<Self, OpenError> {
-                MpmcQueue::create(name, maxsize).map(|q| $t { q })
+                MpmcQueue::create(name, maxsize).map(Self::wrap)
             }
 
             /// Opens the queue `name` (element type and layout are checked).
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(3).unwrap();\nassert!(shmproc::", $doc_ty, "::<u8>::open(q.name()).is_ok());\n```")]
             pub fn open(name: &str) -> Result<Self, OpenError> {
-                MpmcQueue::open(name).map(|q| $t { q })
+                MpmcQueue::open(name).map(Self::wrap)
             }
 
             /// Opens `name`, or creates it with `maxsize` if it does not exist.
             #[doc = concat!("```\nlet name = format!(\"doc-qoc-{}\", std::process::id());\nlet a = shmproc::", $doc_ty, "::<u8>::open_or_create(&name, 3).unwrap();\nlet b = shmproc::", $doc_ty, "::<u8>::open_or_create(&name, 3).unwrap();\nassert_eq!(a.name(), b.name());\n```")]
             pub fn open_or_create(name: &str, maxsize: u64) -> Result<Self, OpenError> {
-                MpmcQueue::open_or_create(name, maxsize).map(|q| $t { q })
+                MpmcQueue::open_or_create(name, maxsize).map(Self::wrap)
             }
 
             /// [`create`](Self::create) with explicit [`Options`](crate::Options)
             /// (permissions, init timeout).
             #[doc = concat!("```\nlet name = format!(\"doc-qcw-{}\", std::process::id());\nlet opts = shmproc::Options::new().mode(0o640);\nlet q = shmproc::", $doc_ty, "::<u8>::create_with(&name, 3, &opts).unwrap();\nassert_eq!(q.name(), name);\n```")]
             pub fn create_with(name: &str, maxsize: u64, opts: &crate::Options) -> Result<Self, OpenError> {
-                MpmcQueue::create_with(name, maxsize, opts).map(|q| $t { q })
+                MpmcQueue::create_with(name, maxsize, opts).map(Self::wrap)
             }
 
             /// [`open`](Self::open) with explicit [`Options`](crate::Options).
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(3).unwrap();\nlet opts = shmproc::Options::new().init_timeout(std::time::Duration::from_millis(100));\nassert!(shmproc::", $doc_ty, "::<u8>::open_with(q.name(), &opts).is_ok());\n```")]
             pub fn open_with(name: &str, opts: &crate::Options) -> Result<Self, OpenError> {
-                MpmcQueue::open_with(name, opts).map(|q| $t { q })
+                MpmcQueue::open_with(name, opts).map(Self::wrap)
             }
 
             /// Keeps the name after this process's last handle drops (and
@@ -76,16 +93,64 @@ macro_rules! facade_common {
                 &self.q
             }
 
-            /// Puts an item, waiting for room; fails only if closed.
+            /// Puts an item, waiting for room; fails only if closed (this
+            /// handle, or the queue for everyone).
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put(5u8).unwrap();\nassert_eq!(q.get(), Ok(5));\n```")]
-            pub fn put(&self, item: T) -> Result<(), PushError<T>> {
+            #[inline]
+            pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+                if self.handle_closed() {
+                    return Err(PutError::Closed(item));
+                }
                 self.q.push(item)
             }
 
-            /// Gets an item, waiting for one; `Closed` once closed and drained.
+            /// Gets an item, waiting for one; `Closed` once this handle is
+            /// closed, or once the queue is closed for everyone and drained.
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put(6u8).unwrap();\nassert_eq!(q.get(), Ok(6));\n```")]
-            pub fn get(&self) -> Result<T, PopError> {
+            #[inline]
+            pub fn get(&self) -> Result<T, GetError> {
+                if self.handle_closed() {
+                    return Err(GetError::Closed);
+                }
                 self.q.pop()
+            }
+
+            /// Puts without waiting: `Full` if there is no room.
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put_nowait(1u8).unwrap();\nassert_eq!(q.put_nowait(2), Err(shmproc::TryPutError::Full(2)));\n```")]
+            #[inline]
+            pub fn put_nowait(&self, item: T) -> Result<(), TryPutError<T>> {
+                if self.handle_closed() {
+                    return Err(TryPutError::Closed(item));
+                }
+                self.q.try_push(item)
+            }
+
+            /// Puts, waiting at most `timeout` for room.
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put(1u8).unwrap();\nlet r = q.put_timeout(2, std::time::Duration::from_millis(2));\nassert_eq!(r, Err(shmproc::PutTimeoutError::TimedOut(2)));\n```")]
+            pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutTimeoutError<T>> {
+                if self.handle_closed() {
+                    return Err(PutTimeoutError::Closed(item));
+                }
+                self.q.push_timeout(item, timeout)
+            }
+
+            /// Gets without waiting: `Empty` if there is nothing.
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(1).unwrap();\nassert_eq!(q.get_nowait(), Err(shmproc::TryGetError::Empty));\n```")]
+            #[inline]
+            pub fn get_nowait(&self) -> Result<T, TryGetError> {
+                if self.handle_closed() {
+                    return Err(TryGetError::Closed);
+                }
+                self.q.try_pop()
+            }
+
+            /// Gets, waiting at most `timeout`.
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(1).unwrap();\nlet r = q.get_timeout(std::time::Duration::from_millis(2));\nassert_eq!(r, Err(shmproc::GetTimeoutError::TimedOut));\n```")]
+            pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
+                if self.handle_closed() {
+                    return Err(GetTimeoutError::Closed);
+                }
+                self.q.pop_timeout(timeout)
             }
 
             /// Whether the queue is empty (exact at the moment of the call).
@@ -94,17 +159,33 @@ macro_rules! facade_common {
                 self.q.is_empty()
             }
 
-            /// Closes the queue for every process: puts fail, gets drain then
-            /// fail, blocked callers wake with an error.
-            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(1).unwrap();\nq.close();\nassert!(q.put(1).is_err());\n```")]
+            /// Closes this handle, as Python's `close()`: later puts and gets
+            /// through it fail with `Closed`. Other handles (clones, and the
+            /// queue opened in other processes) are not affected; a clone of
+            /// a closed handle starts open, as a queue handed to a child
+            /// does in Python. Closing for every process is
+            /// [`close_all`](Self::close_all).
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(2).unwrap();\nlet other = q.clone();\nq.put(1).unwrap();\nq.close();\nassert_eq!(q.put(2), Err(shmproc::PutError::Closed(2)));\nassert_eq!(q.get(), Err(shmproc::GetError::Closed));\nother.put(3).unwrap(); // other handles keep working\nassert_eq!(other.get(), Ok(1));\n```")]
             pub fn close(&self) {
+                // Relaxed: see `handle_closed`.
+                self.closed.store(true, Ordering::Relaxed);
+            }
+
+            /// Closes the queue for every process: puts through any handle
+            /// fail with `Closed` (none lands after this returns), gets drain
+            /// what is left and then fail with `Closed`; blocked callers
+            /// everywhere wake. It cannot be undone.
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(2).unwrap();\nlet other = q.clone();\nq.put(1).unwrap();\nq.close_all();\nassert_eq!(other.put(2), Err(shmproc::PutError::Closed(2)));\nassert_eq!(other.get(), Ok(1)); // drains\nassert_eq!(other.get(), Err(shmproc::GetError::Closed));\n```")]
+            pub fn close_all(&self) {
                 self.q.close()
             }
         }
 
+        /// A new handle to the same queue, open even if this one was
+        /// [`close`](Self::close)d.
         impl<T> Clone for $t<T> {
             fn clone(&self) -> Self {
-                $t { q: self.q.clone() }
+                $t { q: self.q.clone(), closed: AtomicBool::new(false) }
             }
         }
 
@@ -119,30 +200,6 @@ macro_rules! facade_common {
 macro_rules! facade_full {
     ($t:ident, $doc_ty:literal) => {
         impl<T: Pod> $t<T> {
-            /// Puts without waiting: `Full` if there is no room.
-            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put_nowait(1u8).unwrap();\nassert!(q.put_nowait(2).is_err());\n```")]
-            pub fn put_nowait(&self, item: T) -> Result<(), PushError<T>> {
-                self.q.try_push(item)
-            }
-
-            /// Puts, waiting at most `timeout` for room.
-            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put(1u8).unwrap();\nassert!(q.put_timeout(2, std::time::Duration::from_millis(2)).is_err());\n```")]
-            pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PushError<T>> {
-                self.q.push_timeout(item, timeout)
-            }
-
-            /// Gets without waiting: `Empty` if there is nothing.
-            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(1).unwrap();\nassert_eq!(q.get_nowait(), Err(shmproc::queue::PopError::Empty));\n```")]
-            pub fn get_nowait(&self) -> Result<T, PopError> {
-                self.q.try_pop()
-            }
-
-            /// Gets, waiting at most `timeout`.
-            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(1).unwrap();\nlet r = q.get_timeout(std::time::Duration::from_millis(2));\nassert_eq!(r, Err(shmproc::queue::PopError::TimedOut));\n```")]
-            pub fn get_timeout(&self, timeout: Duration) -> Result<T, PopError> {
-                self.q.pop_timeout(timeout)
-            }
-
             /// Whether the queue is full (exact at the moment of the call).
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put(1u8).unwrap();\nassert!(q.full());\n```")]
             pub fn full(&self) -> bool {
@@ -182,6 +239,7 @@ macro_rules! facade_full {
 /// ```
 pub struct Queue<T> {
     q: MpmcQueue<T>,
+    closed: AtomicBool,
 }
 facade_common!(Queue, "Queue");
 facade_full!(Queue, "Queue");
@@ -202,6 +260,7 @@ facade_full!(Queue, "Queue");
 /// ```
 pub struct JoinableQueue<T> {
     q: MpmcQueue<T>,
+    closed: AtomicBool,
 }
 facade_common!(JoinableQueue, "JoinableQueue");
 facade_full!(JoinableQueue, "JoinableQueue");
@@ -251,7 +310,8 @@ impl<T: Pod> JoinableQueue<T> {
 }
 
 /// The minimal queue, like `multiprocessing.SimpleQueue`: `put`, `get`,
-/// `empty`, `close` (with a fixed capacity, unlike Python's).
+/// `empty`, `close` (with a fixed capacity, unlike Python's, and with the
+/// `_nowait` / `_timeout` twins every queue here has).
 ///
 /// ```
 /// let q = shmproc::SimpleQueue::new(8).unwrap();
@@ -261,5 +321,6 @@ impl<T: Pod> JoinableQueue<T> {
 /// ```
 pub struct SimpleQueue<T> {
     q: MpmcQueue<T>,
+    closed: AtomicBool,
 }
 facade_common!(SimpleQueue, "SimpleQueue");

@@ -14,18 +14,53 @@
 //! CPU fence. The sleeping side announces itself with a flag and a
 //! process-wide asymmetric barrier (`membarrier(2)`), so the other side
 //! only needs a plain load of that flag to know whether to wake it.
+//!
+//! Every operation that waits has a `try_` twin that never waits and a
+//! `_timeout` twin, and returns its own error enum (see the table in the
+//! errors' module docs, e.g. [`TryPopError`]); all of them are also
+//! re-exported at the crate root.
+//!
+//! Where things are (one idea per file):
+//!
+//! | file | what |
+//! |---|---|
+//! | `error.rs` | every queue error, one enum per operation |
+//! | `ring.rs` | the SPSC index protocol (Lamport / rtrb), loom-checked |
+//! | `spsc.rs` | the SPSC ring: control block, [`SpscQueue`], [`Producer`], [`Consumer`] |
+//! | `roles.rs` | claiming the producer/consumer role of an SPSC-style ring, peer liveness |
+//! | `wake.rs` | the SPSC-style wake protocol (flag + membarrier handshake) |
+//! | `loan.rs` | zero-copy loans: [`WriteLoan`], [`ReadLoan`] |
+//! | `bytes.rs` | variable-length frames on the SPSC ring: [`ByteQueue`] |
+//! | `vyukov.rs` | the MPMC protocol (Vyukov's bounded queue), loom-checked |
+//! | `records.rs` | participant records: who holds which claim |
+//! | `mpmc.rs` | the MPMC ring: control block, [`MpmcQueue`], push/pop and waiting |
+//! | `repair.rs` | crash repair of a dead participant's claim |
+//! | `joinable.rs` | `task_done` / `join` accounting |
+//! | `facade.rs` | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] |
 
 real_platform! {
     mod bytes;
+    mod error;
     mod facade;
+    mod joinable;
+    mod loan;
     mod mpmc;
     mod records;
+    mod repair;
+    mod roles;
     mod spsc;
+    mod wake;
 
     pub use bytes::{ByteConsumer, ByteProducer, ByteQueue};
     pub use facade::{JoinableQueue, Queue, SimpleQueue};
-    pub use mpmc::{MpmcQueue, TaskDoneError};
-    pub use spsc::{Consumer, PopError, Producer, PushError, ReadLoan, RoleError, SpscQueue, WriteLoan};
+    pub use mpmc::MpmcQueue;
+    pub use error::{
+        CommitError, GetError, GetTimeoutError, PopError, PopTimeoutError, PushError, PushTimeoutError, PutError,
+        PutTimeoutError, RecvError, RecvTimeoutError, RoleError, SendError, SendTimeoutError, TaskDoneError,
+        TryGetError, TryPopError, TryPushError, TryPutError, TryRecvError, TrySendError,
+    };
+    pub use loan::{ReadLoan, WriteLoan};
+    pub use spsc::{Consumer, Producer, SpscQueue};
 }
 // Also model-checked under loom (see `crate::loom_models`).
 pub(crate) mod ring;

@@ -5,7 +5,9 @@
 //! `head` plus one store to the slot's sequence word, with no lock and no
 //! fence on x86. Each thread announces its claims in a participant
 //! record ([`records`](super::records)) first: that is what makes a
-//! process's death repairable.
+//! process's death repairable (the repair itself is in
+//! [`repair`](super::repair), `JoinableQueue` accounting in
+//! [`joinable`](super::joinable)).
 //!
 //! Waiting: a full or empty queue is answered by yielding the core (the
 //! process that can help may need it), then by sleeping on a futex word
@@ -33,35 +35,38 @@
 //! stopped (SIGSTOP) claimant is alive: others wait for it.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytemuck::Pod;
 
 use super::WaitStrategy;
 use super::records::Table;
-use super::spsc::{Line, PopError, PushError};
-use super::vyukov::{self, CLOSED, Env, Refused, Ring, Slots};
+use super::error::{GetError, GetTimeoutError, PutError, PutTimeoutError, TryGetError, TryPutError};
+use super::joinable::JoinWords;
+use super::repair::{Flight, Op};
+use super::spsc::Line;
+use super::vyukov::{CLOSED, Refused, Ring, Slots};
 use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
 use crate::wait::Deadline;
 use crate::wait::futex::{wait32, wake32};
 use crate::wait::handshake;
-use crate::wait::spin::{MPMC_SPIN, POLL, backoff, spin_step};
+use crate::wait::spin::{MPMC_SPIN, POLL, spin_step};
 
 /// The shared control block.
 #[repr(C)]
 pub(crate) struct MpmcCtl {
     /// Next position to claim for a push; bit 63: closed.
-    tail: Line<AtomicU64>,
+    pub(super) tail: Line<AtomicU64>,
     /// Next position to claim for a pop.
-    head: Line<AtomicU64>,
+    pub(super) head: Line<AtomicU64>,
     /// Read on every operation, written only when somebody sleeps.
     meta: Line<Meta>,
     /// Written by `task_done`, joiners and repairs.
-    join: Line<JoinWords>,
-    records: Table,
+    pub(super) join: Line<JoinWords>,
+    pub(super) records: Table,
 }
 
 #[repr(C)]
@@ -78,34 +83,12 @@ struct Meta {
     limit: AtomicU32,
 }
 
-#[repr(C)]
-struct JoinWords {
-    /// `task_done` calls so far.
-    done: AtomicU64,
-    /// Slots of dead producers, skipped (never to be `task_done`).
-    skipped: AtomicU64,
-    /// Bumped when the unfinished count reaches 0; joiners sleep on it.
-    done_seq: AtomicU32,
-    joiners_waiting: AtomicU32,
-}
-
 /// One slot: the sequence word and the item, together on one line.
 #[repr(C)]
 struct Slot<T> {
     seq: AtomicU64,
     val: T,
 }
-
-/// Wait on an unfinished claim this long before looking for its owner.
-const REPAIR_AFTER: Duration = Duration::from_millis(1);
-/// A `try_` call waits on an unfinished claim for this many steps (pure
-/// backoff, then yields) before it gives up.
-const TRY_STEPS: u32 = 16;
-
-/// `task_done` was called more often than items were put.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("task_done() called more times than there were items")]
-pub struct TaskDoneError;
 
 /// A bounded MPMC queue of `T: Pod` in shared memory: any number of
 /// processes and threads push and pop through clones of one handle.
@@ -119,7 +102,7 @@ pub struct TaskDoneError;
 /// assert_eq!(q.len(), 2);
 /// assert_eq!(q.pop(), Ok(1));
 /// assert_eq!(other.pop(), Ok(2));
-/// assert_eq!(q.try_pop(), Err(shmproc::queue::PopError::Empty));
+/// assert_eq!(q.try_pop(), Err(shmproc::TryGetError::Empty));
 /// ```
 pub struct MpmcQueue<T> {
     m: Mapped<MpmcCtl>,
@@ -127,7 +110,7 @@ pub struct MpmcQueue<T> {
     /// the mapping that `m` keeps alive).
     ctl: *const MpmcCtl,
     base: *mut Slot<T>,
-    slots: u64,
+    pub(super) slots: u64,
     limit: u64,
     wait: WaitStrategy,
     _t: PhantomData<T>,
@@ -198,12 +181,7 @@ impl<T: Pod> Object for MpmcQueue<T> {
                 fences: z(),
                 limit: AtomicU32::new(*cap as u32),
             }),
-            join: Line(JoinWords {
-                done: AtomicU64::new(0),
-                skipped: AtomicU64::new(0),
-                done_seq: z(),
-                joiners_waiting: z(),
-            }),
+            join: Line(JoinWords::new()),
             records: Table::new(),
         }
     }
@@ -237,7 +215,7 @@ impl<T: Pod> Object for MpmcQueue<T> {
 }
 
 /// The ring's slots in the mapping.
-struct ShmSlots<T> {
+pub(super) struct ShmSlots<T> {
     base: *mut Slot<T>,
     mask: u64,
 }
@@ -261,86 +239,6 @@ impl<T: Pod> Slots<T> for ShmSlots<T> {
     }
 }
 
-/// How one call waits on another participant's unfinished claim.
-struct Flight<'q, T> {
-    q: &'q MpmcQueue<T>,
-    /// Blocking calls wait for the claim (until `deadline`); `try_` calls
-    /// give up after `TRY_STEPS`.
-    patient: bool,
-    deadline: Deadline,
-    /// The unfinished slot waited on and for how long; set only on the
-    /// slow path (the fast path builds a `Flight` for every operation).
-    stuck: Option<Stuck>,
-}
-
-struct Stuck {
-    pos: u64,
-    by_pop: bool,
-    steps: u32,
-    since: Option<Instant>,
-}
-
-impl<'q, T: Pod> Flight<'q, T> {
-    #[inline(always)]
-    fn new(q: &'q MpmcQueue<T>, patient: bool, deadline: Deadline) -> Self {
-        Flight { q, patient, deadline, stuck: None }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn wait(&mut self, pos: u64, by_pop: bool) -> bool {
-        let s = match &mut self.stuck {
-            Some(s) if s.pos == pos && s.by_pop == by_pop => s,
-            // Another slot: its own count and clock.
-            other => other.insert(Stuck { pos, by_pop, steps: 0, since: None }),
-        };
-        s.steps += 1;
-        if s.steps <= 6 {
-            backoff(s.steps);
-            return true;
-        }
-        let now = Instant::now();
-        let since = *s.since.get_or_insert(now);
-        let giving_up = !self.patient && s.steps > TRY_STEPS || self.deadline.passed();
-        if (giving_up || now.duration_since(since) >= REPAIR_AFTER) && self.q.repair(pos, by_pop) {
-            self.stuck = None;
-            return true;
-        }
-        if giving_up {
-            return false;
-        }
-        // The claimant may be preempted on this core: give it the core.
-        // One stopped for long (SIGSTOP) should not cost us a core either.
-        if now.duration_since(since) > Duration::from_millis(20) {
-            std::thread::sleep(Duration::from_millis(1));
-        } else {
-            std::thread::yield_now();
-        }
-        true
-    }
-}
-
-/// The protocol's environment for one attempt: our record and the wait.
-struct Op<'a, 'q, T> {
-    rec: &'a super::records::Record,
-    flight: &'a mut Flight<'q, T>,
-}
-
-impl<T: Pod> Env for Op<'_, '_, T> {
-    #[inline(always)]
-    fn announce(&mut self, start: u64, n: u64, pop: bool) {
-        self.rec.announce(start, n, pop);
-    }
-    #[inline(always)]
-    fn withdraw(&mut self) {
-        self.rec.withdraw();
-    }
-    #[inline(always)]
-    fn in_flight(&mut self, pos: u64, by_pop: bool) -> bool {
-        self.flight.wait(pos, by_pop)
-    }
-}
-
 impl<T: Pod> MpmcQueue<T> {
     constructors!(doc("queue::MpmcQueue::<u64>", "8", ", 8"), capacity: u64);
 
@@ -357,7 +255,7 @@ impl<T: Pod> MpmcQueue<T> {
     }
 
     #[inline(always)]
-    fn ctl(&self) -> &MpmcCtl {
+    pub(super) fn ctl(&self) -> &MpmcCtl {
         // SAFETY: points at the control block inside the mapping that `self.m` keeps alive; made of atomics.
         unsafe { &*self.ctl }
     }
@@ -369,7 +267,7 @@ impl<T: Pod> MpmcQueue<T> {
     }
 
     #[inline(always)]
-    fn slots(&self) -> ShmSlots<T> {
+    pub(super) fn slots(&self) -> ShmSlots<T> {
         ShmSlots { base: self.base, mask: self.slots - 1 }
     }
 
@@ -438,7 +336,7 @@ impl<T: Pod> MpmcQueue<T> {
     /// q.close();
     /// assert!(q.push(2).is_err());
     /// assert_eq!(q.pop(), Ok(1));
-    /// assert_eq!(q.pop(), Err(shmproc::queue::PopError::Closed));
+    /// assert_eq!(q.pop(), Err(shmproc::GetError::Closed));
     /// ```
     pub fn close(&self) {
         let c = self.ctl();
@@ -473,20 +371,20 @@ impl<T: Pod> MpmcQueue<T> {
     }
 
     #[cold]
-    fn wake(&self, seq: &AtomicU32, n: u32) {
+    pub(super) fn wake(&self, seq: &AtomicU32, n: u32) {
         // Release: pairs with the sleeper's Acquire ticket load.
         seq.fetch_add(1, Ordering::Release);
         wake32(seq, n);
     }
 
     #[inline(always)]
-    fn pushed(&self, n: u32) {
+    pub(super) fn pushed(&self, n: u32) {
         let m = &self.ctl().meta.0;
         self.wake_if_waiting(&m.consumers_waiting, &m.items_seq, n);
     }
 
     #[inline(always)]
-    fn popped(&self, n: u32) {
+    pub(super) fn popped(&self, n: u32) {
         let m = &self.ctl().meta.0;
         self.wake_if_waiting(&m.producers_waiting, &m.space_seq, n);
     }
@@ -507,44 +405,6 @@ impl<T: Pod> MpmcQueue<T> {
         waiting.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// One attempt at a dead participant's slot: `pos` was claimed (by a
-    /// pop if `by_pop`) and not finished. Repairs it if no live participant
-    /// has announced a claim covering it; true if repaired.
-    #[cold]
-    fn repair(&self, pos: u64, by_pop: bool) -> bool {
-        let c = self.ctl();
-        // Acquire: pairs with the Release claim CAS of `pos` (and every
-        // later claim, a release sequence): its announcement is visible.
-        let index =
-            if by_pop { c.head.0.load(Ordering::Acquire) } else { c.tail.0.load(Ordering::Acquire) } & vyukov::POS;
-        // Claimed: below the index, and at most a ring below it (a producer
-        // claims only up to a ring ahead of `head`, a consumer only behind
-        // `tail`). Anything else is a phantom claim of a corrupted index:
-        // never repaired, or one call would walk (and "repair") up to 2^62
-        // positions one by one; the caller then gives up or waits as for an
-        // empty or full queue.
-        let claimed = index.wrapping_sub(pos).wrapping_sub(1) < self.slots;
-        // Not claimed (corrupted indices), or a live participant covers it.
-        if !claimed || c.records.live_claim(pos, by_pop) {
-            return false;
-        }
-        let slots = self.slots();
-        if by_pop {
-            let ok = vyukov::repair_pop(&slots, pos, self.slots);
-            if ok {
-                self.popped(u32::MAX);
-            }
-            ok
-        } else {
-            let ok = vyukov::repair_push(&slots, pos);
-            if ok {
-                c.join.0.skipped.fetch_add(1, Ordering::Relaxed);
-                self.pushed(u32::MAX);
-            }
-            ok
-        }
-    }
-
     /// One push attempt.
     #[inline(always)]
     fn push_once(&self, flight: &mut Flight<'_, T>, v: T) -> Result<(), (Refused, T)> {
@@ -561,18 +421,18 @@ impl<T: Pod> MpmcQueue<T> {
         Ok(v)
     }
 
-    /// Pushes if there is room: [`PushError::Full`] otherwise.
+    /// Pushes if there is room: [`TryPutError::Full`] otherwise.
     ///
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u8>::new(1).unwrap();
     /// q.try_push(1).unwrap();
-    /// assert_eq!(q.try_push(2), Err(shmproc::queue::PushError::Full(2)));
+    /// assert_eq!(q.try_push(2), Err(shmproc::TryPutError::Full(2)));
     /// ```
     #[inline(always)]
-    pub fn try_push(&self, v: T) -> Result<(), PushError<T>> {
+    pub fn try_push(&self, v: T) -> Result<(), TryPutError<T>> {
         self.push_once(&mut Flight::new(self, false, Deadline::NEVER), v).map_err(|(r, v)| match r {
-            Refused::Now => PushError::Full(v),
-            Refused::Closed => PushError::Closed(v),
+            Refused::Now => TryPutError::Full(v),
+            Refused::Closed => TryPutError::Closed(v),
         })
     }
 
@@ -583,8 +443,8 @@ impl<T: Pod> MpmcQueue<T> {
     /// q.push(1).unwrap();
     /// ```
     #[inline(always)]
-    pub fn push(&self, v: T) -> Result<(), PushError<T>> {
-        self.push_until(v, Deadline::NEVER)
+    pub fn push(&self, v: T) -> Result<(), PutError<T>> {
+        self.push_until(v, Deadline::NEVER).map_err(PutTimeoutError::untimed)
     }
 
     /// Pushes, waiting at most `timeout` for room.
@@ -593,29 +453,29 @@ impl<T: Pod> MpmcQueue<T> {
     /// use std::time::Duration;
     /// let q = shmproc::queue::MpmcQueue::<u8>::new(1).unwrap();
     /// q.push(1).unwrap();
-    /// assert_eq!(q.push_timeout(2, Duration::from_millis(5)), Err(shmproc::queue::PushError::TimedOut(2)));
+    /// assert_eq!(q.push_timeout(2, Duration::from_millis(5)), Err(shmproc::PutTimeoutError::TimedOut(2)));
     /// ```
-    pub fn push_timeout(&self, v: T, timeout: Duration) -> Result<(), PushError<T>> {
+    pub fn push_timeout(&self, v: T, timeout: Duration) -> Result<(), PutTimeoutError<T>> {
         self.push_until(v, Deadline::after(timeout))
     }
 
     #[inline(always)]
-    fn push_until(&self, v: T, deadline: Deadline) -> Result<(), PushError<T>> {
+    fn push_until(&self, v: T, deadline: Deadline) -> Result<(), PutTimeoutError<T>> {
         let mut flight = Flight::new(self, true, deadline);
         match self.push_once(&mut flight, v) {
             Ok(()) => Ok(()),
-            Err((Refused::Closed, v)) => Err(PushError::Closed(v)),
+            Err((Refused::Closed, v)) => Err(PutTimeoutError::Closed(v)),
             Err((Refused::Now, v)) => self.push_wait(flight, v, deadline),
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn push_wait(&self, mut flight: Flight<'_, T>, mut v: T, deadline: Deadline) -> Result<(), PushError<T>> {
+    fn push_wait(&self, mut flight: Flight<'_, T>, mut v: T, deadline: Deadline) -> Result<(), PutTimeoutError<T>> {
         let mut spins = 0u32;
         loop {
             if deadline.passed() {
-                return Err(PushError::TimedOut(v));
+                return Err(PutTimeoutError::TimedOut(v));
             }
             if !spin_step(self.wait, &mut spins, &MPMC_SPIN) {
                 let m = &self.ctl().meta.0;
@@ -623,7 +483,7 @@ impl<T: Pod> MpmcQueue<T> {
             }
             match self.push_once(&mut flight, v) {
                 Ok(()) => return Ok(()),
-                Err((Refused::Closed, back)) => return Err(PushError::Closed(back)),
+                Err((Refused::Closed, back)) => return Err(PutTimeoutError::Closed(back)),
                 Err((Refused::Now, back)) => v = back,
             }
         }
@@ -635,13 +495,13 @@ impl<T: Pod> MpmcQueue<T> {
     ///
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u8>::new(1).unwrap();
-    /// assert_eq!(q.try_pop(), Err(shmproc::queue::PopError::Empty));
+    /// assert_eq!(q.try_pop(), Err(shmproc::TryGetError::Empty));
     /// ```
     #[inline(always)]
-    pub fn try_pop(&self) -> Result<T, PopError> {
+    pub fn try_pop(&self) -> Result<T, TryGetError> {
         self.pop_once(&mut Flight::new(self, false, Deadline::NEVER)).map_err(|r| match r {
-            Refused::Now => PopError::Empty,
-            Refused::Closed => PopError::Closed,
+            Refused::Now => TryGetError::Empty,
+            Refused::Closed => TryGetError::Closed,
         })
     }
 
@@ -653,8 +513,8 @@ impl<T: Pod> MpmcQueue<T> {
     /// assert_eq!(q.pop(), Ok(3));
     /// ```
     #[inline(always)]
-    pub fn pop(&self) -> Result<T, PopError> {
-        self.pop_until(Deadline::NEVER)
+    pub fn pop(&self) -> Result<T, GetError> {
+        self.pop_until(Deadline::NEVER).map_err(GetTimeoutError::untimed)
     }
 
     /// Pops, waiting at most `timeout`.
@@ -662,29 +522,29 @@ impl<T: Pod> MpmcQueue<T> {
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u8>::new(1).unwrap();
     /// let r = q.pop_timeout(std::time::Duration::from_millis(5));
-    /// assert_eq!(r, Err(shmproc::queue::PopError::TimedOut));
+    /// assert_eq!(r, Err(shmproc::GetTimeoutError::TimedOut));
     /// ```
-    pub fn pop_timeout(&self, timeout: Duration) -> Result<T, PopError> {
+    pub fn pop_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
         self.pop_until(Deadline::after(timeout))
     }
 
     #[inline(always)]
-    fn pop_until(&self, deadline: Deadline) -> Result<T, PopError> {
+    fn pop_until(&self, deadline: Deadline) -> Result<T, GetTimeoutError> {
         let mut flight = Flight::new(self, true, deadline);
         match self.pop_once(&mut flight) {
             Ok(v) => Ok(v),
-            Err(Refused::Closed) => Err(PopError::Closed),
+            Err(Refused::Closed) => Err(GetTimeoutError::Closed),
             Err(Refused::Now) => self.pop_wait(flight, deadline),
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn pop_wait(&self, mut flight: Flight<'_, T>, deadline: Deadline) -> Result<T, PopError> {
+    fn pop_wait(&self, mut flight: Flight<'_, T>, deadline: Deadline) -> Result<T, GetTimeoutError> {
         let mut spins = 0u32;
         loop {
             if deadline.passed() {
-                return Err(PopError::TimedOut);
+                return Err(GetTimeoutError::TimedOut);
             }
             if !spin_step(self.wait, &mut spins, &MPMC_SPIN) {
                 let m = &self.ctl().meta.0;
@@ -696,7 +556,7 @@ impl<T: Pod> MpmcQueue<T> {
             }
             match self.pop_once(&mut flight) {
                 Ok(v) => return Ok(v),
-                Err(Refused::Closed) => return Err(PopError::Closed),
+                Err(Refused::Closed) => return Err(GetTimeoutError::Closed),
                 Err(Refused::Now) => {}
             }
         }
@@ -748,80 +608,6 @@ impl<T: Pod> MpmcQueue<T> {
                 n
             }
             Err(_) => 0,
-        }
-    }
-
-    /// Testing aid for crash tests, not part of the API: claims the next
-    /// position as a push (or, with `pop`, a pop) would, and stops there,
-    /// as if the calling thread died at that instant. The slot stays
-    /// unfinished until this thread has exited and a survivor repairs it.
-    /// False if there was nothing to claim.
-    #[doc(hidden)]
-    pub fn __claim_and_stop(&self, pop: bool) -> bool {
-        let c = self.ctl();
-        let super::records::Mine::Own(rec) = c.records.mine() else { return false };
-        let index = if pop { &c.head.0 } else { &c.tail.0 };
-        let at = index.load(Ordering::Relaxed);
-        // Acquire: as the slot loads in vyukov.rs's push and pop.
-        if at & CLOSED != 0 || self.slots().seq(at).load(Ordering::Acquire) != at.wrapping_add(u64::from(pop)) {
-            return false;
-        }
-        rec.announce(at, 1, pop);
-        // Release: as the claim CASes in vyukov.rs (publishes the announcement).
-        index.compare_exchange(at, at.wrapping_add(1), Ordering::Release, Ordering::Relaxed).is_ok()
-    }
-
-    /// Items put and not yet marked done: pushes claimed, less dead
-    /// producers' skipped slots, less `task_done` calls.
-    pub(crate) fn unfinished(&self) -> u64 {
-        let c = self.ctl();
-        // Acquire (all): pair with the Release/AcqRel writers of each word.
-        let done = c.join.0.done.load(Ordering::Acquire);
-        let skipped = c.join.0.skipped.load(Ordering::Acquire);
-        let pushed = c.tail.0.load(Ordering::Acquire) & !CLOSED;
-        pushed.saturating_sub(skipped).saturating_sub(done)
-    }
-
-    /// Marks one previously popped item as processed (JoinableQueue).
-    pub(crate) fn task_done(&self) -> Result<(), TaskDoneError> {
-        let j = &self.ctl().join.0;
-        loop {
-            let done = j.done.load(Ordering::Relaxed);
-            if self.unfinished() == 0 {
-                return Err(TaskDoneError);
-            }
-            // SeqCst: pairs with the joiners' SeqCst registration + fence
-            // (a Dekker pair: either they see our count or we see them).
-            if j.done.compare_exchange(done, done.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed).is_ok() {
-                break;
-            }
-        }
-        fence(Ordering::SeqCst);
-        if self.unfinished() == 0 && j.joiners_waiting.load(Ordering::Relaxed) != 0 {
-            self.wake(&j.done_seq, u32::MAX);
-        }
-        Ok(())
-    }
-
-    /// Waits until every item put has been marked done; false on timeout.
-    pub(crate) fn join_until(&self, deadline: Deadline) -> bool {
-        let j = &self.ctl().join.0;
-        loop {
-            if self.unfinished() == 0 {
-                return true;
-            }
-            if deadline.passed() {
-                return false;
-            }
-            // Acquire: pairs with the Release bump in `wake`.
-            let ticket = j.done_seq.load(Ordering::Acquire);
-            // SeqCst: pairs with task_done's SeqCst CAS and fence.
-            j.joiners_waiting.fetch_add(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            if self.unfinished() != 0 {
-                wait32(&j.done_seq, ticket, deadline.capped(POLL));
-            }
-            j.joiners_waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

@@ -64,13 +64,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The number stored in the header.
-    ///
-    /// ```
-    /// use shmproc::Kind;
-    /// assert_eq!(Kind::from_u32(Kind::Barrier.to_u32()), Kind::Barrier);
-    /// ```
-    pub fn to_u32(self) -> u32 {
+    /// The number stored in the header (a layout detail, not API).
+    pub(crate) fn to_u32(self) -> u32 {
         match self {
             Kind::Lock => 1,
             Kind::RLock => 2,
@@ -91,12 +86,7 @@ impl Kind {
     }
 
     /// The kind for a header number ([`Kind::Unknown`] if not known).
-    ///
-    /// ```
-    /// use shmproc::Kind;
-    /// assert_eq!(Kind::from_u32(999), Kind::Unknown(999));
-    /// ```
-    pub fn from_u32(n: u32) -> Kind {
+    pub(crate) fn from_u32(n: u32) -> Kind {
         [
             Kind::Lock,
             Kind::RLock,
@@ -171,6 +161,13 @@ mod tests {
         }
         assert!(os_name(&"x".repeat(MAX_NAME_LEN)).is_ok());
         assert!(os_name(&"x".repeat(MAX_NAME_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn kind_header_numbers_round_trip() {
+        assert_eq!(Kind::from_u32(Kind::Barrier.to_u32()), Kind::Barrier);
+        assert_eq!(Kind::from_u32(Kind::ByteQueue.to_u32()), Kind::ByteQueue);
+        assert_eq!(Kind::from_u32(999), Kind::Unknown(999));
     }
 
     #[test]

@@ -558,7 +558,7 @@ mod tests {
         let pushed = (0..100u64).take_while(|&i| sut.try_push(i).is_ok()).count();
         assert_eq!(pushed, 8, "a ring of 8 accepted {pushed} items");
 
-        let q = ByteQueue::new((256, 64)).unwrap();
+        let q = ByteQueue::new(256, 64).unwrap();
         let sut = open_raced::<ByteQueue>(q.name());
         let mut p = sut.producer().unwrap();
         let pushed = (0..100).take_while(|_| p.try_send(&[7u8; 56]).is_ok()).count();
