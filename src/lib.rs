@@ -132,7 +132,8 @@ real_platform! {
         SimpleQueue, TaskDoneError, TryGetError, TryPopError, TryPushError, TryPutError, TryRecvError, TrySendError,
     };
     pub use shared::{Array, Value};
-    pub use shm::{Kind, MAX_NAME_LEN, NAME_PREFIX, Options, RawSegment, gc, unlink};
+    pub use shm::{Kind, MAX_NAME_LEN, NAME_PREFIX, Options, RawSegment, ShmType, gc, unlink};
+    pub use bytemuck::{self, Pod, Zeroable};
     pub use sync::barrier::{Barrier, BarrierError};
     pub use sync::condition::Condition;
     pub use sync::event::Event;

@@ -9,6 +9,8 @@ use std::cell::RefCell;
 
 use bytemuck::Pod;
 
+use crate::ShmType;
+
 use crate::queue::ByteQueue;
 
 /// Why an argument could not be decoded in the child.
@@ -285,7 +287,7 @@ impl<T: Pod> Handoff for PodArg<T> {
 /// Shared objects travel by name and are re-opened in the child.
 macro_rules! handoff_handle {
     ($($t:ident $(<$g:ident>)?),*) => {$(
-        impl$(<$g: Pod>)? Handoff for crate::$t$(<$g>)? {
+        impl$(<$g: $crate::ShmType>)? Handoff for crate::$t$(<$g>)? {
             fn encode(&self, out: &mut Vec<u8>) {
                 self.name().to_owned().encode(out);
             }
@@ -319,7 +321,7 @@ handoff_handle!(
 /// Queues live in a module of their own: same rule, by name.
 macro_rules! handoff_queue {
     ($($t:ident),*) => {$(
-        impl<T: Pod> Handoff for crate::queue::$t<T> {
+        impl<T: ShmType> Handoff for crate::queue::$t<T> {
             fn encode(&self, out: &mut Vec<u8>) {
                 self.name().to_owned().encode(out);
             }

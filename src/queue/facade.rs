@@ -2,7 +2,7 @@
 //! `SimpleQueue`, with `multiprocessing`'s method names.
 //!
 //! Differences from Python, all from living in a fixed shared segment:
-//! items are `T: Pod` (no pickling), every queue has a fixed capacity (a
+//! items are `T: ShmType` (no pickling), every queue has a fixed capacity (a
 //! `SimpleQueue` too), `qsize()` is exact, and every queue has the
 //! `put_nowait` / `get_nowait` / `put_timeout` / `get_timeout` twins.
 //!
@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytemuck::Pod;
+use crate::ShmType;
 
 use super::error::{GetError, GetTimeoutError, PutError, PutTimeoutError, TaskDoneError, TryGetError, TryPutError};
 use super::mpmc::MpmcQueue;
@@ -23,7 +23,7 @@ use crate::wait::Deadline;
 
 macro_rules! facade_common {
     ($t:ident, $doc_ty:literal) => {
-        impl<T: Pod> $t<T> {
+        impl<T: ShmType> $t<T> {
             fn wrap(q: MpmcQueue<T>) -> Self {
                 $t { q, closed: AtomicBool::new(false) }
             }
@@ -199,7 +199,7 @@ macro_rules! facade_common {
 
 macro_rules! facade_full {
     ($t:ident, $doc_ty:literal) => {
-        impl<T: Pod> $t<T> {
+        impl<T: ShmType> $t<T> {
             /// Whether the queue is full (exact at the moment of the call).
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put(1u8).unwrap();\nassert!(q.full());\n```")]
             pub fn full(&self) -> bool {
@@ -265,7 +265,7 @@ pub struct JoinableQueue<T> {
 facade_common!(JoinableQueue, "JoinableQueue");
 facade_full!(JoinableQueue, "JoinableQueue");
 
-impl<T: Pod> JoinableQueue<T> {
+impl<T: ShmType> JoinableQueue<T> {
     /// Marks one item taken with `get` as processed; an error if called
     /// more times than items were put.
     ///

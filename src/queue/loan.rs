@@ -6,12 +6,12 @@
 
 use std::sync::atomic::Ordering;
 
-use bytemuck::Pod;
+use crate::ShmType;
 
 use super::error::{CommitError, TryPopError, TryPushError};
 use super::spsc::{Consumer, Producer};
 
-impl<T: Pod> Producer<T> {
+impl<T: ShmType> Producer<T> {
     /// Borrows the next free slot to fill in place; the item is published
     /// by [`WriteLoan::commit`] (dropping the loan without commit publishes
     /// nothing). `Err` as for [`try_push`](Self::try_push): `Closed` once
@@ -38,7 +38,7 @@ impl<T: Pod> Producer<T> {
     }
 }
 
-impl<T: Pod> Consumer<T> {
+impl<T: ShmType> Consumer<T> {
     /// Borrows the oldest item in place; its slot is given back by
     /// [`ReadLoan::release`] (dropping the loan without release leaves the
     /// item in the queue). `Err` as for [`try_pop`](Self::try_pop).
@@ -65,12 +65,12 @@ impl<T: Pod> Consumer<T> {
 }
 
 /// A slot of the ring lent to the producer; see [`Producer::loan`].
-pub struct WriteLoan<'a, T: Pod> {
+pub struct WriteLoan<'a, T: ShmType> {
     p: &'a mut Producer<T>,
     slot: *mut T,
 }
 
-impl<T: Pod> WriteLoan<'_, T> {
+impl<T: ShmType> WriteLoan<'_, T> {
     /// Writes the whole item into the slot.
     ///
     /// ```
@@ -132,12 +132,12 @@ impl<T: Pod> WriteLoan<'_, T> {
 }
 
 /// The oldest item, lent in place; see [`Consumer::peek`].
-pub struct ReadLoan<'a, T: Pod> {
+pub struct ReadLoan<'a, T: ShmType> {
     c: &'a mut Consumer<T>,
     slot: *const T,
 }
 
-impl<T: Pod> ReadLoan<'_, T> {
+impl<T: ShmType> ReadLoan<'_, T> {
     /// A copy of the item.
     ///
     /// ```

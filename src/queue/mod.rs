@@ -1,7 +1,7 @@
 //! Queues in shared memory.
 //!
 //! - [`SpscQueue`]: a bounded single-producer / single-consumer ring of
-//!   `T: Pod` between two processes (Lamport's ring with cached indices, as
+//!   `T: ShmType` between two processes (Lamport's ring with cached indices, as
 //!   in rtrb), with batch and zero-copy loan operations.
 //! - [`MpmcQueue`]: a bounded multi-producer / multi-consumer lock-free ring
 //!   (Vyukov's per-slot sequence numbers) whose slots, when a process dies

@@ -1,4 +1,4 @@
-//! Bounded multi-producer multi-consumer ring of `T: Pod` in shared memory.
+//! Bounded multi-producer multi-consumer ring of `T: ShmType` in shared memory.
 //!
 //! Algorithm: Vyukov's bounded MPMC queue with crossbeam's refinements
 //! (see [`vyukov`](super::vyukov)): a push or pop is one CAS on `tail` or
@@ -38,7 +38,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytemuck::Pod;
+use crate::ShmType;
 
 use super::WaitStrategy;
 use super::records::Table;
@@ -90,7 +90,7 @@ struct Slot<T> {
     val: T,
 }
 
-/// A bounded MPMC queue of `T: Pod` in shared memory: any number of
+/// A bounded MPMC queue of `T: ShmType` in shared memory: any number of
 /// processes and threads push and pop through clones of one handle.
 ///
 /// ```
@@ -155,7 +155,7 @@ fn ring_slots(cap: u64) -> Result<u64, String> {
     }
 }
 
-impl<T: Pod> Object for MpmcQueue<T> {
+impl<T: ShmType> Object for MpmcQueue<T> {
     const KIND: Kind = Kind::MpmcQueue;
     type Init = u64;
     type Ctl = MpmcCtl;
@@ -220,7 +220,7 @@ pub(super) struct ShmSlots<T> {
     mask: u64,
 }
 
-impl<T: Pod> Slots<T> for ShmSlots<T> {
+impl<T: ShmType> Slots<T> for ShmSlots<T> {
     #[inline(always)]
     fn seq(&self, pos: u64) -> &AtomicU64 {
         // SAFETY: the masked index is inside the validated data area of `mask + 1` slots; the word is an atomic,
@@ -234,12 +234,12 @@ impl<T: Pod> Slots<T> for ShmSlots<T> {
     }
     #[inline(always)]
     unsafe fn read(&self, pos: u64) -> T {
-        // SAFETY: as in `write`; any bit pattern is a valid `T: Pod`.
+        // SAFETY: as in `write`; any bit pattern is a valid `T: ShmType`.
         unsafe { crate::shm::copy::read(std::ptr::addr_of!((*self.base.add((pos & self.mask) as usize)).val)) }
     }
 }
 
-impl<T: Pod> MpmcQueue<T> {
+impl<T: ShmType> MpmcQueue<T> {
     constructors!(doc("queue::MpmcQueue::<u64>", "8", ", 8"), capacity: u64);
 
     /// Chooses how blocked calls through this handle wait.

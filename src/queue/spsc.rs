@@ -1,4 +1,4 @@
-//! Single-producer single-consumer ring of `T: Pod` in shared memory.
+//! Single-producer single-consumer ring of `T: ShmType` in shared memory.
 //!
 //! Algorithm: Lamport's bounded ring with free-running 64-bit indices and
 //! each side caching the other's index (as in rtrb / the Linux kfifo): the
@@ -27,7 +27,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytemuck::Pod;
+use crate::ShmType;
 
 use super::WaitStrategy;
 use super::error::{PopError, PopTimeoutError, PushError, PushTimeoutError, RoleError, TryPopError, TryPushError};
@@ -79,7 +79,7 @@ pub(super) struct Meta {
     pub(super) aux: AtomicU64,
 }
 
-/// A bounded SPSC ring of `T: Pod` in shared memory, shared by name.
+/// A bounded SPSC ring of `T: ShmType` in shared memory, shared by name.
 /// One process at a time takes the [`producer`](Self::producer) role and one
 /// the [`consumer`](Self::consumer) role; roles of dead processes are
 /// reclaimed.
@@ -124,7 +124,7 @@ fn check_capacity(cap: u64) -> Result<(), String> {
     }
 }
 
-impl<T: Pod> Object for SpscQueue<T> {
+impl<T: ShmType> Object for SpscQueue<T> {
     const KIND: Kind = Kind::SpscQueue;
     type Init = u64;
     type Ctl = SpscCtl;
@@ -148,7 +148,7 @@ impl<T: Pod> Object for SpscQueue<T> {
     }
 }
 
-impl<T: Pod> SpscQueue<T> {
+impl<T: ShmType> SpscQueue<T> {
     constructors!(doc("queue::SpscQueue::<u64>", "8", ", 8"), capacity: u64);
 
     /// Number of slots.
@@ -310,7 +310,7 @@ impl<T> Ends<T> {
     }
 }
 
-impl<T: Pod> Ends<T> {
+impl<T: ShmType> Ends<T> {
     fn new(queue: SpscQueue<T>) -> Self {
         let ctl = queue.m.ctl() as *const SpscCtl;
         let slots = queue.m.data() as *mut T;
@@ -353,7 +353,7 @@ impl<T> std::fmt::Debug for Producer<T> {
     }
 }
 
-impl<T: Pod> Producer<T> {
+impl<T: ShmType> Producer<T> {
     /// Chooses how blocked pushes wait (default [`WaitStrategy::Blocking`]).
     ///
     /// ```
@@ -553,7 +553,7 @@ impl<T> std::fmt::Debug for Consumer<T> {
     }
 }
 
-impl<T: Pod> Consumer<T> {
+impl<T: ShmType> Consumer<T> {
     /// Chooses how blocked pops wait (default [`WaitStrategy::Blocking`]).
     ///
     /// ```

@@ -1,4 +1,4 @@
-use bytemuck::Pod;
+use crate::ShmType;
 
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
@@ -6,7 +6,7 @@ use crate::sync::lock::{Locked, MutexGuard};
 use crate::sync::raw_lock::{RawLock, Wait};
 use crate::{LockError, OpenError};
 
-/// A fixed-length array of `T: Pod` in shared memory with its own robust
+/// A fixed-length array of `T: ShmType` in shared memory with its own robust
 /// lock, like `multiprocessing.Array('d', 10)`. Elements start zeroed
 /// ([`Array::new`]) or copied from a slice ([`Array::from_slice`]).
 ///
@@ -43,7 +43,7 @@ pub(crate) enum Fill<T> {
     From(Vec<T>),
 }
 
-impl<T: Pod> Object for Array<T> {
+impl<T: ShmType> Object for Array<T> {
     const KIND: Kind = Kind::Array;
     type Init = Fill<T>;
     type Ctl = RawLock;
@@ -71,7 +71,7 @@ impl<T: Pod> Object for Array<T> {
     }
 }
 
-impl<T: Pod> Array<T> {
+impl<T: ShmType> Array<T> {
     constructors!(doc("Array::<u64>", "4", ", 4"), len: u64 => Fill::Zeroed(len));
 
     /// A new array (unique name) holding a copy of `items`.

@@ -1,4 +1,4 @@
-use bytemuck::Pod;
+use crate::ShmType;
 
 use crate::LockError;
 use crate::shm::object::constructors;
@@ -6,7 +6,7 @@ use crate::shm::{Fingerprint, Kind, Mapped, Object};
 use crate::sync::lock::{Locked, MutexGuard};
 use crate::sync::raw_lock::{RawLock, Wait};
 
-/// One `T: Pod` in shared memory with its own robust lock, like
+/// One `T: ShmType` in shared memory with its own robust lock, like
 /// `multiprocessing.Value('i', 0)`.
 ///
 /// `get` and `set` take the lock for one copy; `get_lock()` holds it across
@@ -42,7 +42,7 @@ impl<T> std::fmt::Debug for Value<T> {
     }
 }
 
-impl<T: Pod> Object for Value<T> {
+impl<T: ShmType> Object for Value<T> {
     const KIND: Kind = Kind::Value;
     type Init = T;
     type Ctl = RawLock;
@@ -68,7 +68,7 @@ impl<T: Pod> Object for Value<T> {
     }
 }
 
-impl<T: Pod> Value<T> {
+impl<T: ShmType> Value<T> {
     constructors!(doc("Value::<u64>", "7u64", ", 7u64"), initial: T);
 
     /// Reads the value under the lock.

@@ -69,17 +69,18 @@ const _: () = assert!(std::mem::align_of::<Header>() == 8);
 
 /// The element layout recorded in a header: size, align and a hash of the
 /// type's name (so `u64` and `i64`, or two structs of equal size, differ).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Fingerprint {
     pub(crate) size: u32,
     pub(crate) align: u32,
     pub(crate) hash: u64,
-    pub(crate) name: &'static str,
+    pub(crate) name: std::borrow::Cow<'static, str>,
 }
 
 impl Fingerprint {
-    pub(crate) fn of<T>() -> Self {
-        let name = std::any::type_name::<T>();
+    /// The identity of `T` ([`ShmType`](super::ShmType): its stable name).
+    pub(crate) fn of<T: super::ShmType>() -> Self {
+        let name = T::type_name();
         Fingerprint {
             size: std::mem::size_of::<T>() as u32,
             align: std::mem::align_of::<T>() as u32,

@@ -2,11 +2,13 @@
 //! opening with validation, ownership and `gc`.
 
 pub(crate) mod copy;
+mod element;
 mod header;
 pub(crate) mod object;
 mod raw;
 mod segment;
 
+pub use element::ShmType;
 pub(crate) use header::Fingerprint;
 pub use object::Options;
 pub(crate) use object::{Mapped, Object};

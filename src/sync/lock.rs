@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use bytemuck::Pod;
+use crate::ShmType;
 
 use super::raw_lock::{Acquired, Failed, RawLock, Wait};
 use crate::LockError;
@@ -206,7 +206,7 @@ impl<T> Clone for Locked<T> {
     }
 }
 
-impl<T: Pod> Locked<T> {
+impl<T: ShmType> Locked<T> {
     pub(crate) fn new(m: Mapped<RawLock>) -> Self {
         // The layout was validated for `capacity` elements at create/open.
         let len = m.capacity() as usize;
@@ -254,7 +254,7 @@ pub struct DataGuard<'a, T> {
     len: usize,
 }
 
-impl<T: Pod> DataGuard<'_, T> {
+impl<T: ShmType> DataGuard<'_, T> {
     /// Element `i`, or `None` past the end.
     ///
     /// ```
@@ -265,7 +265,7 @@ impl<T: Pod> DataGuard<'_, T> {
     /// ```
     pub fn get(&self, i: usize) -> Option<T> {
         // SAFETY: i < len (the validated count), so the element is inside the aligned data area. The lock is held,
-        // so only a misbehaving peer writes now; by the memory model (sanctioned copy, T: Pod) that gives a
+        // so only a misbehaving peer writes now; by the memory model (sanctioned copy, T: ShmType) that gives a
         // garbage value, never UB.
         (i < self.len).then(|| unsafe { copy::read(self.data.add(i)) })
     }
@@ -383,7 +383,7 @@ impl<T: Pod> DataGuard<'_, T> {
 }
 
 /// Single-value access, for `Mutex<T>` and `Value<T>` (element 0).
-impl<T: Pod> DataGuard<'_, T> {
+impl<T: ShmType> DataGuard<'_, T> {
     /// The value (element 0).
     ///
     /// ```
@@ -430,7 +430,7 @@ impl<T> std::fmt::Debug for DataGuard<'_, T> {
 /// The guard of a [`Mutex<T>`] (and of [`crate::Value`] / [`crate::Array`]).
 pub type MutexGuard<'a, T> = DataGuard<'a, T>;
 
-/// A `T: Pod` in shared memory behind a robust lock.
+/// A `T: ShmType` in shared memory behind a robust lock.
 ///
 /// ```
 /// use shmproc::Mutex;
@@ -457,7 +457,7 @@ impl<T> std::fmt::Debug for Mutex<T> {
     }
 }
 
-impl<T: Pod> Object for Mutex<T> {
+impl<T: ShmType> Object for Mutex<T> {
     const KIND: Kind = Kind::Mutex;
     type Init = T;
     type Ctl = RawLock;
@@ -483,7 +483,7 @@ impl<T: Pod> Object for Mutex<T> {
     }
 }
 
-impl<T: Pod> Mutex<T> {
+impl<T: ShmType> Mutex<T> {
     constructors!(doc("Mutex::<[u8; 4]>", "[1, 2, 3, 4]", ", [1, 2, 3, 4]"), initial: T);
 
     /// Blocks until the lock is held. See [`Lock`] for dead owners.
