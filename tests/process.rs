@@ -139,7 +139,7 @@ fn join_timeout_leaves_a_live_child_running() {
     p.kill().unwrap();
     assert!(matches!(common::join(&p), Err(ProcessError::Signaled { signal: 9, .. })));
     p.close().unwrap();
-    assert!(matches!(p.join(), Err(ProcessError::NotStarted(_))), "closed: join returns at once");
+    assert!(matches!(p.join(), Err(ProcessError::Closed(_))), "closed: join returns at once");
 }
 
 shmproc::entry! {
@@ -695,4 +695,90 @@ fn a_forked_child_does_not_inherit_locks_held_by_other_threads() {
         }
     });
     assert_eq!(total.get().unwrap(), rounds);
+}
+
+// --- settings after start, close (issue 11 items 1 and 2) -----------------
+
+/// SIGKILLs a started child when dropped (by pid: the handle stays free for
+/// `&mut` calls). The child is ours and not reaped before the drop, so its
+/// pid still names it.
+struct KillPidOnDrop(u32);
+
+impl Drop for KillPidOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(self.0 as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
+/// Issue 11 item 1: `with_daemon(true)` after `start` used to be accepted
+/// and make `daemon()` say true while the child was started (and treated at
+/// exit, and listed by `active_children`) as a non-daemon. Now `set_daemon`
+/// refuses, `with_daemon` changes nothing, and every view agrees.
+#[test]
+fn daemon_and_start_method_cannot_change_after_start() {
+    let started = Event::create(&name("daemon-after-start")).unwrap();
+    let mut p = Process::new(sleep_long, started.clone()).with_start_method(StartMethod::Spawn);
+    p.start().unwrap();
+    let kill = KillPidOnDrop(p.pid().unwrap());
+    assert!(started.wait_timeout(common::DEADLINE), "child did not start");
+    assert!(matches!(p.set_daemon(true), Err(ProcessError::AlreadyStarted(_))));
+    assert!(!p.daemon());
+    assert!(matches!(p.set_start_method(StartMethod::Fork), Err(ProcessError::AlreadyStarted(_))));
+    assert_eq!(p.start_method(), StartMethod::Spawn);
+    let p = p.with_daemon(true).with_start_method(StartMethod::Fork);
+    assert!(!p.daemon(), "with_daemon after start must not claim a daemon");
+    assert_eq!(p.start_method(), StartMethod::Spawn);
+    let pid = p.pid().unwrap();
+    let listed: Vec<Process> = shmproc::active_children().into_iter().filter(|c| c.pid() == Some(pid)).collect();
+    assert_eq!(listed.len(), 1);
+    assert!(!listed[0].daemon());
+    assert_eq!(listed[0].start_method(), StartMethod::Spawn);
+    drop(kill);
+    assert!(matches!(common::join(&p), Err(ProcessError::Signaled { signal: 9, .. })));
+}
+
+/// A name set after start is the parent's name for the child everywhere
+/// (as in Python): this handle, `active_children`, and its errors.
+#[test]
+fn a_name_set_after_start_is_used_by_active_children_and_errors() {
+    let started = Event::create(&name("rename-after-start")).unwrap();
+    let mut p = Process::new(sleep_long, started.clone());
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    let kill = KillPidOnDrop(pid);
+    assert!(started.wait_timeout(common::DEADLINE), "child did not start");
+    let renamed = format!("renamed-{pid}");
+    p.set_name(renamed.clone());
+    assert_eq!(p.name(), renamed);
+    let listed: Vec<Process> = shmproc::active_children().into_iter().filter(|c| c.pid() == Some(pid)).collect();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name(), renamed);
+    // Python's _identity: [n] for this process's n-th child, as the name says.
+    assert_eq!(listed[0].identity(), p.identity());
+    assert_eq!(p.identity().len(), 1);
+    drop(kill);
+    match common::join(&p) {
+        Err(ProcessError::Signaled { name, signal: 9 }) => assert_eq!(name, renamed),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Issue 11 item 2: after `close`, `join` said "has not been started".
+#[test]
+fn a_closed_process_says_it_is_closed() {
+    let mut p = Process::new(succeed, ());
+    p.start().unwrap();
+    common::join(&p).unwrap();
+    p.close().unwrap();
+    for r in [p.join(), p.terminate(), p.kill(), p.join_timeout(Duration::ZERO).map(|_| ()), p.start()] {
+        match r {
+            Err(e @ ProcessError::Closed(_)) => assert!(e.to_string().contains("process object"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(!p.is_alive());
+    assert_eq!(p.exitcode(), None);
+    assert!(matches!(p.set_daemon(true), Err(ProcessError::Closed(_))));
+    p.close().unwrap(); // again: a no-op
 }
