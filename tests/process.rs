@@ -697,7 +697,7 @@ fn a_forked_child_does_not_inherit_locks_held_by_other_threads() {
     assert_eq!(total.get().unwrap(), rounds);
 }
 
-// --- settings after start, close (issue 11 items 1 and 2) -----------------
+// --- settings after start, close (newcomer report items 1 and 2) -----------------
 
 /// SIGKILLs a started child when dropped (by pid: the handle stays free for
 /// `&mut` calls). The child is ours and not reaped before the drop, so its
@@ -711,7 +711,7 @@ impl Drop for KillPidOnDrop {
     }
 }
 
-/// Issue 11 item 1: `with_daemon(true)` after `start` used to be accepted
+/// Newcomer report item 1: `with_daemon(true)` after `start` used to be accepted
 /// and make `daemon()` say true while the child was started (and treated at
 /// exit, and listed by `active_children`) as a non-daemon. Now `set_daemon`
 /// refuses, `with_daemon` changes nothing, and every view agrees.
@@ -764,7 +764,7 @@ fn a_name_set_after_start_is_used_by_active_children_and_errors() {
     }
 }
 
-/// Issue 11 item 2: after `close`, `join` said "has not been started".
+/// Newcomer report item 2: after `close`, `join` said "has not been started".
 #[test]
 fn a_closed_process_says_it_is_closed() {
     let mut p = Process::new(succeed, ());
