@@ -83,9 +83,17 @@ fn wrong_kind() {
     let lock = Lock::create(&name("wrong-kind")).unwrap();
     Child::spawn("expect_open_error", &["event", lock.name(), "WrongKind"]).join_ok();
     match Event::open(lock.name()) {
-        Err(OpenError::WrongKind { expected: Kind::Event, found: Kind::Lock, .. }) => {}
+        Err(e @ OpenError::WrongKind { expected: Kind::Event, found: Kind::Lock, .. }) => {
+            // a/an by the kind (it read "not a Event").
+            assert!(e.to_string().ends_with("is a Lock, not an Event"), "{e}");
+        }
         other => panic!("{other:?}"),
     }
+    let value = Value::create(&name("wrong-kind-value"), 1u8).unwrap();
+    let e = Event::open(value.name()).unwrap_err();
+    assert!(e.to_string().ends_with("is a Value, not an Event"), "{e}");
+    let e = Array::<u8>::open(lock.name()).unwrap_err();
+    assert!(e.to_string().ends_with("is a Lock, not an Array"), "{e}");
 }
 
 fn wrong_element_type() {
