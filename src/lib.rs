@@ -128,6 +128,7 @@ real_platform! {
     pub use process::{Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process};
     pub use queue::{JoinableQueue, PopError, PushError, Queue, RoleError, SimpleQueue, TaskDoneError};
     pub use shared::{Array, Value};
+    pub use shared::ArrayError;
     pub use shm::{Kind, MAX_NAME_LEN, NAME_PREFIX, Options, RawSegment, gc, unlink};
     pub use sync::barrier::{Barrier, BarrierError};
     pub use sync::condition::Condition;
