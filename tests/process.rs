@@ -782,3 +782,45 @@ fn a_closed_process_says_it_is_closed() {
     assert!(matches!(p.set_daemon(true), Err(ProcessError::Closed(_))));
     p.close().unwrap(); // again: a no-op
 }
+
+// --- a child's panic names the process (newcomer report item 5) -----------
+
+const PANIC_INNER: &str = "SHMPROC_TEST_PANIC_INNER";
+
+/// Run only by `a_childs_panic_message_names_the_process`, in a process of
+/// its own (its stderr captured, libtest's capture off).
+#[test]
+fn inner_panicking_children() {
+    if std::env::var_os(PANIC_INNER).is_none() {
+        return;
+    }
+    for (m, who) in [(StartMethod::Spawn, "spawned-child"), (StartMethod::Fork, "forked-child")] {
+        let mut p = Process::new(explode, format!("kaboom from {who}")).with_name(who).with_start_method(m);
+        p.start().unwrap();
+        assert!(matches!(common::join(&p), Err(ProcessError::Panicked { .. })));
+    }
+    // The parent's own panics are not attributed to a child.
+    let r = std::panic::catch_unwind(|| panic!("parent panics"));
+    assert!(r.is_err());
+}
+
+/// Before the fix a spawned child's panic read "thread '<unnamed>'
+/// panicked" and a forked one's carried the forking thread's name: neither
+/// said which process. Python prints "Process Process-1:" first.
+#[test]
+fn a_childs_panic_message_names_the_process() {
+    let (status, err) = common::run_within(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "inner_panicking_children", "--test-threads=1", "--nocapture"])
+            .env(PANIC_INNER, "1"),
+    );
+    assert!(status.success(), "{err}");
+    for who in ["spawned-child", "forked-child"] {
+        let at = err.find(&format!("Process {who}:\n")).unwrap_or_else(|| panic!("no 'Process {who}:' line: {err}"));
+        let rest = &err[at..];
+        let panic_at = rest.find(&format!("kaboom from {who}")).unwrap_or_else(|| panic!("{err}"));
+        assert!(rest[..panic_at].contains("panicked"), "the name comes right before the panic: {err}");
+    }
+    assert!(err.contains("parent panics"), "{err}");
+    assert!(!err.contains("Process MainProcess:"), "{err}");
+}

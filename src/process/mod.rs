@@ -27,7 +27,12 @@
 //!   `cargo test` binaries. The child gets the argument by re-opening every
 //!   handle by name. Its stdin is `/dev/null`, stdout and stderr are
 //!   inherited. The entry runs before `main`, so std's main-thread setup
-//!   (thread name, stack-overflow message) is not in place.
+//!   (thread name, stack-overflow message) is not in place; a panic in a
+//!   child is preceded by a `Process <name>:` line on stderr (as Python
+//!   prints before a child's traceback), from a panic hook shmproc chains
+//!   in front of the existing one: in each spawned child, and for forked
+//!   children in the parent at its first `Fork` start (it adds nothing
+//!   to panics of a process that is not a child).
 //! - [`StartMethod::Fork`] calls `fork()`: the fastest start. In a
 //!   multi-threaded parent only the calling thread survives in the child,
 //!   and a lock another thread held at that instant stays locked forever

@@ -188,6 +188,8 @@ impl Process {
             info: ProcessInfo { name: self.name.clone(), pid: 0, daemon: self.daemon, identity: self.identity.clone() },
             parent: Some((me.name.clone(), me.pid)),
         };
+        // Before taking any lock below: it takes std's hook lock.
+        dispatch::name_panics();
         let mut out = std::io::stdout().lock();
         let mut err = std::io::stderr().lock();
         let _ = out.flush();
