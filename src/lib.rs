@@ -46,6 +46,29 @@
 //! assert!(Lock::open("no/slashes").is_err());           // invalid name
 //! ```
 //!
+//! ## Your own data types
+//!
+//! Queues, pipes, `Value`, `Array` and `Mutex` carry any `T: Pod` (plain
+//! old data: `#[repr(C)]`, no pointers, no padding). shmproc re-exports
+//! [`bytemuck`] and its [`Pod`] and [`Zeroable`] derives, so a message
+//! type needs no other dependency than shmproc; the `crate` attribute
+//! points the derive at the re-export:
+//!
+//! ```
+//! #[derive(Clone, Copy, Debug, PartialEq, shmproc::Pod, shmproc::Zeroable)]
+//! #[bytemuck(crate = "shmproc::bytemuck")]
+//! #[repr(C)]
+//! struct Tick {
+//!     price: f64,
+//!     qty: u32,
+//!     side: u32,
+//! }
+//!
+//! let last = shmproc::Value::new(Tick { price: 1.5, qty: 10, side: 1 }).unwrap();
+//! last.set(Tick { price: 2.0, qty: 3, side: 0 }).unwrap();
+//! assert_eq!(last.get().unwrap().qty, 3);
+//! ```
+//!
 //! ## Crash safety
 //!
 //! A lock whose holder dies (even by `kill -9`) is handed to the next
@@ -137,6 +160,13 @@ real_platform! {
     pub use sync::rlock::{RLock, RLockGuard};
     pub use sync::semaphore::{BoundedSemaphore, ReleaseError, Semaphore};
 }
+
+/// Re-exported so that user types can derive [`Pod`] and [`Zeroable`] with
+/// shmproc as their only dependency (`#[bytemuck(crate = "shmproc::bytemuck")]`).
+pub use bytemuck;
+/// Plain old data: what shared memory carries (derive it with
+/// `#[derive(shmproc::Pod, shmproc::Zeroable)]`, see the crate docs).
+pub use bytemuck::{Pod, Zeroable};
 
 /// The lock, semaphore, event, condition and barrier algorithms on the heap,
 /// for loom model checking (`RUSTFLAGS="--cfg loom"`). Not part of the API.
