@@ -824,3 +824,32 @@ fn a_childs_panic_message_names_the_process() {
     assert!(err.contains("parent panics"), "{err}");
     assert!(!err.contains("Process MainProcess:"), "{err}");
 }
+
+// --- entry! takes a tuple pattern (newcomer report item 7) ----------------
+
+shmproc::entry! {
+    /// Before the fix: "no rules expected `(`".
+    fn add_under_lock((lock, total, n): (Lock, Value<u64>, u64)) -> Result<(), String> {
+        let _held = lock.lock().map_err(|e| e.to_string())?;
+        let now = total.get().map_err(|e| e.to_string())?;
+        total.set(now + n).map_err(|e| e.to_string())
+    }
+}
+
+shmproc::entry! {
+    fn ignore_argument(_: u32) {}
+}
+
+#[test]
+fn an_entry_can_take_its_tuple_argument_apart_in_the_signature() {
+    let total = Value::new(1u64).unwrap();
+    both_methods(|m| {
+        let mut p = Process::new(add_under_lock, (Lock::new().unwrap(), total.clone(), 20)).with_start_method(m);
+        p.start().unwrap();
+        common::join(&p).unwrap_or_else(|e| panic!("{m:?}: {e}"));
+        let mut p = Process::new(ignore_argument, 7).with_start_method(m);
+        p.start().unwrap();
+        common::join(&p).unwrap();
+    });
+    assert_eq!(total.get().unwrap(), 41);
+}
