@@ -74,7 +74,8 @@
 //! A lock whose holder dies (even by `kill -9`) is handed to the next
 //! locker with [`LockError::OwnerDied`]; it repairs the data and calls
 //! `make_consistent()`. Notifiers never wait for waiters, so a dead waiter
-//! blocks nobody. [`gc`] removes segments whose creator died.
+//! blocks nobody. [`gc`] removes segments whose creator died (also one
+//! stopped by Ctrl-C: shmproc installs no signal handler).
 //!
 //! ## Memory model across processes
 //!
