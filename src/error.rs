@@ -36,7 +36,7 @@ pub enum OpenError {
     #[error("permission denied for shared object {0:?}")]
     PermissionDenied(String),
     /// The segment holds another kind of object.
-    #[error("shared object {name:?} is a {found}, not a {expected}")]
+    #[error("shared object {name:?} is {}, not {}", found.with_article(), expected.with_article())]
     WrongKind {
         /// The name.
         name: String,

@@ -46,12 +46,36 @@
 //! assert!(Lock::open("no/slashes").is_err());           // invalid name
 //! ```
 //!
+//! ## Your own data types
+//!
+//! Queues, pipes, `Value`, `Array` and `Mutex` carry any `T: Pod` (plain
+//! old data: `#[repr(C)]`, no pointers, no padding). shmproc re-exports
+//! [`bytemuck`] and its [`Pod`] and [`Zeroable`] derives, so a message
+//! type needs no other dependency than shmproc; the `crate` attribute
+//! points the derive at the re-export:
+//!
+//! ```
+//! #[derive(Clone, Copy, Debug, PartialEq, shmproc::Pod, shmproc::Zeroable)]
+//! #[bytemuck(crate = "shmproc::bytemuck")]
+//! #[repr(C)]
+//! struct Tick {
+//!     price: f64,
+//!     qty: u32,
+//!     side: u32,
+//! }
+//!
+//! let last = shmproc::Value::new(Tick { price: 1.5, qty: 10, side: 1 }).unwrap();
+//! last.set(Tick { price: 2.0, qty: 3, side: 0 }).unwrap();
+//! assert_eq!(last.get().unwrap().qty, 3);
+//! ```
+//!
 //! ## Crash safety
 //!
 //! A lock whose holder dies (even by `kill -9`) is handed to the next
 //! locker with [`LockError::OwnerDied`]; it repairs the data and calls
 //! `make_consistent()`. Notifiers never wait for waiters, so a dead waiter
-//! blocks nobody. [`gc`] removes segments whose creator died.
+//! blocks nobody. [`gc`] removes segments whose creator died (also one
+//! stopped by Ctrl-C: shmproc installs no signal handler).
 //!
 //! ## Memory model across processes
 //!
@@ -132,8 +156,8 @@ real_platform! {
         SimpleQueue, TaskDoneError, TryGetError, TryPopError, TryPushError, TryPutError, TryRecvError, TrySendError,
     };
     pub use shared::{Array, Value};
+    pub use shared::ArrayError;
     pub use shm::{Kind, MAX_NAME_LEN, NAME_PREFIX, Options, RawSegment, ShmType, gc, unlink};
-    pub use bytemuck::{self, Pod, Zeroable};
     pub use sync::barrier::{Barrier, BarrierError};
     pub use sync::condition::Condition;
     pub use sync::event::Event;
@@ -141,6 +165,13 @@ real_platform! {
     pub use sync::rlock::{RLock, RLockGuard};
     pub use sync::semaphore::{BoundedSemaphore, ReleaseError, Semaphore};
 }
+
+/// Re-exported so that user types can derive [`Pod`] and [`Zeroable`] with
+/// shmproc as their only dependency (`#[bytemuck(crate = "shmproc::bytemuck")]`).
+pub use bytemuck;
+/// Plain old data: what shared memory carries (derive it with
+/// `#[derive(shmproc::Pod, shmproc::Zeroable)]`, see the crate docs).
+pub use bytemuck::{Pod, Zeroable};
 
 /// The lock, semaphore, event, condition and barrier algorithms on the heap,
 /// for loom model checking (`RUSTFLAGS="--cfg loom"`). Not part of the API.

@@ -139,7 +139,7 @@ fn join_timeout_leaves_a_live_child_running() {
     p.kill().unwrap();
     assert!(matches!(common::join(&p), Err(ProcessError::Signaled { signal: 9, .. })));
     p.close().unwrap();
-    assert!(matches!(p.join(), Err(ProcessError::NotStarted(_))), "closed: join returns at once");
+    assert!(matches!(p.join(), Err(ProcessError::Closed(_))), "closed: join returns at once");
 }
 
 shmproc::entry! {
@@ -695,4 +695,161 @@ fn a_forked_child_does_not_inherit_locks_held_by_other_threads() {
         }
     });
     assert_eq!(total.get().unwrap(), rounds);
+}
+
+// --- settings after start, close (newcomer report items 1 and 2) -----------------
+
+/// SIGKILLs a started child when dropped (by pid: the handle stays free for
+/// `&mut` calls). The child is ours and not reaped before the drop, so its
+/// pid still names it.
+struct KillPidOnDrop(u32);
+
+impl Drop for KillPidOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(self.0 as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
+/// Newcomer report item 1: `with_daemon(true)` after `start` used to be accepted
+/// and make `daemon()` say true while the child was started (and treated at
+/// exit, and listed by `active_children`) as a non-daemon. Now `set_daemon`
+/// refuses, `with_daemon` changes nothing, and every view agrees.
+#[test]
+fn daemon_and_start_method_cannot_change_after_start() {
+    let started = Event::create(&name("daemon-after-start")).unwrap();
+    let mut p = Process::new(sleep_long, started.clone()).with_start_method(StartMethod::Spawn);
+    p.start().unwrap();
+    let kill = KillPidOnDrop(p.pid().unwrap());
+    assert!(started.wait_timeout(common::DEADLINE), "child did not start");
+    assert!(matches!(p.set_daemon(true), Err(ProcessError::AlreadyStarted(_))));
+    assert!(!p.daemon());
+    assert!(matches!(p.set_start_method(StartMethod::Fork), Err(ProcessError::AlreadyStarted(_))));
+    assert_eq!(p.start_method(), StartMethod::Spawn);
+    let p = p.with_daemon(true).with_start_method(StartMethod::Fork);
+    assert!(!p.daemon(), "with_daemon after start must not claim a daemon");
+    assert_eq!(p.start_method(), StartMethod::Spawn);
+    let pid = p.pid().unwrap();
+    let listed: Vec<Process> = shmproc::active_children().into_iter().filter(|c| c.pid() == Some(pid)).collect();
+    assert_eq!(listed.len(), 1);
+    assert!(!listed[0].daemon());
+    assert_eq!(listed[0].start_method(), StartMethod::Spawn);
+    drop(kill);
+    assert!(matches!(common::join(&p), Err(ProcessError::Signaled { signal: 9, .. })));
+}
+
+/// A name set after start is the parent's name for the child everywhere
+/// (as in Python): this handle, `active_children`, and its errors.
+#[test]
+fn a_name_set_after_start_is_used_by_active_children_and_errors() {
+    let started = Event::create(&name("rename-after-start")).unwrap();
+    let mut p = Process::new(sleep_long, started.clone());
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    let kill = KillPidOnDrop(pid);
+    assert!(started.wait_timeout(common::DEADLINE), "child did not start");
+    let renamed = format!("renamed-{pid}");
+    p.set_name(renamed.clone());
+    assert_eq!(p.name(), renamed);
+    let listed: Vec<Process> = shmproc::active_children().into_iter().filter(|c| c.pid() == Some(pid)).collect();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].name(), renamed);
+    // Python's _identity: [n] for this process's n-th child, as the name says.
+    assert_eq!(listed[0].identity(), p.identity());
+    assert_eq!(p.identity().len(), 1);
+    drop(kill);
+    match common::join(&p) {
+        Err(ProcessError::Signaled { name, signal: 9 }) => assert_eq!(name, renamed),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Newcomer report item 2: after `close`, `join` said "has not been started".
+#[test]
+fn a_closed_process_says_it_is_closed() {
+    let mut p = Process::new(succeed, ());
+    p.start().unwrap();
+    common::join(&p).unwrap();
+    p.close().unwrap();
+    for r in [p.join(), p.terminate(), p.kill(), p.join_timeout(Duration::ZERO).map(|_| ()), p.start()] {
+        match r {
+            Err(e @ ProcessError::Closed(_)) => assert!(e.to_string().contains("process object"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(!p.is_alive());
+    assert_eq!(p.exitcode(), None);
+    assert!(matches!(p.set_daemon(true), Err(ProcessError::Closed(_))));
+    p.close().unwrap(); // again: a no-op
+}
+
+// --- a child's panic names the process (newcomer report item 5) -----------
+
+const PANIC_INNER: &str = "SHMPROC_TEST_PANIC_INNER";
+
+/// Run only by `a_childs_panic_message_names_the_process`, in a process of
+/// its own (its stderr captured, libtest's capture off).
+#[test]
+fn inner_panicking_children() {
+    if std::env::var_os(PANIC_INNER).is_none() {
+        return;
+    }
+    for (m, who) in [(StartMethod::Spawn, "spawned-child"), (StartMethod::Fork, "forked-child")] {
+        let mut p = Process::new(explode, format!("kaboom from {who}")).with_name(who).with_start_method(m);
+        p.start().unwrap();
+        assert!(matches!(common::join(&p), Err(ProcessError::Panicked { .. })));
+    }
+    // The parent's own panics are not attributed to a child.
+    let r = std::panic::catch_unwind(|| panic!("parent panics"));
+    assert!(r.is_err());
+}
+
+/// Before the fix a spawned child's panic read "thread '<unnamed>'
+/// panicked" and a forked one's carried the forking thread's name: neither
+/// said which process. Python prints "Process Process-1:" first.
+#[test]
+fn a_childs_panic_message_names_the_process() {
+    let (status, err) = common::run_within(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "inner_panicking_children", "--test-threads=1", "--nocapture"])
+            .env(PANIC_INNER, "1"),
+    );
+    assert!(status.success(), "{err}");
+    for who in ["spawned-child", "forked-child"] {
+        let at = err.find(&format!("Process {who}:\n")).unwrap_or_else(|| panic!("no 'Process {who}:' line: {err}"));
+        let rest = &err[at..];
+        let panic_at = rest.find(&format!("kaboom from {who}")).unwrap_or_else(|| panic!("{err}"));
+        assert!(rest[..panic_at].contains("panicked"), "the name comes right before the panic: {err}");
+    }
+    assert!(err.contains("parent panics"), "{err}");
+    assert!(!err.contains("Process MainProcess:"), "{err}");
+}
+
+// --- entry! takes a tuple pattern (newcomer report item 7) ----------------
+
+shmproc::entry! {
+    /// Before the fix: "no rules expected `(`".
+    fn add_under_lock((lock, total, n): (Lock, Value<u64>, u64)) -> Result<(), String> {
+        let _held = lock.lock().map_err(|e| e.to_string())?;
+        let now = total.get().map_err(|e| e.to_string())?;
+        total.set(now + n).map_err(|e| e.to_string())
+    }
+}
+
+shmproc::entry! {
+    fn ignore_argument(_: u32) {}
+}
+
+#[test]
+fn an_entry_can_take_its_tuple_argument_apart_in_the_signature() {
+    let total = Value::new(1u64).unwrap();
+    both_methods(|m| {
+        let mut p = Process::new(add_under_lock, (Lock::new().unwrap(), total.clone(), 20)).with_start_method(m);
+        p.start().unwrap();
+        common::join(&p).unwrap_or_else(|e| panic!("{m:?}: {e}"));
+        let mut p = Process::new(ignore_argument, 7).with_start_method(m);
+        p.start().unwrap();
+        common::join(&p).unwrap();
+    });
+    assert_eq!(total.get().unwrap(), 41);
 }

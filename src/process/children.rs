@@ -11,9 +11,12 @@ use crate::sys::proc::{self as sysproc, Ended};
 
 /// Shared state of a started process (also held by the exit handler).
 pub(super) struct Inner {
-    pub(super) name: String,
+    /// The parent's name for the child (`Process::set_name` may change it
+    /// after start); read it with `name()`.
+    pub(super) name: Mutex<String>,
     pub(super) identity: Vec<u32>,
     pub(super) daemon: bool,
+    pub(super) method: super::StartMethod,
     pub(super) pid: u32,
     pub(super) parent_pid: u32,
     pub(super) seg: RawSegment,
@@ -26,6 +29,14 @@ pub(super) struct Inner {
 }
 
 impl Inner {
+    pub(super) fn name(&self) -> String {
+        self.name.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(super) fn set_name(&self, name: &str) {
+        *self.name.lock().unwrap_or_else(|p| p.into_inner()) = name.to_owned();
+    }
+
     /// Reaps the child if it ended (or waits for it with `block`).
     pub(super) fn poll(&self, block: bool) -> Option<Ended> {
         let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
@@ -52,16 +63,16 @@ impl Inner {
         if !before && let Some(end) = end {
             match self.exitcode(end) {
                 c if c >= 0 => {
-                    log::info!(target: LOG_TARGET, "process {} (pid {}) exited with code {c}", self.name, self.pid)
+                    log::info!(target: LOG_TARGET, "process {} (pid {}) exited with code {c}", self.name(), self.pid)
                 }
                 EXITCODE_UNKNOWN => log::info!(
                     target: LOG_TARGET,
                     "process {} (pid {}) ended; its exit status was collected elsewhere",
-                    self.name,
+                    self.name(),
                     self.pid
                 ),
                 c => {
-                    log::info!(target: LOG_TARGET, "process {} (pid {}) was killed by signal {}", self.name, self.pid, -c)
+                    log::info!(target: LOG_TARGET, "process {} (pid {}) was killed by signal {}", self.name(), self.pid, -c)
                 }
             }
         }
@@ -77,7 +88,7 @@ impl Inner {
         }
         let arg = self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
         if arg.is_some() {
-            log::debug!(target: LOG_TARGET, "process {}: argument opened by the child, parent copy released", self.name);
+            log::debug!(target: LOG_TARGET, "process {}: argument opened by the child, parent copy released", self.name());
         }
         drop(arg);
     }
@@ -92,7 +103,7 @@ impl Inner {
     }
 
     pub(super) fn result(&self, end: Ended) -> Result<(), ProcessError> {
-        let name = self.name.clone();
+        let name = self.name();
         match (end, status::read_outcome(&self.seg)) {
             (Ended::Signal(signal), _) => Err(ProcessError::Signaled { name, signal }),
             (Ended::Code(0), _) | (Ended::Lost, Some(Outcome::Ok)) => Ok(()),
@@ -107,7 +118,7 @@ impl Inner {
     /// Sends `sig` through the pidfd (no pid-reuse race). A child we
     /// already reaped is not signalled (Python: a no-op).
     pub(super) fn signal(&self, sig: i32) -> Result<(), ProcessError> {
-        log::info!(target: LOG_TARGET, "sending signal {sig} to process {} (pid {})", self.name, self.pid);
+        log::info!(target: LOG_TARGET, "sending signal {sig} to process {} (pid {})", self.name(), self.pid);
         let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
         if ended.is_some() {
             return Ok(());
@@ -136,7 +147,7 @@ impl Inner {
             // still names it.
             None => sysproc::signal(self.pid, sig),
         };
-        r.map_err(|source| ProcessError::Signal { name: self.name.clone(), signal: sig, source })
+        r.map_err(|source| ProcessError::Signal { name: self.name(), signal: sig, source })
     }
 }
 
@@ -182,13 +193,13 @@ pub(super) fn exit_children() {
     let list = my_children();
     for c in list.iter().filter(|c| c.daemon) {
         if c.poll(false).is_none() {
-            log::debug!(target: LOG_TARGET, "terminating daemon process {} at exit", c.name);
+            log::debug!(target: LOG_TARGET, "terminating daemon process {} at exit", c.name());
             let _ = c.signal(sysproc::SIGTERM);
         }
     }
     for c in &list {
         if c.poll(false).is_none() {
-            log::debug!(target: LOG_TARGET, "joining process {} at exit", c.name);
+            log::debug!(target: LOG_TARGET, "joining process {} at exit", c.name());
         }
         c.poll(true);
     }

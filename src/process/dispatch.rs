@@ -94,6 +94,7 @@ fn spawned_child_main(
             parent: Some((parent_name.to_owned(), parent_pid)),
         },
     );
+    name_panics();
     let seg_name = seg_name.to_string_lossy();
     let seg = RawSegment::open(&seg_name);
     // The mapping is all we need: remove the name at once, so nothing is
@@ -144,6 +145,28 @@ pub(super) fn report(name: &str, seg: &RawSegment, outcome: Outcome) -> i32 {
     log::debug!(target: LOG_TARGET, "process {name} exiting with code {}", outcome.exit_code());
     status::write_outcome(seg, &outcome);
     outcome.exit_code()
+}
+
+/// Makes a panic in a child process name it first, as Python prints
+/// `Process Process-1:` before a child's traceback (the entry of a spawned
+/// child runs before `main`, so its thread is `<unnamed>`; a forked child's
+/// thread has the forking thread's name). Installed once per process,
+/// chaining the hook in place: in a spawned child before its entry runs;
+/// for forked children in the parent before its first fork (a forked child
+/// must not take std's hook lock: another parent thread may have held it
+/// at the fork), where it adds nothing while the process is not a child.
+pub(super) fn name_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(name) = super::identity::child_name_nonblocking() {
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "Process {name}:");
+            }
+            prev(info);
+        }));
+    });
 }
 
 /// A daemon child terminates itself when its parent goes away.

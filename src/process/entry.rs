@@ -143,13 +143,29 @@ pub(crate) fn lookup(id: &str) -> Option<Runner> {
 /// Defines a function that child processes can run, and registers it.
 ///
 /// The function takes zero or one argument (use a tuple for more) of a
-/// [`Handoff`] type and returns `()` or `Result<(), E: Display>`. The macro
+/// [`Handoff`] type and returns `()` or `Result<(), E: Display>`. The
+/// argument is a name (`mut` allowed), `_`, or a tuple pattern that takes
+/// the tuple apart: `fn f((lock, n): (Lock, u32))`. The macro
 /// turns its name into a unit struct to pass to
 /// [`Process::new`](crate::Process::new); call the body directly with
 /// `name::call(arg)` (from the [`Entry`] trait). Define entries in the
 /// binary (or test) crate that starts the processes.
 ///
 /// `entry!(impl Run for MyType);` registers a [`Run`] type instead.
+///
+/// ```
+/// use shmproc::Lock;
+/// use shmproc::process::Entry;
+///
+/// shmproc::entry! {
+///     fn count_to((lock, n): (Lock, u32)) -> Result<(), String> {
+///         let _held = lock.lock().map_err(|e| e.to_string())?;
+///         if n > 3 { Err(format!("{n} is too many")) } else { Ok(()) }
+///     }
+/// }
+/// assert_eq!(count_to::call((Lock::new().unwrap(), 3)), Ok(()));
+/// assert!(count_to::call((Lock::new().unwrap(), 4)).is_err());
+/// ```
 ///
 /// ```
 /// use shmproc::{Process, Value};
@@ -188,7 +204,8 @@ macro_rules! entry {
     ($(#[$meta:meta])* $vis:vis fn $name:ident (mut $arg:ident : $ty:ty $(,)?) $(-> $ret:ty)? $body:block) => {
         $crate::entry! { @define [$(#[$meta])*] [$vis] $name [mut $arg] [$ty] [$($ret)?] $body }
     };
-    ($(#[$meta:meta])* $vis:vis fn $name:ident ($arg:ident : $ty:ty $(,)?) $(-> $ret:ty)? $body:block) => {
+    // One token tree: a name, `_`, or a tuple/slice pattern `(lock, n)`.
+    ($(#[$meta:meta])* $vis:vis fn $name:ident ($arg:tt : $ty:ty $(,)?) $(-> $ret:ty)? $body:block) => {
         $crate::entry! { @define [$(#[$meta])*] [$vis] $name [$arg] [$ty] [$($ret)?] $body }
     };
     (@define [$($meta:tt)*] [$vis:vis] $name:ident [$($pat:tt)+] [$ty:ty] [$($ret:ty)?] $body:block) => {

@@ -7,9 +7,16 @@ pub enum ProcessError {
     /// `join`, `terminate`... before `start`.
     #[error("process {0} has not been started")]
     NotStarted(String),
-    /// `start` called twice.
+    /// `start` called twice, or a setting that only matters before start
+    /// ([`set_daemon`](crate::Process::set_daemon),
+    /// [`set_start_method`](crate::Process::set_start_method)) changed after it.
     #[error("process {0} was already started")]
     AlreadyStarted(String),
+    /// The process object was [`close`](crate::Process::close)d: it can no
+    /// longer be started, joined or signalled (Python: "process object is
+    /// closed").
+    #[error("process object {0} is closed")]
+    Closed(String),
     /// `close` while the child runs.
     #[error("process {0} is still running")]
     StillRunning(String),

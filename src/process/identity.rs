@@ -32,6 +32,17 @@ pub(super) fn me_lock() -> std::sync::MutexGuard<'static, Option<Me>> {
     ME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The calling process's name if it is a shmproc child, without ever
+/// blocking (for the panic hook: the panicking thread may hold `ME`).
+pub(super) fn child_name_nonblocking() -> Option<String> {
+    let me = match ME.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return None,
+    };
+    me.as_ref().filter(|m| m.parent.is_some()).map(|m| m.info.name.clone())
+}
+
 pub(super) fn with_me<R>(f: impl FnOnce(&Me) -> R) -> R {
     let mut me = me_lock();
     let me = me.get_or_insert_with(|| Me {

@@ -27,7 +27,12 @@
 //!   `cargo test` binaries. The child gets the argument by re-opening every
 //!   handle by name. Its stdin is `/dev/null`, stdout and stderr are
 //!   inherited. The entry runs before `main`, so std's main-thread setup
-//!   (thread name, stack-overflow message) is not in place.
+//!   (thread name, stack-overflow message) is not in place; a panic in a
+//!   child is preceded by a `Process <name>:` line on stderr (as Python
+//!   prints before a child's traceback), from a panic hook shmproc chains
+//!   in front of the existing one: in each spawned child, and for forked
+//!   children in the parent at its first `Fork` start (it adds nothing
+//!   to panics of a process that is not a child).
 //! - [`StartMethod::Fork`] calls `fork()`: the fastest start. In a
 //!   multi-threaded parent only the calling thread survives in the child,
 //!   and a lock another thread held at that instant stays locked forever
@@ -147,6 +152,9 @@ pub struct Process {
     /// `get_mut`) just makes `Process` Sync so threads can share `&Process`.
     target: Mutex<Option<Box<dyn Target>>>,
     inner: Option<Arc<Inner>>,
+    /// `close()` was called: every operation but the getters fails with
+    /// [`ProcessError::Closed`].
+    closed: bool,
 }
 
 impl Drop for Process {
@@ -165,7 +173,7 @@ impl std::fmt::Debug for Process {
         f.debug_struct("Process")
             .field("name", &self.name)
             .field("pid", &self.pid())
-            .field("daemon", &self.daemon)
+            .field("daemon", &self.daemon())
             .field("exitcode", &self.exitcode())
             .finish()
     }
@@ -195,6 +203,7 @@ impl Process {
             method: None,
             target: Mutex::new(Some(Box::new(Typed::<E> { arg }))),
             inner: None,
+            closed: false,
         }
     }
 
@@ -219,8 +228,7 @@ impl Process {
         Self::with_target::<T>(body)
     }
 
-    /// Sets the name (before or after start; it is what the child sees as
-    /// `current_process().name` if set before start).
+    /// Sets the name (builder form of [`set_name`](Self::set_name)).
     ///
     /// ```
     /// shmproc::entry! { fn nothing() {} }
@@ -228,34 +236,120 @@ impl Process {
     /// assert_eq!(p.name(), "Test");
     /// ```
     pub fn with_name(mut self, name: impl Into<String>) -> Process {
-        self.name = name.into();
+        self.set_name(name);
         self
     }
 
-    /// Marks the process as a daemon: terminated when the parent exits
-    /// normally, and self-terminating if the parent dies.
+    /// Sets the name, before or after start (as Python allows). Set before
+    /// start, it is what the child sees as `current_process().name`; set
+    /// after, only the parent's view changes (this handle, and the name in
+    /// its errors, logs and [`active_children`] from then on), as in Python.
+    ///
+    /// ```
+    /// shmproc::entry! { fn nothing() {} }
+    /// let mut p = shmproc::Process::new(nothing, ());
+    /// p.set_name("worker");
+    /// assert_eq!(p.name(), "worker");
+    /// ```
+    pub fn set_name(&mut self, name: impl Into<String>) {
+        self.name = name.into();
+        if let Some(inner) = &self.inner {
+            inner.set_name(&self.name);
+        }
+    }
+
+    /// Marks the process as a daemon (builder form of
+    /// [`set_daemon`](Self::set_daemon)). After `start` it changes nothing
+    /// (the child was started as what it is; [`daemon`](Self::daemon)
+    /// keeps telling the truth): use `set_daemon` to get the error.
     ///
     /// ```
     /// shmproc::entry! { fn nothing() {} }
     /// assert!(shmproc::Process::new(nothing, ()).with_daemon(true).daemon());
     /// ```
     pub fn with_daemon(mut self, daemon: bool) -> Process {
-        self.daemon = daemon;
+        if let Err(e) = self.set_daemon(daemon) {
+            log::warn!(target: LOG_TARGET, "with_daemon({daemon}) ignored: {e}");
+        }
         self
     }
 
-    /// Chooses the start method for this process (default:
-    /// [`get_start_method`]).
+    /// Marks the process as a daemon: terminated when the parent exits
+    /// normally, and self-terminating if the parent dies. Only before
+    /// `start` (Python raises too): afterwards
+    /// [`ProcessError::AlreadyStarted`] and nothing changes; after `close`,
+    /// [`ProcessError::Closed`].
+    ///
+    /// ```
+    /// use shmproc::ProcessError;
+    /// shmproc::entry! { fn nothing() {} }
+    /// let mut p = shmproc::Process::new(nothing, ());
+    /// p.set_daemon(true).unwrap();
+    /// assert!(p.daemon());
+    /// p.close().unwrap();
+    /// assert!(matches!(p.set_daemon(false), Err(ProcessError::Closed(_))));
+    /// ```
+    pub fn set_daemon(&mut self, daemon: bool) -> Result<(), ProcessError> {
+        self.check_not_started()?;
+        self.daemon = daemon;
+        Ok(())
+    }
+
+    /// Chooses the start method for this process (builder form of
+    /// [`set_start_method`](Self::set_start_method); after `start` it
+    /// changes nothing).
     ///
     /// ```
     /// use shmproc::process::StartMethod;
     /// shmproc::entry! { fn nothing() {} }
     /// let p = shmproc::Process::new(nothing, ()).with_start_method(StartMethod::Fork);
-    /// # let _ = p;
+    /// assert_eq!(p.start_method(), StartMethod::Fork);
     /// ```
     pub fn with_start_method(mut self, method: StartMethod) -> Process {
-        self.method = Some(method);
+        if let Err(e) = self.set_start_method(method) {
+            log::warn!(target: LOG_TARGET, "with_start_method({method}) ignored: {e}");
+        }
         self
+    }
+
+    /// Chooses the start method for this process (default:
+    /// [`get_start_method`]). Only before `start`: afterwards
+    /// [`ProcessError::AlreadyStarted`] and nothing changes.
+    ///
+    /// ```
+    /// use shmproc::process::StartMethod;
+    /// shmproc::entry! { fn nothing() {} }
+    /// let mut p = shmproc::Process::new(nothing, ());
+    /// p.set_start_method(StartMethod::Fork).unwrap();
+    /// assert_eq!(p.start_method(), StartMethod::Fork);
+    /// ```
+    pub fn set_start_method(&mut self, method: StartMethod) -> Result<(), ProcessError> {
+        self.check_not_started()?;
+        self.method = Some(method);
+        Ok(())
+    }
+
+    /// The start method: the one it was started with, or (before `start`)
+    /// the one `start` will use.
+    ///
+    /// ```
+    /// shmproc::entry! { fn nothing() {} }
+    /// let p = shmproc::Process::new(nothing, ());
+    /// assert_eq!(p.start_method(), shmproc::process::get_start_method());
+    /// ```
+    pub fn start_method(&self) -> StartMethod {
+        self.method.unwrap_or_else(get_start_method)
+    }
+
+    /// `Ok` while the settings may still change: not started, not closed.
+    fn check_not_started(&self) -> Result<(), ProcessError> {
+        if self.closed {
+            Err(ProcessError::Closed(self.name.clone()))
+        } else if self.inner.is_some() {
+            Err(ProcessError::AlreadyStarted(self.name.clone()))
+        } else {
+            Ok(())
+        }
     }
 
     /// The process name.
@@ -268,14 +362,14 @@ impl Process {
         &self.name
     }
 
-    /// Whether it is a daemon.
+    /// Whether it is a daemon (once started: whether it was started as one).
     ///
     /// ```
     /// shmproc::entry! { fn nothing() {} }
     /// assert!(!shmproc::Process::new(nothing, ()).daemon());
     /// ```
     pub fn daemon(&self) -> bool {
-        self.daemon
+        self.inner.as_ref().map_or(self.daemon, |i| i.daemon)
     }
 
     /// The OS pid, once started.
@@ -313,16 +407,20 @@ impl Process {
     /// A handle on an already started child (for `active_children`).
     fn from_inner(inner: Arc<Inner>) -> Process {
         Process {
-            name: inner.name.clone(),
+            name: inner.name(),
             identity: inner.identity.clone(),
             daemon: inner.daemon,
-            method: None,
+            method: Some(inner.method),
             target: Mutex::new(None),
             inner: Some(inner),
+            closed: false,
         }
     }
 
     fn inner(&self) -> Result<&Arc<Inner>, ProcessError> {
+        if self.closed {
+            return Err(ProcessError::Closed(self.name.clone()));
+        }
         self.inner.as_ref().ok_or_else(|| ProcessError::NotStarted(self.name.clone()))
     }
 
@@ -401,7 +499,19 @@ impl Process {
 
     /// Releases the process's resources, like Python's `close()`: fails
     /// with [`ProcessError::StillRunning`] (and changes nothing) while the
-    /// child runs; afterwards the handle reports `NotStarted`.
+    /// child runs. Afterwards `start`, `join`, `terminate`, `kill`,
+    /// `set_daemon`... fail with [`ProcessError::Closed`] (Python: "process
+    /// object is closed"), `pid()` and `exitcode()` are `None` and
+    /// `is_alive()` is false. Closing again is a no-op.
+    ///
+    /// ```
+    /// use shmproc::ProcessError;
+    /// shmproc::entry! { fn nothing() {} }
+    /// let mut p = shmproc::Process::new(nothing, ());
+    /// p.close().unwrap();
+    /// assert!(matches!(p.join(), Err(ProcessError::Closed(_))));
+    /// assert!(p.join().unwrap_err().to_string().contains("is closed"));
+    /// ```
     pub fn close(&mut self) -> Result<(), ProcessError> {
         if let Some(inner) = &self.inner {
             if inner.poll(false).is_none() {
@@ -411,6 +521,7 @@ impl Process {
         }
         self.inner = None;
         *self.target.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+        self.closed = true;
         Ok(())
     }
 }

@@ -86,12 +86,15 @@ impl Process {
     /// at once (the exit handler joins non-daemon children first). Pipe
     /// ends in the argument become the child's from here on.
     pub fn start(&mut self) -> Result<(), ProcessError> {
+        if self.closed {
+            return Err(ProcessError::Closed(self.name.clone()));
+        }
         let slot = self.target.get_mut().unwrap_or_else(|p| p.into_inner());
         let Some(target) = slot.take() else {
             return Err(ProcessError::AlreadyStarted(self.name.clone()));
         };
         reap_finished();
-        let method = self.method.unwrap_or_else(get_start_method);
+        let method = self.start_method();
         let start_err = |name: &str, e: std::io::Error| ProcessError::Start { name: name.to_owned(), source: e };
         if method == StartMethod::Spawn {
             // Keep the dispatcher linked into every binary that starts processes.
@@ -134,9 +137,10 @@ impl Process {
         status::set_handed(&seg);
         log::info!(target: LOG_TARGET, "process {} started (pid {pid}, {method})", self.name);
         let inner = Arc::new(Inner {
-            name: self.name.clone(),
+            name: Mutex::new(self.name.clone()),
             identity: self.identity.clone(),
             daemon: self.daemon,
+            method,
             pid,
             parent_pid: me.pid,
             seg,
@@ -146,6 +150,7 @@ impl Process {
         });
         children::register(Arc::clone(&inner));
         self.inner = Some(inner);
+        self.method = Some(method);
         Ok(())
     }
 
@@ -183,6 +188,8 @@ impl Process {
             info: ProcessInfo { name: self.name.clone(), pid: 0, daemon: self.daemon, identity: self.identity.clone() },
             parent: Some((me.name.clone(), me.pid)),
         };
+        // Before taking any lock below: it takes std's hook lock.
+        dispatch::name_panics();
         let mut out = std::io::stdout().lock();
         let mut err = std::io::stderr().lock();
         let _ = out.flush();

@@ -17,9 +17,17 @@ use crate::{LockError, OpenError};
 /// assert_eq!(a.to_vec().unwrap(), vec![0.0, 0.0, 1.5, 0.0]);
 /// let same = Array::<f64>::open(a.name()).unwrap();
 /// assert_eq!(same.len(), 4);
-/// assert_eq!(same.get(2).unwrap(), Some(1.5));
-/// assert_eq!(same.get(4).unwrap(), None); // out of range
+/// assert_eq!(same.get(2).unwrap(), 1.5);
+/// assert!(same.get(4).is_err()); // out of range, like Python's IndexError
 /// ```
+///
+/// The one-shot operations (`get`, `set`, `to_vec`) take the lock for one
+/// copy and return errors without a guard ([`ArrayError`], `LockError<()>`),
+/// so `?` works in any function. If the previous holder died, they report
+/// [`LockError::OwnerDied`] and release the lock unrepaired, which makes it
+/// [`NotRecoverable`](LockError::NotRecoverable) for everyone: the data may be
+/// half-written. To repair instead, use [`get_lock`](Array::get_lock),
+/// whose `OwnerDied` error hands over the guard.
 pub struct Array<T> {
     m: Locked<T>,
 }
@@ -34,6 +42,32 @@ impl<T> std::fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Array").field("segment", &self.m.m).finish()
     }
+}
+
+/// Why [`Array::get`] or [`Array::set`] failed.
+///
+/// ```
+/// use shmproc::{Array, ArrayError};
+/// let a = Array::<u8>::new(2).unwrap();
+/// let err = a.set(2, 1).unwrap_err();
+/// assert!(matches!(err, ArrayError::IndexOutOfRange { index: 2, len: 2 }));
+/// assert_eq!(err.to_string(), "array index 2 out of range for length 2");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArrayError {
+    /// The index is not below the length (Python's `IndexError`); nothing
+    /// was read or written, and the lock was not taken.
+    #[error("array index {index} out of range for length {len}")]
+    IndexOutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// The array's length.
+        len: usize,
+    },
+    /// Taking the lock failed (see the [`Array`] docs for `OwnerDied`).
+    #[error(transparent)]
+    Lock(#[from] LockError<()>),
 }
 
 /// How a new array's elements are filled.
@@ -114,33 +148,57 @@ impl<T: ShmType> Array<T> {
         self.m.len() == 0
     }
 
-    /// Element `i` (under the lock), `None` past the end.
+    /// Element `i`, copied under the lock;
+    /// [`ArrayError::IndexOutOfRange`] past the end.
     ///
     /// ```
-    /// assert_eq!(shmproc::Array::from_slice(&[5u8]).unwrap().get(0).unwrap(), Some(5));
+    /// use shmproc::{Array, ArrayError};
+    /// let a = Array::from_slice(&[5u8]).unwrap();
+    /// assert_eq!(a.get(0).unwrap(), 5);
+    /// assert!(matches!(a.get(1), Err(ArrayError::IndexOutOfRange { index: 1, len: 1 })));
     /// ```
-    pub fn get(&self, i: usize) -> Result<Option<T>, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::Forever).map(|g| g.get(i))
+    pub fn get(&self, i: usize) -> Result<T, ArrayError> {
+        let g = self.one_shot(i)?;
+        Ok(g.get(i).expect("index checked against the validated length"))
     }
 
-    /// Sets element `i` (under the lock); `Ok(false)` past the end.
+    /// Sets element `i` under the lock; [`ArrayError::IndexOutOfRange`]
+    /// (and nothing written) past the end.
     ///
     /// ```
     /// let a = shmproc::Array::<u8>::new(1).unwrap();
-    /// assert!(a.set(0, 9).unwrap());
-    /// assert!(!a.set(1, 9).unwrap());
+    /// a.set(0, 9).unwrap();
+    /// assert!(a.set(1, 9).is_err());
+    /// assert_eq!(a.to_vec().unwrap(), vec![9]);
     /// ```
-    pub fn set(&self, i: usize, v: T) -> Result<bool, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::Forever).map(|mut g| g.set(i, v))
+    pub fn set(&self, i: usize, v: T) -> Result<(), ArrayError> {
+        let mut g = self.one_shot(i)?;
+        let written = g.set(i, v);
+        debug_assert!(written, "index checked against the validated length");
+        Ok(())
     }
 
-    /// All elements, copied under the lock.
+    /// The lock, for a one-shot access to element `i` (checked first).
+    fn one_shot(&self, i: usize) -> Result<MutexGuard<'_, T>, ArrayError> {
+        let len = self.len();
+        if i >= len {
+            return Err(ArrayError::IndexOutOfRange { index: i, len });
+        }
+        Ok(self.m.acquire(Wait::Forever).map_err(LockError::without_guard)?)
+    }
+
+    /// All elements, copied under the lock. The error carries no guard
+    /// (see the type's docs for `OwnerDied`).
     ///
     /// ```
-    /// assert_eq!(shmproc::Array::<i8>::new(2).unwrap().to_vec().unwrap(), vec![0, 0]);
+    /// fn sum(a: &shmproc::Array<i8>) -> Result<i32, Box<dyn std::error::Error>> {
+    ///     Ok(a.to_vec()?.iter().map(|&x| x as i32).sum())
+    /// }
+    /// let a = shmproc::Array::from_slice(&[1i8, 2]).unwrap();
+    /// assert_eq!(sum(&a).unwrap(), 3);
     /// ```
-    pub fn to_vec(&self) -> Result<Vec<T>, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::Forever).map(|g| g.to_vec())
+    pub fn to_vec(&self) -> Result<Vec<T>, LockError<()>> {
+        self.m.acquire(Wait::Forever).map(|g| g.to_vec()).map_err(LockError::without_guard)
     }
 
     /// Holds the lock; the guard reads and writes elements.

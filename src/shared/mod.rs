@@ -4,5 +4,5 @@
 mod array;
 mod value;
 
-pub use array::Array;
+pub use array::{Array, ArrayError};
 pub use value::Value;

@@ -12,6 +12,14 @@ use crate::sync::raw_lock::{RawLock, Wait};
 /// `get` and `set` take the lock for one copy; `get_lock()` holds it across
 /// a read-modify-write (Python's `with v.get_lock(): v.value += 1`).
 ///
+/// `get` and `set` return `LockError<()>` (no guard), so `?` works in any
+/// function. If the previous holder died, they report
+/// [`LockError::OwnerDied`] and release the lock unrepaired, which makes it
+/// [`NotRecoverable`](LockError::NotRecoverable) for everyone: the value
+/// may be half-written. To repair instead, use
+/// [`get_lock`](Value::get_lock), whose `OwnerDied` error hands over the
+/// guard: write a good value, then `make_consistent()`.
+///
 /// ```
 /// use shmproc::Value;
 /// let counter = Value::new(0i32).unwrap();
@@ -71,24 +79,27 @@ impl<T: ShmType> Object for Value<T> {
 impl<T: ShmType> Value<T> {
     constructors!(doc("Value::<u64>", "7u64", ", 7u64"), initial: T);
 
-    /// Reads the value under the lock.
+    /// Reads the value under the lock (see the type's docs for `OwnerDied`).
     ///
     /// ```
-    /// assert_eq!(shmproc::Value::new(3u8).unwrap().get().unwrap(), 3);
+    /// fn double(v: &shmproc::Value<u8>) -> Result<u8, Box<dyn std::error::Error>> {
+    ///     Ok(v.get()? * 2) // the error borrows nothing: `?` works
+    /// }
+    /// assert_eq!(double(&shmproc::Value::new(3u8).unwrap()).unwrap(), 6);
     /// ```
-    pub fn get(&self) -> Result<T, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::Forever).map(|g| g.value())
+    pub fn get(&self) -> Result<T, LockError<()>> {
+        self.m.acquire(Wait::Forever).map(|g| g.value()).map_err(LockError::without_guard)
     }
 
-    /// Writes the value under the lock.
+    /// Writes the value under the lock (see the type's docs for `OwnerDied`).
     ///
     /// ```
     /// let v = shmproc::Value::new(3u8).unwrap();
     /// v.set(4).unwrap();
     /// assert_eq!(v.get().unwrap(), 4);
     /// ```
-    pub fn set(&self, value: T) -> Result<(), LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::Forever).map(|mut g| g.set_value(value))
+    pub fn set(&self, value: T) -> Result<(), LockError<()>> {
+        self.m.acquire(Wait::Forever).map(|mut g| g.set_value(value)).map_err(LockError::without_guard)
     }
 
     /// Holds the lock; the guard reads and writes the value.

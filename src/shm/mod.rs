@@ -111,6 +111,26 @@ impl Kind {
     }
 }
 
+impl Kind {
+    /// The kind with its indefinite article, for messages: "a Lock",
+    /// "an Event", "an RLock" (said "ar-lock"), "an MpmcQueue" (letters).
+    pub(crate) fn with_article(self) -> String {
+        let article = match self {
+            Kind::Event | Kind::Array | Kind::RLock | Kind::SpscQueue | Kind::MpmcQueue | Kind::Unknown(_) => "an",
+            Kind::Lock
+            | Kind::Semaphore
+            | Kind::BoundedSemaphore
+            | Kind::Condition
+            | Kind::Barrier
+            | Kind::Mutex
+            | Kind::Value
+            | Kind::RawSegment
+            | Kind::ByteQueue => "a",
+        };
+        format!("{article} {self}")
+    }
+}
+
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -535,7 +535,10 @@ mod tests {
         let arr = Array::<u64>::new(8).unwrap();
         let sut = open_raced::<Array<u64>>(arr.name());
         assert_eq!(sut.len(), 8);
-        assert!(!sut.set(8, 1).unwrap(), "wrote past the validated end");
+        assert!(
+            matches!(sut.set(8, 1), Err(crate::ArrayError::IndexOutOfRange { index: 8, len: 8 })),
+            "wrote past the validated end"
+        );
 
         let v = Value::new(5u32).unwrap();
         let sut = open_raced::<Value<u32>>(v.name());

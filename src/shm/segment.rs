@@ -291,6 +291,15 @@ pub fn unlink(name: &str) -> Result<(), OpenError> {
 /// it still refers to the file it judged (a segment re-created under the
 /// same name meanwhile is kept). Returns the names removed.
 ///
+/// When segments are left behind: a creator that ends without dropping
+/// its handles, killed by a signal (SIGKILL, and also SIGINT (Ctrl-C) or
+/// SIGTERM at their default action), aborted, or leaving through
+/// `std::process::exit` with handles alive. shmproc installs no signal
+/// handler (a library must not take over a program's signals; Python's
+/// resource tracker does this job there): call `gc` at startup or from a
+/// supervisor, or have the program handle SIGINT/SIGTERM itself (set a
+/// flag, return from `main`, and the handles' drops remove the names).
+///
 /// A creator killed in the microseconds between sizing its file and
 /// writing its identity leaves a zero-filled file that `gc` cannot tell
 /// from a foreign one: remove it with [`unlink`].

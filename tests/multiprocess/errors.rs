@@ -34,6 +34,7 @@ pub fn trials() -> Vec<Trial> {
         trial("creator_unlinks_on_drop_and_openers_never_do", ownership),
         trial("persisted_segment_outlives_creator_and_gc_keeps_it", persist),
         trial("gc_removes_segments_of_dead_creators", gc_dead_creator),
+        trial("a_creator_stopped_by_sigint_or_sigterm_leaves_segments_that_gc_removes", gc_after_sigint),
     ]
 }
 
@@ -83,9 +84,17 @@ fn wrong_kind() {
     let lock = Lock::create(&name("wrong-kind")).unwrap();
     Child::spawn("expect_open_error", &["event", lock.name(), "WrongKind"]).join_ok();
     match Event::open(lock.name()) {
-        Err(OpenError::WrongKind { expected: Kind::Event, found: Kind::Lock, .. }) => {}
+        Err(e @ OpenError::WrongKind { expected: Kind::Event, found: Kind::Lock, .. }) => {
+            // a/an by the kind (it read "not a Event").
+            assert!(e.to_string().ends_with("is a Lock, not an Event"), "{e}");
+        }
         other => panic!("{other:?}"),
     }
+    let value = Value::create(&name("wrong-kind-value"), 1u8).unwrap();
+    let e = Event::open(value.name()).unwrap_err();
+    assert!(e.to_string().ends_with("is a Value, not an Event"), "{e}");
+    let e = Array::<u8>::open(lock.name()).unwrap_err();
+    assert!(e.to_string().ends_with("is a Lock, not an Array"), "{e}");
 }
 
 fn wrong_element_type() {
@@ -278,4 +287,24 @@ fn gc_dead_creator() {
     assert!(!shm_path(&n).exists());
     // Our own live objects survive.
     assert!(shm_path(ready.name()).exists());
+}
+
+/// Newcomer report item 9 (documented behaviour): Ctrl-C's SIGINT or a
+/// SIGTERM at the default action ends the creator without drops; shmproc
+/// installs no handler, so the segment stays until `gc` removes it.
+fn gc_after_sigint() {
+    use std::os::unix::process::ExitStatusExt;
+    for (sig, tag) in [(libc::SIGINT, "int"), (libc::SIGTERM, "term")] {
+        let n = name(&format!("gc-sig{tag}"));
+        let ready = Event::create(&name(&format!("gc-sig{tag}-ready"))).unwrap();
+        let mut child = Child::spawn("create_and_wait_for_kill", &[&n, ready.name()]);
+        assert!(ready.wait_timeout(Duration::from_secs(30)));
+        // SAFETY: kill(2) on our own unreaped child; no memory involved.
+        assert_eq!(unsafe { libc::kill(child.pid() as libc::pid_t, sig) }, 0);
+        assert_eq!(child.wait().signal(), Some(sig), "no handler: the signal's default action");
+        assert!(shm_path(&n).exists(), "the segment is left behind");
+        let removed = shmproc::gc().unwrap();
+        assert!(removed.contains(&n), "gc left {n}: {removed:?}");
+        assert!(!shm_path(&n).exists());
+    }
 }

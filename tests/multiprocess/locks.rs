@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use libtest_mimic::Trial;
-use shmproc::{Barrier, Event, Lock, LockError, Mutex, RLock, Value};
+use shmproc::{Array, ArrayError, Barrier, Event, Lock, LockError, Mutex, RLock, Value};
 
 use crate::common::{Child, Roles, e, ensure, name};
 use crate::trial;
@@ -13,6 +13,8 @@ pub const ROLES: Roles = &[
     ("increment", child_increment),
     ("hold_lock_forever", child_hold_lock_forever),
     ("hold_mutex_forever", child_hold_mutex_forever),
+    ("hold_value_forever", child_hold_value_forever),
+    ("array_out_of_range", child_array_out_of_range),
     ("expect_not_recoverable", child_expect_not_recoverable),
     ("rlock_release_not_owner", child_rlock_release_not_owner),
 ];
@@ -23,6 +25,8 @@ pub fn trials() -> Vec<Trial> {
         trial("kill9_of_lock_holder_gives_owner_died_then_recovers", kill9_lock_holder),
         trial("owner_died_without_make_consistent_is_not_recoverable_everywhere", not_recoverable),
         trial("kill9_of_mutex_holder_lets_survivor_repair_data", kill9_mutex_holder),
+        trial("value_get_after_kill9_of_holder_reports_owner_died_without_a_guard", value_one_shot_owner_died),
+        trial("array_index_out_of_range_is_an_error_in_another_process", array_out_of_range),
         trial("rlock_release_from_other_process_is_refused", rlock_other_process),
         trial("lock_excludes_other_process_until_released", lock_excludes),
     ]
@@ -146,6 +150,65 @@ fn kill9_mutex_holder() {
     g.make_consistent();
     drop(g);
     assert_eq!(m.lock().unwrap().value(), [6, 6]);
+}
+
+/// Holds the lock of Value `args[0]`, sets event `args[1]`, sleeps until killed.
+fn child_hold_value_forever(args: &[String]) -> Result<(), String> {
+    let v = Value::<u64>::open(&args[0]).map_err(e)?;
+    let ready = Event::open(&args[1]).map_err(e)?;
+    let _g = v.get_lock().map_err(e)?;
+    ready.set();
+    std::thread::sleep(Duration::from_secs(120));
+    Err("was not killed".into())
+}
+
+/// One-shot reads that leave a function with `?`: before the change the
+/// error borrowed a guard, and this did not compile.
+fn read_value(v: &Value<u64>) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(v.get()?)
+}
+
+/// Newcomer report item 4: `Value::get` reports a dead holder as
+/// `OwnerDied(())` (no guard to leak out of the call), and, unrepaired, the
+/// lock is then `NotRecoverable` as documented.
+fn value_one_shot_owner_died() {
+    let v = Value::create(&name("one-shot-owner-died"), 3u64).unwrap();
+    let ready = Event::create(&name("one-shot-owner-died-ready")).unwrap();
+    let mut child = Child::spawn("hold_value_forever", &[v.name(), ready.name()]);
+    assert!(ready.wait_timeout(Duration::from_secs(30)), "child never took the lock");
+    child.kill9();
+    child.wait();
+    // `get` blocks: run it where a hang fails the test instead.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let v2 = v.clone();
+    std::thread::spawn(move || {
+        let r = read_value(&v2).map_err(|e| e.downcast::<LockError<()>>().map(|b| *b).map_err(|e| e.to_string()));
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(crate::common::DEADLINE).expect("Value::get did not return after its holder died") {
+        Err(Ok(LockError::OwnerDied(()))) => {}
+        other => panic!("expected OwnerDied(()), got {other:?}"),
+    }
+    assert!(matches!(v.try_get_lock(), Err(LockError::NotRecoverable)));
+    assert!(matches!(v.set(4), Err(LockError::NotRecoverable)));
+}
+
+fn child_array_out_of_range(args: &[String]) -> Result<(), String> {
+    let a = Array::<u32>::open(&args[0]).map_err(e)?;
+    ensure(matches!(a.get(3), Err(ArrayError::IndexOutOfRange { index: 3, len: 3 })), "get(3) of 3")?;
+    ensure(matches!(a.set(7, 1), Err(ArrayError::IndexOutOfRange { index: 7, len: 3 })), "set(7) of 3")?;
+    a.set(2, 9).map_err(e)?;
+    ensure(a.get(2).map_err(e)? == 9, "get(2) after set")
+}
+
+/// Newcomer report item 4: an index past the end is an error (Python's
+/// IndexError), for `get` and `set` alike, and writes nothing.
+fn array_out_of_range() {
+    let a = Array::<u32>::create_from_slice(&name("out-of-range"), &[1, 2, 3]).unwrap();
+    Child::spawn("array_out_of_range", &[a.name()]).join_ok();
+    assert_eq!(a.to_vec().unwrap(), vec![1, 2, 9]);
+    let err = a.get(usize::MAX).unwrap_err();
+    assert_eq!(err.to_string(), format!("array index {} out of range for length 3", usize::MAX));
 }
 
 fn child_rlock_release_not_owner(args: &[String]) -> Result<(), String> {
