@@ -48,11 +48,12 @@
 //!
 //! ## Your own data types
 //!
-//! Queues, pipes, `Value`, `Array` and `Mutex` carry any `T: Pod` (plain
-//! old data: `#[repr(C)]`, no pointers, no padding). shmproc re-exports
-//! [`bytemuck`] and its [`Pod`] and [`Zeroable`] derives, so a message
-//! type needs no other dependency than shmproc; the `crate` attribute
-//! points the derive at the re-export:
+//! Queues, `Value`, `Array` and `Mutex` carry any [`ShmType`]: plain old
+//! data (`Pod`: `#[repr(C)]`, no pointers, no padding) with a name that
+//! every `open` checks (see [`ShmType`] for the rule; pipes carry any
+//! `Pod`). shmproc re-exports [`bytemuck`] and its [`Pod`] and
+//! [`Zeroable`] derives, so a message type needs no other dependency than
+//! shmproc; the `crate` attribute points the derive at the re-export:
 //!
 //! ```
 //! #[derive(Clone, Copy, Debug, PartialEq, shmproc::Pod, shmproc::Zeroable)]
@@ -63,6 +64,7 @@
 //!     qty: u32,
 //!     side: u32,
 //! }
+//! shmproc::shm_type!(Tick = "md.Tick/v1"); // its name in every segment
 //!
 //! let last = shmproc::Value::new(Tick { price: 1.5, qty: 10, side: 1 }).unwrap();
 //! last.set(Tick { price: 2.0, qty: 3, side: 0 }).unwrap();
