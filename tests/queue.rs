@@ -817,3 +817,37 @@ fn close_all_racing_with_puts_in_other_processes_loses_no_accepted_item() {
     assert_eq!((got, got_sum), (put, put_sum), "items accepted by put vs items drained after close_all");
     assert_eq!(sut.get_nowait(), Err(TryGetError::Closed), "nothing landed after the drain");
 }
+
+// ---- a per-handle-closed facade handle, every operation (review: untested paths) ----
+
+macro_rules! closed_handle_refuses_everything {
+    ($name:ident, $ty:ident) => {
+        /// After `close()` on one handle, every put and get form through it
+        /// (waiting, `_nowait`, `_timeout`) fails with `Closed` at once and
+        /// takes nothing; another handle and a clone of the closed one still
+        /// work and see every item.
+        #[test]
+        fn $name() {
+            let sut = shmproc::$ty::<u64>::new(4).unwrap();
+            let other = shmproc::$ty::<u64>::open(sut.name()).unwrap();
+            sut.put(1).unwrap();
+            sut.put(2).unwrap();
+            sut.close();
+            let long = Duration::from_secs(3600);
+            assert_eq!(sut.put(3), Err(PutError::Closed(3)));
+            assert_eq!(sut.put_nowait(3), Err(TryPutError::Closed(3)));
+            assert_eq!(sut.put_timeout(3, long), Err(shmproc::PutTimeoutError::Closed(3)));
+            assert_eq!(sut.get(), Err(GetError::Closed));
+            assert_eq!(sut.get_nowait(), Err(TryGetError::Closed));
+            assert_eq!(sut.get_timeout(long), Err(shmproc::GetTimeoutError::Closed));
+            assert!(!sut.empty(), "closing a handle takes nothing out of the queue");
+            let reopened = sut.clone();
+            reopened.put(3).unwrap();
+            assert_eq!((other.get(), other.get_nowait(), reopened.get_timeout(long)), (Ok(1), Ok(2), Ok(3)));
+            assert!(other.empty());
+        }
+    };
+}
+closed_handle_refuses_everything!(a_closed_queue_handle_refuses_every_form, Queue);
+closed_handle_refuses_everything!(a_closed_joinable_queue_handle_refuses_every_form, JoinableQueue);
+closed_handle_refuses_everything!(a_closed_simple_queue_handle_refuses_every_form, SimpleQueue);
