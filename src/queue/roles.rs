@@ -65,13 +65,16 @@ impl SpscCtl {
     /// Hands `role` over to the process `owner` (its packed identity) before
     /// that process has touched the ring: from now on the role counts as
     /// attached to it, so if it dies before its first use the peer sees
-    /// Disconnected. Only a free role (or one of a dead process) is handed
-    /// over; returns whether it was.
+    /// Disconnected. Only a free role, one of a dead process, or one handed
+    /// over to this process and not claimed yet (a child handing the end it
+    /// received on to its own child) is handed over; returns whether it
+    /// was.
     pub(super) fn designate(&self, role: Role, owner: u64) -> bool {
         let (slot, gone, _, _) = self.role_words(role);
         // Acquire: pairs with the Release store of the previous holder's detach.
         let cur = slot.load(Ordering::Acquire);
-        if cur != 0 && !thread::owner_is_dead(cur) {
+        let mine_unclaimed = cur == thread::process_packed() | DESIGNATED;
+        if cur != 0 && !mine_unclaimed && !thread::owner_is_dead(cur) {
             return false;
         }
         // Relaxed is enough: the receiver's claim() reads only this word;
