@@ -235,16 +235,19 @@ enum Op {
     PopInto(usize),
     LoanCommit(u32),
     PeekRelease,
+    /// Close the queue (for everybody); rare, so most runs close late.
+    Close,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        any::<u32>().prop_map(Op::Push),
-        proptest::collection::vec(any::<u32>(), 0..12).prop_map(Op::PushSlice),
-        Just(Op::Pop),
-        (0usize..12).prop_map(Op::PopInto),
-        any::<u32>().prop_map(Op::LoanCommit),
-        Just(Op::PeekRelease),
+        8 => any::<u32>().prop_map(Op::Push),
+        8 => proptest::collection::vec(any::<u32>(), 0..12).prop_map(Op::PushSlice),
+        8 => Just(Op::Pop),
+        8 => (0usize..12).prop_map(Op::PopInto),
+        8 => any::<u32>().prop_map(Op::LoanCommit),
+        8 => Just(Op::PeekRelease),
+        1 => Just(Op::Close),
     ]
 }
 
@@ -259,21 +262,24 @@ proptest! {
         let q = SpscQueue::<u32>::new(cap as u64).unwrap();
         let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
         let mut model = VecDeque::new();
+        let mut closed = false;
+        let empty = |closed: bool| if closed { TryPopError::Closed } else { TryPopError::Empty };
         for op in ops {
             match op {
                 Op::Push(v) => {
                     let r = tx.try_push(v);
-                    if model.len() < cap { prop_assert!(r.is_ok()); model.push_back(v); }
+                    if closed { prop_assert_eq!(r, Err(TryPushError::Closed(v))); }
+                    else if model.len() < cap { prop_assert!(r.is_ok()); model.push_back(v); }
                     else { prop_assert_eq!(r, Err(TryPushError::Full(v))); }
                 }
                 Op::PushSlice(vs) => {
                     let n = tx.push_slice(&vs);
-                    prop_assert_eq!(n, vs.len().min(cap - model.len()));
+                    prop_assert_eq!(n, if closed { 0 } else { vs.len().min(cap - model.len()) });
                     model.extend(&vs[..n]);
                 }
                 Op::Pop => match model.pop_front() {
                     Some(v) => prop_assert_eq!(rx.try_pop(), Ok(v)),
-                    None => prop_assert_eq!(rx.try_pop(), Err(TryPopError::Empty)),
+                    None => prop_assert_eq!(rx.try_pop(), Err(empty(closed))),
                 },
                 Op::PopInto(k) => {
                     let mut out = vec![0u32; k];
@@ -282,13 +288,15 @@ proptest! {
                     for v in &out[..n] { prop_assert_eq!(Some(*v), model.pop_front()); }
                 }
                 Op::LoanCommit(v) => match tx.loan() {
-                    Ok(mut l) => { prop_assert!(model.len() < cap); l.write(v); l.commit().unwrap(); model.push_back(v); }
+                    Ok(mut l) => { prop_assert!(!closed && model.len() < cap); l.write(v); l.commit().unwrap(); model.push_back(v); }
+                    Err(e) if closed => prop_assert_eq!(e, TryPushError::Closed(())),
                     Err(e) => { prop_assert_eq!(model.len(), cap); prop_assert_eq!(e, TryPushError::Full(())); }
                 },
                 Op::PeekRelease => match rx.peek() {
                     Ok(l) => { prop_assert_eq!(Some(l.read()), model.pop_front()); l.release(); }
-                    Err(e) => { prop_assert!(model.is_empty()); prop_assert_eq!(e, TryPopError::Empty); }
+                    Err(e) => { prop_assert!(model.is_empty()); prop_assert_eq!(e, empty(closed)); }
                 },
+                Op::Close => { q.close(); closed = true; prop_assert!(q.is_closed()); }
             }
             prop_assert_eq!(q.len(), model.len());
             prop_assert_eq!(q.is_empty(), model.is_empty());
@@ -501,22 +509,26 @@ proptest! {
     fn mpmc_matches_a_vecdeque_model(ops in proptest::collection::vec(op(), 0..200), cap in 1usize..12) {
         let q = MpmcQueue::<u32>::new(cap as u64).unwrap();
         let mut model = VecDeque::new();
+        let mut closed = false;
         for op in ops {
             match op {
                 Op::Push(v) | Op::LoanCommit(v) => {
                     let r = q.try_push(v);
-                    if model.len() < cap { prop_assert!(r.is_ok()); model.push_back(v); }
+                    if closed { prop_assert_eq!(r, Err(TryPutError::Closed(v))); }
+                    else if model.len() < cap { prop_assert!(r.is_ok()); model.push_back(v); }
                     else { prop_assert_eq!(r, Err(TryPutError::Full(v))); }
                 }
                 Op::PushSlice(vs) => {
                     let n = q.push_slice(&vs);
-                    prop_assert_eq!(n, vs.len().min(cap - model.len()));
+                    prop_assert_eq!(n, if closed { 0 } else { vs.len().min(cap - model.len()) });
                     model.extend(&vs[..n]);
                 }
                 Op::Pop | Op::PeekRelease => match model.pop_front() {
                     Some(v) => prop_assert_eq!(q.try_pop(), Ok(v)),
+                    None if closed => prop_assert_eq!(q.try_pop(), Err(TryGetError::Closed)),
                     None => prop_assert_eq!(q.try_pop(), Err(TryGetError::Empty)),
                 },
+                Op::Close => { q.close(); closed = true; prop_assert!(q.is_closed()); }
                 Op::PopInto(k) => {
                     let mut out = vec![0u32; k];
                     let n = q.pop_into(&mut out);
