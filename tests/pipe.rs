@@ -384,3 +384,59 @@ mod model {
         }
     }
 }
+
+// ---- an end handed on unused to a grandchild (review) ----
+
+shmproc::entry! {
+    /// The grandchild: waits for the parent's go, then sends 7 on the end
+    /// its parent (the child) handed on to it.
+    fn send_seven_on_go(args: (Connection, Event)) -> Result<(), String> {
+        let (mut end, go) = args;
+        if !go.wait_timeout(Duration::from_secs(60)) {
+            return Err("no go from the test within 60 s".into());
+        }
+        end.send(&7u64).map_err(|e| format!("grandchild send: {e}"))
+    }
+}
+
+shmproc::entry! {
+    /// The child: hands the end it received, unused, on to a grandchild,
+    /// closes its own copy (as Python programs do after `start()`), says
+    /// so, and waits for the grandchild.
+    fn hand_on_and_close(args: (Connection, Event, Event)) -> Result<(), String> {
+        let (mut end, go, closed) = args;
+        let mut g = Process::new(send_seven_on_go, (end.clone(), go)).with_daemon(true);
+        g.start().map_err(|e| e.to_string())?;
+        end.close();
+        drop(end);
+        closed.set();
+        match g.join_timeout(Duration::from_secs(60)) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let _ = g.kill();
+                Err("grandchild did not finish within 60 s".into())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// A pipe end received by a child and handed on, unused, to a grandchild
+/// belongs to the grandchild: the child closing its copy must not tell the
+/// peer that the end is gone. Before, the role stayed designated to the
+/// child (a role designated to a live process could not be designated
+/// again), the child's close gave the designation back and marked the end
+/// gone, and the parent's receive reported `Disconnected` although the
+/// grandchild was about to send.
+#[test]
+fn an_end_handed_on_unused_to_a_grandchild_stays_connected() {
+    let (mut a, b) = shmproc::pipe(true).unwrap();
+    let (go, closed) = (Event::new().unwrap(), Event::new().unwrap());
+    let mut p = Process::new(hand_on_and_close, (b, go.clone(), closed.clone())).with_daemon(true);
+    p.start().unwrap();
+    assert!(closed.wait_timeout(Duration::from_secs(60)), "the child did not hand the end on and close it");
+    assert_eq!(a.try_recv::<u64>(), Err(ConnectionError::Empty), "the grandchild still holds the end");
+    go.set();
+    assert_eq!(a.recv_timeout::<u64>(Duration::from_secs(60)), Ok(7));
+    common::join(&p).expect("the child (or the grandchild) failed");
+}

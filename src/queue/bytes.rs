@@ -35,6 +35,15 @@ fn frame_size(len: u64) -> u64 {
     HEADER + len.div_ceil(8) * 8
 }
 
+/// An end's own index as read from shared memory at attach, made a frame
+/// boundary. Frames start 8-aligned, so a correct peer leaves a multiple
+/// of 8; anything else is garbage, and following it would put a frame
+/// header at a misaligned address or across the end of the ring. Rounded
+/// down: a bad index gives garbage data or `Corrupted`, never UB.
+fn frame_start(index: u64) -> u64 {
+    index & !(HEADER - 1)
+}
+
 /// A byte-frame ring in shared memory: `capacity` bytes, frames of at most
 /// `max_frame` bytes.
 ///
@@ -244,8 +253,8 @@ impl ByteQueue {
     pub fn producer(&self) -> Result<ByteProducer, RoleError> {
         let (tail, head_cache) = self.m.ctl().attach(Role::Producer)?;
         Ok(ByteProducer {
+            tail: frame_start(tail),
             q: self.clone(),
-            tail,
             head_cache,
             wait: WaitStrategy::Blocking,
             watch: PeerWatch::default(),
@@ -263,7 +272,7 @@ impl ByteQueue {
         let (head, tail_cache) = self.m.ctl().attach(Role::Consumer)?;
         Ok(ByteConsumer {
             q: self.clone(),
-            head,
+            head: frame_start(head),
             tail_cache,
             wait: WaitStrategy::Blocking,
             watch: PeerWatch::default(),
@@ -653,5 +662,35 @@ impl ByteConsumer {
 impl Drop for ByteConsumer {
     fn drop(&mut self) {
         self.q.ctl().detach(Role::Consumer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ring index left misaligned in shared memory (by a hostile or
+    /// buggy peer) must not make the next end read or write a frame header
+    /// at a misaligned address, or across the end of the ring: garbage
+    /// data or `Corrupted`, never UB. Before, the index was used as read at
+    /// attach: a u32 header was read at byte 61 of a 64-byte ring
+    /// (misaligned, and its last byte past the ring).
+    #[test]
+    fn a_misaligned_index_left_in_shared_memory_is_not_followed() {
+        let q = ByteQueue::new(64, 16).unwrap();
+        let c = q.ctl();
+        for at in [61u64, 3, 1 << 40 | 7] {
+            c.head.0.store(at, Ordering::SeqCst);
+            c.tail.0.store(at + 16, Ordering::SeqCst);
+            let mut rx = q.consumer().unwrap();
+            let mut out = Vec::new();
+            let _ = rx.try_recv_into(&mut out);
+            drop(rx);
+            c.tail.0.store(at, Ordering::SeqCst);
+            let mut tx = q.producer().unwrap();
+            let _ = tx.try_send(b"abcdefg");
+            let _ = tx.try_send(&[9; 16]);
+            drop(tx);
+        }
     }
 }

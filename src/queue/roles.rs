@@ -65,13 +65,16 @@ impl SpscCtl {
     /// Hands `role` over to the process `owner` (its packed identity) before
     /// that process has touched the ring: from now on the role counts as
     /// attached to it, so if it dies before its first use the peer sees
-    /// Disconnected. Only a free role (or one of a dead process) is handed
-    /// over; returns whether it was.
+    /// Disconnected. Only a free role, one of a dead process, or one handed
+    /// over to this process and not claimed yet (a child handing the end it
+    /// received on to its own child) is handed over; returns whether it
+    /// was.
     pub(super) fn designate(&self, role: Role, owner: u64) -> bool {
         let (slot, gone, _, _) = self.role_words(role);
         // Acquire: pairs with the Release store of the previous holder's detach.
         let cur = slot.load(Ordering::Acquire);
-        if cur != 0 && !thread::owner_is_dead(cur) {
+        let mine_unclaimed = cur == thread::process_packed() | DESIGNATED;
+        if cur != 0 && !mine_unclaimed && !thread::owner_is_dead(cur) {
             return false;
         }
         // Relaxed is enough: the receiver's claim() reads only this word;
@@ -136,10 +139,18 @@ pub(super) fn claim(slot: &AtomicU64, gone: &AtomicU32, role: &'static str) -> R
 /// read on every call; the liveness check reads `/proc`, so it runs at most
 /// once per `POLL`, and even the clock is read only every 1024th call:
 /// busy polling an empty queue stays cheap.
+///
+/// A death found in `/proc` is remembered in the handle (the owner word
+/// judged dead), never written to the shared `gone` flag: between reading
+/// the owner word and writing the flag, a new process may claim the role
+/// and reset `gone`, and our late store would then report that live peer
+/// gone to every handle until it detaches.
 #[derive(Debug, Default)]
 pub(super) struct PeerWatch {
     last_check: Option<Instant>,
     calls: u32,
+    /// The owner word last judged dead (0: none).
+    dead: u64,
 }
 
 impl PeerWatch {
@@ -150,9 +161,17 @@ impl PeerWatch {
     }
 
     pub(super) fn gone(&mut self, owner_slot: &AtomicU64, gone: &AtomicU32) -> bool {
-        // Acquire: pairs with the SeqCst store in the peer's Drop (or our Release store below).
+        // Acquire: pairs with the SeqCst store in the peer's detach.
         if gone.load(Ordering::Acquire) != 0 {
             return true;
+        }
+        if self.dead != 0 {
+            // Still the owner we found dead: gone. A new owner (the role
+            // was claimed since) is judged afresh.
+            if owner_slot.load(Ordering::Relaxed) == self.dead {
+                return true;
+            }
+            self.dead = 0;
         }
         self.calls = self.calls.wrapping_add(1);
         if self.last_check.is_some() && !self.calls.is_multiple_of(1024) {
@@ -165,10 +184,68 @@ impl PeerWatch {
         self.last_check = Some(now);
         let owner = owner_slot.load(Ordering::Relaxed);
         if owner != 0 && thread::owner_is_dead(owner) {
-            // Release: pairs with the Acquire load above, in any handle of this queue.
-            gone.store(1, Ordering::Release);
+            self.dead = owner;
             return true;
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The packed identity of a process that has exited and been reaped.
+    fn dead_identity() -> u64 {
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        child.wait().expect("wait for true");
+        (1u64 << 32) | u64::from(child.id())
+    }
+
+    /// A consumer's watcher that finds the producer role's owner dead while
+    /// a new producer claims that role must not report the new, live
+    /// producer gone. Before, the watcher stored `gone = 1` after its
+    /// `/proc` check: when the claim (which resets `gone`) landed in
+    /// between, the role stayed marked gone while its new owner pushed, and
+    /// every consumer saw `Disconnected` (about a quarter of the rounds hit it on 2 cores).
+    #[test]
+    fn a_watcher_racing_a_reclaim_never_marks_the_new_owner_gone() {
+        let ctl = super::super::spsc::new_ctl();
+        let (owner, gone) = (&ctl.meta.0.producer, &ctl.meta.0.producer_gone);
+        let dead = dead_identity();
+        let mut marked = 0;
+        let pause = |n: u32| (0..n).for_each(|_| std::hint::spin_loop());
+        for round in 0..600u32 {
+            owner.store(dead, Ordering::SeqCst);
+            gone.store(0, Ordering::SeqCst);
+            // Both sides spin to a common start, then one of them waits a
+            // little longer (swept over a few microseconds, the length of a
+            // /proc read), so some rounds land the claim inside the
+            // watcher's check.
+            let (ready, go) = (AtomicU32::new(0), AtomicU32::new(0));
+            let (watcher_delay, claimer_delay) = if round % 2 == 0 { (round % 400, 0) } else { (0, round % 400) };
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    ready.store(1, Ordering::SeqCst);
+                    while go.load(Ordering::SeqCst) == 0 {
+                        std::hint::spin_loop();
+                    }
+                    pause(watcher_delay);
+                    let _ = PeerWatch::default().gone(owner, gone);
+                });
+                while ready.load(Ordering::SeqCst) == 0 {
+                    std::hint::spin_loop();
+                }
+                go.store(1, Ordering::SeqCst);
+                pause(claimer_delay);
+                claim(owner, gone, "producer").expect("the dead owner's role is reclaimed");
+            });
+            // The role is ours (a live owner): a fresh watcher must not see it gone.
+            if PeerWatch::default().gone(owner, gone) {
+                marked += 1;
+            }
+            owner.store(0, Ordering::SeqCst);
+        }
+        assert_eq!(marked, 0, "rounds in which a live, newly claimed role was reported gone");
     }
 }

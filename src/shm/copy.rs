@@ -15,7 +15,10 @@
 //! writes visible before we copy.
 //!
 //! Cost: a `u64` (or any aligned `T` of one word) is one load or store; a
-//! `T` of several words is that many; byte slices move 8 bytes a step.
+//! `T` of several words is that many; a `T` aligned below 8 moves as `u64`
+//! words when its size is a multiple of 8 and it sits 8-aligned (one
+//! run-time test; every slot of such a ring does), else in units of its
+//! alignment, unrolled; byte slices move 8 bytes a step.
 
 use std::mem::{align_of, size_of};
 use std::ptr::{read_volatile, write_volatile};
@@ -98,20 +101,58 @@ pub(crate) unsafe fn copy_to_shared(src: &[u8], dst: *mut u8) {
     }
 }
 
-/// Whether `T` moves as whole aligned words (`size` a multiple of 8,
-/// `align` at least 8).
-const fn by_words<T>() -> bool {
-    size_of::<T>().is_multiple_of(WORD) && align_of::<T>() >= WORD
-}
-
 /// Whether `T` is a primitive-like scalar: size 1, 2, 4 or 8, equal to
 /// its alignment, so one volatile access of `T` is one machine load/store.
 const fn scalar<T>() -> bool {
     matches!(size_of::<T>(), 1 | 2 | 4 | 8) && size_of::<T>() == align_of::<T>()
 }
 
+/// Whether a `T` at `p` moves as whole aligned `u64`s: its size is a
+/// multiple of 8 and `p` is 8-aligned (known at compile time when
+/// `align_of::<T>() >= 8`; otherwise one cheap runtime test, true for every
+/// slot of a ring whose slot size is a multiple of 8).
+#[inline(always)]
+fn by_words<T>(p: *const T) -> bool {
+    size_of::<T>().is_multiple_of(WORD) && (align_of::<T>() >= WORD || (p as usize).is_multiple_of(WORD))
+}
+
+/// Reads the `dst.len() / size_of::<U>()` units `U` at `src` into `dst`.
+///
+/// # Safety
+/// `src` is aligned for `U` and `dst.len()` bytes from it are inside one
+/// live mapping; `dst.len()` is a multiple of `size_of::<U>()`.
+#[inline(always)]
+unsafe fn read_units<U: Pod>(src: *const u8, dst: &mut [u8]) {
+    let n = size_of::<U>();
+    for (i, d) in dst.chunks_exact_mut(n).enumerate() {
+        // SAFETY: unit i is aligned for U and inside the caller's range.
+        let u = unsafe { read_volatile(src.cast::<U>().add(i)) };
+        d.copy_from_slice(bytemuck::bytes_of(&u));
+    }
+}
+
+/// Writes `src` to shared memory at `dst` as units `U`.
+///
+/// # Safety
+/// `dst` is aligned for `U`, `src.len()` bytes from it are inside one live,
+/// writable mapping that the caller may write; `src.len()` is a multiple
+/// of `size_of::<U>()`.
+#[inline(always)]
+unsafe fn write_units<U: Pod>(src: &[u8], dst: *mut u8) {
+    let n = size_of::<U>();
+    for (i, s) in src.chunks_exact(n).enumerate() {
+        // SAFETY: unit i is aligned for U and inside the caller's range.
+        unsafe { write_volatile(dst.cast::<U>().add(i), bytemuck::pod_read_unaligned(s)) };
+    }
+}
+
 /// Reads one `T` from shared memory. Any bit pattern is a valid `T: Pod`,
 /// so a racing writer yields a garbage value, not UB.
+///
+/// Every access is a volatile one of a width fixed by `T` (and, for a `T`
+/// aligned below 8 whose size is a multiple of 8, by whether `src` is
+/// 8-aligned): `u64` words, else units of `T`'s alignment, never a byte
+/// loop with run-time bounds for an aligned `T`.
 ///
 /// # Safety
 /// `src` is aligned for `T` and inside one live mapping.
@@ -122,22 +163,28 @@ pub(crate) unsafe fn read<T: Pod>(src: *const T) -> T {
         return unsafe { read_volatile(src) };
     }
     let mut out = T::zeroed();
-    if by_words::<T>() {
-        let words = size_of::<T>() / WORD;
-        let dst = bytemuck::bytes_of_mut(&mut out);
-        for i in 0..words {
-            // SAFETY: `src` is 8-aligned (align_of::<T>() >= 8) and word i is inside the T.
-            let w = unsafe { read_volatile(src.cast::<u64>().add(i)) };
-            dst[i * WORD..(i + 1) * WORD].copy_from_slice(&w.to_ne_bytes());
+    let dst = bytemuck::bytes_of_mut(&mut out);
+    let src8 = src.cast::<u8>();
+    // SAFETY: (every arm) `src` is aligned for the unit (8-aligned when
+    // `by_words`; else T's alignment is the unit), and size_of::<T>() bytes
+    // from it are in bounds (caller); T's size is a multiple of its
+    // alignment, so of the unit.
+    unsafe {
+        if by_words(src) {
+            read_units::<u64>(src8, dst)
+        } else {
+            match align_of::<T>() {
+                4 => read_units::<u32>(src8, dst),
+                2 => read_units::<u16>(src8, dst),
+                1 => read_units::<u8>(src8, dst),
+                _ => read_units::<u64>(src8, dst),
+            }
         }
-    } else {
-        // SAFETY: size_of::<T>() bytes at src are in bounds (caller).
-        unsafe { copy_from_shared(src.cast::<u8>(), bytemuck::bytes_of_mut(&mut out)) };
     }
     out
 }
 
-/// Writes one `T` to shared memory.
+/// Writes one `T` to shared memory (accesses as in [`read`]).
 ///
 /// # Safety
 /// `dst` is aligned for `T`, inside one live, writable mapping, and the
@@ -149,16 +196,19 @@ pub(crate) unsafe fn write<T: Pod>(dst: *mut T, v: T) {
         return unsafe { write_volatile(dst, v) };
     }
     let src = bytemuck::bytes_of(&v);
-    if by_words::<T>() {
-        for i in 0..size_of::<T>() / WORD {
-            let mut w = [0u8; WORD];
-            w.copy_from_slice(&src[i * WORD..(i + 1) * WORD]);
-            // SAFETY: `dst` is 8-aligned (align_of::<T>() >= 8) and word i is inside the T.
-            unsafe { write_volatile(dst.cast::<u64>().add(i), u64::from_ne_bytes(w)) };
+    let dst8 = dst.cast::<u8>();
+    // SAFETY: (every arm) as in `read`; the caller may write there.
+    unsafe {
+        if by_words(dst.cast_const()) {
+            write_units::<u64>(src, dst8)
+        } else {
+            match align_of::<T>() {
+                4 => write_units::<u32>(src, dst8),
+                2 => write_units::<u16>(src, dst8),
+                1 => write_units::<u8>(src, dst8),
+                _ => write_units::<u64>(src, dst8),
+            }
         }
-    } else {
-        // SAFETY: size_of::<T>() bytes at dst are in bounds and ours to write (caller).
-        unsafe { copy_to_shared(src, dst.cast::<u8>()) };
     }
 }
 
@@ -231,6 +281,24 @@ mod tests {
             let t = Three { a: 1, b: 2, c: 3, d: [4, 5, 6], e: 7 };
             write(p.cast::<Three>(), t);
             assert_eq!(read(p.cast::<Three>()), t);
+            // Aligned below 8, at addresses that are and are not 8-aligned.
+            for off in [0usize, 4] {
+                let q = p.cast::<u8>().add(off);
+                write(q.cast::<[u32; 4]>(), [1, 2, 3, 4]);
+                assert_eq!(read(q.cast::<[u32; 4]>()), [1, 2, 3, 4], "off {off}");
+                write(q.cast::<[u32; 3]>(), [7, 8, 9]);
+                assert_eq!(read(q.cast::<[u32; 3]>()), [7, 8, 9], "off {off}");
+            }
+            for off in [0usize, 1, 2, 6] {
+                let q = p.cast::<u8>().add(off);
+                let bytes: [u8; 16] = std::array::from_fn(|i| i as u8 + 1);
+                write(q.cast::<[u8; 16]>(), bytes);
+                assert_eq!(read(q.cast::<[u8; 16]>()), bytes, "off {off}");
+                if off % 2 == 0 {
+                    write(q.cast::<[u16; 3]>(), [10, 11, 12]);
+                    assert_eq!(read(q.cast::<[u16; 3]>()), [10, 11, 12], "off {off}");
+                }
+            }
             write_slice(&[5u32, 6, 7], p.cast::<u32>());
             let mut out = [0u32; 3];
             read_slice(p.cast::<u32>(), &mut out);
