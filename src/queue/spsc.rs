@@ -188,6 +188,14 @@ impl<T: ShmType> SpscQueue<T> {
     /// Closes the queue: pushes fail with `Closed`, pops drain what is left
     /// and then fail with `Closed`; blocked callers are woken.
     ///
+    /// A push that *starts* after `close()` returned is refused. One that
+    /// is in flight at that moment (it checked the flag before) completes:
+    /// it returns `Ok` and its item lands in the ring, possibly after a
+    /// consumer already saw `Closed`. (Refusing it too would cost an atomic
+    /// read-modify-write on every push.) For a clean shutdown that loses
+    /// nothing, let the producer close, or stop it first: as with Python's
+    /// `Queue.close()`, close is the producer's "no more data".
+    ///
     /// ```
     /// let q = shmproc::queue::SpscQueue::<u8>::new(4).unwrap();
     /// let mut tx = q.producer().unwrap();
