@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use shmproc::{Connection, ConnectionError, Process};
+use shmproc::{Connection, ConnectionError, PipeRecvBytesError, Process};
 
 const ROUNDS: u32 = 10_000;
 
@@ -15,8 +15,8 @@ shmproc::entry! {
             match conn.recv_bytes() {
                 Ok(msg) if msg == b"ping" => conn.send_bytes(b"pong")?,
                 Ok(other) => panic!("unexpected message {other:?}"),
-                Err(ConnectionError::Disconnected) => return Ok(()),
-                Err(e) => return Err(e),
+                Err(PipeRecvBytesError::Disconnected) => return Ok(()),
+                Err(e) => return Err(e.into()),
             }
         }
     }

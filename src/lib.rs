@@ -148,7 +148,9 @@ real_platform! {
 
     pub use error::{LockError, NotOwnerError, OpenError};
     pub use pipe::{
-        Connection, ConnectionError, DEFAULT_CAPACITY as PIPE_CAPACITY, DEFAULT_MAX_FRAME as PIPE_MAX_FRAME, pipe,
+        Connection, ConnectionError, DEFAULT_CAPACITY as PIPE_CAPACITY, DEFAULT_MAX_FRAME as PIPE_MAX_FRAME,
+        PipePollError, PipeRecvBytesError, PipeRecvBytesTimeoutError, PipeRecvError, PipeRecvTimeoutError,
+        PipeSendError, PipeSendTimeoutError, PipeTryRecvBytesError, PipeTryRecvError, PipeTrySendError, pipe,
         pipe_with,
     };
     pub use process::{Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process};

@@ -10,7 +10,7 @@
 //!
 //! Closing follows Python: [`Connection::close`] (or dropping) closes this
 //! handle only. The peer's `recv` drains what was sent and then reports
-//! [`ConnectionError::Disconnected`] when the end's holder closes it, drops
+//! [`Disconnected`](PipeRecvError::Disconnected) when the end's holder closes it, drops
 //! it or dies (a parent closing its own copy of the end it handed to a
 //! child changes nothing for the child). [`Connection::shutdown`] closes
 //! the pipe for every process.
@@ -25,7 +25,7 @@
 //! A message (a frame) is at most the pipe's frame limit:
 //! [`DEFAULT_MAX_FRAME`] (16 KiB) for [`pipe`], the `max_frame` given to
 //! [`pipe_with`] otherwise. A larger message is refused with
-//! [`ConnectionError::TooLarge`] (nothing is sent); make the pipe with
+//! [`PipeSendError::TooLarge`] (nothing is sent); make the pipe with
 //! `pipe_with(duplex, capacity, max_frame)` to carry larger ones, or send
 //! the message in parts.
 
@@ -36,7 +36,17 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use crate::OpenError;
-use crate::queue::{ByteConsumer, ByteProducer, ByteQueue, RecvTimeoutError, RoleError, SendTimeoutError};
+use crate::queue::{
+    ByteConsumer, ByteProducer, ByteQueue, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
+    TrySendError,
+};
+
+mod error;
+pub use error::{
+    ConnectionError, PipePollError, PipeRecvBytesError, PipeRecvBytesTimeoutError, PipeRecvError,
+    PipeRecvTimeoutError, PipeSendError, PipeSendTimeoutError, PipeTryRecvBytesError, PipeTryRecvError,
+    PipeTrySendError,
+};
 
 /// Default ring size of each direction of a [`pipe`], in bytes.
 ///
@@ -49,69 +59,14 @@ pub const DEFAULT_CAPACITY: u64 = 64 * 1024;
 /// ```
 /// let (mut a, _b) = shmproc::pipe(true).unwrap();
 /// let big = vec![0u8; shmproc::PIPE_MAX_FRAME as usize + 1];
-/// assert!(matches!(a.send_bytes(&big), Err(shmproc::ConnectionError::TooLarge { .. })));
+/// assert!(matches!(a.send_bytes(&big), Err(shmproc::PipeSendError::TooLarge { .. })));
 /// ```
 pub const DEFAULT_MAX_FRAME: u64 = 16 * 1024;
-
-/// Why a connection operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConnectionError {
-    /// `send` on the receive-only end of a one-way pipe.
-    #[error("this end of the pipe cannot send")]
-    NotWritable,
-    /// `recv` on the send-only end of a one-way pipe.
-    #[error("this end of the pipe cannot receive")]
-    NotReadable,
-    /// `close()` was called on this handle, or (sends only)
-    /// [`Connection::shutdown`] closed the pipe for everybody.
-    #[error("this end of the pipe is closed")]
-    Closed,
-    /// The other end was closed or dropped, or its process died (after
-    /// everything it sent was received).
-    #[error("the other end of the pipe is gone")]
-    Disconnected,
-    /// A message above the pipe's frame limit ([`DEFAULT_MAX_FRAME`] for
-    /// [`pipe`], the `max_frame` of [`pipe_with`]); nothing was sent.
-    #[error(
-        "message of {len} bytes exceeds the pipe's frame limit of {max} bytes: send it in parts, or make the pipe \
-         with pipe_with(duplex, capacity, max_frame) with a larger max_frame"
-    )]
-    TooLarge {
-        /// The frame length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// `recv::<T>()` got a frame whose size is not `size_of::<T>()`.
-    #[error("received {got} bytes, expected {expected}")]
-    WrongSize {
-        /// `size_of::<T>()`.
-        expected: usize,
-        /// The frame's length.
-        got: usize,
-    },
-    /// `try_send` forms only: no room for the message now.
-    #[error("the pipe is full")]
-    Full,
-    /// `try_recv` forms only: no message waiting.
-    #[error("no message is waiting in the pipe")]
-    Empty,
-    /// `_timeout` forms only.
-    #[error("timed out")]
-    TimedOut,
-    /// A frame header in shared memory was invalid.
-    #[error("corrupted frame in the pipe")]
-    Corrupted,
-    /// Another process already uses this end.
-    #[error(transparent)]
-    Role(#[from] RoleError),
-}
 
 /// One end of a [`pipe`].
 ///
 /// Messages are at most the pipe's frame limit (see [`pipe_with`]); a
-/// larger one fails with [`ConnectionError::TooLarge`]. Sends and receives
+/// larger one fails with [`PipeSendError::TooLarge`]. Sends and receives
 /// come in three forms: waiting, `try_` (never waits: `Full` / `Empty`)
 /// and `_timeout` (`TimedOut`).
 ///
@@ -188,7 +143,7 @@ impl Drop for Connection {
 ///
 /// Each direction holds [`DEFAULT_CAPACITY`] bytes, and a message is at
 /// most [`DEFAULT_MAX_FRAME`] (16 KiB) bytes: a larger one fails with
-/// [`ConnectionError::TooLarge`]. Use [`pipe_with`] for other sizes.
+/// [`PipeSendError::TooLarge`]. Use [`pipe_with`] for other sizes.
 ///
 /// ```
 /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
@@ -206,7 +161,7 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection), OpenError> {
 /// `capacity` is a power of two of at least 64 bytes; `max_frame`, the
 /// largest message in bytes, is at most about `capacity / 2 - 8` (two
 /// frames must fit in the ring). A message above `max_frame` fails with
-/// [`ConnectionError::TooLarge`]; other sizes fail with
+/// [`PipeSendError::TooLarge`]; other sizes fail with
 /// [`OpenError::InvalidArgument`].
 ///
 /// ```
@@ -214,7 +169,7 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection), OpenError> {
 /// assert!(a.send_bytes(b"x").is_err()); // a only receives
 /// b.send_bytes(b"x").unwrap();
 /// assert_eq!(a.recv_bytes().unwrap(), b"x");
-/// assert_eq!(b.send_bytes(&[0; 1025]), Err(shmproc::ConnectionError::TooLarge { len: 1025, max: 1024 }));
+/// assert_eq!(b.send_bytes(&[0; 1025]), Err(shmproc::PipeSendError::TooLarge { len: 1025, max: 1024 }));
 /// ```
 pub fn pipe_with(duplex: bool, capacity: u64, max_frame: u64) -> Result<(Connection, Connection), OpenError> {
     let ab = ByteQueue::new(capacity, max_frame)?; // a -> b
@@ -299,60 +254,33 @@ impl Connection {
         }
     }
 
-    fn tx(&mut self) -> Result<&mut ByteProducer, ConnectionError> {
+    /// This end's sending role, taken on first use.
+    fn tx(&mut self) -> Result<&mut ByteProducer, PipeSendError> {
         if self.closed {
-            return Err(ConnectionError::Closed);
+            return Err(PipeSendError::Closed);
         }
-        let q = self.out.as_ref().ok_or(ConnectionError::NotWritable)?;
+        let q = self.out.as_ref().ok_or(PipeSendError::NotWritable)?;
         if self.tx.is_none() {
             self.tx = Some(q.producer()?);
         }
         Ok(self.tx.as_mut().expect("just set"))
     }
 
-    fn rx(&mut self) -> Result<&mut ByteConsumer, ConnectionError> {
+    /// This end's receiving role, taken on first use.
+    fn rx(&mut self) -> Result<&mut ByteConsumer, PipePollError> {
         if self.closed {
-            return Err(ConnectionError::Closed);
+            return Err(PipePollError::Closed);
         }
-        let q = self.inp.as_ref().ok_or(ConnectionError::NotReadable)?;
+        let q = self.inp.as_ref().ok_or(PipePollError::NotReadable)?;
         if self.rx.is_none() {
             self.rx = Some(q.consumer()?);
         }
         Ok(self.rx.as_mut().expect("just set"))
     }
 
-    fn send_frame(&mut self, bytes: &[u8], wait: Wait) -> Result<(), ConnectionError> {
-        let tx = self.tx()?;
-        let r = match wait {
-            Wait::No => return tx.try_send(bytes).map_err(|e| match e.retry() {
-                Ok(()) => ConnectionError::Full,
-                Err(e) => send_error(e),
-            }),
-            Wait::Forever => tx.send(bytes).map_err(SendTimeoutError::from),
-            Wait::For(timeout) => tx.send_timeout(bytes, timeout),
-        };
-        r.map_err(send_error)
-    }
-
-    fn recv_frame(&mut self, wait: Wait) -> Result<Vec<u8>, ConnectionError> {
-        let rx = self.rx()?;
-        let mut frame = Vec::new();
-        let r = match wait {
-            Wait::No => {
-                return rx.try_recv_into(&mut frame).map(|()| frame).map_err(|e| match e.retry() {
-                    Ok(()) => ConnectionError::Empty,
-                    Err(e) => recv_error(e),
-                });
-            }
-            Wait::Forever => rx.recv_into(&mut frame).map_err(RecvTimeoutError::from),
-            Wait::For(timeout) => rx.recv_timeout_into(&mut frame, timeout),
-        };
-        r.map_err(recv_error).map(|()| frame)
-    }
-
     /// Sends `bytes` as one message, waiting for room.
     ///
-    /// Errors: [`TooLarge`](ConnectionError::TooLarge) above the pipe's
+    /// Errors: [`TooLarge`](PipeSendError::TooLarge) above the pipe's
     /// frame limit, `Closed`, `Disconnected` (the receiving end is gone),
     /// `NotWritable`, `Role`.
     ///
@@ -361,40 +289,57 @@ impl Connection {
     /// a.send_bytes(b"hello").unwrap();
     /// assert_eq!(b.recv_bytes().unwrap(), b"hello");
     /// ```
-    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
-        self.send_frame(bytes, Wait::Forever)
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), PipeSendError> {
+        let tx = self.tx()?;
+        tx.send(bytes).map_err(|e| match e {
+            SendError::TooLarge { len, max } => PipeSendError::TooLarge { len, max: max as usize },
+            SendError::Closed => PipeSendError::Closed,
+            SendError::Disconnected => PipeSendError::Disconnected,
+        })
     }
 
     /// Sends `bytes` as one message if there is room now, never waiting:
-    /// [`Full`](ConnectionError::Full) otherwise (nothing is sent). Other
+    /// [`Full`](PipeTrySendError::Full) otherwise (nothing is sent). Other
     /// errors as for [`send_bytes`](Self::send_bytes).
     ///
     /// ```
-    /// use shmproc::ConnectionError;
+    /// use shmproc::PipeTrySendError;
     /// let (mut a, mut b) = shmproc::pipe_with(true, 64, 8).unwrap();
     /// a.try_send_bytes(b"one").unwrap();
     /// while a.try_send_bytes(b"more").is_ok() {}
-    /// assert_eq!(a.try_send_bytes(b"more"), Err(ConnectionError::Full));
+    /// assert_eq!(a.try_send_bytes(b"more"), Err(PipeTrySendError::Full));
     /// assert_eq!(b.recv_bytes().unwrap(), b"one");
     /// ```
-    pub fn try_send_bytes(&mut self, bytes: &[u8]) -> Result<(), ConnectionError> {
-        self.send_frame(bytes, Wait::No)
+    pub fn try_send_bytes(&mut self, bytes: &[u8]) -> Result<(), PipeTrySendError> {
+        let tx = self.tx()?;
+        tx.try_send(bytes).map_err(|e| match e {
+            TrySendError::Full => PipeTrySendError::Full,
+            TrySendError::TooLarge { len, max } => PipeTrySendError::TooLarge { len, max: max as usize },
+            TrySendError::Closed => PipeTrySendError::Closed,
+            TrySendError::Disconnected => PipeTrySendError::Disconnected,
+        })
     }
 
     /// Sends `bytes` as one message, waiting at most `timeout` for room:
-    /// [`TimedOut`](ConnectionError::TimedOut) then (nothing is sent).
+    /// [`TimedOut`](PipeSendTimeoutError::TimedOut) then (nothing is sent).
     /// Other errors as for [`send_bytes`](Self::send_bytes).
     ///
     /// ```
     /// use std::time::Duration;
-    /// use shmproc::ConnectionError;
+    /// use shmproc::PipeSendTimeoutError;
     /// let (mut a, _b) = shmproc::pipe_with(true, 64, 8).unwrap();
     /// a.send_bytes_timeout(b"fits", Duration::from_secs(10)).unwrap();
     /// while a.try_send_bytes(b"more").is_ok() {}
-    /// assert_eq!(a.send_bytes_timeout(b"more", Duration::from_millis(2)), Err(ConnectionError::TimedOut));
+    /// assert_eq!(a.send_bytes_timeout(b"more", Duration::from_millis(2)), Err(PipeSendTimeoutError::TimedOut));
     /// ```
-    pub fn send_bytes_timeout(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), ConnectionError> {
-        self.send_frame(bytes, Wait::For(timeout))
+    pub fn send_bytes_timeout(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), PipeSendTimeoutError> {
+        let tx = self.tx()?;
+        tx.send_timeout(bytes, timeout).map_err(|e| match e {
+            SendTimeoutError::TimedOut => PipeSendTimeoutError::TimedOut,
+            SendTimeoutError::TooLarge { len, max } => PipeSendTimeoutError::TooLarge { len, max: max as usize },
+            SendTimeoutError::Closed => PipeSendTimeoutError::Closed,
+            SendTimeoutError::Disconnected => PipeSendTimeoutError::Disconnected,
+        })
     }
 
     /// Sends a plain-data value (its bytes), waiting for room. Errors as for
@@ -405,23 +350,23 @@ impl Connection {
     /// a.send(&[1.5f32, 2.5]).unwrap();
     /// assert_eq!(b.recv::<[f32; 2]>().unwrap(), [1.5, 2.5]);
     /// ```
-    pub fn send<T: Pod>(&mut self, value: &T) -> Result<(), ConnectionError> {
+    pub fn send<T: Pod>(&mut self, value: &T) -> Result<(), PipeSendError> {
         self.send_bytes(bytemuck::bytes_of(value))
     }
 
     /// Sends a plain-data value if there is room now, never waiting:
-    /// [`Full`](ConnectionError::Full) otherwise. Errors as for
+    /// [`Full`](PipeTrySendError::Full) otherwise. Errors as for
     /// [`try_send_bytes`](Self::try_send_bytes).
     ///
     /// ```
-    /// use shmproc::ConnectionError;
+    /// use shmproc::PipeTrySendError;
     /// let (mut a, mut b) = shmproc::pipe_with(true, 64, 8).unwrap();
     /// a.try_send(&7u64).unwrap();
     /// while a.try_send(&8u64).is_ok() {}
-    /// assert_eq!(a.try_send(&9u64), Err(ConnectionError::Full));
+    /// assert_eq!(a.try_send(&9u64), Err(PipeTrySendError::Full));
     /// assert_eq!(b.recv::<u64>(), Ok(7));
     /// ```
-    pub fn try_send<T: Pod>(&mut self, value: &T) -> Result<(), ConnectionError> {
+    pub fn try_send<T: Pod>(&mut self, value: &T) -> Result<(), PipeTrySendError> {
         self.try_send_bytes(bytemuck::bytes_of(value))
     }
 
@@ -430,18 +375,18 @@ impl Connection {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use shmproc::ConnectionError;
+    /// use shmproc::PipeSendTimeoutError;
     /// let (mut a, _b) = shmproc::pipe_with(true, 64, 8).unwrap();
     /// while a.try_send(&1u64).is_ok() {}
-    /// assert_eq!(a.send_timeout(&2u64, Duration::from_millis(2)), Err(ConnectionError::TimedOut));
+    /// assert_eq!(a.send_timeout(&2u64, Duration::from_millis(2)), Err(PipeSendTimeoutError::TimedOut));
     /// ```
-    pub fn send_timeout<T: Pod>(&mut self, value: &T, timeout: Duration) -> Result<(), ConnectionError> {
+    pub fn send_timeout<T: Pod>(&mut self, value: &T, timeout: Duration) -> Result<(), PipeSendTimeoutError> {
         self.send_bytes_timeout(bytemuck::bytes_of(value), timeout)
     }
 
     /// Receives one message, waiting for it.
     ///
-    /// Errors: [`Disconnected`](ConnectionError::Disconnected) once the
+    /// Errors: [`Disconnected`](PipeRecvBytesError::Disconnected) once the
     /// sending end is gone (or the pipe was shut down) and everything it
     /// sent was received, `Closed` (this handle was closed), `Corrupted`,
     /// `NotReadable`, `Role`.
@@ -451,27 +396,40 @@ impl Connection {
     /// b.send_bytes(&[]).unwrap();
     /// assert_eq!(a.recv_bytes().unwrap(), Vec::<u8>::new());
     /// ```
-    pub fn recv_bytes(&mut self) -> Result<Vec<u8>, ConnectionError> {
-        self.recv_frame(Wait::Forever)
+    pub fn recv_bytes(&mut self) -> Result<Vec<u8>, PipeRecvBytesError> {
+        let rx = self.rx()?;
+        let mut frame = Vec::new();
+        rx.recv_into(&mut frame).map_err(|e| match e {
+            RecvError::Corrupted => PipeRecvBytesError::Corrupted,
+            RecvError::Closed | RecvError::Disconnected => PipeRecvBytesError::Disconnected,
+        })?;
+        Ok(frame)
     }
 
     /// Receives one message if one is waiting, never waiting:
-    /// [`Empty`](ConnectionError::Empty) otherwise. Other errors as for
+    /// [`Empty`](PipeTryRecvBytesError::Empty) otherwise. Other errors as for
     /// [`recv_bytes`](Self::recv_bytes).
     ///
     /// ```
-    /// use shmproc::ConnectionError;
+    /// use shmproc::PipeTryRecvBytesError;
     /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
-    /// assert_eq!(a.try_recv_bytes(), Err(ConnectionError::Empty));
+    /// assert_eq!(a.try_recv_bytes(), Err(PipeTryRecvBytesError::Empty));
     /// b.send_bytes(b"hi").unwrap();
     /// assert_eq!(a.try_recv_bytes().unwrap(), b"hi");
     /// ```
-    pub fn try_recv_bytes(&mut self) -> Result<Vec<u8>, ConnectionError> {
-        self.recv_frame(Wait::No)
+    pub fn try_recv_bytes(&mut self) -> Result<Vec<u8>, PipeTryRecvBytesError> {
+        let rx = self.rx()?;
+        let mut frame = Vec::new();
+        rx.try_recv_into(&mut frame).map_err(|e| match e {
+            TryRecvError::Empty => PipeTryRecvBytesError::Empty,
+            TryRecvError::Corrupted => PipeTryRecvBytesError::Corrupted,
+            TryRecvError::Closed | TryRecvError::Disconnected => PipeTryRecvBytesError::Disconnected,
+        })?;
+        Ok(frame)
     }
 
     /// Receives one message, waiting at most `timeout`:
-    /// [`TimedOut`](ConnectionError::TimedOut) then. Other errors as for
+    /// [`TimedOut`](PipeRecvBytesTimeoutError::TimedOut) then. Other errors as for
     /// [`recv_bytes`](Self::recv_bytes).
     ///
     /// ```
@@ -480,15 +438,22 @@ impl Connection {
     /// let r = a.recv_bytes_timeout(std::time::Duration::from_millis(2));
     /// assert!(r.is_ok()); // the empty message
     /// let r = a.recv_bytes_timeout(std::time::Duration::from_millis(2));
-    /// assert_eq!(r, Err(shmproc::ConnectionError::TimedOut));
+    /// assert_eq!(r, Err(shmproc::PipeRecvBytesTimeoutError::TimedOut));
     /// ```
-    pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, ConnectionError> {
-        self.recv_frame(Wait::For(timeout))
+    pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, PipeRecvBytesTimeoutError> {
+        let rx = self.rx()?;
+        let mut frame = Vec::new();
+        rx.recv_timeout_into(&mut frame, timeout).map_err(|e| match e {
+            RecvTimeoutError::TimedOut => PipeRecvBytesTimeoutError::TimedOut,
+            RecvTimeoutError::Corrupted => PipeRecvBytesTimeoutError::Corrupted,
+            RecvTimeoutError::Closed | RecvTimeoutError::Disconnected => PipeRecvBytesTimeoutError::Disconnected,
+        })?;
+        Ok(frame)
     }
 
     /// Receives a plain-data value sent with [`send`](Self::send), waiting
     /// for it. Errors as for [`recv_bytes`](Self::recv_bytes), and
-    /// [`WrongSize`](ConnectionError::WrongSize) for a message that is not
+    /// [`WrongSize`](PipeRecvError::WrongSize) for a message that is not
     /// `size_of::<T>()` bytes (it is consumed).
     ///
     /// ```
@@ -496,39 +461,39 @@ impl Connection {
     /// a.send(&7u16).unwrap();
     /// assert!(b.recv::<u64>().is_err()); // 2 bytes are not a u64
     /// ```
-    pub fn recv<T: Pod>(&mut self) -> Result<T, ConnectionError> {
-        decode(self.recv_bytes()?)
+    pub fn recv<T: Pod>(&mut self) -> Result<T, PipeRecvError> {
+        decode(self.recv_bytes()?).map_err(|(expected, got)| PipeRecvError::WrongSize { expected, got })
     }
 
     /// Receives a plain-data value if one is waiting, never waiting:
-    /// [`Empty`](ConnectionError::Empty) otherwise. Errors as for
+    /// [`Empty`](PipeTryRecvError::Empty) otherwise. Errors as for
     /// [`recv`](Self::recv).
     ///
     /// ```
-    /// use shmproc::ConnectionError;
+    /// use shmproc::PipeTryRecvError;
     /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
-    /// assert_eq!(a.try_recv::<u32>(), Err(ConnectionError::Empty));
+    /// assert_eq!(a.try_recv::<u32>(), Err(PipeTryRecvError::Empty));
     /// b.send(&5u32).unwrap();
     /// assert_eq!(a.try_recv::<u32>(), Ok(5));
     /// ```
-    pub fn try_recv<T: Pod>(&mut self) -> Result<T, ConnectionError> {
-        decode(self.try_recv_bytes()?)
+    pub fn try_recv<T: Pod>(&mut self) -> Result<T, PipeTryRecvError> {
+        decode(self.try_recv_bytes()?).map_err(|(expected, got)| PipeTryRecvError::WrongSize { expected, got })
     }
 
     /// Receives a plain-data value, waiting at most `timeout`:
-    /// [`TimedOut`](ConnectionError::TimedOut) then. Errors as for
+    /// [`TimedOut`](PipeRecvTimeoutError::TimedOut) then. Errors as for
     /// [`recv`](Self::recv).
     ///
     /// ```
     /// use std::time::Duration;
-    /// use shmproc::ConnectionError;
+    /// use shmproc::PipeRecvTimeoutError;
     /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
     /// b.send(&5u32).unwrap();
     /// assert_eq!(a.recv_timeout::<u32>(Duration::from_secs(10)), Ok(5));
-    /// assert_eq!(a.recv_timeout::<u32>(Duration::from_millis(2)), Err(ConnectionError::TimedOut));
+    /// assert_eq!(a.recv_timeout::<u32>(Duration::from_millis(2)), Err(PipeRecvTimeoutError::TimedOut));
     /// ```
-    pub fn recv_timeout<T: Pod>(&mut self, timeout: Duration) -> Result<T, ConnectionError> {
-        decode(self.recv_bytes_timeout(timeout)?)
+    pub fn recv_timeout<T: Pod>(&mut self, timeout: Duration) -> Result<T, PipeRecvTimeoutError> {
+        decode(self.recv_bytes_timeout(timeout)?).map_err(|(expected, got)| PipeRecvTimeoutError::WrongSize { expected, got })
     }
 
     /// Whether a message is waiting, waiting at most `timeout` for one.
@@ -539,7 +504,7 @@ impl Connection {
     /// b.send(&1u8).unwrap();
     /// assert!(a.poll(std::time::Duration::from_secs(1)).unwrap());
     /// ```
-    pub fn poll(&mut self, timeout: Duration) -> Result<bool, ConnectionError> {
+    pub fn poll(&mut self, timeout: Duration) -> Result<bool, PipePollError> {
         Ok(self.rx()?.poll(timeout))
     }
 
@@ -557,8 +522,8 @@ impl Connection {
     /// a.send(&1u8).unwrap();
     /// a.close();
     /// assert_eq!(b.recv::<u8>().unwrap(), 1);
-    /// assert_eq!(b.recv::<u8>(), Err(shmproc::ConnectionError::Disconnected));
-    /// assert_eq!(a.send(&2u8), Err(shmproc::ConnectionError::Closed));
+    /// assert_eq!(b.recv::<u8>(), Err(shmproc::PipeRecvError::Disconnected));
+    /// assert_eq!(a.send(&2u8), Err(shmproc::PipeSendError::Closed));
     /// ```
     pub fn close(&mut self) {
         self.closed = true;
@@ -575,9 +540,9 @@ impl Connection {
     /// b.send(&1u8).unwrap();
     /// let mut a2 = a.clone();
     /// a.shutdown();
-    /// assert_eq!(b.send(&2u8), Err(shmproc::ConnectionError::Closed));
+    /// assert_eq!(b.send(&2u8), Err(shmproc::PipeSendError::Closed));
     /// assert_eq!(a2.recv::<u8>(), Ok(1));
-    /// assert_eq!(a2.recv::<u8>(), Err(shmproc::ConnectionError::Disconnected));
+    /// assert_eq!(a2.recv::<u8>(), Err(shmproc::PipeRecvError::Disconnected));
     /// ```
     pub fn shutdown(&mut self) {
         for q in self.out.iter().chain(self.inp.iter()) {
@@ -607,45 +572,11 @@ impl Connection {
     }
 }
 
-/// How long a send or receive may wait.
-#[derive(Debug, Clone, Copy)]
-enum Wait {
-    /// The `try_` forms.
-    No,
-    /// The plain forms.
-    Forever,
-    /// The `_timeout` forms.
-    For(Duration),
-}
-
-// The one place that names the byte queue's error variants.
-
-/// A byte queue's send error as the pipe reports it (the queue's variant
-/// names are written here only).
-fn send_error(e: SendTimeoutError) -> ConnectionError {
-    match e {
-        SendTimeoutError::TimedOut => ConnectionError::TimedOut,
-        SendTimeoutError::TooLarge { len, max } => ConnectionError::TooLarge { len, max: max as usize },
-        SendTimeoutError::Closed => ConnectionError::Closed,
-        SendTimeoutError::Disconnected => ConnectionError::Disconnected,
-    }
-}
-
-/// A byte queue's receive error as the pipe reports it: a direction closed
-/// for everybody ([`Connection::shutdown`]) reads as `Disconnected` once
-/// drained, as a peer that is gone.
-fn recv_error(e: RecvTimeoutError) -> ConnectionError {
-    match e {
-        RecvTimeoutError::TimedOut => ConnectionError::TimedOut,
-        RecvTimeoutError::Corrupted => ConnectionError::Corrupted,
-        RecvTimeoutError::Closed | RecvTimeoutError::Disconnected => ConnectionError::Disconnected,
-    }
-}
-
-/// A plain-data value from a whole message.
-fn decode<T: Pod>(bytes: Vec<u8>) -> Result<T, ConnectionError> {
+/// A plain-data value from a whole message, or `(size_of::<T>(), length)`
+/// for a message of another size.
+fn decode<T: Pod>(bytes: Vec<u8>) -> Result<T, (usize, usize)> {
     if bytes.len() != std::mem::size_of::<T>() {
-        return Err(ConnectionError::WrongSize { expected: std::mem::size_of::<T>(), got: bytes.len() });
+        return Err((std::mem::size_of::<T>(), bytes.len()));
     }
     Ok(bytemuck::pod_read_unaligned(&bytes))
 }

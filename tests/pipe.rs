@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use shmproc::process::StartMethod;
 use shmproc::queue::ByteQueue;
-use shmproc::{Connection, ConnectionError, Event, Process};
+use shmproc::{
+    Connection, Event, PipeRecvBytesTimeoutError, PipeRecvError, PipeRecvTimeoutError, PipeSendError,
+    PipeSendTimeoutError, PipeTryRecvBytesError, PipeTryRecvError, PipeTrySendError, Process,
+};
 use shmproc::{RecvError, TrySendError};
 
 const MAX_FRAME: u64 = 3000;
@@ -83,7 +86,7 @@ shmproc::entry! {
         loop {
             match conn.recv::<u64>() {
                 Ok(v) => conn.send(&(v * 2)).map_err(|e| e.to_string())?,
-                Err(ConnectionError::Disconnected) => return Ok(()),
+                Err(PipeRecvError::Disconnected) => return Ok(()),
                 Err(e) => return Err(e.to_string()),
             }
         }
@@ -122,13 +125,13 @@ fn a_killed_peer_gives_disconnected_after_draining() {
     assert!(ready.wait_timeout(Duration::from_secs(30)));
     p.kill().unwrap();
     assert_eq!(a.recv::<u8>().unwrap(), 1, "what was sent before death is delivered");
-    assert_eq!(a.recv::<u8>(), Err(ConnectionError::Disconnected));
+    assert_eq!(a.recv::<u8>(), Err(PipeRecvError::Disconnected));
     let _ = common::join(&p);
 }
 
 /// Receives with a deadline long enough for any load: `TimedOut` means
 /// the death of the peer was never seen (the defect).
-fn recv_bounded(conn: &mut Connection) -> Result<Vec<u8>, ConnectionError> {
+fn recv_bounded(conn: &mut Connection) -> Result<Vec<u8>, PipeRecvBytesTimeoutError> {
     conn.recv_bytes_timeout(Duration::from_secs(20))
 }
 
@@ -152,7 +155,7 @@ fn a_child_that_exits_without_using_its_end_gives_disconnected() {
         let (mut a, b) = shmproc::pipe(true).unwrap();
         let mut p = Process::new(drop_end_unused, b).with_start_method(m);
         p.start().unwrap();
-        assert_eq!(recv_bounded(&mut a), Err(ConnectionError::Disconnected), "{m:?}");
+        assert_eq!(recv_bounded(&mut a), Err(PipeRecvBytesTimeoutError::Disconnected), "{m:?}");
         common::join(&p).unwrap();
     }
 }
@@ -168,7 +171,7 @@ fn a_child_killed_before_using_its_end_gives_disconnected() {
         p.start().unwrap();
         assert!(ready.wait_timeout(Duration::from_secs(30)), "child did not start");
         p.kill().unwrap();
-        assert_eq!(recv_bounded(&mut a), Err(ConnectionError::Disconnected), "{m:?}, killed while holding");
+        assert_eq!(recv_bounded(&mut a), Err(PipeRecvBytesTimeoutError::Disconnected), "{m:?}, killed while holding");
         let _ = common::join(&p);
 
         let (mut a, b) = shmproc::pipe(true).unwrap();
@@ -176,7 +179,7 @@ fn a_child_killed_before_using_its_end_gives_disconnected() {
         let mut p = Process::new(sleep_with_end_unused, (b, ready)).with_start_method(m).with_daemon(true);
         p.start().unwrap();
         p.kill().unwrap();
-        assert_eq!(recv_bounded(&mut a), Err(ConnectionError::Disconnected), "{m:?}, killed at once");
+        assert_eq!(recv_bounded(&mut a), Err(PipeRecvBytesTimeoutError::Disconnected), "{m:?}, killed at once");
         let _ = common::join(&p);
     }
 }
@@ -203,7 +206,7 @@ fn closing_the_parents_copy_of_a_handed_end_leaves_the_child_connected() {
         let a2 = a.clone();
         if shutdown {
             a.shutdown();
-            assert_eq!(a2.clone().send(&1u64), Err(ConnectionError::Closed));
+            assert_eq!(a2.clone().send(&1u64), Err(PipeSendError::Closed));
         } else {
             a.close();
         }
@@ -220,11 +223,11 @@ fn an_unused_copy_closed_does_not_disconnect_the_peer() {
     let mut b2 = b.clone();
     drop(b);
     let r = a.recv_bytes_timeout(Duration::from_millis(5));
-    assert_eq!(r, Err(ConnectionError::TimedOut), "one copy left: not disconnected");
+    assert_eq!(r, Err(PipeRecvBytesTimeoutError::TimedOut), "one copy left: not disconnected");
     b2.send(&5u8).unwrap();
     assert_eq!(a.recv::<u8>(), Ok(5));
     drop(b2);
-    assert_eq!(a.recv::<u8>(), Err(ConnectionError::Disconnected));
+    assert_eq!(a.recv::<u8>(), Err(PipeRecvError::Disconnected));
 }
 
 shmproc::entry! {
@@ -262,14 +265,17 @@ fn try_send_on_a_full_pipe_is_full_and_send_timeout_times_out() {
             Err(e) => break e,
         }
     };
-    assert_eq!(full, ConnectionError::Full);
+    assert_eq!(full, PipeTrySendError::Full);
     assert!(sent > 0, "nothing fit in an empty pipe");
-    assert_eq!(a.try_send_bytes(&sent.to_ne_bytes()), Err(ConnectionError::Full));
-    assert_eq!(a.send_timeout(&sent, Duration::from_millis(5)), Err(ConnectionError::TimedOut));
-    assert_eq!(a.send_bytes_timeout(&sent.to_ne_bytes(), Duration::ZERO), Err(ConnectionError::TimedOut));
+    assert_eq!(a.try_send_bytes(&sent.to_ne_bytes()), Err(PipeTrySendError::Full));
+    assert_eq!(a.send_timeout(&sent, Duration::from_millis(5)), Err(PipeSendTimeoutError::TimedOut));
+    assert_eq!(a.send_bytes_timeout(&sent.to_ne_bytes(), Duration::ZERO), Err(PipeSendTimeoutError::TimedOut));
     // A message above the frame limit is TooLarge in every form, full or not.
-    assert_eq!(a.try_send_bytes(&[0; 17]), Err(ConnectionError::TooLarge { len: 17, max: 16 }));
-    assert_eq!(a.send_bytes_timeout(&[0; 17], Duration::ZERO), Err(ConnectionError::TooLarge { len: 17, max: 16 }));
+    assert_eq!(a.try_send_bytes(&[0; 17]), Err(PipeTrySendError::TooLarge { len: 17, max: 16 }));
+    assert_eq!(
+        a.send_bytes_timeout(&[0; 17], Duration::ZERO),
+        Err(PipeSendTimeoutError::TooLarge { len: 17, max: 16 })
+    );
     go.set();
     // Room comes back as the child reads: the bounded forms then succeed.
     a.send_timeout(&sent, Duration::from_secs(30)).unwrap();
@@ -300,15 +306,15 @@ fn try_recv_on_an_empty_pipe_is_empty_and_recv_timeout_times_out() {
     let mut p = Process::new(send_after_go, (b, go.clone())).with_daemon(true);
     p.start().unwrap();
     assert_eq!(a.recv_timeout::<u8>(Duration::from_secs(30)), Ok(0));
-    assert_eq!(a.try_recv::<u32>(), Err(ConnectionError::Empty));
-    assert_eq!(a.try_recv_bytes(), Err(ConnectionError::Empty));
-    assert_eq!(a.recv_timeout::<u32>(Duration::from_millis(5)), Err(ConnectionError::TimedOut));
-    assert_eq!(a.recv_bytes_timeout(Duration::ZERO), Err(ConnectionError::TimedOut));
+    assert_eq!(a.try_recv::<u32>(), Err(PipeTryRecvError::Empty));
+    assert_eq!(a.try_recv_bytes(), Err(PipeTryRecvBytesError::Empty));
+    assert_eq!(a.recv_timeout::<u32>(Duration::from_millis(5)), Err(PipeRecvTimeoutError::TimedOut));
+    assert_eq!(a.recv_bytes_timeout(Duration::ZERO), Err(PipeRecvBytesTimeoutError::TimedOut));
     go.set();
     assert_eq!(a.recv_timeout::<u32>(Duration::from_secs(30)), Ok(42));
     common::join(&p).unwrap();
-    assert_eq!(a.try_recv::<u32>(), Err(ConnectionError::Disconnected));
-    assert_eq!(a.recv_timeout::<u32>(Duration::ZERO), Err(ConnectionError::Disconnected));
+    assert_eq!(a.try_recv::<u32>(), Err(PipeTryRecvError::Disconnected));
+    assert_eq!(a.recv_timeout::<u32>(Duration::ZERO), Err(PipeRecvTimeoutError::Disconnected));
 }
 
 /// Issue 10 item 3: the frame limit is in the error, with what to do.
@@ -317,7 +323,7 @@ fn too_large_error_names_the_limit_and_pipe_with() {
     let (mut a, _b) = shmproc::pipe(true).unwrap();
     let max = shmproc::PIPE_MAX_FRAME as usize;
     let e = a.send_bytes(&vec![0; max + 1]).unwrap_err();
-    assert_eq!(e, ConnectionError::TooLarge { len: max + 1, max });
+    assert_eq!(e, PipeSendError::TooLarge { len: max + 1, max });
     let msg = e.to_string();
     assert!(msg.contains(&max.to_string()) && msg.contains("pipe_with"), "{msg}");
     let (mut a, mut b) = shmproc::pipe_with(true, 4 * shmproc::PIPE_CAPACITY, 2 * shmproc::PIPE_MAX_FRAME).unwrap();
@@ -328,8 +334,8 @@ fn too_large_error_names_the_limit_and_pipe_with() {
 #[test]
 fn one_way_pipes_refuse_the_wrong_direction() {
     let (mut r, mut w) = shmproc::pipe(false).unwrap();
-    assert_eq!(r.send(&1u8), Err(ConnectionError::NotWritable));
-    assert_eq!(w.recv::<u8>(), Err(ConnectionError::NotReadable));
+    assert_eq!(r.send(&1u8), Err(PipeSendError::NotWritable));
+    assert_eq!(w.recv::<u8>(), Err(PipeRecvError::NotReadable));
     w.send(&5u8).unwrap();
     assert_eq!(r.recv::<u8>(), Ok(5));
 }
@@ -435,7 +441,7 @@ fn an_end_handed_on_unused_to_a_grandchild_stays_connected() {
     let mut p = Process::new(hand_on_and_close, (b, go.clone(), closed.clone())).with_daemon(true);
     p.start().unwrap();
     assert!(closed.wait_timeout(Duration::from_secs(60)), "the child did not hand the end on and close it");
-    assert_eq!(a.try_recv::<u64>(), Err(ConnectionError::Empty), "the grandchild still holds the end");
+    assert_eq!(a.try_recv::<u64>(), Err(PipeTryRecvError::Empty), "the grandchild still holds the end");
     go.set();
     assert_eq!(a.recv_timeout::<u64>(Duration::from_secs(60)), Ok(7));
     common::join(&p).expect("the child (or the grandchild) failed");
