@@ -446,3 +446,26 @@ fn an_end_handed_on_unused_to_a_grandchild_stays_connected() {
     assert_eq!(a.recv_timeout::<u64>(Duration::from_secs(60)), Ok(7));
     common::join(&p).expect("the child (or the grandchild) failed");
 }
+
+/// Issue 10 item 3: a second handle of an end in use gets its operation's
+/// `Role` error, shown as the `RoleError` (once: it is not also the
+/// source), and every per-operation error widens into `ConnectionError`.
+#[test]
+fn pipe_role_error_per_operation_and_union() {
+    let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    let mut a2 = a.clone();
+    a.send(&1u8).unwrap();
+    assert_eq!(b.recv::<u8>(), Ok(1));
+    let e = a2.send(&2u8).unwrap_err();
+    let PipeSendError::Role(role) = e else { panic!("{e:?}") };
+    assert_eq!(e.to_string(), role.to_string());
+    assert!(std::error::Error::source(&e).is_none());
+    assert_eq!(shmproc::ConnectionError::from(e), shmproc::ConnectionError::Role(role));
+    let mut b2 = b.clone();
+    assert!(matches!(b2.poll(Duration::ZERO), Err(shmproc::PipePollError::Role(_))));
+    assert!(matches!(b2.try_recv_bytes(), Err(PipeTryRecvBytesError::Role(_))));
+    assert_eq!(
+        shmproc::ConnectionError::from(a.try_send_bytes(&[0; 20_000]).unwrap_err()),
+        shmproc::ConnectionError::TooLarge { len: 20_000, max: shmproc::PIPE_MAX_FRAME as usize }
+    );
+}

@@ -29,6 +29,15 @@ macro_rules! conn_error {
         $($attr)*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
         pub enum $name { $($body)* }
+
+        // Every pipe error has `Role` (each operation takes its role on
+        // first use). Not `#[from]`: that would make the `RoleError` also
+        // the `source()`, so an error chain would print it twice.
+        impl From<RoleError> for $name {
+            fn from(e: RoleError) -> Self {
+                $name::Role(e)
+            }
+        }
     };
     (@next $attr:tt $name:ident [$($body:tt)*] NotWritable $($rest:ident)*) => {
         conn_error!(@next $attr $name [$($body)*
@@ -126,7 +135,7 @@ macro_rules! conn_error {
             /// Another live handle (in this or another process) already
             /// holds this end's role.
             #[error("{0}")]
-            Role(#[from] RoleError),
+            Role(RoleError),
         ] $($rest)*);
     };
 }
