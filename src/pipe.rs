@@ -70,6 +70,18 @@ pub const DEFAULT_MAX_FRAME: u64 = 16 * 1024;
 /// come in three forms: waiting, `try_` (never waits: `Full` / `Empty`)
 /// and `_timeout` (`TimedOut`).
 ///
+/// Each operation has its own error enum, with only what it can produce:
+///
+/// | operation | never waits (`try_`) | waits | waits at most a timeout (`_timeout`) |
+/// |---|---|---|---|
+/// | `send`, `send_bytes` | [`PipeTrySendError`] | [`PipeSendError`] | [`PipeSendTimeoutError`] |
+/// | `recv_bytes` | [`PipeTryRecvBytesError`] | [`PipeRecvBytesError`] | [`PipeRecvBytesTimeoutError`] |
+/// | `recv::<T>` | [`PipeTryRecvError`] | [`PipeRecvError`] | [`PipeRecvTimeoutError`] |
+/// | `poll` | | [`PipePollError`] | |
+///
+/// Each converts into [`ConnectionError`], the union of them all (`From`),
+/// so one `?` serves every operation.
+///
 /// Cloning gives another handle to the same end (holding no role until it
 /// sends or receives), like the copy of a Python `Connection` that a
 /// parent keeps after handing the end to a child.
