@@ -91,22 +91,33 @@ pub fn run_pair(mut parent: impl FnMut(), mut child: impl FnMut()) -> Duration {
         while start.load(Ordering::Acquire) == 0 {
             std::hint::spin_loop();
         }
-        child();
+        // A panic must not unwind into the parent's code (this is a copy
+        // of its stack): leave with a failure status instead.
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut child)).is_ok();
         done.store(1, Ordering::Release);
         // SAFETY: leave the forked child immediately.
-        unsafe { libc::_exit(0) };
+        unsafe { libc::_exit(if ok { 0 } else { 101 }) };
     }
     std::thread::sleep(Duration::from_millis(2)); // let the child reach its spin
     let t0 = Instant::now();
     start.store(1, Ordering::Release);
     parent();
+    let mut status = 0;
+    let mut reaped = false;
     while done.load(Ordering::Acquire) == 0 {
+        // A child that died without finishing must not leave us spinning.
+        // SAFETY: polling our own child.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            reaped = true;
+            break;
+        }
         std::hint::spin_loop();
     }
     let elapsed = t0.elapsed();
-    let mut status = 0;
-    // SAFETY: reaping our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if !reaped {
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+    }
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "bench child failed: {status}");
     unpin();
     elapsed
@@ -162,9 +173,9 @@ pub fn run_group(mut roles: Vec<Box<dyn FnMut() + '_>>) -> Duration {
             while start.load(Ordering::Acquire) == 0 {
                 std::hint::spin_loop();
             }
-            role();
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *role)).is_ok();
             // SAFETY: leave the forked child immediately.
-            unsafe { libc::_exit(0) };
+            unsafe { libc::_exit(if ok { 0 } else { 101 }) };
         }
         pids.push(pid);
     }

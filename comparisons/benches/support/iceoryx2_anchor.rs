@@ -45,6 +45,10 @@ fn subscriber(node: &Node<ipc::Service>, name: &ServiceName, buffer: usize) -> S
     service.subscriber_builder().buffer_size(buffer).create().unwrap()
 }
 
+/// How long an anchor waits without progress before it fails (instead of
+/// hanging the bench run).
+const STALL: Duration = Duration::from_secs(30);
+
 /// Opens the service and makes a publisher that blocks when the
 /// subscriber's buffer is full.
 fn publisher(node: &Node<ipc::Service>, name: &ServiceName) -> Pub {
@@ -53,9 +57,38 @@ fn publisher(node: &Node<ipc::Service>, name: &ServiceName) -> Pub {
 }
 
 fn wait_for(flag: &AtomicU32, value: u32) {
+    let since = Instant::now();
     while flag.load(Ordering::Acquire) < value {
+        assert!(since.elapsed() < STALL, "iceoryx2 anchor: the peer never got ready");
         std::thread::yield_now();
     }
+}
+
+/// Sends `v`, again while no subscriber is connected yet (0 recipients).
+fn deliver(publisher: &Pub, v: u64) {
+    let since = Instant::now();
+    while publisher.send_copy(v).unwrap() == 0 {
+        assert!(since.elapsed() < STALL, "iceoryx2 anchor: no subscriber connected");
+        std::thread::yield_now();
+    }
+}
+
+/// Busy-polls for the next sample (fails after STALL without one).
+/// The clock is read only after 4096 empty polls, and then every 4096,
+/// so the check does not slow the anchor down.
+fn take(sub: &Sub) -> u64 {
+    let mut since = None;
+    for spins in 1u64.. {
+        if let Some(s) = sub.receive().unwrap() {
+            return *s;
+        }
+        if spins % 4096 == 0 {
+            let t: &mut Instant = since.get_or_insert_with(Instant::now);
+            assert!(t.elapsed() < STALL, "iceoryx2 anchor: no sample for {STALL:?}");
+        }
+        std::hint::spin_loop();
+    }
+    unreachable!()
 }
 
 /// `n` u64 from the child's publisher to our subscriber; M msgs/s, timed
@@ -73,13 +106,12 @@ pub fn throughput(n: u64, buffer: usize) -> f64 {
             let (mut got, mut sum) = (0u64, 0u64);
             let mut t0 = None;
             while got < n {
-                if let Some(s) = sub.receive().unwrap() {
-                    t0.get_or_insert_with(Instant::now);
-                    sum = sum.wrapping_add(*s);
-                    got += 1;
-                } else {
-                    std::hint::spin_loop();
-                }
+                // Never hang a bench run: `take` fails when a publisher that
+                // failed sends nothing more.
+                let v = take(&sub);
+                t0.get_or_insert_with(Instant::now);
+                sum = sum.wrapping_add(v);
+                got += 1;
             }
             elapsed = t0.unwrap().elapsed();
             assert_eq!(sum, n * (n - 1) / 2, "iceoryx2 lost or duplicated samples");
@@ -89,7 +121,9 @@ pub fn throughput(n: u64, buffer: usize) -> f64 {
             let node = node();
             let publisher = publisher(&node, &name);
             for i in 0..n {
-                assert_eq!(publisher.send_copy(i).unwrap(), 1, "no subscriber connected");
+                // The subscriber may not be connected yet (0 recipients):
+                // send the same value again until it is delivered.
+                deliver(&publisher, i);
             }
         },
     );
@@ -112,13 +146,8 @@ pub fn pingpong(n: usize) -> (f64, f64) {
             let tx = publisher(&node, &there);
             for i in 0..n as u64 {
                 let t = Instant::now();
-                tx.send_copy(i).unwrap();
-                let v = loop {
-                    if let Some(s) = rx.receive().unwrap() {
-                        break *s;
-                    }
-                    std::hint::spin_loop();
-                };
+                deliver(&tx, i);
+                let v = take(&rx);
                 assert_eq!(v, i);
                 samples.push(t.elapsed().as_nanos() as f64);
             }
@@ -130,13 +159,8 @@ pub fn pingpong(n: usize) -> (f64, f64) {
             ready.store(2, Ordering::Release); // pairs with the parent's wait_for(2)
             let tx = publisher(&node, &back);
             for _ in 0..n {
-                let v = loop {
-                    if let Some(s) = rx.receive().unwrap() {
-                        break *s;
-                    }
-                    std::hint::spin_loop();
-                };
-                tx.send_copy(v).unwrap();
+                let v = take(&rx);
+                deliver(&tx, v);
             }
         },
     );
