@@ -168,6 +168,7 @@ real_platform! {
     pub use sync::lock::{DataGuard, Lock, LockGuard, Mutex, MutexGuard};
     pub use sync::rlock::{RLock, RLockGuard};
     pub use sync::semaphore::{BoundedSemaphore, ReleaseError, Semaphore};
+    pub use wait::many::{MAX_OBJECTS as WAIT_MAX_OBJECTS, Ready as WaitReady, WaitError, Waitable, wait};
 }
 
 /// Re-exported so that user types can derive [`Pod`] and [`Zeroable`] with

@@ -42,6 +42,7 @@ use crate::queue::{
 };
 
 mod error;
+mod waitable;
 pub use error::{
     ConnectionError, PipePollError, PipeRecvBytesError, PipeRecvBytesTimeoutError, PipeRecvError,
     PipeRecvTimeoutError, PipeSendError, PipeSendTimeoutError, PipeTryRecvBytesError, PipeTryRecvError,

@@ -85,6 +85,7 @@ mod identity;
 mod logging;
 mod start;
 mod status;
+mod waitable;
 
 pub use children::active_children;
 pub use entry::{__register, Entry, ExitValue, Run};

@@ -28,6 +28,8 @@ use crate::shm::{Fingerprint, Kind, Mapped, Object};
 use crate::wait::Deadline;
 use crate::wait::spin::{RING_SPIN, spin_step};
 
+mod waitable;
+
 const HEADER: u64 = 8;
 const WRAP: u32 = u32::MAX;
 

@@ -21,6 +21,8 @@ use super::mpmc::MpmcQueue;
 use crate::OpenError;
 use crate::wait::Deadline;
 
+mod waitable;
+
 macro_rules! facade_common {
     ($t:ident, $doc_ty:literal) => {
         impl<T: ShmType> $t<T> {

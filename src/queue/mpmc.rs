@@ -55,6 +55,8 @@ use crate::wait::futex::{wait32, wake32};
 use crate::wait::handshake;
 use crate::wait::spin::{MPMC_SPIN, POLL, spin_step};
 
+mod waitable;
+
 /// The shared control block.
 #[repr(C)]
 pub(crate) struct MpmcCtl {

@@ -41,6 +41,9 @@ use crate::wait::futex::wake64_low;
 use crate::wait::handshake;
 use crate::wait::spin::{RING_SPIN, spin_step};
 
+mod waitable;
+pub(super) use waitable::consumer_waitable;
+
 /// A 128-byte aligned cell, so hot words share neither a cache line nor
 /// the line pair that x86's adjacent-line prefetcher fetches together.
 #[repr(C, align(128))]

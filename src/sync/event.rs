@@ -66,12 +66,30 @@ impl RawEvent {
             if matches!(wait, Wait::No) || wait.deadline().passed() {
                 return false;
             }
-            if s & WAITERS == 0
-                && self.state.compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_err()
-            {
-                continue;
+            if let Some(expected) = self.announce() {
+                wait32(&self.state, expected, wait.deadline());
             }
-            wait32(&self.state, s | WAITERS, wait.deadline());
+        }
+    }
+
+    /// Registers a sleeper (sets WAITERS unless the event is set): the
+    /// value to sleep on, or `None` if the event is set. Shared by `wait`
+    /// and the multi-object `wait` (`crate::wait::many`); nothing to undo:
+    /// `set` clears WAITERS.
+    pub(crate) fn announce(&self) -> Option<u32> {
+        loop {
+            // Acquire: pairs with the Release swap in `set`.
+            let s = self.state.load(Ordering::Acquire);
+            if s & SET != 0 {
+                return None;
+            }
+            // Relaxed: the futex compares the word atomically with sleeping,
+            // and `set`'s swap reads WAITERS in the word's modification order.
+            if s & WAITERS != 0
+                || self.state.compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            {
+                return Some(s | WAITERS);
+            }
         }
     }
 }
@@ -117,6 +135,20 @@ mod shm_event {
             Event { m }
         }
     }
+
+    impl crate::wait::many::WaitObject for Event {
+        fn ready(&mut self, _thorough: bool) -> bool {
+            self.m.ctl().is_set()
+        }
+        fn announce(&mut self, words: &mut crate::wait::many::Words) -> Option<u64> {
+            let raw = self.m.ctl();
+            raw.announce().map(|expected| words.push(&raw.state, expected)).map(|()| 0)
+        }
+        fn withdraw(&mut self, _token: u64) {}
+    }
+
+    /// Ready when set.
+    impl crate::wait::many::Waitable for Event {}
 
     impl Event {
         constructors!(doc("Event", "", ""));

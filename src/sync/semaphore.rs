@@ -80,18 +80,34 @@ impl RawSemaphore {
             if wait.deadline().passed() {
                 return false;
             }
-            // Register as a sleeper, but only while the count is still 0.
-            let w = self.word.load(Ordering::Relaxed);
-            if w & COUNT_MASK != 0 {
-                continue;
+            if let Some(token) = self.register() {
+                wait64_low(&self.word, 0, wait.deadline());
+                self.unregister(token);
             }
-            let registered = w.checked_add(ONE_SLEEPER).unwrap_or(w);
-            if self.word.compare_exchange(w, registered, Ordering::Relaxed, Ordering::Relaxed).is_err() {
-                continue;
-            }
-            wait64_low(&self.word, 0, wait.deadline());
-            self.word.fetch_sub(ONE_SLEEPER.min(registered - w), Ordering::Relaxed);
         }
+    }
+
+    /// Registers a sleeper, but only while the count is 0 (then the value
+    /// to sleep on is 0): the token for [`unregister`](Self::unregister),
+    /// or `None` if a unit is there (or the registration raced). Shared by
+    /// `acquire` and the multi-object `wait` (`crate::wait::many`).
+    pub(crate) fn register(&self) -> Option<u64> {
+        let w = self.word.load(Ordering::Relaxed);
+        if w & COUNT_MASK != 0 {
+            return None;
+        }
+        // A saturated sleeper count stays saturated (registers nothing).
+        let registered = w.checked_add(ONE_SLEEPER).unwrap_or(w);
+        // Relaxed: the futex compares the count atomically with sleeping,
+        // and `release`'s CAS reads the sleeper count in the word's order.
+        self.word.compare_exchange(w, registered, Ordering::Relaxed, Ordering::Relaxed).ok()?;
+        Some(registered - w)
+    }
+
+    /// Undoes [`register`](Self::register); returns the word after it.
+    pub(crate) fn unregister(&self, token: u64) -> u64 {
+        let d = ONE_SLEEPER.min(token);
+        self.word.fetch_sub(d, Ordering::Relaxed).wrapping_sub(d)
     }
 
     /// Adds `n` units, waking up to `n` sleepers.
@@ -143,6 +159,46 @@ mod shm_sem {
         /// The largest value the semaphore may hold.
         pub bound: u32,
     }
+
+    /// The multi-object `wait` on a semaphore: ready while a unit is
+    /// there; registered as a sleeper exactly as `acquire` is.
+    fn ready(raw: &RawSemaphore) -> bool {
+        raw.value() > 0
+    }
+    fn announce(raw: &RawSemaphore, words: &mut crate::wait::many::Words) -> Option<u64> {
+        let token = raw.register()?;
+        words.push_low(&raw.word, 0);
+        Some(token)
+    }
+    /// `release(n)` wakes n sleepers: if a unit is there and other sleepers
+    /// are counted, we may have taken the wake-up of an acquirer: pass it on.
+    fn withdraw(raw: &RawSemaphore, token: u64) {
+        let w = raw.unregister(token);
+        if w & COUNT_MASK != 0 && w >> 32 != 0 {
+            wake64_low(&raw.word, 1);
+        }
+    }
+
+    macro_rules! waitable {
+        ($t:ident) => {
+            impl crate::wait::many::WaitObject for $t {
+                fn ready(&mut self, _thorough: bool) -> bool {
+                    ready(self.m.ctl())
+                }
+                fn announce(&mut self, words: &mut crate::wait::many::Words) -> Option<u64> {
+                    announce(self.m.ctl(), words)
+                }
+                fn withdraw(&mut self, token: u64) {
+                    withdraw(self.m.ctl(), token)
+                }
+            }
+
+            /// Ready while a unit can be taken (nothing is taken).
+            impl crate::wait::many::Waitable for $t {}
+        };
+    }
+    waitable!(Semaphore);
+    waitable!(BoundedSemaphore);
 
     macro_rules! semaphore_methods {
         ($t:literal) => {

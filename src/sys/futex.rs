@@ -83,3 +83,89 @@ pub(crate) fn wake(word: &AtomicU32, n: u32) -> u32 {
     let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
     if r < 0 { 0 } else { r as u32 }
 }
+
+/// One word of a [`waitv`] call: sleep while `*word == expected`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WaitvWord {
+    /// The 32-bit word's address (in a shared or private mapping).
+    pub(crate) word: *const AtomicU32,
+    pub(crate) expected: u32,
+}
+
+/// Why [`waitv`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitvOutcome {
+    /// Woken through the word at this index.
+    Woken(usize),
+    /// A word no longer held its expected value (or a spurious return).
+    Changed,
+    /// The deadline passed.
+    TimedOut,
+    /// The call was refused: `permanent` when the kernel has no
+    /// `futex_waitv` (`ENOSYS`, Linux < 5.16); otherwise this one call
+    /// failed (a seccomp filter's `EPERM`, `EFAULT`...). Use the fallback.
+    Unsupported { permanent: bool },
+}
+
+/// Most words one `futex_waitv` call takes (`FUTEX_WAITV_MAX`).
+pub(crate) const WAITV_MAX: usize = 128;
+
+/// `struct futex_waitv` of `<linux/futex.h>`.
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// `FUTEX2_SIZE_U32`; no `FUTEX2_PRIVATE`: the words live in shared mappings.
+const FUTEX2_SIZE_U32: u32 = 0x02;
+/// `__NR_futex_waitv`, the same number on x86_64 and aarch64.
+const SYS_FUTEX_WAITV: libc::c_long = 449;
+
+/// Sleeps until one of `words` (at most [`WAITV_MAX`]) is woken or no
+/// longer holds its expected value, or `deadline` passes (`None`: no
+/// timeout). Like [`wait`], the compare and the enqueue on every word are
+/// atomic with respect to [`wake`]; the deadline is absolute on
+/// `CLOCK_MONOTONIC`, so `EINTR` is retried without stretching it.
+///
+/// # Safety
+/// Every `word` points at a live, 4-aligned 32-bit atomic for the whole
+/// call (the kernel only compares it and uses its address as a key).
+pub(crate) unsafe fn waitv(words: &[WaitvWord], deadline: Option<Instant>) -> WaitvOutcome {
+    debug_assert!(!words.is_empty() && words.len() <= WAITV_MAX);
+    let list: Vec<FutexWaitv> = words
+        .iter()
+        .map(|w| FutexWaitv { val: u64::from(w.expected), uaddr: w.word as u64, flags: FUTEX2_SIZE_U32, reserved: 0 })
+        .collect();
+    let ts = deadline.map(as_timespec);
+    let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    loop {
+        // SAFETY: `list` holds `list.len()` (<= 128) initialised entries whose addresses are live atomics (the
+        // caller's contract); the timespec pointer is null or points at `ts`, alive here; flags 0.
+        let r = unsafe {
+            libc::syscall(
+                SYS_FUTEX_WAITV,
+                list.as_ptr(),
+                list.len() as libc::c_uint,
+                0u32,
+                ts_ptr,
+                libc::CLOCK_MONOTONIC,
+            )
+        };
+        if r >= 0 {
+            return WaitvOutcome::Woken(r as usize);
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ETIMEDOUT) => return WaitvOutcome::TimedOut,
+            // EAGAIN: a word differed (the caller re-checks every object).
+            Some(libc::EAGAIN) => return WaitvOutcome::Changed,
+            // ENOSYS (Linux < 5.16), or a refusal (a seccomp filter's
+            // EPERM, EINVAL, EFAULT on a mapping torn away): the caller
+            // falls back to single-word waits, never to a busy loop.
+            e => return WaitvOutcome::Unsupported { permanent: e == Some(libc::ENOSYS) },
+        }
+    }
+}
