@@ -1,0 +1,225 @@
+//! `shmproc::wait` on many objects: readiness of every kind, timeouts,
+//! real processes (including SIGKILL), wake-ups not stolen from blocked
+//! callers, and a waiter that uses no CPU (read from /proc).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use shmproc::queue::{ByteQueue, MpmcQueue, SpscQueue};
+use shmproc::{Event, Process, Queue, Semaphore, WaitError, Waitable, wait};
+
+use common::DEADLINE;
+
+fn indices(objects: &mut [&mut dyn Waitable], timeout: Option<Duration>) -> Vec<usize> {
+    wait(objects, timeout).unwrap().iter().collect()
+}
+
+/// The thread of process `pid` asleep in `futex_waitv`, once there is one
+/// (bounded by DEADLINE).
+fn thread_in_waitv(pid: u32) -> u32 {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir").flatten() {
+            let tid: u32 = t.file_name().to_str().unwrap().parse().unwrap();
+            if common::blocked_in(pid, tid) == Some(449) {
+                return tid;
+            }
+        }
+        assert!(Instant::now() < end, "no thread of {pid} went to sleep in futex_waitv within {DEADLINE:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Context switches (voluntary + involuntary) of every thread of `pid`,
+/// and the process's user + system CPU ticks: all only ever move when a
+/// thread of it runs.
+fn activity(pid: u32) -> (u64, u64) {
+    let mut switches = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir").flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if let Some(n) =
+                line.strip_prefix("voluntary_ctxt_switches:").or(line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                switches += n.trim().parse::<u64>().unwrap();
+            }
+        }
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
+    let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    (switches, ticks)
+}
+
+#[test]
+fn no_objects_or_too_many_are_errors() {
+    assert_eq!(wait(&mut [], None), Err(WaitError::NoObjects));
+    let mut evs: Vec<Event> = (0..129).map(|_| Event::new().unwrap()).collect();
+    let mut objs: Vec<&mut dyn Waitable> = evs.iter_mut().map(|e| e as &mut dyn Waitable).collect();
+    assert_eq!(wait(&mut objs, Some(Duration::ZERO)), Err(WaitError::TooMany { count: 129, max: 128 }));
+    drop(objs);
+    // 128 is fine; the last one is set.
+    evs[127].set();
+    let mut objs: Vec<&mut dyn Waitable> = evs.iter_mut().take(128).map(|e| e as &mut dyn Waitable).collect();
+    assert_eq!(indices(&mut objs, Some(Duration::ZERO)), [127]);
+}
+
+#[test]
+fn each_kind_is_ready_when_its_call_would_return() {
+    let mut ev = Event::new().unwrap();
+    let mut sem = Semaphore::new(0).unwrap();
+    let mut q = Queue::<u32>::new(2).unwrap();
+    let mut mq = MpmcQueue::<u32>::new(2).unwrap();
+    let spsc = SpscQueue::<u32>::new(4).unwrap();
+    let (mut tx, mut rx) = (spsc.producer().unwrap(), spsc.consumer().unwrap());
+    let bq = ByteQueue::new(4096, 64).unwrap();
+    let (mut btx, mut brx) = (bq.producer().unwrap(), bq.consumer().unwrap());
+    let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    b.send_bytes(b"").unwrap(); // b now holds its sending role
+    let _ = a.recv_bytes().unwrap();
+    let zero = Some(Duration::ZERO);
+    {
+        let mut objs: [&mut dyn Waitable; 7] = [&mut ev, &mut sem, &mut q, &mut mq, &mut rx, &mut brx, &mut a];
+        assert_eq!(indices(&mut objs, zero), Vec::<usize>::new(), "nothing is ready");
+    }
+    ev.set();
+    sem.release().unwrap();
+    q.put(1).unwrap();
+    mq.push(2).unwrap();
+    tx.push(3).unwrap();
+    btx.send(b"x").unwrap();
+    b.send_bytes(b"y").unwrap();
+    {
+        let mut objs: [&mut dyn Waitable; 7] = [&mut ev, &mut sem, &mut q, &mut mq, &mut rx, &mut brx, &mut a];
+        assert_eq!(indices(&mut objs, None), [0, 1, 2, 3, 4, 5, 6]);
+    }
+    // Nothing was consumed.
+    assert!(sem.try_acquire());
+    assert_eq!((q.get_nowait(), mq.try_pop(), rx.try_pop()), (Ok(1), Ok(2), Ok(3)));
+    assert_eq!(brx.try_recv().unwrap(), b"x");
+    assert_eq!(a.try_recv_bytes().unwrap(), b"y");
+    ev.clear();
+    {
+        let mut objs: [&mut dyn Waitable; 7] = [&mut ev, &mut sem, &mut q, &mut mq, &mut rx, &mut brx, &mut a];
+        assert_eq!(indices(&mut objs, zero), Vec::<usize>::new(), "all drained");
+    }
+    // Closed or disconnected: the call would fail at once, so ready.
+    q.close();
+    mq.close();
+    drop(tx);
+    spsc.close();
+    drop(btx);
+    b.close();
+    let mut objs: [&mut dyn Waitable; 5] = [&mut q, &mut mq, &mut rx, &mut brx, &mut a];
+    assert_eq!(indices(&mut objs, zero), [0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn a_timeout_is_honoured_and_a_late_event_wakes_the_wait() {
+    let mut ev = Event::new().unwrap();
+    let mut sem = Semaphore::new(0).unwrap();
+    let mut q = Queue::<u8>::new(1).unwrap();
+    let t0 = Instant::now();
+    assert!(wait(&mut [&mut ev, &mut sem, &mut q], Some(Duration::from_millis(30))).unwrap().is_empty());
+    assert!(t0.elapsed() >= Duration::from_millis(30), "returned early: {:?}", t0.elapsed());
+
+    let setter = ev.clone();
+    let me = common::gettid();
+    let t = std::thread::spawn(move || {
+        common::wait_for("the waiter to sleep in futex_waitv", || {
+            common::blocked_in(std::process::id(), me) == Some(449)
+        });
+        setter.set();
+    });
+    assert_eq!(indices(&mut [&mut sem, &mut q, &mut ev], Some(DEADLINE)), [2]);
+    t.join().unwrap();
+}
+
+shmproc::entry! {
+    fn put_on_command(args: (Queue<u32>, Event, Event)) -> Result<(), String> {
+        let (q, go, exit) = args;
+        if !go.wait_timeout(DEADLINE) {
+            return Err("never told to put".into());
+        }
+        q.put(42).map_err(|e| e.to_string())?;
+        if !exit.wait_timeout(DEADLINE) {
+            return Err("never told to exit".into());
+        }
+        Ok(())
+    }
+}
+
+shmproc::entry! {
+    fn block_until(stop: Event) {
+        stop.wait_timeout(DEADLINE);
+    }
+}
+
+/// Issue 11: `wait` on 3 queues and a process: the right ones ready,
+/// timeouts honoured, a process's end (normal exit and SIGKILL) wakes it.
+#[test]
+fn wait_on_three_queues_and_a_process_reports_the_right_ones() {
+    let mut q0 = Queue::<u32>::new(4).unwrap();
+    let mut q1 = Queue::<u32>::new(4).unwrap();
+    let mut q2 = MpmcQueue::<u32>::new(4).unwrap();
+    let (go, exit) = (Event::new().unwrap(), Event::new().unwrap());
+    let mut p = Process::new(put_on_command, (q1.clone(), go.clone(), exit.clone()));
+    p.start().unwrap();
+
+    // Nothing ready: the timeout is honoured.
+    let t0 = Instant::now();
+    let r = wait(&mut [&mut q0, &mut q1, &mut q2, &mut p], Some(Duration::from_millis(50))).unwrap();
+    assert!(r.is_empty(), "nothing is ready yet: {r:?}");
+    assert!(t0.elapsed() >= Duration::from_millis(50));
+
+    // The child puts into q1 while we sleep.
+    let me = common::gettid();
+    let g = go.clone();
+    let t = std::thread::spawn(move || {
+        common::wait_for("the waiter to sleep in futex_waitv", || {
+            common::blocked_in(std::process::id(), me) == Some(449)
+        });
+        g.set();
+    });
+    assert_eq!(indices(&mut [&mut q0, &mut q1, &mut q2, &mut p], Some(DEADLINE)), [1]);
+    t.join().unwrap();
+    assert_eq!(q1.get_nowait(), Ok(42));
+
+    // Two queues at once.
+    q0.put(1).unwrap();
+    q2.push(2).unwrap();
+    assert_eq!(indices(&mut [&mut q0, &mut q1, &mut q2, &mut p], Some(DEADLINE)), [0, 2]);
+    assert_eq!((q0.get_nowait(), q2.try_pop()), (Ok(1), Ok(2)));
+
+    // The child exits while we sleep: the process is ready, nothing else.
+    let x = exit.clone();
+    let t = std::thread::spawn(move || {
+        common::wait_for("the waiter to sleep in futex_waitv", || {
+            common::blocked_in(std::process::id(), me) == Some(449)
+        });
+        x.set();
+    });
+    assert_eq!(indices(&mut [&mut q0, &mut q1, &mut q2, &mut p], Some(DEADLINE)), [3]);
+    t.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+
+    // A child killed with SIGKILL (it writes nothing) wakes the wait too.
+    let stop = Event::new().unwrap();
+    let mut k = Process::new(block_until, stop.clone());
+    k.start().unwrap();
+    let pid = k.pid().unwrap();
+    // Another handle on the same child, for the killing thread.
+    let other = shmproc::active_children().into_iter().find(|c| c.pid() == Some(pid)).unwrap();
+    let t = std::thread::spawn(move || {
+        common::wait_for("the waiter to sleep in futex_waitv", || {
+            common::blocked_in(std::process::id(), me) == Some(449)
+        });
+        other.kill().unwrap();
+    });
+    assert_eq!(indices(&mut [&mut q0, &mut q1, &mut k, &mut q2], Some(DEADLINE)), [2]);
+    t.join().unwrap();
+    assert_eq!(k.exitcode(), Some(-9));
+    drop(stop);
+}
