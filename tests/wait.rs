@@ -223,3 +223,103 @@ fn wait_on_three_queues_and_a_process_reports_the_right_ones() {
     assert_eq!(k.exitcode(), Some(-9));
     drop(stop);
 }
+
+/// A `release(1)` wakes one sleeper. When a `wait` sleeps on the
+/// semaphore before an `acquire` does, the kernel wakes the `wait` (futex
+/// queues are FIFO); `wait` only looks, so it must pass the wake-up on.
+/// Before the pass-on, the acquirer slept on with a unit available until
+/// its deadline (a semaphore sleeper has no periodic re-check).
+#[test]
+fn a_wait_woken_in_place_of_an_acquirer_passes_the_wake_up_on() {
+    let sem = Semaphore::new(0).unwrap();
+    let (waiter_tid, acquirer_tid) = (std::sync::Mutex::new(0u32), std::sync::Mutex::new(0u32));
+    std::thread::scope(|s| {
+        let w = s.spawn(|| {
+            *waiter_tid.lock().unwrap() = common::gettid();
+            let mut mine = sem.clone();
+            wait(&mut [&mut mine], Some(DEADLINE)).unwrap()
+        });
+        common::wait_for("the waiter to sleep in futex_waitv", || {
+            let t = *waiter_tid.lock().unwrap();
+            t != 0 && common::blocked_in(std::process::id(), t) == Some(449)
+        });
+        let a = s.spawn(|| {
+            *acquirer_tid.lock().unwrap() = common::gettid();
+            let t0 = Instant::now();
+            (sem.acquire_timeout(DEADLINE), t0.elapsed())
+        });
+        common::wait_for("the acquirer to sleep on the futex", || {
+            let t = *acquirer_tid.lock().unwrap();
+            t != 0 && common::thread_in_futex(t)
+        });
+        sem.release().unwrap();
+        let (got, took) = a.join().unwrap();
+        // Reaching the deadline is the failure (then the unit is taken on the way out, unwoken).
+        assert!(got && took < DEADLINE, "the acquirer was not woken for the released unit (waited {took:?})");
+        // The waiter sees the next unit.
+        sem.release().unwrap();
+        assert_eq!(w.join().unwrap().iter().collect::<Vec<_>>(), [0]);
+    });
+}
+
+/// A blocked `Event::wait` and a `wait` on the same event both wake on
+/// `set` (the multi-waiter announces itself with the same WAITERS bit).
+#[test]
+fn an_event_wakes_its_own_waiter_and_a_wait_together() {
+    let ev = Event::new().unwrap();
+    let tids = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        let plain = s.spawn(|| {
+            tids.lock().unwrap().push(common::gettid());
+            ev.wait_timeout(DEADLINE)
+        });
+        let many = s.spawn(|| {
+            tids.lock().unwrap().push(common::gettid());
+            let mut mine = ev.clone();
+            let mut other = Event::new().unwrap();
+            wait(&mut [&mut other, &mut mine], Some(DEADLINE)).unwrap()
+        });
+        common::wait_for("both to sleep", || {
+            let t = tids.lock().unwrap().clone();
+            t.len() == 2 && t.iter().all(|&t| common::thread_in_futex(t))
+        });
+        ev.set();
+        assert!(plain.join().unwrap());
+        assert_eq!(many.join().unwrap().iter().collect::<Vec<_>>(), [1]);
+    });
+}
+
+shmproc::entry! {
+    fn send_then_block(args: (shmproc::Connection, shmproc::queue::SpscQueue<u32>, Event)) -> Result<(), String> {
+        let (mut conn, q, stop) = args;
+        conn.send_bytes(b"hello").map_err(|e| e.to_string())?;
+        let mut tx = q.producer().map_err(|e| e.to_string())?;
+        tx.push(5).map_err(|e| e.to_string())?;
+        stop.wait_timeout(DEADLINE);
+        Ok(())
+    }
+}
+
+/// A pipe end and an SPSC consumer whose sender is SIGKILLed (no flag is
+/// set by anyone) become ready: `wait` re-checks the sender's liveness in
+/// /proc as their own receive calls do.
+#[test]
+fn a_pipe_end_and_a_consumer_whose_sender_is_killed_become_ready() {
+    let (mut mine, theirs) = shmproc::pipe(true).unwrap();
+    let q = SpscQueue::<u32>::new(8).unwrap();
+    let mut rx = q.consumer().unwrap();
+    let stop = Event::new().unwrap();
+    let mut p = Process::new(send_then_block, (theirs, q.clone(), stop.clone()));
+    p.start().unwrap();
+    assert_eq!(indices(&mut [&mut mine], Some(DEADLINE)), [0]);
+    assert_eq!(mine.recv_bytes().unwrap(), b"hello");
+    assert_eq!(indices(&mut [&mut rx], Some(DEADLINE)), [0]);
+    assert_eq!(rx.try_pop(), Ok(5));
+    let r = wait(&mut [&mut mine, &mut rx], Some(Duration::from_millis(20))).unwrap();
+    assert!(r.is_empty(), "nothing more was sent: {r:?}");
+    p.kill().unwrap();
+    let _ = common::join(&p);
+    assert_eq!(indices(&mut [&mut mine, &mut rx], Some(DEADLINE)), [0, 1]);
+    assert_eq!(mine.recv_bytes(), Err(shmproc::PipeRecvBytesError::Disconnected));
+    assert_eq!(rx.try_pop(), Err(shmproc::TryPopError::Disconnected));
+}
