@@ -15,6 +15,18 @@ fn indices(objects: &mut [&mut dyn Waitable], timeout: Option<Duration>) -> Vec<
     wait(objects, timeout).unwrap().iter().collect()
 }
 
+/// Whether this run forces `wait`'s fallback for kernels without
+/// `futex_waitv` (see `the_fallback_without_futex_waitv_works_too`).
+fn fallback() -> bool {
+    std::env::var_os("SHMPROC_WAITV_FALLBACK").is_some()
+}
+
+/// Whether thread `tid` of this process sleeps in `wait` (in `futex_waitv`;
+/// in a futex wait under the fallback).
+fn asleep_in_wait(tid: u32) -> bool {
+    if fallback() { common::thread_in_futex(tid) } else { common::blocked_in(std::process::id(), tid) == Some(449) }
+}
+
 /// The thread of process `pid` asleep in `futex_waitv`, once there is one
 /// (bounded by DEADLINE).
 fn thread_in_waitv(pid: u32) -> u32 {
@@ -128,9 +140,7 @@ fn a_timeout_is_honoured_and_a_late_event_wakes_the_wait() {
     let setter = ev.clone();
     let me = common::gettid();
     let t = std::thread::spawn(move || {
-        common::wait_for("the waiter to sleep in futex_waitv", || {
-            common::blocked_in(std::process::id(), me) == Some(449)
-        });
+        common::wait_for("the waiter to sleep in futex_waitv", || asleep_in_wait(me));
         setter.set();
     });
     assert_eq!(indices(&mut [&mut sem, &mut q, &mut ev], Some(DEADLINE)), [2]);
@@ -178,9 +188,7 @@ fn wait_on_three_queues_and_a_process_reports_the_right_ones() {
     let me = common::gettid();
     let g = go.clone();
     let t = std::thread::spawn(move || {
-        common::wait_for("the waiter to sleep in futex_waitv", || {
-            common::blocked_in(std::process::id(), me) == Some(449)
-        });
+        common::wait_for("the waiter to sleep in futex_waitv", || asleep_in_wait(me));
         g.set();
     });
     assert_eq!(indices(&mut [&mut q0, &mut q1, &mut q2, &mut p], Some(DEADLINE)), [1]);
@@ -196,9 +204,7 @@ fn wait_on_three_queues_and_a_process_reports_the_right_ones() {
     // The child exits while we sleep: the process is ready, nothing else.
     let x = exit.clone();
     let t = std::thread::spawn(move || {
-        common::wait_for("the waiter to sleep in futex_waitv", || {
-            common::blocked_in(std::process::id(), me) == Some(449)
-        });
+        common::wait_for("the waiter to sleep in futex_waitv", || asleep_in_wait(me));
         x.set();
     });
     assert_eq!(indices(&mut [&mut q0, &mut q1, &mut q2, &mut p], Some(DEADLINE)), [3]);
@@ -213,9 +219,7 @@ fn wait_on_three_queues_and_a_process_reports_the_right_ones() {
     // Another handle on the same child, for the killing thread.
     let other = shmproc::active_children().into_iter().find(|c| c.pid() == Some(pid)).unwrap();
     let t = std::thread::spawn(move || {
-        common::wait_for("the waiter to sleep in futex_waitv", || {
-            common::blocked_in(std::process::id(), me) == Some(449)
-        });
+        common::wait_for("the waiter to sleep in futex_waitv", || asleep_in_wait(me));
         other.kill().unwrap();
     });
     assert_eq!(indices(&mut [&mut q0, &mut q1, &mut k, &mut q2], Some(DEADLINE)), [2]);
@@ -241,7 +245,7 @@ fn a_wait_woken_in_place_of_an_acquirer_passes_the_wake_up_on() {
         });
         common::wait_for("the waiter to sleep in futex_waitv", || {
             let t = *waiter_tid.lock().unwrap();
-            t != 0 && common::blocked_in(std::process::id(), t) == Some(449)
+            t != 0 && asleep_in_wait(t)
         });
         let a = s.spawn(|| {
             *acquirer_tid.lock().unwrap() = common::gettid();
@@ -322,4 +326,70 @@ fn a_pipe_end_and_a_consumer_whose_sender_is_killed_become_ready() {
     assert_eq!(indices(&mut [&mut mine, &mut rx], Some(DEADLINE)), [0, 1]);
     assert_eq!(mine.recv_bytes(), Err(shmproc::PipeRecvBytesError::Disconnected));
     assert_eq!(rx.try_pop(), Err(shmproc::TryPopError::Disconnected));
+}
+
+shmproc::entry! {
+    fn wait_quietly(args: (Queue<u32>, Event, Semaphore, Event)) -> Result<(), String> {
+        let (mut q, mut ev, mut sem, stop) = args;
+        let mut grandchild = Process::new(block_until, stop);
+        grandchild.start().map_err(|e| e.to_string())?;
+        let r = wait(&mut [&mut q, &mut ev, &mut sem, &mut grandchild], Some(DEADLINE)).map_err(|e| e.to_string())?;
+        let r: Vec<usize> = r.iter().collect();
+        if r != [3] {
+            return Err(format!("ready: {r:?}, expected the process (3) only"));
+        }
+        grandchild.join().map_err(|e| e.to_string())
+    }
+}
+
+/// Issue 11: a process blocked in `wait` (on a queue, an event, a
+/// semaphore and its own child) uses no CPU, read from /proc: all its
+/// threads are blocked in system calls (the waiter in `futex_waitv`), and
+/// none of them is switched in (no context switch, no CPU tick) while the
+/// test looks; then the child's end wakes it.
+#[test]
+fn a_process_blocked_in_wait_uses_no_cpu() {
+    let (q, ev, sem, stop) =
+        (Queue::<u32>::new(4).unwrap(), Event::new().unwrap(), Semaphore::new(0).unwrap(), Event::new().unwrap());
+    let mut p = Process::new(wait_quietly, (q.clone(), ev.clone(), sem.clone(), stop.clone()));
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    let waiter = thread_in_waitv(pid);
+    common::wait_for("every thread of the waiting process to block in a system call", || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.flatten().all(|t| common::blocked_in(pid, t.file_name().to_str().unwrap().parse().unwrap()).is_some())
+            })
+            .unwrap_or(false)
+    });
+    let before = activity(pid);
+    // An observation window, not a timing assertion: nothing may run in it.
+    std::thread::sleep(Duration::from_millis(300));
+    let after = activity(pid);
+    assert_eq!(common::blocked_in(pid, waiter), Some(449), "the waiter left futex_waitv");
+    assert_eq!(before, after, "(context switches, CPU ticks) of the waiting process changed while it waited");
+    stop.set();
+    common::join(&p).unwrap();
+}
+
+/// The fallback for kernels without `futex_waitv` (forced with the
+/// `test-hooks` feature's `SHMPROC_WAITV_FALLBACK`): the same tests pass,
+/// run in a child test binary.
+#[test]
+fn the_fallback_without_futex_waitv_works_too() {
+    if fallback() {
+        return; // this is the inner run
+    }
+    let tests = [
+        "each_kind_is_ready_when_its_call_would_return",
+        "a_timeout_is_honoured_and_a_late_event_wakes_the_wait",
+        "wait_on_three_queues_and_a_process_reports_the_right_ones",
+        "a_wait_woken_in_place_of_an_acquirer_passes_the_wake_up_on",
+        "an_event_wakes_its_own_waiter_and_a_wait_together",
+        "a_pipe_end_and_a_consumer_whose_sender_is_killed_become_ready",
+    ];
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "--test-threads=1"]).args(tests).env("SHMPROC_WAITV_FALLBACK", "1");
+    let (status, stderr) = common::run_within(&mut cmd);
+    assert!(status.success(), "under the fallback: {status:?}\n{stderr}");
 }
