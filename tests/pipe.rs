@@ -352,39 +352,76 @@ mod model {
 
         /// The byte ring behaves like a VecDeque of frames: FIFO, frames
         /// intact, nothing lost or duplicated; a refused send is `Full`
-        /// only when the ring really has no room for it.
+        /// only when the ring really has no room for it. Frames go in by
+        /// copy or by a write loan (committed, or dropped: nothing sent)
+        /// and come out by copy or by a read loan (released, or dropped:
+        /// received again); every payload of 64 bytes or more read in
+        /// place is 64-aligned.
         #[test]
-        fn byte_queue_matches_a_vecdeque_model(ops in proptest::collection::vec((any::<bool>(), 0usize..=120), 0..300)) {
+        fn byte_queue_matches_a_vecdeque_model(ops in proptest::collection::vec((0u8..6, 0usize..=120), 0..300)) {
             let q = ByteQueue::new(512, 120).unwrap();
             let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
             let mut model: VecDeque<Vec<u8>> = VecDeque::new();
             let mut buf = Vec::new();
-            for (i, (send, len)) in ops.into_iter().enumerate() {
-                if send {
-                    let frame: Vec<u8> = (0..len).map(|j| (i * 13 + j) as u8).collect();
-                    match tx.try_send(&frame) {
-                        Ok(()) => model.push_back(frame),
-                        Err(e) => {
-                            prop_assert_eq!(e, TrySendError::Full);
-                            // Full means no room: queued frames (8-byte header,
-                            // 8-byte padding) plus at most one pending wrap gap
-                            // (< one max frame, 128 B) plus this frame and its
-                            // own wrap gap (< the frame) exceed the ring.
-                            let used: usize = model.iter().map(|f| 8 + f.len().div_ceil(8) * 8).sum();
-                            let need = 8 + len.div_ceil(8) * 8;
-                            prop_assert!(used + 128 + 2 * need > 512, "refused with {} bytes used", used);
+            // The most ring bytes a frame takes: header, alignment padding
+            // (payloads of 64 bytes or more start 64-aligned), payload
+            // rounded up to 8.
+            let size = |len: usize| if len < 64 { 8 } else { 64 } + len.div_ceil(8) * 8;
+            for (i, (op, len)) in ops.into_iter().enumerate() {
+                let frame: Vec<u8> = (0..len).map(|j| (i * 13 + j) as u8).collect();
+                match op {
+                    0..=2 => {
+                        let sent = match op {
+                            0 => tx.try_send(&frame),
+                            _ => tx.try_send_loan(len).map(|mut loan| {
+                                prop_assert_eq!(loan.len(), len);
+                                loan.write_at(0, &frame);
+                                if op == 1 {
+                                    loan.commit().unwrap();
+                                }
+                                Ok(())
+                            }).and_then(|r| r.map_err(|_| TrySendError::Closed)),
+                        };
+                        match sent {
+                            Ok(()) if op == 2 => {} // loan dropped: nothing sent
+                            Ok(()) => model.push_back(frame),
+                            Err(e) => {
+                                prop_assert_eq!(e, TrySendError::Full);
+                                // Full means no room: queued frames, at most
+                                // one pending wrap gap (< one max frame) plus
+                                // this frame and its own wrap gap (< the
+                                // frame) exceed the ring.
+                                let used: usize = model.iter().map(|f| size(f.len())).sum();
+                                prop_assert!(used + size(120) + 2 * size(len) > 512, "refused with {} bytes used", used);
+                            }
                         }
                     }
-                } else {
-                    match rx.try_recv_into(&mut buf) {
-                        Ok(()) => prop_assert_eq!(Some(&buf), model.front()),
+                    3 => match rx.try_recv_into(&mut buf) {
+                        Ok(()) => {
+                            prop_assert_eq!(Some(&buf), model.front());
+                            model.pop_front();
+                        }
                         Err(e) => {
                             prop_assert_eq!(e, TryRecvError::Empty);
                             prop_assert!(model.is_empty());
-                            continue;
                         }
-                    }
-                    model.pop_front();
+                    },
+                    _ => match rx.try_recv_loan() {
+                        Ok(loan) => {
+                            prop_assert_eq!(Some(&loan.to_vec()), model.front());
+                            if loan.len() >= shmproc::queue::ALIGN_FROM {
+                                prop_assert_eq!(loan.as_ptr() as usize % 64, 0);
+                            }
+                            if op == 4 {
+                                loan.release();
+                                model.pop_front();
+                            }
+                        }
+                        Err(e) => {
+                            prop_assert_eq!(e, TryRecvError::Empty);
+                            prop_assert!(model.is_empty());
+                        }
+                    },
                 }
             }
         }
