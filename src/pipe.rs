@@ -49,6 +49,7 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use crate::OpenError;
+use crate::wait::Deadline;
 use crate::process::{Handoff, HandoffError};
 use crate::queue::{
     ByteConsumer, ByteProducer, ByteQueue, ByteReadLoan, ByteWriteLoan, RecvError, RecvTimeoutError, SendError,
@@ -287,8 +288,19 @@ impl Connection {
         }
     }
 
-    /// This end's sending role, taken on first use.
+    /// This end's sending role, taken on first use. (Held only while this
+    /// handle is open: `close` takes it.)
+    #[inline(always)]
     fn tx(&mut self) -> Result<&mut ByteProducer, PipeSendError> {
+        if self.tx.is_some() {
+            return Ok(self.tx.as_mut().expect("just checked"));
+        }
+        self.take_tx()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn take_tx(&mut self) -> Result<&mut ByteProducer, PipeSendError> {
         if self.closed {
             return Err(PipeSendError::Closed);
         }
@@ -299,8 +311,19 @@ impl Connection {
         Ok(self.tx.as_mut().expect("just set"))
     }
 
-    /// This end's receiving role, taken on first use.
+    /// This end's receiving role, taken on first use. (Held only while
+    /// this handle is open: `close` takes it.)
+    #[inline(always)]
     fn rx(&mut self) -> Result<&mut ByteConsumer, PipePollError> {
+        if self.rx.is_some() {
+            return Ok(self.rx.as_mut().expect("just checked"));
+        }
+        self.take_rx()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn take_rx(&mut self) -> Result<&mut ByteConsumer, PipePollError> {
         if self.closed {
             return Err(PipePollError::Closed);
         }
@@ -367,7 +390,7 @@ impl Connection {
     /// assert_eq!(b.recv::<[f32; 2]>().unwrap(), [1.5, 2.5]);
     /// ```
     pub fn send<T: Pod>(&mut self, value: &T) -> Result<(), PipeSendError> {
-        self.send_bytes(bytemuck::bytes_of(value))
+        self.tx()?.send_pod_until(value, Deadline::NEVER).map_err(|e| send_error(e.untimed()))
     }
 
     /// Sends a plain-data value if there is room now, never waiting:
@@ -383,7 +406,7 @@ impl Connection {
     /// assert_eq!(b.recv::<u64>(), Ok(7));
     /// ```
     pub fn try_send<T: Pod>(&mut self, value: &T) -> Result<(), PipeTrySendError> {
-        self.try_send_bytes(bytemuck::bytes_of(value))
+        self.tx()?.try_send_pod(value).map_err(try_send_error)
     }
 
     /// Sends a plain-data value, waiting at most `timeout` for room.
@@ -397,7 +420,7 @@ impl Connection {
     /// assert_eq!(a.send_timeout(&2u64, Duration::from_millis(2)), Err(PipeSendTimeoutError::TimedOut));
     /// ```
     pub fn send_timeout<T: Pod>(&mut self, value: &T, timeout: Duration) -> Result<(), PipeSendTimeoutError> {
-        self.send_bytes_timeout(bytemuck::bytes_of(value), timeout)
+        self.tx()?.send_pod_until(value, Deadline::after(timeout)).map_err(send_timeout_error)
     }
 
     /// Receives one message, waiting for it.
@@ -524,7 +547,8 @@ impl Connection {
     /// assert!(b.recv::<u64>().is_err()); // 2 bytes are not a u64
     /// ```
     pub fn recv<T: Pod>(&mut self) -> Result<T, PipeRecvError> {
-        decode(self.recv_bytes()?).map_err(|(expected, got)| PipeRecvError::WrongSize { expected, got })
+        let loan = self.rx()?.recv_loan().map_err(recv_error)?;
+        take_pod(loan).map_err(|(expected, got)| PipeRecvError::WrongSize { expected, got })
     }
 
     /// Receives a plain-data value if one is waiting, never waiting:
@@ -539,7 +563,8 @@ impl Connection {
     /// assert_eq!(a.try_recv::<u32>(), Ok(5));
     /// ```
     pub fn try_recv<T: Pod>(&mut self) -> Result<T, PipeTryRecvError> {
-        decode(self.try_recv_bytes()?).map_err(|(expected, got)| PipeTryRecvError::WrongSize { expected, got })
+        let loan = self.rx()?.try_recv_loan().map_err(try_recv_error)?;
+        take_pod(loan).map_err(|(expected, got)| PipeTryRecvError::WrongSize { expected, got })
     }
 
     /// Receives a plain-data value, waiting at most `timeout`:
@@ -555,7 +580,8 @@ impl Connection {
     /// assert_eq!(a.recv_timeout::<u32>(Duration::from_millis(2)), Err(PipeRecvTimeoutError::TimedOut));
     /// ```
     pub fn recv_timeout<T: Pod>(&mut self, timeout: Duration) -> Result<T, PipeRecvTimeoutError> {
-        decode(self.recv_bytes_timeout(timeout)?).map_err(|(expected, got)| PipeRecvTimeoutError::WrongSize { expected, got })
+        let loan = self.rx()?.recv_loan_timeout(timeout).map_err(recv_timeout_error)?;
+        take_pod(loan).map_err(|(expected, got)| PipeRecvTimeoutError::WrongSize { expected, got })
     }
 
     /// Sends any [`Handoff`] value (a `String`, a `Vec`, a tuple, an
@@ -839,13 +865,27 @@ impl Connection {
     }
 }
 
-/// A plain-data value from a whole message, or `(size_of::<T>(), length)`
-/// for a message of another size.
-fn decode<T: Pod>(bytes: Vec<u8>) -> Result<T, (usize, usize)> {
-    if bytes.len() != std::mem::size_of::<T>() {
-        return Err((std::mem::size_of::<T>(), bytes.len()));
-    }
-    Ok(bytemuck::pod_read_unaligned(&bytes))
+/// A plain-data value read from a whole message in place (no buffer), or
+/// `(size_of::<T>(), length)` for a message of another size; the message
+/// is consumed either way.
+#[inline(always)]
+fn take_pod<T: Pod>(loan: ByteReadLoan<'_>) -> Result<T, (usize, usize)> {
+    let n = loan.len();
+    let r = if n == std::mem::size_of::<T>() {
+        if crate::queue::payload_aligned_for::<T>() {
+            // SAFETY: a published payload of size_of::<T>() bytes, aligned
+            // for T (payload_aligned_for), not reused before release.
+            Ok(unsafe { crate::shm::copy::read(loan.as_ptr().cast::<T>()) })
+        } else {
+            let mut v = T::zeroed();
+            loan.read_at(0, bytemuck::bytes_of_mut(&mut v));
+            Ok(v)
+        }
+    } else {
+        Err((std::mem::size_of::<T>(), n))
+    };
+    loan.release();
+    r
 }
 
 /// A whole message as one `T` (`Decode` errors for trailing bytes too).

@@ -41,6 +41,7 @@ impl ByteProducer {
     /// assert_eq!(rx.recv().unwrap(), b"hello");
     /// assert!(matches!(tx.try_send_loan(1025), Err(shmproc::TrySendError::TooLarge { .. })));
     /// ```
+    #[inline]
     pub fn try_send_loan(&mut self, len: usize) -> Result<ByteWriteLoan<'_>, TrySendError> {
         let slot = self.reserve(len)?;
         Ok(ByteWriteLoan { payload: slot.payload, len: slot.len, end: slot.end, p: self })
@@ -58,6 +59,7 @@ impl ByteProducer {
     /// loan.commit().unwrap();
     /// assert_eq!(rx.recv().unwrap(), [9; 64]);
     /// ```
+    #[inline]
     pub fn send_loan(&mut self, len: usize) -> Result<ByteWriteLoan<'_>, SendError> {
         let slot = self.reserve_until(len, Deadline::NEVER).map_err(SendTimeoutError::untimed)?;
         Ok(ByteWriteLoan { payload: slot.payload, len: slot.len, end: slot.end, p: self })
@@ -96,6 +98,7 @@ impl ByteConsumer {
     /// drop(loan); // not released: still there
     /// assert_eq!(rx.recv().unwrap(), b"abc");
     /// ```
+    #[inline]
     pub fn try_recv_loan(&mut self) -> Result<ByteReadLoan<'_>, TryRecvError> {
         let f = self.locate()?;
         Ok(ByteReadLoan { payload: f.payload, len: f.len, end: f.end, c: self })
@@ -117,6 +120,7 @@ impl ByteConsumer {
     /// loan.release();
     /// assert!(matches!(rx.try_recv(), Err(shmproc::TryRecvError::Empty)));
     /// ```
+    #[inline]
     pub fn recv_loan(&mut self) -> Result<ByteReadLoan<'_>, RecvError> {
         let f = self.locate_until(Deadline::NEVER).map_err(RecvTimeoutError::untimed)?;
         Ok(ByteReadLoan { payload: f.payload, len: f.len, end: f.end, c: self })
@@ -246,6 +250,7 @@ impl ByteWriteLoan<'_> {
     /// q.close();
     /// assert_eq!(loan.commit(), Err(shmproc::CommitError::Closed));
     /// ```
+    #[inline]
     pub fn commit(self) -> Result<(), CommitError> {
         if self.p.closed() {
             return Err(CommitError::Closed);
@@ -376,6 +381,7 @@ impl ByteReadLoan<'_> {
     /// rx.recv_loan().unwrap().release();
     /// assert_eq!(rx.recv().unwrap(), b"2");
     /// ```
+    #[inline]
     pub fn release(self) {
         self.c.release_to(self.end);
     }

@@ -358,6 +358,28 @@ impl ByteQueue {
     }
 }
 
+/// Whether a payload of `size_of::<T>()` bytes is aligned for `T`:
+/// payloads are 8-aligned, and 64-aligned from [`ALIGN_FROM`] bytes on.
+pub(crate) const fn payload_aligned_for<T>() -> bool {
+    let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
+    align <= HEADER as usize || (size >= ALIGN_FROM && align <= LINE as usize)
+}
+
+/// Writes `v` as a frame's payload at `p`.
+///
+/// # Safety
+/// `p` is the payload of a reserved frame of `size_of::<T>()` bytes.
+#[inline(always)]
+unsafe fn write_pod<T: bytemuck::Pod>(p: *mut u8, v: &T) {
+    if payload_aligned_for::<T>() {
+        // SAFETY: the payload is aligned for T (see `payload_aligned_for`) and holds size_of::<T>() bytes.
+        unsafe { crate::shm::copy::write(p.cast::<T>(), *v) }
+    } else {
+        // SAFETY: size_of::<T>() bytes at p (caller).
+        unsafe { crate::shm::copy::copy_to_shared(bytemuck::bytes_of(v), p) }
+    }
+}
+
 /// Room for one frame, reserved by [`ByteProducer::reserve`]: its header
 /// is written, the payload is not; publishing it moves the tail to `end`.
 pub(super) struct Slot {
@@ -416,6 +438,7 @@ impl ByteProducer {
     /// tx.try_send(b"0123456789").unwrap();
     /// assert_eq!(tx.try_send(b"0123456789"), Err(shmproc::TrySendError::Full));
     /// ```
+    #[inline]
     pub fn try_send(&mut self, frame: &[u8]) -> Result<(), TrySendError> {
         let slot = self.reserve(frame.len())?;
         // SAFETY: `reserve` gave `frame.len()` free bytes at the payload,
@@ -476,6 +499,29 @@ impl ByteProducer {
         Ok(Slot { payload, len, end: self.tail.wrapping_add(need) })
     }
 
+    /// Sends a plain-data value as one frame of its bytes (the frame
+    /// `send(bytemuck::bytes_of(v))` sends), waiting for room until
+    /// `deadline`; stored as whole words when the payload is aligned for
+    /// `T` (always, for `T` aligned to 8 or less).
+    #[inline(always)]
+    pub(crate) fn send_pod_until<T: bytemuck::Pod>(&mut self, v: &T, deadline: Deadline) -> Result<(), SendTimeoutError> {
+        let slot = self.reserve_until(std::mem::size_of::<T>(), deadline)?;
+        // SAFETY: `size_of::<T>()` reserved bytes at the payload.
+        unsafe { write_pod(slot.payload, v) };
+        self.publish(slot.end);
+        Ok(())
+    }
+
+    /// [`send_pod_until`](Self::send_pod_until) if there is room now.
+    #[inline(always)]
+    pub(crate) fn try_send_pod<T: bytemuck::Pod>(&mut self, v: &T) -> Result<(), TrySendError> {
+        let slot = self.reserve(std::mem::size_of::<T>())?;
+        // SAFETY: `size_of::<T>()` reserved bytes at the payload.
+        unsafe { write_pod(slot.payload, v) };
+        self.publish(slot.end);
+        Ok(())
+    }
+
     /// Publishes everything up to `end` (a reserved frame's end).
     #[inline(always)]
     pub(super) fn publish(&mut self, end: u64) {
@@ -495,6 +541,7 @@ impl ByteProducer {
     /// let q = shmproc::queue::ByteQueue::new(4096, 100).unwrap();
     /// q.producer().unwrap().send(b"abc").unwrap();
     /// ```
+    #[inline]
     pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
         self.send_until(frame, Deadline::NEVER).map_err(SendTimeoutError::untimed)
     }
@@ -513,6 +560,7 @@ impl ByteProducer {
         self.send_until(frame, Deadline::after(timeout))
     }
 
+    #[inline(always)]
     fn send_until(&mut self, frame: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError> {
         let slot = self.reserve_until(frame.len(), deadline)?;
         // SAFETY: as in `try_send`.
@@ -522,25 +570,38 @@ impl ByteProducer {
     }
 
     /// [`reserve`](Self::reserve), waiting for room until `deadline` (with
-    /// [`Deadline::NEVER`], the clock is not read until it sleeps).
+    /// [`Deadline::NEVER`], the clock is not read until it sleeps). The
+    /// first try is inline; waiting is out of line.
+    #[inline(always)]
     pub(super) fn reserve_until(&mut self, len: usize, deadline: Deadline) -> Result<Slot, SendTimeoutError> {
+        match self.reserve(len) {
+            Ok(slot) => Ok(slot),
+            Err(e) => self.reserve_slow(len, e, deadline),
+        }
+    }
+
+    /// The rest of [`reserve_until`](Self::reserve_until) after a first
+    /// refusal `first`.
+    #[cold]
+    #[inline(never)]
+    fn reserve_slow(&mut self, len: usize, first: TrySendError, deadline: Deadline) -> Result<Slot, SendTimeoutError> {
+        first.retry()?;
         let mut spins = 0u32;
         loop {
+            if deadline.passed() {
+                return Err(SendTimeoutError::TimedOut);
+            }
+            if !spin_step(self.wait, &mut spins, &RING_SPIN) {
+                let c = self.q.ctl();
+                sleep_on(&c.head.0, self.head_cache, &c.meta.0.producer_waiting, deadline, || {
+                    c.meta.0.closed.load(Ordering::Relaxed) != 0 || c.meta.0.consumer_gone.load(Ordering::Relaxed) != 0
+                });
+                self.watch.after_sleep();
+            }
             match self.reserve(len) {
                 Ok(slot) => return Ok(slot),
                 Err(e) => e.retry()?,
             }
-            if deadline.passed() {
-                return Err(SendTimeoutError::TimedOut);
-            }
-            if spin_step(self.wait, &mut spins, &RING_SPIN) {
-                continue;
-            }
-            let c = self.q.ctl();
-            sleep_on(&c.head.0, self.head_cache, &c.meta.0.producer_waiting, deadline, || {
-                c.meta.0.closed.load(Ordering::Relaxed) != 0 || c.meta.0.consumer_gone.load(Ordering::Relaxed) != 0
-            });
-            self.watch.after_sleep();
         }
     }
 }
@@ -593,6 +654,7 @@ impl ByteConsumer {
     /// rx.try_recv_into(&mut buf).unwrap();
     /// assert_eq!(buf, b"hi");
     /// ```
+    #[inline]
     pub fn try_recv_into(&mut self, out: &mut Vec<u8>) -> Result<(), TryRecvError> {
         let f = self.locate()?;
         self.take_into(f, out);
@@ -723,6 +785,7 @@ impl ByteConsumer {
     /// rx.recv_into(&mut buf).unwrap();
     /// assert_eq!(buf, b"two");
     /// ```
+    #[inline]
     pub fn recv_into(&mut self, out: &mut Vec<u8>) -> Result<(), RecvError> {
         self.recv_until(out, Deadline::NEVER).map_err(RecvTimeoutError::untimed)
     }
@@ -756,6 +819,7 @@ impl ByteConsumer {
         self.recv_until(out, Deadline::after(timeout))
     }
 
+    #[inline(always)]
     fn recv_until(&mut self, out: &mut Vec<u8>, deadline: Deadline) -> Result<(), RecvTimeoutError> {
         let f = self.locate_until(deadline)?;
         self.take_into(f, out);
@@ -764,24 +828,37 @@ impl ByteConsumer {
 
     /// [`locate`](Self::locate), waiting for a frame until `deadline`
     /// (with [`Deadline::NEVER`], the clock is not read until it sleeps).
+    /// The first try is inline; waiting is out of line.
+    #[inline(always)]
     pub(super) fn locate_until(&mut self, deadline: Deadline) -> Result<Frame, RecvTimeoutError> {
+        match self.locate() {
+            Ok(f) => Ok(f),
+            Err(e) => self.locate_slow(e, deadline),
+        }
+    }
+
+    /// The rest of [`locate_until`](Self::locate_until) after a first
+    /// refusal `first`.
+    #[cold]
+    #[inline(never)]
+    fn locate_slow(&mut self, first: TryRecvError, deadline: Deadline) -> Result<Frame, RecvTimeoutError> {
+        first.retry()?;
         let mut spins = 0u32;
         loop {
+            if deadline.passed() {
+                return Err(RecvTimeoutError::TimedOut);
+            }
+            if !spin_step(self.wait, &mut spins, &RING_SPIN) {
+                let c = self.q.ctl();
+                sleep_on(&c.tail.0, self.tail_cache, &c.meta.0.consumer_waiting, deadline, || {
+                    c.meta.0.closed.load(Ordering::Relaxed) != 0 || c.meta.0.producer_gone.load(Ordering::Relaxed) != 0
+                });
+                self.watch.after_sleep();
+            }
             match self.locate() {
                 Ok(f) => return Ok(f),
                 Err(e) => e.retry()?,
             }
-            if deadline.passed() {
-                return Err(RecvTimeoutError::TimedOut);
-            }
-            if spin_step(self.wait, &mut spins, &RING_SPIN) {
-                continue;
-            }
-            let c = self.q.ctl();
-            sleep_on(&c.tail.0, self.tail_cache, &c.meta.0.consumer_waiting, deadline, || {
-                c.meta.0.closed.load(Ordering::Relaxed) != 0 || c.meta.0.producer_gone.load(Ordering::Relaxed) != 0
-            });
-            self.watch.after_sleep();
         }
     }
 
