@@ -150,8 +150,8 @@ real_platform! {
     pub use pipe::{
         Connection, ConnectionError, DEFAULT_CAPACITY as PIPE_CAPACITY, DEFAULT_MAX_FRAME as PIPE_MAX_FRAME,
         PipePollError, PipeRecvBytesError, PipeRecvBytesTimeoutError, PipeRecvError, PipeRecvTimeoutError,
-        PipeSendError, PipeSendTimeoutError, PipeTryRecvBytesError, PipeTryRecvError, PipeTrySendError, pipe,
-        pipe_with,
+        PipeRecvValueError, PipeRecvValueTimeoutError, PipeSendError, PipeSendTimeoutError, PipeTryRecvBytesError,
+        PipeTryRecvError, PipeTryRecvValueError, PipeTrySendError, pipe, pipe_with,
     };
     pub use process::{Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process};
     pub use queue::{

@@ -18,7 +18,20 @@
 //! Every blocking operation has a `try_` twin that never waits and a
 //! `_timeout` twin: `send_bytes` / [`try_send_bytes`](Connection::try_send_bytes)
 //! / [`send_bytes_timeout`](Connection::send_bytes_timeout), and likewise
-//! `send`, `recv_bytes`, `recv`.
+//! `send`, `send_value`, `send_loan`, `recv_bytes`, `recv_bytes_into`,
+//! `recv`, `recv_value`, `recv_loan`.
+//!
+//! What travels:
+//! - [`send_bytes`](Connection::send_bytes) / [`recv_bytes`](Connection::recv_bytes)
+//!   (and [`recv_bytes_into`](Connection::recv_bytes_into), which reuses a
+//!   buffer): raw messages;
+//! - [`send`](Connection::send) / [`recv`](Connection::recv): a plain-data
+//!   (`Pod`) value, as its bytes;
+//! - [`send_value`](Connection::send_value) / [`recv_value`](Connection::recv_value):
+//!   any [`Handoff`] value (`String`, `Vec`, tuples, `Option`s, handles,
+//!   your own types), like Python's `send(obj)` / `recv()`;
+//! - [`send_loan`](Connection::send_loan) / [`recv_loan`](Connection::recv_loan):
+//!   a message written or read in place in shared memory (zero copy).
 //!
 //! ## Frame limit
 //!
@@ -36,17 +49,19 @@ use std::time::Duration;
 use bytemuck::Pod;
 
 use crate::OpenError;
+use crate::wait::Deadline;
+use crate::process::{Handoff, HandoffError};
 use crate::queue::{
-    ByteConsumer, ByteProducer, ByteQueue, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError,
-    TrySendError,
+    ByteConsumer, ByteProducer, ByteQueue, ByteReadLoan, ByteWriteLoan, RecvError, RecvTimeoutError, SendError,
+    SendTimeoutError, TryRecvError, TrySendError,
 };
 
 mod error;
 mod waitable;
 pub use error::{
     ConnectionError, PipePollError, PipeRecvBytesError, PipeRecvBytesTimeoutError, PipeRecvError,
-    PipeRecvTimeoutError, PipeSendError, PipeSendTimeoutError, PipeTryRecvBytesError, PipeTryRecvError,
-    PipeTrySendError,
+    PipeRecvTimeoutError, PipeRecvValueError, PipeRecvValueTimeoutError, PipeSendError, PipeSendTimeoutError,
+    PipeTryRecvBytesError, PipeTryRecvError, PipeTryRecvValueError, PipeTrySendError,
 };
 
 /// Default ring size of each direction of a [`pipe`], in bytes.
@@ -75,10 +90,14 @@ pub const DEFAULT_MAX_FRAME: u64 = 16 * 1024;
 ///
 /// | operation | never waits (`try_`) | waits | waits at most a timeout (`_timeout`) |
 /// |---|---|---|---|
-/// | `send`, `send_bytes` | [`PipeTrySendError`] | [`PipeSendError`] | [`PipeSendTimeoutError`] |
-/// | `recv_bytes` | [`PipeTryRecvBytesError`] | [`PipeRecvBytesError`] | [`PipeRecvBytesTimeoutError`] |
+/// | `send`, `send_bytes`, `send_value`, `send_loan` | [`PipeTrySendError`] | [`PipeSendError`] | [`PipeSendTimeoutError`] |
+/// | `recv_bytes`, `recv_bytes_into`, `recv_loan` | [`PipeTryRecvBytesError`] | [`PipeRecvBytesError`] | [`PipeRecvBytesTimeoutError`] |
 /// | `recv::<T>` | [`PipeTryRecvError`] | [`PipeRecvError`] | [`PipeRecvTimeoutError`] |
+/// | `recv_value::<T>` | [`PipeTryRecvValueError`] | [`PipeRecvValueError`] | [`PipeRecvValueTimeoutError`] |
 /// | `poll` | | [`PipePollError`] | |
+///
+/// `send_value` and `send_loan` share the errors of `send`; `recv_bytes_into`
+/// and `recv_loan` those of `recv_bytes`.
 ///
 /// Each converts into [`ConnectionError`], the union of them all (`From`),
 /// so one `?` serves every operation.
@@ -97,6 +116,8 @@ pub struct Connection {
     released: bool,
     /// Shared by the copies (clones) of this end in this process.
     copies: Arc<Copies>,
+    /// Reused by `send_value` / `recv_value` for the encoded bytes.
+    scratch: Vec<u8>,
 }
 
 /// The copies of one end in one process.
@@ -135,6 +156,7 @@ impl Clone for Connection {
             rx: None,
             closed: false,
             released: false,
+            scratch: Vec::new(),
             copies: {
                 self.copies.open.fetch_add(1, Ordering::Relaxed);
                 Arc::clone(&self.copies)
@@ -200,7 +222,7 @@ impl Connection {
     }
 
     fn with_copies(out: Option<ByteQueue>, inp: Option<ByteQueue>, copies: Arc<Copies>) -> Self {
-        Connection { out, inp, tx: None, rx: None, closed: false, released: false, copies }
+        Connection { out, inp, tx: None, rx: None, closed: false, released: false, copies, scratch: Vec::new() }
     }
 
     /// The names of the two directions (send, receive), for handing over.
@@ -267,8 +289,19 @@ impl Connection {
         }
     }
 
-    /// This end's sending role, taken on first use.
+    /// This end's sending role, taken on first use. (Held only while this
+    /// handle is open: `close` takes it.)
+    #[inline(always)]
     fn tx(&mut self) -> Result<&mut ByteProducer, PipeSendError> {
+        if self.tx.is_some() {
+            return Ok(self.tx.as_mut().expect("just checked"));
+        }
+        self.take_tx()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn take_tx(&mut self) -> Result<&mut ByteProducer, PipeSendError> {
         if self.closed {
             return Err(PipeSendError::Closed);
         }
@@ -279,8 +312,19 @@ impl Connection {
         Ok(self.tx.as_mut().expect("just set"))
     }
 
-    /// This end's receiving role, taken on first use.
+    /// This end's receiving role, taken on first use. (Held only while
+    /// this handle is open: `close` takes it.)
+    #[inline(always)]
     fn rx(&mut self) -> Result<&mut ByteConsumer, PipePollError> {
+        if self.rx.is_some() {
+            return Ok(self.rx.as_mut().expect("just checked"));
+        }
+        self.take_rx()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn take_rx(&mut self) -> Result<&mut ByteConsumer, PipePollError> {
         if self.closed {
             return Err(PipePollError::Closed);
         }
@@ -303,12 +347,7 @@ impl Connection {
     /// assert_eq!(b.recv_bytes().unwrap(), b"hello");
     /// ```
     pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), PipeSendError> {
-        let tx = self.tx()?;
-        tx.send(bytes).map_err(|e| match e {
-            SendError::TooLarge { len, max } => PipeSendError::TooLarge { len, max: max as usize },
-            SendError::Closed => PipeSendError::Closed,
-            SendError::Disconnected => PipeSendError::Disconnected,
-        })
+        self.tx()?.send(bytes).map_err(send_error)
     }
 
     /// Sends `bytes` as one message if there is room now, never waiting:
@@ -324,13 +363,7 @@ impl Connection {
     /// assert_eq!(b.recv_bytes().unwrap(), b"one");
     /// ```
     pub fn try_send_bytes(&mut self, bytes: &[u8]) -> Result<(), PipeTrySendError> {
-        let tx = self.tx()?;
-        tx.try_send(bytes).map_err(|e| match e {
-            TrySendError::Full => PipeTrySendError::Full,
-            TrySendError::TooLarge { len, max } => PipeTrySendError::TooLarge { len, max: max as usize },
-            TrySendError::Closed => PipeTrySendError::Closed,
-            TrySendError::Disconnected => PipeTrySendError::Disconnected,
-        })
+        self.tx()?.try_send(bytes).map_err(try_send_error)
     }
 
     /// Sends `bytes` as one message, waiting at most `timeout` for room:
@@ -346,13 +379,7 @@ impl Connection {
     /// assert_eq!(a.send_bytes_timeout(b"more", Duration::from_millis(2)), Err(PipeSendTimeoutError::TimedOut));
     /// ```
     pub fn send_bytes_timeout(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), PipeSendTimeoutError> {
-        let tx = self.tx()?;
-        tx.send_timeout(bytes, timeout).map_err(|e| match e {
-            SendTimeoutError::TimedOut => PipeSendTimeoutError::TimedOut,
-            SendTimeoutError::TooLarge { len, max } => PipeSendTimeoutError::TooLarge { len, max: max as usize },
-            SendTimeoutError::Closed => PipeSendTimeoutError::Closed,
-            SendTimeoutError::Disconnected => PipeSendTimeoutError::Disconnected,
-        })
+        self.tx()?.send_timeout(bytes, timeout).map_err(send_timeout_error)
     }
 
     /// Sends a plain-data value (its bytes), waiting for room. Errors as for
@@ -364,7 +391,7 @@ impl Connection {
     /// assert_eq!(b.recv::<[f32; 2]>().unwrap(), [1.5, 2.5]);
     /// ```
     pub fn send<T: Pod>(&mut self, value: &T) -> Result<(), PipeSendError> {
-        self.send_bytes(bytemuck::bytes_of(value))
+        self.tx()?.send_pod_until(value, Deadline::NEVER).map_err(|e| send_error(e.untimed()))
     }
 
     /// Sends a plain-data value if there is room now, never waiting:
@@ -380,7 +407,7 @@ impl Connection {
     /// assert_eq!(b.recv::<u64>(), Ok(7));
     /// ```
     pub fn try_send<T: Pod>(&mut self, value: &T) -> Result<(), PipeTrySendError> {
-        self.try_send_bytes(bytemuck::bytes_of(value))
+        self.tx()?.try_send_pod(value).map_err(try_send_error)
     }
 
     /// Sends a plain-data value, waiting at most `timeout` for room.
@@ -394,7 +421,7 @@ impl Connection {
     /// assert_eq!(a.send_timeout(&2u64, Duration::from_millis(2)), Err(PipeSendTimeoutError::TimedOut));
     /// ```
     pub fn send_timeout<T: Pod>(&mut self, value: &T, timeout: Duration) -> Result<(), PipeSendTimeoutError> {
-        self.send_bytes_timeout(bytemuck::bytes_of(value), timeout)
+        self.tx()?.send_pod_until(value, Deadline::after(timeout)).map_err(send_timeout_error)
     }
 
     /// Receives one message, waiting for it.
@@ -410,12 +437,8 @@ impl Connection {
     /// assert_eq!(a.recv_bytes().unwrap(), Vec::<u8>::new());
     /// ```
     pub fn recv_bytes(&mut self) -> Result<Vec<u8>, PipeRecvBytesError> {
-        let rx = self.rx()?;
         let mut frame = Vec::new();
-        rx.recv_into(&mut frame).map_err(|e| match e {
-            RecvError::Corrupted => PipeRecvBytesError::Corrupted,
-            RecvError::Closed | RecvError::Disconnected => PipeRecvBytesError::Disconnected,
-        })?;
+        self.recv_bytes_into(&mut frame)?;
         Ok(frame)
     }
 
@@ -431,13 +454,8 @@ impl Connection {
     /// assert_eq!(a.try_recv_bytes().unwrap(), b"hi");
     /// ```
     pub fn try_recv_bytes(&mut self) -> Result<Vec<u8>, PipeTryRecvBytesError> {
-        let rx = self.rx()?;
         let mut frame = Vec::new();
-        rx.try_recv_into(&mut frame).map_err(|e| match e {
-            TryRecvError::Empty => PipeTryRecvBytesError::Empty,
-            TryRecvError::Corrupted => PipeTryRecvBytesError::Corrupted,
-            TryRecvError::Closed | TryRecvError::Disconnected => PipeTryRecvBytesError::Disconnected,
-        })?;
+        self.try_recv_bytes_into(&mut frame)?;
         Ok(frame)
     }
 
@@ -454,14 +472,69 @@ impl Connection {
     /// assert_eq!(r, Err(shmproc::PipeRecvBytesTimeoutError::TimedOut));
     /// ```
     pub fn recv_bytes_timeout(&mut self, timeout: Duration) -> Result<Vec<u8>, PipeRecvBytesTimeoutError> {
-        let rx = self.rx()?;
         let mut frame = Vec::new();
-        rx.recv_timeout_into(&mut frame, timeout).map_err(|e| match e {
-            RecvTimeoutError::TimedOut => PipeRecvBytesTimeoutError::TimedOut,
-            RecvTimeoutError::Corrupted => PipeRecvBytesTimeoutError::Corrupted,
-            RecvTimeoutError::Closed | RecvTimeoutError::Disconnected => PipeRecvBytesTimeoutError::Disconnected,
-        })?;
+        self.recv_bytes_timeout_into(&mut frame, timeout)?;
         Ok(frame)
+    }
+
+    /// Receives one message into `out` (cleared first; it keeps its
+    /// allocation from call to call), waiting for it, and returns its
+    /// length: Python's `recv_bytes_into`, with a buffer that grows as
+    /// needed. No deadline: a message that is there costs no system call
+    /// and no clock read. Errors as for [`recv_bytes`](Self::recv_bytes).
+    ///
+    /// ```
+    /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    /// let mut buf = Vec::new();
+    /// for msg in [&b"one"[..], b"three"] {
+    ///     a.send_bytes(msg).unwrap();
+    ///     assert_eq!(b.recv_bytes_into(&mut buf).unwrap(), msg.len());
+    ///     assert_eq!(buf, msg);
+    /// }
+    /// ```
+    pub fn recv_bytes_into(&mut self, out: &mut Vec<u8>) -> Result<usize, PipeRecvBytesError> {
+        self.rx()?.recv_into(out).map_err(recv_error)?;
+        Ok(out.len())
+    }
+
+    /// [`recv_bytes_into`](Self::recv_bytes_into) if a message is waiting,
+    /// never waiting: [`Empty`](PipeTryRecvBytesError::Empty) otherwise
+    /// (`out` is then left as it was).
+    ///
+    /// ```
+    /// use shmproc::PipeTryRecvBytesError;
+    /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    /// let mut buf = b"old".to_vec();
+    /// assert_eq!(a.try_recv_bytes_into(&mut buf), Err(PipeTryRecvBytesError::Empty));
+    /// assert_eq!(buf, b"old");
+    /// b.send_bytes(b"new").unwrap();
+    /// assert_eq!(a.try_recv_bytes_into(&mut buf), Ok(3));
+    /// assert_eq!(buf, b"new");
+    /// ```
+    pub fn try_recv_bytes_into(&mut self, out: &mut Vec<u8>) -> Result<usize, PipeTryRecvBytesError> {
+        self.rx()?.try_recv_into(out).map_err(try_recv_error)?;
+        Ok(out.len())
+    }
+
+    /// [`recv_bytes_into`](Self::recv_bytes_into), waiting at most
+    /// `timeout`: [`TimedOut`](PipeRecvBytesTimeoutError::TimedOut) then.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    /// let mut buf = Vec::new();
+    /// b.send_bytes(b"hi").unwrap();
+    /// assert_eq!(a.recv_bytes_timeout_into(&mut buf, Duration::from_secs(10)), Ok(2));
+    /// let r = a.recv_bytes_timeout_into(&mut buf, Duration::from_millis(2));
+    /// assert_eq!(r, Err(shmproc::PipeRecvBytesTimeoutError::TimedOut));
+    /// ```
+    pub fn recv_bytes_timeout_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<usize, PipeRecvBytesTimeoutError> {
+        self.rx()?.recv_timeout_into(out, timeout).map_err(recv_timeout_error)?;
+        Ok(out.len())
     }
 
     /// Receives a plain-data value sent with [`send`](Self::send), waiting
@@ -475,7 +548,8 @@ impl Connection {
     /// assert!(b.recv::<u64>().is_err()); // 2 bytes are not a u64
     /// ```
     pub fn recv<T: Pod>(&mut self) -> Result<T, PipeRecvError> {
-        decode(self.recv_bytes()?).map_err(|(expected, got)| PipeRecvError::WrongSize { expected, got })
+        let loan = self.rx()?.recv_loan().map_err(recv_error)?;
+        take_pod(loan).map_err(|(expected, got)| PipeRecvError::WrongSize { expected, got })
     }
 
     /// Receives a plain-data value if one is waiting, never waiting:
@@ -490,7 +564,8 @@ impl Connection {
     /// assert_eq!(a.try_recv::<u32>(), Ok(5));
     /// ```
     pub fn try_recv<T: Pod>(&mut self) -> Result<T, PipeTryRecvError> {
-        decode(self.try_recv_bytes()?).map_err(|(expected, got)| PipeTryRecvError::WrongSize { expected, got })
+        let loan = self.rx()?.try_recv_loan().map_err(try_recv_error)?;
+        take_pod(loan).map_err(|(expected, got)| PipeTryRecvError::WrongSize { expected, got })
     }
 
     /// Receives a plain-data value, waiting at most `timeout`:
@@ -506,7 +581,213 @@ impl Connection {
     /// assert_eq!(a.recv_timeout::<u32>(Duration::from_millis(2)), Err(PipeRecvTimeoutError::TimedOut));
     /// ```
     pub fn recv_timeout<T: Pod>(&mut self, timeout: Duration) -> Result<T, PipeRecvTimeoutError> {
-        decode(self.recv_bytes_timeout(timeout)?).map_err(|(expected, got)| PipeRecvTimeoutError::WrongSize { expected, got })
+        let loan = self.rx()?.recv_loan_timeout(timeout).map_err(recv_timeout_error)?;
+        take_pod(loan).map_err(|(expected, got)| PipeRecvTimeoutError::WrongSize { expected, got })
+    }
+
+    /// Sends any [`Handoff`] value (a `String`, a `Vec`, a tuple, an
+    /// `Option`, a shmproc handle, your own type), encoded as one message,
+    /// waiting for room: Python's `send(obj)`. Errors as for
+    /// [`send_bytes`](Self::send_bytes) (`TooLarge` if the encoding is
+    /// above the frame limit).
+    ///
+    /// ```
+    /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    /// a.send_value(&(7u32, String::from("seven"))).unwrap();
+    /// assert_eq!(b.recv_value::<(u32, String)>().unwrap(), (7, "seven".to_string()));
+    /// ```
+    pub fn send_value<T: Handoff>(&mut self, value: &T) -> Result<(), PipeSendError> {
+        let buf = self.encode(value);
+        let r = self.send_bytes(&buf);
+        self.scratch = buf;
+        r
+    }
+
+    /// [`send_value`](Self::send_value) if there is room now, never
+    /// waiting: [`Full`](PipeTrySendError::Full) otherwise.
+    ///
+    /// ```
+    /// use shmproc::PipeTrySendError;
+    /// let (mut a, mut b) = shmproc::pipe_with(true, 64, 16).unwrap();
+    /// a.try_send_value(&String::from("abc")).unwrap();
+    /// while a.try_send_value(&String::from("abc")).is_ok() {}
+    /// assert_eq!(a.try_send_value(&String::from("abc")), Err(PipeTrySendError::Full));
+    /// assert_eq!(b.recv_value::<String>().unwrap(), "abc");
+    /// ```
+    pub fn try_send_value<T: Handoff>(&mut self, value: &T) -> Result<(), PipeTrySendError> {
+        let buf = self.encode(value);
+        let r = self.try_send_bytes(&buf);
+        self.scratch = buf;
+        r
+    }
+
+    /// [`send_value`](Self::send_value), waiting at most `timeout` for room.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (mut a, _b) = shmproc::pipe_with(true, 64, 16).unwrap();
+    /// while a.try_send_value(&1u64).is_ok() {}
+    /// let r = a.send_value_timeout(&2u64, Duration::from_millis(2));
+    /// assert_eq!(r, Err(shmproc::PipeSendTimeoutError::TimedOut));
+    /// ```
+    pub fn send_value_timeout<T: Handoff>(&mut self, value: &T, timeout: Duration) -> Result<(), PipeSendTimeoutError> {
+        let buf = self.encode(value);
+        let r = self.send_bytes_timeout(&buf, timeout);
+        self.scratch = buf;
+        r
+    }
+
+    /// `value` encoded into this handle's scratch buffer (taken out; the
+    /// caller puts it back, so its allocation is reused).
+    fn encode<T: Handoff>(&mut self, value: &T) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        value.encode(&mut buf);
+        buf
+    }
+
+    /// Receives a value sent with [`send_value`](Self::send_value), waiting
+    /// for it: Python's `recv()`. A message that is not a whole, valid
+    /// encoding of a `T` is consumed and reported as
+    /// [`Decode`](PipeRecvValueError::Decode) (never a panic); other errors
+    /// as for [`recv_bytes`](Self::recv_bytes).
+    ///
+    /// ```
+    /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    /// a.send_value(&vec![Some(1.5f64), None]).unwrap();
+    /// assert_eq!(b.recv_value::<Vec<Option<f64>>>().unwrap(), vec![Some(1.5), None]);
+    /// a.send_value(&String::from("not a number")).unwrap();
+    /// assert!(matches!(b.recv_value::<u8>(), Err(shmproc::PipeRecvValueError::Decode(_))));
+    /// ```
+    pub fn recv_value<T: Handoff>(&mut self) -> Result<T, PipeRecvValueError> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        let r = self.recv_bytes_into(&mut buf).map_err(PipeRecvValueError::from);
+        let r = r.and_then(|_| decode_value(&buf).map_err(PipeRecvValueError::Decode));
+        self.scratch = buf;
+        r
+    }
+
+    /// [`recv_value`](Self::recv_value) if a message is waiting, never
+    /// waiting: [`Empty`](PipeTryRecvValueError::Empty) otherwise.
+    ///
+    /// ```
+    /// use shmproc::PipeTryRecvValueError;
+    /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    /// assert_eq!(a.try_recv_value::<String>(), Err(PipeTryRecvValueError::Empty));
+    /// b.send_value(&String::from("x")).unwrap();
+    /// assert_eq!(a.try_recv_value::<String>(), Ok("x".to_string()));
+    /// ```
+    pub fn try_recv_value<T: Handoff>(&mut self) -> Result<T, PipeTryRecvValueError> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        let r = self.try_recv_bytes_into(&mut buf).map_err(PipeTryRecvValueError::from);
+        let r = r.and_then(|_| decode_value(&buf).map_err(PipeTryRecvValueError::Decode));
+        self.scratch = buf;
+        r
+    }
+
+    /// [`recv_value`](Self::recv_value), waiting at most `timeout`:
+    /// [`TimedOut`](PipeRecvValueTimeoutError::TimedOut) then.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    /// b.send_value(&(1u8, 'z')).unwrap();
+    /// assert_eq!(a.recv_value_timeout::<(u8, char)>(Duration::from_secs(10)), Ok((1, 'z')));
+    /// let r = a.recv_value_timeout::<(u8, char)>(Duration::from_millis(2));
+    /// assert_eq!(r, Err(shmproc::PipeRecvValueTimeoutError::TimedOut));
+    /// ```
+    pub fn recv_value_timeout<T: Handoff>(&mut self, timeout: Duration) -> Result<T, PipeRecvValueTimeoutError> {
+        let mut buf = std::mem::take(&mut self.scratch);
+        let r = self.recv_bytes_timeout_into(&mut buf, timeout).map_err(PipeRecvValueTimeoutError::from);
+        let r = r.and_then(|_| decode_value(&buf).map_err(PipeRecvValueTimeoutError::Decode));
+        self.scratch = buf;
+        r
+    }
+
+    /// Borrows room for a message of exactly `len` bytes in the pipe, to
+    /// write in place (zero copy); [`ByteWriteLoan::commit`] sends it,
+    /// dropping the loan sends nothing. Waits for room; errors as for
+    /// [`send_bytes`](Self::send_bytes). Messages of 64 bytes or more are
+    /// 64-aligned.
+    ///
+    /// ```
+    /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    /// let mut loan = a.send_loan(4096).unwrap();
+    /// assert_eq!(loan.as_mut_ptr() as usize % 64, 0);
+    /// loan.write_at(0, &[5; 4096]);
+    /// loan.commit().unwrap();
+    /// assert_eq!(b.recv_bytes().unwrap(), vec![5; 4096]);
+    /// ```
+    pub fn send_loan(&mut self, len: usize) -> Result<ByteWriteLoan<'_>, PipeSendError> {
+        self.tx()?.send_loan(len).map_err(send_error)
+    }
+
+    /// [`send_loan`](Self::send_loan) if there is room now, never waiting:
+    /// [`Full`](PipeTrySendError::Full) otherwise.
+    ///
+    /// ```
+    /// let (mut a, _b) = shmproc::pipe_with(true, 64, 16).unwrap();
+    /// while a.try_send_bytes(b"fill").is_ok() {}
+    /// assert!(matches!(a.try_send_loan(4), Err(shmproc::PipeTrySendError::Full)));
+    /// ```
+    pub fn try_send_loan(&mut self, len: usize) -> Result<ByteWriteLoan<'_>, PipeTrySendError> {
+        self.tx()?.try_send_loan(len).map_err(try_send_error)
+    }
+
+    /// [`send_loan`](Self::send_loan), waiting at most `timeout` for room.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (mut a, _b) = shmproc::pipe_with(true, 64, 16).unwrap();
+    /// while a.try_send_bytes(b"fill").is_ok() {}
+    /// let r = a.send_loan_timeout(4, Duration::from_millis(2));
+    /// assert!(matches!(r, Err(shmproc::PipeSendTimeoutError::TimedOut)));
+    /// ```
+    pub fn send_loan_timeout(&mut self, len: usize, timeout: Duration) -> Result<ByteWriteLoan<'_>, PipeSendTimeoutError> {
+        self.tx()?.send_loan_timeout(len, timeout).map_err(send_timeout_error)
+    }
+
+    /// Borrows the oldest message in place (zero copy), waiting for one;
+    /// [`ByteReadLoan::release`] consumes it, dropping the loan leaves it
+    /// to be received again. Errors as for [`recv_bytes`](Self::recv_bytes).
+    ///
+    /// ```
+    /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    /// a.send_bytes(&[3; 1000]).unwrap();
+    /// let loan = b.recv_loan().unwrap();
+    /// assert_eq!(loan.as_ptr() as usize % 64, 0);
+    /// // SAFETY: the sending end follows the protocol (it does not write a sent message).
+    /// let sum: u32 = unsafe { loan.as_slice() }.iter().map(|&x| u32::from(x)).sum();
+    /// assert_eq!(sum, 3000);
+    /// loan.release();
+    /// ```
+    pub fn recv_loan(&mut self) -> Result<ByteReadLoan<'_>, PipeRecvBytesError> {
+        self.rx()?.recv_loan().map_err(recv_error)
+    }
+
+    /// [`recv_loan`](Self::recv_loan) if a message is waiting, never
+    /// waiting: [`Empty`](PipeTryRecvBytesError::Empty) otherwise.
+    ///
+    /// ```
+    /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    /// assert!(matches!(b.try_recv_loan(), Err(shmproc::PipeTryRecvBytesError::Empty)));
+    /// a.send_bytes(b"m").unwrap();
+    /// assert_eq!(b.try_recv_loan().unwrap().to_vec(), b"m");
+    /// ```
+    pub fn try_recv_loan(&mut self) -> Result<ByteReadLoan<'_>, PipeTryRecvBytesError> {
+        self.rx()?.try_recv_loan().map_err(try_recv_error)
+    }
+
+    /// [`recv_loan`](Self::recv_loan), waiting at most `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (mut a, _b) = shmproc::pipe(true).unwrap();
+    /// let r = a.recv_loan_timeout(Duration::from_millis(2));
+    /// assert!(matches!(r, Err(shmproc::PipeRecvBytesTimeoutError::TimedOut)));
+    /// ```
+    pub fn recv_loan_timeout(&mut self, timeout: Duration) -> Result<ByteReadLoan<'_>, PipeRecvBytesTimeoutError> {
+        self.rx()?.recv_loan_timeout(timeout).map_err(recv_timeout_error)
     }
 
     /// Whether a message is waiting, waiting at most `timeout` for one.
@@ -585,11 +866,92 @@ impl Connection {
     }
 }
 
-/// A plain-data value from a whole message, or `(size_of::<T>(), length)`
-/// for a message of another size.
-fn decode<T: Pod>(bytes: Vec<u8>) -> Result<T, (usize, usize)> {
-    if bytes.len() != std::mem::size_of::<T>() {
-        return Err((std::mem::size_of::<T>(), bytes.len()));
+/// A plain-data value read from a whole message in place (no buffer), or
+/// `(size_of::<T>(), length)` for a message of another size; the message
+/// is consumed either way.
+#[inline(always)]
+fn take_pod<T: Pod>(loan: ByteReadLoan<'_>) -> Result<T, (usize, usize)> {
+    let n = loan.len();
+    let r = if n == std::mem::size_of::<T>() {
+        if crate::queue::payload_aligned_for::<T>() {
+            // SAFETY: a published payload of size_of::<T>() bytes, aligned
+            // for T (payload_aligned_for), not reused before release.
+            Ok(unsafe { crate::shm::copy::read(loan.as_ptr().cast::<T>()) })
+        } else {
+            let mut v = T::zeroed();
+            loan.read_at(0, bytemuck::bytes_of_mut(&mut v));
+            Ok(v)
+        }
+    } else {
+        Err((std::mem::size_of::<T>(), n))
+    };
+    loan.release();
+    r
+}
+
+/// A whole message as one `T` (`Decode` errors for trailing bytes too).
+fn decode_value<T: Handoff>(bytes: &[u8]) -> Result<T, HandoffError> {
+    let mut input = bytes;
+    let v = T::decode(&mut input)?;
+    if !input.is_empty() {
+        return Err(HandoffError::Invalid(std::any::type_name::<T>()));
     }
-    Ok(bytemuck::pod_read_unaligned(&bytes))
+    Ok(v)
+}
+
+// The byte ring's errors as the pipe's (cold: only refusals come here).
+
+#[cold]
+fn send_error(e: SendError) -> PipeSendError {
+    match e {
+        SendError::TooLarge { len, max } => PipeSendError::TooLarge { len, max: max as usize },
+        SendError::Closed => PipeSendError::Closed,
+        SendError::Disconnected => PipeSendError::Disconnected,
+    }
+}
+
+#[cold]
+fn try_send_error(e: TrySendError) -> PipeTrySendError {
+    match e {
+        TrySendError::Full => PipeTrySendError::Full,
+        TrySendError::TooLarge { len, max } => PipeTrySendError::TooLarge { len, max: max as usize },
+        TrySendError::Closed => PipeTrySendError::Closed,
+        TrySendError::Disconnected => PipeTrySendError::Disconnected,
+    }
+}
+
+#[cold]
+fn send_timeout_error(e: SendTimeoutError) -> PipeSendTimeoutError {
+    match e {
+        SendTimeoutError::TimedOut => PipeSendTimeoutError::TimedOut,
+        SendTimeoutError::TooLarge { len, max } => PipeSendTimeoutError::TooLarge { len, max: max as usize },
+        SendTimeoutError::Closed => PipeSendTimeoutError::Closed,
+        SendTimeoutError::Disconnected => PipeSendTimeoutError::Disconnected,
+    }
+}
+
+#[cold]
+fn recv_error(e: RecvError) -> PipeRecvBytesError {
+    match e {
+        RecvError::Corrupted => PipeRecvBytesError::Corrupted,
+        RecvError::Closed | RecvError::Disconnected => PipeRecvBytesError::Disconnected,
+    }
+}
+
+#[cold]
+fn try_recv_error(e: TryRecvError) -> PipeTryRecvBytesError {
+    match e {
+        TryRecvError::Empty => PipeTryRecvBytesError::Empty,
+        TryRecvError::Corrupted => PipeTryRecvBytesError::Corrupted,
+        TryRecvError::Closed | TryRecvError::Disconnected => PipeTryRecvBytesError::Disconnected,
+    }
+}
+
+#[cold]
+fn recv_timeout_error(e: RecvTimeoutError) -> PipeRecvBytesTimeoutError {
+    match e {
+        RecvTimeoutError::TimedOut => PipeRecvBytesTimeoutError::TimedOut,
+        RecvTimeoutError::Corrupted => PipeRecvBytesTimeoutError::Corrupted,
+        RecvTimeoutError::Closed | RecvTimeoutError::Disconnected => PipeRecvBytesTimeoutError::Disconnected,
+    }
 }

@@ -352,39 +352,76 @@ mod model {
 
         /// The byte ring behaves like a VecDeque of frames: FIFO, frames
         /// intact, nothing lost or duplicated; a refused send is `Full`
-        /// only when the ring really has no room for it.
+        /// only when the ring really has no room for it. Frames go in by
+        /// copy or by a write loan (committed, or dropped: nothing sent)
+        /// and come out by copy or by a read loan (released, or dropped:
+        /// received again); every payload of 64 bytes or more read in
+        /// place is 64-aligned.
         #[test]
-        fn byte_queue_matches_a_vecdeque_model(ops in proptest::collection::vec((any::<bool>(), 0usize..=120), 0..300)) {
+        fn byte_queue_matches_a_vecdeque_model(ops in proptest::collection::vec((0u8..6, 0usize..=120), 0..300)) {
             let q = ByteQueue::new(512, 120).unwrap();
             let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
             let mut model: VecDeque<Vec<u8>> = VecDeque::new();
             let mut buf = Vec::new();
-            for (i, (send, len)) in ops.into_iter().enumerate() {
-                if send {
-                    let frame: Vec<u8> = (0..len).map(|j| (i * 13 + j) as u8).collect();
-                    match tx.try_send(&frame) {
-                        Ok(()) => model.push_back(frame),
-                        Err(e) => {
-                            prop_assert_eq!(e, TrySendError::Full);
-                            // Full means no room: queued frames (8-byte header,
-                            // 8-byte padding) plus at most one pending wrap gap
-                            // (< one max frame, 128 B) plus this frame and its
-                            // own wrap gap (< the frame) exceed the ring.
-                            let used: usize = model.iter().map(|f| 8 + f.len().div_ceil(8) * 8).sum();
-                            let need = 8 + len.div_ceil(8) * 8;
-                            prop_assert!(used + 128 + 2 * need > 512, "refused with {} bytes used", used);
+            // The most ring bytes a frame takes: header, alignment padding
+            // (payloads of 64 bytes or more start 64-aligned), payload
+            // rounded up to 8.
+            let size = |len: usize| if len < 64 { 8 } else { 64 } + len.div_ceil(8) * 8;
+            for (i, (op, len)) in ops.into_iter().enumerate() {
+                let frame: Vec<u8> = (0..len).map(|j| (i * 13 + j) as u8).collect();
+                match op {
+                    0..=2 => {
+                        let sent = match op {
+                            0 => tx.try_send(&frame),
+                            _ => tx.try_send_loan(len).map(|mut loan| {
+                                prop_assert_eq!(loan.len(), len);
+                                loan.write_at(0, &frame);
+                                if op == 1 {
+                                    loan.commit().unwrap();
+                                }
+                                Ok(())
+                            }).and_then(|r| r.map_err(|_| TrySendError::Closed)),
+                        };
+                        match sent {
+                            Ok(()) if op == 2 => {} // loan dropped: nothing sent
+                            Ok(()) => model.push_back(frame),
+                            Err(e) => {
+                                prop_assert_eq!(e, TrySendError::Full);
+                                // Full means no room: queued frames, at most
+                                // one pending wrap gap (< one max frame) plus
+                                // this frame and its own wrap gap (< the
+                                // frame) exceed the ring.
+                                let used: usize = model.iter().map(|f| size(f.len())).sum();
+                                prop_assert!(used + size(120) + 2 * size(len) > 512, "refused with {} bytes used", used);
+                            }
                         }
                     }
-                } else {
-                    match rx.try_recv_into(&mut buf) {
-                        Ok(()) => prop_assert_eq!(Some(&buf), model.front()),
+                    3 => match rx.try_recv_into(&mut buf) {
+                        Ok(()) => {
+                            prop_assert_eq!(Some(&buf), model.front());
+                            model.pop_front();
+                        }
                         Err(e) => {
                             prop_assert_eq!(e, TryRecvError::Empty);
                             prop_assert!(model.is_empty());
-                            continue;
                         }
-                    }
-                    model.pop_front();
+                    },
+                    _ => match rx.try_recv_loan() {
+                        Ok(loan) => {
+                            prop_assert_eq!(Some(&loan.to_vec()), model.front());
+                            if loan.len() >= shmproc::queue::ALIGN_FROM {
+                                prop_assert_eq!(loan.as_ptr() as usize % 64, 0);
+                            }
+                            if op == 4 {
+                                loan.release();
+                                model.pop_front();
+                            }
+                        }
+                        Err(e) => {
+                            prop_assert_eq!(e, TryRecvError::Empty);
+                            prop_assert!(model.is_empty());
+                        }
+                    },
                 }
             }
         }
@@ -468,4 +505,128 @@ fn pipe_role_error_per_operation_and_union() {
         shmproc::ConnectionError::from(a.try_send_bytes(&[0; 20_000]).unwrap_err()),
         shmproc::ConnectionError::TooLarge { len: 20_000, max: shmproc::PIPE_MAX_FRAME as usize }
     );
+}
+
+// ---- Handoff values, buffers reused, loans (issue 11 items 1 and 4) ----
+
+shmproc::entry! {
+    /// Echoes `(u32, String)` values with the number doubled and the text
+    /// upper-cased; a message that is not such a value is answered with
+    /// the error's text (the child must not panic, and must go on).
+    fn value_echo(mut conn: Connection) -> Result<(), String> {
+        loop {
+            match conn.recv_value_timeout::<(u32, String)>(Duration::from_secs(60)) {
+                Ok((n, s)) => conn.send_value(&(n * 2, s.to_uppercase())).map_err(|e| e.to_string())?,
+                Err(shmproc::PipeRecvValueTimeoutError::Decode(e)) => {
+                    conn.send_value(&(u32::MAX, format!("decode: {e}"))).map_err(|e| e.to_string())?
+                }
+                Err(shmproc::PipeRecvValueTimeoutError::Disconnected) => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+/// `send_value` / `recv_value` carry `Handoff` values (here `(u32,
+/// String)`) between processes, in order; a message that does not decode
+/// is a `Decode` error in the receiving process, which goes on with the
+/// next message (nothing else is lost).
+#[test]
+fn handoff_values_travel_both_ways_and_bad_messages_are_decode_errors() {
+    let (mut a, b) = shmproc::pipe(true).unwrap();
+    let mut p = Process::new(value_echo, b).with_daemon(true);
+    p.start().unwrap();
+    let t = Duration::from_secs(60);
+    for i in 0..200u32 {
+        let s = format!("value {i} {}", "x".repeat(i as usize));
+        a.send_value(&(i, s.clone())).unwrap();
+        assert_eq!(a.recv_value_timeout::<(u32, String)>(t).unwrap(), (i * 2, s.to_uppercase()));
+    }
+    // Not a (u32, String): too short, then a length past the end, then trailing bytes.
+    for bad in [vec![1u8, 2], [7u32.to_le_bytes().to_vec(), u64::MAX.to_le_bytes().to_vec()].concat(), {
+        let mut v = Vec::new();
+        shmproc::process::Handoff::encode(&(1u32, String::from("ok")), &mut v);
+        v.push(0);
+        v
+    }] {
+        a.send_bytes(&bad).unwrap();
+        let (n, msg) = a.recv_value_timeout::<(u32, String)>(t).unwrap();
+        assert_eq!(n, u32::MAX, "{msg}");
+        assert!(msg.starts_with("decode: "), "{msg}");
+    }
+    a.send_value(&(21u32, String::from("after"))).unwrap();
+    assert_eq!(a.recv_value_timeout::<(u32, String)>(t).unwrap(), (42, "AFTER".to_string()));
+    a.close();
+    common::join(&p).unwrap();
+}
+
+/// Locally: a value of the wrong type is a `Decode` error, and the
+/// connection goes on.
+#[test]
+fn recv_value_of_the_wrong_type_is_a_decode_error_not_a_panic() {
+    let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    a.send_value(&String::from("text")).unwrap();
+    assert!(matches!(b.recv_value::<Vec<u64>>(), Err(shmproc::PipeRecvValueError::Decode(_))));
+    a.send_value(&true).unwrap();
+    assert_eq!(b.try_recv_value::<u8>(), Ok(1)); // a bool is one byte
+    a.send_bytes(&[9]).unwrap();
+    let e = b.recv_value::<bool>().unwrap_err();
+    assert!(matches!(e, shmproc::PipeRecvValueError::Decode(_)));
+    assert!(matches!(shmproc::ConnectionError::from(e), shmproc::ConnectionError::Decode(_)));
+    assert_eq!(b.try_recv_value::<bool>(), Err(shmproc::PipeTryRecvValueError::Empty));
+}
+
+shmproc::entry! {
+    /// Answers each message with its length and byte sum, read in place
+    /// through a read loan, and sends a 64 KiB reply through a write loan
+    /// for each 'L' message.
+    fn loan_echo(mut conn: Connection) -> Result<(), String> {
+        loop {
+            let loan = match conn.recv_loan() {
+                Ok(l) => l,
+                Err(shmproc::PipeRecvBytesError::Disconnected) => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            };
+            if loan.len() >= 64 && loan.as_ptr() as usize % 64 != 0 {
+                return Err(format!("a {}-byte message not 64-aligned", loan.len()));
+            }
+            // SAFETY: the sending end follows the protocol.
+            let bytes = unsafe { loan.as_slice() };
+            let (len, sum) = (bytes.len() as u64, bytes.iter().map(|&b| u64::from(b)).sum::<u64>());
+            let big = bytes.first() == Some(&b'L');
+            loan.release();
+            conn.send(&[len, sum]).map_err(|e| e.to_string())?;
+            if big {
+                let mut w = conn.send_loan(64 * 1024).map_err(|e| e.to_string())?;
+                // SAFETY: single producer; the receiver does not read an uncommitted message.
+                unsafe { w.as_mut_slice() }.iter_mut().enumerate().for_each(|(i, b)| *b = (i % 251) as u8);
+                w.commit().map_err(|e| e.to_string())?;
+            }
+        }
+    }
+}
+
+/// Pipe loans across processes: messages read in place in the child (64-
+/// aligned from 64 bytes on) and a 64 KiB reply written in place there;
+/// the parent reuses one buffer with `recv_bytes_into`.
+#[test]
+fn pipe_loans_and_recv_bytes_into_across_processes() {
+    let (mut a, b) = shmproc::pipe_with(true, 1 << 18, 64 * 1024).unwrap();
+    let mut p = Process::new(loan_echo, b).with_daemon(true);
+    p.start().unwrap();
+    let t = Duration::from_secs(60);
+    let mut buf = Vec::new();
+    for len in [0usize, 1, 63, 64, 65, 1000, 4096, 65_536] {
+        let msg: Vec<u8> = (0..len).map(|i| if i == 0 { b'L' } else { (i * 3) as u8 }).collect();
+        let mut loan = a.send_loan(len).unwrap();
+        loan.write_at(0, &msg);
+        loan.commit().unwrap();
+        assert_eq!(a.recv_timeout::<[u64; 2]>(t).unwrap(), [len as u64, msg.iter().map(|&b| u64::from(b)).sum()]);
+        if len > 0 {
+            assert_eq!(a.recv_bytes_timeout_into(&mut buf, t), Ok(64 * 1024));
+            assert!(buf.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8), "reply to {len}");
+        }
+    }
+    a.close();
+    common::join(&p).unwrap();
 }

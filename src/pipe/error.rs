@@ -8,26 +8,36 @@
 //! | `send`, `send_bytes` | [`PipeTrySendError`] | [`PipeSendError`] | [`PipeSendTimeoutError`] |
 //! | `recv_bytes` | [`PipeTryRecvBytesError`] | [`PipeRecvBytesError`] | [`PipeRecvBytesTimeoutError`] |
 //! | `recv::<T>` | [`PipeTryRecvError`] | [`PipeRecvError`] | [`PipeRecvTimeoutError`] |
+//! | `recv_value::<T>` | [`PipeTryRecvValueError`] | [`PipeRecvValueError`] | [`PipeRecvValueTimeoutError`] |
 //! | `poll` | | [`PipePollError`] | |
 //!
-//! Only sends can be `TooLarge`, only the typed `recv::<T>` forms
-//! `WrongSize`. Each error converts (`From`) into the wider errors of the
+//! `send_value`, `send_loan` and `recv_bytes_into`, `recv_loan` share the
+//! errors of `send_bytes` and `recv_bytes`. Only sends can be `TooLarge`,
+//! only the typed `recv::<T>` forms `WrongSize`, only `recv_value::<T>`
+//! `Decode` (those errors, and `ConnectionError`, are not `Copy`: they
+//! carry the decoder's error). Each error converts (`From`) into the wider errors of the
 //! same direction (a waiting form's into its `try_` and `_timeout`
 //! twins', `recv_bytes`' into `recv`'s, `poll`'s into every receive's)
 //! and every one into [`ConnectionError`], the union of them all, so one
 //! `?` can serve several operations.
 
+use crate::process::HandoffError;
 use crate::queue::RoleError;
 
 /// Declares a pipe error enum with the listed variants, in order (each
 /// variant is written once, here).
+/// Errors are `Copy` unless marked `nocopy` (those with `Decode`, which
+/// carries the decoder's error).
 macro_rules! conn_error {
-    ($(#[$attr:meta])* $name:ident { $($v:ident),* $(,)? }) => {
+    (nocopy $(#[$attr:meta])* $name:ident { $($v:ident),* $(,)? }) => {
         conn_error!(@next [$(#[$attr])*] $name [] $($v)*);
+    };
+    ($(#[$attr:meta])* $name:ident { $($v:ident),* $(,)? }) => {
+        conn_error!(@next [$(#[$attr])* #[derive(Copy)]] $name [] $($v)*);
     };
     (@next [$($attr:tt)*] $name:ident [$($body:tt)*]) => {
         $($attr)*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+        #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
         pub enum $name { $($body)* }
 
         // Every pipe error has `Role` (each operation takes its role on
@@ -102,6 +112,15 @@ macro_rules! conn_error {
             },
         ] $($rest)*);
     };
+    (@next $attr:tt $name:ident [$($body:tt)*] Decode $($rest:ident)*) => {
+        conn_error!(@next $attr $name [$($body)*
+            /// `recv_value::<T>()` got a message that is not a valid
+            /// encoding of a `T` (it is consumed); for a handle (a queue, a
+            /// lock...), the object it names could not be opened.
+            #[error("cannot decode the message: {0}")]
+            Decode(HandoffError),
+        ] $($rest)*);
+    };
     (@next $attr:tt $name:ident [$($body:tt)*] Full $($rest:ident)*) => {
         conn_error!(@next $attr $name [$($body)*
             /// No room for the message now (nothing was sent).
@@ -166,6 +185,9 @@ macro_rules! widen {
     };
     (@arms $e:ident $narrow:ident $wide:ident [$($arms:tt)*] WrongSize $($rest:ident)*) => {
         widen!(@arms $e $narrow $wide [$($arms)* $narrow::WrongSize { expected, got } => $wide::WrongSize { expected, got },] $($rest)*)
+    };
+    (@arms $e:ident $narrow:ident $wide:ident [$($arms:tt)*] Decode $($rest:ident)*) => {
+        widen!(@arms $e $narrow $wide [$($arms)* $narrow::Decode(d) => $wide::Decode(d),] $($rest)*)
     };
     (@arms $e:ident $narrow:ident $wide:ident [$($arms:tt)*] Role $($rest:ident)*) => {
         widen!(@arms $e $narrow $wide [$($arms)* $narrow::Role(r) => $wide::Role(r),] $($rest)*)
@@ -259,10 +281,11 @@ conn_error! {
     /// ```
     PipeRecvBytesTimeoutError { NotReadable, Closed, Disconnected, Corrupted, TimedOut, Role }
 }
-widen!(PipeRecvBytesError => PipeTryRecvBytesError, PipeRecvBytesTimeoutError, PipeRecvError, PipeTryRecvError, PipeRecvTimeoutError:
-    NotReadable, Closed, Disconnected, Corrupted, Role);
-widen!(PipeTryRecvBytesError => PipeTryRecvError: NotReadable, Closed, Disconnected, Corrupted, Empty, Role);
-widen!(PipeRecvBytesTimeoutError => PipeRecvTimeoutError: NotReadable, Closed, Disconnected, Corrupted, TimedOut, Role);
+widen!(PipeRecvBytesError => PipeTryRecvBytesError, PipeRecvBytesTimeoutError, PipeRecvError, PipeTryRecvError, PipeRecvTimeoutError,
+    PipeRecvValueError, PipeTryRecvValueError, PipeRecvValueTimeoutError: NotReadable, Closed, Disconnected, Corrupted, Role);
+widen!(PipeTryRecvBytesError => PipeTryRecvError, PipeTryRecvValueError: NotReadable, Closed, Disconnected, Corrupted, Empty, Role);
+widen!(PipeRecvBytesTimeoutError => PipeRecvTimeoutError, PipeRecvValueTimeoutError:
+    NotReadable, Closed, Disconnected, Corrupted, TimedOut, Role);
 
 conn_error! {
     /// Why [`recv::<T>`](super::Connection::recv) returned no value (it
@@ -303,6 +326,49 @@ conn_error! {
 widen!(PipeRecvError => PipeTryRecvError, PipeRecvTimeoutError: NotReadable, Closed, Disconnected, Corrupted, WrongSize, Role);
 
 conn_error! {
+    nocopy
+    /// Why [`recv_value::<T>`](super::Connection::recv_value) returned no
+    /// value (it waits while no message is waiting): as
+    /// [`PipeRecvBytesError`], and `Decode` for a message that is not a
+    /// valid encoding of a `T` (it is consumed).
+    ///
+    /// ```
+    /// use shmproc::PipeRecvValueError;
+    /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    /// a.send_bytes(&[1, 2, 3]).unwrap(); // not an encoded String
+    /// assert!(matches!(b.recv_value::<String>(), Err(PipeRecvValueError::Decode(_))));
+    /// ```
+    PipeRecvValueError { NotReadable, Closed, Disconnected, Corrupted, Decode, Role }
+}
+
+conn_error! {
+    nocopy
+    /// Why [`try_recv_value::<T>`](super::Connection::try_recv_value)
+    /// returned no value (it never waits).
+    ///
+    /// ```
+    /// let (mut a, _b) = shmproc::pipe(true).unwrap();
+    /// assert_eq!(a.try_recv_value::<String>(), Err(shmproc::PipeTryRecvValueError::Empty));
+    /// ```
+    PipeTryRecvValueError { NotReadable, Closed, Disconnected, Corrupted, Decode, Empty, Role }
+}
+
+conn_error! {
+    nocopy
+    /// Why [`recv_value_timeout::<T>`](super::Connection::recv_value_timeout)
+    /// returned no value.
+    ///
+    /// ```
+    /// let (mut a, _b) = shmproc::pipe(true).unwrap();
+    /// let r = a.recv_value_timeout::<String>(std::time::Duration::from_millis(2));
+    /// assert_eq!(r, Err(shmproc::PipeRecvValueTimeoutError::TimedOut));
+    /// ```
+    PipeRecvValueTimeoutError { NotReadable, Closed, Disconnected, Corrupted, Decode, TimedOut, Role }
+}
+widen!(PipeRecvValueError => PipeTryRecvValueError, PipeRecvValueTimeoutError:
+    NotReadable, Closed, Disconnected, Corrupted, Decode, Role);
+
+conn_error! {
     /// Why [`poll`](super::Connection::poll) could not look for a message
     /// (it cannot see a corrupted frame or a gone peer: it only reports
     /// whether something is waiting).
@@ -315,9 +381,11 @@ conn_error! {
     PipePollError { NotReadable, Closed, Role }
 }
 widen!(PipePollError => PipeRecvBytesError, PipeTryRecvBytesError, PipeRecvBytesTimeoutError, PipeRecvError,
-    PipeTryRecvError, PipeRecvTimeoutError: NotReadable, Closed, Role);
+    PipeTryRecvError, PipeRecvTimeoutError, PipeRecvValueError, PipeTryRecvValueError, PipeRecvValueTimeoutError:
+    NotReadable, Closed, Role);
 
 conn_error! {
+    nocopy
     /// Any [`Connection`](super::Connection) error: the union of the
     /// per-operation errors above, each of which converts into it
     /// (`From`), so one `?` serves every operation.
@@ -336,7 +404,9 @@ conn_error! {
     /// assert_eq!(echo(&mut b), Err(ConnectionError::Disconnected));
     /// ```
     #[non_exhaustive]
-    ConnectionError { NotWritable, NotReadable, Closed, Disconnected, TooLarge, WrongSize, Full, Empty, TimedOut, Corrupted, Role }
+    ConnectionError {
+        NotWritable, NotReadable, Closed, Disconnected, TooLarge, WrongSize, Full, Empty, TimedOut, Corrupted, Decode, Role
+    }
 }
 widen!(PipeSendError => ConnectionError: NotWritable, Closed, Disconnected, TooLarge, Role);
 widen!(PipeTrySendError => ConnectionError: NotWritable, Closed, Disconnected, TooLarge, Full, Role);
@@ -347,4 +417,7 @@ widen!(PipeRecvBytesTimeoutError => ConnectionError: NotReadable, Closed, Discon
 widen!(PipeRecvError => ConnectionError: NotReadable, Closed, Disconnected, Corrupted, WrongSize, Role);
 widen!(PipeTryRecvError => ConnectionError: NotReadable, Closed, Disconnected, Corrupted, WrongSize, Empty, Role);
 widen!(PipeRecvTimeoutError => ConnectionError: NotReadable, Closed, Disconnected, Corrupted, WrongSize, TimedOut, Role);
+widen!(PipeRecvValueError => ConnectionError: NotReadable, Closed, Disconnected, Corrupted, Decode, Role);
+widen!(PipeTryRecvValueError => ConnectionError: NotReadable, Closed, Disconnected, Corrupted, Decode, Empty, Role);
+widen!(PipeRecvValueTimeoutError => ConnectionError: NotReadable, Closed, Disconnected, Corrupted, Decode, TimedOut, Role);
 widen!(PipePollError => ConnectionError: NotReadable, Closed, Role);

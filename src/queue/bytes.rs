@@ -4,13 +4,29 @@
 //!
 //! Same ring discipline, roles, waiting and crash handling as
 //! [`SpscQueue`](super::SpscQueue), with byte indices. A frame is an 8-byte
-//! header (its length as u32, 4 bytes unused) and the payload rounded up to
-//! 8 bytes; a frame never wraps: when it does not fit before the end of the
-//! ring, the producer writes a WRAP marker there and starts at offset 0.
+//! header (its length as u32, 4 bytes unused) at an 8-aligned ring offset,
+//! then the payload, rounded up to 8 bytes:
+//!
+//! - a payload of fewer than [`ALIGN_FROM`] (64) bytes follows its header
+//!   directly (small frames stay packed: four 8-byte frames per cache line);
+//! - a payload of 64 bytes or more starts at the next 64-byte boundary
+//!   after its header (the ring's data area is 64-aligned, so its address
+//!   is a multiple of 64). Large copies then run at full speed: a copy whose
+//!   source and destination sit 1 to 31 bytes apart modulo 4 KiB runs many
+//!   times slower on some CPUs (4K aliasing), and payloads that shift by 8
+//!   bytes per frame hit that often.
+//!
+//! Where the payload starts is a function of the header's offset and the
+//! length alone, so the consumer finds it without a second header field.
+//! A frame never wraps: when it does not fit before the end of the ring,
+//! the producer writes a WRAP marker there and starts at offset 0.
 //! The consumer validates every header it reads (length within the
 //! configured maximum and within the published bytes) and reports
 //! `Corrupted` otherwise ([`TryRecvError::Corrupted`] and its twins),
 //! never reading outside the ring.
+//!
+//! Zero-copy loans ([`ByteProducer::send_loan`], [`ByteConsumer::recv_loan`]
+//! and their twins) live in `byte_loan.rs`.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -32,9 +48,42 @@ mod waitable;
 
 const HEADER: u64 = 8;
 const WRAP: u32 = u32::MAX;
+/// A cache line: large payloads start on one.
+const LINE: u64 = 64;
 
-fn frame_size(len: u64) -> u64 {
-    HEADER + len.div_ceil(8) * 8
+/// Payloads of at least this many bytes start on a 64-byte boundary
+/// (see the module docs); smaller ones follow their header directly.
+///
+/// ```
+/// use shmproc::queue::{ALIGN_FROM, ByteQueue};
+/// let q = ByteQueue::new(4096, 1024).unwrap();
+/// let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+/// tx.send(b"x").unwrap(); // a small frame shifts the next one by 16 bytes
+/// tx.send(&[7; ALIGN_FROM]).unwrap();
+/// rx.recv().unwrap();
+/// let loan = rx.recv_loan().unwrap();
+/// assert_eq!(loan.as_ptr() as usize % 64, 0);
+/// ```
+pub const ALIGN_FROM: usize = 64;
+
+/// Where a frame's payload starts, from its header at ring offset `pos`
+/// (8-aligned): right after the header for a small payload, else at the
+/// next 64-byte boundary after it.
+#[inline(always)]
+pub(super) fn payload_offset(pos: u64, len: u64) -> u64 {
+    if len < ALIGN_FROM as u64 { HEADER } else { ((pos + HEADER + LINE - 1) & !(LINE - 1)) - pos }
+}
+
+/// Ring bytes a frame of `len` payload bytes takes with its header at
+/// ring offset `pos` (header, padding, payload rounded up to 8).
+#[inline(always)]
+fn frame_size_at(pos: u64, len: u64) -> u64 {
+    payload_offset(pos, len) + len.div_ceil(8) * 8
+}
+
+/// The most ring bytes a frame of `len` payload bytes takes anywhere.
+fn frame_size_max(len: u64) -> u64 {
+    if len < ALIGN_FROM as u64 { HEADER + len.div_ceil(8) * 8 } else { LINE + len.div_ceil(8) * 8 }
 }
 
 /// An end's own index as read from shared memory at attach, made a frame
@@ -79,8 +128,11 @@ fn check(capacity: u64, max_frame: u64) -> Result<(), String> {
     if capacity < 64 || !capacity.is_power_of_two() {
         return Err(format!("byte capacity {capacity} is not supported: use a power of two >= 64"));
     }
-    if max_frame > u64::from(u32::MAX - 1) || 2 * frame_size(max_frame) > capacity {
-        return Err(format!("max_frame {max_frame} is too large for {capacity} bytes (at most about capacity/2 - 8)"));
+    if max_frame > u64::from(u32::MAX - 1) || 2 * frame_size_max(max_frame) > capacity {
+        return Err(format!(
+            "max_frame {max_frame} is too large for {capacity} bytes (at most capacity/2 - 64, or capacity/2 - 8 \
+             below 64 bytes)"
+        ));
     }
     Ok(())
 }
@@ -106,6 +158,9 @@ impl Object for ByteQueue {
     }
     fn from_mapped(m: Mapped<SpscCtl>) -> Self {
         m.ctl().use_fences_unless_membarrier();
+        // The data area is aligned to at least 64 (`Layout::of`): payload
+        // offsets that are multiples of 64 are 64-aligned addresses.
+        debug_assert!((m.data() as usize).is_multiple_of(LINE as usize));
         let mask = m.capacity() - 1;
         // Re-read once (a peer may have changed it since `validate`): re-checked, and only this copy is used.
         let max_frame = m.ctl().meta.0.aux.load(Ordering::Relaxed);
@@ -116,7 +171,9 @@ impl Object for ByteQueue {
 
 impl ByteQueue {
     /// A new ring of `capacity` bytes (a power of two >= 64) for frames of
-    /// at most `max_frame` bytes (at most about `capacity / 2 - 8`), under
+    /// at most `max_frame` bytes (at most `capacity / 2 - 64`, or
+    /// `capacity / 2 - 8` for a limit below 64 bytes: two of the largest
+    /// frames, with header and alignment padding, fit in the ring), under
     /// a fresh unique name, with owner-only permissions. The name is
     /// removed when the last handle in this process drops.
     ///
@@ -296,10 +353,56 @@ impl ByteQueue {
         self.m.ctl()
     }
 
+    #[inline(always)]
     fn at(&self, index: u64) -> *mut u8 {
         // SAFETY: masked index < capacity, inside the data area.
         unsafe { self.m.data().add((index & self.mask) as usize) }
     }
+}
+
+/// Whether a payload of `size_of::<T>()` bytes is aligned for `T`:
+/// payloads are 8-aligned, and 64-aligned from [`ALIGN_FROM`] bytes on.
+pub(crate) const fn payload_aligned_for<T>() -> bool {
+    let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
+    align <= HEADER as usize || (size >= ALIGN_FROM && align <= LINE as usize)
+}
+
+/// Writes `v` as a frame's payload at `p`.
+///
+/// # Safety
+/// `p` is the payload of a reserved frame of `size_of::<T>()` bytes.
+#[inline(always)]
+unsafe fn write_pod<T: bytemuck::Pod>(p: *mut u8, v: &T) {
+    if payload_aligned_for::<T>() {
+        // SAFETY: the payload is aligned for T (see `payload_aligned_for`) and holds size_of::<T>() bytes.
+        unsafe { crate::shm::copy::write(p.cast::<T>(), *v) }
+    } else {
+        // SAFETY: size_of::<T>() bytes at p (caller).
+        unsafe { crate::shm::copy::copy_to_shared(bytemuck::bytes_of(v), p) }
+    }
+}
+
+/// Room for one frame, reserved by [`ByteProducer::reserve`]: its header
+/// is written, the payload is not; publishing it moves the tail to `end`.
+pub(super) struct Slot {
+    /// The payload's first byte (64-aligned from `ALIGN_FROM` bytes on).
+    pub(super) payload: *mut u8,
+    /// The payload's length.
+    pub(super) len: usize,
+    /// The tail after this frame.
+    pub(super) end: u64,
+}
+
+/// A published frame found by [`ByteConsumer::locate`]; consuming it moves
+/// the head to `end`.
+pub(super) struct Frame {
+    /// The payload's first byte, inside the ring.
+    pub(super) payload: *const u8,
+    /// The payload's length (validated: at most `max_frame`, inside the ring
+    /// and inside the published bytes).
+    pub(super) len: usize,
+    /// The head after this frame.
+    pub(super) end: u64,
 }
 
 /// The sending end of a [`ByteQueue`].
@@ -337,11 +440,25 @@ impl ByteProducer {
     /// tx.try_send(b"0123456789").unwrap();
     /// assert_eq!(tx.try_send(b"0123456789"), Err(shmproc::TrySendError::Full));
     /// ```
+    #[inline]
     pub fn try_send(&mut self, frame: &[u8]) -> Result<(), TrySendError> {
-        let len = frame.len() as u64;
-        if len > self.q.max_frame {
+        let slot = self.reserve(frame.len())?;
+        // SAFETY: `reserve` gave `frame.len()` free bytes at the payload,
+        // inside the ring; the consumer does not read them before publication.
+        unsafe { crate::shm::copy::copy_to_shared(frame, slot.payload) };
+        self.publish(slot.end);
+        Ok(())
+    }
+
+    /// Reserves room for a frame of `len` payload bytes and writes its
+    /// header (and a WRAP marker if it starts over at offset 0); publishes
+    /// nothing. The same checks as `try_send`, in the same order.
+    #[inline(always)]
+    pub(super) fn reserve(&mut self, len: usize) -> Result<Slot, TrySendError> {
+        let n = len as u64;
+        if n > self.q.max_frame {
             // `max_frame` is validated below u32::MAX at map time.
-            return Err(TrySendError::TooLarge { len: frame.len(), max: self.q.max_frame as u32 });
+            return Err(TrySendError::TooLarge { len, max: self.q.max_frame as u32 });
         }
         let m = &self.q.ctl().meta.0;
         if m.closed.load(Ordering::Relaxed) != 0 {
@@ -351,9 +468,13 @@ impl ByteProducer {
             return Err(TrySendError::Disconnected);
         }
         let cap = self.q.mask + 1;
-        let need = frame_size(len);
         let pos = self.tail & self.q.mask;
-        let skip = if cap - pos < need { cap - pos } else { 0 };
+        let mut need = frame_size_at(pos, n);
+        let mut skip = 0;
+        if cap - pos < need {
+            skip = cap - pos;
+            need = frame_size_at(0, n);
+        }
         let mut free = cap - self.tail.wrapping_sub(self.head_cache).min(cap);
         if free < skip + need {
             // Acquire: pairs with the consumer's Release store of head.
@@ -369,16 +490,51 @@ impl ByteProducer {
             self.tail = self.tail.wrapping_add(skip);
         }
         let base = self.q.at(self.tail);
-        // SAFETY: `need` free contiguous bytes at base (pos + need <= cap),
-        // 8-aligned; the consumer does not read them before publication.
-        unsafe {
-            crate::shm::copy::write(base as *mut u32, len as u32);
-            crate::shm::copy::copy_to_shared(frame, base.add(HEADER as usize));
-        }
-        self.tail = self.tail.wrapping_add(need);
+        let off = payload_offset(self.tail & self.q.mask, n);
+        // SAFETY: `need` free contiguous bytes at base (its offset + need
+        // <= cap), 8-aligned; the consumer does not read them before
+        // publication; the payload (off + len <= need) is inside them.
+        let payload = unsafe {
+            crate::shm::copy::write(base as *mut u32, n as u32);
+            base.add(off as usize)
+        };
+        Ok(Slot { payload, len, end: self.tail.wrapping_add(need) })
+    }
+
+    /// Sends a plain-data value as one frame of its bytes (the frame
+    /// `send(bytemuck::bytes_of(v))` sends), waiting for room until
+    /// `deadline`; stored as whole words when the payload is aligned for
+    /// `T` (always, for `T` aligned to 8 or less).
+    #[inline(always)]
+    pub(crate) fn send_pod_until<T: bytemuck::Pod>(&mut self, v: &T, deadline: Deadline) -> Result<(), SendTimeoutError> {
+        let slot = self.reserve_until(std::mem::size_of::<T>(), deadline)?;
+        // SAFETY: `size_of::<T>()` reserved bytes at the payload.
+        unsafe { write_pod(slot.payload, v) };
+        self.publish(slot.end);
+        Ok(())
+    }
+
+    /// [`send_pod_until`](Self::send_pod_until) if there is room now.
+    #[inline(always)]
+    pub(crate) fn try_send_pod<T: bytemuck::Pod>(&mut self, v: &T) -> Result<(), TrySendError> {
+        let slot = self.reserve(std::mem::size_of::<T>())?;
+        // SAFETY: `size_of::<T>()` reserved bytes at the payload.
+        unsafe { write_pod(slot.payload, v) };
+        self.publish(slot.end);
+        Ok(())
+    }
+
+    /// Publishes everything up to `end` (a reserved frame's end).
+    #[inline(always)]
+    pub(super) fn publish(&mut self, end: u64) {
+        self.tail = end;
         let c = self.q.ctl();
         publish_and_wake(c, &c.tail.0, self.tail, &c.meta.0.consumer_waiting);
-        Ok(())
+    }
+
+    /// Whether the ring was closed (a reserved frame is then not published).
+    pub(super) fn closed(&self) -> bool {
+        self.q.ctl().meta.0.closed.load(Ordering::Relaxed) != 0
     }
 
     /// Sends one frame, waiting for room.
@@ -387,6 +543,7 @@ impl ByteProducer {
     /// let q = shmproc::queue::ByteQueue::new(4096, 100).unwrap();
     /// q.producer().unwrap().send(b"abc").unwrap();
     /// ```
+    #[inline]
     pub fn send(&mut self, frame: &[u8]) -> Result<(), SendError> {
         self.send_until(frame, Deadline::NEVER).map_err(SendTimeoutError::untimed)
     }
@@ -405,24 +562,48 @@ impl ByteProducer {
         self.send_until(frame, Deadline::after(timeout))
     }
 
+    #[inline(always)]
     fn send_until(&mut self, frame: &[u8], deadline: Deadline) -> Result<(), SendTimeoutError> {
+        let slot = self.reserve_until(frame.len(), deadline)?;
+        // SAFETY: as in `try_send`.
+        unsafe { crate::shm::copy::copy_to_shared(frame, slot.payload) };
+        self.publish(slot.end);
+        Ok(())
+    }
+
+    /// [`reserve`](Self::reserve), waiting for room until `deadline` (with
+    /// [`Deadline::NEVER`], the clock is not read until it sleeps). The
+    /// first try is inline; waiting is out of line.
+    #[inline(always)]
+    pub(super) fn reserve_until(&mut self, len: usize, deadline: Deadline) -> Result<Slot, SendTimeoutError> {
+        match self.reserve(len) {
+            Ok(slot) => Ok(slot),
+            Err(e) => self.reserve_slow(len, e, deadline),
+        }
+    }
+
+    /// The rest of [`reserve_until`](Self::reserve_until) after a first
+    /// refusal `first`.
+    #[cold]
+    #[inline(never)]
+    fn reserve_slow(&mut self, len: usize, first: TrySendError, deadline: Deadline) -> Result<Slot, SendTimeoutError> {
+        first.retry()?;
         let mut spins = 0u32;
         loop {
-            match self.try_send(frame) {
-                Ok(()) => return Ok(()),
-                Err(e) => e.retry()?,
-            }
             if deadline.passed() {
                 return Err(SendTimeoutError::TimedOut);
             }
-            if spin_step(self.wait, &mut spins, &RING_SPIN) {
-                continue;
+            if !spin_step(self.wait, &mut spins, &RING_SPIN) {
+                let c = self.q.ctl();
+                sleep_on(&c.head.0, self.head_cache, &c.meta.0.producer_waiting, deadline, || {
+                    c.meta.0.closed.load(Ordering::Relaxed) != 0 || c.meta.0.consumer_gone.load(Ordering::Relaxed) != 0
+                });
+                self.watch.after_sleep();
             }
-            let c = self.q.ctl();
-            sleep_on(&c.head.0, self.head_cache, &c.meta.0.producer_waiting, deadline, || {
-                c.meta.0.closed.load(Ordering::Relaxed) != 0 || c.meta.0.consumer_gone.load(Ordering::Relaxed) != 0
-            });
-            self.watch.after_sleep();
+            match self.reserve(len) {
+                Ok(slot) => return Ok(slot),
+                Err(e) => e.retry()?,
+            }
         }
     }
 }
@@ -475,7 +656,31 @@ impl ByteConsumer {
     /// rx.try_recv_into(&mut buf).unwrap();
     /// assert_eq!(buf, b"hi");
     /// ```
+    #[inline]
     pub fn try_recv_into(&mut self, out: &mut Vec<u8>) -> Result<(), TryRecvError> {
+        let f = self.locate()?;
+        self.take_into(f, out);
+        Ok(())
+    }
+
+    /// Copies the frame `f` into `out` (cleared first) and consumes it.
+    #[inline(always)]
+    fn take_into(&mut self, f: Frame, out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(f.len);
+        // SAFETY: `locate` validated `f.len` published bytes at `f.payload`,
+        // inside the ring; `out` has room for them.
+        unsafe {
+            crate::shm::copy::copy_from_shared_uninit(f.payload, &mut out.spare_capacity_mut()[..f.len]);
+            out.set_len(f.len);
+        }
+        self.release_to(f.end);
+    }
+
+    /// The oldest published frame, validated; consumes nothing (only a
+    /// WRAP marker in front of it is stepped over).
+    #[inline(always)]
+    pub(super) fn locate(&mut self) -> Result<Frame, TryRecvError> {
         let cap = self.q.mask + 1;
         let mut wrapped = false;
         loop {
@@ -514,26 +719,27 @@ impl ByteConsumer {
                 self.head = self.head.wrapping_add(skip);
                 continue;
             }
-            let need = frame_size(u64::from(len));
-            if u64::from(len) > self.q.max_frame || need > avail || pos + need > cap {
+            let n = u64::from(len);
+            if n > self.q.max_frame {
                 return Err(TryRecvError::Corrupted);
             }
-            out.clear();
-            out.reserve(len as usize);
-            // SAFETY: `len` bytes after the header are published, inside the
-            // ring (pos + need <= cap), and `out` has room for them.
-            unsafe {
-                crate::shm::copy::copy_from_shared_uninit(
-                    self.q.at(self.head).add(HEADER as usize),
-                    &mut out.spare_capacity_mut()[..len as usize],
-                );
-                out.set_len(len as usize);
+            let need = frame_size_at(pos, n);
+            if need > avail || pos + need > cap {
+                return Err(TryRecvError::Corrupted);
             }
-            self.head = self.head.wrapping_add(need);
-            let c = self.q.ctl();
-            publish_and_wake(c, &c.head.0, self.head, &c.meta.0.producer_waiting);
-            return Ok(());
+            // SAFETY: the payload (payload_offset + len <= need) is inside
+            // the ring (pos + need <= cap).
+            let payload = unsafe { self.q.at(self.head).add(payload_offset(pos, n) as usize) };
+            return Ok(Frame { payload, len: len as usize, end: self.head.wrapping_add(need) });
         }
+    }
+
+    /// Consumes everything up to `end` (a located frame's end).
+    #[inline(always)]
+    pub(super) fn release_to(&mut self, end: u64) {
+        self.head = end;
+        let c = self.q.ctl();
+        publish_and_wake(c, &c.head.0, self.head, &c.meta.0.producer_waiting);
     }
 
     /// Receives one frame if one is there.
@@ -564,7 +770,10 @@ impl ByteConsumer {
     }
 
     /// Receives one frame into `out` (cleared first), waiting for it; `out`
-    /// keeps its allocation from call to call.
+    /// keeps its allocation from call to call. No deadline: the clock is
+    /// not read (a frame that is there costs no system call and no clock
+    /// read; only going to sleep reads it, for the 100 ms liveness poll).
+    /// [`recv_loan`](Self::recv_loan) reads the frame in place instead.
     ///
     /// ```
     /// let q = shmproc::queue::ByteQueue::new(4096, 100).unwrap();
@@ -578,6 +787,7 @@ impl ByteConsumer {
     /// rx.recv_into(&mut buf).unwrap();
     /// assert_eq!(buf, b"two");
     /// ```
+    #[inline]
     pub fn recv_into(&mut self, out: &mut Vec<u8>) -> Result<(), RecvError> {
         self.recv_until(out, Deadline::NEVER).map_err(RecvTimeoutError::untimed)
     }
@@ -611,24 +821,46 @@ impl ByteConsumer {
         self.recv_until(out, Deadline::after(timeout))
     }
 
+    #[inline(always)]
     fn recv_until(&mut self, out: &mut Vec<u8>, deadline: Deadline) -> Result<(), RecvTimeoutError> {
+        let f = self.locate_until(deadline)?;
+        self.take_into(f, out);
+        Ok(())
+    }
+
+    /// [`locate`](Self::locate), waiting for a frame until `deadline`
+    /// (with [`Deadline::NEVER`], the clock is not read until it sleeps).
+    /// The first try is inline; waiting is out of line.
+    #[inline(always)]
+    pub(super) fn locate_until(&mut self, deadline: Deadline) -> Result<Frame, RecvTimeoutError> {
+        match self.locate() {
+            Ok(f) => Ok(f),
+            Err(e) => self.locate_slow(e, deadline),
+        }
+    }
+
+    /// The rest of [`locate_until`](Self::locate_until) after a first
+    /// refusal `first`.
+    #[cold]
+    #[inline(never)]
+    fn locate_slow(&mut self, first: TryRecvError, deadline: Deadline) -> Result<Frame, RecvTimeoutError> {
+        first.retry()?;
         let mut spins = 0u32;
         loop {
-            match self.try_recv_into(out) {
-                Ok(()) => return Ok(()),
-                Err(e) => e.retry()?,
-            }
             if deadline.passed() {
                 return Err(RecvTimeoutError::TimedOut);
             }
-            if spin_step(self.wait, &mut spins, &RING_SPIN) {
-                continue;
+            if !spin_step(self.wait, &mut spins, &RING_SPIN) {
+                let c = self.q.ctl();
+                sleep_on(&c.tail.0, self.tail_cache, &c.meta.0.consumer_waiting, deadline, || {
+                    c.meta.0.closed.load(Ordering::Relaxed) != 0 || c.meta.0.producer_gone.load(Ordering::Relaxed) != 0
+                });
+                self.watch.after_sleep();
             }
-            let c = self.q.ctl();
-            sleep_on(&c.tail.0, self.tail_cache, &c.meta.0.consumer_waiting, deadline, || {
-                c.meta.0.closed.load(Ordering::Relaxed) != 0 || c.meta.0.producer_gone.load(Ordering::Relaxed) != 0
-            });
-            self.watch.after_sleep();
+            match self.locate() {
+                Ok(f) => return Ok(f),
+                Err(e) => e.retry()?,
+            }
         }
     }
 

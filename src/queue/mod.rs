@@ -30,7 +30,8 @@
 //! | `roles.rs` | claiming the producer/consumer role of an SPSC-style ring, peer liveness |
 //! | `wake.rs` | the SPSC-style wake protocol (flag + membarrier handshake) |
 //! | `loan.rs` | zero-copy loans: [`WriteLoan`], [`ReadLoan`] |
-//! | `bytes.rs` | variable-length frames on the SPSC ring: [`ByteQueue`] |
+//! | `bytes.rs` | variable-length frames on the SPSC ring: [`ByteQueue`] (large payloads 64-aligned) |
+//! | `byte_loan.rs` | zero-copy frame loans: [`ByteWriteLoan`], [`ByteReadLoan`] |
 //! | `vyukov.rs` | the MPMC protocol (Vyukov's bounded queue), loom-checked |
 //! | `records.rs` | participant records: who holds which claim |
 //! | `mpmc.rs` | the MPMC ring: control block, [`MpmcQueue`], push/pop and waiting |
@@ -39,6 +40,7 @@
 //! | `facade.rs` | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] |
 
 real_platform! {
+    mod byte_loan;
     mod bytes;
     mod error;
     mod facade;
@@ -51,7 +53,9 @@ real_platform! {
     mod spsc;
     mod wake;
 
-    pub use bytes::{ByteConsumer, ByteProducer, ByteQueue};
+    pub use byte_loan::{ByteReadLoan, ByteWriteLoan};
+    pub use bytes::{ALIGN_FROM, ByteConsumer, ByteProducer, ByteQueue};
+    pub(crate) use bytes::payload_aligned_for;
     pub use facade::{JoinableQueue, Queue, SimpleQueue};
     pub use mpmc::MpmcQueue;
     pub use error::{

@@ -160,11 +160,27 @@ impl PeerWatch {
         self.calls = 1023;
     }
 
+    /// Whether the peer left or died. The common case (the `gone` flag
+    /// clear, nobody judged dead, not the 1024th call) is inline; the
+    /// clock and `/proc` are out of line.
+    #[inline(always)]
     pub(super) fn gone(&mut self, owner_slot: &AtomicU64, gone: &AtomicU32) -> bool {
         // Acquire: pairs with the SeqCst store in the peer's detach.
         if gone.load(Ordering::Acquire) != 0 {
             return true;
         }
+        self.calls = self.calls.wrapping_add(1);
+        if self.dead == 0 && self.last_check.is_some() && !self.calls.is_multiple_of(1024) {
+            return false;
+        }
+        self.check(owner_slot)
+    }
+
+    /// The rest of [`gone`](Self::gone): a peer judged dead before, or
+    /// time for a liveness check.
+    #[cold]
+    #[inline(never)]
+    fn check(&mut self, owner_slot: &AtomicU64) -> bool {
         if self.dead != 0 {
             // Still the owner we found dead: gone. A new owner (the role
             // was claimed since) is judged afresh.
@@ -173,7 +189,6 @@ impl PeerWatch {
             }
             self.dead = 0;
         }
-        self.calls = self.calls.wrapping_add(1);
         if self.last_check.is_some() && !self.calls.is_multiple_of(1024) {
             return false;
         }
