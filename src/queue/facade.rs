@@ -1,10 +1,18 @@
 //! Python-shaped queues over [`MpmcQueue`]: `Queue`, `JoinableQueue`,
 //! `SimpleQueue`, with `multiprocessing`'s method names.
 //!
-//! Differences from Python, all from living in a fixed shared segment:
-//! items are `T: ShmType` (no pickling), every queue has a fixed capacity (a
-//! `SimpleQueue` too), `qsize()` is exact, and every queue has the
-//! `put_nowait` / `get_nowait` / `put_timeout` / `get_timeout` twins.
+//! Items are any [`Handoff`] type, as Python's queues take any picklable
+//! object: plain data (`u64`, arrays, `shm_type!` structs) moves as it is
+//! in the slots of an [`MpmcQueue`] (zero-copy, no encoding); anything
+//! else (`String`, `Vec`, tuples, `Option`s, your own `Handoff` types) is
+//! encoded into a variable-length frame of a frame ring with the same
+//! protocol and the same crash guarantees (`frames.rs`). Which one is
+//! chosen at compile time from `T`.
+//!
+//! Differences from Python: a bounded queue's frames have a maximum size
+//! (`max_frame`, 960 bytes unless told; a larger item is `TooLarge`),
+//! `qsize()` is exact, and every queue has the `put_nowait` / `get_nowait`
+//! / `put_timeout` / `get_timeout` twins.
 //!
 //! Closing is Python's: `close()` closes this handle only (later puts and
 //! gets through it fail with `Closed`; other handles, in this process or
@@ -14,17 +22,76 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::ShmType;
-
 use super::error::{GetError, GetTimeoutError, PutError, PutTimeoutError, TaskDoneError, TryGetError, TryPutError};
+use super::itemring::{DEFAULT_MAX_FRAME, GetFail, ItemRing, Mode, PutFail, each};
 use super::mpmc::MpmcQueue;
-use crate::OpenError;
+use crate::handoff::Handoff;
 use crate::wait::Deadline;
+use crate::{OpenError, Options, ShmType};
+
+impl<T> PutFail<T> {
+    /// As a waiting put's error (no `Full`, no `TimedOut`).
+    #[inline]
+    fn waited(self) -> PutError<T> {
+        match self {
+            PutFail::Closed(v) => PutError::Closed(v),
+            PutFail::TooLarge(v) => PutError::TooLarge(v),
+            PutFail::Full(_) | PutFail::TimedOut(_) => unreachable!("a put without deadline neither times out nor is full"),
+        }
+    }
+    #[inline]
+    fn tried(self) -> TryPutError<T> {
+        match self {
+            PutFail::Full(v) => TryPutError::Full(v),
+            PutFail::Closed(v) => TryPutError::Closed(v),
+            PutFail::TooLarge(v) => TryPutError::TooLarge(v),
+            PutFail::TimedOut(_) => unreachable!("a try does not time out"),
+        }
+    }
+    #[inline]
+    fn timed(self) -> PutTimeoutError<T> {
+        match self {
+            PutFail::TimedOut(v) => PutTimeoutError::TimedOut(v),
+            PutFail::Closed(v) => PutTimeoutError::Closed(v),
+            PutFail::TooLarge(v) => PutTimeoutError::TooLarge(v),
+            PutFail::Full(_) => unreachable!("a put with a deadline is not refused as full"),
+        }
+    }
+}
+
+impl GetFail {
+    #[inline]
+    fn waited(self) -> GetError {
+        match self {
+            GetFail::Closed => GetError::Closed,
+            GetFail::Corrupted => GetError::Corrupted,
+            GetFail::Empty | GetFail::TimedOut => unreachable!("a get without deadline waits"),
+        }
+    }
+    #[inline]
+    fn tried(self) -> TryGetError {
+        match self {
+            GetFail::Empty => TryGetError::Empty,
+            GetFail::Closed => TryGetError::Closed,
+            GetFail::Corrupted => TryGetError::Corrupted,
+            GetFail::TimedOut => unreachable!("a try does not time out"),
+        }
+    }
+    #[inline]
+    fn timed(self) -> GetTimeoutError {
+        match self {
+            GetFail::TimedOut => GetTimeoutError::TimedOut,
+            GetFail::Closed => GetTimeoutError::Closed,
+            GetFail::Corrupted => GetTimeoutError::Corrupted,
+            GetFail::Empty => unreachable!("a get with a deadline waits"),
+        }
+    }
+}
 
 macro_rules! facade_common {
     ($t:ident, $doc_ty:literal) => {
-        impl<T: ShmType> $t<T> {
-            fn wrap(q: MpmcQueue<T>) -> Self {
+        impl<T: Handoff> $t<T> {
+            fn wrap(q: ItemRing<T>) -> Self {
                 $t { q, closed: AtomicBool::new(false) }
             }
 
@@ -39,38 +106,76 @@ macro_rules! facade_common {
             /// name.
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(3).unwrap();\nassert!(q.name().starts_with(\"anon.\"));\n```")]
             pub fn new(maxsize: u64) -> Result<Self, OpenError> {
-                MpmcQueue::new(maxsize).map(Self::wrap)
+                ItemRing::create(None, maxsize, DEFAULT_MAX_FRAME, &Options::new()).map(Self::wrap)
+            }
+
+            /// A new queue holding at most `maxsize` items whose encoding
+            /// takes up to `max_frame` bytes (items that are not plain
+            /// data; for plain data `max_frame` is not used). Each of the
+            /// `maxsize` slots reserves `max_frame` bytes (plus 64, rounded
+            /// up to 64) in shared memory.
+            #[doc = concat!("```
+let q = shmproc::", $doc_ty, "::<Vec<u8>>::with_max_frame(2, 64 * 1024).unwrap();
+q.put(vec![7; 60_000]).unwrap();
+assert_eq!(q.get().unwrap().len(), 60_000);
+assert!(q.max_frame() >= 64 * 1024);
+```")]
+            pub fn with_max_frame(maxsize: u64, max_frame: u64) -> Result<Self, OpenError> {
+                ItemRing::create(None, maxsize, max_frame, &Options::new()).map(Self::wrap)
+            }
+
+            /// [`create_with`](Self::create_with) with a frame size (see
+            /// [`with_max_frame`](Self::with_max_frame)).
+            #[doc = concat!("```
+let name = format!(\"doc-qmf-{}\", std::process::id());
+let q = shmproc::", $doc_ty, "::<String>::create_with_max_frame(&name, 2, 4096, &shmproc::Options::new()).unwrap();
+q.put(\"x\".repeat(4000)).unwrap();
+assert_eq!(q.get().unwrap().len(), 4000);
+```")]
+            pub fn create_with_max_frame(name: &str, maxsize: u64, max_frame: u64, opts: &Options) -> Result<Self, OpenError> {
+                ItemRing::create(Some(name), maxsize, max_frame, opts).map(Self::wrap)
+            }
+
+            /// The largest item encoding a put accepts (for plain data: the
+            /// item's size).
+            #[doc = concat!("```
+let q = shmproc::", $doc_ty, "::<String>::new(2).unwrap();
+let big = \"x\".repeat(q.max_frame() + 1);
+assert!(matches!(q.put(big), Err(shmproc::PutError::TooLarge(_))));
+```")]
+            pub fn max_frame(&self) -> usize {
+                self.q.max_frame()
             }
 
             /// Creates the queue as `name` (this process owns the name).
             #[doc = concat!("```\nlet name = format!(\"doc-q-{}\", std::process::id());\nlet q = shmproc::", $doc_ty, "::<u8>::create(&name, 3).unwrap();\nassert_eq!(q.name(), name);\n```")]
             pub fn create(name: &str, maxsize: u64) -> Result<Self, OpenError> {
-                MpmcQueue::create(name, maxsize).map(Self::wrap)
+                Self::create_with(name, maxsize, &Options::new())
             }
 
             /// Opens the queue `name` (element type and layout are checked).
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(3).unwrap();\nassert!(shmproc::", $doc_ty, "::<u8>::open(q.name()).is_ok());\n```")]
             pub fn open(name: &str) -> Result<Self, OpenError> {
-                MpmcQueue::open(name).map(Self::wrap)
+                Self::open_with(name, &Options::new())
             }
 
             /// Opens `name`, or creates it with `maxsize` if it does not exist.
             #[doc = concat!("```\nlet name = format!(\"doc-qoc-{}\", std::process::id());\nlet a = shmproc::", $doc_ty, "::<u8>::open_or_create(&name, 3).unwrap();\nlet b = shmproc::", $doc_ty, "::<u8>::open_or_create(&name, 3).unwrap();\nassert_eq!(a.name(), b.name());\n```")]
             pub fn open_or_create(name: &str, maxsize: u64) -> Result<Self, OpenError> {
-                MpmcQueue::open_or_create(name, maxsize).map(Self::wrap)
+                ItemRing::open_or_create(name, maxsize, DEFAULT_MAX_FRAME, &Options::new()).map(Self::wrap)
             }
 
             /// [`create`](Self::create) with explicit [`Options`](crate::Options)
             /// (permissions, init timeout).
             #[doc = concat!("```\nlet name = format!(\"doc-qcw-{}\", std::process::id());\nlet opts = shmproc::Options::new().mode(0o640);\nlet q = shmproc::", $doc_ty, "::<u8>::create_with(&name, 3, &opts).unwrap();\nassert_eq!(q.name(), name);\n```")]
             pub fn create_with(name: &str, maxsize: u64, opts: &crate::Options) -> Result<Self, OpenError> {
-                MpmcQueue::create_with(name, maxsize, opts).map(Self::wrap)
+                ItemRing::create(Some(name), maxsize, DEFAULT_MAX_FRAME, opts).map(Self::wrap)
             }
 
             /// [`open`](Self::open) with explicit [`Options`](crate::Options).
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(3).unwrap();\nlet opts = shmproc::Options::new().init_timeout(std::time::Duration::from_millis(100));\nassert!(shmproc::", $doc_ty, "::<u8>::open_with(q.name(), &opts).is_ok());\n```")]
             pub fn open_with(name: &str, opts: &crate::Options) -> Result<Self, OpenError> {
-                MpmcQueue::open_with(name, opts).map(Self::wrap)
+                ItemRing::open(name, opts).map(Self::wrap)
             }
 
             /// Keeps the name after this process's last handle drops (and
@@ -87,10 +192,22 @@ macro_rules! facade_common {
                 self.q.name()
             }
 
-            /// The underlying [`MpmcQueue`] (batch operations, wait strategy).
+            /// The underlying [`MpmcQueue`] of a plain-data queue (batch
+            /// operations, wait strategy).
+            ///
+            /// # Panics
+            /// If `T`'s [`Handoff`] is not the plain-data one (a type with a
+            /// hand-written `ShmType` and `Handoff` but no
+            /// [`handoff_pod!`](crate::handoff_pod)).
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(4).unwrap();\nassert_eq!(q.as_mpmc().push_slice(&[1u8, 2]), 2);\n```")]
-            pub fn as_mpmc(&self) -> &MpmcQueue<T> {
-                &self.q
+            pub fn as_mpmc(&self) -> &MpmcQueue<T>
+            where
+                T: ShmType,
+            {
+                match &self.q {
+                    ItemRing::Slots(q) => q.as_plain(),
+                    ItemRing::Frames(_) => panic!("{} carries encoded frames, not plain data", std::any::type_name::<T>()),
+                }
             }
 
             /// Puts an item, waiting for room; fails only if closed (this
@@ -101,7 +218,7 @@ macro_rules! facade_common {
                 if self.handle_closed() {
                     return Err(PutError::Closed(item));
                 }
-                self.q.push(item)
+                self.q.put(item, Mode::Until(Deadline::NEVER)).map_err(PutFail::waited)
             }
 
             /// Gets an item, waiting for one; `Closed` once this handle is
@@ -112,7 +229,7 @@ macro_rules! facade_common {
                 if self.handle_closed() {
                     return Err(GetError::Closed);
                 }
-                self.q.pop()
+                self.q.get(Mode::Until(Deadline::NEVER)).map_err(GetFail::waited)
             }
 
             /// Puts without waiting: `Full` if there is no room.
@@ -122,7 +239,7 @@ macro_rules! facade_common {
                 if self.handle_closed() {
                     return Err(TryPutError::Closed(item));
                 }
-                self.q.try_push(item)
+                self.q.put(item, Mode::Try).map_err(PutFail::tried)
             }
 
             /// Puts, waiting at most `timeout` for room.
@@ -131,7 +248,7 @@ macro_rules! facade_common {
                 if self.handle_closed() {
                     return Err(PutTimeoutError::Closed(item));
                 }
-                self.q.push_timeout(item, timeout)
+                self.q.put(item, Mode::Until(Deadline::after(timeout))).map_err(PutFail::timed)
             }
 
             /// Gets without waiting: `Empty` if there is nothing.
@@ -141,7 +258,7 @@ macro_rules! facade_common {
                 if self.handle_closed() {
                     return Err(TryGetError::Closed);
                 }
-                self.q.try_pop()
+                self.q.get(Mode::Try).map_err(GetFail::tried)
             }
 
             /// Gets, waiting at most `timeout`.
@@ -150,13 +267,13 @@ macro_rules! facade_common {
                 if self.handle_closed() {
                     return Err(GetTimeoutError::Closed);
                 }
-                self.q.pop_timeout(timeout)
+                self.q.get(Mode::Until(Deadline::after(timeout))).map_err(GetFail::timed)
             }
 
             /// Whether the queue is empty (exact at the moment of the call).
             #[doc = concat!("```\nassert!(shmproc::", $doc_ty, "::<u8>::new(1).unwrap().empty());\n```")]
             pub fn empty(&self) -> bool {
-                self.q.is_empty()
+                self.q.len() == 0
             }
 
             /// Closes this handle, as Python's `close()`: later puts and gets
@@ -179,6 +296,16 @@ macro_rules! facade_common {
             pub fn close_all(&self) {
                 self.q.close()
             }
+
+            /// Testing aid, not part of the API: see
+            /// `MpmcQueue::__claim_and_stop` (claims the next position as a
+            /// put, or a get with `pop`, and stops there, as if the thread
+            /// died). Only with the `test-hooks` feature.
+            #[cfg(feature = "test-hooks")]
+            #[doc(hidden)]
+            pub fn __claim_and_stop(&self, pop: bool) -> bool {
+                each!(&self.q, q => q.__claim_and_stop(pop))
+            }
         }
 
         /// A new handle to the same queue, open even if this one was
@@ -199,11 +326,11 @@ macro_rules! facade_common {
 
 macro_rules! facade_full {
     ($t:ident, $doc_ty:literal) => {
-        impl<T: ShmType> $t<T> {
+        impl<T: Handoff> $t<T> {
             /// Whether the queue is full (exact at the moment of the call).
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put(1u8).unwrap();\nassert!(q.full());\n```")]
             pub fn full(&self) -> bool {
-                self.q.is_full()
+                self.q.len() >= self.q.capacity()
             }
 
             /// Exact number of items (Python's is approximate; this one is
@@ -238,7 +365,7 @@ macro_rules! facade_full {
 /// assert_eq!(got, [1, 2, 3, 4]);
 /// ```
 pub struct Queue<T> {
-    q: MpmcQueue<T>,
+    q: ItemRing<T>,
     closed: AtomicBool,
 }
 facade_common!(Queue, "Queue");
@@ -259,13 +386,13 @@ facade_full!(Queue, "Queue");
 /// assert!(q.task_done().is_err()); // more task_done than items
 /// ```
 pub struct JoinableQueue<T> {
-    q: MpmcQueue<T>,
+    q: ItemRing<T>,
     closed: AtomicBool,
 }
 facade_common!(JoinableQueue, "JoinableQueue");
 facade_full!(JoinableQueue, "JoinableQueue");
 
-impl<T: ShmType> JoinableQueue<T> {
+impl<T: Handoff> JoinableQueue<T> {
     /// Marks one item taken with `get` as processed; an error if called
     /// more times than items were put.
     ///
@@ -274,7 +401,7 @@ impl<T: ShmType> JoinableQueue<T> {
     /// assert!(q.task_done().is_err());
     /// ```
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
-        self.q.task_done()
+        each!(&self.q, q => q.task_done())
     }
 
     /// Blocks until every item ever put has been marked done.
@@ -283,7 +410,7 @@ impl<T: ShmType> JoinableQueue<T> {
     /// shmproc::JoinableQueue::<u8>::new(2).unwrap().join();
     /// ```
     pub fn join(&self) {
-        self.q.join_until(Deadline::NEVER);
+        each!(&self.q, q => q.join_until(Deadline::NEVER));
     }
 
     /// [`join`](Self::join), at most `timeout`; false if work remains.
@@ -294,7 +421,7 @@ impl<T: ShmType> JoinableQueue<T> {
     /// assert!(!q.join_timeout(std::time::Duration::from_millis(1)));
     /// ```
     pub fn join_timeout(&self, timeout: Duration) -> bool {
-        self.q.join_until(Deadline::after(timeout))
+        each!(&self.q, q => q.join_until(Deadline::after(timeout)))
     }
 
     /// Items put and not yet marked done.
@@ -305,7 +432,7 @@ impl<T: ShmType> JoinableQueue<T> {
     /// assert_eq!(q.unfinished_tasks(), 1);
     /// ```
     pub fn unfinished_tasks(&self) -> u64 {
-        self.q.unfinished()
+        each!(&self.q, q => q.unfinished())
     }
 }
 
@@ -320,7 +447,7 @@ impl<T: ShmType> JoinableQueue<T> {
 /// assert_eq!(q.get(), Ok(3));
 /// ```
 pub struct SimpleQueue<T> {
-    q: MpmcQueue<T>,
+    q: ItemRing<T>,
     closed: AtomicBool,
 }
 facade_common!(SimpleQueue, "SimpleQueue");

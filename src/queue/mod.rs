@@ -42,6 +42,9 @@ real_platform! {
     mod bytes;
     mod error;
     mod facade;
+    mod frames;
+    mod item;
+    mod itemring;
     mod joinable;
     mod loan;
     mod mpmc;
@@ -53,7 +56,10 @@ real_platform! {
 
     pub use bytes::{ByteConsumer, ByteProducer, ByteQueue};
     pub use facade::{JoinableQueue, Queue, SimpleQueue};
+    pub use itemring::DEFAULT_MAX_FRAME;
     pub use mpmc::MpmcQueue;
+    #[doc(hidden)]
+    pub use item::{FrameCell, PodVia, RingItem};
     pub use error::{
         CommitError, GetError, GetTimeoutError, PopError, PopTimeoutError, PushError, PushTimeoutError, PutError,
         PutTimeoutError, RecvError, RecvTimeoutError, RoleError, SendError, SendTimeoutError, TaskDoneError,
