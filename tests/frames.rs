@@ -164,9 +164,9 @@ fn tuples_two_producers_two_consumers_exactly_once() {
 /// Frame `i`: 0..=64 KiB of bytes derived from `i`.
 fn blob(i: u64) -> Vec<u8> {
     let len = (mix(i) % (64 * 1024 + 1)) as usize;
-    let len = if i % 97 == 0 {
+    let len = if i.is_multiple_of(97) {
         0
-    } else if i % 89 == 0 {
+    } else if i.is_multiple_of(89) {
         64 * 1024
     } else {
         len

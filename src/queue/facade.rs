@@ -23,11 +23,155 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::error::{GetError, GetTimeoutError, PutError, PutTimeoutError, TaskDoneError, TryGetError, TryPutError};
+use super::chain::{Chain, DEFAULT_MEMORY_LIMIT};
 use super::itemring::{DEFAULT_MAX_FRAME, GetFail, ItemRing, Mode, PutFail, each};
 use super::mpmc::MpmcQueue;
 use crate::handoff::Handoff;
 use crate::wait::Deadline;
 use crate::{OpenError, Options, ShmType};
+
+/// A bounded queue's one ring, or an unbounded queue's chain of rings.
+enum Inner<T> {
+    Ring(ItemRing<T>),
+    Chain(Chain<T>),
+}
+
+impl<T> Clone for Inner<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Inner::Ring(r) => Inner::Ring(r.clone()),
+            Inner::Chain(c) => Inner::Chain(c.clone()),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Inner<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Inner::Ring(r) => r.fmt(f),
+            Inner::Chain(c) => c.fmt(f),
+        }
+    }
+}
+
+impl<T: Handoff> Inner<T> {
+    /// A queue of `maxsize` items (0: unbounded, within `memory_limit`).
+    fn create(name: Option<&str>, maxsize: u64, max_frame: u64, memory_limit: u64, opts: &Options) -> Result<Self, OpenError> {
+        if maxsize == 0 {
+            Chain::create(name, memory_limit, opts).map(Inner::Chain)
+        } else {
+            ItemRing::create(name, maxsize, max_frame, opts).map(Inner::Ring)
+        }
+    }
+
+    fn open(name: &str, opts: &Options) -> Result<Self, OpenError> {
+        match ItemRing::open(name, opts) {
+            Ok(r) => Ok(Inner::Ring(r)),
+            Err(OpenError::WrongKind { found: crate::Kind::QueueChain, .. }) => Chain::open(name, opts).map(Inner::Chain),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_or_create(name: &str, maxsize: u64, opts: &Options) -> Result<Self, OpenError> {
+        loop {
+            match Self::open(name, opts) {
+                Err(OpenError::NotFound(_)) => {}
+                r => return r,
+            }
+            match Self::create(Some(name), maxsize, DEFAULT_MAX_FRAME, DEFAULT_MEMORY_LIMIT, opts) {
+                Err(OpenError::AlreadyExists(_)) => {}
+                r => return r,
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn put(&self, item: T, mode: Mode) -> Result<(), PutFail<T>> {
+        match self {
+            Inner::Ring(r) => r.put(item, mode),
+            Inner::Chain(c) => c.put(item, mode),
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, mode: Mode) -> Result<T, GetFail> {
+        match self {
+            Inner::Ring(r) => r.get(mode),
+            Inner::Chain(c) => c.get(mode),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Inner::Ring(r) => r.len(),
+            Inner::Chain(c) => c.len(),
+        }
+    }
+
+    /// `maxsize`: 0 for an unbounded queue.
+    fn capacity(&self) -> usize {
+        match self {
+            Inner::Ring(r) => r.capacity(),
+            Inner::Chain(_) => 0,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        match self {
+            Inner::Ring(r) => r.len() >= r.capacity(),
+            Inner::Chain(c) => c.is_full(),
+        }
+    }
+
+    fn max_frame(&self) -> usize {
+        match self {
+            Inner::Ring(r) => r.max_frame(),
+            Inner::Chain(_) => usize::MAX,
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Inner::Ring(r) => r.close(),
+            Inner::Chain(c) => c.close(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Inner::Ring(r) => r.name(),
+            Inner::Chain(c) => c.name_str(),
+        }
+    }
+
+    fn persist(&self) {
+        match self {
+            Inner::Ring(r) => r.persist(),
+            Inner::Chain(c) => c.persist(),
+        }
+    }
+
+    fn task_done(&self) -> Result<(), TaskDoneError> {
+        match self {
+            Inner::Ring(r) => each!(r, q => q.task_done()),
+            Inner::Chain(c) => c.task_done(),
+        }
+    }
+
+    fn join_until(&self, deadline: Deadline) -> bool {
+        match self {
+            Inner::Ring(r) => each!(r, q => q.join_until(deadline)),
+            Inner::Chain(c) => c.join_until(deadline),
+        }
+    }
+
+    fn unfinished(&self) -> u64 {
+        match self {
+            Inner::Ring(r) => each!(r, q => q.unfinished()),
+            Inner::Chain(c) => c.unfinished(),
+        }
+    }
+}
 
 impl<T> PutFail<T> {
     /// As a waiting put's error (no `Full`, no `TimedOut`).
@@ -91,7 +235,7 @@ impl GetFail {
 macro_rules! facade_common {
     ($t:ident, $doc_ty:literal) => {
         impl<T: Handoff> $t<T> {
-            fn wrap(q: ItemRing<T>) -> Self {
+            fn wrap(q: Inner<T>) -> Self {
                 $t { q, closed: AtomicBool::new(false) }
             }
 
@@ -106,7 +250,23 @@ macro_rules! facade_common {
             /// name.
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(3).unwrap();\nassert!(q.name().starts_with(\"anon.\"));\n```")]
             pub fn new(maxsize: u64) -> Result<Self, OpenError> {
-                ItemRing::create(None, maxsize, DEFAULT_MAX_FRAME, &Options::new()).map(Self::wrap)
+                Inner::create(None, maxsize, DEFAULT_MAX_FRAME, DEFAULT_MEMORY_LIMIT, &Options::new()).map(Self::wrap)
+            }
+
+            /// A new unbounded queue (as `new(0)`) whose rings may take at
+            /// most `memory_limit` bytes of shared memory; past it, the
+            /// queue is full until consumers catch up (`put_nowait` fails
+            /// with `Full`, `put` waits).
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u64>::unbounded_with_limit(1 << 20).unwrap();\nfor i in 0..100_000 {\n    if q.put_nowait(i).is_err() {\n        break; // 1 MiB reached\n    }\n}\nassert!(q.qsize() > 10_000 && q.qsize() < 100_000);\nassert_eq!(q.get(), Ok(0));\n```")]
+            pub fn unbounded_with_limit(memory_limit: u64) -> Result<Self, OpenError> {
+                Inner::create(None, 0, DEFAULT_MAX_FRAME, memory_limit, &Options::new()).map(Self::wrap)
+            }
+
+            /// [`unbounded_with_limit`](Self::unbounded_with_limit) as `name`,
+            /// with explicit [`Options`](crate::Options).
+            #[doc = concat!("```\nlet name = format!(\"doc-qul-{}\", std::process::id());\nlet q = shmproc::", $doc_ty, "::<String>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).unwrap();\nq.put(\"x\".repeat(100_000)).unwrap(); // rings grow for large items too\nassert_eq!(q.get().unwrap().len(), 100_000);\n```")]
+            pub fn create_unbounded(name: &str, memory_limit: u64, opts: &Options) -> Result<Self, OpenError> {
+                Inner::create(Some(name), 0, DEFAULT_MAX_FRAME, memory_limit, opts).map(Self::wrap)
             }
 
             /// A new queue holding at most `maxsize` items whose encoding
@@ -121,7 +281,7 @@ assert_eq!(q.get().unwrap().len(), 60_000);
 assert!(q.max_frame() >= 64 * 1024);
 ```")]
             pub fn with_max_frame(maxsize: u64, max_frame: u64) -> Result<Self, OpenError> {
-                ItemRing::create(None, maxsize, max_frame, &Options::new()).map(Self::wrap)
+                Inner::create(None, maxsize, max_frame, DEFAULT_MEMORY_LIMIT, &Options::new()).map(Self::wrap)
             }
 
             /// [`create_with`](Self::create_with) with a frame size (see
@@ -133,7 +293,7 @@ q.put(\"x\".repeat(4000)).unwrap();
 assert_eq!(q.get().unwrap().len(), 4000);
 ```")]
             pub fn create_with_max_frame(name: &str, maxsize: u64, max_frame: u64, opts: &Options) -> Result<Self, OpenError> {
-                ItemRing::create(Some(name), maxsize, max_frame, opts).map(Self::wrap)
+                Inner::create(Some(name), maxsize, max_frame, DEFAULT_MEMORY_LIMIT, opts).map(Self::wrap)
             }
 
             /// The largest item encoding a put accepts (for plain data: the
@@ -162,20 +322,20 @@ assert!(matches!(q.put(big), Err(shmproc::PutError::TooLarge(_))));
             /// Opens `name`, or creates it with `maxsize` if it does not exist.
             #[doc = concat!("```\nlet name = format!(\"doc-qoc-{}\", std::process::id());\nlet a = shmproc::", $doc_ty, "::<u8>::open_or_create(&name, 3).unwrap();\nlet b = shmproc::", $doc_ty, "::<u8>::open_or_create(&name, 3).unwrap();\nassert_eq!(a.name(), b.name());\n```")]
             pub fn open_or_create(name: &str, maxsize: u64) -> Result<Self, OpenError> {
-                ItemRing::open_or_create(name, maxsize, DEFAULT_MAX_FRAME, &Options::new()).map(Self::wrap)
+                Inner::open_or_create(name, maxsize, &Options::new()).map(Self::wrap)
             }
 
             /// [`create`](Self::create) with explicit [`Options`](crate::Options)
             /// (permissions, init timeout).
             #[doc = concat!("```\nlet name = format!(\"doc-qcw-{}\", std::process::id());\nlet opts = shmproc::Options::new().mode(0o640);\nlet q = shmproc::", $doc_ty, "::<u8>::create_with(&name, 3, &opts).unwrap();\nassert_eq!(q.name(), name);\n```")]
             pub fn create_with(name: &str, maxsize: u64, opts: &crate::Options) -> Result<Self, OpenError> {
-                ItemRing::create(Some(name), maxsize, DEFAULT_MAX_FRAME, opts).map(Self::wrap)
+                Inner::create(Some(name), maxsize, DEFAULT_MAX_FRAME, DEFAULT_MEMORY_LIMIT, opts).map(Self::wrap)
             }
 
             /// [`open`](Self::open) with explicit [`Options`](crate::Options).
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(3).unwrap();\nlet opts = shmproc::Options::new().init_timeout(std::time::Duration::from_millis(100));\nassert!(shmproc::", $doc_ty, "::<u8>::open_with(q.name(), &opts).is_ok());\n```")]
             pub fn open_with(name: &str, opts: &crate::Options) -> Result<Self, OpenError> {
-                ItemRing::open(name, opts).map(Self::wrap)
+                Inner::open(name, opts).map(Self::wrap)
             }
 
             /// Keeps the name after this process's last handle drops (and
@@ -205,8 +365,9 @@ assert!(matches!(q.put(big), Err(shmproc::PutError::TooLarge(_))));
                 T: ShmType,
             {
                 match &self.q {
-                    ItemRing::Slots(q) => q.as_plain(),
-                    ItemRing::Frames(_) => panic!("{} carries encoded frames, not plain data", std::any::type_name::<T>()),
+                    Inner::Ring(ItemRing::Slots(q)) => q.as_plain(),
+                    Inner::Ring(ItemRing::Frames(_)) => panic!("{} carries encoded frames, not plain data", std::any::type_name::<T>()),
+                    Inner::Chain(_) => panic!("an unbounded queue is a chain of rings, not one MpmcQueue"),
                 }
             }
 
@@ -304,7 +465,21 @@ assert!(matches!(q.put(big), Err(shmproc::PutError::TooLarge(_))));
             #[cfg(feature = "test-hooks")]
             #[doc(hidden)]
             pub fn __claim_and_stop(&self, pop: bool) -> bool {
-                each!(&self.q, q => q.__claim_and_stop(pop))
+                match &self.q {
+                    Inner::Ring(r) => each!(r, q => q.__claim_and_stop(pop)),
+                    Inner::Chain(_) => false,
+                }
+            }
+
+            /// Testing aid, not part of the API: on an unbounded queue,
+            /// seals the newest ring and stops, as a producer that died
+            /// before linking its successor. Only with `test-hooks`.
+            #[cfg(feature = "test-hooks")]
+            #[doc(hidden)]
+            pub fn __seal_newest(&self) {
+                if let Inner::Chain(c) = &self.q {
+                    c.seal_newest();
+                }
             }
         }
 
@@ -330,7 +505,7 @@ macro_rules! facade_full {
             /// Whether the queue is full (exact at the moment of the call).
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put(1u8).unwrap();\nassert!(q.full());\n```")]
             pub fn full(&self) -> bool {
-                self.q.len() >= self.q.capacity()
+                self.q.is_full()
             }
 
             /// Exact number of items (Python's is approximate; this one is
@@ -365,7 +540,7 @@ macro_rules! facade_full {
 /// assert_eq!(got, [1, 2, 3, 4]);
 /// ```
 pub struct Queue<T> {
-    q: ItemRing<T>,
+    q: Inner<T>,
     closed: AtomicBool,
 }
 facade_common!(Queue, "Queue");
@@ -386,7 +561,7 @@ facade_full!(Queue, "Queue");
 /// assert!(q.task_done().is_err()); // more task_done than items
 /// ```
 pub struct JoinableQueue<T> {
-    q: ItemRing<T>,
+    q: Inner<T>,
     closed: AtomicBool,
 }
 facade_common!(JoinableQueue, "JoinableQueue");
@@ -401,7 +576,7 @@ impl<T: Handoff> JoinableQueue<T> {
     /// assert!(q.task_done().is_err());
     /// ```
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
-        each!(&self.q, q => q.task_done())
+        self.q.task_done()
     }
 
     /// Blocks until every item ever put has been marked done.
@@ -410,7 +585,7 @@ impl<T: Handoff> JoinableQueue<T> {
     /// shmproc::JoinableQueue::<u8>::new(2).unwrap().join();
     /// ```
     pub fn join(&self) {
-        each!(&self.q, q => q.join_until(Deadline::NEVER));
+        self.q.join_until(Deadline::NEVER);
     }
 
     /// [`join`](Self::join), at most `timeout`; false if work remains.
@@ -421,7 +596,7 @@ impl<T: Handoff> JoinableQueue<T> {
     /// assert!(!q.join_timeout(std::time::Duration::from_millis(1)));
     /// ```
     pub fn join_timeout(&self, timeout: Duration) -> bool {
-        each!(&self.q, q => q.join_until(Deadline::after(timeout)))
+        self.q.join_until(Deadline::after(timeout))
     }
 
     /// Items put and not yet marked done.
@@ -432,7 +607,7 @@ impl<T: Handoff> JoinableQueue<T> {
     /// assert_eq!(q.unfinished_tasks(), 1);
     /// ```
     pub fn unfinished_tasks(&self) -> u64 {
-        each!(&self.q, q => q.unfinished())
+        self.q.unfinished()
     }
 }
 
@@ -447,7 +622,7 @@ impl<T: Handoff> JoinableQueue<T> {
 /// assert_eq!(q.get(), Ok(3));
 /// ```
 pub struct SimpleQueue<T> {
-    q: ItemRing<T>,
+    q: Inner<T>,
     closed: AtomicBool,
 }
 facade_common!(SimpleQueue, "SimpleQueue");

@@ -114,15 +114,6 @@ impl<T: Handoff> ItemRing<T> {
         }
     }
 
-    /// Opens `name` or creates it.
-    pub(super) fn open_or_create(name: &str, cap: u64, max_frame: u64, opts: &Options) -> Result<Self, OpenError> {
-        if T::__POD.is_some() {
-            object::open_or_create(name, cap, opts).map(ItemRing::Slots)
-        } else {
-            object::open_or_create(name, Self::frame_init(cap, max_frame)?, opts).map(ItemRing::Frames)
-        }
-    }
-
     /// Puts `item`.
     #[inline(always)]
     pub(super) fn put(&self, item: T, mode: Mode) -> Result<(), PutFail<T>> {
@@ -207,7 +198,7 @@ impl<T: Handoff> ItemRing<T> {
         each!(self, q => q.close())
     }
 
-    /// Whether the ring is closed.
+    /// Whether the ring is closed (an unbounded queue's: sealed).
     pub(super) fn is_closed(&self) -> bool {
         each!(self, q => q.is_closed())
     }

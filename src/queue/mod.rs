@@ -40,6 +40,7 @@
 
 real_platform! {
     mod bytes;
+    mod chain;
     mod error;
     mod facade;
     mod frames;
@@ -57,6 +58,7 @@ real_platform! {
     pub use bytes::{ByteConsumer, ByteProducer, ByteQueue};
     pub use facade::{JoinableQueue, Queue, SimpleQueue};
     pub use itemring::DEFAULT_MAX_FRAME;
+    pub use chain::DEFAULT_MEMORY_LIMIT;
     pub use mpmc::MpmcQueue;
     #[doc(hidden)]
     pub use item::{FrameCell, PodVia, RingItem};
