@@ -141,12 +141,16 @@ mod wait;
 
 real_platform! {
     mod error;
+    mod handoff;
     mod pipe;
     pub mod process;
     mod shared;
     mod shm;
 
     pub use error::{LockError, NotOwnerError, OpenError};
+    pub use handoff::{Handoff, HandoffError};
+    #[doc(hidden)]
+    pub use handoff::{PodWire as __PodWire, __decode_pod};
     pub use pipe::{
         Connection, ConnectionError, DEFAULT_CAPACITY as PIPE_CAPACITY, DEFAULT_MAX_FRAME as PIPE_MAX_FRAME,
         PipePollError, PipeRecvBytesError, PipeRecvBytesTimeoutError, PipeRecvError, PipeRecvTimeoutError,

@@ -41,6 +41,9 @@ mod service_b {
             "orders.Order/v1".into()
         }
     }
+    // A queue item also needs `Handoff`: the plain-data one, beside a
+    // hand-written `ShmType` (shm_type! writes both).
+    shmproc::handoff_pod!(Order);
 
     #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
     #[bytemuck(crate = "shmproc::bytemuck")]

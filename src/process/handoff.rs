@@ -1,4 +1,6 @@
-//! `Handoff`: what a child process can be given as its argument.
+//! `Handoff`: what a child process can be given as its argument (the
+//! trait and its plain-data impls are in `crate::handoff`; the impls for
+//! shmproc's handles are here).
 //!
 //! Values are encoded into bytes in the parent and decoded in the child
 //! (also under `Fork`, so both start methods behave alike). Shared objects
@@ -7,54 +9,10 @@
 
 use std::cell::RefCell;
 
-use bytemuck::Pod;
-
 use crate::ShmType;
 
+pub use crate::handoff::{Handoff, HandoffError, PodArg};
 use crate::queue::ByteQueue;
-
-/// Why an argument could not be decoded in the child.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum HandoffError {
-    /// The encoded bytes ended early.
-    #[error("argument bytes ended early while decoding {0}")]
-    Truncated(&'static str),
-    /// A value was out of range for its type.
-    #[error("invalid encoded value for {0}")]
-    Invalid(&'static str),
-    /// A shared object named in the argument could not be opened.
-    #[error("cannot open the {kind} {name:?} handed to this process: {reason}")]
-    Open {
-        /// Which handle type.
-        kind: &'static str,
-        /// Its name.
-        name: String,
-        /// The open error.
-        reason: String,
-    },
-}
-
-/// A value a parent can hand to a child process: plain data, strings,
-/// shmproc handles, and tuples / `Vec`s / `Option`s / arrays of these.
-///
-/// Handles are sent by name: the child re-opens the same object, so a
-/// [`Lock`](crate::Lock) handed over is the very same lock.
-///
-/// ```
-/// use shmproc::process::Handoff;
-/// let arg = (7u32, String::from("seven"), vec![1.5f64, 2.5], Some(-1i8));
-/// let mut bytes = Vec::new();
-/// arg.encode(&mut bytes);
-/// let back = <(u32, String, Vec<f64>, Option<i8>)>::decode(&mut &bytes[..]).unwrap();
-/// assert_eq!(back, arg);
-/// ```
-pub trait Handoff: Sized {
-    /// Appends the encoding of `self` to `out`.
-    fn encode(&self, out: &mut Vec<u8>);
-    /// Reads one value from the front of `input`, advancing it.
-    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError>;
-}
 
 /// A queue role that travels with a handle to the child it is handed to
 /// (the directions of a pipe end): `Process::start` hands it over to the
@@ -93,195 +51,6 @@ pub(crate) fn note_transfer(queue: &ByteQueue, producer: bool) {
             v.push(Transfer { queue: queue.clone(), producer });
         }
     });
-}
-
-pub(crate) fn take<'a>(input: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u8], HandoffError> {
-    if input.len() < n {
-        return Err(HandoffError::Truncated(what));
-    }
-    let (head, rest) = input.split_at(n);
-    *input = rest;
-    Ok(head)
-}
-
-fn take_len(input: &mut &[u8], what: &'static str) -> Result<usize, HandoffError> {
-    let n = u64::decode(input)?;
-    // A length can never exceed the bytes left (each element takes >= 1
-    // byte, except zero-sized ones, which we bound the same way).
-    usize::try_from(n).ok().filter(|&n| n <= input.len().max(1 << 20)).ok_or(HandoffError::Invalid(what))
-}
-
-macro_rules! handoff_int {
-    ($($t:ty),*) => {$(
-        impl Handoff for $t {
-            fn encode(&self, out: &mut Vec<u8>) {
-                out.extend_from_slice(&self.to_le_bytes());
-            }
-            fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-                let b = take(input, std::mem::size_of::<$t>(), stringify!($t))?;
-                Ok(<$t>::from_le_bytes(b.try_into().expect("length checked")))
-            }
-        }
-    )*};
-}
-handoff_int!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, f32, f64);
-
-impl Handoff for usize {
-    fn encode(&self, out: &mut Vec<u8>) {
-        (*self as u64).encode(out)
-    }
-    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-        usize::try_from(u64::decode(input)?).map_err(|_| HandoffError::Invalid("usize"))
-    }
-}
-
-impl Handoff for isize {
-    fn encode(&self, out: &mut Vec<u8>) {
-        (*self as i64).encode(out)
-    }
-    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-        isize::try_from(i64::decode(input)?).map_err(|_| HandoffError::Invalid("isize"))
-    }
-}
-
-impl Handoff for bool {
-    fn encode(&self, out: &mut Vec<u8>) {
-        out.push(u8::from(*self))
-    }
-    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-        match u8::decode(input)? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(HandoffError::Invalid("bool")),
-        }
-    }
-}
-
-impl Handoff for char {
-    fn encode(&self, out: &mut Vec<u8>) {
-        u32::from(*self).encode(out)
-    }
-    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-        char::from_u32(u32::decode(input)?).ok_or(HandoffError::Invalid("char"))
-    }
-}
-
-impl Handoff for () {
-    fn encode(&self, _: &mut Vec<u8>) {}
-    fn decode(_: &mut &[u8]) -> Result<Self, HandoffError> {
-        Ok(())
-    }
-}
-
-impl Handoff for String {
-    fn encode(&self, out: &mut Vec<u8>) {
-        (self.len() as u64).encode(out);
-        out.extend_from_slice(self.as_bytes());
-    }
-    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-        let n = take_len(input, "String")?;
-        let b = take(input, n, "String")?;
-        String::from_utf8(b.to_vec()).map_err(|_| HandoffError::Invalid("String"))
-    }
-}
-
-impl<T: Handoff> Handoff for Vec<T> {
-    fn encode(&self, out: &mut Vec<u8>) {
-        (self.len() as u64).encode(out);
-        for x in self {
-            x.encode(out);
-        }
-    }
-    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-        let n = take_len(input, "Vec")?;
-        let mut v = Vec::with_capacity(n.min(input.len()));
-        for _ in 0..n {
-            v.push(T::decode(input)?);
-        }
-        Ok(v)
-    }
-}
-
-impl<T: Handoff> Handoff for Option<T> {
-    fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            None => out.push(0),
-            Some(x) => {
-                out.push(1);
-                x.encode(out);
-            }
-        }
-    }
-    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-        match u8::decode(input)? {
-            0 => Ok(None),
-            1 => Ok(Some(T::decode(input)?)),
-            _ => Err(HandoffError::Invalid("Option")),
-        }
-    }
-}
-
-impl<T: Handoff, const N: usize> Handoff for [T; N] {
-    fn encode(&self, out: &mut Vec<u8>) {
-        for x in self {
-            x.encode(out);
-        }
-    }
-    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-        let mut v = Vec::with_capacity(N);
-        for _ in 0..N {
-            v.push(T::decode(input)?);
-        }
-        v.try_into().map_err(|_| HandoffError::Invalid("array"))
-    }
-}
-
-macro_rules! handoff_tuple {
-    ($($n:ident),+) => {
-        impl<$($n: Handoff),+> Handoff for ($($n,)+) {
-            #[allow(non_snake_case)]
-            fn encode(&self, out: &mut Vec<u8>) {
-                let ($($n,)+) = self;
-                $($n.encode(out);)+
-            }
-            fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-                Ok(($($n::decode(input)?,)+))
-            }
-        }
-    };
-}
-handoff_tuple!(A);
-handoff_tuple!(A, B);
-handoff_tuple!(A, B, C);
-handoff_tuple!(A, B, C, D);
-handoff_tuple!(A, B, C, D, E);
-handoff_tuple!(A, B, C, D, E, F);
-handoff_tuple!(A, B, C, D, E, F, G);
-handoff_tuple!(A, B, C, D, E, F, G, H);
-
-/// Wraps any `bytemuck::Pod` type (your own `#[repr(C)]` structs) so it
-/// can be handed to a child as raw bytes.
-///
-/// ```
-/// use shmproc::process::{Handoff, PodArg};
-/// #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
-/// #[repr(C)]
-/// struct Point { x: f32, y: f32 }
-/// let mut b = Vec::new();
-/// PodArg(Point { x: 1.0, y: 2.0 }).encode(&mut b);
-/// assert_eq!(PodArg::<Point>::decode(&mut &b[..]).unwrap().0, Point { x: 1.0, y: 2.0 });
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PodArg<T>(pub T);
-
-impl<T: Pod> Handoff for PodArg<T> {
-    fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(bytemuck::bytes_of(&self.0));
-    }
-    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-        let b = take(input, std::mem::size_of::<T>(), "PodArg")?;
-        Ok(PodArg(bytemuck::pod_read_unaligned(b)))
-    }
 }
 
 /// Shared objects travel by name and are re-opened in the child.
@@ -335,7 +104,26 @@ macro_rules! handoff_queue {
         }
     )*};
 }
-handoff_queue!(SpscQueue, MpmcQueue, Queue, JoinableQueue, SimpleQueue);
+handoff_queue!(SpscQueue, MpmcQueue);
+
+/// The Python-shaped queues carry any `Handoff` item: same rule, by name.
+macro_rules! handoff_facade {
+    ($($t:ident),*) => {$(
+        impl<T: Handoff + Send> Handoff for crate::queue::$t<T> {
+            fn encode(&self, out: &mut Vec<u8>) {
+                self.name().to_owned().encode(out);
+            }
+            fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+                let name = String::decode(input)?;
+                let h = Self::open(&name)
+                    .map_err(|e| HandoffError::Open { kind: stringify!($t), name: name.clone(), reason: e.to_string() })?;
+                log::debug!(target: crate::process::LOG_TARGET, "opened {} {name}", stringify!($t));
+                Ok(h)
+            }
+        }
+    )*};
+}
+handoff_facade!(Queue, JoinableQueue, SimpleQueue);
 
 impl Handoff for crate::queue::ByteQueue {
     fn encode(&self, out: &mut Vec<u8>) {

@@ -13,7 +13,9 @@
 //!
 //! Only the ends of a two-party ring (SPSC items, byte frames) can learn
 //! that their one peer is gone (`Disconnected`); an MPMC queue has no one
-//! peer. Only byte frames can be `TooLarge` or `Corrupted`. Errors of puts
+//! peer. Only frames can be `TooLarge` or `Corrupted`: byte frames, and the
+//! items of a [`Queue`](super::Queue) that are not plain data (encoded
+//! with [`Handoff`](crate::Handoff)); a plain-data queue never reports them. Errors of puts
 //! hand the value back (`into_inner`). Each blocking error converts into
 //! its timeout twin (`From`), so one `?` can serve both.
 
@@ -260,7 +262,7 @@ value_error! {
     /// q.put(1).unwrap();
     /// assert_eq!(q.put_nowait(2), Err(shmproc::TryPutError::Full(2)));
     /// ```
-    TryPutError { Full = "the queue is full", Closed = "the queue is closed" }
+    TryPutError { Full = "the queue is full", Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`)" }
 }
 
 value_error! {
@@ -273,7 +275,7 @@ value_error! {
     /// q.close();
     /// assert_eq!(q.put(1), Err(shmproc::PutError::Closed(1)));
     /// ```
-    PutError { Closed = "the queue is closed" }
+    PutError { Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`)" }
 }
 
 value_error! {
@@ -288,9 +290,9 @@ value_error! {
     /// let r = q.put_timeout(2, std::time::Duration::ZERO);
     /// assert_eq!(r, Err(shmproc::PutTimeoutError::TimedOut(2)));
     /// ```
-    PutTimeoutError { TimedOut = "timed out waiting for space in the queue", Closed = "the queue is closed" }
+    PutTimeoutError { TimedOut = "timed out waiting for space in the queue", Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`)" }
 }
-widen!(<T> PutError => PutTimeoutError: Closed);
+widen!(<T> PutError => PutTimeoutError: Closed, TooLarge);
 
 unit_error! {
     /// Why a get that never waits returned no item:
@@ -302,7 +304,7 @@ unit_error! {
     /// let q = shmproc::Queue::<u8>::new(1).unwrap();
     /// assert_eq!(q.get_nowait(), Err(shmproc::TryGetError::Empty));
     /// ```
-    TryGetError { Empty = "the queue is empty", Closed = "the queue is closed" }
+    TryGetError { Empty = "the queue is empty", Closed = "the queue is closed", Corrupted = "the next frame could not be decoded as the item type (a peer of another type or a corrupted segment); it was removed" }
 }
 
 unit_error! {
@@ -315,7 +317,7 @@ unit_error! {
     /// q.close();
     /// assert_eq!(q.get(), Err(shmproc::GetError::Closed));
     /// ```
-    GetError { Closed = "the queue is closed" }
+    GetError { Closed = "the queue is closed", Corrupted = "the next frame could not be decoded as the item type (a peer of another type or a corrupted segment); it was removed" }
 }
 
 unit_error! {
@@ -329,9 +331,9 @@ unit_error! {
     /// let r = q.get_timeout(std::time::Duration::ZERO);
     /// assert_eq!(r, Err(shmproc::GetTimeoutError::TimedOut));
     /// ```
-    GetTimeoutError { TimedOut = "timed out waiting for an item", Closed = "the queue is closed" }
+    GetTimeoutError { TimedOut = "timed out waiting for an item", Closed = "the queue is closed", Corrupted = "the next frame could not be decoded as the item type (a peer of another type or a corrupted segment); it was removed" }
 }
-widen!(GetError => GetTimeoutError: Closed);
+widen!(GetError => GetTimeoutError: Closed, Corrupted);
 
 // Byte frames: an SPSC ring with a frame limit and frame headers to
 // validate. Each variant is written once, in `frame_error!`, and each enum

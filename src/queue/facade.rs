@@ -1,10 +1,18 @@
 //! Python-shaped queues over [`MpmcQueue`]: `Queue`, `JoinableQueue`,
 //! `SimpleQueue`, with `multiprocessing`'s method names.
 //!
-//! Differences from Python, all from living in a fixed shared segment:
-//! items are `T: ShmType` (no pickling), every queue has a fixed capacity (a
-//! `SimpleQueue` too), `qsize()` is exact, and every queue has the
-//! `put_nowait` / `get_nowait` / `put_timeout` / `get_timeout` twins.
+//! Items are any [`Handoff`] type, as Python's queues take any picklable
+//! object: plain data (`u64`, arrays, `shm_type!` structs) moves as it is
+//! in the slots of an [`MpmcQueue`] (zero-copy, no encoding); anything
+//! else (`String`, `Vec`, tuples, `Option`s, your own `Handoff` types) is
+//! encoded into a variable-length frame of a frame ring with the same
+//! protocol and the same crash guarantees (`frames.rs`). Which one is
+//! chosen at compile time from `T`.
+//!
+//! Differences from Python: a bounded queue's frames have a maximum size
+//! (`max_frame`, 960 bytes unless told; a larger item is `TooLarge`),
+//! `qsize()` is exact, and every queue has the `put_nowait` / `get_nowait`
+//! / `put_timeout` / `get_timeout` twins.
 //!
 //! Closing is Python's: `close()` closes this handle only (later puts and
 //! gets through it fail with `Closed`; other handles, in this process or
@@ -14,19 +22,222 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::ShmType;
-
 use super::error::{GetError, GetTimeoutError, PutError, PutTimeoutError, TaskDoneError, TryGetError, TryPutError};
+use super::chain::{Chain, DEFAULT_MEMORY_LIMIT};
+use super::itemring::{DEFAULT_MAX_FRAME, GetFail, ItemRing, Mode, PutFail, each};
 use super::mpmc::MpmcQueue;
-use crate::OpenError;
+use crate::handoff::Handoff;
 use crate::wait::Deadline;
+use crate::{OpenError, Options, ShmType};
+
+/// A bounded queue's one ring, or an unbounded queue's chain of rings.
+enum Inner<T> {
+    Ring(ItemRing<T>),
+    Chain(Chain<T>),
+}
+
+impl<T> Clone for Inner<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Inner::Ring(r) => Inner::Ring(r.clone()),
+            Inner::Chain(c) => Inner::Chain(c.clone()),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Inner<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Inner::Ring(r) => r.fmt(f),
+            Inner::Chain(c) => c.fmt(f),
+        }
+    }
+}
+
+impl<T: Handoff> Inner<T> {
+    /// A queue of `maxsize` items (0: unbounded, within `memory_limit`).
+    fn create(name: Option<&str>, maxsize: u64, max_frame: u64, memory_limit: u64, opts: &Options) -> Result<Self, OpenError> {
+        if maxsize == 0 {
+            Chain::create(name, memory_limit, opts).map(Inner::Chain)
+        } else {
+            ItemRing::create(name, maxsize, max_frame, opts).map(Inner::Ring)
+        }
+    }
+
+    fn open(name: &str, opts: &Options) -> Result<Self, OpenError> {
+        match ItemRing::open(name, opts) {
+            Ok(r) => Ok(Inner::Ring(r)),
+            Err(OpenError::WrongKind { found: crate::Kind::QueueChain, .. }) => Chain::open(name, opts).map(Inner::Chain),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_or_create(name: &str, maxsize: u64, opts: &Options) -> Result<Self, OpenError> {
+        loop {
+            match Self::open(name, opts) {
+                Err(OpenError::NotFound(_)) => {}
+                r => return r,
+            }
+            match Self::create(Some(name), maxsize, DEFAULT_MAX_FRAME, DEFAULT_MEMORY_LIMIT, opts) {
+                Err(OpenError::AlreadyExists(_)) => {}
+                r => return r,
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn put(&self, item: T, mode: Mode) -> Result<(), PutFail<T>> {
+        match self {
+            Inner::Ring(r) => r.put(item, mode),
+            Inner::Chain(c) => c.put(item, mode),
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, mode: Mode) -> Result<T, GetFail> {
+        match self {
+            Inner::Ring(r) => r.get(mode),
+            Inner::Chain(c) => c.get(mode),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Inner::Ring(r) => r.len(),
+            Inner::Chain(c) => c.len(),
+        }
+    }
+
+    /// `maxsize`: 0 for an unbounded queue.
+    fn capacity(&self) -> usize {
+        match self {
+            Inner::Ring(r) => r.capacity(),
+            Inner::Chain(_) => 0,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        match self {
+            Inner::Ring(r) => r.len() >= r.capacity(),
+            Inner::Chain(c) => c.is_full(),
+        }
+    }
+
+    fn max_frame(&self) -> usize {
+        match self {
+            Inner::Ring(r) => r.max_frame(),
+            Inner::Chain(_) => usize::MAX,
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Inner::Ring(r) => r.close(),
+            Inner::Chain(c) => c.close(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Inner::Ring(r) => r.name(),
+            Inner::Chain(c) => c.name_str(),
+        }
+    }
+
+    fn persist(&self) {
+        match self {
+            Inner::Ring(r) => r.persist(),
+            Inner::Chain(c) => c.persist(),
+        }
+    }
+
+    fn task_done(&self) -> Result<(), TaskDoneError> {
+        match self {
+            Inner::Ring(r) => each!(r, q => q.task_done()),
+            Inner::Chain(c) => c.task_done(),
+        }
+    }
+
+    fn join_until(&self, deadline: Deadline) -> bool {
+        match self {
+            Inner::Ring(r) => each!(r, q => q.join_until(deadline)),
+            Inner::Chain(c) => c.join_until(deadline),
+        }
+    }
+
+    fn unfinished(&self) -> u64 {
+        match self {
+            Inner::Ring(r) => each!(r, q => q.unfinished()),
+            Inner::Chain(c) => c.unfinished(),
+        }
+    }
+}
+
+impl<T> PutFail<T> {
+    /// As a waiting put's error (no `Full`, no `TimedOut`).
+    #[inline]
+    fn waited(self) -> PutError<T> {
+        match self {
+            PutFail::Closed(v) => PutError::Closed(v),
+            PutFail::TooLarge(v) => PutError::TooLarge(v),
+            PutFail::Full(_) | PutFail::TimedOut(_) => unreachable!("a put without deadline neither times out nor is full"),
+        }
+    }
+    #[inline]
+    fn tried(self) -> TryPutError<T> {
+        match self {
+            PutFail::Full(v) => TryPutError::Full(v),
+            PutFail::Closed(v) => TryPutError::Closed(v),
+            PutFail::TooLarge(v) => TryPutError::TooLarge(v),
+            PutFail::TimedOut(_) => unreachable!("a try does not time out"),
+        }
+    }
+    #[inline]
+    fn timed(self) -> PutTimeoutError<T> {
+        match self {
+            PutFail::TimedOut(v) => PutTimeoutError::TimedOut(v),
+            PutFail::Closed(v) => PutTimeoutError::Closed(v),
+            PutFail::TooLarge(v) => PutTimeoutError::TooLarge(v),
+            PutFail::Full(_) => unreachable!("a put with a deadline is not refused as full"),
+        }
+    }
+}
+
+impl GetFail {
+    #[inline]
+    fn waited(self) -> GetError {
+        match self {
+            GetFail::Closed => GetError::Closed,
+            GetFail::Corrupted => GetError::Corrupted,
+            GetFail::Empty | GetFail::TimedOut => unreachable!("a get without deadline waits"),
+        }
+    }
+    #[inline]
+    fn tried(self) -> TryGetError {
+        match self {
+            GetFail::Empty => TryGetError::Empty,
+            GetFail::Closed => TryGetError::Closed,
+            GetFail::Corrupted => TryGetError::Corrupted,
+            GetFail::TimedOut => unreachable!("a try does not time out"),
+        }
+    }
+    #[inline]
+    fn timed(self) -> GetTimeoutError {
+        match self {
+            GetFail::TimedOut => GetTimeoutError::TimedOut,
+            GetFail::Closed => GetTimeoutError::Closed,
+            GetFail::Corrupted => GetTimeoutError::Corrupted,
+            GetFail::Empty => unreachable!("a get with a deadline waits"),
+        }
+    }
+}
 
 mod waitable;
 
 macro_rules! facade_common {
     ($t:ident, $doc_ty:literal) => {
-        impl<T: ShmType> $t<T> {
-            fn wrap(q: MpmcQueue<T>) -> Self {
+        impl<T: Handoff> $t<T> {
+            fn wrap(q: Inner<T>) -> Self {
                 $t { q, closed: AtomicBool::new(false) }
             }
 
@@ -41,38 +252,92 @@ macro_rules! facade_common {
             /// name.
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(3).unwrap();\nassert!(q.name().starts_with(\"anon.\"));\n```")]
             pub fn new(maxsize: u64) -> Result<Self, OpenError> {
-                MpmcQueue::new(maxsize).map(Self::wrap)
+                Inner::create(None, maxsize, DEFAULT_MAX_FRAME, DEFAULT_MEMORY_LIMIT, &Options::new()).map(Self::wrap)
+            }
+
+            /// A new unbounded queue (as `new(0)`) whose rings may take at
+            /// most `memory_limit` bytes of shared memory; past it, the
+            /// queue is full until consumers catch up (`put_nowait` fails
+            /// with `Full`, `put` waits).
+            #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u64>::unbounded_with_limit(1 << 20).unwrap();\nfor i in 0..100_000 {\n    if q.put_nowait(i).is_err() {\n        break; // 1 MiB reached\n    }\n}\nassert!(q.qsize() > 10_000 && q.qsize() < 100_000);\nassert_eq!(q.get(), Ok(0));\n```")]
+            pub fn unbounded_with_limit(memory_limit: u64) -> Result<Self, OpenError> {
+                Inner::create(None, 0, DEFAULT_MAX_FRAME, memory_limit, &Options::new()).map(Self::wrap)
+            }
+
+            /// [`unbounded_with_limit`](Self::unbounded_with_limit) as `name`,
+            /// with explicit [`Options`](crate::Options).
+            #[doc = concat!("```\nlet name = format!(\"doc-qul-{}\", std::process::id());\nlet q = shmproc::", $doc_ty, "::<String>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).unwrap();\nq.put(\"x\".repeat(100_000)).unwrap(); // rings grow for large items too\nassert_eq!(q.get().unwrap().len(), 100_000);\n```")]
+            pub fn create_unbounded(name: &str, memory_limit: u64, opts: &Options) -> Result<Self, OpenError> {
+                Inner::create(Some(name), 0, DEFAULT_MAX_FRAME, memory_limit, opts).map(Self::wrap)
+            }
+
+            /// A new queue holding at most `maxsize` items whose encoding
+            /// takes up to `max_frame` bytes (items that are not plain
+            /// data; for plain data `max_frame` is not used). Each of the
+            /// `maxsize` slots reserves `max_frame` bytes (plus 64, rounded
+            /// up to 64) in shared memory.
+            #[doc = concat!("```
+let q = shmproc::", $doc_ty, "::<Vec<u8>>::with_max_frame(2, 64 * 1024).unwrap();
+q.put(vec![7; 60_000]).unwrap();
+assert_eq!(q.get().unwrap().len(), 60_000);
+assert!(q.max_frame() >= 64 * 1024);
+```")]
+            pub fn with_max_frame(maxsize: u64, max_frame: u64) -> Result<Self, OpenError> {
+                Inner::create(None, maxsize, max_frame, DEFAULT_MEMORY_LIMIT, &Options::new()).map(Self::wrap)
+            }
+
+            /// [`create_with`](Self::create_with) with a frame size (see
+            /// [`with_max_frame`](Self::with_max_frame)).
+            #[doc = concat!("```
+let name = format!(\"doc-qmf-{}\", std::process::id());
+let q = shmproc::", $doc_ty, "::<String>::create_with_max_frame(&name, 2, 4096, &shmproc::Options::new()).unwrap();
+q.put(\"x\".repeat(4000)).unwrap();
+assert_eq!(q.get().unwrap().len(), 4000);
+```")]
+            pub fn create_with_max_frame(name: &str, maxsize: u64, max_frame: u64, opts: &Options) -> Result<Self, OpenError> {
+                Inner::create(Some(name), maxsize, max_frame, DEFAULT_MEMORY_LIMIT, opts).map(Self::wrap)
+            }
+
+            /// The largest item encoding a put accepts (for plain data: the
+            /// item's size).
+            #[doc = concat!("```
+let q = shmproc::", $doc_ty, "::<String>::new(2).unwrap();
+let big = \"x\".repeat(q.max_frame() + 1);
+assert!(matches!(q.put(big), Err(shmproc::PutError::TooLarge(_))));
+```")]
+            pub fn max_frame(&self) -> usize {
+                self.q.max_frame()
             }
 
             /// Creates the queue as `name` (this process owns the name).
             #[doc = concat!("```\nlet name = format!(\"doc-q-{}\", std::process::id());\nlet q = shmproc::", $doc_ty, "::<u8>::create(&name, 3).unwrap();\nassert_eq!(q.name(), name);\n```")]
             pub fn create(name: &str, maxsize: u64) -> Result<Self, OpenError> {
-                MpmcQueue::create(name, maxsize).map(Self::wrap)
+                Self::create_with(name, maxsize, &Options::new())
             }
 
             /// Opens the queue `name` (element type and layout are checked).
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(3).unwrap();\nassert!(shmproc::", $doc_ty, "::<u8>::open(q.name()).is_ok());\n```")]
             pub fn open(name: &str) -> Result<Self, OpenError> {
-                MpmcQueue::open(name).map(Self::wrap)
+                Self::open_with(name, &Options::new())
             }
 
             /// Opens `name`, or creates it with `maxsize` if it does not exist.
             #[doc = concat!("```\nlet name = format!(\"doc-qoc-{}\", std::process::id());\nlet a = shmproc::", $doc_ty, "::<u8>::open_or_create(&name, 3).unwrap();\nlet b = shmproc::", $doc_ty, "::<u8>::open_or_create(&name, 3).unwrap();\nassert_eq!(a.name(), b.name());\n```")]
             pub fn open_or_create(name: &str, maxsize: u64) -> Result<Self, OpenError> {
-                MpmcQueue::open_or_create(name, maxsize).map(Self::wrap)
+                Inner::open_or_create(name, maxsize, &Options::new()).map(Self::wrap)
             }
 
             /// [`create`](Self::create) with explicit [`Options`](crate::Options)
             /// (permissions, init timeout).
             #[doc = concat!("```\nlet name = format!(\"doc-qcw-{}\", std::process::id());\nlet opts = shmproc::Options::new().mode(0o640);\nlet q = shmproc::", $doc_ty, "::<u8>::create_with(&name, 3, &opts).unwrap();\nassert_eq!(q.name(), name);\n```")]
             pub fn create_with(name: &str, maxsize: u64, opts: &crate::Options) -> Result<Self, OpenError> {
-                MpmcQueue::create_with(name, maxsize, opts).map(Self::wrap)
+                Inner::create(Some(name), maxsize, DEFAULT_MAX_FRAME, DEFAULT_MEMORY_LIMIT, opts).map(Self::wrap)
             }
 
             /// [`open`](Self::open) with explicit [`Options`](crate::Options).
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u8>::new(3).unwrap();\nlet opts = shmproc::Options::new().init_timeout(std::time::Duration::from_millis(100));\nassert!(shmproc::", $doc_ty, "::<u8>::open_with(q.name(), &opts).is_ok());\n```")]
             pub fn open_with(name: &str, opts: &crate::Options) -> Result<Self, OpenError> {
-                MpmcQueue::open_with(name, opts).map(Self::wrap)
+                Inner::open(name, opts).map(Self::wrap)
             }
 
             /// Keeps the name after this process's last handle drops (and
@@ -89,10 +354,23 @@ macro_rules! facade_common {
                 self.q.name()
             }
 
-            /// The underlying [`MpmcQueue`] (batch operations, wait strategy).
+            /// The underlying [`MpmcQueue`] of a plain-data queue (batch
+            /// operations, wait strategy).
+            ///
+            /// # Panics
+            /// If `T`'s [`Handoff`] is not the plain-data one (a type with a
+            /// hand-written `ShmType` and `Handoff` but no
+            /// [`handoff_pod!`](crate::handoff_pod)).
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(4).unwrap();\nassert_eq!(q.as_mpmc().push_slice(&[1u8, 2]), 2);\n```")]
-            pub fn as_mpmc(&self) -> &MpmcQueue<T> {
-                &self.q
+            pub fn as_mpmc(&self) -> &MpmcQueue<T>
+            where
+                T: ShmType,
+            {
+                match &self.q {
+                    Inner::Ring(ItemRing::Slots(q)) => q.as_plain(),
+                    Inner::Ring(ItemRing::Frames(_)) => panic!("{} carries encoded frames, not plain data", std::any::type_name::<T>()),
+                    Inner::Chain(_) => panic!("an unbounded queue is a chain of rings, not one MpmcQueue"),
+                }
             }
 
             /// Puts an item, waiting for room; fails only if closed (this
@@ -103,7 +381,7 @@ macro_rules! facade_common {
                 if self.handle_closed() {
                     return Err(PutError::Closed(item));
                 }
-                self.q.push(item)
+                self.q.put(item, Mode::Until(Deadline::NEVER)).map_err(PutFail::waited)
             }
 
             /// Gets an item, waiting for one; `Closed` once this handle is
@@ -114,7 +392,7 @@ macro_rules! facade_common {
                 if self.handle_closed() {
                     return Err(GetError::Closed);
                 }
-                self.q.pop()
+                self.q.get(Mode::Until(Deadline::NEVER)).map_err(GetFail::waited)
             }
 
             /// Puts without waiting: `Full` if there is no room.
@@ -124,7 +402,7 @@ macro_rules! facade_common {
                 if self.handle_closed() {
                     return Err(TryPutError::Closed(item));
                 }
-                self.q.try_push(item)
+                self.q.put(item, Mode::Try).map_err(PutFail::tried)
             }
 
             /// Puts, waiting at most `timeout` for room.
@@ -133,7 +411,7 @@ macro_rules! facade_common {
                 if self.handle_closed() {
                     return Err(PutTimeoutError::Closed(item));
                 }
-                self.q.push_timeout(item, timeout)
+                self.q.put(item, Mode::Until(Deadline::after(timeout))).map_err(PutFail::timed)
             }
 
             /// Gets without waiting: `Empty` if there is nothing.
@@ -143,7 +421,7 @@ macro_rules! facade_common {
                 if self.handle_closed() {
                     return Err(TryGetError::Closed);
                 }
-                self.q.try_pop()
+                self.q.get(Mode::Try).map_err(GetFail::tried)
             }
 
             /// Gets, waiting at most `timeout`.
@@ -152,13 +430,13 @@ macro_rules! facade_common {
                 if self.handle_closed() {
                     return Err(GetTimeoutError::Closed);
                 }
-                self.q.pop_timeout(timeout)
+                self.q.get(Mode::Until(Deadline::after(timeout))).map_err(GetFail::timed)
             }
 
             /// Whether the queue is empty (exact at the moment of the call).
             #[doc = concat!("```\nassert!(shmproc::", $doc_ty, "::<u8>::new(1).unwrap().empty());\n```")]
             pub fn empty(&self) -> bool {
-                self.q.is_empty()
+                self.q.len() == 0
             }
 
             /// Closes this handle, as Python's `close()`: later puts and gets
@@ -181,6 +459,30 @@ macro_rules! facade_common {
             pub fn close_all(&self) {
                 self.q.close()
             }
+
+            /// Testing aid, not part of the API: see
+            /// `MpmcQueue::__claim_and_stop` (claims the next position as a
+            /// put, or a get with `pop`, and stops there, as if the thread
+            /// died). Only with the `test-hooks` feature.
+            #[cfg(feature = "test-hooks")]
+            #[doc(hidden)]
+            pub fn __claim_and_stop(&self, pop: bool) -> bool {
+                match &self.q {
+                    Inner::Ring(r) => each!(r, q => q.__claim_and_stop(pop)),
+                    Inner::Chain(_) => false,
+                }
+            }
+
+            /// Testing aid, not part of the API: on an unbounded queue,
+            /// seals the newest ring and stops, as a producer that died
+            /// before linking its successor. Only with `test-hooks`.
+            #[cfg(feature = "test-hooks")]
+            #[doc(hidden)]
+            pub fn __seal_newest(&self) {
+                if let Inner::Chain(c) = &self.q {
+                    c.seal_newest();
+                }
+            }
         }
 
         /// A new handle to the same queue, open even if this one was
@@ -201,7 +503,7 @@ macro_rules! facade_common {
 
 macro_rules! facade_full {
     ($t:ident, $doc_ty:literal) => {
-        impl<T: ShmType> $t<T> {
+        impl<T: Handoff> $t<T> {
             /// Whether the queue is full (exact at the moment of the call).
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(1).unwrap();\nq.put(1u8).unwrap();\nassert!(q.full());\n```")]
             pub fn full(&self) -> bool {
@@ -240,7 +542,7 @@ macro_rules! facade_full {
 /// assert_eq!(got, [1, 2, 3, 4]);
 /// ```
 pub struct Queue<T> {
-    q: MpmcQueue<T>,
+    q: Inner<T>,
     closed: AtomicBool,
 }
 facade_common!(Queue, "Queue");
@@ -261,13 +563,13 @@ facade_full!(Queue, "Queue");
 /// assert!(q.task_done().is_err()); // more task_done than items
 /// ```
 pub struct JoinableQueue<T> {
-    q: MpmcQueue<T>,
+    q: Inner<T>,
     closed: AtomicBool,
 }
 facade_common!(JoinableQueue, "JoinableQueue");
 facade_full!(JoinableQueue, "JoinableQueue");
 
-impl<T: ShmType> JoinableQueue<T> {
+impl<T: Handoff> JoinableQueue<T> {
     /// Marks one item taken with `get` as processed; an error if called
     /// more times than items were put.
     ///
@@ -322,7 +624,7 @@ impl<T: ShmType> JoinableQueue<T> {
 /// assert_eq!(q.get(), Ok(3));
 /// ```
 pub struct SimpleQueue<T> {
-    q: MpmcQueue<T>,
+    q: Inner<T>,
     closed: AtomicBool,
 }
 facade_common!(SimpleQueue, "SimpleQueue");

@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
-use crate::ShmType;
+use super::item::RingItem;
 
 use super::error::TaskDoneError;
 use super::mpmc::MpmcQueue;
@@ -42,7 +42,7 @@ impl JoinWords {
     }
 }
 
-impl<T: ShmType> MpmcQueue<T> {
+impl<T: RingItem> MpmcQueue<T> {
     /// Items put and not yet marked done: pushes claimed, less dead
     /// producers' skipped slots, less `task_done` calls.
     pub(crate) fn unfinished(&self) -> u64 {

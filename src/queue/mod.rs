@@ -42,8 +42,12 @@
 real_platform! {
     mod byte_loan;
     mod bytes;
+    mod chain;
     mod error;
     mod facade;
+    mod frames;
+    mod item;
+    mod itemring;
     mod joinable;
     mod loan;
     mod mpmc;
@@ -57,7 +61,11 @@ real_platform! {
     pub use bytes::{ALIGN_FROM, ByteConsumer, ByteProducer, ByteQueue};
     pub(crate) use bytes::payload_aligned_for;
     pub use facade::{JoinableQueue, Queue, SimpleQueue};
+    pub use itemring::DEFAULT_MAX_FRAME;
+    pub use chain::DEFAULT_MEMORY_LIMIT;
     pub use mpmc::MpmcQueue;
+    #[doc(hidden)]
+    pub use item::{FrameCell, PodVia, RingItem};
     pub use error::{
         CommitError, GetError, GetTimeoutError, PopError, PopTimeoutError, PushError, PushTimeoutError, PutError,
         PutTimeoutError, RecvError, RecvTimeoutError, RoleError, SendError, SendTimeoutError, TaskDoneError,

@@ -38,9 +38,8 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::ShmType;
-
 use super::WaitStrategy;
+use super::item::{RingItem, SLOTS_BITS, Slot, geometry};
 use super::records::Table;
 use super::error::{GetError, GetTimeoutError, PutError, PutTimeoutError, TryGetError, TryPutError};
 use super::joinable::JoinWords;
@@ -85,13 +84,6 @@ struct Meta {
     limit: AtomicU32,
 }
 
-/// One slot: the sequence word and the item, together on one line.
-#[repr(C)]
-struct Slot<T> {
-    seq: AtomicU64,
-    val: T,
-}
-
 /// A bounded MPMC queue of `T: ShmType` in shared memory: any number of
 /// processes and threads push and pop through clones of one handle.
 ///
@@ -106,12 +98,17 @@ struct Slot<T> {
 /// assert_eq!(other.pop(), Ok(2));
 /// assert_eq!(q.try_pop(), Err(shmproc::TryGetError::Empty));
 /// ```
+// repr(C): `MpmcQueue<PodVia<T>>` and `MpmcQueue<T>` have one layout (no
+// field's type depends on `T` but the zero-sized marker), see `as_plain`.
+#[repr(C)]
 pub struct MpmcQueue<T> {
     m: Mapped<MpmcCtl>,
     /// The control block and the first slot, resolved once (both inside
     /// the mapping that `m` keeps alive).
     ctl: *const MpmcCtl,
-    base: *mut Slot<T>,
+    base: *mut u8,
+    /// Bytes per slot (`Slot<T>`, or a frame ring's slot size).
+    stride: usize,
     pub(super) slots: u64,
     limit: u64,
     wait: WaitStrategy,
@@ -130,6 +127,7 @@ impl<T> Clone for MpmcQueue<T> {
             m: self.m.clone(),
             ctl: self.ctl,
             base: self.base,
+            stride: self.stride,
             slots: self.slots,
             limit: self.limit,
             wait: self.wait,
@@ -157,20 +155,30 @@ fn ring_slots(cap: u64) -> Result<u64, String> {
     }
 }
 
-impl<T: ShmType> Object for MpmcQueue<T> {
-    const KIND: Kind = Kind::MpmcQueue;
+/// A frame ring's creation parameter: the capacity (low 32 bits) and the
+/// slot size in 64-byte units (above); a pod ring's is the capacity.
+pub(super) fn frame_init(cap: u64, stride: u64) -> u64 {
+    (cap & SLOTS_BITS) | ((stride / super::item::FRAME_ALIGN) << 32)
+}
+
+impl<T: RingItem> Object for MpmcQueue<T> {
+    const KIND: Kind = T::KIND;
     type Init = u64;
     type Ctl = MpmcCtl;
     fn fingerprint() -> Fingerprint {
-        Fingerprint::of::<T>()
+        T::fingerprint()
     }
-    fn capacity(cap: &u64) -> Result<u64, OpenError> {
-        ring_slots(*cap).map_err(OpenError::InvalidArgument)
+    fn capacity(init: &u64) -> Result<u64, OpenError> {
+        let cap = if T::FRAMES { init & SLOTS_BITS } else { *init };
+        let slots = ring_slots(cap).map_err(OpenError::InvalidArgument)?;
+        Ok(slots | (init & !SLOTS_BITS & if T::FRAMES { u64::MAX } else { 0 }))
     }
-    fn data_size(slots: u64) -> Option<u64> {
-        slots.checked_mul(std::mem::size_of::<Slot<T>>() as u64)
+    fn data_size(capacity: u64) -> Option<u64> {
+        let (slots, stride) = geometry::<T>(capacity)?;
+        slots.checked_mul(stride)
     }
-    fn new_ctl(cap: &u64, _: u64) -> MpmcCtl {
+    fn new_ctl(init: &u64, _: u64) -> MpmcCtl {
+        let cap = if T::FRAMES { init & SLOTS_BITS } else { *init };
         let z = || AtomicU32::new(0);
         MpmcCtl {
             tail: Line(AtomicU64::new(0)),
@@ -181,22 +189,26 @@ impl<T: ShmType> Object for MpmcQueue<T> {
                 items_seq: z(),
                 space_seq: z(),
                 fences: z(),
-                limit: AtomicU32::new(*cap as u32),
+                limit: AtomicU32::new(cap as u32),
             }),
             join: Line(JoinWords::new()),
             records: Table::new(),
         }
     }
-    unsafe fn init_data(data: *mut u8, _: u64, slots: u64) {
-        let slot = data as *mut Slot<T>;
+    unsafe fn init_data(data: *mut u8, _: u64, capacity: u64) {
+        let (slots, stride) = geometry::<T>(capacity).expect("checked by data_size");
         for i in 0..slots {
-            // SAFETY: `data` holds `slots` zeroed, aligned slots (caller's contract); the segment is not yet
-            // published, so nobody else reads them. Slot i starts free for the producer of position i.
-            unsafe { std::ptr::addr_of_mut!((*slot.add(i as usize)).seq).write(AtomicU64::new(i)) };
+            // SAFETY: `data` holds `slots` zeroed slots of `stride` bytes, each starting with its 8-aligned
+            // sequence word (caller's contract); the segment is not yet published, so nobody else reads them.
+            // Slot i starts free for the producer of position i.
+            unsafe { data.add((i * stride) as usize).cast::<AtomicU64>().write(AtomicU64::new(i)) };
         }
     }
     fn validate(m: &Mapped<MpmcCtl>) -> Result<(), String> {
-        let slots = m.capacity();
+        let (slots, stride) = geometry::<T>(m.capacity()).ok_or("impossible slot size")?;
+        if T::FRAMES && !stride.is_multiple_of(super::item::FRAME_ALIGN) {
+            return Err(format!("frame slot of {stride} bytes"));
+        }
         let limit = u64::from(m.ctl().meta.0.limit.load(Ordering::Relaxed));
         if !slots.is_power_of_two() || !(2..=MAX_CAPACITY).contains(&slots) {
             return Err(format!("ring of {slots} slots"));
@@ -208,40 +220,62 @@ impl<T: ShmType> Object for MpmcQueue<T> {
     }
     fn from_mapped(m: Mapped<MpmcCtl>) -> Self {
         handshake::use_fences_unless_membarrier(&m.ctl().meta.0.fences);
-        let slots = m.capacity(); // validated power of two >= 2
+        // Validated: a power of two >= 2 slots of a possible size.
+        let (slots, stride) = geometry::<T>(m.capacity()).expect("validated at create/open");
         // Validated at open; re-read once here and never trusted again.
         let limit = u64::from(m.ctl().meta.0.limit.load(Ordering::Relaxed)).clamp(1, slots);
-        let (ctl, base) = (m.ctl() as *const MpmcCtl, m.data() as *mut Slot<T>);
-        MpmcQueue { m, ctl, base, slots, limit, wait: WaitStrategy::Blocking, _t: PhantomData }
+        let (ctl, base) = (m.ctl() as *const MpmcCtl, m.data());
+        MpmcQueue { m, ctl, base, stride: stride as usize, slots, limit, wait: WaitStrategy::Blocking, _t: PhantomData }
     }
 }
 
 /// The ring's slots in the mapping.
 pub(super) struct ShmSlots<T> {
-    base: *mut Slot<T>,
+    base: *mut u8,
     mask: u64,
+    /// Bytes per slot (for a pod ring, a constant: `size_of::<Slot<T>>()`).
+    stride: usize,
+    _t: PhantomData<T>,
 }
 
-impl<T: ShmType> Slots<T> for ShmSlots<T> {
+impl<T: RingItem> ShmSlots<T> {
+    /// The start of the slot of `pos` (masked: inside the validated data
+    /// area of `mask + 1` slots of `stride` bytes), 8-aligned.
+    #[inline(always)]
+    pub(super) fn slot(&self, pos: u64) -> *mut u8 {
+        let stride = if T::FRAMES { self.stride } else { std::mem::size_of::<Slot<T>>() };
+        // SAFETY: (pos & mask) < slots, and slots * stride bytes from `base` are mapped (validated layout).
+        unsafe { self.base.add((pos & self.mask) as usize * stride) }
+    }
+
+    /// The slot's bytes (frame rings).
+    #[inline(always)]
+    pub(super) fn stride(&self) -> usize {
+        self.stride
+    }
+}
+
+impl<T: RingItem> Slots<T> for ShmSlots<T> {
     #[inline(always)]
     fn seq(&self, pos: u64) -> &AtomicU64 {
-        // SAFETY: the masked index is inside the validated data area of `mask + 1` slots; the word is an atomic,
-        // so a shared reference is sound while other processes write it.
-        unsafe { &(*self.base.add((pos & self.mask) as usize)).seq }
+        // SAFETY: every slot starts with its 8-aligned sequence word, inside the mapping (`slot`); the word is an
+        // atomic, so a shared reference is sound while other processes write it.
+        unsafe { &*self.slot(pos).cast::<AtomicU64>() }
     }
     #[inline(always)]
     unsafe fn write(&self, pos: u64, v: T) {
-        // SAFETY: in bounds as in `seq`; the caller owns the slot (vyukov's contract). No reference is formed.
-        unsafe { crate::shm::copy::write(std::ptr::addr_of_mut!((*self.base.add((pos & self.mask) as usize)).val), v) }
+        // SAFETY: a pod ring's slot is a `Slot<T>` (in bounds, aligned, as in `seq`); the caller owns the slot
+        // (vyukov's contract). No reference is formed.
+        unsafe { T::write(std::ptr::addr_of_mut!((*self.slot(pos).cast::<Slot<T>>()).val), v) }
     }
     #[inline(always)]
     unsafe fn read(&self, pos: u64) -> T {
-        // SAFETY: as in `write`; any bit pattern is a valid `T: ShmType`.
-        unsafe { crate::shm::copy::read(std::ptr::addr_of!((*self.base.add((pos & self.mask) as usize)).val)) }
+        // SAFETY: as in `write`; any bit pattern is a valid pod item.
+        unsafe { T::read(std::ptr::addr_of!((*self.slot(pos).cast::<Slot<T>>()).val)) }
     }
 }
 
-impl<T: ShmType> MpmcQueue<T> {
+impl<T: RingItem> MpmcQueue<T> {
     constructors!(doc("queue::MpmcQueue::<u64>", "8", ", 8"), capacity: u64);
 
     /// Chooses how blocked calls through this handle wait.
@@ -270,7 +304,7 @@ impl<T: ShmType> MpmcQueue<T> {
 
     #[inline(always)]
     pub(super) fn slots(&self) -> ShmSlots<T> {
-        ShmSlots { base: self.base, mask: self.slots - 1 }
+        ShmSlots { base: self.base, mask: self.slots - 1, stride: self.stride, _t: PhantomData }
     }
 
     /// Runs one attempt of a protocol operation with our record.
@@ -409,7 +443,10 @@ impl<T: ShmType> MpmcQueue<T> {
 
     /// One push attempt.
     #[inline(always)]
-    fn push_once(&self, flight: &mut Flight<'_, T>, v: T) -> Result<(), (Refused, T)> {
+    pub(super) fn push_once<V>(&self, flight: &mut Flight<'_, T>, v: V) -> Result<(), (Refused, V)>
+    where
+        ShmSlots<T>: Slots<V>,
+    {
         self.attempt(flight, |ring, slots, op| ring.push(slots, op, v))?;
         self.pushed(1);
         Ok(())
@@ -417,7 +454,10 @@ impl<T: ShmType> MpmcQueue<T> {
 
     /// One pop attempt.
     #[inline(always)]
-    fn pop_once(&self, flight: &mut Flight<'_, T>) -> Result<T, Refused> {
+    pub(super) fn pop_once<V>(&self, flight: &mut Flight<'_, T>) -> Result<V, Refused>
+    where
+        ShmSlots<T>: Slots<V>,
+    {
         let (v, _) = self.attempt(flight, |ring, slots, op| ring.pop(slots, op))?;
         self.popped(1);
         Ok(v)
@@ -432,10 +472,24 @@ impl<T: ShmType> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn try_push(&self, v: T) -> Result<(), TryPutError<T>> {
+        self.try_push_v(v)
+    }
+
+    /// [`try_push`](Self::try_push) of anything the slots can take.
+    #[inline(always)]
+    pub(super) fn try_push_v<V>(&self, v: V) -> Result<(), TryPutError<V>>
+    where
+        ShmSlots<T>: Slots<V>,
+    {
         self.push_once(&mut Flight::new(self, false, Deadline::NEVER), v).map_err(|(r, v)| match r {
             Refused::Now => TryPutError::Full(v),
             Refused::Closed => TryPutError::Closed(v),
         })
+    }
+
+    /// Bytes of the segment.
+    pub(super) fn segment_len(&self) -> u64 {
+        self.m.segment().len()
     }
 
     /// Pushes, waiting for room; fails only if the queue is closed.
@@ -462,7 +516,10 @@ impl<T: ShmType> MpmcQueue<T> {
     }
 
     #[inline(always)]
-    fn push_until(&self, v: T, deadline: Deadline) -> Result<(), PutTimeoutError<T>> {
+    pub(super) fn push_until<V>(&self, v: V, deadline: Deadline) -> Result<(), PutTimeoutError<V>>
+    where
+        ShmSlots<T>: Slots<V>,
+    {
         let mut flight = Flight::new(self, true, deadline);
         match self.push_once(&mut flight, v) {
             Ok(()) => Ok(()),
@@ -473,7 +530,10 @@ impl<T: ShmType> MpmcQueue<T> {
 
     #[cold]
     #[inline(never)]
-    fn push_wait(&self, mut flight: Flight<'_, T>, mut v: T, deadline: Deadline) -> Result<(), PutTimeoutError<T>> {
+    fn push_wait<V>(&self, mut flight: Flight<'_, T>, mut v: V, deadline: Deadline) -> Result<(), PutTimeoutError<V>>
+    where
+        ShmSlots<T>: Slots<V>,
+    {
         let mut spins = 0u32;
         loop {
             if deadline.passed() {
@@ -501,6 +561,15 @@ impl<T: ShmType> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn try_pop(&self) -> Result<T, TryGetError> {
+        self.try_pop_v()
+    }
+
+    /// [`try_pop`](Self::try_pop) of anything the slots can give.
+    #[inline(always)]
+    pub(super) fn try_pop_v<V>(&self) -> Result<V, TryGetError>
+    where
+        ShmSlots<T>: Slots<V>,
+    {
         self.pop_once(&mut Flight::new(self, false, Deadline::NEVER)).map_err(|r| match r {
             Refused::Now => TryGetError::Empty,
             Refused::Closed => TryGetError::Closed,
@@ -531,7 +600,10 @@ impl<T: ShmType> MpmcQueue<T> {
     }
 
     #[inline(always)]
-    fn pop_until(&self, deadline: Deadline) -> Result<T, GetTimeoutError> {
+    pub(super) fn pop_until<V>(&self, deadline: Deadline) -> Result<V, GetTimeoutError>
+    where
+        ShmSlots<T>: Slots<V>,
+    {
         let mut flight = Flight::new(self, true, deadline);
         match self.pop_once(&mut flight) {
             Ok(v) => Ok(v),
@@ -542,7 +614,10 @@ impl<T: ShmType> MpmcQueue<T> {
 
     #[cold]
     #[inline(never)]
-    fn pop_wait(&self, mut flight: Flight<'_, T>, deadline: Deadline) -> Result<T, GetTimeoutError> {
+    fn pop_wait<V>(&self, mut flight: Flight<'_, T>, deadline: Deadline) -> Result<V, GetTimeoutError>
+    where
+        ShmSlots<T>: Slots<V>,
+    {
         let mut spins = 0u32;
         loop {
             if deadline.passed() {
@@ -564,6 +639,21 @@ impl<T: ShmType> MpmcQueue<T> {
         }
     }
 
+}
+
+impl<T: crate::ShmType> MpmcQueue<super::item::PodVia<T>> {
+    /// The same queue as an `MpmcQueue<T>`: a plain-data `Handoff` item's
+    /// wire is `T`'s own typed copy (`PodWire::of`), and the segment's
+    /// element identity is `T`'s.
+    pub(super) fn as_plain(&self) -> &MpmcQueue<T> {
+        // SAFETY: both are repr(C) with identical field types except the zero-sized `PhantomData` (align 1, at the
+        // end), so the layouts are identical; `PodVia<T>` is a transparent `T`, so every pointer and count means the
+        // same for both views. The reference keeps `self`'s lifetime.
+        unsafe { &*(self as *const Self).cast::<MpmcQueue<T>>() }
+    }
+}
+
+impl<T: RingItem + Copy> MpmcQueue<T> {
     /// Pushes as many of `items` as can go in now, in order; returns how
     /// many (0 if full or closed). Never waits for another participant:
     /// it stops at the first item that does not fit now, or whose slot is

@@ -19,7 +19,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::ShmType;
+use super::item::RingItem;
 
 use super::mpmc::MpmcQueue;
 use super::vyukov::{self, Env};
@@ -52,7 +52,7 @@ struct Stuck {
     since: Option<Instant>,
 }
 
-impl<'q, T: ShmType> Flight<'q, T> {
+impl<'q, T: RingItem> Flight<'q, T> {
     #[inline(always)]
     pub(super) fn new(q: &'q MpmcQueue<T>, patient: bool, deadline: Deadline) -> Self {
         Flight { q, patient, deadline, stuck: None }
@@ -98,7 +98,7 @@ pub(super) struct Op<'a, 'q, T> {
     pub(super) flight: &'a mut Flight<'q, T>,
 }
 
-impl<T: ShmType> Env for Op<'_, '_, T> {
+impl<T: RingItem> Env for Op<'_, '_, T> {
     #[inline(always)]
     fn announce(&mut self, start: u64, n: u64, pop: bool) {
         self.rec.announce(start, n, pop);
@@ -113,7 +113,7 @@ impl<T: ShmType> Env for Op<'_, '_, T> {
     }
 }
 
-impl<T: ShmType> MpmcQueue<T> {
+impl<T: RingItem> MpmcQueue<T> {
     /// One attempt at a dead participant's slot: `pos` was claimed (by a
     /// pop if `by_pop`) and not finished. Repairs it if no live participant
     /// has announced a claim covering it; true if repaired.

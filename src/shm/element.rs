@@ -49,7 +49,9 @@ use bytemuck::Pod;
 ///
 /// The [`shm_type!`](crate::shm_type) macro writes either impl in one line:
 /// `shm_type!(Order = "orders.Order/v1");` or, keeping the default name,
-/// `shm_type!(Order);`.
+/// `shm_type!(Order);`. It also implements [`Handoff`](crate::Handoff),
+/// which a [`Queue`](crate::Queue) of the type needs; beside a hand-written
+/// `impl ShmType`, add [`handoff_pod!`](crate::handoff_pod)`(Order);`.
 pub trait ShmType: Pod {
     /// The name recorded in (and checked against) every segment holding
     /// this type. Default: `std::any::type_name::<Self>()`.
@@ -91,9 +93,11 @@ macro_rules! shm_type {
                 ::std::borrow::Cow::Borrowed($name)
             }
         }
+        $crate::handoff_pod!($t);
     };
     ($($t:ty),+ $(,)?) => {
         $(impl $crate::ShmType for $t {})+
+        $crate::handoff_pod!($($t),+);
     };
 }
 

@@ -71,7 +71,9 @@ const _: () = assert!(std::mem::align_of::<Header>() == 8);
 /// The element layout recorded in a header: size, align and a hash of the
 /// type's name (so `u64` and `i64`, or two structs of equal size, differ).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Fingerprint {
+/// Not part of the API: an element type's identity as a segment records it.
+#[doc(hidden)]
+pub struct Fingerprint {
     pub(crate) size: u32,
     pub(crate) align: u32,
     pub(crate) hash: u64,
@@ -79,6 +81,11 @@ pub(crate) struct Fingerprint {
 }
 
 impl Fingerprint {
+    /// An identity from its parts (the name is hashed as in [`of`](Self::of)).
+    pub(crate) fn named(size: u32, align: u32, name: std::borrow::Cow<'static, str>) -> Self {
+        Fingerprint { size, align, hash: fnv1a(name.as_bytes()), name }
+    }
+
     /// The identity of `T` ([`ShmType`](super::ShmType): its stable name).
     pub(crate) fn of<T: super::ShmType>() -> Self {
         let name = T::type_name();

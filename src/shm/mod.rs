@@ -61,6 +61,10 @@ pub enum Kind {
     MpmcQueue,
     /// [`crate::queue::ByteQueue`]
     ByteQueue,
+    /// The frame ring of a [`crate::Queue`] whose items are not plain data
+    FrameQueue,
+    /// The chain of rings of an unbounded [`crate::Queue`] (`maxsize` 0)
+    QueueChain,
     /// A kind this build does not know.
     Unknown(u32),
 }
@@ -83,6 +87,10 @@ impl Kind {
             Kind::SpscQueue => 12,
             Kind::MpmcQueue => 13,
             Kind::ByteQueue => 14,
+            // Numbered apart from the run above, so kinds added on other
+            // branches meanwhile cannot collide.
+            Kind::FrameQueue => 40,
+            Kind::QueueChain => 41,
             Kind::Unknown(n) => n,
         }
     }
@@ -104,6 +112,8 @@ impl Kind {
             Kind::SpscQueue,
             Kind::MpmcQueue,
             Kind::ByteQueue,
+            Kind::FrameQueue,
+            Kind::QueueChain,
         ]
         .into_iter()
         .find(|k| k.to_u32() == n)
@@ -125,7 +135,9 @@ impl Kind {
             | Kind::Mutex
             | Kind::Value
             | Kind::RawSegment
-            | Kind::ByteQueue => "a",
+            | Kind::ByteQueue
+            | Kind::FrameQueue
+            | Kind::QueueChain => "a",
         };
         format!("{article} {self}")
     }

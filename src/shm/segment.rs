@@ -230,6 +230,11 @@ impl Segment {
         unsafe { &*(self.map.as_ptr() as *const Header) }
     }
 
+    /// Bytes mapped.
+    pub(crate) fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
     /// Start of the mapping.
     pub(crate) fn base(&self) -> *mut u8 {
         self.map.as_mut_ptr()

@@ -1,0 +1,402 @@
+//! `Handoff`: how a value is encoded into bytes and decoded back, for a
+//! child process's argument ([`Process`](crate::Process)) and for the items
+//! of a [`Queue`](crate::Queue) that are not plain data.
+//!
+//! The decoder treats its input as untrusted: every length is checked.
+//! Plain-data types (the primitives, arrays of them, and types declared
+//! with [`shm_type!`](crate::shm_type) or [`handoff_pod!`](crate::handoff_pod))
+//! also carry a hidden marker that lets a queue move them as they are, in
+//! fixed slots, without encoding. This module sits below `queue/` and
+//! `process/`; the impls for shmproc's handles live in `process/`.
+
+use bytemuck::Pod;
+
+use crate::ShmType;
+use crate::shm::Fingerprint;
+
+/// Why an argument could not be decoded in the child.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandoffError {
+    /// The encoded bytes ended early.
+    #[error("argument bytes ended early while decoding {0}")]
+    Truncated(&'static str),
+    /// A value was out of range for its type.
+    #[error("invalid encoded value for {0}")]
+    Invalid(&'static str),
+    /// A shared object named in the argument could not be opened.
+    #[error("cannot open the {kind} {name:?} handed to this process: {reason}")]
+    Open {
+        /// Which handle type.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The open error.
+        reason: String,
+    },
+}
+
+/// A value a parent can hand to a child process: plain data, strings,
+/// shmproc handles, and tuples / `Vec`s / `Option`s / arrays of these.
+///
+/// Handles are sent by name: the child re-opens the same object, so a
+/// [`Lock`](crate::Lock) handed over is the very same lock.
+///
+/// ```
+/// use shmproc::process::Handoff;
+/// let arg = (7u32, String::from("seven"), vec![1.5f64, 2.5], Some(-1i8));
+/// let mut bytes = Vec::new();
+/// arg.encode(&mut bytes);
+/// let back = <(u32, String, Vec<f64>, Option<i8>)>::decode(&mut &bytes[..]).unwrap();
+/// assert_eq!(back, arg);
+/// ```
+///
+/// Your own types: implement the two methods (a struct encodes its fields
+/// in order, decodes them in the same order), or, for a plain-data
+/// `#[repr(C)]` struct, declare it with [`shm_type!`](crate::shm_type),
+/// which also makes it travel in a queue's slots without encoding:
+///
+/// ```
+/// use shmproc::{Handoff, HandoffError};
+/// #[derive(Debug, PartialEq)]
+/// struct Job { id: u32, name: String, tags: Vec<String> }
+/// impl Handoff for Job {
+///     fn encode(&self, out: &mut Vec<u8>) {
+///         self.id.encode(out);
+///         self.name.encode(out);
+///         self.tags.encode(out);
+///     }
+///     fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+///         Ok(Job { id: u32::decode(input)?, name: String::decode(input)?, tags: Vec::decode(input)? })
+///     }
+/// }
+/// let q = shmproc::Queue::new(4).unwrap();
+/// q.put(Job { id: 1, name: "resize".into(), tags: vec!["img".into()] }).unwrap();
+/// assert_eq!(q.get().unwrap().name, "resize");
+/// ```
+pub trait Handoff: Sized {
+    /// Appends the encoding of `self` to `out`.
+    fn encode(&self, out: &mut Vec<u8>);
+    /// Reads one value from the front of `input`, advancing it.
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError>;
+    /// Not part of the API: `Some` only for plain-data types (set by
+    /// `shm_type!` / `handoff_pod!` and shmproc's own impls), which queues
+    /// then move in fixed slots instead of encoding them. Chosen at compile
+    /// time.
+    #[doc(hidden)]
+    const __POD: Option<PodWire<Self>> = None;
+}
+
+/// Not part of the API: how a plain-data [`Handoff`] type is copied into
+/// and out of a queue slot (the crate's copy primitives for that type) and
+/// the element identity its segments record. Only built by
+/// [`PodWire::of`] (which requires `T: ShmType`, so `T` is `Pod`) or for
+/// arrays of such types.
+#[doc(hidden)]
+pub struct PodWire<T> {
+    pub(crate) fingerprint: fn() -> Fingerprint,
+    /// # Safety
+    /// As `crate::shm::copy::write::<T>`.
+    pub(crate) write: unsafe fn(*mut T, T),
+    /// # Safety
+    /// As `crate::shm::copy::read::<T>`.
+    pub(crate) read: unsafe fn(*const T) -> T,
+}
+
+impl<T> Clone for PodWire<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for PodWire<T> {}
+
+impl<T: ShmType> PodWire<T> {
+    /// The wire of a plain-data type: its own typed copies.
+    pub const fn of() -> Self {
+        PodWire { fingerprint: Fingerprint::of::<T>, write: crate::shm::copy::write::<T>, read: crate::shm::copy::read::<T> }
+    }
+}
+
+impl<T: Handoff, const N: usize> PodWire<[T; N]> {
+    /// `[T; N]` of a plain-data `T` is plain data (no padding between
+    /// elements): moved as bytes; `None` otherwise.
+    const fn array() -> Option<Self> {
+        if T::__POD.is_some() {
+            Some(PodWire { fingerprint: array_fingerprint::<T, N>, write: array_write::<T, N>, read: array_read::<T, N> })
+        } else {
+            None
+        }
+    }
+}
+
+/// The identity `ShmType` gives `[T; N]` (same size, alignment and name).
+fn array_fingerprint<T: Handoff, const N: usize>() -> Fingerprint {
+    let elem = (T::__POD.expect("built only for plain-data elements").fingerprint)();
+    let name = format!("[{}; {N}]", elem.name);
+    Fingerprint::named(std::mem::size_of::<[T; N]>() as u32, elem.align, name.into())
+}
+
+/// # Safety
+/// As `crate::shm::copy::write`; `T` is plain data (`PodWire::array`).
+unsafe fn array_write<T: Handoff, const N: usize>(dst: *mut [T; N], v: [T; N]) {
+    // SAFETY: `T` has a `PodWire`, so it is `Pod` (`PodWire::of` requires it): `[T; N]` has no padding and its
+    // bytes are initialised; the view lives only during the copy. `dst` is the caller's.
+    unsafe {
+        let src = std::slice::from_raw_parts((&raw const v).cast::<u8>(), std::mem::size_of::<[T; N]>());
+        crate::shm::copy::copy_to_shared(src, dst.cast::<u8>());
+    }
+}
+
+/// # Safety
+/// As `crate::shm::copy::read`; `T` is plain data (`PodWire::array`).
+unsafe fn array_read<T: Handoff, const N: usize>(src: *const [T; N]) -> [T; N] {
+    let mut out = std::mem::MaybeUninit::<[T; N]>::uninit();
+    // SAFETY: the copy initialises every byte of `out`; any bit pattern is a valid `[T; N]` of a `Pod` `T`.
+    unsafe {
+        let dst = std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(), std::mem::size_of::<[T; N]>());
+        crate::shm::copy::copy_from_shared_uninit(src.cast::<u8>(), dst);
+        out.assume_init()
+    }
+}
+
+pub(crate) fn take<'a>(input: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u8], HandoffError> {
+    if input.len() < n {
+        return Err(HandoffError::Truncated(what));
+    }
+    let (head, rest) = input.split_at(n);
+    *input = rest;
+    Ok(head)
+}
+
+fn take_len(input: &mut &[u8], what: &'static str) -> Result<usize, HandoffError> {
+    let n = u64::decode(input)?;
+    // A length can never exceed the bytes left (each element takes >= 1
+    // byte, except zero-sized ones, which we bound the same way).
+    usize::try_from(n).ok().filter(|&n| n <= input.len().max(1 << 20)).ok_or(HandoffError::Invalid(what))
+}
+
+macro_rules! handoff_int {
+    ($($t:ty),*) => {$(
+        impl Handoff for $t {
+            const __POD: Option<PodWire<Self>> = Some(PodWire::of());
+            fn encode(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+                let b = take(input, std::mem::size_of::<$t>(), stringify!($t))?;
+                Ok(<$t>::from_le_bytes(b.try_into().expect("length checked")))
+            }
+        }
+    )*};
+}
+handoff_int!(u8, u16, u32, u64, u128, i8, i16, i32, i64, i128, f32, f64);
+
+impl Handoff for usize {
+    const __POD: Option<PodWire<Self>> = Some(PodWire::of());
+    fn encode(&self, out: &mut Vec<u8>) {
+        (*self as u64).encode(out)
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        usize::try_from(u64::decode(input)?).map_err(|_| HandoffError::Invalid("usize"))
+    }
+}
+
+impl Handoff for isize {
+    const __POD: Option<PodWire<Self>> = Some(PodWire::of());
+    fn encode(&self, out: &mut Vec<u8>) {
+        (*self as i64).encode(out)
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        isize::try_from(i64::decode(input)?).map_err(|_| HandoffError::Invalid("isize"))
+    }
+}
+
+impl Handoff for bool {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(*self))
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        match u8::decode(input)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(HandoffError::Invalid("bool")),
+        }
+    }
+}
+
+impl Handoff for char {
+    fn encode(&self, out: &mut Vec<u8>) {
+        u32::from(*self).encode(out)
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        char::from_u32(u32::decode(input)?).ok_or(HandoffError::Invalid("char"))
+    }
+}
+
+impl Handoff for () {
+    const __POD: Option<PodWire<Self>> = Some(PodWire::of());
+    fn encode(&self, _: &mut Vec<u8>) {}
+    fn decode(_: &mut &[u8]) -> Result<Self, HandoffError> {
+        Ok(())
+    }
+}
+
+impl Handoff for String {
+    fn encode(&self, out: &mut Vec<u8>) {
+        (self.len() as u64).encode(out);
+        out.extend_from_slice(self.as_bytes());
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        let n = take_len(input, "String")?;
+        let b = take(input, n, "String")?;
+        String::from_utf8(b.to_vec()).map_err(|_| HandoffError::Invalid("String"))
+    }
+}
+
+impl<T: Handoff> Handoff for Vec<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        (self.len() as u64).encode(out);
+        for x in self {
+            x.encode(out);
+        }
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        let n = take_len(input, "Vec")?;
+        let mut v = Vec::with_capacity(n.min(input.len()));
+        for _ in 0..n {
+            v.push(T::decode(input)?);
+        }
+        Ok(v)
+    }
+}
+
+impl<T: Handoff> Handoff for Option<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            None => out.push(0),
+            Some(x) => {
+                out.push(1);
+                x.encode(out);
+            }
+        }
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        match u8::decode(input)? {
+            0 => Ok(None),
+            1 => Ok(Some(T::decode(input)?)),
+            _ => Err(HandoffError::Invalid("Option")),
+        }
+    }
+}
+
+impl<T: Handoff, const N: usize> Handoff for [T; N] {
+    const __POD: Option<PodWire<Self>> = PodWire::array();
+    fn encode(&self, out: &mut Vec<u8>) {
+        for x in self {
+            x.encode(out);
+        }
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        let mut v = Vec::with_capacity(N);
+        for _ in 0..N {
+            v.push(T::decode(input)?);
+        }
+        v.try_into().map_err(|_| HandoffError::Invalid("array"))
+    }
+}
+
+macro_rules! handoff_tuple {
+    ($($n:ident),+) => {
+        impl<$($n: Handoff),+> Handoff for ($($n,)+) {
+            #[allow(non_snake_case)]
+            fn encode(&self, out: &mut Vec<u8>) {
+                let ($($n,)+) = self;
+                $($n.encode(out);)+
+            }
+            fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+                Ok(($($n::decode(input)?,)+))
+            }
+        }
+    };
+}
+handoff_tuple!(A);
+handoff_tuple!(A, B);
+handoff_tuple!(A, B, C);
+handoff_tuple!(A, B, C, D);
+handoff_tuple!(A, B, C, D, E);
+handoff_tuple!(A, B, C, D, E, F);
+handoff_tuple!(A, B, C, D, E, F, G);
+handoff_tuple!(A, B, C, D, E, F, G, H);
+
+/// Wraps any `bytemuck::Pod` type (your own `#[repr(C)]` structs) so it
+/// can be handed to a child as raw bytes.
+///
+/// ```
+/// use shmproc::process::{Handoff, PodArg};
+/// #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+/// #[repr(C)]
+/// struct Point { x: f32, y: f32 }
+/// let mut b = Vec::new();
+/// PodArg(Point { x: 1.0, y: 2.0 }).encode(&mut b);
+/// assert_eq!(PodArg::<Point>::decode(&mut &b[..]).unwrap().0, Point { x: 1.0, y: 2.0 });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PodArg<T>(pub T);
+
+impl<T: Pod> Handoff for PodArg<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(bytemuck::bytes_of(&self.0));
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        let b = take(input, std::mem::size_of::<T>(), "PodArg")?;
+        Ok(PodArg(bytemuck::pod_read_unaligned(b)))
+    }
+}
+
+
+/// Not part of the API: `decode` of a [`handoff_pod!`](crate::handoff_pod) type.
+#[doc(hidden)]
+pub fn __decode_pod<T: Pod>(input: &mut &[u8]) -> Result<T, HandoffError> {
+    let b = take(input, std::mem::size_of::<T>(), std::any::type_name::<T>())?;
+    Ok(bytemuck::pod_read_unaligned(b))
+}
+
+/// Implements [`Handoff`] for plain-data types that implement
+/// [`ShmType`](crate::ShmType) by hand: their bytes are the encoding, and a
+/// [`Queue`](crate::Queue) of them moves them in fixed slots (the same as
+/// [`MpmcQueue`](crate::queue::MpmcQueue)). [`shm_type!`](crate::shm_type)
+/// does this for you; use this macro only beside a hand-written
+/// `impl ShmType`.
+///
+/// ```
+/// use shmproc::{Pod, ShmType, Zeroable};
+/// #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+/// #[bytemuck(crate = "shmproc::bytemuck")]
+/// #[repr(C)]
+/// struct Fill { id: u64, qty: u32, px: u32 }
+/// impl ShmType for Fill {
+///     fn type_name() -> std::borrow::Cow<'static, str> { "fills.Fill/v1".into() }
+/// }
+/// shmproc::handoff_pod!(Fill);
+///
+/// let q = shmproc::Queue::new(2).unwrap();
+/// q.put(Fill { id: 1, qty: 2, px: 3 }).unwrap();
+/// // Same segment as an MpmcQueue of the same type: the slot path.
+/// let raw = shmproc::queue::MpmcQueue::<Fill>::open(q.name()).unwrap();
+/// assert_eq!(raw.pop().unwrap().qty, 2);
+/// ```
+#[macro_export]
+macro_rules! handoff_pod {
+    ($($t:ty),+ $(,)?) => {$(
+        impl $crate::Handoff for $t {
+            const __POD: ::std::option::Option<$crate::__PodWire<Self>> =
+                ::std::option::Option::Some($crate::__PodWire::of());
+            fn encode(&self, out: &mut ::std::vec::Vec<u8>) {
+                out.extend_from_slice($crate::bytemuck::bytes_of(self));
+            }
+            fn decode(input: &mut &[u8]) -> ::std::result::Result<Self, $crate::HandoffError> {
+                $crate::__decode_pod(input)
+            }
+        }
+    )+};
+}

@@ -1,0 +1,545 @@
+//! Unbounded queues (Python's `Queue()` / `maxsize <= 0`): a chain of
+//! MPMC rings that grows as needed, in every process.
+//!
+//! Shape: a small control segment under the queue's name holds two
+//! indices, `newest` (the ring producers put into) and `oldest` (the ring
+//! consumers drain). Ring `k` is an ordinary [`ItemRing`] segment named
+//! `<name>.<k>` (plain-data slots or frames, as for a bounded queue).
+//!
+//! - **put**: try the newest ring; if it is full, or its frames are too
+//!   small for the item, *seal* it (close it: its producers' claims fail
+//!   from then on, so nothing lands in it after the seal), create ring
+//!   `k + 1` (idempotently: whoever comes first creates it, the others
+//!   open it) and move `newest` from `k` to `k + 1` with one CAS. Any
+//!   process can do every step, so a producer that dies mid-link (after
+//!   the seal, or after creating the successor) delays nobody: the next
+//!   put, or a consumer that finds the sealed ring drained, finishes it.
+//! - **get**: take from the oldest ring; when it is sealed and drained
+//!   (`Closed`), move `oldest` on with one CAS, and the winner unlinks the
+//!   retired ring's name and gives its bytes back to the memory budget.
+//!   Every producer's items stay in order: its puts into ring `k` all
+//!   precede its puts into `k + 1`, and ring `k` is drained first.
+//! - **crashes**: inside a ring, the ring's own guarantees (a dead
+//!   producer's item absent, a dead consumer's item gone with it). Between
+//!   rings, every step is idempotent, see above.
+//! - **memory**: the live rings' bytes are counted in the control block;
+//!   a new ring that would pass the limit (default
+//!   [`DEFAULT_MEMORY_LIMIT`]) is not created: the queue is full until
+//!   consumers retire a ring (`put_nowait`: `Full`; `put`: waits). Space is
+//!   reserved when a ring is created (`fallocate`), so a full `/dev/shm`
+//!   is that same "full", never a SIGBUS. One ring beyond the oldest is
+//!   always allowed, so a limit smaller than two rings cannot deadlock.
+//! - **names**: ring segments are created persisted (the producer process
+//!   that happened to create one may exit before it is drained); the
+//!   consumer that retires a ring unlinks it, and the creator of the
+//!   queue, when its last handle drops, unlinks whatever rings are left.
+//!   If the creator is killed, the rings stay until removed with
+//!   [`unlink`](crate::unlink) (`gc` leaves persisted segments alone).
+//!
+//! `qsize` is the sum of each live ring's exact count (each exact at its
+//! instant, the sum not one snapshot).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::error::TaskDoneError;
+use super::item::{FrameCell, PodVia, RingItem};
+use super::itemring::{GetFail, ItemRing, Mode, PutFail};
+use super::spsc::Line;
+use crate::handoff::Handoff;
+use crate::shm::object::{self, Mapped, Object};
+use crate::shm::{Fingerprint, Kind};
+use crate::wait::Deadline;
+use crate::wait::futex::{wait32, wake32};
+use crate::wait::spin::POLL;
+use crate::{OpenError, Options};
+
+/// The memory an unbounded queue's rings may take unless told otherwise.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 1 << 30;
+/// Bit of `newest`: the queue is closed for everyone (`close_all`).
+const CLOSED: u64 = 1 << 63;
+/// The first ring's bytes (about), and the most any ring takes.
+const FIRST_RING_BYTES: u64 = 64 << 10;
+const MAX_RING_BYTES: u64 = 64 << 20;
+/// Payload bytes of the first frame ring's slots (rings grow for larger
+/// items).
+const FIRST_MAX_FRAME: u64 = 128 - super::item::FRAME_HEAD;
+/// How many rings a queue may ever have (names stay short; far beyond
+/// any real use: each ring is at least as large as the one before).
+const MAX_RINGS: u64 = 1 << 40;
+
+/// The chain's control block.
+#[repr(C)]
+pub(crate) struct ChainCtl {
+    /// Index of the ring producers put into; bit 63: closed.
+    newest: Line<AtomicU64>,
+    /// Index of the oldest live ring (consumers drain it).
+    oldest: Line<AtomicU64>,
+    words: Line<Words>,
+}
+
+#[repr(C)]
+struct Words {
+    /// The memory limit (bytes of live rings), fixed at creation.
+    limit: AtomicU64,
+    /// Bytes of the live rings.
+    live: AtomicU64,
+    /// Bumped when a ring is retired or the queue closes; producers at
+    /// the limit sleep on it.
+    space_seq: AtomicU32,
+    producers_waiting: AtomicU32,
+    /// JoinableQueue: items put, `task_done` calls; joiners sleep on
+    /// `done_seq`.
+    puts: AtomicU64,
+    dones: AtomicU64,
+    done_seq: AtomicU32,
+    joiners: AtomicU32,
+}
+
+/// The control segment (its element identity is the rings').
+struct ChainObj<T> {
+    m: Mapped<ChainCtl>,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Handoff> Object for ChainObj<T> {
+    const KIND: Kind = Kind::QueueChain;
+    type Init = u64;
+    type Ctl = ChainCtl;
+    fn fingerprint() -> Fingerprint {
+        if T::__POD.is_some() { PodVia::<T>::fingerprint() } else { FrameCell::<T>::fingerprint() }
+    }
+    fn data_size(_: u64) -> Option<u64> {
+        Some(0)
+    }
+    fn new_ctl(limit: &u64, _: u64) -> ChainCtl {
+        let z = || AtomicU32::new(0);
+        ChainCtl {
+            newest: Line(AtomicU64::new(0)),
+            oldest: Line(AtomicU64::new(0)),
+            words: Line(Words {
+                limit: AtomicU64::new(*limit),
+                live: AtomicU64::new(0),
+                space_seq: z(),
+                producers_waiting: z(),
+                puts: AtomicU64::new(0),
+                dones: AtomicU64::new(0),
+                done_seq: z(),
+                joiners: z(),
+            }),
+        }
+    }
+    fn from_mapped(m: Mapped<ChainCtl>) -> Self {
+        ChainObj { m, _t: std::marker::PhantomData }
+    }
+}
+
+/// What the handles of one process share.
+struct Shared<T> {
+    ctl: ChainObj<T>,
+    /// Rings this process has mapped, by index (oldest first).
+    rings: Mutex<Vec<(u64, ItemRing<T>)>>,
+    /// The pid of the process that created the queue through this handle
+    /// (it removes the rings' names); `None` for an opened queue.
+    creator: Option<u32>,
+    persisted: std::sync::atomic::AtomicBool,
+}
+
+/// An unbounded queue of `T`: handles to one chain of rings.
+pub(super) struct Chain<T> {
+    s: Arc<Shared<T>>,
+}
+
+impl<T> Clone for Chain<T> {
+    fn clone(&self) -> Self {
+        Chain { s: Arc::clone(&self.s) }
+    }
+}
+
+impl<T> std::fmt::Debug for Chain<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain").field("segment", &self.s.ctl.m).finish()
+    }
+}
+
+/// Slots of a ring of `bytes` with slots of `stride` bytes: a power of two,
+/// at least 2.
+fn slots_for(bytes: u64, stride: u64) -> u64 {
+    let n = (bytes / stride.max(1)).max(2);
+    1 << (63 - n.leading_zeros())
+}
+
+impl<T: Handoff> Chain<T> {
+    fn ctl(&self) -> &ChainCtl {
+        self.s.ctl.m.ctl()
+    }
+
+    fn words(&self) -> &Words {
+        &self.ctl().words.0
+    }
+
+    fn name(&self) -> &str {
+        self.s.ctl.m.segment().name()
+    }
+
+    fn ring_name(&self, k: u64) -> String {
+        format!("{}.{k}", self.name())
+    }
+
+    fn wrap(ctl: ChainObj<T>, creator: bool) -> Self {
+        let creator = creator.then(std::process::id);
+        Chain {
+            s: Arc::new(Shared {
+                ctl,
+                rings: Mutex::new(Vec::new()),
+                creator,
+                persisted: std::sync::atomic::AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Creates an unbounded queue as `name` (or under a unique name) with
+    /// a memory limit; ring 0 is created with it.
+    pub(super) fn create(name: Option<&str>, limit: u64, opts: &Options) -> Result<Self, OpenError> {
+        let ctl: ChainObj<T> = match name {
+            Some(n) => {
+                // The longest ring name must be valid too.
+                crate::shm::os_name(&format!("{n}.{MAX_RINGS}"))?;
+                object::create(n, limit, opts)?
+            }
+            None => object::create_unique(limit, opts)?,
+        };
+        let chain = Self::wrap(ctl, true);
+        crate::shm::os_name(&chain.ring_name(MAX_RINGS))?;
+        chain.create_ring(0, 0)?;
+        Ok(chain)
+    }
+
+    /// Opens the unbounded queue `name`.
+    pub(super) fn open(name: &str, opts: &Options) -> Result<Self, OpenError> {
+        Ok(Self::wrap(object::open(name, opts)?, false))
+    }
+
+    /// The ring `k`, mapped once per process.
+    fn ring(&self, k: u64) -> Result<ItemRing<T>, OpenError> {
+        let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, r)) = rings.iter().find(|(i, _)| *i == k) {
+            return Ok(r.clone());
+        }
+        let r = ItemRing::open(&self.ring_name(k), &Options::new())?;
+        // Forget rings that are retired (below `oldest`).
+        // Acquire: pairs with the AcqRel CAS in `retire`.
+        let oldest = self.ctl().oldest.0.load(Ordering::Acquire);
+        rings.retain(|(i, _)| *i >= oldest);
+        rings.push((k, r.clone()));
+        Ok(r)
+    }
+
+    /// Creates ring `k` with slots for frames of `need` bytes (at least as
+    /// large as ring `k - 1`'s), unless the memory limit forbids it
+    /// (`Ok(None)`). An existing ring `k` is opened instead.
+    fn create_ring(&self, k: u64, need: u64) -> Result<Option<ItemRing<T>>, OpenError> {
+        if let Ok(r) = self.ring(k) {
+            return Ok(Some(r));
+        }
+        let (slots, max_frame, cost) = self.plan(k, need)?;
+        let w = self.words();
+        // AcqRel: pairs with the other reservations and `retire`'s release.
+        let before = w.live.fetch_add(cost, Ordering::AcqRel);
+        // Acquire: pairs with the AcqRel CAS in `retire`.
+        let only_one_live = self.ctl().oldest.0.load(Ordering::Acquire) + 1 >= k;
+        if before + cost > w.limit.load(Ordering::Relaxed) && !only_one_live {
+            w.live.fetch_sub(cost, Ordering::AcqRel);
+            return Ok(None);
+        }
+        match ItemRing::create(Some(&self.ring_name(k)), slots, max_frame, &Options::new()) {
+            Ok(r) => {
+                r.persist();
+                let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
+                rings.push((k, r.clone()));
+                Ok(Some(r))
+            }
+            Err(e) => {
+                w.live.fetch_sub(cost, Ordering::AcqRel);
+                match e {
+                    // Somebody else created it meanwhile: use theirs.
+                    OpenError::AlreadyExists(_) => self.ring(k).map(Some),
+                    // /dev/shm is full: as the memory limit.
+                    OpenError::NoSpace { .. } => Ok(None),
+                    e => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Slots, frame size and bytes of a new ring `k` for items of `need`
+    /// bytes: frames at least as large as ring `k - 1`'s, rings growing
+    /// from `FIRST_RING_BYTES` to `MAX_RING_BYTES`.
+    fn plan(&self, k: u64, need: u64) -> Result<(u64, u64, u64), OpenError> {
+        let prev_frame = if k == 0 { FIRST_MAX_FRAME } else { self.ring(k - 1).map_or(0, |r| r.max_frame() as u64) };
+        let max_frame = need.max(prev_frame).max(FIRST_MAX_FRAME);
+        let stride = if T::__POD.is_some() {
+            std::mem::size_of::<super::item::Slot<T>>() as u64
+        } else {
+            super::frames::frame_stride(max_frame).ok_or_else(|| OpenError::InvalidArgument("frame too large".into()))?
+        };
+        let bytes = (FIRST_RING_BYTES << k.min(20)).clamp(FIRST_RING_BYTES, MAX_RING_BYTES).max(2 * stride);
+        let slots = slots_for(bytes, stride);
+        Ok((slots, max_frame, slots * stride))
+    }
+
+    /// Whether a put would find no room now: the newest ring is full (or
+    /// sealed) and the limit forbids the next one.
+    pub(super) fn is_full(&self) -> bool {
+        // Acquire (both): pair with the CASes in `advance` and `retire`.
+        let n = self.ctl().newest.0.load(Ordering::Acquire) & !CLOSED;
+        let o = self.ctl().oldest.0.load(Ordering::Acquire);
+        let Ok(r) = self.ring(n) else { return false };
+        if r.len() < r.capacity() && !r.is_closed() {
+            return false;
+        }
+        let Ok((_, _, cost)) = self.plan(n + 1, 0) else { return true };
+        let w = self.words();
+        o + 1 < n + 1 && w.live.load(Ordering::Relaxed) + cost > w.limit.load(Ordering::Relaxed)
+    }
+
+    /// Ring `k` cannot take an item (full, sealed, or frames of less than
+    /// `need` bytes): seals it, makes sure ring `k + 1` exists and moves
+    /// `newest` on. False if the memory limit forbids a new ring.
+    fn advance(&self, k: u64, ring: &ItemRing<T>, need: u64) -> Result<bool, OpenError> {
+        ring.close();
+        let newest = &self.ctl().newest.0;
+        // Acquire: pairs with the AcqRel CAS below (by anyone).
+        if newest.load(Ordering::Acquire) != k {
+            return Ok(true);
+        }
+        if self.create_ring(k + 1, need)?.is_none() {
+            return Ok(false);
+        }
+        // AcqRel: publishes ring k + 1 (it exists, READY) to whoever reads
+        // `newest`; fails if another process moved it, or closed the queue.
+        let _ = newest.compare_exchange(k, k + 1, Ordering::AcqRel, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Retires the drained, sealed ring `k` (`oldest == k < newest`).
+    fn retire(&self, k: u64, ring: &ItemRing<T>) {
+        // AcqRel: pairs with the Acquire loads of `oldest`; only one wins.
+        if self.ctl().oldest.0.compare_exchange(k, k + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            let _ = crate::unlink(&self.ring_name(k));
+            let w = self.words();
+            w.live.fetch_sub(ring.bytes().min(w.live.load(Ordering::Relaxed)), Ordering::AcqRel);
+            // Release: pairs with the producers' Acquire ticket load.
+            w.space_seq.fetch_add(1, Ordering::Release);
+            if w.producers_waiting.load(Ordering::SeqCst) != 0 {
+                wake32(&w.space_seq, u32::MAX);
+            }
+            let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
+            rings.retain(|(i, _)| *i > k);
+        }
+    }
+
+    /// Puts `item` into the newest ring, growing the chain as needed.
+    pub(super) fn put(&self, mut item: T, mode: Mode) -> Result<(), PutFail<T>> {
+        loop {
+            // Acquire: pairs with the AcqRel CAS in `advance`: ring k exists.
+            let n = self.ctl().newest.0.load(Ordering::Acquire);
+            if n & CLOSED != 0 {
+                return Err(PutFail::Closed(item));
+            }
+            let Ok(ring) = self.ring(n) else {
+                // Only a ring removed by hand; nothing to put into.
+                return Err(PutFail::Closed(item));
+            };
+            let need = match ring.put(item, Mode::Try) {
+                Ok(()) => {
+                    // Release: pairs with the Acquire loads in `unfinished`.
+                    self.words().puts.fetch_add(1, Ordering::Release);
+                    return Ok(());
+                }
+                Err(PutFail::TooLarge(v)) => {
+                    let mut len = Vec::new();
+                    v.encode(&mut len);
+                    item = v;
+                    len.len() as u64
+                }
+                Err(PutFail::Full(v) | PutFail::Closed(v) | PutFail::TimedOut(v)) => {
+                    item = v;
+                    0
+                }
+            };
+            match self.advance(n, &ring, need) {
+                Ok(true) => {}
+                Ok(false) => match mode {
+                    Mode::Try => return Err(PutFail::Full(item)),
+                    Mode::Until(d) => {
+                        if d.passed() {
+                            return Err(PutFail::TimedOut(item));
+                        }
+                        self.wait_for_space(d);
+                    }
+                },
+                // No slot size for the item, or the ring cannot be made.
+                Err(_) if need > 0 => return Err(PutFail::TooLarge(item)),
+                Err(_) => return Err(PutFail::Closed(item)),
+            }
+        }
+    }
+
+    /// Sleeps until a ring is retired (or a poll period, or `deadline`).
+    #[cold]
+    fn wait_for_space(&self, deadline: Deadline) {
+        let w = self.words();
+        // Acquire: pairs with the Release bump in `retire`.
+        let ticket = w.space_seq.load(Ordering::Acquire);
+        // SeqCst: pairs with the SeqCst load in `retire` (a Dekker pair
+        // with the bump before it; we re-check by sleeping at most a poll).
+        w.producers_waiting.fetch_add(1, Ordering::SeqCst);
+        wait32(&w.space_seq, ticket, deadline.capped(POLL));
+        w.producers_waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Gets from the oldest ring, following the chain.
+    pub(super) fn get(&self, mode: Mode) -> Result<T, GetFail> {
+        loop {
+            // Acquire: pairs with the AcqRel CAS in `retire`.
+            let o = self.ctl().oldest.0.load(Ordering::Acquire);
+            let Ok(ring) = self.ring(o) else {
+                // Retired meanwhile (its name is gone): follow `oldest`.
+                // Acquire: as above.
+                if self.ctl().oldest.0.load(Ordering::Acquire) != o {
+                    continue;
+                }
+                return Err(GetFail::Closed);
+            };
+            match ring.get(mode) {
+                Ok(v) => return Ok(v),
+                Err(GetFail::Closed) => {
+                    // Sealed and drained. Acquire: pairs with `advance`'s CAS.
+                    let n = self.ctl().newest.0.load(Ordering::Acquire);
+                    if n & !CLOSED == o {
+                        if n & CLOSED != 0 {
+                            return Err(GetFail::Closed);
+                        }
+                        // Sealed by a producer that has not linked the
+                        // successor yet (or died doing it): link it.
+                        if !self.advance(o, &ring, 0).unwrap_or(false) {
+                            std::thread::yield_now();
+                        }
+                        continue;
+                    }
+                    self.retire(o, &ring);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Items in the live rings.
+    pub(super) fn len(&self) -> usize {
+        // Acquire (both): pair with the CASes in `advance` and `retire`.
+        let o = self.ctl().oldest.0.load(Ordering::Acquire);
+        let n = self.ctl().newest.0.load(Ordering::Acquire) & !CLOSED;
+        (o..=n.max(o)).filter_map(|k| self.ring(k).ok()).map(|r| r.len()).sum()
+    }
+
+    /// Closes the queue for every process.
+    pub(super) fn close(&self) {
+        // SeqCst: `advance`'s CAS fails from now on, so `n` stays newest.
+        let n = self.ctl().newest.0.fetch_or(CLOSED, Ordering::SeqCst) & !CLOSED;
+        if let Ok(r) = self.ring(n) {
+            r.close();
+        }
+        let w = self.words();
+        // Release: pairs with the producers' Acquire ticket load.
+        w.space_seq.fetch_add(1, Ordering::Release);
+        wake32(&w.space_seq, u32::MAX);
+    }
+
+    pub(super) fn name_str(&self) -> &str {
+        self.name()
+    }
+
+    pub(super) fn persist(&self) {
+        self.s.persisted.store(true, Ordering::Relaxed);
+        self.s.ctl.m.segment().persist();
+    }
+
+    /// Items put and not yet marked done.
+    pub(super) fn unfinished(&self) -> u64 {
+        let w = self.words();
+        // Acquire (both): pair with the Release increments.
+        w.puts.load(Ordering::Acquire).saturating_sub(w.dones.load(Ordering::Acquire))
+    }
+
+    pub(super) fn task_done(&self) -> Result<(), TaskDoneError> {
+        let w = self.words();
+        loop {
+            let d = w.dones.load(Ordering::Relaxed);
+            if self.unfinished() == 0 {
+                return Err(TaskDoneError);
+            }
+            // SeqCst: a Dekker pair with the joiners' registration.
+            if w.dones.compare_exchange(d, d + 1, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+                break;
+            }
+        }
+        if self.unfinished() == 0 && w.joiners.load(Ordering::SeqCst) != 0 {
+            // Release: pairs with the joiners' Acquire ticket load.
+            w.done_seq.fetch_add(1, Ordering::Release);
+            wake32(&w.done_seq, u32::MAX);
+        }
+        Ok(())
+    }
+
+    pub(super) fn join_until(&self, deadline: Deadline) -> bool {
+        let w = self.words();
+        loop {
+            if self.unfinished() == 0 {
+                return true;
+            }
+            if deadline.passed() {
+                return false;
+            }
+            // Acquire: pairs with the Release bump in `task_done`.
+            let ticket = w.done_seq.load(Ordering::Acquire);
+            // SeqCst: pairs with task_done's SeqCst CAS and load.
+            w.joiners.fetch_add(1, Ordering::SeqCst);
+            if self.unfinished() != 0 {
+                wait32(&w.done_seq, ticket, deadline.capped(POLL));
+            }
+            w.joiners.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Testing aid: seals the newest ring without linking a successor, as
+    /// a producer that died between the two steps leaves it.
+    #[cfg(feature = "test-hooks")]
+    pub(super) fn seal_newest(&self) {
+        // Acquire: pairs with the CAS in `advance`.
+        let n = self.ctl().newest.0.load(Ordering::Acquire) & !CLOSED;
+        if let Ok(r) = self.ring(n) {
+            r.close();
+        }
+    }
+
+}
+
+impl<T> Drop for Shared<T> {
+    /// The creator's last handle removes the names of the rings left.
+    fn drop(&mut self) {
+        // A forked child inherits the handle but is not the creator.
+        if self.creator != Some(std::process::id()) || self.persisted.load(Ordering::Relaxed) {
+            return;
+        }
+        let ctl = self.ctl.m.ctl();
+        // Relaxed: a best-effort cleanup; both are bounded below.
+        let o = ctl.oldest.0.load(Ordering::Relaxed);
+        let n = (ctl.newest.0.load(Ordering::Relaxed) & !CLOSED).clamp(o, o.saturating_add(1 << 16));
+        let name = self.ctl.m.segment().name();
+        // n + 1: a successor created by a producer that died before linking it.
+        for k in o..=n + 1 {
+            let _ = crate::unlink(&format!("{name}.{k}"));
+        }
+    }
+}

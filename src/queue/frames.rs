@@ -1,0 +1,147 @@
+//! Variable-length frames on the MPMC ring: the items of a
+//! [`Queue`](super::Queue) that are not plain data, encoded with
+//! [`Handoff`].
+//!
+//! Shape: the MPMC ring of `mpmc.rs` (Vyukov's protocol, the participant
+//! records and the crash repair of `repair.rs`, unchanged) whose slots are
+//! fixed-size frame slots chosen at creation (`max_frame`):
+//!
+//! ```text
+//! slot = [seq: u64][len: u64][pad to 64][payload: max_frame bytes, 64-aligned]
+//! ```
+//!
+//! A producer claims a position, writes `len` and the payload, and
+//! publishes with the slot's Release sequence store; a consumer claims it
+//! with the Acquire sequence load and copies the payload out. So the crash
+//! guarantees are the Pod queue's, word for word: a dead producer's frame
+//! is skipped (absent), a dead consumer's frame is gone with it, nothing
+//! else is lost, and `qsize` is exact (positions count frames).
+//!
+//! Untrusted input: `len` is read once, and a length beyond the slot is a
+//! corrupted frame (removed, reported as `Corrupted`), as is a payload
+//! that does not decode as exactly one `T`. Every payload copy goes
+//! through `shm::copy`.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::item::{FRAME_HEAD, FrameCell, FrameHead};
+use super::mpmc::{MpmcQueue, ShmSlots};
+use super::vyukov::Slots;
+use crate::handoff::Handoff;
+
+/// A frame to write: its bytes (checked to fit before the claim).
+#[derive(Clone, Copy)]
+pub(super) struct FrameIn<'a>(pub(super) &'a [u8]);
+
+/// A frame read: its bytes, or `None` if its length was impossible.
+pub(super) struct FrameOut(pub(super) Option<Vec<u8>>);
+
+impl<T> ShmSlots<FrameCell<T>> {
+    /// The slot's header (sequence word, length).
+    #[inline(always)]
+    fn head(&self, pos: u64) -> &FrameHead {
+        // SAFETY: a frame slot starts with its 8-aligned `FrameHead` inside the mapping (`slot`); made of
+        // atomics, so a shared reference is sound while other processes write it.
+        unsafe { &*self.slot(pos).cast::<FrameHead>() }
+    }
+
+    /// Payload bytes a slot holds.
+    #[inline(always)]
+    fn room(&self) -> usize {
+        self.stride() - FRAME_HEAD as usize
+    }
+}
+
+impl<T> Slots<FrameIn<'_>> for ShmSlots<FrameCell<T>> {
+    #[inline(always)]
+    fn seq(&self, pos: u64) -> &AtomicU64 {
+        &self.head(pos).seq
+    }
+    #[inline(always)]
+    unsafe fn write(&self, pos: u64, v: FrameIn<'_>) {
+        let n = v.0.len().min(self.room());
+        debug_assert_eq!(n, v.0.len(), "the caller checks the frame fits");
+        // Relaxed: published by the Release store of the slot's sequence
+        // word in `publish` (vyukov.rs), which the consumer loads with Acquire.
+        self.head(pos).len.store(n as u64, Ordering::Relaxed);
+        // SAFETY: the payload area of the slot (`room` bytes from FRAME_HEAD) is inside the mapping; `n <= room`;
+        // the caller owns the slot (vyukov's contract).
+        unsafe { crate::shm::copy::copy_to_shared(&v.0[..n], self.slot(pos).add(FRAME_HEAD as usize)) };
+    }
+    unsafe fn read(&self, _: u64) -> FrameIn<'static> {
+        unreachable!("frames are read into FrameOut")
+    }
+}
+
+impl<T> Slots<FrameOut> for ShmSlots<FrameCell<T>> {
+    #[inline(always)]
+    fn seq(&self, pos: u64) -> &AtomicU64 {
+        &self.head(pos).seq
+    }
+    unsafe fn write(&self, _: u64, _: FrameOut) {
+        unreachable!("frames are written from FrameIn")
+    }
+    #[inline(always)]
+    unsafe fn read(&self, pos: u64) -> FrameOut {
+        // Relaxed: the consumer's Acquire load of the sequence word (pop)
+        // made the producer's store visible. Read once, then checked.
+        let len = self.head(pos).len.load(Ordering::Relaxed);
+        let Some(n) = usize::try_from(len).ok().filter(|&n| n <= self.room()) else {
+            return FrameOut(None);
+        };
+        let mut out = Vec::with_capacity(n);
+        // SAFETY: `n <= room` bytes of the slot's payload are inside the mapping; the caller owns the slot. The
+        // copy initialises the first `n` bytes of the spare capacity, then `set_len` covers exactly those.
+        unsafe {
+            crate::shm::copy::copy_from_shared_uninit(
+                self.slot(pos).add(FRAME_HEAD as usize),
+                &mut out.spare_capacity_mut()[..n],
+            );
+            out.set_len(n);
+        }
+        FrameOut(Some(out))
+    }
+
+}
+
+thread_local! {
+    /// The encoding buffer, reused by every put of this thread (taken out
+    /// while in use, so an `encode` that itself puts gets a fresh one).
+    static ENCODED: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with `item` encoded.
+#[inline]
+pub(super) fn with_encoded<T: Handoff, R>(item: &T, f: impl FnOnce(&[u8]) -> R) -> R {
+    let mut buf = ENCODED.take();
+    buf.clear();
+    item.encode(&mut buf);
+    let r = f(&buf);
+    ENCODED.set(buf);
+    r
+}
+
+/// Decodes exactly one `T` from a frame read; `None` if it is corrupted.
+#[inline]
+pub(super) fn decode<T: Handoff>(frame: FrameOut) -> Option<T> {
+    let bytes = frame.0?;
+    let mut input = &bytes[..];
+    let v = T::decode(&mut input).ok()?;
+    input.is_empty().then_some(v)
+}
+
+impl<T> MpmcQueue<FrameCell<T>> {
+    /// The largest frame (encoded item) a slot holds.
+    pub(super) fn max_frame(&self) -> usize {
+        self.slots().stride() - FRAME_HEAD as usize
+    }
+}
+
+/// The slot size for frames of up to `max_frame` bytes: header plus
+/// payload, rounded up to 64 bytes; `None` if absurd.
+pub(super) fn frame_stride(max_frame: u64) -> Option<u64> {
+    let a = super::item::FRAME_ALIGN;
+    let s = max_frame.checked_add(FRAME_HEAD)?.checked_add(a - 1)? / a * a;
+    (s / a <= u64::from(u32::MAX) / 2).then_some(s)
+}

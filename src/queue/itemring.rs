@@ -1,0 +1,235 @@
+//! One MPMC ring of `T: Handoff` items, whichever slots `T` needs: the
+//! pod slot ring for plain data (`T::__POD`, a compile-time constant, so
+//! the other arm is dead code), the frame ring otherwise. The
+//! Python-shaped queues and the unbounded chain are built on it.
+
+use super::error::{GetTimeoutError, PutTimeoutError, TryGetError, TryPutError};
+use super::frames::{self, FrameIn, FrameOut};
+use super::item::{FrameCell, PodVia};
+use super::mpmc::{MpmcQueue, frame_init};
+use crate::handoff::Handoff;
+use crate::shm::object;
+use crate::wait::Deadline;
+use crate::{OpenError, Options};
+
+/// The frame size of a queue of encoded items unless told otherwise: a
+/// slot of 1 KiB.
+pub const DEFAULT_MAX_FRAME: u64 = 1024 - super::item::FRAME_HEAD;
+
+/// How long a call may wait.
+#[derive(Clone, Copy)]
+pub(super) enum Mode {
+    /// Not at all (`try_`/`_nowait`).
+    Try,
+    /// Until the deadline (`Deadline::NEVER`: no deadline).
+    Until(Deadline),
+}
+
+/// Why a put did not happen (every case; each public call converts it to
+/// its own enum).
+pub(super) enum PutFail<T> {
+    Full(T),
+    Closed(T),
+    TimedOut(T),
+    TooLarge(T),
+}
+
+/// Why a get returned nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum GetFail {
+    Empty,
+    Closed,
+    TimedOut,
+    Corrupted,
+}
+
+/// One ring of items.
+pub(super) enum ItemRing<T> {
+    Slots(MpmcQueue<PodVia<T>>),
+    Frames(MpmcQueue<FrameCell<T>>),
+}
+
+impl<T> Clone for ItemRing<T> {
+    fn clone(&self) -> Self {
+        match self {
+            ItemRing::Slots(q) => ItemRing::Slots(q.clone()),
+            ItemRing::Frames(q) => ItemRing::Frames(q.clone()),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for ItemRing<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ItemRing::Slots(q) => q.fmt(f),
+            ItemRing::Frames(q) => q.fmt(f),
+        }
+    }
+}
+
+/// Runs `$body` with `$q` bound to the ring, whichever kind it is.
+macro_rules! each {
+    ($r:expr, $q:ident => $body:expr) => {
+        match $r {
+            ItemRing::Slots($q) => $body,
+            ItemRing::Frames($q) => $body,
+        }
+    };
+}
+pub(super) use each;
+
+impl<T: Handoff> ItemRing<T> {
+    /// Creates a ring of `cap` items (frames of up to `max_frame` bytes)
+    /// as `name`, or under a unique name.
+    pub(super) fn create(name: Option<&str>, cap: u64, max_frame: u64, opts: &Options) -> Result<Self, OpenError> {
+        if T::__POD.is_some() {
+            Ok(ItemRing::Slots(match name {
+                Some(n) => object::create(n, cap, opts)?,
+                None => object::create_unique(cap, opts)?,
+            }))
+        } else {
+            let init = Self::frame_init(cap, max_frame)?;
+            Ok(ItemRing::Frames(match name {
+                Some(n) => object::create(n, init, opts)?,
+                None => object::create_unique(init, opts)?,
+            }))
+        }
+    }
+
+    fn frame_init(cap: u64, max_frame: u64) -> Result<u64, OpenError> {
+        let stride = frames::frame_stride(max_frame)
+            .ok_or_else(|| OpenError::InvalidArgument(format!("frame size {max_frame} is not supported")))?;
+        if cap > u64::from(u32::MAX) {
+            return Err(OpenError::InvalidArgument(format!("capacity {cap} is not supported")));
+        }
+        Ok(frame_init(cap, stride))
+    }
+
+    /// Opens the ring `name`.
+    pub(super) fn open(name: &str, opts: &Options) -> Result<Self, OpenError> {
+        if T::__POD.is_some() {
+            object::open(name, opts).map(ItemRing::Slots)
+        } else {
+            object::open(name, opts).map(ItemRing::Frames)
+        }
+    }
+
+    /// Puts `item`.
+    #[inline(always)]
+    pub(super) fn put(&self, item: T, mode: Mode) -> Result<(), PutFail<T>> {
+        match self {
+            ItemRing::Slots(q) => match mode {
+                Mode::Try => q.try_push(PodVia(item)).map_err(|e| match e {
+                    TryPutError::Full(v) => PutFail::Full(v.0),
+                    TryPutError::Closed(v) => PutFail::Closed(v.0),
+                    TryPutError::TooLarge(v) => PutFail::TooLarge(v.0),
+                }),
+                Mode::Until(d) => q.push_until(PodVia(item), d).map_err(|e| match e {
+                    PutTimeoutError::TimedOut(v) => PutFail::TimedOut(v.0),
+                    PutTimeoutError::Closed(v) => PutFail::Closed(v.0),
+                    PutTimeoutError::TooLarge(v) => PutFail::TooLarge(v.0),
+                }),
+            },
+            ItemRing::Frames(q) => {
+                let r = frames::with_encoded(&item, |bytes| {
+                    if bytes.len() > q.max_frame() {
+                        return Err(PutFail::TooLarge(()));
+                    }
+                    let frame = FrameIn(bytes);
+                    match mode {
+                        Mode::Try => q.try_push_v(frame).map_err(|e| match e {
+                            TryPutError::Full(_) => PutFail::Full(()),
+                            _ => PutFail::Closed(()),
+                        }),
+                        Mode::Until(d) => q.push_until(frame, d).map_err(|e| match e {
+                            PutTimeoutError::TimedOut(_) => PutFail::TimedOut(()),
+                            _ => PutFail::Closed(()),
+                        }),
+                    }
+                });
+                r.map_err(|e| match e {
+                    PutFail::Full(()) => PutFail::Full(item),
+                    PutFail::Closed(()) => PutFail::Closed(item),
+                    PutFail::TimedOut(()) => PutFail::TimedOut(item),
+                    PutFail::TooLarge(()) => PutFail::TooLarge(item),
+                })
+            }
+        }
+    }
+
+    /// Gets an item.
+    #[inline(always)]
+    pub(super) fn get(&self, mode: Mode) -> Result<T, GetFail> {
+        match self {
+            ItemRing::Slots(q) => match mode {
+                Mode::Try => q.try_pop().map(|v| v.0).map_err(GetFail::from_try),
+                Mode::Until(d) => q.pop_until::<PodVia<T>>(d).map(|v| v.0).map_err(GetFail::from_timeout),
+            },
+            ItemRing::Frames(q) => {
+                let frame: FrameOut = match mode {
+                    Mode::Try => q.try_pop_v().map_err(GetFail::from_try)?,
+                    Mode::Until(d) => q.pop_until(d).map_err(GetFail::from_timeout)?,
+                };
+                frames::decode(frame).ok_or(GetFail::Corrupted)
+            }
+        }
+    }
+
+    /// Items in the ring (exact at one instant).
+    pub(super) fn len(&self) -> usize {
+        each!(self, q => q.len())
+    }
+
+    /// The ring's capacity.
+    pub(super) fn capacity(&self) -> usize {
+        each!(self, q => q.capacity())
+    }
+
+    /// The largest encoded item (frames), or the item size (pod).
+    pub(super) fn max_frame(&self) -> usize {
+        match self {
+            ItemRing::Slots(_) => std::mem::size_of::<T>(),
+            ItemRing::Frames(q) => q.max_frame(),
+        }
+    }
+
+    /// Closes the ring for every process.
+    pub(super) fn close(&self) {
+        each!(self, q => q.close())
+    }
+
+    /// Whether the ring is closed (an unbounded queue's: sealed).
+    pub(super) fn is_closed(&self) -> bool {
+        each!(self, q => q.is_closed())
+    }
+
+    pub(super) fn name(&self) -> &str {
+        each!(self, q => q.name())
+    }
+
+    pub(super) fn persist(&self) {
+        each!(self, q => q.persist())
+    }
+
+    /// Bytes of the ring's segment.
+    pub(super) fn bytes(&self) -> u64 {
+        each!(self, q => q.segment_len())
+    }
+}
+
+impl GetFail {
+    fn from_try(e: TryGetError) -> Self {
+        match e {
+            TryGetError::Empty => GetFail::Empty,
+            TryGetError::Closed => GetFail::Closed,
+            TryGetError::Corrupted => GetFail::Corrupted,
+        }
+    }
+    fn from_timeout(e: GetTimeoutError) -> Self {
+        match e {
+            GetTimeoutError::TimedOut => GetFail::TimedOut,
+            GetTimeoutError::Closed => GetFail::Closed,
+            GetTimeoutError::Corrupted => GetFail::Corrupted,
+        }
+    }
+}

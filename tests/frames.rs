@@ -1,0 +1,389 @@
+//! Queues of any `Handoff` item (issue 11, item 1) across real processes:
+//! `Queue<String>` and `Queue<(u32, String)>` with 2 producers x 2
+//! consumers exactly once, random-size frames 0..64 KiB, producers killed
+//! mid-stream and between claim and publish, consumers killed between
+//! claim and release, corrupted or foreign frames.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use shmproc::{Event, GetTimeoutError, Handoff, JoinableQueue, Process, Queue, SimpleQueue, Value};
+use shmproc::{GetError, PutError, TryGetError, TryPutError};
+
+/// A 64-bit mix, so that a lost item plus a duplicated one cannot cancel
+/// out in a sum.
+fn mix(x: u64) -> u64 {
+    let x = (x ^ (x >> 31)).wrapping_mul(0x7fb5_d329_728e_a185);
+    (x ^ (x >> 27)).wrapping_mul(0x81da_def4_bc2d_d44d)
+}
+
+/// Item `i` of producer `tag`: a string of 0..=200 bytes that names both.
+fn text(tag: u64, i: u64) -> String {
+    let mut s = format!("{tag}:{i}:");
+    let pad = (mix(tag << 40 | i) % 200) as usize;
+    s.extend(std::iter::repeat_n(char::from(b'a' + (i % 26) as u8), pad));
+    s
+}
+
+/// Parses `text`'s output back (and checks its padding).
+fn parse(s: &str) -> Result<(u64, u64), String> {
+    let mut it = s.splitn(3, ':');
+    let tag = it.next().and_then(|t| t.parse().ok()).ok_or_else(|| format!("bad item {s:?}"))?;
+    let i = it.next().and_then(|t| t.parse().ok()).ok_or_else(|| format!("bad item {s:?}"))?;
+    if text(tag, i) != s {
+        return Err(format!("item {s:?} is damaged"));
+    }
+    Ok((tag, i))
+}
+
+const STOP: &str = "stop";
+const N: u64 = 20_000;
+
+shmproc::entry! {
+    fn put_strings(args: (Queue<String>, u64)) -> Result<(), String> {
+        let (q, tag) = args;
+        for i in 0..N {
+            q.put(text(tag, i)).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+shmproc::entry! {
+    /// Gets until STOP; every producer's items arrive in increasing order;
+    /// reports count and checksum.
+    fn get_strings(args: (Queue<String>, Value<u64>, Value<u64>)) -> Result<(), String> {
+        let (q, count, sum) = args;
+        let (mut n, mut s, mut last) = (0u64, 0u64, [None::<u64>; 2]);
+        loop {
+            let v = q.get_timeout(Duration::from_secs(60)).map_err(|e| e.to_string())?;
+            if v == STOP {
+                break;
+            }
+            let (tag, i) = parse(&v)?;
+            let prev = last.get_mut(tag as usize).ok_or("bad tag")?;
+            if prev.is_some_and(|p| p >= i) {
+                return Err(format!("producer {tag}: {i} after {prev:?}"));
+            }
+            *prev = Some(i);
+            n += 1;
+            s = s.wrapping_add(mix(tag << 40 | i));
+        }
+        count.set(n).map_err(|e| e.to_string())?;
+        sum.set(s).map_err(|e| e.to_string())
+    }
+}
+
+fn expected_sum() -> u64 {
+    (0..2u64).flat_map(|t| (0..N).map(move |i| mix(t << 40 | i))).fold(0, u64::wrapping_add)
+}
+
+#[test]
+fn strings_two_producers_two_consumers_exactly_once() {
+    let q = Queue::<String>::new(16).unwrap();
+    let stats: Vec<_> = (0..2).map(|_| (Value::new(0u64).unwrap(), Value::new(0u64).unwrap())).collect();
+    let mut consumers: Vec<_> =
+        stats.iter().map(|(c, s)| Process::new(get_strings, (q.clone(), c.clone(), s.clone()))).collect();
+    let mut producers: Vec<_> = (0..2u64).map(|t| Process::new(put_strings, (q.clone(), t))).collect();
+    for p in consumers.iter_mut().chain(producers.iter_mut()) {
+        p.start().unwrap();
+    }
+    for p in &producers {
+        common::join(p).unwrap();
+    }
+    for _ in 0..2 {
+        q.put(STOP.to_owned()).unwrap();
+    }
+    for p in &consumers {
+        common::join(p).unwrap();
+    }
+    let count: u64 = stats.iter().map(|(c, _)| c.get().unwrap()).sum();
+    let sum = stats.iter().map(|(_, s)| s.get().unwrap()).fold(0, u64::wrapping_add);
+    assert_eq!(count, 2 * N);
+    assert_eq!(sum, expected_sum());
+    assert!(q.empty());
+}
+
+shmproc::entry! {
+    fn put_pairs(args: (Queue<(u32, String)>, u64)) -> Result<(), String> {
+        let (q, tag) = args;
+        for i in 0..N {
+            q.put((i as u32, text(tag, i))).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+shmproc::entry! {
+    fn get_pairs(args: (Queue<(u32, String)>, Value<u64>, Value<u64>)) -> Result<(), String> {
+        let (q, count, sum) = args;
+        let (mut n, mut s) = (0u64, 0u64);
+        loop {
+            let (k, v) = q.get_timeout(Duration::from_secs(60)).map_err(|e| e.to_string())?;
+            if v == STOP {
+                break;
+            }
+            let (tag, i) = parse(&v)?;
+            if u64::from(k) != i {
+                return Err(format!("pair ({k}, {v:?}) does not match"));
+            }
+            n += 1;
+            s = s.wrapping_add(mix(tag << 40 | i));
+        }
+        count.set(n).map_err(|e| e.to_string())?;
+        sum.set(s).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn tuples_two_producers_two_consumers_exactly_once() {
+    let q = Queue::<(u32, String)>::new(8).unwrap();
+    let stats: Vec<_> = (0..2).map(|_| (Value::new(0u64).unwrap(), Value::new(0u64).unwrap())).collect();
+    let mut consumers: Vec<_> =
+        stats.iter().map(|(c, s)| Process::new(get_pairs, (q.clone(), c.clone(), s.clone()))).collect();
+    let mut producers: Vec<_> = (0..2u64).map(|t| Process::new(put_pairs, (q.clone(), t))).collect();
+    for p in consumers.iter_mut().chain(producers.iter_mut()) {
+        p.start().unwrap();
+    }
+    for p in &producers {
+        common::join(p).unwrap();
+    }
+    for _ in 0..2 {
+        q.put((0, STOP.to_owned())).unwrap();
+    }
+    for p in &consumers {
+        common::join(p).unwrap();
+    }
+    let count: u64 = stats.iter().map(|(c, _)| c.get().unwrap()).sum();
+    let sum = stats.iter().map(|(_, s)| s.get().unwrap()).fold(0, u64::wrapping_add);
+    assert_eq!(count, 2 * N);
+    assert_eq!(sum, expected_sum());
+}
+
+/// Frame `i`: 0..=64 KiB of bytes derived from `i`.
+fn blob(i: u64) -> Vec<u8> {
+    let len = (mix(i) % (64 * 1024 + 1)) as usize;
+    let len = if i.is_multiple_of(97) {
+        0
+    } else if i.is_multiple_of(89) {
+        64 * 1024
+    } else {
+        len
+    };
+    (0..len).map(|k| (mix(i ^ (k as u64) << 20) >> 56) as u8).collect()
+}
+
+const BLOBS: u64 = 1_500;
+
+shmproc::entry! {
+    fn put_blobs(q: Queue<Vec<u8>>) -> Result<(), String> {
+        for i in 0..BLOBS {
+            q.put(blob(i)).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn random_size_frames_up_to_64_kib_arrive_intact_and_in_order() {
+    let q = Queue::<Vec<u8>>::with_max_frame(8, 64 * 1024 + 16).unwrap();
+    let mut p = Process::new(put_blobs, q.clone());
+    p.start().unwrap();
+    for i in 0..BLOBS {
+        let got = q.get_timeout(Duration::from_secs(60)).unwrap();
+        let want = blob(i);
+        assert_eq!(got.len(), want.len(), "frame {i}: length");
+        assert!(got == want, "frame {i}: content");
+    }
+    common::join(&p).unwrap();
+    assert!(q.empty());
+}
+
+shmproc::entry! {
+    /// Puts text(tag, i) for i = 0.. until killed or `n`.
+    fn put_tagged(args: (Queue<String>, u64, u64)) -> Result<(), String> {
+        let (q, tag, n) = args;
+        for i in 0..n {
+            q.put(text(tag, i)).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// As the Pod queue's `killing_a_producer_mid_stream_loses_nothing_of_the_others`:
+/// the survivor's items all arrive once, in order; the victim's are a
+/// prefix of its stream (its in-flight one there or not); nobody blocks.
+#[test]
+fn killing_a_string_producer_mid_stream_loses_nothing_of_the_others() {
+    const M: u64 = 30_000;
+    for round in 0..4u64 {
+        let q = Queue::<String>::new(32).unwrap();
+        let mut victim = Process::new(put_tagged, (q.clone(), 1u64, u64::MAX)).with_daemon(true);
+        let mut survivor = Process::new(put_tagged, (q.clone(), 0u64, M));
+        victim.start().unwrap();
+        survivor.start().unwrap();
+        let mut next = [0u64; 2];
+        let kill_after = 500 + round * 3_917;
+        let mut got = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while next[0] < M {
+            assert!(Instant::now() < deadline, "stuck at {next:?}");
+            if got == kill_after {
+                victim.kill().unwrap();
+            }
+            let v = match q.get_timeout(Duration::from_millis(100)) {
+                Ok(v) => v,
+                Err(GetTimeoutError::TimedOut) => continue,
+                Err(e) => panic!("{e}"),
+            };
+            got += 1;
+            let (tag, i) = parse(&v).unwrap();
+            assert_eq!(i, next[tag as usize], "producer {tag}: hole or duplicate");
+            next[tag as usize] += 1;
+        }
+        common::join(&survivor).unwrap();
+        let _ = common::join(&victim);
+        while let Ok(v) = q.get_nowait() {
+            assert_eq!(parse(&v).unwrap(), (1, next[1]), "victim: hole or duplicate");
+            next[1] += 1;
+        }
+        assert!(q.empty());
+        assert_eq!(q.qsize(), 0);
+    }
+}
+
+shmproc::entry! {
+    /// Claims one position of the frame queue (a get if `pop`) and never
+    /// finishes it; then sleeps until killed.
+    fn claim_frame_and_hang(args: (Queue<String>, bool, Event)) -> Result<(), String> {
+        let (q, pop, claimed) = args;
+        if !q.__claim_and_stop(pop) {
+            return Err("nothing to claim".into());
+        }
+        claimed.set();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+fn hanging_claimant(q: &Queue<String>, pop: bool) -> Process {
+    let claimed = Event::new().unwrap();
+    let mut p = Process::new(claim_frame_and_hang, (q.clone(), pop, claimed.clone())).with_daemon(true);
+    p.start().unwrap();
+    assert!(claimed.wait_timeout(Duration::from_secs(30)), "child did not claim");
+    p
+}
+
+#[test]
+fn a_frame_producer_dead_between_claim_and_publish_is_skipped_never_while_alive() {
+    let q = Queue::<String>::new(4).unwrap();
+    let p = hanging_claimant(&q, false);
+    q.put("after".into()).unwrap();
+    assert_eq!(q.qsize(), 2, "the claimed frame counts");
+    assert_eq!(q.get_timeout(Duration::from_millis(300)), Err(GetTimeoutError::TimedOut));
+    p.kill().unwrap();
+    let _ = common::join(&p);
+    assert_eq!(q.get_timeout(Duration::from_secs(30)).as_deref(), Ok("after"));
+    assert_eq!(q.qsize(), 0);
+}
+
+#[test]
+fn a_frame_consumer_dead_between_claim_and_release_frees_its_slot_never_while_alive() {
+    let q = Queue::<String>::new(2).unwrap();
+    q.put("one".into()).unwrap();
+    q.put("two".into()).unwrap();
+    let p = hanging_claimant(&q, true);
+    assert_eq!(q.qsize(), 1);
+    assert_eq!(q.put_nowait("three".into()), Err(TryPutError::Full("three".into())));
+    p.kill().unwrap();
+    let _ = common::join(&p);
+    q.put_timeout("three".into(), Duration::from_secs(30)).unwrap();
+    assert_eq!(q.get().as_deref(), Ok("two"));
+    assert_eq!(q.get().as_deref(), Ok("three"));
+    assert!(q.empty());
+}
+
+#[test]
+fn an_item_larger_than_the_frame_is_refused_and_handed_back() {
+    let q = Queue::<String>::with_max_frame(2, 100).unwrap();
+    let max = q.max_frame(); // 100, rounded up to the slot's 64-byte multiple
+    assert!((100..100 + 64).contains(&max), "{max}");
+    let fits = "x".repeat(max - 8); // 8 bytes of length prefix
+    let big = "x".repeat(max - 7);
+    q.put(fits.clone()).unwrap();
+    assert_eq!(q.put(big.clone()), Err(PutError::TooLarge(big.clone())));
+    assert_eq!(q.put_nowait(big.clone()), Err(TryPutError::TooLarge(big.clone())));
+    assert_eq!(q.qsize(), 1, "nothing of the refused item went in");
+    assert_eq!(q.get(), Ok(fits));
+}
+
+/// Finds `needle` in the segment file of queue `name`; returns the file
+/// and the offset.
+fn find_in_segment(name: &str, needle: &[u8]) -> (std::fs::File, u64) {
+    let path = format!("/dev/shm/{}{name}", shmproc::NAME_PREFIX);
+    let bytes = std::fs::read(&path).unwrap();
+    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("payload in the segment");
+    (std::fs::OpenOptions::new().write(true).open(&path).unwrap(), at as u64)
+}
+
+#[test]
+fn a_corrupted_frame_is_removed_and_reported_and_the_next_one_arrives() {
+    use std::os::unix::fs::FileExt;
+    let q = Queue::<String>::new(4).unwrap();
+    q.put("MARKER-one-MARKER".into()).unwrap();
+    q.put("MARKER-two-MARKER".into()).unwrap();
+    q.put("three".into()).unwrap();
+    // Frame one: invalid UTF-8 in the payload. Frame two: a length beyond
+    // the slot (the header's `len` word sits 64 - 8 bytes before the
+    // payload, which starts with the String's 8-byte length).
+    let (f, at) = find_in_segment(q.name(), b"MARKER-one-MARKER");
+    f.write_all_at(&[0xFF], at).unwrap();
+    let (f, at) = find_in_segment(q.name(), b"MARKER-two-MARKER");
+    let payload = at - 8;
+    f.write_all_at(&u64::MAX.to_ne_bytes(), payload - 64 + 8).unwrap();
+    assert_eq!(q.get(), Err(GetError::Corrupted));
+    assert_eq!(q.get_nowait(), Err(TryGetError::Corrupted));
+    assert_eq!(q.get().as_deref(), Ok("three"));
+    assert_eq!(q.qsize(), 0);
+}
+
+#[test]
+fn a_queue_of_one_item_type_is_not_opened_as_another() {
+    let q = Queue::<String>::new(4).unwrap();
+    assert!(Queue::<(u32, String)>::open(q.name()).is_err());
+    assert!(Queue::<u64>::open(q.name()).is_err());
+    let mut b = Vec::new();
+    String::from("x").encode(&mut b);
+    assert_eq!(b.len(), 9);
+}
+
+#[test]
+fn joinable_and_simple_queues_take_strings() {
+    let j = JoinableQueue::<String>::new(4).unwrap();
+    j.put("a".into()).unwrap();
+    assert_eq!(j.unfinished_tasks(), 1);
+    assert_eq!(j.get().as_deref(), Ok("a"));
+    j.task_done().unwrap();
+    assert!(j.join_timeout(Duration::from_secs(1)));
+    let s = SimpleQueue::<Option<Vec<String>>>::new(2).unwrap();
+    s.put(Some(vec!["x".into(), "y".into()])).unwrap();
+    s.put(None).unwrap();
+    assert_eq!(s.get(), Ok(Some(vec!["x".to_owned(), "y".to_owned()])));
+    assert_eq!(s.get(), Ok(None));
+    s.close_all();
+    assert_eq!(s.get(), Err(GetError::Closed));
+}
+
+#[test]
+fn plain_data_items_keep_the_slot_ring_layout() {
+    // A Queue<u64> is still the MpmcQueue<u64> segment (kind and element).
+    let q = Queue::<u64>::new(4).unwrap();
+    q.put(7).unwrap();
+    let raw = shmproc::queue::MpmcQueue::<u64>::open(q.name()).unwrap();
+    assert_eq!(raw.pop(), Ok(7));
+    // A string queue is not an MpmcQueue.
+    let s = Queue::<String>::new(4).unwrap();
+    assert!(shmproc::queue::MpmcQueue::<u64>::open(s.name()).is_err());
+}

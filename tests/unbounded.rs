@@ -1,0 +1,185 @@
+//! Unbounded queues (issue 11, item 2): `Queue::new(0)` grows as a chain
+//! of rings that every process follows; a memory limit makes it full,
+//! never a SIGBUS; a producer that dies mid-link stalls nobody; nothing
+//! is left in /dev/shm.
+
+mod common;
+
+use std::time::Duration;
+
+use shmproc::{GetTimeoutError, JoinableQueue, Process, PutTimeoutError, Queue, TryGetError, TryPutError};
+
+/// Names of this queue's segments in /dev/shm (control and rings).
+fn segments_of(name: &str) -> Vec<String> {
+    let prefix = format!("{}{name}", shmproc::NAME_PREFIX);
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| *f == prefix || f.starts_with(&format!("{prefix}.")))
+        .collect()
+}
+
+const TEN_MILLION: u64 = 10_000_000;
+
+shmproc::entry! {
+    fn put_count(args: (Queue<u64>, u64)) -> Result<(), String> {
+        let (q, n) = args;
+        for i in 0..n {
+            q.put_nowait(i).map_err(|e| format!("put {i}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+shmproc::entry! {
+    fn drain_count(args: (Queue<u64>, u64)) -> Result<(), String> {
+        let (q, n) = args;
+        for i in 0..n {
+            let v = q.get_timeout(Duration::from_secs(60)).map_err(|e| format!("get {i}: {e}"))?;
+            if v != i {
+                return Err(format!("got {v}, expected {i}"));
+            }
+        }
+        match q.get_nowait() {
+            Err(TryGetError::Empty) => Ok(()),
+            r => Err(format!("after the last item: {r:?}")),
+        }
+    }
+}
+
+#[test]
+fn an_unbounded_queue_takes_ten_million_items_with_no_consumer_then_drains_in_order_elsewhere() {
+    let q = Queue::<u64>::new(0).unwrap();
+    assert_eq!(q.maxsize(), 0);
+    let mut producer = Process::new(put_count, (q.clone(), TEN_MILLION));
+    producer.start().unwrap();
+    common::join(&producer).unwrap();
+    assert_eq!(producer.exitcode(), Some(0), "the producer never blocks nor fails");
+    assert_eq!(q.qsize() as u64, TEN_MILLION);
+    assert!(segments_of(q.name()).len() > 2, "the chain grew: {:?}", segments_of(q.name()));
+
+    let mut consumer = Process::new(drain_count, (q.clone(), TEN_MILLION));
+    consumer.start().unwrap();
+    common::join(&consumer).unwrap();
+    assert_eq!(consumer.exitcode(), Some(0));
+    assert!(q.empty());
+    // Drained rings were retired and unlinked on the way: only the
+    // control segment and the newest ring are left.
+    assert!(segments_of(q.name()).len() <= 2, "{:?}", segments_of(q.name()));
+    let name = q.name().to_owned();
+    drop(q);
+    assert_eq!(segments_of(&name), Vec::<String>::new(), "the creator's drop removes every name");
+}
+
+#[test]
+fn an_unbounded_string_queue_grows_its_frames_for_large_items_in_order() {
+    let q = Queue::<String>::new(0).unwrap();
+    let sizes = [0usize, 10, 100, 1_000, 70_000, 5, 300_000, 64];
+    for (i, n) in sizes.iter().enumerate() {
+        q.put(format!("{i}:{}", "s".repeat(*n))).unwrap();
+    }
+    let other = Queue::<String>::open(q.name()).unwrap();
+    for (i, n) in sizes.iter().enumerate() {
+        assert_eq!(other.get().unwrap(), format!("{i}:{}", "s".repeat(*n)));
+    }
+    assert!(other.empty());
+    let name = q.name().to_owned();
+    drop((q, other));
+    assert_eq!(segments_of(&name), Vec::<String>::new());
+}
+
+#[test]
+fn the_memory_limit_makes_an_unbounded_queue_full_until_drained() {
+    let q = Queue::<u64>::unbounded_with_limit(256 << 10).unwrap();
+    let mut n = 0u64;
+    while q.put_nowait(n).is_ok() {
+        n += 1;
+        assert!(n < 10_000_000, "the limit is not enforced");
+    }
+    assert!(n > 1000, "{n}");
+    assert!(q.full());
+    assert_eq!(q.put_nowait(n), Err(TryPutError::Full(n)));
+    assert_eq!(q.put_timeout(n, Duration::from_millis(50)), Err(PutTimeoutError::TimedOut(n)));
+    // Draining retires rings and gives their memory back.
+    for i in 0..n {
+        assert_eq!(q.get_nowait(), Ok(i));
+    }
+    q.put_timeout(n, Duration::from_secs(30)).unwrap();
+    assert_eq!(q.get(), Ok(n));
+}
+
+#[test]
+fn a_producer_that_sealed_a_ring_and_died_before_linking_stalls_nobody() {
+    let q = Queue::<String>::new(0).unwrap();
+    q.put("a".into()).unwrap();
+    q.__seal_newest(); // as a producer killed between seal and link
+    // A consumer drains the sealed ring and links the successor itself.
+    assert_eq!(q.get().as_deref(), Ok("a"));
+    assert_eq!(q.get_timeout(Duration::from_millis(20)), Err(GetTimeoutError::TimedOut));
+    q.__seal_newest();
+    // A producer finds the newest ring sealed and links the successor.
+    q.put("b".into()).unwrap();
+    assert_eq!(q.get().as_deref(), Ok("b"));
+}
+
+#[test]
+fn close_all_on_an_unbounded_queue_drains_then_reports_closed() {
+    let q = Queue::<u64>::new(0).unwrap();
+    let other = q.clone();
+    for i in 0..10_000 {
+        q.put(i).unwrap();
+    }
+    q.close_all();
+    assert!(matches!(other.put(1), Err(shmproc::PutError::Closed(1))));
+    for i in 0..10_000 {
+        assert_eq!(other.get(), Ok(i));
+    }
+    assert_eq!(other.get(), Err(shmproc::GetError::Closed));
+}
+
+#[test]
+fn an_unbounded_joinable_queue_counts_tasks() {
+    let q = JoinableQueue::<String>::new(0).unwrap();
+    q.put("a".into()).unwrap();
+    q.put("b".into()).unwrap();
+    assert_eq!(q.unfinished_tasks(), 2);
+    assert!(!q.join_timeout(Duration::from_millis(10)));
+    q.get().unwrap();
+    q.get().unwrap();
+    q.task_done().unwrap();
+    q.task_done().unwrap();
+    assert!(q.task_done().is_err());
+    assert!(q.join_timeout(Duration::from_secs(1)));
+}
+
+shmproc::entry! {
+    fn put_strings_unbounded(args: (Queue<String>, u64, u64)) -> Result<(), String> {
+        let (q, tag, n) = args;
+        for i in 0..n {
+            q.put(format!("{tag}:{i}")).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn two_producers_into_an_unbounded_queue_keep_their_order_across_rings() {
+    const N: u64 = 200_000;
+    let q = Queue::<String>::new(0).unwrap();
+    let mut ps: Vec<_> = (0..2u64).map(|t| Process::new(put_strings_unbounded, (q.clone(), t, N))).collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    let mut next = [0u64; 2];
+    while next != [N, N] {
+        let v = q.get_timeout(Duration::from_secs(60)).unwrap();
+        let (t, i) = v.split_once(':').unwrap();
+        let (t, i): (usize, u64) = (t.parse().unwrap(), i.parse().unwrap());
+        assert_eq!(i, next[t], "producer {t}");
+        next[t] += 1;
+    }
+    for p in &ps {
+        common::join(p).unwrap();
+    }
+    assert!(q.empty());
+}
