@@ -141,12 +141,14 @@ mod wait;
 
 real_platform! {
     mod error;
+    mod manager;
     mod pipe;
     pub mod process;
     mod shared;
     mod shm;
 
     pub use error::{LockError, NotOwnerError, OpenError};
+    pub use manager::{ContainerError, DictProxy, Element, Entry, ListProxy, Manager};
     pub use pipe::{
         Connection, ConnectionError, DEFAULT_CAPACITY as PIPE_CAPACITY, DEFAULT_MAX_FRAME as PIPE_MAX_FRAME,
         PipePollError, PipeRecvBytesError, PipeRecvBytesTimeoutError, PipeRecvError, PipeRecvTimeoutError,

@@ -9,7 +9,8 @@ mod raw;
 mod segment;
 
 pub use element::ShmType;
-pub(crate) use header::Fingerprint;
+pub(crate) use header::{Fingerprint, HEADER_SIZE, fnv1a};
+pub(crate) use segment::map_file;
 pub use object::Options;
 pub(crate) use object::{Mapped, Object};
 pub use raw::RawSegment;
@@ -61,6 +62,12 @@ pub enum Kind {
     MpmcQueue,
     /// [`crate::queue::ByteQueue`]
     ByteQueue,
+    /// [`crate::ListProxy`]
+    List,
+    /// [`crate::DictProxy`]
+    Dict,
+    /// [`crate::Manager`] (its registry)
+    Manager,
     /// A kind this build does not know.
     Unknown(u32),
 }
@@ -83,6 +90,9 @@ impl Kind {
             Kind::SpscQueue => 12,
             Kind::MpmcQueue => 13,
             Kind::ByteQueue => 14,
+            Kind::List => 15,
+            Kind::Dict => 16,
+            Kind::Manager => 17,
             Kind::Unknown(n) => n,
         }
     }
@@ -104,6 +114,9 @@ impl Kind {
             Kind::SpscQueue,
             Kind::MpmcQueue,
             Kind::ByteQueue,
+            Kind::List,
+            Kind::Dict,
+            Kind::Manager,
         ]
         .into_iter()
         .find(|k| k.to_u32() == n)
@@ -125,7 +138,10 @@ impl Kind {
             | Kind::Mutex
             | Kind::Value
             | Kind::RawSegment
-            | Kind::ByteQueue => "a",
+            | Kind::ByteQueue
+            | Kind::List
+            | Kind::Dict
+            | Kind::Manager => "a",
         };
         format!("{article} {self}")
     }
