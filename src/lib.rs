@@ -149,6 +149,9 @@ real_platform! {
 
     pub use error::{LockError, NotOwnerError, OpenError};
     pub use manager::{ContainerError, DictProxy, Element, Entry, ListProxy, Manager};
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub use manager::__crash_after_steps;
     pub use pipe::{
         Connection, ConnectionError, DEFAULT_CAPACITY as PIPE_CAPACITY, DEFAULT_MAX_FRAME as PIPE_MAX_FRAME,
         PipePollError, PipeRecvBytesError, PipeRecvBytesTimeoutError, PipeRecvError, PipeRecvTimeoutError,

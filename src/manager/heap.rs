@@ -108,16 +108,40 @@ impl Txn<'_> {
         Ok(b + BLOCK_HDR)
     }
 
-    /// Returns the block at payload offset `p` to its free list.
+    /// Frees the block at payload offset `p` when the operation commits.
+    ///
+    /// Deferred: a block freed now and handed out again by an allocation
+    /// later in the same operation would be written without logging while
+    /// the state before the operation still reaches it; a rollback would
+    /// then bring back a live block with overwritten bytes.
     pub(crate) fn free(&mut self, p: u64) -> R<()> {
         let (c, _) = block(self.view(), p)?;
         let b = p - BLOCK_HDR;
         if b + block_size(c) > self.state(S_TOP) {
             return Err(Fail::Torn("freed block past the heap top"));
         }
-        let head = self.state(S_FREE + c);
-        self.write_u64(b + 8, head)?;
-        self.set_state(S_FREE + c, b)
+        self.defer_free(p);
+        Ok(())
+    }
+
+    /// Puts the blocks freed by this operation on their free lists (the
+    /// last step before the commit store; no allocation follows).
+    pub(crate) fn flush_frees(&mut self) -> R<()> {
+        let mut ps = self.take_deferred();
+        ps.sort_unstable();
+        ps.dedup();
+        for p in ps {
+            // Checked again: an allocation after the free may have moved the top (a reset).
+            let (c, _) = block(self.view(), p)?;
+            let b = p - BLOCK_HDR;
+            if b + block_size(c) > self.state(S_TOP) {
+                continue;
+            }
+            let head = self.state(S_FREE + c);
+            self.write_u64(b + 8, head)?;
+            self.set_state(S_FREE + c, b)?;
+        }
+        Ok(())
     }
 
     /// Grows the block at `p` in place to hold `payload` bytes if it is the
@@ -141,6 +165,7 @@ impl Txn<'_> {
 
     /// Frees every block at once (`clear`): an empty heap, roots zeroed.
     pub(crate) fn reset(&mut self) -> R<()> {
+        drop(self.take_deferred());
         self.set_state(S_TOP, HEAP_START)?;
         for i in S_FREE..STATE_WORDS {
             if self.state(i) != 0 {

@@ -19,6 +19,15 @@ pub use registry::{Entry, Manager};
 
 use crate::shm::{Fingerprint, fnv1a};
 
+/// Crash injection for the crash tests (feature `test-hooks`; not API):
+/// this process kills itself with SIGKILL at the `n`-th write step of the
+/// container operations it runs from now on (0 disarms).
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub fn __crash_after_steps(n: u64) {
+    store::crash::after(n)
+}
+
 /// Why a container operation failed. Nothing is changed when an
 /// operation returns an error.
 ///

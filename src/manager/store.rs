@@ -455,8 +455,8 @@ impl Store {
         // Release fence: pairs with the reader's Acquire fence before its second seq load (a reader that sees
         // any byte we write below also sees seq odd).
         fence(Ordering::Release);
-        let mut tx = Txn { store: self, logged: 0, used: 0, done: false, held, seq: s };
-        let r = f(&mut tx);
+        let mut tx = Txn { store: self, logged: 0, used: 0, done: false, held, seq: s, freed: Vec::new() };
+        let r = f(&mut tx).and_then(|v| tx.flush_frees().map(|()| v));
         match r {
             Ok(v) => {
                 tx.commit();
@@ -480,9 +480,43 @@ pub(crate) struct Txn<'a> {
     done: bool,
     held: bool,
     seq: u64,
+    /// Blocks freed by this operation, put on the free lists at commit.
+    freed: Vec<u64>,
 }
 
 const _: () = assert!(STATE_WORDS <= 64);
+
+/// Crash injection for the crash matrix (feature `test-hooks` only): the
+/// process kills itself with SIGKILL at the N-th step of the mutating
+/// operations it runs (each logged write, unlogged write, state-word store
+/// and the commit store count as steps, before and after).
+#[cfg(feature = "test-hooks")]
+pub(crate) mod crash {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTDOWN: AtomicU64 = AtomicU64::new(0);
+
+    /// Kill this process at the `n`-th step from now (0: never).
+    pub(crate) fn after(n: u64) {
+        COUNTDOWN.store(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn step() {
+        let c = COUNTDOWN.load(Ordering::Relaxed);
+        if c != 0 {
+            COUNTDOWN.store(c - 1, Ordering::Relaxed);
+            if c == 1 {
+                crate::sys::thread::kill_self();
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn crash_point() {
+    #[cfg(feature = "test-hooks")]
+    crash::step();
+}
 
 impl Txn<'_> {
     pub(crate) fn view(&self) -> &View {
@@ -502,8 +536,18 @@ impl Txn<'_> {
             self.log(STATE_OFF + 8 * i as u64, 8)?;
             self.logged |= 1 << i;
         }
+        crash_point();
         self.store.ctl().state[i].store(v, Ordering::Relaxed);
+        crash_point();
         Ok(())
+    }
+
+    pub(crate) fn defer_free(&mut self, p: u64) {
+        self.freed.push(p);
+    }
+
+    pub(crate) fn take_deferred(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.freed)
     }
 
     pub(crate) fn root(&self, i: usize) -> u64 {
@@ -526,7 +570,9 @@ impl Txn<'_> {
         entry.extend_from_slice(&len.to_ne_bytes());
         entry.resize(16 + padded as usize, 0);
         v.bytes(off, &mut entry[16..16 + len as usize])?;
+        crash_point();
         v.put(LOG_OFF + self.used, &entry)?;
+        crash_point();
         self.used += 16 + padded;
         // Release: pairs with the Acquire of the lock takeover in the next locker's recovery: the entry's
         // bytes are in place before the log says they are.
@@ -539,6 +585,21 @@ impl Txn<'_> {
     /// Writes live bytes (logged first).
     pub(crate) fn write(&mut self, off: u64, src: &[u8]) -> R<()> {
         self.log(off, src.len() as u64)?;
+        crash_point();
+        self.put_torn(off, src)?;
+        crash_point();
+        Ok(())
+    }
+
+    /// Puts `src` at `off`; with crash injection, a death may land after
+    /// only the first half of the bytes (a torn multi-word write).
+    fn put_torn(&self, off: u64, src: &[u8]) -> R<()> {
+        let half = src.len() / 2;
+        if half >= 8 {
+            self.store.view().put(off, &src[..half])?;
+            crash_point();
+            return self.store.view().put(off + half as u64, &src[half..]);
+        }
         self.store.view().put(off, src)
     }
 
@@ -550,7 +611,8 @@ impl Txn<'_> {
     /// Writes bytes no committed state can reach (fresh blocks, slots past
     /// the length): no log needed.
     pub(crate) fn write_fresh(&mut self, off: u64, src: &[u8]) -> R<()> {
-        self.store.view().put(off, src)
+        crash_point();
+        self.put_torn(off, src)
     }
 
     /// Makes the file at least `needed` bytes (doubling), reserved.
@@ -570,8 +632,10 @@ impl Txn<'_> {
             OpenError::NoSpace { name, bytes } => Fail::Err(ContainerError::NoSpace { name, bytes }),
             e => Fail::Err(ContainerError::Io(e.to_string())),
         })?;
+        crash_point();
         // Release: pairs with the Acquire load in `Store::view`: the file is extended before anyone maps it.
         ctl.map_len.store(new_len, Ordering::Release);
+        crash_point();
         if self.store.view().len < new_len {
             return Err(Fail::Err(ContainerError::Io("could not map the grown segment".into())));
         }
@@ -580,8 +644,10 @@ impl Txn<'_> {
 
     fn commit(&mut self) {
         let ctl = self.store.ctl();
+        crash_point();
         // The commit point. Release: everything written before is visible with it.
         ctl.log_used.store(0, Ordering::Release);
+        crash_point();
         // Release: pairs with the readers' Acquire load of seq.
         ctl.seq.store(self.seq.wrapping_add(2), Ordering::Release);
         self.done = true;
