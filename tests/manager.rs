@@ -434,3 +434,78 @@ fn crash_matrix_dict() {
     }
     eprintln!("crash matrix (dict): {n} trials, all repaired; up to {max_ops} ops before a kill");
 }
+
+// ---- hostile bytes and lock-free reads -------------------------------
+
+/// Scribbles pseudo-random bytes over a container's segment (inside the
+/// file's size) from another thread while a second handle keeps
+/// operating: only errors or garbage values, never a crash or a hang.
+/// (The fuzz target `hostile_container` does this with fuzzer input.)
+#[test]
+fn hostile_bytes_give_errors_or_garbage_never_a_crash() {
+    use std::io::{Seek, SeekFrom, Write};
+    fn scribble(name: &str, seed: u64) {
+        let path = format!("/dev/shm/shmproc.{name}");
+        let len = std::fs::metadata(&path).unwrap().len();
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        for k in 0..4 {
+            let h = mix(seed * 4 + k);
+            let off = (h % len.saturating_sub(8)) & !7;
+            let word = if h & 1 == 0 { mix(h) } else { mix(h) % 64 };
+            f.seek(SeekFrom::Start(off)).unwrap();
+            f.write_all(&word.to_ne_bytes()).unwrap();
+        }
+    }
+    for round in 0..40u64 {
+        let l = ListProxy::<String>::new().unwrap();
+        let d = DictProxy::<String, u64>::new().unwrap();
+        for i in 0..30 {
+            l.append(format!("item{i}-{}", "x".repeat(i * 5))).unwrap();
+            d.insert(format!("key{i}"), i as u64).unwrap();
+        }
+        let (lp, dp) =
+            (ListProxy::<String>::open(l.name()).unwrap(), DictProxy::<String, u64>::open(d.name()).unwrap());
+        std::thread::scope(|s| {
+            let peer = s.spawn(|| {
+                for k in 0..50 {
+                    scribble(l.name(), round * 1000 + k);
+                    scribble(d.name(), round * 1000 + k + 500);
+                    std::thread::yield_now();
+                }
+            });
+            let end = Instant::now() + BOUND;
+            while !peer.is_finished() {
+                assert!(Instant::now() < end, "operations on a scribbled segment hung");
+                let _ = (lp.get(3), lp.to_vec(), lp.append("m".into()), lp.pop_at(1), lp.sort(), lp.len());
+                let _ = (dp.get(&"key3".into()), dp.items(), dp.update_with(&"key4".into(), 0, |v| *v ^= 1));
+                let _ = (dp.insert("n".into(), 1), dp.remove(&"key7".into()), dp.popitem(), dp.len());
+            }
+        });
+        let _ = (l.clear(), d.clear());
+    }
+}
+
+/// Readers do not take the lock: a get by another thread succeeds while a
+/// writer holds the lock between operations (with_lock).
+#[test]
+fn reads_do_not_wait_for_a_lock_holder() {
+    let l = ListProxy::<u64>::new().unwrap();
+    l.extend([1, 2, 3]).unwrap();
+    let reader = ListProxy::<u64>::open(l.name()).unwrap();
+    l.with_lock(|l| {
+        l.append(4).unwrap();
+        std::thread::scope(|s| {
+            let r = s.spawn(|| (reader.get(-1), reader.len(), reader.to_vec()));
+            let end = Instant::now() + BOUND;
+            while !r.is_finished() {
+                assert!(Instant::now() < end, "a read waited for the lock holder");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let (last, len, all) = r.join().unwrap();
+            assert_eq!(last.unwrap(), 4);
+            assert_eq!(len, 4);
+            assert_eq!(all.unwrap(), [1, 2, 3, 4]);
+        });
+    })
+    .unwrap();
+}

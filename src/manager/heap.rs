@@ -96,7 +96,8 @@ impl Txn<'_> {
             return Ok(head + BLOCK_HDR);
         }
         let b = self.state(S_TOP);
-        if b < HEAP_START {
+        // The top never passes the mapped length (a hostile one would make us reserve absurd room).
+        if b < HEAP_START || b > self.view().len() || !(b - HEAP_START).is_multiple_of(32) {
             return Err(Fail::Torn("heap top"));
         }
         let end = b.checked_add(block_size(c)).ok_or(Fail::Torn("heap top"))?;
