@@ -142,6 +142,7 @@ mod wait;
 real_platform! {
     mod error;
     mod handoff;
+    mod manager;
     mod pipe;
     pub mod process;
     mod shared;
@@ -151,6 +152,10 @@ real_platform! {
     pub use handoff::{Handoff, HandoffError};
     #[doc(hidden)]
     pub use handoff::{PodWire as __PodWire, __decode_pod};
+    pub use manager::{ContainerError, DictProxy, Element, Entry, ListProxy, Manager};
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub use manager::__crash_after_steps;
     pub use pipe::{
         Connection, ConnectionError, DEFAULT_CAPACITY as PIPE_CAPACITY, DEFAULT_MAX_FRAME as PIPE_MAX_FRAME,
         PipePollError, PipeRecvBytesError, PipeRecvBytesTimeoutError, PipeRecvError, PipeRecvTimeoutError,

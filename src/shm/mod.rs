@@ -9,7 +9,8 @@ mod raw;
 mod segment;
 
 pub use element::ShmType;
-pub(crate) use header::Fingerprint;
+pub(crate) use header::{Fingerprint, HEADER_SIZE, fnv1a};
+pub(crate) use segment::map_file;
 pub use object::Options;
 pub(crate) use object::{Mapped, Object};
 pub use raw::RawSegment;
@@ -65,6 +66,12 @@ pub enum Kind {
     FrameQueue,
     /// The chain of rings of an unbounded [`crate::Queue`] (`maxsize` 0)
     QueueChain,
+    /// [`crate::ListProxy`]
+    List,
+    /// [`crate::DictProxy`]
+    Dict,
+    /// [`crate::Manager`] (its registry)
+    Manager,
     /// A kind this build does not know.
     Unknown(u32),
 }
@@ -91,6 +98,9 @@ impl Kind {
             // branches meanwhile cannot collide.
             Kind::FrameQueue => 40,
             Kind::QueueChain => 41,
+            Kind::List => 15,
+            Kind::Dict => 16,
+            Kind::Manager => 17,
             Kind::Unknown(n) => n,
         }
     }
@@ -114,6 +124,9 @@ impl Kind {
             Kind::ByteQueue,
             Kind::FrameQueue,
             Kind::QueueChain,
+            Kind::List,
+            Kind::Dict,
+            Kind::Manager,
         ]
         .into_iter()
         .find(|k| k.to_u32() == n)
@@ -137,7 +150,10 @@ impl Kind {
             | Kind::RawSegment
             | Kind::ByteQueue
             | Kind::FrameQueue
-            | Kind::QueueChain => "a",
+            | Kind::QueueChain
+            | Kind::List
+            | Kind::Dict
+            | Kind::Manager => "a",
         };
         format!("{article} {self}")
     }

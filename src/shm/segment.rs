@@ -30,6 +30,8 @@ pub(crate) struct Segment {
     name: String,
     os_name: CString,
     map: MmapRaw,
+    /// The open file (kept so a growable segment can extend and remap it).
+    file: File,
     /// Set in the creating process only: (pid, inode, device). The creator
     /// unlinks the name on drop if the file there is still ours.
     creator: Option<(u32, u64, u64)>,
@@ -60,13 +62,19 @@ fn space_error(name: &str, bytes: u64, e: Errno) -> OpenError {
     }
 }
 
-fn map(name: &str, fd: std::os::fd::OwnedFd, len: u64) -> Result<MmapRaw, OpenError> {
+fn map(name: &str, fd: std::os::fd::OwnedFd, len: u64) -> Result<(MmapRaw, File), OpenError> {
     let file = File::from(fd);
+    let map = map_file(name, &file, len)?;
+    Ok((map, file))
+}
+
+/// Maps the first `len` bytes of `file` (shared, read-write).
+pub(crate) fn map_file(name: &str, file: &File, len: u64) -> Result<MmapRaw, OpenError> {
     let len = usize::try_from(len).map_err(|_| OpenError::Corrupted {
         name: name.to_owned(),
         reason: format!("size {len} does not fit in memory"),
     })?;
-    MmapOptions::new().len(len).map_raw(&file).map_err(|e| OpenError::Io { name: name.to_owned(), source: e })
+    MmapOptions::new().len(len).map_raw(file).map_err(|e| OpenError::Io { name: name.to_owned(), source: e })
 }
 
 impl Segment {
@@ -84,7 +92,7 @@ impl Segment {
         let fd = sys::shm::create(&c_name, opts.mode, total_len).map_err(|e| space_error(name, total_len, e))?;
         let info = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e))?;
         let (ino, dev) = (info.ino, info.dev);
-        let map = match map(name, fd, total_len) {
+        let (map, file) = match map(name, fd, total_len) {
             Ok(m) => m,
             Err(e) => {
                 let _ = sys::shm::unlink(&c_name);
@@ -95,6 +103,7 @@ impl Segment {
             name: name.to_owned(),
             os_name: c_name,
             map,
+            file,
             creator: Some((std::process::id(), ino, dev)),
             persist: AtomicBool::new(false),
         };
@@ -144,7 +153,7 @@ impl Segment {
             if info.has_hole() {
                 sys::shm::reserve(&fd, size).map_err(|e| space_error(name, size, e))?;
             }
-            let map = map(name, fd, size)?;
+            let (map, file) = map(name, fd, size)?;
             if size < HEADER_SIZE as u64 {
                 // Ours but cut short, or not ours at all?
                 let mut magic = [0u8; 8];
@@ -163,6 +172,7 @@ impl Segment {
                 name: name.to_owned(),
                 os_name: c_name,
                 map,
+                file,
                 creator: None,
                 persist: AtomicBool::new(false),
             };
@@ -242,6 +252,50 @@ impl Segment {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Makes the process with identity `(pid, start)` the segment's owner
+    /// as `gc` sees it (the header's creator fields), and stops this handle
+    /// from unlinking the name on drop: a container created for a Manager
+    /// (by any process) belongs to the Manager's creator, which unlinks it
+    /// when its last Manager handle drops. Only before the segment is
+    /// published.
+    pub(crate) fn hand_ownership_to(&mut self, pid: u32, start: u64) {
+        let h = self.header();
+        h.creator_pid.store(pid, Ordering::Relaxed);
+        h.creator_start.store(start, Ordering::Relaxed);
+        self.creator = None;
+    }
+
+    /// Whether this handle will unlink the name when it drops (this
+    /// process created it and did not persist it).
+    pub(crate) fn owns_name(&self) -> bool {
+        self.creator.is_some_and(|(pid, _, _)| pid == std::process::id()) && !self.persist.load(Ordering::Relaxed)
+    }
+
+    /// The creator identity recorded in the header (pid, start time).
+    pub(crate) fn recorded_creator(&self) -> (u32, u64) {
+        let h = self.header();
+        (h.creator_pid.load(Ordering::Relaxed), h.creator_start.load(Ordering::Relaxed))
+    }
+
+    /// Length of this process's first mapping of the segment.
+    pub(crate) fn mapped_len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The open file behind the mapping.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Extends the file to `new_len` bytes, reserving the pages from
+    /// `old_len` on (`posix_fallocate`), so a full /dev/shm is
+    /// [`OpenError::NoSpace`] here and never a SIGBUS on a later touch.
+    pub(crate) fn extend(&self, old_len: u64, new_len: u64) -> Result<(), OpenError> {
+        use std::os::fd::AsFd;
+        sys::shm::reserve_range(self.file.as_fd(), old_len, new_len.saturating_sub(old_len))
+            .map_err(|e| space_error(&self.name, new_len, e))
     }
 
     /// Makes the creator leave the name in place when it drops, and marks

@@ -55,6 +55,24 @@ pub(crate) fn reserve(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
     Ok(())
 }
 
+/// `posix_fallocate` of `len` bytes from `offset` (extends the file when
+/// the range goes past its end), retried on `EINTR` as in [`reserve`].
+/// On failure tmpfs leaves the file size as it was.
+pub(crate) fn reserve_range(fd: std::os::fd::BorrowedFd<'_>, offset: u64, len: u64) -> Result<(), Errno> {
+    let off = nix::libc::off_t::try_from(offset).map_err(|_| Errno::EFBIG)?;
+    let n = nix::libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
+    off.checked_add(n).ok_or(Errno::EFBIG)?;
+    if n == 0 {
+        return Ok(());
+    }
+    loop {
+        match nix::fcntl::posix_fallocate(fd, off, n) {
+            Err(Errno::EINTR) => {}
+            r => return r,
+        }
+    }
+}
+
 /// Reads up to `buf.len()` bytes at `offset` (no mapping: a hole reads as
 /// zeros without allocating, so this cannot fault). Returns how many.
 pub(crate) fn read_at(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
@@ -122,6 +140,11 @@ pub(crate) fn fstat(fd: &OwnedFd) -> Result<FileInfo, Errno> {
         regular: fmt == SFlag::S_IFREG,
         allocated: (st.st_blocks as u64).saturating_mul(512),
     })
+}
+
+/// Size of an open file in bytes.
+pub(crate) fn fstat_file(file: &std::fs::File) -> Result<u64, Errno> {
+    Ok(nix::sys::stat::fstat(file.as_fd())?.st_size as u64)
 }
 
 /// Our effective uid.

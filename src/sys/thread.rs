@@ -172,3 +172,11 @@ mod tests {
         }
     }
 }
+
+/// Ends this process at once with SIGKILL (crash tests: a death at an
+/// exact point of an operation, as `kill -9` from outside would be).
+#[cfg(feature = "test-hooks")]
+pub(crate) fn kill_self() -> ! {
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    std::process::abort()
+}

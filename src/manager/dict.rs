@@ -1,0 +1,612 @@
+//! `DictProxy<K, V>`: Python's dict surface over an open-addressing hash
+//! table (linear probing with tombstones) in the container's heap.
+//!
+//! Root words: the table's payload offset, its number of buckets (a power
+//! of two), the number of live entries, and the number of used buckets
+//! (live + tombstones). A bucket is `[tag][key slot][value slot]`, the tag
+//! being 0 (empty), 1 (tombstone) or the key's hash with bit 1 set. A
+//! change to a live bucket logs that bucket; a resize builds the new table
+//! in a fresh block and switches the root to it.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::element::{self, Element, slot_size};
+use super::store::{Fail, R, S_ROOT, Store, Txn, View};
+use super::{ContainerError, fingerprint, heap};
+use crate::shm::{Kind, fnv1a};
+use crate::{OpenError, Options};
+
+const TABLE: usize = 0;
+const NB: usize = 1;
+const COUNT: usize = 2;
+const USED: usize = 3;
+
+const EMPTY: u64 = 0;
+const TOMB: u64 = 1;
+
+/// A dict in shared memory with Python's dict surface, shared by every
+/// process that opens it; no server process, no pickling.
+///
+/// Growth, atomicity, optimistic reads and crash-atomicity are as for
+/// [`ListProxy`](crate::ListProxy). Keys and values are any
+/// [`Element`]: every [`ShmType`](crate::ShmType), `String` and
+/// `Vec<u8>`. The order of `keys()` / `items()` is unspecified.
+///
+/// [`update_with`](Self::update_with) is an atomic read-modify-write, so
+/// counting from several processes loses nothing:
+///
+/// ```
+/// use shmproc::DictProxy;
+/// let counts = DictProxy::<String, u64>::new().unwrap();
+/// let peer = DictProxy::<String, u64>::open(counts.name()).unwrap();
+/// for w in "a b a c a".split(' ') {
+///     peer.update_with(&w.to_string(), 0, |n| *n += 1).unwrap();
+/// }
+/// assert_eq!(counts.get(&"a".to_string()).unwrap(), Some(3));
+/// assert_eq!(counts.len(), 3);
+/// ```
+pub struct DictProxy<K: Element, V: Element> {
+    store: Arc<Store>,
+    kin: Option<u32>,
+    vin: Option<u32>,
+    ks: u64,
+    stride: u64,
+    _t: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K: Element, V: Element> Clone for DictProxy<K, V> {
+    fn clone(&self) -> Self {
+        DictProxy {
+            store: Arc::clone(&self.store),
+            kin: self.kin,
+            vin: self.vin,
+            ks: self.ks,
+            stride: self.stride,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<K: Element, V: Element> std::fmt::Debug for DictProxy<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DictProxy").field("name", &self.name()).field("len", &self.len()).finish()
+    }
+}
+
+/// A validated table.
+#[derive(Clone, Copy)]
+struct Table {
+    base: u64,
+    nb: u64,
+    count: u64,
+    used: u64,
+}
+
+/// Where a key is, or where it would go.
+enum Probe {
+    Found(u64),
+    Vacant { idx: u64, was_empty: bool },
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    let h = fnv1a(bytes);
+    h ^ (h >> 29)
+}
+
+impl<K: Element, V: Element> DictProxy<K, V> {
+    pub(crate) fn fingerprint() -> crate::shm::Fingerprint {
+        fingerprint("DictProxy", &[K::__shape(), V::__shape()])
+    }
+
+    fn wrap(store: Store) -> Self {
+        let (ks, vs) = (slot_size::<K>(), slot_size::<V>());
+        let stride = (8 + ks + vs).next_multiple_of(8);
+        DictProxy {
+            store: Arc::new(store),
+            kin: K::__shape().inline,
+            vin: V::__shape().inline,
+            ks,
+            stride,
+            _t: PhantomData,
+        }
+    }
+
+    pub(crate) fn create_owned(
+        name: &str,
+        opts: &Options,
+        owner: Option<super::store::Owner>,
+    ) -> Result<Self, OpenError> {
+        Self::create_kind(name, opts, owner, Kind::Dict, &Self::fingerprint())
+    }
+
+    /// A dict store recorded as another kind (the Manager's registry).
+    pub(crate) fn create_kind(
+        name: &str,
+        opts: &Options,
+        owner: Option<super::store::Owner>,
+        kind: Kind,
+        fp: &crate::shm::Fingerprint,
+    ) -> Result<Self, OpenError> {
+        Ok(Self::wrap(Store::create(name, opts, kind, fp, owner, &[])?))
+    }
+
+    pub(crate) fn open_kind(
+        name: &str,
+        opts: &Options,
+        kind: Kind,
+        fp: &crate::shm::Fingerprint,
+    ) -> Result<Self, OpenError> {
+        Ok(Self::wrap(Store::open(name, opts, kind, fp)?))
+    }
+
+    pub(crate) fn store_segment(&self) -> &crate::shm::Segment {
+        self.store.segment()
+    }
+
+    /// A new empty dict under a fresh unique name; this process owns it.
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<u64, u64>::new().unwrap();
+    /// assert!(d.is_empty());
+    /// ```
+    pub fn new() -> Result<Self, OpenError> {
+        Self::create_owned(&crate::shm::unique_name(), &Options::new(), None)
+    }
+
+    /// A new empty dict named `name` ([`OpenError::AlreadyExists`] if taken).
+    ///
+    /// ```
+    /// let name = format!("doc-dict-create-{}", std::process::id());
+    /// let d = shmproc::DictProxy::<u8, u8>::create(&name).unwrap();
+    /// assert_eq!(d.name(), name);
+    /// ```
+    pub fn create(name: &str) -> Result<Self, OpenError> {
+        Self::create_owned(name, &Options::new(), None)
+    }
+
+    /// Opens the dict named `name`, checking key and value types.
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<String, u64>::new().unwrap();
+    /// assert!(shmproc::DictProxy::<String, u64>::open(d.name()).is_ok());
+    /// assert!(shmproc::DictProxy::<String, u32>::open(d.name()).is_err());
+    /// ```
+    pub fn open(name: &str) -> Result<Self, OpenError> {
+        Self::open_with(name, &Options::new())
+    }
+
+    /// [`Self::open`] with explicit [`Options`].
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<u8, u8>::new().unwrap();
+    /// assert!(shmproc::DictProxy::<u8, u8>::open_with(d.name(), &shmproc::Options::new()).is_ok());
+    /// ```
+    pub fn open_with(name: &str, opts: &Options) -> Result<Self, OpenError> {
+        Self::open_kind(name, opts, Kind::Dict, &Self::fingerprint())
+    }
+
+    /// The name other processes open.
+    ///
+    /// ```
+    /// assert!(!shmproc::DictProxy::<u8, u8>::new().unwrap().name().is_empty());
+    /// ```
+    pub fn name(&self) -> &str {
+        self.store.name()
+    }
+
+    /// Keeps the name after this process's last handle drops.
+    ///
+    /// ```
+    /// let name = format!("doc-dict-persist-{}", std::process::id());
+    /// shmproc::DictProxy::<u8, u8>::create(&name).unwrap().persist();
+    /// assert!(shmproc::DictProxy::<u8, u8>::open(&name).is_ok());
+    /// shmproc::unlink(&name).unwrap();
+    /// ```
+    pub fn persist(&self) {
+        self.store.segment().persist()
+    }
+
+    fn table_in(&self, v: &View, base: u64, nb: u64, count: u64, used: u64) -> R<Table> {
+        if base == 0 {
+            return if nb == 0 && count == 0 { Ok(Table { base: 0, nb: 0, count: 0, used: 0 }) } else { Err(Fail::Torn("table")) };
+        }
+        if !nb.is_power_of_two() || count > used || used > nb {
+            return Err(Fail::Torn("table counts"));
+        }
+        let (_, bytes) = heap::block(v, base)?;
+        if nb.checked_mul(self.stride).is_none_or(|n| n > bytes) {
+            return Err(Fail::Torn("table past its block"));
+        }
+        Ok(Table { base, nb, count, used })
+    }
+
+    fn table(&self, v: &View) -> R<Table> {
+        let st = &self.store.ctl().state;
+        let l = |i: usize| st[S_ROOT + i].load(Ordering::Relaxed);
+        self.table_in(v, l(TABLE), l(NB), l(COUNT), l(USED))
+    }
+
+    fn table_tx(&self, tx: &Txn<'_>) -> R<Table> {
+        self.table_in(tx.view(), tx.root(TABLE), tx.root(NB), tx.root(COUNT), tx.root(USED))
+    }
+
+    fn bucket(&self, t: Table, i: u64) -> u64 {
+        t.base + i * self.stride
+    }
+
+    fn probe(&self, v: &View, t: Table, key: &[u8], h: u64) -> R<Probe> {
+        let tag = h | 2;
+        let mask = t.nb.wrapping_sub(1);
+        let mut vacant = None;
+        for step in 0..t.nb {
+            let i = tag.wrapping_add(step) & mask;
+            let b = self.bucket(t, i);
+            match v.u64(b)? {
+                EMPTY => return Ok(vacant.unwrap_or(Probe::Vacant { idx: i, was_empty: true })),
+                TOMB => {
+                    vacant.get_or_insert(Probe::Vacant { idx: i, was_empty: false });
+                }
+                x if x == tag && element::slot_eq(v, b + 8, self.kin, key)? => return Ok(Probe::Found(i)),
+                _ => {}
+            }
+        }
+        // No empty bucket (only a hostile table is full): a tombstone, or nothing.
+        vacant.ok_or(Fail::Torn("table full"))
+    }
+
+    /// Rebuilds the table with `nb` buckets (dropping tombstones).
+    fn resize(&self, tx: &mut Txn<'_>, t: Table, nb: u64) -> R<Table> {
+        let bytes = nb.checked_mul(self.stride).ok_or(Fail::Torn("table size"))?;
+        let p = tx.alloc(bytes)?;
+        tx.write_fresh(p, &vec![0u8; bytes as usize])?;
+        let nt = Table { base: p, nb, count: t.count, used: t.count };
+        let mut moved = 0;
+        for i in 0..t.nb {
+            let b = self.bucket(t, i);
+            let tag = tx.view().u64(b)?;
+            if tag == EMPTY || tag == TOMB {
+                continue;
+            }
+            let bytes = tx.view().vec(b, self.stride)?;
+            let mut j = tag & (nb - 1);
+            while tx.view().u64(self.bucket(nt, j))? != EMPTY {
+                j = (j + 1) & (nb - 1);
+            }
+            tx.write_fresh(self.bucket(nt, j), &bytes)?;
+            moved += 1;
+            if moved > nb {
+                return Err(Fail::Torn("table counts"));
+            }
+        }
+        tx.set_root(TABLE, p)?;
+        tx.set_root(NB, nb)?;
+        tx.set_root(COUNT, moved)?;
+        tx.set_root(USED, moved)?;
+        if t.base != 0 {
+            tx.free(t.base)?;
+        }
+        Ok(Table { count: moved, used: moved, ..nt })
+    }
+
+    /// Sets `key` to `val` inside a transaction; returns the old value.
+    fn put(&self, tx: &mut Txn<'_>, key: &K, val: &V) -> R<Option<V>> {
+        let kb = key.__bytes();
+        let h = hash(&kb);
+        let mut t = self.table_tx(tx)?;
+        if t.nb == 0 || (t.used + 1) * 4 > t.nb * 3 {
+            let nb = if (t.count + 1) * 2 > t.nb { (t.nb * 2).max(8) } else { t.nb };
+            t = self.resize(tx, t, nb)?;
+        }
+        match self.probe(tx.view(), t, &kb, h)? {
+            Probe::Found(i) => {
+                let voff = self.bucket(t, i) + 8 + self.ks;
+                let old = element::decode::<V>(tx.view(), voff, self.vin)?;
+                let old_blob = if self.vin.is_none() { Some(tx.view().u64(voff)?) } else { None };
+                let slot = element::encode(tx, val)?;
+                tx.write(voff, &slot)?;
+                if let Some(p) = old_blob {
+                    tx.free(p)?;
+                }
+                Ok(Some(old))
+            }
+            Probe::Vacant { idx, was_empty } => {
+                let mut bytes = Vec::with_capacity(self.stride as usize);
+                bytes.extend_from_slice(&(h | 2).to_ne_bytes());
+                bytes.extend_from_slice(&element::encode(tx, key)?);
+                bytes.extend_from_slice(&element::encode(tx, val)?);
+                bytes.resize(self.stride as usize, 0);
+                tx.write(self.bucket(t, idx), &bytes)?;
+                tx.set_root(COUNT, t.count + 1)?;
+                if was_empty {
+                    tx.set_root(USED, t.used + 1)?;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Removes bucket `i` inside a transaction; returns its entry.
+    fn take(&self, tx: &mut Txn<'_>, t: Table, i: u64) -> R<(K, V)> {
+        let b = self.bucket(t, i);
+        let k = element::decode::<K>(tx.view(), b + 8, self.kin)?;
+        let v = element::decode::<V>(tx.view(), b + 8 + self.ks, self.vin)?;
+        element::release(tx, b + 8, self.kin)?;
+        element::release(tx, b + 8 + self.ks, self.vin)?;
+        tx.write_u64(b, TOMB)?;
+        tx.set_root(COUNT, t.count - 1)?;
+        Ok((k, v))
+    }
+
+    /// Sets `key` to `value`; returns the previous value, if any.
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<String, String>::new().unwrap();
+    /// assert_eq!(d.insert("k".into(), "v1".into()).unwrap(), None);
+    /// assert_eq!(d.insert("k".into(), "v2".into()).unwrap(), Some("v1".into()));
+    /// ```
+    pub fn insert(&self, key: K, value: V) -> Result<Option<V>, ContainerError> {
+        self.store.write(|tx| self.put(tx, &key, &value))
+    }
+
+    /// The value for `key`, if any.
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<u64, f64>::new().unwrap();
+    /// d.insert(1, 0.5).unwrap();
+    /// assert_eq!(d.get(&1).unwrap(), Some(0.5));
+    /// assert_eq!(d.get(&2).unwrap(), None);
+    /// ```
+    pub fn get(&self, key: &K) -> Result<Option<V>, ContainerError> {
+        let kb = key.__bytes();
+        let h = hash(&kb);
+        self.store.read(|v| {
+            let t = self.table(v)?;
+            if t.nb == 0 {
+                return Ok(None);
+            }
+            match self.probe(v, t, &kb, h)? {
+                Probe::Found(i) => Ok(Some(element::decode(v, self.bucket(t, i) + 8 + self.ks, self.vin)?)),
+                Probe::Vacant { .. } => Ok(None),
+            }
+        })
+    }
+
+    /// Whether `key` is present.
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<u8, u8>::new().unwrap();
+    /// d.insert(1, 1).unwrap();
+    /// assert!(d.contains_key(&1).unwrap() && !d.contains_key(&2).unwrap());
+    /// ```
+    pub fn contains_key(&self, key: &K) -> Result<bool, ContainerError> {
+        let kb = key.__bytes();
+        let h = hash(&kb);
+        self.store.read(|v| {
+            let t = self.table(v)?;
+            Ok(t.nb != 0 && matches!(self.probe(v, t, &kb, h)?, Probe::Found(_)))
+        })
+    }
+
+    /// Removes `key`; returns its value, if it was present.
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<u8, u8>::new().unwrap();
+    /// d.insert(1, 10).unwrap();
+    /// assert_eq!(d.remove(&1).unwrap(), Some(10));
+    /// assert_eq!(d.remove(&1).unwrap(), None);
+    /// ```
+    pub fn remove(&self, key: &K) -> Result<Option<V>, ContainerError> {
+        let kb = key.__bytes();
+        let h = hash(&kb);
+        self.store.write(|tx| {
+            let t = self.table_tx(tx)?;
+            if t.nb == 0 {
+                return Ok(None);
+            }
+            match self.probe(tx.view(), t, &kb, h)? {
+                Probe::Found(i) => Ok(Some(self.take(tx, t, i)?.1)),
+                Probe::Vacant { .. } => Ok(None),
+            }
+        })
+    }
+
+    /// Removes `key` and returns its value; [`ContainerError::KeyNotFound`]
+    /// if absent (Python's `d.pop(k)`).
+    ///
+    /// ```
+    /// use shmproc::{ContainerError, DictProxy};
+    /// let d = DictProxy::<u8, u8>::new().unwrap();
+    /// d.insert(1, 10).unwrap();
+    /// assert_eq!(d.pop(&1), Ok(10));
+    /// assert_eq!(d.pop(&1), Err(ContainerError::KeyNotFound));
+    /// ```
+    pub fn pop(&self, key: &K) -> Result<V, ContainerError> {
+        self.remove(key)?.ok_or(ContainerError::KeyNotFound)
+    }
+
+    /// Removes and returns some entry; [`ContainerError::Empty`] if none.
+    ///
+    /// ```
+    /// use shmproc::{ContainerError, DictProxy};
+    /// let d = DictProxy::<u8, u8>::new().unwrap();
+    /// d.insert(1, 10).unwrap();
+    /// assert_eq!(d.popitem(), Ok((1, 10)));
+    /// assert_eq!(d.popitem(), Err(ContainerError::Empty("dict")));
+    /// ```
+    pub fn popitem(&self) -> Result<(K, V), ContainerError> {
+        self.store.write(|tx| {
+            let t = self.table_tx(tx)?;
+            for i in 0..t.nb {
+                if tx.view().u64(self.bucket(t, i))? > TOMB {
+                    return self.take(tx, t, i);
+                }
+            }
+            Err(ContainerError::Empty("dict").into())
+        })
+    }
+
+    /// The value for `key`, inserting `default` first if absent.
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<u8, u8>::new().unwrap();
+    /// assert_eq!(d.setdefault(1, 5).unwrap(), 5);
+    /// assert_eq!(d.setdefault(1, 7).unwrap(), 5);
+    /// ```
+    pub fn setdefault(&self, key: K, default: V) -> Result<V, ContainerError> {
+        self.store.write(|tx| {
+            let kb = key.__bytes();
+            let t = self.table_tx(tx)?;
+            if t.nb != 0
+                && let Probe::Found(i) = self.probe(tx.view(), t, &kb, hash(&kb))?
+            {
+                return element::decode(tx.view(), self.bucket(t, i) + 8 + self.ks, self.vin);
+            }
+            self.put(tx, &key, &default)?;
+            Ok(default.clone())
+        })
+    }
+
+    /// Inserts every pair, holding the lock throughout (no process sees a
+    /// part of it); each insert is crash-atomic on its own.
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<u8, u8>::new().unwrap();
+    /// d.update([(1, 1), (2, 4)]).unwrap();
+    /// assert_eq!(d.len(), 2);
+    /// ```
+    pub fn update(&self, items: impl IntoIterator<Item = (K, V)>) -> Result<(), ContainerError> {
+        self.store.with_lock(|| {
+            for (k, v) in items {
+                self.insert(k, v)?;
+            }
+            Ok(())
+        })?
+    }
+
+    /// Atomic read-modify-write: applies `f` to the value for `key` (or to
+    /// `default` if absent) and stores the result, as one operation; no
+    /// update from another process is lost. Returns the new value. If `f`
+    /// panics, nothing changes.
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<String, u64>::new().unwrap();
+    /// assert_eq!(d.update_with(&"n".to_string(), 0, |v| *v += 5).unwrap(), 5);
+    /// assert_eq!(d.update_with(&"n".to_string(), 0, |v| *v *= 2).unwrap(), 10);
+    /// ```
+    pub fn update_with(&self, key: &K, default: V, f: impl FnOnce(&mut V)) -> Result<V, ContainerError> {
+        self.store.write(|tx| {
+            let kb = key.__bytes();
+            let t = self.table_tx(tx)?;
+            let mut cur = default;
+            if t.nb != 0
+                && let Probe::Found(i) = self.probe(tx.view(), t, &kb, hash(&kb))?
+            {
+                cur = element::decode(tx.view(), self.bucket(t, i) + 8 + self.ks, self.vin)?;
+            }
+            f(&mut cur);
+            self.put(tx, key, &cur)?;
+            Ok(cur)
+        })
+    }
+
+    fn collect<X>(&self, f: impl Fn(&View, u64) -> R<X>) -> Result<Vec<X>, ContainerError> {
+        self.store.read(|v| {
+            let t = self.table(v)?;
+            let mut out = Vec::with_capacity(t.count.min(1 << 20) as usize);
+            for i in 0..t.nb {
+                let b = self.bucket(t, i);
+                if v.u64(b)? > TOMB {
+                    out.push(f(v, b)?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every key (a consistent snapshot, unspecified order).
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<u8, u8>::new().unwrap();
+    /// d.update([(1, 0), (2, 0)]).unwrap();
+    /// let mut k = d.keys().unwrap();
+    /// k.sort();
+    /// assert_eq!(k, [1, 2]);
+    /// ```
+    pub fn keys(&self) -> Result<Vec<K>, ContainerError> {
+        let kin = self.kin;
+        self.collect(move |v, b| element::decode(v, b + 8, kin))
+    }
+
+    /// Every value (a consistent snapshot, in the order of [`Self::keys`]).
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<u8, u8>::new().unwrap();
+    /// d.insert(1, 9).unwrap();
+    /// assert_eq!(d.values().unwrap(), [9]);
+    /// ```
+    pub fn values(&self) -> Result<Vec<V>, ContainerError> {
+        let (vin, ks) = (self.vin, self.ks);
+        self.collect(move |v, b| element::decode(v, b + 8 + ks, vin))
+    }
+
+    /// Every `(key, value)` pair (a consistent snapshot).
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<String, u64>::new().unwrap();
+    /// d.insert("x".into(), 1).unwrap();
+    /// assert_eq!(d.items().unwrap(), [("x".to_string(), 1)]);
+    /// ```
+    pub fn items(&self) -> Result<Vec<(K, V)>, ContainerError> {
+        let (kin, vin, ks) = (self.kin, self.vin, self.ks);
+        self.collect(move |v, b| Ok((element::decode(v, b + 8, kin)?, element::decode(v, b + 8 + ks, vin)?)))
+    }
+
+    /// The number of entries (0 if the segment is corrupted).
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<u8, u8>::new().unwrap();
+    /// d.insert(1, 1).unwrap();
+    /// assert_eq!(d.len(), 1);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.store.read(|v| self.table(v).map(|t| t.count as usize)).unwrap_or(0)
+    }
+
+    /// Whether the dict is empty.
+    ///
+    /// ```
+    /// assert!(shmproc::DictProxy::<u8, u8>::new().unwrap().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes every entry (and frees all their space at once).
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<u8, u8>::new().unwrap();
+    /// d.insert(1, 1).unwrap();
+    /// d.clear().unwrap();
+    /// assert!(d.is_empty());
+    /// ```
+    pub fn clear(&self) -> Result<(), ContainerError> {
+        self.store.write(|tx| tx.reset())
+    }
+
+    /// Runs `f` holding the dict's lock (several operations as one for
+    /// other processes; each stays crash-atomic on its own).
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<u8, u64>::new().unwrap();
+    /// d.with_lock(|d| {
+    ///     let a = d.get(&1)?.unwrap_or(0);
+    ///     d.insert(1, a + 1)
+    /// }).unwrap().unwrap();
+    /// assert_eq!(d.get(&1).unwrap(), Some(1));
+    /// ```
+    pub fn with_lock<U>(&self, f: impl FnOnce(&Self) -> U) -> Result<U, ContainerError> {
+        self.store.with_lock(|| f(self))
+    }
+}

@@ -1,0 +1,126 @@
+//! What a container can hold: every [`ShmType`] inline, and `String` /
+//! `Vec<u8>` of any length in the container's heap.
+
+use std::borrow::Cow;
+
+use super::heap;
+use super::store::{Fail, R, Txn, View};
+use crate::ShmType;
+
+/// How an element type is stored (an implementation detail of
+/// [`Element`]; not for use outside shmproc).
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// The name checked on open.
+    pub name: Cow<'static, str>,
+    /// `Some(size)` for inline (Pod) elements, `None` for heap blobs.
+    pub inline: Option<u32>,
+    /// Alignment of an inline element (1 for blobs).
+    pub align: u32,
+}
+
+/// An element of a [`ListProxy`](crate::ListProxy) or a key or value of a
+/// [`DictProxy`](crate::DictProxy): every [`ShmType`] (stored inline, its
+/// size, alignment and name checked on open like everywhere), and
+/// `String` and `Vec<u8>` of any length (stored in the container's own
+/// heap). Equality and hashing inside a container are by the bytes of the
+/// element (so `0.0` and `-0.0` differ, and a NaN equals itself).
+///
+/// ```
+/// use shmproc::Element;
+/// assert_eq!(u64::element_name(), "u64");
+/// assert_eq!(String::element_name(), "String");
+/// ```
+pub trait Element: Clone + Sized {
+    /// The name recorded in (and checked against) the container segment.
+    fn element_name() -> Cow<'static, str> {
+        Self::__shape().name
+    }
+    #[doc(hidden)]
+    fn __shape() -> Shape;
+    #[doc(hidden)]
+    fn __bytes(&self) -> Cow<'_, [u8]>;
+    #[doc(hidden)]
+    fn __from_bytes(b: &[u8]) -> Option<Self>;
+}
+
+impl<T: ShmType> Element for T {
+    fn __shape() -> Shape {
+        Shape {
+            name: <T as ShmType>::type_name(),
+            inline: Some(std::mem::size_of::<T>() as u32),
+            align: std::mem::align_of::<T>() as u32,
+        }
+    }
+    fn __bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(bytemuck::bytes_of(self))
+    }
+    fn __from_bytes(b: &[u8]) -> Option<Self> {
+        (b.len() == std::mem::size_of::<T>()).then(|| bytemuck::pod_read_unaligned(b))
+    }
+}
+
+impl Element for String {
+    fn __shape() -> Shape {
+        Shape { name: "String".into(), inline: None, align: 1 }
+    }
+    fn __bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.as_bytes())
+    }
+    fn __from_bytes(b: &[u8]) -> Option<Self> {
+        String::from_utf8(b.to_vec()).ok()
+    }
+}
+
+impl Element for Vec<u8> {
+    fn __shape() -> Shape {
+        Shape { name: "Vec<u8>".into(), inline: None, align: 1 }
+    }
+    fn __bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self)
+    }
+    fn __from_bytes(b: &[u8]) -> Option<Self> {
+        Some(b.to_vec())
+    }
+}
+
+/// Bytes an element takes in a slot (inline size, or an 8-byte offset).
+pub(crate) fn slot_size<T: Element>() -> u64 {
+    T::__shape().inline.map_or(8, u64::from)
+}
+
+/// The slot bytes for `e` (allocating its blob if it has one).
+pub(crate) fn encode<T: Element>(tx: &mut Txn<'_>, e: &T) -> R<Vec<u8>> {
+    let b = e.__bytes();
+    match T::__shape().inline {
+        Some(_) => Ok(b.into_owned()),
+        None => Ok(tx.put_blob(&b)?.to_ne_bytes().to_vec()),
+    }
+}
+
+/// Reads the element in the slot at `off`.
+pub(crate) fn decode<T: Element>(v: &View, off: u64, inline: Option<u32>) -> R<T> {
+    let bytes = match inline {
+        Some(n) => v.vec(off, u64::from(n))?,
+        None => heap::read_blob(v, v.u64(off)?)?,
+    };
+    T::__from_bytes(&bytes).ok_or(Fail::Torn("element bytes"))
+}
+
+/// Whether the slot at `off` holds an element whose bytes are `want`.
+pub(crate) fn slot_eq(v: &View, off: u64, inline: Option<u32>, want: &[u8]) -> R<bool> {
+    match inline {
+        Some(n) => Ok(v.vec(off, u64::from(n))? == want),
+        None => heap::blob_eq(v, v.u64(off)?, want),
+    }
+}
+
+/// Frees what the slot at `off` owns (its blob, if any).
+pub(crate) fn release(tx: &mut Txn<'_>, off: u64, inline: Option<u32>) -> R<()> {
+    if inline.is_none() {
+        let p = tx.view().u64(off)?;
+        tx.free(p)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! The in-segment heap: segregated free lists of power-of-two blocks
+//! (`32 << class` bytes, the classic binary size-class allocator), carved
+//! from a bump top that grows the segment when it runs out. Offsets only.
+//!
+//! ```text
+//! block:  [MAGIC | class : u64][next free block : u64][payload ...]
+//! blob:   payload = [len : u64][len bytes]
+//! ```
+//! Every change goes through the transaction: the free-list heads and the
+//! top are state words (logged), the `next` word of a block being freed is
+//! logged (the block was live), and a block handed out is written without
+//! logging (no committed state reaches it). So a crash mid-allocation
+//! rolls back to the exact free lists of before.
+//!
+//! Offsets read from shared memory are checked before use: inside the
+//! heap, on a block boundary, with a valid header, ending inside the
+//! mapping; a bad one is an error or garbage, never an access outside.
+
+use super::store::{Fail, HEAP_START, NCLASS, R, S_FREE, S_ROOT, S_TOP, STATE_WORDS, Txn, View};
+
+/// High bits of a block header word ("BLK").
+const BLOCK_MAGIC: u64 = 0x424C_4B00_0000_0000;
+const MAGIC_MASK: u64 = 0xFFFF_FF00_0000_0000;
+/// Bytes before a block's payload.
+pub(crate) const BLOCK_HDR: u64 = 16;
+
+/// Total bytes of a block of class `c`.
+pub(crate) fn block_size(c: usize) -> u64 {
+    32u64 << c
+}
+
+/// The smallest class whose payload holds `payload` bytes.
+fn class_for(payload: u64) -> Option<usize> {
+    let total = payload.checked_add(BLOCK_HDR)?;
+    (0..NCLASS).find(|&c| block_size(c) >= total)
+}
+
+/// Checks the block whose payload is at `p` and returns (class, payload
+/// capacity).
+pub(crate) fn block(v: &View, p: u64) -> R<(usize, u64)> {
+    let b = p.checked_sub(BLOCK_HDR).ok_or(Fail::Torn("block offset"))?;
+    if b < HEAP_START || !(b - HEAP_START).is_multiple_of(32) {
+        return Err(Fail::Torn("block offset"));
+    }
+    let h = v.u64(b)?;
+    let c = (h & !MAGIC_MASK) as usize;
+    if h & MAGIC_MASK != BLOCK_MAGIC || c >= NCLASS {
+        return Err(Fail::Torn("block header"));
+    }
+    let size = block_size(c);
+    if b.checked_add(size).is_none_or(|end| end > v.len()) {
+        return Err(Fail::Torn("block past the mapping"));
+    }
+    Ok((c, size - BLOCK_HDR))
+}
+
+/// Reads the blob at `p`.
+pub(crate) fn read_blob(v: &View, p: u64) -> R<Vec<u8>> {
+    let (_, cap) = block(v, p)?;
+    let len = v.u64(p)?;
+    if len > cap - 8 {
+        return Err(Fail::Torn("blob length"));
+    }
+    v.vec(p + 8, len)
+}
+
+/// Whether the blob at `p` holds exactly `bytes`.
+pub(crate) fn blob_eq(v: &View, p: u64, bytes: &[u8]) -> R<bool> {
+    let (_, cap) = block(v, p)?;
+    let len = v.u64(p)?;
+    if len > cap - 8 {
+        return Err(Fail::Torn("blob length"));
+    }
+    if len != bytes.len() as u64 {
+        return Ok(false);
+    }
+    Ok(v.vec(p + 8, len)? == bytes)
+}
+
+impl Txn<'_> {
+    /// A block with at least `payload` bytes; returns the payload offset.
+    pub(crate) fn alloc(&mut self, payload: u64) -> R<u64> {
+        let c = class_for(payload).ok_or(Fail::Err(super::ContainerError::TooLarge {
+            what: "one allocation",
+            limit: block_size(NCLASS - 1) - BLOCK_HDR,
+        }))?;
+        let head = self.state(S_FREE + c);
+        if head != 0 {
+            let (hc, _) = block(self.view(), head + BLOCK_HDR)?;
+            let top = self.state(S_TOP);
+            let next = self.view().u64(head + 8)?;
+            if hc != c || (next != 0 && (next < HEAP_START || next >= top)) {
+                return Err(Fail::Torn("free list"));
+            }
+            self.set_state(S_FREE + c, next)?;
+            return Ok(head + BLOCK_HDR);
+        }
+        let b = self.state(S_TOP);
+        // The top never passes the mapped length (a hostile one would make us reserve absurd room).
+        if b < HEAP_START || b > self.view().len() || !(b - HEAP_START).is_multiple_of(32) {
+            return Err(Fail::Torn("heap top"));
+        }
+        let end = b.checked_add(block_size(c)).ok_or(Fail::Torn("heap top"))?;
+        self.grow(end)?;
+        self.set_state(S_TOP, end)?;
+        let mut hdr = [0u8; 16];
+        hdr[..8].copy_from_slice(&(BLOCK_MAGIC | c as u64).to_ne_bytes());
+        self.write_fresh(b, &hdr)?;
+        Ok(b + BLOCK_HDR)
+    }
+
+    /// Frees the block at payload offset `p` when the operation commits.
+    ///
+    /// Deferred: a block freed now and handed out again by an allocation
+    /// later in the same operation would be written without logging while
+    /// the state before the operation still reaches it; a rollback would
+    /// then bring back a live block with overwritten bytes.
+    pub(crate) fn free(&mut self, p: u64) -> R<()> {
+        let (c, _) = block(self.view(), p)?;
+        let b = p - BLOCK_HDR;
+        if b + block_size(c) > self.state(S_TOP) {
+            return Err(Fail::Torn("freed block past the heap top"));
+        }
+        self.defer_free(p);
+        Ok(())
+    }
+
+    /// Puts the blocks freed by this operation on their free lists (the
+    /// last step before the commit store; no allocation follows).
+    pub(crate) fn flush_frees(&mut self) -> R<()> {
+        let mut ps = self.take_deferred();
+        ps.sort_unstable();
+        ps.dedup();
+        for p in ps {
+            // Checked again: an allocation after the free may have moved the top (a reset).
+            let (c, _) = block(self.view(), p)?;
+            let b = p - BLOCK_HDR;
+            if b + block_size(c) > self.state(S_TOP) {
+                continue;
+            }
+            let head = self.state(S_FREE + c);
+            self.write_u64(b + 8, head)?;
+            self.set_state(S_FREE + c, b)?;
+        }
+        Ok(())
+    }
+
+    /// Grows the block at `p` in place to hold `payload` bytes if it is the
+    /// last block of the heap; returns whether it did.
+    pub(crate) fn grow_in_place(&mut self, p: u64, payload: u64) -> R<bool> {
+        let (c, cap) = block(self.view(), p)?;
+        if cap >= payload {
+            return Ok(true);
+        }
+        let b = p - BLOCK_HDR;
+        if b + block_size(c) != self.state(S_TOP) {
+            return Ok(false);
+        }
+        let Some(c2) = class_for(payload) else { return Ok(false) };
+        let end = b + block_size(c2);
+        self.grow(end)?;
+        self.set_state(S_TOP, end)?;
+        self.write_u64(b, BLOCK_MAGIC | c2 as u64)?;
+        Ok(true)
+    }
+
+    /// Frees every block at once (`clear`): an empty heap, roots zeroed.
+    pub(crate) fn reset(&mut self) -> R<()> {
+        drop(self.take_deferred());
+        self.set_state(S_TOP, HEAP_START)?;
+        for i in S_FREE..STATE_WORDS {
+            if self.state(i) != 0 {
+                self.set_state(i, 0)?;
+            }
+        }
+        debug_assert!(S_ROOT > S_FREE);
+        Ok(())
+    }
+
+    /// Stores `bytes` as a new blob; returns its offset.
+    pub(crate) fn put_blob(&mut self, bytes: &[u8]) -> R<u64> {
+        let p = self.alloc(8 + bytes.len() as u64)?;
+        self.write_fresh(p, &(bytes.len() as u64).to_ne_bytes())?;
+        self.write_fresh(p + 8, bytes)?;
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_fit_their_payload() {
+        assert_eq!(class_for(0), Some(0));
+        assert_eq!(class_for(16), Some(0));
+        assert_eq!(class_for(17), Some(1));
+        assert_eq!(class_for(u64::MAX), None);
+        for n in [1u64, 100, 4096, 1 << 30] {
+            let c = class_for(n).unwrap();
+            assert!(block_size(c) - BLOCK_HDR >= n);
+            assert!(c == 0 || block_size(c - 1) - BLOCK_HDR < n);
+        }
+    }
+}

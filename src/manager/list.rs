@@ -1,0 +1,686 @@
+//! `ListProxy<T>`: Python's list surface over a growable array in the
+//! container's segment.
+//!
+//! Root words: the array's payload offset, the length, the capacity (in
+//! slots). A slot is the element itself (Pod) or the offset of its blob.
+//! Appends write the slot past the length (unlogged: nothing reaches it)
+//! and then the length (logged): one logged word per append. Operations
+//! that move many slots (insert, pop_at, remove, reverse, sort) build the
+//! new array in a fresh block and switch the root to it, so their undo
+//! log stays a few words whatever the length.
+
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use super::element::{self, Element, slot_size};
+use super::store::{Fail, R, S_ROOT, Store, Txn, View};
+use super::{ContainerError, fingerprint, heap, normalize};
+use crate::shm::Kind;
+use crate::{OpenError, Options};
+
+const ARR: usize = 0;
+const LEN: usize = 1;
+const CAP: usize = 2;
+
+/// A list in shared memory with Python's list surface: any process that
+/// opens it (by name, or through a [`Manager`](crate::Manager)) sees and
+/// changes the same list. No server process: each operation is a few
+/// loads and stores on the shared segment.
+///
+/// - **Growth** needs no capacity: the segment grows as the list does,
+///   and every handle notices with one atomic load per operation.
+/// - **Atomic**: each operation is atomic for all processes; reads run
+///   concurrently without a lock (a version word is checked before and
+///   after), writers are exclusive.
+/// - **Crash-atomic**: a process killed (even by `kill -9`) in the middle
+///   of any operation leaves the list exactly as before that operation;
+///   the next user repairs it automatically.
+///
+/// Elements are every [`ShmType`](crate::ShmType) (inline) and `String`
+/// / `Vec<u8>` of any length (in the list's own heap).
+///
+/// ```
+/// use shmproc::ListProxy;
+/// let squares = ListProxy::<u64>::new().unwrap();
+/// for i in 0..10 {
+///     squares.append(i * i).unwrap();
+/// }
+/// // Another process opens it by name:
+/// let same = ListProxy::<u64>::open(squares.name()).unwrap();
+/// assert_eq!(same.slice(2..5).unwrap(), [4, 9, 16]);
+/// assert_eq!(same.get(-1).unwrap(), 81);
+/// assert!(ListProxy::<u32>::open(squares.name()).is_err()); // wrong element type
+/// ```
+pub struct ListProxy<T: Element> {
+    store: Arc<Store>,
+    inline: Option<u32>,
+    s: u64,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Element> Clone for ListProxy<T> {
+    fn clone(&self) -> Self {
+        ListProxy { store: Arc::clone(&self.store), inline: self.inline, s: self.s, _t: PhantomData }
+    }
+}
+
+impl<T: Element> std::fmt::Debug for ListProxy<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListProxy").field("name", &self.name()).field("len", &self.len()).finish()
+    }
+}
+
+/// A validated array: payload offset and length (`len * s` bytes inside
+/// the array's block, inside the mapping).
+#[derive(Clone, Copy)]
+struct Arr {
+    base: u64,
+    len: u64,
+    cap: u64,
+}
+
+impl<T: Element> ListProxy<T> {
+    pub(crate) fn fingerprint() -> crate::shm::Fingerprint {
+        fingerprint("ListProxy", &[T::__shape()])
+    }
+
+    fn wrap(store: Store) -> Result<Self, OpenError> {
+        let s = slot_size::<T>();
+        if s == 0 {
+            return Err(OpenError::InvalidArgument("a list of a zero-sized type".into()));
+        }
+        Ok(ListProxy { store: Arc::new(store), inline: T::__shape().inline, s, _t: PhantomData })
+    }
+
+    pub(crate) fn create_owned(
+        name: &str,
+        opts: &Options,
+        owner: Option<super::store::Owner>,
+    ) -> Result<Self, OpenError> {
+        if slot_size::<T>() == 0 {
+            return Err(OpenError::InvalidArgument("a list of a zero-sized type".into()));
+        }
+        Self::wrap(Store::create(name, opts, Kind::List, &Self::fingerprint(), owner, &[])?)
+    }
+
+    /// A new empty list under a fresh unique name (see [`Self::name`]);
+    /// this process owns the name (removed when its last handle drops).
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<String>::new().unwrap();
+    /// assert!(l.is_empty());
+    /// ```
+    pub fn new() -> Result<Self, OpenError> {
+        Self::create_owned(&crate::shm::unique_name(), &Options::new(), None)
+    }
+
+    /// A new empty list named `name` ([`OpenError::AlreadyExists`] if taken).
+    ///
+    /// ```
+    /// let name = format!("doc-list-create-{}", std::process::id());
+    /// let l = shmproc::ListProxy::<u8>::create(&name).unwrap();
+    /// assert_eq!(l.name(), name);
+    /// assert!(shmproc::ListProxy::<u8>::create(&name).is_err());
+    /// ```
+    pub fn create(name: &str) -> Result<Self, OpenError> {
+        Self::create_owned(name, &Options::new(), None)
+    }
+
+    /// Opens the list named `name`, checking that it is a list of `T`.
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<f64>::new().unwrap();
+    /// l.append(1.5).unwrap();
+    /// assert_eq!(shmproc::ListProxy::<f64>::open(l.name()).unwrap().to_vec().unwrap(), [1.5]);
+    /// assert!(shmproc::DictProxy::<f64, f64>::open(l.name()).is_err()); // not a dict
+    /// ```
+    pub fn open(name: &str) -> Result<Self, OpenError> {
+        Self::open_with(name, &Options::new())
+    }
+
+    /// [`Self::open`] with explicit [`Options`].
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<u8>::new().unwrap();
+    /// assert!(shmproc::ListProxy::<u8>::open_with(l.name(), &shmproc::Options::new()).is_ok());
+    /// ```
+    pub fn open_with(name: &str, opts: &Options) -> Result<Self, OpenError> {
+        Self::wrap(Store::open(name, opts, Kind::List, &Self::fingerprint())?)
+    }
+
+    /// The name other processes open.
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<u8>::new().unwrap();
+    /// assert!(l.name().starts_with("anon."));
+    /// ```
+    pub fn name(&self) -> &str {
+        self.store.name()
+    }
+
+    /// Keeps the name after this process's last handle drops.
+    ///
+    /// ```
+    /// let name = format!("doc-list-persist-{}", std::process::id());
+    /// let l = shmproc::ListProxy::<u8>::create(&name).unwrap();
+    /// l.persist();
+    /// drop(l);
+    /// assert!(shmproc::ListProxy::<u8>::open(&name).is_ok());
+    /// shmproc::unlink(&name).unwrap();
+    /// ```
+    pub fn persist(&self) {
+        self.store.segment().persist()
+    }
+
+    /// Reads and validates the root words (through atomics).
+    fn arr_in(&self, v: &View, arr: u64, len: u64, cap: u64) -> R<Arr> {
+        if len > cap {
+            return Err(Fail::Torn("length past capacity"));
+        }
+        if arr == 0 {
+            return if cap == 0 { Ok(Arr { base: 0, len: 0, cap: 0 }) } else { Err(Fail::Torn("array offset")) };
+        }
+        let (_, bytes) = heap::block(v, arr)?;
+        if cap.checked_mul(self.s).is_none_or(|n| n > bytes) {
+            return Err(Fail::Torn("capacity past the array block"));
+        }
+        Ok(Arr { base: arr, len, cap })
+    }
+
+    fn arr(&self, v: &View) -> R<Arr> {
+        let st = &self.store.ctl().state;
+        let load = |i: usize| st[S_ROOT + i].load(std::sync::atomic::Ordering::Relaxed);
+        self.arr_in(v, load(ARR), load(LEN), load(CAP))
+    }
+
+    fn arr_tx(&self, tx: &Txn<'_>) -> R<Arr> {
+        self.arr_in(tx.view(), tx.root(ARR), tx.root(LEN), tx.root(CAP))
+    }
+
+    fn slot(&self, a: Arr, i: u64) -> u64 {
+        a.base + i * self.s
+    }
+
+    fn get_at(&self, v: &View, a: Arr, i: u64) -> R<T> {
+        element::decode(v, self.slot(a, i), self.inline)
+    }
+
+    /// Makes room for `need` slots (in place at the heap top, or by moving
+    /// the array to a fresh block).
+    fn reserve(&self, tx: &mut Txn<'_>, a: Arr, need: u64) -> R<Arr> {
+        if need <= a.cap {
+            return Ok(a);
+        }
+        let want = need.max(a.cap.saturating_mul(2)).max(4);
+        let bytes = want.checked_mul(self.s).ok_or(Fail::Err(ContainerError::TooLarge {
+            what: "a list",
+            limit: u64::MAX,
+        }))?;
+        if a.base != 0 && tx.grow_in_place(a.base, bytes)? {
+            let (_, cap_bytes) = heap::block(tx.view(), a.base)?;
+            let cap = cap_bytes / self.s;
+            tx.set_root(CAP, cap)?;
+            return Ok(Arr { cap, ..a });
+        }
+        let p = tx.alloc(bytes)?;
+        if a.len > 0 {
+            let old = tx.view().vec(a.base, a.len * self.s)?;
+            tx.write_fresh(p, &old)?;
+        }
+        let (_, cap_bytes) = heap::block(tx.view(), p)?;
+        let cap = cap_bytes / self.s;
+        tx.set_root(ARR, p)?;
+        tx.set_root(CAP, cap)?;
+        if a.base != 0 {
+            tx.free(a.base)?;
+        }
+        Ok(Arr { base: p, len: a.len, cap })
+    }
+
+    /// Replaces the array by a fresh one holding `slots` (raw slot bytes).
+    fn rebuild(&self, tx: &mut Txn<'_>, a: Arr, slots: &[u8]) -> R<()> {
+        let len = slots.len() as u64 / self.s;
+        let p = tx.alloc((len.max(4)) * self.s)?;
+        tx.write_fresh(p, slots)?;
+        let (_, cap_bytes) = heap::block(tx.view(), p)?;
+        tx.set_root(ARR, p)?;
+        tx.set_root(LEN, len)?;
+        tx.set_root(CAP, cap_bytes / self.s)?;
+        if a.base != 0 {
+            tx.free(a.base)?;
+        }
+        Ok(())
+    }
+
+    fn slots(&self, tx: &Txn<'_>, a: Arr) -> R<Vec<u8>> {
+        if a.len == 0 { Ok(Vec::new()) } else { tx.view().vec(a.base, a.len * self.s) }
+    }
+
+    /// Appends `v` (Python's `append`).
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<String>::new().unwrap();
+    /// l.append("a".to_string()).unwrap();
+    /// l.append("bb".repeat(1000)).unwrap();
+    /// assert_eq!(l.len(), 2);
+    /// assert_eq!(l.get(1).unwrap().len(), 2000);
+    /// ```
+    pub fn append(&self, v: T) -> Result<(), ContainerError> {
+        self.store.write(|tx| {
+            let a = self.arr_tx(tx)?;
+            let a = self.reserve(tx, a, a.len + 1)?;
+            let slot = element::encode(tx, &v)?;
+            tx.write_fresh(self.slot(a, a.len), &slot)?;
+            tx.set_root(LEN, a.len + 1)
+        })
+    }
+
+    /// Appends every item, as one operation (all or nothing).
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<u32>::new().unwrap();
+    /// l.extend([1, 2, 3]).unwrap();
+    /// assert_eq!(l.to_vec().unwrap(), [1, 2, 3]);
+    /// ```
+    pub fn extend(&self, items: impl IntoIterator<Item = T>) -> Result<(), ContainerError> {
+        let items: Vec<T> = items.into_iter().collect();
+        self.store.write(|tx| {
+            let a = self.arr_tx(tx)?;
+            let a = self.reserve(tx, a, a.len + items.len() as u64)?;
+            for (k, v) in items.iter().enumerate() {
+                let slot = element::encode(tx, v)?;
+                tx.write_fresh(self.slot(a, a.len + k as u64), &slot)?;
+            }
+            tx.set_root(LEN, a.len + items.len() as u64)
+        })
+    }
+
+    /// Inserts `v` before index `i` (negative counts from the end; like
+    /// Python, an index past either end inserts at that end).
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<i32>::new().unwrap();
+    /// l.extend([1, 3]).unwrap();
+    /// l.insert(1, 2).unwrap();
+    /// l.insert(-100, 0).unwrap();
+    /// l.insert(100, 4).unwrap();
+    /// assert_eq!(l.to_vec().unwrap(), [0, 1, 2, 3, 4]);
+    /// ```
+    pub fn insert(&self, i: isize, v: T) -> Result<(), ContainerError> {
+        self.store.write(|tx| {
+            let a = self.arr_tx(tx)?;
+            let len = a.len as i128;
+            let idx = if i < 0 { (len + i as i128).max(0) } else { (i as i128).min(len) } as u64;
+            let mut slots = self.slots(tx, a)?;
+            let slot = element::encode(tx, &v)?;
+            let at = (idx * self.s) as usize;
+            slots.splice(at..at, slot);
+            self.rebuild(tx, a, &slots)
+        })
+    }
+
+    /// The element at `i` (negative counts from the end).
+    ///
+    /// ```
+    /// use shmproc::{ContainerError, ListProxy};
+    /// let l = ListProxy::<u8>::new().unwrap();
+    /// l.extend([10, 20]).unwrap();
+    /// assert_eq!(l.get(-2).unwrap(), 10);
+    /// assert_eq!(l.get(2), Err(ContainerError::IndexOutOfRange { index: 2, len: 2 }));
+    /// ```
+    pub fn get(&self, i: isize) -> Result<T, ContainerError> {
+        self.store.read(|v| {
+            let a = self.arr(v)?;
+            let idx = normalize(i, a.len)?;
+            self.get_at(v, a, idx)
+        })
+    }
+
+    /// Replaces the element at `i` (negative counts from the end).
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<String>::new().unwrap();
+    /// l.append("old".into()).unwrap();
+    /// l.set(-1, "new".into()).unwrap();
+    /// assert_eq!(l.get(0).unwrap(), "new");
+    /// assert!(l.set(1, "x".into()).is_err());
+    /// ```
+    pub fn set(&self, i: isize, v: T) -> Result<(), ContainerError> {
+        self.store.write(|tx| {
+            let a = self.arr_tx(tx)?;
+            let idx = normalize(i, a.len)?;
+            let off = self.slot(a, idx);
+            let old = if self.inline.is_none() { Some(tx.view().u64(off)?) } else { None };
+            let slot = element::encode(tx, &v)?;
+            tx.write(off, &slot)?;
+            if let Some(p) = old {
+                tx.free(p)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The elements in `range`, clamped to the length like Python's
+    /// `l[a:b]` (the seed's `squares[2:5]`).
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<u64>::new().unwrap();
+    /// l.extend((0..10).map(|i| i * i)).unwrap();
+    /// assert_eq!(l.slice(2..5).unwrap(), [4, 9, 16]);
+    /// assert_eq!(l.slice(8..100).unwrap(), [64, 81]);
+    /// assert_eq!(l.slice(..).unwrap().len(), 10);
+    /// ```
+    pub fn slice(&self, range: impl RangeBounds<usize>) -> Result<Vec<T>, ContainerError> {
+        let lo = match range.start_bound() {
+            Bound::Included(&s) => s as u64,
+            Bound::Excluded(&s) => (s as u64).saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let hi = match range.end_bound() {
+            Bound::Included(&e) => (e as u64).saturating_add(1),
+            Bound::Excluded(&e) => e as u64,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.store.read(|v| {
+            let a = self.arr(v)?;
+            let (lo, hi) = (lo.min(a.len), hi.min(a.len));
+            (lo..hi.max(lo)).map(|i| self.get_at(v, a, i)).collect()
+        })
+    }
+
+    /// Removes and returns the last element.
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<u8>::new().unwrap();
+    /// l.extend([1, 2]).unwrap();
+    /// assert_eq!(l.pop().unwrap(), 2);
+    /// assert_eq!(l.len(), 1);
+    /// ```
+    pub fn pop(&self) -> Result<T, ContainerError> {
+        self.store.write(|tx| {
+            let a = self.arr_tx(tx)?;
+            if a.len == 0 {
+                return Err(ContainerError::Empty("list").into());
+            }
+            let v = self.get_at(tx.view(), a, a.len - 1)?;
+            element::release(tx, self.slot(a, a.len - 1), self.inline)?;
+            tx.set_root(LEN, a.len - 1)?;
+            Ok(v)
+        })
+    }
+
+    /// Removes and returns the element at `i` (negative counts from the end).
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<u8>::new().unwrap();
+    /// l.extend([1, 2, 3]).unwrap();
+    /// assert_eq!(l.pop_at(0).unwrap(), 1);
+    /// assert_eq!(l.to_vec().unwrap(), [2, 3]);
+    /// assert!(l.pop_at(5).is_err());
+    /// ```
+    pub fn pop_at(&self, i: isize) -> Result<T, ContainerError> {
+        self.store.write(|tx| {
+            let a = self.arr_tx(tx)?;
+            if a.len == 0 {
+                return Err(ContainerError::Empty("list").into());
+            }
+            let idx = normalize(i, a.len)?;
+            self.take_at(tx, a, idx)
+        })
+    }
+
+    fn take_at(&self, tx: &mut Txn<'_>, a: Arr, idx: u64) -> R<T> {
+        let v = self.get_at(tx.view(), a, idx)?;
+        let mut slots = self.slots(tx, a)?;
+        let at = (idx * self.s) as usize;
+        slots.drain(at..at + self.s as usize);
+        element::release(tx, self.slot(a, idx), self.inline)?;
+        self.rebuild(tx, a, &slots)?;
+        Ok(v)
+    }
+
+    fn find(&self, v: &View, a: Arr, want: &[u8]) -> R<Option<u64>> {
+        for i in 0..a.len {
+            if element::slot_eq(v, self.slot(a, i), self.inline, want)? {
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes the first element equal to `x` (Python's `remove`).
+    ///
+    /// ```
+    /// use shmproc::{ContainerError, ListProxy};
+    /// let l = ListProxy::<u8>::new().unwrap();
+    /// l.extend([1, 2, 1]).unwrap();
+    /// l.remove(&1).unwrap();
+    /// assert_eq!(l.to_vec().unwrap(), [2, 1]);
+    /// assert_eq!(l.remove(&7), Err(ContainerError::ValueNotFound));
+    /// ```
+    pub fn remove(&self, x: &T) -> Result<(), ContainerError> {
+        let want = x.__bytes();
+        self.store.write(|tx| {
+            let a = self.arr_tx(tx)?;
+            let idx = self.find(tx.view(), a, &want)?.ok_or(Fail::Err(ContainerError::ValueNotFound))?;
+            self.take_at(tx, a, idx).map(drop)
+        })
+    }
+
+    /// The index of the first element equal to `x`.
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<String>::new().unwrap();
+    /// l.extend(["a".to_string(), "b".to_string()]).unwrap();
+    /// assert_eq!(l.index(&"b".to_string()).unwrap(), 1);
+    /// assert!(l.index(&"z".to_string()).is_err());
+    /// ```
+    pub fn index(&self, x: &T) -> Result<usize, ContainerError> {
+        let want = x.__bytes();
+        self.store.read(|v| {
+            let a = self.arr(v)?;
+            self.find(v, a, &want)?.map(|i| i as usize).ok_or(Fail::Err(ContainerError::ValueNotFound))
+        })
+    }
+
+    /// How many elements equal `x`.
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<u8>::new().unwrap();
+    /// l.extend([1, 2, 1]).unwrap();
+    /// assert_eq!(l.count(&1).unwrap(), 2);
+    /// ```
+    pub fn count(&self, x: &T) -> Result<usize, ContainerError> {
+        let want = x.__bytes();
+        self.store.read(|v| {
+            let a = self.arr(v)?;
+            let mut n = 0;
+            for i in 0..a.len {
+                n += usize::from(element::slot_eq(v, self.slot(a, i), self.inline, &want)?);
+            }
+            Ok(n)
+        })
+    }
+
+    /// Whether some element equals `x` (Python's `x in l`).
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<u8>::new().unwrap();
+    /// l.append(3).unwrap();
+    /// assert!(l.contains(&3).unwrap() && !l.contains(&4).unwrap());
+    /// ```
+    pub fn contains(&self, x: &T) -> Result<bool, ContainerError> {
+        let want = x.__bytes();
+        self.store.read(|v| {
+            let a = self.arr(v)?;
+            Ok(self.find(v, a, &want)?.is_some())
+        })
+    }
+
+    /// The number of elements (0 if the segment is corrupted).
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<u8>::new().unwrap();
+    /// l.extend([1, 2]).unwrap();
+    /// assert_eq!(l.len(), 2);
+    /// ```
+    pub fn len(&self) -> usize {
+        self.store.read(|v| self.arr(v).map(|a| a.len as usize)).unwrap_or(0)
+    }
+
+    /// Whether the list is empty.
+    ///
+    /// ```
+    /// assert!(shmproc::ListProxy::<u8>::new().unwrap().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes every element (and frees all their space at once).
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<String>::new().unwrap();
+    /// l.extend(["x".to_string(); 100]).unwrap();
+    /// l.clear().unwrap();
+    /// assert!(l.is_empty());
+    /// ```
+    pub fn clear(&self) -> Result<(), ContainerError> {
+        self.store.write(|tx| tx.reset())
+    }
+
+    /// Reverses the list in place.
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<u8>::new().unwrap();
+    /// l.extend([1, 2, 3]).unwrap();
+    /// l.reverse().unwrap();
+    /// assert_eq!(l.to_vec().unwrap(), [3, 2, 1]);
+    /// ```
+    pub fn reverse(&self) -> Result<(), ContainerError> {
+        self.store.write(|tx| {
+            let a = self.arr_tx(tx)?;
+            let slots = self.slots(tx, a)?;
+            let rev: Vec<u8> = slots.chunks_exact(self.s as usize).rev().flatten().copied().collect();
+            self.rebuild(tx, a, &rev)
+        })
+    }
+
+    /// Sorts by `key` (stable), in place, as one operation.
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<String>::new().unwrap();
+    /// l.extend(["ccc".to_string(), "a".to_string(), "bb".to_string()]).unwrap();
+    /// l.sort_by_key(|s| s.len()).unwrap();
+    /// assert_eq!(l.to_vec().unwrap(), ["a", "bb", "ccc"]);
+    /// ```
+    pub fn sort_by_key<K: Ord>(&self, mut key: impl FnMut(&T) -> K) -> Result<(), ContainerError> {
+        self.store.write(|tx| {
+            let a = self.arr_tx(tx)?;
+            let slots = self.slots(tx, a)?;
+            let mut items = Vec::with_capacity(a.len as usize);
+            for (i, s) in slots.chunks_exact(self.s as usize).enumerate() {
+                items.push((key(&self.get_at(tx.view(), a, i as u64)?), s));
+            }
+            items.sort_by(|x, y| x.0.cmp(&y.0));
+            let sorted: Vec<u8> = items.iter().flat_map(|(_, s)| s.iter().copied()).collect();
+            self.rebuild(tx, a, &sorted)
+        })
+    }
+
+    /// Sorts the list (stable), in place, as one operation.
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<i64>::new().unwrap();
+    /// l.extend([3, -1, 2]).unwrap();
+    /// l.sort().unwrap();
+    /// assert_eq!(l.to_vec().unwrap(), [-1, 2, 3]);
+    /// ```
+    pub fn sort(&self) -> Result<(), ContainerError>
+    where
+        T: Ord,
+    {
+        self.sort_by_key(|x| x.clone())
+    }
+
+    /// A copy of every element (one consistent snapshot).
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<u16>::new().unwrap();
+    /// l.extend([5, 6]).unwrap();
+    /// assert_eq!(l.to_vec().unwrap(), vec![5, 6]);
+    /// ```
+    pub fn to_vec(&self) -> Result<Vec<T>, ContainerError> {
+        self.slice(..)
+    }
+
+    /// Iterates over a consistent snapshot (taken now; later changes by
+    /// any process are not seen).
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<u8>::new().unwrap();
+    /// l.extend([1, 2, 3]).unwrap();
+    /// let it = l.iter().unwrap();
+    /// l.clear().unwrap();
+    /// assert_eq!(it.sum::<u8>(), 6);
+    /// ```
+    pub fn iter(&self) -> Result<std::vec::IntoIter<T>, ContainerError> {
+        Ok(self.to_vec()?.into_iter())
+    }
+
+    /// Gives space back: moves the array into the smallest block that
+    /// holds the elements (the freed block is reused by later growth).
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<u64>::new().unwrap();
+    /// l.extend(0..1000).unwrap();
+    /// l.extend(0..0).unwrap();
+    /// while l.len() > 10 { l.pop().unwrap(); }
+    /// l.shrink_to_fit().unwrap();
+    /// assert_eq!(l.len(), 10);
+    /// ```
+    pub fn shrink_to_fit(&self) -> Result<(), ContainerError> {
+        self.store.write(|tx| {
+            let a = self.arr_tx(tx)?;
+            if a.cap <= a.len.max(4) * 2 {
+                return Ok(());
+            }
+            let slots = self.slots(tx, a)?;
+            self.rebuild(tx, a, &slots)
+        })
+    }
+
+    /// Runs `f` holding the list's lock: no other process reads a
+    /// half-done group or writes in between (several operations as one,
+    /// where Python users reach for a separate Lock). Each operation inside
+    /// is still crash-atomic on its own: a crash in the middle of `f`
+    /// keeps the operations that completed.
+    ///
+    /// ```
+    /// let l = shmproc::ListProxy::<u64>::new().unwrap();
+    /// l.append(1).unwrap();
+    /// l.with_lock(|l| {
+    ///     let last = l.get(-1)?;
+    ///     l.append(last + 1)
+    /// }).unwrap().unwrap();
+    /// assert_eq!(l.to_vec().unwrap(), [1, 2]);
+    /// ```
+    pub fn with_lock<U>(&self, f: impl FnOnce(&Self) -> U) -> Result<U, ContainerError> {
+        self.store.with_lock(|| f(self))
+    }
+}
+
+impl<T: Element + PartialEq> PartialEq<[T]> for ListProxy<T> {
+    /// Whether the list holds exactly `other` (a snapshot; false if it
+    /// cannot be read).
+    fn eq(&self, other: &[T]) -> bool {
+        self.to_vec().is_ok_and(|v| v == other)
+    }
+}
+
+impl<T: Element + PartialEq, const N: usize> PartialEq<[T; N]> for ListProxy<T> {
+    fn eq(&self, other: &[T; N]) -> bool {
+        self == &other[..]
+    }
+}

@@ -1,0 +1,423 @@
+//! `Manager`: a named registry segment mapping names to the shared objects
+//! it holds (kind, element identity, segment name). It is itself a dict
+//! in a container store (kind `Manager`), so lookups are lock-free reads
+//! and find-or-create runs under the registry's lock, crash-atomically.
+
+use std::sync::Arc;
+
+use super::store::Owner;
+use super::{ContainerError, DictProxy, Element, ListProxy};
+use crate::shm::{Fingerprint, Kind, unique_name};
+use crate::{Array, Lock, OpenError, Options, Queue, ShmType, Value};
+
+/// What a [`Manager`] holds under a name.
+///
+/// ```
+/// let mgr = shmproc::Manager::new().unwrap();
+/// mgr.list::<u64>("xs").unwrap();
+/// let names = mgr.names().unwrap();
+/// assert_eq!(names[0].name, "xs");
+/// assert_eq!(names[0].kind, shmproc::Kind::List);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The name in the Manager.
+    pub name: String,
+    /// What kind of object it is.
+    pub kind: Kind,
+    /// Its element type(s), as recorded (`"ListProxy<u64>"`, `"u64"`...).
+    pub type_name: String,
+    /// The segment holding it (what `open` of its type takes).
+    pub segment: String,
+}
+
+/// A registry record: kind, fingerprint, segment name, type name.
+struct Record {
+    kind: Kind,
+    hash: u64,
+    segment: String,
+    type_name: String,
+}
+
+impl Record {
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&self.kind.to_u32().to_le_bytes());
+        b.extend_from_slice(&self.hash.to_le_bytes());
+        b.extend_from_slice(&(self.segment.len() as u32).to_le_bytes());
+        b.extend_from_slice(self.segment.as_bytes());
+        b.extend_from_slice(self.type_name.as_bytes());
+        b
+    }
+
+    /// Decodes untrusted bytes (`None` if malformed).
+    fn decode(b: &[u8]) -> Option<Record> {
+        let kind = Kind::from_u32(u32::from_le_bytes(b.get(0..4)?.try_into().ok()?));
+        let hash = u64::from_le_bytes(b.get(4..12)?.try_into().ok()?);
+        let n = u32::from_le_bytes(b.get(12..16)?.try_into().ok()?) as usize;
+        let segment = String::from_utf8(b.get(16..16usize.checked_add(n)?)?.to_vec()).ok()?;
+        let type_name = String::from_utf8_lossy(&b[16 + n..]).into_owned();
+        Some(Record { kind, hash, segment, type_name })
+    }
+}
+
+struct Inner {
+    reg: DictProxy<String, Vec<u8>>,
+    owner: Owner,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The creator's last handle: remove every object's name, as each
+        // object's creator would (openers never remove names).
+        if self.reg.store_segment().owns_name()
+            && let Ok(items) = self.reg.items()
+        {
+            for (_, rec) in items {
+                if let Some(r) = Record::decode(&rec) {
+                    let _ = crate::unlink(&r.segment);
+                }
+            }
+        }
+    }
+}
+
+/// Python's `multiprocessing.Manager()` without the server process: a
+/// named registry of shared lists, dicts, values, arrays, locks and queues.
+/// One Manager handle is all a child needs: it finds every object by name.
+///
+/// - `list::<T>(name)` / `dict::<K, V>(name)` find or create a container
+///   (element types checked when found); `list_anon` / `dict_anon` make
+///   unnamed ones; `names()` lists what the Manager holds.
+/// - `value`, `array`, `lock`, `queue` do the same for the other objects.
+/// - The process that created the Manager owns every object in it (also
+///   those a child created through it): their names are removed when its
+///   last Manager handle drops, unless [`persist`](Self::persist) was
+///   called. Containers of a Manager whose creator died are removed by
+///   [`gc`](crate::gc); values, arrays, locks and queues are kept from
+///   `gc` (persisted), so after a crash of the creator remove them with
+///   [`unlink`](crate::unlink) (their names are in [`names`](Self::names)).
+///
+/// ```
+/// use shmproc::Manager;
+/// let mgr = Manager::new().unwrap();
+/// let squares = mgr.list::<u64>("squares").unwrap();
+/// squares.extend((0..10).map(|i| i * i)).unwrap();
+/// // A child gets `mgr` (a handle goes to a child like any other) and finds the list:
+/// let child_view = Manager::open(mgr.name()).unwrap();
+/// assert_eq!(child_view.list::<u64>("squares").unwrap().slice(2..5).unwrap(), [4, 9, 16]);
+/// assert!(child_view.list::<u32>("squares").is_err()); // other element type
+/// assert!(child_view.dict::<u64, u64>("squares").is_err()); // other kind
+/// ```
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager").field("name", &self.name()).finish()
+    }
+}
+
+fn registry_fp() -> Fingerprint {
+    super::fingerprint("Manager", &[String::__shape(), Vec::<u8>::__shape()])
+}
+
+fn corrupted(name: &str, e: ContainerError) -> OpenError {
+    match e {
+        ContainerError::NoSpace { name, bytes } => OpenError::NoSpace { name, bytes },
+        e => OpenError::Corrupted { name: name.to_owned(), reason: e.to_string() },
+    }
+}
+
+impl Manager {
+    fn wrap(reg: DictProxy<String, Vec<u8>>) -> Manager {
+        let (pid, start) = reg.store_segment().recorded_creator();
+        Manager { inner: Arc::new(Inner { reg, owner: Owner { pid, start } }) }
+    }
+
+    /// A new Manager under a fresh unique name; this process owns it.
+    ///
+    /// ```
+    /// let mgr = shmproc::Manager::new().unwrap();
+    /// assert!(mgr.names().unwrap().is_empty());
+    /// ```
+    pub fn new() -> Result<Manager, OpenError> {
+        Self::create(&unique_name())
+    }
+
+    /// A new Manager named `name` ([`OpenError::AlreadyExists`] if taken).
+    ///
+    /// ```
+    /// let name = format!("doc-mgr-create-{}", std::process::id());
+    /// let mgr = shmproc::Manager::create(&name).unwrap();
+    /// assert_eq!(mgr.name(), name);
+    /// assert!(shmproc::Manager::create(&name).is_err());
+    /// ```
+    pub fn create(name: &str) -> Result<Manager, OpenError> {
+        Ok(Self::wrap(DictProxy::create_kind(name, &Options::new(), None, Kind::Manager, &registry_fp())?))
+    }
+
+    /// Opens the Manager named `name`.
+    ///
+    /// ```
+    /// let mgr = shmproc::Manager::new().unwrap();
+    /// assert!(shmproc::Manager::open(mgr.name()).is_ok());
+    /// assert!(shmproc::Manager::open("doc-no-such-manager").is_err());
+    /// ```
+    pub fn open(name: &str) -> Result<Manager, OpenError> {
+        Ok(Self::wrap(DictProxy::open_kind(name, &Options::new(), Kind::Manager, &registry_fp())?))
+    }
+
+    /// The Manager's name (what [`Manager::open`] takes).
+    ///
+    /// ```
+    /// assert!(shmproc::Manager::new().unwrap().name().starts_with("anon."));
+    /// ```
+    pub fn name(&self) -> &str {
+        self.inner.reg.name()
+    }
+
+    /// Keeps the Manager and every object in it after the creator's last
+    /// handle drops (remove them later with [`unlink`](crate::unlink)).
+    ///
+    /// ```
+    /// let name = format!("doc-mgr-persist-{}", std::process::id());
+    /// let mgr = shmproc::Manager::create(&name).unwrap();
+    /// let seg = mgr.list::<u8>("l").unwrap().name().to_owned();
+    /// mgr.persist();
+    /// drop(mgr);
+    /// assert!(shmproc::Manager::open(&name).unwrap().list::<u8>("l").is_ok());
+    /// shmproc::unlink(&seg).unwrap();
+    /// shmproc::unlink(&name).unwrap();
+    /// ```
+    pub fn persist(&self) {
+        self.inner.reg.persist()
+    }
+
+    /// Everything the Manager holds (a snapshot, sorted by name).
+    ///
+    /// ```
+    /// let mgr = shmproc::Manager::new().unwrap();
+    /// mgr.dict::<String, u64>("counts").unwrap();
+    /// mgr.lock("l").unwrap();
+    /// let kinds: Vec<_> = mgr.names().unwrap().into_iter().map(|e| (e.name, e.kind)).collect();
+    /// assert_eq!(kinds, [("counts".to_string(), shmproc::Kind::Dict), ("l".to_string(), shmproc::Kind::Lock)]);
+    /// ```
+    pub fn names(&self) -> Result<Vec<Entry>, ContainerError> {
+        let mut out: Vec<Entry> = self
+            .inner
+            .reg
+            .items()?
+            .into_iter()
+            .filter_map(|(name, b)| {
+                Record::decode(&b).map(|r| Entry { name, kind: r.kind, type_name: r.type_name, segment: r.segment })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Finds `name` (checking kind and identity) or creates it with
+    /// `create(segment name)`, under the registry's lock.
+    fn find_or_create<H>(
+        &self,
+        name: &str,
+        kind: Kind,
+        fp: &Fingerprint,
+        open: impl FnOnce(&str) -> Result<H, OpenError>,
+        create: impl FnOnce(&str) -> Result<H, OpenError>,
+    ) -> Result<H, OpenError> {
+        crate::shm::os_name(name).map_err(|_| OpenError::InvalidName { name: name.to_owned(), reason: "not a valid object name" })?;
+        let reg = &self.inner.reg;
+        let key = name.to_owned();
+        let found = |b: &[u8]| -> Result<H, OpenError> {
+            let r = Record::decode(b)
+                .ok_or_else(|| OpenError::Corrupted { name: self.name().to_owned(), reason: format!("bad record for {name:?}") })?;
+            if r.kind != kind {
+                return Err(OpenError::WrongKind { name: name.to_owned(), expected: kind, found: r.kind });
+            }
+            if r.hash != fp.hash {
+                return Err(OpenError::IncompatibleType {
+                    name: name.to_owned(),
+                    expected: fp.name.to_string(),
+                    found: r.type_name,
+                });
+            }
+            open(&r.segment)
+        };
+        // Lock-free lookup first; find-or-create under the lock.
+        if let Some(b) = reg.get(&key).map_err(|e| corrupted(self.name(), e))? {
+            return found(&b);
+        }
+        reg.with_lock(|reg| {
+            if let Some(b) = reg.get(&key).map_err(|e| corrupted(self.name(), e))? {
+                return found(&b);
+            }
+            let segment = unique_name();
+            let h = create(&segment)?;
+            let rec = Record { kind, hash: fp.hash, segment, type_name: fp.name.to_string() };
+            reg.insert(key.clone(), rec.encode()).map_err(|e| corrupted(self.name(), e))?;
+            Ok(h)
+        })
+        .map_err(|e| corrupted(self.name(), e))?
+    }
+
+    /// The list named `name`, created empty if absent.
+    ///
+    /// ```
+    /// let mgr = shmproc::Manager::new().unwrap();
+    /// mgr.list::<String>("l").unwrap().append("x".into()).unwrap();
+    /// assert_eq!(mgr.list::<String>("l").unwrap().len(), 1);
+    /// ```
+    pub fn list<T: Element>(&self, name: &str) -> Result<ListProxy<T>, OpenError> {
+        let owner = self.inner.owner;
+        self.find_or_create(name, Kind::List, &ListProxy::<T>::fingerprint(), ListProxy::open, |seg| {
+            ListProxy::create_owned(seg, &Options::new(), Some(owner))
+        })
+    }
+
+    /// The dict named `name`, created empty if absent.
+    ///
+    /// ```
+    /// let mgr = shmproc::Manager::new().unwrap();
+    /// mgr.dict::<String, u64>("d").unwrap().insert("a".into(), 1).unwrap();
+    /// assert_eq!(mgr.dict::<String, u64>("d").unwrap().len(), 1);
+    /// ```
+    pub fn dict<K: Element, V: Element>(&self, name: &str) -> Result<DictProxy<K, V>, OpenError> {
+        let owner = self.inner.owner;
+        self.find_or_create(name, Kind::Dict, &DictProxy::<K, V>::fingerprint(), DictProxy::open, |seg| {
+            DictProxy::create_owned(seg, &Options::new(), Some(owner))
+        })
+    }
+
+    /// A new list under a generated name (listed by [`Self::names`]).
+    ///
+    /// ```
+    /// let mgr = shmproc::Manager::new().unwrap();
+    /// let a = mgr.list_anon::<u8>().unwrap();
+    /// let b = mgr.list_anon::<u8>().unwrap();
+    /// assert_ne!(a.name(), b.name());
+    /// ```
+    pub fn list_anon<T: Element>(&self) -> Result<ListProxy<T>, OpenError> {
+        self.list(&unique_name())
+    }
+
+    /// A new dict under a generated name (listed by [`Self::names`]).
+    ///
+    /// ```
+    /// let mgr = shmproc::Manager::new().unwrap();
+    /// assert!(mgr.dict_anon::<u8, u8>().unwrap().is_empty());
+    /// ```
+    pub fn dict_anon<K: Element, V: Element>(&self) -> Result<DictProxy<K, V>, OpenError> {
+        self.dict(&unique_name())
+    }
+
+    /// The [`Value`] named `name`, created holding `initial` if absent.
+    ///
+    /// ```
+    /// let mgr = shmproc::Manager::new().unwrap();
+    /// mgr.value("v", 5u64).unwrap();
+    /// assert_eq!(mgr.value("v", 0u64).unwrap().get().unwrap(), 5);
+    /// assert!(mgr.value("v", 0u32).is_err());
+    /// ```
+    pub fn value<T: ShmType>(&self, name: &str, initial: T) -> Result<Value<T>, OpenError> {
+        let fp = Fingerprint::of::<T>();
+        self.find_or_create(name, Kind::Value, &fp, Value::open, |seg| {
+            let v = Value::create(seg, initial)?;
+            v.persist();
+            Ok(v)
+        })
+    }
+
+    /// The [`Array`] named `name`, created with `len` zeros if absent.
+    ///
+    /// ```
+    /// let mgr = shmproc::Manager::new().unwrap();
+    /// assert_eq!(mgr.array::<f64>("a", 3).unwrap().len(), 3);
+    /// ```
+    pub fn array<T: ShmType>(&self, name: &str, len: u64) -> Result<Array<T>, OpenError> {
+        let fp = Fingerprint::of::<T>();
+        self.find_or_create(name, Kind::Array, &fp, Array::open, |seg| {
+            let a = Array::create(seg, len)?;
+            a.persist();
+            Ok(a)
+        })
+    }
+
+    /// The [`Lock`] named `name`, created if absent.
+    ///
+    /// ```
+    /// let mgr = shmproc::Manager::new().unwrap();
+    /// let l = mgr.lock("l").unwrap();
+    /// let _held = l.lock().unwrap();
+    /// assert!(mgr.lock("l").unwrap().try_lock().is_err());
+    /// ```
+    pub fn lock(&self, name: &str) -> Result<Lock, OpenError> {
+        self.find_or_create(name, Kind::Lock, &Fingerprint::of::<()>(), Lock::open, |seg| {
+            let l = Lock::create(seg)?;
+            l.persist();
+            Ok(l)
+        })
+    }
+
+    /// The [`Queue`] named `name`, created holding at most `maxsize`
+    /// items if absent.
+    ///
+    /// ```
+    /// let mgr = shmproc::Manager::new().unwrap();
+    /// mgr.queue::<u32>("q", 8).unwrap().put(7).unwrap();
+    /// assert_eq!(mgr.queue::<u32>("q", 8).unwrap().get().unwrap(), 7);
+    /// ```
+    pub fn queue<T: ShmType>(&self, name: &str, maxsize: u64) -> Result<Queue<T>, OpenError> {
+        let fp = Fingerprint::of::<T>();
+        self.find_or_create(name, Kind::MpmcQueue, &fp, Queue::open, |seg| {
+            let q = Queue::create(seg, maxsize)?;
+            q.persist();
+            Ok(q)
+        })
+    }
+}
+
+impl crate::process::Handoff for Manager {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.name().to_owned().encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, crate::process::HandoffError> {
+        let name = String::decode(input)?;
+        Manager::open(&name).map_err(|e| crate::process::HandoffError::Open {
+            kind: "Manager",
+            name: name.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl<T: Element> crate::process::Handoff for ListProxy<T> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.name().to_owned().encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, crate::process::HandoffError> {
+        let name = String::decode(input)?;
+        ListProxy::open(&name).map_err(|e| crate::process::HandoffError::Open {
+            kind: "ListProxy",
+            name: name.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl<K: Element, V: Element> crate::process::Handoff for DictProxy<K, V> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.name().to_owned().encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, crate::process::HandoffError> {
+        let name = String::decode(input)?;
+        DictProxy::open(&name).map_err(|e| crate::process::HandoffError::Open {
+            kind: "DictProxy",
+            name: name.clone(),
+            reason: e.to_string(),
+        })
+    }
+}

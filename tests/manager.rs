@@ -1,0 +1,511 @@
+//! Manager, ListProxy and DictProxy across real processes: concurrent
+//! appends and counters lose nothing, a Manager handle goes to a child,
+//! bad input gets its own error, and a SIGKILL at a random moment inside
+//! mutating operations leaves each container as before or as after the
+//! operation in progress (the crash matrix).
+//!
+//! The crash matrix runs `SHMPROC_CRASH_TRIALS` trials per container kind
+//! (default 25 here): half are killed from outside at a random moment,
+//! half kill themselves at a random write step of an operation (the
+//! `test-hooks` crash injection: before/after each undo-log entry, each
+//! logged or fresh write, halfway through a multi-word write, each
+//! state-word store, and the commit store). The full run (>= 1 000 trials
+//! in total):
+//!
+//! ```text
+//! SHMPROC_CRASH_TRIALS=500 cargo test --release --test manager crash_matrix -- --nocapture
+//! ```
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use shmproc::{ContainerError, DictProxy, Kind, ListProxy, Manager, OpenError, Process, ProcessError};
+
+const BOUND: Duration = Duration::from_secs(60);
+const PER_CHILD: u64 = 10_000;
+const CHILDREN: u64 = 4;
+
+fn join_ok(p: &Process) {
+    match common::join(p) {
+        Ok(()) => {}
+        Err(e) => panic!("child failed: {e}"),
+    }
+}
+
+shmproc::entry! {
+    fn append_many(args: (ListProxy<u64>, u64)) -> Result<(), String> {
+        let (list, id) = args;
+        for j in 0..PER_CHILD {
+            list.append((id << 32) | j).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn four_processes_append_ten_thousand_each_in_order() {
+    let list = ListProxy::<u64>::new().unwrap();
+    let mut ps: Vec<Process> = (0..CHILDREN).map(|id| Process::new(append_many, (list.clone(), id))).collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    for p in &ps {
+        join_ok(p);
+    }
+    let all = list.to_vec().unwrap();
+    assert_eq!(all.len() as u64, CHILDREN * PER_CHILD);
+    let mut next = vec![0u64; CHILDREN as usize];
+    for v in all {
+        let (id, j) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
+        assert_eq!(j, next[id], "process {id}'s values out of order or lost");
+        next[id] += 1;
+    }
+}
+
+shmproc::entry! {
+    fn count_words(args: (Manager, u64)) -> Result<(), String> {
+        let (mgr, id) = args;
+        let d = mgr.dict::<String, u64>("counts").map_err(|e| e.to_string())?;
+        let names = mgr.dict::<String, u64>("names").map_err(|e| e.to_string())?;
+        for j in 0..PER_CHILD {
+            d.update_with(&format!("w{}", j % 16), 0, |n| *n += 1).map_err(|e| e.to_string())?;
+            names.insert(format!("child{id}-{j}"), j).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn update_with_counters_and_string_keys_from_four_processes_are_exact() {
+    let mgr = Manager::new().unwrap();
+    let counts = mgr.dict::<String, u64>("counts").unwrap();
+    let mut ps: Vec<Process> = (0..CHILDREN).map(|id| Process::new(count_words, (mgr.clone(), id))).collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    for p in &ps {
+        join_ok(p);
+    }
+    assert_eq!(counts.len(), 16);
+    for w in 0..16 {
+        assert_eq!(counts.get(&format!("w{w}")).unwrap(), Some(CHILDREN * PER_CHILD / 16), "w{w}");
+    }
+    let names = mgr.dict::<String, u64>("names").unwrap();
+    assert_eq!(names.len() as u64, CHILDREN * PER_CHILD);
+    for id in 0..CHILDREN {
+        for j in (0..PER_CHILD).step_by(997) {
+            assert_eq!(names.get(&format!("child{id}-{j}")).unwrap(), Some(j));
+        }
+    }
+}
+
+shmproc::entry! {
+    fn fill_squares(mgr: Manager) -> Result<(), String> {
+        let l = mgr.list::<u64>("squares").map_err(|e| e.to_string())?;
+        l.extend((0..10).map(|i| i * i)).map_err(|e| e.to_string())?;
+        // A container the child creates belongs to the Manager's creator.
+        mgr.dict::<String, String>("from-child").map_err(|e| e.to_string())?
+            .insert("k".into(), "v".into()).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_manager_handle_goes_to_a_child_and_what_it_creates_outlives_it() {
+    let mgr = Manager::new().unwrap();
+    let mut p = Process::new(fill_squares, mgr.clone());
+    p.start().unwrap();
+    join_ok(&p);
+    assert_eq!(mgr.list::<u64>("squares").unwrap().slice(2..5).unwrap(), [4, 9, 16]);
+    assert_eq!(mgr.dict::<String, String>("from-child").unwrap().get(&"k".into()).unwrap(), Some("v".into()));
+    let names: Vec<(String, Kind)> = mgr.names().unwrap().into_iter().map(|e| (e.name, e.kind)).collect();
+    assert_eq!(names, [("from-child".to_string(), Kind::Dict), ("squares".to_string(), Kind::List)]);
+    // The creator's last handle removes every name.
+    let segs: Vec<String> = mgr.names().unwrap().into_iter().map(|e| e.segment).collect();
+    let reg = mgr.name().to_owned();
+    drop(mgr);
+    for s in segs.iter().chain([&reg]) {
+        assert!(!std::path::Path::new(&format!("/dev/shm/shmproc.{s}")).exists(), "{s} left behind");
+    }
+}
+
+#[test]
+fn bad_input_gets_its_own_error() {
+    let mgr = Manager::new().unwrap();
+    let l = mgr.list::<u64>("l").unwrap();
+    assert!(matches!(mgr.list::<u32>("l"), Err(OpenError::IncompatibleType { .. })));
+    assert!(matches!(mgr.list::<String>("l"), Err(OpenError::IncompatibleType { .. })));
+    assert!(matches!(
+        mgr.dict::<u64, u64>("l"),
+        Err(OpenError::WrongKind { expected: Kind::Dict, found: Kind::List, .. })
+    ));
+    assert!(matches!(mgr.lock("l"), Err(OpenError::WrongKind { .. })));
+    assert!(matches!(mgr.list::<u64>("a/b"), Err(OpenError::InvalidName { .. })));
+    assert!(matches!(ListProxy::<u32>::open(l.name()), Err(OpenError::IncompatibleType { .. })));
+    assert!(matches!(DictProxy::<u64, u64>::open(l.name()), Err(OpenError::WrongKind { .. })));
+    assert!(matches!(ListProxy::<u64>::open(mgr.name()), Err(OpenError::WrongKind { .. })));
+    assert_eq!(l.get(0), Err(ContainerError::IndexOutOfRange { index: 0, len: 0 }));
+    assert_eq!(l.get(-1), Err(ContainerError::IndexOutOfRange { index: -1, len: 0 }));
+    assert_eq!(l.set(3, 1), Err(ContainerError::IndexOutOfRange { index: 3, len: 0 }));
+    assert_eq!(l.pop(), Err(ContainerError::Empty("list")));
+    assert_eq!(l.pop_at(0), Err(ContainerError::Empty("list")));
+    l.append(1).unwrap();
+    assert_eq!(l.pop_at(-2), Err(ContainerError::IndexOutOfRange { index: -2, len: 1 }));
+    assert_eq!(l.remove(&9), Err(ContainerError::ValueNotFound));
+    assert_eq!(l.index(&9), Err(ContainerError::ValueNotFound));
+    let d = mgr.dict::<String, u64>("d").unwrap();
+    assert_eq!(d.popitem(), Err(ContainerError::Empty("dict")));
+    assert_eq!(d.pop(&"x".into()), Err(ContainerError::KeyNotFound));
+    // Nothing was changed by the failed operations.
+    assert_eq!(l.to_vec().unwrap(), [1]);
+    assert!(d.is_empty());
+}
+
+#[test]
+fn a_panic_inside_update_with_changes_nothing() {
+    let d = DictProxy::<String, u64>::new().unwrap();
+    d.insert("a".into(), 1).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        d.update_with(&"a".into(), 0, |_| panic!("boom")).unwrap();
+    }));
+    assert!(r.is_err());
+    assert_eq!(d.get(&"a".into()).unwrap(), Some(1));
+    assert_eq!(d.update_with(&"a".into(), 0, |v| *v += 1).unwrap(), 2);
+}
+
+// ---- crash matrix ----------------------------------------------------
+
+/// A tiny deterministic generator (splitmix64).
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn text(i: u64) -> String {
+    format!("v{i}-{}", "x".repeat((mix(i ^ 7) % 300) as usize))
+}
+
+/// The list operation number `i`, given the current length.
+#[derive(Debug)]
+enum LStep {
+    Append(String),
+    Extend(Vec<String>),
+    Insert(isize, String),
+    Pop,
+    PopAt(isize),
+    Set(isize, String),
+    Reverse,
+    Remove(String),
+    Sort,
+    Clear,
+    Shrink,
+}
+
+fn list_step(i: u64, m: &[String]) -> LStep {
+    let h = mix(i);
+    let len = m.len() as u64;
+    if len == 0 {
+        return LStep::Append(text(i));
+    }
+    match h % 23 {
+        0..=5 => LStep::Append(text(i)),
+        6 => LStep::Extend((0..h % 5).map(|k| text(i * 8 + k)).collect()),
+        7..=8 => LStep::Insert((h >> 8) as isize % (len as isize + 1), text(i)),
+        9..=11 => LStep::Pop,
+        12..=13 => LStep::PopAt(((h >> 8) % len) as isize),
+        14..=16 => LStep::Set(((h >> 8) % len) as isize, text(i)),
+        17 => LStep::Reverse,
+        18..=19 => LStep::Remove(m[((h >> 8) % len) as usize].clone()),
+        20 => LStep::Sort,
+        21 if len > 60 => LStep::Clear,
+        _ => LStep::Shrink,
+    }
+}
+
+fn list_apply_model(step: LStep, m: &mut Vec<String>) {
+    match step {
+        LStep::Append(s) => m.push(s),
+        LStep::Extend(v) => m.extend(v),
+        LStep::Insert(i, s) => m.insert(i as usize, s),
+        LStep::Pop => drop(m.pop()),
+        LStep::PopAt(i) => drop(m.remove(i as usize)),
+        LStep::Set(i, s) => m[i as usize] = s,
+        LStep::Reverse => m.reverse(),
+        LStep::Remove(s) => {
+            let j = m.iter().position(|x| *x == s).unwrap();
+            m.remove(j);
+        }
+        LStep::Sort => m.sort(),
+        LStep::Clear => m.clear(),
+        LStep::Shrink => {}
+    }
+}
+
+fn list_apply(step: LStep, l: &ListProxy<String>) -> Result<(), ContainerError> {
+    match step {
+        LStep::Append(s) => l.append(s),
+        LStep::Extend(v) => l.extend(v),
+        LStep::Insert(i, s) => l.insert(i, s),
+        LStep::Pop => l.pop().map(drop),
+        LStep::PopAt(i) => l.pop_at(i).map(drop),
+        LStep::Set(i, s) => l.set(i, s),
+        LStep::Reverse => l.reverse(),
+        LStep::Remove(s) => l.remove(&s),
+        LStep::Sort => l.sort(),
+        LStep::Clear => l.clear(),
+        LStep::Shrink => l.shrink_to_fit(),
+    }
+}
+
+#[derive(Debug)]
+enum DStep {
+    Count(String, u64),
+    Insert(String, String),
+    Remove(String),
+    SetDefault(String, String),
+    Clear,
+}
+
+fn dict_step(i: u64, len: usize) -> DStep {
+    let h = mix(i);
+    let k = format!("key{}-{}", h % 97, "k".repeat((h >> 40) as usize % 40));
+    match h % 41 {
+        0..=14 => DStep::Count(k, i),
+        15..=29 => DStep::Insert(k, text(i)),
+        30..=38 => DStep::Remove(k),
+        39 => DStep::SetDefault(k, text(i)),
+        _ if len > 50 => DStep::Clear,
+        _ => DStep::Remove(k),
+    }
+}
+
+/// The dict under test maps a key to (text, counter) as two dicts would
+/// be awkward to keep atomic together: texts in one, counters in another
+/// are separate containers; here one dict of String -> String holds both,
+/// counters as decimal text.
+fn dict_apply_model(step: DStep, m: &mut HashMap<String, String>) {
+    match step {
+        DStep::Count(k, i) => {
+            let e = m.entry(k).or_insert_with(|| "0".into());
+            *e = (e.parse::<u64>().unwrap_or(0) + i).to_string();
+        }
+        DStep::Insert(k, v) => drop(m.insert(k, v)),
+        DStep::Remove(k) => drop(m.remove(&k)),
+        DStep::SetDefault(k, v) => drop(m.entry(k).or_insert(v)),
+        DStep::Clear => m.clear(),
+    }
+}
+
+fn dict_apply(step: DStep, d: &DictProxy<String, String>) -> Result<(), ContainerError> {
+    match step {
+        DStep::Count(k, i) => {
+            d.update_with(&k, "0".into(), |v| *v = (v.parse::<u64>().unwrap_or(0) + i).to_string()).map(drop)
+        }
+        DStep::Insert(k, v) => d.insert(k, v).map(drop),
+        DStep::Remove(k) => d.remove(&k).map(drop),
+        DStep::SetDefault(k, v) => d.setdefault(k, v).map(drop),
+        DStep::Clear => d.clear(),
+    }
+}
+
+shmproc::entry! {
+    fn list_worker(args: (ListProxy<String>, u64)) -> Result<(), String> {
+        let (list, steps) = args;
+        shmproc::__crash_after_steps(steps);
+        let mut m = Vec::new();
+        for i in 0.. {
+            let step = list_step(i, &m);
+            list_apply_model(list_step(i, &m), &mut m);
+            list_apply(step, &list).map_err(|e| format!("op {i}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+shmproc::entry! {
+    fn dict_worker(args: (DictProxy<String, String>, u64)) -> Result<(), String> {
+        let (dict, steps) = args;
+        shmproc::__crash_after_steps(steps);
+        let mut m = HashMap::new();
+        for i in 0.. {
+            let step = dict_step(i, m.len());
+            dict_apply_model(dict_step(i, m.len()), &mut m);
+            dict_apply(step, &dict).map_err(|e| format!("op {i}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+fn trials() -> u64 {
+    std::env::var("SHMPROC_CRASH_TRIALS").ok().and_then(|s| s.parse().ok()).unwrap_or(25)
+}
+
+/// Starts `p`; odd trials: it kills itself at an injected step (its
+/// argument); even trials: waits until `started()` (bounded), lets it run
+/// a random while, then kills it with SIGKILL.
+fn kill_at_random(p: &mut Process, seed: u64, started: impl Fn() -> bool) {
+    p.start().unwrap();
+    if seed % 2 == 1 {
+        match common::join(p) {
+            Err(ProcessError::Signaled { signal: 9, .. }) => return,
+            other => panic!("child ended otherwise than by its injected SIGKILL: {other:?}"),
+        }
+    }
+    let end = Instant::now() + BOUND;
+    while !started() {
+        if Instant::now() > end {
+            let _ = p.kill();
+            panic!("child did not start working within {BOUND:?}");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    std::thread::sleep(Duration::from_micros(mix(seed) % 20_000));
+    p.kill().unwrap();
+    match common::join(p) {
+        Err(ProcessError::Signaled { signal: 9, .. }) => {}
+        other => panic!("child ended otherwise than by SIGKILL: {other:?}"),
+    }
+}
+
+#[test]
+fn crash_matrix_list() {
+    let n = trials();
+    let mut max_ops = 0;
+    for t in 0..n {
+        let list = ListProxy::<String>::new().unwrap();
+        let steps = if t % 2 == 1 { 1 + mix(t) % 4000 } else { 0 };
+        let mut p = Process::new(list_worker, (list.clone(), steps));
+        kill_at_random(&mut p, t, || !list.is_empty());
+        // The repaired state must be the model after some number of ops.
+        let got = list.to_vec().unwrap();
+        assert_eq!(got.len(), list.len(), "trial {t}: length does not match contents");
+        let mut m = Vec::new();
+        let mut matched = None;
+        for i in 0..10_000_000u64 {
+            if m == got {
+                matched = Some(i);
+                // Keep looking only while a later state could equal this one.
+                break;
+            }
+            let step = list_step(i, &m);
+            list_apply_model(step, &mut m);
+        }
+        let ops = matched.unwrap_or_else(|| panic!("trial {t}: state matches no prefix of the operations: {got:?}"));
+        max_ops = max_ops.max(ops);
+        // And it keeps working.
+        list.append("after".into()).unwrap();
+        assert_eq!(list.get(-1).unwrap(), "after");
+        assert_eq!(list.len(), got.len() + 1);
+    }
+    eprintln!("crash matrix (list): {n} trials, all repaired; up to {max_ops} ops before a kill");
+}
+
+#[test]
+fn crash_matrix_dict() {
+    let n = trials();
+    let mut max_ops = 0;
+    for t in 0..n {
+        let dict = DictProxy::<String, String>::new().unwrap();
+        let steps = if t % 2 == 1 { 1 + mix(t ^ 0xD1C7) % 4000 } else { 0 };
+        let mut p = Process::new(dict_worker, (dict.clone(), steps));
+        kill_at_random(&mut p, t, || !dict.is_empty());
+        let got: HashMap<String, String> = dict.items().unwrap().into_iter().collect();
+        assert_eq!(got.len(), dict.len(), "trial {t}: length does not match contents");
+        for k in got.keys() {
+            assert_eq!(dict.get(k).unwrap().as_ref(), got.get(k), "trial {t}: entry not readable by key");
+        }
+        let mut m = HashMap::new();
+        let mut matched = None;
+        for i in 0..10_000_000u64 {
+            if m == got {
+                matched = Some(i);
+                break;
+            }
+            dict_apply_model(dict_step(i, m.len()), &mut m);
+        }
+        let ops = matched.unwrap_or_else(|| panic!("trial {t}: state matches no prefix of the operations"));
+        max_ops = max_ops.max(ops);
+        dict.insert("after".into(), "x".into()).unwrap();
+        assert_eq!(dict.len(), got.len() + usize::from(!got.contains_key("after")));
+    }
+    eprintln!("crash matrix (dict): {n} trials, all repaired; up to {max_ops} ops before a kill");
+}
+
+// ---- hostile bytes and lock-free reads -------------------------------
+
+/// Scribbles pseudo-random bytes over a container's segment (inside the
+/// file's size) from another thread while a second handle keeps
+/// operating: only errors or garbage values, never a crash or a hang.
+/// (The fuzz target `hostile_container` does this with fuzzer input.)
+#[test]
+fn hostile_bytes_give_errors_or_garbage_never_a_crash() {
+    use std::io::{Seek, SeekFrom, Write};
+    fn scribble(name: &str, seed: u64) {
+        let path = format!("/dev/shm/shmproc.{name}");
+        let len = std::fs::metadata(&path).unwrap().len();
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        for k in 0..4 {
+            let h = mix(seed * 4 + k);
+            let off = (h % len.saturating_sub(8)) & !7;
+            let word = if h & 1 == 0 { mix(h) } else { mix(h) % 64 };
+            f.seek(SeekFrom::Start(off)).unwrap();
+            f.write_all(&word.to_ne_bytes()).unwrap();
+        }
+    }
+    for round in 0..40u64 {
+        let l = ListProxy::<String>::new().unwrap();
+        let d = DictProxy::<String, u64>::new().unwrap();
+        for i in 0..30 {
+            l.append(format!("item{i}-{}", "x".repeat(i * 5))).unwrap();
+            d.insert(format!("key{i}"), i as u64).unwrap();
+        }
+        let (lp, dp) =
+            (ListProxy::<String>::open(l.name()).unwrap(), DictProxy::<String, u64>::open(d.name()).unwrap());
+        std::thread::scope(|s| {
+            let peer = s.spawn(|| {
+                for k in 0..50 {
+                    scribble(l.name(), round * 1000 + k);
+                    scribble(d.name(), round * 1000 + k + 500);
+                    std::thread::yield_now();
+                }
+            });
+            let end = Instant::now() + BOUND;
+            while !peer.is_finished() {
+                assert!(Instant::now() < end, "operations on a scribbled segment hung");
+                let _ = (lp.get(3), lp.to_vec(), lp.append("m".into()), lp.pop_at(1), lp.sort(), lp.len());
+                let _ = (dp.get(&"key3".into()), dp.items(), dp.update_with(&"key4".into(), 0, |v| *v ^= 1));
+                let _ = (dp.insert("n".into(), 1), dp.remove(&"key7".into()), dp.popitem(), dp.len());
+            }
+        });
+        let _ = (l.clear(), d.clear());
+    }
+}
+
+/// Readers do not take the lock: a get by another thread succeeds while a
+/// writer holds the lock between operations (with_lock).
+#[test]
+fn reads_do_not_wait_for_a_lock_holder() {
+    let l = ListProxy::<u64>::new().unwrap();
+    l.extend([1, 2, 3]).unwrap();
+    let reader = ListProxy::<u64>::open(l.name()).unwrap();
+    l.with_lock(|l| {
+        l.append(4).unwrap();
+        std::thread::scope(|s| {
+            let r = s.spawn(|| (reader.get(-1), reader.len(), reader.to_vec()));
+            let end = Instant::now() + BOUND;
+            while !r.is_finished() {
+                assert!(Instant::now() < end, "a read waited for the lock holder");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let (last, len, all) = r.join().unwrap();
+            assert_eq!(last.unwrap(), 4);
+            assert_eq!(len, 4);
+            assert_eq!(all.unwrap(), [1, 2, 3, 4]);
+        });
+    })
+    .unwrap();
+}
