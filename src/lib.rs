@@ -142,6 +142,7 @@ mod wait;
 real_platform! {
     mod error;
     mod pipe;
+    pub mod pool;
     pub mod process;
     mod shared;
     mod shm;
@@ -153,6 +154,7 @@ real_platform! {
         PipeSendError, PipeSendTimeoutError, PipeTryRecvBytesError, PipeTryRecvError, PipeTrySendError, pipe,
         pipe_with,
     };
+    pub use pool::{AsyncResult, Pool, PoolBuilder, PoolError, TaskError};
     pub use process::{Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process};
     pub use queue::{
         CommitError, GetError, GetTimeoutError, JoinableQueue, PopError, PopTimeoutError, PushError, PushTimeoutError,
