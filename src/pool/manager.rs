@@ -592,6 +592,31 @@ impl Manager {
     }
 }
 
+impl Drop for Manager {
+    /// However the manager thread ends (also by a panic), nobody waits
+    /// forever: new work is refused, every job still open is aborted, and
+    /// the workers are killed and reaped.
+    fn drop(&mut self) {
+        let msgs = {
+            let mut inbox = self.shared.lock_inbox();
+            inbox.state = super::State::Terminating;
+            std::mem::take(&mut inbox.msgs)
+        };
+        for m in msgs {
+            if let Msg::Job { sink, .. } = m {
+                sink.abort();
+            }
+        }
+        if !self.jobs.is_empty() || self.workers.iter().any(Option::is_some) {
+            for w in self.workers.iter_mut().flatten() {
+                kill(w, Kill::Terminate);
+            }
+            self.fail_everything(|index| TaskError::Terminated { index });
+            self.reap_all();
+        }
+    }
+}
+
 /// Kills and reaps workers started for a pool that could not be built.
 pub(crate) fn discard(workers: Vec<Worker>) {
     for mut w in workers {

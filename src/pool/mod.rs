@@ -728,8 +728,14 @@ impl Pool {
     }
 
     fn wait_manager(&self) {
-        let handle = self.manager.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle {
+        let mut slot = self.manager.lock().unwrap_or_else(|p| p.into_inner());
+        // From a callback (which runs on the manager thread): do not wait
+        // for ourselves; the manager ends when the callback returns.
+        if slot.as_ref().is_some_and(|h| h.thread().id() == std::thread::current().id()) {
+            return;
+        }
+        if let Some(h) = slot.take() {
+            drop(slot);
             let _ = h.join();
         }
     }
