@@ -61,7 +61,8 @@ struct Sizes {
 
 fn python(sizes: &Sizes) -> Option<(f64, f64)> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_pool.py");
-    let out = Command::new("python3").arg(script).arg(sizes.map.to_string()).arg(sizes.apply.to_string()).output().ok()?;
+    let out =
+        Command::new("python3").arg(script).arg(sizes.map.to_string()).arg(sizes.apply.to_string()).output().ok()?;
     if !out.status.success() {
         return None;
     }

@@ -21,7 +21,8 @@ shmproc::task! {
 
 fn main() -> Result<(), shmproc::PoolError> {
     let started = Value::new(0u32).map_err(|e| shmproc::PoolError::Setup(e.to_string()))?;
-    let pool = Pool::builder().processes(3).initializer(setup, ("worker ready".to_string(), started.clone())).build()?;
+    let pool =
+        Pool::builder().processes(3).initializer(setup, ("worker ready".to_string(), started.clone())).build()?;
     let cubes = pool.map(cube, 1..=6)?;
     println!("{cubes:?}");
     assert_eq!(cubes, [1, 8, 27, 64, 125, 216]);

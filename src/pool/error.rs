@@ -3,6 +3,13 @@
 use std::time::Duration;
 
 /// Why one item (one call of the task function) has no value.
+///
+/// ```
+/// use shmproc::pool::TaskError;
+/// let e = TaskError::WorkerLost { pid: 42, signal: Some(9), index: 7 };
+/// assert_eq!(e.to_string(), "worker 42 died running item 7 (killed by signal 9)");
+/// assert_eq!(e.index(), 7);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TaskError {
@@ -113,6 +120,13 @@ impl TaskError {
 }
 
 /// Why a pool operation failed.
+///
+/// ```
+/// use shmproc::pool::{PoolError, TaskError};
+/// let e = PoolError::from(TaskError::Cancelled { index: 2 });
+/// assert_eq!(e.to_string(), "item 2 was cancelled");
+/// assert!(PoolError::NotRegistered("x::f").to_string().contains("task!"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PoolError {
@@ -140,6 +154,17 @@ pub enum PoolError {
 
 /// Why [`AsyncResult::get_timeout`](super::AsyncResult::get_timeout) returned
 /// without a value.
+///
+/// ```no_run
+/// use shmproc::pool::GetTimeoutError;
+/// shmproc::task! { fn nap(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms } }
+/// let pool = shmproc::Pool::new(1).unwrap();
+/// let r = pool.apply_async(nap, 500).unwrap();
+/// match r.get_timeout(std::time::Duration::from_millis(1)) {
+///     Err(GetTimeoutError::TimedOut(r)) => assert_eq!(r.get().unwrap(), 500),
+///     other => panic!("{:?}", other.map(|_| ())),
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GetTimeoutError<T> {

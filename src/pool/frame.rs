@@ -37,7 +37,13 @@ use crate::wait::futex::wake32;
 pub(crate) const RING_BYTES: u64 = 1 << 20;
 /// The largest frame in a ring.
 pub(crate) const MAX_FRAME: usize = 256 * 1024;
-/// The largest encoded argument or result of one item.
+/// The largest encoded argument or result of one item (bytes of its
+/// [`Handoff`](crate::process::Handoff) encoding); a larger one fails that
+/// item with [`TaskError::TooLarge`](super::TaskError::TooLarge).
+///
+/// ```
+/// assert_eq!(shmproc::pool::MAX_ITEM_BYTES, 192 * 1024);
+/// ```
 pub const MAX_ITEM_BYTES: usize = 192 * 1024;
 /// The longest task id accepted (ids are module paths).
 pub(crate) const MAX_ID: usize = 4096;

@@ -97,6 +97,14 @@ pub fn default_chunksize(len: usize, processes: usize) -> usize {
     (q + usize::from(r != 0)).max(1)
 }
 
+/// A job's id and its state.
+type Submitted<R> = (u64, Arc<Job<R>>);
+
+/// Pulls up to `n` items from an input into frames (job, n, first index,
+/// task id, sink for items refused at once); returns them and how many
+/// items it pulled.
+type Pull<I> = fn(&mut I, u64, usize, u64, &'static str, &dyn Sink) -> (Vec<TaskFrame>, u64);
+
 /// What the pool's users ask the manager thread.
 pub(crate) enum Msg {
     Job { id: u64, sink: Arc<dyn Sink>, timeout: Option<Duration> },
@@ -255,7 +263,14 @@ impl PoolBuilder {
         self
     }
 
-    /// Starts the workers and the manager thread.
+    /// Starts the workers and the manager thread; [`PoolError::Setup`] if
+    /// a worker cannot start, [`PoolError::NotRegistered`] for an
+    /// unregistered initializer.
+    ///
+    /// ```no_run
+    /// let pool = shmproc::Pool::builder().processes(2).build().unwrap();
+    /// assert_eq!(pool.processes(), 2);
+    /// ```
     pub fn build(self) -> Result<Pool, PoolError> {
         // Keep the worker's registration linked into every program with a pool.
         std::hint::black_box(&worker::REGISTER_WORKER);
@@ -445,7 +460,7 @@ impl Pool {
         &self,
         items: Vec<F::Arg>,
         chunksize: usize,
-    ) -> Result<(u64, Arc<Job<F::Out>>), PoolError>
+    ) -> Result<Submitted<F::Out>, PoolError>
     where
         F::Out: Send + 'static,
     {
@@ -749,7 +764,7 @@ pub(crate) struct ImapSource<I> {
     id: &'static str,
     ordered: bool,
     job: u64,
-    encode: fn(&mut I, u64, usize, u64, &'static str, &dyn Sink) -> (Vec<TaskFrame>, u64),
+    encode: Pull<I>,
     pub(crate) chunksize: usize,
     pub(crate) max_in_flight: Option<usize>,
     pub(crate) timeout: Option<Duration>,
@@ -822,7 +837,7 @@ where
             }
         }
         let ended = self.input.is_none();
-        if frames.is_empty() && !(ended && !self.done) {
+        if frames.is_empty() && (!ended || self.done) {
             return;
         }
         let mut msgs = vec![Msg::Frames(frames)];

@@ -308,12 +308,30 @@ impl<T: Send + 'static> AsyncResult<T> {
 
     /// Waits for the value (Python's `get()`): the value, or the first
     /// failed item's error ([`PoolError::Task`]).
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// assert_eq!(pool.apply_async(square, 4).unwrap().get().unwrap(), 16);
+    /// ```
     pub fn get(self) -> Result<T, PoolError> {
         self.pending.take()
     }
 
     /// Waits at most `timeout` for the value; on expiry the handle comes
     /// back in [`GetTimeoutError::TimedOut`], to wait again.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(square, 4).unwrap();
+    /// let v = match r.get_timeout(std::time::Duration::from_secs(30)) {
+    ///     Ok(v) => v,
+    ///     Err(shmproc::pool::GetTimeoutError::TimedOut(r)) => r.get().unwrap(), // wait on
+    ///     Err(e) => panic!("{e}"),
+    /// };
+    /// assert_eq!(v, 16);
+    /// ```
     pub fn get_timeout(self, timeout: Duration) -> Result<T, GetTimeoutError<T>> {
         if !self.pending.wait_until(Deadline::after(timeout)) {
             return Err(GetTimeoutError::TimedOut(self));
@@ -322,22 +340,53 @@ impl<T: Send + 'static> AsyncResult<T> {
     }
 
     /// Waits until the job is finished (successfully or not).
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(square, 4).unwrap();
+    /// r.wait();
+    /// assert!(r.ready());
+    /// ```
     pub fn wait(&self) {
         self.pending.wait_until(Deadline::NEVER);
     }
 
     /// Waits at most `timeout`; whether the job is finished.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(square, 4).unwrap();
+    /// assert!(r.wait_timeout(std::time::Duration::from_secs(30)));
+    /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.pending.wait_until(Deadline::after(timeout))
     }
 
     /// Whether the job is finished (Python's `ready()`).
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(square, 4).unwrap();
+    /// r.wait();
+    /// assert!(r.ready());
+    /// ```
     pub fn ready(&self) -> bool {
         self.pending.ready()
     }
 
     /// `None` while running; once finished, whether every item succeeded
     /// (Python's `successful()`, which raises while not ready).
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(square, 4).unwrap();
+    /// r.wait();
+    /// assert_eq!(r.successful(), Some(true));
+    /// ```
     pub fn successful(&self) -> Option<bool> {
         self.pending.successful()
     }
@@ -346,6 +395,15 @@ impl<T: Send + 'static> AsyncResult<T> {
     /// [`TaskError::Cancelled`]; a worker running one of them is killed and
     /// replaced (so the work really stops). Asynchronous: `get` returns
     /// once the pool has processed the cancellation.
+    ///
+    /// ```no_run
+    /// use shmproc::pool::{PoolError, TaskError};
+    /// shmproc::task! { fn nap(s: u64) -> () { std::thread::sleep(std::time::Duration::from_secs(s)) } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(nap, 3600).unwrap();
+    /// r.cancel();
+    /// assert_eq!(r.get(), Err(PoolError::Task(TaskError::Cancelled { index: 0 })));
+    /// ```
     pub fn cancel(&self) {
         (self.cancel)(None)
     }
@@ -354,6 +412,15 @@ impl<T: Send + 'static> AsyncResult<T> {
     /// (counted from when its worker starts it, also if it started
     /// already): a worker that runs an item longer is killed and replaced,
     /// and the item fails with [`TaskError::TimedOut`].
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use shmproc::pool::{PoolError, TaskError};
+    /// shmproc::task! { fn nap(s: u64) -> () { std::thread::sleep(Duration::from_secs(s)) } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(nap, 3600).unwrap().timeout(Duration::from_millis(100));
+    /// assert!(matches!(r.get(), Err(PoolError::Task(TaskError::TimedOut { index: 0, .. }))));
+    /// ```
     pub fn timeout(self, timeout: Duration) -> Self {
         (self.cancel)(Some(timeout));
         self
@@ -363,6 +430,14 @@ impl<T: Send + 'static> AsyncResult<T> {
     /// `callback` / `error_callback`): on the pool's manager thread, or
     /// here and now if it is finished already. Keep callbacks short, as
     /// Python advises: the pool waits for them.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// pool.map_async(square, [1, 2]).unwrap().then(move |r| tx.send(r).unwrap());
+    /// assert_eq!(rx.recv().unwrap(), Ok(vec![1, 4]));
+    /// ```
     pub fn then(self, callback: impl FnOnce(Result<T, PoolError>) + Send + 'static) {
         let pending = Arc::clone(&self.pending);
         self.pending.on_done(Box::new(move || callback(pending.take())));
@@ -373,6 +448,14 @@ impl<T: Send + 'static> AsyncResult<T> {
 /// [`imap_unordered`](super::Pool::imap_unordered): each item's result
 /// (in input order, or as completed), pulling the input lazily with a
 /// bounded number of items in flight.
+///
+/// ```no_run
+/// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+/// let pool = shmproc::Pool::new(2).unwrap();
+/// let mut it = pool.imap(square, [1, 2, 3]).unwrap();
+/// assert_eq!(it.next(), Some(Ok(1)));
+/// assert_eq!(it.collect::<Vec<_>>(), [Ok(4), Ok(9)]);
+/// ```
 pub struct Imap<R, I> {
     pub(crate) job: Option<Arc<Job<R>>>,
     pub(crate) source: super::ImapSource<I>,
@@ -390,6 +473,13 @@ where
 {
     /// Items per task frame (Python's `chunksize`; default 1). Only before
     /// the first `next()`.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let v: Vec<u64> = pool.imap(square, 0..10).unwrap().chunksize(4).map(Result::unwrap).collect();
+    /// assert_eq!(v[9], 81);
+    /// ```
     pub fn chunksize(mut self, n: usize) -> Self {
         self.source.chunksize = n.max(1);
         self
@@ -398,6 +488,13 @@ where
     /// At most `n` items submitted and not yet yielded (default: 4 per
     /// worker, times the chunk size): an endless input needs bounded
     /// memory. Only before the first `next()`.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let mut it = pool.imap(square, 0..).unwrap().max_in_flight(8); // endless input
+    /// assert_eq!(it.nth(100).unwrap().unwrap(), 10_000);
+    /// ```
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.source.max_in_flight = Some(n.max(1));
         self
@@ -405,6 +502,13 @@ where
 
     /// Gives each item at most `timeout` of running time (see
     /// [`AsyncResult::timeout`]). Only before the first `next()`.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let mut it = pool.imap(square, [3]).unwrap().timeout(std::time::Duration::from_secs(60));
+    /// assert_eq!(it.next().unwrap().unwrap(), 9);
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.source.timeout = Some(timeout);
         self

@@ -15,6 +15,13 @@ use crate::process::Handoff;
 
 /// A function pool workers can run. Implemented by [`task!`](crate::task);
 /// not meant to be implemented by hand.
+///
+/// ```
+/// use shmproc::pool::Task;
+/// shmproc::task! { fn shout(s: String) -> String { s.to_uppercase() } }
+/// assert!(shout::ID.ends_with("::shout"));
+/// assert_eq!(shout::call("hi".into()), Ok("HI".to_string()));
+/// ```
 pub trait Task: 'static {
     /// Stable id: module path and name.
     const ID: &'static str;
@@ -28,6 +35,12 @@ pub trait Task: 'static {
 
 /// What a task function may return: a [`Handoff`] value, or
 /// `Result<value, E: Display>` (an `Err` fails that item with the message).
+///
+/// ```
+/// use shmproc::pool::TaskValue;
+/// assert_eq!(5u8.into_result(), Ok(5));
+/// assert_eq!(Err::<u8, _>("no").into_result(), Err("no".to_string()));
+/// ```
 pub trait TaskValue {
     /// The value that travels back.
     type Out: Handoff;
@@ -140,8 +153,8 @@ pub(crate) fn is_registered(id: &str) -> bool {
 ///
 /// The function takes one argument of a [`Handoff`] type (use a tuple for
 /// more; a tuple pattern takes it apart: `fn add((a, b): (u64, u64))`) and
-/// returns a [`Handoff`] value, or `Result<value, E: Display>` (an `Err`
-/// fails that item, with its message). The macro turns its name into a unit
+/// returns a [`Handoff`] value (or nothing: `()`), or `Result<value, E:
+/// Display>` (an `Err` fails that item, with its message). The macro turns its name into a unit
 /// struct to pass to the pool's methods; call the body directly with
 /// `name::call(arg)` (from the [`Task`] trait). Define tasks in the binary
 /// (or test) crate that creates the pool: workers find them by id.
@@ -158,12 +171,18 @@ pub(crate) fn is_registered(id: &str) -> bool {
 ///         a.checked_div(b).ok_or_else(|| format!("{a} / 0"))
 ///     }
 /// }
+/// shmproc::task! { fn hello(who: String) { println!("hello {who}") } }
 /// assert_eq!(square::call(7), Ok(49));
+/// assert_eq!(hello::call("ann".into()), Ok(()));
 /// assert_eq!(checked_div::call((7, 2)), Ok(3));
 /// assert_eq!(checked_div::call((7, 0)), Err("7 / 0".to_string()));
 /// ```
 #[macro_export]
 macro_rules! task {
+    // No return type: the function returns `()`.
+    ($(#[$meta:meta])* $vis:vis fn $name:ident ($($arg:tt)+) $body:block) => {
+        $crate::task! { $(#[$meta])* $vis fn $name($($arg)+) -> () $body }
+    };
     ($(#[$meta:meta])* $vis:vis fn $name:ident (mut $arg:ident : $ty:ty $(,)?) -> $ret:ty $body:block) => {
         $crate::task! { @define [$(#[$meta])*] [$vis] $name [mut $arg] [$ty] [$ret] $body }
     };
