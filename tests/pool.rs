@@ -393,3 +393,26 @@ fn close_then_join_waits_for_submitted_work() {
     assert!(r.ready());
     assert_eq!(r.get().unwrap().len(), 4);
 }
+
+#[test]
+fn fork_start_method_works_too() {
+    let pool = Pool::builder().processes(2).start_method(shmproc::process::StartMethod::Fork).build().unwrap();
+    assert_eq!(pool.map(square, 0..1000).unwrap(), serial(1000));
+    let r = pool.apply_async(nap, 3_600_000).unwrap().timeout(Duration::from_millis(100));
+    assert!(matches!(r.get(), Err(PoolError::Task(TaskError::TimedOut { .. }))));
+    assert_eq!(pool.apply(square, 6).unwrap(), 36); // a forked replacement
+    finish(pool, &[]);
+}
+
+#[test]
+fn imap_after_close_is_refused_and_an_unused_imap_is_harmless() {
+    let pool = Pool::new(1).unwrap();
+    let unused = pool.imap(square, 0..10).unwrap();
+    drop(unused);
+    let it = pool.imap(square, 0..3).unwrap();
+    pool.close();
+    // Submitted before close: it still runs.
+    assert_eq!(it.map(Result::unwrap).collect::<Vec<_>>(), [0, 1, 4]);
+    assert!(matches!(pool.imap(square, 0..3), Err(PoolError::Closed)));
+    finish(pool, &[]);
+}

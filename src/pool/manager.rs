@@ -43,11 +43,16 @@ struct Sent {
     frame: Vec<u8>,
 }
 
-/// Why the manager killed a worker (what its in-progress item fails with).
+/// Why the manager killed a worker: the item it targeted fails with this
+/// reason; another item the worker had begun meanwhile (the kill raced
+/// with the end of the targeted one) runs again elsewhere.
 #[derive(Debug, Clone, Copy)]
 enum Kill {
-    Timeout(Duration),
+    /// Item `index` of `job` ran longer than `timeout`.
+    Timeout { timeout: Duration, job: u64, index: u64 },
+    /// Its item's job was cancelled.
     Cancel,
+    /// The pool is terminating, or the worker misbehaved.
     Terminate,
 }
 
@@ -381,10 +386,10 @@ impl Manager {
         if w.killed.is_some() {
             return;
         }
-        let Some((job, _)) = in_progress(w, &self.ctl) else { return };
+        let Some((job, index)) = in_progress(w, &self.ctl) else { return };
         let Some(timeout) = self.jobs.get(&job).and_then(|j| j.timeout) else { return };
         if w.since.elapsed() > timeout {
-            kill(w, Kill::Timeout(timeout));
+            kill(w, Kill::Timeout { timeout, job, index });
         }
     }
 
@@ -427,12 +432,21 @@ impl Manager {
                 let index = s.first + u64::from(n);
                 let entry = self.jobs.get(&s.job);
                 let cancelled = entry.is_some_and(|j| j.cancelled);
-                if Some(k) == lost || cancelled {
-                    let err = match (w.killed, cancelled) {
-                        (_, true) | (Some(Kill::Cancel), _) => TaskError::Cancelled { index },
-                        (Some(Kill::Timeout(timeout)), _) => TaskError::TimedOut { pid: w.pid, index, timeout },
-                        (Some(Kill::Terminate), _) | (None, _) => TaskError::WorkerLost { pid: w.pid, signal, index },
-                    };
+                let failure = if cancelled {
+                    Some(TaskError::Cancelled { index })
+                } else if Some(k) == lost {
+                    match w.killed {
+                        Some(Kill::Timeout { timeout, job, index: i }) if job == s.job && i == index => {
+                            Some(TaskError::TimedOut { pid: w.pid, index, timeout })
+                        }
+                        // Killed for another item: this one runs again.
+                        Some(Kill::Timeout { .. } | Kill::Cancel) => None,
+                        Some(Kill::Terminate) | None => Some(TaskError::WorkerLost { pid: w.pid, signal, index }),
+                    }
+                } else {
+                    None
+                };
+                if let Some(err) = failure {
                     if let Some(j) = entry {
                         j.sink.fail(err);
                     }

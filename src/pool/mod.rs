@@ -662,10 +662,10 @@ impl Pool {
         F::Out: Send + 'static,
     {
         registered::<F>()?;
-        if self.shared.lock_inbox().state != State::Open {
-            return Err(PoolError::Closed);
-        }
-        Ok(Imap { job: None, source: ImapSource::new::<F>(Arc::clone(&self.shared), items.into_iter(), ordered) })
+        let (id, job) = self.new_job::<F::Out>(ordered, None);
+        let sink: Arc<dyn Sink> = job.clone();
+        self.shared.send([Msg::Job { id, sink, timeout: None }], true)?;
+        Ok(Imap { job, source: ImapSource::new::<F>(Arc::clone(&self.shared), items.into_iter(), id) })
     }
 
     /// Results as they complete (Python's `imap_unordered`), with `imap`'s
@@ -762,12 +762,10 @@ pub(crate) struct ImapSource<I> {
     shared: Arc<Shared>,
     input: Option<I>,
     id: &'static str,
-    ordered: bool,
     job: u64,
     encode: Pull<I>,
     pub(crate) chunksize: usize,
     pub(crate) max_in_flight: Option<usize>,
-    pub(crate) timeout: Option<Duration>,
     submitted: u64,
     pub(crate) yielded: u64,
     done: bool,
@@ -784,41 +782,20 @@ impl<I: Iterator> ImapSource<I>
 where
     I::Item: Handoff,
 {
-    fn new<F: Task<Arg = I::Item>>(shared: Arc<Shared>, input: I, ordered: bool) -> Self {
+    fn new<F: Task<Arg = I::Item>>(shared: Arc<Shared>, input: I, job: u64) -> Self {
         ImapSource {
             shared,
             input: Some(input),
             id: F::ID,
-            ordered,
-            job: 0,
+            job,
             encode: pull::<I>,
             chunksize: 1,
             max_in_flight: None,
-            timeout: None,
             submitted: 0,
             yielded: 0,
             done: false,
         }
     }
-
-    /// Registers the job with the manager (at the first `next()`); `None`
-    /// (the iterator ends at once) if that is refused.
-    pub(crate) fn open_job<R: Handoff + Send + 'static>(&mut self) -> Option<Arc<Job<R>>> {
-        if self.done {
-            self.done = true;
-            return None;
-        }
-        let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
-        let job = Job::<R>::new(self.ordered, None);
-        let sink: Arc<dyn Sink> = job.clone();
-        if self.shared.send([Msg::Job { id, sink, timeout: self.timeout }], true).is_err() {
-            self.done = true;
-            return None;
-        }
-        self.job = id;
-        Some(job)
-    }
-
 
     /// Submits more input while fewer than the bound are in flight.
     pub(crate) fn top_up(&mut self, sink: &Arc<dyn Sink>) {
@@ -857,6 +834,11 @@ impl<I> ImapSource<I> {
     /// Items known in all, once the input ended.
     pub(crate) fn total(&self) -> Option<u64> {
         self.input.is_none().then_some(self.submitted)
+    }
+
+    /// Sets the job's per-item timeout.
+    pub(crate) fn set_timeout(&self, timeout: Duration) {
+        let _ = self.shared.send([Msg::Timeout { job: self.job, timeout }], false);
     }
 
     /// The iterator was dropped early: cancel what is in flight.

@@ -457,13 +457,13 @@ impl<T: Send + 'static> AsyncResult<T> {
 /// assert_eq!(it.collect::<Vec<_>>(), [Ok(4), Ok(9)]);
 /// ```
 pub struct Imap<R, I> {
-    pub(crate) job: Option<Arc<Job<R>>>,
+    pub(crate) job: Arc<Job<R>>,
     pub(crate) source: super::ImapSource<I>,
 }
 
 impl<R, I> std::fmt::Debug for Imap<R, I> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Imap").field("started", &self.job.is_some()).finish()
+        f.debug_struct("Imap").field("yielded", &self.source.yielded).finish()
     }
 }
 
@@ -501,7 +501,7 @@ where
     }
 
     /// Gives each item at most `timeout` of running time (see
-    /// [`AsyncResult::timeout`]). Only before the first `next()`.
+    /// [`AsyncResult::timeout`]), from now on.
     ///
     /// ```no_run
     /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
@@ -509,8 +509,8 @@ where
     /// let mut it = pool.imap(square, [3]).unwrap().timeout(std::time::Duration::from_secs(60));
     /// assert_eq!(it.next().unwrap().unwrap(), 9);
     /// ```
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.source.timeout = Some(timeout);
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.source.set_timeout(timeout);
         self
     }
 }
@@ -523,14 +523,7 @@ where
 
     fn next(&mut self) -> Option<Result<R, TaskError>> {
         loop {
-            let job = match &self.job {
-                Some(j) => Arc::clone(j),
-                None => {
-                    let j = self.source.open_job::<R>()?;
-                    self.job = Some(Arc::clone(&j));
-                    j
-                }
-            };
+            let job = Arc::clone(&self.job);
             let sink: Arc<dyn Sink> = job.clone();
             self.source.top_up(&sink);
             let bound = self.source.yielded;
@@ -561,8 +554,6 @@ impl<R, I> Drop for Imap<R, I> {
     /// Dropping the iterator before its end cancels what it submitted and
     /// has not yielded (the workers running it are stopped).
     fn drop(&mut self) {
-        if self.job.is_some() {
-            self.source.finish_early();
-        }
+        self.source.finish_early();
     }
 }
