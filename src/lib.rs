@@ -154,7 +154,7 @@ real_platform! {
         PipeSendError, PipeSendTimeoutError, PipeTryRecvBytesError, PipeTryRecvError, PipeTrySendError, pipe,
         pipe_with,
     };
-    pub use pool::{AsyncResult, Pool, PoolBuilder, PoolError, TaskError};
+    pub use pool::{AsyncResult, GetTimeoutError as PoolGetTimeoutError, Pool, PoolBuilder, PoolError, TaskError};
     pub use process::{Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process};
     pub use queue::{
         CommitError, GetError, GetTimeoutError, JoinableQueue, PopError, PopTimeoutError, PushError, PushTimeoutError,

@@ -455,19 +455,22 @@ impl Pool {
         AsyncResult::new(Arc::new(Finisher { job, finish }), Box::new(control))
     }
 
-    /// Submits every item of `items` as one job.
+    /// Submits every item of `items` as one job, in chunks of `chunksize`
+    /// (0: Python's default).
     fn submit<F: Task>(
         &self,
-        items: Vec<F::Arg>,
+        items: impl IntoIterator<Item = F::Arg>,
         chunksize: usize,
     ) -> Result<Submitted<F::Out>, PoolError>
     where
         F::Out: Send + 'static,
     {
         registered::<F>()?;
+        let items: Vec<F::Arg> = items.into_iter().collect();
+        let chunksize = if chunksize == 0 { default_chunksize(items.len(), self.processes()) } else { chunksize };
         let n = items.len() as u64;
         let (id, job) = self.new_job::<F::Out>(true, Some(n));
-        let (frames, _) = encode_frames(id, F::ID, 0, items, chunksize.max(1), &*job);
+        let (frames, _) = encode_frames(id, F::ID, 0, items, chunksize, &*job);
         let sink: Arc<dyn Sink> = job.clone();
         self.shared.send(
             [Msg::Job { id, sink, timeout: None }, Msg::Frames(frames), Msg::InputDone { job: id }],
@@ -539,7 +542,7 @@ impl Pool {
         F::Out: Send + 'static,
     {
         let _ = f;
-        let (id, job) = self.submit::<F>(items.into_iter().collect(), chunksize)?;
+        let (id, job) = self.submit::<F>(items, chunksize.max(1))?;
         self.async_result(id, job, result::finish_all).get()
     }
 
@@ -568,9 +571,7 @@ impl Pool {
         F::Out: Send + 'static,
     {
         let _ = f;
-        let items: Vec<F::Arg> = items.into_iter().collect();
-        let cs = if chunksize == 0 { default_chunksize(items.len(), self.processes()) } else { chunksize };
-        let (id, job) = self.submit::<F>(items, cs)?;
+        let (id, job) = self.submit::<F>(items, chunksize)?;
         self.async_result(id, job, result::finish_each).get()
     }
 
@@ -591,9 +592,7 @@ impl Pool {
         F::Out: Send + 'static,
     {
         let _ = f;
-        let items: Vec<F::Arg> = items.into_iter().collect();
-        let cs = default_chunksize(items.len(), self.processes());
-        let (id, job) = self.submit::<F>(items, cs)?;
+        let (id, job) = self.submit::<F>(items, 0)?;
         Ok(self.async_result(id, job, result::finish_all))
     }
 

@@ -80,10 +80,12 @@ pub(crate) struct Job<R> {
 
 impl<R> Job<R> {
     pub(crate) fn new(ordered: bool, expected: Option<u64>) -> Arc<Job<R>> {
+        // A job of known size gets its slots at once (no growth per item).
+        let slots = VecDeque::with_capacity(if ordered { expected.unwrap_or(0) as usize } else { 0 });
         Arc::new(Job {
             state: Mutex::new(JobState {
                 ordered,
-                slots: VecDeque::new(),
+                slots,
                 base: 0,
                 done: VecDeque::new(),
                 filled: 0,
