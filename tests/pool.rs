@@ -80,8 +80,11 @@ fn alive(pid: u32) -> bool {
 }
 
 /// Closes and joins `pool` within the deadline (the test fails otherwise),
-/// and checks that the workers whose pids are given are gone.
+/// and checks that every worker it ever started (and the pids given) is
+/// gone, and none of its segments is left in /dev/shm.
 fn finish(pool: Pool, pids: &[u32]) {
+    let (workers, names) = pool.__created();
+    assert!(!workers.is_empty() && names.len() > 2);
     pool.close();
     let (tx, rx) = std::sync::mpsc::channel();
     let h = std::thread::spawn(move || {
@@ -94,8 +97,17 @@ fn finish(pool: Pool, pids: &[u32]) {
         Err(_) => panic!("pool.join() did not return within {DEADLINE:?}"),
     }
     h.join().unwrap();
-    for &p in pids {
-        assert!(!alive(p), "worker {p} still running after join");
+    all_gone(pids.iter().copied().chain(workers), names);
+}
+
+/// No worker left running, no segment left in /dev/shm.
+fn all_gone(pids: impl IntoIterator<Item = u32>, names: Vec<String>) {
+    for p in pids {
+        assert!(!alive(p), "worker {p} still running");
+    }
+    for n in names {
+        let path = format!("/dev/shm/{}{n}", shmproc::NAME_PREFIX);
+        assert!(!std::path::Path::new(&path).exists(), "{path} left behind");
     }
 }
 
@@ -322,12 +334,18 @@ fn terminate_during_a_map_returns_promptly_and_fails_the_rest() {
     });
     rx.recv_timeout(DEADLINE).expect("terminate did not return");
     let pool = h.join().unwrap();
+    let (workers, names) = pool.__created();
+    for &p in &workers {
+        assert!(!alive(p), "worker {p} still running after terminate");
+    }
     match r.get_timeout(DEADLINE) {
         Err(shmproc::pool::GetTimeoutError::Failed(PoolError::Task(TaskError::Terminated { .. }))) => {}
         other => panic!("{:?}", other.map(|_| ())),
     }
     assert_eq!(pool.apply(square, 1), Err(PoolError::Closed));
     pool.join().unwrap();
+    drop(pool);
+    all_gone(workers, names);
 }
 
 #[test]
@@ -335,6 +353,7 @@ fn dropping_the_pool_terminates_it() {
     let pool = Pool::new(2).unwrap();
     let pids: Vec<u32> = pool.map_chunked(pid_of, 0..20, 1).unwrap();
     let r = pool.apply_async(nap, 3_600_000).unwrap();
+    let (workers, names) = pool.__created();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         drop(pool);
@@ -342,9 +361,7 @@ fn dropping_the_pool_terminates_it() {
     });
     rx.recv_timeout(DEADLINE).expect("drop did not return");
     assert!(matches!(r.get(), Err(PoolError::Task(TaskError::Terminated { index: 0 }))));
-    for p in pids {
-        assert!(!alive(p));
-    }
+    all_gone(pids.into_iter().chain(workers), names);
 }
 
 #[test]

@@ -24,12 +24,17 @@ use crate::process::LOG_TARGET;
 use crate::queue::{ByteConsumer, ByteProducer, ByteQueue};
 use crate::wait::Deadline;
 use crate::wait::futex::wait32;
+use crate::wait::spin::{SpinPolicy, spin_step};
+use crate::wait::WaitStrategy;
 use crate::{Process, TryRecvError, TrySendError};
 
 /// How often the manager looks at its workers while work is outstanding.
 pub(crate) const LIVENESS: Duration = Duration::from_millis(100);
 /// ... and while the pool is idle.
 const IDLE_LIVENESS: Duration = Duration::from_millis(500);
+/// How long the manager spins for the next event while work is outstanding
+/// before it sleeps (a few microseconds, yielding the core now and then).
+const MANAGER_SPIN: SpinPolicy = SpinPolicy { pure: 256, limit: 1024, yield_every: 8 };
 /// Consecutive worker start failures (or initializer failures) after which
 /// the pool gives up on its jobs.
 const MAX_START_FAILURES: u32 = 5;
@@ -121,6 +126,12 @@ pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worke
     }
     process.start().map_err(|e| setup(&e))?;
     let pid = process.pid().unwrap_or(0);
+    #[cfg(feature = "test-hooks")]
+    {
+        let mut log = cfg.started.lock().unwrap_or_else(|p| p.into_inner());
+        log.0.push(pid);
+        log.1.extend([tasks.name().to_owned(), results.name().to_owned()]);
+    }
     log::debug!(target: LOG_TARGET, "pool worker {pid} started in slot {slot}");
     Ok(Worker {
         slot,
@@ -194,6 +205,16 @@ impl Manager {
 
     /// Sleeps until a worker or user bumps `seq`, or the next liveness check.
     fn sleep(&self, seen: u32, busy: bool) {
+        if busy {
+            // A result is likely due soon: look for a while before paying
+            // for a futex sleep and wake-up.
+            let mut spins = 0;
+            while spin_step(WaitStrategy::Blocking, &mut spins, &MANAGER_SPIN) {
+                if self.ctl.seq().load(Ordering::Relaxed) != seen {
+                    return;
+                }
+            }
+        }
         let period = if busy { LIVENESS } else { IDLE_LIVENESS };
         let next = self.last_check + period;
         let Some(left) = next.checked_duration_since(Instant::now()) else { return };

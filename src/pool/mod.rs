@@ -71,7 +71,7 @@ pub use result::{AsyncResult, Imap};
 pub use task::{__register_task, Task, TaskValue};
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -163,6 +163,10 @@ pub(crate) struct Config {
     pub(crate) max_tasks: u64,
     pub(crate) method: Option<StartMethod>,
     pub(crate) timeout: Option<Duration>,
+    /// Every worker pid and segment name this pool created (tests check
+    /// that none is left). Only with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) started: Arc<Mutex<(Vec<u32>, Vec<String>)>>,
 }
 
 pub(crate) fn next_worker_number() -> u32 {
@@ -285,8 +289,14 @@ impl PoolBuilder {
             max_tasks: self.max_tasks,
             method: self.method,
             timeout: self.timeout,
+            #[cfg(feature = "test-hooks")]
+            started: Arc::default(),
         };
         let seg = RawSegment::new(frame::ctl_len(processes)).map_err(|e| PoolError::Setup(e.to_string()))?;
+        #[cfg(feature = "test-hooks")]
+        cfg.started.lock().unwrap_or_else(|p| p.into_inner()).1.push(seg.name().to_owned());
+        #[cfg(feature = "test-hooks")]
+        let started = Arc::clone(&cfg.started);
         let ctl = Ctl::new(seg);
         let mut workers = Vec::with_capacity(processes);
         for slot in 0..processes {
@@ -309,7 +319,12 @@ impl PoolBuilder {
             .name("shmproc-pool".into())
             .spawn(move || m.run())
             .map_err(|e| PoolError::Setup(format!("cannot start the pool's manager thread: {e}")))?;
-        Ok(Pool { shared, manager: Mutex::new(Some(handle)) })
+        Ok(Pool {
+            shared,
+            manager: Mutex::new(Some(handle)),
+            #[cfg(feature = "test-hooks")]
+            started,
+        })
     }
 }
 
@@ -326,6 +341,8 @@ impl PoolBuilder {
 pub struct Pool {
     shared: Arc<Shared>,
     manager: Mutex<Option<JoinHandle<()>>>,
+    #[cfg(feature = "test-hooks")]
+    started: Arc<Mutex<(Vec<u32>, Vec<String>)>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -425,6 +442,15 @@ impl Pool {
         PoolBuilder::default()
     }
 
+    /// Every worker pid and shared-memory segment name this pool has
+    /// created so far (the crate's own tests check that none is left).
+    /// Only with the `test-hooks` feature; not part of the API.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn __created(&self) -> (Vec<u32>, Vec<String>) {
+        self.started.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The number of workers.
     ///
     /// ```no_run
@@ -444,13 +470,17 @@ impl Pool {
         job: Arc<Job<R>>,
         finish: fn(&mut result::JobState<R>) -> Result<T, PoolError>,
     ) -> AsyncResult<T> {
-        let shared = Arc::clone(&self.shared);
+        // Weak: a result kept after the pool is gone keeps nothing of it
+        // alive (its segment's name is removed with the pool).
+        let shared = Arc::downgrade(&self.shared);
         let control = move |t: Option<Duration>| {
             let msg = match t {
                 None => Msg::Cancel { job: id },
                 Some(timeout) => Msg::Timeout { job: id, timeout },
             };
-            let _ = shared.send([msg], false);
+            if let Some(shared) = shared.upgrade() {
+                let _ = shared.send([msg], false);
+            }
         };
         AsyncResult::new(Arc::new(Finisher { job, finish }), Box::new(control))
     }
@@ -664,7 +694,7 @@ impl Pool {
         let (id, job) = self.new_job::<F::Out>(ordered, None);
         let sink: Arc<dyn Sink> = job.clone();
         self.shared.send([Msg::Job { id, sink, timeout: None }], true)?;
-        Ok(Imap { job, source: ImapSource::new::<F>(Arc::clone(&self.shared), items.into_iter(), id) })
+        Ok(Imap { job, source: ImapSource::new::<F>(Arc::downgrade(&self.shared), items.into_iter(), id) })
     }
 
     /// Results as they complete (Python's `imap_unordered`), with `imap`'s
@@ -758,7 +788,8 @@ impl Pool {
 /// The input side of an [`Imap`]: the caller's iterator, pulled in the
 /// caller's thread as results are consumed.
 pub(crate) struct ImapSource<I> {
-    shared: Arc<Shared>,
+    /// Weak, as for `AsyncResult`: a pool dropped meanwhile ends the iterator.
+    shared: Weak<Shared>,
     input: Option<I>,
     id: &'static str,
     job: u64,
@@ -781,7 +812,7 @@ impl<I: Iterator> ImapSource<I>
 where
     I::Item: Handoff,
 {
-    fn new<F: Task<Arg = I::Item>>(shared: Arc<Shared>, input: I, job: u64) -> Self {
+    fn new<F: Task<Arg = I::Item>>(shared: Weak<Shared>, input: I, job: u64) -> Self {
         ImapSource {
             shared,
             input: Some(input),
@@ -798,7 +829,8 @@ where
 
     /// Submits more input while fewer than the bound are in flight.
     pub(crate) fn top_up(&mut self, sink: &Arc<dyn Sink>) {
-        let bound = self.max_in_flight.unwrap_or(4 * self.shared.processes * self.chunksize) as u64;
+        let processes = self.shared.upgrade().map_or(1, |s| s.processes);
+        let bound = self.max_in_flight.unwrap_or(4 * processes * self.chunksize) as u64;
         let mut frames = Vec::new();
         while let Some(input) = self.input.as_mut() {
             if self.submitted - self.yielded >= bound {
@@ -822,7 +854,7 @@ where
             sink.set_expected(self.submitted);
             msgs.push(Msg::InputDone { job: self.job });
         }
-        if self.shared.send(msgs, false).is_err() {
+        if self.send(msgs).is_err() {
             sink.abort();
         }
     }
@@ -835,9 +867,14 @@ impl<I> ImapSource<I> {
         self.input.is_none().then_some(self.submitted)
     }
 
+    /// Sends to the manager (`Closed` if the pool is gone or terminated).
+    fn send(&self, msgs: impl IntoIterator<Item = Msg>) -> Result<(), PoolError> {
+        self.shared.upgrade().ok_or(PoolError::Closed)?.send(msgs, false)
+    }
+
     /// Sets the job's per-item timeout.
     pub(crate) fn set_timeout(&self, timeout: Duration) {
-        let _ = self.shared.send([Msg::Timeout { job: self.job, timeout }], false);
+        let _ = self.send([Msg::Timeout { job: self.job, timeout }]);
     }
 
     /// The iterator was dropped early: cancel what is in flight.
@@ -845,9 +882,9 @@ impl<I> ImapSource<I> {
         if !self.done {
             self.input = None;
             self.done = true;
-            let _ = self.shared.send([Msg::InputDone { job: self.job }, Msg::Cancel { job: self.job }], false);
+            let _ = self.send([Msg::InputDone { job: self.job }, Msg::Cancel { job: self.job }]);
         } else if self.total().is_some_and(|t| self.yielded < t) {
-            let _ = self.shared.send([Msg::Cancel { job: self.job }], false);
+            let _ = self.send([Msg::Cancel { job: self.job }]);
         }
     }
 }

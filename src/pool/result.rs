@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -76,6 +77,9 @@ impl<R> JobState<R> {
 pub(crate) struct Job<R> {
     state: Mutex<JobState<R>>,
     cond: Condvar,
+    /// Set (Release) once the state is finished: waiters spin on it a
+    /// little before sleeping on the condvar.
+    finished: AtomicBool,
 }
 
 impl<R> Job<R> {
@@ -95,6 +99,7 @@ impl<R> Job<R> {
                 on_done: None,
             }),
             cond: Condvar::new(),
+            finished: AtomicBool::new(false),
         })
     }
 
@@ -109,11 +114,28 @@ impl<R> Job<R> {
         let was = s.finished();
         f(&mut s);
         let now = s.finished();
+        if now {
+            // Release: pairs with the Acquire load in `spin_until_finished`
+            // (which then takes the lock anyway).
+            self.finished.store(true, Ordering::Release);
+        }
         let cb = if now && !was { s.on_done.take() } else { None };
         drop(s);
         self.cond.notify_all();
         if let Some(cb) = cb {
             cb();
+        }
+    }
+
+    /// Spins briefly for the job to finish (a result due in microseconds
+    /// saves the condvar's sleep and wake-up).
+    fn spin_until_finished(&self) {
+        for _ in 0..2_000 {
+            // Acquire: pairs with the Release store in `update`.
+            if self.finished.load(Ordering::Acquire) {
+                return;
+            }
+            std::hint::spin_loop();
         }
     }
 
@@ -208,6 +230,7 @@ impl<R: Send + 'static, T: Send + 'static> Pending<T> for Finisher<R, T> {
     }
 
     fn wait_until(&self, deadline: Deadline) -> bool {
+        self.job.spin_until_finished();
         self.job.wait_for(deadline, JobState::finished).finished()
     }
 
@@ -222,6 +245,7 @@ impl<R: Send + 'static, T: Send + 'static> Pending<T> for Finisher<R, T> {
     }
 
     fn take(&self) -> Result<T, PoolError> {
+        self.job.spin_until_finished();
         let mut s = self.job.wait_for(Deadline::NEVER, JobState::finished);
         if s.taken {
             return Err(PoolError::Taken);
