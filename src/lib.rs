@@ -144,6 +144,7 @@ real_platform! {
     mod handoff;
     mod manager;
     mod pipe;
+    pub mod pool;
     pub mod process;
     mod shared;
     mod shm;
@@ -162,6 +163,7 @@ real_platform! {
         PipeRecvValueError, PipeRecvValueTimeoutError, PipeSendError, PipeSendTimeoutError, PipeTryRecvBytesError,
         PipeTryRecvError, PipeTryRecvValueError, PipeTrySendError, pipe, pipe_with,
     };
+    pub use pool::{AsyncResult, GetTimeoutError as PoolGetTimeoutError, Pool, PoolBuilder, PoolError, TaskError};
     pub use process::{Process, ProcessError, ProcessInfo, active_children, cpu_count, current_process, parent_process};
     pub use queue::{
         CommitError, GetError, GetTimeoutError, JoinableQueue, PopError, PopTimeoutError, PushError, PushTimeoutError,

@@ -1,0 +1,194 @@
+//! Pool throughput and latency, side by side with Python's `Pool(2)` (when
+//! python3 is present) and rayon on threads in one process (the limit),
+//! then criterion benches of ours.
+//!
+//! (a) `map` of 1 000 000 trivial u64 tasks (x -> x*x), default chunksize;
+//! (b) `apply_async(...).get()` round trip;
+//! (c) 2 000 CPU-bound tasks of about 50 µs each: parallel speed-up over
+//!     the same work done serially in this process.
+//!
+//! `SHMPROC_BENCH_QUICK=1` (or `--test`): tiny sizes, no criterion — a
+//! smoke run for CI, not a measurement.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use rayon::prelude::*;
+use shmproc::Pool;
+use support::{median, quick};
+
+shmproc::task! { fn square(x: u64) -> u64 { x.wrapping_mul(x) } }
+shmproc::task! { fn burn(iters: u64) -> u64 { spin(iters) } }
+
+/// About `iters` dependent multiply-xorshift steps: CPU work that does not
+/// touch memory.
+fn spin(iters: u64) -> u64 {
+    let mut x = iters | 1;
+    for i in 0..iters {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i);
+        x ^= x >> 29;
+    }
+    black_box(x)
+}
+
+/// Iterations of `spin` that take about `target` here.
+fn calibrate(target: Duration) -> u64 {
+    let mut iters = 1_000u64;
+    loop {
+        let t = Instant::now();
+        for _ in 0..20 {
+            spin(iters);
+        }
+        let per = t.elapsed() / 20;
+        if per >= target / 4 {
+            return (iters as f64 * target.as_secs_f64() / per.as_secs_f64()).max(1.0) as u64;
+        }
+        iters *= 4;
+    }
+}
+
+struct Sizes {
+    map: u64,
+    apply: usize,
+    cpu: usize,
+    rounds: usize,
+}
+
+fn python(sizes: &Sizes) -> Option<(f64, f64)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_pool.py");
+    let out =
+        Command::new("python3").arg(script).arg(sizes.map.to_string()).arg(sizes.apply.to_string()).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.trim().parse::<f64>().ok());
+    Some((get("map_tasks_per_s")?, get("apply_rtt_us")?))
+}
+
+fn ours_map(pool: &Pool, n: u64) -> f64 {
+    let t = Instant::now();
+    let out = pool.map(square, 0..n).expect("map");
+    let d = t.elapsed();
+    assert_eq!(out[(n - 1) as usize], (n - 1).wrapping_mul(n - 1));
+    n as f64 / d.as_secs_f64()
+}
+
+fn rayon_map(tp: &rayon::ThreadPool, n: u64) -> f64 {
+    let t = Instant::now();
+    let out: Vec<u64> = tp.install(|| (0..n).into_par_iter().map(|x| x.wrapping_mul(x)).collect());
+    let d = t.elapsed();
+    assert_eq!(out[(n - 1) as usize], (n - 1).wrapping_mul(n - 1));
+    n as f64 / d.as_secs_f64()
+}
+
+fn ours_apply_us(pool: &Pool, n: usize) -> f64 {
+    let mut v: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            assert_eq!(pool.apply_async(square, 7).unwrap().get().unwrap(), 49);
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    median(&mut v)
+}
+
+fn serial_cpu(iters: u64, n: usize) -> Duration {
+    let t = Instant::now();
+    for _ in 0..n {
+        spin(iters);
+    }
+    t.elapsed()
+}
+
+fn ours_cpu(pool: &Pool, iters: u64, n: usize) -> Duration {
+    let t = Instant::now();
+    let out = pool.map(burn, vec![iters; n]).expect("map");
+    assert_eq!(out.len(), n);
+    t.elapsed()
+}
+
+fn rayon_cpu(tp: &rayon::ThreadPool, iters: u64, n: usize) -> Duration {
+    let t = Instant::now();
+    let s: u64 = tp.install(|| (0..n).into_par_iter().map(|_| spin(iters)).sum());
+    black_box(s);
+    t.elapsed()
+}
+
+fn side_by_side(sizes: &Sizes) -> (Pool, u64) {
+    let pool = Pool::new(2).expect("pool");
+    let tp = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("rayon");
+    let iters = calibrate(Duration::from_micros(50));
+    let (mut om, mut rm, mut oa, mut ser, mut oc, mut rc) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut py: Vec<(f64, f64)> = Vec::new();
+    for _ in 0..sizes.rounds {
+        om.push(ours_map(&pool, sizes.map));
+        rm.push(rayon_map(&tp, sizes.map));
+        oa.push(ours_apply_us(&pool, sizes.apply));
+        ser.push(serial_cpu(iters, sizes.cpu).as_secs_f64());
+        oc.push(ours_cpu(&pool, iters, sizes.cpu).as_secs_f64());
+        rc.push(rayon_cpu(&tp, iters, sizes.cpu).as_secs_f64());
+        if let Some(p) = python(sizes) {
+            py.push(p);
+        }
+    }
+    let (om, rm, oa) = (median(&mut om), median(&mut rm), median(&mut oa));
+    let (ser, oc, rc) = (median(&mut ser), median(&mut oc), median(&mut rc));
+    let r = sizes.rounds;
+    println!("\n== pool, 2 workers (median of {r} interleaved rounds)");
+    println!("  (a) map of {} trivial tasks, default chunksize, M tasks/s", sizes.map);
+    println!("      {:<34} {:>10.2}", "shmproc Pool(2)", om / 1e6);
+    println!("      {:<34} {:>10.2}", "rayon, 2 threads", rm / 1e6);
+    println!("  (b) apply_async(...).get() round trip, µs (median of {})", sizes.apply);
+    println!("      {:<34} {:>10.2}", "shmproc Pool(2)", oa);
+    println!("  (c) {} CPU-bound tasks of ~50 µs ({iters} iterations), speed-up over serial", sizes.cpu);
+    println!("      {:<34} {:>10.3} ms", "serial, this process", ser * 1e3);
+    println!("      {:<34} {:>10.2}x", "shmproc Pool(2)", ser / oc);
+    println!("      {:<34} {:>10.2}x", "rayon, 2 threads", ser / rc);
+    println!("  ratios");
+    println!("      {:<34} {:>10.2}x", "(a) shmproc / rayon (target >= 0.3)", om / rm);
+    println!("      {:<34} {:>10.2}x", "(c) shmproc / rayon speed-up (>= 0.95)", rc / oc);
+    if py.is_empty() {
+        println!("  (python3 not available: Python rows skipped)");
+    } else {
+        let mut pm: Vec<f64> = py.iter().map(|p| p.0).collect();
+        let mut pa: Vec<f64> = py.iter().map(|p| p.1).collect();
+        let (pm, pa) = (median(&mut pm), median(&mut pa));
+        println!("  python multiprocessing.Pool(2)");
+        println!("      {:<34} {:>10.2}", "(a) M tasks/s", pm / 1e6);
+        println!("      {:<34} {:>10.2}", "(b) µs", pa);
+        println!("      {:<34} {:>10.1}x", "(a) shmproc / python (target >= 20)", om / pm);
+        println!("      {:<34} {:>10.4}x", "(b) shmproc / python (target <= 0.02)", oa / pa);
+    }
+    (pool, iters)
+}
+
+fn main() {
+    if quick() {
+        println!("(quick smoke run with tiny sizes: the figures below are not measurements)");
+        let (pool, _) = side_by_side(&Sizes { map: 10_000, apply: 20, cpu: 50, rounds: 1 });
+        pool.close();
+        pool.join().expect("join");
+        return;
+    }
+    let rounds = std::env::var("SHMPROC_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let (pool, iters) = side_by_side(&Sizes { map: 1_000_000, apply: 2_000, cpu: 2_000, rounds });
+    if std::env::var_os("SHMPROC_BENCH_SIDE_BY_SIDE_ONLY").is_some() {
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    let mut g = c.benchmark_group("pool");
+    g.sample_size(10);
+    g.bench_function("map_1m_square", |b| b.iter(|| pool.map(square, 0..1_000_000u64).unwrap()));
+    g.bench_function("apply_async_get", |b| b.iter(|| pool.apply_async(square, 7).unwrap().get().unwrap()));
+    g.bench_function("cpu_2000x50us", |b| b.iter(|| pool.map(burn, vec![iters; 2_000]).unwrap()));
+    g.finish();
+    c.final_summary();
+    pool.close();
+    pool.join().expect("join");
+}

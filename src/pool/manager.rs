@@ -1,0 +1,684 @@
+//! The pool's manager thread: the only owner of the workers and of their
+//! rings. It takes requests from the pool's users (new jobs and chunks,
+//! cancellations, close, terminate), hands task frames to workers, collects
+//! results into the jobs, watches the workers (death, timeouts) and starts
+//! replacements.
+//!
+//! It sleeps on the control segment's `seq` word while nothing happens
+//! (workers bump it after each result frame, users after each request);
+//! while work is outstanding it also wakes every [`LIVENESS`] to look for
+//! dead workers and expired timeouts, so a worker's death is noticed
+//! within that period (plus the reaping).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::error::{PoolError, TaskError};
+use super::frame::{self, Ctl, TaskFrame};
+use super::result::Sink;
+use super::worker::{PoolWorker, WorkerArg};
+use super::{Config, Msg, Shared, State};
+use crate::process::LOG_TARGET;
+use crate::queue::{ByteConsumer, ByteProducer, ByteQueue};
+use crate::wait::Deadline;
+use crate::wait::futex::wait32;
+use crate::wait::spin::{SpinPolicy, spin_step};
+use crate::wait::WaitStrategy;
+use crate::{Process, TryRecvError, TrySendError};
+
+/// How often the manager looks at its workers while work is outstanding.
+pub(crate) const LIVENESS: Duration = Duration::from_millis(100);
+/// ... and while the pool is idle.
+const IDLE_LIVENESS: Duration = Duration::from_millis(500);
+/// How long the manager spins for the next event while work is outstanding
+/// before it sleeps (a few microseconds, yielding the core now and then).
+const MANAGER_SPIN: SpinPolicy = SpinPolicy { pure: 256, limit: 1024, yield_every: 8 };
+/// Consecutive worker start failures (or initializer failures) after which
+/// the pool gives up on its jobs.
+const MAX_START_FAILURES: u32 = 5;
+
+/// A task frame handed to a worker and not fully answered.
+struct Sent {
+    job: u64,
+    first: u64,
+    count: u32,
+    answered: u32,
+    frame: Vec<u8>,
+}
+
+/// Why the manager killed a worker: the item it targeted fails with this
+/// reason; another item the worker had begun meanwhile (the kill raced
+/// with the end of the targeted one) runs again elsewhere.
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    /// Item `index` of `job` ran longer than `timeout`.
+    Timeout { timeout: Duration, job: u64, index: u64 },
+    /// Its item's job was cancelled.
+    Cancel,
+    /// The pool is terminating, or the worker misbehaved.
+    Terminate,
+}
+
+pub(crate) struct Worker {
+    slot: usize,
+    process: Process,
+    pid: u32,
+    tx: ByteProducer,
+    rx: ByteConsumer,
+    fifo: VecDeque<Sent>,
+    /// Items answered since this worker started.
+    received: u64,
+    /// The `started` count last seen, and when it was first seen.
+    seen_started: u64,
+    since: Instant,
+    killed: Option<Kill>,
+    /// Queues kept alive (and their names) while the worker lives.
+    _queues: (ByteQueue, ByteQueue),
+}
+
+struct JobEntry {
+    sink: Arc<dyn Sink>,
+    timeout: Option<Duration>,
+    cancelled: bool,
+    input_done: bool,
+    /// Items given to the manager and not yet answered or failed.
+    outstanding: u64,
+}
+
+pub(crate) struct Manager {
+    shared: Arc<Shared>,
+    ctl: Ctl,
+    cfg: Config,
+    workers: Vec<Option<Worker>>,
+    jobs: HashMap<u64, JobEntry>,
+    pending: VecDeque<TaskFrame>,
+    buf: Vec<u8>,
+    closed: bool,
+    start_failures: u32,
+    last_check: Instant,
+}
+
+/// Starts one worker in `slot`.
+pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worker, PoolError> {
+    let setup = |e: &dyn std::fmt::Display| PoolError::Setup(format!("worker {slot}: {e}"));
+    let tasks = ByteQueue::new(frame::RING_BYTES, frame::MAX_FRAME as u64).map_err(|e| setup(&e))?;
+    let results = ByteQueue::new(frame::RING_BYTES, frame::MAX_FRAME as u64).map_err(|e| setup(&e))?;
+    let tx = tasks.producer().map_err(|e| setup(&e))?;
+    let rx = results.consumer().map_err(|e| setup(&e))?;
+    if let Some(w) = ctl.started(slot) {
+        w.store(0, Ordering::Relaxed);
+    }
+    let arg = WorkerArg {
+        ctl: ctl.segment().clone(),
+        tasks: tasks.clone(),
+        results: results.clone(),
+        slot: slot as u32,
+        init: cfg.init.clone(),
+        max_tasks: cfg.max_tasks,
+    };
+    let mut process = Process::new(PoolWorker, arg)
+        .with_name(format!("PoolWorker-{}", super::next_worker_number()))
+        .with_daemon(true);
+    if let Some(m) = cfg.method {
+        process = process.with_start_method(m);
+    }
+    process.start().map_err(|e| setup(&e))?;
+    let pid = process.pid().unwrap_or(0);
+    #[cfg(feature = "test-hooks")]
+    {
+        let mut log = cfg.started.lock().unwrap_or_else(|p| p.into_inner());
+        log.0.push(pid);
+        log.1.extend([tasks.name().to_owned(), results.name().to_owned()]);
+    }
+    log::debug!(target: LOG_TARGET, "pool worker {pid} started in slot {slot}");
+    Ok(Worker {
+        slot,
+        process,
+        pid,
+        tx,
+        rx,
+        fifo: VecDeque::new(),
+        received: 0,
+        seen_started: 0,
+        since: Instant::now(),
+        killed: None,
+        _queues: (tasks, results),
+    })
+}
+
+impl Manager {
+    pub(crate) fn new(shared: Arc<Shared>, cfg: Config, workers: Vec<Worker>) -> Manager {
+        Manager {
+            ctl: shared.ctl.clone(),
+            shared,
+            cfg,
+            workers: workers.into_iter().map(Some).collect(),
+            jobs: HashMap::new(),
+            pending: VecDeque::new(),
+            buf: Vec::new(),
+            closed: false,
+            start_failures: 0,
+            last_check: Instant::now(),
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        loop {
+            // Read before looking at anything: a bump after this makes the
+            // sleep below return at once.
+            let seen = self.ctl.seq().load(Ordering::SeqCst);
+            let (msgs, state) = {
+                let mut inbox = self.shared.lock_inbox();
+                (std::mem::take(&mut inbox.msgs), inbox.state)
+            };
+            let mut progress = !msgs.is_empty();
+            for m in msgs {
+                self.handle(m);
+            }
+            if state == State::Terminating {
+                self.terminate();
+                return;
+            }
+            if state == State::Closed {
+                self.closed = true;
+            }
+            progress |= self.drain_all();
+            let now = Instant::now();
+            let busy = !self.jobs.is_empty();
+            if now.duration_since(self.last_check) >= if busy { LIVENESS } else { IDLE_LIVENESS } {
+                self.last_check = now;
+                self.check_workers();
+            }
+            self.fill_slots();
+            progress |= self.dispatch();
+            if self.closed && self.jobs.is_empty() && self.pending.is_empty() {
+                self.shutdown();
+                return;
+            }
+            if !progress {
+                self.sleep(seen, busy);
+            }
+        }
+    }
+
+    /// Sleeps until a worker or user bumps `seq`, or the next liveness check.
+    fn sleep(&self, seen: u32, busy: bool) {
+        if busy {
+            // A result is likely due soon: look for a while before paying
+            // for a futex sleep and wake-up.
+            let mut spins = 0;
+            while spin_step(WaitStrategy::Blocking, &mut spins, &MANAGER_SPIN) {
+                if self.ctl.seq().load(Ordering::Relaxed) != seen {
+                    return;
+                }
+            }
+        }
+        let period = if busy { LIVENESS } else { IDLE_LIVENESS };
+        let next = self.last_check + period;
+        let Some(left) = next.checked_duration_since(Instant::now()) else { return };
+        // SeqCst store then SeqCst load: pairs with `Ctl::bump` (see there).
+        self.ctl.waiting().store(1, Ordering::SeqCst);
+        if self.ctl.seq().load(Ordering::SeqCst) == seen {
+            wait32(self.ctl.seq(), seen, Deadline::after(left));
+        }
+        self.ctl.waiting().store(0, Ordering::Relaxed);
+    }
+
+    fn handle(&mut self, m: Msg) {
+        match m {
+            Msg::Job { id, sink, timeout } => {
+                let timeout = timeout.or(self.cfg.timeout);
+                self.jobs.insert(id, JobEntry { sink, timeout, cancelled: false, input_done: false, outstanding: 0 });
+            }
+            Msg::Frames(frames) => {
+                for f in frames {
+                    match self.jobs.get_mut(&f.job) {
+                        Some(j) if j.cancelled => {
+                            let sink = Arc::clone(&j.sink);
+                            for k in 0..u64::from(f.count) {
+                                sink.fail(TaskError::Cancelled { index: f.first + k });
+                            }
+                        }
+                        Some(j) => {
+                            j.outstanding += u64::from(f.count);
+                            self.pending.push_back(f);
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Msg::InputDone { job } => {
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.input_done = true;
+                }
+                self.maybe_finish(job);
+            }
+            Msg::Timeout { job, timeout } => {
+                if let Some(j) = self.jobs.get_mut(&job) {
+                    j.timeout = Some(timeout);
+                }
+            }
+            Msg::Cancel { job } => self.cancel(job),
+        }
+    }
+
+    fn cancel(&mut self, job: u64) {
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        if j.cancelled {
+            return;
+        }
+        j.cancelled = true;
+        let sink = Arc::clone(&j.sink);
+        let mut failed = 0;
+        self.pending.retain(|f| {
+            if f.job != job {
+                return true;
+            }
+            for k in 0..u64::from(f.count) {
+                sink.fail(TaskError::Cancelled { index: f.first + k });
+            }
+            failed += u64::from(f.count);
+            false
+        });
+        self.account(job, failed);
+        // Workers running one of its items (or holding only its items) are
+        // stopped: their items of other jobs are handed to other workers.
+        for w in self.workers.iter_mut().flatten() {
+            if !w.fifo.iter().any(|s| s.job == job) {
+                continue;
+            }
+            let current = in_progress(w, &self.ctl).map(|(j, _)| j);
+            if current == Some(job) || (current.is_none() && w.fifo.iter().all(|s| s.job == job)) {
+                kill(w, Kill::Cancel);
+            }
+        }
+    }
+
+    /// `n` items of `job` got an outcome.
+    fn account(&mut self, job: u64, n: u64) {
+        if let Some(j) = self.jobs.get_mut(&job) {
+            j.outstanding = j.outstanding.saturating_sub(n);
+        }
+        self.maybe_finish(job);
+    }
+
+    fn maybe_finish(&mut self, job: u64) {
+        if self.jobs.get(&job).is_some_and(|j| j.input_done && j.outstanding == 0) {
+            self.jobs.remove(&job);
+        }
+    }
+
+    /// Reads every result frame the workers have sent.
+    fn drain_all(&mut self) -> bool {
+        let mut any = false;
+        for i in 0..self.workers.len() {
+            let Some(mut w) = self.workers[i].take() else { continue };
+            let (got, gone) = self.drain(&mut w);
+            any |= got;
+            if gone {
+                // Its result ring says the worker left: reap it now.
+                self.workers[i] = Some(w);
+                self.check_slot(i);
+            } else {
+                self.workers[i] = Some(w);
+            }
+        }
+        any
+    }
+
+    /// Reads `w`'s result frames; (whether any came, whether the ring says
+    /// the worker is gone or sent garbage).
+    fn drain(&mut self, w: &mut Worker) -> (bool, bool) {
+        let mut got = false;
+        loop {
+            match w.rx.try_recv_into(&mut self.buf) {
+                Ok(()) => {
+                    got = true;
+                    if !self.accept(w) {
+                        log::warn!(target: LOG_TARGET, "pool worker {} sent a malformed result frame: killing it", w.pid);
+                        kill(w, Kill::Terminate);
+                        return (got, true);
+                    }
+                }
+                Err(TryRecvError::Empty) => return (got, false),
+                Err(_) => return (got, true),
+            }
+        }
+    }
+
+    /// Files one result frame (in `self.buf`) from `w`; false if it does
+    /// not match what `w` was given (a corrupted or hostile worker).
+    fn accept(&mut self, w: &mut Worker) -> bool {
+        let Some(h) = frame::parse_result(&self.buf) else { return false };
+        let Some(front) = w.fifo.front_mut() else { return false };
+        if h.job != front.job
+            || Some(h.first) != front.first.checked_add(u64::from(front.answered))
+            || h.count == 0
+            || h.count > front.count - front.answered
+        {
+            return false;
+        }
+        front.answered += h.count;
+        if front.answered == front.count {
+            w.fifo.pop_front();
+        }
+        w.received += u64::from(h.count);
+        if let Some(j) = self.jobs.get(&h.job) {
+            if j.cancelled {
+                for k in 0..u64::from(h.count) {
+                    j.sink.fail(TaskError::Cancelled { index: h.first + k });
+                }
+            } else {
+                j.sink.deliver(h.first, h.count, h.items, w.pid);
+            }
+        }
+        self.account(h.job, u64::from(h.count));
+        true
+    }
+
+    /// Looks at every worker: reaps the dead, enforces timeouts.
+    fn check_workers(&mut self) {
+        for i in 0..self.workers.len() {
+            self.check_slot(i);
+        }
+    }
+
+    fn check_slot(&mut self, i: usize) {
+        let Some(w) = self.workers[i].as_mut() else { return };
+        if w.process.is_alive() {
+            self.check_timeout(i);
+            return;
+        }
+        let mut w = self.workers[i].take().expect("checked above");
+        // Everything it sent before dying is in its ring.
+        let _ = self.drain(&mut w);
+        self.bury(w);
+    }
+
+    fn check_timeout(&mut self, i: usize) {
+        let Some(w) = self.workers[i].as_mut() else { return };
+        let Some(started) = self.ctl.started(w.slot).map(|s| s.load(Ordering::Acquire)) else { return };
+        if started != w.seen_started {
+            w.seen_started = started;
+            w.since = Instant::now();
+        }
+        if w.killed.is_some() {
+            return;
+        }
+        let Some((job, index)) = in_progress(w, &self.ctl) else { return };
+        let Some(timeout) = self.jobs.get(&job).and_then(|j| j.timeout) else { return };
+        if w.since.elapsed() > timeout {
+            kill(w, Kill::Timeout { timeout, job, index });
+        }
+    }
+
+    /// A worker ended: fail the item it was running, hand its other items
+    /// to the others, start a replacement.
+    fn bury(&mut self, mut w: Worker) {
+        let signal = w.process.exitcode().filter(|&c| c < 0).map(|c| -c);
+        let ok_exit = w.process.exitcode() == Some(0);
+        let started = self.ctl.started(w.slot).map_or(0, |s| s.load(Ordering::Acquire));
+        let lost = (started > w.received).then(|| started - 1 - w.received);
+        log::info!(
+            target: LOG_TARGET,
+            "pool worker {} (slot {}) ended ({:?}); {} frame(s) unanswered",
+            w.pid,
+            w.slot,
+            w.process.exitcode(),
+            w.fifo.len()
+        );
+        if lost.is_none() && !ok_exit && w.received == 0 && started == 0 {
+            // It died before its first item: a failing initializer, or a
+            // start that went wrong.
+            self.start_failures += 1;
+            if let Err(e) = w.process.join_timeout(Duration::ZERO) {
+                log::warn!(target: LOG_TARGET, "pool worker {} failed before its first task: {e}", w.pid);
+            }
+        } else {
+            self.start_failures = 0;
+        }
+        let mut redo: Vec<TaskFrame> = Vec::new();
+        let mut k = 0u64;
+        for s in w.fifo.drain(..) {
+            let Some(h) = frame::parse_task(&s.frame) else { continue };
+            let mut items = h.items;
+            let mut current: Option<TaskFrame> = None;
+            for n in 0..s.count {
+                let Some(item) = frame::next_item(&mut items) else { break };
+                if n < s.answered {
+                    continue;
+                }
+                let index = s.first + u64::from(n);
+                let entry = self.jobs.get(&s.job);
+                let cancelled = entry.is_some_and(|j| j.cancelled);
+                let failure = if cancelled {
+                    Some(TaskError::Cancelled { index })
+                } else if Some(k) == lost {
+                    match w.killed {
+                        Some(Kill::Timeout { timeout, job, index: i }) if job == s.job && i == index => {
+                            Some(TaskError::TimedOut { pid: w.pid, index, timeout })
+                        }
+                        // Killed for another item: this one runs again.
+                        Some(Kill::Timeout { .. } | Kill::Cancel) => None,
+                        Some(Kill::Terminate) | None => Some(TaskError::WorkerLost { pid: w.pid, signal, index }),
+                    }
+                } else {
+                    None
+                };
+                if let Some(err) = failure {
+                    if let Some(j) = entry {
+                        j.sink.fail(err);
+                    }
+                    self.account(s.job, 1);
+                    if let Some(f) = current.take() {
+                        redo.push(f.finish(false));
+                    }
+                } else {
+                    let f = current.get_or_insert_with(|| TaskFrame::new(s.job, index, h.id));
+                    let pushed = f.push_raw(item);
+                    debug_assert!(pushed, "an item that fitted in its frame fits in a smaller one");
+                }
+                k += 1;
+            }
+            if let Some(f) = current.take() {
+                redo.push(f.finish(h.flags & frame::END_OF_CHUNK != 0));
+            }
+        }
+        // First in line again, in their order (imap yields in order).
+        for f in redo.into_iter().rev() {
+            self.pending.push_front(f);
+        }
+        let _ = w.process.join_timeout(Duration::from_secs(1));
+        let _ = w.process.close();
+        let slot = w.slot;
+        drop(w);
+        self.start_in(slot);
+    }
+
+    fn start_in(&mut self, slot: usize) {
+        if self.start_failures >= MAX_START_FAILURES {
+            return;
+        }
+        match start_worker(&self.ctl, &self.cfg, slot) {
+            Ok(w) => self.workers[slot] = Some(w),
+            Err(e) => {
+                self.start_failures += 1;
+                log::warn!(target: LOG_TARGET, "cannot start a pool worker: {e}");
+            }
+        }
+    }
+
+    /// Restarts workers in empty slots; gives up on every job when workers
+    /// keep failing to start.
+    fn fill_slots(&mut self) {
+        if self.start_failures >= MAX_START_FAILURES {
+            if !self.jobs.is_empty() {
+                log::error!(target: LOG_TARGET, "pool workers keep failing to start: failing every job");
+                self.fail_everything(|index| TaskError::Refused {
+                    pid: 0,
+                    index,
+                    message: "the pool's workers keep failing to start (see the initializer's error)".into(),
+                });
+            }
+            return;
+        }
+        for slot in 0..self.workers.len() {
+            if self.workers[slot].is_none() {
+                self.start_in(slot);
+            }
+        }
+    }
+
+    /// Hands pending frames to workers: first one to each idle worker, then
+    /// a second to each worker (prefetch) while frames of several items wait.
+    fn dispatch(&mut self) -> bool {
+        let mut any = false;
+        for depth in 1..=2usize {
+            for w in self.workers.iter_mut().flatten() {
+                if w.killed.is_some() || w.fifo.len() >= depth {
+                    continue;
+                }
+                let Some(f) = self.pending.pop_front() else { return any };
+                if depth == 2 && f.count < 2 {
+                    self.pending.push_front(f);
+                    continue;
+                }
+                match w.tx.try_send(&f.bytes) {
+                    Ok(()) => {
+                        any = true;
+                        w.fifo.push_back(Sent { job: f.job, first: f.first, count: f.count, answered: 0, frame: f.bytes });
+                    }
+                    Err(TrySendError::Full) => self.pending.push_front(f),
+                    Err(e) => {
+                        log::debug!(target: LOG_TARGET, "pool worker {}: task ring refused a frame: {e}", w.pid);
+                        self.pending.push_front(f);
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    /// Fails every item the manager knows of, and aborts every job.
+    fn fail_everything(&mut self, err: impl Fn(u64) -> TaskError) {
+        for f in std::mem::take(&mut self.pending) {
+            if let Some(j) = self.jobs.get(&f.job) {
+                for k in 0..u64::from(f.count) {
+                    j.sink.fail(err(f.first + k));
+                }
+            }
+        }
+        for w in self.workers.iter_mut().flatten() {
+            for s in w.fifo.drain(..) {
+                if let Some(j) = self.jobs.get(&s.job) {
+                    for n in s.answered..s.count {
+                        j.sink.fail(err(s.first + u64::from(n)));
+                    }
+                }
+            }
+        }
+        for (_, j) in self.jobs.drain() {
+            j.sink.abort();
+        }
+    }
+
+    fn terminate(&mut self) {
+        for w in self.workers.iter_mut().flatten() {
+            kill(w, Kill::Terminate);
+        }
+        // What arrived before the kill still counts.
+        self.drain_all_quietly();
+        self.fail_everything(|index| TaskError::Terminated { index });
+        self.reap_all();
+    }
+
+    fn drain_all_quietly(&mut self) {
+        for i in 0..self.workers.len() {
+            if let Some(mut w) = self.workers[i].take() {
+                let _ = self.drain(&mut w);
+                self.workers[i] = Some(w);
+            }
+        }
+    }
+
+    /// Closed and every job done: the workers leave when their task rings
+    /// close.
+    fn shutdown(&mut self) {
+        for w in self.workers.iter().flatten() {
+            w._queues.0.close();
+        }
+        for w in self.workers.iter_mut().flatten() {
+            if !matches!(w.process.join_timeout(Duration::from_secs(5)), Ok(true)) && w.process.is_alive() {
+                log::warn!(target: LOG_TARGET, "pool worker {} did not leave when the pool closed: killing it", w.pid);
+                let _ = w.process.kill();
+            }
+        }
+        self.reap_all();
+    }
+
+    fn reap_all(&mut self) {
+        for w in self.workers.iter_mut().filter_map(Option::take) {
+            let mut w = w;
+            let _ = w.process.join_timeout(Duration::from_secs(5));
+            let _ = w.process.close();
+        }
+    }
+}
+
+impl Drop for Manager {
+    /// However the manager thread ends (also by a panic), nobody waits
+    /// forever: new work is refused, every job still open is aborted, and
+    /// the workers are killed and reaped.
+    fn drop(&mut self) {
+        let msgs = {
+            let mut inbox = self.shared.lock_inbox();
+            inbox.state = super::State::Terminating;
+            std::mem::take(&mut inbox.msgs)
+        };
+        for m in msgs {
+            if let Msg::Job { sink, .. } = m {
+                sink.abort();
+            }
+        }
+        if !self.jobs.is_empty() || self.workers.iter().any(Option::is_some) {
+            for w in self.workers.iter_mut().flatten() {
+                kill(w, Kill::Terminate);
+            }
+            self.fail_everything(|index| TaskError::Terminated { index });
+            self.reap_all();
+        }
+    }
+}
+
+/// Kills and reaps workers started for a pool that could not be built.
+pub(crate) fn discard(workers: Vec<Worker>) {
+    for mut w in workers {
+        let _ = w.process.kill();
+        let _ = w.process.join_timeout(Duration::from_secs(5));
+        let _ = w.process.close();
+    }
+}
+
+/// Kills `w` (SIGKILL through its pidfd), remembering why.
+fn kill(w: &mut Worker, why: Kill) {
+    if w.killed.is_none() {
+        w.killed = Some(why);
+    }
+    let _ = w.process.kill();
+}
+
+/// The (job, index) of the item `w` is running, if any.
+fn in_progress(w: &Worker, ctl: &Ctl) -> Option<(u64, u64)> {
+    let started = ctl.started(w.slot)?.load(Ordering::Acquire);
+    let mut k = started.checked_sub(1)?.checked_sub(w.received)?;
+    for s in &w.fifo {
+        let left = u64::from(s.count - s.answered);
+        if k < left {
+            return Some((s.job, s.first + u64::from(s.answered) + k));
+        }
+        k -= left;
+    }
+    None
+}

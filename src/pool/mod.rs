@@ -1,0 +1,890 @@
+//! A pool of worker processes, like Python's `multiprocessing.Pool`, that
+//! survives its workers' deaths.
+//!
+//! ```no_run
+//! use shmproc::Pool;
+//!
+//! shmproc::task! { fn doubler(n: i64) -> i64 { n * 2 } }
+//!
+//! let pool = Pool::new(3).unwrap();
+//! assert_eq!(pool.map(doubler, [5, 10, 20]).unwrap(), [10, 20, 40]);
+//! ```
+//!
+//! ## How it works
+//!
+//! - Task functions are registered with [`task!`](crate::task) and found by
+//!   id in the workers; the pool refuses ids that are not registered
+//!   ([`PoolError::NotRegistered`]), and so does a worker.
+//! - Each worker has two [`ByteQueue`](crate::queue::ByteQueue)s of its
+//!   own: task frames in (each a run of items of one chunk), result frames
+//!   out. Arguments and results are [`Handoff`]-encoded straight into the
+//!   frames; the rings copy them once each way.
+//! - A manager thread in the pool's process owns the workers: it hands
+//!   frames to them (one per idle worker, a second one ahead for chunks of
+//!   several items), files results into the jobs, and sleeps on one futex
+//!   word that the workers and the pool's users bump. A busy worker makes
+//!   no system call per item; an idle one sleeps in its ring.
+//! - Each worker says in its record in the shared control segment how many
+//!   items it has begun, before running each (like LMDB's reader table).
+//!   When a worker dies, the manager reads what it sent, and that record
+//!   names the one item it was running: that item fails with
+//!   [`TaskError::WorkerLost`]; the items it had not reached (and any it
+//!   had finished without sending their results yet) go to other workers,
+//!   and a replacement starts. Deaths are noticed within about 100 ms
+//!   (the manager's liveness period) of the worker being gone.
+//!
+//! ## What dropping a pool does
+//!
+//! Dropping a [`Pool`] **terminates** it, like leaving Python's
+//! `with Pool() as p:` block: the workers are killed at once, unfinished
+//! items fail with [`TaskError::Terminated`], and the drop returns when
+//! every worker is reaped (it never waits for a task, so it never hangs).
+//! To let submitted work finish first, call [`close`](Pool::close) and
+//! [`join`](Pool::join) before dropping it.
+//!
+//! ## Differences from Python
+//!
+//! - Results carry their errors per item: [`Pool::map`] returns the first
+//!   error by index (as Python raises it), [`Pool::map_results`] every
+//!   item's outcome, and the `imap` iterators yield `Result`s.
+//! - [`imap`](Pool::imap) pulls its input lazily with a bounded number of
+//!   items in flight, so an endless iterator works (Python reads it all).
+//! - Per-item timeouts ([`AsyncResult::timeout`], [`PoolBuilder::task_timeout`])
+//!   and [`AsyncResult::cancel`] really stop the work: the worker is
+//!   killed and replaced.
+//! - A worker that finished some items of a chunk and died before sending
+//!   them: those items run again in another worker (their functions
+//!   should be safe to re-run; Python would lose the whole chunk).
+//! - An item's encoded argument or result is limited to
+//!   [`MAX_ITEM_BYTES`]; a larger one fails with [`TaskError::TooLarge`].
+
+mod error;
+mod frame;
+mod manager;
+mod result;
+mod task;
+mod worker;
+
+pub use error::{GetTimeoutError, PoolError, TaskError};
+pub use frame::MAX_ITEM_BYTES;
+pub use result::{AsyncResult, Imap};
+pub use task::{__register_task, Task, TaskValue};
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use frame::{Ctl, TaskFrame};
+use result::{Finisher, Job, Sink};
+
+use crate::RawSegment;
+use crate::process::{Handoff, StartMethod};
+
+/// Python's default chunk size for `map`: `len / (4 * processes)`, rounded
+/// up (`divmod`, plus one if there is a remainder), and at least 1.
+///
+/// ```
+/// use shmproc::pool::default_chunksize;
+/// assert_eq!(default_chunksize(1_000_000, 2), 125_000);
+/// assert_eq!(default_chunksize(10, 3), 1);
+/// assert_eq!(default_chunksize(13, 3), 2);
+/// assert_eq!(default_chunksize(0, 4), 1);
+/// ```
+pub fn default_chunksize(len: usize, processes: usize) -> usize {
+    let per = 4 * processes.max(1);
+    let (q, r) = (len / per, len % per);
+    (q + usize::from(r != 0)).max(1)
+}
+
+/// A job's id and its state.
+type Submitted<R> = (u64, Arc<Job<R>>);
+
+/// Pulls up to `n` items from an input into frames (job, n, first index,
+/// task id, sink for items refused at once); returns them and how many
+/// items it pulled.
+type Pull<I> = fn(&mut I, u64, usize, u64, &'static str, &dyn Sink) -> (Vec<TaskFrame>, u64);
+
+/// What the pool's users ask the manager thread.
+pub(crate) enum Msg {
+    Job { id: u64, sink: Arc<dyn Sink>, timeout: Option<Duration> },
+    Frames(Vec<TaskFrame>),
+    InputDone { job: u64 },
+    Timeout { job: u64, timeout: Duration },
+    Cancel { job: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    Open,
+    Closed,
+    Terminating,
+}
+
+pub(crate) struct Inbox {
+    pub(crate) msgs: Vec<Msg>,
+    pub(crate) state: State,
+}
+
+/// What the pool's handles share with the manager thread.
+pub(crate) struct Shared {
+    pub(crate) ctl: Ctl,
+    inbox: Mutex<Inbox>,
+    next_job: AtomicU64,
+    processes: usize,
+}
+
+impl Shared {
+    pub(crate) fn lock_inbox(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues messages for the manager and wakes it. `new_job`: refused
+    /// (with `Closed`) unless the pool is open.
+    fn send(&self, msgs: impl IntoIterator<Item = Msg>, new_job: bool) -> Result<(), PoolError> {
+        {
+            let mut inbox = self.lock_inbox();
+            match inbox.state {
+                State::Open => {}
+                State::Closed if !new_job => {}
+                _ => return Err(PoolError::Closed),
+            }
+            inbox.msgs.extend(msgs);
+        }
+        self.ctl.bump();
+        Ok(())
+    }
+}
+
+/// Settings shared by every worker.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) init: Option<(String, Vec<u8>)>,
+    pub(crate) max_tasks: u64,
+    pub(crate) method: Option<StartMethod>,
+    pub(crate) timeout: Option<Duration>,
+    /// Every worker pid and segment name this pool created (tests check
+    /// that none is left). Only with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) started: Arc<Mutex<(Vec<u32>, Vec<String>)>>,
+}
+
+pub(crate) fn next_worker_number() -> u32 {
+    static N: AtomicU32 = AtomicU32::new(1);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Builds a [`Pool`]: Python's `Pool(processes, initializer, initargs,
+/// maxtasksperchild)` plus a start method and a default per-item timeout.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// shmproc::task! { fn setup(tag: String) -> () { println!("worker ready: {tag}") } }
+/// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+///
+/// let pool = shmproc::Pool::builder()
+///     .processes(2)
+///     .initializer(setup, "v1".to_string())
+///     .maxtasksperchild(100)
+///     .task_timeout(Duration::from_secs(30))
+///     .build()
+///     .unwrap();
+/// assert_eq!(pool.processes(), 2);
+/// assert_eq!(pool.apply(square, 9).unwrap(), 81);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    init: Option<(&'static str, Vec<u8>)>,
+    max_tasks: u64,
+    method: Option<StartMethod>,
+    timeout: Option<Duration>,
+}
+
+impl PoolBuilder {
+    /// Number of workers (default: [`cpu_count()`](crate::cpu_count); at least 1).
+    ///
+    /// ```
+    /// let b = shmproc::Pool::builder().processes(3);
+    /// # drop(b);
+    /// ```
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n.max(1));
+        self
+    }
+
+    /// A task each worker runs once, before its first task (Python's
+    /// `initializer` / `initargs`). Its return value is ignored; if it
+    /// fails or panics the worker exits and is replaced, and after several
+    /// failures in a row the pool fails its jobs instead of looping.
+    ///
+    /// ```
+    /// shmproc::task! { fn setup(_: ()) -> () {} }
+    /// let b = shmproc::Pool::builder().initializer(setup, ());
+    /// # drop(b);
+    /// ```
+    pub fn initializer<F: Task>(mut self, f: F, arg: F::Arg) -> Self {
+        let _ = f;
+        let mut bytes = Vec::new();
+        arg.encode(&mut bytes);
+        self.init = Some((F::ID, bytes));
+        self
+    }
+
+    /// Each worker exits after `k` tasks (chunks) and is replaced (Python's
+    /// `maxtasksperchild`; 0, the default, means never).
+    ///
+    /// ```
+    /// let b = shmproc::Pool::builder().maxtasksperchild(10);
+    /// # drop(b);
+    /// ```
+    pub fn maxtasksperchild(mut self, k: u64) -> Self {
+        self.max_tasks = k;
+        self
+    }
+
+    /// How workers are started (default: the process-wide
+    /// [`get_start_method`](crate::process::get_start_method)).
+    ///
+    /// ```
+    /// let b = shmproc::Pool::builder().start_method(shmproc::process::StartMethod::Fork);
+    /// # drop(b);
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// A default running-time limit for every item (see
+    /// [`AsyncResult::timeout`], which overrides it per job).
+    ///
+    /// ```
+    /// let b = shmproc::Pool::builder().task_timeout(std::time::Duration::from_secs(60));
+    /// # drop(b);
+    /// ```
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Starts the workers and the manager thread; [`PoolError::Setup`] if
+    /// a worker cannot start, [`PoolError::NotRegistered`] for an
+    /// unregistered initializer.
+    ///
+    /// ```no_run
+    /// let pool = shmproc::Pool::builder().processes(2).build().unwrap();
+    /// assert_eq!(pool.processes(), 2);
+    /// ```
+    pub fn build(self) -> Result<Pool, PoolError> {
+        // Keep the worker's registration linked into every program with a pool.
+        std::hint::black_box(&worker::REGISTER_WORKER);
+        if let Some((id, _)) = &self.init
+            && !task::is_registered(id)
+        {
+            return Err(PoolError::NotRegistered(id));
+        }
+        let processes = self.processes.unwrap_or_else(crate::cpu_count).max(1);
+        let cfg = Config {
+            init: self.init.map(|(id, arg)| (id.to_owned(), arg)),
+            max_tasks: self.max_tasks,
+            method: self.method,
+            timeout: self.timeout,
+            #[cfg(feature = "test-hooks")]
+            started: Arc::default(),
+        };
+        let seg = RawSegment::new(frame::ctl_len(processes)).map_err(|e| PoolError::Setup(e.to_string()))?;
+        #[cfg(feature = "test-hooks")]
+        cfg.started.lock().unwrap_or_else(|p| p.into_inner()).1.push(seg.name().to_owned());
+        #[cfg(feature = "test-hooks")]
+        let started = Arc::clone(&cfg.started);
+        let ctl = Ctl::new(seg);
+        let mut workers = Vec::with_capacity(processes);
+        for slot in 0..processes {
+            match manager::start_worker(&ctl, &cfg, slot) {
+                Ok(w) => workers.push(w),
+                Err(e) => {
+                    manager::discard(workers);
+                    return Err(e);
+                }
+            }
+        }
+        let shared = Arc::new(Shared {
+            ctl,
+            inbox: Mutex::new(Inbox { msgs: Vec::new(), state: State::Open }),
+            next_job: AtomicU64::new(1),
+            processes,
+        });
+        let m = manager::Manager::new(Arc::clone(&shared), cfg, workers);
+        let handle = std::thread::Builder::new()
+            .name("shmproc-pool".into())
+            .spawn(move || m.run())
+            .map_err(|e| PoolError::Setup(format!("cannot start the pool's manager thread: {e}")))?;
+        Ok(Pool {
+            shared,
+            manager: Mutex::new(Some(handle)),
+            #[cfg(feature = "test-hooks")]
+            started,
+        })
+    }
+}
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`). See the
+/// [module docs](crate::pool) for how it works and what dropping it does.
+///
+/// ```no_run
+/// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+/// let pool = shmproc::Pool::new(5).unwrap();
+/// assert_eq!(pool.map(square, [1, 2, 3]).unwrap(), [1, 4, 9]);
+/// pool.close();
+/// pool.join().unwrap();
+/// ```
+pub struct Pool {
+    shared: Arc<Shared>,
+    manager: Mutex<Option<JoinHandle<()>>>,
+    #[cfg(feature = "test-hooks")]
+    started: Arc<Mutex<(Vec<u32>, Vec<String>)>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("processes", &self.shared.processes).finish()
+    }
+}
+
+impl Drop for Pool {
+    /// Terminates the pool (see the [module docs](crate::pool)): kills the
+    /// workers, fails unfinished items with [`TaskError::Terminated`], and
+    /// returns once every worker is reaped and every segment removed.
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// Checks that `F` can be sent to workers.
+fn registered<F: Task>() -> Result<(), PoolError> {
+    if F::ID.len() > frame::MAX_ID || !task::is_registered(F::ID) {
+        return Err(PoolError::NotRegistered(F::ID));
+    }
+    Ok(())
+}
+
+/// Encodes items `first..` into frames of chunks of `chunksize`; items too
+/// large fail at once in `sink`.
+fn encode_frames<A: Handoff>(
+    job: u64,
+    id: &'static str,
+    first: u64,
+    items: impl IntoIterator<Item = A>,
+    chunksize: usize,
+    sink: &dyn Sink,
+) -> (Vec<TaskFrame>, u64) {
+    let mut frames = Vec::new();
+    let mut index = first;
+    let mut in_chunk = 0usize;
+    let mut f: Option<TaskFrame> = None;
+    for item in items {
+        let cur = f.get_or_insert_with(|| TaskFrame::new(job, index, id.as_bytes()));
+        match cur.push(|out| item.encode(out)) {
+            Ok(true) => {}
+            Ok(false) => {
+                // The frame is full: seal it (mid-chunk) and start another.
+                frames.push(f.take().expect("present").finish(false));
+                let mut next = TaskFrame::new(job, index, id.as_bytes());
+                if let Err(len) = next.push(|out| item.encode(out)) {
+                    sink.fail(TaskError::TooLarge { index, what: "argument", len, max: MAX_ITEM_BYTES });
+                } else {
+                    f = Some(next);
+                }
+            }
+            Err(len) => {
+                // Not sent: its neighbours go in separate frames.
+                if let Some(cur) = f.take().filter(|c| c.count > 0) {
+                    frames.push(cur.finish(false));
+                }
+                sink.fail(TaskError::TooLarge { index, what: "argument", len, max: MAX_ITEM_BYTES });
+            }
+        }
+        index += 1;
+        in_chunk += 1;
+        if in_chunk == chunksize {
+            in_chunk = 0;
+            if let Some(cur) = f.take().filter(|c| c.count > 0) {
+                frames.push(cur.finish(true));
+            }
+        }
+    }
+    if let Some(cur) = f.take().filter(|c| c.count > 0) {
+        frames.push(cur.finish(true));
+    }
+    (frames, index - first)
+}
+
+impl Pool {
+    /// A pool of `processes` workers (at least 1), started now. Python's
+    /// `Pool(processes)`; see [`builder`](Self::builder) for the other settings.
+    ///
+    /// ```no_run
+    /// let pool = shmproc::Pool::new(2).unwrap();
+    /// assert_eq!(pool.processes(), 2);
+    /// ```
+    pub fn new(processes: usize) -> Result<Pool, PoolError> {
+        Self::builder().processes(processes).build()
+    }
+
+    /// A builder: processes (default [`cpu_count()`](crate::cpu_count)),
+    /// initializer, maxtasksperchild, start method, default timeout.
+    ///
+    /// ```no_run
+    /// let pool = shmproc::Pool::builder().build().unwrap();
+    /// assert_eq!(pool.processes(), shmproc::cpu_count());
+    /// ```
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// Every worker pid and shared-memory segment name this pool has
+    /// created so far (the crate's own tests check that none is left).
+    /// Only with the `test-hooks` feature; not part of the API.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn __created(&self) -> (Vec<u32>, Vec<String>) {
+        self.started.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The number of workers.
+    ///
+    /// ```no_run
+    /// assert_eq!(shmproc::Pool::new(3).unwrap().processes(), 3);
+    /// ```
+    pub fn processes(&self) -> usize {
+        self.shared.processes
+    }
+
+    fn new_job<R: Handoff + Send + 'static>(&self, ordered: bool, expected: Option<u64>) -> (u64, Arc<Job<R>>) {
+        (self.shared.next_job.fetch_add(1, Ordering::Relaxed), Job::new(ordered, expected))
+    }
+
+    fn async_result<R: Handoff + Send + 'static, T: Send + 'static>(
+        &self,
+        id: u64,
+        job: Arc<Job<R>>,
+        finish: fn(&mut result::JobState<R>) -> Result<T, PoolError>,
+    ) -> AsyncResult<T> {
+        // Weak: a result kept after the pool is gone keeps nothing of it
+        // alive (its segment's name is removed with the pool).
+        let shared = Arc::downgrade(&self.shared);
+        let control = move |t: Option<Duration>| {
+            let msg = match t {
+                None => Msg::Cancel { job: id },
+                Some(timeout) => Msg::Timeout { job: id, timeout },
+            };
+            if let Some(shared) = shared.upgrade() {
+                let _ = shared.send([msg], false);
+            }
+        };
+        AsyncResult::new(Arc::new(Finisher { job, finish }), Box::new(control))
+    }
+
+    /// Submits every item of `items` as one job, in chunks of `chunksize`
+    /// (0: Python's default).
+    fn submit<F: Task>(
+        &self,
+        items: impl IntoIterator<Item = F::Arg>,
+        chunksize: usize,
+    ) -> Result<Submitted<F::Out>, PoolError>
+    where
+        F::Out: Send + 'static,
+    {
+        registered::<F>()?;
+        let items: Vec<F::Arg> = items.into_iter().collect();
+        let chunksize = if chunksize == 0 { default_chunksize(items.len(), self.processes()) } else { chunksize };
+        let n = items.len() as u64;
+        let (id, job) = self.new_job::<F::Out>(true, Some(n));
+        let (frames, _) = encode_frames(id, F::ID, 0, items, chunksize, &*job);
+        let sink: Arc<dyn Sink> = job.clone();
+        self.shared.send(
+            [Msg::Job { id, sink, timeout: None }, Msg::Frames(frames), Msg::InputDone { job: id }],
+            true,
+        )?;
+        Ok((id, job))
+    }
+
+    /// `f(arg)` in a worker, waiting for the value (Python's `apply`).
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// assert_eq!(pool.apply(square, 12).unwrap(), 144);
+    /// ```
+    pub fn apply<F: Task>(&self, f: F, arg: F::Arg) -> Result<F::Out, PoolError>
+    where
+        F::Out: Send + 'static,
+    {
+        self.apply_async(f, arg)?.get()
+    }
+
+    /// `f(arg)` in a worker; the value comes later (Python's `apply_async`).
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(square, 12).unwrap();
+    /// assert_eq!(r.get().unwrap(), 144);
+    /// ```
+    pub fn apply_async<F: Task>(&self, f: F, arg: F::Arg) -> Result<AsyncResult<F::Out>, PoolError>
+    where
+        F::Out: Send + 'static,
+    {
+        let _ = f;
+        let (id, job) = self.submit::<F>(vec![arg], 1)?;
+        Ok(self.async_result(id, job, result::finish_one))
+    }
+
+    /// `f` on every item, results in order, with Python's default chunk
+    /// size ([`default_chunksize`]); the first failed item's error, if any.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn doubler(n: i64) -> i64 { n * 2 } }
+    /// let pool = shmproc::Pool::new(3).unwrap();
+    /// assert_eq!(pool.map(doubler, [5, 10, 20]).unwrap(), [10, 20, 40]);
+    /// ```
+    pub fn map<F: Task>(&self, f: F, items: impl IntoIterator<Item = F::Arg>) -> Result<Vec<F::Out>, PoolError>
+    where
+        F::Out: Send + 'static,
+    {
+        self.map_async(f, items)?.get()
+    }
+
+    /// [`map`](Self::map) with an explicit chunk size (items per task).
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(2).unwrap();
+    /// assert_eq!(pool.map_chunked(square, 0..10, 3).unwrap()[9], 81);
+    /// ```
+    pub fn map_chunked<F: Task>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = F::Arg>,
+        chunksize: usize,
+    ) -> Result<Vec<F::Out>, PoolError>
+    where
+        F::Out: Send + 'static,
+    {
+        let _ = f;
+        let (id, job) = self.submit::<F>(items, chunksize.max(1))?;
+        self.async_result(id, job, result::finish_all).get()
+    }
+
+    /// Every item's outcome, in order: the values, and each failed item's
+    /// error (the others still complete). `chunksize` 0 means Python's default.
+    ///
+    /// ```no_run
+    /// shmproc::task! {
+    ///     fn half(x: u32) -> Result<u32, String> {
+    ///         if x % 2 == 0 { Ok(x / 2) } else { Err(format!("{x} is odd")) }
+    ///     }
+    /// }
+    /// let pool = shmproc::Pool::new(2).unwrap();
+    /// let r = pool.map_results(half, [2, 3, 4], 0).unwrap();
+    /// assert_eq!(r[0], Ok(1));
+    /// assert!(r[1].as_ref().unwrap_err().to_string().contains("3 is odd"));
+    /// assert_eq!(r[2], Ok(2));
+    /// ```
+    pub fn map_results<F: Task>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = F::Arg>,
+        chunksize: usize,
+    ) -> Result<Vec<Result<F::Out, TaskError>>, PoolError>
+    where
+        F::Out: Send + 'static,
+    {
+        let _ = f;
+        let (id, job) = self.submit::<F>(items, chunksize)?;
+        self.async_result(id, job, result::finish_each).get()
+    }
+
+    /// [`map`](Self::map) whose value comes later (Python's `map_async`).
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(2).unwrap();
+    /// let r = pool.map_async(square, [1, 2, 3]).unwrap();
+    /// assert_eq!(r.get().unwrap(), [1, 4, 9]);
+    /// ```
+    pub fn map_async<F: Task>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = F::Arg>,
+    ) -> Result<AsyncResult<Vec<F::Out>>, PoolError>
+    where
+        F::Out: Send + 'static,
+    {
+        let _ = f;
+        let (id, job) = self.submit::<F>(items, 0)?;
+        Ok(self.async_result(id, job, result::finish_all))
+    }
+
+    /// Python's `starmap`: tasks take one argument, so a function of
+    /// several takes a tuple and `starmap` is [`map`](Self::map) over tuples.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn add((a, b): (u64, u64)) -> u64 { a + b } }
+    /// let pool = shmproc::Pool::new(2).unwrap();
+    /// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)]).unwrap(), [3, 7]);
+    /// ```
+    pub fn starmap<F: Task>(&self, f: F, items: impl IntoIterator<Item = F::Arg>) -> Result<Vec<F::Out>, PoolError>
+    where
+        F::Out: Send + 'static,
+    {
+        self.map(f, items)
+    }
+
+    /// [`starmap`](Self::starmap) whose value comes later.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn add((a, b): (u64, u64)) -> u64 { a + b } }
+    /// let pool = shmproc::Pool::new(2).unwrap();
+    /// assert_eq!(pool.starmap_async(add, [(1, 2)]).unwrap().get().unwrap(), [3]);
+    /// ```
+    pub fn starmap_async<F: Task>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = F::Arg>,
+    ) -> Result<AsyncResult<Vec<F::Out>>, PoolError>
+    where
+        F::Out: Send + 'static,
+    {
+        self.map_async(f, items)
+    }
+
+    /// Results in input order as an iterator (Python's `imap`), pulling
+    /// `items` lazily with at most a bounded number in flight (see
+    /// [`Imap::max_in_flight`], [`Imap::chunksize`]): an endless iterator
+    /// works with bounded memory. Each item is a `Result`.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(2).unwrap();
+    /// let firsts: Vec<u64> = pool.imap(square, 0..).unwrap().take(5).map(Result::unwrap).collect();
+    /// assert_eq!(firsts, [0, 1, 4, 9, 16]);
+    /// ```
+    pub fn imap<F: Task, I: IntoIterator<Item = F::Arg>>(
+        &self,
+        f: F,
+        items: I,
+    ) -> Result<Imap<F::Out, I::IntoIter>, PoolError>
+    where
+        F::Out: Send + 'static,
+    {
+        let _ = f;
+        self.imap_with::<F, I>(items, true)
+    }
+
+    fn imap_with<F: Task, I: IntoIterator<Item = F::Arg>>(
+        &self,
+        items: I,
+        ordered: bool,
+    ) -> Result<Imap<F::Out, I::IntoIter>, PoolError>
+    where
+        F::Out: Send + 'static,
+    {
+        registered::<F>()?;
+        let (id, job) = self.new_job::<F::Out>(ordered, None);
+        let sink: Arc<dyn Sink> = job.clone();
+        self.shared.send([Msg::Job { id, sink, timeout: None }], true)?;
+        Ok(Imap { job, source: ImapSource::new::<F>(Arc::downgrade(&self.shared), items.into_iter(), id) })
+    }
+
+    /// Results as they complete (Python's `imap_unordered`), with `imap`'s
+    /// lazy, bounded input.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(2).unwrap();
+    /// let mut all: Vec<u64> = pool.imap_unordered(square, 0..4).unwrap().map(Result::unwrap).collect();
+    /// all.sort();
+    /// assert_eq!(all, [0, 1, 4, 9]);
+    /// ```
+    pub fn imap_unordered<F: Task, I: IntoIterator<Item = F::Arg>>(
+        &self,
+        f: F,
+        items: I,
+    ) -> Result<Imap<F::Out, I::IntoIter>, PoolError>
+    where
+        F::Out: Send + 'static,
+    {
+        let _ = f;
+        self.imap_with::<F, I>(items, false)
+    }
+
+    /// No more jobs (Python's `close()`): work already submitted (and the
+    /// rest of a running `imap`'s input) still runs; then the workers exit.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// pool.close();
+    /// assert_eq!(pool.apply(square, 2), Err(shmproc::pool::PoolError::Closed));
+    /// pool.join().unwrap();
+    /// ```
+    pub fn close(&self) {
+        let mut inbox = self.shared.lock_inbox();
+        if inbox.state == State::Open {
+            inbox.state = State::Closed;
+        }
+        drop(inbox);
+        self.shared.ctl.bump();
+    }
+
+    /// Stops at once (Python's `terminate()`): kills every worker, fails
+    /// unfinished items with [`TaskError::Terminated`], and returns when the
+    /// workers are reaped. Never waits for a task.
+    ///
+    /// ```no_run
+    /// let pool = shmproc::Pool::new(2).unwrap();
+    /// pool.terminate();
+    /// pool.join().unwrap();
+    /// ```
+    pub fn terminate(&self) {
+        self.shared.lock_inbox().state = State::Terminating;
+        self.shared.ctl.bump();
+        self.wait_manager();
+    }
+
+    /// Waits for the workers to exit (Python's `join()`), after
+    /// [`close`](Self::close) (when every job is done) or
+    /// [`terminate`](Self::terminate). [`PoolError::StillOpen`] before either.
+    ///
+    /// ```no_run
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// assert_eq!(pool.join(), Err(shmproc::pool::PoolError::StillOpen));
+    /// pool.close();
+    /// pool.join().unwrap();
+    /// ```
+    pub fn join(&self) -> Result<(), PoolError> {
+        if self.shared.lock_inbox().state == State::Open {
+            return Err(PoolError::StillOpen);
+        }
+        self.wait_manager();
+        Ok(())
+    }
+
+    fn wait_manager(&self) {
+        let mut slot = self.manager.lock().unwrap_or_else(|p| p.into_inner());
+        // From a callback (which runs on the manager thread): do not wait
+        // for ourselves; the manager ends when the callback returns.
+        if slot.as_ref().is_some_and(|h| h.thread().id() == std::thread::current().id()) {
+            return;
+        }
+        if let Some(h) = slot.take() {
+            drop(slot);
+            let _ = h.join();
+        }
+    }
+}
+
+/// The input side of an [`Imap`]: the caller's iterator, pulled in the
+/// caller's thread as results are consumed.
+pub(crate) struct ImapSource<I> {
+    /// Weak, as for `AsyncResult`: a pool dropped meanwhile ends the iterator.
+    shared: Weak<Shared>,
+    input: Option<I>,
+    id: &'static str,
+    job: u64,
+    encode: Pull<I>,
+    pub(crate) chunksize: usize,
+    pub(crate) max_in_flight: Option<usize>,
+    submitted: u64,
+    pub(crate) yielded: u64,
+    done: bool,
+}
+
+fn pull<I: Iterator>(input: &mut I, job: u64, n: usize, first: u64, id: &'static str, sink: &dyn Sink) -> (Vec<TaskFrame>, u64)
+where
+    I::Item: Handoff,
+{
+    encode_frames(job, id, first, input.by_ref().take(n), n, sink)
+}
+
+impl<I: Iterator> ImapSource<I>
+where
+    I::Item: Handoff,
+{
+    fn new<F: Task<Arg = I::Item>>(shared: Weak<Shared>, input: I, job: u64) -> Self {
+        ImapSource {
+            shared,
+            input: Some(input),
+            id: F::ID,
+            job,
+            encode: pull::<I>,
+            chunksize: 1,
+            max_in_flight: None,
+            submitted: 0,
+            yielded: 0,
+            done: false,
+        }
+    }
+
+    /// Submits more input while fewer than the bound are in flight.
+    pub(crate) fn top_up(&mut self, sink: &Arc<dyn Sink>) {
+        let processes = self.shared.upgrade().map_or(1, |s| s.processes);
+        let bound = self.max_in_flight.unwrap_or(4 * processes * self.chunksize) as u64;
+        let mut frames = Vec::new();
+        while let Some(input) = self.input.as_mut() {
+            if self.submitted - self.yielded >= bound {
+                break;
+            }
+            let n = (bound - (self.submitted - self.yielded)).min(self.chunksize as u64) as usize;
+            let (mut f, got) = (self.encode)(input, self.job, n, self.submitted, self.id, &**sink);
+            frames.append(&mut f);
+            self.submitted += got;
+            if got < n as u64 {
+                self.input = None;
+            }
+        }
+        let ended = self.input.is_none();
+        if frames.is_empty() && (!ended || self.done) {
+            return;
+        }
+        let mut msgs = vec![Msg::Frames(frames)];
+        if ended && !self.done {
+            self.done = true;
+            sink.set_expected(self.submitted);
+            msgs.push(Msg::InputDone { job: self.job });
+        }
+        if self.send(msgs).is_err() {
+            sink.abort();
+        }
+    }
+
+}
+
+impl<I> ImapSource<I> {
+    /// Items known in all, once the input ended.
+    pub(crate) fn total(&self) -> Option<u64> {
+        self.input.is_none().then_some(self.submitted)
+    }
+
+    /// Sends to the manager (`Closed` if the pool is gone or terminated).
+    fn send(&self, msgs: impl IntoIterator<Item = Msg>) -> Result<(), PoolError> {
+        self.shared.upgrade().ok_or(PoolError::Closed)?.send(msgs, false)
+    }
+
+    /// Sets the job's per-item timeout.
+    pub(crate) fn set_timeout(&self, timeout: Duration) {
+        let _ = self.send([Msg::Timeout { job: self.job, timeout }]);
+    }
+
+    /// The iterator was dropped early: cancel what is in flight.
+    pub(crate) fn finish_early(&mut self) {
+        if !self.done {
+            self.input = None;
+            self.done = true;
+            let _ = self.send([Msg::InputDone { job: self.job }, Msg::Cancel { job: self.job }]);
+        } else if self.total().is_some_and(|t| self.yielded < t) {
+            let _ = self.send([Msg::Cancel { job: self.job }]);
+        }
+    }
+}

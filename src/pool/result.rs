@@ -1,0 +1,585 @@
+//! Where results land: a job's shared state (filled by the pool's manager
+//! thread, read by the caller), [`AsyncResult`], and the `imap` iterators.
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::error::{GetTimeoutError, PoolError, TaskError};
+use super::frame;
+use super::task::Status;
+use crate::process::Handoff;
+use crate::wait::Deadline;
+
+/// One item's outcome (the error boxed: slots stay small).
+pub(crate) type Outcome<R> = Result<R, Box<TaskError>>;
+
+/// A job's results as they arrive.
+pub(crate) struct JobState<R> {
+    /// In-order jobs keep a window of slots from `base`; unordered ones
+    /// a queue in completion order.
+    ordered: bool,
+    slots: VecDeque<Option<Outcome<R>>>,
+    base: u64,
+    done: VecDeque<(u64, Outcome<R>)>,
+    /// Items with an outcome so far, and how many the job has (once known).
+    filled: u64,
+    expected: Option<u64>,
+    /// Set when the pool gave up on the job (terminated) before every item
+    /// had an outcome.
+    aborted: bool,
+    /// The results were taken (`get`) or are being consumed by an iterator.
+    taken: bool,
+    on_done: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<R> JobState<R> {
+    fn finished(&self) -> bool {
+        self.aborted || self.expected.is_some_and(|n| self.filled >= n)
+    }
+
+    fn store(&mut self, index: u64, outcome: Outcome<R>) {
+        if self.ordered {
+            let Some(at) = index.checked_sub(self.base) else { return };
+            let at = at as usize;
+            if self.slots.len() <= at {
+                self.slots.resize_with(at + 1, || None);
+            }
+            if self.slots[at].is_none() {
+                self.slots[at] = Some(outcome);
+                self.filled += 1;
+            }
+        } else {
+            self.done.push_back((index, outcome));
+            self.filled += 1;
+        }
+    }
+
+    /// The next outcome in this job's order, if it is there.
+    fn pop(&mut self) -> Option<(u64, Outcome<R>)> {
+        if self.ordered {
+            if self.slots.front().is_some_and(Option::is_some) {
+                let o = self.slots.pop_front().flatten().expect("checked above");
+                let index = self.base;
+                self.base += 1;
+                return Some((index, o));
+            }
+            None
+        } else {
+            self.done.pop_front()
+        }
+    }
+}
+
+/// A job's state, shared by the caller's handle and the manager thread.
+pub(crate) struct Job<R> {
+    state: Mutex<JobState<R>>,
+    cond: Condvar,
+    /// Set (Release) once the state is finished: waiters spin on it a
+    /// little before sleeping on the condvar.
+    finished: AtomicBool,
+}
+
+impl<R> Job<R> {
+    pub(crate) fn new(ordered: bool, expected: Option<u64>) -> Arc<Job<R>> {
+        // A job of known size gets its slots at once (no growth per item).
+        let slots = VecDeque::with_capacity(if ordered { expected.unwrap_or(0) as usize } else { 0 });
+        Arc::new(Job {
+            state: Mutex::new(JobState {
+                ordered,
+                slots,
+                base: 0,
+                done: VecDeque::new(),
+                filled: 0,
+                expected,
+                aborted: false,
+                taken: false,
+                on_done: None,
+            }),
+            cond: Condvar::new(),
+            finished: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, JobState<R>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores outcomes under one lock; wakes waiters; runs the completion
+    /// callback (outside the lock) if this finished the job.
+    fn update(&self, f: impl FnOnce(&mut JobState<R>)) {
+        let mut s = self.lock();
+        let was = s.finished();
+        f(&mut s);
+        let now = s.finished();
+        if now {
+            // Release: pairs with the Acquire load in `spin_until_finished`
+            // (which then takes the lock anyway).
+            self.finished.store(true, Ordering::Release);
+        }
+        let cb = if now && !was { s.on_done.take() } else { None };
+        drop(s);
+        self.cond.notify_all();
+        if let Some(cb) = cb {
+            cb();
+        }
+    }
+
+    /// Spins briefly for the job to finish (a result due in microseconds
+    /// saves the condvar's sleep and wake-up).
+    fn spin_until_finished(&self) {
+        for _ in 0..2_000 {
+            // Acquire: pairs with the Release store in `update`.
+            if self.finished.load(Ordering::Acquire) {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Waits until `ready` holds for the state or `deadline` passes.
+    fn wait_for(&self, deadline: Deadline, ready: impl Fn(&JobState<R>) -> bool) -> MutexGuard<'_, JobState<R>> {
+        let mut s = self.lock();
+        while !ready(&s) {
+            match deadline.remaining() {
+                None => s = self.cond.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some(left) if left.is_zero() => break,
+                Some(left) => s = self.cond.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0,
+            }
+        }
+        s
+    }
+}
+
+/// What the manager thread sees of a job (type-erased).
+pub(crate) trait Sink: Send + Sync {
+    /// Decodes a result frame's items (`first..first+count`) from worker `pid`.
+    fn deliver(&self, first: u64, count: u32, items: &[u8], pid: u32);
+    /// Records a failed item.
+    fn fail(&self, err: TaskError);
+    /// The job will have `n` items in all.
+    fn set_expected(&self, n: u64);
+    /// The pool gave up on the job (terminated): wake everyone.
+    fn abort(&self);
+}
+
+fn message(payload: &[u8]) -> String {
+    String::from_utf8_lossy(payload).into_owned()
+}
+
+impl<R: Handoff + Send + 'static> Sink for Job<R> {
+    fn deliver(&self, first: u64, count: u32, mut items: &[u8], pid: u32) {
+        self.update(|s| {
+            for k in 0..u64::from(count) {
+                let index = first + k;
+                let outcome = match frame::next_result(&mut items) {
+                    None => Err(TaskError::Refused { pid, index, message: "truncated result frame".into() }),
+                    Some((status, mut payload)) => match Status::from_u8(status) {
+                        Some(Status::Ok) => R::decode(&mut payload).map_err(|e| TaskError::Refused {
+                            pid: 0,
+                            index,
+                            message: format!("cannot decode the result: {e}"),
+                        }),
+                        Some(Status::Failed) => Err(TaskError::Failed { pid, index, message: message(payload) }),
+                        Some(Status::Panicked) => Err(TaskError::Panicked { pid, index, message: message(payload) }),
+                        Some(Status::Refused) | None => {
+                            Err(TaskError::Refused { pid, index, message: message(payload) })
+                        }
+                    },
+                };
+                s.store(index, outcome.map_err(Box::new));
+            }
+        });
+    }
+
+    fn fail(&self, err: TaskError) {
+        self.update(|s| s.store(err.index(), Err(Box::new(err))));
+    }
+
+    fn set_expected(&self, n: u64) {
+        self.update(|s| s.expected = Some(n));
+    }
+
+    fn abort(&self) {
+        self.update(|s| s.aborted = true);
+    }
+}
+
+/// How an [`AsyncResult`] turns its job's outcomes into its value.
+type Finish<R, T> = fn(&mut JobState<R>) -> Result<T, PoolError>;
+
+/// Everything `AsyncResult<T>` needs, whatever the items' type `R`.
+pub(crate) trait Pending<T>: Send + Sync {
+    fn ready(&self) -> bool;
+    fn wait_until(&self, deadline: Deadline) -> bool;
+    fn successful(&self) -> Option<bool>;
+    fn take(&self) -> Result<T, PoolError>;
+    fn on_done(&self, cb: Box<dyn FnOnce() + Send>);
+}
+
+pub(crate) struct Finisher<R, T> {
+    pub(crate) job: Arc<Job<R>>,
+    pub(crate) finish: Finish<R, T>,
+}
+
+impl<R: Send + 'static, T: Send + 'static> Pending<T> for Finisher<R, T> {
+    fn ready(&self) -> bool {
+        self.job.lock().finished()
+    }
+
+    fn wait_until(&self, deadline: Deadline) -> bool {
+        self.job.spin_until_finished();
+        self.job.wait_for(deadline, JobState::finished).finished()
+    }
+
+    fn successful(&self) -> Option<bool> {
+        let s = self.job.lock();
+        if !s.finished() {
+            return None;
+        }
+        let all = s.expected.is_some_and(|n| s.filled >= n);
+        let ok = |o: &Outcome<R>| o.is_ok();
+        Some(all && s.slots.iter().all(|o| o.as_ref().is_some_and(ok)) && s.done.iter().all(|(_, o)| ok(o)))
+    }
+
+    fn take(&self) -> Result<T, PoolError> {
+        self.job.spin_until_finished();
+        let mut s = self.job.wait_for(Deadline::NEVER, JobState::finished);
+        if s.taken {
+            return Err(PoolError::Taken);
+        }
+        s.taken = true;
+        (self.finish)(&mut s)
+    }
+
+    fn on_done(&self, cb: Box<dyn FnOnce() + Send>) {
+        let mut s = self.job.lock();
+        if s.finished() {
+            drop(s);
+            cb();
+        } else {
+            s.on_done = Some(cb);
+        }
+    }
+}
+
+/// The first outcome (an `apply`'s only item).
+pub(crate) fn finish_one<R>(s: &mut JobState<R>) -> Result<R, PoolError> {
+    match s.pop() {
+        Some((_, Ok(v))) => Ok(v),
+        Some((_, Err(e))) => Err(PoolError::Task(*e)),
+        None => Err(PoolError::Task(TaskError::Terminated { index: 0 })),
+    }
+}
+
+/// Every item's outcome, in order (items the pool never finished:
+/// `Terminated`).
+pub(crate) fn finish_each<R>(s: &mut JobState<R>) -> Result<Vec<Result<R, TaskError>>, PoolError> {
+    let n = s.expected.unwrap_or(s.base + s.slots.len() as u64);
+    let mut out = Vec::with_capacity(n as usize);
+    for index in 0..n {
+        out.push(match s.pop() {
+            Some((_, o)) => o.map_err(|e| *e),
+            None => {
+                // A hole (terminated): skip its slot.
+                if !s.slots.is_empty() {
+                    s.slots.pop_front();
+                    s.base += 1;
+                }
+                Err(TaskError::Terminated { index })
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// Every item's value in order, or the first error by index (Python's
+/// `map` raises the first failure).
+pub(crate) fn finish_all<R>(s: &mut JobState<R>) -> Result<Vec<R>, PoolError> {
+    finish_each(s)?.into_iter().map(|o| o.map_err(PoolError::Task)).collect()
+}
+
+/// A result that will be there later, like Python's `AsyncResult`: from
+/// [`Pool::apply_async`](super::Pool::apply_async),
+/// [`map_async`](super::Pool::map_async) and their twins.
+///
+/// ```no_run
+/// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+/// let pool = shmproc::Pool::new(2).unwrap();
+/// let r = pool.apply_async(square, 7).unwrap();
+/// assert!(r.wait_timeout(std::time::Duration::from_secs(10)));
+/// assert!(r.ready());
+/// assert_eq!(r.successful(), Some(true));
+/// assert_eq!(r.get().unwrap(), 49);
+/// ```
+pub struct AsyncResult<T> {
+    pending: Arc<dyn Pending<T>>,
+    cancel: Box<dyn Fn(Option<Duration>) + Send + Sync>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult").field("ready", &self.pending.ready()).finish()
+    }
+}
+
+impl<T: Send + 'static> AsyncResult<T> {
+    /// `control(None)` cancels the job, `control(Some(d))` sets its timeout.
+    pub(crate) fn new(pending: Arc<dyn Pending<T>>, control: Box<dyn Fn(Option<Duration>) + Send + Sync>) -> Self {
+        AsyncResult { pending, cancel: control, _t: PhantomData }
+    }
+
+    /// Waits for the value (Python's `get()`): the value, or the first
+    /// failed item's error ([`PoolError::Task`]).
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// assert_eq!(pool.apply_async(square, 4).unwrap().get().unwrap(), 16);
+    /// ```
+    pub fn get(self) -> Result<T, PoolError> {
+        self.pending.take()
+    }
+
+    /// Waits at most `timeout` for the value; on expiry the handle comes
+    /// back in [`GetTimeoutError::TimedOut`], to wait again.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(square, 4).unwrap();
+    /// let v = match r.get_timeout(std::time::Duration::from_secs(30)) {
+    ///     Ok(v) => v,
+    ///     Err(shmproc::pool::GetTimeoutError::TimedOut(r)) => r.get().unwrap(), // wait on
+    ///     Err(e) => panic!("{e}"),
+    /// };
+    /// assert_eq!(v, 16);
+    /// ```
+    pub fn get_timeout(self, timeout: Duration) -> Result<T, GetTimeoutError<T>> {
+        if !self.pending.wait_until(Deadline::after(timeout)) {
+            return Err(GetTimeoutError::TimedOut(self));
+        }
+        self.pending.take().map_err(GetTimeoutError::Failed)
+    }
+
+    /// Waits until the job is finished (successfully or not).
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(square, 4).unwrap();
+    /// r.wait();
+    /// assert!(r.ready());
+    /// ```
+    pub fn wait(&self) {
+        self.pending.wait_until(Deadline::NEVER);
+    }
+
+    /// Waits at most `timeout`; whether the job is finished.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(square, 4).unwrap();
+    /// assert!(r.wait_timeout(std::time::Duration::from_secs(30)));
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.pending.wait_until(Deadline::after(timeout))
+    }
+
+    /// Whether the job is finished (Python's `ready()`).
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(square, 4).unwrap();
+    /// r.wait();
+    /// assert!(r.ready());
+    /// ```
+    pub fn ready(&self) -> bool {
+        self.pending.ready()
+    }
+
+    /// `None` while running; once finished, whether every item succeeded
+    /// (Python's `successful()`, which raises while not ready).
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(square, 4).unwrap();
+    /// r.wait();
+    /// assert_eq!(r.successful(), Some(true));
+    /// ```
+    pub fn successful(&self) -> Option<bool> {
+        self.pending.successful()
+    }
+
+    /// Cancels the job: items not finished yet fail with
+    /// [`TaskError::Cancelled`]; a worker running one of them is killed and
+    /// replaced (so the work really stops). Asynchronous: `get` returns
+    /// once the pool has processed the cancellation.
+    ///
+    /// ```no_run
+    /// use shmproc::pool::{PoolError, TaskError};
+    /// shmproc::task! { fn nap(s: u64) -> () { std::thread::sleep(std::time::Duration::from_secs(s)) } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(nap, 3600).unwrap();
+    /// r.cancel();
+    /// assert_eq!(r.get(), Err(PoolError::Task(TaskError::Cancelled { index: 0 })));
+    /// ```
+    pub fn cancel(&self) {
+        (self.cancel)(None)
+    }
+
+    /// Gives each item of this job at most `timeout` of running time
+    /// (counted from when its worker starts it, also if it started
+    /// already): a worker that runs an item longer is killed and replaced,
+    /// and the item fails with [`TaskError::TimedOut`].
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use shmproc::pool::{PoolError, TaskError};
+    /// shmproc::task! { fn nap(s: u64) -> () { std::thread::sleep(Duration::from_secs(s)) } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let r = pool.apply_async(nap, 3600).unwrap().timeout(Duration::from_millis(100));
+    /// assert!(matches!(r.get(), Err(PoolError::Task(TaskError::TimedOut { index: 0, .. }))));
+    /// ```
+    pub fn timeout(self, timeout: Duration) -> Self {
+        (self.cancel)(Some(timeout));
+        self
+    }
+
+    /// Calls `callback` with the value once the job is finished (Python's
+    /// `callback` / `error_callback`): on the pool's manager thread, or
+    /// here and now if it is finished already. Keep callbacks short, as
+    /// Python advises: the pool waits for them.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// pool.map_async(square, [1, 2]).unwrap().then(move |r| tx.send(r).unwrap());
+    /// assert_eq!(rx.recv().unwrap(), Ok(vec![1, 4]));
+    /// ```
+    pub fn then(self, callback: impl FnOnce(Result<T, PoolError>) + Send + 'static) {
+        let pending = Arc::clone(&self.pending);
+        self.pending.on_done(Box::new(move || callback(pending.take())));
+    }
+}
+
+/// The iterator of [`Pool::imap`](super::Pool::imap) and
+/// [`imap_unordered`](super::Pool::imap_unordered): each item's result
+/// (in input order, or as completed), pulling the input lazily with a
+/// bounded number of items in flight.
+///
+/// ```no_run
+/// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+/// let pool = shmproc::Pool::new(2).unwrap();
+/// let mut it = pool.imap(square, [1, 2, 3]).unwrap();
+/// assert_eq!(it.next(), Some(Ok(1)));
+/// assert_eq!(it.collect::<Vec<_>>(), [Ok(4), Ok(9)]);
+/// ```
+pub struct Imap<R, I> {
+    pub(crate) job: Arc<Job<R>>,
+    pub(crate) source: super::ImapSource<I>,
+}
+
+impl<R, I> std::fmt::Debug for Imap<R, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imap").field("yielded", &self.source.yielded).finish()
+    }
+}
+
+impl<R: Handoff + Send + 'static, I: Iterator> Imap<R, I>
+where
+    I::Item: Handoff,
+{
+    /// Items per task frame (Python's `chunksize`; default 1). Only before
+    /// the first `next()`.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let v: Vec<u64> = pool.imap(square, 0..10).unwrap().chunksize(4).map(Result::unwrap).collect();
+    /// assert_eq!(v[9], 81);
+    /// ```
+    pub fn chunksize(mut self, n: usize) -> Self {
+        self.source.chunksize = n.max(1);
+        self
+    }
+
+    /// At most `n` items submitted and not yet yielded (default: 4 per
+    /// worker, times the chunk size): an endless input needs bounded
+    /// memory. Only before the first `next()`.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let mut it = pool.imap(square, 0..).unwrap().max_in_flight(8); // endless input
+    /// assert_eq!(it.nth(100).unwrap().unwrap(), 10_000);
+    /// ```
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.source.max_in_flight = Some(n.max(1));
+        self
+    }
+
+    /// Gives each item at most `timeout` of running time (see
+    /// [`AsyncResult::timeout`]), from now on.
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let mut it = pool.imap(square, [3]).unwrap().timeout(std::time::Duration::from_secs(60));
+    /// assert_eq!(it.next().unwrap().unwrap(), 9);
+    /// ```
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.source.set_timeout(timeout);
+        self
+    }
+}
+
+impl<R: Handoff + Send + 'static, I: Iterator> Iterator for Imap<R, I>
+where
+    I::Item: Handoff,
+{
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Result<R, TaskError>> {
+        loop {
+            let job = Arc::clone(&self.job);
+            let sink: Arc<dyn Sink> = job.clone();
+            self.source.top_up(&sink);
+            let bound = self.source.yielded;
+            let total = self.source.total();
+            let s = job.wait_for(Deadline::after(Duration::from_millis(200)), |s| {
+                s.aborted || s.pop_ready() || total.is_some_and(|t| bound >= t)
+            });
+            let mut s = s;
+            if let Some((_, o)) = s.pop() {
+                drop(s);
+                self.source.yielded += 1;
+                return Some(o.map_err(|e| *e));
+            }
+            if s.aborted || total.is_some_and(|t| self.source.yielded >= t) {
+                return None;
+            }
+        }
+    }
+}
+
+impl<R> JobState<R> {
+    fn pop_ready(&self) -> bool {
+        if self.ordered { self.slots.front().is_some_and(Option::is_some) } else { !self.done.is_empty() }
+    }
+}
+
+impl<R, I> Drop for Imap<R, I> {
+    /// Dropping the iterator before its end cancels what it submitted and
+    /// has not yielded (the workers running it are stopped).
+    fn drop(&mut self) {
+        self.source.finish_early();
+    }
+}

@@ -1,0 +1,220 @@
+//! Task functions: what a pool worker can run, registered by id.
+//!
+//! `task!` turns a function of one [`Handoff`] argument returning a
+//! [`Handoff`] value (or `Result<value, E: Display>`) into a unit struct
+//! implementing [`Task`], and registers it before `main` in a table of its
+//! own (a constructor in `.init_array.00500`, as `entry!` does). A worker
+//! finds the function by its id in that table, never by address; the
+//! parent refuses to submit a task whose id is not registered
+//! ([`PoolError::NotRegistered`](super::PoolError::NotRegistered)).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
+
+use crate::process::Handoff;
+
+/// A function pool workers can run. Implemented by [`task!`](crate::task);
+/// not meant to be implemented by hand.
+///
+/// ```
+/// use shmproc::pool::Task;
+/// shmproc::task! { fn shout(s: String) -> String { s.to_uppercase() } }
+/// assert!(shout::ID.ends_with("::shout"));
+/// assert_eq!(shout::call("hi".into()), Ok("HI".to_string()));
+/// ```
+pub trait Task: 'static {
+    /// Stable id: module path and name.
+    const ID: &'static str;
+    /// The argument (use a tuple for several).
+    type Arg: Handoff;
+    /// The value returned to the parent.
+    type Out: Handoff;
+    /// Runs the function; `Err` carries the message the parent sees.
+    fn call(arg: Self::Arg) -> Result<Self::Out, String>;
+}
+
+/// What a task function may return: a [`Handoff`] value, or
+/// `Result<value, E: Display>` (an `Err` fails that item with the message).
+///
+/// ```
+/// use shmproc::pool::TaskValue;
+/// assert_eq!(5u8.into_result(), Ok(5));
+/// assert_eq!(Err::<u8, _>("no").into_result(), Err("no".to_string()));
+/// ```
+pub trait TaskValue {
+    /// The value that travels back.
+    type Out: Handoff;
+    /// `Err(message)` for a failure.
+    fn into_result(self) -> Result<Self::Out, String>;
+}
+
+impl<T: Handoff> TaskValue for T {
+    type Out = T;
+    fn into_result(self) -> Result<T, String> {
+        Ok(self)
+    }
+}
+
+impl<T: Handoff, E: std::fmt::Display> TaskValue for Result<T, E> {
+    type Out = T;
+    fn into_result(self) -> Result<T, String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+/// How one item ended in the worker (the status byte of a result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Status {
+    /// The value follows.
+    Ok = 0,
+    /// The function returned `Err`: its message follows.
+    Failed = 1,
+    /// The function panicked: the panic message follows.
+    Panicked = 2,
+    /// The argument did not decode, the id is unknown in the worker, or
+    /// the result was too large: a message follows.
+    Refused = 3,
+}
+
+impl Status {
+    pub(crate) fn from_u8(b: u8) -> Option<Status> {
+        Some(match b {
+            0 => Status::Ok,
+            1 => Status::Failed,
+            2 => Status::Panicked,
+            3 => Status::Refused,
+            _ => return None,
+        })
+    }
+}
+
+/// Runs one encoded item: decodes the argument from `arg`, calls the task
+/// (catching a panic), appends the encoded value or the message to `out`.
+pub(crate) type Runner = fn(arg: &[u8], out: &mut Vec<u8>) -> Status;
+
+fn run_encoded<T: Task>(mut arg: &[u8], out: &mut Vec<u8>) -> Status {
+    let arg = match T::Arg::decode(&mut arg) {
+        Ok(a) => a,
+        Err(e) => {
+            out.extend_from_slice(format!("task {}: bad argument: {e}", T::ID).as_bytes());
+            return Status::Refused;
+        }
+    };
+    match std::panic::catch_unwind(AssertUnwindSafe(|| T::call(arg))) {
+        Ok(Ok(v)) => {
+            v.encode(out);
+            Status::Ok
+        }
+        Ok(Err(msg)) => {
+            out.extend_from_slice(msg.as_bytes());
+            Status::Failed
+        }
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic with a non-string payload".into());
+            out.extend_from_slice(msg.as_bytes());
+            Status::Panicked
+        }
+    }
+}
+
+struct Registered {
+    id: &'static str,
+    run: Runner,
+}
+
+static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
+
+/// Called by the constructor `task!` generates. Not public API.
+#[doc(hidden)]
+pub fn __register_task<T: Task>() {
+    let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+    if !reg.iter().any(|r| r.id == T::ID) {
+        reg.push(Registered { id: T::ID, run: run_encoded::<T> });
+    }
+}
+
+/// The runner registered for `id`, if any.
+pub(crate) fn lookup(id: &[u8]) -> Option<Runner> {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|r| r.id.as_bytes() == id).map(|r| r.run)
+}
+
+/// Whether `id` is registered in this executable.
+pub(crate) fn is_registered(id: &str) -> bool {
+    lookup(id.as_bytes()).is_some()
+}
+
+/// Defines a function that [`Pool`](crate::Pool) workers can run, and
+/// registers it.
+///
+/// The function takes one argument of a [`Handoff`] type (use a tuple for
+/// more; a tuple pattern takes it apart: `fn add((a, b): (u64, u64))`) and
+/// returns a [`Handoff`] value (or nothing: `()`), or `Result<value, E:
+/// Display>` (an `Err` fails that item, with its message). The macro turns its name into a unit
+/// struct to pass to the pool's methods; call the body directly with
+/// `name::call(arg)` (from the [`Task`] trait). Define tasks in the binary
+/// (or test) crate that creates the pool: workers find them by id.
+///
+/// ```
+/// use shmproc::pool::Task;
+///
+/// shmproc::task! {
+///     /// x squared.
+///     fn square(x: u64) -> u64 { x * x }
+/// }
+/// shmproc::task! {
+///     fn checked_div((a, b): (u32, u32)) -> Result<u32, String> {
+///         a.checked_div(b).ok_or_else(|| format!("{a} / 0"))
+///     }
+/// }
+/// shmproc::task! { fn hello(who: String) { println!("hello {who}") } }
+/// assert_eq!(square::call(7), Ok(49));
+/// assert_eq!(hello::call("ann".into()), Ok(()));
+/// assert_eq!(checked_div::call((7, 2)), Ok(3));
+/// assert_eq!(checked_div::call((7, 0)), Err("7 / 0".to_string()));
+/// ```
+#[macro_export]
+macro_rules! task {
+    // No return type: the function returns `()`.
+    ($(#[$meta:meta])* $vis:vis fn $name:ident ($($arg:tt)+) $body:block) => {
+        $crate::task! { $(#[$meta])* $vis fn $name($($arg)+) -> () $body }
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident (mut $arg:ident : $ty:ty $(,)?) -> $ret:ty $body:block) => {
+        $crate::task! { @define [$(#[$meta])*] [$vis] $name [mut $arg] [$ty] [$ret] $body }
+    };
+    // One token tree: a name, `_`, or a tuple/slice pattern `(a, b)`.
+    ($(#[$meta:meta])* $vis:vis fn $name:ident ($arg:tt : $ty:ty $(,)?) -> $ret:ty $body:block) => {
+        $crate::task! { @define [$(#[$meta])*] [$vis] $name [$arg] [$ty] [$ret] $body }
+    };
+    (@define [$($meta:tt)*] [$vis:vis] $name:ident [$($pat:tt)+] [$ty:ty] [$ret:ty] $body:block) => {
+        $($meta)*
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis struct $name;
+
+        impl $crate::pool::Task for $name {
+            const ID: &'static str = concat!(module_path!(), "::", stringify!($name));
+            type Arg = $ty;
+            type Out = <$ret as $crate::pool::TaskValue>::Out;
+            fn call($($pat)+: $ty) -> ::std::result::Result<Self::Out, ::std::string::String> {
+                #[allow(unused_mut)]
+                let mut body = move || -> $ret { $body };
+                $crate::pool::TaskValue::into_result(body())
+            }
+        }
+        const _: () = {
+            extern "C" fn register() {
+                $crate::pool::__register_task::<$name>();
+            }
+            // Runs before main, before the child dispatcher (which sits in
+            // the unprioritised .init_array and so runs after this).
+            #[used]
+            #[unsafe(link_section = ".init_array.00500")]
+            static REGISTER: extern "C" fn() = register;
+        };
+    };
+}

@@ -1,0 +1,435 @@
+//! Pool tests with real worker processes (spawned: the test binary
+//! re-executes itself and runs the worker before `main`). Every blocking
+//! wait is bounded; each test ends with no worker left and nothing new in
+//! /dev/shm (the workers are reaped by `terminate`/`join`, and the segments
+//! are removed with the pool).
+
+use std::time::{Duration, Instant};
+
+use shmproc::pool::{PoolError, TaskError, default_chunksize};
+use shmproc::{Pool, Value};
+
+/// Any single blocking wait in these tests.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+shmproc::task! { fn square(x: u64) -> u64 { x.wrapping_mul(x) } }
+shmproc::task! { fn doubler(n: i64) -> i64 { n * 2 } }
+shmproc::task! { fn add((a, b): (u64, u64)) -> u64 { a + b } }
+shmproc::task! { fn pid_of(_x: u64) -> u32 { std::process::id() } }
+shmproc::task! {
+    fn picky(x: u64) -> Result<u64, String> {
+        match x {
+            13 => Err("thirteen is unlucky".to_string()),
+            17 => panic!("seventeen panics"),
+            _ => Ok(x + 1),
+        }
+    }
+}
+shmproc::task! {
+    /// Sleeps `ms` milliseconds; returns its own pid.
+    fn nap(ms: u64) -> u32 {
+        std::thread::sleep(Duration::from_millis(ms));
+        std::process::id()
+    }
+}
+shmproc::task! {
+    /// Item `victim` parks its worker forever after writing its pid to
+    /// `slot`, so the test can kill exactly that worker mid-task.
+    fn park_on((x, victim, slot): (u64, u64, Value<u32>)) -> u64 {
+        if x == victim {
+            slot.set(std::process::id()).unwrap();
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        x * 3
+    }
+}
+shmproc::task! {
+    fn count_init(counter: Value<u64>) -> () {
+        counter.get_lock().unwrap().update(|c| *c += 1);
+    }
+}
+shmproc::task! { fn echo_len(v: Vec<u8>) -> usize { v.len() } }
+
+/// Not registered in the worker? It is: every task! in this binary is. An
+/// id that is registered nowhere is refused in the parent.
+struct Phantom;
+impl shmproc::pool::Task for Phantom {
+    const ID: &'static str = "tests::pool::phantom";
+    type Arg = u64;
+    type Out = u64;
+    fn call(x: u64) -> Result<u64, String> {
+        Ok(x)
+    }
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(s) => !s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Closes and joins `pool` within the deadline (the test fails otherwise),
+/// and checks that every worker it ever started (and the pids given) is
+/// gone, and none of its segments is left in /dev/shm.
+fn finish(pool: Pool, pids: &[u32]) {
+    let (workers, names) = pool.__created();
+    assert!(!workers.is_empty() && names.len() > 2);
+    pool.close();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        let r = pool.join();
+        let _ = tx.send(r);
+        drop(pool);
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(r) => r.unwrap(),
+        Err(_) => panic!("pool.join() did not return within {DEADLINE:?}"),
+    }
+    h.join().unwrap();
+    all_gone(pids.iter().copied().chain(workers), names);
+}
+
+/// No worker left running, no segment left in /dev/shm.
+fn all_gone(pids: impl IntoIterator<Item = u32>, names: Vec<String>) {
+    for p in pids {
+        assert!(!alive(p), "worker {p} still running");
+    }
+    for n in names {
+        let path = format!("/dev/shm/{}{n}", shmproc::NAME_PREFIX);
+        assert!(!std::path::Path::new(&path).exists(), "{path} left behind");
+    }
+}
+
+fn serial(n: u64) -> Vec<u64> {
+    (0..n).map(|x| x.wrapping_mul(x)).collect()
+}
+
+#[test]
+fn seeds_map_doubler_and_square() {
+    let pool = Pool::new(3).unwrap();
+    assert_eq!(pool.map(doubler, [5, 10, 20]).unwrap(), [10, 20, 40]);
+    finish(pool, &[]);
+    let pool = Pool::new(5).unwrap();
+    assert_eq!(pool.map(square, [1, 2, 3]).unwrap(), [1, 4, 9]);
+    finish(pool, &[]);
+}
+
+#[test]
+fn every_form_matches_the_serial_result_for_10000_items() {
+    const N: u64 = 10_000;
+    let want = serial(N);
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.map(square, 0..N).unwrap(), want);
+    for cs in [1, 7, default_chunksize(N as usize, 2)] {
+        assert_eq!(pool.map_chunked(square, 0..N, cs).unwrap(), want, "chunksize {cs}");
+    }
+    assert_eq!(pool.map_async(square, 0..N).unwrap().get().unwrap(), want);
+    let got: Vec<u64> = pool.imap(square, 0..N).unwrap().map(Result::unwrap).collect();
+    assert_eq!(got, want);
+    let got: Vec<u64> = pool.imap(square, 0..N).unwrap().chunksize(7).map(Result::unwrap).collect();
+    assert_eq!(got, want);
+    let mut got: Vec<u64> = pool.imap_unordered(square, 0..N).unwrap().chunksize(3).map(Result::unwrap).collect();
+    got.sort_unstable();
+    let mut sorted = want.clone();
+    sorted.sort_unstable();
+    assert_eq!(got, sorted);
+    let pairs: Vec<(u64, u64)> = (0..N).map(|x| (x, x * 2)).collect();
+    let sums: Vec<u64> = (0..N).map(|x| x * 3).collect();
+    assert_eq!(pool.starmap(add, pairs.clone()).unwrap(), sums);
+    assert_eq!(pool.starmap_async(add, pairs).unwrap().get().unwrap(), sums);
+    let asyncs: Vec<_> = (0..200).map(|x| pool.apply_async(square, x).unwrap()).collect();
+    for (x, r) in asyncs.into_iter().enumerate() {
+        assert_eq!(r.get().unwrap(), (x * x) as u64);
+    }
+    assert_eq!(pool.apply(square, 12).unwrap(), 144);
+    finish(pool, &[]);
+}
+
+#[test]
+fn errors_and_panics_fail_only_their_item() {
+    let pool = Pool::new(2).unwrap();
+    let r = pool.map_results(picky, 0..40, 4).unwrap();
+    for (i, o) in r.iter().enumerate() {
+        match i {
+            13 => match o {
+                Err(TaskError::Failed { index: 13, message, pid }) => {
+                    assert_eq!(message, "thirteen is unlucky");
+                    assert_ne!(*pid, std::process::id());
+                }
+                other => panic!("item 13: {other:?}"),
+            },
+            17 => match o {
+                Err(TaskError::Panicked { index: 17, message, .. }) => assert!(message.contains("seventeen")),
+                other => panic!("item 17: {other:?}"),
+            },
+            _ => assert_eq!(o, &Ok(i as u64 + 1)),
+        }
+    }
+    // map gives the first error by index, as Python raises it.
+    match pool.map(picky, 0..40) {
+        Err(PoolError::Task(TaskError::Failed { index: 13, .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    let r = pool.apply_async(picky, 17).unwrap();
+    assert!(r.wait_timeout(DEADLINE));
+    assert_eq!(r.successful(), Some(false));
+    assert!(matches!(r.get(), Err(PoolError::Task(TaskError::Panicked { index: 0, .. }))));
+    // The pool goes on.
+    assert_eq!(pool.apply(picky, 1).unwrap(), 2);
+    finish(pool, &[]);
+}
+
+#[test]
+fn unknown_task_is_refused_in_the_parent() {
+    let pool = Pool::new(1).unwrap();
+    assert_eq!(pool.apply(Phantom, 1), Err(PoolError::NotRegistered("tests::pool::phantom")));
+    assert!(matches!(pool.imap(Phantom, 0..3), Err(PoolError::NotRegistered(_))));
+    assert!(matches!(Pool::builder().initializer(Phantom, 1).build(), Err(PoolError::NotRegistered(_))));
+    finish(pool, &[]);
+}
+
+#[test]
+fn kill_9_mid_map_fails_exactly_that_item_and_the_pool_goes_on() {
+    let pool = Pool::new(2).unwrap();
+    let slot = Value::new(0u32).unwrap();
+    const N: u64 = 200;
+    const VICTIM: u64 = 77;
+    let items: Vec<(u64, u64, Value<u32>)> = (0..N).map(|x| (x, VICTIM, slot.clone())).collect();
+    let t = Instant::now();
+    let r = pool.map_async(park_on, items).unwrap();
+    wait_until("the victim item to start", || slot.get().unwrap() != 0);
+    let victim = slot.get().unwrap();
+    assert!(alive(victim));
+    let killed_at = Instant::now();
+    // SAFETY-free: kill(2) via the shell's utility, on a pid we just read.
+    let st = std::process::Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
+    assert!(st.success());
+    let r = match r.get_timeout(DEADLINE) {
+        Ok(_) => panic!("the killed item cannot succeed"),
+        Err(shmproc::pool::GetTimeoutError::Failed(e)) => e,
+        Err(shmproc::pool::GetTimeoutError::TimedOut(_)) => panic!("map did not finish within {DEADLINE:?}"),
+        Err(e) => panic!("{e}"),
+    };
+    eprintln!("kill -9: map finished {:?} after the kill ({:?} in all)", killed_at.elapsed(), t.elapsed());
+    match r {
+        PoolError::Task(TaskError::WorkerLost { pid, signal, index }) => {
+            assert_eq!(pid, victim);
+            assert_eq!(signal, Some(9));
+            assert_eq!(index, VICTIM);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Every other item is right: run it again with per-item results.
+    slot.set(0).unwrap();
+    let items: Vec<(u64, u64, Value<u32>)> = (0..N).map(|x| (x, VICTIM, slot.clone())).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pool = std::sync::Arc::new(pool);
+    let p2 = std::sync::Arc::clone(&pool);
+    let h = std::thread::spawn(move || tx.send(p2.map_results(park_on, items, 0)).unwrap());
+    wait_until("the victim item to start again", || slot.get().unwrap() != 0);
+    let victim2 = slot.get().unwrap();
+    assert_ne!(victim2, victim, "a replacement worker runs it");
+    std::process::Command::new("kill").args(["-9", &victim2.to_string()]).status().unwrap();
+    let all = rx.recv_timeout(DEADLINE).expect("map_results did not finish").unwrap();
+    h.join().unwrap();
+    for (i, o) in all.iter().enumerate() {
+        if i as u64 == VICTIM {
+            assert!(
+                matches!(o, Err(TaskError::WorkerLost { pid, signal: Some(9), index }) if *pid == victim2 && *index == VICTIM),
+                "{o:?}"
+            );
+        } else {
+            assert_eq!(o, &Ok(i as u64 * 3), "item {i}");
+        }
+    }
+    // And the pool runs another map.
+    assert_eq!(pool.map(square, 0..1000).unwrap(), serial(1000));
+    let pool = std::sync::Arc::try_unwrap(pool).unwrap();
+    finish(pool, &[victim, victim2]);
+}
+
+#[test]
+fn a_task_timeout_kills_a_task_that_sleeps_forever() {
+    let pool = Pool::new(2).unwrap();
+    let r = pool.apply_async(nap, 3_600_000).unwrap().timeout(Duration::from_millis(300));
+    let e = match r.get_timeout(DEADLINE) {
+        Err(shmproc::pool::GetTimeoutError::Failed(e)) => e,
+        other => panic!("{:?}", other.map(|_| ())),
+    };
+    let pid = match e {
+        PoolError::Task(TaskError::TimedOut { pid, index: 0, timeout }) => {
+            assert_eq!(timeout, Duration::from_millis(300));
+            pid
+        }
+        other => panic!("{other:?}"),
+    };
+    wait_until("the timed-out worker to be gone", || !alive(pid));
+    assert_eq!(pool.apply(square, 5).unwrap(), 25);
+    // A builder default applies to every item.
+    let pool2 = Pool::builder().processes(1).task_timeout(Duration::from_millis(200)).build().unwrap();
+    let r = pool2.map_results(nap, [0, 3_600_000, 0], 1).unwrap();
+    assert!(r[0].is_ok() && r[2].is_ok(), "{r:?}");
+    assert!(matches!(r[1], Err(TaskError::TimedOut { index: 1, .. })), "{r:?}");
+    finish(pool2, &[]);
+    finish(pool, &[pid]);
+}
+
+#[test]
+fn cancel_stops_the_running_item() {
+    let pool = Pool::new(1).unwrap();
+    let r = pool.apply_async(nap, 3_600_000).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    r.cancel();
+    match r.get_timeout(DEADLINE) {
+        Err(shmproc::pool::GetTimeoutError::Failed(PoolError::Task(TaskError::Cancelled { index: 0 }))) => {}
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert_eq!(pool.apply(square, 3).unwrap(), 9);
+    finish(pool, &[]);
+}
+
+#[test]
+fn initializer_runs_once_per_worker() {
+    let counter = Value::new(0u64).unwrap();
+    let pool = Pool::builder().processes(3).initializer(count_init, counter.clone()).build().unwrap();
+    let pids: std::collections::HashSet<u32> = pool.map_chunked(pid_of, 0..300, 1).unwrap().into_iter().collect();
+    assert!(pids.len() <= 3);
+    finish(pool, &[]);
+    assert_eq!(counter.get().unwrap(), 3);
+}
+
+#[test]
+fn maxtasksperchild_replaces_workers_and_results_stay_exact() {
+    let pool = Pool::builder().processes(2).maxtasksperchild(5).build().unwrap();
+    let pids = pool.map_chunked(pid_of, 0..100, 1).unwrap();
+    let distinct: std::collections::HashSet<u32> = pids.iter().copied().collect();
+    // 100 tasks, at most 5 per worker: at least 20 workers ran them.
+    assert!(distinct.len() >= 20, "{} distinct pids", distinct.len());
+    assert_eq!(pool.map_chunked(square, 0..1000, 3).unwrap(), serial(1000));
+    let all: Vec<u32> = distinct.into_iter().collect();
+    finish(pool, &all);
+}
+
+#[test]
+fn terminate_during_a_map_returns_promptly_and_fails_the_rest() {
+    let pool = Pool::new(2).unwrap();
+    let r = pool.map_async(nap, vec![3_600_000u64; 8]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        pool.terminate();
+        tx.send(()).unwrap();
+        pool
+    });
+    rx.recv_timeout(DEADLINE).expect("terminate did not return");
+    let pool = h.join().unwrap();
+    let (workers, names) = pool.__created();
+    for &p in &workers {
+        assert!(!alive(p), "worker {p} still running after terminate");
+    }
+    match r.get_timeout(DEADLINE) {
+        Err(shmproc::pool::GetTimeoutError::Failed(PoolError::Task(TaskError::Terminated { .. }))) => {}
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert_eq!(pool.apply(square, 1), Err(PoolError::Closed));
+    pool.join().unwrap();
+    drop(pool);
+    all_gone(workers, names);
+}
+
+#[test]
+fn dropping_the_pool_terminates_it() {
+    let pool = Pool::new(2).unwrap();
+    let pids: Vec<u32> = pool.map_chunked(pid_of, 0..20, 1).unwrap();
+    let r = pool.apply_async(nap, 3_600_000).unwrap();
+    let (workers, names) = pool.__created();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(pool);
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(DEADLINE).expect("drop did not return");
+    assert!(matches!(r.get(), Err(PoolError::Task(TaskError::Terminated { index: 0 }))));
+    all_gone(pids.into_iter().chain(workers), names);
+}
+
+#[test]
+fn imap_with_an_endless_input_keeps_a_bounded_number_in_flight() {
+    let pool = Pool::new(2).unwrap();
+    let pulled = std::cell::Cell::new(0u64);
+    let input = (0u64..).inspect(|_| pulled.set(pulled.get() + 1));
+    let mut it = pool.imap(square, input).unwrap().max_in_flight(10);
+    for x in 0..1000u64 {
+        assert_eq!(it.next().unwrap().unwrap(), x * x);
+        assert!(pulled.get() <= x + 1 + 10, "pulled {} after {} results", pulled.get(), x + 1);
+    }
+    drop(it);
+    assert_eq!(pool.apply(square, 4).unwrap(), 16);
+    finish(pool, &[]);
+}
+
+#[test]
+fn too_large_items_fail_alone() {
+    let pool = Pool::new(1).unwrap();
+    let big = vec![0u8; shmproc::pool::MAX_ITEM_BYTES + 1];
+    let r = pool.map_results(echo_len, vec![vec![1u8; 10], big, vec![]], 1).unwrap();
+    assert_eq!(r[0], Ok(10));
+    assert!(matches!(r[1], Err(TaskError::TooLarge { index: 1, what: "argument", .. })), "{r:?}");
+    assert_eq!(r[2], Ok(0));
+    finish(pool, &[]);
+}
+
+#[test]
+fn callbacks_run_when_ready() {
+    let pool = Pool::new(2).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    pool.map_async(square, 0..100).unwrap().then(move |r| tx.send(r).unwrap());
+    assert_eq!(rx.recv_timeout(DEADLINE).unwrap().unwrap(), serial(100));
+    finish(pool, &[]);
+}
+
+#[test]
+fn close_then_join_waits_for_submitted_work() {
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.join(), Err(PoolError::StillOpen));
+    let r = pool.map_async(nap, vec![50u64; 4]).unwrap();
+    pool.close();
+    assert_eq!(pool.apply(square, 1), Err(PoolError::Closed));
+    finish(pool, &[]);
+    assert!(r.ready());
+    assert_eq!(r.get().unwrap().len(), 4);
+}
+
+#[test]
+fn fork_start_method_works_too() {
+    let pool = Pool::builder().processes(2).start_method(shmproc::process::StartMethod::Fork).build().unwrap();
+    assert_eq!(pool.map(square, 0..1000).unwrap(), serial(1000));
+    let r = pool.apply_async(nap, 3_600_000).unwrap().timeout(Duration::from_millis(100));
+    assert!(matches!(r.get(), Err(PoolError::Task(TaskError::TimedOut { .. }))));
+    assert_eq!(pool.apply(square, 6).unwrap(), 36); // a forked replacement
+    finish(pool, &[]);
+}
+
+#[test]
+fn imap_after_close_is_refused_and_an_unused_imap_is_harmless() {
+    let pool = Pool::new(1).unwrap();
+    let unused = pool.imap(square, 0..10).unwrap();
+    drop(unused);
+    let it = pool.imap(square, 0..3).unwrap();
+    pool.close();
+    // Submitted before close: it still runs.
+    assert_eq!(it.map(Result::unwrap).collect::<Vec<_>>(), [0, 1, 4]);
+    assert!(matches!(pool.imap(square, 0..3), Err(PoolError::Closed)));
+    finish(pool, &[]);
+}
