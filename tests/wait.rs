@@ -193,7 +193,7 @@ fn wait_on_three_queues_and_a_process_reports_the_right_ones() {
     });
     assert_eq!(indices(&mut [&mut q0, &mut q1, &mut q2, &mut p], Some(DEADLINE)), [1]);
     t.join().unwrap();
-    assert_eq!(q1.get_nowait(), Ok(42));
+    assert_eq!(q1.get_timeout(DEADLINE), Ok(42));
 
     // Two queues at once.
     q0.put(1).unwrap();

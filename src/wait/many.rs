@@ -56,6 +56,21 @@
 //! MPMC queues (with `membarrier`) and processes (with pidfds) need no
 //! periodic wake-up: a thread waiting only on them does not run at all.
 //!
+//! # Implementing `Waitable` for another object (e.g. a new queue)
+//!
+//! Inside the crate: add `mod waitable;` to the object's file and, in
+//! `<file>/waitable.rs` (a child module, so it sees the private fields),
+//! implement [`WaitObject`] (its contract is on the trait) and the empty
+//! marker `impl Waitable for X {}`. Reuse the protocol helpers of this
+//! module rather than re-deriving the handshake: a queue whose consumers
+//! sleep counted in a waiter count on a ticket word (the MPMC scheme) calls
+//! [`announce_counted`] / [`withdraw_counted`] with those two words and
+//! returns `true` from `handshake`; a single-consumer ring end with a
+//! "consumer sleeps" flag on the peer's index calls [`announce_flag`] /
+//! [`withdraw_flag`]; both return [`handshake_poll`] (or their own
+//! liveness poll) from `prepare`. `ready(false)` must be plain loads of
+//! the same words the object's `try_` call looks at.
+//!
 //! # Building an async layer on it
 //!
 //! The [`Waitable`] contract is what a reactor needs: one thread (the
@@ -256,6 +271,11 @@ pub(crate) use sealed::{WaitObject, Words};
 /// queue item is still there for the next call (unless another process
 /// takes it first, as with Python's `wait`).
 ///
+/// A queue counts an item from the moment a producer claimed its slot (as
+/// `qsize` does), so right after `wait` a `get_nowait` can still find it
+/// `Empty` while that producer finishes writing; `get_timeout` (or `get`)
+/// waits for it.
+///
 /// Implemented inside the crate only (the trait is sealed).
 ///
 /// ```
@@ -314,7 +334,8 @@ pub(crate) fn wait_until(objects: &mut [&mut dyn Waitable], deadline: Deadline) 
     if !ready.is_empty() {
         return Ok(ready);
     }
-    for _ in 0..SPIN_LIMIT {
+    // A zero timeout is a poll: no spinning.
+    for _ in 0..if deadline.passed() { 0 } else { SPIN_LIMIT } {
         spin_hint();
         let ready = scan(objects, false);
         if !ready.is_empty() {
