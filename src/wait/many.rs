@@ -138,9 +138,16 @@ pub enum WaitError {
 /// assert!(ready.contains(1) && !ready.contains(0));
 /// assert_eq!(ready.len(), 1);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct Ready {
     bits: u128,
+}
+
+/// The indices, as a set: `{1, 3}`.
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
 }
 
 impl Ready {
@@ -270,6 +277,11 @@ pub(crate) use sealed::{WaitObject, Words};
 /// was never started are ready. Nothing is consumed: a semaphore unit or a
 /// queue item is still there for the next call (unless another process
 /// takes it first, as with Python's `wait`).
+///
+/// Costs left behind: an [`Event`](crate::Event) keeps the "somebody
+/// sleeps" bit a `wait` set on it until its next `set`, which then makes
+/// one `FUTEX_WAKE` (as after an `Event::wait_timeout` that timed out);
+/// the other objects' announcements are undone when `wait` returns.
 ///
 /// A queue counts an item from the moment a producer claimed its slot (as
 /// `qsize` does), so right after `wait` a `get_nowait` can still find it
@@ -508,4 +520,45 @@ pub(crate) fn withdraw_flag(flag: &AtomicU32) {
 /// in which a waker may not yet have seen the shared `fences` word).
 pub(crate) fn handshake_poll() -> Option<Duration> {
     if crate::sys::membarrier::available() { None } else { Some(super::spin::POLL) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_keeps_one_entry_per_word_and_refuses_two_values() {
+        let (a, b) = (AtomicU32::new(0), AtomicU32::new(0));
+        let w = |x: &AtomicU32, v| WaitvWord { word: x as *const AtomicU32, expected: v };
+        let mut list = vec![w(&a, 1), w(&b, 2), w(&a, 1), w(&b, 2), w(&a, 1)];
+        assert!(dedup(&mut list));
+        assert_eq!(list.len(), 2);
+        assert!(std::ptr::eq(list[0].word, &a) && std::ptr::eq(list[1].word, &b));
+        let mut list = vec![w(&a, 1), w(&b, 2), w(&a, 3)];
+        assert!(!dedup(&mut list), "a word seen with two values changed: no sleep");
+    }
+
+    #[test]
+    fn ready_lists_its_indices() {
+        let mut r = Ready::default();
+        for i in [0, 5, 127] {
+            r.insert(i);
+        }
+        assert_eq!(r.iter().collect::<Vec<_>>(), [0, 5, 127]);
+        assert_eq!(r.len(), 3);
+        assert!(r.contains(127) && !r.contains(128) && !r.contains(1));
+        assert_eq!(format!("{r:?}"), "{0, 5, 127}");
+    }
+
+    #[test]
+    fn futex_waitv_sleeps_until_a_word_changes_or_the_deadline() {
+        let (a, b) = (AtomicU32::new(0), AtomicU32::new(7));
+        let words = [WaitvWord { word: &a, expected: 0 }, WaitvWord { word: &b, expected: 7 }];
+        let soon = Some(Instant::now() + Duration::from_millis(5));
+        // SAFETY: both words live through the call.
+        assert_eq!(unsafe { sysfutex::waitv(&words, soon) }, WaitvOutcome::TimedOut);
+        b.store(8, Ordering::SeqCst);
+        // SAFETY: as above.
+        assert_eq!(unsafe { sysfutex::waitv(&words, None) }, WaitvOutcome::Changed);
+    }
 }
