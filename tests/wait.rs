@@ -27,6 +27,14 @@ fn asleep_in_wait(tid: u32) -> bool {
     if fallback() { common::thread_in_futex(tid) } else { common::blocked_in(std::process::id(), tid) == Some(449) }
 }
 
+/// Runs `f` on another thread once thread `tid` sleeps in `wait`.
+fn when_asleep(tid: u32, f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        common::wait_for("the waiter to sleep in wait", || asleep_in_wait(tid));
+        f();
+    })
+}
+
 /// The thread of process `pid` asleep in `futex_waitv`, once there is one
 /// (bounded by DEADLINE).
 fn thread_in_waitv(pid: u32) -> u32 {
@@ -139,10 +147,7 @@ fn a_timeout_is_honoured_and_a_late_event_wakes_the_wait() {
 
     let setter = ev.clone();
     let me = common::gettid();
-    let t = std::thread::spawn(move || {
-        common::wait_for("the waiter to sleep in futex_waitv", || asleep_in_wait(me));
-        setter.set();
-    });
+    let t = when_asleep(me, move || setter.set());
     assert_eq!(indices(&mut [&mut sem, &mut q, &mut ev], Some(DEADLINE)), [2]);
     t.join().unwrap();
 }
@@ -187,13 +192,10 @@ fn wait_on_three_queues_and_a_process_reports_the_right_ones() {
     // The child puts into q1 while we sleep.
     let me = common::gettid();
     let g = go.clone();
-    let t = std::thread::spawn(move || {
-        common::wait_for("the waiter to sleep in futex_waitv", || asleep_in_wait(me));
-        g.set();
-    });
+    let t = when_asleep(me, move || g.set());
     assert_eq!(indices(&mut [&mut q0, &mut q1, &mut q2, &mut p], Some(DEADLINE)), [1]);
     t.join().unwrap();
-    assert_eq!(q1.get_nowait(), Ok(42));
+    assert_eq!(q1.get_timeout(DEADLINE), Ok(42));
 
     // Two queues at once.
     q0.put(1).unwrap();
@@ -203,10 +205,7 @@ fn wait_on_three_queues_and_a_process_reports_the_right_ones() {
 
     // The child exits while we sleep: the process is ready, nothing else.
     let x = exit.clone();
-    let t = std::thread::spawn(move || {
-        common::wait_for("the waiter to sleep in futex_waitv", || asleep_in_wait(me));
-        x.set();
-    });
+    let t = when_asleep(me, move || x.set());
     assert_eq!(indices(&mut [&mut q0, &mut q1, &mut q2, &mut p], Some(DEADLINE)), [3]);
     t.join().unwrap();
     assert_eq!(p.exitcode(), Some(0));
@@ -218,10 +217,7 @@ fn wait_on_three_queues_and_a_process_reports_the_right_ones() {
     let pid = k.pid().unwrap();
     // Another handle on the same child, for the killing thread.
     let other = shmproc::active_children().into_iter().find(|c| c.pid() == Some(pid)).unwrap();
-    let t = std::thread::spawn(move || {
-        common::wait_for("the waiter to sleep in futex_waitv", || asleep_in_wait(me));
-        other.kill().unwrap();
-    });
+    let t = when_asleep(me, move || other.kill().unwrap());
     assert_eq!(indices(&mut [&mut q0, &mut q1, &mut k, &mut q2], Some(DEADLINE)), [2]);
     t.join().unwrap();
     assert_eq!(k.exitcode(), Some(-9));

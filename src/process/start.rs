@@ -168,8 +168,10 @@ impl Process {
     /// take a lock that another parent thread held at the fork (it would
     /// never be released). The locks this path (and this crate in the
     /// child) uses are stdout's and stderr's (flush, failure report,
-    /// logging), `ME` (identity), `CHILDREN` and the entry registry
-    /// (starting grandchildren): the parent holds all of them across
+    /// logging), `ME` (identity), `CHILDREN`, the entry registry
+    /// (starting grandchildren) and `wait`'s list of watched children
+    /// (emptied in the child: the watcher threads stay in the parent): the
+    /// parent holds all of them across
     /// `fork()`, in one order (the std streams first, as user code may
     /// hold them while calling into shmproc, and nothing here prints while
     /// holding the others), so no other thread holds them at that instant;
@@ -197,6 +199,7 @@ impl Process {
         let mut me_slot = me_lock();
         let children_guard = children();
         let registry_guard = entry::registry_lock();
+        let mut watched_guard = super::waitable::watched();
         // SAFETY: the child below only uses what it inherited in a consistent
         // state (the locks above are held by this thread), runs the entry
         // and leaves with _exit; the caveats for user code in
@@ -206,7 +209,8 @@ impl Process {
             return Ok((pid, target));
         }
         set_me(&mut me_slot, child_me);
-        drop((registry_guard, children_guard, me_slot, err, out));
+        watched_guard.clear(); // the watcher threads stayed in the parent
+        drop((watched_guard, registry_guard, children_guard, me_slot, err, out));
         if self.daemon {
             watch_parent(me.pid);
         }

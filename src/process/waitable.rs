@@ -28,14 +28,21 @@ static DEATHS: AtomicU32 = AtomicU32::new(0);
 /// while it is listed).
 static WATCHED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
+/// The list of watched children, locked (the fork path holds it across
+/// `fork()` and empties it in the child, whose copy names threads that
+/// only exist in the parent).
+pub(super) fn watched() -> std::sync::MutexGuard<'static, Vec<usize>> {
+    WATCHED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// How often `wait` asks `waitpid` about a child it cannot watch.
 const NO_WATCH_POLL: Duration = Duration::from_millis(10);
 
 /// Starts the watcher of `inner` unless it runs; false if it cannot run.
 fn watch(inner: &Arc<Inner>) -> bool {
     let key = Arc::as_ptr(inner) as usize;
-    let mut watched = WATCHED.lock().unwrap_or_else(|p| p.into_inner());
-    if watched.contains(&key) {
+    let mut list = watched();
+    if list.contains(&key) {
         return true;
     }
     let Some(fd) = inner.pidfd.as_ref().and_then(|fd| fd.try_clone().ok()) else {
@@ -50,7 +57,7 @@ fn watch(inner: &Arc<Inner>) -> bool {
         if let Some(inner) = weak.upgrade() {
             inner.poll(false);
         }
-        WATCHED.lock().unwrap_or_else(|p| p.into_inner()).retain(|&k| k != key);
+        watched().retain(|&k| k != key);
         drop(weak);
         // Release: pairs with the Acquire ticket load in `announce`: a
         // waiter that reads the new count sees the end recorded above.
@@ -58,7 +65,7 @@ fn watch(inner: &Arc<Inner>) -> bool {
         wake32(&DEATHS, u32::MAX);
     });
     if spawned.is_ok() {
-        watched.push(key);
+        list.push(key);
     }
     spawned.is_ok()
 }

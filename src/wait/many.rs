@@ -1,77 +1,23 @@
 //! [`wait`]: one thread blocks on many objects at once, like Python's
 //! `multiprocessing.connection.wait`.
 //!
-//! # How it waits
+//! The public notes (how it waits, processes, the fallback, periodic
+//! checks, an async layer on top) are on [`wait`].
 //!
-//! 1. **Ready path.** Every object's readiness is checked with plain loads
-//!    of its shared words (no syscall, no fence); if any is ready, `wait`
-//!    returns at once. Then it spins a little (as [`Event::wait`] does),
-//!    re-checking with plain loads.
-//! 2. **Announce.** On each object it announces itself exactly as that
-//!    object's own blocking call does (the event's WAITERS bit, the
-//!    semaphore's sleeper count, the MPMC queue's consumer count, the SPSC
-//!    consumer's `consumer_waiting` flag...) and notes the futex word to
-//!    sleep on with the value it must still hold. So the objects' wakers
-//!    stay as they are: an uncontended put/get/set/release still makes no
-//!    syscall and executes no fence, and wakes us when, and only when, it
-//!    would wake the object's own sleeper.
-//! 3. **One barrier, one re-check.** Objects whose wakers skip the CPU fence
-//!    (the queues' asymmetric handshake) need the heavy `membarrier` after
-//!    the announcement: it is issued once for all of them. Then every
-//!    object is re-checked.
-//! 4. **Sleep** on all the words at once with `futex_waitv` (Linux 5.16+;
-//!    at most 128 words, so at most [`MAX_OBJECTS`] objects).
-//! 5. **Withdraw** every announcement. Where a waker wakes only *n*
-//!    sleepers (a semaphore's `release(n)`, a queue's `put`), a `wait`
-//!    woken in place of a real getter must not swallow the wake-up: if the
-//!    object is ready and other sleepers are still counted, the wake-up is
-//!    passed on (one `FUTEX_WAKE`, only in that contended case).
+//! # Implementing `Waitable` for another object (e.g. a new queue)
 //!
-//! # Processes
-//!
-//! A child killed with SIGKILL writes nothing anywhere, so a process's end
-//! is turned into a futex word here: the first time a `wait` includes a
-//! child, a helper thread is started for it (64 KiB stack) that blocks in
-//! `poll(2)` on the child's pidfd; when the child ends, the thread reaps
-//! it, bumps a process-wide "deaths" word and wakes its sleepers, then
-//! exits. Cost: one thread creation per child ever waited on, no CPU while
-//! it waits, one `FUTEX_WAKE` per death. Readiness of a process is a
-//! look at its recorded end (an uncontended mutex, no syscall). Without
-//! pidfds (Linux < 5.3) no thread is started: `wait` then caps each sleep
-//! at 10 ms and asks `waitpid` each time.
-//!
-//! # Fallback for kernels without `futex_waitv` (Linux < 5.16)
-//!
-//! `wait` sleeps on the first object's word alone, for at most 1 ms at a
-//! time, re-checking every object in between: a wake-up of the first
-//! object is immediate, any other is seen within about 1 ms, and the
-//! waiting thread wakes about 1000 times a second (a few µs of CPU each).
-//!
-//! # Other periodic checks
-//!
-//! Like their own blocking calls, an SPSC consumer and a pipe end look at
-//! their sender's liveness in `/proc` (a SIGKILLed sender sets no flag), so
-//! a `wait` including one wakes every 100 ms. So does a `wait` on an MPMC
-//! queue in a process where `membarrier` is refused. Events, semaphores,
-//! MPMC queues (with `membarrier`) and processes (with pidfds) need no
-//! periodic wake-up: a thread waiting only on them does not run at all.
-//!
-//! # Building an async layer on it
-//!
-//! The [`Waitable`] contract is what a reactor needs: one thread (the
-//! reactor) takes the objects that futures are waiting on, announces itself
-//! on each object's word, re-checks them, and sleeps in one `futex_waitv`
-//! on all the words (this module's loop, with the reactor's own "new
-//! interest" word added, bumped and woken by `poll` when a future registers
-//! a new object). When it wakes, it withdraws, checks which objects are
-//! ready, and wakes the [`Waker`](std::task::Waker)s registered per word;
-//! a future's `poll` first tries the non-blocking operation (`try_get`,
-//! `try_recv`...), and only when that refuses registers its waker for that
-//! object's word. No object needs a thread of its own, no fd is needed,
-//! and the notifiers' fast paths stay as they are: a notifier wakes the
-//! reactor exactly when it would wake a blocked thread.
-//!
-//! [`Event::wait`]: crate::Event::wait
+//! Inside the crate: add `mod waitable;` to the object's file and, in
+//! `<file>/waitable.rs` (a child module, so it sees the private fields),
+//! implement [`WaitObject`] (its contract is on the trait) and the empty
+//! marker `impl Waitable for X {}`. Reuse the protocol helpers of this
+//! module rather than re-deriving the handshake: a queue whose consumers
+//! sleep counted in a waiter count on a ticket word (the MPMC scheme) calls
+//! [`announce_counted`] / [`withdraw_counted`] with those two words and
+//! returns `true` from `handshake`; a single-consumer ring end with a
+//! "consumer sleeps" flag on the peer's index calls [`announce_flag`] /
+//! [`withdraw_flag`]; both return [`handshake_poll`] (or their own
+//! liveness poll) from `prepare`. `ready(false)` must be plain loads of
+//! the same words the object's `try_` call looks at.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -123,9 +69,16 @@ pub enum WaitError {
 /// assert!(ready.contains(1) && !ready.contains(0));
 /// assert_eq!(ready.len(), 1);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct Ready {
     bits: u128,
+}
+
+/// The indices, as a set: `{1, 3}`.
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
 }
 
 impl Ready {
@@ -256,6 +209,16 @@ pub(crate) use sealed::{WaitObject, Words};
 /// queue item is still there for the next call (unless another process
 /// takes it first, as with Python's `wait`).
 ///
+/// Costs left behind: an [`Event`](crate::Event) keeps the "somebody
+/// sleeps" bit a `wait` set on it until its next `set`, which then makes
+/// one `FUTEX_WAKE` (as after an `Event::wait_timeout` that timed out);
+/// the other objects' announcements are undone when `wait` returns.
+///
+/// A queue counts an item from the moment a producer claimed its slot (as
+/// `qsize` does), so right after `wait` a `get_nowait` can still find it
+/// `Empty` while that producer finishes writing; `get_timeout` (or `get`)
+/// waits for it.
+///
 /// Implemented inside the crate only (the trait is sealed).
 ///
 /// ```
@@ -277,12 +240,96 @@ pub trait Waitable: WaitObject {}
 /// [`Ready`] means the timeout passed.
 ///
 /// While it blocks it uses no CPU: it sleeps in one `futex_waitv` on all
-/// the objects' words (see the module notes on the fallback for older
-/// kernels and on periodic checks). When an object is ready already, it
-/// returns without any system call.
+/// the objects' words (see below for the fallback on older kernels and for
+/// periodic checks). When an object is ready already, it returns without
+/// any system call.
 ///
 /// Errors: [`WaitError::NoObjects`], [`WaitError::TooMany`] (more than
 /// [`MAX_OBJECTS`]).
+///
+/// # How it waits
+///
+/// 1. **Ready path.** Every object's readiness is checked with plain loads
+///    of its shared words (no syscall, no fence); if any is ready, `wait`
+///    returns at once. Then it spins a little (as [`Event::wait`] does),
+///    re-checking with plain loads.
+/// 2. **Announce.** On each object it announces itself exactly as that
+///    object's own blocking call does (the event's WAITERS bit, the
+///    semaphore's sleeper count, the MPMC queue's consumer count, the SPSC
+///    consumer's `consumer_waiting` flag...) and notes the futex word to
+///    sleep on with the value it must still hold. So the objects' wakers
+///    stay as they are: an uncontended put/get/set/release still makes no
+///    syscall and executes no fence, and wakes us when, and only when, it
+///    would wake the object's own sleeper.
+/// 3. **One barrier, one re-check.** Objects whose wakers skip the CPU fence
+///    (the queues' asymmetric handshake) need the heavy `membarrier` after
+///    the announcement: it is issued once for all of them. Then every
+///    object is re-checked.
+/// 4. **Sleep** on all the words at once with `futex_waitv` (Linux 5.16+;
+///    at most 128 words, so at most [`MAX_OBJECTS`] objects).
+/// 5. **Withdraw** every announcement. Where a waker wakes only *n*
+///    sleepers (a semaphore's `release(n)`, a queue's `put`), a `wait`
+///    woken in place of a real getter must not swallow the wake-up: if the
+///    object is ready and other sleepers are still counted, the wake-up is
+///    passed on (one `FUTEX_WAKE`, only in that contended case).
+///
+/// # Processes
+///
+/// A child killed with SIGKILL writes nothing anywhere, so a process's end
+/// is turned into a futex word here: the first time a `wait` includes a
+/// child, a helper thread is started for it (64 KiB stack) that blocks in
+/// `poll(2)` on the child's pidfd; when the child ends, the thread reaps
+/// it, bumps a process-wide "deaths" word and wakes its sleepers, then
+/// exits. Cost: one thread creation per child ever waited on, no CPU while
+/// it waits, one `FUTEX_WAKE` per death. Readiness of a process is a
+/// look at its recorded end (a try-lock, no syscall). Without
+/// pidfds (Linux < 5.3) no thread is started: `wait` then caps each sleep
+/// at 10 ms and asks `waitpid` each time.
+///
+/// # Fallback for kernels without `futex_waitv` (Linux < 5.16)
+///
+/// `wait` sleeps on the first object's word alone, for at most 1 ms at a
+/// time, re-checking every object in between: a wake-up of the first
+/// object is immediate, any other is seen within about 1 ms, and the
+/// waiting thread wakes about 1000 times a second (a few µs of CPU each).
+///
+/// # Other periodic checks
+///
+/// Like their own blocking calls, an SPSC consumer and a pipe end look at
+/// their sender's liveness in `/proc` (a SIGKILLed sender sets no flag), so
+/// a `wait` including one wakes every 100 ms. So does a `wait` on an MPMC
+/// queue in a process where `membarrier` is refused. Events, semaphores,
+/// MPMC queues (with `membarrier`) and processes (with pidfds) need no
+/// periodic wake-up: a thread waiting only on them does not run at all.
+///
+/// # Building an async layer on it
+///
+/// The [`Waitable`] contract splits waiting so that the part that needs the
+/// object and the part that sleeps can live in different places: one
+/// reactor thread sleeps for many futures, with wakers registered per
+/// word.
+/// - A future's `poll` tries the non-blocking call (`get_nowait`,
+///   `try_recv`, `try_acquire`...). If it refuses, the future announces
+///   itself on its object (the object's `announce`, as above), re-checks
+///   (`ready`; the heavy barrier first where `handshake` says so, which a
+///   reactor can batch), and if still not ready hands the reactor the
+///   announced word, its expected value and the task's `Waker`, then
+///   returns `Pending`. On its next `poll` it withdraws before retrying.
+/// - The reactor keeps, per word, the wakers registered on it, and sleeps
+///   in one `futex_waitv` on all the words plus one word of its own that a
+///   registering future bumps and wakes (so a new word joins the sleep).
+///   When `futex_waitv` returns the index of a woken word it wakes that
+///   word's wakers; on "a value changed" it wakes every waker whose word no
+///   longer holds its expected value; on a poll deadline (`prepare`) it
+///   wakes the wakers of the objects that asked for one.
+///
+/// No object needs a thread or an fd, and the notifiers stay as they are:
+/// a put, send, set or release wakes the reactor exactly when it would
+/// wake a blocked thread, and still makes no syscall when nobody waits.
+///
+/// [`Event::wait`]: crate::Event::wait
+///
+/// # Example
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -314,7 +361,8 @@ pub(crate) fn wait_until(objects: &mut [&mut dyn Waitable], deadline: Deadline) 
     if !ready.is_empty() {
         return Ok(ready);
     }
-    for _ in 0..SPIN_LIMIT {
+    // A zero timeout is a poll: no spinning.
+    for _ in 0..if deadline.passed() { 0 } else { SPIN_LIMIT } {
         spin_hint();
         let ready = scan(objects, false);
         if !ready.is_empty() {
@@ -487,4 +535,45 @@ pub(crate) fn withdraw_flag(flag: &AtomicU32) {
 /// in which a waker may not yet have seen the shared `fences` word).
 pub(crate) fn handshake_poll() -> Option<Duration> {
     if crate::sys::membarrier::available() { None } else { Some(super::spin::POLL) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_keeps_one_entry_per_word_and_refuses_two_values() {
+        let (a, b) = (AtomicU32::new(0), AtomicU32::new(0));
+        let w = |x: &AtomicU32, v| WaitvWord { word: x as *const AtomicU32, expected: v };
+        let mut list = vec![w(&a, 1), w(&b, 2), w(&a, 1), w(&b, 2), w(&a, 1)];
+        assert!(dedup(&mut list));
+        assert_eq!(list.len(), 2);
+        assert!(std::ptr::eq(list[0].word, &a) && std::ptr::eq(list[1].word, &b));
+        let mut list = vec![w(&a, 1), w(&b, 2), w(&a, 3)];
+        assert!(!dedup(&mut list), "a word seen with two values changed: no sleep");
+    }
+
+    #[test]
+    fn ready_lists_its_indices() {
+        let mut r = Ready::default();
+        for i in [0, 5, 127] {
+            r.insert(i);
+        }
+        assert_eq!(r.iter().collect::<Vec<_>>(), [0, 5, 127]);
+        assert_eq!(r.len(), 3);
+        assert!(r.contains(127) && !r.contains(128) && !r.contains(1));
+        assert_eq!(format!("{r:?}"), "{0, 5, 127}");
+    }
+
+    #[test]
+    fn futex_waitv_sleeps_until_a_word_changes_or_the_deadline() {
+        let (a, b) = (AtomicU32::new(0), AtomicU32::new(7));
+        let words = [WaitvWord { word: &a, expected: 0 }, WaitvWord { word: &b, expected: 7 }];
+        let soon = Some(Instant::now() + Duration::from_millis(5));
+        // SAFETY: both words live through the call.
+        assert_eq!(unsafe { sysfutex::waitv(&words, soon) }, WaitvOutcome::TimedOut);
+        b.store(8, Ordering::SeqCst);
+        // SAFETY: as above.
+        assert_eq!(unsafe { sysfutex::waitv(&words, None) }, WaitvOutcome::Changed);
+    }
 }
