@@ -292,6 +292,9 @@ impl Connection {
     /// handle is open: `close` takes it.)
     #[inline(always)]
     fn tx(&mut self) -> Result<&mut ByteProducer, PipeSendError> {
+        // Not `if let Some(..) = &mut self.tx`: returning that borrow and
+        // otherwise borrowing `self` again is refused by the borrow checker.
+        #[allow(clippy::unnecessary_unwrap)]
         if self.tx.is_some() {
             return Ok(self.tx.as_mut().expect("just checked"));
         }
@@ -315,6 +318,9 @@ impl Connection {
     /// this handle is open: `close` takes it.)
     #[inline(always)]
     fn rx(&mut self) -> Result<&mut ByteConsumer, PipePollError> {
+        // Not `if let Some(..) = &mut self.rx`: returning that borrow and
+        // otherwise borrowing `self` again is refused by the borrow checker.
+        #[allow(clippy::unnecessary_unwrap)]
         if self.rx.is_some() {
             return Ok(self.rx.as_mut().expect("just checked"));
         }
