@@ -81,7 +81,7 @@ shmproc::entry! {
             let mut loan = tx.send_loan(f.len()).map_err(common::e)?;
             common::ensure(loan.len() == f.len(), "loan length")?;
             if f.len() >= ALIGN_FROM {
-                common::ensure(loan.as_mut_ptr() as usize % 64 == 0, format!("write loan {seq} not 64-aligned"))?;
+                common::ensure((loan.as_mut_ptr() as usize).is_multiple_of(64), format!("write loan {seq} not 64-aligned"))?;
             }
             // Half in place through the slice, half through write_at.
             let half = f.len() / 2;
@@ -173,7 +173,7 @@ shmproc::entry! {
         common::ensure(second.to_vec() == frame(1), "frame 1")?;
         holding.set();
         std::thread::sleep(DEADLINE);
-        drop(second);
+        let _ = second.len(); // still held here
         Err("not killed".into())
     }
 }
@@ -219,7 +219,7 @@ shmproc::entry! {
         loan.write_at(0, &[0xEE; 1000]);
         holding.set();
         std::thread::sleep(DEADLINE);
-        drop(loan);
+        let _ = loan.len(); // still held here
         Err("not killed".into())
     }
 }
