@@ -36,6 +36,14 @@ fn frame(seq: u32) -> Vec<u8> {
 /// DEADLINE: a blocking call without a deadline in `body` then returns
 /// (`Disconnected`: the peer died) and the test fails, instead of hanging.
 fn with_watchdog<R>(p: &Process, body: impl FnOnce() -> R) -> R {
+    /// Tells the watchdog that `body` returned, or panicked (so a failing
+    /// test fails at once, not after the deadline).
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release); // pairs with the watchdog's Acquire load
+        }
+    }
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -49,9 +57,8 @@ fn with_watchdog<R>(p: &Process, body: impl FnOnce() -> R) -> R {
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
-        let r = body();
-        done.store(true, Ordering::Release); // pairs with the watchdog's Acquire load
-        r
+        let _done = Done(&done);
+        body()
     })
 }
 
