@@ -878,9 +878,9 @@ impl Connection {
 fn take_pod<T: Pod>(loan: ByteReadLoan<'_>) -> Result<T, (usize, usize)> {
     let n = loan.len();
     let r = if n == std::mem::size_of::<T>() {
-        if crate::queue::payload_aligned_for::<T>() {
+        if crate::queue::typed_payload::<T>() {
             // SAFETY: a published payload of size_of::<T>() bytes, aligned
-            // for T (payload_aligned_for), not reused before release.
+            // for T (typed_payload), not reused before release.
             Ok(unsafe { crate::shm::copy::read(loan.as_ptr().cast::<T>()) })
         } else {
             let mut v = T::zeroed();
