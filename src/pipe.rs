@@ -293,6 +293,9 @@ impl Connection {
     /// handle is open: `close` takes it.)
     #[inline(always)]
     fn tx(&mut self) -> Result<&mut ByteProducer, PipeSendError> {
+        // Not `if let Some(..) = &mut self.tx`: returning that borrow and
+        // otherwise borrowing `self` again is refused by the borrow checker.
+        #[allow(clippy::unnecessary_unwrap)]
         if self.tx.is_some() {
             return Ok(self.tx.as_mut().expect("just checked"));
         }
@@ -316,6 +319,9 @@ impl Connection {
     /// this handle is open: `close` takes it.)
     #[inline(always)]
     fn rx(&mut self) -> Result<&mut ByteConsumer, PipePollError> {
+        // Not `if let Some(..) = &mut self.rx`: returning that borrow and
+        // otherwise borrowing `self` again is refused by the borrow checker.
+        #[allow(clippy::unnecessary_unwrap)]
         if self.rx.is_some() {
             return Ok(self.rx.as_mut().expect("just checked"));
         }
@@ -873,9 +879,9 @@ impl Connection {
 fn take_pod<T: Pod>(loan: ByteReadLoan<'_>) -> Result<T, (usize, usize)> {
     let n = loan.len();
     let r = if n == std::mem::size_of::<T>() {
-        if crate::queue::payload_aligned_for::<T>() {
+        if crate::queue::typed_payload::<T>() {
             // SAFETY: a published payload of size_of::<T>() bytes, aligned
-            // for T (payload_aligned_for), not reused before release.
+            // for T (typed_payload), not reused before release.
             Ok(unsafe { crate::shm::copy::read(loan.as_ptr().cast::<T>()) })
         } else {
             let mut v = T::zeroed();

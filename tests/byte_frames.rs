@@ -36,6 +36,14 @@ fn frame(seq: u32) -> Vec<u8> {
 /// DEADLINE: a blocking call without a deadline in `body` then returns
 /// (`Disconnected`: the peer died) and the test fails, instead of hanging.
 fn with_watchdog<R>(p: &Process, body: impl FnOnce() -> R) -> R {
+    /// Tells the watchdog that `body` returned, or panicked (so a failing
+    /// test fails at once, not after the deadline).
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release); // pairs with the watchdog's Acquire load
+        }
+    }
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -49,9 +57,8 @@ fn with_watchdog<R>(p: &Process, body: impl FnOnce() -> R) -> R {
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
-        let r = body();
-        done.store(true, Ordering::Release); // pairs with the watchdog's Acquire load
-        r
+        let _done = Done(&done);
+        body()
     })
 }
 
@@ -81,7 +88,7 @@ shmproc::entry! {
             let mut loan = tx.send_loan(f.len()).map_err(common::e)?;
             common::ensure(loan.len() == f.len(), "loan length")?;
             if f.len() >= ALIGN_FROM {
-                common::ensure(loan.as_mut_ptr() as usize % 64 == 0, format!("write loan {seq} not 64-aligned"))?;
+                common::ensure((loan.as_mut_ptr() as usize).is_multiple_of(64), format!("write loan {seq} not 64-aligned"))?;
             }
             // Half in place through the slice, half through write_at.
             let half = f.len() / 2;
@@ -173,7 +180,7 @@ shmproc::entry! {
         common::ensure(second.to_vec() == frame(1), "frame 1")?;
         holding.set();
         std::thread::sleep(DEADLINE);
-        drop(second);
+        let _ = second.len(); // still held here
         Err("not killed".into())
     }
 }
@@ -219,7 +226,7 @@ shmproc::entry! {
         loan.write_at(0, &[0xEE; 1000]);
         holding.set();
         std::thread::sleep(DEADLINE);
-        drop(loan);
+        let _ = loan.len(); // still held here
         Err("not killed".into())
     }
 }

@@ -587,7 +587,7 @@ shmproc::entry! {
                 Err(shmproc::PipeRecvBytesError::Disconnected) => return Ok(()),
                 Err(e) => return Err(e.to_string()),
             };
-            if loan.len() >= 64 && loan.as_ptr() as usize % 64 != 0 {
+            if loan.len() >= 64 && !(loan.as_ptr() as usize).is_multiple_of(64) {
                 return Err(format!("a {}-byte message not 64-aligned", loan.len()));
             }
             // SAFETY: the sending end follows the protocol.

@@ -100,7 +100,17 @@ fuzz_target!(|data: &[u8]| {
                 for _ in 0..4 {
                     let _ = rx.try_recv_into(&mut buf);
                 }
+                // Loans over frames whose headers a hostile peer wrote:
+                // every byte read or written in place is inside the ring.
+                if let Ok(loan) = rx.try_recv_loan() {
+                    let _ = loan.to_vec();
+                    loan.release();
+                }
                 let _ = tx.try_send(b"again");
+                if let Ok(mut loan) = tx.try_send_loan(64) {
+                    loan.write_at(0, &[1; 64]);
+                    let _ = loan.commit();
+                }
                 let _ = ByteQueue::open_with(q.name(), &opts()).map(|o| o.max_frame());
             });
         }

@@ -97,27 +97,51 @@ fn mpmc(cap: usize, ops: &[u8]) {
     }
 }
 
+/// The byte ring against a VecDeque of frames. Ops (low 3 bits): copy
+/// send, loan send committed, loan send dropped (nothing sent), copy
+/// receive, loan receive released, loan receive dropped (received again);
+/// the high bits pick the length. Payloads of 64 bytes or more read in
+/// place are 64-aligned.
 fn bytes(ops: &[u8]) {
     let q = ByteQueue::new(512, 120).unwrap();
     let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
     let mut model: VecDeque<Vec<u8>> = VecDeque::new();
     let mut buf = Vec::new();
     for (i, &op) in ops.iter().enumerate() {
-        if op & 1 == 0 {
-            let frame: Vec<u8> = (0..(op as usize / 2) % 121).map(|j| (i + j) as u8).collect();
-            match tx.try_send(&frame) {
+        let frame: Vec<u8> = (0..(op as usize >> 3) * 4 % 121).map(|j| (i + j) as u8).collect();
+        match op & 7 {
+            0 | 6 => match tx.try_send(&frame) {
                 Ok(()) => model.push_back(frame),
                 Err(e) => assert_eq!(e, TrySendError::Full),
-            }
-        } else {
-            match rx.try_recv_into(&mut buf) {
-                Ok(()) => assert_eq!(Some(&buf), model.front()),
-                Err(e) => {
-                    assert!(model.is_empty(), "{e:?} with {} frames queued", model.len());
-                    continue;
+            },
+            1 | 2 => match tx.try_send_loan(frame.len()) {
+                Ok(mut loan) => {
+                    assert_eq!(loan.len(), frame.len());
+                    loan.write_at(0, &frame);
+                    if op & 7 == 1 {
+                        loan.commit().unwrap();
+                        model.push_back(frame);
+                    }
                 }
-            }
-            model.pop_front();
+                Err(e) => assert_eq!(e, TrySendError::Full),
+            },
+            3 | 7 => match rx.try_recv_into(&mut buf) {
+                Ok(()) => assert_eq!(Some(&buf), model.pop_front().as_ref()),
+                Err(e) => assert!(model.is_empty(), "{e:?} with {} frames queued", model.len()),
+            },
+            k => match rx.try_recv_loan() {
+                Ok(loan) => {
+                    assert_eq!(Some(&loan.to_vec()), model.front());
+                    if loan.len() >= shmproc::queue::ALIGN_FROM {
+                        assert_eq!(loan.as_ptr() as usize % 64, 0);
+                    }
+                    if k == 4 {
+                        loan.release();
+                        model.pop_front();
+                    }
+                }
+                Err(e) => assert!(model.is_empty(), "{e:?} with {} frames queued", model.len()),
+            },
         }
     }
 }

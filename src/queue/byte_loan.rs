@@ -143,7 +143,20 @@ impl ByteConsumer {
 }
 
 /// Room for one frame in the ring, lent to the producer; see
-/// [`ByteProducer::send_loan`].
+/// [`ByteProducer::send_loan`]. Fill it ([`write_at`](Self::write_at), or
+/// in place through [`as_mut_slice`](Self::as_mut_slice)), then
+/// [`commit`](Self::commit); dropping it sends nothing.
+///
+/// ```
+/// let q = shmproc::queue::ByteQueue::new(4096, 512).unwrap();
+/// let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+/// drop(tx.send_loan(3).unwrap()); // not committed: nothing sent
+/// let mut loan = tx.send_loan(3).unwrap();
+/// loan.write_at(0, b"yes");
+/// loan.commit().unwrap();
+/// assert_eq!(rx.recv().unwrap(), b"yes");
+/// assert!(rx.try_recv().is_err());
+/// ```
 pub struct ByteWriteLoan<'a> {
     p: &'a mut ByteProducer,
     payload: *mut u8,
@@ -260,7 +273,21 @@ impl ByteWriteLoan<'_> {
     }
 }
 
-/// The oldest frame, lent in place; see [`ByteConsumer::recv_loan`].
+/// The oldest frame, lent in place; see [`ByteConsumer::recv_loan`]. Read
+/// it ([`read_at`](Self::read_at), [`to_vec`](Self::to_vec), or in place
+/// through [`as_slice`](Self::as_slice)), then [`release`](Self::release)
+/// it; dropping it leaves the frame to be received again.
+///
+/// ```
+/// let q = shmproc::queue::ByteQueue::new(4096, 512).unwrap();
+/// let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+/// tx.send(b"twice").unwrap();
+/// drop(rx.recv_loan().unwrap()); // not released: still there
+/// let loan = rx.recv_loan().unwrap();
+/// assert_eq!(loan.to_vec(), b"twice");
+/// loan.release();
+/// assert!(rx.try_recv().is_err());
+/// ```
 pub struct ByteReadLoan<'a> {
     c: &'a mut ByteConsumer,
     payload: *const u8,

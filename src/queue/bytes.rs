@@ -360,11 +360,15 @@ impl ByteQueue {
     }
 }
 
-/// Whether a payload of `size_of::<T>()` bytes is aligned for `T`:
-/// payloads are 8-aligned, and 64-aligned from [`ALIGN_FROM`] bytes on.
-pub(crate) const fn payload_aligned_for<T>() -> bool {
+/// Whether a `T` is best moved in and out of a payload as a typed value
+/// (`copy::read` / `copy::write`): the payload is aligned for `T`
+/// (payloads are 8-aligned, and 64-aligned from [`ALIGN_FROM`] bytes on)
+/// and `T` moves as whole words or as one scalar (else, say `[u8; 100]`,
+/// the byte copy's 8-byte steps are faster than `T`'s 1-byte units).
+pub(crate) const fn typed_payload<T>() -> bool {
     let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
-    align <= HEADER as usize || (size >= ALIGN_FROM && align <= LINE as usize)
+    let aligned = align <= HEADER as usize || (size >= ALIGN_FROM && align <= LINE as usize);
+    aligned && (size.is_multiple_of(8) || size == align)
 }
 
 /// Writes `v` as a frame's payload at `p`.
@@ -373,8 +377,8 @@ pub(crate) const fn payload_aligned_for<T>() -> bool {
 /// `p` is the payload of a reserved frame of `size_of::<T>()` bytes.
 #[inline(always)]
 unsafe fn write_pod<T: bytemuck::Pod>(p: *mut u8, v: &T) {
-    if payload_aligned_for::<T>() {
-        // SAFETY: the payload is aligned for T (see `payload_aligned_for`) and holds size_of::<T>() bytes.
+    if typed_payload::<T>() {
+        // SAFETY: the payload is aligned for T (see `typed_payload`) and holds size_of::<T>() bytes.
         unsafe { crate::shm::copy::write(p.cast::<T>(), *v) }
     } else {
         // SAFETY: size_of::<T>() bytes at p (caller).

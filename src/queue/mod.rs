@@ -59,7 +59,7 @@ real_platform! {
 
     pub use byte_loan::{ByteReadLoan, ByteWriteLoan};
     pub use bytes::{ALIGN_FROM, ByteConsumer, ByteProducer, ByteQueue};
-    pub(crate) use bytes::payload_aligned_for;
+    pub(crate) use bytes::typed_payload;
     pub use facade::{JoinableQueue, Queue, SimpleQueue};
     pub use itemring::DEFAULT_MAX_FRAME;
     pub use chain::DEFAULT_MEMORY_LIMIT;
