@@ -496,7 +496,9 @@ fn queue_facade_sizes_are_exact_and_bad_input_is_refused() {
     assert!(q.full());
     assert_eq!(q.put_nowait(9), Err(TryPutError::Full(9)));
     assert_eq!(q.get_nowait(), Ok(0));
-    assert!(matches!(Queue::<u16>::new(0), Err(OpenError::InvalidArgument(_))));
+    // maxsize 0 is Python's unbounded queue (issue 11), not an error.
+    assert_eq!(Queue::<u16>::new(0).unwrap().maxsize(), 0);
+    assert!(matches!(Queue::<u16>::new(1 << 31), Err(OpenError::InvalidArgument(_))));
     assert!(matches!(Queue::<u32>::open(q.name()), Err(OpenError::IncompatibleType { .. })));
     assert!(matches!(SpscQueue::<u16>::open(q.name()), Err(OpenError::WrongKind { .. })));
 }

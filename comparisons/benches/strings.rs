@@ -2,7 +2,7 @@
 //! ring), 1 producer process -> 1 consumer process, beside our
 //! `ByteQueue` with 64-byte frames (the same bytes, no encoding, SPSC) and
 //! Python's `multiprocessing.Queue` with the same strings (via
-//! `benches/python_queue_strings.py`, if python3 runs here), in the same
+//! `benches/python_queue.py N str64`, if python3 runs here), in the same
 //! run. Targets (issue 11): at least 50x Python and at least 0.5x the
 //! ByteQueue.
 
@@ -14,12 +14,8 @@ use support::{interleave, quick};
 
 /// Python's mp.Queue with 64-byte strings; M msgs/s.
 fn python_strings(n: u64) -> Option<f64> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_queue_strings.py");
-    let out = std::process::Command::new("python3").arg(script).arg(n.to_string()).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().ok().map(|v| v / 1e6)
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_queue.py");
+    support::python_rate(script, &[&n.to_string(), "str64"])
 }
 
 fn main() {
