@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shmproc::queue::{MpmcQueue, SpscQueue, WaitStrategy};
-use support::queue_cases::{bytes_frames, mpmc_2p2c, spsc_batched, spsc_pingpong, spsc_single};
+use support::queue_cases::{bytes_frames, mpmc_2p2c, queue_strings, spsc_batched, spsc_pingpong, spsc_single};
 
 /// Runs `f(n)` (which returns M items/s for `n` items) and turns it into the
 /// time criterion expects for `n` iterations.
@@ -43,6 +43,12 @@ fn queues(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_function(format!("{size}_bytes"), |b| b.iter_custom(|n| timed(n.max(2), |n| bytes_frames(size, n))));
     }
+    g.finish();
+
+    let mut g = c.benchmark_group("queue_string");
+    g.sample_size(10).throughput(Throughput::Elements(1));
+    // Queue<String> of 64-byte strings, 1 producer -> 1 consumer process.
+    g.bench_function("64_bytes_1p_1c", |b| b.iter_custom(|n| timed(n.max(2), queue_strings)));
     g.finish();
 }
 

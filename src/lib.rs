@@ -71,6 +71,20 @@
 //! assert_eq!(last.get().unwrap().qty, 3);
 //! ```
 //!
+//! [`Queue`], [`JoinableQueue`] and [`SimpleQueue`] carry any [`Handoff`]
+//! item, as Python's take any picklable object: plain data as above moves
+//! through the queue's slots unencoded; strings, vectors, tuples, options
+//! and your own `Handoff` types are encoded into frames. `Queue::new(0)`
+//! is unbounded:
+//!
+//! ```
+//! let q = shmproc::Queue::<(u32, String)>::new(0).unwrap();
+//! q.put((1, "apple".to_owned())).unwrap();
+//! q.put((2, "x".repeat(100_000))).unwrap(); // an unbounded queue grows its frames too
+//! assert_eq!(q.get().unwrap(), (1, "apple".to_owned()));
+//! assert_eq!(q.get().unwrap().1.len(), 100_000);
+//! ```
+//!
 //! ## Crash safety
 //!
 //! A lock whose holder dies (even by `kill -9`) is handed to the next

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use shmproc::process::Entry;
 use shmproc::{Event, GetTimeoutError, Handoff, JoinableQueue, Process, Queue, SimpleQueue, Value};
 use shmproc::{GetError, PutError, TryGetError, TryPutError};
 
@@ -79,13 +80,18 @@ fn expected_sum() -> u64 {
     (0..2u64).flat_map(|t| (0..N).map(move |i| mix(t << 40 | i))).fold(0, u64::wrapping_add)
 }
 
-#[test]
-fn strings_two_producers_two_consumers_exactly_once() {
-    let q = Queue::<String>::new(16).unwrap();
+/// 2 producer and 2 consumer processes on `q`; then one `stop` item per
+/// consumer; returns the consumers' total count and checksum.
+fn two_by_two<T, P, G>(q: &Queue<T>, put: P, get: G, stop: T) -> (u64, u64)
+where
+    T: Handoff + Clone + Send + std::fmt::Debug + 'static,
+    P: Entry<Arg = (Queue<T>, u64)> + Copy,
+    G: Entry<Arg = (Queue<T>, Value<u64>, Value<u64>)> + Copy,
+{
     let stats: Vec<_> = (0..2).map(|_| (Value::new(0u64).unwrap(), Value::new(0u64).unwrap())).collect();
     let mut consumers: Vec<_> =
-        stats.iter().map(|(c, s)| Process::new(get_strings, (q.clone(), c.clone(), s.clone()))).collect();
-    let mut producers: Vec<_> = (0..2u64).map(|t| Process::new(put_strings, (q.clone(), t))).collect();
+        stats.iter().map(|(c, s)| Process::new(get, (q.clone(), c.clone(), s.clone()))).collect();
+    let mut producers: Vec<_> = (0..2u64).map(|t| Process::new(put, (q.clone(), t))).collect();
     for p in consumers.iter_mut().chain(producers.iter_mut()) {
         p.start().unwrap();
     }
@@ -93,15 +99,20 @@ fn strings_two_producers_two_consumers_exactly_once() {
         common::join(p).unwrap();
     }
     for _ in 0..2 {
-        q.put(STOP.to_owned()).unwrap();
+        q.put(stop.clone()).unwrap();
     }
     for p in &consumers {
         common::join(p).unwrap();
     }
     let count: u64 = stats.iter().map(|(c, _)| c.get().unwrap()).sum();
     let sum = stats.iter().map(|(_, s)| s.get().unwrap()).fold(0, u64::wrapping_add);
-    assert_eq!(count, 2 * N);
-    assert_eq!(sum, expected_sum());
+    (count, sum)
+}
+
+#[test]
+fn strings_two_producers_two_consumers_exactly_once() {
+    let q = Queue::<String>::new(16).unwrap();
+    assert_eq!(two_by_two(&q, put_strings, get_strings, STOP.to_owned()), (2 * N, expected_sum()));
     assert!(q.empty());
 }
 
@@ -139,26 +150,8 @@ shmproc::entry! {
 #[test]
 fn tuples_two_producers_two_consumers_exactly_once() {
     let q = Queue::<(u32, String)>::new(8).unwrap();
-    let stats: Vec<_> = (0..2).map(|_| (Value::new(0u64).unwrap(), Value::new(0u64).unwrap())).collect();
-    let mut consumers: Vec<_> =
-        stats.iter().map(|(c, s)| Process::new(get_pairs, (q.clone(), c.clone(), s.clone()))).collect();
-    let mut producers: Vec<_> = (0..2u64).map(|t| Process::new(put_pairs, (q.clone(), t))).collect();
-    for p in consumers.iter_mut().chain(producers.iter_mut()) {
-        p.start().unwrap();
-    }
-    for p in &producers {
-        common::join(p).unwrap();
-    }
-    for _ in 0..2 {
-        q.put((0, STOP.to_owned())).unwrap();
-    }
-    for p in &consumers {
-        common::join(p).unwrap();
-    }
-    let count: u64 = stats.iter().map(|(c, _)| c.get().unwrap()).sum();
-    let sum = stats.iter().map(|(_, s)| s.get().unwrap()).fold(0, u64::wrapping_add);
-    assert_eq!(count, 2 * N);
-    assert_eq!(sum, expected_sum());
+    assert_eq!(two_by_two(&q, put_pairs, get_pairs, (0, STOP.to_owned())), (2 * N, expected_sum()));
+    assert!(q.empty());
 }
 
 /// Frame `i`: 0..=64 KiB of bytes derived from `i`.

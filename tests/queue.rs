@@ -496,7 +496,9 @@ fn queue_facade_sizes_are_exact_and_bad_input_is_refused() {
     assert!(q.full());
     assert_eq!(q.put_nowait(9), Err(TryPutError::Full(9)));
     assert_eq!(q.get_nowait(), Ok(0));
-    assert!(matches!(Queue::<u16>::new(0), Err(OpenError::InvalidArgument(_))));
+    // maxsize 0 is Python's unbounded queue (issue 11), not an error.
+    assert_eq!(Queue::<u16>::new(0).unwrap().maxsize(), 0);
+    assert!(matches!(Queue::<u16>::new(1 << 31), Err(OpenError::InvalidArgument(_))));
     assert!(matches!(Queue::<u32>::open(q.name()), Err(OpenError::IncompatibleType { .. })));
     assert!(matches!(SpscQueue::<u16>::open(q.name()), Err(OpenError::WrongKind { .. })));
 }
@@ -539,6 +541,84 @@ proptest! {
             prop_assert_eq!(q.len(), model.len());
             prop_assert_eq!(q.is_full(), model.len() == cap);
         }
+    }
+}
+
+// ---- queues of any Handoff item, bounded and unbounded (issue 11) ----
+
+/// An operation on a `Queue<String>`.
+#[derive(Debug, Clone)]
+enum StrOp {
+    Put(String),
+    Get,
+    Close,
+}
+
+fn str_op() -> impl Strategy<Value = StrOp> {
+    prop_oneof![
+        8 => (0usize..200, any::<u8>()).prop_map(|(n, c)| StrOp::Put(char::from(b'a' + c % 26).to_string().repeat(n))),
+        8 => Just(StrOp::Get),
+        1 => Just(StrOp::Close),
+    ]
+}
+
+/// Runs `ops` on `q` and on a VecDeque model bounded by `cap` (0:
+/// unbounded); items whose encoding passes `max_frame` are `TooLarge`.
+fn check_string_queue(q: &Queue<String>, cap: usize, ops: Vec<StrOp>) -> Result<(), TestCaseError> {
+    let mut model: VecDeque<String> = VecDeque::new();
+    let mut closed = false;
+    for op in ops {
+        match op {
+            StrOp::Put(v) => {
+                let r = q.put_nowait(v.clone());
+                if closed {
+                    prop_assert_eq!(r, Err(TryPutError::Closed(v)));
+                } else if v.len() + 8 > q.max_frame() {
+                    prop_assert_eq!(r, Err(TryPutError::TooLarge(v)));
+                } else if cap == 0 || model.len() < cap {
+                    prop_assert!(r.is_ok());
+                    model.push_back(v);
+                } else {
+                    prop_assert_eq!(r, Err(TryPutError::Full(v)));
+                }
+            }
+            StrOp::Get => match model.pop_front() {
+                Some(v) => prop_assert_eq!(q.get_nowait(), Ok(v)),
+                None if closed => prop_assert_eq!(q.get_nowait(), Err(TryGetError::Closed)),
+                None => prop_assert_eq!(q.get_nowait(), Err(TryGetError::Empty)),
+            },
+            StrOp::Close => {
+                q.close_all();
+                closed = true;
+            }
+        }
+        prop_assert_eq!(q.qsize(), model.len());
+        prop_assert_eq!(q.empty(), model.is_empty());
+        if cap > 0 {
+            prop_assert_eq!(q.full(), model.len() == cap);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// A bounded queue of strings (encoded frames) behaves like a bounded
+    /// VecDeque; items larger than its frames are refused and handed back.
+    #[test]
+    fn string_queue_matches_a_vecdeque_model(ops in proptest::collection::vec(str_op(), 0..200), cap in 1usize..12) {
+        let q = Queue::<String>::with_max_frame(cap as u64, 100).unwrap();
+        check_string_queue(&q, cap, ops)?;
+    }
+
+    /// An unbounded queue of strings (a chain of rings, tiny memory limit
+    /// so that rings are sealed, linked and retired often) behaves like an
+    /// unbounded VecDeque.
+    #[test]
+    fn unbounded_string_queue_matches_a_vecdeque_model(ops in proptest::collection::vec(str_op(), 0..300)) {
+        let q = Queue::<String>::new(0).unwrap();
+        check_string_queue(&q, 0, ops)?;
     }
 }
 

@@ -190,3 +190,13 @@ pub fn run_group(mut roles: Vec<Box<dyn FnMut() + '_>>) -> Duration {
     }
     t0.elapsed()
 }
+
+/// Runs `python3 <script> <args>` (a bench script that prints one rate
+/// in msgs/s); M msgs/s, or `None` if python3 does not run here.
+pub fn python_rate(script: &str, args: &[&str]) -> Option<f64> {
+    let out = std::process::Command::new("python3").arg(script).args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().ok().map(|v| v / 1e6)
+}

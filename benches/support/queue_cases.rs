@@ -153,3 +153,27 @@ pub fn bytes_frames(size: usize, n: u64) -> f64 {
     );
     mps(n, d)
 }
+
+/// `Queue<String>` of 64-byte strings, one producer process and one
+/// consumer process; M msgs/s. The producer makes a new `String` per put
+/// (as a program sending its own strings would); the consumer checks each
+/// one's length.
+pub fn queue_strings(n: u64) -> f64 {
+    let q = shmproc::Queue::<String>::new(4096).unwrap();
+    let item = "x".repeat(64);
+    let d = run_pair(
+        || {
+            let mut total = 0usize;
+            for _ in 0..n {
+                total += q.get_timeout(Duration::from_secs(30)).unwrap().len();
+            }
+            assert_eq!(total, 64 * n as usize);
+        },
+        || {
+            for _ in 0..n {
+                q.put(item.clone()).unwrap();
+            }
+        },
+    );
+    mps(n, d)
+}

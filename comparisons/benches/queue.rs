@@ -104,12 +104,7 @@ fn ipc_channel(n: u64) -> f64 {
 /// Python's multiprocessing.Queue (via benches/python_queue.py), if
 /// python3 runs here; M msgs/s.
 fn python_queue(n: u64) -> Option<f64> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_queue.py");
-    let out = std::process::Command::new("python3").arg(script).arg(n.to_string()).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().ok().map(|v| v / 1e6)
+    support::python_rate(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_queue.py"), &[&n.to_string()])
 }
 
 /// The floor: one shared word each way, spin on it.

@@ -87,10 +87,11 @@ handoff_handle!(
     Array<T>
 );
 
-/// Queues live in a module of their own: same rule, by name.
+/// Queues live in a module of their own: same rule, by name. The rings
+/// carry plain data; the Python-shaped queues any `Handoff` item.
 macro_rules! handoff_queue {
-    ($($t:ident),*) => {$(
-        impl<T: ShmType> Handoff for crate::queue::$t<T> {
+    ($bound:path: $($t:ident),*) => {$(
+        impl<T: $bound> Handoff for crate::queue::$t<T> {
             fn encode(&self, out: &mut Vec<u8>) {
                 self.name().to_owned().encode(out);
             }
@@ -104,26 +105,8 @@ macro_rules! handoff_queue {
         }
     )*};
 }
-handoff_queue!(SpscQueue, MpmcQueue);
-
-/// The Python-shaped queues carry any `Handoff` item: same rule, by name.
-macro_rules! handoff_facade {
-    ($($t:ident),*) => {$(
-        impl<T: Handoff + Send> Handoff for crate::queue::$t<T> {
-            fn encode(&self, out: &mut Vec<u8>) {
-                self.name().to_owned().encode(out);
-            }
-            fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-                let name = String::decode(input)?;
-                let h = Self::open(&name)
-                    .map_err(|e| HandoffError::Open { kind: stringify!($t), name: name.clone(), reason: e.to_string() })?;
-                log::debug!(target: crate::process::LOG_TARGET, "opened {} {name}", stringify!($t));
-                Ok(h)
-            }
-        }
-    )*};
-}
-handoff_facade!(Queue, JoinableQueue, SimpleQueue);
+handoff_queue!(ShmType: SpscQueue, MpmcQueue);
+handoff_queue!(Handoff: Queue, JoinableQueue, SimpleQueue);
 
 impl Handoff for crate::queue::ByteQueue {
     fn encode(&self, out: &mut Vec<u8>) {

@@ -67,6 +67,11 @@ const FIRST_MAX_FRAME: u64 = 128 - super::item::FRAME_HEAD;
 /// How many rings a queue may ever have (names stay short; far beyond
 /// any real use: each ring is at least as large as the one before).
 const MAX_RINGS: u64 = 1 << 40;
+/// Most rings alive at once that `qsize` and the creator's cleanup look
+/// at (the indices are untrusted; a real chain has a few dozen at most).
+const LIVE_RINGS: u64 = 1 << 10;
+/// Links a `try_` call follows before it reports `Full` / `Empty`.
+const TRY_LINKS: u32 = 64;
 
 /// The chain's control block.
 #[repr(C)]
@@ -247,7 +252,7 @@ impl<T: Handoff> Chain<T> {
         // AcqRel: pairs with the other reservations and `retire`'s release.
         let before = w.live.fetch_add(cost, Ordering::AcqRel);
         // Acquire: pairs with the AcqRel CAS in `retire`.
-        let only_one_live = self.ctl().oldest.0.load(Ordering::Acquire) + 1 >= k;
+        let only_one_live = self.ctl().oldest.0.load(Ordering::Acquire).saturating_add(1) >= k;
         if before + cost > w.limit.load(Ordering::Relaxed) && !only_one_live {
             w.live.fetch_sub(cost, Ordering::AcqRel);
             return Ok(None);
@@ -300,7 +305,7 @@ impl<T: Handoff> Chain<T> {
         }
         let Ok((_, _, cost)) = self.plan(n + 1, 0) else { return true };
         let w = self.words();
-        o + 1 < n + 1 && w.live.load(Ordering::Relaxed) + cost > w.limit.load(Ordering::Relaxed)
+        o.saturating_add(1) <= n && w.live.load(Ordering::Relaxed).saturating_add(cost) > w.limit.load(Ordering::Relaxed)
     }
 
     /// Ring `k` cannot take an item (full, sealed, or frames of less than
@@ -325,7 +330,7 @@ impl<T: Handoff> Chain<T> {
     /// Retires the drained, sealed ring `k` (`oldest == k < newest`).
     fn retire(&self, k: u64, ring: &ItemRing<T>) {
         // AcqRel: pairs with the Acquire loads of `oldest`; only one wins.
-        if self.ctl().oldest.0.compare_exchange(k, k + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        if self.ctl().oldest.0.compare_exchange(k, k.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed).is_ok() {
             let _ = crate::unlink(&self.ring_name(k));
             let w = self.words();
             w.live.fetch_sub(ring.bytes().min(w.live.load(Ordering::Relaxed)), Ordering::AcqRel);
@@ -341,7 +346,14 @@ impl<T: Handoff> Chain<T> {
 
     /// Puts `item` into the newest ring, growing the chain as needed.
     pub(super) fn put(&self, mut item: T, mode: Mode) -> Result<(), PutFail<T>> {
+        let mut step = 0u32;
         loop {
+            step = step.saturating_add(1);
+            // A `try` gives up after a few links (each link makes
+            // progress, unless the indices are corrupted).
+            if matches!(mode, Mode::Try) && step > TRY_LINKS {
+                return Err(PutFail::Full(item));
+            }
             // Acquire: pairs with the AcqRel CAS in `advance`: ring k exists.
             let n = self.ctl().newest.0.load(Ordering::Acquire);
             if n & CLOSED != 0 {
@@ -401,7 +413,14 @@ impl<T: Handoff> Chain<T> {
 
     /// Gets from the oldest ring, following the chain.
     pub(super) fn get(&self, mode: Mode) -> Result<T, GetFail> {
+        let mut step = 0u32;
         loop {
+            step = step.saturating_add(1);
+            match mode {
+                Mode::Try if step > TRY_LINKS => return Err(GetFail::Empty),
+                Mode::Until(d) if step > TRY_LINKS && d.passed() => return Err(GetFail::TimedOut),
+                _ => {}
+            }
             // Acquire: pairs with the AcqRel CAS in `retire`.
             let o = self.ctl().oldest.0.load(Ordering::Acquire);
             let Ok(ring) = self.ring(o) else {
@@ -440,7 +459,9 @@ impl<T: Handoff> Chain<T> {
         // Acquire (both): pair with the CASes in `advance` and `retire`.
         let o = self.ctl().oldest.0.load(Ordering::Acquire);
         let n = self.ctl().newest.0.load(Ordering::Acquire) & !CLOSED;
-        (o..=n.max(o)).filter_map(|k| self.ring(k).ok()).map(|r| r.len()).sum()
+        // Untrusted indices: at most `LIVE_RINGS` rings are looked at.
+        // The live rings are consecutive: stop at the first one missing.
+        (o..=n.clamp(o, o.saturating_add(LIVE_RINGS))).map_while(|k| self.ring(k).ok()).map(|r| r.len()).sum()
     }
 
     /// Closes the queue for every process.
@@ -535,10 +556,10 @@ impl<T> Drop for Shared<T> {
         let ctl = self.ctl.m.ctl();
         // Relaxed: a best-effort cleanup; both are bounded below.
         let o = ctl.oldest.0.load(Ordering::Relaxed);
-        let n = (ctl.newest.0.load(Ordering::Relaxed) & !CLOSED).clamp(o, o.saturating_add(1 << 16));
+        let n = (ctl.newest.0.load(Ordering::Relaxed) & !CLOSED).clamp(o, o.saturating_add(LIVE_RINGS));
         let name = self.ctl.m.segment().name();
         // n + 1: a successor created by a producer that died before linking it.
-        for k in o..=n + 1 {
+        for k in o..=n.saturating_add(1) {
             let _ = crate::unlink(&format!("{name}.{k}"));
         }
     }

@@ -133,7 +133,8 @@ impl<T: Handoff> ItemRing<T> {
             ItemRing::Frames(q) => {
                 let r = frames::with_encoded(&item, |bytes| {
                     if bytes.len() > q.max_frame() {
-                        return Err(PutFail::TooLarge(()));
+                        // A closed queue says so first, whatever the item.
+                        return Err(if q.is_closed() { PutFail::Closed(()) } else { PutFail::TooLarge(()) });
                     }
                     let frame = FrameIn(bytes);
                     match mode {

@@ -8,6 +8,10 @@
 //!   mid-operation, are repaired by the survivors; exact length, batch
 //!   operations.
 //! - [`ByteQueue`]: variable-length byte frames packed in one SPSC ring.
+//! - [`Queue`], [`JoinableQueue`], [`SimpleQueue`]: Python's queues of any
+//!   [`Handoff`](crate::Handoff) item: plain data in an [`MpmcQueue`]'s
+//!   slots, anything else encoded into the frames of a frame ring (same
+//!   protocol); `maxsize` 0 is an unbounded chain of rings.
 //!
 //! Waiting (see [`WaitStrategy`]): blocking calls spin briefly, then sleep
 //! on a futex; an uncontended push or pop makes no syscall and executes no
@@ -37,6 +41,10 @@
 //! | `mpmc.rs` | the MPMC ring: control block, [`MpmcQueue`], push/pop and waiting |
 //! | `repair.rs` | crash repair of a dead participant's claim |
 //! | `joinable.rs` | `task_done` / `join` accounting |
+//! | `item.rs` | what the MPMC slots carry: plain data or frames (chosen at compile time) |
+//! | `frames.rs` | variable-length frames on the MPMC ring, encoded with `Handoff` |
+//! | `itemring.rs` | one MPMC ring of any `Handoff` item |
+//! | `chain.rs` | unbounded queues: a chain of rings, sealed, linked and retired |
 //! | `facade.rs` | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] |
 
 real_platform! {
