@@ -20,7 +20,8 @@ use criterion::Criterion;
 use shmproc::{DictProxy, ListProxy};
 use support::{median, quick, run_group};
 
-const OPS: [&str; 6] = ["list_append", "list_get", "dict_insert_u64", "dict_get_u64", "dict_insert_string", "dict_get_string"];
+const OPS: [&str; 6] =
+    ["list_append", "list_get", "dict_insert_u64", "dict_get_u64", "dict_insert_string", "dict_get_string"];
 
 fn keys(n: u64) -> Vec<String> {
     (0..n).map(|i| format!("key-{i}")).collect()
@@ -42,13 +43,23 @@ fn ours(op: &str, n: u64, procs: usize) -> f64 {
             ds.insert(ks[i as usize].clone(), i).unwrap();
         }
     }
-    let mut run = || match op {
+    let run = || match op {
         "list_append" => (0..n).for_each(|i| list.append(i).unwrap()),
-        "list_get" => (0..n).for_each(|i| drop(black_box(list.get(i as isize).unwrap()))),
-        "dict_insert_u64" => (0..n).for_each(|i| drop(du.insert(i, i).unwrap())),
-        "dict_get_u64" => (0..n).for_each(|i| drop(black_box(du.get(&i).unwrap()))),
-        "dict_insert_string" => ks.iter().for_each(|k| drop(ds.insert(k.clone(), 1).unwrap())),
-        "dict_get_string" => ks.iter().for_each(|k| drop(black_box(ds.get(k).unwrap()))),
+        "list_get" => (0..n).for_each(|i| {
+            black_box(list.get(i as isize).unwrap());
+        }),
+        "dict_insert_u64" => (0..n).for_each(|i| {
+            black_box(du.insert(i, i).unwrap());
+        }),
+        "dict_get_u64" => (0..n).for_each(|i| {
+            black_box(du.get(&i).unwrap());
+        }),
+        "dict_insert_string" => ks.iter().for_each(|k| {
+            black_box(ds.insert(k.clone(), 1).unwrap());
+        }),
+        "dict_get_string" => ks.iter().for_each(|k| {
+            black_box(ds.get(k).unwrap());
+        }),
         _ => unreachable!(),
     };
     let d = if procs == 1 {
@@ -82,11 +93,21 @@ fn std_mutex(op: &str, n: u64) -> f64 {
     let t = Instant::now();
     match op {
         "list_append" => (0..n).for_each(|i| list.lock().unwrap().push(i)),
-        "list_get" => (0..n).for_each(|i| drop(black_box(list.lock().unwrap()[i as usize]))),
-        "dict_insert_u64" => (0..n).for_each(|i| drop(du.lock().unwrap().insert(i, i))),
-        "dict_get_u64" => (0..n).for_each(|i| drop(black_box(du.lock().unwrap().get(&i).copied()))),
-        "dict_insert_string" => ks.iter().for_each(|k| drop(ds.lock().unwrap().insert(k.clone(), 1))),
-        "dict_get_string" => ks.iter().for_each(|k| drop(black_box(ds.lock().unwrap().get(k).copied()))),
+        "list_get" => (0..n).for_each(|i| {
+            black_box(list.lock().unwrap()[i as usize]);
+        }),
+        "dict_insert_u64" => (0..n).for_each(|i| {
+            black_box(du.lock().unwrap().insert(i, i));
+        }),
+        "dict_get_u64" => (0..n).for_each(|i| {
+            black_box(du.lock().unwrap().get(&i).copied());
+        }),
+        "dict_insert_string" => ks.iter().for_each(|k| {
+            black_box(ds.lock().unwrap().insert(k.clone(), 1));
+        }),
+        "dict_get_string" => ks.iter().for_each(|k| {
+            black_box(ds.lock().unwrap().get(k).copied());
+        }),
         _ => unreachable!(),
     }
     t.elapsed().as_secs_f64() * 1e9 / n as f64

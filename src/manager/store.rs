@@ -196,6 +196,8 @@ pub(crate) struct Store {
     /// The first mapping's view (boxed: `cur` may point at it).
     _first: Box<View>,
     /// Later, larger mappings; never unmapped before the store drops.
+    /// Boxed so a `View` keeps its address when the vector reallocates.
+    #[allow(clippy::vec_box)]
     extra: StdMutex<Vec<Box<Extra>>>,
     /// The current (largest) view: `first` or one in `extra`.
     cur: AtomicPtr<View>,
