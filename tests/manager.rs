@@ -509,3 +509,26 @@ fn reads_do_not_wait_for_a_lock_holder() {
     })
     .unwrap();
 }
+
+shmproc::entry! {
+    fn append_to_nested(mgr: Manager) -> Result<(), String> {
+        let d = mgr.dict::<String, ListProxy<u64>>("groups").map_err(|e| e.to_string())?;
+        let evens = d.get(&"evens".into()).map_err(|e| e.to_string())?.ok_or("no evens")?;
+        evens.extend([2, 4]).map_err(|e| e.to_string())
+    }
+}
+
+/// Python's most-reported Manager pitfall (`d['k'].append(x)` changes a
+/// copy) is fixed by design: a nested list read from a dict in another
+/// process is the same list.
+#[test]
+fn a_nested_list_read_from_a_dict_in_a_child_writes_through() {
+    let mgr = Manager::new().unwrap();
+    let d = mgr.dict::<String, ListProxy<u64>>("groups").unwrap();
+    d.insert("evens".into(), mgr.list_anon::<u64>().unwrap()).unwrap();
+    let mut p = Process::new(append_to_nested, mgr.clone());
+    p.start().unwrap();
+    join_ok(&p);
+    assert_eq!(d.get(&"evens".into()).unwrap().unwrap().to_vec().unwrap(), [2, 4]);
+    assert!(matches!(mgr.dict::<String, ListProxy<u32>>("groups"), Err(OpenError::IncompatibleType { .. })));
+}

@@ -22,9 +22,21 @@ pub struct Shape {
 
 /// An element of a [`ListProxy`](crate::ListProxy) or a key or value of a
 /// [`DictProxy`](crate::DictProxy): every [`ShmType`] (stored inline, its
-/// size, alignment and name checked on open like everywhere), and
-/// `String` and `Vec<u8>` of any length (stored in the container's own
-/// heap). Equality and hashing inside a container are by the bytes of the
+/// size, alignment and name checked on open like everywhere), `String`
+/// and `Vec<u8>` of any length (stored in the container's own heap), and
+/// handles to other containers (`ListProxy<T>`, `DictProxy<K, V>`), stored
+/// by name, so a nested container read back writes through:
+///
+/// ```
+/// use shmproc::{ListProxy, Manager};
+/// let mgr = Manager::new().unwrap();
+/// let d = mgr.dict::<String, ListProxy<u64>>("groups").unwrap();
+/// d.insert("evens".into(), mgr.list_anon::<u64>().unwrap()).unwrap();
+/// d.get(&"evens".into()).unwrap().unwrap().append(2).unwrap(); // writes through
+/// assert_eq!(d.get(&"evens".into()).unwrap().unwrap().to_vec().unwrap(), [2]);
+/// ```
+///
+/// Equality and hashing inside a container are by the bytes of the
 /// element (so `0.0` and `-0.0` differ, and a NaN equals itself).
 ///
 /// ```
@@ -82,6 +94,43 @@ impl Element for Vec<u8> {
     }
     fn __from_bytes(b: &[u8]) -> Option<Self> {
         Some(b.to_vec())
+    }
+}
+
+/// A list stored as a value of another container, by name: what `get`
+/// returns is a handle to the same list, so `d.get(&k)?.unwrap().append(x)`
+/// writes through (Python's most-reported Manager pitfall, where the
+/// nested `append` changes a copy). The stored list must still exist
+/// when read (create it through a [`Manager`](crate::Manager), which
+/// keeps it as long as the Manager's creator lives); reading the name of
+/// a list that is gone is an error.
+impl<T: Element> Element for crate::ListProxy<T> {
+    fn __shape() -> Shape {
+        Shape { name: format!("ListProxy<{}>", T::element_name()).into(), inline: None, align: 1 }
+    }
+    fn __bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.name().as_bytes())
+    }
+    fn __from_bytes(b: &[u8]) -> Option<Self> {
+        crate::ListProxy::open(std::str::from_utf8(b).ok()?).ok()
+    }
+}
+
+/// A dict stored as a value of another container, by name (as for
+/// [`ListProxy`](crate::ListProxy) values: writes through).
+impl<K: Element, V: Element> Element for crate::DictProxy<K, V> {
+    fn __shape() -> Shape {
+        Shape {
+            name: format!("DictProxy<{}, {}>", K::element_name(), V::element_name()).into(),
+            inline: None,
+            align: 1,
+        }
+    }
+    fn __bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.name().as_bytes())
+    }
+    fn __from_bytes(b: &[u8]) -> Option<Self> {
+        crate::DictProxy::open(std::str::from_utf8(b).ok()?).ok()
     }
 }
 
