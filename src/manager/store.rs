@@ -457,7 +457,10 @@ impl Store {
         // Release fence: pairs with the reader's Acquire fence before its second seq load (a reader that sees
         // any byte we write below also sees seq odd).
         fence(Ordering::Release);
-        let mut tx = Txn { store: self, logged: 0, used: 0, done: false, held, seq: s, freed: Vec::new() };
+        // The one load of map_len for this operation (after taking the lock: the last writer's growth is
+        // visible); `grow` refreshes it.
+        let view = self.view();
+        let mut tx = Txn { store: self, view, logged: 0, used: 0, done: false, held, seq: s, freed: Vec::new() };
         let r = f(&mut tx).and_then(|v| tx.flush_frees().map(|()| v));
         match r {
             Ok(v) => {
@@ -475,6 +478,8 @@ impl Store {
 /// A mutating operation in progress (holds the lock).
 pub(crate) struct Txn<'a> {
     store: &'a Store,
+    /// The mapping this operation uses (refreshed when it grows the segment).
+    view: &'a View,
     /// Which state words are already in the log.
     logged: u64,
     /// Local copy of the log length (only we write it while we hold the lock).
@@ -520,9 +525,10 @@ fn crash_point() {
     crash::step();
 }
 
-impl Txn<'_> {
-    pub(crate) fn view(&self) -> &View {
-        self.store.view()
+impl<'a> Txn<'a> {
+    #[inline]
+    pub(crate) fn view(&self) -> &'a View {
+        self.view
     }
 
     /// A state word.
@@ -566,7 +572,7 @@ impl Txn<'_> {
         if self.used + 16 + padded > LOG_CAP {
             return Err(Fail::Err(ContainerError::TooLarge { what: "one operation's undo log", limit: LOG_CAP }));
         }
-        let v = self.store.view();
+        let v = self.view;
         let n = 16 + padded as usize;
         let mut small = [0u8; 80];
         let mut big = Vec::new();
@@ -607,11 +613,11 @@ impl Txn<'_> {
     fn put_torn(&self, off: u64, src: &[u8]) -> R<()> {
         let half = src.len() / 2;
         if half >= 8 {
-            self.store.view().put(off, &src[..half])?;
+            self.view.put(off, &src[..half])?;
             crash_point();
-            return self.store.view().put(off + half as u64, &src[half..]);
+            return self.view.put(off + half as u64, &src[half..]);
         }
-        self.store.view().put(off, src)
+        self.view.put(off, src)
     }
 
     /// Writes a live u64 (logged first).
@@ -629,7 +635,7 @@ impl Txn<'_> {
     /// Makes the file at least `needed` bytes (doubling), reserved.
     pub(crate) fn grow(&mut self, needed: u64) -> R<()> {
         let ctl = self.store.ctl();
-        let have = ctl.map_len.load(Ordering::Relaxed).max(self.store.view().len);
+        let have = ctl.map_len.load(Ordering::Relaxed).max(self.view.len);
         if needed <= have {
             return Ok(());
         }
@@ -647,7 +653,8 @@ impl Txn<'_> {
         // Release: pairs with the Acquire load in `Store::view`: the file is extended before anyone maps it.
         ctl.map_len.store(new_len, Ordering::Release);
         crash_point();
-        if self.store.view().len < new_len {
+        self.view = self.store.view();
+        if self.view.len < new_len {
             return Err(Fail::Err(ContainerError::Io("could not map the grown segment".into())));
         }
         Ok(())
