@@ -51,6 +51,11 @@ pub trait Element: Clone + Sized {
     }
     #[doc(hidden)]
     fn __shape() -> Shape;
+    /// `__shape().inline` without building the name (hot paths).
+    #[doc(hidden)]
+    fn __inline() -> Option<u32> {
+        Self::__shape().inline
+    }
     #[doc(hidden)]
     fn __bytes(&self) -> Cow<'_, [u8]>;
     #[doc(hidden)]
@@ -64,6 +69,9 @@ impl<T: ShmType> Element for T {
             inline: Some(std::mem::size_of::<T>() as u32),
             align: std::mem::align_of::<T>() as u32,
         }
+    }
+    fn __inline() -> Option<u32> {
+        Some(std::mem::size_of::<T>() as u32)
     }
     fn __bytes(&self) -> Cow<'_, [u8]> {
         Cow::Borrowed(bytemuck::bytes_of(self))
@@ -139,12 +147,13 @@ pub(crate) fn slot_size<T: Element>() -> u64 {
     T::__shape().inline.map_or(8, u64::from)
 }
 
-/// The slot bytes for `e` (allocating its blob if it has one).
-pub(crate) fn encode<T: Element>(tx: &mut Txn<'_>, e: &T) -> R<Vec<u8>> {
+/// The slot bytes for `e` (allocating its blob if it has one): the
+/// element's own bytes when inline (no copy), else the blob's offset.
+pub(crate) fn encode<'e, T: Element>(tx: &mut Txn<'_>, e: &'e T) -> R<Cow<'e, [u8]>> {
     let b = e.__bytes();
-    match T::__shape().inline {
-        Some(_) => Ok(b.into_owned()),
-        None => Ok(tx.put_blob(&b)?.to_ne_bytes().to_vec()),
+    match T::__inline() {
+        Some(_) => Ok(b),
+        None => Ok(Cow::Owned(tx.put_blob(&b)?.to_ne_bytes().to_vec())),
     }
 }
 

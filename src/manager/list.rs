@@ -252,7 +252,7 @@ impl<T: Element> ListProxy<T> {
             let mut slots = self.slots(tx, a)?;
             let slot = element::encode(tx, &v)?;
             let at = (idx * self.s) as usize;
-            slots.splice(at..at, slot);
+            slots.splice(at..at, slot.iter().copied());
             self.rebuild(tx, a, &slots)
         })
     }
