@@ -387,7 +387,10 @@ impl Store {
             Err(Failed::NotRecoverable) => {
                 return Err(ContainerError::Corrupted { name: self.name().to_owned(), reason: "lock word unusable" });
             }
-            Err(Failed::WouldBlock | Failed::TimedOut) => unreachable!("Wait::Forever neither fails nor times out"),
+            // Wait::Forever neither gives up nor times out; an error rather than a panic all the same.
+            Err(Failed::WouldBlock | Failed::TimedOut) => {
+                return Err(ContainerError::Io("the container's lock wait ended without the lock".into()));
+            }
         }
         Ok(true)
     }
