@@ -509,3 +509,67 @@ fn reads_do_not_wait_for_a_lock_holder() {
     })
     .unwrap();
 }
+
+shmproc::entry! {
+    fn append_to_nested(mgr: Manager) -> Result<(), String> {
+        let d = mgr.dict::<String, ListProxy<u64>>("groups").map_err(|e| e.to_string())?;
+        let evens = d.get(&"evens".into()).map_err(|e| e.to_string())?.ok_or("no evens")?;
+        evens.extend([2, 4]).map_err(|e| e.to_string())
+    }
+}
+
+/// Python's most-reported Manager pitfall (`d['k'].append(x)` changes a
+/// copy) is fixed by design: a nested list read from a dict in another
+/// process is the same list.
+#[test]
+fn a_nested_list_read_from_a_dict_in_a_child_writes_through() {
+    let mgr = Manager::new().unwrap();
+    let d = mgr.dict::<String, ListProxy<u64>>("groups").unwrap();
+    d.insert("evens".into(), mgr.list_anon::<u64>().unwrap()).unwrap();
+    let mut p = Process::new(append_to_nested, mgr.clone());
+    p.start().unwrap();
+    join_ok(&p);
+    assert_eq!(d.get(&"evens".into()).unwrap().unwrap().to_vec().unwrap(), [2, 4]);
+    assert!(matches!(mgr.dict::<String, ListProxy<u32>>("groups"), Err(OpenError::IncompatibleType { .. })));
+}
+
+const GROW_N: u64 = 300_000;
+
+shmproc::entry! {
+    fn grow_list(list: ListProxy<u64>) -> Result<(), String> {
+        for i in 0..GROW_N {
+            list.append(i).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Growth is seen by every process: a child appends 300 000 u64 (the
+/// segment grows from 32 KiB to megabytes, no capacity given anywhere)
+/// while the parent keeps reading the newest element and checks it.
+#[test]
+fn a_list_growing_in_a_child_is_read_by_the_parent_meanwhile() {
+    let list = ListProxy::<u64>::new().unwrap();
+    let mut p = Process::new(grow_list, list.clone());
+    p.start().unwrap();
+    let end = Instant::now() + BOUND;
+    let mut reads = 0u64;
+    loop {
+        let n = list.len() as u64;
+        if n > 0 {
+            let i = (n - 1) as isize;
+            assert_eq!(list.get(i).unwrap(), i as u64, "element {i} read wrong while the list grew");
+            reads += 1;
+        }
+        if n == GROW_N {
+            break;
+        }
+        if Instant::now() > end {
+            let _ = p.kill();
+            panic!("the list did not reach {GROW_N} elements within {BOUND:?} (at {n})");
+        }
+    }
+    join_ok(&p);
+    assert!(reads > 0);
+    assert_eq!(list.to_vec().unwrap(), (0..GROW_N).collect::<Vec<_>>());
+}

@@ -281,3 +281,11 @@ fn space_of_removed_elements_is_reused() {
     // rounds without reuse would need 20 times that.
     assert!(size <= 2 << 20, "segment grew to {size} bytes: removed space not reused");
 }
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync + Clone>() {}
+    check::<ListProxy<String>>();
+    check::<DictProxy<String, u64>>();
+    check::<shmproc::Manager>();
+}

@@ -145,68 +145,11 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         self.store.segment()
     }
 
-    /// A new empty dict under a fresh unique name; this process owns it.
-    ///
-    /// ```
-    /// let d = shmproc::DictProxy::<u64, u64>::new().unwrap();
-    /// assert!(d.is_empty());
-    /// ```
-    pub fn new() -> Result<Self, OpenError> {
-        Self::create_owned(&crate::shm::unique_name(), &Options::new(), None)
-    }
-
-    /// A new empty dict named `name` ([`OpenError::AlreadyExists`] if taken).
-    ///
-    /// ```
-    /// let name = format!("doc-dict-create-{}", std::process::id());
-    /// let d = shmproc::DictProxy::<u8, u8>::create(&name).unwrap();
-    /// assert_eq!(d.name(), name);
-    /// ```
-    pub fn create(name: &str) -> Result<Self, OpenError> {
-        Self::create_owned(name, &Options::new(), None)
-    }
-
-    /// Opens the dict named `name`, checking key and value types.
-    ///
-    /// ```
-    /// let d = shmproc::DictProxy::<String, u64>::new().unwrap();
-    /// assert!(shmproc::DictProxy::<String, u64>::open(d.name()).is_ok());
-    /// assert!(shmproc::DictProxy::<String, u32>::open(d.name()).is_err());
-    /// ```
-    pub fn open(name: &str) -> Result<Self, OpenError> {
-        Self::open_with(name, &Options::new())
-    }
-
-    /// [`Self::open`] with explicit [`Options`].
-    ///
-    /// ```
-    /// let d = shmproc::DictProxy::<u8, u8>::new().unwrap();
-    /// assert!(shmproc::DictProxy::<u8, u8>::open_with(d.name(), &shmproc::Options::new()).is_ok());
-    /// ```
-    pub fn open_with(name: &str, opts: &Options) -> Result<Self, OpenError> {
+    fn open_impl(name: &str, opts: &Options) -> Result<Self, OpenError> {
         Self::open_kind(name, opts, Kind::Dict, &Self::fingerprint())
     }
 
-    /// The name other processes open.
-    ///
-    /// ```
-    /// assert!(!shmproc::DictProxy::<u8, u8>::new().unwrap().name().is_empty());
-    /// ```
-    pub fn name(&self) -> &str {
-        self.store.name()
-    }
-
-    /// Keeps the name after this process's last handle drops.
-    ///
-    /// ```
-    /// let name = format!("doc-dict-persist-{}", std::process::id());
-    /// shmproc::DictProxy::<u8, u8>::create(&name).unwrap().persist();
-    /// assert!(shmproc::DictProxy::<u8, u8>::open(&name).is_ok());
-    /// shmproc::unlink(&name).unwrap();
-    /// ```
-    pub fn persist(&self) {
-        self.store.segment().persist()
-    }
+    super::container_constructors!("DictProxy::<u8, u8>");
 
     fn table_in(&self, v: &View, base: u64, nb: u64, count: u64, used: u64) -> R<Table> {
         if base == 0 {

@@ -22,9 +22,21 @@ pub struct Shape {
 
 /// An element of a [`ListProxy`](crate::ListProxy) or a key or value of a
 /// [`DictProxy`](crate::DictProxy): every [`ShmType`] (stored inline, its
-/// size, alignment and name checked on open like everywhere), and
-/// `String` and `Vec<u8>` of any length (stored in the container's own
-/// heap). Equality and hashing inside a container are by the bytes of the
+/// size, alignment and name checked on open like everywhere), `String`
+/// and `Vec<u8>` of any length (stored in the container's own heap), and
+/// handles to other containers (`ListProxy<T>`, `DictProxy<K, V>`), stored
+/// by name, so a nested container read back writes through:
+///
+/// ```
+/// use shmproc::{ListProxy, Manager};
+/// let mgr = Manager::new().unwrap();
+/// let d = mgr.dict::<String, ListProxy<u64>>("groups").unwrap();
+/// d.insert("evens".into(), mgr.list_anon::<u64>().unwrap()).unwrap();
+/// d.get(&"evens".into()).unwrap().unwrap().append(2).unwrap(); // writes through
+/// assert_eq!(d.get(&"evens".into()).unwrap().unwrap().to_vec().unwrap(), [2]);
+/// ```
+///
+/// Equality and hashing inside a container are by the bytes of the
 /// element (so `0.0` and `-0.0` differ, and a NaN equals itself).
 ///
 /// ```
@@ -39,6 +51,11 @@ pub trait Element: Clone + Sized {
     }
     #[doc(hidden)]
     fn __shape() -> Shape;
+    /// `__shape().inline` without building the name (hot paths).
+    #[doc(hidden)]
+    fn __inline() -> Option<u32> {
+        Self::__shape().inline
+    }
     #[doc(hidden)]
     fn __bytes(&self) -> Cow<'_, [u8]>;
     #[doc(hidden)]
@@ -52,6 +69,9 @@ impl<T: ShmType> Element for T {
             inline: Some(std::mem::size_of::<T>() as u32),
             align: std::mem::align_of::<T>() as u32,
         }
+    }
+    fn __inline() -> Option<u32> {
+        Some(std::mem::size_of::<T>() as u32)
     }
     fn __bytes(&self) -> Cow<'_, [u8]> {
         Cow::Borrowed(bytemuck::bytes_of(self))
@@ -85,17 +105,55 @@ impl Element for Vec<u8> {
     }
 }
 
+/// A list stored as a value of another container, by name: what `get`
+/// returns is a handle to the same list, so `d.get(&k)?.unwrap().append(x)`
+/// writes through (Python's most-reported Manager pitfall, where the
+/// nested `append` changes a copy). The stored list must still exist
+/// when read (create it through a [`Manager`](crate::Manager), which
+/// keeps it as long as the Manager's creator lives); reading the name of
+/// a list that is gone is an error.
+impl<T: Element> Element for crate::ListProxy<T> {
+    fn __shape() -> Shape {
+        Shape { name: format!("ListProxy<{}>", T::element_name()).into(), inline: None, align: 1 }
+    }
+    fn __bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.name().as_bytes())
+    }
+    fn __from_bytes(b: &[u8]) -> Option<Self> {
+        crate::ListProxy::open(std::str::from_utf8(b).ok()?).ok()
+    }
+}
+
+/// A dict stored as a value of another container, by name (as for
+/// [`ListProxy`](crate::ListProxy) values: writes through).
+impl<K: Element, V: Element> Element for crate::DictProxy<K, V> {
+    fn __shape() -> Shape {
+        Shape {
+            name: format!("DictProxy<{}, {}>", K::element_name(), V::element_name()).into(),
+            inline: None,
+            align: 1,
+        }
+    }
+    fn __bytes(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.name().as_bytes())
+    }
+    fn __from_bytes(b: &[u8]) -> Option<Self> {
+        crate::DictProxy::open(std::str::from_utf8(b).ok()?).ok()
+    }
+}
+
 /// Bytes an element takes in a slot (inline size, or an 8-byte offset).
 pub(crate) fn slot_size<T: Element>() -> u64 {
     T::__shape().inline.map_or(8, u64::from)
 }
 
-/// The slot bytes for `e` (allocating its blob if it has one).
-pub(crate) fn encode<T: Element>(tx: &mut Txn<'_>, e: &T) -> R<Vec<u8>> {
+/// The slot bytes for `e` (allocating its blob if it has one): the
+/// element's own bytes when inline (no copy), else the blob's offset.
+pub(crate) fn encode<'e, T: Element>(tx: &mut Txn<'_>, e: &'e T) -> R<Cow<'e, [u8]>> {
     let b = e.__bytes();
-    match T::__shape().inline {
-        Some(_) => Ok(b.into_owned()),
-        None => Ok(tx.put_blob(&b)?.to_ne_bytes().to_vec()),
+    match T::__inline() {
+        Some(_) => Ok(b),
+        None => Ok(Cow::Owned(tx.put_blob(&b)?.to_ne_bytes().to_vec())),
     }
 }
 

@@ -104,74 +104,11 @@ impl<T: Element> ListProxy<T> {
         Self::wrap(Store::create(name, opts, Kind::List, &Self::fingerprint(), owner, &[])?)
     }
 
-    /// A new empty list under a fresh unique name (see [`Self::name`]);
-    /// this process owns the name (removed when its last handle drops).
-    ///
-    /// ```
-    /// let l = shmproc::ListProxy::<String>::new().unwrap();
-    /// assert!(l.is_empty());
-    /// ```
-    pub fn new() -> Result<Self, OpenError> {
-        Self::create_owned(&crate::shm::unique_name(), &Options::new(), None)
-    }
-
-    /// A new empty list named `name` ([`OpenError::AlreadyExists`] if taken).
-    ///
-    /// ```
-    /// let name = format!("doc-list-create-{}", std::process::id());
-    /// let l = shmproc::ListProxy::<u8>::create(&name).unwrap();
-    /// assert_eq!(l.name(), name);
-    /// assert!(shmproc::ListProxy::<u8>::create(&name).is_err());
-    /// ```
-    pub fn create(name: &str) -> Result<Self, OpenError> {
-        Self::create_owned(name, &Options::new(), None)
-    }
-
-    /// Opens the list named `name`, checking that it is a list of `T`.
-    ///
-    /// ```
-    /// let l = shmproc::ListProxy::<f64>::new().unwrap();
-    /// l.append(1.5).unwrap();
-    /// assert_eq!(shmproc::ListProxy::<f64>::open(l.name()).unwrap().to_vec().unwrap(), [1.5]);
-    /// assert!(shmproc::DictProxy::<f64, f64>::open(l.name()).is_err()); // not a dict
-    /// ```
-    pub fn open(name: &str) -> Result<Self, OpenError> {
-        Self::open_with(name, &Options::new())
-    }
-
-    /// [`Self::open`] with explicit [`Options`].
-    ///
-    /// ```
-    /// let l = shmproc::ListProxy::<u8>::new().unwrap();
-    /// assert!(shmproc::ListProxy::<u8>::open_with(l.name(), &shmproc::Options::new()).is_ok());
-    /// ```
-    pub fn open_with(name: &str, opts: &Options) -> Result<Self, OpenError> {
+    fn open_impl(name: &str, opts: &Options) -> Result<Self, OpenError> {
         Self::wrap(Store::open(name, opts, Kind::List, &Self::fingerprint())?)
     }
 
-    /// The name other processes open.
-    ///
-    /// ```
-    /// let l = shmproc::ListProxy::<u8>::new().unwrap();
-    /// assert!(l.name().starts_with("anon."));
-    /// ```
-    pub fn name(&self) -> &str {
-        self.store.name()
-    }
-
-    /// Keeps the name after this process's last handle drops.
-    ///
-    /// ```
-    /// let name = format!("doc-list-persist-{}", std::process::id());
-    /// let l = shmproc::ListProxy::<u8>::create(&name).unwrap();
-    /// l.persist();
-    /// drop(l);
-    /// assert!(shmproc::ListProxy::<u8>::open(&name).is_ok());
-    /// shmproc::unlink(&name).unwrap();
-    /// ```
-    pub fn persist(&self) {
-        self.store.segment().persist()
-    }
+    super::container_constructors!("ListProxy::<u8>");
 
     /// Reads and validates the root words (through atomics).
     fn arr_in(&self, v: &View, arr: u64, len: u64, cap: u64) -> R<Arr> {
@@ -315,7 +252,7 @@ impl<T: Element> ListProxy<T> {
             let mut slots = self.slots(tx, a)?;
             let slot = element::encode(tx, &v)?;
             let at = (idx * self.s) as usize;
-            slots.splice(at..at, slot);
+            slots.splice(at..at, slot.iter().copied());
             self.rebuild(tx, a, &slots)
         })
     }
@@ -542,7 +479,7 @@ impl<T: Element> ListProxy<T> {
     ///
     /// ```
     /// let l = shmproc::ListProxy::<String>::new().unwrap();
-    /// l.extend(["x".to_string(); 100]).unwrap();
+    /// l.extend(std::iter::repeat_n("x".to_string(), 100)).unwrap();
     /// l.clear().unwrap();
     /// assert!(l.is_empty());
     /// ```

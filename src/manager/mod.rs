@@ -5,6 +5,84 @@
 //! `heap` (in-segment allocator), `element` (what containers hold), then
 //! the containers and the registry.
 
+
+/// `new`, `create`, `open`, `open_with`, `name` and `persist` of a
+/// container type (which provides `create_owned` and `open_impl`); `$t`
+/// names the type in the doc examples.
+macro_rules! container_constructors {
+    ($t:literal) => {
+        /// A new empty container under a fresh unique name; this process
+        /// owns the name (removed when its last handle here drops).
+        ///
+        /// ```
+        #[doc = concat!("let c = shmproc::", $t, "::new().unwrap();")]
+        /// assert!(c.is_empty() && c.name().starts_with("anon."));
+        /// ```
+        pub fn new() -> Result<Self, OpenError> {
+            Self::create_owned(&crate::shm::unique_name(), &Options::new(), None)
+        }
+
+        /// A new empty container named `name`
+        /// ([`OpenError::AlreadyExists`] if taken); this process owns the name.
+        ///
+        /// ```
+        /// let name = format!("doc-container-create-{}", std::process::id());
+        #[doc = concat!("let c = shmproc::", $t, "::create(&name).unwrap();")]
+        /// assert_eq!(c.name(), name);
+        #[doc = concat!("assert!(shmproc::", $t, "::create(&name).is_err());")]
+        /// ```
+        pub fn create(name: &str) -> Result<Self, OpenError> {
+            Self::create_owned(name, &Options::new(), None)
+        }
+
+        /// Opens the container named `name`, checking its kind and element
+        /// types ([`OpenError::WrongKind`], [`OpenError::IncompatibleType`]).
+        ///
+        /// ```
+        #[doc = concat!("let c = shmproc::", $t, "::new().unwrap();")]
+        #[doc = concat!("assert!(shmproc::", $t, "::open(c.name()).is_ok());")]
+        /// assert!(shmproc::Manager::open(c.name()).is_err()); // another kind
+        /// ```
+        pub fn open(name: &str) -> Result<Self, OpenError> {
+            Self::open_impl(name, &Options::new())
+        }
+
+        /// [`Self::open`] with explicit [`Options`].
+        ///
+        /// ```
+        #[doc = concat!("let c = shmproc::", $t, "::new().unwrap();")]
+        #[doc = concat!("assert!(shmproc::", $t, "::open_with(c.name(), &shmproc::Options::new()).is_ok());")]
+        /// ```
+        pub fn open_with(name: &str, opts: &Options) -> Result<Self, OpenError> {
+            Self::open_impl(name, opts)
+        }
+
+        /// The name other processes open.
+        ///
+        /// ```
+        #[doc = concat!("let c = shmproc::", $t, "::new().unwrap();")]
+        /// assert!(!c.name().is_empty());
+        /// ```
+        pub fn name(&self) -> &str {
+            self.store.name()
+        }
+
+        /// Keeps the name after this process's last handle drops (remove it
+        /// later with [`unlink`](crate::unlink)).
+        ///
+        /// ```
+        /// let name = format!("doc-container-persist-{}", std::process::id());
+        #[doc = concat!("shmproc::", $t, "::create(&name).unwrap().persist();")]
+        #[doc = concat!("assert!(shmproc::", $t, "::open(&name).is_ok());")]
+        /// shmproc::unlink(&name).unwrap();
+        /// ```
+        pub fn persist(&self) {
+            self.store.segment().persist()
+        }
+    };
+}
+pub(crate) use container_constructors;
+
 mod dict;
 mod element;
 mod heap;

@@ -380,44 +380,26 @@ impl Manager {
     }
 }
 
-impl crate::process::Handoff for Manager {
-    fn encode(&self, out: &mut Vec<u8>) {
-        self.name().to_owned().encode(out);
-    }
-    fn decode(input: &mut &[u8]) -> Result<Self, crate::process::HandoffError> {
-        let name = String::decode(input)?;
-        Manager::open(&name).map_err(|e| crate::process::HandoffError::Open {
-            kind: "Manager",
-            name: name.clone(),
-            reason: e.to_string(),
-        })
-    }
+/// Handles travel to a child by name and are re-opened (and validated) there.
+macro_rules! handoff_by_name {
+    ($([$($g:ident: $b:path),*] $t:ty => $kind:literal),* $(,)?) => {$(
+        impl<$($g: $b),*> crate::process::Handoff for $t {
+            fn encode(&self, out: &mut Vec<u8>) {
+                self.name().to_owned().encode(out);
+            }
+            fn decode(input: &mut &[u8]) -> Result<Self, crate::process::HandoffError> {
+                let name = String::decode(input)?;
+                <$t>::open(&name).map_err(|e| crate::process::HandoffError::Open {
+                    kind: $kind,
+                    name: name.clone(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    )*};
 }
-
-impl<T: Element> crate::process::Handoff for ListProxy<T> {
-    fn encode(&self, out: &mut Vec<u8>) {
-        self.name().to_owned().encode(out);
-    }
-    fn decode(input: &mut &[u8]) -> Result<Self, crate::process::HandoffError> {
-        let name = String::decode(input)?;
-        ListProxy::open(&name).map_err(|e| crate::process::HandoffError::Open {
-            kind: "ListProxy",
-            name: name.clone(),
-            reason: e.to_string(),
-        })
-    }
-}
-
-impl<K: Element, V: Element> crate::process::Handoff for DictProxy<K, V> {
-    fn encode(&self, out: &mut Vec<u8>) {
-        self.name().to_owned().encode(out);
-    }
-    fn decode(input: &mut &[u8]) -> Result<Self, crate::process::HandoffError> {
-        let name = String::decode(input)?;
-        DictProxy::open(&name).map_err(|e| crate::process::HandoffError::Open {
-            kind: "DictProxy",
-            name: name.clone(),
-            reason: e.to_string(),
-        })
-    }
-}
+handoff_by_name!(
+    [] Manager => "Manager",
+    [T: Element] ListProxy<T> => "ListProxy",
+    [K: Element, V: Element] DictProxy<K, V> => "DictProxy",
+);

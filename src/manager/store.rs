@@ -196,6 +196,8 @@ pub(crate) struct Store {
     /// The first mapping's view (boxed: `cur` may point at it).
     _first: Box<View>,
     /// Later, larger mappings; never unmapped before the store drops.
+    /// Boxed so a `View` keeps its address when the vector reallocates.
+    #[allow(clippy::vec_box)]
     extra: StdMutex<Vec<Box<Extra>>>,
     /// The current (largest) view: `first` or one in `extra`.
     cur: AtomicPtr<View>,
@@ -385,7 +387,10 @@ impl Store {
             Err(Failed::NotRecoverable) => {
                 return Err(ContainerError::Corrupted { name: self.name().to_owned(), reason: "lock word unusable" });
             }
-            Err(Failed::WouldBlock | Failed::TimedOut) => unreachable!("Wait::Forever neither fails nor times out"),
+            // Wait::Forever neither gives up nor times out; an error rather than a panic all the same.
+            Err(Failed::WouldBlock | Failed::TimedOut) => {
+                return Err(ContainerError::Io("the container's lock wait ended without the lock".into()));
+            }
         }
         Ok(true)
     }
@@ -455,7 +460,10 @@ impl Store {
         // Release fence: pairs with the reader's Acquire fence before its second seq load (a reader that sees
         // any byte we write below also sees seq odd).
         fence(Ordering::Release);
-        let mut tx = Txn { store: self, logged: 0, used: 0, done: false, held, seq: s, freed: Vec::new() };
+        // The one load of map_len for this operation (after taking the lock: the last writer's growth is
+        // visible); `grow` refreshes it.
+        let view = self.view();
+        let mut tx = Txn { store: self, view, logged: 0, used: 0, done: false, held, seq: s, freed: Vec::new() };
         let r = f(&mut tx).and_then(|v| tx.flush_frees().map(|()| v));
         match r {
             Ok(v) => {
@@ -473,6 +481,8 @@ impl Store {
 /// A mutating operation in progress (holds the lock).
 pub(crate) struct Txn<'a> {
     store: &'a Store,
+    /// The mapping this operation uses (refreshed when it grows the segment).
+    view: &'a View,
     /// Which state words are already in the log.
     logged: u64,
     /// Local copy of the log length (only we write it while we hold the lock).
@@ -518,9 +528,10 @@ fn crash_point() {
     crash::step();
 }
 
-impl Txn<'_> {
-    pub(crate) fn view(&self) -> &View {
-        self.store.view()
+impl<'a> Txn<'a> {
+    #[inline]
+    pub(crate) fn view(&self) -> &'a View {
+        self.view
     }
 
     /// A state word.
@@ -564,21 +575,30 @@ impl Txn<'_> {
         if self.used + 16 + padded > LOG_CAP {
             return Err(Fail::Err(ContainerError::TooLarge { what: "one operation's undo log", limit: LOG_CAP }));
         }
-        let v = self.store.view();
-        let mut entry = Vec::with_capacity(16 + padded as usize);
-        entry.extend_from_slice(&off.to_ne_bytes());
-        entry.extend_from_slice(&len.to_ne_bytes());
-        entry.resize(16 + padded as usize, 0);
+        let v = self.view;
+        let n = 16 + padded as usize;
+        let mut small = [0u8; 80];
+        let mut big = Vec::new();
+        let entry: &mut [u8] = if n <= small.len() {
+            &mut small[..n]
+        } else {
+            big.resize(n, 0);
+            &mut big
+        };
+        entry[..8].copy_from_slice(&off.to_ne_bytes());
+        entry[8..16].copy_from_slice(&len.to_ne_bytes());
         v.bytes(off, &mut entry[16..16 + len as usize])?;
         crash_point();
-        v.put(LOG_OFF + self.used, &entry)?;
+        v.put(LOG_OFF + self.used, entry)?;
         crash_point();
-        self.used += 16 + padded;
+        self.used += n as u64;
         // Release: pairs with the Acquire of the lock takeover in the next locker's recovery: the entry's
         // bytes are in place before the log says they are.
         self.store.ctl().log_used.store(self.used, Ordering::Release);
-        // The entry must be visible before the logged bytes change (store-store order, also on aarch64).
-        fence(Ordering::SeqCst);
+        // The new log length must reach memory before the logged bytes change: a store-store order (free on
+        // x86's TSO; `dmb ish` on aarch64). A crash is observed by the next locker through the lock word, so
+        // hardware store order is what matters here.
+        fence(Ordering::Release);
         Ok(())
     }
 
@@ -596,11 +616,11 @@ impl Txn<'_> {
     fn put_torn(&self, off: u64, src: &[u8]) -> R<()> {
         let half = src.len() / 2;
         if half >= 8 {
-            self.store.view().put(off, &src[..half])?;
+            self.view.put(off, &src[..half])?;
             crash_point();
-            return self.store.view().put(off + half as u64, &src[half..]);
+            return self.view.put(off + half as u64, &src[half..]);
         }
-        self.store.view().put(off, src)
+        self.view.put(off, src)
     }
 
     /// Writes a live u64 (logged first).
@@ -618,7 +638,7 @@ impl Txn<'_> {
     /// Makes the file at least `needed` bytes (doubling), reserved.
     pub(crate) fn grow(&mut self, needed: u64) -> R<()> {
         let ctl = self.store.ctl();
-        let have = ctl.map_len.load(Ordering::Relaxed).max(self.store.view().len);
+        let have = ctl.map_len.load(Ordering::Relaxed).max(self.view.len);
         if needed <= have {
             return Ok(());
         }
@@ -636,7 +656,8 @@ impl Txn<'_> {
         // Release: pairs with the Acquire load in `Store::view`: the file is extended before anyone maps it.
         ctl.map_len.store(new_len, Ordering::Release);
         crash_point();
-        if self.store.view().len < new_len {
+        self.view = self.store.view();
+        if self.view.len < new_len {
             return Err(Fail::Err(ContainerError::Io("could not map the grown segment".into())));
         }
         Ok(())

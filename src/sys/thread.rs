@@ -144,6 +144,14 @@ pub(crate) fn process_packed() -> u64 {
     ME.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Ends this process at once with SIGKILL (crash tests: a death at an
+/// exact point of an operation, as `kill -9` from outside would be).
+#[cfg(feature = "test-hooks")]
+pub(crate) fn kill_self() -> ! {
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    std::process::abort()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,12 +179,4 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
-}
-
-/// Ends this process at once with SIGKILL (crash tests: a death at an
-/// exact point of an operation, as `kill -9` from outside would be).
-#[cfg(feature = "test-hooks")]
-pub(crate) fn kill_self() -> ! {
-    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-    std::process::abort()
 }
