@@ -191,6 +191,16 @@ fn errors_and_panics_fail_only_their_item() {
 }
 
 #[test]
+fn bad_arguments_are_clear_errors() {
+    assert!(matches!(Pool::new(0), Err(PoolError::InvalidArgument(_))));
+    let pool = Pool::new(1).unwrap();
+    assert!(matches!(pool.map_chunked(square, 0..3, 0), Err(PoolError::InvalidArgument(_))));
+    // get_timeout with a timeout too large to represent waits as get does.
+    assert!(matches!(pool.apply_async(square, 3).unwrap().get_timeout(Duration::MAX), Ok(9)));
+    finish(pool, &[]);
+}
+
+#[test]
 fn unknown_task_is_refused_in_the_parent() {
     let pool = Pool::new(1).unwrap();
     assert_eq!(pool.apply(Phantom, 1), Err(PoolError::NotRegistered("tests::pool::phantom")));
@@ -432,4 +442,22 @@ fn imap_after_close_is_refused_and_an_unused_imap_is_harmless() {
     assert_eq!(it.map(Result::unwrap).collect::<Vec<_>>(), [0, 1, 4]);
     assert!(matches!(pool.imap(square, 0..3), Err(PoolError::Closed)));
     finish(pool, &[]);
+}
+
+#[test]
+fn killing_an_idle_worker_loses_nothing_and_it_is_replaced() {
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.map(square, Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
+    let before: std::collections::HashSet<u32> = pool.map_chunked(pid_of, 0..50, 1).unwrap().into_iter().collect();
+    let victim = *before.iter().next().unwrap();
+    std::process::Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
+    wait_until("the idle victim to be replaced", || {
+        let (workers, _) = pool.__created();
+        workers.len() >= 3 && !alive(victim)
+    });
+    // Nothing was running on it: every item of the next maps is right.
+    assert_eq!(pool.map_chunked(square, 0..2000, 1).unwrap(), serial(2000));
+    let after: std::collections::HashSet<u32> = pool.map_chunked(pid_of, 0..50, 1).unwrap().into_iter().collect();
+    assert!(!after.contains(&victim));
+    finish(pool, &[victim]);
 }

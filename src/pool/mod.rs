@@ -32,6 +32,12 @@
 //!   had finished without sending their results yet) go to other workers,
 //!   and a replacement starts. Deaths are noticed within about 100 ms
 //!   (the manager's liveness period) of the worker being gone.
+//! - An idle pool sleeps: the manager wakes twice a second and each idle
+//!   worker ten times a second (its ring's liveness poll) to look for dead
+//!   peers, and otherwise uses no CPU.
+//! - Limits, for now: each worker has two 1 MiB rings in `/dev/shm`; results
+//!   are copied into the result ring and out of it (once each) besides
+//!   their encoding.
 //!
 //! ## What dropping a pool does
 //!
@@ -202,14 +208,17 @@ pub struct PoolBuilder {
 }
 
 impl PoolBuilder {
-    /// Number of workers (default: [`cpu_count()`](crate::cpu_count); at least 1).
+    /// Number of workers (default: [`cpu_count()`](crate::cpu_count)); 0
+    /// makes [`build`](Self::build) fail with [`PoolError::InvalidArgument`]
+    /// (Python: "Number of processes must be at least 1").
     ///
     /// ```
-    /// let b = shmproc::Pool::builder().processes(3);
-    /// # drop(b);
+    /// use shmproc::pool::PoolError;
+    /// let r = shmproc::Pool::builder().processes(0).build();
+    /// assert!(matches!(r, Err(PoolError::InvalidArgument(_))));
     /// ```
     pub fn processes(mut self, n: usize) -> Self {
-        self.processes = Some(n.max(1));
+        self.processes = Some(n);
         self
     }
 
@@ -283,7 +292,10 @@ impl PoolBuilder {
         {
             return Err(PoolError::NotRegistered(id));
         }
-        let processes = self.processes.unwrap_or_else(crate::cpu_count).max(1);
+        let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        if processes == 0 {
+            return Err(PoolError::InvalidArgument("the number of processes must be at least 1".into()));
+        }
         let cfg = Config {
             init: self.init.map(|(id, arg)| (id.to_owned(), arg)),
             max_tasks: self.max_tasks,
@@ -555,7 +567,8 @@ impl Pool {
         self.map_async(f, items)?.get()
     }
 
-    /// [`map`](Self::map) with an explicit chunk size (items per task).
+    /// [`map`](Self::map) with an explicit chunk size (items per task; 0 is
+    /// [`PoolError::InvalidArgument`], as Python refuses it).
     ///
     /// ```no_run
     /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
@@ -572,7 +585,10 @@ impl Pool {
         F::Out: Send + 'static,
     {
         let _ = f;
-        let (id, job) = self.submit::<F>(items, chunksize.max(1))?;
+        if chunksize == 0 {
+            return Err(PoolError::InvalidArgument("chunksize must be at least 1".into()));
+        }
+        let (id, job) = self.submit::<F>(items, chunksize)?;
         self.async_result(id, job, result::finish_all).get()
     }
 

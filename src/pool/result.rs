@@ -497,8 +497,8 @@ impl<R: Handoff + Send + 'static, I: Iterator> Imap<R, I>
 where
     I::Item: Handoff,
 {
-    /// Items per task frame (Python's `chunksize`; default 1). Only before
-    /// the first `next()`.
+    /// Items per task (Python's `chunksize`; default 1; 0 is taken as 1).
+    /// Only before the first `next()`.
     ///
     /// ```no_run
     /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
