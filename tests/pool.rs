@@ -319,6 +319,31 @@ fn initializer_runs_once_per_worker() {
     assert_eq!(counter.get().unwrap(), 3);
 }
 
+shmproc::task! {
+    fn bad_init(_: ()) -> Result<(), String> {
+        Err("no setup today".to_string())
+    }
+}
+
+/// Python's pool respawns workers whose initializer fails forever, and a
+/// map on it never returns; ours gives up after a few attempts in a row and
+/// fails the items with the initializer's error.
+#[test]
+fn a_failing_initializer_fails_the_jobs_instead_of_hanging() {
+    let pool = Pool::builder().processes(2).initializer(bad_init, ()).build().unwrap();
+    let r = pool.map_async(square, 0..10).unwrap();
+    let e = match r.get_timeout(DEADLINE) {
+        Err(shmproc::pool::GetTimeoutError::Failed(e)) => e,
+        Err(shmproc::pool::GetTimeoutError::TimedOut(_)) => panic!("map did not fail within {DEADLINE:?}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    };
+    assert!(e.to_string().contains("no setup today"), "{e}");
+    let (workers, names) = pool.__created();
+    pool.terminate();
+    drop(pool);
+    all_gone(workers, names);
+}
+
 #[test]
 fn maxtasksperchild_replaces_workers_and_results_stay_exact() {
     let pool = Pool::builder().processes(2).maxtasksperchild(5).build().unwrap();

@@ -97,6 +97,8 @@ pub(crate) struct Manager {
     buf: Vec<u8>,
     closed: bool,
     start_failures: u32,
+    /// Why the last worker failed to start (or failed its initializer).
+    start_error: String,
     last_check: Instant,
 }
 
@@ -160,6 +162,7 @@ impl Manager {
             buf: Vec::new(),
             closed: false,
             start_failures: 0,
+            start_error: String::new(),
             last_check: Instant::now(),
         }
     }
@@ -435,6 +438,7 @@ impl Manager {
             self.start_failures += 1;
             if let Err(e) = w.process.join_timeout(Duration::ZERO) {
                 log::warn!(target: LOG_TARGET, "pool worker {} failed before its first task: {e}", w.pid);
+                self.start_error = e.to_string();
             }
         } else {
             self.start_failures = 0;
@@ -506,6 +510,7 @@ impl Manager {
             Err(e) => {
                 self.start_failures += 1;
                 log::warn!(target: LOG_TARGET, "cannot start a pool worker: {e}");
+                self.start_error = e.to_string();
             }
         }
     }
@@ -516,11 +521,8 @@ impl Manager {
         if self.start_failures >= MAX_START_FAILURES {
             if !self.jobs.is_empty() {
                 log::error!(target: LOG_TARGET, "pool workers keep failing to start: failing every job");
-                self.fail_everything(|index| TaskError::Refused {
-                    pid: 0,
-                    index,
-                    message: "the pool's workers keep failing to start (see the initializer's error)".into(),
-                });
+                let message = format!("the pool's workers keep failing to start; the last: {}", self.start_error);
+                self.fail_everything(|index| TaskError::Refused { pid: 0, index, message: message.clone() });
             }
             return;
         }
