@@ -486,3 +486,27 @@ fn killing_an_idle_worker_loses_nothing_and_it_is_replaced() {
     assert!(!after.contains(&victim));
     finish(pool, &[victim]);
 }
+
+/// `terminate` from two threads at once: each returns only once every
+/// worker is gone (the second caller waits for the first one's join).
+#[test]
+fn terminate_from_two_threads_returns_when_the_workers_are_gone() {
+    let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+    let _r = pool.map_async(nap, vec![3_600_000u64; 4]).unwrap();
+    let (workers, _) = pool.__created();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..2 {
+        let (pool, tx, workers) = (std::sync::Arc::clone(&pool), tx.clone(), workers.clone());
+        std::thread::spawn(move || {
+            pool.terminate();
+            tx.send(workers.iter().all(|&p| !alive(p))).unwrap();
+        });
+    }
+    for _ in 0..2 {
+        assert!(rx.recv_timeout(DEADLINE).expect("terminate did not return"), "a worker outlived terminate()");
+    }
+    let pool = std::sync::Arc::try_unwrap(pool).unwrap();
+    let (workers, names) = pool.__created();
+    drop(pool);
+    all_gone(workers, names);
+}

@@ -162,6 +162,7 @@ impl PoolBuilder {
             .map_err(|e| PoolError::Setup(format!("cannot start the pool's manager thread: {e}")))?;
         Ok(Pool {
             shared,
+            manager_id: handle.thread().id(),
             manager: Mutex::new(Some(handle)),
             #[cfg(feature = "test-hooks")]
             started,

@@ -202,7 +202,10 @@ pub(crate) fn next_worker_number() -> u32 {
 /// ```
 pub struct Pool {
     shared: Arc<Shared>,
+    /// The manager thread, joined by `join`/`terminate` (under the lock:
+    /// a second caller waits for the first to finish joining).
     manager: Mutex<Option<JoinHandle<()>>>,
+    manager_id: std::thread::ThreadId,
     #[cfg(feature = "test-hooks")]
     started: Arc<Mutex<(Vec<u32>, Vec<String>)>>,
 }
@@ -638,14 +641,13 @@ impl Pool {
     }
 
     fn wait_manager(&self) {
-        let mut slot = self.manager.lock().unwrap_or_else(|p| p.into_inner());
         // From a callback (which runs on the manager thread): do not wait
         // for ourselves; the manager ends when the callback returns.
-        if slot.as_ref().is_some_and(|h| h.thread().id() == std::thread::current().id()) {
+        if self.manager_id == std::thread::current().id() {
             return;
         }
+        let mut slot = self.manager.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(h) = slot.take() {
-            drop(slot);
             let _ = h.join();
         }
     }
