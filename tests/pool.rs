@@ -495,15 +495,19 @@ fn terminate_from_two_threads_returns_when_the_workers_are_gone() {
     let _r = pool.map_async(nap, vec![3_600_000u64; 4]).unwrap();
     let (workers, _) = pool.__created();
     let (tx, rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
     for _ in 0..2 {
         let (pool, tx, workers) = (std::sync::Arc::clone(&pool), tx.clone(), workers.clone());
-        std::thread::spawn(move || {
+        threads.push(std::thread::spawn(move || {
             pool.terminate();
             tx.send(workers.iter().all(|&p| !alive(p))).unwrap();
-        });
+        }));
     }
     for _ in 0..2 {
         assert!(rx.recv_timeout(DEADLINE).expect("terminate did not return"), "a worker outlived terminate()");
+    }
+    for t in threads {
+        t.join().unwrap();
     }
     let pool = std::sync::Arc::try_unwrap(pool).unwrap();
     let (workers, names) = pool.__created();
