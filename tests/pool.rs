@@ -514,3 +514,49 @@ fn terminate_from_two_threads_returns_when_the_workers_are_gone() {
     drop(pool);
     all_gone(workers, names);
 }
+
+/// Random sizes, chunk sizes and forms on one pool (seeded, so a failure
+/// replays), each against the serial result.
+#[test]
+fn random_shapes_match_the_serial_result() {
+    let pool = Pool::new(2).unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |m: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % m
+    };
+    for round in 0..24 {
+        let n = next(3000);
+        let cs = 1 + next(60) as usize;
+        let want = serial(n);
+        let what = format!("round {round}: n {n}, chunksize {cs}");
+        match next(4) {
+            0 => assert_eq!(pool.map_chunked(square, 0..n, cs).unwrap(), want, "{what}"),
+            1 => {
+                let got: Vec<u64> = pool.imap(square, 0..n).unwrap().chunksize(cs).map(Result::unwrap).collect();
+                assert_eq!(got, want, "{what}");
+            }
+            2 => {
+                let inflight = 1 + next(40) as usize;
+                let mut got: Vec<u64> = pool
+                    .imap_unordered(square, 0..n)
+                    .unwrap()
+                    .chunksize(cs)
+                    .max_in_flight(inflight)
+                    .map(Result::unwrap)
+                    .collect();
+                got.sort_unstable();
+                let mut w = want.clone();
+                w.sort_unstable();
+                assert_eq!(got, w, "{what}, in flight {inflight}");
+            }
+            _ => {
+                let got = pool.map_results(square, 0..n, cs).unwrap();
+                assert_eq!(got, want.into_iter().map(Ok).collect::<Vec<_>>(), "{what}");
+            }
+        }
+    }
+    finish(pool, &[]);
+}
