@@ -94,7 +94,7 @@ impl PoolBuilder {
     }
 
     /// A default running-time limit for every item (see
-    /// [`AsyncResult::timeout`], which overrides it per job).
+    /// [`AsyncResult::timeout`](super::AsyncResult::timeout), which overrides it per job).
     ///
     /// ```
     /// let b = shmproc::Pool::builder().task_timeout(std::time::Duration::from_secs(60));

@@ -69,7 +69,7 @@ where
     }
 
     /// Gives each item at most `timeout` of running time (see
-    /// [`AsyncResult::timeout`]), from now on.
+    /// [`AsyncResult::timeout`](super::AsyncResult::timeout)), from now on.
     ///
     /// ```no_run
     /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
