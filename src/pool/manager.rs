@@ -170,7 +170,8 @@ impl Manager {
     pub(crate) fn run(mut self) {
         loop {
             // Read before looking at anything: a bump after this makes the
-            // sleep below return at once.
+            // sleep below return at once. SeqCst: pairs with the SeqCst RMW
+            // in `Ctl::bump` (whose result frame we then see).
             let seen = self.ctl.seq().load(Ordering::SeqCst);
             let (msgs, state) = {
                 let mut inbox = self.shared.lock_inbox();
@@ -402,6 +403,7 @@ impl Manager {
 
     fn check_timeout(&mut self, i: usize) {
         let Some(w) = self.workers[i].as_mut() else { return };
+        // Acquire: pairs with the worker's Release store of `started`.
         let Some(started) = self.ctl.started(w.slot).map(|s| s.load(Ordering::Acquire)) else { return };
         if started != w.seen_started {
             w.seen_started = started;
@@ -422,6 +424,8 @@ impl Manager {
     fn bury(&mut self, mut w: Worker) {
         let signal = w.process.exitcode().filter(|&c| c < 0).map(|c| -c);
         let ok_exit = w.process.exitcode() == Some(0);
+        // Acquire: pairs with the worker's Release store of `started`; the
+        // worker is dead, so this is its last value.
         let started = self.ctl.started(w.slot).map_or(0, |s| s.load(Ordering::Acquire));
         let lost = (started > w.received).then(|| started - 1 - w.received);
         log::info!(
@@ -673,6 +677,7 @@ fn kill(w: &mut Worker, why: Kill) {
 
 /// The (job, index) of the item `w` is running, if any.
 fn in_progress(w: &Worker, ctl: &Ctl) -> Option<(u64, u64)> {
+    // Acquire: pairs with the worker's Release store of `started`.
     let started = ctl.started(w.slot)?.load(Ordering::Acquire);
     let mut k = started.checked_sub(1)?.checked_sub(w.received)?;
     for s in &w.fifo {
