@@ -33,6 +33,8 @@ pub(crate) struct JobState<R> {
     /// The results were taken (`get`) or are being consumed by an iterator.
     taken: bool,
     on_done: Option<Box<dyn FnOnce() + Send>>,
+    /// Threads asleep on the condvar (counted under the lock).
+    waiters: u32,
 }
 
 impl<R> JobState<R> {
@@ -97,6 +99,7 @@ impl<R> Job<R> {
                 aborted: false,
                 taken: false,
                 on_done: None,
+                waiters: 0,
             }),
             cond: Condvar::new(),
             finished: AtomicBool::new(false),
@@ -120,8 +123,13 @@ impl<R> Job<R> {
             self.finished.store(true, Ordering::Release);
         }
         let cb = if now && !was { s.on_done.take() } else { None };
+        // Waiters register under the lock before sleeping: no waiter, no
+        // wake-up system call.
+        let wake = s.waiters > 0;
         drop(s);
-        self.cond.notify_all();
+        if wake {
+            self.cond.notify_all();
+        }
         if let Some(cb) = cb {
             cb();
         }
@@ -143,11 +151,16 @@ impl<R> Job<R> {
     pub(super) fn wait_for(&self, deadline: Deadline, ready: impl Fn(&JobState<R>) -> bool) -> MutexGuard<'_, JobState<R>> {
         let mut s = self.lock();
         while !ready(&s) {
-            match deadline.remaining() {
-                None => s = self.cond.wait(s).unwrap_or_else(|p| p.into_inner()),
-                Some(left) if left.is_zero() => break,
-                Some(left) => s = self.cond.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0,
+            let left = deadline.remaining();
+            if left.is_some_and(|l| l.is_zero()) {
+                break;
             }
+            s.waiters += 1;
+            s = match left {
+                None => self.cond.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some(left) => self.cond.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0,
+            };
+            s.waiters -= 1;
         }
         s
     }
