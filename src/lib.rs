@@ -4,7 +4,9 @@
 //! microsecond: separate processes on one Linux host share locks,
 //! semaphores, events, conditions, barriers, values and arrays that live in
 //! named shared-memory segments. Fixed-layout data, no serialization, no
-//! broker, and no syscall on the uncontended path.
+//! broker, and no syscall on the uncontended path. A [`Pool`] of worker
+//! processes runs registered functions ([`task!`]) over your data, as
+//! Python's `Pool` does, and survives its workers' deaths.
 //!
 //! ## A tour
 //!

@@ -191,6 +191,16 @@ fn errors_and_panics_fail_only_their_item() {
 }
 
 #[test]
+fn bad_arguments_are_clear_errors() {
+    assert!(matches!(Pool::new(0), Err(PoolError::InvalidArgument(_))));
+    let pool = Pool::new(1).unwrap();
+    assert!(matches!(pool.map_chunked(square, 0..3, 0), Err(PoolError::InvalidArgument(_))));
+    // get_timeout with a timeout too large to represent waits as get does.
+    assert!(matches!(pool.apply_async(square, 3).unwrap().get_timeout(Duration::MAX), Ok(9)));
+    finish(pool, &[]);
+}
+
+#[test]
 fn unknown_task_is_refused_in_the_parent() {
     let pool = Pool::new(1).unwrap();
     assert_eq!(pool.apply(Phantom, 1), Err(PoolError::NotRegistered("tests::pool::phantom")));
@@ -307,6 +317,31 @@ fn initializer_runs_once_per_worker() {
     assert!(pids.len() <= 3);
     finish(pool, &[]);
     assert_eq!(counter.get().unwrap(), 3);
+}
+
+shmproc::task! {
+    fn bad_init(_: ()) -> Result<(), String> {
+        Err("no setup today".to_string())
+    }
+}
+
+/// Python's pool respawns workers whose initializer fails forever, and a
+/// map on it never returns; ours gives up after a few attempts in a row and
+/// fails the items with the initializer's error.
+#[test]
+fn a_failing_initializer_fails_the_jobs_instead_of_hanging() {
+    let pool = Pool::builder().processes(2).initializer(bad_init, ()).build().unwrap();
+    let r = pool.map_async(square, 0..10).unwrap();
+    let e = match r.get_timeout(DEADLINE) {
+        Err(shmproc::pool::GetTimeoutError::Failed(e)) => e,
+        Err(shmproc::pool::GetTimeoutError::TimedOut(_)) => panic!("map did not fail within {DEADLINE:?}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    };
+    assert!(e.to_string().contains("no setup today"), "{e}");
+    let (workers, names) = pool.__created();
+    pool.terminate();
+    drop(pool);
+    all_gone(workers, names);
 }
 
 #[test]
@@ -431,5 +466,97 @@ fn imap_after_close_is_refused_and_an_unused_imap_is_harmless() {
     // Submitted before close: it still runs.
     assert_eq!(it.map(Result::unwrap).collect::<Vec<_>>(), [0, 1, 4]);
     assert!(matches!(pool.imap(square, 0..3), Err(PoolError::Closed)));
+    finish(pool, &[]);
+}
+
+#[test]
+fn killing_an_idle_worker_loses_nothing_and_it_is_replaced() {
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.map(square, Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
+    let before: std::collections::HashSet<u32> = pool.map_chunked(pid_of, 0..50, 1).unwrap().into_iter().collect();
+    let victim = *before.iter().next().unwrap();
+    std::process::Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
+    wait_until("the idle victim to be replaced", || {
+        let (workers, _) = pool.__created();
+        workers.len() >= 3 && !alive(victim)
+    });
+    // Nothing was running on it: every item of the next maps is right.
+    assert_eq!(pool.map_chunked(square, 0..2000, 1).unwrap(), serial(2000));
+    let after: std::collections::HashSet<u32> = pool.map_chunked(pid_of, 0..50, 1).unwrap().into_iter().collect();
+    assert!(!after.contains(&victim));
+    finish(pool, &[victim]);
+}
+
+/// `terminate` from two threads at once: each returns only once every
+/// worker is gone (the second caller waits for the first one's join).
+#[test]
+fn terminate_from_two_threads_returns_when_the_workers_are_gone() {
+    let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+    let _r = pool.map_async(nap, vec![3_600_000u64; 4]).unwrap();
+    let (workers, _) = pool.__created();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
+    for _ in 0..2 {
+        let (pool, tx, workers) = (std::sync::Arc::clone(&pool), tx.clone(), workers.clone());
+        threads.push(std::thread::spawn(move || {
+            pool.terminate();
+            tx.send(workers.iter().all(|&p| !alive(p))).unwrap();
+        }));
+    }
+    for _ in 0..2 {
+        assert!(rx.recv_timeout(DEADLINE).expect("terminate did not return"), "a worker outlived terminate()");
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let pool = std::sync::Arc::try_unwrap(pool).unwrap();
+    let (workers, names) = pool.__created();
+    drop(pool);
+    all_gone(workers, names);
+}
+
+/// Random sizes, chunk sizes and forms on one pool (seeded, so a failure
+/// replays), each against the serial result.
+#[test]
+fn random_shapes_match_the_serial_result() {
+    let pool = Pool::new(2).unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |m: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % m
+    };
+    for round in 0..24 {
+        let n = next(3000);
+        let cs = 1 + next(60) as usize;
+        let want = serial(n);
+        let what = format!("round {round}: n {n}, chunksize {cs}");
+        match next(4) {
+            0 => assert_eq!(pool.map_chunked(square, 0..n, cs).unwrap(), want, "{what}"),
+            1 => {
+                let got: Vec<u64> = pool.imap(square, 0..n).unwrap().chunksize(cs).map(Result::unwrap).collect();
+                assert_eq!(got, want, "{what}");
+            }
+            2 => {
+                let inflight = 1 + next(40) as usize;
+                let mut got: Vec<u64> = pool
+                    .imap_unordered(square, 0..n)
+                    .unwrap()
+                    .chunksize(cs)
+                    .max_in_flight(inflight)
+                    .map(Result::unwrap)
+                    .collect();
+                got.sort_unstable();
+                let mut w = want.clone();
+                w.sort_unstable();
+                assert_eq!(got, w, "{what}, in flight {inflight}");
+            }
+            _ => {
+                let got = pool.map_results(square, 0..n, cs).unwrap();
+                assert_eq!(got, want.into_iter().map(Ok).collect::<Vec<_>>(), "{what}");
+            }
+        }
+    }
     finish(pool, &[]);
 }

@@ -136,6 +136,9 @@ pub enum PoolError {
     /// The task was not registered with `shmproc::task!` in this executable.
     #[error("task {0} is not registered in this executable (define it with shmproc::task!)")]
     NotRegistered(&'static str),
+    /// A setting or argument out of range (0 processes, chunk size 0).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
     /// The pool could not be set up (shared memory, starting a worker).
     #[error("cannot set up the pool: {0}")]
     Setup(String),

@@ -97,6 +97,8 @@ pub(crate) struct Manager {
     buf: Vec<u8>,
     closed: bool,
     start_failures: u32,
+    /// Why the last worker failed to start (or failed its initializer).
+    start_error: String,
     last_check: Instant,
 }
 
@@ -160,6 +162,7 @@ impl Manager {
             buf: Vec::new(),
             closed: false,
             start_failures: 0,
+            start_error: String::new(),
             last_check: Instant::now(),
         }
     }
@@ -167,7 +170,8 @@ impl Manager {
     pub(crate) fn run(mut self) {
         loop {
             // Read before looking at anything: a bump after this makes the
-            // sleep below return at once.
+            // sleep below return at once. SeqCst: pairs with the SeqCst RMW
+            // in `Ctl::bump` (whose result frame we then see).
             let seen = self.ctl.seq().load(Ordering::SeqCst);
             let (msgs, state) = {
                 let mut inbox = self.shared.lock_inbox();
@@ -399,6 +403,7 @@ impl Manager {
 
     fn check_timeout(&mut self, i: usize) {
         let Some(w) = self.workers[i].as_mut() else { return };
+        // Acquire: pairs with the worker's Release store of `started`.
         let Some(started) = self.ctl.started(w.slot).map(|s| s.load(Ordering::Acquire)) else { return };
         if started != w.seen_started {
             w.seen_started = started;
@@ -419,6 +424,8 @@ impl Manager {
     fn bury(&mut self, mut w: Worker) {
         let signal = w.process.exitcode().filter(|&c| c < 0).map(|c| -c);
         let ok_exit = w.process.exitcode() == Some(0);
+        // Acquire: pairs with the worker's Release store of `started`; the
+        // worker is dead, so this is its last value.
         let started = self.ctl.started(w.slot).map_or(0, |s| s.load(Ordering::Acquire));
         let lost = (started > w.received).then(|| started - 1 - w.received);
         log::info!(
@@ -435,6 +442,7 @@ impl Manager {
             self.start_failures += 1;
             if let Err(e) = w.process.join_timeout(Duration::ZERO) {
                 log::warn!(target: LOG_TARGET, "pool worker {} failed before its first task: {e}", w.pid);
+                self.start_error = e.to_string();
             }
         } else {
             self.start_failures = 0;
@@ -506,6 +514,7 @@ impl Manager {
             Err(e) => {
                 self.start_failures += 1;
                 log::warn!(target: LOG_TARGET, "cannot start a pool worker: {e}");
+                self.start_error = e.to_string();
             }
         }
     }
@@ -516,11 +525,8 @@ impl Manager {
         if self.start_failures >= MAX_START_FAILURES {
             if !self.jobs.is_empty() {
                 log::error!(target: LOG_TARGET, "pool workers keep failing to start: failing every job");
-                self.fail_everything(|index| TaskError::Refused {
-                    pid: 0,
-                    index,
-                    message: "the pool's workers keep failing to start (see the initializer's error)".into(),
-                });
+                let message = format!("the pool's workers keep failing to start; the last: {}", self.start_error);
+                self.fail_everything(|index| TaskError::Refused { pid: 0, index, message: message.clone() });
             }
             return;
         }
@@ -671,6 +677,7 @@ fn kill(w: &mut Worker, why: Kill) {
 
 /// The (job, index) of the item `w` is running, if any.
 fn in_progress(w: &Worker, ctl: &Ctl) -> Option<(u64, u64)> {
+    // Acquire: pairs with the worker's Release store of `started`.
     let started = ctl.started(w.slot)?.load(Ordering::Acquire);
     let mut k = started.checked_sub(1)?.checked_sub(w.received)?;
     for s in &w.fifo {

@@ -32,6 +32,12 @@
 //!   had finished without sending their results yet) go to other workers,
 //!   and a replacement starts. Deaths are noticed within about 100 ms
 //!   (the manager's liveness period) of the worker being gone.
+//! - An idle pool sleeps: the manager wakes twice a second and each idle
+//!   worker ten times a second (its ring's liveness poll) to look for dead
+//!   peers, and otherwise uses no CPU.
+//! - Limits, for now: each worker has two 1 MiB rings in `/dev/shm`; results
+//!   are copied into the result ring and out of it (once each) besides
+//!   their encoding.
 //!
 //! ## What dropping a pool does
 //!
@@ -58,27 +64,37 @@
 //! - An item's encoded argument or result is limited to
 //!   [`MAX_ITEM_BYTES`]; a larger one fails with [`TaskError::TooLarge`].
 
+// Where things are: `task.rs` the `task!` registry; `frame.rs` the
+// control segment and the frame formats; `worker.rs` the worker process;
+// `manager.rs` the manager thread (dispatch, results, deaths, timeouts);
+// `result.rs` a job's results and `AsyncResult`; `imap.rs` the iterators;
+// `builder.rs` the settings and start; this file `Pool` and submission.
+mod builder;
 mod error;
 mod frame;
+mod imap;
 mod manager;
 mod result;
 mod task;
 mod worker;
 
+pub use builder::PoolBuilder;
+pub use imap::Imap;
+use imap::ImapSource;
+
 pub use error::{GetTimeoutError, PoolError, TaskError};
 pub use frame::MAX_ITEM_BYTES;
-pub use result::{AsyncResult, Imap};
+pub use result::AsyncResult;
 pub use task::{__register_task, Task, TaskValue};
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use frame::{Ctl, TaskFrame};
 use result::{Finisher, Job, Sink};
 
-use crate::RawSegment;
 use crate::process::{Handoff, StartMethod};
 
 /// Python's default chunk size for `map`: `len / (4 * processes)`, rounded
@@ -174,160 +190,6 @@ pub(crate) fn next_worker_number() -> u32 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Builds a [`Pool`]: Python's `Pool(processes, initializer, initargs,
-/// maxtasksperchild)` plus a start method and a default per-item timeout.
-///
-/// ```no_run
-/// use std::time::Duration;
-/// shmproc::task! { fn setup(tag: String) -> () { println!("worker ready: {tag}") } }
-/// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
-///
-/// let pool = shmproc::Pool::builder()
-///     .processes(2)
-///     .initializer(setup, "v1".to_string())
-///     .maxtasksperchild(100)
-///     .task_timeout(Duration::from_secs(30))
-///     .build()
-///     .unwrap();
-/// assert_eq!(pool.processes(), 2);
-/// assert_eq!(pool.apply(square, 9).unwrap(), 81);
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct PoolBuilder {
-    processes: Option<usize>,
-    init: Option<(&'static str, Vec<u8>)>,
-    max_tasks: u64,
-    method: Option<StartMethod>,
-    timeout: Option<Duration>,
-}
-
-impl PoolBuilder {
-    /// Number of workers (default: [`cpu_count()`](crate::cpu_count); at least 1).
-    ///
-    /// ```
-    /// let b = shmproc::Pool::builder().processes(3);
-    /// # drop(b);
-    /// ```
-    pub fn processes(mut self, n: usize) -> Self {
-        self.processes = Some(n.max(1));
-        self
-    }
-
-    /// A task each worker runs once, before its first task (Python's
-    /// `initializer` / `initargs`). Its return value is ignored; if it
-    /// fails or panics the worker exits and is replaced, and after several
-    /// failures in a row the pool fails its jobs instead of looping.
-    ///
-    /// ```
-    /// shmproc::task! { fn setup(_: ()) -> () {} }
-    /// let b = shmproc::Pool::builder().initializer(setup, ());
-    /// # drop(b);
-    /// ```
-    pub fn initializer<F: Task>(mut self, f: F, arg: F::Arg) -> Self {
-        let _ = f;
-        let mut bytes = Vec::new();
-        arg.encode(&mut bytes);
-        self.init = Some((F::ID, bytes));
-        self
-    }
-
-    /// Each worker exits after `k` tasks (chunks) and is replaced (Python's
-    /// `maxtasksperchild`; 0, the default, means never).
-    ///
-    /// ```
-    /// let b = shmproc::Pool::builder().maxtasksperchild(10);
-    /// # drop(b);
-    /// ```
-    pub fn maxtasksperchild(mut self, k: u64) -> Self {
-        self.max_tasks = k;
-        self
-    }
-
-    /// How workers are started (default: the process-wide
-    /// [`get_start_method`](crate::process::get_start_method)).
-    ///
-    /// ```
-    /// let b = shmproc::Pool::builder().start_method(shmproc::process::StartMethod::Fork);
-    /// # drop(b);
-    /// ```
-    pub fn start_method(mut self, method: StartMethod) -> Self {
-        self.method = Some(method);
-        self
-    }
-
-    /// A default running-time limit for every item (see
-    /// [`AsyncResult::timeout`], which overrides it per job).
-    ///
-    /// ```
-    /// let b = shmproc::Pool::builder().task_timeout(std::time::Duration::from_secs(60));
-    /// # drop(b);
-    /// ```
-    pub fn task_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// Starts the workers and the manager thread; [`PoolError::Setup`] if
-    /// a worker cannot start, [`PoolError::NotRegistered`] for an
-    /// unregistered initializer.
-    ///
-    /// ```no_run
-    /// let pool = shmproc::Pool::builder().processes(2).build().unwrap();
-    /// assert_eq!(pool.processes(), 2);
-    /// ```
-    pub fn build(self) -> Result<Pool, PoolError> {
-        // Keep the worker's registration linked into every program with a pool.
-        std::hint::black_box(&worker::REGISTER_WORKER);
-        if let Some((id, _)) = &self.init
-            && !task::is_registered(id)
-        {
-            return Err(PoolError::NotRegistered(id));
-        }
-        let processes = self.processes.unwrap_or_else(crate::cpu_count).max(1);
-        let cfg = Config {
-            init: self.init.map(|(id, arg)| (id.to_owned(), arg)),
-            max_tasks: self.max_tasks,
-            method: self.method,
-            timeout: self.timeout,
-            #[cfg(feature = "test-hooks")]
-            started: Arc::default(),
-        };
-        let seg = RawSegment::new(frame::ctl_len(processes)).map_err(|e| PoolError::Setup(e.to_string()))?;
-        #[cfg(feature = "test-hooks")]
-        cfg.started.lock().unwrap_or_else(|p| p.into_inner()).1.push(seg.name().to_owned());
-        #[cfg(feature = "test-hooks")]
-        let started = Arc::clone(&cfg.started);
-        let ctl = Ctl::new(seg);
-        let mut workers = Vec::with_capacity(processes);
-        for slot in 0..processes {
-            match manager::start_worker(&ctl, &cfg, slot) {
-                Ok(w) => workers.push(w),
-                Err(e) => {
-                    manager::discard(workers);
-                    return Err(e);
-                }
-            }
-        }
-        let shared = Arc::new(Shared {
-            ctl,
-            inbox: Mutex::new(Inbox { msgs: Vec::new(), state: State::Open }),
-            next_job: AtomicU64::new(1),
-            processes,
-        });
-        let m = manager::Manager::new(Arc::clone(&shared), cfg, workers);
-        let handle = std::thread::Builder::new()
-            .name("shmproc-pool".into())
-            .spawn(move || m.run())
-            .map_err(|e| PoolError::Setup(format!("cannot start the pool's manager thread: {e}")))?;
-        Ok(Pool {
-            shared,
-            manager: Mutex::new(Some(handle)),
-            #[cfg(feature = "test-hooks")]
-            started,
-        })
-    }
-}
-
 /// A pool of worker processes (Python's `multiprocessing.Pool`). See the
 /// [module docs](crate::pool) for how it works and what dropping it does.
 ///
@@ -340,7 +202,10 @@ impl PoolBuilder {
 /// ```
 pub struct Pool {
     shared: Arc<Shared>,
+    /// The manager thread, joined by `join`/`terminate` (under the lock:
+    /// a second caller waits for the first to finish joining).
     manager: Mutex<Option<JoinHandle<()>>>,
+    manager_id: std::thread::ThreadId,
     #[cfg(feature = "test-hooks")]
     started: Arc<Mutex<(Vec<u32>, Vec<String>)>>,
 }
@@ -555,7 +420,8 @@ impl Pool {
         self.map_async(f, items)?.get()
     }
 
-    /// [`map`](Self::map) with an explicit chunk size (items per task).
+    /// [`map`](Self::map) with an explicit chunk size (items per task; 0 is
+    /// [`PoolError::InvalidArgument`], as Python refuses it).
     ///
     /// ```no_run
     /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
@@ -572,7 +438,10 @@ impl Pool {
         F::Out: Send + 'static,
     {
         let _ = f;
-        let (id, job) = self.submit::<F>(items, chunksize.max(1))?;
+        if chunksize == 0 {
+            return Err(PoolError::InvalidArgument("chunksize must be at least 1".into()));
+        }
+        let (id, job) = self.submit::<F>(items, chunksize)?;
         self.async_result(id, job, result::finish_all).get()
     }
 
@@ -772,119 +641,15 @@ impl Pool {
     }
 
     fn wait_manager(&self) {
-        let mut slot = self.manager.lock().unwrap_or_else(|p| p.into_inner());
         // From a callback (which runs on the manager thread): do not wait
         // for ourselves; the manager ends when the callback returns.
-        if slot.as_ref().is_some_and(|h| h.thread().id() == std::thread::current().id()) {
+        if self.manager_id == std::thread::current().id() {
             return;
         }
+        let mut slot = self.manager.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(h) = slot.take() {
-            drop(slot);
             let _ = h.join();
         }
     }
 }
 
-/// The input side of an [`Imap`]: the caller's iterator, pulled in the
-/// caller's thread as results are consumed.
-pub(crate) struct ImapSource<I> {
-    /// Weak, as for `AsyncResult`: a pool dropped meanwhile ends the iterator.
-    shared: Weak<Shared>,
-    input: Option<I>,
-    id: &'static str,
-    job: u64,
-    encode: Pull<I>,
-    pub(crate) chunksize: usize,
-    pub(crate) max_in_flight: Option<usize>,
-    submitted: u64,
-    pub(crate) yielded: u64,
-    done: bool,
-}
-
-fn pull<I: Iterator>(input: &mut I, job: u64, n: usize, first: u64, id: &'static str, sink: &dyn Sink) -> (Vec<TaskFrame>, u64)
-where
-    I::Item: Handoff,
-{
-    encode_frames(job, id, first, input.by_ref().take(n), n, sink)
-}
-
-impl<I: Iterator> ImapSource<I>
-where
-    I::Item: Handoff,
-{
-    fn new<F: Task<Arg = I::Item>>(shared: Weak<Shared>, input: I, job: u64) -> Self {
-        ImapSource {
-            shared,
-            input: Some(input),
-            id: F::ID,
-            job,
-            encode: pull::<I>,
-            chunksize: 1,
-            max_in_flight: None,
-            submitted: 0,
-            yielded: 0,
-            done: false,
-        }
-    }
-
-    /// Submits more input while fewer than the bound are in flight.
-    pub(crate) fn top_up(&mut self, sink: &Arc<dyn Sink>) {
-        let processes = self.shared.upgrade().map_or(1, |s| s.processes);
-        let bound = self.max_in_flight.unwrap_or(4 * processes * self.chunksize) as u64;
-        let mut frames = Vec::new();
-        while let Some(input) = self.input.as_mut() {
-            if self.submitted - self.yielded >= bound {
-                break;
-            }
-            let n = (bound - (self.submitted - self.yielded)).min(self.chunksize as u64) as usize;
-            let (mut f, got) = (self.encode)(input, self.job, n, self.submitted, self.id, &**sink);
-            frames.append(&mut f);
-            self.submitted += got;
-            if got < n as u64 {
-                self.input = None;
-            }
-        }
-        let ended = self.input.is_none();
-        if frames.is_empty() && (!ended || self.done) {
-            return;
-        }
-        let mut msgs = vec![Msg::Frames(frames)];
-        if ended && !self.done {
-            self.done = true;
-            sink.set_expected(self.submitted);
-            msgs.push(Msg::InputDone { job: self.job });
-        }
-        if self.send(msgs).is_err() {
-            sink.abort();
-        }
-    }
-
-}
-
-impl<I> ImapSource<I> {
-    /// Items known in all, once the input ended.
-    pub(crate) fn total(&self) -> Option<u64> {
-        self.input.is_none().then_some(self.submitted)
-    }
-
-    /// Sends to the manager (`Closed` if the pool is gone or terminated).
-    fn send(&self, msgs: impl IntoIterator<Item = Msg>) -> Result<(), PoolError> {
-        self.shared.upgrade().ok_or(PoolError::Closed)?.send(msgs, false)
-    }
-
-    /// Sets the job's per-item timeout.
-    pub(crate) fn set_timeout(&self, timeout: Duration) {
-        let _ = self.send([Msg::Timeout { job: self.job, timeout }]);
-    }
-
-    /// The iterator was dropped early: cancel what is in flight.
-    pub(crate) fn finish_early(&mut self) {
-        if !self.done {
-            self.input = None;
-            self.done = true;
-            let _ = self.send([Msg::InputDone { job: self.job }, Msg::Cancel { job: self.job }]);
-        } else if self.total().is_some_and(|t| self.yielded < t) {
-            let _ = self.send([Msg::Cancel { job: self.job }]);
-        }
-    }
-}

@@ -29,10 +29,12 @@ pub(crate) struct JobState<R> {
     expected: Option<u64>,
     /// Set when the pool gave up on the job (terminated) before every item
     /// had an outcome.
-    aborted: bool,
+    pub(super) aborted: bool,
     /// The results were taken (`get`) or are being consumed by an iterator.
     taken: bool,
     on_done: Option<Box<dyn FnOnce() + Send>>,
+    /// Threads asleep on the condvar (counted under the lock).
+    waiters: u32,
 }
 
 impl<R> JobState<R> {
@@ -58,7 +60,7 @@ impl<R> JobState<R> {
     }
 
     /// The next outcome in this job's order, if it is there.
-    fn pop(&mut self) -> Option<(u64, Outcome<R>)> {
+    pub(super) fn pop(&mut self) -> Option<(u64, Outcome<R>)> {
         if self.ordered {
             if self.slots.front().is_some_and(Option::is_some) {
                 let o = self.slots.pop_front().flatten().expect("checked above");
@@ -97,6 +99,7 @@ impl<R> Job<R> {
                 aborted: false,
                 taken: false,
                 on_done: None,
+                waiters: 0,
             }),
             cond: Condvar::new(),
             finished: AtomicBool::new(false),
@@ -120,8 +123,13 @@ impl<R> Job<R> {
             self.finished.store(true, Ordering::Release);
         }
         let cb = if now && !was { s.on_done.take() } else { None };
+        // Waiters register under the lock before sleeping: no waiter, no
+        // wake-up system call.
+        let wake = s.waiters > 0;
         drop(s);
-        self.cond.notify_all();
+        if wake {
+            self.cond.notify_all();
+        }
         if let Some(cb) = cb {
             cb();
         }
@@ -140,14 +148,19 @@ impl<R> Job<R> {
     }
 
     /// Waits until `ready` holds for the state or `deadline` passes.
-    fn wait_for(&self, deadline: Deadline, ready: impl Fn(&JobState<R>) -> bool) -> MutexGuard<'_, JobState<R>> {
+    pub(super) fn wait_for(&self, deadline: Deadline, ready: impl Fn(&JobState<R>) -> bool) -> MutexGuard<'_, JobState<R>> {
         let mut s = self.lock();
         while !ready(&s) {
-            match deadline.remaining() {
-                None => s = self.cond.wait(s).unwrap_or_else(|p| p.into_inner()),
-                Some(left) if left.is_zero() => break,
-                Some(left) => s = self.cond.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0,
+            let left = deadline.remaining();
+            if left.is_some_and(|l| l.is_zero()) {
+                break;
             }
+            s.waiters += 1;
+            s = match left {
+                None => self.cond.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some(left) => self.cond.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0,
+            };
+            s.waiters -= 1;
         }
         s
     }
@@ -470,116 +483,9 @@ impl<T: Send + 'static> AsyncResult<T> {
     }
 }
 
-/// The iterator of [`Pool::imap`](super::Pool::imap) and
-/// [`imap_unordered`](super::Pool::imap_unordered): each item's result
-/// (in input order, or as completed), pulling the input lazily with a
-/// bounded number of items in flight.
-///
-/// ```no_run
-/// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
-/// let pool = shmproc::Pool::new(2).unwrap();
-/// let mut it = pool.imap(square, [1, 2, 3]).unwrap();
-/// assert_eq!(it.next(), Some(Ok(1)));
-/// assert_eq!(it.collect::<Vec<_>>(), [Ok(4), Ok(9)]);
-/// ```
-pub struct Imap<R, I> {
-    pub(crate) job: Arc<Job<R>>,
-    pub(crate) source: super::ImapSource<I>,
-}
-
-impl<R, I> std::fmt::Debug for Imap<R, I> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Imap").field("yielded", &self.source.yielded).finish()
-    }
-}
-
-impl<R: Handoff + Send + 'static, I: Iterator> Imap<R, I>
-where
-    I::Item: Handoff,
-{
-    /// Items per task frame (Python's `chunksize`; default 1). Only before
-    /// the first `next()`.
-    ///
-    /// ```no_run
-    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
-    /// let pool = shmproc::Pool::new(1).unwrap();
-    /// let v: Vec<u64> = pool.imap(square, 0..10).unwrap().chunksize(4).map(Result::unwrap).collect();
-    /// assert_eq!(v[9], 81);
-    /// ```
-    pub fn chunksize(mut self, n: usize) -> Self {
-        self.source.chunksize = n.max(1);
-        self
-    }
-
-    /// At most `n` items submitted and not yet yielded (default: 4 per
-    /// worker, times the chunk size): an endless input needs bounded
-    /// memory. Only before the first `next()`.
-    ///
-    /// ```no_run
-    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
-    /// let pool = shmproc::Pool::new(1).unwrap();
-    /// let mut it = pool.imap(square, 0..).unwrap().max_in_flight(8); // endless input
-    /// assert_eq!(it.nth(100).unwrap().unwrap(), 10_000);
-    /// ```
-    pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.source.max_in_flight = Some(n.max(1));
-        self
-    }
-
-    /// Gives each item at most `timeout` of running time (see
-    /// [`AsyncResult::timeout`]), from now on.
-    ///
-    /// ```no_run
-    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
-    /// let pool = shmproc::Pool::new(1).unwrap();
-    /// let mut it = pool.imap(square, [3]).unwrap().timeout(std::time::Duration::from_secs(60));
-    /// assert_eq!(it.next().unwrap().unwrap(), 9);
-    /// ```
-    pub fn timeout(self, timeout: Duration) -> Self {
-        self.source.set_timeout(timeout);
-        self
-    }
-}
-
-impl<R: Handoff + Send + 'static, I: Iterator> Iterator for Imap<R, I>
-where
-    I::Item: Handoff,
-{
-    type Item = Result<R, TaskError>;
-
-    fn next(&mut self) -> Option<Result<R, TaskError>> {
-        loop {
-            let job = Arc::clone(&self.job);
-            let sink: Arc<dyn Sink> = job.clone();
-            self.source.top_up(&sink);
-            let bound = self.source.yielded;
-            let total = self.source.total();
-            let s = job.wait_for(Deadline::after(Duration::from_millis(200)), |s| {
-                s.aborted || s.pop_ready() || total.is_some_and(|t| bound >= t)
-            });
-            let mut s = s;
-            if let Some((_, o)) = s.pop() {
-                drop(s);
-                self.source.yielded += 1;
-                return Some(o.map_err(|e| *e));
-            }
-            if s.aborted || total.is_some_and(|t| self.source.yielded >= t) {
-                return None;
-            }
-        }
-    }
-}
-
 impl<R> JobState<R> {
-    fn pop_ready(&self) -> bool {
+    pub(super) fn pop_ready(&self) -> bool {
         if self.ordered { self.slots.front().is_some_and(Option::is_some) } else { !self.done.is_empty() }
     }
 }
 
-impl<R, I> Drop for Imap<R, I> {
-    /// Dropping the iterator before its end cancels what it submitted and
-    /// has not yielded (the workers running it are stopped).
-    fn drop(&mut self) {
-        self.source.finish_early();
-    }
-}

@@ -105,9 +105,10 @@ fn run(arg: WorkerArg) -> Result<(), String> {
         for _ in 0..h.count {
             let item = frame::next_item(&mut items).ok_or("corrupt task frame")?;
             started += 1;
-            // Release: pairs with the Acquire load in the pool's
-            // `Manager::lost`: everything sent before this item is in the
-            // result ring when the pool reads that we started it.
+            // Release: pairs with the Acquire loads of `started` in the
+            // manager (`bury`, `in_progress`, `check_timeout`): the result
+            // frames sent before this item are in the ring when the
+            // manager sees that we began it.
             started_word.store(started, Ordering::Release);
             let mark = out.begin_item();
             let status = match runner {
