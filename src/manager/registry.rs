@@ -370,7 +370,7 @@ impl Manager {
     /// mgr.queue::<u32>("q", 8).unwrap().put(7).unwrap();
     /// assert_eq!(mgr.queue::<u32>("q", 8).unwrap().get().unwrap(), 7);
     /// ```
-    pub fn queue<T: ShmType>(&self, name: &str, maxsize: u64) -> Result<Queue<T>, OpenError> {
+    pub fn queue<T: ShmType + crate::Handoff>(&self, name: &str, maxsize: u64) -> Result<Queue<T>, OpenError> {
         let fp = Fingerprint::of::<T>();
         self.find_or_create(name, Kind::MpmcQueue, &fp, Queue::open, |seg| {
             let q = Queue::create(seg, maxsize)?;

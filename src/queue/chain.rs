@@ -153,13 +153,18 @@ struct Shared<T> {
 /// An unbounded queue of `T`: handles to one chain of rings.
 pub(super) struct Chain<T> {
     s: Arc<Shared<T>>,
+    /// The ring a [`wait`](crate::wait) through this handle is announced
+    /// on, kept mapped until it withdraws (`waitable.rs`).
+    waiting_on: Option<ItemRing<T>>,
 }
 
 impl<T> Clone for Chain<T> {
     fn clone(&self) -> Self {
-        Chain { s: Arc::clone(&self.s) }
+        Chain { s: Arc::clone(&self.s), waiting_on: None }
     }
 }
+
+mod waitable;
 
 impl<T> std::fmt::Debug for Chain<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -200,6 +205,7 @@ impl<T: Handoff> Chain<T> {
                 creator,
                 persisted: std::sync::atomic::AtomicBool::new(false),
             }),
+            waiting_on: None,
         }
     }
 

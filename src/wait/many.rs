@@ -493,12 +493,31 @@ fn force_fallback() -> bool {
 /// reports [`handshake`](WaitObject::handshake) so the heavy barrier
 /// follows). For queue implementations.
 pub(crate) fn announce_counted(waiting: &AtomicU32, seq: &AtomicU32, words: &mut Words) {
-    // Acquire: pairs with the Release bump of the waker (`MpmcQueue::wake`).
+    announce_counted_unless(waiting, seq, words, || false);
+}
+
+/// [`announce_counted`], unless `stop()`, asked after the ticket was read,
+/// says not to sleep (then nothing is registered or pushed; false). For a
+/// word that is bumped when `stop()` becomes true: a `stop()` that reads
+/// false was read before that bump, so the sleep on the ticket cannot
+/// miss it.
+pub(crate) fn announce_counted_unless(
+    waiting: &AtomicU32,
+    seq: &AtomicU32,
+    words: &mut Words,
+    stop: impl FnOnce() -> bool,
+) -> bool {
+    // Acquire: pairs with the Release bump of the waker (`MpmcQueue::wake`,
+    // `close`): what preceded the bump is visible to `stop()`.
     let ticket = seq.load(Ordering::Acquire);
+    if stop() {
+        return false;
+    }
     // SeqCst, then the heavy barrier (issued by `wait`): pairs with the
     // waker's compiler-fenced load of `waiting` after its publishing store.
     waiting.fetch_add(1, Ordering::SeqCst);
     words.push(seq, ticket);
+    true
 }
 
 /// Undoes [`announce_counted`]. The wakers of such a queue wake one

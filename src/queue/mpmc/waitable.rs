@@ -7,20 +7,30 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::super::item::RingItem;
 use super::super::vyukov::{CLOSED, POS};
 use super::MpmcQueue;
 use crate::ShmType;
 use crate::wait::many::{self, WaitObject, Waitable, Words};
 
-impl<T: ShmType> MpmcQueue<T> {
+// Any slot kind (plain data, `PodVia`, frames): the unbounded queue's
+// rings and the facades use these too.
+impl<T: RingItem> MpmcQueue<T> {
     /// Whether a `pop` would return now (an item, or `Closed`): plain loads.
     pub(crate) fn readable(&self) -> bool {
+        let (items, closed) = self.items_and_closed();
+        items || closed
+    }
+
+    /// Whether an item is there (or claimed by a producer writing it), and
+    /// whether the queue is closed: plain loads.
+    pub(crate) fn items_and_closed(&self) -> (bool, bool) {
         let c = self.ctl();
         // Acquire (both): pair with the Release claim CASes. `head` first:
         // it never passes `tail`, so a later `tail` is at least it.
         let h = c.head.0.load(Ordering::Acquire);
         let t = c.tail.0.load(Ordering::Acquire);
-        t & CLOSED != 0 || ((t & POS).wrapping_sub(h & POS) as i64) > 0
+        (((t & POS).wrapping_sub(h & POS) as i64) > 0, t & CLOSED != 0)
     }
 
     /// Registers as a sleeping consumer (see `announce_counted`).
@@ -28,6 +38,19 @@ impl<T: ShmType> MpmcQueue<T> {
         let m = &self.ctl().meta.0;
         many::announce_counted(&m.consumers_waiting, &m.items_seq, words);
         Some(0)
+    }
+
+    /// [`announce_reader`](Self::announce_reader) for a ring its consumer
+    /// sleeps on only while it is open (an unbounded queue's ring: once
+    /// sealed, its consumers move on to the next one): `None` if it is
+    /// closed by the time the ticket is read (nothing registered).
+    pub(crate) fn announce_reader_while_open(&self, words: &mut Words) -> Option<u64> {
+        let c = self.ctl();
+        let m = &c.meta.0;
+        // Acquire: pairs with `close`'s SeqCst `fetch_or`, seen through the
+        // ticket: a ticket read after `close`'s bump sees CLOSED here.
+        let sealed = || c.tail.0.load(Ordering::Acquire) & CLOSED != 0;
+        many::announce_counted_unless(&m.consumers_waiting, &m.items_seq, words, sealed).then_some(0)
     }
 
     /// Undoes [`announce_reader`](Self::announce_reader).
