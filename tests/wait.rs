@@ -368,6 +368,136 @@ fn a_process_blocked_in_wait_uses_no_cpu() {
     common::join(&p).unwrap();
 }
 
+shmproc::entry! {
+    /// One put per unit of `go`: a string into the bounded frame queue;
+    /// a string too large for the unbounded queue's first ring (the put
+    /// seals ring 0 and links ring 1); a short one; then, after the parent
+    /// sealed the newest ring as a producer that died mid-link leaves it,
+    /// one more (into the ring after it).
+    fn put_strings_on_command(args: (Queue<String>, Queue<String>, Semaphore)) -> Result<(), String> {
+        let (bounded, unbounded, go) = args;
+        let steps = [(&bounded, "b".repeat(500)), (&unbounded, "u".repeat(100_000)), (&unbounded, "s".into()), (&unbounded, "t".into())];
+        for (i, (q, item)) in steps.into_iter().enumerate() {
+            if !go.acquire_timeout(DEADLINE) {
+                return Err(format!("never told to put item {i}"));
+            }
+            q.put(item).map_err(|e| format!("put {i}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Issue 11 (wait x frames x unbounded): `wait` on a `Queue<String>`
+/// (frames) and an unbounded `Queue<String>` whose items land, while the
+/// waiter sleeps, in a ring after the one it would read: the put of an
+/// item too large for ring 0 seals ring 0 and links ring 1; later, the
+/// newest ring is sealed with no successor linked (a producer that died
+/// mid-link). A sealed, drained ring is not "readable" (its `get` would
+/// move on and sleep); the sleeper is woken by the put into the ring it
+/// reads next. Before the facade's `Waitable` followed the chain, the
+/// sealed empty ring counted as ready (a `get` then slept).
+#[test]
+fn wait_on_a_string_queue_and_an_unbounded_queue_growing_past_its_first_ring() {
+    let mut fq = Queue::<String>::new(4).unwrap();
+    let mut uq = Queue::<String>::new(0).unwrap();
+    let go = Semaphore::new(0).unwrap();
+    let mut p = Process::new(put_strings_on_command, (fq.clone(), uq.clone(), go.clone()));
+    p.start().unwrap();
+    let zero = Some(Duration::ZERO);
+    assert_eq!(indices(&mut [&mut fq, &mut uq], zero), Vec::<usize>::new(), "nothing yet");
+    let me = common::gettid();
+    let release = |go: &Semaphore| {
+        let g = go.clone();
+        when_asleep(me, move || g.release().unwrap())
+    };
+
+    // A frame into the bounded queue.
+    let t = release(&go);
+    assert_eq!(indices(&mut [&mut fq, &mut uq], Some(DEADLINE)), [0]);
+    t.join().unwrap();
+    assert_eq!(fq.get_nowait().as_deref(), Ok("b".repeat(500).as_str()));
+
+    // A large item: ring 0 is sealed, the item is in ring 1.
+    let t = release(&go);
+    assert_eq!(indices(&mut [&mut fq, &mut uq], Some(DEADLINE)), [1]);
+    t.join().unwrap();
+    assert_eq!(uq.get_timeout(DEADLINE).map(|s| s.len()), Ok(100_000));
+    assert_eq!(indices(&mut [&mut fq, &mut uq], zero), Vec::<usize>::new(), "drained");
+
+    // The waiter now sleeps on ring 1.
+    let t = release(&go);
+    assert_eq!(indices(&mut [&mut uq, &mut fq], Some(DEADLINE)), [0]);
+    t.join().unwrap();
+    assert_eq!(uq.get_nowait().as_deref(), Ok("s"));
+
+    // The newest ring sealed, no successor: not readable (a get links the
+    // successor and sleeps there); the next put lands after it and wakes us.
+    uq.__seal_newest();
+    assert_eq!(indices(&mut [&mut fq, &mut uq], zero), Vec::<usize>::new(), "a sealed, drained ring is not an item");
+    assert_eq!(uq.get_nowait(), Err(shmproc::TryGetError::Empty));
+    uq.__seal_newest();
+    let t = release(&go);
+    assert_eq!(indices(&mut [&mut fq, &mut uq], Some(DEADLINE)), [1]);
+    t.join().unwrap();
+    assert_eq!(uq.get_nowait().as_deref(), Ok("t"));
+    common::join(&p).unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+
+    // Closed for everyone and drained: ready (get fails at once).
+    assert_eq!(indices(&mut [&mut fq, &mut uq], zero), Vec::<usize>::new());
+    uq.close_all();
+    assert_eq!(indices(&mut [&mut fq, &mut uq], zero), [1]);
+    assert_eq!(uq.get_nowait(), Err(shmproc::TryGetError::Closed));
+}
+
+shmproc::entry! {
+    /// `n` items at once on the first unit of `go`, one more on the second.
+    fn put_many_on_command(args: (Queue<u64>, u64, Semaphore)) -> Result<(), String> {
+        let (q, n, go) = args;
+        if !go.acquire_timeout(DEADLINE) {
+            return Err("never told to put".into());
+        }
+        for i in 0..n {
+            q.put(i).map_err(|e| format!("put {i}: {e}"))?;
+        }
+        if !go.acquire_timeout(DEADLINE) {
+            return Err("never told to put the last one".into());
+        }
+        q.put(n).map_err(|e| e.to_string())
+    }
+}
+
+/// An unbounded queue of plain data that a child grows past its first
+/// rings while the waiter sleeps: ready while items are left in any ring,
+/// not ready once all are drained, and woken by a put into the ring it
+/// now reads (not the first one, long retired).
+#[test]
+fn wait_on_an_unbounded_queue_follows_its_chain_across_processes() {
+    const N: u64 = 20_000; // the first ring holds 4096
+    let mut q = Queue::<u64>::new(0).unwrap();
+    let mut ev = Event::new().unwrap();
+    let go = Semaphore::new(0).unwrap();
+    let mut p = Process::new(put_many_on_command, (q.clone(), N, go.clone()));
+    p.start().unwrap();
+    let me = common::gettid();
+    let g = go.clone();
+    let t = when_asleep(me, move || g.release().unwrap());
+    assert_eq!(indices(&mut [&mut ev, &mut q], Some(DEADLINE)), [1]);
+    t.join().unwrap();
+    for i in 0..N {
+        assert_eq!(indices(&mut [&mut ev, &mut q], Some(DEADLINE)), [1], "item {i} is coming");
+        assert_eq!(q.get_timeout(DEADLINE), Ok(i));
+    }
+    assert_eq!(indices(&mut [&mut ev, &mut q], Some(Duration::ZERO)), Vec::<usize>::new(), "all drained");
+    let g = go.clone();
+    let t = when_asleep(me, move || g.release().unwrap());
+    assert_eq!(indices(&mut [&mut ev, &mut q], Some(DEADLINE)), [1]);
+    t.join().unwrap();
+    assert_eq!(q.get_nowait(), Ok(N));
+    common::join(&p).unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+}
+
 /// The fallback for kernels without `futex_waitv` (forced with the
 /// `test-hooks` feature's `SHMPROC_WAITV_FALLBACK`): the same tests pass,
 /// run in a child test binary.
@@ -383,6 +513,8 @@ fn the_fallback_without_futex_waitv_works_too() {
         "a_wait_woken_in_place_of_an_acquirer_passes_the_wake_up_on",
         "an_event_wakes_its_own_waiter_and_a_wait_together",
         "a_pipe_end_and_a_consumer_whose_sender_is_killed_become_ready",
+        "wait_on_a_string_queue_and_an_unbounded_queue_growing_past_its_first_ring",
+        "wait_on_an_unbounded_queue_follows_its_chain_across_processes",
     ];
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args(["--exact", "--test-threads=1"]).args(tests).env("SHMPROC_WAITV_FALLBACK", "1");
