@@ -376,7 +376,12 @@ shmproc::entry! {
     /// one more (into the ring after it).
     fn put_strings_on_command(args: (Queue<String>, Queue<String>, Semaphore)) -> Result<(), String> {
         let (bounded, unbounded, go) = args;
-        let steps = [(&bounded, "b".repeat(500)), (&unbounded, "u".repeat(100_000)), (&unbounded, "s".into()), (&unbounded, "t".into())];
+        let steps = [
+            (&bounded, "b".repeat(500)),
+            (&unbounded, "u".repeat(100_000)),
+            (&unbounded, "s".into()),
+            (&unbounded, "t".into()),
+        ];
         for (i, (q, item)) in steps.into_iter().enumerate() {
             if !go.acquire_timeout(DEADLINE) {
                 return Err(format!("never told to put item {i}"));
