@@ -194,8 +194,9 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection), OpenError> {
 /// [`pipe`] with explicit ring bytes per direction and frame limit.
 ///
 /// `capacity` is a power of two of at least 64 bytes; `max_frame`, the
-/// largest message in bytes, is at most about `capacity / 2 - 8` (two
-/// frames must fit in the ring). A message above `max_frame` fails with
+/// largest message in bytes, is at most `capacity / 2 - 64`
+/// (`capacity / 2 - 8` below 64 bytes: two frames, with header and
+/// alignment padding, must fit in the ring). A message above `max_frame` fails with
 /// [`PipeSendError::TooLarge`]; other sizes fail with
 /// [`OpenError::InvalidArgument`].
 ///

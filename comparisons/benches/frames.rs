@@ -21,7 +21,8 @@
 //! frame to its last (set-up excluded), shown as GB/s of payload.
 //!
 //! `SHMPROC_BENCH_QUICK=1` (or `--test`): a smoke run with few frames.
-//! `SHMPROC_BENCH_ROUNDS` sets the rounds (default 5).
+//! `SHMPROC_BENCH_ROUNDS` sets the rounds (default 5);
+//! `SHMPROC_BENCH_SIZES=4096,65536` runs only those frame sizes.
 
 #[path = "../../benches/support/mod.rs"]
 mod support;
@@ -358,7 +359,10 @@ fn main() {
         "loan/ice",
         "copy/sock"
     );
-    for &size in &SIZES {
+    let sizes: Vec<usize> = std::env::var("SHMPROC_BENCH_SIZES")
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).filter(|&x| (8..=MAX).contains(&x)).collect())
+        .unwrap_or_else(|_| SIZES.to_vec());
+    for &size in &sizes {
         // About 256 MiB per case (fewer frames for the socket at small sizes).
         let n = if q { 200 } else { ((256 << 20) / size as u64).clamp(4_000, 4_000_000) };
         let ns = if q { 200 } else { (n / if size < 4096 { 10 } else { 1 }).max(4_000) };
