@@ -560,3 +560,14 @@ fn random_shapes_match_the_serial_result() {
     }
     finish(pool, &[]);
 }
+
+/// A job larger than one submission batch (65 536 items) goes out in
+/// several batches, with chunk boundaries kept.
+#[test]
+fn a_large_map_goes_out_in_batches() {
+    let pool = Pool::builder().processes(2).maxtasksperchild(50).build().unwrap();
+    const N: u64 = 200_000;
+    assert_eq!(pool.map_chunked(square, 0..N, 7).unwrap(), serial(N));
+    assert_eq!(pool.map(square, 0..N).unwrap(), serial(N));
+    finish(pool, &[]);
+}

@@ -113,6 +113,9 @@ pub fn default_chunksize(len: usize, processes: usize) -> usize {
     (q + usize::from(r != 0)).max(1)
 }
 
+/// Items encoded before a batch of frames is handed to the manager.
+const SUBMIT_BATCH: usize = 1 << 16;
+
 /// A job's id and its state.
 type Submitted<R> = (u64, Arc<Job<R>>);
 
@@ -363,15 +366,30 @@ impl Pool {
         registered::<F>()?;
         let items: Vec<F::Arg> = items.into_iter().collect();
         let chunksize = if chunksize == 0 { default_chunksize(items.len(), self.processes()) } else { chunksize };
-        let n = items.len() as u64;
-        let (id, job) = self.new_job::<F::Out>(true, Some(n));
-        let (frames, _) = encode_frames(id, F::ID, 0, items, chunksize, &*job);
+        let n = items.len();
+        let (id, job) = self.new_job::<F::Out>(true, Some(n as u64));
         let sink: Arc<dyn Sink> = job.clone();
-        self.shared.send(
-            [Msg::Job { id, sink, timeout: None }, Msg::Frames(frames), Msg::InputDone { job: id }],
-            true,
-        )?;
-        Ok((id, job))
+        // Frames go out in batches as they are encoded, so the workers start
+        // while the rest is still being encoded (a batch is whole chunks).
+        let batch = chunksize * SUBMIT_BATCH.div_ceil(chunksize);
+        let mut items = items.into_iter();
+        let mut first = 0u64;
+        let mut msgs = vec![Msg::Job { id, sink, timeout: None }];
+        loop {
+            let (frames, got) = encode_frames(id, F::ID, first, items.by_ref().take(batch), chunksize, &*job);
+            first += got;
+            msgs.push(Msg::Frames(frames));
+            let last = first >= n as u64;
+            if last {
+                msgs.push(Msg::InputDone { job: id });
+            }
+            // Only the first batch may be refused (the pool closed); later
+            // ones belong to an accepted job (`Closed` only if terminated).
+            self.shared.send(msgs.drain(..), first == got)?;
+            if last {
+                return Ok((id, job));
+            }
+        }
     }
 
     /// `f(arg)` in a worker, waiting for the value (Python's `apply`).

@@ -311,7 +311,16 @@ pub(crate) fn finish_each<R>(s: &mut JobState<R>) -> Result<Vec<Result<R, TaskEr
 /// Every item's value in order, or the first error by index (Python's
 /// `map` raises the first failure).
 pub(crate) fn finish_all<R>(s: &mut JobState<R>) -> Result<Vec<R>, PoolError> {
-    finish_each(s)?.into_iter().map(|o| o.map_err(PoolError::Task)).collect()
+    let n = s.expected.unwrap_or(s.base + s.slots.len() as u64);
+    let mut out = Vec::with_capacity(n as usize);
+    for index in 0..n {
+        match s.pop() {
+            Some((_, Ok(v))) => out.push(v),
+            Some((_, Err(e))) => return Err(PoolError::Task(*e)),
+            None => return Err(PoolError::Task(TaskError::Terminated { index })),
+        }
+    }
+    Ok(out)
 }
 
 /// A result that will be there later, like Python's `AsyncResult`: from
