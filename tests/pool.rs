@@ -571,3 +571,49 @@ fn a_large_map_goes_out_in_batches() {
     assert_eq!(pool.map(square, 0..N).unwrap(), serial(N));
     finish(pool, &[]);
 }
+
+shmproc::entry! {
+    /// Owns a pool, reports its workers' pids, then waits to be killed.
+    fn pool_owner(pids: shmproc::Array<u32>) {
+        let pool = Pool::new(2).unwrap();
+        let (workers, _) = pool.__created();
+        for (i, p) in workers.iter().enumerate().take(2) {
+            pids.set(i, *p).unwrap();
+        }
+        let _busy = pool.apply_async(nap, 3_600_000).unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// The process that owns a pool is killed with SIGKILL: its workers (daemon
+/// processes watching their parent) leave by themselves; its segments are
+/// then a creator-died leftover that `gc()` removes.
+#[test]
+fn workers_leave_when_the_pool_owner_is_killed() {
+    let pids = shmproc::Array::from_slice(&[0u32, 0]).unwrap();
+    let mut owner = shmproc::Process::new(pool_owner, pids.clone());
+    owner.start().unwrap();
+    wait_until("the owner's workers to start", || pids.get(1).unwrap() != 0);
+    let workers = [pids.get(0).unwrap(), pids.get(1).unwrap()];
+    owner.kill().unwrap();
+    assert!(owner.join_timeout(DEADLINE).is_err(), "the owner was killed");
+    for p in workers {
+        wait_until("an orphaned worker to leave", || !alive(p));
+    }
+    // The owner's segments are a killed creator's leftovers (as for any
+    // object): remove exactly those (its unique names carry its pid).
+    let owner_pid = owner.pid().unwrap();
+    let mine = format!("{}anon.{owner_pid}.", shmproc::NAME_PREFIX);
+    let mut left = Vec::new();
+    for e in std::fs::read_dir("/dev/shm").unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix(&mine) {
+            left.push(name.clone());
+            shmproc::unlink(&format!("anon.{owner_pid}.{rest}")).unwrap();
+        }
+    }
+    // The control segment and two rings per worker.
+    assert!(left.len() >= 5, "{left:?}");
+}
