@@ -384,6 +384,41 @@ mod tests {
         }
     }
 
+    /// Frames come from another process: garbage of any length and content
+    /// (lengths claiming more than is there included) parses to `None` or
+    /// to slices inside the input, never a panic.
+    #[test]
+    fn garbage_frames_never_panic() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..600usize {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Mostly small values, so lengths are often plausible.
+                    if x % 3 == 0 { (x >> 8) as u8 } else { (x % 8) as u8 }
+                })
+                .collect();
+            if let Some(h) = parse_task(&bytes) {
+                let mut items = h.items;
+                for _ in 0..h.count.min(1000) {
+                    if next_item(&mut items).is_none() {
+                        break;
+                    }
+                }
+            }
+            if let Some(h) = parse_result(&bytes) {
+                let mut items = h.items;
+                for _ in 0..h.count.min(1000) {
+                    if next_result(&mut items).is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn result_frames_round_trip_and_replace_oversized_results() {
         let mut r = ResultFrame::default();
