@@ -397,7 +397,7 @@ mod tests {
                     x ^= x >> 7;
                     x ^= x << 17;
                     // Mostly small values, so lengths are often plausible.
-                    if x % 3 == 0 { (x >> 8) as u8 } else { (x % 8) as u8 }
+                    if x.is_multiple_of(3) { (x >> 8) as u8 } else { (x % 8) as u8 }
                 })
                 .collect();
             if let Some(h) = parse_task(&bytes) {
