@@ -12,6 +12,12 @@ use super::frame;
 use super::task::Status;
 use crate::process::Handoff;
 use crate::wait::Deadline;
+use crate::wait::WaitStrategy;
+use crate::wait::spin::{SpinPolicy, spin_step};
+
+/// How a caller of `get`/`wait` spins for its result before sleeping on
+/// the condvar: a result due in microseconds saves a sleep and a wake-up.
+const GET_SPIN: SpinPolicy = SpinPolicy { pure: 64, limit: 2_000, yield_every: 2 };
 
 /// One item's outcome (the error boxed: slots stay small).
 pub(crate) type Outcome<R> = Result<R, Box<TaskError>>;
@@ -47,10 +53,13 @@ impl<R> JobState<R> {
             let Some(at) = index.checked_sub(self.base) else { return };
             let at = at as usize;
             if self.slots.len() <= at {
+                // Only jobs of unknown size grow here (`Job::new` gives the
+                // others every slot at once).
                 self.slots.resize_with(at + 1, || None);
             }
-            if self.slots[at].is_none() {
-                self.slots[at] = Some(outcome);
+            let slot = &mut self.slots[at];
+            if slot.is_none() {
+                *slot = Some(outcome);
                 self.filled += 1;
             }
         } else {
@@ -87,7 +96,10 @@ pub(crate) struct Job<R> {
 impl<R> Job<R> {
     pub(crate) fn new(ordered: bool, expected: Option<u64>) -> Arc<Job<R>> {
         // A job of known size gets its slots at once (no growth per item).
-        let slots = VecDeque::with_capacity(if ordered { expected.unwrap_or(0) as usize } else { 0 });
+        let mut slots = VecDeque::new();
+        if let (true, Some(n)) = (ordered, expected) {
+            slots.resize_with(n as usize, || None);
+        }
         Arc::new(Job {
             state: Mutex::new(JobState {
                 ordered,
@@ -138,12 +150,14 @@ impl<R> Job<R> {
     /// Spins briefly for the job to finish (a result due in microseconds
     /// saves the condvar's sleep and wake-up).
     fn spin_until_finished(&self) {
-        for _ in 0..2_000 {
-            // Acquire: pairs with the Release store in `update`.
-            if self.finished.load(Ordering::Acquire) {
+        let mut spins = 0;
+        // Acquire: pairs with the Release store in `update`.
+        while !self.finished.load(Ordering::Acquire) {
+            // Bounded, and yielding the core now and then: the manager and
+            // the worker we wait for may need it (2 cores, more threads).
+            if !spin_step(WaitStrategy::Blocking, &mut spins, &GET_SPIN) {
                 return;
             }
-            std::hint::spin_loop();
         }
     }
 
@@ -309,17 +323,24 @@ pub(crate) fn finish_each<R>(s: &mut JobState<R>) -> Result<Vec<Result<R, TaskEr
 }
 
 /// Every item's value in order, or the first error by index (Python's
-/// `map` raises the first failure).
+/// `map` raises the first failure). The values move straight out of the
+/// slots (one pass, no per-item bookkeeping).
 pub(crate) fn finish_all<R>(s: &mut JobState<R>) -> Result<Vec<R>, PoolError> {
     let n = s.expected.unwrap_or(s.base + s.slots.len() as u64);
-    let mut out = Vec::with_capacity(n as usize);
-    for index in 0..n {
-        match s.pop() {
-            Some((_, Ok(v))) => out.push(v),
-            Some((_, Err(e))) => return Err(PoolError::Task(*e)),
-            None => return Err(PoolError::Task(TaskError::Terminated { index })),
+    let base = s.base;
+    let want = n.saturating_sub(base) as usize;
+    let mut out = Vec::with_capacity(want);
+    for (k, o) in s.slots.drain(..).take(want).enumerate() {
+        match o {
+            Some(Ok(v)) => out.push(v),
+            Some(Err(e)) => return Err(PoolError::Task(*e)),
+            None => return Err(PoolError::Task(TaskError::Terminated { index: base + k as u64 })),
         }
     }
+    if out.len() < want {
+        return Err(PoolError::Task(TaskError::Terminated { index: base + out.len() as u64 }));
+    }
+    s.base += want as u64;
     Ok(out)
 }
 
