@@ -17,14 +17,24 @@
 //! ## Frames (in per-worker [`ByteQueue`](crate::queue::ByteQueue)s)
 //!
 //! A task frame (pool to worker), little-endian:
-//! `job u64 | first u64 | count u32 | flags u32 | id_len u32 | id | count × (len u32 | argument)`;
+//! `job u64 | first u64 | count u32 | flags u32 | id_len u32 | id | items`;
 //! flag bit 0 marks the last frame of a chunk (one "task" for
-//! `maxtasksperchild`). Items are length-prefixed so the pool can cut a
-//! frame when a worker dies and hand the unfinished items to another.
+//! `maxtasksperchild`). The items are either `count × (len u32 | argument)`
+//! or, with flag bit 1 ([`PACKED`]), `count` arguments of one width
+//! `w = bytes / count` back to back (every `u64`, every `(u32, f64)`: the
+//! common case, encoded and walked without a length per item). Items are
+//! delimited so the pool can cut a frame when a worker dies and hand the
+//! unfinished items to another.
 //!
 //! A result frame (worker to pool): `job u64 | first u64 | count u32 |
-//! count × (status u8 | len u32 | payload)`. A worker answers the items of
-//! its task frames in order, one or more result frames per task frame.
+//! flags u32 | items`: `count × (status u8 | len u32 | payload)`, or with
+//! [`PACKED`] `count` successful values of one width back to back. A
+//! worker answers the items of its task frames in order, one or more
+//! result frames per task frame.
+//!
+//! Both writers start a frame packed and turn it into the general form
+//! (once, in place) at the first item that does not fit it (another
+//! width, a failure); a packed frame keeps room for that conversion.
 //!
 //! Everything read from a frame is untrusted: every length is checked.
 
@@ -57,10 +67,14 @@ const PID: usize = 8;
 
 /// Flag: the last frame of a chunk.
 pub(crate) const END_OF_CHUNK: u32 = 1;
+/// Flag: the items have one width and no prefixes.
+pub(crate) const PACKED: u32 = 2;
 
 const TASK_HEADER: usize = 28;
-#[cfg(test)]
-const RESULT_HEADER: usize = 20;
+const RESULT_HEADER: usize = 24;
+/// Bytes before each item in the general forms.
+const TASK_PREFIX: usize = 4;
+const RESULT_PREFIX: usize = 5;
 
 /// Bytes of a control segment for `slots` workers.
 pub(crate) fn ctl_len(slots: usize) -> u64 {
@@ -135,19 +149,23 @@ impl Ctl {
     }
 }
 
+#[inline]
 fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
+#[inline]
 fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
+#[inline]
 fn set_u32(out: &mut [u8], at: usize, v: u32) {
     out[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
 /// Reads `n` bytes from the front of `input` (None if it is shorter).
+#[inline]
 fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     if input.len() < n {
         return None;
@@ -157,16 +175,48 @@ fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     Some(head)
 }
 
+#[inline]
 fn get_u32(input: &mut &[u8]) -> Option<u32> {
     take(input, 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
 }
 
+#[inline]
 fn get_u64(input: &mut &[u8]) -> Option<u64> {
     take(input, 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 
+#[inline]
 fn get_u8(input: &mut &[u8]) -> Option<u8> {
     take(input, 1).map(|b| b[0])
+}
+
+/// Rewrites the packed items `bytes[at..end]` (`count` of `width` bytes)
+/// in the general form: each gets `prefix(len)` before it. The bytes from
+/// `end` on (an item being written) move along unchanged.
+fn unpack(bytes: &mut Vec<u8>, at: usize, end: usize, count: u32, width: usize, prefix: fn(&mut Vec<u8>, u32)) {
+    let tail = bytes.split_off(end);
+    let packed = bytes.split_off(at);
+    bytes.reserve(packed.len() + count as usize * RESULT_PREFIX + tail.len());
+    if width == 0 {
+        for _ in 0..count {
+            prefix(bytes, 0);
+        }
+    } else {
+        for item in packed.chunks_exact(width) {
+            prefix(bytes, width as u32);
+            bytes.extend_from_slice(item);
+        }
+    }
+    bytes.extend_from_slice(&tail);
+}
+
+fn task_prefix(out: &mut Vec<u8>, len: u32) {
+    put_u32(out, len);
+}
+
+fn ok_prefix(out: &mut Vec<u8>, len: u32) {
+    out.push(0);
+    put_u32(out, len);
 }
 
 /// A task frame under construction (in the submitting thread).
@@ -176,6 +226,11 @@ pub(crate) struct TaskFrame {
     pub(crate) first: u64,
     pub(crate) count: u32,
     pub(crate) bytes: Vec<u8>,
+    /// Items still of one width (`width`), without prefixes.
+    packed: bool,
+    width: usize,
+    /// Where the items start.
+    items_at: usize,
 }
 
 impl TaskFrame {
@@ -187,51 +242,81 @@ impl TaskFrame {
         put_u32(&mut bytes, 0);
         put_u32(&mut bytes, id.len() as u32);
         bytes.extend_from_slice(id);
-        TaskFrame { job, first, count: 0, bytes }
+        let items_at = bytes.len();
+        TaskFrame { job, first, count: 0, bytes, packed: true, width: 0, items_at }
+    }
+
+    /// The frame's size if it had to take the general form.
+    #[inline]
+    fn general_len(&self) -> usize {
+        self.bytes.len() + if self.packed { TASK_PREFIX * self.count as usize } else { 0 }
     }
 
     /// Appends one item whose encoding `encode` writes. `Err(len)` (and the
     /// frame unchanged) if the item alone is larger than
     /// [`MAX_ITEM_BYTES`]; `Ok(false)` (frame unchanged) if it does not fit
     /// in this frame any more: finish it and put the item in a new one.
+    #[inline]
     pub(crate) fn push(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<bool, usize> {
         let mark = self.bytes.len();
-        put_u32(&mut self.bytes, 0);
+        if !self.packed {
+            put_u32(&mut self.bytes, 0);
+        }
         encode(&mut self.bytes);
-        let len = self.bytes.len() - mark - 4;
+        let at = if self.packed { mark } else { mark + TASK_PREFIX };
+        let len = self.bytes.len() - at;
         if len > MAX_ITEM_BYTES {
             self.bytes.truncate(mark);
             return Err(len);
         }
-        if self.bytes.len() > MAX_FRAME && self.count > 0 {
+        // Room for this item's prefix too, whichever form the frame ends in.
+        if self.general_len() + if self.packed { TASK_PREFIX } else { 0 } > MAX_FRAME && self.count > 0 {
             self.bytes.truncate(mark);
             return Ok(false);
         }
-        set_u32(&mut self.bytes, mark, len as u32);
+        if self.packed {
+            if self.count == 0 {
+                self.width = len;
+            } else if len != self.width {
+                self.unpack(mark, len);
+            }
+        } else {
+            set_u32(&mut self.bytes, mark, len as u32);
+        }
         self.count += 1;
         Ok(true)
     }
 
+    /// The item at `mark` (`len` bytes) has another width than the ones
+    /// before: the frame takes the general form.
+    #[cold]
+    #[inline(never)]
+    fn unpack(&mut self, mark: usize, len: usize) {
+        unpack(&mut self.bytes, self.items_at, mark, self.count, self.width, task_prefix);
+        self.packed = false;
+        let mark = self.bytes.len() - len;
+        self.bytes.splice(mark..mark, (len as u32).to_le_bytes());
+    }
+
     /// Appends an already encoded item (one that fitted in a frame before).
     pub(crate) fn push_raw(&mut self, item: &[u8]) -> bool {
-        if self.count > 0 && self.bytes.len() + 4 + item.len() > MAX_FRAME {
+        if self.count > 0 && self.general_len() + TASK_PREFIX + item.len() > MAX_FRAME {
             return false;
         }
-        put_u32(&mut self.bytes, item.len() as u32);
-        self.bytes.extend_from_slice(item);
-        self.count += 1;
-        true
+        self.push(|out| out.extend_from_slice(item)) == Ok(true)
     }
 
     /// Seals the header (count, flags).
     pub(crate) fn finish(mut self, end_of_chunk: bool) -> TaskFrame {
+        let flags = if end_of_chunk { END_OF_CHUNK } else { 0 } | if self.packed { PACKED } else { 0 };
         set_u32(&mut self.bytes, 16, self.count);
-        set_u32(&mut self.bytes, 20, if end_of_chunk { END_OF_CHUNK } else { 0 });
+        set_u32(&mut self.bytes, 20, flags);
         self
     }
 }
 
-/// A parsed task frame header; `items` walks the arguments.
+/// A parsed task frame header; `items` holds the arguments (walk them
+/// with [`Items`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TaskHeader<'a> {
     pub(crate) job: u64,
@@ -240,6 +325,13 @@ pub(crate) struct TaskHeader<'a> {
     pub(crate) flags: u32,
     pub(crate) id: &'a [u8],
     pub(crate) items: &'a [u8],
+}
+
+impl<'a> TaskHeader<'a> {
+    /// The arguments, one by one.
+    pub(crate) fn items(&self) -> Items<'a> {
+        Items::new(self.items, self.count, self.flags & PACKED != 0, TASK_PREFIX)
+    }
 }
 
 pub(crate) fn parse_task(mut frame: &[u8]) -> Option<TaskHeader<'_>> {
@@ -255,10 +347,56 @@ pub(crate) fn parse_task(mut frame: &[u8]) -> Option<TaskHeader<'_>> {
     Some(TaskHeader { job, first, count, flags, id, items: frame })
 }
 
-/// The next length-prefixed item of a task frame (None: malformed or end).
-pub(crate) fn next_item<'a>(items: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let len = get_u32(items)? as usize;
-    take(items, len)
+/// Walks the items of a frame in either form: `(status, bytes)` (status 0
+/// in packed frames and in task frames); `None` at the end or at the first
+/// malformed item (a packed frame whose size is not `count` times a width
+/// is malformed as a whole).
+#[derive(Debug, Clone)]
+pub(crate) struct Items<'a> {
+    rest: &'a [u8],
+    /// `Some(width)` for a packed frame; `left` items remain.
+    width: Option<usize>,
+    left: u32,
+    prefix: usize,
+}
+
+impl<'a> Items<'a> {
+    #[inline]
+    fn new(items: &'a [u8], count: u32, packed: bool, prefix: usize) -> Items<'a> {
+        if !packed {
+            return Items { rest: items, width: None, left: count, prefix };
+        }
+        let width = if count == 0 { 0 } else { items.len() / count as usize };
+        if width.checked_mul(count as usize) != Some(items.len()) {
+            return Items { rest: &[], width: Some(0), left: 0, prefix };
+        }
+        Items { rest: items, width: Some(width), left: count, prefix }
+    }
+
+    /// The next item and its status byte.
+    #[inline]
+    pub(crate) fn next_with_status(&mut self) -> Option<(u8, &'a [u8])> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        match self.width {
+            Some(w) => take(&mut self.rest, w).map(|b| (0, b)),
+            None => {
+                let status = if self.prefix == RESULT_PREFIX { get_u8(&mut self.rest)? } else { 0 };
+                let len = get_u32(&mut self.rest)? as usize;
+                Some((status, take(&mut self.rest, len)?))
+            }
+        }
+    }
+}
+
+impl<'a> Iterator for Items<'a> {
+    type Item = &'a [u8];
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        self.next_with_status().map(|(_, b)| b)
+    }
 }
 
 /// A result frame under construction (in a worker): results are written
@@ -267,6 +405,8 @@ pub(crate) fn next_item<'a>(items: &mut &'a [u8]) -> Option<&'a [u8]> {
 pub(crate) struct ResultFrame {
     pub(crate) bytes: Vec<u8>,
     count: u32,
+    packed: bool,
+    width: usize,
 }
 
 impl ResultFrame {
@@ -275,64 +415,111 @@ impl ResultFrame {
         put_u64(&mut self.bytes, job);
         put_u64(&mut self.bytes, first);
         put_u32(&mut self.bytes, 0);
+        put_u32(&mut self.bytes, 0);
         self.count = 0;
+        self.packed = true;
+        self.width = 0;
     }
 
     pub(crate) fn count(&self) -> u32 {
         self.count
     }
 
-    /// Where the next item starts; pass it to `seal_item` after writing
-    /// the payload with `payload_buf`.
+    /// Where the next item starts; write its payload into `bytes`, then
+    /// pass the mark to `seal_item`.
+    #[inline]
     pub(crate) fn begin_item(&mut self) -> usize {
         let mark = self.bytes.len();
-        self.bytes.push(0);
-        put_u32(&mut self.bytes, 0);
+        if !self.packed {
+            self.bytes.push(0);
+            put_u32(&mut self.bytes, 0);
+        }
         mark
+    }
+
+    /// Drops what was written of the item begun at `mark` (its payload
+    /// starts again empty).
+    pub(crate) fn reset_item(&mut self, mark: usize) {
+        self.bytes.truncate(if self.packed { mark } else { mark + RESULT_PREFIX });
     }
 
     /// Finishes the item begun at `mark` with `status`; a payload larger
     /// than [`MAX_ITEM_BYTES`] is replaced by a `Refused` message.
+    #[inline]
     pub(crate) fn seal_item(&mut self, mark: usize, status: u8, refused: u8) {
-        let len = self.bytes.len() - mark - 5;
+        if self.packed {
+            let len = self.bytes.len() - mark;
+            if status == 0 && len <= MAX_ITEM_BYTES && (self.count == 0 || len == self.width) {
+                self.width = len;
+                self.count += 1;
+                return;
+            }
+            return self.unpack_and_seal(len, status, refused);
+        }
+        self.seal_general(mark, status, refused)
+    }
+
+    /// The item just written (`len` bytes, no prefix) is not like the
+    /// others: the frame takes the general form, then the item is sealed.
+    #[cold]
+    #[inline(never)]
+    fn unpack_and_seal(&mut self, len: usize, status: u8, refused: u8) {
+        let mark = self.bytes.len() - len;
+        unpack(&mut self.bytes, RESULT_HEADER, mark, self.count, self.width, ok_prefix);
+        self.packed = false;
+        let mark = self.bytes.len() - len;
+        self.bytes.splice(mark..mark, [0u8; RESULT_PREFIX]);
+        self.seal_general(mark, status, refused)
+    }
+
+    #[inline(never)]
+    fn seal_general(&mut self, mark: usize, status: u8, refused: u8) {
+        let len = self.bytes.len() - mark - RESULT_PREFIX;
         if len > MAX_ITEM_BYTES {
-            self.bytes.truncate(mark + 5);
+            self.bytes.truncate(mark + RESULT_PREFIX);
             self.bytes[mark] = refused;
             self.bytes
                 .extend_from_slice(format!("result of {len} bytes exceeds the pool's limit of {MAX_ITEM_BYTES} bytes").as_bytes());
         } else {
             self.bytes[mark] = status;
         }
-        let len = (self.bytes.len() - mark - 5) as u32;
+        let len = (self.bytes.len() - mark - RESULT_PREFIX) as u32;
         set_u32(&mut self.bytes, mark + 1, len);
         self.count += 1;
     }
 
-    /// Whether the frame is over the ring's frame limit.
+    /// Whether the frame is over the ring's frame limit (in the form it
+    /// may still have to take).
+    #[inline]
     pub(crate) fn over(&self) -> bool {
-        self.bytes.len() > MAX_FRAME
+        self.bytes.len() + if self.packed { RESULT_PREFIX * self.count as usize } else { 0 } > MAX_FRAME
     }
 
     /// Seals the header; the bytes are ready to send.
     pub(crate) fn seal(&mut self) -> &[u8] {
         let count = self.count;
         set_u32(&mut self.bytes, 16, count);
+        set_u32(&mut self.bytes, 20, if self.packed { PACKED } else { 0 });
         &self.bytes
     }
 
-    /// Moves the last item (begun at `mark`) out of this frame into
-    /// `spill`, so the frame can be sent without it.
-    pub(crate) fn split_last(&mut self, mark: usize, spill: &mut Vec<u8>) {
+    /// Moves the last item (begun at `mark`) out of this frame: its status
+    /// (returned) and payload (into `spill`), so the frame can be sent
+    /// without it.
+    pub(crate) fn split_last(&mut self, mark: usize, spill: &mut Vec<u8>) -> u8 {
         spill.clear();
-        spill.extend_from_slice(&self.bytes[mark..]);
+        let (status, at) = if self.packed { (0, mark) } else { (self.bytes[mark], mark + RESULT_PREFIX) };
+        spill.extend_from_slice(&self.bytes[at..]);
         self.bytes.truncate(mark);
         self.count -= 1;
+        status
     }
 
     /// Appends an item moved out with `split_last`.
-    pub(crate) fn push_raw(&mut self, item: &[u8]) {
-        self.bytes.extend_from_slice(item);
-        self.count += 1;
+    pub(crate) fn push_raw(&mut self, status: u8, payload: &[u8]) {
+        let mark = self.begin_item();
+        self.bytes.extend_from_slice(payload);
+        self.seal_item(mark, status, status);
     }
 }
 
@@ -342,21 +529,23 @@ pub(crate) struct ResultHeader<'a> {
     pub(crate) job: u64,
     pub(crate) first: u64,
     pub(crate) count: u32,
+    pub(crate) flags: u32,
     pub(crate) items: &'a [u8],
+}
+
+impl<'a> ResultHeader<'a> {
+    /// The results, one by one, with their status bytes.
+    pub(crate) fn items(&self) -> Items<'a> {
+        Items::new(self.items, self.count, self.flags & PACKED != 0, RESULT_PREFIX)
+    }
 }
 
 pub(crate) fn parse_result(mut frame: &[u8]) -> Option<ResultHeader<'_>> {
     let job = get_u64(&mut frame)?;
     let first = get_u64(&mut frame)?;
     let count = get_u32(&mut frame)?;
-    Some(ResultHeader { job, first, count, items: frame })
-}
-
-/// The next result of a result frame: status byte and payload.
-pub(crate) fn next_result<'a>(items: &mut &'a [u8]) -> Option<(u8, &'a [u8])> {
-    let status = get_u8(items)?;
-    let len = get_u32(items)? as usize;
-    Some((status, take(items, len)?))
+    let flags = get_u32(&mut frame)?;
+    Some(ResultHeader { job, first, count, flags, items: frame })
 }
 
 #[cfg(test)]
@@ -372,16 +561,99 @@ mod tests {
         let f = f.finish(true);
         let h = parse_task(&f.bytes).unwrap();
         assert_eq!((h.job, h.first, h.count, h.flags, h.id), (7, 100, 2, END_OF_CHUNK, &b"my::task"[..]));
-        let mut items = h.items;
-        assert_eq!(next_item(&mut items), Some(&b"abc"[..]));
-        assert_eq!(next_item(&mut items), Some(&b""[..]));
-        assert_eq!(next_item(&mut items), None);
+        let mut items = h.items();
+        assert_eq!(items.next(), Some(&b"abc"[..]));
+        assert_eq!(items.next(), Some(&b""[..]));
+        assert_eq!(items.next(), None);
         for cut in 0..f.bytes.len() {
             if let Some(h) = parse_task(&f.bytes[..cut]) {
-                let mut items = h.items;
-                while next_item(&mut items).is_some() {}
+                h.items().for_each(drop);
             }
         }
+    }
+
+    /// Items of one width travel packed; the first item of another width
+    /// turns the frame into the general form, items unchanged.
+    #[test]
+    fn task_frames_stay_packed_while_items_have_one_width() {
+        let mut f = TaskFrame::new(1, 0, b"t");
+        for v in [1u64, 2, 3] {
+            assert_eq!(f.push(|o| o.extend_from_slice(&v.to_le_bytes())), Ok(true));
+        }
+        let packed = f.finish(false);
+        let h = parse_task(&packed.bytes).unwrap();
+        assert_eq!(h.flags, PACKED);
+        assert_eq!(h.items.len(), 24, "no prefixes");
+        assert_eq!(h.items().map(|b| b[0]).collect::<Vec<_>>(), [1, 2, 3]);
+
+        let mut f = TaskFrame::new(1, 0, b"t");
+        let all: [&[u8]; 4] = [b"ab", b"cd", b"xyz", b""];
+        for item in all {
+            assert!(f.push_raw(item));
+        }
+        let general = f.finish(true);
+        let h = parse_task(&general.bytes).unwrap();
+        assert_eq!((h.flags, h.count), (END_OF_CHUNK, 4));
+        assert_eq!(h.items().collect::<Vec<_>>(), all);
+        // A packed frame whose size is not count x width is malformed.
+        let mut bad = packed.bytes.clone();
+        bad.pop();
+        assert_eq!(parse_task(&bad).unwrap().items().next(), None);
+    }
+
+    /// Full frames: a packed frame keeps room for its prefixes, so turning
+    /// it into the general form never passes the frame limit.
+    #[test]
+    fn a_full_packed_frame_fits_in_the_general_form() {
+        let mut f = TaskFrame::new(1, 0, b"t");
+        while f.push(|o| o.extend_from_slice(&[7; 8])) == Ok(true) {}
+        assert!(f.general_len() + TASK_PREFIX + 8 > MAX_FRAME);
+        assert!(f.general_len() <= MAX_FRAME);
+        let n = f.count;
+        f.unpack(f.bytes.len(), 0);
+        assert!(f.bytes.len() <= MAX_FRAME + TASK_PREFIX);
+        let f = f.finish(false);
+        let h = parse_task(&f.bytes).unwrap();
+        assert_eq!(h.count, n);
+        assert!(h.items().all(|b| b == [7; 8]));
+    }
+
+    #[test]
+    fn result_frames_turn_general_at_the_first_failure() {
+        let mut r = ResultFrame::default();
+        r.start(3, 9);
+        for v in [10u64, 11] {
+            let m = r.begin_item();
+            r.bytes.extend_from_slice(&v.to_le_bytes());
+            r.seal_item(m, 0, 3);
+        }
+        let bytes = r.seal().to_vec();
+        let h = parse_result(&bytes).unwrap();
+        assert_eq!((h.flags, h.count, h.items.len()), (PACKED, 2, 16));
+        let m = r.begin_item();
+        r.bytes.extend_from_slice(b"boom");
+        r.seal_item(m, 2, 3);
+        let m = r.begin_item();
+        r.bytes.extend_from_slice(&12u64.to_le_bytes());
+        r.seal_item(m, 0, 3);
+        // The last one moves to the next frame with its status.
+        let mut spill = Vec::new();
+        assert_eq!(r.split_last(m, &mut spill), 0);
+        let bytes = r.seal().to_vec();
+        let h = parse_result(&bytes).unwrap();
+        assert_eq!((h.flags, h.count), (0, 3));
+        let got: Vec<_> = std::iter::from_fn({
+            let mut items = h.items();
+            move || items.next_with_status()
+        })
+        .collect();
+        assert_eq!(got, [(0, &10u64.to_le_bytes()[..]), (0, &11u64.to_le_bytes()[..]), (2, &b"boom"[..])]);
+        r.start(3, 12);
+        r.push_raw(0, &spill);
+        let bytes = r.seal().to_vec();
+        let h = parse_result(&bytes).unwrap();
+        assert_eq!((h.flags, h.first, h.count), (PACKED, 12, 1));
+        assert_eq!(h.items().next(), Some(&12u64.to_le_bytes()[..]));
     }
 
     /// Frames come from another process: garbage of any length and content
@@ -401,17 +673,12 @@ mod tests {
                 })
                 .collect();
             if let Some(h) = parse_task(&bytes) {
-                let mut items = h.items;
-                for _ in 0..h.count.min(1000) {
-                    if next_item(&mut items).is_none() {
-                        break;
-                    }
-                }
+                h.items().take(1000).for_each(drop);
             }
             if let Some(h) = parse_result(&bytes) {
-                let mut items = h.items;
-                for _ in 0..h.count.min(1000) {
-                    if next_result(&mut items).is_none() {
+                let mut items = h.items();
+                for _ in 0..1000 {
+                    if items.next_with_status().is_none() {
                         break;
                     }
                 }
@@ -431,12 +698,15 @@ mod tests {
         r.seal_item(m, 0, 3);
         let bytes = r.seal().to_vec();
         let h = parse_result(&bytes).unwrap();
-        assert_eq!((h.job, h.first, h.count), (3, 9, 2));
-        let mut items = h.items;
-        assert_eq!(next_result(&mut items), Some((0, &b"xy"[..])));
-        let (status, msg) = next_result(&mut items).unwrap();
+        assert_eq!((h.job, h.first, h.count, h.flags), (3, 9, 2, 0));
+        let mut items = h.items();
+        assert_eq!(items.next_with_status(), Some((0, &b"xy"[..])));
+        let (status, msg) = items.next_with_status().unwrap();
         assert_eq!(status, 3);
         assert!(String::from_utf8_lossy(msg).contains("exceeds"));
-        assert!(next_result(&mut &bytes[..bytes.len() - 1][RESULT_HEADER..]).is_some());
+        let cut = parse_result(&bytes[..bytes.len() - 1]).unwrap();
+        let mut items = cut.items();
+        assert!(items.next_with_status().is_some());
+        assert!(items.next_with_status().is_none(), "the truncated item is not returned");
     }
 }

@@ -387,7 +387,7 @@ impl Manager {
                     j.sink.fail(TaskError::Cancelled { index: h.first + k });
                 }
             } else {
-                j.sink.deliver(h.first, h.count, h.items, w.pid);
+                j.sink.deliver(h.first, h.count, h.items(), w.pid);
             }
         }
         self.account(h.job, u64::from(h.count));
@@ -463,10 +463,10 @@ impl Manager {
         let mut k = 0u64;
         for s in w.fifo.drain(..) {
             let Some(h) = frame::parse_task(&s.frame) else { continue };
-            let mut items = h.items;
+            let mut items = h.items();
             let mut current: Option<TaskFrame> = None;
             for n in 0..s.count {
-                let Some(item) = frame::next_item(&mut items) else { break };
+                let Some(item) = items.next() else { break };
                 if n < s.answered {
                     continue;
                 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::error::{GetTimeoutError, PoolError, TaskError};
-use super::frame;
+use super::frame::Items;
 use super::task::Status;
 use crate::process::Handoff;
 use crate::wait::Deadline;
@@ -48,6 +48,7 @@ impl<R> JobState<R> {
         self.aborted || self.expected.is_some_and(|n| self.filled >= n)
     }
 
+    #[inline]
     fn store(&mut self, index: u64, outcome: Outcome<R>) {
         if self.ordered {
             let Some(at) = index.checked_sub(self.base) else { return };
@@ -183,7 +184,7 @@ impl<R> Job<R> {
 /// What the manager thread sees of a job (type-erased).
 pub(crate) trait Sink: Send + Sync {
     /// Decodes a result frame's items (`first..first+count`) from worker `pid`.
-    fn deliver(&self, first: u64, count: u32, items: &[u8], pid: u32);
+    fn deliver(&self, first: u64, count: u32, items: Items<'_>, pid: u32);
     /// Records a failed item.
     fn fail(&self, err: TaskError);
     /// The job will have `n` items in all.
@@ -196,27 +197,62 @@ fn message(payload: &[u8]) -> String {
     String::from_utf8_lossy(payload).into_owned()
 }
 
+/// One result's outcome; the failures are out of line (the loop in
+/// `deliver` stays tight for the common case).
+#[inline]
+fn outcome<R: Handoff>(item: Option<(u8, &[u8])>, index: u64, pid: u32) -> Outcome<R> {
+    match item {
+        Some((0, mut payload)) => match R::decode(&mut payload) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(undecodable(index, e)),
+        },
+        other => Err(failure(other, index, pid)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn undecodable(index: u64, e: crate::process::HandoffError) -> Box<TaskError> {
+    Box::new(TaskError::Refused { pid: 0, index, message: format!("cannot decode the result: {e}") })
+}
+
+#[cold]
+#[inline(never)]
+fn failure(item: Option<(u8, &[u8])>, index: u64, pid: u32) -> Box<TaskError> {
+    Box::new(match item {
+        None => TaskError::Refused { pid, index, message: "truncated result frame".into() },
+        Some((status, payload)) => match Status::from_u8(status) {
+            Some(Status::Failed) => TaskError::Failed { pid, index, message: message(payload) },
+            Some(Status::Panicked) => TaskError::Panicked { pid, index, message: message(payload) },
+            Some(Status::Ok | Status::Refused) | None => TaskError::Refused { pid, index, message: message(payload) },
+        },
+    })
+}
+
 impl<R: Handoff + Send + 'static> Sink for Job<R> {
-    fn deliver(&self, first: u64, count: u32, mut items: &[u8], pid: u32) {
+    fn deliver(&self, first: u64, count: u32, mut items: Items<'_>, pid: u32) {
         self.update(|s| {
-            for k in 0..u64::from(count) {
-                let index = first + k;
-                let outcome = match frame::next_result(&mut items) {
-                    None => Err(TaskError::Refused { pid, index, message: "truncated result frame".into() }),
-                    Some((status, mut payload)) => match Status::from_u8(status) {
-                        Some(Status::Ok) => R::decode(&mut payload).map_err(|e| TaskError::Refused {
-                            pid: 0,
-                            index,
-                            message: format!("cannot decode the result: {e}"),
-                        }),
-                        Some(Status::Failed) => Err(TaskError::Failed { pid, index, message: message(payload) }),
-                        Some(Status::Panicked) => Err(TaskError::Panicked { pid, index, message: message(payload) }),
-                        Some(Status::Refused) | None => {
-                            Err(TaskError::Refused { pid, index, message: message(payload) })
+            let at = first.checked_sub(s.base).map(|a| a as usize);
+            match at {
+                // The common case: a run of slots that exist, filled in one
+                // pass (no per-item index arithmetic).
+                Some(at) if s.ordered && at.saturating_add(count as usize) <= s.slots.len() => {
+                    let mut filled = 0;
+                    for (k, slot) in s.slots.range_mut(at..at + count as usize).enumerate() {
+                        let o = outcome::<R>(items.next_with_status(), first + k as u64, pid);
+                        if slot.is_none() {
+                            *slot = Some(o);
+                            filled += 1;
                         }
-                    },
-                };
-                s.store(index, outcome.map_err(Box::new));
+                    }
+                    s.filled += filled;
+                }
+                _ => {
+                    for k in 0..u64::from(count) {
+                        let o = outcome::<R>(items.next_with_status(), first + k, pid);
+                        s.store(first + k, o);
+                    }
+                }
             }
         });
     }

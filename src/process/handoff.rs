@@ -95,6 +95,7 @@ pub(crate) fn note_transfer(queue: &ByteQueue, producer: bool) {
     });
 }
 
+#[inline]
 pub(crate) fn take<'a>(input: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u8], HandoffError> {
     if input.len() < n {
         return Err(HandoffError::Truncated(what));
@@ -114,9 +115,11 @@ fn take_len(input: &mut &[u8], what: &'static str) -> Result<usize, HandoffError
 macro_rules! handoff_int {
     ($($t:ty),*) => {$(
         impl Handoff for $t {
+            #[inline]
             fn encode(&self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
             }
+            #[inline]
             fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
                 let b = take(input, std::mem::size_of::<$t>(), stringify!($t))?;
                 Ok(<$t>::from_le_bytes(b.try_into().expect("length checked")))
