@@ -229,6 +229,9 @@ pub(crate) struct TaskFrame {
     /// Items still of one width (`width`), without prefixes.
     packed: bool,
     width: usize,
+    /// While packed: how many items of `width` fit in the frame (with the
+    /// prefixes they would need in the general form).
+    room: u32,
     /// Where the items start.
     items_at: usize,
 }
@@ -243,7 +246,7 @@ impl TaskFrame {
         put_u32(&mut bytes, id.len() as u32);
         bytes.extend_from_slice(id);
         let items_at = bytes.len();
-        TaskFrame { job, first, count: 0, bytes, packed: true, width: 0, items_at }
+        TaskFrame { job, first, count: 0, bytes, packed: true, width: 0, room: 0, items_at }
     }
 
     /// The frame's size if it had to take the general form.
@@ -258,11 +261,31 @@ impl TaskFrame {
     /// in this frame any more: finish it and put the item in a new one.
     #[inline]
     pub(crate) fn push(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<bool, usize> {
+        if self.packed && self.count > 0 {
+            // The common case: one more item of the frame's width.
+            if self.count >= self.room {
+                return Ok(false);
+            }
+            let mark = self.bytes.len();
+            encode(&mut self.bytes);
+            if self.bytes.len() - mark == self.width {
+                self.count += 1;
+                return Ok(true);
+            }
+            return self.push_other(mark);
+        }
         let mark = self.bytes.len();
         if !self.packed {
             put_u32(&mut self.bytes, 0);
         }
         encode(&mut self.bytes);
+        self.push_other(mark)
+    }
+
+    /// The checks of `push` for an item written at `mark` that is the
+    /// first, or in a general frame, or of another width than the others.
+    #[inline(never)]
+    fn push_other(&mut self, mark: usize) -> Result<bool, usize> {
         let at = if self.packed { mark } else { mark + TASK_PREFIX };
         let len = self.bytes.len() - at;
         if len > MAX_ITEM_BYTES {
@@ -277,7 +300,9 @@ impl TaskFrame {
         if self.packed {
             if self.count == 0 {
                 self.width = len;
-            } else if len != self.width {
+                // Items of this width that fit with their prefixes.
+                self.room = ((MAX_FRAME - self.items_at) / (len + TASK_PREFIX)).min(u32::MAX as usize) as u32;
+            } else {
                 self.unpack(mark, len);
             }
         } else {
@@ -371,6 +396,13 @@ impl<'a> Items<'a> {
             return Items { rest: &[], width: Some(0), left: 0, prefix };
         }
         Items { rest: items, width: Some(width), left: count, prefix }
+    }
+
+    /// A packed frame's remaining items, back to back, and their width
+    /// (`None` for the general form and for width 0).
+    #[inline]
+    pub(crate) fn packed(&self) -> Option<(&'a [u8], usize)> {
+        self.width.filter(|&w| w > 0 && w.checked_mul(self.left as usize) == Some(self.rest.len())).map(|w| (self.rest, w))
     }
 
     /// The next item and its status byte.

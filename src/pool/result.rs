@@ -238,6 +238,20 @@ impl<R: Handoff + Send + 'static> Sink for Job<R> {
                 // pass (no per-item index arithmetic).
                 Some(at) if s.ordered && at.saturating_add(count as usize) <= s.slots.len() => {
                     let mut filled = 0;
+                    if let Some((values, width)) = items.packed() {
+                        // Every item succeeded and has one width: decode
+                        // them back to back.
+                        let slots = s.slots.range_mut(at..at + count as usize);
+                        for (k, (slot, mut value)) in slots.zip(values.chunks_exact(width)).enumerate() {
+                            let o = R::decode(&mut value).map_err(|e| undecodable(first + k as u64, e));
+                            if slot.is_none() {
+                                *slot = Some(o);
+                                filled += 1;
+                            }
+                        }
+                        s.filled += filled;
+                        return;
+                    }
                     for (k, slot) in s.slots.range_mut(at..at + count as usize).enumerate() {
                         let o = outcome::<R>(items.next_with_status(), first + k as u64, pid);
                         if slot.is_none() {

@@ -135,11 +135,14 @@ impl Cx<'_> {
     #[inline]
     fn begin(&mut self) {
         self.started += 1;
-        // Release: pairs with the Acquire loads of `started` in the
-        // manager (`bury`, `in_progress`, `check_timeout`): the result
-        // frames sent before this item are in the ring when the manager
-        // sees that we began it.
-        self.started_word.store(self.started, Ordering::Release);
+        // Relaxed, after the Release fence that follows every result frame
+        // sent (`sent`): that fence pairs with the Acquire loads of
+        // `started` in the manager (`bury`, `in_progress`,
+        // `check_timeout`), so the result frames sent before this item are
+        // in the ring when the manager sees that we began it. (A Release
+        // store here would be a compiler barrier in the middle of the item
+        // loop.)
+        self.started_word.store(self.started, Ordering::Relaxed);
         self.mark = self.out.begin_item();
         self.in_item = true;
     }
@@ -161,7 +164,7 @@ impl Cx<'_> {
         let status = self.out.split_last(self.mark, &mut self.spill);
         self.next_first += u64::from(self.out.count());
         self.tx.send(self.out.seal()).map_err(|e| format!("result queue: {e}"))?;
-        self.ctl.bump();
+        self.sent();
         self.out.start(self.job, self.next_first);
         self.out.push_raw(status, &self.spill);
         Ok(())
@@ -171,9 +174,19 @@ impl Cx<'_> {
     fn flush(&mut self) -> Result<(), String> {
         if self.out.count() > 0 {
             self.tx.send(self.out.seal()).map_err(|e| format!("result queue: {e}"))?;
-            self.ctl.bump();
+            self.sent();
         }
         Ok(())
+    }
+
+    /// A result frame was sent: orders it before the `started` stores that
+    /// follow, and tells the manager.
+    fn sent(&self) {
+        // Release fence: pairs with the manager's Acquire loads of
+        // `started` (see `begin`): a load that sees a later store of it
+        // also sees this frame in the ring.
+        std::sync::atomic::fence(Ordering::Release);
+        self.ctl.bump();
     }
 }
 
