@@ -373,25 +373,34 @@ pub(crate) fn finish_each<R>(s: &mut JobState<R>) -> Result<Vec<Result<R, TaskEr
 }
 
 /// Every item's value in order, or the first error by index (Python's
-/// `map` raises the first failure). The values move straight out of the
-/// slots (one pass, no per-item bookkeeping).
+/// `map` raises the first failure). One pass checks that every slot holds
+/// a value; the values then move out in a second (no per-item branches
+/// or capacity checks).
 pub(crate) fn finish_all<R>(s: &mut JobState<R>) -> Result<Vec<R>, PoolError> {
     let n = s.expected.unwrap_or(s.base + s.slots.len() as u64);
     let base = s.base;
     let want = n.saturating_sub(base) as usize;
-    let mut out = Vec::with_capacity(want);
-    for (k, o) in s.slots.drain(..).take(want).enumerate() {
-        match o {
-            Some(Ok(v)) => out.push(v),
-            Some(Err(e)) => return Err(PoolError::Task(*e)),
-            None => return Err(PoolError::Task(TaskError::Terminated { index: base + k as u64 })),
-        }
+    let slots = s.slots.make_contiguous();
+    let have = slots.len().min(want);
+    if let Some(k) = slots[..have].iter().position(|o| !matches!(o, Some(Ok(_)))) {
+        return Err(PoolError::Task(match slots[k].take() {
+            Some(Err(e)) => *e,
+            _ => TaskError::Terminated { index: base + k as u64 },
+        }));
     }
-    if out.len() < want {
-        return Err(PoolError::Task(TaskError::Terminated { index: base + out.len() as u64 }));
+    if have < want {
+        return Err(PoolError::Task(TaskError::Terminated { index: base + have as u64 }));
     }
+    let mut all = Vec::from(std::mem::take(&mut s.slots));
+    all.truncate(want);
     s.base += want as u64;
-    Ok(out)
+    Ok(all
+        .into_iter()
+        .map(|o| match o {
+            Some(Ok(v)) => v,
+            _ => unreachable!("every slot was checked to hold a value"),
+        })
+        .collect())
 }
 
 /// A result that will be there later, like Python's `AsyncResult`: from
