@@ -439,6 +439,8 @@ pub(crate) struct ResultFrame {
     count: u32,
     packed: bool,
     width: usize,
+    /// While packed: how many items of `width` fit (see `over`).
+    room: u32,
 }
 
 impl ResultFrame {
@@ -451,6 +453,7 @@ impl ResultFrame {
         self.count = 0;
         self.packed = true;
         self.width = 0;
+        self.room = 0;
     }
 
     pub(crate) fn count(&self) -> u32 {
@@ -481,8 +484,15 @@ impl ResultFrame {
     pub(crate) fn seal_item(&mut self, mark: usize, status: u8, refused: u8) {
         if self.packed {
             let len = self.bytes.len() - mark;
-            if status == 0 && len <= MAX_ITEM_BYTES && (self.count == 0 || len == self.width) {
+            if status == 0 && len == self.width && self.count > 0 {
+                self.count += 1;
+                return;
+            }
+            if status == 0 && len <= MAX_ITEM_BYTES && self.count == 0 {
                 self.width = len;
+                // Items of this width that fit with the prefixes the
+                // general form would need: `over` is `count > room`.
+                self.room = ((MAX_FRAME - RESULT_HEADER) / (len + RESULT_PREFIX)).min(u32::MAX as usize) as u32;
                 self.count += 1;
                 return;
             }
@@ -524,7 +534,9 @@ impl ResultFrame {
     /// may still have to take).
     #[inline]
     pub(crate) fn over(&self) -> bool {
-        self.bytes.len() + if self.packed { RESULT_PREFIX * self.count as usize } else { 0 } > MAX_FRAME
+        // Packed: the same as the general test below with every item of
+        // `width` bytes and `RESULT_PREFIX` more for each.
+        if self.packed { self.count > self.room } else { self.bytes.len() > MAX_FRAME }
     }
 
     /// Seals the header; the bytes are ready to send.
@@ -648,6 +660,27 @@ mod tests {
         let h = parse_task(&f.bytes).unwrap();
         assert_eq!(h.count, n);
         assert!(h.items().all(|b| b == [7; 8]));
+    }
+
+    /// `over` on a packed result frame says what it would say of the same
+    /// frame in the general form.
+    #[test]
+    fn a_packed_result_frame_is_over_when_its_general_form_would_be() {
+        let mut r = ResultFrame::default();
+        r.start(1, 0);
+        let mut n = 0usize;
+        while !r.over() {
+            let m = r.begin_item();
+            r.bytes.extend_from_slice(&[1; 8]);
+            r.seal_item(m, 0, 3);
+            n += 1;
+        }
+        assert!(RESULT_HEADER + n * (8 + RESULT_PREFIX) > MAX_FRAME);
+        assert!(RESULT_HEADER + (n - 1) * (8 + RESULT_PREFIX) <= MAX_FRAME);
+        // A failure turns it general: the general test agrees.
+        let m = r.begin_item();
+        r.seal_item(m, 1, 3);
+        assert!(!r.packed && r.over());
     }
 
     #[test]

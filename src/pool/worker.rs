@@ -110,6 +110,17 @@ impl Cx<'_> {
         let mut done = 0u32;
         loop {
             let r = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
+                if let Some((args, width)) = items.packed() {
+                    // Arguments of one width, back to back: resume after
+                    // the `done` ones (after a panic too).
+                    for arg in args.chunks_exact(width).skip(done as usize) {
+                        self.begin();
+                        let status = run(arg, &mut self.out.bytes);
+                        self.end(status)?;
+                        done += 1;
+                    }
+                    return if done == count { Ok(()) } else { Err("corrupt task frame".into()) };
+                }
                 while done < count {
                     let item = items.next().ok_or("corrupt task frame")?;
                     self.begin();
