@@ -359,11 +359,13 @@ impl<'a> TaskHeader<'a> {
     }
 }
 
+/// The fields both frame kinds start with: job, first, count, flags.
+fn parse_common(frame: &mut &[u8]) -> Option<(u64, u64, u32, u32)> {
+    Some((get_u64(frame)?, get_u64(frame)?, get_u32(frame)?, get_u32(frame)?))
+}
+
 pub(crate) fn parse_task(mut frame: &[u8]) -> Option<TaskHeader<'_>> {
-    let job = get_u64(&mut frame)?;
-    let first = get_u64(&mut frame)?;
-    let count = get_u32(&mut frame)?;
-    let flags = get_u32(&mut frame)?;
+    let (job, first, count, flags) = parse_common(&mut frame)?;
     let id_len = get_u32(&mut frame)? as usize;
     if id_len > MAX_ID {
         return None;
@@ -585,10 +587,7 @@ impl<'a> ResultHeader<'a> {
 }
 
 pub(crate) fn parse_result(mut frame: &[u8]) -> Option<ResultHeader<'_>> {
-    let job = get_u64(&mut frame)?;
-    let first = get_u64(&mut frame)?;
-    let count = get_u32(&mut frame)?;
-    let flags = get_u32(&mut frame)?;
+    let (job, first, count, flags) = parse_common(&mut frame)?;
     Some(ResultHeader { job, first, count, flags, items: frame })
 }
 
