@@ -16,7 +16,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::error::{PoolError, TaskError};
-use super::frame::{self, Ctl, TaskFrame};
+use super::ctl::Ctl;
+use super::frame::{self, TaskFrame};
 use super::result::Sink;
 use super::worker::{PoolWorker, WorkerArg};
 use super::{Config, Msg, Shared, State};

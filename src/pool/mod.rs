@@ -64,12 +64,13 @@
 //! - An item's encoded argument or result is limited to
 //!   [`MAX_ITEM_BYTES`]; a larger one fails with [`TaskError::TooLarge`].
 
-// Where things are: `task.rs` the `task!` registry; `frame.rs` the
-// control segment and the frame formats; `worker.rs` the worker process;
+// Where things are: `task.rs` the `task!` registry; `ctl.rs` the
+// control segment; `frame.rs` the frame formats; `worker.rs` the worker process;
 // `manager.rs` the manager thread (dispatch, results, deaths, timeouts);
 // `result.rs` a job's results and `AsyncResult`; `imap.rs` the iterators;
 // `builder.rs` the settings and start; this file `Pool` and submission.
 mod builder;
+mod ctl;
 mod error;
 mod frame;
 mod imap;
@@ -92,7 +93,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use frame::{Ctl, TaskFrame};
+use ctl::Ctl;
+use frame::TaskFrame;
 use result::{Finisher, Job, Sink};
 
 use crate::process::{Handoff, StartMethod};

@@ -10,7 +10,8 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::frame::{self, Ctl, END_OF_CHUNK, Items, ResultFrame};
+use super::ctl::Ctl;
+use super::frame::{self, END_OF_CHUNK, Items, ResultFrame};
 use super::task::{self, FrameRunner, Status};
 use crate::RawSegment;
 use crate::process::{Entry, Handoff, HandoffError};
