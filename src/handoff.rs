@@ -159,6 +159,7 @@ unsafe fn array_read<T: Handoff, const N: usize>(src: *const [T; N]) -> [T; N] {
     }
 }
 
+#[inline]
 pub(crate) fn take<'a>(input: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u8], HandoffError> {
     if input.len() < n {
         return Err(HandoffError::Truncated(what));
@@ -179,9 +180,11 @@ macro_rules! handoff_int {
     ($($t:ty),*) => {$(
         impl Handoff for $t {
             const __POD: Option<PodWire<Self>> = Some(PodWire::of());
+            #[inline]
             fn encode(&self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
             }
+            #[inline]
             fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
                 let b = take(input, std::mem::size_of::<$t>(), stringify!($t))?;
                 Ok(<$t>::from_le_bytes(b.try_into().expect("length checked")))

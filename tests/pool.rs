@@ -64,6 +64,30 @@ impl shmproc::pool::Task for Phantom {
     }
 }
 
+/// Fails the whole test binary (with a message) if a test runs longer than
+/// twice [`DEADLINE`]: a blocking pool call with no timeout of its own
+/// (`map`, `apply`...) cannot hang the suite. Disarmed when dropped.
+struct Watchdog(Option<std::sync::mpsc::Sender<()>>);
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn watchdog(test: &'static str) -> Watchdog {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(2 * DEADLINE) {
+            eprintln!("test {test} did not finish within {:?}: failing the test binary", 2 * DEADLINE);
+            std::process::exit(1);
+        }
+    });
+    Watchdog(Some(tx))
+}
+
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let t = Instant::now();
     while !cond() {
@@ -117,6 +141,7 @@ fn serial(n: u64) -> Vec<u64> {
 
 #[test]
 fn seeds_map_doubler_and_square() {
+    let _watchdog = watchdog("seeds_map_doubler_and_square");
     let pool = Pool::new(3).unwrap();
     assert_eq!(pool.map(doubler, [5, 10, 20]).unwrap(), [10, 20, 40]);
     finish(pool, &[]);
@@ -127,6 +152,7 @@ fn seeds_map_doubler_and_square() {
 
 #[test]
 fn every_form_matches_the_serial_result_for_10000_items() {
+    let _watchdog = watchdog("every_form_matches_the_serial_result_for_10000_items");
     const N: u64 = 10_000;
     let want = serial(N);
     let pool = Pool::new(2).unwrap();
@@ -158,6 +184,7 @@ fn every_form_matches_the_serial_result_for_10000_items() {
 
 #[test]
 fn errors_and_panics_fail_only_their_item() {
+    let _watchdog = watchdog("errors_and_panics_fail_only_their_item");
     let pool = Pool::new(2).unwrap();
     let r = pool.map_results(picky, 0..40, 4).unwrap();
     for (i, o) in r.iter().enumerate() {
@@ -192,6 +219,7 @@ fn errors_and_panics_fail_only_their_item() {
 
 #[test]
 fn bad_arguments_are_clear_errors() {
+    let _watchdog = watchdog("bad_arguments_are_clear_errors");
     assert!(matches!(Pool::new(0), Err(PoolError::InvalidArgument(_))));
     let pool = Pool::new(1).unwrap();
     assert!(matches!(pool.map_chunked(square, 0..3, 0), Err(PoolError::InvalidArgument(_))));
@@ -202,6 +230,7 @@ fn bad_arguments_are_clear_errors() {
 
 #[test]
 fn unknown_task_is_refused_in_the_parent() {
+    let _watchdog = watchdog("unknown_task_is_refused_in_the_parent");
     let pool = Pool::new(1).unwrap();
     assert_eq!(pool.apply(Phantom, 1), Err(PoolError::NotRegistered("tests::pool::phantom")));
     assert!(matches!(pool.imap(Phantom, 0..3), Err(PoolError::NotRegistered(_))));
@@ -211,6 +240,7 @@ fn unknown_task_is_refused_in_the_parent() {
 
 #[test]
 fn kill_9_mid_map_fails_exactly_that_item_and_the_pool_goes_on() {
+    let _watchdog = watchdog("kill_9_mid_map_fails_exactly_that_item_and_the_pool_goes_on");
     let pool = Pool::new(2).unwrap();
     let slot = Value::new(0u32).unwrap();
     const N: u64 = 200;
@@ -271,6 +301,7 @@ fn kill_9_mid_map_fails_exactly_that_item_and_the_pool_goes_on() {
 
 #[test]
 fn a_task_timeout_kills_a_task_that_sleeps_forever() {
+    let _watchdog = watchdog("a_task_timeout_kills_a_task_that_sleeps_forever");
     let pool = Pool::new(2).unwrap();
     let r = pool.apply_async(nap, 3_600_000).unwrap().timeout(Duration::from_millis(300));
     let e = match r.get_timeout(DEADLINE) {
@@ -297,6 +328,7 @@ fn a_task_timeout_kills_a_task_that_sleeps_forever() {
 
 #[test]
 fn cancel_stops_the_running_item() {
+    let _watchdog = watchdog("cancel_stops_the_running_item");
     let pool = Pool::new(1).unwrap();
     let r = pool.apply_async(nap, 3_600_000).unwrap();
     std::thread::sleep(Duration::from_millis(50));
@@ -311,6 +343,7 @@ fn cancel_stops_the_running_item() {
 
 #[test]
 fn initializer_runs_once_per_worker() {
+    let _watchdog = watchdog("initializer_runs_once_per_worker");
     let counter = Value::new(0u64).unwrap();
     let pool = Pool::builder().processes(3).initializer(count_init, counter.clone()).build().unwrap();
     let pids: std::collections::HashSet<u32> = pool.map_chunked(pid_of, 0..300, 1).unwrap().into_iter().collect();
@@ -330,6 +363,7 @@ shmproc::task! {
 /// fails the items with the initializer's error.
 #[test]
 fn a_failing_initializer_fails_the_jobs_instead_of_hanging() {
+    let _watchdog = watchdog("a_failing_initializer_fails_the_jobs_instead_of_hanging");
     let pool = Pool::builder().processes(2).initializer(bad_init, ()).build().unwrap();
     let r = pool.map_async(square, 0..10).unwrap();
     let e = match r.get_timeout(DEADLINE) {
@@ -346,6 +380,7 @@ fn a_failing_initializer_fails_the_jobs_instead_of_hanging() {
 
 #[test]
 fn maxtasksperchild_replaces_workers_and_results_stay_exact() {
+    let _watchdog = watchdog("maxtasksperchild_replaces_workers_and_results_stay_exact");
     let pool = Pool::builder().processes(2).maxtasksperchild(5).build().unwrap();
     let pids = pool.map_chunked(pid_of, 0..100, 1).unwrap();
     let distinct: std::collections::HashSet<u32> = pids.iter().copied().collect();
@@ -358,6 +393,7 @@ fn maxtasksperchild_replaces_workers_and_results_stay_exact() {
 
 #[test]
 fn terminate_during_a_map_returns_promptly_and_fails_the_rest() {
+    let _watchdog = watchdog("terminate_during_a_map_returns_promptly_and_fails_the_rest");
     let pool = Pool::new(2).unwrap();
     let r = pool.map_async(nap, vec![3_600_000u64; 8]).unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -385,6 +421,7 @@ fn terminate_during_a_map_returns_promptly_and_fails_the_rest() {
 
 #[test]
 fn dropping_the_pool_terminates_it() {
+    let _watchdog = watchdog("dropping_the_pool_terminates_it");
     let pool = Pool::new(2).unwrap();
     let pids: Vec<u32> = pool.map_chunked(pid_of, 0..20, 1).unwrap();
     let r = pool.apply_async(nap, 3_600_000).unwrap();
@@ -401,6 +438,7 @@ fn dropping_the_pool_terminates_it() {
 
 #[test]
 fn imap_with_an_endless_input_keeps_a_bounded_number_in_flight() {
+    let _watchdog = watchdog("imap_with_an_endless_input_keeps_a_bounded_number_in_flight");
     let pool = Pool::new(2).unwrap();
     let pulled = std::cell::Cell::new(0u64);
     let input = (0u64..).inspect(|_| pulled.set(pulled.get() + 1));
@@ -416,6 +454,7 @@ fn imap_with_an_endless_input_keeps_a_bounded_number_in_flight() {
 
 #[test]
 fn too_large_items_fail_alone() {
+    let _watchdog = watchdog("too_large_items_fail_alone");
     let pool = Pool::new(1).unwrap();
     let big = vec![0u8; shmproc::pool::MAX_ITEM_BYTES + 1];
     let r = pool.map_results(echo_len, vec![vec![1u8; 10], big, vec![]], 1).unwrap();
@@ -427,6 +466,7 @@ fn too_large_items_fail_alone() {
 
 #[test]
 fn callbacks_run_when_ready() {
+    let _watchdog = watchdog("callbacks_run_when_ready");
     let pool = Pool::new(2).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     pool.map_async(square, 0..100).unwrap().then(move |r| tx.send(r).unwrap());
@@ -436,6 +476,7 @@ fn callbacks_run_when_ready() {
 
 #[test]
 fn close_then_join_waits_for_submitted_work() {
+    let _watchdog = watchdog("close_then_join_waits_for_submitted_work");
     let pool = Pool::new(2).unwrap();
     assert_eq!(pool.join(), Err(PoolError::StillOpen));
     let r = pool.map_async(nap, vec![50u64; 4]).unwrap();
@@ -448,6 +489,7 @@ fn close_then_join_waits_for_submitted_work() {
 
 #[test]
 fn fork_start_method_works_too() {
+    let _watchdog = watchdog("fork_start_method_works_too");
     let pool = Pool::builder().processes(2).start_method(shmproc::process::StartMethod::Fork).build().unwrap();
     assert_eq!(pool.map(square, 0..1000).unwrap(), serial(1000));
     let r = pool.apply_async(nap, 3_600_000).unwrap().timeout(Duration::from_millis(100));
@@ -458,6 +500,7 @@ fn fork_start_method_works_too() {
 
 #[test]
 fn imap_after_close_is_refused_and_an_unused_imap_is_harmless() {
+    let _watchdog = watchdog("imap_after_close_is_refused_and_an_unused_imap_is_harmless");
     let pool = Pool::new(1).unwrap();
     let unused = pool.imap(square, 0..10).unwrap();
     drop(unused);
@@ -471,6 +514,7 @@ fn imap_after_close_is_refused_and_an_unused_imap_is_harmless() {
 
 #[test]
 fn killing_an_idle_worker_loses_nothing_and_it_is_replaced() {
+    let _watchdog = watchdog("killing_an_idle_worker_loses_nothing_and_it_is_replaced");
     let pool = Pool::new(2).unwrap();
     assert_eq!(pool.map(square, Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
     let before: std::collections::HashSet<u32> = pool.map_chunked(pid_of, 0..50, 1).unwrap().into_iter().collect();
@@ -491,6 +535,7 @@ fn killing_an_idle_worker_loses_nothing_and_it_is_replaced() {
 /// worker is gone (the second caller waits for the first one's join).
 #[test]
 fn terminate_from_two_threads_returns_when_the_workers_are_gone() {
+    let _watchdog = watchdog("terminate_from_two_threads_returns_when_the_workers_are_gone");
     let pool = std::sync::Arc::new(Pool::new(2).unwrap());
     let _r = pool.map_async(nap, vec![3_600_000u64; 4]).unwrap();
     let (workers, _) = pool.__created();
@@ -519,6 +564,7 @@ fn terminate_from_two_threads_returns_when_the_workers_are_gone() {
 /// replays), each against the serial result.
 #[test]
 fn random_shapes_match_the_serial_result() {
+    let _watchdog = watchdog("random_shapes_match_the_serial_result");
     let pool = Pool::new(2).unwrap();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = |m: u64| {
@@ -559,4 +605,63 @@ fn random_shapes_match_the_serial_result() {
         }
     }
     finish(pool, &[]);
+}
+
+/// A job larger than one submission batch (65 536 items) goes out in
+/// several batches, with chunk boundaries kept.
+#[test]
+fn a_large_map_goes_out_in_batches() {
+    let _watchdog = watchdog("a_large_map_goes_out_in_batches");
+    let pool = Pool::builder().processes(2).maxtasksperchild(50).build().unwrap();
+    const N: u64 = 200_000;
+    assert_eq!(pool.map_chunked(square, 0..N, 7).unwrap(), serial(N));
+    assert_eq!(pool.map(square, 0..N).unwrap(), serial(N));
+    finish(pool, &[]);
+}
+
+shmproc::entry! {
+    /// Owns a pool, reports its workers' pids, then waits to be killed.
+    fn pool_owner(pids: shmproc::Array<u32>) {
+        let pool = Pool::new(2).unwrap();
+        let (workers, _) = pool.__created();
+        for (i, p) in workers.iter().enumerate().take(2) {
+            pids.set(i, *p).unwrap();
+        }
+        let _busy = pool.apply_async(nap, 3_600_000).unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// The process that owns a pool is killed with SIGKILL: its workers (daemon
+/// processes watching their parent) leave by themselves; its segments are
+/// then a creator-died leftover that `gc()` removes.
+#[test]
+fn workers_leave_when_the_pool_owner_is_killed() {
+    let _watchdog = watchdog("workers_leave_when_the_pool_owner_is_killed");
+    let pids = shmproc::Array::from_slice(&[0u32, 0]).unwrap();
+    let mut owner = shmproc::Process::new(pool_owner, pids.clone());
+    owner.start().unwrap();
+    wait_until("the owner's workers to start", || pids.get(1).unwrap() != 0);
+    let workers = [pids.get(0).unwrap(), pids.get(1).unwrap()];
+    owner.kill().unwrap();
+    assert!(owner.join_timeout(DEADLINE).is_err(), "the owner was killed");
+    for p in workers {
+        wait_until("an orphaned worker to leave", || !alive(p));
+    }
+    // The owner's segments are a killed creator's leftovers (as for any
+    // object): remove exactly those (its unique names carry its pid).
+    let owner_pid = owner.pid().unwrap();
+    let mine = format!("{}anon.{owner_pid}.", shmproc::NAME_PREFIX);
+    let mut left = Vec::new();
+    for e in std::fs::read_dir("/dev/shm").unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix(&mine) {
+            left.push(name.clone());
+            shmproc::unlink(&format!("anon.{owner_pid}.{rest}")).unwrap();
+        }
+    }
+    // The control segment and two rings per worker.
+    assert!(left.len() >= 5, "{left:?}");
 }

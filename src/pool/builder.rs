@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::frame::{self, Ctl};
+use super::ctl::{self, Ctl};
 use super::{Config, Inbox, Pool, PoolError, Shared, State, Task, manager, task, worker};
 use crate::RawSegment;
 use crate::process::{Handoff, StartMethod};
@@ -133,7 +133,7 @@ impl PoolBuilder {
             #[cfg(feature = "test-hooks")]
             started: Arc::default(),
         };
-        let seg = RawSegment::new(frame::ctl_len(processes)).map_err(|e| PoolError::Setup(e.to_string()))?;
+        let seg = RawSegment::new(ctl::ctl_len(processes)).map_err(|e| PoolError::Setup(e.to_string()))?;
         #[cfg(feature = "test-hooks")]
         cfg.started.lock().unwrap_or_else(|p| p.into_inner()).1.push(seg.name().to_owned());
         #[cfg(feature = "test-hooks")]

@@ -1,37 +1,30 @@
-//! What travels between the pool and its workers, and the control segment
-//! they share.
-//!
-//! ## The control segment
-//!
-//! One [`RawSegment`] per pool: a 64-byte header, then one 64-byte record
-//! per worker slot (like LMDB's reader table: each worker says there what
-//! it holds, so the pool knows what a dead worker took with it).
-//!
-//! | offset | field | written by | meaning |
-//! |---|---|---|---|
-//! | 0 | `seq: u32` | workers, pool users | bumped after each result frame or request: the pool's manager sleeps on it (futex) |
-//! | 4 | `waiting: u32` | manager | 1 while the manager may sleep: whoever bumps `seq` then wakes it |
-//! | 64 + 64 i | `started: u64` | worker in slot i | items this worker has begun (stored before each item runs) |
-//! | 72 + 64 i | `pid: u32` | worker in slot i | its pid (informational) |
+//! What travels between the pool and its workers (the control segment
+//! they share is in `ctl.rs`).
 //!
 //! ## Frames (in per-worker [`ByteQueue`](crate::queue::ByteQueue)s)
 //!
 //! A task frame (pool to worker), little-endian:
-//! `job u64 | first u64 | count u32 | flags u32 | id_len u32 | id | count × (len u32 | argument)`;
+//! `job u64 | first u64 | count u32 | flags u32 | id_len u32 | id | items`;
 //! flag bit 0 marks the last frame of a chunk (one "task" for
-//! `maxtasksperchild`). Items are length-prefixed so the pool can cut a
-//! frame when a worker dies and hand the unfinished items to another.
+//! `maxtasksperchild`). The items are either `count × (len u32 | argument)`
+//! or, with flag bit 1 ([`PACKED`]), `count` arguments of one width
+//! `w = bytes / count` back to back (every `u64`, every `(u32, f64)`: the
+//! common case, encoded and walked without a length per item). Items are
+//! delimited so the pool can cut a frame when a worker dies and hand the
+//! unfinished items to another.
 //!
 //! A result frame (worker to pool): `job u64 | first u64 | count u32 |
-//! count × (status u8 | len u32 | payload)`. A worker answers the items of
-//! its task frames in order, one or more result frames per task frame.
+//! flags u32 | items`: `count × (status u8 | len u32 | payload)`, or with
+//! [`PACKED`] `count` successful values of one width back to back. A
+//! worker answers the items of its task frames in order, one or more
+//! result frames per task frame.
+//!
+//! Both writers start a frame packed and turn it into the general form
+//! (once, in place) at the first item that does not fit it (another
+//! width, a failure); a packed frame keeps room for that conversion.
 //!
 //! Everything read from a frame is untrusted: every length is checked.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-
-use crate::RawSegment;
-use crate::wait::futex::wake32;
 
 /// Ring bytes of each task and result queue.
 pub(crate) const RING_BYTES: u64 = 1 << 20;
@@ -48,106 +41,35 @@ pub const MAX_ITEM_BYTES: usize = 192 * 1024;
 /// The longest task id accepted (ids are module paths).
 pub(crate) const MAX_ID: usize = 4096;
 
-const CTL_HEADER: usize = 64;
-const RECORD: usize = 64;
-const SEQ: usize = 0;
-const WAITING: usize = 4;
-const STARTED: usize = 0;
-const PID: usize = 8;
 
 /// Flag: the last frame of a chunk.
 pub(crate) const END_OF_CHUNK: u32 = 1;
+/// Flag: the items have one width and no prefixes.
+pub(crate) const PACKED: u32 = 2;
 
 const TASK_HEADER: usize = 28;
-#[cfg(test)]
-const RESULT_HEADER: usize = 20;
+const RESULT_HEADER: usize = 24;
+/// Bytes before each item in the general forms.
+const TASK_PREFIX: usize = 4;
+const RESULT_PREFIX: usize = 5;
 
-/// Bytes of a control segment for `slots` workers.
-pub(crate) fn ctl_len(slots: usize) -> u64 {
-    (CTL_HEADER + RECORD * slots) as u64
-}
-
-/// The shared words of a control segment, bounds-checked once.
-#[derive(Debug, Clone)]
-pub(crate) struct Ctl {
-    seg: RawSegment,
-}
-
-impl Ctl {
-    pub(crate) fn new(seg: RawSegment) -> Ctl {
-        Ctl { seg }
-    }
-
-    pub(crate) fn segment(&self) -> &RawSegment {
-        &self.seg
-    }
-
-    /// Worker slots this segment has room for.
-    pub(crate) fn slots(&self) -> usize {
-        self.seg.len().saturating_sub(CTL_HEADER) / RECORD
-    }
-
-    fn word32(&self, at: usize) -> &AtomicU32 {
-        assert!(at.is_multiple_of(4) && at + 4 <= self.seg.len(), "control word out of bounds");
-        // SAFETY: in bounds (checked above), 4-aligned (the segment's bytes
-        // start 64-aligned); shared words are only accessed atomically (the
-        // crate's memory model).
-        unsafe { &*(self.seg.as_ptr().add(at) as *const AtomicU32) }
-    }
-
-    fn word64(&self, at: usize) -> &AtomicU64 {
-        assert!(at.is_multiple_of(8) && at + 8 <= self.seg.len(), "control word out of bounds");
-        // SAFETY: as in `word32`, 8-aligned.
-        unsafe { &*(self.seg.as_ptr().add(at) as *const AtomicU64) }
-    }
-
-    pub(crate) fn seq(&self) -> &AtomicU32 {
-        self.word32(SEQ)
-    }
-
-    pub(crate) fn waiting(&self) -> &AtomicU32 {
-        self.word32(WAITING)
-    }
-
-    /// Slot `i`'s "items begun" counter (`None` if out of range).
-    pub(crate) fn started(&self, slot: usize) -> Option<&AtomicU64> {
-        (slot < self.slots()).then(|| self.word64(CTL_HEADER + RECORD * slot + STARTED))
-    }
-
-    pub(crate) fn pid(&self, slot: usize) -> Option<&AtomicU32> {
-        (slot < self.slots()).then(|| self.word32(CTL_HEADER + RECORD * slot + PID))
-    }
-
-    /// Tells the manager something happened: bumps `seq`, and wakes the
-    /// manager if it announced that it sleeps.
-    pub(crate) fn bump(&self) {
-        // SeqCst RMW, then a SeqCst load of `waiting`: pairs with the
-        // manager's SeqCst store of `waiting` then SeqCst load of `seq` in
-        // `Manager::sleep` (a Dekker handshake: either the manager sees
-        // the new `seq` and does not sleep, or we see `waiting` and wake
-        // it; the futex compares `seq` atomically with its enqueue). The
-        // RMW is also a Release that publishes the result frame stored
-        // before it (the ring's own Release store did already).
-        self.seq().fetch_add(1, Ordering::SeqCst);
-        if self.waiting().load(Ordering::SeqCst) != 0 {
-            wake32(self.seq(), 1);
-        }
-    }
-}
-
+#[inline]
 fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
+#[inline]
 fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
+#[inline]
 fn set_u32(out: &mut [u8], at: usize, v: u32) {
     out[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
 /// Reads `n` bytes from the front of `input` (None if it is shorter).
+#[inline]
 fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     if input.len() < n {
         return None;
@@ -157,16 +79,48 @@ fn take<'a>(input: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
     Some(head)
 }
 
+#[inline]
 fn get_u32(input: &mut &[u8]) -> Option<u32> {
     take(input, 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
 }
 
+#[inline]
 fn get_u64(input: &mut &[u8]) -> Option<u64> {
     take(input, 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 
+#[inline]
 fn get_u8(input: &mut &[u8]) -> Option<u8> {
     take(input, 1).map(|b| b[0])
+}
+
+/// Rewrites the packed items `bytes[at..end]` (`count` of `width` bytes)
+/// in the general form: each gets `prefix(len)` before it. The bytes from
+/// `end` on (an item being written) move along unchanged.
+fn unpack(bytes: &mut Vec<u8>, at: usize, end: usize, count: u32, width: usize, prefix: fn(&mut Vec<u8>, u32)) {
+    let tail = bytes.split_off(end);
+    let packed = bytes.split_off(at);
+    bytes.reserve(packed.len() + count as usize * RESULT_PREFIX + tail.len());
+    if width == 0 {
+        for _ in 0..count {
+            prefix(bytes, 0);
+        }
+    } else {
+        for item in packed.chunks_exact(width) {
+            prefix(bytes, width as u32);
+            bytes.extend_from_slice(item);
+        }
+    }
+    bytes.extend_from_slice(&tail);
+}
+
+fn task_prefix(out: &mut Vec<u8>, len: u32) {
+    put_u32(out, len);
+}
+
+fn ok_prefix(out: &mut Vec<u8>, len: u32) {
+    out.push(0);
+    put_u32(out, len);
 }
 
 /// A task frame under construction (in the submitting thread).
@@ -176,6 +130,14 @@ pub(crate) struct TaskFrame {
     pub(crate) first: u64,
     pub(crate) count: u32,
     pub(crate) bytes: Vec<u8>,
+    /// Items still of one width (`width`), without prefixes.
+    packed: bool,
+    width: usize,
+    /// While packed: how many items of `width` fit in the frame (with the
+    /// prefixes they would need in the general form).
+    room: u32,
+    /// Where the items start.
+    items_at: usize,
 }
 
 impl TaskFrame {
@@ -187,51 +149,103 @@ impl TaskFrame {
         put_u32(&mut bytes, 0);
         put_u32(&mut bytes, id.len() as u32);
         bytes.extend_from_slice(id);
-        TaskFrame { job, first, count: 0, bytes }
+        let items_at = bytes.len();
+        TaskFrame { job, first, count: 0, bytes, packed: true, width: 0, room: 0, items_at }
+    }
+
+    /// The frame's size if it had to take the general form.
+    #[inline]
+    fn general_len(&self) -> usize {
+        self.bytes.len() + if self.packed { TASK_PREFIX * self.count as usize } else { 0 }
     }
 
     /// Appends one item whose encoding `encode` writes. `Err(len)` (and the
     /// frame unchanged) if the item alone is larger than
     /// [`MAX_ITEM_BYTES`]; `Ok(false)` (frame unchanged) if it does not fit
     /// in this frame any more: finish it and put the item in a new one.
+    #[inline]
     pub(crate) fn push(&mut self, encode: impl FnOnce(&mut Vec<u8>)) -> Result<bool, usize> {
+        if self.packed && self.count > 0 {
+            // The common case: one more item of the frame's width.
+            if self.count >= self.room {
+                return Ok(false);
+            }
+            let mark = self.bytes.len();
+            encode(&mut self.bytes);
+            if self.bytes.len() - mark == self.width {
+                self.count += 1;
+                return Ok(true);
+            }
+            return self.push_other(mark);
+        }
         let mark = self.bytes.len();
-        put_u32(&mut self.bytes, 0);
+        if !self.packed {
+            put_u32(&mut self.bytes, 0);
+        }
         encode(&mut self.bytes);
-        let len = self.bytes.len() - mark - 4;
+        self.push_other(mark)
+    }
+
+    /// The checks of `push` for an item written at `mark` that is the
+    /// first, or in a general frame, or of another width than the others.
+    #[inline(never)]
+    fn push_other(&mut self, mark: usize) -> Result<bool, usize> {
+        let at = if self.packed { mark } else { mark + TASK_PREFIX };
+        let len = self.bytes.len() - at;
         if len > MAX_ITEM_BYTES {
             self.bytes.truncate(mark);
             return Err(len);
         }
-        if self.bytes.len() > MAX_FRAME && self.count > 0 {
+        // Room for this item's prefix too, whichever form the frame ends in.
+        if self.general_len() + if self.packed { TASK_PREFIX } else { 0 } > MAX_FRAME && self.count > 0 {
             self.bytes.truncate(mark);
             return Ok(false);
         }
-        set_u32(&mut self.bytes, mark, len as u32);
+        if self.packed {
+            if self.count == 0 {
+                self.width = len;
+                // Items of this width that fit with their prefixes.
+                self.room = ((MAX_FRAME - self.items_at) / (len + TASK_PREFIX)).min(u32::MAX as usize) as u32;
+            } else {
+                self.unpack(mark, len);
+            }
+        } else {
+            set_u32(&mut self.bytes, mark, len as u32);
+        }
         self.count += 1;
         Ok(true)
     }
 
+    /// The item at `mark` (`len` bytes) has another width than the ones
+    /// before: the frame takes the general form.
+    #[cold]
+    #[inline(never)]
+    fn unpack(&mut self, mark: usize, len: usize) {
+        unpack(&mut self.bytes, self.items_at, mark, self.count, self.width, task_prefix);
+        self.packed = false;
+        let mark = self.bytes.len() - len;
+        self.bytes.splice(mark..mark, (len as u32).to_le_bytes());
+    }
+
     /// Appends an already encoded item (one that fitted in a frame before).
     pub(crate) fn push_raw(&mut self, item: &[u8]) -> bool {
-        if self.count > 0 && self.bytes.len() + 4 + item.len() > MAX_FRAME {
+        if self.count > 0 && self.general_len() + TASK_PREFIX + item.len() > MAX_FRAME {
             return false;
         }
-        put_u32(&mut self.bytes, item.len() as u32);
-        self.bytes.extend_from_slice(item);
-        self.count += 1;
-        true
+        self.push(|out| out.extend_from_slice(item)) == Ok(true)
     }
 
     /// Seals the header (count, flags).
     pub(crate) fn finish(mut self, end_of_chunk: bool) -> TaskFrame {
+        let flags = if end_of_chunk { END_OF_CHUNK } else { 0 } | if self.packed { PACKED } else { 0 };
         set_u32(&mut self.bytes, 16, self.count);
-        set_u32(&mut self.bytes, 20, if end_of_chunk { END_OF_CHUNK } else { 0 });
+        set_u32(&mut self.bytes, 20, flags);
         self
     }
 }
 
-/// A parsed task frame header; `items` walks the arguments.
+/// A parsed task frame header; `items` holds the arguments (walk them
+/// with [`Items`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TaskHeader<'a> {
     pub(crate) job: u64,
@@ -242,11 +256,20 @@ pub(crate) struct TaskHeader<'a> {
     pub(crate) items: &'a [u8],
 }
 
+impl<'a> TaskHeader<'a> {
+    /// The arguments, one by one.
+    pub(crate) fn items(&self) -> Items<'a> {
+        Items::new(self.items, self.count, self.flags & PACKED != 0, TASK_PREFIX)
+    }
+}
+
+/// The fields both frame kinds start with: job, first, count, flags.
+fn parse_common(frame: &mut &[u8]) -> Option<(u64, u64, u32, u32)> {
+    Some((get_u64(frame)?, get_u64(frame)?, get_u32(frame)?, get_u32(frame)?))
+}
+
 pub(crate) fn parse_task(mut frame: &[u8]) -> Option<TaskHeader<'_>> {
-    let job = get_u64(&mut frame)?;
-    let first = get_u64(&mut frame)?;
-    let count = get_u32(&mut frame)?;
-    let flags = get_u32(&mut frame)?;
+    let (job, first, count, flags) = parse_common(&mut frame)?;
     let id_len = get_u32(&mut frame)? as usize;
     if id_len > MAX_ID {
         return None;
@@ -255,10 +278,63 @@ pub(crate) fn parse_task(mut frame: &[u8]) -> Option<TaskHeader<'_>> {
     Some(TaskHeader { job, first, count, flags, id, items: frame })
 }
 
-/// The next length-prefixed item of a task frame (None: malformed or end).
-pub(crate) fn next_item<'a>(items: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let len = get_u32(items)? as usize;
-    take(items, len)
+/// Walks the items of a frame in either form: `(status, bytes)` (status 0
+/// in packed frames and in task frames); `None` at the end or at the first
+/// malformed item (a packed frame whose size is not `count` times a width
+/// is malformed as a whole).
+#[derive(Debug, Clone)]
+pub(crate) struct Items<'a> {
+    rest: &'a [u8],
+    /// `Some(width)` for a packed frame; `left` items remain.
+    width: Option<usize>,
+    left: u32,
+    prefix: usize,
+}
+
+impl<'a> Items<'a> {
+    #[inline]
+    fn new(items: &'a [u8], count: u32, packed: bool, prefix: usize) -> Items<'a> {
+        if !packed {
+            return Items { rest: items, width: None, left: count, prefix };
+        }
+        let width = if count == 0 { 0 } else { items.len() / count as usize };
+        if width.checked_mul(count as usize) != Some(items.len()) {
+            return Items { rest: &[], width: Some(0), left: 0, prefix };
+        }
+        Items { rest: items, width: Some(width), left: count, prefix }
+    }
+
+    /// A packed frame's remaining items, back to back, and their width
+    /// (`None` for the general form and for width 0).
+    #[inline]
+    pub(crate) fn packed(&self) -> Option<(&'a [u8], usize)> {
+        self.width.filter(|&w| w > 0 && w.checked_mul(self.left as usize) == Some(self.rest.len())).map(|w| (self.rest, w))
+    }
+
+    /// The next item and its status byte.
+    #[inline]
+    pub(crate) fn next_with_status(&mut self) -> Option<(u8, &'a [u8])> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        match self.width {
+            Some(w) => take(&mut self.rest, w).map(|b| (0, b)),
+            None => {
+                let status = if self.prefix == RESULT_PREFIX { get_u8(&mut self.rest)? } else { 0 };
+                let len = get_u32(&mut self.rest)? as usize;
+                Some((status, take(&mut self.rest, len)?))
+            }
+        }
+    }
+}
+
+impl<'a> Iterator for Items<'a> {
+    type Item = &'a [u8];
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        self.next_with_status().map(|(_, b)| b)
+    }
 }
 
 /// A result frame under construction (in a worker): results are written
@@ -267,6 +343,10 @@ pub(crate) fn next_item<'a>(items: &mut &'a [u8]) -> Option<&'a [u8]> {
 pub(crate) struct ResultFrame {
     pub(crate) bytes: Vec<u8>,
     count: u32,
+    packed: bool,
+    width: usize,
+    /// While packed: how many items of `width` fit (see `over`).
+    room: u32,
 }
 
 impl ResultFrame {
@@ -275,64 +355,121 @@ impl ResultFrame {
         put_u64(&mut self.bytes, job);
         put_u64(&mut self.bytes, first);
         put_u32(&mut self.bytes, 0);
+        put_u32(&mut self.bytes, 0);
         self.count = 0;
+        self.packed = true;
+        self.width = 0;
+        self.room = 0;
     }
 
     pub(crate) fn count(&self) -> u32 {
         self.count
     }
 
-    /// Where the next item starts; pass it to `seal_item` after writing
-    /// the payload with `payload_buf`.
+    /// Where the next item starts; write its payload into `bytes`, then
+    /// pass the mark to `seal_item`.
+    #[inline]
     pub(crate) fn begin_item(&mut self) -> usize {
         let mark = self.bytes.len();
-        self.bytes.push(0);
-        put_u32(&mut self.bytes, 0);
+        if !self.packed {
+            self.bytes.push(0);
+            put_u32(&mut self.bytes, 0);
+        }
         mark
+    }
+
+    /// Drops what was written of the item begun at `mark` (its payload
+    /// starts again empty).
+    pub(crate) fn reset_item(&mut self, mark: usize) {
+        self.bytes.truncate(if self.packed { mark } else { mark + RESULT_PREFIX });
     }
 
     /// Finishes the item begun at `mark` with `status`; a payload larger
     /// than [`MAX_ITEM_BYTES`] is replaced by a `Refused` message.
+    #[inline]
     pub(crate) fn seal_item(&mut self, mark: usize, status: u8, refused: u8) {
-        let len = self.bytes.len() - mark - 5;
+        if self.packed {
+            let len = self.bytes.len() - mark;
+            if status == 0 && len == self.width && self.count > 0 {
+                self.count += 1;
+                return;
+            }
+            if status == 0 && len <= MAX_ITEM_BYTES && self.count == 0 {
+                self.width = len;
+                // Items of this width that fit with the prefixes the
+                // general form would need: `over` is `count > room`.
+                self.room = ((MAX_FRAME - RESULT_HEADER) / (len + RESULT_PREFIX)).min(u32::MAX as usize) as u32;
+                self.count += 1;
+                return;
+            }
+            return self.unpack_and_seal(len, status, refused);
+        }
+        self.seal_general(mark, status, refused)
+    }
+
+    /// The item just written (`len` bytes, no prefix) is not like the
+    /// others: the frame takes the general form, then the item is sealed.
+    #[cold]
+    #[inline(never)]
+    fn unpack_and_seal(&mut self, len: usize, status: u8, refused: u8) {
+        let mark = self.bytes.len() - len;
+        unpack(&mut self.bytes, RESULT_HEADER, mark, self.count, self.width, ok_prefix);
+        self.packed = false;
+        let mark = self.bytes.len() - len;
+        self.bytes.splice(mark..mark, [0u8; RESULT_PREFIX]);
+        self.seal_general(mark, status, refused)
+    }
+
+    #[inline(never)]
+    fn seal_general(&mut self, mark: usize, status: u8, refused: u8) {
+        let len = self.bytes.len() - mark - RESULT_PREFIX;
         if len > MAX_ITEM_BYTES {
-            self.bytes.truncate(mark + 5);
+            self.bytes.truncate(mark + RESULT_PREFIX);
             self.bytes[mark] = refused;
             self.bytes
                 .extend_from_slice(format!("result of {len} bytes exceeds the pool's limit of {MAX_ITEM_BYTES} bytes").as_bytes());
         } else {
             self.bytes[mark] = status;
         }
-        let len = (self.bytes.len() - mark - 5) as u32;
+        let len = (self.bytes.len() - mark - RESULT_PREFIX) as u32;
         set_u32(&mut self.bytes, mark + 1, len);
         self.count += 1;
     }
 
-    /// Whether the frame is over the ring's frame limit.
+    /// Whether the frame is over the ring's frame limit (in the form it
+    /// may still have to take).
+    #[inline]
     pub(crate) fn over(&self) -> bool {
-        self.bytes.len() > MAX_FRAME
+        // Packed: the same as the general test below with every item of
+        // `width` bytes and `RESULT_PREFIX` more for each.
+        if self.packed { self.count > self.room } else { self.bytes.len() > MAX_FRAME }
     }
 
     /// Seals the header; the bytes are ready to send.
     pub(crate) fn seal(&mut self) -> &[u8] {
         let count = self.count;
         set_u32(&mut self.bytes, 16, count);
+        set_u32(&mut self.bytes, 20, if self.packed { PACKED } else { 0 });
         &self.bytes
     }
 
-    /// Moves the last item (begun at `mark`) out of this frame into
-    /// `spill`, so the frame can be sent without it.
-    pub(crate) fn split_last(&mut self, mark: usize, spill: &mut Vec<u8>) {
+    /// Moves the last item (begun at `mark`) out of this frame: its status
+    /// (returned) and payload (into `spill`), so the frame can be sent
+    /// without it.
+    pub(crate) fn split_last(&mut self, mark: usize, spill: &mut Vec<u8>) -> u8 {
         spill.clear();
-        spill.extend_from_slice(&self.bytes[mark..]);
+        let (status, at) = if self.packed { (0, mark) } else { (self.bytes[mark], mark + RESULT_PREFIX) };
+        spill.extend_from_slice(&self.bytes[at..]);
         self.bytes.truncate(mark);
         self.count -= 1;
+        status
     }
 
     /// Appends an item moved out with `split_last`.
-    pub(crate) fn push_raw(&mut self, item: &[u8]) {
-        self.bytes.extend_from_slice(item);
-        self.count += 1;
+    pub(crate) fn push_raw(&mut self, status: u8, payload: &[u8]) {
+        let mark = self.begin_item();
+        self.bytes.extend_from_slice(payload);
+        self.seal_item(mark, status, status);
     }
 }
 
@@ -342,21 +479,20 @@ pub(crate) struct ResultHeader<'a> {
     pub(crate) job: u64,
     pub(crate) first: u64,
     pub(crate) count: u32,
+    pub(crate) flags: u32,
     pub(crate) items: &'a [u8],
 }
 
-pub(crate) fn parse_result(mut frame: &[u8]) -> Option<ResultHeader<'_>> {
-    let job = get_u64(&mut frame)?;
-    let first = get_u64(&mut frame)?;
-    let count = get_u32(&mut frame)?;
-    Some(ResultHeader { job, first, count, items: frame })
+impl<'a> ResultHeader<'a> {
+    /// The results, one by one, with their status bytes.
+    pub(crate) fn items(&self) -> Items<'a> {
+        Items::new(self.items, self.count, self.flags & PACKED != 0, RESULT_PREFIX)
+    }
 }
 
-/// The next result of a result frame: status byte and payload.
-pub(crate) fn next_result<'a>(items: &mut &'a [u8]) -> Option<(u8, &'a [u8])> {
-    let status = get_u8(items)?;
-    let len = get_u32(items)? as usize;
-    Some((status, take(items, len)?))
+pub(crate) fn parse_result(mut frame: &[u8]) -> Option<ResultHeader<'_>> {
+    let (job, first, count, flags) = parse_common(&mut frame)?;
+    Some(ResultHeader { job, first, count, flags, items: frame })
 }
 
 #[cfg(test)]
@@ -372,14 +508,148 @@ mod tests {
         let f = f.finish(true);
         let h = parse_task(&f.bytes).unwrap();
         assert_eq!((h.job, h.first, h.count, h.flags, h.id), (7, 100, 2, END_OF_CHUNK, &b"my::task"[..]));
-        let mut items = h.items;
-        assert_eq!(next_item(&mut items), Some(&b"abc"[..]));
-        assert_eq!(next_item(&mut items), Some(&b""[..]));
-        assert_eq!(next_item(&mut items), None);
+        let mut items = h.items();
+        assert_eq!(items.next(), Some(&b"abc"[..]));
+        assert_eq!(items.next(), Some(&b""[..]));
+        assert_eq!(items.next(), None);
         for cut in 0..f.bytes.len() {
             if let Some(h) = parse_task(&f.bytes[..cut]) {
-                let mut items = h.items;
-                while next_item(&mut items).is_some() {}
+                h.items().for_each(drop);
+            }
+        }
+    }
+
+    /// Items of one width travel packed; the first item of another width
+    /// turns the frame into the general form, items unchanged.
+    #[test]
+    fn task_frames_stay_packed_while_items_have_one_width() {
+        let mut f = TaskFrame::new(1, 0, b"t");
+        for v in [1u64, 2, 3] {
+            assert_eq!(f.push(|o| o.extend_from_slice(&v.to_le_bytes())), Ok(true));
+        }
+        let packed = f.finish(false);
+        let h = parse_task(&packed.bytes).unwrap();
+        assert_eq!(h.flags, PACKED);
+        assert_eq!(h.items.len(), 24, "no prefixes");
+        assert_eq!(h.items().map(|b| b[0]).collect::<Vec<_>>(), [1, 2, 3]);
+
+        let mut f = TaskFrame::new(1, 0, b"t");
+        let all: [&[u8]; 4] = [b"ab", b"cd", b"xyz", b""];
+        for item in all {
+            assert!(f.push_raw(item));
+        }
+        let general = f.finish(true);
+        let h = parse_task(&general.bytes).unwrap();
+        assert_eq!((h.flags, h.count), (END_OF_CHUNK, 4));
+        assert_eq!(h.items().collect::<Vec<_>>(), all);
+        // A packed frame whose size is not count x width is malformed.
+        let mut bad = packed.bytes.clone();
+        bad.pop();
+        assert_eq!(parse_task(&bad).unwrap().items().next(), None);
+    }
+
+    /// Full frames: a packed frame keeps room for its prefixes, so turning
+    /// it into the general form never passes the frame limit.
+    #[test]
+    fn a_full_packed_frame_fits_in_the_general_form() {
+        let mut f = TaskFrame::new(1, 0, b"t");
+        while f.push(|o| o.extend_from_slice(&[7; 8])) == Ok(true) {}
+        assert!(f.general_len() + TASK_PREFIX + 8 > MAX_FRAME);
+        assert!(f.general_len() <= MAX_FRAME);
+        let n = f.count;
+        f.unpack(f.bytes.len(), 0);
+        assert!(f.bytes.len() <= MAX_FRAME + TASK_PREFIX);
+        let f = f.finish(false);
+        let h = parse_task(&f.bytes).unwrap();
+        assert_eq!(h.count, n);
+        assert!(h.items().all(|b| b == [7; 8]));
+    }
+
+    /// `over` on a packed result frame says what it would say of the same
+    /// frame in the general form.
+    #[test]
+    fn a_packed_result_frame_is_over_when_its_general_form_would_be() {
+        let mut r = ResultFrame::default();
+        r.start(1, 0);
+        let mut n = 0usize;
+        while !r.over() {
+            let m = r.begin_item();
+            r.bytes.extend_from_slice(&[1; 8]);
+            r.seal_item(m, 0, 3);
+            n += 1;
+        }
+        assert!(RESULT_HEADER + n * (8 + RESULT_PREFIX) > MAX_FRAME);
+        assert!(RESULT_HEADER + (n - 1) * (8 + RESULT_PREFIX) <= MAX_FRAME);
+        // A failure turns it general: the general test agrees.
+        let m = r.begin_item();
+        r.seal_item(m, 1, 3);
+        assert!(!r.packed && r.over());
+    }
+
+    #[test]
+    fn result_frames_turn_general_at_the_first_failure() {
+        let mut r = ResultFrame::default();
+        r.start(3, 9);
+        for v in [10u64, 11] {
+            let m = r.begin_item();
+            r.bytes.extend_from_slice(&v.to_le_bytes());
+            r.seal_item(m, 0, 3);
+        }
+        let bytes = r.seal().to_vec();
+        let h = parse_result(&bytes).unwrap();
+        assert_eq!((h.flags, h.count, h.items.len()), (PACKED, 2, 16));
+        let m = r.begin_item();
+        r.bytes.extend_from_slice(b"boom");
+        r.seal_item(m, 2, 3);
+        let m = r.begin_item();
+        r.bytes.extend_from_slice(&12u64.to_le_bytes());
+        r.seal_item(m, 0, 3);
+        // The last one moves to the next frame with its status.
+        let mut spill = Vec::new();
+        assert_eq!(r.split_last(m, &mut spill), 0);
+        let bytes = r.seal().to_vec();
+        let h = parse_result(&bytes).unwrap();
+        assert_eq!((h.flags, h.count), (0, 3));
+        let got: Vec<_> = std::iter::from_fn({
+            let mut items = h.items();
+            move || items.next_with_status()
+        })
+        .collect();
+        assert_eq!(got, [(0, &10u64.to_le_bytes()[..]), (0, &11u64.to_le_bytes()[..]), (2, &b"boom"[..])]);
+        r.start(3, 12);
+        r.push_raw(0, &spill);
+        let bytes = r.seal().to_vec();
+        let h = parse_result(&bytes).unwrap();
+        assert_eq!((h.flags, h.first, h.count), (PACKED, 12, 1));
+        assert_eq!(h.items().next(), Some(&12u64.to_le_bytes()[..]));
+    }
+
+    /// Frames come from another process: garbage of any length and content
+    /// (lengths claiming more than is there included) parses to `None` or
+    /// to slices inside the input, never a panic.
+    #[test]
+    fn garbage_frames_never_panic() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..600usize {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Mostly small values, so lengths are often plausible.
+                    if x.is_multiple_of(3) { (x >> 8) as u8 } else { (x % 8) as u8 }
+                })
+                .collect();
+            if let Some(h) = parse_task(&bytes) {
+                h.items().take(1000).for_each(drop);
+            }
+            if let Some(h) = parse_result(&bytes) {
+                let mut items = h.items();
+                for _ in 0..1000 {
+                    if items.next_with_status().is_none() {
+                        break;
+                    }
+                }
             }
         }
     }
@@ -396,12 +666,15 @@ mod tests {
         r.seal_item(m, 0, 3);
         let bytes = r.seal().to_vec();
         let h = parse_result(&bytes).unwrap();
-        assert_eq!((h.job, h.first, h.count), (3, 9, 2));
-        let mut items = h.items;
-        assert_eq!(next_result(&mut items), Some((0, &b"xy"[..])));
-        let (status, msg) = next_result(&mut items).unwrap();
+        assert_eq!((h.job, h.first, h.count, h.flags), (3, 9, 2, 0));
+        let mut items = h.items();
+        assert_eq!(items.next_with_status(), Some((0, &b"xy"[..])));
+        let (status, msg) = items.next_with_status().unwrap();
         assert_eq!(status, 3);
         assert!(String::from_utf8_lossy(msg).contains("exceeds"));
-        assert!(next_result(&mut &bytes[..bytes.len() - 1][RESULT_HEADER..]).is_some());
+        let cut = parse_result(&bytes[..bytes.len() - 1]).unwrap();
+        let mut items = cut.items();
+        assert!(items.next_with_status().is_some());
+        assert!(items.next_with_status().is_none(), "the truncated item is not returned");
     }
 }

@@ -16,7 +16,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::error::{PoolError, TaskError};
-use super::frame::{self, Ctl, TaskFrame};
+use super::ctl::Ctl;
+use super::frame::{self, TaskFrame};
 use super::result::Sink;
 use super::worker::{PoolWorker, WorkerArg};
 use super::{Config, Msg, Shared, State};
@@ -33,8 +34,14 @@ pub(crate) const LIVENESS: Duration = Duration::from_millis(100);
 /// ... and while the pool is idle.
 const IDLE_LIVENESS: Duration = Duration::from_millis(500);
 /// How long the manager spins for the next event while work is outstanding
-/// before it sleeps (a few microseconds, yielding the core now and then).
+/// (or just was) before it sleeps (a few microseconds, yielding the core
+/// now and then: on a machine with more runnable threads than cores, the
+/// worker or caller we wait for may need it).
 const MANAGER_SPIN: SpinPolicy = SpinPolicy { pure: 256, limit: 1024, yield_every: 8 };
+/// After its last progress the manager keeps spinning (not sleeping) this
+/// long: a caller that submits again right after its result came back
+/// (`apply` in a loop) then pays no futex wake-up.
+const RECENT: Duration = Duration::from_millis(1);
 /// Consecutive worker start failures (or initializer failures) after which
 /// the pool gives up on its jobs.
 const MAX_START_FAILURES: u32 = 5;
@@ -100,6 +107,8 @@ pub(crate) struct Manager {
     /// Why the last worker failed to start (or failed its initializer).
     start_error: String,
     last_check: Instant,
+    /// When the manager last moved something.
+    last_progress: Instant,
 }
 
 /// Starts one worker in `slot`.
@@ -164,6 +173,7 @@ impl Manager {
             start_failures: 0,
             start_error: String::new(),
             last_check: Instant::now(),
+            last_progress: Instant::now(),
         }
     }
 
@@ -201,15 +211,18 @@ impl Manager {
                 self.shutdown();
                 return;
             }
-            if !progress {
-                self.sleep(seen, busy);
+            if progress {
+                self.last_progress = now;
+            } else {
+                let recent = now.duration_since(self.last_progress) < RECENT;
+                self.sleep(seen, busy, recent);
             }
         }
     }
 
     /// Sleeps until a worker or user bumps `seq`, or the next liveness check.
-    fn sleep(&self, seen: u32, busy: bool) {
-        if busy {
+    fn sleep(&self, seen: u32, busy: bool, recent: bool) {
+        if busy || recent {
             // A result is likely due soon: look for a while before paying
             // for a futex sleep and wake-up.
             let mut spins = 0;
@@ -375,7 +388,7 @@ impl Manager {
                     j.sink.fail(TaskError::Cancelled { index: h.first + k });
                 }
             } else {
-                j.sink.deliver(h.first, h.count, h.items, w.pid);
+                j.sink.deliver(h.first, h.count, h.items(), w.pid);
             }
         }
         self.account(h.job, u64::from(h.count));
@@ -451,10 +464,10 @@ impl Manager {
         let mut k = 0u64;
         for s in w.fifo.drain(..) {
             let Some(h) = frame::parse_task(&s.frame) else { continue };
-            let mut items = h.items;
+            let mut items = h.items();
             let mut current: Option<TaskFrame> = None;
             for n in 0..s.count {
-                let Some(item) = frame::next_item(&mut items) else { break };
+                let Some(item) = items.next() else { break };
                 if n < s.answered {
                     continue;
                 }

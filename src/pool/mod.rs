@@ -64,12 +64,13 @@
 //! - An item's encoded argument or result is limited to
 //!   [`MAX_ITEM_BYTES`]; a larger one fails with [`TaskError::TooLarge`].
 
-// Where things are: `task.rs` the `task!` registry; `frame.rs` the
-// control segment and the frame formats; `worker.rs` the worker process;
+// Where things are: `task.rs` the `task!` registry; `ctl.rs` the
+// control segment; `frame.rs` the frame formats; `worker.rs` the worker process;
 // `manager.rs` the manager thread (dispatch, results, deaths, timeouts);
 // `result.rs` a job's results and `AsyncResult`; `imap.rs` the iterators;
 // `builder.rs` the settings and start; this file `Pool` and submission.
 mod builder;
+mod ctl;
 mod error;
 mod frame;
 mod imap;
@@ -92,7 +93,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use frame::{Ctl, TaskFrame};
+use ctl::Ctl;
+use frame::TaskFrame;
 use result::{Finisher, Job, Sink};
 
 use crate::process::{Handoff, StartMethod};
@@ -112,6 +114,9 @@ pub fn default_chunksize(len: usize, processes: usize) -> usize {
     let (q, r) = (len / per, len % per);
     (q + usize::from(r != 0)).max(1)
 }
+
+/// Items encoded before a batch of frames is handed to the manager.
+const SUBMIT_BATCH: usize = 1 << 16;
 
 /// A job's id and its state.
 type Submitted<R> = (u64, Arc<Job<R>>);
@@ -363,15 +368,30 @@ impl Pool {
         registered::<F>()?;
         let items: Vec<F::Arg> = items.into_iter().collect();
         let chunksize = if chunksize == 0 { default_chunksize(items.len(), self.processes()) } else { chunksize };
-        let n = items.len() as u64;
-        let (id, job) = self.new_job::<F::Out>(true, Some(n));
-        let (frames, _) = encode_frames(id, F::ID, 0, items, chunksize, &*job);
+        let n = items.len();
+        let (id, job) = self.new_job::<F::Out>(true, Some(n as u64));
         let sink: Arc<dyn Sink> = job.clone();
-        self.shared.send(
-            [Msg::Job { id, sink, timeout: None }, Msg::Frames(frames), Msg::InputDone { job: id }],
-            true,
-        )?;
-        Ok((id, job))
+        // Frames go out in batches as they are encoded, so the workers start
+        // while the rest is still being encoded (a batch is whole chunks).
+        let batch = chunksize * SUBMIT_BATCH.div_ceil(chunksize);
+        let mut items = items.into_iter();
+        let mut first = 0u64;
+        let mut msgs = vec![Msg::Job { id, sink, timeout: None }];
+        loop {
+            let (frames, got) = encode_frames(id, F::ID, first, items.by_ref().take(batch), chunksize, &*job);
+            first += got;
+            msgs.push(Msg::Frames(frames));
+            let last = first >= n as u64;
+            if last {
+                msgs.push(Msg::InputDone { job: id });
+            }
+            // Only the first batch may be refused (the pool closed); later
+            // ones belong to an accepted job (`Closed` only if terminated).
+            self.shared.send(msgs.drain(..), first == got)?;
+            if last {
+                return Ok((id, job));
+            }
+        }
     }
 
     /// `f(arg)` in a worker, waiting for the value (Python's `apply`).

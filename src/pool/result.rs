@@ -8,10 +8,16 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::error::{GetTimeoutError, PoolError, TaskError};
-use super::frame;
+use super::frame::Items;
 use super::task::Status;
 use crate::process::Handoff;
 use crate::wait::Deadline;
+use crate::wait::WaitStrategy;
+use crate::wait::spin::{SpinPolicy, spin_step};
+
+/// How a caller of `get`/`wait` spins for its result before sleeping on
+/// the condvar: a result due in microseconds saves a sleep and a wake-up.
+const GET_SPIN: SpinPolicy = SpinPolicy { pure: 64, limit: 2_000, yield_every: 2 };
 
 /// One item's outcome (the error boxed: slots stay small).
 pub(crate) type Outcome<R> = Result<R, Box<TaskError>>;
@@ -42,15 +48,19 @@ impl<R> JobState<R> {
         self.aborted || self.expected.is_some_and(|n| self.filled >= n)
     }
 
+    #[inline]
     fn store(&mut self, index: u64, outcome: Outcome<R>) {
         if self.ordered {
             let Some(at) = index.checked_sub(self.base) else { return };
             let at = at as usize;
             if self.slots.len() <= at {
+                // Only jobs of unknown size grow here (`Job::new` gives the
+                // others every slot at once).
                 self.slots.resize_with(at + 1, || None);
             }
-            if self.slots[at].is_none() {
-                self.slots[at] = Some(outcome);
+            let slot = &mut self.slots[at];
+            if slot.is_none() {
+                *slot = Some(outcome);
                 self.filled += 1;
             }
         } else {
@@ -87,7 +97,10 @@ pub(crate) struct Job<R> {
 impl<R> Job<R> {
     pub(crate) fn new(ordered: bool, expected: Option<u64>) -> Arc<Job<R>> {
         // A job of known size gets its slots at once (no growth per item).
-        let slots = VecDeque::with_capacity(if ordered { expected.unwrap_or(0) as usize } else { 0 });
+        let mut slots = VecDeque::new();
+        if let (true, Some(n)) = (ordered, expected) {
+            slots.resize_with(n as usize, || None);
+        }
         Arc::new(Job {
             state: Mutex::new(JobState {
                 ordered,
@@ -138,12 +151,14 @@ impl<R> Job<R> {
     /// Spins briefly for the job to finish (a result due in microseconds
     /// saves the condvar's sleep and wake-up).
     fn spin_until_finished(&self) {
-        for _ in 0..2_000 {
-            // Acquire: pairs with the Release store in `update`.
-            if self.finished.load(Ordering::Acquire) {
+        let mut spins = 0;
+        // Acquire: pairs with the Release store in `update`.
+        while !self.finished.load(Ordering::Acquire) {
+            // Bounded, and yielding the core now and then: the manager and
+            // the worker we wait for may need it (2 cores, more threads).
+            if !spin_step(WaitStrategy::Blocking, &mut spins, &GET_SPIN) {
                 return;
             }
-            std::hint::spin_loop();
         }
     }
 
@@ -169,7 +184,7 @@ impl<R> Job<R> {
 /// What the manager thread sees of a job (type-erased).
 pub(crate) trait Sink: Send + Sync {
     /// Decodes a result frame's items (`first..first+count`) from worker `pid`.
-    fn deliver(&self, first: u64, count: u32, items: &[u8], pid: u32);
+    fn deliver(&self, first: u64, count: u32, items: Items<'_>, pid: u32);
     /// Records a failed item.
     fn fail(&self, err: TaskError);
     /// The job will have `n` items in all.
@@ -182,27 +197,76 @@ fn message(payload: &[u8]) -> String {
     String::from_utf8_lossy(payload).into_owned()
 }
 
+/// One result's outcome; the failures are out of line (the loop in
+/// `deliver` stays tight for the common case).
+#[inline]
+fn outcome<R: Handoff>(item: Option<(u8, &[u8])>, index: u64, pid: u32) -> Outcome<R> {
+    match item {
+        Some((0, mut payload)) => match R::decode(&mut payload) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(undecodable(index, e)),
+        },
+        other => Err(failure(other, index, pid)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn undecodable(index: u64, e: crate::process::HandoffError) -> Box<TaskError> {
+    Box::new(TaskError::Refused { pid: 0, index, message: format!("cannot decode the result: {e}") })
+}
+
+#[cold]
+#[inline(never)]
+fn failure(item: Option<(u8, &[u8])>, index: u64, pid: u32) -> Box<TaskError> {
+    Box::new(match item {
+        None => TaskError::Refused { pid, index, message: "truncated result frame".into() },
+        Some((status, payload)) => match Status::from_u8(status) {
+            Some(Status::Failed) => TaskError::Failed { pid, index, message: message(payload) },
+            Some(Status::Panicked) => TaskError::Panicked { pid, index, message: message(payload) },
+            Some(Status::Ok | Status::Refused) | None => TaskError::Refused { pid, index, message: message(payload) },
+        },
+    })
+}
+
 impl<R: Handoff + Send + 'static> Sink for Job<R> {
-    fn deliver(&self, first: u64, count: u32, mut items: &[u8], pid: u32) {
+    fn deliver(&self, first: u64, count: u32, mut items: Items<'_>, pid: u32) {
         self.update(|s| {
-            for k in 0..u64::from(count) {
-                let index = first + k;
-                let outcome = match frame::next_result(&mut items) {
-                    None => Err(TaskError::Refused { pid, index, message: "truncated result frame".into() }),
-                    Some((status, mut payload)) => match Status::from_u8(status) {
-                        Some(Status::Ok) => R::decode(&mut payload).map_err(|e| TaskError::Refused {
-                            pid: 0,
-                            index,
-                            message: format!("cannot decode the result: {e}"),
-                        }),
-                        Some(Status::Failed) => Err(TaskError::Failed { pid, index, message: message(payload) }),
-                        Some(Status::Panicked) => Err(TaskError::Panicked { pid, index, message: message(payload) }),
-                        Some(Status::Refused) | None => {
-                            Err(TaskError::Refused { pid, index, message: message(payload) })
+            let at = first.checked_sub(s.base).map(|a| a as usize);
+            match at {
+                // The common case: a run of slots that exist, filled in one
+                // pass (no per-item index arithmetic).
+                Some(at) if s.ordered && at.saturating_add(count as usize) <= s.slots.len() => {
+                    let mut filled = 0;
+                    if let Some((values, width)) = items.packed() {
+                        // Every item succeeded and has one width: decode
+                        // them back to back.
+                        let slots = s.slots.range_mut(at..at + count as usize);
+                        for (k, (slot, mut value)) in slots.zip(values.chunks_exact(width)).enumerate() {
+                            let o = R::decode(&mut value).map_err(|e| undecodable(first + k as u64, e));
+                            if slot.is_none() {
+                                *slot = Some(o);
+                                filled += 1;
+                            }
                         }
-                    },
-                };
-                s.store(index, outcome.map_err(Box::new));
+                        s.filled += filled;
+                        return;
+                    }
+                    for (k, slot) in s.slots.range_mut(at..at + count as usize).enumerate() {
+                        let o = outcome::<R>(items.next_with_status(), first + k as u64, pid);
+                        if slot.is_none() {
+                            *slot = Some(o);
+                            filled += 1;
+                        }
+                    }
+                    s.filled += filled;
+                }
+                _ => {
+                    for k in 0..u64::from(count) {
+                        let o = outcome::<R>(items.next_with_status(), first + k, pid);
+                        s.store(first + k, o);
+                    }
+                }
             }
         });
     }
@@ -309,9 +373,34 @@ pub(crate) fn finish_each<R>(s: &mut JobState<R>) -> Result<Vec<Result<R, TaskEr
 }
 
 /// Every item's value in order, or the first error by index (Python's
-/// `map` raises the first failure).
+/// `map` raises the first failure). One pass checks that every slot holds
+/// a value; the values then move out in a second (no per-item branches
+/// or capacity checks).
 pub(crate) fn finish_all<R>(s: &mut JobState<R>) -> Result<Vec<R>, PoolError> {
-    finish_each(s)?.into_iter().map(|o| o.map_err(PoolError::Task)).collect()
+    let n = s.expected.unwrap_or(s.base + s.slots.len() as u64);
+    let base = s.base;
+    let want = n.saturating_sub(base) as usize;
+    let slots = s.slots.make_contiguous();
+    let have = slots.len().min(want);
+    if let Some(k) = slots[..have].iter().position(|o| !matches!(o, Some(Ok(_)))) {
+        return Err(PoolError::Task(match slots[k].take() {
+            Some(Err(e)) => *e,
+            _ => TaskError::Terminated { index: base + k as u64 },
+        }));
+    }
+    if have < want {
+        return Err(PoolError::Task(TaskError::Terminated { index: base + have as u64 }));
+    }
+    let mut all = Vec::from(std::mem::take(&mut s.slots));
+    all.truncate(want);
+    s.base += want as u64;
+    Ok(all
+        .into_iter()
+        .map(|o| match o {
+            Some(Ok(v)) => v,
+            _ => unreachable!("every slot was checked to hold a value"),
+        })
+        .collect())
 }
 
 /// A result that will be there later, like Python's `AsyncResult`: from

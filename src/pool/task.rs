@@ -11,6 +11,8 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 
+use super::frame::Items;
+use super::worker::Cx;
 use crate::process::Handoff;
 
 /// A function pool workers can run. Implemented by [`task!`](crate::task);
@@ -93,38 +95,64 @@ impl Status {
 /// (catching a panic), appends the encoded value or the message to `out`.
 pub(crate) type Runner = fn(arg: &[u8], out: &mut Vec<u8>) -> Status;
 
-fn run_encoded<T: Task>(mut arg: &[u8], out: &mut Vec<u8>) -> Status {
+/// Runs the `count` items of a task frame in a worker (one call per frame:
+/// the per-item loop is compiled for the task, see [`Cx::run_items`]).
+pub(crate) type FrameRunner = fn(cx: &mut Cx<'_>, items: Items<'_>, count: u32) -> Result<(), String>;
+
+/// One item, without catching a panic (the caller does).
+#[inline]
+fn run_one<T: Task>(mut arg: &[u8], out: &mut Vec<u8>) -> Status {
     let arg = match T::Arg::decode(&mut arg) {
         Ok(a) => a,
-        Err(e) => {
-            out.extend_from_slice(format!("task {}: bad argument: {e}", T::ID).as_bytes());
-            return Status::Refused;
-        }
+        Err(e) => return bad_argument(T::ID, e, out),
     };
-    match std::panic::catch_unwind(AssertUnwindSafe(|| T::call(arg))) {
-        Ok(Ok(v)) => {
+    match T::call(arg) {
+        Ok(v) => {
             v.encode(out);
             Status::Ok
         }
-        Ok(Err(msg)) => {
-            out.extend_from_slice(msg.as_bytes());
-            Status::Failed
-        }
-        Err(payload) => {
-            let msg = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic with a non-string payload".into());
-            out.extend_from_slice(msg.as_bytes());
-            Status::Panicked
-        }
+        Err(msg) => failed(msg, out),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn bad_argument(id: &str, e: crate::process::HandoffError, out: &mut Vec<u8>) -> Status {
+    out.extend_from_slice(format!("task {id}: bad argument: {e}").as_bytes());
+    Status::Refused
+}
+
+#[cold]
+#[inline(never)]
+fn failed(msg: String, out: &mut Vec<u8>) -> Status {
+    out.extend_from_slice(msg.as_bytes());
+    Status::Failed
+}
+
+/// The message of a panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-string payload".into())
+}
+
+fn run_encoded<T: Task>(arg: &[u8], out: &mut Vec<u8>) -> Status {
+    std::panic::catch_unwind(AssertUnwindSafe(|| run_one::<T>(arg, &mut *out))).unwrap_or_else(|payload| {
+        out.extend_from_slice(panic_message(&*payload).as_bytes());
+        Status::Panicked
+    })
+}
+
+fn run_frame<T: Task>(cx: &mut Cx<'_>, items: Items<'_>, count: u32) -> Result<(), String> {
+    cx.run_items(items, count, run_one::<T>)
 }
 
 struct Registered {
     id: &'static str,
     run: Runner,
+    frame: FrameRunner,
 }
 
 static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
@@ -134,13 +162,18 @@ static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
 pub fn __register_task<T: Task>() {
     let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
     if !reg.iter().any(|r| r.id == T::ID) {
-        reg.push(Registered { id: T::ID, run: run_encoded::<T> });
+        reg.push(Registered { id: T::ID, run: run_encoded::<T>, frame: run_frame::<T> });
     }
 }
 
 /// The runner registered for `id`, if any.
 pub(crate) fn lookup(id: &[u8]) -> Option<Runner> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|r| r.id.as_bytes() == id).map(|r| r.run)
+}
+
+/// The frame runner registered for `id`, if any.
+pub(crate) fn lookup_frame(id: &[u8]) -> Option<FrameRunner> {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|r| r.id.as_bytes() == id).map(|r| r.frame)
 }
 
 /// Whether `id` is registered in this executable.

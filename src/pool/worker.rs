@@ -7,13 +7,15 @@
 //! results are copied into the ring, and the pool is woken only if it
 //! sleeps (`Ctl::bump`).
 
-use std::sync::atomic::Ordering;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::frame::{self, Ctl, ResultFrame, END_OF_CHUNK};
-use super::task::{self, Runner, Status};
+use super::ctl::Ctl;
+use super::frame::{self, END_OF_CHUNK, Items, ResultFrame};
+use super::task::{self, FrameRunner, Status};
 use crate::RawSegment;
 use crate::process::{Entry, Handoff, HandoffError};
-use crate::queue::ByteQueue;
+use crate::queue::{ByteProducer, ByteQueue};
 
 /// What a worker is given.
 pub(crate) struct WorkerArg {
@@ -74,6 +76,132 @@ fn run_init(id: &str, arg: &[u8]) -> Result<(), String> {
     }
 }
 
+/// A worker's state while it runs the items of a task frame: the result
+/// frame being written, where to send it, the item count it publishes.
+pub(crate) struct Cx<'a> {
+    ctl: &'a Ctl,
+    started_word: &'a AtomicU64,
+    tx: ByteProducer,
+    out: ResultFrame,
+    spill: Vec<u8>,
+    /// Items this worker has begun (mirrors `started_word`).
+    started: u64,
+    /// The job of the frame being answered, and the index of the first
+    /// item of the result frame being written.
+    job: u64,
+    next_first: u64,
+    /// The item being run: where its result begins, and whether one is
+    /// running (a panic outside an item is not an item's failure).
+    mark: usize,
+    in_item: bool,
+}
+
+impl Cx<'_> {
+    /// Runs `count` items of `items` with `run`, in order, writing each
+    /// result into the result frame (sent whenever it is full). One
+    /// `catch_unwind` per frame, not per item: after a panic the item that
+    /// panicked fails with its message and the loop resumes at the next.
+    #[inline]
+    pub(crate) fn run_items(
+        &mut self,
+        mut items: Items<'_>,
+        count: u32,
+        mut run: impl FnMut(&[u8], &mut Vec<u8>) -> Status,
+    ) -> Result<(), String> {
+        let mut done = 0u32;
+        loop {
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
+                if let Some((args, width)) = items.packed() {
+                    // Arguments of one width, back to back: resume after
+                    // the `done` ones (after a panic too).
+                    for arg in args.chunks_exact(width).skip(done as usize) {
+                        self.begin();
+                        let status = run(arg, &mut self.out.bytes);
+                        self.end(status)?;
+                        done += 1;
+                    }
+                    return if done == count { Ok(()) } else { Err("corrupt task frame".into()) };
+                }
+                while done < count {
+                    let item = items.next().ok_or("corrupt task frame")?;
+                    self.begin();
+                    let status = run(item, &mut self.out.bytes);
+                    self.end(status)?;
+                    done += 1;
+                }
+                Ok(())
+            }));
+            match r {
+                Ok(r) => return r,
+                Err(payload) if self.in_item => {
+                    self.out.reset_item(self.mark);
+                    self.out.bytes.extend_from_slice(task::panic_message(&*payload).as_bytes());
+                    self.end(Status::Panicked)?;
+                    done += 1;
+                }
+                Err(payload) => std::panic::resume_unwind(payload),
+            }
+        }
+    }
+
+    #[inline]
+    fn begin(&mut self) {
+        self.started += 1;
+        // Relaxed, after the Release fence that follows every result frame
+        // sent (`sent`): that fence pairs with the Acquire loads of
+        // `started` in the manager (`bury`, `in_progress`,
+        // `check_timeout`), so the result frames sent before this item are
+        // in the ring when the manager sees that we began it. (A Release
+        // store here would be a compiler barrier in the middle of the item
+        // loop.)
+        self.started_word.store(self.started, Ordering::Relaxed);
+        self.mark = self.out.begin_item();
+        self.in_item = true;
+    }
+
+    #[inline]
+    fn end(&mut self, status: Status) -> Result<(), String> {
+        self.in_item = false;
+        self.out.seal_item(self.mark, status as u8, Status::Refused as u8);
+        if self.out.over() {
+            self.send_all_but_last()?;
+        }
+        Ok(())
+    }
+
+    /// The last result does not fit in the frame: send the frame without
+    /// it, and start the next one with it.
+    #[cold]
+    fn send_all_but_last(&mut self) -> Result<(), String> {
+        let status = self.out.split_last(self.mark, &mut self.spill);
+        self.next_first += u64::from(self.out.count());
+        self.tx.send(self.out.seal()).map_err(|e| format!("result queue: {e}"))?;
+        self.sent();
+        self.out.start(self.job, self.next_first);
+        self.out.push_raw(status, &self.spill);
+        Ok(())
+    }
+
+    /// Sends the results written so far, if any.
+    fn flush(&mut self) -> Result<(), String> {
+        if self.out.count() > 0 {
+            self.tx.send(self.out.seal()).map_err(|e| format!("result queue: {e}"))?;
+            self.sent();
+        }
+        Ok(())
+    }
+
+    /// A result frame was sent: orders it before the `started` stores that
+    /// follow, and tells the manager.
+    fn sent(&self) {
+        // Release fence: pairs with the manager's Acquire loads of
+        // `started` (see `begin`): a load that sees a later store of it
+        // also sees this frame in the ring.
+        std::sync::atomic::fence(Ordering::Release);
+        self.ctl.bump();
+    }
+}
+
 fn run(arg: WorkerArg) -> Result<(), String> {
     let ctl = Ctl::new(arg.ctl);
     let slot = arg.slot as usize;
@@ -85,57 +213,42 @@ fn run(arg: WorkerArg) -> Result<(), String> {
         run_init(id, init_arg)?;
     }
     let mut rx = arg.tasks.consumer().map_err(|e| format!("task queue: {e}"))?;
-    let mut tx = arg.results.producer().map_err(|e| format!("result queue: {e}"))?;
+    let tx = arg.results.producer().map_err(|e| format!("result queue: {e}"))?;
+    let mut cx = Cx {
+        ctl: &ctl,
+        started_word,
+        tx,
+        out: ResultFrame::default(),
+        spill: Vec::new(),
+        started: started_word.load(Ordering::Relaxed),
+        job: 0,
+        next_first: 0,
+        mark: 0,
+        in_item: false,
+    };
     let mut frame_buf = Vec::new();
-    let mut out = ResultFrame::default();
-    let mut spill = Vec::new();
-    let mut started: u64 = started_word.load(Ordering::Relaxed);
     let mut chunks_done = 0u64;
-    let mut cached: Option<(Vec<u8>, Option<Runner>)> = None;
+    let mut cached: Option<(Vec<u8>, Option<FrameRunner>)> = None;
     // Closed: the pool is shutting down; Disconnected: the pool is gone.
     while rx.recv_into(&mut frame_buf).is_ok() {
         let h = frame::parse_task(&frame_buf).ok_or("corrupt task frame")?;
         if cached.as_ref().is_none_or(|(id, _)| id.as_slice() != h.id) {
-            cached = Some((h.id.to_vec(), task::lookup(h.id)));
+            cached = Some((h.id.to_vec(), task::lookup_frame(h.id)));
         }
-        let runner = cached.as_ref().and_then(|(_, r)| *r);
-        out.start(h.job, h.first);
-        let mut items = h.items;
-        let mut next_first = h.first;
-        for _ in 0..h.count {
-            let item = frame::next_item(&mut items).ok_or("corrupt task frame")?;
-            started += 1;
-            // Release: pairs with the Acquire loads of `started` in the
-            // manager (`bury`, `in_progress`, `check_timeout`): the result
-            // frames sent before this item are in the ring when the
-            // manager sees that we began it.
-            started_word.store(started, Ordering::Release);
-            let mark = out.begin_item();
-            let status = match runner {
-                Some(run) => run(item, &mut out.bytes),
-                None => {
-                    out.bytes.extend_from_slice(
-                        format!("task {} is not registered in the worker", String::from_utf8_lossy(h.id)).as_bytes(),
-                    );
+        cx.out.start(h.job, h.first);
+        cx.job = h.job;
+        cx.next_first = h.first;
+        match cached.as_ref().and_then(|(_, r)| *r) {
+            Some(run) => run(&mut cx, h.items(), h.count)?,
+            None => {
+                let msg = format!("task {} is not registered in the worker", String::from_utf8_lossy(h.id));
+                cx.run_items(h.items(), h.count, |_, out| {
+                    out.extend_from_slice(msg.as_bytes());
                     Status::Refused
-                }
-            };
-            out.seal_item(mark, status as u8, Status::Refused as u8);
-            if out.over() {
-                // This result does not fit in the frame: send the frame
-                // without it, and start the next one with it.
-                out.split_last(mark, &mut spill);
-                next_first += u64::from(out.count());
-                tx.send(out.seal()).map_err(|e| format!("result queue: {e}"))?;
-                ctl.bump();
-                out.start(h.job, next_first);
-                out.push_raw(&spill);
+                })?
             }
         }
-        if out.count() > 0 {
-            tx.send(out.seal()).map_err(|e| format!("result queue: {e}"))?;
-            ctl.bump();
-        }
+        cx.flush()?;
         if h.flags & END_OF_CHUNK != 0 {
             chunks_done += 1;
             if arg.max_tasks > 0 && chunks_done >= arg.max_tasks {

@@ -1,0 +1,97 @@
+//! The pool's control segment, shared by the pool and its workers.
+//!
+//! One [`RawSegment`] per pool: a 64-byte header, then one 64-byte record
+//! per worker slot (like LMDB's reader table: each worker says there what
+//! it holds, so the pool knows what a dead worker took with it).
+//!
+//! | offset | field | written by | meaning |
+//! |---|---|---|---|
+//! | 0 | `seq: u32` | workers, pool users | bumped after each result frame or request: the pool's manager sleeps on it (futex) |
+//! | 4 | `waiting: u32` | manager | 1 while the manager may sleep: whoever bumps `seq` then wakes it |
+//! | 64 + 64 i | `started: u64` | worker in slot i | items this worker has begun (stored before each item runs) |
+//! | 72 + 64 i | `pid: u32` | worker in slot i | its pid (informational) |
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::RawSegment;
+use crate::wait::futex::wake32;
+
+const CTL_HEADER: usize = 64;
+const RECORD: usize = 64;
+const SEQ: usize = 0;
+const WAITING: usize = 4;
+const STARTED: usize = 0;
+const PID: usize = 8;
+
+/// Bytes of a control segment for `slots` workers.
+pub(crate) fn ctl_len(slots: usize) -> u64 {
+    (CTL_HEADER + RECORD * slots) as u64
+}
+
+/// The shared words of a control segment, bounds-checked once.
+#[derive(Debug, Clone)]
+pub(crate) struct Ctl {
+    seg: RawSegment,
+}
+
+impl Ctl {
+    pub(crate) fn new(seg: RawSegment) -> Ctl {
+        Ctl { seg }
+    }
+
+    pub(crate) fn segment(&self) -> &RawSegment {
+        &self.seg
+    }
+
+    /// Worker slots this segment has room for.
+    pub(crate) fn slots(&self) -> usize {
+        self.seg.len().saturating_sub(CTL_HEADER) / RECORD
+    }
+
+    fn word32(&self, at: usize) -> &AtomicU32 {
+        assert!(at.is_multiple_of(4) && at + 4 <= self.seg.len(), "control word out of bounds");
+        // SAFETY: in bounds (checked above), 4-aligned (the segment's bytes
+        // start 64-aligned); shared words are only accessed atomically (the
+        // crate's memory model).
+        unsafe { &*(self.seg.as_ptr().add(at) as *const AtomicU32) }
+    }
+
+    fn word64(&self, at: usize) -> &AtomicU64 {
+        assert!(at.is_multiple_of(8) && at + 8 <= self.seg.len(), "control word out of bounds");
+        // SAFETY: as in `word32`, 8-aligned.
+        unsafe { &*(self.seg.as_ptr().add(at) as *const AtomicU64) }
+    }
+
+    pub(crate) fn seq(&self) -> &AtomicU32 {
+        self.word32(SEQ)
+    }
+
+    pub(crate) fn waiting(&self) -> &AtomicU32 {
+        self.word32(WAITING)
+    }
+
+    /// Slot `i`'s "items begun" counter (`None` if out of range).
+    pub(crate) fn started(&self, slot: usize) -> Option<&AtomicU64> {
+        (slot < self.slots()).then(|| self.word64(CTL_HEADER + RECORD * slot + STARTED))
+    }
+
+    pub(crate) fn pid(&self, slot: usize) -> Option<&AtomicU32> {
+        (slot < self.slots()).then(|| self.word32(CTL_HEADER + RECORD * slot + PID))
+    }
+
+    /// Tells the manager something happened: bumps `seq`, and wakes the
+    /// manager if it announced that it sleeps.
+    pub(crate) fn bump(&self) {
+        // SeqCst RMW, then a SeqCst load of `waiting`: pairs with the
+        // manager's SeqCst store of `waiting` then SeqCst load of `seq` in
+        // `Manager::sleep` (a Dekker handshake: either the manager sees
+        // the new `seq` and does not sleep, or we see `waiting` and wake
+        // it; the futex compares `seq` atomically with its enqueue). The
+        // RMW is also a Release that publishes the result frame stored
+        // before it (the ring's own Release store did already).
+        self.seq().fetch_add(1, Ordering::SeqCst);
+        if self.waiting().load(Ordering::SeqCst) != 0 {
+            wake32(self.seq(), 1);
+        }
+    }
+}
