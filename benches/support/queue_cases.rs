@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use shmproc::queue::{ByteQueue, MpmcQueue, SpscQueue, WaitStrategy};
 
