@@ -150,6 +150,29 @@ fn seeds_map_doubler_and_square() {
     finish(pool, &[]);
 }
 
+/// Two tasks named `work` in one module, each inside its own function:
+/// each runs its own body in the workers (their ids once were both
+/// `pool::work`, and the second silently ran the first: a String's length
+/// prefix doubled as a u64).
+fn lengths(pool: &Pool) -> Vec<usize> {
+    shmproc::task! { fn work(s: String) -> usize { s.len() } }
+    pool.map(work, ["a".to_string(), "bb".to_string(), "ccc".to_string()]).unwrap()
+}
+
+fn doubles(pool: &Pool) -> Vec<u64> {
+    shmproc::task! { fn work(x: u64) -> u64 { x * 2 } }
+    pool.map(work, [10, 20, 30]).unwrap()
+}
+
+#[test]
+fn tasks_of_the_same_name_in_different_functions_each_run_their_own_body() {
+    let _watchdog = watchdog("tasks_of_the_same_name_in_different_functions_each_run_their_own_body");
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(doubles(&pool), [20, 40, 60]);
+    assert_eq!(lengths(&pool), [1, 2, 3]);
+    finish(pool, &[]);
+}
+
 #[test]
 fn every_form_matches_the_serial_result_for_10000_items() {
     let _watchdog = watchdog("every_form_matches_the_serial_result_for_10000_items");

@@ -77,6 +77,35 @@ fn successful_entry_exits_with_zero() {
     });
 }
 
+/// Two entries named `hello` in one module, each inside its own function:
+/// each child runs its own body (their ids once were both
+/// `process::hello`, and the second started the first).
+fn start_a(m: StartMethod) -> Process {
+    shmproc::entry! { fn hello(n: u32) -> Result<(), String> { Err(format!("a {n}")) } }
+    let mut p = Process::new(hello, 1).with_start_method(m);
+    p.start().unwrap();
+    p
+}
+
+fn start_b(m: StartMethod) -> Process {
+    shmproc::entry! { fn hello(s: String) -> Result<(), String> { Err(format!("b {s}")) } }
+    let mut p = Process::new(hello, "two".to_string()).with_start_method(m);
+    p.start().unwrap();
+    p
+}
+
+#[test]
+fn entries_of_the_same_name_in_different_functions_each_run_their_own_body() {
+    both_methods(|m| {
+        for (p, want) in [(start_b(m), "b two"), (start_a(m), "a 1")] {
+            match common::join(&p) {
+                Err(ProcessError::Failed { message, .. }) => assert_eq!(message, want, "{m:?}"),
+                other => panic!("{m:?}: {other:?}"),
+            }
+        }
+    });
+}
+
 #[test]
 fn returned_error_gives_exit_code_1_and_its_message() {
     both_methods(|m| {

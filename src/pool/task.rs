@@ -25,7 +25,10 @@ use crate::process::Handoff;
 /// assert_eq!(shout::call("hi".into()), Ok("HI".to_string()));
 /// ```
 pub trait Task: 'static {
-    /// Stable id: module path and name.
+    /// Stable id: module path, name and the macro call's place
+    /// (`file:line:column`), so two functions of the same name in one
+    /// module (say, each inside its own function body) never share an
+    /// id and a child never runs the other one.
     const ID: &'static str;
     /// The argument (use a tuple for several).
     type Arg: Handoff;
@@ -230,7 +233,7 @@ macro_rules! task {
         $vis struct $name;
 
         impl $crate::pool::Task for $name {
-            const ID: &'static str = concat!(module_path!(), "::", stringify!($name));
+            const ID: &'static str = concat!(module_path!(), "::", stringify!($name), "@", file!(), ":", line!(), ":", column!());
             type Arg = $ty;
             type Out = <$ret as $crate::pool::TaskValue>::Out;
             fn call($($pat)+: $ty) -> ::std::result::Result<Self::Out, ::std::string::String> {

@@ -18,7 +18,10 @@ use super::handoff::Handoff;
 /// (for functions) and by `entry!(impl Run for T)` (for [`Run`] types);
 /// not meant to be implemented by hand.
 pub trait Entry: 'static {
-    /// Stable id: module path and name.
+    /// Stable id: module path, name and the macro call's place
+    /// (`file:line:column`), so two functions of the same name in one
+    /// module (say, each inside its own function body) never share an
+    /// id and a child never runs the other one.
     const ID: &'static str;
     /// What the parent hands over.
     type Arg: Handoff + Send + 'static;
@@ -190,7 +193,7 @@ pub(crate) fn lookup(id: &str) -> Option<Runner> {
 macro_rules! entry {
     (impl Run for $t:ty) => {
         impl $crate::process::Entry for $t {
-            const ID: &'static str = concat!(module_path!(), "::", stringify!($t));
+            const ID: &'static str = concat!(module_path!(), "::", stringify!($t), "@", file!(), ":", line!(), ":", column!());
             type Arg = $t;
             fn call(arg: $t) -> ::std::result::Result<(), ::std::string::String> {
                 $crate::process::Run::run(arg)
@@ -215,7 +218,7 @@ macro_rules! entry {
         $vis struct $name;
 
         impl $crate::process::Entry for $name {
-            const ID: &'static str = concat!(module_path!(), "::", stringify!($name));
+            const ID: &'static str = concat!(module_path!(), "::", stringify!($name), "@", file!(), ":", line!(), ":", column!());
             type Arg = $ty;
             fn call($($pat)+: $ty) -> ::std::result::Result<(), ::std::string::String> {
                 #[allow(unused_mut)]
