@@ -14,6 +14,8 @@ use bytemuck::Pod;
 use crate::ShmType;
 use crate::shm::Fingerprint;
 
+mod collections;
+
 /// Why an argument could not be decoded in the child.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

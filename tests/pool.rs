@@ -173,6 +173,28 @@ fn tasks_of_the_same_name_in_different_functions_each_run_their_own_body() {
     finish(pool, &[]);
 }
 
+shmproc::task! {
+    /// Python's Counter of a line's words, as a dict.
+    fn word_count(line: String) -> std::collections::HashMap<String, u64> {
+        let mut m = std::collections::HashMap::new();
+        for w in line.split_whitespace() {
+            *m.entry(w.to_string()).or_insert(0) += 1;
+        }
+        m
+    }
+}
+
+#[test]
+fn a_task_returns_a_dict() {
+    let _watchdog = watchdog("a_task_returns_a_dict");
+    let pool = Pool::new(2).unwrap();
+    let got = pool.map(word_count, ["a b a".to_string(), String::new(), "c".to_string()]).unwrap();
+    let want: Vec<std::collections::HashMap<String, u64>> =
+        vec![[("a".to_string(), 2), ("b".to_string(), 1)].into(), Default::default(), [("c".to_string(), 1)].into()];
+    assert_eq!(got, want);
+    finish(pool, &[]);
+}
+
 #[test]
 fn every_form_matches_the_serial_result_for_10000_items() {
     let _watchdog = watchdog("every_form_matches_the_serial_result_for_10000_items");
