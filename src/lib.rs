@@ -50,10 +50,12 @@
 //!
 //! ## Your own data types
 //!
-//! Queues, `Value`, `Array` and `Mutex` carry any [`ShmType`]: plain old
-//! data (`Pod`: `#[repr(C)]`, no pointers, no padding) with a name that
-//! every `open` checks (see [`ShmType`] for the rule; pipes carry any
-//! `Pod`). shmproc re-exports [`bytemuck`] and its [`Pod`] and
+//! `Value`, `Array`, `Mutex` and the rings of [`queue`] carry any
+//! [`ShmType`]: plain old data (`Pod`: `#[repr(C)]`, no pointers, no
+//! padding) with a name that every `open` checks (see [`ShmType`] for the
+//! rule). The Python-shaped queues, pipes (`send_value`/`recv_value`),
+//! process arguments and pool tasks carry any [`Handoff`] value, plain
+//! data included (below). shmproc re-exports [`bytemuck`] and its [`Pod`] and
 //! [`Zeroable`] derives, so a message type needs no other dependency than
 //! shmproc; the `crate` attribute points the derive at the re-export:
 //!

@@ -180,8 +180,15 @@ impl Drop for Connection {
 /// most [`DEFAULT_MAX_FRAME`] (16 KiB) bytes: a larger one fails with
 /// [`PipeSendError::TooLarge`]. Use [`pipe_with`] for other sizes.
 ///
+/// Python's `send(obj)` / `recv()` are [`send_value`](Connection::send_value)
+/// / [`recv_value`](Connection::recv_value) (any [`Handoff`](crate::Handoff)
+/// value); [`send`](Connection::send) / [`recv`](Connection::recv) move
+/// plain data (`Pod`) without encoding.
+///
 /// ```
 /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+/// a.send_value(&(1i64, "hello".to_string(), vec![1.5f64, 2.5])).unwrap();
+/// assert_eq!(b.recv_value::<(i64, String, Vec<f64>)>().unwrap(), (1, "hello".to_string(), vec![1.5, 2.5]));
 /// a.send(&42u64).unwrap();
 /// assert_eq!(b.recv::<u64>().unwrap(), 42);
 /// b.send_bytes(b"pong").unwrap();
@@ -390,7 +397,9 @@ impl Connection {
     }
 
     /// Sends a plain-data value (its bytes), waiting for room. Errors as for
-    /// [`send_bytes`](Self::send_bytes).
+    /// [`send_bytes`](Self::send_bytes). For strings, vectors, tuples and
+    /// other [`Handoff`](crate::Handoff) values (Python's `send(obj)`), use
+    /// [`send_value`](Self::send_value).
     ///
     /// ```
     /// let (mut a, mut b) = shmproc::pipe(true).unwrap();

@@ -66,6 +66,42 @@ extern "C" fn register_worker() {
 #[unsafe(link_section = ".init_array.00500")]
 pub(crate) static REGISTER_WORKER: extern "C" fn() = register_worker;
 
+thread_local! {
+    /// Set while this thread runs a frame's items: a task's panic is that
+    /// item's failure, reported to the caller with its message (as Python
+    /// raises a task's exception in the caller and prints nothing in the
+    /// worker), so the panic hook stays silent.
+    static RUNNING_ITEMS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes the panic hook silent for task panics, once per worker: other
+/// panics still reach the hook that was there before.
+fn quiet_task_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !RUNNING_ITEMS.with(|r| r.get()) {
+            previous(info);
+        }
+    }));
+}
+
+/// Marks this thread as running items until dropped (a frame, not an item:
+/// nothing per item on the hot path).
+struct QuietPanics;
+
+impl QuietPanics {
+    fn enter() -> QuietPanics {
+        RUNNING_ITEMS.with(|r| r.set(true));
+        QuietPanics
+    }
+}
+
+impl Drop for QuietPanics {
+    fn drop(&mut self) {
+        RUNNING_ITEMS.with(|r| r.set(false));
+    }
+}
+
 /// Runs `id` on an encoded argument, for the initializer.
 fn run_init(id: &str, arg: &[u8]) -> Result<(), String> {
     let run = task::lookup(id.as_bytes()).ok_or_else(|| format!("initializer {id} is not registered in the worker"))?;
@@ -109,6 +145,7 @@ impl Cx<'_> {
         mut run: impl FnMut(&[u8], &mut Vec<u8>) -> Status,
     ) -> Result<(), String> {
         let mut done = 0u32;
+        let _quiet = QuietPanics::enter();
         loop {
             let r = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
                 if let Some((args, width)) = items.packed() {
@@ -209,6 +246,7 @@ fn run(arg: WorkerArg) -> Result<(), String> {
         return Err(format!("worker slot {slot} is outside the control segment"));
     };
     pid_word.store(std::process::id(), Ordering::Relaxed);
+    quiet_task_panics();
     if let Some((id, init_arg)) = &arg.init {
         run_init(id, init_arg)?;
     }
