@@ -573,3 +573,27 @@ fn a_list_growing_in_a_child_is_read_by_the_parent_meanwhile() {
     assert!(reads > 0);
     assert_eq!(list.to_vec().unwrap(), (0..GROW_N).collect::<Vec<_>>());
 }
+
+/// Found by the fuzz target `hostile_container`: a peer zeroes a dict's
+/// entry count while an entry is live; removing it then must be an error
+/// (or garbage), not an arithmetic overflow panic.
+#[test]
+fn a_dict_whose_count_was_zeroed_by_a_peer_reports_an_error() {
+    use std::os::unix::fs::FileExt;
+    let d = DictProxy::<String, u64>::new().unwrap();
+    d.insert("a".into(), 1).unwrap();
+    // The dict's COUNT root word: control block at 128, state words from
+    // 160 (after lock, seq, map_len, log_used): heap top, 36 free-list
+    // heads, then the roots (table, buckets, count, used).
+    let count_off = 160 + 8 * (1 + 36 + 2);
+    let f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/shmproc.{}", d.name())).unwrap();
+    let mut before = [0u8; 8];
+    std::fs::File::open(format!("/dev/shm/shmproc.{}", d.name()))
+        .unwrap()
+        .read_exact_at(&mut before, count_off)
+        .unwrap();
+    assert_eq!(u64::from_ne_bytes(before), 1, "the layout this test assumes changed");
+    f.write_all_at(&0u64.to_ne_bytes(), count_off).unwrap();
+    assert!(matches!(d.popitem(), Err(ContainerError::Corrupted { .. })));
+    assert!(matches!(d.remove(&"a".into()), Err(ContainerError::Corrupted { .. })));
+}

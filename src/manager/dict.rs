@@ -278,7 +278,8 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         element::release(tx, b + 8, self.kin)?;
         element::release(tx, b + 8 + self.ks, self.vin)?;
         tx.write_u64(b, TOMB)?;
-        tx.set_root(COUNT, t.count - 1)?;
+        // A live bucket with a count of 0 is a hostile table: an error, not an underflow.
+        tx.set_root(COUNT, t.count.checked_sub(1).ok_or(Fail::Torn("table counts"))?)?;
         Ok((k, v))
     }
 

@@ -86,7 +86,7 @@ impl Txn<'_> {
         }))?;
         let head = self.state(S_FREE + c);
         if head != 0 {
-            let (hc, _) = block(self.view(), head + BLOCK_HDR)?;
+            let (hc, _) = block(self.view(), head.checked_add(BLOCK_HDR).ok_or(Fail::Torn("free list"))?)?;
             let top = self.state(S_TOP);
             let next = self.view().u64(head + 8)?;
             if hc != c || (next != 0 && (next < HEAP_START || next >= top)) {

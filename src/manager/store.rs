@@ -424,7 +424,7 @@ impl Store {
             let (Ok(off), Ok(len)) = (v.u64(LOG_OFF + pos), v.u64(LOG_OFF + pos + 8)) else { break };
             let padded = len.checked_add(7).map(|l| l & !7);
             match padded {
-                Some(p) if pos + 16 + p <= used => {
+                Some(p) if p <= used - pos - 16 => {
                     entries.push((off, len, LOG_OFF + pos + 16));
                     pos += 16 + p;
                 }
