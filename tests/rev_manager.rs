@@ -211,3 +211,27 @@ fn a_hostile_peer_cannot_hang_a_dict_resize() {
     });
     assert!(!hung, "dict insert (resize) still running after 20 s with a hostile peer: an unbounded probe loop over shm");
 }
+
+// ---- space reuse ---------------------------------------------------------
+
+/// The issue: variable-length data "with its space reused after
+/// removals". The heap is segregated power-of-two free lists that never
+/// split or merge blocks, so the 8 MiB block of one removed 4 MiB blob is
+/// never reused for smaller elements: 4 MiB of 1 KiB blobs appended after
+/// the removal grow the segment by another 8 MiB instead.
+#[test]
+fn space_of_a_removed_large_blob_is_reused_for_small_ones() {
+    let l = ListProxy::<Vec<u8>>::new().unwrap();
+    let seg = format!("/dev/shm/shmproc.{}", l.name());
+    l.append(vec![1u8; 4 << 20]).unwrap();
+    l.pop().unwrap();
+    let before = std::fs::metadata(&seg).unwrap().len();
+    for _ in 0..4096 {
+        l.append(vec![2u8; 1000]).unwrap();
+    }
+    let after = std::fs::metadata(&seg).unwrap().len();
+    assert!(
+        after <= before + (1 << 20),
+        "segment grew from {before} to {after} bytes although a free 8 MiB block could hold the 4 MiB of new data"
+    );
+}
