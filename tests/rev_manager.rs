@@ -239,3 +239,37 @@ fn space_of_a_removed_large_blob_is_reused_for_small_ones() {
         "segment grew from {before} to {after} bytes although a free 8 MiB block could hold the 4 MiB of new data"
     );
 }
+
+/// Offset of the seqlock word (header 128 + lock 8), as laid out by store.rs.
+const SEQ_OFF: u64 = 136;
+
+/// The seqlock word must only move forward (a reader accepts a read when
+/// it loads the same even value before and after). An operation run from
+/// inside `update_with`'s closure (same thread: the lock is reentrant)
+/// starts from the outer operation's odd seq, so it writes with seq EVEN
+/// (s+2: its writes are visible to optimistic readers as committed) and
+/// commits s+3; the outer commit then stores s+2 again. A reader that
+/// loaded s+2 during the inner write and s+2 after the outer commit
+/// accepts a torn read (ABA).
+#[test]
+fn seq_never_goes_backwards_with_an_operation_inside_update_with() {
+    use std::os::unix::fs::FileExt;
+    let d = DictProxy::<u64, u64>::new().unwrap();
+    let other = DictProxy::<u64, u64>::open(d.name()).unwrap();
+    let f = std::fs::File::open(format!("/dev/shm/shmproc.{}", d.name())).unwrap();
+    let seq = || {
+        let mut w = [0u8; 8];
+        f.read_exact_at(&mut w, SEQ_OFF).unwrap();
+        u64::from_ne_bytes(w)
+    };
+    let s0 = seq();
+    let mut inside = 0;
+    d.update_with(&1, 0, |v| {
+        other.insert(2, 2).unwrap();
+        inside = seq();
+        *v += 1;
+    })
+    .unwrap();
+    let after = seq();
+    assert!(after > inside, "seq went from {s0} to {inside} (inside update_with, after a nested insert) back to {after}");
+}
