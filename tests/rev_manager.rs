@@ -273,3 +273,29 @@ fn seq_never_goes_backwards_with_an_operation_inside_update_with() {
     let after = seq();
     assert!(after > inside, "seq went from {s0} to {inside} (inside update_with, after a nested insert) back to {after}");
 }
+
+/// (Passes: a probe of remap under threads sharing one handle.)
+#[test]
+fn probe_same_handle_threads_read_while_it_grows() {
+    let l = ListProxy::<u64>::new().unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..200_000u64 {
+                l.append(i).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        for _ in 0..2 {
+            s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let n = l.len();
+                    if n > 0 {
+                        assert_eq!(l.get(n as isize - 1).unwrap(), n as u64 - 1);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(l.len(), 200_000);
+}
