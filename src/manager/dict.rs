@@ -213,10 +213,17 @@ impl<K: Element, V: Element> DictProxy<K, V> {
                 continue;
             }
             let bytes = tx.view().vec(b, self.stride)?;
-            let mut j = tag & (nb - 1);
-            while tx.view().u64(self.bucket(nt, j))? != EMPTY {
-                j = (j + 1) & (nb - 1);
-            }
+            // Bounded by the table size: the new table is in shm, and a peer that fills it with garbage
+            // must get an error out of this loop, never a spin holding the lock.
+            let mask = nb - 1;
+            let j = (0..nb)
+                .map(|k| tag.wrapping_add(k) & mask)
+                .find_map(|j| match tx.view().u64(self.bucket(nt, j)) {
+                    Ok(EMPTY) => Some(Ok(j)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .ok_or(Fail::Torn("new table full while resizing"))??;
             tx.write_fresh(self.bucket(nt, j), &bytes)?;
             moved += 1;
             if moved > nb {
