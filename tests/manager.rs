@@ -485,29 +485,31 @@ fn hostile_bytes_give_errors_or_garbage_never_a_crash() {
     }
 }
 
-/// Readers do not take the lock: a get by another thread succeeds while a
-/// writer holds the lock between operations (with_lock).
+/// Readers do not wait for a group: while a `with_lock` group is open
+/// (one append done, one to come) a reader in another thread reads the
+/// state before the group without waiting; after the group, the state
+/// after it.
 #[test]
 fn reads_do_not_wait_for_a_lock_holder() {
     let l = ListProxy::<u64>::new().unwrap();
     l.extend([1, 2, 3]).unwrap();
     let reader = ListProxy::<u64>::open(l.name()).unwrap();
+    let read = |r: &ListProxy<u64>| (r.get(-1), r.len(), r.to_vec());
     l.with_lock(|l| {
         l.append(4).unwrap();
-        std::thread::scope(|s| {
-            let r = s.spawn(|| (reader.get(-1), reader.len(), reader.to_vec()));
-            let end = Instant::now() + BOUND;
-            while !r.is_finished() {
-                assert!(Instant::now() < end, "a read waited for the lock holder");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let (last, len, all) = r.join().unwrap();
-            assert_eq!(last.unwrap(), 4);
-            assert_eq!(len, 4);
-            assert_eq!(all.unwrap(), [1, 2, 3, 4]);
-        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r = reader.clone();
+        std::thread::spawn(move || tx.send(read(&r)));
+        // On expiry the panic rolls the group back and unlocks, so the reader thread ends too.
+        let (last, len, all) = rx.recv_timeout(BOUND).expect("a read waited for the lock holder");
+        assert_eq!(last.unwrap(), 3);
+        assert_eq!(len, 3);
+        assert_eq!(all.unwrap(), [1, 2, 3]);
+        l.append(5).unwrap();
     })
     .unwrap();
+    let (last, len, all) = read(&reader);
+    assert_eq!((last.unwrap(), len, all.unwrap()), (5, 5, vec![1, 2, 3, 4, 5]));
 }
 
 shmproc::entry! {
@@ -663,4 +665,181 @@ fn a_hostile_peer_cannot_hang_a_dict_resize() {
         !hung,
         "dict insert (resize) still running after 20 s with a hostile peer: an unbounded probe loop over shm"
     );
+}
+
+/// `sort_by_key` runs the key function while its transaction is open. A
+/// write through another handle from the key function was accepted (the
+/// lock is reentrant for the thread), committed on its own (seq moved
+/// backwards), then was lost to the sort's rebuild from the stale slots.
+/// Now it is refused with `ModifiedDuringOperation` (Python: "list
+/// modified during sort") and the sort completes.
+#[test]
+fn a_write_from_a_sort_key_is_refused_and_the_sort_completes() {
+    let l = ListProxy::<u64>::new().unwrap();
+    let other = ListProxy::<u64>::open(l.name()).unwrap();
+    l.extend([3, 1, 2]).unwrap();
+    let mut inner = None;
+    let r = l.sort_by_key(|x| {
+        if inner.is_none() {
+            inner = Some(other.append(9));
+        }
+        *x
+    });
+    let got = l.to_vec().unwrap();
+    assert_eq!(inner, Some(Err(ContainerError::ModifiedDuringOperation)), "the nested append must be refused");
+    assert_eq!(r, Ok(()));
+    assert_eq!(got, [1, 2, 3]);
+}
+
+/// Offset of the seqlock word (header 128 + lock 8), as laid out by store.rs.
+const SEQ_OFF: u64 = 136;
+
+/// The seqlock word must only move forward (a reader accepts a read when
+/// it loads the same even value before and after). An operation run from
+/// inside `update_with`'s closure (same thread: the lock is reentrant)
+/// starts from the outer operation's odd seq, so it writes with seq EVEN
+/// (s+2: its writes are visible to optimistic readers as committed) and
+/// commits s+3; the outer commit then stores s+2 again. A reader that
+/// loaded s+2 during the inner write and s+2 after the outer commit
+/// accepts a torn read (ABA). Now the nested write is refused
+/// (`ModifiedDuringOperation`) and seq only moves forward.
+#[test]
+fn a_write_inside_update_with_is_refused_and_seq_never_goes_backwards() {
+    use std::os::unix::fs::FileExt;
+    let d = DictProxy::<u64, u64>::new().unwrap();
+    let other = DictProxy::<u64, u64>::open(d.name()).unwrap();
+    let f = std::fs::File::open(format!("/dev/shm/shmproc.{}", d.name())).unwrap();
+    let seq = || {
+        let mut w = [0u8; 8];
+        f.read_exact_at(&mut w, SEQ_OFF).unwrap();
+        u64::from_ne_bytes(w)
+    };
+    let s0 = seq();
+    let mut inside = 0;
+    let mut nested = None;
+    d.update_with(&1, 0, |v| {
+        nested = Some(other.insert(2, 2));
+        inside = seq();
+        *v += 1;
+    })
+    .unwrap();
+    let after = seq();
+    assert!(
+        after > inside,
+        "seq went from {s0} to {inside} (inside update_with, after a nested insert) back to {after}"
+    );
+    assert_eq!(nested, Some(Err(ContainerError::ModifiedDuringOperation)), "the nested insert must be refused");
+    assert_eq!(d.items().unwrap(), [(1, 1)]);
+}
+
+/// `ListProxy::with_lock` documents "no other process reads a half-done
+/// group". A lock-free reader (another handle, another thread) that reads
+/// while the group is between its two appends must see 3 (before) or 5
+/// (after), never 4.
+#[test]
+fn a_with_lock_group_is_never_seen_half_done_by_a_reader() {
+    let l = ListProxy::<u64>::new().unwrap();
+    l.extend([1, 2, 3]).unwrap();
+    let reader = ListProxy::<u64>::open(l.name()).unwrap();
+    let seen = std::thread::scope(|s| {
+        let r = l
+            .with_lock(|l| {
+                l.append(4).unwrap();
+                let r = s.spawn(|| reader.len());
+                std::thread::sleep(Duration::from_millis(200));
+                l.append(5).unwrap();
+                r
+            })
+            .unwrap();
+        r.join().unwrap()
+    });
+    assert!(seen == 3 || seen == 5, "a reader saw the with_lock group half done: len {seen}");
+}
+
+/// `DictProxy::update` documents "no process sees a part of it". A
+/// reader (another handle, another thread) that reads while the update is
+/// halfway (its items iterator is lazy, as any iterator that computes its
+/// items may be; update pulls it between inserts, while seq is even) must
+/// see 0 or 2 000 entries, never a part.
+#[test]
+fn a_dict_update_is_never_seen_half_done_by_a_reader() {
+    let d = DictProxy::<u64, u64>::new().unwrap();
+    let reader = DictProxy::<u64, u64>::open(d.name()).unwrap();
+    let seen = std::thread::scope(|s| {
+        let mut r = None;
+        d.update((0..2000u64).map(|i| {
+            if i == 1000 {
+                r = Some(s.spawn(|| reader.len()));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (i, i)
+        }))
+        .unwrap();
+        r.unwrap().join().unwrap()
+    });
+    assert!(seen == 0 || seen == 2000, "a reader saw a part of update(): len {seen}");
+}
+
+shmproc::entry! {
+    fn die_inside_with_lock(list: ListProxy<u64>) -> Result<(), String> {
+        list.with_lock(|l| {
+            l.append(1).map_err(|e| e.to_string())?;
+            // SIGKILL at the first write step of the group's second operation.
+            shmproc::__crash_after_steps(1);
+            l.append(2).map_err(|e| e.to_string())
+        })
+        .map_err(|e| e.to_string())?
+    }
+}
+
+/// The brief/issue: the guard / `with_lock` form "runs several operations
+/// as one"; a SIGKILL inside it must leave the container as before or as
+/// after the group. Here the child dies between the group's two appends.
+#[test]
+fn a_with_lock_group_killed_in_the_middle_is_all_or_nothing() {
+    let l = ListProxy::<u64>::new().unwrap();
+    let mut p = Process::new(die_inside_with_lock, l.clone());
+    p.start().unwrap();
+    match common::join(&p) {
+        Err(ProcessError::Signaled { signal: 9, .. }) => {}
+        other => panic!("child should have died by its injected SIGKILL: {other:?}"),
+    }
+    let got = l.to_vec().unwrap();
+    assert!(got.is_empty() || got == [1, 2], "a with_lock group torn by a crash: {got:?}");
+}
+
+shmproc::entry! {
+    fn die_inside_update(dict: DictProxy<u64, u64>) -> Result<(), String> {
+        shmproc::__crash_after_steps(400);
+        dict.update((0..1000u64).map(|i| (i, i))).map_err(|e| e.to_string())
+    }
+}
+
+/// `update(iter)` is one operation of the issue's DictProxy surface; a
+/// SIGKILL inside it must leave the dict empty (before) or full (after).
+#[test]
+fn a_dict_update_killed_in_the_middle_is_all_or_nothing() {
+    let d = DictProxy::<u64, u64>::new().unwrap();
+    let mut p = Process::new(die_inside_update, d.clone());
+    p.start().unwrap();
+    match common::join(&p) {
+        Err(ProcessError::Signaled { signal: 9, .. }) => {}
+        other => panic!("child should have died by its injected SIGKILL: {other:?}"),
+    }
+    let n = d.len();
+    assert!(n == 0 || n == 1000, "update() torn by a crash: {n} of 1000 pairs present");
+}
+
+/// A Pod value (here 32 KiB) larger than the 16 KiB undo log cannot be stored in a dict
+/// at all (the bucket write is logged even in a table built by this very
+/// operation), nor replaced in a list.
+#[test]
+fn a_pod_element_larger_than_the_undo_log_can_be_inserted_and_set() {
+    let d = DictProxy::<u64, [u64; 4096]>::new().unwrap();
+    let r = d.insert(1, [7u64; 4096]);
+    assert!(r.is_ok(), "dict insert of a 32 KiB Pod value: {r:?}");
+    let l = ListProxy::<[u64; 4096]>::new().unwrap();
+    l.append([1u64; 4096]).unwrap();
+    let r = l.set(0, [2u64; 4096]);
+    assert!(r.is_ok(), "list set of a 32 KiB Pod element: {r:?}");
 }

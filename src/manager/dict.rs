@@ -419,8 +419,12 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         })
     }
 
-    /// Inserts every pair, holding the lock throughout (no process sees a
-    /// part of it); each insert is crash-atomic on its own.
+    /// Inserts every pair as one transaction: no process sees a part of
+    /// it, and an error (nothing changes) or a crash part way leaves the
+    /// dict as before. A group's undo log is bounded (16 KiB of old bytes
+    /// of entries that existed before; new entries of a table the update
+    /// grew cost nothing): past it, [`ContainerError::TooLarge`] and
+    /// nothing changes.
     ///
     /// ```
     /// let d = shmproc::DictProxy::<u8, u8>::new().unwrap();
@@ -428,12 +432,12 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// assert_eq!(d.len(), 2);
     /// ```
     pub fn update(&self, items: impl IntoIterator<Item = (K, V)>) -> Result<(), ContainerError> {
-        self.store.with_lock(|| {
+        self.store.group(|| {
             for (k, v) in items {
                 self.insert(k, v)?;
             }
             Ok(())
-        })?
+        })
     }
 
     /// Atomic read-modify-write: applies `f` to the value for `key` (or to
@@ -546,8 +550,10 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         self.store.write(|tx| tx.reset())
     }
 
-    /// Runs `f` holding the dict's lock (several operations as one for
-    /// other processes; each stays crash-atomic on its own).
+    /// Runs `f` as one transaction holding the dict's lock, as
+    /// [`ListProxy::with_lock`](crate::ListProxy::with_lock): other
+    /// readers see the state before the group, then after it; a crash or
+    /// a panic inside leaves the dict as before the group.
     ///
     /// ```
     /// let d = shmproc::DictProxy::<u8, u64>::new().unwrap();

@@ -16,7 +16,7 @@
 //! heap, on a block boundary, with a valid header, ending inside the
 //! mapping; a bad one is an error or garbage, never an access outside.
 
-use super::store::{Fail, HEAP_START, NCLASS, R, S_FREE, S_TOP, STATE_WORDS, Txn, View};
+use super::store::{Fail, HEAP_START, NCLASS, R, S_FREE, S_ROOT, S_TOP, STATE_WORDS, Txn, View};
 
 /// High bits of a block header word ("BLK").
 const BLOCK_MAGIC: u64 = 0x424C_4B00_0000_0000;
@@ -93,6 +93,7 @@ impl Txn<'_> {
                 return Err(Fail::Torn("free list"));
             }
             self.set_state(S_FREE + c, next)?;
+            self.note_fresh(head + BLOCK_HDR, head + block_size(c));
             return Ok(head + BLOCK_HDR);
         }
         let b = self.state(S_TOP);
@@ -106,6 +107,7 @@ impl Txn<'_> {
         let mut hdr = [0u8; 16];
         hdr[..8].copy_from_slice(&(BLOCK_MAGIC | c as u64).to_ne_bytes());
         self.write_fresh(b, &hdr)?;
+        self.note_fresh(b + BLOCK_HDR, end);
         Ok(b + BLOCK_HDR)
     }
 
@@ -161,11 +163,27 @@ impl Txn<'_> {
         self.grow(end)?;
         self.set_state(S_TOP, end)?;
         self.write_u64(b, BLOCK_MAGIC | c2 as u64)?;
+        if let Some(f) = self.fresh_mut(p) {
+            f.0 = end;
+        }
         Ok(true)
     }
 
     /// Frees every block at once (`clear`): an empty heap, roots zeroed.
+    ///
+    /// Inside a group only the roots are zeroed: earlier operations of the
+    /// group may still need the old blocks for their rollback, and blocks
+    /// handed out again later in the group would be written unlogged. The
+    /// old blocks stay allocated (reclaimed by a `clear` outside a group).
     pub(crate) fn reset(&mut self) -> R<()> {
+        if self.in_group() {
+            for i in S_ROOT..STATE_WORDS {
+                if self.state(i) != 0 {
+                    self.set_state(i, 0)?;
+                }
+            }
+            return Ok(());
+        }
         drop(self.take_deferred());
         self.set_state(S_TOP, HEAP_START)?;
         for i in S_FREE..STATE_WORDS {

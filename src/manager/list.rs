@@ -588,11 +588,15 @@ impl<T: Element> ListProxy<T> {
         })
     }
 
-    /// Runs `f` holding the list's lock: no other process reads a
-    /// half-done group or writes in between (several operations as one,
-    /// where Python users reach for a separate Lock). Each operation inside
-    /// is still crash-atomic on its own: a crash in the middle of `f`
-    /// keeps the operations that completed.
+    /// Runs `f` as one transaction holding the list's lock (several
+    /// operations as one, where Python users reach for a separate Lock):
+    /// readers in other threads and processes keep reading the state
+    /// before the group without waiting, then the state after it; no
+    /// writer comes in between; a crash in the middle of `f` (or a panic in
+    /// it) leaves the list as before the group. An operation inside that
+    /// fails changes nothing and the group goes on; if the group's undo
+    /// log fills, the whole group is undone and this returns
+    /// [`ContainerError::TooLarge`](crate::ContainerError::TooLarge).
     ///
     /// ```
     /// let l = shmproc::ListProxy::<u64>::new().unwrap();
