@@ -10,10 +10,9 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::element::{self, Element, slot_size};
-use super::store::{Fail, R, S_ROOT, Store, Txn, View};
+use super::store::{Fail, R, Store, Txn, View};
 use super::{ContainerError, fingerprint, heap};
 use crate::shm::{Kind, fnv1a};
 use crate::{OpenError, Options};
@@ -166,9 +165,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     }
 
     fn table(&self, v: &View) -> R<Table> {
-        let st = &self.store.ctl().state;
-        let l = |i: usize| st[S_ROOT + i].load(Ordering::Relaxed);
-        self.table_in(v, l(TABLE), l(NB), l(COUNT), l(USED))
+        self.table_in(v, v.root(TABLE)?, v.root(NB)?, v.root(COUNT)?, v.root(USED)?)
     }
 
     fn table_tx(&self, tx: &Txn<'_>) -> R<Table> {

@@ -14,7 +14,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use super::element::{self, Element, slot_size};
-use super::store::{Fail, R, S_ROOT, Store, Txn, View};
+use super::store::{Fail, R, Store, Txn, View};
 use super::{ContainerError, fingerprint, heap, normalize};
 use crate::shm::Kind;
 use crate::{OpenError, Options};
@@ -126,9 +126,7 @@ impl<T: Element> ListProxy<T> {
     }
 
     fn arr(&self, v: &View) -> R<Arr> {
-        let st = &self.store.ctl().state;
-        let load = |i: usize| st[S_ROOT + i].load(std::sync::atomic::Ordering::Relaxed);
-        self.arr_in(v, load(ARR), load(LEN), load(CAP))
+        self.arr_in(v, v.root(ARR)?, v.root(LEN)?, v.root(CAP)?)
     }
 
     fn arr_tx(&self, tx: &Txn<'_>) -> R<Arr> {

@@ -119,6 +119,10 @@ pub(crate) type R<T> = Result<T, Fail>;
 pub(crate) struct View {
     base: *mut u8,
     len: u64,
+    /// For a reader beside an open transaction: the undo log's entries
+    /// (offset, old bytes), laid over every read so it sees the state
+    /// before the transaction. Null in a store's own views.
+    undo: *const Vec<(u64, Vec<u8>)>,
 }
 
 // SAFETY: a View is a (pointer, length) pair describing a process-wide shared mapping kept alive by its Store;
@@ -148,7 +152,37 @@ impl View {
         let p = self.at(off, 8).ok_or(Fail::Torn("word out of bounds"))?;
         // SAFETY: in bounds and 8-aligned (the mapping is page-aligned); memory model: a racing write gives a
         // garbage value, never UB.
-        Ok(unsafe { copy::read(p as *const u64) })
+        let w = unsafe { copy::read(p as *const u64) };
+        if self.undo.is_null() {
+            return Ok(w);
+        }
+        let mut b = w.to_ne_bytes();
+        self.patch(off, &mut b);
+        Ok(u64::from_ne_bytes(b))
+    }
+
+    /// Root word `i` of the container (a state word, read through the view
+    /// so a reader beside a transaction sees its value before it).
+    #[inline]
+    pub(crate) fn root(&self, i: usize) -> R<u64> {
+        self.u64(STATE_OFF + 8 * (S_ROOT + i) as u64)
+    }
+
+    /// Lays the old bytes of the undo log over `out` (read from `off`):
+    /// the oldest entry for a byte wins (it holds the state before).
+    #[cold]
+    fn patch(&self, off: u64, out: &mut [u8]) {
+        // SAFETY: a non-null `undo` points at the overlay that the reader building this View keeps alive for
+        // as long as the View (both are locals of `Store::read_beside`).
+        let ov = unsafe { &*self.undo };
+        let end = off + out.len() as u64;
+        for (eo, data) in ov.iter().rev() {
+            let ee = eo.saturating_add(data.len() as u64);
+            if *eo < end && ee > off {
+                let (s, e) = (off.max(*eo), end.min(ee));
+                out[(s - off) as usize..(e - off) as usize].copy_from_slice(&data[(s - eo) as usize..(e - eo) as usize]);
+            }
+        }
     }
 
     /// Copies `out.len()` bytes at `off` into `out`.
@@ -157,6 +191,9 @@ impl View {
         let p = self.at(off, out.len() as u64).ok_or(Fail::Torn("bytes out of bounds"))?;
         // SAFETY: the range is inside the mapping (checked above); sanctioned copy primitive.
         unsafe { copy::copy_from_shared(p, out) };
+        if !self.undo.is_null() {
+            self.patch(off, out);
+        }
         Ok(())
     }
 
@@ -170,6 +207,9 @@ impl View {
         unsafe {
             copy::copy_from_shared_uninit(p, &mut v.spare_capacity_mut()[..len as usize]);
             v.set_len(len as usize);
+        }
+        if !self.undo.is_null() {
+            self.patch(off, &mut v);
         }
         Ok(v)
     }
@@ -223,7 +263,7 @@ pub(crate) struct Owner {
 
 impl Store {
     fn from_segment(seg: Segment) -> Store {
-        let first = Box::new(View { base: seg.base(), len: seg.mapped_len() as u64 });
+        let first = Box::new(View { base: seg.base(), len: seg.mapped_len() as u64, undo: std::ptr::null() });
         let cur = AtomicPtr::new(&*first as *const View as *mut View);
         let id = crate::shm::fnv1a(seg.name().as_bytes());
         Store { seg, _first: first, extra: StdMutex::new(Vec::new()), cur, id }
@@ -317,7 +357,7 @@ impl Store {
             return None;
         }
         let map = crate::shm::map_file(self.seg.name(), self.seg.file(), len).ok()?;
-        let view = View { base: map.as_mut_ptr(), len };
+        let view = View { base: map.as_mut_ptr(), len, undo: std::ptr::null() };
         let boxed = Box::new(Extra { _map: map, view });
         let p = &boxed.view as *const View as *mut View;
         extra.push(boxed);
@@ -329,25 +369,42 @@ impl Store {
 
     /// Runs an optimistic read; falls back to the lock after a few torn
     /// tries. `f` may run several times and must not have side effects.
+    ///
+    /// While a writer is inside a transaction (`seq` odd: an operation, a
+    /// group, or a writer that died), the read goes beside it: the undo
+    /// log's old bytes are laid over what it reads, so it sees the state
+    /// before the transaction without waiting. The writer publishes each
+    /// entry (Release store of `log_used`, then a Release fence) before it
+    /// changes the bytes; a reader that saw a changed byte therefore sees
+    /// a `log_used` at least that far after its Acquire fence, and it
+    /// accepts its read only if `seq` and `log_used` are what they were
+    /// when it copied the log. An operation undone inside a group moves
+    /// `seq` on (odd to odd), so a log cut and rewritten is noticed.
     pub(crate) fn read<T>(&self, f: impl Fn(&View) -> R<T>) -> Result<T, ContainerError> {
         let ctl = self.ctl();
         for i in 0..OPTIMISTIC_TRIES {
             // Acquire: pairs with the Release store that makes seq even at commit, so the committed data is
             // visible to the reads below.
             let s1 = ctl.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
+            let (r, used) = if s1 & 1 == 1 {
                 if ctl.lock.is_owned_by_me() {
                     // This thread's own open group: read its current state.
                     break;
                 }
-                crate::wait::spin::backoff(i.min(8));
-                continue;
-            }
-            let r = f(self.view());
-            // Acquire: pairs with the writer's Release fence after it made seq odd: if our reads saw any
-            // byte written after that, the load below sees the odd (or later) seq.
+                match self.read_beside(&f) {
+                    Some(x) => x,
+                    None => {
+                        crate::wait::spin::backoff(i.min(8));
+                        continue;
+                    }
+                }
+            } else {
+                (f(self.view()), 0)
+            };
+            // Acquire: pairs with the writer's Release fence after it made seq odd (and after each log entry):
+            // if our reads saw any byte written after that, the loads below see the odd seq (the longer log).
             fence(Ordering::Acquire);
-            if ctl.seq.load(Ordering::Relaxed) == s1 {
+            if ctl.seq.load(Ordering::Relaxed) == s1 && (s1 & 1 == 0 || ctl.log_used.load(Ordering::Relaxed) == used) {
                 match r {
                     Ok(v) => return Ok(v),
                     Err(Fail::Err(e)) => return Err(e),
@@ -355,8 +412,31 @@ impl Store {
                     Err(Fail::Torn(_)) => break,
                 }
             }
+            crate::wait::spin::backoff(i.min(8));
         }
         self.locked(|v| f(v))
+    }
+
+    /// Runs `f` over the state before the open transaction (see `read`);
+    /// returns its result and the log length it used, or None if the log
+    /// could not be read as it stands.
+    #[cold]
+    fn read_beside<T>(&self, f: &impl Fn(&View) -> R<T>) -> Option<(R<T>, u64)> {
+        let ctl = self.ctl();
+        // Acquire: pairs with the Release store of log_used in `append_entry`: the entries are in place.
+        let used = ctl.log_used.load(Ordering::Acquire);
+        if used > LOG_CAP {
+            return None;
+        }
+        let v = self.view();
+        let mut ov = Vec::new();
+        for (_, off, word, data) in parse_log(v, used, 0) {
+            let len = word & !SPILLED;
+            let old = if word & SPILLED != 0 { spilled(v, data, len) } else { v.vec(data, len) };
+            ov.push((off, old.ok()?));
+        }
+        let tmp = View { base: v.base, len: v.len, undo: &ov };
+        Some((f(&tmp), used))
     }
 
     /// Runs `f` under the lock (repairing first if needed), without a
@@ -494,23 +574,7 @@ impl Store {
         let ctl = self.ctl();
         let v = self.view();
         let used = ctl.log_used.load(Ordering::Relaxed).min(LOG_CAP) & !7;
-        let mut entries = Vec::new();
-        let mut pos = 0;
-        while pos + 16 <= used {
-            let (Ok(off), Ok(word)) = (v.u64(LOG_OFF + pos), v.u64(LOG_OFF + pos + 8)) else { break };
-            let stored = if word & SPILLED != 0 { 8 } else { word };
-            let padded = stored.checked_add(7).map(|l| l & !7);
-            match padded {
-                Some(p) if p <= used - pos - 16 => {
-                    if pos >= start {
-                        entries.push((off, word, LOG_OFF + pos + 16));
-                    }
-                    pos += 16 + p;
-                }
-                _ => break,
-            }
-        }
-        for (off, word, data) in entries.into_iter().rev() {
+        for (_, off, word, data) in parse_log(v, used, start).into_iter().rev() {
             let len = word & !SPILLED;
             // Only state words and heap bytes are ever logged; anything else is hostile and skipped.
             let state = off >= STATE_OFF && off.saturating_add(len) <= STATE_END;
@@ -588,6 +652,29 @@ impl Store {
 const SPILLED: u64 = 1 << 63;
 /// Old bytes longer than this go to a heap blob rather than the log.
 const SPILL_OVER: u64 = 1024;
+
+/// The entries of the log's first `used` bytes that start at or after
+/// `start`: (position, offset, length word, where the old bytes are).
+/// Parsing stops at the first entry that does not fit.
+fn parse_log(v: &View, used: u64, start: u64) -> Vec<(u64, u64, u64, u64)> {
+    let used = used.min(LOG_CAP) & !7;
+    let mut entries = Vec::new();
+    let mut pos = 0;
+    while pos + 16 <= used {
+        let (Ok(off), Ok(word)) = (v.u64(LOG_OFF + pos), v.u64(LOG_OFF + pos + 8)) else { break };
+        let stored = if word & SPILLED != 0 { 8 } else { word };
+        match stored.checked_add(7).map(|l| l & !7) {
+            Some(p) if p <= used - pos - 16 => {
+                if pos >= start {
+                    entries.push((pos, off, word, LOG_OFF + pos + 16));
+                }
+                pos += 16 + p;
+            }
+            _ => break,
+        }
+    }
+    entries
+}
 
 /// The old bytes of a spilled entry: the blob named at `data`, checked.
 fn spilled(v: &View, data: u64, len: u64) -> R<Vec<u8>> {
