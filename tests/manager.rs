@@ -21,7 +21,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use shmproc::{ContainerError, DictProxy, Kind, ListProxy, Manager, OpenError, Process, ProcessError};
+use shmproc::{ContainerError, DictProxy, Kind, ListProxy, Manager, OpenError, Process, ProcessError, Value};
 
 const BOUND: Duration = Duration::from_secs(60);
 const PER_CHILD: u64 = 10_000;
@@ -201,6 +201,9 @@ enum LStep {
     Reverse,
     Remove(String),
     Sort,
+    SortByKey,
+    /// with_lock: append each, then pop one (one transaction).
+    Group(Vec<String>),
     Clear,
     Shrink,
 }
@@ -220,7 +223,9 @@ fn list_step(i: u64, m: &[String]) -> LStep {
         14..=16 => LStep::Set(((h >> 8) % len) as isize, text(i)),
         17 => LStep::Reverse,
         18..=19 => LStep::Remove(m[((h >> 8) % len) as usize].clone()),
-        20 => LStep::Sort,
+        20 if h & (1 << 20) == 0 => LStep::Sort,
+        20 if h & (1 << 21) == 0 => LStep::SortByKey,
+        20 => LStep::Group((0..1 + h % 4).map(|k| text(i * 8 + k)).collect()),
         21 if len > 60 => LStep::Clear,
         _ => LStep::Shrink,
     }
@@ -240,6 +245,11 @@ fn list_apply_model(step: LStep, m: &mut Vec<String>) {
             m.remove(j);
         }
         LStep::Sort => m.sort(),
+        LStep::SortByKey => m.sort_by_key(|s| std::cmp::Reverse(s.clone())),
+        LStep::Group(v) => {
+            m.extend(v);
+            m.pop();
+        }
         LStep::Clear => m.clear(),
         LStep::Shrink => {}
     }
@@ -256,6 +266,13 @@ fn list_apply(step: LStep, l: &ListProxy<String>) -> Result<(), ContainerError> 
         LStep::Reverse => l.reverse(),
         LStep::Remove(s) => l.remove(&s),
         LStep::Sort => l.sort(),
+        LStep::SortByKey => l.sort_by_key(|s| std::cmp::Reverse(s.clone())),
+        LStep::Group(v) => l.with_lock(|l| {
+            for s in v {
+                l.append(s)?;
+            }
+            l.pop().map(drop)
+        })?,
         LStep::Clear => l.clear(),
         LStep::Shrink => l.shrink_to_fit(),
     }
@@ -267,6 +284,12 @@ enum DStep {
     Insert(String, String),
     Remove(String),
     SetDefault(String, String),
+    /// update() with several pairs (one transaction).
+    Update(Vec<(String, String)>),
+    /// pop(k): KeyNotFound when absent (nothing changes).
+    Pop(String),
+    /// with_lock: insert the first key, remove the second.
+    Group(String, String, String),
     Clear,
 }
 
@@ -277,7 +300,14 @@ fn dict_step(i: u64, len: usize) -> DStep {
         0..=14 => DStep::Count(k, i),
         15..=29 => DStep::Insert(k, text(i)),
         30..=38 => DStep::Remove(k),
-        39 => DStep::SetDefault(k, text(i)),
+        39 if h & (1 << 20) == 0 => DStep::SetDefault(k, text(i)),
+        39 if h & (1 << 21) == 0 => DStep::Update(
+            (0..1 + (h >> 22) % 6)
+                .map(|j| (format!("key{}-u", (h >> 30).wrapping_add(j) % 97), text(i * 8 + j)))
+                .collect(),
+        ),
+        39 if h & (1 << 22) == 0 => DStep::Pop(k),
+        39 => DStep::Group(k, text(i), format!("key{}-", (h >> 30) % 97)),
         _ if len > 50 => DStep::Clear,
         _ => DStep::Remove(k),
     }
@@ -296,6 +326,12 @@ fn dict_apply_model(step: DStep, m: &mut HashMap<String, String>) {
         DStep::Insert(k, v) => drop(m.insert(k, v)),
         DStep::Remove(k) => drop(m.remove(&k)),
         DStep::SetDefault(k, v) => drop(m.entry(k).or_insert(v)),
+        DStep::Update(kv) => m.extend(kv),
+        DStep::Pop(k) => drop(m.remove(&k)),
+        DStep::Group(k, v, r) => {
+            m.insert(k, v);
+            m.remove(&r);
+        }
         DStep::Clear => m.clear(),
     }
 }
@@ -308,16 +344,26 @@ fn dict_apply(step: DStep, d: &DictProxy<String, String>) -> Result<(), Containe
         DStep::Insert(k, v) => d.insert(k, v).map(drop),
         DStep::Remove(k) => d.remove(&k).map(drop),
         DStep::SetDefault(k, v) => d.setdefault(k, v).map(drop),
+        DStep::Update(kv) => d.update(kv),
+        DStep::Pop(k) => match d.pop(&k) {
+            Err(ContainerError::KeyNotFound) => Ok(()),
+            r => r.map(drop),
+        },
+        DStep::Group(k, v, r) => d.with_lock(|d| {
+            d.insert(k, v)?;
+            d.remove(&r).map(drop)
+        })?,
         DStep::Clear => d.clear(),
     }
 }
 
 shmproc::entry! {
-    fn list_worker(args: (ListProxy<String>, u64)) -> Result<(), String> {
-        let (list, steps) = args;
+    fn list_worker(args: (ListProxy<String>, u64, Value<u64>)) -> Result<(), String> {
+        let (list, steps, inflight) = args;
         shmproc::__crash_after_steps(steps);
         let mut m = Vec::new();
         for i in 0.. {
+            inflight.set(i).map_err(|e| e.to_string())?;
             let step = list_step(i, &m);
             list_apply_model(list_step(i, &m), &mut m);
             list_apply(step, &list).map_err(|e| format!("op {i}: {e}"))?;
@@ -327,11 +373,12 @@ shmproc::entry! {
 }
 
 shmproc::entry! {
-    fn dict_worker(args: (DictProxy<String, String>, u64)) -> Result<(), String> {
-        let (dict, steps) = args;
+    fn dict_worker(args: (DictProxy<String, String>, u64, Value<u64>)) -> Result<(), String> {
+        let (dict, steps, inflight) = args;
         shmproc::__crash_after_steps(steps);
         let mut m = HashMap::new();
         for i in 0.. {
+            inflight.set(i).map_err(|e| e.to_string())?;
             let step = dict_step(i, m.len());
             dict_apply_model(dict_step(i, m.len()), &mut m);
             dict_apply(step, &dict).map_err(|e| format!("op {i}: {e}"))?;
@@ -378,8 +425,22 @@ fn crash_matrix_list() {
     for t in 0..n {
         let list = ListProxy::<String>::new().unwrap();
         let steps = if t % 2 == 1 { 1 + mix(t) % 4000 } else { 0 };
-        let mut p = Process::new(list_worker, (list.clone(), steps));
+        let inflight = Value::new(0u64).unwrap();
+        let mut p = Process::new(list_worker, (list.clone(), steps, inflight.clone()));
         kill_at_random(&mut p, t, || !list.is_empty());
+        if t % 2 == 1 {
+            // Killed at a write step of a container operation (never inside Value::set): the state is
+            // exactly the model before or after that operation.
+            let k = inflight.get().unwrap();
+            let mut m = Vec::new();
+            for i in 0..k {
+                list_apply_model(list_step(i, &m), &mut m);
+            }
+            let before = m.clone();
+            list_apply_model(list_step(k, &m), &mut m);
+            let got = list.to_vec().unwrap();
+            assert!(got == before || got == m, "trial {t}: op {k} in flight, state is neither before nor after it");
+        }
         // The repaired state must be the model after some number of ops.
         let got = list.to_vec().unwrap();
         assert_eq!(got.len(), list.len(), "trial {t}: length does not match contents");
@@ -411,8 +472,21 @@ fn crash_matrix_dict() {
     for t in 0..n {
         let dict = DictProxy::<String, String>::new().unwrap();
         let steps = if t % 2 == 1 { 1 + mix(t ^ 0xD1C7) % 4000 } else { 0 };
-        let mut p = Process::new(dict_worker, (dict.clone(), steps));
+        let inflight = Value::new(0u64).unwrap();
+        let mut p = Process::new(dict_worker, (dict.clone(), steps, inflight.clone()));
         kill_at_random(&mut p, t, || !dict.is_empty());
+        if t % 2 == 1 {
+            // As in crash_matrix_list: exactly before or after the operation in flight.
+            let k = inflight.get().unwrap();
+            let mut m = HashMap::new();
+            for i in 0..k {
+                dict_apply_model(dict_step(i, m.len()), &mut m);
+            }
+            let before = m.clone();
+            dict_apply_model(dict_step(k, m.len()), &mut m);
+            let got: HashMap<String, String> = dict.items().unwrap().into_iter().collect();
+            assert!(got == before || got == m, "trial {t}: op {k} in flight, state is neither before nor after it");
+        }
         let got: HashMap<String, String> = dict.items().unwrap().into_iter().collect();
         assert_eq!(got.len(), dict.len(), "trial {t}: length does not match contents");
         for k in got.keys() {
