@@ -84,15 +84,12 @@ impl Txn<'_> {
             what: "one allocation",
             limit: block_size(NCLASS - 1) - BLOCK_HDR,
         }))?;
-        let head = self.state(S_FREE + c);
-        if head != 0 {
-            let (hc, _) = block(self.view(), head.checked_add(BLOCK_HDR).ok_or(Fail::Torn("free list"))?)?;
-            let top = self.state(S_TOP);
-            let next = self.view().u64(head + 8)?;
-            if hc != c || (next != 0 && (next < HEAP_START || next >= top)) {
-                return Err(Fail::Torn("free list"));
+        // The smallest free block of class c or larger (a bounded scan of the list heads).
+        if let Some(big) = (c..NCLASS).find(|&k| self.state(S_FREE + k) != 0) {
+            let head = self.pop_free(big)?;
+            if big > c {
+                self.split(head, big, c)?;
             }
-            self.set_state(S_FREE + c, next)?;
             self.note_fresh(head + BLOCK_HDR, head + block_size(c));
             return Ok(head + BLOCK_HDR);
         }
@@ -109,6 +106,38 @@ impl Txn<'_> {
         self.write_fresh(b, &hdr)?;
         self.note_fresh(b + BLOCK_HDR, end);
         Ok(b + BLOCK_HDR)
+    }
+
+    /// Takes the first block off the free list of class `c` (validated);
+    /// returns its offset.
+    fn pop_free(&mut self, c: usize) -> R<u64> {
+        let head = self.state(S_FREE + c);
+        let (hc, _) = block(self.view(), head.checked_add(BLOCK_HDR).ok_or(Fail::Torn("free list"))?)?;
+        let top = self.state(S_TOP);
+        let next = self.view().u64(head + 8)?;
+        if hc != c || head + block_size(c) > top || (next != 0 && (next < HEAP_START || next >= top)) {
+            return Err(Fail::Torn("free list"));
+        }
+        self.set_state(S_FREE + c, next)?;
+        Ok(head)
+    }
+
+    /// Splits the free block at `b` of class `big` (already off its list)
+    /// into a block of class `c` at `b`, and one free block of each class
+    /// `c..big` after it (the binary buddy split). The pieces lie in the
+    /// old block's payload, which no committed state reaches, so their
+    /// headers are written unlogged; the list heads and the header at `b`
+    /// are logged.
+    fn split(&mut self, b: u64, big: usize, c: usize) -> R<()> {
+        for k in c..big {
+            let piece = b + block_size(k);
+            let mut hdr = [0u8; 16];
+            hdr[..8].copy_from_slice(&(BLOCK_MAGIC | k as u64).to_ne_bytes());
+            hdr[8..].copy_from_slice(&self.state(S_FREE + k).to_ne_bytes());
+            self.write_fresh(piece, &hdr)?;
+            self.set_state(S_FREE + k, piece)?;
+        }
+        self.write_u64(b, BLOCK_MAGIC | c as u64)
     }
 
     /// Frees the block at payload offset `p` when the operation commits.
