@@ -966,3 +966,30 @@ fn threads_sharing_a_handle_read_while_it_grows() {
     });
     assert_eq!(l.len(), 200_000);
 }
+
+/// Python's dict order: `keys()` / `items()` in insertion order (a new
+/// value for a present key keeps its place; a key removed and inserted
+/// again goes last), kept across resizes, and `popitem` takes the last
+/// inserted entry (LIFO). Before, the order was the hash table's.
+#[test]
+fn a_dict_keeps_insertion_order_and_popitem_takes_the_last() {
+    let d = DictProxy::<String, u64>::new().unwrap();
+    for (i, k) in ["b", "a", "d", "c"].into_iter().enumerate() {
+        d.insert(k.into(), i as u64).unwrap();
+    }
+    d.insert("a".into(), 9).unwrap();
+    d.remove(&"d".into()).unwrap();
+    d.insert("d".into(), 5).unwrap();
+    assert_eq!(d.keys().unwrap(), ["b", "a", "c", "d"]);
+    assert_eq!(d.values().unwrap(), [0, 9, 3, 5]);
+    for i in 0..100u64 {
+        d.insert(format!("x{i}"), i).unwrap();
+    }
+    let items = d.items().unwrap();
+    assert_eq!(items.len(), 104);
+    assert_eq!(items[..4], [("b".into(), 0), ("a".into(), 9), ("c".into(), 3), ("d".into(), 5)]);
+    assert!(items[4..].iter().enumerate().all(|(i, (k, v))| *k == format!("x{i}") && *v == i as u64));
+    assert_eq!(d.popitem().unwrap(), ("x99".into(), 99));
+    assert_eq!(d.popitem().unwrap(), ("x98".into(), 98));
+    assert_eq!(d.len(), 102);
+}
