@@ -18,7 +18,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use shmproc::{ContainerError, DictProxy, Kind, ListProxy, Manager, OpenError, Process, ProcessError, Value};
@@ -290,6 +289,8 @@ enum DStep {
     Pop(String),
     /// with_lock: insert the first key, remove the second.
     Group(String, String, String),
+    /// popitem: the last inserted entry (Empty when empty, nothing changes).
+    PopItem,
     Clear,
 }
 
@@ -299,7 +300,8 @@ fn dict_step(i: u64, len: usize) -> DStep {
     match h % 41 {
         0..=14 => DStep::Count(k, i),
         15..=29 => DStep::Insert(k, text(i)),
-        30..=38 => DStep::Remove(k),
+        30..=36 => DStep::Remove(k),
+        37..=38 => DStep::PopItem,
         39 if h & (1 << 20) == 0 => DStep::SetDefault(k, text(i)),
         39 if h & (1 << 21) == 0 => DStep::Update(
             (0..1 + (h >> 22) % 6)
@@ -316,22 +318,43 @@ fn dict_step(i: u64, len: usize) -> DStep {
 /// The dict under test maps a key to (text, counter) as two dicts would
 /// be awkward to keep atomic together: texts in one, counters in another
 /// are separate containers; here one dict of String -> String holds both,
-/// counters as decimal text.
-fn dict_apply_model(step: DStep, m: &mut HashMap<String, String>) {
+/// counters as decimal text. The model is a list of pairs in insertion
+/// order (Python's dict order, which `items()` and `popitem` follow).
+type Om = Vec<(String, String)>;
+
+fn om_entry(m: &mut Om, k: String, default: impl FnOnce() -> String) -> &mut String {
+    let i = m.iter().position(|(x, _)| *x == k).unwrap_or_else(|| {
+        m.push((k, default()));
+        m.len() - 1
+    });
+    &mut m[i].1
+}
+
+fn om_remove(m: &mut Om, k: &str) {
+    if let Some(i) = m.iter().position(|(x, _)| x == k) {
+        m.remove(i);
+    }
+}
+
+fn dict_apply_model(step: DStep, m: &mut Om) {
     match step {
         DStep::Count(k, i) => {
-            let e = m.entry(k).or_insert_with(|| "0".into());
+            let e = om_entry(m, k, || "0".into());
             *e = (e.parse::<u64>().unwrap_or(0) + i).to_string();
         }
-        DStep::Insert(k, v) => drop(m.insert(k, v)),
-        DStep::Remove(k) => drop(m.remove(&k)),
-        DStep::SetDefault(k, v) => drop(m.entry(k).or_insert(v)),
-        DStep::Update(kv) => m.extend(kv),
-        DStep::Pop(k) => drop(m.remove(&k)),
-        DStep::Group(k, v, r) => {
-            m.insert(k, v);
-            m.remove(&r);
+        DStep::Insert(k, v) => *om_entry(m, k, String::new) = v,
+        DStep::Remove(k) | DStep::Pop(k) => om_remove(m, &k),
+        DStep::SetDefault(k, v) => drop(om_entry(m, k, || v)),
+        DStep::Update(kv) => {
+            for (k, v) in kv {
+                *om_entry(m, k, String::new) = v;
+            }
         }
+        DStep::Group(k, v, r) => {
+            *om_entry(m, k, String::new) = v;
+            om_remove(m, &r);
+        }
+        DStep::PopItem => drop(m.pop()),
         DStep::Clear => m.clear(),
     }
 }
@@ -353,6 +376,10 @@ fn dict_apply(step: DStep, d: &DictProxy<String, String>) -> Result<(), Containe
             d.insert(k, v)?;
             d.remove(&r).map(drop)
         })?,
+        DStep::PopItem => match d.popitem() {
+            Err(ContainerError::Empty(_)) => Ok(()),
+            r => r.map(drop),
+        },
         DStep::Clear => d.clear(),
     }
 }
@@ -376,7 +403,7 @@ shmproc::entry! {
     fn dict_worker(args: (DictProxy<String, String>, u64, Value<u64>)) -> Result<(), String> {
         let (dict, steps, inflight) = args;
         shmproc::__crash_after_steps(steps);
-        let mut m = HashMap::new();
+        let mut m = Om::new();
         for i in 0.. {
             inflight.set(i).map_err(|e| e.to_string())?;
             let step = dict_step(i, m.len());
@@ -478,21 +505,21 @@ fn crash_matrix_dict() {
         if t % 2 == 1 {
             // As in crash_matrix_list: exactly before or after the operation in flight.
             let k = inflight.get().unwrap();
-            let mut m = HashMap::new();
+            let mut m = Om::new();
             for i in 0..k {
                 dict_apply_model(dict_step(i, m.len()), &mut m);
             }
             let before = m.clone();
             dict_apply_model(dict_step(k, m.len()), &mut m);
-            let got: HashMap<String, String> = dict.items().unwrap().into_iter().collect();
+            let got = dict.items().unwrap();
             assert!(got == before || got == m, "trial {t}: op {k} in flight, state is neither before nor after it");
         }
-        let got: HashMap<String, String> = dict.items().unwrap().into_iter().collect();
+        let got = dict.items().unwrap();
         assert_eq!(got.len(), dict.len(), "trial {t}: length does not match contents");
-        for k in got.keys() {
-            assert_eq!(dict.get(k).unwrap().as_ref(), got.get(k), "trial {t}: entry not readable by key");
+        for (k, v) in &got {
+            assert_eq!(dict.get(k).unwrap().as_ref(), Some(v), "trial {t}: entry not readable by key");
         }
-        let mut m = HashMap::new();
+        let mut m = Om::new();
         let mut matched = None;
         for i in 0..10_000_000u64 {
             if m == got {
@@ -504,7 +531,7 @@ fn crash_matrix_dict() {
         let ops = matched.unwrap_or_else(|| panic!("trial {t}: state matches no prefix of the operations"));
         max_ops = max_ops.max(ops);
         dict.insert("after".into(), "x".into()).unwrap();
-        assert_eq!(dict.len(), got.len() + usize::from(!got.contains_key("after")));
+        assert_eq!(dict.len(), got.len() + usize::from(!got.iter().any(|(k, _)| k == "after")));
     }
     eprintln!("crash matrix (dict): {n} trials, all repaired; up to {max_ops} ops before a kill");
 }
