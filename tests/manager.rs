@@ -445,6 +445,25 @@ fn kill_at_random(p: &mut Process, seed: u64, started: impl Fn() -> bool) {
     }
 }
 
+/// For a trial killed at an injected write step of a container operation
+/// (never inside `Value::set`): the state is exactly the model before or
+/// exactly after the operation in flight (its index is in `inflight`).
+fn assert_before_or_after<M: Default + Clone + PartialEq>(
+    t: u64,
+    inflight: &Value<u64>,
+    step: impl Fn(u64, &mut M),
+    got: M,
+) {
+    let k = inflight.get().unwrap();
+    let mut m = M::default();
+    for i in 0..k {
+        step(i, &mut m);
+    }
+    let before = m.clone();
+    step(k, &mut m);
+    assert!(got == before || got == m, "trial {t}: op {k} in flight, state is neither before nor after it");
+}
+
 #[test]
 fn crash_matrix_list() {
     let n = trials();
@@ -456,17 +475,8 @@ fn crash_matrix_list() {
         let mut p = Process::new(list_worker, (list.clone(), steps, inflight.clone()));
         kill_at_random(&mut p, t, || !list.is_empty());
         if t % 2 == 1 {
-            // Killed at a write step of a container operation (never inside Value::set): the state is
-            // exactly the model before or after that operation.
-            let k = inflight.get().unwrap();
-            let mut m = Vec::new();
-            for i in 0..k {
-                list_apply_model(list_step(i, &m), &mut m);
-            }
-            let before = m.clone();
-            list_apply_model(list_step(k, &m), &mut m);
-            let got = list.to_vec().unwrap();
-            assert!(got == before || got == m, "trial {t}: op {k} in flight, state is neither before nor after it");
+            let step = |i, m: &mut Vec<String>| list_apply_model(list_step(i, m), m);
+            assert_before_or_after(t, &inflight, step, list.to_vec().unwrap());
         }
         // The repaired state must be the model after some number of ops.
         let got = list.to_vec().unwrap();
@@ -503,16 +513,8 @@ fn crash_matrix_dict() {
         let mut p = Process::new(dict_worker, (dict.clone(), steps, inflight.clone()));
         kill_at_random(&mut p, t, || !dict.is_empty());
         if t % 2 == 1 {
-            // As in crash_matrix_list: exactly before or after the operation in flight.
-            let k = inflight.get().unwrap();
-            let mut m = Om::new();
-            for i in 0..k {
-                dict_apply_model(dict_step(i, m.len()), &mut m);
-            }
-            let before = m.clone();
-            dict_apply_model(dict_step(k, m.len()), &mut m);
-            let got = dict.items().unwrap();
-            assert!(got == before || got == m, "trial {t}: op {k} in flight, state is neither before nor after it");
+            let step = |i, m: &mut Om| dict_apply_model(dict_step(i, m.len()), m);
+            assert_before_or_after(t, &inflight, step, dict.items().unwrap());
         }
         let got = dict.items().unwrap();
         assert_eq!(got.len(), dict.len(), "trial {t}: length does not match contents");
