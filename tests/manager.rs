@@ -18,10 +18,9 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use shmproc::{ContainerError, DictProxy, Kind, ListProxy, Manager, OpenError, Process, ProcessError};
+use shmproc::{ContainerError, DictProxy, Kind, ListProxy, Manager, OpenError, Process, ProcessError, Value};
 
 const BOUND: Duration = Duration::from_secs(60);
 const PER_CHILD: u64 = 10_000;
@@ -201,6 +200,9 @@ enum LStep {
     Reverse,
     Remove(String),
     Sort,
+    SortByKey,
+    /// with_lock: append each, then pop one (one transaction).
+    Group(Vec<String>),
     Clear,
     Shrink,
 }
@@ -220,7 +222,9 @@ fn list_step(i: u64, m: &[String]) -> LStep {
         14..=16 => LStep::Set(((h >> 8) % len) as isize, text(i)),
         17 => LStep::Reverse,
         18..=19 => LStep::Remove(m[((h >> 8) % len) as usize].clone()),
-        20 => LStep::Sort,
+        20 if h & (1 << 20) == 0 => LStep::Sort,
+        20 if h & (1 << 21) == 0 => LStep::SortByKey,
+        20 => LStep::Group((0..1 + h % 4).map(|k| text(i * 8 + k)).collect()),
         21 if len > 60 => LStep::Clear,
         _ => LStep::Shrink,
     }
@@ -240,6 +244,11 @@ fn list_apply_model(step: LStep, m: &mut Vec<String>) {
             m.remove(j);
         }
         LStep::Sort => m.sort(),
+        LStep::SortByKey => m.sort_by_key(|s| std::cmp::Reverse(s.clone())),
+        LStep::Group(v) => {
+            m.extend(v);
+            m.pop();
+        }
         LStep::Clear => m.clear(),
         LStep::Shrink => {}
     }
@@ -256,6 +265,13 @@ fn list_apply(step: LStep, l: &ListProxy<String>) -> Result<(), ContainerError> 
         LStep::Reverse => l.reverse(),
         LStep::Remove(s) => l.remove(&s),
         LStep::Sort => l.sort(),
+        LStep::SortByKey => l.sort_by_key(|s| std::cmp::Reverse(s.clone())),
+        LStep::Group(v) => l.with_lock(|l| {
+            for s in v {
+                l.append(s)?;
+            }
+            l.pop().map(drop)
+        })?,
         LStep::Clear => l.clear(),
         LStep::Shrink => l.shrink_to_fit(),
     }
@@ -267,6 +283,14 @@ enum DStep {
     Insert(String, String),
     Remove(String),
     SetDefault(String, String),
+    /// update() with several pairs (one transaction).
+    Update(Vec<(String, String)>),
+    /// pop(k): KeyNotFound when absent (nothing changes).
+    Pop(String),
+    /// with_lock: insert the first key, remove the second.
+    Group(String, String, String),
+    /// popitem: the last inserted entry (Empty when empty, nothing changes).
+    PopItem,
     Clear,
 }
 
@@ -276,8 +300,16 @@ fn dict_step(i: u64, len: usize) -> DStep {
     match h % 41 {
         0..=14 => DStep::Count(k, i),
         15..=29 => DStep::Insert(k, text(i)),
-        30..=38 => DStep::Remove(k),
-        39 => DStep::SetDefault(k, text(i)),
+        30..=36 => DStep::Remove(k),
+        37..=38 => DStep::PopItem,
+        39 if h & (1 << 20) == 0 => DStep::SetDefault(k, text(i)),
+        39 if h & (1 << 21) == 0 => DStep::Update(
+            (0..1 + (h >> 22) % 6)
+                .map(|j| (format!("key{}-u", (h >> 30).wrapping_add(j) % 97), text(i * 8 + j)))
+                .collect(),
+        ),
+        39 if h & (1 << 22) == 0 => DStep::Pop(k),
+        39 => DStep::Group(k, text(i), format!("key{}-", (h >> 30) % 97)),
         _ if len > 50 => DStep::Clear,
         _ => DStep::Remove(k),
     }
@@ -286,16 +318,43 @@ fn dict_step(i: u64, len: usize) -> DStep {
 /// The dict under test maps a key to (text, counter) as two dicts would
 /// be awkward to keep atomic together: texts in one, counters in another
 /// are separate containers; here one dict of String -> String holds both,
-/// counters as decimal text.
-fn dict_apply_model(step: DStep, m: &mut HashMap<String, String>) {
+/// counters as decimal text. The model is a list of pairs in insertion
+/// order (Python's dict order, which `items()` and `popitem` follow).
+type Om = Vec<(String, String)>;
+
+fn om_entry(m: &mut Om, k: String, default: impl FnOnce() -> String) -> &mut String {
+    let i = m.iter().position(|(x, _)| *x == k).unwrap_or_else(|| {
+        m.push((k, default()));
+        m.len() - 1
+    });
+    &mut m[i].1
+}
+
+fn om_remove(m: &mut Om, k: &str) {
+    if let Some(i) = m.iter().position(|(x, _)| x == k) {
+        m.remove(i);
+    }
+}
+
+fn dict_apply_model(step: DStep, m: &mut Om) {
     match step {
         DStep::Count(k, i) => {
-            let e = m.entry(k).or_insert_with(|| "0".into());
+            let e = om_entry(m, k, || "0".into());
             *e = (e.parse::<u64>().unwrap_or(0) + i).to_string();
         }
-        DStep::Insert(k, v) => drop(m.insert(k, v)),
-        DStep::Remove(k) => drop(m.remove(&k)),
-        DStep::SetDefault(k, v) => drop(m.entry(k).or_insert(v)),
+        DStep::Insert(k, v) => *om_entry(m, k, String::new) = v,
+        DStep::Remove(k) | DStep::Pop(k) => om_remove(m, &k),
+        DStep::SetDefault(k, v) => drop(om_entry(m, k, || v)),
+        DStep::Update(kv) => {
+            for (k, v) in kv {
+                *om_entry(m, k, String::new) = v;
+            }
+        }
+        DStep::Group(k, v, r) => {
+            *om_entry(m, k, String::new) = v;
+            om_remove(m, &r);
+        }
+        DStep::PopItem => drop(m.pop()),
         DStep::Clear => m.clear(),
     }
 }
@@ -308,16 +367,30 @@ fn dict_apply(step: DStep, d: &DictProxy<String, String>) -> Result<(), Containe
         DStep::Insert(k, v) => d.insert(k, v).map(drop),
         DStep::Remove(k) => d.remove(&k).map(drop),
         DStep::SetDefault(k, v) => d.setdefault(k, v).map(drop),
+        DStep::Update(kv) => d.update(kv),
+        DStep::Pop(k) => match d.pop(&k) {
+            Err(ContainerError::KeyNotFound) => Ok(()),
+            r => r.map(drop),
+        },
+        DStep::Group(k, v, r) => d.with_lock(|d| {
+            d.insert(k, v)?;
+            d.remove(&r).map(drop)
+        })?,
+        DStep::PopItem => match d.popitem() {
+            Err(ContainerError::Empty(_)) => Ok(()),
+            r => r.map(drop),
+        },
         DStep::Clear => d.clear(),
     }
 }
 
 shmproc::entry! {
-    fn list_worker(args: (ListProxy<String>, u64)) -> Result<(), String> {
-        let (list, steps) = args;
+    fn list_worker(args: (ListProxy<String>, u64, Value<u64>)) -> Result<(), String> {
+        let (list, steps, inflight) = args;
         shmproc::__crash_after_steps(steps);
         let mut m = Vec::new();
         for i in 0.. {
+            inflight.set(i).map_err(|e| e.to_string())?;
             let step = list_step(i, &m);
             list_apply_model(list_step(i, &m), &mut m);
             list_apply(step, &list).map_err(|e| format!("op {i}: {e}"))?;
@@ -327,11 +400,12 @@ shmproc::entry! {
 }
 
 shmproc::entry! {
-    fn dict_worker(args: (DictProxy<String, String>, u64)) -> Result<(), String> {
-        let (dict, steps) = args;
+    fn dict_worker(args: (DictProxy<String, String>, u64, Value<u64>)) -> Result<(), String> {
+        let (dict, steps, inflight) = args;
         shmproc::__crash_after_steps(steps);
-        let mut m = HashMap::new();
+        let mut m = Om::new();
         for i in 0.. {
+            inflight.set(i).map_err(|e| e.to_string())?;
             let step = dict_step(i, m.len());
             dict_apply_model(dict_step(i, m.len()), &mut m);
             dict_apply(step, &dict).map_err(|e| format!("op {i}: {e}"))?;
@@ -371,6 +445,25 @@ fn kill_at_random(p: &mut Process, seed: u64, started: impl Fn() -> bool) {
     }
 }
 
+/// For a trial killed at an injected write step of a container operation
+/// (never inside `Value::set`): the state is exactly the model before or
+/// exactly after the operation in flight (its index is in `inflight`).
+fn assert_before_or_after<M: Default + Clone + PartialEq>(
+    t: u64,
+    inflight: &Value<u64>,
+    step: impl Fn(u64, &mut M),
+    got: M,
+) {
+    let k = inflight.get().unwrap();
+    let mut m = M::default();
+    for i in 0..k {
+        step(i, &mut m);
+    }
+    let before = m.clone();
+    step(k, &mut m);
+    assert!(got == before || got == m, "trial {t}: op {k} in flight, state is neither before nor after it");
+}
+
 #[test]
 fn crash_matrix_list() {
     let n = trials();
@@ -378,8 +471,13 @@ fn crash_matrix_list() {
     for t in 0..n {
         let list = ListProxy::<String>::new().unwrap();
         let steps = if t % 2 == 1 { 1 + mix(t) % 4000 } else { 0 };
-        let mut p = Process::new(list_worker, (list.clone(), steps));
+        let inflight = Value::new(0u64).unwrap();
+        let mut p = Process::new(list_worker, (list.clone(), steps, inflight.clone()));
         kill_at_random(&mut p, t, || !list.is_empty());
+        if t % 2 == 1 {
+            let step = |i, m: &mut Vec<String>| list_apply_model(list_step(i, m), m);
+            assert_before_or_after(t, &inflight, step, list.to_vec().unwrap());
+        }
         // The repaired state must be the model after some number of ops.
         let got = list.to_vec().unwrap();
         assert_eq!(got.len(), list.len(), "trial {t}: length does not match contents");
@@ -411,14 +509,19 @@ fn crash_matrix_dict() {
     for t in 0..n {
         let dict = DictProxy::<String, String>::new().unwrap();
         let steps = if t % 2 == 1 { 1 + mix(t ^ 0xD1C7) % 4000 } else { 0 };
-        let mut p = Process::new(dict_worker, (dict.clone(), steps));
+        let inflight = Value::new(0u64).unwrap();
+        let mut p = Process::new(dict_worker, (dict.clone(), steps, inflight.clone()));
         kill_at_random(&mut p, t, || !dict.is_empty());
-        let got: HashMap<String, String> = dict.items().unwrap().into_iter().collect();
-        assert_eq!(got.len(), dict.len(), "trial {t}: length does not match contents");
-        for k in got.keys() {
-            assert_eq!(dict.get(k).unwrap().as_ref(), got.get(k), "trial {t}: entry not readable by key");
+        if t % 2 == 1 {
+            let step = |i, m: &mut Om| dict_apply_model(dict_step(i, m.len()), m);
+            assert_before_or_after(t, &inflight, step, dict.items().unwrap());
         }
-        let mut m = HashMap::new();
+        let got = dict.items().unwrap();
+        assert_eq!(got.len(), dict.len(), "trial {t}: length does not match contents");
+        for (k, v) in &got {
+            assert_eq!(dict.get(k).unwrap().as_ref(), Some(v), "trial {t}: entry not readable by key");
+        }
+        let mut m = Om::new();
         let mut matched = None;
         for i in 0..10_000_000u64 {
             if m == got {
@@ -430,7 +533,7 @@ fn crash_matrix_dict() {
         let ops = matched.unwrap_or_else(|| panic!("trial {t}: state matches no prefix of the operations"));
         max_ops = max_ops.max(ops);
         dict.insert("after".into(), "x".into()).unwrap();
-        assert_eq!(dict.len(), got.len() + usize::from(!got.contains_key("after")));
+        assert_eq!(dict.len(), got.len() + usize::from(!got.iter().any(|(k, _)| k == "after")));
     }
     eprintln!("crash matrix (dict): {n} trials, all repaired; up to {max_ops} ops before a kill");
 }
@@ -485,29 +588,31 @@ fn hostile_bytes_give_errors_or_garbage_never_a_crash() {
     }
 }
 
-/// Readers do not take the lock: a get by another thread succeeds while a
-/// writer holds the lock between operations (with_lock).
+/// Readers do not wait for a group: while a `with_lock` group is open
+/// (one append done, one to come) a reader in another thread reads the
+/// state before the group without waiting; after the group, the state
+/// after it.
 #[test]
 fn reads_do_not_wait_for_a_lock_holder() {
     let l = ListProxy::<u64>::new().unwrap();
     l.extend([1, 2, 3]).unwrap();
     let reader = ListProxy::<u64>::open(l.name()).unwrap();
+    let read = |r: &ListProxy<u64>| (r.get(-1), r.len(), r.to_vec());
     l.with_lock(|l| {
         l.append(4).unwrap();
-        std::thread::scope(|s| {
-            let r = s.spawn(|| (reader.get(-1), reader.len(), reader.to_vec()));
-            let end = Instant::now() + BOUND;
-            while !r.is_finished() {
-                assert!(Instant::now() < end, "a read waited for the lock holder");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let (last, len, all) = r.join().unwrap();
-            assert_eq!(last.unwrap(), 4);
-            assert_eq!(len, 4);
-            assert_eq!(all.unwrap(), [1, 2, 3, 4]);
-        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r = reader.clone();
+        std::thread::spawn(move || tx.send(read(&r)));
+        // On expiry the panic rolls the group back and unlocks, so the reader thread ends too.
+        let (last, len, all) = rx.recv_timeout(BOUND).expect("a read waited for the lock holder");
+        assert_eq!(last.unwrap(), 3);
+        assert_eq!(len, 3);
+        assert_eq!(all.unwrap(), [1, 2, 3]);
+        l.append(5).unwrap();
     })
     .unwrap();
+    let (last, len, all) = read(&reader);
+    assert_eq!((last.unwrap(), len, all.unwrap()), (5, 5, vec![1, 2, 3, 4, 5]));
 }
 
 shmproc::entry! {
@@ -572,4 +677,377 @@ fn a_list_growing_in_a_child_is_read_by_the_parent_meanwhile() {
     join_ok(&p);
     assert!(reads > 0);
     assert_eq!(list.to_vec().unwrap(), (0..GROW_N).collect::<Vec<_>>());
+}
+
+/// Found by the fuzz target `hostile_container`: a peer zeroes a dict's
+/// entry count while an entry is live; removing it then must be an error
+/// (or garbage), not an arithmetic overflow panic.
+#[test]
+fn a_dict_whose_count_was_zeroed_by_a_peer_reports_an_error() {
+    use std::os::unix::fs::FileExt;
+    let d = DictProxy::<String, u64>::new().unwrap();
+    d.insert("a".into(), 1).unwrap();
+    // The dict's COUNT root word: control block at 128, state words from
+    // 160 (after lock, seq, map_len, log_used): heap top, 36 free-list
+    // heads, then the roots (table, buckets, count, used).
+    let count_off = 160 + 8 * (1 + 36 + 2);
+    let f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/shmproc.{}", d.name())).unwrap();
+    let mut before = [0u8; 8];
+    std::fs::File::open(format!("/dev/shm/shmproc.{}", d.name()))
+        .unwrap()
+        .read_exact_at(&mut before, count_off)
+        .unwrap();
+    assert_eq!(u64::from_ne_bytes(before), 1, "the layout this test assumes changed");
+    f.write_all_at(&0u64.to_ne_bytes(), count_off).unwrap();
+    assert!(matches!(d.popitem(), Err(ContainerError::Corrupted { .. })));
+    assert!(matches!(d.remove(&"a".into()), Err(ContainerError::Corrupted { .. })));
+}
+
+/// Offset of the heap-top state word (header 128 + lock, seq, map_len,
+/// log_used), as laid out by store.rs.
+const S_TOP_OFF: u64 = 160;
+
+/// A dict resize probes its new table with an unbounded
+/// `while bucket != EMPTY { j = (j + 1) & mask }` (dict.rs, `resize`). The
+/// new table is in shared memory; a hostile peer that fills it with
+/// non-zero bytes while the resize moves entries makes that loop spin
+/// forever, holding the dict's lock: a hang, which the design forbids
+/// ("only errors or garbage values, never a crash, hang").
+#[test]
+fn a_hostile_peer_cannot_hang_a_dict_resize() {
+    use std::os::unix::fs::FileExt;
+    let d = DictProxy::<u64, u64>::new().unwrap();
+    // Up to just below the 16 384 -> 32 768 bucket resize (at 12 288 used).
+    for i in 0..12_280u64 {
+        d.insert(i, i).unwrap();
+    }
+    let path = format!("/dev/shm/shmproc.{}", d.name());
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let mut w = [0u8; 8];
+    f.read_exact_at(&mut w, S_TOP_OFF).unwrap();
+    let top = u64::from_ne_bytes(w);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let hung = std::thread::scope(|s| {
+        // The hostile peer: keeps writing 0xFF over every byte past the heap
+        // top as it was before the resize (where the new table will be).
+        s.spawn(|| {
+            let ones = vec![0xFFu8; 1 << 16];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let len = f.metadata().unwrap().len();
+                let mut off = top;
+                while off < len {
+                    let n = ones.len().min((len - off) as usize);
+                    let _ = f.write_at(&ones[..n], off);
+                    off += n as u64;
+                }
+            }
+        });
+        let worker = std::thread::Builder::new()
+            .spawn({
+                let d = d.clone();
+                move || {
+                    for i in 12_280..12_400u64 {
+                        let _ = d.insert(i, i);
+                    }
+                }
+            })
+            .unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        while !worker.is_finished() && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // A hung worker is left spinning (detached); the test reports it.
+        !worker.is_finished()
+    });
+    if hung {
+        // The spinning worker keeps a handle, so no Drop would unlink the name.
+        let _ = shmproc::unlink(d.name());
+    }
+    assert!(
+        !hung,
+        "dict insert (resize) still running after 20 s with a hostile peer: an unbounded probe loop over shm"
+    );
+}
+
+/// `sort_by_key` runs the key function while its transaction is open. A
+/// write through another handle from the key function was accepted (the
+/// lock is reentrant for the thread), committed on its own (seq moved
+/// backwards), then was lost to the sort's rebuild from the stale slots.
+/// Now it is refused with `ModifiedDuringOperation` (Python: "list
+/// modified during sort") and the sort completes.
+#[test]
+fn a_write_from_a_sort_key_is_refused_and_the_sort_completes() {
+    let l = ListProxy::<u64>::new().unwrap();
+    let other = ListProxy::<u64>::open(l.name()).unwrap();
+    l.extend([3, 1, 2]).unwrap();
+    let mut inner = None;
+    let r = l.sort_by_key(|x| {
+        if inner.is_none() {
+            inner = Some(other.append(9));
+        }
+        *x
+    });
+    let got = l.to_vec().unwrap();
+    assert_eq!(inner, Some(Err(ContainerError::ModifiedDuringOperation)), "the nested append must be refused");
+    assert_eq!(r, Ok(()));
+    assert_eq!(got, [1, 2, 3]);
+}
+
+/// Offset of the seqlock word (header 128 + lock 8), as laid out by store.rs.
+const SEQ_OFF: u64 = 136;
+
+/// The seqlock word must only move forward (a reader accepts a read when
+/// it loads the same even value before and after). An operation run from
+/// inside `update_with`'s closure (same thread: the lock is reentrant)
+/// starts from the outer operation's odd seq, so it writes with seq EVEN
+/// (s+2: its writes are visible to optimistic readers as committed) and
+/// commits s+3; the outer commit then stores s+2 again. A reader that
+/// loaded s+2 during the inner write and s+2 after the outer commit
+/// accepts a torn read (ABA). Now the nested write is refused
+/// (`ModifiedDuringOperation`) and seq only moves forward.
+#[test]
+fn a_write_inside_update_with_is_refused_and_seq_never_goes_backwards() {
+    use std::os::unix::fs::FileExt;
+    let d = DictProxy::<u64, u64>::new().unwrap();
+    let other = DictProxy::<u64, u64>::open(d.name()).unwrap();
+    let f = std::fs::File::open(format!("/dev/shm/shmproc.{}", d.name())).unwrap();
+    let seq = || {
+        let mut w = [0u8; 8];
+        f.read_exact_at(&mut w, SEQ_OFF).unwrap();
+        u64::from_ne_bytes(w)
+    };
+    let s0 = seq();
+    let mut inside = 0;
+    let mut nested = None;
+    d.update_with(&1, 0, |v| {
+        nested = Some(other.insert(2, 2));
+        inside = seq();
+        *v += 1;
+    })
+    .unwrap();
+    let after = seq();
+    assert!(
+        after > inside,
+        "seq went from {s0} to {inside} (inside update_with, after a nested insert) back to {after}"
+    );
+    assert_eq!(nested, Some(Err(ContainerError::ModifiedDuringOperation)), "the nested insert must be refused");
+    assert_eq!(d.items().unwrap(), [(1, 1)]);
+}
+
+/// `ListProxy::with_lock` documents "no other process reads a half-done
+/// group". A lock-free reader (another handle, another thread) that reads
+/// while the group is between its two appends must see 3 (before) or 5
+/// (after), never 4.
+#[test]
+fn a_with_lock_group_is_never_seen_half_done_by_a_reader() {
+    let l = ListProxy::<u64>::new().unwrap();
+    l.extend([1, 2, 3]).unwrap();
+    let reader = ListProxy::<u64>::open(l.name()).unwrap();
+    let seen = std::thread::scope(|s| {
+        let r = l
+            .with_lock(|l| {
+                l.append(4).unwrap();
+                let r = s.spawn(|| reader.len());
+                std::thread::sleep(Duration::from_millis(200));
+                l.append(5).unwrap();
+                r
+            })
+            .unwrap();
+        r.join().unwrap()
+    });
+    assert!(seen == 3 || seen == 5, "a reader saw the with_lock group half done: len {seen}");
+}
+
+/// `DictProxy::update` documents "no process sees a part of it". A
+/// reader (another handle, another thread) that reads while the update is
+/// halfway (its items iterator is lazy, as any iterator that computes its
+/// items may be; update pulls it between inserts, while seq is even) must
+/// see 0 or 2 000 entries, never a part.
+#[test]
+fn a_dict_update_is_never_seen_half_done_by_a_reader() {
+    let d = DictProxy::<u64, u64>::new().unwrap();
+    let reader = DictProxy::<u64, u64>::open(d.name()).unwrap();
+    let seen = std::thread::scope(|s| {
+        let mut r = None;
+        d.update((0..2000u64).map(|i| {
+            if i == 1000 {
+                r = Some(s.spawn(|| reader.len()));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (i, i)
+        }))
+        .unwrap();
+        r.unwrap().join().unwrap()
+    });
+    assert!(seen == 0 || seen == 2000, "a reader saw a part of update(): len {seen}");
+}
+
+shmproc::entry! {
+    fn die_inside_with_lock(list: ListProxy<u64>) -> Result<(), String> {
+        list.with_lock(|l| {
+            l.append(1).map_err(|e| e.to_string())?;
+            // SIGKILL at the first write step of the group's second operation.
+            shmproc::__crash_after_steps(1);
+            l.append(2).map_err(|e| e.to_string())
+        })
+        .map_err(|e| e.to_string())?
+    }
+}
+
+/// The brief/issue: the guard / `with_lock` form "runs several operations
+/// as one"; a SIGKILL inside it must leave the container as before or as
+/// after the group. Here the child dies between the group's two appends.
+#[test]
+fn a_with_lock_group_killed_in_the_middle_is_all_or_nothing() {
+    let l = ListProxy::<u64>::new().unwrap();
+    let mut p = Process::new(die_inside_with_lock, l.clone());
+    p.start().unwrap();
+    match common::join(&p) {
+        Err(ProcessError::Signaled { signal: 9, .. }) => {}
+        other => panic!("child should have died by its injected SIGKILL: {other:?}"),
+    }
+    let got = l.to_vec().unwrap();
+    assert!(got.is_empty() || got == [1, 2], "a with_lock group torn by a crash: {got:?}");
+}
+
+shmproc::entry! {
+    fn die_inside_update(dict: DictProxy<u64, u64>) -> Result<(), String> {
+        shmproc::__crash_after_steps(400);
+        dict.update((0..1000u64).map(|i| (i, i))).map_err(|e| e.to_string())
+    }
+}
+
+/// `update(iter)` is one operation of the issue's DictProxy surface; a
+/// SIGKILL inside it must leave the dict empty (before) or full (after).
+#[test]
+fn a_dict_update_killed_in_the_middle_is_all_or_nothing() {
+    let d = DictProxy::<u64, u64>::new().unwrap();
+    let mut p = Process::new(die_inside_update, d.clone());
+    p.start().unwrap();
+    match common::join(&p) {
+        Err(ProcessError::Signaled { signal: 9, .. }) => {}
+        other => panic!("child should have died by its injected SIGKILL: {other:?}"),
+    }
+    let n = d.len();
+    assert!(n == 0 || n == 1000, "update() torn by a crash: {n} of 1000 pairs present");
+}
+
+/// A Pod value (here 32 KiB) larger than the 16 KiB undo log cannot be stored in a dict
+/// at all (the bucket write is logged even in a table built by this very
+/// operation), nor replaced in a list.
+#[test]
+fn a_pod_element_larger_than_the_undo_log_can_be_inserted_and_set() {
+    let d = DictProxy::<u64, [u64; 4096]>::new().unwrap();
+    let r = d.insert(1, [7u64; 4096]);
+    assert!(r.is_ok(), "dict insert of a 32 KiB Pod value: {r:?}");
+    let l = ListProxy::<[u64; 4096]>::new().unwrap();
+    l.append([1u64; 4096]).unwrap();
+    let r = l.set(0, [2u64; 4096]);
+    assert!(r.is_ok(), "list set of a 32 KiB Pod element: {r:?}");
+}
+
+/// The issue: variable-length data "with its space reused after
+/// removals". The heap is segregated power-of-two free lists that never
+/// split or merge blocks, so the 8 MiB block of one removed 4 MiB blob is
+/// never reused for smaller elements: 4 MiB of 1 KiB blobs appended after
+/// the removal grow the segment by another 8 MiB instead.
+#[test]
+fn the_space_of_a_removed_large_blob_is_reused_for_small_ones() {
+    let l = ListProxy::<Vec<u8>>::new().unwrap();
+    let seg = format!("/dev/shm/shmproc.{}", l.name());
+    l.append(vec![1u8; 4 << 20]).unwrap();
+    l.pop().unwrap();
+    let before = std::fs::metadata(&seg).unwrap().len();
+    for _ in 0..4096 {
+        l.append(vec![2u8; 1000]).unwrap();
+    }
+    let after = std::fs::metadata(&seg).unwrap().len();
+    assert!(
+        after <= before + (1 << 20),
+        "segment grew from {before} to {after} bytes although a free 8 MiB block could hold the 4 MiB of new data"
+    );
+}
+
+/// Threads sharing one handle read while another thread of it grows the
+/// list (remap under threads).
+#[test]
+fn threads_sharing_a_handle_read_while_it_grows() {
+    let l = ListProxy::<u64>::new().unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..200_000u64 {
+                l.append(i).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        for _ in 0..2 {
+            s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let n = l.len();
+                    if n > 0 {
+                        assert_eq!(l.get(n as isize - 1).unwrap(), n as u64 - 1);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(l.len(), 200_000);
+}
+
+/// Python's dict order: `keys()` / `items()` in insertion order (a new
+/// value for a present key keeps its place; a key removed and inserted
+/// again goes last), kept across resizes, and `popitem` takes the last
+/// inserted entry (LIFO). Before, the order was the hash table's.
+#[test]
+fn a_dict_keeps_insertion_order_and_popitem_takes_the_last() {
+    let d = DictProxy::<String, u64>::new().unwrap();
+    for (i, k) in ["b", "a", "d", "c"].into_iter().enumerate() {
+        d.insert(k.into(), i as u64).unwrap();
+    }
+    d.insert("a".into(), 9).unwrap();
+    d.remove(&"d".into()).unwrap();
+    d.insert("d".into(), 5).unwrap();
+    assert_eq!(d.keys().unwrap(), ["b", "a", "c", "d"]);
+    assert_eq!(d.values().unwrap(), [0, 9, 3, 5]);
+    for i in 0..100u64 {
+        d.insert(format!("x{i}"), i).unwrap();
+    }
+    let items = d.items().unwrap();
+    assert_eq!(items.len(), 104);
+    assert_eq!(items[..4], [("b".into(), 0), ("a".into(), 9), ("c".into(), 3), ("d".into(), 5)]);
+    assert!(items[4..].iter().enumerate().all(|(i, (k, v))| *k == format!("x{i}") && *v == i as u64));
+    assert_eq!(d.popitem().unwrap(), ("x99".into(), 99));
+    assert_eq!(d.popitem().unwrap(), ("x98".into(), 98));
+    assert_eq!(d.len(), 102);
+}
+
+/// A group whose undo log fills (here: `update` overwriting 3 000
+/// existing entries, each bucket logged) is refused with `TooLarge` as a
+/// whole: nothing of it stays, and the dict keeps working. The same for a
+/// `with_lock` group of list writes.
+#[test]
+fn a_group_whose_undo_log_fills_is_refused_whole() {
+    let d = DictProxy::<u64, u64>::new().unwrap();
+    d.update((0..3000u64).map(|i| (i, i))).unwrap();
+    let r = d.update((0..3000u64).map(|i| (i, i + 1)));
+    assert!(matches!(r, Err(ContainerError::TooLarge { .. })), "{r:?}");
+    assert!(d.items().unwrap().into_iter().eq((0..3000u64).map(|i| (i, i))));
+    d.insert(1, 7).unwrap();
+    assert_eq!(d.get(&1).unwrap(), Some(7));
+
+    let l = ListProxy::<u64>::new().unwrap();
+    l.extend(0..3000).unwrap();
+    let r = l.with_lock(|l| {
+        for i in 0..3000 {
+            if l.set(i, 1).is_err() {
+                break;
+            }
+        }
+    });
+    assert!(matches!(r, Err(ContainerError::TooLarge { .. })), "{r:?}");
+    assert!(l.to_vec().unwrap().into_iter().eq(0..3000));
+    l.append(5).unwrap();
+    assert_eq!(l.len(), 3001);
 }

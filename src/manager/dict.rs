@@ -2,18 +2,21 @@
 //! table (linear probing with tombstones) in the container's heap.
 //!
 //! Root words: the table's payload offset, its number of buckets (a power
-//! of two), the number of live entries, and the number of used buckets
-//! (live + tombstones). A bucket is `[tag][key slot][value slot]`, the tag
-//! being 0 (empty), 1 (tombstone) or the key's hash with bit 1 set. A
+//! of two), the number of live entries, the number of used buckets
+//! (live + tombstones), and the next insertion number. A bucket is
+//! `[tag][insertion number][key slot][value slot]`, the tag being 0
+//! (empty), 1 (tombstone) or the key's hash with bit 1 set. The insertion
+//! number gives Python's order: `keys()` / `items()` in insertion order
+//! (a new value for a present key keeps its place), `popitem` the last
+//! inserted entry. A
 //! change to a live bucket logs that bucket; a resize builds the new table
 //! in a fresh block and switches the root to it.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use super::element::{self, Element, slot_size};
-use super::store::{Fail, R, S_ROOT, Store, Txn, View};
+use super::store::{Fail, R, Store, Txn, View};
 use super::{ContainerError, fingerprint, heap};
 use crate::shm::{Kind, fnv1a};
 use crate::{OpenError, Options};
@@ -22,6 +25,9 @@ const TABLE: usize = 0;
 const NB: usize = 1;
 const COUNT: usize = 2;
 const USED: usize = 3;
+const ORDER: usize = 4;
+/// Where a bucket's key slot starts (after the tag and the insertion number).
+const KOFF: u64 = 16;
 
 const EMPTY: u64 = 0;
 const TOMB: u64 = 1;
@@ -32,7 +38,8 @@ const TOMB: u64 = 1;
 /// Growth, atomicity, optimistic reads and crash-atomicity are as for
 /// [`ListProxy`](crate::ListProxy). Keys and values are any
 /// [`Element`]: every [`ShmType`](crate::ShmType), `String` and
-/// `Vec<u8>`. The order of `keys()` / `items()` is unspecified.
+/// `Vec<u8>`. `keys()` / `items()` are in insertion order and `popitem`
+/// takes the last inserted entry, as in Python.
 ///
 /// [`update_with`](Self::update_with) is an atomic read-modify-write, so
 /// counting from several processes loses nothing:
@@ -102,7 +109,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
 
     fn wrap(store: Store) -> Self {
         let (ks, vs) = (slot_size::<K>(), slot_size::<V>());
-        let stride = (8 + ks + vs).next_multiple_of(8);
+        let stride = (KOFF + ks + vs).next_multiple_of(8);
         DictProxy {
             store: Arc::new(store),
             kin: K::__shape().inline,
@@ -166,9 +173,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     }
 
     fn table(&self, v: &View) -> R<Table> {
-        let st = &self.store.ctl().state;
-        let l = |i: usize| st[S_ROOT + i].load(Ordering::Relaxed);
-        self.table_in(v, l(TABLE), l(NB), l(COUNT), l(USED))
+        self.table_in(v, v.root(TABLE)?, v.root(NB)?, v.root(COUNT)?, v.root(USED)?)
     }
 
     fn table_tx(&self, tx: &Txn<'_>) -> R<Table> {
@@ -191,7 +196,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
                 TOMB => {
                     vacant.get_or_insert(Probe::Vacant { idx: i, was_empty: false });
                 }
-                x if x == tag && element::slot_eq(v, b + 8, self.kin, key)? => return Ok(Probe::Found(i)),
+                x if x == tag && element::slot_eq(v, b + KOFF, self.kin, key)? => return Ok(Probe::Found(i)),
                 _ => {}
             }
         }
@@ -213,10 +218,17 @@ impl<K: Element, V: Element> DictProxy<K, V> {
                 continue;
             }
             let bytes = tx.view().vec(b, self.stride)?;
-            let mut j = tag & (nb - 1);
-            while tx.view().u64(self.bucket(nt, j))? != EMPTY {
-                j = (j + 1) & (nb - 1);
-            }
+            // Bounded by the table size: the new table is in shm, and a peer that fills it with garbage
+            // must get an error out of this loop, never a spin holding the lock.
+            let mask = nb - 1;
+            let j = (0..nb)
+                .map(|k| tag.wrapping_add(k) & mask)
+                .find_map(|j| match tx.view().u64(self.bucket(nt, j)) {
+                    Ok(EMPTY) => Some(Ok(j)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .ok_or(Fail::Torn("new table full while resizing"))??;
             tx.write_fresh(self.bucket(nt, j), &bytes)?;
             moved += 1;
             if moved > nb {
@@ -244,7 +256,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         }
         match self.probe(tx.view(), t, &kb, h)? {
             Probe::Found(i) => {
-                let voff = self.bucket(t, i) + 8 + self.ks;
+                let voff = self.bucket(t, i) + KOFF + self.ks;
                 let old = element::decode::<V>(tx.view(), voff, self.vin)?;
                 let old_blob = if self.vin.is_none() { Some(tx.view().u64(voff)?) } else { None };
                 let slot = element::encode(tx, val)?;
@@ -257,10 +269,13 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             Probe::Vacant { idx, was_empty } => {
                 let mut bytes = Vec::with_capacity(self.stride as usize);
                 bytes.extend_from_slice(&(h | 2).to_ne_bytes());
+                let order = tx.root(ORDER);
+                bytes.extend_from_slice(&order.to_ne_bytes());
                 bytes.extend_from_slice(&element::encode(tx, key)?);
                 bytes.extend_from_slice(&element::encode(tx, val)?);
                 bytes.resize(self.stride as usize, 0);
                 tx.write(self.bucket(t, idx), &bytes)?;
+                tx.set_root(ORDER, order.wrapping_add(1))?;
                 tx.set_root(COUNT, t.count + 1)?;
                 if was_empty {
                     tx.set_root(USED, t.used + 1)?;
@@ -273,12 +288,13 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// Removes bucket `i` inside a transaction; returns its entry.
     fn take(&self, tx: &mut Txn<'_>, t: Table, i: u64) -> R<(K, V)> {
         let b = self.bucket(t, i);
-        let k = element::decode::<K>(tx.view(), b + 8, self.kin)?;
-        let v = element::decode::<V>(tx.view(), b + 8 + self.ks, self.vin)?;
-        element::release(tx, b + 8, self.kin)?;
-        element::release(tx, b + 8 + self.ks, self.vin)?;
+        let k = element::decode::<K>(tx.view(), b + KOFF, self.kin)?;
+        let v = element::decode::<V>(tx.view(), b + KOFF + self.ks, self.vin)?;
+        element::release(tx, b + KOFF, self.kin)?;
+        element::release(tx, b + KOFF + self.ks, self.vin)?;
         tx.write_u64(b, TOMB)?;
-        tx.set_root(COUNT, t.count - 1)?;
+        // A live bucket with a count of 0 is a hostile table: an error, not an underflow.
+        tx.set_root(COUNT, t.count.checked_sub(1).ok_or(Fail::Torn("table counts"))?)?;
         Ok((k, v))
     }
 
@@ -310,7 +326,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
                 return Ok(None);
             }
             match self.probe(v, t, &kb, h)? {
-                Probe::Found(i) => Ok(Some(element::decode(v, self.bucket(t, i) + 8 + self.ks, self.vin)?)),
+                Probe::Found(i) => Ok(Some(element::decode(v, self.bucket(t, i) + KOFF + self.ks, self.vin)?)),
                 Probe::Vacant { .. } => Ok(None),
             }
         })
@@ -369,7 +385,8 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         self.remove(key)?.ok_or(ContainerError::KeyNotFound)
     }
 
-    /// Removes and returns some entry; [`ContainerError::Empty`] if none.
+    /// Removes and returns the last inserted entry (Python's LIFO
+    /// `popitem`; a scan of the table); [`ContainerError::Empty`] if none.
     ///
     /// ```
     /// use shmproc::{ContainerError, DictProxy};
@@ -381,12 +398,20 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     pub fn popitem(&self) -> Result<(K, V), ContainerError> {
         self.store.write(|tx| {
             let t = self.table_tx(tx)?;
+            let mut last = None;
             for i in 0..t.nb {
-                if tx.view().u64(self.bucket(t, i))? > TOMB {
-                    return self.take(tx, t, i);
+                let b = self.bucket(t, i);
+                if tx.view().u64(b)? > TOMB {
+                    let order = tx.view().u64(b + 8)?;
+                    if last.is_none_or(|(o, _)| order >= o) {
+                        last = Some((order, i));
+                    }
                 }
             }
-            Err(ContainerError::Empty("dict").into())
+            match last {
+                Some((_, i)) => self.take(tx, t, i),
+                None => Err(ContainerError::Empty("dict").into()),
+            }
         })
     }
 
@@ -404,15 +429,19 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             if t.nb != 0
                 && let Probe::Found(i) = self.probe(tx.view(), t, &kb, hash(&kb))?
             {
-                return element::decode(tx.view(), self.bucket(t, i) + 8 + self.ks, self.vin);
+                return element::decode(tx.view(), self.bucket(t, i) + KOFF + self.ks, self.vin);
             }
             self.put(tx, &key, &default)?;
             Ok(default.clone())
         })
     }
 
-    /// Inserts every pair, holding the lock throughout (no process sees a
-    /// part of it); each insert is crash-atomic on its own.
+    /// Inserts every pair as one transaction: no process sees a part of
+    /// it, and an error (nothing changes) or a crash part way leaves the
+    /// dict as before. A group's undo log is bounded (16 KiB of old bytes
+    /// of entries that existed before; new entries of a table the update
+    /// grew cost nothing): past it, [`ContainerError::TooLarge`] and
+    /// nothing changes.
     ///
     /// ```
     /// let d = shmproc::DictProxy::<u8, u8>::new().unwrap();
@@ -420,12 +449,12 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// assert_eq!(d.len(), 2);
     /// ```
     pub fn update(&self, items: impl IntoIterator<Item = (K, V)>) -> Result<(), ContainerError> {
-        self.store.with_lock(|| {
+        self.store.group(|| {
             for (k, v) in items {
                 self.insert(k, v)?;
             }
             Ok(())
-        })?
+        })
     }
 
     /// Atomic read-modify-write: applies `f` to the value for `key` (or to
@@ -446,7 +475,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             if t.nb != 0
                 && let Probe::Found(i) = self.probe(tx.view(), t, &kb, hash(&kb))?
             {
-                cur = element::decode(tx.view(), self.bucket(t, i) + 8 + self.ks, self.vin)?;
+                cur = element::decode(tx.view(), self.bucket(t, i) + KOFF + self.ks, self.vin)?;
             }
             f(&mut cur);
             self.put(tx, key, &cur)?;
@@ -461,14 +490,16 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             for i in 0..t.nb {
                 let b = self.bucket(t, i);
                 if v.u64(b)? > TOMB {
-                    out.push(f(v, b)?);
+                    out.push((v.u64(b + 8)?, f(v, b)?));
                 }
             }
-            Ok(out)
+            // Insertion order (stable: garbage numbers from a hostile peer give garbage order, nothing worse).
+            out.sort_by_key(|(o, _)| *o);
+            Ok(out.into_iter().map(|(_, x)| x).collect())
         })
     }
 
-    /// Every key (a consistent snapshot, unspecified order).
+    /// Every key (a consistent snapshot, in insertion order).
     ///
     /// ```
     /// let d = shmproc::DictProxy::<u8, u8>::new().unwrap();
@@ -479,7 +510,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// ```
     pub fn keys(&self) -> Result<Vec<K>, ContainerError> {
         let kin = self.kin;
-        self.collect(move |v, b| element::decode(v, b + 8, kin))
+        self.collect(move |v, b| element::decode(v, b + KOFF, kin))
     }
 
     /// Every value (a consistent snapshot, in the order of [`Self::keys`]).
@@ -491,7 +522,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// ```
     pub fn values(&self) -> Result<Vec<V>, ContainerError> {
         let (vin, ks) = (self.vin, self.ks);
-        self.collect(move |v, b| element::decode(v, b + 8 + ks, vin))
+        self.collect(move |v, b| element::decode(v, b + KOFF + ks, vin))
     }
 
     /// Every `(key, value)` pair (a consistent snapshot).
@@ -503,7 +534,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// ```
     pub fn items(&self) -> Result<Vec<(K, V)>, ContainerError> {
         let (kin, vin, ks) = (self.kin, self.vin, self.ks);
-        self.collect(move |v, b| Ok((element::decode(v, b + 8, kin)?, element::decode(v, b + 8 + ks, vin)?)))
+        self.collect(move |v, b| Ok((element::decode(v, b + KOFF, kin)?, element::decode(v, b + KOFF + ks, vin)?)))
     }
 
     /// The number of entries (0 if the segment is corrupted).
@@ -538,8 +569,10 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         self.store.write(|tx| tx.reset())
     }
 
-    /// Runs `f` holding the dict's lock (several operations as one for
-    /// other processes; each stays crash-atomic on its own).
+    /// Runs `f` as one transaction holding the dict's lock, as
+    /// [`ListProxy::with_lock`](crate::ListProxy::with_lock): other
+    /// readers see the state before the group, then after it; a crash or
+    /// a panic inside leaves the dict as before the group.
     ///
     /// ```
     /// let d = shmproc::DictProxy::<u8, u64>::new().unwrap();

@@ -16,7 +16,7 @@
 //! heap, on a block boundary, with a valid header, ending inside the
 //! mapping; a bad one is an error or garbage, never an access outside.
 
-use super::store::{Fail, HEAP_START, NCLASS, R, S_FREE, S_TOP, STATE_WORDS, Txn, View};
+use super::store::{Fail, HEAP_START, NCLASS, R, S_FREE, S_ROOT, S_TOP, STATE_WORDS, Txn, View};
 
 /// High bits of a block header word ("BLK").
 const BLOCK_MAGIC: u64 = 0x424C_4B00_0000_0000;
@@ -84,15 +84,13 @@ impl Txn<'_> {
             what: "one allocation",
             limit: block_size(NCLASS - 1) - BLOCK_HDR,
         }))?;
-        let head = self.state(S_FREE + c);
-        if head != 0 {
-            let (hc, _) = block(self.view(), head + BLOCK_HDR)?;
-            let top = self.state(S_TOP);
-            let next = self.view().u64(head + 8)?;
-            if hc != c || (next != 0 && (next < HEAP_START || next >= top)) {
-                return Err(Fail::Torn("free list"));
+        // The smallest free block of class c or larger (a bounded scan of the list heads).
+        if let Some(big) = (c..NCLASS).find(|&k| self.state(S_FREE + k) != 0) {
+            let head = self.pop_free(big)?;
+            if big > c {
+                self.split(head, big, c)?;
             }
-            self.set_state(S_FREE + c, next)?;
+            self.note_fresh(head + BLOCK_HDR, head + block_size(c));
             return Ok(head + BLOCK_HDR);
         }
         let b = self.state(S_TOP);
@@ -106,7 +104,40 @@ impl Txn<'_> {
         let mut hdr = [0u8; 16];
         hdr[..8].copy_from_slice(&(BLOCK_MAGIC | c as u64).to_ne_bytes());
         self.write_fresh(b, &hdr)?;
+        self.note_fresh(b + BLOCK_HDR, end);
         Ok(b + BLOCK_HDR)
+    }
+
+    /// Takes the first block off the free list of class `c` (validated);
+    /// returns its offset.
+    fn pop_free(&mut self, c: usize) -> R<u64> {
+        let head = self.state(S_FREE + c);
+        let (hc, _) = block(self.view(), head.checked_add(BLOCK_HDR).ok_or(Fail::Torn("free list"))?)?;
+        let top = self.state(S_TOP);
+        let next = self.view().u64(head + 8)?;
+        if hc != c || head + block_size(c) > top || (next != 0 && (next < HEAP_START || next >= top)) {
+            return Err(Fail::Torn("free list"));
+        }
+        self.set_state(S_FREE + c, next)?;
+        Ok(head)
+    }
+
+    /// Splits the free block at `b` of class `big` (already off its list)
+    /// into a block of class `c` at `b`, and one free block of each class
+    /// `c..big` after it (the binary buddy split). The pieces lie in the
+    /// old block's payload, which no committed state reaches, so their
+    /// headers are written unlogged; the list heads and the header at `b`
+    /// are logged.
+    fn split(&mut self, b: u64, big: usize, c: usize) -> R<()> {
+        for k in c..big {
+            let piece = b + block_size(k);
+            let mut hdr = [0u8; 16];
+            hdr[..8].copy_from_slice(&(BLOCK_MAGIC | k as u64).to_ne_bytes());
+            hdr[8..].copy_from_slice(&self.state(S_FREE + k).to_ne_bytes());
+            self.write_fresh(piece, &hdr)?;
+            self.set_state(S_FREE + k, piece)?;
+        }
+        self.write_u64(b, BLOCK_MAGIC | c as u64)
     }
 
     /// Frees the block at payload offset `p` when the operation commits.
@@ -161,11 +192,27 @@ impl Txn<'_> {
         self.grow(end)?;
         self.set_state(S_TOP, end)?;
         self.write_u64(b, BLOCK_MAGIC | c2 as u64)?;
+        if let Some(f) = self.fresh_mut(p) {
+            f.0 = end;
+        }
         Ok(true)
     }
 
     /// Frees every block at once (`clear`): an empty heap, roots zeroed.
+    ///
+    /// Inside a group only the roots are zeroed: earlier operations of the
+    /// group may still need the old blocks for their rollback, and blocks
+    /// handed out again later in the group would be written unlogged. The
+    /// old blocks stay allocated (reclaimed by a `clear` outside a group).
     pub(crate) fn reset(&mut self) -> R<()> {
+        if self.in_group() {
+            for i in S_ROOT..STATE_WORDS {
+                if self.state(i) != 0 {
+                    self.set_state(i, 0)?;
+                }
+            }
+            return Ok(());
+        }
         drop(self.take_deferred());
         self.set_state(S_TOP, HEAP_START)?;
         for i in S_FREE..STATE_WORDS {

@@ -14,7 +14,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use super::element::{self, Element, slot_size};
-use super::store::{Fail, R, S_ROOT, Store, Txn, View};
+use super::store::{Fail, R, Store, Txn, View};
 use super::{ContainerError, fingerprint, heap, normalize};
 use crate::shm::Kind;
 use crate::{OpenError, Options};
@@ -126,9 +126,7 @@ impl<T: Element> ListProxy<T> {
     }
 
     fn arr(&self, v: &View) -> R<Arr> {
-        let st = &self.store.ctl().state;
-        let load = |i: usize| st[S_ROOT + i].load(std::sync::atomic::Ordering::Relaxed);
-        self.arr_in(v, load(ARR), load(LEN), load(CAP))
+        self.arr_in(v, v.root(ARR)?, v.root(LEN)?, v.root(CAP)?)
     }
 
     fn arr_tx(&self, tx: &Txn<'_>) -> R<Arr> {
@@ -588,11 +586,15 @@ impl<T: Element> ListProxy<T> {
         })
     }
 
-    /// Runs `f` holding the list's lock: no other process reads a
-    /// half-done group or writes in between (several operations as one,
-    /// where Python users reach for a separate Lock). Each operation inside
-    /// is still crash-atomic on its own: a crash in the middle of `f`
-    /// keeps the operations that completed.
+    /// Runs `f` as one transaction holding the list's lock (several
+    /// operations as one, where Python users reach for a separate Lock):
+    /// readers in other threads and processes keep reading the state
+    /// before the group without waiting, then the state after it; no
+    /// writer comes in between; a crash in the middle of `f` (or a panic in
+    /// it) leaves the list as before the group. An operation inside that
+    /// fails changes nothing and the group goes on; if the group's undo
+    /// log fills, the whole group is undone and this returns
+    /// [`ContainerError::TooLarge`](crate::ContainerError::TooLarge).
     ///
     /// ```
     /// let l = shmproc::ListProxy::<u64>::new().unwrap();

@@ -85,6 +85,7 @@ pub(crate) use container_constructors;
 
 mod dict;
 mod element;
+mod group;
 mod heap;
 mod list;
 mod registry;
@@ -159,6 +160,12 @@ pub enum ContainerError {
         /// Which check failed.
         reason: &'static str,
     },
+    /// A write to a container from user code that one of its own
+    /// operations runs on this thread (an `update_with` closure, a
+    /// `sort_by_key` key, ...), which that operation would overwrite
+    /// (Python's "list modified during sort"). Nothing changed.
+    #[error("container modified during an operation on it (from a callback of that operation)")]
+    ModifiedDuringOperation,
     /// Any other system error (mapping the grown segment).
     #[error("system error: {0}")]
     Io(String),

@@ -42,12 +42,14 @@
 //! that has not yet seen a shrink would fault (SIGBUS) touching the cut
 //! pages; space is reused through the heap's free lists instead.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
 
 use memmap2::MmapRaw;
 
 use super::ContainerError;
+use super::group::{self, Group, Nested};
 use crate::OpenError;
 use crate::shm::copy;
 use crate::shm::HEADER_SIZE;
@@ -117,6 +119,10 @@ pub(crate) type R<T> = Result<T, Fail>;
 pub(crate) struct View {
     base: *mut u8,
     len: u64,
+    /// For a reader beside an open transaction: the undo log's entries
+    /// (offset, old bytes), laid over every read so it sees the state
+    /// before the transaction. Null in a store's own views.
+    undo: *const Vec<(u64, Vec<u8>)>,
 }
 
 // SAFETY: a View is a (pointer, length) pair describing a process-wide shared mapping kept alive by its Store;
@@ -146,7 +152,37 @@ impl View {
         let p = self.at(off, 8).ok_or(Fail::Torn("word out of bounds"))?;
         // SAFETY: in bounds and 8-aligned (the mapping is page-aligned); memory model: a racing write gives a
         // garbage value, never UB.
-        Ok(unsafe { copy::read(p as *const u64) })
+        let w = unsafe { copy::read(p as *const u64) };
+        if self.undo.is_null() {
+            return Ok(w);
+        }
+        let mut b = w.to_ne_bytes();
+        self.patch(off, &mut b);
+        Ok(u64::from_ne_bytes(b))
+    }
+
+    /// Root word `i` of the container (a state word, read through the view
+    /// so a reader beside a transaction sees its value before it).
+    #[inline]
+    pub(crate) fn root(&self, i: usize) -> R<u64> {
+        self.u64(STATE_OFF + 8 * (S_ROOT + i) as u64)
+    }
+
+    /// Lays the old bytes of the undo log over `out` (read from `off`):
+    /// the oldest entry for a byte wins (it holds the state before).
+    #[cold]
+    fn patch(&self, off: u64, out: &mut [u8]) {
+        // SAFETY: a non-null `undo` points at the overlay that the reader building this View keeps alive for
+        // as long as the View (both are locals of `Store::read_beside`).
+        let ov = unsafe { &*self.undo };
+        let end = off + out.len() as u64;
+        for (eo, data) in ov.iter().rev() {
+            let ee = eo.saturating_add(data.len() as u64);
+            if *eo < end && ee > off {
+                let (s, e) = (off.max(*eo), end.min(ee));
+                out[(s - off) as usize..(e - off) as usize].copy_from_slice(&data[(s - eo) as usize..(e - eo) as usize]);
+            }
+        }
     }
 
     /// Copies `out.len()` bytes at `off` into `out`.
@@ -155,6 +191,9 @@ impl View {
         let p = self.at(off, out.len() as u64).ok_or(Fail::Torn("bytes out of bounds"))?;
         // SAFETY: the range is inside the mapping (checked above); sanctioned copy primitive.
         unsafe { copy::copy_from_shared(p, out) };
+        if !self.undo.is_null() {
+            self.patch(off, out);
+        }
         Ok(())
     }
 
@@ -168,6 +207,9 @@ impl View {
         unsafe {
             copy::copy_from_shared_uninit(p, &mut v.spare_capacity_mut()[..len as usize]);
             v.set_len(len as usize);
+        }
+        if !self.undo.is_null() {
+            self.patch(off, &mut v);
         }
         Ok(v)
     }
@@ -201,6 +243,9 @@ pub(crate) struct Store {
     extra: StdMutex<Vec<Box<Extra>>>,
     /// The current (largest) view: `first` or one in `extra`.
     cur: AtomicPtr<View>,
+    /// Which container this is, for this thread's open groups and
+    /// operations (a hash of the segment name: every handle agrees).
+    id: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -218,9 +263,10 @@ pub(crate) struct Owner {
 
 impl Store {
     fn from_segment(seg: Segment) -> Store {
-        let first = Box::new(View { base: seg.base(), len: seg.mapped_len() as u64 });
+        let first = Box::new(View { base: seg.base(), len: seg.mapped_len() as u64, undo: std::ptr::null() });
         let cur = AtomicPtr::new(&*first as *const View as *mut View);
-        Store { seg, _first: first, extra: StdMutex::new(Vec::new()), cur }
+        let id = crate::shm::fnv1a(seg.name().as_bytes());
+        Store { seg, _first: first, extra: StdMutex::new(Vec::new()), cur, id }
     }
 
     /// Creates a container segment. `init_root` writes the root words.
@@ -311,7 +357,7 @@ impl Store {
             return None;
         }
         let map = crate::shm::map_file(self.seg.name(), self.seg.file(), len).ok()?;
-        let view = View { base: map.as_mut_ptr(), len };
+        let view = View { base: map.as_mut_ptr(), len, undo: std::ptr::null() };
         let boxed = Box::new(Extra { _map: map, view });
         let p = &boxed.view as *const View as *mut View;
         extra.push(boxed);
@@ -323,21 +369,42 @@ impl Store {
 
     /// Runs an optimistic read; falls back to the lock after a few torn
     /// tries. `f` may run several times and must not have side effects.
+    ///
+    /// While a writer is inside a transaction (`seq` odd: an operation, a
+    /// group, or a writer that died), the read goes beside it: the undo
+    /// log's old bytes are laid over what it reads, so it sees the state
+    /// before the transaction without waiting. The writer publishes each
+    /// entry (Release store of `log_used`, then a Release fence) before it
+    /// changes the bytes; a reader that saw a changed byte therefore sees
+    /// a `log_used` at least that far after its Acquire fence, and it
+    /// accepts its read only if `seq` and `log_used` are what they were
+    /// when it copied the log. An operation undone inside a group moves
+    /// `seq` on (odd to odd), so a log cut and rewritten is noticed.
     pub(crate) fn read<T>(&self, f: impl Fn(&View) -> R<T>) -> Result<T, ContainerError> {
         let ctl = self.ctl();
         for i in 0..OPTIMISTIC_TRIES {
             // Acquire: pairs with the Release store that makes seq even at commit, so the committed data is
             // visible to the reads below.
             let s1 = ctl.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                crate::wait::spin::backoff(i.min(8));
-                continue;
-            }
-            let r = f(self.view());
-            // Acquire: pairs with the writer's Release fence after it made seq odd: if our reads saw any
-            // byte written after that, the load below sees the odd (or later) seq.
+            let (r, used) = if s1 & 1 == 1 {
+                if ctl.lock.is_owned_by_me() {
+                    // This thread's own open group: read its current state.
+                    break;
+                }
+                match self.read_beside(&f) {
+                    Some(x) => x,
+                    None => {
+                        crate::wait::spin::backoff(i.min(8));
+                        continue;
+                    }
+                }
+            } else {
+                (f(self.view()), 0)
+            };
+            // Acquire: pairs with the writer's Release fence after it made seq odd (and after each log entry):
+            // if our reads saw any byte written after that, the loads below see the odd seq (the longer log).
             fence(Ordering::Acquire);
-            if ctl.seq.load(Ordering::Relaxed) == s1 {
+            if ctl.seq.load(Ordering::Relaxed) == s1 && (s1 & 1 == 0 || ctl.log_used.load(Ordering::Relaxed) == used) {
                 match r {
                     Ok(v) => return Ok(v),
                     Err(Fail::Err(e)) => return Err(e),
@@ -345,8 +412,31 @@ impl Store {
                     Err(Fail::Torn(_)) => break,
                 }
             }
+            crate::wait::spin::backoff(i.min(8));
         }
         self.locked(|v| f(v))
+    }
+
+    /// Runs `f` over the state before the open transaction (see `read`);
+    /// returns its result and the log length it used, or None if the log
+    /// could not be read as it stands.
+    #[cold]
+    fn read_beside<T>(&self, f: &impl Fn(&View) -> R<T>) -> Option<(R<T>, u64)> {
+        let ctl = self.ctl();
+        // Acquire: pairs with the Release store of log_used in `append_entry`: the entries are in place.
+        let used = ctl.log_used.load(Ordering::Acquire);
+        if used > LOG_CAP {
+            return None;
+        }
+        let v = self.view();
+        let mut ov = Vec::new();
+        for (_, off, word, data) in parse_log(v, used, 0) {
+            let len = word & !SPILLED;
+            let old = if word & SPILLED != 0 { spilled(v, data, len) } else { v.vec(data, len) };
+            ov.push((off, old.ok()?));
+        }
+        let tmp = View { base: v.base, len: v.len, undo: &ov };
+        Some((f(&tmp), used))
     }
 
     /// Runs `f` under the lock (repairing first if needed), without a
@@ -395,87 +485,205 @@ impl Store {
         Ok(true)
     }
 
-    /// Holds the lock for `f` (several operations as one). Reentrant for
-    /// the calling thread.
+    /// Runs `f` as one transaction (a group): the lock held throughout,
+    /// `seq` odd once, every operation `f` runs on this container joins
+    /// one undo log, and one commit store ends it. A crash anywhere inside
+    /// leaves the container as before the group; a panic in `f`, a log
+    /// that fills ([`ContainerError::TooLarge`]) or an undone operation
+    /// that had written into space the group allocated rolls the whole
+    /// group back. Nested calls on the same thread join the open group.
     pub(crate) fn with_lock<T>(&self, f: impl FnOnce() -> T) -> Result<T, ContainerError> {
-        struct Unlock<'a>(&'a RawLock, bool);
-        impl Drop for Unlock<'_> {
+        self.group(|| Ok(f()))
+    }
+
+    /// As [`Self::with_lock`], and an `Err` from `f` rolls the whole group
+    /// back too (when this call opened it).
+    pub(crate) fn group<T>(&self, f: impl FnOnce() -> Result<T, ContainerError>) -> Result<T, ContainerError> {
+        let held = self.acquire()?;
+        if !held {
+            // Already inside a group (joined) or an operation (whose writes are refused) on this thread.
+            return f();
+        }
+        let ctl = self.ctl();
+        let s = ctl.seq.load(Ordering::Relaxed);
+        ctl.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        // Release fence: pairs with the reader's Acquire fence before its second seq load, as in `write`.
+        fence(Ordering::Release);
+        group::push_group(self.id, Group { seq: s.wrapping_add(1), ..Group::default() });
+        /// Rolls the group back if `f` unwinds.
+        struct Abort<'a>(&'a Store, bool);
+        impl Drop for Abort<'_> {
             fn drop(&mut self) {
                 if self.1 {
-                    self.0.unlock();
+                    drop(group::pop_group(self.0.id));
+                    self.0.recover();
+                    self.0.ctl().lock.unlock();
                 }
             }
         }
-        let held = self.acquire()?;
-        let _u = Unlock(&self.ctl().lock, held);
-        Ok(f())
+        let mut abort = Abort(self, true);
+        let r = f();
+        abort.1 = false;
+        let g = match (group::pop_group(self.id), r) {
+            (Some(g), Ok(r)) if g.doomed.is_none() => (g, r),
+            (_, Err(e)) => {
+                self.recover();
+                ctl.lock.unlock();
+                return Err(e);
+            }
+            (g, Ok(_)) => {
+                self.recover();
+                ctl.lock.unlock();
+                return Err(g.and_then(|g| g.doomed).unwrap_or(ContainerError::Io("a group lost its state".into())));
+            }
+        };
+        let (g, r) = g;
+        let used = ctl.log_used.load(Ordering::Relaxed).min(LOG_CAP);
+        let mut tx = Txn::new(self, self.view(), used, true, g.seq);
+        tx.logged = g.logged;
+        tx.freed = g.freed;
+        match tx.flush_frees() {
+            Ok(()) => {
+                tx.commit();
+                Ok(r)
+            }
+            Err(e) => {
+                drop(tx); // rolls the whole group back
+                Err(self.fail_to_error(e))
+            }
+        }
     }
 
     /// Rolls back an interrupted operation: applies the undo log backwards,
     /// clears it and makes `seq` even. Caller holds the lock.
     #[cold]
     pub(crate) fn recover(&self) {
+        self.undo_from(0);
+        let ctl = self.ctl();
+        let s = ctl.seq.load(Ordering::Relaxed);
+        if s & 1 == 1 {
+            // Release: pairs with the readers' Acquire load of seq (the restored bytes come first).
+            ctl.seq.store(s.wrapping_add(1), Ordering::Release);
+        }
+    }
+
+    /// Applies the log entries at log positions `start..` backwards and
+    /// cuts the log to `start`. Caller holds the lock.
+    #[cold]
+    fn undo_from(&self, start: u64) {
         let ctl = self.ctl();
         let v = self.view();
         let used = ctl.log_used.load(Ordering::Relaxed).min(LOG_CAP) & !7;
-        let mut entries = Vec::new();
-        let mut pos = 0;
-        while pos + 16 <= used {
-            let (Ok(off), Ok(len)) = (v.u64(LOG_OFF + pos), v.u64(LOG_OFF + pos + 8)) else { break };
-            let padded = len.checked_add(7).map(|l| l & !7);
-            match padded {
-                Some(p) if pos + 16 + p <= used => {
-                    entries.push((off, len, LOG_OFF + pos + 16));
-                    pos += 16 + p;
-                }
-                _ => break,
-            }
-        }
-        for (off, len, data) in entries.into_iter().rev() {
+        for (_, off, word, data) in parse_log(v, used, start).into_iter().rev() {
+            let len = word & !SPILLED;
             // Only state words and heap bytes are ever logged; anything else is hostile and skipped.
             let state = off >= STATE_OFF && off.saturating_add(len) <= STATE_END;
             if !(state || off >= HEAP_START) {
                 continue;
             }
-            if let Ok(old) = v.vec(data, len) {
+            let old = if word & SPILLED != 0 { spilled(v, data, len) } else { v.vec(data, len) };
+            if let Ok(old) = old {
                 let _ = v.put(off, &old);
             }
         }
-        // Release: the restored bytes before the cleared log and the even seq (pairs with the readers'
-        // Acquire load of seq).
-        ctl.log_used.store(0, Ordering::Release);
-        let s = ctl.seq.load(Ordering::Relaxed);
-        if s & 1 == 1 {
-            ctl.seq.store(s.wrapping_add(1), Ordering::Release);
-        }
+        // Release: the restored bytes before the cut log (pairs with the Acquire of the lock takeover).
+        ctl.log_used.store(start.min(used), Ordering::Release);
     }
 
     /// Runs one mutating operation as a transaction: all of it or (on an
-    /// error, a panic in `f`, or a crash) none of it.
+    /// error, a panic in `f`, or a crash) none of it. Inside this thread's
+    /// open group it joins the group; inside an operation of this thread
+    /// (user code it calls back) it is refused.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut Txn<'_>) -> R<T>) -> Result<T, ContainerError> {
         let held = self.acquire()?;
         let ctl = self.ctl();
-        let s = ctl.seq.load(Ordering::Relaxed);
-        ctl.seq.store(s.wrapping_add(1), Ordering::Relaxed);
-        // Release fence: pairs with the reader's Acquire fence before its second seq load (a reader that sees
-        // any byte we write below also sees seq odd).
-        fence(Ordering::Release);
-        // The one load of map_len for this operation (after taking the lock: the last writer's growth is
-        // visible); `grow` refreshes it.
-        let view = self.view();
-        let mut tx = Txn { store: self, view, logged: 0, used: 0, done: false, held, seq: s, freed: Vec::new() };
-        let r = f(&mut tx).and_then(|v| tx.flush_frees().map(|()| v));
+        let mut tx = if held {
+            let s = ctl.seq.load(Ordering::Relaxed);
+            ctl.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+            // Release fence: pairs with the reader's Acquire fence before its second seq load (a reader that
+            // sees any byte we write below also sees seq odd).
+            fence(Ordering::Release);
+            // The one load of map_len for this operation (after taking the lock: the last writer's growth is
+            // visible); `grow` refreshes it.
+            Txn::new(self, self.view(), 0, true, s.wrapping_add(1))
+        } else {
+            match group::nested_write(self.id) {
+                Nested::Refuse => return Err(ContainerError::ModifiedDuringOperation),
+                Nested::Join(mut g) => {
+                    let used = ctl.log_used.load(Ordering::Relaxed).min(LOG_CAP);
+                    let mut tx = Txn::new(self, self.view(), used, false, g.seq);
+                    tx.logged = g.logged;
+                    tx.freed = std::mem::take(&mut g.freed);
+                    tx.fresh = std::mem::take(&mut g.fresh);
+                    g.ops += 1;
+                    tx.op = g.ops;
+                    tx.undo_to = Some((g.logged, tx.freed.len()));
+                    tx.group = Some(g);
+                    tx
+                }
+            }
+        };
+        group::push_op(self.id);
+        tx.pushed = true;
+        let r = f(&mut tx).and_then(|v| if tx.group.is_some() { Ok(v) } else { tx.flush_frees().map(|()| v) });
         match r {
             Ok(v) => {
-                tx.commit();
+                if tx.group.is_some() {
+                    tx.done = true;
+                } else {
+                    tx.commit();
+                }
                 Ok(v)
             }
             Err(e) => {
-                drop(tx); // rolls back
-                Err(self.fail_to_error(e))
+                let e = self.fail_to_error(e);
+                if let (Some(g), ContainerError::TooLarge { .. }) = (tx.group.as_mut(), &e) {
+                    g.doomed.get_or_insert(e.clone());
+                }
+                drop(tx); // rolls back (this operation only, inside a group)
+                Err(e)
             }
         }
     }
+}
+
+/// Marks a log entry whose old bytes were spilled to a heap blob (the
+/// entry holds the blob's offset).
+const SPILLED: u64 = 1 << 63;
+/// Old bytes longer than this go to a heap blob rather than the log.
+const SPILL_OVER: u64 = 1024;
+
+/// The entries of the log's first `used` bytes that start at or after
+/// `start`: (position, offset, length word, where the old bytes are).
+/// Parsing stops at the first entry that does not fit.
+fn parse_log(v: &View, used: u64, start: u64) -> Vec<(u64, u64, u64, u64)> {
+    let used = used.min(LOG_CAP) & !7;
+    let mut entries = Vec::new();
+    let mut pos = 0;
+    while pos + 16 <= used {
+        let (Ok(off), Ok(word)) = (v.u64(LOG_OFF + pos), v.u64(LOG_OFF + pos + 8)) else { break };
+        let stored = if word & SPILLED != 0 { 8 } else { word };
+        match stored.checked_add(7).map(|l| l & !7) {
+            Some(p) if p <= used - pos - 16 => {
+                if pos >= start {
+                    entries.push((pos, off, word, LOG_OFF + pos + 16));
+                }
+                pos += 16 + p;
+            }
+            _ => break,
+        }
+    }
+    entries
+}
+
+/// The old bytes of a spilled entry: the blob named at `data`, checked.
+fn spilled(v: &View, data: u64, len: u64) -> R<Vec<u8>> {
+    let p = v.u64(data)?;
+    let (_, cap) = super::heap::block(v, p)?;
+    if v.u64(p)? != len || len > cap - 8 {
+        return Err(Fail::Torn("spilled log entry"));
+    }
+    v.vec(p + 8, len)
 }
 
 /// A mutating operation in progress (holds the lock).
@@ -489,9 +697,27 @@ pub(crate) struct Txn<'a> {
     used: u64,
     done: bool,
     held: bool,
+    /// The odd `seq` value while this transaction is open.
     seq: u64,
     /// Blocks freed by this operation, put on the free lists at commit.
     freed: Vec<u64>,
+    /// Payload ranges of blocks this transaction (its group) allocated:
+    /// start -> (end, operation number). No committed state reaches them,
+    /// so writes there need no log.
+    fresh: BTreeMap<u64, (u64, u64)>,
+    /// This operation's number in its group (0 outside a group).
+    op: u64,
+    /// Log position where this operation started.
+    start: u64,
+    /// Inside a group: its state, and (logged, freed.len()) to restore if
+    /// this operation alone is undone.
+    group: Option<Box<Group>>,
+    undo_to: Option<(u64, usize)>,
+    /// This operation wrote unlogged into a block an earlier operation of
+    /// its group allocated (undoing it alone would not undo that).
+    wrote_earlier_fresh: bool,
+    /// An entry of this thread's open operations was pushed for it.
+    pushed: bool,
 }
 
 const _: () = assert!(STATE_WORDS <= 64);
@@ -529,6 +755,55 @@ fn crash_point() {
 }
 
 impl<'a> Txn<'a> {
+    fn new(store: &'a Store, view: &'a View, used: u64, held: bool, seq: u64) -> Txn<'a> {
+        Txn {
+            store,
+            view,
+            logged: 0,
+            used,
+            done: false,
+            held,
+            seq,
+            freed: Vec::new(),
+            fresh: BTreeMap::new(),
+            op: 0,
+            start: used,
+            group: None,
+            undo_to: None,
+            wrote_earlier_fresh: false,
+            pushed: false,
+        }
+    }
+
+    /// Whether this operation runs inside a group.
+    pub(crate) fn in_group(&self) -> bool {
+        self.group.is_some()
+    }
+
+    /// Records a block this transaction allocated (payload `p..end`).
+    pub(crate) fn note_fresh(&mut self, p: u64, end: u64) {
+        self.fresh.insert(p, (end, self.op));
+    }
+
+    /// The fresh-block record starting at payload `p`, if any.
+    pub(crate) fn fresh_mut(&mut self, p: u64) -> Option<&mut (u64, u64)> {
+        self.fresh.get_mut(&p)
+    }
+
+    /// Whether `off..off+len` lies in a block this transaction allocated.
+    fn is_fresh(&mut self, off: u64, len: u64) -> bool {
+        let Some(end) = off.checked_add(len) else { return false };
+        match self.fresh.range(..=off).next_back() {
+            Some((_, &(e, op))) if end <= e => {
+                if op != self.op {
+                    self.wrote_earlier_fresh = true;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
     #[inline]
     pub(crate) fn view(&self) -> &'a View {
         self.view
@@ -569,13 +844,13 @@ impl<'a> Txn<'a> {
         self.set_state(S_ROOT + i, v)
     }
 
-    /// Records the current `len` bytes at `off` in the undo log.
+    /// Records the current `len` bytes at `off` in the undo log (bytes
+    /// longer than `SPILL_OVER` in a heap blob the entry names).
     fn log(&mut self, off: u64, len: u64) -> R<()> {
-        let padded = len.checked_add(7).ok_or(Fail::Torn("log length"))? & !7;
-        if self.used + 16 + padded > LOG_CAP {
-            return Err(Fail::Err(ContainerError::TooLarge { what: "one operation's undo log", limit: LOG_CAP }));
+        if len > SPILL_OVER {
+            return self.log_spilled(off, len);
         }
-        let v = self.view;
+        let padded = (len + 7) & !7;
         let n = 16 + padded as usize;
         let mut small = [0u8; 80];
         let mut big = Vec::new();
@@ -587,11 +862,33 @@ impl<'a> Txn<'a> {
         };
         entry[..8].copy_from_slice(&off.to_ne_bytes());
         entry[8..16].copy_from_slice(&len.to_ne_bytes());
-        v.bytes(off, &mut entry[16..16 + len as usize])?;
+        self.view.bytes(off, &mut entry[16..16 + len as usize])?;
+        self.append_entry(entry)
+    }
+
+    /// Logs `len` bytes at `off` through a fresh heap blob (freed at
+    /// commit; a rollback restores from it before it restores the heap
+    /// state that allocated it).
+    fn log_spilled(&mut self, off: u64, len: u64) -> R<()> {
+        let old = self.view.vec(off, len)?;
+        let p = self.put_blob(&old)?;
+        self.defer_free(p);
+        let mut entry = [0u8; 24];
+        entry[..8].copy_from_slice(&off.to_ne_bytes());
+        entry[8..16].copy_from_slice(&(len | SPILLED).to_ne_bytes());
+        entry[16..].copy_from_slice(&p.to_ne_bytes());
+        self.append_entry(&entry)
+    }
+
+    fn append_entry(&mut self, entry: &[u8]) -> R<()> {
+        let n = entry.len() as u64;
+        if self.used + n > LOG_CAP {
+            return Err(Fail::Err(ContainerError::TooLarge { what: "one operation's undo log", limit: LOG_CAP }));
+        }
         crash_point();
-        v.put(LOG_OFF + self.used, entry)?;
+        self.view.put(LOG_OFF + self.used, entry)?;
         crash_point();
-        self.used += n as u64;
+        self.used += n;
         // Release: pairs with the Acquire of the lock takeover in the next locker's recovery: the entry's
         // bytes are in place before the log says they are.
         self.store.ctl().log_used.store(self.used, Ordering::Release);
@@ -604,6 +901,9 @@ impl<'a> Txn<'a> {
 
     /// Writes live bytes (logged first).
     pub(crate) fn write(&mut self, off: u64, src: &[u8]) -> R<()> {
+        if self.is_fresh(off, src.len() as u64) {
+            return self.write_fresh(off, src);
+        }
         self.log(off, src.len() as u64)?;
         crash_point();
         self.put_torn(off, src)?;
@@ -670,7 +970,7 @@ impl<'a> Txn<'a> {
         ctl.log_used.store(0, Ordering::Release);
         crash_point();
         // Release: pairs with the readers' Acquire load of seq.
-        ctl.seq.store(self.seq.wrapping_add(2), Ordering::Release);
+        ctl.seq.store(self.seq.wrapping_add(1), Ordering::Release);
         self.done = true;
         if self.held {
             ctl.lock.unlock();
@@ -680,6 +980,38 @@ impl<'a> Txn<'a> {
 
 impl Drop for Txn<'_> {
     fn drop(&mut self) {
+        let id = self.store.id;
+        if self.pushed {
+            group::pop_op(id);
+        }
+        if let Some(mut g) = self.group.take() {
+            if !self.done {
+                // Undo this operation only; the group goes on (or is doomed if that is not enough).
+                self.store.undo_from(self.start);
+                if let Some((logged, freed)) = self.undo_to {
+                    self.logged = logged;
+                    self.freed.truncate(freed);
+                }
+                let op = self.op;
+                self.fresh.retain(|_, (_, o)| *o != op);
+                if self.wrote_earlier_fresh {
+                    g.doomed.get_or_insert(ContainerError::Io(
+                        "an operation undone inside a group had written to space the group allocated; \
+                         the whole group is rolled back"
+                            .into(),
+                    ));
+                }
+                // seq only moves forward (stays odd): a reader that copied the log beside it starts over.
+                g.seq = self.seq.wrapping_add(2);
+                // Release: pairs with the readers' Acquire load of seq.
+                self.store.ctl().seq.store(g.seq, Ordering::Release);
+            }
+            g.logged = self.logged;
+            g.freed = std::mem::take(&mut self.freed);
+            g.fresh = std::mem::take(&mut self.fresh);
+            group::give_back(id, g);
+            return;
+        }
         if !self.done {
             // An error or a panic inside the operation: undo it here, as a
             // survivor would after a crash.
