@@ -710,3 +710,73 @@ fn workers_leave_when_the_pool_owner_is_killed() {
     // The control segment and two rings per worker.
     assert!(left.len() >= 5, "{left:?}");
 }
+
+shmproc::task! {
+    fn record_pid(slot: Value<u32>) -> () {
+        slot.set(std::process::id()).unwrap();
+    }
+}
+
+fn kill9(pid: u32) {
+    // SAFETY: kill(2) with a pid and a signal number touches no memory.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// Five workers killed (OOM killer, an operator) before they ran a task —
+/// each one a replacement of the last — make the pool give up for good:
+/// every later job fails, though nothing is wrong with the workers.
+#[test]
+fn kills_of_fresh_workers_never_shut_the_pool_down() {
+    let slot = Value::new(0u32).unwrap();
+    let pool = Pool::builder().processes(1).initializer(record_pid, slot.clone()).build().unwrap();
+    let mut last = 0;
+    for k in 0..5 {
+        let t = Instant::now();
+        while slot.get().unwrap() == last || slot.get().unwrap() == 0 {
+            assert!(t.elapsed() < Duration::from_secs(20), "no replacement after kill {k}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        last = slot.get().unwrap();
+        kill9(last);
+        while alive(last) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let r = pool.apply_async(square, 3).unwrap().get_timeout(Duration::from_secs(20));
+    eprintln!("after 5 kills of idle workers: {:?}", r.as_ref().map_err(|e| e.to_string()));
+    assert_eq!(r.ok(), Some(9));
+}
+
+/// Cancelling a job whose item was handed to a worker that has not begun
+/// it yet (a fresh replacement) counts as a "start failure"; five in a row
+/// and the pool refuses every job from then on.
+#[test]
+fn cancels_that_hit_fresh_workers_never_shut_the_pool_down() {
+    let pool = Pool::new(1).unwrap();
+    for k in 0..8 {
+        let r = pool.apply_async(nap, 3_600_000).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        r.cancel();
+        let o = r.get_timeout(Duration::from_secs(20));
+        eprintln!("cancel {k}: {:?}", o.as_ref().map_err(|e| e.to_string()));
+    }
+    let r = pool.apply_async(square, 3).unwrap().get_timeout(Duration::from_secs(20));
+    eprintln!("after the cancels: {:?}", r.as_ref().map_err(|e| e.to_string()));
+    assert_eq!(r.ok(), Some(9));
+}
+
+/// One panicking callback (user code on the manager thread) terminates the
+/// whole pool: every other job fails and the pool refuses new work.
+#[test]
+fn a_panicking_callback_leaves_the_pool_working() {
+    let pool = Pool::new(2).unwrap();
+    let other = pool.apply_async(nap, 300).unwrap();
+    pool.apply_async(square, 2).unwrap().then(|_| panic!("callback bug"));
+    let o = other.get_timeout(Duration::from_secs(20));
+    eprintln!("an unrelated job after the callback panicked: {:?}", o.as_ref().map_err(|e| e.to_string()));
+    let again = pool.apply_async(square, 3).map(|r| r.get_timeout(Duration::from_secs(20)).ok());
+    eprintln!("a new job: {:?}", again.as_ref().map_err(|e| e.to_string()));
+    assert!(o.is_ok());
+    assert_eq!(again.ok().flatten(), Some(9));
+}

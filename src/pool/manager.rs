@@ -449,7 +449,13 @@ impl Manager {
             w.process.exitcode(),
             w.fifo.len()
         );
-        if lost.is_none() && !ok_exit && w.received == 0 && started == 0 {
+        // A worker that ended by a signal (the pool's own kill for a
+        // timeout or cancel, an outside kill -9, the OOM killer) did not fail
+        // to start: only an exit with an error code before its first item
+        // counts, or five kills of fresh workers would shut the pool down
+        // for good.
+        let start_error = !ok_exit && signal.is_none() && w.killed.is_none();
+        if lost.is_none() && start_error && w.received == 0 && started == 0 {
             // It died before its first item: a failing initializer, or a
             // start that went wrong.
             self.start_failures += 1;

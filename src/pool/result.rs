@@ -144,7 +144,16 @@ impl<R> Job<R> {
             self.cond.notify_all();
         }
         if let Some(cb) = cb {
-            cb();
+            // A panicking callback is the caller's bug, not the pool's: it
+            // is logged and the manager thread (and every other job) goes
+            // on.
+            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)) {
+                log::error!(
+                    target: crate::process::LOG_TARGET,
+                    "a pool result callback panicked: {}",
+                    super::task::panic_message(&*payload)
+                );
+            }
         }
     }
 
@@ -557,7 +566,8 @@ impl<T: Send + 'static> AsyncResult<T> {
     /// Calls `callback` with the value once the job is finished (Python's
     /// `callback` / `error_callback`): on the pool's manager thread, or
     /// here and now if it is finished already. Keep callbacks short, as
-    /// Python advises: the pool waits for them.
+    /// Python advises: the pool waits for them. A callback that panics is
+    /// logged (target `shmproc`) and changes nothing else.
     ///
     /// ```no_run
     /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
