@@ -183,3 +183,17 @@ fn two_producers_into_an_unbounded_queue_keep_their_order_across_rings() {
     }
     assert!(q.empty());
 }
+
+#[test]
+fn the_rings_of_an_unbounded_queue_take_its_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let name = format!("unbounded-mode-{}", std::process::id());
+    let q = Queue::<String>::create_unbounded(&name, 1 << 30, &shmproc::Options::new().mode(0o640)).unwrap();
+    q.put("x".repeat(10_000)).unwrap(); // a second ring, made for a larger frame
+    let files = segments_of(&name);
+    assert!(files.len() >= 3, "{files:?}");
+    for f in files {
+        let mode = std::fs::metadata(format!("/dev/shm/{f}")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "{f}");
+    }
+}

@@ -87,6 +87,8 @@ pub(crate) struct ChainCtl {
 struct Words {
     /// The memory limit (bytes of live rings), fixed at creation.
     limit: AtomicU64,
+    /// The permission bits rings are created with (the creator's).
+    mode: AtomicU32,
     /// Bytes of the live rings.
     live: AtomicU64,
     /// Bumped when a ring is retired or the queue closes; producers at
@@ -109,7 +111,8 @@ struct ChainObj<T> {
 
 impl<T: Handoff> Object for ChainObj<T> {
     const KIND: Kind = Kind::QueueChain;
-    type Init = u64;
+    /// Memory limit, permission bits.
+    type Init = (u64, u32);
     type Ctl = ChainCtl;
     fn fingerprint() -> Fingerprint {
         if T::__POD.is_some() { PodVia::<T>::fingerprint() } else { FrameCell::<T>::fingerprint() }
@@ -117,13 +120,14 @@ impl<T: Handoff> Object for ChainObj<T> {
     fn data_size(_: u64) -> Option<u64> {
         Some(0)
     }
-    fn new_ctl(limit: &u64, _: u64) -> ChainCtl {
+    fn new_ctl(&(limit, mode): &(u64, u32), _: u64) -> ChainCtl {
         let z = || AtomicU32::new(0);
         ChainCtl {
             newest: Line(AtomicU64::new(0)),
             oldest: Line(AtomicU64::new(0)),
             words: Line(Words {
-                limit: AtomicU64::new(*limit),
+                limit: AtomicU64::new(limit),
+                mode: AtomicU32::new(mode),
                 live: AtomicU64::new(0),
                 space_seq: z(),
                 producers_waiting: z(),
@@ -148,6 +152,9 @@ struct Shared<T> {
     /// (it removes the rings' names); `None` for an opened queue.
     creator: Option<u32>,
     persisted: std::sync::atomic::AtomicBool,
+    /// How this handle opens rings (and, with the creator's mode, creates
+    /// them).
+    opts: Options,
 }
 
 /// An unbounded queue of `T`: handles to one chain of rings.
@@ -191,7 +198,7 @@ impl<T: Handoff> Chain<T> {
         format!("{}.{k}", self.name())
     }
 
-    fn wrap(ctl: ChainObj<T>, creator: bool) -> Self {
+    fn wrap(ctl: ChainObj<T>, creator: bool, opts: &Options) -> Self {
         let creator = creator.then(std::process::id);
         Chain {
             s: Arc::new(Shared {
@@ -199,6 +206,7 @@ impl<T: Handoff> Chain<T> {
                 rings: Mutex::new(Vec::new()),
                 creator,
                 persisted: std::sync::atomic::AtomicBool::new(false),
+                opts: opts.clone(),
             }),
         }
     }
@@ -210,11 +218,11 @@ impl<T: Handoff> Chain<T> {
             Some(n) => {
                 // The longest ring name must be valid too.
                 crate::shm::os_name(&format!("{n}.{MAX_RINGS}"))?;
-                object::create(n, limit, opts)?
+                object::create(n, (limit, opts.get_mode()), opts)?
             }
-            None => object::create_unique(limit, opts)?,
+            None => object::create_unique((limit, opts.get_mode()), opts)?,
         };
-        let chain = Self::wrap(ctl, true);
+        let chain = Self::wrap(ctl, true, opts);
         crate::shm::os_name(&chain.ring_name(MAX_RINGS))?;
         chain.create_ring(0, 0)?;
         Ok(chain)
@@ -222,7 +230,7 @@ impl<T: Handoff> Chain<T> {
 
     /// Opens the unbounded queue `name`.
     pub(super) fn open(name: &str, opts: &Options) -> Result<Self, OpenError> {
-        Ok(Self::wrap(object::open(name, opts)?, false))
+        Ok(Self::wrap(object::open(name, opts)?, false, opts))
     }
 
     /// The ring `k`, mapped once per process.
@@ -231,7 +239,7 @@ impl<T: Handoff> Chain<T> {
         if let Some((_, r)) = rings.iter().find(|(i, _)| *i == k) {
             return Ok(r.clone());
         }
-        let r = ItemRing::open(&self.ring_name(k), &Options::new())?;
+        let r = ItemRing::open(&self.ring_name(k), &self.s.opts)?;
         // Forget rings that are retired (below `oldest`).
         // Acquire: pairs with the AcqRel CAS in `retire`.
         let oldest = self.ctl().oldest.0.load(Ordering::Acquire);
@@ -257,7 +265,9 @@ impl<T: Handoff> Chain<T> {
             w.live.fetch_sub(cost, Ordering::AcqRel);
             return Ok(None);
         }
-        match ItemRing::create(Some(&self.ring_name(k)), slots, max_frame, &Options::new()) {
+        // Relaxed: fixed at creation. The rings share the queue's mode.
+        let opts = self.s.opts.clone().mode(w.mode.load(Ordering::Relaxed));
+        match ItemRing::create(Some(&self.ring_name(k)), slots, max_frame, &opts) {
             Ok(r) => {
                 r.persist();
                 let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
