@@ -209,9 +209,29 @@ shmproc::entry! {
 /// prefix of its stream (its in-flight one there or not); nobody blocks.
 #[test]
 fn killing_a_string_producer_mid_stream_loses_nothing_of_the_others() {
-    const M: u64 = 30_000;
     for round in 0..4u64 {
-        let q = Queue::<String>::new(32).unwrap();
+        kill_a_producer_mid_stream(Queue::<String>::new(32).unwrap(), round);
+    }
+}
+
+/// The same on an unbounded queue (rings sealed, linked and retired while
+/// the victim dies).
+#[test]
+fn killing_a_producer_of_an_unbounded_queue_mid_stream_loses_nothing_of_the_others() {
+    for round in 0..3u64 {
+        let q = Queue::<String>::new(0).unwrap();
+        let name = q.name().to_owned();
+        kill_a_producer_mid_stream(q, round);
+        assert!(
+            !std::fs::read_dir("/dev/shm").unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(&name)),
+            "segments of {name} left"
+        );
+    }
+}
+
+fn kill_a_producer_mid_stream(q: Queue<String>, round: u64) {
+    const M: u64 = 30_000;
+    {
         let mut victim = Process::new(put_tagged, (q.clone(), 1u64, u64::MAX)).with_daemon(true);
         let mut survivor = Process::new(put_tagged, (q.clone(), 0u64, M));
         victim.start().unwrap();
@@ -237,7 +257,7 @@ fn killing_a_string_producer_mid_stream_loses_nothing_of_the_others() {
         }
         common::join(&survivor).unwrap();
         let _ = common::join(&victim);
-        while let Ok(v) = q.get_nowait() {
+        while let Ok(v) = q.get_timeout(Duration::from_millis(200)) {
             assert_eq!(parse(&v).unwrap(), (1, next[1]), "victim: hole or duplicate");
             next[1] += 1;
         }
