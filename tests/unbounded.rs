@@ -19,6 +19,17 @@ fn segments_of(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Removes what a test left (so a failing test does not leak) and returns
+/// the names it removed.
+fn scrub(name: &str) -> Vec<String> {
+    let mut left = segments_of(name);
+    left.sort();
+    for f in &left {
+        let _ = std::fs::remove_file(format!("/dev/shm/{f}"));
+    }
+    left
+}
+
 const TEN_MILLION: u64 = 10_000_000;
 
 shmproc::entry! {
@@ -196,4 +207,51 @@ fn the_rings_of_an_unbounded_queue_take_its_permissions() {
         let mode = std::fs::metadata(format!("/dev/shm/{f}")).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640, "{f}");
     }
+}
+
+// Each `open` below attaches as another process does (its own mapping of
+// the control segment and rings, its own count in the control block).
+
+#[test]
+fn items_survive_the_creator_dropping_its_handle_while_others_use_the_queue() {
+    const M: u64 = 20_000; // ring 0 of a u64 chain holds 4096
+    let q = Queue::<u64>::new(0).unwrap();
+    let name = q.name().to_owned();
+    let producer = Queue::<u64>::open(&name).unwrap();
+    let consumer = Queue::<u64>::open(&name).unwrap();
+    assert_eq!(consumer.get_nowait(), Err(TryGetError::Empty)); // it has mapped ring 0
+    for i in 0..M {
+        producer.put(i).unwrap();
+    }
+    assert_eq!(producer.qsize() as u64, M);
+    drop(q); // the creator leaves; the others go on
+    let mut got = 0u64;
+    let last = loop {
+        match consumer.get_nowait() {
+            Ok(v) => {
+                assert_eq!(v, got);
+                got += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    drop((producer, consumer));
+    let left = scrub(&name);
+    assert_eq!(got, M, "items put and never delivered; the consumer's last get said {last:?}");
+    assert_eq!(left, Vec::<String>::new(), "left in /dev/shm after every handle dropped");
+}
+
+#[test]
+fn rings_created_after_the_creator_dropped_are_removed_by_the_last_handle() {
+    let q = Queue::<u64>::new(0).unwrap();
+    let name = q.name().to_owned();
+    let producer = Queue::<u64>::open(&name).unwrap();
+    producer.put(0).unwrap();
+    drop(q);
+    for i in 1..20_000 {
+        producer.put(i).unwrap();
+    }
+    drop(producer);
+    let left = scrub(&name);
+    assert_eq!(left, Vec::<String>::new(), "left in /dev/shm after every handle dropped");
 }

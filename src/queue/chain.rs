@@ -31,10 +31,13 @@
 //!   always allowed, so a limit smaller than two rings cannot deadlock.
 //! - **names**: ring segments are created persisted (the producer process
 //!   that happened to create one may exit before it is drained); the
-//!   consumer that retires a ring unlinks it, and the creator of the
-//!   queue, when its last handle drops, unlinks whatever rings are left.
-//!   If the creator is killed, the rings stay until removed with
-//!   [`unlink`](crate::unlink) (`gc` leaves persisted segments alone).
+//!   consumer that retires a ring unlinks it. Every process that creates
+//!   or opens the queue is recorded in the control block (`holders`); the
+//!   last one to drop its handles unlinks whatever rings are left, so the
+//!   creator leaving early takes nothing from the others. A persisted
+//!   queue's rings stay. Holders are recorded by process identity, so a
+//!   holder killed without detaching does not keep the rings: the last
+//!   live one to leave sees it dead and removes them.
 //!
 //! `qsize` is the sum of each live ring's exact count (each exact at its
 //! instant, the sum not one snapshot).
@@ -101,7 +104,22 @@ struct Words {
     dones: AtomicU64,
     done_seq: AtomicU32,
     joiners: AtomicU32,
+    /// Attaches (a create or open each; a forked child does not attach)
+    /// that found no free entry in `holders`.
+    attached: AtomicU32,
+    /// Non-zero once any handle called `persist()`: nobody removes the
+    /// rings on detach then (`unlink(name)` / `gc` do).
+    persisted: AtomicU32,
+    /// The attached processes' packed identities (pid, start time), one
+    /// entry per attach, 0 = free. The last live holder to detach removes
+    /// the rings' names; a holder killed without detaching is recognised
+    /// as dead (so it does not keep the rings forever).
+    holders: [AtomicU64; HOLDERS],
 }
+
+/// Entries of the holder table (attaches beyond it are only counted, and
+/// keep the rings until they detach).
+const HOLDERS: usize = 64;
 
 /// The control segment (its element identity is the rings').
 struct ChainObj<T> {
@@ -135,6 +153,10 @@ impl<T: Handoff> Object for ChainObj<T> {
                 dones: AtomicU64::new(0),
                 done_seq: z(),
                 joiners: z(),
+                attached: z(),
+                persisted: z(),
+                // The creator holds entry 0 from the start.
+                holders: std::array::from_fn(|i| AtomicU64::new(if i == 0 { crate::sys::thread::process_packed() } else { 0 })),
             }),
         }
     }
@@ -148,10 +170,12 @@ struct Shared<T> {
     ctl: ChainObj<T>,
     /// Rings this process has mapped, by index (oldest first).
     rings: Mutex<Vec<(u64, ItemRing<T>)>>,
-    /// The pid of the process that created the queue through this handle
-    /// (it removes the rings' names); `None` for an opened queue.
-    creator: Option<u32>,
-    persisted: std::sync::atomic::AtomicBool,
+    /// The pid of the process that attached (created or opened) through
+    /// this handle: only it detaches (a forked child inherits the handle
+    /// without attaching).
+    attacher: u32,
+    /// Its entry in the holder table (`None`: counted in `attached`).
+    holder: Option<usize>,
     /// How this handle opens rings (and, with the creator's mode, creates
     /// them).
     opts: Options,
@@ -199,13 +223,13 @@ impl<T: Handoff> Chain<T> {
     }
 
     fn wrap(ctl: ChainObj<T>, creator: bool, opts: &Options) -> Self {
-        let creator = creator.then(std::process::id);
+        let holder = if creator { Some(0) } else { attach(&ctl.m.ctl().words.0) };
         Chain {
             s: Arc::new(Shared {
                 ctl,
                 rings: Mutex::new(Vec::new()),
-                creator,
-                persisted: std::sync::atomic::AtomicBool::new(false),
+                attacher: std::process::id(),
+                holder,
                 opts: opts.clone(),
             }),
         }
@@ -370,6 +394,11 @@ impl<T: Handoff> Chain<T> {
                 return Err(PutFail::Closed(item));
             }
             let Ok(ring) = self.ring(n) else {
+                // Acquire: as above. `newest` moved on since we read it
+                // (the ring was retired and its name removed): follow it.
+                if self.ctl().newest.0.load(Ordering::Acquire) != n {
+                    continue;
+                }
                 // Only a ring removed by hand; nothing to put into.
                 return Err(PutFail::Closed(item));
             };
@@ -492,7 +521,8 @@ impl<T: Handoff> Chain<T> {
     }
 
     pub(super) fn persist(&self) {
-        self.s.persisted.store(true, Ordering::Relaxed);
+        // Release: pairs with the Acquire load in `Shared::drop`.
+        self.words().persisted.store(1, Ordering::Release);
         self.s.ctl.m.segment().persist();
     }
 
@@ -557,20 +587,72 @@ impl<T: Handoff> Chain<T> {
 }
 
 impl<T> Drop for Shared<T> {
-    /// The creator's last handle removes the names of the rings left.
+    /// The last process to detach from the queue removes the names of the
+    /// rings left (the creator leaving first must not take the rings from
+    /// the others: they may not have mapped them yet).
     fn drop(&mut self) {
-        // A forked child inherits the handle but is not the creator.
-        if self.creator != Some(std::process::id()) || self.persisted.load(Ordering::Relaxed) {
+        // A forked child inherits the handle but did not attach.
+        if self.attacher != std::process::id() {
             return;
         }
         let ctl = self.ctl.m.ctl();
-        // Relaxed: a best-effort cleanup; both are bounded below.
-        let o = ctl.oldest.0.load(Ordering::Relaxed);
-        let n = (ctl.newest.0.load(Ordering::Relaxed) & !CLOSED).clamp(o, o.saturating_add(LIVE_RINGS));
-        let name = self.ctl.m.segment().name();
-        // n + 1: a successor created by a producer that died before linking it.
-        for k in o..=n.saturating_add(1) {
-            let _ = crate::unlink(&format!("{name}.{k}"));
+        let w = &ctl.words.0;
+        let me = crate::sys::thread::process_packed();
+        match self.holder {
+            // AcqRel: pairs with the holders' attaches and detaches (the
+            // last one sees all of their uses of the chain before it).
+            Some(i) => {
+                let _ = w.holders[i].compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
+            }
+            // Saturating: the word is untrusted.
+            None => {
+                let _ = w.attached.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(1)));
+            }
         }
+        // Acquire (all three): pair with the AcqRel attaches/detaches and
+        // the Release store in `persist`.
+        if w.persisted.load(Ordering::Acquire) != 0 || w.attached.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let held = w.holders.iter().any(|h| {
+            let h = h.load(Ordering::Acquire);
+            h != 0 && !crate::sys::thread::owner_is_dead(h)
+        });
+        if !held {
+            unlink_rings(ctl, self.ctl.m.segment().name());
+        }
+    }
+}
+
+/// Records this process as a holder of the chain: a free entry of the
+/// table, else one of a dead holder, else only the overflow count.
+fn attach(w: &Words) -> Option<usize> {
+    let me = crate::sys::thread::process_packed();
+    // AcqRel: pairs with the detaches and the last holder's scan.
+    for i in 0..HOLDERS {
+        if w.holders[i].compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            return Some(i);
+        }
+    }
+    for (i, h) in w.holders.iter().enumerate() {
+        let cur = h.load(Ordering::Acquire);
+        if crate::sys::thread::owner_is_dead(cur) && h.compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            return Some(i);
+        }
+    }
+    w.attached.fetch_add(1, Ordering::AcqRel);
+    None
+}
+
+/// Removes the names of the live rings of the chain `ctl` (and of a
+/// successor created but not linked yet).
+fn unlink_rings(ctl: &ChainCtl, name: &str) {
+    // Acquire: pairs with the CASes in `advance` and `retire`; both are
+    // bounded below (untrusted indices).
+    let o = ctl.oldest.0.load(Ordering::Acquire);
+    let n = (ctl.newest.0.load(Ordering::Acquire) & !CLOSED).clamp(o, o.saturating_add(LIVE_RINGS));
+    // n + 1: a successor created by a producer that died before linking it.
+    for k in o..=n.saturating_add(1) {
+        let _ = crate::unlink(&format!("{name}.{k}"));
     }
 }
