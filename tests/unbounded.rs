@@ -255,3 +255,47 @@ fn rings_created_after_the_creator_dropped_are_removed_by_the_last_handle() {
     let left = scrub(&name);
     assert_eq!(left, Vec::<String>::new(), "left in /dev/shm after every handle dropped");
 }
+
+/// The /dev/shm name of ring `k` of the unbounded queue `name`, derived
+/// from ring 0's (whatever the naming scheme puts between them).
+fn ring_path(name: &str, k: u64) -> String {
+    let ring0 = segments_of(name).into_iter().find(|f| f.ends_with(".0")).expect("ring 0 in /dev/shm");
+    format!("/dev/shm/{}{k}", &ring0[..ring0.len() - 1])
+}
+
+#[test]
+fn a_successor_ring_name_left_half_created_stalls_nobody_and_get_timeout_keeps_its_deadline() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = format!("unbounded-wedge-{}", std::process::id());
+    let q = Queue::<u64>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).unwrap();
+    // What a producer killed right after shm_open(O_CREAT|O_EXCL) of ring 1
+    // left under the old scheme: an empty file under the ring's name.
+    let path = ring_path(&name, 1);
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap();
+    // And what one killed between creating and linking leaves now: a
+    // temporary name, to be removed with the queue.
+    let temp = format!("{path}.t999999x0");
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp).unwrap();
+    let mut n = 0u64;
+    let err = loop {
+        match q.put_nowait(n) {
+            Ok(()) => n += 1,
+            Err(e) => break e,
+        }
+    };
+    for i in 0..n {
+        assert_eq!(q.get_nowait(), Ok(i));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c = q.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(c.get_timeout(Duration::from_millis(100)));
+    });
+    let got = rx.recv_timeout(Duration::from_secs(60));
+    let _ = std::fs::remove_file(&path);
+    drop(q);
+    let left = scrub(&name);
+    assert!(matches!(err, TryPutError::Full(_)), "put_nowait into an open unbounded queue that cannot grow: {err:?}");
+    assert_eq!(got, Ok(Err(GetTimeoutError::TimedOut)), "get_timeout(100 ms) on the drained queue (60 s given)");
+    assert_eq!(left, Vec::<String>::new(), "left in /dev/shm");
+}

@@ -75,6 +75,10 @@ const MAX_RINGS: u64 = 1 << 40;
 const LIVE_RINGS: u64 = 1 << 10;
 /// Links a `try_` call follows before it reports `Full` / `Empty`.
 const TRY_LINKS: u32 = 64;
+/// What separates a ring's index from the rest of its temporary name
+/// (`<name>.<k>.t<pid>x<seq>`), and the bound of `<seq>`.
+const TEMP_MARK: &str = ".t";
+const TEMP_SEQ: u64 = 1 << 20;
 
 /// The chain's control block.
 #[repr(C)]
@@ -222,6 +226,22 @@ impl<T: Handoff> Chain<T> {
         format!("{}.{k}", self.name())
     }
 
+    /// A private name to build ring `k` under before it is linked as
+    /// `ring_name(k)` (unique per process and call).
+    fn temp_ring_name(&self, k: u64) -> String {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        // Relaxed: only uniqueness within this process matters.
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed) % TEMP_SEQ;
+        format!("{}.{k}{TEMP_MARK}{}x{seq}", self.name(), std::process::id())
+    }
+
+    /// How rings are opened: with this handle's trust options, and without
+    /// waiting for READY (a ring's name appears only once it is complete,
+    /// see `create_ring`: a ring that is not READY is foreign).
+    fn ring_opts(&self) -> Options {
+        self.s.opts.clone().init_timeout(std::time::Duration::ZERO)
+    }
+
     fn wrap(ctl: ChainObj<T>, creator: bool, opts: &Options) -> Self {
         let holder = if creator { Some(0) } else { attach(&ctl.m.ctl().words.0) };
         Chain {
@@ -247,7 +267,7 @@ impl<T: Handoff> Chain<T> {
             None => object::create_unique((limit, opts.get_mode()), opts)?,
         };
         let chain = Self::wrap(ctl, true, opts);
-        crate::shm::os_name(&chain.ring_name(MAX_RINGS))?;
+        crate::shm::os_name(&format!("{}{TEMP_MARK}{}x{TEMP_SEQ}", chain.ring_name(MAX_RINGS), u32::MAX))?;
         chain.create_ring(0, 0)?;
         Ok(chain)
     }
@@ -263,7 +283,7 @@ impl<T: Handoff> Chain<T> {
         if let Some((_, r)) = rings.iter().find(|(i, _)| *i == k) {
             return Ok(r.clone());
         }
-        let r = ItemRing::open(&self.ring_name(k), &self.s.opts)?;
+        let r = ItemRing::open(&self.ring_name(k), &self.ring_opts())?;
         // Forget rings that are retired (below `oldest`).
         // Acquire: pairs with the AcqRel CAS in `retire`.
         let oldest = self.ctl().oldest.0.load(Ordering::Acquire);
@@ -273,8 +293,17 @@ impl<T: Handoff> Chain<T> {
     }
 
     /// Creates ring `k` with slots for frames of `need` bytes (at least as
-    /// large as ring `k - 1`'s), unless the memory limit forbids it
-    /// (`Ok(None)`). An existing ring `k` is opened instead.
+    /// large as ring `k - 1`'s), unless the memory limit or /dev/shm
+    /// forbids it, or a foreign file holds its name (`Ok(None)`). An
+    /// existing ring `k` is opened instead. `Err` only if no ring can hold
+    /// frames of `need` bytes.
+    ///
+    /// The ring is built and made READY under a private temporary name,
+    /// then linked under its real name (atomically, never replacing), so
+    /// `<name>.<k>` is always either absent or a complete ring: a producer
+    /// killed mid-creation leaves at most its temporary name (removed by
+    /// the last holder, `unlink_rings`), never a half-made ring that
+    /// wedges the chain.
     fn create_ring(&self, k: u64, need: u64) -> Result<Option<ItemRing<T>>, OpenError> {
         if let Ok(r) = self.ring(k) {
             return Ok(Some(r));
@@ -291,22 +320,28 @@ impl<T: Handoff> Chain<T> {
         }
         // Relaxed: fixed at creation. The rings share the queue's mode.
         let opts = self.s.opts.clone().mode(w.mode.load(Ordering::Relaxed));
-        match ItemRing::create(Some(&self.ring_name(k)), slots, max_frame, &opts) {
+        let temp = self.temp_ring_name(k);
+        let linked = ItemRing::create(Some(&temp), slots, max_frame, &opts).and_then(|r| {
+            // Persisted before it gets its real name: no process's drop
+            // (nor `gc`) removes a linked ring; only `retire` and the
+            // last holder do.
+            r.persist();
+            let linked = crate::shm::link(&temp, &self.ring_name(k));
+            let _ = crate::unlink(&temp);
+            linked.map(|()| r)
+        });
+        match linked {
             Ok(r) => {
-                r.persist();
                 let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
                 rings.push((k, r.clone()));
                 Ok(Some(r))
             }
             Err(e) => {
                 w.live.fetch_sub(cost, Ordering::AcqRel);
-                match e {
-                    // Somebody else created it meanwhile: use theirs.
-                    OpenError::AlreadyExists(_) => self.ring(k).map(Some),
-                    // /dev/shm is full: as the memory limit.
-                    OpenError::NoSpace { .. } => Ok(None),
-                    e => Err(e),
-                }
+                // Somebody else linked it meanwhile: use theirs. Anything
+                // else (/dev/shm full, a foreign file under the name): the
+                // chain cannot grow now, as at the memory limit.
+                if let OpenError::AlreadyExists(_) = e { Ok(self.ring(k).ok()) } else { Ok(None) }
             }
         }
     }
@@ -457,7 +492,8 @@ impl<T: Handoff> Chain<T> {
             step = step.saturating_add(1);
             match mode {
                 Mode::Try if step > TRY_LINKS => return Err(GetFail::Empty),
-                Mode::Until(d) if step > TRY_LINKS && d.passed() => return Err(GetFail::TimedOut),
+                // The deadline is checked on every step after the first.
+                Mode::Until(d) if step > 1 && d.passed() => return Err(GetFail::TimedOut),
                 _ => {}
             }
             // Acquire: pairs with the AcqRel CAS in `retire`.
@@ -654,5 +690,14 @@ fn unlink_rings(ctl: &ChainCtl, name: &str) {
     // n + 1: a successor created by a producer that died before linking it.
     for k in o..=n.saturating_add(1) {
         let _ = crate::unlink(&format!("{name}.{k}"));
+    }
+    // Temporary names of rings whose creator was killed before linking.
+    let prefix = format!("{name}.");
+    for temp in crate::shm::names_starting_with(&prefix) {
+        let rest = &temp[prefix.len()..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && rest[digits..].starts_with(TEMP_MARK) {
+            let _ = crate::unlink(&temp);
+        }
     }
 }

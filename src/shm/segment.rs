@@ -288,6 +288,25 @@ pub fn unlink(name: &str) -> Result<(), OpenError> {
     sys::shm::unlink(&c_name).map_err(|e| errno_to_open(name, e))
 }
 
+/// Gives the segment `from` the second name `to`, atomically, failing
+/// with `AlreadyExists` if `to` exists (never replacing it).
+pub(crate) fn link(from: &str, to: &str) -> Result<(), OpenError> {
+    let (f, t) = (os_name(from)?, os_name(to)?);
+    sys::shm::link_no_replace(&f, &t).map_err(|e| errno_to_open(to, e))
+}
+
+/// The user names in /dev/shm that start with `prefix` (empty on an
+/// unreadable directory).
+pub(crate) fn names_starting_with(prefix: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(SHM_DIR) else { return Vec::new() };
+    dir.filter_map(|e| {
+        let f = e.ok()?.file_name().into_string().ok()?;
+        let user = f.strip_prefix(NAME_PREFIX)?;
+        user.starts_with(prefix).then(|| user.to_owned())
+    })
+    .collect()
+}
+
 /// Removes this crate's segments whose creator process is dead. Only a
 /// regular file owned by our effective uid whose header proves it is ours
 /// (magic and this build's layout version) is considered, so foreign files
