@@ -299,3 +299,53 @@ fn a_successor_ring_name_left_half_created_stalls_nobody_and_get_timeout_keeps_i
     assert_eq!(got, Ok(Err(GetTimeoutError::TimedOut)), "get_timeout(100 ms) on the drained queue (60 s given)");
     assert_eq!(left, Vec::<String>::new(), "left in /dev/shm");
 }
+
+shmproc::entry! {
+    fn create_put_and_hang(args: (String, shmproc::Event)) -> Result<(), String> {
+        let (name, ready) = args;
+        let q = Queue::<String>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).map_err(|e| e.to_string())?;
+        q.put("stale item of a dead queue".into()).map_err(|e| e.to_string())?;
+        ready.set();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+#[test]
+fn a_queue_created_again_after_its_creator_was_killed_and_the_name_unlinked_starts_empty_with_no_ring_left() {
+    let name = format!("unbounded-stale-{}", std::process::id());
+    let ready = shmproc::Event::new().unwrap();
+    let mut p = Process::new(create_put_and_hang, (name.clone(), ready.clone())).with_daemon(true);
+    p.start().unwrap();
+    let set = ready.wait_timeout(Duration::from_secs(60));
+    p.kill().unwrap();
+    let _ = common::join(&p);
+    assert!(set, "the child did not create the queue within 60 s");
+    shmproc::unlink(&name).unwrap();
+    let leaked = segments_of(&name);
+    let q = Queue::<String>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).unwrap();
+    let first = q.get_nowait();
+    drop(q);
+    let left = scrub(&name);
+    assert_eq!(first, Err(TryGetError::Empty), "a brand-new queue delivered an item (leaked rings: {leaked:?})");
+    assert_eq!(leaked, Vec::<String>::new(), "rings left in /dev/shm by the killed creator after unlink(name)");
+    assert_eq!(left, Vec::<String>::new());
+}
+
+#[test]
+fn unlinking_a_persisted_unbounded_queue_removes_its_rings_and_a_new_one_starts_empty() {
+    let name = format!("unbounded-persist-{}", std::process::id());
+    let q = Queue::<String>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).unwrap();
+    q.put("from the removed queue".into()).unwrap();
+    q.persist();
+    drop(q);
+    shmproc::unlink(&name).unwrap();
+    let left = segments_of(&name);
+    let again = Queue::<String>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).unwrap();
+    let first = again.get_nowait();
+    drop(again);
+    scrub(&name);
+    assert_eq!(first, Err(TryGetError::Empty), "a new queue served an item of a removed one");
+    assert_eq!(left, Vec::<String>::new(), "unlink(name) left these");
+}

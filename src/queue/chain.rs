@@ -4,7 +4,9 @@
 //! Shape: a small control segment under the queue's name holds two
 //! indices, `newest` (the ring producers put into) and `oldest` (the ring
 //! consumers drain). Ring `k` is an ordinary [`ItemRing`] segment named
-//! `<name>.<k>` (plain-data slots or frames, as for a bounded queue).
+//! `<name>.<generation>.<k>` (plain-data slots or frames, as for a
+//! bounded queue; the random generation, recorded in the control block,
+//! keeps rings left by an earlier queue of the same name out of this one).
 //!
 //! - **put**: try the newest ring; if it is full, or its frames are too
 //!   small for the item, *seal* it (close it: its producers' claims fail
@@ -76,7 +78,7 @@ const LIVE_RINGS: u64 = 1 << 10;
 /// Links a `try_` call follows before it reports `Full` / `Empty`.
 const TRY_LINKS: u32 = 64;
 /// What separates a ring's index from the rest of its temporary name
-/// (`<name>.<k>.t<pid>x<seq>`), and the bound of `<seq>`.
+/// (`<ring name>.t<pid>x<seq>`), and the bound of `<seq>`.
 const TEMP_MARK: &str = ".t";
 const TEMP_SEQ: u64 = 1 << 20;
 
@@ -119,6 +121,10 @@ struct Words {
     /// the rings' names; a holder killed without detaching is recognised
     /// as dead (so it does not keep the rings forever).
     holders: [AtomicU64; HOLDERS],
+    /// This queue's random generation, part of its rings' names
+    /// (`<name>.<generation:08x>.<k>`): rings left by an earlier queue of
+    /// the same name are never taken for this one's. Fixed at creation.
+    generation: AtomicU32,
 }
 
 /// Entries of the holder table (attaches beyond it are only counted, and
@@ -160,6 +166,7 @@ impl<T: Handoff> Object for ChainObj<T> {
                 attached: z(),
                 persisted: z(),
                 // The creator holds entry 0 from the start.
+                generation: AtomicU32::new(random_generation()),
                 holders: std::array::from_fn(|i| AtomicU64::new(if i == 0 { crate::sys::thread::process_packed() } else { 0 })),
             }),
         }
@@ -180,6 +187,8 @@ struct Shared<T> {
     attacher: u32,
     /// Its entry in the holder table (`None`: counted in `attached`).
     holder: Option<usize>,
+    /// The queue's generation, read once at attach.
+    generation: u32,
     /// How this handle opens rings (and, with the creator's mode, creates
     /// them).
     opts: Options,
@@ -223,7 +232,7 @@ impl<T: Handoff> Chain<T> {
     }
 
     fn ring_name(&self, k: u64) -> String {
-        format!("{}.{k}", self.name())
+        ring_name(self.name(), self.s.generation, k)
     }
 
     /// A private name to build ring `k` under before it is linked as
@@ -232,7 +241,7 @@ impl<T: Handoff> Chain<T> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         // Relaxed: only uniqueness within this process matters.
         let seq = SEQ.fetch_add(1, Ordering::Relaxed) % TEMP_SEQ;
-        format!("{}.{k}{TEMP_MARK}{}x{seq}", self.name(), std::process::id())
+        format!("{}{TEMP_MARK}{}x{seq}", self.ring_name(k), std::process::id())
     }
 
     /// How rings are opened: with this handle's trust options, and without
@@ -244,12 +253,15 @@ impl<T: Handoff> Chain<T> {
 
     fn wrap(ctl: ChainObj<T>, creator: bool, opts: &Options) -> Self {
         let holder = if creator { Some(0) } else { attach(&ctl.m.ctl().words.0) };
+        // Relaxed: fixed at creation (published with READY); read once.
+        let generation = ctl.m.ctl().words.0.generation.load(Ordering::Relaxed);
         Chain {
             s: Arc::new(Shared {
                 ctl,
                 rings: Mutex::new(Vec::new()),
                 attacher: std::process::id(),
                 holder,
+                generation,
                 opts: opts.clone(),
             }),
         }
@@ -300,7 +312,7 @@ impl<T: Handoff> Chain<T> {
     ///
     /// The ring is built and made READY under a private temporary name,
     /// then linked under its real name (atomically, never replacing), so
-    /// `<name>.<k>` is always either absent or a complete ring: a producer
+    /// a ring's name is always either absent or a complete ring: a producer
     /// killed mid-creation leaves at most its temporary name (removed by
     /// the last holder, `unlink_rings`), never a half-made ring that
     /// wedges the chain.
@@ -655,7 +667,7 @@ impl<T> Drop for Shared<T> {
             h != 0 && !crate::sys::thread::owner_is_dead(h)
         });
         if !held {
-            unlink_rings(ctl, self.ctl.m.segment().name());
+            unlink_rings(ctl, self.ctl.m.segment().name(), self.generation);
         }
     }
 }
@@ -682,17 +694,17 @@ fn attach(w: &Words) -> Option<usize> {
 
 /// Removes the names of the live rings of the chain `ctl` (and of a
 /// successor created but not linked yet).
-fn unlink_rings(ctl: &ChainCtl, name: &str) {
+fn unlink_rings(ctl: &ChainCtl, name: &str, generation: u32) {
     // Acquire: pairs with the CASes in `advance` and `retire`; both are
     // bounded below (untrusted indices).
     let o = ctl.oldest.0.load(Ordering::Acquire);
     let n = (ctl.newest.0.load(Ordering::Acquire) & !CLOSED).clamp(o, o.saturating_add(LIVE_RINGS));
     // n + 1: a successor created by a producer that died before linking it.
     for k in o..=n.saturating_add(1) {
-        let _ = crate::unlink(&format!("{name}.{k}"));
+        let _ = crate::unlink(&ring_name(name, generation, k));
     }
     // Temporary names of rings whose creator was killed before linking.
-    let prefix = format!("{name}.");
+    let prefix = format!("{name}.{generation:08x}.");
     for temp in crate::shm::names_starting_with(&prefix) {
         let rest = &temp[prefix.len()..];
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
@@ -700,4 +712,19 @@ fn unlink_rings(ctl: &ChainCtl, name: &str) {
             let _ = crate::unlink(&temp);
         }
     }
+}
+
+/// The name of ring `k` of the queue `name` of generation `generation`.
+fn ring_name(name: &str, generation: u32, k: u64) -> String {
+    format!("{name}.{generation:08x}.{k}")
+}
+
+/// A generation unlikely to repeat for one name (std's per-process random
+/// hash keys, the time and the pid).
+fn random_generation() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish() as u32
 }
