@@ -349,3 +349,58 @@ fn unlinking_a_persisted_unbounded_queue_removes_its_rings_and_a_new_one_starts_
     assert_eq!(first, Err(TryGetError::Empty), "a new queue served an item of a removed one");
     assert_eq!(left, Vec::<String>::new(), "unlink(name) left these");
 }
+
+/// Bytes of this queue's segments in /dev/shm.
+fn bytes_of(name: &str) -> u64 {
+    segments_of(name).iter().filter_map(|f| std::fs::metadata(format!("/dev/shm/{f}")).ok()).map(|m| m.len()).sum()
+}
+
+#[test]
+fn the_memory_limit_bounds_the_rings_bytes_over_fill_and_drain_cycles() {
+    const LIMIT: u64 = 1 << 20;
+    let q = Queue::<u64>::unbounded_with_limit(LIMIT).unwrap();
+    let name = q.name().to_owned();
+    let (mut most, mut log) = (0u64, Vec::new());
+    for _round in 0..9 {
+        let mut n = 0u64;
+        while q.put_nowait(n).is_ok() {
+            n += 1;
+        }
+        let b = bytes_of(&name);
+        most = most.max(b);
+        log.push((n, b));
+        for i in 0..n {
+            assert_eq!(q.get_nowait(), Ok(i));
+        }
+        if most > 16 * LIMIT {
+            break;
+        }
+    }
+    drop(q);
+    scrub(&name);
+    // The control segment is not counted in the limit (one page or so).
+    assert!(
+        most <= LIMIT + (64 << 10),
+        "a queue limited to {LIMIT} bytes took {most} bytes; (items, bytes) per fill: {log:?}"
+    );
+    assert!(log.iter().all(|&(n, _)| n > 10_000), "(items, bytes) per fill: {log:?}");
+}
+
+#[test]
+fn an_item_that_cannot_fit_the_memory_limit_is_refused_as_too_large() {
+    const LIMIT: u64 = 1 << 20;
+    let q = Queue::<String>::unbounded_with_limit(LIMIT).unwrap();
+    let name = q.name().to_owned();
+    let big = "x".repeat(8 << 20);
+    let r = q.put_nowait(big.clone());
+    let r2 = q.put_timeout(big.clone(), Duration::from_secs(30));
+    let bytes = bytes_of(&name);
+    q.put("fits".into()).unwrap();
+    let got = q.get_nowait();
+    drop(q);
+    scrub(&name);
+    assert_eq!(r, Err(TryPutError::TooLarge(big.clone())));
+    assert_eq!(r2, Err(PutTimeoutError::TooLarge(big)));
+    assert!(bytes <= LIMIT + (64 << 10), "a queue limited to {LIMIT} bytes took {bytes} bytes of /dev/shm");
+    assert_eq!(got.as_deref(), Ok("fits"));
+}

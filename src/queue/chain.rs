@@ -24,13 +24,17 @@
 //! - **crashes**: inside a ring, the ring's own guarantees (a dead
 //!   producer's item absent, a dead consumer's item gone with it). Between
 //!   rings, every step is idempotent, see above.
-//! - **memory**: the live rings' bytes are counted in the control block;
-//!   a new ring that would pass the limit (default
-//!   [`DEFAULT_MEMORY_LIMIT`]) is not created: the queue is full until
-//!   consumers retire a ring (`put_nowait`: `Full`; `put`: waits). Space is
+//! - **memory**: the live rings' bytes (their segments' sizes, counted
+//!   the same on create and retire) are kept in the control block; a new
+//!   ring that would pass the limit (default [`DEFAULT_MEMORY_LIMIT`]) is
+//!   not created: the queue is full until consumers retire a ring
+//!   (`put_nowait`: `Full`; `put`: waits). A ring takes at most half the
+//!   limit, and a ring is sealed only once its successor exists, so the
+//!   ring being drained and its successor always fit: no exception to the
+//!   limit is needed to avoid a deadlock. An item whose frame needs rings
+//!   of more than half the limit can never be put: `TooLarge`. Space is
 //!   reserved when a ring is created (`fallocate`), so a full `/dev/shm`
-//!   is that same "full", never a SIGBUS. One ring beyond the oldest is
-//!   always allowed, so a limit smaller than two rings cannot deadlock.
+//!   is that same "full", never a SIGBUS.
 //! - **names**: ring segments are created persisted (the producer process
 //!   that happened to create one may exit before it is drained); the
 //!   consumer that retires a ring unlinks it. Every process that creates
@@ -75,6 +79,10 @@ const MAX_RINGS: u64 = 1 << 40;
 /// Most rings alive at once that `qsize` and the creator's cleanup look
 /// at (the indices are untrusted; a real chain has a few dozen at most).
 const LIVE_RINGS: u64 = 1 << 10;
+/// An upper bound of a ring segment's bytes beyond its slots (header,
+/// control block, alignment): reserved with the slots, the excess given
+/// back once the ring exists.
+const RING_OVERHEAD: u64 = 4096;
 /// Links a `try_` call follows before it reports `Full` / `Empty`.
 const TRY_LINKS: u32 = 64;
 /// What separates a ring's index from the rest of its temporary name
@@ -323,10 +331,11 @@ impl<T: Handoff> Chain<T> {
         let (slots, max_frame, cost) = self.plan(k, need)?;
         let w = self.words();
         // AcqRel: pairs with the other reservations and `retire`'s release.
+        // No exception to the limit: a ring takes at most half of it and
+        // is sealed only once its successor exists (`advance`), so the
+        // ring being drained plus its successor always fit.
         let before = w.live.fetch_add(cost, Ordering::AcqRel);
-        // Acquire: pairs with the AcqRel CAS in `retire`.
-        let only_one_live = self.ctl().oldest.0.load(Ordering::Acquire).saturating_add(1) >= k;
-        if before + cost > w.limit.load(Ordering::Relaxed) && !only_one_live {
+        if before.saturating_add(cost) > w.limit.load(Ordering::Relaxed) {
             w.live.fetch_sub(cost, Ordering::AcqRel);
             return Ok(None);
         }
@@ -344,6 +353,9 @@ impl<T: Handoff> Chain<T> {
         });
         match linked {
             Ok(r) => {
+                // Counted as `retire` will give it back: the segment's bytes.
+                // AcqRel: as the reservation.
+                w.live.fetch_sub(cost.saturating_sub(r.bytes()), Ordering::AcqRel);
                 let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
                 rings.push((k, r.clone()));
                 Ok(Some(r))
@@ -369,9 +381,19 @@ impl<T: Handoff> Chain<T> {
         } else {
             super::frames::frame_stride(max_frame).ok_or_else(|| OpenError::InvalidArgument("frame too large".into()))?
         };
-        let bytes = (FIRST_RING_BYTES << k.min(20)).clamp(FIRST_RING_BYTES, MAX_RING_BYTES).max(2 * stride);
+        // Two rings (the one drained, its successor) must fit the limit
+        // together: a ring takes at most half of it.
+        // Relaxed: fixed at creation.
+        let cap = (self.words().limit.load(Ordering::Relaxed) / 2).saturating_sub(RING_OVERHEAD);
+        if 2 * stride > cap {
+            return Err(OpenError::InvalidArgument(format!(
+                "an item of {need} bytes needs rings of at least {} bytes: more than half the memory limit",
+                2 * stride + RING_OVERHEAD
+            )));
+        }
+        let bytes = (FIRST_RING_BYTES << k.min(20)).clamp(FIRST_RING_BYTES, MAX_RING_BYTES).min(cap).max(2 * stride);
         let slots = slots_for(bytes, stride);
-        Ok((slots, max_frame, slots * stride))
+        Ok((slots, max_frame, slots * stride + RING_OVERHEAD))
     }
 
     /// Whether a put would find no room now: the newest ring is full (or
@@ -392,16 +414,23 @@ impl<T: Handoff> Chain<T> {
     /// Ring `k` cannot take an item (full, sealed, or frames of less than
     /// `need` bytes): seals it, makes sure ring `k + 1` exists and moves
     /// `newest` on. False if the memory limit forbids a new ring.
+    ///
+    /// The successor is made *before* ring `k` is sealed: a ring is never
+    /// sealed without a successor to go on with (so consumers that drain
+    /// it can always move on, and the memory it holds is given back), and
+    /// when the successor cannot be made the ring stays open, to be
+    /// drained and filled again.
     fn advance(&self, k: u64, ring: &ItemRing<T>, need: u64) -> Result<bool, OpenError> {
-        ring.close();
         let newest = &self.ctl().newest.0;
         // Acquire: pairs with the AcqRel CAS below (by anyone).
         if newest.load(Ordering::Acquire) != k {
+            ring.close();
             return Ok(true);
         }
         if self.create_ring(k + 1, need)?.is_none() {
             return Ok(false);
         }
+        ring.close();
         // AcqRel: publishes ring k + 1 (it exists, READY) to whoever reads
         // `newest`; fails if another process moved it, or closed the queue.
         let _ = newest.compare_exchange(k, k + 1, Ordering::AcqRel, Ordering::Relaxed);
