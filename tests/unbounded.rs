@@ -404,3 +404,61 @@ fn an_item_that_cannot_fit_the_memory_limit_is_refused_as_too_large() {
     assert!(bytes <= LIMIT + (64 << 10), "a queue limited to {LIMIT} bytes took {bytes} bytes of /dev/shm");
     assert_eq!(got.as_deref(), Ok("fits"));
 }
+
+/// CPU time of this process so far, in ms (user + system).
+fn cpu_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = after.split(' ').skip(11).take(2).map(|x| x.parse().unwrap()).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    (f[0] + f[1]) * 1000 / hz
+}
+
+shmproc::entry! {
+    fn fill_drain_and_wait(q: Queue<u64>) -> Result<(), String> {
+        // /dev/shm "full" for this process: RLIMIT_FSIZE fails the next
+        // ring's reservation (EFBIG, the same NoSpace).
+        // SAFETY: plain libc calls on this child process.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit { rlim_cur: 100 << 10, rlim_max: libc::RLIM_INFINITY };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+        }
+        let mut n = 0u64;
+        let err = loop {
+            match q.put_nowait(n) {
+                Ok(()) => n += 1,
+                Err(e) => break e,
+            }
+        };
+        if !matches!(err, TryPutError::Full(_)) {
+            return Err(format!("put_nowait #{n} with /dev/shm full: {err:?}"));
+        }
+        for i in 0..n {
+            if q.get_nowait() != Ok(i) {
+                return Err(format!("item {i}"));
+            }
+        }
+        let before = cpu_ms();
+        let r = q.get_timeout(Duration::from_secs(1));
+        let used = cpu_ms() - before;
+        if r != Err(GetTimeoutError::TimedOut) {
+            return Err(format!("get_timeout on the drained queue: {r:?}"));
+        }
+        // Asleep, it uses next to nothing; a spin takes most of the second.
+        if used > 300 {
+            return Err(format!("a get blocked for 1 s on an empty queue burned {used} ms of CPU"));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_get_on_an_empty_unbounded_queue_with_dev_shm_full_sleeps() {
+    let q = Queue::<u64>::new(0).unwrap();
+    let mut p = Process::new(fill_drain_and_wait, q.clone());
+    p.start().unwrap();
+    let _ = common::join(&p);
+    assert_eq!(p.exitcode(), Some(0), "the child failed (its stderr says why)");
+}

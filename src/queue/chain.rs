@@ -557,9 +557,15 @@ impl<T: Handoff> Chain<T> {
                             return Err(GetFail::Closed);
                         }
                         // Sealed by a producer that has not linked the
-                        // successor yet (or died doing it): link it.
+                        // successor yet (or died doing it): link it. If it
+                        // cannot be made (/dev/shm full, limit), sleep on
+                        // the space word until a ring is retired or the
+                        // queue closes (a poll period at most), never spin.
                         if !self.advance(o, &ring, 0).unwrap_or(false) {
-                            std::thread::yield_now();
+                            match mode {
+                                Mode::Try => return Err(GetFail::Empty),
+                                Mode::Until(d) => self.wait_for_space(d),
+                            }
                         }
                         continue;
                     }
