@@ -462,3 +462,38 @@ fn a_get_on_an_empty_unbounded_queue_with_dev_shm_full_sleeps() {
     let _ = common::join(&p);
     assert_eq!(p.exitcode(), Some(0), "the child failed (its stderr says why)");
 }
+
+#[test]
+fn an_unbounded_joinable_queue_counts_a_put_before_its_item_can_be_got() {
+    // One CPU for both threads: the consumer woken by the put's futex wake
+    // may run before the producer returns from put.
+    // SAFETY: plain libc call on this thread (the threads spawned below inherit it).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    const N: u64 = 20_000;
+    let q = JoinableQueue::<u64>::new(0).unwrap();
+    let c = q.clone();
+    let consumer = std::thread::spawn(move || {
+        let (mut refused, mut unfinished_zero) = (0u64, 0u64);
+        for _ in 0..N {
+            c.get_timeout(Duration::from_secs(60)).unwrap(); // the producer's put wakes it
+            if c.unfinished_tasks() == 0 {
+                unfinished_zero += 1; // the item we hold is not counted
+            }
+            if c.task_done().is_err() {
+                refused += 1;
+            }
+        }
+        (refused, unfinished_zero)
+    });
+    for i in 0..N {
+        std::thread::sleep(Duration::from_micros(20)); // let the consumer fall asleep
+        q.put(i).unwrap();
+    }
+    let (refused, unfinished_zero) = consumer.join().unwrap();
+    assert_eq!((refused, unfinished_zero), (0, 0), "task_done refused, unfinished_tasks() == 0 while holding an item");
+    assert!(q.join_timeout(Duration::from_secs(60)));
+}

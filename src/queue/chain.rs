@@ -478,12 +478,18 @@ impl<T: Handoff> Chain<T> {
                 // Only a ring removed by hand; nothing to put into.
                 return Err(PutFail::Closed(item));
             };
-            let need = match ring.put(item, Mode::Try) {
-                Ok(()) => {
-                    // Release: pairs with the Acquire loads in `unfinished`.
-                    self.words().puts.fetch_add(1, Ordering::Release);
-                    return Ok(());
-                }
+            // Counted before the item is visible (JoinableQueue): a
+            // consumer that gets it must find it counted, or its task_done
+            // is refused and a join returns early. Release: pairs with the
+            // Acquire loads in `unfinished` (also ordered before the ring's
+            // Release publish, which the consumer's get Acquires).
+            self.words().puts.fetch_add(1, Ordering::Release);
+            let put = ring.put(item, Mode::Try);
+            if put.is_err() {
+                self.uncount_put();
+            }
+            let need = match put {
+                Ok(()) => return Ok(()),
                 Err(PutFail::TooLarge(v)) => {
                     let mut len = Vec::new();
                     v.encode(&mut len);
@@ -510,6 +516,22 @@ impl<T: Handoff> Chain<T> {
                 Err(_) if need > 0 => return Err(PutFail::TooLarge(item)),
                 Err(_) => return Err(PutFail::Closed(item)),
             }
+        }
+    }
+
+    /// Takes back the count of a put that did not go in (and wakes
+    /// joiners if that was the last unfinished task).
+    #[cold]
+    fn uncount_put(&self) {
+        let w = self.words();
+        // AcqRel: pairs with the increments and `task_done`'s loads.
+        w.puts.fetch_sub(1, Ordering::AcqRel);
+        // SeqCst: the Dekker pair with the joiners' registration, as in
+        // `task_done`.
+        if self.unfinished() == 0 && w.joiners.load(Ordering::SeqCst) != 0 {
+            // Release: pairs with the joiners' Acquire ticket load.
+            w.done_seq.fetch_add(1, Ordering::Release);
+            wake32(&w.done_seq, u32::MAX);
         }
     }
 
