@@ -526,8 +526,13 @@ impl<T: Handoff> Chain<T> {
         let w = self.words();
         // AcqRel: pairs with the increments and `task_done`'s loads.
         w.puts.fetch_sub(1, Ordering::AcqRel);
-        // SeqCst: the Dekker pair with the joiners' registration, as in
-        // `task_done`.
+        self.wake_joiners_if_done();
+    }
+
+    /// Wakes the joiners if no task is unfinished now.
+    fn wake_joiners_if_done(&self) {
+        let w = self.words();
+        // SeqCst: a Dekker pair with the joiners' registration in `join_until`.
         if self.unfinished() == 0 && w.joiners.load(Ordering::SeqCst) != 0 {
             // Release: pairs with the joiners' Acquire ticket load.
             w.done_seq.fetch_add(1, Ordering::Release);
@@ -650,11 +655,7 @@ impl<T: Handoff> Chain<T> {
                 break;
             }
         }
-        if self.unfinished() == 0 && w.joiners.load(Ordering::SeqCst) != 0 {
-            // Release: pairs with the joiners' Acquire ticket load.
-            w.done_seq.fetch_add(1, Ordering::Release);
-            wake32(&w.done_seq, u32::MAX);
-        }
+        self.wake_joiners_if_done();
         Ok(())
     }
 
