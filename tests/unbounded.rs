@@ -497,3 +497,46 @@ fn an_unbounded_joinable_queue_counts_a_put_before_its_item_can_be_got() {
     assert_eq!((refused, unfinished_zero), (0, 0), "task_done refused, unfinished_tasks() == 0 while holding an item");
     assert!(q.join_timeout(Duration::from_secs(60)));
 }
+
+shmproc::entry! {
+    fn create_fill_and_leave(args: (String, u64, shmproc::Event, shmproc::Event)) -> Result<(), String> {
+        let (name, n, created, opened) = args;
+        let q = Queue::<u64>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).map_err(|e| e.to_string())?;
+        created.set();
+        if !opened.wait_timeout(Duration::from_secs(60)) {
+            return Err("the parent did not open the queue within 60 s".into());
+        }
+        for i in 0..n {
+            q.put(i).map_err(|e| e.to_string())?;
+        }
+        Ok(()) // the creator's handle drops here: its process leaves first
+    }
+}
+
+#[test]
+fn a_creator_process_that_exits_first_takes_no_ring_from_the_consumer_process() {
+    const M: u64 = 20_000; // several rings
+    let name = format!("unbounded-creator-leaves-{}", std::process::id());
+    let (created, opened) = (shmproc::Event::new().unwrap(), shmproc::Event::new().unwrap());
+    let mut p = Process::new(create_fill_and_leave, (name.clone(), M, created.clone(), opened.clone()));
+    p.start().unwrap();
+    assert!(created.wait_timeout(Duration::from_secs(60)), "the child did not create the queue within 60 s");
+    let q = Queue::<u64>::open(&name).unwrap();
+    opened.set();
+    common::join(&p).unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+    let mut got = 0u64;
+    let last = loop {
+        match q.get_nowait() {
+            Ok(v) => {
+                assert_eq!(v, got);
+                got += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    drop(q);
+    let left = scrub(&name);
+    assert_eq!(got, M, "items put by the exited creator and lost; the last get said {last:?}");
+    assert_eq!(left, Vec::<String>::new(), "left in /dev/shm after the last handle dropped");
+}
