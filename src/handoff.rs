@@ -44,6 +44,13 @@ pub enum HandoffError {
 /// Handles are sent by name: the child re-opens the same object, so a
 /// [`Lock`](crate::Lock) handed over is the very same lock.
 ///
+/// Decoding treats its input as hostile: a `Vec` length is checked against
+/// the bytes left (each element of a non-zero-sized type must take at
+/// least one byte of encoding) and memory is reserved by bytes, not by
+/// element count, so a forged length is an error, never a huge
+/// allocation. A `Vec` of a zero-sized type (`Vec<()>`) decodes at most
+/// 4096 elements, so the work stays proportional to the input.
+///
 /// ```
 /// use shmproc::process::Handoff;
 /// let arg = (7u32, String::from("seven"), vec![1.5f64, 2.5], Some(-1i8));
@@ -171,11 +178,19 @@ pub(crate) fn take<'a>(input: &mut &'a [u8], n: usize, what: &'static str) -> Re
     Ok(head)
 }
 
-fn take_len(input: &mut &[u8], what: &'static str) -> Result<usize, HandoffError> {
+/// The most elements a `Vec` of a zero-sized type may have beyond the bytes
+/// left in its input (such elements take no bytes, so the input cannot
+/// bound them; this constant does, so decoding work stays proportional to
+/// the input: at most this many element decodes per 8-byte length).
+pub(crate) const MAX_ZERO_SIZED_LEN: usize = 4096;
+
+/// Reads a length and checks it against the bytes left: every element of
+/// a non-zero-sized type takes at least one byte of input. Elements of a
+/// zero-sized type (`()`, `[u8; 0]`) may encode to nothing: at most
+/// `zero_sized_max` of them are accepted whatever the bytes left.
+fn take_len(input: &mut &[u8], zero_sized_max: usize, what: &'static str) -> Result<usize, HandoffError> {
     let n = u64::decode(input)?;
-    // A length can never exceed the bytes left (each element takes >= 1
-    // byte, except zero-sized ones, which we bound the same way).
-    usize::try_from(n).ok().filter(|&n| n <= input.len().max(1 << 20)).ok_or(HandoffError::Invalid(what))
+    usize::try_from(n).ok().filter(|&n| n <= input.len().max(zero_sized_max)).ok_or(HandoffError::Invalid(what))
 }
 
 macro_rules! handoff_int {
@@ -252,7 +267,7 @@ impl Handoff for String {
         out.extend_from_slice(self.as_bytes());
     }
     fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-        let n = take_len(input, "String")?;
+        let n = take_len(input, 0, "String")?;
         let b = take(input, n, "String")?;
         String::from_utf8(b.to_vec()).map_err(|_| HandoffError::Invalid("String"))
     }
@@ -266,8 +281,14 @@ impl<T: Handoff> Handoff for Vec<T> {
         }
     }
     fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-        let n = take_len(input, "Vec")?;
-        let mut v = Vec::with_capacity(n.min(input.len()));
+        let size = std::mem::size_of::<T>();
+        let n = take_len(input, if size == 0 { MAX_ZERO_SIZED_LEN } else { 0 }, "Vec")?;
+        // Capacity by bytes, not elements: `n` elements of `size` bytes
+        // each need at least `n` bytes of input, but a hostile `n` must
+        // not reserve `n * size` bytes before the input runs out (at most
+        // about the input's own size is reserved; the Vec grows past that
+        // only as elements really decode).
+        let mut v = Vec::with_capacity(n.min(input.len() / size.max(1)));
         for _ in 0..n {
             v.push(T::decode(input)?);
         }
@@ -302,7 +323,9 @@ impl<T: Handoff, const N: usize> Handoff for [T; N] {
         }
     }
     fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-        let mut v = Vec::with_capacity(N);
+        // By bytes, as for `Vec` (a large `N` of large elements must not
+        // reserve more than the input could fill).
+        let mut v = Vec::with_capacity(N.min(input.len() / std::mem::size_of::<T>().max(1)));
         for _ in 0..N {
             v.push(T::decode(input)?);
         }

@@ -209,9 +209,29 @@ shmproc::entry! {
 /// prefix of its stream (its in-flight one there or not); nobody blocks.
 #[test]
 fn killing_a_string_producer_mid_stream_loses_nothing_of_the_others() {
-    const M: u64 = 30_000;
     for round in 0..4u64 {
-        let q = Queue::<String>::new(32).unwrap();
+        kill_a_producer_mid_stream(Queue::<String>::new(32).unwrap(), round);
+    }
+}
+
+/// The same on an unbounded queue (rings sealed, linked and retired while
+/// the victim dies).
+#[test]
+fn killing_a_producer_of_an_unbounded_queue_mid_stream_loses_nothing_of_the_others() {
+    for round in 0..3u64 {
+        let q = Queue::<String>::new(0).unwrap();
+        let name = q.name().to_owned();
+        kill_a_producer_mid_stream(q, round);
+        assert!(
+            !std::fs::read_dir("/dev/shm").unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(&name)),
+            "segments of {name} left"
+        );
+    }
+}
+
+fn kill_a_producer_mid_stream(q: Queue<String>, round: u64) {
+    const M: u64 = 30_000;
+    {
         let mut victim = Process::new(put_tagged, (q.clone(), 1u64, u64::MAX)).with_daemon(true);
         let mut survivor = Process::new(put_tagged, (q.clone(), 0u64, M));
         victim.start().unwrap();
@@ -237,7 +257,7 @@ fn killing_a_string_producer_mid_stream_loses_nothing_of_the_others() {
         }
         common::join(&survivor).unwrap();
         let _ = common::join(&victim);
-        while let Ok(v) = q.get_nowait() {
+        while let Ok(v) = q.get_timeout(Duration::from_millis(200)) {
             assert_eq!(parse(&v).unwrap(), (1, next[1]), "victim: hole or duplicate");
             next[1] += 1;
         }
@@ -379,4 +399,55 @@ fn plain_data_items_keep_the_slot_ring_layout() {
     // A string queue is not an MpmcQueue.
     let s = Queue::<String>::new(4).unwrap();
     assert!(shmproc::queue::MpmcQueue::<u64>::open(s.name()).is_err());
+}
+
+// A hostile frame: a `Vec` of 1 MiB elements claiming 2^20 of them. The
+// decoder must not reserve 2^20 x 1 MiB before the input runs out.
+type Huge = (String, Vec<[u8; 1 << 20]>);
+
+shmproc::entry! {
+    fn get_one_huge(name: String) -> Result<(), String> {
+        let q = Queue::<Huge>::open(&name).map_err(|e| e.to_string())?;
+        match q.get_timeout(Duration::from_secs(60)) {
+            Err(GetTimeoutError::Corrupted) => Ok(()),
+            r => Err(format!("get of a corrupted frame: {:?}", r.map(|v| v.1.len()))),
+        }
+    }
+}
+
+#[test]
+fn a_hostile_vec_length_of_huge_elements_is_corrupted_not_an_abort_of_the_reader() {
+    use std::os::unix::fs::FileExt;
+    let q = Queue::<Huge>::with_max_frame(2, 128 << 10).unwrap();
+    let marker = "MARKER-hostile-MARKER";
+    q.put((marker.into(), Vec::new())).unwrap();
+    let (f, at) = find_in_segment(q.name(), marker.as_bytes());
+    let payload = at - 8; // the String's length prefix starts the payload
+    // The Vec's length (right after the string): 2^20 elements.
+    f.write_all_at(&(1u64 << 20).to_le_bytes(), at + marker.len() as u64).unwrap();
+    // The frame's `len` word (64 - 8 bytes before the payload): the whole slot.
+    f.write_all_at(&(q.max_frame() as u64).to_ne_bytes(), payload - 64 + 8).unwrap();
+    let mut p = Process::new(get_one_huge, q.name().to_owned());
+    p.start().unwrap();
+    let _ = common::join(&p);
+    assert_eq!(p.exitcode(), Some(0), "the consumer process died or failed decoding a hostile frame");
+}
+
+#[test]
+fn decoding_hostile_lengths_of_zero_sized_elements_costs_work_bounded_by_the_input() {
+    // 4 KiB as a Vec<Vec<()>>: 511 inner lengths of 2^20 each. Each inner
+    // length is refused (more zero-sized elements than allowed), so the
+    // decode is an error after a bounded number of element decodes; a
+    // legitimate short Vec<()> still round-trips.
+    let mut bytes = Vec::new();
+    511u64.encode(&mut bytes);
+    for _ in 0..511 {
+        (1u64 << 20).encode(&mut bytes);
+    }
+    assert!(bytes.len() <= 4096);
+    assert!(<Vec<Vec<()>>>::decode(&mut &bytes[..]).is_err(), "2^20 zero-sized elements from 8 bytes were accepted");
+    let ok = vec![vec![(); 3], vec![(); 4096]];
+    let mut b = Vec::new();
+    ok.encode(&mut b);
+    assert_eq!(<Vec<Vec<()>>>::decode(&mut &b[..]).unwrap(), ok);
 }

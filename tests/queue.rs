@@ -846,7 +846,7 @@ shmproc::entry! {
             let r = if n % 2 == 0 { q.put_nowait(v) } else { q.put_timeout(v, Duration::from_secs(60)).map_err(|e| match e {
                 shmproc::PutTimeoutError::Closed(v) => TryPutError::Closed(v),
                 shmproc::PutTimeoutError::TimedOut(v) => TryPutError::Full(v),
-                shmproc::PutTimeoutError::TooLarge(v) => TryPutError::TooLarge(v),
+                e => TryPutError::TooLarge(e.into_inner()),
             }) };
             match r {
                 Ok(()) => {
@@ -855,7 +855,7 @@ shmproc::entry! {
                 }
                 Err(TryPutError::Full(_)) => std::thread::yield_now(),
                 Err(TryPutError::Closed(_)) => break,
-                Err(TryPutError::TooLarge(_)) => return Err("a u64 is never too large".into()),
+                Err(e) => return Err(format!("a u64 put: {e}")),
             }
         }
         count.set(n).map_err(|e| e.to_string())?;

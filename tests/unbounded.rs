@@ -19,6 +19,17 @@ fn segments_of(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Removes what a test left (so a failing test does not leak) and returns
+/// the names it removed.
+fn scrub(name: &str) -> Vec<String> {
+    let mut left = segments_of(name);
+    left.sort();
+    for f in &left {
+        let _ = std::fs::remove_file(format!("/dev/shm/{f}"));
+    }
+    left
+}
+
 const TEN_MILLION: u64 = 10_000_000;
 
 shmproc::entry! {
@@ -182,4 +193,350 @@ fn two_producers_into_an_unbounded_queue_keep_their_order_across_rings() {
         common::join(p).unwrap();
     }
     assert!(q.empty());
+}
+
+#[test]
+fn the_rings_of_an_unbounded_queue_take_its_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let name = format!("unbounded-mode-{}", std::process::id());
+    let q = Queue::<String>::create_unbounded(&name, 1 << 30, &shmproc::Options::new().mode(0o640)).unwrap();
+    q.put("x".repeat(10_000)).unwrap(); // a second ring, made for a larger frame
+    let files = segments_of(&name);
+    assert!(files.len() >= 3, "{files:?}");
+    for f in files {
+        let mode = std::fs::metadata(format!("/dev/shm/{f}")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "{f}");
+    }
+}
+
+// Each `open` below attaches as another process does (its own mapping of
+// the control segment and rings, its own count in the control block).
+
+#[test]
+fn items_survive_the_creator_dropping_its_handle_while_others_use_the_queue() {
+    const M: u64 = 20_000; // ring 0 of a u64 chain holds 4096
+    let q = Queue::<u64>::new(0).unwrap();
+    let name = q.name().to_owned();
+    let producer = Queue::<u64>::open(&name).unwrap();
+    let consumer = Queue::<u64>::open(&name).unwrap();
+    assert_eq!(consumer.get_nowait(), Err(TryGetError::Empty)); // it has mapped ring 0
+    for i in 0..M {
+        producer.put(i).unwrap();
+    }
+    assert_eq!(producer.qsize() as u64, M);
+    drop(q); // the creator leaves; the others go on
+    let mut got = 0u64;
+    let last = loop {
+        match consumer.get_nowait() {
+            Ok(v) => {
+                assert_eq!(v, got);
+                got += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    drop((producer, consumer));
+    let left = scrub(&name);
+    assert_eq!(got, M, "items put and never delivered; the consumer's last get said {last:?}");
+    assert_eq!(left, Vec::<String>::new(), "left in /dev/shm after every handle dropped");
+}
+
+#[test]
+fn rings_created_after_the_creator_dropped_are_removed_by_the_last_handle() {
+    let q = Queue::<u64>::new(0).unwrap();
+    let name = q.name().to_owned();
+    let producer = Queue::<u64>::open(&name).unwrap();
+    producer.put(0).unwrap();
+    drop(q);
+    for i in 1..20_000 {
+        producer.put(i).unwrap();
+    }
+    drop(producer);
+    let left = scrub(&name);
+    assert_eq!(left, Vec::<String>::new(), "left in /dev/shm after every handle dropped");
+}
+
+/// The /dev/shm name of ring `k` of the unbounded queue `name`, derived
+/// from ring 0's (whatever the naming scheme puts between them).
+fn ring_path(name: &str, k: u64) -> String {
+    let ring0 = segments_of(name).into_iter().find(|f| f.ends_with(".0")).expect("ring 0 in /dev/shm");
+    format!("/dev/shm/{}{k}", &ring0[..ring0.len() - 1])
+}
+
+#[test]
+fn a_successor_ring_name_left_half_created_stalls_nobody_and_get_timeout_keeps_its_deadline() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = format!("unbounded-wedge-{}", std::process::id());
+    let q = Queue::<u64>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).unwrap();
+    // What a producer killed right after shm_open(O_CREAT|O_EXCL) of ring 1
+    // left under the old scheme: an empty file under the ring's name.
+    let path = ring_path(&name, 1);
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap();
+    // And what one killed between creating and linking leaves now: a
+    // temporary name, to be removed with the queue.
+    let temp = format!("{path}.t999999x0");
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp).unwrap();
+    let mut n = 0u64;
+    let err = loop {
+        match q.put_nowait(n) {
+            Ok(()) => n += 1,
+            Err(e) => break e,
+        }
+    };
+    for i in 0..n {
+        assert_eq!(q.get_nowait(), Ok(i));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c = q.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(c.get_timeout(Duration::from_millis(100)));
+    });
+    let got = rx.recv_timeout(Duration::from_secs(60));
+    let _ = std::fs::remove_file(&path);
+    drop(q);
+    let left = scrub(&name);
+    assert!(matches!(err, TryPutError::Full(_)), "put_nowait into an open unbounded queue that cannot grow: {err:?}");
+    assert_eq!(got, Ok(Err(GetTimeoutError::TimedOut)), "get_timeout(100 ms) on the drained queue (60 s given)");
+    assert_eq!(left, Vec::<String>::new(), "left in /dev/shm");
+}
+
+shmproc::entry! {
+    fn create_put_and_hang(args: (String, shmproc::Event)) -> Result<(), String> {
+        let (name, ready) = args;
+        let q = Queue::<String>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).map_err(|e| e.to_string())?;
+        q.put("stale item of a dead queue".into()).map_err(|e| e.to_string())?;
+        ready.set();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+#[test]
+fn a_queue_created_again_after_its_creator_was_killed_and_the_name_unlinked_starts_empty_with_no_ring_left() {
+    let name = format!("unbounded-stale-{}", std::process::id());
+    let ready = shmproc::Event::new().unwrap();
+    let mut p = Process::new(create_put_and_hang, (name.clone(), ready.clone())).with_daemon(true);
+    p.start().unwrap();
+    let set = ready.wait_timeout(Duration::from_secs(60));
+    p.kill().unwrap();
+    let _ = common::join(&p);
+    assert!(set, "the child did not create the queue within 60 s");
+    shmproc::unlink(&name).unwrap();
+    let leaked = segments_of(&name);
+    let q = Queue::<String>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).unwrap();
+    let first = q.get_nowait();
+    drop(q);
+    let left = scrub(&name);
+    assert_eq!(first, Err(TryGetError::Empty), "a brand-new queue delivered an item (leaked rings: {leaked:?})");
+    assert_eq!(leaked, Vec::<String>::new(), "rings left in /dev/shm by the killed creator after unlink(name)");
+    assert_eq!(left, Vec::<String>::new());
+}
+
+#[test]
+fn unlinking_a_persisted_unbounded_queue_removes_its_rings_and_a_new_one_starts_empty() {
+    let name = format!("unbounded-persist-{}", std::process::id());
+    let q = Queue::<String>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).unwrap();
+    q.put("from the removed queue".into()).unwrap();
+    q.persist();
+    drop(q);
+    shmproc::unlink(&name).unwrap();
+    let left = segments_of(&name);
+    let again = Queue::<String>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).unwrap();
+    let first = again.get_nowait();
+    drop(again);
+    scrub(&name);
+    assert_eq!(first, Err(TryGetError::Empty), "a new queue served an item of a removed one");
+    assert_eq!(left, Vec::<String>::new(), "unlink(name) left these");
+}
+
+/// Bytes of this queue's segments in /dev/shm.
+fn bytes_of(name: &str) -> u64 {
+    segments_of(name).iter().filter_map(|f| std::fs::metadata(format!("/dev/shm/{f}")).ok()).map(|m| m.len()).sum()
+}
+
+#[test]
+fn the_memory_limit_bounds_the_rings_bytes_over_fill_and_drain_cycles() {
+    const LIMIT: u64 = 1 << 20;
+    let q = Queue::<u64>::unbounded_with_limit(LIMIT).unwrap();
+    let name = q.name().to_owned();
+    let (mut most, mut log) = (0u64, Vec::new());
+    for _round in 0..9 {
+        let mut n = 0u64;
+        while q.put_nowait(n).is_ok() {
+            n += 1;
+        }
+        let b = bytes_of(&name);
+        most = most.max(b);
+        log.push((n, b));
+        for i in 0..n {
+            assert_eq!(q.get_nowait(), Ok(i));
+        }
+        if most > 16 * LIMIT {
+            break;
+        }
+    }
+    drop(q);
+    scrub(&name);
+    // The control segment is not counted in the limit (one page or so).
+    assert!(
+        most <= LIMIT + (64 << 10),
+        "a queue limited to {LIMIT} bytes took {most} bytes; (items, bytes) per fill: {log:?}"
+    );
+    assert!(log.iter().all(|&(n, _)| n > 10_000), "(items, bytes) per fill: {log:?}");
+}
+
+#[test]
+fn an_item_that_cannot_fit_the_memory_limit_is_refused_as_too_large() {
+    const LIMIT: u64 = 1 << 20;
+    let q = Queue::<String>::unbounded_with_limit(LIMIT).unwrap();
+    let name = q.name().to_owned();
+    let big = "x".repeat(8 << 20);
+    let r = q.put_nowait(big.clone());
+    let r2 = q.put_timeout(big.clone(), Duration::from_secs(30));
+    let bytes = bytes_of(&name);
+    q.put("fits".into()).unwrap();
+    let got = q.get_nowait();
+    drop(q);
+    scrub(&name);
+    assert_eq!(r, Err(TryPutError::TooLarge(big.clone())));
+    assert_eq!(r2, Err(PutTimeoutError::TooLarge(big)));
+    assert!(bytes <= LIMIT + (64 << 10), "a queue limited to {LIMIT} bytes took {bytes} bytes of /dev/shm");
+    assert_eq!(got.as_deref(), Ok("fits"));
+}
+
+/// CPU time of this process so far, in ms (user + system).
+fn cpu_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = after.split(' ').skip(11).take(2).map(|x| x.parse().unwrap()).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    (f[0] + f[1]) * 1000 / hz
+}
+
+shmproc::entry! {
+    fn fill_drain_and_wait(q: Queue<u64>) -> Result<(), String> {
+        // /dev/shm "full" for this process: RLIMIT_FSIZE fails the next
+        // ring's reservation (EFBIG, the same NoSpace).
+        // SAFETY: plain libc calls on this child process.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit { rlim_cur: 100 << 10, rlim_max: libc::RLIM_INFINITY };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+        }
+        let mut n = 0u64;
+        let err = loop {
+            match q.put_nowait(n) {
+                Ok(()) => n += 1,
+                Err(e) => break e,
+            }
+        };
+        if !matches!(err, TryPutError::Full(_)) {
+            return Err(format!("put_nowait #{n} with /dev/shm full: {err:?}"));
+        }
+        for i in 0..n {
+            if q.get_nowait() != Ok(i) {
+                return Err(format!("item {i}"));
+            }
+        }
+        let before = cpu_ms();
+        let r = q.get_timeout(Duration::from_secs(1));
+        let used = cpu_ms() - before;
+        if r != Err(GetTimeoutError::TimedOut) {
+            return Err(format!("get_timeout on the drained queue: {r:?}"));
+        }
+        // Asleep, it uses next to nothing; a spin takes most of the second.
+        if used > 300 {
+            return Err(format!("a get blocked for 1 s on an empty queue burned {used} ms of CPU"));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_get_on_an_empty_unbounded_queue_with_dev_shm_full_sleeps() {
+    let q = Queue::<u64>::new(0).unwrap();
+    let mut p = Process::new(fill_drain_and_wait, q.clone());
+    p.start().unwrap();
+    let _ = common::join(&p);
+    assert_eq!(p.exitcode(), Some(0), "the child failed (its stderr says why)");
+}
+
+#[test]
+fn an_unbounded_joinable_queue_counts_a_put_before_its_item_can_be_got() {
+    // One CPU for both threads: the consumer woken by the put's futex wake
+    // may run before the producer returns from put.
+    // SAFETY: plain libc call on this thread (the threads spawned below inherit it).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+    const N: u64 = 20_000;
+    let q = JoinableQueue::<u64>::new(0).unwrap();
+    let c = q.clone();
+    let consumer = std::thread::spawn(move || {
+        let (mut refused, mut unfinished_zero) = (0u64, 0u64);
+        for _ in 0..N {
+            c.get_timeout(Duration::from_secs(60)).unwrap(); // the producer's put wakes it
+            if c.unfinished_tasks() == 0 {
+                unfinished_zero += 1; // the item we hold is not counted
+            }
+            if c.task_done().is_err() {
+                refused += 1;
+            }
+        }
+        (refused, unfinished_zero)
+    });
+    for i in 0..N {
+        std::thread::sleep(Duration::from_micros(20)); // let the consumer fall asleep
+        q.put(i).unwrap();
+    }
+    let (refused, unfinished_zero) = consumer.join().unwrap();
+    assert_eq!((refused, unfinished_zero), (0, 0), "task_done refused, unfinished_tasks() == 0 while holding an item");
+    assert!(q.join_timeout(Duration::from_secs(60)));
+}
+
+shmproc::entry! {
+    fn create_fill_and_leave(args: (String, u64, shmproc::Event, shmproc::Event)) -> Result<(), String> {
+        let (name, n, created, opened) = args;
+        let q = Queue::<u64>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).map_err(|e| e.to_string())?;
+        created.set();
+        if !opened.wait_timeout(Duration::from_secs(60)) {
+            return Err("the parent did not open the queue within 60 s".into());
+        }
+        for i in 0..n {
+            q.put(i).map_err(|e| e.to_string())?;
+        }
+        Ok(()) // the creator's handle drops here: its process leaves first
+    }
+}
+
+#[test]
+fn a_creator_process_that_exits_first_takes_no_ring_from_the_consumer_process() {
+    const M: u64 = 20_000; // several rings
+    let name = format!("unbounded-creator-leaves-{}", std::process::id());
+    let (created, opened) = (shmproc::Event::new().unwrap(), shmproc::Event::new().unwrap());
+    let mut p = Process::new(create_fill_and_leave, (name.clone(), M, created.clone(), opened.clone()));
+    p.start().unwrap();
+    assert!(created.wait_timeout(Duration::from_secs(60)), "the child did not create the queue within 60 s");
+    let q = Queue::<u64>::open(&name).unwrap();
+    opened.set();
+    common::join(&p).unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+    let mut got = 0u64;
+    let last = loop {
+        match q.get_nowait() {
+            Ok(v) => {
+                assert_eq!(v, got);
+                got += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    drop(q);
+    let left = scrub(&name);
+    assert_eq!(got, M, "items put by the exited creator and lost; the last get said {last:?}");
+    assert_eq!(left, Vec::<String>::new(), "left in /dev/shm after the last handle dropped");
 }

@@ -50,8 +50,12 @@ fuzz_target!(|data: &[u8]| {
     }
     scribble(q.name(), data);
     if which & 1 == 1 {
-        // The chain's first ring too.
-        scribble(&format!("{}.0", q.name()), data);
+        // The chain's first ring too (`<name>.<generation>.0`).
+        let prefix = format!("{}{}.", shmproc::NAME_PREFIX, q.name());
+        let ring0 = std::fs::read_dir("/dev/shm").into_iter().flatten().filter_map(|e| e.ok()?.file_name().into_string().ok());
+        if let Some(f) = ring0.into_iter().find(|f| f.starts_with(&prefix) && f.ends_with(".0")) {
+            scribble(&f[shmproc::NAME_PREFIX.len()..], data);
+        }
     }
     exercise(&q);
     if let Ok(again) = Queue::<(u32, String)>::open_with(q.name(), &opts()) {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hash};
 
-use super::{Handoff, HandoffError, take_len};
+use super::{Handoff, HandoffError, MAX_ZERO_SIZED_LEN, take_len};
 
 fn encode_all<'a, T: Handoff + 'a>(len: usize, items: impl Iterator<Item = &'a T>, out: &mut Vec<u8>) {
     (len as u64).encode(out);
@@ -21,7 +21,8 @@ fn decode_all<T: Handoff>(
     what: &'static str,
     mut push: impl FnMut(T),
 ) -> Result<(), HandoffError> {
-    let n = take_len(input, what)?;
+    let zero_sized_max = if std::mem::size_of::<T>() == 0 { MAX_ZERO_SIZED_LEN } else { 0 };
+    let n = take_len(input, zero_sized_max, what)?;
     for _ in 0..n {
         push(T::decode(input)?);
     }

@@ -4,7 +4,9 @@
 //! Shape: a small control segment under the queue's name holds two
 //! indices, `newest` (the ring producers put into) and `oldest` (the ring
 //! consumers drain). Ring `k` is an ordinary [`ItemRing`] segment named
-//! `<name>.<k>` (plain-data slots or frames, as for a bounded queue).
+//! `<name>.<generation>.<k>` (plain-data slots or frames, as for a
+//! bounded queue; the random generation, recorded in the control block,
+//! keeps rings left by an earlier queue of the same name out of this one).
 //!
 //! - **put**: try the newest ring; if it is full, or its frames are too
 //!   small for the item, *seal* it (close it: its producers' claims fail
@@ -22,19 +24,26 @@
 //! - **crashes**: inside a ring, the ring's own guarantees (a dead
 //!   producer's item absent, a dead consumer's item gone with it). Between
 //!   rings, every step is idempotent, see above.
-//! - **memory**: the live rings' bytes are counted in the control block;
-//!   a new ring that would pass the limit (default
-//!   [`DEFAULT_MEMORY_LIMIT`]) is not created: the queue is full until
-//!   consumers retire a ring (`put_nowait`: `Full`; `put`: waits). Space is
+//! - **memory**: the live rings' bytes (their segments' sizes, counted
+//!   the same on create and retire) are kept in the control block; a new
+//!   ring that would pass the limit (default [`DEFAULT_MEMORY_LIMIT`]) is
+//!   not created: the queue is full until consumers retire a ring
+//!   (`put_nowait`: `Full`; `put`: waits). A ring takes at most half the
+//!   limit, and a ring is sealed only once its successor exists, so the
+//!   ring being drained and its successor always fit: no exception to the
+//!   limit is needed to avoid a deadlock. An item whose frame needs rings
+//!   of more than half the limit can never be put: `TooLarge`. Space is
 //!   reserved when a ring is created (`fallocate`), so a full `/dev/shm`
-//!   is that same "full", never a SIGBUS. One ring beyond the oldest is
-//!   always allowed, so a limit smaller than two rings cannot deadlock.
+//!   is that same "full", never a SIGBUS.
 //! - **names**: ring segments are created persisted (the producer process
 //!   that happened to create one may exit before it is drained); the
-//!   consumer that retires a ring unlinks it, and the creator of the
-//!   queue, when its last handle drops, unlinks whatever rings are left.
-//!   If the creator is killed, the rings stay until removed with
-//!   [`unlink`](crate::unlink) (`gc` leaves persisted segments alone).
+//!   consumer that retires a ring unlinks it. Every process that creates
+//!   or opens the queue is recorded in the control block (`holders`); the
+//!   last one to drop its handles unlinks whatever rings are left, so the
+//!   creator leaving early takes nothing from the others. A persisted
+//!   queue's rings stay. Holders are recorded by process identity, so a
+//!   holder killed without detaching does not keep the rings: the last
+//!   live one to leave sees it dead and removes them.
 //!
 //! `qsize` is the sum of each live ring's exact count (each exact at its
 //! instant, the sum not one snapshot).
@@ -70,8 +79,16 @@ const MAX_RINGS: u64 = 1 << 40;
 /// Most rings alive at once that `qsize` and the creator's cleanup look
 /// at (the indices are untrusted; a real chain has a few dozen at most).
 const LIVE_RINGS: u64 = 1 << 10;
+/// An upper bound of a ring segment's bytes beyond its slots (header,
+/// control block, alignment): reserved with the slots, the excess given
+/// back once the ring exists.
+const RING_OVERHEAD: u64 = 4096;
 /// Links a `try_` call follows before it reports `Full` / `Empty`.
 const TRY_LINKS: u32 = 64;
+/// What separates a ring's index from the rest of its temporary name
+/// (`<ring name>.t<pid>x<seq>`), and the bound of `<seq>`.
+const TEMP_MARK: &str = ".t";
+const TEMP_SEQ: u64 = 1 << 20;
 
 /// The chain's control block.
 #[repr(C)]
@@ -87,6 +104,8 @@ pub(crate) struct ChainCtl {
 struct Words {
     /// The memory limit (bytes of live rings), fixed at creation.
     limit: AtomicU64,
+    /// The permission bits rings are created with (the creator's).
+    mode: AtomicU32,
     /// Bytes of the live rings.
     live: AtomicU64,
     /// Bumped when a ring is retired or the queue closes; producers at
@@ -99,7 +118,26 @@ struct Words {
     dones: AtomicU64,
     done_seq: AtomicU32,
     joiners: AtomicU32,
+    /// Attaches (a create or open each; a forked child does not attach)
+    /// that found no free entry in `holders`.
+    attached: AtomicU32,
+    /// Non-zero once any handle called `persist()`: nobody removes the
+    /// rings on detach then (`unlink(name)` / `gc` do).
+    persisted: AtomicU32,
+    /// The attached processes' packed identities (pid, start time), one
+    /// entry per attach, 0 = free. The last live holder to detach removes
+    /// the rings' names; a holder killed without detaching is recognised
+    /// as dead (so it does not keep the rings forever).
+    holders: [AtomicU64; HOLDERS],
+    /// This queue's random generation, part of its rings' names
+    /// (`<name>.<generation:08x>.<k>`): rings left by an earlier queue of
+    /// the same name are never taken for this one's. Fixed at creation.
+    generation: AtomicU32,
 }
+
+/// Entries of the holder table (attaches beyond it are only counted, and
+/// keep the rings until they detach).
+const HOLDERS: usize = 64;
 
 /// The control segment (its element identity is the rings').
 struct ChainObj<T> {
@@ -109,7 +147,8 @@ struct ChainObj<T> {
 
 impl<T: Handoff> Object for ChainObj<T> {
     const KIND: Kind = Kind::QueueChain;
-    type Init = u64;
+    /// Memory limit, permission bits.
+    type Init = (u64, u32);
     type Ctl = ChainCtl;
     fn fingerprint() -> Fingerprint {
         if T::__POD.is_some() { PodVia::<T>::fingerprint() } else { FrameCell::<T>::fingerprint() }
@@ -117,13 +156,14 @@ impl<T: Handoff> Object for ChainObj<T> {
     fn data_size(_: u64) -> Option<u64> {
         Some(0)
     }
-    fn new_ctl(limit: &u64, _: u64) -> ChainCtl {
+    fn new_ctl(&(limit, mode): &(u64, u32), _: u64) -> ChainCtl {
         let z = || AtomicU32::new(0);
         ChainCtl {
             newest: Line(AtomicU64::new(0)),
             oldest: Line(AtomicU64::new(0)),
             words: Line(Words {
-                limit: AtomicU64::new(*limit),
+                limit: AtomicU64::new(limit),
+                mode: AtomicU32::new(mode),
                 live: AtomicU64::new(0),
                 space_seq: z(),
                 producers_waiting: z(),
@@ -131,6 +171,11 @@ impl<T: Handoff> Object for ChainObj<T> {
                 dones: AtomicU64::new(0),
                 done_seq: z(),
                 joiners: z(),
+                attached: z(),
+                persisted: z(),
+                // The creator holds entry 0 from the start.
+                generation: AtomicU32::new(random_generation()),
+                holders: std::array::from_fn(|i| AtomicU64::new(if i == 0 { crate::sys::thread::process_packed() } else { 0 })),
             }),
         }
     }
@@ -144,10 +189,17 @@ struct Shared<T> {
     ctl: ChainObj<T>,
     /// Rings this process has mapped, by index (oldest first).
     rings: Mutex<Vec<(u64, ItemRing<T>)>>,
-    /// The pid of the process that created the queue through this handle
-    /// (it removes the rings' names); `None` for an opened queue.
-    creator: Option<u32>,
-    persisted: std::sync::atomic::AtomicBool,
+    /// The pid of the process that attached (created or opened) through
+    /// this handle: only it detaches (a forked child inherits the handle
+    /// without attaching).
+    attacher: u32,
+    /// Its entry in the holder table (`None`: counted in `attached`).
+    holder: Option<usize>,
+    /// The queue's generation, read once at attach.
+    generation: u32,
+    /// How this handle opens rings (and, with the creator's mode, creates
+    /// them).
+    opts: Options,
 }
 
 /// An unbounded queue of `T`: handles to one chain of rings.
@@ -193,17 +245,37 @@ impl<T: Handoff> Chain<T> {
     }
 
     fn ring_name(&self, k: u64) -> String {
-        format!("{}.{k}", self.name())
+        ring_name(self.name(), self.s.generation, k)
     }
 
-    fn wrap(ctl: ChainObj<T>, creator: bool) -> Self {
-        let creator = creator.then(std::process::id);
+    /// A private name to build ring `k` under before it is linked as
+    /// `ring_name(k)` (unique per process and call).
+    fn temp_ring_name(&self, k: u64) -> String {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        // Relaxed: only uniqueness within this process matters.
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed) % TEMP_SEQ;
+        format!("{}{TEMP_MARK}{}x{seq}", self.ring_name(k), std::process::id())
+    }
+
+    /// How rings are opened: with this handle's trust options, and without
+    /// waiting for READY (a ring's name appears only once it is complete,
+    /// see `create_ring`: a ring that is not READY is foreign).
+    fn ring_opts(&self) -> Options {
+        self.s.opts.clone().init_timeout(std::time::Duration::ZERO)
+    }
+
+    fn wrap(ctl: ChainObj<T>, creator: bool, opts: &Options) -> Self {
+        let holder = if creator { Some(0) } else { attach(&ctl.m.ctl().words.0) };
+        // Relaxed: fixed at creation (published with READY); read once.
+        let generation = ctl.m.ctl().words.0.generation.load(Ordering::Relaxed);
         Chain {
             s: Arc::new(Shared {
                 ctl,
                 rings: Mutex::new(Vec::new()),
-                creator,
-                persisted: std::sync::atomic::AtomicBool::new(false),
+                attacher: std::process::id(),
+                holder,
+                generation,
+                opts: opts.clone(),
             }),
             waiting_on: None,
         }
@@ -216,19 +288,19 @@ impl<T: Handoff> Chain<T> {
             Some(n) => {
                 // The longest ring name must be valid too.
                 crate::shm::os_name(&format!("{n}.{MAX_RINGS}"))?;
-                object::create(n, limit, opts)?
+                object::create(n, (limit, opts.get_mode()), opts)?
             }
-            None => object::create_unique(limit, opts)?,
+            None => object::create_unique((limit, opts.get_mode()), opts)?,
         };
-        let chain = Self::wrap(ctl, true);
-        crate::shm::os_name(&chain.ring_name(MAX_RINGS))?;
+        let chain = Self::wrap(ctl, true, opts);
+        crate::shm::os_name(&format!("{}{TEMP_MARK}{}x{TEMP_SEQ}", chain.ring_name(MAX_RINGS), u32::MAX))?;
         chain.create_ring(0, 0)?;
         Ok(chain)
     }
 
     /// Opens the unbounded queue `name`.
     pub(super) fn open(name: &str, opts: &Options) -> Result<Self, OpenError> {
-        Ok(Self::wrap(object::open(name, opts)?, false))
+        Ok(Self::wrap(object::open(name, opts)?, false, opts))
     }
 
     /// The ring `k`, mapped once per process.
@@ -237,7 +309,7 @@ impl<T: Handoff> Chain<T> {
         if let Some((_, r)) = rings.iter().find(|(i, _)| *i == k) {
             return Ok(r.clone());
         }
-        let r = ItemRing::open(&self.ring_name(k), &Options::new())?;
+        let r = ItemRing::open(&self.ring_name(k), &self.ring_opts())?;
         // Forget rings that are retired (below `oldest`).
         // Acquire: pairs with the AcqRel CAS in `retire`.
         let oldest = self.ctl().oldest.0.load(Ordering::Acquire);
@@ -247,8 +319,17 @@ impl<T: Handoff> Chain<T> {
     }
 
     /// Creates ring `k` with slots for frames of `need` bytes (at least as
-    /// large as ring `k - 1`'s), unless the memory limit forbids it
-    /// (`Ok(None)`). An existing ring `k` is opened instead.
+    /// large as ring `k - 1`'s), unless the memory limit or /dev/shm
+    /// forbids it, or a foreign file holds its name (`Ok(None)`). An
+    /// existing ring `k` is opened instead. `Err` only if no ring can hold
+    /// frames of `need` bytes.
+    ///
+    /// The ring is built and made READY under a private temporary name,
+    /// then linked under its real name (atomically, never replacing), so
+    /// a ring's name is always either absent or a complete ring: a producer
+    /// killed mid-creation leaves at most its temporary name (removed by
+    /// the last holder, `unlink_rings`), never a half-made ring that
+    /// wedges the chain.
     fn create_ring(&self, k: u64, need: u64) -> Result<Option<ItemRing<T>>, OpenError> {
         if let Ok(r) = self.ring(k) {
             return Ok(Some(r));
@@ -256,29 +337,41 @@ impl<T: Handoff> Chain<T> {
         let (slots, max_frame, cost) = self.plan(k, need)?;
         let w = self.words();
         // AcqRel: pairs with the other reservations and `retire`'s release.
+        // No exception to the limit: a ring takes at most half of it and
+        // is sealed only once its successor exists (`advance`), so the
+        // ring being drained plus its successor always fit.
         let before = w.live.fetch_add(cost, Ordering::AcqRel);
-        // Acquire: pairs with the AcqRel CAS in `retire`.
-        let only_one_live = self.ctl().oldest.0.load(Ordering::Acquire).saturating_add(1) >= k;
-        if before + cost > w.limit.load(Ordering::Relaxed) && !only_one_live {
+        if before.saturating_add(cost) > w.limit.load(Ordering::Relaxed) {
             w.live.fetch_sub(cost, Ordering::AcqRel);
             return Ok(None);
         }
-        match ItemRing::create(Some(&self.ring_name(k)), slots, max_frame, &Options::new()) {
+        // Relaxed: fixed at creation. The rings share the queue's mode.
+        let opts = self.s.opts.clone().mode(w.mode.load(Ordering::Relaxed));
+        let temp = self.temp_ring_name(k);
+        let linked = ItemRing::create(Some(&temp), slots, max_frame, &opts).and_then(|r| {
+            // Persisted before it gets its real name: no process's drop
+            // (nor `gc`) removes a linked ring; only `retire` and the
+            // last holder do.
+            r.persist();
+            let linked = crate::shm::link(&temp, &self.ring_name(k));
+            let _ = crate::unlink(&temp);
+            linked.map(|()| r)
+        });
+        match linked {
             Ok(r) => {
-                r.persist();
+                // Counted as `retire` will give it back: the segment's bytes.
+                // AcqRel: as the reservation.
+                w.live.fetch_sub(cost.saturating_sub(r.bytes()), Ordering::AcqRel);
                 let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
                 rings.push((k, r.clone()));
                 Ok(Some(r))
             }
             Err(e) => {
                 w.live.fetch_sub(cost, Ordering::AcqRel);
-                match e {
-                    // Somebody else created it meanwhile: use theirs.
-                    OpenError::AlreadyExists(_) => self.ring(k).map(Some),
-                    // /dev/shm is full: as the memory limit.
-                    OpenError::NoSpace { .. } => Ok(None),
-                    e => Err(e),
-                }
+                // Somebody else linked it meanwhile: use theirs. Anything
+                // else (/dev/shm full, a foreign file under the name): the
+                // chain cannot grow now, as at the memory limit.
+                if let OpenError::AlreadyExists(_) = e { Ok(self.ring(k).ok()) } else { Ok(None) }
             }
         }
     }
@@ -294,9 +387,19 @@ impl<T: Handoff> Chain<T> {
         } else {
             super::frames::frame_stride(max_frame).ok_or_else(|| OpenError::InvalidArgument("frame too large".into()))?
         };
-        let bytes = (FIRST_RING_BYTES << k.min(20)).clamp(FIRST_RING_BYTES, MAX_RING_BYTES).max(2 * stride);
+        // Two rings (the one drained, its successor) must fit the limit
+        // together: a ring takes at most half of it.
+        // Relaxed: fixed at creation.
+        let cap = (self.words().limit.load(Ordering::Relaxed) / 2).saturating_sub(RING_OVERHEAD);
+        if 2 * stride > cap {
+            return Err(OpenError::InvalidArgument(format!(
+                "an item of {need} bytes needs rings of at least {} bytes: more than half the memory limit",
+                2 * stride + RING_OVERHEAD
+            )));
+        }
+        let bytes = (FIRST_RING_BYTES << k.min(20)).clamp(FIRST_RING_BYTES, MAX_RING_BYTES).min(cap).max(2 * stride);
         let slots = slots_for(bytes, stride);
-        Ok((slots, max_frame, slots * stride))
+        Ok((slots, max_frame, slots * stride + RING_OVERHEAD))
     }
 
     /// Whether a put would find no room now: the newest ring is full (or
@@ -317,16 +420,23 @@ impl<T: Handoff> Chain<T> {
     /// Ring `k` cannot take an item (full, sealed, or frames of less than
     /// `need` bytes): seals it, makes sure ring `k + 1` exists and moves
     /// `newest` on. False if the memory limit forbids a new ring.
+    ///
+    /// The successor is made *before* ring `k` is sealed: a ring is never
+    /// sealed without a successor to go on with (so consumers that drain
+    /// it can always move on, and the memory it holds is given back), and
+    /// when the successor cannot be made the ring stays open, to be
+    /// drained and filled again.
     fn advance(&self, k: u64, ring: &ItemRing<T>, need: u64) -> Result<bool, OpenError> {
-        ring.close();
         let newest = &self.ctl().newest.0;
         // Acquire: pairs with the AcqRel CAS below (by anyone).
         if newest.load(Ordering::Acquire) != k {
+            ring.close();
             return Ok(true);
         }
         if self.create_ring(k + 1, need)?.is_none() {
             return Ok(false);
         }
+        ring.close();
         // AcqRel: publishes ring k + 1 (it exists, READY) to whoever reads
         // `newest`; fails if another process moved it, or closed the queue.
         let _ = newest.compare_exchange(k, k + 1, Ordering::AcqRel, Ordering::Relaxed);
@@ -366,15 +476,26 @@ impl<T: Handoff> Chain<T> {
                 return Err(PutFail::Closed(item));
             }
             let Ok(ring) = self.ring(n) else {
+                // Acquire: as above. `newest` moved on since we read it
+                // (the ring was retired and its name removed): follow it.
+                if self.ctl().newest.0.load(Ordering::Acquire) != n {
+                    continue;
+                }
                 // Only a ring removed by hand; nothing to put into.
                 return Err(PutFail::Closed(item));
             };
-            let need = match ring.put(item, Mode::Try) {
-                Ok(()) => {
-                    // Release: pairs with the Acquire loads in `unfinished`.
-                    self.words().puts.fetch_add(1, Ordering::Release);
-                    return Ok(());
-                }
+            // Counted before the item is visible (JoinableQueue): a
+            // consumer that gets it must find it counted, or its task_done
+            // is refused and a join returns early. Release: pairs with the
+            // Acquire loads in `unfinished` (also ordered before the ring's
+            // Release publish, which the consumer's get Acquires).
+            self.words().puts.fetch_add(1, Ordering::Release);
+            let put = ring.put(item, Mode::Try);
+            if put.is_err() {
+                self.uncount_put();
+            }
+            let need = match put {
+                Ok(()) => return Ok(()),
                 Err(PutFail::TooLarge(v)) => {
                     let mut len = Vec::new();
                     v.encode(&mut len);
@@ -404,6 +525,27 @@ impl<T: Handoff> Chain<T> {
         }
     }
 
+    /// Takes back the count of a put that did not go in (and wakes
+    /// joiners if that was the last unfinished task).
+    #[cold]
+    fn uncount_put(&self) {
+        let w = self.words();
+        // AcqRel: pairs with the increments and `task_done`'s loads.
+        w.puts.fetch_sub(1, Ordering::AcqRel);
+        self.wake_joiners_if_done();
+    }
+
+    /// Wakes the joiners if no task is unfinished now.
+    fn wake_joiners_if_done(&self) {
+        let w = self.words();
+        // SeqCst: a Dekker pair with the joiners' registration in `join_until`.
+        if self.unfinished() == 0 && w.joiners.load(Ordering::SeqCst) != 0 {
+            // Release: pairs with the joiners' Acquire ticket load.
+            w.done_seq.fetch_add(1, Ordering::Release);
+            wake32(&w.done_seq, u32::MAX);
+        }
+    }
+
     /// Sleeps until a ring is retired (or a poll period, or `deadline`).
     #[cold]
     fn wait_for_space(&self, deadline: Deadline) {
@@ -424,7 +566,8 @@ impl<T: Handoff> Chain<T> {
             step = step.saturating_add(1);
             match mode {
                 Mode::Try if step > TRY_LINKS => return Err(GetFail::Empty),
-                Mode::Until(d) if step > TRY_LINKS && d.passed() => return Err(GetFail::TimedOut),
+                // The deadline is checked on every step after the first.
+                Mode::Until(d) if step > 1 && d.passed() => return Err(GetFail::TimedOut),
                 _ => {}
             }
             // Acquire: pairs with the AcqRel CAS in `retire`.
@@ -447,9 +590,15 @@ impl<T: Handoff> Chain<T> {
                             return Err(GetFail::Closed);
                         }
                         // Sealed by a producer that has not linked the
-                        // successor yet (or died doing it): link it.
+                        // successor yet (or died doing it): link it. If it
+                        // cannot be made (/dev/shm full, limit), sleep on
+                        // the space word until a ring is retired or the
+                        // queue closes (a poll period at most), never spin.
                         if !self.advance(o, &ring, 0).unwrap_or(false) {
-                            std::thread::yield_now();
+                            match mode {
+                                Mode::Try => return Err(GetFail::Empty),
+                                Mode::Until(d) => self.wait_for_space(d),
+                            }
                         }
                         continue;
                     }
@@ -488,7 +637,8 @@ impl<T: Handoff> Chain<T> {
     }
 
     pub(super) fn persist(&self) {
-        self.s.persisted.store(true, Ordering::Relaxed);
+        // Release: pairs with the Acquire load in `Shared::drop`.
+        self.words().persisted.store(1, Ordering::Release);
         self.s.ctl.m.segment().persist();
     }
 
@@ -511,11 +661,7 @@ impl<T: Handoff> Chain<T> {
                 break;
             }
         }
-        if self.unfinished() == 0 && w.joiners.load(Ordering::SeqCst) != 0 {
-            // Release: pairs with the joiners' Acquire ticket load.
-            w.done_seq.fetch_add(1, Ordering::Release);
-            wake32(&w.done_seq, u32::MAX);
-        }
+        self.wake_joiners_if_done();
         Ok(())
     }
 
@@ -553,20 +699,96 @@ impl<T: Handoff> Chain<T> {
 }
 
 impl<T> Drop for Shared<T> {
-    /// The creator's last handle removes the names of the rings left.
+    /// The last process to detach from the queue removes the names of the
+    /// rings left (the creator leaving first must not take the rings from
+    /// the others: they may not have mapped them yet).
     fn drop(&mut self) {
-        // A forked child inherits the handle but is not the creator.
-        if self.creator != Some(std::process::id()) || self.persisted.load(Ordering::Relaxed) {
+        // A forked child inherits the handle but did not attach.
+        if self.attacher != std::process::id() {
             return;
         }
         let ctl = self.ctl.m.ctl();
-        // Relaxed: a best-effort cleanup; both are bounded below.
-        let o = ctl.oldest.0.load(Ordering::Relaxed);
-        let n = (ctl.newest.0.load(Ordering::Relaxed) & !CLOSED).clamp(o, o.saturating_add(LIVE_RINGS));
-        let name = self.ctl.m.segment().name();
-        // n + 1: a successor created by a producer that died before linking it.
-        for k in o..=n.saturating_add(1) {
-            let _ = crate::unlink(&format!("{name}.{k}"));
+        let w = &ctl.words.0;
+        let me = crate::sys::thread::process_packed();
+        match self.holder {
+            // AcqRel: pairs with the holders' attaches and detaches (the
+            // last one sees all of their uses of the chain before it).
+            Some(i) => {
+                let _ = w.holders[i].compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
+            }
+            // Saturating: the word is untrusted.
+            None => {
+                let _ = w.attached.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(1)));
+            }
+        }
+        // Acquire (all three): pair with the AcqRel attaches/detaches and
+        // the Release store in `persist`.
+        if w.persisted.load(Ordering::Acquire) != 0 || w.attached.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let held = w.holders.iter().any(|h| {
+            let h = h.load(Ordering::Acquire);
+            h != 0 && !crate::sys::thread::owner_is_dead(h)
+        });
+        if !held {
+            unlink_rings(ctl, self.ctl.m.segment().name(), self.generation);
         }
     }
+}
+
+/// Records this process as a holder of the chain: a free entry of the
+/// table, else one of a dead holder, else only the overflow count.
+fn attach(w: &Words) -> Option<usize> {
+    let me = crate::sys::thread::process_packed();
+    // AcqRel: pairs with the detaches and the last holder's scan.
+    for i in 0..HOLDERS {
+        if w.holders[i].compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            return Some(i);
+        }
+    }
+    for (i, h) in w.holders.iter().enumerate() {
+        let cur = h.load(Ordering::Acquire);
+        if crate::sys::thread::owner_is_dead(cur) && h.compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            return Some(i);
+        }
+    }
+    w.attached.fetch_add(1, Ordering::AcqRel);
+    None
+}
+
+/// Removes the names of the live rings of the chain `ctl` (and of a
+/// successor created but not linked yet).
+fn unlink_rings(ctl: &ChainCtl, name: &str, generation: u32) {
+    // Acquire: pairs with the CASes in `advance` and `retire`; both are
+    // bounded below (untrusted indices).
+    let o = ctl.oldest.0.load(Ordering::Acquire);
+    let n = (ctl.newest.0.load(Ordering::Acquire) & !CLOSED).clamp(o, o.saturating_add(LIVE_RINGS));
+    // n + 1: a successor created by a producer that died before linking it.
+    for k in o..=n.saturating_add(1) {
+        let _ = crate::unlink(&ring_name(name, generation, k));
+    }
+    // Temporary names of rings whose creator was killed before linking.
+    let prefix = format!("{name}.{generation:08x}.");
+    for temp in crate::shm::names_starting_with(&prefix) {
+        let rest = &temp[prefix.len()..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits > 0 && rest[digits..].starts_with(TEMP_MARK) {
+            let _ = crate::unlink(&temp);
+        }
+    }
+}
+
+/// The name of ring `k` of the queue `name` of generation `generation`.
+fn ring_name(name: &str, generation: u32, k: u64) -> String {
+    format!("{name}.{generation:08x}.{k}")
+}
+
+/// A generation unlikely to repeat for one name (std's per-process random
+/// hash keys, the time and the pid).
+fn random_generation() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish() as u32
 }

@@ -18,12 +18,40 @@
 //! with [`Handoff`](crate::Handoff)); a plain-data queue never reports them. Errors of puts
 //! hand the value back (`into_inner`). Each blocking error converts into
 //! its timeout twin (`From`), so one `?` can serve both.
+//!
+//! The errors of [`MpmcQueue`](super::MpmcQueue) and the Python-shaped
+//! queues (`TryPutError`, `PutError`, `PutTimeoutError`, `TryGetError`,
+//! `GetError`, `GetTimeoutError`) are `#[non_exhaustive]`: one `Queue<T>`
+//! serves plain data and encoded items alike, so they share one error type
+//! per operation, and the variants only encoded items produce (`TooLarge`,
+//! `Corrupted`) were added to it. A `match` on them needs a `_` arm (once;
+//! no variant added later breaks it again):
+//!
+//! ```
+//! let q = shmproc::Queue::<u64>::new(1).unwrap();
+//! q.put(1).unwrap();
+//! let what = match q.put_nowait(2) {
+//!     Ok(()) => "put",
+//!     Err(shmproc::TryPutError::Full(_)) => "full",
+//!     Err(_) => "closed, or another reason",
+//! };
+//! assert_eq!(what, "full");
+//! ```
+//!
+//! ```compile_fail,E0004
+//! let q = shmproc::Queue::<u64>::new(1).unwrap();
+//! match q.get() {
+//!     Ok(_) => {}
+//!     Err(shmproc::GetError::Closed) => {}
+//!     Err(shmproc::GetError::Corrupted) => {} // still not exhaustive
+//! }
+//! ```
 
 /// Declares a put-side error that hands the value back, with
 /// `into_inner`.
 macro_rules! value_error {
-    ($(#[doc = $doc:literal])* $name:ident { $first:ident = $fmsg:literal $(, $v:ident = $msg:literal)* $(,)? }) => {
-        $(#[doc = $doc])*
+    ($(#[$attr:meta])* $name:ident { $first:ident = $fmsg:literal $(, $v:ident = $msg:literal)* $(,)? }) => {
+        $(#[$attr])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
         pub enum $name<T> {
             #[doc = concat!("Not done: ", $fmsg, ". The value is handed back.")]
@@ -53,8 +81,8 @@ macro_rules! value_error {
 
 /// Declares a get-side error (no value to hand back).
 macro_rules! unit_error {
-    ($(#[doc = $doc:literal])* $name:ident { $($v:ident = $msg:literal),* $(,)? }) => {
-        $(#[doc = $doc])*
+    ($(#[$attr:meta])* $name:ident { $($v:ident = $msg:literal),* $(,)? }) => {
+        $(#[$attr])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
         pub enum $name {
             $(
@@ -262,7 +290,12 @@ value_error! {
     /// q.put(1).unwrap();
     /// assert_eq!(q.put_nowait(2), Err(shmproc::TryPutError::Full(2)));
     /// ```
-    TryPutError { Full = "the queue is full", Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`)" }
+    ///
+    /// `#[non_exhaustive]`: queues of items that are not plain data added
+    /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
+    /// reports), and more may come; a `match` needs a `_` arm.
+    #[non_exhaustive]
+    TryPutError { Full = "the queue is full", Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`), or than an unbounded queue's memory limit allows" }
 }
 
 value_error! {
@@ -275,7 +308,12 @@ value_error! {
     /// q.close();
     /// assert_eq!(q.put(1), Err(shmproc::PutError::Closed(1)));
     /// ```
-    PutError { Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`)" }
+    ///
+    /// `#[non_exhaustive]`: queues of items that are not plain data added
+    /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
+    /// reports), and more may come; a `match` needs a `_` arm.
+    #[non_exhaustive]
+    PutError { Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`), or than an unbounded queue's memory limit allows" }
 }
 
 value_error! {
@@ -290,7 +328,12 @@ value_error! {
     /// let r = q.put_timeout(2, std::time::Duration::ZERO);
     /// assert_eq!(r, Err(shmproc::PutTimeoutError::TimedOut(2)));
     /// ```
-    PutTimeoutError { TimedOut = "timed out waiting for space in the queue", Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`)" }
+    ///
+    /// `#[non_exhaustive]`: queues of items that are not plain data added
+    /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
+    /// reports), and more may come; a `match` needs a `_` arm.
+    #[non_exhaustive]
+    PutTimeoutError { TimedOut = "timed out waiting for space in the queue", Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`), or than an unbounded queue's memory limit allows" }
 }
 widen!(<T> PutError => PutTimeoutError: Closed, TooLarge);
 
@@ -304,6 +347,11 @@ unit_error! {
     /// let q = shmproc::Queue::<u8>::new(1).unwrap();
     /// assert_eq!(q.get_nowait(), Err(shmproc::TryGetError::Empty));
     /// ```
+    ///
+    /// `#[non_exhaustive]`: queues of items that are not plain data added
+    /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
+    /// reports), and more may come; a `match` needs a `_` arm.
+    #[non_exhaustive]
     TryGetError { Empty = "the queue is empty", Closed = "the queue is closed", Corrupted = "the next frame could not be decoded as the item type (a peer of another type or a corrupted segment); it was removed" }
 }
 
@@ -317,6 +365,11 @@ unit_error! {
     /// q.close();
     /// assert_eq!(q.get(), Err(shmproc::GetError::Closed));
     /// ```
+    ///
+    /// `#[non_exhaustive]`: queues of items that are not plain data added
+    /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
+    /// reports), and more may come; a `match` needs a `_` arm.
+    #[non_exhaustive]
     GetError { Closed = "the queue is closed", Corrupted = "the next frame could not be decoded as the item type (a peer of another type or a corrupted segment); it was removed" }
 }
 
@@ -331,6 +384,11 @@ unit_error! {
     /// let r = q.get_timeout(std::time::Duration::ZERO);
     /// assert_eq!(r, Err(shmproc::GetTimeoutError::TimedOut));
     /// ```
+    ///
+    /// `#[non_exhaustive]`: queues of items that are not plain data added
+    /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
+    /// reports), and more may come; a `match` needs a `_` arm.
+    #[non_exhaustive]
     GetTimeoutError { TimedOut = "timed out waiting for an item", Closed = "the queue is closed", Corrupted = "the next frame could not be decoded as the item type (a peer of another type or a corrupted segment); it was removed" }
 }
 widen!(GetError => GetTimeoutError: Closed, Corrupted);

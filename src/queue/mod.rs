@@ -45,6 +45,7 @@
 //! | `frames.rs` | variable-length frames on the MPMC ring, encoded with `Handoff` |
 //! | `itemring.rs` | one MPMC ring of any `Handoff` item |
 //! | `chain.rs` | unbounded queues: a chain of rings, sealed, linked and retired |
+//! | `inner.rs` | a queue handle's ring or chain, and its errors per operation |
 //! | `facade.rs` | [`Queue`], [`JoinableQueue`], [`SimpleQueue`] |
 
 real_platform! {
@@ -53,6 +54,7 @@ real_platform! {
     mod chain;
     mod error;
     mod facade;
+    mod inner;
     mod frames;
     mod item;
     mod itemring;

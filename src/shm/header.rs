@@ -63,6 +63,7 @@ const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
 /// Byte offsets of the fields `gc` reads with `pread` (native endian).
 pub(crate) const OFF_MAGIC: usize = std::mem::offset_of!(Header, magic);
 pub(crate) const OFF_VERSION: usize = std::mem::offset_of!(Header, version);
+pub(crate) const OFF_KIND: usize = std::mem::offset_of!(Header, kind);
 pub(crate) const OFF_FLAGS: usize = std::mem::offset_of!(Header, flags);
 pub(crate) const OFF_CREATOR_PID: usize = std::mem::offset_of!(Header, creator_pid);
 pub(crate) const OFF_CREATOR_START: usize = std::mem::offset_of!(Header, creator_start);

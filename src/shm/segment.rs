@@ -337,9 +337,71 @@ impl Drop for Segment {
 /// shmproc::unlink(&name).unwrap();
 /// assert!(matches!(shmproc::Lock::open(&name), Err(shmproc::OpenError::NotFound(_))));
 /// ```
+///
+/// An unbounded queue's name also takes its rings with it (the segments
+/// named `<name>.<generation>.<k>`, see [`Queue::new(0)`](crate::Queue::new)),
+/// so a queue created again under the same name starts empty.
 pub fn unlink(name: &str) -> Result<(), OpenError> {
     let c_name = os_name(name)?;
-    sys::shm::unlink(&c_name).map_err(|e| errno_to_open(name, e))
+    let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
+    let chain = kind_of(&path) == Some(Kind::QueueChain.to_u32());
+    sys::shm::unlink(&c_name).map_err(|e| errno_to_open(name, e))?;
+    if chain {
+        for ring in names_starting_with(&format!("{name}.")) {
+            if is_ring_name(&ring[name.len() + 1..]) {
+                let _ = sys::shm::unlink(&os_name(&ring)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `rest` (what follows `<name>.`) names a ring of an unbounded
+/// queue: `<generation: 8 hex digits>.<k>`, or a ring's temporary name
+/// (`<generation>.<k>.t...`).
+pub(crate) fn is_ring_name(rest: &str) -> bool {
+    let Some((generation, tail)) = rest.split_once('.') else { return false };
+    let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+    generation.len() == 8
+        && generation.bytes().all(|b| b.is_ascii_hexdigit())
+        && digits > 0
+        && (digits == tail.len() || tail[digits..].starts_with(".t"))
+}
+
+/// The kind word of the segment at `path` if it is provably ours (regular
+/// file, our uid, magic and layout version), read with `pread` (no mapping).
+fn kind_of(path: &std::path::Path) -> Option<u32> {
+    let fd = sys::shm::open_to_inspect(path).ok()?;
+    let info = sys::shm::fstat(&fd).ok()?;
+    if !info.regular || info.uid != sys::shm::euid() || info.size < HEADER_SIZE as u64 {
+        return None;
+    }
+    let mut h = [0u8; HEADER_SIZE];
+    if sys::shm::read_at(&fd, &mut h, 0).ok()? != HEADER_SIZE {
+        return None;
+    }
+    let u32_at = |at: usize| u32::from_ne_bytes(h[at..at + 4].try_into().unwrap());
+    let magic = u64::from_ne_bytes(h[header::OFF_MAGIC..header::OFF_MAGIC + 8].try_into().unwrap());
+    (magic == MAGIC && u32_at(header::OFF_VERSION) == LAYOUT_VERSION).then(|| u32_at(header::OFF_KIND))
+}
+
+/// Gives the segment `from` the second name `to`, atomically, failing
+/// with `AlreadyExists` if `to` exists (never replacing it).
+pub(crate) fn link(from: &str, to: &str) -> Result<(), OpenError> {
+    let (f, t) = (os_name(from)?, os_name(to)?);
+    sys::shm::link_no_replace(&f, &t).map_err(|e| errno_to_open(to, e))
+}
+
+/// The user names in /dev/shm that start with `prefix` (empty on an
+/// unreadable directory).
+pub(crate) fn names_starting_with(prefix: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(SHM_DIR) else { return Vec::new() };
+    dir.filter_map(|e| {
+        let f = e.ok()?.file_name().into_string().ok()?;
+        let user = f.strip_prefix(NAME_PREFIX)?;
+        user.starts_with(prefix).then(|| user.to_owned())
+    })
+    .collect()
 }
 
 /// Removes this crate's segments whose creator process is dead. Only a

@@ -159,6 +159,17 @@ pub(crate) fn stat_path(path: &std::path::Path) -> Option<(u64, u64)> {
     nix::sys::stat::lstat(path).ok().map(|st| (st.st_ino, st.st_dev))
 }
 
+/// Gives the segment `from` the second name `to` (`link(2)` on the
+/// /dev/shm paths), atomically and never replacing: `EEXIST` if `to`
+/// exists. So a name linked this way appears only with a complete file.
+pub(crate) fn link_no_replace(from: &CStr, to: &CStr) -> Result<(), Errno> {
+    let path = |n: &CStr| {
+        let n = n.to_str().map_err(|_| Errno::EINVAL)?;
+        Ok::<_, Errno>(format!("/dev/shm/{}", n.strip_prefix('/').unwrap_or(n)))
+    };
+    std::fs::hard_link(path(from)?, path(to)?).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO)))
+}
+
 /// Removes `name`; mappings stay valid until unmapped.
 pub(crate) fn unlink(name: &CStr) -> Result<(), Errno> {
     nix::sys::mman::shm_unlink(name)
