@@ -21,7 +21,7 @@ use crate::process::Handoff;
 /// ```
 /// use shmproc::pool::Task;
 /// shmproc::task! { fn shout(s: String) -> String { s.to_uppercase() } }
-/// assert!(shout::ID.ends_with("::shout"));
+/// assert!(shout::ID.contains("::shout@")); // module::name@file:line:column
 /// assert_eq!(shout::call("hi".into()), Ok("HI".to_string()));
 /// ```
 pub trait Task: 'static {

@@ -22,6 +22,10 @@ pub(super) struct Inner {
     pub(super) seg: RawSegment,
     pub(super) pidfd: Option<OwnedFd>,
     pub(super) ended: Mutex<Option<Ended>>,
+    /// Set (Release) once `ended` holds the end: `wait` reads it with no
+    /// lock (a lock held by another thread polling this child must not
+    /// read as "still running").
+    pub(super) ended_flag: std::sync::atomic::AtomicBool,
     /// The parent's copy of the argument, kept until the child has opened
     /// every handle in it (it may hold the only handle that keeps an
     /// object's name alive, e.g. `Process::new(f, Value::new(0)?)`).
@@ -51,6 +55,9 @@ impl Inner {
                 Err(_) => Some(Ended::Lost),
             };
             if ended.is_some() {
+                // Release: pairs with the Acquire load in `wait`'s
+                // readiness check (process/waitable.rs).
+                self.ended_flag.store(true, std::sync::atomic::Ordering::Release);
                 // Normally the child removed the name already; not if it
                 // died before opening its status segment.
                 let _ = crate::unlink(self.seg.name());

@@ -146,6 +146,7 @@ impl Process {
             seg,
             pidfd: sysproc::pidfd_open(pid).ok(),
             ended: Mutex::new(None),
+            ended_flag: std::sync::atomic::AtomicBool::new(false),
             held: Mutex::new(Some(target)),
         });
         children::register(Arc::clone(&inner));

@@ -3,7 +3,7 @@
 //!
 //! A child killed with SIGKILL writes nothing, so its end is turned into a
 //! futex word here: the first `wait` that includes a child starts a helper
-//! thread (64 KiB of stack) blocked in `poll` on the child's pidfd. When
+//! thread (default stack: recording the end runs the application's logger) blocked in `poll` on the child's pidfd. When
 //! the child ends, the thread reaps it (recording its end as `join`
 //! would), bumps [`DEATHS`] and wakes its sleepers, then exits. Cost: one
 //! thread creation per child ever waited on, one `FUTEX_WAKE` per death,
@@ -11,7 +11,7 @@
 //! cannot start, `wait` re-checks with `waitpid` every [`NO_WATCH_POLL`].
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::Process;
@@ -49,7 +49,7 @@ fn watch(inner: &Arc<Inner>) -> bool {
         return false;
     };
     let weak = Arc::downgrade(inner);
-    let spawned = std::thread::Builder::new().name("shmproc-wait-child".into()).stack_size(64 << 10).spawn(move || {
+    let spawned = std::thread::Builder::new().name("shmproc-wait-child".into()).spawn(move || {
         while !sysproc::pidfd_wait(&fd, None) {
             // A failed poll (not EINTR, which it retries): try again a little later rather than spin.
             std::thread::sleep(NO_WATCH_POLL);
@@ -84,14 +84,12 @@ impl WaitObject for Process {
             // Without a watcher (no pidfd, or the thread could not start), ask the kernel.
             return inner.poll(false).is_some();
         }
-        // No syscall: the end recorded by a watcher, `join`, `is_alive`... A
-        // thread reaping it right now holds the lock: not yet (the watcher
-        // bumps DEATHS after it, waking us).
-        match inner.ended.try_lock() {
-            Ok(end) => end.is_some(),
-            Err(TryLockError::Poisoned(p)) => p.into_inner().is_some(),
-            Err(TryLockError::WouldBlock) => false,
-        }
+        // No syscall, no lock: the end recorded by a watcher, `join`,
+        // `is_alive`... (a lock held by another thread polling this child
+        // once read as "still running", and the wait slept on a DEATHS
+        // value that no later death would change). Acquire: pairs with the
+        // Release store in `Inner::poll` after it recorded the end.
+        inner.ended_flag.load(Ordering::Acquire)
     }
     fn announce(&mut self, words: &mut Words) -> Option<u64> {
         self.waitable_inner()?;

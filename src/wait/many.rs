@@ -277,7 +277,8 @@ pub trait Waitable: WaitObject {}
 ///
 /// A child killed with SIGKILL writes nothing anywhere, so a process's end
 /// is turned into a futex word here: the first time a `wait` includes a
-/// child, a helper thread is started for it (64 KiB stack) that blocks in
+/// child, a helper thread is started for it (default stack: recording the end
+/// runs the application's logger) that blocks in
 /// `poll(2)` on the child's pidfd; when the child ends, the thread reaps
 /// it, bumps a process-wide "deaths" word and wakes its sleepers, then
 /// exits. Cost: one thread creation per child ever waited on, no CPU while
@@ -393,7 +394,11 @@ fn sleep_loop(objects: &mut [&mut dyn Waitable], deadline: Deadline) -> Result<R
     let mut tokens: Vec<Option<u64>> = Vec::with_capacity(objects.len());
     let poll = objects.iter_mut().filter_map(|o| o.prepare()).min();
     let handshake_needed = objects.iter().any(|o| o.handshake());
-    let mut thorough = false;
+    // The first check on the slow path is thorough (a child's end asked of
+    // the kernel, a sender's liveness of /proc): a poll (`timeout` 0) sees
+    // a child that already ended or a sender that was killed, as Python's
+    // `connection.wait` does.
+    let mut thorough = true;
     let mut last_thorough = Instant::now();
     loop {
         let ready = scan(objects, thorough);
