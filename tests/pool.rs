@@ -780,3 +780,24 @@ fn a_panicking_callback_leaves_the_pool_working() {
     assert!(o.is_ok());
     assert_eq!(again.ok().flatten(), Some(9));
 }
+
+shmproc::task! {
+    fn loud_err(n: u64) -> Result<u64, String> { Err("é".repeat(n as usize)) }
+}
+
+/// A task's error with a message longer than an item's limit stays a
+/// failure with (the start of) its message; it was once `Refused` with a
+/// size complaint instead (found by a hostile review).
+#[test]
+fn a_long_error_message_stays_a_failure() {
+    let _watchdog = watchdog("a_long_error_message_stays_a_failure");
+    let pool = Pool::new(1).unwrap();
+    match pool.apply(loud_err, 150_000) {
+        Err(PoolError::Task(TaskError::Failed { message, .. })) => {
+            assert!(message.starts_with("éé") && message.ends_with("[message cut]"), "{}", &message[..40]);
+            assert!(message.len() <= shmproc::pool::MAX_ITEM_BYTES);
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    finish(pool, &[]);
+}

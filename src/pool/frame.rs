@@ -423,7 +423,19 @@ impl ResultFrame {
     #[inline(never)]
     fn seal_general(&mut self, mark: usize, status: u8, refused: u8) {
         let len = self.bytes.len() - mark - RESULT_PREFIX;
-        if len > MAX_ITEM_BYTES {
+        if len > MAX_ITEM_BYTES && status != super::task::Status::Ok as u8 && status != refused {
+            // A task's long error or panic message keeps its kind: cut to
+            // the limit (at a character boundary), marked as cut.
+            const CUT: &[u8] = " [message cut]".as_bytes();
+            let start = mark + RESULT_PREFIX;
+            let mut keep = MAX_ITEM_BYTES - CUT.len();
+            while keep > 0 && (self.bytes[start + keep] & 0xC0) == 0x80 {
+                keep -= 1;
+            }
+            self.bytes.truncate(start + keep);
+            self.bytes.extend_from_slice(CUT);
+            self.bytes[mark] = status;
+        } else if len > MAX_ITEM_BYTES {
             self.bytes.truncate(mark + RESULT_PREFIX);
             self.bytes[mark] = refused;
             self.bytes
