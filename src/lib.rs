@@ -171,7 +171,7 @@ real_platform! {
     pub use handoff::{Handoff, HandoffError};
     #[doc(hidden)]
     pub use handoff::{PodWire as __PodWire, __decode_pod};
-    pub use manager::{ContainerError, DictProxy, Element, Entry, ListProxy, Manager};
+    pub use manager::{ContainerError, DictProxy, Element, Entry, ListProxy, Manager, gc};
     #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub use manager::__crash_after_steps;
@@ -190,7 +190,7 @@ real_platform! {
     };
     pub use shared::{Array, Value};
     pub use shared::ArrayError;
-    pub use shm::{Kind, MAX_NAME_LEN, NAME_PREFIX, Options, RawSegment, ShmType, gc, unlink};
+    pub use shm::{Kind, MAX_NAME_LEN, NAME_PREFIX, Options, RawSegment, ShmType, unlink};
     pub use sync::barrier::{Barrier, BarrierError};
     pub use sync::condition::Condition;
     pub use sync::event::Event;

@@ -94,7 +94,7 @@ mod store;
 pub use dict::DictProxy;
 pub use element::{Element, Shape};
 pub use list::ListProxy;
-pub use registry::{Entry, Manager};
+pub use registry::{Entry, Manager, gc};
 
 use crate::shm::{Fingerprint, fnv1a};
 

@@ -70,16 +70,25 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // The creator's last handle: remove every object's name, as each
         // object's creator would (openers never remove names).
-        if self.reg.store_segment().owns_name()
-            && let Ok(items) = self.reg.items()
-        {
-            for (_, rec) in items {
-                if let Some(r) = Record::decode(&rec) {
-                    let _ = crate::unlink(&r.segment);
-                }
-            }
+        if self.reg.store_segment().owns_name() {
+            let _ = unlink_objects(&self.reg);
         }
     }
+}
+
+/// Removes the name of every object `reg` lists ([`crate::unlink`]: an
+/// unbounded queue's rings go with it); returns the names it removed
+/// (names already gone are skipped).
+fn unlink_objects(reg: &DictProxy<String, Vec<u8>>) -> Result<Vec<String>, ContainerError> {
+    let mut removed = Vec::new();
+    for (_, rec) in reg.items()? {
+        if let Some(r) = Record::decode(&rec)
+            && crate::unlink(&r.segment).is_ok()
+        {
+            removed.push(r.segment);
+        }
+    }
+    Ok(removed)
 }
 
 /// Python's `multiprocessing.Manager()` without the server process: a
@@ -93,10 +102,13 @@ impl Drop for Inner {
 /// - The process that created the Manager owns every object in it (also
 ///   those a child created through it): their names are removed when its
 ///   last Manager handle drops, unless [`persist`](Self::persist) was
-///   called. Containers of a Manager whose creator died are removed by
-///   [`gc`](crate::gc); values, arrays, locks and queues are kept from
-///   `gc` (persisted), so after a crash of the creator remove them with
-///   [`unlink`](crate::unlink) (their names are in [`names`](Self::names)).
+///   called. Handles already open keep working either way.
+/// - If that process is killed (`kill -9`, or any end that skips the
+///   drops): [`gc`](crate::gc) removes the Manager and everything in it,
+///   unless it was persisted. A persisted Manager (whatever became of its
+///   creator) is removed with [`unlink_all`](Self::unlink_all):
+///   `Manager::open(name)?.unlink_all()`. `gc` alone never removes a
+///   persisted Manager's objects, nor part of a Manager.
 ///
 /// ```
 /// use shmproc::Manager;
@@ -122,6 +134,12 @@ impl std::fmt::Debug for Manager {
 
 fn registry_fp() -> Fingerprint {
     super::fingerprint("Manager", &[String::__shape(), Vec::<u8>::__shape()])
+}
+
+/// Whether `k` is one of the kinds [`Manager::queue`] makes (a lookup
+/// finds a queue whatever its size).
+fn is_queue(k: Kind) -> bool {
+    matches!(k, Kind::MpmcQueue | Kind::FrameQueue | Kind::QueueChain)
 }
 
 fn corrupted(name: &str, e: ContainerError) -> OpenError {
@@ -180,20 +198,43 @@ impl Manager {
     }
 
     /// Keeps the Manager and every object in it after the creator's last
-    /// handle drops (remove them later with [`unlink`](crate::unlink)).
+    /// handle drops or the creator dies ([`gc`](crate::gc) leaves them);
+    /// remove them later with [`unlink_all`](Self::unlink_all).
     ///
     /// ```
     /// let name = format!("doc-mgr-persist-{}", std::process::id());
     /// let mgr = shmproc::Manager::create(&name).unwrap();
-    /// let seg = mgr.list::<u8>("l").unwrap().name().to_owned();
+    /// mgr.list::<u8>("l").unwrap().append(1).unwrap();
     /// mgr.persist();
     /// drop(mgr);
-    /// assert!(shmproc::Manager::open(&name).unwrap().list::<u8>("l").is_ok());
-    /// shmproc::unlink(&seg).unwrap();
-    /// shmproc::unlink(&name).unwrap();
+    /// let again = shmproc::Manager::open(&name).unwrap();
+    /// assert_eq!(again.list::<u8>("l").unwrap().to_vec().unwrap(), [1]);
+    /// again.unlink_all().unwrap();
+    /// assert!(shmproc::Manager::open(&name).is_err());
     /// ```
     pub fn persist(&self) {
         self.inner.reg.persist()
+    }
+
+    /// Removes the names of the Manager and of every object it holds
+    /// (an unbounded queue's rings included), from any process: how a
+    /// persisted Manager is removed, also after its creator was killed.
+    /// Handles already open (here and in other processes) keep working;
+    /// later `open`s fail with [`OpenError::NotFound`]. An object created
+    /// through a handle of this Manager after this call is not removed.
+    ///
+    /// ```
+    /// let mgr = shmproc::Manager::new().unwrap();
+    /// let seg = mgr.list::<u8>("l").unwrap().name().to_owned();
+    /// mgr.unlink_all().unwrap();
+    /// assert!(shmproc::Manager::open(mgr.name()).is_err());
+    /// assert!(shmproc::ListProxy::<u8>::open(&seg).is_err());
+    /// ```
+    pub fn unlink_all(&self) -> Result<(), ContainerError> {
+        // Under the registry's lock: no find-or-create runs meanwhile.
+        self.inner.reg.with_lock(unlink_objects)??;
+        let _ = crate::unlink(self.name());
+        Ok(())
     }
 
     /// Everything the Manager holds (a snapshot, sorted by name).
@@ -220,7 +261,13 @@ impl Manager {
     }
 
     /// Finds `name` (checking kind and identity) or creates it with
-    /// `create(segment name)`, under the registry's lock.
+    /// `create(segment name)`, under the registry's lock. Every object is
+    /// created persisted, whichever process creates it: its name lives as
+    /// long as the registry lists it (the creator's drop, [`unlink_all`]
+    /// and [`gc`](crate::gc) remove the listed names, never one object
+    /// alone).
+    ///
+    /// [`unlink_all`]: Self::unlink_all
     fn find_or_create<H>(
         &self,
         name: &str,
@@ -235,7 +282,7 @@ impl Manager {
         let found = |b: &[u8]| -> Result<H, OpenError> {
             let r = Record::decode(b)
                 .ok_or_else(|| OpenError::Corrupted { name: self.name().to_owned(), reason: format!("bad record for {name:?}") })?;
-            if r.kind != kind {
+            if r.kind != kind && !(is_queue(r.kind) && is_queue(kind)) {
                 return Err(OpenError::WrongKind { name: name.to_owned(), expected: kind, found: r.kind });
             }
             if r.hash != fp.hash {
@@ -274,7 +321,9 @@ impl Manager {
     pub fn list<T: Element>(&self, name: &str) -> Result<ListProxy<T>, OpenError> {
         let owner = self.inner.owner;
         self.find_or_create(name, Kind::List, &ListProxy::<T>::fingerprint(), ListProxy::open, |seg| {
-            ListProxy::create_owned(seg, &Options::new(), Some(owner))
+            let l = ListProxy::create_owned(seg, &Options::new(), Some(owner))?;
+            l.persist();
+            Ok(l)
         })
     }
 
@@ -288,7 +337,9 @@ impl Manager {
     pub fn dict<K: Element, V: Element>(&self, name: &str) -> Result<DictProxy<K, V>, OpenError> {
         let owner = self.inner.owner;
         self.find_or_create(name, Kind::Dict, &DictProxy::<K, V>::fingerprint(), DictProxy::open, |seg| {
-            DictProxy::create_owned(seg, &Options::new(), Some(owner))
+            let d = DictProxy::create_owned(seg, &Options::new(), Some(owner))?;
+            d.persist();
+            Ok(d)
         })
     }
 
@@ -362,22 +413,88 @@ impl Manager {
         })
     }
 
-    /// The [`Queue`] named `name`, created holding at most `maxsize`
-    /// items if absent.
+    /// The [`Queue`] named `name`, created if absent holding at most
+    /// `maxsize` items (`0`: unbounded, as Python's `Manager().Queue()`).
+    /// Items are any [`Handoff`](crate::Handoff) type, as for [`Queue`]
+    /// itself: plain data in fixed slots, anything else (`String`,
+    /// tuples, `Vec`s...) encoded. `maxsize` is used only to create: a
+    /// queue found under `name` is returned whatever its size.
+    /// [`names`](Self::names) reports what was made:
+    /// [`Kind::MpmcQueue`] (bounded, plain data), [`Kind::FrameQueue`]
+    /// (bounded, encoded items) or [`Kind::QueueChain`] (unbounded).
     ///
     /// ```
-    /// let mgr = shmproc::Manager::new().unwrap();
+    /// use shmproc::{Kind, Manager};
+    /// let mgr = Manager::new().unwrap();
     /// mgr.queue::<u32>("q", 8).unwrap().put(7).unwrap();
     /// assert_eq!(mgr.queue::<u32>("q", 8).unwrap().get().unwrap(), 7);
+    /// let jobs = mgr.queue::<(u32, String)>("jobs", 0).unwrap(); // unbounded, any Handoff item
+    /// jobs.put((1, "resize".into())).unwrap();
+    /// assert_eq!(mgr.queue::<(u32, String)>("jobs", 0).unwrap().get().unwrap().1, "resize");
+    /// assert!(mgr.queue::<String>("jobs", 0).is_err()); // other item type
+    /// let kinds: Vec<Kind> = mgr.names().unwrap().into_iter().map(|e| e.kind).collect();
+    /// assert_eq!(kinds, [Kind::QueueChain, Kind::MpmcQueue]); // "jobs", "q"
     /// ```
-    pub fn queue<T: ShmType + crate::Handoff>(&self, name: &str, maxsize: u64) -> Result<Queue<T>, OpenError> {
-        let fp = Fingerprint::of::<T>();
-        self.find_or_create(name, Kind::MpmcQueue, &fp, Queue::open, |seg| {
+    pub fn queue<T: crate::Handoff>(&self, name: &str, maxsize: u64) -> Result<Queue<T>, OpenError> {
+        use crate::queue::{FrameCell, PodVia, RingItem};
+        let (kind, fp) = if T::__POD.is_some() {
+            (Kind::MpmcQueue, <PodVia<T> as RingItem>::fingerprint())
+        } else {
+            (Kind::FrameQueue, <FrameCell<T> as RingItem>::fingerprint())
+        };
+        let kind = if maxsize == 0 { Kind::QueueChain } else { kind };
+        self.find_or_create(name, kind, &fp, Queue::open, |seg| {
             let q = Queue::create(seg, maxsize)?;
             q.persist();
             Ok(q)
         })
     }
+}
+
+/// Removes this crate's segments whose creator process is dead, and the
+/// objects of every [`Manager`] whose creator is dead and that was not
+/// persisted (a Manager's objects are removed with it, never alone: they
+/// are listed in its registry, which is read before it is removed). Only a
+/// regular file owned by our effective uid whose header proves it is ours
+/// (magic and this build's layout version) is considered, so foreign files
+/// (short, zero-filled, FIFOs, other users' files) are left alone, and so
+/// are persisted segments. Right before removing a name, `gc` checks that
+/// it still refers to the file it judged (a segment re-created under the
+/// same name meanwhile is kept). Returns the names removed.
+///
+/// When segments are left behind: a creator that ends without dropping
+/// its handles, killed by a signal (SIGKILL, and also SIGINT (Ctrl-C) or
+/// SIGTERM at their default action), aborted, or leaving through
+/// `std::process::exit` with handles alive. shmproc installs no signal
+/// handler (a library must not take over a program's signals; Python's
+/// resource tracker does this job there): call `gc` at startup or from a
+/// supervisor, or have the program handle SIGINT/SIGTERM itself (set a
+/// flag, return from `main`, and the handles' drops remove the names).
+///
+/// A creator killed in the microseconds between sizing its file and
+/// writing its identity leaves a zero-filled file that `gc` cannot tell
+/// from a foreign one: remove it with [`unlink`](crate::unlink).
+///
+/// ```
+/// let removed = shmproc::gc().unwrap();
+/// // Whatever was removed had a dead creator; live objects are untouched.
+/// let lock = shmproc::Lock::new().unwrap();
+/// assert!(!shmproc::gc().unwrap().contains(&lock.name().to_owned()));
+/// # let _ = removed;
+/// ```
+pub fn gc() -> std::io::Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let opts = Options::new().init_timeout(std::time::Duration::from_millis(50));
+    for name in crate::shm::dead_segments_of_kind(Kind::Manager) {
+        let Ok(reg) = DictProxy::<String, Vec<u8>>::open_kind(&name, &opts, Kind::Manager, &registry_fp()) else {
+            continue;
+        };
+        if let Ok(Ok(names)) = reg.with_lock(unlink_objects) {
+            removed.extend(names);
+        }
+    }
+    removed.extend(crate::shm::gc()?);
+    Ok(removed)
 }
 
 /// Handles travel to a child by name and are re-opened (and validated) there.

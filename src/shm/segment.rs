@@ -404,34 +404,9 @@ pub(crate) fn names_starting_with(prefix: &str) -> Vec<String> {
     .collect()
 }
 
-/// Removes this crate's segments whose creator process is dead. Only a
-/// regular file owned by our effective uid whose header proves it is ours
-/// (magic and this build's layout version) is considered, so foreign files
-/// (short, zero-filled, FIFOs, other users' files) are left alone, and so
-/// are persisted segments. Right before removing a name, `gc` checks that
-/// it still refers to the file it judged (a segment re-created under the
-/// same name meanwhile is kept). Returns the names removed.
-///
-/// When segments are left behind: a creator that ends without dropping
-/// its handles, killed by a signal (SIGKILL, and also SIGINT (Ctrl-C) or
-/// SIGTERM at their default action), aborted, or leaving through
-/// `std::process::exit` with handles alive. shmproc installs no signal
-/// handler (a library must not take over a program's signals; Python's
-/// resource tracker does this job there): call `gc` at startup or from a
-/// supervisor, or have the program handle SIGINT/SIGTERM itself (set a
-/// flag, return from `main`, and the handles' drops remove the names).
-///
-/// A creator killed in the microseconds between sizing its file and
-/// writing its identity leaves a zero-filled file that `gc` cannot tell
-/// from a foreign one: remove it with [`unlink`].
-///
-/// ```
-/// let removed = shmproc::gc().unwrap();
-/// // Whatever was removed had a dead creator; live objects are untouched.
-/// let lock = shmproc::Lock::new().unwrap();
-/// assert!(!shmproc::gc().unwrap().contains(&lock.name().to_owned()));
-/// # let _ = removed;
-/// ```
+/// Removes this crate's segments whose creator process is dead, persisted
+/// ones excepted (the public [`gc`](crate::gc), which first empties the
+/// registries of dead Managers, documents the rules).
 pub fn gc() -> std::io::Result<Vec<String>> {
     gc_matching(|_| true)
 }
@@ -464,6 +439,20 @@ pub(crate) fn gc_matching(wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<
         }
     }
     Ok(removed)
+}
+
+/// The user names of the segments of `kind` that [`gc`] would remove
+/// (ours, not persisted, creator dead): what a layer above must clean up
+/// before `gc` removes them (a dead Manager's registry).
+pub(crate) fn dead_segments_of_kind(kind: Kind) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(SHM_DIR) else { return Vec::new() };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let user = e.file_name().to_str()?.strip_prefix(NAME_PREFIX)?.to_owned();
+        let path = e.path();
+        (kind_of(&path) == Some(kind.to_u32()) && dead_segment(&path).is_some()).then_some(user)
+    })
+    .collect()
 }
 
 /// `Some((inode, device))` if the file at `path` is provably one of our
