@@ -292,6 +292,8 @@ enum DStep {
     /// popitem: the last inserted entry (Empty when empty, nothing changes).
     PopItem,
     Clear,
+    /// shrink_to_fit: contents and order unchanged.
+    Shrink,
 }
 
 fn dict_step(i: u64, len: usize) -> DStep {
@@ -310,6 +312,7 @@ fn dict_step(i: u64, len: usize) -> DStep {
         ),
         39 if h & (1 << 22) == 0 => DStep::Pop(k),
         39 => DStep::Group(k, text(i), format!("key{}-", (h >> 30) % 97)),
+        40 if h & (1 << 20) == 0 => DStep::Shrink,
         _ if len > 50 => DStep::Clear,
         _ => DStep::Remove(k),
     }
@@ -356,6 +359,7 @@ fn dict_apply_model(step: DStep, m: &mut Om) {
         }
         DStep::PopItem => drop(m.pop()),
         DStep::Clear => m.clear(),
+        DStep::Shrink => {}
     }
 }
 
@@ -381,6 +385,7 @@ fn dict_apply(step: DStep, d: &DictProxy<String, String>) -> Result<(), Containe
             r => r.map(drop),
         },
         DStep::Clear => d.clear(),
+        DStep::Shrink => d.shrink_to_fit(),
     }
 }
 

@@ -25,6 +25,10 @@ enum LOp {
     Sort,
     SortByLen,
     Shrink,
+    /// iter(): a snapshot, unchanged by later operations.
+    Iter(String),
+    /// with_lock: append each, then pop the first (one transaction).
+    Group(Vec<String>),
 }
 
 fn word() -> impl Strategy<Value = String> {
@@ -52,6 +56,8 @@ fn lop() -> impl Strategy<Value = LOp> {
         1 => Just(LOp::Sort),
         1 => Just(LOp::SortByLen),
         1 => Just(LOp::Shrink),
+        1 => word().prop_map(LOp::Iter),
+        1 => prop::collection::vec(word(), 0..4).prop_map(LOp::Group),
     ]
 }
 
@@ -124,6 +130,27 @@ proptest! {
                 LOp::Sort => { sut.sort().unwrap(); m.sort(); }
                 LOp::SortByLen => { sut.sort_by_key(|s| s.len()).unwrap(); m.sort_by_key(|s| s.len()); }
                 LOp::Shrink => sut.shrink_to_fit().unwrap(),
+                LOp::Iter(w) => {
+                    let it = sut.iter().unwrap();
+                    sut.append(w.clone()).unwrap();
+                    prop_assert_eq!(it.collect::<Vec<_>>(), m.clone());
+                    m.push(w);
+                    prop_assert_eq!(sut.is_empty(), m.is_empty());
+                }
+                LOp::Group(ws) => {
+                    let r = sut.with_lock(|l| {
+                        for w in &ws {
+                            l.append(w.clone())?;
+                        }
+                        l.pop_at(0)
+                    }).unwrap();
+                    m.extend(ws);
+                    if m.is_empty() {
+                        prop_assert_eq!(r, Err(ContainerError::Empty("list")));
+                    } else {
+                        prop_assert_eq!(r.unwrap(), m.remove(0));
+                    }
+                }
             }
             prop_assert_eq!(sut.len(), m.len());
         }
@@ -143,6 +170,9 @@ enum DOp {
     Update(Vec<(String, Vec<u8>)>),
     UpdateWith(String),
     Clear,
+    Shrink,
+    /// with_lock: insert the pair, then remove the other key (one transaction).
+    Group(String, Vec<u8>, String),
 }
 
 fn key() -> impl Strategy<Value = String> {
@@ -164,6 +194,8 @@ fn dop() -> impl Strategy<Value = DOp> {
         1 => prop::collection::vec((key(), val()), 0..10).prop_map(DOp::Update),
         2 => key().prop_map(DOp::UpdateWith),
         1 => Just(DOp::Clear),
+        1 => Just(DOp::Shrink),
+        1 => (key(), val(), key()).prop_map(|(k, v, r)| DOp::Group(k, v, r)),
     ]
 }
 
@@ -201,6 +233,15 @@ proptest! {
                     prop_assert_eq!(sut.update_with(&k, Vec::new(), |v| v.push(7)).unwrap(), want);
                 }
                 DOp::Clear => { sut.clear().unwrap(); m.clear(); }
+                DOp::Shrink => sut.shrink_to_fit().unwrap(),
+                DOp::Group(k, v, r) => {
+                    let got = sut.with_lock(|d| {
+                        let old = d.insert(k.clone(), v.clone())?;
+                        Ok::<_, ContainerError>((old, d.remove(&r)?))
+                    }).unwrap().unwrap();
+                    let old = m.insert(k, v);
+                    prop_assert_eq!(got, (old, m.remove(&r)));
+                }
             }
             prop_assert_eq!(sut.len(), m.len());
         }

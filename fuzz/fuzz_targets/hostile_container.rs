@@ -65,9 +65,22 @@ fuzz_target!(|data: &[u8]| {
             let _ = peer.count(&"more".into());
             let _ = peer.reverse();
             let _ = peer.sort();
+            let _ = peer.sort_by_key(|s| s.len());
             let _ = peer.len();
+            let _ = peer.is_empty();
+            let _ = peer.slice(1..5);
+            let _ = peer.index(&"more".into());
+            let _ = peer.contains(&"ins".into());
+            let _ = peer.iter().map(|it| it.count());
+            let _ = peer.shrink_to_fit();
+            let _ = peer.with_lock(|p| {
+                p.append("grouped".into())?;
+                p.pop_at(0)
+            });
+            let _ = peer.extend(["c".to_string()]);
             let _ = l.extend(["a".to_string(), "b".to_string()]);
         });
+        let _ = peer.clear();
         let _ = l.clear();
         let _ = l.append("works".into());
     } else {
@@ -84,9 +97,20 @@ fuzz_target!(|data: &[u8]| {
             let _ = peer.remove(&"key7".into());
             let _ = peer.popitem();
             let _ = peer.setdefault("sd".into(), 2);
+            let _ = peer.pop(&"key8".into());
+            let _ = peer.contains_key(&"key9".into());
+            let _ = peer.update([("u1".to_string(), 1), ("u2".to_string(), 2)]);
+            let _ = peer.shrink_to_fit();
+            let _ = peer.with_lock(|p| {
+                p.insert("g".into(), 3)?;
+                p.remove(&"key10".into())
+            });
             let _ = peer.len();
+            let _ = peer.is_empty();
+            let _ = peer.values();
             let _ = d.keys();
         });
+        let _ = peer.shrink_to_fit();
         let _ = d.clear();
         let _ = d.insert("works".into(), 1);
     }

@@ -569,6 +569,35 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         self.store.write(|tx| tx.reset())
     }
 
+    /// Gives space back: moves the entries into the smallest table that
+    /// holds them (dropping the marks removed entries leave), or frees
+    /// the table of an empty dict; the freed block is reused by later
+    /// growth. Order and contents are unchanged.
+    ///
+    /// ```
+    /// let d = shmproc::DictProxy::<u64, u64>::new().unwrap();
+    /// d.update((0..1000).map(|i| (i, i))).unwrap();
+    /// for i in 10..1000 { d.remove(&i).unwrap(); }
+    /// d.shrink_to_fit().unwrap();
+    /// assert_eq!(d.keys().unwrap(), (0..10).collect::<Vec<_>>());
+    /// ```
+    pub fn shrink_to_fit(&self) -> Result<(), ContainerError> {
+        self.store.write(|tx| {
+            let t = self.table_tx(tx)?;
+            if t.count == 0 && t.base != 0 {
+                for i in [TABLE, NB, USED] {
+                    tx.set_root(i, 0)?;
+                }
+                return tx.free(t.base);
+            }
+            let nb = (t.count + 1).saturating_mul(2).next_power_of_two().max(8);
+            if t.base != 0 && (nb < t.nb || t.used > t.count) {
+                self.resize(tx, t, nb.min(t.nb))?;
+            }
+            Ok(())
+        })
+    }
+
     /// Runs `f` as one transaction holding the dict's lock, as
     /// [`ListProxy::with_lock`](crate::ListProxy::with_lock): other
     /// readers see the state before the group, then after it; a crash or
