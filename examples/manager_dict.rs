@@ -42,6 +42,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let want = TEXT.split(' ').filter(|w| *w == word).count() as u64 * ROUNDS * WORKERS;
         assert_eq!(counts.get(&word.to_string())?, Some(want), "lost updates for {word:?}");
     }
-    println!("{WORKERS} processes x {ROUNDS} rounds: exact totals");
+    let words = TEXT.split(' ').count() as u64;
+    assert_eq!(items.iter().map(|(_, n)| n).sum::<u64>(), words * ROUNDS * WORKERS, "total count");
+    let mut distinct: Vec<&str> = TEXT.split(' ').collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(items.len(), distinct.len(), "one entry per distinct word");
+    println!("{WORKERS} processes x {ROUNDS} rounds: exact totals ({} words counted)", words * ROUNDS * WORKERS);
     Ok(())
 }

@@ -34,6 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     p.join()?;
     println!("{:?}", squares.to_vec()?);
     println!("squares[2:5] = {:?}", squares.slice(2..5)?);
+    assert_eq!(squares.to_vec()?, (0..10).map(|i| i * i).collect::<Vec<u64>>());
     assert_eq!(squares.slice(2..5)?, [4, 9, 16]);
     Ok(())
 }

@@ -610,9 +610,17 @@ impl<T: Element> ListProxy<T> {
     }
 }
 
+/// Equality with a slice, an array or a `Vec` (Python's `l == [1, 2]`):
+/// whether the list holds exactly those elements, in order (one
+/// snapshot; false if it cannot be read).
+///
+/// ```
+/// let l = shmproc::ListProxy::<u8>::new().unwrap();
+/// l.extend([1, 2]).unwrap();
+/// assert!(l == [1, 2] && l == vec![1, 2] && l == [1u8, 2][..]);
+/// assert!(l != [2, 1]);
+/// ```
 impl<T: Element + PartialEq> PartialEq<[T]> for ListProxy<T> {
-    /// Whether the list holds exactly `other` (a snapshot; false if it
-    /// cannot be read).
     fn eq(&self, other: &[T]) -> bool {
         self.to_vec().is_ok_and(|v| v == other)
     }
@@ -620,6 +628,12 @@ impl<T: Element + PartialEq> PartialEq<[T]> for ListProxy<T> {
 
 impl<T: Element + PartialEq, const N: usize> PartialEq<[T; N]> for ListProxy<T> {
     fn eq(&self, other: &[T; N]) -> bool {
+        self == &other[..]
+    }
+}
+
+impl<T: Element + PartialEq> PartialEq<Vec<T>> for ListProxy<T> {
+    fn eq(&self, other: &Vec<T>) -> bool {
         self == &other[..]
     }
 }
