@@ -257,3 +257,27 @@ fn unlink_all_removes_a_live_persisted_manager_and_a_nested_list_value() {
     Manager::open(&name).unwrap().unlink_all().unwrap();
     assert!(segs.iter().all(|s| !exists(s)), "unlink_all left some of {segs:?}");
 }
+
+shmproc::entry! {
+    fn persist_from_child(mgr: Manager) -> Result<(), String> {
+        mgr.list::<u64>("kept").map_err(|e| e.to_string())?.append(42).map_err(|e| e.to_string())?;
+        mgr.persist();
+        Ok(())
+    }
+}
+
+#[test]
+fn a_manager_persisted_by_a_child_outlives_its_creator_handles() {
+    let name = common::name("mgr-child-persist");
+    let mgr = Manager::create(&name).unwrap();
+    let mut p = Process::new(persist_from_child, mgr.clone());
+    p.start().unwrap();
+    if let Err(e) = common::join(&p) {
+        panic!("child failed: {e}");
+    }
+    drop(mgr);
+    let again = Manager::open(&name).expect("persisted by the child, so kept");
+    assert_eq!(again.list::<u64>("kept").unwrap().to_vec().unwrap(), [42]);
+    again.unlink_all().unwrap();
+    assert!(matches!(Manager::open(&name), Err(shmproc::OpenError::NotFound(_))));
+}

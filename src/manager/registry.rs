@@ -68,6 +68,11 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Persisted by any process (a child's `persist` too): keep all.
+        if self.reg.store_segment().persisted_anywhere() {
+            self.reg.persist();
+            return;
+        }
         // The creator's last handle: remove every object's name, as each
         // object's creator would (openers never remove names).
         if self.reg.store_segment().owns_name() {
@@ -199,7 +204,8 @@ impl Manager {
 
     /// Keeps the Manager and every object in it after the creator's last
     /// handle drops or the creator dies ([`gc`](crate::gc) leaves them);
-    /// remove them later with [`unlink_all`](Self::unlink_all).
+    /// remove them later with [`unlink_all`](Self::unlink_all). Any
+    /// process may call it (a child given the Manager too).
     ///
     /// ```
     /// let name = format!("doc-mgr-persist-{}", std::process::id());

@@ -267,6 +267,12 @@ impl Segment {
         self.creator = None;
     }
 
+    /// Whether some process called `persist` on this segment (the
+    /// header's flag; Relaxed: a flag that publishes no data).
+    pub(crate) fn persisted_anywhere(&self) -> bool {
+        self.header().flags.load(Ordering::Relaxed) & FLAG_PERSIST != 0
+    }
+
     /// Whether this handle will unlink the name when it drops (this
     /// process created it and did not persist it).
     pub(crate) fn owns_name(&self) -> bool {
