@@ -103,6 +103,10 @@ pub(crate) struct Manager {
     pending: VecDeque<TaskFrame>,
     buf: Vec<u8>,
     closed: bool,
+    /// Jobs whose input `join` cut off (an `imap` not consumed to its
+    /// end): their later frames fail with `NotSubmitted`; their sinks are
+    /// aborted when the manager stops taking requests.
+    cut: HashMap<u64, Arc<dyn Sink>>,
     start_failures: u32,
     /// Why the last worker failed to start (or failed its initializer).
     start_error: String,
@@ -170,6 +174,7 @@ impl Manager {
             pending: VecDeque::new(),
             buf: Vec::new(),
             closed: false,
+            cut: HashMap::new(),
             start_failures: 0,
             start_error: String::new(),
             last_check: Instant::now(),
@@ -195,8 +200,11 @@ impl Manager {
                 self.terminate();
                 return;
             }
-            if state == State::Closed {
+            if matches!(state, State::Closed | State::Joining) {
                 self.closed = true;
+            }
+            if state == State::Joining {
+                self.cut_inputs();
             }
             progress |= self.drain_all();
             let now = Instant::now();
@@ -207,7 +215,7 @@ impl Manager {
             }
             self.fill_slots();
             progress |= self.dispatch();
-            if self.closed && self.jobs.is_empty() && self.pending.is_empty() {
+            if self.closed && self.jobs.is_empty() && self.pending.is_empty() && self.stop_taking_requests() {
                 self.shutdown();
                 return;
             }
@@ -251,6 +259,12 @@ impl Manager {
             }
             Msg::Frames(frames) => {
                 for f in frames {
+                    if let Some(sink) = self.cut.get(&f.job) {
+                        for k in 0..u64::from(f.count) {
+                            sink.fail(TaskError::NotSubmitted { index: f.first + k });
+                        }
+                        continue;
+                    }
                     match self.jobs.get_mut(&f.job) {
                         Some(j) if j.cancelled => {
                             let sink = Arc::clone(&j.sink);
@@ -311,6 +325,40 @@ impl Manager {
                 kill(w, Kill::Cancel);
             }
         }
+    }
+
+    /// `join` waits: jobs still taking input (an `imap` whose caller has
+    /// not pulled all of its input) take no more; the items they
+    /// submitted still run (Python's `join` waits for every task
+    /// submitted; its `imap` has submitted its whole input by then).
+    fn cut_inputs(&mut self) {
+        let open: Vec<u64> = self.jobs.iter().filter(|(_, j)| !j.input_done).map(|(&id, _)| id).collect();
+        for id in open {
+            let Some(j) = self.jobs.get_mut(&id) else { continue };
+            j.input_done = true;
+            self.cut.insert(id, Arc::clone(&j.sink));
+            self.maybe_finish(id);
+        }
+    }
+
+    /// Closed and idle: refuses every later request (so no frame sent
+    /// after this is lost unanswered) and ends the jobs cut by `join`;
+    /// false if requests came meanwhile (handled on the next turn).
+    fn stop_taking_requests(&mut self) -> bool {
+        if self.cut.is_empty() {
+            return true;
+        }
+        {
+            let mut inbox = self.shared.lock_inbox();
+            if !inbox.msgs.is_empty() {
+                return false;
+            }
+            inbox.state = State::Terminating;
+        }
+        for (_, sink) in self.cut.drain() {
+            sink.abort();
+        }
+        true
     }
 
     /// `n` items of `job` got an outcome.

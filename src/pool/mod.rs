@@ -139,6 +139,9 @@ pub(crate) enum Msg {
 pub(crate) enum State {
     Open,
     Closed,
+    /// Closed, and `join` waits: the input an `imap` has not submitted yet
+    /// is cut off (see [`Pool::join`]).
+    Joining,
     Terminating,
 }
 
@@ -167,7 +170,7 @@ impl Shared {
             let mut inbox = self.lock_inbox();
             match inbox.state {
                 State::Open => {}
-                State::Closed if !new_job => {}
+                State::Closed | State::Joining if !new_job => {}
                 _ => return Err(PoolError::Closed),
             }
             inbox.msgs.extend(msgs);
@@ -609,7 +612,8 @@ impl Pool {
     }
 
     /// No more jobs (Python's `close()`): work already submitted (and the
-    /// rest of a running `imap`'s input) still runs; then the workers exit.
+    /// rest of a running `imap`'s input, until [`join`](Self::join)) still
+    /// runs; then the workers exit.
     ///
     /// ```no_run
     /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
@@ -646,6 +650,14 @@ impl Pool {
     /// [`close`](Self::close) (when every job is done) or
     /// [`terminate`](Self::terminate). [`PoolError::StillOpen`] before either.
     ///
+    /// After `close`, `join` waits for every item submitted so far, as
+    /// Python's does. An [`imap`](Self::imap) takes its input lazily
+    /// (Python's takes all of it at once): the items it submitted run and
+    /// their results stay in the iterator, the rest of its input is cut
+    /// off, and the iterator then yields one [`TaskError::NotSubmitted`]
+    /// (the first item it did not submit) and ends. Consume an `imap`
+    /// before `join` to have all of it.
+    ///
     /// ```no_run
     /// let pool = shmproc::Pool::new(1).unwrap();
     /// assert_eq!(pool.join(), Err(shmproc::pool::PoolError::StillOpen));
@@ -653,9 +665,15 @@ impl Pool {
     /// pool.join().unwrap();
     /// ```
     pub fn join(&self) -> Result<(), PoolError> {
-        if self.shared.lock_inbox().state == State::Open {
-            return Err(PoolError::StillOpen);
+        {
+            let mut inbox = self.shared.lock_inbox();
+            match inbox.state {
+                State::Open => return Err(PoolError::StillOpen),
+                State::Closed => inbox.state = State::Joining,
+                State::Joining | State::Terminating => {}
+            }
         }
+        self.shared.ctl.bump();
         self.wait_manager();
         Ok(())
     }

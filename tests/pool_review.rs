@@ -1,0 +1,466 @@
+//! Tests from a hostile review of the pool (branch rev-pool): each failed
+//! on the pool of its day or probes a corner (kills under load, terminate
+//! under load). The reviewer's tests that were fixed earlier moved to
+//! tests/pool.rs. Every blocking wait is bounded.
+
+use std::time::{Duration, Instant};
+
+use shmproc::pool::TaskError;
+use shmproc::{Pool, Value};
+
+shmproc::task! { fn square(x: u64) -> u64 { x.wrapping_mul(x) } }
+shmproc::task! {
+    /// About `us` microseconds of spinning, then x*x; counts its runs.
+    fn busy_sq((x, us, runs): (u64, u64, shmproc::Array<u32>)) -> u64 {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_micros(us) {
+            std::hint::spin_loop();
+        }
+        let i = x as usize;
+        let _ = runs.set(i, runs.get(i).unwrap() + 1);
+        x.wrapping_mul(x)
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(s) => !s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Any single blocking wait in these tests.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Ends the test binary with a message if a test runs longer than twice
+/// [`DEADLINE`] (a pool call with no timeout of its own cannot hang the
+/// suite). Disarmed when dropped.
+struct Watchdog(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
+
+fn watchdog(test: &'static str) -> Watchdog {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(2 * DEADLINE) {
+            eprintln!("test {test} did not finish within {:?}: failing the test binary", 2 * DEADLINE);
+            std::process::exit(1);
+        }
+    });
+    Watchdog(tx)
+}
+
+/// No worker left running, no segment left in /dev/shm.
+fn all_gone(pids: impl IntoIterator<Item = u32>, names: Vec<String>) {
+    for p in pids {
+        assert!(!alive(p), "worker {p} still running");
+    }
+    for n in names {
+        let path = format!("/dev/shm/{}{n}", shmproc::NAME_PREFIX);
+        assert!(!std::path::Path::new(&path).exists(), "{path} left behind");
+    }
+}
+
+fn kill9(pid: u32) {
+    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+}
+
+/// Python: `it = pool.imap(f, range(100)); pool.close(); pool.join()`
+/// returns once the submitted tasks are done (its imap took its whole
+/// input at once). Ours takes its input lazily: `join` waits for what the
+/// imap submitted and cuts off the rest, so the iterator yields the
+/// submitted items' results, then one `NotSubmitted` for the first item it
+/// had not submitted, and ends. `join` hung here (it waited for the
+/// caller to pull the rest of the input, which it could not do while in
+/// `join`).
+#[test]
+fn close_then_join_with_an_unconsumed_imap_returns() {
+    let _watchdog = watchdog("close_then_join_with_an_unconsumed_imap_returns");
+    let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+    let mut it = pool.imap(square, 0..100u64).unwrap();
+    assert_eq!(it.next().unwrap().unwrap(), 0);
+    pool.close();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = std::sync::Arc::clone(&pool);
+    let joiner = std::thread::spawn(move || {
+        let _ = tx.send(p.join());
+    });
+    let r = rx.recv_timeout(DEADLINE);
+    // Unblock and clean up either way.
+    let rest: Vec<_> = it.by_ref().collect();
+    drop(it);
+    assert!(r.is_ok(), "join() did not return within {DEADLINE:?} while an imap was unconsumed");
+    assert_eq!(r.unwrap(), Ok(()));
+    joiner.join().unwrap();
+    let (last, done) = rest.split_last().expect("at least the NotSubmitted error");
+    for (k, r) in done.iter().enumerate() {
+        let x = k as u64 + 1;
+        assert_eq!(r, &Ok(x * x), "item {x}");
+    }
+    let first_cut = done.len() as u64 + 1;
+    assert!(first_cut < 100, "the imap had submitted its whole input");
+    assert_eq!(last, &Err(TaskError::NotSubmitted { index: first_cut }));
+    let pool = std::sync::Arc::into_inner(pool).expect("the joiner thread ended");
+    let (pids, names) = pool.__created();
+    drop(pool);
+    all_gone(pids, names);
+}
+
+/// Random kill -9 of workers during a map: every item is its right value
+/// or WorkerLost (at most one per kill), map returns, and count re-runs.
+#[test]
+fn random_kills_during_a_map() {
+    const N: usize = 4000;
+    let runs = shmproc::Array::from_slice(&vec![0u32; N]).unwrap();
+    let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+    let items: Vec<_> = (0..N as u64).map(|x| (x, 300u64, runs.clone())).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (p2, s2) = (std::sync::Arc::clone(&pool), std::sync::Arc::clone(&stop));
+    let killer = std::thread::spawn(move || {
+        let mut kills = 0u32;
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) && kills < 12 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            std::thread::sleep(Duration::from_millis(40 + seed % 60));
+            let live: Vec<u32> = p2.__created().0.into_iter().filter(|&p| alive(p)).collect();
+            if let Some(&p) = live.get((seed % 7) as usize % live.len().max(1)) {
+                kill9(p);
+                kills += 1;
+            }
+        }
+        kills
+    });
+    let t = Instant::now();
+    let out = pool.map_results(busy_sq, items, 7).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let kills = killer.join().unwrap();
+    let mut lost = 0;
+    let mut other = Vec::new();
+    for (i, o) in out.iter().enumerate() {
+        match o {
+            Ok(v) => assert_eq!(*v, (i as u64) * (i as u64), "item {i}"),
+            Err(TaskError::WorkerLost { index, .. }) => {
+                assert_eq!(*index, i as u64);
+                lost += 1
+            }
+            Err(e) => other.push((i, e.to_string())),
+        }
+    }
+    let reruns = (0..N).filter(|&i| runs.get(i).unwrap() > 1).count();
+    eprintln!(
+        "{kills} kills, {lost} WorkerLost, {} other errors, {reruns} items run more than once, {:?}",
+        other.len(),
+        t.elapsed()
+    );
+    assert!(other.is_empty(), "{:?}", &other[..other.len().min(3)]);
+    assert!(lost <= kills as usize);
+}
+
+shmproc::task! {
+    fn nap(ms: u64) -> u32 {
+        std::thread::sleep(Duration::from_millis(ms));
+        std::process::id()
+    }
+}
+
+/// terminate() from one thread while three others run map / imap /
+/// apply_async in loops: everything returns promptly, nothing is left.
+#[test]
+fn terminate_while_three_threads_submit() {
+    for round in 0..5 {
+        let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+        let mut hs = Vec::new();
+        for t in 0..3 {
+            let p = std::sync::Arc::clone(&pool);
+            hs.push(std::thread::spawn(move || {
+                for _ in 0..1000 {
+                    let ok = match t {
+                        0 => p.map(square, 0..5000u64).is_ok(),
+                        1 => p
+                            .imap(square, 0..2000u64)
+                            .map(|it| it.take_while(|r| r.is_ok()).count() == 2000)
+                            .unwrap_or(false),
+                        _ => p.apply_async(nap, 5).map(|r| r.get().is_ok()).unwrap_or(false),
+                    };
+                    if !ok {
+                        break;
+                    }
+                }
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(100 + 37 * round));
+        let t = Instant::now();
+        pool.terminate();
+        let took = t.elapsed();
+        for h in hs {
+            h.join().unwrap();
+        }
+        let (pids, names) = pool.__created();
+        drop(pool);
+        assert!(took < Duration::from_secs(3), "terminate took {took:?}");
+        for p in pids {
+            assert!(!alive(p), "worker {p} left");
+        }
+        for n in names {
+            let path = format!("/dev/shm/{}{n}", shmproc::NAME_PREFIX);
+            assert!(!std::path::Path::new(&path).exists(), "{path} left behind");
+        }
+    }
+}
+
+shmproc::task! {
+    /// Like a task whose library handles SIGTERM (a graceful-shutdown
+    /// hook): ignores it, records its pid, works for an hour.
+    fn stubborn(slot: Value<u32>) -> () {
+        // SAFETY: setting a signal disposition to SIG_IGN.
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+        slot.set(std::process::id()).unwrap();
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+shmproc::entry! {
+    fn stubborn_owner(slot: Value<u32>) {
+        let pool = Pool::new(1).unwrap();
+        let _busy = pool.apply_async(stubborn, slot).unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// The pool owner is killed with SIGKILL while its worker runs a task that
+/// ignores SIGTERM: the worker is told to leave with SIGTERM only, so it
+/// runs on, orphaned (no PR_SET_PDEATHSIG=SIGKILL, no check between items
+/// that would help either).
+#[test]
+fn a_busy_worker_outlives_its_killed_owner() {
+    let slot = Value::new(0u32).unwrap();
+    let mut owner = shmproc::Process::new(stubborn_owner, slot.clone());
+    owner.start().unwrap();
+    let t = Instant::now();
+    while slot.get().unwrap() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let worker = slot.get().unwrap();
+    owner.kill().unwrap();
+    let _ = owner.join_timeout(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(5));
+    let still = alive(worker);
+    eprintln!("worker {worker} alive 5 s after its owner was killed: {still}");
+    if still {
+        kill9(worker);
+    }
+    // Clean the owner's segments (as the existing owner test does).
+    let owner_pid = owner.pid().unwrap();
+    let mine = format!("{}anon.{owner_pid}.", shmproc::NAME_PREFIX);
+    for e in std::fs::read_dir("/dev/shm").unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix(&mine) {
+            let _ = shmproc::unlink(&format!("anon.{owner_pid}.{rest}"));
+        }
+    }
+    assert!(!still, "orphaned worker {worker} still running");
+}
+
+shmproc::task! {
+    fn busy_pair(x: u64) -> (u64, u64) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_micros(200) {
+            std::hint::spin_loop();
+        }
+        (x, x.wrapping_mul(x))
+    }
+}
+
+fn killer(
+    pool: std::sync::Arc<Pool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    max: u32,
+) -> std::thread::JoinHandle<u32> {
+    std::thread::spawn(move || {
+        let mut kills = 0u32;
+        let mut seed = 0x2545f4914f6cdd1du64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && kills < max {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            std::thread::sleep(Duration::from_millis(30 + seed % 50));
+            let live: Vec<u32> = pool.__created().0.into_iter().filter(|&p| alive(p)).collect();
+            if !live.is_empty() {
+                kill9(live[(seed % live.len() as u64) as usize]);
+                kills += 1;
+            }
+        }
+        kills
+    })
+}
+
+/// imap_unordered under random kill -9 (with maxtasksperchild, so kills
+/// also land on fresh replacements): each index at most once, each value
+/// right, no other error than WorkerLost.
+#[test]
+fn imap_unordered_under_random_kills_with_maxtasksperchild() {
+    const N: u64 = 6000;
+    let pool = std::sync::Arc::new(Pool::builder().processes(2).maxtasksperchild(40).build().unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let k = killer(std::sync::Arc::clone(&pool), std::sync::Arc::clone(&stop), 15);
+    let t = Instant::now();
+    let mut seen = vec![0u32; N as usize];
+    let (mut lost, mut other) = (0, Vec::new());
+    for r in pool.imap_unordered(busy_pair, 0..N).unwrap().chunksize(3) {
+        match r {
+            Ok((x, y)) => {
+                assert_eq!(y, x * x);
+                seen[x as usize] += 1;
+            }
+            Err(TaskError::WorkerLost { .. }) => lost += 1,
+            Err(e) => other.push(e.to_string()),
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "imap_unordered too slow / hung");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let kills = k.join().unwrap();
+    let dup = seen.iter().filter(|&&c| c > 1).count();
+    let missing = seen.iter().filter(|&&c| c == 0).count();
+    eprintln!(
+        "{kills} kills: {lost} WorkerLost, {} other errors {:?}, {dup} duplicated, {missing} missing, {:?}",
+        other.len(),
+        other.first(),
+        t.elapsed()
+    );
+    assert!(other.is_empty() && dup == 0 && missing == lost && lost <= kills as usize);
+}
+
+/// A job with a 300 ms item timeout beside a job without one whose item
+/// runs 1.5 s: only the first job's sleeper dies; chunked neighbours run.
+#[test]
+fn timeouts_kill_only_the_right_worker() {
+    let pool = Pool::new(2).unwrap();
+    let slow = pool.apply_async(nap, 1500).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    let r = pool.map_async(nap, [10u64, 10, 3_600_000, 10, 10]).unwrap();
+    let r = r.timeout(Duration::from_millis(300));
+    let got = r.get_timeout(Duration::from_secs(20));
+    eprintln!("timed job after {:?}: {:?}", t.elapsed(), got.as_ref().map_err(|e| e.to_string()));
+    let s = slow.get_timeout(Duration::from_secs(20));
+    eprintln!("untimed job: {:?}", s.as_ref().map_err(|e| e.to_string()));
+    assert!(s.is_ok());
+    assert!(matches!(
+        got,
+        Err(shmproc::pool::GetTimeoutError::Failed(shmproc::pool::PoolError::Task(TaskError::TimedOut {
+            index: 2,
+            ..
+        })))
+    ));
+}
+
+shmproc::task! {
+    fn bump(c: Value<u64>) -> () {
+        c.get_lock().unwrap().update(|v| *v += 1);
+    }
+}
+
+/// Items of a cancelled job that were handed ahead (prefetched) to a
+/// worker busy with another job's item still run after the cancel (their
+/// results are thrown away): cancel does not "really stop the work".
+#[test]
+fn cancelled_items_prefetched_by_a_busy_worker_still_run() {
+    let pool = Pool::new(1).unwrap();
+    let a = pool.apply_async(nap, 400).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let c = Value::new(0u64).unwrap();
+    let b = pool.map_async(bump, vec![c.clone(); 40]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    b.cancel();
+    let rb = b.get_timeout(Duration::from_secs(20));
+    eprintln!("cancelled job: {:?}", rb.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+    a.get().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    eprintln!("items of the cancelled job that ran after cancel(): {}", c.get().unwrap());
+    assert_eq!(c.get().unwrap(), 0);
+}
+
+/// A worker busy with a long item is still handed a second frame ahead
+/// (prefetch): that chunk of another job waits behind the long item while
+/// the other worker sits idle (Python's workers take tasks from one shared
+/// queue when free, so the quick job finishes at once).
+#[test]
+fn a_quick_map_waits_behind_another_jobs_long_item() {
+    let pool = Pool::new(2).unwrap();
+    let long = pool.apply_async(nap, 4000).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let quick = pool.map_async(square, 0..40u64).unwrap();
+    let r = quick.get_timeout(Duration::from_secs(20));
+    let took = t.elapsed();
+    eprintln!("quick map of 40 items beside a 4 s item took {took:?}");
+    assert!(r.is_ok());
+    long.get().unwrap();
+    assert!(took < Duration::from_secs(1), "the quick map took {took:?}");
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = s.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// A pool blocked on long tasks (and an idle one) should burn ~no CPU in
+/// the owner (manager thread) or the workers.
+#[test]
+fn a_blocked_pool_burns_no_cpu() {
+    let pool = Pool::new(2).unwrap();
+    let idle_pids = pool.__created().0;
+    std::thread::sleep(Duration::from_millis(500));
+    let me = std::process::id();
+    let (o0, w0) = (cpu_ticks(me), idle_pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>());
+    std::thread::sleep(Duration::from_secs(3));
+    let (o1, w1) = (cpu_ticks(me), idle_pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>());
+    eprintln!("idle 3 s: owner {} ticks, workers {} ticks (100 ticks = 1 CPU-s)", o1 - o0, w1 - w0);
+    let _a = pool.apply_async(nap, 3_600_000).unwrap();
+    let _b = pool.apply_async(nap, 3_600_000).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let o2 = cpu_ticks(me);
+    std::thread::sleep(Duration::from_secs(3));
+    let o3 = cpu_ticks(me);
+    eprintln!("blocked on 2 long tasks for 3 s: owner {} ticks", o3 - o2);
+    assert!(o3 - o2 <= 6 && o1 - o0 <= 6 && w1 - w0 <= 6);
+}
+
+shmproc::task! {
+    /// A 60 KiB result tagged with its index (time spent in result sends).
+    fn fat(x: u64) -> Vec<u64> { vec![x; 7680] }
+}
+
+/// Ordered imap of fat results under random kill -9: each yielded result
+/// carries its own index; only WorkerLost errors; within the deadline.
+#[test]
+fn ordered_imap_of_fat_results_under_random_kills() {
+    const N: u64 = 3000;
+    let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let k = killer(std::sync::Arc::clone(&pool), std::sync::Arc::clone(&stop), 15);
+    let t = Instant::now();
+    let (mut lost, mut other, mut n) = (0, Vec::new(), 0u64);
+    for (i, r) in pool.imap(fat, 0..N).unwrap().chunksize(5).enumerate() {
+        n += 1;
+        match r {
+            Ok(v) => assert!(v.len() == 7680 && v.iter().all(|&y| y == i as u64), "result {i} is {}", v[0]),
+            Err(TaskError::WorkerLost { index, .. }) => {
+                assert_eq!(index, i as u64);
+                lost += 1
+            }
+            Err(e) => other.push(e.to_string()),
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "hung");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let kills = k.join().unwrap();
+    eprintln!("{kills} kills, {n} results, {lost} WorkerLost, other {:?}, {:?}", other.first(), t.elapsed());
+    assert_eq!(n, N);
+    assert!(other.is_empty() && lost <= kills as usize);
+}
