@@ -362,44 +362,82 @@ shmproc::task! {
         c.get_lock().unwrap().update(|v| *v += 1);
     }
 }
+shmproc::task! {
+    /// Writes its pid to `pid`, then holds its worker until `release` is
+    /// set (the test decides when it ends: no timing).
+    fn hold((pid, release): (Value<u32>, Value<u32>)) -> u32 {
+        pid.set(std::process::id()).unwrap();
+        while release.get().unwrap() == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::process::id()
+    }
+}
+shmproc::task! { fn pid_of(_x: u64) -> u32 { std::process::id() } }
 
-/// Items of a cancelled job that were handed ahead (prefetched) to a
-/// worker busy with another job's item still run after the cancel (their
-/// results are thrown away): cancel does not "really stop the work".
-#[test]
-fn cancelled_items_prefetched_by_a_busy_worker_still_run() {
-    let pool = Pool::new(1).unwrap();
-    let a = pool.apply_async(nap, 400).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let c = Value::new(0u64).unwrap();
-    let b = pool.map_async(bump, vec![c.clone(); 40]).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
-    b.cancel();
-    let rb = b.get_timeout(Duration::from_secs(20));
-    eprintln!("cancelled job: {:?}", rb.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-    a.get().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    eprintln!("items of the cancelled job that ran after cancel(): {}", c.get().unwrap());
-    assert_eq!(c.get().unwrap(), 0);
+/// Starts `hold` in `pool` and waits until a worker runs it: (its result,
+/// the worker's pid, the release flag).
+fn hold_a_worker(pool: &Pool) -> (shmproc::AsyncResult<u32>, u32, Value<u32>) {
+    let (pid, release) = (Value::new(0u32).unwrap(), Value::new(0u32).unwrap());
+    let r = pool.apply_async(hold, (pid.clone(), release.clone())).unwrap();
+    let t = Instant::now();
+    while pid.get().unwrap() == 0 {
+        assert!(t.elapsed() < DEADLINE, "hold did not start");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (r, pid.get().unwrap(), release)
 }
 
-/// A worker busy with a long item is still handed a second frame ahead
-/// (prefetch): that chunk of another job waits behind the long item while
-/// the other worker sits idle (Python's workers take tasks from one shared
-/// queue when free, so the quick job finishes at once).
+/// Items of a cancelled job that were handed ahead (prefetched) to a
+/// worker busy with another job's item ran after the cancel (their results
+/// thrown away): cancel did not "really stop the work". Now the manager
+/// takes such frames back before the worker takes them up.
+#[test]
+fn cancelled_items_prefetched_by_a_busy_worker_still_run() {
+    let _watchdog = watchdog("cancelled_items_prefetched_by_a_busy_worker_still_run");
+    let pool = Pool::new(1).unwrap();
+    let (a, _, release) = hold_a_worker(&pool);
+    let c = Value::new(0u64).unwrap();
+    // Chunks of 10 (Python's default for 40 items, 1 worker): one is
+    // handed ahead to the busy worker.
+    let b = pool.map_async(bump, vec![c.clone(); 40]).unwrap();
+    // Give the manager time to hand it ahead (were it slower, the test
+    // would pass without testing anything, never fail wrongly).
+    std::thread::sleep(Duration::from_millis(100));
+    b.cancel();
+    let rb = b.get_timeout(DEADLINE);
+    assert!(
+        matches!(
+            rb,
+            Err(shmproc::pool::GetTimeoutError::Failed(shmproc::pool::PoolError::Task(TaskError::Cancelled { .. })))
+        ),
+        "{rb:?}"
+    );
+    release.set(1).unwrap();
+    a.get_timeout(DEADLINE).unwrap();
+    // One worker runs its frames in order: once this is back, any frame
+    // handed ahead before it ran (or was skipped).
+    assert_eq!(pool.apply_async(square, 3).unwrap().get_timeout(DEADLINE).unwrap(), 9);
+    assert_eq!(c.get().unwrap(), 0, "items of the cancelled job ran after cancel()");
+}
+
+/// A worker busy with a long item was still handed a second frame ahead
+/// (prefetch): that chunk of another job waited behind the long item
+/// while the other worker sat idle (Python's workers take tasks from one
+/// shared queue when free, so the quick job finishes at once). Now an idle
+/// worker takes such a frame back: the quick map completes while the long
+/// item still runs, all on the other worker.
 #[test]
 fn a_quick_map_waits_behind_another_jobs_long_item() {
+    let _watchdog = watchdog("a_quick_map_waits_behind_another_jobs_long_item");
     let pool = Pool::new(2).unwrap();
-    let long = pool.apply_async(nap, 4000).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let t = Instant::now();
-    let quick = pool.map_async(square, 0..40u64).unwrap();
-    let r = quick.get_timeout(Duration::from_secs(20));
-    let took = t.elapsed();
-    eprintln!("quick map of 40 items beside a 4 s item took {took:?}");
-    assert!(r.is_ok());
-    long.get().unwrap();
-    assert!(took < Duration::from_secs(1), "the quick map took {took:?}");
+    let (long, busy, release) = hold_a_worker(&pool);
+    let quick = pool.map_async(pid_of, 0..40u64).unwrap().get_timeout(DEADLINE);
+    release.set(1).unwrap();
+    assert_eq!(long.get_timeout(DEADLINE).unwrap(), busy);
+    let pids = quick.expect("the quick map did not complete while the other job's item ran");
+    assert_eq!(pids.len(), 40);
+    assert!(pids.iter().all(|&p| p != busy), "an item ran on the busy worker");
 }
 
 fn cpu_ticks(pid: u32) -> u64 {

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::error::{PoolError, TaskError};
-use super::ctl::Ctl;
+use super::ctl::{self, Ctl};
 use super::frame::{self, TaskFrame};
 use super::result::Sink;
 use super::worker::{PoolWorker, WorkerArg};
@@ -52,7 +52,7 @@ struct Sent {
     first: u64,
     count: u32,
     answered: u32,
-    frame: Vec<u8>,
+    frame: TaskFrame,
 }
 
 /// Why the manager killed a worker: the item it targeted fails with this
@@ -75,6 +75,8 @@ pub(crate) struct Worker {
     tx: ByteProducer,
     rx: ByteConsumer,
     fifo: VecDeque<Sent>,
+    /// Task frames sent to it (the number of the last: see `ctl::claim`).
+    sent_frames: u64,
     /// Items answered since this worker started.
     received: u64,
     /// The `started` count last seen, and when it was first seen.
@@ -125,6 +127,9 @@ pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worke
     if let Some(w) = ctl.started(slot) {
         w.store(0, Ordering::Relaxed);
     }
+    if let Some(w) = ctl.claimed(slot) {
+        w.store(0, Ordering::Relaxed);
+    }
     let arg = WorkerArg {
         ctl: ctl.segment().clone(),
         tasks: tasks.clone(),
@@ -155,6 +160,7 @@ pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worke
         tx,
         rx,
         fifo: VecDeque::new(),
+        sent_frames: 0,
         received: 0,
         seen_started: 0,
         since: Instant::now(),
@@ -313,6 +319,17 @@ impl Manager {
             failed += u64::from(f.count);
             false
         });
+        // Frames of it that workers have not taken up are taken back.
+        for w in self.workers.iter_mut().flatten() {
+            if w.fifo.back().is_some_and(|s| s.job == job)
+                && let Some(f) = revoke_last(w, &self.ctl)
+            {
+                for k in 0..u64::from(f.count) {
+                    sink.fail(TaskError::Cancelled { index: f.first + k });
+                }
+                failed += u64::from(f.count);
+            }
+        }
         self.account(job, failed);
         // Workers running one of its items (or holding only its items) are
         // stopped: their items of other jobs are handed to other workers.
@@ -517,7 +534,7 @@ impl Manager {
         let mut redo: Vec<TaskFrame> = Vec::new();
         let mut k = 0u64;
         for s in w.fifo.drain(..) {
-            let Some(h) = frame::parse_task(&s.frame) else { continue };
+            let Some(h) = frame::parse_task(&s.frame.bytes) else { continue };
             let mut items = h.items();
             let mut current: Option<TaskFrame> = None;
             for n in 0..s.count {
@@ -607,6 +624,7 @@ impl Manager {
     /// Hands pending frames to workers: first one to each idle worker, then
     /// a second to each worker (prefetch) while frames of several items wait.
     fn dispatch(&mut self) -> bool {
+        self.steal();
         let mut any = false;
         for depth in 1..=2usize {
             for w in self.workers.iter_mut().flatten() {
@@ -621,7 +639,8 @@ impl Manager {
                 match w.tx.try_send(&f.bytes) {
                     Ok(()) => {
                         any = true;
-                        w.fifo.push_back(Sent { job: f.job, first: f.first, count: f.count, answered: 0, frame: f.bytes });
+                        w.sent_frames += 1;
+                        w.fifo.push_back(Sent { job: f.job, first: f.first, count: f.count, answered: 0, frame: f });
                     }
                     Err(TrySendError::Full) => self.pending.push_front(f),
                     Err(e) => {
@@ -632,6 +651,25 @@ impl Manager {
             }
         }
         any
+    }
+
+    /// Idle workers and nothing pending: frames handed ahead to busy
+    /// workers (and not taken up yet) are taken back for the idle ones, so
+    /// no frame waits behind a long item while a worker is free.
+    fn steal(&mut self) {
+        let idle = self.workers.iter().flatten().filter(|w| w.killed.is_none() && w.fifo.is_empty()).count();
+        let mut wanted = idle.saturating_sub(self.pending.len());
+        for w in self.workers.iter_mut().flatten() {
+            if wanted == 0 {
+                return;
+            }
+            if w.killed.is_none() && w.fifo.len() >= 2 {
+                if let Some(f) = revoke_last(w, &self.ctl) {
+                    self.pending.push_front(f);
+                    wanted -= 1;
+                }
+            }
+        }
     }
 
     /// Fails every item the manager knows of, and aborts every job.
@@ -740,6 +778,15 @@ fn kill(w: &mut Worker, why: Kill) {
         w.killed = Some(why);
     }
     let _ = w.process.kill();
+}
+
+/// Takes back `w`'s last task frame if the worker has not taken it up (it
+/// will skip it).
+fn revoke_last(w: &mut Worker, ctl: &Ctl) -> Option<TaskFrame> {
+    if w.fifo.is_empty() || !ctl::revoke(ctl.claimed(w.slot)?, w.sent_frames) {
+        return None;
+    }
+    w.fifo.pop_back().map(|s| s.frame)
 }
 
 /// The (job, index) of the item `w` is running, if any.

@@ -10,7 +10,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::ctl::Ctl;
+use super::ctl::{self, Ctl};
 use super::frame::{self, END_OF_CHUNK, Items, ResultFrame};
 use super::task::{self, FrameRunner, Status};
 use crate::RawSegment;
@@ -242,7 +242,7 @@ impl Cx<'_> {
 fn run(arg: WorkerArg) -> Result<(), String> {
     let ctl = Ctl::new(arg.ctl);
     let slot = arg.slot as usize;
-    let (Some(started_word), Some(pid_word)) = (ctl.started(slot), ctl.pid(slot)) else {
+    let (Some(started_word), Some(pid_word), Some(claimed_word)) = (ctl.started(slot), ctl.pid(slot), ctl.claimed(slot)) else {
         return Err(format!("worker slot {slot} is outside the control segment"));
     };
     pid_word.store(std::process::id(), Ordering::Relaxed);
@@ -266,10 +266,16 @@ fn run(arg: WorkerArg) -> Result<(), String> {
     };
     let mut frame_buf = Vec::new();
     let mut chunks_done = 0u64;
+    let mut frames = 0u64;
     let mut cached: Option<(Vec<u8>, Option<FrameRunner>)> = None;
     // Closed: the pool is shutting down; Disconnected: the pool is gone.
     while rx.recv_into(&mut frame_buf).is_ok() {
         let h = frame::parse_task(&frame_buf).ok_or("corrupt task frame")?;
+        frames += 1;
+        if !ctl::claim(claimed_word, frames)? {
+            // Taken back by the pool (cancelled, or given to an idle worker).
+            continue;
+        }
         if cached.as_ref().is_none_or(|(id, _)| id.as_slice() != h.id) {
             cached = Some((h.id.to_vec(), task::lookup_frame(h.id)));
         }
