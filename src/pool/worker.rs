@@ -16,6 +16,7 @@ use super::task::{self, FrameRunner, Status};
 use crate::RawSegment;
 use crate::process::{Entry, Handoff, HandoffError};
 use crate::queue::{ByteProducer, ByteQueue};
+use crate::sys::proc as sysproc;
 
 /// What a worker is given.
 pub(crate) struct WorkerArg {
@@ -239,6 +240,39 @@ impl Cx<'_> {
     }
 }
 
+/// A worker must not outlive the pool's process, even killed with SIGKILL:
+/// the process layer's daemon watch sends SIGTERM, which a task may ignore
+/// or handle, so this watch kills the worker (SIGKILL) when its parent
+/// process ends. (`PR_SET_PDEATHSIG` would follow the thread that started
+/// the worker, which may end long before the pool.)
+fn die_with_parent() {
+    let die = || {
+        let _ = sysproc::signal(std::process::id(), sysproc::SIGKILL);
+    };
+    let Some(parent) = crate::process::parent_process().map(|p| p.pid) else { return };
+    // Opened before the check: if the parent is still ours after the open,
+    // the pidfd is the parent's (a pid is not reused while it is our parent).
+    let fd = sysproc::pidfd_open(parent);
+    if sysproc::parent_pid() != parent {
+        die();
+    }
+    let watch = move || match fd {
+        Ok(fd) => {
+            if sysproc::pidfd_wait(&fd, None) {
+                die();
+            }
+        }
+        // No pidfd (a kernel before 5.3): look at the parent now and then.
+        Err(_) => loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if sysproc::parent_pid() != parent {
+                die();
+            }
+        },
+    };
+    let _ = std::thread::Builder::new().name("shmproc-pool-parent-watch".into()).spawn(watch);
+}
+
 fn run(arg: WorkerArg) -> Result<(), String> {
     let ctl = Ctl::new(arg.ctl);
     let slot = arg.slot as usize;
@@ -246,6 +280,7 @@ fn run(arg: WorkerArg) -> Result<(), String> {
         return Err(format!("worker slot {slot} is outside the control segment"));
     };
     pid_word.store(std::process::id(), Ordering::Relaxed);
+    die_with_parent();
     quiet_task_panics();
     if let Some((id, init_arg)) = &arg.init {
         run_init(id, init_arg)?;
