@@ -622,7 +622,8 @@ impl Manager {
     }
 
     /// Hands pending frames to workers: first one to each idle worker, then
-    /// a second to each worker (prefetch) while frames of several items wait.
+    /// a second to each worker (prefetch) while frames of several items wait
+    /// (`steal` takes such a frame back when a worker would sit idle).
     fn dispatch(&mut self) -> bool {
         self.steal();
         let mut any = false;
@@ -663,11 +664,12 @@ impl Manager {
             if wanted == 0 {
                 return;
             }
-            if w.killed.is_none() && w.fifo.len() >= 2 {
-                if let Some(f) = revoke_last(w, &self.ctl) {
-                    self.pending.push_front(f);
-                    wanted -= 1;
-                }
+            if w.killed.is_none()
+                && w.fifo.len() >= 2
+                && let Some(f) = revoke_last(w, &self.ctl)
+            {
+                self.pending.push_front(f);
+                wanted -= 1;
             }
         }
     }

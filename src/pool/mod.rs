@@ -24,6 +24,12 @@
 //!   several items), files results into the jobs, and sleeps on one futex
 //!   word that the workers and the pool's users bump. A busy worker makes
 //!   no system call per item; an idle one sleeps in its ring.
+//! - A worker claims each frame in its record of the control segment
+//!   before running it, so the manager can take back a frame handed ahead
+//!   that the worker has not begun: for an idle worker when nothing else
+//!   waits (no frame waits behind another job's long item while a worker
+//!   is free), and for [`AsyncResult::cancel`] (a cancelled job's items
+//!   that no worker began never run).
 //! - Each worker says in its record in the shared control segment how many
 //!   items it has begun, before running each (like LMDB's reader table).
 //!   When a worker dies, the manager reads what it sent, and that record
@@ -32,6 +38,9 @@
 //!   had finished without sending their results yet) go to other workers,
 //!   and a replacement starts. Deaths are noticed within about 100 ms
 //!   (the manager's liveness period) of the worker being gone.
+//! - Workers die with the pool's process: each watches its parent (a
+//!   pidfd) and kills itself with SIGKILL when the parent is gone, even
+//!   killed with SIGKILL, whatever its task does with SIGTERM.
 //! - An idle pool sleeps: the manager wakes twice a second and each idle
 //!   worker ten times a second (its ring's liveness poll) to look for dead
 //!   peers, and otherwise uses no CPU.
