@@ -92,6 +92,8 @@ struct JobEntry {
     timeout: Option<Duration>,
     cancelled: bool,
     input_done: bool,
+    /// An `imap`'s job: its caller pulls the input (see `cut_inputs`).
+    lazy: bool,
     /// Items given to the manager and not yet answered or failed.
     outstanding: u64,
 }
@@ -259,9 +261,9 @@ impl Manager {
 
     fn handle(&mut self, m: Msg) {
         match m {
-            Msg::Job { id, sink, timeout } => {
+            Msg::Job { id, sink, timeout, lazy } => {
                 let timeout = timeout.or(self.cfg.timeout);
-                self.jobs.insert(id, JobEntry { sink, timeout, cancelled: false, input_done: false, outstanding: 0 });
+                self.jobs.insert(id, JobEntry { sink, timeout, cancelled: false, input_done: false, lazy, outstanding: 0 });
             }
             Msg::Frames(frames) => {
                 for f in frames {
@@ -344,12 +346,13 @@ impl Manager {
         }
     }
 
-    /// `join` waits: jobs still taking input (an `imap` whose caller has
-    /// not pulled all of its input) take no more; the items they
-    /// submitted still run (Python's `join` waits for every task
-    /// submitted; its `imap` has submitted its whole input by then).
+    /// `join` waits: an `imap` whose caller has not pulled all of its
+    /// input takes no more; the items it submitted still run (Python's
+    /// `join` waits for every task submitted; its `imap` has submitted its
+    /// whole input by then). Other jobs still taking input (a large `map`
+    /// sent in batches by another thread) are not cut.
     fn cut_inputs(&mut self) {
-        let open: Vec<u64> = self.jobs.iter().filter(|(_, j)| !j.input_done).map(|(&id, _)| id).collect();
+        let open: Vec<u64> = self.jobs.iter().filter(|(_, j)| j.lazy && !j.input_done).map(|(&id, _)| id).collect();
         for id in open {
             let Some(j) = self.jobs.get_mut(&id) else { continue };
             j.input_done = true;
@@ -358,24 +361,27 @@ impl Manager {
         }
     }
 
-    /// Closed and idle: refuses every later request (so no frame sent
-    /// after this is lost unanswered) and ends the jobs cut by `join`;
-    /// false if requests came meanwhile (handled on the next turn).
+    /// Closed and no job open: refuses every later request (so no frame
+    /// an `imap` sends after this is lost unanswered: its send fails),
+    /// answers those that came meanwhile (only frames of jobs cut by
+    /// `join` can need it: they fail), and ends the cut jobs. False if
+    /// work is left after all (the manager goes on).
     fn stop_taking_requests(&mut self) -> bool {
         if self.cut.is_empty() {
             return true;
         }
-        {
+        let msgs = {
             let mut inbox = self.shared.lock_inbox();
-            if !inbox.msgs.is_empty() {
-                return false;
-            }
             inbox.state = State::Terminating;
+            std::mem::take(&mut inbox.msgs)
+        };
+        for m in msgs {
+            self.handle(m);
         }
         for (_, sink) in self.cut.drain() {
             sink.abort();
         }
-        true
+        self.jobs.is_empty() && self.pending.is_empty()
     }
 
     /// `n` items of `job` got an outcome.

@@ -137,7 +137,8 @@ type Pull<I> = fn(&mut I, u64, usize, u64, &'static str, &dyn Sink) -> (Vec<Task
 
 /// What the pool's users ask the manager thread.
 pub(crate) enum Msg {
-    Job { id: u64, sink: Arc<dyn Sink>, timeout: Option<Duration> },
+    /// `lazy`: an `imap`, whose input its caller pulls (cut off by `join`).
+    Job { id: u64, sink: Arc<dyn Sink>, timeout: Option<Duration>, lazy: bool },
     Frames(Vec<TaskFrame>),
     InputDone { job: u64 },
     Timeout { job: u64, timeout: Duration },
@@ -388,7 +389,7 @@ impl Pool {
         let batch = chunksize * SUBMIT_BATCH.div_ceil(chunksize);
         let mut items = items.into_iter();
         let mut first = 0u64;
-        let mut msgs = vec![Msg::Job { id, sink, timeout: None }];
+        let mut msgs = vec![Msg::Job { id, sink, timeout: None, lazy: false }];
         loop {
             let (frames, got) = encode_frames(id, F::ID, first, items.by_ref().take(batch), chunksize, &*job);
             first += got;
@@ -594,7 +595,7 @@ impl Pool {
         registered::<F>()?;
         let (id, job) = self.new_job::<F::Out>(ordered, None);
         let sink: Arc<dyn Sink> = job.clone();
-        self.shared.send([Msg::Job { id, sink, timeout: None }], true)?;
+        self.shared.send([Msg::Job { id, sink, timeout: None, lazy: true }], true)?;
         Ok(Imap { job, source: ImapSource::new::<F>(Arc::downgrade(&self.shared), items.into_iter(), id) })
     }
 
