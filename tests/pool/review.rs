@@ -1,14 +1,16 @@
-//! Tests from a hostile review of the pool (branch rev-pool): each failed
-//! on the pool of its day or probes a corner (kills under load, terminate
-//! under load). The reviewer's tests that were fixed earlier moved to
-//! tests/pool.rs. Every blocking wait is bounded.
+//! Tests from a hostile review of the pool (branch rev-pool), a module of
+//! tests/pool.rs (its helpers and tasks): each failed on the pool of its
+//! day or probes a corner (kills under load, terminate under load). The
+//! reviewer's tests fixed earlier are in tests/pool.rs itself. Every
+//! blocking wait is bounded.
 
 use std::time::{Duration, Instant};
 
 use shmproc::pool::TaskError;
 use shmproc::{Pool, Value};
 
-shmproc::task! { fn square(x: u64) -> u64 { x.wrapping_mul(x) } }
+use super::{DEADLINE, alive, all_gone, kill9, nap, pid_of, square, watchdog};
+
 shmproc::task! {
     /// About `us` microseconds of spinning, then x*x; counts its runs.
     fn busy_sq((x, us, runs): (u64, u64, shmproc::Array<u32>)) -> u64 {
@@ -20,47 +22,6 @@ shmproc::task! {
         let _ = runs.set(i, runs.get(i).unwrap() + 1);
         x.wrapping_mul(x)
     }
-}
-
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => false,
-        Ok(s) => !s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
-}
-
-/// Any single blocking wait in these tests.
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Ends the test binary with a message if a test runs longer than twice
-/// [`DEADLINE`] (a pool call with no timeout of its own cannot hang the
-/// suite). Disarmed when dropped.
-struct Watchdog(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
-
-fn watchdog(test: &'static str) -> Watchdog {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(2 * DEADLINE) {
-            eprintln!("test {test} did not finish within {:?}: failing the test binary", 2 * DEADLINE);
-            std::process::exit(1);
-        }
-    });
-    Watchdog(tx)
-}
-
-/// No worker left running, no segment left in /dev/shm.
-fn all_gone(pids: impl IntoIterator<Item = u32>, names: Vec<String>) {
-    for p in pids {
-        assert!(!alive(p), "worker {p} still running");
-    }
-    for n in names {
-        let path = format!("/dev/shm/{}{n}", shmproc::NAME_PREFIX);
-        assert!(!std::path::Path::new(&path).exists(), "{path} left behind");
-    }
-}
-
-fn kill9(pid: u32) {
-    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
 }
 
 /// Python: `it = pool.imap(f, range(100)); pool.close(); pool.join()`
@@ -155,13 +116,6 @@ fn random_kills_during_a_map() {
     );
     assert!(other.is_empty(), "{:?}", &other[..other.len().min(3)]);
     assert!(lost <= kills as usize);
-}
-
-shmproc::task! {
-    fn nap(ms: u64) -> u32 {
-        std::thread::sleep(Duration::from_millis(ms));
-        std::process::id()
-    }
 }
 
 /// terminate() from one thread while three others run map / imap /
@@ -379,8 +333,6 @@ shmproc::task! {
         std::process::id()
     }
 }
-shmproc::task! { fn pid_of(_x: u64) -> u32 { std::process::id() } }
-
 /// Starts `hold` in `pool` and waits until a worker runs it: (its result,
 /// the worker's pid, the release flag).
 fn hold_a_worker(pool: &Pool) -> (shmproc::AsyncResult<u32>, u32, Value<u32>) {
