@@ -249,7 +249,7 @@ fn die_with_parent() {
     let die = || {
         let _ = sysproc::signal(std::process::id(), sysproc::SIGKILL);
     };
-    let Some(parent) = crate::process::parent_process().map(|p| p.pid) else { return };
+    let Some(parent) = crate::process::parent_process().map(|p| p.pid).filter(|&p| p != 0) else { return };
     // Opened before the check: if the parent is still ours after the open,
     // the pidfd is the parent's (a pid is not reused while it is our parent).
     let fd = sysproc::pidfd_open(parent);
