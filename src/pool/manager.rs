@@ -77,6 +77,10 @@ pub(crate) struct Worker {
     fifo: VecDeque<Sent>,
     /// Task frames sent to it (the number of the last: see `ctl::claim`).
     sent_frames: u64,
+    /// A frame handed ahead to it was taken back (`steal`): no other is
+    /// handed ahead until it answers again (its ring would fill with
+    /// frames it skips).
+    slow: bool,
     /// Items answered since this worker started.
     received: u64,
     /// The `started` count last seen, and when it was first seen.
@@ -163,6 +167,7 @@ pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worke
         rx,
         fifo: VecDeque::new(),
         sent_frames: 0,
+        slow: false,
         received: 0,
         seen_started: 0,
         since: Instant::now(),
@@ -453,6 +458,7 @@ impl Manager {
             w.fifo.pop_front();
         }
         w.received += u64::from(h.count);
+        w.slow = false;
         if let Some(j) = self.jobs.get(&h.job) {
             if j.cancelled {
                 for k in 0..u64::from(h.count) {
@@ -635,7 +641,7 @@ impl Manager {
         let mut any = false;
         for depth in 1..=2usize {
             for w in self.workers.iter_mut().flatten() {
-                if w.killed.is_some() || w.fifo.len() >= depth {
+                if w.killed.is_some() || w.fifo.len() >= depth || (depth == 2 && w.slow) {
                     continue;
                 }
                 let Some(f) = self.pending.pop_front() else { return any };
@@ -674,6 +680,7 @@ impl Manager {
                 && w.fifo.len() >= 2
                 && let Some(f) = revoke_last(w, &self.ctl)
             {
+                w.slow = true;
                 self.pending.push_front(f);
                 wanted -= 1;
             }
