@@ -65,6 +65,22 @@ fn close_then_join_with_an_unconsumed_imap_returns() {
     all_gone(pids, names);
 }
 
+/// An imap not iterated at all has submitted nothing (it takes its input
+/// when iterated): `join` returns at once, and the iterator then says the
+/// pool stopped before its first item ran.
+#[test]
+fn join_before_an_imap_is_iterated_returns_and_the_imap_says_why_it_is_empty() {
+    let _watchdog = watchdog("join_before_an_imap_is_iterated_returns_and_the_imap_says_why_it_is_empty");
+    let pool = Pool::new(1).unwrap();
+    let it = pool.imap(square, 0..10u64).unwrap();
+    pool.close();
+    pool.join().unwrap();
+    assert_eq!(it.collect::<Vec<_>>(), [Err(TaskError::NotSubmitted { index: 0 })]);
+    let (pids, names) = pool.__created();
+    drop(pool);
+    all_gone(pids, names);
+}
+
 /// Random kill -9 of workers during a map: every item is its right value
 /// or WorkerLost (at most one per kill), map returns, and count re-runs.
 #[test]
