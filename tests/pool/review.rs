@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use shmproc::pool::TaskError;
 use shmproc::{Pool, Value};
 
-use super::{DEADLINE, alive, all_gone, kill9, nap, pid_of, square, watchdog};
+use super::{DEADLINE, alive, finish, kill9, nap, pid_of, square, watchdog};
 
 shmproc::task! {
     /// About `us` microseconds of spinning, then x*x; counts its runs.
@@ -59,10 +59,7 @@ fn close_then_join_with_an_unconsumed_imap_returns() {
     let first_cut = done.len() as u64 + 1;
     assert!(first_cut < 100, "the imap had submitted its whole input");
     assert_eq!(last, &Err(TaskError::NotSubmitted { index: first_cut }));
-    let pool = std::sync::Arc::into_inner(pool).expect("the joiner thread ended");
-    let (pids, names) = pool.__created();
-    drop(pool);
-    all_gone(pids, names);
+    finish(std::sync::Arc::into_inner(pool).expect("the joiner thread ended"), &[]);
 }
 
 /// An imap not iterated at all has submitted nothing (it takes its input
@@ -71,14 +68,12 @@ fn close_then_join_with_an_unconsumed_imap_returns() {
 #[test]
 fn join_before_an_imap_is_iterated_returns_and_the_imap_says_why_it_is_empty() {
     let _watchdog = watchdog("join_before_an_imap_is_iterated_returns_and_the_imap_says_why_it_is_empty");
-    let pool = Pool::new(1).unwrap();
+    let pool = Pool::new(2).unwrap();
     let it = pool.imap(square, 0..10u64).unwrap();
     pool.close();
     pool.join().unwrap();
     assert_eq!(it.collect::<Vec<_>>(), [Err(TaskError::NotSubmitted { index: 0 })]);
-    let (pids, names) = pool.__created();
-    drop(pool);
-    all_gone(pids, names);
+    finish(pool, &[]);
 }
 
 /// Random kill -9 of workers during a map: every item is its right value
