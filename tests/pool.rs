@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 use shmproc::pool::{PoolError, TaskError, default_chunksize};
 use shmproc::{Pool, Value};
 
+/// The hostile review's tests (tests/pool/review.rs).
+#[path = "pool/review.rs"]
+mod review;
+
 /// Any single blocking wait in these tests.
 const DEADLINE: Duration = Duration::from_secs(60);
 

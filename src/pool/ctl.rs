@@ -10,6 +10,7 @@
 //! | 4 | `waiting: u32` | manager | 1 while the manager may sleep: whoever bumps `seq` then wakes it |
 //! | 64 + 64 i | `started: u64` | worker in slot i | items this worker has begun (stored before each item runs) |
 //! | 72 + 64 i | `pid: u32` | worker in slot i | its pid (informational) |
+//! | 80 + 64 i | `claimed: u64` | worker in slot i, manager | task frames this worker has taken up (it stores `n` before running its `n`th frame); the manager stores `n \| REVOKED` to take back frame `n` before the worker takes it up (see [`claim`], [`revoke`]) |
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -22,6 +23,9 @@ const SEQ: usize = 0;
 const WAITING: usize = 4;
 const STARTED: usize = 0;
 const PID: usize = 8;
+const CLAIMED: usize = 16;
+/// In `claimed`: the frame numbered by the other bits was taken back.
+const REVOKED: u64 = 1 << 63;
 
 /// Bytes of a control segment for `slots` workers.
 pub(crate) fn ctl_len(slots: usize) -> u64 {
@@ -79,6 +83,11 @@ impl Ctl {
         (slot < self.slots()).then(|| self.word32(CTL_HEADER + RECORD * slot + PID))
     }
 
+    /// Slot `i`'s "frames taken up" word (`None` if out of range).
+    pub(crate) fn claimed(&self, slot: usize) -> Option<&AtomicU64> {
+        (slot < self.slots()).then(|| self.word64(CTL_HEADER + RECORD * slot + CLAIMED))
+    }
+
     /// Tells the manager something happened: bumps `seq`, and wakes the
     /// manager if it announced that it sleeps.
     pub(crate) fn bump(&self) {
@@ -94,4 +103,31 @@ impl Ctl {
             wake32(self.seq(), 1);
         }
     }
+}
+
+/// The worker takes up its `n`th task frame (`n` from 1): true if it is to
+/// run it, false if the manager took it back ([`revoke`]), `Err` if the
+/// word is out of step (a corrupted record).
+pub(crate) fn claim(word: &AtomicU64, n: u64) -> Result<bool, String> {
+    // AcqRel: pairs with the CAS in `revoke` (one RMW on one word: exactly
+    // one of the two takes the value `n - 1`).
+    match word.compare_exchange(n - 1, n, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Ok(true),
+        Err(v) if v == n | REVOKED => {
+            // Release: pairs with the Acquire CAS in `revoke` of frame
+            // `n + 1`, which needs this value.
+            word.store(n, Ordering::Release);
+            Ok(false)
+        }
+        Err(v) => Err(format!("task frame {n}: control record out of step ({v:#x})")),
+    }
+}
+
+/// The manager takes back the `n`th task frame it sent to a worker, if the
+/// worker has taken up every frame before it and not this one: then the
+/// worker skips it. False if the worker took it up (or has not reached
+/// the frame before it).
+pub(crate) fn revoke(word: &AtomicU64, n: u64) -> bool {
+    // AcqRel: pairs with the CAS and the store in `claim`.
+    n > 0 && word.compare_exchange(n - 1, n | REVOKED, Ordering::AcqRel, Ordering::Acquire).is_ok()
 }

@@ -71,6 +71,16 @@ pub enum TaskError {
         /// The item's index.
         index: u64,
     },
+    /// An [`imap`](super::Pool::imap) item that was never run: the pool was
+    /// joined (after [`close`](super::Pool::close)) or terminated before the
+    /// iterator submitted it. The iterator yields it for each item it had
+    /// taken from its input but not submitted, or once, for the first item
+    /// it had not taken yet, and then ends.
+    #[error("item {index} was not run: the pool was joined or terminated before the imap submitted it")]
+    NotSubmitted {
+        /// The item's index.
+        index: u64,
+    },
     /// The item's encoded argument (or its result) is larger than a pool
     /// frame ([`MAX_ITEM_BYTES`](super::MAX_ITEM_BYTES)).
     #[error("item {index}: {what} of {len} bytes exceeds the pool's limit of {max} bytes")]
@@ -113,6 +123,7 @@ impl TaskError {
             | TaskError::TimedOut { index, .. }
             | TaskError::Cancelled { index }
             | TaskError::Terminated { index }
+            | TaskError::NotSubmitted { index }
             | TaskError::TooLarge { index, .. }
             | TaskError::Refused { index, .. } => *index,
         }

@@ -106,7 +106,8 @@ where
                 return Some(o.map_err(|e| *e));
             }
             if s.aborted || total.is_some_and(|t| self.source.yielded >= t) {
-                return None;
+                drop(s);
+                return self.source.not_submitted().map(|index| Err(TaskError::NotSubmitted { index }));
             }
         }
     }
@@ -134,6 +135,9 @@ pub(crate) struct ImapSource<I> {
     submitted: u64,
     pub(crate) yielded: u64,
     done: bool,
+    /// Items from `submitted` on were taken from the input and not
+    /// accepted (the pool had stopped).
+    unsent: bool,
 }
 
 fn pull<I: Iterator>(input: &mut I, job: u64, n: usize, first: u64, id: &'static str, sink: &dyn Sink) -> (Vec<TaskFrame>, u64)
@@ -159,6 +163,7 @@ where
             submitted: 0,
             yielded: 0,
             done: false,
+            unsent: false,
         }
     }
 
@@ -167,6 +172,7 @@ where
         let processes = self.shared.upgrade().map_or(1, |s| s.processes);
         let bound = self.max_in_flight.unwrap_or(4 * processes * self.chunksize) as u64;
         let mut frames = Vec::new();
+        let before = self.submitted;
         while let Some(input) = self.input.as_mut() {
             if self.submitted - self.yielded >= bound {
                 break;
@@ -190,8 +196,20 @@ where
             msgs.push(Msg::InputDone { job: self.job });
         }
         if self.send(msgs).is_err() {
+            // Never run: reported by `not_submitted`.
+            self.unsent |= self.submitted > before;
+            self.submitted = before;
             sink.abort();
         }
+    }
+
+    /// The pool stopped (the job was aborted): the index of the first item
+    /// taken from the input and not submitted, or not taken yet, if there
+    /// is one; once (the input is dropped).
+    pub(crate) fn not_submitted(&mut self) -> Option<u64> {
+        let taken = std::mem::take(&mut self.unsent);
+        let more = self.input.take().is_some_and(|mut i| i.next().is_some());
+        (taken || more).then_some(self.submitted)
     }
 
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::error::{PoolError, TaskError};
-use super::ctl::Ctl;
+use super::ctl::{self, Ctl};
 use super::frame::{self, TaskFrame};
 use super::result::Sink;
 use super::worker::{PoolWorker, WorkerArg};
@@ -52,7 +52,7 @@ struct Sent {
     first: u64,
     count: u32,
     answered: u32,
-    frame: Vec<u8>,
+    frame: TaskFrame,
 }
 
 /// Why the manager killed a worker: the item it targeted fails with this
@@ -75,6 +75,12 @@ pub(crate) struct Worker {
     tx: ByteProducer,
     rx: ByteConsumer,
     fifo: VecDeque<Sent>,
+    /// Task frames sent to it (the number of the last: see `ctl::claim`).
+    sent_frames: u64,
+    /// A frame handed ahead to it was taken back (`steal`): no other is
+    /// handed ahead until it answers again (its ring would fill with
+    /// frames it skips).
+    slow: bool,
     /// Items answered since this worker started.
     received: u64,
     /// The `started` count last seen, and when it was first seen.
@@ -90,6 +96,8 @@ struct JobEntry {
     timeout: Option<Duration>,
     cancelled: bool,
     input_done: bool,
+    /// An `imap`'s job: its caller pulls the input (see `cut_inputs`).
+    lazy: bool,
     /// Items given to the manager and not yet answered or failed.
     outstanding: u64,
 }
@@ -103,6 +111,10 @@ pub(crate) struct Manager {
     pending: VecDeque<TaskFrame>,
     buf: Vec<u8>,
     closed: bool,
+    /// Jobs whose input `join` cut off (an `imap` not consumed to its
+    /// end): their later frames fail with `NotSubmitted`; their sinks are
+    /// aborted when the manager stops taking requests.
+    cut: HashMap<u64, Arc<dyn Sink>>,
     start_failures: u32,
     /// Why the last worker failed to start (or failed its initializer).
     start_error: String,
@@ -119,6 +131,9 @@ pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worke
     let tx = tasks.producer().map_err(|e| setup(&e))?;
     let rx = results.consumer().map_err(|e| setup(&e))?;
     if let Some(w) = ctl.started(slot) {
+        w.store(0, Ordering::Relaxed);
+    }
+    if let Some(w) = ctl.claimed(slot) {
         w.store(0, Ordering::Relaxed);
     }
     let arg = WorkerArg {
@@ -151,6 +166,8 @@ pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worke
         tx,
         rx,
         fifo: VecDeque::new(),
+        sent_frames: 0,
+        slow: false,
         received: 0,
         seen_started: 0,
         since: Instant::now(),
@@ -170,6 +187,7 @@ impl Manager {
             pending: VecDeque::new(),
             buf: Vec::new(),
             closed: false,
+            cut: HashMap::new(),
             start_failures: 0,
             start_error: String::new(),
             last_check: Instant::now(),
@@ -195,8 +213,11 @@ impl Manager {
                 self.terminate();
                 return;
             }
-            if state == State::Closed {
+            if matches!(state, State::Closed | State::Joining) {
                 self.closed = true;
+            }
+            if state == State::Joining {
+                self.cut_inputs();
             }
             progress |= self.drain_all();
             let now = Instant::now();
@@ -207,7 +228,7 @@ impl Manager {
             }
             self.fill_slots();
             progress |= self.dispatch();
-            if self.closed && self.jobs.is_empty() && self.pending.is_empty() {
+            if self.closed && self.jobs.is_empty() && self.pending.is_empty() && self.stop_taking_requests() {
                 self.shutdown();
                 return;
             }
@@ -245,12 +266,18 @@ impl Manager {
 
     fn handle(&mut self, m: Msg) {
         match m {
-            Msg::Job { id, sink, timeout } => {
+            Msg::Job { id, sink, timeout, lazy } => {
                 let timeout = timeout.or(self.cfg.timeout);
-                self.jobs.insert(id, JobEntry { sink, timeout, cancelled: false, input_done: false, outstanding: 0 });
+                self.jobs.insert(id, JobEntry { sink, timeout, cancelled: false, input_done: false, lazy, outstanding: 0 });
             }
             Msg::Frames(frames) => {
                 for f in frames {
+                    if let Some(sink) = self.cut.get(&f.job) {
+                        for k in 0..u64::from(f.count) {
+                            sink.fail(TaskError::NotSubmitted { index: f.first + k });
+                        }
+                        continue;
+                    }
                     match self.jobs.get_mut(&f.job) {
                         Some(j) if j.cancelled => {
                             let sink = Arc::clone(&j.sink);
@@ -299,6 +326,17 @@ impl Manager {
             failed += u64::from(f.count);
             false
         });
+        // Frames of it that workers have not taken up are taken back.
+        for w in self.workers.iter_mut().flatten() {
+            if w.fifo.back().is_some_and(|s| s.job == job)
+                && let Some(f) = revoke_last(w, &self.ctl)
+            {
+                for k in 0..u64::from(f.count) {
+                    sink.fail(TaskError::Cancelled { index: f.first + k });
+                }
+                failed += u64::from(f.count);
+            }
+        }
         self.account(job, failed);
         // Workers running one of its items (or holding only its items) are
         // stopped: their items of other jobs are handed to other workers.
@@ -311,6 +349,44 @@ impl Manager {
                 kill(w, Kill::Cancel);
             }
         }
+    }
+
+    /// `join` waits: an `imap` whose caller has not pulled all of its
+    /// input takes no more; the items it submitted still run (Python's
+    /// `join` waits for every task submitted; its `imap` has submitted its
+    /// whole input by then). Other jobs still taking input (a large `map`
+    /// sent in batches by another thread) are not cut.
+    fn cut_inputs(&mut self) {
+        let open: Vec<u64> = self.jobs.iter().filter(|(_, j)| j.lazy && !j.input_done).map(|(&id, _)| id).collect();
+        for id in open {
+            let Some(j) = self.jobs.get_mut(&id) else { continue };
+            j.input_done = true;
+            self.cut.insert(id, Arc::clone(&j.sink));
+            self.maybe_finish(id);
+        }
+    }
+
+    /// Closed and no job open: refuses every later request (so no frame
+    /// an `imap` sends after this is lost unanswered: its send fails),
+    /// answers those that came meanwhile (only frames of jobs cut by
+    /// `join` can need it: they fail), and ends the cut jobs. False if
+    /// work is left after all (the manager goes on).
+    fn stop_taking_requests(&mut self) -> bool {
+        if self.cut.is_empty() {
+            return true;
+        }
+        let msgs = {
+            let mut inbox = self.shared.lock_inbox();
+            inbox.state = State::Terminating;
+            std::mem::take(&mut inbox.msgs)
+        };
+        for m in msgs {
+            self.handle(m);
+        }
+        for (_, sink) in self.cut.drain() {
+            sink.abort();
+        }
+        self.jobs.is_empty() && self.pending.is_empty()
     }
 
     /// `n` items of `job` got an outcome.
@@ -382,6 +458,7 @@ impl Manager {
             w.fifo.pop_front();
         }
         w.received += u64::from(h.count);
+        w.slow = false;
         if let Some(j) = self.jobs.get(&h.job) {
             if j.cancelled {
                 for k in 0..u64::from(h.count) {
@@ -469,7 +546,7 @@ impl Manager {
         let mut redo: Vec<TaskFrame> = Vec::new();
         let mut k = 0u64;
         for s in w.fifo.drain(..) {
-            let Some(h) = frame::parse_task(&s.frame) else { continue };
+            let Some(h) = frame::parse_task(&s.frame.bytes) else { continue };
             let mut items = h.items();
             let mut current: Option<TaskFrame> = None;
             for n in 0..s.count {
@@ -557,12 +634,14 @@ impl Manager {
     }
 
     /// Hands pending frames to workers: first one to each idle worker, then
-    /// a second to each worker (prefetch) while frames of several items wait.
+    /// a second to each worker (prefetch) while frames of several items wait
+    /// (`steal` takes such a frame back when a worker would sit idle).
     fn dispatch(&mut self) -> bool {
+        self.steal();
         let mut any = false;
         for depth in 1..=2usize {
             for w in self.workers.iter_mut().flatten() {
-                if w.killed.is_some() || w.fifo.len() >= depth {
+                if w.killed.is_some() || w.fifo.len() >= depth || (depth == 2 && w.slow) {
                     continue;
                 }
                 let Some(f) = self.pending.pop_front() else { return any };
@@ -573,7 +652,8 @@ impl Manager {
                 match w.tx.try_send(&f.bytes) {
                     Ok(()) => {
                         any = true;
-                        w.fifo.push_back(Sent { job: f.job, first: f.first, count: f.count, answered: 0, frame: f.bytes });
+                        w.sent_frames += 1;
+                        w.fifo.push_back(Sent { job: f.job, first: f.first, count: f.count, answered: 0, frame: f });
                     }
                     Err(TrySendError::Full) => self.pending.push_front(f),
                     Err(e) => {
@@ -584,6 +664,27 @@ impl Manager {
             }
         }
         any
+    }
+
+    /// Idle workers and nothing pending: frames handed ahead to busy
+    /// workers (and not taken up yet) are taken back for the idle ones, so
+    /// no frame waits behind a long item while a worker is free.
+    fn steal(&mut self) {
+        let idle = self.workers.iter().flatten().filter(|w| w.killed.is_none() && w.fifo.is_empty()).count();
+        let mut wanted = idle.saturating_sub(self.pending.len());
+        for w in self.workers.iter_mut().flatten() {
+            if wanted == 0 {
+                return;
+            }
+            if w.killed.is_none()
+                && w.fifo.len() >= 2
+                && let Some(f) = revoke_last(w, &self.ctl)
+            {
+                w.slow = true;
+                self.pending.push_front(f);
+                wanted -= 1;
+            }
+        }
     }
 
     /// Fails every item the manager knows of, and aborts every job.
@@ -692,6 +793,15 @@ fn kill(w: &mut Worker, why: Kill) {
         w.killed = Some(why);
     }
     let _ = w.process.kill();
+}
+
+/// Takes back `w`'s last task frame if the worker has not taken it up (it
+/// will skip it).
+fn revoke_last(w: &mut Worker, ctl: &Ctl) -> Option<TaskFrame> {
+    if w.fifo.is_empty() || !ctl::revoke(ctl.claimed(w.slot)?, w.sent_frames) {
+        return None;
+    }
+    w.fifo.pop_back().map(|s| s.frame)
 }
 
 /// The (job, index) of the item `w` is running, if any.

@@ -24,6 +24,12 @@
 //!   several items), files results into the jobs, and sleeps on one futex
 //!   word that the workers and the pool's users bump. A busy worker makes
 //!   no system call per item; an idle one sleeps in its ring.
+//! - A worker claims each frame in its record of the control segment
+//!   before running it, so the manager can take back a frame handed ahead
+//!   that the worker has not begun: for an idle worker when nothing else
+//!   waits (no frame waits behind another job's long item while a worker
+//!   is free), and for [`AsyncResult::cancel`] (a cancelled job's items
+//!   that no worker began never run).
 //! - Each worker says in its record in the shared control segment how many
 //!   items it has begun, before running each (like LMDB's reader table).
 //!   When a worker dies, the manager reads what it sent, and that record
@@ -32,6 +38,9 @@
 //!   had finished without sending their results yet) go to other workers,
 //!   and a replacement starts. Deaths are noticed within about 100 ms
 //!   (the manager's liveness period) of the worker being gone.
+//! - Workers die with the pool's process: each watches its parent (a
+//!   pidfd) and kills itself with SIGKILL when the parent is gone, even
+//!   killed with SIGKILL, whatever its task does with SIGTERM.
 //! - An idle pool sleeps: the manager wakes twice a second and each idle
 //!   worker ten times a second (its ring's liveness poll) to look for dead
 //!   peers, and otherwise uses no CPU.
@@ -128,7 +137,8 @@ type Pull<I> = fn(&mut I, u64, usize, u64, &'static str, &dyn Sink) -> (Vec<Task
 
 /// What the pool's users ask the manager thread.
 pub(crate) enum Msg {
-    Job { id: u64, sink: Arc<dyn Sink>, timeout: Option<Duration> },
+    /// `lazy`: an `imap`, whose input its caller pulls (cut off by `join`).
+    Job { id: u64, sink: Arc<dyn Sink>, timeout: Option<Duration>, lazy: bool },
     Frames(Vec<TaskFrame>),
     InputDone { job: u64 },
     Timeout { job: u64, timeout: Duration },
@@ -139,6 +149,9 @@ pub(crate) enum Msg {
 pub(crate) enum State {
     Open,
     Closed,
+    /// Closed, and `join` waits: the input an `imap` has not submitted yet
+    /// is cut off (see [`Pool::join`]).
+    Joining,
     Terminating,
 }
 
@@ -167,7 +180,7 @@ impl Shared {
             let mut inbox = self.lock_inbox();
             match inbox.state {
                 State::Open => {}
-                State::Closed if !new_job => {}
+                State::Closed | State::Joining if !new_job => {}
                 _ => return Err(PoolError::Closed),
             }
             inbox.msgs.extend(msgs);
@@ -376,7 +389,7 @@ impl Pool {
         let batch = chunksize * SUBMIT_BATCH.div_ceil(chunksize);
         let mut items = items.into_iter();
         let mut first = 0u64;
-        let mut msgs = vec![Msg::Job { id, sink, timeout: None }];
+        let mut msgs = vec![Msg::Job { id, sink, timeout: None, lazy: false }];
         loop {
             let (frames, got) = encode_frames(id, F::ID, first, items.by_ref().take(batch), chunksize, &*job);
             first += got;
@@ -582,7 +595,7 @@ impl Pool {
         registered::<F>()?;
         let (id, job) = self.new_job::<F::Out>(ordered, None);
         let sink: Arc<dyn Sink> = job.clone();
-        self.shared.send([Msg::Job { id, sink, timeout: None }], true)?;
+        self.shared.send([Msg::Job { id, sink, timeout: None, lazy: true }], true)?;
         Ok(Imap { job, source: ImapSource::new::<F>(Arc::downgrade(&self.shared), items.into_iter(), id) })
     }
 
@@ -609,7 +622,8 @@ impl Pool {
     }
 
     /// No more jobs (Python's `close()`): work already submitted (and the
-    /// rest of a running `imap`'s input) still runs; then the workers exit.
+    /// rest of a running `imap`'s input, until [`join`](Self::join)) still
+    /// runs; then the workers exit.
     ///
     /// ```no_run
     /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
@@ -646,6 +660,14 @@ impl Pool {
     /// [`close`](Self::close) (when every job is done) or
     /// [`terminate`](Self::terminate). [`PoolError::StillOpen`] before either.
     ///
+    /// After `close`, `join` waits for every item submitted so far, as
+    /// Python's does. An [`imap`](Self::imap) takes its input lazily
+    /// (Python's takes all of it at once): the items it submitted run and
+    /// their results stay in the iterator, the rest of its input is cut
+    /// off, and the iterator then yields one [`TaskError::NotSubmitted`]
+    /// (the first item it did not submit) and ends. Consume an `imap`
+    /// before `join` to have all of it.
+    ///
     /// ```no_run
     /// let pool = shmproc::Pool::new(1).unwrap();
     /// assert_eq!(pool.join(), Err(shmproc::pool::PoolError::StillOpen));
@@ -653,9 +675,15 @@ impl Pool {
     /// pool.join().unwrap();
     /// ```
     pub fn join(&self) -> Result<(), PoolError> {
-        if self.shared.lock_inbox().state == State::Open {
-            return Err(PoolError::StillOpen);
+        {
+            let mut inbox = self.shared.lock_inbox();
+            match inbox.state {
+                State::Open => return Err(PoolError::StillOpen),
+                State::Closed => inbox.state = State::Joining,
+                State::Joining | State::Terminating => {}
+            }
         }
+        self.shared.ctl.bump();
         self.wait_manager();
         Ok(())
     }

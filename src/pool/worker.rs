@@ -10,12 +10,13 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::ctl::Ctl;
+use super::ctl::{self, Ctl};
 use super::frame::{self, END_OF_CHUNK, Items, ResultFrame};
 use super::task::{self, FrameRunner, Status};
 use crate::RawSegment;
 use crate::process::{Entry, Handoff, HandoffError};
 use crate::queue::{ByteProducer, ByteQueue};
+use crate::sys::proc as sysproc;
 
 /// What a worker is given.
 pub(crate) struct WorkerArg {
@@ -239,13 +240,47 @@ impl Cx<'_> {
     }
 }
 
+/// A worker must not outlive the pool's process, even killed with SIGKILL:
+/// the process layer's daemon watch sends SIGTERM, which a task may ignore
+/// or handle, so this watch kills the worker (SIGKILL) when its parent
+/// process ends. (`PR_SET_PDEATHSIG` would follow the thread that started
+/// the worker, which may end long before the pool.)
+fn die_with_parent() {
+    let die = || {
+        let _ = sysproc::signal(std::process::id(), sysproc::SIGKILL);
+    };
+    let Some(parent) = crate::process::parent_process().map(|p| p.pid).filter(|&p| p != 0) else { return };
+    // Opened before the check: if the parent is still ours after the open,
+    // the pidfd is the parent's (a pid is not reused while it is our parent).
+    let fd = sysproc::pidfd_open(parent);
+    if sysproc::parent_pid() != parent {
+        die();
+    }
+    let watch = move || match fd {
+        Ok(fd) => {
+            if sysproc::pidfd_wait(&fd, None) {
+                die();
+            }
+        }
+        // No pidfd (a kernel before 5.3): look at the parent now and then.
+        Err(_) => loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if sysproc::parent_pid() != parent {
+                die();
+            }
+        },
+    };
+    let _ = std::thread::Builder::new().name("shmproc-pool-parent-watch".into()).spawn(watch);
+}
+
 fn run(arg: WorkerArg) -> Result<(), String> {
     let ctl = Ctl::new(arg.ctl);
     let slot = arg.slot as usize;
-    let (Some(started_word), Some(pid_word)) = (ctl.started(slot), ctl.pid(slot)) else {
+    let (Some(started_word), Some(pid_word), Some(claimed_word)) = (ctl.started(slot), ctl.pid(slot), ctl.claimed(slot)) else {
         return Err(format!("worker slot {slot} is outside the control segment"));
     };
     pid_word.store(std::process::id(), Ordering::Relaxed);
+    die_with_parent();
     quiet_task_panics();
     if let Some((id, init_arg)) = &arg.init {
         run_init(id, init_arg)?;
@@ -266,10 +301,16 @@ fn run(arg: WorkerArg) -> Result<(), String> {
     };
     let mut frame_buf = Vec::new();
     let mut chunks_done = 0u64;
+    let mut frames = 0u64;
     let mut cached: Option<(Vec<u8>, Option<FrameRunner>)> = None;
     // Closed: the pool is shutting down; Disconnected: the pool is gone.
     while rx.recv_into(&mut frame_buf).is_ok() {
         let h = frame::parse_task(&frame_buf).ok_or("corrupt task frame")?;
+        frames += 1;
+        if !ctl::claim(claimed_word, frames)? {
+            // Taken back by the pool (cancelled, or given to an idle worker).
+            continue;
+        }
         if cached.as_ref().is_none_or(|(id, _)| id.as_slice() != h.id) {
             cached = Some((h.id.to_vec(), task::lookup_frame(h.id)));
         }
