@@ -440,6 +440,23 @@ impl ResultFrame {
         mark
     }
 
+    /// How many more successful results of `width` bytes the frame takes
+    /// as they are, back to back (0 unless it is packed with items of that
+    /// width): the worker's bulk path writes them into the spare room and
+    /// counts them with [`add_packed`](Self::add_packed).
+    #[inline]
+    pub(crate) fn pod_room(&self, width: usize) -> usize {
+        if self.packed && self.count > 0 && self.width == width { self.room.saturating_sub(self.count) as usize } else { 0 }
+    }
+
+    /// Counts `n` results of the frame's width appended to `bytes`
+    /// (at most [`pod_room`](Self::pod_room)).
+    #[inline]
+    pub(crate) fn add_packed(&mut self, n: u32) {
+        debug_assert!(self.packed && self.count + n <= self.room);
+        self.count += n;
+    }
+
     /// Drops what was written of the item begun at `mark` (its payload
     /// starts again empty).
     pub(crate) fn reset_item(&mut self, mark: usize) {
