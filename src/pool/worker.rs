@@ -219,11 +219,14 @@ impl Cx<'_> {
             return Err("corrupt task frame".into());
         };
         let (wr, count) = (std::mem::size_of::<R>(), count as usize);
-        // SAFETY (for `arg` below): `k < count` and the frame holds `count`
-        // arguments of `width` bytes (`packed` checked it); the buffer is
-        // private (copied out of the ring); `A` is plain data (the
-        // caller's check): any bytes are an `A`.
-        let arg = |k: usize| unsafe { args.as_ptr().add(k * width).cast::<A>().read_unaligned() };
+        // Argument `k` (bounds-checked: a frame holds `count` of them).
+        let arg = |k: usize| {
+            let bytes = &args[k * width..(k + 1) * width];
+            // SAFETY: `bytes` is `size_of::<A>()` bytes of a private buffer
+            // (the frame, copied out of the ring); `A` is plain data (the
+            // caller's check): any bytes are an `A`.
+            unsafe { bytes.as_ptr().cast::<A>().read_unaligned() }
+        };
         let mut done = 0usize;
         // Values of the run in progress written past the frame's length
         // (kept outside the unwind boundary: a panic commits them).
