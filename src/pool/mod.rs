@@ -19,6 +19,12 @@
 //!   own: task frames in (each a run of items of one chunk), result frames
 //!   out. Arguments and results are [`Handoff`]-encoded straight into the
 //!   frames; the rings copy them once each way.
+//! - Plain data (`u64`, `f64`, arrays, [`shm_type!`](crate::shm_type)
+//!   structs: types whose encoding is their memory image) takes a bulk
+//!   path: a chunk's arguments go into a frame as one copy of the slice,
+//!   the worker reads each in place and writes each value straight into
+//!   its result frame, and the values land in the output `Vec` one copy
+//!   per frame (no per-item encoding, decoding or allocation).
 //! - A manager thread in the pool's process owns the workers: it hands
 //!   frames to them (one per idle worker, a second one ahead for chunks of
 //!   several items), files results into the jobs, and sleeps on one futex
