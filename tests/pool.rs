@@ -50,6 +50,24 @@ shmproc::task! {
     }
 }
 shmproc::task! {
+    /// Plain data in and out (the bulk path): item `PARK_AT` parks its
+    /// worker forever after writing its pid to `park_file()` (named after
+    /// the worker's parent, the test process).
+    fn park_at(x: u64) -> u64 {
+        if x == PARK_AT {
+            std::fs::write(park_file(std::os::unix::process::parent_id()), std::process::id().to_string()).unwrap();
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        x.wrapping_mul(x)
+    }
+}
+const PARK_AT: u64 = 77_777;
+fn park_file(test_pid: u32) -> String {
+    format!("/tmp/shmproc-test-pool-park-{test_pid}")
+}
+shmproc::task! {
     fn count_init(counter: Value<u64>) -> () {
         counter.get_lock().unwrap().update(|c| *c += 1);
     }
@@ -346,6 +364,42 @@ fn kill_9_mid_map_fails_exactly_that_item_and_the_pool_goes_on() {
     assert_eq!(pool.map(square, 0..1000).unwrap(), serial(1000));
     let pool = std::sync::Arc::try_unwrap(pool).unwrap();
     finish(pool, &[victim, victim2]);
+}
+
+/// The same on the bulk path (plain-data arguments and results, written
+/// in runs): the lost item is exactly the one the worker was running.
+#[test]
+fn kill_9_mid_bulk_map_fails_exactly_that_item() {
+    let _watchdog = watchdog("kill_9_mid_bulk_map_fails_exactly_that_item");
+    let file = park_file(std::process::id());
+    let _ = std::fs::remove_file(&file);
+    let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+    const N: u64 = 200_000;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p2 = std::sync::Arc::clone(&pool);
+    let h = std::thread::spawn(move || tx.send(p2.map_results(park_at, 0..N, 0)).unwrap());
+    wait_until("the victim item to start", || std::fs::read_to_string(&file).is_ok_and(|s| !s.is_empty()));
+    let victim: u32 = std::fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let st = std::process::Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
+    assert!(st.success());
+    let all = rx.recv_timeout(DEADLINE).expect("map_results did not finish").unwrap();
+    h.join().unwrap();
+    assert_eq!(all.len() as u64, N);
+    for (i, o) in all.iter().enumerate() {
+        let i = i as u64;
+        if i == PARK_AT {
+            assert!(
+                matches!(o, Err(TaskError::WorkerLost { pid, signal: Some(9), index }) if *pid == victim && *index == PARK_AT),
+                "{o:?}"
+            );
+        } else {
+            assert_eq!(o, &Ok(i.wrapping_mul(i)), "item {i}");
+        }
+    }
+    assert_eq!(pool.map(square, 0..100_000).unwrap(), serial(100_000));
+    let pool = std::sync::Arc::try_unwrap(pool).unwrap();
+    finish(pool, &[victim]);
 }
 
 #[test]

@@ -42,6 +42,44 @@ pub const MAX_ITEM_BYTES: usize = 192 * 1024;
 pub(crate) const MAX_ID: usize = 4096;
 
 
+/// The widest plain-data item the bulk path takes (wider ones are encoded
+/// one by one, as every other type).
+const MAX_POD_WIDTH: usize = 256;
+
+/// `Some(width)` when `T` is plain data ([`Handoff::__POD`](crate::process::Handoff))
+/// whose decoding reads its memory image of `width` bytes: then a slice of
+/// `T` is a packed run of items as it stands, and a packed run of
+/// `width`-byte images is a slice of `T` (the bulk path: one copy per
+/// frame, nothing per item). Bulk writers write images (never `encode`),
+/// so both ends agree. Checked on a sample, not assumed, without
+/// allocating (it runs for each submission).
+pub(crate) fn pod_width<T: crate::process::Handoff>() -> Option<usize> {
+    let width = std::mem::size_of::<T>();
+    if T::__POD.is_none() || width == 0 || width > MAX_POD_WIDTH || cfg!(target_endian = "big") {
+        return None;
+    }
+    let mut sample = [0u8; MAX_POD_WIDTH];
+    for (i, b) in sample[..width].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(37).wrapping_add(11);
+    }
+    let v = T::decode(&mut &sample[..width]).ok()?;
+    // SAFETY: `T` has a `PodWire`, so it is plain data (`PodWire::of`
+    // requires `Pod`; arrays of such types have no padding): its `width`
+    // bytes are initialised; the view lives while `v` does.
+    let image = unsafe { std::slice::from_raw_parts((&raw const v).cast::<u8>(), width) };
+    (image == &sample[..width]).then_some(width)
+}
+
+/// The memory image of a slice of plain data (see [`pod_width`]).
+///
+/// # Safety
+/// `pod_width::<T>()` is `Some`.
+pub(crate) unsafe fn pod_bytes<T>(items: &[T]) -> &[u8] {
+    // SAFETY: plain data (the caller's): every byte of the slice is
+    // initialised and may be viewed as `u8` for the borrow's life.
+    unsafe { std::slice::from_raw_parts(items.as_ptr().cast::<u8>(), std::mem::size_of_val(items)) }
+}
+
 /// Flag: the last frame of a chunk.
 pub(crate) const END_OF_CHUNK: u32 = 1;
 /// Flag: the items have one width and no prefixes.
@@ -227,6 +265,30 @@ impl TaskFrame {
         self.bytes.splice(mark..mark, (len as u32).to_le_bytes());
     }
 
+    /// How many plain-data arguments of `width` bytes one packed frame for
+    /// task `id` takes (the same room `push` gives them, so a frame cut
+    /// from it after a worker's death fits again).
+    pub(crate) fn pod_room(id: &[u8], width: usize) -> usize {
+        let items_at = TASK_HEADER + id.len();
+        ((MAX_FRAME - items_at) / (width + TASK_PREFIX)).max(1)
+    }
+
+    /// A packed frame of `count` arguments of `width` bytes whose encodings
+    /// are `items`, back to back (the bulk path of plain data: one copy, no
+    /// per-item work). `count` is at most [`pod_room`](Self::pod_room).
+    pub(crate) fn from_pod(job: u64, first: u64, id: &[u8], items: &[u8], width: usize) -> TaskFrame {
+        debug_assert!(width > 0 && width <= MAX_ITEM_BYTES && items.len().is_multiple_of(width));
+        let count = items.len() / width;
+        debug_assert!(count <= Self::pod_room(id, width));
+        let mut f = TaskFrame::new(job, first, id);
+        f.bytes.reserve_exact(items.len());
+        f.bytes.extend_from_slice(items);
+        f.count = count as u32;
+        f.width = width;
+        f.room = Self::pod_room(id, width) as u32;
+        f
+    }
+
     /// Appends an already encoded item (one that fitted in a frame before).
     pub(crate) fn push_raw(&mut self, item: &[u8]) -> bool {
         if self.count > 0 && self.general_len() + TASK_PREFIX + item.len() > MAX_FRAME {
@@ -376,6 +438,23 @@ impl ResultFrame {
             put_u32(&mut self.bytes, 0);
         }
         mark
+    }
+
+    /// How many more successful results of `width` bytes the frame takes
+    /// as they are, back to back (0 unless it is packed with items of that
+    /// width): the worker's bulk path writes them into the spare room and
+    /// counts them with [`add_packed`](Self::add_packed).
+    #[inline]
+    pub(crate) fn pod_room(&self, width: usize) -> usize {
+        if self.packed && self.count > 0 && self.width == width { self.room.saturating_sub(self.count) as usize } else { 0 }
+    }
+
+    /// Counts `n` results of the frame's width appended to `bytes`
+    /// (at most [`pod_room`](Self::pod_room)).
+    #[inline]
+    pub(crate) fn add_packed(&mut self, n: u32) {
+        debug_assert!(self.packed && self.count + n <= self.room);
+        self.count += n;
     }
 
     /// Drops what was written of the item begun at `mark` (its payload

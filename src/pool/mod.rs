@@ -19,6 +19,12 @@
 //!   own: task frames in (each a run of items of one chunk), result frames
 //!   out. Arguments and results are [`Handoff`]-encoded straight into the
 //!   frames; the rings copy them once each way.
+//! - Plain data (`u64`, `f64`, arrays, [`shm_type!`](crate::shm_type)
+//!   structs: types whose encoding is their memory image) takes a bulk
+//!   path: a chunk's arguments go into a frame as one copy of the slice,
+//!   the worker reads each in place and writes each value straight into
+//!   its result frame, and the values land in the output `Vec` one copy
+//!   per frame (no per-item encoding, decoding or allocation).
 //! - A manager thread in the pool's process owns the workers: it hands
 //!   frames to them (one per idle worker, a second one ahead for chunks of
 //!   several items), files results into the jobs, and sleeps on one futex
@@ -79,6 +85,7 @@
 // `result.rs` a job's results and `AsyncResult`; `imap.rs` the iterators;
 // `builder.rs` the settings and start; this file `Pool` and submission.
 mod builder;
+mod bulk;
 mod ctl;
 mod error;
 mod frame;
@@ -302,6 +309,23 @@ fn encode_frames<A: Handoff>(
     (frames, index - first)
 }
 
+/// [`encode_frames`] for plain-data arguments: `items` (the memory image
+/// of items `first..`, `width` bytes each) cut into chunks of `chunksize`
+/// and frames of at most [`TaskFrame::pod_room`] items, each one copy.
+fn encode_pod_frames(job: u64, id: &'static str, first: u64, items: &[u8], width: usize, chunksize: usize) -> Vec<TaskFrame> {
+    let room = TaskFrame::pod_room(id.as_bytes(), width);
+    let mut frames = Vec::new();
+    let mut index = first;
+    for chunk in items.chunks(chunksize.saturating_mul(width)) {
+        let mut pieces = chunk.chunks(room * width).peekable();
+        while let Some(piece) = pieces.next() {
+            frames.push(TaskFrame::from_pod(job, index, id.as_bytes(), piece, width).finish(pieces.peek().is_none()));
+            index += (piece.len() / width) as u64;
+        }
+    }
+    frames
+}
+
 impl Pool {
     /// A pool of `processes` workers (at least 1), started now. Python's
     /// `Pool(processes)`; see [`builder`](Self::builder) for the other settings.
@@ -344,7 +368,8 @@ impl Pool {
     }
 
     fn new_job<R: Handoff + Send + 'static>(&self, ordered: bool, expected: Option<u64>) -> (u64, Arc<Job<R>>) {
-        (self.shared.next_job.fetch_add(1, Ordering::Relaxed), Job::new(ordered, expected))
+        let bulk = ordered && expected.is_some() && frame::pod_width::<R>().is_some();
+        (self.shared.next_job.fetch_add(1, Ordering::Relaxed), Job::new(ordered, expected, bulk))
     }
 
     fn async_result<R: Handoff + Send + 'static, T: Send + 'static>(
@@ -379,19 +404,33 @@ impl Pool {
         F::Out: Send + 'static,
     {
         registered::<F>()?;
-        let items: Vec<F::Arg> = items.into_iter().collect();
-        let chunksize = if chunksize == 0 { default_chunksize(items.len(), self.processes()) } else { chunksize };
-        let n = items.len();
+        let all: Vec<F::Arg> = items.into_iter().collect();
+        let chunksize = if chunksize == 0 { default_chunksize(all.len(), self.processes()) } else { chunksize };
+        let n = all.len();
         let (id, job) = self.new_job::<F::Out>(true, Some(n as u64));
         let sink: Arc<dyn Sink> = job.clone();
         // Frames go out in batches as they are encoded, so the workers start
         // while the rest is still being encoded (a batch is whole chunks).
         let batch = chunksize * SUBMIT_BATCH.div_ceil(chunksize);
-        let mut items = items.into_iter();
+        // Plain-data arguments go in as they lie in memory (one copy per
+        // frame); the others are encoded one by one.
+        let pod = frame::pod_width::<F::Arg>();
+        let (mut rest, mut items) = match pod {
+            Some(_) => (&all[..], Vec::new().into_iter()),
+            None => (&[][..], all.into_iter()),
+        };
         let mut first = 0u64;
         let mut msgs = vec![Msg::Job { id, sink, timeout: None, lazy: false }];
         loop {
-            let (frames, got) = encode_frames(id, F::ID, first, items.by_ref().take(batch), chunksize, &*job);
+            let (frames, got) = match pod {
+                Some(width) => {
+                    let (now, later) = rest.split_at(batch.min(rest.len()));
+                    rest = later;
+                    // SAFETY: `pod_width` said `F::Arg` is plain data.
+                    (encode_pod_frames(id, F::ID, first, unsafe { frame::pod_bytes(now) }, width, chunksize), now.len() as u64)
+                }
+                None => encode_frames(id, F::ID, first, items.by_ref().take(batch), chunksize, &*job),
+            };
             first += got;
             msgs.push(Msg::Frames(frames));
             let last = first >= n as u64;

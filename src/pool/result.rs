@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::bulk::Bulk;
 use super::error::{GetTimeoutError, PoolError, TaskError};
 use super::frame::Items;
 use super::task::Status;
@@ -41,6 +42,9 @@ pub(crate) struct JobState<R> {
     on_done: Option<Box<dyn FnOnce() + Send>>,
     /// Threads asleep on the condvar (counted under the lock).
     waiters: u32,
+    /// Plain-data results of a job of known size: they land here (in
+    /// place, a frame at a time) and `slots` stays empty.
+    bulk: Option<Bulk<R>>,
 }
 
 impl<R> JobState<R> {
@@ -50,6 +54,12 @@ impl<R> JobState<R> {
 
     #[inline]
     fn store(&mut self, index: u64, outcome: Outcome<R>) {
+        if let Some(b) = self.bulk.as_mut() {
+            if b.put(index, outcome) {
+                self.filled += 1;
+            }
+            return;
+        }
         if self.ordered {
             let Some(at) = index.checked_sub(self.base) else { return };
             let at = at as usize;
@@ -71,6 +81,12 @@ impl<R> JobState<R> {
 
     /// The next outcome in this job's order, if it is there.
     pub(super) fn pop(&mut self) -> Option<(u64, Outcome<R>)> {
+        if let Some(b) = self.bulk.as_mut() {
+            let index = self.base;
+            let i = usize::try_from(index).ok().filter(|&i| b.has(i))?;
+            self.base += 1;
+            return Some((index, b.take(i)));
+        }
         if self.ordered {
             if self.slots.front().is_some_and(Option::is_some) {
                 let o = self.slots.pop_front().flatten().expect("checked above");
@@ -95,11 +111,18 @@ pub(crate) struct Job<R> {
 }
 
 impl<R> Job<R> {
-    pub(crate) fn new(ordered: bool, expected: Option<u64>) -> Arc<Job<R>> {
+    /// A job's state; its results take the bulk path if `bulk` (in order,
+    /// of known size, and `R`'s encoding its memory image: see [`Bulk::new`]).
+    pub(crate) fn new(ordered: bool, expected: Option<u64>, bulk: bool) -> Arc<Job<R>> {
         // A job of known size gets its slots at once (no growth per item).
         let mut slots = VecDeque::new();
+        let mut bulk_state = None;
         if let (true, Some(n)) = (ordered, expected) {
-            slots.resize_with(n as usize, || None);
+            if bulk {
+                bulk_state = Some(Bulk::new(n as usize));
+            } else {
+                slots.resize_with(n as usize, || None);
+            }
         }
         Arc::new(Job {
             state: Mutex::new(JobState {
@@ -113,6 +136,7 @@ impl<R> Job<R> {
                 taken: false,
                 on_done: None,
                 waiters: 0,
+                bulk: bulk_state,
             }),
             cond: Condvar::new(),
             finished: AtomicBool::new(false),
@@ -241,6 +265,17 @@ fn failure(item: Option<(u8, &[u8])>, index: u64, pid: u32) -> Box<TaskError> {
 impl<R: Handoff + Send + 'static> Sink for Job<R> {
     fn deliver(&self, first: u64, count: u32, mut items: Items<'_>, pid: u32) {
         self.update(|s| {
+            if let Some(b) = s.bulk.as_mut() {
+                // Plain data: a packed frame's values are copied in place
+                // at once.
+                // (`count` values of `R`'s width: `packed` checked that the
+                // frame's bytes are `count` times its width.)
+                let run = items.packed().filter(|&(_, w)| w == std::mem::size_of::<R>());
+                if let Some(new) = run.and_then(|(values, _)| b.put_run(first, values)) {
+                    s.filled += new;
+                    return;
+                }
+            }
             let at = first.checked_sub(s.base).map(|a| a as usize);
             match at {
                 // The common case: a run of slots that exist, filled in one
@@ -327,7 +362,8 @@ impl<R: Send + 'static, T: Send + 'static> Pending<T> for Finisher<R, T> {
         }
         let all = s.expected.is_some_and(|n| s.filled >= n);
         let ok = |o: &Outcome<R>| o.is_ok();
-        Some(all && s.slots.iter().all(|o| o.as_ref().is_some_and(ok)) && s.done.iter().all(|(_, o)| ok(o)))
+        let bulk_ok = s.bulk.as_ref().is_none_or(Bulk::none_failed);
+        Some(all && bulk_ok && s.slots.iter().all(|o| o.as_ref().is_some_and(ok)) && s.done.iter().all(|(_, o)| ok(o)))
     }
 
     fn take(&self) -> Result<T, PoolError> {
@@ -370,7 +406,9 @@ pub(crate) fn finish_each<R>(s: &mut JobState<R>) -> Result<Vec<Result<R, TaskEr
             Some((_, o)) => o.map_err(|e| *e),
             None => {
                 // A hole (terminated): skip its slot.
-                if !s.slots.is_empty() {
+                if s.bulk.as_ref().is_some_and(|b| (s.base as usize) < b.len()) {
+                    s.base += 1;
+                } else if !s.slots.is_empty() {
                     s.slots.pop_front();
                     s.base += 1;
                 }
@@ -388,6 +426,17 @@ pub(crate) fn finish_each<R>(s: &mut JobState<R>) -> Result<Vec<Result<R, TaskEr
 pub(crate) fn finish_all<R>(s: &mut JobState<R>) -> Result<Vec<R>, PoolError> {
     let n = s.expected.unwrap_or(s.base + s.slots.len() as u64);
     let base = s.base;
+    if let Some(mut b) = s.bulk.take() {
+        let from = base as usize;
+        if let Some(k) = b.first_not_ok(from) {
+            let index = k as u64;
+            let err = b.take_failure(k).map_or(TaskError::Terminated { index }, |e| *e);
+            s.bulk = Some(b);
+            return Err(PoolError::Task(err));
+        }
+        s.base = b.len() as u64;
+        return Ok(b.into_values(from));
+    }
     let want = n.saturating_sub(base) as usize;
     let slots = s.slots.make_contiguous();
     let have = slots.len().min(want);
@@ -584,6 +633,9 @@ impl<T: Send + 'static> AsyncResult<T> {
 
 impl<R> JobState<R> {
     pub(super) fn pop_ready(&self) -> bool {
+        if let Some(b) = &self.bulk {
+            return usize::try_from(self.base).is_ok_and(|i| b.has(i));
+        }
         if self.ordered { self.slots.front().is_some_and(Option::is_some) } else { !self.done.is_empty() }
     }
 }

@@ -11,7 +11,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 
-use super::frame::Items;
+use super::frame::{Items, pod_width};
 use super::worker::Cx;
 use crate::process::Handoff;
 
@@ -152,10 +152,26 @@ fn run_frame<T: Task>(cx: &mut Cx<'_>, items: Items<'_>, count: u32) -> Result<(
     cx.run_items(items, count, run_one::<T>)
 }
 
+/// `run_frame` for a task whose argument and value are plain data (see
+/// `frame::pod_width`; chosen by `lookup_frame`): packed frames of
+/// arguments of `T::Arg`'s width take the bulk path.
+fn run_pod_frame<T: Task>(cx: &mut Cx<'_>, items: Items<'_>, count: u32) -> Result<(), String> {
+    match items.packed() {
+        Some((_, width)) if width == std::mem::size_of::<T::Arg>() => cx.run_pod(items, count, T::call),
+        _ => run_frame::<T>(cx, items, count),
+    }
+}
+
+/// The frame runner for `T`: the bulk one if its argument and value are
+/// plain data.
+fn pick_frame<T: Task>() -> FrameRunner {
+    if pod_width::<T::Arg>().is_some() && pod_width::<T::Out>().is_some() { run_pod_frame::<T> } else { run_frame::<T> }
+}
+
 struct Registered {
     id: &'static str,
     run: Runner,
-    frame: FrameRunner,
+    frame: fn() -> FrameRunner,
 }
 
 static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
@@ -165,7 +181,7 @@ static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
 pub fn __register_task<T: Task>() {
     let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
     if !reg.iter().any(|r| r.id == T::ID) {
-        reg.push(Registered { id: T::ID, run: run_encoded::<T>, frame: run_frame::<T> });
+        reg.push(Registered { id: T::ID, run: run_encoded::<T>, frame: pick_frame::<T> });
     }
 }
 
@@ -177,6 +193,7 @@ pub(crate) fn lookup(id: &[u8]) -> Option<Runner> {
 /// The frame runner registered for `id`, if any.
 pub(crate) fn lookup_frame(id: &[u8]) -> Option<FrameRunner> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|r| r.id.as_bytes() == id).map(|r| r.frame)
+        .map(|pick| pick())
 }
 
 /// Whether `id` is registered in this executable.

@@ -75,6 +75,14 @@ thread_local! {
     static RUNNING_ITEMS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// The bytes of a plain-data value.
+#[inline]
+fn image<R>(v: &R) -> &[u8] {
+    // SAFETY: only called for plain data (`run_pod`'s contract): its bytes
+    // are initialised; the view lives as long as the borrow of `v`.
+    unsafe { std::slice::from_raw_parts((v as *const R).cast::<u8>(), std::mem::size_of::<R>()) }
+}
+
 /// Makes the panic hook silent for task panics, once per worker: other
 /// panics still reach the hook that was there before.
 fn quiet_task_panics() {
@@ -171,15 +179,152 @@ impl Cx<'_> {
             }));
             match r {
                 Ok(r) => return r,
-                Err(payload) if self.in_item => {
-                    self.out.reset_item(self.mark);
-                    self.out.bytes.extend_from_slice(task::panic_message(&*payload).as_bytes());
-                    self.end(Status::Panicked)?;
+                Err(payload) => {
+                    self.panicked(payload)?;
                     done += 1;
                 }
-                Err(payload) => std::panic::resume_unwind(payload),
             }
         }
+    }
+
+    /// A panic came out of a frame's loop: the item that ran fails with
+    /// its message (a panic outside an item goes on unwinding).
+    #[cold]
+    #[inline(never)]
+    fn panicked(&mut self, payload: Box<dyn std::any::Any + Send>) -> Result<(), String> {
+        if !self.in_item {
+            std::panic::resume_unwind(payload);
+        }
+        self.out.reset_item(self.mark);
+        self.out.bytes.extend_from_slice(task::panic_message(&*payload).as_bytes());
+        self.end(Status::Panicked)
+    }
+
+    /// Runs plain-data items (the bulk path, see `frame::pod_width`):
+    /// each argument is read as its image and each value written as its
+    /// image straight into the result frame's spare room, in runs as long
+    /// as the packed frame has room (no decoding, no encoding, no length
+    /// test per item; `started` is still stored before each item, for
+    /// `WorkerLost`). The caller checked that `A` and `R` are plain data.
+    /// The first item of a result frame, a failure, a panic and a full
+    /// frame take the general path (`begin` / `end`).
+    #[inline]
+    pub(crate) fn run_pod<A, R>(
+        &mut self,
+        items: Items<'_>,
+        count: u32,
+        f: impl Fn(A) -> Result<R, String>,
+    ) -> Result<(), String> {
+        let width = std::mem::size_of::<A>();
+        let Some((args, _)) = items.packed().filter(|&(_, w)| w == width) else {
+            return Err("corrupt task frame".into());
+        };
+        let (wr, count) = (std::mem::size_of::<R>(), count as usize);
+        // Argument `k` (bounds-checked: a frame holds `count` of them).
+        let arg = |k: usize| {
+            let bytes = &args[k * width..(k + 1) * width];
+            // SAFETY: `bytes` is `size_of::<A>()` bytes of a private buffer
+            // (the frame, copied out of the ring); `A` is plain data (the
+            // caller's check): any bytes are an `A`.
+            unsafe { bytes.as_ptr().cast::<A>().read_unaligned() }
+        };
+        let mut done = 0usize;
+        // Values of the run in progress written past the frame's length
+        // (kept outside the unwind boundary: a panic commits them).
+        let mut run = 0usize;
+        let mut in_run = false;
+        let _quiet = QuietPanics::enter();
+        loop {
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
+                while done < count {
+                    let fast = self.out.pod_room(wr).min(count - done);
+                    if fast == 0 {
+                        // One item the general way (it may start a frame).
+                        let a = arg(done);
+                        self.begin();
+                        match f(a) {
+                            Ok(v) => {
+                                self.out.bytes.extend_from_slice(image(&v));
+                                self.end(Status::Ok)?;
+                            }
+                            Err(msg) => self.failed(&msg)?,
+                        }
+                        done += 1;
+                        continue;
+                    }
+                    self.out.bytes.reserve(fast * wr);
+                    let dst = self.out.bytes.spare_capacity_mut().as_mut_ptr().cast::<u8>();
+                    let started = self.started;
+                    in_run = true;
+                    while run < fast {
+                        let a = arg(done + run);
+                        // Relaxed, as in `begin` (same pairing).
+                        self.started_word.store(started + run as u64 + 1, Ordering::Relaxed);
+                        match f(a) {
+                            // SAFETY: `run < fast` and `fast * wr` bytes of
+                            // spare room were reserved above; `R` is plain
+                            // data, written as its bytes.
+                            Ok(v) => unsafe { dst.add(run * wr).cast::<R>().write_unaligned(v) },
+                            Err(msg) => {
+                                self.end_run(&mut run, &mut done, wr);
+                                in_run = false;
+                                self.begun();
+                                self.failed(&msg)?;
+                                done += 1;
+                                break;
+                            }
+                        }
+                        run += 1;
+                    }
+                    if in_run {
+                        self.end_run(&mut run, &mut done, wr);
+                        in_run = false;
+                    }
+                }
+                Ok(())
+            }));
+            match r {
+                Ok(r) => return r,
+                Err(payload) => {
+                    if in_run {
+                        // The values before the panicking item stand; it
+                        // had begun (its `started` was stored).
+                        self.end_run(&mut run, &mut done, wr);
+                        in_run = false;
+                        self.begun();
+                    }
+                    self.panicked(payload)?;
+                    done += 1;
+                }
+            }
+        }
+    }
+
+    /// Commits the `run` values written past the result frame's length.
+    #[inline]
+    fn end_run(&mut self, run: &mut usize, done: &mut usize, wr: usize) {
+        // SAFETY: the run's values were written into the spare room
+        // reserved for them (`run_pod`), every byte of them.
+        unsafe { self.out.bytes.set_len(self.out.bytes.len() + *run * wr) };
+        self.out.add_packed(*run as u32);
+        self.started += *run as u64;
+        *done += *run;
+        *run = 0;
+    }
+
+    /// `begin` for an item whose `started` store was made already.
+    fn begun(&mut self) {
+        self.started += 1;
+        self.mark = self.out.begin_item();
+        self.in_item = true;
+    }
+
+    /// The item being run returned `Err(msg)`.
+    #[cold]
+    #[inline(never)]
+    fn failed(&mut self, msg: &str) -> Result<(), String> {
+        self.out.bytes.extend_from_slice(msg.as_bytes());
+        self.end(Status::Failed)
     }
 
     #[inline]

@@ -1,0 +1,219 @@
+//! The results of a job of plain data (the bulk path): a `map` of `u64`
+//! to `u64` keeps its values where they end up, in one `Vec`, filled a
+//! result frame at a time with one copy; a bit per item says which have an
+//! outcome, and the few failures wait aside. No per-item allocation,
+//! decoding or boxing.
+//!
+//! Used for jobs of known size, in order, whose result type's encoding is
+//! its memory image ([`pod_width`](super::frame::pod_width)).
+
+use std::collections::BTreeMap;
+use std::mem::MaybeUninit;
+
+use super::error::TaskError;
+use super::result::Outcome;
+
+/// Where a bulk job's outcomes land.
+pub(crate) struct Bulk<R> {
+    /// Item `i`'s value, initialised when its bit is set (zeros for a
+    /// failed item).
+    vals: Vec<MaybeUninit<R>>,
+    /// One bit per item: it has an outcome.
+    have: Vec<u64>,
+    failed: BTreeMap<u64, Box<TaskError>>,
+}
+
+/// Calls `f(word, mask)` for the words of a bitmap that hold bits
+/// `at..at + n`, each with the mask of those bits.
+#[inline]
+fn for_words(at: usize, n: usize, mut f: impl FnMut(usize, u64)) {
+    let end = at + n;
+    let mut i = at;
+    while i < end {
+        let (w, lo) = (i / 64, i % 64);
+        let hi = (end - w * 64).min(64);
+        let mask = if hi - lo == 64 { !0 } else { ((1u64 << (hi - lo)) - 1) << lo };
+        f(w, mask);
+        i = w * 64 + hi;
+    }
+}
+
+impl<R> Bulk<R> {
+    /// Room for `n` outcomes. `R` must be plain data whose encoding is its
+    /// memory image (`pod_width::<R>()` is `Some`): [`put_run`](Self::put_run)
+    /// relies on it.
+    pub(crate) fn new(n: usize) -> Bulk<R> {
+        let mut vals = Vec::with_capacity(n);
+        // SAFETY: `MaybeUninit` needs no initialisation; the capacity is `n`.
+        unsafe { vals.set_len(n) };
+        Bulk { vals, have: vec![0; n.div_ceil(64)], failed: BTreeMap::new() }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.vals.len()
+    }
+
+    #[inline]
+    pub(crate) fn has(&self, i: usize) -> bool {
+        i < self.vals.len() && self.have[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Stores item `index`'s outcome unless it has one; whether it was new.
+    pub(crate) fn put(&mut self, index: u64, outcome: Outcome<R>) -> bool {
+        let Some(i) = usize::try_from(index).ok().filter(|&i| i < self.vals.len()) else { return false };
+        if self.has(i) {
+            return false;
+        }
+        self.have[i / 64] |= 1 << (i % 64);
+        match outcome {
+            Ok(v) => {
+                self.vals[i].write(v);
+            }
+            Err(e) => {
+                // Zeros are a valid `R` (plain data): every item with an
+                // outcome holds an initialised value, failed or not.
+                self.vals[i] = MaybeUninit::zeroed();
+                self.failed.insert(index, e);
+            }
+        }
+        true
+    }
+
+    /// Stores the values `bytes` (their memory images back to back) of
+    /// items `at..`, in one copy when none of them has an outcome yet;
+    /// how many were new. `None` (nothing stored) if `bytes` is not a whole
+    /// number of values or runs past the job.
+    pub(crate) fn put_run(&mut self, at: u64, bytes: &[u8]) -> Option<u64> {
+        let width = std::mem::size_of::<R>();
+        if width == 0 || !bytes.len().is_multiple_of(width) {
+            return None;
+        }
+        let n = bytes.len() / width;
+        let at = usize::try_from(at).ok().filter(|&a| a.checked_add(n).is_some_and(|e| e <= self.vals.len()))?;
+        let mut clear = true;
+        for_words(at, n, |w, m| clear &= self.have[w] & m == 0);
+        if !clear {
+            // Some came already (never on the normal path): one by one.
+            let mut new = 0;
+            for (k, v) in bytes.chunks_exact(width).enumerate() {
+                if !self.has(at + k) {
+                    // SAFETY: `v` is `width` bytes of a private buffer;
+                    // `R` is plain data (the constructor's contract), so any
+                    // bytes are a valid `R`.
+                    self.vals[at + k].write(unsafe { v.as_ptr().cast::<R>().read_unaligned() });
+                    self.have[(at + k) / 64] |= 1 << ((at + k) % 64);
+                    new += 1;
+                }
+            }
+            return Some(new);
+        }
+        // SAFETY: `at + n <= len` (checked), so the destination is `n`
+        // values inside `vals`; `bytes` is `n * width` bytes of a private
+        // buffer (never shared memory), not overlapping `vals`. `R` is plain
+        // data (the constructor's contract): any bytes are a valid `R`.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.vals.as_mut_ptr().add(at).cast::<u8>(), bytes.len()) };
+        for_words(at, n, |w, m| self.have[w] |= m);
+        Some(n as u64)
+    }
+
+    /// Item `i`'s outcome (it has one: [`has`](Self::has)), moved out.
+    pub(crate) fn take(&mut self, i: usize) -> Outcome<R> {
+        debug_assert!(self.has(i));
+        match self.failed.remove(&(i as u64)) {
+            Some(e) => Err(e),
+            // SAFETY: it has an outcome, so its value was written (`put` /
+            // `put_run`); `R` is plain data, so reading it out leaves
+            // nothing to drop twice.
+            None => Ok(unsafe { self.vals[i].assume_init_read() }),
+        }
+    }
+
+    /// Whether no item failed among those not taken yet.
+    pub(crate) fn none_failed(&self) -> bool {
+        self.failed.is_empty()
+    }
+
+    /// The first item of `from..` that has no outcome, or failed.
+    pub(crate) fn first_not_ok(&self, from: usize) -> Option<usize> {
+        let n = self.vals.len();
+        let mut missing = None;
+        if from < n {
+            for_words(from, n - from, |w, m| {
+                let holes = !self.have[w] & m;
+                if missing.is_none() && holes != 0 {
+                    missing = Some(w * 64 + holes.trailing_zeros() as usize);
+                }
+            });
+        }
+        let failed = self.failed.range(from as u64..).next().map(|(&k, _)| k as usize);
+        match (missing, failed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Item `i`'s error, moved out (`None` if it did not fail).
+    pub(crate) fn take_failure(&mut self, i: usize) -> Option<Box<TaskError>> {
+        self.failed.remove(&(i as u64))
+    }
+
+    /// Every value from `from` on, in order: only when
+    /// [`first_not_ok`](Self::first_not_ok)`(from)` is `None`.
+    pub(crate) fn into_values(mut self, from: usize) -> Vec<R> {
+        debug_assert!(self.first_not_ok(from).is_none());
+        for i in 0..from.min(self.vals.len()) {
+            if !self.has(i) {
+                // Skipped (a hole): give it a value to drop (zeros are an `R`).
+                self.vals[i] = MaybeUninit::zeroed();
+            }
+        }
+        let vals = std::mem::take(&mut self.vals);
+        let mut vals = std::mem::ManuallyDrop::new(vals);
+        // SAFETY: `MaybeUninit<R>` has `R`'s layout; the allocation moves
+        // to the new `Vec` as it stands. Every item has an outcome from
+        // `from` on (the caller checked) and the ones before were taken, so
+        // had one: every value is initialised (`put`, `put_run`); `R` is
+        // plain data, so the ones read out by `take` hold valid bytes and
+        // dropping them below is a no-op.
+        let mut all = unsafe { Vec::from_raw_parts(vals.as_mut_ptr().cast::<R>(), vals.len(), vals.capacity()) };
+        all.drain(..from.min(all.len()));
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_fill_in_place_and_the_first_hole_or_failure_is_found() {
+        let mut b = Bulk::<u64>::new(200);
+        let vals: Vec<u64> = (10..140).collect();
+        let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(b.put_run(10, &bytes), Some(130));
+        assert_eq!(b.put_run(10, &bytes), Some(0), "a second delivery changes nothing");
+        assert_eq!(b.put_run(190, &bytes), None, "past the end");
+        assert_eq!(b.put_run(0, &bytes[..7]), None, "not whole values");
+        assert_eq!(b.first_not_ok(0), Some(0));
+        assert_eq!(b.first_not_ok(10), Some(140));
+        assert!(b.put(150, Err(Box::new(TaskError::Cancelled { index: 150 }))));
+        assert!(b.put(0, Ok(0)));
+        for i in (1..10).chain(140..200) {
+            if i != 150 {
+                assert!(b.put(i, Ok(i)));
+            }
+        }
+        assert_eq!(b.first_not_ok(0), Some(150));
+        assert!(b.has(150) && !b.none_failed());
+        assert_eq!(b.take(3), Ok(3));
+        assert!(b.take_failure(150).is_some());
+        assert!(!b.put(150, Ok(150)), "it had an outcome");
+        let v = Bulk::<u64>::new(3);
+        assert_eq!(v.first_not_ok(0), Some(0));
+        let mut w = Bulk::<u64>::new(130);
+        assert_eq!(w.put_run(0, &(0..130u64).flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>()), Some(130));
+        assert_eq!(w.first_not_ok(0), None);
+        assert_eq!(w.take(0), Ok(0));
+        assert_eq!(w.into_values(1), (1..130).collect::<Vec<u64>>());
+    }
+}
