@@ -208,11 +208,15 @@ pub(super) struct Chain<T> {
     /// The ring a [`wait`](crate::wait) through this handle is announced
     /// on, kept mapped until it withdraws (`waitable.rs`).
     waiting_on: Option<ItemRing<T>>,
+    /// A [`wait`](crate::wait) through this handle is counted in
+    /// `producers_waiting` and sleeps on `space_seq` (the chain cannot grow
+    /// past a sealed ring now), until it withdraws.
+    waiting_for_space: bool,
 }
 
 impl<T> Clone for Chain<T> {
     fn clone(&self) -> Self {
-        Chain { s: Arc::clone(&self.s), waiting_on: None }
+        Chain { s: Arc::clone(&self.s), waiting_on: None, waiting_for_space: false }
     }
 }
 
@@ -278,6 +282,7 @@ impl<T: Handoff> Chain<T> {
                 opts: opts.clone(),
             }),
             waiting_on: None,
+            waiting_for_space: false,
         }
     }
 
@@ -439,7 +444,11 @@ impl<T: Handoff> Chain<T> {
         ring.close();
         // AcqRel: publishes ring k + 1 (it exists, READY) to whoever reads
         // `newest`; fails if another process moved it, or closed the queue.
-        let _ = newest.compare_exchange(k, k + 1, Ordering::AcqRel, Ordering::Relaxed);
+        if newest.compare_exchange(k, k + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            // Consumers (a `get`, a `wait`) that found ring k sealed with
+            // no successor sleep on the space word: the chain goes on now.
+            self.wake_space_sleepers();
+        }
         Ok(true)
     }
 
@@ -450,13 +459,22 @@ impl<T: Handoff> Chain<T> {
             let _ = crate::unlink(&self.ring_name(k));
             let w = self.words();
             w.live.fetch_sub(ring.bytes().min(w.live.load(Ordering::Relaxed)), Ordering::AcqRel);
-            // Release: pairs with the producers' Acquire ticket load.
-            w.space_seq.fetch_add(1, Ordering::Release);
-            if w.producers_waiting.load(Ordering::SeqCst) != 0 {
-                wake32(&w.space_seq, u32::MAX);
-            }
+            self.wake_space_sleepers();
             let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
             rings.retain(|(i, _)| *i > k);
+        }
+    }
+
+    /// Wakes whoever sleeps on the space word (producers at the limit,
+    /// consumers past a sealed ring with no successor).
+    fn wake_space_sleepers(&self) {
+        let w = self.words();
+        // Release: pairs with the sleepers' Acquire ticket load.
+        w.space_seq.fetch_add(1, Ordering::Release);
+        // SeqCst: pairs with the sleepers' SeqCst count (they also sleep a
+        // poll period at most).
+        if w.producers_waiting.load(Ordering::SeqCst) != 0 {
+            wake32(&w.space_seq, u32::MAX);
         }
     }
 

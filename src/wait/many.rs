@@ -193,6 +193,13 @@ pub(crate) mod sealed {
         fn prepare(&mut self) -> Option<Duration> {
             None
         }
+        /// After an [`announce`](Self::announce) that returned `Some`: the
+        /// longest this sleep may last (a word that not every change of
+        /// the object bumps, e.g. an unbounded queue waiting for /dev/shm
+        /// space); `None`: no limit beyond `prepare`'s.
+        fn sleep_cap(&self) -> Option<Duration> {
+            None
+        }
     }
 }
 
@@ -422,7 +429,8 @@ fn sleep_loop(objects: &mut [&mut dyn Waitable], deadline: Deadline) -> Result<R
             handshake::after_announcing();
         }
         if sleep && scan(objects, false).is_empty() && dedup(&mut words.list) {
-            let until = poll.map_or(deadline, |p| deadline.capped(p));
+            let cap = objects.iter().filter_map(|o| o.sleep_cap()).chain(poll).min();
+            let until = cap.map_or(deadline, |p| deadline.capped(p));
             sleep_on(&words.list, until);
         }
         for (o, token) in objects.iter_mut().zip(&tokens) {
