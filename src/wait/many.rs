@@ -546,14 +546,15 @@ pub(crate) fn withdraw_counted(waiting: &AtomicU32, seq: &AtomicU32, ready: impl
 }
 
 /// The announcement of the one sleeper of an SPSC-style ring end: its
-/// flag set (SeqCst; the object reports [`handshake`](WaitObject::handshake)),
-/// sleeping on the low half of the peer's index while it holds `seen`
-/// (read before the flag, as `queue::wake::sleep_on` does).
-pub(crate) fn announce_flag(flag: &AtomicU32, index: &AtomicU64, seen: u64, words: &mut Words) {
+/// flag set to 1 (SeqCst; the object reports [`handshake`](WaitObject::handshake)),
+/// sleeping on the flag while it holds 1, as `queue::wake::sleep_on` does
+/// (the peer's publish, `close` and a detach clear it before they wake).
+pub(crate) fn announce_flag(flag: &AtomicU32, words: &mut Words) {
     // SeqCst, then the heavy barrier: pairs with the peer's plain
-    // (compiler-fenced) flag load after its index store.
+    // (compiler-fenced) flag load after its index store, and with the
+    // SeqCst clear in `wake_sleeper`.
     flag.store(1, Ordering::SeqCst);
-    words.push_low(index, seen as u32);
+    words.push(flag, 1);
 }
 
 /// Undoes [`announce_flag`].
