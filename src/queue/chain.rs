@@ -796,6 +796,28 @@ fn unlink_rings(ctl: &ChainCtl, name: &str, generation: u32) {
     }
 }
 
+/// For [`gc`](crate::gc): whether the unbounded queue's control segment
+/// open as `fd` (judged ours, its creator dead) still has a live holder
+/// (then that holder removes the rings when it leaves, and `gc` leaves
+/// the queue alone). Read with `pread` (no mapping, see `gc`); an
+/// unreadable table counts as held (nothing is removed on doubt).
+pub(crate) fn chain_held(fd: &std::os::fd::OwnedFd) -> bool {
+    let base = crate::shm::HEADER_SIZE as u64 + std::mem::offset_of!(ChainCtl, words) as u64;
+    let read = |at: u64, buf: &mut [u8]| crate::sys::shm::read_at(fd, buf, base + at).ok() == Some(buf.len());
+    let mut attached = [0u8; 4];
+    let mut holders = [0u8; 8 * HOLDERS];
+    if !read(std::mem::offset_of!(Words, attached) as u64, &mut attached)
+        || !read(std::mem::offset_of!(Words, holders) as u64, &mut holders)
+    {
+        return true;
+    }
+    u32::from_ne_bytes(attached) != 0
+        || holders.chunks_exact(8).any(|h| {
+            let h = u64::from_ne_bytes(h.try_into().unwrap_or_default());
+            h != 0 && !crate::sys::thread::owner_is_dead(h)
+        })
+}
+
 /// The name of ring `k` of the queue `name` of generation `generation`.
 fn ring_name(name: &str, generation: u32, k: u64) -> String {
     format!("{name}.{generation:08x}.{k}")

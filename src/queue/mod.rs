@@ -67,6 +67,7 @@ real_platform! {
     mod spsc;
     mod wake;
 
+    pub(crate) use chain::chain_held;
     pub use byte_loan::{ByteReadLoan, ByteWriteLoan};
     pub use bytes::{ALIGN_FROM, ByteConsumer, ByteProducer, ByteQueue};
     pub(crate) use bytes::typed_payload;

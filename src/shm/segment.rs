@@ -347,13 +347,24 @@ pub fn unlink(name: &str) -> Result<(), OpenError> {
     let chain = kind_of(&path) == Some(Kind::QueueChain.to_u32());
     sys::shm::unlink(&c_name).map_err(|e| errno_to_open(name, e))?;
     if chain {
-        for ring in names_starting_with(&format!("{name}.")) {
-            if is_ring_name(&ring[name.len() + 1..]) {
-                let _ = sys::shm::unlink(&os_name(&ring)?);
-            }
-        }
+        unlink_rings_of(name);
     }
     Ok(())
+}
+
+/// Removes the names of the rings of the unbounded queue `name` (and
+/// their temporary names); returns the names removed.
+fn unlink_rings_of(name: &str) -> Vec<String> {
+    let mut removed = Vec::new();
+    for ring in names_starting_with(&format!("{name}.")) {
+        if is_ring_name(&ring[name.len() + 1..])
+            && let Ok(c) = os_name(&ring)
+            && sys::shm::unlink(&c).is_ok()
+        {
+            removed.push(ring);
+        }
+    }
+    removed
 }
 
 /// Whether `rest` (what follows `<name>.`) names a ring of an unbounded
@@ -421,6 +432,11 @@ pub(crate) fn names_starting_with(prefix: &str) -> Vec<String> {
 /// supervisor, or have the program handle SIGINT/SIGTERM itself (set a
 /// flag, return from `main`, and the handles' drops remove the names).
 ///
+/// An unbounded queue ([`Queue::new(0)`](crate::Queue::new)) whose
+/// creator is dead goes with its rings (`<name>.<generation>.<k>`), once
+/// no live process holds it (a live holder removes the rings when it
+/// leaves; the queue's name then goes at a later `gc`).
+///
 /// A creator killed in the microseconds between sizing its file and
 /// writing its identity leaves a zero-filled file that `gc` cannot tell
 /// from a foreign one: remove it with [`unlink`].
@@ -452,29 +468,39 @@ pub(crate) fn gc_matching(wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<
             continue;
         }
         let path = entry.path();
-        let Some(judged) = dead_segment(&path) else {
+        let Some((judged, kind)) = dead_segment(&path) else {
             continue;
         };
+        // An unbounded queue: its rings go with it, unless a live process
+        // still holds it (that holder removes them when it leaves; its
+        // name stays for a later `gc`).
+        let chain = kind == Kind::QueueChain.to_u32();
+        if chain && sys::shm::open_to_inspect(&path).map_or(true, |fd| crate::queue::chain_held(&fd)) {
+            continue;
+        }
         #[cfg(test)]
         tests::BEFORE_UNLINK.with(|h| h.get().map(|f| f(user)));
         // As in Drop: unlink only if the name still refers to the file we
         // judged (it may have been removed and re-created since).
         if sys::shm::stat_path(&path) == Some(judged) && sys::shm::unlink(&c_name).is_ok() {
             removed.push(user.to_owned());
+            if chain {
+                removed.extend(unlink_rings_of(user));
+            }
         }
     }
     Ok(removed)
 }
 
-/// `Some((inode, device))` if the file at `path` is provably one of our
-/// segments (regular file, our uid, our magic and layout version), not
-/// persisted, and its creator is dead.
+/// `Some(((inode, device), kind))` if the file at `path` is provably one
+/// of our segments (regular file, our uid, our magic and layout version),
+/// not persisted, and its creator is dead.
 ///
 /// The header is read with `pread`, never through a mapping: a sparse file
 /// would make a mapped read allocate pages, a SIGBUS on a full /dev/shm
 /// (just when `gc` is most wanted), and so would a file truncated after
 /// the `fstat`.
-fn dead_segment(path: &std::path::Path) -> Option<(u64, u64)> {
+fn dead_segment(path: &std::path::Path) -> Option<((u64, u64), u32)> {
     let fd = sys::shm::open_to_inspect(path).ok()?;
     let info = sys::shm::fstat(&fd).ok()?;
     if !info.regular || info.uid != sys::shm::euid() || info.size < HEADER_SIZE as u64 {
@@ -499,7 +525,7 @@ fn dead_segment(path: &std::path::Path) -> Option<(u64, u64)> {
     }
     let pid = u32_at(&h, header::OFF_CREATOR_PID);
     let start = u64_at(&h, header::OFF_CREATOR_START);
-    (pid != 0 && sys::thread::process_is_dead(pid, start)).then_some((info.ino, info.dev))
+    (pid != 0 && sys::thread::process_is_dead(pid, start)).then_some(((info.ino, info.dev), u32_at(&h, header::OFF_KIND)))
 }
 
 #[cfg(test)]
