@@ -451,3 +451,30 @@ fn decoding_hostile_lengths_of_zero_sized_elements_costs_work_bounded_by_the_inp
     ok.encode(&mut b);
     assert_eq!(<Vec<Vec<()>>>::decode(&mut &b[..]).unwrap(), ok);
 }
+
+/// Newcomer finding: opening a `Queue<String>` as another type said
+/// "is a FrameQueue, not an MpmcQueue" (bounded) or "it holds
+/// frames:alloc::string::String (size 64, align 64)" (unbounded, or
+/// another encoded type): internal names. Now both types as a user
+/// writes them, and that the queue's items are encoded frames.
+#[test]
+fn opening_a_string_queue_as_another_type_names_both_types() {
+    for maxsize in [4, 0] {
+        let name = format!("frames-wrong-type-{maxsize}-{}", std::process::id());
+        let _q = Queue::<String>::create(&name, maxsize).unwrap();
+        let as_u64 = Queue::<u64>::open(&name).unwrap_err().to_string();
+        assert!(as_u64.contains("it holds `alloc::string::String` items (encoded frames), not `u64`"), "{as_u64}");
+        let as_vec = Queue::<Vec<u8>>::open(&name).unwrap_err().to_string();
+        assert!(
+            as_vec.contains("it holds `alloc::string::String` items (encoded frames), not `alloc::vec::Vec<u8>` items"),
+            "{as_vec}"
+        );
+    }
+    let name = format!("frames-wrong-type-pod-{}", std::process::id());
+    let _q = Queue::<u64>::create(&name, 4).unwrap();
+    let as_string = Queue::<String>::open(&name).unwrap_err().to_string();
+    assert!(
+        as_string.contains("it holds `u64` (size 8, align 8), not `alloc::string::String` items (encoded frames)"),
+        "{as_string}"
+    );
+}

@@ -68,6 +68,7 @@ real_platform! {
     mod wake;
 
     pub(crate) use chain::chain_held;
+    pub(crate) use item::FRAMES_PREFIX;
     pub use byte_loan::{ByteReadLoan, ByteWriteLoan};
     pub use bytes::{ALIGN_FROM, ByteConsumer, ByteProducer, ByteQueue};
     pub(crate) use bytes::typed_payload;

@@ -195,19 +195,23 @@ impl Segment {
             return Err(OpenError::LayoutVersion { name: name.to_owned(), found: version, expected: LAYOUT_VERSION });
         }
         let found = Kind::from_u32(h.kind.load(Ordering::Relaxed));
-        if found != kind {
-            return Err(OpenError::WrongKind { name: name.to_owned(), expected: kind, found });
-        }
         let (size, align, hash) = (
             h.elem_size.load(Ordering::Relaxed),
             h.elem_align.load(Ordering::Relaxed),
             h.elem_hash.load(Ordering::Relaxed),
         );
-        if (size, align, hash) != (fp.size, fp.align, fp.hash) {
+        let same_type = (size, align, hash) == (fp.size, fp.align, fp.hash);
+        // A queue of plain data and one of encoded frames are two kinds of
+        // segment, but to a user they are one `Queue<T>` with another `T`.
+        let queues = [Kind::MpmcQueue, Kind::FrameQueue];
+        if found != kind && (same_type || !(queues.contains(&found) && queues.contains(&kind))) {
+            return Err(OpenError::WrongKind { name: name.to_owned(), expected: kind, found });
+        }
+        if !same_type {
             return Err(OpenError::IncompatibleType {
                 name: name.to_owned(),
-                expected: format!("{} (size {}, align {})", fp.name, fp.size, fp.align),
-                found: format!("{} (size {size}, align {align})", h.type_name()),
+                expected: describe_type(&fp.name, fp.size, fp.align),
+                found: describe_type(&h.type_name(), size, align),
             });
         }
         let fields = HeaderFields {
@@ -413,6 +417,16 @@ pub(crate) fn names_starting_with(prefix: &str) -> Vec<String> {
         user.starts_with(prefix).then(|| user.to_owned())
     })
     .collect()
+}
+
+/// An element type as a user reads it: `` `u64` (size 8, align 8) ``, or
+/// `` `alloc::string::String` items (encoded frames) `` for a queue of
+/// encoded items (the `frames:` prefix of their recorded name).
+fn describe_type(recorded: &str, size: u32, align: u32) -> String {
+    match recorded.strip_prefix(crate::queue::FRAMES_PREFIX) {
+        Some(t) => format!("`{t}` items (encoded frames)"),
+        None => format!("`{recorded}` (size {size}, align {align})"),
+    }
 }
 
 /// Removes this crate's segments whose creator process is dead. Only a
