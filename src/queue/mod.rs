@@ -87,6 +87,7 @@ real_platform! {
     pub use spsc::{Consumer, Producer, SpscQueue};
 }
 // Also model-checked under loom (see `crate::loom_models`).
+pub(crate) mod links;
 pub(crate) mod ring;
 pub(crate) mod vyukov;
 
