@@ -356,7 +356,8 @@ fn a_corrupted_frame_is_removed_and_reported_and_the_next_one_arrives() {
     let (f, at) = find_in_segment(q.name(), b"MARKER-two-MARKER");
     let payload = at - 8;
     f.write_all_at(&u64::MAX.to_ne_bytes(), payload - 64 + 8).unwrap();
-    assert_eq!(q.get(), Err(GetError::Corrupted));
+    // One: whole, but its payload does not decode (invalid UTF-8). Two: not whole.
+    assert!(matches!(q.get(), Err(GetError::Decode(_))));
     assert_eq!(q.get_nowait(), Err(TryGetError::Corrupted));
     assert_eq!(q.get().as_deref(), Ok("three"));
     assert_eq!(q.qsize(), 0);
@@ -409,7 +410,8 @@ shmproc::entry! {
     fn get_one_huge(name: String) -> Result<(), String> {
         let q = Queue::<Huge>::open(&name).map_err(|e| e.to_string())?;
         match q.get_timeout(Duration::from_secs(60)) {
-            Err(GetTimeoutError::Corrupted) => Ok(()),
+            // A whole frame whose payload lies: it does not decode.
+            Err(GetTimeoutError::Decode(_)) => Ok(()),
             r => Err(format!("get of a corrupted frame: {:?}", r.map(|v| v.1.len()))),
         }
     }
@@ -477,4 +479,23 @@ fn opening_a_string_queue_as_another_type_names_both_types() {
         as_string.contains("it holds `u64` (size 8, align 8), not `alloc::string::String` items (encoded frames)"),
         "{as_string}"
     );
+}
+
+/// Newcomer finding: a frame that is whole but does not decode (here a
+/// queue handle whose queue is gone by the time it is got) was reported as
+/// `Corrupted`, "could not be decoded as the item type (a peer of another
+/// type or a corrupted segment)": nothing said what failed or why. Now it
+/// is `Decode` with the decoder's error, and the item is removed.
+#[test]
+fn an_item_that_does_not_decode_says_what_and_why() {
+    let outer = Queue::<Queue<u64>>::new(2).unwrap();
+    let inner = Queue::<u64>::new(2).unwrap();
+    let inner_name = inner.name().to_owned();
+    outer.put(inner.clone()).unwrap();
+    drop(inner); // its creator's last handle: the queue's name is removed
+    let err = outer.get().map(|_| ()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, GetError::Decode(shmproc::process::HandoffError::Open { .. })), "{err:?}");
+    assert!(msg.contains("could not be decoded") && msg.contains(&inner_name) && msg.contains("not found"), "{msg}");
+    assert_eq!(outer.get_nowait().map(|_| ()), Err(TryGetError::Empty), "the item was removed");
 }
