@@ -46,7 +46,7 @@ pub enum OpenError {
         found: Kind,
     },
     /// The segment's element type differs from the one asked for.
-    #[error("incompatible element type for {name:?}: it holds {found}, expected {expected}")]
+    #[error("incompatible element type for {name:?}: it holds {found}, not {expected}")]
     IncompatibleType {
         /// The name.
         name: String,

@@ -216,6 +216,10 @@ pub mod loom_models {
     pub mod ring {
         pub use crate::queue::ring::*;
     }
+    /// The unbounded queue's link protocol (successor rings, holders).
+    pub mod links {
+        pub use crate::queue::links::*;
+    }
     /// The MPMC ring's protocol (Vyukov's, with crash repair).
     pub mod vyukov {
         pub use crate::queue::vyukov::*;

@@ -356,7 +356,8 @@ fn a_corrupted_frame_is_removed_and_reported_and_the_next_one_arrives() {
     let (f, at) = find_in_segment(q.name(), b"MARKER-two-MARKER");
     let payload = at - 8;
     f.write_all_at(&u64::MAX.to_ne_bytes(), payload - 64 + 8).unwrap();
-    assert_eq!(q.get(), Err(GetError::Corrupted));
+    // One: whole, but its payload does not decode (invalid UTF-8). Two: not whole.
+    assert!(matches!(q.get(), Err(GetError::Decode(_))));
     assert_eq!(q.get_nowait(), Err(TryGetError::Corrupted));
     assert_eq!(q.get().as_deref(), Ok("three"));
     assert_eq!(q.qsize(), 0);
@@ -409,7 +410,8 @@ shmproc::entry! {
     fn get_one_huge(name: String) -> Result<(), String> {
         let q = Queue::<Huge>::open(&name).map_err(|e| e.to_string())?;
         match q.get_timeout(Duration::from_secs(60)) {
-            Err(GetTimeoutError::Corrupted) => Ok(()),
+            // A whole frame whose payload lies: it does not decode.
+            Err(GetTimeoutError::Decode(_)) => Ok(()),
             r => Err(format!("get of a corrupted frame: {:?}", r.map(|v| v.1.len()))),
         }
     }
@@ -450,4 +452,50 @@ fn decoding_hostile_lengths_of_zero_sized_elements_costs_work_bounded_by_the_inp
     let mut b = Vec::new();
     ok.encode(&mut b);
     assert_eq!(<Vec<Vec<()>>>::decode(&mut &b[..]).unwrap(), ok);
+}
+
+/// Newcomer finding: opening a `Queue<String>` as another type said
+/// "is a FrameQueue, not an MpmcQueue" (bounded) or "it holds
+/// frames:alloc::string::String (size 64, align 64)" (unbounded, or
+/// another encoded type): internal names. Now both types as a user
+/// writes them, and that the queue's items are encoded frames.
+#[test]
+fn opening_a_string_queue_as_another_type_names_both_types() {
+    for maxsize in [4, 0] {
+        let name = format!("frames-wrong-type-{maxsize}-{}", std::process::id());
+        let _q = Queue::<String>::create(&name, maxsize).unwrap();
+        let as_u64 = Queue::<u64>::open(&name).unwrap_err().to_string();
+        assert!(as_u64.contains("it holds `alloc::string::String` items (encoded frames), not `u64`"), "{as_u64}");
+        let as_vec = Queue::<Vec<u8>>::open(&name).unwrap_err().to_string();
+        assert!(
+            as_vec.contains("it holds `alloc::string::String` items (encoded frames), not `alloc::vec::Vec<u8>` items"),
+            "{as_vec}"
+        );
+    }
+    let name = format!("frames-wrong-type-pod-{}", std::process::id());
+    let _q = Queue::<u64>::create(&name, 4).unwrap();
+    let as_string = Queue::<String>::open(&name).unwrap_err().to_string();
+    assert!(
+        as_string.contains("it holds `u64` (size 8, align 8), not `alloc::string::String` items (encoded frames)"),
+        "{as_string}"
+    );
+}
+
+/// Newcomer finding: a frame that is whole but does not decode (here a
+/// queue handle whose queue is gone by the time it is got) was reported as
+/// `Corrupted`, "could not be decoded as the item type (a peer of another
+/// type or a corrupted segment)": nothing said what failed or why. Now it
+/// is `Decode` with the decoder's error, and the item is removed.
+#[test]
+fn an_item_that_does_not_decode_says_what_and_why() {
+    let outer = Queue::<Queue<u64>>::new(2).unwrap();
+    let inner = Queue::<u64>::new(2).unwrap();
+    let inner_name = inner.name().to_owned();
+    outer.put(inner.clone()).unwrap();
+    drop(inner); // its creator's last handle: the queue's name is removed
+    let err = outer.get().map(|_| ()).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, GetError::Decode(shmproc::process::HandoffError::Open { .. })), "{err:?}");
+    assert!(msg.contains("could not be decoded") && msg.contains(&inner_name) && msg.contains("not found"), "{msg}");
+    assert_eq!(outer.get_nowait().map(|_| ()), Err(TryGetError::Empty), "the item was removed");
 }

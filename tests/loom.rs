@@ -414,3 +414,223 @@ fn mpmc_ring_batch_push_and_batch_pop_deliver_each_item_once_in_order() {
         assert_eq!(q.ring().pop(&q.slots, &mut env).map(|(v, _)| v), Ok(9));
     });
 }
+
+/// The unbounded queue's rings in the model: heap MPMC rings holding one
+/// item each (so every second put grows the chain), made at most `MAX_RINGS`
+/// times (then "the limit": not now), sealed with the ring's CLOSED bit.
+struct HeapChain {
+    newest: loom::sync::atomic::AtomicU64,
+    oldest: loom::sync::atomic::AtomicU64,
+    /// Ring `k` by index; `None`: not made yet, or retired (its name gone).
+    rings: loom::sync::Mutex<Vec<Option<Arc<Mpmc>>>>,
+    retired: AtomicU32,
+}
+
+const MAX_RINGS: usize = 3;
+
+impl HeapChain {
+    fn new() -> Arc<Self> {
+        use loom::sync::atomic::AtomicU64;
+        let rings = (0..MAX_RINGS).map(|k| (k == 0).then(Mpmc::new)).collect();
+        Arc::new(HeapChain {
+            newest: AtomicU64::new(0),
+            oldest: AtomicU64::new(0),
+            rings: loom::sync::Mutex::new(rings),
+            retired: AtomicU32::new(0),
+        })
+    }
+    fn links(&self) -> shmproc::loom_models::links::Links<'_> {
+        shmproc::loom_models::links::Links { newest: &self.newest, oldest: &self.oldest }
+    }
+    fn ring(&self, k: u64) -> Option<Arc<Mpmc>> {
+        self.rings.lock().unwrap().get(k as usize).cloned().flatten()
+    }
+    fn limited(q: &Mpmc) -> shmproc::loom_models::vyukov::Ring<'_> {
+        shmproc::loom_models::vyukov::Ring { limit: 1, ..q.ring() }
+    }
+
+    /// `Chain::put` (try mode): the newest ring, else grow the chain.
+    fn put(&self, v: u64) -> Result<(), u64> {
+        use shmproc::loom_models::links::CLOSED;
+        loop {
+            let n = self.newest.load(Ordering::Acquire);
+            assert_eq!(n & CLOSED, 0);
+            let Some(ring) = self.ring(n) else {
+                // Retired meanwhile: `newest` has moved on.
+                assert_ne!(self.newest.load(Ordering::Acquire), n, "the newest ring is gone");
+                continue;
+            };
+            let mut env = LoomEnv { repair_dead: None };
+            if Self::limited(&ring).push(&ring.slots, &mut env, v).is_ok() {
+                return Ok(());
+            }
+            if !self.links().advance(self, n, &ring, 0).unwrap() {
+                return Err(v); // the limit: Full
+            }
+        }
+    }
+
+    /// `Chain::get` (try mode): the oldest ring, following the chain.
+    fn get(&self) -> Option<u64> {
+        use shmproc::loom_models::links::Drained;
+        use shmproc::loom_models::vyukov::Refused;
+        loop {
+            let o = self.oldest.load(Ordering::Acquire);
+            let Some(ring) = self.ring(o) else {
+                assert_ne!(self.oldest.load(Ordering::Acquire), o, "the oldest ring is gone");
+                continue;
+            };
+            let mut env = LoomEnv { repair_dead: None };
+            match Self::limited(&ring).pop(&ring.slots, &mut env) {
+                Ok((v, _)) => return Some(v),
+                Err(Refused::Now) => return None,
+                Err(Refused::Closed) => match self.links().drained(o) {
+                    Drained::Closed => unreachable!("nobody closes the queue here"),
+                    Drained::Unlinked => {
+                        if !self.links().advance(self, o, &ring, 0).unwrap() {
+                            return None;
+                        }
+                    }
+                    Drained::Retire => {
+                        self.links().retire(self, o, &ring);
+                    }
+                },
+            }
+        }
+    }
+}
+
+impl shmproc::loom_models::links::Rings for HeapChain {
+    type Ring = Arc<Mpmc>;
+    type Error = ();
+    fn make(&self, k: u64, _: u64) -> Result<Option<Arc<Mpmc>>, ()> {
+        let mut rings = self.rings.lock().unwrap();
+        // Made once (the real chain links a complete ring under its name,
+        // never replacing one); a retired index is never made again.
+        if k < self.oldest.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        Ok(rings.get_mut(k as usize).map(|r| r.get_or_insert_with(Mpmc::new).clone()))
+    }
+    fn seal(&self, ring: &Arc<Mpmc>) {
+        ring.tail.fetch_or(shmproc::loom_models::vyukov::CLOSED, Ordering::SeqCst);
+    }
+    fn linked(&self, _: u64) {}
+    fn retired(&self, k: u64, ring: &Arc<Mpmc>) {
+        assert_eq!(HeapChain::limited(ring).len(), 0, "a retired ring holds an item");
+        self.rings.lock().unwrap()[k as usize] = None;
+        self.retired.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The unbounded chain's successor protocol (`src/queue/links.rs`: the
+/// successor made before the ring is sealed, `newest` moved by CAS, the
+/// drained oldest ring retired by CAS, a consumer that finds a sealed
+/// ring not linked on yet linking it): a producer puts 1, 2, 3 through
+/// rings of one item each while a consumer follows. Every item arrives
+/// once and in order, no ring is retired holding an item, no ring is
+/// used after it was retired, and the chain never passes its ring limit.
+#[test]
+fn unbounded_chain_producer_and_consumer_follow_the_successor_rings_in_order() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let c = HeapChain::new();
+        let producer = {
+            let c = c.clone();
+            thread::spawn(move || {
+                for v in 1..=3 {
+                    while c.put(v).is_err() {
+                        thread::yield_now();
+                    }
+                }
+            })
+        };
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            match c.get() {
+                Some(v) => got.push(v),
+                None => thread::yield_now(),
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(c.get(), None);
+        assert!(c.retired.load(Ordering::Relaxed) <= 2);
+    });
+}
+
+/// Two consumers race to retire the same drained ring and to link a
+/// sealed ring's successor (as a producer killed between sealing and
+/// linking leaves it): exactly one retirement per ring, both items
+/// delivered once.
+#[test]
+fn unbounded_chain_consumers_race_to_link_and_retire() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let c = HeapChain::new();
+        c.put(1).unwrap();
+        c.put(2).unwrap(); // ring 0: 1, ring 1: 2
+        // Ring 1 sealed with no successor linked (a producer died there).
+        let r1 = c.ring(1).unwrap();
+        shmproc::loom_models::links::Rings::seal(&*c, &r1);
+        let other = {
+            let c = c.clone();
+            thread::spawn(move || {
+                let mut got = Vec::new();
+                while let Some(v) = c.get() {
+                    got.push(v);
+                }
+                got
+            })
+        };
+        let mut mine = Vec::new();
+        while let Some(v) = c.get() {
+            mine.push(v);
+        }
+        mine.extend(other.join().unwrap());
+        mine.sort();
+        assert_eq!(mine, [1, 2]);
+        // Both drained rings retired, once each; ring 2 linked and open.
+        assert_eq!(c.retired.load(Ordering::Relaxed), 2);
+        assert_eq!(c.newest.load(Ordering::Relaxed), 2);
+        c.put(3).unwrap();
+        assert_eq!(c.get(), Some(3));
+    });
+}
+
+/// The holder table (`links::attach` / `detach` / `held`): two holders
+/// leave concurrently (one in the table, whose one entry is taken, the
+/// other counted in the overflow word): at least one of them finds no
+/// holder left and removes the rings (nothing is leaked). With
+/// Acquire/Release detaches and loads, both could read the other's word
+/// from before its detach (store buffering) and the rings leaked: this
+/// model failed until they became SeqCst.
+#[test]
+fn unbounded_chain_the_last_holder_to_leave_removes_the_rings() {
+    use loom::sync::atomic::AtomicU64;
+    use shmproc::loom_models::links::{attach, detach, held};
+    loom::model(|| {
+        let table = Arc::new(([AtomicU64::new(0)], AtomicU32::new(0), AtomicU32::new(0)));
+        let entries: Vec<_> = (1..=2u64).map(|me| (me, attach(&table.0, &table.1, me, |_| false))).collect();
+        assert_eq!(entries.iter().map(|(_, e)| e.is_some()).collect::<Vec<_>>(), [true, false]);
+        let handles: Vec<_> = entries
+            .into_iter()
+            .map(|(me, entry)| {
+                let t = table.clone();
+                thread::spawn(move || {
+                    detach(&t.0, &t.1, entry, me);
+                    if !held(&t.0, &t.1, |_| false) {
+                        t.2.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert!(table.2.load(Ordering::Relaxed) >= 1, "the rings were leaked");
+        assert!(!held(&table.0, &table.1, |_| false));
+    });
+}

@@ -289,7 +289,10 @@ fn a_successor_ring_name_left_half_created_stalls_nobody_and_get_timeout_keeps_i
     let (tx, rx) = std::sync::mpsc::channel();
     let c = q.clone();
     std::thread::spawn(move || {
-        let _ = tx.send(c.get_timeout(Duration::from_millis(100)));
+        let got = c.get_timeout(Duration::from_millis(100));
+        // Dropped before the answer: the scrub below must find no handle.
+        drop(c);
+        let _ = tx.send(got);
     });
     let got = rx.recv_timeout(Duration::from_secs(60));
     let _ = std::fs::remove_file(&path);

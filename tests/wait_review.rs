@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use shmproc::{Event, Process, wait};
+use shmproc::{Event, Process, Queue, wait};
 
 shmproc::entry! {
     fn rev_block_until(stop: Event) {
@@ -182,4 +182,83 @@ fn the_watcher_thread_runs_the_applications_logger_with_a_normal_stack() {
         stderr.lines().filter(|l| l.contains("overflow") || l.contains("shmproc")).collect::<Vec<_>>().join("\n");
     eprintln!("child: {status:?}\n{tail}");
     assert!(status.success(), "the waiting process died: {status:?}\n{tail}");
+}
+
+/// CPU time (user + system, in clock ticks) of thread `tid` of this
+/// process, from `/proc/self/task/<tid>/stat`.
+fn thread_ticks(tid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+shmproc::entry! {
+    fn rev_put_on_command(args: (Queue<u64>, shmproc::Semaphore, u64)) -> Result<(), String> {
+        let (q, go, item) = args;
+        if !go.acquire_timeout(common::DEADLINE) {
+            return Err("never told to put".into());
+        }
+        q.put_timeout(item, common::DEADLINE).map_err(|e| e.to_string())
+    }
+}
+
+/// An unbounded queue whose newest ring is sealed with no successor (a
+/// producer died mid-link) and whose successor's name is taken by a file
+/// that is not a ring (a crashed creator's leftover, or a hostile peer):
+/// the chain cannot go on. `wait` used to "make progress" in `announce`
+/// every time (a failed link, a `yield`) and never sleep: it burned a
+/// core to its timeout (forever with `None`). Now it sleeps on the
+/// chain's space word (a poll period at most), using no CPU (its thread's
+/// ticks in /proc), and a put from another process, once the name is
+/// free again, links the successor and wakes it.
+#[test]
+fn wait_on_an_unbounded_queue_with_a_bad_successor_sleeps() {
+    let name = format!("rev-wait-spin-{}", std::process::id());
+    let mut uq = Queue::<u64>::create(&name, 0).unwrap();
+    let ring0 = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|f| f.starts_with(&format!("{}{name}.", shmproc::NAME_PREFIX)) && f.ends_with(".0"))
+        .expect("ring 0 in /dev/shm");
+    let path = format!("/dev/shm/{}1", ring0.strip_suffix('0').unwrap());
+    uq.__seal_newest();
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap();
+        std::io::Write::write_all(&mut f, &[0xA5u8; 4096]).unwrap();
+    }
+    let go = shmproc::Semaphore::new(0).unwrap();
+    let mut p = Process::new(rev_put_on_command, (uq.clone(), go.clone(), 7));
+    p.start().unwrap();
+    let me = common::gettid();
+
+    // Nothing to read: the wait times out, asleep the whole time.
+    let ticks = thread_ticks(me);
+    let t0 = Instant::now();
+    let r = wait(&mut [&mut uq], Some(Duration::from_millis(800))).unwrap();
+    let (cpu, wall) = (thread_ticks(me) - ticks, t0.elapsed());
+    eprintln!("wait returned {r:?} after {wall:?}, using {cpu} ticks of CPU");
+    assert!(r.is_empty());
+    if cpu > 10 {
+        let _ = std::fs::remove_file(&path);
+        let _ = p.kill();
+        let _ = common::join(&p);
+        panic!("the waiting thread spun: {cpu} ticks of CPU in {wall:?}");
+    }
+
+    // The name freed, a put in the child links ring 1 and wakes the wait.
+    let waker = std::thread::spawn(move || {
+        common::wait_for("the waiter to sleep in futex_waitv", || {
+            common::blocked_in(std::process::id(), me) == Some(449)
+        });
+        std::fs::remove_file(&path).unwrap();
+        go.release().unwrap();
+    });
+    let r = wait(&mut [&mut uq], Some(common::DEADLINE)).unwrap();
+    waker.join().unwrap();
+    assert_eq!(r.iter().collect::<Vec<_>>(), [0]);
+    assert_eq!(uq.get_nowait(), Ok(7));
+    common::join(&p).unwrap();
+    assert_eq!(p.exitcode(), Some(0));
 }

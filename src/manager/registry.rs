@@ -477,6 +477,11 @@ impl Manager {
 /// supervisor, or have the program handle SIGINT/SIGTERM itself (set a
 /// flag, return from `main`, and the handles' drops remove the names).
 ///
+/// An unbounded queue ([`Queue::new(0)`](crate::Queue::new)) whose
+/// creator is dead goes with its rings (`<name>.<generation>.<k>`), once
+/// no live process holds it (a live holder removes the rings when it
+/// leaves; the queue's name then goes at a later `gc`).
+///
 /// A creator killed in the microseconds between sizing its file and
 /// writing its identity leaves a zero-filled file that `gc` cannot tell
 /// from a foreign one: remove it with [`unlink`](crate::unlink).

@@ -54,6 +54,7 @@ use std::sync::{Arc, Mutex};
 use super::error::TaskDoneError;
 use super::item::{FrameCell, PodVia, RingItem};
 use super::itemring::{GetFail, ItemRing, Mode, PutFail};
+use super::links::{self, CLOSED, Drained, Links, Rings};
 use super::spsc::Line;
 use crate::handoff::Handoff;
 use crate::shm::object::{self, Mapped, Object};
@@ -65,8 +66,6 @@ use crate::{OpenError, Options};
 
 /// The memory an unbounded queue's rings may take unless told otherwise.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 1 << 30;
-/// Bit of `newest`: the queue is closed for everyone (`close_all`).
-const CLOSED: u64 = 1 << 63;
 /// The first ring's bytes (about), and the most any ring takes.
 const FIRST_RING_BYTES: u64 = 64 << 10;
 const MAX_RING_BYTES: u64 = 64 << 20;
@@ -208,11 +207,15 @@ pub(super) struct Chain<T> {
     /// The ring a [`wait`](crate::wait) through this handle is announced
     /// on, kept mapped until it withdraws (`waitable.rs`).
     waiting_on: Option<ItemRing<T>>,
+    /// A [`wait`](crate::wait) through this handle is counted in
+    /// `producers_waiting` and sleeps on `space_seq` (the chain cannot grow
+    /// past a sealed ring now), until it withdraws.
+    waiting_for_space: bool,
 }
 
 impl<T> Clone for Chain<T> {
     fn clone(&self) -> Self {
-        Chain { s: Arc::clone(&self.s), waiting_on: None }
+        Chain { s: Arc::clone(&self.s), waiting_on: None, waiting_for_space: false }
     }
 }
 
@@ -278,6 +281,7 @@ impl<T: Handoff> Chain<T> {
                 opts: opts.clone(),
             }),
             waiting_on: None,
+            waiting_for_space: false,
         }
     }
 
@@ -417,46 +421,33 @@ impl<T: Handoff> Chain<T> {
         o.saturating_add(1) <= n && w.live.load(Ordering::Relaxed).saturating_add(cost) > w.limit.load(Ordering::Relaxed)
     }
 
+    /// The chain's indices.
+    fn links(&self) -> Links<'_> {
+        Links { newest: &self.ctl().newest.0, oldest: &self.ctl().oldest.0 }
+    }
+
     /// Ring `k` cannot take an item (full, sealed, or frames of less than
-    /// `need` bytes): seals it, makes sure ring `k + 1` exists and moves
-    /// `newest` on. False if the memory limit forbids a new ring.
-    ///
-    /// The successor is made *before* ring `k` is sealed: a ring is never
-    /// sealed without a successor to go on with (so consumers that drain
-    /// it can always move on, and the memory it holds is given back), and
-    /// when the successor cannot be made the ring stays open, to be
-    /// drained and filled again.
+    /// `need` bytes): makes ring `k + 1`, seals ring `k` and moves `newest`
+    /// on (`links.rs`). False if the memory limit forbids a new ring.
     fn advance(&self, k: u64, ring: &ItemRing<T>, need: u64) -> Result<bool, OpenError> {
-        let newest = &self.ctl().newest.0;
-        // Acquire: pairs with the AcqRel CAS below (by anyone).
-        if newest.load(Ordering::Acquire) != k {
-            ring.close();
-            return Ok(true);
-        }
-        if self.create_ring(k + 1, need)?.is_none() {
-            return Ok(false);
-        }
-        ring.close();
-        // AcqRel: publishes ring k + 1 (it exists, READY) to whoever reads
-        // `newest`; fails if another process moved it, or closed the queue.
-        let _ = newest.compare_exchange(k, k + 1, Ordering::AcqRel, Ordering::Relaxed);
-        Ok(true)
+        self.links().advance(self, k, ring, need)
     }
 
     /// Retires the drained, sealed ring `k` (`oldest == k < newest`).
     fn retire(&self, k: u64, ring: &ItemRing<T>) {
-        // AcqRel: pairs with the Acquire loads of `oldest`; only one wins.
-        if self.ctl().oldest.0.compare_exchange(k, k.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            let _ = crate::unlink(&self.ring_name(k));
-            let w = self.words();
-            w.live.fetch_sub(ring.bytes().min(w.live.load(Ordering::Relaxed)), Ordering::AcqRel);
-            // Release: pairs with the producers' Acquire ticket load.
-            w.space_seq.fetch_add(1, Ordering::Release);
-            if w.producers_waiting.load(Ordering::SeqCst) != 0 {
-                wake32(&w.space_seq, u32::MAX);
-            }
-            let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
-            rings.retain(|(i, _)| *i > k);
+        self.links().retire(self, k, ring);
+    }
+
+    /// Wakes whoever sleeps on the space word (producers at the limit,
+    /// consumers past a sealed ring with no successor).
+    fn wake_space_sleepers(&self) {
+        let w = self.words();
+        // Release: pairs with the sleepers' Acquire ticket load.
+        w.space_seq.fetch_add(1, Ordering::Release);
+        // SeqCst: pairs with the sleepers' SeqCst count (they also sleep a
+        // poll period at most).
+        if w.producers_waiting.load(Ordering::SeqCst) != 0 {
+            wake32(&w.space_seq, u32::MAX);
         }
     }
 
@@ -582,13 +573,9 @@ impl<T: Handoff> Chain<T> {
             };
             match ring.get(mode) {
                 Ok(v) => return Ok(v),
-                Err(GetFail::Closed) => {
-                    // Sealed and drained. Acquire: pairs with `advance`'s CAS.
-                    let n = self.ctl().newest.0.load(Ordering::Acquire);
-                    if n & !CLOSED == o {
-                        if n & CLOSED != 0 {
-                            return Err(GetFail::Closed);
-                        }
+                Err(GetFail::Closed) => match self.links().drained(o) {
+                    Drained::Closed => return Err(GetFail::Closed),
+                    Drained::Unlinked => {
                         // Sealed by a producer that has not linked the
                         // successor yet (or died doing it): link it. If it
                         // cannot be made (/dev/shm full, limit), sleep on
@@ -600,10 +587,9 @@ impl<T: Handoff> Chain<T> {
                                 Mode::Until(d) => self.wait_for_space(d),
                             }
                         }
-                        continue;
                     }
-                    self.retire(o, &ring);
-                }
+                    Drained::Retire => self.retire(o, &ring),
+                },
                 Err(e) => return Err(e),
             }
         }
@@ -709,28 +695,12 @@ impl<T> Drop for Shared<T> {
         }
         let ctl = self.ctl.m.ctl();
         let w = &ctl.words.0;
-        let me = crate::sys::thread::process_packed();
-        match self.holder {
-            // AcqRel: pairs with the holders' attaches and detaches (the
-            // last one sees all of their uses of the chain before it).
-            Some(i) => {
-                let _ = w.holders[i].compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed);
-            }
-            // Saturating: the word is untrusted.
-            None => {
-                let _ = w.attached.fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(1)));
-            }
-        }
-        // Acquire (all three): pair with the AcqRel attaches/detaches and
-        // the Release store in `persist`.
-        if w.persisted.load(Ordering::Acquire) != 0 || w.attached.load(Ordering::Acquire) != 0 {
+        links::detach(&w.holders, &w.attached, self.holder, crate::sys::thread::process_packed());
+        // Acquire: pairs with the Release store in `persist`.
+        if w.persisted.load(Ordering::Acquire) != 0 {
             return;
         }
-        let held = w.holders.iter().any(|h| {
-            let h = h.load(Ordering::Acquire);
-            h != 0 && !crate::sys::thread::owner_is_dead(h)
-        });
-        if !held {
+        if !links::held(&w.holders, &w.attached, crate::sys::thread::owner_is_dead) {
             unlink_rings(ctl, self.ctl.m.segment().name(), self.generation);
         }
     }
@@ -739,21 +709,7 @@ impl<T> Drop for Shared<T> {
 /// Records this process as a holder of the chain: a free entry of the
 /// table, else one of a dead holder, else only the overflow count.
 fn attach(w: &Words) -> Option<usize> {
-    let me = crate::sys::thread::process_packed();
-    // AcqRel: pairs with the detaches and the last holder's scan.
-    for i in 0..HOLDERS {
-        if w.holders[i].compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            return Some(i);
-        }
-    }
-    for (i, h) in w.holders.iter().enumerate() {
-        let cur = h.load(Ordering::Acquire);
-        if crate::sys::thread::owner_is_dead(cur) && h.compare_exchange(cur, me, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-            return Some(i);
-        }
-    }
-    w.attached.fetch_add(1, Ordering::AcqRel);
-    None
+    links::attach(&w.holders, &w.attached, crate::sys::thread::process_packed(), crate::sys::thread::owner_is_dead)
 }
 
 /// Removes the names of the live rings of the chain `ctl` (and of a
@@ -778,6 +734,26 @@ fn unlink_rings(ctl: &ChainCtl, name: &str, generation: u32) {
     }
 }
 
+/// For [`gc`](crate::gc): whether the unbounded queue's control segment
+/// open as `fd` (judged ours, its creator dead) still has a live holder
+/// (then that holder removes the rings when it leaves, and `gc` leaves
+/// the queue alone). Read with `pread` (no mapping, see `gc`); an
+/// unreadable table counts as held (nothing is removed on doubt).
+pub(crate) fn chain_held(fd: &std::os::fd::OwnedFd) -> bool {
+    let base = crate::shm::HEADER_SIZE as u64 + std::mem::offset_of!(ChainCtl, words) as u64;
+    let read = |at: u64, buf: &mut [u8]| crate::sys::shm::read_at(fd, buf, base + at).ok() == Some(buf.len());
+    let mut attached = [0u8; 4];
+    let mut holders = [0u8; 8 * HOLDERS];
+    if !read(std::mem::offset_of!(Words, attached) as u64, &mut attached)
+        || !read(std::mem::offset_of!(Words, holders) as u64, &mut holders)
+    {
+        return true;
+    }
+    let holders: Vec<AtomicU64> =
+        holders.chunks_exact(8).map(|h| AtomicU64::new(u64::from_ne_bytes(h.try_into().unwrap_or_default()))).collect();
+    links::held(&holders, &AtomicU32::new(u32::from_ne_bytes(attached)), crate::sys::thread::owner_is_dead)
+}
+
 /// The name of ring `k` of the queue `name` of generation `generation`.
 fn ring_name(name: &str, generation: u32, k: u64) -> String {
     format!("{name}.{generation:08x}.{k}")
@@ -791,4 +767,29 @@ fn random_generation() -> u32 {
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     h.write_u32(std::process::id());
     h.finish() as u32
+}
+
+/// The chain's rings, for the link protocol (`links.rs`).
+impl<T: Handoff> Rings for Chain<T> {
+    type Ring = ItemRing<T>;
+    type Error = OpenError;
+    fn make(&self, k: u64, need: u64) -> Result<Option<ItemRing<T>>, OpenError> {
+        self.create_ring(k, need)
+    }
+    fn seal(&self, ring: &ItemRing<T>) {
+        ring.close();
+    }
+    fn linked(&self, _: u64) {
+        // Consumers (a `get`, a `wait`) that found ring k sealed with no
+        // successor sleep on the space word: the chain goes on now.
+        self.wake_space_sleepers();
+    }
+    fn retired(&self, k: u64, ring: &ItemRing<T>) {
+        let _ = crate::unlink(&self.ring_name(k));
+        let w = self.words();
+        w.live.fetch_sub(ring.bytes().min(w.live.load(Ordering::Relaxed)), Ordering::AcqRel);
+        self.wake_space_sleepers();
+        let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
+        rings.retain(|(i, _)| *i > k);
+    }
 }

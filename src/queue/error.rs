@@ -15,7 +15,10 @@
 //! that their one peer is gone (`Disconnected`); an MPMC queue has no one
 //! peer. Only frames can be `TooLarge` or `Corrupted`: byte frames, and the
 //! items of a [`Queue`](super::Queue) that are not plain data (encoded
-//! with [`Handoff`](crate::Handoff)); a plain-data queue never reports them. Errors of puts
+//! with [`Handoff`](crate::Handoff)); a plain-data queue never reports them.
+//! `Corrupted` is a frame that is not whole (a bad length); `Decode` (gets
+//! of a `Queue`) is a whole frame that does not decode as the item type,
+//! with the decoder's error (it makes the get errors not `Copy`). Errors of puts
 //! hand the value back (`into_inner`). Each blocking error converts into
 //! its timeout twin (`From`), so one `?` can serve both.
 //!
@@ -24,7 +27,7 @@
 //! `GetError`, `GetTimeoutError`) are `#[non_exhaustive]`: one `Queue<T>`
 //! serves plain data and encoded items alike, so they share one error type
 //! per operation, and the variants only encoded items produce (`TooLarge`,
-//! `Corrupted`) were added to it. A `match` on them needs a `_` arm (once;
+//! `Corrupted`, `Decode`) were added to it. A `match` on them needs a `_` arm (once;
 //! no variant added later breaks it again):
 //!
 //! ```
@@ -43,7 +46,8 @@
 //! match q.get() {
 //!     Ok(_) => {}
 //!     Err(shmproc::GetError::Closed) => {}
-//!     Err(shmproc::GetError::Corrupted) => {} // still not exhaustive
+//!     Err(shmproc::GetError::Corrupted) => {}
+//!     Err(shmproc::GetError::Decode(_)) => {} // still not exhaustive
 //! }
 //! ```
 
@@ -90,6 +94,30 @@ macro_rules! unit_error {
                 #[error($msg)]
                 $v,
             )*
+        }
+    };
+}
+
+/// A get-side error of the queues that carry encoded items: the unit
+/// variants, plus `Decode` (a frame that is whole but does not decode as
+/// the item type: it carries the decoder's error, so these errors are not
+/// `Copy`).
+macro_rules! get_error {
+    ($(#[$attr:meta])* $name:ident { $($v:ident = $msg:literal),* $(,)? }) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+        pub enum $name {
+            $(
+                #[doc = concat!("No item: ", $msg, ".")]
+                #[error($msg)]
+                $v,
+            )*
+            /// No item: the next frame is whole but does not decode as the
+            /// item type (the decoder's error says what and why: another
+            /// type's items, a handle whose object is gone...); it was
+            /// removed.
+            #[error("the next item could not be decoded (it was removed): {0}")]
+            Decode(crate::process::HandoffError),
         }
     };
 }
@@ -337,7 +365,7 @@ value_error! {
 }
 widen!(<T> PutError => PutTimeoutError: Closed, TooLarge);
 
-unit_error! {
+get_error! {
     /// Why a get that never waits returned no item:
     /// [`MpmcQueue::try_pop`](super::MpmcQueue::try_pop),
     /// [`Queue::get_nowait`](super::Queue::get_nowait) and the other
@@ -350,12 +378,12 @@ unit_error! {
     ///
     /// `#[non_exhaustive]`: queues of items that are not plain data added
     /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
-    /// reports), and more may come; a `match` needs a `_` arm.
+    /// reports; `Decode` likewise), and more may come; a `match` needs a `_` arm.
     #[non_exhaustive]
     TryGetError { Empty = "the queue is empty", Closed = "the queue is closed", Corrupted = "the next frame could not be decoded as the item type (a peer of another type or a corrupted segment); it was removed" }
 }
 
-unit_error! {
+get_error! {
     /// Why a get that waits for an item returned none:
     /// [`MpmcQueue::pop`](super::MpmcQueue::pop),
     /// [`Queue::get`](super::Queue::get) and the other queues' `get`.
@@ -373,7 +401,7 @@ unit_error! {
     GetError { Closed = "the queue is closed", Corrupted = "the next frame could not be decoded as the item type (a peer of another type or a corrupted segment); it was removed" }
 }
 
-unit_error! {
+get_error! {
     /// Why a get that waits at most a timeout returned no item:
     /// [`MpmcQueue::pop_timeout`](super::MpmcQueue::pop_timeout),
     /// [`Queue::get_timeout`](super::Queue::get_timeout) and the other
@@ -391,7 +419,27 @@ unit_error! {
     #[non_exhaustive]
     GetTimeoutError { TimedOut = "timed out waiting for an item", Closed = "the queue is closed", Corrupted = "the next frame could not be decoded as the item type (a peer of another type or a corrupted segment); it was removed" }
 }
-widen!(GetError => GetTimeoutError: Closed, Corrupted);
+impl From<GetError> for GetTimeoutError {
+    fn from(e: GetError) -> Self {
+        match e {
+            GetError::Closed => GetTimeoutError::Closed,
+            GetError::Corrupted => GetTimeoutError::Corrupted,
+            GetError::Decode(d) => GetTimeoutError::Decode(d),
+        }
+    }
+}
+impl GetTimeoutError {
+    /// The error of a wait without a deadline (never `TimedOut`).
+    #[inline]
+    pub(crate) fn untimed(self) -> GetError {
+        match self {
+            GetTimeoutError::Closed => GetError::Closed,
+            GetTimeoutError::Corrupted => GetError::Corrupted,
+            GetTimeoutError::Decode(d) => GetError::Decode(d),
+            GetTimeoutError::TimedOut => unreachable!("a wait without a deadline does not time out"),
+        }
+    }
+}
 
 // Byte frames: an SPSC ring with a frame limit and frame headers to
 // validate. Each variant is written once, in `frame_error!`, and each enum

@@ -122,13 +122,18 @@ pub(super) fn with_encoded<T: Handoff, R>(item: &T, f: impl FnOnce(&[u8]) -> R) 
     r
 }
 
-/// Decodes exactly one `T` from a frame read; `None` if it is corrupted.
+/// Decodes exactly one `T` from a frame read: `Err(None)` if the frame
+/// is corrupted, `Err(Some(why))` if it is whole but not a `T`.
 #[inline]
-pub(super) fn decode<T: Handoff>(frame: FrameOut) -> Option<T> {
-    let bytes = frame.0?;
+pub(super) fn decode<T: Handoff>(frame: FrameOut) -> Result<T, Option<crate::process::HandoffError>> {
+    let bytes = frame.0.ok_or(None)?;
     let mut input = &bytes[..];
-    let v = T::decode(&mut input).ok()?;
-    input.is_empty().then_some(v)
+    let v = T::decode(&mut input).map_err(Some)?;
+    if input.is_empty() {
+        Ok(v)
+    } else {
+        Err(Some(crate::process::HandoffError::Invalid("an item followed by more bytes than its type reads")))
+    }
 }
 
 impl<T> MpmcQueue<FrameCell<T>> {

@@ -188,6 +188,7 @@ impl GetFail {
         match self {
             GetFail::Closed => GetError::Closed,
             GetFail::Corrupted => GetError::Corrupted,
+            GetFail::Decode(d) => GetError::Decode(d),
             GetFail::Empty | GetFail::TimedOut => unreachable!("a get without deadline waits"),
         }
     }
@@ -197,6 +198,7 @@ impl GetFail {
             GetFail::Empty => TryGetError::Empty,
             GetFail::Closed => TryGetError::Closed,
             GetFail::Corrupted => TryGetError::Corrupted,
+            GetFail::Decode(d) => TryGetError::Decode(d),
             GetFail::TimedOut => unreachable!("a try does not time out"),
         }
     }
@@ -206,6 +208,7 @@ impl GetFail {
             GetFail::TimedOut => GetTimeoutError::TimedOut,
             GetFail::Closed => GetTimeoutError::Closed,
             GetFail::Corrupted => GetTimeoutError::Corrupted,
+            GetFail::Decode(d) => GetTimeoutError::Decode(d),
             GetFail::Empty => unreachable!("a get with a deadline waits"),
         }
     }

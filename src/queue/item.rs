@@ -118,11 +118,15 @@ pub(crate) const FRAME_HEAD: u64 = 64;
 pub(crate) const FRAME_ALIGN: u64 = 64;
 const _: () = assert!(std::mem::size_of::<FrameHead>() as u64 <= FRAME_HEAD);
 
+/// What a frame queue's recorded type name starts with (the item type's
+/// name follows).
+pub(crate) const FRAMES_PREFIX: &str = "frames:";
+
 impl<T> RingItem for FrameCell<T> {
     const FRAMES: bool = true;
     const KIND: Kind = Kind::FrameQueue;
     fn fingerprint() -> Fingerprint {
-        let name = format!("frames:{}", std::any::type_name::<T>());
+        let name = format!("{FRAMES_PREFIX}{}", std::any::type_name::<T>());
         Fingerprint::named(FRAME_ALIGN as u32, FRAME_ALIGN as u32, name.into())
     }
     unsafe fn write(_: *mut Self, _: Self) {

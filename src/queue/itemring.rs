@@ -35,12 +35,14 @@ pub(super) enum PutFail<T> {
 }
 
 /// Why a get returned nothing.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub(super) enum GetFail {
     Empty,
     Closed,
     TimedOut,
     Corrupted,
+    /// A whole frame that is not a `T` (the decoder's error).
+    Decode(crate::process::HandoffError),
 }
 
 /// One ring of items.
@@ -171,7 +173,7 @@ impl<T: Handoff> ItemRing<T> {
                     Mode::Try => q.try_pop_v().map_err(GetFail::from_try)?,
                     Mode::Until(d) => q.pop_until(d).map_err(GetFail::from_timeout)?,
                 };
-                frames::decode(frame).ok_or(GetFail::Corrupted)
+                frames::decode(frame).map_err(|e| e.map_or(GetFail::Corrupted, GetFail::Decode))
             }
         }
     }
@@ -224,6 +226,7 @@ impl GetFail {
             TryGetError::Empty => GetFail::Empty,
             TryGetError::Closed => GetFail::Closed,
             TryGetError::Corrupted => GetFail::Corrupted,
+            TryGetError::Decode(d) => GetFail::Decode(d),
         }
     }
     fn from_timeout(e: GetTimeoutError) -> Self {
@@ -231,6 +234,7 @@ impl GetFail {
             GetTimeoutError::TimedOut => GetFail::TimedOut,
             GetTimeoutError::Closed => GetFail::Closed,
             GetTimeoutError::Corrupted => GetFail::Corrupted,
+            GetTimeoutError::Decode(d) => GetFail::Decode(d),
         }
     }
 }

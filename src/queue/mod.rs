@@ -67,6 +67,8 @@ real_platform! {
     mod spsc;
     mod wake;
 
+    pub(crate) use chain::chain_held;
+    pub(crate) use item::FRAMES_PREFIX;
     pub use byte_loan::{ByteReadLoan, ByteWriteLoan};
     pub use bytes::{ALIGN_FROM, ByteConsumer, ByteProducer, ByteQueue};
     pub(crate) use bytes::typed_payload;
@@ -85,6 +87,7 @@ real_platform! {
     pub use spsc::{Consumer, Producer, SpscQueue};
 }
 // Also model-checked under loom (see `crate::loom_models`).
+pub(crate) mod links;
 pub(crate) mod ring;
 pub(crate) mod vyukov;
 

@@ -15,7 +15,6 @@ use std::time::Instant;
 use super::error::RoleError;
 use super::spsc::SpscCtl;
 use crate::sys::thread;
-use crate::wait::futex::wake64_low;
 use crate::wait::spin::POLL;
 
 /// Which end of an SPSC-style ring (items or byte frames).
@@ -36,6 +35,14 @@ impl SpscCtl {
         }
     }
 
+    /// The flag the peer of `role` sleeps on (`wake::sleep_on`).
+    fn peer_flag(&self, role: Role) -> &AtomicU32 {
+        match role {
+            Role::Producer => &self.meta.0.consumer_waiting,
+            Role::Consumer => &self.meta.0.producer_waiting,
+        }
+    }
+
     /// Takes `role` for this process (see [`claim`]); returns the role's
     /// own index and a first cached copy of the peer's.
     pub(super) fn attach(&self, role: Role) -> Result<(u64, u64), RoleError> {
@@ -53,13 +60,13 @@ impl SpscCtl {
     /// Gives `role` up (a handle's Drop): the peer sees it gone, the next
     /// claimant may take it, and a peer asleep on our index wakes to learn.
     pub(super) fn detach(&self, role: Role) {
-        let (owner, gone, own, _) = self.role_words(role);
+        let (owner, gone, _, _) = self.role_words(role);
         // SeqCst: pairs with the peer's Acquire load of `gone` (PeerWatch)
         // and its re-check in sleep_on; ordered before the wake below.
         gone.store(1, Ordering::SeqCst);
         // Release: pairs with the next claimant's Acquire load/CAS in claim().
         owner.store(0, Ordering::Release);
-        wake64_low(own, u32::MAX);
+        super::wake::wake_sleeper(self.peer_flag(role));
     }
 
     /// Hands `role` over to the process `owner` (its packed identity) before
@@ -91,13 +98,13 @@ impl SpscCtl {
     /// claimed (the receiving handle is dropped unused): the peer sees it
     /// gone at once. A claimed role is left alone.
     pub(super) fn release_designation(&self, role: Role) {
-        let (slot, gone, own, _) = self.role_words(role);
+        let (slot, gone, _, _) = self.role_words(role);
         let me = thread::process_packed() | DESIGNATED;
         // Release: pairs with the next claimant's Acquire load/CAS in claim().
         if slot.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed).is_ok() {
             // SeqCst: as in detach().
             gone.store(1, Ordering::SeqCst);
-            wake64_low(own, u32::MAX);
+            super::wake::wake_sleeper(self.peer_flag(role));
         }
     }
 }

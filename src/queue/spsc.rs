@@ -37,7 +37,6 @@ use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
 use crate::wait::Deadline;
-use crate::wait::futex::wake64_low;
 use crate::wait::handshake;
 use crate::wait::spin::{RING_SPIN, spin_step};
 
@@ -271,8 +270,10 @@ impl SpscCtl {
     pub(super) fn close(&self) {
         // SeqCst: ordered before the wake syscalls below; pairs with the sleepers' re-check after their heavy barrier.
         self.meta.0.closed.store(1, Ordering::SeqCst);
-        wake64_low(&self.tail.0, u32::MAX);
-        wake64_low(&self.head.0, u32::MAX);
+        // The sleepers sleep on their flags: cleared, so a sleeper between
+        // its re-check and its futex wait does not sleep on.
+        super::wake::wake_sleeper(&self.meta.0.consumer_waiting);
+        super::wake::wake_sleeper(&self.meta.0.producer_waiting);
     }
 
     /// At map time: without asymmetric barriers (membarrier refused),

@@ -4,18 +4,23 @@
 //! `asymmetricHeavyBarrier` / userspace RCU (a heavy `membarrier` on the
 //! rare side, a compiler fence on the hot side), with a futex for sleeping.
 //!
-//! The sleeping side sets its `*_waiting` flag (SeqCst), issues the
+//! The sleeping side sets its `*_waiting` flag to 1 (SeqCst), issues the
 //! process-wide asymmetric barrier (`membarrier`, see
-//! `crate::wait::handshake`), re-checks the index, and sleeps on the index
-//! word's futex; the publishing side stores its index (Release) and then
-//! only needs a plain load of the flag to know whether to wake it. Sleepers
-//! wake at least once per `POLL` to check that the peer is alive.
+//! `crate::wait::handshake`), re-checks the index (and the closed / peer
+//! gone flags), and sleeps on the *flag's* futex while it holds 1; the
+//! publishing side stores its index (Release) and then only needs a plain
+//! load of the flag to know whether to wake it: it clears the flag and
+//! wakes it. `close` and a peer's detach clear and wake the flags too, so
+//! every event a sleeper waits for changes the word it sleeps on: a wake
+//! that comes between its re-check and its sleep is not lost (the futex
+//! wait finds the flag cleared and returns). Sleepers wake at least once
+//! per `POLL` to check that the peer is alive.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::spsc::SpscCtl;
 use crate::wait::Deadline;
-use crate::wait::futex::{wait64_low, wake64_low};
+use crate::wait::futex::{wait32, wake32};
 use crate::wait::handshake;
 use crate::wait::spin::POLL;
 
@@ -26,8 +31,18 @@ pub(super) fn publish_and_wake(c: &SpscCtl, word: &AtomicU64, value: u64, peer_w
     super::ring::publish(word, value);
     handshake::fence_before_waiter_check(&c.meta.0.fences);
     if peer_waiting.load(Ordering::Relaxed) != 0 {
-        wake64_low(word, 1);
+        wake_sleeper(peer_waiting);
     }
+}
+
+/// Wakes the sleeper announced by `flag` (if any): clears the flag (the
+/// word it sleeps on while it holds 1) and wakes it.
+#[cold]
+pub(super) fn wake_sleeper(flag: &AtomicU32) {
+    // SeqCst: pairs with the sleeper's SeqCst store of 1 (and, from `close`
+    // and `detach`, orders their flag store before this one).
+    flag.store(0, Ordering::SeqCst);
+    wake32(flag, u32::MAX);
 }
 
 /// Sleeps on `word` (low half) while it still equals `seen`, with the
@@ -39,7 +54,8 @@ pub(super) fn sleep_on(word: &AtomicU64, seen: u64, flag: &AtomicU32, deadline: 
     handshake::after_announcing();
     // Acquire: pairs with the peer's Release store of this index.
     if word.load(Ordering::Acquire) == seen && !recheck() {
-        wait64_low(word, seen as u32, deadline.capped(POLL));
+        // Asleep while the flag holds 1: whoever wakes us clears it first.
+        wait32(flag, 1, deadline.capped(POLL));
     }
     flag.store(0, Ordering::Relaxed);
 }

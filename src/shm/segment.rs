@@ -195,19 +195,23 @@ impl Segment {
             return Err(OpenError::LayoutVersion { name: name.to_owned(), found: version, expected: LAYOUT_VERSION });
         }
         let found = Kind::from_u32(h.kind.load(Ordering::Relaxed));
-        if found != kind {
-            return Err(OpenError::WrongKind { name: name.to_owned(), expected: kind, found });
-        }
         let (size, align, hash) = (
             h.elem_size.load(Ordering::Relaxed),
             h.elem_align.load(Ordering::Relaxed),
             h.elem_hash.load(Ordering::Relaxed),
         );
-        if (size, align, hash) != (fp.size, fp.align, fp.hash) {
+        let same_type = (size, align, hash) == (fp.size, fp.align, fp.hash);
+        // A queue of plain data and one of encoded frames are two kinds of
+        // segment, but to a user they are one `Queue<T>` with another `T`.
+        let queues = [Kind::MpmcQueue, Kind::FrameQueue];
+        if found != kind && (same_type || !(queues.contains(&found) && queues.contains(&kind))) {
+            return Err(OpenError::WrongKind { name: name.to_owned(), expected: kind, found });
+        }
+        if !same_type {
             return Err(OpenError::IncompatibleType {
                 name: name.to_owned(),
-                expected: format!("{} (size {}, align {})", fp.name, fp.size, fp.align),
-                found: format!("{} (size {size}, align {align})", h.type_name()),
+                expected: describe_type(&fp.name, fp.size, fp.align),
+                found: describe_type(&h.type_name(), size, align),
             });
         }
         let fields = HeaderFields {
@@ -353,13 +357,24 @@ pub fn unlink(name: &str) -> Result<(), OpenError> {
     let chain = kind_of(&path) == Some(Kind::QueueChain.to_u32());
     sys::shm::unlink(&c_name).map_err(|e| errno_to_open(name, e))?;
     if chain {
-        for ring in names_starting_with(&format!("{name}.")) {
-            if is_ring_name(&ring[name.len() + 1..]) {
-                let _ = sys::shm::unlink(&os_name(&ring)?);
-            }
-        }
+        unlink_rings_of(name);
     }
     Ok(())
+}
+
+/// Removes the names of the rings of the unbounded queue `name` (and
+/// their temporary names); returns the names removed.
+fn unlink_rings_of(name: &str) -> Vec<String> {
+    let mut removed = Vec::new();
+    for ring in names_starting_with(&format!("{name}.")) {
+        if is_ring_name(&ring[name.len() + 1..])
+            && let Ok(c) = os_name(&ring)
+            && sys::shm::unlink(&c).is_ok()
+        {
+            removed.push(ring);
+        }
+    }
+    removed
 }
 
 /// Whether `rest` (what follows `<name>.`) names a ring of an unbounded
@@ -410,6 +425,16 @@ pub(crate) fn names_starting_with(prefix: &str) -> Vec<String> {
     .collect()
 }
 
+/// An element type as a user reads it: `` `u64` (size 8, align 8) ``, or
+/// `` `alloc::string::String` items (encoded frames) `` for a queue of
+/// encoded items (the `frames:` prefix of their recorded name).
+fn describe_type(recorded: &str, size: u32, align: u32) -> String {
+    match recorded.strip_prefix(crate::queue::FRAMES_PREFIX) {
+        Some(t) => format!("`{t}` items (encoded frames)"),
+        None => format!("`{recorded}` (size {size}, align {align})"),
+    }
+}
+
 /// Removes this crate's segments whose creator process is dead, persisted
 /// ones excepted (the public [`gc`](crate::gc), which first empties the
 /// registries of dead Managers, documents the rules).
@@ -433,15 +458,25 @@ pub(crate) fn gc_matching(wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<
             continue;
         }
         let path = entry.path();
-        let Some(judged) = dead_segment(&path) else {
+        let Some((judged, kind)) = dead_segment(&path) else {
             continue;
         };
+        // An unbounded queue: its rings go with it, unless a live process
+        // still holds it (that holder removes them when it leaves; its
+        // name stays for a later `gc`).
+        let chain = kind == Kind::QueueChain.to_u32();
+        if chain && sys::shm::open_to_inspect(&path).map_or(true, |fd| crate::queue::chain_held(&fd)) {
+            continue;
+        }
         #[cfg(test)]
         tests::BEFORE_UNLINK.with(|h| h.get().map(|f| f(user)));
         // As in Drop: unlink only if the name still refers to the file we
         // judged (it may have been removed and re-created since).
         if sys::shm::stat_path(&path) == Some(judged) && sys::shm::unlink(&c_name).is_ok() {
             removed.push(user.to_owned());
+            if chain {
+                removed.extend(unlink_rings_of(user));
+            }
         }
     }
     Ok(removed)
@@ -461,15 +496,15 @@ pub(crate) fn dead_segments_of_kind(kind: Kind) -> Vec<String> {
     .collect()
 }
 
-/// `Some((inode, device))` if the file at `path` is provably one of our
-/// segments (regular file, our uid, our magic and layout version), not
-/// persisted, and its creator is dead.
+/// `Some(((inode, device), kind))` if the file at `path` is provably one
+/// of our segments (regular file, our uid, our magic and layout version),
+/// not persisted, and its creator is dead.
 ///
 /// The header is read with `pread`, never through a mapping: a sparse file
 /// would make a mapped read allocate pages, a SIGBUS on a full /dev/shm
 /// (just when `gc` is most wanted), and so would a file truncated after
 /// the `fstat`.
-fn dead_segment(path: &std::path::Path) -> Option<(u64, u64)> {
+fn dead_segment(path: &std::path::Path) -> Option<((u64, u64), u32)> {
     let fd = sys::shm::open_to_inspect(path).ok()?;
     let info = sys::shm::fstat(&fd).ok()?;
     if !info.regular || info.uid != sys::shm::euid() || info.size < HEADER_SIZE as u64 {
@@ -494,7 +529,7 @@ fn dead_segment(path: &std::path::Path) -> Option<(u64, u64)> {
     }
     let pid = u32_at(&h, header::OFF_CREATOR_PID);
     let start = u64_at(&h, header::OFF_CREATOR_START);
-    (pid != 0 && sys::thread::process_is_dead(pid, start)).then_some((info.ino, info.dev))
+    (pid != 0 && sys::thread::process_is_dead(pid, start)).then_some(((info.ino, info.dev), u32_at(&h, header::OFF_KIND)))
 }
 
 #[cfg(test)]

@@ -193,6 +193,13 @@ pub(crate) mod sealed {
         fn prepare(&mut self) -> Option<Duration> {
             None
         }
+        /// After an [`announce`](Self::announce) that returned `Some`: the
+        /// longest this sleep may last (a word that not every change of
+        /// the object bumps, e.g. an unbounded queue waiting for /dev/shm
+        /// space); `None`: no limit beyond `prepare`'s.
+        fn sleep_cap(&self) -> Option<Duration> {
+            None
+        }
     }
 }
 
@@ -422,7 +429,8 @@ fn sleep_loop(objects: &mut [&mut dyn Waitable], deadline: Deadline) -> Result<R
             handshake::after_announcing();
         }
         if sleep && scan(objects, false).is_empty() && dedup(&mut words.list) {
-            let until = poll.map_or(deadline, |p| deadline.capped(p));
+            let cap = objects.iter().filter_map(|o| o.sleep_cap()).chain(poll).min();
+            let until = cap.map_or(deadline, |p| deadline.capped(p));
             sleep_on(&words.list, until);
         }
         for (o, token) in objects.iter_mut().zip(&tokens) {
@@ -538,14 +546,15 @@ pub(crate) fn withdraw_counted(waiting: &AtomicU32, seq: &AtomicU32, ready: impl
 }
 
 /// The announcement of the one sleeper of an SPSC-style ring end: its
-/// flag set (SeqCst; the object reports [`handshake`](WaitObject::handshake)),
-/// sleeping on the low half of the peer's index while it holds `seen`
-/// (read before the flag, as `queue::wake::sleep_on` does).
-pub(crate) fn announce_flag(flag: &AtomicU32, index: &AtomicU64, seen: u64, words: &mut Words) {
+/// flag set to 1 (SeqCst; the object reports [`handshake`](WaitObject::handshake)),
+/// sleeping on the flag while it holds 1, as `queue::wake::sleep_on` does
+/// (the peer's publish, `close` and a detach clear it before they wake).
+pub(crate) fn announce_flag(flag: &AtomicU32, words: &mut Words) {
     // SeqCst, then the heavy barrier: pairs with the peer's plain
-    // (compiler-fenced) flag load after its index store.
+    // (compiler-fenced) flag load after its index store, and with the
+    // SeqCst clear in `wake_sleeper`.
     flag.store(1, Ordering::SeqCst);
-    words.push_low(index, seen as u32);
+    words.push(flag, 1);
 }
 
 /// Undoes [`announce_flag`].

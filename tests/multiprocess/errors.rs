@@ -15,6 +15,7 @@ pub const ROLES: Roles = &[
     ("create_and_wait_for_kill", child_create_and_wait_for_kill),
     ("create_persisted", child_create_persisted),
     ("open_and_exit", child_open_and_exit),
+    ("create_unbounded_and_wait_for_kill", child_create_unbounded_and_wait_for_kill),
 ];
 
 pub fn trials() -> Vec<Trial> {
@@ -35,7 +36,17 @@ pub fn trials() -> Vec<Trial> {
         trial("persisted_segment_outlives_creator_and_gc_keeps_it", persist),
         trial("gc_removes_segments_of_dead_creators", gc_dead_creator),
         trial("a_creator_stopped_by_sigint_or_sigterm_leaves_segments_that_gc_removes", gc_after_sigint),
+        trial("gc_removes_the_rings_of_an_unbounded_queue_whose_creator_was_killed", gc_unbounded),
     ]
+}
+
+/// Held by the tests that leave a dead creator's segment and call `gc`:
+/// run in parallel, one test's `gc` removed another's segment before that
+/// one looked at it.
+static GC_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn gc_tests() -> std::sync::MutexGuard<'static, ()> {
+    GC_TESTS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn shm_path(user_name: &str) -> PathBuf {
@@ -120,8 +131,8 @@ fn layout_version() {
     let lock = Lock::create(&name("version")).unwrap();
     patch(lock.name(), 12, &99u32.to_le_bytes());
     match Lock::open(lock.name()) {
-        // The current version (3 since byte-ring payloads are 64-aligned).
-        Err(OpenError::LayoutVersion { found: 99, expected: 3, .. }) => {}
+        // The current version (4 since SPSC-style sleepers sleep on their flags).
+        Err(OpenError::LayoutVersion { found: 99, expected: 4, .. }) => {}
         other => panic!("{other:?}"),
     }
     Child::spawn("expect_open_error", &["lock", lock.name(), "LayoutVersion"]).join_ok();
@@ -258,6 +269,7 @@ fn child_create_persisted(args: &[String]) -> Result<(), String> {
 }
 
 fn persist() {
+    let _serial = gc_tests();
     let n = name("persist");
     Child::spawn("create_persisted", &[&n]).join_ok();
     let removed = shmproc::gc().unwrap();
@@ -275,6 +287,7 @@ fn child_create_and_wait_for_kill(args: &[String]) -> Result<(), String> {
 }
 
 fn gc_dead_creator() {
+    let _serial = gc_tests();
     let n = name("gc-dead");
     let ready = Event::create(&name("gc-ready")).unwrap();
     let mut child = Child::spawn("create_and_wait_for_kill", &[&n, ready.name()]);
@@ -294,6 +307,7 @@ fn gc_dead_creator() {
 /// SIGTERM at the default action ends the creator without drops; shmproc
 /// installs no handler, so the segment stays until `gc` removes it.
 fn gc_after_sigint() {
+    let _serial = gc_tests();
     use std::os::unix::process::ExitStatusExt;
     for (sig, tag) in [(libc::SIGINT, "int"), (libc::SIGTERM, "term")] {
         let n = name(&format!("gc-sig{tag}"));
@@ -307,5 +321,62 @@ fn gc_after_sigint() {
         let removed = shmproc::gc().unwrap();
         assert!(removed.contains(&n), "gc left {n}: {removed:?}");
         assert!(!shm_path(&n).exists());
+    }
+}
+
+/// args: queue name, ready event. Creates an unbounded queue and fills it
+/// past several rings (none drained), then waits to be killed.
+fn child_create_unbounded_and_wait_for_kill(args: &[String]) -> Result<(), String> {
+    let q = shmproc::Queue::<u64>::create(&args[0], 0).map_err(e)?;
+    for i in 0..40_000 {
+        q.put_nowait(i).map_err(e)?;
+    }
+    Event::open(&args[1]).map_err(e)?.set();
+    std::thread::sleep(Duration::from_secs(120));
+    Err("was not killed".into())
+}
+
+/// The names in /dev/shm of the unbounded queue `n` (control and rings).
+fn segments_of(n: &str) -> Vec<String> {
+    let prefix = format!("shmproc.{n}");
+    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|d| d.ok()?.file_name().into_string().ok())
+        .filter(|f| *f == prefix || f.starts_with(&format!("{prefix}.")))
+        .collect();
+    v.sort();
+    v
+}
+
+/// An unbounded queue's rings are created persisted (its producers may
+/// exit before they are drained): `gc` skipped them, so a creator killed
+/// with SIGKILL left every ring in /dev/shm for good. Now `gc` removes the
+/// queue with its rings once no live process holds it, and keeps both
+/// while one does (here: this process, until it drops its handle).
+fn gc_unbounded() {
+    let _serial = gc_tests();
+    for held in [false, true] {
+        let n = name(&format!("gc-unbounded-{held}"));
+        let ready = Event::create(&name(&format!("gc-unbounded-{held}-ready"))).unwrap();
+        let mut child = Child::spawn("create_unbounded_and_wait_for_kill", &[&n, ready.name()]);
+        assert!(ready.wait_timeout(Duration::from_secs(30)), "the child did not fill its queue");
+        let holder = held.then(|| shmproc::Queue::<u64>::open(&n).unwrap());
+        child.kill9();
+        child.wait();
+        let before = segments_of(&n);
+        assert!(before.len() >= 4, "a control segment and several rings: {before:?}");
+        let removed = shmproc::gc().unwrap();
+        if let Some(q) = holder {
+            assert!(!removed.iter().any(|r| r.starts_with(&n)), "gc removed a held queue's segments: {removed:?}");
+            assert_eq!(q.get_nowait(), Ok(0), "the held queue still works");
+            drop(q);
+            // The last holder took the rings; the name goes with the next gc.
+            shmproc::gc().unwrap();
+        }
+        let left = segments_of(&n);
+        for f in &left {
+            let _ = std::fs::remove_file(format!("/dev/shm/{f}"));
+        }
+        assert_eq!(left, Vec::<String>::new(), "left in /dev/shm after gc (held: {held}); before: {before:?}");
     }
 }

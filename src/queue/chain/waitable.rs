@@ -17,6 +17,11 @@
 //!   `MpmcQueue::announce_reader`), unless it was sealed by the time its
 //!   ticket was read (then look again). The ring stays mapped by this
 //!   handle until `withdraw`.
+//!   If the newest ring is sealed, drained and its successor cannot be
+//!   made now (/dev/shm full, the memory limit, a foreign file under its
+//!   name), it sleeps as `get` does on the chain's space word (bumped when
+//!   a ring is retired, the chain is linked on, or the queue closes), a
+//!   poll period at most (`sleep_cap`): never a busy loop.
 //!
 //! Readiness looks up rings in this process's map of them: a ring never
 //! seen before is mapped once (system calls, once per ring and process).
@@ -102,18 +107,46 @@ impl<T: Handoff> Chain<T> {
             }
             Next::Unlinked(k, ring) => {
                 // As `get`: link the successor (any process may).
-                if !self.advance(k, &ring, 0).unwrap_or(false) {
-                    std::thread::yield_now();
+                if self.advance(k, &ring, 0).unwrap_or(false) {
+                    return None;
                 }
-                None
+                // It cannot be made now (/dev/shm full, the limit, a
+                // foreign file under its name): as `get`, sleep on the
+                // space word (bumped when a ring is retired, the chain is
+                // linked on or the queue closes), a poll period at most
+                // (`sleep_cap`: /dev/shm freeing up bumps nothing).
+                let w = self.words();
+                // Acquire: pairs with the Release bump in `wake_space_sleepers`
+                // and `close`.
+                let ticket = w.space_seq.load(Ordering::Acquire);
+                // Acquire: pairs with `advance`'s CAS. Linked (or closed)
+                // since: look again.
+                if self.ctl().newest.0.load(Ordering::Acquire) != k {
+                    return None;
+                }
+                // SeqCst: pairs with the SeqCst load in `wake_space_sleepers`.
+                w.producers_waiting.fetch_add(1, Ordering::SeqCst);
+                words.push(&w.space_seq, ticket);
+                self.waiting_for_space = true;
+                Some(0)
             }
         }
+    }
+
+    /// The longest a sleep announced by [`announce_reader`](Self::announce_reader)
+    /// may last: a poll period when it waits for space (see there).
+    pub(in crate::queue) fn sleep_cap(&self) -> Option<std::time::Duration> {
+        self.waiting_for_space.then_some(POLL)
     }
 
     /// Undoes [`announce_reader`](Self::announce_reader).
     pub(in crate::queue) fn withdraw_reader(&mut self) {
         if let Some(ring) = self.waiting_on.take() {
             each!(&ring, q => q.withdraw_reader());
+        }
+        if std::mem::take(&mut self.waiting_for_space) {
+            // Saturating: the word is shared (untrusted).
+            let _ = self.words().producers_waiting.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
         }
     }
 }

@@ -53,6 +53,12 @@ macro_rules! waitable {
             fn prepare(&mut self) -> Option<Duration> {
                 many::handshake_poll()
             }
+            fn sleep_cap(&self) -> Option<Duration> {
+                match &self.q {
+                    Inner::Chain(c) => c.sleep_cap(),
+                    Inner::Ring(_) => None,
+                }
+            }
         }
 
         /// Readable: an item is there, or `get` would fail at once (the

@@ -2,9 +2,10 @@
 //! `ByteConsumer`) as [`Waitable`](crate::Waitable)s: readable when data
 //! is published, the ring is closed, or the producer is gone (it left, or
 //! its process died: `/proc`, looked at once per `POLL` as `pop` does).
-//! The multi-waiter sets `consumer_waiting` and sleeps on `tail`, exactly
-//! as a blocked `pop` does (`queue::wake::sleep_on`); the consumer role is
-//! exclusive, so the flag has one owner.
+//! The multi-waiter sets `consumer_waiting` and sleeps on it while it
+//! holds 1, exactly as a blocked `pop` does (`queue::wake::sleep_on`: a
+//! publish, `close` or the producer's detach clears it); the consumer role
+//! is exclusive, so the flag has one owner.
 
 use std::sync::atomic::Ordering;
 
@@ -34,11 +35,9 @@ impl SpscCtl {
         }
     }
 
-    /// Registers the consumer as asleep on `tail` (see `announce_flag`).
+    /// Registers the consumer as asleep on its flag (see `announce_flag`).
     pub(in crate::queue) fn announce_consumer(&self, words: &mut Words) -> Option<u64> {
-        // Acquire: pairs with the producer's Release store of tail.
-        let seen = self.tail.0.load(Ordering::Acquire);
-        many::announce_flag(&self.meta.0.consumer_waiting, &self.tail.0, seen, words);
+        many::announce_flag(&self.meta.0.consumer_waiting, words);
         Some(0)
     }
 

@@ -1,0 +1,168 @@
+//! The unbounded queue's link protocol (`chain.rs`), apart from the
+//! segments it links: two indices, `newest` (the ring producers put into;
+//! bit 63: closed for everyone) and `oldest` (the ring consumers drain),
+//! and the holder table. Any process may take every step, and each step is
+//! one CAS, so a process killed between two steps delays nobody:
+//!
+//! - [`Links::advance`]: ring `k` cannot take an item. Make ring `k + 1`
+//!   first (idempotent), then seal ring `k`, then move `newest` from `k`
+//!   to `k + 1`. A ring is never sealed without a successor to go on with;
+//!   when the successor cannot be made, ring `k` stays open.
+//! - [`Links::drained`]: the oldest ring was found sealed and drained:
+//!   retire it (`oldest` moves on with one CAS, [`Links::retire`]), or,
+//!   if it is still the newest, link its successor (a producer sealed it
+//!   and has not moved `newest` yet, or died doing it), or report the
+//!   queue closed.
+//! - holders ([`attach`], [`detach`], [`held`]): every process that
+//!   creates or opens the queue takes an entry (its packed identity); the
+//!   last one to leave, finding no live holder, removes the rings.
+//!
+//! Checked under loom (`tests/loom.rs`) with heap-backed rings (the MPMC
+//! ring of `vyukov.rs`, its CLOSED bit as the seal): producers growing the
+//! chain while consumers follow it deliver every item once and in each
+//! producer's order, and the last holder to leave is seen as the last.
+
+use crate::wait::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Bit of `newest`: the queue is closed for everyone (`close_all`).
+pub const CLOSED: u64 = 1 << 63;
+
+/// The rings a chain links: made, sealed and given back by the caller
+/// (segments in shared memory, or heap rings in the loom model).
+pub trait Rings {
+    /// One ring.
+    type Ring;
+    /// Why a ring can never be made (not "not now").
+    type Error;
+    /// Makes ring `k` for items of `need` bytes, or opens the one another
+    /// participant made; `Ok(None)`: not now (a limit, no space).
+    fn make(&self, k: u64, need: u64) -> Result<Option<Self::Ring>, Self::Error>;
+    /// Seals `ring`: its producers' claims fail from now on.
+    fn seal(&self, ring: &Self::Ring);
+    /// Ring `k + 1` was linked (woken: whoever waits for the chain to go on).
+    fn linked(&self, k: u64);
+    /// Ring `k` was retired by this participant (the one whose CAS won):
+    /// give its name and memory back.
+    fn retired(&self, k: u64, ring: &Self::Ring);
+}
+
+/// What follows a sealed, drained oldest ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// It is the newest and the queue is closed: `get` fails `Closed`.
+    Closed,
+    /// It is the newest, not linked on yet: link it ([`Links::advance`]).
+    Unlinked,
+    /// A newer ring exists: retire it ([`Links::retire`]) and go on.
+    Retire,
+}
+
+/// The two indices of a chain.
+pub struct Links<'a> {
+    /// Index of the ring producers put into; bit 63: [`CLOSED`].
+    pub newest: &'a AtomicU64,
+    /// Index of the oldest live ring.
+    pub oldest: &'a AtomicU64,
+}
+
+impl Links<'_> {
+    /// Ring `k` cannot take an item (full, sealed, or frames of less than
+    /// `need` bytes): makes ring `k + 1`, seals ring `k` and moves `newest`
+    /// on. `Ok(false)` if ring `k + 1` cannot be made now (ring `k` then
+    /// stays open).
+    pub fn advance<R: Rings>(&self, rings: &R, k: u64, ring: &R::Ring, need: u64) -> Result<bool, R::Error> {
+        // Acquire: pairs with the AcqRel CAS below (by anyone).
+        if self.newest.load(Ordering::Acquire) != k {
+            rings.seal(ring);
+            return Ok(true);
+        }
+        if rings.make(k + 1, need)?.is_none() {
+            return Ok(false);
+        }
+        rings.seal(ring);
+        // AcqRel: publishes ring k + 1 (it exists, complete) to whoever
+        // reads `newest`; fails if another participant moved it, or closed
+        // the queue.
+        if self.newest.compare_exchange(k, k + 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            rings.linked(k);
+        }
+        Ok(true)
+    }
+
+    /// The oldest ring `o` was found sealed and drained: what follows.
+    pub fn drained(&self, o: u64) -> Drained {
+        // Acquire: pairs with `advance`'s CAS.
+        let n = self.newest.load(Ordering::Acquire);
+        match (n & !CLOSED == o, n & CLOSED != 0) {
+            (true, true) => Drained::Closed,
+            (true, false) => Drained::Unlinked,
+            (false, _) => Drained::Retire,
+        }
+    }
+
+    /// Retires the sealed, drained ring `k` (`oldest == k < newest`);
+    /// whoever wins the CAS gives it back. True if this call did.
+    pub fn retire<R: Rings>(&self, rings: &R, k: u64, ring: &R::Ring) -> bool {
+        // AcqRel: pairs with the Acquire loads of `oldest`; only one wins.
+        let won = self.oldest.compare_exchange(k, k.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed).is_ok();
+        if won {
+            rings.retired(k, ring);
+        }
+        won
+    }
+}
+
+/// Records `me` (a packed process identity, not 0) as a holder: a free
+/// entry of `holders`, else one of a dead holder, else only the overflow
+/// count `attached` (`None`).
+pub fn attach(holders: &[AtomicU64], attached: &AtomicU32, me: u64, is_dead: impl Fn(u64) -> bool) -> Option<usize> {
+    // SeqCst (all): pairs with the detaches and the last holder's scan
+    // (`held`).
+    for (i, h) in holders.iter().enumerate() {
+        if h.compare_exchange(0, me, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+            return Some(i);
+        }
+    }
+    for (i, h) in holders.iter().enumerate() {
+        let cur = h.load(Ordering::Acquire);
+        if cur != 0 && is_dead(cur) && h.compare_exchange(cur, me, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+            return Some(i);
+        }
+    }
+    attached.fetch_add(1, Ordering::SeqCst);
+    None
+}
+
+/// Undoes [`attach`] (`entry` is what it returned).
+pub fn detach(holders: &[AtomicU64], attached: &AtomicU32, entry: Option<usize>, me: u64) {
+    // SeqCst (both): a Dekker pair with the SeqCst loads of `held`. Two
+    // holders leaving at once each clear their entry, then read the
+    // other's: with only Acquire/Release both could read the other's
+    // entry from before its clear (store buffering), both think the other
+    // stays, and nobody removes the rings (the loom model found it).
+    // SeqCst also gives AcqRel's pairing: the last holder's scan sees
+    // every use of the chain before our detach.
+    match entry {
+        Some(i) => {
+            if let Some(h) = holders.get(i) {
+                let _ = h.compare_exchange(me, 0, Ordering::SeqCst, Ordering::Relaxed);
+            }
+        }
+        // Saturating: the word is shared (untrusted).
+        None => {
+            let _ = attached.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |a| Some(a.saturating_sub(1)));
+        }
+    }
+}
+
+/// Whether any holder is still attached and alive (after our own
+/// [`detach`]: false means we were the last, and remove the rings).
+pub fn held(holders: &[AtomicU64], attached: &AtomicU32, is_dead: impl Fn(u64) -> bool) -> bool {
+    // SeqCst (both): pair with the SeqCst detaches (see there) and the
+    // attaches.
+    attached.load(Ordering::SeqCst) != 0
+        || holders.iter().any(|h| {
+            let h = h.load(Ordering::SeqCst);
+            h != 0 && !is_dead(h)
+        })
+}

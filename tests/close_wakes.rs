@@ -1,0 +1,203 @@
+//! `close()` wakes a consumer that is going to sleep (SPSC queue, byte
+//! queue, pipe), in its own blocking call and in `wait`. A close used to
+//! store its flag and wake the futex of the ring's index without changing
+//! that word: a consumer that re-checked just before the close and entered
+//! its futex wait just after it slept on until its 100 ms liveness poll.
+//! Now sleepers sleep on their own flag, which every waker (a publish,
+//! `close`, the peer's detach) clears first. Every blocking call in these
+//! tests is bounded (a watchdog closes the round's queue and fails).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use shmproc::queue::{ByteQueue, SpscQueue};
+use shmproc::{Process, Queue, Semaphore, wait};
+
+/// Rounds per test: enough for the close to land, in some of them, between
+/// the consumer's re-check and its futex wait.
+const ROUNDS: u32 = 3000;
+/// A wake-up later than this after the close is the 100 ms poll, not the
+/// close's wake. A missed wake comes back ~100 ms after the close (the
+/// sleep began just before it); on a loaded 2-core machine, scheduling
+/// alone delayed a woken receiver by up to ~85 ms in 18 runs (checked with
+/// the poll raised to 1 s: lags stayed below 90 ms, so they were not
+/// missed wakes). This is the one timing threshold of these tests.
+const LATE: Duration = Duration::from_millis(95);
+
+/// CLOCK_MONOTONIC in nanoseconds (the same clock in every process).
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn round_name(base: &str, i: u32) -> String {
+    format!("{base}-{i}")
+}
+
+shmproc::entry! {
+    /// For each round: told to go, opens the round's queue (an SPSC queue
+    /// or a byte queue), spins `i % 300` µs, closes it and reports when.
+    fn close_each_round(args: (String, bool, u32, Semaphore, Queue<u64>)) -> Result<(), String> {
+        let (base, bytes, rounds, go, times) = args;
+        for i in 0..rounds {
+            if !go.acquire_timeout(common::DEADLINE) {
+                return Err(format!("round {i}: never told to go"));
+            }
+            let name = round_name(&base, i);
+            let close: Box<dyn Fn()> = if bytes {
+                let q = ByteQueue::open(&name).map_err(common::e)?;
+                Box::new(move || q.close())
+            } else {
+                let q = SpscQueue::<u32>::open(&name).map_err(common::e)?;
+                Box::new(move || q.close())
+            };
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_micros(u64::from(i % 300)) {
+                std::hint::spin_loop();
+            }
+            close();
+            times.put(now_ns()).map_err(common::e)?;
+        }
+        Ok(())
+    }
+}
+
+/// How the consumer blocks in each round.
+#[derive(Clone, Copy)]
+enum Block {
+    /// Its own blocking receive, with no timeout.
+    Recv,
+    /// `shmproc::wait` on it, with no timeout.
+    Wait,
+}
+
+/// A receiver blocked without a timeout is woken by a close in another
+/// process, every round; returns the rounds in which it woke late.
+fn closes_from_another_process(test: &str, bytes: bool, how: Block) {
+    let base = common::name(test);
+    let go = Semaphore::new(0).unwrap();
+    let times = Queue::<u64>::new(0).unwrap();
+    let mut p = Process::new(close_each_round, (base.clone(), bytes, ROUNDS, go.clone(), times.clone()));
+    p.start().unwrap();
+    // Watchdog: a round blocked past DEADLINE is closed here, and fails.
+    let round = Arc::new(AtomicU32::new(0));
+    let stuck = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let dog = {
+        let (round, stuck, done, base) = (round.clone(), stuck.clone(), done.clone(), base.clone());
+        std::thread::spawn(move || {
+            let (mut seen, mut since) = (u32::MAX, Instant::now());
+            while !done.load(Ordering::Relaxed) {
+                let r = round.load(Ordering::Relaxed);
+                if r != seen {
+                    (seen, since) = (r, Instant::now());
+                } else if since.elapsed() > common::DEADLINE {
+                    stuck.store(true, Ordering::Relaxed);
+                    let name = round_name(&base, r);
+                    if bytes {
+                        ByteQueue::open(&name).map(|q| q.close()).ok();
+                    } else {
+                        SpscQueue::<u32>::open(&name).map(|q| q.close()).ok();
+                    }
+                    since = Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let mut late = Vec::new();
+    for i in 0..ROUNDS {
+        round.store(i, Ordering::Relaxed);
+        let name = round_name(&base, i);
+        let back = if bytes {
+            let q = ByteQueue::create(&name, 4096, 64).unwrap();
+            let (_tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+            go.release().unwrap();
+            match how {
+                Block::Recv => assert_eq!(rx.recv(), Err(shmproc::RecvError::Closed), "round {i}"),
+                Block::Wait => assert_eq!(wait(&mut [&mut rx], None).unwrap().iter().collect::<Vec<_>>(), [0]),
+            }
+            now_ns()
+        } else {
+            let q = SpscQueue::<u32>::create(&name, 4).unwrap();
+            let (_tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+            go.release().unwrap();
+            match how {
+                Block::Recv => assert_eq!(rx.pop(), Err(shmproc::PopError::Closed), "round {i}"),
+                Block::Wait => assert_eq!(wait(&mut [&mut rx], None).unwrap().iter().collect::<Vec<_>>(), [0]),
+            }
+            now_ns()
+        };
+        assert!(
+            !stuck.load(Ordering::Relaxed),
+            "round {i}: the receiver was still blocked {:?} after the round began",
+            common::DEADLINE
+        );
+        let closed_at = times.get_timeout(common::DEADLINE).expect("the closer's time");
+        let lag = Duration::from_nanos(back.saturating_sub(closed_at));
+        if lag > LATE {
+            late.push((i, lag));
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    dog.join().unwrap();
+    common::join(&p).unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+    eprintln!("rounds woken late (round, lag after the close): {late:?}");
+    assert!(late.is_empty(), "{} of {ROUNDS} receivers slept through the close to their poll: {late:?}", late.len());
+}
+
+#[test]
+fn a_pop_blocked_without_timeout_is_woken_by_a_close_in_another_process() {
+    closes_from_another_process("close-pop", false, Block::Recv);
+}
+
+#[test]
+fn a_byte_recv_blocked_without_timeout_is_woken_by_a_close_in_another_process() {
+    closes_from_another_process("close-recv", true, Block::Recv);
+}
+
+#[test]
+fn a_wait_on_a_consumer_is_woken_by_a_close_in_another_process() {
+    closes_from_another_process("close-wait", false, Block::Wait);
+}
+
+#[test]
+fn a_wait_on_a_byte_consumer_is_woken_by_a_close_in_another_process() {
+    closes_from_another_process("close-wait-bytes", true, Block::Wait);
+}
+
+/// The same race through a pipe: the sender's `close()` (its role's
+/// detach) wakes a `wait` on the other end.
+#[test]
+fn a_pipe_senders_close_wakes_a_wait_on_the_other_end() {
+    let mut late = Vec::new();
+    for i in 0..ROUNDS {
+        let (mut a, mut b) = shmproc::pipe(true).unwrap();
+        b.send_bytes(b"").unwrap();
+        let _ = a.recv_bytes().unwrap();
+        let delay = Duration::from_micros(u64::from(i % 300));
+        let t = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while t0.elapsed() < delay {
+                std::hint::spin_loop();
+            }
+            b.close();
+            Instant::now()
+        });
+        let r = wait(&mut [&mut a], Some(common::DEADLINE)).unwrap();
+        let back = Instant::now();
+        let at = t.join().unwrap();
+        let lag = back.saturating_duration_since(at);
+        if r.is_empty() || lag > LATE {
+            late.push((i, lag));
+        }
+    }
+    eprintln!("waits that saw the sender's close late (round, lag): {late:?}");
+    assert!(late.is_empty(), "{} of {ROUNDS}: {late:?}", late.len());
+}
