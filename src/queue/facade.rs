@@ -210,7 +210,13 @@ assert!(matches!(q.put(big), Err(shmproc::PutError::TooLarge(_))));
                 if self.handle_closed() {
                     return Err(PutTimeoutError::Closed(item));
                 }
-                self.q.put(item, Mode::Until(Deadline::after(timeout))).map_err(PutFail::timed)
+                // A first attempt without a deadline: no clock read when
+                // there is room (the clock is read only to wait).
+                match self.q.put(item, Mode::Try) {
+                    Err(PutFail::Full(item)) => self.q.put(item, Mode::Until(Deadline::after(timeout))),
+                    r => r,
+                }
+                .map_err(PutFail::timed)
             }
 
             /// Gets without waiting: `Empty` if there is nothing.
@@ -229,7 +235,12 @@ assert!(matches!(q.put(big), Err(shmproc::PutError::TooLarge(_))));
                 if self.handle_closed() {
                     return Err(GetTimeoutError::Closed);
                 }
-                self.q.get(Mode::Until(Deadline::after(timeout))).map_err(GetFail::timed)
+                // As in `put_timeout`: the clock is read only to wait.
+                match self.q.get(Mode::Try) {
+                    Err(GetFail::Empty) => self.q.get(Mode::Until(Deadline::after(timeout))),
+                    r => r,
+                }
+                .map_err(GetFail::timed)
             }
 
             /// Whether the queue is empty (exact at the moment of the call).

@@ -29,8 +29,9 @@ use super::Kind;
 /// "SHMPROC\x01" read as a little-endian u64.
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMPROC\x01");
 /// Bumped whenever any shared layout changes incompatibly (3: byte-ring
-/// payloads of 64 bytes or more start on a 64-byte boundary).
-pub(crate) const LAYOUT_VERSION: u32 = 3;
+/// payloads of 64 bytes or more start on a 64-byte boundary; 4: a frame
+/// ring's small frames start at byte 16 of their slot).
+pub(crate) const LAYOUT_VERSION: u32 = 4;
 /// Value of `init_state` once the object is fully built ("REDY").
 pub(crate) const READY: u32 = u32::from_le_bytes(*b"REDY");
 /// `flags` bit: the segment outlives its creator; `gc` leaves it alone.
