@@ -457,11 +457,17 @@ fn a_hostile_vec_length_of_huge_elements_is_corrupted_not_an_abort_of_the_reader
     let marker = "MARKER-hostile-MARKER";
     q.put((marker.into(), Vec::new())).unwrap();
     let (f, at) = find_in_segment(q.name(), marker.as_bytes());
-    let payload = at - 8; // the String's length prefix starts the payload
-    // The Vec's length (right after the string): 2^20 elements.
-    f.write_all_at(&(1u64 << 20).to_le_bytes(), at + marker.len() as u64).unwrap();
-    // The frame's `len` word (64 - 8 bytes before the payload): the whole slot.
-    f.write_all_at(&(q.max_frame() as u64).to_ne_bytes(), payload - 64 + 8).unwrap();
+    // A small frame's payload (the String's length prefix first) starts 16
+    // bytes into its slot, after the sequence word and the `len` word.
+    let slot = at - 8 - 16;
+    // A frame as long as the slot starts 64 bytes in: there, the same
+    // String, then a Vec length of 2^20 elements.
+    let mut hostile = Vec::new();
+    marker.to_string().encode(&mut hostile);
+    (1u64 << 20).encode(&mut hostile);
+    f.write_all_at(&hostile, slot + 64).unwrap();
+    // The frame's `len` word: the whole slot.
+    f.write_all_at(&(q.max_frame() as u64).to_ne_bytes(), slot + 8).unwrap();
     let mut p = Process::new(get_one_huge, q.name().to_owned());
     p.start().unwrap();
     let _ = common::join(&p);

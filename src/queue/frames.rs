@@ -25,6 +25,10 @@
 //! is skipped (absent), a dead consumer's frame is gone with it, nothing
 //! else is lost, and `qsize` is exact (positions count frames).
 //!
+//! No loans: a frame is copied into its slot and out of it inside the
+//! claim, never lent to the caller's code (why: `Queue`'s docs, "No frame
+//! loans").
+//!
 //! Untrusted input: `len` is read once, and a length beyond the slot is a
 //! corrupted frame (removed, reported as `Corrupted`), as is a payload
 //! that does not decode as exactly one `T`. Every payload copy goes
@@ -122,7 +126,7 @@ impl<T> Slots<FrameOut> for ShmSlots<FrameCell<T>> {
 pub(crate) const SMALL_FRAME: usize = 240;
 /// Where a small frame's payload starts: right after the header words.
 const SMALL_AT: usize = std::mem::size_of::<FrameHead>();
-const _: () = assert!(SMALL_AT <= FRAME_HEAD as usize && SMALL_AT % 8 == 0);
+const _: () = assert!(SMALL_AT <= FRAME_HEAD as usize && SMALL_AT.is_multiple_of(8));
 
 /// Offset in its slot of the payload of a frame of `n` bytes (`n` checked
 /// against the slot's room first: every frame fits at either offset).

@@ -120,8 +120,9 @@ fn layout_version() {
     let lock = Lock::create(&name("version")).unwrap();
     patch(lock.name(), 12, &99u32.to_le_bytes());
     match Lock::open(lock.name()) {
-        // The current version (3 since byte-ring payloads are 64-aligned).
-        Err(OpenError::LayoutVersion { found: 99, expected: 3, .. }) => {}
+        // The current version (4 since a frame ring's small frames start
+        // at byte 16 of their slot).
+        Err(OpenError::LayoutVersion { found: 99, expected: 4, .. }) => {}
         other => panic!("{other:?}"),
     }
     Child::spawn("expect_open_error", &["lock", lock.name(), "LayoutVersion"]).join_ok();
