@@ -103,8 +103,9 @@ impl<T> Slots<FrameOut> for ShmSlots<FrameCell<T>> {
             return FrameOut(None);
         };
         // The thread's read buffer (no allocation per frame once it has
-        // grown); `decode` gives it back.
-        let mut out = READ.take();
+        // grown; a fresh one while thread-locals are being destroyed);
+        // `decode` gives it back.
+        let mut out = READ.try_with(Cell::take).unwrap_or_default();
         out.clear();
         out.reserve(n);
         // SAFETY: `payload_at(n) + n <= stride` bytes of the slot are inside the mapping (`n <= room`, as in
@@ -151,11 +152,12 @@ thread_local! {
 /// Runs `f` with `item` encoded.
 #[inline]
 pub(super) fn with_encoded<T: Handoff, R>(item: &T, f: impl FnOnce(&[u8]) -> R) -> R {
-    let mut buf = ENCODED.take();
+    // (A fresh one while thread-locals are being destroyed.)
+    let mut buf = ENCODED.try_with(Cell::take).unwrap_or_default();
     buf.clear();
     item.encode(&mut buf);
     let r = f(&buf);
-    ENCODED.set(buf);
+    let _ = ENCODED.try_with(|c| c.set(buf));
     r
 }
 
@@ -166,7 +168,7 @@ pub(super) fn decode<T: Handoff>(frame: FrameOut) -> Option<T> {
     let mut input = &bytes[..];
     let v = T::decode(&mut input).ok().filter(|_| input.is_empty());
     if bytes.capacity() <= KEEP_READ {
-        READ.set(bytes);
+        let _ = READ.try_with(|c| c.set(bytes));
     }
     v
 }
