@@ -193,6 +193,41 @@ fn random_size_frames_up_to_64_kib_arrive_intact_and_in_order() {
     assert!(q.empty());
 }
 
+/// Encoded sizes (8 + the Vec's length) on both sides of the bound below
+/// which a frame shares its sequence word's cache line (240 bytes), up to
+/// the slot's room, then back down (a short frame read after a long one).
+fn bound_sizes(room: usize) -> Vec<usize> {
+    let up: Vec<usize> = (0..=room - 8).filter(|&n| n < 24 || (220..=260).contains(&n) || n + 16 > room).collect();
+    up.iter().copied().chain(up.iter().rev().copied()).collect()
+}
+
+shmproc::entry! {
+    fn put_bound_sizes(q: Queue<Vec<u8>>) -> Result<(), String> {
+        for (i, n) in bound_sizes(q.max_frame()).into_iter().enumerate() {
+            // With a deadline: a parent that failed does not leave us blocked.
+            let v = (0..n).map(|k| (k as u8) ^ (i as u8)).collect();
+            q.put_timeout(v, Duration::from_secs(60)).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn frames_on_both_sides_of_the_small_frame_bound_arrive_intact_across_processes() {
+    for max_frame in [8, 64, 256, 960] {
+        let q = Queue::<Vec<u8>>::with_max_frame(4, max_frame).unwrap();
+        let mut p = Process::new(put_bound_sizes, q.clone());
+        p.start().unwrap();
+        for (i, n) in bound_sizes(q.max_frame()).into_iter().enumerate() {
+            let got = q.get_timeout(Duration::from_secs(60)).unwrap();
+            let want: Vec<u8> = (0..n).map(|k| (k as u8) ^ (i as u8)).collect();
+            assert!(got == want, "max_frame {max_frame}, item {i}: {} bytes, want {n}", got.len());
+        }
+        common::join(&p).unwrap();
+        assert!(q.empty());
+    }
+}
+
 shmproc::entry! {
     /// Puts text(tag, i) for i = 0.. until killed or `n`.
     fn put_tagged(args: (Queue<String>, u64, u64)) -> Result<(), String> {
@@ -349,13 +384,13 @@ fn a_corrupted_frame_is_removed_and_reported_and_the_next_one_arrives() {
     q.put("MARKER-two-MARKER".into()).unwrap();
     q.put("three".into()).unwrap();
     // Frame one: invalid UTF-8 in the payload. Frame two: a length beyond
-    // the slot (the header's `len` word sits 64 - 8 bytes before the
-    // payload, which starts with the String's 8-byte length).
+    // the slot (a small frame's payload, which starts with the String's
+    // 8-byte length, follows the header's `len` word directly).
     let (f, at) = find_in_segment(q.name(), b"MARKER-one-MARKER");
     f.write_all_at(&[0xFF], at).unwrap();
     let (f, at) = find_in_segment(q.name(), b"MARKER-two-MARKER");
     let payload = at - 8;
-    f.write_all_at(&u64::MAX.to_ne_bytes(), payload - 64 + 8).unwrap();
+    f.write_all_at(&u64::MAX.to_ne_bytes(), payload - 8).unwrap();
     // One: whole, but its payload does not decode (invalid UTF-8). Two: not whole.
     assert!(matches!(q.get(), Err(GetError::Decode(_))));
     assert_eq!(q.get_nowait(), Err(TryGetError::Corrupted));
@@ -424,11 +459,17 @@ fn a_hostile_vec_length_of_huge_elements_is_corrupted_not_an_abort_of_the_reader
     let marker = "MARKER-hostile-MARKER";
     q.put((marker.into(), Vec::new())).unwrap();
     let (f, at) = find_in_segment(q.name(), marker.as_bytes());
-    let payload = at - 8; // the String's length prefix starts the payload
-    // The Vec's length (right after the string): 2^20 elements.
-    f.write_all_at(&(1u64 << 20).to_le_bytes(), at + marker.len() as u64).unwrap();
-    // The frame's `len` word (64 - 8 bytes before the payload): the whole slot.
-    f.write_all_at(&(q.max_frame() as u64).to_ne_bytes(), payload - 64 + 8).unwrap();
+    // A small frame's payload (the String's length prefix first) starts 16
+    // bytes into its slot, after the sequence word and the `len` word.
+    let slot = at - 8 - 16;
+    // A frame as long as the slot starts 64 bytes in: there, the same
+    // String, then a Vec length of 2^20 elements.
+    let mut hostile = Vec::new();
+    marker.to_string().encode(&mut hostile);
+    (1u64 << 20).encode(&mut hostile);
+    f.write_all_at(&hostile, slot + 64).unwrap();
+    // The frame's `len` word: the whole slot.
+    f.write_all_at(&(q.max_frame() as u64).to_ne_bytes(), slot + 8).unwrap();
     let mut p = Process::new(get_one_huge, q.name().to_owned());
     p.start().unwrap();
     let _ = common::join(&p);

@@ -210,7 +210,13 @@ assert!(matches!(q.put(big), Err(shmproc::PutError::TooLarge(_))));
                 if self.handle_closed() {
                     return Err(PutTimeoutError::Closed(item));
                 }
-                self.q.put(item, Mode::Until(Deadline::after(timeout))).map_err(PutFail::timed)
+                // A first attempt without a deadline: no clock read when
+                // there is room (the clock is read only to wait).
+                match self.q.put(item, Mode::Try) {
+                    Err(PutFail::Full(item)) => self.q.put(item, Mode::Until(Deadline::after(timeout))),
+                    r => r,
+                }
+                .map_err(PutFail::timed)
             }
 
             /// Gets without waiting: `Empty` if there is nothing.
@@ -229,7 +235,12 @@ assert!(matches!(q.put(big), Err(shmproc::PutError::TooLarge(_))));
                 if self.handle_closed() {
                     return Err(GetTimeoutError::Closed);
                 }
-                self.q.get(Mode::Until(Deadline::after(timeout))).map_err(GetFail::timed)
+                // As in `put_timeout`: the clock is read only to wait.
+                match self.q.get(Mode::Try) {
+                    Err(GetFail::Empty) => self.q.get(Mode::Until(Deadline::after(timeout))),
+                    r => r,
+                }
+                .map_err(GetFail::timed)
             }
 
             /// Whether the queue is empty (exact at the moment of the call).
@@ -366,6 +377,40 @@ macro_rules! facade_full {
 /// gives each ring back once it is drained; its memory limit
 /// ([`unbounded_with_limit`](Self::unbounded_with_limit), 1 GiB by
 /// default) bounds the total.
+///
+/// # No frame loans
+///
+/// A queue of encoded items has no zero-copy loans (write a frame in
+/// place, or read it in place before releasing its slot), unlike
+/// [`ByteQueue`](crate::queue::ByteQueue)'s, because its ring is one FIFO
+/// of positions shared by every producer and every consumer (Vyukov's
+/// protocol), and a loan would hold a claimed position across the caller's
+/// code:
+/// - a write loan holds position `p` claimed but unpublished: every
+///   consumer that reaches `p` waits for it (`get` blocks, `get_nowait`
+///   says `Empty`) even when other producers' later frames are ready, for
+///   as long as the holder's code runs, or stays stopped (SIGSTOP: a
+///   stopped holder is alive, so nobody may repair it). A byte-ring write
+///   loan stalls only its own producer's later frames. (A holder killed
+///   by SIGKILL would fit: its slot is skipped, as for a dead `put`.)
+/// - a read loan holds position `p` claimed and unreleased: the producer
+///   that comes round the ring to `p` waits for it even when every other
+///   slot is free. And a holder killed by SIGKILL cannot behave like a
+///   byte-ring read loan, whose frame stays for the next consumer: other
+///   consumers have already moved past `p` (positions are claimed once, in
+///   order), so the frame can only be lost with the holder, as for a
+///   consumer killed inside `get`.
+///
+/// So the ring's "nobody blocks" guarantee holds only because no claimed
+/// position is ever held across code that is not the queue's own copy.
+/// For frames read or written in place, use a
+/// [`ByteQueue`](crate::queue::ByteQueue) (one producer, one consumer).
+///
+/// ```
+/// let q = shmproc::Queue::<String>::new(2).unwrap();
+/// q.put("copied in, copied out".to_string()).unwrap();
+/// assert_eq!(q.get().unwrap(), "copied in, copied out");
+/// ```
 pub struct Queue<T> {
     q: Inner<T>,
     closed: AtomicBool,

@@ -7,8 +7,16 @@
 //! fixed-size frame slots chosen at creation (`max_frame`):
 //!
 //! ```text
-//! slot = [seq: u64][len: u64][pad to 64][payload: max_frame bytes, 64-aligned]
+//! slot = [seq: u64][len: u64][small payload (<= SMALL_FRAME bytes) from byte 16 ...]
+//!      = [seq: u64][len: u64][pad to 64][payload: max_frame bytes, 64-aligned]
 //! ```
+//!
+//! Where the payload starts depends on its length (read once, then
+//! checked): a frame of up to [`SMALL_FRAME`] bytes starts right after the
+//! two header words, so a small item shares the cache line of its sequence
+//! word (a 64-byte string, 72 bytes encoded, touches 2 lines instead of 3:
+//! each line is one cross-core transfer from producer to consumer); a
+//! longer one starts 64-byte aligned, where large copies run at full speed.
 //!
 //! A producer claims a position, writes `len` and the payload, and
 //! publishes with the slot's Release sequence store; a consumer claims it
@@ -16,6 +24,10 @@
 //! guarantees are the Pod queue's, word for word: a dead producer's frame
 //! is skipped (absent), a dead consumer's frame is gone with it, nothing
 //! else is lost, and `qsize` is exact (positions count frames).
+//!
+//! No loans: a frame is copied into its slot and out of it inside the
+//! claim, never lent to the caller's code (why: `Queue`'s docs, "No frame
+//! loans").
 //!
 //! Untrusted input: `len` is read once, and a length beyond the slot is a
 //! corrupted frame (removed, reported as `Corrupted`), as is a payload
@@ -65,9 +77,9 @@ impl<T> Slots<FrameIn<'_>> for ShmSlots<FrameCell<T>> {
         // Relaxed: published by the Release store of the slot's sequence
         // word in `publish` (vyukov.rs), which the consumer loads with Acquire.
         self.head(pos).len.store(n as u64, Ordering::Relaxed);
-        // SAFETY: the payload area of the slot (`room` bytes from FRAME_HEAD) is inside the mapping; `n <= room`;
-        // the caller owns the slot (vyukov's contract).
-        unsafe { crate::shm::copy::copy_to_shared(&v.0[..n], self.slot(pos).add(FRAME_HEAD as usize)) };
+        // SAFETY: `payload_at(n) + n <= FRAME_HEAD + room = stride` bytes of the slot are inside the mapping (`n <=
+        // room`, `payload_at(n) <= FRAME_HEAD`); the caller owns the slot (vyukov's contract).
+        unsafe { crate::shm::copy::copy_to_shared(&v.0[..n], self.slot(pos).add(payload_at(n))) };
     }
     unsafe fn read(&self, _: u64) -> FrameIn<'static> {
         unreachable!("frames are read into FrameOut")
@@ -90,14 +102,17 @@ impl<T> Slots<FrameOut> for ShmSlots<FrameCell<T>> {
         let Some(n) = usize::try_from(len).ok().filter(|&n| n <= self.room()) else {
             return FrameOut(None);
         };
-        let mut out = Vec::with_capacity(n);
-        // SAFETY: `n <= room` bytes of the slot's payload are inside the mapping; the caller owns the slot. The
-        // copy initialises the first `n` bytes of the spare capacity, then `set_len` covers exactly those.
+        // The thread's read buffer (no allocation per frame once it has
+        // grown; a fresh one while thread-locals are being destroyed);
+        // `decode` gives it back.
+        let mut out = READ.try_with(Cell::take).unwrap_or_default();
+        out.clear();
+        out.reserve(n);
+        // SAFETY: `payload_at(n) + n <= stride` bytes of the slot are inside the mapping (`n <= room`, as in
+        // `write`); the caller owns the slot. The copy initialises the first `n` bytes of the spare capacity
+        // (`reserve(n)` made at least `n`), then `set_len` covers exactly those.
         unsafe {
-            crate::shm::copy::copy_from_shared_uninit(
-                self.slot(pos).add(FRAME_HEAD as usize),
-                &mut out.spare_capacity_mut()[..n],
-            );
+            crate::shm::copy::copy_from_shared_uninit(self.slot(pos).add(payload_at(n)), &mut out.spare_capacity_mut()[..n]);
             out.set_len(n);
         }
         FrameOut(Some(out))
@@ -105,20 +120,44 @@ impl<T> Slots<FrameOut> for ShmSlots<FrameCell<T>> {
 
 }
 
+/// Frames of up to this many bytes start at byte 16 of their slot, in the
+/// cache line of the sequence word (a frame this long ends within the
+/// slot's first 256 bytes); longer ones start at [`FRAME_HEAD`], 64-byte
+/// aligned.
+pub(crate) const SMALL_FRAME: usize = 240;
+/// Where a small frame's payload starts: right after the header words.
+const SMALL_AT: usize = std::mem::size_of::<FrameHead>();
+const _: () = assert!(SMALL_AT <= FRAME_HEAD as usize && SMALL_AT.is_multiple_of(8));
+
+/// Offset in its slot of the payload of a frame of `n` bytes (`n` checked
+/// against the slot's room first: every frame fits at either offset).
+#[inline(always)]
+fn payload_at(n: usize) -> usize {
+    if n <= SMALL_FRAME { SMALL_AT } else { FRAME_HEAD as usize }
+}
+
+/// Read buffers larger than this are not kept for the next get.
+const KEEP_READ: usize = 1 << 20;
+
 thread_local! {
     /// The encoding buffer, reused by every put of this thread (taken out
     /// while in use, so an `encode` that itself puts gets a fresh one).
     static ENCODED: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    /// The read buffer, reused by every get of this thread (taken out
+    /// while in use, as `ENCODED`): a frame is copied out of its slot into
+    /// it, and decoded from it once the slot is released.
+    static READ: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// Runs `f` with `item` encoded.
 #[inline]
 pub(super) fn with_encoded<T: Handoff, R>(item: &T, f: impl FnOnce(&[u8]) -> R) -> R {
-    let mut buf = ENCODED.take();
+    // (A fresh one while thread-locals are being destroyed.)
+    let mut buf = ENCODED.try_with(Cell::take).unwrap_or_default();
     buf.clear();
     item.encode(&mut buf);
     let r = f(&buf);
-    ENCODED.set(buf);
+    let _ = ENCODED.try_with(|c| c.set(buf));
     r
 }
 
@@ -128,12 +167,15 @@ pub(super) fn with_encoded<T: Handoff, R>(item: &T, f: impl FnOnce(&[u8]) -> R) 
 pub(super) fn decode<T: Handoff>(frame: FrameOut) -> Result<T, Option<crate::process::HandoffError>> {
     let bytes = frame.0.ok_or(None)?;
     let mut input = &bytes[..];
-    let v = T::decode(&mut input).map_err(Some)?;
-    if input.is_empty() {
-        Ok(v)
-    } else {
-        Err(Some(crate::process::HandoffError::Invalid("an item followed by more bytes than its type reads")))
+    let v = match T::decode(&mut input) {
+        Ok(v) if input.is_empty() => Ok(v),
+        Ok(_) => Err(Some(crate::process::HandoffError::Invalid("an item followed by more bytes than its type reads"))),
+        Err(e) => Err(Some(e)),
+    };
+    if bytes.capacity() <= KEEP_READ {
+        let _ = READ.try_with(|c| c.set(bytes));
     }
+    v
 }
 
 impl<T> MpmcQueue<FrameCell<T>> {

@@ -105,14 +105,16 @@ impl<T: Handoff> RingItem for PodVia<T> {
 pub struct FrameCell<T>(PhantomData<fn() -> T>);
 
 /// A frame slot's header: the sequence word and the payload length; the
-/// payload starts at [`FRAME_HEAD`] (64-byte aligned).
+/// payload follows it (a small frame) or starts at [`FRAME_HEAD`] (64-byte
+/// aligned), see `frames.rs`.
 #[repr(C)]
 pub(crate) struct FrameHead {
     pub(crate) seq: AtomicU64,
     pub(crate) len: AtomicU64,
 }
 
-/// Bytes before a frame slot's payload (the payload is 64-byte aligned).
+/// Bytes before a large frame's payload (64-byte aligned; small frames
+/// start right after the header, see `frames.rs`).
 pub(crate) const FRAME_HEAD: u64 = 64;
 /// Frame slot sizes are multiples of this.
 pub(crate) const FRAME_ALIGN: u64 = 64;

@@ -30,7 +30,8 @@ use super::Kind;
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMPROC\x01");
 /// Bumped whenever any shared layout changes incompatibly (3: byte-ring
 /// payloads of 64 bytes or more start on a 64-byte boundary; 4: SPSC-style
-/// ring sleepers sleep on their `*_waiting` flag, not the peer's index).
+/// ring sleepers sleep on their `*_waiting` flag, not the peer's index, and
+/// a frame ring's small frames start at byte 16 of their slot).
 pub(crate) const LAYOUT_VERSION: u32 = 4;
 /// Value of `init_state` once the object is fully built ("REDY").
 pub(crate) const READY: u32 = u32::from_le_bytes(*b"REDY");

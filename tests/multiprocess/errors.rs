@@ -131,7 +131,8 @@ fn layout_version() {
     let lock = Lock::create(&name("version")).unwrap();
     patch(lock.name(), 12, &99u32.to_le_bytes());
     match Lock::open(lock.name()) {
-        // The current version (4 since SPSC-style sleepers sleep on their flags).
+        // The current version (4 since SPSC-style sleepers sleep on their
+        // flags and a frame ring's small frames start at byte 16 of their slot).
         Err(OpenError::LayoutVersion { found: 99, expected: 4, .. }) => {}
         other => panic!("{other:?}"),
     }
