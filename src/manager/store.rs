@@ -976,7 +976,7 @@ impl<'a> Txn<'a> {
     /// harmless: entries are undone newest first).
     #[inline]
     fn log_states(&mut self, lo: usize, n: usize) -> R<()> {
-        debug_assert!(n >= 1 && n <= ROOT_WORDS && lo + n <= STATE_WORDS);
+        debug_assert!((1..=ROOT_WORDS).contains(&n) && lo + n <= STATE_WORDS);
         let mask = ((1u64 << n) - 1) << lo;
         if self.logged & mask == mask {
             return Ok(());
