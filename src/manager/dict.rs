@@ -9,16 +9,25 @@
 //! number gives Python's order: `keys()` / `items()` in insertion order
 //! (a new value for a present key keeps its place), `popitem` the last
 //! inserted entry. A
-//! change to a live bucket logs that bucket; a resize builds the new table
-//! in a fresh block and switches the root to it.
+//! change to a live bucket logs that bucket; a new entry writes its vacant
+//! bucket's order, key and value unlogged (nothing reads them while the
+//! tag says empty or tombstone) and logs only the tag it makes live, and
+//! the three count words as one entry (a tombstone inside a group is
+//! logged whole: the group's rollback may bring back the entry removed
+//! there). A resize builds the new table in a fresh block (only the tags
+//! are cleared) and switches the root to it.
+//!
+//! Hashing: a wyhash-like multiply-fold keyed with the container's random
+//! seed (chosen at creation, in the control block), so a few instructions
+//! for a u64 key, and keys that collide cannot be picked without the seed.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::element::{self, Element, slot_size};
-use super::store::{Fail, R, Store, Txn, View};
+use super::store::{Fail, HEAP_START, R, Store, Txn, View};
 use super::{ContainerError, fingerprint, heap};
-use crate::shm::{Kind, fnv1a};
+use crate::shm::Kind;
 use crate::{OpenError, Options};
 
 const TABLE: usize = 0;
@@ -60,6 +69,8 @@ pub struct DictProxy<K: Element, V: Element> {
     vin: Option<u32>,
     ks: u64,
     stride: u64,
+    /// The container's hash key (read once, at open).
+    seed: u64,
     _t: PhantomData<fn() -> (K, V)>,
 }
 
@@ -71,6 +82,7 @@ impl<K: Element, V: Element> Clone for DictProxy<K, V> {
             vin: self.vin,
             ks: self.ks,
             stride: self.stride,
+            seed: self.seed,
             _t: PhantomData,
         }
     }
@@ -97,9 +109,50 @@ enum Probe {
     Vacant { idx: u64, was_empty: bool },
 }
 
-fn hash(bytes: &[u8]) -> u64 {
-    let h = fnv1a(bytes);
-    h ^ (h >> 29)
+/// Multiply-fold mixing (as in wyhash): the 128-bit product's halves xored.
+#[inline(always)]
+fn mix(a: u64, b: u64) -> u64 {
+    let r = u128::from(a) * u128::from(b);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+#[inline(always)]
+fn word(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]))
+}
+
+#[inline(always)]
+fn half(b: &[u8]) -> u64 {
+    u64::from(u32::from_le_bytes(b[..4].try_into().unwrap_or([0; 4])))
+}
+
+const P0: u64 = 0xa076_1d64_78bd_642f;
+const P1: u64 = 0xe703_7ed1_a0b4_28db;
+
+/// The key's hash, keyed with the container's random `seed` (a wyhash-like
+/// multiply-fold over 16-byte pieces: a few instructions for a u64 key, and
+/// without the seed an attacker cannot pick keys that collide). Not a
+/// cryptographic hash; probing is bounded by the table size anyway.
+#[inline]
+fn hash(seed: u64, bytes: &[u8]) -> u64 {
+    let n = bytes.len();
+    let mut h = seed ^ mix(n as u64 ^ P0, P1);
+    let mut rest = bytes;
+    while rest.len() > 16 {
+        h = mix(word(rest) ^ P1, word(&rest[8..]) ^ h);
+        rest = &rest[16..];
+    }
+    let m = rest.len();
+    let (a, b) = if m >= 8 {
+        (word(rest), word(&rest[m - 8..]))
+    } else if m >= 4 {
+        (half(rest), half(&rest[m - 4..]))
+    } else if m > 0 {
+        (u64::from(rest[0]) << 16 | u64::from(rest[m / 2]) << 8 | u64::from(rest[m - 1]), 0)
+    } else {
+        (0, 0)
+    };
+    mix(mix(a ^ P1, b ^ h) ^ P0, h ^ P1)
 }
 
 impl<K: Element, V: Element> DictProxy<K, V> {
@@ -111,6 +164,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         let (ks, vs) = (slot_size::<K>(), slot_size::<V>());
         let stride = (KOFF + ks + vs).next_multiple_of(8);
         DictProxy {
+            seed: store.seed(),
             store: Arc::new(store),
             kin: K::__shape().inline,
             vin: V::__shape().inline,
@@ -172,8 +226,25 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         Ok(Table { base, nb, count, used })
     }
 
+    /// The table as a reader sees it: only what keeps a read inside the
+    /// mapping is checked (counts, the buckets inside the mapping past the
+    /// heap start); the block header, which a read does not need, is
+    /// checked by writers (`table_tx`). A hostile root gives garbage values
+    /// or an error.
+    #[inline]
     fn table(&self, v: &View) -> R<Table> {
-        self.table_in(v, v.root(TABLE)?, v.root(NB)?, v.root(COUNT)?, v.root(USED)?)
+        let (base, nb, count, used) = (v.root(TABLE)?, v.root(NB)?, v.root(COUNT)?, v.root(USED)?);
+        if base == 0 {
+            return if nb == 0 && count == 0 { Ok(Table { base: 0, nb: 0, count: 0, used: 0 }) } else { Err(Fail::Torn("table")) };
+        }
+        if !nb.is_power_of_two() || count > used || used > nb {
+            return Err(Fail::Torn("table counts"));
+        }
+        let end = nb.checked_mul(self.stride).and_then(|n| n.checked_add(base));
+        if base < HEAP_START + heap::BLOCK_HDR || end.is_none_or(|e| e > v.len()) {
+            return Err(Fail::Torn("table past the mapping"));
+        }
+        Ok(Table { base, nb, count, used })
     }
 
     fn table_tx(&self, tx: &Txn<'_>) -> R<Table> {
@@ -184,6 +255,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         t.base + i * self.stride
     }
 
+    #[inline(always)]
     fn probe(&self, v: &View, t: Table, key: &[u8], h: u64) -> R<Probe> {
         let tag = h | 2;
         let mask = t.nb.wrapping_sub(1);
@@ -208,16 +280,18 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     fn resize(&self, tx: &mut Txn<'_>, t: Table, nb: u64) -> R<Table> {
         let bytes = nb.checked_mul(self.stride).ok_or(Fail::Torn("table size"))?;
         let p = tx.alloc(bytes)?;
-        tx.write_fresh(p, &vec![0u8; bytes as usize])?;
+        // Only the tags need to say EMPTY: a probe reads nothing else of an empty bucket.
+        tx.fill_fresh_words(p, self.stride, nb, EMPTY)?;
         let nt = Table { base: p, nb, count: t.count, used: t.count };
         let mut moved = 0;
+        let mut bytes = vec![0u8; self.stride as usize];
         for i in 0..t.nb {
             let b = self.bucket(t, i);
             let tag = tx.view().u64(b)?;
             if tag == EMPTY || tag == TOMB {
                 continue;
             }
-            let bytes = tx.view().vec(b, self.stride)?;
+            tx.view().bytes(b, &mut bytes)?;
             // Bounded by the table size: the new table is in shm, and a peer that fills it with garbage
             // must get an error out of this loop, never a spin holding the lock.
             let mask = nb - 1;
@@ -248,7 +322,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// Sets `key` to `val` inside a transaction; returns the old value.
     fn put(&self, tx: &mut Txn<'_>, key: &K, val: &V) -> R<Option<V>> {
         let kb = key.__bytes();
-        let h = hash(&kb);
+        let h = hash(self.seed, &kb);
         let mut t = self.table_tx(tx)?;
         if t.nb == 0 || (t.used + 1) * 4 > t.nb * 3 {
             let nb = if (t.count + 1) * 2 > t.nb { (t.nb * 2).max(8) } else { t.nb };
@@ -267,19 +341,23 @@ impl<K: Element, V: Element> DictProxy<K, V> {
                 Ok(Some(old))
             }
             Probe::Vacant { idx, was_empty } => {
-                let mut bytes = Vec::with_capacity(self.stride as usize);
-                bytes.extend_from_slice(&(h | 2).to_ne_bytes());
+                let b = self.bucket(t, idx);
                 let order = tx.root(ORDER);
-                bytes.extend_from_slice(&order.to_ne_bytes());
-                bytes.extend_from_slice(&element::encode(tx, key)?);
-                bytes.extend_from_slice(&element::encode(tx, val)?);
-                bytes.resize(self.stride as usize, 0);
-                tx.write(self.bucket(t, idx), &bytes)?;
-                tx.set_root(ORDER, order.wrapping_add(1))?;
-                tx.set_root(COUNT, t.count + 1)?;
-                if was_empty {
-                    tx.set_root(USED, t.used + 1)?;
+                let (ks, vs) = (element::encode(tx, key)?, element::encode(tx, val)?);
+                // A vacant bucket's order, key and value bytes are read by nobody (a probe looks at the tag
+                // only), so they are written without logging and the tag, logged, goes live last. Except
+                // for a tombstone inside a group: an earlier operation of the group may have removed that
+                // entry, and a rollback of the group brings it back, bytes and all.
+                if !was_empty && tx.in_group() {
+                    tx.log_bytes(b, self.stride)?;
                 }
+                tx.write_fresh(b + 8, &order.to_ne_bytes())?;
+                tx.write_fresh(b + KOFF, &ks)?;
+                tx.write_fresh(b + KOFF + self.ks, &vs)?;
+                tx.write_u64(b, h | 2)?;
+                // COUNT, USED, ORDER are consecutive root words: one log entry.
+                const _: () = assert!(USED == COUNT + 1 && ORDER == COUNT + 2);
+                tx.set_roots(COUNT, &[t.count + 1, t.used + u64::from(was_empty), order.wrapping_add(1)])?;
                 Ok(None)
             }
         }
@@ -319,7 +397,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// ```
     pub fn get(&self, key: &K) -> Result<Option<V>, ContainerError> {
         let kb = key.__bytes();
-        let h = hash(&kb);
+        let h = hash(self.seed, &kb);
         self.store.read(|v| {
             let t = self.table(v)?;
             if t.nb == 0 {
@@ -341,7 +419,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// ```
     pub fn contains_key(&self, key: &K) -> Result<bool, ContainerError> {
         let kb = key.__bytes();
-        let h = hash(&kb);
+        let h = hash(self.seed, &kb);
         self.store.read(|v| {
             let t = self.table(v)?;
             Ok(t.nb != 0 && matches!(self.probe(v, t, &kb, h)?, Probe::Found(_)))
@@ -358,7 +436,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// ```
     pub fn remove(&self, key: &K) -> Result<Option<V>, ContainerError> {
         let kb = key.__bytes();
-        let h = hash(&kb);
+        let h = hash(self.seed, &kb);
         self.store.write(|tx| {
             let t = self.table_tx(tx)?;
             if t.nb == 0 {
@@ -427,7 +505,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             let kb = key.__bytes();
             let t = self.table_tx(tx)?;
             if t.nb != 0
-                && let Probe::Found(i) = self.probe(tx.view(), t, &kb, hash(&kb))?
+                && let Probe::Found(i) = self.probe(tx.view(), t, &kb, hash(self.seed, &kb))?
             {
                 return element::decode(tx.view(), self.bucket(t, i) + KOFF + self.ks, self.vin);
             }
@@ -473,7 +551,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             let t = self.table_tx(tx)?;
             let mut cur = default;
             if t.nb != 0
-                && let Probe::Found(i) = self.probe(tx.view(), t, &kb, hash(&kb))?
+                && let Probe::Found(i) = self.probe(tx.view(), t, &kb, hash(self.seed, &kb))?
             {
                 cur = element::decode(tx.view(), self.bucket(t, i) + KOFF + self.ks, self.vin)?;
             }

@@ -60,6 +60,12 @@ pub trait Element: Clone + Sized {
     fn __bytes(&self) -> Cow<'_, [u8]>;
     #[doc(hidden)]
     fn __from_bytes(b: &[u8]) -> Option<Self>;
+    /// As `__from_bytes`, taking the bytes (a blob read from the heap)
+    /// so types that own a buffer keep it rather than copying it again.
+    #[doc(hidden)]
+    fn __from_vec(b: Vec<u8>) -> Option<Self> {
+        Self::__from_bytes(&b)
+    }
 }
 
 impl<T: ShmType> Element for T {
@@ -91,6 +97,9 @@ impl Element for String {
     fn __from_bytes(b: &[u8]) -> Option<Self> {
         String::from_utf8(b.to_vec()).ok()
     }
+    fn __from_vec(b: Vec<u8>) -> Option<Self> {
+        String::from_utf8(b).ok()
+    }
 }
 
 impl Element for Vec<u8> {
@@ -102,6 +111,9 @@ impl Element for Vec<u8> {
     }
     fn __from_bytes(b: &[u8]) -> Option<Self> {
         Some(b.to_vec())
+    }
+    fn __from_vec(b: Vec<u8>) -> Option<Self> {
+        Some(b)
     }
 }
 
@@ -147,29 +159,65 @@ pub(crate) fn slot_size<T: Element>() -> u64 {
     T::__shape().inline.map_or(8, u64::from)
 }
 
-/// The slot bytes for `e` (allocating its blob if it has one): the
-/// element's own bytes when inline (no copy), else the blob's offset.
-pub(crate) fn encode<'e, T: Element>(tx: &mut Txn<'_>, e: &'e T) -> R<Cow<'e, [u8]>> {
-    let b = e.__bytes();
-    match T::__inline() {
-        Some(_) => Ok(b),
-        None => Ok(Cow::Owned(tx.put_blob(&b)?.to_ne_bytes().to_vec())),
+/// The bytes of a slot: an inline element's own bytes, or a blob's offset.
+pub(crate) enum Slot<'e> {
+    Inline(Cow<'e, [u8]>),
+    Blob([u8; 8]),
+}
+
+impl std::ops::Deref for Slot<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            Slot::Inline(b) => b,
+            Slot::Blob(o) => o,
+        }
     }
 }
 
-/// Reads the element in the slot at `off`.
+/// The slot bytes for `e` (allocating its blob if it has one): the
+/// element's own bytes when inline (no copy), else the blob's offset.
+#[inline]
+pub(crate) fn encode<'e, T: Element>(tx: &mut Txn<'_>, e: &'e T) -> R<Slot<'e>> {
+    let b = e.__bytes();
+    match T::__inline() {
+        Some(_) => Ok(Slot::Inline(b)),
+        None => Ok(Slot::Blob(tx.put_blob(&b)?.to_ne_bytes())),
+    }
+}
+
+/// Inline elements up to this many bytes are read through a stack buffer.
+const STACK: usize = 64;
+
+/// Reads the element in the slot at `off` (one copy out of shared memory:
+/// inline elements through a stack buffer, blobs into the vector the
+/// element keeps).
+#[inline(always)]
 pub(crate) fn decode<T: Element>(v: &View, off: u64, inline: Option<u32>) -> R<T> {
-    let bytes = match inline {
-        Some(n) => v.vec(off, u64::from(n))?,
-        None => heap::read_blob(v, v.u64(off)?)?,
+    let e = match inline {
+        // The common 8-byte element (u64, i64, f64) in its 8-aligned slot: one word.
+        Some(8) if off.is_multiple_of(8) => T::__from_bytes(&v.u64(off)?.to_ne_bytes()),
+        Some(n) if n as usize <= STACK => {
+            let mut buf = [0u64; STACK / 8];
+            let b = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..n as usize];
+            v.bytes(off, b)?;
+            T::__from_bytes(b)
+        }
+        Some(n) => T::__from_vec(v.vec(off, u64::from(n))?),
+        None => T::__from_vec(heap::read_blob(v, v.u64(off)?)?),
     };
-    T::__from_bytes(&bytes).ok_or(Fail::Torn("element bytes"))
+    e.ok_or(Fail::Torn("element bytes"))
 }
 
 /// Whether the slot at `off` holds an element whose bytes are `want`.
+#[inline(always)]
 pub(crate) fn slot_eq(v: &View, off: u64, inline: Option<u32>, want: &[u8]) -> R<bool> {
     match inline {
-        Some(n) => Ok(v.vec(off, u64::from(n))? == want),
+        Some(n) if n as usize != want.len() => Ok(false),
+        // The common 8-byte key in its 8-aligned slot: one word compared.
+        Some(8) if off.is_multiple_of(8) => Ok(v.u64(off)?.to_ne_bytes() == want),
+        Some(_) => v.bytes_eq(off, want),
         None => heap::blob_eq(v, v.u64(off)?, want),
     }
 }

@@ -30,13 +30,17 @@ pub(crate) fn block_size(c: usize) -> u64 {
 }
 
 /// The smallest class whose payload holds `payload` bytes.
+#[inline]
 fn class_for(payload: u64) -> Option<usize> {
     let total = payload.checked_add(BLOCK_HDR)?;
-    (0..NCLASS).find(|&c| block_size(c) >= total)
+    // ceil(log2(total)) - 5, at least 0: the first class whose 32 << c bytes hold `total`.
+    let c = (total.max(32).checked_next_power_of_two()?.trailing_zeros() as usize).saturating_sub(5);
+    (c < NCLASS && block_size(c) >= total).then_some(c)
 }
 
 /// Checks the block whose payload is at `p` and returns (class, payload
 /// capacity).
+#[inline]
 pub(crate) fn block(v: &View, p: u64) -> R<(usize, u64)> {
     let b = p.checked_sub(BLOCK_HDR).ok_or(Fail::Torn("block offset"))?;
     if b < HEAP_START || !(b - HEAP_START).is_multiple_of(32) {
@@ -55,6 +59,7 @@ pub(crate) fn block(v: &View, p: u64) -> R<(usize, u64)> {
 }
 
 /// Reads the blob at `p`.
+#[inline]
 pub(crate) fn read_blob(v: &View, p: u64) -> R<Vec<u8>> {
     let (_, cap) = block(v, p)?;
     let len = v.u64(p)?;
@@ -65,6 +70,7 @@ pub(crate) fn read_blob(v: &View, p: u64) -> R<Vec<u8>> {
 }
 
 /// Whether the blob at `p` holds exactly `bytes`.
+#[inline]
 pub(crate) fn blob_eq(v: &View, p: u64, bytes: &[u8]) -> R<bool> {
     let (_, cap) = block(v, p)?;
     let len = v.u64(p)?;
@@ -74,7 +80,7 @@ pub(crate) fn blob_eq(v: &View, p: u64, bytes: &[u8]) -> R<bool> {
     if len != bytes.len() as u64 {
         return Ok(false);
     }
-    Ok(v.vec(p + 8, len)? == bytes)
+    v.bytes_eq(p + 8, bytes)
 }
 
 impl Txn<'_> {
@@ -158,7 +164,15 @@ impl Txn<'_> {
 
     /// Puts the blocks freed by this operation on their free lists (the
     /// last step before the commit store; no allocation follows).
+    #[inline]
     pub(crate) fn flush_frees(&mut self) -> R<()> {
+        if !self.has_deferred() {
+            return Ok(());
+        }
+        self.flush_frees_slow()
+    }
+
+    fn flush_frees_slow(&mut self) -> R<()> {
         let mut ps = self.take_deferred();
         ps.sort_unstable();
         ps.dedup();

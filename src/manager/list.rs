@@ -14,7 +14,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use super::element::{self, Element, slot_size};
-use super::store::{Fail, R, Store, Txn, View};
+use super::store::{Fail, HEAP_START, R, Store, Txn, View};
 use super::{ContainerError, fingerprint, heap, normalize};
 use crate::shm::Kind;
 use crate::{OpenError, Options};
@@ -111,6 +111,7 @@ impl<T: Element> ListProxy<T> {
     super::container_constructors!("ListProxy::<u8>");
 
     /// Reads and validates the root words (through atomics).
+    #[inline(always)]
     fn arr_in(&self, v: &View, arr: u64, len: u64, cap: u64) -> R<Arr> {
         if len > cap {
             return Err(Fail::Torn("length past capacity"));
@@ -125,10 +126,28 @@ impl<T: Element> ListProxy<T> {
         Ok(Arr { base: arr, len, cap })
     }
 
+    /// The array as a reader sees it. Only what keeps a read inside the
+    /// mapping is checked here (the length within the capacity, the
+    /// capacity's slots inside the mapping past the heap start); the block
+    /// header, which a read does not need, is checked by writers
+    /// (`arr_tx`). A hostile root gives garbage values or an error.
+    #[inline]
     fn arr(&self, v: &View) -> R<Arr> {
-        self.arr_in(v, v.root(ARR)?, v.root(LEN)?, v.root(CAP)?)
+        let (arr, len, cap) = (v.root(ARR)?, v.root(LEN)?, v.root(CAP)?);
+        if len > cap {
+            return Err(Fail::Torn("length past capacity"));
+        }
+        if arr == 0 {
+            return if cap == 0 { Ok(Arr { base: 0, len: 0, cap: 0 }) } else { Err(Fail::Torn("array offset")) };
+        }
+        let end = cap.checked_mul(self.s).and_then(|n| n.checked_add(arr));
+        if arr < HEAP_START + heap::BLOCK_HDR || end.is_none_or(|e| e > v.len()) {
+            return Err(Fail::Torn("array past the mapping"));
+        }
+        Ok(Arr { base: arr, len, cap })
     }
 
+    #[inline(always)]
     fn arr_tx(&self, tx: &Txn<'_>) -> R<Arr> {
         self.arr_in(tx.view(), tx.root(ARR), tx.root(LEN), tx.root(CAP))
     }
@@ -143,10 +162,15 @@ impl<T: Element> ListProxy<T> {
 
     /// Makes room for `need` slots (in place at the heap top, or by moving
     /// the array to a fresh block).
+    #[inline(always)]
     fn reserve(&self, tx: &mut Txn<'_>, a: Arr, need: u64) -> R<Arr> {
         if need <= a.cap {
             return Ok(a);
         }
+        self.reserve_more(tx, a, need)
+    }
+
+    fn reserve_more(&self, tx: &mut Txn<'_>, a: Arr, need: u64) -> R<Arr> {
         let want = need.max(a.cap.saturating_mul(2)).max(4);
         let bytes = want.checked_mul(self.s).ok_or(Fail::Err(ContainerError::TooLarge {
             what: "a list",

@@ -189,10 +189,11 @@ pub(crate) fn fingerprint(kind: &str, shapes: &[Shape]) -> Fingerprint {
 }
 
 /// Python's index rule: `i` counts from the end when negative.
+#[inline]
 pub(crate) fn normalize(i: isize, len: u64) -> Result<u64, ContainerError> {
-    let idx = if i < 0 { (len as i128) + i as i128 } else { i as i128 };
-    if idx < 0 || idx >= len as i128 {
-        return Err(ContainerError::IndexOutOfRange { index: i as i64, len });
+    let idx = if i < 0 { len.checked_sub(i.unsigned_abs() as u64) } else { Some(i as u64) };
+    match idx {
+        Some(x) if x < len => Ok(x),
+        _ => Err(ContainerError::IndexOutOfRange { index: i as i64, len }),
     }
-    Ok(idx as u64)
 }

@@ -6,7 +6,7 @@
 //! ```text
 //! offset   what
 //!      0   common header (kind List/Dict/Manager, element fingerprint)
-//!    128   Ctl: lock | seq | map_len | log_used | state words
+//!    128   Ctl: lock | seq | map_len | log_used | state words | layout | seed
 //!   1024   undo log (LOG_CAP bytes): entries [off u64][len u64][old bytes, padded to 8]
 //!  17408   heap (blocks of 32 << class bytes), up to map_len
 //! ```
@@ -41,8 +41,17 @@
 //! nothing is read past what is mapped. The file never shrinks: a process
 //! that has not yet seen a shrink would fault (SIGBUS) touching the cut
 //! pages; space is reused through the heap's free lists instead.
+//!
+//! **Cost** (the speed targets of benches/manager.rs): an operation's
+//! fixed cost is one CAS to lock and one swap to unlock, two loads to see
+//! that nothing needs repair, the odd and even `seq` stores and the
+//! commit store; an append or a new dict entry logs only the words a
+//! committed state can reach (the length; a bucket's tag and the three
+//! count words as one entry), and the bytes it writes where no committed
+//! state reaches go unlogged. A read is two `seq` loads around the
+//! bounds-checked copies, with no lock and no allocation for inline
+//! elements.
 
-use std::collections::BTreeMap;
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
 
@@ -88,12 +97,22 @@ pub(crate) struct Ctl {
     /// Bytes of undo log in use; 0 = nothing to undo. Commit stores 0.
     pub(crate) log_used: AtomicU64,
     pub(crate) state: [AtomicU64; STATE_WORDS],
+    /// `STORE_LAYOUT`, written at creation and checked on open.
+    pub(crate) layout: AtomicU64,
+    /// A random key chosen at creation (the dict's hash function is keyed
+    /// with it, so keys that collide cannot be chosen in advance).
+    pub(crate) seed: AtomicU64,
 }
+
+/// The version of this layout (control block, log entries, heap, and the
+/// containers' root words and hashing). Bumped on every change.
+/// 2: word-sized log entries, the layout and seed words, keyed dict hash.
+pub(crate) const STORE_LAYOUT: u32 = 2;
 
 const CTL_OFF: u64 = HEADER_SIZE as u64;
 const STATE_OFF: u64 = CTL_OFF + std::mem::offset_of!(Ctl, state) as u64;
 const STATE_END: u64 = STATE_OFF + 8 * STATE_WORDS as u64;
-const _: () = assert!(STATE_END <= LOG_OFF);
+const _: () = assert!(CTL_OFF + std::mem::size_of::<Ctl>() as u64 <= LOG_OFF);
 const _: () = assert!(HEAP_START.is_multiple_of(32) && INITIAL_LEN > HEAP_START);
 
 /// Why a read or a step of an operation failed.
@@ -188,6 +207,11 @@ impl View {
     /// Copies `out.len()` bytes at `off` into `out`.
     #[inline]
     pub(crate) fn bytes(&self, off: u64, out: &mut [u8]) -> R<()> {
+        if out.len() == 8 && off.is_multiple_of(8) {
+            // One aligned word (a slot, a key, a log entry's old word): one load.
+            out.copy_from_slice(&self.u64(off)?.to_ne_bytes());
+            return Ok(());
+        }
         let p = self.at(off, out.len() as u64).ok_or(Fail::Torn("bytes out of bounds"))?;
         // SAFETY: the range is inside the mapping (checked above); sanctioned copy primitive.
         unsafe { copy::copy_from_shared(p, out) };
@@ -195,6 +219,23 @@ impl View {
             self.patch(off, out);
         }
         Ok(())
+    }
+
+    /// Whether the `want.len()` bytes at `off` are `want` (compared in
+    /// stack-sized pieces: no allocation).
+    #[inline]
+    pub(crate) fn bytes_eq(&self, off: u64, want: &[u8]) -> R<bool> {
+        let mut buf = [0u64; 8];
+        let mut at = off;
+        for chunk in want.chunks(64) {
+            let b = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut buf)[..chunk.len()];
+            self.bytes(at, b)?;
+            if b != chunk {
+                return Ok(false);
+            }
+            at += 64;
+        }
+        Ok(true)
     }
 
     /// `len` bytes at `off` into a new vector (length checked against the
@@ -214,17 +255,37 @@ impl View {
         Ok(v)
     }
 
+    #[inline(always)]
     fn put(&self, off: u64, src: &[u8]) -> R<()> {
+        if let (Ok(w), true) = (<[u8; 8]>::try_from(src), off.is_multiple_of(8)) {
+            let p = self.at(off, 8).ok_or(Fail::Torn("write out of bounds"))?;
+            // SAFETY: inside the mapping, 8-aligned (the mapping is page-aligned); the caller holds the lock.
+            unsafe { copy::write(p.cast::<u64>(), u64::from_ne_bytes(w)) };
+            return Ok(());
+        }
+        self.put_bytes(off, src)
+    }
+
+    fn put_bytes(&self, off: u64, src: &[u8]) -> R<()> {
         let p = self.at(off, src.len() as u64).ok_or(Fail::Torn("write out of bounds"))?;
         // SAFETY: inside the mapping; the caller holds the writer lock (the protocol that lets it write).
         unsafe { copy::copy_to_shared(src, p) };
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn len(&self) -> u64 {
         self.len
     }
 }
+
+/// The base address of a store's first mapping.
+struct Base(*mut u8);
+
+// SAFETY: the address of a mapping that its Store keeps alive; only used to reach the control block's atomics.
+unsafe impl Send for Base {}
+// SAFETY: as above.
+unsafe impl Sync for Base {}
 
 /// A mapping this process made after the first one, with its view.
 struct Extra {
@@ -234,6 +295,8 @@ struct Extra {
 
 /// A container's segment as seen by this process.
 pub(crate) struct Store {
+    /// The segment's first mapping's base (where the control block is).
+    base: Base,
     seg: Segment,
     /// The first mapping's view (boxed: `cur` may point at it).
     _first: Box<View>,
@@ -266,7 +329,7 @@ impl Store {
         let first = Box::new(View { base: seg.base(), len: seg.mapped_len() as u64, undo: std::ptr::null() });
         let cur = AtomicPtr::new(&*first as *const View as *mut View);
         let id = crate::shm::fnv1a(seg.name().as_bytes());
-        Store { seg, _first: first, extra: StdMutex::new(Vec::new()), cur, id }
+        Store { base: Base(seg.base()), seg, _first: first, extra: StdMutex::new(Vec::new()), cur, id }
     }
 
     /// Creates a container segment. `init_root` writes the root words.
@@ -285,6 +348,9 @@ impl Store {
         let store = Store::from_segment(seg);
         let ctl = store.ctl();
         ctl.map_len.store(INITIAL_LEN, Ordering::Relaxed);
+        ctl.layout.store(u64::from(STORE_LAYOUT), Ordering::Relaxed);
+        let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), name);
+        ctl.seed.store(seed, Ordering::Relaxed);
         ctl.state[S_TOP].store(HEAP_START, Ordering::Relaxed);
         for (i, w) in init_root.iter().enumerate().take(ROOT_WORDS) {
             ctl.state[S_ROOT + i].store(*w, Ordering::Relaxed);
@@ -310,7 +376,22 @@ impl Store {
                 actual: seg.mapped_len() as u64,
             });
         }
-        Ok(Store::from_segment(seg))
+        let store = Store::from_segment(seg);
+        let found = store.ctl().layout.load(Ordering::Relaxed);
+        if found != u64::from(STORE_LAYOUT) {
+            return Err(OpenError::LayoutVersion {
+                name: name.to_owned(),
+                found: found.min(u64::from(u32::MAX)) as u32,
+                expected: STORE_LAYOUT,
+            });
+        }
+        Ok(store)
+    }
+
+    /// The container's hash key (read once by each handle: a hostile value
+    /// only makes its hashing disagree with other handles').
+    pub(crate) fn seed(&self) -> u64 {
+        self.ctl().seed.load(Ordering::Relaxed)
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -323,9 +404,10 @@ impl Store {
 
     #[inline]
     pub(crate) fn ctl(&self) -> &Ctl {
-        // SAFETY: the first mapping is >= INITIAL_LEN bytes (checked at create/open) and page-aligned; Ctl is
+        // SAFETY: the first mapping (the segment's own, `base` == `seg.base()`) is >= INITIAL_LEN bytes
+        // (checked at create/open) and page-aligned; Ctl is
         // atomics only, so a shared reference is sound while other processes write to it.
-        unsafe { &*(self.seg.base().add(HEADER_SIZE) as *const Ctl) }
+        unsafe { &*(self.base.0.add(HEADER_SIZE) as *const Ctl) }
     }
 
     /// The current view, remapped first if the segment grew (one atomic
@@ -380,7 +462,31 @@ impl Store {
     /// accepts its read only if `seq` and `log_used` are what they were
     /// when it copied the log. An operation undone inside a group moves
     /// `seq` on (odd to odd), so a log cut and rewritten is noticed.
+    #[inline]
     pub(crate) fn read<T>(&self, f: impl Fn(&View) -> R<T>) -> Result<T, ContainerError> {
+        let ctl = self.ctl();
+        // The common case, first and inline: no writer inside (seq even), one read, seq unchanged.
+        // Acquire: pairs with the Release store that makes seq even at commit (as in `read_slow`).
+        let s1 = ctl.seq.load(Ordering::Acquire);
+        if s1 & 1 == 0 {
+            let r = f(self.view());
+            // Acquire: pairs with the writer's Release fence after it made seq odd (as in `read_slow`).
+            fence(Ordering::Acquire);
+            if ctl.seq.load(Ordering::Relaxed) == s1 {
+                match r {
+                    Ok(v) => return Ok(v),
+                    Err(Fail::Err(e)) => return Err(e),
+                    Err(Fail::Torn(_)) => {}
+                }
+            }
+        }
+        self.read_slow(&f)
+    }
+
+    /// `read` beyond its first try: retries, reads beside an open
+    /// transaction, and the lock as the last resort.
+    #[inline(never)]
+    fn read_slow<T>(&self, f: &impl Fn(&View) -> R<T>) -> Result<T, ContainerError> {
         let ctl = self.ctl();
         for i in 0..OPTIMISTIC_TRIES {
             // Acquire: pairs with the Release store that makes seq even at commit, so the committed data is
@@ -391,7 +497,7 @@ impl Store {
                     // This thread's own open group: read its current state.
                     break;
                 }
-                match self.read_beside(&f) {
+                match self.read_beside(f) {
                     Some(x) => x,
                     None => {
                         crate::wait::spin::backoff(i.min(8));
@@ -459,7 +565,21 @@ impl Store {
 
     /// Takes the lock unless this thread holds it already (inside
     /// `with_lock`); repairs after a dead writer. Returns whether it took it.
+    #[inline]
     fn acquire(&self) -> Result<bool, ContainerError> {
+        let ctl = self.ctl();
+        // The uncontended path: one CAS. Then a clean log and an even seq (two loads) mean nothing to repair.
+        if ctl.lock.try_lock_fast() {
+            if ctl.log_used.load(Ordering::Relaxed) != 0 || ctl.seq.load(Ordering::Relaxed) & 1 == 1 {
+                self.recover();
+            }
+            return Ok(true);
+        }
+        self.acquire_slow()
+    }
+
+    #[cold]
+    fn acquire_slow(&self) -> Result<bool, ContainerError> {
         let ctl = self.ctl();
         if ctl.lock.is_owned_by_me() {
             return Ok(false);
@@ -623,8 +743,6 @@ impl Store {
                 }
             }
         };
-        group::push_op(self.id);
-        tx.pushed = true;
         let r = f(&mut tx).and_then(|v| if tx.group.is_some() { Ok(v) } else { tx.flush_frees().map(|()| v) });
         match r {
             Ok(v) => {
@@ -652,6 +770,8 @@ impl Store {
 const SPILLED: u64 = 1 << 63;
 /// Old bytes longer than this go to a heap blob rather than the log.
 const SPILL_OVER: u64 = 1024;
+/// Old bytes up to this long are logged through a stack buffer.
+const SMALL_LOG: u64 = 64;
 
 /// The entries of the log's first `used` bytes that start at or after
 /// `start`: (position, offset, length word, where the old bytes are).
@@ -704,7 +824,7 @@ pub(crate) struct Txn<'a> {
     /// Payload ranges of blocks this transaction (its group) allocated:
     /// start -> (end, operation number). No committed state reaches them,
     /// so writes there need no log.
-    fresh: BTreeMap<u64, (u64, u64)>,
+    fresh: group::Fresh,
     /// This operation's number in its group (0 outside a group).
     op: u64,
     /// Log position where this operation started.
@@ -716,8 +836,6 @@ pub(crate) struct Txn<'a> {
     /// This operation wrote unlogged into a block an earlier operation of
     /// its group allocated (undoing it alone would not undo that).
     wrote_earlier_fresh: bool,
-    /// An entry of this thread's open operations was pushed for it.
-    pushed: bool,
 }
 
 const _: () = assert!(STATE_WORDS <= 64);
@@ -755,6 +873,7 @@ fn crash_point() {
 }
 
 impl<'a> Txn<'a> {
+    #[inline(always)]
     fn new(store: &'a Store, view: &'a View, used: u64, held: bool, seq: u64) -> Txn<'a> {
         Txn {
             store,
@@ -765,105 +884,171 @@ impl<'a> Txn<'a> {
             held,
             seq,
             freed: Vec::new(),
-            fresh: BTreeMap::new(),
+            fresh: group::Fresh::default(),
             op: 0,
             start: used,
             group: None,
             undo_to: None,
             wrote_earlier_fresh: false,
-            pushed: false,
         }
     }
 
     /// Whether this operation runs inside a group.
+    #[inline]
     pub(crate) fn in_group(&self) -> bool {
         self.group.is_some()
     }
 
     /// Records a block this transaction allocated (payload `p..end`).
+    #[inline]
     pub(crate) fn note_fresh(&mut self, p: u64, end: u64) {
-        self.fresh.insert(p, (end, self.op));
+        self.fresh.insert(p, end, self.op);
     }
 
     /// The fresh-block record starting at payload `p`, if any.
     pub(crate) fn fresh_mut(&mut self, p: u64) -> Option<&mut (u64, u64)> {
-        self.fresh.get_mut(&p)
+        self.fresh.get_mut(p)
     }
 
     /// Whether `off..off+len` lies in a block this transaction allocated.
+    #[inline]
     fn is_fresh(&mut self, off: u64, len: u64) -> bool {
         let Some(end) = off.checked_add(len) else { return false };
-        match self.fresh.range(..=off).next_back() {
-            Some((_, &(e, op))) if end <= e => {
+        match self.fresh.containing(off, end) {
+            Some(op) => {
                 if op != self.op {
                     self.wrote_earlier_fresh = true;
                 }
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn view(&self) -> &'a View {
         self.view
     }
 
     /// A state word.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn state(&self, i: usize) -> u64 {
         self.store.ctl().state[i].load(Ordering::Relaxed)
     }
 
     /// Sets a state word (logged the first time in this operation).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn set_state(&mut self, i: usize, v: u64) -> R<()> {
-        if self.logged & (1 << i) == 0 {
-            self.log(STATE_OFF + 8 * i as u64, 8)?;
-            self.logged |= 1 << i;
-        }
-        crash_point();
-        self.store.ctl().state[i].store(v, Ordering::Relaxed);
-        crash_point();
+        self.log_states(i, 1)?;
+        self.store_state(i, v);
         Ok(())
     }
 
+    /// Sets the state words `lo..lo + vals.len()` (one log entry for those
+    /// not yet logged in this operation).
+    #[inline]
+    pub(crate) fn set_states(&mut self, lo: usize, vals: &[u64]) -> R<()> {
+        self.log_states(lo, vals.len())?;
+        for (k, &v) in vals.iter().enumerate() {
+            self.store_state(lo + k, v);
+        }
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn store_state(&self, i: usize, v: u64) {
+        crash_point();
+        self.store.ctl().state[i].store(v, Ordering::Relaxed);
+        crash_point();
+    }
+
+    /// Logs state word `i` (the common case of `log_states`).
+    #[inline(always)]
+    fn log_state(&mut self, i: usize) -> R<()> {
+        self.append_entry(&[STATE_OFF + 8 * i as u64, 8, self.state(i)])?;
+        self.logged |= 1 << i;
+        Ok(())
+    }
+
+    /// Logs the state words `lo..lo + n` as one entry, unless every one of
+    /// them is in the log already (their values from before this
+    /// operation are what a rollback needs; logging one again is
+    /// harmless: entries are undone newest first).
+    #[inline]
+    fn log_states(&mut self, lo: usize, n: usize) -> R<()> {
+        debug_assert!((1..=ROOT_WORDS).contains(&n) && lo + n <= STATE_WORDS);
+        let mask = ((1u64 << n) - 1) << lo;
+        if self.logged & mask == mask {
+            return Ok(());
+        }
+        if n == 1 {
+            return self.log_state(lo);
+        }
+        let mut e = [0u64; 2 + ROOT_WORDS];
+        e[0] = STATE_OFF + 8 * lo as u64;
+        e[1] = 8 * n as u64;
+        for k in 0..n {
+            e[2 + k] = self.state(lo + k);
+        }
+        self.append_entry(&e[..2 + n])?;
+        self.logged |= mask;
+        Ok(())
+    }
+
+    #[inline]
     pub(crate) fn defer_free(&mut self, p: u64) {
         self.freed.push(p);
+    }
+
+    #[inline]
+    pub(crate) fn has_deferred(&self) -> bool {
+        !self.freed.is_empty()
     }
 
     pub(crate) fn take_deferred(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.freed)
     }
 
+    #[inline(always)]
     pub(crate) fn root(&self, i: usize) -> u64 {
         self.state(S_ROOT + i)
     }
 
+    #[inline(always)]
     pub(crate) fn set_root(&mut self, i: usize, v: u64) -> R<()> {
         self.set_state(S_ROOT + i, v)
     }
 
+    /// Sets the root words `first..first + vals.len()` (one log entry).
+    #[inline]
+    pub(crate) fn set_roots(&mut self, first: usize, vals: &[u64]) -> R<()> {
+        self.set_states(S_ROOT + first, vals)
+    }
+
     /// Records the current `len` bytes at `off` in the undo log (bytes
     /// longer than `SPILL_OVER` in a heap blob the entry names).
+    #[inline]
     fn log(&mut self, off: u64, len: u64) -> R<()> {
-        if len > SPILL_OVER {
-            return self.log_spilled(off, len);
+        if len > SMALL_LOG {
+            return if len > SPILL_OVER { self.log_spilled(off, len) } else { self.log_big(off, len) };
         }
-        let padded = (len + 7) & !7;
-        let n = 16 + padded as usize;
-        let mut small = [0u8; 80];
-        let mut big = Vec::new();
-        let entry: &mut [u8] = if n <= small.len() {
-            &mut small[..n]
-        } else {
-            big.resize(n, 0);
-            &mut big
-        };
-        entry[..8].copy_from_slice(&off.to_ne_bytes());
-        entry[8..16].copy_from_slice(&len.to_ne_bytes());
-        self.view.bytes(off, &mut entry[16..16 + len as usize])?;
-        self.append_entry(entry)
+        let words = len.div_ceil(8) as usize;
+        let mut e = [0u64; 2 + SMALL_LOG as usize / 8];
+        e[0] = off;
+        e[1] = len;
+        self.view.bytes(off, &mut bytemuck::cast_slice_mut(&mut e[2..2 + words])[..len as usize])?;
+        self.append_entry(&e[..2 + words])
+    }
+
+    /// As `log`, for old bytes too long for the stack entry.
+    #[cold]
+    fn log_big(&mut self, off: u64, len: u64) -> R<()> {
+        let words = len.div_ceil(8) as usize;
+        let mut e = vec![0u64; 2 + words];
+        e[0] = off;
+        e[1] = len;
+        self.view.bytes(off, &mut bytemuck::cast_slice_mut(&mut e[2..])[..len as usize])?;
+        self.append_entry(&e)
     }
 
     /// Logs `len` bytes at `off` through a fresh heap blob (freed at
@@ -873,20 +1058,23 @@ impl<'a> Txn<'a> {
         let old = self.view.vec(off, len)?;
         let p = self.put_blob(&old)?;
         self.defer_free(p);
-        let mut entry = [0u8; 24];
-        entry[..8].copy_from_slice(&off.to_ne_bytes());
-        entry[8..16].copy_from_slice(&(len | SPILLED).to_ne_bytes());
-        entry[16..].copy_from_slice(&p.to_ne_bytes());
-        self.append_entry(&entry)
+        self.append_entry(&[off, len | SPILLED, p])
     }
 
-    fn append_entry(&mut self, entry: &[u8]) -> R<()> {
-        let n = entry.len() as u64;
+    /// Appends one entry (`[off][len word][old bytes as words]`) to the log
+    /// and publishes it.
+    #[inline]
+    fn append_entry(&mut self, entry: &[u64]) -> R<()> {
+        let n = 8 * entry.len() as u64;
         if self.used + n > LOG_CAP {
             return Err(Fail::Err(ContainerError::TooLarge { what: "one operation's undo log", limit: LOG_CAP }));
         }
         crash_point();
-        self.view.put(LOG_OFF + self.used, entry)?;
+        // LOG_OFF + used is 8-aligned (entries are whole words) and the log lies in the first mapping (>= HEAP_START
+        // bytes, checked at create/open), so `at` only fails on a view that is not this store's.
+        let p = self.view.at(LOG_OFF + self.used, n).ok_or(Fail::Torn("log out of bounds"))?;
+        // SAFETY: inside the mapping, 8-aligned (the mapping is page-aligned); we hold the writer lock.
+        unsafe { copy::write_slice(entry, p.cast::<u64>()) };
         crash_point();
         self.used += n;
         // Release: pairs with the Acquire of the lock takeover in the next locker's recovery: the entry's
@@ -899,7 +1087,15 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
+    /// Records the `len` bytes at `off` in the undo log (the caller then
+    /// writes them with `write_fresh`).
+    #[inline]
+    pub(crate) fn log_bytes(&mut self, off: u64, len: u64) -> R<()> {
+        if self.is_fresh(off, len) { Ok(()) } else { self.log(off, len) }
+    }
+
     /// Writes live bytes (logged first).
+    #[inline]
     pub(crate) fn write(&mut self, off: u64, src: &[u8]) -> R<()> {
         if self.is_fresh(off, src.len() as u64) {
             return self.write_fresh(off, src);
@@ -913,6 +1109,7 @@ impl<'a> Txn<'a> {
 
     /// Puts `src` at `off`; with crash injection, a death may land after
     /// only the first half of the bytes (a torn multi-word write).
+    #[inline(always)]
     fn put_torn(&self, off: u64, src: &[u8]) -> R<()> {
         let half = src.len() / 2;
         if half >= 8 {
@@ -924,15 +1121,37 @@ impl<'a> Txn<'a> {
     }
 
     /// Writes a live u64 (logged first).
+    #[inline]
     pub(crate) fn write_u64(&mut self, off: u64, w: u64) -> R<()> {
         self.write(off, &w.to_ne_bytes())
     }
 
     /// Writes bytes no committed state can reach (fresh blocks, slots past
     /// the length): no log needed.
+    #[inline(always)]
     pub(crate) fn write_fresh(&mut self, off: u64, src: &[u8]) -> R<()> {
         crash_point();
         self.put_torn(off, src)
+    }
+
+    /// Stores `w` at `off + k * stride` for `k` in `0..count`, in bytes no
+    /// committed state can reach (a fresh block): no log needed.
+    pub(crate) fn fill_fresh_words(&mut self, off: u64, stride: u64, count: u64, w: u64) -> R<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        if !off.is_multiple_of(8) || !stride.is_multiple_of(8) || stride == 0 {
+            return Err(Fail::Torn("misaligned words"));
+        }
+        let span = (count - 1).checked_mul(stride).and_then(|n| n.checked_add(8)).ok_or(Fail::Torn("words"))?;
+        let p = self.view.at(off, span).ok_or(Fail::Torn("write out of bounds"))?;
+        crash_point();
+        for k in 0..count {
+            // SAFETY: k * stride + 8 <= span: inside the mapping (checked above), 8-aligned (off and stride are,
+            // the mapping is page-aligned); we hold the writer lock.
+            unsafe { copy::write(p.add((k * stride) as usize).cast::<u64>(), w) };
+        }
+        Ok(())
     }
 
     /// Makes the file at least `needed` bytes (doubling), reserved.
@@ -963,6 +1182,7 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
+    #[inline(always)]
     fn commit(&mut self) {
         let ctl = self.store.ctl();
         crash_point();
@@ -979,11 +1199,19 @@ impl<'a> Txn<'a> {
 }
 
 impl Drop for Txn<'_> {
+    #[inline]
     fn drop(&mut self) {
-        let id = self.store.id;
-        if self.pushed {
-            group::pop_op(id);
+        if self.done && self.group.is_none() {
+            return;
         }
+        self.drop_slow();
+    }
+}
+
+impl Txn<'_> {
+    #[cold]
+    fn drop_slow(&mut self) {
+        let id = self.store.id;
         if let Some(mut g) = self.group.take() {
             if !self.done {
                 // Undo this operation only; the group goes on (or is doomed if that is not enough).
@@ -993,7 +1221,7 @@ impl Drop for Txn<'_> {
                     self.freed.truncate(freed);
                 }
                 let op = self.op;
-                self.fresh.retain(|_, (_, o)| *o != op);
+                self.fresh.forget_op(op);
                 if self.wrote_earlier_fresh {
                     g.doomed.get_or_insert(ContainerError::Io(
                         "an operation undone inside a group had written to space the group allocated; \

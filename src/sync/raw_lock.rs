@@ -115,6 +115,14 @@ impl RawLock {
         }
     }
 
+    /// The uncontended fast path of [`Self::lock`] alone: one CAS (0 ->
+    /// me); true if it took the lock (clean). Never waits or checks owners.
+    #[inline]
+    pub fn try_lock_fast(&self) -> bool {
+        // Acquire: pairs with the Release swap in `unlock`, as in `lock`.
+        self.word.compare_exchange(0, me(), Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
     #[cold]
     fn lock_slow(&self, me: u64, wait: Wait) -> Result<Acquired, Failed> {
         let mut spins = if matches!(wait, Wait::No) { 0 } else { LOCK_SPIN_STEPS };
