@@ -152,12 +152,12 @@ fn a_task_that_marks_its_next_frame_taken_back_hangs_a_job_despite_its_timeout()
     let found = found.unwrap_or_else(|e| panic!("the hostile task did not complete: {e}"));
     assert!(found, "the hostile task did not find its control record (test setup)");
     let r = pool.apply_async(square, 7).unwrap().timeout(Duration::from_secs(1));
-    let outcome = r.get_timeout(Duration::from_secs(10));
+    let outcome = r.get_timeout(Duration::from_secs(5));
     let hung = matches!(outcome, Err(GetTimeoutError::TimedOut(_)));
     terminate_and_check(pool);
     assert!(
         !hung,
-        "apply_async(square, 7) with a 1 s timeout got no outcome in 10 s: its frame was skipped by a worker whose \
+        "apply_async(square, 7) with a 1 s timeout got no outcome in 5 s: its frame was skipped by a worker whose \
          control record a task had rewritten, and the manager still waits for it"
     );
 }
