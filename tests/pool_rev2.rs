@@ -237,3 +237,51 @@ fn an_imap_cut_by_join_keeps_pulling_input_and_yields_endless_not_submitted() {
         pulled_after
     );
 }
+
+shmproc::task! { fn pid_of(_x: u64) -> u32 { std::process::id() } }
+shmproc::task! { fn bump(c: Value<u64>) -> () { c.get_lock().unwrap().update(|v| *v += 1); } }
+
+/// A frame taken back by `cancel` from a busy worker stays in its ring
+/// (marked) until the worker gets to it. `steal` marks such a worker slow
+/// (no frame handed ahead to it until it answers: 2269b60); `cancel` does
+/// not, so the next job's frame is handed ahead to the same busy worker
+/// right after the cancel, behind the taken-back one — and that frame can
+/// never be taken back (`revoke` needs the worker past the marked frame).
+/// So after a cancel, a quick map waits behind another job's long item
+/// while the other worker sits idle: the defect 2269b60 fixed for steals.
+#[test]
+fn after_a_cancel_a_quick_map_waits_behind_another_jobs_long_item() {
+    let _watchdog = watchdog("after_a_cancel_a_quick_map_waits_behind_another_jobs_long_item");
+    let pool = Pool::new(2).unwrap();
+    let (long_a, release_a) = hold_a_worker(&pool);
+    let (long_b, release_b) = hold_a_worker(&pool);
+    // Both workers busy: a frame of this job (chunks of 5) is handed ahead
+    // to each of them, then taken back by the cancel.
+    let c = Value::new(0u64).unwrap();
+    let x = pool.map_async(bump, vec![c.clone(); 40]).unwrap();
+    // Give the manager time to hand the frames ahead (were it slower, the
+    // test would pass without testing anything, never fail wrongly).
+    std::thread::sleep(Duration::from_millis(200));
+    x.cancel();
+    let rx = x.get_timeout(DEADLINE);
+    assert!(matches!(rx, Err(GetTimeoutError::Failed(_))), "the cancelled map: {rx:?}");
+    // The quick map: a frame of it is handed ahead to each busy worker.
+    let quick = pool.map_async(pid_of, 0..40u64).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    release_b.set(1).unwrap();
+    let b = long_b.get_timeout(DEADLINE).unwrap_or_else(|e| panic!("hold on B: {e}"));
+    let got = quick.get_timeout(Duration::from_secs(5));
+    let stuck = matches!(got, Err(GetTimeoutError::TimedOut(_)));
+    release_a.set(1).unwrap();
+    let a = long_a.get_timeout(DEADLINE).unwrap_or_else(|e| panic!("hold on A: {e}"));
+    assert_ne!(a, b);
+    terminate_and_check(pool);
+    assert_eq!(c.get().unwrap(), 0, "items of the cancelled map ran");
+    assert!(
+        !stuck,
+        "the quick map did not complete in 5 s while worker B was idle: a frame of it waits behind worker A's long \
+         item, handed ahead after a cancel took a frame back from A"
+    );
+    let pids = got.unwrap_or_else(|e| panic!("quick map: {e}"));
+    assert!(pids.iter().all(|&p| p == b), "an item ran on the busy worker");
+}
