@@ -285,3 +285,90 @@ fn after_a_cancel_a_quick_map_waits_behind_another_jobs_long_item() {
     let pids = got.unwrap_or_else(|e| panic!("quick map: {e}"));
     assert!(pids.iter().all(|&p| p == b), "an item ran on the busy worker");
 }
+
+shmproc::task! {
+    /// Kind 0: counts itself, small result; 1: counts itself, 100 KB
+    /// result; 2: waits for `flag`, counts itself, 100 KB; 3: sets `count`
+    /// to 1 (it started), waits for `flag`, small result. Waits are
+    /// bounded (60 s).
+    fn step((kind, flag, count): (u8, Value<u32>, Value<u32>)) -> Vec<u8> {
+        let t = Instant::now();
+        let wait = || {
+            while flag.get().unwrap() == 0 && t.elapsed() < Duration::from_secs(60) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        };
+        match kind {
+            3 => {
+                count.set(1).unwrap();
+                wait();
+                return Vec::new();
+            }
+            2 => wait(),
+            _ => {}
+        }
+        count.get_lock().unwrap().update(|c| *c += 1);
+        if kind == 0 { Vec::new() } else { vec![7u8; 100_000] }
+    }
+}
+
+/// The same stuck frame without a cancel: `steal` marks a worker slow
+/// when it takes a frame back from it, but any answer clears the mark,
+/// also a partial one (the first results of a frame whose results
+/// overflow a result frame) while the worker has not yet reached the
+/// taken-back frame. The next job's frame is then handed ahead to it,
+/// behind the taken-back one, where `revoke` cannot reach it: a quick map
+/// waits behind the long item while the other worker is idle.
+#[test]
+fn after_a_partial_answer_a_quick_map_waits_behind_a_long_item() {
+    let _watchdog = watchdog("after_a_partial_answer_a_quick_map_waits_behind_a_long_item");
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let (r1, r2, c, started) =
+        (Value::new(0u32).unwrap(), Value::new(0u32).unwrap(), Value::new(0u32).unwrap(), Value::new(0u32).unwrap());
+    // Chunks of 4: worker 0 gets the first (waits for r1; two 100 KB
+    // results; waits for r2) and the third handed ahead; worker 1 the
+    // second and fourth. When worker 1 is idle, the third is taken back
+    // from worker 0 for it.
+    let mut items = vec![
+        (2u8, r1.clone(), c.clone()),
+        (1, r1.clone(), c.clone()),
+        (1, r1.clone(), c.clone()),
+        (3, r2.clone(), started.clone()),
+    ];
+    items.extend((0..12).map(|_| (0u8, r1.clone(), c.clone())));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = Arc::clone(&pool);
+    let mapper = std::thread::spawn(move || {
+        let _ = tx.send(p.map_results(step, items, 4));
+    });
+    let t = Instant::now();
+    while c.get().unwrap() < 12 {
+        assert!(t.elapsed() < DEADLINE, "the quick chunks did not run (count {})", c.get().unwrap());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Worker 0 runs on: the results of items 0 and 1 go out as soon as
+    // item 2's result overflows the result frame; then it waits in item 3.
+    r1.set(1).unwrap();
+    while started.get().unwrap() == 0 {
+        assert!(t.elapsed() < DEADLINE, "item 3 did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let quick = pool.map_async(pid_of, 0..40u64).unwrap();
+    let got = quick.get_timeout(Duration::from_secs(5));
+    let stuck = matches!(got, Err(GetTimeoutError::TimedOut(_)));
+    r2.set(1).unwrap();
+    let rj = rx.recv_timeout(DEADLINE);
+    mapper.join().unwrap();
+    terminate_and_check(Arc::into_inner(pool).expect("the mapper thread ended"));
+    let rj = rj.expect("the first map did not return").expect("the first map");
+    assert!(
+        rj.len() == 16 && rj.iter().all(Result::is_ok) && rj[1].as_ref().unwrap().len() == 100_000,
+        "the first map"
+    );
+    assert!(
+        !stuck,
+        "the quick map did not complete in 5 s while worker 1 was idle: a frame of it waits behind worker 0's long \
+         item, handed ahead after a partial answer cleared the slow mark"
+    );
+}
