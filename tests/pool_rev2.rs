@@ -372,3 +372,50 @@ fn after_a_partial_answer_a_quick_map_waits_behind_a_long_item() {
          item, handed ahead after a partial answer cleared the slow mark"
     );
 }
+
+/// The frame stuck behind a taken-back one can be neither taken back nor
+/// stopped: cancelling its job leaves it to run. One worker, busy: map X
+/// (a frame handed ahead) is cancelled (its frame taken back, still in the
+/// worker's ring); map Y's frame is handed ahead behind it; cancelling Y
+/// cannot take it back (`revoke` needs the worker past X's frame) and
+/// does not stop the worker (it runs another job's item): once the worker
+/// is free, Y's items run after `cancel()` returned; until then the
+/// cancelled map's `get` blocks (its result is not ready while another
+/// job's item runs). The review's
+/// `cancelled_items_prefetched_by_a_busy_worker_still_run`, one cancel
+/// later.
+#[test]
+fn a_second_cancel_behind_a_taken_back_frame_does_not_stop_its_items() {
+    let _watchdog = watchdog("a_second_cancel_behind_a_taken_back_frame_does_not_stop_its_items");
+    let pool = Pool::new(1).unwrap();
+    let (a, release) = hold_a_worker(&pool);
+    let (cx, cy) = (Value::new(0u64).unwrap(), Value::new(0u64).unwrap());
+    // Chunks of 10 (Python's default for 40 items, 1 worker).
+    let x = pool.map_async(bump, vec![cx.clone(); 40]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    x.cancel();
+    let rx = x.get_timeout(DEADLINE);
+    assert!(matches!(rx, Err(GetTimeoutError::Failed(_))), "map x: {rx:?}");
+    let y = pool.map_async(bump, vec![cy.clone(); 40]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    y.cancel();
+    // Cancelling fails its items at once, or stops the worker running
+    // them: the result is ready well within 5 s either way.
+    let ry = y.get_timeout(Duration::from_secs(5));
+    let y_hung = matches!(ry, Err(GetTimeoutError::TimedOut(_)));
+    release.set(1).unwrap();
+    a.get_timeout(DEADLINE).unwrap_or_else(|e| panic!("hold: {e}"));
+    // One worker runs its frames in order: once this is back, every frame
+    // handed to it before ran (or was skipped).
+    let nine = pool.apply_async(square, 3).unwrap().get_timeout(DEADLINE);
+    let (ran_x, ran_y) = (cx.get().unwrap(), cy.get().unwrap());
+    terminate_and_check(pool);
+    assert_eq!(nine.unwrap_or_else(|e| panic!("apply: {e}")), 9);
+    assert_eq!(ran_x, 0, "items of the first cancelled map ran");
+    assert!(
+        !y_hung && ran_y == 0,
+        "the second cancelled map: {} within 5 s of cancel() (the worker was busy with another job's item), and \
+         {ran_y} of its items ran after cancel() (its frame sat behind the first map's taken-back frame)",
+        if y_hung { "no outcome" } else { "an outcome" }
+    );
+}
