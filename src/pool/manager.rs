@@ -356,8 +356,22 @@ impl Manager {
     /// `join` waits for every task submitted; its `imap` has submitted its
     /// whole input by then). Other jobs still taking input (a large `map`
     /// sent in batches by another thread) are not cut.
+    /// The cut is published in the inbox first: later input of these jobs
+    /// is refused at `send` (their imaps stop pulling input), and the input
+    /// sent before it is handled as submitted.
     fn cut_inputs(&mut self) {
         let open: Vec<u64> = self.jobs.iter().filter(|(_, j)| j.lazy && !j.input_done).map(|(&id, _)| id).collect();
+        if open.is_empty() {
+            return;
+        }
+        let msgs = {
+            let mut inbox = self.shared.lock_inbox();
+            inbox.cut.extend_from_slice(&open);
+            std::mem::take(&mut inbox.msgs)
+        };
+        for m in msgs {
+            self.handle(m);
+        }
         for id in open {
             let Some(j) = self.jobs.get_mut(&id) else { continue };
             j.input_done = true;
