@@ -77,10 +77,12 @@ pub(crate) struct Worker {
     fifo: VecDeque<Sent>,
     /// Task frames sent to it (the number of the last: see `ctl::claim`).
     sent_frames: u64,
-    /// A frame handed ahead to it was taken back (`steal`): no other is
-    /// handed ahead until it answers again (its ring would fill with
-    /// frames it skips).
-    slow: bool,
+    /// The number of the last frame taken back from it (`steal`,
+    /// `cancel`; 0: none). Until its `claimed` word shows it passed that
+    /// frame, no other is handed ahead to it: a frame behind a taken-back
+    /// one cannot be taken back (`revoke` needs the worker at the frame
+    /// before), so it would wait there for the worker's long item.
+    revoked: u64,
     /// Items answered since this worker started.
     received: u64,
     /// The `started` count last seen, and when it was first seen.
@@ -167,7 +169,7 @@ pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worke
         rx,
         fifo: VecDeque::new(),
         sent_frames: 0,
-        slow: false,
+        revoked: 0,
         received: 0,
         seen_started: 0,
         since: Instant::now(),
@@ -472,7 +474,6 @@ impl Manager {
             w.fifo.pop_front();
         }
         w.received += u64::from(h.count);
-        w.slow = false;
         if let Some(j) = self.jobs.get(&h.job) {
             if j.cancelled {
                 for k in 0..u64::from(h.count) {
@@ -655,7 +656,7 @@ impl Manager {
         let mut any = false;
         for depth in 1..=2usize {
             for w in self.workers.iter_mut().flatten() {
-                if w.killed.is_some() || w.fifo.len() >= depth || (depth == 2 && w.slow) {
+                if w.killed.is_some() || w.fifo.len() >= depth || (depth == 2 && slow(w, &self.ctl)) {
                     continue;
                 }
                 let Some(f) = self.pending.pop_front() else { return any };
@@ -694,7 +695,6 @@ impl Manager {
                 && w.fifo.len() >= 2
                 && let Some(f) = revoke_last(w, &self.ctl)
             {
-                w.slow = true;
                 self.pending.push_front(f);
                 wanted -= 1;
             }
@@ -815,7 +815,17 @@ fn revoke_last(w: &mut Worker, ctl: &Ctl) -> Option<TaskFrame> {
     if w.fifo.is_empty() || !ctl::revoke(ctl.claimed(w.slot)?, w.sent_frames) {
         return None;
     }
+    w.revoked = w.sent_frames;
     w.fifo.pop_back().map(|s| s.frame)
+}
+
+/// A frame taken back from `w` is still ahead of it in its ring (its
+/// `claimed` word has not passed it): nothing is to be handed ahead to it.
+fn slow(w: &Worker, ctl: &Ctl) -> bool {
+    // Acquire: pairs with the worker's AcqRel CAS / Release store in
+    // `ctl::claim`.
+    w.revoked != 0
+        && ctl.claimed(w.slot).is_none_or(|c| !ctl::passed(c.load(Ordering::Acquire), w.revoked))
 }
 
 /// The (job, index) of the item `w` is running, if any.
