@@ -42,12 +42,17 @@ const MANAGER_SPIN: SpinPolicy = SpinPolicy { pure: 256, limit: 1024, yield_ever
 /// long: a caller that submits again right after its result came back
 /// (`apply` in a loop) then pays no futex wake-up.
 const RECENT: Duration = Duration::from_millis(1);
+/// How long a worker's control record may show a frame taken up and not
+/// begun before the worker is taken for broken (`check_claims`).
+const STALL_GRACE: Duration = Duration::from_millis(500);
 /// Consecutive worker start failures (or initializer failures) after which
 /// the pool gives up on its jobs.
 const MAX_START_FAILURES: u32 = 5;
 
 /// A task frame handed to a worker and not fully answered.
 struct Sent {
+    /// Its number among the frames sent to the worker (see `ctl::claim`).
+    n: u64,
     job: u64,
     first: u64,
     count: u32,
@@ -66,6 +71,9 @@ enum Kill {
     Cancel,
     /// The pool is terminating, or the worker misbehaved.
     Terminate,
+    /// Its control record says it passed a frame it did not run (see
+    /// `check_claims`): its items run again elsewhere.
+    Stalled,
 }
 
 pub(crate) struct Worker {
@@ -83,6 +91,9 @@ pub(crate) struct Worker {
     /// one cannot be taken back (`revoke` needs the worker at the frame
     /// before), so it would wait there for the worker's long item.
     revoked: u64,
+    /// Since when its control record shows a frame taken up and not begun
+    /// (with the `claimed` and `started` words then): see `check_claims`.
+    stalled: Option<(u64, u64, Instant)>,
     /// Items answered since this worker started.
     received: u64,
     /// The `started` count last seen, and when it was first seen.
@@ -170,6 +181,7 @@ pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worke
         fifo: VecDeque::new(),
         sent_frames: 0,
         revoked: 0,
+        stalled: None,
         received: 0,
         seen_started: 0,
         since: Instant::now(),
@@ -497,6 +509,7 @@ impl Manager {
     fn check_slot(&mut self, i: usize) {
         let Some(w) = self.workers[i].as_mut() else { return };
         if w.process.is_alive() {
+            self.check_claims(i);
             self.check_timeout(i);
             return;
         }
@@ -504,6 +517,49 @@ impl Manager {
         // Everything it sent before dying is in its ring.
         let _ = self.drain(&mut w);
         self.bury(w);
+    }
+
+    /// The control record is shared memory its worker's tasks can write: a
+    /// record that says the worker took up (or skipped as taken back) a
+    /// frame it holds unanswered, while no item of it begins, for
+    /// [`STALL_GRACE`] (a legitimate worker begins an item right after it
+    /// takes up its frame), or that marks a frame taken back that the
+    /// manager did not take back, means the worker skipped or will skip a
+    /// frame the manager waits for: it is killed (its items run again
+    /// elsewhere), or the frame would wait forever, its timeout never
+    /// starting.
+    fn check_claims(&mut self, i: usize) {
+        let Some(w) = self.workers[i].as_mut() else { return };
+        let (Some(claimed), Some(started)) = (self.ctl.claimed(w.slot), self.ctl.started(w.slot)) else { return };
+        if w.killed.is_some() {
+            return;
+        }
+        // Acquire: pairs with the worker's AcqRel CAS / Release store in
+        // `ctl::claim` and its Release store of `started`.
+        let c = claimed.load(Ordering::Acquire);
+        let s = started.load(Ordering::Acquire);
+        let (taken, marked) = ctl::taken_up(c);
+        let front = w.fifo.iter().find(|f| f.answered < f.count).map(|f| f.n);
+        let broken = marked.is_some_and(|n| n != w.revoked)
+            || taken > w.sent_frames
+            || (front.is_some_and(|n| n <= taken) && s == w.received);
+        if !broken {
+            w.stalled = None;
+            return;
+        }
+        match w.stalled {
+            Some((c0, s0, since)) if c0 == c && s0 == s => {
+                if since.elapsed() >= STALL_GRACE {
+                    log::warn!(
+                        target: LOG_TARGET,
+                        "pool worker {}: its control record ({c:#x}) passed a frame it did not run: killing it",
+                        w.pid
+                    );
+                    kill(w, Kill::Stalled);
+                }
+            }
+            _ => w.stalled = Some((c, s, Instant::now())),
+        }
     }
 
     fn check_timeout(&mut self, i: usize) {
@@ -580,7 +636,7 @@ impl Manager {
                             Some(TaskError::TimedOut { pid: w.pid, index, timeout })
                         }
                         // Killed for another item: this one runs again.
-                        Some(Kill::Timeout { .. } | Kill::Cancel) => None,
+                        Some(Kill::Timeout { .. } | Kill::Cancel | Kill::Stalled) => None,
                         Some(Kill::Terminate) | None => Some(TaskError::WorkerLost { pid: w.pid, signal, index }),
                     }
                 } else {
@@ -668,7 +724,7 @@ impl Manager {
                     Ok(()) => {
                         any = true;
                         w.sent_frames += 1;
-                        w.fifo.push_back(Sent { job: f.job, first: f.first, count: f.count, answered: 0, frame: f });
+                        w.fifo.push_back(Sent { n: w.sent_frames, job: f.job, first: f.first, count: f.count, answered: 0, frame: f });
                     }
                     Err(TrySendError::Full) => self.pending.push_front(f),
                     Err(e) => {
