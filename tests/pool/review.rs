@@ -570,6 +570,8 @@ fn terminate_and_check(pool: Pool) {
 /// "per-task timeouts that really stop the work" is void and the job hangs
 /// until the pool is terminated. (The manager could see it: the worker's
 /// `claimed` word passed a frame still in its fifo, unanswered.)
+/// Now the manager kills such a worker (`check_claims`): the item runs
+/// on its replacement.
 #[test]
 fn a_task_that_marks_its_next_frame_taken_back_hangs_a_job_despite_its_timeout() {
     let _watchdog = watchdog("a_task_that_marks_its_next_frame_taken_back_hangs_a_job_despite_its_timeout");
@@ -598,6 +600,7 @@ fn a_task_that_marks_its_next_frame_taken_back_hangs_a_job_despite_its_timeout()
 /// endless input it never ends (a consumer that skips errors spins at
 /// full CPU for as long as `join` waits), and items pulled from the
 /// caller's input after `join` cut it off are thrown away.
+/// Now the cut job's later input is refused at `send`.
 #[test]
 fn an_imap_cut_by_join_keeps_pulling_input_and_yields_endless_not_submitted() {
     let _watchdog = watchdog("an_imap_cut_by_join_keeps_pulling_input_and_yields_endless_not_submitted");
@@ -672,6 +675,7 @@ fn an_imap_cut_by_join_keeps_pulling_input_and_yields_endless_not_submitted() {
 /// never be taken back (`revoke` needs the worker past the marked frame).
 /// So after a cancel, a quick map waits behind another job's long item
 /// while the other worker sits idle: the defect 2269b60 fixed for steals.
+/// Now `cancel` marks the worker slow too (until it passes the frame).
 #[test]
 fn after_a_cancel_a_quick_map_waits_behind_another_jobs_long_item() {
     let _watchdog = watchdog("after_a_cancel_a_quick_map_waits_behind_another_jobs_long_item");
@@ -742,6 +746,7 @@ shmproc::task! {
 /// taken-back frame. The next job's frame is then handed ahead to it,
 /// behind the taken-back one, where `revoke` cannot reach it: a quick map
 /// waits behind the long item while the other worker is idle.
+/// Now only the worker's `claimed` word passing the frame clears the mark.
 #[test]
 fn after_a_partial_answer_a_quick_map_waits_behind_a_long_item() {
     let _watchdog = watchdog("after_a_partial_answer_a_quick_map_waits_behind_a_long_item");
@@ -807,6 +812,8 @@ fn after_a_partial_answer_a_quick_map_waits_behind_a_long_item() {
 /// job's item runs). The review's
 /// `cancelled_items_prefetched_by_a_busy_worker_still_run`, one cancel
 /// later.
+/// Now Y's frames are not handed ahead (the worker is slow): the cancel
+/// fails them at once.
 #[test]
 fn a_second_cancel_behind_a_taken_back_frame_does_not_stop_its_items() {
     let _watchdog = watchdog("a_second_cancel_behind_a_taken_back_frame_does_not_stop_its_items");
