@@ -151,7 +151,7 @@ impl PoolBuilder {
         }
         let shared = Arc::new(Shared {
             ctl,
-            inbox: Mutex::new(Inbox { msgs: Vec::new(), state: State::Open }),
+            inbox: Mutex::new(Inbox { msgs: Vec::new(), state: State::Open, cut: Vec::new() }),
             next_job: AtomicU64::new(1),
             processes,
         });

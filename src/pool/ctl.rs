@@ -131,3 +131,20 @@ pub(crate) fn revoke(word: &AtomicU64, n: u64) -> bool {
     // AcqRel: pairs with the CAS and the store in `claim`.
     n > 0 && word.compare_exchange(n - 1, n | REVOKED, Ordering::AcqRel, Ordering::Acquire).is_ok()
 }
+
+/// A `claimed` word read by the manager: (the frames the worker has taken
+/// up or skipped, the frame marked taken back and not yet skipped).
+pub(crate) fn taken_up(claimed: u64) -> (u64, Option<u64>) {
+    if claimed & REVOKED != 0 {
+        let n = claimed & !REVOKED;
+        (n.saturating_sub(1), Some(n))
+    } else {
+        (claimed, None)
+    }
+}
+
+/// Whether a worker whose `claimed` word reads `claimed` has passed (taken
+/// up or skipped) its `n`th frame.
+pub(crate) fn passed(claimed: u64, n: u64) -> bool {
+    taken_up(claimed).0 >= n
+}

@@ -199,7 +199,14 @@ where
             // Never run: reported by `not_submitted`.
             self.unsent |= self.submitted > before;
             self.submitted = before;
-            sink.abort();
+            if self.shared.upgrade().is_some_and(|s| s.is_cut(self.job)) {
+                // `join` cut the input off: the items submitted still run
+                // and are yielded, then one `NotSubmitted`; no more input
+                // is pulled.
+                self.input = None;
+            } else {
+                sink.abort();
+            }
         }
     }
 

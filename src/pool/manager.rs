@@ -42,12 +42,17 @@ const MANAGER_SPIN: SpinPolicy = SpinPolicy { pure: 256, limit: 1024, yield_ever
 /// long: a caller that submits again right after its result came back
 /// (`apply` in a loop) then pays no futex wake-up.
 const RECENT: Duration = Duration::from_millis(1);
+/// How long a worker's control record may show a frame taken up and not
+/// begun before the worker is taken for broken (`check_claims`).
+const STALL_GRACE: Duration = Duration::from_millis(500);
 /// Consecutive worker start failures (or initializer failures) after which
 /// the pool gives up on its jobs.
 const MAX_START_FAILURES: u32 = 5;
 
 /// A task frame handed to a worker and not fully answered.
 struct Sent {
+    /// Its number among the frames sent to the worker (see `ctl::claim`).
+    n: u64,
     job: u64,
     first: u64,
     count: u32,
@@ -66,6 +71,9 @@ enum Kill {
     Cancel,
     /// The pool is terminating, or the worker misbehaved.
     Terminate,
+    /// Its control record says it passed a frame it did not run (see
+    /// `check_claims`): its items run again elsewhere.
+    Stalled,
 }
 
 pub(crate) struct Worker {
@@ -77,10 +85,15 @@ pub(crate) struct Worker {
     fifo: VecDeque<Sent>,
     /// Task frames sent to it (the number of the last: see `ctl::claim`).
     sent_frames: u64,
-    /// A frame handed ahead to it was taken back (`steal`): no other is
-    /// handed ahead until it answers again (its ring would fill with
-    /// frames it skips).
-    slow: bool,
+    /// The number of the last frame taken back from it (`steal`,
+    /// `cancel`; 0: none). Until its `claimed` word shows it passed that
+    /// frame, no other is handed ahead to it: a frame behind a taken-back
+    /// one cannot be taken back (`revoke` needs the worker at the frame
+    /// before), so it would wait there for the worker's long item.
+    revoked: u64,
+    /// Since when its control record shows a frame taken up and not begun
+    /// (with the `claimed` and `started` words then): see `check_claims`.
+    stalled: Option<(u64, u64, Instant)>,
     /// Items answered since this worker started.
     received: u64,
     /// The `started` count last seen, and when it was first seen.
@@ -167,7 +180,8 @@ pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worke
         rx,
         fifo: VecDeque::new(),
         sent_frames: 0,
-        slow: false,
+        revoked: 0,
+        stalled: None,
         received: 0,
         seen_started: 0,
         since: Instant::now(),
@@ -356,8 +370,22 @@ impl Manager {
     /// `join` waits for every task submitted; its `imap` has submitted its
     /// whole input by then). Other jobs still taking input (a large `map`
     /// sent in batches by another thread) are not cut.
+    /// The cut is published in the inbox first: later input of these jobs
+    /// is refused at `send` (their imaps stop pulling input), and the input
+    /// sent before it is handled as submitted.
     fn cut_inputs(&mut self) {
         let open: Vec<u64> = self.jobs.iter().filter(|(_, j)| j.lazy && !j.input_done).map(|(&id, _)| id).collect();
+        if open.is_empty() {
+            return;
+        }
+        let msgs = {
+            let mut inbox = self.shared.lock_inbox();
+            inbox.cut.extend_from_slice(&open);
+            std::mem::take(&mut inbox.msgs)
+        };
+        for m in msgs {
+            self.handle(m);
+        }
         for id in open {
             let Some(j) = self.jobs.get_mut(&id) else { continue };
             j.input_done = true;
@@ -458,7 +486,6 @@ impl Manager {
             w.fifo.pop_front();
         }
         w.received += u64::from(h.count);
-        w.slow = false;
         if let Some(j) = self.jobs.get(&h.job) {
             if j.cancelled {
                 for k in 0..u64::from(h.count) {
@@ -482,6 +509,7 @@ impl Manager {
     fn check_slot(&mut self, i: usize) {
         let Some(w) = self.workers[i].as_mut() else { return };
         if w.process.is_alive() {
+            self.check_claims(i);
             self.check_timeout(i);
             return;
         }
@@ -489,6 +517,49 @@ impl Manager {
         // Everything it sent before dying is in its ring.
         let _ = self.drain(&mut w);
         self.bury(w);
+    }
+
+    /// The control record is shared memory its worker's tasks can write: a
+    /// record that says the worker took up (or skipped as taken back) a
+    /// frame it holds unanswered, while no item of it begins, for
+    /// [`STALL_GRACE`] (a legitimate worker begins an item right after it
+    /// takes up its frame), or that marks a frame taken back that the
+    /// manager did not take back, means the worker skipped or will skip a
+    /// frame the manager waits for: it is killed (its items run again
+    /// elsewhere), or the frame would wait forever, its timeout never
+    /// starting.
+    fn check_claims(&mut self, i: usize) {
+        let Some(w) = self.workers[i].as_mut() else { return };
+        let (Some(claimed), Some(started)) = (self.ctl.claimed(w.slot), self.ctl.started(w.slot)) else { return };
+        if w.killed.is_some() {
+            return;
+        }
+        // Acquire: pairs with the worker's AcqRel CAS / Release store in
+        // `ctl::claim` and its Release store of `started`.
+        let c = claimed.load(Ordering::Acquire);
+        let s = started.load(Ordering::Acquire);
+        let (taken, marked) = ctl::taken_up(c);
+        let front = w.fifo.iter().find(|f| f.answered < f.count).map(|f| f.n);
+        let broken = marked.is_some_and(|n| n != w.revoked)
+            || taken > w.sent_frames
+            || (front.is_some_and(|n| n <= taken) && s == w.received);
+        if !broken {
+            w.stalled = None;
+            return;
+        }
+        match w.stalled {
+            Some((c0, s0, since)) if c0 == c && s0 == s => {
+                if since.elapsed() >= STALL_GRACE {
+                    log::warn!(
+                        target: LOG_TARGET,
+                        "pool worker {}: its control record ({c:#x}) passed a frame it did not run: killing it",
+                        w.pid
+                    );
+                    kill(w, Kill::Stalled);
+                }
+            }
+            _ => w.stalled = Some((c, s, Instant::now())),
+        }
     }
 
     fn check_timeout(&mut self, i: usize) {
@@ -565,7 +636,7 @@ impl Manager {
                             Some(TaskError::TimedOut { pid: w.pid, index, timeout })
                         }
                         // Killed for another item: this one runs again.
-                        Some(Kill::Timeout { .. } | Kill::Cancel) => None,
+                        Some(Kill::Timeout { .. } | Kill::Cancel | Kill::Stalled) => None,
                         Some(Kill::Terminate) | None => Some(TaskError::WorkerLost { pid: w.pid, signal, index }),
                     }
                 } else {
@@ -641,7 +712,7 @@ impl Manager {
         let mut any = false;
         for depth in 1..=2usize {
             for w in self.workers.iter_mut().flatten() {
-                if w.killed.is_some() || w.fifo.len() >= depth || (depth == 2 && w.slow) {
+                if w.killed.is_some() || w.fifo.len() >= depth || (depth == 2 && slow(w, &self.ctl)) {
                     continue;
                 }
                 let Some(f) = self.pending.pop_front() else { return any };
@@ -653,7 +724,7 @@ impl Manager {
                     Ok(()) => {
                         any = true;
                         w.sent_frames += 1;
-                        w.fifo.push_back(Sent { job: f.job, first: f.first, count: f.count, answered: 0, frame: f });
+                        w.fifo.push_back(Sent { n: w.sent_frames, job: f.job, first: f.first, count: f.count, answered: 0, frame: f });
                     }
                     Err(TrySendError::Full) => self.pending.push_front(f),
                     Err(e) => {
@@ -680,7 +751,6 @@ impl Manager {
                 && w.fifo.len() >= 2
                 && let Some(f) = revoke_last(w, &self.ctl)
             {
-                w.slow = true;
                 self.pending.push_front(f);
                 wanted -= 1;
             }
@@ -801,7 +871,17 @@ fn revoke_last(w: &mut Worker, ctl: &Ctl) -> Option<TaskFrame> {
     if w.fifo.is_empty() || !ctl::revoke(ctl.claimed(w.slot)?, w.sent_frames) {
         return None;
     }
+    w.revoked = w.sent_frames;
     w.fifo.pop_back().map(|s| s.frame)
+}
+
+/// A frame taken back from `w` is still ahead of it in its ring (its
+/// `claimed` word has not passed it): nothing is to be handed ahead to it.
+fn slow(w: &Worker, ctl: &Ctl) -> bool {
+    // Acquire: pairs with the worker's AcqRel CAS / Release store in
+    // `ctl::claim`.
+    w.revoked != 0
+        && ctl.claimed(w.slot).is_none_or(|c| !ctl::passed(c.load(Ordering::Acquire), w.revoked))
 }
 
 /// The (job, index) of the item `w` is running, if any.

@@ -165,6 +165,20 @@ pub(crate) enum State {
 pub(crate) struct Inbox {
     pub(crate) msgs: Vec<Msg>,
     pub(crate) state: State,
+    /// Jobs (`imap`s) whose input `join` cut off: their later input is
+    /// refused (see `Manager::cut_inputs`).
+    pub(crate) cut: Vec<u64>,
+}
+
+impl Inbox {
+    /// Whether `m` is input of a job that `join` cut off.
+    fn cut_input(&self, m: &Msg) -> bool {
+        match m {
+            Msg::Frames(frames) => frames.iter().any(|f| self.cut.contains(&f.job)),
+            Msg::InputDone { job } => self.cut.contains(job),
+            _ => false,
+        }
+    }
 }
 
 /// What the pool's handles share with the manager thread.
@@ -176,12 +190,18 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Whether `join` cut off `job`'s input.
+    pub(crate) fn is_cut(&self, job: u64) -> bool {
+        self.lock_inbox().cut.contains(&job)
+    }
+
     pub(crate) fn lock_inbox(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues messages for the manager and wakes it. `new_job`: refused
-    /// (with `Closed`) unless the pool is open.
+    /// (with `Closed`) unless the pool is open. Input of a job that `join`
+    /// cut off is refused too (with `Closed`: see [`Shared::is_cut`]).
     fn send(&self, msgs: impl IntoIterator<Item = Msg>, new_job: bool) -> Result<(), PoolError> {
         {
             let mut inbox = self.lock_inbox();
@@ -189,6 +209,10 @@ impl Shared {
                 State::Open => {}
                 State::Closed | State::Joining if !new_job => {}
                 _ => return Err(PoolError::Closed),
+            }
+            let msgs: Vec<Msg> = msgs.into_iter().collect();
+            if msgs.iter().any(|m| inbox.cut_input(m)) {
+                return Err(PoolError::Closed);
             }
             inbox.msgs.extend(msgs);
         }
