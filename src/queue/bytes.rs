@@ -891,7 +891,12 @@ impl ByteConsumer {
             {
                 return self.available() >= HEADER;
             }
-            sleep_on(&c.tail.0, self.tail_cache, &c.meta.0.consumer_waiting, deadline, || false);
+            // The re-check after announcing covers a close or detach that
+            // lands between the checks above and the announcement (its
+            // waker cleared a flag that was still 0), as `locate_slow`'s.
+            sleep_on(&c.tail.0, self.tail_cache, &c.meta.0.consumer_waiting, deadline, || {
+                c.meta.0.closed.load(Ordering::Relaxed) != 0 || c.meta.0.producer_gone.load(Ordering::Relaxed) != 0
+            });
             self.watch.after_sleep();
         }
     }
