@@ -16,6 +16,20 @@ fn encode_all<'a, T: Handoff + 'a>(len: usize, items: impl Iterator<Item = &'a T
     }
 }
 
+/// A map's encoding: its length, then each key followed by its value
+/// (what `decode_all::<(K, V)>` reads).
+fn encode_pairs<'a, K: Handoff + 'a, V: Handoff + 'a>(
+    len: usize,
+    pairs: impl Iterator<Item = (&'a K, &'a V)>,
+    out: &mut Vec<u8>,
+) {
+    (len as u64).encode(out);
+    for (k, v) in pairs {
+        k.encode(out);
+        v.encode(out);
+    }
+}
+
 fn decode_all<T: Handoff>(
     input: &mut &[u8],
     what: &'static str,
@@ -39,11 +53,7 @@ fn decode_all<T: Handoff>(
 /// ```
 impl<K: Handoff + Eq + Hash, V: Handoff, S: BuildHasher + Default> Handoff for HashMap<K, V, S> {
     fn encode(&self, out: &mut Vec<u8>) {
-        (self.len() as u64).encode(out);
-        for (k, v) in self {
-            k.encode(out);
-            v.encode(out);
-        }
+        encode_pairs(self.len(), self.iter(), out);
     }
     fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
         let mut m = HashMap::with_hasher(S::default());
@@ -64,11 +74,7 @@ impl<K: Handoff + Eq + Hash, V: Handoff, S: BuildHasher + Default> Handoff for H
 /// ```
 impl<K: Handoff + Ord, V: Handoff> Handoff for BTreeMap<K, V> {
     fn encode(&self, out: &mut Vec<u8>) {
-        (self.len() as u64).encode(out);
-        for (k, v) in self {
-            k.encode(out);
-            v.encode(out);
-        }
+        encode_pairs(self.len(), self.iter(), out);
     }
     fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
         let mut m = BTreeMap::new();
