@@ -201,10 +201,9 @@ impl Process {
         let children_guard = children();
         let registry_guard = entry::registry_lock();
         let mut watched_guard = super::waitable::watched();
-        // SAFETY: the child below only uses what it inherited in a consistent
-        // state (the locks above are held by this thread), runs the entry
-        // and leaves with _exit; the caveats for user code in
-        // multi-threaded parents are documented on StartMethod::Fork.
+        // The caveats for user code in multi-threaded parents are documented on StartMethod::Fork.
+        // SAFETY: the child below only uses what it inherited in a consistent state (the locks above are held by
+        // this thread), runs the entry and leaves with _exit.
         let pid = unsafe { sysproc::fork()? };
         if pid != 0 {
             return Ok((pid, target));

@@ -42,9 +42,8 @@ const STARTUP: u32 = 5;
 
 fn word(seg: &RawSegment, at: usize) -> &AtomicU32 {
     assert!(seg.len() >= ARG && at.is_multiple_of(4) && at + 4 <= MSG);
-    // SAFETY: `at + 4 <= MSG <= seg.len()` (checked above) and the bytes
-    // start 64-byte aligned (`RawSegment::as_ptr`), so the word is in bounds and 4-aligned; it is only
-    // accessed atomically (the crate's memory model for shared words).
+    // SAFETY: `at + 4 <= MSG <= seg.len()` (checked above), the bytes start 64-byte aligned (`RawSegment::as_ptr`):
+    // the word is in bounds and 4-aligned; only accessed atomically (the crate's memory model for shared words).
     unsafe { &*(seg.as_ptr().add(at) as *const AtomicU32) }
 }
 

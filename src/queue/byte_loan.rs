@@ -245,9 +245,8 @@ impl ByteWriteLoan<'_> {
     /// assert_eq!(rx.recv().unwrap(), b"xyz");
     /// ```
     pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: `len` bytes at `payload` are inside the ring and reserved
-        // for this loan (see `ByteProducer::reserve`); exclusivity is the
-        // caller's contract.
+        // SAFETY: `len` bytes at `payload` are inside the ring and reserved for this loan (see
+        // `ByteProducer::reserve`); exclusivity is the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.payload, self.len) }
     }
 
@@ -392,9 +391,8 @@ impl ByteReadLoan<'_> {
     /// assert_eq!(unsafe { loan.as_slice() }, b"in place");
     /// ```
     pub unsafe fn as_slice(&self) -> &[u8] {
-        // SAFETY: `len` published bytes at `payload`, inside the ring
-        // (validated by `locate`); no concurrent writer is the caller's
-        // contract.
+        // SAFETY: `len` published bytes at `payload`, inside the ring (validated by `locate`); no concurrent
+        // writer is the caller's contract.
         unsafe { std::slice::from_raw_parts(self.payload, self.len) }
     }
 

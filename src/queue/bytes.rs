@@ -495,9 +495,8 @@ impl ByteProducer {
         }
         let base = self.q.at(self.tail);
         let off = payload_offset(self.tail & self.q.mask, n);
-        // SAFETY: `need` free contiguous bytes at base (its offset + need
-        // <= cap), 8-aligned; the consumer does not read them before
-        // publication; the payload (off + len <= need) is inside them.
+        // SAFETY: `need` free contiguous bytes at base (its offset + need <= cap), 8-aligned; the consumer does not
+        // read them before publication; the payload (off + len <= need) is inside them.
         let payload = unsafe {
             crate::shm::copy::write(base as *mut u32, n as u32);
             base.add(off as usize)

@@ -165,10 +165,8 @@ pub(crate) unsafe fn read<T: Pod>(src: *const T) -> T {
     let mut out = T::zeroed();
     let dst = bytemuck::bytes_of_mut(&mut out);
     let src8 = src.cast::<u8>();
-    // SAFETY: (every arm) `src` is aligned for the unit (8-aligned when
-    // `by_words`; else T's alignment is the unit), and size_of::<T>() bytes
-    // from it are in bounds (caller); T's size is a multiple of its
-    // alignment, so of the unit.
+    // SAFETY: (every arm) `src` is aligned for the unit (8-aligned when `by_words`; else T's alignment is the unit),
+    // size_of::<T>() bytes from it are in bounds (caller); T's size is a multiple of its alignment, so of the unit.
     unsafe {
         if by_words(src) {
             read_units::<u64>(src8, dst)

@@ -98,9 +98,10 @@ impl RawSegment {
         let Some(n) = self.len.checked_sub(offset).map(|room| room.min(out.len())) else {
             return 0;
         };
+        // By the crate's memory model, bytes a peer may be writing are copied with the sanctioned primitive: a
+        // racing write gives garbage bytes, never UB.
         // SAFETY: offset <= len and offset + n <= len, inside the data area of the mapping, which lives as long
-        // as `self.m`. By the crate's memory model, bytes a peer may be writing are copied with the sanctioned
-        // primitive: a racing write gives garbage bytes, never UB.
+        // as `self.m`; the copy is the sanctioned one (above).
         unsafe { copy::copy_from_shared(self.m.data().add(offset), &mut out[..n]) };
         n
     }

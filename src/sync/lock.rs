@@ -264,9 +264,10 @@ impl<T: ShmType> DataGuard<'_, T> {
     /// assert_eq!(g.get(3), None);
     /// ```
     pub fn get(&self, i: usize) -> Option<T> {
-        // SAFETY: i < len (the validated count), so the element is inside the aligned data area. The lock is held,
-        // so only a misbehaving peer writes now; by the memory model (sanctioned copy, T: ShmType) that gives a
-        // garbage value, never UB.
+        // The lock is held, so only a misbehaving peer writes now; by the memory model (sanctioned copy,
+        // T: ShmType) that gives a garbage value, never UB.
+        // SAFETY: i < len (the validated count), so the element is inside the aligned data area; the copy is the
+        // sanctioned one (above).
         (i < self.len).then(|| unsafe { copy::read(self.data.add(i)) })
     }
 
