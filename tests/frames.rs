@@ -167,11 +167,15 @@ fn blob(i: u64) -> Vec<u8> {
     (0..len).map(|k| (mix(i ^ (k as u64) << 20) >> 56) as u8).collect()
 }
 
-const BLOBS: u64 = 1_500;
+/// 1 500 frames with `SHMPROC_TEST_FULL` set; 300 otherwise (still frames
+/// of 0 and of 64 KiB, and every size class between).
+fn blobs() -> u64 {
+    common::count(300, 1_500)
+}
 
 shmproc::entry! {
     fn put_blobs(q: Queue<Vec<u8>>) -> Result<(), String> {
-        for i in 0..BLOBS {
+        for i in 0..blobs() {
             q.put(blob(i)).map_err(|e| e.to_string())?;
         }
         Ok(())
@@ -183,7 +187,7 @@ fn random_size_frames_up_to_64_kib_arrive_intact_and_in_order() {
     let q = Queue::<Vec<u8>>::with_max_frame(8, 64 * 1024 + 16).unwrap();
     let mut p = Process::new(put_blobs, q.clone());
     p.start().unwrap();
-    for i in 0..BLOBS {
+    for i in 0..blobs() {
         let got = q.get_timeout(Duration::from_secs(60)).unwrap();
         let want = blob(i);
         assert_eq!(got.len(), want.len(), "frame {i}: length");

@@ -5,7 +5,7 @@
 //! operation in progress (the crash matrix).
 //!
 //! The crash matrix runs `SHMPROC_CRASH_TRIALS` trials per container kind
-//! (default 25 here): half are killed from outside at a random moment,
+//! (default 25 here, 500 with `SHMPROC_TEST_FULL` set): half are killed from outside at a random moment,
 //! half kill themselves at a random write step of an operation (the
 //! `test-hooks` crash injection: before/after each undo-log entry, each
 //! logged or fresh write, halfway through a multi-word write, each
@@ -420,7 +420,7 @@ shmproc::entry! {
 }
 
 fn trials() -> u64 {
-    std::env::var("SHMPROC_CRASH_TRIALS").ok().and_then(|s| s.parse().ok()).unwrap_or(25)
+    std::env::var("SHMPROC_CRASH_TRIALS").ok().and_then(|s| s.parse().ok()).unwrap_or(common::count(25, 500))
 }
 
 /// Starts `p`; odd trials: it kills itself at an injected step (its

@@ -9,6 +9,22 @@ use std::time::{Duration, Instant};
 
 pub const ROLE_VAR: &str = "SHMPROC_TEST_CHILD";
 pub const ARGS_VAR: &str = "SHMPROC_TEST_ARGS";
+/// Set (to anything) to run the heavy tests at their full counts (the
+/// unbounded queue's 10 million items, 1 500 random frames up to 64 KiB,
+/// the crash matrix's 500 trials per kind); unset, `cargo test` and CI run
+/// shorter counts that exercise the same paths:
+///
+/// ```text
+/// SHMPROC_TEST_FULL=1 cargo test --release
+/// ```
+pub const FULL_VAR: &str = "SHMPROC_TEST_FULL";
+
+/// `full` when [`FULL_VAR`] is set, else `short` (children inherit the
+/// variable, so both sides of a test agree on the count).
+pub fn count(short: u64, full: u64) -> u64 {
+    if std::env::var_os(FULL_VAR).is_some() { full } else { short }
+}
+
 /// How long any child may run before the test kills it and fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
