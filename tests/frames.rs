@@ -365,10 +365,50 @@ fn an_item_larger_than_the_frame_is_refused_and_handed_back() {
     let fits = "x".repeat(max - 8); // 8 bytes of length prefix
     let big = "x".repeat(max - 7);
     q.put(fits.clone()).unwrap();
-    assert_eq!(q.put(big.clone()), Err(PutError::TooLarge(big.clone())));
-    assert_eq!(q.put_nowait(big.clone()), Err(TryPutError::TooLarge(big.clone())));
+    let too_large = |item: String| (item, max + 1, max);
+    let (item, len, max) = too_large(big.clone());
+    assert_eq!(q.put(big.clone()), Err(PutError::TooLarge { item: item.clone(), len, max }));
+    assert_eq!(q.put_nowait(big.clone()), Err(TryPutError::TooLarge { item, len, max }));
     assert_eq!(q.qsize(), 1, "nothing of the refused item went in");
     assert_eq!(q.get(), Ok(fits));
+}
+
+/// Regression: `TooLarge` carried only the item, and its message gave no
+/// size. Now every put form of every queue of encoded items hands back the
+/// item with its encoded length and the queue's limit, and the message says
+/// both numbers.
+#[test]
+fn too_large_carries_the_item_its_encoded_length_and_the_limit_in_every_queue() {
+    fn check<E: std::fmt::Display>(what: &str, e: E, len: usize, max: usize) {
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("({len} bytes)")) && msg.contains(&format!("{max} bytes")), "{what}: {msg}");
+    }
+    let big = "y".repeat(300); // encodes as 8 + 300 bytes
+    let len = big.len() + 8;
+
+    let q = Queue::<String>::with_max_frame(2, 100).unwrap();
+    let max = q.max_frame();
+    let e = q.put(big.clone()).unwrap_err();
+    assert_eq!(e, PutError::TooLarge { item: big.clone(), len, max });
+    check("Queue::put", e, len, max);
+    let e = q.put_nowait(big.clone()).unwrap_err();
+    assert_eq!(e, TryPutError::TooLarge { item: big.clone(), len, max });
+    check("Queue::put_nowait", e, len, max);
+    let e = q.put_timeout(big.clone(), Duration::ZERO).unwrap_err();
+    assert_eq!(e, shmproc::PutTimeoutError::TooLarge { item: big.clone(), len, max });
+    check("Queue::put_timeout", e, len, max);
+
+    let j = JoinableQueue::<String>::with_max_frame(2, 100).unwrap();
+    let e = j.put(big.clone()).unwrap_err();
+    assert_eq!(e, PutError::TooLarge { item: big.clone(), len, max: j.max_frame() });
+    check("JoinableQueue::put", e, len, j.max_frame());
+    assert_eq!(j.put_nowait(big.clone()).unwrap_err().into_inner(), big);
+
+    let s = SimpleQueue::<String>::new(2).unwrap();
+    let huge = "z".repeat(s.max_frame()); // one byte over, with the 8-byte length
+    let e = s.put(huge.clone()).unwrap_err();
+    assert_eq!(e, PutError::TooLarge { item: huge.clone(), len: s.max_frame() + 8, max: s.max_frame() });
+    check("SimpleQueue::put", e, s.max_frame() + 8, s.max_frame());
 }
 
 /// Finds `needle` in the segment file of queue `name`; returns the file

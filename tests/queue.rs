@@ -574,7 +574,7 @@ fn check_string_queue(q: &Queue<String>, cap: usize, ops: Vec<StrOp>) -> Result<
                 if closed {
                     prop_assert_eq!(r, Err(TryPutError::Closed(v)));
                 } else if v.len() + 8 > q.max_frame() {
-                    prop_assert_eq!(r, Err(TryPutError::TooLarge(v)));
+                    prop_assert_eq!(r, Err(TryPutError::TooLarge { len: v.len() + 8, max: q.max_frame(), item: v }));
                 } else if cap == 0 || model.len() < cap {
                     prop_assert!(r.is_ok());
                     model.push_back(v);
@@ -846,7 +846,7 @@ shmproc::entry! {
             let r = if n % 2 == 0 { q.put_nowait(v) } else { q.put_timeout(v, Duration::from_secs(60)).map_err(|e| match e {
                 shmproc::PutTimeoutError::Closed(v) => TryPutError::Closed(v),
                 shmproc::PutTimeoutError::TimedOut(v) => TryPutError::Full(v),
-                e => TryPutError::TooLarge(e.into_inner()),
+                e => TryPutError::TooLarge { item: e.into_inner(), len: 0, max: 0 },
             }) };
             match r {
                 Ok(()) => {

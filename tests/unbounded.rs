@@ -407,10 +407,33 @@ fn an_item_that_cannot_fit_the_memory_limit_is_refused_as_too_large() {
     let got = q.get_nowait();
     drop(q);
     scrub(&name);
-    assert_eq!(r, Err(TryPutError::TooLarge(big.clone())));
-    assert_eq!(r2, Err(PutTimeoutError::TooLarge(big)));
+    let Err(TryPutError::TooLarge { item, len, max }) = r else { panic!("{:?}", r.map_err(|e| e.to_string())) };
+    assert_eq!((item == big, len), (true, big.len() + 8), "the item back, with its encoded length");
+    assert!(max < len && (max as u64) < LIMIT / 2, "the limit: {max}");
+    assert_eq!(r2, Err(PutTimeoutError::TooLarge { item: big, len, max }));
     assert!(bytes <= LIMIT + (64 << 10), "a queue limited to {LIMIT} bytes took {bytes} bytes of /dev/shm");
     assert_eq!(got.as_deref(), Ok("fits"));
+}
+
+/// The `max` an unbounded queue's `TooLarge` reports is exact: an item
+/// whose encoding is `max` bytes goes in (on an empty queue), one of
+/// `max + 1` bytes is refused.
+#[test]
+fn an_unbounded_queues_too_large_limit_is_exact() {
+    const LIMIT: u64 = 1 << 20;
+    let q = Queue::<String>::unbounded_with_limit(LIMIT).unwrap();
+    let name = q.name().to_owned();
+    let Err(TryPutError::TooLarge { max, .. }) = q.put_nowait("x".repeat(LIMIT as usize)) else {
+        panic!("not TooLarge")
+    };
+    let over = q.put_nowait("x".repeat(max - 8 + 1)).map_err(|e| e.to_string());
+    let at = q.put_nowait("x".repeat(max - 8)).map_err(|e| e.to_string());
+    let got = q.get_nowait().map(|s| s.len());
+    drop(q);
+    scrub(&name);
+    assert!(over.as_ref().is_err_and(|m| m.contains(&format!("({} bytes)", max + 1))), "{over:?}");
+    assert_eq!(at, Ok(()), "an item of exactly max = {max} bytes");
+    assert_eq!(got, Ok(max - 8));
 }
 
 /// CPU time of this process so far, in ms (user + system).

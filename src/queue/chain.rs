@@ -406,6 +406,16 @@ impl<T: Handoff> Chain<T> {
         Ok((slots, max_frame, slots * stride + RING_OVERHEAD))
     }
 
+    /// The largest encoding an item may have: its ring must take at most
+    /// half the memory limit (as in `plan`).
+    #[cold]
+    fn max_item(&self) -> usize {
+        // Relaxed: fixed at creation.
+        let cap = (self.words().limit.load(Ordering::Relaxed) / 2).saturating_sub(RING_OVERHEAD);
+        let a = super::item::FRAME_ALIGN;
+        (cap / 2 / a * a).saturating_sub(super::item::FRAME_HEAD) as usize
+    }
+
     /// Whether a put would find no room now: the newest ring is full (or
     /// sealed) and the limit forbids the next one.
     pub(super) fn is_full(&self) -> bool {
@@ -487,11 +497,9 @@ impl<T: Handoff> Chain<T> {
             }
             let need = match put {
                 Ok(()) => return Ok(()),
-                Err(PutFail::TooLarge(v)) => {
-                    let mut len = Vec::new();
-                    v.encode(&mut len);
+                Err(PutFail::TooLarge(v, len, _)) => {
                     item = v;
-                    len.len() as u64
+                    len as u64
                 }
                 Err(PutFail::Full(v) | PutFail::Closed(v) | PutFail::TimedOut(v)) => {
                     item = v;
@@ -510,7 +518,7 @@ impl<T: Handoff> Chain<T> {
                     }
                 },
                 // No slot size for the item, or the ring cannot be made.
-                Err(_) if need > 0 => return Err(PutFail::TooLarge(item)),
+                Err(_) if need > 0 => return Err(PutFail::TooLarge(item, need as usize, self.max_item())),
                 Err(_) => return Err(PutFail::Closed(item)),
             }
         }

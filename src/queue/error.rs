@@ -19,7 +19,8 @@
 //! `Corrupted` is a frame that is not whole (a bad length); `Decode` (gets
 //! of a `Queue`) is a whole frame that does not decode as the item type,
 //! with the decoder's error (it makes the get errors not `Copy`). Errors of puts
-//! hand the value back (`into_inner`). Each blocking error converts into
+//! hand the value back (`into_inner`); `TooLarge { item, len, max }` also says
+//! the item's encoded length and the queue's limit (so does its message). Each blocking error converts into
 //! its timeout twin (`From`), so one `?` can serve both.
 //!
 //! The errors of [`MpmcQueue`](super::MpmcQueue) and the Python-shaped
@@ -54,7 +55,7 @@
 /// Declares a put-side error that hands the value back, with
 /// `into_inner`.
 macro_rules! value_error {
-    ($(#[$attr:meta])* $name:ident { $first:ident = $fmsg:literal $(, $v:ident = $msg:literal)* $(,)? }) => {
+    ($(#[$attr:meta])* $name:ident { $first:ident = $fmsg:literal $(, $v:ident = $msg:literal)* $(,)? } $(; $tl:ident)?) => {
         $(#[$attr])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
         pub enum $name<T> {
@@ -66,6 +67,24 @@ macro_rules! value_error {
                 #[error($msg)]
                 $v(T),
             )*
+            $(
+                /// Not done: the item's encoding is larger than the queue
+                /// takes. The item is handed back, with its encoded length
+                /// and the limit.
+                #[error(
+                    "the item's encoding ({len} bytes) is larger than the queue's limit of {max} bytes (a bounded \
+                     queue's `max_frame`: 960 unless made with `with_max_frame`; an unbounded queue's: what a ring of \
+                     half its memory limit holds)"
+                )]
+                $tl {
+                    /// The item that was not put.
+                    item: T,
+                    /// Its encoded length in bytes.
+                    len: usize,
+                    /// The largest encoding the queue takes, in bytes.
+                    max: usize,
+                },
+            )?
         }
 
         impl<T> $name<T> {
@@ -77,6 +96,7 @@ macro_rules! value_error {
             pub fn into_inner(self) -> T {
                 match self {
                     $name::$first(v) $(| $name::$v(v))* => v,
+                    $($name::$tl { item, .. } => item,)?
                 }
             }
         }
@@ -126,11 +146,12 @@ macro_rules! get_error {
 /// narrow error exists in the wide one), and the way back for callers
 /// that waited without a deadline (`TimedOut` cannot happen there).
 macro_rules! widen {
-    (<T> $narrow:ident => $wide:ident: $($v:ident),*) => {
+    (<T> $narrow:ident => $wide:ident: $($v:ident),* $(; $s:ident { $($f:ident),* })?) => {
         impl<T> From<$narrow<T>> for $wide<T> {
             fn from(e: $narrow<T>) -> Self {
                 match e {
                     $($narrow::$v(x) => $wide::$v(x),)*
+                    $($narrow::$s { $($f),* } => $wide::$s { $($f),* },)?
                 }
             }
         }
@@ -140,6 +161,7 @@ macro_rules! widen {
             pub(crate) fn untimed(self) -> $narrow<T> {
                 match self {
                     $($wide::$v(x) => $narrow::$v(x),)*
+                    $($wide::$s { $($f),* } => $narrow::$s { $($f),* },)?
                     $wide::TimedOut(_) => unreachable!("a wait without a deadline does not time out"),
                 }
             }
@@ -323,7 +345,7 @@ value_error! {
     /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
     /// reports), and more may come; a `match` needs a `_` arm.
     #[non_exhaustive]
-    TryPutError { Full = "the queue is full", Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`, 960 bytes unless the queue was made with `with_max_frame`; an unbounded `Queue::new(0)` takes any size) or than an unbounded queue's memory limit allows" }
+    TryPutError { Full = "the queue is full", Closed = "the queue is closed" }; TooLarge
 }
 
 value_error! {
@@ -341,7 +363,7 @@ value_error! {
     /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
     /// reports), and more may come; a `match` needs a `_` arm.
     #[non_exhaustive]
-    PutError { Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`, 960 bytes unless the queue was made with `with_max_frame`; an unbounded `Queue::new(0)` takes any size) or than an unbounded queue's memory limit allows" }
+    PutError { Closed = "the queue is closed" }; TooLarge
 }
 
 value_error! {
@@ -361,9 +383,9 @@ value_error! {
     /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
     /// reports), and more may come; a `match` needs a `_` arm.
     #[non_exhaustive]
-    PutTimeoutError { TimedOut = "timed out waiting for space in the queue", Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`, 960 bytes unless the queue was made with `with_max_frame`; an unbounded `Queue::new(0)` takes any size) or than an unbounded queue's memory limit allows" }
+    PutTimeoutError { TimedOut = "timed out waiting for space in the queue", Closed = "the queue is closed" }; TooLarge
 }
-widen!(<T> PutError => PutTimeoutError: Closed, TooLarge);
+widen!(<T> PutError => PutTimeoutError: Closed; TooLarge { item, len, max });
 
 get_error! {
     /// Why a get that never waits returned no item:

@@ -102,7 +102,9 @@ assert_eq!(q.get().unwrap().len(), 4000);
             #[doc = concat!("```
 let q = shmproc::", $doc_ty, "::<String>::new(2).unwrap();
 let big = \"x\".repeat(q.max_frame() + 1);
-assert!(matches!(q.put(big), Err(shmproc::PutError::TooLarge(_))));
+let Err(shmproc::PutError::TooLarge { item, len, max }) = q.put(big.clone()) else { panic!() };
+assert_eq!((item, max), (big, q.max_frame())); // the item back, and the limit
+assert!(len > max); // its encoded length
 ```")]
             pub fn max_frame(&self) -> usize {
                 self.q.max_frame()

@@ -158,7 +158,7 @@ impl<T> PutFail<T> {
     pub(super) fn waited(self) -> PutError<T> {
         match self {
             PutFail::Closed(v) => PutError::Closed(v),
-            PutFail::TooLarge(v) => PutError::TooLarge(v),
+            PutFail::TooLarge(item, len, max) => PutError::TooLarge { item, len, max },
             PutFail::Full(_) | PutFail::TimedOut(_) => unreachable!("a put without deadline neither times out nor is full"),
         }
     }
@@ -167,7 +167,7 @@ impl<T> PutFail<T> {
         match self {
             PutFail::Full(v) => TryPutError::Full(v),
             PutFail::Closed(v) => TryPutError::Closed(v),
-            PutFail::TooLarge(v) => TryPutError::TooLarge(v),
+            PutFail::TooLarge(item, len, max) => TryPutError::TooLarge { item, len, max },
             PutFail::TimedOut(_) => unreachable!("a try does not time out"),
         }
     }
@@ -176,7 +176,7 @@ impl<T> PutFail<T> {
         match self {
             PutFail::TimedOut(v) => PutTimeoutError::TimedOut(v),
             PutFail::Closed(v) => PutTimeoutError::Closed(v),
-            PutFail::TooLarge(v) => PutTimeoutError::TooLarge(v),
+            PutFail::TooLarge(item, len, max) => PutTimeoutError::TooLarge { item, len, max },
             PutFail::Full(_) => unreachable!("a put with a deadline is not refused as full"),
         }
     }

@@ -31,7 +31,8 @@ pub(super) enum PutFail<T> {
     Full(T),
     Closed(T),
     TimedOut(T),
-    TooLarge(T),
+    /// The item, its encoded length, the limit.
+    TooLarge(T, usize, usize),
 }
 
 /// Why a get returned nothing.
@@ -124,19 +125,19 @@ impl<T: Handoff> ItemRing<T> {
                 Mode::Try => q.try_push(PodVia(item)).map_err(|e| match e {
                     TryPutError::Full(v) => PutFail::Full(v.0),
                     TryPutError::Closed(v) => PutFail::Closed(v.0),
-                    TryPutError::TooLarge(v) => PutFail::TooLarge(v.0),
+                    TryPutError::TooLarge { item, len, max } => PutFail::TooLarge(item.0, len, max),
                 }),
                 Mode::Until(d) => q.push_until(PodVia(item), d).map_err(|e| match e {
                     PutTimeoutError::TimedOut(v) => PutFail::TimedOut(v.0),
                     PutTimeoutError::Closed(v) => PutFail::Closed(v.0),
-                    PutTimeoutError::TooLarge(v) => PutFail::TooLarge(v.0),
+                    PutTimeoutError::TooLarge { item, len, max } => PutFail::TooLarge(item.0, len, max),
                 }),
             },
             ItemRing::Frames(q) => {
                 let r = frames::with_encoded(&item, |bytes| {
                     if bytes.len() > q.max_frame() {
                         // A closed queue says so first, whatever the item.
-                        return Err(if q.is_closed() { PutFail::Closed(()) } else { PutFail::TooLarge(()) });
+                        return Err(if q.is_closed() { PutFail::Closed(()) } else { PutFail::TooLarge((), bytes.len(), q.max_frame()) });
                     }
                     let frame = FrameIn(bytes);
                     match mode {
@@ -154,7 +155,7 @@ impl<T: Handoff> ItemRing<T> {
                     PutFail::Full(()) => PutFail::Full(item),
                     PutFail::Closed(()) => PutFail::Closed(item),
                     PutFail::TimedOut(()) => PutFail::TimedOut(item),
-                    PutFail::TooLarge(()) => PutFail::TooLarge(item),
+                    PutFail::TooLarge((), len, max) => PutFail::TooLarge(item, len, max),
                 })
             }
         }
