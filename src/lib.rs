@@ -171,7 +171,7 @@ real_platform! {
     pub use handoff::{Handoff, HandoffError};
     #[doc(hidden)]
     pub use handoff::{PodWire as __PodWire, __decode_pod};
-    pub use manager::{ContainerError, DictProxy, Element, Entry, ListProxy, Manager, gc};
+    pub use manager::{ContainerError, DictProxy, Element, Entry, ListProxy, ListRange, Manager, gc};
     #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub use manager::__crash_after_steps;

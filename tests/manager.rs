@@ -130,6 +130,30 @@ fn a_manager_handle_goes_to_a_child_and_what_it_creates_outlives_it() {
     }
 }
 
+/// Python's slicing with negative bounds, on the seed's squares: each line
+/// is what CPython gives for the same slice of `[i * i for i in range(10)]`.
+#[test]
+fn slices_with_negative_bounds_count_from_the_end_and_clamp_like_python() {
+    let sut = shmproc::ListProxy::<u64>::new().unwrap();
+    sut.extend((0..10).map(|i| i * i)).unwrap();
+    assert_eq!(sut.slice(-3..).unwrap(), [49, 64, 81]); // [-3:]
+    assert_eq!(sut.slice((1, -1)).unwrap(), [1, 4, 9, 16, 25, 36, 49, 64]); // [1:-1]
+    #[allow(clippy::reversed_empty_ranges)] // -1 counts from the end: not empty
+    let as_range = sut.slice(1..-1).unwrap();
+    assert_eq!(as_range.len(), 8);
+    assert_eq!(sut.slice(-4..-2).unwrap(), [36, 49]); // [-4:-2]
+    assert_eq!(sut.slice(..-7).unwrap(), [0, 1, 4]); // [:-7]
+    assert_eq!(sut.slice(-100..3).unwrap(), [0, 1, 4]); // [-100:3]
+    assert_eq!(sut.slice(-2..100).unwrap(), [64, 81]); // [-2:100]
+    assert_eq!(sut.slice((-2, -5)).unwrap(), []); // [-2:-5]
+    assert_eq!(sut.slice(..-100).unwrap(), []); // [:-100]
+    assert_eq!(sut.slice(-1..=-1).unwrap(), [81]); // inclusive end: [-1:]
+    assert_eq!(sut.slice(isize::MIN..isize::MAX).unwrap().len(), 10); // no overflow
+    assert_eq!(sut.slice(u64::MAX..).unwrap(), []);
+    let empty = shmproc::ListProxy::<u64>::new().unwrap();
+    assert_eq!(empty.slice(-1..).unwrap(), []);
+}
+
 #[test]
 fn bad_input_gets_its_own_error() {
     let mgr = Manager::new().unwrap();

@@ -15,6 +15,8 @@ enum LOp {
     Get(isize),
     Set(isize, String),
     Slice(usize, usize),
+    /// Python's `l[a:b]`, `l[a:]`, `l[:b]` with negative bounds.
+    PySlice(isize, isize),
     Pop,
     PopAt(isize),
     Remove(String),
@@ -46,6 +48,7 @@ fn lop() -> impl Strategy<Value = LOp> {
         2 => (-12isize..12).prop_map(LOp::Get),
         2 => (-12isize..12, word()).prop_map(|(i, w)| LOp::Set(i, w)),
         1 => (0usize..15, 0usize..15).prop_map(|(a, b)| LOp::Slice(a, b)),
+        1 => (-15isize..15, -15isize..15).prop_map(|(a, b)| LOp::PySlice(a, b)),
         2 => Just(LOp::Pop),
         2 => (-12isize..12).prop_map(LOp::PopAt),
         2 => word().prop_map(LOp::Remove),
@@ -100,6 +103,17 @@ proptest! {
                     let (lo, hi) = (x.min(m.len()), y.min(m.len()));
                     let want: Vec<String> = if lo < hi { m[lo..hi].to_vec() } else { vec![] };
                     prop_assert_eq!(sut.slice(x..y).unwrap(), want);
+                }
+                LOp::PySlice(x, y) => {
+                    // CPython's PySlice_AdjustIndices for step 1.
+                    let n = m.len() as isize;
+                    let adjust = |i: isize| if i < 0 { (i + n).max(0) } else { i.min(n) } as usize;
+                    let (lo, hi) = (adjust(x), adjust(y));
+                    let want: Vec<String> = if lo < hi { m[lo..hi].to_vec() } else { vec![] };
+                    prop_assert_eq!(sut.slice(x..y).unwrap(), want.clone());
+                    prop_assert_eq!(sut.slice((x, y)).unwrap(), want);
+                    prop_assert_eq!(sut.slice(x..).unwrap(), m[lo..].to_vec());
+                    prop_assert_eq!(sut.slice(..y).unwrap(), m[..adjust(y)].to_vec());
                 }
                 LOp::Pop => match m.pop() {
                     Some(w) => prop_assert_eq!(sut.pop().unwrap(), w),

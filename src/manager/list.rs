@@ -19,6 +19,88 @@ use super::{ContainerError, fingerprint, heap, normalize};
 use crate::shm::Kind;
 use crate::{OpenError, Options};
 
+/// A range [`ListProxy::slice`] takes: any Rust range (`a..b`, `a..`,
+/// `..b`, `a..=b`, `..=b`, `..`, or a `(Bound, Bound)` pair) of `usize`,
+/// `isize`, `i32`, `i64`, `u32` or `u64`, or a `(start, stop)` pair of one
+/// of them (Python's `slice(start, stop)`). As in Python's slicing, a
+/// negative bound counts from the end and bounds past either end are
+/// clamped to it. Sealed: implemented here only.
+///
+/// Clippy's `reversed_empty_ranges` (deny by default) rejects a literal
+/// range such as `1..-1`, not knowing that `-1` counts from the end: write
+/// the pair `(1, -1)` instead (or allow the lint there).
+///
+/// ```
+/// let l = shmproc::ListProxy::<u8>::new().unwrap();
+/// l.extend(*b"abcde").unwrap();
+/// assert_eq!(l.slice(-2..).unwrap(), b"de"); // "abcde"[-2:]
+/// assert_eq!(l.slice(..=-2).unwrap(), b"abcd"); // inclusive end -2: through 'd'
+/// use std::ops::Bound::{Excluded, Unbounded};
+/// assert_eq!(l.slice((Excluded(-3i64), Unbounded)).unwrap(), b"de");
+/// assert_eq!(l.slice((1, -1)).unwrap(), b"bcd"); // "abcde"[1:-1]
+/// ```
+pub trait ListRange: sealed::Sealed {
+    /// `(lo, hi)` with `lo <= hi <= len`: the positions the range
+    /// selects in a list of `len` elements (not API).
+    #[doc(hidden)]
+    fn __bounds(&self, len: u64) -> (u64, u64);
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Python's slice bounds: a negative bound counts from the end; both are
+/// clamped to `0..=len` and `hi` to at least `lo`.
+fn py_bounds(lo: Bound<i128>, hi: Bound<i128>, len: u64) -> (u64, u64) {
+    let n = i128::from(len);
+    let at = |i: i128| if i < 0 { i + n } else { i };
+    let lo = match lo {
+        Bound::Included(s) => at(s),
+        Bound::Excluded(s) => at(s) + 1,
+        Bound::Unbounded => 0,
+    }
+    .clamp(0, n);
+    let hi = match hi {
+        Bound::Included(e) => at(e) + 1,
+        Bound::Excluded(e) => at(e),
+        Bound::Unbounded => n,
+    }
+    .clamp(lo, n);
+    // Both in 0..=len, which is a u64.
+    (lo as u64, hi as u64)
+}
+
+impl sealed::Sealed for std::ops::RangeFull {}
+impl ListRange for std::ops::RangeFull {
+    fn __bounds(&self, len: u64) -> (u64, u64) {
+        (0, len)
+    }
+}
+
+macro_rules! list_range {
+    ($($i:ty),*) => {$(
+        list_range!(@r $i, std::ops::Range<$i>, std::ops::RangeFrom<$i>, std::ops::RangeTo<$i>,
+            std::ops::RangeInclusive<$i>, std::ops::RangeToInclusive<$i>, (Bound<$i>, Bound<$i>));
+        impl sealed::Sealed for ($i, $i) {}
+        impl ListRange for ($i, $i) {
+            fn __bounds(&self, len: u64) -> (u64, u64) {
+                py_bounds(Bound::Included(self.0 as i128), Bound::Excluded(self.1 as i128), len)
+            }
+        }
+    )*};
+    (@r $i:ty, $($r:ty),*) => {$(
+        impl sealed::Sealed for $r {}
+        impl ListRange for $r {
+            fn __bounds(&self, len: u64) -> (u64, u64) {
+                let wide = |b: Bound<&$i>| b.map(|&x| x as i128);
+                py_bounds(wide(self.start_bound()), wide(self.end_bound()), len)
+            }
+        }
+    )*};
+}
+list_range!(usize, isize, i32, i64, u32, u64);
+
 const ARR: usize = 0;
 const LEN: usize = 1;
 const CAP: usize = 2;
@@ -320,31 +402,32 @@ impl<T: Element> ListProxy<T> {
         })
     }
 
-    /// The elements in `range`, clamped to the length like Python's
-    /// `l[a:b]` (the seed's `squares[2:5]`).
+    /// The elements in `range`, as Python's `l[a:b]`: a negative bound
+    /// counts from the end (`-3..` is `l[-3:]`, `(1, -1)` or `1..-1` is
+    /// `l[1:-1]`: see [`ListRange`] for clippy and `1..-1`),
+    /// and bounds past either end are clamped, so a slice is never an
+    /// error (an empty range gives `[]`). The bounds may be any of
+    /// `usize`, `isize`, `i32`, `i64`, `u32`, `u64` (see [`ListRange`]).
     ///
     /// ```
     /// let l = shmproc::ListProxy::<u64>::new().unwrap();
     /// l.extend((0..10).map(|i| i * i)).unwrap();
-    /// assert_eq!(l.slice(2..5).unwrap(), [4, 9, 16]);
+    /// assert_eq!(l.slice(2..5).unwrap(), [4, 9, 16]); // squares[2:5]
+    /// assert_eq!(l.slice(-3..).unwrap(), [49, 64, 81]); // squares[-3:]
+    /// assert_eq!(l.slice((1, -1)).unwrap().len(), 8); // squares[1:-1]
+    /// assert_eq!(l.slice(..-8).unwrap(), [0, 1]); // squares[:-8]
+    /// assert_eq!(l.slice(-100..2).unwrap(), [0, 1]); // clamped: squares[-100:2]
     /// assert_eq!(l.slice(8..100).unwrap(), [64, 81]);
+    /// assert_eq!(l.slice((5, 2)).unwrap(), []);
     /// assert_eq!(l.slice(..).unwrap().len(), 10);
+    /// let (a, b): (usize, usize) = (3, 4);
+    /// assert_eq!(l.slice(a..=b).unwrap(), [9, 16]);
     /// ```
-    pub fn slice(&self, range: impl RangeBounds<usize>) -> Result<Vec<T>, ContainerError> {
-        let lo = match range.start_bound() {
-            Bound::Included(&s) => s as u64,
-            Bound::Excluded(&s) => (s as u64).saturating_add(1),
-            Bound::Unbounded => 0,
-        };
-        let hi = match range.end_bound() {
-            Bound::Included(&e) => (e as u64).saturating_add(1),
-            Bound::Excluded(&e) => e as u64,
-            Bound::Unbounded => u64::MAX,
-        };
+    pub fn slice(&self, range: impl ListRange) -> Result<Vec<T>, ContainerError> {
         self.store.read(|v| {
             let a = self.arr(v)?;
-            let (lo, hi) = (lo.min(a.len), hi.min(a.len));
-            (lo..hi.max(lo)).map(|i| self.get_at(v, a, i)).collect()
+            let (lo, hi) = range.__bounds(a.len);
+            (lo..hi).map(|i| self.get_at(v, a, i)).collect()
         })
     }
 

@@ -93,7 +93,7 @@ mod store;
 
 pub use dict::DictProxy;
 pub use element::{Element, Shape};
-pub use list::ListProxy;
+pub use list::{ListProxy, ListRange};
 pub use registry::{Entry, Manager, gc};
 
 use crate::shm::{Fingerprint, fnv1a};
