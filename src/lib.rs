@@ -174,7 +174,7 @@ real_platform! {
     pub use manager::{ContainerError, DictProxy, Element, Entry, ListProxy, ListRange, Manager, gc};
     #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
-    pub use manager::__crash_after_steps;
+    pub use manager::{__crash_after_steps, __crash_in_find_or_create};
     pub use pipe::{
         Connection, ConnectionError, DEFAULT_CAPACITY as PIPE_CAPACITY, DEFAULT_MAX_FRAME as PIPE_MAX_FRAME,
         PipePollError, PipeRecvBytesError, PipeRecvBytesTimeoutError, PipeRecvError, PipeRecvTimeoutError,

@@ -281,3 +281,74 @@ fn a_manager_persisted_by_a_child_outlives_its_creator_handles() {
     again.unlink_all().unwrap();
     assert!(matches!(Manager::open(&name), Err(shmproc::OpenError::NotFound(_))));
 }
+
+shmproc::entry! {
+    /// Dies by the injected SIGKILL inside `Manager`'s find-or-create of
+    /// `name` (0: a list, 1: a dict, 2: an unbounded queue), after the
+    /// object's segment was made; its name goes to the file `report` first.
+    fn die_in_find_or_create(args: (Manager, String, String, u32)) -> Result<(), String> {
+        let (mgr, name, report, kind) = args;
+        shmproc::__crash_in_find_or_create(&report);
+        let r = match kind {
+            0 => mgr.list::<u64>(&name).map(drop),
+            1 => mgr.dict::<String, u64>(&name).map(drop),
+            _ => mgr.queue::<String>(&name, 0).map(drop),
+        };
+        r.map_err(|e| e.to_string())?;
+        Err("the injected crash did not happen".into())
+    }
+}
+
+/// The files in /dev/shm of segment `seg` (and of its rings, if it is an
+/// unbounded queue: `<seg>.<generation>.<k>`).
+fn files_of(seg: &str) -> Vec<String> {
+    let dotted = format!("{seg}.");
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|f| f.strip_prefix(shmproc::NAME_PREFIX).map(str::to_owned))
+        .filter(|u| u == seg || u.starts_with(&dotted))
+        .collect()
+}
+
+/// Regression: a process killed inside a Manager's find-or-create, after it
+/// made the object's segment and before the registry listed it, left that
+/// segment in /dev/shm for good (persisted, and named nowhere). Now the
+/// registry names it first, as being made: the next find-or-create of the
+/// name removes it and makes the object afresh, and the Manager's end
+/// removes one that nobody asked for again.
+#[test]
+fn a_process_killed_inside_find_or_create_leaves_no_segment() {
+    let mgr = Manager::new().unwrap();
+    let half_made = |key: &str, kind: u32| -> String {
+        let report = std::env::temp_dir().join(format!("shmproc-test-foc-{}-{key}", std::process::id()));
+        let args = (mgr.clone(), key.to_owned(), report.to_str().unwrap().to_owned(), kind);
+        let mut p = Process::new(die_in_find_or_create, args);
+        p.start().unwrap();
+        let end = common::join(&p);
+        let seg = std::fs::read_to_string(&report).unwrap_or_default();
+        let _ = std::fs::remove_file(&report);
+        assert!(matches!(end, Err(shmproc::ProcessError::Signaled { signal: 9, .. })), "{key}: {end:?}");
+        assert!(!seg.is_empty() && !files_of(&seg).is_empty(), "{key}: the child made its segment ({seg:?})");
+        seg
+    };
+    // Asked for again: the next find-or-create removes the half-made one.
+    let again = half_made("again", 0);
+    let listed: Vec<String> = mgr.names().unwrap().into_iter().map(|e| e.name).collect();
+    let l = mgr.list::<u64>("again").unwrap();
+    l.append(7).unwrap();
+    let again_left = files_of(&again);
+    let fresh = l.name().to_owned();
+    // Never asked for again: the Manager's end (its creator's drop) removes them.
+    let never = [half_made("never-dict", 1), half_made("never-queue", 2)];
+    drop(l);
+    drop(mgr);
+    let mut left: Vec<String> = never.iter().flat_map(|s| files_of(s)).collect();
+    left.extend(files_of(&fresh));
+    for s in never.iter().chain([&again, &fresh]) {
+        let _ = shmproc::unlink(s); // a failing run leaves nothing either
+    }
+    assert!(!listed.contains(&"again".to_owned()), "a half-made object is not listed: {listed:?}");
+    assert_eq!(again_left, Vec::<String>::new(), "the next find-or-create of the name removes the half-made one");
+    assert_eq!(left, Vec::<String>::new(), "the Manager's end removes what a killed find-or-create made");
+}

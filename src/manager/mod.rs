@@ -107,6 +107,17 @@ pub fn __crash_after_steps(n: u64) {
     store::crash::after(n)
 }
 
+/// Crash injection for the crash tests (feature `test-hooks`; not API):
+/// the next [`Manager`] find-or-create that makes an object in this
+/// process writes the object's segment name to the file `report`, then
+/// kills this process with SIGKILL between making the segment and the
+/// registry's record of it.
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub fn __crash_in_find_or_create(report: &str) {
+    registry::crash::arm(report)
+}
+
 /// Why a container operation failed. Nothing is changed when an
 /// operation returns an error.
 ///

@@ -34,15 +34,28 @@ pub struct Entry {
 /// A registry record: kind, fingerprint, segment name, type name.
 struct Record {
     kind: Kind,
+    /// The element fingerprint's hash; while `making`, the maker's packed
+    /// process identity instead.
     hash: u64,
     segment: String,
     type_name: String,
+    /// The object is being made (its segment may not exist yet, or be
+    /// half made): recorded before the segment is made, so the segment is
+    /// always named by the registry and a maker killed midway leaks
+    /// nothing (the next find-or-create of the name, or the Manager's end,
+    /// removes it).
+    making: bool,
 }
+
+/// Bit of a record's kind word: [`Record::making`]. (An older build reads
+/// such a record as an unknown kind: an error, never an open.)
+const MAKING: u32 = 1 << 31;
 
 impl Record {
     fn encode(&self) -> Vec<u8> {
         let mut b = Vec::new();
-        b.extend_from_slice(&self.kind.to_u32().to_le_bytes());
+        let word = self.kind.to_u32() | if self.making { MAKING } else { 0 };
+        b.extend_from_slice(&word.to_le_bytes());
         b.extend_from_slice(&self.hash.to_le_bytes());
         b.extend_from_slice(&(self.segment.len() as u32).to_le_bytes());
         b.extend_from_slice(self.segment.as_bytes());
@@ -52,12 +65,13 @@ impl Record {
 
     /// Decodes untrusted bytes (`None` if malformed).
     fn decode(b: &[u8]) -> Option<Record> {
-        let kind = Kind::from_u32(u32::from_le_bytes(b.get(0..4)?.try_into().ok()?));
+        let word = u32::from_le_bytes(b.get(0..4)?.try_into().ok()?);
+        let (kind, making) = (Kind::from_u32(word & !MAKING), word & MAKING != 0);
         let hash = u64::from_le_bytes(b.get(4..12)?.try_into().ok()?);
         let n = u32::from_le_bytes(b.get(12..16)?.try_into().ok()?) as usize;
         let segment = String::from_utf8(b.get(16..16usize.checked_add(n)?)?.to_vec()).ok()?;
         let type_name = String::from_utf8_lossy(&b[16 + n..]).into_owned();
-        Some(Record { kind, hash, segment, type_name })
+        Some(Record { kind, hash, segment, type_name, making })
     }
 }
 
@@ -138,7 +152,8 @@ impl std::fmt::Debug for Manager {
 }
 
 fn registry_fp() -> Fingerprint {
-    super::fingerprint("Manager", &[String::__shape(), Vec::<u8>::__shape()])
+    // "v2": records may be marked as being made (`MAKING`).
+    super::fingerprint("Manager v2", &[String::__shape(), Vec::<u8>::__shape()])
 }
 
 /// Whether `k` is one of the kinds [`Manager::queue`] makes (a lookup
@@ -259,7 +274,8 @@ impl Manager {
             .items()?
             .into_iter()
             .filter_map(|(name, b)| {
-                Record::decode(&b).map(|r| Entry { name, kind: r.kind, type_name: r.type_name, segment: r.segment })
+                let r = Record::decode(&b).filter(|r| !r.making)?;
+                Some(Entry { name, kind: r.kind, type_name: r.type_name, segment: r.segment })
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -267,11 +283,18 @@ impl Manager {
     }
 
     /// Finds `name` (checking kind and identity) or creates it with
-    /// `create(segment name)`, under the registry's lock. Every object is
-    /// created persisted, whichever process creates it: its name lives as
-    /// long as the registry lists it (the creator's drop, [`unlink_all`]
-    /// and [`gc`](crate::gc) remove the listed names, never one object
-    /// alone).
+    /// `create(segment name)`. Every object is created persisted,
+    /// whichever process creates it: its name lives as long as the
+    /// registry lists it (the creator's drop, [`unlink_all`] and
+    /// [`gc`](crate::gc) remove the listed names, never one object alone).
+    ///
+    /// Making is two registry operations around the segment's creation,
+    /// so that no segment is ever named nowhere: under the registry's
+    /// lock, a record "being made by process P" naming a fresh segment;
+    /// then the segment; then the record as done (or removed, if creating
+    /// failed). Whoever finds a record being made waits while P lives; if
+    /// P died midway (SIGKILL), it removes what P made and makes the
+    /// object afresh.
     ///
     /// [`unlink_all`]: Self::unlink_all
     fn find_or_create<H>(
@@ -300,21 +323,70 @@ impl Manager {
             }
             open(&r.segment)
         };
-        // Lock-free lookup first; find-or-create under the lock.
-        if let Some(b) = reg.get(&key).map_err(|e| corrupted(self.name(), e))? {
-            return found(&b);
+        let being_made = |b: &[u8]| Record::decode(b).is_some_and(|r| r.making);
+        enum Step {
+            Found(Vec<u8>),
+            Wait,
+            Make(String),
         }
-        reg.with_lock(|reg| {
-            if let Some(b) = reg.get(&key).map_err(|e| corrupted(self.name(), e))? {
+        let me = crate::sys::thread::process_packed();
+        let mut create = Some(create);
+        loop {
+            // Lock-free lookup first; find or record the making under the lock.
+            if let Some(b) = reg.get(&key).map_err(|e| corrupted(self.name(), e))?
+                && !being_made(&b)
+            {
                 return found(&b);
             }
-            let segment = unique_name();
-            let h = create(&segment)?;
-            let rec = Record { kind, hash: fp.hash, segment, type_name: fp.name.to_string() };
-            reg.insert(key.clone(), rec.encode()).map_err(|e| corrupted(self.name(), e))?;
-            Ok(h)
-        })
-        .map_err(|e| corrupted(self.name(), e))?
+            let step = reg
+                .with_lock(|reg| -> Result<Step, OpenError> {
+                    if let Some(b) = reg.get(&key).map_err(|e| corrupted(self.name(), e))? {
+                        match Record::decode(&b) {
+                            Some(r) if r.making => {
+                                if !crate::sys::thread::owner_is_dead(r.hash) {
+                                    return Ok(Step::Wait);
+                                }
+                                // Its maker died midway: remove what it made.
+                                let _ = crate::unlink(&r.segment);
+                            }
+                            _ => return Ok(Step::Found(b)),
+                        }
+                    }
+                    let segment = unique_name();
+                    let rec =
+                        Record { kind, hash: me, segment: segment.clone(), type_name: fp.name.to_string(), making: true };
+                    reg.insert(key.clone(), rec.encode()).map_err(|e| corrupted(self.name(), e))?;
+                    Ok(Step::Make(segment))
+                })
+                .map_err(|e| corrupted(self.name(), e))??;
+            let segment = match step {
+                Step::Found(b) => return found(&b),
+                // Another live process is making it (a segment's creation: milliseconds).
+                Step::Wait => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    continue;
+                }
+                Step::Make(segment) => segment,
+            };
+            let made = (create.take().expect("made once"))(&segment);
+            #[cfg(feature = "test-hooks")]
+            crash::after_create(&segment);
+            let done = match &made {
+                Ok(_) => {
+                    let rec =
+                        Record { kind, hash: fp.hash, segment: segment.clone(), type_name: fp.name.to_string(), making: false };
+                    reg.insert(key.clone(), rec.encode()).map(drop)
+                }
+                Err(_) => reg.remove(&key).map(drop),
+            };
+            if let Err(e) = done {
+                // Not listed as done: take it back rather than leave it "being made" by a live process.
+                let _ = crate::unlink(&segment);
+                let _ = reg.remove(&key);
+                return Err(corrupted(self.name(), e));
+            }
+            return made;
+        }
     }
 
     /// The list named `name`, created empty if absent.
@@ -454,6 +526,28 @@ impl Manager {
             q.persist();
             Ok(q)
         })
+    }
+}
+
+/// Crash injection for the crash tests (feature `test-hooks`; not API).
+#[cfg(feature = "test-hooks")]
+pub(crate) mod crash {
+    use std::sync::Mutex;
+    static REPORT: Mutex<Option<String>> = Mutex::new(None);
+
+    /// The next find-or-create that makes an object writes the object's
+    /// segment name to the file `report`, then kills this process with
+    /// SIGKILL, right after the segment was made and before the registry
+    /// lists it as done.
+    pub(crate) fn arm(report: &str) {
+        *REPORT.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.to_owned());
+    }
+
+    pub(crate) fn after_create(segment: &str) {
+        if let Some(path) = REPORT.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = std::fs::write(path, segment);
+            crate::sys::thread::kill_self();
+        }
     }
 }
 
