@@ -175,6 +175,9 @@ real_platform! {
     #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub use manager::{__crash_after_steps, __crash_in_find_or_create};
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub use process::__PAUSE_IN_WATCH_PARENT;
     pub use pipe::{
         Connection, ConnectionError, DEFAULT_CAPACITY as PIPE_CAPACITY, DEFAULT_MAX_FRAME as PIPE_MAX_FRAME,
         PipePollError, PipeRecvBytesError, PipeRecvBytesTimeoutError, PipeRecvError, PipeRecvTimeoutError,

@@ -615,6 +615,66 @@ fn a_daemon_child_ends_when_its_parent_is_killed() {
     common::wait_for("orphaned daemon to end", || pid_gone(gpid));
 }
 
+shmproc::entry! {
+    /// Starts a daemon grandchild that pauses between the two steps of
+    /// setting up its parent watch (the `test-hooks` pause: it sets `at`,
+    /// then waits for `go`), records its pid, then waits to be killed.
+    fn start_paused_daemon(args: (Value<u32>, Event, Event, Event, bool)) {
+        let (pid_out, done, at, go, fork) = args;
+        let method = if fork { StartMethod::Fork } else { StartMethod::Spawn };
+        // SAFETY: this child process runs only this entry, on one thread:
+        // nothing reads the environment while it is written.
+        unsafe { std::env::set_var(shmproc::__PAUSE_IN_WATCH_PARENT, format!("{},{}", at.name(), go.name())) };
+        let mut g = Process::new(sleep_past_the_deadline, done).with_daemon(true).with_start_method(method);
+        g.start().unwrap();
+        pid_out.set(g.pid().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+shmproc::entry! {
+    /// Sleeps well past the tests' deadline (its test kills it).
+    fn sleep_past_the_deadline(started: Event) {
+        started.set();
+        std::thread::sleep(common::DEADLINE * 5);
+    }
+}
+
+/// Regression: a daemon `Process` checked that its parent was alive, then
+/// opened a pidfd on the parent's pid; a parent that died (and was reaped)
+/// in between made the open fail, and the daemon ran on unwatched. Here the
+/// parent is killed and reaped exactly there: the daemon must still end.
+#[test]
+fn a_daemon_whose_parent_dies_while_it_sets_up_its_watch_still_ends() {
+    both_methods(|m| daemon_whose_parent_dies_during_its_watch_setup(m == StartMethod::Fork));
+}
+
+fn daemon_whose_parent_dies_during_its_watch_setup(fork: bool) {
+    let pid = Value::new(0u32).unwrap();
+    let (done, at, go) = (Event::new().unwrap(), Event::new().unwrap(), Event::new().unwrap());
+    // `done` stays open here: the daemon opens it after its parent is gone.
+    let mut p = Process::new(start_paused_daemon, (pid.clone(), done.clone(), at.clone(), go.clone(), fork));
+    p.start().unwrap();
+    let reached = at.wait_timeout(common::DEADLINE);
+    common::wait_for("grandchild pid", || pid.get().unwrap() != 0);
+    let gpid = pid.get().unwrap();
+    // The parent dies and is reaped (its pid is free); then the daemon goes on.
+    p.kill().unwrap();
+    let _ = common::join(&p);
+    go.set();
+    let end = std::time::Instant::now() + common::DEADLINE;
+    while !pid_gone(gpid) && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ended = pid_gone(gpid);
+    if !ended {
+        // SAFETY: kill(2) on the daemon this test made (not reaped by us: its parent's pid is gone, so no reuse by then).
+        unsafe { libc::kill(gpid as libc::pid_t, libc::SIGKILL) };
+    }
+    assert!(reached, "the daemon never reached its parent watch (fork: {fork})");
+    assert!(ended, "the daemon ran on unwatched after its parent died during the watch's setup (fork: {fork})");
+}
+
 /// Kills the child when dropped: however a test ends, a thread blocked in
 /// its `join()` returns.
 struct KillOnDrop<'a>(&'a Process);

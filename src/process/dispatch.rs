@@ -169,19 +169,57 @@ pub(super) fn name_panics() {
     });
 }
 
+/// Names two events, `"<at>,<go>"`: a daemon child started with this
+/// variable in its environment sets `at` between the two steps of setting
+/// up its parent watch, then waits (at most 60 s) for `go` (crash tests:
+/// the parent dies right there). Feature `test-hooks` only.
+#[cfg(feature = "test-hooks")]
+pub const PAUSE_IN_WATCH_PARENT: &str = "SHMPROC_TEST_PAUSE_IN_WATCH_PARENT";
+
+#[cfg(feature = "test-hooks")]
+fn pause_in_watch_parent() {
+    let Some(names) = std::env::var_os(PAUSE_IN_WATCH_PARENT) else { return };
+    let names = names.to_string_lossy();
+    if let Some((at, go)) = names.split_once(',')
+        && let (Ok(at), Ok(go)) = (crate::Event::open(at), crate::Event::open(go))
+    {
+        at.set();
+        go.wait_timeout(std::time::Duration::from_secs(60));
+    }
+}
+
 /// A daemon child terminates itself when its parent goes away.
+///
+/// The pidfd is opened before the parent is checked: if the parent is
+/// still ours after the open, the pidfd is the parent's (a pid is not
+/// reused while it is our parent). Checking first left a window: a parent
+/// that died and was reaped between the check and the open made the open
+/// fail (or name another process), and the daemon ran on unwatched.
 pub(super) fn watch_parent(parent_pid: u32) {
+    let terminate = || {
+        let _ = sysproc::signal(std::process::id(), sysproc::SIGTERM);
+    };
+    let fd = sysproc::pidfd_open(parent_pid);
+    #[cfg(feature = "test-hooks")]
+    pause_in_watch_parent();
     if sysproc::parent_pid() != parent_pid {
         // The parent died before we got here.
-        let _ = sysproc::signal(std::process::id(), sysproc::SIGTERM);
+        terminate();
         return;
     }
-    let Ok(fd) = sysproc::pidfd_open(parent_pid) else {
-        return;
-    };
-    let _ = std::thread::Builder::new().name("shmproc-parent-watch".into()).spawn(move || {
-        if sysproc::pidfd_wait(&fd, None) {
-            let _ = sysproc::signal(std::process::id(), sysproc::SIGTERM);
+    let watch = move || match fd {
+        Ok(fd) => {
+            if sysproc::pidfd_wait(&fd, None) {
+                terminate();
+            }
         }
-    });
+        // No pidfd (a kernel before 5.3): look at the parent now and then.
+        Err(_) => loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if sysproc::parent_pid() != parent_pid {
+                return terminate();
+            }
+        },
+    };
+    let _ = std::thread::Builder::new().name("shmproc-parent-watch".into()).spawn(watch);
 }

@@ -88,6 +88,9 @@ mod status;
 mod waitable;
 
 pub use children::active_children;
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub use dispatch::PAUSE_IN_WATCH_PARENT as __PAUSE_IN_WATCH_PARENT;
 pub use entry::{__register, Entry, ExitValue, Run};
 pub use error::{EXITCODE_UNKNOWN, ProcessError};
 pub use handoff::{Handoff, HandoffError, PodArg};
