@@ -391,31 +391,8 @@ impl Cx<'_> {
 /// process ends. (`PR_SET_PDEATHSIG` would follow the thread that started
 /// the worker, which may end long before the pool.)
 fn die_with_parent() {
-    let die = || {
-        let _ = sysproc::signal(std::process::id(), sysproc::SIGKILL);
-    };
     let Some(parent) = crate::process::parent_process().map(|p| p.pid).filter(|&p| p != 0) else { return };
-    // Opened before the check: if the parent is still ours after the open,
-    // the pidfd is the parent's (a pid is not reused while it is our parent).
-    let fd = sysproc::pidfd_open(parent);
-    if sysproc::parent_pid() != parent {
-        die();
-    }
-    let watch = move || match fd {
-        Ok(fd) => {
-            if sysproc::pidfd_wait(&fd, None) {
-                die();
-            }
-        }
-        // No pidfd (a kernel before 5.3): look at the parent now and then.
-        Err(_) => loop {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            if sysproc::parent_pid() != parent {
-                die();
-            }
-        },
-    };
-    let _ = std::thread::Builder::new().name("shmproc-pool-parent-watch".into()).spawn(watch);
+    crate::process::signal_self_when_parent_ends(parent, sysproc::SIGKILL, "shmproc-pool-parent-watch");
 }
 
 fn run(arg: WorkerArg) -> Result<(), String> {

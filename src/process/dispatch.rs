@@ -196,8 +196,16 @@ fn pause_in_watch_parent() {
 /// that died and was reaped between the check and the open made the open
 /// fail (or name another process), and the daemon ran on unwatched.
 pub(super) fn watch_parent(parent_pid: u32) {
-    let terminate = || {
-        let _ = sysproc::signal(std::process::id(), sysproc::SIGTERM);
+    signal_self_when_parent_ends(parent_pid, sysproc::SIGTERM, "shmproc-parent-watch");
+}
+
+/// Sends `signal` to this process when its parent `parent_pid` ends (at
+/// once if it is already gone), from a watch thread named `thread`: the
+/// daemon watch (SIGTERM) and the pool workers' (SIGKILL). See
+/// [`watch_parent`] for why the pidfd is opened first.
+pub(crate) fn signal_self_when_parent_ends(parent_pid: u32, signal: i32, thread: &str) {
+    let terminate = move || {
+        let _ = sysproc::signal(std::process::id(), signal);
     };
     let fd = sysproc::pidfd_open(parent_pid);
     #[cfg(feature = "test-hooks")]
@@ -221,5 +229,5 @@ pub(super) fn watch_parent(parent_pid: u32) {
             }
         },
     };
-    let _ = std::thread::Builder::new().name("shmproc-parent-watch".into()).spawn(watch);
+    let _ = std::thread::Builder::new().name(thread.into()).spawn(watch);
 }

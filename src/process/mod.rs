@@ -88,6 +88,7 @@ mod status;
 mod waitable;
 
 pub use children::active_children;
+pub(crate) use dispatch::signal_self_when_parent_ends;
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub use dispatch::PAUSE_IN_WATCH_PARENT as __PAUSE_IN_WATCH_PARENT;
