@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 pub const ROLE_VAR: &str = "SHMPROC_TEST_CHILD";
 pub const ARGS_VAR: &str = "SHMPROC_TEST_ARGS";
-/// Set (to anything) to run the heavy tests at their full counts (the
-/// unbounded queue's 10 million items, 1 500 random frames up to 64 KiB,
-/// the crash matrix's 500 trials per kind); unset, `cargo test` and CI run
-/// shorter counts that exercise the same paths:
+/// Set (to anything) to run the heavy tests at their full counts (the 10
+/// million items of the SPSC and unbounded queue tests, 1 500 random frames
+/// up to 64 KiB, the crash matrix's 500 trials per kind, 40 rounds of
+/// hostile bytes in a container); unset, `cargo test` and CI run shorter
+/// counts that exercise the same paths:
 ///
 /// ```text
 /// SHMPROC_TEST_FULL=1 cargo test --release
