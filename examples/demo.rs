@@ -3,7 +3,9 @@
 //!
 //! generator process --SPSC--> doubler process --SPSC--> this process
 //!
-//! Run: `cargo run --release --example demo`
+//! Run: `cargo run --release --example demo`. With `SHMPROC_BENCH_QUICK=1`
+//! (what CI's smoke run sets) it moves 200 000 values and 2 000 pings
+//! instead of 5 million and 20 000: the same checks, no meaningful figures.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -12,14 +14,25 @@ use std::time::{Duration, Instant};
 use shmproc::Process;
 use shmproc::queue::SpscQueue;
 
-const N: u64 = 5_000_000;
-const PINGS: u32 = 20_000;
+/// Values through the pipeline (the children read the same variable).
+fn n() -> u64 {
+    if quick() { 200_000 } else { 5_000_000 }
+}
+
+/// Round trips timed.
+fn pings() -> u32 {
+    if quick() { 2_000 } else { 20_000 }
+}
+
+fn quick() -> bool {
+    std::env::var_os("SHMPROC_BENCH_QUICK").is_some()
+}
 
 shmproc::entry! {
-    /// Stage 1: emits 0..N.
+    /// Stage 1: emits 0..n().
     fn generate(out: SpscQueue<u64>) -> Result<(), String> {
         let mut tx = out.producer().map_err(|e| e.to_string())?;
-        for i in 0..N {
+        for i in 0..n() {
             tx.push(i).map_err(|e| e.to_string())?;
         }
         Ok(())
@@ -73,7 +86,8 @@ fn pipeline() -> Result<f64, Box<dyn std::error::Error>> {
     let mut sum = 0u64;
     let mut buf = [0u64; 256];
     let mut got = 0;
-    while got < N {
+    let n = n();
+    while got < n {
         let k = rx.pop_into(&mut buf);
         if k == 0 {
             // Nothing ready: block for one (or learn the pipeline ended).
@@ -88,24 +102,25 @@ fn pipeline() -> Result<f64, Box<dyn std::error::Error>> {
     let secs = t.elapsed().as_secs_f64();
     stage1.join()?;
     stage2.join()?;
-    assert_eq!(sum, N * (N - 1), "the pipeline lost or changed values");
-    Ok(N as f64 / secs)
+    assert_eq!(sum, n * (n - 1), "the pipeline lost or changed values");
+    Ok(n as f64 / secs)
 }
 
 fn socket_pipeline() -> Result<f64, Box<dyn std::error::Error>> {
     let (mut a, mut b) = UnixStream::pair()?;
+    let m = n() / 10;
     let t = Instant::now();
     let writer = std::thread::spawn(move || {
-        for i in 0..N / 10 {
+        for i in 0..m {
             b.write_all(&i.to_le_bytes()).unwrap();
         }
     });
     let mut buf = [0u8; 8];
-    for _ in 0..N / 10 {
+    for _ in 0..m {
         a.read_exact(&mut buf)?;
     }
     writer.join().unwrap();
-    Ok((N / 10) as f64 / t.elapsed().as_secs_f64())
+    Ok(m as f64 / t.elapsed().as_secs_f64())
 }
 
 fn median_rtt(mut rtts: Vec<Duration>) -> Duration {
@@ -117,8 +132,8 @@ fn pipe_rtt() -> Result<Duration, Box<dyn std::error::Error>> {
     let (mut here, there) = shmproc::pipe(true)?;
     let mut p = Process::new(pipe_echo, there);
     p.start()?;
-    let mut rtts = Vec::with_capacity(PINGS as usize);
-    for i in 0..u64::from(PINGS) {
+    let mut rtts = Vec::with_capacity(pings() as usize);
+    for i in 0..u64::from(pings()) {
         let t = Instant::now();
         here.send(&i)?;
         assert_eq!(here.recv::<u64>()?, i);
@@ -136,9 +151,9 @@ fn socket_rtt() -> Result<Duration, Box<dyn std::error::Error>> {
     p.start()?;
     let (mut s, _) = listener.accept()?;
     let _ = std::fs::remove_file(&path);
-    let mut rtts = Vec::with_capacity(PINGS as usize);
+    let mut rtts = Vec::with_capacity(pings() as usize);
     let mut buf = [0u8; 8];
-    for i in 0..u64::from(PINGS) {
+    for i in 0..u64::from(pings()) {
         let t = Instant::now();
         s.write_all(&i.to_le_bytes())?;
         s.read_exact(&mut buf)?;
@@ -150,12 +165,12 @@ fn socket_rtt() -> Result<Duration, Box<dyn std::error::Error>> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("shmproc demo: generator -> doubler -> collector, three processes, {N} u64 messages");
+    println!("shmproc demo: generator -> doubler -> collector, three processes, {} u64 messages", n());
     let ours = pipeline()?;
     let sock = socket_pipeline()?;
     println!("  shmproc SPSC pipeline  {:>8.2} M msgs/s", ours / 1e6);
     println!("  Unix socket (8-byte)   {:>8.2} M msgs/s   (one hop, two threads)", sock / 1e6);
-    println!("round trip, median of {PINGS}:");
+    println!("round trip, median of {}:", pings());
     println!("  shmproc Pipe           {:>8?}", pipe_rtt()?);
     println!("  Unix socket            {:>8?}", socket_rtt()?);
     Ok(())
