@@ -281,6 +281,14 @@ fn persist() {
 }
 
 fn child_create_and_wait_for_kill(args: &[String]) -> Result<(), String> {
+    // The default actions, whatever this process inherited: a shell without
+    // job control starts background commands with SIGINT ignored, and the
+    // SIGINT test would then wait out its deadline.
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: signal(2) with SIG_DFL, before any thread of ours could
+        // depend on the disposition.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
     let _lock = Lock::create(&args[0]).map_err(e)?;
     Event::open(&args[1]).map_err(e)?.set();
     std::thread::sleep(Duration::from_secs(120));
