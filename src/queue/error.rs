@@ -323,7 +323,7 @@ value_error! {
     /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
     /// reports), and more may come; a `match` needs a `_` arm.
     #[non_exhaustive]
-    TryPutError { Full = "the queue is full", Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`, 960 bytes unless the queue was made with `with_max_frame`; an unbounded `Queue::new(0)` takes any size) or than an unbounded queue's memory limit allows" }
+    TryPutError { Full = "the queue is full", Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`, 1024 bytes unless the queue was made with `with_max_frame`; an unbounded `Queue::new(0)` takes any size) or than an unbounded queue's memory limit allows" }
 }
 
 value_error! {
@@ -341,7 +341,7 @@ value_error! {
     /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
     /// reports), and more may come; a `match` needs a `_` arm.
     #[non_exhaustive]
-    PutError { Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`, 960 bytes unless the queue was made with `with_max_frame`; an unbounded `Queue::new(0)` takes any size) or than an unbounded queue's memory limit allows" }
+    PutError { Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`, 1024 bytes unless the queue was made with `with_max_frame`; an unbounded `Queue::new(0)` takes any size) or than an unbounded queue's memory limit allows" }
 }
 
 value_error! {
@@ -361,7 +361,7 @@ value_error! {
     /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
     /// reports), and more may come; a `match` needs a `_` arm.
     #[non_exhaustive]
-    PutTimeoutError { TimedOut = "timed out waiting for space in the queue", Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`, 960 bytes unless the queue was made with `with_max_frame`; an unbounded `Queue::new(0)` takes any size) or than an unbounded queue's memory limit allows" }
+    PutTimeoutError { TimedOut = "timed out waiting for space in the queue", Closed = "the queue is closed", TooLarge = "the item's encoding is larger than the queue's frame size (`max_frame`, 1024 bytes unless the queue was made with `with_max_frame`; an unbounded `Queue::new(0)` takes any size) or than an unbounded queue's memory limit allows" }
 }
 widen!(<T> PutError => PutTimeoutError: Closed, TooLarge);
 
