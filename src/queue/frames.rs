@@ -58,6 +58,36 @@ impl<T> ShmSlots<FrameCell<T>> {
         unsafe { &*self.slot(pos).cast::<FrameHead>() }
     }
 
+    /// Asks the CPU for the two lines every item touches (the header line
+    /// and the next one, where a small frame ends) of the slot
+    /// [`AHEAD`] positions after `pos`: the claimant of `pos` will need
+    /// them in a few items, and the demand miss would stall it then (a
+    /// claim's CAS orders everything around it, so misses of consecutive
+    /// items never overlap by themselves). `write`: for the producer
+    /// (`prefetchw` where the build targets it). A hint: no effect on
+    /// what any load or store sees.
+    #[inline(always)]
+    fn prefetch_ahead(&self, pos: u64, write: bool) {
+        let p = self.slot(pos.wrapping_add(AHEAD));
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch};
+            // SAFETY: prefetches are hints: they access nothing architecturally and never fault. `p + 64` is inside
+            // the slot (a frame slot is at least `FRAME_HEAD + 64` bytes: `geometry`), so the `add` is in bounds.
+            unsafe {
+                if write {
+                    _mm_prefetch::<_MM_HINT_ET0>(p.cast());
+                    _mm_prefetch::<_MM_HINT_ET0>(p.add(64).cast());
+                } else {
+                    _mm_prefetch::<_MM_HINT_T0>(p.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(64).cast());
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (p, write);
+    }
+
     /// Payload bytes a slot holds.
     #[inline(always)]
     fn room(&self) -> usize {
@@ -69,6 +99,10 @@ impl<T> Slots<FrameIn<'_>> for ShmSlots<FrameCell<T>> {
     #[inline(always)]
     fn seq(&self, pos: u64) -> &AtomicU64 {
         &self.head(pos).seq
+    }
+    #[inline(always)]
+    fn touch(&self, pos: u64) {
+        self.prefetch_ahead(pos, true);
     }
     #[inline(always)]
     unsafe fn write(&self, pos: u64, v: FrameIn<'_>) {
@@ -90,6 +124,10 @@ impl<T> Slots<FrameOut> for ShmSlots<FrameCell<T>> {
     #[inline(always)]
     fn seq(&self, pos: u64) -> &AtomicU64 {
         &self.head(pos).seq
+    }
+    #[inline(always)]
+    fn touch(&self, pos: u64) {
+        self.prefetch_ahead(pos, false);
     }
     unsafe fn write(&self, _: u64, _: FrameOut) {
         unreachable!("frames are written from FrameIn")
@@ -119,6 +157,12 @@ impl<T> Slots<FrameOut> for ShmSlots<FrameCell<T>> {
     }
 
 }
+
+/// How many positions ahead a producer or consumer prefetches slots.
+/// Measured (`Queue<String>`, 64-byte strings, 1 -> 1 process, builds
+/// alternating on a loaded 2-core machine): CPU per item per side 245-275
+/// ns without, 180-200 ns with 4.
+const AHEAD: u64 = 4;
 
 /// Frames of up to this many bytes start at byte 16 of their slot, in the
 /// cache line of the sequence word (a frame this long ends within the
