@@ -18,6 +18,13 @@
 //! each line is one cross-core transfer from producer to consumer); a
 //! longer one starts 64-byte aligned, where large copies run at full speed.
 //!
+//! Cache behaviour: slots are an odd number of lines long (past two), so
+//! the two hot lines of consecutive slots spread over every cache set
+//! ([`frame_stride`]); and whoever is about to claim position `p`
+//! prefetches those two lines of slot `p + AHEAD` ([`AHEAD`]), so the
+//! misses of consecutive items overlap instead of queueing behind each
+//! claim's CAS. Neither changes the protocol.
+//!
 //! A producer claims a position, writes `len` and the payload, and
 //! publishes with the slot's Release sequence store; a consumer claims it
 //! with the Acquire sequence load and copies the payload out. So the crash
