@@ -73,7 +73,7 @@ macro_rules! value_error {
                 /// and the limit.
                 #[error(
                     "the item's encoding ({len} bytes) is larger than the queue's limit of {max} bytes (a bounded \
-                     queue's `max_frame`: 960 unless made with `with_max_frame`; an unbounded queue's: what a ring of \
+                     queue's `max_frame`: 1024 unless made with `with_max_frame`; an unbounded queue's: what a ring of \
                      half its memory limit holds)"
                 )]
                 $tl {

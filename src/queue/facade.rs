@@ -10,7 +10,7 @@
 //! chosen at compile time from `T`.
 //!
 //! Differences from Python: a bounded queue's frames have a maximum size
-//! (`max_frame`, 960 bytes unless told; a larger item is `TooLarge`),
+//! (`max_frame`, 1024 bytes unless told; a larger item is `TooLarge`),
 //! `qsize()` is exact, and every queue has the `put_nowait` / `get_nowait`
 //! / `put_timeout` / `get_timeout` twins.
 //!
@@ -74,7 +74,8 @@ macro_rules! facade_common {
             /// takes up to `max_frame` bytes (items that are not plain
             /// data; for plain data `max_frame` is not used). Each of the
             /// `maxsize` slots reserves `max_frame` bytes (plus 64, rounded
-            /// up to 64) in shared memory.
+            /// up to 64-byte lines, and to an odd number of lines past two)
+            /// in shared memory.
             #[doc = concat!("```
 let q = shmproc::", $doc_ty, "::<Vec<u8>>::with_max_frame(2, 64 * 1024).unwrap();
 q.put(vec![7; 60_000]).unwrap();
@@ -369,7 +370,7 @@ macro_rules! facade_full {
 /// | queue | slot | example |
 /// |---|---|---|
 /// | bounded, plain data (`Queue::<u64>::new(n)`) | the item + 8 B | `n` = 1 000: 25 KB; 10 000: 271 KB |
-/// | bounded, encoded items (`Queue::<String>::new(n)`) | `max_frame` + 64 B: 1 KiB by default | `n` = 1 000: 1.06 MB; 10 000 (16 384 slots): 16.8 MB; `with_max_frame(1 000, 64)`: 140 KB |
+/// | bounded, encoded items (`Queue::<String>::new(n)`) | `max_frame` + 64 B, rounded up to an odd number of 64-byte lines past two: 1088 B by default | `n` = 1 000: 1.12 MB; 10 000 (16 384 slots): 17.8 MB; `with_max_frame(1 000, 64)`: 140 KB |
 /// | unbounded (`Queue::new(0)`), plain data | 16 B per `u64` | 1 M queued `u64`: 16.8 MB |
 /// | unbounded, encoded items | 128 B per item of up to 64 encoded bytes (larger items: rings with larger slots) | 1 M queued short strings (`"item-123456"`): 134 MB; 1 000: 216 KB (the first 64 KiB ring dominates) |
 ///

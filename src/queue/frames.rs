@@ -18,6 +18,13 @@
 //! each line is one cross-core transfer from producer to consumer); a
 //! longer one starts 64-byte aligned, where large copies run at full speed.
 //!
+//! Cache behaviour: slots are an odd number of lines long (past two), so
+//! the two hot lines of consecutive slots spread over every cache set
+//! ([`frame_stride`]); and whoever is about to claim position `p`
+//! prefetches those two lines of slot `p + AHEAD` ([`AHEAD`]), so the
+//! misses of consecutive items overlap instead of queueing behind each
+//! claim's CAS. Neither changes the protocol.
+//!
 //! A producer claims a position, writes `len` and the payload, and
 //! publishes with the slot's Release sequence store; a consumer claims it
 //! with the Acquire sequence load and copies the payload out. So the crash
@@ -58,6 +65,36 @@ impl<T> ShmSlots<FrameCell<T>> {
         unsafe { &*self.slot(pos).cast::<FrameHead>() }
     }
 
+    /// Asks the CPU for the two lines every item touches (the header line
+    /// and the next one, where a small frame ends) of the slot
+    /// [`AHEAD`] positions after `pos`: the claimant of `pos` will need
+    /// them in a few items, and the demand miss would stall it then (a
+    /// claim's CAS orders everything around it, so misses of consecutive
+    /// items never overlap by themselves). `write`: for the producer
+    /// (`prefetchw` where the build targets it). A hint: no effect on
+    /// what any load or store sees.
+    #[inline(always)]
+    fn prefetch_ahead(&self, pos: u64, write: bool) {
+        let p = self.slot(pos.wrapping_add(AHEAD));
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch};
+            // SAFETY: prefetches are hints: they access nothing architecturally and never fault. `p + 64` is inside
+            // the slot (a frame slot is at least `FRAME_HEAD + 64` bytes: `geometry`), so the `add` is in bounds.
+            unsafe {
+                if write {
+                    _mm_prefetch::<_MM_HINT_ET0>(p.cast());
+                    _mm_prefetch::<_MM_HINT_ET0>(p.add(64).cast());
+                } else {
+                    _mm_prefetch::<_MM_HINT_T0>(p.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(64).cast());
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (p, write);
+    }
+
     /// Payload bytes a slot holds.
     #[inline(always)]
     fn room(&self) -> usize {
@@ -69,6 +106,10 @@ impl<T> Slots<FrameIn<'_>> for ShmSlots<FrameCell<T>> {
     #[inline(always)]
     fn seq(&self, pos: u64) -> &AtomicU64 {
         &self.head(pos).seq
+    }
+    #[inline(always)]
+    fn touch(&self, pos: u64) {
+        self.prefetch_ahead(pos, true);
     }
     #[inline(always)]
     unsafe fn write(&self, pos: u64, v: FrameIn<'_>) {
@@ -90,6 +131,10 @@ impl<T> Slots<FrameOut> for ShmSlots<FrameCell<T>> {
     #[inline(always)]
     fn seq(&self, pos: u64) -> &AtomicU64 {
         &self.head(pos).seq
+    }
+    #[inline(always)]
+    fn touch(&self, pos: u64) {
+        self.prefetch_ahead(pos, false);
     }
     unsafe fn write(&self, _: u64, _: FrameOut) {
         unreachable!("frames are written from FrameIn")
@@ -119,6 +164,12 @@ impl<T> Slots<FrameOut> for ShmSlots<FrameCell<T>> {
     }
 
 }
+
+/// How many positions ahead a producer or consumer prefetches slots.
+/// Measured (`Queue<String>`, 64-byte strings, 1 -> 1 process, builds
+/// alternating on a loaded 2-core machine): CPU per item per side 245-275
+/// ns without, 180-200 ns with 4.
+const AHEAD: u64 = 4;
 
 /// Frames of up to this many bytes start at byte 16 of their slot, in the
 /// cache line of the sequence word (a frame this long ends within the
@@ -186,9 +237,38 @@ impl<T> MpmcQueue<FrameCell<T>> {
 }
 
 /// The slot size for frames of up to `max_frame` bytes: header plus
-/// payload, rounded up to 64 bytes; `None` if absurd.
+/// payload, rounded up to 64-byte lines, and to an odd number of lines
+/// when more than 2; `None` if absurd.
+///
+/// Why odd: a cache picks a line's set by the low bits of the line's
+/// number. Slots 16 lines apart (1 KiB) put the lines every item touches
+/// (a slot's header line and the line after it, where a small frame
+/// ends) in 2 sets out of every 16, so the ring's hot lines evict each
+/// other from L1 and L2 long before those are full; a consumer then reads
+/// a frame written moments ago from L3. Slots an odd number of lines
+/// apart use every set. (Two-line slots use every set already.) Measured
+/// on `Queue<String>`, 64-byte strings, 1 -> 1 process, 4096 slots: 1 KiB
+/// slots vs 1088-byte ones, 1.12-1.21x the rate (old and new builds
+/// alternating, 7 runs each).
 pub(super) fn frame_stride(max_frame: u64) -> Option<u64> {
     let a = super::item::FRAME_ALIGN;
-    let s = max_frame.checked_add(FRAME_HEAD)?.checked_add(a - 1)? / a * a;
-    (s / a <= u64::from(u32::MAX) / 2).then_some(s)
+    let lines = max_frame.checked_add(FRAME_HEAD)?.checked_add(a - 1)? / a;
+    let lines = if lines > 2 { lines | 1 } else { lines };
+    (lines <= u64::from(u32::MAX) / 2).then_some(lines * a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame_stride;
+
+    #[test]
+    fn frame_slots_are_an_odd_number_of_lines_past_two() {
+        assert_eq!(frame_stride(1), Some(128));
+        assert_eq!(frame_stride(64), Some(128));
+        assert_eq!(frame_stride(65), Some(192));
+        assert_eq!(frame_stride(129), Some(320)); // 4 lines -> 5
+        assert_eq!(frame_stride(super::super::itemring::DEFAULT_MAX_FRAME), Some(1088));
+        assert_eq!(frame_stride(64 * 1024), Some(64 * 1024 + 64)); // 1025 lines: odd already
+        assert_eq!(frame_stride(u64::MAX), None);
+    }
 }

@@ -47,6 +47,12 @@ const CORRUPT_STEPS: u32 = 64;
 pub trait Slots<T> {
     /// The slot's sequence word (`pos` is masked by the implementation).
     fn seq(&self, pos: u64) -> &AtomicU64;
+    /// About to try to claim `pos`: a hint with no effect on the protocol
+    /// (frame slots prefetch the slot a few positions on).
+    #[inline(always)]
+    fn touch(&self, pos: u64) {
+        let _ = pos;
+    }
     /// Writes the value of the slot at `pos`.
     ///
     /// # Safety
@@ -133,6 +139,7 @@ impl Ring<'_> {
                 e.withdraw();
                 return Err((Refused::Closed, v));
             }
+            s.touch(t);
             // Acquire: pairs with the Release store in `release` by the
             // consumer of this slot's previous lap: its read is finished.
             let seq = s.seq(t).load(Ordering::Acquire);
@@ -202,6 +209,7 @@ impl Ring<'_> {
         let mut h = self.head.load(Ordering::Relaxed);
         let mut step = 0;
         loop {
+            s.touch(h);
             // Acquire: pairs with the Release store in `publish` (or in
             // `repair_push`): the item is written.
             let seq = s.seq(h).load(Ordering::Acquire);
