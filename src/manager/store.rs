@@ -107,7 +107,9 @@ pub(crate) struct Ctl {
 /// The version of this layout (control block, log entries, heap, and the
 /// containers' root words and hashing). Bumped on every change.
 /// 2: word-sized log entries, the layout and seed words, keyed dict hash.
-pub(crate) const STORE_LAYOUT: u32 = 2;
+/// 3: dict buckets `[tag u32 | order u32][key][value]`, Fibonacci home
+/// bucket from the tag, 4/5 load.
+pub(crate) const STORE_LAYOUT: u32 = 3;
 
 const CTL_OFF: u64 = HEADER_SIZE as u64;
 const STATE_OFF: u64 = CTL_OFF + std::mem::offset_of!(Ctl, state) as u64;
@@ -1132,6 +1134,61 @@ impl<'a> Txn<'a> {
     pub(crate) fn write_fresh(&mut self, off: u64, src: &[u8]) -> R<()> {
         crash_point();
         self.put_torn(off, src)
+    }
+
+    /// Writes the live word at `off` and sets the root words
+    /// `first..first + vals.len()`, their old values logged as one log
+    /// append (two entries, one publication): the common end of an insert.
+    #[inline]
+    pub(crate) fn write_word_and_roots(&mut self, off: u64, w: u64, first: usize, vals: &[u64]) -> R<()> {
+        let (lo, n) = (S_ROOT + first, vals.len());
+        debug_assert!((1..=ROOT_WORDS).contains(&n) && lo + n <= STATE_WORDS);
+        if !off.is_multiple_of(8) || self.is_fresh(off, 8) {
+            self.write(off, &w.to_ne_bytes())?;
+            return self.set_states(lo, vals);
+        }
+        // Logging a state word already logged in this operation again is harmless (entries are undone newest
+        // first, so the oldest value is the one left).
+        let mut e = [0u64; 5 + ROOT_WORDS];
+        e[0] = off;
+        e[1] = 8;
+        e[2] = self.view.u64(off)?;
+        e[3] = STATE_OFF + 8 * lo as u64;
+        e[4] = 8 * n as u64;
+        for k in 0..n {
+            e[5 + k] = self.state(lo + k);
+        }
+        self.append_entry(&e[..5 + n])?;
+        self.logged |= ((1u64 << n) - 1) << lo;
+        crash_point();
+        self.view.put(off, &w.to_ne_bytes())?;
+        crash_point();
+        for (k, &v) in vals.iter().enumerate() {
+            self.store_state(lo + k, v);
+        }
+        Ok(())
+    }
+
+    /// Copies `words` words from `src` to `dst`, where no committed state
+    /// reaches `dst` (a fresh block): no log needed. Both ranges are
+    /// checked against the mapping once; the words move as single loads
+    /// and stores.
+    #[inline]
+    pub(crate) fn copy_fresh_words(&mut self, src: u64, dst: u64, words: u64) -> R<()> {
+        if !src.is_multiple_of(8) || !dst.is_multiple_of(8) {
+            return Err(Fail::Torn("misaligned words"));
+        }
+        let len = words.checked_mul(8).ok_or(Fail::Torn("words"))?;
+        let s = self.view.at(src, len).ok_or(Fail::Torn("copy out of bounds"))?.cast::<u64>();
+        let d = self.view.at(dst, len).ok_or(Fail::Torn("copy out of bounds"))?.cast::<u64>();
+        crash_point();
+        for k in 0..words as usize {
+            // SAFETY: k < words: both words inside the mapping (checked above) and 8-aligned (src and dst are,
+            // the mapping is page-aligned); memory model: a racing write gives garbage, never UB; we hold the
+            // writer lock.
+            unsafe { copy::write(d.add(k), copy::read(s.add(k))) };
+        }
+        Ok(())
     }
 
     /// Stores `w` at `off + k * stride` for `k` in `0..count`, in bytes no
