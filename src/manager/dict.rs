@@ -36,9 +36,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::element::{self, Element, slot_size};
-use super::store::{Fail, HEAP_START, R, Store, Txn, View};
+use super::store::{Fail, HEAP_START, R, Store, Txn, View, crash_point};
 use super::{ContainerError, fingerprint, heap};
 use crate::shm::Kind;
+use crate::shm::copy;
 use crate::{OpenError, Options};
 
 const TABLE: usize = 0;
@@ -335,23 +336,11 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         // Only the tag words need to say EMPTY: a probe reads nothing else of an empty bucket.
         tx.fill_fresh_words(p, self.stride, nb, 0)?;
         let nt = Table { base: p, nb, count: t.count, used: t.count };
-        let mut moved = 0;
-        if tx.root(ORDER) < ORDER_LIMIT {
-            for i in 0..t.nb {
-                let b = self.bucket(t, i);
-                let w = tx.view().u64(b)?;
-                if tag_of(w) <= TOMB {
-                    continue;
-                }
-                moved += 1;
-                if moved > nb {
-                    return Err(Fail::Torn("table counts"));
-                }
-                self.move_bucket(tx, b, nt, w)?;
-            }
+        let moved = if tx.root(ORDER) < ORDER_LIMIT {
+            self.rehash(tx, t, nt)?
         } else {
-            moved = self.renumber(tx, t, nt)?;
-        }
+            self.renumber(tx, t, nt)?
+        };
         // TABLE, NB, COUNT, USED are consecutive root words: one log entry.
         const _: () = assert!(NB == TABLE + 1 && COUNT == TABLE + 2 && USED == TABLE + 3);
         tx.set_roots(TABLE, &[p, nb, moved, moved])?;
@@ -373,7 +362,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
                 if live.len() as u64 >= nt.nb {
                     return Err(Fail::Torn("table counts"));
                 }
-                live.push((order_of(w), b, tag_of(w)));
+                live.push((order_of(w), i, tag_of(w)));
             }
         }
         let n = live.len() as u64;
@@ -381,32 +370,82 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             return Err(Fail::Err(ContainerError::TooLarge { what: "a dict's number of entries", limit: ORDER_LIMIT - 1 }));
         }
         live.sort_unstable();
-        for (k, &(_, b, tag)) in live.iter().enumerate() {
-            self.move_bucket(tx, b, nt, live_word(tag, k as u64))?;
+        let src = tx.range(t.base, t.nb * self.stride)?;
+        let dst = tx.range(nt.base, nt.nb * self.stride)?;
+        for (k, &(_, i, tag)) in live.iter().enumerate() {
+            // SAFETY: i < t.nb (collected above): inside the checked source range, 8-aligned (as in `rehash`).
+            let s = unsafe { src.add((i * self.stride) as usize) }.cast::<u64>();
+            let d = self.empty_bucket(dst, nt, tag)?;
+            self.copy_bucket(s, d, live_word(tag, k as u64));
         }
         tx.set_root(ORDER, n)?;
         Ok(n)
     }
 
-    /// Copies the bucket at `from` into the first empty bucket of the new
-    /// table `nt` from its home, with the bucket word `w`.
-    #[inline]
-    fn move_bucket(&self, tx: &mut Txn<'_>, from: u64, nt: Table, w: u64) -> R<()> {
-        let mask = nt.nb - 1;
-        let start = home(tag_of(w), nt.nb);
-        // Bounded by the table size: the new table is in shm, and a peer that fills it with garbage
-        // must get an error out of this loop, never a spin holding the lock.
-        let mut to = None;
-        for k in 0..nt.nb {
-            let b = self.bucket(nt, start.wrapping_add(k) & mask);
-            if tag_of(tx.view().u64(b)?) == EMPTY {
-                to = Some(b);
-                break;
-            }
+    /// Moves every live entry of `t` into the empty table `nt` (tombstones
+    /// dropped, insertion numbers kept); returns how many. Both tables'
+    /// ranges are checked against the mapping once; each bucket moves as
+    /// whole words.
+    fn rehash(&self, tx: &mut Txn<'_>, t: Table, nt: Table) -> R<u64> {
+        if t.nb == 0 {
+            return Ok(0);
         }
-        let to = to.ok_or(Fail::Torn("new table full while resizing"))?;
-        tx.copy_fresh_words(from + KOFF, to + KOFF, (self.stride - KOFF) / 8)?;
-        tx.write_fresh(to, &w.to_ne_bytes())
+        let stride = self.stride;
+        // t and nt were checked (table_tx / our own allocation): nb * stride fits their blocks.
+        let src = tx.range(t.base, t.nb * stride)?;
+        let dst = tx.range(nt.base, nt.nb * stride)?;
+        let mut moved = 0;
+        for i in 0..t.nb {
+            // SAFETY: i < t.nb: the bucket is inside the checked source range; 8-aligned (base and stride are
+            // multiples of 8, the mapping page-aligned); memory model: a racing write gives garbage, never UB.
+            let s = unsafe { src.add((i * stride) as usize) }.cast::<u64>();
+            // SAFETY: as above.
+            let w = unsafe { copy::read(s) };
+            if tag_of(w) <= TOMB {
+                continue;
+            }
+            moved += 1;
+            if moved > nt.nb {
+                return Err(Fail::Torn("table counts"));
+            }
+            let d = self.empty_bucket(dst, nt, tag_of(w))?;
+            self.copy_bucket(s, d, w);
+        }
+        Ok(moved)
+    }
+
+    /// The first empty bucket of the table `nt` (at `dst`, checked) from
+    /// the home of `tag`. Bounded by the table size: the new table is in
+    /// shm, and a peer that fills it with garbage must get an error out of
+    /// this loop, never a spin holding the lock.
+    #[inline(always)]
+    fn empty_bucket(&self, dst: *mut u8, nt: Table, tag: u32) -> R<*mut u64> {
+        let mask = nt.nb - 1;
+        let mut j = home(tag, nt.nb);
+        for _ in 0..nt.nb {
+            // SAFETY: j <= mask < nt.nb: inside the checked range of `nt`, 8-aligned (as in `rehash`).
+            let d = unsafe { dst.add((j * self.stride) as usize) }.cast::<u64>();
+            // SAFETY: as above.
+            if tag_of(unsafe { copy::read(d) }) == EMPTY {
+                return Ok(d);
+            }
+            j = (j + 1) & mask;
+        }
+        Err(Fail::Torn("new table full while resizing"))
+    }
+
+    /// Copies the bucket at `s` to the empty bucket `d` of a fresh table
+    /// (no committed state reaches it: unlogged), its word set to `w`.
+    #[inline(always)]
+    fn copy_bucket(&self, s: *const u64, d: *mut u64, w: u64) {
+        crash_point();
+        for k in 1..(self.stride / 8) as usize {
+            // SAFETY: k < stride / 8: inside the buckets at `s` and `d` (both checked by the caller), 8-aligned;
+            // we hold the writer lock and `d` is in a block this operation allocated.
+            unsafe { copy::write(d.add(k), copy::read(s.add(k))) };
+        }
+        // SAFETY: as above (word 0 of the bucket).
+        unsafe { copy::write(d, w) };
     }
 
     /// Sets `key` to `val` inside a transaction; returns the old value.

@@ -73,7 +73,10 @@ pub(crate) const ROOT_WORDS: usize = 8;
 pub(crate) const S_TOP: usize = 0;
 pub(crate) const S_FREE: usize = 1;
 pub(crate) const S_ROOT: usize = S_FREE + NCLASS;
-pub(crate) const STATE_WORDS: usize = S_ROOT + ROOT_WORDS;
+/// Bit `c` set: the free list of class `c` is not empty (so an allocation
+/// finds its list with one load, not a scan of the heads).
+pub(crate) const S_FREE_MASK: usize = S_ROOT + ROOT_WORDS;
+pub(crate) const STATE_WORDS: usize = S_FREE_MASK + 1;
 
 /// Where the undo log lives and how large it is.
 pub(crate) const LOG_OFF: u64 = 1024;
@@ -108,7 +111,7 @@ pub(crate) struct Ctl {
 /// containers' root words and hashing). Bumped on every change.
 /// 2: word-sized log entries, the layout and seed words, keyed dict hash.
 /// 3: dict buckets `[tag u32 | order u32][key][value]`, Fibonacci home
-/// bucket from the tag, 4/5 load.
+/// bucket from the tag, 4/5 load; the heap's free-list mask state word.
 pub(crate) const STORE_LAYOUT: u32 = 3;
 
 const CTL_OFF: u64 = HEADER_SIZE as u64;
@@ -869,7 +872,7 @@ pub(crate) mod crash {
 }
 
 #[inline(always)]
-fn crash_point() {
+pub(crate) fn crash_point() {
     #[cfg(feature = "test-hooks")]
     crash::step();
 }
@@ -1075,8 +1078,12 @@ impl<'a> Txn<'a> {
         // LOG_OFF + used is 8-aligned (entries are whole words) and the log lies in the first mapping (>= HEAP_START
         // bytes, checked at create/open), so `at` only fails on a view that is not this store's.
         let p = self.view.at(LOG_OFF + self.used, n).ok_or(Fail::Torn("log out of bounds"))?;
-        // SAFETY: inside the mapping, 8-aligned (the mapping is page-aligned); we hold the writer lock.
-        unsafe { copy::write_slice(entry, p.cast::<u64>()) };
+        let p = p.cast::<u64>();
+        for (k, &w) in entry.iter().enumerate() {
+            // SAFETY: k < entry.len(): inside the n bytes checked above, 8-aligned (the mapping is page-aligned);
+            // we hold the writer lock. One volatile store per word.
+            unsafe { copy::write(p.add(k), w) };
+        }
         crash_point();
         self.used += n;
         // Release: pairs with the Acquire of the lock takeover in the next locker's recovery: the entry's
@@ -1169,26 +1176,17 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
-    /// Copies `words` words from `src` to `dst`, where no committed state
-    /// reaches `dst` (a fresh block): no log needed. Both ranges are
-    /// checked against the mapping once; the words move as single loads
-    /// and stores.
+    /// The address of the `len` bytes at `off` (8-aligned) in this
+    /// operation's mapping, checked to lie inside it: for a loop over a
+    /// whole table (a resize) that checks its range once. The pointer
+    /// stays valid for the whole operation (mappings are never unmapped
+    /// before the store drops); shared memory, so only through `copy`.
     #[inline]
-    pub(crate) fn copy_fresh_words(&mut self, src: u64, dst: u64, words: u64) -> R<()> {
-        if !src.is_multiple_of(8) || !dst.is_multiple_of(8) {
-            return Err(Fail::Torn("misaligned words"));
+    pub(crate) fn range(&self, off: u64, len: u64) -> R<*mut u8> {
+        if !off.is_multiple_of(8) {
+            return Err(Fail::Torn("misaligned range"));
         }
-        let len = words.checked_mul(8).ok_or(Fail::Torn("words"))?;
-        let s = self.view.at(src, len).ok_or(Fail::Torn("copy out of bounds"))?.cast::<u64>();
-        let d = self.view.at(dst, len).ok_or(Fail::Torn("copy out of bounds"))?.cast::<u64>();
-        crash_point();
-        for k in 0..words as usize {
-            // SAFETY: k < words: both words inside the mapping (checked above) and 8-aligned (src and dst are,
-            // the mapping is page-aligned); memory model: a racing write gives garbage, never UB; we hold the
-            // writer lock.
-            unsafe { copy::write(d.add(k), copy::read(s.add(k))) };
-        }
-        Ok(())
+        self.view.at(off, len).ok_or(Fail::Torn("range out of bounds"))
     }
 
     /// Stores `w` at `off + k * stride` for `k` in `0..count`, in bytes no
