@@ -6,8 +6,9 @@
 //! block:  [MAGIC | class : u64][next free block : u64][payload ...]
 //! blob:   payload = [len : u64][len bytes]
 //! ```
-//! Every change goes through the transaction: the free-list heads and the
-//! top are state words (logged), the `next` word of a block being freed is
+//! Every change goes through the transaction: the free-list heads, the
+//! mask of the non-empty lists (an allocation's one load to find a list)
+//! and the top are state words (logged), the `next` word of a block being freed is
 //! logged (the block was live), and a block handed out is written without
 //! logging (no committed state reaches it). So a crash mid-allocation
 //! rolls back to the exact free lists of before.

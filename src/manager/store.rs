@@ -46,9 +46,12 @@
 //! fixed cost is one CAS to lock and one swap to unlock, two loads to see
 //! that nothing needs repair, the odd and even `seq` stores and the
 //! commit store; an append or a new dict entry logs only the words a
-//! committed state can reach (the length; a bucket's tag and the three
-//! count words as one entry), and the bytes it writes where no committed
-//! state reaches go unlogged. A read is two `seq` loads around the
+//! committed state can reach (the length; a bucket's tag word and the
+//! three count words as one log append, `write_word_and_roots`), and the
+//! bytes it writes where no committed state reaches go unlogged. The
+//! heap finds a free block through a mask of its non-empty lists (one
+//! load), and a dict resize moves buckets as whole words through ranges
+//! checked once. A read is two `seq` loads around the
 //! bounds-checked copies, with no lock and no allocation for inline
 //! elements.
 
