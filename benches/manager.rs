@@ -1,8 +1,9 @@
 //! ListProxy / DictProxy operations: ours from one process and from two
 //! processes at once, beside std `Mutex<Vec<u64>>` / `Mutex<HashMap>` in
 //! one process and Python's `Manager().list()` / `.dict()` (when python3
-//! is present), in one table with ratios; then criterion benches of the
-//! single-process operations.
+//! is present; from one process and, measured as our "2p" column, from two
+//! processes at once), in one table with ratios; then criterion benches of
+//! the single-process operations.
 //!
 //! Targets: every operation >= 1000x Python's Manager; single-process
 //! append / get within 2x of the std Mutex equivalent.
@@ -145,22 +146,26 @@ fn side_by_side(rounds: usize, n: u64, py_n: u64) {
     let py = python(py_n);
     println!("\n== ListProxy / DictProxy, ns per operation (median of {rounds} rounds of {n} ops)");
     println!(
-        "  {:<20} {:>10} {:>12} {:>12} {:>12} {:>10} {:>10}",
-        "operation", "shmproc", "shmproc 2p", "std Mutex", "py Manager", "x python", "/ std"
+        "  {:<20} {:>10} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "operation", "shmproc", "shmproc 2p", "std Mutex", "py Manager", "py 2p", "x python", "x py 2p", "/ std"
     );
     for (op, one, two, std) in rows {
-        let p = py.as_ref().and_then(|m| m.get(op).copied());
-        let (pcol, ratio) = match p {
-            Some(p) => (format!("{p:.0}"), format!("{:.0}x", p / one)),
+        let cell = |name: &str, ours: f64| match py.as_ref().and_then(|m| m.get(name).copied()) {
+            Some(p) => (format!("{p:.0}"), format!("{:.0}x", p / ours)),
             None => ("-".into(), "-".into()),
         };
-        println!("  {op:<20} {one:>10.1} {two:>12.1} {std:>12.1} {pcol:>12} {ratio:>10} {:>9.2}x", one / std);
+        let ((pcol, ratio), (p2col, ratio2)) = (cell(op, one), cell(&format!("{op}_2p"), two));
+        println!(
+            "  {op:<20} {one:>10.1} {two:>12.1} {std:>12.1} {pcol:>12} {p2col:>12} {ratio:>10} {ratio2:>10} {:>9.2}x",
+            one / std
+        );
     }
     if py.is_none() {
         println!("  (python3 not available: the Python column is empty)");
     }
     println!("  targets: x python >= 1000; / std <= 2 for list_append, list_get, dict_*_u64 (one process)");
-    println!("  shmproc 2p: two processes each doing all the ops at once; time until both finished / ops of one");
+    println!("  shmproc 2p, py 2p: two processes each doing all the ops on one container at once; time until both");
+    println!("  finished / ops of one (x py 2p compares these two columns)");
 }
 
 fn main() {

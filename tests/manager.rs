@@ -537,6 +537,11 @@ fn crash_matrix_dict() {
     let mut max_ops = 0;
     for t in 0..n {
         let dict = DictProxy::<String, String>::new().unwrap();
+        if t % 4 >= 2 {
+            // Insertion numbers nearly used up: the table is renumbered after a few inserts (its own rebuild
+            // path, which a kill must find all or nothing too).
+            set_next_order(&dict, u64::from(u32::MAX) - 1 - t % 16);
+        }
         let steps = if t % 2 == 1 { 1 + mix(t ^ 0xD1C7) % 4000 } else { 0 };
         let inflight = Value::new(0u64).unwrap();
         let mut p = Process::new(dict_worker, (dict.clone(), steps, inflight.clone()));
@@ -565,6 +570,52 @@ fn crash_matrix_dict() {
         assert_eq!(dict.len(), got.len() + usize::from(!got.iter().any(|(k, _)| k == "after")));
     }
     eprintln!("crash matrix (dict): {n} trials, all repaired; up to {max_ops} ops before a kill");
+}
+
+/// Offset of a dict's ORDER root word (the next insertion number): header
+/// 128 + lock, seq, map_len, log_used; heap top, 36 free-list heads, then
+/// the roots table, buckets, count, used, order (src/manager/store.rs,
+/// dict.rs).
+const ORDER_OFF: u64 = 160 + 8 * (1 + 36 + 4);
+
+/// Sets the next insertion number of `d` (a test of the renumbering at
+/// the 32-bit limit; `d` is not in use).
+fn set_next_order(d: &DictProxy<String, String>, order: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/shmproc.{}", d.name())).unwrap();
+    f.write_all_at(&order.to_ne_bytes(), ORDER_OFF).unwrap();
+}
+
+/// The insertion numbers of a dict are 32 bits; the insert that would
+/// pass the last one renumbers the entries in their order first, so
+/// insertion order (keys(), popitem) is kept across it, also with
+/// removals and values replaced.
+#[test]
+fn insertion_order_survives_the_renumbering_at_the_32_bit_limit() {
+    let d = DictProxy::<String, String>::new().unwrap();
+    set_next_order(&d, u64::from(u32::MAX) - 6);
+    let mut model: Vec<(String, String)> = Vec::new();
+    for i in 0..40u64 {
+        let k = format!("k{}", (i * 7) % 23);
+        let v = format!("v{i}");
+        match model.iter_mut().find(|(mk, _)| *mk == k) {
+            Some(e) => e.1 = v.clone(),
+            None => model.push((k.clone(), v.clone())),
+        }
+        d.insert(k, v).unwrap();
+        if i % 5 == 4 {
+            let gone = model.remove(1);
+            assert_eq!(d.remove(&gone.0).unwrap(), Some(gone.1));
+        }
+        assert_eq!(d.items().unwrap(), model, "after insert {i}");
+    }
+    assert_eq!(d.popitem().unwrap(), model.pop().unwrap());
+    assert_eq!(d.items().unwrap(), model);
+    // The renumbering did happen: the next number is small again.
+    use std::os::unix::fs::FileExt;
+    let mut w = [0u8; 8];
+    std::fs::File::open(format!("/dev/shm/shmproc.{}", d.name())).unwrap().read_exact_at(&mut w, ORDER_OFF).unwrap();
+    assert!(u64::from_ne_bytes(w) < 100, "next insertion number {} after the limit", u64::from_ne_bytes(w));
 }
 
 // ---- hostile bytes and lock-free reads -------------------------------
@@ -747,8 +798,8 @@ const S_TOP_OFF: u64 = 160;
 fn a_hostile_peer_cannot_hang_a_dict_resize() {
     use std::os::unix::fs::FileExt;
     let d = DictProxy::<u64, u64>::new().unwrap();
-    // Up to just below the 16 384 -> 32 768 bucket resize (at 12 288 used).
-    for i in 0..12_280u64 {
+    // Up to just below the 16 384 -> 32 768 bucket resize (at 13 107 used: 4/5 of the buckets).
+    for i in 0..13_100u64 {
         d.insert(i, i).unwrap();
     }
     let path = format!("/dev/shm/shmproc.{}", d.name());
@@ -776,7 +827,7 @@ fn a_hostile_peer_cannot_hang_a_dict_resize() {
             .spawn({
                 let d = d.clone();
                 move || {
-                    for i in 12_280..12_400u64 {
+                    for i in 13_100..13_220u64 {
                         let _ = d.insert(i, i);
                     }
                 }

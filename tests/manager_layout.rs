@@ -8,8 +8,8 @@ use std::os::unix::fs::FileExt;
 use shmproc::{DictProxy, OpenError};
 
 /// Offset of the store's layout word: header 128 + lock, seq, map_len,
-/// log_used (4 words) + 45 state words, as laid out by src/manager/store.rs.
-const LAYOUT_OFF: u64 = 128 + 8 * 4 + 8 * 45;
+/// log_used (4 words) + 46 state words, as laid out by src/manager/store.rs.
+const LAYOUT_OFF: u64 = 128 + 8 * 4 + 8 * 46;
 
 /// A container segment whose layout word is not this build's (one made
 /// by an older build, before the word existed, reads 0) is refused with

@@ -4,18 +4,29 @@
 //! Root words: the table's payload offset, its number of buckets (a power
 //! of two), the number of live entries, the number of used buckets
 //! (live + tombstones), and the next insertion number. A bucket is
-//! `[tag][insertion number][key slot][value slot]`, the tag being 0
-//! (empty), 1 (tombstone) or the key's hash with bit 1 set. The insertion
-//! number gives Python's order: `keys()` / `items()` in insertion order
-//! (a new value for a present key keeps its place), `popitem` the last
-//! inserted entry. A
-//! change to a live bucket logs that bucket; a new entry writes its vacant
-//! bucket's order, key and value unlogged (nothing reads them while the
-//! tag says empty or tombstone) and logs only the tag it makes live, and
-//! the three count words as one entry (a tombstone inside a group is
+//! `[tag : u32 | insertion number : u32][key slot][value slot]` (24 bytes
+//! for u64 -> u64 and for String -> u64), the tag being 0 (empty), 1
+//! (tombstone) or 32 bits of the key's hash with bit 1 set: a probe reads
+//! the tag, the key and the value from one bucket, one cache line for most
+//! buckets. A key's home bucket is its tag times the golden ratio (top
+//! bits; Fibonacci hashing), so a resize places an entry from its tag
+//! alone, without hashing its key again. The table is rebuilt (doubled)
+//! when its used buckets would pass 4/5 of it.
+//!
+//! The insertion number gives Python's order: `keys()` / `items()` in
+//! insertion order (a new value for a present key keeps its place),
+//! `popitem` the last inserted entry. When the next number would not fit
+//! in 32 bits the table is rebuilt with its entries renumbered 0..count in
+//! their order (once per 4 billion insertions).
+//!
+//! A change to a live bucket logs that bucket; a new entry writes its
+//! vacant bucket's key and value unlogged (nothing reads them while the
+//! tag says empty or tombstone) and logs the tag word it makes live and
+//! the three count words as one log append (a tombstone inside a group is
 //! logged whole: the group's rollback may bring back the entry removed
-//! there). A resize builds the new table in a fresh block (only the tags
-//! are cleared) and switches the root to it.
+//! there). A resize builds the new table in a fresh block (only the tag
+//! words are cleared), copies each live bucket in whole words, and
+//! switches the root to it.
 //!
 //! Hashing: a wyhash-like multiply-fold keyed with the container's random
 //! seed (chosen at creation, in the control block), so a few instructions
@@ -25,9 +36,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::element::{self, Element, slot_size};
-use super::store::{Fail, HEAP_START, R, Store, Txn, View};
+use super::store::{Fail, HEAP_START, R, Store, Txn, View, crash_point};
 use super::{ContainerError, fingerprint, heap};
 use crate::shm::Kind;
+use crate::shm::copy;
 use crate::{OpenError, Options};
 
 const TABLE: usize = 0;
@@ -35,11 +47,49 @@ const NB: usize = 1;
 const COUNT: usize = 2;
 const USED: usize = 3;
 const ORDER: usize = 4;
-/// Where a bucket's key slot starts (after the tag and the insertion number).
-const KOFF: u64 = 16;
+/// Where a bucket's key slot starts (after the tag-and-order word).
+const KOFF: u64 = 8;
 
-const EMPTY: u64 = 0;
-const TOMB: u64 = 1;
+const EMPTY: u32 = 0;
+const TOMB: u32 = 1;
+/// Insertion numbers are 32 bits; at this one the table is renumbered.
+const ORDER_LIMIT: u64 = u32::MAX as u64;
+
+/// The tag of a bucket word.
+#[inline(always)]
+fn tag_of(w: u64) -> u32 {
+    w as u32
+}
+
+/// The insertion number of a bucket word.
+#[inline(always)]
+fn order_of(w: u64) -> u64 {
+    w >> 32
+}
+
+/// The word of a live bucket.
+#[inline(always)]
+fn live_word(tag: u32, order: u64) -> u64 {
+    u64::from(tag) | (order << 32)
+}
+
+/// A key's tag: 32 bits of its hash, never EMPTY or TOMB.
+#[inline(always)]
+fn tag_for(h: u64) -> u32 {
+    (h as u32) | 2
+}
+
+/// The home bucket of `tag` in a table of `nb` buckets (a power of two):
+/// the top bits of the tag times 2^64 / phi (Fibonacci hashing), so every
+/// bit of the tag counts.
+#[inline(always)]
+fn home(tag: u32, nb: u64) -> u64 {
+    let bits = nb.trailing_zeros();
+    if bits == 0 {
+        return 0;
+    }
+    u64::from(tag).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)
+}
 
 /// A dict in shared memory with Python's dict surface, shared by every
 /// process that opens it; no server process, no pickling.
@@ -257,13 +307,14 @@ impl<K: Element, V: Element> DictProxy<K, V> {
 
     #[inline(always)]
     fn probe(&self, v: &View, t: Table, key: &[u8], h: u64) -> R<Probe> {
-        let tag = h | 2;
+        let tag = tag_for(h);
         let mask = t.nb.wrapping_sub(1);
+        let start = home(tag, t.nb);
         let mut vacant = None;
         for step in 0..t.nb {
-            let i = tag.wrapping_add(step) & mask;
+            let i = start.wrapping_add(step) & mask;
             let b = self.bucket(t, i);
-            match v.u64(b)? {
+            match tag_of(v.u64(b)?) {
                 EMPTY => return Ok(vacant.unwrap_or(Probe::Vacant { idx: i, was_empty: true })),
                 TOMB => {
                     vacant.get_or_insert(Probe::Vacant { idx: i, was_empty: false });
@@ -276,47 +327,125 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         vacant.ok_or(Fail::Torn("table full"))
     }
 
-    /// Rebuilds the table with `nb` buckets (dropping tombstones).
+    /// Rebuilds the table with `nb` buckets (dropping tombstones); when the
+    /// insertion numbers are used up, renumbers the entries 0..count in
+    /// their order.
     fn resize(&self, tx: &mut Txn<'_>, t: Table, nb: u64) -> R<Table> {
         let bytes = nb.checked_mul(self.stride).ok_or(Fail::Torn("table size"))?;
         let p = tx.alloc(bytes)?;
-        // Only the tags need to say EMPTY: a probe reads nothing else of an empty bucket.
-        tx.fill_fresh_words(p, self.stride, nb, EMPTY)?;
+        // Only the tag words need to say EMPTY: a probe reads nothing else of an empty bucket.
+        tx.fill_fresh_words(p, self.stride, nb, 0)?;
         let nt = Table { base: p, nb, count: t.count, used: t.count };
-        let mut moved = 0;
-        let mut bytes = vec![0u8; self.stride as usize];
-        for i in 0..t.nb {
-            let b = self.bucket(t, i);
-            let tag = tx.view().u64(b)?;
-            if tag == EMPTY || tag == TOMB {
-                continue;
-            }
-            tx.view().bytes(b, &mut bytes)?;
-            // Bounded by the table size: the new table is in shm, and a peer that fills it with garbage
-            // must get an error out of this loop, never a spin holding the lock.
-            let mask = nb - 1;
-            let j = (0..nb)
-                .map(|k| tag.wrapping_add(k) & mask)
-                .find_map(|j| match tx.view().u64(self.bucket(nt, j)) {
-                    Ok(EMPTY) => Some(Ok(j)),
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                })
-                .ok_or(Fail::Torn("new table full while resizing"))??;
-            tx.write_fresh(self.bucket(nt, j), &bytes)?;
-            moved += 1;
-            if moved > nb {
-                return Err(Fail::Torn("table counts"));
-            }
-        }
-        tx.set_root(TABLE, p)?;
-        tx.set_root(NB, nb)?;
-        tx.set_root(COUNT, moved)?;
-        tx.set_root(USED, moved)?;
+        let moved = if tx.root(ORDER) < ORDER_LIMIT {
+            self.rehash(tx, t, nt)?
+        } else {
+            self.renumber(tx, t, nt)?
+        };
+        // TABLE, NB, COUNT, USED are consecutive root words: one log entry.
+        const _: () = assert!(NB == TABLE + 1 && COUNT == TABLE + 2 && USED == TABLE + 3);
+        tx.set_roots(TABLE, &[p, nb, moved, moved])?;
         if t.base != 0 {
             tx.free(t.base)?;
         }
         Ok(Table { count: moved, used: moved, ..nt })
+    }
+
+    /// Moves the live entries of `t` into the empty table `nt` numbered
+    /// 0..count in their insertion order; sets the next number.
+    #[cold]
+    fn renumber(&self, tx: &mut Txn<'_>, t: Table, nt: Table) -> R<u64> {
+        let mut live = Vec::new();
+        for i in 0..t.nb {
+            let b = self.bucket(t, i);
+            let w = tx.view().u64(b)?;
+            if tag_of(w) > TOMB {
+                if live.len() as u64 >= nt.nb {
+                    return Err(Fail::Torn("table counts"));
+                }
+                live.push((order_of(w), i, tag_of(w)));
+            }
+        }
+        let n = live.len() as u64;
+        if n >= ORDER_LIMIT {
+            return Err(Fail::Err(ContainerError::TooLarge { what: "a dict's number of entries", limit: ORDER_LIMIT - 1 }));
+        }
+        live.sort_unstable();
+        let src = tx.range(t.base, t.nb * self.stride)?;
+        let dst = tx.range(nt.base, nt.nb * self.stride)?;
+        for (k, &(_, i, tag)) in live.iter().enumerate() {
+            // SAFETY: i < t.nb (collected above): inside the checked source range, 8-aligned (as in `rehash`).
+            let s = unsafe { src.add((i * self.stride) as usize) }.cast::<u64>();
+            let d = self.empty_bucket(dst, nt, tag)?;
+            self.copy_bucket(s, d, live_word(tag, k as u64));
+        }
+        tx.set_root(ORDER, n)?;
+        Ok(n)
+    }
+
+    /// Moves every live entry of `t` into the empty table `nt` (tombstones
+    /// dropped, insertion numbers kept); returns how many. Both tables'
+    /// ranges are checked against the mapping once; each bucket moves as
+    /// whole words.
+    fn rehash(&self, tx: &mut Txn<'_>, t: Table, nt: Table) -> R<u64> {
+        if t.nb == 0 {
+            return Ok(0);
+        }
+        let stride = self.stride;
+        // t and nt were checked (table_tx / our own allocation): nb * stride fits their blocks.
+        let src = tx.range(t.base, t.nb * stride)?;
+        let dst = tx.range(nt.base, nt.nb * stride)?;
+        let mut moved = 0;
+        for i in 0..t.nb {
+            // SAFETY: i < t.nb: the bucket is inside the checked source range; 8-aligned (base and stride are
+            // multiples of 8, the mapping page-aligned); memory model: a racing write gives garbage, never UB.
+            let s = unsafe { src.add((i * stride) as usize) }.cast::<u64>();
+            // SAFETY: as above.
+            let w = unsafe { copy::read(s) };
+            if tag_of(w) <= TOMB {
+                continue;
+            }
+            moved += 1;
+            if moved > nt.nb {
+                return Err(Fail::Torn("table counts"));
+            }
+            let d = self.empty_bucket(dst, nt, tag_of(w))?;
+            self.copy_bucket(s, d, w);
+        }
+        Ok(moved)
+    }
+
+    /// The first empty bucket of the table `nt` (at `dst`, checked) from
+    /// the home of `tag`. Bounded by the table size: the new table is in
+    /// shm, and a peer that fills it with garbage must get an error out of
+    /// this loop, never a spin holding the lock.
+    #[inline(always)]
+    fn empty_bucket(&self, dst: *mut u8, nt: Table, tag: u32) -> R<*mut u64> {
+        let mask = nt.nb - 1;
+        let mut j = home(tag, nt.nb);
+        for _ in 0..nt.nb {
+            // SAFETY: j <= mask < nt.nb: inside the checked range of `nt`, 8-aligned (as in `rehash`).
+            let d = unsafe { dst.add((j * self.stride) as usize) }.cast::<u64>();
+            // SAFETY: as above.
+            if tag_of(unsafe { copy::read(d) }) == EMPTY {
+                return Ok(d);
+            }
+            j = (j + 1) & mask;
+        }
+        Err(Fail::Torn("new table full while resizing"))
+    }
+
+    /// Copies the bucket at `s` to the empty bucket `d` of a fresh table
+    /// (no committed state reaches it: unlogged), its word set to `w`.
+    #[inline(always)]
+    fn copy_bucket(&self, s: *const u64, d: *mut u64, w: u64) {
+        crash_point();
+        for k in 1..(self.stride / 8) as usize {
+            // SAFETY: k < stride / 8: inside the buckets at `s` and `d` (both checked by the caller), 8-aligned;
+            // we hold the writer lock and `d` is in a block this operation allocated.
+            unsafe { copy::write(d.add(k), copy::read(s.add(k))) };
+        }
+        // SAFETY: as above (word 0 of the bucket).
+        unsafe { copy::write(d, w) };
     }
 
     /// Sets `key` to `val` inside a transaction; returns the old value.
@@ -324,7 +453,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         let kb = key.__bytes();
         let h = hash(self.seed, &kb);
         let mut t = self.table_tx(tx)?;
-        if t.nb == 0 || (t.used + 1) * 4 > t.nb * 3 {
+        if t.nb == 0 || (t.used + 1) * 5 > t.nb * 4 || tx.root(ORDER) >= ORDER_LIMIT {
             let nb = if (t.count + 1) * 2 > t.nb { (t.nb * 2).max(8) } else { t.nb };
             t = self.resize(tx, t, nb)?;
         }
@@ -351,13 +480,13 @@ impl<K: Element, V: Element> DictProxy<K, V> {
                 if !was_empty && tx.in_group() {
                     tx.log_bytes(b, self.stride)?;
                 }
-                tx.write_fresh(b + 8, &order.to_ne_bytes())?;
                 tx.write_fresh(b + KOFF, &ks)?;
                 tx.write_fresh(b + KOFF + self.ks, &vs)?;
-                tx.write_u64(b, h | 2)?;
-                // COUNT, USED, ORDER are consecutive root words: one log entry.
+                // The bucket word (tag and order) and COUNT, USED, ORDER (consecutive root words) in one
+                // log append; the tag goes live with it.
                 const _: () = assert!(USED == COUNT + 1 && ORDER == COUNT + 2);
-                tx.set_roots(COUNT, &[t.count + 1, t.used + u64::from(was_empty), order.wrapping_add(1)])?;
+                let counts = [t.count + 1, t.used + u64::from(was_empty), order.wrapping_add(1)];
+                tx.write_word_and_roots(b, live_word(tag_for(h), order), COUNT, &counts)?;
                 Ok(None)
             }
         }
@@ -370,7 +499,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         let v = element::decode::<V>(tx.view(), b + KOFF + self.ks, self.vin)?;
         element::release(tx, b + KOFF, self.kin)?;
         element::release(tx, b + KOFF + self.ks, self.vin)?;
-        tx.write_u64(b, TOMB)?;
+        tx.write_u64(b, u64::from(TOMB))?;
         // A live bucket with a count of 0 is a hostile table: an error, not an underflow.
         tx.set_root(COUNT, t.count.checked_sub(1).ok_or(Fail::Torn("table counts"))?)?;
         Ok((k, v))
@@ -479,8 +608,9 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             let mut last = None;
             for i in 0..t.nb {
                 let b = self.bucket(t, i);
-                if tx.view().u64(b)? > TOMB {
-                    let order = tx.view().u64(b + 8)?;
+                let w = tx.view().u64(b)?;
+                if tag_of(w) > TOMB {
+                    let order = order_of(w);
                     if last.is_none_or(|(o, _)| order >= o) {
                         last = Some((order, i));
                     }
@@ -567,8 +697,9 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             let mut out = Vec::with_capacity(t.count.min(1 << 20) as usize);
             for i in 0..t.nb {
                 let b = self.bucket(t, i);
-                if v.u64(b)? > TOMB {
-                    out.push((v.u64(b + 8)?, f(v, b)?));
+                let w = v.u64(b)?;
+                if tag_of(w) > TOMB {
+                    out.push((order_of(w), f(v, b)?));
                 }
             }
             // Insertion order (stable: garbage numbers from a hostile peer give garbage order, nothing worse).

@@ -6,8 +6,9 @@
 //! block:  [MAGIC | class : u64][next free block : u64][payload ...]
 //! blob:   payload = [len : u64][len bytes]
 //! ```
-//! Every change goes through the transaction: the free-list heads and the
-//! top are state words (logged), the `next` word of a block being freed is
+//! Every change goes through the transaction: the free-list heads, the
+//! mask of the non-empty lists (an allocation's one load to find a list)
+//! and the top are state words (logged), the `next` word of a block being freed is
 //! logged (the block was live), and a block handed out is written without
 //! logging (no committed state reaches it). So a crash mid-allocation
 //! rolls back to the exact free lists of before.
@@ -16,7 +17,7 @@
 //! heap, on a block boundary, with a valid header, ending inside the
 //! mapping; a bad one is an error or garbage, never an access outside.
 
-use super::store::{Fail, HEAP_START, NCLASS, R, S_FREE, S_ROOT, S_TOP, STATE_WORDS, Txn, View};
+use super::store::{Fail, HEAP_START, NCLASS, R, ROOT_WORDS, S_FREE, S_FREE_MASK, S_ROOT, S_TOP, STATE_WORDS, Txn, View};
 
 /// High bits of a block header word ("BLK").
 const BLOCK_MAGIC: u64 = 0x424C_4B00_0000_0000;
@@ -90,8 +91,10 @@ impl Txn<'_> {
             what: "one allocation",
             limit: block_size(NCLASS - 1) - BLOCK_HDR,
         }))?;
-        // The smallest free block of class c or larger (a bounded scan of the list heads).
-        if let Some(big) = (c..NCLASS).find(|&k| self.state(S_FREE + k) != 0) {
+        // The smallest free block of class c or larger: the mask's lowest bit from c whose list is not empty
+        // (a mask bit without a list is skipped; a list without its bit is only not reused: a hostile mask
+        // costs space, never a wrong block).
+        if let Some(big) = self.free_class_from(c) {
             let head = self.pop_free(big)?;
             if big > c {
                 self.split(head, big, c)?;
@@ -114,6 +117,33 @@ impl Txn<'_> {
         Ok(b + BLOCK_HDR)
     }
 
+    /// The smallest class from `c` whose free list is not empty, by the
+    /// free-list mask.
+    #[inline]
+    fn free_class_from(&self, c: usize) -> Option<usize> {
+        let mut m = self.state(S_FREE_MASK) & (u64::MAX << c) & ((1u64 << NCLASS) - 1);
+        while m != 0 {
+            let k = m.trailing_zeros() as usize;
+            if self.state(S_FREE + k) != 0 {
+                return Some(k);
+            }
+            m &= m - 1;
+        }
+        None
+    }
+
+    /// Sets the free-list head of class `c` and its mask bit.
+    #[inline]
+    fn set_free_head(&mut self, c: usize, head: u64) -> R<()> {
+        self.set_state(S_FREE + c, head)?;
+        let m = self.state(S_FREE_MASK);
+        let want = if head != 0 { m | 1 << c } else { m & !(1 << c) };
+        if want != m {
+            self.set_state(S_FREE_MASK, want)?;
+        }
+        Ok(())
+    }
+
     /// Takes the first block off the free list of class `c` (validated);
     /// returns its offset.
     fn pop_free(&mut self, c: usize) -> R<u64> {
@@ -124,7 +154,7 @@ impl Txn<'_> {
         if hc != c || head + block_size(c) > top || (next != 0 && (next < HEAP_START || next >= top)) {
             return Err(Fail::Torn("free list"));
         }
-        self.set_state(S_FREE + c, next)?;
+        self.set_free_head(c, next)?;
         Ok(head)
     }
 
@@ -141,7 +171,7 @@ impl Txn<'_> {
             hdr[..8].copy_from_slice(&(BLOCK_MAGIC | k as u64).to_ne_bytes());
             hdr[8..].copy_from_slice(&self.state(S_FREE + k).to_ne_bytes());
             self.write_fresh(piece, &hdr)?;
-            self.set_state(S_FREE + k, piece)?;
+            self.set_free_head(k, piece)?;
         }
         self.write_u64(b, BLOCK_MAGIC | c as u64)
     }
@@ -185,7 +215,7 @@ impl Txn<'_> {
             }
             let head = self.state(S_FREE + c);
             self.write_u64(b + 8, head)?;
-            self.set_state(S_FREE + c, b)?;
+            self.set_free_head(c, b)?;
         }
         Ok(())
     }
@@ -220,7 +250,7 @@ impl Txn<'_> {
     /// old blocks stay allocated (reclaimed by a `clear` outside a group).
     pub(crate) fn reset(&mut self) -> R<()> {
         if self.in_group() {
-            for i in S_ROOT..STATE_WORDS {
+            for i in S_ROOT..S_ROOT + ROOT_WORDS {
                 if self.state(i) != 0 {
                     self.set_state(i, 0)?;
                 }

@@ -46,9 +46,12 @@
 //! fixed cost is one CAS to lock and one swap to unlock, two loads to see
 //! that nothing needs repair, the odd and even `seq` stores and the
 //! commit store; an append or a new dict entry logs only the words a
-//! committed state can reach (the length; a bucket's tag and the three
-//! count words as one entry), and the bytes it writes where no committed
-//! state reaches go unlogged. A read is two `seq` loads around the
+//! committed state can reach (the length; a bucket's tag word and the
+//! three count words as one log append, `write_word_and_roots`), and the
+//! bytes it writes where no committed state reaches go unlogged. The
+//! heap finds a free block through a mask of its non-empty lists (one
+//! load), and a dict resize moves buckets as whole words through ranges
+//! checked once. A read is two `seq` loads around the
 //! bounds-checked copies, with no lock and no allocation for inline
 //! elements.
 
@@ -73,7 +76,10 @@ pub(crate) const ROOT_WORDS: usize = 8;
 pub(crate) const S_TOP: usize = 0;
 pub(crate) const S_FREE: usize = 1;
 pub(crate) const S_ROOT: usize = S_FREE + NCLASS;
-pub(crate) const STATE_WORDS: usize = S_ROOT + ROOT_WORDS;
+/// Bit `c` set: the free list of class `c` is not empty (so an allocation
+/// finds its list with one load, not a scan of the heads).
+pub(crate) const S_FREE_MASK: usize = S_ROOT + ROOT_WORDS;
+pub(crate) const STATE_WORDS: usize = S_FREE_MASK + 1;
 
 /// Where the undo log lives and how large it is.
 pub(crate) const LOG_OFF: u64 = 1024;
@@ -107,7 +113,9 @@ pub(crate) struct Ctl {
 /// The version of this layout (control block, log entries, heap, and the
 /// containers' root words and hashing). Bumped on every change.
 /// 2: word-sized log entries, the layout and seed words, keyed dict hash.
-pub(crate) const STORE_LAYOUT: u32 = 2;
+/// 3: dict buckets `[tag u32 | order u32][key][value]`, Fibonacci home
+/// bucket from the tag, 4/5 load; the heap's free-list mask state word.
+pub(crate) const STORE_LAYOUT: u32 = 3;
 
 const CTL_OFF: u64 = HEADER_SIZE as u64;
 const STATE_OFF: u64 = CTL_OFF + std::mem::offset_of!(Ctl, state) as u64;
@@ -867,7 +875,7 @@ pub(crate) mod crash {
 }
 
 #[inline(always)]
-fn crash_point() {
+pub(crate) fn crash_point() {
     #[cfg(feature = "test-hooks")]
     crash::step();
 }
@@ -1073,8 +1081,12 @@ impl<'a> Txn<'a> {
         // LOG_OFF + used is 8-aligned (entries are whole words) and the log lies in the first mapping (>= HEAP_START
         // bytes, checked at create/open), so `at` only fails on a view that is not this store's.
         let p = self.view.at(LOG_OFF + self.used, n).ok_or(Fail::Torn("log out of bounds"))?;
-        // SAFETY: inside the mapping, 8-aligned (the mapping is page-aligned); we hold the writer lock.
-        unsafe { copy::write_slice(entry, p.cast::<u64>()) };
+        let p = p.cast::<u64>();
+        for (k, &w) in entry.iter().enumerate() {
+            // SAFETY: k < entry.len(): inside the n bytes checked above, 8-aligned (the mapping is page-aligned);
+            // we hold the writer lock. One volatile store per word.
+            unsafe { copy::write(p.add(k), w) };
+        }
         crash_point();
         self.used += n;
         // Release: pairs with the Acquire of the lock takeover in the next locker's recovery: the entry's
@@ -1132,6 +1144,52 @@ impl<'a> Txn<'a> {
     pub(crate) fn write_fresh(&mut self, off: u64, src: &[u8]) -> R<()> {
         crash_point();
         self.put_torn(off, src)
+    }
+
+    /// Writes the live word at `off` and sets the root words
+    /// `first..first + vals.len()`, their old values logged as one log
+    /// append (two entries, one publication): the common end of an insert.
+    #[inline]
+    pub(crate) fn write_word_and_roots(&mut self, off: u64, w: u64, first: usize, vals: &[u64]) -> R<()> {
+        let (lo, n) = (S_ROOT + first, vals.len());
+        debug_assert!((1..=ROOT_WORDS).contains(&n) && lo + n <= STATE_WORDS);
+        if !off.is_multiple_of(8) || self.is_fresh(off, 8) {
+            self.write(off, &w.to_ne_bytes())?;
+            return self.set_states(lo, vals);
+        }
+        // Logging a state word already logged in this operation again is harmless (entries are undone newest
+        // first, so the oldest value is the one left).
+        let mut e = [0u64; 5 + ROOT_WORDS];
+        e[0] = off;
+        e[1] = 8;
+        e[2] = self.view.u64(off)?;
+        e[3] = STATE_OFF + 8 * lo as u64;
+        e[4] = 8 * n as u64;
+        for k in 0..n {
+            e[5 + k] = self.state(lo + k);
+        }
+        self.append_entry(&e[..5 + n])?;
+        self.logged |= ((1u64 << n) - 1) << lo;
+        crash_point();
+        self.view.put(off, &w.to_ne_bytes())?;
+        crash_point();
+        for (k, &v) in vals.iter().enumerate() {
+            self.store_state(lo + k, v);
+        }
+        Ok(())
+    }
+
+    /// The address of the `len` bytes at `off` (8-aligned) in this
+    /// operation's mapping, checked to lie inside it: for a loop over a
+    /// whole table (a resize) that checks its range once. The pointer
+    /// stays valid for the whole operation (mappings are never unmapped
+    /// before the store drops); shared memory, so only through `copy`.
+    #[inline]
+    pub(crate) fn range(&self, off: u64, len: u64) -> R<*mut u8> {
+        if !off.is_multiple_of(8) {
+            return Err(Fail::Torn("misaligned range"));
+        }
+        self.view.at(off, len).ok_or(Fail::Torn("range out of bounds"))
     }
 
     /// Stores `w` at `off + k * stride` for `k` in `0..count`, in bytes no
