@@ -43,9 +43,24 @@ impl<R> Bulk<R> {
     /// memory image (`pod_width::<R>()` is `Some`): [`put_run`](Self::put_run)
     /// relies on it.
     pub(crate) fn new(n: usize) -> Bulk<R> {
-        let mut vals = Vec::with_capacity(n);
-        // SAFETY: `MaybeUninit` needs no initialisation; the capacity is `n`.
-        unsafe { vals.set_len(n) };
+        // Zeroed (fresh pages from the system cost nothing more): every
+        // byte of `vals` is initialised, so `put_run_with` can hand them
+        // out as `&mut [u8]`.
+        let vals = match std::alloc::Layout::array::<MaybeUninit<R>>(n) {
+            Ok(layout) if layout.size() > 0 => {
+                // SAFETY: the layout has a non-zero size.
+                let p = unsafe { std::alloc::alloc_zeroed(layout) };
+                if p.is_null() {
+                    std::alloc::handle_alloc_error(layout);
+                }
+                // SAFETY: `p` was allocated by the global allocator with the
+                // layout of `n` values of `MaybeUninit<R>`; length `n` (any
+                // bytes are a `MaybeUninit`), capacity `n`.
+                unsafe { Vec::from_raw_parts(p.cast::<MaybeUninit<R>>(), n, n) }
+            }
+            Ok(_) => (0..n).map(|_| MaybeUninit::zeroed()).collect(),
+            Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<R>()),
+        };
         Bulk { vals, have: vec![0; n.div_ceil(64)], failed: BTreeMap::new() }
     }
 
@@ -112,6 +127,34 @@ impl<R> Bulk<R> {
         // buffer (never shared memory), not overlapping `vals`. `R` is plain
         // data (the constructor's contract): any bytes are a valid `R`.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.vals.as_mut_ptr().add(at).cast::<u8>(), bytes.len()) };
+        for_words(at, n, |w, m| self.have[w] |= m);
+        Some(n as u64)
+    }
+
+    /// Stores the values of items `at..at + n`, written by `copy` straight
+    /// into their place (their memory images, `n * size_of::<R>()` bytes:
+    /// the bulk path's one copy out of shared memory); how many were new.
+    /// `None` (nothing stored, `copy` not called) if the run passes the
+    /// job's end.
+    pub(crate) fn put_run_with(&mut self, at: u64, n: usize, copy: &mut dyn FnMut(&mut [u8])) -> Option<u64> {
+        let width = std::mem::size_of::<R>();
+        let bytes = n.checked_mul(width)?;
+        let at = usize::try_from(at).ok().filter(|&a| a.checked_add(n).is_some_and(|e| e <= self.vals.len()))?;
+        let mut clear = true;
+        for_words(at, n, |w, m| clear &= self.have[w] & m == 0);
+        if !clear {
+            // Some came already (never on the normal path): through a buffer.
+            let mut buf = vec![0u8; bytes];
+            copy(&mut buf);
+            return self.put_run(at as u64, &buf);
+        }
+        // SAFETY: `at + n <= len` (checked), so these `bytes` bytes are the
+        // values of items `at..at + n`, inside `vals`; every byte of `vals`
+        // is initialised (zeroed at `new`, values since), so they may be
+        // viewed as `u8` while `self` is borrowed. `R` is plain data (the
+        // constructor's contract): any bytes `copy` writes are a valid `R`.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.vals.as_mut_ptr().add(at).cast::<u8>(), bytes) };
+        copy(dst);
         for_words(at, n, |w, m| self.have[w] |= m);
         Some(n as u64)
     }

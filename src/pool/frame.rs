@@ -26,6 +26,11 @@
 //! Everything read from a frame is untrusted: every length is checked.
 
 
+use std::sync::{Arc, Mutex};
+
+use crate::TrySendError;
+use crate::queue::ByteProducer;
+
 /// Ring bytes of each task and result queue.
 pub(crate) const RING_BYTES: u64 = 1 << 20;
 /// The largest frame in a ring.
@@ -161,13 +166,71 @@ fn ok_prefix(out: &mut Vec<u8>, len: u32) {
     put_u32(out, len);
 }
 
+/// The arguments of a plain-data job: their memory images back to back,
+/// written once by the submitting thread and shared by the job's frames
+/// (each frame is sent as its header and a slice of this block: no copy
+/// per frame before the ring's). Its buffer goes back to the pool's spare
+/// slot when the last frame is dropped, so the next `map` writes into
+/// memory that is already mapped (no page fault per 4 KiB).
+#[derive(Debug)]
+pub(crate) struct PodBlock {
+    bytes: Vec<u8>,
+    home: Arc<Mutex<Vec<u8>>>,
+}
+
+/// The largest block kept for reuse (bytes): a pool keeps at most this
+/// much after a `map` of plain data.
+const SPARE_MAX: usize = 32 << 20;
+
+impl PodBlock {
+    /// The images of `items` (plain data of `width` bytes: the caller
+    /// checked `pod_width::<A>() == Some(width)`), written into the spare
+    /// buffer of `home` if there is one.
+    pub(crate) fn fill<A>(home: &Arc<Mutex<Vec<u8>>>, items: impl IntoIterator<Item = A>, width: usize) -> PodBlock {
+        debug_assert_eq!(pod_width_unchecked::<A>(), width);
+        let mut bytes = std::mem::take(&mut *home.lock().unwrap_or_else(|p| p.into_inner()));
+        bytes.clear();
+        let items = items.into_iter();
+        bytes.reserve(items.size_hint().0.saturating_mul(width));
+        for item in items {
+            // SAFETY: `A` is plain data (the caller's check): its bytes
+            // are initialised; the view lives while `item` does.
+            bytes.extend_from_slice(unsafe { pod_bytes(std::slice::from_ref(&item)) });
+        }
+        PodBlock { bytes, home: Arc::clone(home) }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+impl Drop for PodBlock {
+    fn drop(&mut self) {
+        if self.bytes.capacity() <= SPARE_MAX {
+            let mut spare = self.home.lock().unwrap_or_else(|p| p.into_inner());
+            if spare.capacity() < self.bytes.capacity() {
+                *spare = std::mem::take(&mut self.bytes);
+            }
+        }
+    }
+}
+
+fn pod_width_unchecked<A>() -> usize {
+    std::mem::size_of::<A>()
+}
+
 /// A task frame under construction (in the submitting thread).
 #[derive(Debug)]
 pub(crate) struct TaskFrame {
     pub(crate) job: u64,
     pub(crate) first: u64,
     pub(crate) count: u32,
+    /// The header, and the items unless `pod` holds them.
     pub(crate) bytes: Vec<u8>,
+    /// A plain-data frame's items: `block.bytes[start..end]`, sent after
+    /// `bytes` (see [`PodBlock`]).
+    pod: Option<(Arc<PodBlock>, usize, usize)>,
     /// Items still of one width (`width`), without prefixes.
     packed: bool,
     width: usize,
@@ -188,7 +251,7 @@ impl TaskFrame {
         put_u32(&mut bytes, id.len() as u32);
         bytes.extend_from_slice(id);
         let items_at = bytes.len();
-        TaskFrame { job, first, count: 0, bytes, packed: true, width: 0, room: 0, items_at }
+        TaskFrame { job, first, count: 0, bytes, pod: None, packed: true, width: 0, room: 0, items_at }
     }
 
     /// The frame's size if it had to take the general form.
@@ -273,20 +336,45 @@ impl TaskFrame {
         ((MAX_FRAME - items_at) / (width + TASK_PREFIX)).max(1)
     }
 
-    /// A packed frame of `count` arguments of `width` bytes whose encodings
-    /// are `items`, back to back (the bulk path of plain data: one copy, no
-    /// per-item work). `count` is at most [`pod_room`](Self::pod_room).
-    pub(crate) fn from_pod(job: u64, first: u64, id: &[u8], items: &[u8], width: usize) -> TaskFrame {
-        debug_assert!(width > 0 && width <= MAX_ITEM_BYTES && items.len().is_multiple_of(width));
-        let count = items.len() / width;
+    /// A packed frame of the arguments `block[start..end]` (`width` bytes
+    /// each, at most [`pod_room`](Self::pod_room) of them; the bulk path of
+    /// plain data: nothing copied here, the ring takes the slice).
+    pub(crate) fn from_pod(job: u64, first: u64, id: &[u8], block: &Arc<PodBlock>, start: usize, end: usize, width: usize) -> TaskFrame {
+        debug_assert!(width > 0 && width <= MAX_ITEM_BYTES && start <= end && end <= block.len());
+        debug_assert!((end - start).is_multiple_of(width));
+        let count = (end - start) / width;
         debug_assert!(count <= Self::pod_room(id, width));
         let mut f = TaskFrame::new(job, first, id);
-        f.bytes.reserve_exact(items.len());
-        f.bytes.extend_from_slice(items);
+        f.pod = Some((Arc::clone(block), start, end));
         f.count = count as u32;
         f.width = width;
         f.room = Self::pod_room(id, width) as u32;
         f
+    }
+
+    /// The items held out of line (a plain-data frame's slice of its block).
+    fn pod_items(&self) -> &[u8] {
+        self.pod.as_ref().map_or(&[], |(b, s, e)| &b.bytes[*s..*e])
+    }
+
+    /// The frame as one run of bytes (a copy for a plain-data frame).
+    pub(crate) fn contiguous(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.pod {
+            None => std::borrow::Cow::Borrowed(&self.bytes),
+            Some(_) => std::borrow::Cow::Owned([&self.bytes[..], self.pod_items()].concat()),
+        }
+    }
+
+    /// Sends the frame into `tx` without waiting (one copy into the ring).
+    pub(crate) fn try_send(&self, tx: &mut ByteProducer) -> Result<(), TrySendError> {
+        let items = self.pod_items();
+        if items.is_empty() {
+            return tx.try_send(&self.bytes);
+        }
+        let mut loan = tx.try_send_loan(self.bytes.len() + items.len())?;
+        loan.write_at(0, &self.bytes);
+        loan.write_at(self.bytes.len(), items);
+        loan.commit().map_err(|_| TrySendError::Closed)
     }
 
     /// Appends an already encoded item (one that fitted in a frame before).
@@ -579,6 +667,22 @@ impl<'a> ResultHeader<'a> {
     pub(crate) fn items(&self) -> Items<'a> {
         Items::new(self.items, self.count, self.flags & PACKED != 0, RESULT_PREFIX)
     }
+}
+
+/// The bytes of a result frame's header.
+pub(crate) const RESULT_HEADER_LEN: usize = RESULT_HEADER;
+
+/// A packed result frame of `len` bytes whose header is `header`: (job,
+/// first, count, width), its values at [`RESULT_HEADER_LEN`] on; `None`
+/// for any other frame (the general form, no items, a size that is not
+/// `count` values of one width).
+pub(crate) fn packed_result(header: &[u8; RESULT_HEADER], len: usize) -> Option<(u64, u64, u32, usize)> {
+    let (job, first, count, flags) = parse_common(&mut &header[..])?;
+    let values = len.checked_sub(RESULT_HEADER)?;
+    if flags & PACKED == 0 || count == 0 || !values.is_multiple_of(count as usize) || values == 0 {
+        return None;
+    }
+    Some((job, first, count, values / count as usize))
 }
 
 pub(crate) fn parse_result(mut frame: &[u8]) -> Option<ResultHeader<'_>> {
