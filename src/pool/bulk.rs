@@ -43,24 +43,9 @@ impl<R> Bulk<R> {
     /// memory image (`pod_width::<R>()` is `Some`): [`put_run`](Self::put_run)
     /// relies on it.
     pub(crate) fn new(n: usize) -> Bulk<R> {
-        // Zeroed (fresh pages from the system cost nothing more): every
-        // byte of `vals` is initialised, so `put_run_with` can hand them
-        // out as `&mut [u8]`.
-        let vals = match std::alloc::Layout::array::<MaybeUninit<R>>(n) {
-            Ok(layout) if layout.size() > 0 => {
-                // SAFETY: the layout has a non-zero size.
-                let p = unsafe { std::alloc::alloc_zeroed(layout) };
-                if p.is_null() {
-                    std::alloc::handle_alloc_error(layout);
-                }
-                // SAFETY: `p` was allocated by the global allocator with the
-                // layout of `n` values of `MaybeUninit<R>`; length `n` (any
-                // bytes are a `MaybeUninit`), capacity `n`.
-                unsafe { Vec::from_raw_parts(p.cast::<MaybeUninit<R>>(), n, n) }
-            }
-            Ok(_) => (0..n).map(|_| MaybeUninit::zeroed()).collect(),
-            Err(_) => std::alloc::handle_alloc_error(std::alloc::Layout::new::<R>()),
-        };
+        let mut vals = Vec::with_capacity(n);
+        // SAFETY: `MaybeUninit` needs no initialisation; the capacity is `n`.
+        unsafe { vals.set_len(n) };
         Bulk { vals, have: vec![0; n.div_ceil(64)], failed: BTreeMap::new() }
     }
 
@@ -133,10 +118,11 @@ impl<R> Bulk<R> {
 
     /// Stores the values of items `at..at + n`, written by `copy` straight
     /// into their place (their memory images, `n * size_of::<R>()` bytes:
-    /// the bulk path's one copy out of shared memory); how many were new.
+    /// the bulk path's one copy out of shared memory; `copy` must write
+    /// every byte it is given); how many were new.
     /// `None` (nothing stored, `copy` not called) if the run passes the
     /// job's end.
-    pub(crate) fn put_run_with(&mut self, at: u64, n: usize, copy: &mut dyn FnMut(&mut [u8])) -> Option<u64> {
+    pub(crate) fn put_run_with(&mut self, at: u64, n: usize, copy: &mut dyn FnMut(&mut [MaybeUninit<u8>])) -> Option<u64> {
         let width = std::mem::size_of::<R>();
         let bytes = n.checked_mul(width)?;
         let at = usize::try_from(at).ok().filter(|&a| a.checked_add(n).is_some_and(|e| e <= self.vals.len()))?;
@@ -144,16 +130,20 @@ impl<R> Bulk<R> {
         for_words(at, n, |w, m| clear &= self.have[w] & m == 0);
         if !clear {
             // Some came already (never on the normal path): through a buffer.
-            let mut buf = vec![0u8; bytes];
+            let mut buf = vec![MaybeUninit::new(0u8); bytes];
             copy(&mut buf);
+            // SAFETY: `copy` initialises every byte it is given (its
+            // contract), and they were initialised before anyway.
+            let buf: Vec<u8> = buf.into_iter().map(|b| unsafe { b.assume_init() }).collect();
             return self.put_run(at as u64, &buf);
         }
         // SAFETY: `at + n <= len` (checked), so these `bytes` bytes are the
-        // values of items `at..at + n`, inside `vals`; every byte of `vals`
-        // is initialised (zeroed at `new`, values since), so they may be
-        // viewed as `u8` while `self` is borrowed. `R` is plain data (the
-        // constructor's contract): any bytes `copy` writes are a valid `R`.
-        let dst = unsafe { std::slice::from_raw_parts_mut(self.vals.as_mut_ptr().add(at).cast::<u8>(), bytes) };
+        // values of items `at..at + n`, inside `vals`, viewed as
+        // `MaybeUninit<u8>` (no claim that they are initialised) while
+        // `self` is borrowed.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.vals.as_mut_ptr().add(at).cast::<MaybeUninit<u8>>(), bytes) };
+        // `copy` initialises every byte of `dst` (its contract); `R` is
+        // plain data (the constructor's contract): any bytes are an `R`.
         copy(dst);
         for_words(at, n, |w, m| self.have[w] |= m);
         Some(n as u64)

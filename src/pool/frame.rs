@@ -75,16 +75,6 @@ pub(crate) fn pod_width<T: crate::process::Handoff>() -> Option<usize> {
     (image == &sample[..width]).then_some(width)
 }
 
-/// The memory image of a slice of plain data (see [`pod_width`]).
-///
-/// # Safety
-/// `pod_width::<T>()` is `Some`.
-pub(crate) unsafe fn pod_bytes<T>(items: &[T]) -> &[u8] {
-    // SAFETY: plain data (the caller's): every byte of the slice is
-    // initialised and may be viewed as `u8` for the borrow's life.
-    unsafe { std::slice::from_raw_parts(items.as_ptr().cast::<u8>(), std::mem::size_of_val(items)) }
-}
-
 /// Flag: the last frame of a chunk.
 pub(crate) const END_OF_CHUNK: u32 = 1;
 /// Flag: the items have one width and no prefixes.
@@ -187,15 +177,34 @@ impl PodBlock {
     /// checked `pod_width::<A>() == Some(width)`), written into the spare
     /// buffer of `home` if there is one.
     pub(crate) fn fill<A>(home: &Arc<Mutex<Vec<u8>>>, items: impl IntoIterator<Item = A>, width: usize) -> PodBlock {
-        debug_assert_eq!(pod_width_unchecked::<A>(), width);
+        debug_assert_eq!(std::mem::size_of::<A>(), width);
         let mut bytes = std::mem::take(&mut *home.lock().unwrap_or_else(|p| p.into_inner()));
         bytes.clear();
-        let items = items.into_iter();
-        bytes.reserve(items.size_hint().0.saturating_mul(width));
-        for item in items {
-            // SAFETY: `A` is plain data (the caller's check): its bytes
-            // are initialised; the view lives while `item` does.
-            bytes.extend_from_slice(unsafe { pod_bytes(std::slice::from_ref(&item)) });
+        let size = std::mem::size_of::<A>();
+        let mut items = items.into_iter();
+        loop {
+            // Room for the items the iterator says are left (at least
+            // one), then a loop with no capacity test per item.
+            let room = items.size_hint().0.max(1).saturating_mul(size);
+            bytes.reserve(room);
+            let spare = bytes.spare_capacity_mut();
+            let (mut at, end) = (0, spare.len() - spare.len() % size);
+            let dst = spare.as_mut_ptr().cast::<u8>();
+            let mut more = false;
+            while at < end {
+                let Some(item) = items.next() else { break };
+                // SAFETY: `at + size <= end <= spare.len()`: inside the
+                // spare capacity; `A` is plain data (the caller's check),
+                // so its bytes are initialised when written as an `A`.
+                unsafe { dst.add(at).cast::<A>().write_unaligned(item) };
+                at += size;
+                more = at == end;
+            }
+            // SAFETY: the `at` bytes after the length were written above.
+            unsafe { bytes.set_len(bytes.len() + at) };
+            if !more {
+                break;
+            }
         }
         PodBlock { bytes, home: Arc::clone(home) }
     }
@@ -214,10 +223,6 @@ impl Drop for PodBlock {
             }
         }
     }
-}
-
-fn pod_width_unchecked<A>() -> usize {
-    std::mem::size_of::<A>()
 }
 
 /// A task frame under construction (in the submitting thread).
@@ -331,9 +336,12 @@ impl TaskFrame {
     /// How many plain-data arguments of `width` bytes one packed frame for
     /// task `id` takes (the same room `push` gives them, so a frame cut
     /// from it after a worker's death fits again).
+    /// No more than a packed result frame takes of values of the same
+    /// width, so each frame's results go back in one result frame.
     pub(crate) fn pod_room(id: &[u8], width: usize) -> usize {
         let items_at = TASK_HEADER + id.len();
-        ((MAX_FRAME - items_at) / (width + TASK_PREFIX)).max(1)
+        let results = (MAX_FRAME - RESULT_HEADER) / (width + RESULT_PREFIX);
+        ((MAX_FRAME - items_at) / (width + TASK_PREFIX)).min(results).max(1)
     }
 
     /// A packed frame of the arguments `block[start..end]` (`width` bytes

@@ -516,9 +516,16 @@ impl Manager {
                 && Some(first) == front.first.checked_add(u64::from(front.answered))
                 && count <= front.count - front.answered
                 && let Some(j) = self.jobs.get(&job).filter(|j| !j.cancelled)
-                && j.sink.deliver_pod(first, count, width, &mut |dst| loan.read_at(frame::RESULT_HEADER_LEN, dst))
+                && at == count as usize * width
+                && j.sink.deliver_pod(first, count, width, &mut |dst| {
+                    let n = dst.len().min(at);
+                    // SAFETY: the frame's `at` value bytes follow its
+                    // header inside the lent frame, which the worker does
+                    // not reuse before `release`; `n <= at`.
+                    unsafe { crate::shm::copy::copy_from_shared_uninit(loan.as_ptr().add(frame::RESULT_HEADER_LEN), &mut dst[..n]) };
+                    dst[n..].fill(std::mem::MaybeUninit::new(0));
+                })
             {
-                debug_assert_eq!(at, count as usize * width);
                 loan.release();
                 front.answered += count;
                 if front.answered == front.count {

@@ -223,7 +223,8 @@ pub(crate) trait Sink: Send + Sync {
     /// bulk path: one copy out of the result ring). False (and `copy` not
     /// called) if this job does not take them so (not a bulk job, another
     /// width, a run past its end): deliver the frame the general way.
-    fn deliver_pod(&self, first: u64, count: u32, width: usize, copy: &mut dyn FnMut(&mut [u8])) -> bool;
+    /// `copy` must initialise every byte it is given.
+    fn deliver_pod(&self, first: u64, count: u32, width: usize, copy: &mut dyn FnMut(&mut [std::mem::MaybeUninit<u8>])) -> bool;
     /// Records a failed item.
     fn fail(&self, err: TaskError);
     /// The job will have `n` items in all.
@@ -321,7 +322,7 @@ impl<R: Handoff + Send + 'static> Sink for Job<R> {
         });
     }
 
-    fn deliver_pod(&self, first: u64, count: u32, width: usize, copy: &mut dyn FnMut(&mut [u8])) -> bool {
+    fn deliver_pod(&self, first: u64, count: u32, width: usize, copy: &mut dyn FnMut(&mut [std::mem::MaybeUninit<u8>])) -> bool {
         if width != std::mem::size_of::<R>() {
             return false;
         }
