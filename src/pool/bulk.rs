@@ -241,6 +241,24 @@ mod tests {
         assert_eq!(b.take(3), Ok(3));
         assert!(b.take_failure(150).is_some());
         assert!(!b.put(150, Ok(150)), "it had an outcome");
+        // In place from a copy function: bounds first, `copy` not called
+        // for a run past the end; over values already there, through a
+        // buffer (the ones there stay).
+        let mut c = Bulk::<u64>::new(10);
+        let mut calls = 0;
+        let mut fill = |dst: &mut [MaybeUninit<u8>]| {
+            calls += 1;
+            for (k, b) in dst.iter_mut().enumerate() {
+                *b = MaybeUninit::new(if k % 8 == 0 { 40 + (k / 8) as u8 } else { 0 });
+            }
+        };
+        assert_eq!(c.put_run_with(8, 3, &mut fill), None);
+        assert_eq!(c.put_run_with(u64::MAX, 1, &mut fill), None);
+        assert!(c.put(3, Ok(99)));
+        assert_eq!(c.put_run_with(2, 4, &mut fill), Some(3));
+        assert_eq!(c.put_run_with(6, 4, &mut fill), Some(4));
+        assert_eq!(calls, 2);
+        assert_eq!((c.take(2), c.take(3), c.take(4), c.take(9)), (Ok(40), Ok(99), Ok(42), Ok(43)));
         let v = Bulk::<u64>::new(3);
         assert_eq!(v.first_not_ok(0), Some(0));
         let mut w = Bulk::<u64>::new(130);

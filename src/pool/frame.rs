@@ -857,6 +857,51 @@ mod tests {
         }
     }
 
+    /// The manager's in-place path takes only a packed frame whose size
+    /// is its count of values of one width.
+    #[test]
+    fn packed_result_headers_are_checked() {
+        let mut r = ResultFrame::default();
+        r.start(5, 40);
+        for v in [1u64, 2, 3] {
+            let m = r.begin_item();
+            r.bytes.extend_from_slice(&v.to_le_bytes());
+            r.seal_item(m, 0, 3);
+        }
+        let bytes = r.seal().to_vec();
+        let header: [u8; RESULT_HEADER] = bytes[..RESULT_HEADER].try_into().unwrap();
+        assert_eq!(packed_result(&header, bytes.len()), Some((5, 40, 3, 8)));
+        assert_eq!(packed_result(&header, bytes.len() - 1), None, "not whole values");
+        assert_eq!(packed_result(&header, RESULT_HEADER), None, "no values");
+        assert_eq!(packed_result(&header, 3), None, "shorter than a header");
+        let mut general = header;
+        general[20] = 0;
+        assert_eq!(packed_result(&general, bytes.len()), None, "the general form");
+        let mut none = header;
+        none[16..20].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(packed_result(&none, bytes.len()), None, "no items");
+    }
+
+    /// A plain-data frame is its header and a slice of the block; cut
+    /// after a worker's death, its items fit in a frame again.
+    #[test]
+    fn pod_frames_are_slices_of_their_block() {
+        let home = Arc::default();
+        let block = Arc::new(PodBlock::fill(&home, 0..100_000u64, 8));
+        assert_eq!(block.len(), 800_000);
+        let room = TaskFrame::pod_room(b"t", 8);
+        assert!(room * (8 + RESULT_PREFIX) + RESULT_HEADER <= MAX_FRAME, "one result frame per task frame");
+        let f = TaskFrame::from_pod(9, 10, b"t", &block, 80, 80 + room * 8, 8).finish(true);
+        let bytes = f.contiguous();
+        let h = parse_task(&bytes).unwrap();
+        assert_eq!((h.job, h.first, h.count, h.flags), (9, 10, room as u32, END_OF_CHUNK | PACKED));
+        assert!(h.items().enumerate().all(|(k, b)| b == (10 + k as u64).to_le_bytes()));
+        let mut again = TaskFrame::new(9, 10, b"t");
+        assert!(h.items().all(|b| again.push_raw(b)));
+        drop((f, block));
+        assert_eq!(home.lock().unwrap().capacity() >= 800_000, true, "the buffer is kept for the next map");
+    }
+
     #[test]
     fn result_frames_round_trip_and_replace_oversized_results() {
         let mut r = ResultFrame::default();

@@ -1,0 +1,80 @@
+//! The plain-data `map` path: arguments written once into a block the pool
+//! keeps for the next map, frames sent as slices of it, results copied
+//! once from the ring into their place (src/pool/frame.rs `PodBlock`,
+//! manager.rs `recv_result`).
+
+use super::{DEADLINE, finish, serial, square, watchdog};
+use shmproc::Pool;
+
+shmproc::task! { fn widen(x: u32) -> u64 { u64::from(x) * 3 } }
+shmproc::task! { fn sum3(v: [u64; 3]) -> u64 { v[0] + v[1] + v[2] } }
+shmproc::task! { fn narrow(x: u64) -> u8 { (x % 251) as u8 } }
+
+/// An iterator that yields `n` items while its `size_hint` says `hint`
+/// (a contract violation, but safe code): the map still takes every item.
+struct Liar {
+    next: u64,
+    n: u64,
+    hint: usize,
+}
+
+impl Iterator for Liar {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        (self.next < self.n).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.hint, Some(self.hint))
+    }
+}
+
+#[test]
+fn a_size_hint_that_lies_changes_nothing() {
+    let _watchdog = watchdog("a_size_hint_that_lies_changes_nothing");
+    let pool = Pool::new(2).unwrap();
+    for (n, hint) in [(100_000, 10), (3, 1_000_000), (0, 50), (70_001, 70_000), (5, 0)] {
+        let got = pool.map(square, Liar { next: 0, n, hint }).unwrap();
+        assert_eq!(got, serial(n), "{n} items, hint {hint}");
+    }
+    finish(pool, &[]);
+}
+
+/// Maps of other widths and sizes, one after the other (each reuses the
+/// block the one before left) and from two threads at once (one gets the
+/// kept block, the other a new one): every result exact.
+#[test]
+fn bulk_maps_of_other_widths_reuse_the_block_and_stay_exact() {
+    let _watchdog = watchdog("bulk_maps_of_other_widths_reuse_the_block_and_stay_exact");
+    let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+    assert_eq!(pool.map(square, 0..300_000).unwrap(), serial(300_000));
+    let xs: Vec<u32> = (0..100_003).collect();
+    assert_eq!(pool.map(widen, xs.clone()).unwrap(), xs.iter().map(|&x| u64::from(x) * 3).collect::<Vec<_>>());
+    let triples: Vec<[u64; 3]> = (0..50_000).map(|i| [i, 2 * i, 7]).collect();
+    assert_eq!(pool.map(sum3, triples).unwrap(), (0..50_000).map(|i| 3 * i + 7).collect::<Vec<_>>());
+    assert_eq!(
+        pool.map_chunked(narrow, 0..77_777u64, 1000).unwrap(),
+        (0..77_777u64).map(|x| (x % 251) as u8).collect::<Vec<_>>()
+    );
+    assert_eq!(pool.map(square, 0..10).unwrap(), serial(10));
+    let threads: Vec<_> = (0..2u64)
+        .map(|t| {
+            let pool = std::sync::Arc::clone(&pool);
+            std::thread::spawn(move || {
+                for r in 0..5u64 {
+                    let n = 20_000 + 10_000 * (t + r);
+                    assert_eq!(pool.map(square, 0..n).unwrap(), serial(n), "thread {t} round {r}");
+                }
+            })
+        })
+        .collect();
+    let t0 = std::time::Instant::now();
+    for h in threads {
+        assert!(t0.elapsed() < DEADLINE);
+        h.join().unwrap();
+    }
+    let pool = std::sync::Arc::try_unwrap(pool).unwrap();
+    finish(pool, &[]);
+}
