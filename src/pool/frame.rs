@@ -899,7 +899,7 @@ mod tests {
         let mut again = TaskFrame::new(9, 10, b"t");
         assert!(h.items().all(|b| again.push_raw(b)));
         drop((f, block));
-        assert_eq!(home.lock().unwrap().capacity() >= 800_000, true, "the buffer is kept for the next map");
+        assert!(home.lock().unwrap().capacity() >= 800_000, "the buffer is kept for the next map");
     }
 
     #[test]

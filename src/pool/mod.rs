@@ -21,10 +21,13 @@
 //!   frames; the rings copy them once each way.
 //! - Plain data (`u64`, `f64`, arrays, [`shm_type!`](crate::shm_type)
 //!   structs: types whose encoding is their memory image) takes a bulk
-//!   path: a chunk's arguments go into a frame as one copy of the slice,
-//!   the worker reads each in place and writes each value straight into
-//!   its result frame, and the values land in the output `Vec` one copy
-//!   per frame (no per-item encoding, decoding or allocation).
+//!   path: the arguments are written once, as their memory images, into a
+//!   buffer the pool keeps for the next map (so it is not page-faulted in
+//!   again); each frame is a slice of it, copied once into the worker's
+//!   ring; the worker reads each argument and writes each value straight
+//!   into its result frame, and the manager copies a result frame's
+//!   values from the ring straight into their place in the output `Vec`
+//!   (no per-item encoding, decoding or allocation).
 //! - A manager thread in the pool's process owns the workers: it hands
 //!   frames to them (one per idle worker, a second one ahead for chunks of
 //!   several items), files results into the jobs, and sleeps on one futex
@@ -52,7 +55,8 @@
 //!   peers, and otherwise uses no CPU.
 //! - Limits, for now: each worker has two 1 MiB rings in `/dev/shm`; results
 //!   are copied into the result ring and out of it (once each) besides
-//!   their encoding.
+//!   their encoding. A pool keeps the argument buffer of its largest
+//!   plain-data `map` so far, up to 32 MiB, for the next one.
 //!
 //! ## What dropping a pool does
 //!
