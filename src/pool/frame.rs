@@ -426,6 +426,28 @@ fn parse_common(frame: &mut &[u8]) -> Option<(u64, u64, u32, u32)> {
     Some((get_u64(frame)?, get_u64(frame)?, get_u32(frame)?, get_u32(frame)?))
 }
 
+/// The bytes of a task frame's header before its id.
+pub(crate) const TASK_HEADER_LEN: usize = TASK_HEADER;
+/// The bytes before each argument in a task frame of the general form.
+pub(crate) const TASK_PREFIX_LEN: usize = TASK_PREFIX;
+
+/// The length of a task frame's header and id, from its first
+/// [`TASK_HEADER_LEN`] bytes (`None` for an id longer than [`MAX_ID`]).
+pub(crate) fn task_head_len(header: &[u8; TASK_HEADER]) -> Option<usize> {
+    let id_len = u32::from_le_bytes(header[24..28].try_into().expect("4 bytes")) as usize;
+    (id_len <= MAX_ID).then_some(TASK_HEADER + id_len)
+}
+
+/// A packed result frame's header (`job`, `first`, `count` values).
+pub(crate) fn packed_result_header(job: u64, first: u64, count: u32) -> [u8; RESULT_HEADER] {
+    let mut h = [0u8; RESULT_HEADER];
+    h[..8].copy_from_slice(&job.to_le_bytes());
+    h[8..16].copy_from_slice(&first.to_le_bytes());
+    h[16..20].copy_from_slice(&count.to_le_bytes());
+    h[20..24].copy_from_slice(&PACKED.to_le_bytes());
+    h
+}
+
 pub(crate) fn parse_task(mut frame: &[u8]) -> Option<TaskHeader<'_>> {
     let (job, first, count, flags) = parse_common(&mut frame)?;
     let id_len = get_u32(&mut frame)? as usize;
@@ -451,7 +473,7 @@ pub(crate) struct Items<'a> {
 
 impl<'a> Items<'a> {
     #[inline]
-    fn new(items: &'a [u8], count: u32, packed: bool, prefix: usize) -> Items<'a> {
+    pub(crate) fn new(items: &'a [u8], count: u32, packed: bool, prefix: usize) -> Items<'a> {
         if !packed {
             return Items { rest: items, width: None, left: count, prefix };
         }

@@ -78,3 +78,46 @@ fn bulk_maps_of_other_widths_reuse_the_block_and_stay_exact() {
     let pool = std::sync::Arc::try_unwrap(pool).unwrap();
     finish(pool, &[]);
 }
+
+shmproc::task! {
+    /// Fails (`Err`) at every 10 007th item and panics at every 10 009th
+    /// (plain data in and out: the in-place path).
+    fn spotty(x: u64) -> Result<u64, String> {
+        if x % 10_007 == 5 {
+            return Err(format!("{x} refused"));
+        }
+        if x % 10_009 == 7 {
+            panic!("{x} panicked");
+        }
+        Ok(x ^ 0x5a5a)
+    }
+}
+
+/// Items that fail or panic in the middle of frames run in place: each
+/// fails alone with its message; the values before it in its frame and
+/// the items after it are exact.
+#[test]
+fn failures_in_the_middle_of_in_place_frames_fail_alone() {
+    let _watchdog = watchdog("failures_in_the_middle_of_in_place_frames_fail_alone");
+    let pool = Pool::new(2).unwrap();
+    const N: u64 = 120_000;
+    for chunksize in [0, 1_000, 25_000] {
+        let all = pool.map_results(spotty, 0..N, chunksize).unwrap();
+        assert_eq!(all.len() as u64, N);
+        for (i, o) in all.iter().enumerate() {
+            let i = i as u64;
+            match o {
+                Ok(v) => assert!(i % 10_007 != 5 && i % 10_009 != 7 && *v == i ^ 0x5a5a, "item {i}: {o:?}"),
+                Err(shmproc::pool::TaskError::Failed { index, message, .. }) => {
+                    assert!(*index == i && i % 10_007 == 5 && message == &format!("{i} refused"), "{o:?}")
+                }
+                Err(shmproc::pool::TaskError::Panicked { index, message, .. }) => {
+                    assert!(*index == i && i % 10_009 == 7 && message.contains(&format!("{i} panicked")), "{o:?}")
+                }
+                Err(e) => panic!("item {i}: {e:?}"),
+            }
+        }
+    }
+    assert_eq!(pool.map(square, 0..50_000).unwrap(), serial(50_000));
+    finish(pool, &[]);
+}
