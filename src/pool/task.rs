@@ -106,6 +106,10 @@ pub(crate) type FrameRunner = fn(cx: &mut Cx<'_>, items: Items<'_>, count: u32) 
 /// the task ring): `Ok(false)` if it cannot (see [`Cx::run_pod_shared`]).
 pub(crate) type PodRunner = fn(cx: &mut Cx<'_>, args: SharedArgs, count: u32) -> Result<bool, String>;
 
+/// A task's frame runners: the general one, and the in-place one for
+/// packed frames of plain data.
+pub(crate) type Runners = (FrameRunner, Option<PodRunner>);
+
 /// One item, without catching a panic (the caller does).
 #[inline]
 fn run_one<T: Task>(mut arg: &[u8], out: &mut Vec<u8>) -> Status {
@@ -207,7 +211,7 @@ pub(crate) fn lookup(id: &[u8]) -> Option<Runner> {
 
 /// The frame runners registered for `id`, if any: the general one and the
 /// in-place one for packed frames of plain data.
-pub(crate) fn lookup_runners(id: &[u8]) -> Option<(FrameRunner, Option<PodRunner>)> {
+pub(crate) fn lookup_runners(id: &[u8]) -> Option<Runners> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|r| r.id.as_bytes() == id).map(|r| ((r.frame)(), (r.pod)()))
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::ctl::{self, Ctl};
 use super::frame::{self, END_OF_CHUNK, Items, ResultFrame};
-use super::task::{self, FrameRunner, PodRunner, Status};
+use super::task::{self, Status};
 use crate::RawSegment;
 use crate::process::{Entry, Handoff, HandoffError};
 use crate::queue::{ByteProducer, ByteQueue};
@@ -399,7 +399,8 @@ impl Cx<'_> {
         // SAFETY: the first `done` values were written into the lent frame
         // above (by this process, which still holds the loan).
         unsafe { crate::shm::copy::copy_from_shared(dst.add(frame::RESULT_HEADER_LEN), &mut before) };
-        drop(loan);
+        // The lent frame is never committed: nothing of it is published.
+        let _ = loan;
         let _quiet = QuietPanics::enter();
         for v in before.chunks_exact(wr) {
             self.begun();
@@ -570,7 +571,7 @@ fn run(arg: WorkerArg) -> Result<(), String> {
     let mut frame_buf = Vec::new();
     let mut chunks_done = 0u64;
     let mut frames = 0u64;
-    let mut cached: Option<(Vec<u8>, Option<(FrameRunner, Option<PodRunner>)>)> = None;
+    let mut cached: Option<(Vec<u8>, Option<task::Runners>)> = None;
     // Closed: the pool is shutting down; Disconnected: the pool is gone.
     while let Ok(loan) = rx.recv_loan() {
         // The header and id first; a packed frame of plain data is run
