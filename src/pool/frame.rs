@@ -28,8 +28,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::TrySendError;
 use crate::queue::ByteProducer;
+use crate::{RawSegment, TrySendError};
 
 /// Ring bytes of each task and result queue.
 pub(crate) const RING_BYTES: u64 = 1 << 20;
@@ -157,72 +157,202 @@ fn ok_prefix(out: &mut Vec<u8>, len: u32) {
 }
 
 /// The arguments of a plain-data job: their memory images back to back,
-/// written once by the submitting thread and shared by the job's frames
-/// (each frame is sent as its header and a slice of this block: no copy
-/// per frame before the ring's). Its buffer goes back to the pool's spare
-/// slot when the last frame is dropped, so the next `map` writes into
-/// memory that is already mapped (no page fault per 4 KiB).
+/// written once by the submitting thread and shared by the job's frames.
+/// They live in a shared-memory segment (the "arena") that the workers
+/// map: a frame carries only a reference to its slice ([`ARENA`]), so
+/// nothing is copied between the submitting thread's write and the
+/// worker's read. The segment goes back to the pool's spare slot when the
+/// job's last frame is dropped (no frame of the job is held by the pool or
+/// a worker any more), so the next `map` writes into pages that the pool
+/// and its workers have mapped already (no page fault per 4 KiB). If no
+/// segment can be made, the block is a private buffer and each frame
+/// carries its slice.
 #[derive(Debug)]
 pub(crate) struct PodBlock {
-    bytes: Vec<u8>,
-    home: Arc<Mutex<Vec<u8>>>,
+    store: Store,
+    len: usize,
+    home: Spare,
 }
 
-/// The largest block kept for reuse (bytes): a pool keeps at most this
+#[derive(Debug)]
+enum Store {
+    Shm(RawSegment),
+    Heap(Vec<u8>),
+}
+
+/// Where a pool keeps the arena of its last plain-data `map` for the next.
+pub(crate) type Spare = Arc<Mutex<Option<RawSegment>>>;
+
+/// The largest arena kept for reuse (bytes): a pool keeps at most this
 /// much after a `map` of plain data.
 const SPARE_MAX: usize = 32 << 20;
+/// The smallest arena made.
+const ARENA_MIN: usize = 1 << 20;
+/// Items go into the arena a block of this many bytes at a time.
+const FILL_BLOCK: usize = 16 * 1024;
+
+/// Flag of a task frame: its items are a reference to an arena slice,
+/// `offset u64 | bytes u64 | name_len u32 | name` (see [`PodBlock`]).
+pub(crate) const ARENA: u32 = 4;
+const ARENA_REF: usize = 20;
+
+fn arena_size(bytes: usize) -> usize {
+    bytes.max(ARENA_MIN).checked_next_power_of_two().unwrap_or(bytes)
+}
 
 impl PodBlock {
     /// The images of `items` (plain data of `width` bytes: the caller
     /// checked `pod_width::<A>() == Some(width)`), written into the spare
-    /// buffer of `home` if there is one.
-    pub(crate) fn fill<A>(home: &Arc<Mutex<Vec<u8>>>, items: impl IntoIterator<Item = A>, width: usize) -> PodBlock {
-        debug_assert_eq!(std::mem::size_of::<A>(), width);
-        let mut bytes = std::mem::take(&mut *home.lock().unwrap_or_else(|p| p.into_inner()));
-        bytes.clear();
+    /// arena of `home` if it is large enough, else into a new one.
+    pub(crate) fn fill<A>(home: &Spare, items: impl IntoIterator<Item = A>, width: usize) -> PodBlock {
         let size = std::mem::size_of::<A>();
+        debug_assert_eq!(size, width);
         let mut items = items.into_iter();
+        let want = items.size_hint().0.saturating_mul(size);
+        let spare = home.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let seg = match spare {
+            Some(seg) if seg.len() >= want => Some(seg),
+            _ => RawSegment::new(arena_size(want) as u64).ok(),
+        };
+        let Some(mut seg) = seg else {
+            return PodBlock { store: Store::Heap(fill_heap(Vec::new(), items)), len: 0, home: Arc::clone(home) }.measured();
+        };
+        let mut block = [0u8; FILL_BLOCK];
+        let per = (FILL_BLOCK / size).max(1);
+        let mut len = 0usize;
         loop {
-            // Room for the items the iterator says are left (at least
-            // one), then a loop with no capacity test per item.
-            let room = items.size_hint().0.max(1).saturating_mul(size);
-            bytes.reserve(room);
-            let spare = bytes.spare_capacity_mut();
-            let (mut at, end) = (0, spare.len() - spare.len() % size);
-            let dst = spare.as_mut_ptr().cast::<u8>();
-            let mut more = false;
-            while at < end {
+            let mut got = 0;
+            while got < per {
                 let Some(item) = items.next() else { break };
-                // SAFETY: `at + size <= end <= spare.len()`: inside the
-                // spare capacity; `A` is plain data (the caller's check),
-                // so its bytes are initialised when written as an `A`.
-                unsafe { dst.add(at).cast::<A>().write_unaligned(item) };
-                at += size;
-                more = at == end;
+                // SAFETY: `got < per` and `per * size <= FILL_BLOCK`: inside
+                // `block`; `A` is plain data (the caller's check), so its
+                // bytes are initialised when written as an `A`.
+                unsafe { block.as_mut_ptr().add(got * size).cast::<A>().write_unaligned(item) };
+                got += 1;
             }
-            // SAFETY: the `at` bytes after the length were written above.
-            unsafe { bytes.set_len(bytes.len() + at) };
-            if !more {
+            let bytes = &block[..got * size];
+            if len + bytes.len() > seg.len() {
+                let need = (len + bytes.len()).saturating_add(items.size_hint().0.saturating_mul(size));
+                match RawSegment::new(arena_size(need.max(2 * seg.len())) as u64) {
+                    Ok(bigger) => {
+                        copy_segment(&seg, &bigger, len);
+                        seg = bigger;
+                    }
+                    Err(_) => {
+                        // No room for an arena: a private block after all.
+                        let mut v = vec![0u8; len];
+                        seg.read(0, &mut v);
+                        v.extend_from_slice(bytes);
+                        let v = fill_heap(v, items);
+                        return PodBlock { store: Store::Heap(v), len: 0, home: Arc::clone(home) }.measured();
+                    }
+                }
+            }
+            seg.write(len, bytes);
+            len += bytes.len();
+            if got < per {
                 break;
             }
         }
-        PodBlock { bytes, home: Arc::clone(home) }
+        PodBlock { store: Store::Shm(seg), len, home: Arc::clone(home) }
+    }
+
+    fn measured(mut self) -> PodBlock {
+        if let Store::Heap(v) = &self.store {
+            self.len = v.len();
+        }
+        self
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.bytes.len()
+        self.len
+    }
+
+    /// The arena's segment name (`None` for a private block).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn arena_name(&self) -> Option<&str> {
+        match &self.store {
+            Store::Shm(seg) => Some(seg.name()),
+            Store::Heap(_) => None,
+        }
+    }
+
+    /// Appends bytes `start..end` of the block to `out`.
+    fn append(&self, start: usize, end: usize, out: &mut Vec<u8>) {
+        match &self.store {
+            Store::Heap(v) => out.extend_from_slice(&v[start..end]),
+            Store::Shm(seg) => {
+                let at = out.len();
+                out.resize(at + (end - start), 0);
+                seg.read(start, &mut out[at..]);
+            }
+        }
+    }
+}
+
+/// Copies the first `len` bytes of `from` into `to` (through a private
+/// buffer: both are shared memory).
+fn copy_segment(from: &RawSegment, to: &RawSegment, len: usize) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = 0;
+    while at < len {
+        let n = buf.len().min(len - at);
+        from.read(at, &mut buf[..n]);
+        to.write(at, &buf[..n]);
+        at += n;
+    }
+}
+
+/// The images of the rest of `items` appended to `bytes` (plain data: the
+/// caller's check), with no capacity test per item.
+fn fill_heap<A>(mut bytes: Vec<u8>, mut items: impl Iterator<Item = A>) -> Vec<u8> {
+    let size = std::mem::size_of::<A>();
+    loop {
+        // Room for the items the iterator says are left (at least one).
+        bytes.reserve(items.size_hint().0.max(1).saturating_mul(size));
+        let spare = bytes.spare_capacity_mut();
+        let (mut at, end) = (0, spare.len() - spare.len() % size);
+        let dst = spare.as_mut_ptr().cast::<u8>();
+        let mut more = false;
+        while at < end {
+            let Some(item) = items.next() else { break };
+            // SAFETY: `at + size <= end <= spare.len()`: inside the spare
+            // capacity; `A` is plain data, so its bytes are initialised
+            // when written as an `A`.
+            unsafe { dst.add(at).cast::<A>().write_unaligned(item) };
+            at += size;
+            more = at == end;
+        }
+        // SAFETY: the `at` bytes after the length were written above.
+        unsafe { bytes.set_len(bytes.len() + at) };
+        if !more {
+            return bytes;
+        }
     }
 }
 
 impl Drop for PodBlock {
     fn drop(&mut self) {
-        if self.bytes.capacity() <= SPARE_MAX {
+        if let Store::Shm(seg) = &self.store
+            && seg.len() <= SPARE_MAX
+        {
             let mut spare = self.home.lock().unwrap_or_else(|p| p.into_inner());
-            if spare.capacity() < self.bytes.capacity() {
-                *spare = std::mem::take(&mut self.bytes);
+            if spare.as_ref().is_none_or(|s| s.len() < seg.len()) {
+                *spare = Some(seg.clone());
             }
         }
     }
+}
+
+/// An arena reference read from a task frame's items: (offset, bytes,
+/// segment name); `None` if malformed.
+pub(crate) fn arena_ref(items: &[u8]) -> Option<(usize, usize, &str)> {
+    let mut r = items;
+    let offset = usize::try_from(get_u64(&mut r)?).ok()?;
+    let bytes = usize::try_from(get_u64(&mut r)?).ok()?;
+    let name_len = get_u32(&mut r)? as usize;
+    let name = std::str::from_utf8(take(&mut r, name_len)?).ok()?;
+    r.is_empty().then_some((offset, bytes, name))
 }
 
 /// A task frame under construction (in the submitting thread).
@@ -360,29 +490,47 @@ impl TaskFrame {
         f
     }
 
-    /// The items held out of line (a plain-data frame's slice of its block).
-    fn pod_items(&self) -> &[u8] {
-        self.pod.as_ref().map_or(&[], |(b, s, e)| &b.bytes[*s..*e])
-    }
-
-    /// The frame as one run of bytes (a copy for a plain-data frame).
+    /// The frame as one run of bytes, its items in line (a copy for a
+    /// plain-data frame).
     pub(crate) fn contiguous(&self) -> std::borrow::Cow<'_, [u8]> {
-        match self.pod {
+        match &self.pod {
             None => std::borrow::Cow::Borrowed(&self.bytes),
-            Some(_) => std::borrow::Cow::Owned([&self.bytes[..], self.pod_items()].concat()),
+            Some((block, start, end)) => {
+                let mut all = self.bytes.clone();
+                block.append(*start, *end, &mut all);
+                std::borrow::Cow::Owned(all)
+            }
         }
     }
 
-    /// Sends the frame into `tx` without waiting (one copy into the ring).
+    /// Sends the frame into `tx` without waiting (a plain-data frame: its
+    /// header and its arena reference, or its slice of a private block).
     pub(crate) fn try_send(&self, tx: &mut ByteProducer) -> Result<(), TrySendError> {
-        let items = self.pod_items();
-        if items.is_empty() {
-            return tx.try_send(&self.bytes);
+        let Some((block, start, end)) = &self.pod else { return tx.try_send(&self.bytes) };
+        let h = self.bytes.len();
+        match &block.store {
+            Store::Heap(v) => {
+                let items = &v[*start..*end];
+                let mut loan = tx.try_send_loan(h + items.len())?;
+                loan.write_at(0, &self.bytes);
+                loan.write_at(h, items);
+                loan.commit().map_err(|_| TrySendError::Closed)
+            }
+            Store::Shm(seg) => {
+                let name = seg.name().as_bytes();
+                let mut loan = tx.try_send_loan(h + ARENA_REF + name.len())?;
+                loan.write_at(0, &self.bytes);
+                let flags = u32::from_le_bytes(self.bytes[20..24].try_into().expect("4 bytes")) | ARENA;
+                loan.write_at(20, &flags.to_le_bytes());
+                let mut r = [0u8; ARENA_REF];
+                r[..8].copy_from_slice(&(*start as u64).to_le_bytes());
+                r[8..16].copy_from_slice(&((end - start) as u64).to_le_bytes());
+                r[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
+                loan.write_at(h, &r);
+                loan.write_at(h + ARENA_REF, name);
+                loan.commit().map_err(|_| TrySendError::Closed)
+            }
         }
-        let mut loan = tx.try_send_loan(self.bytes.len() + items.len())?;
-        loan.write_at(0, &self.bytes);
-        loan.write_at(self.bytes.len(), items);
-        loan.commit().map_err(|_| TrySendError::Closed)
     }
 
     /// Appends an already encoded item (one that fitted in a frame before).
@@ -908,7 +1056,7 @@ mod tests {
     /// after a worker's death, its items fit in a frame again.
     #[test]
     fn pod_frames_are_slices_of_their_block() {
-        let home = Arc::default();
+        let home: Spare = Arc::default();
         let block = Arc::new(PodBlock::fill(&home, 0..100_000u64, 8));
         assert_eq!(block.len(), 800_000);
         let room = TaskFrame::pod_room(b"t", 8);
@@ -921,7 +1069,7 @@ mod tests {
         let mut again = TaskFrame::new(9, 10, b"t");
         assert!(h.items().all(|b| again.push_raw(b)));
         drop((f, block));
-        assert!(home.lock().unwrap().capacity() >= 800_000, "the buffer is kept for the next map");
+        assert!(home.lock().unwrap().as_ref().is_some_and(|s| s.len() >= 800_000), "the arena is kept for the next map");
     }
 
     #[test]

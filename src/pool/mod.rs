@@ -193,7 +193,7 @@ pub(crate) struct Shared {
     processes: usize,
     /// The buffer of the last plain-data `map`'s arguments, kept for the
     /// next (see [`frame::PodBlock`]).
-    spare: Arc<Mutex<Vec<u8>>>,
+    spare: frame::Spare,
 }
 
 impl Shared {
@@ -445,6 +445,13 @@ impl Pool {
             // Plain-data arguments go in as they lie in memory, once, into
             // a buffer the pool keeps warm; each frame is a slice of it.
             let block = Arc::new(frame::PodBlock::fill(&self.shared.spare, items, width));
+            #[cfg(feature = "test-hooks")]
+            if let Some(name) = block.arena_name() {
+                let mut log = self.started.lock().unwrap_or_else(|p| p.into_inner());
+                if !log.1.iter().any(|n| n == name) {
+                    log.1.push(name.to_owned());
+                }
+            }
             let n = block.len() / width;
             let chunksize = if chunksize == 0 { default_chunksize(n, self.processes()) } else { chunksize };
             let (id, job) = self.new_job::<F::Out>(true, Some(n as u64));

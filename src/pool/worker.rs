@@ -169,6 +169,35 @@ impl SharedArgs {
     }
 }
 
+/// The arguments an arena frame (lent, its header and id `head_len` bytes)
+/// refers to: its reference read and checked, the arena mapped (kept in
+/// `arenas`, the last two). An error (a malformed reference, an arena that
+/// cannot be opened) ends the worker: the pool runs its items elsewhere.
+fn arena_args(loan: &crate::queue::ByteReadLoan<'_>, head_len: usize, arenas: &mut Vec<RawSegment>) -> Result<SharedArgs, String> {
+    let mut r = vec![0u8; loan.len() - head_len];
+    loan.read_at(head_len, &mut r);
+    let (offset, bytes, name) = frame::arena_ref(&r).ok_or("corrupt task frame: bad arena reference")?;
+    let at = match arenas.iter().position(|a| a.name() == name) {
+        Some(i) => i,
+        None => {
+            let seg = RawSegment::open(name).map_err(|e| format!("the pool's arena {name}: {e}"))?;
+            if arenas.len() >= 2 {
+                arenas.remove(0);
+            }
+            arenas.push(seg);
+            arenas.len() - 1
+        }
+    };
+    let seg = &arenas[at];
+    if offset.checked_add(bytes).is_none_or(|e| e > seg.len()) {
+        return Err(format!("corrupt task frame: arena slice {offset}+{bytes} past its {} bytes", seg.len()));
+    }
+    // SAFETY: `offset + bytes <= seg.len()` (checked): inside the arena's
+    // mapping, which `arenas` keeps while the frame runs (it changes only
+    // here, before the next frame).
+    Ok(unsafe { SharedArgs::new(seg.as_ptr().add(offset).cast_const(), bytes) })
+}
+
 /// Arguments copied out of the ring per block in `run_pod_shared`.
 const SCRATCH: usize = 16 * 1024;
 
@@ -572,6 +601,8 @@ fn run(arg: WorkerArg) -> Result<(), String> {
     let mut chunks_done = 0u64;
     let mut frames = 0u64;
     let mut cached: Option<(Vec<u8>, Option<task::Runners>)> = None;
+    // The pool's arenas this worker has mapped (the last two).
+    let mut arenas: Vec<RawSegment> = Vec::new();
     // Closed: the pool is shutting down; Disconnected: the pool is gone.
     while let Ok(loan) = rx.recv_loan() {
         // The header and id first; a packed frame of plain data is run
@@ -613,18 +644,33 @@ fn run(arg: WorkerArg) -> Result<(), String> {
         cx.job = job;
         cx.next_first = first;
         let runners = cached.as_ref().and_then(|(_, r)| *r);
-        let in_place = match (runners, head_len) {
-            (Some((_, Some(pod))), Some(n)) if flags & frame::PACKED != 0 => {
-                // SAFETY: `n <= len`: the arguments are the frame's bytes
-                // after its header and id, inside the lent frame, which the
-                // pool does not reuse before `release` (below, after the run).
-                pod(&mut cx, unsafe { SharedArgs::new(loan.as_ptr().add(n), len - n) }, count)?
-            }
+        // A packed frame's arguments where they lie: in the pool's arena
+        // (the frame carries a reference) or in the ring after the header.
+        let args = match head_len {
+            Some(n) if flags & frame::ARENA != 0 => Some(arena_args(&loan, n, &mut arenas)?),
+            // SAFETY: `n <= len`: the arguments are the frame's bytes after
+            // its header and id, inside the lent frame, which the pool does
+            // not reuse before `release` (below, after the run).
+            Some(n) if flags & frame::PACKED != 0 => Some(unsafe { SharedArgs::new(loan.as_ptr().add(n), len - n) }),
+            _ => None,
+        };
+        let in_place = match (runners, args) {
+            (Some((_, Some(pod))), Some(args)) => pod(&mut cx, args, count)?,
             _ => false,
         };
         if !in_place {
-            if head_len.is_some() {
-                whole(&mut frame_buf);
+            match (head_len, args) {
+                (Some(n), Some(args)) if flags & frame::ARENA != 0 => {
+                    // The general way for an arena frame: header and id,
+                    // then its arguments copied in line.
+                    frame_buf.truncate(n);
+                    frame_buf.resize(n + args.len, 0);
+                    args.read(0, &mut frame_buf[n..]);
+                    let plain = (flags & !frame::ARENA).to_le_bytes();
+                    frame_buf[20..24].copy_from_slice(&plain);
+                }
+                (Some(_), _) => whole(&mut frame_buf),
+                (None, _) => {}
             }
             loan.release();
             let h = frame::parse_task(&frame_buf).ok_or("corrupt task frame")?;

@@ -1,7 +1,10 @@
-//! The plain-data `map` path: arguments written once into a block the pool
-//! keeps for the next map, frames sent as slices of it, results copied
-//! once from the ring into their place (src/pool/frame.rs `PodBlock`,
-//! manager.rs `recv_result`).
+//! The plain-data `map` path: arguments written once into a shared-memory
+//! arena the pool keeps for the next map, frames that refer to slices of
+//! it, workers that read them there and write values straight into their
+//! result ring, results copied once from the ring into their place
+//! (src/pool/frame.rs `PodBlock`, worker.rs `run_pod_shared`, manager.rs
+//! `recv_result`). Each test's `finish` also checks that the arenas are
+//! gone from /dev/shm with the pool.
 
 use super::{DEADLINE, finish, serial, square, watchdog};
 use shmproc::Pool;
@@ -35,7 +38,8 @@ impl Iterator for Liar {
 fn a_size_hint_that_lies_changes_nothing() {
     let _watchdog = watchdog("a_size_hint_that_lies_changes_nothing");
     let pool = Pool::new(2).unwrap();
-    for (n, hint) in [(100_000, 10), (3, 1_000_000), (0, 50), (70_001, 70_000), (5, 0)] {
+    // The first grows the pool's first arena (1 MiB) while it is filled.
+    for (n, hint) in [(400_000, 1), (100_000, 10), (3, 1_000_000), (0, 50), (70_001, 70_000), (5, 0)] {
         let got = pool.map(square, Liar { next: 0, n, hint }).unwrap();
         assert_eq!(got, serial(n), "{n} items, hint {hint}");
     }
