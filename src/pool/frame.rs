@@ -11,7 +11,10 @@
 //! `w = bytes / count` back to back (every `u64`, every `(u32, f64)`: the
 //! common case, encoded and walked without a length per item). Items are
 //! delimited so the pool can cut a frame when a worker dies and hand the
-//! unfinished items to another.
+//! unfinished items to another. With flag bit 2 ([`ARENA`], always with
+//! [`PACKED`]) the items are not in the frame: `offset u64 | bytes u64 |
+//! name_len u32 | name` names their slice of the pool's arena segment
+//! (see [`PodBlock`]), which the worker maps and bounds-checks.
 //!
 //! A result frame (worker to pool): `job u64 | first u64 | count u32 |
 //! flags u32 | items`: `count × (status u8 | len u32 | payload)`, or with

@@ -22,12 +22,14 @@
 //! - Plain data (`u64`, `f64`, arrays, [`shm_type!`](crate::shm_type)
 //!   structs: types whose encoding is their memory image) takes a bulk
 //!   path: the arguments are written once, as their memory images, into a
-//!   buffer the pool keeps for the next map (so it is not page-faulted in
-//!   again); each frame is a slice of it, copied once into the worker's
-//!   ring; the worker reads each argument and writes each value straight
-//!   into its result frame, and the manager copies a result frame's
-//!   values from the ring straight into their place in the output `Vec`
-//!   (no per-item encoding, decoding or allocation).
+//!   shared-memory arena the pool keeps for the next map (so neither the
+//!   pool nor its workers page-fault it in again); each task frame carries
+//!   only a reference to its slice; the worker reads its arguments there
+//!   and writes each value straight into a frame lent by its result ring;
+//!   the manager copies a result frame's values from the ring straight into
+//!   their place in the output `Vec` (no per-item encoding, decoding or
+//!   allocation). When a worker dies, the items it did not finish are read
+//!   back from the arena into ordinary frames for the others.
 //! - A manager thread in the pool's process owns the workers: it hands
 //!   frames to them (one per idle worker, a second one ahead for chunks of
 //!   several items), files results into the jobs, and sleeps on one futex
@@ -55,8 +57,9 @@
 //!   peers, and otherwise uses no CPU.
 //! - Limits, for now: each worker has two 1 MiB rings in `/dev/shm`; results
 //!   are copied into the result ring and out of it (once each) besides
-//!   their encoding. A pool keeps the argument buffer of its largest
-//!   plain-data `map` so far, up to 32 MiB, for the next one.
+//!   their encoding. A pool keeps the argument arena of its largest
+//!   plain-data `map` so far (a segment in `/dev/shm`, removed with the
+//!   pool), up to 32 MiB, for the next one.
 //!
 //! ## What dropping a pool does
 //!
