@@ -167,9 +167,10 @@ fn ok_prefix(out: &mut Vec<u8>, len: u32) {
 /// worker's read. The segment goes back to the pool's spare slot when the
 /// job's last frame is dropped (no frame of the job is held by the pool or
 /// a worker any more), so the next `map` writes into pages that the pool
-/// and its workers have mapped already (no page fault per 4 KiB). If no
-/// segment can be made, the block is a private buffer and each frame
-/// carries its slice.
+/// and its workers have mapped already (no page fault per 4 KiB). Small
+/// jobs (under [`ARENA_FROM`] bytes by the iterator's `size_hint`) and jobs
+/// for which no segment can be made use a private buffer instead, and each
+/// frame carries its slice.
 #[derive(Debug)]
 pub(crate) struct PodBlock {
     store: Store,
@@ -189,6 +190,9 @@ pub(crate) type Spare = Arc<Mutex<Option<RawSegment>>>;
 /// The largest arena kept for reuse (bytes): a pool keeps at most this
 /// much after a `map` of plain data.
 const SPARE_MAX: usize = 32 << 20;
+/// Jobs whose arguments are said (`size_hint`) to take fewer bytes than
+/// this go in line in their frames, not through an arena.
+const ARENA_FROM: usize = 64 * 1024;
 /// The smallest arena made.
 const ARENA_MIN: usize = 1 << 20;
 /// Items go into the arena a block of this many bytes at a time.
@@ -212,6 +216,11 @@ impl PodBlock {
         debug_assert_eq!(size, width);
         let mut items = items.into_iter();
         let want = items.size_hint().0.saturating_mul(size);
+        if want < ARENA_FROM {
+            // Small (an `apply`, a short `map`): a private block, sent in
+            // line, rather than an arena per job in flight.
+            return PodBlock { store: Store::Heap(fill_heap(Vec::new(), items)), len: 0, home: Arc::clone(home) }.measured();
+        }
         let spare = home.lock().unwrap_or_else(|p| p.into_inner()).take();
         let seg = match spare {
             Some(seg) if seg.len() >= want => Some(seg),

@@ -38,8 +38,9 @@ impl Iterator for Liar {
 fn a_size_hint_that_lies_changes_nothing() {
     let _watchdog = watchdog("a_size_hint_that_lies_changes_nothing");
     let pool = Pool::new(2).unwrap();
-    // The first grows the pool's first arena (1 MiB) while it is filled.
-    for (n, hint) in [(400_000, 1), (100_000, 10), (3, 1_000_000), (0, 50), (70_001, 70_000), (5, 0)] {
+    // The first grows the pool's first arena (1 MiB) while it is filled;
+    // the second fills a private block (a hint under 64 KiB) that grows.
+    for (n, hint) in [(400_000, 10_000), (100_000, 10), (3, 1_000_000), (0, 50), (70_001, 70_000), (5, 0)] {
         let got = pool.map(square, Liar { next: 0, n, hint }).unwrap();
         assert_eq!(got, serial(n), "{n} items, hint {hint}");
     }
