@@ -175,7 +175,8 @@ fn ok_prefix(out: &mut Vec<u8>, len: u32) {
 pub(crate) struct PodBlock {
     store: Store,
     len: usize,
-    home: Spare,
+    /// Where an arena goes back (`None` for a private block).
+    home: Option<Spare>,
 }
 
 #[derive(Debug)]
@@ -219,7 +220,7 @@ impl PodBlock {
         if want < ARENA_FROM {
             // Small (an `apply`, a short `map`): a private block, sent in
             // line, rather than an arena per job in flight.
-            return PodBlock { store: Store::Heap(fill_heap(Vec::new(), items)), len: 0, home: Arc::clone(home) }.measured();
+            return PodBlock { store: Store::Heap(fill_heap(Vec::new(), items)), len: 0, home: None }.measured();
         }
         let spare = home.lock().unwrap_or_else(|p| p.into_inner()).take();
         let seg = match spare {
@@ -227,7 +228,7 @@ impl PodBlock {
             _ => RawSegment::new(arena_size(want) as u64).ok(),
         };
         let Some(mut seg) = seg else {
-            return PodBlock { store: Store::Heap(fill_heap(Vec::new(), items)), len: 0, home: Arc::clone(home) }.measured();
+            return PodBlock { store: Store::Heap(fill_heap(Vec::new(), items)), len: 0, home: None }.measured();
         };
         let mut block = [0u8; FILL_BLOCK];
         let per = (FILL_BLOCK / size).max(1);
@@ -256,7 +257,7 @@ impl PodBlock {
                         seg.read(0, &mut v);
                         v.extend_from_slice(bytes);
                         let v = fill_heap(v, items);
-                        return PodBlock { store: Store::Heap(v), len: 0, home: Arc::clone(home) }.measured();
+                        return PodBlock { store: Store::Heap(v), len: 0, home: None }.measured();
                     }
                 }
             }
@@ -266,7 +267,7 @@ impl PodBlock {
                 break;
             }
         }
-        PodBlock { store: Store::Shm(seg), len, home: Arc::clone(home) }
+        PodBlock { store: Store::Shm(seg), len, home: Some(Arc::clone(home)) }
     }
 
     fn measured(mut self) -> PodBlock {
@@ -345,10 +346,10 @@ fn fill_heap<A>(mut bytes: Vec<u8>, mut items: impl Iterator<Item = A>) -> Vec<u
 
 impl Drop for PodBlock {
     fn drop(&mut self) {
-        if let Store::Shm(seg) = &self.store
+        if let (Store::Shm(seg), Some(home)) = (&self.store, &self.home)
             && seg.len() <= SPARE_MAX
         {
-            let mut spare = self.home.lock().unwrap_or_else(|p| p.into_inner());
+            let mut spare = home.lock().unwrap_or_else(|p| p.into_inner());
             if spare.as_ref().is_none_or(|s| s.len() < seg.len()) {
                 *spare = Some(seg.clone());
             }
