@@ -12,6 +12,7 @@ use shmproc::Pool;
 shmproc::task! { fn widen(x: u32) -> u64 { u64::from(x) * 3 } }
 shmproc::task! { fn sum3(v: [u64; 3]) -> u64 { v[0] + v[1] + v[2] } }
 shmproc::task! { fn narrow(x: u64) -> u8 { (x % 251) as u8 } }
+shmproc::task! { fn spread(x: u8) -> u64 { u64::from(x) << 40 } }
 
 /// An iterator that yields `n` items while its `size_hint` says `hint`
 /// (a contract violation, but safe code): the map still takes every item.
@@ -63,6 +64,11 @@ fn bulk_maps_of_other_widths_reuse_the_block_and_stay_exact() {
         pool.map_chunked(narrow, 0..77_777u64, 1000).unwrap(),
         (0..77_777u64).map(|x| (x % 251) as u8).collect::<Vec<_>>()
     );
+    // Values wider than the arguments: a frame's values do not fit in one
+    // result frame, so the worker runs it the general way (its arguments
+    // copied out of the arena).
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 256) as u8).collect();
+    assert_eq!(pool.map(spread, bytes.clone()).unwrap(), bytes.iter().map(|&b| u64::from(b) << 40).collect::<Vec<_>>());
     assert_eq!(pool.map(square, 0..10).unwrap(), serial(10));
     let threads: Vec<_> = (0..2u64)
         .map(|t| {
