@@ -190,7 +190,7 @@ pub(crate) type Spare = Arc<Mutex<Option<RawSegment>>>;
 
 /// The largest arena kept for reuse (bytes): a pool keeps at most this
 /// much after a `map` of plain data.
-const SPARE_MAX: usize = 32 << 20;
+pub(crate) const SPARE_MAX: usize = 32 << 20;
 /// Jobs whose arguments are said (`size_hint`) to take fewer bytes than
 /// this go in line in their frames, not through an arena.
 const ARENA_FROM: usize = 64 * 1024;
@@ -501,6 +501,14 @@ impl TaskFrame {
         f.width = width;
         f.room = Self::pod_room(id, width) as u32;
         f
+    }
+
+    /// Drops the frame's hold on its plain-data block (its arena goes back
+    /// to the pool once no frame holds it): only for a frame that is fully
+    /// answered, which is never sent or cut again. True.
+    pub(crate) fn release_args(&mut self) -> bool {
+        self.pod = None;
+        true
     }
 
     /// The frame as one run of bytes, its items in line (a copy for a

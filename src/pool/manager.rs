@@ -517,6 +517,11 @@ impl Manager {
                 && count <= front.count - front.answered
                 && let Some(j) = self.jobs.get(&job).filter(|j| !j.cancelled)
                 && at == count as usize * width
+                // This answers the rest of the frame (validated above), so
+                // its arguments are needed no more (whichever way it is
+                // filed): let them go before the job can finish, so a `map`
+                // right after it finds the pool's arena free for reuse.
+                && (count < front.count - front.answered || front.frame.release_args())
                 && j.sink.deliver_pod(first, count, width, &mut |dst| {
                     let n = dst.len().min(at);
                     // SAFETY: the frame's `at` value bytes follow its

@@ -687,6 +687,9 @@ fn run(arg: WorkerArg) -> Result<(), String> {
         } else {
             loan.release();
         }
+        // An arena larger than the pool keeps is gone once its job ends:
+        // its mapping here must not keep its memory.
+        arenas.retain(|a| a.len() <= frame::SPARE_MAX);
         cx.flush()?;
         if flags & END_OF_CHUNK != 0 {
             chunks_done += 1;

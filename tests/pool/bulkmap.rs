@@ -6,7 +6,7 @@
 //! `recv_result`). Each test's `finish` also checks that the arenas are
 //! gone from /dev/shm with the pool.
 
-use super::{DEADLINE, finish, serial, square, watchdog};
+use super::{DEADLINE, finish, serial, square, wait_until, watchdog};
 use shmproc::Pool;
 
 shmproc::task! { fn widen(x: u32) -> u64 { u64::from(x) * 3 } }
@@ -130,5 +130,35 @@ fn failures_in_the_middle_of_in_place_frames_fail_alone() {
         }
     }
     assert_eq!(pool.map(square, 0..50_000).unwrap(), serial(50_000));
+    finish(pool, &[]);
+}
+
+shmproc::task! { fn sum32(v: [u64; 32]) -> u64 { v.iter().sum() } }
+
+/// A map whose arguments pass the size the pool keeps (32 MiB) gets an
+/// arena of its own, which neither the pool nor its workers keep once the
+/// map is done: its segment is gone from /dev/shm and from the workers'
+/// mappings (a mapping would keep its memory).
+#[test]
+fn an_arena_over_the_kept_size_is_let_go_after_its_map() {
+    let _watchdog = watchdog("an_arena_over_the_kept_size_is_let_go_after_its_map");
+    let pool = Pool::new(2).unwrap();
+    let (_, before) = pool.__created();
+    const N: u64 = 140_000; // 140 000 x 256 bytes: 35 MB
+    let got = pool.map(sum32, (0..N).map(|i| [i; 32])).unwrap();
+    assert!(got.iter().enumerate().all(|(i, &v)| v == 32 * i as u64));
+    let (workers, after) = pool.__created();
+    let arenas: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+    assert_eq!(arenas.len(), 1, "one arena for the map: {arenas:?}");
+    let arena = arenas[0];
+    assert!(!std::path::Path::new(&format!("/dev/shm/{}{arena}", shmproc::NAME_PREFIX)).exists(), "{arena} kept");
+    // A worker lets its mapping go right after the frame that used it
+    // (after sending its results: waited for, with the tests' deadline).
+    for pid in workers {
+        wait_until(&format!("worker {pid} to unmap {arena}"), || {
+            !std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default().contains(arena.as_str())
+        });
+    }
+    assert_eq!(pool.map(square, 0..100_000).unwrap(), serial(100_000));
     finish(pool, &[]);
 }
