@@ -13,6 +13,10 @@ use shmproc::{Pool, Value};
 #[path = "pool/review.rs"]
 mod review;
 
+/// The plain-data map path (tests/pool/bulkmap.rs).
+#[path = "pool/bulkmap.rs"]
+mod bulkmap;
+
 /// Any single blocking wait in these tests.
 const DEADLINE: Duration = Duration::from_secs(60);
 

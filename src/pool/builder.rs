@@ -154,6 +154,7 @@ impl PoolBuilder {
             inbox: Mutex::new(Inbox { msgs: Vec::new(), state: State::Open, cut: Vec::new() }),
             next_job: AtomicU64::new(1),
             processes,
+            spare: Arc::default(),
         });
         let m = manager::Manager::new(Arc::clone(&shared), cfg, workers);
         let handle = std::thread::Builder::new()

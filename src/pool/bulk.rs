@@ -116,6 +116,39 @@ impl<R> Bulk<R> {
         Some(n as u64)
     }
 
+    /// Stores the values of items `at..at + n`, written by `copy` straight
+    /// into their place (their memory images, `n * size_of::<R>()` bytes:
+    /// the bulk path's one copy out of shared memory; `copy` must write
+    /// every byte it is given); how many were new.
+    /// `None` (nothing stored, `copy` not called) if the run passes the
+    /// job's end.
+    pub(crate) fn put_run_with(&mut self, at: u64, n: usize, copy: &mut dyn FnMut(&mut [MaybeUninit<u8>])) -> Option<u64> {
+        let width = std::mem::size_of::<R>();
+        let bytes = n.checked_mul(width)?;
+        let at = usize::try_from(at).ok().filter(|&a| a.checked_add(n).is_some_and(|e| e <= self.vals.len()))?;
+        let mut clear = true;
+        for_words(at, n, |w, m| clear &= self.have[w] & m == 0);
+        if !clear {
+            // Some came already (never on the normal path): through a buffer.
+            let mut buf = vec![MaybeUninit::new(0u8); bytes];
+            copy(&mut buf);
+            // SAFETY: `copy` initialises every byte it is given (its
+            // contract), and they were initialised before anyway.
+            let buf: Vec<u8> = buf.into_iter().map(|b| unsafe { b.assume_init() }).collect();
+            return self.put_run(at as u64, &buf);
+        }
+        // SAFETY: `at + n <= len` (checked), so these `bytes` bytes are the
+        // values of items `at..at + n`, inside `vals`, viewed as
+        // `MaybeUninit<u8>` (no claim that they are initialised) while
+        // `self` is borrowed.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.vals.as_mut_ptr().add(at).cast::<MaybeUninit<u8>>(), bytes) };
+        // `copy` initialises every byte of `dst` (its contract); `R` is
+        // plain data (the constructor's contract): any bytes are an `R`.
+        copy(dst);
+        for_words(at, n, |w, m| self.have[w] |= m);
+        Some(n as u64)
+    }
+
     /// Item `i`'s outcome (it has one: [`has`](Self::has)), moved out.
     pub(crate) fn take(&mut self, i: usize) -> Outcome<R> {
         debug_assert!(self.has(i));
@@ -208,6 +241,24 @@ mod tests {
         assert_eq!(b.take(3), Ok(3));
         assert!(b.take_failure(150).is_some());
         assert!(!b.put(150, Ok(150)), "it had an outcome");
+        // In place from a copy function: bounds first, `copy` not called
+        // for a run past the end; over values already there, through a
+        // buffer (the ones there stay).
+        let mut c = Bulk::<u64>::new(10);
+        let mut calls = 0;
+        let mut fill = |dst: &mut [MaybeUninit<u8>]| {
+            calls += 1;
+            for (k, b) in dst.iter_mut().enumerate() {
+                *b = MaybeUninit::new(if k % 8 == 0 { 40 + (k / 8) as u8 } else { 0 });
+            }
+        };
+        assert_eq!(c.put_run_with(8, 3, &mut fill), None);
+        assert_eq!(c.put_run_with(u64::MAX, 1, &mut fill), None);
+        assert!(c.put(3, Ok(99)));
+        assert_eq!(c.put_run_with(2, 4, &mut fill), Some(3));
+        assert_eq!(c.put_run_with(6, 4, &mut fill), Some(4));
+        assert_eq!(calls, 2);
+        assert_eq!((c.take(2), c.take(3), c.take(4), c.take(9)), (Ok(40), Ok(99), Ok(42), Ok(43)));
         let v = Bulk::<u64>::new(3);
         assert_eq!(v.first_not_ok(0), Some(0));
         let mut w = Bulk::<u64>::new(130);

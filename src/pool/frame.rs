@@ -11,7 +11,10 @@
 //! `w = bytes / count` back to back (every `u64`, every `(u32, f64)`: the
 //! common case, encoded and walked without a length per item). Items are
 //! delimited so the pool can cut a frame when a worker dies and hand the
-//! unfinished items to another.
+//! unfinished items to another. With flag bit 2 ([`ARENA`], always with
+//! [`PACKED`]) the items are not in the frame: `offset u64 | bytes u64 |
+//! name_len u32 | name` names their slice of the pool's arena segment
+//! (see [`PodBlock`]), which the worker maps and bounds-checks.
 //!
 //! A result frame (worker to pool): `job u64 | first u64 | count u32 |
 //! flags u32 | items`: `count × (status u8 | len u32 | payload)`, or with
@@ -25,6 +28,11 @@
 //!
 //! Everything read from a frame is untrusted: every length is checked.
 
+
+use std::sync::{Arc, Mutex};
+
+use crate::queue::ByteProducer;
+use crate::{RawSegment, TrySendError};
 
 /// Ring bytes of each task and result queue.
 pub(crate) const RING_BYTES: u64 = 1 << 20;
@@ -68,16 +76,6 @@ pub(crate) fn pod_width<T: crate::process::Handoff>() -> Option<usize> {
     // bytes are initialised; the view lives while `v` does.
     let image = unsafe { std::slice::from_raw_parts((&raw const v).cast::<u8>(), width) };
     (image == &sample[..width]).then_some(width)
-}
-
-/// The memory image of a slice of plain data (see [`pod_width`]).
-///
-/// # Safety
-/// `pod_width::<T>()` is `Some`.
-pub(crate) unsafe fn pod_bytes<T>(items: &[T]) -> &[u8] {
-    // SAFETY: plain data (the caller's): every byte of the slice is
-    // initialised and may be viewed as `u8` for the borrow's life.
-    unsafe { std::slice::from_raw_parts(items.as_ptr().cast::<u8>(), std::mem::size_of_val(items)) }
 }
 
 /// Flag: the last frame of a chunk.
@@ -161,13 +159,226 @@ fn ok_prefix(out: &mut Vec<u8>, len: u32) {
     put_u32(out, len);
 }
 
+/// The arguments of a plain-data job: their memory images back to back,
+/// written once by the submitting thread and shared by the job's frames.
+/// They live in a shared-memory segment (the "arena") that the workers
+/// map: a frame carries only a reference to its slice ([`ARENA`]), so
+/// nothing is copied between the submitting thread's write and the
+/// worker's read. The segment goes back to the pool's spare slot when the
+/// job's last frame is dropped (no frame of the job is held by the pool or
+/// a worker any more), so the next `map` writes into pages that the pool
+/// and its workers have mapped already (no page fault per 4 KiB). Small
+/// jobs (under [`ARENA_FROM`] bytes by the iterator's `size_hint`) and jobs
+/// for which no segment can be made use a private buffer instead, and each
+/// frame carries its slice.
+#[derive(Debug)]
+pub(crate) struct PodBlock {
+    store: Store,
+    len: usize,
+    /// Where an arena goes back (`None` for a private block).
+    home: Option<Spare>,
+}
+
+#[derive(Debug)]
+enum Store {
+    Shm(RawSegment),
+    Heap(Vec<u8>),
+}
+
+/// Where a pool keeps the arena of its last plain-data `map` for the next.
+pub(crate) type Spare = Arc<Mutex<Option<RawSegment>>>;
+
+/// The largest arena kept for reuse (bytes): a pool keeps at most this
+/// much after a `map` of plain data.
+pub(crate) const SPARE_MAX: usize = 32 << 20;
+/// Jobs whose arguments are said (`size_hint`) to take fewer bytes than
+/// this go in line in their frames, not through an arena.
+const ARENA_FROM: usize = 64 * 1024;
+/// The smallest arena made.
+const ARENA_MIN: usize = 1 << 20;
+/// Items go into the arena a block of this many bytes at a time.
+const FILL_BLOCK: usize = 16 * 1024;
+
+/// Flag of a task frame: its items are a reference to an arena slice,
+/// `offset u64 | bytes u64 | name_len u32 | name` (see [`PodBlock`]).
+pub(crate) const ARENA: u32 = 4;
+const ARENA_REF: usize = 20;
+
+fn arena_size(bytes: usize) -> usize {
+    bytes.max(ARENA_MIN).checked_next_power_of_two().unwrap_or(bytes)
+}
+
+impl PodBlock {
+    /// The images of `items` (plain data of `width` bytes: the caller
+    /// checked `pod_width::<A>() == Some(width)`), written into the spare
+    /// arena of `home` if it is large enough, else into a new one.
+    pub(crate) fn fill<A>(home: &Spare, items: impl IntoIterator<Item = A>, width: usize) -> PodBlock {
+        let size = std::mem::size_of::<A>();
+        debug_assert_eq!(size, width);
+        let mut items = items.into_iter();
+        let want = items.size_hint().0.saturating_mul(size);
+        if want < ARENA_FROM {
+            // Small (an `apply`, a short `map`): a private block, sent in
+            // line, rather than an arena per job in flight.
+            return PodBlock { store: Store::Heap(fill_heap(Vec::new(), items)), len: 0, home: None }.measured();
+        }
+        let spare = home.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let seg = match spare {
+            Some(seg) if seg.len() >= want => Some(seg),
+            _ => RawSegment::new(arena_size(want) as u64).ok(),
+        };
+        let Some(mut seg) = seg else {
+            return PodBlock { store: Store::Heap(fill_heap(Vec::new(), items)), len: 0, home: None }.measured();
+        };
+        let mut block = [0u8; FILL_BLOCK];
+        let per = (FILL_BLOCK / size).max(1);
+        let mut len = 0usize;
+        loop {
+            let mut got = 0;
+            while got < per {
+                let Some(item) = items.next() else { break };
+                // SAFETY: `got < per` and `per * size <= FILL_BLOCK`: inside
+                // `block`; `A` is plain data (the caller's check), so its
+                // bytes are initialised when written as an `A`.
+                unsafe { block.as_mut_ptr().add(got * size).cast::<A>().write_unaligned(item) };
+                got += 1;
+            }
+            let bytes = &block[..got * size];
+            if len + bytes.len() > seg.len() {
+                let need = (len + bytes.len()).saturating_add(items.size_hint().0.saturating_mul(size));
+                match RawSegment::new(arena_size(need.max(2 * seg.len())) as u64) {
+                    Ok(bigger) => {
+                        copy_segment(&seg, &bigger, len);
+                        seg = bigger;
+                    }
+                    Err(_) => {
+                        // No room for an arena: a private block after all.
+                        let mut v = vec![0u8; len];
+                        seg.read(0, &mut v);
+                        v.extend_from_slice(bytes);
+                        let v = fill_heap(v, items);
+                        return PodBlock { store: Store::Heap(v), len: 0, home: None }.measured();
+                    }
+                }
+            }
+            seg.write(len, bytes);
+            len += bytes.len();
+            if got < per {
+                break;
+            }
+        }
+        PodBlock { store: Store::Shm(seg), len, home: Some(Arc::clone(home)) }
+    }
+
+    fn measured(mut self) -> PodBlock {
+        if let Store::Heap(v) = &self.store {
+            self.len = v.len();
+        }
+        self
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The arena's segment name (`None` for a private block).
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn arena_name(&self) -> Option<&str> {
+        match &self.store {
+            Store::Shm(seg) => Some(seg.name()),
+            Store::Heap(_) => None,
+        }
+    }
+
+    /// Appends bytes `start..end` of the block to `out`.
+    fn append(&self, start: usize, end: usize, out: &mut Vec<u8>) {
+        match &self.store {
+            Store::Heap(v) => out.extend_from_slice(&v[start..end]),
+            Store::Shm(seg) => {
+                let at = out.len();
+                out.resize(at + (end - start), 0);
+                seg.read(start, &mut out[at..]);
+            }
+        }
+    }
+}
+
+/// Copies the first `len` bytes of `from` into `to` (through a private
+/// buffer: both are shared memory).
+fn copy_segment(from: &RawSegment, to: &RawSegment, len: usize) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = 0;
+    while at < len {
+        let n = buf.len().min(len - at);
+        from.read(at, &mut buf[..n]);
+        to.write(at, &buf[..n]);
+        at += n;
+    }
+}
+
+/// The images of the rest of `items` appended to `bytes` (plain data: the
+/// caller's check), with no capacity test per item.
+fn fill_heap<A>(mut bytes: Vec<u8>, mut items: impl Iterator<Item = A>) -> Vec<u8> {
+    let size = std::mem::size_of::<A>();
+    loop {
+        // Room for the items the iterator says are left (at least one).
+        bytes.reserve(items.size_hint().0.max(1).saturating_mul(size));
+        let spare = bytes.spare_capacity_mut();
+        let (mut at, end) = (0, spare.len() - spare.len() % size);
+        let dst = spare.as_mut_ptr().cast::<u8>();
+        let mut more = false;
+        while at < end {
+            let Some(item) = items.next() else { break };
+            // SAFETY: `at + size <= end <= spare.len()`: inside the spare
+            // capacity; `A` is plain data, so its bytes are initialised
+            // when written as an `A`.
+            unsafe { dst.add(at).cast::<A>().write_unaligned(item) };
+            at += size;
+            more = at == end;
+        }
+        // SAFETY: the `at` bytes after the length were written above.
+        unsafe { bytes.set_len(bytes.len() + at) };
+        if !more {
+            return bytes;
+        }
+    }
+}
+
+impl Drop for PodBlock {
+    fn drop(&mut self) {
+        if let (Store::Shm(seg), Some(home)) = (&self.store, &self.home)
+            && seg.len() <= SPARE_MAX
+        {
+            let mut spare = home.lock().unwrap_or_else(|p| p.into_inner());
+            if spare.as_ref().is_none_or(|s| s.len() < seg.len()) {
+                *spare = Some(seg.clone());
+            }
+        }
+    }
+}
+
+/// An arena reference read from a task frame's items: (offset, bytes,
+/// segment name); `None` if malformed.
+pub(crate) fn arena_ref(items: &[u8]) -> Option<(usize, usize, &str)> {
+    let mut r = items;
+    let offset = usize::try_from(get_u64(&mut r)?).ok()?;
+    let bytes = usize::try_from(get_u64(&mut r)?).ok()?;
+    let name_len = get_u32(&mut r)? as usize;
+    let name = std::str::from_utf8(take(&mut r, name_len)?).ok()?;
+    r.is_empty().then_some((offset, bytes, name))
+}
+
 /// A task frame under construction (in the submitting thread).
 #[derive(Debug)]
 pub(crate) struct TaskFrame {
     pub(crate) job: u64,
     pub(crate) first: u64,
     pub(crate) count: u32,
+    /// The header, and the items unless `pod` holds them.
     pub(crate) bytes: Vec<u8>,
+    /// A plain-data frame's items: `block.bytes[start..end]`, sent after
+    /// `bytes` (see [`PodBlock`]).
+    pod: Option<(Arc<PodBlock>, usize, usize)>,
     /// Items still of one width (`width`), without prefixes.
     packed: bool,
     width: usize,
@@ -188,7 +399,7 @@ impl TaskFrame {
         put_u32(&mut bytes, id.len() as u32);
         bytes.extend_from_slice(id);
         let items_at = bytes.len();
-        TaskFrame { job, first, count: 0, bytes, packed: true, width: 0, room: 0, items_at }
+        TaskFrame { job, first, count: 0, bytes, pod: None, packed: true, width: 0, room: 0, items_at }
     }
 
     /// The frame's size if it had to take the general form.
@@ -268,25 +479,79 @@ impl TaskFrame {
     /// How many plain-data arguments of `width` bytes one packed frame for
     /// task `id` takes (the same room `push` gives them, so a frame cut
     /// from it after a worker's death fits again).
+    /// No more than a packed result frame takes of values of the same
+    /// width, so each frame's results go back in one result frame.
     pub(crate) fn pod_room(id: &[u8], width: usize) -> usize {
         let items_at = TASK_HEADER + id.len();
-        ((MAX_FRAME - items_at) / (width + TASK_PREFIX)).max(1)
+        let results = (MAX_FRAME - RESULT_HEADER) / (width + RESULT_PREFIX);
+        ((MAX_FRAME - items_at) / (width + TASK_PREFIX)).min(results).max(1)
     }
 
-    /// A packed frame of `count` arguments of `width` bytes whose encodings
-    /// are `items`, back to back (the bulk path of plain data: one copy, no
-    /// per-item work). `count` is at most [`pod_room`](Self::pod_room).
-    pub(crate) fn from_pod(job: u64, first: u64, id: &[u8], items: &[u8], width: usize) -> TaskFrame {
-        debug_assert!(width > 0 && width <= MAX_ITEM_BYTES && items.len().is_multiple_of(width));
-        let count = items.len() / width;
+    /// A packed frame of the arguments `block[start..end]` (`width` bytes
+    /// each, at most [`pod_room`](Self::pod_room) of them; the bulk path of
+    /// plain data: nothing copied here, the ring takes the slice).
+    pub(crate) fn from_pod(job: u64, first: u64, id: &[u8], block: &Arc<PodBlock>, start: usize, end: usize, width: usize) -> TaskFrame {
+        debug_assert!(width > 0 && width <= MAX_ITEM_BYTES && start <= end && end <= block.len());
+        debug_assert!((end - start).is_multiple_of(width));
+        let count = (end - start) / width;
         debug_assert!(count <= Self::pod_room(id, width));
         let mut f = TaskFrame::new(job, first, id);
-        f.bytes.reserve_exact(items.len());
-        f.bytes.extend_from_slice(items);
+        f.pod = Some((Arc::clone(block), start, end));
         f.count = count as u32;
         f.width = width;
         f.room = Self::pod_room(id, width) as u32;
         f
+    }
+
+    /// Drops the frame's hold on its plain-data block (its arena goes back
+    /// to the pool once no frame holds it): only for a frame that is fully
+    /// answered, which is never sent or cut again. True.
+    pub(crate) fn release_args(&mut self) -> bool {
+        self.pod = None;
+        true
+    }
+
+    /// The frame as one run of bytes, its items in line (a copy for a
+    /// plain-data frame).
+    pub(crate) fn contiguous(&self) -> std::borrow::Cow<'_, [u8]> {
+        match &self.pod {
+            None => std::borrow::Cow::Borrowed(&self.bytes),
+            Some((block, start, end)) => {
+                let mut all = self.bytes.clone();
+                block.append(*start, *end, &mut all);
+                std::borrow::Cow::Owned(all)
+            }
+        }
+    }
+
+    /// Sends the frame into `tx` without waiting (a plain-data frame: its
+    /// header and its arena reference, or its slice of a private block).
+    pub(crate) fn try_send(&self, tx: &mut ByteProducer) -> Result<(), TrySendError> {
+        let Some((block, start, end)) = &self.pod else { return tx.try_send(&self.bytes) };
+        let h = self.bytes.len();
+        match &block.store {
+            Store::Heap(v) => {
+                let items = &v[*start..*end];
+                let mut loan = tx.try_send_loan(h + items.len())?;
+                loan.write_at(0, &self.bytes);
+                loan.write_at(h, items);
+                loan.commit().map_err(|_| TrySendError::Closed)
+            }
+            Store::Shm(seg) => {
+                let name = seg.name().as_bytes();
+                let mut loan = tx.try_send_loan(h + ARENA_REF + name.len())?;
+                loan.write_at(0, &self.bytes);
+                let flags = u32::from_le_bytes(self.bytes[20..24].try_into().expect("4 bytes")) | ARENA;
+                loan.write_at(20, &flags.to_le_bytes());
+                let mut r = [0u8; ARENA_REF];
+                r[..8].copy_from_slice(&(*start as u64).to_le_bytes());
+                r[8..16].copy_from_slice(&((end - start) as u64).to_le_bytes());
+                r[16..20].copy_from_slice(&(name.len() as u32).to_le_bytes());
+                loan.write_at(h, &r);
+                loan.write_at(h + ARENA_REF, name);
+                loan.commit().map_err(|_| TrySendError::Closed)
+            }
+        }
     }
 
     /// Appends an already encoded item (one that fitted in a frame before).
@@ -330,6 +595,28 @@ fn parse_common(frame: &mut &[u8]) -> Option<(u64, u64, u32, u32)> {
     Some((get_u64(frame)?, get_u64(frame)?, get_u32(frame)?, get_u32(frame)?))
 }
 
+/// The bytes of a task frame's header before its id.
+pub(crate) const TASK_HEADER_LEN: usize = TASK_HEADER;
+/// The bytes before each argument in a task frame of the general form.
+pub(crate) const TASK_PREFIX_LEN: usize = TASK_PREFIX;
+
+/// The length of a task frame's header and id, from its first
+/// [`TASK_HEADER_LEN`] bytes (`None` for an id longer than [`MAX_ID`]).
+pub(crate) fn task_head_len(header: &[u8; TASK_HEADER]) -> Option<usize> {
+    let id_len = u32::from_le_bytes(header[24..28].try_into().expect("4 bytes")) as usize;
+    (id_len <= MAX_ID).then_some(TASK_HEADER + id_len)
+}
+
+/// A packed result frame's header (`job`, `first`, `count` values).
+pub(crate) fn packed_result_header(job: u64, first: u64, count: u32) -> [u8; RESULT_HEADER] {
+    let mut h = [0u8; RESULT_HEADER];
+    h[..8].copy_from_slice(&job.to_le_bytes());
+    h[8..16].copy_from_slice(&first.to_le_bytes());
+    h[16..20].copy_from_slice(&count.to_le_bytes());
+    h[20..24].copy_from_slice(&PACKED.to_le_bytes());
+    h
+}
+
 pub(crate) fn parse_task(mut frame: &[u8]) -> Option<TaskHeader<'_>> {
     let (job, first, count, flags) = parse_common(&mut frame)?;
     let id_len = get_u32(&mut frame)? as usize;
@@ -355,7 +642,7 @@ pub(crate) struct Items<'a> {
 
 impl<'a> Items<'a> {
     #[inline]
-    fn new(items: &'a [u8], count: u32, packed: bool, prefix: usize) -> Items<'a> {
+    pub(crate) fn new(items: &'a [u8], count: u32, packed: bool, prefix: usize) -> Items<'a> {
         if !packed {
             return Items { rest: items, width: None, left: count, prefix };
         }
@@ -581,6 +868,22 @@ impl<'a> ResultHeader<'a> {
     }
 }
 
+/// The bytes of a result frame's header.
+pub(crate) const RESULT_HEADER_LEN: usize = RESULT_HEADER;
+
+/// A packed result frame of `len` bytes whose header is `header`: (job,
+/// first, count, width), its values at [`RESULT_HEADER_LEN`] on; `None`
+/// for any other frame (the general form, no items, a size that is not
+/// `count` values of one width).
+pub(crate) fn packed_result(header: &[u8; RESULT_HEADER], len: usize) -> Option<(u64, u64, u32, usize)> {
+    let (job, first, count, flags) = parse_common(&mut &header[..])?;
+    let values = len.checked_sub(RESULT_HEADER)?;
+    if flags & PACKED == 0 || count == 0 || !values.is_multiple_of(count as usize) || values == 0 {
+        return None;
+    }
+    Some((job, first, count, values / count as usize))
+}
+
 pub(crate) fn parse_result(mut frame: &[u8]) -> Option<ResultHeader<'_>> {
     let (job, first, count, flags) = parse_common(&mut frame)?;
     Some(ResultHeader { job, first, count, flags, items: frame })
@@ -743,6 +1046,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The manager's in-place path takes only a packed frame whose size
+    /// is its count of values of one width.
+    #[test]
+    fn packed_result_headers_are_checked() {
+        let mut r = ResultFrame::default();
+        r.start(5, 40);
+        for v in [1u64, 2, 3] {
+            let m = r.begin_item();
+            r.bytes.extend_from_slice(&v.to_le_bytes());
+            r.seal_item(m, 0, 3);
+        }
+        let bytes = r.seal().to_vec();
+        let header: [u8; RESULT_HEADER] = bytes[..RESULT_HEADER].try_into().unwrap();
+        assert_eq!(packed_result(&header, bytes.len()), Some((5, 40, 3, 8)));
+        assert_eq!(packed_result(&header, bytes.len() - 1), None, "not whole values");
+        assert_eq!(packed_result(&header, RESULT_HEADER), None, "no values");
+        assert_eq!(packed_result(&header, 3), None, "shorter than a header");
+        let mut general = header;
+        general[20] = 0;
+        assert_eq!(packed_result(&general, bytes.len()), None, "the general form");
+        let mut none = header;
+        none[16..20].copy_from_slice(&0u32.to_le_bytes());
+        assert_eq!(packed_result(&none, bytes.len()), None, "no items");
+    }
+
+    /// A plain-data frame is its header and a slice of the block; cut
+    /// after a worker's death, its items fit in a frame again.
+    #[test]
+    fn pod_frames_are_slices_of_their_block() {
+        let home: Spare = Arc::default();
+        let block = Arc::new(PodBlock::fill(&home, 0..100_000u64, 8));
+        assert_eq!(block.len(), 800_000);
+        let room = TaskFrame::pod_room(b"t", 8);
+        assert!(room * (8 + RESULT_PREFIX) + RESULT_HEADER <= MAX_FRAME, "one result frame per task frame");
+        let f = TaskFrame::from_pod(9, 10, b"t", &block, 80, 80 + room * 8, 8).finish(true);
+        let bytes = f.contiguous();
+        let h = parse_task(&bytes).unwrap();
+        assert_eq!((h.job, h.first, h.count, h.flags), (9, 10, room as u32, END_OF_CHUNK | PACKED));
+        assert!(h.items().enumerate().all(|(k, b)| b == (10 + k as u64).to_le_bytes()));
+        let mut again = TaskFrame::new(9, 10, b"t");
+        assert!(h.items().all(|b| again.push_raw(b)));
+        drop((f, block));
+        assert!(home.lock().unwrap().as_ref().is_some_and(|s| s.len() >= 800_000), "the arena is kept for the next map");
     }
 
     #[test]

@@ -483,8 +483,9 @@ impl Manager {
     fn drain(&mut self, w: &mut Worker) -> (bool, bool) {
         let mut got = false;
         loop {
-            match w.rx.try_recv_into(&mut self.buf) {
-                Ok(()) => {
+            match self.recv_result(w) {
+                Ok(true) => got = true,
+                Ok(false) => {
                     got = true;
                     if !self.accept(w) {
                         log::warn!(target: LOG_TARGET, "pool worker {} sent a malformed result frame: killing it", w.pid);
@@ -496,6 +497,55 @@ impl Manager {
                 Err(_) => return (got, true),
             }
         }
+    }
+
+    /// Takes `w`'s next result frame: a packed frame of plain-data values
+    /// of a bulk job is filed here, copied once from the ring into its
+    /// place in the job's results (`Ok(true)`); any other is copied into
+    /// `self.buf` for [`accept`](Self::accept) (`Ok(false)`).
+    fn recv_result(&mut self, w: &mut Worker) -> Result<bool, TryRecvError> {
+        let loan = w.rx.try_recv_loan()?;
+        let mut header = [0u8; frame::RESULT_HEADER_LEN];
+        if let Some(at) = loan.len().checked_sub(header.len()) {
+            loan.read_at(0, &mut header);
+            // Untrusted: read once into locals, checked against what the
+            // worker was given before anything is stored.
+            if let Some((job, first, count, width)) = frame::packed_result(&header, loan.len())
+                && let Some(front) = w.fifo.front_mut()
+                && job == front.job
+                && Some(first) == front.first.checked_add(u64::from(front.answered))
+                && count <= front.count - front.answered
+                && let Some(j) = self.jobs.get(&job).filter(|j| !j.cancelled)
+                && at == count as usize * width
+                // This answers the rest of the frame (validated above), so
+                // its arguments are needed no more (whichever way it is
+                // filed): let them go before the job can finish, so a `map`
+                // right after it finds the pool's arena free for reuse.
+                && (count < front.count - front.answered || front.frame.release_args())
+                && j.sink.deliver_pod(first, count, width, &mut |dst| {
+                    let n = dst.len().min(at);
+                    // SAFETY: the frame's `at` value bytes follow its
+                    // header inside the lent frame, which the worker does
+                    // not reuse before `release`; `n <= at`.
+                    unsafe { crate::shm::copy::copy_from_shared_uninit(loan.as_ptr().add(frame::RESULT_HEADER_LEN), &mut dst[..n]) };
+                    dst[n..].fill(std::mem::MaybeUninit::new(0));
+                })
+            {
+                loan.release();
+                front.answered += count;
+                if front.answered == front.count {
+                    w.fifo.pop_front();
+                }
+                w.received += u64::from(count);
+                self.account(job, u64::from(count));
+                return Ok(true);
+            }
+        }
+        self.buf.clear();
+        self.buf.resize(loan.len(), 0);
+        loan.read_at(0, &mut self.buf);
+        loan.release();
+        Ok(false)
     }
 
     /// Files one result frame (in `self.buf`) from `w`; false if it does
@@ -646,7 +696,8 @@ impl Manager {
         let mut redo: Vec<TaskFrame> = Vec::new();
         let mut k = 0u64;
         for s in w.fifo.drain(..) {
-            let Some(h) = frame::parse_task(&s.frame.bytes) else { continue };
+            let bytes = s.frame.contiguous();
+            let Some(h) = frame::parse_task(&bytes) else { continue };
             let mut items = h.items();
             let mut current: Option<TaskFrame> = None;
             for n in 0..s.count {
@@ -749,7 +800,7 @@ impl Manager {
                     self.pending.push_front(f);
                     continue;
                 }
-                match w.tx.try_send(&f.bytes) {
+                match f.try_send(&mut w.tx) {
                     Ok(()) => {
                         any = true;
                         w.sent_frames += 1;

@@ -21,10 +21,15 @@
 //!   frames; the rings copy them once each way.
 //! - Plain data (`u64`, `f64`, arrays, [`shm_type!`](crate::shm_type)
 //!   structs: types whose encoding is their memory image) takes a bulk
-//!   path: a chunk's arguments go into a frame as one copy of the slice,
-//!   the worker reads each in place and writes each value straight into
-//!   its result frame, and the values land in the output `Vec` one copy
-//!   per frame (no per-item encoding, decoding or allocation).
+//!   path: the arguments are written once, as their memory images, into a
+//!   shared-memory arena the pool keeps for the next map (so neither the
+//!   pool nor its workers page-fault it in again); each task frame carries
+//!   only a reference to its slice; the worker reads its arguments there
+//!   and writes each value straight into a frame lent by its result ring;
+//!   the manager copies a result frame's values from the ring straight into
+//!   their place in the output `Vec` (no per-item encoding, decoding or
+//!   allocation). When a worker dies, the items it did not finish are read
+//!   back from the arena into ordinary frames for the others.
 //! - A manager thread in the pool's process owns the workers: it hands
 //!   frames to them (one per idle worker, a second one ahead for chunks of
 //!   several items), files results into the jobs, and sleeps on one futex
@@ -52,7 +57,9 @@
 //!   peers, and otherwise uses no CPU.
 //! - Limits, for now: each worker has two 1 MiB rings in `/dev/shm`; results
 //!   are copied into the result ring and out of it (once each) besides
-//!   their encoding.
+//!   their encoding. A pool keeps the argument arena of its largest
+//!   plain-data `map` so far (a segment in `/dev/shm`, removed with the
+//!   pool), up to 32 MiB, for the next one.
 //!
 //! ## What dropping a pool does
 //!
@@ -187,6 +194,9 @@ pub(crate) struct Shared {
     inbox: Mutex<Inbox>,
     next_job: AtomicU64,
     processes: usize,
+    /// The buffer of the last plain-data `map`'s arguments, kept for the
+    /// next (see [`frame::PodBlock`]).
+    spare: frame::Spare,
 }
 
 impl Shared {
@@ -333,19 +343,25 @@ fn encode_frames<A: Handoff>(
     (frames, index - first)
 }
 
-/// [`encode_frames`] for plain-data arguments: `items` (the memory image
-/// of items `first..`, `width` bytes each) cut into chunks of `chunksize`
-/// and frames of at most [`TaskFrame::pod_room`] items, each one copy.
-fn encode_pod_frames(job: u64, id: &'static str, first: u64, items: &[u8], width: usize, chunksize: usize) -> Vec<TaskFrame> {
-    let room = TaskFrame::pod_room(id.as_bytes(), width);
-    let mut frames = Vec::new();
-    let mut index = first;
-    for chunk in items.chunks(chunksize.saturating_mul(width)) {
-        let mut pieces = chunk.chunks(room * width).peekable();
-        while let Some(piece) = pieces.next() {
-            frames.push(TaskFrame::from_pod(job, index, id.as_bytes(), piece, width).finish(pieces.peek().is_none()));
-            index += (piece.len() / width) as u64;
+/// [`encode_frames`] for plain-data arguments: `block` (the memory images
+/// of items `0..`, `width` bytes each) cut into chunks of `chunksize` and
+/// frames of at most [`TaskFrame::pod_room`] items, each a slice of the
+/// block (copied once, into the ring).
+fn encode_pod_frames(job: u64, id: &'static str, block: &Arc<frame::PodBlock>, width: usize, chunksize: usize) -> Vec<TaskFrame> {
+    let room = TaskFrame::pod_room(id.as_bytes(), width).saturating_mul(width);
+    let (len, step) = (block.len(), chunksize.saturating_mul(width));
+    let mut frames = Vec::with_capacity(len.div_ceil(room.min(step).max(1)));
+    let mut chunk = 0;
+    while chunk < len {
+        let chunk_end = chunk.saturating_add(step).min(len);
+        let mut at = chunk;
+        while at < chunk_end {
+            let end = at.saturating_add(room).min(chunk_end);
+            let f = TaskFrame::from_pod(job, (at / width) as u64, id.as_bytes(), block, at, end, width);
+            frames.push(f.finish(end == chunk_end));
+            at = end;
         }
+        chunk = chunk_end;
     }
     frames
 }
@@ -428,6 +444,26 @@ impl Pool {
         F::Out: Send + 'static,
     {
         registered::<F>()?;
+        if let Some(width) = frame::pod_width::<F::Arg>() {
+            // Plain-data arguments go in as they lie in memory, once, into
+            // a buffer the pool keeps warm; each frame is a slice of it.
+            let block = Arc::new(frame::PodBlock::fill(&self.shared.spare, items, width));
+            #[cfg(feature = "test-hooks")]
+            if let Some(name) = block.arena_name() {
+                let mut log = self.started.lock().unwrap_or_else(|p| p.into_inner());
+                if !log.1.iter().any(|n| n == name) {
+                    log.1.push(name.to_owned());
+                }
+            }
+            let n = block.len() / width;
+            let chunksize = if chunksize == 0 { default_chunksize(n, self.processes()) } else { chunksize };
+            let (id, job) = self.new_job::<F::Out>(true, Some(n as u64));
+            let sink: Arc<dyn Sink> = job.clone();
+            let frames = encode_pod_frames(id, F::ID, &block, width, chunksize);
+            let msgs = [Msg::Job { id, sink, timeout: None, lazy: false }, Msg::Frames(frames), Msg::InputDone { job: id }];
+            self.shared.send(msgs, true)?;
+            return Ok((id, job));
+        }
         let all: Vec<F::Arg> = items.into_iter().collect();
         let chunksize = if chunksize == 0 { default_chunksize(all.len(), self.processes()) } else { chunksize };
         let n = all.len();
@@ -436,25 +472,11 @@ impl Pool {
         // Frames go out in batches as they are encoded, so the workers start
         // while the rest is still being encoded (a batch is whole chunks).
         let batch = chunksize * SUBMIT_BATCH.div_ceil(chunksize);
-        // Plain-data arguments go in as they lie in memory (one copy per
-        // frame); the others are encoded one by one.
-        let pod = frame::pod_width::<F::Arg>();
-        let (mut rest, mut items) = match pod {
-            Some(_) => (&all[..], Vec::new().into_iter()),
-            None => (&[][..], all.into_iter()),
-        };
+        let mut items = all.into_iter();
         let mut first = 0u64;
         let mut msgs = vec![Msg::Job { id, sink, timeout: None, lazy: false }];
         loop {
-            let (frames, got) = match pod {
-                Some(width) => {
-                    let (now, later) = rest.split_at(batch.min(rest.len()));
-                    rest = later;
-                    // SAFETY: `pod_width` said `F::Arg` is plain data.
-                    (encode_pod_frames(id, F::ID, first, unsafe { frame::pod_bytes(now) }, width, chunksize), now.len() as u64)
-                }
-                None => encode_frames(id, F::ID, first, items.by_ref().take(batch), chunksize, &*job),
-            };
+            let (frames, got) = encode_frames(id, F::ID, first, items.by_ref().take(batch), chunksize, &*job);
             first += got;
             msgs.push(Msg::Frames(frames));
             let last = first >= n as u64;

@@ -218,6 +218,13 @@ impl<R> Job<R> {
 pub(crate) trait Sink: Send + Sync {
     /// Decodes a result frame's items (`first..first+count`) from worker `pid`.
     fn deliver(&self, first: u64, count: u32, items: Items<'_>, pid: u32);
+    /// Stores the `count` plain-data values of items `first..` of `width`
+    /// bytes each, which `copy` writes straight into their place (the
+    /// bulk path: one copy out of the result ring). False (and `copy` not
+    /// called) if this job does not take them so (not a bulk job, another
+    /// width, a run past its end): deliver the frame the general way.
+    /// `copy` must initialise every byte it is given.
+    fn deliver_pod(&self, first: u64, count: u32, width: usize, copy: &mut dyn FnMut(&mut [std::mem::MaybeUninit<u8>])) -> bool;
     /// Records a failed item.
     fn fail(&self, err: TaskError);
     /// The job will have `n` items in all.
@@ -313,6 +320,20 @@ impl<R: Handoff + Send + 'static> Sink for Job<R> {
                 }
             }
         });
+    }
+
+    fn deliver_pod(&self, first: u64, count: u32, width: usize, copy: &mut dyn FnMut(&mut [std::mem::MaybeUninit<u8>])) -> bool {
+        if width != std::mem::size_of::<R>() {
+            return false;
+        }
+        let mut stored = false;
+        self.update(|s| {
+            if let Some(new) = s.bulk.as_mut().and_then(|b| b.put_run_with(first, count as usize, copy)) {
+                s.filled += new;
+                stored = true;
+            }
+        });
+        stored
     }
 
     fn fail(&self, err: TaskError) {

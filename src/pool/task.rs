@@ -12,7 +12,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 
 use super::frame::{Items, pod_width};
-use super::worker::Cx;
+use super::worker::{Cx, SharedArgs};
 use crate::process::Handoff;
 
 /// A function pool workers can run. Implemented by [`task!`](crate::task);
@@ -102,6 +102,14 @@ pub(crate) type Runner = fn(arg: &[u8], out: &mut Vec<u8>) -> Status;
 /// the per-item loop is compiled for the task, see [`Cx::run_items`]).
 pub(crate) type FrameRunner = fn(cx: &mut Cx<'_>, items: Items<'_>, count: u32) -> Result<(), String>;
 
+/// Runs a packed task frame of plain data in place (its arguments still in
+/// the task ring): `Ok(false)` if it cannot (see [`Cx::run_pod_shared`]).
+pub(crate) type PodRunner = fn(cx: &mut Cx<'_>, args: SharedArgs, count: u32) -> Result<bool, String>;
+
+/// A task's frame runners: the general one, and the in-place one for
+/// packed frames of plain data.
+pub(crate) type Runners = (FrameRunner, Option<PodRunner>);
+
 /// One item, without catching a panic (the caller does).
 #[inline]
 fn run_one<T: Task>(mut arg: &[u8], out: &mut Vec<u8>) -> Status {
@@ -153,7 +161,7 @@ fn run_frame<T: Task>(cx: &mut Cx<'_>, items: Items<'_>, count: u32) -> Result<(
 }
 
 /// `run_frame` for a task whose argument and value are plain data (see
-/// `frame::pod_width`; chosen by `lookup_frame`): packed frames of
+/// `frame::pod_width`; chosen by `lookup_runners`): packed frames of
 /// arguments of `T::Arg`'s width take the bulk path.
 fn run_pod_frame<T: Task>(cx: &mut Cx<'_>, items: Items<'_>, count: u32) -> Result<(), String> {
     match items.packed() {
@@ -168,10 +176,21 @@ fn pick_frame<T: Task>() -> FrameRunner {
     if pod_width::<T::Arg>().is_some() && pod_width::<T::Out>().is_some() { run_pod_frame::<T> } else { run_frame::<T> }
 }
 
+/// [`PodRunner`] for `T`.
+fn run_pod_shared<T: Task>(cx: &mut Cx<'_>, args: SharedArgs, count: u32) -> Result<bool, String> {
+    cx.run_pod_shared(args, count, T::call)
+}
+
+/// The in-place runner for `T`, if its argument and value are plain data.
+fn pick_pod<T: Task>() -> Option<PodRunner> {
+    (pod_width::<T::Arg>().is_some() && pod_width::<T::Out>().is_some()).then_some(run_pod_shared::<T> as PodRunner)
+}
+
 struct Registered {
     id: &'static str,
     run: Runner,
     frame: fn() -> FrameRunner,
+    pod: fn() -> Option<PodRunner>,
 }
 
 static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
@@ -181,7 +200,7 @@ static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
 pub fn __register_task<T: Task>() {
     let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
     if !reg.iter().any(|r| r.id == T::ID) {
-        reg.push(Registered { id: T::ID, run: run_encoded::<T>, frame: pick_frame::<T> });
+        reg.push(Registered { id: T::ID, run: run_encoded::<T>, frame: pick_frame::<T>, pod: pick_pod::<T> });
     }
 }
 
@@ -190,10 +209,10 @@ pub(crate) fn lookup(id: &[u8]) -> Option<Runner> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|r| r.id.as_bytes() == id).map(|r| r.run)
 }
 
-/// The frame runner registered for `id`, if any.
-pub(crate) fn lookup_frame(id: &[u8]) -> Option<FrameRunner> {
-    REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|r| r.id.as_bytes() == id).map(|r| r.frame)
-        .map(|pick| pick())
+/// The frame runners registered for `id`, if any: the general one and the
+/// in-place one for packed frames of plain data.
+pub(crate) fn lookup_runners(id: &[u8]) -> Option<Runners> {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|r| r.id.as_bytes() == id).map(|r| ((r.frame)(), (r.pod)()))
 }
 
 /// Whether `id` is registered in this executable.

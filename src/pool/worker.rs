@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::ctl::{self, Ctl};
 use super::frame::{self, END_OF_CHUNK, Items, ResultFrame};
-use super::task::{self, FrameRunner, Status};
+use super::task::{self, Status};
 use crate::RawSegment;
 use crate::process::{Entry, Handoff, HandoffError};
 use crate::queue::{ByteProducer, ByteQueue};
@@ -139,7 +139,67 @@ pub(crate) struct Cx<'a> {
     /// running (a panic outside an item is not an item's failure).
     mark: usize,
     in_item: bool,
+    /// Arguments copied out of the task ring a block at a time
+    /// (`run_pod_shared`).
+    scratch: Vec<u8>,
 }
+
+/// A packed task frame's arguments where they lie, in the task ring:
+/// shared memory, read only through the crate's copy primitive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SharedArgs {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl SharedArgs {
+    /// # Safety
+    /// `ptr .. ptr + len` lies inside a live mapping, readable while the
+    /// `SharedArgs` is used (a lent frame, not released meanwhile).
+    pub(crate) unsafe fn new(ptr: *const u8, len: usize) -> SharedArgs {
+        SharedArgs { ptr, len }
+    }
+
+    /// Copies bytes `at .. at + dst.len()` into `dst`.
+    fn read(&self, at: usize, dst: &mut [u8]) {
+        assert!(at.checked_add(dst.len()).is_some_and(|e| e <= self.len), "argument bytes out of range");
+        // SAFETY: inside the range (checked), which is readable (`new`'s
+        // contract); the copy primitive reads shared bytes.
+        unsafe { crate::shm::copy::copy_from_shared(self.ptr.add(at), dst) }
+    }
+}
+
+/// The arguments an arena frame (lent, its header and id `head_len` bytes)
+/// refers to: its reference read and checked, the arena mapped (kept in
+/// `arenas`, the last two). An error (a malformed reference, an arena that
+/// cannot be opened) ends the worker: the pool runs its items elsewhere.
+fn arena_args(loan: &crate::queue::ByteReadLoan<'_>, head_len: usize, arenas: &mut Vec<RawSegment>) -> Result<SharedArgs, String> {
+    let mut r = vec![0u8; loan.len() - head_len];
+    loan.read_at(head_len, &mut r);
+    let (offset, bytes, name) = frame::arena_ref(&r).ok_or("corrupt task frame: bad arena reference")?;
+    let at = match arenas.iter().position(|a| a.name() == name) {
+        Some(i) => i,
+        None => {
+            let seg = RawSegment::open(name).map_err(|e| format!("the pool's arena {name}: {e}"))?;
+            if arenas.len() >= 2 {
+                arenas.remove(0);
+            }
+            arenas.push(seg);
+            arenas.len() - 1
+        }
+    };
+    let seg = &arenas[at];
+    if offset.checked_add(bytes).is_none_or(|e| e > seg.len()) {
+        return Err(format!("corrupt task frame: arena slice {offset}+{bytes} past its {} bytes", seg.len()));
+    }
+    // SAFETY: `offset + bytes <= seg.len()` (checked): inside the arena's
+    // mapping, which `arenas` keeps while the frame runs (it changes only
+    // here, before the next frame).
+    Ok(unsafe { SharedArgs::new(seg.as_ptr().add(offset).cast_const(), bytes) })
+}
+
+/// Arguments copied out of the ring per block in `run_pod_shared`.
+const SCRATCH: usize = 16 * 1024;
 
 impl Cx<'_> {
     /// Runs `count` items of `items` with `run`, in order, writing each
@@ -300,6 +360,98 @@ impl Cx<'_> {
         }
     }
 
+    /// Runs a packed frame of plain-data items whose arguments are still in
+    /// the task ring, writing the values straight into a frame lent by the
+    /// result ring: each argument is copied out once (a block at a time,
+    /// into an L1-sized buffer) and each value written once, with no frame
+    /// buffer on either side. `started` is stored before each item, as in
+    /// [`run_pod`](Self::run_pod). At the first item that fails or panics,
+    /// the values before it move into the result frame being built (the
+    /// lent one is dropped unpublished) and the rest of the frame takes the
+    /// general way. `Ok(false)`, nothing run, when the frame is not for
+    /// this path (another width, values that do not fit in one result frame).
+    pub(crate) fn run_pod_shared<A, R>(
+        &mut self,
+        args: SharedArgs,
+        count: u32,
+        f: impl Fn(A) -> Result<R, String>,
+    ) -> Result<bool, String> {
+        let (width, wr, n) = (std::mem::size_of::<A>(), std::mem::size_of::<R>(), count as usize);
+        let values = frame::RESULT_HEADER_LEN + n * wr;
+        if width == 0 || wr == 0 || n == 0 || n.checked_mul(width) != Some(args.len) || values > frame::MAX_FRAME || self.out.count() > 0 {
+            return Ok(false);
+        }
+        let block = (SCRATCH / width.max(wr)).max(1);
+        self.scratch.resize(block * width, 0);
+        let s0 = self.started;
+        let mut loan = self.tx.send_loan(values).map_err(|e| format!("result queue: {e}"))?;
+        let dst = loan.as_mut_ptr();
+        // Items whose values are in the lent frame.
+        let mut done = 0usize;
+        let (scratch, started_word) = (&mut self.scratch, self.started_word);
+        let quiet = QuietPanics::enter();
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| -> Option<String> {
+            while done < n {
+                let m = block.min(n - done);
+                args.read(done * width, &mut scratch[..m * width]);
+                for k in 0..m {
+                    // SAFETY: `k < m <= block`: inside the scratch buffer;
+                    // `A` is plain data (the caller's check): any bytes are an `A`.
+                    let a = unsafe { scratch.as_ptr().add(k * width).cast::<A>().read_unaligned() };
+                    // Relaxed, as in `begin` (same pairing).
+                    started_word.store(s0 + (done + 1) as u64, Ordering::Relaxed);
+                    match f(a) {
+                        // SAFETY: `done < n`: the value's bytes lie inside the
+                        // lent frame (`values` bytes, header first), which
+                        // the manager does not read before commit.
+                        Ok(v) => unsafe {
+                            crate::shm::copy::copy_to_shared(image(&v), dst.add(frame::RESULT_HEADER_LEN + done * wr))
+                        },
+                        Err(msg) => return Some(msg),
+                    }
+                    done += 1;
+                }
+            }
+            None
+        }));
+        drop(quiet);
+        if let Ok(None) = r {
+            loan.write_at(0, &frame::packed_result_header(self.job, self.next_first, count));
+            loan.commit().map_err(|e| format!("result queue: {e}"))?;
+            self.started = s0 + n as u64;
+            self.next_first += u64::from(count);
+            self.sent();
+            return Ok(true);
+        }
+        // Item `done` failed: the values before it go the general way.
+        let mut before = vec![0u8; done * wr];
+        // SAFETY: the first `done` values were written into the lent frame
+        // above (by this process, which still holds the loan).
+        unsafe { crate::shm::copy::copy_from_shared(dst.add(frame::RESULT_HEADER_LEN), &mut before) };
+        // The lent frame is never committed: nothing of it is published.
+        let _ = loan;
+        let _quiet = QuietPanics::enter();
+        for v in before.chunks_exact(wr) {
+            self.begun();
+            self.out.bytes.extend_from_slice(v);
+            self.end(Status::Ok)?;
+        }
+        self.begun();
+        match r {
+            Ok(Some(msg)) => self.failed(&msg)?,
+            Err(payload) => self.panicked(payload)?,
+            Ok(None) => unreachable!("handled above"),
+        }
+        drop(_quiet);
+        let rest = n - done - 1;
+        if rest > 0 {
+            let mut tail = vec![0u8; rest * width];
+            args.read((done + 1) * width, &mut tail);
+            self.run_pod(frame::Items::new(&tail, rest as u32, true, frame::TASK_PREFIX_LEN), rest as u32, &f)?;
+        }
+        Ok(true)
+    }
+
     /// Commits the `run` values written past the result frame's length.
     #[inline]
     fn end_run(&mut self, run: &mut usize, done: &mut usize, wr: usize) {
@@ -420,37 +572,103 @@ fn run(arg: WorkerArg) -> Result<(), String> {
         next_first: 0,
         mark: 0,
         in_item: false,
+        scratch: Vec::new(),
     };
     let mut frame_buf = Vec::new();
     let mut chunks_done = 0u64;
     let mut frames = 0u64;
-    let mut cached: Option<(Vec<u8>, Option<FrameRunner>)> = None;
+    let mut cached: Option<(Vec<u8>, Option<task::Runners>)> = None;
+    // The pool's arenas this worker has mapped (the last two).
+    let mut arenas: Vec<RawSegment> = Vec::new();
     // Closed: the pool is shutting down; Disconnected: the pool is gone.
-    while rx.recv_into(&mut frame_buf).is_ok() {
+    while let Ok(loan) = rx.recv_loan() {
+        // The header and id first; a packed frame of plain data is run
+        // with its arguments where they are (`run_pod_shared`), any other
+        // is copied out whole, as before.
+        let len = loan.len();
+        let mut head = [0u8; frame::TASK_HEADER_LEN];
+        let head_len = if len >= head.len() {
+            loan.read_at(0, &mut head);
+            frame::task_head_len(&head).filter(|&n| n <= len)
+        } else {
+            None
+        };
+        let whole = |buf: &mut Vec<u8>| {
+            buf.clear();
+            buf.resize(len, 0);
+            loan.read_at(0, buf);
+        };
+        match head_len {
+            Some(n) => {
+                frame_buf.clear();
+                frame_buf.resize(n, 0);
+                loan.read_at(0, &mut frame_buf);
+            }
+            None => whole(&mut frame_buf),
+        }
         let h = frame::parse_task(&frame_buf).ok_or("corrupt task frame")?;
         frames += 1;
         if !ctl::claim(claimed_word, frames)? {
             // Taken back by the pool (cancelled, or given to an idle worker).
+            loan.release();
             continue;
         }
         if cached.as_ref().is_none_or(|(id, _)| id.as_slice() != h.id) {
-            cached = Some((h.id.to_vec(), task::lookup_frame(h.id)));
+            cached = Some((h.id.to_vec(), task::lookup_runners(h.id)));
         }
-        cx.out.start(h.job, h.first);
-        cx.job = h.job;
-        cx.next_first = h.first;
-        match cached.as_ref().and_then(|(_, r)| *r) {
-            Some(run) => run(&mut cx, h.items(), h.count)?,
-            None => {
-                let msg = format!("task {} is not registered in the worker", String::from_utf8_lossy(h.id));
-                cx.run_items(h.items(), h.count, |_, out| {
-                    out.extend_from_slice(msg.as_bytes());
-                    Status::Refused
-                })?
+        let (job, first, count, flags) = (h.job, h.first, h.count, h.flags);
+        cx.out.start(job, first);
+        cx.job = job;
+        cx.next_first = first;
+        let runners = cached.as_ref().and_then(|(_, r)| *r);
+        // A packed frame's arguments where they lie: in the pool's arena
+        // (the frame carries a reference) or in the ring after the header.
+        let args = match head_len {
+            Some(n) if flags & frame::ARENA != 0 => Some(arena_args(&loan, n, &mut arenas)?),
+            // SAFETY: `n <= len`: the arguments are the frame's bytes after
+            // its header and id, inside the lent frame, which the pool does
+            // not reuse before `release` (below, after the run).
+            Some(n) if flags & frame::PACKED != 0 => Some(unsafe { SharedArgs::new(loan.as_ptr().add(n), len - n) }),
+            _ => None,
+        };
+        let in_place = match (runners, args) {
+            (Some((_, Some(pod))), Some(args)) => pod(&mut cx, args, count)?,
+            _ => false,
+        };
+        if !in_place {
+            match (head_len, args) {
+                (Some(n), Some(args)) if flags & frame::ARENA != 0 => {
+                    // The general way for an arena frame: header and id,
+                    // then its arguments copied in line.
+                    frame_buf.truncate(n);
+                    frame_buf.resize(n + args.len, 0);
+                    args.read(0, &mut frame_buf[n..]);
+                    let plain = (flags & !frame::ARENA).to_le_bytes();
+                    frame_buf[20..24].copy_from_slice(&plain);
+                }
+                (Some(_), _) => whole(&mut frame_buf),
+                (None, _) => {}
             }
+            loan.release();
+            let h = frame::parse_task(&frame_buf).ok_or("corrupt task frame")?;
+            match runners.map(|(r, _)| r) {
+                Some(run) => run(&mut cx, h.items(), h.count)?,
+                None => {
+                    let msg = format!("task {} is not registered in the worker", String::from_utf8_lossy(h.id));
+                    cx.run_items(h.items(), h.count, |_, out| {
+                        out.extend_from_slice(msg.as_bytes());
+                        Status::Refused
+                    })?
+                }
+            }
+        } else {
+            loan.release();
         }
+        // An arena larger than the pool keeps is gone once its job ends:
+        // its mapping here must not keep its memory.
+        arenas.retain(|a| a.len() <= frame::SPARE_MAX);
         cx.flush()?;
-        if h.flags & END_OF_CHUNK != 0 {
+        if flags & END_OF_CHUNK != 0 {
             chunks_done += 1;
             if arg.max_tasks > 0 && chunks_done >= arg.max_tasks {
                 break;

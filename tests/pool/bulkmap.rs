@@ -1,0 +1,164 @@
+//! The plain-data `map` path: arguments written once into a shared-memory
+//! arena the pool keeps for the next map, frames that refer to slices of
+//! it, workers that read them there and write values straight into their
+//! result ring, results copied once from the ring into their place
+//! (src/pool/frame.rs `PodBlock`, worker.rs `run_pod_shared`, manager.rs
+//! `recv_result`). Each test's `finish` also checks that the arenas are
+//! gone from /dev/shm with the pool.
+
+use super::{DEADLINE, finish, serial, square, wait_until, watchdog};
+use shmproc::Pool;
+
+shmproc::task! { fn widen(x: u32) -> u64 { u64::from(x) * 3 } }
+shmproc::task! { fn sum3(v: [u64; 3]) -> u64 { v[0] + v[1] + v[2] } }
+shmproc::task! { fn narrow(x: u64) -> u8 { (x % 251) as u8 } }
+shmproc::task! { fn spread(x: u8) -> u64 { u64::from(x) << 40 } }
+
+/// An iterator that yields `n` items while its `size_hint` says `hint`
+/// (a contract violation, but safe code): the map still takes every item.
+struct Liar {
+    next: u64,
+    n: u64,
+    hint: usize,
+}
+
+impl Iterator for Liar {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        (self.next < self.n).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.hint, Some(self.hint))
+    }
+}
+
+#[test]
+fn a_size_hint_that_lies_changes_nothing() {
+    let _watchdog = watchdog("a_size_hint_that_lies_changes_nothing");
+    let pool = Pool::new(2).unwrap();
+    // The first grows the pool's first arena (1 MiB) while it is filled;
+    // the second fills a private block (a hint under 64 KiB) that grows.
+    for (n, hint) in [(400_000, 10_000), (100_000, 10), (3, 1_000_000), (0, 50), (70_001, 70_000), (5, 0)] {
+        let got = pool.map(square, Liar { next: 0, n, hint }).unwrap();
+        assert_eq!(got, serial(n), "{n} items, hint {hint}");
+    }
+    finish(pool, &[]);
+}
+
+/// Maps of other widths and sizes, one after the other (each reuses the
+/// block the one before left) and from two threads at once (one gets the
+/// kept block, the other a new one): every result exact.
+#[test]
+fn bulk_maps_of_other_widths_reuse_the_block_and_stay_exact() {
+    let _watchdog = watchdog("bulk_maps_of_other_widths_reuse_the_block_and_stay_exact");
+    let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+    assert_eq!(pool.map(square, 0..300_000).unwrap(), serial(300_000));
+    let xs: Vec<u32> = (0..100_003).collect();
+    assert_eq!(pool.map(widen, xs.clone()).unwrap(), xs.iter().map(|&x| u64::from(x) * 3).collect::<Vec<_>>());
+    let triples: Vec<[u64; 3]> = (0..50_000).map(|i| [i, 2 * i, 7]).collect();
+    assert_eq!(pool.map(sum3, triples).unwrap(), (0..50_000).map(|i| 3 * i + 7).collect::<Vec<_>>());
+    assert_eq!(
+        pool.map_chunked(narrow, 0..77_777u64, 1000).unwrap(),
+        (0..77_777u64).map(|x| (x % 251) as u8).collect::<Vec<_>>()
+    );
+    // Values wider than the arguments: a frame's values do not fit in one
+    // result frame, so the worker runs it the general way (its arguments
+    // copied out of the arena).
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 256) as u8).collect();
+    assert_eq!(pool.map(spread, bytes.clone()).unwrap(), bytes.iter().map(|&b| u64::from(b) << 40).collect::<Vec<_>>());
+    assert_eq!(pool.map(square, 0..10).unwrap(), serial(10));
+    let threads: Vec<_> = (0..2u64)
+        .map(|t| {
+            let pool = std::sync::Arc::clone(&pool);
+            std::thread::spawn(move || {
+                for r in 0..5u64 {
+                    let n = 20_000 + 10_000 * (t + r);
+                    assert_eq!(pool.map(square, 0..n).unwrap(), serial(n), "thread {t} round {r}");
+                }
+            })
+        })
+        .collect();
+    let t0 = std::time::Instant::now();
+    for h in threads {
+        assert!(t0.elapsed() < DEADLINE);
+        h.join().unwrap();
+    }
+    let pool = std::sync::Arc::try_unwrap(pool).unwrap();
+    finish(pool, &[]);
+}
+
+shmproc::task! {
+    /// Fails (`Err`) at every 10 007th item and panics at every 10 009th
+    /// (plain data in and out: the in-place path).
+    fn spotty(x: u64) -> Result<u64, String> {
+        if x % 10_007 == 5 {
+            return Err(format!("{x} refused"));
+        }
+        if x % 10_009 == 7 {
+            panic!("{x} panicked");
+        }
+        Ok(x ^ 0x5a5a)
+    }
+}
+
+/// Items that fail or panic in the middle of frames run in place: each
+/// fails alone with its message; the values before it in its frame and
+/// the items after it are exact.
+#[test]
+fn failures_in_the_middle_of_in_place_frames_fail_alone() {
+    let _watchdog = watchdog("failures_in_the_middle_of_in_place_frames_fail_alone");
+    let pool = Pool::new(2).unwrap();
+    const N: u64 = 120_000;
+    for chunksize in [0, 1_000, 25_000] {
+        let all = pool.map_results(spotty, 0..N, chunksize).unwrap();
+        assert_eq!(all.len() as u64, N);
+        for (i, o) in all.iter().enumerate() {
+            let i = i as u64;
+            match o {
+                Ok(v) => assert!(i % 10_007 != 5 && i % 10_009 != 7 && *v == i ^ 0x5a5a, "item {i}: {o:?}"),
+                Err(shmproc::pool::TaskError::Failed { index, message, .. }) => {
+                    assert!(*index == i && i % 10_007 == 5 && message == &format!("{i} refused"), "{o:?}")
+                }
+                Err(shmproc::pool::TaskError::Panicked { index, message, .. }) => {
+                    assert!(*index == i && i % 10_009 == 7 && message.contains(&format!("{i} panicked")), "{o:?}")
+                }
+                Err(e) => panic!("item {i}: {e:?}"),
+            }
+        }
+    }
+    assert_eq!(pool.map(square, 0..50_000).unwrap(), serial(50_000));
+    finish(pool, &[]);
+}
+
+shmproc::task! { fn sum32(v: [u64; 32]) -> u64 { v.iter().sum() } }
+
+/// A map whose arguments pass the size the pool keeps (32 MiB) gets an
+/// arena of its own, which neither the pool nor its workers keep once the
+/// map is done: its segment is gone from /dev/shm and from the workers'
+/// mappings (a mapping would keep its memory).
+#[test]
+fn an_arena_over_the_kept_size_is_let_go_after_its_map() {
+    let _watchdog = watchdog("an_arena_over_the_kept_size_is_let_go_after_its_map");
+    let pool = Pool::new(2).unwrap();
+    let (_, before) = pool.__created();
+    const N: u64 = 140_000; // 140 000 x 256 bytes: 35 MB
+    let got = pool.map(sum32, (0..N).map(|i| [i; 32])).unwrap();
+    assert!(got.iter().enumerate().all(|(i, &v)| v == 32 * i as u64));
+    let (workers, after) = pool.__created();
+    let arenas: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+    assert_eq!(arenas.len(), 1, "one arena for the map: {arenas:?}");
+    let arena = arenas[0];
+    assert!(!std::path::Path::new(&format!("/dev/shm/{}{arena}", shmproc::NAME_PREFIX)).exists(), "{arena} kept");
+    // A worker lets its mapping go right after the frame that used it
+    // (after sending its results: waited for, with the tests' deadline).
+    for pid in workers {
+        wait_until(&format!("worker {pid} to unmap {arena}"), || {
+            !std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default().contains(arena.as_str())
+        });
+    }
+    assert_eq!(pool.map(square, 0..100_000).unwrap(), serial(100_000));
+    finish(pool, &[]);
+}
