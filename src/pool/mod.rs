@@ -30,6 +30,13 @@
 //!   several items), files results into the jobs, and sleeps on one futex
 //!   word that the workers and the pool's users bump. A busy worker makes
 //!   no system call per item; an idle one sleeps in its ring.
+//! - Callers help it: `apply_async` writes its task frame straight into an
+//!   idle worker's ring when the manager's state is free, and a caller
+//!   waiting in `get` polls the workers' results itself for a few
+//!   microseconds before it sleeps, so a short task's round trip involves
+//!   no other thread of the pool's process (and no system call). The
+//!   manager thread keeps the liveness checks, timeouts, restarts and
+//!   callbacks.
 //! - A worker claims each frame in its record of the control segment
 //!   before running it, so the manager can take back a frame handed ahead
 //!   that the worker has not begun: for an idle worker when nothing else
@@ -181,12 +188,29 @@ impl Inbox {
     }
 }
 
+/// A callback to run on the manager thread.
+pub(crate) type Callback = Box<dyn FnOnce() + Send>;
+
 /// What the pool's handles share with the manager thread.
 pub(crate) struct Shared {
     pub(crate) ctl: Ctl,
     inbox: Mutex<Inbox>,
     next_job: AtomicU64,
     processes: usize,
+    /// The manager's state (the workers, their rings, the jobs): its
+    /// thread and callers that help (see `manager.rs`, "Helping") take
+    /// turns with it. `None` once the manager thread has ended. Lock
+    /// order: `core` before `inbox`.
+    pub(crate) core: Mutex<Option<manager::Manager>>,
+    /// Callers helping now (each polls the core until its job is done).
+    pub(crate) helpers: AtomicU32,
+    /// Bumped by [`Shared::notify`]: the manager sleeps on it while
+    /// callers help (the workers' bumps of `ctl.seq` then wake nobody).
+    pub(crate) req: AtomicU32,
+    /// 1 while the manager may sleep on `req`.
+    pub(crate) req_waiting: AtomicU32,
+    /// Callbacks of jobs a helper finished, for the manager thread.
+    pub(crate) callbacks: Mutex<Vec<Callback>>,
 }
 
 impl Shared {
@@ -197,6 +221,25 @@ impl Shared {
 
     pub(crate) fn lock_inbox(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn lock_core(&self) -> MutexGuard<'_, Option<manager::Manager>> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the manager thread to look: wakes it however it sleeps (on
+    /// `ctl.seq`, or on `req` while callers help). A system call only if
+    /// it sleeps.
+    pub(crate) fn notify(&self) {
+        self.ctl.bump();
+        // SeqCst RMW then SeqCst load: pairs with the manager's SeqCst
+        // store of `req_waiting` then SeqCst load of `req` in
+        // `manager::sleep` (either it sees the bump and does not sleep,
+        // or this sees it waiting and wakes it).
+        self.req.fetch_add(1, Ordering::SeqCst);
+        if self.req_waiting.load(Ordering::SeqCst) != 0 {
+            crate::wait::futex::wake32(&self.req, 1);
+        }
     }
 
     /// Queues messages for the manager and wakes it. `new_job`: refused
@@ -216,8 +259,81 @@ impl Shared {
             }
             inbox.msgs.extend(msgs);
         }
-        self.ctl.bump();
+        self.notify();
         Ok(())
+    }
+
+    /// Submits a new job's messages as the manager would take them, in
+    /// this thread, when nobody else holds the manager's state: its frames
+    /// go straight into idle workers' rings (no hand-off to the manager
+    /// thread). `Err(msgs)` if the state is busy (send them through the
+    /// inbox then). The caller watches the job from here on (see
+    /// `manager.rs`, "Helping").
+    fn submit_direct(&self, msgs: Vec<Msg>) -> Result<Result<(), PoolError>, Vec<Msg>> {
+        let mut core = match self.core.try_lock() {
+            Ok(c) => c,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(msgs),
+        };
+        let Some(m) = core.as_mut() else { return Err(msgs) };
+        let (r, callbacks) = result::deferring_callbacks(|| m.submit(self, msgs));
+        drop(core);
+        self.after_assist(r.as_ref().is_ok_and(|&wake| wake), callbacks);
+        Ok(r.map(|_| ()))
+    }
+
+    /// After a caller worked on the manager's state: callbacks of jobs it
+    /// finished go to the manager thread (they run there, as ever), which
+    /// is woken for them and when `wake` (a worker to bury).
+    pub(crate) fn after_assist(&self, wake: bool, callbacks: Vec<Callback>) {
+        let any = !callbacks.is_empty();
+        if any {
+            self.callbacks.lock().unwrap_or_else(|p| p.into_inner()).extend(callbacks);
+        }
+        if any || wake {
+            self.notify();
+        }
+    }
+
+    /// One turn of help with the manager's work (see `manager.rs`,
+    /// "Helping"), if nobody else holds its state.
+    pub(crate) fn assist(&self) {
+        let mut core = match self.core.try_lock() {
+            Ok(c) => c,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        let Some(m) = core.as_mut() else { return };
+        let (wake, callbacks) = result::deferring_callbacks(|| m.assist(self));
+        drop(core);
+        self.after_assist(wake, callbacks);
+    }
+
+    /// A caller starts helping (polling the workers' rings for its job).
+    pub(crate) fn start_helping(&self) {
+        // SeqCst: pairs with the SeqCst loads of `helpers` in
+        // `manager::sleep` (a manager that saw no helper sleeps on
+        // `ctl.seq`, which the workers' results bump).
+        self.helpers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A caller stops helping. The last one to stop wakes the manager if
+    /// work is left that it must now watch (it may sleep on `req`,
+    /// which the workers' results do not bump).
+    pub(crate) fn stop_helping(&self) {
+        // SeqCst: as in `start_helping`.
+        if self.helpers.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        let left = match self.core.try_lock() {
+            Ok(c) => c.as_ref().is_some_and(manager::Manager::outstanding),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().as_ref().is_some_and(manager::Manager::outstanding),
+            // Someone works on it now: let the manager look again.
+            Err(std::sync::TryLockError::WouldBlock) => true,
+        };
+        if left {
+            self.notify();
+        }
     }
 }
 
@@ -405,6 +521,7 @@ impl Pool {
         // Weak: a result kept after the pool is gone keeps nothing of it
         // alive (its segment's name is removed with the pool).
         let shared = Arc::downgrade(&self.shared);
+        let pool = shared.clone();
         let control = move |t: Option<Duration>| {
             let msg = match t {
                 None => Msg::Cancel { job: id },
@@ -414,7 +531,7 @@ impl Pool {
                 let _ = shared.send([msg], false);
             }
         };
-        AsyncResult::new(Arc::new(Finisher { job, finish }), Box::new(control))
+        AsyncResult::new(Arc::new(Finisher { job, finish, pool }), Box::new(control))
     }
 
     /// Submits every item of `items` as one job, in chunks of `chunksize`
@@ -497,7 +614,17 @@ impl Pool {
         F::Out: Send + 'static,
     {
         let _ = f;
-        let (id, job) = self.submit::<F>(vec![arg], 1)?;
+        registered::<F>()?;
+        let (id, job) = self.new_job::<F::Out>(true, Some(1));
+        let sink: Arc<dyn Sink> = job.clone();
+        let (frames, _) = encode_frames(id, F::ID, 0, [arg], 1, &*job);
+        let msgs = vec![Msg::Job { id, sink, timeout: None, lazy: false }, Msg::Frames(frames), Msg::InputDone { job: id }];
+        // In this thread when the manager's state is free (the frame goes
+        // straight to an idle worker), else through the manager thread.
+        match self.shared.submit_direct(msgs) {
+            Ok(r) => r?,
+            Err(msgs) => self.shared.send(msgs, true)?,
+        }
         Ok(self.async_result(id, job, result::finish_one))
     }
 
@@ -701,7 +828,7 @@ impl Pool {
             inbox.state = State::Closed;
         }
         drop(inbox);
-        self.shared.ctl.bump();
+        self.shared.notify();
     }
 
     /// Stops at once (Python's `terminate()`): kills every worker, fails
@@ -715,7 +842,7 @@ impl Pool {
     /// ```
     pub fn terminate(&self) {
         self.shared.lock_inbox().state = State::Terminating;
-        self.shared.ctl.bump();
+        self.shared.notify();
         self.wait_manager();
     }
 
@@ -746,7 +873,7 @@ impl Pool {
                 State::Joining | State::Terminating => {}
             }
         }
-        self.shared.ctl.bump();
+        self.shared.notify();
         self.wait_manager();
         Ok(())
     }

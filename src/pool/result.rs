@@ -4,21 +4,62 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::cell::RefCell;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use super::bulk::Bulk;
 use super::error::{GetTimeoutError, PoolError, TaskError};
 use super::frame::Items;
 use super::task::Status;
+use super::{Callback, Shared};
 use crate::process::Handoff;
 use crate::wait::Deadline;
 use crate::wait::WaitStrategy;
 use crate::wait::spin::{SpinPolicy, spin_step};
 
-/// How a caller of `get`/`wait` spins for its result before sleeping on
-/// the condvar: a result due in microseconds saves a sleep and a wake-up.
-const GET_SPIN: SpinPolicy = SpinPolicy { pure: 64, limit: 2_000, yield_every: 2 };
+/// How long a caller of `get`/`wait` helps (polls the workers' rings
+/// itself: see `manager.rs`, "Helping") before sleeping on the condvar: a
+/// result due in microseconds saves a sleep and a wake-up on each side.
+/// Bounded, and yielding the core now and then after the first steps (on
+/// 2 cores with busy workers, the worker we wait for may need it).
+const HELP_SPIN: SpinPolicy = SpinPolicy { pure: 8, limit: 2_000, yield_every: 2 };
+
+thread_local! {
+    /// While a thread works on the manager's state (under its lock):
+    /// completion callbacks collected here, to run after the lock is
+    /// released (on the manager thread).
+    static DEFERRED: RefCell<Option<Vec<Callback>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with the completion callbacks of the jobs it finishes
+/// collected instead of run: returns them with `f`'s value.
+pub(crate) fn deferring_callbacks<T>(f: impl FnOnce() -> T) -> (T, Vec<Callback>) {
+    /// Stops collecting however `f` ends (a panic drops what it collected).
+    struct Stop;
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            DEFERRED.with(|d| d.borrow_mut().take());
+        }
+    }
+    DEFERRED.with(|d| *d.borrow_mut() = Some(Vec::new()));
+    let _stop = Stop;
+    let v = f();
+    let callbacks = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
+    (v, callbacks)
+}
+
+/// Runs a completion callback. A panicking callback is the caller's bug,
+/// not the pool's: it is logged and the pool goes on.
+pub(crate) fn run_callback(cb: Callback) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)) {
+        log::error!(
+            target: crate::process::LOG_TARGET,
+            "a pool result callback panicked: {}",
+            super::task::panic_message(&*payload)
+        );
+    }
+}
 
 /// One item's outcome (the error boxed: slots stay small).
 pub(crate) type Outcome<R> = Result<R, Box<TaskError>>;
@@ -168,31 +209,27 @@ impl<R> Job<R> {
             self.cond.notify_all();
         }
         if let Some(cb) = cb {
-            // A panicking callback is the caller's bug, not the pool's: it
-            // is logged and the manager thread (and every other job) goes
-            // on.
-            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)) {
-                log::error!(
-                    target: crate::process::LOG_TARGET,
-                    "a pool result callback panicked: {}",
-                    super::task::panic_message(&*payload)
-                );
+            // Under the manager's lock: collected, to run after it (see
+            // `deferring_callbacks`); else now.
+            let cb = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+                Some(later) => {
+                    later.push(cb);
+                    None
+                }
+                None => Some(cb),
+            });
+            if let Some(cb) = cb {
+                run_callback(cb);
             }
         }
     }
 
-    /// Spins briefly for the job to finish (a result due in microseconds
-    /// saves the condvar's sleep and wake-up).
-    fn spin_until_finished(&self) {
-        let mut spins = 0;
-        // Acquire: pairs with the Release store in `update`.
-        while !self.finished.load(Ordering::Acquire) {
-            // Bounded, and yielding the core now and then: the manager and
-            // the worker we wait for may need it (2 cores, more threads).
-            if !spin_step(WaitStrategy::Blocking, &mut spins, &GET_SPIN) {
-                return;
-            }
-        }
+    /// Whether the job is finished (no lock).
+    #[inline]
+    fn is_finished(&self) -> bool {
+        // Acquire: pairs with the Release store in `update` (the caller
+        // takes the lock anyway to read the state).
+        self.finished.load(Ordering::Acquire)
     }
 
     /// Waits until `ready` holds for the state or `deadline` passes.
@@ -338,24 +375,73 @@ pub(crate) trait Pending<T>: Send + Sync {
     fn successful(&self) -> Option<bool>;
     fn take(&self) -> Result<T, PoolError>;
     fn on_done(&self, cb: Box<dyn FnOnce() + Send>);
+    /// The handle is dropped.
+    fn release(&self);
 }
 
 pub(crate) struct Finisher<R, T> {
     pub(crate) job: Arc<Job<R>>,
     pub(crate) finish: Finish<R, T>,
+    /// The pool (weak: a result kept after the pool is gone keeps nothing
+    /// of it alive), whose work the caller helps with while it waits.
+    pub(crate) pool: Weak<Shared>,
+}
+
+impl<R, T> Finisher<R, T> {
+    /// Helps with the pool's work (see `manager.rs`, "Helping") until the
+    /// job is finished, `deadline` passes or the spin budget is spent: a
+    /// result due in microseconds comes back with no thread hand-off.
+    fn help(&self, deadline: Deadline) {
+        if self.job.is_finished() {
+            return;
+        }
+        let Some(shared) = self.pool.upgrade() else { return };
+        shared.start_helping();
+        let mut spins = 0;
+        loop {
+            shared.assist();
+            if self.job.is_finished() || deadline.passed() || !spin_step(WaitStrategy::Blocking, &mut spins, &HELP_SPIN) {
+                break;
+            }
+        }
+        shared.stop_helping();
+    }
+
+    /// One turn of help, if the job is not finished (for the calls that
+    /// only look: `ready`, `successful`).
+    fn look(&self) {
+        if !self.job.is_finished()
+            && let Some(shared) = self.pool.upgrade()
+        {
+            shared.assist();
+        }
+    }
+
+    /// Nobody will wait on the job through this handle: the manager
+    /// thread watches it (its results would otherwise wait in their ring
+    /// until its next liveness check; see "Helping").
+    fn hand_over(&self) {
+        if !self.job.is_finished()
+            && let Some(shared) = self.pool.upgrade()
+        {
+            shared.notify();
+        }
+    }
 }
 
 impl<R: Send + 'static, T: Send + 'static> Pending<T> for Finisher<R, T> {
     fn ready(&self) -> bool {
+        self.look();
         self.job.lock().finished()
     }
 
     fn wait_until(&self, deadline: Deadline) -> bool {
-        self.job.spin_until_finished();
+        self.help(deadline);
         self.job.wait_for(deadline, JobState::finished).finished()
     }
 
     fn successful(&self) -> Option<bool> {
+        self.look();
         let s = self.job.lock();
         if !s.finished() {
             return None;
@@ -367,7 +453,7 @@ impl<R: Send + 'static, T: Send + 'static> Pending<T> for Finisher<R, T> {
     }
 
     fn take(&self) -> Result<T, PoolError> {
-        self.job.spin_until_finished();
+        self.help(Deadline::NEVER);
         let mut s = self.job.wait_for(Deadline::NEVER, JobState::finished);
         if s.taken {
             return Err(PoolError::Taken);
@@ -383,7 +469,13 @@ impl<R: Send + 'static, T: Send + 'static> Pending<T> for Finisher<R, T> {
             cb();
         } else {
             s.on_done = Some(cb);
+            drop(s);
+            self.hand_over();
         }
+    }
+
+    fn release(&self) {
+        self.hand_over();
     }
 }
 
@@ -478,6 +570,13 @@ pub struct AsyncResult<T> {
     pending: Arc<dyn Pending<T>>,
     cancel: Box<dyn Fn(Option<Duration>) + Send + Sync>,
     _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Drop for AsyncResult<T> {
+    /// A job nobody waits on any more is watched by the manager thread.
+    fn drop(&mut self) {
+        self.pending.release();
+    }
 }
 
 impl<T> std::fmt::Debug for AsyncResult<T> {

@@ -15,8 +15,31 @@ use super::frame::{self, END_OF_CHUNK, Items, ResultFrame};
 use super::task::{self, FrameRunner, Status};
 use crate::RawSegment;
 use crate::process::{Entry, Handoff, HandoffError};
-use crate::queue::{ByteProducer, ByteQueue};
+use crate::queue::{ByteConsumer, ByteProducer, ByteQueue};
 use crate::sys::proc as sysproc;
+use crate::wait::WaitStrategy;
+use crate::wait::spin::{SpinPolicy, spin_step};
+use crate::{RecvError, TryRecvError};
+
+/// How a worker that finished its frames looks for the next one before it
+/// waits in its ring's `recv` (which spins on, then sleeps): it yields the
+/// core early (after a few microseconds), as the caller it answers may be
+/// on this core waiting for it (more runnable threads than cores), and
+/// `apply` in a loop sends the next frame within microseconds.
+const NEXT_FRAME_SPIN: SpinPolicy = SpinPolicy { pure: 8, limit: 512, yield_every: 2 };
+
+/// The next task frame into `buf` (see [`NEXT_FRAME_SPIN`]).
+fn next_frame(rx: &mut ByteConsumer, buf: &mut Vec<u8>) -> Result<(), RecvError> {
+    let mut spins = 0;
+    loop {
+        match rx.try_recv_into(buf) {
+            Ok(()) => return Ok(()),
+            Err(TryRecvError::Empty) if spin_step(WaitStrategy::Blocking, &mut spins, &NEXT_FRAME_SPIN) => {}
+            // Closed, disconnected, or long idle: `recv` says which, or sleeps.
+            Err(_) => return rx.recv_into(buf),
+        }
+    }
+}
 
 /// What a worker is given.
 pub(crate) struct WorkerArg {
@@ -449,7 +472,7 @@ fn run(arg: WorkerArg) -> Result<(), String> {
     let mut frames = 0u64;
     let mut cached: Option<(Vec<u8>, Option<FrameRunner>)> = None;
     // Closed: the pool is shutting down; Disconnected: the pool is gone.
-    while rx.recv_into(&mut frame_buf).is_ok() {
+    while next_frame(&mut rx, &mut frame_buf).is_ok() {
         let h = frame::parse_task(&frame_buf).ok_or("corrupt task frame")?;
         frames += 1;
         if !ctl::claim(claimed_word, frames)? {
