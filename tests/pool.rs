@@ -13,6 +13,10 @@ use shmproc::{Pool, Value};
 #[path = "pool/review.rs"]
 mod review;
 
+/// Callers helping the manager (tests/pool/helping.rs).
+#[path = "pool/helping.rs"]
+mod helping;
+
 /// Any single blocking wait in these tests.
 const DEADLINE: Duration = Duration::from_secs(60);
 
