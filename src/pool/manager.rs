@@ -327,35 +327,55 @@ impl Manager {
                 // The manager thread's (`terminate` woke it).
                 return false;
             }
-            std::mem::take(&mut inbox.msgs)
+            take_msgs(&mut inbox.msgs)
         };
-        for m in msgs {
-            self.handle(m);
+        let requests = !msgs.is_empty();
+        if requests {
+            for m in msgs {
+                self.handle(m);
+            }
         }
-        let gone = self.drain_all(false).1;
-        self.dispatch();
+        let (got, gone) = self.drain_all(false);
+        // Nothing new and nothing waiting: no frame to hand out or take
+        // back (the common turn of a caller polling for its result).
+        if requests || got || !self.pending.is_empty() {
+            self.dispatch();
+        }
         gone
     }
 
-    /// A new job's messages, submitted by a caller (see "Helping"): taken
-    /// as the manager thread would take them (after the requests waiting
-    /// in the inbox), its frames dispatched at once. `Ok(true)` if the
-    /// manager thread must look now (a worker gone, or the job has a
-    /// timeout to enforce); `Closed` unless the pool is open.
-    pub(crate) fn submit(&mut self, shared: &Shared, msgs: Vec<Msg>) -> Result<bool, PoolError> {
+    /// A new job of one frame (`apply_async`), submitted by a caller (see
+    /// "Helping"): taken as the manager thread would take it (after the
+    /// requests waiting in the inbox), its frame dispatched at once.
+    /// `Ok(true)` if the manager thread must look now (a worker gone, or
+    /// the job has a timeout to enforce); `Closed` unless the pool is open.
+    pub(crate) fn submit(
+        &mut self,
+        shared: &Shared,
+        id: u64,
+        sink: Arc<dyn Sink>,
+        frame: Option<TaskFrame>,
+    ) -> Result<bool, PoolError> {
         let earlier = {
             let mut inbox = shared.lock_inbox();
             if inbox.state != State::Open {
                 return Err(PoolError::Closed);
             }
-            std::mem::take(&mut inbox.msgs)
+            take_msgs(&mut inbox.msgs)
         };
-        for m in earlier.into_iter().chain(msgs) {
+        for m in earlier {
             self.handle(m);
         }
+        let count = frame.as_ref().map_or(0, |f| u64::from(f.count));
+        let timeout = self.cfg.timeout;
+        self.jobs.insert(id, JobEntry { sink, timeout, cancelled: false, input_done: true, lazy: false, outstanding: count });
+        if let Some(f) = frame {
+            self.pending.push_back(f);
+        }
+        self.maybe_finish(id);
         let gone = self.drain_all(false).1;
         self.dispatch();
-        Ok(gone || self.cfg.timeout.is_some())
+        Ok(gone || timeout.is_some())
     }
 
     /// Whether a job is open or a frame waits: someone must watch the
@@ -930,6 +950,11 @@ fn in_progress(w: &Worker, ctl: &Ctl) -> Option<(u64, u64)> {
         k -= left;
     }
     None
+}
+
+/// The inbox's requests (no allocation or free when there are none).
+fn take_msgs(msgs: &mut Vec<Msg>) -> Vec<Msg> {
+    if msgs.is_empty() { Vec::new() } else { std::mem::take(msgs) }
 }
 
 /// `n` items of `job` got an outcome.

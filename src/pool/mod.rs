@@ -263,20 +263,27 @@ impl Shared {
         Ok(())
     }
 
-    /// Submits a new job's messages as the manager would take them, in
-    /// this thread, when nobody else holds the manager's state: its frames
-    /// go straight into idle workers' rings (no hand-off to the manager
-    /// thread). `Err(msgs)` if the state is busy (send them through the
-    /// inbox then). The caller watches the job from here on (see
+    /// Submits a new job of one frame (none if its item failed already)
+    /// as the manager would take it, in this thread, when nobody else
+    /// holds the manager's state: the frame goes straight into an idle
+    /// worker's ring (no hand-off to the manager thread). `Err` (the
+    /// job's parts back) if the state is busy: send it through the inbox
+    /// then. The caller watches the job from here on (see
     /// `manager.rs`, "Helping").
-    fn submit_direct(&self, msgs: Vec<Msg>) -> Result<Result<(), PoolError>, Vec<Msg>> {
+    #[allow(clippy::type_complexity)]
+    fn submit_direct(
+        &self,
+        id: u64,
+        sink: Arc<dyn Sink>,
+        frame: Option<TaskFrame>,
+    ) -> Result<Result<(), PoolError>, (Arc<dyn Sink>, Option<TaskFrame>)> {
         let mut core = match self.core.try_lock() {
             Ok(c) => c,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Err(msgs),
+            Err(std::sync::TryLockError::WouldBlock) => return Err((sink, frame)),
         };
-        let Some(m) = core.as_mut() else { return Err(msgs) };
-        let (r, callbacks) = result::deferring_callbacks(|| m.submit(self, msgs));
+        let Some(m) = core.as_mut() else { return Err((sink, frame)) };
+        let (r, callbacks) = result::deferring_callbacks(|| m.submit(self, id, sink, frame));
         drop(core);
         self.after_assist(r.as_ref().is_ok_and(|&wake| wake), callbacks);
         Ok(r.map(|_| ()))
@@ -520,18 +527,8 @@ impl Pool {
     ) -> AsyncResult<T> {
         // Weak: a result kept after the pool is gone keeps nothing of it
         // alive (its segment's name is removed with the pool).
-        let shared = Arc::downgrade(&self.shared);
-        let pool = shared.clone();
-        let control = move |t: Option<Duration>| {
-            let msg = match t {
-                None => Msg::Cancel { job: id },
-                Some(timeout) => Msg::Timeout { job: id, timeout },
-            };
-            if let Some(shared) = shared.upgrade() {
-                let _ = shared.send([msg], false);
-            }
-        };
-        AsyncResult::new(Arc::new(Finisher { job, finish, pool }), Box::new(control))
+        let small = job.expected().is_some_and(|n| n <= self.shared.processes as u64);
+        AsyncResult::new(Arc::new(Finisher { id, job, finish, pool: Arc::downgrade(&self.shared), small }))
     }
 
     /// Submits every item of `items` as one job, in chunks of `chunksize`
@@ -615,15 +612,27 @@ impl Pool {
     {
         let _ = f;
         registered::<F>()?;
-        let (id, job) = self.new_job::<F::Out>(true, Some(1));
+        // One item: its own slot (no bulk state for one value).
+        let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
+        let job = Job::<F::Out>::new(true, Some(1), false);
+        let mut frame = TaskFrame::new(id, 0, F::ID.as_bytes());
+        let frame = match frame.push(|out| arg.encode(out)) {
+            // (The first item of a frame always fits, or is too large.)
+            Ok(_) => Some(frame.finish(true)),
+            Err(len) => {
+                job.fail(TaskError::TooLarge { index: 0, what: "argument", len, max: MAX_ITEM_BYTES });
+                None
+            }
+        };
         let sink: Arc<dyn Sink> = job.clone();
-        let (frames, _) = encode_frames(id, F::ID, 0, [arg], 1, &*job);
-        let msgs = vec![Msg::Job { id, sink, timeout: None, lazy: false }, Msg::Frames(frames), Msg::InputDone { job: id }];
         // In this thread when the manager's state is free (the frame goes
         // straight to an idle worker), else through the manager thread.
-        match self.shared.submit_direct(msgs) {
+        match self.shared.submit_direct(id, sink, frame) {
             Ok(r) => r?,
-            Err(msgs) => self.shared.send(msgs, true)?,
+            Err((sink, frame)) => {
+                let msgs = [Msg::Job { id, sink, timeout: None, lazy: false }, Msg::Frames(frame.into_iter().collect()), Msg::InputDone { job: id }];
+                self.shared.send(msgs, true)?
+            }
         }
         Ok(self.async_result(id, job, result::finish_one))
     }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -26,26 +26,30 @@ use crate::wait::spin::{SpinPolicy, spin_step};
 const HELP_SPIN: SpinPolicy = SpinPolicy { pure: 8, limit: 2_000, yield_every: 2 };
 
 thread_local! {
-    /// While a thread works on the manager's state (under its lock):
-    /// completion callbacks collected here, to run after the lock is
-    /// released (on the manager thread).
-    static DEFERRED: RefCell<Option<Vec<Callback>>> = const { RefCell::new(None) };
+    /// Set while a thread works on the manager's state (under its lock):
+    /// completion callbacks are then collected in [`DEFERRED`], to run
+    /// after the lock is released (on the manager thread).
+    static DEFERRING: Cell<bool> = const { Cell::new(false) };
+    static DEFERRED: RefCell<Vec<Callback>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` with the completion callbacks of the jobs it finishes
 /// collected instead of run: returns them with `f`'s value.
+#[inline]
 pub(crate) fn deferring_callbacks<T>(f: impl FnOnce() -> T) -> (T, Vec<Callback>) {
     /// Stops collecting however `f` ends (a panic drops what it collected).
     struct Stop;
     impl Drop for Stop {
         fn drop(&mut self) {
-            DEFERRED.with(|d| d.borrow_mut().take());
+            DEFERRING.with(|d| d.set(false));
         }
     }
-    DEFERRED.with(|d| *d.borrow_mut() = Some(Vec::new()));
-    let _stop = Stop;
+    DEFERRING.with(|d| d.set(true));
+    let stop = Stop;
     let v = f();
-    let callbacks = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
+    drop(stop);
+    // Empty in the common case: no allocation, nothing to hand over.
+    let callbacks = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
     (v, callbacks)
 }
 
@@ -188,6 +192,11 @@ impl<R> Job<R> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How many items the job has, once known.
+    pub(crate) fn expected(&self) -> Option<u64> {
+        self.lock().expected
+    }
+
     /// Stores outcomes under one lock; wakes waiters; runs the completion
     /// callback (outside the lock) if this finished the job.
     fn update(&self, f: impl FnOnce(&mut JobState<R>)) {
@@ -211,14 +220,9 @@ impl<R> Job<R> {
         if let Some(cb) = cb {
             // Under the manager's lock: collected, to run after it (see
             // `deferring_callbacks`); else now.
-            let cb = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
-                Some(later) => {
-                    later.push(cb);
-                    None
-                }
-                None => Some(cb),
-            });
-            if let Some(cb) = cb {
+            if DEFERRING.with(Cell::get) {
+                DEFERRED.with(|d| d.borrow_mut().push(cb));
+            } else {
                 run_callback(cb);
             }
         }
@@ -377,14 +381,21 @@ pub(crate) trait Pending<T>: Send + Sync {
     fn on_done(&self, cb: Box<dyn FnOnce() + Send>);
     /// The handle is dropped.
     fn release(&self);
+    /// `None`: cancel the job; `Some(d)`: set its items' timeout.
+    fn control(&self, timeout: Option<Duration>);
 }
 
 pub(crate) struct Finisher<R, T> {
+    pub(crate) id: u64,
     pub(crate) job: Arc<Job<R>>,
     pub(crate) finish: Finish<R, T>,
     /// The pool (weak: a result kept after the pool is gone keeps nothing
     /// of it alive), whose work the caller helps with while it waits.
     pub(crate) pool: Weak<Shared>,
+    /// A job of at most one item per worker: its caller helps while it
+    /// waits (a larger one takes longer than any spin is worth; its caller
+    /// sleeps at once and leaves the cores to the workers).
+    pub(crate) small: bool,
 }
 
 impl<R, T> Finisher<R, T> {
@@ -392,7 +403,7 @@ impl<R, T> Finisher<R, T> {
     /// job is finished, `deadline` passes or the spin budget is spent: a
     /// result due in microseconds comes back with no thread hand-off.
     fn help(&self, deadline: Deadline) {
-        if self.job.is_finished() {
+        if !self.small || self.job.is_finished() {
             return;
         }
         let Some(shared) = self.pool.upgrade() else { return };
@@ -476,6 +487,16 @@ impl<R: Send + 'static, T: Send + 'static> Pending<T> for Finisher<R, T> {
 
     fn release(&self) {
         self.hand_over();
+    }
+
+    fn control(&self, timeout: Option<Duration>) {
+        let msg = match timeout {
+            None => super::Msg::Cancel { job: self.id },
+            Some(timeout) => super::Msg::Timeout { job: self.id, timeout },
+        };
+        if let Some(shared) = self.pool.upgrade() {
+            let _ = shared.send([msg], false);
+        }
     }
 }
 
@@ -568,7 +589,6 @@ pub(crate) fn finish_all<R>(s: &mut JobState<R>) -> Result<Vec<R>, PoolError> {
 /// ```
 pub struct AsyncResult<T> {
     pending: Arc<dyn Pending<T>>,
-    cancel: Box<dyn Fn(Option<Duration>) + Send + Sync>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -586,9 +606,8 @@ impl<T> std::fmt::Debug for AsyncResult<T> {
 }
 
 impl<T: Send + 'static> AsyncResult<T> {
-    /// `control(None)` cancels the job, `control(Some(d))` sets its timeout.
-    pub(crate) fn new(pending: Arc<dyn Pending<T>>, control: Box<dyn Fn(Option<Duration>) + Send + Sync>) -> Self {
-        AsyncResult { pending, cancel: control, _t: PhantomData }
+    pub(crate) fn new(pending: Arc<dyn Pending<T>>) -> Self {
+        AsyncResult { pending, _t: PhantomData }
     }
 
     /// Waits for the value (Python's `get()`): the value, or the first
@@ -690,7 +709,7 @@ impl<T: Send + 'static> AsyncResult<T> {
     /// assert_eq!(r.get(), Err(PoolError::Task(TaskError::Cancelled { index: 0 })));
     /// ```
     pub fn cancel(&self) {
-        (self.cancel)(None)
+        self.pending.control(None)
     }
 
     /// Gives each item of this job at most `timeout` of running time
@@ -707,7 +726,7 @@ impl<T: Send + 'static> AsyncResult<T> {
     /// assert!(matches!(r.get(), Err(PoolError::Task(TaskError::TimedOut { index: 0, .. }))));
     /// ```
     pub fn timeout(self, timeout: Duration) -> Self {
-        (self.cancel)(Some(timeout));
+        self.pending.control(Some(timeout));
         self
     }
 
