@@ -1036,17 +1036,9 @@ pub(crate) fn run(shared: Arc<Shared>) {
     let r = std::panic::catch_unwind(AssertUnwindSafe(|| run_loop(&shared)));
     let m = shared.lock_core().take();
     drop(m);
-    run_callbacks(&shared);
+    shared.run_callbacks();
     if let Err(payload) = r {
         std::panic::resume_unwind(payload);
-    }
-}
-
-/// Runs the callbacks helpers handed over.
-fn run_callbacks(shared: &Shared) {
-    let callbacks = std::mem::take(&mut *shared.callbacks.lock().unwrap_or_else(|p| p.into_inner()));
-    for cb in callbacks {
-        result::run_callback(cb);
     }
 }
 
@@ -1058,7 +1050,7 @@ fn run_loop(shared: &Shared) {
         // `Shared::notify`.
         let seen = shared.ctl.seq().load(Ordering::SeqCst);
         let seen_req = shared.req.load(Ordering::SeqCst);
-        run_callbacks(shared);
+        shared.run_callbacks();
         let (idle, callbacks) = {
             let mut core = shared.lock_core();
             let Some(m) = core.as_mut() else { return };

@@ -227,6 +227,15 @@ impl Shared {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The manager's state if nobody holds it now.
+    fn try_core(&self) -> Option<MutexGuard<'_, Option<manager::Manager>>> {
+        match self.core.try_lock() {
+            Ok(c) => Some(c),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Tells the manager thread to look: wakes it however it sleeps (on
     /// `ctl.seq`, or on `req` while callers help). A system call only if
     /// it sleeps.
@@ -277,11 +286,7 @@ impl Shared {
         sink: Arc<dyn Sink>,
         frame: Option<TaskFrame>,
     ) -> Result<Result<(), PoolError>, (Arc<dyn Sink>, Option<TaskFrame>)> {
-        let mut core = match self.core.try_lock() {
-            Ok(c) => c,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Err((sink, frame)),
-        };
+        let Some(mut core) = self.try_core() else { return Err((sink, frame)) };
         let Some(m) = core.as_mut() else { return Err((sink, frame)) };
         let (r, callbacks) = result::deferring_callbacks(|| m.submit(self, id, sink, frame));
         drop(core);
@@ -296,20 +301,31 @@ impl Shared {
         let any = !callbacks.is_empty();
         if any {
             self.callbacks.lock().unwrap_or_else(|p| p.into_inner()).extend(callbacks);
+            // The manager thread runs the handed-over callbacks last, after
+            // it let go of its state (`manager::run`): if it has (the
+            // state is gone), it may have done so before they came, and
+            // they run here. (Held: it is alive and runs them later.)
+            if self.try_core().is_some_and(|c| c.is_none()) {
+                self.run_callbacks();
+            }
         }
         if any || wake {
             self.notify();
         }
     }
 
+    /// Runs the callbacks helpers handed over.
+    pub(crate) fn run_callbacks(&self) {
+        let callbacks = std::mem::take(&mut *self.callbacks.lock().unwrap_or_else(|p| p.into_inner()));
+        for cb in callbacks {
+            result::run_callback(cb);
+        }
+    }
+
     /// One turn of help with the manager's work (see `manager.rs`,
     /// "Helping"), if nobody else holds its state.
     pub(crate) fn assist(&self) {
-        let mut core = match self.core.try_lock() {
-            Ok(c) => c,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return,
-        };
+        let Some(mut core) = self.try_core() else { return };
         let Some(m) = core.as_mut() else { return };
         let (wake, callbacks) = result::deferring_callbacks(|| m.assist(self));
         drop(core);
@@ -332,12 +348,8 @@ impl Shared {
         if self.helpers.fetch_sub(1, Ordering::SeqCst) != 1 {
             return;
         }
-        let left = match self.core.try_lock() {
-            Ok(c) => c.as_ref().is_some_and(manager::Manager::outstanding),
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().as_ref().is_some_and(manager::Manager::outstanding),
-            // Someone works on it now: let the manager look again.
-            Err(std::sync::TryLockError::WouldBlock) => true,
-        };
+        // Someone works on the state now (`None`): let the manager look again.
+        let left = self.try_core().is_none_or(|c| c.as_ref().is_some_and(manager::Manager::outstanding));
         if left {
             self.notify();
         }

@@ -21,9 +21,11 @@ use crate::wait::spin::{SpinPolicy, spin_step};
 /// How long a caller of `get`/`wait` helps (polls the workers' rings
 /// itself: see `manager.rs`, "Helping") before sleeping on the condvar: a
 /// result due in microseconds saves a sleep and a wake-up on each side.
-/// Bounded, and yielding the core now and then after the first steps (on
-/// 2 cores with busy workers, the worker we wait for may need it).
-const HELP_SPIN: SpinPolicy = SpinPolicy { pure: 8, limit: 2_000, yield_every: 2 };
+/// The pure steps (a few microseconds) cover a short task's round trip
+/// when the worker has a core of its own (no system call); after them the
+/// caller yields every other step, as the worker may be waiting for this
+/// very core (more runnable threads than cores); then it sleeps.
+const HELP_SPIN: SpinPolicy = SpinPolicy { pure: 24, limit: 2_000, yield_every: 2 };
 
 thread_local! {
     /// Set while a thread works on the manager's state (under its lock):

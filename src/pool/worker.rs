@@ -22,11 +22,12 @@ use crate::wait::spin::{SpinPolicy, spin_step};
 use crate::{RecvError, TryRecvError};
 
 /// How a worker that finished its frames looks for the next one before it
-/// waits in its ring's `recv` (which spins on, then sleeps): it yields the
-/// core early (after a few microseconds), as the caller it answers may be
-/// on this core waiting for it (more runnable threads than cores), and
-/// `apply` in a loop sends the next frame within microseconds.
-const NEXT_FRAME_SPIN: SpinPolicy = SpinPolicy { pure: 8, limit: 512, yield_every: 2 };
+/// waits in its ring's `recv` (which spins on, then sleeps): `apply` in a
+/// loop sends the next frame within a microsecond or two (the pure steps
+/// cover that with no system call); after them it yields every other
+/// step, as the caller it answers may be waiting for this very core (more
+/// runnable threads than cores).
+const NEXT_FRAME_SPIN: SpinPolicy = SpinPolicy { pure: 64, limit: 512, yield_every: 2 };
 
 /// The next task frame into `buf` (see [`NEXT_FRAME_SPIN`]).
 fn next_frame(rx: &mut ByteConsumer, buf: &mut Vec<u8>) -> Result<(), RecvError> {
