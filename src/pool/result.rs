@@ -735,8 +735,10 @@ impl<T: Send + 'static> AsyncResult<T> {
     /// Calls `callback` with the value once the job is finished (Python's
     /// `callback` / `error_callback`): on the pool's manager thread, or
     /// here and now if it is finished already. Keep callbacks short, as
-    /// Python advises: the pool waits for them. A callback that panics is
-    /// logged (target `shmproc`) and changes nothing else.
+    /// Python advises: the pool waits for them (and a callback must not
+    /// wait for another result of its pool: on the manager thread, that
+    /// wait could be for itself). A callback that panics is logged (target
+    /// `shmproc`) and changes nothing else.
     ///
     /// ```no_run
     /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
