@@ -347,15 +347,17 @@ impl Manager {
     /// A new job of one frame (`apply_async`), submitted by a caller (see
     /// "Helping"): taken as the manager thread would take it (after the
     /// requests waiting in the inbox), its frame dispatched at once.
-    /// `Ok(true)` if the manager thread must look now (a worker gone, or
-    /// the job has a timeout to enforce); `Closed` unless the pool is open.
+    /// `Ok((wake, placed))`: whether the manager thread must look now (a
+    /// worker gone, or the job has a timeout to enforce), and the worker
+    /// slot and frame number the frame went to, if it went to a worker;
+    /// `Closed` unless the pool is open.
     pub(crate) fn submit(
         &mut self,
         shared: &Shared,
         id: u64,
         sink: Arc<dyn Sink>,
         frame: Option<TaskFrame>,
-    ) -> Result<bool, PoolError> {
+    ) -> Result<(bool, Option<(usize, u64)>), PoolError> {
         let earlier = {
             let mut inbox = shared.lock_inbox();
             if inbox.state != State::Open {
@@ -375,7 +377,8 @@ impl Manager {
         self.maybe_finish(id);
         let gone = self.drain_all(false).1;
         self.dispatch();
-        Ok(gone || timeout.is_some())
+        let placed = self.workers.iter().flatten().find(|w| w.fifo.back().is_some_and(|s| s.job == id)).map(|w| (w.slot, w.sent_frames));
+        Ok((gone || timeout.is_some(), placed))
     }
 
     /// Whether a job is open or a frame waits: someone must watch the

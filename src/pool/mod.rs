@@ -285,13 +285,13 @@ impl Shared {
         id: u64,
         sink: Arc<dyn Sink>,
         frame: Option<TaskFrame>,
-    ) -> Result<Result<(), PoolError>, (Arc<dyn Sink>, Option<TaskFrame>)> {
+    ) -> Result<Result<Option<(usize, u64)>, PoolError>, (Arc<dyn Sink>, Option<TaskFrame>)> {
         let Some(mut core) = self.try_core() else { return Err((sink, frame)) };
         let Some(m) = core.as_mut() else { return Err((sink, frame)) };
         let (r, callbacks) = result::deferring_callbacks(|| m.submit(self, id, sink, frame));
         drop(core);
-        self.after_assist(r.as_ref().is_ok_and(|&wake| wake), callbacks);
-        Ok(r.map(|_| ()))
+        self.after_assist(r.as_ref().is_ok_and(|&(wake, _)| wake), callbacks);
+        Ok(r.map(|(_, placed)| placed))
     }
 
     /// After a caller worked on the manager's state: callbacks of jobs it
@@ -540,7 +540,7 @@ impl Pool {
         // Weak: a result kept after the pool is gone keeps nothing of it
         // alive (its segment's name is removed with the pool).
         let small = job.expected().is_some_and(|n| n <= self.shared.processes as u64);
-        AsyncResult::new(Arc::new(Finisher { id, job, finish, pool: Arc::downgrade(&self.shared), small }))
+        AsyncResult::new(Arc::new(Finisher { id, job, finish, pool: Arc::downgrade(&self.shared), small, placed: None }))
     }
 
     /// Submits every item of `items` as one job, in chunks of `chunksize`
@@ -639,14 +639,16 @@ impl Pool {
         let sink: Arc<dyn Sink> = job.clone();
         // In this thread when the manager's state is free (the frame goes
         // straight to an idle worker), else through the manager thread.
-        match self.shared.submit_direct(id, sink, frame) {
+        let placed = match self.shared.submit_direct(id, sink, frame) {
             Ok(r) => r?,
             Err((sink, frame)) => {
                 let msgs = [Msg::Job { id, sink, timeout: None, lazy: false }, Msg::Frames(frame.into_iter().collect()), Msg::InputDone { job: id }];
-                self.shared.send(msgs, true)?
+                self.shared.send(msgs, true)?;
+                None
             }
-        }
-        Ok(self.async_result(id, job, result::finish_one))
+        };
+        let pool = Arc::downgrade(&self.shared);
+        Ok(AsyncResult::new(Arc::new(Finisher { id, job, finish: result::finish_one, pool, small: true, placed })))
     }
 
     /// `f` on every item, results in order, with Python's default chunk

@@ -27,6 +27,11 @@ use crate::wait::spin::{SpinPolicy, spin_step};
 /// very core (more runnable threads than cores); then it sleeps.
 const HELP_SPIN: SpinPolicy = SpinPolicy { pure: 24, limit: 2_000, yield_every: 2 };
 
+/// Steps a waiting caller spins before it takes a frame its worker has not
+/// taken up for a sign that the worker is not running (a worker that is
+/// polling takes it up well within them).
+const UNCLAIMED_GRACE: u32 = 4;
+
 thread_local! {
     /// Set while a thread works on the manager's state (under its lock):
     /// completion callbacks are then collected in [`DEFERRED`], to run
@@ -398,6 +403,12 @@ pub(crate) struct Finisher<R, T> {
     /// waits (a larger one takes longer than any spin is worth; its caller
     /// sleeps at once and leaves the cores to the workers).
     pub(crate) small: bool,
+    /// The worker slot and frame number an `apply_async`'s frame went to
+    /// (when its caller dispatched it): while that worker has not taken it
+    /// up (its `claimed` word), the worker is not running, and a waiting
+    /// caller yields its core at once instead of spinning (the worker may
+    /// be waiting for this very core).
+    pub(crate) placed: Option<(usize, u64)>,
 }
 
 impl<R, T> Finisher<R, T> {
@@ -410,10 +421,21 @@ impl<R, T> Finisher<R, T> {
         }
         let Some(shared) = self.pool.upgrade() else { return };
         shared.start_helping();
+        // Relaxed: only a hint for how to wait (a word the worker writes:
+        // any value is harmless here).
+        let unclaimed = |(slot, n): (usize, u64)| {
+            shared.ctl.claimed(slot).is_some_and(|c| !super::ctl::passed(c.load(Ordering::Relaxed), n))
+        };
         let mut spins = 0;
         loop {
             shared.assist();
-            if self.job.is_finished() || deadline.passed() || !spin_step(WaitStrategy::Blocking, &mut spins, &HELP_SPIN) {
+            if self.job.is_finished() || deadline.passed() {
+                break;
+            }
+            if (UNCLAIMED_GRACE..HELP_SPIN.limit).contains(&spins) && self.placed.is_some_and(unclaimed) {
+                spins += 1;
+                std::thread::yield_now();
+            } else if !spin_step(WaitStrategy::Blocking, &mut spins, &HELP_SPIN) {
                 break;
             }
         }
