@@ -16,6 +16,9 @@ mod review;
 /// The plain-data map path (tests/pool/bulkmap.rs).
 #[path = "pool/bulkmap.rs"]
 mod bulkmap;
+/// Callers helping the manager (tests/pool/helping.rs).
+#[path = "pool/helping.rs"]
+mod helping;
 
 /// Any single blocking wait in these tests.
 const DEADLINE: Duration = Duration::from_secs(60);

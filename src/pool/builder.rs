@@ -1,6 +1,6 @@
 //! [`PoolBuilder`]: the pool's settings, and starting it.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -155,11 +155,19 @@ impl PoolBuilder {
             next_job: AtomicU64::new(1),
             processes,
             spare: Arc::default(),
+            core: Mutex::new(None),
+            helpers: AtomicU32::new(0),
+            req: AtomicU32::new(0),
+            req_waiting: AtomicU32::new(0),
+            callbacks: Mutex::new(Vec::new()),
         });
-        let m = manager::Manager::new(Arc::clone(&shared), cfg, workers);
+        // If the thread cannot start, the manager is dropped with `shared`
+        // (its workers killed and reaped).
+        *shared.lock_core() = Some(manager::Manager::new(&shared, cfg, workers));
+        let for_thread = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("shmproc-pool".into())
-            .spawn(move || m.run())
+            .spawn(move || manager::run(for_thread))
             .map_err(|e| PoolError::Setup(format!("cannot start the pool's manager thread: {e}")))?;
         Ok(Pool {
             shared,

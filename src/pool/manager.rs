@@ -1,25 +1,59 @@
-//! The pool's manager thread: the only owner of the workers and of their
-//! rings. It takes requests from the pool's users (new jobs and chunks,
+//! The pool's manager: the owner of the workers and of their rings. It
+//! takes requests from the pool's users (new jobs and chunks,
 //! cancellations, close, terminate), hands task frames to workers, collects
 //! results into the jobs, watches the workers (death, timeouts) and starts
 //! replacements.
 //!
-//! It sleeps on the control segment's `seq` word while nothing happens
-//! (workers bump it after each result frame, users after each request);
-//! while work is outstanding it also wakes every [`LIVENESS`] to look for
-//! dead workers and expired timeouts, so a worker's death is noticed
-//! within that period (plus the reaping).
+//! Its state ([`Manager`]) lives in `Shared::core`, behind a mutex; the
+//! manager thread takes it for each turn ([`Manager::tick`]). It sleeps on
+//! the control segment's `seq` word while nothing happens (workers bump it
+//! after each result frame, users after each request); while work is
+//! outstanding it also wakes every [`LIVENESS`] to look for dead workers
+//! and expired timeouts, so a worker's death is noticed within that
+//! period (plus the reaping).
+//!
+//! ## Helping
+//!
+//! A hand-off between threads that sleep costs tens of microseconds each
+//! way, so an `apply_async(..).get()` that went caller -> manager thread
+//! -> worker -> manager thread -> caller paid two of them in the parent.
+//! Instead, callers help:
+//!
+//! - `apply_async` takes the state itself when it is free
+//!   (`Shared::submit_direct`, a `try_lock`) and writes the task frame
+//!   straight into an idle worker's ring ([`Manager::submit`]); if the
+//!   state is busy, the request goes through the inbox as before.
+//! - A caller waiting for a job (`get`, `wait`, and their `_timeout`
+//!   twins) polls for a bounded while ([`Manager::assist`] under a
+//!   `try_lock`: requests, every worker's results, dispatch), then sleeps
+//!   on the job's condvar as before. `ready` and `successful` assist once.
+//! - While callers help (`Shared::helpers` > 0) the manager thread does not
+//!   spin and sleeps on `Shared::req` (which only users bump, with
+//!   `Shared::notify`), not on `seq` (which every result bumps), still
+//!   waking every [`LIVENESS`] for its checks: reaping, restarts, timeouts
+//!   and `check_claims` stay its own, as do terminate and shutdown.
+//!   Helpers never reap or start workers; one that finds a worker's ring
+//!   gone wakes the manager.
+//! - Nobody's work is left unwatched: the last helper to stop wakes the
+//!   manager if a job is open or a frame waits (`Shared::stop_helping`); a
+//!   handle dropped, or given a callback (`then`), before its job finished
+//!   wakes it (`Finisher::hand_over`); a job submitted with a pool-wide
+//!   timeout wakes it at once.
+//! - Completion callbacks never run under the state's lock: they are
+//!   collected (`result::deferring_callbacks`) and run after it, on the
+//!   manager thread (a helper hands them over and wakes it).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Weak};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::error::{PoolError, TaskError};
 use super::ctl::{self, Ctl};
 use super::frame::{self, TaskFrame};
-use super::result::Sink;
+use super::result::{self, Sink};
 use super::worker::{PoolWorker, WorkerArg};
 use super::{Config, Msg, Shared, State};
 use crate::process::LOG_TARGET;
@@ -145,7 +179,9 @@ struct JobEntry {
 }
 
 pub(crate) struct Manager {
-    shared: Arc<Shared>,
+    /// For `Drop` only (the manager lives in `Shared::core`; its thread
+    /// and helpers pass the `Shared` to each call).
+    shared: Weak<Shared>,
     ctl: Ctl,
     cfg: Config,
     workers: Vec<Option<Worker>>,
@@ -220,10 +256,10 @@ pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worke
 }
 
 impl Manager {
-    pub(crate) fn new(shared: Arc<Shared>, cfg: Config, workers: Vec<Worker>) -> Manager {
+    pub(crate) fn new(shared: &Arc<Shared>, cfg: Config, workers: Vec<Worker>) -> Manager {
         Manager {
             ctl: shared.ctl.clone(),
-            shared,
+            shared: Arc::downgrade(shared),
             cfg,
             workers: workers.into_iter().map(Some).collect(),
             jobs: JobMap::default(),
@@ -238,73 +274,117 @@ impl Manager {
         }
     }
 
-    pub(crate) fn run(mut self) {
-        loop {
-            // Read before looking at anything: a bump after this makes the
-            // sleep below return at once. SeqCst: pairs with the SeqCst RMW
-            // in `Ctl::bump` (whose result frame we then see).
-            let seen = self.ctl.seq().load(Ordering::SeqCst);
-            let (msgs, state) = {
-                let mut inbox = self.shared.lock_inbox();
-                (std::mem::take(&mut inbox.msgs), inbox.state)
-            };
-            let mut progress = !msgs.is_empty();
+    /// One turn of the manager thread: requests, results, liveness and
+    /// timeouts (when due), restarts, dispatch. `None` when the manager
+    /// is done (terminated, or closed with every job finished).
+    fn tick(&mut self, shared: &Shared) -> Option<Idle> {
+        let (msgs, state) = {
+            let mut inbox = shared.lock_inbox();
+            (std::mem::take(&mut inbox.msgs), inbox.state)
+        };
+        let mut progress = !msgs.is_empty();
+        for m in msgs {
+            self.handle(m);
+        }
+        if state == State::Terminating {
+            self.terminate();
+            return None;
+        }
+        if matches!(state, State::Closed | State::Joining) {
+            self.closed = true;
+        }
+        if state == State::Joining {
+            self.cut_inputs(shared);
+        }
+        progress |= self.drain_all(true).0;
+        let now = Instant::now();
+        let busy = !self.jobs.is_empty();
+        let period = if busy { LIVENESS } else { IDLE_LIVENESS };
+        if now.duration_since(self.last_check) >= period {
+            self.last_check = now;
+            self.check_workers();
+        }
+        self.fill_slots();
+        progress |= self.dispatch();
+        if self.closed && self.jobs.is_empty() && self.pending.is_empty() && self.stop_taking_requests(shared) {
+            self.shutdown();
+            return None;
+        }
+        if progress {
+            self.last_progress = now;
+        }
+        Some(Idle { progress, busy, recent: now.duration_since(self.last_progress) < RECENT, last_check: self.last_check })
+    }
+
+    /// A helping caller's turn (see "Helping" in the module docs): the
+    /// requests, results and dispatch of a manager turn, without its
+    /// reaping, restarts and timeouts. True if the manager thread must
+    /// look now (a worker's ring says it is gone).
+    pub(crate) fn assist(&mut self, shared: &Shared) -> bool {
+        let msgs = {
+            let mut inbox = shared.lock_inbox();
+            if inbox.state == State::Terminating {
+                // The manager thread's (`terminate` woke it).
+                return false;
+            }
+            take_msgs(&mut inbox.msgs)
+        };
+        let requests = !msgs.is_empty();
+        if requests {
             for m in msgs {
                 self.handle(m);
             }
-            if state == State::Terminating {
-                self.terminate();
-                return;
-            }
-            if matches!(state, State::Closed | State::Joining) {
-                self.closed = true;
-            }
-            if state == State::Joining {
-                self.cut_inputs();
-            }
-            progress |= self.drain_all();
-            let now = Instant::now();
-            let busy = !self.jobs.is_empty();
-            if now.duration_since(self.last_check) >= if busy { LIVENESS } else { IDLE_LIVENESS } {
-                self.last_check = now;
-                self.check_workers();
-            }
-            self.fill_slots();
-            progress |= self.dispatch();
-            if self.closed && self.jobs.is_empty() && self.pending.is_empty() && self.stop_taking_requests() {
-                self.shutdown();
-                return;
-            }
-            if progress {
-                self.last_progress = now;
-            } else {
-                let recent = now.duration_since(self.last_progress) < RECENT;
-                self.sleep(seen, busy, recent);
-            }
         }
+        let (got, gone) = self.drain_all(false);
+        // Nothing new and nothing waiting: no frame to hand out or take
+        // back (the common turn of a caller polling for its result).
+        if requests || got || !self.pending.is_empty() {
+            self.dispatch();
+        }
+        gone
     }
 
-    /// Sleeps until a worker or user bumps `seq`, or the next liveness check.
-    fn sleep(&self, seen: u32, busy: bool, recent: bool) {
-        if busy || recent {
-            // A result is likely due soon: look for a while before paying
-            // for a futex sleep and wake-up.
-            let mut spins = 0;
-            while spin_step(WaitStrategy::Blocking, &mut spins, &MANAGER_SPIN) {
-                if self.ctl.seq().load(Ordering::Relaxed) != seen {
-                    return;
-                }
+    /// A new job of one frame (`apply_async`), submitted by a caller (see
+    /// "Helping"): taken as the manager thread would take it (after the
+    /// requests waiting in the inbox), its frame dispatched at once.
+    /// `Ok((wake, placed))`: whether the manager thread must look now (a
+    /// worker gone, or the job has a timeout to enforce), and the worker
+    /// slot and frame number the frame went to, if it went to a worker;
+    /// `Closed` unless the pool is open.
+    pub(crate) fn submit(
+        &mut self,
+        shared: &Shared,
+        id: u64,
+        sink: Arc<dyn Sink>,
+        frame: Option<TaskFrame>,
+    ) -> Result<(bool, Option<(usize, u64)>), PoolError> {
+        let earlier = {
+            let mut inbox = shared.lock_inbox();
+            if inbox.state != State::Open {
+                return Err(PoolError::Closed);
             }
+            take_msgs(&mut inbox.msgs)
+        };
+        for m in earlier {
+            self.handle(m);
         }
-        let period = if busy { LIVENESS } else { IDLE_LIVENESS };
-        let next = self.last_check + period;
-        let Some(left) = next.checked_duration_since(Instant::now()) else { return };
-        // SeqCst store then SeqCst load: pairs with `Ctl::bump` (see there).
-        self.ctl.waiting().store(1, Ordering::SeqCst);
-        if self.ctl.seq().load(Ordering::SeqCst) == seen {
-            wait32(self.ctl.seq(), seen, Deadline::after(left));
+        let count = frame.as_ref().map_or(0, |f| u64::from(f.count));
+        let timeout = self.cfg.timeout;
+        self.jobs.insert(id, JobEntry { sink, timeout, cancelled: false, input_done: true, lazy: false, outstanding: count });
+        if let Some(f) = frame {
+            self.pending.push_back(f);
         }
-        self.ctl.waiting().store(0, Ordering::Relaxed);
+        self.maybe_finish(id);
+        let gone = self.drain_all(false).1;
+        self.dispatch();
+        let placed = self.workers.iter().flatten().find(|w| w.fifo.back().is_some_and(|s| s.job == id)).map(|w| (w.slot, w.sent_frames));
+        Ok((gone || timeout.is_some(), placed))
+    }
+
+    /// Whether a job is open or a frame waits: someone must watch the
+    /// workers' rings.
+    pub(crate) fn outstanding(&self) -> bool {
+        !self.jobs.is_empty() || !self.pending.is_empty()
     }
 
     fn handle(&mut self, m: Msg) {
@@ -402,13 +482,13 @@ impl Manager {
     /// The cut is published in the inbox first: later input of these jobs
     /// is refused at `send` (their imaps stop pulling input), and the input
     /// sent before it is handled as submitted.
-    fn cut_inputs(&mut self) {
+    fn cut_inputs(&mut self, shared: &Shared) {
         let open: Vec<u64> = self.jobs.iter().filter(|(_, j)| j.lazy && !j.input_done).map(|(&id, _)| id).collect();
         if open.is_empty() {
             return;
         }
         let msgs = {
-            let mut inbox = self.shared.lock_inbox();
+            let mut inbox = shared.lock_inbox();
             inbox.cut.extend_from_slice(&open);
             std::mem::take(&mut inbox.msgs)
         };
@@ -428,12 +508,12 @@ impl Manager {
     /// answers those that came meanwhile (only frames of jobs cut by
     /// `join` can need it: they fail), and ends the cut jobs. False if
     /// work is left after all (the manager goes on).
-    fn stop_taking_requests(&mut self) -> bool {
+    fn stop_taking_requests(&mut self, shared: &Shared) -> bool {
         if self.cut.is_empty() {
             return true;
         }
         let msgs = {
-            let mut inbox = self.shared.lock_inbox();
+            let mut inbox = shared.lock_inbox();
             inbox.state = State::Terminating;
             std::mem::take(&mut inbox.msgs)
         };
@@ -448,134 +528,31 @@ impl Manager {
 
     /// `n` items of `job` got an outcome.
     fn account(&mut self, job: u64, n: u64) {
-        if let Some(j) = self.jobs.get_mut(&job) {
-            j.outstanding = j.outstanding.saturating_sub(n);
-        }
-        self.maybe_finish(job);
+        account(&mut self.jobs, job, n);
     }
 
     fn maybe_finish(&mut self, job: u64) {
-        if self.jobs.get(&job).is_some_and(|j| j.input_done && j.outstanding == 0) {
-            self.jobs.remove(&job);
-        }
+        maybe_finish(&mut self.jobs, job);
     }
 
-    /// Reads every result frame the workers have sent.
-    fn drain_all(&mut self) -> bool {
-        let mut any = false;
+    /// Reads every result frame the workers have sent: (whether any came,
+    /// whether a worker's ring says it is gone). `reap`: bury such a
+    /// worker now (the manager thread; a helper leaves it to it).
+    fn drain_all(&mut self, reap: bool) -> (bool, bool) {
+        let (mut any, mut gone_any) = (false, false);
         for i in 0..self.workers.len() {
-            let Some(mut w) = self.workers[i].take() else { continue };
-            let (got, gone) = self.drain(&mut w);
+            let Some(w) = self.workers[i].as_mut() else { continue };
+            let (got, gone) = drain(w, &mut self.buf, &mut self.jobs);
             any |= got;
             if gone {
-                // Its result ring says the worker left: reap it now.
-                self.workers[i] = Some(w);
-                self.check_slot(i);
-            } else {
-                self.workers[i] = Some(w);
-            }
-        }
-        any
-    }
-
-    /// Reads `w`'s result frames; (whether any came, whether the ring says
-    /// the worker is gone or sent garbage).
-    fn drain(&mut self, w: &mut Worker) -> (bool, bool) {
-        let mut got = false;
-        loop {
-            match self.recv_result(w) {
-                Ok(true) => got = true,
-                Ok(false) => {
-                    got = true;
-                    if !self.accept(w) {
-                        log::warn!(target: LOG_TARGET, "pool worker {} sent a malformed result frame: killing it", w.pid);
-                        kill(w, Kill::Terminate);
-                        return (got, true);
-                    }
+                gone_any = true;
+                if reap {
+                    // Its result ring says the worker left: reap it now.
+                    self.check_slot(i);
                 }
-                Err(TryRecvError::Empty) => return (got, false),
-                Err(_) => return (got, true),
             }
         }
-    }
-
-    /// Takes `w`'s next result frame: a packed frame of plain-data values
-    /// of a bulk job is filed here, copied once from the ring into its
-    /// place in the job's results (`Ok(true)`); any other is copied into
-    /// `self.buf` for [`accept`](Self::accept) (`Ok(false)`).
-    fn recv_result(&mut self, w: &mut Worker) -> Result<bool, TryRecvError> {
-        let loan = w.rx.try_recv_loan()?;
-        let mut header = [0u8; frame::RESULT_HEADER_LEN];
-        if let Some(at) = loan.len().checked_sub(header.len()) {
-            loan.read_at(0, &mut header);
-            // Untrusted: read once into locals, checked against what the
-            // worker was given before anything is stored.
-            if let Some((job, first, count, width)) = frame::packed_result(&header, loan.len())
-                && let Some(front) = w.fifo.front_mut()
-                && job == front.job
-                && Some(first) == front.first.checked_add(u64::from(front.answered))
-                && count <= front.count - front.answered
-                && let Some(j) = self.jobs.get(&job).filter(|j| !j.cancelled)
-                && at == count as usize * width
-                // This answers the rest of the frame (validated above), so
-                // its arguments are needed no more (whichever way it is
-                // filed): let them go before the job can finish, so a `map`
-                // right after it finds the pool's arena free for reuse.
-                && (count < front.count - front.answered || front.frame.release_args())
-                && j.sink.deliver_pod(first, count, width, &mut |dst| {
-                    let n = dst.len().min(at);
-                    // SAFETY: the frame's `at` value bytes follow its
-                    // header inside the lent frame, which the worker does
-                    // not reuse before `release`; `n <= at`.
-                    unsafe { crate::shm::copy::copy_from_shared_uninit(loan.as_ptr().add(frame::RESULT_HEADER_LEN), &mut dst[..n]) };
-                    dst[n..].fill(std::mem::MaybeUninit::new(0));
-                })
-            {
-                loan.release();
-                front.answered += count;
-                if front.answered == front.count {
-                    w.fifo.pop_front();
-                }
-                w.received += u64::from(count);
-                self.account(job, u64::from(count));
-                return Ok(true);
-            }
-        }
-        self.buf.clear();
-        self.buf.resize(loan.len(), 0);
-        loan.read_at(0, &mut self.buf);
-        loan.release();
-        Ok(false)
-    }
-
-    /// Files one result frame (in `self.buf`) from `w`; false if it does
-    /// not match what `w` was given (a corrupted or hostile worker).
-    fn accept(&mut self, w: &mut Worker) -> bool {
-        let Some(h) = frame::parse_result(&self.buf) else { return false };
-        let Some(front) = w.fifo.front_mut() else { return false };
-        if h.job != front.job
-            || Some(h.first) != front.first.checked_add(u64::from(front.answered))
-            || h.count == 0
-            || h.count > front.count - front.answered
-        {
-            return false;
-        }
-        front.answered += h.count;
-        if front.answered == front.count {
-            w.fifo.pop_front();
-        }
-        w.received += u64::from(h.count);
-        if let Some(j) = self.jobs.get(&h.job) {
-            if j.cancelled {
-                for k in 0..u64::from(h.count) {
-                    j.sink.fail(TaskError::Cancelled { index: h.first + k });
-                }
-            } else {
-                j.sink.deliver(h.first, h.count, h.items(), w.pid);
-            }
-        }
-        self.account(h.job, u64::from(h.count));
-        true
+        (any, gone_any)
     }
 
     /// Looks at every worker: reaps the dead, enforces timeouts.
@@ -594,7 +571,7 @@ impl Manager {
         }
         let mut w = self.workers[i].take().expect("checked above");
         // Everything it sent before dying is in its ring.
-        let _ = self.drain(&mut w);
+        let _ = drain(&mut w, &mut self.buf, &mut self.jobs);
         self.bury(w);
     }
 
@@ -871,11 +848,8 @@ impl Manager {
     }
 
     fn drain_all_quietly(&mut self) {
-        for i in 0..self.workers.len() {
-            if let Some(mut w) = self.workers[i].take() {
-                let _ = self.drain(&mut w);
-                self.workers[i] = Some(w);
-            }
+        for w in self.workers.iter_mut().flatten() {
+            let _ = drain(w, &mut self.buf, &mut self.jobs);
         }
     }
 
@@ -908,10 +882,13 @@ impl Drop for Manager {
     /// forever: new work is refused, every job still open is aborted, and
     /// the workers are killed and reaped.
     fn drop(&mut self) {
-        let msgs = {
-            let mut inbox = self.shared.lock_inbox();
-            inbox.state = super::State::Terminating;
-            std::mem::take(&mut inbox.msgs)
+        let msgs = match self.shared.upgrade() {
+            Some(shared) => {
+                let mut inbox = shared.lock_inbox();
+                inbox.state = super::State::Terminating;
+                std::mem::take(&mut inbox.msgs)
+            }
+            None => Vec::new(),
         };
         for m in msgs {
             if let Msg::Job { sink, .. } = m {
@@ -977,4 +954,212 @@ fn in_progress(w: &Worker, ctl: &Ctl) -> Option<(u64, u64)> {
         k -= left;
     }
     None
+}
+
+/// The inbox's requests (no allocation or free when there are none).
+fn take_msgs(msgs: &mut Vec<Msg>) -> Vec<Msg> {
+    if msgs.is_empty() { Vec::new() } else { std::mem::take(msgs) }
+}
+
+/// `n` items of `job` got an outcome.
+fn account(jobs: &mut JobMap<JobEntry>, job: u64, n: u64) {
+    if let Some(j) = jobs.get_mut(&job) {
+        j.outstanding = j.outstanding.saturating_sub(n);
+    }
+    maybe_finish(jobs, job);
+}
+
+fn maybe_finish(jobs: &mut JobMap<JobEntry>, job: u64) {
+    if jobs.get(&job).is_some_and(|j| j.input_done && j.outstanding == 0) {
+        jobs.remove(&job);
+    }
+}
+
+/// Reads `w`'s result frames (through `buf`) into their jobs; (whether
+/// any came, whether the ring says the worker is gone or it sent garbage).
+fn drain(w: &mut Worker, buf: &mut Vec<u8>, jobs: &mut JobMap<JobEntry>) -> (bool, bool) {
+    let mut got = false;
+    loop {
+        match recv_result(w, buf, jobs) {
+            Ok(true) => got = true,
+            Ok(false) => {
+                got = true;
+                if !accept(w, buf, jobs) {
+                    log::warn!(target: LOG_TARGET, "pool worker {} sent a malformed result frame: killing it", w.pid);
+                    kill(w, Kill::Terminate);
+                    return (got, true);
+                }
+            }
+            Err(TryRecvError::Empty) => return (got, false),
+            Err(_) => return (got, true),
+        }
+    }
+}
+
+/// Takes `w`'s next result frame: a packed frame of plain-data values of a
+/// bulk job is filed here, copied once from the ring into its place in the
+/// job's results (`Ok(true)`); any other is copied into `buf` for
+/// [`accept`] (`Ok(false)`).
+fn recv_result(w: &mut Worker, buf: &mut Vec<u8>, jobs: &mut JobMap<JobEntry>) -> Result<bool, TryRecvError> {
+    let loan = w.rx.try_recv_loan()?;
+    let mut header = [0u8; frame::RESULT_HEADER_LEN];
+    if let Some(at) = loan.len().checked_sub(header.len()) {
+        loan.read_at(0, &mut header);
+        // Untrusted: read once into locals, checked against what the
+        // worker was given before anything is stored.
+        if let Some((job, first, count, width)) = frame::packed_result(&header, loan.len())
+            && let Some(front) = w.fifo.front_mut()
+            && job == front.job
+            && Some(first) == front.first.checked_add(u64::from(front.answered))
+            && count <= front.count - front.answered
+            && let Some(j) = jobs.get(&job).filter(|j| !j.cancelled)
+            && at == count as usize * width
+            // This answers the rest of the frame (validated above), so its
+            // arguments are needed no more (whichever way it is filed): let
+            // them go before the job can finish, so a `map` right after it
+            // finds the pool's arena free for reuse.
+            && (count < front.count - front.answered || front.frame.release_args())
+            && j.sink.deliver_pod(first, count, width, &mut |dst| {
+                let n = dst.len().min(at);
+                // SAFETY: the `at` value bytes follow the header inside the lent
+                // frame, which the worker does not reuse before `release`; n <= at.
+                unsafe { crate::shm::copy::copy_from_shared_uninit(loan.as_ptr().add(frame::RESULT_HEADER_LEN), &mut dst[..n]) };
+                dst[n..].fill(std::mem::MaybeUninit::new(0));
+            })
+        {
+            loan.release();
+            front.answered += count;
+            if front.answered == front.count {
+                w.fifo.pop_front();
+            }
+            w.received += u64::from(count);
+            account(jobs, job, u64::from(count));
+            return Ok(true);
+        }
+    }
+    buf.clear();
+    buf.resize(loan.len(), 0);
+    loan.read_at(0, buf);
+    loan.release();
+    Ok(false)
+}
+
+/// Files one result frame (`frame`) from `w`; false if it does not match
+/// what `w` was given (a corrupted or hostile worker).
+fn accept(w: &mut Worker, frame: &[u8], jobs: &mut JobMap<JobEntry>) -> bool {
+    let Some(h) = frame::parse_result(frame) else { return false };
+    let Some(front) = w.fifo.front_mut() else { return false };
+    if h.job != front.job
+        || Some(h.first) != front.first.checked_add(u64::from(front.answered))
+        || h.count == 0
+        || h.count > front.count - front.answered
+    {
+        return false;
+    }
+    front.answered += h.count;
+    if front.answered == front.count {
+        w.fifo.pop_front();
+    }
+    w.received += u64::from(h.count);
+    if let Some(j) = jobs.get(&h.job) {
+        if j.cancelled {
+            for k in 0..u64::from(h.count) {
+                j.sink.fail(TaskError::Cancelled { index: h.first + k });
+            }
+        } else {
+            j.sink.deliver(h.first, h.count, h.items(), w.pid);
+        }
+    }
+    account(jobs, h.job, u64::from(h.count));
+    true
+}
+
+/// What the manager thread saw in its last turn (to choose its sleep).
+struct Idle {
+    progress: bool,
+    busy: bool,
+    recent: bool,
+    last_check: Instant,
+}
+
+/// The manager thread: turns (`Manager::tick`) and sleeps until the pool
+/// is done; then the manager is dropped (which aborts whatever is left,
+/// also after a panic).
+pub(crate) fn run(shared: Arc<Shared>) {
+    let r = std::panic::catch_unwind(AssertUnwindSafe(|| run_loop(&shared)));
+    let m = shared.lock_core().take();
+    drop(m);
+    shared.run_callbacks();
+    if let Err(payload) = r {
+        std::panic::resume_unwind(payload);
+    }
+}
+
+fn run_loop(shared: &Shared) {
+    loop {
+        // Read before looking at anything: a bump after this makes the
+        // sleep below return at once. SeqCst: pairs with the SeqCst RMWs
+        // in `Ctl::bump` (whose result frame we then see) and
+        // `Shared::notify`.
+        let seen = shared.ctl.seq().load(Ordering::SeqCst);
+        let seen_req = shared.req.load(Ordering::SeqCst);
+        shared.run_callbacks();
+        let (idle, callbacks) = {
+            let mut core = shared.lock_core();
+            let Some(m) = core.as_mut() else { return };
+            result::deferring_callbacks(|| m.tick(shared))
+        };
+        // Callbacks run outside the lock: one that submits or waits on
+        // this pool does not deadlock.
+        for cb in callbacks {
+            result::run_callback(cb);
+        }
+        let Some(idle) = idle else { return };
+        if !idle.progress {
+            sleep(shared, seen, seen_req, &idle);
+        }
+    }
+}
+
+/// Sleeps until a worker or user bumps `seq` (or, while callers help, a
+/// user calls `Shared::notify`), or the next liveness check.
+fn sleep(shared: &Shared, seen: u32, seen_req: u32, idle: &Idle) {
+    let ctl = &shared.ctl;
+    // SeqCst: pairs with the SeqCst RMWs in `Shared::start_helping` /
+    // `stop_helping`.
+    let helped = || shared.helpers.load(Ordering::SeqCst) > 0;
+    if !helped() && (idle.busy || idle.recent) {
+        // A result is likely due soon: look for a while before paying
+        // for a futex sleep and wake-up (not while callers help: they
+        // look, and the cores are theirs and the workers').
+        let mut spins = 0;
+        while spin_step(WaitStrategy::Blocking, &mut spins, &MANAGER_SPIN) {
+            if ctl.seq().load(Ordering::Relaxed) != seen || shared.req.load(Ordering::Relaxed) != seen_req || helped() {
+                return;
+            }
+        }
+    }
+    let helped = helped();
+    let period = if idle.busy || helped { LIVENESS } else { IDLE_LIVENESS };
+    let next = idle.last_check + period;
+    let Some(left) = next.checked_duration_since(Instant::now()) else { return };
+    if helped {
+        // Callers poll the rings for results: sleep where only users
+        // (`Shared::notify`: requests, a helper leaving work behind,
+        // callbacks) wake us, not every result. SeqCst store then SeqCst
+        // load: pairs with `Shared::notify` (a Dekker handshake, as for
+        // `seq`).
+        shared.req_waiting.store(1, Ordering::SeqCst);
+        if shared.req.load(Ordering::SeqCst) == seen_req {
+            wait32(&shared.req, seen_req, Deadline::after(left));
+        }
+        shared.req_waiting.store(0, Ordering::Relaxed);
+        return;
+    }
+    // SeqCst store then SeqCst load: pairs with `Ctl::bump` (see there).
+    ctl.waiting().store(1, Ordering::SeqCst);
+    if ctl.seq().load(Ordering::SeqCst) == seen {
+        wait32(ctl.seq(), seen, Deadline::after(left));
+    }
+    ctl.waiting().store(0, Ordering::Relaxed);
 }

@@ -35,6 +35,13 @@
 //!   several items), files results into the jobs, and sleeps on one futex
 //!   word that the workers and the pool's users bump. A busy worker makes
 //!   no system call per item; an idle one sleeps in its ring.
+//! - Callers help it: `apply_async` writes its task frame straight into an
+//!   idle worker's ring when the manager's state is free, and a caller
+//!   waiting in `get` polls the workers' results itself for a few
+//!   microseconds before it sleeps, so a short task's round trip involves
+//!   no other thread of the pool's process (and no system call). The
+//!   manager thread keeps the liveness checks, timeouts, restarts and
+//!   callbacks.
 //! - A worker claims each frame in its record of the control segment
 //!   before running it, so the manager can take back a frame handed ahead
 //!   that the worker has not begun: for an idle worker when nothing else
@@ -188,6 +195,9 @@ impl Inbox {
     }
 }
 
+/// A callback to run on the manager thread.
+pub(crate) type Callback = Box<dyn FnOnce() + Send>;
+
 /// What the pool's handles share with the manager thread.
 pub(crate) struct Shared {
     pub(crate) ctl: Ctl,
@@ -197,6 +207,20 @@ pub(crate) struct Shared {
     /// The buffer of the last plain-data `map`'s arguments, kept for the
     /// next (see [`frame::PodBlock`]).
     spare: frame::Spare,
+    /// The manager's state (the workers, their rings, the jobs): its
+    /// thread and callers that help (see `manager.rs`, "Helping") take
+    /// turns with it. `None` once the manager thread has ended. Lock
+    /// order: `core` before `inbox`.
+    pub(crate) core: Mutex<Option<manager::Manager>>,
+    /// Callers helping now (each polls the core until its job is done).
+    pub(crate) helpers: AtomicU32,
+    /// Bumped by [`Shared::notify`]: the manager sleeps on it while
+    /// callers help (the workers' bumps of `ctl.seq` then wake nobody).
+    pub(crate) req: AtomicU32,
+    /// 1 while the manager may sleep on `req`.
+    pub(crate) req_waiting: AtomicU32,
+    /// Callbacks of jobs a helper finished, for the manager thread.
+    pub(crate) callbacks: Mutex<Vec<Callback>>,
 }
 
 impl Shared {
@@ -207,6 +231,34 @@ impl Shared {
 
     pub(crate) fn lock_inbox(&self) -> MutexGuard<'_, Inbox> {
         self.inbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn lock_core(&self) -> MutexGuard<'_, Option<manager::Manager>> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The manager's state if nobody holds it now.
+    fn try_core(&self) -> Option<MutexGuard<'_, Option<manager::Manager>>> {
+        match self.core.try_lock() {
+            Ok(c) => Some(c),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Tells the manager thread to look: wakes it however it sleeps (on
+    /// `ctl.seq`, or on `req` while callers help). A system call only if
+    /// it sleeps.
+    pub(crate) fn notify(&self) {
+        self.ctl.bump();
+        // SeqCst RMW then SeqCst load: pairs with the manager's SeqCst
+        // store of `req_waiting` then SeqCst load of `req` in
+        // `manager::sleep` (either it sees the bump and does not sleep,
+        // or this sees it waiting and wakes it).
+        self.req.fetch_add(1, Ordering::SeqCst);
+        if self.req_waiting.load(Ordering::SeqCst) != 0 {
+            crate::wait::futex::wake32(&self.req, 1);
+        }
     }
 
     /// Queues messages for the manager and wakes it. `new_job`: refused
@@ -226,8 +278,91 @@ impl Shared {
             }
             inbox.msgs.extend(msgs);
         }
-        self.ctl.bump();
+        self.notify();
         Ok(())
+    }
+
+    /// Submits a new job of one frame (none if its item failed already)
+    /// as the manager would take it, in this thread, when nobody else
+    /// holds the manager's state: the frame goes straight into an idle
+    /// worker's ring (no hand-off to the manager thread). `Err` (the
+    /// job's parts back) if the state is busy: send it through the inbox
+    /// then. The caller watches the job from here on (see
+    /// `manager.rs`, "Helping").
+    #[allow(clippy::type_complexity)]
+    fn submit_direct(
+        &self,
+        id: u64,
+        sink: Arc<dyn Sink>,
+        frame: Option<TaskFrame>,
+    ) -> Result<Result<Option<(usize, u64)>, PoolError>, (Arc<dyn Sink>, Option<TaskFrame>)> {
+        let Some(mut core) = self.try_core() else { return Err((sink, frame)) };
+        let Some(m) = core.as_mut() else { return Err((sink, frame)) };
+        let (r, callbacks) = result::deferring_callbacks(|| m.submit(self, id, sink, frame));
+        drop(core);
+        self.after_assist(r.as_ref().is_ok_and(|&(wake, _)| wake), callbacks);
+        Ok(r.map(|(_, placed)| placed))
+    }
+
+    /// After a caller worked on the manager's state: callbacks of jobs it
+    /// finished go to the manager thread (they run there, as ever), which
+    /// is woken for them and when `wake` (a worker to bury).
+    pub(crate) fn after_assist(&self, wake: bool, callbacks: Vec<Callback>) {
+        let any = !callbacks.is_empty();
+        if any {
+            self.callbacks.lock().unwrap_or_else(|p| p.into_inner()).extend(callbacks);
+            // The manager thread runs the handed-over callbacks last, after
+            // it let go of its state (`manager::run`): if it has (the
+            // state is gone), it may have done so before they came, and
+            // they run here. (Held: it is alive and runs them later.)
+            if self.try_core().is_some_and(|c| c.is_none()) {
+                self.run_callbacks();
+            }
+        }
+        if any || wake {
+            self.notify();
+        }
+    }
+
+    /// Runs the callbacks helpers handed over.
+    pub(crate) fn run_callbacks(&self) {
+        let callbacks = std::mem::take(&mut *self.callbacks.lock().unwrap_or_else(|p| p.into_inner()));
+        for cb in callbacks {
+            result::run_callback(cb);
+        }
+    }
+
+    /// One turn of help with the manager's work (see `manager.rs`,
+    /// "Helping"), if nobody else holds its state.
+    pub(crate) fn assist(&self) {
+        let Some(mut core) = self.try_core() else { return };
+        let Some(m) = core.as_mut() else { return };
+        let (wake, callbacks) = result::deferring_callbacks(|| m.assist(self));
+        drop(core);
+        self.after_assist(wake, callbacks);
+    }
+
+    /// A caller starts helping (polling the workers' rings for its job).
+    pub(crate) fn start_helping(&self) {
+        // SeqCst: pairs with the SeqCst loads of `helpers` in
+        // `manager::sleep` (a manager that saw no helper sleeps on
+        // `ctl.seq`, which the workers' results bump).
+        self.helpers.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A caller stops helping. The last one to stop wakes the manager if
+    /// work is left that it must now watch (it may sleep on `req`,
+    /// which the workers' results do not bump).
+    pub(crate) fn stop_helping(&self) {
+        // SeqCst: as in `start_helping`.
+        if self.helpers.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        // Someone works on the state now (`None`): let the manager look again.
+        let left = self.try_core().is_none_or(|c| c.as_ref().is_some_and(manager::Manager::outstanding));
+        if left {
+            self.notify();
+        }
     }
 }
 
@@ -420,17 +555,8 @@ impl Pool {
     ) -> AsyncResult<T> {
         // Weak: a result kept after the pool is gone keeps nothing of it
         // alive (its segment's name is removed with the pool).
-        let shared = Arc::downgrade(&self.shared);
-        let control = move |t: Option<Duration>| {
-            let msg = match t {
-                None => Msg::Cancel { job: id },
-                Some(timeout) => Msg::Timeout { job: id, timeout },
-            };
-            if let Some(shared) = shared.upgrade() {
-                let _ = shared.send([msg], false);
-            }
-        };
-        AsyncResult::new(Arc::new(Finisher { job, finish }), Box::new(control))
+        let small = job.expected().is_some_and(|n| n <= self.shared.processes as u64);
+        AsyncResult::new(Arc::new(Finisher { id, job, finish, pool: Arc::downgrade(&self.shared), small, placed: None }))
     }
 
     /// Submits every item of `items` as one job, in chunks of `chunksize`
@@ -519,8 +645,32 @@ impl Pool {
         F::Out: Send + 'static,
     {
         let _ = f;
-        let (id, job) = self.submit::<F>(vec![arg], 1)?;
-        Ok(self.async_result(id, job, result::finish_one))
+        registered::<F>()?;
+        // One item: its own slot (no bulk state for one value).
+        let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
+        let job = Job::<F::Out>::new(true, Some(1), false);
+        let mut frame = TaskFrame::new(id, 0, F::ID.as_bytes());
+        let frame = match frame.push(|out| arg.encode(out)) {
+            // (The first item of a frame always fits, or is too large.)
+            Ok(_) => Some(frame.finish(true)),
+            Err(len) => {
+                job.fail(TaskError::TooLarge { index: 0, what: "argument", len, max: MAX_ITEM_BYTES });
+                None
+            }
+        };
+        let sink: Arc<dyn Sink> = job.clone();
+        // In this thread when the manager's state is free (the frame goes
+        // straight to an idle worker), else through the manager thread.
+        let placed = match self.shared.submit_direct(id, sink, frame) {
+            Ok(r) => r?,
+            Err((sink, frame)) => {
+                let msgs = [Msg::Job { id, sink, timeout: None, lazy: false }, Msg::Frames(frame.into_iter().collect()), Msg::InputDone { job: id }];
+                self.shared.send(msgs, true)?;
+                None
+            }
+        };
+        let pool = Arc::downgrade(&self.shared);
+        Ok(AsyncResult::new(Arc::new(Finisher { id, job, finish: result::finish_one, pool, small: true, placed })))
     }
 
     /// `f` on every item, results in order, with Python's default chunk
@@ -723,7 +873,7 @@ impl Pool {
             inbox.state = State::Closed;
         }
         drop(inbox);
-        self.shared.ctl.bump();
+        self.shared.notify();
     }
 
     /// Stops at once (Python's `terminate()`): kills every worker, fails
@@ -737,7 +887,7 @@ impl Pool {
     /// ```
     pub fn terminate(&self) {
         self.shared.lock_inbox().state = State::Terminating;
-        self.shared.ctl.bump();
+        self.shared.notify();
         self.wait_manager();
     }
 
@@ -768,7 +918,7 @@ impl Pool {
                 State::Joining | State::Terminating => {}
             }
         }
-        self.shared.ctl.bump();
+        self.shared.notify();
         self.wait_manager();
         Ok(())
     }

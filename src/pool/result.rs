@@ -4,21 +4,73 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::cell::{Cell, RefCell};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use super::bulk::Bulk;
 use super::error::{GetTimeoutError, PoolError, TaskError};
 use super::frame::Items;
 use super::task::Status;
+use super::{Callback, Shared};
 use crate::process::Handoff;
 use crate::wait::Deadline;
 use crate::wait::WaitStrategy;
 use crate::wait::spin::{SpinPolicy, spin_step};
 
-/// How a caller of `get`/`wait` spins for its result before sleeping on
-/// the condvar: a result due in microseconds saves a sleep and a wake-up.
-const GET_SPIN: SpinPolicy = SpinPolicy { pure: 64, limit: 2_000, yield_every: 2 };
+/// How long a caller of `get`/`wait` helps (polls the workers' rings
+/// itself: see `manager.rs`, "Helping") before sleeping on the condvar: a
+/// result due in microseconds saves a sleep and a wake-up on each side.
+/// The pure steps (a few microseconds) cover a short task's round trip
+/// when the worker has a core of its own (no system call); after them the
+/// caller yields every other step, as the worker may be waiting for this
+/// very core (more runnable threads than cores); then it sleeps.
+const HELP_SPIN: SpinPolicy = SpinPolicy { pure: 24, limit: 2_000, yield_every: 2 };
+
+/// Steps a waiting caller spins before it takes a frame its worker has not
+/// taken up for a sign that the worker is not running (a worker that is
+/// polling takes it up well within them).
+const UNCLAIMED_GRACE: u32 = 4;
+
+thread_local! {
+    /// Set while a thread works on the manager's state (under its lock):
+    /// completion callbacks are then collected in [`DEFERRED`], to run
+    /// after the lock is released (on the manager thread).
+    static DEFERRING: Cell<bool> = const { Cell::new(false) };
+    static DEFERRED: RefCell<Vec<Callback>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the completion callbacks of the jobs it finishes
+/// collected instead of run: returns them with `f`'s value.
+#[inline]
+pub(crate) fn deferring_callbacks<T>(f: impl FnOnce() -> T) -> (T, Vec<Callback>) {
+    /// Stops collecting however `f` ends (a panic drops what it collected).
+    struct Stop;
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            DEFERRING.with(|d| d.set(false));
+        }
+    }
+    DEFERRING.with(|d| d.set(true));
+    let stop = Stop;
+    let v = f();
+    drop(stop);
+    // Empty in the common case: no allocation, nothing to hand over.
+    let callbacks = DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()));
+    (v, callbacks)
+}
+
+/// Runs a completion callback. A panicking callback is the caller's bug,
+/// not the pool's: it is logged and the pool goes on.
+pub(crate) fn run_callback(cb: Callback) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)) {
+        log::error!(
+            target: crate::process::LOG_TARGET,
+            "a pool result callback panicked: {}",
+            super::task::panic_message(&*payload)
+        );
+    }
+}
 
 /// One item's outcome (the error boxed: slots stay small).
 pub(crate) type Outcome<R> = Result<R, Box<TaskError>>;
@@ -147,6 +199,11 @@ impl<R> Job<R> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How many items the job has, once known.
+    pub(crate) fn expected(&self) -> Option<u64> {
+        self.lock().expected
+    }
+
     /// Stores outcomes under one lock; wakes waiters; runs the completion
     /// callback (outside the lock) if this finished the job.
     fn update(&self, f: impl FnOnce(&mut JobState<R>)) {
@@ -168,31 +225,22 @@ impl<R> Job<R> {
             self.cond.notify_all();
         }
         if let Some(cb) = cb {
-            // A panicking callback is the caller's bug, not the pool's: it
-            // is logged and the manager thread (and every other job) goes
-            // on.
-            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)) {
-                log::error!(
-                    target: crate::process::LOG_TARGET,
-                    "a pool result callback panicked: {}",
-                    super::task::panic_message(&*payload)
-                );
+            // Under the manager's lock: collected, to run after it (see
+            // `deferring_callbacks`); else now.
+            if DEFERRING.with(Cell::get) {
+                DEFERRED.with(|d| d.borrow_mut().push(cb));
+            } else {
+                run_callback(cb);
             }
         }
     }
 
-    /// Spins briefly for the job to finish (a result due in microseconds
-    /// saves the condvar's sleep and wake-up).
-    fn spin_until_finished(&self) {
-        let mut spins = 0;
-        // Acquire: pairs with the Release store in `update`.
-        while !self.finished.load(Ordering::Acquire) {
-            // Bounded, and yielding the core now and then: the manager and
-            // the worker we wait for may need it (2 cores, more threads).
-            if !spin_step(WaitStrategy::Blocking, &mut spins, &GET_SPIN) {
-                return;
-            }
-        }
+    /// Whether the job is finished (no lock).
+    #[inline]
+    fn is_finished(&self) -> bool {
+        // Acquire: pairs with the Release store in `update` (the caller
+        // takes the lock anyway to read the state).
+        self.finished.load(Ordering::Acquire)
     }
 
     /// Waits until `ready` holds for the state or `deadline` passes.
@@ -359,24 +407,97 @@ pub(crate) trait Pending<T>: Send + Sync {
     fn successful(&self) -> Option<bool>;
     fn take(&self) -> Result<T, PoolError>;
     fn on_done(&self, cb: Box<dyn FnOnce() + Send>);
+    /// The handle is dropped.
+    fn release(&self);
+    /// `None`: cancel the job; `Some(d)`: set its items' timeout.
+    fn control(&self, timeout: Option<Duration>);
 }
 
 pub(crate) struct Finisher<R, T> {
+    pub(crate) id: u64,
     pub(crate) job: Arc<Job<R>>,
     pub(crate) finish: Finish<R, T>,
+    /// The pool (weak: a result kept after the pool is gone keeps nothing
+    /// of it alive), whose work the caller helps with while it waits.
+    pub(crate) pool: Weak<Shared>,
+    /// A job of at most one item per worker: its caller helps while it
+    /// waits (a larger one takes longer than any spin is worth; its caller
+    /// sleeps at once and leaves the cores to the workers).
+    pub(crate) small: bool,
+    /// The worker slot and frame number an `apply_async`'s frame went to
+    /// (when its caller dispatched it): while that worker has not taken it
+    /// up (its `claimed` word), the worker is not running, and a waiting
+    /// caller yields its core at once instead of spinning (the worker may
+    /// be waiting for this very core).
+    pub(crate) placed: Option<(usize, u64)>,
+}
+
+impl<R, T> Finisher<R, T> {
+    /// Helps with the pool's work (see `manager.rs`, "Helping") until the
+    /// job is finished, `deadline` passes or the spin budget is spent: a
+    /// result due in microseconds comes back with no thread hand-off.
+    fn help(&self, deadline: Deadline) {
+        if !self.small || self.job.is_finished() {
+            return;
+        }
+        let Some(shared) = self.pool.upgrade() else { return };
+        shared.start_helping();
+        // Relaxed: only a hint for how to wait (a word the worker writes:
+        // any value is harmless here).
+        let unclaimed = |(slot, n): (usize, u64)| {
+            shared.ctl.claimed(slot).is_some_and(|c| !super::ctl::passed(c.load(Ordering::Relaxed), n))
+        };
+        let mut spins = 0;
+        loop {
+            shared.assist();
+            if self.job.is_finished() || deadline.passed() {
+                break;
+            }
+            if (UNCLAIMED_GRACE..HELP_SPIN.limit).contains(&spins) && self.placed.is_some_and(unclaimed) {
+                spins += 1;
+                std::thread::yield_now();
+            } else if !spin_step(WaitStrategy::Blocking, &mut spins, &HELP_SPIN) {
+                break;
+            }
+        }
+        shared.stop_helping();
+    }
+
+    /// One turn of help, if the job is not finished (for the calls that
+    /// only look: `ready`, `successful`).
+    fn look(&self) {
+        if !self.job.is_finished()
+            && let Some(shared) = self.pool.upgrade()
+        {
+            shared.assist();
+        }
+    }
+
+    /// Nobody will wait on the job through this handle: the manager
+    /// thread watches it (its results would otherwise wait in their ring
+    /// until its next liveness check; see "Helping").
+    fn hand_over(&self) {
+        if !self.job.is_finished()
+            && let Some(shared) = self.pool.upgrade()
+        {
+            shared.notify();
+        }
+    }
 }
 
 impl<R: Send + 'static, T: Send + 'static> Pending<T> for Finisher<R, T> {
     fn ready(&self) -> bool {
+        self.look();
         self.job.lock().finished()
     }
 
     fn wait_until(&self, deadline: Deadline) -> bool {
-        self.job.spin_until_finished();
+        self.help(deadline);
         self.job.wait_for(deadline, JobState::finished).finished()
     }
 
     fn successful(&self) -> Option<bool> {
+        self.look();
         let s = self.job.lock();
         if !s.finished() {
             return None;
@@ -388,7 +509,7 @@ impl<R: Send + 'static, T: Send + 'static> Pending<T> for Finisher<R, T> {
     }
 
     fn take(&self) -> Result<T, PoolError> {
-        self.job.spin_until_finished();
+        self.help(Deadline::NEVER);
         let mut s = self.job.wait_for(Deadline::NEVER, JobState::finished);
         if s.taken {
             return Err(PoolError::Taken);
@@ -404,6 +525,22 @@ impl<R: Send + 'static, T: Send + 'static> Pending<T> for Finisher<R, T> {
             cb();
         } else {
             s.on_done = Some(cb);
+            drop(s);
+            self.hand_over();
+        }
+    }
+
+    fn release(&self) {
+        self.hand_over();
+    }
+
+    fn control(&self, timeout: Option<Duration>) {
+        let msg = match timeout {
+            None => super::Msg::Cancel { job: self.id },
+            Some(timeout) => super::Msg::Timeout { job: self.id, timeout },
+        };
+        if let Some(shared) = self.pool.upgrade() {
+            let _ = shared.send([msg], false);
         }
     }
 }
@@ -497,8 +634,14 @@ pub(crate) fn finish_all<R>(s: &mut JobState<R>) -> Result<Vec<R>, PoolError> {
 /// ```
 pub struct AsyncResult<T> {
     pending: Arc<dyn Pending<T>>,
-    cancel: Box<dyn Fn(Option<Duration>) + Send + Sync>,
     _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Drop for AsyncResult<T> {
+    /// A job nobody waits on any more is watched by the manager thread.
+    fn drop(&mut self) {
+        self.pending.release();
+    }
 }
 
 impl<T> std::fmt::Debug for AsyncResult<T> {
@@ -508,9 +651,8 @@ impl<T> std::fmt::Debug for AsyncResult<T> {
 }
 
 impl<T: Send + 'static> AsyncResult<T> {
-    /// `control(None)` cancels the job, `control(Some(d))` sets its timeout.
-    pub(crate) fn new(pending: Arc<dyn Pending<T>>, control: Box<dyn Fn(Option<Duration>) + Send + Sync>) -> Self {
-        AsyncResult { pending, cancel: control, _t: PhantomData }
+    pub(crate) fn new(pending: Arc<dyn Pending<T>>) -> Self {
+        AsyncResult { pending, _t: PhantomData }
     }
 
     /// Waits for the value (Python's `get()`): the value, or the first
@@ -612,7 +754,7 @@ impl<T: Send + 'static> AsyncResult<T> {
     /// assert_eq!(r.get(), Err(PoolError::Task(TaskError::Cancelled { index: 0 })));
     /// ```
     pub fn cancel(&self) {
-        (self.cancel)(None)
+        self.pending.control(None)
     }
 
     /// Gives each item of this job at most `timeout` of running time
@@ -629,15 +771,17 @@ impl<T: Send + 'static> AsyncResult<T> {
     /// assert!(matches!(r.get(), Err(PoolError::Task(TaskError::TimedOut { index: 0, .. }))));
     /// ```
     pub fn timeout(self, timeout: Duration) -> Self {
-        (self.cancel)(Some(timeout));
+        self.pending.control(Some(timeout));
         self
     }
 
     /// Calls `callback` with the value once the job is finished (Python's
     /// `callback` / `error_callback`): on the pool's manager thread, or
     /// here and now if it is finished already. Keep callbacks short, as
-    /// Python advises: the pool waits for them. A callback that panics is
-    /// logged (target `shmproc`) and changes nothing else.
+    /// Python advises: the pool waits for them (and a callback must not
+    /// wait for another result of its pool: on the manager thread, that
+    /// wait could be for itself). A callback that panics is logged (target
+    /// `shmproc`) and changes nothing else.
     ///
     /// ```no_run
     /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }

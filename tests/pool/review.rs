@@ -338,7 +338,7 @@ shmproc::task! {
 shmproc::task! {
     /// Writes its pid to `pid`, then holds its worker until `release` is
     /// set (the test decides when it ends: no timing).
-    fn hold((pid, release): (Value<u32>, Value<u32>)) -> u32 {
+    pub(super) fn hold((pid, release): (Value<u32>, Value<u32>)) -> u32 {
         pid.set(std::process::id()).unwrap();
         while release.get().unwrap() == 0 {
             std::thread::sleep(Duration::from_millis(2));
@@ -348,7 +348,7 @@ shmproc::task! {
 }
 /// Starts `hold` in `pool` and waits until a worker runs it: (its result,
 /// the worker's pid, the release flag).
-fn hold_a_worker(pool: &Pool) -> (shmproc::AsyncResult<u32>, u32, Value<u32>) {
+pub(super) fn hold_a_worker(pool: &Pool) -> (shmproc::AsyncResult<u32>, u32, Value<u32>) {
     let (pid, release) = (Value::new(0u32).unwrap(), Value::new(0u32).unwrap());
     let r = pool.apply_async(hold, (pid.clone(), release.clone())).unwrap();
     let t = Instant::now();
