@@ -413,7 +413,15 @@ impl<T: Handoff> Chain<T> {
         // Relaxed: fixed at creation.
         let cap = (self.words().limit.load(Ordering::Relaxed) / 2).saturating_sub(RING_OVERHEAD);
         let a = super::item::FRAME_ALIGN;
-        (cap / 2 / a * a).saturating_sub(super::item::FRAME_HEAD) as usize
+        // The most lines a slot may have, odd past two as `frame_stride`
+        // makes them.
+        let mut lines = cap / 2 / a;
+        if lines > 2 && lines % 2 == 0 {
+            lines -= 1;
+        }
+        let max = (lines * a).saturating_sub(super::item::FRAME_HEAD);
+        debug_assert!(super::frames::frame_stride(max).is_some_and(|s| 2 * s <= cap));
+        max as usize
     }
 
     /// Whether a put would find no room now: the newest ring is full (or
