@@ -236,3 +236,20 @@ pub fn join(p: &shmproc::Process) -> Result<(), shmproc::ProcessError> {
         Err(e) => Err(e),
     }
 }
+
+/// This thread's futex waits that timed out so far: a snapshot for
+/// [`slept_through`].
+pub fn timeouts() -> (u64, u64) {
+    shmproc::__timed_out_waits()
+}
+
+/// Whether a futex wait of this thread since `before` (a [`timeouts`]
+/// snapshot) timed out with a deadline later than `woken_at`
+/// (`CLOCK_MONOTONIC` ns, read after the waker's wake had returned). The
+/// kernel reports a timeout only when no wake dequeued the waiter before
+/// it ran again, so such a wait was not reached by that wake: a lost
+/// wake-up, told apart from a woken thread that merely ran late.
+pub fn slept_through(before: (u64, u64), woken_at: u64) -> bool {
+    let (n, deadline) = timeouts();
+    n > before.0 && deadline > woken_at
+}
