@@ -120,7 +120,7 @@ fn closes_from_another_process(test: &str, bytes: bool, how: Block) {
             }
         })
     };
-    let (mut late, mut missed) = (Vec::new(), Vec::new());
+    let mut wakes = common::Wakes::default();
     for i in 0..ROUNDS {
         round.store(i, Ordering::Relaxed);
         let name = round_name(&base, i);
@@ -152,19 +152,13 @@ fn closes_from_another_process(test: &str, bytes: bool, how: Block) {
             common::DEADLINE
         );
         let closed_at = times.get_timeout(common::DEADLINE).expect("the closer's time");
-        let lag = Duration::from_nanos(back.saturating_sub(closed_at));
-        let lost = common::slept_through(before, closed_at);
-        if lost {
-            missed.push((i, lag));
-        }
-        if lag > LATE {
-            late.push((i, lag, lost));
-        }
+        wakes.record(i, before, back, closed_at, LATE);
     }
     done.store(true, Ordering::Relaxed);
     dog.join().unwrap();
     common::join(&p).unwrap();
     assert_eq!(p.exitcode(), Some(0));
+    let (late, missed) = (wakes.late, wakes.missed);
     eprintln!("rounds woken late (round, lag after the close, slept through it): {late:?}");
     assert!(
         missed.is_empty(),
@@ -197,7 +191,7 @@ fn a_wait_on_a_byte_consumer_is_woken_by_a_close_in_another_process() {
 /// detach) wakes a `wait` on the other end.
 #[test]
 fn a_pipe_senders_close_wakes_a_wait_on_the_other_end() {
-    let (mut late, mut missed) = (Vec::new(), Vec::new());
+    let mut wakes = common::Wakes::default();
     for i in 0..ROUNDS {
         let (mut a, mut b) = shmproc::pipe(true).unwrap();
         b.send_bytes(b"").unwrap();
@@ -216,15 +210,9 @@ fn a_pipe_senders_close_wakes_a_wait_on_the_other_end() {
         let back = now_ns();
         let at = t.join().unwrap();
         assert!(!r.is_empty(), "round {i}: the wait never saw the sender's close");
-        let lag = Duration::from_nanos(back.saturating_sub(at));
-        let lost = common::slept_through(before, at);
-        if lost {
-            missed.push((i, lag));
-        }
-        if lag > LATE {
-            late.push((i, lag, lost));
-        }
+        wakes.record(i, before, back, at, LATE);
     }
+    let (late, missed) = (wakes.late, wakes.missed);
     eprintln!("waits that saw the sender's close late (round, lag, slept through it): {late:?}");
     assert!(missed.is_empty(), "{} of {ROUNDS} waits slept through the sender's close: {missed:?}", missed.len());
 }

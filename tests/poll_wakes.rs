@@ -163,7 +163,7 @@ fn poked_from_another_process(test: &str, detach: bool) {
     let times = Queue::<u64>::new(0).unwrap();
     let mut p =
         Process::new(poke_each_round, (base.clone(), detach, XROUNDS, ready.clone(), go.clone(), times.clone()));
-    let (mut late, mut missed) = (Vec::new(), Vec::new());
+    let mut wakes = common::Wakes::default();
     let mut stuck = None;
     p.start().unwrap();
     for i in 0..XROUNDS {
@@ -183,14 +183,7 @@ fn poked_from_another_process(test: &str, detach: bool) {
             break;
         }
         let at = times.get_timeout(common::DEADLINE).expect("the child's time");
-        let lag = Duration::from_nanos(back.saturating_sub(at));
-        let lost = common::slept_through(before, at);
-        if lost {
-            missed.push((i, lag));
-        }
-        if lag > LATE {
-            late.push((i, lag, lost));
-        }
+        wakes.record(i, before, back, at, LATE);
         drop((tx, rx));
     }
     if stuck.is_some() {
@@ -199,6 +192,7 @@ fn poked_from_another_process(test: &str, detach: bool) {
     common::join(&p).unwrap();
     assert_eq!(stuck, None, "poll never woke (slept its whole {WATCHDOG:?} deadline)");
     assert_eq!(p.exitcode(), Some(0));
+    let (late, missed) = (wakes.late, wakes.missed);
     eprintln!("rounds woken late (round, lag, slept through the waker): {late:?}");
     assert!(
         missed.is_empty(),

@@ -253,3 +253,28 @@ pub fn slept_through(before: (u64, u64), woken_at: u64) -> bool {
     let (n, deadline) = timeouts();
     n > before.0 && deadline > woken_at
 }
+
+/// The rounds of a wake-up test: those whose receiver slept through its
+/// waker ([`slept_through`]; they fail the test) and those it returned from
+/// later than a threshold after the waker (a diagnostic).
+#[derive(Default)]
+pub struct Wakes {
+    pub missed: Vec<(u32, Duration)>,
+    pub late: Vec<(u32, Duration, bool)>,
+}
+
+impl Wakes {
+    /// Files round `i`: `before` is the [`timeouts`] snapshot taken before
+    /// its blocking call, `back` when that call returned and `woken_at`
+    /// when the waker's wake had returned (`CLOCK_MONOTONIC` ns).
+    pub fn record(&mut self, i: u32, before: (u64, u64), back: u64, woken_at: u64, late: Duration) {
+        let lag = Duration::from_nanos(back.saturating_sub(woken_at));
+        let lost = slept_through(before, woken_at);
+        if lost {
+            self.missed.push((i, lag));
+        }
+        if lag > late {
+            self.late.push((i, lag, lost));
+        }
+    }
+}
