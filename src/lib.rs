@@ -178,6 +178,9 @@ real_platform! {
     #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub use process::__PAUSE_IN_WATCH_PARENT;
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub use sys::futex::__timed_out_waits;
     pub use pipe::{
         Connection, ConnectionError, DEFAULT_CAPACITY as PIPE_CAPACITY, DEFAULT_MAX_FRAME as PIPE_MAX_FRAME,
         PipePollError, PipeRecvBytesError, PipeRecvBytesTimeoutError, PipeRecvError, PipeRecvTimeoutError,

@@ -38,6 +38,37 @@ fn as_timespec(deadline: Instant) -> libc::timespec {
     libc::timespec { tv_sec: sec, tv_nsec: nsec }
 }
 
+/// Test hook: this thread's futex waits (`wait`, `waitv`) that ended by
+/// their deadline (`ETIMEDOUT`): how many, and the absolute
+/// `CLOCK_MONOTONIC` deadline (ns) of the latest. The kernel reports a
+/// timeout only if no `FUTEX_WAKE` dequeued the waiter before it ran again,
+/// so a timed-out wait whose deadline lies after a wake completed was never
+/// reached by that wake (a lost wake-up), however late the thread ran.
+#[cfg(feature = "test-hooks")]
+#[cfg_attr(loom, allow(dead_code))] // exported only off loom
+#[doc(hidden)]
+pub fn __timed_out_waits() -> (u64, u64) {
+    TIMED_OUT.with(|t| t.get())
+}
+
+#[cfg(feature = "test-hooks")]
+thread_local! {
+    static TIMED_OUT: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Counts a timed-out wait for [`__timed_out_waits`] (a no-op without
+/// `test-hooks`).
+#[inline]
+fn note_timeout(ts: Option<&libc::timespec>) {
+    #[cfg(feature = "test-hooks")]
+    {
+        let at = ts.map_or(0, |t| t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64);
+        TIMED_OUT.with(|c| c.set((c.get().0 + 1, at)));
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = ts;
+}
+
 /// Sleeps while `*word == expected`, until woken or `deadline` passes
 /// (`None`: no timeout).
 ///
@@ -66,7 +97,10 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) -
         }
         match std::io::Error::last_os_error().raw_os_error() {
             Some(libc::EINTR) => continue,
-            Some(libc::ETIMEDOUT) => return WaitOutcome::TimedOut,
+            Some(libc::ETIMEDOUT) => {
+                note_timeout(ts.as_ref());
+                return WaitOutcome::TimedOut;
+            }
             // EAGAIN: the word already differed. Anything else (EFAULT on a
             // mapping torn away by a hostile peer, EINVAL) is reported as a
             // wake-up; the caller re-checks its state and deadline.
@@ -159,7 +193,10 @@ pub(crate) unsafe fn waitv(words: &[WaitvWord], deadline: Option<Instant>) -> Wa
         }
         match std::io::Error::last_os_error().raw_os_error() {
             Some(libc::EINTR) => continue,
-            Some(libc::ETIMEDOUT) => return WaitvOutcome::TimedOut,
+            Some(libc::ETIMEDOUT) => {
+                note_timeout(ts.as_ref());
+                return WaitvOutcome::TimedOut;
+            }
             // EAGAIN: a word differed (the caller re-checks every object).
             Some(libc::EAGAIN) => return WaitvOutcome::Changed,
             // ENOSYS (Linux < 5.16), or a refusal (a seccomp filter's

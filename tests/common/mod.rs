@@ -236,3 +236,45 @@ pub fn join(p: &shmproc::Process) -> Result<(), shmproc::ProcessError> {
         Err(e) => Err(e),
     }
 }
+
+/// This thread's futex waits that timed out so far: a snapshot for
+/// [`slept_through`].
+pub fn timeouts() -> (u64, u64) {
+    shmproc::__timed_out_waits()
+}
+
+/// Whether a futex wait of this thread since `before` (a [`timeouts`]
+/// snapshot) timed out with a deadline later than `woken_at`
+/// (`CLOCK_MONOTONIC` ns, read after the waker's wake had returned). The
+/// kernel reports a timeout only when no wake dequeued the waiter before
+/// it ran again, so such a wait was not reached by that wake: a lost
+/// wake-up, told apart from a woken thread that merely ran late.
+pub fn slept_through(before: (u64, u64), woken_at: u64) -> bool {
+    let (n, deadline) = timeouts();
+    n > before.0 && deadline > woken_at
+}
+
+/// The rounds of a wake-up test: those whose receiver slept through its
+/// waker ([`slept_through`]; they fail the test) and those it returned from
+/// later than a threshold after the waker (a diagnostic).
+#[derive(Default)]
+pub struct Wakes {
+    pub missed: Vec<(u32, Duration)>,
+    pub late: Vec<(u32, Duration, bool)>,
+}
+
+impl Wakes {
+    /// Files round `i`: `before` is the [`timeouts`] snapshot taken before
+    /// its blocking call, `back` when that call returned and `woken_at`
+    /// when the waker's wake had returned (`CLOCK_MONOTONIC` ns).
+    pub fn record(&mut self, i: u32, before: (u64, u64), back: u64, woken_at: u64, late: Duration) {
+        let lag = Duration::from_nanos(back.saturating_sub(woken_at));
+        let lost = slept_through(before, woken_at);
+        if lost {
+            self.missed.push((i, lag));
+        }
+        if lag > late {
+            self.late.push((i, lag, lost));
+        }
+    }
+}
