@@ -278,3 +278,120 @@ fn many_callers_waiting_on_slow_tasks_sleep() {
     assert!(callers < 0.15 * wall, "6 waiting callers used {callers:.3} s of CPU in {wall:.2} s");
     assert!(m1 - m0 < 0.15 * wall, "the manager used {:.3} s of CPU in {wall:.2} s", m1 - m0);
 }
+
+/// Three threads apply in a loop (helpers all the time; the manager thread
+/// sleeps on `req` apart from its liveness checks) while, on the other
+/// worker, an item times out, an item is cancelled, and a worker is killed
+/// with SIGKILL: each must reach its waiter within a few seconds.
+#[test]
+fn timeout_cancel_and_kill_while_others_help() {
+    use shmproc::pool::{PoolError, TaskError};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _watchdog = watchdog("timeout_cancel_and_kill_while_others_help");
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let hammers: Vec<_> = (0..3u64)
+        .map(|k| {
+            let (pool, stop) = (Arc::clone(&pool), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let x = k << 32 | i;
+                    assert_eq!(pool.apply(square, x), Ok(x.wrapping_mul(x)));
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let within = Duration::from_secs(5);
+    let mut report = Vec::new();
+    // A per-task timeout.
+    let t = Instant::now();
+    let r = pool.apply_async(super::nap, 3_600_000).unwrap().timeout(Duration::from_millis(100));
+    let got = r.get_timeout(within);
+    report.push(format!("timeout after {:?}: {:?}", t.elapsed(), got.as_ref().map(|_| ()).map_err(|e| e.to_string())));
+    let ok_timeout = matches!(got, Err(GetTimeoutError::Failed(PoolError::Task(TaskError::TimedOut { .. }))));
+    // A cancel of a running item.
+    let r = pool.apply_async(super::nap, 3_600_000).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    r.cancel();
+    let got = r.get_timeout(within);
+    report.push(format!("cancel after {:?}: {:?}", t.elapsed(), got.as_ref().map(|_| ()).map_err(|e| e.to_string())));
+    let ok_cancel = matches!(got, Err(GetTimeoutError::Failed(PoolError::Task(TaskError::Cancelled { .. }))));
+    // A worker killed with SIGKILL mid-item, its caller waiting in get.
+    let slot = shmproc::Value::new(0u32).unwrap();
+    let r = pool.apply_async(super::park_on, (0, 0, slot.clone())).unwrap();
+    super::wait_until("the parked item to start", || slot.get().unwrap() != 0);
+    let victim = slot.get().unwrap();
+    let waiter = std::thread::spawn(move || {
+        let t = Instant::now();
+        let got = r.get_timeout(within);
+        (t.elapsed(), got.map_err(|e| e.to_string()))
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    super::kill9(victim);
+    let (waited, got) = waiter.join().unwrap();
+    report.push(format!("kill: waited {waited:?}: {got:?}"));
+    let ok_kill = matches!(&got, Err(e) if e.contains("killed by signal 9"));
+    stop.store(true, Ordering::Relaxed);
+    for h in hammers {
+        h.join().unwrap();
+    }
+    let r = join_within(pool, Duration::from_secs(20));
+    eprintln!("{report:#?}");
+    assert!(ok_timeout && ok_cancel && ok_kill, "{report:#?}");
+    r.unwrap();
+}
+
+/// `imap`, `imap_unordered` and `map` running while three threads apply
+/// in a loop (helping), then `terminate` while they still do: every result
+/// exact, the appliers' calls then fail (none hangs), nothing left.
+#[test]
+fn imap_and_map_beside_helpers_then_terminate_under_them() {
+    use shmproc::pool::PoolError;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let _watchdog = watchdog("imap_and_map_beside_helpers_then_terminate_under_them");
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let (workers_before, names_before) = pool.__created();
+    let done = Arc::new(AtomicU64::new(0));
+    let hammers: Vec<_> = (0..3u64)
+        .map(|k| {
+            let (pool, done) = (Arc::clone(&pool), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                loop {
+                    let x = k << 32 | i;
+                    match pool.apply(square, x) {
+                        Ok(v) => assert_eq!(v, x.wrapping_mul(x)),
+                        Err(PoolError::Closed | PoolError::Task(_)) => return i,
+                        Err(e) => panic!("apply {x}: {e}"),
+                    }
+                    i += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let got: Vec<u64> = pool.imap(square, 0..3000u64).unwrap().map(|r| r.unwrap()).collect();
+    assert_eq!(got, super::serial(3000));
+    let mut got: Vec<u64> = pool.imap_unordered(square, 0..3000u64).unwrap().map(|r| r.unwrap()).collect();
+    got.sort_unstable();
+    assert_eq!(got, super::serial(3000));
+    assert_eq!(pool.map_chunked(square, 0..3000u64, 1).unwrap(), super::serial(3000));
+    assert!(done.load(Ordering::Relaxed) > 0);
+    let t = Instant::now();
+    pool.terminate();
+    let took = t.elapsed();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let n: Vec<u64> = hammers.into_iter().map(|h| h.join().unwrap()).collect();
+        let _ = tx.send(n);
+    });
+    let n = rx.recv_timeout(Duration::from_secs(10)).expect("appliers still blocked 10 s after terminate");
+    eprintln!("terminate took {took:?}; appliers did {n:?}");
+    let (workers, names) = pool.__created();
+    drop(pool);
+    assert!(workers.len() >= workers_before.len() && names.len() >= names_before.len());
+    all_gone(workers, names);
+}
