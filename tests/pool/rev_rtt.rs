@@ -395,3 +395,49 @@ fn imap_and_map_beside_helpers_then_terminate_under_them() {
     assert!(workers.len() >= workers_before.len() && names.len() >= names_before.len());
     all_gone(workers, names);
 }
+
+/// The pool dropped while other threads wait in `get` (helping, then
+/// asleep on their jobs) for long items and for short ones in a loop:
+/// every waiter returns promptly with an error, the drop returns, and no
+/// worker or segment is left.
+#[test]
+fn dropping_the_pool_while_threads_wait_in_get() {
+    let _watchdog = watchdog("dropping_the_pool_while_threads_wait_in_get");
+    let pool = Pool::new(2).unwrap();
+    let long = pool.apply_async(super::nap, 60_000).unwrap();
+    let long_waiter =
+        std::thread::spawn(move || long.get_timeout(Duration::from_secs(30)).map(|_| ()).map_err(|e| e.to_string()));
+    let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let loops: Vec<_> = (0..3u64)
+        .map(|_| {
+            // 1 ms items: the waiters help for most of them.
+            let rs: Vec<_> = (0..200u64).map(|_| pool.apply_async(super::nap, 1).unwrap()).collect();
+            let progress = Arc::clone(&progress);
+            std::thread::spawn(move || {
+                let mut errs = 0;
+                for r in rs {
+                    match r.get_timeout(Duration::from_secs(30)) {
+                        Ok(_) => {
+                            progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(GetTimeoutError::TimedOut(_)) => return Err("a get timed out (30 s)".to_string()),
+                        Err(_) => errs += 1,
+                    }
+                }
+                Ok(errs)
+            })
+        })
+        .collect();
+    super::wait_until("the waiters' first results", || progress.load(std::sync::atomic::Ordering::Relaxed) >= 60);
+    let (workers, names) = pool.__created();
+    let t = Instant::now();
+    let dropped = within(Duration::from_secs(20), move || drop(pool));
+    assert!(dropped.is_some(), "dropping the pool did not return within 20 s");
+    let took = t.elapsed();
+    let long = long_waiter.join().unwrap();
+    let loops: Vec<_> = loops.into_iter().map(|h| h.join().unwrap()).collect();
+    eprintln!("drop took {took:?}; long waiter: {long:?}; loop waiters (errors): {loops:?}");
+    assert!(long.is_err_and(|e| e.contains("terminated")));
+    assert!(loops.iter().all(Result::is_ok), "{loops:?}");
+    all_gone(workers, names);
+}
