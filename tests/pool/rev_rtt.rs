@@ -588,3 +588,40 @@ fn a_callback_that_waits_for_a_slow_item_of_its_pool_hangs_the_manager() {
     join_within(pool, Duration::from_secs(20)).unwrap();
     assert!(!stuck, "callbacks that applied an item of 0 and 50 ms: only {got:?} answered within 5 s");
 }
+
+/// Fork start method and `maxtasksperchild(3)`: the manager forks
+/// replacements (holding the manager's state) all the time while three
+/// threads apply in a loop (submitting and filing results themselves):
+/// every result exact, every call returns, nothing left.
+#[test]
+fn forked_replacements_while_callers_help() {
+    let _watchdog = watchdog("forked_replacements_while_callers_help");
+    let pool = Arc::new(
+        Pool::builder()
+            .processes(2)
+            .start_method(shmproc::process::StartMethod::Fork)
+            .maxtasksperchild(3)
+            .build()
+            .unwrap(),
+    );
+    let threads: Vec<_> = (0..3u64)
+        .map(|k| {
+            let pool = Arc::clone(&pool);
+            std::thread::spawn(move || {
+                for i in 0..60u64 {
+                    let x = k * 1000 + i;
+                    match pool.apply_async(square, x).unwrap().get_timeout(Duration::from_secs(10)) {
+                        Ok(v) => assert_eq!(v, x * x),
+                        Err(e) => return Err(format!("apply {x}: {e}")),
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let started = pool.__created().0.len();
+    join_within(pool, Duration::from_secs(20)).unwrap();
+    eprintln!("{started} workers started");
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+}
