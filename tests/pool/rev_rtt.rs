@@ -625,3 +625,76 @@ fn forked_replacements_while_callers_help() {
     eprintln!("{started} workers started");
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
 }
+
+/// This process's pid once a test arms [`Grumpy`] (0 in workers).
+static GRUMPY_ARMED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A result type whose `Drop` panics for the value 13, in the test process
+/// only (a user's type with a buggy destructor).
+#[derive(Debug, PartialEq)]
+pub(super) struct Grumpy(u64);
+
+impl Handoff for Grumpy {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.0.encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        Ok(Grumpy(u64::decode(input)?))
+    }
+}
+
+impl Drop for Grumpy {
+    fn drop(&mut self) {
+        if self.0 == 13
+            && GRUMPY_ARMED.load(std::sync::atomic::Ordering::Relaxed) == std::process::id()
+            && !std::thread::panicking()
+        {
+            panic!("Grumpy(13) panics when dropped (a user's Drop bug)");
+        }
+    }
+}
+
+shmproc::task! { fn grumpy(x: u64) -> Grumpy { Grumpy(x) } }
+
+/// A job whose handle was dropped is finished by a helping caller; its
+/// last reference goes with the manager's job entry, under the manager's
+/// lock, in that caller, and its result's (user) `Drop` panics there. The
+/// caller's `help` never decrements `Shared::helpers` (no guard), so the
+/// manager thread believes forever that callers help: with no job open
+/// its sleep (`last_check + LIVENESS`) has already passed while its tick
+/// only checks every `IDLE_LIVENESS`, and it loops without sleeping for
+/// 400 ms of every 500: an idle pool burning a core.
+#[test]
+fn a_panic_under_the_lock_in_a_helper_leaves_the_idle_manager_spinning() {
+    use std::sync::atomic::Ordering;
+    let _watchdog = watchdog("a_panic_under_the_lock_in_a_helper_leaves_the_idle_manager_spinning");
+    GRUMPY_ARMED.store(std::process::id(), Ordering::Relaxed);
+    let (pool, manager) = pool_with_manager(1);
+    // Nobody waits on it: its job (and result) end with the manager's entry.
+    drop(pool.apply_async(grumpy, 13).unwrap());
+    // This thread helps (applies in a loop) until a panic comes out.
+    let t = Instant::now();
+    let mut caught = None;
+    let mut n = 0u64;
+    while t.elapsed() < Duration::from_secs(2) && caught.is_none() {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| pool.apply(square, n))) {
+            Ok(_) => n += 1,
+            Err(p) => caught = Some(describe::<()>(&Err(p))),
+        }
+    }
+    let works = pool.apply(square, 5);
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, m0) = pool_cpu(&pool, &manager);
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, m1) = pool_cpu(&pool, &manager);
+    eprintln!(
+        "after {n} applies: {}; then apply(5) = {works:?}; the idle manager used {:.3} s CPU in 1 s (thread found: {})",
+        caught.as_deref().unwrap_or("no panic here"),
+        m1 - m0,
+        manager.is_some()
+    );
+    let joined = join_within(pool, Duration::from_secs(20));
+    GRUMPY_ARMED.store(0, Ordering::Relaxed);
+    joined.unwrap();
+    assert!(m1 - m0 < 0.1, "the idle pool's manager thread used {:.3} s of CPU in 1 s", m1 - m0);
+}
