@@ -522,6 +522,7 @@ impl Manager {
         }
         for (_, sink) in self.cut.drain() {
             sink.abort();
+            result::drop_later(sink);
         }
         self.jobs.is_empty() && self.pending.is_empty()
     }
@@ -833,6 +834,7 @@ impl Manager {
         }
         for (_, j) in self.jobs.drain() {
             j.sink.abort();
+            result::drop_later(j.sink);
         }
     }
 
@@ -969,8 +971,12 @@ fn account(jobs: &mut JobMap<JobEntry>, job: u64, n: u64) {
 }
 
 fn maybe_finish(jobs: &mut JobMap<JobEntry>, job: u64) {
-    if jobs.get(&job).is_some_and(|j| j.input_done && j.outstanding == 0) {
-        jobs.remove(&job);
+    if jobs.get(&job).is_some_and(|j| j.input_done && j.outstanding == 0)
+        && let Some(j) = jobs.remove(&job)
+    {
+        // Its results (user values) may be dropped with it: not under
+        // the lock.
+        result::drop_later(j.sink);
     }
 }
 
@@ -1059,6 +1065,7 @@ fn run_loop(shared: &Shared) {
             let Some(m) = core.as_mut() else { return };
             result::deferring_callbacks(|| m.tick(shared))
         };
+        result::drop_deferred();
         // Callbacks run outside the lock: one that submits or waits on
         // this pool does not deadlock.
         for cb in callbacks {

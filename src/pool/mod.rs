@@ -298,6 +298,7 @@ impl Shared {
     /// finished go to the manager thread (they run there, as ever), which
     /// is woken for them and when `wake` (a worker to bury).
     pub(crate) fn after_assist(&self, wake: bool, callbacks: Vec<Callback>) {
+        result::drop_deferred();
         let any = !callbacks.is_empty();
         if any {
             self.callbacks.lock().unwrap_or_else(|p| p.into_inner()).extend(callbacks);

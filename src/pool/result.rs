@@ -38,6 +38,38 @@ thread_local! {
     /// after the lock is released (on the manager thread).
     static DEFERRING: Cell<bool> = const { Cell::new(false) };
     static DEFERRED: RefCell<Vec<Callback>> = const { RefCell::new(Vec::new()) };
+    /// Jobs whose last reference the manager let go of while
+    /// [`DEFERRING`]: dropped by [`drop_deferred`] after the lock (their
+    /// results are user values, whose `Drop` may panic). The vector keeps
+    /// its capacity: no allocation per job.
+    static DROPS: RefCell<Vec<Arc<dyn Sink>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Lets go of a job's sink: while the manager's state is locked (see
+/// [`deferring_callbacks`]) the sink is kept until [`drop_deferred`] (if
+/// this was its last reference, its results' user `Drop`s run then, not
+/// under the lock); else now.
+pub(crate) fn drop_later(sink: Arc<dyn Sink>) {
+    if DEFERRING.with(Cell::get) {
+        DROPS.with(|d| d.borrow_mut().push(sink));
+    }
+}
+
+/// Drops the sinks [`drop_later`] kept in this thread (after the
+/// manager's lock is released). A user `Drop` that panics is logged, as a
+/// panicking callback is: the caller that happened to help has nothing to
+/// do with it.
+pub(crate) fn drop_deferred() {
+    loop {
+        let Some(sink) = DROPS.with(|d| d.borrow_mut().pop()) else { return };
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(sink))) {
+            log::error!(
+                target: crate::process::LOG_TARGET,
+                "dropping a pool result panicked: {}",
+                super::task::panic_message(&*payload)
+            );
+        }
+    }
 }
 
 /// Runs `f` with the completion callbacks of the jobs it finishes
@@ -283,12 +315,29 @@ fn message(payload: &[u8]) -> String {
 #[inline]
 fn outcome<R: Handoff>(item: Option<(u8, &[u8])>, index: u64, pid: u32) -> Outcome<R> {
     match item {
-        Some((0, mut payload)) => match R::decode(&mut payload) {
-            Ok(v) => Ok(v),
-            Err(e) => Err(undecodable(index, e)),
-        },
+        Some((0, payload)) => decode::<R>(payload, index, pid),
         other => Err(failure(other, index, pid)),
     }
+}
+
+/// Decodes one result value. `R::decode` is user code, run while the
+/// manager's state is locked (by its thread or a helping caller): a panic
+/// in it becomes the item's error ([`TaskError::Panicked`], as a task's
+/// panic would), so the state is never left half-updated.
+#[inline]
+fn decode<R: Handoff>(mut payload: &[u8], index: u64, pid: u32) -> Outcome<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| R::decode(&mut payload))) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(undecodable(index, e)),
+        Err(panic) => Err(decode_panicked(index, pid, panic)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn decode_panicked(index: u64, pid: u32, panic: Box<dyn std::any::Any + Send>) -> Box<TaskError> {
+    let message = format!("decoding the result panicked: {}", super::task::panic_message(&*panic));
+    Box::new(TaskError::Panicked { pid, index, message })
 }
 
 #[cold]
@@ -334,8 +383,8 @@ impl<R: Handoff + Send + 'static> Sink for Job<R> {
                         // Every item succeeded and has one width: decode
                         // them back to back.
                         let slots = s.slots.range_mut(at..at + count as usize);
-                        for (k, (slot, mut value)) in slots.zip(values.chunks_exact(width)).enumerate() {
-                            let o = R::decode(&mut value).map_err(|e| undecodable(first + k as u64, e));
+                        for (k, (slot, value)) in slots.zip(values.chunks_exact(width)).enumerate() {
+                            let o = decode::<R>(value, first + k as u64, pid);
                             if slot.is_none() {
                                 *slot = Some(o);
                                 filled += 1;
@@ -420,7 +469,17 @@ impl<R, T> Finisher<R, T> {
             return;
         }
         let Some(shared) = self.pool.upgrade() else { return };
+        /// Stops helping however the help ends (also by a panic: the
+        /// manager thread would otherwise believe forever that callers
+        /// help, and leave them the results).
+        struct Helping<'a>(&'a Shared);
+        impl Drop for Helping<'_> {
+            fn drop(&mut self) {
+                self.0.stop_helping();
+            }
+        }
         shared.start_helping();
+        let _helping = Helping(&shared);
         // Relaxed: only a hint for how to wait (a word the worker writes:
         // any value is harmless here).
         let unclaimed = |(slot, n): (usize, u64)| {
@@ -439,7 +498,6 @@ impl<R, T> Finisher<R, T> {
                 break;
             }
         }
-        shared.stop_helping();
     }
 
     /// One turn of help, if the job is not finished (for the calls that

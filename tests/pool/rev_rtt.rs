@@ -163,6 +163,11 @@ fn a_decode_panic_in_another_callers_help_strands_the_owners_job() {
         "the owner's get_timeout(5 s) expired: its job will never finish (this thread's apply {})",
         caught.as_deref().unwrap_or("never panicked")
     );
+    // Its item's error names the decode's panic (as a task's panic would).
+    assert!(
+        owner_got.as_deref().is_some_and(|s| s.contains("decoding the result panicked")),
+        "the owner's get: {owner_got:?}"
+    );
 }
 
 /// CPU time (user + system) of a thread or process from its `stat` file,
