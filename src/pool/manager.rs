@@ -299,7 +299,10 @@ impl Manager {
         progress |= self.drain_all(true).0;
         let now = Instant::now();
         let busy = !self.jobs.is_empty();
-        let period = if busy { LIVENESS } else { IDLE_LIVENESS };
+        // While callers help, every `LIVENESS` too: a job a helper
+        // submits after this turn is watched in time (the sleep below is
+        // until the next check: see `sleep`). SeqCst: as there.
+        let period = if busy || shared.helpers.load(Ordering::SeqCst) > 0 { LIVENESS } else { IDLE_LIVENESS };
         if now.duration_since(self.last_check) >= period {
             self.last_check = now;
             self.check_workers();
@@ -313,7 +316,8 @@ impl Manager {
         if progress {
             self.last_progress = now;
         }
-        Some(Idle { progress, busy, recent: now.duration_since(self.last_progress) < RECENT, last_check: self.last_check })
+        let recent = now.duration_since(self.last_progress) < RECENT;
+        Some(Idle { progress, busy, recent, next_check: self.last_check + period })
     }
 
     /// A helping caller's turn (see "Helping" in the module docs): the
@@ -1035,7 +1039,9 @@ struct Idle {
     progress: bool,
     busy: bool,
     recent: bool,
-    last_check: Instant,
+    /// When the turn's liveness check is next due (by the period the turn
+    /// used: the sleep ends then, never before the turn it would need).
+    next_check: Instant,
 }
 
 /// The manager thread: turns (`Manager::tick`) and sleeps until the pool
@@ -1097,9 +1103,11 @@ fn sleep(shared: &Shared, seen: u32, seen_req: u32, idle: &Idle) {
         }
     }
     let helped = helped();
-    let period = if idle.busy || helped { LIVENESS } else { IDLE_LIVENESS };
-    let next = idle.last_check + period;
-    let Some(left) = next.checked_duration_since(Instant::now()) else { return };
+    // Until the next check as the turn computed it (with the period it
+    // used: a period computed again here could be shorter, its deadline
+    // passed with no check due in the turn, and the thread would loop
+    // without sleeping). Passed already (a slow turn): the next turn checks.
+    let Some(left) = idle.next_check.checked_duration_since(Instant::now()) else { return };
     if helped {
         // Callers poll the rings for results: sleep where only users
         // (`Shared::notify`: requests, a helper leaving work behind,

@@ -518,6 +518,22 @@ impl Pool {
         self.started.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Counts `n` more (or, negative, fewer) callers as helping, as a
+    /// caller stuck in its help would (the crate's own tests: the manager
+    /// thread must sleep whatever the count). Only with the `test-hooks`
+    /// feature; not part of the API.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn __add_helpers(&self, n: i32) {
+        if n >= 0 {
+            self.shared.helpers.fetch_add(n as u32, Ordering::SeqCst);
+        } else {
+            for _ in 0..n.unsigned_abs() {
+                self.shared.stop_helping();
+            }
+        }
+    }
+
     /// The number of workers.
     ///
     /// ```no_run

@@ -732,3 +732,33 @@ fn a_panic_under_the_lock_in_a_helper_leaves_the_idle_manager_spinning() {
     );
     assert!(m1 - m0 < 0.1, "the idle pool's manager thread used {:.3} s of CPU in 1 s", m1 - m0);
 }
+
+/// The manager thread of an idle pool while callers are counted as helping
+/// (as one stuck in its help would be: `__add_helpers`): it must sleep
+/// until its next liveness check, not loop. Before the fix its sleep
+/// deadline (`last_check + LIVENESS` while helped) had passed while its
+/// turn checked only every `IDLE_LIVENESS` (no job open): it looped
+/// without sleeping for 400 ms of every 500.
+#[test]
+fn an_idle_manager_sleeps_while_callers_are_counted_as_helping() {
+    let _watchdog = watchdog("an_idle_manager_sleeps_while_callers_are_counted_as_helping");
+    let (pool, manager) = pool_with_manager(1);
+    assert_eq!(pool.apply(square, 3), Ok(9));
+    pool.__add_helpers(1);
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, m0) = pool_cpu(&pool, &manager);
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, m1) = pool_cpu(&pool, &manager);
+    // The pool still works, and the manager watches it again.
+    let works = pool.apply(square, 5);
+    pool.__add_helpers(-1);
+    eprintln!(
+        "the idle manager used {:.3} s CPU in 1 s with a helper counted (thread found: {})",
+        m1 - m0,
+        manager.is_some()
+    );
+    join_within(pool, Duration::from_secs(20)).unwrap();
+    assert_eq!(works, Ok(25));
+    assert!(manager.is_some(), "could not tell this pool's manager thread apart");
+    assert!(m1 - m0 < 0.1, "the idle pool's manager thread used {:.3} s of CPU in 1 s", m1 - m0);
+}
