@@ -156,6 +156,7 @@ impl PoolBuilder {
             processes,
             core: Mutex::new(None),
             helpers: AtomicU32::new(0),
+            max_helpers: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)) as u32,
             req: AtomicU32::new(0),
             req_waiting: AtomicU32::new(0),
             callbacks: Mutex::new(Vec::new()),

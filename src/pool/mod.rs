@@ -204,6 +204,9 @@ pub(crate) struct Shared {
     pub(crate) core: Mutex<Option<manager::Manager>>,
     /// Callers helping now (each polls the core until its job is done).
     pub(crate) helpers: AtomicU32,
+    /// How many callers may help at once: half the cores this process may
+    /// run on (at least one; see `start_helping`).
+    pub(crate) max_helpers: u32,
     /// Bumped by [`Shared::notify`]: the manager sleeps on it while
     /// callers help (the workers' bumps of `ctl.seq` then wake nobody).
     pub(crate) req: AtomicU32,
@@ -333,12 +336,20 @@ impl Shared {
         self.after_assist(wake, callbacks);
     }
 
-    /// A caller starts helping (polling the workers' rings for its job).
-    pub(crate) fn start_helping(&self) {
+    /// A caller starts helping (polling the workers' rings for its job),
+    /// if fewer than `max_helpers` do: false (and not counted) if enough
+    /// do already (they file its result too, and wake it on its job's
+    /// condvar: more pollers than free cores would only take the cores
+    /// from the workers and from each other).
+    pub(crate) fn start_helping(&self) -> bool {
         // SeqCst: pairs with the SeqCst loads of `helpers` in
         // `manager::sleep` (a manager that saw no helper sleeps on
         // `ctl.seq`, which the workers' results bump).
-        self.helpers.fetch_add(1, Ordering::SeqCst);
+        if self.helpers.fetch_add(1, Ordering::SeqCst) < self.max_helpers {
+            return true;
+        }
+        self.stop_helping();
+        false
     }
 
     /// A caller stops helping. The last one to stop wakes the manager if

@@ -24,8 +24,11 @@ use crate::wait::spin::{SpinPolicy, spin_step};
 /// The pure steps (a few microseconds) cover a short task's round trip
 /// when the worker has a core of its own (no system call); after them the
 /// caller yields every other step, as the worker may be waiting for this
-/// very core (more runnable threads than cores); then it sleeps.
-const HELP_SPIN: SpinPolicy = SpinPolicy { pure: 24, limit: 2_000, yield_every: 2 };
+/// very core (more runnable threads than cores); then it sleeps. At most
+/// `Shared::max_helpers` callers poll at once (the others sleep at once:
+/// the pollers file their results and wake them), so many callers waiting
+/// for long items cost a few hundred steps each, not a core.
+const HELP_SPIN: SpinPolicy = SpinPolicy { pure: 24, limit: 256, yield_every: 2 };
 
 /// Steps a waiting caller spins before it takes a frame its worker has not
 /// taken up for a sign that the worker is not running (a worker that is
@@ -478,7 +481,12 @@ impl<R, T> Finisher<R, T> {
                 self.0.stop_helping();
             }
         }
-        shared.start_helping();
+        if !shared.start_helping() {
+            // Enough callers poll (they file this job's result too): one
+            // look, then sleep on the job.
+            shared.assist();
+            return;
+        }
         let _helping = Helping(&shared);
         // Relaxed: only a hint for how to wait (a word the worker writes:
         // any value is harmless here).
