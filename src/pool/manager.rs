@@ -39,9 +39,14 @@
 //!   handle dropped, or given a callback (`then`), before its job finished
 //!   wakes it (`Finisher::hand_over`); a job submitted with a pool-wide
 //!   timeout wakes it at once.
-//! - Completion callbacks never run under the state's lock: they are
-//!   collected (`result::deferring_callbacks`) and run after it, on the
-//!   manager thread (a helper hands them over and wakes it).
+//! - Completion callbacks never run under the state's lock, nor on the
+//!   manager thread: they are collected (`result::deferring_callbacks`)
+//!   and queued for the pool's callback thread (`result::Callbacks`), so
+//!   a callback that waits for its pool holds up no one's work.
+//! - User code the manager's work runs (a result's `Handoff::decode`, a
+//!   result's `Drop`) cannot leave the state half-updated: a decode that
+//!   panics fails its item, and finished jobs are dropped after the lock
+//!   (`result::drop_later`).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -1050,8 +1055,13 @@ struct Idle {
 pub(crate) fn run(shared: Arc<Shared>) {
     let r = std::panic::catch_unwind(AssertUnwindSafe(|| run_loop(&shared)));
     let m = shared.lock_core().take();
-    drop(m);
-    shared.run_callbacks();
+    // The callbacks of the jobs it aborts go to the callback thread too,
+    // then no more come (helpers queue theirs before they let go of the
+    // state, which is gone now).
+    let ((), callbacks) = result::deferring_callbacks(|| drop(m));
+    result::drop_deferred();
+    shared.callbacks.post(callbacks);
+    shared.callbacks.manager_done();
     if let Err(payload) = r {
         std::panic::resume_unwind(payload);
     }
@@ -1065,18 +1075,16 @@ fn run_loop(shared: &Shared) {
         // `Shared::notify`.
         let seen = shared.ctl.seq().load(Ordering::SeqCst);
         let seen_req = shared.req.load(Ordering::SeqCst);
-        shared.run_callbacks();
-        let (idle, callbacks) = {
+        let idle = {
             let mut core = shared.lock_core();
             let Some(m) = core.as_mut() else { return };
-            result::deferring_callbacks(|| m.tick(shared))
+            let (idle, callbacks) = result::deferring_callbacks(|| m.tick(shared));
+            // Callbacks run on their own thread: one that submits or
+            // waits on this pool holds up neither the lock nor this thread.
+            shared.callbacks.post(callbacks);
+            idle
         };
         result::drop_deferred();
-        // Callbacks run outside the lock: one that submits or waits on
-        // this pool does not deadlock.
-        for cb in callbacks {
-            result::run_callback(cb);
-        }
         let Some(idle) = idle else { return };
         if !idle.progress {
             sleep(shared, seen, seen_req, &idle);

@@ -35,8 +35,11 @@
 //!   waiting in `get` polls the workers' results itself for a few
 //!   microseconds before it sleeps, so a short task's round trip involves
 //!   no other thread of the pool's process (and no system call). The
-//!   manager thread keeps the liveness checks, timeouts, restarts and
-//!   callbacks.
+//!   manager thread keeps the liveness checks, timeouts and restarts.
+//! - Completion callbacks ([`AsyncResult::then`]) run on a thread of their
+//!   own, one after another (as Python's result-handler thread), started
+//!   with the pool's first callback: a callback that waits for its pool
+//!   does not stop the pool.
 //! - A worker claims each frame in its record of the control segment
 //!   before running it, so the manager can take back a frame handed ahead
 //!   that the worker has not begun: for an idle worker when nothing else
@@ -188,7 +191,8 @@ impl Inbox {
     }
 }
 
-/// A callback to run on the manager thread.
+/// A completion callback (run on the pool's callback thread: see
+/// `result::Callbacks`).
 pub(crate) type Callback = Box<dyn FnOnce() + Send>;
 
 /// What the pool's handles share with the manager thread.
@@ -212,8 +216,8 @@ pub(crate) struct Shared {
     pub(crate) req: AtomicU32,
     /// 1 while the manager may sleep on `req`.
     pub(crate) req_waiting: AtomicU32,
-    /// Callbacks of jobs a helper finished, for the manager thread.
-    pub(crate) callbacks: Mutex<Vec<Callback>>,
+    /// The completion callbacks' queue and thread.
+    pub(crate) callbacks: Arc<result::Callbacks>,
 }
 
 impl Shared {
@@ -292,37 +296,20 @@ impl Shared {
         let Some(mut core) = self.try_core() else { return Err((sink, frame)) };
         let Some(m) = core.as_mut() else { return Err((sink, frame)) };
         let (r, callbacks) = result::deferring_callbacks(|| m.submit(self, id, sink, frame));
+        // Queued before the lock goes (see `Callbacks::post`).
+        self.callbacks.post(callbacks);
         drop(core);
-        self.after_assist(r.as_ref().is_ok_and(|&(wake, _)| wake), callbacks);
+        self.after_assist(r.as_ref().is_ok_and(|&(wake, _)| wake));
         Ok(r.map(|(_, placed)| placed))
     }
 
-    /// After a caller worked on the manager's state: callbacks of jobs it
-    /// finished go to the manager thread (they run there, as ever), which
-    /// is woken for them and when `wake` (a worker to bury).
-    pub(crate) fn after_assist(&self, wake: bool, callbacks: Vec<Callback>) {
+    /// After a caller worked on the manager's state (and let go of it):
+    /// the jobs it finished are dropped here, and the manager thread is
+    /// woken when `wake` (a worker to bury).
+    pub(crate) fn after_assist(&self, wake: bool) {
         result::drop_deferred();
-        let any = !callbacks.is_empty();
-        if any {
-            self.callbacks.lock().unwrap_or_else(|p| p.into_inner()).extend(callbacks);
-            // The manager thread runs the handed-over callbacks last, after
-            // it let go of its state (`manager::run`): if it has (the
-            // state is gone), it may have done so before they came, and
-            // they run here. (Held: it is alive and runs them later.)
-            if self.try_core().is_some_and(|c| c.is_none()) {
-                self.run_callbacks();
-            }
-        }
-        if any || wake {
+        if wake {
             self.notify();
-        }
-    }
-
-    /// Runs the callbacks helpers handed over.
-    pub(crate) fn run_callbacks(&self) {
-        let callbacks = std::mem::take(&mut *self.callbacks.lock().unwrap_or_else(|p| p.into_inner()));
-        for cb in callbacks {
-            result::run_callback(cb);
         }
     }
 
@@ -332,8 +319,9 @@ impl Shared {
         let Some(mut core) = self.try_core() else { return };
         let Some(m) = core.as_mut() else { return };
         let (wake, callbacks) = result::deferring_callbacks(|| m.assist(self));
+        self.callbacks.post(callbacks);
         drop(core);
-        self.after_assist(wake, callbacks);
+        self.after_assist(wake);
     }
 
     /// A caller starts helping (polling the workers' rings for its job),
@@ -930,8 +918,8 @@ impl Pool {
     }
 
     fn wait_manager(&self) {
-        // From a callback (which runs on the manager thread): do not wait
-        // for ourselves; the manager ends when the callback returns.
+        // From the manager thread (which runs no user code now; kept as a
+        // safeguard): do not wait for ourselves.
         if self.manager_id == std::thread::current().id() {
             return;
         }
@@ -939,6 +927,10 @@ impl Pool {
         if let Some(h) = slot.take() {
             let _ = h.join();
         }
+        drop(slot);
+        // Every callback has run when `join` returns (the thread leaves
+        // once the manager has ended and the queue is empty).
+        self.shared.callbacks.join();
     }
 }
 

@@ -37,8 +37,8 @@ const UNCLAIMED_GRACE: u32 = 4;
 
 thread_local! {
     /// Set while a thread works on the manager's state (under its lock):
-    /// completion callbacks are then collected in [`DEFERRED`], to run
-    /// after the lock is released (on the manager thread).
+    /// completion callbacks are then collected in [`DEFERRED`], for the
+    /// callback thread ([`Callbacks`]).
     static DEFERRING: Cell<bool> = const { Cell::new(false) };
     static DEFERRED: RefCell<Vec<Callback>> = const { RefCell::new(Vec::new()) };
     /// Jobs whose last reference the manager let go of while
@@ -104,6 +104,114 @@ pub(crate) fn run_callback(cb: Callback) {
             "a pool result callback panicked: {}",
             super::task::panic_message(&*payload)
         );
+    }
+}
+
+/// The pool's completion callbacks, run one after another on a thread of
+/// their own (named `shmproc-pool-cb`, started with the first callback),
+/// like Python's result-handler thread: never on the manager thread, so
+/// a callback that waits (for instance for another result of its pool)
+/// holds up only the callbacks after it, never the pool's work.
+#[derive(Default)]
+pub(crate) struct Callbacks {
+    queue: Mutex<CallbackQueue>,
+    cond: Condvar,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct CallbackQueue {
+    items: Vec<Callback>,
+    started: bool,
+    /// The thread sleeps on the condvar.
+    sleeping: bool,
+    /// The manager has ended: no callback comes any more (the thread
+    /// leaves once the queue is empty).
+    manager_done: bool,
+    /// The thread left (or never started and the manager has ended):
+    /// a callback posted now runs in its poster.
+    exited: bool,
+}
+
+impl Callbacks {
+    fn lock(&self) -> MutexGuard<'_, CallbackQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues callbacks for the callback thread (started here with the
+    /// first). No user code runs here: callers may hold the manager's
+    /// lock (queued before it is released, they run before the manager
+    /// can end: see `manager::run`).
+    pub(crate) fn post(self: &Arc<Self>, callbacks: Vec<Callback>) {
+        if callbacks.is_empty() {
+            return;
+        }
+        let mut q = self.lock();
+        if q.exited {
+            drop(q);
+            callbacks.into_iter().for_each(run_callback);
+            return;
+        }
+        q.items.extend(callbacks);
+        if !q.started {
+            let this = Arc::clone(self);
+            match std::thread::Builder::new().name("shmproc-pool-cb".into()).spawn(move || this.run()) {
+                Ok(h) => {
+                    q.started = true;
+                    *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+                }
+                Err(e) => {
+                    log::error!(target: crate::process::LOG_TARGET, "cannot start the pool's callback thread ({e}): running callbacks here");
+                    let now = std::mem::take(&mut q.items);
+                    drop(q);
+                    now.into_iter().for_each(run_callback);
+                }
+            }
+        } else if q.sleeping {
+            self.cond.notify_one();
+        }
+    }
+
+    /// The callback thread.
+    fn run(&self) {
+        let mut q = self.lock();
+        loop {
+            if !q.items.is_empty() {
+                let now = std::mem::take(&mut q.items);
+                drop(q);
+                now.into_iter().for_each(run_callback);
+                q = self.lock();
+            } else if q.manager_done {
+                q.exited = true;
+                return;
+            } else {
+                q.sleeping = true;
+                q = self.cond.wait(q).unwrap_or_else(|p| p.into_inner());
+                q.sleeping = false;
+            }
+        }
+    }
+
+    /// The manager has ended (after posting its last callbacks).
+    pub(crate) fn manager_done(&self) {
+        let mut q = self.lock();
+        q.manager_done = true;
+        if !q.started {
+            q.exited = true;
+        }
+        self.cond.notify_one();
+    }
+
+    /// Waits for the callback thread to finish (after `manager_done`),
+    /// unless called from it (a callback that joins or drops its pool).
+    pub(crate) fn join(&self) {
+        let mut slot = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(|h| h.thread().id() == std::thread::current().id()) {
+            return;
+        }
+        if let Some(h) = slot.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -821,12 +929,17 @@ impl<T: Send + 'static> AsyncResult<T> {
     }
 
     /// Calls `callback` with the value once the job is finished (Python's
-    /// `callback` / `error_callback`): on the pool's manager thread, or
-    /// here and now if it is finished already. Keep callbacks short, as
-    /// Python advises: the pool waits for them (and a callback must not
-    /// wait for another result of its pool: on the manager thread, that
-    /// wait could be for itself). A callback that panics is logged (target
-    /// `shmproc`) and changes nothing else.
+    /// `callback` / `error_callback`): on the pool's callback thread (one
+    /// per pool, named `shmproc-pool-cb`, like Python's result-handler
+    /// thread), or here and now if it is finished already. The pool's
+    /// callbacks run one after another on that thread, never on the
+    /// thread that manages the workers: a callback may submit work to its
+    /// pool and wait for it (`pool.apply(..)`, however long the item
+    /// takes); while it waits, only the callbacks after it wait.
+    /// [`Pool::join`](super::Pool::join) returns once every callback has
+    /// run (called from a callback, it does not wait for that thread). A
+    /// callback that panics is logged (target `shmproc`) and changes
+    /// nothing else.
     ///
     /// ```no_run
     /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
