@@ -20,6 +20,10 @@ mod bulkmap;
 #[path = "pool/helping.rs"]
 mod helping;
 
+/// Hostile review of the helping paths (tests/pool/rev_rtt.rs).
+#[path = "pool/rev_rtt.rs"]
+mod rev_rtt;
+
 /// Any single blocking wait in these tests.
 const DEADLINE: Duration = Duration::from_secs(60);
 

@@ -157,9 +157,10 @@ impl PoolBuilder {
             spare: Arc::default(),
             core: Mutex::new(None),
             helpers: AtomicU32::new(0),
+            max_helpers: std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)) as u32,
             req: AtomicU32::new(0),
             req_waiting: AtomicU32::new(0),
-            callbacks: Mutex::new(Vec::new()),
+            callbacks: Arc::default(),
         });
         // If the thread cannot start, the manager is dropped with `shared`
         // (its workers killed and reaped).

@@ -39,9 +39,14 @@
 //!   handle dropped, or given a callback (`then`), before its job finished
 //!   wakes it (`Finisher::hand_over`); a job submitted with a pool-wide
 //!   timeout wakes it at once.
-//! - Completion callbacks never run under the state's lock: they are
-//!   collected (`result::deferring_callbacks`) and run after it, on the
-//!   manager thread (a helper hands them over and wakes it).
+//! - Completion callbacks never run under the state's lock, nor on the
+//!   manager thread: they are collected (`result::deferring_callbacks`)
+//!   and queued for the pool's callback thread (`result::Callbacks`), so
+//!   a callback that waits for its pool holds up no one's work.
+//! - User code the manager's work runs (a result's `Handoff::decode`, a
+//!   result's `Drop`) cannot leave the state half-updated: a decode that
+//!   panics fails its item, and finished jobs are dropped after the lock
+//!   (`result::drop_later`).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -299,7 +304,10 @@ impl Manager {
         progress |= self.drain_all(true).0;
         let now = Instant::now();
         let busy = !self.jobs.is_empty();
-        let period = if busy { LIVENESS } else { IDLE_LIVENESS };
+        // While callers help, every `LIVENESS` too: a job a helper
+        // submits after this turn is watched in time (the sleep below is
+        // until the next check: see `sleep`). SeqCst: as there.
+        let period = if busy || shared.helpers.load(Ordering::SeqCst) > 0 { LIVENESS } else { IDLE_LIVENESS };
         if now.duration_since(self.last_check) >= period {
             self.last_check = now;
             self.check_workers();
@@ -313,7 +321,8 @@ impl Manager {
         if progress {
             self.last_progress = now;
         }
-        Some(Idle { progress, busy, recent: now.duration_since(self.last_progress) < RECENT, last_check: self.last_check })
+        let recent = now.duration_since(self.last_progress) < RECENT;
+        Some(Idle { progress, busy, recent, next_check: self.last_check + period })
     }
 
     /// A helping caller's turn (see "Helping" in the module docs): the
@@ -522,6 +531,7 @@ impl Manager {
         }
         for (_, sink) in self.cut.drain() {
             sink.abort();
+            result::drop_later(sink);
         }
         self.jobs.is_empty() && self.pending.is_empty()
     }
@@ -834,6 +844,7 @@ impl Manager {
         }
         for (_, j) in self.jobs.drain() {
             j.sink.abort();
+            result::drop_later(j.sink);
         }
     }
 
@@ -970,8 +981,12 @@ fn account(jobs: &mut JobMap<JobEntry>, job: u64, n: u64) {
 }
 
 fn maybe_finish(jobs: &mut JobMap<JobEntry>, job: u64) {
-    if jobs.get(&job).is_some_and(|j| j.input_done && j.outstanding == 0) {
-        jobs.remove(&job);
+    if jobs.get(&job).is_some_and(|j| j.input_done && j.outstanding == 0)
+        && let Some(j) = jobs.remove(&job)
+    {
+        // Its results (user values) may be dropped with it: not under
+        // the lock.
+        result::drop_later(j.sink);
     }
 }
 
@@ -1079,7 +1094,9 @@ struct Idle {
     progress: bool,
     busy: bool,
     recent: bool,
-    last_check: Instant,
+    /// When the turn's liveness check is next due (by the period the turn
+    /// used: the sleep ends then, never before the turn it would need).
+    next_check: Instant,
 }
 
 /// The manager thread: turns (`Manager::tick`) and sleeps until the pool
@@ -1088,8 +1105,13 @@ struct Idle {
 pub(crate) fn run(shared: Arc<Shared>) {
     let r = std::panic::catch_unwind(AssertUnwindSafe(|| run_loop(&shared)));
     let m = shared.lock_core().take();
-    drop(m);
-    shared.run_callbacks();
+    // The callbacks of the jobs it aborts go to the callback thread too,
+    // then no more come (helpers queue theirs before they let go of the
+    // state, which is gone now).
+    let ((), callbacks) = result::deferring_callbacks(|| drop(m));
+    result::drop_deferred();
+    shared.callbacks.post(callbacks);
+    shared.callbacks.manager_done();
     if let Err(payload) = r {
         std::panic::resume_unwind(payload);
     }
@@ -1103,17 +1125,16 @@ fn run_loop(shared: &Shared) {
         // `Shared::notify`.
         let seen = shared.ctl.seq().load(Ordering::SeqCst);
         let seen_req = shared.req.load(Ordering::SeqCst);
-        shared.run_callbacks();
-        let (idle, callbacks) = {
+        let idle = {
             let mut core = shared.lock_core();
             let Some(m) = core.as_mut() else { return };
-            result::deferring_callbacks(|| m.tick(shared))
+            let (idle, callbacks) = result::deferring_callbacks(|| m.tick(shared));
+            // Callbacks run on their own thread: one that submits or
+            // waits on this pool holds up neither the lock nor this thread.
+            shared.callbacks.post(callbacks);
+            idle
         };
-        // Callbacks run outside the lock: one that submits or waits on
-        // this pool does not deadlock.
-        for cb in callbacks {
-            result::run_callback(cb);
-        }
+        result::drop_deferred();
         let Some(idle) = idle else { return };
         if !idle.progress {
             sleep(shared, seen, seen_req, &idle);
@@ -1140,9 +1161,11 @@ fn sleep(shared: &Shared, seen: u32, seen_req: u32, idle: &Idle) {
         }
     }
     let helped = helped();
-    let period = if idle.busy || helped { LIVENESS } else { IDLE_LIVENESS };
-    let next = idle.last_check + period;
-    let Some(left) = next.checked_duration_since(Instant::now()) else { return };
+    // Until the next check as the turn computed it (with the period it
+    // used: a period computed again here could be shorter, its deadline
+    // passed with no check due in the turn, and the thread would loop
+    // without sleeping). Passed already (a slow turn): the next turn checks.
+    let Some(left) = idle.next_check.checked_duration_since(Instant::now()) else { return };
     if helped {
         // Callers poll the rings for results: sleep where only users
         // (`Shared::notify`: requests, a helper leaving work behind,

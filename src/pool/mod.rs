@@ -40,8 +40,11 @@
 //!   waiting in `get` polls the workers' results itself for a few
 //!   microseconds before it sleeps, so a short task's round trip involves
 //!   no other thread of the pool's process (and no system call). The
-//!   manager thread keeps the liveness checks, timeouts, restarts and
-//!   callbacks.
+//!   manager thread keeps the liveness checks, timeouts and restarts.
+//! - Completion callbacks ([`AsyncResult::then`]) run on a thread of their
+//!   own, one after another (as Python's result-handler thread), started
+//!   with the pool's first callback: a callback that waits for its pool
+//!   does not stop the pool.
 //! - A worker claims each frame in its record of the control segment
 //!   before running it, so the manager can take back a frame handed ahead
 //!   that the worker has not begun: for an idle worker when nothing else
@@ -195,7 +198,8 @@ impl Inbox {
     }
 }
 
-/// A callback to run on the manager thread.
+/// A completion callback (run on the pool's callback thread: see
+/// `result::Callbacks`).
 pub(crate) type Callback = Box<dyn FnOnce() + Send>;
 
 /// What the pool's handles share with the manager thread.
@@ -214,13 +218,16 @@ pub(crate) struct Shared {
     pub(crate) core: Mutex<Option<manager::Manager>>,
     /// Callers helping now (each polls the core until its job is done).
     pub(crate) helpers: AtomicU32,
+    /// How many callers may help at once: half the cores this process may
+    /// run on (at least one; see `start_helping`).
+    pub(crate) max_helpers: u32,
     /// Bumped by [`Shared::notify`]: the manager sleeps on it while
     /// callers help (the workers' bumps of `ctl.seq` then wake nobody).
     pub(crate) req: AtomicU32,
     /// 1 while the manager may sleep on `req`.
     pub(crate) req_waiting: AtomicU32,
-    /// Callbacks of jobs a helper finished, for the manager thread.
-    pub(crate) callbacks: Mutex<Vec<Callback>>,
+    /// The completion callbacks' queue and thread.
+    pub(crate) callbacks: Arc<result::Callbacks>,
 }
 
 impl Shared {
@@ -299,36 +306,20 @@ impl Shared {
         let Some(mut core) = self.try_core() else { return Err((sink, frame)) };
         let Some(m) = core.as_mut() else { return Err((sink, frame)) };
         let (r, callbacks) = result::deferring_callbacks(|| m.submit(self, id, sink, frame));
+        // Queued before the lock goes (see `Callbacks::post`).
+        self.callbacks.post(callbacks);
         drop(core);
-        self.after_assist(r.as_ref().is_ok_and(|&(wake, _)| wake), callbacks);
+        self.after_assist(r.as_ref().is_ok_and(|&(wake, _)| wake));
         Ok(r.map(|(_, placed)| placed))
     }
 
-    /// After a caller worked on the manager's state: callbacks of jobs it
-    /// finished go to the manager thread (they run there, as ever), which
-    /// is woken for them and when `wake` (a worker to bury).
-    pub(crate) fn after_assist(&self, wake: bool, callbacks: Vec<Callback>) {
-        let any = !callbacks.is_empty();
-        if any {
-            self.callbacks.lock().unwrap_or_else(|p| p.into_inner()).extend(callbacks);
-            // The manager thread runs the handed-over callbacks last, after
-            // it let go of its state (`manager::run`): if it has (the
-            // state is gone), it may have done so before they came, and
-            // they run here. (Held: it is alive and runs them later.)
-            if self.try_core().is_some_and(|c| c.is_none()) {
-                self.run_callbacks();
-            }
-        }
-        if any || wake {
+    /// After a caller worked on the manager's state (and let go of it):
+    /// the jobs it finished are dropped here, and the manager thread is
+    /// woken when `wake` (a worker to bury).
+    pub(crate) fn after_assist(&self, wake: bool) {
+        result::drop_deferred();
+        if wake {
             self.notify();
-        }
-    }
-
-    /// Runs the callbacks helpers handed over.
-    pub(crate) fn run_callbacks(&self) {
-        let callbacks = std::mem::take(&mut *self.callbacks.lock().unwrap_or_else(|p| p.into_inner()));
-        for cb in callbacks {
-            result::run_callback(cb);
         }
     }
 
@@ -338,16 +329,25 @@ impl Shared {
         let Some(mut core) = self.try_core() else { return };
         let Some(m) = core.as_mut() else { return };
         let (wake, callbacks) = result::deferring_callbacks(|| m.assist(self));
+        self.callbacks.post(callbacks);
         drop(core);
-        self.after_assist(wake, callbacks);
+        self.after_assist(wake);
     }
 
-    /// A caller starts helping (polling the workers' rings for its job).
-    pub(crate) fn start_helping(&self) {
+    /// A caller starts helping (polling the workers' rings for its job),
+    /// if fewer than `max_helpers` do: false (and not counted) if enough
+    /// do already (they file its result too, and wake it on its job's
+    /// condvar: more pollers than free cores would only take the cores
+    /// from the workers and from each other).
+    pub(crate) fn start_helping(&self) -> bool {
         // SeqCst: pairs with the SeqCst loads of `helpers` in
         // `manager::sleep` (a manager that saw no helper sleeps on
         // `ctl.seq`, which the workers' results bump).
-        self.helpers.fetch_add(1, Ordering::SeqCst);
+        if self.helpers.fetch_add(1, Ordering::SeqCst) < self.max_helpers {
+            return true;
+        }
+        self.stop_helping();
+        false
     }
 
     /// A caller stops helping. The last one to stop wakes the manager if
@@ -531,6 +531,22 @@ impl Pool {
     #[doc(hidden)]
     pub fn __created(&self) -> (Vec<u32>, Vec<String>) {
         self.started.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Counts `n` more (or, negative, fewer) callers as helping, as a
+    /// caller stuck in its help would (the crate's own tests: the manager
+    /// thread must sleep whatever the count). Only with the `test-hooks`
+    /// feature; not part of the API.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn __add_helpers(&self, n: i32) {
+        if n >= 0 {
+            self.shared.helpers.fetch_add(n as u32, Ordering::SeqCst);
+        } else {
+            for _ in 0..n.unsigned_abs() {
+                self.shared.stop_helping();
+            }
+        }
     }
 
     /// The number of workers.
@@ -924,8 +940,8 @@ impl Pool {
     }
 
     fn wait_manager(&self) {
-        // From a callback (which runs on the manager thread): do not wait
-        // for ourselves; the manager ends when the callback returns.
+        // From the manager thread (which runs no user code now; kept as a
+        // safeguard): do not wait for ourselves.
         if self.manager_id == std::thread::current().id() {
             return;
         }
@@ -933,6 +949,10 @@ impl Pool {
         if let Some(h) = slot.take() {
             let _ = h.join();
         }
+        drop(slot);
+        // Every callback has run when `join` returns (the thread leaves
+        // once the manager has ended and the queue is empty).
+        self.shared.callbacks.join();
     }
 }
 

@@ -24,8 +24,11 @@ use crate::wait::spin::{SpinPolicy, spin_step};
 /// The pure steps (a few microseconds) cover a short task's round trip
 /// when the worker has a core of its own (no system call); after them the
 /// caller yields every other step, as the worker may be waiting for this
-/// very core (more runnable threads than cores); then it sleeps.
-const HELP_SPIN: SpinPolicy = SpinPolicy { pure: 24, limit: 2_000, yield_every: 2 };
+/// very core (more runnable threads than cores); then it sleeps. At most
+/// `Shared::max_helpers` callers poll at once (the others sleep at once:
+/// the pollers file their results and wake them), so many callers waiting
+/// for long items cost a few hundred steps each, not a core.
+const HELP_SPIN: SpinPolicy = SpinPolicy { pure: 24, limit: 256, yield_every: 2 };
 
 /// Steps a waiting caller spins before it takes a frame its worker has not
 /// taken up for a sign that the worker is not running (a worker that is
@@ -34,10 +37,42 @@ const UNCLAIMED_GRACE: u32 = 4;
 
 thread_local! {
     /// Set while a thread works on the manager's state (under its lock):
-    /// completion callbacks are then collected in [`DEFERRED`], to run
-    /// after the lock is released (on the manager thread).
+    /// completion callbacks are then collected in [`DEFERRED`], for the
+    /// callback thread ([`Callbacks`]).
     static DEFERRING: Cell<bool> = const { Cell::new(false) };
     static DEFERRED: RefCell<Vec<Callback>> = const { RefCell::new(Vec::new()) };
+    /// Jobs whose last reference the manager let go of while
+    /// [`DEFERRING`]: dropped by [`drop_deferred`] after the lock (their
+    /// results are user values, whose `Drop` may panic). The vector keeps
+    /// its capacity: no allocation per job.
+    static DROPS: RefCell<Vec<Arc<dyn Sink>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Lets go of a job's sink: while the manager's state is locked (see
+/// [`deferring_callbacks`]) the sink is kept until [`drop_deferred`] (if
+/// this was its last reference, its results' user `Drop`s run then, not
+/// under the lock); else now.
+pub(crate) fn drop_later(sink: Arc<dyn Sink>) {
+    if DEFERRING.with(Cell::get) {
+        DROPS.with(|d| d.borrow_mut().push(sink));
+    }
+}
+
+/// Drops the sinks [`drop_later`] kept in this thread (after the
+/// manager's lock is released). A user `Drop` that panics is logged, as a
+/// panicking callback is: the caller that happened to help has nothing to
+/// do with it.
+pub(crate) fn drop_deferred() {
+    loop {
+        let Some(sink) = DROPS.with(|d| d.borrow_mut().pop()) else { return };
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(sink))) {
+            log::error!(
+                target: crate::process::LOG_TARGET,
+                "dropping a pool result panicked: {}",
+                super::task::panic_message(&*payload)
+            );
+        }
+    }
 }
 
 /// Runs `f` with the completion callbacks of the jobs it finishes
@@ -69,6 +104,114 @@ pub(crate) fn run_callback(cb: Callback) {
             "a pool result callback panicked: {}",
             super::task::panic_message(&*payload)
         );
+    }
+}
+
+/// The pool's completion callbacks, run one after another on a thread of
+/// their own (named `shmproc-pool-cb`, started with the first callback),
+/// like Python's result-handler thread: never on the manager thread, so
+/// a callback that waits (for instance for another result of its pool)
+/// holds up only the callbacks after it, never the pool's work.
+#[derive(Default)]
+pub(crate) struct Callbacks {
+    queue: Mutex<CallbackQueue>,
+    cond: Condvar,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct CallbackQueue {
+    items: Vec<Callback>,
+    started: bool,
+    /// The thread sleeps on the condvar.
+    sleeping: bool,
+    /// The manager has ended: no callback comes any more (the thread
+    /// leaves once the queue is empty).
+    manager_done: bool,
+    /// The thread left (or never started and the manager has ended):
+    /// a callback posted now runs in its poster.
+    exited: bool,
+}
+
+impl Callbacks {
+    fn lock(&self) -> MutexGuard<'_, CallbackQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues callbacks for the callback thread (started here with the
+    /// first). No user code runs here: callers may hold the manager's
+    /// lock (queued before it is released, they run before the manager
+    /// can end: see `manager::run`).
+    pub(crate) fn post(self: &Arc<Self>, callbacks: Vec<Callback>) {
+        if callbacks.is_empty() {
+            return;
+        }
+        let mut q = self.lock();
+        if q.exited {
+            drop(q);
+            callbacks.into_iter().for_each(run_callback);
+            return;
+        }
+        q.items.extend(callbacks);
+        if !q.started {
+            let this = Arc::clone(self);
+            match std::thread::Builder::new().name("shmproc-pool-cb".into()).spawn(move || this.run()) {
+                Ok(h) => {
+                    q.started = true;
+                    *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+                }
+                Err(e) => {
+                    log::error!(target: crate::process::LOG_TARGET, "cannot start the pool's callback thread ({e}): running callbacks here");
+                    let now = std::mem::take(&mut q.items);
+                    drop(q);
+                    now.into_iter().for_each(run_callback);
+                }
+            }
+        } else if q.sleeping {
+            self.cond.notify_one();
+        }
+    }
+
+    /// The callback thread.
+    fn run(&self) {
+        let mut q = self.lock();
+        loop {
+            if !q.items.is_empty() {
+                let now = std::mem::take(&mut q.items);
+                drop(q);
+                now.into_iter().for_each(run_callback);
+                q = self.lock();
+            } else if q.manager_done {
+                q.exited = true;
+                return;
+            } else {
+                q.sleeping = true;
+                q = self.cond.wait(q).unwrap_or_else(|p| p.into_inner());
+                q.sleeping = false;
+            }
+        }
+    }
+
+    /// The manager has ended (after posting its last callbacks).
+    pub(crate) fn manager_done(&self) {
+        let mut q = self.lock();
+        q.manager_done = true;
+        if !q.started {
+            q.exited = true;
+        }
+        self.cond.notify_one();
+    }
+
+    /// Waits for the callback thread to finish (after `manager_done`),
+    /// unless called from it (a callback that joins or drops its pool).
+    pub(crate) fn join(&self) {
+        let mut slot = self.thread.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(|h| h.thread().id() == std::thread::current().id()) {
+            return;
+        }
+        if let Some(h) = slot.take() {
+            let _ = h.join();
+        }
     }
 }
 
@@ -290,12 +433,29 @@ fn message(payload: &[u8]) -> String {
 #[inline]
 fn outcome<R: Handoff>(item: Option<(u8, &[u8])>, index: u64, pid: u32) -> Outcome<R> {
     match item {
-        Some((0, mut payload)) => match R::decode(&mut payload) {
-            Ok(v) => Ok(v),
-            Err(e) => Err(undecodable(index, e)),
-        },
+        Some((0, payload)) => decode::<R>(payload, index, pid),
         other => Err(failure(other, index, pid)),
     }
+}
+
+/// Decodes one result value. `R::decode` is user code, run while the
+/// manager's state is locked (by its thread or a helping caller): a panic
+/// in it becomes the item's error ([`TaskError::Panicked`], as a task's
+/// panic would), so the state is never left half-updated.
+#[inline]
+fn decode<R: Handoff>(mut payload: &[u8], index: u64, pid: u32) -> Outcome<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| R::decode(&mut payload))) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(undecodable(index, e)),
+        Err(panic) => Err(decode_panicked(index, pid, panic)),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn decode_panicked(index: u64, pid: u32, panic: Box<dyn std::any::Any + Send>) -> Box<TaskError> {
+    let message = format!("decoding the result panicked: {}", super::task::panic_message(&*panic));
+    Box::new(TaskError::Panicked { pid, index, message })
 }
 
 #[cold]
@@ -341,8 +501,8 @@ impl<R: Handoff + Send + 'static> Sink for Job<R> {
                         // Every item succeeded and has one width: decode
                         // them back to back.
                         let slots = s.slots.range_mut(at..at + count as usize);
-                        for (k, (slot, mut value)) in slots.zip(values.chunks_exact(width)).enumerate() {
-                            let o = R::decode(&mut value).map_err(|e| undecodable(first + k as u64, e));
+                        for (k, (slot, value)) in slots.zip(values.chunks_exact(width)).enumerate() {
+                            let o = decode::<R>(value, first + k as u64, pid);
                             if slot.is_none() {
                                 *slot = Some(o);
                                 filled += 1;
@@ -441,7 +601,22 @@ impl<R, T> Finisher<R, T> {
             return;
         }
         let Some(shared) = self.pool.upgrade() else { return };
-        shared.start_helping();
+        /// Stops helping however the help ends (also by a panic: the
+        /// manager thread would otherwise believe forever that callers
+        /// help, and leave them the results).
+        struct Helping<'a>(&'a Shared);
+        impl Drop for Helping<'_> {
+            fn drop(&mut self) {
+                self.0.stop_helping();
+            }
+        }
+        if !shared.start_helping() {
+            // Enough callers poll (they file this job's result too): one
+            // look, then sleep on the job.
+            shared.assist();
+            return;
+        }
+        let _helping = Helping(&shared);
         // Relaxed: only a hint for how to wait (a word the worker writes:
         // any value is harmless here).
         let unclaimed = |(slot, n): (usize, u64)| {
@@ -460,7 +635,6 @@ impl<R, T> Finisher<R, T> {
                 break;
             }
         }
-        shared.stop_helping();
     }
 
     /// One turn of help, if the job is not finished (for the calls that
@@ -776,12 +950,17 @@ impl<T: Send + 'static> AsyncResult<T> {
     }
 
     /// Calls `callback` with the value once the job is finished (Python's
-    /// `callback` / `error_callback`): on the pool's manager thread, or
-    /// here and now if it is finished already. Keep callbacks short, as
-    /// Python advises: the pool waits for them (and a callback must not
-    /// wait for another result of its pool: on the manager thread, that
-    /// wait could be for itself). A callback that panics is logged (target
-    /// `shmproc`) and changes nothing else.
+    /// `callback` / `error_callback`): on the pool's callback thread (one
+    /// per pool, named `shmproc-pool-cb`, like Python's result-handler
+    /// thread), or here and now if it is finished already. The pool's
+    /// callbacks run one after another on that thread, never on the
+    /// thread that manages the workers: a callback may submit work to its
+    /// pool and wait for it (`pool.apply(..)`, however long the item
+    /// takes); while it waits, only the callbacks after it wait.
+    /// [`Pool::join`](super::Pool::join) returns once every callback has
+    /// run (called from a callback, it does not wait for that thread). A
+    /// callback that panics is logged (target `shmproc`) and changes
+    /// nothing else.
     ///
     /// ```no_run
     /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }

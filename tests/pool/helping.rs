@@ -140,11 +140,11 @@ fn get_timeout_expiring_while_helping_leaves_the_job_to_the_manager() {
 }
 
 /// A job a waiting caller finishes while helping (it files every result
-/// it finds) has its completion callback run on the manager thread, as
-/// ever, not in that caller's `get`.
+/// it finds) has its completion callback run on the pool's callback
+/// thread, as every callback, not in that caller's `get`.
 #[test]
-fn callbacks_of_jobs_a_helper_finishes_run_on_the_manager_thread() {
-    let _watchdog = watchdog("callbacks_of_jobs_a_helper_finishes_run_on_the_manager_thread");
+fn callbacks_of_jobs_a_helper_finishes_run_on_the_callback_thread() {
+    let _watchdog = watchdog("callbacks_of_jobs_a_helper_finishes_run_on_the_callback_thread");
     let pool = Pool::new(1).unwrap();
     let (long, busy, release) = hold_a_worker(&pool);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -155,7 +155,7 @@ fn callbacks_of_jobs_a_helper_finishes_run_on_the_manager_thread() {
     assert_eq!(value(long), busy);
     let (v, thread) = rx.recv_timeout(DEADLINE).expect("the callback did not fire");
     assert_eq!(v, Ok(25));
-    assert_eq!(thread.as_deref(), Some("shmproc-pool"));
+    assert_eq!(thread.as_deref(), Some("shmproc-pool-cb"));
     finish(pool, &[]);
 }
 
