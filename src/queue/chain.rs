@@ -416,7 +416,7 @@ impl<T: Handoff> Chain<T> {
         // The most lines a slot may have, odd past two as `frame_stride`
         // makes them.
         let mut lines = cap / 2 / a;
-        if lines > 2 && lines % 2 == 0 {
+        if lines > 2 && lines.is_multiple_of(2) {
             lines -= 1;
         }
         let max = (lines * a).saturating_sub(super::item::FRAME_HEAD);
