@@ -1,0 +1,85 @@
+//! Review tests of the DictProxy changes on branch dictspeed (bucket word
+//! `[tag | order]`, one-append insert logging, resize by whole words,
+//! renumbering at the 32-bit limit, the heap's free-list mask), across
+//! real processes where the defect is cross-process.
+
+mod common;
+
+use shmproc::{DictProxy, Process};
+
+/// Linux x86_64 / aarch64 values (the test binary links libc anyway).
+const RLIMIT_FSIZE: i32 = 1;
+const SIGXFSZ: i32 = 25;
+const SIG_IGN: usize = 1;
+
+unsafe extern "C" {
+    fn setrlimit(resource: i32, rlim: *const [u64; 2]) -> i32;
+    fn signal(sig: i32, handler: usize) -> usize;
+}
+
+/// Makes every later growth of any file of this process past `bytes` fail
+/// with EFBIG (as a full /dev/shm fails with ENOSPC): the segment cannot
+/// grow, so an allocation past the current mapping is an error.
+fn limit_file_size(bytes: u64) -> Result<(), String> {
+    // SAFETY: plain libc calls with valid arguments; SIG_IGN for SIGXFSZ so the
+    // failing fallocate returns EFBIG instead of killing this child.
+    unsafe {
+        signal(SIGXFSZ, SIG_IGN);
+        if setrlimit(RLIMIT_FSIZE, &[bytes, bytes]) != 0 {
+            return Err("setrlimit failed".into());
+        }
+    }
+    Ok(())
+}
+
+shmproc::entry! {
+    /// Inside one `with_lock` group: remove the only entry, shrink (the
+    /// table is freed and TABLE/NB/COUNT/USED are now logged by the
+    /// group), then an insert that builds a new table (moving the heap
+    /// top, logged first by this operation) and fails on its value's
+    /// allocation (the segment cannot grow); the user handles the error
+    /// and inserts another key; the group commits.
+    fn group_with_a_failed_insert(d: DictProxy<u64, Vec<u8>>) -> Result<(), String> {
+        limit_file_size(32 * 1024)?;
+        d.with_lock(|d| {
+            d.remove(&1).map_err(|e| e.to_string())?;
+            d.shrink_to_fit().map_err(|e| e.to_string())?;
+            match d.insert(2, vec![0xEE; 64 * 1024]) {
+                Err(_) => {}
+                Ok(_) => return Err("the 64 KiB insert should fail: the segment cannot grow".to_string()),
+            }
+            d.insert(3, vec![7; 8]).map_err(|e| e.to_string())?;
+            Ok::<(), String>(())
+        })
+        .map_err(|e| e.to_string())?
+    }
+}
+
+/// An operation of a group that fails on its own (here: no room to grow,
+/// the ENOSPC of a full /dev/shm) must leave the container as before that
+/// operation, and the group's later operations and commit must leave a
+/// sound dict. Inside a group, root words an earlier operation of the
+/// group logged are not logged again, so the failed insert's new table
+/// stays in the roots while the heap top it moved is restored: the live
+/// table lies past the heap top, and the next allocation from the top is
+/// handed the table's own block.
+#[test]
+fn a_failed_insert_inside_a_group_leaves_no_live_table_past_the_heap_top() {
+    let d = DictProxy::<u64, Vec<u8>>::new().unwrap();
+    d.insert(1, vec![1; 8]).unwrap();
+    let mut p = Process::new(group_with_a_failed_insert, d.clone());
+    p.start().unwrap();
+    if let Err(e) = common::join(&p) {
+        panic!("child failed: {e}");
+    }
+    assert_eq!(d.get(&3).unwrap(), Some(vec![7; 8]), "the entry inserted after the failed one");
+    assert_eq!(d.len(), 1);
+    // An allocation from the heap top (a 100-byte value blob) must not land on the live table.
+    d.insert(4, vec![9; 100]).unwrap();
+    assert_eq!(d.get(&3).unwrap(), Some(vec![7; 8]), "key 3 after an allocation from the heap top");
+    assert_eq!(d.get(&4).unwrap(), Some(vec![9; 100]));
+    assert_eq!(d.len(), 2);
+    let mut items = d.items().unwrap();
+    items.sort();
+    assert_eq!(items, [(3, vec![7; 8]), (4, vec![9; 100])]);
+}
