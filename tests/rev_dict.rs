@@ -83,3 +83,38 @@ fn a_failed_insert_inside_a_group_leaves_no_live_table_past_the_heap_top() {
     items.sort();
     assert_eq!(items, [(3, vec![7; 8]), (4, vec![9; 100])]);
 }
+
+shmproc::entry! {
+    /// Inside a `with_lock` group, an `update` whose second pair cannot be
+    /// stored (the segment cannot grow) returns an error; `update` says
+    /// "an error (nothing changes)". Reports what the group sees after it.
+    fn update_inside_a_group_fails(d: DictProxy<u64, Vec<u8>>) -> Result<(), String> {
+        limit_file_size(32 * 1024)?;
+        d.with_lock(|d| {
+            let r = d.update([(10, vec![1; 8]), (11, vec![0xEE; 64 * 1024])]);
+            if r.is_ok() {
+                return Err("the update with a 64 KiB value should fail: the segment cannot grow".to_string());
+            }
+            match d.get(&10) {
+                Ok(None) => Ok(()),
+                other => Err(format!("update failed with {r:?}, yet its first pair is in the dict: get(&10) = {other:?}")),
+            }
+        })
+        .map_err(|e| e.to_string())?
+    }
+}
+
+/// `update(iter)` is all or nothing on an error, also when it runs inside
+/// a `with_lock` group (it joins the group, and a joined group's error is
+/// not rolled back): its first pair must not stay in the dict.
+#[test]
+fn a_failed_update_inside_a_group_leaves_nothing_of_it() {
+    let d = DictProxy::<u64, Vec<u8>>::new().unwrap();
+    d.insert(1, vec![1; 8]).unwrap();
+    let mut p = Process::new(update_inside_a_group_fails, d.clone());
+    p.start().unwrap();
+    if let Err(e) = common::join(&p) {
+        panic!("child failed: {e}");
+    }
+    assert_eq!(d.get(&10).unwrap(), None, "the first pair of a failed update, after the group committed");
+}
