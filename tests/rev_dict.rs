@@ -118,3 +118,63 @@ fn a_failed_update_inside_a_group_leaves_nothing_of_it() {
     }
     assert_eq!(d.get(&10).unwrap(), None, "the first pair of a failed update, after the group committed");
 }
+
+shmproc::entry! {
+    /// Inside one `with_lock` group: an insert whose value takes the only
+    /// free block of its class (logging that free-list head), then an
+    /// insert that grows the table, whose new table is split off a larger
+    /// free block (a piece goes on the list logged by the first insert),
+    /// and that fails on its value's allocation (the segment cannot grow);
+    /// the error is handled and the group commits.
+    fn group_with_a_failed_growing_insert(d: DictProxy<u64, Vec<u8>>) -> Result<(), String> {
+        limit_file_size(32 * 1024)?;
+        d.with_lock(|d| {
+            d.insert(6, vec![6; 300]).map_err(|e| e.to_string())?;
+            match d.insert(7, vec![0xEE; 64 * 1024]) {
+                Err(_) => Ok(()),
+                Ok(_) => Err("the 64 KiB insert should fail: the segment cannot grow".to_string()),
+            }
+        })
+        .map_err(|e| e.to_string())?
+    }
+}
+
+/// The failed insert's own undo restores the larger block to its free
+/// list (that head was first logged by it) but not the list its split
+/// piece went on (logged by the group's earlier insert): the piece stays
+/// free inside a block that is free too, and two later allocations are
+/// handed overlapping memory. Here the parent's next table lands on the
+/// piece and a 600-byte value on the whole block: the table is
+/// overwritten.
+#[test]
+fn a_failed_insert_inside_a_group_leaves_no_block_on_two_free_lists() {
+    let d = DictProxy::<u64, Vec<u8>>::new().unwrap();
+    // Keys 1..=5 (5 of 8 buckets); a free block of 512 bytes (X) and one of 1024 (Y), freed together at the
+    // commit of one group (so no allocation in between splits them).
+    d.insert(1, vec![1; 300]).unwrap();
+    d.insert(2, vec![2; 600]).unwrap();
+    for k in 3..=5 {
+        d.insert(k, vec![]).unwrap();
+    }
+    d.update([(1, vec![]), (2, vec![])]).unwrap();
+    let mut p = Process::new(group_with_a_failed_growing_insert, d.clone());
+    p.start().unwrap();
+    if let Err(e) = common::join(&p) {
+        panic!("child failed: {e}");
+    }
+    let mut model: Vec<(u64, Vec<u8>)> =
+        vec![(1, vec![]), (2, vec![]), (3, vec![]), (4, vec![]), (5, vec![]), (6, vec![6; 300])];
+    assert_eq!(d.items().unwrap(), model, "after the group");
+    // Grows the table (its block comes off the 512-byte list); then a 1024-byte block freed puts the other
+    // list back in use, and two 600-byte values take its two blocks.
+    d.insert(20, vec![20; 300]).unwrap();
+    d.insert(21, vec![21; 600]).unwrap();
+    d.remove(&21).unwrap();
+    d.insert(22, vec![22; 600]).unwrap();
+    d.insert(23, vec![23; 600]).unwrap();
+    model.extend([(20, vec![20; 300]), (22, vec![22; 600]), (23, vec![23; 600])]);
+    assert_eq!(d.items().unwrap(), model, "after allocations that reuse the free lists");
+    for (k, v) in &model {
+        assert_eq!(d.get(k).unwrap().as_ref(), Some(v), "key {k}");
+    }
+}
