@@ -619,7 +619,10 @@ impl Store {
     /// leaves the container as before the group; a panic in `f`, a log
     /// that fills ([`ContainerError::TooLarge`]) or an undone operation
     /// that had written into space the group allocated rolls the whole
-    /// group back. Nested calls on the same thread join the open group.
+    /// group back. Nested calls on the same thread join the open group as
+    /// a savepoint: an `Err` from a nested [`Self::group`] undoes its own
+    /// part only, and an operation of the group that fails undoes itself
+    /// only (its log entries and the state words it changed).
     pub(crate) fn with_lock<T>(&self, f: impl FnOnce() -> T) -> Result<T, ContainerError> {
         self.group(|| Ok(f()))
     }
