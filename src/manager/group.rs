@@ -33,6 +33,14 @@ pub(crate) struct Group {
     pub(crate) fresh: Fresh,
     /// Operations run so far.
     pub(crate) ops: u64,
+    /// The state words when the running operation started (restored if
+    /// it is undone on its own: a word an earlier operation of the group
+    /// logged is not logged again, so the log alone cannot restore it).
+    pub(crate) snap: Vec<u64>,
+    /// The lowest number of an operation whose fresh block a later
+    /// operation wrote unlogged (`u64::MAX`: none) since the innermost
+    /// savepoint (a nested group) began.
+    pub(crate) fresh_low: u64,
     /// Set when the group cannot commit (its log filled, or an undone
     /// operation had written to space an earlier one allocated): the whole
     /// group is rolled back at its end and this is returned.
@@ -85,6 +93,16 @@ pub(crate) fn give_back(id: u64, g: Box<Group>) {
 
 pub(crate) fn push_group(id: u64, g: Group) {
     OPEN.with_borrow_mut(|open| open.push(Open(id, Some(Box::new(g)))));
+}
+
+/// Runs `f` on the state of the innermost group on `id`, if one is open
+/// and no operation of it holds its state (None otherwise: no group, or
+/// this thread is inside an operation).
+pub(crate) fn with_group<T>(id: u64, f: impl FnOnce(&mut Group) -> T) -> Option<T> {
+    OPEN.with_borrow_mut(|open| match open.iter_mut().rev().find(|e| e.0 == id) {
+        Some(Open(_, Some(g))) => Some(f(g)),
+        _ => None,
+    })
 }
 
 /// Ends the innermost group on `id`; its state (None if an operation of
@@ -146,18 +164,18 @@ impl Fresh {
         }
     }
 
-    /// Forgets the blocks operation `op` allocated.
-    pub(crate) fn forget_op(&mut self, op: u64) {
+    /// Forgets the blocks operations after `op` allocated.
+    pub(crate) fn forget_after(&mut self, op: u64) {
         let mut k = 0;
         for i in 0..self.n {
-            if self.small[i].1.1 != op {
+            if self.small[i].1.1 <= op {
                 self.small[k] = self.small[i];
                 k += 1;
             }
         }
         self.n = k;
         if let Some(big) = &mut self.big {
-            big.retain(|_, (_, o)| *o != op);
+            big.retain(|_, (_, o)| *o <= op);
         }
     }
 }

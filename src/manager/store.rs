@@ -619,7 +619,10 @@ impl Store {
     /// leaves the container as before the group; a panic in `f`, a log
     /// that fills ([`ContainerError::TooLarge`]) or an undone operation
     /// that had written into space the group allocated rolls the whole
-    /// group back. Nested calls on the same thread join the open group.
+    /// group back. Nested calls on the same thread join the open group as
+    /// a savepoint: an `Err` from a nested [`Self::group`] undoes its own
+    /// part only, and an operation of the group that fails undoes itself
+    /// only (its log entries and the state words it changed).
     pub(crate) fn with_lock<T>(&self, f: impl FnOnce() -> T) -> Result<T, ContainerError> {
         self.group(|| Ok(f()))
     }
@@ -629,15 +632,16 @@ impl Store {
     pub(crate) fn group<T>(&self, f: impl FnOnce() -> Result<T, ContainerError>) -> Result<T, ContainerError> {
         let held = self.acquire()?;
         if !held {
-            // Already inside a group (joined) or an operation (whose writes are refused) on this thread.
-            return f();
+            // Already inside a group (joined, as a savepoint) or an operation (whose writes are refused) on this
+            // thread.
+            return self.nested_group(f);
         }
         let ctl = self.ctl();
         let s = ctl.seq.load(Ordering::Relaxed);
         ctl.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         // Release fence: pairs with the reader's Acquire fence before its second seq load, as in `write`.
         fence(Ordering::Release);
-        group::push_group(self.id, Group { seq: s.wrapping_add(1), ..Group::default() });
+        group::push_group(self.id, Group { seq: s.wrapping_add(1), fresh_low: u64::MAX, ..Group::default() });
         /// Rolls the group back if `f` unwinds.
         struct Abort<'a>(&'a Store, bool);
         impl Drop for Abort<'_> {
@@ -678,6 +682,68 @@ impl Store {
             Err(e) => {
                 drop(tx); // rolls the whole group back
                 Err(self.fail_to_error(e))
+            }
+        }
+    }
+
+    /// A group opened inside this thread's open group: a savepoint of it.
+    /// An `Err` from `f` undoes what `f` did (and only that); the open
+    /// group goes on. Inside an operation (no group state to join) it only
+    /// runs `f`, whose writes are refused.
+    #[cold]
+    fn nested_group<T>(&self, f: impl FnOnce() -> Result<T, ContainerError>) -> Result<T, ContainerError> {
+        let ctl = self.ctl();
+        let Some((used, logged, freed, ops, fresh_low)) = group::with_group(self.id, |g| {
+            (ctl.log_used.load(Ordering::Relaxed).min(LOG_CAP), g.logged, g.freed.len(), g.ops, std::mem::replace(&mut g.fresh_low, u64::MAX))
+        }) else {
+            return f();
+        };
+        let snap = self.states();
+        let r = f();
+        let err = r.is_err();
+        group::with_group(self.id, |g| {
+            if err {
+                self.undo_from(used);
+                self.restore_states(&snap);
+                g.logged = logged;
+                g.freed.truncate(freed);
+                g.fresh.forget_after(ops);
+                if g.fresh_low <= ops {
+                    g.doomed.get_or_insert_with(Self::doomed_by_fresh);
+                }
+                // seq only moves forward (stays odd): a reader that copied the log beside it starts over.
+                g.seq = g.seq.wrapping_add(2);
+                // Release: pairs with the readers' Acquire load of seq.
+                ctl.seq.store(g.seq, Ordering::Release);
+            }
+            g.fresh_low = g.fresh_low.min(fresh_low);
+        });
+        r
+    }
+
+    /// The error of a group doomed by an undone part that had written into
+    /// space an earlier part allocated.
+    fn doomed_by_fresh() -> ContainerError {
+        ContainerError::Io(
+            "an operation undone inside a group had written to space the group allocated; the whole group is \
+             rolled back"
+                .into(),
+        )
+    }
+
+    /// The state words, in order.
+    fn states(&self) -> Vec<u64> {
+        self.ctl().state.iter().map(|w| w.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Stores the state words that differ from `snap` (taken by `states`
+    /// inside the open group: every word the group changed is in its log,
+    /// so a crash here still rolls the group back). Caller holds the lock.
+    fn restore_states(&self, snap: &[u64]) {
+        for (w, &v) in self.ctl().state.iter().zip(snap) {
+            if w.load(Ordering::Relaxed) != v {
+                crash_point();
+                w.store(v, Ordering::Relaxed);
             }
         }
     }
@@ -745,6 +811,8 @@ impl Store {
                     tx.fresh = std::mem::take(&mut g.fresh);
                     g.ops += 1;
                     tx.op = g.ops;
+                    g.snap.clear();
+                    g.snap.extend(ctl.state.iter().map(|w| w.load(Ordering::Relaxed)));
                     tx.undo_to = Some((g.logged, tx.freed.len()));
                     tx.group = Some(g);
                     tx
@@ -841,9 +909,10 @@ pub(crate) struct Txn<'a> {
     /// this operation alone is undone.
     group: Option<Box<Group>>,
     undo_to: Option<(u64, usize)>,
-    /// This operation wrote unlogged into a block an earlier operation of
-    /// its group allocated (undoing it alone would not undo that).
-    wrote_earlier_fresh: bool,
+    /// The lowest number of an earlier operation of its group into whose
+    /// block this operation wrote unlogged (`u64::MAX`: none; undoing it
+    /// alone would not undo such a write).
+    fresh_low: u64,
 }
 
 const _: () = assert!(STATE_WORDS <= 64);
@@ -897,7 +966,7 @@ impl<'a> Txn<'a> {
             start: used,
             group: None,
             undo_to: None,
-            wrote_earlier_fresh: false,
+            fresh_low: u64::MAX,
         }
     }
 
@@ -925,7 +994,7 @@ impl<'a> Txn<'a> {
         match self.fresh.containing(off, end) {
             Some(op) => {
                 if op != self.op {
-                    self.wrote_earlier_fresh = true;
+                    self.fresh_low = self.fresh_low.min(op);
                 }
                 true
             }
@@ -1274,18 +1343,15 @@ impl Txn<'_> {
             if !self.done {
                 // Undo this operation only; the group goes on (or is doomed if that is not enough).
                 self.store.undo_from(self.start);
+                // State words that earlier operations of the group logged were not logged again by this one.
+                self.store.restore_states(&g.snap);
                 if let Some((logged, freed)) = self.undo_to {
                     self.logged = logged;
                     self.freed.truncate(freed);
                 }
-                let op = self.op;
-                self.fresh.forget_op(op);
-                if self.wrote_earlier_fresh {
-                    g.doomed.get_or_insert(ContainerError::Io(
-                        "an operation undone inside a group had written to space the group allocated; \
-                         the whole group is rolled back"
-                            .into(),
-                    ));
+                self.fresh.forget_after(self.op - 1);
+                if self.fresh_low != u64::MAX {
+                    g.doomed.get_or_insert_with(Store::doomed_by_fresh);
                 }
                 // seq only moves forward (stays odd): a reader that copied the log beside it starts over.
                 g.seq = self.seq.wrapping_add(2);
@@ -1293,6 +1359,7 @@ impl Txn<'_> {
                 self.store.ctl().seq.store(g.seq, Ordering::Release);
             }
             g.logged = self.logged;
+            g.fresh_low = g.fresh_low.min(self.fresh_low);
             g.freed = std::mem::take(&mut self.freed);
             g.fresh = std::mem::take(&mut self.fresh);
             group::give_back(id, g);
