@@ -170,8 +170,18 @@ pub fn run_group(mut roles: Vec<Box<dyn FnMut() + '_>>) -> Duration {
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
             pin(i % 2);
+            // The parent is a third participant on two cores: spin a
+            // little, then sleep between looks, so it gets a core to
+            // give the start even when every process is SCHED_FIFO (a
+            // pure spin starved it forever under `chrt -f`).
+            let mut spins = 0u32;
             while start.load(Ordering::Acquire) == 0 {
-                std::hint::spin_loop();
+                if spins < 10_000 {
+                    spins += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::sleep(Duration::from_micros(20));
+                }
             }
             let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut *role)).is_ok();
             // SAFETY: leave the forked child immediately.
