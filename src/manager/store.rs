@@ -412,9 +412,8 @@ impl Store {
 
     #[inline]
     pub(crate) fn ctl(&self) -> &Ctl {
-        // SAFETY: the first mapping (the segment's own, `base` == `seg.base()`) is >= INITIAL_LEN bytes
-        // (checked at create/open) and page-aligned; Ctl is
-        // atomics only, so a shared reference is sound while other processes write to it.
+        // SAFETY: the first mapping (`base` == `seg.base()`) is >= INITIAL_LEN bytes (checked at create/open) and
+        // page-aligned; Ctl is atomics only, so a shared reference is sound while other processes write to it.
         unsafe { &*(self.base.0.add(HEADER_SIZE) as *const Ctl) }
     }
 

@@ -218,9 +218,8 @@ fn arena_args(loan: &crate::queue::ByteReadLoan<'_>, head_len: usize, arenas: &m
     if offset.checked_add(bytes).is_none_or(|e| e > seg.len()) {
         return Err(format!("corrupt task frame: arena slice {offset}+{bytes} past its {} bytes", seg.len()));
     }
-    // SAFETY: `offset + bytes <= seg.len()` (checked): inside the arena's
-    // mapping, which `arenas` keeps while the frame runs (it changes only
-    // here, before the next frame).
+    // SAFETY: `offset + bytes <= seg.len()` (checked): inside the arena's mapping, which `arenas` keeps
+    // while the frame runs (it changes only here, before the next frame).
     Ok(unsafe { SharedArgs::new(seg.as_ptr().add(offset).cast_const(), bytes) })
 }
 

@@ -153,9 +153,8 @@ impl<T> Slots<FrameOut> for ShmSlots<FrameCell<T>> {
         let mut out = READ.try_with(Cell::take).unwrap_or_default();
         out.clear();
         out.reserve(n);
-        // SAFETY: `payload_at(n) + n <= stride` bytes of the slot are inside the mapping (`n <= room`, as in
-        // `write`); the caller owns the slot. The copy initialises the first `n` bytes of the spare capacity
-        // (`reserve(n)` made at least `n`), then `set_len` covers exactly those.
+        // SAFETY: `payload_at(n) + n <= stride` bytes of the slot are in the mapping (`n <= room`, as in `write`);
+        // the caller owns the slot; the copy initialises the `n` reserved bytes that `set_len` then covers.
         unsafe {
             crate::shm::copy::copy_from_shared_uninit(self.slot(pos).add(payload_at(n)), &mut out.spare_capacity_mut()[..n]);
             out.set_len(n);

@@ -198,9 +198,9 @@ impl<T: RingItem> Object for MpmcQueue<T> {
     unsafe fn init_data(data: *mut u8, _: u64, capacity: u64) {
         let (slots, stride) = geometry::<T>(capacity).expect("checked by data_size");
         for i in 0..slots {
+            // Slot i starts free for the producer of position i.
             // SAFETY: `data` holds `slots` zeroed slots of `stride` bytes, each starting with its 8-aligned
             // sequence word (caller's contract); the segment is not yet published, so nobody else reads them.
-            // Slot i starts free for the producer of position i.
             unsafe { data.add((i * stride) as usize).cast::<AtomicU64>().write(AtomicU64::new(i)) };
         }
     }
@@ -646,9 +646,9 @@ impl<T: crate::ShmType> MpmcQueue<super::item::PodVia<T>> {
     /// wire is `T`'s own typed copy (`PodWire::of`), and the segment's
     /// element identity is `T`'s.
     pub(super) fn as_plain(&self) -> &MpmcQueue<T> {
-        // SAFETY: both are repr(C) with identical field types except the zero-sized `PhantomData` (align 1, at the
-        // end), so the layouts are identical; `PodVia<T>` is a transparent `T`, so every pointer and count means the
-        // same for both views. The reference keeps `self`'s lifetime.
+        // Both are repr(C) with identical field types except the zero-sized `PhantomData` (align 1, at the end).
+        // SAFETY: so the layouts are identical; `PodVia<T>` is a transparent `T`, so every pointer and count means
+        // the same for both views. The reference keeps `self`'s lifetime.
         unsafe { &*(self as *const Self).cast::<MpmcQueue<T>>() }
     }
 }
