@@ -54,9 +54,8 @@ impl Ctl {
 
     fn word32(&self, at: usize) -> &AtomicU32 {
         assert!(at.is_multiple_of(4) && at + 4 <= self.seg.len(), "control word out of bounds");
-        // SAFETY: in bounds (checked above), 4-aligned (the segment's bytes
-        // start 64-aligned); shared words are only accessed atomically (the
-        // crate's memory model).
+        // Shared words are only accessed atomically (the crate's memory model).
+        // SAFETY: in bounds (checked above), 4-aligned (the segment starts 64-aligned).
         unsafe { &*(self.seg.as_ptr().add(at) as *const AtomicU32) }
     }
 

@@ -250,9 +250,9 @@ impl<C> std::fmt::Debug for Mapped<C> {
     }
 }
 
-// SAFETY: the control block is made of atomics (Sync by construction) and
-// the data area is only reached through raw pointers under the object's own
-// synchronisation; the mapping itself is process-wide.
+// The mapping itself is process-wide.
+// SAFETY: the control block is atomics (Sync); the data area is reached only
+// through raw pointers under the object's own synchronisation.
 unsafe impl<C: Sync> Send for Mapped<C> {}
 // SAFETY: as above.
 unsafe impl<C: Sync> Sync for Mapped<C> {}
