@@ -24,6 +24,10 @@ mod helping;
 #[path = "pool/rev_rtt.rs"]
 mod rev_rtt;
 
+/// Hostile review of the plain-data arena path (tests/pool/rev_arena.rs).
+#[path = "pool/rev_arena.rs"]
+mod rev_arena;
+
 /// Any single blocking wait in these tests.
 const DEADLINE: Duration = Duration::from_secs(60);
 

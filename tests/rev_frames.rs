@@ -1,0 +1,248 @@
+//! Hostile review (rev2) of the variable-length MPMC frame ring under
+//! `Queue<T>` for encoded items (src/queue/frames.rs, vyukov.rs, mpmc.rs,
+//! itemring.rs, chain.rs): frames at the slot's edges, 0-length frames,
+//! garbage written into the segment by a peer, the unbounded queue's
+//! frame limit.
+
+mod common;
+
+use std::time::Duration;
+
+use shmproc::process::{Entry, HandoffError};
+use shmproc::{GetError, Handoff, Process, PutError, Queue, TryGetError};
+
+/// Finds `needle` in the segment file of queue `name`; returns the file
+/// and the offset.
+fn find_in_segment(name: &str, needle: &[u8]) -> (std::fs::File, u64) {
+    let path = format!("/dev/shm/{}{name}", shmproc::NAME_PREFIX);
+    let bytes = std::fs::read(&path).unwrap();
+    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("payload in the segment");
+    (std::fs::OpenOptions::new().write(true).open(&path).unwrap(), at as u64)
+}
+
+/// The offset in the segment file of the slot holding the small `String`
+/// frame `marker` (its payload, the String's 8-byte length first, starts
+/// 16 bytes into the slot, after the sequence and length words).
+fn slot_of_marker(name: &str, marker: &str) -> (std::fs::File, u64) {
+    let (f, at) = find_in_segment(name, marker.as_bytes());
+    (f, at - 8 - 16)
+}
+
+/// CPU ticks (user + system) of `pid` so far, from /proc.
+fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+shmproc::entry! {
+    /// A blocking `get` on a queue whose next slot a peer corrupted: it
+    /// must come back with an error (any), not wait forever.
+    fn rev_get_blocking(q: Queue<String>) -> Result<(), String> {
+        match q.get() {
+            Err(_) => Ok(()),
+            Ok(v) => Err(format!("a corrupted slot gave an item: {v:?}")),
+        }
+    }
+}
+
+shmproc::entry! {
+    /// A blocking `put` on a queue whose next free slot a peer corrupted:
+    /// it must come back (an error, or the item landed), not spin forever.
+    fn rev_put_blocking(q: Queue<String>) -> Result<(), String> {
+        let _ = q.put("after".to_string());
+        Ok(())
+    }
+}
+
+/// Runs `entry(q)` in a child and waits up to `within` for it to end;
+/// returns `Err` with the child's CPU use if it did not (it is then killed).
+fn child_returns(
+    entry: impl Entry<Arg = Queue<String>>,
+    q: &Queue<String>,
+    within: Duration,
+) -> Result<Option<i32>, String> {
+    let mut p = Process::new(entry, q.clone()).with_daemon(true);
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    let before = cpu_ticks(pid);
+    let ended = p.join_timeout(within).unwrap();
+    if ended {
+        return Ok(p.exitcode());
+    }
+    let used = cpu_ticks(pid).saturating_sub(before);
+    let _ = p.kill();
+    let _ = p.join_timeout(common::DEADLINE);
+    Err(format!("still blocked after {within:?}, having used {used} CPU ticks (1 tick = 10 ms) meanwhile"))
+}
+
+/// DEFECT. A peer writes a garbage sequence word into the slot of the
+/// next frame (neither "free", "published" nor the next lap's value). The
+/// consumer's claim loop (`vyukov.rs` `Ring::pop`, the catch-up branch)
+/// gives up after `CORRUPT_STEPS` with `Refused::Now`, i.e. "empty"; a
+/// blocking `get` (`mpmc.rs` `pop_wait`) then finds the queue non-empty
+/// (`tail != head`), never sleeps, and retries forever: a get that never
+/// returns and burns a core, instead of `Corrupted`. `get_nowait` says
+/// `Empty` while `qsize()` says 1.
+#[test]
+fn a_garbage_sequence_word_makes_a_blocking_get_fail_not_spin_forever() {
+    use std::os::unix::fs::FileExt;
+    let q = Queue::<String>::new(4).unwrap();
+    let marker = "MARKER-rev2-seq-get-MARKER";
+    q.put(marker.into()).unwrap();
+    let (f, slot) = slot_of_marker(q.name(), marker);
+    f.write_all_at(&0x0bad_5eed_0000_1234u64.to_ne_bytes(), slot).unwrap();
+    assert_eq!(q.qsize(), 1);
+    let nowait = q.get_nowait();
+    let r = child_returns(rev_get_blocking, &q, Duration::from_secs(20));
+    assert!(
+        r.is_ok(),
+        "Queue::get on a slot whose sequence word a peer corrupted: {} (get_nowait said {nowait:?}; expected an \
+         error such as Corrupted)",
+        r.unwrap_err()
+    );
+    assert_eq!(r.unwrap(), Some(0), "the blocked get returned an item");
+}
+
+/// DEFECT (same cause, producer side). A garbage sequence word in the next
+/// free slot: `Ring::push`'s catch-up branch gives up (`Refused::Now`,
+/// "full"), `push_wait` finds the queue not full, never sleeps, and
+/// retries forever: a `put` that never returns, burning a core. `PutError`
+/// has no variant to report the corruption.
+#[test]
+fn a_garbage_sequence_word_makes_a_blocking_put_fail_not_spin_forever() {
+    use std::os::unix::fs::FileExt;
+    let q = Queue::<String>::new(2).unwrap();
+    let marker = "MARKER-rev2-seq-put-MARKER";
+    q.put(marker.into()).unwrap();
+    let (f, slot) = slot_of_marker(q.name(), marker);
+    assert_eq!(q.get().as_deref(), Ok(marker));
+    // Slot 0 is free for position 2 now (its word says 2); slot 1 for
+    // position 1. Corrupt slot 1, where the next put goes.
+    let slot1 = slot + q.max_frame() as u64 + 64;
+    f.write_all_at(&0x0bad_5eed_0000_4321u64.to_ne_bytes(), slot1).unwrap();
+    let r = child_returns(rev_put_blocking, &q, Duration::from_secs(20));
+    assert!(r.is_ok(), "Queue::put on a queue whose next free slot a peer corrupted: {}", r.unwrap_err());
+}
+
+/// A type whose encoding is empty: a 0-length frame.
+#[derive(Debug, PartialEq, Eq)]
+struct Nothing;
+
+impl Handoff for Nothing {
+    fn encode(&self, _: &mut Vec<u8>) {}
+    fn decode(_: &mut &[u8]) -> Result<Self, HandoffError> {
+        Ok(Nothing)
+    }
+}
+
+/// COVERAGE (passes). 0-length frames, and frames of exactly the slot's
+/// room and one byte more, for frame sizes on both sides of the
+/// small-frame bound and of the odd-line rounding: each one round-trips
+/// (or is `TooLarge` with its exact length and the limit), interleaved so
+/// that a short frame is read from a slot that held a long one.
+#[test]
+fn frames_at_the_slot_edges_and_empty_frames_round_trip() {
+    let q = Queue::<Nothing>::new(3).unwrap();
+    for _ in 0..10 {
+        q.put(Nothing).unwrap();
+        q.put(Nothing).unwrap();
+        assert_eq!(q.qsize(), 2);
+        assert_eq!(q.get(), Ok(Nothing));
+        assert_eq!(q.get(), Ok(Nothing));
+    }
+    assert_eq!(q.get_nowait(), Err(TryGetError::Empty));
+    for max_frame in [1u64, 56, 63, 64, 65, 176, 177, 240, 241, 300, 1024, 1025, 4096] {
+        let q = Queue::<Vec<u8>>::with_max_frame(2, max_frame).unwrap();
+        let room = q.max_frame();
+        assert!(room as u64 >= max_frame, "max_frame {max_frame}: room {room}");
+        // Slot stride: room + 64, a whole number of lines, odd past two.
+        let lines = (room + 64) / 64;
+        assert_eq!((room + 64) % 64, 0);
+        assert!(lines <= 2 || lines % 2 == 1, "max_frame {max_frame}: {lines} lines");
+        let exact = vec![0xA5u8; room - 8]; // + its 8-byte length: exactly `room`
+        let over = vec![0x5Au8; room - 7];
+        for round in 0..3u8 {
+            let mut e = exact.clone();
+            e[0] = round;
+            q.put(e.clone()).unwrap();
+            q.put(vec![round]).unwrap();
+            assert_eq!(q.get().unwrap(), e, "max_frame {max_frame}: a frame of exactly the room");
+            assert_eq!(q.get().unwrap(), vec![round]);
+            match q.put(over.clone()) {
+                Err(PutError::TooLarge { item, len, max }) => {
+                    assert_eq!((item.len(), len, max), (over.len(), room + 1, room), "max_frame {max_frame}")
+                }
+                r => panic!("max_frame {max_frame}: a frame one byte over the room: {r:?}"),
+            }
+            assert_eq!(q.qsize(), 0);
+        }
+    }
+}
+
+/// DEFECT. An unbounded queue's `max_frame()` ("the largest item encoding
+/// a put accepts") says `usize::MAX` (`inner.rs` `Inner::max_frame`, the
+/// `Chain` arm), but its puts refuse encodings above `Chain::max_item()`
+/// (half the memory limit's worth of slot, `chain.rs` `put` -> `TooLarge {
+/// max: self.max_item() }`): the limit a caller can see and the limit the
+/// error reports disagree, and the documented idiom
+/// `"x".repeat(q.max_frame() + 1)` overflows.
+#[test]
+fn an_unbounded_queues_max_frame_is_the_limit_its_puts_enforce() {
+    let q = Queue::<String>::unbounded_with_limit(1 << 20).unwrap();
+    let big = "x".repeat(300_000);
+    let Err(PutError::TooLarge { len, max, .. }) = q.put(big) else { panic!("300 000 bytes within a 1 MiB limit") };
+    assert_eq!(len, 300_008);
+    // The largest accepted encoding goes in, and comes out whole.
+    let fits = "y".repeat(max - 8);
+    q.put(fits.clone()).unwrap();
+    assert_eq!(q.get().unwrap(), fits);
+    assert_eq!(q.max_frame(), max, "max_frame() of an unbounded queue vs the `max` its TooLarge reports");
+}
+
+/// COVERAGE (passes). Large frames through an unbounded queue across two
+/// processes: ring growth for frames larger than the ring before (each
+/// larger item seals the ring and links one with larger slots), then
+/// small ones again; every item in order and intact, qsize exact at the
+/// end, and every ring gone from /dev/shm after the queue is dropped.
+#[test]
+fn an_unbounded_queue_chains_rings_for_growing_frames_across_processes() {
+    let name = format!("rev2-chain-frames-{}", std::process::id());
+    let q = Queue::<Vec<u8>>::create_unbounded(&name, 256 << 20, &shmproc::Options::new()).unwrap();
+    let sizes: Vec<usize> = (0..40).map(|i| [0, 1, 200, 5_000, 70_000, 300_000, 17, 1_000_000][i % 8] + i).collect();
+    let mut p = Process::new(rev_put_sizes, (q.clone(), sizes.clone()));
+    p.start().unwrap();
+    let _ = common::join(&p);
+    assert_eq!(p.exitcode(), Some(0));
+    assert_eq!(q.qsize(), sizes.len());
+    for (i, &n) in sizes.iter().enumerate() {
+        let v = q.get_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(v.len(), n, "item {i}");
+        assert!(v.iter().enumerate().all(|(k, &b)| b == (k as u8) ^ (i as u8)), "item {i} torn");
+    }
+    assert_eq!(q.qsize(), 0);
+    assert!(matches!(q.get_nowait(), Err(TryGetError::Empty)));
+    drop(q);
+    let left: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.contains(&name))
+        .collect();
+    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
+}
+
+shmproc::entry! {
+    fn rev_put_sizes(args: (Queue<Vec<u8>>, Vec<usize>)) -> Result<(), String> {
+        let (q, sizes) = args;
+        for (i, &n) in sizes.iter().enumerate() {
+            let v: Vec<u8> = (0..n).map(|k| (k as u8) ^ (i as u8)).collect();
+            q.put_timeout(v, Duration::from_secs(30)).map_err(|e| format!("item {i} ({n} bytes): {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[allow(dead_code)]
+fn _uses(_: GetError) {}
