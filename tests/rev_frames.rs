@@ -251,3 +251,144 @@ shmproc::entry! {
 
 #[allow(dead_code)]
 fn _uses(_: GetError) {}
+
+/// The files in /dev/shm whose names start with the user name `prefix`:
+/// (file name, size, first 8 bytes: the magic once the header is written).
+fn files_of(prefix: &str) -> Vec<(String, u64, u64)> {
+    use std::os::unix::fs::FileExt;
+    let mine = format!("{}{prefix}", shmproc::NAME_PREFIX);
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/dev/shm").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(&mine) {
+            continue;
+        }
+        let Ok(f) = std::fs::File::open(format!("/dev/shm/{name}")) else { continue };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut magic = [0u8; 8];
+        let _ = f.read_exact_at(&mut magic, 0);
+        out.push((name, len, u64::from_le_bytes(magic)));
+    }
+    out
+}
+
+/// Removes every file of `prefix` (the test leaves nothing).
+fn remove_all(prefix: &str) {
+    for (n, _, _) in files_of(prefix) {
+        let _ = std::fs::remove_file(format!("/dev/shm/{n}"));
+    }
+}
+
+/// The unbounded queue's control words read from its segment file at
+/// `off` (`ChainCtl`: `newest` at 128, `oldest` at 256, each on its own
+/// 128-byte line after the 128-byte header; `words` at 384: `limit` u64,
+/// `mode` u32, `live` u64 at 400).
+fn chain_word(name: &str, off: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/dev/shm/{}{name}", shmproc::NAME_PREFIX)).unwrap();
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, off).unwrap();
+    u64::from_ne_bytes(b)
+}
+
+/// DEFECT. A consumer that wins `retire`'s CAS (`links.rs` `Links::retire`:
+/// `oldest` k -> k + 1) and is killed before `Chain::retired` (chain.rs)
+/// removes ring k's name and gives its bytes back leaves ring k for good:
+/// rings are created persisted, so `gc` never removes them, and the last
+/// holder's cleanup (`unlink_rings`) removes only `oldest..=newest + 1`
+/// and temporary names, never a ring below `oldest`. Its bytes also stay
+/// counted in `live`, shrinking the memory limit for the queue's life.
+/// The test leaves exactly the state such a consumer leaves (ring 0
+/// sealed and drained, `oldest` moved to 1 in the control segment, ring
+/// 0's name still there), then drops the queue's last handle.
+#[test]
+fn a_ring_retired_by_a_consumer_killed_before_unlinking_it_is_not_left_behind() {
+    use std::os::unix::fs::FileExt;
+    let name = format!("rev2-retire-crash-{}", std::process::id());
+    let q = Queue::<String>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).unwrap();
+    // Ring 0 holds 512 frames of up to 64 bytes; the 513th links ring 1.
+    for i in 0..513 {
+        q.put(format!("item-{i}")).unwrap();
+    }
+    let rings = || files_of(&format!("{name}.")).into_iter().map(|f| f.0).collect::<Vec<_>>();
+    assert_eq!(rings().len(), 2, "{:?}", rings());
+    for i in 0..512 {
+        assert_eq!(q.get_nowait().as_deref(), Ok(format!("item-{i}").as_str()));
+    }
+    assert_eq!((chain_word(&name, 128), chain_word(&name, 256)), (1, 0), "newest, oldest (layout of ChainCtl)");
+    assert_eq!(chain_word(&name, 384), 1 << 30, "the limit word (layout of ChainCtl)");
+    let f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/{}{name}", shmproc::NAME_PREFIX)).unwrap();
+    // The retiring consumer's CAS: oldest 0 -> 1; then it is killed.
+    f.write_all_at(&1u64.to_ne_bytes(), 256).unwrap();
+    assert_eq!(q.get_nowait().as_deref(), Ok("item-512"));
+    assert_eq!(q.qsize(), 0);
+    drop(q);
+    let left = files_of(&name);
+    remove_all(&name);
+    assert!(left.is_empty(), "after the queue's last handle dropped, left in /dev/shm: {left:?}");
+}
+
+shmproc::entry! {
+    /// Opens the unbounded queue `name` and puts one 30 MiB item (a new
+    /// ring of about 60 MiB).
+    fn rev_put_huge(name: String) -> Result<(), String> {
+        let q = Queue::<Vec<u8>>::open(&name).map_err(|e| e.to_string())?;
+        q.put(vec![7u8; 30 << 20]).map_err(|e| e.to_string())
+    }
+}
+
+/// DEFECT. A producer killed while it creates a ring (`Chain::create_ring`,
+/// chain.rs: `live.fetch_add(cost)` reserves the ring's bytes, then
+/// `ItemRing::create` makes it under a temporary name: for a large ring,
+/// an `fallocate` of tens of MiB, a wide window) never gives the
+/// reservation back: `live` keeps it for the queue's life. Two such
+/// deaths (60 MiB each) in a queue limited to 130 MiB and the queue can
+/// never grow again: a put of a 30 MiB item into the EMPTY queue is
+/// refused as `Full` forever (a blocking put would wait forever). The
+/// test kills each producer when it sees its temporary ring file still
+/// without a header (and checks it still is after the kill).
+#[test]
+fn producers_killed_while_creating_rings_do_not_shrink_the_memory_limit() {
+    let name = format!("rev2-live-leak-{}", std::process::id());
+    let q = Queue::<Vec<u8>>::create_unbounded(&name, 130 << 20, &shmproc::Options::new()).unwrap();
+    let mut leaks = 0;
+    let mut tries = 0;
+    while leaks < 2 && tries < 10 {
+        tries += 1;
+        let mut p = Process::new(rev_put_huge, name.clone()).with_daemon(true);
+        p.start().unwrap();
+        let temp = format!(".t{}x", p.pid().unwrap());
+        let t0 = std::time::Instant::now();
+        let mut hit = None;
+        while hit.is_none() && t0.elapsed() < common::DEADLINE && p.join_timeout(Duration::ZERO).map_or(false, |d| !d) {
+            hit = files_of(&format!("{name}."))
+                .into_iter()
+                .find(|(n, len, magic)| n.contains(&temp) && *len >= 50 << 20 && *magic == 0);
+            if hit.is_none() {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        let _ = p.kill();
+        let _ = p.join_timeout(common::DEADLINE);
+        let still =
+            hit.as_ref().is_some_and(|(n, _, _)| files_of(&format!("{name}.")).iter().any(|f| f.0 == *n && f.2 == 0));
+        if still {
+            leaks += 1;
+        }
+        // Whatever the child managed (a whole ring, its item), empty the queue.
+        while q.get_nowait().is_ok() {}
+    }
+    assert_eq!(leaks, 2, "could not kill two producers while they created a ring in {tries} tries (inconclusive)");
+    assert_eq!(q.qsize(), 0);
+    let live = chain_word(&name, 400);
+    let r = q.put_nowait(vec![1u8; 30 << 20]).map_err(|e| e.to_string());
+    drop(q);
+    let left = files_of(&name);
+    remove_all(&name);
+    assert!(
+        r.is_ok(),
+        "a 30 MiB put into the empty queue (limit 130 MiB) after {leaks} producers were killed creating rings: {r:?} \
+         (the control block counts {live} live bytes)"
+    );
+    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
+}
