@@ -312,3 +312,90 @@ fn an_arena_whose_creator_is_killed_while_creating_it_is_garbage_collected() {
         left.iter().map(|f| &f.0).collect::<Vec<_>>()
     );
 }
+
+/// A hostile peer overwrites the header of the pool's arena (its magic)
+/// after a map was submitted and before any worker opened it: every
+/// worker must refuse the arena (it cannot be opened as a segment), and
+/// the pool must stay usable: the map ends (exact, or with errors) within
+/// the deadline, and a later map is exact.
+#[test]
+fn a_hostile_arena_header_fails_at_most_that_map_not_the_pool() {
+    use std::os::unix::fs::FileExt;
+    let _watchdog = watchdog("a_hostile_arena_header_fails_at_most_that_map_not_the_pool");
+    let pool = Pool::new(1).unwrap();
+    let go = Event::new().unwrap();
+    let held = pool.apply_async(rev_hold, go.clone()).unwrap();
+    let (_, before) = pool.__created();
+    const N: u64 = 400_000; // 3.2 MB of arguments: an arena, many frames
+    let r = pool.map_async(square, 0..N).unwrap();
+    let (_, after) = pool.__created();
+    let arena = after.iter().find(|n| !before.contains(n)).expect("an arena").clone();
+    let path = format!("/dev/shm/{}{arena}", shmproc::NAME_PREFIX);
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().write_all_at(&[0u8; 8], 0).unwrap();
+    go.set();
+    assert_eq!(held.get_timeout(DEADLINE).ok(), Some(1));
+    let first = match r.get_timeout(DEADLINE) {
+        Ok(v) => format!("exact: {}", v == serial(N)),
+        Err(shmproc::pool::GetTimeoutError::TimedOut(_)) => panic!("the map over a corrupted arena hung"),
+        Err(e) => format!("failed: {e}"),
+    };
+    let later = pool.map_async(square, 0..1000).unwrap().get_timeout(DEADLINE).map_err(|e| e.to_string());
+    let (workers, _) = pool.__created();
+    let ok = later.as_ref().is_ok_and(|v| *v == serial(1000));
+    eprintln!("first map: {first}; workers started: {}", workers.len());
+    finish(pool, &[]);
+    assert!(
+        ok,
+        "after a map over a corrupted arena ({first}; {} workers started), a later map: {later:?}",
+        workers.len()
+    );
+}
+
+shmproc::task! {
+    /// Plain data in and out (the arena path): parks its worker forever at
+    /// `u64::MAX`.
+    fn rev_park_max(x: u64) -> u64 {
+        if x == u64::MAX {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        x
+    }
+}
+
+/// COVERAGE (passes). `terminate` while two maps are parked mid-way, one
+/// over an arena the pool would keep (8 MB) and one over an arena past
+/// the kept size (40 MB): it returns, both maps fail `Terminated`, and
+/// after the drop no worker and no arena is left.
+#[test]
+fn terminate_mid_map_over_arenas_leaves_no_arena() {
+    let _watchdog = watchdog("terminate_mid_map_over_arenas_leaves_no_arena");
+    let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+    let (_, before) = pool.__created();
+    let park = |n: u64| (0..n).map(move |i| if i == n / 2 { u64::MAX } else { i });
+    let small = pool.map_async(rev_park_max, park(1_000_000)).unwrap();
+    let big = pool.map_async(rev_park_max, park(5_000_000)).unwrap();
+    let (_, after) = pool.__created();
+    assert_eq!(after.iter().filter(|n| !before.contains(n)).count(), 2, "two arenas");
+    std::thread::sleep(Duration::from_millis(200));
+    let p2 = std::sync::Arc::clone(&pool);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        p2.terminate();
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(DEADLINE).expect("terminate did not return");
+    for r in [small, big] {
+        match r.get_timeout(DEADLINE) {
+            Err(shmproc::pool::GetTimeoutError::Failed(shmproc::pool::PoolError::Task(
+                shmproc::pool::TaskError::Terminated { .. },
+            ))) => {}
+            other => panic!("{:?}", other.map(|v| v.len())),
+        }
+    }
+    let pool = std::sync::Arc::try_unwrap(pool).unwrap();
+    let (workers, names) = pool.__created();
+    drop(pool);
+    super::all_gone(workers, names);
+}
