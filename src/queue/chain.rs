@@ -409,7 +409,7 @@ impl<T: Handoff> Chain<T> {
     /// The largest encoding an item may have: its ring must take at most
     /// half the memory limit (as in `plan`).
     #[cold]
-    fn max_item(&self) -> usize {
+    pub(super) fn max_item(&self) -> usize {
         // Relaxed: fixed at creation.
         let cap = (self.words().limit.load(Ordering::Relaxed) / 2).saturating_sub(RING_OVERHEAD);
         let a = super::item::FRAME_ALIGN;

@@ -105,7 +105,7 @@ impl<T: Handoff> Inner<T> {
     pub(super) fn max_frame(&self) -> usize {
         match self {
             Inner::Ring(r) => r.max_frame(),
-            Inner::Chain(_) => usize::MAX,
+            Inner::Chain(c) => c.max_item(),
         }
     }
 
