@@ -77,6 +77,11 @@ pub(crate) fn map_file(name: &str, file: &File, len: u64) -> Result<MmapRaw, Ope
     MmapOptions::new().len(len).map_raw(file).map_err(|e| OpenError::Io { name: name.to_owned(), source: e })
 }
 
+/// The bytes `Segment::create` reserves before it writes the header: the
+/// header's page.
+const HEAD_PAGE: u64 = 4096;
+const _: () = assert!(HEADER_SIZE as u64 <= HEAD_PAGE);
+
 impl Segment {
     /// Creates `name` with room for `total_len` bytes and writes the header
     /// (all but READY: the caller builds the object, then calls `publish`).
@@ -89,7 +94,8 @@ impl Segment {
         total_len: u64,
     ) -> Result<Segment, OpenError> {
         let c_name = os_name(name)?;
-        let fd = sys::shm::create(&c_name, opts.mode, total_len).map_err(|e| space_error(name, total_len, e))?;
+        // The header's page first, the rest once the header names us (below).
+        let fd = sys::shm::create(&c_name, opts.mode, total_len, HEAD_PAGE).map_err(|e| space_error(name, total_len, e))?;
         let info = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e))?;
         let (ino, dev) = (info.ino, info.dev);
         let (map, file) = match map(name, fd, total_len) {
@@ -108,6 +114,10 @@ impl Segment {
             persist: AtomicBool::new(false),
         };
         seg.header().write_fields(kind, fp, capacity, total_len);
+        // The rest of the pages: a creator killed while reserving them (a
+        // wide window for a large segment) leaves a file whose header names
+        // it, which `gc` removes; on failure, dropping `seg` removes the name.
+        sys::shm::reserve_from(std::os::fd::AsFd::as_fd(&seg.file), HEAD_PAGE, total_len).map_err(|e| space_error(name, total_len, e))?;
         Ok(seg)
     }
 

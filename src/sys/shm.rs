@@ -8,16 +8,19 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::{Mode, SFlag};
 
 /// Creates `name` exclusively with exactly `mode` (umask does not apply),
-/// sizes it to `len` bytes and reserves every page (`posix_fallocate`), so
-/// a full `/dev/shm` fails here with `ENOSPC` instead of killing a later
-/// first touch of a page with SIGBUS. On any error the name is removed.
-pub(crate) fn create(name: &CStr, mode: u32, len: u64) -> Result<OwnedFd, Errno> {
+/// sizes it to `len` bytes and reserves (`posix_fallocate`) its first
+/// `head` bytes, so a full `/dev/shm` fails here with `ENOSPC` instead of
+/// killing a later first touch of a page with SIGBUS. The caller writes
+/// its header there, then reserves the rest ([`reserve_from`]): a creator
+/// killed while it reserves a large file leaves a file that names it, which
+/// `gc` can judge. On any error the name is removed.
+pub(crate) fn create(name: &CStr, mode: u32, len: u64, head: u64) -> Result<OwnedFd, Errno> {
     let off_len = nix::libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
     let mode = Mode::from_bits_truncate(mode as nix::libc::mode_t);
     let fd = nix::sys::mman::shm_open(name, OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL, mode)?;
     let sized = nix::sys::stat::fchmod(fd.as_fd(), mode)
         .and_then(|()| nix::unistd::ftruncate(fd.as_fd(), off_len))
-        .and_then(|()| if len > 0 { reserve(&fd, len) } else { Ok(()) });
+        .and_then(|()| reserve_from(fd.as_fd(), 0, len.min(head)));
     if let Err(e) = sized {
         let _ = nix::sys::mman::shm_unlink(name);
         return Err(e);
@@ -33,9 +36,14 @@ pub(crate) fn create(name: &CStr, mode: u32, len: u64) -> Result<OwnedFd, Errno>
 /// undoes what an interrupted call allocated). `EFBIG` if `len` is not a
 /// file offset.
 pub(crate) fn reserve(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
+    reserve_from(fd.as_fd(), 0, len)
+}
+
+/// [`reserve`] of the bytes from `from` to `len` (nothing if `from >= len`).
+pub(crate) fn reserve_from(fd: std::os::fd::BorrowedFd<'_>, from: u64, len: u64) -> Result<(), Errno> {
     let len = nix::libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
     const CHUNK: nix::libc::off_t = 64 << 20;
-    let mut off = 0;
+    let mut off = nix::libc::off_t::try_from(from).map_err(|_| Errno::EFBIG)?;
     while off < len {
         let n = CHUNK.min(len - off);
         #[cfg(test)]
@@ -195,7 +203,7 @@ mod tests {
     fn create_retries_fallocate_interrupted_by_a_signal() {
         let name = std::ffi::CString::new(format!("/shmproc.unit-eintr-{}", std::process::id())).unwrap();
         INJECT_EINTR.with(|n| n.set(3));
-        let created = create(&name, 0o600, (128 << 20) + 4096);
+        let created = create(&name, 0o600, (128 << 20) + 4096, u64::MAX);
         INJECT_EINTR.with(|n| n.set(0));
         let size = created.as_ref().ok().map(|fd| fstat(fd).unwrap().size);
         let holes = created.as_ref().ok().map(|fd| fstat(fd).unwrap().has_hole());

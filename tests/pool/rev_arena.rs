@@ -224,6 +224,13 @@ shmproc::entry! {
     }
 }
 
+/// Whether /dev/shm file `name` has pages not reserved yet (its creator
+/// is still in `posix_fallocate`, or was killed there).
+fn reserving(name: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/dev/shm/{name}")).is_ok_and(|m| m.blocks() * 512 < m.len())
+}
+
 /// The owner's segment files in /dev/shm: (file name, size, first 8 bytes).
 fn owner_files(owner: u32) -> Vec<(String, u64, u64)> {
     use std::os::unix::fs::FileExt;
@@ -252,10 +259,12 @@ fn owner_files(owner: u32) -> Vec<(String, u64, u64)> {
 /// `gc()` (`dead_segment`, which needs the magic and the creator pid)
 /// never removes it, and nothing else does. Arenas make the window wide
 /// (an `fallocate` of every page of a large arena; `PodBlock::fill`
-/// also creates a doubled arena while it fills). The test kills the owner
-/// when it sees the arena's file without a header, checks that the file
-/// is still headerless after the kill (the window was hit; otherwise it
-/// tries again), and then that `gc()` removes it.
+/// also creates a doubled arena while it fills). Now the creator
+/// reserves the header's page, writes the header, then reserves the rest.
+/// The test kills the owner when it sees the arena's file with pages not
+/// yet reserved, checks that it still has some after the kill (the window
+/// was hit; otherwise it tries again), and then that `gc()` removes it
+/// (seen failing before the fix: the file had no header then).
 #[test]
 fn an_arena_whose_creator_is_killed_while_creating_it_is_garbage_collected() {
     let _watchdog = watchdog("an_arena_whose_creator_is_killed_while_creating_it_is_garbage_collected");
@@ -272,10 +281,10 @@ fn an_arena_whose_creator_is_killed_while_creating_it_is_garbage_collected() {
         let t0 = Instant::now();
         let mut headerless = None;
         while headerless.is_none() && t0.elapsed() < DEADLINE {
-            headerless = owner_files(owner_pid).into_iter().find(|(_, len, magic)| *len >= 200 << 20 && *magic == 0);
+            headerless = owner_files(owner_pid).into_iter().find(|(n, len, _)| *len >= 200 << 20 && reserving(n));
             if headerless.is_none() {
                 // A first arena already complete: this try missed the window.
-                if owner_files(owner_pid).iter().any(|(_, len, magic)| *len >= 200 << 20 && *magic != 0) {
+                if owner_files(owner_pid).iter().any(|(n, len, _)| *len >= 200 << 20 && !reserving(n)) {
                     break;
                 }
                 std::thread::sleep(Duration::from_micros(200));
@@ -285,7 +294,7 @@ fn an_arena_whose_creator_is_killed_while_creating_it_is_garbage_collected() {
         let _ = owner.join_timeout(DEADLINE);
         wait_until("the orphaned worker to leave", || !alive(worker));
         if let Some((name, _, _)) = headerless
-            && owner_files(owner_pid).iter().any(|(n, _, magic)| *n == name && *magic == 0)
+            && owner_files(owner_pid).iter().any(|(n, _, _)| *n == name && reserving(n))
         {
             caught = Some((owner_pid, name));
         } else {
