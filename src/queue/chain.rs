@@ -105,7 +105,8 @@ struct Words {
     limit: AtomicU64,
     /// The permission bits rings are created with (the creator's).
     mode: AtomicU32,
-    /// Bytes of the live rings.
+    /// Unused since the budget is counted from the rings' files
+    /// (`Chain::live_bytes`); kept for the layout.
     live: AtomicU64,
     /// Bumped when a ring is retired or the queue closes; producers at
     /// the limit sleep on it.
@@ -340,13 +341,14 @@ impl<T: Handoff> Chain<T> {
         }
         let (slots, max_frame, cost) = self.plan(k, need)?;
         let w = self.words();
-        // AcqRel: pairs with the other reservations and `retire`'s release.
         // No exception to the limit: a ring takes at most half of it and
         // is sealed only once its successor exists (`advance`), so the
-        // ring being drained plus its successor always fit.
-        let before = w.live.fetch_add(cost, Ordering::AcqRel);
-        if before.saturating_add(cost) > w.limit.load(Ordering::Relaxed) {
-            w.live.fetch_sub(cost, Ordering::AcqRel);
+        // ring being drained plus its successor always fit. Only ring
+        // `newest + 1` is ever made, so racing makers all make this one
+        // ring (one links it, the others drop theirs): the live rings'
+        // bytes plus this one's is the whole budget question.
+        // Relaxed: fixed at creation.
+        if self.live_bytes().saturating_add(cost) > w.limit.load(Ordering::Relaxed) {
             return Ok(None);
         }
         // Relaxed: fixed at creation. The rings share the queue's mode.
@@ -363,15 +365,11 @@ impl<T: Handoff> Chain<T> {
         });
         match linked {
             Ok(r) => {
-                // Counted as `retire` will give it back: the segment's bytes.
-                // AcqRel: as the reservation.
-                w.live.fetch_sub(cost.saturating_sub(r.bytes()), Ordering::AcqRel);
                 let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
                 rings.push((k, r.clone()));
                 Ok(Some(r))
             }
             Err(e) => {
-                w.live.fetch_sub(cost, Ordering::AcqRel);
                 // Somebody else linked it meanwhile: use theirs. Anything
                 // else (/dev/shm full, a foreign file under the name): the
                 // chain cannot grow now, as at the memory limit.
@@ -435,8 +433,21 @@ impl<T: Handoff> Chain<T> {
             return false;
         }
         let Ok((_, _, cost)) = self.plan(n + 1, 0) else { return true };
-        let w = self.words();
-        o.saturating_add(1) <= n && w.live.load(Ordering::Relaxed).saturating_add(cost) > w.limit.load(Ordering::Relaxed)
+        // Relaxed: fixed at creation.
+        o.saturating_add(1) <= n && self.live_bytes().saturating_add(cost) > self.words().limit.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the live rings `oldest..=newest`: their files' sizes,
+    /// counted from the names each time (no running total in shared
+    /// memory: a process killed between reserving and giving back would
+    /// shrink the budget for the queue's life). A ring retired meanwhile
+    /// counts 0; the untrusted indices are bounded as in `unlink_rings`.
+    #[cold]
+    fn live_bytes(&self) -> u64 {
+        // Acquire: pairs with the CASes in `advance` and `retire`.
+        let o = self.ctl().oldest.0.load(Ordering::Acquire);
+        let n = (self.ctl().newest.0.load(Ordering::Acquire) & !CLOSED).clamp(o, o.saturating_add(LIVE_RINGS));
+        (o..=n).map(|k| crate::shm::file_size(&self.ring_name(k)).unwrap_or(0)).fold(0, u64::saturating_add)
     }
 
     /// The chain's indices.
@@ -739,13 +750,15 @@ fn unlink_rings(ctl: &ChainCtl, name: &str, generation: u32) {
     for k in o..=n.saturating_add(1) {
         let _ = crate::unlink(&ring_name(name, generation, k));
     }
-    // Temporary names of rings whose creator was killed before linking.
+    // Temporary names of rings whose creator was killed before linking,
+    // and rings below `oldest` whose retiring consumer was killed before
+    // it removed their names.
     let prefix = format!("{name}.{generation:08x}.");
-    for temp in crate::shm::names_starting_with(&prefix) {
-        let rest = &temp[prefix.len()..];
+    for left in crate::shm::names_starting_with(&prefix) {
+        let rest = &left[prefix.len()..];
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits > 0 && rest[digits..].starts_with(TEMP_MARK) {
-            let _ = crate::unlink(&temp);
+        if digits > 0 && (digits == rest.len() || rest[digits..].starts_with(TEMP_MARK)) {
+            let _ = crate::unlink(&left);
         }
     }
 }
@@ -800,10 +813,8 @@ impl<T: Handoff> Rings for Chain<T> {
         // successor sleep on the space word: the chain goes on now.
         self.wake_space_sleepers();
     }
-    fn retired(&self, k: u64, ring: &ItemRing<T>) {
+    fn retired(&self, k: u64, _ring: &ItemRing<T>) {
         let _ = crate::unlink(&self.ring_name(k));
-        let w = self.words();
-        w.live.fetch_sub(ring.bytes().min(w.live.load(Ordering::Relaxed)), Ordering::AcqRel);
         self.wake_space_sleepers();
         let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
         rings.retain(|(i, _)| *i > k);

@@ -214,11 +214,6 @@ impl<T: Handoff> ItemRing<T> {
     pub(super) fn persist(&self) {
         each!(self, q => q.persist())
     }
-
-    /// Bytes of the ring's segment.
-    pub(super) fn bytes(&self) -> u64 {
-        each!(self, q => q.segment_len())
-    }
 }
 
 impl GetFail {

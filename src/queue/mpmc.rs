@@ -487,11 +487,6 @@ impl<T: RingItem> MpmcQueue<T> {
         })
     }
 
-    /// Bytes of the segment.
-    pub(super) fn segment_len(&self) -> u64 {
-        self.m.segment().len()
-    }
-
     /// Pushes, waiting for room; fails only if the queue is closed.
     ///
     /// ```

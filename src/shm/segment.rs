@@ -254,11 +254,6 @@ impl Segment {
         unsafe { &*(self.map.as_ptr() as *const Header) }
     }
 
-    /// Bytes mapped.
-    pub(crate) fn len(&self) -> u64 {
-        self.map.len() as u64
-    }
-
     /// Start of the mapping.
     pub(crate) fn base(&self) -> *mut u8 {
         self.map.as_mut_ptr()
@@ -433,6 +428,12 @@ pub(crate) fn names_starting_with(prefix: &str) -> Vec<String> {
         user.starts_with(prefix).then(|| user.to_owned())
     })
     .collect()
+}
+
+/// The size of the /dev/shm file of user name `name` (`None`: no such
+/// file, or not readable). Read from the name, without opening or mapping.
+pub(crate) fn file_size(name: &str) -> Option<u64> {
+    std::fs::metadata(format!("{SHM_DIR}/{NAME_PREFIX}{name}")).ok().map(|m| m.len())
 }
 
 /// An element type as a user reads it: `` `u64` (size 8, align 8) ``, or
