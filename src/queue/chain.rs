@@ -24,9 +24,10 @@
 //! - **crashes**: inside a ring, the ring's own guarantees (a dead
 //!   producer's item absent, a dead consumer's item gone with it). Between
 //!   rings, every step is idempotent, see above.
-//! - **memory**: the live rings' bytes (their segments' sizes, counted
-//!   the same on create and retire) are kept in the control block; a new
-//!   ring that would pass the limit (default [`DEFAULT_MEMORY_LIMIT`]) is
+//! - **memory**: the live rings' bytes (`oldest..=newest`, their files'
+//!   sizes, counted from the names whenever a ring is to be made: no
+//!   running total a killed process could leave wrong); a new ring that
+//!   would pass the limit (default [`DEFAULT_MEMORY_LIMIT`]) is
 //!   not created: the queue is full until consumers retire a ring
 //!   (`put_nowait`: `Full`; `put`: waits). A ring takes at most half the
 //!   limit, and a ring is sealed only once its successor exists, so the
