@@ -364,7 +364,7 @@ fn producers_killed_while_creating_rings_do_not_shrink_the_memory_limit() {
         let temp = format!(".t{}x", p.pid().unwrap());
         let t0 = std::time::Instant::now();
         let mut hit = None;
-        while hit.is_none() && t0.elapsed() < common::DEADLINE && p.join_timeout(Duration::ZERO).map_or(false, |d| !d) {
+        while hit.is_none() && t0.elapsed() < common::DEADLINE && p.join_timeout(Duration::ZERO).is_ok_and(|d| !d) {
             hit = files_of(&format!("{name}."))
                 .into_iter()
                 .find(|(n, len, _)| n.contains(&temp) && *len >= 50 << 20 && reserving(n));
