@@ -149,18 +149,31 @@ impl SharedFrame<'_> {
         (self.len >= 8).then(|| u64::from_le(unsafe { crate::shm::copy::read(self.ptr.cast::<u64>()) }))
     }
 
-    /// The frame's bytes from `at` to its end, as a new `Vec` (one copy).
+    /// The frame's bytes from `at` to its end as a new `String` (one
+    /// copy), if they are UTF-8. The ASCII test rides along with the copy
+    /// (no second pass over the bytes); only a non-ASCII string gets the
+    /// full UTF-8 validation, of the private copy.
     #[inline(always)]
-    fn tail_vec(&self, at: usize) -> Vec<u8> {
+    fn tail_string(&self, at: usize) -> Result<String, HandoffError> {
         let n = self.len.saturating_sub(at);
         let mut v = Vec::with_capacity(n);
         // SAFETY: `at + n <= len` bytes (`n` is what is left past `at`, 0 if nothing) are inside the frame (`new`);
         // the copy initialises the `n` reserved bytes that `set_len` then covers.
-        unsafe {
-            crate::shm::copy::copy_from_shared_uninit(self.ptr.add(at.min(self.len)), &mut v.spare_capacity_mut()[..n]);
+        let ascii = unsafe {
+            let ascii = crate::shm::copy::copy_from_shared_uninit_ascii(
+                self.ptr.add(at.min(self.len)),
+                &mut v.spare_capacity_mut()[..n],
+            );
             v.set_len(n);
+            ascii
+        };
+        if ascii {
+            // SAFETY: every byte of `v` is below 0x80 (the copy's verdict on the very values it wrote into `v`):
+            // ASCII is valid UTF-8.
+            Ok(unsafe { String::from_utf8_unchecked(v) })
+        } else {
+            String::from_utf8(v).map_err(|_| HandoffError::Invalid("String"))
         }
-        v
     }
 }
 
@@ -400,7 +413,7 @@ impl Handoff for String {
         if usize::try_from(n).ok()? != frame.len() - 8 {
             return None;
         }
-        Some(utf8(frame.tail_vec(8)))
+        Some(frame.tail_string(8))
     }
 }
 
