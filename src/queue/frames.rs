@@ -90,8 +90,8 @@ impl<T> ShmSlots<FrameCell<T>> {
     /// them in a few items, and the demand miss would stall it then (a
     /// claim's CAS orders everything around it, so misses of consecutive
     /// items never overlap by themselves). `write`: for the producer
-    /// (`prefetchw` where the build targets it). A hint: no effect on
-    /// what any load or store sees.
+    /// (`prefetchw` where the CPU has it, see [`prefetchw`]). A hint: no
+    /// effect on what any load or store sees.
     #[inline(always)]
     fn prefetch_ahead(&self, pos: u64, write: bool) {
         let p = self.slot(pos.wrapping_add(AHEAD));
@@ -100,8 +100,12 @@ impl<T> ShmSlots<FrameCell<T>> {
             use std::arch::x86_64::{_MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch};
             // SAFETY: prefetches are hints: they access nothing architecturally and never fault. `p + 64` is inside
             // the slot (a frame slot is at least `FRAME_HEAD + 64` bytes: `geometry`), so the `add` is in bounds.
+            // `prefetchw::line` only after `available()` said the CPU has it.
             unsafe {
-                if write {
+                if write && prefetchw::available() {
+                    prefetchw::line(p);
+                    prefetchw::line(p.add(64));
+                } else if write {
                     _mm_prefetch::<_MM_HINT_ET0>(p.cast());
                     _mm_prefetch::<_MM_HINT_ET0>(p.add(64).cast());
                 } else {
@@ -200,6 +204,52 @@ impl<T: Handoff> Slots<FrameOut<T>> for ShmSlots<FrameCell<T>> {
         FrameOut::Bytes(out)
     }
 
+}
+
+/// `prefetchw`: fetch a line for writing (exclusive), so the producer's
+/// stores into a slot the consumer last wrote need no ownership request
+/// of their own, which the next claim's locked CAS would wait for.
+/// `_mm_prefetch::<_MM_HINT_ET0>` emits it only in builds that target the
+/// `prfchw` feature (the default x86_64 target does not: it becomes a
+/// plain read prefetch), so it is emitted here after a CPUID check, once
+/// per process.
+#[cfg(target_arch = "x86_64")]
+mod prefetchw {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    /// 0: not checked yet, 1: absent, 2: present.
+    static STATE: AtomicU8 = AtomicU8::new(0);
+
+    /// Whether the CPU has `prefetchw` (CPUID 0x8000_0001, ECX bit 8).
+    #[inline(always)]
+    pub(super) fn available() -> bool {
+        // Relaxed: a cached fact about this CPU; any thread may compute it.
+        match STATE.load(Ordering::Relaxed) {
+            0 => check(),
+            s => s == 2,
+        }
+    }
+
+    #[cold]
+    fn check() -> bool {
+        use std::arch::x86_64::__cpuid;
+        // Leaf 0x8000_0000 says which extended leaves exist before
+        // 0x8000_0001 is read.
+        let has = __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0;
+        // Relaxed: see `available`.
+        STATE.store(if has { 2 } else { 1 }, Ordering::Relaxed);
+        has
+    }
+
+    /// # Safety
+    /// `available()` returned true. (`p` need not be valid: a prefetch
+    /// accesses nothing architecturally and never faults.)
+    #[inline(always)]
+    pub(super) unsafe fn line(p: *const u8) {
+        // SAFETY: the CPU has the instruction (caller); it only hints the
+        // cache, touches no register but its address operand, and no flag.
+        unsafe { std::arch::asm!("prefetchw byte ptr [{0}]", in(reg) p, options(nostack, preserves_flags, readonly)) };
+    }
 }
 
 /// How many positions ahead a producer or consumer prefetches slots.
