@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use shmproc::queue::{ByteQueue, MpmcQueue, SpscQueue, WaitStrategy};
 
@@ -167,15 +167,32 @@ pub fn queue_strings(n: u64) -> f64 {
         || {
             let mut total = 0usize;
             for _ in 0..n {
-                total += q.get_timeout(Duration::from_secs(30)).unwrap().len();
+                // No deadline, as Python's `q.get()` and the ByteQueue
+                // case's `recv_into`: no clock read per item. (A producer
+                // that panics closes the queue on its way out, so this
+                // fails instead of waiting forever.)
+                total += q.get().unwrap().len();
             }
             assert_eq!(total, 64 * n as usize);
         },
         || {
+            let _close_on_panic = CloseOnPanic(&q);
             for _ in 0..n {
                 q.put(item.clone()).unwrap();
             }
         },
     );
     mps(n, d)
+}
+
+/// Closes its queue for every process if dropped while panicking: a
+/// failed producer then ends its consumer's `get` with `Closed`.
+struct CloseOnPanic<'a, T: shmproc::Handoff>(&'a shmproc::Queue<T>);
+
+impl<T: shmproc::Handoff> Drop for CloseOnPanic<'_, T> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.close_all();
+        }
+    }
 }

@@ -47,14 +47,33 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::item::{FRAME_HEAD, FrameCell, FrameHead};
 use super::mpmc::{MpmcQueue, ShmSlots};
 use super::vyukov::Slots;
-use crate::handoff::Handoff;
+use crate::handoff::{Handoff, SharedFrame};
 
-/// A frame to write: its bytes (checked to fit before the claim).
+/// A frame to write (checked to fit before the claim): `word`'s 8
+/// little-endian bytes if there is one, then `bytes`.
 #[derive(Clone, Copy)]
-pub(super) struct FrameIn<'a>(pub(super) &'a [u8]);
+pub(super) struct FrameIn<'a> {
+    pub(super) word: Option<u64>,
+    pub(super) bytes: &'a [u8],
+}
 
-/// A frame read: its bytes, or `None` if its length was impossible.
-pub(super) struct FrameOut(pub(super) Option<Vec<u8>>);
+impl FrameIn<'_> {
+    /// The frame's length in bytes.
+    #[inline(always)]
+    pub(super) fn len(&self) -> usize {
+        self.bytes.len() + if self.word.is_some() { 8 } else { 0 }
+    }
+}
+
+/// A frame read.
+pub(super) enum FrameOut<T> {
+    /// Its bytes, to decode once the slot is released.
+    Bytes(Vec<u8>),
+    /// Already decoded from the slot (`Handoff::__decode_frame`).
+    Value(Result<T, crate::process::HandoffError>),
+    /// Its length was impossible.
+    Corrupted,
+}
 
 impl<T> ShmSlots<FrameCell<T>> {
     /// The slot's header (sequence word, length).
@@ -71,8 +90,8 @@ impl<T> ShmSlots<FrameCell<T>> {
     /// them in a few items, and the demand miss would stall it then (a
     /// claim's CAS orders everything around it, so misses of consecutive
     /// items never overlap by themselves). `write`: for the producer
-    /// (`prefetchw` where the build targets it). A hint: no effect on
-    /// what any load or store sees.
+    /// (`prefetchw` where the CPU has it, see [`prefetchw`]). A hint: no
+    /// effect on what any load or store sees.
     #[inline(always)]
     fn prefetch_ahead(&self, pos: u64, write: bool) {
         let p = self.slot(pos.wrapping_add(AHEAD));
@@ -81,8 +100,12 @@ impl<T> ShmSlots<FrameCell<T>> {
             use std::arch::x86_64::{_MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch};
             // SAFETY: prefetches are hints: they access nothing architecturally and never fault. `p + 64` is inside
             // the slot (a frame slot is at least `FRAME_HEAD + 64` bytes: `geometry`), so the `add` is in bounds.
+            // `prefetchw::line` only after `available()` said the CPU has it.
             unsafe {
-                if write {
+                if write && prefetchw::available() {
+                    prefetchw::line(p);
+                    prefetchw::line(p.add(64));
+                } else if write {
                     _mm_prefetch::<_MM_HINT_ET0>(p.cast());
                     _mm_prefetch::<_MM_HINT_ET0>(p.add(64).cast());
                 } else {
@@ -102,7 +125,7 @@ impl<T> ShmSlots<FrameCell<T>> {
     }
 }
 
-impl<T> Slots<FrameIn<'_>> for ShmSlots<FrameCell<T>> {
+impl<T: Handoff> Slots<FrameIn<'_>> for ShmSlots<FrameCell<T>> {
     #[inline(always)]
     fn seq(&self, pos: u64) -> &AtomicU64 {
         &self.head(pos).seq
@@ -113,21 +136,32 @@ impl<T> Slots<FrameIn<'_>> for ShmSlots<FrameCell<T>> {
     }
     #[inline(always)]
     unsafe fn write(&self, pos: u64, v: FrameIn<'_>) {
-        let n = v.0.len().min(self.room());
-        debug_assert_eq!(n, v.0.len(), "the caller checks the frame fits");
+        let n = v.len();
+        debug_assert!(n <= self.room(), "the caller checks the frame fits");
+        // (Checked anyway: a frame that does not fit is written empty.)
+        let (n, word, bytes) = if n <= self.room() { (n, v.word, v.bytes) } else { (0, None, &[][..]) };
         // Relaxed: published by the Release store of the slot's sequence
         // word in `publish` (vyukov.rs), which the consumer loads with Acquire.
         self.head(pos).len.store(n as u64, Ordering::Relaxed);
         // SAFETY: `payload_at(n) + n <= FRAME_HEAD + room = stride` bytes of the slot are inside the mapping (`n <=
-        // room`, `payload_at(n) <= FRAME_HEAD`); the caller owns the slot (vyukov's contract).
-        unsafe { crate::shm::copy::copy_to_shared(&v.0[..n], self.slot(pos).add(payload_at(n))) };
+        // room`, `payload_at(n) <= FRAME_HEAD`), and the payload is 8-aligned (slots are 64-byte multiples, payloads
+        // start at 16 or 64); the word (if any) and `bytes` make up exactly those `n` bytes. The caller owns the slot
+        // (vyukov's contract).
+        unsafe {
+            let mut p = self.slot(pos).add(payload_at(n));
+            if let Some(w) = word {
+                crate::shm::copy::write(p.cast::<u64>(), w.to_le());
+                p = p.add(8);
+            }
+            crate::shm::copy::copy_to_shared(bytes, p);
+        }
     }
     unsafe fn read(&self, _: u64) -> FrameIn<'static> {
         unreachable!("frames are read into FrameOut")
     }
 }
 
-impl<T> Slots<FrameOut> for ShmSlots<FrameCell<T>> {
+impl<T: Handoff> Slots<FrameOut<T>> for ShmSlots<FrameCell<T>> {
     #[inline(always)]
     fn seq(&self, pos: u64) -> &AtomicU64 {
         &self.head(pos).seq
@@ -136,17 +170,25 @@ impl<T> Slots<FrameOut> for ShmSlots<FrameCell<T>> {
     fn touch(&self, pos: u64) {
         self.prefetch_ahead(pos, false);
     }
-    unsafe fn write(&self, _: u64, _: FrameOut) {
+    unsafe fn write(&self, _: u64, _: FrameOut<T>) {
         unreachable!("frames are written from FrameIn")
     }
     #[inline(always)]
-    unsafe fn read(&self, pos: u64) -> FrameOut {
+    unsafe fn read(&self, pos: u64) -> FrameOut<T> {
         // Relaxed: the consumer's Acquire load of the sequence word (pop)
         // made the producer's store visible. Read once, then checked.
         let len = self.head(pos).len.load(Ordering::Relaxed);
         let Some(n) = usize::try_from(len).ok().filter(|&n| n <= self.room()) else {
-            return FrameOut(None);
+            return FrameOut::Corrupted;
         };
+        // SAFETY: `payload_at(n) + n <= stride` bytes of the slot are in the mapping (`n <= room`, as in `write`),
+        // the payload is 8-aligned (as in `write`), and the caller owns the slot until it returns.
+        let frame = unsafe { SharedFrame::new(self.slot(pos).add(payload_at(n)), n) };
+        // Types that decode straight from the slot (one copy, no read
+        // buffer): our own code, no allocation beyond the item's.
+        if let Some(v) = T::__decode_frame(&frame) {
+            return FrameOut::Value(v);
+        }
         // The thread's read buffer (no allocation per frame once it has
         // grown; a fresh one while thread-locals are being destroyed);
         // `decode` gives it back.
@@ -159,9 +201,55 @@ impl<T> Slots<FrameOut> for ShmSlots<FrameCell<T>> {
             crate::shm::copy::copy_from_shared_uninit(self.slot(pos).add(payload_at(n)), &mut out.spare_capacity_mut()[..n]);
             out.set_len(n);
         }
-        FrameOut(Some(out))
+        FrameOut::Bytes(out)
     }
 
+}
+
+/// `prefetchw`: fetch a line for writing (exclusive), so the producer's
+/// stores into a slot the consumer last wrote need no ownership request
+/// of their own, which the next claim's locked CAS would wait for.
+/// `_mm_prefetch::<_MM_HINT_ET0>` emits it only in builds that target the
+/// `prfchw` feature (the default x86_64 target does not: it becomes a
+/// plain read prefetch), so it is emitted here after a CPUID check, once
+/// per process.
+#[cfg(target_arch = "x86_64")]
+mod prefetchw {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    /// 0: not checked yet, 1: absent, 2: present.
+    static STATE: AtomicU8 = AtomicU8::new(0);
+
+    /// Whether the CPU has `prefetchw` (CPUID 0x8000_0001, ECX bit 8).
+    #[inline(always)]
+    pub(super) fn available() -> bool {
+        // Relaxed: a cached fact about this CPU; any thread may compute it.
+        match STATE.load(Ordering::Relaxed) {
+            0 => check(),
+            s => s == 2,
+        }
+    }
+
+    #[cold]
+    fn check() -> bool {
+        use std::arch::x86_64::__cpuid;
+        // Leaf 0x8000_0000 says which extended leaves exist before
+        // 0x8000_0001 is read.
+        let has = __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0;
+        // Relaxed: see `available`.
+        STATE.store(if has { 2 } else { 1 }, Ordering::Relaxed);
+        has
+    }
+
+    /// # Safety
+    /// `available()` returned true. (`p` need not be valid: a prefetch
+    /// accesses nothing architecturally and never faults.)
+    #[inline(always)]
+    pub(super) unsafe fn line(p: *const u8) {
+        // SAFETY: the CPU has the instruction (caller); it only hints the
+        // cache, touches no register but its address operand, and no flag.
+        unsafe { std::arch::asm!("prefetchw byte ptr [{0}]", in(reg) p, options(nostack, preserves_flags, readonly)) };
+    }
 }
 
 /// How many positions ahead a producer or consumer prefetches slots.
@@ -214,8 +302,12 @@ pub(super) fn with_encoded<T: Handoff, R>(item: &T, f: impl FnOnce(&[u8]) -> R) 
 /// Decodes exactly one `T` from a frame read: `Err(None)` if the frame
 /// is corrupted, `Err(Some(why))` if it is whole but not a `T`.
 #[inline]
-pub(super) fn decode<T: Handoff>(frame: FrameOut) -> Result<T, Option<crate::process::HandoffError>> {
-    let bytes = frame.0.ok_or(None)?;
+pub(super) fn decode<T: Handoff>(frame: FrameOut<T>) -> Result<T, Option<crate::process::HandoffError>> {
+    let bytes = match frame {
+        FrameOut::Bytes(b) => b,
+        FrameOut::Value(v) => return v.map_err(Some),
+        FrameOut::Corrupted => return Err(None),
+    };
     let mut input = &bytes[..];
     let v = match T::decode(&mut input) {
         Ok(v) if input.is_empty() => Ok(v),

@@ -138,25 +138,13 @@ impl<T: Handoff> ItemRing<T> {
                 }),
             },
             ItemRing::Frames(q) => {
-                let r = frames::with_encoded(&item, |bytes| {
-                    if bytes.len() > q.max_frame() {
-                        // A closed queue says so first, whatever the item.
-                        return Err(if q.is_closed() { PutFail::Closed(()) } else { PutFail::TooLarge((), bytes.len(), q.max_frame()) });
-                    }
-                    let frame = FrameIn(bytes);
-                    match mode {
-                        Mode::Try => q.try_push_v(frame).map_err(|e| match e {
-                            TryPutError::Full(_) => PutFail::Full(()),
-                            TryPutError::Corrupted(_) => PutFail::Corrupted(()),
-                            _ => PutFail::Closed(()),
-                        }),
-                        Mode::Until(d) => q.push_until(frame, d).map_err(|e| match e {
-                            PutTimeoutError::TimedOut(_) => PutFail::TimedOut(()),
-                            PutTimeoutError::Corrupted(_) => PutFail::Corrupted(()),
-                            _ => PutFail::Closed(()),
-                        }),
-                    }
-                });
+                // Written straight into the slot when the type says how
+                // (`String`: its length word and bytes); else encoded
+                // into the thread's buffer first.
+                let r = match item.__frame_parts() {
+                    Some((w, bytes)) => Self::put_frame(q, FrameIn { word: Some(w), bytes }, mode),
+                    None => frames::with_encoded(&item, |bytes| Self::put_frame(q, FrameIn { word: None, bytes }, mode)),
+                };
                 r.map_err(|e| match e {
                     PutFail::Full(()) => PutFail::Full(item),
                     PutFail::Closed(()) => PutFail::Closed(item),
@@ -165,6 +153,28 @@ impl<T: Handoff> ItemRing<T> {
                     PutFail::Corrupted(()) => PutFail::Corrupted(item),
                 })
             }
+        }
+    }
+
+    /// Puts one frame (its item is given back by the caller on failure).
+    #[inline(always)]
+    fn put_frame(q: &MpmcQueue<FrameCell<T>>, frame: FrameIn<'_>, mode: Mode) -> Result<(), PutFail<()>> {
+        let len = frame.len();
+        if len > q.max_frame() {
+            // A closed queue says so first, whatever the item.
+            return Err(if q.is_closed() { PutFail::Closed(()) } else { PutFail::TooLarge((), len, q.max_frame()) });
+        }
+        match mode {
+            Mode::Try => q.try_push_v(frame).map_err(|e| match e {
+                TryPutError::Full(_) => PutFail::Full(()),
+                TryPutError::Corrupted(_) => PutFail::Corrupted(()),
+                _ => PutFail::Closed(()),
+            }),
+            Mode::Until(d) => q.push_until(frame, d).map_err(|e| match e {
+                PutTimeoutError::TimedOut(_) => PutFail::TimedOut(()),
+                PutTimeoutError::Corrupted(_) => PutFail::Corrupted(()),
+                _ => PutFail::Closed(()),
+            }),
         }
     }
 
@@ -177,7 +187,7 @@ impl<T: Handoff> ItemRing<T> {
                 Mode::Until(d) => q.pop_until::<PodVia<T>>(d).map(|v| v.0).map_err(GetFail::from_timeout),
             },
             ItemRing::Frames(q) => {
-                let frame: FrameOut = match mode {
+                let frame: FrameOut<T> = match mode {
                     Mode::Try => q.try_pop_v().map_err(GetFail::from_try)?,
                     Mode::Until(d) => q.pop_until(d).map_err(GetFail::from_timeout)?,
                 };
