@@ -727,7 +727,9 @@ fn dict_reads_beside_an_open_group_see_the_state_before_it() {
             ds.insert("new".into(), 1).unwrap();
             let (tx, rx) = std::sync::mpsc::channel();
             let r = read.clone();
-            std::thread::spawn(move || tx.send(r()));
+            std::thread::spawn(move || {
+                let _ = tx.send(r());
+            });
             // On expiry the panic rolls the groups back and unlocks, so the reader thread ends too.
             let (a, b, c, d) = rx.recv_timeout(BOUND).expect("a dict read waited for the lock holder");
             assert_eq!((a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()), (Some(7), None, Some(7), None));
