@@ -279,6 +279,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
 
     super::container_constructors!("DictProxy::<u8, u8>");
 
+    #[inline(always)]
     fn table_in(&self, v: &View, base: u64, nb: u64, count: u64, used: u64) -> R<Table> {
         if base == 0 {
             return if nb == 0 && count == 0 { Ok(Table { base: 0, nb: 0, count: 0, used: 0 }) } else { Err(Fail::Torn("table")) };
@@ -314,6 +315,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         Ok(Table { base, nb, count, used })
     }
 
+    #[inline(always)]
     fn table_tx(&self, tx: &Txn<'_>) -> R<Table> {
         self.table_in(tx.view(), tx.root(TABLE), tx.root(NB), tx.root(COUNT), tx.root(USED))
     }

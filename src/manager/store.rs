@@ -191,7 +191,7 @@ impl View {
     }
 
     /// Reads the u64 at `off` (8-aligned, inside the mapping).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn u64(&self, off: u64) -> R<u64> {
         if !off.is_multiple_of(8) {
             return Err(Fail::Torn("misaligned word"));
