@@ -1177,3 +1177,33 @@ fn a_group_whose_undo_log_fills_is_refused_whole() {
     l.append(5).unwrap();
     assert_eq!(l.len(), 3001);
 }
+
+/// Keys compared word by word (`View::bytes_eq`'s short path): String keys
+/// of every length 0..=70 that differ from one another only in their last
+/// byte, and 3-byte inline keys, are each found with their own value, and
+/// a key one byte off is not found.
+#[test]
+fn keys_that_differ_only_in_their_last_byte_are_told_apart() {
+    let d = DictProxy::<String, u64>::new().unwrap();
+    for len in 0..=70u64 {
+        for last in [b'a', b'b'] {
+            let k = format!("{}{}", "p".repeat(len as usize), last as char);
+            d.insert(k, len * 2 + u64::from(last - b'a')).unwrap();
+        }
+    }
+    for len in 0..=70u64 {
+        for last in [b'a', b'b'] {
+            let k = format!("{}{}", "p".repeat(len as usize), last as char);
+            assert_eq!(d.get(&k).unwrap(), Some(len * 2 + u64::from(last - b'a')), "key of {} bytes", len + 1);
+        }
+        assert_eq!(d.get(&format!("{}c", "p".repeat(len as usize))).unwrap(), None);
+    }
+    assert_eq!(d.get(&String::new()).unwrap(), None);
+    let i = DictProxy::<[u8; 3], u8>::new().unwrap();
+    i.insert([1, 2, 3], 7).unwrap();
+    i.insert([1, 2, 4], 8).unwrap();
+    assert_eq!(
+        (i.get(&[1, 2, 3]).unwrap(), i.get(&[1, 2, 4]).unwrap(), i.get(&[1, 2, 5]).unwrap()),
+        (Some(7), Some(8), None)
+    );
+}

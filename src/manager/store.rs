@@ -253,6 +253,29 @@ impl View {
     /// stack-sized pieces: no allocation).
     #[inline]
     pub(crate) fn bytes_eq(&self, off: u64, want: &[u8]) -> R<bool> {
+        // A short run at an aligned offset (a String key's blob, an inline key): word by word through `u64`
+        // (each word bounds-checked and overlaid as any read), the last word read whole and only its first
+        // bytes compared. Taken only when every word it reads lies inside the mapping, so the answer is the
+        // one of the copy below.
+        let short = want.len() <= 64 && off.is_multiple_of(8);
+        if short && off.checked_add(want.len() as u64 + 7).is_some_and(|e| e & !7 <= self.len) {
+            let mut at = off;
+            let mut words = want.chunks_exact(8);
+            for chunk in words.by_ref() {
+                if self.u64(at)?.to_ne_bytes() != *chunk {
+                    return Ok(false);
+                }
+                at += 8;
+            }
+            let tail = words.remainder();
+            if tail.is_empty() {
+                return Ok(true);
+            }
+            // The first tail.len() (< 8) bytes of the word, as the low bytes of a little-endian value.
+            let w = u64::from_le_bytes(self.u64(at)?.to_ne_bytes());
+            let k = tail.iter().rev().fold(0u64, |k, &b| (k << 8) | u64::from(b));
+            return Ok(w & ((1u64 << (8 * tail.len())) - 1) == k);
+        }
         let mut buf = [0u64; 8];
         let mut at = off;
         for chunk in want.chunks(64) {
