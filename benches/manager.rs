@@ -7,6 +7,12 @@
 //!
 //! Targets: every operation >= 1000x Python's Manager; single-process
 //! append / get within 2x of the std Mutex equivalent.
+//!
+//! Knobs (for A/B runs of one operation): `SHMPROC_BENCH_ROUNDS` (5),
+//! `SHMPROC_BENCH_N` (200 000 operations a round), `SHMPROC_BENCH_OPS`
+//! (comma-separated operation names, e.g. `dict_get_u64`: only those
+//! rows), `SHMPROC_BENCH_ONE_PROCESS=1` (skip the two-process column and
+//! Python).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -133,17 +139,22 @@ fn python(n: u64) -> Option<HashMap<String, f64>> {
 }
 
 fn side_by_side(rounds: usize, n: u64, py_n: u64) {
+    let only = std::env::var("SHMPROC_BENCH_OPS").ok();
+    let one_process = std::env::var_os("SHMPROC_BENCH_ONE_PROCESS").is_some();
     let mut rows = Vec::new();
     for op in OPS {
+        if only.as_deref().is_some_and(|o| !o.split(',').any(|x| x == op)) {
+            continue;
+        }
         let (mut one, mut two, mut std) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             one.push(ours(op, n, 1));
-            two.push(ours(op, n, 2));
+            two.push(if one_process { 0.0 } else { ours(op, n, 2) });
             std.push(std_mutex(op, n));
         }
         rows.push((op, median(&mut one), median(&mut two), median(&mut std)));
     }
-    let py = python(py_n);
+    let py = if one_process { None } else { python(py_n) };
     println!("\n== ListProxy / DictProxy, ns per operation (median of {rounds} rounds of {n} ops)");
     println!(
         "  {:<20} {:>10} {:>12} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
@@ -174,7 +185,8 @@ fn main() {
         side_by_side(1, 2_000, 50);
         return;
     }
-    side_by_side(5, 200_000, 2_000);
+    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|s| s.parse().ok()).unwrap_or(d);
+    side_by_side(env("SHMPROC_BENCH_ROUNDS", 5) as usize, env("SHMPROC_BENCH_N", 200_000), 2_000);
     if std::env::var_os("SHMPROC_BENCH_SIDE_BY_SIDE_ONLY").is_some() {
         return;
     }

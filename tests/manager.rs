@@ -643,17 +643,22 @@ fn hostile_bytes_give_errors_or_garbage_never_a_crash() {
     for round in 0..common::count(10, 40) {
         let l = ListProxy::<String>::new().unwrap();
         let d = DictProxy::<String, u64>::new().unwrap();
+        // u64 keys take the probe's one-word key compare (no heap read): scribbled too.
+        let du = DictProxy::<u64, u64>::new().unwrap();
         for i in 0..30 {
             l.append(format!("item{i}-{}", "x".repeat(i * 5))).unwrap();
             d.insert(format!("key{i}"), i as u64).unwrap();
+            du.insert(i as u64, i as u64).unwrap();
         }
         let (lp, dp) =
             (ListProxy::<String>::open(l.name()).unwrap(), DictProxy::<String, u64>::open(d.name()).unwrap());
+        let dup = DictProxy::<u64, u64>::open(du.name()).unwrap();
         std::thread::scope(|s| {
             let peer = s.spawn(|| {
                 for k in 0..50 {
                     scribble(l.name(), round * 1000 + k);
                     scribble(d.name(), round * 1000 + k + 500);
+                    scribble(du.name(), round * 1000 + k + 700);
                     std::thread::yield_now();
                 }
             });
@@ -663,9 +668,10 @@ fn hostile_bytes_give_errors_or_garbage_never_a_crash() {
                 let _ = (lp.get(3), lp.to_vec(), lp.append("m".into()), lp.pop_at(1), lp.sort(), lp.len());
                 let _ = (dp.get(&"key3".into()), dp.items(), dp.update_with(&"key4".into(), 0, |v| *v ^= 1));
                 let _ = (dp.insert("n".into(), 1), dp.remove(&"key7".into()), dp.popitem(), dp.len());
+                let _ = (dup.get(&3), dup.get(&99), dup.insert(round + 40, 1), dup.remove(&5), dup.items());
             }
         });
-        let _ = (l.clear(), d.clear());
+        let _ = (l.clear(), d.clear(), du.clear());
     }
 }
 
@@ -694,6 +700,45 @@ fn reads_do_not_wait_for_a_lock_holder() {
     .unwrap();
     let (last, len, all) = read(&reader);
     assert_eq!((last.unwrap(), len, all.unwrap()), (5, 5, vec![1, 2, 3, 4, 5]));
+}
+
+/// A dict read while a writer's group is open in another thread (seq
+/// odd: the lean first try of `get` gives way to the read beside the
+/// writer) sees the state before the group, without waiting; after the
+/// group, the state after it. For both the one-word key compare (u64)
+/// and heap keys (String).
+#[test]
+fn dict_reads_beside_an_open_group_see_the_state_before_it() {
+    let du = DictProxy::<u64, u64>::new().unwrap();
+    let ds = DictProxy::<String, u64>::new().unwrap();
+    for i in 0..100 {
+        du.insert(i, i).unwrap();
+        ds.insert(format!("k{i}"), i).unwrap();
+    }
+    let (ru, rs) =
+        (DictProxy::<u64, u64>::open(du.name()).unwrap(), DictProxy::<String, u64>::open(ds.name()).unwrap());
+    let read = move || (ru.get(&7), ru.get(&1000), rs.get(&"k7".to_string()), rs.get(&"new".to_string()));
+    let read2 = read.clone();
+    du.with_lock(|du| {
+        ds.with_lock(|ds| {
+            du.insert(7, 70).unwrap();
+            du.insert(1000, 1).unwrap();
+            ds.insert("k7".into(), 70).unwrap();
+            ds.insert("new".into(), 1).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let r = read.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(r());
+            });
+            // On expiry the panic rolls the groups back and unlocks, so the reader thread ends too.
+            let (a, b, c, d) = rx.recv_timeout(BOUND).expect("a dict read waited for the lock holder");
+            assert_eq!((a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()), (Some(7), None, Some(7), None));
+        })
+        .unwrap();
+    })
+    .unwrap();
+    let (a, b, c, d) = read2();
+    assert_eq!((a.unwrap(), b.unwrap(), c.unwrap(), d.unwrap()), (Some(70), Some(1), Some(70), Some(1)));
 }
 
 shmproc::entry! {
@@ -1131,4 +1176,34 @@ fn a_group_whose_undo_log_fills_is_refused_whole() {
     assert!(l.to_vec().unwrap().into_iter().eq(0..3000));
     l.append(5).unwrap();
     assert_eq!(l.len(), 3001);
+}
+
+/// Keys compared word by word (`View::bytes_eq`'s short path): String keys
+/// of every length 0..=70 that differ from one another only in their last
+/// byte, and 3-byte inline keys, are each found with their own value, and
+/// a key one byte off is not found.
+#[test]
+fn keys_that_differ_only_in_their_last_byte_are_told_apart() {
+    let d = DictProxy::<String, u64>::new().unwrap();
+    for len in 0..=70u64 {
+        for last in [b'a', b'b'] {
+            let k = format!("{}{}", "p".repeat(len as usize), last as char);
+            d.insert(k, len * 2 + u64::from(last - b'a')).unwrap();
+        }
+    }
+    for len in 0..=70u64 {
+        for last in [b'a', b'b'] {
+            let k = format!("{}{}", "p".repeat(len as usize), last as char);
+            assert_eq!(d.get(&k).unwrap(), Some(len * 2 + u64::from(last - b'a')), "key of {} bytes", len + 1);
+        }
+        assert_eq!(d.get(&format!("{}c", "p".repeat(len as usize))).unwrap(), None);
+    }
+    assert_eq!(d.get(&String::new()).unwrap(), None);
+    let i = DictProxy::<[u8; 3], u8>::new().unwrap();
+    i.insert([1, 2, 3], 7).unwrap();
+    i.insert([1, 2, 4], 8).unwrap();
+    assert_eq!(
+        (i.get(&[1, 2, 3]).unwrap(), i.get(&[1, 2, 4]).unwrap(), i.get(&[1, 2, 5]).unwrap()),
+        (Some(7), Some(8), None)
+    );
 }

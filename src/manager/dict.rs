@@ -35,7 +35,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use super::element::{self, Element, slot_size};
+use super::element::{self, Element};
 use super::store::{Fail, HEAP_START, R, Store, Txn, View, crash_point};
 use super::{ContainerError, fingerprint, heap};
 use crate::shm::Kind;
@@ -91,6 +91,19 @@ fn home(tag: u32, nb: u64) -> u64 {
     u64::from(tag).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)
 }
 
+/// Asks for the cache line at `p` ahead of a write (a hint: no fault, no
+/// effect on memory; a no-op where there is no prefetch instruction).
+#[inline(always)]
+fn prefetch_for_write(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch accesses nothing architecturally and never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// A dict in shared memory with Python's dict surface, shared by every
 /// process that opens it; no server process, no pickling.
 ///
@@ -117,8 +130,6 @@ pub struct DictProxy<K: Element, V: Element> {
     store: Arc<Store>,
     kin: Option<u32>,
     vin: Option<u32>,
-    ks: u64,
-    stride: u64,
     /// The container's hash key (read once, at open).
     seed: u64,
     _t: PhantomData<fn() -> (K, V)>,
@@ -130,8 +141,6 @@ impl<K: Element, V: Element> Clone for DictProxy<K, V> {
             store: Arc::clone(&self.store),
             kin: self.kin,
             vin: self.vin,
-            ks: self.ks,
-            stride: self.stride,
             seed: self.seed,
             _t: PhantomData,
         }
@@ -206,20 +215,28 @@ fn hash(seed: u64, bytes: &[u8]) -> u64 {
 }
 
 impl<K: Element, V: Element> DictProxy<K, V> {
+    /// Bytes of a bucket's key slot (known at compile time: no load).
+    #[inline(always)]
+    fn ks(&self) -> u64 {
+        element::slot_bytes(K::__inline())
+    }
+
+    /// Bytes of a bucket: `[tag | order][key][value]`, whole words.
+    #[inline(always)]
+    fn stride(&self) -> u64 {
+        (KOFF + self.ks() + element::slot_bytes(V::__inline())).next_multiple_of(8)
+    }
+
     pub(crate) fn fingerprint() -> crate::shm::Fingerprint {
         fingerprint("DictProxy", &[K::__shape(), V::__shape()])
     }
 
     fn wrap(store: Store) -> Self {
-        let (ks, vs) = (slot_size::<K>(), slot_size::<V>());
-        let stride = (KOFF + ks + vs).next_multiple_of(8);
         DictProxy {
             seed: store.seed(),
             store: Arc::new(store),
             kin: K::__shape().inline,
             vin: V::__shape().inline,
-            ks,
-            stride,
             _t: PhantomData,
         }
     }
@@ -262,6 +279,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
 
     super::container_constructors!("DictProxy::<u8, u8>");
 
+    #[inline(always)]
     fn table_in(&self, v: &View, base: u64, nb: u64, count: u64, used: u64) -> R<Table> {
         if base == 0 {
             return if nb == 0 && count == 0 { Ok(Table { base: 0, nb: 0, count: 0, used: 0 }) } else { Err(Fail::Torn("table")) };
@@ -270,7 +288,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             return Err(Fail::Torn("table counts"));
         }
         let (_, bytes) = heap::block(v, base)?;
-        if nb.checked_mul(self.stride).is_none_or(|n| n > bytes) {
+        if nb.checked_mul(self.stride()).is_none_or(|n| n > bytes) {
             return Err(Fail::Torn("table past its block"));
         }
         Ok(Table { base, nb, count, used })
@@ -290,23 +308,75 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         if !nb.is_power_of_two() || count > used || used > nb {
             return Err(Fail::Torn("table counts"));
         }
-        let end = nb.checked_mul(self.stride).and_then(|n| n.checked_add(base));
+        let end = nb.checked_mul(self.stride()).and_then(|n| n.checked_add(base));
         if base < HEAP_START + heap::BLOCK_HDR || end.is_none_or(|e| e > v.len()) {
             return Err(Fail::Torn("table past the mapping"));
         }
         Ok(Table { base, nb, count, used })
     }
 
+    #[inline(always)]
     fn table_tx(&self, tx: &Txn<'_>) -> R<Table> {
         self.table_in(tx.view(), tx.root(TABLE), tx.root(NB), tx.root(COUNT), tx.root(USED))
     }
 
     fn bucket(&self, t: Table, i: u64) -> u64 {
-        t.base + i * self.stride
+        t.base + i * self.stride()
     }
 
+    /// Where `key` is in the table `t`, or where it would go.
     #[inline(always)]
     fn probe(&self, v: &View, t: Table, key: &[u8], h: u64) -> R<Probe> {
+        if v.has_undo() {
+            return self.probe_slow(v, t, key, h);
+        }
+        // A checked table lies inside the mapping (`table`, `table_tx`): one range check for the whole probe.
+        let p = v.words(t.base, t.nb * self.stride())?;
+        self.probe_at(v, t, p, key, h)
+    }
+
+    /// `probe` through the table's checked address `p` (a view without an
+    /// undo overlay): one word load for a bucket's tag, one for an 8-byte
+    /// key, and a heap read only for a key whose 32-bit tag matches.
+    #[inline(always)]
+    fn probe_at(&self, v: &View, t: Table, p: *const u8, key: &[u8], h: u64) -> R<Probe> {
+        let tag = tag_for(h);
+        let mask = t.nb.wrapping_sub(1);
+        let mut i = home(tag, t.nb);
+        // An 8-byte inline key is compared as one native word (its slot holds its bytes as they are).
+        let key8 = if K::__inline() == Some(8) { <[u8; 8]>::try_from(key).ok().map(u64::from_ne_bytes) } else { None };
+        let mut vacant = None;
+        for _ in 0..t.nb {
+            // SAFETY: i <= mask < t.nb: the bucket lies inside the checked range at `p`, 8-aligned (the table's
+            // base and the stride are multiples of 8, the mapping page-aligned); memory model: a racing or hostile
+            // write gives garbage values, never UB.
+            let bp = unsafe { p.add((i * self.stride()) as usize) }.cast::<u64>();
+            // SAFETY: as above (word 0 of the bucket).
+            let found = tag_of(unsafe { copy::read(bp) });
+            if found == tag {
+                let eq = match key8 {
+                    // SAFETY: as above: word 1 of the bucket is the 8-byte key slot (KOFF = 8).
+                    Some(k) => k == unsafe { copy::read(bp.add(1)) },
+                    None => element::slot_eq(v, self.bucket(t, i) + KOFF, self.kin, key)?,
+                };
+                if eq {
+                    return Ok(Probe::Found(i));
+                }
+            } else if found == EMPTY {
+                return Ok(vacant.unwrap_or(Probe::Vacant { idx: i, was_empty: true }));
+            } else if found == TOMB {
+                vacant.get_or_insert(Probe::Vacant { idx: i, was_empty: false });
+            }
+            i = (i + 1) & mask;
+        }
+        // No empty bucket (only a hostile table is full): a tombstone, or nothing.
+        vacant.ok_or(Fail::Torn("table full"))
+    }
+
+    /// `probe` through a view with an undo overlay (a reader beside an
+    /// open transaction): every word read through the view.
+    #[cold]
+    fn probe_slow(&self, v: &View, t: Table, key: &[u8], h: u64) -> R<Probe> {
         let tag = tag_for(h);
         let mask = t.nb.wrapping_sub(1);
         let start = home(tag, t.nb);
@@ -323,18 +393,33 @@ impl<K: Element, V: Element> DictProxy<K, V> {
                 _ => {}
             }
         }
-        // No empty bucket (only a hostile table is full): a tombstone, or nothing.
         vacant.ok_or(Fail::Torn("table full"))
+    }
+
+    /// Prefetches the home bucket of a key hashed to `h` (before an insert
+    /// takes the lock, so the line's miss overlaps the lock's cost). Reads
+    /// the root words unlocked: a hint only, a stale or hostile table just
+    /// fetches a useless line (the address is checked to be mapped).
+    #[inline(always)]
+    fn prefetch_home(&self, h: u64) {
+        let (base, nb) = (self.store.root_hint(TABLE), self.store.root_hint(NB));
+        if !nb.is_power_of_two() {
+            return;
+        }
+        let off = home(tag_for(h), nb).wrapping_mul(self.stride()).wrapping_add(base);
+        if let Ok(p) = self.store.view().words(off & !7, 8) {
+            prefetch_for_write(p);
+        }
     }
 
     /// Rebuilds the table with `nb` buckets (dropping tombstones); when the
     /// insertion numbers are used up, renumbers the entries 0..count in
     /// their order.
     fn resize(&self, tx: &mut Txn<'_>, t: Table, nb: u64) -> R<Table> {
-        let bytes = nb.checked_mul(self.stride).ok_or(Fail::Torn("table size"))?;
+        let bytes = nb.checked_mul(self.stride()).ok_or(Fail::Torn("table size"))?;
         let p = tx.alloc(bytes)?;
         // Only the tag words need to say EMPTY: a probe reads nothing else of an empty bucket.
-        tx.fill_fresh_words(p, self.stride, nb, 0)?;
+        tx.fill_fresh_words(p, self.stride(), nb, 0)?;
         let nt = Table { base: p, nb, count: t.count, used: t.count };
         let moved = if tx.root(ORDER) < ORDER_LIMIT {
             self.rehash(tx, t, nt)?
@@ -370,11 +455,11 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             return Err(Fail::Err(ContainerError::TooLarge { what: "a dict's number of entries", limit: ORDER_LIMIT - 1 }));
         }
         live.sort_unstable();
-        let src = tx.range(t.base, t.nb * self.stride)?;
-        let dst = tx.range(nt.base, nt.nb * self.stride)?;
+        let src = tx.range(t.base, t.nb * self.stride())?;
+        let dst = tx.range(nt.base, nt.nb * self.stride())?;
         for (k, &(_, i, tag)) in live.iter().enumerate() {
             // SAFETY: i < t.nb (collected above): inside the checked source range, 8-aligned (as in `rehash`).
-            let s = unsafe { src.add((i * self.stride) as usize) }.cast::<u64>();
+            let s = unsafe { src.add((i * self.stride()) as usize) }.cast::<u64>();
             let d = self.empty_bucket(dst, nt, tag)?;
             self.copy_bucket(s, d, live_word(tag, k as u64));
         }
@@ -390,12 +475,23 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         if t.nb == 0 {
             return Ok(0);
         }
-        let stride = self.stride;
+        let stride = self.stride();
         // t and nt were checked (table_tx / our own allocation): nb * stride fits their blocks.
         let src = tx.range(t.base, t.nb * stride)?;
         let dst = tx.range(nt.base, nt.nb * stride)?;
         let mut moved = 0;
+        // Each entry lands on a random line of the new table: ask for the line of the entry AHEAD buckets on
+        // while this one moves, so the misses overlap.
+        const AHEAD: u64 = 8;
         for i in 0..t.nb {
+            if i + AHEAD < t.nb {
+                // SAFETY: i + AHEAD < t.nb: inside the checked source range, 8-aligned (as below).
+                let w = unsafe { copy::read(src.add(((i + AHEAD) * stride) as usize).cast::<u64>()) };
+                if tag_of(w) > TOMB {
+                    // In bounds: home < nt.nb, and nt.nb * stride bytes from `dst` are checked.
+                    prefetch_for_write(dst.wrapping_add((home(tag_of(w), nt.nb) * stride) as usize));
+                }
+            }
             // SAFETY: i < t.nb: the bucket is inside the checked source range; 8-aligned (base and stride are
             // multiples of 8, the mapping page-aligned); memory model: a racing write gives garbage, never UB.
             let s = unsafe { src.add((i * stride) as usize) }.cast::<u64>();
@@ -424,7 +520,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         let mut j = home(tag, nt.nb);
         for _ in 0..nt.nb {
             // SAFETY: j <= mask < nt.nb: inside the checked range of `nt`, 8-aligned (as in `rehash`).
-            let d = unsafe { dst.add((j * self.stride) as usize) }.cast::<u64>();
+            let d = unsafe { dst.add((j * self.stride()) as usize) }.cast::<u64>();
             // SAFETY: as above.
             if tag_of(unsafe { copy::read(d) }) == EMPTY {
                 return Ok(d);
@@ -439,7 +535,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     #[inline(always)]
     fn copy_bucket(&self, s: *const u64, d: *mut u64, w: u64) {
         crash_point();
-        for k in 1..(self.stride / 8) as usize {
+        for k in 1..(self.stride() / 8) as usize {
             // SAFETY: k < stride / 8: inside the buckets at `s` and `d` (both checked by the caller), 8-aligned;
             // we hold the writer lock and `d` is in a block this operation allocated.
             unsafe { copy::write(d.add(k), copy::read(s.add(k))) };
@@ -451,15 +547,20 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// Sets `key` to `val` inside a transaction; returns the old value.
     fn put(&self, tx: &mut Txn<'_>, key: &K, val: &V) -> R<Option<V>> {
         let kb = key.__bytes();
-        let h = hash(self.seed, &kb);
+        self.put_hashed(tx, key, &kb, hash(self.seed, &kb), val)
+    }
+
+    /// `put` with the key's bytes and hash already at hand.
+    #[inline(always)]
+    fn put_hashed(&self, tx: &mut Txn<'_>, key: &K, kb: &[u8], h: u64, val: &V) -> R<Option<V>> {
         let mut t = self.table_tx(tx)?;
         if t.nb == 0 || (t.used + 1) * 5 > t.nb * 4 || tx.root(ORDER) >= ORDER_LIMIT {
             let nb = if (t.count + 1) * 2 > t.nb { (t.nb * 2).max(8) } else { t.nb };
             t = self.resize(tx, t, nb)?;
         }
-        match self.probe(tx.view(), t, &kb, h)? {
+        match self.probe(tx.view(), t, kb, h)? {
             Probe::Found(i) => {
-                let voff = self.bucket(t, i) + KOFF + self.ks;
+                let voff = self.bucket(t, i) + KOFF + self.ks();
                 let old = element::decode::<V>(tx.view(), voff, self.vin)?;
                 let old_blob = if self.vin.is_none() { Some(tx.view().u64(voff)?) } else { None };
                 let slot = element::encode(tx, val)?;
@@ -478,10 +579,10 @@ impl<K: Element, V: Element> DictProxy<K, V> {
                 // for a tombstone inside a group: an earlier operation of the group may have removed that
                 // entry, and a rollback of the group brings it back, bytes and all.
                 if !was_empty && tx.in_group() {
-                    tx.log_bytes(b, self.stride)?;
+                    tx.log_bytes(b, self.stride())?;
                 }
                 tx.write_fresh(b + KOFF, &ks)?;
-                tx.write_fresh(b + KOFF + self.ks, &vs)?;
+                tx.write_fresh(b + KOFF + self.ks(), &vs)?;
                 // The bucket word (tag and order) and COUNT, USED, ORDER (consecutive root words) in one
                 // log append; the tag goes live with it.
                 const _: () = assert!(USED == COUNT + 1 && ORDER == COUNT + 2);
@@ -496,9 +597,9 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     fn take(&self, tx: &mut Txn<'_>, t: Table, i: u64) -> R<(K, V)> {
         let b = self.bucket(t, i);
         let k = element::decode::<K>(tx.view(), b + KOFF, self.kin)?;
-        let v = element::decode::<V>(tx.view(), b + KOFF + self.ks, self.vin)?;
+        let v = element::decode::<V>(tx.view(), b + KOFF + self.ks(), self.vin)?;
         element::release(tx, b + KOFF, self.kin)?;
-        element::release(tx, b + KOFF + self.ks, self.vin)?;
+        element::release(tx, b + KOFF + self.ks(), self.vin)?;
         tx.write_u64(b, u64::from(TOMB))?;
         // A live bucket with a count of 0 is a hostile table: an error, not an underflow.
         tx.set_root(COUNT, t.count.checked_sub(1).ok_or(Fail::Torn("table counts"))?)?;
@@ -513,7 +614,10 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// assert_eq!(d.insert("k".into(), "v2".into()).unwrap(), Some("v1".into()));
     /// ```
     pub fn insert(&self, key: K, value: V) -> Result<Option<V>, ContainerError> {
-        self.store.write(|tx| self.put(tx, &key, &value))
+        let kb = key.__bytes();
+        let h = hash(self.seed, &kb);
+        self.prefetch_home(h);
+        self.store.write(|tx| self.put_hashed(tx, &key, &kb, h, &value))
     }
 
     /// The value for `key`, if any.
@@ -527,16 +631,54 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     pub fn get(&self, key: &K) -> Result<Option<V>, ContainerError> {
         let kb = key.__bytes();
         let h = hash(self.seed, &kb);
+        match self.store.read_fast(|v| self.get_fast(v, &kb, h)) {
+            Some(r) => Ok(r),
+            None => self.get_slow(&kb, h),
+        }
+    }
+
+    /// `get` past its lean first try: the full optimistic read (retries,
+    /// reads beside a writer, the lock as the last resort, errors).
+    #[cold]
+    #[inline(never)]
+    fn get_slow(&self, kb: &[u8], h: u64) -> Result<Option<V>, ContainerError> {
         self.store.read(|v| {
             let t = self.table(v)?;
             if t.nb == 0 {
                 return Ok(None);
             }
-            match self.probe(v, t, &kb, h)? {
-                Probe::Found(i) => Ok(Some(element::decode(v, self.bucket(t, i) + KOFF + self.ks, self.vin)?)),
+            match self.probe(v, t, kb, h)? {
+                Probe::Found(i) => Ok(Some(element::decode(v, self.bucket(t, i) + KOFF + self.ks(), self.vin)?)),
                 Probe::Vacant { .. } => Ok(None),
             }
         })
+    }
+
+    /// `get`'s lean first try (inside `Store::read_fast`): the table's two
+    /// root words checked, its range checked once, the probe through its
+    /// address. Any failure gives `None` (and `get` takes the full path,
+    /// which reports it).
+    #[inline(always)]
+    fn get_fast(&self, v: &View, kb: &[u8], h: u64) -> Option<Option<V>> {
+        if v.has_undo() {
+            return None;
+        }
+        // The root words as they stand: `read_fast`'s seq check around this read says whether they were
+        // one committed state (and a view with no undo overlay reads them as they stand too).
+        let (base, nb) = (self.store.root_hint(TABLE), self.store.root_hint(NB));
+        if nb == 0 {
+            return Some(None);
+        }
+        // The checks of `table` that keep the probe inside the mapping (count and used are not needed here).
+        if !nb.is_power_of_two() || base < HEAP_START + heap::BLOCK_HDR {
+            return None;
+        }
+        let p = v.words(base, nb.checked_mul(self.stride())?).ok()?;
+        let t = Table { base, nb, count: 0, used: 0 };
+        match self.probe_at(v, t, p, kb, h).ok()? {
+            Probe::Found(i) => element::decode(v, self.bucket(t, i) + KOFF + self.ks(), V::__inline()).ok().map(Some),
+            Probe::Vacant { .. } => Some(None),
+        }
     }
 
     /// Whether `key` is present.
@@ -637,7 +779,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             if t.nb != 0
                 && let Probe::Found(i) = self.probe(tx.view(), t, &kb, hash(self.seed, &kb))?
             {
-                return element::decode(tx.view(), self.bucket(t, i) + KOFF + self.ks, self.vin);
+                return element::decode(tx.view(), self.bucket(t, i) + KOFF + self.ks(), self.vin);
             }
             self.put(tx, &key, &default)?;
             Ok(default.clone())
@@ -683,7 +825,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             if t.nb != 0
                 && let Probe::Found(i) = self.probe(tx.view(), t, &kb, hash(self.seed, &kb))?
             {
-                cur = element::decode(tx.view(), self.bucket(t, i) + KOFF + self.ks, self.vin)?;
+                cur = element::decode(tx.view(), self.bucket(t, i) + KOFF + self.ks(), self.vin)?;
             }
             f(&mut cur);
             self.put(tx, key, &cur)?;
@@ -730,7 +872,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// assert_eq!(d.values().unwrap(), [9]);
     /// ```
     pub fn values(&self) -> Result<Vec<V>, ContainerError> {
-        let (vin, ks) = (self.vin, self.ks);
+        let (vin, ks) = (self.vin, self.ks());
         self.collect(move |v, b| element::decode(v, b + KOFF + ks, vin))
     }
 
@@ -742,7 +884,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// assert_eq!(d.items().unwrap(), [("x".to_string(), 1)]);
     /// ```
     pub fn items(&self) -> Result<Vec<(K, V)>, ContainerError> {
-        let (kin, vin, ks) = (self.kin, self.vin, self.ks);
+        let (kin, vin, ks) = (self.kin, self.vin, self.ks());
         self.collect(move |v, b| Ok((element::decode(v, b + KOFF, kin)?, element::decode(v, b + KOFF + ks, vin)?)))
     }
 

@@ -88,6 +88,9 @@ impl<T: ShmType> Element for T {
 }
 
 impl Element for String {
+    fn __inline() -> Option<u32> {
+        None
+    }
     fn __shape() -> Shape {
         Shape { name: "String".into(), inline: None, align: 1 }
     }
@@ -103,6 +106,9 @@ impl Element for String {
 }
 
 impl Element for Vec<u8> {
+    fn __inline() -> Option<u32> {
+        None
+    }
     fn __shape() -> Shape {
         Shape { name: "Vec<u8>".into(), inline: None, align: 1 }
     }
@@ -125,6 +131,9 @@ impl Element for Vec<u8> {
 /// keeps it as long as the Manager's creator lives); reading the name of
 /// a list that is gone is an error.
 impl<T: Element> Element for crate::ListProxy<T> {
+    fn __inline() -> Option<u32> {
+        None
+    }
     fn __shape() -> Shape {
         Shape { name: format!("ListProxy<{}>", T::element_name()).into(), inline: None, align: 1 }
     }
@@ -139,6 +148,9 @@ impl<T: Element> Element for crate::ListProxy<T> {
 /// A dict stored as a value of another container, by name (as for
 /// [`ListProxy`](crate::ListProxy) values: writes through).
 impl<K: Element, V: Element> Element for crate::DictProxy<K, V> {
+    fn __inline() -> Option<u32> {
+        None
+    }
     fn __shape() -> Shape {
         Shape {
             name: format!("DictProxy<{}, {}>", K::element_name(), V::element_name()).into(),
@@ -156,7 +168,14 @@ impl<K: Element, V: Element> Element for crate::DictProxy<K, V> {
 
 /// Bytes an element takes in a slot (inline size, or an 8-byte offset).
 pub(crate) fn slot_size<T: Element>() -> u64 {
-    T::__shape().inline.map_or(8, u64::from)
+    slot_bytes(T::__inline())
+}
+
+/// Bytes of a slot of an element stored `inline` (its size) or as a blob
+/// (an 8-byte offset).
+#[inline(always)]
+pub(crate) fn slot_bytes(inline: Option<u32>) -> u64 {
+    inline.map_or(8, u64::from)
 }
 
 /// The bytes of a slot: an inline element's own bytes, or a blob's offset.

@@ -170,8 +170,28 @@ impl View {
         Some(unsafe { self.base.add(off as usize) })
     }
 
+    /// The address of the `len` bytes at `off` (8-aligned), checked to lie
+    /// inside this mapping: for a loop over a whole dict table that checks
+    /// its range once. Only for a view without an undo overlay (`has_undo`):
+    /// reads through the pointer see the bytes as they are. Shared memory,
+    /// so only through `copy`.
+    #[inline(always)]
+    pub(crate) fn words(&self, off: u64, len: u64) -> R<*const u8> {
+        if !off.is_multiple_of(8) {
+            return Err(Fail::Torn("misaligned range"));
+        }
+        self.at(off, len).map(|p| p.cast_const()).ok_or(Fail::Torn("range out of bounds"))
+    }
+
+    /// Whether reads through this view lay an undo log's old bytes over
+    /// what they read (a reader beside an open transaction).
+    #[inline(always)]
+    pub(crate) fn has_undo(&self) -> bool {
+        !self.undo.is_null()
+    }
+
     /// Reads the u64 at `off` (8-aligned, inside the mapping).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn u64(&self, off: u64) -> R<u64> {
         if !off.is_multiple_of(8) {
             return Err(Fail::Torn("misaligned word"));
@@ -233,6 +253,29 @@ impl View {
     /// stack-sized pieces: no allocation).
     #[inline]
     pub(crate) fn bytes_eq(&self, off: u64, want: &[u8]) -> R<bool> {
+        // A short run at an aligned offset (a String key's blob, an inline key): word by word through `u64`
+        // (each word bounds-checked and overlaid as any read), the last word read whole and only its first
+        // bytes compared. Taken only when every word it reads lies inside the mapping, so the answer is the
+        // one of the copy below.
+        let short = want.len() <= 64 && off.is_multiple_of(8);
+        if short && off.checked_add(want.len() as u64 + 7).is_some_and(|e| e & !7 <= self.len) {
+            let mut at = off;
+            let mut words = want.chunks_exact(8);
+            for chunk in words.by_ref() {
+                if self.u64(at)?.to_ne_bytes() != *chunk {
+                    return Ok(false);
+                }
+                at += 8;
+            }
+            let tail = words.remainder();
+            if tail.is_empty() {
+                return Ok(true);
+            }
+            // The first tail.len() (< 8) bytes of the word, as the low bytes of a little-endian value.
+            let w = u64::from_le_bytes(self.u64(at)?.to_ne_bytes());
+            let k = tail.iter().rev().fold(0u64, |k, &b| (k << 8) | u64::from(b));
+            return Ok(w & ((1u64 << (8 * tail.len())) - 1) == k);
+        }
         let mut buf = [0u64; 8];
         let mut at = off;
         for chunk in want.chunks(64) {
@@ -396,6 +439,14 @@ impl Store {
         Ok(store)
     }
 
+    /// Root word `i` as it stands, read without the lock: for hints (where
+    /// to prefetch), or inside `read_fast`, whose seq check says whether it
+    /// was part of one committed state.
+    #[inline(always)]
+    pub(crate) fn root_hint(&self, i: usize) -> u64 {
+        self.ctl().state[S_ROOT + i].load(Ordering::Relaxed)
+    }
+
     /// The container's hash key (read once by each handle: a hostile value
     /// only makes its hashing disagree with other handles').
     pub(crate) fn seed(&self) -> u64 {
@@ -488,6 +539,27 @@ impl Store {
             }
         }
         self.read_slow(&f)
+    }
+
+    /// The first try of `read` alone, for a hot read that has a lean form:
+    /// `Some` when no writer was inside (seq even and unchanged around `f`)
+    /// and `f` gave `Some`; `None` means "ask `read`" (a writer inside, a
+    /// torn or failed read: `f` maps every failure to `None`).
+    #[inline(always)]
+    pub(crate) fn read_fast<T>(&self, f: impl FnOnce(&View) -> Option<T>) -> Option<T> {
+        let ctl = self.ctl();
+        // Acquire: pairs with the Release store that makes seq even at commit (as in `read_slow`).
+        let s1 = ctl.seq.load(Ordering::Acquire);
+        if s1 & 1 != 0 {
+            return None;
+        }
+        let r = f(self.view());
+        // Acquire: pairs with the writer's Release fence after it made seq odd (as in `read_slow`).
+        fence(Ordering::Acquire);
+        if ctl.seq.load(Ordering::Relaxed) != s1 {
+            return None;
+        }
+        r
     }
 
     /// `read` beyond its first try: retries, reads beside an open
