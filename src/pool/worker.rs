@@ -466,6 +466,8 @@ impl Cx<'_> {
         let dst = loan.as_mut_ptr();
         // Whole words, aligned (every `u64` map from the arena): read and
         // written in place, a word at a time, no scratch buffer.
+        // (The values start a whole number of words after `dst`.)
+        const { assert!(frame::RESULT_HEADER_LEN.is_multiple_of(8)) };
         let direct = args.by_words(width) && wr.is_multiple_of(8) && (dst as usize).is_multiple_of(8);
         if !direct {
             self.scratch.resize(block * width, 0);

@@ -7,8 +7,8 @@
 //! gone from /dev/shm with the pool.
 
 use super::{DEADLINE, PARK_AT, alive, finish, kill9, park_at, park_file, serial, square, wait_until, watchdog};
-use shmproc::pool::{PoolError, TaskError};
 use shmproc::Pool;
+use shmproc::pool::{PoolError, TaskError};
 
 shmproc::task! { fn widen(x: u32) -> u64 { u64::from(x) * 3 } }
 shmproc::task! { fn sum3(v: [u64; 3]) -> u64 { v[0] + v[1] + v[2] } }
@@ -181,7 +181,7 @@ fn a_worker_killed_while_the_caller_still_writes_later_chunks_fails_only_its_ite
     const N: u64 = 600_000;
     const HOLD: u64 = 400_000;
     let mut victim = 0u32;
-    let items = (0..N).map(|x| {
+    let items = (0..N).inspect(|&x| {
         if x == HOLD {
             wait_until("the victim item to start", || std::fs::read_to_string(&file).is_ok_and(|s| !s.is_empty()));
             victim = std::fs::read_to_string(&file).unwrap().trim().parse().unwrap();
@@ -189,7 +189,6 @@ fn a_worker_killed_while_the_caller_still_writes_later_chunks_fails_only_its_ite
             kill9(victim);
             wait_until("the victim to die", || !alive(victim));
         }
-        x
     });
     assert_eq!(items.size_hint(), (N as usize, Some(N as usize)), "the streamed path");
     let all = pool.map_results(park_at, items, 0).unwrap();
@@ -219,11 +218,10 @@ fn terminate_while_a_streamed_map_writes_its_input_returns_promptly() {
     let pool = std::sync::Arc::new(Pool::new(2).unwrap());
     assert_eq!(pool.map(square, 0..200_000).unwrap(), serial(200_000));
     let p2 = std::sync::Arc::clone(&pool);
-    let items = (0..1_000_000u64).map(move |x| {
+    let items = (0..1_000_000u64).inspect(move |&x| {
         if x == 500_000 {
             p2.terminate();
         }
-        x
     });
     let r = pool.map(square, items);
     assert!(matches!(r, Err(PoolError::Closed) | Err(PoolError::Task(TaskError::Terminated { .. }))), "{r:?}");
