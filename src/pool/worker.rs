@@ -478,23 +478,34 @@ impl Cx<'_> {
         let quiet = QuietPanics::enter();
         let r = std::panic::catch_unwind(AssertUnwindSafe(|| -> Option<String> {
             if direct {
-                while done < n {
-                    // SAFETY: `done < n` and `n * width == args.len`
+                // The index in a local (a register): `done` is only
+                // written, before each item (it must name the item that
+                // panics), never read back here. (Read back, it cost a
+                // store-to-load round trip per item: the volatile stores
+                // below may alias it for all the compiler knows.)
+                // (So are the bounds and the base: copies in locals.)
+                let (src, n, out) = (args.ptr, n, dst.wrapping_add(frame::RESULT_HEADER_LEN));
+                let mut i = 0usize;
+                while i < n {
+                    // SAFETY: `i < n` and `n * width == args.len`
                     // (checked above): the argument lies inside the
                     // frame's range, readable (`SharedArgs::new`), 8-aligned
                     // with whole words (`by_words`); `A` is plain data.
-                    let a = unsafe { read_word_image::<A>(args.ptr.add(done * width)) };
+                    let a = unsafe { read_word_image::<A>(src.add(i * width)) };
                     // Relaxed, as in `begin` (same pairing).
-                    started_word.store(s0 + (done + 1) as u64, Ordering::Relaxed);
+                    started_word.store(s0 + (i + 1) as u64, Ordering::Relaxed);
+                    done = i;
                     match f(a) {
                         // SAFETY: as below, and the value's place is
                         // 8-aligned (`dst` is, and the header and every
                         // value are whole words: `direct`).
-                        Ok(v) => unsafe { write_word_image(dst.add(frame::RESULT_HEADER_LEN + done * wr), v) },
+                        // (`out` is `dst` past the header: inside the loan.)
+                        Ok(v) => unsafe { write_word_image(out.add(i * wr), v) },
                         Err(msg) => return Some(msg),
                     }
-                    done += 1;
+                    i += 1;
                 }
+                done = n;
                 return None;
             }
             while done < n {
