@@ -722,8 +722,10 @@ impl Pool {
         let mut items = items.peekable();
         let mut block = Arc::new(arena);
         // The block's first item's index, and how many items it holds
-        // (an arena: room for; a private block: has).
-        let (mut base, mut cap, mut heap) = (0usize, block.len() / width, false);
+        // (an arena: the job has room for the outcomes of; a private
+        // block: has). An arena has room for `arena_cap` items.
+        let (mut base, mut cap, mut heap) = (0usize, room_for, false);
+        let arena_cap = block.len() / width;
         let mut index = 0usize;
         let mut msgs = vec![Msg::Job { id, sink, timeout: None, lazy: false }];
         let mut frames: Vec<TaskFrame> = Vec::new();
@@ -734,6 +736,15 @@ impl Pool {
             if index - base == cap {
                 if items.peek().is_none() {
                     break;
+                }
+                if !heap && cap < arena_cap {
+                    // The iterator yields more than it said, and the arena
+                    // has room: room for their outcomes too (doubling),
+                    // before any of their frames goes out, so their values
+                    // land in place as the others do.
+                    cap = arena_cap.min(cap.saturating_mul(2).max(1));
+                    job.set_len(cap as u64, false);
+                    continue;
                 }
                 // The iterator yields more than it said: the rest (read
                 // now) in a private block, with room for their outcomes

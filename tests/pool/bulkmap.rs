@@ -6,7 +6,10 @@
 //! `recv_result`). Each test's `finish` also checks that the arenas are
 //! gone from /dev/shm with the pool.
 
-use super::{DEADLINE, PARK_AT, alive, finish, kill9, park_at, park_file, serial, square, wait_until, watchdog};
+use super::{
+    DEADLINE, alive, finish, kill9, only_the_parked_item_was_lost, park_at, park_file, serial, square, wait_until,
+    watchdog,
+};
 use shmproc::Pool;
 use shmproc::pool::{PoolError, TaskError};
 
@@ -193,18 +196,7 @@ fn a_worker_killed_while_the_caller_still_writes_later_chunks_fails_only_its_ite
     assert_eq!(items.size_hint(), (N as usize, Some(N as usize)), "the streamed path");
     let all = pool.map_results(park_at, items, 0).unwrap();
     assert!(victim != 0);
-    assert_eq!(all.len() as u64, N);
-    for (i, o) in all.iter().enumerate() {
-        let i = i as u64;
-        if i == PARK_AT {
-            assert!(
-                matches!(o, Err(TaskError::WorkerLost { pid, signal: Some(9), index }) if *pid == victim && *index == PARK_AT),
-                "{o:?}"
-            );
-        } else {
-            assert_eq!(o, &Ok(i.wrapping_mul(i)), "item {i}");
-        }
-    }
+    only_the_parked_item_was_lost(&all, N, victim);
     assert_eq!(pool.map(square, 0..300_000).unwrap(), serial(300_000));
     finish(pool, &[victim]);
 }
