@@ -176,6 +176,23 @@ fn serial(n: u64) -> Vec<u64> {
     (0..n).map(|x| x.wrapping_mul(x)).collect()
 }
 
+/// `all` (a map of `park_at` over `0..n`) is exact but for item
+/// `PARK_AT`, which failed with `WorkerLost` by SIGKILL of `victim`.
+fn only_the_parked_item_was_lost(all: &[Result<u64, TaskError>], n: u64, victim: u32) {
+    assert_eq!(all.len() as u64, n);
+    for (i, o) in all.iter().enumerate() {
+        let i = i as u64;
+        if i == PARK_AT {
+            assert!(
+                matches!(o, Err(TaskError::WorkerLost { pid, signal: Some(9), index }) if *pid == victim && *index == PARK_AT),
+                "{o:?}"
+            );
+        } else {
+            assert_eq!(o, &Ok(i.wrapping_mul(i)), "item {i}");
+        }
+    }
+}
+
 #[test]
 fn seeds_map_doubler_and_square() {
     let _watchdog = watchdog("seeds_map_doubler_and_square");
@@ -400,18 +417,7 @@ fn kill_9_mid_bulk_map_fails_exactly_that_item() {
     assert!(st.success());
     let all = rx.recv_timeout(DEADLINE).expect("map_results did not finish").unwrap();
     h.join().unwrap();
-    assert_eq!(all.len() as u64, N);
-    for (i, o) in all.iter().enumerate() {
-        let i = i as u64;
-        if i == PARK_AT {
-            assert!(
-                matches!(o, Err(TaskError::WorkerLost { pid, signal: Some(9), index }) if *pid == victim && *index == PARK_AT),
-                "{o:?}"
-            );
-        } else {
-            assert_eq!(o, &Ok(i.wrapping_mul(i)), "item {i}");
-        }
-    }
+    only_the_parked_item_was_lost(&all, N, victim);
     assert_eq!(pool.map(square, 0..100_000).unwrap(), serial(100_000));
     let pool = std::sync::Arc::try_unwrap(pool).unwrap();
     finish(pool, &[victim]);

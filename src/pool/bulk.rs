@@ -53,6 +53,28 @@ impl<R> Bulk<R> {
         self.vals.len()
     }
 
+    /// Room for `n` outcomes: more, or fewer (only items that have none
+    /// yet may go: a streamed job's input ended before its size hint).
+    pub(crate) fn resize(&mut self, n: usize) {
+        if n > self.vals.len() {
+            self.vals.reserve_exact(n - self.vals.len());
+            // SAFETY: `MaybeUninit` needs no initialisation; the capacity
+            // is at least `n` (reserved above).
+            unsafe { self.vals.set_len(n) };
+        } else {
+            debug_assert!((n..self.vals.len()).all(|i| !self.has(i)));
+            self.vals.truncate(n);
+            self.failed.retain(|&k, _| k < n as u64);
+        }
+        self.have.resize(n.div_ceil(64), 0);
+        if !n.is_multiple_of(64)
+            && let Some(w) = self.have.last_mut()
+        {
+            // Bits past the end stay clear (`first_not_ok` reads whole words).
+            *w &= (1u64 << (n % 64)) - 1;
+        }
+    }
+
     #[inline]
     pub(crate) fn has(&self, i: usize) -> bool {
         i < self.vals.len() && self.have[i / 64] & (1 << (i % 64)) != 0

@@ -193,7 +193,11 @@ pub(crate) type Spare = Arc<Mutex<Option<RawSegment>>>;
 pub(crate) const SPARE_MAX: usize = 32 << 20;
 /// Jobs whose arguments are said (`size_hint`) to take fewer bytes than
 /// this go in line in their frames, not through an arena.
-const ARENA_FROM: usize = 64 * 1024;
+pub(crate) const ARENA_FROM: usize = 64 * 1024;
+/// The largest arena made for what an iterator's `size_hint` says: a
+/// hint is the iterator's word, not a fact (`0..u64::MAX` says 2^64 - 1),
+/// and an arena's pages are reserved when it is made.
+pub(crate) const HINT_MAX: usize = 256 << 20;
 /// The smallest arena made.
 const ARENA_MIN: usize = 1 << 20;
 /// Items go into the arena a block of this many bytes at a time.
@@ -216,7 +220,7 @@ impl PodBlock {
         let size = std::mem::size_of::<A>();
         debug_assert_eq!(size, width);
         let mut items = items.into_iter();
-        let want = items.size_hint().0.saturating_mul(size);
+        let want = items.size_hint().0.saturating_mul(size).min(HINT_MAX);
         if want < ARENA_FROM {
             // Small (an `apply`, a short `map`): a private block, sent in
             // line, rather than an arena per job in flight.
@@ -245,7 +249,7 @@ impl PodBlock {
             }
             let bytes = &block[..got * size];
             if len + bytes.len() > seg.len() {
-                let need = (len + bytes.len()).saturating_add(items.size_hint().0.saturating_mul(size));
+                let need = (len + bytes.len()).saturating_add(items.size_hint().0.saturating_mul(size).min(HINT_MAX));
                 match RawSegment::new(arena_size(need.max(2 * seg.len())) as u64) {
                     Ok(bigger) => {
                         copy_segment(&seg, &bigger, len);
@@ -268,6 +272,61 @@ impl PodBlock {
             }
         }
         PodBlock { store: Store::Shm(seg), len, home: Some(Arc::clone(home)) }
+    }
+
+    /// An arena of at least `bytes` bytes (the spare of `home` if it is
+    /// large enough, else a new one) to be filled while its first frames
+    /// are already out (see [`write_items`](Self::write_items)); `None`
+    /// if no segment can be made. Its length is its capacity.
+    pub(crate) fn arena(home: &Spare, bytes: usize) -> Option<PodBlock> {
+        let spare = home.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let seg = match spare {
+            Some(seg) if seg.len() >= bytes => seg,
+            other => {
+                // Too small: back where it was (a smaller map may use it).
+                if let Some(seg) = other {
+                    let mut slot = home.lock().unwrap_or_else(|p| p.into_inner());
+                    if slot.is_none() {
+                        *slot = Some(seg);
+                    }
+                }
+                RawSegment::new(arena_size(bytes) as u64).ok()?
+            }
+        };
+        Some(PodBlock { len: seg.len(), store: Store::Shm(seg), home: Some(Arc::clone(home)) })
+    }
+
+    /// A private block of the images in `bytes` (items the arena had no
+    /// room for).
+    pub(crate) fn heap(bytes: Vec<u8>) -> PodBlock {
+        PodBlock { len: bytes.len(), store: Store::Heap(bytes), home: None }
+    }
+
+    /// Writes the images of up to `max` items of `items` (plain data of
+    /// `size_of::<A>()` bytes: the caller checked `pod_width::<A>()`) at
+    /// byte `at` of an arena, one pass, straight into shared memory; how
+    /// many were written (fewer if the iterator ends or the arena is full;
+    /// 0 for a private block). Only bytes no frame refers to yet may be
+    /// written: the workers read the others meanwhile.
+    pub(crate) fn write_items<A>(&self, at: usize, items: &mut impl Iterator<Item = A>, max: usize) -> usize {
+        let Store::Shm(seg) = &self.store else { return 0 };
+        let size = std::mem::size_of::<A>();
+        if size == 0 {
+            return 0;
+        }
+        let max = max.min(seg.len().saturating_sub(at) / size);
+        let base = seg.as_ptr();
+        let mut n = 0;
+        while n < max {
+            let Some(item) = items.next() else { break };
+            // SAFETY: `at + (n + 1) * size <= seg.len()` (`max` above):
+            // inside the arena's mapping, which `self` keeps; no frame
+            // refers to these bytes yet (the caller's contract), so no
+            // worker reads them; `A` is plain data.
+            unsafe { put_image(base.add(at + n * size), item) };
+            n += 1;
+        }
+        n
     }
 
     fn measured(mut self) -> PodBlock {
@@ -303,6 +362,32 @@ impl PodBlock {
     }
 }
 
+/// Writes the image of `item` (plain data) at `dst` in shared memory:
+/// word by word when it is a whole number of words and `dst` is 8-aligned
+/// (a `u64` is one store), else through the crate's copy primitive.
+///
+/// # Safety
+/// `dst .. dst + size_of::<A>()` lies inside a live, writable mapping that
+/// no one else writes meanwhile by the caller's protocol; `A` is plain data.
+#[inline(always)]
+unsafe fn put_image<A>(dst: *mut u8, item: A) {
+    let size = std::mem::size_of::<A>();
+    let v = std::mem::ManuallyDrop::new(item);
+    let src = (&raw const v).cast::<u8>();
+    if size.is_multiple_of(8) && (dst as usize).is_multiple_of(8) {
+        for k in 0..size / 8 {
+            // SAFETY: `k * 8 + 8 <= size`: inside `v` (read unaligned) and
+            // inside the caller's range (8-aligned, checked); a volatile
+            // store, as the copy primitive makes.
+            unsafe { std::ptr::write_volatile(dst.add(k * 8).cast::<u64>(), src.add(k * 8).cast::<u64>().read_unaligned()) };
+        }
+    } else {
+        // SAFETY: `v`'s `size` bytes are initialised (plain data); the
+        // destination range is the caller's.
+        unsafe { crate::shm::copy::copy_to_shared(std::slice::from_raw_parts(src, size), dst) };
+    }
+}
+
 /// Copies the first `len` bytes of `from` into `to` (through a private
 /// buffer: both are shared memory).
 fn copy_segment(from: &RawSegment, to: &RawSegment, len: usize) {
@@ -318,7 +403,7 @@ fn copy_segment(from: &RawSegment, to: &RawSegment, len: usize) {
 
 /// The images of the rest of `items` appended to `bytes` (plain data: the
 /// caller's check), with no capacity test per item.
-fn fill_heap<A>(mut bytes: Vec<u8>, mut items: impl Iterator<Item = A>) -> Vec<u8> {
+pub(crate) fn fill_heap<A>(mut bytes: Vec<u8>, mut items: impl Iterator<Item = A>) -> Vec<u8> {
     let size = std::mem::size_of::<A>();
     loop {
         // Room for the items the iterator says are left (at least one).

@@ -390,6 +390,33 @@ impl Manager {
         Ok((gone || timeout.is_some(), placed))
     }
 
+    /// Input of a job its caller streams (`Pool::submit_streamed`): taken
+    /// as the manager thread would take it (after the requests waiting in
+    /// the inbox, its own earlier batches among them), with a turn of
+    /// help: results filed, frames dispatched. `Ok(wake)`: whether the
+    /// manager thread must look now (a worker's ring says it is gone);
+    /// `Closed` as [`Shared::send`] refuses.
+    pub(crate) fn take_input(&mut self, shared: &Shared, msgs: Vec<Msg>, new_job: bool) -> Result<bool, PoolError> {
+        let earlier = {
+            let mut inbox = shared.lock_inbox();
+            match inbox.state {
+                State::Open => {}
+                State::Closed | State::Joining if !new_job => {}
+                _ => return Err(PoolError::Closed),
+            }
+            if msgs.iter().any(|m| inbox.cut_input(m)) {
+                return Err(PoolError::Closed);
+            }
+            take_msgs(&mut inbox.msgs)
+        };
+        for m in earlier.into_iter().chain(msgs) {
+            self.handle(m);
+        }
+        let gone = self.drain_all(false).1;
+        self.dispatch();
+        Ok(gone)
+    }
+
     /// Whether a job is open or a frame waits: someone must watch the
     /// workers' rings.
     pub(crate) fn outstanding(&self) -> bool {

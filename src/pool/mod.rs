@@ -289,6 +289,27 @@ impl Shared {
         Ok(())
     }
 
+    /// Sends a streamed job's input ([`Pool::submit_streamed`]): handed
+    /// to the manager's state in this thread when nobody holds it (the
+    /// frames go straight to the workers, whether or not the manager
+    /// thread gets a core), else through the inbox. Refused as
+    /// [`send`](Self::send) refuses.
+    fn send_input(&self, msgs: Vec<Msg>, new_job: bool) -> Result<(), PoolError> {
+        let Some(mut core) = self.try_core() else {
+            return self.send(msgs, new_job);
+        };
+        let Some(m) = core.as_mut() else {
+            drop(core);
+            return self.send(msgs, new_job);
+        };
+        let (r, callbacks) = result::deferring_callbacks(|| m.take_input(self, msgs, new_job));
+        // Queued before the lock goes (see `Callbacks::post`).
+        self.callbacks.post(callbacks);
+        drop(core);
+        self.after_assist(r.as_ref().is_ok_and(|&wake| wake));
+        r.map(|_| ())
+    }
+
     /// Submits a new job of one frame (none if its item failed already)
     /// as the manager would take it, in this thread, when nobody else
     /// holds the manager's state: the frame goes straight into an idle
@@ -587,16 +608,23 @@ impl Pool {
     {
         registered::<F>()?;
         if let Some(width) = frame::pod_width::<F::Arg>() {
-            // Plain-data arguments go in as they lie in memory, once, into
-            // a buffer the pool keeps warm; each frame is a slice of it.
-            let block = Arc::new(frame::PodBlock::fill(&self.shared.spare, items, width));
-            #[cfg(feature = "test-hooks")]
-            if let Some(name) = block.arena_name() {
-                let mut log = self.started.lock().unwrap_or_else(|p| p.into_inner());
-                if !log.1.iter().any(|n| n == name) {
-                    log.1.push(name.to_owned());
-                }
+            let items = items.into_iter();
+            let (lo, hi) = items.size_hint();
+            // Plain-data arguments of a known count: written into the arena
+            // while the workers already run the first frames.
+            // A size hint is a promise of the iterator, not a fact: the
+            // arena made for it is at most `HINT_MAX` bytes (the items past
+            // it go in a private block).
+            let bytes = lo.saturating_mul(width).min(frame::HINT_MAX);
+            let arena =
+                (hi == Some(lo) && bytes >= frame::ARENA_FROM).then(|| frame::PodBlock::arena(&self.shared.spare, bytes)).flatten();
+            if let Some(arena) = arena {
+                return self.submit_streamed::<F>(items, arena, lo, width, chunksize);
             }
+            // Else they go in as they lie in memory, once, into a buffer
+            // the pool keeps warm; each frame is a slice of it.
+            let block = Arc::new(frame::PodBlock::fill(&self.shared.spare, items, width));
+            self.log_arena(&block);
             let n = block.len() / width;
             let chunksize = if chunksize == 0 { default_chunksize(n, self.processes()) } else { chunksize };
             let (id, job) = self.new_job::<F::Out>(true, Some(n as u64));
@@ -632,6 +660,135 @@ impl Pool {
                 return Ok((id, job));
             }
         }
+    }
+
+    /// Records an arena's name among the segments this pool made (the
+    /// crate's own tests check that none is left).
+    fn log_arena(&self, block: &frame::PodBlock) {
+        let _ = block;
+        #[cfg(feature = "test-hooks")]
+        if let Some(name) = block.arena_name() {
+            let mut log = self.started.lock().unwrap_or_else(|p| p.into_inner());
+            if !log.1.iter().any(|n| n == name) {
+                log.1.push(name.to_owned());
+            }
+        }
+    }
+
+    /// [`submit`](Self::submit) of plain-data arguments whose iterator
+    /// says it yields `n` items: they are written into `arena` one frame
+    /// at a time, and each batch of frames goes to the manager as soon as
+    /// it is written, so the workers run the first frames (and the manager
+    /// copies their results out) while the caller writes the rest. The
+    /// chunks are Python's (`chunksize` from `n`); an iterator whose count
+    /// differs from its hint still has every item run, in order: the ones
+    /// past the arena's room go in a private block.
+    fn submit_streamed<F: Task>(
+        &self,
+        items: impl Iterator<Item = F::Arg>,
+        arena: frame::PodBlock,
+        n: usize,
+        width: usize,
+        chunksize: usize,
+    ) -> Result<Submitted<F::Out>, PoolError>
+    where
+        F::Out: Send + 'static,
+    {
+        /// Lets the manager retire a job whose input ends early (the
+        /// iterator panicked, or the pool refused a batch): its items
+        /// sent so far are answered, then it is dropped.
+        struct Ends<'a> {
+            shared: &'a Shared,
+            job: u64,
+            armed: bool,
+        }
+        impl Drop for Ends<'_> {
+            fn drop(&mut self) {
+                if self.armed {
+                    let _ = self.shared.send([Msg::InputDone { job: self.job }], false);
+                }
+            }
+        }
+        self.log_arena(&arena);
+        let chunksize = if chunksize == 0 { default_chunksize(n, self.processes()) } else { chunksize };
+        let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
+        // Room for the outcomes of the items the arena holds (more are
+        // made room for when they come).
+        let room_for = n.min(arena.len() / width);
+        let job = Job::<F::Out>::streaming(room_for, frame::pod_width::<F::Out>().is_some());
+        let sink: Arc<dyn Sink> = job.clone();
+        let task = F::ID.as_bytes();
+        let room = TaskFrame::pod_room(task, width);
+        let mut items = items.peekable();
+        let mut block = Arc::new(arena);
+        // The block's first item's index, and how many items it holds
+        // (an arena: the job has room for the outcomes of; a private
+        // block: has). An arena has room for `arena_cap` items.
+        let (mut base, mut cap, mut heap) = (0usize, room_for, false);
+        let arena_cap = block.len() / width;
+        let mut index = 0usize;
+        let mut msgs = vec![Msg::Job { id, sink, timeout: None, lazy: false }];
+        let mut frames: Vec<TaskFrame> = Vec::new();
+        let mut batched = 0usize;
+        let mut ends = Ends { shared: &self.shared, job: id, armed: false };
+        let mut sent_any = false;
+        loop {
+            if index - base == cap {
+                if items.peek().is_none() {
+                    break;
+                }
+                if !heap && cap < arena_cap {
+                    // The iterator yields more than it said, and the arena
+                    // has room: room for their outcomes too (doubling),
+                    // before any of their frames goes out, so their values
+                    // land in place as the others do.
+                    cap = arena_cap.min(cap.saturating_mul(2).max(1));
+                    job.set_len(cap as u64, false);
+                    continue;
+                }
+                // The iterator yields more than it said: the rest (read
+                // now) in a private block, with room for their outcomes
+                // before any of their frames goes out.
+                let rest = frame::fill_heap(Vec::new(), &mut items);
+                (base, cap, heap) = (index, rest.len() / width, true);
+                block = Arc::new(frame::PodBlock::heap(rest));
+                job.set_len((base + cap) as u64, false);
+                continue;
+            }
+            let chunk_end = (index / chunksize).saturating_add(1).saturating_mul(chunksize);
+            let want = room.min(chunk_end - index).min(base + cap - index);
+            let got = if heap { want } else { block.write_items((index - base) * width, &mut items, want) };
+            if got == 0 {
+                break;
+            }
+            let end = index + got;
+            let last = if heap { end == base + cap } else { items.peek().is_none() };
+            let (start, stop) = ((index - base) * width, (end - base) * width);
+            frames.push(TaskFrame::from_pod(id, index as u64, task, &block, start, stop, width).finish(end == chunk_end || last));
+            batched += got;
+            index = end;
+            if last {
+                break;
+            }
+            if batched >= room {
+                // About a frame's worth of items: out now.
+                msgs.push(Msg::Frames(std::mem::take(&mut frames)));
+                batched = 0;
+                self.shared.send_input(std::mem::take(&mut msgs), !sent_any)?;
+                sent_any = true;
+                ends.armed = true;
+            }
+        }
+        // Every item is in a frame: the job's count, then its last frames.
+        job.set_len(index as u64, true);
+        drop(block);
+        if !frames.is_empty() {
+            msgs.push(Msg::Frames(frames));
+        }
+        msgs.push(Msg::InputDone { job: id });
+        ends.armed = false;
+        self.shared.send_input(msgs, !sent_any)?;
+        Ok((id, job))
     }
 
     /// `f(arg)` in a worker, waiting for the value (Python's `apply`).

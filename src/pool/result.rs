@@ -338,6 +338,33 @@ impl<R> Job<R> {
         })
     }
 
+    /// An ordered job whose input is still being read (a streamed `map`):
+    /// no item count until [`set_len`](Self::set_len) gives it (it cannot
+    /// finish before); with `bulk` (`R` is plain data whose encoding is its
+    /// memory image: see [`Bulk::new`]) its values land in place, with
+    /// room for `n` (its iterator's size hint).
+    pub(crate) fn streaming(n: usize, bulk: bool) -> Arc<Job<R>> {
+        let job = Job::new(true, None, false);
+        if bulk {
+            job.lock().bulk = Some(Bulk::new(n));
+        }
+        job
+    }
+
+    /// A streamed job's input holds `n` items after all: room for them
+    /// (before any frame past the room it had is sent), and, with `last`,
+    /// its item count (it may finish now).
+    pub(crate) fn set_len(&self, n: u64, last: bool) {
+        self.update(|s| {
+            if let Some(b) = s.bulk.as_mut() {
+                b.resize(n as usize);
+            }
+            if last {
+                s.expected = Some(n);
+            }
+        });
+    }
+
     fn lock(&self) -> MutexGuard<'_, JobState<R>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -186,6 +186,12 @@ impl SharedArgs {
         SharedArgs { ptr, len }
     }
 
+    /// Whether argument images of `width` bytes can be read in place a
+    /// word at a time ([`read_word_image`]): 8-aligned, whole words.
+    fn by_words(&self, width: usize) -> bool {
+        width.is_multiple_of(8) && (self.ptr as usize).is_multiple_of(8)
+    }
+
     /// Copies bytes `at .. at + dst.len()` into `dst`.
     fn read(&self, at: usize, dst: &mut [u8]) {
         assert!(at.checked_add(dst.len()).is_some_and(|e| e <= self.len), "argument bytes out of range");
@@ -195,14 +201,62 @@ impl SharedArgs {
     }
 }
 
+/// Reads the image of an `A` (plain data, a whole number of words) at
+/// `src` in shared memory, a word at a time (one load for a `u64`).
+///
+/// # Safety
+/// `src` is 8-aligned and `src .. src + size_of::<A>()` lies inside a live
+/// mapping; `A` is plain data of `size_of::<A>()` bytes, a multiple of 8
+/// (any bytes are an `A`).
+#[inline(always)]
+unsafe fn read_word_image<A>(src: *const u8) -> A {
+    let mut v = std::mem::MaybeUninit::<A>::uninit();
+    let dst = v.as_mut_ptr().cast::<u8>();
+    for k in 0..std::mem::size_of::<A>() / 8 {
+        // SAFETY: `k * 8 + 8 <= size_of::<A>()`: inside the source range
+        // (8-aligned: a volatile load, as the copy primitive makes) and
+        // inside `v` (written unaligned).
+        unsafe { dst.add(k * 8).cast::<u64>().write_unaligned(std::ptr::read_volatile(src.add(k * 8).cast::<u64>())) };
+    }
+    // SAFETY: every byte of `v` was written above; `A` is plain data.
+    unsafe { v.assume_init() }
+}
+
+/// Writes the image of `v` (plain data, a whole number of words) at `dst`
+/// in shared memory, a word at a time (one store for a `u64`).
+///
+/// # Safety
+/// `dst` is 8-aligned and `dst .. dst + size_of::<R>()` lies inside a live,
+/// writable mapping that the caller's protocol lets it write; `R` is plain
+/// data of `size_of::<R>()` bytes, a multiple of 8.
+#[inline(always)]
+unsafe fn write_word_image<R>(dst: *mut u8, v: R) {
+    let v = std::mem::ManuallyDrop::new(v);
+    let src = (&raw const v).cast::<u8>();
+    for k in 0..std::mem::size_of::<R>() / 8 {
+        // SAFETY: `k * 8 + 8 <= size_of::<R>()`: inside `v` (initialised:
+        // plain data; read unaligned) and inside the destination range
+        // (8-aligned: a volatile store, as the copy primitive makes).
+        unsafe { std::ptr::write_volatile(dst.add(k * 8).cast::<u64>(), src.add(k * 8).cast::<u64>().read_unaligned()) };
+    }
+}
+
 /// The arguments an arena frame (lent, its header and id `head_len` bytes)
 /// refers to: its reference read and checked, the arena mapped (kept in
 /// `arenas`, the last two). An error (a malformed reference, an arena that
 /// cannot be opened) ends the worker: the pool runs its items elsewhere.
-fn arena_args(loan: &crate::queue::ByteReadLoan<'_>, head_len: usize, arenas: &mut Vec<RawSegment>) -> Result<SharedArgs, String> {
-    let mut r = vec![0u8; loan.len() - head_len];
-    loan.read_at(head_len, &mut r);
-    let (offset, bytes, name) = frame::arena_ref(&r).ok_or("corrupt task frame: bad arena reference")?;
+/// `r` is the worker's buffer for the reference (kept: no allocation per
+/// frame once it has grown to a reference's size).
+fn arena_args(
+    loan: &crate::queue::ByteReadLoan<'_>,
+    head_len: usize,
+    arenas: &mut Vec<RawSegment>,
+    r: &mut Vec<u8>,
+) -> Result<SharedArgs, String> {
+    r.clear();
+    r.resize(loan.len().saturating_sub(head_len), 0);
+    loan.read_at(head_len, r);
+    let (offset, bytes, name) = frame::arena_ref(r).ok_or("corrupt task frame: bad arena reference")?;
     let at = match arenas.iter().position(|a| a.name() == name) {
         Some(i) => i,
         None => {
@@ -407,15 +461,53 @@ impl Cx<'_> {
             return Ok(false);
         }
         let block = (SCRATCH / width.max(wr)).max(1);
-        self.scratch.resize(block * width, 0);
         let s0 = self.started;
         let mut loan = self.tx.send_loan(values).map_err(|e| format!("result queue: {e}"))?;
         let dst = loan.as_mut_ptr();
+        // Whole words, aligned (every `u64` map from the arena): read and
+        // written in place, a word at a time, no scratch buffer.
+        // (The values start a whole number of words after `dst`.)
+        const { assert!(frame::RESULT_HEADER_LEN.is_multiple_of(8)) };
+        let direct = args.by_words(width) && wr.is_multiple_of(8) && (dst as usize).is_multiple_of(8);
+        if !direct {
+            self.scratch.resize(block * width, 0);
+        }
         // Items whose values are in the lent frame.
         let mut done = 0usize;
         let (scratch, started_word) = (&mut self.scratch, self.started_word);
         let quiet = QuietPanics::enter();
         let r = std::panic::catch_unwind(AssertUnwindSafe(|| -> Option<String> {
+            if direct {
+                // The index in a local (a register): `done` is only
+                // written, before each item (it must name the item that
+                // panics), never read back here. (Read back, it cost a
+                // store-to-load round trip per item: the volatile stores
+                // below may alias it for all the compiler knows.)
+                // (So are the bounds and the base: copies in locals.)
+                let (src, n, out) = (args.ptr, n, dst.wrapping_add(frame::RESULT_HEADER_LEN));
+                let mut i = 0usize;
+                while i < n {
+                    // SAFETY: `i < n` and `n * width == args.len`
+                    // (checked above): the argument lies inside the
+                    // frame's range, readable (`SharedArgs::new`), 8-aligned
+                    // with whole words (`by_words`); `A` is plain data.
+                    let a = unsafe { read_word_image::<A>(src.add(i * width)) };
+                    // Relaxed, as in `begin` (same pairing).
+                    started_word.store(s0 + (i + 1) as u64, Ordering::Relaxed);
+                    done = i;
+                    match f(a) {
+                        // SAFETY: as below, and the value's place is
+                        // 8-aligned (`dst` is, and the header and every
+                        // value are whole words: `direct`).
+                        // (`out` is `dst` past the header: inside the loan.)
+                        Ok(v) => unsafe { write_word_image(out.add(i * wr), v) },
+                        Err(msg) => return Some(msg),
+                    }
+                    i += 1;
+                }
+                done = n;
+                return None;
+            }
             while done < n {
                 let m = block.min(n - done);
                 args.read(done * width, &mut scratch[..m * width]);
@@ -605,6 +697,7 @@ fn run(arg: WorkerArg) -> Result<(), String> {
     let mut cached: Option<(Vec<u8>, Option<task::Runners>)> = None;
     // The pool's arenas this worker has mapped (the last two).
     let mut arenas: Vec<RawSegment> = Vec::new();
+    let mut arena_ref = Vec::new();
     // Closed: the pool is shutting down; Disconnected: the pool is gone.
     while let Ok(loan) = next_frame(&mut rx) {
         // The header and id first; a packed frame of plain data is run
@@ -649,7 +742,7 @@ fn run(arg: WorkerArg) -> Result<(), String> {
         // A packed frame's arguments where they lie: in the pool's arena
         // (the frame carries a reference) or in the ring after the header.
         let args = match head_len {
-            Some(n) if flags & frame::ARENA != 0 => Some(arena_args(&loan, n, &mut arenas)?),
+            Some(n) if flags & frame::ARENA != 0 => Some(arena_args(&loan, n, &mut arenas, &mut arena_ref)?),
             // SAFETY: `n <= len`: the arguments are the frame's bytes after
             // its header and id, inside the lent frame, which the pool does
             // not reuse before `release` (below, after the run).

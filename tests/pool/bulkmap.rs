@@ -6,8 +6,12 @@
 //! `recv_result`). Each test's `finish` also checks that the arenas are
 //! gone from /dev/shm with the pool.
 
-use super::{DEADLINE, finish, serial, square, wait_until, watchdog};
+use super::{
+    DEADLINE, alive, finish, kill9, only_the_parked_item_was_lost, park_at, park_file, serial, square, wait_until,
+    watchdog,
+};
 use shmproc::Pool;
+use shmproc::pool::{PoolError, TaskError};
 
 shmproc::task! { fn widen(x: u32) -> u64 { u64::from(x) * 3 } }
 shmproc::task! { fn sum3(v: [u64; 3]) -> u64 { v[0] + v[1] + v[2] } }
@@ -160,5 +164,114 @@ fn an_arena_over_the_kept_size_is_let_go_after_its_map() {
         });
     }
     assert_eq!(pool.map(square, 0..100_000).unwrap(), serial(100_000));
+    finish(pool, &[]);
+}
+
+/// A map whose iterator says how many items it yields is streamed: each
+/// frame goes to the workers as soon as its arguments are written. Here
+/// the input stops at item 400 000 until the worker running item
+/// `PARK_AT` (in the second chunk, long sent) has parked and been killed
+/// with SIGKILL: only that item fails (`WorkerLost`), the items of its
+/// frame after it and every later chunk (written after the kill) are
+/// exact, and the pool runs another map. (Before streaming, no frame went
+/// out until the whole input was written: the input waited forever.)
+#[test]
+fn a_worker_killed_while_the_caller_still_writes_later_chunks_fails_only_its_item() {
+    let _watchdog = watchdog("a_worker_killed_while_the_caller_still_writes_later_chunks_fails_only_its_item");
+    let file = park_file(std::process::id());
+    let _ = std::fs::remove_file(&file);
+    let pool = Pool::new(2).unwrap();
+    const N: u64 = 600_000;
+    const HOLD: u64 = 400_000;
+    let mut victim = 0u32;
+    let items = (0..N).inspect(|&x| {
+        if x == HOLD {
+            wait_until("the victim item to start", || std::fs::read_to_string(&file).is_ok_and(|s| !s.is_empty()));
+            victim = std::fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+            std::fs::remove_file(&file).unwrap();
+            kill9(victim);
+            wait_until("the victim to die", || !alive(victim));
+        }
+    });
+    assert_eq!(items.size_hint(), (N as usize, Some(N as usize)), "the streamed path");
+    let all = pool.map_results(park_at, items, 0).unwrap();
+    assert!(victim != 0);
+    only_the_parked_item_was_lost(&all, N, victim);
+    assert_eq!(pool.map(square, 0..300_000).unwrap(), serial(300_000));
+    finish(pool, &[victim]);
+}
+
+/// `terminate` while a streamed map is still writing its input (called
+/// from its iterator, half-way): the map returns at once with an error,
+/// nothing hangs, and no worker or segment is left.
+#[test]
+fn terminate_while_a_streamed_map_writes_its_input_returns_promptly() {
+    let _watchdog = watchdog("terminate_while_a_streamed_map_writes_its_input_returns_promptly");
+    let pool = std::sync::Arc::new(Pool::new(2).unwrap());
+    assert_eq!(pool.map(square, 0..200_000).unwrap(), serial(200_000));
+    let p2 = std::sync::Arc::clone(&pool);
+    let items = (0..1_000_000u64).inspect(move |&x| {
+        if x == 500_000 {
+            p2.terminate();
+        }
+    });
+    let r = pool.map(square, items);
+    assert!(matches!(r, Err(PoolError::Closed) | Err(PoolError::Task(TaskError::Terminated { .. }))), "{r:?}");
+    let (workers, names) = pool.__created();
+    let pool = std::sync::Arc::try_unwrap(pool).unwrap();
+    pool.join().unwrap();
+    drop(pool);
+    super::all_gone(workers, names);
+}
+
+/// Streamed maps whose iterators yield fewer or more items than their
+/// exact size hints say, on both sides of the arena's room and of frame
+/// and chunk boundaries, with explicit chunk sizes too: every item runs
+/// once, in order.
+#[test]
+fn streamed_maps_take_every_item_whatever_the_hint_says() {
+    let _watchdog = watchdog("streamed_maps_take_every_item_whatever_the_hint_says");
+    let pool = Pool::new(2).unwrap();
+    for (n, hint, chunksize) in [
+        (20_163, 20_163, 0),
+        (20_164, 20_163, 0),
+        (20_162, 20_163, 0),
+        (131_072, 131_072, 0),
+        (131_073, 131_072, 7),
+        (300_000, 140_000, 0),
+        (9_000, 140_000, 1),
+        (150_000, 150_000, 1),
+        (100_000, 100_000, 99_999),
+    ] {
+        let items = Liar { next: 0, n, hint };
+        let got = if chunksize == 0 { pool.map(square, items) } else { pool.map_chunked(square, items, chunksize) };
+        assert_eq!(got.unwrap(), serial(n), "{n} items, hint {hint}, chunksize {chunksize}");
+    }
+    finish(pool, &[]);
+}
+
+/// An iterator whose exact size hint is enormous (2^40 items, 8 TiB of
+/// `u64`) but that yields 5 000: the arena made for the hint is capped
+/// (`HINT_MAX`), so the map neither reserves terabytes in /dev/shm nor
+/// allocates room for 2^40 outcomes; every item runs once, in order, on
+/// both the streamed path (exact hint) and the filled one (inexact).
+#[test]
+fn an_enormous_size_hint_does_not_size_the_arena() {
+    let _watchdog = watchdog("an_enormous_size_hint_does_not_size_the_arena");
+    let pool = Pool::new(2).unwrap();
+    let items = Liar { next: 0, n: 5_000, hint: 1 << 40 };
+    assert_eq!(pool.map_chunked(square, items, 100).unwrap(), serial(5_000));
+    struct Low(Liar);
+    impl Iterator for Low {
+        type Item = u64;
+        fn next(&mut self) -> Option<u64> {
+            self.0.next()
+        }
+        fn size_hint(&self) -> (usize, Option<usize>) {
+            (self.0.hint, None)
+        }
+    }
+    let items = Low(Liar { next: 0, n: 5_000, hint: 1 << 40 });
+    assert_eq!(pool.map_chunked(square, items, 100).unwrap(), serial(5_000));
     finish(pool, &[]);
 }
