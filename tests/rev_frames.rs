@@ -485,3 +485,19 @@ fn consumers_of_large_frames_killed_at_random_lose_at_most_their_own_frame() {
     assert_eq!(q.qsize(), 0);
     eprintln!("{kills} consumer kills, {missing} items missing of {n}");
 }
+
+/// A queue whose segment would need more than /dev/shm has free (here
+/// 2^30 slots of 1088 bytes: 1.17 TB) is refused with `NoSpace` before
+/// any page is reserved, and leaves nothing. Before, the creator reserved
+/// 64 MiB chunks until /dev/shm (as large as the machine's memory here)
+/// was full: the OOM killer then killed processes at random, and a
+/// creator killed mid-reservation left a 1 TiB file with 24 GB in use
+/// (seen on this machine at 17:08 today; not re-run, it takes the machine
+/// down).
+#[test]
+fn a_segment_larger_than_dev_shm_has_free_is_refused_at_once() {
+    let before = files_of("").len();
+    let r = Queue::<String>::with_max_frame(1 << 30, 1024);
+    assert!(matches!(r, Err(shmproc::OpenError::NoSpace { .. })), "{:?}", r.map(|q| q.max_frame()));
+    assert!(files_of("").len() <= before, "a file was left in /dev/shm");
+}

@@ -19,6 +19,7 @@ pub(crate) fn create(name: &CStr, mode: u32, len: u64, head: u64) -> Result<Owne
     let mode = Mode::from_bits_truncate(mode as nix::libc::mode_t);
     let fd = nix::sys::mman::shm_open(name, OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL, mode)?;
     let sized = nix::sys::stat::fchmod(fd.as_fd(), mode)
+        .and_then(|()| fits(&fd, len))
         .and_then(|()| nix::unistd::ftruncate(fd.as_fd(), off_len))
         .and_then(|()| reserve_from(fd.as_fd(), 0, len.min(head)));
     if let Err(e) = sized {
@@ -26,6 +27,18 @@ pub(crate) fn create(name: &CStr, mode: u32, len: u64, head: u64) -> Result<Owne
         return Err(e);
     }
     Ok(fd)
+}
+
+/// `ENOSPC` if the file system of `fd` has fewer than `len` bytes free,
+/// before any is reserved: /dev/shm is often as large as the machine's
+/// memory, and reserving more than it has free (an absurd `max_frame`,
+/// say) would fill memory until the OOM killer steps in, with any process
+/// as its victim. (A check at one instant: the reservation itself still
+/// fails cleanly if others take the space meanwhile.)
+fn fits(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
+    let st = nix::sys::statvfs::fstatvfs(fd)?;
+    let free = u64::from(st.blocks_available()).saturating_mul(st.fragment_size());
+    if len > free { Err(Errno::ENOSPC) } else { Ok(()) }
 }
 
 /// `posix_fallocate` of the first `len` bytes, retried when a signal
