@@ -37,7 +37,7 @@ pub(crate) fn create(name: &CStr, mode: u32, len: u64, head: u64) -> Result<Owne
 /// fails cleanly if others take the space meanwhile.)
 fn fits(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
     let st = nix::sys::statvfs::fstatvfs(fd)?;
-    let free = u64::from(st.blocks_available()).saturating_mul(st.fragment_size());
+    let free = st.blocks_available().saturating_mul(st.fragment_size());
     if len > free { Err(Errno::ENOSPC) } else { Ok(()) }
 }
 
