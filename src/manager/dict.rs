@@ -347,9 +347,8 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         let key8 = if K::__inline() == Some(8) { <[u8; 8]>::try_from(key).ok().map(u64::from_ne_bytes) } else { None };
         let mut vacant = None;
         for _ in 0..t.nb {
-            // SAFETY: i <= mask < t.nb: the bucket lies inside the checked range at `p`, 8-aligned (the table's
-            // base and the stride are multiples of 8, the mapping page-aligned); memory model: a racing or hostile
-            // write gives garbage values, never UB.
+            // i <= mask < t.nb; memory model: a racing or hostile write gives garbage values, never UB.
+            // SAFETY: the bucket is inside the checked range at `p`, 8-aligned (base and stride multiples of 8).
             let bp = unsafe { p.add((i * self.stride()) as usize) }.cast::<u64>();
             // SAFETY: as above (word 0 of the bucket).
             let found = tag_of(unsafe { copy::read(bp) });

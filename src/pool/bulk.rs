@@ -119,9 +119,7 @@ impl<R> Bulk<R> {
             let mut new = 0;
             for (k, v) in bytes.chunks_exact(width).enumerate() {
                 if !self.has(at + k) {
-                    // SAFETY: `v` is `width` bytes of a private buffer;
-                    // `R` is plain data (the constructor's contract), so any
-                    // bytes are a valid `R`.
+                    // SAFETY: `v` is `width` bytes of a private buffer; `R` is plain data: any bytes are an `R`.
                     self.vals[at + k].write(unsafe { v.as_ptr().cast::<R>().read_unaligned() });
                     self.have[(at + k) / 64] |= 1 << ((at + k) % 64);
                     new += 1;
@@ -129,10 +127,8 @@ impl<R> Bulk<R> {
             }
             return Some(new);
         }
-        // SAFETY: `at + n <= len` (checked), so the destination is `n`
-        // values inside `vals`; `bytes` is `n * width` bytes of a private
-        // buffer (never shared memory), not overlapping `vals`. `R` is plain
-        // data (the constructor's contract): any bytes are a valid `R`.
+        // `bytes`: `n * width` bytes of a private buffer (never shared), not overlapping `vals`.
+        // SAFETY: `at + n <= len` (checked): inside `vals`; `R` is plain data: any bytes are a valid `R`.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.vals.as_mut_ptr().add(at).cast::<u8>(), bytes.len()) };
         for_words(at, n, |w, m| self.have[w] |= m);
         Some(n as u64)
@@ -159,10 +155,8 @@ impl<R> Bulk<R> {
             let buf: Vec<u8> = buf.into_iter().map(|b| unsafe { b.assume_init() }).collect();
             return self.put_run(at as u64, &buf);
         }
-        // SAFETY: `at + n <= len` (checked), so these `bytes` bytes are the
-        // values of items `at..at + n`, inside `vals`, viewed as
-        // `MaybeUninit<u8>` (no claim that they are initialised) while
-        // `self` is borrowed.
+        // Viewed as `MaybeUninit<u8>` (no claim that they are initialised) while `self` is borrowed.
+        // SAFETY: `at + n <= len` (checked): the values of items `at..at + n`, inside `vals`.
         let dst = unsafe { std::slice::from_raw_parts_mut(self.vals.as_mut_ptr().add(at).cast::<MaybeUninit<u8>>(), bytes) };
         // `copy` initialises every byte of `dst` (its contract); `R` is
         // plain data (the constructor's contract): any bytes are an `R`.
@@ -176,9 +170,8 @@ impl<R> Bulk<R> {
         debug_assert!(self.has(i));
         match self.failed.remove(&(i as u64)) {
             Some(e) => Err(e),
-            // SAFETY: it has an outcome, so its value was written (`put` /
-            // `put_run`); `R` is plain data, so reading it out leaves
-            // nothing to drop twice.
+            // SAFETY: it has an outcome, so its value was written (`put`/`put_run`); `R` is plain data,
+            // so reading it out leaves nothing to drop twice.
             None => Ok(unsafe { self.vals[i].assume_init_read() }),
         }
     }
@@ -224,12 +217,9 @@ impl<R> Bulk<R> {
         }
         let vals = std::mem::take(&mut self.vals);
         let mut vals = std::mem::ManuallyDrop::new(vals);
-        // SAFETY: `MaybeUninit<R>` has `R`'s layout; the allocation moves
-        // to the new `Vec` as it stands. Every item has an outcome from
-        // `from` on (the caller checked) and the ones before were taken, so
-        // had one: every value is initialised (`put`, `put_run`); `R` is
-        // plain data, so the ones read out by `take` hold valid bytes and
-        // dropping them below is a no-op.
+        // Every item has an outcome from `from` on (the caller checked), the ones before were taken:
+        // all initialised (`put`, `put_run`); `R` is plain data, so dropping the ones read out is a no-op.
+        // SAFETY: `MaybeUninit<R>` has `R`'s layout; the allocation moves to the new `Vec` as it stands.
         let mut all = unsafe { Vec::from_raw_parts(vals.as_mut_ptr().cast::<R>(), vals.len(), vals.capacity()) };
         all.drain(..from.min(all.len()));
         all

@@ -71,9 +71,8 @@ pub(crate) fn pod_width<T: crate::process::Handoff>() -> Option<usize> {
         *b = (i as u8).wrapping_mul(37).wrapping_add(11);
     }
     let v = T::decode(&mut &sample[..width]).ok()?;
-    // SAFETY: `T` has a `PodWire`, so it is plain data (`PodWire::of`
-    // requires `Pod`; arrays of such types have no padding): its `width`
-    // bytes are initialised; the view lives while `v` does.
+    // `PodWire::of` requires `Pod`; arrays of such types have no padding.
+    // SAFETY: `T` is plain data: its `width` bytes are initialised; the view lives while `v` does.
     let image = unsafe { std::slice::from_raw_parts((&raw const v).cast::<u8>(), width) };
     (image == &sample[..width]).then_some(width)
 }
@@ -241,9 +240,8 @@ impl PodBlock {
             let mut got = 0;
             while got < per {
                 let Some(item) = items.next() else { break };
-                // SAFETY: `got < per` and `per * size <= FILL_BLOCK`: inside
-                // `block`; `A` is plain data (the caller's check), so its
-                // bytes are initialised when written as an `A`.
+                // SAFETY: `got < per`, `per * size <= FILL_BLOCK`: inside `block`; `A` is plain data (initialised
+                // bytes when written as an `A`).
                 unsafe { block.as_mut_ptr().add(got * size).cast::<A>().write_unaligned(item) };
                 got += 1;
             }
@@ -319,10 +317,8 @@ impl PodBlock {
         let mut n = 0;
         while n < max {
             let Some(item) = items.next() else { break };
-            // SAFETY: `at + (n + 1) * size <= seg.len()` (`max` above):
-            // inside the arena's mapping, which `self` keeps; no frame
-            // refers to these bytes yet (the caller's contract), so no
-            // worker reads them; `A` is plain data.
+            // No frame refers to these bytes yet (the caller's contract), so no worker reads them.
+            // SAFETY: `at + (n + 1) * size <= seg.len()` (`max`): inside the arena `self` keeps; `A` is plain data.
             unsafe { put_image(base.add(at + n * size), item) };
             n += 1;
         }
@@ -376,9 +372,8 @@ unsafe fn put_image<A>(dst: *mut u8, item: A) {
     let src = (&raw const v).cast::<u8>();
     if size.is_multiple_of(8) && (dst as usize).is_multiple_of(8) {
         for k in 0..size / 8 {
-            // SAFETY: `k * 8 + 8 <= size`: inside `v` (read unaligned) and
-            // inside the caller's range (8-aligned, checked); a volatile
-            // store, as the copy primitive makes.
+            // SAFETY: `k * 8 + 8 <= size`: inside `v` (read unaligned) and the caller's 8-aligned range
+            // (checked); a volatile store, as the copy primitive makes.
             unsafe { std::ptr::write_volatile(dst.add(k * 8).cast::<u64>(), src.add(k * 8).cast::<u64>().read_unaligned()) };
         }
     } else {
@@ -414,9 +409,8 @@ pub(crate) fn fill_heap<A>(mut bytes: Vec<u8>, mut items: impl Iterator<Item = A
         let mut more = false;
         while at < end {
             let Some(item) = items.next() else { break };
-            // SAFETY: `at + size <= end <= spare.len()`: inside the spare
-            // capacity; `A` is plain data, so its bytes are initialised
-            // when written as an `A`.
+            // SAFETY: `at + size <= end <= spare.len()`: inside the spare capacity; `A` is plain data
+            // (initialised bytes when written as an `A`).
             unsafe { dst.add(at).cast::<A>().write_unaligned(item) };
             at += size;
             more = at == end;

@@ -213,9 +213,8 @@ unsafe fn read_word_image<A>(src: *const u8) -> A {
     let mut v = std::mem::MaybeUninit::<A>::uninit();
     let dst = v.as_mut_ptr().cast::<u8>();
     for k in 0..std::mem::size_of::<A>() / 8 {
-        // SAFETY: `k * 8 + 8 <= size_of::<A>()`: inside the source range
-        // (8-aligned: a volatile load, as the copy primitive makes) and
-        // inside `v` (written unaligned).
+        // SAFETY: `k * 8 + 8 <= size_of::<A>()`: inside the 8-aligned source range (a volatile load,
+        // as the copy primitive makes) and inside `v` (written unaligned).
         unsafe { dst.add(k * 8).cast::<u64>().write_unaligned(std::ptr::read_volatile(src.add(k * 8).cast::<u64>())) };
     }
     // SAFETY: every byte of `v` was written above; `A` is plain data.
@@ -234,9 +233,8 @@ unsafe fn write_word_image<R>(dst: *mut u8, v: R) {
     let v = std::mem::ManuallyDrop::new(v);
     let src = (&raw const v).cast::<u8>();
     for k in 0..std::mem::size_of::<R>() / 8 {
-        // SAFETY: `k * 8 + 8 <= size_of::<R>()`: inside `v` (initialised:
-        // plain data; read unaligned) and inside the destination range
-        // (8-aligned: a volatile store, as the copy primitive makes).
+        // SAFETY: `k * 8 + 8 <= size_of::<R>()`: inside `v` (plain data, read unaligned) and the
+        // 8-aligned destination range (a volatile store, as the copy primitive makes).
         unsafe { std::ptr::write_volatile(dst.add(k * 8).cast::<u64>(), src.add(k * 8).cast::<u64>().read_unaligned()) };
     }
 }
@@ -362,9 +360,8 @@ impl Cx<'_> {
         // Argument `k` (bounds-checked: a frame holds `count` of them).
         let arg = |k: usize| {
             let bytes = &args[k * width..(k + 1) * width];
-            // SAFETY: `bytes` is `size_of::<A>()` bytes of a private buffer
-            // (the frame, copied out of the ring); `A` is plain data (the
-            // caller's check): any bytes are an `A`.
+            // SAFETY: `size_of::<A>()` bytes of a private buffer (the frame, copied out of the ring);
+            // `A` is plain data (the caller's check): any bytes are an `A`.
             unsafe { bytes.as_ptr().cast::<A>().read_unaligned() }
         };
         let mut done = 0usize;
@@ -400,9 +397,8 @@ impl Cx<'_> {
                         // Relaxed, as in `begin` (same pairing).
                         self.started_word.store(started + run as u64 + 1, Ordering::Relaxed);
                         match f(a) {
-                            // SAFETY: `run < fast` and `fast * wr` bytes of
-                            // spare room were reserved above; `R` is plain
-                            // data, written as its bytes.
+                            // SAFETY: `run < fast`, `fast * wr` bytes of spare room reserved above;
+                            // `R` is plain data, written as its bytes.
                             Ok(v) => unsafe { dst.add(run * wr).cast::<R>().write_unaligned(v) },
                             Err(msg) => {
                                 self.end_run(&mut run, &mut done, wr);
@@ -487,19 +483,15 @@ impl Cx<'_> {
                 let (src, n, out) = (args.ptr, n, dst.wrapping_add(frame::RESULT_HEADER_LEN));
                 let mut i = 0usize;
                 while i < n {
-                    // SAFETY: `i < n` and `n * width == args.len`
-                    // (checked above): the argument lies inside the
-                    // frame's range, readable (`SharedArgs::new`), 8-aligned
-                    // with whole words (`by_words`); `A` is plain data.
+                    // Readable (`SharedArgs::new`), 8-aligned with whole words (`by_words`); `A` is plain data.
+                    // SAFETY: `i < n`, `n * width == args.len` (checked above): inside the frame's range.
                     let a = unsafe { read_word_image::<A>(src.add(i * width)) };
                     // Relaxed, as in `begin` (same pairing).
                     started_word.store(s0 + (i + 1) as u64, Ordering::Relaxed);
                     done = i;
                     match f(a) {
-                        // SAFETY: as below, and the value's place is
-                        // 8-aligned (`dst` is, and the header and every
-                        // value are whole words: `direct`).
-                        // (`out` is `dst` past the header: inside the loan.)
+                        // (`out` is `dst` past the header: inside the loan; `direct`: header and values whole words.)
+                        // SAFETY: as below, and the value's place is 8-aligned (`dst` is).
                         Ok(v) => unsafe { write_word_image(out.add(i * wr), v) },
                         Err(msg) => return Some(msg),
                     }
@@ -518,9 +510,8 @@ impl Cx<'_> {
                     // Relaxed, as in `begin` (same pairing).
                     started_word.store(s0 + (done + 1) as u64, Ordering::Relaxed);
                     match f(a) {
-                        // SAFETY: `done < n`: the value's bytes lie inside the
-                        // lent frame (`values` bytes, header first), which
-                        // the manager does not read before commit.
+                        // SAFETY: `done < n`: the value's bytes lie inside the lent frame (`values` bytes, header
+                        // first), which the manager does not read before commit.
                         Ok(v) => unsafe {
                             crate::shm::copy::copy_to_shared(image(&v), dst.add(frame::RESULT_HEADER_LEN + done * wr))
                         },
@@ -743,9 +734,8 @@ fn run(arg: WorkerArg) -> Result<(), String> {
         // (the frame carries a reference) or in the ring after the header.
         let args = match head_len {
             Some(n) if flags & frame::ARENA != 0 => Some(arena_args(&loan, n, &mut arenas, &mut arena_ref)?),
-            // SAFETY: `n <= len`: the arguments are the frame's bytes after
-            // its header and id, inside the lent frame, which the pool does
-            // not reuse before `release` (below, after the run).
+            // SAFETY: `n <= len`: the bytes after header and id, inside the lent frame, which the pool
+            // does not reuse before `release` (below, after the run).
             Some(n) if flags & frame::PACKED != 0 => Some(unsafe { SharedArgs::new(loan.as_ptr().add(n), len - n) }),
             _ => None,
         };

@@ -98,9 +98,9 @@ impl<T> ShmSlots<FrameCell<T>> {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch};
-            // SAFETY: prefetches are hints: they access nothing architecturally and never fault. `p + 64` is inside
-            // the slot (a frame slot is at least `FRAME_HEAD + 64` bytes: `geometry`), so the `add` is in bounds.
+            // `p + 64` is inside the slot (a frame slot is at least `FRAME_HEAD + 64` bytes: `geometry`);
             // `prefetchw::line` only after `available()` said the CPU has it.
+            // SAFETY: prefetches are hints: they access nothing architecturally and never fault; `add` in bounds.
             unsafe {
                 if write && prefetchw::available() {
                     prefetchw::line(p);
@@ -143,10 +143,9 @@ impl<T: Handoff> Slots<FrameIn<'_>> for ShmSlots<FrameCell<T>> {
         // Relaxed: published by the Release store of the slot's sequence
         // word in `publish` (vyukov.rs), which the consumer loads with Acquire.
         self.head(pos).len.store(n as u64, Ordering::Relaxed);
-        // SAFETY: `payload_at(n) + n <= FRAME_HEAD + room = stride` bytes of the slot are inside the mapping (`n <=
-        // room`, `payload_at(n) <= FRAME_HEAD`), and the payload is 8-aligned (slots are 64-byte multiples, payloads
-        // start at 16 or 64); the word (if any) and `bytes` make up exactly those `n` bytes. The caller owns the slot
-        // (vyukov's contract).
+        // `n <= room`, `payload_at(n) <= FRAME_HEAD`; payloads start at 16 or 64 in 64-byte slots (8-aligned);
+        // the word (if any) and `bytes` are exactly those `n` bytes; the caller owns the slot (vyukov's contract).
+        // SAFETY: `payload_at(n) + n <= FRAME_HEAD + room = stride` bytes of the slot, inside the mapping.
         unsafe {
             let mut p = self.slot(pos).add(payload_at(n));
             if let Some(w) = word {

@@ -86,11 +86,9 @@ unsafe fn copy_in<const OR: bool>(src: *const u8, dst: *mut u8, n: usize) -> u64
     // Four words a step while they last (a quarter of the loop overhead
     // per word), then one.
     while i + 4 * WORD <= n {
-        // SAFETY: src + i is 8-aligned (after `lead`); the four words are inside both ranges; `dst` is private
-        // memory, written unaligned.
-        // (Word by word, not as one `[u64; 4]`: that is assembled in vector
-        // registers and stored whole, more instructions than four plain
-        // moves.)
+        // (Word by word, not as one `[u64; 4]`: that is assembled in vector registers and stored whole.)
+        // SAFETY: src + i is 8-aligned (after `lead`); the four words are inside both ranges; `dst` is
+        // private memory, written unaligned.
         unsafe {
             let (s, d) = (src.add(i).cast::<u64>(), dst.add(i).cast::<u64>());
             for k in 0..4 {
