@@ -484,7 +484,6 @@ impl HeapChain {
             match Self::limited(&ring).pop(&ring.slots, &mut env) {
                 Ok((v, _)) => return Some(v),
                 Err(Refused::Now) => return None,
-                Err(Refused::Corrupted) => unreachable!("nobody corrupts the ring here"),
                 Err(Refused::Closed) => match self.links().drained(o) {
                     Drained::Closed => unreachable!("nobody closes the queue here"),
                     Drained::Unlinked => {

@@ -109,7 +109,6 @@ fn a_garbage_sequence_word_makes_a_blocking_get_fail_not_spin_forever() {
         r.unwrap_err()
     );
     assert_ne!(r.unwrap(), Some(1), "the blocked get returned an item");
-    assert!(matches!(nowait, Err(shmproc::TryGetError::Corrupted)), "get_nowait: {nowait:?}");
 }
 
 /// DEFECT (same cause, producer side). A garbage sequence word in the next
@@ -131,8 +130,6 @@ fn a_garbage_sequence_word_makes_a_blocking_put_fail_not_spin_forever() {
     f.write_all_at(&0x0bad_5eed_0000_4321u64.to_ne_bytes(), slot1).unwrap();
     let r = child_returns(rev_put_blocking, &q);
     assert!(r.is_ok(), "Queue::put on a queue whose next free slot a peer corrupted: {}", r.unwrap_err());
-    let nowait = q.put_nowait("x".into());
-    assert!(matches!(nowait, Err(shmproc::TryPutError::Corrupted(_))), "put_nowait: {nowait:?}");
 }
 
 /// A type whose encoding is empty: a 0-length frame.

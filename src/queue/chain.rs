@@ -517,7 +517,6 @@ impl<T: Handoff> Chain<T> {
             }
             let need = match put {
                 Ok(()) => return Ok(()),
-                Err(e @ PutFail::Corrupted(_)) => return Err(e),
                 Err(PutFail::TooLarge(v, len, _)) => {
                     item = v;
                     len as u64

@@ -16,10 +16,7 @@
 //! peer. Only frames can be `TooLarge` or `Corrupted`: byte frames, and the
 //! items of a [`Queue`](super::Queue) that are not plain data (encoded
 //! with [`Handoff`](crate::Handoff)); a plain-data queue never reports them.
-//! `Corrupted` is a frame that is not whole (a bad length), or (any MPMC
-//! queue, puts and gets, plain data too) a slot whose sequence word no
-//! valid state has, written by a hostile or buggy peer: waiting cannot
-//! help, so a blocking call returns it instead of spinning; `Decode` (gets
+//! `Corrupted` is a frame that is not whole (a bad length); `Decode` (gets
 //! of a `Queue`) is a whole frame that does not decode as the item type,
 //! with the decoder's error (it makes the get errors not `Copy`). Errors of puts
 //! hand the value back (`into_inner`); `TooLarge { item, len, max }` also says
@@ -345,10 +342,10 @@ value_error! {
     /// ```
     ///
     /// `#[non_exhaustive]`: queues of items that are not plain data added
-    /// variants (`TooLarge`, which a plain-data queue never reports, and
-    /// `Corrupted`), and more may come; a `match` needs a `_` arm.
+    /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
+    /// reports), and more may come; a `match` needs a `_` arm.
     #[non_exhaustive]
-    TryPutError { Full = "the queue is full", Closed = "the queue is closed", Corrupted = "the queue's shared memory is corrupted (a slot's sequence word no valid state has: a hostile or buggy peer)" }; TooLarge
+    TryPutError { Full = "the queue is full", Closed = "the queue is closed" }; TooLarge
 }
 
 value_error! {
@@ -363,10 +360,10 @@ value_error! {
     /// ```
     ///
     /// `#[non_exhaustive]`: queues of items that are not plain data added
-    /// variants (`TooLarge`, which a plain-data queue never reports, and
-    /// `Corrupted`), and more may come; a `match` needs a `_` arm.
+    /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
+    /// reports), and more may come; a `match` needs a `_` arm.
     #[non_exhaustive]
-    PutError { Closed = "the queue is closed", Corrupted = "the queue's shared memory is corrupted (a slot's sequence word no valid state has: a hostile or buggy peer)" }; TooLarge
+    PutError { Closed = "the queue is closed" }; TooLarge
 }
 
 value_error! {
@@ -383,12 +380,12 @@ value_error! {
     /// ```
     ///
     /// `#[non_exhaustive]`: queues of items that are not plain data added
-    /// variants (`TooLarge`, which a plain-data queue never reports, and
-    /// `Corrupted`), and more may come; a `match` needs a `_` arm.
+    /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
+    /// reports), and more may come; a `match` needs a `_` arm.
     #[non_exhaustive]
-    PutTimeoutError { TimedOut = "timed out waiting for space in the queue", Closed = "the queue is closed", Corrupted = "the queue's shared memory is corrupted (a slot's sequence word no valid state has: a hostile or buggy peer)" }; TooLarge
+    PutTimeoutError { TimedOut = "timed out waiting for space in the queue", Closed = "the queue is closed" }; TooLarge
 }
-widen!(<T> PutError => PutTimeoutError: Closed, Corrupted; TooLarge { item, len, max });
+widen!(<T> PutError => PutTimeoutError: Closed; TooLarge { item, len, max });
 
 get_error! {
     /// Why a get that never waits returned no item:
@@ -405,7 +402,7 @@ get_error! {
     /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
     /// reports; `Decode` likewise), and more may come; a `match` needs a `_` arm.
     #[non_exhaustive]
-    TryGetError { Empty = "the queue is empty", Closed = "the queue is closed", Corrupted = "the next item could not be read: a frame that is not whole (removed), or a slot whose sequence word no valid state has (a corrupted segment: a hostile or buggy peer)" }
+    TryGetError { Empty = "the queue is empty", Closed = "the queue is closed", Corrupted = "the next frame could not be decoded as the item type (a peer of another type or a corrupted segment); it was removed" }
 }
 
 get_error! {
@@ -420,10 +417,10 @@ get_error! {
     /// ```
     ///
     /// `#[non_exhaustive]`: queues of items that are not plain data added
-    /// variants (`TooLarge`, which a plain-data queue never reports, and
-    /// `Corrupted`), and more may come; a `match` needs a `_` arm.
+    /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
+    /// reports), and more may come; a `match` needs a `_` arm.
     #[non_exhaustive]
-    GetError { Closed = "the queue is closed", Corrupted = "the next item could not be read: a frame that is not whole (removed), or a slot whose sequence word no valid state has (a corrupted segment: a hostile or buggy peer)" }
+    GetError { Closed = "the queue is closed", Corrupted = "the next frame could not be decoded as the item type (a peer of another type or a corrupted segment); it was removed" }
 }
 
 get_error! {
@@ -439,10 +436,10 @@ get_error! {
     /// ```
     ///
     /// `#[non_exhaustive]`: queues of items that are not plain data added
-    /// variants (`TooLarge`, which a plain-data queue never reports, and
-    /// `Corrupted`), and more may come; a `match` needs a `_` arm.
+    /// variants (`TooLarge` / `Corrupted`, which a plain-data queue never
+    /// reports), and more may come; a `match` needs a `_` arm.
     #[non_exhaustive]
-    GetTimeoutError { TimedOut = "timed out waiting for an item", Closed = "the queue is closed", Corrupted = "the next item could not be read: a frame that is not whole (removed), or a slot whose sequence word no valid state has (a corrupted segment: a hostile or buggy peer)" }
+    GetTimeoutError { TimedOut = "timed out waiting for an item", Closed = "the queue is closed", Corrupted = "the next frame could not be decoded as the item type (a peer of another type or a corrupted segment); it was removed" }
 }
 impl From<GetError> for GetTimeoutError {
     fn from(e: GetError) -> Self {

@@ -159,7 +159,6 @@ impl<T> PutFail<T> {
         match self {
             PutFail::Closed(v) => PutError::Closed(v),
             PutFail::TooLarge(item, len, max) => PutError::TooLarge { item, len, max },
-            PutFail::Corrupted(v) => PutError::Corrupted(v),
             PutFail::Full(_) | PutFail::TimedOut(_) => unreachable!("a put without deadline neither times out nor is full"),
         }
     }
@@ -169,7 +168,6 @@ impl<T> PutFail<T> {
             PutFail::Full(v) => TryPutError::Full(v),
             PutFail::Closed(v) => TryPutError::Closed(v),
             PutFail::TooLarge(item, len, max) => TryPutError::TooLarge { item, len, max },
-            PutFail::Corrupted(v) => TryPutError::Corrupted(v),
             PutFail::TimedOut(_) => unreachable!("a try does not time out"),
         }
     }
@@ -179,7 +177,6 @@ impl<T> PutFail<T> {
             PutFail::TimedOut(v) => PutTimeoutError::TimedOut(v),
             PutFail::Closed(v) => PutTimeoutError::Closed(v),
             PutFail::TooLarge(item, len, max) => PutTimeoutError::TooLarge { item, len, max },
-            PutFail::Corrupted(v) => PutTimeoutError::Corrupted(v),
             PutFail::Full(_) => unreachable!("a put with a deadline is not refused as full"),
         }
     }

@@ -33,8 +33,6 @@ pub(super) enum PutFail<T> {
     TimedOut(T),
     /// The item, its encoded length, the limit.
     TooLarge(T, usize, usize),
-    /// A slot's sequence word no valid state has (`Refused::Corrupted`).
-    Corrupted(T),
 }
 
 /// Why a get returned nothing.
@@ -128,13 +126,11 @@ impl<T: Handoff> ItemRing<T> {
                     TryPutError::Full(v) => PutFail::Full(v.0),
                     TryPutError::Closed(v) => PutFail::Closed(v.0),
                     TryPutError::TooLarge { item, len, max } => PutFail::TooLarge(item.0, len, max),
-                    TryPutError::Corrupted(v) => PutFail::Corrupted(v.0),
                 }),
                 Mode::Until(d) => q.push_until(PodVia(item), d).map_err(|e| match e {
                     PutTimeoutError::TimedOut(v) => PutFail::TimedOut(v.0),
                     PutTimeoutError::Closed(v) => PutFail::Closed(v.0),
                     PutTimeoutError::TooLarge { item, len, max } => PutFail::TooLarge(item.0, len, max),
-                    PutTimeoutError::Corrupted(v) => PutFail::Corrupted(v.0),
                 }),
             },
             ItemRing::Frames(q) => {
@@ -150,7 +146,6 @@ impl<T: Handoff> ItemRing<T> {
                     PutFail::Closed(()) => PutFail::Closed(item),
                     PutFail::TimedOut(()) => PutFail::TimedOut(item),
                     PutFail::TooLarge((), len, max) => PutFail::TooLarge(item, len, max),
-                    PutFail::Corrupted(()) => PutFail::Corrupted(item),
                 })
             }
         }
@@ -167,12 +162,10 @@ impl<T: Handoff> ItemRing<T> {
         match mode {
             Mode::Try => q.try_push_v(frame).map_err(|e| match e {
                 TryPutError::Full(_) => PutFail::Full(()),
-                TryPutError::Corrupted(_) => PutFail::Corrupted(()),
                 _ => PutFail::Closed(()),
             }),
             Mode::Until(d) => q.push_until(frame, d).map_err(|e| match e {
                 PutTimeoutError::TimedOut(_) => PutFail::TimedOut(()),
-                PutTimeoutError::Corrupted(_) => PutFail::Corrupted(()),
                 _ => PutFail::Closed(()),
             }),
         }

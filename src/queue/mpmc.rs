@@ -484,7 +484,6 @@ impl<T: RingItem> MpmcQueue<T> {
         self.push_once(&mut Flight::new(self, false, Deadline::NEVER), v).map_err(|(r, v)| match r {
             Refused::Now => TryPutError::Full(v),
             Refused::Closed => TryPutError::Closed(v),
-            Refused::Corrupted => TryPutError::Corrupted(v),
         })
     }
 
@@ -520,7 +519,6 @@ impl<T: RingItem> MpmcQueue<T> {
         match self.push_once(&mut flight, v) {
             Ok(()) => Ok(()),
             Err((Refused::Closed, v)) => Err(PutTimeoutError::Closed(v)),
-            Err((Refused::Corrupted, v)) => Err(PutTimeoutError::Corrupted(v)),
             Err((Refused::Now, v)) => self.push_wait(flight, v, deadline),
         }
     }
@@ -543,7 +541,6 @@ impl<T: RingItem> MpmcQueue<T> {
             match self.push_once(&mut flight, v) {
                 Ok(()) => return Ok(()),
                 Err((Refused::Closed, back)) => return Err(PutTimeoutError::Closed(back)),
-                Err((Refused::Corrupted, back)) => return Err(PutTimeoutError::Corrupted(back)),
                 Err((Refused::Now, back)) => v = back,
             }
         }
@@ -571,7 +568,6 @@ impl<T: RingItem> MpmcQueue<T> {
         self.pop_once(&mut Flight::new(self, false, Deadline::NEVER)).map_err(|r| match r {
             Refused::Now => TryGetError::Empty,
             Refused::Closed => TryGetError::Closed,
-            Refused::Corrupted => TryGetError::Corrupted,
         })
     }
 
@@ -607,7 +603,6 @@ impl<T: RingItem> MpmcQueue<T> {
         match self.pop_once(&mut flight) {
             Ok(v) => Ok(v),
             Err(Refused::Closed) => Err(GetTimeoutError::Closed),
-            Err(Refused::Corrupted) => Err(GetTimeoutError::Corrupted),
             Err(Refused::Now) => self.pop_wait(flight, deadline),
         }
     }
@@ -634,7 +629,6 @@ impl<T: RingItem> MpmcQueue<T> {
             match self.pop_once(&mut flight) {
                 Ok(v) => return Ok(v),
                 Err(Refused::Closed) => return Err(GetTimeoutError::Closed),
-                Err(Refused::Corrupted) => return Err(GetTimeoutError::Corrupted),
                 Err(Refused::Now) => {}
             }
         }

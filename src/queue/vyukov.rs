@@ -101,10 +101,6 @@ pub enum Refused {
     Now,
     /// The queue is closed (and, for pops, drained).
     Closed,
-    /// The slot at the index holds a sequence word no valid ring state
-    /// has (a hostile or buggy peer wrote it), and the index does not move:
-    /// waiting cannot help.
-    Corrupted,
 }
 
 impl Ring<'_> {
@@ -183,16 +179,14 @@ impl Ring<'_> {
             } else {
                 // Another producer claimed `t` meanwhile: catch up. (If
                 // `tail` does not move for long, the slot's word is
-                // corrupted: with `tail == t` the slot is free (`t`) or
-                // holds the previous lap's item, both handled above. Calling
-                // into `e` here instead costs a quarter of the 2p x 2c
-                // throughput, measured.)
+                // corrupted: give up. Calling into `e` here instead costs a
+                // quarter of the 2p x 2c throughput, measured.)
                 backoff(step.min(SPIN_STEPS));
                 step += 1;
                 let now = self.tail.load(Ordering::Relaxed);
                 if now == t && step > CORRUPT_STEPS {
                     e.withdraw();
-                    return Err((Refused::Corrupted, v));
+                    return Err((Refused::Now, v));
                 }
                 t = now;
             }
@@ -269,16 +263,7 @@ impl Ring<'_> {
                 let now = self.head.load(Ordering::Relaxed);
                 if now == h && step > CORRUPT_STEPS {
                     e.withdraw();
-                    // Empty: the slot may still be held by the previous
-                    // lap's consumer (its release not stored yet). Not
-                    // empty: a producer claimed `h`, so the word is `h`,
-                    // `h + 1` or `h + 1 | SKIP`: anything else is corrupted.
-                    let (empty, closed) = self.empty_and_closed();
-                    return Err(match (empty, closed) {
-                        (true, true) => Refused::Closed,
-                        (true, false) => Refused::Now,
-                        (false, _) => Refused::Corrupted,
-                    });
+                    return Err(Refused::Now);
                 }
                 h = now;
             }
