@@ -145,6 +145,12 @@ impl<T> std::fmt::Debug for MpmcQueue<T> {
 /// Largest supported capacity.
 pub(crate) const MAX_CAPACITY: u64 = 1 << 30;
 
+/// Rounds in a row after which a waiting put/get whose attempts keep
+/// failing though the indices say it could go on (`sleep`'s `stuck`) naps.
+const STUCK_AFTER: u32 = 64;
+/// That nap, at most (a change to the queue wakes it sooner).
+const STUCK_NAP: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The ring has the next power of two of slots, at least 2 (Vyukov's
 /// sequence words need two); `limit` is the capacity.
 fn ring_slots(cap: u64) -> Result<u64, String> {
@@ -428,17 +434,27 @@ impl<T: RingItem> MpmcQueue<T> {
     /// Sleeps on `seq` (counted in `waiting`) unless `ready()` says the
     /// condition changed after we registered; at most until `deadline` or
     /// one `POLL`.
-    fn sleep(&self, waiting: &AtomicU32, seq: &AtomicU32, deadline: Deadline, ready: impl Fn() -> bool) {
+    /// Sleeps on `seq` unless `ready()`; true if it was ready (no sleep,
+    /// but a nap if `stuck`).
+    fn sleep(&self, waiting: &AtomicU32, seq: &AtomicU32, deadline: Deadline, ready: impl Fn() -> bool, stuck: bool) -> bool {
         // Acquire: pairs with the Release bump in `wake` / `close`.
         let ticket = seq.load(Ordering::Acquire);
         // SeqCst, then the heavy barrier: pairs with the waker's plain
         // (compiler-fenced) load of `waiting` after its store.
         waiting.fetch_add(1, Ordering::SeqCst);
         handshake::after_announcing();
-        if !ready() {
+        let was_ready = ready();
+        if !was_ready {
             wait32(seq, ticket, deadline.capped(POLL));
+        } else if stuck {
+            // Ready by the indices, yet the attempts keep failing: a slot
+            // whose sequence word a hostile peer wrote (the ring refuses it
+            // as full/empty), or a peer stalled mid-operation. Nap (woken
+            // by the next change, as any sleeper) instead of burning a core.
+            wait32(seq, ticket, deadline.capped(STUCK_NAP));
         }
         waiting.fetch_sub(1, Ordering::Relaxed);
+        was_ready
     }
 
     /// One push attempt.
@@ -529,14 +545,20 @@ impl<T: RingItem> MpmcQueue<T> {
     where
         ShmSlots<T>: Slots<V>,
     {
-        let mut spins = 0u32;
+        let (mut spins, mut misses) = (0u32, 0u32);
         loop {
             if deadline.passed() {
                 return Err(PutTimeoutError::TimedOut(v));
             }
             if !spin_step(self.wait, &mut spins, &MPMC_SPIN) {
                 let m = &self.ctl().meta.0;
-                self.sleep(&m.producers_waiting, &m.space_seq, deadline, || self.is_closed() || !self.is_full());
+                let ready = || self.is_closed() || !self.is_full();
+                // Rounds in a row that found room yet failed to put.
+                misses = if self.sleep(&m.producers_waiting, &m.space_seq, deadline, ready, misses > STUCK_AFTER) {
+                    misses.saturating_add(1)
+                } else {
+                    0
+                };
             }
             match self.push_once(&mut flight, v) {
                 Ok(()) => return Ok(()),
@@ -613,7 +635,7 @@ impl<T: RingItem> MpmcQueue<T> {
     where
         ShmSlots<T>: Slots<V>,
     {
-        let mut spins = 0u32;
+        let (mut spins, mut misses) = (0u32, 0u32);
         loop {
             if deadline.passed() {
                 return Err(GetTimeoutError::TimedOut);
@@ -621,10 +643,16 @@ impl<T: RingItem> MpmcQueue<T> {
             if !spin_step(self.wait, &mut spins, &MPMC_SPIN) {
                 let m = &self.ctl().meta.0;
                 let ring = self.ring();
-                self.sleep(&m.consumers_waiting, &m.items_seq, deadline, || {
+                let ready = || {
                     let (empty, closed) = ring.empty_and_closed();
                     !empty || closed
-                });
+                };
+                // Rounds in a row that found an item yet failed to get one.
+                misses = if self.sleep(&m.consumers_waiting, &m.items_seq, deadline, ready, misses > STUCK_AFTER) {
+                    misses.saturating_add(1)
+                } else {
+                    0
+                };
             }
             match self.pop_once(&mut flight) {
                 Ok(v) => return Ok(v),
