@@ -28,6 +28,10 @@ mod rev_rtt;
 #[path = "pool/rev_arena.rs"]
 mod rev_arena;
 
+/// Hostile review (rev3) of the streamed plain-data map (tests/pool/rev3_map.rs).
+#[path = "pool/rev3_map.rs"]
+mod rev3_map;
+
 /// Any single blocking wait in these tests.
 const DEADLINE: Duration = Duration::from_secs(60);
 
