@@ -150,3 +150,45 @@ fn rev3_hostile_table_root_words_never_fault_a_get_or_an_insert() {
         let _ = (du.get(&k), ds.get(&skey(k)));
     }
 }
+
+/// Inline keys of 1..=15 bytes whose word compare masks the bytes past
+/// the key (the value's first bytes share its last word): keys that
+/// differ in any one byte, with values whose bytes differ too, are told
+/// apart; absent keys equal to a present one but for one byte miss.
+#[test]
+fn rev3_inline_keys_differing_in_one_byte_beside_their_values_are_told_apart() {
+    macro_rules! run {
+        ($n:literal) => {{
+            const N: usize = $n;
+            let d = DictProxy::<[u8; N], u64>::new().unwrap();
+            let key = |pos: usize, b: u8| {
+                let mut k = [0x5au8; N];
+                k[pos] = b;
+                k
+            };
+            for pos in 0..N {
+                for b in [0u8, 1, 0x80, 0xff] {
+                    d.insert(key(pos, b), ((pos as u64) << 8 | u64::from(b)) ^ 0xa5a5_a5a5_a5a5_a5a5).unwrap();
+                }
+            }
+            let other = DictProxy::<[u8; N], u64>::open(d.name()).unwrap();
+            for h in [&d, &other] {
+                for pos in 0..N {
+                    for b in [0u8, 1, 0x80, 0xff] {
+                        let want = ((pos as u64) << 8 | u64::from(b)) ^ 0xa5a5_a5a5_a5a5_a5a5;
+                        assert_eq!(h.get(&key(pos, b)).unwrap(), Some(want), "N={N} pos={pos} b={b}");
+                    }
+                    assert_eq!(h.get(&key(pos, 2)).unwrap(), None, "N={N} pos={pos}");
+                }
+            }
+        }};
+    }
+    run!(1);
+    run!(3);
+    run!(5);
+    run!(7);
+    run!(8);
+    run!(9);
+    run!(12);
+    run!(15);
+}
