@@ -133,10 +133,12 @@ fn rev3_inner_enormous_late_hint() {
     // Streamed: exact hint 10 000 (an arena of 1 MiB: 131 072 items); past
     // 140 000 items it says 2^40 are left. Filled: no upper bound (an
     // arena that grows), past 140 000 items the same word. Small: no upper
-    // bound and 1 000 (8 KB: a private block), then the same word.
+    // bound and 1 000 (8 KB: a private block), then, once those 1 000
+    // came, the same word.
     let exact = path == "streamed";
     let hint = if path == "small" { 1_000 } else { 10_000 };
-    let items = Turncoat { hint, turn: 140_000, late: 1 << 40, exact, ..honest(200_000) };
+    let turn = if path == "small" { 1_000 } else { 140_000 };
+    let items = Turncoat { hint, turn, late: 1 << 40, exact, ..honest(200_000) };
     assert_eq!(pool.map(square, items).unwrap(), serial(200_000));
     finish(pool, &[]);
 }
