@@ -4,7 +4,10 @@
 
 use std::time::Instant;
 
-use super::{DEADLINE, finish, serial, square, watchdog};
+use super::{
+    DEADLINE, alive, finish, kill9, only_the_parked_item_was_lost, park_at, park_file, serial, square, wait_until,
+    watchdog,
+};
 use shmproc::Pool;
 use shmproc::pool::TaskError;
 
@@ -201,4 +204,35 @@ fn rev3_a_hint_that_turns_enormous_past_the_arena_does_not_abort_the_caller() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+/// A worker killed while the caller writes items past an exact hint that
+/// lied (the parked item 77 777 lies in the arena's room past the hint of
+/// 10 000, framed after `Job::set_len` doublings; the kill comes while the
+/// caller reads the items past the arena into a private block): only the
+/// parked item fails with `WorkerLost`, every other value is exact, the
+/// pool runs another map.
+#[test]
+fn rev3_a_worker_killed_past_a_lying_hint_fails_only_its_item() {
+    let _watchdog = watchdog("rev3_a_worker_killed_past_a_lying_hint_fails_only_its_item");
+    let file = park_file(std::process::id());
+    let _ = std::fs::remove_file(&file);
+    let pool = Pool::new(2).unwrap();
+    const N: u64 = 200_000;
+    const HOLD: u64 = 160_000;
+    let mut victim = 0u32;
+    let items = Turncoat { hint: 10_000, ..honest(N) }.inspect(|&x| {
+        if x == HOLD {
+            wait_until("the victim item to start", || std::fs::read_to_string(&file).is_ok_and(|s| !s.is_empty()));
+            victim = std::fs::read_to_string(&file).unwrap().trim().parse().unwrap();
+            std::fs::remove_file(&file).unwrap();
+            kill9(victim);
+            wait_until("the victim to die", || !alive(victim));
+        }
+    });
+    let all = pool.map_results(park_at, items, 0).unwrap();
+    assert!(victim != 0);
+    only_the_parked_item_was_lost(&all, N, victim);
+    assert_eq!(pool.map(square, 0..300_000).unwrap(), serial(300_000));
+    finish(pool, &[victim]);
 }
