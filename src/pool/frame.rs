@@ -401,8 +401,12 @@ fn copy_segment(from: &RawSegment, to: &RawSegment, len: usize) {
 pub(crate) fn fill_heap<A>(mut bytes: Vec<u8>, mut items: impl Iterator<Item = A>) -> Vec<u8> {
     let size = std::mem::size_of::<A>();
     loop {
-        // Room for the items the iterator says are left (at least one).
-        bytes.reserve(items.size_hint().0.max(1).saturating_mul(size));
+        // Room for the items the iterator says are left (at least one), at
+        // most `HINT_MAX` or the length so far at a time: a hint is the
+        // iterator's word, and a lying one must not abort the process with
+        // a failed allocation (it grows by doubling past that).
+        let step = HINT_MAX.max(bytes.len()).max(size);
+        bytes.reserve(items.size_hint().0.max(1).saturating_mul(size).min(step));
         let spare = bytes.spare_capacity_mut();
         let (mut at, end) = (0, spare.len() - spare.len() % size);
         let dst = spare.as_mut_ptr().cast::<u8>();
