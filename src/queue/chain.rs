@@ -4,9 +4,13 @@
 //! Shape: a small control segment under the queue's name holds two
 //! indices, `newest` (the ring producers put into) and `oldest` (the ring
 //! consumers drain). Ring `k` is an ordinary [`ItemRing`] segment named
-//! `<name>.<generation>.<k>` (plain-data slots or frames, as for a
+//! `<name>.<generation>.<k>.<tag>` (plain-data slots or frames, as for a
 //! bounded queue; the random generation, recorded in the control block,
-//! keeps rings left by an earlier queue of the same name out of this one).
+//! keeps rings left by an earlier queue of the same name out of this one;
+//! the tag, a keyed hash of `k` under a secret key kept in the control
+//! block, keeps the next ring's name unknown to anyone who cannot read the
+//! queue: /dev/shm is listed by every user, and another user who created
+//! the name of ring `k + 1` first made the queue `Full` for good).
 //!
 //! - **put**: try the newest ring; if it is full, or its frames are too
 //!   small for the item, *seal* it (close it: its producers' claims fail
@@ -106,9 +110,10 @@ struct Words {
     limit: AtomicU64,
     /// The permission bits rings are created with (the creator's).
     mode: AtomicU32,
-    /// Unused since the budget is counted from the rings' files
-    /// (`Chain::live_bytes`); kept for the layout.
-    live: AtomicU64,
+    /// The secret key of the rings' name tags (random, fixed at creation;
+    /// see `ring_name`). Only those who may open the control segment
+    /// learn it. (Was the unused `live` total: same layout, version 5.)
+    key: AtomicU64,
     /// Bumped when a ring is retired or the queue closes; producers at
     /// the limit sleep on it.
     space_seq: AtomicU32,
@@ -165,7 +170,7 @@ impl<T: Handoff> Object for ChainObj<T> {
             words: Line(Words {
                 limit: AtomicU64::new(limit),
                 mode: AtomicU32::new(mode),
-                live: AtomicU64::new(0),
+                key: AtomicU64::new(random_key()),
                 space_seq: z(),
                 producers_waiting: z(),
                 puts: AtomicU64::new(0),
@@ -198,6 +203,8 @@ struct Shared<T> {
     holder: Option<usize>,
     /// The queue's generation, read once at attach.
     generation: u32,
+    /// The key of its rings' name tags, read once at attach.
+    key: u64,
     /// How this handle opens rings (and, with the creator's mode, creates
     /// them).
     opts: Options,
@@ -250,7 +257,7 @@ impl<T: Handoff> Chain<T> {
     }
 
     fn ring_name(&self, k: u64) -> String {
-        ring_name(self.name(), self.s.generation, k)
+        ring_name(self.name(), self.s.generation, self.s.key, k)
     }
 
     /// A private name to build ring `k` under before it is linked as
@@ -273,6 +280,8 @@ impl<T: Handoff> Chain<T> {
         let holder = if creator { Some(0) } else { attach(&ctl.m.ctl().words.0) };
         // Relaxed: fixed at creation (published with READY); read once.
         let generation = ctl.m.ctl().words.0.generation.load(Ordering::Relaxed);
+        // Relaxed: as `generation`.
+        let key = ctl.m.ctl().words.0.key.load(Ordering::Relaxed);
         Chain {
             s: Arc::new(Shared {
                 ctl,
@@ -280,6 +289,7 @@ impl<T: Handoff> Chain<T> {
                 attacher: std::process::id(),
                 holder,
                 generation,
+                key,
                 opts: opts.clone(),
             }),
             waiting_on: None,
@@ -293,7 +303,7 @@ impl<T: Handoff> Chain<T> {
         let ctl: ChainObj<T> = match name {
             Some(n) => {
                 // The longest ring name must be valid too.
-                crate::shm::os_name(&format!("{n}.{MAX_RINGS}"))?;
+                crate::shm::os_name(&format!("{}{TEMP_MARK}{}x{TEMP_SEQ}", ring_name(n, 0, 0, MAX_RINGS), u32::MAX))?;
                 object::create(n, (limit, opts.get_mode()), opts)?
             }
             None => object::create_unique((limit, opts.get_mode()), opts)?,
@@ -729,7 +739,7 @@ impl<T> Drop for Shared<T> {
             return;
         }
         if !links::held(&w.holders, &w.attached, crate::sys::thread::owner_is_dead) {
-            unlink_rings(ctl, self.ctl.m.segment().name(), self.generation);
+            unlink_rings(ctl, self.ctl.m.segment().name(), self.generation, self.key);
         }
     }
 }
@@ -742,23 +752,21 @@ fn attach(w: &Words) -> Option<usize> {
 
 /// Removes the names of the live rings of the chain `ctl` (and of a
 /// successor created but not linked yet).
-fn unlink_rings(ctl: &ChainCtl, name: &str, generation: u32) {
+fn unlink_rings(ctl: &ChainCtl, name: &str, generation: u32, key: u64) {
     // Acquire: pairs with the CASes in `advance` and `retire`; both are
     // bounded below (untrusted indices).
     let o = ctl.oldest.0.load(Ordering::Acquire);
     let n = (ctl.newest.0.load(Ordering::Acquire) & !CLOSED).clamp(o, o.saturating_add(LIVE_RINGS));
     // n + 1: a successor created by a producer that died before linking it.
     for k in o..=n.saturating_add(1) {
-        let _ = crate::unlink(&ring_name(name, generation, k));
+        let _ = crate::unlink(&ring_name(name, generation, key, k));
     }
     // Temporary names of rings whose creator was killed before linking,
     // and rings below `oldest` whose retiring consumer was killed before
     // it removed their names.
     let prefix = format!("{name}.{generation:08x}.");
     for left in crate::shm::names_starting_with(&prefix) {
-        let rest = &left[prefix.len()..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits > 0 && (digits == rest.len() || rest[digits..].starts_with(TEMP_MARK)) {
+        if crate::shm::is_ring_name(&left[name.len() + 1..]) {
             let _ = crate::unlink(&left);
         }
     }
@@ -784,9 +792,54 @@ pub(crate) fn chain_held(fd: &std::os::fd::OwnedFd) -> bool {
     links::held(&holders, &AtomicU32::new(u32::from_ne_bytes(attached)), crate::sys::thread::owner_is_dead)
 }
 
-/// The name of ring `k` of the queue `name` of generation `generation`.
-fn ring_name(name: &str, generation: u32, k: u64) -> String {
-    format!("{name}.{generation:08x}.{k}")
+/// The name of ring `k` of the queue `name` of generation `generation`
+/// and tag key `key`: `<name>.<generation:08x>.<k>.<tag:016x>`. The tag
+/// (SipHash-2-4 of `k` under `key`) makes the name of a ring not made yet
+/// unguessable from the names of the others, which every user can list.
+fn ring_name(name: &str, generation: u32, key: u64, k: u64) -> String {
+    format!("{name}.{generation:08x}.{k}.{:016x}", siphash24(key, u64::from(generation), k))
+}
+
+/// SipHash-2-4 (Aumasson and Bernstein) of the 8-byte message `m` under
+/// the key `(k0, k1)`: a keyed hash whose outputs tell nothing of the key,
+/// written out here because std's hasher algorithm may change between
+/// Rust versions (two programs built by different compilers share queues).
+fn siphash24(k0: u64, k1: u64, m: u64) -> u64 {
+    let mut v = [k0 ^ 0x736f_6d65_7073_6575, k1 ^ 0x646f_7261_6e64_6f6d, k0 ^ 0x6c79_6765_6e65_7261, k1 ^ 0x7465_6462_7974_6573];
+    let round = |v: &mut [u64; 4]| {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    };
+    // The message (one 8-byte word), then the final word: length 8 << 56.
+    for w in [m, 8 << 56] {
+        v[3] ^= w;
+        round(&mut v);
+        round(&mut v);
+        v[0] ^= w;
+    }
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
+/// A secret key for the rings' name tags: std's random hash keys (seeded
+/// from the OS's random source once per process, then stepped per
+/// `RandomState`), mixed with the time.
+fn random_key() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
 }
 
 /// A generation unlikely to repeat for one name (std's per-process random
@@ -819,5 +872,33 @@ impl<T: Handoff> Rings for Chain<T> {
         self.wake_space_sleepers();
         let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
         rings.retain(|(i, _)| *i > k);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The reference test vector of the SipHash paper (appendix A): key
+    /// 00..0f, the 8-byte message 00..07.
+    #[test]
+    fn siphash24_matches_the_reference_vector() {
+        assert_eq!(siphash24(0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908, 0x0706_0504_0302_0100), 0x93f5_f579_9a93_2462);
+    }
+
+    /// Ring names carry a tag that depends on the key, and are still ring
+    /// names for cleanup (`is_ring_name`), temporary names included.
+    #[test]
+    fn ring_names_are_keyed_and_recognised() {
+        let a = ring_name("q", 0xabcd_0123, 1, 7);
+        let b = ring_name("q", 0xabcd_0123, 2, 7);
+        assert_ne!(a, b);
+        assert!(a.starts_with("q.abcd0123.7."), "{a}");
+        for n in [a.clone(), format!("{a}{TEMP_MARK}12x3"), "q.abcd0123.7".into(), "q.abcd0123.7.t1x2".into()] {
+            assert!(crate::shm::is_ring_name(&n[2..]), "{n}");
+        }
+        for n in ["q.abcd0123.x", "q.abcd012.7", "q.abcd0123.7.0123", "q.abcd0123.7.0123456789abcdefz"] {
+            assert!(!crate::shm::is_ring_name(&n[2..]), "{n}");
+        }
     }
 }

@@ -14,7 +14,7 @@ pub(crate) use segment::map_file;
 pub use object::Options;
 pub(crate) use object::{Mapped, Object};
 pub use raw::RawSegment;
-pub(crate) use segment::{Segment, dead_segments_of_kind, file_size, link, names_starting_with};
+pub(crate) use segment::{Segment, dead_segments_of_kind, file_size, is_ring_name, link, names_starting_with};
 pub use segment::{gc, unlink};
 
 use std::fmt;

@@ -383,15 +383,22 @@ fn unlink_rings_of(name: &str) -> Vec<String> {
 }
 
 /// Whether `rest` (what follows `<name>.`) names a ring of an unbounded
-/// queue: `<generation: 8 hex digits>.<k>`, or a ring's temporary name
-/// (`<generation>.<k>.t...`).
+/// queue: `<generation: 8 hex digits>.<k>.<tag: 16 hex digits>`, or a
+/// ring's temporary name (`<generation>.<k>.<tag>.t...`). (Also the
+/// untagged `<generation>.<k>[.t...]` of layout version 4.)
 pub(crate) fn is_ring_name(rest: &str) -> bool {
     let Some((generation, tail)) = rest.split_once('.') else { return false };
     let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+    let mut after = &tail[digits..];
+    if let Some(tag) = after.strip_prefix('.').and_then(|t| t.get(..16))
+        && tag.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        after = &after[17..];
+    }
     generation.len() == 8
         && generation.bytes().all(|b| b.is_ascii_hexdigit())
         && digits > 0
-        && (digits == tail.len() || tail[digits..].starts_with(".t"))
+        && (after.is_empty() || after.starts_with(".t"))
 }
 
 /// The kind word of the segment at `path` if it is provably ours (regular
