@@ -25,6 +25,11 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// /dev/shm. Returns true in the re-run (the caller then does the work),
 /// false in the outer run (after checking the re-run passed).
 fn inside_small_dev_shm(test: &str) -> bool {
+    inside_dev_shm_of(test, "4m")
+}
+
+/// [`inside_small_dev_shm`] with a tmpfs of `size` (`mount -o size=`).
+fn inside_dev_shm_of(test: &str, size: &str) -> bool {
     if std::env::var(INNER).as_deref() == Ok(test) {
         return true;
     }
@@ -36,7 +41,7 @@ fn inside_small_dev_shm(test: &str) -> bool {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mount -t tmpfs -o size=4m tmpfs /dev/shm || exit 77; exec "$0" "$@""#)
+        .arg(format!(r#"mount -t tmpfs -o size={size} tmpfs /dev/shm || exit 77; exec "$0" "$@""#))
         .arg(exe)
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(INNER, test)
@@ -263,4 +268,59 @@ fn review4_pool_map_arena_on_a_full_dev_shm_still_maps() {
     assert!(v.iter().enumerate().all(|(i, &x)| x == 2 * i as u64));
     pool.terminate();
     pool.join().unwrap();
+}
+
+/// A growth larger than the free space (but not than the whole tmpfs)
+/// must fail before it reserves anything, as a creation does (`fits`):
+/// `posix_fallocate` on tmpfs takes every free page before it gives up
+/// with ENOSPC, so meanwhile every other process on the host finds
+/// /dev/shm full (and on a default tmpfs, half the machine's memory is
+/// pinned: the OOM killer's business). A watcher thread creates and drops
+/// a one-page segment in a loop while the list tries to grow by 32 MiB
+/// into the 24 MiB left of a 64 MiB tmpfs: it must never find /dev/shm
+/// full. (Before the fix the watcher may miss the window on some runs;
+/// after it there is no window at all.)
+#[test]
+fn review4_growth_past_the_free_space_fails_without_filling_dev_shm_meanwhile() {
+    if !inside_dev_shm_of("review4_growth_past_the_free_space_fails_without_filling_dev_shm_meanwhile", "64m") {
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let l = ListProxy::<Vec<u8>>::create("review4-bigger").unwrap();
+    let _filler = RawSegment::create("review4-most", 40 << 20).unwrap();
+    let done = AtomicBool::new(false);
+    let (tries, refused) = (AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                match RawSegment::create("review4-watcher", 4096) {
+                    Ok(seg) => drop(seg),
+                    Err(OpenError::NoSpace { .. }) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(other) => panic!("watcher: {other}"),
+                }
+                tries.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        // Let the watcher start.
+        while tries.load(Ordering::Relaxed) < 10 {
+            std::thread::yield_now();
+        }
+        for _ in 0..20 {
+            let r = l.append(vec![1u8; 20 << 20]);
+            assert!(matches!(r, Err(ContainerError::NoSpace { .. })), "{:?}", r.map(drop));
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    assert_eq!(l.len(), 0);
+    let refused = refused.load(Ordering::Relaxed);
+    assert_eq!(
+        refused,
+        0,
+        "{refused} of {} one-page creations found /dev/shm full while a growth that could not fit ran",
+        tries.load(Ordering::Relaxed)
+    );
+    l.append(vec![2u8; 1 << 20]).unwrap();
+    assert_eq!(l.get(0).unwrap().len(), 1 << 20);
 }
