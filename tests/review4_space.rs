@@ -324,3 +324,53 @@ fn review4_growth_past_the_free_space_fails_without_filling_dev_shm_meanwhile() 
     l.append(vec![2u8; 1 << 20]).unwrap();
     assert_eq!(l.get(0).unwrap().len(), 1 << 20);
 }
+
+/// The same for an open that reserves the holes of a sparse file of ours
+/// (a creator killed before it reserved its pages leaves one): a file
+/// larger than the free space must be refused before anything is
+/// reserved, not after /dev/shm was filled for everybody.
+#[test]
+fn review4_open_of_a_sparse_file_past_the_free_space_fails_without_filling_dev_shm_meanwhile() {
+    if !inside_dev_shm_of(
+        "review4_open_of_a_sparse_file_past_the_free_space_fails_without_filling_dev_shm_meanwhile",
+        "64m",
+    ) {
+        return;
+    }
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let f = std::fs::File::create("/dev/shm/shmproc.review4-sparse").unwrap();
+    f.set_len(32 << 20).unwrap();
+    let _filler = RawSegment::create("review4-most", 40 << 20).unwrap();
+    let done = AtomicBool::new(false);
+    let (tries, refused) = (AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                match RawSegment::create("review4-watcher", 4096) {
+                    Ok(seg) => drop(seg),
+                    Err(OpenError::NoSpace { .. }) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(other) => panic!("watcher: {other}"),
+                }
+                tries.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        while tries.load(Ordering::Relaxed) < 10 {
+            std::thread::yield_now();
+        }
+        for _ in 0..20 {
+            let r = shmproc::Value::<u32>::open("review4-sparse");
+            assert!(matches!(r, Err(OpenError::NoSpace { .. })), "{r:?}");
+        }
+        done.store(true, Ordering::Relaxed);
+    });
+    std::fs::remove_file("/dev/shm/shmproc.review4-sparse").unwrap();
+    let refused = refused.load(Ordering::Relaxed);
+    assert_eq!(
+        refused,
+        0,
+        "{refused} of {} one-page creations found /dev/shm full while an open reserved a sparse file that could not fit",
+        tries.load(Ordering::Relaxed)
+    );
+}
