@@ -48,7 +48,13 @@ fn fits(fd: impl AsFd, len: u64) -> Result<(), Errno> {
 /// goes in chunks, so an interrupted call only repeats its own chunk (tmpfs
 /// undoes what an interrupted call allocated). `EFBIG` if `len` is not a
 /// file offset.
+///
+/// `ENOSPC` at once, reserving nothing, if the file's unallocated pages
+/// do not fit in the free room (as in [`reserve_range`]): used on files
+/// with holes, which may be far larger than what /dev/shm has left.
 pub(crate) fn reserve(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
+    let st = nix::sys::stat::fstat(fd.as_fd())?;
+    fits(fd, len.saturating_sub((st.st_blocks as u64).saturating_mul(512)))?;
     reserve_from(fd.as_fd(), 0, len)
 }
 
