@@ -250,3 +250,109 @@ fn review4_unbounded_queue_shared_by_two_users_leaves_no_ring_behind() {
     assert_eq!(log.lines().count(), 3, "a step failed:\n{log}");
     assert!(left.is_empty(), "left in /dev/shm after the queue was drained and unlinked: {left:?}\n{log}");
 }
+
+/// Set in the re-runs of the hidepid test: which part this process plays.
+const ROLE: &str = "SHMPROC_REVIEW4_ROLE";
+
+/// `/proc` mounted with `hidepid=2` (a common hardening): an ordinary
+/// user sees no `/proc/<pid>` of another user's processes. A lock shared
+/// by two users (mode 0o666, each trusting the other) is held by one; the
+/// other must find it held (WouldBlock, TimedOut), not take it over as if
+/// its owner had died because its `/proc` entry cannot be seen.
+#[test]
+fn review4_lock_held_by_another_user_is_not_taken_over_under_hidepid() {
+    use std::io::{BufRead, Write};
+    use std::process::{Command, Stdio};
+    let test = "review4_lock_held_by_another_user_is_not_taken_over_under_hidepid";
+    let role = std::env::var(ROLE).unwrap_or_default();
+    let lock_opts = |other: u32| shmproc::Options::new().mode(0o666).trust_owner(other);
+    let exe = std::env::current_exe().unwrap();
+    let rerun = |cmd: &mut Command, role: String| {
+        cmd.arg(&exe)
+            .args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(ROLE, role)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    match role.split_once(':') {
+        Some(("hold", name)) => {
+            let l = shmproc::Lock::create_with(name, &lock_opts(OTHER)).unwrap();
+            let g = l.lock().unwrap();
+            println!("locked");
+            std::io::stdout().flush().unwrap();
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            drop(g);
+            return;
+        }
+        Some(("take", name)) => {
+            let l = shmproc::Lock::open_with(name, &lock_opts(NOBODY)).unwrap();
+            let t = l.try_lock().map(drop);
+            let w = l.lock_timeout(Duration::from_millis(200)).map(drop);
+            let ok = matches!(t, Err(shmproc::LockError::WouldBlock)) && matches!(w, Err(shmproc::LockError::TimedOut));
+            assert!(ok, "a lock held by a live process of another user: try_lock {t:?}, lock_timeout {w:?}");
+            return;
+        }
+        Some(("orchestrate", name)) => {
+            let mut hold = rerun(
+                Command::new("setpriv").args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]),
+                format!("hold:{name}"),
+            );
+            // The harness prints its own lines first: read up to "locked" (or the end).
+            let mut first = String::new();
+            let mut r = std::io::BufReader::new(hold.stdout.as_mut().unwrap());
+            while !first.contains("locked") {
+                first.clear();
+                if r.read_line(&mut first).unwrap() == 0 {
+                    break;
+                }
+            }
+            let take = rerun(
+                Command::new("setpriv").args(["--reuid", "65533", "--regid", "65533", "--clear-groups"]),
+                format!("take:{name}"),
+            )
+            .wait_with_output()
+            .unwrap();
+            drop(hold.stdin.take());
+            let _ = hold.wait();
+            let _ = std::fs::remove_file(format!("/dev/shm/shmproc.{name}"));
+            assert!(first.contains("locked"), "the holder did not lock: {first:?}");
+            let out = String::from_utf8_lossy(&take.stdout).into_owned() + &String::from_utf8_lossy(&take.stderr);
+            assert!(take.status.success() && out.contains("1 passed"), "{out}");
+            return;
+        }
+        _ => {}
+    }
+    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+        println!("skipping: needs root, unshare and setpriv");
+        return;
+    }
+    let name = unique("hidepid-lock");
+    let mut sh = Command::new("unshare");
+    std::os::unix::process::CommandExt::process_group(&mut sh, 0);
+    sh.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t proc -o hidepid=2 proc /proc || exit 77; exec "$0" "$@""#);
+    let mut child = rerun(&mut sh, format!("orchestrate:{name}"));
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            // The whole group: the holder and the taker run under it.
+            // SAFETY: kill of our own child's process group.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.kill();
+            let _ = std::fs::remove_file(format!("/dev/shm/shmproc.{name}"));
+            panic!("the hidepid test hung past 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(77) {
+        println!("skipping: cannot mount /proc with hidepid: {text}");
+        return;
+    }
+    assert!(out.status.success() && text.contains("1 passed"), "{text}");
+}
