@@ -374,3 +374,18 @@ fn review4_open_of_a_sparse_file_past_the_free_space_fails_without_filling_dev_s
         tries.load(Ordering::Relaxed)
     );
 }
+
+/// A tmpfs mounted without a size limit (`size=0`) reports 0 blocks in
+/// all and 0 free: that is "no limit", not "full". Creating and growing
+/// segments there must work.
+#[test]
+fn review4_an_unlimited_tmpfs_is_not_full() {
+    if !inside_dev_shm_of("review4_an_unlimited_tmpfs_is_not_full", "0") {
+        return;
+    }
+    let v = shmproc::Value::<u64>::create("review4-unlimited-value", 7);
+    assert!(v.is_ok(), "{v:?}");
+    let l = ListProxy::<u64>::create("review4-unlimited-list").unwrap();
+    l.extend(0..100_000).unwrap();
+    assert_eq!(l.len(), 100_000);
+}
