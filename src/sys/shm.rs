@@ -37,6 +37,12 @@ pub(crate) fn create(name: &CStr, mode: u32, len: u64, head: u64) -> Result<Owne
 /// fails cleanly if others take the space meanwhile.)
 fn fits(fd: impl AsFd, len: u64) -> Result<(), Errno> {
     let st = nix::sys::statvfs::fstatvfs(fd)?;
+    if st.blocks() == 0 {
+        // A tmpfs mounted without a size limit (`size=0`) reports no blocks
+        // at all: nothing to check against (the reservation still fails
+        // cleanly if memory runs out).
+        return Ok(());
+    }
     let free = st.blocks_available().saturating_mul(st.fragment_size());
     if len > free { Err(Errno::ENOSPC) } else { Ok(()) }
 }
