@@ -614,8 +614,18 @@ impl Store {
             return None;
         }
         let v = self.view();
+        let entries = parse_log(v, used, 0);
+        // Each spilled entry's old bytes are a heap blob of its own, so
+        // together they fit in the mapping (the others are inside the log):
+        // a log that adds up to more is hostile (one large blob named by
+        // every entry would have each reader copy it hundreds of times at
+        // once). Left to the lock, whose repair undoes it one entry at a time.
+        let total = entries.iter().map(|e| e.2 & !SPILLED).fold(0u64, u64::saturating_add);
+        if total > v.len.saturating_add(LOG_CAP) {
+            return None;
+        }
         let mut ov = Vec::new();
-        for (_, off, word, data) in parse_log(v, used, 0) {
+        for (_, off, word, data) in entries {
             let len = word & !SPILLED;
             let old = if word & SPILLED != 0 { spilled(v, data, len) } else { v.vec(data, len) };
             ov.push((off, old.ok()?));

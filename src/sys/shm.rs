@@ -35,8 +35,14 @@ pub(crate) fn create(name: &CStr, mode: u32, len: u64, head: u64) -> Result<Owne
 /// say) would fill memory until the OOM killer steps in, with any process
 /// as its victim. (A check at one instant: the reservation itself still
 /// fails cleanly if others take the space meanwhile.)
-fn fits(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
+fn fits(fd: impl AsFd, len: u64) -> Result<(), Errno> {
     let st = nix::sys::statvfs::fstatvfs(fd)?;
+    if st.blocks() == 0 {
+        // A tmpfs mounted without a size limit (`size=0`) reports no blocks
+        // at all: nothing to check against (the reservation still fails
+        // cleanly if memory runs out).
+        return Ok(());
+    }
     let free = st.blocks_available().saturating_mul(st.fragment_size());
     if len > free { Err(Errno::ENOSPC) } else { Ok(()) }
 }
@@ -48,7 +54,13 @@ fn fits(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
 /// goes in chunks, so an interrupted call only repeats its own chunk (tmpfs
 /// undoes what an interrupted call allocated). `EFBIG` if `len` is not a
 /// file offset.
+///
+/// `ENOSPC` at once, reserving nothing, if the file's unallocated pages
+/// do not fit in the free room (as in [`reserve_range`]): used on files
+/// with holes, which may be far larger than what /dev/shm has left.
 pub(crate) fn reserve(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
+    let st = nix::sys::stat::fstat(fd.as_fd())?;
+    fits(fd, len.saturating_sub((st.st_blocks as u64).saturating_mul(512)))?;
     reserve_from(fd.as_fd(), 0, len)
 }
 
@@ -78,7 +90,13 @@ pub(crate) fn reserve_from(fd: std::os::fd::BorrowedFd<'_>, from: u64, len: u64)
 
 /// `posix_fallocate` of `len` bytes from `offset` (extends the file when
 /// the range goes past its end), retried on `EINTR` as in [`reserve`].
-/// On failure tmpfs leaves the file size as it was.
+/// On failure tmpfs leaves the file size as it was. `ENOSPC` at once,
+/// reserving nothing, if the file system has less free room than the
+/// range needs (as [`create`] checks with `fits`): tmpfs takes every free
+/// page before it gives up, so a growth that cannot fit would leave
+/// /dev/shm full for everybody meanwhile. Pages of the file past
+/// `offset` that are already allocated (a growth whose grower was killed
+/// before it published the new length) count as room.
 pub(crate) fn reserve_range(fd: std::os::fd::BorrowedFd<'_>, offset: u64, len: u64) -> Result<(), Errno> {
     let off = nix::libc::off_t::try_from(offset).map_err(|_| Errno::EFBIG)?;
     let n = nix::libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
@@ -86,6 +104,9 @@ pub(crate) fn reserve_range(fd: std::os::fd::BorrowedFd<'_>, offset: u64, len: u
     if n == 0 {
         return Ok(());
     }
+    let st = nix::sys::stat::fstat(fd)?;
+    let allocated_past = (st.st_blocks as u64).saturating_mul(512).saturating_sub(offset);
+    fits(fd, len.saturating_sub(allocated_past))?;
     loop {
         match nix::fcntl::posix_fallocate(fd, off, n) {
             Err(Errno::EINTR) => {}

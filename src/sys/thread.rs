@@ -103,8 +103,21 @@ pub(crate) fn owner_is_dead(packed: u64) -> bool {
             Some(s) => s.state == b'Z' || s.state == b'X' || s.start_time as u32 != start,
             None => false,
         },
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        // Not found: gone, or only hidden (/proc mounted with `hidepid`
+        // hides other users' processes). The kernel still knows: a task that
+        // exists answers signal 0 (or EPERM: another user's), a gone one ESRCH.
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound && task_is_gone(tid),
     }
+}
+
+/// Whether no task has id `tid` (signal 0 is `ESRCH`). Another user's task
+/// gives `EPERM`: it exists. (`kill` accepts a thread id; signal 0 sends
+/// nothing.)
+fn task_is_gone(tid: u32) -> bool {
+    let Ok(id) = libc::pid_t::try_from(tid) else { return false };
+    // SAFETY: signal 0 only checks that the task exists and may be signalled; no signal is sent.
+    let r = unsafe { libc::kill(id, 0) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// Whether process `pid`, started at `start_time` ticks, is gone (exited,
