@@ -17,7 +17,7 @@ fn exists(seg: &str) -> bool {
 }
 
 /// Every segment of `mgr` (its registry, its objects, and an unbounded
-/// queue's rings, named `<queue segment>.<generation>.<k>`).
+/// queue's rings, named `<queue segment>.<generation>.<k>.<tag>`).
 fn all_segments(mgr_name: &str, objects: &[String]) -> Vec<String> {
     let mut out = vec![mgr_name.to_owned()];
     for dir in std::fs::read_dir("/dev/shm").unwrap() {
@@ -300,7 +300,7 @@ shmproc::entry! {
 }
 
 /// The files in /dev/shm of segment `seg` (and of its rings, if it is an
-/// unbounded queue: `<seg>.<generation>.<k>`).
+/// unbounded queue: `<seg>.<generation>.<k>.<tag>`).
 fn files_of(seg: &str) -> Vec<String> {
     let dotted = format!("{seg}.");
     std::fs::read_dir("/dev/shm")

@@ -66,16 +66,15 @@ impl Drop for Squat {
     }
 }
 
-/// An unbounded queue's rings are named `<name>.<generation>.<k>`; the
+/// An unbounded queue's rings were named `<name>.<generation>.<k>`; the
 /// generation is random, but the name of ring 0 shows it to anyone who
-/// lists /dev/shm, so another user can create ring 1's name first. The
-/// chain then cannot grow (its link of ring 1 fails with EEXIST and the
-/// file there is not trusted): every put past ring 0 reports Full, and a
-/// blocking `put` waits forever, with 1 GiB of budget unused and nothing
-/// telling the user why. It should route around the squatter or fail with
-/// a clear error.
+/// lists /dev/shm, so another user could create ring 1's name first. The
+/// chain then could not grow (its link of ring 1 failed with EEXIST and
+/// the file there is not trusted): every put past ring 0 reported Full,
+/// and a blocking `put` waited forever, with 1 GiB of budget unused (seen
+/// failing). Ring names now end in a tag keyed by a secret in the control
+/// block, so the next ring's name cannot be derived from the listed ones.
 #[test]
-#[ignore = "review4: a foreign file squatting the next ring's name makes an unbounded queue Full forever (put hangs)"]
 fn review4_unbounded_queue_with_a_squatted_ring_name_is_not_full_forever() {
     if !is_root() {
         println!("skipping: needs root to give a file to another user");
@@ -85,8 +84,16 @@ fn review4_unbounded_queue_with_a_squatted_ring_name_is_not_full_forever() {
     let q = Queue::<u64>::create(&name, 0).unwrap();
     let rings = files_starting_with(&format!("{name}."));
     assert_eq!(rings.len(), 1, "{rings:?}");
-    let ring1 = rings[0].strip_suffix(".0").expect("ring 0's name").to_owned() + ".1";
-    let _squat = Squat::new(&ring1);
+    // Ring 0 is `<name>.<generation>.0.<tag>`: an attacker who lists
+    // /dev/shm knows everything but ring 1's tag (a keyed hash under a key
+    // only the queue's users can read). It squats its best guesses.
+    let (stem, tag0) = rings[0].rsplit_once(".0.").expect("ring 0's name: <stem>.0.<tag>");
+    assert_eq!(tag0.len(), 16, "{rings:?}");
+    let tag0_plus_1 = format!("{:016x}", u64::from_str_radix(tag0, 16).unwrap().wrapping_add(1));
+    let _squats: Vec<Squat> = [format!("{stem}.1"), format!("{stem}.1.{tag0}"), format!("{stem}.1.{tag0_plus_1}")]
+        .iter()
+        .map(|n| Squat::new(n))
+        .collect();
     let mut n = 0u64;
     let full = loop {
         match q.put_nowait(n) {

@@ -260,11 +260,10 @@ fn rings_created_after_the_creator_dropped_are_removed_by_the_last_handle() {
     assert_eq!(left, Vec::<String>::new(), "left in /dev/shm after every handle dropped");
 }
 
-/// The /dev/shm name of ring `k` of the unbounded queue `name`, derived
-/// from ring 0's (whatever the naming scheme puts between them).
-fn ring_path(name: &str, k: u64) -> String {
-    let ring0 = segments_of(name).into_iter().find(|f| f.ends_with(".0")).expect("ring 0 in /dev/shm");
-    format!("/dev/shm/{}{k}", &ring0[..ring0.len() - 1])
+/// The /dev/shm path of ring `k` of the unbounded queue `q` (its names
+/// carry a keyed tag: only a handle knows them).
+fn ring_path(q: &Queue<u64>, k: u64) -> String {
+    format!("/dev/shm/{}{}", shmproc::NAME_PREFIX, q.__ring_name(k).expect("an unbounded queue"))
 }
 
 #[test]
@@ -274,7 +273,7 @@ fn a_successor_ring_name_left_half_created_stalls_nobody_and_get_timeout_keeps_i
     let q = Queue::<u64>::create_unbounded(&name, 1 << 30, &shmproc::Options::new()).unwrap();
     // What a producer killed right after shm_open(O_CREAT|O_EXCL) of ring 1
     // left under the old scheme: an empty file under the ring's name.
-    let path = ring_path(&name, 1);
+    let path = ring_path(&q, 1);
     std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap();
     // And what one killed between creating and linking leaves now: a
     // temporary name, to be removed with the queue.

@@ -216,12 +216,7 @@ shmproc::entry! {
 fn wait_on_an_unbounded_queue_with_a_bad_successor_sleeps() {
     let name = format!("rev-wait-spin-{}", std::process::id());
     let mut uq = Queue::<u64>::create(&name, 0).unwrap();
-    let ring0 = std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .find(|f| f.starts_with(&format!("{}{name}.", shmproc::NAME_PREFIX)) && f.ends_with(".0"))
-        .expect("ring 0 in /dev/shm");
-    let path = format!("/dev/shm/{}1", ring0.strip_suffix('0').unwrap());
+    let path = format!("/dev/shm/{}{}", shmproc::NAME_PREFIX, uq.__ring_name(1).unwrap());
     uq.__seal_newest();
     {
         use std::os::unix::fs::OpenOptionsExt;

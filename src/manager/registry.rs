@@ -572,7 +572,7 @@ pub(crate) mod crash {
 /// flag, return from `main`, and the handles' drops remove the names).
 ///
 /// An unbounded queue ([`Queue::new(0)`](crate::Queue::new)) whose
-/// creator is dead goes with its rings (`<name>.<generation>.<k>`), once
+/// creator is dead goes with its rings (`<name>.<generation>.<k>.<tag>`), once
 /// no live process holds it (a live holder removes the rings when it
 /// leaves; the queue's name then goes at a later `gc`).
 ///

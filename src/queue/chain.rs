@@ -256,7 +256,7 @@ impl<T: Handoff> Chain<T> {
         self.s.ctl.m.segment().name()
     }
 
-    fn ring_name(&self, k: u64) -> String {
+    pub(super) fn ring_name(&self, k: u64) -> String {
         ring_name(self.name(), self.s.generation, self.s.key, k)
     }
 

@@ -302,6 +302,15 @@ assert!(len > max); // its encoded length
                     c.seal_newest();
                 }
             }
+
+            /// Testing aid, not part of the API: on an unbounded queue,
+            /// the name of its ring `k` (keyed, so tests cannot derive it
+            /// from the names they list). Only with `test-hooks`.
+            #[cfg(feature = "test-hooks")]
+            #[doc(hidden)]
+            pub fn __ring_name(&self, k: u64) -> Option<String> {
+                if let Inner::Chain(c) = &self.q { Some(c.ring_name(k)) } else { None }
+            }
         }
 
         /// A new handle to the same queue, open even if this one was

@@ -354,7 +354,7 @@ impl Drop for Segment {
 /// ```
 ///
 /// An unbounded queue's name also takes its rings with it (the segments
-/// named `<name>.<generation>.<k>`, see [`Queue::new(0)`](crate::Queue::new)),
+/// named `<name>.<generation>.<k>.<tag>`, see [`Queue::new(0)`](crate::Queue::new)),
 /// so a queue created again under the same name starts empty.
 pub fn unlink(name: &str) -> Result<(), OpenError> {
     let c_name = os_name(name)?;
