@@ -186,6 +186,38 @@ fn bad_input_gets_its_own_error() {
     assert!(d.is_empty());
 }
 
+/// `get`'s first try compares a `String` key's blob without its block
+/// header and the last bytes of a key of 9 or more bytes through one
+/// overlapping load: keys of every length up to 40 that differ in one byte
+/// only (in their head, their whole words or their tail) stay apart, and
+/// an absent one is absent.
+#[test]
+fn string_keys_differing_in_one_byte_are_told_apart_by_get() {
+    let sut = DictProxy::<String, u64>::new().unwrap();
+    let key = |len: usize, at: usize, c: u8| {
+        let mut b = vec![b'k'; len];
+        if at < len {
+            b[at] = c;
+        }
+        String::from_utf8(b).unwrap()
+    };
+    for len in 0..=40usize {
+        for at in 0..len.max(1) {
+            sut.insert(key(len, at, b'x'), (len * 100 + at) as u64).unwrap();
+        }
+    }
+    for len in 0..=40usize {
+        for at in 0..len.max(1) {
+            let want = if len == 0 { 0 } else { (len * 100 + at) as u64 };
+            assert_eq!(sut.get(&key(len, at, b'x')).unwrap(), Some(want), "len {len}, byte {at}");
+            if len > 0 {
+                assert_eq!(sut.get(&key(len, at, b'y')).unwrap(), None, "len {len}, byte {at} changed");
+                assert!(!sut.contains_key(&key(len, at, b'y')).unwrap());
+            }
+        }
+    }
+}
+
 #[test]
 fn a_panic_inside_update_with_changes_nothing() {
     let d = DictProxy::<String, u64>::new().unwrap();

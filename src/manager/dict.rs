@@ -85,10 +85,9 @@ fn tag_for(h: u64) -> u32 {
 #[inline(always)]
 fn home(tag: u32, nb: u64) -> u64 {
     let bits = nb.trailing_zeros();
-    if bits == 0 {
-        return 0;
-    }
-    u64::from(tag).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)
+    // The top `bits` bits without a branch for bits == 0 (one bucket: home 0): shifting by 1 and then by
+    // 63 - bits (masked, so nb == 0 also gives 0) is shifting by 64 - bits.
+    (u64::from(tag).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 1) >> (63u32.wrapping_sub(bits) & 63)
 }
 
 /// Asks for the cache line at `p` ahead of a write (a hint: no fault, no
@@ -332,14 +331,16 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         }
         // A checked table lies inside the mapping (`table`, `table_tx`): one range check for the whole probe.
         let p = v.words(t.base, t.nb * self.stride())?;
-        self.probe_at(v, t, p, key, h)
+        self.probe_at(v, t, p, key, h, false)
     }
 
     /// `probe` through the table's checked address `p` (a view without an
     /// undo overlay): one word load for a bucket's tag, one for an 8-byte
     /// key, and a heap read only for a key whose 32-bit tag matches.
+    /// `lean` (a constant at each call): a blob key compared as
+    /// `element::slot_eq_lean` does, for `get`'s first try only.
     #[inline(always)]
-    fn probe_at(&self, v: &View, t: Table, p: *const u8, key: &[u8], h: u64) -> R<Probe> {
+    fn probe_at(&self, v: &View, t: Table, p: *const u8, key: &[u8], h: u64, lean: bool) -> R<Probe> {
         let tag = tag_for(h);
         let mask = t.nb.wrapping_sub(1);
         let mut i = home(tag, t.nb);
@@ -356,6 +357,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
                 let eq = match key8 {
                     // SAFETY: as above: word 1 of the bucket is the 8-byte key slot (KOFF = 8).
                     Some(k) => k == unsafe { copy::read(bp.add(1)) },
+                    None if lean => element::slot_eq_lean(v, self.bucket(t, i) + KOFF, self.kin, key)?,
                     None => element::slot_eq(v, self.bucket(t, i) + KOFF, self.kin, key)?,
                 };
                 if eq {
@@ -674,7 +676,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         }
         let p = v.words(base, nb.checked_mul(self.stride())?).ok()?;
         let t = Table { base, nb, count: 0, used: 0 };
-        match self.probe_at(v, t, p, kb, h).ok()? {
+        match self.probe_at(v, t, p, kb, h, true).ok()? {
             Probe::Found(i) => element::decode(v, self.bucket(t, i) + KOFF + self.ks(), V::__inline()).ok().map(Some),
             Probe::Vacant { .. } => Some(None),
         }

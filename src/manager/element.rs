@@ -241,6 +241,16 @@ pub(crate) fn slot_eq(v: &View, off: u64, inline: Option<u32>, want: &[u8]) -> R
     }
 }
 
+/// `slot_eq` for an optimistic reader's first try: a blob compared
+/// without checking its block header (`heap::blob_eq_lean`).
+#[inline(always)]
+pub(crate) fn slot_eq_lean(v: &View, off: u64, inline: Option<u32>, want: &[u8]) -> R<bool> {
+    match inline {
+        None => heap::blob_eq_lean(v, v.u64(off)?, want),
+        _ => slot_eq(v, off, inline, want),
+    }
+}
+
 /// Frees what the slot at `off` owns (its blob, if any).
 pub(crate) fn release(tx: &mut Txn<'_>, off: u64, inline: Option<u32>) -> R<()> {
     if inline.is_none() {

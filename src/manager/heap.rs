@@ -84,6 +84,19 @@ pub(crate) fn blob_eq(v: &View, p: u64, bytes: &[u8]) -> R<bool> {
     v.bytes_eq(p + 8, bytes)
 }
 
+/// `blob_eq` for an optimistic reader (`DictProxy::get`'s first try):
+/// the blob's length word and bytes compared through bounds-checked reads
+/// only, its block header not checked (a read needs nothing more to stay
+/// inside the mapping; a hostile or torn offset gives a wrong answer, which
+/// the reader's seq check or its full path settles, as for any read).
+#[inline]
+pub(crate) fn blob_eq_lean(v: &View, p: u64, bytes: &[u8]) -> R<bool> {
+    if v.u64(p)? != bytes.len() as u64 {
+        return Ok(false);
+    }
+    v.bytes_eq(p + 8, bytes)
+}
+
 impl Txn<'_> {
     /// A block with at least `payload` bytes; returns the payload offset.
     pub(crate) fn alloc(&mut self, payload: u64) -> R<u64> {

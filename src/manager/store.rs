@@ -273,7 +273,13 @@ impl View {
             }
             // The first tail.len() (< 8) bytes of the word, as the low bytes of a little-endian value.
             let w = u64::from_le_bytes(self.u64(at)?.to_ne_bytes());
-            let k = tail.iter().rev().fold(0u64, |k, &b| (k << 8) | u64::from(b));
+            let k = match want.len().checked_sub(8) {
+                // The tail as the top bytes of `want`'s last 8 (one unaligned load), shifted down.
+                Some(from) => {
+                    u64::from_le_bytes(want[from..].try_into().unwrap_or([0; 8])) >> (8 * (8 - tail.len()))
+                }
+                None => tail.iter().rev().fold(0u64, |k, &b| (k << 8) | u64::from(b)),
+            };
             return Ok(w & ((1u64 << (8 * tail.len())) - 1) == k);
         }
         let mut buf = [0u64; 8];
@@ -1107,9 +1113,8 @@ impl<'a> Txn<'a> {
     #[inline]
     pub(crate) fn set_states(&mut self, lo: usize, vals: &[u64]) -> R<()> {
         self.log_states(lo, vals.len())?;
-        for (k, &v) in vals.iter().enumerate() {
-            self.store_state(lo + k, v);
-        }
+        crash_point();
+        self.store_states_after_point(lo, vals);
         Ok(())
     }
 
@@ -1118,6 +1123,17 @@ impl<'a> Txn<'a> {
         crash_point();
         self.store.ctl().state[i].store(v, Ordering::Relaxed);
         crash_point();
+    }
+
+    /// Stores the state words `lo..lo + vals.len()`, a crash point after
+    /// each (the caller has just passed one: a point before each store
+    /// would only repeat the one after the store before it).
+    #[inline(always)]
+    fn store_states_after_point(&self, lo: usize, vals: &[u64]) {
+        for (k, &v) in vals.iter().enumerate() {
+            self.store.ctl().state[lo + k].store(v, Ordering::Relaxed);
+            crash_point();
+        }
     }
 
     /// Logs state word `i` (the common case of `log_states`).
@@ -1262,9 +1278,25 @@ impl<'a> Txn<'a> {
         if self.is_fresh(off, src.len() as u64) {
             return self.write_fresh(off, src);
         }
+        if let (Ok(w), true) = (<[u8; 8]>::try_from(src), off.is_multiple_of(8)) {
+            return self.write_word(off, u64::from_ne_bytes(w));
+        }
         self.log(off, src.len() as u64)?;
         crash_point();
         self.put_torn(off, src)?;
+        crash_point();
+        Ok(())
+    }
+
+    /// `write` of one aligned live word (a value slot, a bucket word): the
+    /// same log entry as `log(off, 8)` (`[off][8][old word]`), built from
+    /// one checked load, then one store.
+    #[inline(always)]
+    fn write_word(&mut self, off: u64, w: u64) -> R<()> {
+        let old = self.view.u64(off)?;
+        self.append_entry(&[off, 8, old])?;
+        crash_point();
+        self.view.put(off, &w.to_ne_bytes())?;
         crash_point();
         Ok(())
     }
@@ -1323,9 +1355,7 @@ impl<'a> Txn<'a> {
         crash_point();
         self.view.put(off, &w.to_ne_bytes())?;
         crash_point();
-        for (k, &v) in vals.iter().enumerate() {
-            self.store_state(lo + k, v);
-        }
+        self.store_states_after_point(lo, vals);
         Ok(())
     }
 
