@@ -527,7 +527,14 @@ impl PodRef {
 
 impl TaskFrame {
     pub(crate) fn new(job: u64, first: u64, id: &[u8]) -> TaskFrame {
-        let mut bytes = Vec::with_capacity(TASK_HEADER + id.len() + 64);
+        Self::new_in(Vec::new(), job, first, id)
+    }
+
+    /// [`new`](Self::new) in `bytes`' buffer (a recycled frame's: no
+    /// allocation when it is large enough).
+    pub(crate) fn new_in(mut bytes: Vec<u8>, job: u64, first: u64, id: &[u8]) -> TaskFrame {
+        bytes.clear();
+        bytes.reserve(TASK_HEADER + id.len() + 64);
         put_u64(&mut bytes, job);
         put_u64(&mut bytes, first);
         put_u32(&mut bytes, 0);

@@ -228,12 +228,35 @@ pub(crate) struct Shared {
     pub(crate) req_waiting: AtomicU32,
     /// The completion callbacks' queue and thread.
     pub(crate) callbacks: Arc<result::Callbacks>,
+    /// Finished `apply` jobs' states, kept for the next `apply` of the
+    /// same types (at most [`FREE_MAX`]; see `Finisher::recycle`).
+    pub(crate) free: Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
 }
+
+/// How many finished `apply` states a pool keeps for reuse (more than one
+/// for a caller that keeps a few `apply_async` handles in flight).
+pub(crate) const FREE_MAX: usize = 16;
 
 impl Shared {
     /// Whether `join` cut off `job`'s input.
     pub(crate) fn is_cut(&self, job: u64) -> bool {
         self.lock_inbox().cut.contains(&job)
+    }
+
+    /// A kept state of type `X` (see [`Shared::free`]), if there is one.
+    pub(crate) fn take_free<X: Send + Sync + 'static>(&self) -> Option<Arc<X>> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let at = free.iter().rposition(|f| (**f).is::<X>())?;
+        free.swap_remove(at).downcast::<X>().ok()
+    }
+
+    /// Keeps a finished state for reuse, if there is room (the list's
+    /// capacity is reserved: no allocation here).
+    pub(crate) fn put_free(&self, x: Arc<dyn std::any::Any + Send + Sync>) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < FREE_MAX.min(free.capacity()) {
+            free.push(x);
+        }
     }
 
     pub(crate) fn lock_inbox(&self) -> MutexGuard<'_, Inbox> {
@@ -593,7 +616,7 @@ impl Pool {
         // Weak: a result kept after the pool is gone keeps nothing of it
         // alive (its segment's name is removed with the pool).
         let small = job.expected().is_some_and(|n| n <= self.shared.processes as u64);
-        AsyncResult::new(Arc::new(Finisher { id, job, finish, pool: Arc::downgrade(&self.shared), small, placed: None }))
+        AsyncResult::new(Arc::new(Finisher { id, job, finish, pool: Arc::downgrade(&self.shared), small, placed: None, reuse: false }))
     }
 
     /// Submits every item of `items` as one job, in chunks of `chunksize`
@@ -821,8 +844,14 @@ impl Pool {
         registered::<F>()?;
         // One item: its own slot (no bulk state for one value).
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
-        let job = Job::<F::Out>::new(true, Some(1), false);
-        let mut frame = TaskFrame::new(id, 0, F::ID.as_bytes());
+        // A finished `apply`'s state and frame buffer when the pool kept
+        // one (no allocation per call), else new ones.
+        let (fin, buf) = match Finisher::<F::Out, F::Out>::reused(&self.shared, id) {
+            Some((fin, buf)) => (Some(fin), buf),
+            None => (None, Vec::new()),
+        };
+        let job = fin.as_ref().map_or_else(|| Job::<F::Out>::new(true, Some(1), false), |f| Arc::clone(&f.job));
+        let mut frame = TaskFrame::new_in(buf, id, 0, F::ID.as_bytes());
         let frame = match frame.push(|out| arg.encode(out)) {
             // (The first item of a frame always fits, or is too large.)
             Ok(_) => Some(frame.finish(true)),
@@ -842,8 +871,21 @@ impl Pool {
                 None
             }
         };
-        let pool = Arc::downgrade(&self.shared);
-        Ok(AsyncResult::new(Arc::new(Finisher { id, job, finish: result::finish_one, pool, small: true, placed })))
+        let fin = match fin {
+            Some(mut fin) => {
+                drop(job);
+                // Nobody else holds it yet: the manager holds the job only.
+                if let Some(f) = Arc::get_mut(&mut fin) {
+                    f.placed = placed;
+                }
+                fin
+            }
+            None => {
+                let pool = Arc::downgrade(&self.shared);
+                Arc::new(Finisher { id, job, finish: result::finish_one, pool, small: true, placed, reuse: true })
+            }
+        };
+        Ok(AsyncResult::new(fin))
     }
 
     /// `f` on every item, results in order, with Python's default chunk
