@@ -47,10 +47,13 @@ fn set_all(have: &mut [u64], at: usize, n: usize) {
     }
 }
 
+/// A word's index and the mask of some of its bits.
+type Masked = (usize, u64);
+
 /// Bits `at..at + n` as (a partial first word and its mask, the whole
 /// words, a partial last word and its mask).
 #[inline]
-fn split_words(at: usize, n: usize) -> (Option<(usize, u64)>, std::ops::Range<usize>, Option<(usize, u64)>) {
+fn split_words(at: usize, n: usize) -> (Option<Masked>, std::ops::Range<usize>, Option<Masked>) {
     let end = at + n;
     let (first_whole, end_whole) = (at.div_ceil(64), end / 64);
     if first_whole > end_whole {

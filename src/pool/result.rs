@@ -668,7 +668,7 @@ impl<R: Send + 'static> Finisher<R, R> {
     /// A recycled `apply` job's state for job `id`, from `pool`'s free
     /// list (and the buffer its last frame was built in), if one of these
     /// types is there: no allocation per `apply` (issue 13, item 5).
-    pub(crate) fn reused(pool: &Shared, id: u64) -> Option<(Arc<Finisher<R, R>>, Vec<u8>)> {
+    pub(crate) fn reused(pool: &Shared, id: u64) -> Option<(Arc<Self>, Vec<u8>)> {
         let mut fin = pool.take_free::<Finisher<R, R>>()?;
         let me = Arc::get_mut(&mut fin)?;
         me.id = id;
