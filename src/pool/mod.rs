@@ -41,6 +41,14 @@
 //!   microseconds before it sleeps, so a short task's round trip involves
 //!   no other thread of the pool's process (and no system call). The
 //!   manager thread keeps the liveness checks, timeouts and restarts.
+//! - Once the workers are up, a steady loop of `apply_async(..).get()`
+//!   allocates nothing per call in the caller: a finished `apply`'s state
+//!   (its job, result handle and task frame buffer) goes back to a small
+//!   per-pool free list when its [`AsyncResult`] is dropped, and the next
+//!   `apply` of the same types reuses it (only when nothing else holds it:
+//!   a handle given a callback, or a job the manager has not let go of yet,
+//!   is simply not reused). A plain-data `map` allocates per map and per
+//!   batch of frames, not per chunk or per item.
 //! - Completion callbacks ([`AsyncResult::then`]) run on a thread of their
 //!   own, one after another (as Python's result-handler thread), started
 //!   with the pool's first callback: a callback that waits for its pool
