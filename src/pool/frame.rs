@@ -510,20 +510,29 @@ struct PodRef {
     block: Arc<PodBlock>,
     start: usize,
     end: usize,
-    /// The fixed header (job, first, count, flags, id length), then `id`.
-    head: [u8; TASK_HEADER],
+    /// The task id (the fixed header is made from the frame's fields when
+    /// it is sent: kept small, a frame moves with a few stores, not a
+    /// `memcpy` call).
     id: &'static [u8],
+    /// The header's flags (set by `finish`).
+    flags: u32,
 }
 
-impl PodRef {
-    /// The header followed by the task id.
-    fn header(&self) -> Vec<u8> {
-        let mut h = Vec::with_capacity(TASK_HEADER + self.id.len() + (self.end - self.start));
-        h.extend_from_slice(&self.head);
-        h.extend_from_slice(self.id);
-        h
-    }
+/// A plain-data frame's fixed header (job, first, count, flags, id length).
+fn pod_head(job: u64, first: u64, count: u32, flags: u32, id: &[u8]) -> [u8; TASK_HEADER] {
+    let mut head = [0u8; TASK_HEADER];
+    head[..8].copy_from_slice(&job.to_le_bytes());
+    head[8..16].copy_from_slice(&first.to_le_bytes());
+    head[16..20].copy_from_slice(&count.to_le_bytes());
+    head[20..24].copy_from_slice(&flags.to_le_bytes());
+    head[24..28].copy_from_slice(&(id.len() as u32).to_le_bytes());
+    head
 }
+
+// A frame moves a few times per task (into the pending queue, a worker's
+// list): small enough to move with inline stores, not a `memcpy` call
+// (LLVM inlines copies of up to 128 bytes).
+const _: () = assert!(std::mem::size_of::<TaskFrame>() <= 128);
 
 impl TaskFrame {
     pub(crate) fn new(job: u64, first: u64, id: &[u8]) -> TaskFrame {
@@ -638,16 +647,12 @@ impl TaskFrame {
         debug_assert!((end - start).is_multiple_of(width));
         let count = (end - start) / width;
         debug_assert!(count <= Self::pod_room(id, width));
-        let mut head = [0u8; TASK_HEADER];
-        head[..8].copy_from_slice(&job.to_le_bytes());
-        head[8..16].copy_from_slice(&first.to_le_bytes());
-        head[24..28].copy_from_slice(&(id.len() as u32).to_le_bytes());
         TaskFrame {
             job,
             first,
             count: count as u32,
             bytes: Vec::new(),
-            pod: Some(PodRef { block: Arc::clone(block), start, end, head, id }),
+            pod: Some(PodRef { block: Arc::clone(block), start, end, id, flags: 0 }),
             packed: true,
             width,
             room: Self::pod_room(id, width) as u32,
@@ -669,7 +674,9 @@ impl TaskFrame {
         match &self.pod {
             None => std::borrow::Cow::Borrowed(&self.bytes),
             Some(p) => {
-                let mut all = p.header();
+                let mut all = Vec::with_capacity(TASK_HEADER + p.id.len() + (p.end - p.start));
+                all.extend_from_slice(&pod_head(self.job, self.first, self.count, p.flags, p.id));
+                all.extend_from_slice(p.id);
                 p.block.append(p.start, p.end, &mut all);
                 std::borrow::Cow::Owned(all)
             }
@@ -679,13 +686,14 @@ impl TaskFrame {
     /// Sends the frame into `tx` without waiting (a plain-data frame: its
     /// header and its arena reference, or its slice of a private block).
     pub(crate) fn try_send(&self, tx: &mut ByteProducer) -> Result<(), TrySendError> {
-        let Some(PodRef { block, start, end, head, id }) = &self.pod else { return tx.try_send(&self.bytes) };
+        let Some(PodRef { block, start, end, id, flags }) = &self.pod else { return tx.try_send(&self.bytes) };
         let h = TASK_HEADER + id.len();
+        let head = pod_head(self.job, self.first, self.count, *flags, id);
         match &block.store {
             Store::Heap(v) => {
                 let items = &v[*start..*end];
                 let mut loan = tx.try_send_loan(h + items.len())?;
-                loan.write_at(0, head);
+                loan.write_at(0, &head);
                 loan.write_at(TASK_HEADER, id);
                 loan.write_at(h, items);
                 loan.commit().map_err(|_| TrySendError::Closed)
@@ -693,9 +701,9 @@ impl TaskFrame {
             Store::Shm(seg) => {
                 let name = seg.name().as_bytes();
                 let mut loan = tx.try_send_loan(h + ARENA_REF + name.len())?;
-                loan.write_at(0, head);
+                loan.write_at(0, &head);
                 loan.write_at(TASK_HEADER, id);
-                let flags = u32::from_le_bytes(head[20..24].try_into().expect("4 bytes")) | ARENA;
+                let flags = flags | ARENA;
                 loan.write_at(20, &flags.to_le_bytes());
                 let mut r = [0u8; ARENA_REF];
                 r[..8].copy_from_slice(&(*start as u64).to_le_bytes());
@@ -719,12 +727,13 @@ impl TaskFrame {
     /// Seals the header (count, flags).
     pub(crate) fn finish(mut self, end_of_chunk: bool) -> TaskFrame {
         let flags = if end_of_chunk { END_OF_CHUNK } else { 0 } | if self.packed { PACKED } else { 0 };
-        let head: &mut [u8] = match &mut self.pod {
-            Some(p) => &mut p.head,
-            None => &mut self.bytes,
-        };
-        set_u32(head, 16, self.count);
-        set_u32(head, 20, flags);
+        match &mut self.pod {
+            Some(p) => p.flags = flags,
+            None => {
+                set_u32(&mut self.bytes, 16, self.count);
+                set_u32(&mut self.bytes, 20, flags);
+            }
+        }
         self
     }
 }
