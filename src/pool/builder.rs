@@ -161,6 +161,7 @@ impl PoolBuilder {
             req: AtomicU32::new(0),
             req_waiting: AtomicU32::new(0),
             callbacks: Arc::default(),
+            free: Mutex::new(Vec::with_capacity(super::FREE_MAX)),
         });
         // If the thread cannot start, the manager is dropped with `shared`
         // (its workers killed and reaped).

@@ -23,19 +23,47 @@ pub(crate) struct Bulk<R> {
     failed: BTreeMap<u64, Box<TaskError>>,
 }
 
-/// Calls `f(word, mask)` for the words of a bitmap that hold bits
-/// `at..at + n`, each with the mask of those bits.
+/// Whether none of bits `at..at + n` is set: the partial words one by
+/// one, the whole ones in one tight pass (a run of a result
+/// frame is thousands of items: a closure call per word was ~0.4
+/// instructions per item under callgrind).
 #[inline]
-fn for_words(at: usize, n: usize, mut f: impl FnMut(usize, u64)) {
-    let end = at + n;
-    let mut i = at;
-    while i < end {
-        let (w, lo) = (i / 64, i % 64);
-        let hi = (end - w * 64).min(64);
-        let mask = if hi - lo == 64 { !0 } else { ((1u64 << (hi - lo)) - 1) << lo };
-        f(w, mask);
-        i = w * 64 + hi;
+fn none_set(have: &[u64], at: usize, n: usize) -> bool {
+    let (head, whole, tail) = split_words(at, n);
+    let mut clear = have[whole.clone()].iter().fold(0, |a, &w| a | w) == 0;
+    for (w, m) in [head, tail].into_iter().flatten() {
+        clear &= have[w] & m == 0;
     }
+    clear
+}
+
+/// Sets bits `at..at + n` (as [`none_set`] walks them).
+#[inline]
+fn set_all(have: &mut [u64], at: usize, n: usize) {
+    let (head, whole, tail) = split_words(at, n);
+    have[whole].fill(!0);
+    for (w, m) in [head, tail].into_iter().flatten() {
+        have[w] |= m;
+    }
+}
+
+/// A word's index and the mask of some of its bits.
+type Masked = (usize, u64);
+
+/// Bits `at..at + n` as (a partial first word and its mask, the whole
+/// words, a partial last word and its mask).
+#[inline]
+fn split_words(at: usize, n: usize) -> (Option<Masked>, std::ops::Range<usize>, Option<Masked>) {
+    let end = at + n;
+    let (first_whole, end_whole) = (at.div_ceil(64), end / 64);
+    if first_whole > end_whole {
+        // Inside one word.
+        let mask = if n == 0 { 0 } else { ((!0u64) >> (64 - n)) << (at % 64) };
+        return (Some((at / 64, mask)).filter(|_| n > 0), 0..0, None);
+    }
+    let head = (!at.is_multiple_of(64)).then(|| (at / 64, !0u64 << (at % 64)));
+    let tail = (!end.is_multiple_of(64)).then(|| (end / 64, (1u64 << (end % 64)) - 1));
+    (head, first_whole..end_whole, tail)
 }
 
 impl<R> Bulk<R> {
@@ -112,9 +140,7 @@ impl<R> Bulk<R> {
         }
         let n = bytes.len() / width;
         let at = usize::try_from(at).ok().filter(|&a| a.checked_add(n).is_some_and(|e| e <= self.vals.len()))?;
-        let mut clear = true;
-        for_words(at, n, |w, m| clear &= self.have[w] & m == 0);
-        if !clear {
+        if !none_set(&self.have, at, n) {
             // Some came already (never on the normal path): one by one.
             let mut new = 0;
             for (k, v) in bytes.chunks_exact(width).enumerate() {
@@ -130,7 +156,7 @@ impl<R> Bulk<R> {
         // `bytes`: `n * width` bytes of a private buffer (never shared), not overlapping `vals`.
         // SAFETY: `at + n <= len` (checked): inside `vals`; `R` is plain data: any bytes are a valid `R`.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.vals.as_mut_ptr().add(at).cast::<u8>(), bytes.len()) };
-        for_words(at, n, |w, m| self.have[w] |= m);
+        set_all(&mut self.have, at, n);
         Some(n as u64)
     }
 
@@ -144,9 +170,7 @@ impl<R> Bulk<R> {
         let width = std::mem::size_of::<R>();
         let bytes = n.checked_mul(width)?;
         let at = usize::try_from(at).ok().filter(|&a| a.checked_add(n).is_some_and(|e| e <= self.vals.len()))?;
-        let mut clear = true;
-        for_words(at, n, |w, m| clear &= self.have[w] & m == 0);
-        if !clear {
+        if !none_set(&self.have, at, n) {
             // Some came already (never on the normal path): through a buffer.
             let mut buf = vec![MaybeUninit::new(0u8); bytes];
             copy(&mut buf);
@@ -161,7 +185,7 @@ impl<R> Bulk<R> {
         // `copy` initialises every byte of `dst` (its contract); `R` is
         // plain data (the constructor's contract): any bytes are an `R`.
         copy(dst);
-        for_words(at, n, |w, m| self.have[w] |= m);
+        set_all(&mut self.have, at, n);
         Some(n as u64)
     }
 
@@ -186,11 +210,13 @@ impl<R> Bulk<R> {
         let n = self.vals.len();
         let mut missing = None;
         if from < n {
-            for_words(from, n - from, |w, m| {
-                let holes = !self.have[w] & m;
-                if missing.is_none() && holes != 0 {
-                    missing = Some(w * 64 + holes.trailing_zeros() as usize);
-                }
+            let (head, whole, tail) = split_words(from, n - from);
+            let hole = |(w, m): (usize, u64)| Some(!self.have[w] & m).filter(|&h| h != 0).map(|h| w * 64 + h.trailing_zeros() as usize);
+            missing = head.and_then(hole).or_else(|| {
+                // Whole words in one tight pass (all set, normally).
+                let k = self.have[whole.clone()].iter().position(|&w| w != !0);
+                k.map(|k| (whole.start + k) * 64 + (!self.have[whole.start + k]).trailing_zeros() as usize)
+                    .or_else(|| tail.and_then(hole))
             });
         }
         let failed = self.failed.range(from as u64..).next().map(|(&k, _)| k as usize);
@@ -229,6 +255,36 @@ impl<R> Bulk<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_helpers_agree_with_bit_by_bit() {
+        for at in 0..140 {
+            for n in 0..140 {
+                let mut have = vec![0u64; 5];
+                set_all(&mut have, at, n);
+                for i in 0..320 {
+                    assert_eq!(have[i / 64] >> (i % 64) & 1 == 1, (at..at + n).contains(&i), "at {at} n {n} bit {i}");
+                }
+                let mut one = vec![0u64; 5];
+                for i in [at.wrapping_sub(1), at, at + n / 2, at + n.saturating_sub(1), at + n] {
+                    if i < 320 {
+                        one.fill(0);
+                        one[i / 64] |= 1 << (i % 64);
+                        assert_eq!(none_set(&one, at, n), !(at..at + n).contains(&i), "at {at} n {n} bit {i}");
+                    }
+                }
+                let mut b = Bulk::<u64>::new(300);
+                set_all(&mut b.have, 0, 300);
+                if at + n < 300 && n > 0 {
+                    let hole = at + n - 1;
+                    b.have[hole / 64] &= !(1 << (hole % 64));
+                    assert_eq!(b.first_not_ok(at), Some(hole), "at {at} n {n}");
+                } else if at < 300 {
+                    assert_eq!(b.first_not_ok(at), None);
+                }
+            }
+        }
+    }
 
     #[test]
     fn runs_fill_in_place_and_the_first_hole_or_failure_is_found() {

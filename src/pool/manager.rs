@@ -1099,11 +1099,14 @@ fn accept(w: &mut Worker, frame: &[u8], jobs: &mut JobMap<JobEntry>) -> bool {
         return false;
     }
     front.answered += h.count;
-    if front.answered == front.count {
-        w.fifo.pop_front();
-    }
+    let done = if front.answered == front.count { w.fifo.pop_front() } else { None };
     w.received += u64::from(h.count);
     if let Some(j) = jobs.get(&h.job) {
+        // Its buffer back to the job (before the job can finish), for an
+        // `apply` recycled with it (no allocation per call).
+        if let Some(s) = done {
+            j.sink.give_back(s.frame.bytes);
+        }
         if j.cancelled {
             for k in 0..u64::from(h.count) {
                 j.sink.fail(TaskError::Cancelled { index: h.first + k });

@@ -41,6 +41,14 @@
 //!   microseconds before it sleeps, so a short task's round trip involves
 //!   no other thread of the pool's process (and no system call). The
 //!   manager thread keeps the liveness checks, timeouts and restarts.
+//! - Once the workers are up, a steady loop of `apply_async(..).get()`
+//!   allocates nothing per call in the caller: a finished `apply`'s state
+//!   (its job, result handle and task frame buffer) goes back to a small
+//!   per-pool free list when its [`AsyncResult`] is dropped, and the next
+//!   `apply` of the same types reuses it (only when nothing else holds it:
+//!   a handle given a callback, or a job the manager has not let go of yet,
+//!   is simply not reused). A plain-data `map` allocates per map and per
+//!   batch of frames, not per chunk or per item.
 //! - Completion callbacks ([`AsyncResult::then`]) run on a thread of their
 //!   own, one after another (as Python's result-handler thread), started
 //!   with the pool's first callback: a callback that waits for its pool
@@ -228,12 +236,35 @@ pub(crate) struct Shared {
     pub(crate) req_waiting: AtomicU32,
     /// The completion callbacks' queue and thread.
     pub(crate) callbacks: Arc<result::Callbacks>,
+    /// Finished `apply` jobs' states, kept for the next `apply` of the
+    /// same types (at most [`FREE_MAX`]; see `Finisher::recycle`).
+    pub(crate) free: Mutex<Vec<Arc<dyn std::any::Any + Send + Sync>>>,
 }
+
+/// How many finished `apply` states a pool keeps for reuse (more than one
+/// for a caller that keeps a few `apply_async` handles in flight).
+pub(crate) const FREE_MAX: usize = 16;
 
 impl Shared {
     /// Whether `join` cut off `job`'s input.
     pub(crate) fn is_cut(&self, job: u64) -> bool {
         self.lock_inbox().cut.contains(&job)
+    }
+
+    /// A kept state of type `X` (see [`Shared::free`]), if there is one.
+    pub(crate) fn take_free<X: Send + Sync + 'static>(&self) -> Option<Arc<X>> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        let at = free.iter().rposition(|f| (**f).is::<X>())?;
+        free.swap_remove(at).downcast::<X>().ok()
+    }
+
+    /// Keeps a finished state for reuse, if there is room (the list's
+    /// capacity is reserved: no allocation here).
+    pub(crate) fn put_free(&self, x: Arc<dyn std::any::Any + Send + Sync>) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < FREE_MAX.min(free.capacity()) {
+            free.push(x);
+        }
     }
 
     pub(crate) fn lock_inbox(&self) -> MutexGuard<'_, Inbox> {
@@ -317,7 +348,9 @@ impl Shared {
     /// job's parts back) if the state is busy: send it through the inbox
     /// then. The caller watches the job from here on (see
     /// `manager.rs`, "Helping").
-    #[allow(clippy::type_complexity)]
+    // (The `Err` hands the job's parts back, frame and all: moved, not
+    // boxed, so the path that falls back to the inbox allocates nothing more.)
+    #[allow(clippy::type_complexity, clippy::result_large_err)]
     fn submit_direct(
         &self,
         id: u64,
@@ -593,7 +626,7 @@ impl Pool {
         // Weak: a result kept after the pool is gone keeps nothing of it
         // alive (its segment's name is removed with the pool).
         let small = job.expected().is_some_and(|n| n <= self.shared.processes as u64);
-        AsyncResult::new(Arc::new(Finisher { id, job, finish, pool: Arc::downgrade(&self.shared), small, placed: None }))
+        AsyncResult::new(Arc::new(Finisher { id, job, finish, pool: Arc::downgrade(&self.shared), small, placed: None, reuse: false }))
     }
 
     /// Submits every item of `items` as one job, in chunks of `chunksize`
@@ -821,8 +854,14 @@ impl Pool {
         registered::<F>()?;
         // One item: its own slot (no bulk state for one value).
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
-        let job = Job::<F::Out>::new(true, Some(1), false);
-        let mut frame = TaskFrame::new(id, 0, F::ID.as_bytes());
+        // A finished `apply`'s state and frame buffer when the pool kept
+        // one (no allocation per call), else new ones.
+        let (fin, buf) = match Finisher::<F::Out, F::Out>::reused(&self.shared, id) {
+            Some((fin, buf)) => (Some(fin), buf),
+            None => (None, Vec::new()),
+        };
+        let job = fin.as_ref().map_or_else(|| Job::<F::Out>::new(true, Some(1), false), |f| Arc::clone(&f.job));
+        let mut frame = TaskFrame::new_in(buf, id, 0, F::ID.as_bytes());
         let frame = match frame.push(|out| arg.encode(out)) {
             // (The first item of a frame always fits, or is too large.)
             Ok(_) => Some(frame.finish(true)),
@@ -842,8 +881,21 @@ impl Pool {
                 None
             }
         };
-        let pool = Arc::downgrade(&self.shared);
-        Ok(AsyncResult::new(Arc::new(Finisher { id, job, finish: result::finish_one, pool, small: true, placed })))
+        let fin = match fin {
+            Some(mut fin) => {
+                drop(job);
+                // Nobody else holds it yet: the manager holds the job only.
+                if let Some(f) = Arc::get_mut(&mut fin) {
+                    f.placed = placed;
+                }
+                fin
+            }
+            None => {
+                let pool = Arc::downgrade(&self.shared);
+                Arc::new(Finisher { id, job, finish: result::finish_one, pool, small: true, placed, reuse: true })
+            }
+        };
+        Ok(AsyncResult::new(fin))
     }
 
     /// `f` on every item, results in order, with Python's default chunk

@@ -240,9 +240,30 @@ pub(crate) struct JobState<R> {
     /// Plain-data results of a job of known size: they land here (in
     /// place, a frame at a time) and `slots` stays empty.
     bulk: Option<Bulk<R>>,
+    /// The buffer of the job's task frame, given back by the manager once
+    /// the frame is answered ([`Sink::give_back`]): a recycled `apply`
+    /// job builds its next frame in it (see [`Finisher::recycle`]).
+    spare: Vec<u8>,
 }
 
 impl<R> JobState<R> {
+    /// Back to a new one-item job's state (an `apply`'s, as `Job::new(true,
+    /// Some(1), false)` makes it), keeping its buffers' capacity.
+    fn reset_one(&mut self) {
+        self.ordered = true;
+        self.slots.clear();
+        self.slots.push_back(None);
+        self.base = 0;
+        self.done.clear();
+        self.filled = 0;
+        self.expected = Some(1);
+        self.aborted = false;
+        self.taken = false;
+        self.on_done = None;
+        self.waiters = 0;
+        self.bulk = None;
+    }
+
     fn finished(&self) -> bool {
         self.aborted || self.expected.is_some_and(|n| self.filled >= n)
     }
@@ -332,6 +353,7 @@ impl<R> Job<R> {
                 on_done: None,
                 waiters: 0,
                 bulk: bulk_state,
+                spare: Vec::new(),
             }),
             cond: Condvar::new(),
             finished: AtomicBool::new(false),
@@ -449,6 +471,9 @@ pub(crate) trait Sink: Send + Sync {
     fn set_expected(&self, n: u64);
     /// The pool gave up on the job (terminated): wake everyone.
     fn abort(&self);
+    /// The buffer of one of the job's task frames, answered: kept (if
+    /// small) for the job's next life (see [`Finisher::recycle`]).
+    fn give_back(&self, bytes: Vec<u8>);
 }
 
 fn message(payload: &[u8]) -> String {
@@ -582,7 +607,20 @@ impl<R: Handoff + Send + 'static> Sink for Job<R> {
     fn abort(&self) {
         self.update(|s| s.aborted = true);
     }
+
+    fn give_back(&self, bytes: Vec<u8>) {
+        // Only an `apply`'s small frame is worth keeping (and a lock).
+        if bytes.capacity() > 0 && bytes.capacity() <= SPARE_FRAME_MAX {
+            let mut s = self.lock();
+            if s.spare.capacity() == 0 {
+                s.spare = bytes;
+            }
+        }
+    }
 }
+
+/// The largest task frame buffer a job keeps for its next life.
+const SPARE_FRAME_MAX: usize = 4096;
 
 /// How an [`AsyncResult`] turns its job's outcomes into its value.
 type Finish<R, T> = fn(&mut JobState<R>) -> Result<T, PoolError>;
@@ -598,6 +636,10 @@ pub(crate) trait Pending<T>: Send + Sync {
     fn release(&self);
     /// `None`: cancel the job; `Some(d)`: set its items' timeout.
     fn control(&self, timeout: Option<Duration>);
+    /// The handle is dropped and this was its reference: [`release`](Self::release),
+    /// then keep the state for the pool's next job of its kind if nobody
+    /// else holds it (see [`Finisher::recycle`]).
+    fn recycle(self: Arc<Self>);
 }
 
 pub(crate) struct Finisher<R, T> {
@@ -617,6 +659,28 @@ pub(crate) struct Finisher<R, T> {
     /// caller yields its core at once instead of spinning (the worker may
     /// be waiting for this very core).
     pub(crate) placed: Option<(usize, u64)>,
+    /// An `apply` job: its state goes back to the pool for the next
+    /// `apply` of the same types when its handle is dropped ([`Finisher::recycle`]).
+    pub(crate) reuse: bool,
+}
+
+impl<R: Send + 'static> Finisher<R, R> {
+    /// A recycled `apply` job's state for job `id`, from `pool`'s free
+    /// list (and the buffer its last frame was built in), if one of these
+    /// types is there: no allocation per `apply` (issue 13, item 5).
+    pub(crate) fn reused(pool: &Shared, id: u64) -> Option<(Arc<Self>, Vec<u8>)> {
+        let mut fin = pool.take_free::<Finisher<R, R>>()?;
+        let me = Arc::get_mut(&mut fin)?;
+        me.id = id;
+        me.placed = None;
+        let job = Arc::get_mut(&mut me.job)?;
+        // Relaxed: nobody else holds the job (`get_mut`).
+        job.finished.store(false, Ordering::Relaxed);
+        let s = job.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        s.reset_one();
+        let spare = std::mem::take(&mut s.spare);
+        Some((fin, spare))
+    }
 }
 
 impl<R, T> Finisher<R, T> {
@@ -735,6 +799,29 @@ impl<R: Send + 'static, T: Send + 'static> Pending<T> for Finisher<R, T> {
         self.hand_over();
     }
 
+    fn recycle(mut self: Arc<Self>) {
+        self.release();
+        if !self.reuse {
+            return;
+        }
+        let Some(pool) = self.pool.upgrade() else { return };
+        // Only when nobody else holds the handle's state (a `then`
+        // callback's clone) or the job (the manager lets go of it when it
+        // finishes; a job it still holds is simply not reused).
+        let Some(me) = Arc::get_mut(&mut self) else { return };
+        let Some(job) = Arc::get_mut(&mut me.job) else { return };
+        let s = job.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if !s.finished() {
+            return;
+        }
+        // Its unread value (a handle dropped without `get`) goes now, in
+        // the dropping thread, as it would have without reuse.
+        s.slots.clear();
+        s.done.clear();
+        s.on_done = None;
+        pool.put_free(self);
+    }
+
     fn control(&self, timeout: Option<Duration>) {
         let msg = match timeout {
             None => super::Msg::Cancel { job: self.id },
@@ -834,14 +921,17 @@ pub(crate) fn finish_all<R>(s: &mut JobState<R>) -> Result<Vec<R>, PoolError> {
 /// assert_eq!(r.get().unwrap(), 49);
 /// ```
 pub struct AsyncResult<T> {
-    pending: Arc<dyn Pending<T>>,
+    /// Taken out (once) by `drop`, to be recycled.
+    pending: std::mem::ManuallyDrop<Arc<dyn Pending<T>>>,
     _t: PhantomData<fn() -> T>,
 }
 
 impl<T> Drop for AsyncResult<T> {
     /// A job nobody waits on any more is watched by the manager thread.
     fn drop(&mut self) {
-        self.pending.release();
+        // SAFETY: `drop` runs once, and `pending` is not used after this.
+        let pending = unsafe { std::mem::ManuallyDrop::take(&mut self.pending) };
+        pending.recycle();
     }
 }
 
@@ -853,7 +943,7 @@ impl<T> std::fmt::Debug for AsyncResult<T> {
 
 impl<T: Send + 'static> AsyncResult<T> {
     pub(crate) fn new(pending: Arc<dyn Pending<T>>) -> Self {
-        AsyncResult { pending, _t: PhantomData }
+        AsyncResult { pending: std::mem::ManuallyDrop::new(pending), _t: PhantomData }
     }
 
     /// Waits for the value (Python's `get()`): the value, or the first
@@ -997,7 +1087,7 @@ impl<T: Send + 'static> AsyncResult<T> {
     /// assert_eq!(rx.recv().unwrap(), Ok(vec![1, 4]));
     /// ```
     pub fn then(self, callback: impl FnOnce(Result<T, PoolError>) + Send + 'static) {
-        let pending = Arc::clone(&self.pending);
+        let pending = Arc::clone(&*self.pending);
         self.pending.on_done(Box::new(move || callback(pending.take())));
     }
 }
