@@ -192,7 +192,7 @@ impl SharedFrame<'_> {
     /// full UTF-8 validation, of the private copy.
     #[inline(always)]
     fn tail_string(&self, at: usize) -> Result<String, HandoffError> {
-        let mut v = Vec::new();
+        let mut v = Vec::with_capacity(self.len.saturating_sub(at));
         if self.tail_into(at, &mut v) {
             // SAFETY: every byte of `v` is below 0x80 (the copy's verdict on the very values it wrote into `v`):
             // ASCII is valid UTF-8.

@@ -463,7 +463,10 @@ impl<T: RingItem> MpmcQueue<T> {
     where
         ShmSlots<T>: Slots<V>,
     {
-        self.attempt(flight, |ring, slots, op| ring.push(slots, op, v))?;
+        // (`attempt`'s steps written out: its closure was not always
+        // inlined, an outlined call per put.)
+        let mine = self.ctl().records.mine();
+        self.ring().push(&self.slots(), &mut Op { rec: mine.record(), flight }, v)?;
         self.pushed(1);
         Ok(())
     }
@@ -474,7 +477,9 @@ impl<T: RingItem> MpmcQueue<T> {
     where
         ShmSlots<T>: Slots<R::Via>,
     {
-        let (v, _) = self.attempt(flight, |ring, slots, op| ring.pop_with(slots, op, r))?;
+        // (`attempt`'s steps written out, as in `push_once`.)
+        let mine = self.ctl().records.mine();
+        let (v, _) = self.ring().pop_with(&self.slots(), &mut Op { rec: mine.record(), flight }, r)?;
         self.popped(1);
         Ok(v)
     }
