@@ -1,5 +1,9 @@
 //! `Queue<String>` (64-byte strings, encoded frames on the MPMC frame
-//! ring), 1 producer process -> 1 consumer process, beside our
+//! ring), 1 producer process -> 1 consumer process, with the owned forms
+//! (`put(item.clone())`, `get()`: a malloc and a free on each side per
+//! item) and with the borrowed ones (`put_ref(&item)`, `get_into(&mut s)`:
+//! none, as the ByteQueue case's `send(&frame)` / `recv_into(&mut buf)`),
+//! beside our
 //! `ByteQueue` with 64-byte frames (the same bytes, no encoding, SPSC) and
 //! Python's `multiprocessing.Queue` with the same strings (via
 //! `benches/python_queue.py N str64`, if python3 runs here), in the same

@@ -197,8 +197,9 @@ impl<T: Handoff> ItemRing<T> {
                 Ok(())
             }
             ItemRing::Frames(q) => {
-                let frame = Self::pop(q, mode, &mut FrameInto(&mut *out))?;
-                frames::decode_into(frame, out).map_err(|e| e.map_or(GetFail::Corrupted, GetFail::Decode))
+                let mut r = FrameInto::new(&mut *out);
+                Self::pop(q, mode, &mut r)?;
+                frames::decode_into(r.into_frame(), out).map_err(|e| e.map_or(GetFail::Corrupted, GetFail::Decode))
             }
         }
     }
