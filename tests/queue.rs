@@ -597,14 +597,14 @@ fn check_string_queue(q: &Queue<String>, cap: usize, ops: Vec<StrOp>) -> Result<
             StrOp::PutRef(v) => {
                 let r = q.put_ref_nowait(&v);
                 if closed {
-                    prop_assert_eq!(r, Err(TryPutError::Closed(&v)));
+                    prop_assert_eq!(r, Err(TryPutError::Closed(())));
                 } else if v.len() + 8 > q.max_frame() {
-                    prop_assert_eq!(r, Err(TryPutError::TooLarge { len: v.len() + 8, max: q.max_frame(), item: &v }));
+                    prop_assert_eq!(r, Err(TryPutError::TooLarge { len: v.len() + 8, max: q.max_frame(), item: () }));
                 } else if cap == 0 || model.len() < cap {
                     prop_assert!(r.is_ok());
                     model.push_back(v);
                 } else {
-                    prop_assert_eq!(r, Err(TryPutError::Full(&v)));
+                    prop_assert_eq!(r, Err(TryPutError::Full(())));
                 }
             }
             StrOp::GetInto => {

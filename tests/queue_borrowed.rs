@@ -367,3 +367,24 @@ fn get_into_reuses_nested_buffers_and_leaves_the_destination_on_closed() {
     assert_eq!(q.get_into(&mut got), Err(GetError::Closed));
     assert_eq!(got, ["c"]);
 }
+
+/// `JoinableQueue` counts borrowed puts as tasks, bounded and unbounded:
+/// `join` waits for a `task_done` per `put_ref`.
+#[test]
+fn joinable_queues_count_put_ref_items_as_tasks() {
+    for q in [shmproc::JoinableQueue::<String>::new(4).unwrap(), shmproc::JoinableQueue::<String>::new(0).unwrap()] {
+        let s = "task".to_string();
+        q.put_ref(&s).unwrap();
+        q.put_ref_nowait(&s).unwrap();
+        assert_eq!(q.unfinished_tasks(), 2);
+        let mut got = String::new();
+        for _ in 0..2 {
+            q.get_into(&mut got).unwrap();
+            assert_eq!(got, s);
+            assert!(!q.join_timeout(Duration::from_millis(1)));
+            q.task_done().unwrap();
+        }
+        assert!(q.join_timeout(Duration::from_millis(1)));
+        assert!(q.task_done().is_err());
+    }
+}

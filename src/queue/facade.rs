@@ -250,7 +250,9 @@ assert!(len > max); // its encoded length
             /// (plain data) or encoded (anything else) into the queue
             /// straight from `item`, so the caller keeps it and no clone is
             /// made. Waits for room; fails only if closed, or if the item
-            /// is too large, handing the reference back.
+            /// is too large. The errors carry `()` where the owned forms
+            /// hand the item back (the caller still has it), so they are
+            /// `'static` and go through `?` into any error type.
             #[doc = concat!("```
 let q = shmproc::", $doc_ty, "::<String>::new(4).unwrap();
 let line = \"x\".repeat(64);
@@ -259,15 +261,15 @@ for _ in 0..3 {
 }
 assert_eq!(q.get().unwrap(), line);
 let big = \"y\".repeat(q.max_frame());
-let Err(shmproc::PutError::TooLarge { item, .. }) = q.put_ref(&big) else { panic!() };
-assert!(std::ptr::eq(item, &big)); // the reference handed back
+let Err(shmproc::PutError::TooLarge { len, max, .. }) = q.put_ref(&big) else { panic!() };
+assert_eq!((len, max), (big.len() + 8, q.max_frame())); // encoded length, limit
 ```")]
             #[inline]
-            pub fn put_ref<'a>(&self, item: &'a T) -> Result<(), PutError<&'a T>> {
+            pub fn put_ref(&self, item: &T) -> Result<(), PutError<()>> {
                 if self.handle_closed() {
-                    return Err(PutError::Closed(item));
+                    return Err(PutError::Closed(()));
                 }
-                self.q.put_ref(item, Mode::Until(Deadline::NEVER)).map_err(|e| e.with(item).waited())
+                self.q.put_ref(item, Mode::Until(Deadline::NEVER)).map_err(PutFail::waited)
             }
 
             /// [`put_nowait`](Self::put_nowait) from a reference (as
@@ -276,14 +278,14 @@ assert!(std::ptr::eq(item, &big)); // the reference handed back
 let q = shmproc::", $doc_ty, "::<String>::new(1).unwrap();
 let s = \"pear\".to_string();
 q.put_ref_nowait(&s).unwrap();
-assert_eq!(q.put_ref_nowait(&s), Err(shmproc::TryPutError::Full(&s)));
+assert_eq!(q.put_ref_nowait(&s), Err(shmproc::TryPutError::Full(())));
 ```")]
             #[inline]
-            pub fn put_ref_nowait<'a>(&self, item: &'a T) -> Result<(), TryPutError<&'a T>> {
+            pub fn put_ref_nowait(&self, item: &T) -> Result<(), TryPutError<()>> {
                 if self.handle_closed() {
-                    return Err(TryPutError::Closed(item));
+                    return Err(TryPutError::Closed(()));
                 }
-                self.q.put_ref(item, Mode::Try).map_err(|e| e.with(item).tried())
+                self.q.put_ref(item, Mode::Try).map_err(PutFail::tried)
             }
 
             /// [`put_timeout`](Self::put_timeout) from a reference (as
@@ -293,18 +295,18 @@ let q = shmproc::", $doc_ty, "::<String>::new(1).unwrap();
 let s = \"fig\".to_string();
 q.put_ref_timeout(&s, std::time::Duration::from_millis(2)).unwrap();
 let r = q.put_ref_timeout(&s, std::time::Duration::from_millis(2));
-assert_eq!(r, Err(shmproc::PutTimeoutError::TimedOut(&s)));
+assert_eq!(r, Err(shmproc::PutTimeoutError::TimedOut(())));
 ```")]
-            pub fn put_ref_timeout<'a>(&self, item: &'a T, timeout: Duration) -> Result<(), PutTimeoutError<&'a T>> {
+            pub fn put_ref_timeout(&self, item: &T, timeout: Duration) -> Result<(), PutTimeoutError<()>> {
                 if self.handle_closed() {
-                    return Err(PutTimeoutError::Closed(item));
+                    return Err(PutTimeoutError::Closed(()));
                 }
                 // As in `put_timeout`: the clock is read only to wait.
                 match self.q.put_ref(item, Mode::Try) {
                     Err(PutFail::Full(())) => self.q.put_ref(item, Mode::Until(Deadline::after(timeout))),
                     r => r,
                 }
-                .map_err(|e| e.with(item).timed())
+                .map_err(PutFail::timed)
             }
 
             /// [`get`](Self::get) into `out`, a value the caller reuses:
