@@ -134,17 +134,7 @@ impl<T: Handoff> ItemRing<T> {
                 // SAFETY: this ring exists only for a `T` with a `PodWire` (`create`/`open` choose it by
                 // `T::__POD`), and a `PodWire<T>` is built only for a `ShmType` (so `Pod`: `Copy`, no `Drop`) or an
                 // array of such: a bitwise copy is a valid, independent `T`.
-                let v = PodVia(unsafe { std::ptr::read(item) });
-                match mode {
-                    Mode::Try => q.try_push(v).map_err(|e| match e {
-                        TryPutError::Full(_) => PutFail::Full(()),
-                        _ => PutFail::Closed(()),
-                    }),
-                    Mode::Until(d) => q.push_until(v, d).map_err(|e| match e {
-                        PutTimeoutError::TimedOut(_) => PutFail::TimedOut(()),
-                        _ => PutFail::Closed(()),
-                    }),
-                }
+                Self::push(q, PodVia(unsafe { std::ptr::read(item) }), mode)
             }
             // Written straight into the slot when the type says how
             // (`String`: its length word and bytes); else encoded into the
@@ -164,12 +154,21 @@ impl<T: Handoff> ItemRing<T> {
             // A closed queue says so first, whatever the item.
             return Err(if q.is_closed() { PutFail::Closed(()) } else { PutFail::TooLarge((), len, q.max_frame()) });
         }
+        Self::push(q, frame, mode)
+    }
+
+    /// One push of `v` into `q` (the caller keeps or gives back the item).
+    #[inline(always)]
+    fn push<I: RingItem, V>(q: &MpmcQueue<I>, v: V, mode: Mode) -> Result<(), PutFail<()>>
+    where
+        ShmSlots<I>: Slots<V>,
+    {
         match mode {
-            Mode::Try => q.try_push_v(frame).map_err(|e| match e {
+            Mode::Try => q.try_push_v(v).map_err(|e| match e {
                 TryPutError::Full(_) => PutFail::Full(()),
                 _ => PutFail::Closed(()),
             }),
-            Mode::Until(d) => q.push_until(frame, d).map_err(|e| match e {
+            Mode::Until(d) => q.push_until(v, d).map_err(|e| match e {
                 PutTimeoutError::TimedOut(_) => PutFail::TimedOut(()),
                 _ => PutFail::Closed(()),
             }),
