@@ -277,42 +277,15 @@ fn get_into_consumers_killed_at_random_lose_at_most_their_own_frame() {
             }
         })
     };
-    let mut kills = 0u64;
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    while !producer.is_finished() {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(5 + seed % 40));
-        let victim = (seed >> 8) as usize % consumers.len();
-        let _ = consumers[victim].kill();
-        let _ = consumers[victim].join_timeout(common::DEADLINE);
-        kills += 1;
-        consumers[victim] = spawn();
-    }
+    let kills = common::kill_at_random(&mut consumers, spawn, || producer.is_finished());
     producer.join().unwrap();
     q.close_all();
     for c in &consumers {
         let _ = common::join(c);
         assert_eq!(c.exitcode(), Some(0), "a consumer failed");
     }
-    let mut seen = vec![0u32; n as usize];
-    while let Ok(tag) = ack.get_nowait() {
-        assert!(tag < n, "item {} arrived torn", u64::MAX - tag);
-        seen[tag as usize] += 1;
-    }
-    let dup: Vec<usize> = (0..n as usize).filter(|&i| seen[i] > 1).collect();
-    let missing = seen.iter().filter(|&&c| c == 0).count() as u64;
-    assert!(dup.is_empty(), "items that arrived twice: {dup:?}");
-    assert!(missing <= kills, "{missing} items missing after {kills} consumer kills");
+    common::check_acks(&ack, n, kills);
     assert_eq!(q.qsize(), 0);
-}
-
-fn find_in_segment(name: &str, needle: &[u8]) -> (std::fs::File, u64) {
-    let path = format!("/dev/shm/{}{name}", shmproc::NAME_PREFIX);
-    let bytes = std::fs::read(&path).unwrap();
-    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("payload in the segment");
-    (std::fs::OpenOptions::new().write(true).open(&path).unwrap(), at as u64)
 }
 
 /// Corrupted frames read with `get_into`: one with invalid UTF-8 is
@@ -327,9 +300,9 @@ fn corrupted_frames_read_into_a_reused_string_are_reported_and_leave_it_valid() 
     q.put_ref(&"MARKER-one-MARKER".to_string()).unwrap();
     q.put_ref(&"MARKER-two-MARKER".to_string()).unwrap();
     q.put_ref(&"three".to_string()).unwrap();
-    let (f, at) = find_in_segment(q.name(), b"MARKER-one-MARKER");
+    let (f, at) = common::find_in_segment(q.name(), b"MARKER-one-MARKER");
     f.write_all_at(&[0xFF], at).unwrap();
-    let (f, at) = find_in_segment(q.name(), b"MARKER-two-MARKER");
+    let (f, at) = common::find_in_segment(q.name(), b"MARKER-two-MARKER");
     // A small frame's payload (the String's 8-byte length first) follows
     // the header's `len` word directly.
     f.write_all_at(&u64::MAX.to_ne_bytes(), at - 16).unwrap();
