@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shmproc::queue::{MpmcQueue, SpscQueue, WaitStrategy};
-use support::queue_cases::{bytes_frames, mpmc_2p2c, queue_strings, spsc_batched, spsc_pingpong, spsc_single};
+use support::queue_cases::{
+    bytes_frames, mpmc_2p2c, queue_strings, queue_strings_borrowed, spsc_batched, spsc_pingpong, spsc_single,
+};
 
 /// Runs `f(n)` (which returns M items/s for `n` items) and turns it into the
 /// time criterion expects for `n` iterations.
@@ -49,6 +51,9 @@ fn queues(c: &mut Criterion) {
     g.sample_size(10).throughput(Throughput::Elements(1));
     // Queue<String> of 64-byte strings, 1 producer -> 1 consumer process.
     g.bench_function("64_bytes_1p_1c", |b| b.iter_custom(|n| timed(n.max(2), queue_strings)));
+    // The same with the borrowed forms (put_ref from one String, get_into
+    // one reused String): like with like beside byte_frames/64_bytes.
+    g.bench_function("64_bytes_1p_1c_borrowed", |b| b.iter_custom(|n| timed(n.max(2), queue_strings_borrowed)));
     g.finish();
 }
 

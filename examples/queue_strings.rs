@@ -1,6 +1,7 @@
 //! The colour and fruit queues with real strings: a `Queue<String>` as in
 //! Python (`Queue()` is unbounded, `Queue(4)` holds four), and a queue of
-//! `(u32, String)` pairs filled by a child process.
+//! `(u32, String)` pairs filled by a child process; then the borrowed
+//! forms (`put_ref`, `get_into`) that hot loops use.
 //!
 //! Run: `cargo run --release --example queue_strings`
 
@@ -47,5 +48,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(picker.exitcode(), Some(0));
     assert_eq!(fruit.len(), 5);
     assert_eq!(fruit[3], "dragon fruit");
+
+    // The borrowed forms, for hot loops: `put_ref` encodes from a
+    // reference (no clone), `get_into` decodes into a reused `String`
+    // (no allocation once it is large enough).
+    let line = String::from("sorted: apple banana cherry");
+    for _ in 0..3 {
+        queue.put_ref(&line)?;
+    }
+    let mut buf = String::with_capacity(64);
+    for _ in 0..3 {
+        queue.get_into(&mut buf)?;
+        assert_eq!(buf, line);
+    }
     Ok(())
 }

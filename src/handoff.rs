@@ -88,6 +88,43 @@ pub trait Handoff: Sized {
     fn encode(&self, out: &mut Vec<u8>);
     /// Reads one value from the front of `input`, advancing it.
     fn decode(input: &mut &[u8]) -> Result<Self, HandoffError>;
+    /// Reads one value from the front of `input` into `self`, advancing
+    /// `input`: the value [`decode`](Self::decode) would give, reusing
+    /// what `self` already owns where the type can (`String` and `Vec`
+    /// keep their buffers, and a `Vec`'s elements, a tuple's fields and an
+    /// `Option`'s content are decoded into in turn), so a caller that
+    /// decodes into one value again and again allocates nothing once it
+    /// has grown. What a queue's [`get_into`](crate::Queue::get_into)
+    /// uses. The default is `*self = Self::decode(input)?`.
+    ///
+    /// On an error `self` holds a valid value, but which one is not
+    /// specified (`String`: empty; `Vec`: the elements decoded so far).
+    ///
+    /// ```
+    /// use shmproc::Handoff;
+    /// let mut bytes = Vec::new();
+    /// "pear".to_string().encode(&mut bytes);
+    /// let mut s = String::with_capacity(64);
+    /// let buf = s.as_ptr();
+    /// s.decode_into(&mut &bytes[..]).unwrap();
+    /// assert_eq!(s, "pear");
+    /// assert_eq!(s.as_ptr(), buf); // the same buffer: no allocation
+    /// ```
+    #[inline]
+    fn decode_into(&mut self, input: &mut &[u8]) -> Result<(), HandoffError> {
+        *self = Self::decode(input)?;
+        Ok(())
+    }
+    /// Not part of the API: [`__decode_frame`](Self::__decode_frame) into
+    /// `self`, reusing what it owns (as [`decode_into`](Self::decode_into)
+    /// of the frame's bytes would, with no bytes left over). `None`: copy
+    /// the frame out and use `decode_into`.
+    #[doc(hidden)]
+    #[inline(always)]
+    fn __decode_frame_into(&mut self, frame: &SharedFrame<'_>) -> Option<Result<(), HandoffError>> {
+        let _ = frame;
+        None
+    }
     /// Not part of the API: `Some` only for plain-data types (set by
     /// `shm_type!` / `handoff_pod!` and shmproc's own impls), which queues
     /// then move in fixed slots instead of encoding them. Chosen at compile
@@ -155,24 +192,49 @@ impl SharedFrame<'_> {
     /// full UTF-8 validation, of the private copy.
     #[inline(always)]
     fn tail_string(&self, at: usize) -> Result<String, HandoffError> {
+        let mut v = Vec::with_capacity(self.len.saturating_sub(at));
+        if self.tail_into(at, &mut v) {
+            // SAFETY: every byte of `v` is below 0x80 (the copy's verdict on the very values it wrote into `v`):
+            // ASCII is valid UTF-8.
+            Ok(unsafe { String::from_utf8_unchecked(v) })
+        } else {
+            String::from_utf8(v).map_err(|_| HandoffError::Invalid("String"))
+        }
+    }
+
+    /// [`tail_string`](Self::tail_string) into `s`, reusing its buffer;
+    /// on an error `s` is empty.
+    #[inline(always)]
+    fn tail_string_into(&self, at: usize, s: &mut String) -> Result<(), HandoffError> {
+        // SAFETY: `v` is UTF-8 again before this block ends, whatever happens: ASCII bytes, checked UTF-8, or
+        // emptied (nothing in between can unwind: the copy and the checks do not panic).
+        unsafe {
+            let v = s.as_mut_vec();
+            if !self.tail_into(at, v) && std::str::from_utf8(v).is_err() {
+                v.clear();
+                return Err(HandoffError::Invalid("String"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces `v`'s contents with the frame's bytes from `at` to its end
+    /// (one copy, into `v`'s buffer if it is large enough); whether they
+    /// are all ASCII (the test rides along with the copy).
+    #[inline(always)]
+    fn tail_into(&self, at: usize, v: &mut Vec<u8>) -> bool {
         let n = self.len.saturating_sub(at);
-        let mut v = Vec::with_capacity(n);
+        v.clear();
+        v.reserve(n);
         // SAFETY: `at + n <= len` bytes (`n` is what is left past `at`, 0 if nothing) are inside the frame (`new`);
         // the copy initialises the `n` reserved bytes that `set_len` then covers.
-        let ascii = unsafe {
+        unsafe {
             let ascii = crate::shm::copy::copy_from_shared_uninit_ascii(
                 self.ptr.add(at.min(self.len)),
                 &mut v.spare_capacity_mut()[..n],
             );
             v.set_len(n);
             ascii
-        };
-        if ascii {
-            // SAFETY: every byte of `v` is below 0x80 (the copy's verdict on the very values it wrote into `v`):
-            // ASCII is valid UTF-8.
-            Ok(unsafe { String::from_utf8_unchecked(v) })
-        } else {
-            String::from_utf8(v).map_err(|_| HandoffError::Invalid("String"))
         }
     }
 }
@@ -409,12 +471,37 @@ impl Handoff for String {
     /// `None`, so `decode` reports it as it always has.
     #[inline(always)]
     fn __decode_frame(frame: &SharedFrame<'_>) -> Option<Result<Self, HandoffError>> {
-        let n = frame.first_word()?;
-        if usize::try_from(n).ok()? != frame.len() - 8 {
-            return None;
-        }
+        string_frame(frame)?;
         Some(frame.tail_string(8))
     }
+    /// As `decode`, into this `String`'s buffer (empty on an error).
+    #[inline]
+    fn decode_into(&mut self, input: &mut &[u8]) -> Result<(), HandoffError> {
+        self.clear();
+        let n = take_len(input, 0, "String")?;
+        let b = take(input, n, "String")?;
+        if ascii(b) {
+            // SAFETY: ASCII is valid UTF-8.
+            self.push_str(unsafe { std::str::from_utf8_unchecked(b) });
+        } else {
+            self.push_str(std::str::from_utf8(b).map_err(|_| HandoffError::Invalid("String"))?);
+        }
+        Ok(())
+    }
+    /// As `__decode_frame`, into this `String`'s buffer.
+    #[inline(always)]
+    fn __decode_frame_into(&mut self, frame: &SharedFrame<'_>) -> Option<Result<(), HandoffError>> {
+        string_frame(frame)?;
+        Some(frame.tail_string_into(8, self))
+    }
+}
+
+/// `Some` if `frame` is a `String`'s: a length word that says exactly the
+/// bytes that follow it.
+#[inline(always)]
+fn string_frame(frame: &SharedFrame<'_>) -> Option<()> {
+    let n = frame.first_word()?;
+    (usize::try_from(n).ok()? == frame.len() - 8).then_some(())
 }
 
 impl<T: Handoff> Handoff for Vec<T> {
@@ -438,6 +525,21 @@ impl<T: Handoff> Handoff for Vec<T> {
         }
         Ok(v)
     }
+    /// As `decode`, into this `Vec`: its first elements are decoded into
+    /// (reusing theirs), the rest pushed, any beyond the new length
+    /// dropped first.
+    fn decode_into(&mut self, input: &mut &[u8]) -> Result<(), HandoffError> {
+        let size = std::mem::size_of::<T>();
+        let n = take_len(input, if size == 0 { MAX_ZERO_SIZED_LEN } else { 0 }, "Vec")?;
+        self.truncate(n);
+        for x in self.iter_mut() {
+            x.decode_into(input)?;
+        }
+        for _ in self.len()..n {
+            self.push(T::decode(input)?);
+        }
+        Ok(())
+    }
 }
 
 impl<T: Handoff> Handoff for Option<T> {
@@ -456,6 +558,16 @@ impl<T: Handoff> Handoff for Option<T> {
             1 => Ok(Some(T::decode(input)?)),
             _ => Err(HandoffError::Invalid("Option")),
         }
+    }
+    /// As `decode`; a `Some` decodes into the value it holds.
+    fn decode_into(&mut self, input: &mut &[u8]) -> Result<(), HandoffError> {
+        match (u8::decode(input)?, self.as_mut()) {
+            (0, _) => *self = None,
+            (1, Some(x)) => x.decode_into(input)?,
+            (1, None) => *self = Some(T::decode(input)?),
+            _ => return Err(HandoffError::Invalid("Option")),
+        }
+        Ok(())
     }
 }
 
@@ -487,6 +599,12 @@ macro_rules! handoff_tuple {
             }
             fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
                 Ok(($($n::decode(input)?,)+))
+            }
+            #[allow(non_snake_case)]
+            fn decode_into(&mut self, input: &mut &[u8]) -> Result<(), HandoffError> {
+                let ($($n,)+) = self;
+                $($n.decode_into(input)?;)+
+                Ok(())
             }
         }
     };

@@ -411,15 +411,6 @@ fn too_large_carries_the_item_its_encoded_length_and_the_limit_in_every_queue() 
     check("SimpleQueue::put", e, s.max_frame() + 8, s.max_frame());
 }
 
-/// Finds `needle` in the segment file of queue `name`; returns the file
-/// and the offset.
-fn find_in_segment(name: &str, needle: &[u8]) -> (std::fs::File, u64) {
-    let path = format!("/dev/shm/{}{name}", shmproc::NAME_PREFIX);
-    let bytes = std::fs::read(&path).unwrap();
-    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("payload in the segment");
-    (std::fs::OpenOptions::new().write(true).open(&path).unwrap(), at as u64)
-}
-
 #[test]
 fn a_corrupted_frame_is_removed_and_reported_and_the_next_one_arrives() {
     use std::os::unix::fs::FileExt;
@@ -430,9 +421,9 @@ fn a_corrupted_frame_is_removed_and_reported_and_the_next_one_arrives() {
     // Frame one: invalid UTF-8 in the payload. Frame two: a length beyond
     // the slot (a small frame's payload, which starts with the String's
     // 8-byte length, follows the header's `len` word directly).
-    let (f, at) = find_in_segment(q.name(), b"MARKER-one-MARKER");
+    let (f, at) = common::find_in_segment(q.name(), b"MARKER-one-MARKER");
     f.write_all_at(&[0xFF], at).unwrap();
-    let (f, at) = find_in_segment(q.name(), b"MARKER-two-MARKER");
+    let (f, at) = common::find_in_segment(q.name(), b"MARKER-two-MARKER");
     let payload = at - 8;
     f.write_all_at(&u64::MAX.to_ne_bytes(), payload - 8).unwrap();
     // One: whole, but its payload does not decode (invalid UTF-8). Two: not whole.
@@ -502,7 +493,7 @@ fn a_hostile_vec_length_of_huge_elements_is_corrupted_not_an_abort_of_the_reader
     let q = Queue::<Huge>::with_max_frame(2, 128 << 10).unwrap();
     let marker = "MARKER-hostile-MARKER";
     q.put((marker.into(), Vec::new())).unwrap();
-    let (f, at) = find_in_segment(q.name(), marker.as_bytes());
+    let (f, at) = common::find_in_segment(q.name(), marker.as_bytes());
     // A small frame's payload (the String's length prefix first) starts 16
     // bytes into its slot, after the sequence word and the `len` word.
     let slot = at - 8 - 16;

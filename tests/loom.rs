@@ -292,39 +292,72 @@ impl shmproc::loom_models::vyukov::Env for LoomEnv {
     }
 }
 
-/// Two producers push one item each, one consumer pops both: every
-/// interleaving delivers each item once, with no data race on a slot.
+/// Two producers push one item each, one consumer takes both with `pop`
+/// (its item, or `None` if the ring refused): every interleaving delivers
+/// each item once, with no data race on a slot.
+fn two_producers_one_consumer(mut pop: impl FnMut(&Mpmc, &mut LoomEnv) -> Option<u64>) {
+    let q = Mpmc::new();
+    let producers: Vec<_> = (1..=2u64)
+        .map(|v| {
+            let q = q.clone();
+            thread::spawn(move || {
+                let mut env = LoomEnv { repair_dead: None };
+                while q.ring().push(&q.slots, &mut env, v).is_err() {
+                    thread::yield_now();
+                }
+            })
+        })
+        .collect();
+    let mut env = LoomEnv { repair_dead: None };
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match pop(&q, &mut env) {
+            Some(v) => got.push(v),
+            None => thread::yield_now(),
+        }
+    }
+    for p in producers {
+        p.join().unwrap();
+    }
+    got.sort();
+    assert_eq!(got, [1, 2]);
+    assert_eq!(q.ring().len(), 0);
+}
+
 #[test]
 fn mpmc_ring_two_producers_one_consumer_deliver_each_item_once() {
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(3);
+    builder.check(|| two_producers_one_consumer(|q, env| q.ring().pop(&q.slots, env).ok().map(|(v, _)| v)));
+}
+
+/// `pop_with`'s reader for the model: copies the slot's value into a
+/// destination the consumer reuses (what a queue's `get_into` does), under
+/// loom's access checks.
+struct IntoReader<'a>(&'a mut u64);
+
+impl shmproc::loom_models::vyukov::SlotRead<HeapSlots> for IntoReader<'_> {
+    type Via = u64;
+    type Out = ();
+    unsafe fn read(&mut self, s: &HeapSlots, pos: u64) {
+        // SAFETY: the caller owns the slot (protocol under test).
+        *self.0 = unsafe { shmproc::loom_models::vyukov::Slots::read(s, pos) };
+    }
+}
+
+/// The same, the consumer reading each item into one reused destination
+/// through `pop_with` (the path of `Queue::get_into`): each item once, no
+/// race on the slots or the destination.
+#[test]
+fn mpmc_ring_pop_with_a_reader_delivers_each_item_once_into_the_destination() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
     builder.check(|| {
-        let q = Mpmc::new();
-        let producers: Vec<_> = (1..=2u64)
-            .map(|v| {
-                let q = q.clone();
-                thread::spawn(move || {
-                    let mut env = LoomEnv { repair_dead: None };
-                    while q.ring().push(&q.slots, &mut env, v).is_err() {
-                        thread::yield_now();
-                    }
-                })
-            })
-            .collect();
-        let mut env = LoomEnv { repair_dead: None };
-        let mut got = Vec::new();
-        while got.len() < 2 {
-            match q.ring().pop(&q.slots, &mut env) {
-                Ok((v, _)) => got.push(v),
-                Err(_) => thread::yield_now(),
-            }
-        }
-        for p in producers {
-            p.join().unwrap();
-        }
-        got.sort();
-        assert_eq!(got, [1, 2]);
-        assert_eq!(q.ring().len(), 0);
+        let mut dst = 0u64;
+        two_producers_one_consumer(|q, env| {
+            q.ring().pop_with(&q.slots, env, &mut IntoReader(&mut dst)).ok()?;
+            Some(dst)
+        })
     });
 }
 

@@ -555,14 +555,20 @@ proptest! {
 #[derive(Debug, Clone)]
 enum StrOp {
     Put(String),
+    /// `put_ref_nowait` (the borrowed form).
+    PutRef(String),
     Get,
+    /// `get_into_nowait` into a reused `String`.
+    GetInto,
     Close,
 }
 
 fn str_op() -> impl Strategy<Value = StrOp> {
     prop_oneof![
-        8 => (0usize..200, any::<u8>()).prop_map(|(n, c)| StrOp::Put(char::from(b'a' + c % 26).to_string().repeat(n))),
-        8 => Just(StrOp::Get),
+        6 => (0usize..200, any::<u8>()).prop_map(|(n, c)| StrOp::Put(char::from(b'a' + c % 26).to_string().repeat(n))),
+        3 => (0usize..200, any::<u8>()).prop_map(|(n, c)| StrOp::PutRef(char::from(b'a' + c % 26).to_string().repeat(n))),
+        6 => Just(StrOp::Get),
+        3 => Just(StrOp::GetInto),
         1 => Just(StrOp::Close),
     ]
 }
@@ -572,6 +578,7 @@ fn str_op() -> impl Strategy<Value = StrOp> {
 fn check_string_queue(q: &Queue<String>, cap: usize, ops: Vec<StrOp>) -> Result<(), TestCaseError> {
     let mut model: VecDeque<String> = VecDeque::new();
     let mut closed = false;
+    let mut reused = String::from("untouched");
     for op in ops {
         match op {
             StrOp::Put(v) => {
@@ -585,6 +592,33 @@ fn check_string_queue(q: &Queue<String>, cap: usize, ops: Vec<StrOp>) -> Result<
                     model.push_back(v);
                 } else {
                     prop_assert_eq!(r, Err(TryPutError::Full(v)));
+                }
+            }
+            StrOp::PutRef(v) => {
+                let r = q.put_ref_nowait(&v);
+                if closed {
+                    prop_assert_eq!(r, Err(TryPutError::Closed(())));
+                } else if v.len() + 8 > q.max_frame() {
+                    prop_assert_eq!(r, Err(TryPutError::TooLarge { len: v.len() + 8, max: q.max_frame(), item: () }));
+                } else if cap == 0 || model.len() < cap {
+                    prop_assert!(r.is_ok());
+                    model.push_back(v);
+                } else {
+                    prop_assert_eq!(r, Err(TryPutError::Full(())));
+                }
+            }
+            StrOp::GetInto => {
+                let before = reused.clone();
+                let r = q.get_into_nowait(&mut reused);
+                match model.pop_front() {
+                    Some(v) => {
+                        prop_assert_eq!(r, Ok(()));
+                        prop_assert_eq!(&reused, &v);
+                    }
+                    None => {
+                        prop_assert_eq!(r, Err(if closed { TryGetError::Closed } else { TryGetError::Empty }));
+                        prop_assert_eq!(&reused, &before, "a get that returns nothing leaves the value untouched");
+                    }
                 }
             }
             StrOp::Get => match model.pop_front() {

@@ -451,34 +451,14 @@ fn consumers_of_large_frames_killed_at_random_lose_at_most_their_own_frame() {
             }
         })
     };
-    let mut kills = 0u64;
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    while !producer.is_finished() {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(5 + seed % 40));
-        let victim = (seed >> 8) as usize % consumers.len();
-        let _ = consumers[victim].kill();
-        let _ = consumers[victim].join_timeout(common::DEADLINE);
-        kills += 1;
-        consumers[victim] = spawn();
-    }
+    let kills = common::kill_at_random(&mut consumers, spawn, || producer.is_finished());
     producer.join().unwrap();
     q.close_all();
     for c in &consumers {
         let _ = common::join(c);
         assert_eq!(c.exitcode(), Some(0), "a consumer failed");
     }
-    let mut seen = vec![0u32; n as usize];
-    while let Ok(tag) = ack.get_nowait() {
-        assert!(tag < n, "item {} arrived torn", u64::MAX - tag);
-        seen[tag as usize] += 1;
-    }
-    let dup: Vec<usize> = (0..n as usize).filter(|&i| seen[i] > 1).collect();
-    let missing = seen.iter().filter(|&&c| c == 0).count() as u64;
-    assert!(dup.is_empty(), "items that arrived twice: {dup:?}");
-    assert!(missing <= kills, "{missing} items missing after {kills} consumer kills");
+    let missing = common::check_acks(&ack, n, kills);
     assert_eq!(q.qsize(), 0);
     eprintln!("{kills} consumer kills, {missing} items missing of {n}");
 }

@@ -185,6 +185,34 @@ pub fn queue_strings(n: u64) -> f64 {
     mps(n, d)
 }
 
+/// [`queue_strings`] with the borrowed forms, compared like with like
+/// with [`bytes_frames`]: the producer puts one `String` by reference
+/// (`put_ref`: encoded straight into the slot, no clone), the consumer
+/// gets into one reused `String` (`get_into`: no allocation per item).
+pub fn queue_strings_borrowed(n: u64) -> f64 {
+    let q = shmproc::Queue::<String>::new(4096).unwrap();
+    let item = "x".repeat(64);
+    let d = run_pair(
+        || {
+            let mut total = 0usize;
+            let mut s = String::with_capacity(64);
+            for _ in 0..n {
+                // No deadline, as in `queue_strings`.
+                q.get_into(&mut s).unwrap();
+                total += s.len();
+            }
+            assert_eq!(total, 64 * n as usize);
+        },
+        || {
+            let _close_on_panic = CloseOnPanic(&q);
+            for _ in 0..n {
+                q.put_ref(&item).unwrap();
+            }
+        },
+    );
+    mps(n, d)
+}
+
 /// Closes its queue for every process if dropped while panicking: a
 /// failed producer then ends its consumer's `get` with `Closed`.
 struct CloseOnPanic<'a, T: shmproc::Handoff>(&'a shmproc::Queue<T>);

@@ -1,5 +1,9 @@
 //! `Queue<String>` (64-byte strings, encoded frames on the MPMC frame
-//! ring), 1 producer process -> 1 consumer process, beside our
+//! ring), 1 producer process -> 1 consumer process, with the owned forms
+//! (`put(item.clone())`, `get()`: a malloc and a free on each side per
+//! item) and with the borrowed ones (`put_ref(&item)`, `get_into(&mut s)`:
+//! none, as the ByteQueue case's `send(&frame)` / `recv_into(&mut buf)`),
+//! beside our
 //! `ByteQueue` with 64-byte frames (the same bytes, no encoding, SPSC) and
 //! Python's `multiprocessing.Queue` with the same strings (via
 //! `benches/python_queue.py N str64`, if python3 runs here), in the same
@@ -9,7 +13,7 @@
 #[path = "../../benches/support/mod.rs"]
 mod support;
 
-use support::queue_cases::{bytes_frames, queue_strings};
+use support::queue_cases::{bytes_frames, queue_strings, queue_strings_borrowed};
 use support::{interleave, quick};
 
 /// Python's mp.Queue with 64-byte strings; M msgs/s.
@@ -30,6 +34,7 @@ fn main() {
         rounds,
         &mut [
             ("shmproc Queue<String>, 64-byte strings", &mut || queue_strings(n)),
+            ("shmproc Queue<String>, put_ref/get_into", &mut || queue_strings_borrowed(n)),
             ("shmproc ByteQueue, 64 B frames", &mut || bytes_frames(64, n)),
         ],
     );
@@ -37,7 +42,8 @@ fn main() {
     for (name, v) in &res {
         println!("  {name:<44} {v:>9.2}");
     }
-    println!("  {:<44} {:>8.2}x", "Queue<String> / ByteQueue (target >= 0.5)", res[0].1 / res[1].1);
+    println!("  {:<44} {:>8.2}x", "Queue<String> / ByteQueue (target >= 0.5)", res[0].1 / res[2].1);
+    println!("  {:<44} {:>8.2}x", "borrowed Queue<String> / ByteQueue", res[1].1 / res[2].1);
     let mut py: Vec<f64> = (0..rounds.min(3)).filter_map(|_| python_strings(if q { 1_000 } else { 100_000 })).collect();
     if py.is_empty() {
         println!("  (python3 not available: mp.Queue row skipped)");

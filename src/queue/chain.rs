@@ -492,19 +492,26 @@ impl<T: Handoff> Chain<T> {
     }
 
     /// Puts `item` into the newest ring, growing the chain as needed.
-    pub(super) fn put(&self, mut item: T, mode: Mode) -> Result<(), PutFail<T>> {
+    #[inline]
+    pub(super) fn put(&self, item: T, mode: Mode) -> Result<(), PutFail<T>> {
+        self.put_ref(&item, mode).map_err(|e| e.with(item))
+    }
+
+    /// Puts the item `item` refers to (as `ItemRing::put_ref`) into the
+    /// newest ring, growing the chain as needed.
+    pub(super) fn put_ref(&self, item: &T, mode: Mode) -> Result<(), PutFail<()>> {
         let mut step = 0u32;
         loop {
             step = step.saturating_add(1);
             // A `try` gives up after a few links (each link makes
             // progress, unless the indices are corrupted).
             if matches!(mode, Mode::Try) && step > TRY_LINKS {
-                return Err(PutFail::Full(item));
+                return Err(PutFail::Full(()));
             }
             // Acquire: pairs with the AcqRel CAS in `advance`: ring k exists.
             let n = self.ctl().newest.0.load(Ordering::Acquire);
             if n & CLOSED != 0 {
-                return Err(PutFail::Closed(item));
+                return Err(PutFail::Closed(()));
             }
             let Ok(ring) = self.ring(n) else {
                 // Acquire: as above. `newest` moved on since we read it
@@ -513,7 +520,7 @@ impl<T: Handoff> Chain<T> {
                     continue;
                 }
                 // Only a ring removed by hand; nothing to put into.
-                return Err(PutFail::Closed(item));
+                return Err(PutFail::Closed(()));
             };
             // Counted before the item is visible (JoinableQueue): a
             // consumer that gets it must find it counted, or its task_done
@@ -521,35 +528,29 @@ impl<T: Handoff> Chain<T> {
             // Acquire loads in `unfinished` (also ordered before the ring's
             // Release publish, which the consumer's get Acquires).
             self.words().puts.fetch_add(1, Ordering::Release);
-            let put = ring.put(item, Mode::Try);
+            let put = ring.put_ref(item, Mode::Try);
             if put.is_err() {
                 self.uncount_put();
             }
             let need = match put {
                 Ok(()) => return Ok(()),
-                Err(PutFail::TooLarge(v, len, _)) => {
-                    item = v;
-                    len as u64
-                }
-                Err(PutFail::Full(v) | PutFail::Closed(v) | PutFail::TimedOut(v)) => {
-                    item = v;
-                    0
-                }
+                Err(PutFail::TooLarge((), len, _)) => len as u64,
+                Err(PutFail::Full(()) | PutFail::Closed(()) | PutFail::TimedOut(())) => 0,
             };
             match self.advance(n, &ring, need) {
                 Ok(true) => {}
                 Ok(false) => match mode {
-                    Mode::Try => return Err(PutFail::Full(item)),
+                    Mode::Try => return Err(PutFail::Full(())),
                     Mode::Until(d) => {
                         if d.passed() {
-                            return Err(PutFail::TimedOut(item));
+                            return Err(PutFail::TimedOut(()));
                         }
                         self.wait_for_space(d);
                     }
                 },
                 // No slot size for the item, or the ring cannot be made.
-                Err(_) if need > 0 => return Err(PutFail::TooLarge(item, need as usize, self.max_item())),
-                Err(_) => return Err(PutFail::Closed(item)),
+                Err(_) if need > 0 => return Err(PutFail::TooLarge((), need as usize, self.max_item())),
+                Err(_) => return Err(PutFail::Closed(())),
             }
         }
     }
@@ -589,7 +590,19 @@ impl<T: Handoff> Chain<T> {
     }
 
     /// Gets from the oldest ring, following the chain.
+    #[inline]
     pub(super) fn get(&self, mode: Mode) -> Result<T, GetFail> {
+        self.get_with(mode, |ring, mode| ring.get(mode))
+    }
+
+    /// Gets from the oldest ring into `out` (as `ItemRing::get_into`).
+    #[inline]
+    pub(super) fn get_into(&self, out: &mut T, mode: Mode) -> Result<(), GetFail> {
+        self.get_with(mode, |ring, mode| ring.get_into(out, mode))
+    }
+
+    /// Gets from the oldest ring with `get`, following the chain.
+    fn get_with<V>(&self, mode: Mode, mut get: impl FnMut(&ItemRing<T>, Mode) -> Result<V, GetFail>) -> Result<V, GetFail> {
         let mut step = 0u32;
         loop {
             step = step.saturating_add(1);
@@ -609,7 +622,7 @@ impl<T: Handoff> Chain<T> {
                 }
                 return Err(GetFail::Closed);
             };
-            match ring.get(mode) {
+            match get(&ring, mode) {
                 Ok(v) => return Ok(v),
                 Err(GetFail::Closed) => match self.links().drained(o) {
                     Drained::Closed => return Err(GetFail::Closed),

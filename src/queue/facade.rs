@@ -246,6 +246,141 @@ assert!(len > max); // its encoded length
                 .map_err(GetFail::timed)
             }
 
+            /// [`put`](Self::put) from a reference: the item is copied
+            /// (plain data) or encoded (anything else) into the queue
+            /// straight from `item`, so the caller keeps it and no clone is
+            /// made. Waits for room; fails only if closed, or if the item
+            /// is too large. The errors carry `()` where the owned forms
+            /// hand the item back (the caller still has it), so they are
+            /// `'static` and go through `?` into any error type.
+            #[doc = concat!("```
+let q = shmproc::", $doc_ty, "::<String>::new(4).unwrap();
+let line = \"x\".repeat(64);
+for _ in 0..3 {
+    q.put_ref(&line).unwrap(); // no clone per put
+}
+assert_eq!(q.get().unwrap(), line);
+let big = \"y\".repeat(q.max_frame());
+let Err(shmproc::PutError::TooLarge { len, max, .. }) = q.put_ref(&big) else { panic!() };
+assert_eq!((len, max), (big.len() + 8, q.max_frame())); // encoded length, limit
+```")]
+            #[inline]
+            pub fn put_ref(&self, item: &T) -> Result<(), PutError<()>> {
+                if self.handle_closed() {
+                    return Err(PutError::Closed(()));
+                }
+                self.q.put_ref(item, Mode::Until(Deadline::NEVER)).map_err(PutFail::waited)
+            }
+
+            /// [`put_nowait`](Self::put_nowait) from a reference (as
+            /// [`put_ref`](Self::put_ref)): `Full` if there is no room.
+            #[doc = concat!("```
+let q = shmproc::", $doc_ty, "::<String>::new(1).unwrap();
+let s = \"pear\".to_string();
+q.put_ref_nowait(&s).unwrap();
+assert_eq!(q.put_ref_nowait(&s), Err(shmproc::TryPutError::Full(())));
+```")]
+            #[inline]
+            pub fn put_ref_nowait(&self, item: &T) -> Result<(), TryPutError<()>> {
+                if self.handle_closed() {
+                    return Err(TryPutError::Closed(()));
+                }
+                self.q.put_ref(item, Mode::Try).map_err(PutFail::tried)
+            }
+
+            /// [`put_timeout`](Self::put_timeout) from a reference (as
+            /// [`put_ref`](Self::put_ref)).
+            #[doc = concat!("```
+let q = shmproc::", $doc_ty, "::<String>::new(1).unwrap();
+let s = \"fig\".to_string();
+q.put_ref_timeout(&s, std::time::Duration::from_millis(2)).unwrap();
+let r = q.put_ref_timeout(&s, std::time::Duration::from_millis(2));
+assert_eq!(r, Err(shmproc::PutTimeoutError::TimedOut(())));
+```")]
+            pub fn put_ref_timeout(&self, item: &T, timeout: Duration) -> Result<(), PutTimeoutError<()>> {
+                if self.handle_closed() {
+                    return Err(PutTimeoutError::Closed(()));
+                }
+                // As in `put_timeout`: the clock is read only to wait.
+                match self.q.put_ref(item, Mode::Try) {
+                    Err(PutFail::Full(())) => self.q.put_ref(item, Mode::Until(Deadline::after(timeout))),
+                    r => r,
+                }
+                .map_err(PutFail::timed)
+            }
+
+            /// [`get`](Self::get) into `out`, a value the caller reuses:
+            /// plain data is assigned; anything else is decoded into it
+            /// with [`Handoff::decode_into`](crate::Handoff::decode_into),
+            /// so a `String` or `Vec` keeps its buffer and, once large
+            /// enough, a get allocates nothing. Waits for an item.
+            ///
+            /// When it returns `Closed`, `out` is untouched. On `Corrupted`
+            /// or `Decode` (the item is removed, as with `get`), `out` holds
+            /// a valid but unspecified value (a `String`: empty).
+            #[doc = concat!("```
+let q = shmproc::", $doc_ty, "::<String>::new(4).unwrap();
+q.put(\"apple\".to_string()).unwrap();
+q.put(\"fig\".to_string()).unwrap();
+let mut s = String::with_capacity(64);
+let buf = s.as_ptr();
+q.get_into(&mut s).unwrap();
+assert_eq!(s, \"apple\");
+q.get_into(&mut s).unwrap();
+assert_eq!(s, \"fig\");
+assert_eq!(s.as_ptr(), buf); // the same buffer both times
+```")]
+            #[inline]
+            pub fn get_into(&self, out: &mut T) -> Result<(), GetError> {
+                if self.handle_closed() {
+                    return Err(GetError::Closed);
+                }
+                self.q.get_into(out, Mode::Until(Deadline::NEVER)).map_err(GetFail::waited)
+            }
+
+            /// [`get_nowait`](Self::get_nowait) into `out` (as
+            /// [`get_into`](Self::get_into)); on `Empty`, `out` is untouched.
+            #[doc = concat!("```
+let q = shmproc::", $doc_ty, "::<Vec<u32>>::new(2).unwrap();
+let mut v = vec![9; 8];
+assert_eq!(q.get_into_nowait(&mut v), Err(shmproc::TryGetError::Empty));
+assert_eq!(v, [9; 8]); // untouched
+q.put(vec![1, 2]).unwrap();
+q.get_into_nowait(&mut v).unwrap();
+assert_eq!(v, [1, 2]);
+```")]
+            #[inline]
+            pub fn get_into_nowait(&self, out: &mut T) -> Result<(), TryGetError> {
+                if self.handle_closed() {
+                    return Err(TryGetError::Closed);
+                }
+                self.q.get_into(out, Mode::Try).map_err(GetFail::tried)
+            }
+
+            /// [`get_timeout`](Self::get_timeout) into `out` (as
+            /// [`get_into`](Self::get_into)); on `TimedOut`, `out` is
+            /// untouched.
+            #[doc = concat!("```
+let q = shmproc::", $doc_ty, "::<(u32, String)>::new(2).unwrap();
+let mut item = (0, String::new());
+let r = q.get_into_timeout(&mut item, std::time::Duration::from_millis(2));
+assert_eq!(r, Err(shmproc::GetTimeoutError::TimedOut));
+q.put((7, \"plum\".to_string())).unwrap();
+q.get_into_timeout(&mut item, std::time::Duration::from_millis(2)).unwrap();
+assert_eq!(item, (7, \"plum\".to_string()));
+```")]
+            pub fn get_into_timeout(&self, out: &mut T, timeout: Duration) -> Result<(), GetTimeoutError> {
+                if self.handle_closed() {
+                    return Err(GetTimeoutError::Closed);
+                }
+                // As in `get_timeout`: the clock is read only to wait.
+                match self.q.get_into(out, Mode::Try) {
+                    Err(GetFail::Empty) => self.q.get_into(out, Mode::Until(Deadline::after(timeout))),
+                    r => r,
+                }
+                .map_err(GetFail::timed)
+            }
+
             /// Whether the queue is empty (exact at the moment of the call).
             #[doc = concat!("```\nassert!(shmproc::", $doc_ty, "::<u8>::new(1).unwrap().empty());\n```")]
             pub fn empty(&self) -> bool {

@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::item::{FRAME_HEAD, FrameCell, FrameHead};
 use super::mpmc::{MpmcQueue, ShmSlots};
-use super::vyukov::Slots;
+use super::vyukov::{SlotRead, Slots};
 use crate::handoff::{Handoff, SharedFrame};
 
 /// A frame to write (checked to fit before the claim): `word`'s 8
@@ -174,6 +174,25 @@ impl<T: Handoff> Slots<FrameOut<T>> for ShmSlots<FrameCell<T>> {
     }
     #[inline(always)]
     unsafe fn read(&self, pos: u64) -> FrameOut<T> {
+        // SAFETY: the caller owns the slot (this method's contract).
+        unsafe { self.read_frame(pos, T::__decode_frame) }
+    }
+}
+
+impl<T> ShmSlots<FrameCell<T>> {
+    /// Reads the frame of the slot of `pos`: through `direct` (a decoder
+    /// straight from the slot, one copy: `Some` if it handled the frame),
+    /// else copied into the thread's read buffer, to decode once the slot
+    /// is released.
+    ///
+    /// # Safety
+    /// As `Slots::read`: the caller owns the slot.
+    #[inline(always)]
+    unsafe fn read_frame<V>(
+        &self,
+        pos: u64,
+        direct: impl FnOnce(&SharedFrame<'_>) -> Option<Result<V, crate::process::HandoffError>>,
+    ) -> FrameOut<V> {
         // Relaxed: the consumer's Acquire load of the sequence word (pop)
         // made the producer's store visible. Read once, then checked.
         let len = self.head(pos).len.load(Ordering::Relaxed);
@@ -185,7 +204,7 @@ impl<T: Handoff> Slots<FrameOut<T>> for ShmSlots<FrameCell<T>> {
         let frame = unsafe { SharedFrame::new(self.slot(pos).add(payload_at(n)), n) };
         // Types that decode straight from the slot (one copy, no read
         // buffer): our own code, no allocation beyond the item's.
-        if let Some(v) = T::__decode_frame(&frame) {
+        if let Some(v) = direct(&frame) {
             return FrameOut::Value(v);
         }
         // The thread's read buffer (no allocation per frame once it has
@@ -202,7 +221,43 @@ impl<T: Handoff> Slots<FrameOut<T>> for ShmSlots<FrameCell<T>> {
         }
         FrameOut::Bytes(out)
     }
+}
 
+/// Reads a frame into a value the caller lends (`get_into`): straight
+/// from the slot where the type can ([`Handoff::__decode_frame_into`]:
+/// `String` reuses its buffer), else through the read buffer and
+/// [`Handoff::decode_into`] once the slot is released ([`decode_into`]).
+/// What the read found stays here (`frame`), not returned through every
+/// layer of the pop (a moved enum per layer, measured: about 20
+/// instructions a get).
+pub(super) struct FrameInto<'a, T> {
+    out: &'a mut T,
+    frame: FrameOut<()>,
+}
+
+impl<'a, T> FrameInto<'a, T> {
+    /// A reader into `out` (nothing read yet).
+    #[inline(always)]
+    pub(super) fn new(out: &'a mut T) -> Self {
+        FrameInto { out, frame: FrameOut::Corrupted }
+    }
+
+    /// What the read found (after a pop that returned `Ok`).
+    #[inline(always)]
+    pub(super) fn into_frame(self) -> FrameOut<()> {
+        self.frame
+    }
+}
+
+impl<T: Handoff> SlotRead<ShmSlots<FrameCell<T>>> for FrameInto<'_, T> {
+    type Via = FrameOut<T>;
+    type Out = ();
+    #[inline(always)]
+    unsafe fn read(&mut self, s: &ShmSlots<FrameCell<T>>, pos: u64) {
+        let out = &mut *self.out;
+        // SAFETY: the caller owns the slot (this method's contract).
+        self.frame = unsafe { s.read_frame(pos, |f| out.__decode_frame_into(f)) };
+    }
 }
 
 /// `prefetchw`: fetch a line for writing (exclusive), so the producer's
@@ -302,13 +357,29 @@ pub(super) fn with_encoded<T: Handoff, R>(item: &T, f: impl FnOnce(&[u8]) -> R) 
 /// is corrupted, `Err(Some(why))` if it is whole but not a `T`.
 #[inline]
 pub(super) fn decode<T: Handoff>(frame: FrameOut<T>) -> Result<T, Option<crate::process::HandoffError>> {
+    decode_with(frame, T::decode)
+}
+
+/// [`decode`] into a value the caller lends ([`Handoff::decode_into`]).
+#[inline]
+pub(super) fn decode_into<T: Handoff>(frame: FrameOut<()>, out: &mut T) -> Result<(), Option<crate::process::HandoffError>> {
+    decode_with(frame, |input| out.decode_into(input))
+}
+
+/// A frame read, decoded by `f` from its bytes unless already decoded,
+/// which must read them all.
+#[inline(always)]
+fn decode_with<V>(
+    frame: FrameOut<V>,
+    f: impl FnOnce(&mut &[u8]) -> Result<V, crate::process::HandoffError>,
+) -> Result<V, Option<crate::process::HandoffError>> {
     let bytes = match frame {
         FrameOut::Bytes(b) => b,
         FrameOut::Value(v) => return v.map_err(Some),
         FrameOut::Corrupted => return Err(None),
     };
     let mut input = &bytes[..];
-    let v = match T::decode(&mut input) {
+    let v = match f(&mut input) {
         Ok(v) if input.is_empty() => Ok(v),
         Ok(_) => Err(Some(crate::process::HandoffError::Invalid("an item followed by more bytes than its type reads"))),
         Err(e) => Err(Some(e)),

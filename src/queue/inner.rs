@@ -80,6 +80,22 @@ impl<T: Handoff> Inner<T> {
         }
     }
 
+    #[inline(always)]
+    pub(super) fn put_ref(&self, item: &T, mode: Mode) -> Result<(), PutFail<()>> {
+        match self {
+            Inner::Ring(r) => r.put_ref(item, mode),
+            Inner::Chain(c) => c.put_ref(item, mode),
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn get_into(&self, out: &mut T, mode: Mode) -> Result<(), GetFail> {
+        match self {
+            Inner::Ring(r) => r.get_into(out, mode),
+            Inner::Chain(c) => c.get_into(out, mode),
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         match self {
             Inner::Ring(r) => r.len(),

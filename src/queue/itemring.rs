@@ -4,9 +4,10 @@
 //! Python-shaped queues and the unbounded chain are built on it.
 
 use super::error::{GetTimeoutError, PutTimeoutError, TryGetError, TryPutError};
-use super::frames::{self, FrameIn, FrameOut};
-use super::item::{FrameCell, PodVia};
-use super::mpmc::{MpmcQueue, frame_init};
+use super::frames::{self, FrameIn, FrameInto};
+use super::item::{FrameCell, PodVia, RingItem};
+use super::mpmc::{MpmcQueue, ShmSlots, frame_init};
+use super::vyukov::{ByValue, SlotRead, Slots};
 use crate::handoff::Handoff;
 use crate::shm::object;
 use crate::wait::Deadline;
@@ -120,34 +121,28 @@ impl<T: Handoff> ItemRing<T> {
     /// Puts `item`.
     #[inline(always)]
     pub(super) fn put(&self, item: T, mode: Mode) -> Result<(), PutFail<T>> {
+        self.put_ref(&item, mode).map_err(|e| e.with(item))
+    }
+
+    /// Puts the item `item` refers to: plain data as a copy of it in its
+    /// slot, anything else as its encoding (`String`: written straight
+    /// into the slot). The caller keeps the item; a failure says why.
+    #[inline(always)]
+    pub(super) fn put_ref(&self, item: &T, mode: Mode) -> Result<(), PutFail<()>> {
         match self {
-            ItemRing::Slots(q) => match mode {
-                Mode::Try => q.try_push(PodVia(item)).map_err(|e| match e {
-                    TryPutError::Full(v) => PutFail::Full(v.0),
-                    TryPutError::Closed(v) => PutFail::Closed(v.0),
-                    TryPutError::TooLarge { item, len, max } => PutFail::TooLarge(item.0, len, max),
-                }),
-                Mode::Until(d) => q.push_until(PodVia(item), d).map_err(|e| match e {
-                    PutTimeoutError::TimedOut(v) => PutFail::TimedOut(v.0),
-                    PutTimeoutError::Closed(v) => PutFail::Closed(v.0),
-                    PutTimeoutError::TooLarge { item, len, max } => PutFail::TooLarge(item.0, len, max),
-                }),
-            },
-            ItemRing::Frames(q) => {
-                // Written straight into the slot when the type says how
-                // (`String`: its length word and bytes); else encoded
-                // into the thread's buffer first.
-                let r = match item.__frame_parts() {
-                    Some((w, bytes)) => Self::put_frame(q, FrameIn { word: Some(w), bytes }, mode),
-                    None => frames::with_encoded(&item, |bytes| Self::put_frame(q, FrameIn { word: None, bytes }, mode)),
-                };
-                r.map_err(|e| match e {
-                    PutFail::Full(()) => PutFail::Full(item),
-                    PutFail::Closed(()) => PutFail::Closed(item),
-                    PutFail::TimedOut(()) => PutFail::TimedOut(item),
-                    PutFail::TooLarge((), len, max) => PutFail::TooLarge(item, len, max),
-                })
+            ItemRing::Slots(q) => {
+                // SAFETY: this ring exists only for a `T` with a `PodWire` (`create`/`open` choose it by
+                // `T::__POD`), and a `PodWire<T>` is built only for a `ShmType` (so `Pod`: `Copy`, no `Drop`) or an
+                // array of such: a bitwise copy is a valid, independent `T`.
+                Self::push(q, PodVia(unsafe { std::ptr::read(item) }), mode)
             }
+            // Written straight into the slot when the type says how
+            // (`String`: its length word and bytes); else encoded into the
+            // thread's buffer first.
+            ItemRing::Frames(q) => match item.__frame_parts() {
+                Some((w, bytes)) => Self::put_frame(q, FrameIn { word: Some(w), bytes }, mode),
+                None => frames::with_encoded(item, |bytes| Self::put_frame(q, FrameIn { word: None, bytes }, mode)),
+            },
         }
     }
 
@@ -159,12 +154,21 @@ impl<T: Handoff> ItemRing<T> {
             // A closed queue says so first, whatever the item.
             return Err(if q.is_closed() { PutFail::Closed(()) } else { PutFail::TooLarge((), len, q.max_frame()) });
         }
+        Self::push(q, frame, mode)
+    }
+
+    /// One push of `v` into `q` (the caller keeps or gives back the item).
+    #[inline(always)]
+    fn push<I: RingItem, V>(q: &MpmcQueue<I>, v: V, mode: Mode) -> Result<(), PutFail<()>>
+    where
+        ShmSlots<I>: Slots<V>,
+    {
         match mode {
-            Mode::Try => q.try_push_v(frame).map_err(|e| match e {
+            Mode::Try => q.try_push_v(v).map_err(|e| match e {
                 TryPutError::Full(_) => PutFail::Full(()),
                 _ => PutFail::Closed(()),
             }),
-            Mode::Until(d) => q.push_until(frame, d).map_err(|e| match e {
+            Mode::Until(d) => q.push_until(v, d).map_err(|e| match e {
                 PutTimeoutError::TimedOut(_) => PutFail::TimedOut(()),
                 _ => PutFail::Closed(()),
             }),
@@ -175,17 +179,39 @@ impl<T: Handoff> ItemRing<T> {
     #[inline(always)]
     pub(super) fn get(&self, mode: Mode) -> Result<T, GetFail> {
         match self {
-            ItemRing::Slots(q) => match mode {
-                Mode::Try => q.try_pop().map(|v| v.0).map_err(GetFail::from_try),
-                Mode::Until(d) => q.pop_until::<PodVia<T>>(d).map(|v| v.0).map_err(GetFail::from_timeout),
-            },
-            ItemRing::Frames(q) => {
-                let frame: FrameOut<T> = match mode {
-                    Mode::Try => q.try_pop_v().map_err(GetFail::from_try)?,
-                    Mode::Until(d) => q.pop_until(d).map_err(GetFail::from_timeout)?,
-                };
-                frames::decode(frame).map_err(|e| e.map_or(GetFail::Corrupted, GetFail::Decode))
+            ItemRing::Slots(q) => Self::pop(q, mode, &mut ByValue::new()).map(|v: PodVia<T>| v.0),
+            ItemRing::Frames(q) => frames::decode(Self::pop(q, mode, &mut ByValue::new())?)
+                .map_err(|e| e.map_or(GetFail::Corrupted, GetFail::Decode)),
+        }
+    }
+
+    /// Gets an item into `out` (plain data: assigned; anything else:
+    /// decoded into it, reusing what it owns: `Handoff::decode_into`). On
+    /// `Empty`, `Closed` or `TimedOut`, `out` is untouched.
+    #[inline(always)]
+    pub(super) fn get_into(&self, out: &mut T, mode: Mode) -> Result<(), GetFail> {
+        match self {
+            ItemRing::Slots(q) => {
+                *out = Self::pop(q, mode, &mut ByValue::<PodVia<T>>::new())?.0;
+                Ok(())
             }
+            ItemRing::Frames(q) => {
+                let mut r = FrameInto::new(&mut *out);
+                Self::pop(q, mode, &mut r)?;
+                frames::decode_into(r.into_frame(), out).map_err(|e| e.map_or(GetFail::Corrupted, GetFail::Decode))
+            }
+        }
+    }
+
+    /// One pop from `q`, read by `r`.
+    #[inline(always)]
+    fn pop<I: RingItem, R: SlotRead<ShmSlots<I>>>(q: &MpmcQueue<I>, mode: Mode, r: &mut R) -> Result<R::Out, GetFail>
+    where
+        ShmSlots<I>: Slots<R::Via>,
+    {
+        match mode {
+            Mode::Try => q.try_pop_v(r).map_err(GetFail::from_try),
+            Mode::Until(d) => q.pop_until(d, r).map_err(GetFail::from_timeout),
         }
     }
 
@@ -223,6 +249,20 @@ impl<T: Handoff> ItemRing<T> {
 
     pub(super) fn persist(&self) {
         each!(self, q => q.persist())
+    }
+}
+
+impl PutFail<()> {
+    /// The failure of a put by reference, as the failure of putting `item`
+    /// (handed back).
+    #[inline(always)]
+    pub(super) fn with<T>(self, item: T) -> PutFail<T> {
+        match self {
+            PutFail::Full(()) => PutFail::Full(item),
+            PutFail::Closed(()) => PutFail::Closed(item),
+            PutFail::TimedOut(()) => PutFail::TimedOut(item),
+            PutFail::TooLarge((), len, max) => PutFail::TooLarge(item, len, max),
+        }
     }
 }
 

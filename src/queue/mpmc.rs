@@ -45,7 +45,7 @@ use super::error::{GetError, GetTimeoutError, PutError, PutTimeoutError, TryGetE
 use super::joinable::JoinWords;
 use super::repair::{Flight, Op};
 use super::spsc::Line;
-use super::vyukov::{CLOSED, Refused, Ring, Slots};
+use super::vyukov::{ByValue, CLOSED, Refused, Ring, SlotRead, Slots};
 use crate::OpenError;
 use crate::shm::object::constructors;
 use crate::shm::{Fingerprint, Kind, Mapped, Object};
@@ -463,18 +463,23 @@ impl<T: RingItem> MpmcQueue<T> {
     where
         ShmSlots<T>: Slots<V>,
     {
-        self.attempt(flight, |ring, slots, op| ring.push(slots, op, v))?;
+        // (`attempt`'s steps written out: its closure was not always
+        // inlined, an outlined call per put.)
+        let mine = self.ctl().records.mine();
+        self.ring().push(&self.slots(), &mut Op { rec: mine.record(), flight }, v)?;
         self.pushed(1);
         Ok(())
     }
 
     /// One pop attempt.
     #[inline(always)]
-    pub(super) fn pop_once<V>(&self, flight: &mut Flight<'_, T>) -> Result<V, Refused>
+    pub(super) fn pop_once<R: SlotRead<ShmSlots<T>>>(&self, flight: &mut Flight<'_, T>, r: &mut R) -> Result<R::Out, Refused>
     where
-        ShmSlots<T>: Slots<V>,
+        ShmSlots<T>: Slots<R::Via>,
     {
-        let (v, _) = self.attempt(flight, |ring, slots, op| ring.pop(slots, op))?;
+        // (`attempt`'s steps written out, as in `push_once`.)
+        let mine = self.ctl().records.mine();
+        let (v, _) = self.ring().pop_with(&self.slots(), &mut Op { rec: mine.record(), flight }, r)?;
         self.popped(1);
         Ok(v)
     }
@@ -578,16 +583,16 @@ impl<T: RingItem> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn try_pop(&self) -> Result<T, TryGetError> {
-        self.try_pop_v()
+        self.try_pop_v(&mut ByValue::new())
     }
 
     /// [`try_pop`](Self::try_pop) of anything the slots can give.
     #[inline(always)]
-    pub(super) fn try_pop_v<V>(&self) -> Result<V, TryGetError>
+    pub(super) fn try_pop_v<R: SlotRead<ShmSlots<T>>>(&self, r: &mut R) -> Result<R::Out, TryGetError>
     where
-        ShmSlots<T>: Slots<V>,
+        ShmSlots<T>: Slots<R::Via>,
     {
-        self.pop_once(&mut Flight::new(self, false, Deadline::NEVER)).map_err(|r| match r {
+        self.pop_once(&mut Flight::new(self, false, Deadline::NEVER), r).map_err(|r| match r {
             Refused::Now => TryGetError::Empty,
             Refused::Closed => TryGetError::Closed,
         })
@@ -602,7 +607,7 @@ impl<T: RingItem> MpmcQueue<T> {
     /// ```
     #[inline(always)]
     pub fn pop(&self) -> Result<T, GetError> {
-        self.pop_until(Deadline::NEVER).map_err(GetTimeoutError::untimed)
+        self.pop_until(Deadline::NEVER, &mut ByValue::new()).map_err(GetTimeoutError::untimed)
     }
 
     /// Pops, waiting at most `timeout`.
@@ -613,27 +618,27 @@ impl<T: RingItem> MpmcQueue<T> {
     /// assert_eq!(r, Err(shmproc::GetTimeoutError::TimedOut));
     /// ```
     pub fn pop_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
-        self.pop_until(Deadline::after(timeout))
+        self.pop_until(Deadline::after(timeout), &mut ByValue::new())
     }
 
     #[inline(always)]
-    pub(super) fn pop_until<V>(&self, deadline: Deadline) -> Result<V, GetTimeoutError>
+    pub(super) fn pop_until<R: SlotRead<ShmSlots<T>>>(&self, deadline: Deadline, r: &mut R) -> Result<R::Out, GetTimeoutError>
     where
-        ShmSlots<T>: Slots<V>,
+        ShmSlots<T>: Slots<R::Via>,
     {
         let mut flight = Flight::new(self, true, deadline);
-        match self.pop_once(&mut flight) {
+        match self.pop_once(&mut flight, r) {
             Ok(v) => Ok(v),
             Err(Refused::Closed) => Err(GetTimeoutError::Closed),
-            Err(Refused::Now) => self.pop_wait(flight, deadline),
+            Err(Refused::Now) => self.pop_wait(flight, deadline, r),
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn pop_wait<V>(&self, mut flight: Flight<'_, T>, deadline: Deadline) -> Result<V, GetTimeoutError>
+    fn pop_wait<R: SlotRead<ShmSlots<T>>>(&self, mut flight: Flight<'_, T>, deadline: Deadline, r: &mut R) -> Result<R::Out, GetTimeoutError>
     where
-        ShmSlots<T>: Slots<V>,
+        ShmSlots<T>: Slots<R::Via>,
     {
         let (mut spins, mut misses) = (0u32, 0u32);
         loop {
@@ -654,7 +659,7 @@ impl<T: RingItem> MpmcQueue<T> {
                     0
                 };
             }
-            match self.pop_once(&mut flight) {
+            match self.pop_once(&mut flight, r) {
                 Ok(v) => return Ok(v),
                 Err(Refused::Closed) => return Err(GetTimeoutError::Closed),
                 Err(Refused::Now) => {}

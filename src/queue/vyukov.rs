@@ -67,6 +67,50 @@ pub trait Slots<T> {
     unsafe fn read(&self, pos: u64) -> T;
 }
 
+/// How a pop reads the item of a slot it owns: by value through
+/// [`Slots::read`] ([`ByValue`], what [`Ring::pop`] uses), or into a
+/// destination the caller lends (a queue's `get_into`). `Via` is the
+/// item type whose sequence words and [`Slots::touch`] the pop uses.
+pub trait SlotRead<S: Slots<Self::Via>> {
+    /// The item type of the slots' sequence-word view.
+    type Via;
+    /// What a read gives back.
+    type Out;
+    /// Reads the slot of `pos`.
+    ///
+    /// # Safety
+    /// As [`Slots::read`]: the caller owns the slot (it claimed `pos` and
+    /// the sequence word equals `pos + 1`).
+    unsafe fn read(&mut self, s: &S, pos: u64) -> Self::Out;
+}
+
+/// Reads a slot's item by value ([`Slots::read`]).
+pub struct ByValue<T>(core::marker::PhantomData<fn() -> T>);
+
+impl<T> ByValue<T> {
+    /// The by-value reader.
+    #[inline(always)]
+    pub const fn new() -> Self {
+        ByValue(core::marker::PhantomData)
+    }
+}
+
+impl<T> Default for ByValue<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T, S: Slots<T>> SlotRead<S> for ByValue<T> {
+    type Via = T;
+    type Out = T;
+    #[inline(always)]
+    unsafe fn read(&mut self, s: &S, pos: u64) -> T {
+        // SAFETY: the caller owns the slot (this method's contract is `Slots::read`'s).
+        unsafe { s.read(pos) }
+    }
+}
+
 /// What the protocol asks of its caller while it works.
 pub trait Env {
     /// About to try to claim `n` positions from `start` (`pop`: as a
@@ -206,13 +250,26 @@ impl Ring<'_> {
     /// (skipped) slots on the way.
     #[inline(always)]
     pub fn pop<T, S: Slots<T>, E: Env>(&self, s: &S, e: &mut E) -> Result<(T, u64), Refused> {
+        self.pop_with(s, e, &mut ByValue::<T>::new())
+    }
+
+    /// [`pop`](Self::pop), reading the item with `r` (by value, or into
+    /// a destination the caller lends): the same protocol, step for step;
+    /// only the read of the claimed slot is `r`'s.
+    #[inline(always)]
+    pub fn pop_with<S: Slots<R::Via>, E: Env, R: SlotRead<S>>(
+        &self,
+        s: &S,
+        e: &mut E,
+        r: &mut R,
+    ) -> Result<(R::Out, u64), Refused> {
         let mut h = self.head.load(Ordering::Relaxed);
         let mut step = 0;
         loop {
-            s.touch(h);
+            <S as Slots<R::Via>>::touch(s, h);
             // Acquire: pairs with the Release store in `publish` (or in
             // `repair_push`): the item is written.
-            let seq = s.seq(h).load(Ordering::Acquire);
+            let seq = <S as Slots<R::Via>>::seq(s, h).load(Ordering::Acquire);
             if seq & !SKIP == h.wrapping_add(1) {
                 e.announce(h, 1, true);
                 // Release: pairs with the Acquire load of `head` in a
@@ -223,11 +280,11 @@ impl Ring<'_> {
                         // item of h", only the claimant of h (now us) changes it.
                         let v = if seq & SKIP == 0 {
                             // SAFETY: we claimed `h` and its item is published.
-                            Some(unsafe { s.read(h) })
+                            Some(unsafe { r.read(s, h) })
                         } else {
                             None
                         };
-                        self.release(s, h);
+                        self.release::<R::Via, S>(s, h);
                         match v {
                             Some(v) => return Ok((v, h)),
                             None => {

@@ -278,3 +278,52 @@ impl Wakes {
         }
     }
 }
+
+/// SIGKILLs one of `consumers` at pseudo-random intervals (5..45 ms) and
+/// starts `spawn()` in its place, until `done()`; returns how many it
+/// killed.
+pub fn kill_at_random(
+    consumers: &mut [shmproc::Process],
+    spawn: impl Fn() -> shmproc::Process,
+    done: impl Fn() -> bool,
+) -> u64 {
+    let mut kills = 0u64;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    while !done() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(5 + seed % 40));
+        let victim = (seed >> 8) as usize % consumers.len();
+        let _ = consumers[victim].kill();
+        let _ = consumers[victim].join_timeout(DEADLINE);
+        kills += 1;
+        consumers[victim] = spawn();
+    }
+    kills
+}
+
+/// Drains `ack`, where consumers acknowledged each item `i < n` they got
+/// (`u64::MAX - i` if it arrived torn): fails if one arrived torn or
+/// twice, or if more than `kills` are missing; returns how many are.
+pub fn check_acks(ack: &shmproc::Queue<u64>, n: u64, kills: u64) -> u64 {
+    let mut seen = vec![0u32; n as usize];
+    while let Ok(tag) = ack.get_nowait() {
+        assert!(tag < n, "item {} arrived torn", u64::MAX - tag);
+        seen[tag as usize] += 1;
+    }
+    let dup: Vec<usize> = (0..n as usize).filter(|&i| seen[i] > 1).collect();
+    let missing = seen.iter().filter(|&&c| c == 0).count() as u64;
+    assert!(dup.is_empty(), "items that arrived twice: {dup:?}");
+    assert!(missing <= kills, "{missing} items missing after {kills} consumer kills");
+    missing
+}
+
+/// The segment file of queue `name` (open for writing) and the offset of
+/// the first `needle` in it.
+pub fn find_in_segment(name: &str, needle: &[u8]) -> (std::fs::File, u64) {
+    let path = format!("/dev/shm/{}{name}", shmproc::NAME_PREFIX);
+    let bytes = std::fs::read(&path).unwrap();
+    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("payload in the segment");
+    (std::fs::OpenOptions::new().write(true).open(&path).unwrap(), at as u64)
+}
