@@ -131,9 +131,8 @@ impl<T: Handoff> ItemRing<T> {
     pub(super) fn put_ref(&self, item: &T, mode: Mode) -> Result<(), PutFail<()>> {
         match self {
             ItemRing::Slots(q) => {
-                // SAFETY: this ring exists only for a `T` with a `PodWire` (`create`/`open` choose it by
-                // `T::__POD`), and a `PodWire<T>` is built only for a `ShmType` (so `Pod`: `Copy`, no `Drop`) or an
-                // array of such: a bitwise copy is a valid, independent `T`.
+                // SAFETY: this ring exists only for a `T` with a `PodWire` (chosen by `T::__POD`), built only for a `ShmType`
+                // (`Pod`: `Copy`, no `Drop`) or an array of such: a bitwise copy is a valid, independent `T`.
                 Self::push(q, PodVia(unsafe { std::ptr::read(item) }), mode)
             }
             // Written straight into the slot when the type says how
