@@ -1,0 +1,594 @@
+//! Ports of the examples of Python's `multiprocessing` documentation
+//! (<https://docs.python.org/3/library/multiprocessing.html>), written from
+//! the README and the rustdoc only, as a Python user would. Each test
+//! asserts what the Python program prints or returns. Real processes; every
+//! wait has a deadline; nothing is left in /dev/shm.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use shmproc::{
+    current_process, pipe, Array, Barrier, Condition, Connection, DictProxy, Event, JoinableQueue, ListProxy,
+    Lock, Manager, Pool, Process, Queue, Value,
+};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// `p.join()` with a deadline: kills the child and fails on expiry.
+fn join(p: &mut Process) {
+    match p.join_timeout(DEADLINE) {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = p.kill();
+            panic!("process {} did not end within {DEADLINE:?}", p.name());
+        }
+        Err(e) => panic!("process {} failed: {e}", p.name()),
+    }
+    assert_eq!(p.exitcode(), Some(0), "exit code of {}", p.name());
+}
+
+fn start(p: &mut Process) {
+    p.start().unwrap_or_else(|e| panic!("start {}: {e}", p.name()));
+}
+
+// ---------------------------------------------------------------------------
+// Exchanging objects between processes: Queues
+//
+//     def f(q):
+//         q.put([42, None, 'hello'])
+//     q = Queue(); p = Process(target=f, args=(q,)); p.start()
+//     print(q.get())    # prints "[42, None, 'hello']"
+//     p.join()
+
+type Item = (i64, Option<i64>, String);
+
+shmproc::entry! {
+    fn queue_f(q: Queue<Item>) -> Result<(), String> {
+        q.put((42, None, "hello".to_string())).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn queue_exchange() {
+    let q = Queue::<Item>::new(0).unwrap();
+    let mut p = Process::new(queue_f, q.clone());
+    start(&mut p);
+    assert_eq!(q.get_timeout(DEADLINE).unwrap(), (42, None, "hello".to_string()));
+    join(&mut p);
+}
+
+// ---------------------------------------------------------------------------
+// Pipes
+//
+//     def f(conn):
+//         conn.send([42, None, 'hello'])
+//         conn.close()
+//     parent_conn, child_conn = Pipe()
+//     p = Process(target=f, args=(child_conn,)); p.start()
+//     print(parent_conn.recv())   # prints "[42, None, 'hello']"
+//     p.join()
+
+shmproc::entry! {
+    fn pipe_f(mut conn: Connection) -> Result<(), String> {
+        conn.send_value(&(42i64, None::<i64>, "hello".to_string())).map_err(|e| e.to_string())?;
+        conn.close();
+        Ok(())
+    }
+}
+
+#[test]
+fn pipe_exchange() {
+    let (mut parent_conn, child_conn) = pipe(true).unwrap();
+    let mut p = Process::new(pipe_f, child_conn);
+    start(&mut p);
+    let got: Item = parent_conn.recv_value_timeout(DEADLINE).unwrap();
+    assert_eq!(got, (42, None, "hello".to_string()));
+    join(&mut p);
+}
+
+// ---------------------------------------------------------------------------
+// Synchronization between processes
+//
+//     def f(l, i):
+//         l.acquire()
+//         try: print('hello world', i)
+//         finally: l.release()
+//     lock = Lock()
+//     for num in range(10): Process(target=f, args=(lock, num)).start()
+//
+// "print" goes to a shared list here so the test can check it.
+
+shmproc::entry! {
+    fn lock_f(args: (Lock, ListProxy<String>, u64)) -> Result<(), String> {
+        let (l, out, i) = args;
+        let _held = l.lock().map_err(|e| e.to_string())?;
+        out.append(format!("hello world {i}")).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn lock_printing() {
+    let lock = Lock::new().unwrap();
+    let mgr = Manager::new().unwrap();
+    let out = mgr.list_anon::<String>().unwrap();
+    let mut ps: Vec<Process> =
+        (0..10).map(|num| Process::new(lock_f, (lock.clone(), out.clone(), num))).collect();
+    ps.iter_mut().for_each(start);
+    ps.iter_mut().for_each(join);
+    let printed: BTreeSet<String> = out.to_vec().unwrap().into_iter().collect();
+    let want: BTreeSet<String> = (0..10).map(|i| format!("hello world {i}")).collect();
+    assert_eq!(printed, want);
+}
+
+// ---------------------------------------------------------------------------
+// Sharing state: shared memory
+//
+//     def f(n, a):
+//         n.value = 3.1415927
+//         for i in range(len(a)): a[i] = -a[i]
+//     num = Value('d', 0.0); arr = Array('i', range(10))
+//     p = Process(target=f, args=(num, arr)); p.start(); p.join()
+//     print(num.value)   # 3.1415927
+//     print(arr[:])      # [0, -1, -2, -3, -4, -5, -6, -7, -8, -9]
+
+shmproc::entry! {
+    fn value_array_f(args: (Value<f64>, Array<i32>)) -> Result<(), String> {
+        let (n, a) = args;
+        n.set(3.1415927).map_err(|e| e.to_string())?;
+        for i in 0..a.len() {
+            let v = a.get(i).map_err(|e| e.to_string())?;
+            a.set(i, -v).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn value_and_array() {
+    let num = Value::new(0.0f64).unwrap();
+    let arr = Array::from_slice(&(0..10).collect::<Vec<i32>>()).unwrap();
+    let mut p = Process::new(value_array_f, (num.clone(), arr.clone()));
+    start(&mut p);
+    join(&mut p);
+    assert_eq!(num.get().unwrap(), 3.1415927);
+    assert_eq!(arr.to_vec().unwrap(), [0, -1, -2, -3, -4, -5, -6, -7, -8, -9]);
+}
+
+// ---------------------------------------------------------------------------
+// Sharing state: server process (Manager)
+//
+//     def f(d, l):
+//         d[1] = '1'; d['2'] = 2; d[0.25] = None
+//         l.reverse()
+//     with Manager() as manager:
+//         d = manager.dict(); l = manager.list(range(10))
+//         p = Process(target=f, args=(d, l)); p.start(); p.join()
+//         print(d)   # {1: '1', '2': 2, 0.25: None}
+//         print(l)   # [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
+//
+// Keys and values of mixed types have no Rust equivalent: String -> String.
+
+shmproc::entry! {
+    fn manager_f(args: (DictProxy<String, String>, ListProxy<i64>)) -> Result<(), String> {
+        let (d, l) = args;
+        d.insert("1".into(), "'1'".into()).map_err(|e| e.to_string())?;
+        d.insert("'2'".into(), "2".into()).map_err(|e| e.to_string())?;
+        d.insert("0.25".into(), "None".into()).map_err(|e| e.to_string())?;
+        l.reverse().map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn manager_list_and_dict() {
+    let manager = Manager::new().unwrap();
+    let d = manager.dict_anon::<String, String>().unwrap();
+    let l = manager.list_anon::<i64>().unwrap();
+    l.extend(0..10).unwrap();
+    let mut p = Process::new(manager_f, (d.clone(), l.clone()));
+    start(&mut p);
+    join(&mut p);
+    let items: Vec<(String, String)> = d.items().unwrap();
+    assert_eq!(
+        items,
+        [("1".into(), "'1'".into()), ("'2'".into(), "2".into()), ("0.25".into(), "None".into())]
+    );
+    assert_eq!(l, [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
+}
+
+// ---------------------------------------------------------------------------
+// Using a pool of workers
+//
+//     def f(x): return x*x
+//     with Pool(processes=4) as pool:
+//         print(pool.map(f, range(10)))            # [0, 1, 4, ..., 81]
+//         for i in pool.imap_unordered(f, range(10)): print(i)   # arbitrary order
+//         res = pool.apply_async(f, (20,)); print(res.get(timeout=1))   # 400
+//         res = pool.apply_async(os.getpid, ()); print(res.get(timeout=1))  # a worker's pid
+//         multiple_results = [pool.apply_async(os.getpid, ()) for i in range(4)]
+//         print([res.get(timeout=1) for res in multiple_results])
+//         res = pool.apply_async(time.sleep, (10,))
+//         try: print(res.get(timeout=1))
+//         except TimeoutError: print("We lacked patience and got a multiprocessing.TimeoutError")
+//     # exiting the 'with'-block has stopped the pool
+
+shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+shmproc::task! { fn getpid(_: ()) -> u32 { std::process::id() } }
+shmproc::task! { fn sleep_secs(s: u64) -> () { std::thread::sleep(Duration::from_secs(s)) } }
+
+#[test]
+fn pool_with_block() {
+    let squares: Vec<u64> = (0..10).map(|x| x * x).collect();
+    let t0;
+    {
+        let pool = Pool::new(4).unwrap();
+        assert_eq!(pool.map(square, 0..10).unwrap(), squares);
+
+        let mut unordered: Vec<u64> = pool.imap_unordered(square, 0..10).unwrap().map(Result::unwrap).collect();
+        unordered.sort();
+        assert_eq!(unordered, squares);
+
+        assert_eq!(pool.apply_async(square, 20).unwrap().get_timeout(DEADLINE).unwrap(), 400);
+
+        let pid = pool.apply_async(getpid, ()).unwrap().get_timeout(DEADLINE).unwrap();
+        assert_ne!(pid, std::process::id());
+
+        let multiple: Vec<_> = (0..4).map(|_| pool.apply_async(getpid, ()).unwrap()).collect();
+        let pids: Vec<u32> = multiple.into_iter().map(|r| r.get_timeout(DEADLINE).unwrap()).collect();
+        assert!(pids.iter().all(|&p| p != std::process::id()));
+
+        let res = pool.apply_async(sleep_secs, 10).unwrap();
+        match res.get_timeout(Duration::from_secs(1)) {
+            Err(shmproc::pool::GetTimeoutError::TimedOut(_)) => {}
+            other => panic!("expected TimedOut, got {:?}", other.map_err(|e| e.to_string())),
+        }
+        t0 = Instant::now();
+    } // leaving the block terminates the pool: it must not wait for the 10 s sleep
+    assert!(t0.elapsed() < Duration::from_secs(9), "dropping the pool waited for a running task");
+}
+
+// ---------------------------------------------------------------------------
+// The pool example at the end of the page: calculate / mul / plus, and
+// error handling (`f(x) = 1.0 / (x - 5.0)` raises ZeroDivisionError for 5).
+//
+//     TASKS = [(mul, (i, 7)) for i in range(10)] + [(plus, (i, 8)) for i in range(10)]
+//     results = [pool.apply_async(calculate, t) for t in TASKS]
+//     imap_it = pool.imap(calculatestar, TASKS)
+//     imap_unordered_it = pool.imap_unordered(calculatestar, TASKS)
+//     ...
+//     pool.apply(f, (5,))                 -> raises ZeroDivisionError
+//     pool.map(f, list(range(10)))        -> raises ZeroDivisionError
+//     list(pool.imap(f, list(range(10)))) -> raises on the 6th item
+//     pool.map(pow3, range(100)) == list(map(pow3, range(100)))
+//     pool.map(pow3, range(100), chunksize=20)
+
+fn calc(op: &str, a: i64, b: i64) -> String {
+    let r = if op == "mul" { a * b } else { a + b };
+    format!("{} says that {op}({a}, {b}) = {r}", current_process().name)
+}
+
+shmproc::task! {
+    fn calculatestar(t: (String, i64, i64)) -> String { calc(&t.0, t.1, t.2) }
+}
+
+shmproc::task! {
+    fn f_div(x: i64) -> Result<f64, String> {
+        if x == 5 { Err("ZeroDivisionError: float division by zero".into()) } else { Ok(1.0 / (x as f64 - 5.0)) }
+    }
+}
+
+shmproc::task! { fn pow3(x: u64) -> u64 { x * x * x } }
+
+fn tasks() -> Vec<(String, i64, i64)> {
+    (0..10).map(|i| ("mul".to_string(), i, 7)).chain((0..10).map(|i| ("plus".to_string(), i, 8))).collect()
+}
+
+fn strip_name(s: &str) -> &str {
+    &s[s.find(" says that ").expect("says that")..]
+}
+
+#[test]
+fn pool_calculate_example() {
+    let pool = Pool::new(4).unwrap();
+    let want: Vec<String> = tasks().iter().map(|(op, a, b)| {
+        let r = if op == "mul" { a * b } else { a + b };
+        format!(" says that {op}({a}, {b}) = {r}")
+    }).collect();
+
+    let results: Vec<_> = tasks().into_iter().map(|t| pool.apply_async(calculatestar, t).unwrap()).collect();
+    let got: Vec<String> = results.into_iter().map(|r| r.get_timeout(DEADLINE).unwrap()).collect();
+    assert_eq!(got.iter().map(|s| strip_name(s).to_string()).collect::<Vec<_>>(), want);
+    // A worker's name, as Python's `current_process().name` in a pool worker
+    // ("SpawnPoolWorker-3"): not the parent's.
+    assert!(got.iter().all(|s| !s.starts_with("MainProcess")), "{got:?}");
+
+    let imap: Vec<String> = pool.imap(calculatestar, tasks()).unwrap().map(Result::unwrap).collect();
+    assert_eq!(imap.iter().map(|s| strip_name(s).to_string()).collect::<Vec<_>>(), want);
+
+    let mut unordered: Vec<String> = pool
+        .imap_unordered(calculatestar, tasks())
+        .unwrap()
+        .map(|r| strip_name(&r.unwrap()).to_string())
+        .collect();
+    unordered.sort();
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+    assert_eq!(unordered, want_sorted);
+
+    // Ordinary map and chunksize.
+    let serial: Vec<u64> = (0..100).map(|x| x * x * x).collect();
+    assert_eq!(pool.map(pow3, 0..100).unwrap(), serial);
+    assert_eq!(pool.map_chunked(pow3, 0..100, 20).unwrap(), serial);
+
+    // Error handling.
+    let e = pool.apply(f_div, 5).unwrap_err();
+    assert!(e.to_string().contains("ZeroDivisionError"), "{e}");
+    let e = pool.map(f_div, 0..10).unwrap_err();
+    assert!(e.to_string().contains("ZeroDivisionError"), "{e}");
+    let it: Vec<_> = pool.imap(f_div, 0..10).unwrap().collect();
+    assert_eq!(it.len(), 10);
+    for (i, r) in it.iter().enumerate() {
+        assert_eq!(r.is_err(), i == 5, "item {i}: {r:?}");
+    }
+    assert_eq!(it[4].as_ref().unwrap(), &-1.0);
+
+    // Timeouts: res = pool.apply_async(time.sleep, (0.5,)); res.get(0.02) raises TimeoutError
+    let res = pool.apply_async(sleep_secs, 1).unwrap();
+    let res = match res.get_timeout(Duration::from_millis(20)) {
+        Err(shmproc::pool::GetTimeoutError::TimedOut(r)) => r,
+        other => panic!("expected TimedOut, got {:?}", other.map_err(|e| e.to_string())),
+    };
+    res.get_timeout(DEADLINE).unwrap();
+
+    pool.close();
+    pool.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// A pool whose worker raises:
+//
+//     def f(x): raise ValueError("bad %d" % x)
+//     with Pool(2) as p:
+//         r = p.apply_async(f, (3,))
+//         r.get(timeout=5)     # raises ValueError('bad 3') in the parent
+//         r.successful()       # False
+
+shmproc::task! {
+    fn raise_value_error(x: u64) -> Result<u64, String> { Err(format!("ValueError: bad {x}")) }
+}
+
+shmproc::task! {
+    fn panics(x: u64) -> u64 { panic!("bad {x}") }
+}
+
+#[test]
+fn pool_worker_raises() {
+    let pool = Pool::new(2).unwrap();
+    let r = pool.apply_async(raise_value_error, 3).unwrap();
+    assert!(r.wait_timeout(DEADLINE));
+    assert_eq!(r.successful(), Some(false));
+    let e = r.get().unwrap_err();
+    assert!(e.to_string().contains("ValueError: bad 3"), "{e}");
+
+    let r = pool.apply_async(panics, 4).unwrap();
+    let e = r.get_timeout(DEADLINE).map(|_| ()).unwrap_err();
+    assert!(e.to_string().contains("bad 4"), "{e}");
+
+    // The pool still works afterwards, as Python's does.
+    assert_eq!(pool.apply(square, 3).unwrap(), 9);
+    pool.close();
+    pool.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Event:
+//
+//     def f(e, done): e.wait(); done.set()
+//     e = Event(); done = Event(); p = Process(target=f, args=(e, done)); p.start()
+//     e.set(); done.wait(5) -> True; p.join()
+
+shmproc::entry! {
+    fn event_f(args: (Event, Event)) {
+        let (e, done) = args;
+        e.wait();
+        done.set();
+    }
+}
+
+#[test]
+fn event_handshake() {
+    let e = Event::new().unwrap();
+    let done = Event::new().unwrap();
+    let mut p = Process::new(event_f, (e.clone(), done.clone()));
+    start(&mut p);
+    assert!(!done.wait_timeout(Duration::from_millis(50)));
+    e.set();
+    assert!(done.wait_timeout(DEADLINE));
+    join(&mut p);
+}
+
+// ---------------------------------------------------------------------------
+// Condition:
+//
+//     def consumer(cond, v):
+//         with cond: cond.wait_for(lambda: v.value == 1)
+//     def producer(cond, v):
+//         with cond: v.value = 1; cond.notify_all()
+
+shmproc::entry! {
+    fn cond_consumer(args: (Condition, Value<u32>, Value<u32>)) -> Result<(), String> {
+        let (cond, v, seen) = args;
+        let mut g = cond.lock().map_err(|e| e.to_string())?;
+        cond.wait_for(&mut g, || v.get().unwrap() == 1).map_err(|e| e.to_string())?;
+        seen.get_lock().map_err(|e| e.to_string())?.update(|s| *s += 1);
+        Ok(())
+    }
+}
+
+shmproc::entry! {
+    fn cond_producer(args: (Condition, Value<u32>)) -> Result<(), String> {
+        let (cond, v) = args;
+        let g = cond.lock().map_err(|e| e.to_string())?;
+        v.set(1).map_err(|e| e.to_string())?;
+        cond.notify_all(&g);
+        Ok(())
+    }
+}
+
+#[test]
+fn condition_wait_for() {
+    let cond = Condition::new().unwrap();
+    let v = Value::new(0u32).unwrap();
+    let seen = Value::new(0u32).unwrap();
+    let mut cs: Vec<Process> =
+        (0..2).map(|_| Process::new(cond_consumer, (cond.clone(), v.clone(), seen.clone()))).collect();
+    cs.iter_mut().for_each(start);
+    let mut p = Process::new(cond_producer, (cond.clone(), v.clone()));
+    start(&mut p);
+    join(&mut p);
+    cs.iter_mut().for_each(join);
+    assert_eq!(seen.get().unwrap(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// Barrier:
+//
+//     def f(b, q): q.put(b.wait())
+//     b = Barrier(3); three processes; sorted(results) == [0, 1, 2]
+
+shmproc::entry! {
+    fn barrier_f(args: (Barrier, Queue<u32>)) -> Result<(), String> {
+        let (b, q) = args;
+        let i = b.wait_timeout(Duration::from_secs(60)).map_err(|e| e.to_string())?;
+        q.put(i).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn barrier_arrival_indices() {
+    let b = Barrier::new(3).unwrap();
+    let q = Queue::<u32>::new(0).unwrap();
+    let mut ps: Vec<Process> = (0..3).map(|_| Process::new(barrier_f, (b.clone(), q.clone()))).collect();
+    ps.iter_mut().for_each(start);
+    let mut got: Vec<u32> = (0..3).map(|_| q.get_timeout(DEADLINE).unwrap()).collect();
+    ps.iter_mut().for_each(join);
+    got.sort();
+    assert_eq!(got, [0, 1, 2]);
+}
+
+// ---------------------------------------------------------------------------
+// JoinableQueue producer/consumer:
+//
+//     def worker(q, out):
+//         while True:
+//             item = q.get()
+//             if item is None: q.task_done(); break
+//             out.put(item * 2); q.task_done()
+//     q = JoinableQueue(); for i in range(20): q.put(i)
+//     start 3 workers; q.join()   # returns once every item is done
+//     for _ in workers: q.put(None)
+
+shmproc::entry! {
+    fn jq_worker(args: (JoinableQueue<Option<u64>>, Queue<u64>)) -> Result<(), String> {
+        let (q, out) = args;
+        loop {
+            let item = q.get().map_err(|e| e.to_string())?;
+            match item {
+                None => {
+                    q.task_done().map_err(|e| e.to_string())?;
+                    return Ok(());
+                }
+                Some(i) => {
+                    out.put(i * 2).map_err(|e| e.to_string())?;
+                    q.task_done().map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn joinable_queue_task_done() {
+    let q = JoinableQueue::<Option<u64>>::new(0).unwrap();
+    let out = Queue::<u64>::new(0).unwrap();
+    for i in 0..20 {
+        q.put(Some(i)).unwrap();
+    }
+    let mut ps: Vec<Process> = (0..3).map(|_| Process::new(jq_worker, (q.clone(), out.clone()))).collect();
+    ps.iter_mut().for_each(start);
+    assert!(q.join_timeout(DEADLINE), "q.join() did not return");
+    assert_eq!(out.qsize(), 20);
+    for _ in 0..3 {
+        q.put(None).unwrap();
+    }
+    ps.iter_mut().for_each(join);
+    assert!(q.join_timeout(DEADLINE));
+    let mut got: Vec<u64> = (0..20).map(|_| out.get_timeout(DEADLINE).unwrap()).collect();
+    got.sort();
+    assert_eq!(got, (0..20).map(|i| i * 2).collect::<Vec<_>>());
+}
+
+// ---------------------------------------------------------------------------
+// The last example of the page: feeding tasks to worker processes through
+// a Queue and collecting results through another.
+//
+//     def worker(input, output):
+//         for func, args in iter(input.get, 'STOP'):
+//             output.put(calculate(func, args))
+//     task_queue = Queue(); done_queue = Queue()
+//     for task in TASKS1: task_queue.put(task)            # (mul, (i, 7)) for i in range(20)
+//     for i in range(4): Process(target=worker, args=(task_queue, done_queue)).start()
+//     for i in range(len(TASKS1)): print('\t', done_queue.get())
+//     for task in TASKS2: task_queue.put(task)            # (plus, (i, 8)) for i in range(10)
+//     for i in range(len(TASKS2)): print('\t', done_queue.get())
+//     for i in range(4): task_queue.put('STOP')
+
+shmproc::entry! {
+    fn queue_worker(args: (Queue<(String, i64, i64)>, Queue<String>)) -> Result<(), String> {
+        let (input, output) = args;
+        loop {
+            let (func, a, b) = input.get().map_err(|e| e.to_string())?;
+            if func == "STOP" {
+                return Ok(());
+            }
+            output.put(calc(&func, a, b)).map_err(|e| e.to_string())?;
+        }
+    }
+}
+
+#[test]
+fn queue_worker_pool_example() {
+    let task_queue = Queue::<(String, i64, i64)>::new(0).unwrap();
+    let done_queue = Queue::<String>::new(0).unwrap();
+    for i in 0..20 {
+        task_queue.put(("mul".into(), i, 7)).unwrap();
+    }
+    let mut ps: Vec<Process> =
+        (0..4).map(|_| Process::new(queue_worker, (task_queue.clone(), done_queue.clone()))).collect();
+    ps.iter_mut().for_each(start);
+    let names: BTreeSet<String> = ps.iter().map(|p| p.name().to_string()).collect();
+    let mut first: Vec<String> = (0..20).map(|_| done_queue.get_timeout(DEADLINE).unwrap()).collect();
+    for s in &first {
+        let name = &s[..s.find(" says that ").unwrap()];
+        assert!(names.contains(name), "{name} is not one of {names:?}");
+        assert!(name.starts_with("Process-"), "{s}");
+    }
+    first.sort_by_key(|s| strip_name(s).to_string());
+    let mut want: Vec<String> = (0..20).map(|i| format!(" says that mul({i}, 7) = {}", i * 7)).collect();
+    want.sort();
+    assert_eq!(first.iter().map(|s| strip_name(s).to_string()).collect::<Vec<_>>(), want);
+
+    for i in 0..10 {
+        task_queue.put(("plus".into(), i, 8)).unwrap();
+    }
+    let mut second: Vec<String> =
+        (0..10).map(|_| strip_name(&done_queue.get_timeout(DEADLINE).unwrap()).to_string()).collect();
+    second.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!(" says that plus({i}, 8) = {}", i + 8)).collect();
+    want.sort();
+    assert_eq!(second, want);
+
+    for _ in 0..4 {
+        task_queue.put(("STOP".into(), 0, 0)).unwrap();
+    }
+    ps.iter_mut().for_each(join);
+}
