@@ -592,3 +592,93 @@ fn queue_worker_pool_example() {
     }
     ps.iter_mut().for_each(join);
 }
+
+// ---------------------------------------------------------------------------
+// The pool example's "Testing IMapIterator.next() with timeout":
+//
+//     it = pool.imap(calculatestar, TASKS)
+//     while 1:
+//         try: sys.stdout.write('\n\t%s' % it.next(0.02))
+//         except StopIteration: break
+//         except multiprocessing.TimeoutError: sys.stdout.write('.')
+
+shmproc::task! { fn sleep_ms(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms } }
+
+#[test]
+fn imap_next_with_timeout() {
+    let pool = Pool::new(2).unwrap();
+    let mut it = pool.imap(sleep_ms, [300, 0, 0]).unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut dots = 0;
+    loop {
+        assert!(started.elapsed() < DEADLINE, "imap did not finish");
+        match it.next_timeout(Duration::from_millis(20)) {
+            Ok(Some(r)) => got.push(r.unwrap()),
+            Ok(None) => break, // StopIteration
+            Err(shmproc::pool::NextTimedOut) => dots += 1,
+        }
+    }
+    assert_eq!(got, [300, 0, 0]);
+    assert!(dots > 0, "the first item sleeps 300 ms: a 20 ms next must time out at least once");
+    pool.close();
+    pool.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Pipe: recv on a connection whose peer closed raises EOFError.
+//
+//     def f(conn): conn.send('x'); conn.close()
+//     parent_conn, child_conn = Pipe(); p = Process(target=f, args=(child_conn,)); p.start()
+//     child_conn.close(); parent_conn.recv() == 'x'; p.join()
+//     parent_conn.recv()   # raises EOFError
+
+shmproc::entry! {
+    fn pipe_send_x(mut conn: Connection) -> Result<(), String> {
+        conn.send_value(&"x".to_string()).map_err(|e| e.to_string())?;
+        conn.close();
+        Ok(())
+    }
+}
+
+#[test]
+fn pipe_eof_after_peer_closed() {
+    let (mut parent_conn, child_conn) = pipe(true).unwrap();
+    let mut p = Process::new(pipe_send_x, child_conn);
+    start(&mut p);
+    assert_eq!(parent_conn.recv_value_timeout::<String>(DEADLINE).unwrap(), "x");
+    join(&mut p);
+    let e = parent_conn.recv_value_timeout::<String>(DEADLINE).unwrap_err();
+    // Python: EOFError. Here: "the other end of the pipe is gone".
+    assert!(e.to_string().contains("gone"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// Process lifecycle (the doc's terminate example):
+//
+//     p = multiprocessing.Process(target=time.sleep, args=(1000,))
+//     p.is_alive() -> False; p.start(); p.is_alive() -> True
+//     p.terminate(); time.sleep(0.1); p.is_alive() -> False
+//     p.exitcode == -signal.SIGTERM -> True
+
+shmproc::entry! {
+    fn sleep_long(s: u64) { std::thread::sleep(Duration::from_secs(s)) }
+}
+
+#[test]
+fn process_terminate_exitcode() {
+    let mut p = Process::new(sleep_long, 1000);
+    assert!(!p.is_alive());
+    assert_eq!(p.exitcode(), None);
+    start(&mut p);
+    assert!(p.is_alive());
+    p.terminate().unwrap();
+    // Python's join() returns None here; shmproc's reports the signal as an
+    // error (README: "Err carries the child's error"), so a port cannot `?` it.
+    match p.join_timeout(DEADLINE) {
+        Err(shmproc::ProcessError::Signaled { signal: 15, .. }) => {}
+        other => panic!("expected Signaled(15), got {other:?}"),
+    }
+    assert!(!p.is_alive());
+    assert_eq!(p.exitcode(), Some(-15));
+}
