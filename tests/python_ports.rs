@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use shmproc::{
-    current_process, pipe, Array, Barrier, Condition, Connection, DictProxy, Event, JoinableQueue, ListProxy,
-    Lock, Manager, Pool, Process, Queue, Value,
+    Array, Barrier, Condition, Connection, DictProxy, Event, JoinableQueue, ListProxy, Lock, Manager, Pool, Process,
+    Queue, Value, current_process, pipe,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -111,8 +111,7 @@ fn lock_printing() {
     let lock = Lock::new().unwrap();
     let mgr = Manager::new().unwrap();
     let out = mgr.list_anon::<String>().unwrap();
-    let mut ps: Vec<Process> =
-        (0..10).map(|num| Process::new(lock_f, (lock.clone(), out.clone(), num))).collect();
+    let mut ps: Vec<Process> = (0..10).map(|num| Process::new(lock_f, (lock.clone(), out.clone(), num))).collect();
     ps.iter_mut().for_each(start);
     ps.iter_mut().for_each(join);
     let printed: BTreeSet<String> = out.to_vec().unwrap().into_iter().collect();
@@ -188,10 +187,7 @@ fn manager_list_and_dict() {
     start(&mut p);
     join(&mut p);
     let items: Vec<(String, String)> = d.items().unwrap();
-    assert_eq!(
-        items,
-        [("1".into(), "'1'".into()), ("'2'".into(), "2".into()), ("0.25".into(), "None".into())]
-    );
+    assert_eq!(items, [("1".into(), "'1'".into()), ("'2'".into(), "2".into()), ("0.25".into(), "None".into())]);
     assert_eq!(l, [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]);
 }
 
@@ -289,10 +285,13 @@ fn strip_name(s: &str) -> &str {
 #[test]
 fn pool_calculate_example() {
     let pool = Pool::new(4).unwrap();
-    let want: Vec<String> = tasks().iter().map(|(op, a, b)| {
-        let r = if op == "mul" { a * b } else { a + b };
-        format!(" says that {op}({a}, {b}) = {r}")
-    }).collect();
+    let want: Vec<String> = tasks()
+        .iter()
+        .map(|(op, a, b)| {
+            let r = if op == "mul" { a * b } else { a + b };
+            format!(" says that {op}({a}, {b}) = {r}")
+        })
+        .collect();
 
     let results: Vec<_> = tasks().into_iter().map(|t| pool.apply_async(calculatestar, t).unwrap()).collect();
     let got: Vec<String> = results.into_iter().map(|r| r.get_timeout(DEADLINE).unwrap()).collect();
@@ -304,11 +303,8 @@ fn pool_calculate_example() {
     let imap: Vec<String> = pool.imap(calculatestar, tasks()).unwrap().map(Result::unwrap).collect();
     assert_eq!(imap.iter().map(|s| strip_name(s).to_string()).collect::<Vec<_>>(), want);
 
-    let mut unordered: Vec<String> = pool
-        .imap_unordered(calculatestar, tasks())
-        .unwrap()
-        .map(|r| strip_name(&r.unwrap()).to_string())
-        .collect();
+    let mut unordered: Vec<String> =
+        pool.imap_unordered(calculatestar, tasks()).unwrap().map(|r| strip_name(&r.unwrap()).to_string()).collect();
     unordered.sort();
     let mut want_sorted = want.clone();
     want_sorted.sort();
