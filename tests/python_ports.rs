@@ -678,3 +678,236 @@ fn process_terminate_exitcode() {
     assert!(!p.is_alive());
     assert_eq!(p.exitcode(), Some(-15));
 }
+
+// ---------------------------------------------------------------------------
+// multiprocessing.connection.wait (the doc's example):
+//
+//     def foo(w):
+//         for i in range(10): w.send((i, current_process().name))
+//         w.close()
+//     readers = []
+//     for i in range(4):
+//         r, w = Pipe(duplex=False); readers.append(r)
+//         p = Process(target=foo, args=(w,)); p.start()
+//         w.close()
+//     while readers:
+//         for r in wait(readers):
+//             try: msg = r.recv()
+//             except EOFError: readers.remove(r)
+//             else: print(msg)
+
+shmproc::entry! {
+    fn wait_foo(mut w: Connection) -> Result<(), String> {
+        for i in 0..10u64 {
+            w.send_value(&(i, current_process().name)).map_err(|e| e.to_string())?;
+        }
+        w.close();
+        Ok(())
+    }
+}
+
+#[test]
+fn connection_wait_readers() {
+    let mut readers = Vec::new();
+    let mut ps = Vec::new();
+    for _ in 0..4 {
+        let (r, w) = pipe(false).unwrap();
+        readers.push(r);
+        let mut p = Process::new(wait_foo, w);
+        start(&mut p);
+        ps.push(p);
+    }
+    let names: BTreeSet<String> = ps.iter().map(|p| p.name().to_string()).collect();
+    let mut msgs = Vec::new();
+    let started = Instant::now();
+    while !readers.is_empty() {
+        assert!(started.elapsed() < DEADLINE, "readers never all reached EOF");
+        let mut objs: Vec<&mut dyn shmproc::Waitable> =
+            readers.iter_mut().map(|r| r as &mut dyn shmproc::Waitable).collect();
+        let ready: Vec<usize> = shmproc::wait(&mut objs, Some(DEADLINE)).unwrap().iter().collect();
+        drop(objs);
+        let mut gone = Vec::new();
+        for i in ready {
+            match readers[i].recv_value_timeout::<(u64, String)>(DEADLINE) {
+                Ok(msg) => msgs.push(msg),
+                Err(_) => gone.push(i), // EOFError
+            }
+        }
+        gone.sort();
+        for i in gone.into_iter().rev() {
+            readers.remove(i);
+        }
+    }
+    ps.iter_mut().for_each(join);
+    assert_eq!(msgs.len(), 40);
+    for name in &names {
+        let mine: Vec<u64> = msgs.iter().filter(|(_, n)| n == name).map(|(i, _)| *i).collect();
+        assert_eq!(mine, (0..10).collect::<Vec<_>>(), "messages of {name}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared ctypes objects (the doc's example):
+//
+//     class Point(Structure): _fields_ = [('x', c_double), ('y', c_double)]
+//     def modify(n, x, s, A):
+//         n.value **= 2; x.value **= 2; s.value = s.value.upper()
+//         for a in A: a.x **= 2; a.y **= 2
+//     n = Value('i', 7); x = Value(c_double, 1.0/3.0, lock=False)
+//     s = Array('c', b'hello world', lock=lock)
+//     A = Array(Point, [(1.875,-6.25), (-5.75,2.0), (2.375,9.5)], lock=lock)
+//     -> 49 / 0.1111111111111111 / HELLO WORLD / [(3.515625, 39.0625), (33.0625, 4.0), (5.640625, 90.25)]
+
+#[derive(Clone, Copy, Debug, PartialEq, shmproc::Pod, shmproc::Zeroable)]
+#[bytemuck(crate = "shmproc::bytemuck")]
+#[repr(C)]
+struct Point {
+    x: f64,
+    y: f64,
+}
+shmproc::shm_type!(Point = "python_ports.Point/v1");
+
+shmproc::entry! {
+    fn ctypes_modify(args: (Value<i32>, Value<f64>, Array<u8>, Array<Point>)) -> Result<(), String> {
+        let (n, x, s, a) = args;
+        n.get_lock().map_err(|e| e.to_string())?.update(|v| *v = v.pow(2));
+        x.get_lock().map_err(|e| e.to_string())?.update(|v| *v = v.powi(2));
+        for i in 0..s.len() {
+            let c = s.get(i).map_err(|e| e.to_string())?;
+            s.set(i, c.to_ascii_uppercase()).map_err(|e| e.to_string())?;
+        }
+        for i in 0..a.len() {
+            let p = a.get(i).map_err(|e| e.to_string())?;
+            a.set(i, Point { x: p.x.powi(2), y: p.y.powi(2) }).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn shared_ctypes() {
+    let n = Value::new(7i32).unwrap();
+    let x = Value::new(1.0f64 / 3.0).unwrap();
+    let s = Array::from_slice(b"hello world").unwrap();
+    let a = Array::from_slice(&[Point { x: 1.875, y: -6.25 }, Point { x: -5.75, y: 2.0 }, Point { x: 2.375, y: 9.5 }])
+        .unwrap();
+    let mut p = Process::new(ctypes_modify, (n.clone(), x.clone(), s.clone(), a.clone()));
+    start(&mut p);
+    join(&mut p);
+    assert_eq!(n.get().unwrap(), 49);
+    assert_eq!(x.get().unwrap(), 0.1111111111111111);
+    assert_eq!(s.to_vec().unwrap(), b"HELLO WORLD");
+    assert_eq!(
+        a.to_vec().unwrap(),
+        [Point { x: 3.515625, y: 39.0625 }, Point { x: 33.0625, y: 4.0 }, Point { x: 5.640625, y: 90.25 }]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// A shared counter (the usual `with counter.get_lock(): counter.value += 1`):
+//
+//     def inc(counter):
+//         for _ in range(500):
+//             with counter.get_lock(): counter.value += 1
+//     counter = Value('i', 0); 4 processes; counter.value == 2000
+
+shmproc::entry! {
+    fn inc(counter: Value<i64>) -> Result<(), String> {
+        for _ in 0..500 {
+            // `*g += 1` does not compile (the guard has get/set/update).
+            counter.get_lock().map_err(|e| e.to_string())?.update(|v| *v += 1);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn value_counter_with_get_lock() {
+    let counter = Value::new(0i64).unwrap();
+    let mut ps: Vec<Process> = (0..4).map(|_| Process::new(inc, counter.clone())).collect();
+    ps.iter_mut().for_each(start);
+    ps.iter_mut().for_each(join);
+    assert_eq!(counter.get().unwrap(), 2000);
+}
+
+// ---------------------------------------------------------------------------
+// Queue and JoinableQueue errors as Python raises them:
+//
+//     q = Queue(); q.get(timeout=0.05)      -> queue.Empty
+//     q.get_nowait()                         -> queue.Empty
+//     q = Queue(1); q.put(1); q.put_nowait(2) -> queue.Full
+//     jq = JoinableQueue(); jq.task_done()   -> ValueError('task_done() called too many times')
+//     q.close(); q.put(1)                    -> ValueError('Queue ... is closed')
+
+#[test]
+fn queue_errors_like_python() {
+    let q = Queue::<u64>::new(0).unwrap();
+    assert!(matches!(q.get_timeout(Duration::from_millis(50)), Err(shmproc::GetTimeoutError::TimedOut)));
+    assert!(matches!(q.get_nowait(), Err(shmproc::TryGetError::Empty)));
+    let q1 = Queue::<u64>::new(1).unwrap();
+    q1.put(1).unwrap();
+    assert!(matches!(q1.put_nowait(2), Err(shmproc::TryPutError::Full(2))));
+    assert!(q1.full());
+    assert_eq!(q1.qsize(), 1);
+
+    let jq = JoinableQueue::<u64>::new(0).unwrap();
+    let e = jq.task_done().unwrap_err();
+    assert!(e.to_string().contains("more times than there were items"), "{e}");
+
+    q.close();
+    let e = q.put(1).unwrap_err();
+    assert!(e.to_string().contains("closed"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// Pool.starmap and a Manager queue:
+//
+//     with Pool(2) as p: p.starmap(mul, [(1, 2), (3, 4)]) -> [2, 12]
+//     m = Manager(); q = m.Queue(); child puts 'hi'; q.get() -> 'hi'
+
+shmproc::task! { fn mul(ab: (i64, i64)) -> i64 { ab.0 * ab.1 } }
+
+shmproc::entry! {
+    fn put_hi(m: Manager) -> Result<(), String> {
+        let q = m.queue::<String>("q", 0).map_err(|e| e.to_string())?;
+        q.put("hi".to_string()).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn starmap_and_manager_queue() {
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.starmap(mul, [(1, 2), (3, 4)]).unwrap(), [2, 12]);
+    pool.close();
+    pool.join().unwrap();
+
+    let m = Manager::new().unwrap();
+    let q = m.queue::<String>("q", 0).unwrap();
+    let mut p = Process::new(put_hi, m.clone());
+    start(&mut p);
+    assert_eq!(q.get_timeout(DEADLINE).unwrap(), "hi");
+    join(&mut p);
+}
+
+// The literal port of `with counter.get_lock(): counter.value += 1`:
+// Python's Value lock is an RLock, so `.value` inside the block works.
+#[test]
+fn value_access_inside_get_lock() {
+    let counter = Value::new(0i64).unwrap();
+    let c = counter.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let g = c.get_lock().unwrap();
+        let r = c.get().map(|v| v + 1).and_then(|v| c.set(v));
+        drop(g);
+        let _ = tx.send(r.map_err(|e| e.to_string()));
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(r) => {
+            println!("get/set inside get_lock: {r:?}");
+            r.unwrap();
+            assert_eq!(counter.get().unwrap(), 1);
+        }
+        Err(_) => panic!("Value::get while this thread holds get_lock() hangs (Python's RLock does not)"),
+    }
+}
