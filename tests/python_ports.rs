@@ -900,6 +900,13 @@ fn value_access_inside_get_lock() {
         let g = c.get_lock().unwrap();
         let r = c.get().map(|v| v + 1).and_then(|v| c.set(v));
         drop(g);
+        // The same for an Array: `with arr.get_lock(): arr[0] = arr[1]; arr[:]`.
+        let arr = Array::from_slice(&[1i32, 2]).unwrap();
+        let g = arr.get_lock().unwrap();
+        arr.set(0, arr.get(1).unwrap()).unwrap();
+        assert_eq!(arr.to_vec().unwrap(), [2, 2]);
+        drop(g);
+        assert!(!arr.get_lock().unwrap().is_empty());
         let _ = tx.send(r.map_err(|e| e.to_string()));
     });
     match rx.recv_timeout(Duration::from_secs(10)) {

@@ -234,6 +234,27 @@ impl<T: ShmType> Locked<T> {
         })
     }
 
+    /// Runs `f` on the data for a one-shot access (`Value::get`/`set`,
+    /// `Array::get`/`set`/`to_vec`): under the lock, or, when the calling
+    /// thread already holds it (a live guard of this thread: guards are not
+    /// `Send`), under that hold, as Python's recursive `Value`/`Array` locks
+    /// allow `with v.get_lock(): v.value += 1`. Without this the call would
+    /// wait for itself forever.
+    pub(crate) fn with_data<R>(&self, f: impl FnOnce(&mut DataGuard<'_, T>) -> R) -> Result<R, LockError<()>> {
+        let raw = self.m.ctl();
+        if raw.is_owned_by_me() {
+            // Never dropped (even if `f` panics): the outer guard of this
+            // thread releases the lock, and only it.
+            let mut g = std::mem::ManuallyDrop::new(DataGuard {
+                lock: LockGuard::new(raw, true),
+                data: self.m.data() as *mut T,
+                len: self.len,
+            });
+            return Ok(f(&mut g));
+        }
+        self.acquire(Wait::Forever).map(|mut g| f(&mut g)).map_err(LockError::without_guard)
+    }
+
     /// Writes `init` into every element of a fresh data area.
     ///
     /// # Safety
