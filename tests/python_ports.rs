@@ -918,3 +918,116 @@ fn value_access_inside_get_lock() {
         Err(_) => panic!("Value::get while this thread holds get_lock() hangs (Python's RLock does not)"),
     }
 }
+
+// ---------------------------------------------------------------------------
+// "Joining processes that use queues" (programming guidelines):
+//
+//     def f(q): q.put('X' * 1000000)
+//     q = Queue(); p = Process(target=f, args=(q,)); p.start()
+//     p.join()       # deadlocks in Python: the feeder thread waits for a reader
+//     obj = q.get()
+//
+// With shared memory there is no feeder thread: join first, then get, works.
+
+shmproc::entry! {
+    fn put_big(q: Queue<String>) -> Result<(), String> {
+        q.put("X".repeat(1_000_000)).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn join_before_get_of_a_large_item() {
+    let q = Queue::<String>::new(0).unwrap();
+    let mut p = Process::new(put_big, q.clone());
+    start(&mut p);
+    join(&mut p);
+    let obj = q.get_timeout(DEADLINE).unwrap();
+    assert_eq!(obj.len(), 1_000_000);
+    assert!(obj.bytes().all(|b| b == b'X'));
+}
+
+// ---------------------------------------------------------------------------
+// Callbacks, and a closed pool:
+//
+//     result_list = []
+//     def log_result(result): result_list.append(result)
+//     pool = Pool()
+//     for i in range(10): pool.apply_async(square, args=(i,), callback=log_result)
+//     pool.apply_async(raise_value_error, (1,), error_callback=log_error)
+//     pool.close(); pool.join()
+//     sorted(result_list) == [0, 1, 4, ..., 81]    # every callback ran before join returned
+//     pool.map(square, [1])  -> ValueError: Pool not running
+
+#[test]
+fn apply_async_callbacks_before_join() {
+    let pool = Pool::new(2).unwrap();
+    let results = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    for i in 0..10 {
+        let results = results.clone();
+        pool.apply_async(square, i).unwrap().then(move |r| results.lock().unwrap().push(r.unwrap()));
+    }
+    let errs = errors.clone();
+    pool.apply_async(raise_value_error, 1).unwrap().then(move |r| {
+        if let Err(e) = r {
+            errs.lock().unwrap().push(e.to_string())
+        }
+    });
+    pool.close();
+    pool.join().unwrap();
+    let mut got = results.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, (0..10).map(|x| x * x).collect::<Vec<u64>>());
+    let errors = errors.lock().unwrap().clone();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].contains("ValueError: bad 1"), "{errors:?}");
+    assert!(matches!(pool.map(square, [1]), Err(shmproc::PoolError::Closed)));
+}
+
+// ---------------------------------------------------------------------------
+// Semaphore limiting concurrency, and a Barrier that times out:
+//
+//     def worker(sem, inside, peak):
+//         with sem:
+//             with inside.get_lock(): inside.value += 1; peak.value = max(peak.value, inside.value)
+//             time.sleep(0.05)
+//             with inside.get_lock(): inside.value -= 1
+//     sem = Semaphore(2); 5 workers; peak.value <= 2
+//     b = Barrier(2); b.wait(timeout=0.05) -> BrokenBarrierError; b.broken -> True
+
+shmproc::entry! {
+    fn sem_worker(args: (shmproc::Semaphore, Value<u32>, Value<u32>)) -> Result<(), String> {
+        let (sem, inside, peak) = args;
+        if !sem.acquire_timeout(Duration::from_secs(60)) {
+            return Err("semaphore: no unit within 60 s".into());
+        }
+        {
+            let mut g = inside.get_lock().map_err(|e| e.to_string())?;
+            let now = g.value() + 1;
+            g.set_value(now);
+            peak.get_lock().map_err(|e| e.to_string())?.update(|p| *p = (*p).max(now));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        inside.get_lock().map_err(|e| e.to_string())?.update(|v| *v -= 1);
+        sem.release().map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn semaphore_and_broken_barrier() {
+    let sem = shmproc::Semaphore::new(2).unwrap();
+    let inside = Value::new(0u32).unwrap();
+    let peak = Value::new(0u32).unwrap();
+    let mut ps: Vec<Process> =
+        (0..5).map(|_| Process::new(sem_worker, (sem.clone(), inside.clone(), peak.clone()))).collect();
+    ps.iter_mut().for_each(start);
+    ps.iter_mut().for_each(join);
+    let peak = peak.get().unwrap();
+    assert!((1..=2).contains(&peak), "peak {peak}");
+    assert_eq!(inside.get().unwrap(), 0);
+
+    let b = Barrier::new(2).unwrap();
+    assert_eq!(b.wait_timeout(Duration::from_millis(50)), Err(shmproc::BarrierError::TimedOut));
+    assert!(b.is_broken());
+    assert_eq!(b.wait_timeout(Duration::from_millis(50)), Err(shmproc::BarrierError::Broken));
+}
