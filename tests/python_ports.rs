@@ -1031,3 +1031,38 @@ fn semaphore_and_broken_barrier() {
     assert!(b.is_broken());
     assert_eq!(b.wait_timeout(Duration::from_millis(50)), Err(shmproc::BarrierError::Broken));
 }
+
+// Nested `with v.get_lock():` blocks (Python's Value/Array lock is an RLock):
+//
+//     def add(v, n):
+//         with v.get_lock(): v.value += n
+//     with v.get_lock():
+//         add(v, 1); add(v, 2)        # re-acquires in the same thread
+//     v.value == 3
+#[test]
+fn nested_get_lock() {
+    let v = Value::new(0i64).unwrap();
+    let arr = Array::from_slice(&[0u8; 2]).unwrap();
+    let (c, a) = (v.clone(), arr.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let add = |n: i64| c.get_lock().map(|mut g| g.update(|x| *x += n)).map_err(|e| e.to_string());
+        let outer = c.get_lock().unwrap();
+        let r = add(1).and_then(|_| add(2));
+        assert!(c.try_get_lock().is_ok(), "try_get_lock by the holder");
+        drop(outer);
+        let outer = a.get_lock().unwrap();
+        let inner = a.get_lock().map(|mut g| g.set(1, 7)).map_err(|e| e.to_string());
+        drop(outer);
+        let _ = tx.send(r.and(inner));
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(r) => assert_eq!(r, Ok(true)),
+        Err(_) => panic!("a nested get_lock() in the holding thread hangs (Python's RLock does not)"),
+    }
+    assert_eq!(v.get().unwrap(), 3);
+    assert_eq!(arr.to_vec().unwrap(), [0, 7]);
+    // Released for real: another thread gets it.
+    let c = v.clone();
+    assert!(std::thread::spawn(move || c.try_get_lock().is_ok()).join().unwrap());
+}
