@@ -203,7 +203,9 @@ impl<T: ShmType> Array<T> {
         self.m.with_data(|g| g.to_vec())
     }
 
-    /// Holds the lock; the guard reads and writes elements.
+    /// Holds the lock; the guard reads and writes elements. The lock is
+    /// recursive, as Python's: the thread that holds it gets a nested guard
+    /// at once (its drop releases nothing; the outer guard's does).
     ///
     /// ```
     /// let a = shmproc::Array::<u32>::new(3).unwrap();
@@ -213,7 +215,7 @@ impl<T: ShmType> Array<T> {
     /// assert_eq!(a.to_vec().unwrap(), vec![0, 10, 20]);
     /// ```
     pub fn get_lock(&self) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::Forever)
+        self.m.acquire_recursive(Wait::Forever)
     }
 
     /// [`get_lock`](Self::get_lock) if the lock is free now.
@@ -225,7 +227,7 @@ impl<T: ShmType> Array<T> {
     /// drop(held);
     /// ```
     pub fn try_get_lock(&self) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::No)
+        self.m.acquire_recursive(Wait::No)
     }
 
     /// [`get_lock`](Self::get_lock), waiting at most `timeout`.
@@ -238,6 +240,6 @@ impl<T: ShmType> Array<T> {
         &self,
         timeout: std::time::Duration,
     ) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::timeout(timeout))
+        self.m.acquire_recursive(Wait::timeout(timeout))
     }
 }

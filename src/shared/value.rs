@@ -113,7 +113,17 @@ impl<T: ShmType> Value<T> {
         self.m.with_data(|g| g.set_value(value))
     }
 
-    /// Holds the lock; the guard reads and writes the value.
+    /// Holds the lock; the guard reads and writes the value. The lock is
+    /// recursive, as Python's: the thread that holds it gets a nested guard
+    /// at once (its drop releases nothing; the outer guard's does).
+    ///
+    /// ```
+    /// let v = shmproc::Value::new(1u8).unwrap();
+    /// let outer = v.get_lock().unwrap();
+    /// v.get_lock().unwrap().update(|x| *x += 1); // nested: no self-deadlock
+    /// drop(outer);
+    /// assert_eq!(v.get().unwrap(), 2);
+    /// ```
     ///
     /// ```
     /// let v = shmproc::Value::new(1.5f64).unwrap();
@@ -123,7 +133,7 @@ impl<T: ShmType> Value<T> {
     /// assert_eq!(v.get().unwrap(), 3.0);
     /// ```
     pub fn get_lock(&self) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::Forever)
+        self.m.acquire_recursive(Wait::Forever)
     }
 
     /// [`get_lock`](Self::get_lock), waiting at most `timeout`.
@@ -136,7 +146,7 @@ impl<T: ShmType> Value<T> {
         &self,
         timeout: std::time::Duration,
     ) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::timeout(timeout))
+        self.m.acquire_recursive(Wait::timeout(timeout))
     }
 
     /// [`get_lock`](Self::get_lock) if the lock is free now.
@@ -146,6 +156,6 @@ impl<T: ShmType> Value<T> {
     /// assert!(v.try_get_lock().is_ok());
     /// ```
     pub fn try_get_lock(&self) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::No)
+        self.m.acquire_recursive(Wait::No)
     }
 }
