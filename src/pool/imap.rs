@@ -90,24 +90,70 @@ where
     type Item = Result<R, TaskError>;
 
     fn next(&mut self) -> Option<Result<R, TaskError>> {
+        match self.next_until(Deadline::NEVER) {
+            Ok(next) => next,
+            Err(NextTimedOut) => unreachable!("no deadline"),
+        }
+    }
+}
+
+/// [`Imap::next_timeout`] found no result within its timeout (Python's
+/// `multiprocessing.TimeoutError` from `IMapIterator.next(timeout)`); the
+/// iterator is unchanged: call it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no result within the timeout: the item is still running (call next again)")]
+pub struct NextTimedOut;
+
+impl<R: Handoff + Send + 'static, I: Iterator> Imap<R, I>
+where
+    I::Item: Handoff,
+{
+    /// Python's `IMapIterator.next(timeout)`: the next result if one comes
+    /// within `timeout`; `Ok(None)` at the end (`StopIteration`);
+    /// [`NextTimedOut`] otherwise (`TimeoutError`), after which the
+    /// iterator goes on as before.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// shmproc::task! { fn square(x: u64) -> u64 { x * x } }
+    /// let pool = shmproc::Pool::new(1).unwrap();
+    /// let mut it = pool.imap(square, [3]).unwrap();
+    /// let first = loop {
+    ///     match it.next_timeout(Duration::from_millis(20)) {
+    ///         Ok(next) => break next,
+    ///         Err(shmproc::pool::NextTimedOut) => print!("."),
+    ///     }
+    /// };
+    /// assert_eq!(first, Some(Ok(9)));
+    /// assert_eq!(it.next_timeout(Duration::from_secs(60)), Ok(None));
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Result<R, TaskError>>, NextTimedOut> {
+        self.next_until(Deadline::after(timeout))
+    }
+
+    fn next_until(&mut self, deadline: Deadline) -> Result<Option<Result<R, TaskError>>, NextTimedOut> {
         loop {
             let job = Arc::clone(&self.job);
             let sink: Arc<dyn Sink> = job.clone();
             self.source.top_up(&sink);
             let bound = self.source.yielded;
             let total = self.source.total();
-            let s = job.wait_for(Deadline::after(Duration::from_millis(200)), |s| {
-                s.aborted || s.pop_ready() || total.is_some_and(|t| bound >= t)
-            });
+            // Wake at least every 200 ms to top up the input.
+            let step = deadline.capped(Duration::from_millis(200));
+            let s = job.wait_for(step, |s| s.aborted || s.pop_ready() || total.is_some_and(|t| bound >= t));
             let mut s = s;
             if let Some((_, o)) = s.pop() {
                 drop(s);
                 self.source.yielded += 1;
-                return Some(o.map_err(|e| *e));
+                return Ok(Some(o.map_err(|e| *e)));
             }
             if s.aborted || total.is_some_and(|t| self.source.yielded >= t) {
                 drop(s);
-                return self.source.not_submitted().map(|index| Err(TaskError::NotSubmitted { index }));
+                return Ok(self.source.not_submitted().map(|index| Err(TaskError::NotSubmitted { index })));
+            }
+            drop(s);
+            if deadline.passed() {
+                return Err(NextTimedOut);
             }
         }
     }

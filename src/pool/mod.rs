@@ -121,7 +121,7 @@ mod task;
 mod worker;
 
 pub use builder::PoolBuilder;
-pub use imap::Imap;
+pub use imap::{Imap, NextTimedOut};
 use imap::ImapSource;
 
 pub use error::{GetTimeoutError, PoolError, TaskError};

@@ -149,7 +149,9 @@ impl<T: ShmType> Array<T> {
     }
 
     /// Element `i`, copied under the lock;
-    /// [`ArrayError::IndexOutOfRange`] past the end.
+    /// [`ArrayError::IndexOutOfRange`] past the end. A thread that holds
+    /// [`get_lock`](Self::get_lock) may call `get`, `set` and `to_vec`
+    /// (under its hold, as with Python's recursive `Array` lock).
     ///
     /// ```
     /// use shmproc::{Array, ArrayError};
@@ -158,8 +160,8 @@ impl<T: ShmType> Array<T> {
     /// assert!(matches!(a.get(1), Err(ArrayError::IndexOutOfRange { index: 1, len: 1 })));
     /// ```
     pub fn get(&self, i: usize) -> Result<T, ArrayError> {
-        let g = self.one_shot(i)?;
-        Ok(g.get(i).expect("index checked against the validated length"))
+        self.check(i)?;
+        Ok(self.m.with_data(|g| g.get(i).expect("index checked against the validated length"))?)
     }
 
     /// Sets element `i` under the lock; [`ArrayError::IndexOutOfRange`]
@@ -172,19 +174,19 @@ impl<T: ShmType> Array<T> {
     /// assert_eq!(a.to_vec().unwrap(), vec![9]);
     /// ```
     pub fn set(&self, i: usize, v: T) -> Result<(), ArrayError> {
-        let mut g = self.one_shot(i)?;
-        let written = g.set(i, v);
+        self.check(i)?;
+        let written = self.m.with_data(|g| g.set(i, v))?;
         debug_assert!(written, "index checked against the validated length");
         Ok(())
     }
 
-    /// The lock, for a one-shot access to element `i` (checked first).
-    fn one_shot(&self, i: usize) -> Result<MutexGuard<'_, T>, ArrayError> {
+    /// [`ArrayError::IndexOutOfRange`] unless `i` is an index.
+    fn check(&self, i: usize) -> Result<(), ArrayError> {
         let len = self.len();
         if i >= len {
             return Err(ArrayError::IndexOutOfRange { index: i, len });
         }
-        Ok(self.m.acquire(Wait::Forever).map_err(LockError::without_guard)?)
+        Ok(())
     }
 
     /// All elements, copied under the lock. The error carries no guard
@@ -198,10 +200,12 @@ impl<T: ShmType> Array<T> {
     /// assert_eq!(sum(&a).unwrap(), 3);
     /// ```
     pub fn to_vec(&self) -> Result<Vec<T>, LockError<()>> {
-        self.m.acquire(Wait::Forever).map(|g| g.to_vec()).map_err(LockError::without_guard)
+        self.m.with_data(|g| g.to_vec())
     }
 
-    /// Holds the lock; the guard reads and writes elements.
+    /// Holds the lock; the guard reads and writes elements. The lock is
+    /// recursive, as Python's: the thread that holds it gets a nested guard
+    /// at once (its drop releases nothing; the outer guard's does).
     ///
     /// ```
     /// let a = shmproc::Array::<u32>::new(3).unwrap();
@@ -211,7 +215,7 @@ impl<T: ShmType> Array<T> {
     /// assert_eq!(a.to_vec().unwrap(), vec![0, 10, 20]);
     /// ```
     pub fn get_lock(&self) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::Forever)
+        self.m.acquire_recursive(Wait::Forever)
     }
 
     /// [`get_lock`](Self::get_lock) if the lock is free now.
@@ -223,7 +227,7 @@ impl<T: ShmType> Array<T> {
     /// drop(held);
     /// ```
     pub fn try_get_lock(&self) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::No)
+        self.m.acquire_recursive(Wait::No)
     }
 
     /// [`get_lock`](Self::get_lock), waiting at most `timeout`.
@@ -236,6 +240,6 @@ impl<T: ShmType> Array<T> {
         &self,
         timeout: std::time::Duration,
     ) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::timeout(timeout))
+        self.m.acquire_recursive(Wait::timeout(timeout))
     }
 }

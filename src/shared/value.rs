@@ -80,6 +80,17 @@ impl<T: ShmType> Value<T> {
     constructors!(doc("Value::<u64>", "7u64", ", 7u64"), initial: T);
 
     /// Reads the value under the lock (see the type's docs for `OwnerDied`).
+    /// A thread that holds [`get_lock`](Self::get_lock) may call `get` and
+    /// `set` (under its hold, as Python's recursive `Value` lock allows
+    /// `with v.get_lock(): v.value += 1`); they do not wait for it.
+    ///
+    /// ```
+    /// let v = shmproc::Value::new(1u8).unwrap();
+    /// let held = v.get_lock().unwrap();
+    /// v.set(v.get().unwrap() + 1).unwrap(); // no self-deadlock
+    /// drop(held);
+    /// assert_eq!(v.get().unwrap(), 2);
+    /// ```
     ///
     /// ```
     /// fn double(v: &shmproc::Value<u8>) -> Result<u8, Box<dyn std::error::Error>> {
@@ -88,7 +99,7 @@ impl<T: ShmType> Value<T> {
     /// assert_eq!(double(&shmproc::Value::new(3u8).unwrap()).unwrap(), 6);
     /// ```
     pub fn get(&self) -> Result<T, LockError<()>> {
-        self.m.acquire(Wait::Forever).map(|g| g.value()).map_err(LockError::without_guard)
+        self.m.with_data(|g| g.value())
     }
 
     /// Writes the value under the lock (see the type's docs for `OwnerDied`).
@@ -99,10 +110,20 @@ impl<T: ShmType> Value<T> {
     /// assert_eq!(v.get().unwrap(), 4);
     /// ```
     pub fn set(&self, value: T) -> Result<(), LockError<()>> {
-        self.m.acquire(Wait::Forever).map(|mut g| g.set_value(value)).map_err(LockError::without_guard)
+        self.m.with_data(|g| g.set_value(value))
     }
 
-    /// Holds the lock; the guard reads and writes the value.
+    /// Holds the lock; the guard reads and writes the value. The lock is
+    /// recursive, as Python's: the thread that holds it gets a nested guard
+    /// at once (its drop releases nothing; the outer guard's does).
+    ///
+    /// ```
+    /// let v = shmproc::Value::new(1u8).unwrap();
+    /// let outer = v.get_lock().unwrap();
+    /// v.get_lock().unwrap().update(|x| *x += 1); // nested: no self-deadlock
+    /// drop(outer);
+    /// assert_eq!(v.get().unwrap(), 2);
+    /// ```
     ///
     /// ```
     /// let v = shmproc::Value::new(1.5f64).unwrap();
@@ -112,7 +133,7 @@ impl<T: ShmType> Value<T> {
     /// assert_eq!(v.get().unwrap(), 3.0);
     /// ```
     pub fn get_lock(&self) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::Forever)
+        self.m.acquire_recursive(Wait::Forever)
     }
 
     /// [`get_lock`](Self::get_lock), waiting at most `timeout`.
@@ -125,7 +146,7 @@ impl<T: ShmType> Value<T> {
         &self,
         timeout: std::time::Duration,
     ) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::timeout(timeout))
+        self.m.acquire_recursive(Wait::timeout(timeout))
     }
 
     /// [`get_lock`](Self::get_lock) if the lock is free now.
@@ -135,6 +156,6 @@ impl<T: ShmType> Value<T> {
     /// assert!(v.try_get_lock().is_ok());
     /// ```
     pub fn try_get_lock(&self) -> Result<MutexGuard<'_, T>, LockError<MutexGuard<'_, T>>> {
-        self.m.acquire(Wait::No)
+        self.m.acquire_recursive(Wait::No)
     }
 }

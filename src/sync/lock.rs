@@ -29,12 +29,21 @@ pub(crate) fn guard_result<G>(r: Result<Acquired, Failed>, make: impl FnOnce(boo
 pub struct LockGuard<'a> {
     raw: &'a RawLock,
     consistent: bool,
+    /// A re-acquisition by the thread that holds the lock already (the
+    /// recursive locks of `Value` and `Array`): its drop releases nothing.
+    nested: bool,
     _not_send: PhantomData<*const ()>,
 }
 
 impl<'a> LockGuard<'a> {
     pub(crate) fn new(raw: &'a RawLock, consistent: bool) -> Self {
-        LockGuard { raw, consistent, _not_send: PhantomData }
+        LockGuard { raw, consistent, nested: false, _not_send: PhantomData }
+    }
+
+    /// A guard for a thread that holds `raw` already: the outer guard
+    /// releases the lock, and only it.
+    pub(crate) fn nested(raw: &'a RawLock) -> Self {
+        LockGuard { raw, consistent: !raw.is_inconsistent(), nested: true, _not_send: PhantomData }
     }
 
     pub(crate) fn raw(&self) -> &'a RawLock {
@@ -77,6 +86,9 @@ impl<'a> LockGuard<'a> {
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
+        if self.nested {
+            return;
+        }
         if self.consistent {
             self.raw.unlock();
         } else {
@@ -232,6 +244,28 @@ impl<T: ShmType> Locked<T> {
             data: self.m.data() as *mut T,
             len: self.len,
         })
+    }
+
+    /// Runs `f` on the data for a one-shot access (`Value::get`/`set`,
+    /// `Array::get`/`set`/`to_vec`): under the lock, or, when the calling
+    /// thread already holds it (a live guard of this thread: guards are not
+    /// `Send`), under that hold, as Python's recursive `Value`/`Array` locks
+    /// allow `with v.get_lock(): v.value += 1`. Without this the call would
+    /// wait for itself forever.
+    pub(crate) fn with_data<R>(&self, f: impl FnOnce(&mut DataGuard<'_, T>) -> R) -> Result<R, LockError<()>> {
+        self.acquire_recursive(Wait::Forever).map(|mut g| f(&mut g)).map_err(LockError::without_guard)
+    }
+
+    /// [`acquire`](Self::acquire), except that a thread that holds the lock
+    /// already (a live guard of this thread: guards are not `Send`) gets a
+    /// nested guard at once, whose drop releases nothing: the recursive
+    /// lock of Python's `Value` and `Array`.
+    pub(crate) fn acquire_recursive(&self, wait: Wait) -> Result<DataGuard<'_, T>, LockError<DataGuard<'_, T>>> {
+        let raw = self.m.ctl();
+        if raw.is_owned_by_me() {
+            return Ok(DataGuard { lock: LockGuard::nested(raw), data: self.m.data() as *mut T, len: self.len });
+        }
+        self.acquire(wait)
     }
 
     /// Writes `init` into every element of a fresh data area.
