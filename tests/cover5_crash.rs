@@ -689,3 +689,117 @@ fn sleepers_killed_in_their_wait_do_not_swallow_the_live_ones_wake() {
         }
     }
 }
+
+// ---- ByteQueue send / recv_into ----
+
+/// Frame `i` of a byte stream: its number, then a length and bytes that
+/// depend on it (so a torn or shifted frame shows).
+fn byte_frame(i: u64) -> Vec<u8> {
+    let mut f = i.to_le_bytes().to_vec();
+    f.extend((0..(i * 37 % 500)).map(|k| (k as u8) ^ (i as u8)));
+    f
+}
+
+fn frame_number(f: &[u8]) -> u64 {
+    assert!(f.len() >= 8, "short frame of {} bytes", f.len());
+    let i = u64::from_le_bytes(f[..8].try_into().unwrap());
+    assert_eq!(f, byte_frame(i).as_slice(), "torn frame {i}");
+    i
+}
+
+shmproc::entry! {
+    /// Sends frames from..n with `send`.
+    fn bq_send(args: (shmproc::queue::ByteQueue, u64, u64, Event)) -> Result<(), String> {
+        let (q, from, n, started) = args;
+        let mut tx = q.producer().map_err(|e| e.to_string())?;
+        started.set();
+        for i in from..n {
+            tx.send(&byte_frame(i)).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+shmproc::entry! {
+    /// Receives with `recv_into`, recording the next frame it expects.
+    fn bq_recv(args: (shmproc::queue::ByteQueue, Value<u64>, Event)) -> Result<(), String> {
+        let (q, next, started) = args;
+        let mut rx = q.consumer().map_err(|e| e.to_string())?;
+        started.set();
+        let mut buf = Vec::new();
+        loop {
+            rx.recv_into(&mut buf).map_err(|e| e.to_string())?;
+            let i = u64::from_le_bytes(buf[..8].try_into().map_err(|_| "short frame")?);
+            if buf != byte_frame(i) {
+                return Err(format!("torn frame {i}"));
+            }
+            next.set(i + 1).map_err(|e| e.to_string())?;
+        }
+    }
+}
+
+/// A ByteQueue producer killed in mid `send` and a consumer killed in mid
+/// `recv_into`, each at a random point, each then replaced by a process
+/// that takes its role over: frames stay intact and in order, none is
+/// duplicated, and only the dead consumer's own frame may be missing.
+#[test]
+fn byte_queue_ends_killed_mid_send_and_mid_recv_into_and_replaced_lose_at_most_their_own_frame() {
+    const N: u64 = 3_000;
+    for _round in 0..3 {
+        let q = shmproc::queue::ByteQueue::new(4096, 1024).unwrap();
+        // The consumer first: a victim, killed at random.
+        let recorded = Value::new(0u64).unwrap();
+        let started = Event::new().unwrap();
+        let mut cvictim = Process::new(bq_recv, (q.clone(), recorded.clone(), started.clone())).with_daemon(true);
+        cvictim.start().unwrap();
+        assert!(started.wait_timeout(T));
+        let started = Event::new().unwrap();
+        let mut pvictim = Process::new(bq_send, (q.clone(), 0u64, u64::MAX, started.clone())).with_daemon(true);
+        pvictim.start().unwrap();
+        assert!(started.wait_timeout(T));
+        kill_at_random(&cvictim, 10);
+        let end = Instant::now() + T;
+        let mut rx = loop {
+            match q.consumer() {
+                Ok(rx) => break rx,
+                Err(e) => {
+                    assert!(Instant::now() < end, "the dead consumer's role was never freed: {e}");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        };
+        let theirs = read(&recorded);
+        kill_at_random(&pvictim, 10);
+        // What the dead producer sent: intact, in order, starting at most
+        // one frame past what the dead consumer recorded.
+        let mut next = None::<u64>;
+        let mut buf = Vec::new();
+        loop {
+            match rx.recv_timeout_into(&mut buf, T) {
+                Ok(()) => {
+                    let i = frame_number(&buf);
+                    match next {
+                        None => {
+                            assert!(i == theirs || i == theirs + 1, "first frame {i}, dead consumer recorded {theirs}")
+                        }
+                        Some(n) => assert_eq!(i, n, "hole or duplicate"),
+                    }
+                    next = Some(i + 1);
+                }
+                Err(shmproc::RecvTimeoutError::Disconnected) => break,
+                Err(e) => panic!("after {next:?}: {e}"),
+            }
+        }
+        // An heir producer goes on from there.
+        let from = next.unwrap_or(theirs + 1);
+        let started = Event::new().unwrap();
+        let mut heir = Process::new(bq_send, (q.clone(), from, from + N, started.clone()));
+        heir.start().unwrap();
+        assert!(started.wait_timeout(T), "the dead producer's role was not taken over");
+        for want in from..from + N {
+            rx.recv_timeout_into(&mut buf, T).unwrap_or_else(|e| panic!("frame {want}: {e}"));
+            assert_eq!(frame_number(&buf), want, "hole or duplicate after the takeover");
+        }
+        common::join(&heir).unwrap();
+    }
+}
