@@ -803,3 +803,43 @@ fn byte_queue_ends_killed_mid_send_and_mid_recv_into_and_replaced_lose_at_most_t
         common::join(&heir).unwrap();
     }
 }
+
+// ---- RLock held recursively by a killed process ----
+
+shmproc::entry! {
+    /// Takes the RLock three levels deep, then sleeps until killed.
+    fn rlock_hold(args: (shmproc::RLock, Event)) -> Result<(), String> {
+        let (r, held) = args;
+        let guards: Vec<_> = (0..3).map(|_| r.lock().map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+        held.set();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = &guards;
+        }
+    }
+}
+
+/// An RLock held three levels deep by a process killed with SIGKILL: the
+/// next taker gets `OwnerDied` at level 1 (not 4, not the dead one's 3),
+/// and after `make_consistent` and one release the lock is free for all.
+#[test]
+fn rlock_held_recursively_by_a_killed_process_is_taken_over_at_level_one() {
+    let r = shmproc::RLock::new().unwrap();
+    let held = Event::new().unwrap();
+    let mut victim = Process::new(rlock_hold, (r.clone(), held.clone())).with_daemon(true);
+    victim.start().unwrap();
+    assert!(held.wait_timeout(T));
+    assert!(matches!(r.try_lock(), Err(LockError::WouldBlock)), "held by a live process");
+    kill_at_random(&victim, 5);
+    match r.lock_timeout(T) {
+        Err(LockError::OwnerDied(mut g)) => {
+            assert_eq!(r.level(), 1, "taken over at the dead owner's depth");
+            g.make_consistent();
+        }
+        Ok(_) => panic!("the dead owner's death was not reported"),
+        Err(e) => panic!("{e}"),
+    }
+    assert_eq!(r.level(), 0);
+    let r2 = r.clone();
+    assert!(std::thread::spawn(move || r2.lock_timeout(T).is_ok()).join().unwrap(), "not free after the takeover");
+}
