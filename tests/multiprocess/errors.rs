@@ -131,9 +131,9 @@ fn layout_version() {
     let lock = Lock::create(&name("version")).unwrap();
     patch(lock.name(), 12, &99u32.to_le_bytes());
     match Lock::open(lock.name()) {
-        // The current version (4 since SPSC-style sleepers sleep on their
-        // flags and a frame ring's small frames start at byte 16 of their slot).
-        Err(OpenError::LayoutVersion { found: 99, expected: 4, .. }) => {}
+        // The current version (5 since an unbounded queue's ring names end
+        // in a keyed tag whose key lives in the control block).
+        Err(OpenError::LayoutVersion { found: 99, expected: 5, .. }) => {}
         other => panic!("{other:?}"),
     }
     Child::spawn("expect_open_error", &["lock", lock.name(), "LayoutVersion"]).join_ok();
