@@ -600,6 +600,12 @@ impl<T: Handoff> JoinableQueue<T> {
 
     /// Blocks until every item ever put has been marked done.
     ///
+    /// Known defect, unbounded queues (`new(0)`) only: a producer killed
+    /// inside `put` can leave one unfinished task counted for good, and
+    /// `join` then never returns; prefer [`join_timeout`](Self::join_timeout)
+    /// there. Bounded queues count exactly (a dead producer's slot is
+    /// skipped and uncounted).
+    ///
     /// ```
     /// shmproc::JoinableQueue::<u8>::new(2).unwrap().join();
     /// ```
