@@ -847,22 +847,19 @@ fn siphash24(k0: u64, k1: u64, m: u64) -> u64 {
 
 /// A secret key for the rings' name tags: std's random hash keys (seeded
 /// from the OS's random source once per process, then stepped per
-/// `RandomState`), mixed with the time.
+/// `RandomState`), mixed with the time and the pid.
 fn random_key() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
     h.finish()
 }
 
-/// A generation unlikely to repeat for one name (std's per-process random
-/// hash keys, the time and the pid).
+/// A generation unlikely to repeat for one name (a [`random_key`]'s low
+/// half).
 fn random_generation() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.write_u32(std::process::id());
-    h.finish() as u32
+    random_key() as u32
 }
 
 /// The chain's rings, for the link protocol (`links.rs`).
