@@ -4,7 +4,7 @@
 //! Python-shaped queues and the unbounded chain are built on it.
 
 use super::error::{GetTimeoutError, PutTimeoutError, TryGetError, TryPutError};
-use super::frames::{self, FrameIn, FrameInto};
+use super::frames::{self, FrameIn, FrameInto, FrameTake};
 use super::item::{FrameCell, PodVia, RingItem};
 use super::mpmc::{MpmcQueue, ShmSlots, frame_init};
 use super::vyukov::{ByValue, SlotRead, Slots};
@@ -179,8 +179,11 @@ impl<T: Handoff> ItemRing<T> {
     pub(super) fn get(&self, mode: Mode) -> Result<T, GetFail> {
         match self {
             ItemRing::Slots(q) => Self::pop(q, mode, &mut ByValue::new()).map(|v: PodVia<T>| v.0),
-            ItemRing::Frames(q) => frames::decode(Self::pop(q, mode, &mut ByValue::new())?)
-                .map_err(|e| e.map_or(GetFail::Corrupted, GetFail::Decode)),
+            ItemRing::Frames(q) => {
+                let mut r = FrameTake::new();
+                Self::pop(q, mode, &mut r)?;
+                frames::decode(r.into_frame()).map_err(|e| e.map_or(GetFail::Corrupted, GetFail::Decode))
+            }
         }
     }
 
