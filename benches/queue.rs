@@ -11,7 +11,8 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shmproc::queue::{MpmcQueue, SpscQueue, WaitStrategy};
 use support::queue_cases::{
-    bytes_frames, mpmc_2p2c, queue_strings, queue_strings_borrowed, spsc_batched, spsc_pingpong, spsc_single,
+    bytes_frames, mpmc_2p2c, queue_strings, queue_strings_borrowed, queue_strings_ref_get, spsc_batched, spsc_pingpong,
+    spsc_single,
 };
 
 /// Runs `f(n)` (which returns M items/s for `n` items) and turns it into the
@@ -54,6 +55,8 @@ fn queues(c: &mut Criterion) {
     // The same with the borrowed forms (put_ref from one String, get_into
     // one reused String): like with like beside byte_frames/64_bytes.
     g.bench_function("64_bytes_1p_1c_borrowed", |b| b.iter_custom(|n| timed(n.max(2), queue_strings_borrowed)));
+    // Python's shape (the same string put each time, a new one per get).
+    g.bench_function("64_bytes_1p_1c_put_ref_get", |b| b.iter_custom(|n| timed(n.max(2), queue_strings_ref_get)));
     g.finish();
 }
 

@@ -3,6 +3,8 @@
 //! (`put(item.clone())`, `get()`: a malloc and a free on each side per
 //! item) and with the borrowed ones (`put_ref(&item)`, `get_into(&mut s)`:
 //! none, as the ByteQueue case's `send(&frame)` / `recv_into(&mut buf)`),
+//! and in the Python bench's shape (`put_ref(&item)`, `get()`: the same
+//! string put each time, a new one per get, as `q.put(ITEM)` / `q.get()`),
 //! beside our
 //! `ByteQueue` with 64-byte frames (the same bytes, no encoding, SPSC) and
 //! Python's `multiprocessing.Queue` with the same strings (via
@@ -13,7 +15,7 @@
 #[path = "../../benches/support/mod.rs"]
 mod support;
 
-use support::queue_cases::{bytes_frames, queue_strings, queue_strings_borrowed};
+use support::queue_cases::{bytes_frames, queue_strings, queue_strings_borrowed, queue_strings_ref_get};
 use support::{interleave, quick};
 
 /// Python's mp.Queue with 64-byte strings; M msgs/s.
@@ -35,6 +37,7 @@ fn main() {
         &mut [
             ("shmproc Queue<String>, 64-byte strings", &mut || queue_strings(n)),
             ("shmproc Queue<String>, put_ref/get_into", &mut || queue_strings_borrowed(n)),
+            ("shmproc Queue<String>, put_ref/get (Python's)", &mut || queue_strings_ref_get(n)),
             ("shmproc ByteQueue, 64 B frames", &mut || bytes_frames(64, n)),
         ],
     );
@@ -42,8 +45,9 @@ fn main() {
     for (name, v) in &res {
         println!("  {name:<44} {v:>9.2}");
     }
-    println!("  {:<44} {:>8.2}x", "Queue<String> / ByteQueue (target >= 0.5)", res[0].1 / res[2].1);
-    println!("  {:<44} {:>8.2}x", "borrowed Queue<String> / ByteQueue", res[1].1 / res[2].1);
+    println!("  {:<44} {:>8.2}x", "Queue<String> / ByteQueue (target >= 0.5)", res[0].1 / res[3].1);
+    println!("  {:<44} {:>8.2}x", "borrowed Queue<String> / ByteQueue", res[1].1 / res[3].1);
+    println!("  {:<44} {:>8.2}x", "put_ref/get Queue<String> / ByteQueue", res[2].1 / res[3].1);
     let mut py: Vec<f64> = (0..rounds.min(3)).filter_map(|_| python_strings(if q { 1_000 } else { 100_000 })).collect();
     if py.is_empty() {
         println!("  (python3 not available: mp.Queue row skipped)");
@@ -51,5 +55,6 @@ fn main() {
         let m = support::median(&mut py);
         println!("  {:<44} {m:>9.3}", "Python mp.Queue, same strings (separate runs)");
         println!("  {:<44} {:>8.0}x", "Queue<String> / Python (target >= 50)", res[0].1 / m);
+        println!("  {:<44} {:>8.0}x", "put_ref/get Queue<String> / Python", res[2].1 / m);
     }
 }
