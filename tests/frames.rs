@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shmproc::process::Entry;
@@ -230,6 +232,83 @@ fn frames_on_both_sides_of_the_small_frame_bound_arrive_intact_across_processes(
         common::join(&p).unwrap();
         assert!(q.empty());
     }
+}
+
+/// Item `i` of the owned-get consumer-kill test: its index, then 0..300
+/// bytes (on both sides of the small-frame bound), every third one with
+/// two-byte characters (the full UTF-8 check, not the ASCII one).
+fn owned_item(i: u64) -> String {
+    let mut s = format!("{i}:");
+    let len = (i.wrapping_mul(7919) % 300) as usize;
+    let c = if i % 3 == 0 { 'é' } else { char::from(b'a' + (i % 26) as u8) };
+    while s.len() + c.len_utf8() <= len {
+        s.push(c);
+    }
+    s
+}
+
+shmproc::entry! {
+    /// Gets owned `String`s (`get`) until the queue is closed;
+    /// acknowledges each item's index on `ack` (or `u64::MAX - i` if it is
+    /// not exactly item i).
+    fn ack_owned_strings(args: (Queue<String>, Queue<u64>)) -> Result<(), String> {
+        let (q, ack) = args;
+        loop {
+            match q.get() {
+                Ok(s) => {
+                    let i: u64 = s.split(':').next().and_then(|t| t.parse().ok()).ok_or_else(|| format!("bad item {s:?}"))?;
+                    let tag = if s == owned_item(i) { i } else { u64::MAX - i };
+                    ack.put(tag).map_err(|e| e.to_string())?;
+                }
+                Err(GetError::Closed) => return Ok(()),
+                Err(e) => return Err(format!("get: {e}")),
+            }
+        }
+    }
+}
+
+/// Consumers that `get` owned `String`s (one exact allocation per item,
+/// read straight from the slot), SIGKILLed at random points again and
+/// again while a producer streams items into a ring of 8 slots: every
+/// item that arrives is whole, none twice, at most one per kill is missing
+/// (the one the victim held), nobody blocks, and `qsize` is 0 at the end.
+#[test]
+fn owned_get_consumers_killed_at_random_lose_at_most_their_own_item() {
+    // At least `n` items, and on until `KILLS` consumers were killed
+    // (however fast this machine streams them).
+    const KILLS: u64 = 6;
+    let n = common::count(3_000, 30_000);
+    let q = Queue::<String>::with_max_frame(8, 512).unwrap();
+    let ack = Queue::<u64>::unbounded_with_limit(1 << 30).unwrap();
+    let spawned = Arc::new(AtomicU64::new(0));
+    let spawn = || {
+        spawned.fetch_add(1, Ordering::Relaxed);
+        let mut p = Process::new(ack_owned_strings, (q.clone(), ack.clone())).with_daemon(true);
+        p.start().unwrap();
+        p
+    };
+    let mut consumers = vec![spawn(), spawn()];
+    let producer = {
+        let (q, spawned) = (q.clone(), spawned.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while i < n || spawned.load(Ordering::Relaxed) < 2 + KILLS {
+                q.put_timeout(owned_item(i), common::DEADLINE).expect("a put blocked past the deadline");
+                i += 1;
+            }
+            i
+        })
+    };
+    let kills = common::kill_at_random(&mut consumers, spawn, || producer.is_finished());
+    let n = producer.join().unwrap();
+    assert!(kills >= KILLS);
+    q.close_all();
+    for c in &consumers {
+        let _ = common::join(c);
+        assert_eq!(c.exitcode(), Some(0), "a consumer failed");
+    }
+    common::check_acks(&ack, n, kills);
+    assert_eq!(q.qsize(), 0);
 }
 
 shmproc::entry! {
