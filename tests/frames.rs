@@ -240,7 +240,7 @@ fn frames_on_both_sides_of_the_small_frame_bound_arrive_intact_across_processes(
 fn owned_item(i: u64) -> String {
     let mut s = format!("{i}:");
     let len = (i.wrapping_mul(7919) % 300) as usize;
-    let c = if i % 3 == 0 { 'é' } else { char::from(b'a' + (i % 26) as u8) };
+    let c = if i.is_multiple_of(3) { 'é' } else { char::from(b'a' + (i % 26) as u8) };
     while s.len() + c.len_utf8() <= len {
         s.push(c);
     }
