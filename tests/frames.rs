@@ -303,11 +303,7 @@ fn owned_get_consumers_killed_at_random_lose_at_most_their_own_item() {
     let n = producer.join().unwrap();
     assert!(kills >= KILLS);
     q.close_all();
-    for c in &consumers {
-        let _ = common::join(c);
-        assert_eq!(c.exitcode(), Some(0), "a consumer failed");
-    }
-    common::check_acks(&ack, n, kills);
+    common::join_consumers_and_check_acks(&consumers, &ack, n, kills);
     assert_eq!(q.qsize(), 0);
 }
 

@@ -280,11 +280,7 @@ fn get_into_consumers_killed_at_random_lose_at_most_their_own_frame() {
     let kills = common::kill_at_random(&mut consumers, spawn, || producer.is_finished());
     producer.join().unwrap();
     q.close_all();
-    for c in &consumers {
-        let _ = common::join(c);
-        assert_eq!(c.exitcode(), Some(0), "a consumer failed");
-    }
-    common::check_acks(&ack, n, kills);
+    common::join_consumers_and_check_acks(&consumers, &ack, n, kills);
     assert_eq!(q.qsize(), 0);
 }
 

@@ -303,6 +303,21 @@ pub fn kill_at_random(
     kills
 }
 
+/// The end of a consumer-kill test, once the queue is closed: every
+/// consumer left ends on its own and succeeded, then [`check_acks`].
+pub fn join_consumers_and_check_acks(
+    consumers: &[shmproc::Process],
+    ack: &shmproc::Queue<u64>,
+    n: u64,
+    kills: u64,
+) -> u64 {
+    for c in consumers {
+        let _ = join(c);
+        assert_eq!(c.exitcode(), Some(0), "a consumer failed");
+    }
+    check_acks(ack, n, kills)
+}
+
 /// Drains `ack`, where consumers acknowledged each item `i < n` they got
 /// (`u64::MAX - i` if it arrived torn): fails if one arrived torn or
 /// twice, or if more than `kills` are missing; returns how many are.
