@@ -52,6 +52,17 @@
 //!
 //! `qsize` is the sum of each live ring's exact count (each exact at its
 //! instant, the sum not one snapshot).
+//!
+//! JoinableQueue counts (`unfinished`) are read from the rings, never
+//! counted beside them (`links::Tally`): the items landed are the oldest
+//! ring's base plus each live ring's claims (its `tail`: the claim CAS is
+//! the count, as in a bounded queue) less its dead producers' skipped
+//! slots; retiring a ring folds its final count into its successor's base
+//! first. Unfinished = landed - late skips (a skip repaired in a ring
+//! folded meanwhile, counted in the chain) - `task_done` calls. A put
+//! costs nothing extra; a process killed at any instruction of a put,
+//! get or `task_done` leaves the count exact (a consumer's item taken and
+//! not yet done stays unfinished, as in a bounded queue).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -118,9 +129,11 @@ struct Words {
     /// the limit sleep on it.
     space_seq: AtomicU32,
     producers_waiting: AtomicU32,
-    /// JoinableQueue: items put, `task_done` calls; joiners sleep on
-    /// `done_seq`.
-    puts: AtomicU64,
+    /// JoinableQueue: dead producers' slots skipped in a ring after its
+    /// count was folded (`links::count_skip`; the items put are read from
+    /// the rings), `task_done` calls; joiners sleep on `done_seq`. (Was
+    /// the count of puts, before version 6.)
+    late: AtomicU64,
     dones: AtomicU64,
     done_seq: AtomicU32,
     joiners: AtomicU32,
@@ -173,7 +186,7 @@ impl<T: Handoff> Object for ChainObj<T> {
                 key: AtomicU64::new(random_key()),
                 space_seq: z(),
                 producers_waiting: z(),
-                puts: AtomicU64::new(0),
+                late: AtomicU64::new(0),
                 dones: AtomicU64::new(0),
                 done_seq: z(),
                 joiners: z(),
@@ -522,16 +535,8 @@ impl<T: Handoff> Chain<T> {
                 // Only a ring removed by hand; nothing to put into.
                 return Err(PutFail::Closed(()));
             };
-            // Counted before the item is visible (JoinableQueue): a
-            // consumer that gets it must find it counted, or its task_done
-            // is refused and a join returns early. Release: pairs with the
-            // Acquire loads in `unfinished` (also ordered before the ring's
-            // Release publish, which the consumer's get Acquires).
-            self.words().puts.fetch_add(1, Ordering::Release);
+            // JoinableQueue: the ring's claim is the count (`links::Tally`).
             let put = ring.put_ref(item, Mode::Try);
-            if put.is_err() {
-                self.uncount_put();
-            }
             let need = match put {
                 Ok(()) => return Ok(()),
                 Err(PutFail::TooLarge((), len, _)) => len as u64,
@@ -553,16 +558,6 @@ impl<T: Handoff> Chain<T> {
                 Err(_) => return Err(PutFail::Closed(())),
             }
         }
-    }
-
-    /// Takes back the count of a put that did not go in (and wakes
-    /// joiners if that was the last unfinished task).
-    #[cold]
-    fn uncount_put(&self) {
-        let w = self.words();
-        // AcqRel: pairs with the increments and `task_done`'s loads.
-        w.puts.fetch_sub(1, Ordering::AcqRel);
-        self.wake_joiners_if_done();
     }
 
     /// Wakes the joiners if no task is unfinished now.
@@ -622,7 +617,14 @@ impl<T: Handoff> Chain<T> {
                 }
                 return Err(GetFail::Closed);
             };
-            match get(&ring, mode) {
+            let got = get(&ring, mode);
+            // Skips the pop repaired in a ring folded meanwhile (rare):
+            // counted here, in the chain (`links::count_skip`).
+            let late = super::repair::take_late_skips();
+            if late != 0 {
+                self.count_late_skips(late);
+            }
+            match got {
                 Ok(v) => return Ok(v),
                 Err(GetFail::Closed) => match self.links().drained(o) {
                     Drained::Closed => return Err(GetFail::Closed),
@@ -679,11 +681,22 @@ impl<T: Handoff> Chain<T> {
         self.s.ctl.m.segment().persist();
     }
 
-    /// Items put and not yet marked done.
+    /// Counts `n` skips of dead producers' slots whose ring was folded
+    /// already (`links::count_skip`).
+    #[cold]
+    fn count_late_skips(&self, n: u64) {
+        // Release: pairs with the Acquire load in `unfinished`.
+        self.words().late.fetch_add(n, Ordering::Release);
+        self.wake_joiners_if_done();
+    }
+
+    /// Items put and not yet marked done: landed, less late skips, less
+    /// `task_done` calls.
     pub(super) fn unfinished(&self) -> u64 {
         let w = self.words();
         // Acquire (both): pair with the Release increments.
-        w.puts.load(Ordering::Acquire).saturating_sub(w.dones.load(Ordering::Acquire))
+        let done = w.dones.load(Ordering::Acquire).saturating_add(w.late.load(Ordering::Acquire));
+        self.links().landed(self, LIVE_RINGS).saturating_sub(done)
     }
 
     pub(super) fn task_done(&self) -> Result<(), TaskDoneError> {
@@ -876,6 +889,12 @@ impl<T: Handoff> Rings for Chain<T> {
         // Consumers (a `get`, a `wait`) that found ring k sealed with no
         // successor sleep on the space word: the chain goes on now.
         self.wake_space_sleepers();
+    }
+    fn open(&self, k: u64) -> Option<ItemRing<T>> {
+        self.ring(k).ok()
+    }
+    fn tally<'r>(&self, ring: &'r ItemRing<T>) -> super::links::Tally<'r> {
+        ring.tally()
     }
     fn retired(&self, k: u64, _ring: &ItemRing<T>) {
         let _ = crate::unlink(&self.ring_name(k));

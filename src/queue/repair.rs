@@ -33,6 +33,26 @@ const REPAIR_AFTER: Duration = Duration::from_millis(1);
 /// backoff, then yields) before it gives up.
 const TRY_STEPS: u32 = 16;
 
+thread_local! {
+    /// Skips this thread repaired in a ring whose count was already folded
+    /// (`links::count_skip` refused them): the unbounded chain's `get`
+    /// takes them ([`take_late_skips`]) right after the ring pop that did
+    /// the repair, and counts them in the chain.
+    static LATE_SKIPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Takes the late skips this thread counted (see `LATE_SKIPS`).
+#[inline(always)]
+pub(super) fn take_late_skips() -> u64 {
+    LATE_SKIPS.with(|n| {
+        let late = n.get();
+        if late != 0 {
+            n.set(0);
+        }
+        late
+    })
+}
+
 /// How one call waits on another participant's unfinished claim.
 pub(super) struct Flight<'q, T> {
     q: &'q MpmcQueue<T>,
@@ -145,7 +165,11 @@ impl<T: RingItem> MpmcQueue<T> {
         } else {
             let ok = vyukov::repair_push(&slots, pos);
             if ok {
-                c.join.0.skipped.fetch_add(1, Ordering::Relaxed);
+                // Counted once: in the ring, or (an unbounded queue's ring
+                // retired meanwhile) by the chain's `get` after this pop.
+                if !super::links::count_skip(&c.join.0.skipped) {
+                    LATE_SKIPS.with(|n| n.set(n.get().saturating_add(1)));
+                }
                 self.pushed(u32::MAX);
             }
             ok
