@@ -543,11 +543,9 @@ impl HeapChain {
                 assert_ne!(self.oldest.load(Ordering::Acquire), o, "the oldest ring is gone");
                 continue;
             };
-            let mut env =
-                ChainEnv { ring: ring.clone(), dead: dead.filter(|&(k, _)| k == o).map(|(_, pos)| pos), late: 0 };
-            let got = Self::limited(&ring).pop(&ring.slots, &mut env);
-            self.late.fetch_add(env.late, Ordering::Release);
-            match got {
+            let dead = dead.filter(|&(k, _)| k == o).map(|(_, pos)| pos);
+            let mut env = ChainEnv { ring: ring.clone(), dead, late: &self.late };
+            match Self::limited(&ring).pop(&ring.slots, &mut env) {
                 Ok((v, _)) => return Some(v),
                 Err(Refused::Now) => return None,
                 Err(Refused::Closed) => match self.links().drained(o) {
@@ -568,14 +566,15 @@ impl HeapChain {
 
 /// The chain model's environment for a pop: as `LoomEnv`, the dead
 /// producer's claim of `dead` repaired, its skip counted as
-/// `MpmcQueue::repair` counts it (`late`: refused by the folded ring).
-struct ChainEnv {
+/// `MpmcQueue::repair` counts it (in the ring, or, refused by the folded
+/// ring, in the chain's `late` word: the `LateSink` of `Chain::get`).
+struct ChainEnv<'a> {
     ring: Arc<Mpmc>,
     dead: Option<u64>,
-    late: u64,
+    late: &'a loom::sync::atomic::AtomicU64,
 }
 
-impl shmproc::loom_models::vyukov::Env for ChainEnv {
+impl shmproc::loom_models::vyukov::Env for ChainEnv<'_> {
     fn announce(&mut self, _: u64, _: u64, _: bool) {}
     fn withdraw(&mut self) {}
     fn in_flight(&mut self, pos: u64, by_pop: bool) -> bool {
@@ -584,7 +583,7 @@ impl shmproc::loom_models::vyukov::Env for ChainEnv {
             && shmproc::loom_models::vyukov::repair_push(&self.ring.slots, pos)
             && !shmproc::loom_models::links::count_skip(&self.ring.skipped)
         {
-            self.late += 1;
+            self.late.fetch_add(1, Ordering::Release);
         }
         thread::yield_now();
         true

@@ -617,13 +617,12 @@ impl<T: Handoff> Chain<T> {
                 }
                 return Err(GetFail::Closed);
             };
-            let got = get(&ring, mode);
-            // Skips the pop repaired in a ring folded meanwhile (rare):
-            // counted here, in the chain (`links::count_skip`).
-            let late = super::repair::take_late_skips();
-            if late != 0 {
-                self.count_late_skips(late);
-            }
+            // A skip the pop repairs in a ring folded meanwhile (rare) is
+            // counted in the chain (`links::count_skip`), at once.
+            let got = {
+                let _late = super::repair::LateSink::new(&self.words().late);
+                get(&ring, mode)
+            };
             match got {
                 Ok(v) => return Ok(v),
                 Err(GetFail::Closed) => match self.links().drained(o) {
@@ -679,15 +678,6 @@ impl<T: Handoff> Chain<T> {
         // Release: pairs with the Acquire load in `Shared::drop`.
         self.words().persisted.store(1, Ordering::Release);
         self.s.ctl.m.segment().persist();
-    }
-
-    /// Counts `n` skips of dead producers' slots whose ring was folded
-    /// already (`links::count_skip`).
-    #[cold]
-    fn count_late_skips(&self, n: u64) {
-        // Release: pairs with the Acquire load in `unfinished`.
-        self.words().late.fetch_add(n, Ordering::Release);
-        self.wake_joiners_if_done();
     }
 
     /// Items put and not yet marked done: landed, less late skips, less

@@ -603,10 +603,11 @@ impl<T: Handoff> JoinableQueue<T> {
     /// A producer killed inside `put` leaves nothing to wait for: its item
     /// either went in (and is counted until marked done) or is absent (its
     /// claimed slot is skipped and uncounted), bounded or unbounded. A
-    /// consumer killed after its `get` took an item and before the
-    /// item's `task_done` leaves that item unfinished for good (it is gone
-    /// with the consumer, as in Python): call `task_done` for it, or use
-    /// [`join_timeout`](Self::join_timeout).
+    /// consumer killed inside `get` or before the item's `task_done`
+    /// leaves at most one task unfinished for good: its item, gone with it
+    /// (as in Python), or, if it died in the few instructions between
+    /// repairing a dead producer's slot and uncounting it, that slot. Call
+    /// `task_done` for it, or use [`join_timeout`](Self::join_timeout).
     ///
     /// ```
     /// shmproc::JoinableQueue::<u8>::new(2).unwrap().join();

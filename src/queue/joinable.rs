@@ -4,7 +4,8 @@
 //! here three counters in the ring's control block and a futex word).
 //!
 //! unfinished = pushes claimed (the tail index) - dead producers' skipped
-//! slots - `task_done` calls. `task_done` and joiners form a Dekker pair
+//! slots - `task_done` calls. (An unbounded queue sums the first two over
+//! its rings, with a base folded across retirement: `links::Tally`.) `task_done` and joiners form a Dekker pair
 //! (SeqCst count / SeqCst registration, each followed by a re-check), so a
 //! joiner either sees the last `task_done` or is woken by it.
 
