@@ -596,6 +596,9 @@ impl shmproc::loom_models::links::Rings for HeapChain {
     fn open(&self, k: u64) -> Option<Arc<Mpmc>> {
         self.ring(k)
     }
+    fn visit(&self, from: u64, to: u64, mut f: impl FnMut(&Arc<Mpmc>)) -> u64 {
+        (from..=to).map_while(|k| self.ring(k)).map(|r| f(&r)).count() as u64
+    }
     fn tally<'r>(&self, ring: &'r Arc<Mpmc>) -> shmproc::loom_models::links::Tally<'r> {
         shmproc::loom_models::links::Tally { claims: &ring.tail, skipped: &ring.skipped, base: &ring.base }
     }

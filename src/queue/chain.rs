@@ -563,8 +563,11 @@ impl<T: Handoff> Chain<T> {
     /// Wakes the joiners if no task is unfinished now.
     fn wake_joiners_if_done(&self) {
         let w = self.words();
-        // SeqCst: a Dekker pair with the joiners' registration in `join_until`.
-        if self.unfinished() == 0 && w.joiners.load(Ordering::SeqCst) != 0 {
+        // SeqCst: a Dekker pair with the joiners' registration in
+        // `join_until` (after our SeqCst count: a joiner not seen here
+        // sees our count in its re-check). The count is read only when
+        // somebody joins.
+        if w.joiners.load(Ordering::SeqCst) != 0 && self.unfinished() == 0 {
             // Release: pairs with the joiners' Acquire ticket load.
             w.done_seq.fetch_add(1, Ordering::Release);
             wake32(&w.done_seq, u32::MAX);
@@ -716,8 +719,10 @@ impl<T: Handoff> Chain<T> {
             }
             // Acquire: pairs with the Release bump in `task_done`.
             let ticket = w.done_seq.load(Ordering::Acquire);
-            // SeqCst: pairs with task_done's SeqCst CAS and load.
+            // SeqCst (and the fence: the re-check's loads are Acquire):
+            // pairs with task_done's SeqCst CAS and load.
             w.joiners.fetch_add(1, Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
             if self.unfinished() != 0 {
                 wait32(&w.done_seq, ticket, deadline.capped(POLL));
             }
@@ -882,6 +887,34 @@ impl<T: Handoff> Rings for Chain<T> {
     }
     fn open(&self, k: u64) -> Option<ItemRing<T>> {
         self.ring(k).ok()
+    }
+    #[inline]
+    fn visit(&self, from: u64, to: u64, mut f: impl FnMut(&ItemRing<T>)) -> u64 {
+        // One lock for the rings already mapped (no handle cloned); a ring
+        // not mapped yet is mapped first (`ring`, which locks itself).
+        let mut k = from;
+        while k <= to {
+            {
+                let rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
+                // Mapped in order of index, mostly: start where `k` is.
+                let mut at = rings.iter().position(|(i, _)| *i == k);
+                while let Some(j) = at {
+                    f(&rings[j].1);
+                    k += 1;
+                    if k > to {
+                        break;
+                    }
+                    at = match rings.get(j + 1) {
+                        Some((i, _)) if *i == k => Some(j + 1),
+                        _ => rings.iter().position(|(i, _)| *i == k),
+                    };
+                }
+            }
+            if k <= to && self.ring(k).is_err() {
+                break;
+            }
+        }
+        k - from
     }
     fn tally<'r>(&self, ring: &'r ItemRing<T>) -> super::links::Tally<'r> {
         ring.tally()

@@ -61,6 +61,7 @@ pub struct Tally<'a> {
 impl Tally<'_> {
     /// Items that landed in this ring: claims, less skipped slots (each
     /// exact at its instant; untrusted words, so saturating).
+    #[inline]
     pub fn landed(&self) -> u64 {
         // Acquire (both): pair with the Release claim CASes and the
         // `count_skip` updates (and the folding `fetch_or`).
@@ -70,6 +71,7 @@ impl Tally<'_> {
 
     /// Items landed in the rings before ring `k` (this one): set before
     /// ring `k` became the oldest.
+    #[inline]
     pub fn base(&self, k: u64) -> u64 {
         if k == 0 {
             return 0;
@@ -110,6 +112,9 @@ pub trait Rings {
     fn retired(&self, k: u64, ring: &Self::Ring);
     /// The live ring `k` (made and linked), if it can be opened.
     fn open(&self, k: u64) -> Option<Self::Ring>;
+    /// Calls `f` with the live rings `from..=to` in order, stopping at
+    /// the first that cannot be opened; returns how many it visited.
+    fn visit(&self, from: u64, to: u64, f: impl FnMut(&Self::Ring)) -> u64;
     /// The ring's JoinableQueue counters.
     fn tally<'r>(&self, ring: &'r Self::Ring) -> Tally<'r>;
 }
@@ -168,23 +173,25 @@ impl Links<'_> {
             // Acquire (both): pair with the CASes in `retire` and `advance`.
             let o = self.oldest.load(Ordering::Acquire);
             let n = (self.newest.load(Ordering::Acquire) & !CLOSED).clamp(o, o.saturating_add(max_rings));
-            let Some(first) = rings.open(o) else {
-                // Retired meanwhile: start again from the new oldest.
-                // Acquire: as above.
-                if self.oldest.load(Ordering::Acquire) != o {
-                    continue;
-                }
-                // Removed by hand: nothing to count.
-                return 0;
-            };
-            let t = rings.tally(&first);
-            let mut landed = t.base(o).saturating_add(t.landed());
+            let mut landed: Option<u64> = None;
             // The live rings are consecutive (rings `o + 1..=n` outlive `o`).
-            for k in o.saturating_add(1)..=n {
-                let Some(r) = rings.open(k) else { break };
-                landed = landed.saturating_add(rings.tally(&r).landed());
+            let seen = rings.visit(o, n, |r| {
+                let t = rings.tally(r);
+                // The first ring visited is ring `o`: its base first.
+                landed = Some(landed.unwrap_or_else(|| t.base(o)).saturating_add(t.landed()));
+            });
+            match landed {
+                Some(landed) if seen != 0 => return landed,
+                _ => {
+                    // Ring `o` retired meanwhile: start again from the new
+                    // oldest. Acquire: as above.
+                    if self.oldest.load(Ordering::Acquire) != o {
+                        continue;
+                    }
+                    // Removed by hand: nothing to count.
+                    return 0;
+                }
             }
-            return landed;
         }
     }
 
