@@ -486,9 +486,10 @@ impl<T: Handoff> Chain<T> {
         self.links().advance(self, k, ring, need)
     }
 
-    /// Retires the drained, sealed ring `k` (`oldest == k < newest`).
-    fn retire(&self, k: u64, ring: &ItemRing<T>) {
-        self.links().retire(self, k, ring);
+    /// Retires the drained, sealed ring `k` (`oldest == k < newest`); see
+    /// `Links::retire`.
+    fn retire(&self, k: u64, ring: &ItemRing<T>) -> bool {
+        self.links().retire(self, k, ring)
     }
 
     /// Wakes whoever sleeps on the space word (producers at the limit,
@@ -643,7 +644,14 @@ impl<T: Handoff> Chain<T> {
                             }
                         }
                     }
-                    Drained::Retire => self.retire(o, &ring),
+                    Drained::Retire => {
+                        // Acquire: pairs with the AcqRel CAS in `retire`.
+                        // Still the oldest: the successor cannot be opened
+                        // (removed by hand): nothing to get from.
+                        if !self.retire(o, &ring) && self.ctl().oldest.0.load(Ordering::Acquire) == o {
+                            return Err(GetFail::Closed);
+                        }
+                    }
                 },
                 Err(e) => return Err(e),
             }

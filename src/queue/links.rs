@@ -210,10 +210,13 @@ impl Links<'_> {
     /// folds its final count into ring `k + 1`'s base (any retirer may;
     /// all write the same value, the first wins), then moves `oldest`;
     /// whoever wins that CAS gives the ring back. True if this call did.
+    /// False without retiring if ring `k + 1` cannot be opened (removed by
+    /// hand, or no mapping possible now): its count would be lost, and a
+    /// `get` could not go on to it anyway.
     pub fn retire<R: Rings>(&self, rings: &R, k: u64, ring: &R::Ring) -> bool {
-        // The successor exists (`newest > k`); one removed by hand leaves
-        // nothing to fold into (the count is lost with it).
-        if let Some(next) = rings.open(k.wrapping_add(1)) {
+        // The successor exists (`newest > k`).
+        let Some(next) = rings.open(k.wrapping_add(1)) else { return false };
+        {
             let t = rings.tally(ring);
             // Final: ring `k` is sealed (no claim succeeds) and drained.
             // Acquire: pairs with the Release claim CASes.
