@@ -370,25 +370,27 @@ fn mpmc_ring_pop_with_a_reader_delivers_each_item_once_into_the_destination() {
     });
 }
 
+/// A producer thread claims position 0 of `q` as `push` does and "dies"
+/// there (the thread ends, joined): the claim is never published.
+fn claim_position_0_and_die(q: Arc<Mpmc>) {
+    thread::spawn(move || {
+        q.tail.compare_exchange(0, 1, Ordering::Release, Ordering::Relaxed).unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
 /// A producer claims position 0 and "dies" before publishing (its thread
 /// ends there); another pushes 7 at position 1. The consumer, finding
 /// position 0 unfinished, repairs it (skip) and gets 7: no hang, no race,
 /// and the repair never overwrites a published item.
 #[test]
 fn mpmc_ring_repairs_a_dead_producers_claim() {
-    use loom::sync::atomic::Ordering as O;
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(3);
     builder.check(|| {
         let q = Mpmc::new();
-        let dead = {
-            let q = q.clone();
-            thread::spawn(move || {
-                // Claim as `push` does, then stop.
-                q.tail.compare_exchange(0, 1, O::Release, O::Relaxed).unwrap();
-            })
-        };
-        dead.join().unwrap();
+        claim_position_0_and_die(q.clone());
         let live = {
             let q = q.clone();
             thread::spawn(move || {
@@ -716,14 +718,7 @@ fn unbounded_chain_counts_a_dead_producers_claim_once_across_retirement() {
     builder.preemption_bound = Some(2);
     builder.check(|| {
         let c = HeapChain::new();
-        let dead = {
-            let r0 = c.ring(0).unwrap();
-            thread::spawn(move || {
-                // Claim as `push` does, then stop.
-                r0.tail.compare_exchange(0, 1, Ordering::Release, Ordering::Relaxed).unwrap();
-            })
-        };
-        dead.join().unwrap();
+        claim_position_0_and_die(c.ring(0).unwrap());
         c.put(1).unwrap(); // ring 0 full (the dead claim): into ring 1
         assert_eq!(c.unfinished(), 2, "the dead claim counts until repaired");
         let consumer = |c: Arc<HeapChain>| {
