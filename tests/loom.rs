@@ -252,17 +252,26 @@ impl shmproc::loom_models::vyukov::Slots<u64> for HeapSlots {
 // loom reports any unsynchronised access.
 unsafe impl Sync for HeapSlots {}
 
-/// A 2-slot MPMC ring: indices and slots.
+/// A 2-slot MPMC ring: indices and slots (and, for the unbounded chain's
+/// count, its skip count and base word, as in `JoinWords`).
 struct Mpmc {
     tail: loom::sync::atomic::AtomicU64,
     head: loom::sync::atomic::AtomicU64,
     slots: HeapSlots,
+    skipped: loom::sync::atomic::AtomicU64,
+    base: loom::sync::atomic::AtomicU64,
 }
 
 impl Mpmc {
     fn new() -> Arc<Self> {
         use loom::sync::atomic::AtomicU64;
-        Arc::new(Mpmc { tail: AtomicU64::new(0), head: AtomicU64::new(0), slots: HeapSlots::new() })
+        Arc::new(Mpmc {
+            tail: AtomicU64::new(0),
+            head: AtomicU64::new(0),
+            slots: HeapSlots::new(),
+            skipped: AtomicU64::new(0),
+            base: AtomicU64::new(0),
+        })
     }
     fn ring(&self) -> shmproc::loom_models::vyukov::Ring<'_> {
         shmproc::loom_models::vyukov::Ring { tail: &self.tail, head: &self.head, slots: 2, limit: 2 }
@@ -361,25 +370,27 @@ fn mpmc_ring_pop_with_a_reader_delivers_each_item_once_into_the_destination() {
     });
 }
 
+/// A producer thread claims position 0 of `q` as `push` does and "dies"
+/// there (the thread ends, joined): the claim is never published.
+fn claim_position_0_and_die(q: Arc<Mpmc>) {
+    thread::spawn(move || {
+        q.tail.compare_exchange(0, 1, Ordering::Release, Ordering::Relaxed).unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
 /// A producer claims position 0 and "dies" before publishing (its thread
 /// ends there); another pushes 7 at position 1. The consumer, finding
 /// position 0 unfinished, repairs it (skip) and gets 7: no hang, no race,
 /// and the repair never overwrites a published item.
 #[test]
 fn mpmc_ring_repairs_a_dead_producers_claim() {
-    use loom::sync::atomic::Ordering as O;
     let mut builder = loom::model::Builder::new();
     builder.preemption_bound = Some(3);
     builder.check(|| {
         let q = Mpmc::new();
-        let dead = {
-            let q = q.clone();
-            thread::spawn(move || {
-                // Claim as `push` does, then stop.
-                q.tail.compare_exchange(0, 1, O::Release, O::Relaxed).unwrap();
-            })
-        };
-        dead.join().unwrap();
+        claim_position_0_and_die(q.clone());
         let live = {
             let q = q.clone();
             thread::spawn(move || {
@@ -457,6 +468,10 @@ struct HeapChain {
     /// Ring `k` by index; `None`: not made yet, or retired (its name gone).
     rings: loom::sync::Mutex<Vec<Option<Arc<Mpmc>>>>,
     retired: AtomicU32,
+    /// JoinableQueue: skips counted after their ring was folded, and
+    /// `task_done` calls (the chain's `late` and `dones`).
+    late: loom::sync::atomic::AtomicU64,
+    dones: loom::sync::atomic::AtomicU64,
 }
 
 const MAX_RINGS: usize = 3;
@@ -470,6 +485,8 @@ impl HeapChain {
             oldest: AtomicU64::new(0),
             rings: loom::sync::Mutex::new(rings),
             retired: AtomicU32::new(0),
+            late: AtomicU64::new(0),
+            dones: AtomicU64::new(0),
         })
     }
     fn links(&self) -> shmproc::loom_models::links::Links<'_> {
@@ -505,6 +522,21 @@ impl HeapChain {
 
     /// `Chain::get` (try mode): the oldest ring, following the chain.
     fn get(&self) -> Option<u64> {
+        self.get_repairing(None)
+    }
+
+    /// `Chain::unfinished`: items landed (from the rings), less late
+    /// skips, less `task_done` calls.
+    fn unfinished(&self) -> u64 {
+        let done = self.dones.load(Ordering::Acquire) + self.late.load(Ordering::Acquire);
+        self.links().landed(self, MAX_RINGS as u64).saturating_sub(done)
+    }
+
+    /// `get`, repairing the claim `dead` = (ring, position) of a dead
+    /// producer when it finds it unfinished, and counting the skip as
+    /// `MpmcQueue::repair` and `Chain::get` do (in the ring, or, refused
+    /// there because the ring was folded meanwhile, in `late`).
+    fn get_repairing(&self, dead: Option<(u64, u64)>) -> Option<u64> {
         use shmproc::loom_models::links::Drained;
         use shmproc::loom_models::vyukov::Refused;
         loop {
@@ -513,7 +545,8 @@ impl HeapChain {
                 assert_ne!(self.oldest.load(Ordering::Acquire), o, "the oldest ring is gone");
                 continue;
             };
-            let mut env = LoomEnv { repair_dead: None };
+            let dead = dead.filter(|&(k, _)| k == o).map(|(_, pos)| pos);
+            let mut env = ChainEnv { ring: ring.clone(), dead, late: &self.late };
             match Self::limited(&ring).pop(&ring.slots, &mut env) {
                 Ok((v, _)) => return Some(v),
                 Err(Refused::Now) => return None,
@@ -533,9 +566,44 @@ impl HeapChain {
     }
 }
 
+/// The chain model's environment for a pop: as `LoomEnv`, the dead
+/// producer's claim of `dead` repaired, its skip counted as
+/// `MpmcQueue::repair` counts it (in the ring, or, refused by the folded
+/// ring, in the chain's `late` word: the `LateSink` of `Chain::get`).
+struct ChainEnv<'a> {
+    ring: Arc<Mpmc>,
+    dead: Option<u64>,
+    late: &'a loom::sync::atomic::AtomicU64,
+}
+
+impl shmproc::loom_models::vyukov::Env for ChainEnv<'_> {
+    fn announce(&mut self, _: u64, _: u64, _: bool) {}
+    fn withdraw(&mut self) {}
+    fn in_flight(&mut self, pos: u64, by_pop: bool) -> bool {
+        if !by_pop
+            && self.dead == Some(pos)
+            && shmproc::loom_models::vyukov::repair_push(&self.ring.slots, pos)
+            && !shmproc::loom_models::links::count_skip(&self.ring.skipped)
+        {
+            self.late.fetch_add(1, Ordering::Release);
+        }
+        thread::yield_now();
+        true
+    }
+}
+
 impl shmproc::loom_models::links::Rings for HeapChain {
     type Ring = Arc<Mpmc>;
     type Error = ();
+    fn open(&self, k: u64) -> Option<Arc<Mpmc>> {
+        self.ring(k)
+    }
+    fn visit(&self, from: u64, to: u64, mut f: impl FnMut(&Arc<Mpmc>)) -> u64 {
+        (from..=to).map_while(|k| self.ring(k)).map(|r| f(&r)).count() as u64
+    }
+    fn tally<'r>(&self, ring: &'r Arc<Mpmc>) -> shmproc::loom_models::links::Tally<'r> {
+        shmproc::loom_models::links::Tally { claims: &ring.tail, skipped: &ring.skipped, base: &ring.base }
+    }
     fn make(&self, k: u64, _: u64) -> Result<Option<Arc<Mpmc>>, ()> {
         let mut rings = self.rings.lock().unwrap();
         // Made once (the real chain links a complete ring under its name,
@@ -630,6 +698,62 @@ fn unbounded_chain_consumers_race_to_link_and_retire() {
         assert_eq!(c.newest.load(Ordering::Relaxed), 2);
         c.put(3).unwrap();
         assert_eq!(c.get(), Some(3));
+    });
+}
+
+/// The unbounded JoinableQueue's count (`links::Tally`): a producer
+/// claimed ring 0's only slot and died; a put of 1 then grows the chain
+/// to ring 1. Two consumers race: one repairs the dead claim (skip, then
+/// its count) while the other may drain ring 0 meanwhile, retire it and
+/// fold its count into ring 1's base; each that gets an item finds it
+/// counted (a `task_done` for it would be accepted) and marks it done.
+/// In every interleaving the dead claim is uncounted exactly once (in
+/// ring 0's skip count, or in the chain's late count when the fold came
+/// first): the count ends at 0, the landed total at 1. (The chain counted
+/// puts beside the rings before, and a producer killed mid put left the
+/// count one too high for good: `tests/cover5_crash.rs`.)
+#[test]
+fn unbounded_chain_counts_a_dead_producers_claim_once_across_retirement() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let c = HeapChain::new();
+        claim_position_0_and_die(c.ring(0).unwrap());
+        c.put(1).unwrap(); // ring 0 full (the dead claim): into ring 1
+        assert_eq!(c.unfinished(), 2, "the dead claim counts until repaired");
+        let consumer = |c: Arc<HeapChain>| {
+            move || {
+                for _ in 0..4 {
+                    if let Some(v) = c.get_repairing(Some((0, 0))) {
+                        assert_eq!(v, 1);
+                        assert!(c.unfinished() >= 1, "an item got is not counted");
+                        c.dones.fetch_add(1, Ordering::AcqRel);
+                        return true;
+                    }
+                    thread::yield_now();
+                }
+                false
+            }
+        };
+        let other = thread::spawn(consumer(c.clone()));
+        let mine = consumer(c.clone())();
+        let theirs = other.join().unwrap();
+        if !mine && !theirs {
+            // Both gave up (bounded tries): finish the drain here.
+            while c.get_repairing(Some((0, 0))).is_none() {
+                thread::yield_now();
+            }
+            c.dones.fetch_add(1, Ordering::AcqRel);
+        }
+        assert!(!(mine && theirs), "item 1 delivered twice");
+        assert_eq!(
+            c.unfinished(),
+            0,
+            "late {}, dones {}",
+            c.late.load(Ordering::Relaxed),
+            c.dones.load(Ordering::Relaxed)
+        );
+        assert_eq!(c.links().landed(&*c, MAX_RINGS as u64), 1 + c.late.load(Ordering::Relaxed));
     });
 }
 

@@ -168,6 +168,50 @@ fn an_unbounded_joinable_queue_counts_tasks() {
 }
 
 shmproc::entry! {
+    /// Gets `n` items in order from 0 and marks each done.
+    fn get_and_confirm(args: (JoinableQueue<u64>, u64)) -> Result<(), String> {
+        let (q, n) = args;
+        for i in 0..n {
+            match q.get_timeout(Duration::from_secs(30)) {
+                Ok(v) if v == i => q.task_done().map_err(|e| e.to_string())?,
+                r => return Err(format!("item {i}: {r:?}")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The unbounded JoinableQueue's count is read from its rings (each
+/// ring's claims, and a base folded into the successor when a ring is
+/// retired): across several rings, retired by another process, it stays
+/// exact at every step, and `join` returns at the end.
+#[test]
+fn an_unbounded_joinable_queue_counts_exactly_across_retired_rings() {
+    const N: u64 = 60_000; // rings 0..=3 at least (4096, 8192, 16384, 32768 slots)
+    let q = JoinableQueue::<u64>::new(0).unwrap();
+    for i in 0..N {
+        q.put(i).unwrap();
+    }
+    assert!(segments_of(q.name()).len() > 3, "the chain grew: {:?}", segments_of(q.name()));
+    assert_eq!(q.unfinished_tasks(), N);
+    // Another process takes and confirms the first 20 000: three rings retired.
+    let mut consumer = Process::new(get_and_confirm, (q.clone(), 20_000u64));
+    consumer.start().unwrap();
+    common::join(&consumer).unwrap();
+    assert_eq!(consumer.exitcode(), Some(0));
+    assert_eq!(q.unfinished_tasks(), N - 20_000);
+    assert_eq!(q.qsize() as u64, N - 20_000);
+    for i in 20_000..N {
+        assert_eq!(q.get_timeout(Duration::from_secs(30)), Ok(i));
+        assert_eq!(q.unfinished_tasks(), N - i, "an item got and not done stays counted");
+        q.task_done().unwrap();
+    }
+    assert_eq!(q.unfinished_tasks(), 0);
+    assert!(q.task_done().is_err());
+    assert!(q.join_timeout(Duration::from_secs(30)));
+}
+
+shmproc::entry! {
     fn put_strings_unbounded(args: (Queue<String>, u64, u64)) -> Result<(), String> {
         let (q, tag, n) = args;
         for i in 0..n {

@@ -52,6 +52,17 @@
 //!
 //! `qsize` is the sum of each live ring's exact count (each exact at its
 //! instant, the sum not one snapshot).
+//!
+//! JoinableQueue counts (`unfinished`) are read from the rings, never
+//! counted beside them (`links::Tally`): the items landed are the oldest
+//! ring's base plus each live ring's claims (its `tail`: the claim CAS is
+//! the count, as in a bounded queue) less its dead producers' skipped
+//! slots; retiring a ring folds its final count into its successor's base
+//! first. Unfinished = landed - late skips (a skip repaired in a ring
+//! folded meanwhile, counted in the chain) - `task_done` calls. A put
+//! costs nothing extra; a process killed at any instruction of a put,
+//! get or `task_done` leaves the count exact (a consumer's item taken and
+//! not yet done stays unfinished, as in a bounded queue).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -118,9 +129,11 @@ struct Words {
     /// the limit sleep on it.
     space_seq: AtomicU32,
     producers_waiting: AtomicU32,
-    /// JoinableQueue: items put, `task_done` calls; joiners sleep on
-    /// `done_seq`.
-    puts: AtomicU64,
+    /// JoinableQueue: dead producers' slots skipped in a ring after its
+    /// count was folded (`links::count_skip`; the items put are read from
+    /// the rings), `task_done` calls; joiners sleep on `done_seq`. (Was
+    /// the count of puts, before version 6.)
+    late: AtomicU64,
     dones: AtomicU64,
     done_seq: AtomicU32,
     joiners: AtomicU32,
@@ -173,7 +186,7 @@ impl<T: Handoff> Object for ChainObj<T> {
                 key: AtomicU64::new(random_key()),
                 space_seq: z(),
                 producers_waiting: z(),
-                puts: AtomicU64::new(0),
+                late: AtomicU64::new(0),
                 dones: AtomicU64::new(0),
                 done_seq: z(),
                 joiners: z(),
@@ -473,9 +486,10 @@ impl<T: Handoff> Chain<T> {
         self.links().advance(self, k, ring, need)
     }
 
-    /// Retires the drained, sealed ring `k` (`oldest == k < newest`).
-    fn retire(&self, k: u64, ring: &ItemRing<T>) {
-        self.links().retire(self, k, ring);
+    /// Retires the drained, sealed ring `k` (`oldest == k < newest`); see
+    /// `Links::retire`.
+    fn retire(&self, k: u64, ring: &ItemRing<T>) -> bool {
+        self.links().retire(self, k, ring)
     }
 
     /// Wakes whoever sleeps on the space word (producers at the limit,
@@ -522,16 +536,8 @@ impl<T: Handoff> Chain<T> {
                 // Only a ring removed by hand; nothing to put into.
                 return Err(PutFail::Closed(()));
             };
-            // Counted before the item is visible (JoinableQueue): a
-            // consumer that gets it must find it counted, or its task_done
-            // is refused and a join returns early. Release: pairs with the
-            // Acquire loads in `unfinished` (also ordered before the ring's
-            // Release publish, which the consumer's get Acquires).
-            self.words().puts.fetch_add(1, Ordering::Release);
+            // JoinableQueue: the ring's claim is the count (`links::Tally`).
             let put = ring.put_ref(item, Mode::Try);
-            if put.is_err() {
-                self.uncount_put();
-            }
             let need = match put {
                 Ok(()) => return Ok(()),
                 Err(PutFail::TooLarge((), len, _)) => len as u64,
@@ -555,21 +561,14 @@ impl<T: Handoff> Chain<T> {
         }
     }
 
-    /// Takes back the count of a put that did not go in (and wakes
-    /// joiners if that was the last unfinished task).
-    #[cold]
-    fn uncount_put(&self) {
-        let w = self.words();
-        // AcqRel: pairs with the increments and `task_done`'s loads.
-        w.puts.fetch_sub(1, Ordering::AcqRel);
-        self.wake_joiners_if_done();
-    }
-
     /// Wakes the joiners if no task is unfinished now.
     fn wake_joiners_if_done(&self) {
         let w = self.words();
-        // SeqCst: a Dekker pair with the joiners' registration in `join_until`.
-        if self.unfinished() == 0 && w.joiners.load(Ordering::SeqCst) != 0 {
+        // SeqCst: a Dekker pair with the joiners' registration in
+        // `join_until` (after our SeqCst count: a joiner not seen here
+        // sees our count in its re-check). The count is read only when
+        // somebody joins.
+        if w.joiners.load(Ordering::SeqCst) != 0 && self.unfinished() == 0 {
             // Release: pairs with the joiners' Acquire ticket load.
             w.done_seq.fetch_add(1, Ordering::Release);
             wake32(&w.done_seq, u32::MAX);
@@ -622,7 +621,13 @@ impl<T: Handoff> Chain<T> {
                 }
                 return Err(GetFail::Closed);
             };
-            match get(&ring, mode) {
+            // A skip the pop repairs in a ring folded meanwhile (rare) is
+            // counted in the chain (`links::count_skip`), at once.
+            let got = {
+                let _late = super::repair::LateSink::new(&self.words().late);
+                get(&ring, mode)
+            };
+            match got {
                 Ok(v) => return Ok(v),
                 Err(GetFail::Closed) => match self.links().drained(o) {
                     Drained::Closed => return Err(GetFail::Closed),
@@ -639,7 +644,14 @@ impl<T: Handoff> Chain<T> {
                             }
                         }
                     }
-                    Drained::Retire => self.retire(o, &ring),
+                    Drained::Retire => {
+                        // Acquire: pairs with the AcqRel CAS in `retire`.
+                        // Still the oldest: the successor cannot be opened
+                        // (removed by hand): nothing to get from.
+                        if !self.retire(o, &ring) && self.ctl().oldest.0.load(Ordering::Acquire) == o {
+                            return Err(GetFail::Closed);
+                        }
+                    }
                 },
                 Err(e) => return Err(e),
             }
@@ -679,11 +691,13 @@ impl<T: Handoff> Chain<T> {
         self.s.ctl.m.segment().persist();
     }
 
-    /// Items put and not yet marked done.
+    /// Items put and not yet marked done: landed, less late skips, less
+    /// `task_done` calls.
     pub(super) fn unfinished(&self) -> u64 {
         let w = self.words();
         // Acquire (both): pair with the Release increments.
-        w.puts.load(Ordering::Acquire).saturating_sub(w.dones.load(Ordering::Acquire))
+        let done = w.dones.load(Ordering::Acquire).saturating_add(w.late.load(Ordering::Acquire));
+        self.links().landed(self, LIVE_RINGS).saturating_sub(done)
     }
 
     pub(super) fn task_done(&self) -> Result<(), TaskDoneError> {
@@ -713,8 +727,10 @@ impl<T: Handoff> Chain<T> {
             }
             // Acquire: pairs with the Release bump in `task_done`.
             let ticket = w.done_seq.load(Ordering::Acquire);
-            // SeqCst: pairs with task_done's SeqCst CAS and load.
+            // SeqCst (and the fence: the re-check's loads are Acquire):
+            // pairs with task_done's SeqCst CAS and load.
             w.joiners.fetch_add(1, Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
             if self.unfinished() != 0 {
                 wait32(&w.done_seq, ticket, deadline.capped(POLL));
             }
@@ -876,6 +892,40 @@ impl<T: Handoff> Rings for Chain<T> {
         // Consumers (a `get`, a `wait`) that found ring k sealed with no
         // successor sleep on the space word: the chain goes on now.
         self.wake_space_sleepers();
+    }
+    fn open(&self, k: u64) -> Option<ItemRing<T>> {
+        self.ring(k).ok()
+    }
+    #[inline]
+    fn visit(&self, from: u64, to: u64, mut f: impl FnMut(&ItemRing<T>)) -> u64 {
+        // One lock for the rings already mapped (no handle cloned); a ring
+        // not mapped yet is mapped first (`ring`, which locks itself).
+        let mut k = from;
+        while k <= to {
+            {
+                let rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
+                // Mapped in order of index, mostly: start where `k` is.
+                let mut at = rings.iter().position(|(i, _)| *i == k);
+                while let Some(j) = at {
+                    f(&rings[j].1);
+                    k += 1;
+                    if k > to {
+                        break;
+                    }
+                    at = match rings.get(j + 1) {
+                        Some((i, _)) if *i == k => Some(j + 1),
+                        _ => rings.iter().position(|(i, _)| *i == k),
+                    };
+                }
+            }
+            if k <= to && self.ring(k).is_err() {
+                break;
+            }
+        }
+        k - from
+    }
+    fn tally<'r>(&self, ring: &'r ItemRing<T>) -> super::links::Tally<'r> {
+        ring.tally()
     }
     fn retired(&self, k: u64, _ring: &ItemRing<T>) {
         let _ = crate::unlink(&self.ring_name(k));

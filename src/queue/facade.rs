@@ -600,11 +600,14 @@ impl<T: Handoff> JoinableQueue<T> {
 
     /// Blocks until every item ever put has been marked done.
     ///
-    /// Known defect, unbounded queues (`new(0)`) only: a producer killed
-    /// inside `put` can leave one unfinished task counted for good, and
-    /// `join` then never returns; prefer [`join_timeout`](Self::join_timeout)
-    /// there. Bounded queues count exactly (a dead producer's slot is
-    /// skipped and uncounted).
+    /// A producer killed inside `put` leaves nothing to wait for: its item
+    /// either went in (and is counted until marked done) or is absent (its
+    /// claimed slot is skipped and uncounted), bounded or unbounded. A
+    /// consumer killed inside `get` or before the item's `task_done`
+    /// leaves at most one task unfinished for good: its item, gone with it
+    /// (as in Python), or, if it died in the few instructions between
+    /// repairing a dead producer's slot and uncounting it, that slot. Call
+    /// `task_done` for it, or use [`join_timeout`](Self::join_timeout).
     ///
     /// ```
     /// shmproc::JoinableQueue::<u8>::new(2).unwrap().join();

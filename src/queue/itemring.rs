@@ -222,6 +222,11 @@ impl<T: Handoff> ItemRing<T> {
         each!(self, q => q.len())
     }
 
+    /// The ring's JoinableQueue counters (an unbounded queue's ring).
+    pub(super) fn tally(&self) -> super::links::Tally<'_> {
+        each!(self, q => q.tally())
+    }
+
     /// The ring's capacity.
     pub(super) fn capacity(&self) -> usize {
         each!(self, q => q.capacity())

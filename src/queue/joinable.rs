@@ -4,7 +4,8 @@
 //! here three counters in the ring's control block and a futex word).
 //!
 //! unfinished = pushes claimed (the tail index) - dead producers' skipped
-//! slots - `task_done` calls. `task_done` and joiners form a Dekker pair
+//! slots - `task_done` calls. (An unbounded queue sums the first two over
+//! its rings, with a base folded across retirement: `links::Tally`.) `task_done` and joiners form a Dekker pair
 //! (SeqCst count / SeqCst registration, each followed by a re-check), so a
 //! joiner either sees the last `task_done` or is woken by it.
 
@@ -24,11 +25,17 @@ use crate::wait::spin::POLL;
 pub(super) struct JoinWords {
     /// `task_done` calls so far.
     pub(super) done: AtomicU64,
-    /// Slots of dead producers, skipped (never to be `task_done`).
+    /// Slots of dead producers, skipped (never to be `task_done`); bit
+    /// 63: an unbounded queue's ring folded into its successor
+    /// (`links::FOLDED`, see `links::count_skip`).
     pub(super) skipped: AtomicU64,
     /// Bumped when the unfinished count reaches 0; joiners sleep on it.
     pub(super) done_seq: AtomicU32,
     pub(super) joiners_waiting: AtomicU32,
+    /// An unbounded queue's ring: the items landed in the rings before it,
+    /// plus 1 (0: not folded yet), see `links::Tally`. Unused by bounded
+    /// queues.
+    pub(super) base: AtomicU64,
 }
 
 impl JoinWords {
@@ -38,6 +45,7 @@ impl JoinWords {
             skipped: AtomicU64::new(0),
             done_seq: AtomicU32::new(0),
             joiners_waiting: AtomicU32::new(0),
+            base: AtomicU64::new(0),
         }
     }
 }
@@ -49,9 +57,15 @@ impl<T: RingItem> MpmcQueue<T> {
         let c = self.ctl();
         // Acquire (all): pair with the Release/AcqRel writers of each word.
         let done = c.join.0.done.load(Ordering::Acquire);
-        let skipped = c.join.0.skipped.load(Ordering::Acquire);
+        let skipped = c.join.0.skipped.load(Ordering::Acquire) & !super::links::FOLDED;
         let pushed = c.tail.0.load(Ordering::Acquire) & !CLOSED;
         pushed.saturating_sub(skipped).saturating_sub(done)
+    }
+
+    /// The ring's counters for an unbounded queue's count (`links::Tally`).
+    pub(super) fn tally(&self) -> super::links::Tally<'_> {
+        let c = self.ctl();
+        super::links::Tally { claims: &c.tail.0, skipped: &c.join.0.skipped, base: &c.join.0.base }
     }
 
     /// Marks one previously popped item as processed (JoinableQueue).

@@ -16,16 +16,82 @@
 //! - holders ([`attach`], [`detach`], [`held`]): every process that
 //!   creates or opens the queue takes an entry (its packed identity); the
 //!   last one to leave, finding no live holder, removes the rings.
+//! - counts (JoinableQueue, [`Tally`]): the items that landed in the
+//!   chain are read from the rings themselves, never counted beside them:
+//!   each ring's claims (its `tail`: the claim CAS *is* the count) less
+//!   its dead producers' skipped slots, plus a base carried across
+//!   retirement. [`Links::retire`] folds the retired ring's final count
+//!   into its successor's `base` word (one idempotent CAS, before the
+//!   `oldest` CAS that makes the successor the oldest), and freezes the
+//!   retired ring's skip count ([`FOLDED`]): a skip counted after that (a
+//!   repairer between its slot repair and its count while another
+//!   consumer drained the ring) is refused by [`count_skip`] and counted
+//!   by the caller in the chain's own `late` word. So a process killed at
+//!   any instruction of a put leaves the count exact: the claim counts the
+//!   item, the repair of its unfinished slot uncounts it.
 //!
 //! Checked under loom (`tests/loom.rs`) with heap-backed rings (the MPMC
 //! ring of `vyukov.rs`, its CLOSED bit as the seal): producers growing the
 //! chain while consumers follow it deliver every item once and in each
 //! producer's order, and the last holder to leave is seen as the last.
 
+use super::vyukov::POS;
 use crate::wait::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Bit of `newest`: the queue is closed for everyone (`close_all`).
 pub const CLOSED: u64 = 1 << 63;
+
+/// Bit of a ring's skip count: the ring was retired and its count folded
+/// into its successor's base; no skip is counted in it any more
+/// ([`count_skip`]).
+pub const FOLDED: u64 = 1 << 63;
+
+/// A ring's JoinableQueue counters (words of its control block).
+pub struct Tally<'a> {
+    /// The ring's claim index (`tail`): items claimed (bit 63: sealed).
+    pub claims: &'a AtomicU64,
+    /// Dead producers' slots skipped (bit 63: [`FOLDED`]).
+    pub skipped: &'a AtomicU64,
+    /// Items landed in the rings before this one, plus 1 (0: not folded
+    /// yet; ring 0's base is 0). Written once, before the ring becomes the
+    /// oldest.
+    pub base: &'a AtomicU64,
+}
+
+impl Tally<'_> {
+    /// Items that landed in this ring: claims, less skipped slots (each
+    /// exact at its instant; untrusted words, so saturating).
+    #[inline]
+    pub fn landed(&self) -> u64 {
+        // Acquire (both): pair with the Release claim CASes and the
+        // `count_skip` updates (and the folding `fetch_or`).
+        let skipped = self.skipped.load(Ordering::Acquire) & !FOLDED;
+        (self.claims.load(Ordering::Acquire) & POS).saturating_sub(skipped)
+    }
+
+    /// Items landed in the rings before ring `k` (this one): set before
+    /// ring `k` became the oldest.
+    #[inline]
+    pub fn base(&self, k: u64) -> u64 {
+        if k == 0 {
+            return 0;
+        }
+        // Acquire: pairs with the AcqRel CAS in `Links::retire` (the
+        // reader Acquired `oldest`, moved after it).
+        self.base.load(Ordering::Acquire).saturating_sub(1)
+    }
+}
+
+/// Counts a dead producer's skipped slot in its ring's `skipped` word:
+/// false if the ring's count was already folded ([`FOLDED`]; the caller
+/// counts the skip in the chain's late count instead). One atomic update:
+/// a skip is in exactly one of the two counts.
+pub fn count_skip(skipped: &AtomicU64) -> bool {
+    // AcqRel: pairs with the folding `fetch_or` in `Links::retire` (one
+    // modification order decides which count has the skip) and the
+    // Acquire loads in `Tally::landed`.
+    skipped.fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| (s & FOLDED == 0).then(|| s.wrapping_add(1))).is_ok()
+}
 
 /// The rings a chain links: made, sealed and given back by the caller
 /// (segments in shared memory, or heap rings in the loom model).
@@ -44,6 +110,13 @@ pub trait Rings {
     /// Ring `k` was retired by this participant (the one whose CAS won):
     /// give its name and memory back.
     fn retired(&self, k: u64, ring: &Self::Ring);
+    /// The live ring `k` (made and linked), if it can be opened.
+    fn open(&self, k: u64) -> Option<Self::Ring>;
+    /// Calls `f` with the live rings `from..=to` in order, stopping at
+    /// the first that cannot be opened; returns how many it visited.
+    fn visit(&self, from: u64, to: u64, f: impl FnMut(&Self::Ring)) -> u64;
+    /// The ring's JoinableQueue counters.
+    fn tally<'r>(&self, ring: &'r Self::Ring) -> Tally<'r>;
 }
 
 /// What follows a sealed, drained oldest ring.
@@ -89,6 +162,39 @@ impl Links<'_> {
         Ok(true)
     }
 
+    /// Items that landed in the chain (put and not skipped), read from the
+    /// rings ([`Tally`]): the oldest ring's base, plus each live ring's
+    /// claims less its skips (at most `max_rings` rings after the oldest:
+    /// the indices are untrusted). Each ring's count is exact at its
+    /// instant; the sum is not one snapshot, but an item a caller got is
+    /// in it (its ring's claim, or a base folded from it).
+    pub fn landed<R: Rings>(&self, rings: &R, max_rings: u64) -> u64 {
+        loop {
+            // Acquire (both): pair with the CASes in `retire` and `advance`.
+            let o = self.oldest.load(Ordering::Acquire);
+            let n = (self.newest.load(Ordering::Acquire) & !CLOSED).clamp(o, o.saturating_add(max_rings));
+            let mut landed: Option<u64> = None;
+            // The live rings are consecutive (rings `o + 1..=n` outlive `o`).
+            let seen = rings.visit(o, n, |r| {
+                let t = rings.tally(r);
+                // The first ring visited is ring `o`: its base first.
+                landed = Some(landed.unwrap_or_else(|| t.base(o)).saturating_add(t.landed()));
+            });
+            match landed {
+                Some(landed) if seen != 0 => return landed,
+                _ => {
+                    // Ring `o` retired meanwhile: start again from the new
+                    // oldest. Acquire: as above.
+                    if self.oldest.load(Ordering::Acquire) != o {
+                        continue;
+                    }
+                    // Removed by hand: nothing to count.
+                    return 0;
+                }
+            }
+        }
+    }
+
     /// The oldest ring `o` was found sealed and drained: what follows.
     pub fn drained(&self, o: u64) -> Drained {
         // Acquire: pairs with `advance`'s CAS.
@@ -100,9 +206,37 @@ impl Links<'_> {
         }
     }
 
-    /// Retires the sealed, drained ring `k` (`oldest == k < newest`);
-    /// whoever wins the CAS gives it back. True if this call did.
+    /// Retires the sealed, drained ring `k` (`oldest == k < newest`):
+    /// folds its final count into ring `k + 1`'s base (any retirer may;
+    /// all write the same value, the first wins), then moves `oldest`;
+    /// whoever wins that CAS gives the ring back. True if this call did.
+    /// False without retiring if ring `k + 1` cannot be opened (removed by
+    /// hand, or no mapping possible now): its count would be lost, and a
+    /// `get` could not go on to it anyway.
     pub fn retire<R: Rings>(&self, rings: &R, k: u64, ring: &R::Ring) -> bool {
+        // The successor exists (`newest > k`).
+        let Some(next) = rings.open(k.wrapping_add(1)) else { return false };
+        {
+            let t = rings.tally(ring);
+            // Final: ring `k` is sealed (no claim succeeds) and drained.
+            // Acquire: pairs with the Release claim CASes.
+            let claims = t.claims.load(Ordering::Acquire) & POS;
+            // Freezes the skip count (a later skip goes to the chain's
+            // late count, `count_skip`); a second retirer reads the same
+            // frozen count. AcqRel: pairs with `count_skip`.
+            let skipped = t.skipped.fetch_or(FOLDED, Ordering::AcqRel) & !FOLDED;
+            let landed = t.base(k).saturating_add(claims.saturating_sub(skipped));
+            // AcqRel: published by our `oldest` CAS below (Release) to
+            // readers that Acquire `oldest`; on failure (another retirer
+            // folded first, the same value) Acquire, so our CAS publishes
+            // theirs too.
+            let _ = rings.tally(&next).base.compare_exchange(
+                0,
+                landed.saturating_add(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
         // AcqRel: pairs with the Acquire loads of `oldest`; only one wins.
         let won = self.oldest.compare_exchange(k, k.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed).is_ok();
         if won {

@@ -28,7 +28,9 @@
 //!   neither lost nor duplicated;
 //! - `qsize` counts a dead producer's claimed slot until a consumer has
 //!   skipped it; `task_done` counts of a dead consumer are lost, so a `join`
-//!   on a `JoinableQueue` then waits for them (use `join_timeout`).
+//!   on a `JoinableQueue` then waits for them (use `join_timeout`): at most
+//!   one per consumer killed inside a pop (its item, or a dead producer's
+//!   slot it had repaired and not yet uncounted).
 //!
 //! All processes must share one PID namespace and see `/proc` (as for the
 //! crate's locks): that is how a dead claimant is told from a slow one. A

@@ -16,7 +16,8 @@
 //! `TRY_STEPS`, a blocking one at its deadline. Claims more than a ring
 //! below the index are phantoms of a corrupted index and never repaired.
 
-use std::sync::atomic::Ordering;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::item::RingItem;
@@ -32,6 +33,50 @@ const REPAIR_AFTER: Duration = Duration::from_millis(1);
 /// A `try_` call waits on an unfinished claim for this many steps (pure
 /// backoff, then yields) before it gives up.
 const TRY_STEPS: u32 = 16;
+
+thread_local! {
+    /// Where this thread counts a skip that `links::count_skip` refused
+    /// (the ring's count was folded: an unbounded queue's ring, retired
+    /// while we repaired a slot in it): the chain's late-skip word, set by
+    /// the chain's `get` for the duration of its ring pop ([`LateSink`]);
+    /// null otherwise (a bounded ring never folds).
+    static LATE_SINK: Cell<*const AtomicU64> = const { Cell::new(std::ptr::null()) };
+}
+
+/// While it lives, skips refused by a folded ring are counted in its word
+/// (see `LATE_SINK`).
+pub(super) struct LateSink<'a> {
+    prev: *const AtomicU64,
+    _word: std::marker::PhantomData<&'a AtomicU64>,
+}
+
+impl<'a> LateSink<'a> {
+    /// Counts this thread's refused skips in `word` until dropped.
+    #[inline(always)]
+    pub(super) fn new(word: &'a AtomicU64) -> Self {
+        LateSink { prev: LATE_SINK.replace(word), _word: std::marker::PhantomData }
+    }
+}
+
+impl Drop for LateSink<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        LATE_SINK.set(self.prev);
+    }
+}
+
+/// Counts a skip refused by a folded ring in this thread's sink.
+#[cold]
+fn count_late_skip() {
+    let sink = LATE_SINK.get();
+    if !sink.is_null() {
+        // SAFETY: a non-null sink was set by a live `LateSink`, whose borrow of the word outlives it and which
+        // restores the previous (equally live, or null) value when dropped, on this thread.
+        let word = unsafe { &*sink };
+        // Release: pairs with the Acquire load in `Chain::unfinished`.
+        word.fetch_add(1, Ordering::Release);
+    }
+}
 
 /// How one call waits on another participant's unfinished claim.
 pub(super) struct Flight<'q, T> {
@@ -145,7 +190,11 @@ impl<T: RingItem> MpmcQueue<T> {
         } else {
             let ok = vyukov::repair_push(&slots, pos);
             if ok {
-                c.join.0.skipped.fetch_add(1, Ordering::Relaxed);
+                // Counted once: in the ring, or (an unbounded queue's ring
+                // retired meanwhile) in the chain's late-skip word.
+                if !super::links::count_skip(&c.join.0.skipped) {
+                    count_late_skip();
+                }
                 self.pushed(u32::MAX);
             }
             ok

@@ -133,7 +133,7 @@ fn layout_version() {
     match Lock::open(lock.name()) {
         // The current version (5 since an unbounded queue's rings carry a
         // keyed tag in their names).
-        Err(OpenError::LayoutVersion { found: 99, expected: 5, .. }) => {}
+        Err(OpenError::LayoutVersion { found: 99, expected: 6, .. }) => {}
         other => panic!("{other:?}"),
     }
     Child::spawn("expect_open_error", &["lock", lock.name(), "LayoutVersion"]).join_ok();
