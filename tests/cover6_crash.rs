@@ -1193,3 +1193,189 @@ fn event_setter_and_waiters_killed_mid_operation_leave_a_consistent_event() {
         }
     }
 }
+
+// ---- a sleeper woken, then killed before it runs ----
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes
+    // within it; sched_setaffinity reads `size_of` bytes of it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "sched_setaffinity");
+    }
+}
+
+/// Lets the calling thread run on every CPU again.
+fn unpin() {
+    // SAFETY: as in `pin_to`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// The CPU the calling thread runs on.
+fn this_cpu() -> usize {
+    // SAFETY: sched_getcpu has no preconditions.
+    let c = unsafe { libc::sched_getcpu() };
+    assert!(c >= 0, "sched_getcpu");
+    c as usize
+}
+
+/// What the sleepers of [`woken_then_killed`] sleep on.
+type SleepOn = (Semaphore, Condition, MpmcQueue<u64>);
+
+shmproc::entry! {
+    /// Pinned to `cpu` at the idle scheduling class (it never preempts the
+    /// parent there), sleeps in one blocking call: `Semaphore::acquire`,
+    /// `Condition::wait` or `MpmcQueue::pop`.
+    fn idle_sleeper(args: (String, usize, SleepOn, Event)) -> Result<(), String> {
+        let (what, cpu, (sem, cond, q), started) = args;
+        pin_to(cpu);
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain system call on the calling thread with a valid param.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+            return Err("sched_setscheduler(SCHED_IDLE) refused".into());
+        }
+        let mut g = cond.lock().map_err(|e| e.to_string())?;
+        started.set();
+        if what.contains("condition") {
+            cond.wait(&mut g).map_err(|e| e.to_string())?;
+        } else if what.contains("queue") {
+            drop(g);
+            q.pop().map_err(|e| e.to_string())?;
+        } else {
+            drop(g);
+            sem.acquire();
+        }
+        // Woken: a parent that killed us in time never sees this.
+        std::thread::sleep(Duration::from_secs(60));
+        Ok(())
+    }
+}
+
+/// One round: a victim process and then a live thread asleep on the same
+/// object (`what`: "semaphore", "condition", "queue", or "wait on a ..."
+/// for a live thread in the multi-object `wait`); the parent, on the
+/// victim's CPU (where the victim, at the idle scheduling class, cannot
+/// run before it), wakes one sleeper (`release`, `notify(1)`, `push`) and
+/// kills the victim at once. The futex queue is FIFO, so the wake goes to
+/// the victim, which dies before it can act on it. The live sleeper, in an
+/// untimed call as a program would wait, must still return.
+fn woken_then_killed(what: &str) {
+    let on: SleepOn = (Semaphore::new(0).unwrap(), Condition::new().unwrap(), MpmcQueue::new(4).unwrap());
+    let started = Event::new().unwrap();
+    let cpu = this_cpu();
+    pin_to(cpu);
+    let args = (what.to_string(), cpu, on.clone(), started.clone());
+    let mut victim = Process::new(idle_sleeper, args).with_daemon(true);
+    victim.start().unwrap();
+    assert!(started.wait_timeout(T), "victim never started");
+    let vpid = victim.pid().unwrap();
+    common::wait_for("the victim asleep", || common::threads_in_futex(vpid) > 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let live = {
+        let (mut sem, cond, mut q) = on.clone();
+        let what = what.to_string();
+        std::thread::spawn(move || {
+            unpin();
+            tx.send(common::gettid()).unwrap();
+            match what.as_str() {
+                "semaphore" => sem.acquire(),
+                "wait on a semaphore" => drop(shmproc::wait(&mut [&mut sem], None).unwrap()),
+                "queue" => assert_eq!(q.pop(), Ok(1)),
+                "wait on a queue" => drop(shmproc::wait(&mut [&mut q], None).unwrap()),
+                _ => {
+                    // Sleeps only once the parent's notify can follow: the
+                    // parent takes the lock after we are in the futex wait.
+                    let mut g = cond.lock().unwrap();
+                    cond.wait(&mut g).unwrap();
+                }
+            }
+        })
+    };
+    let tid = rx.recv().unwrap();
+    common::wait_for("the live sleeper asleep", || common::thread_in_futex(tid));
+    let (sem, cond, q) = &on;
+    match what {
+        "condition" => {
+            let g = cond.lock().unwrap();
+            cond.notify(&g, 1);
+            drop(g);
+        }
+        w if w.contains("queue") => q.push(1).unwrap(),
+        _ => sem.release().unwrap(),
+    }
+    victim.kill().unwrap();
+    unpin();
+    reap_killed(&victim);
+    let end = Instant::now() + T;
+    while !live.is_finished() {
+        assert!(Instant::now() < end, "{what}: the live sleeper never woke (the wake went to the killed one)");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    live.join().unwrap();
+    match what {
+        "semaphore" => assert_eq!(sem.get_value(), 0),
+        "wait on a semaphore" => assert_eq!(sem.get_value(), 1, "wait() takes no unit"),
+        "queue" => assert_eq!(q.len(), 0),
+        "wait on a queue" => assert_eq!(q.len(), 1, "wait() takes no item"),
+        _ => {}
+    }
+}
+
+/// A `Semaphore::release` whose futex wake reaches a sleeper that is
+/// killed before it runs: the unit is still there (value 1) and another
+/// sleeper must get it, not sleep on beside it until its deadline.
+#[test]
+fn semaphore_release_whose_wake_reaches_a_killed_sleeper_still_reaches_a_live_one() {
+    for _ in 0..rounds() {
+        woken_then_killed("semaphore");
+    }
+}
+
+/// A `Condition::notify(1)` whose wake reaches a waiter that is killed
+/// before it runs: the notify must still wake a live waiter (notifiers
+/// never wait for waiters, so a dead waiter must not eat the notify).
+#[test]
+fn condition_notify_whose_wake_reaches_a_killed_waiter_still_reaches_a_live_one() {
+    for _ in 0..rounds() {
+        woken_then_killed("condition");
+    }
+}
+
+/// The same through the multi-object `wait` on a `Semaphore`: a
+/// `release` whose one wake reaches an acquirer killed before it runs
+/// leaves the unit there; a live `wait(&[sem], None)` beside it must
+/// return (it is ready), not sleep on forever.
+#[test]
+#[ignore = "defect in wait::many (waitfast2's area): its futex sleep is not capped, so a wake eaten by a process killed before it ran leaves wait() asleep beside a ready object for good; seen failing (hangs to the 30 s deadline)"]
+fn wait_on_a_semaphore_whose_release_wake_reaches_a_killed_acquirer_still_returns() {
+    for _ in 0..rounds() {
+        woken_then_killed("wait on a semaphore");
+    }
+}
+
+/// An `MpmcQueue` push whose one wake reaches a consumer killed before it
+/// runs: a live consumer asleep in `pop` still gets the item.
+#[test]
+fn queue_push_whose_wake_reaches_a_killed_consumer_still_reaches_a_live_one() {
+    for _ in 0..rounds() {
+        woken_then_killed("queue");
+    }
+}
+
+/// The same with the live consumer in the multi-object `wait` on the
+/// queue: it must return (the queue is ready).
+#[test]
+#[ignore = "defect in wait::many (waitfast2's area): its futex sleep is not capped, so a wake eaten by a process killed before it ran leaves wait() asleep beside a ready object for good; seen failing (hangs to the 30 s deadline)"]
+fn wait_on_a_queue_whose_push_wake_reaches_a_killed_consumer_still_returns() {
+    for _ in 0..rounds() {
+        woken_then_killed("wait on a queue");
+    }
+}
