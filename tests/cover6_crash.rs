@@ -207,8 +207,10 @@ fn queue_producer_killed_inside_put_timeout_leaves_a_clean_prefix() {
 /// order, qsize is exact, and the producer is never stalled by the dead.
 #[test]
 fn queue_consumer_killed_inside_get_timeout_loses_at_most_its_own_item() {
-    const N: u64 = 2_000;
     for cap in [2u64, 0] {
+        // Unbounded: a first burst of 5 000 items outgrows the first ring
+        // (64 KiB, 16 B a slot), so the victim may die following the chain.
+        let (n, burst) = if cap == 0 { (6_000u64, 5_000u64) } else { (2_000, 0) };
         for _round in 0..rounds() {
             let q = Queue::<u64>::new(cap).unwrap();
             let name = q.name().to_owned();
@@ -219,8 +221,8 @@ fn queue_consumer_killed_inside_get_timeout_loses_at_most_its_own_item() {
             let producer = {
                 let q = q.clone();
                 std::thread::spawn(move || {
-                    for i in 0..N {
-                        if i % 64 == 0 {
+                    for i in 0..n {
+                        if i >= burst && i % 64 == 0 {
                             std::thread::sleep(Duration::from_micros(500));
                         }
                         let mut v = i;
@@ -241,7 +243,7 @@ fn queue_consumer_killed_inside_get_timeout_loses_at_most_its_own_item() {
                 assert!(Instant::now() < end, "stuck after {mine} (cap {cap})");
                 match q.get_timeout(Duration::from_millis(20)) {
                     Ok(v) => {
-                        assert!(v < N, "garbage {v}");
+                        assert!(v < n, "garbage {v}");
                         assert!(last.is_none_or(|l| l < v), "{v} after {last:?}");
                         last = Some(v);
                         mine += 1;
@@ -253,8 +255,8 @@ fn queue_consumer_killed_inside_get_timeout_loses_at_most_its_own_item() {
             }
             producer.join().unwrap();
             let theirs = read(&got);
-            assert!(mine + theirs <= N, "duplicates: {mine} + {theirs} > {N} (cap {cap})");
-            assert!(mine + theirs + 1 >= N, "lost more than the dead consumer's item: {mine} + {theirs} of {N}");
+            assert!(mine + theirs <= n, "duplicates: {mine} + {theirs} > {n} (cap {cap})");
+            assert!(mine + theirs + 1 >= n, "lost more than the dead consumer's item: {mine} + {theirs} of {n}");
             assert_eq!(q.qsize(), 0);
             q.put_timeout(9, T).unwrap();
             assert_eq!(q.get_timeout(T), Ok(9));
@@ -1228,14 +1230,14 @@ fn this_cpu() -> usize {
 }
 
 /// What the sleepers of [`woken_then_killed`] sleep on.
-type SleepOn = (Semaphore, Condition, MpmcQueue<u64>);
+type SleepOn = (Semaphore, Condition, MpmcQueue<u64>, Lock);
 
 shmproc::entry! {
     /// Pinned to `cpu` at the idle scheduling class (it never preempts the
     /// parent there), sleeps in one blocking call: `Semaphore::acquire`,
-    /// `Condition::wait` or `MpmcQueue::pop`.
+    /// `Condition::wait`, `MpmcQueue::pop` or `Lock::lock`.
     fn idle_sleeper(args: (String, usize, SleepOn, Event)) -> Result<(), String> {
-        let (what, cpu, (sem, cond, q), started) = args;
+        let (what, cpu, (sem, cond, q, lock), started) = args;
         pin_to(cpu);
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: plain system call on the calling thread with a valid param.
@@ -1249,6 +1251,9 @@ shmproc::entry! {
         } else if what.contains("queue") {
             drop(g);
             q.pop().map_err(|e| e.to_string())?;
+        } else if what == "lock" {
+            drop(g);
+            drop(lock.lock().map_err(|e| e.to_string())?);
         } else {
             drop(g);
             sem.acquire();
@@ -1260,15 +1265,18 @@ shmproc::entry! {
 }
 
 /// One round: a victim process and then a live thread asleep on the same
-/// object (`what`: "semaphore", "condition", "queue", or "wait on a ..."
-/// for a live thread in the multi-object `wait`); the parent, on the
+/// object (`what`: "semaphore", "condition", "queue", "lock", or "wait on
+/// a ..." for a live thread in the multi-object `wait`); the parent, on the
 /// victim's CPU (where the victim, at the idle scheduling class, cannot
-/// run before it), wakes one sleeper (`release`, `notify(1)`, `push`) and
+/// run before it), wakes one sleeper (`release`, `notify(1)`, `push`, the
+/// unlock of a lock it held) and
 /// kills the victim at once. The futex queue is FIFO, so the wake goes to
 /// the victim, which dies before it can act on it. The live sleeper, in an
 /// untimed call as a program would wait, must still return.
 fn woken_then_killed(what: &str) {
-    let on: SleepOn = (Semaphore::new(0).unwrap(), Condition::new().unwrap(), MpmcQueue::new(4).unwrap());
+    let on: SleepOn =
+        (Semaphore::new(0).unwrap(), Condition::new().unwrap(), MpmcQueue::new(4).unwrap(), Lock::new().unwrap());
+    let held = (what == "lock").then(|| on.3.lock().unwrap());
     let started = Event::new().unwrap();
     let cpu = this_cpu();
     pin_to(cpu);
@@ -1280,7 +1288,7 @@ fn woken_then_killed(what: &str) {
     common::wait_for("the victim asleep", || common::threads_in_futex(vpid) > 0);
     let (tx, rx) = std::sync::mpsc::channel();
     let live = {
-        let (mut sem, cond, mut q) = on.clone();
+        let (mut sem, cond, mut q, lock) = on.clone();
         let what = what.to_string();
         std::thread::spawn(move || {
             unpin();
@@ -1290,6 +1298,7 @@ fn woken_then_killed(what: &str) {
                 "wait on a semaphore" => drop(shmproc::wait(&mut [&mut sem], None).unwrap()),
                 "queue" => assert_eq!(q.pop(), Ok(1)),
                 "wait on a queue" => drop(shmproc::wait(&mut [&mut q], None).unwrap()),
+                "lock" => drop(lock.lock().unwrap()),
                 _ => {
                     // Sleeps only once the parent's notify can follow: the
                     // parent takes the lock after we are in the futex wait.
@@ -1301,8 +1310,9 @@ fn woken_then_killed(what: &str) {
     };
     let tid = rx.recv().unwrap();
     common::wait_for("the live sleeper asleep", || common::thread_in_futex(tid));
-    let (sem, cond, q) = &on;
+    let (sem, cond, q, _) = &on;
     match what {
+        "lock" => drop(held),
         "condition" => {
             let g = cond.lock().unwrap();
             cond.notify(&g, 1);
@@ -1377,5 +1387,14 @@ fn queue_push_whose_wake_reaches_a_killed_consumer_still_reaches_a_live_one() {
 fn wait_on_a_queue_whose_push_wake_reaches_a_killed_consumer_still_returns() {
     for _ in 0..rounds() {
         woken_then_killed("wait on a queue");
+    }
+}
+
+/// A `Lock` unlock whose one wake reaches a locker killed before it runs
+/// (it never took the lock): a live locker asleep in `lock` still gets it.
+#[test]
+fn lock_unlock_whose_wake_reaches_a_killed_locker_still_reaches_a_live_one() {
+    for _ in 0..rounds() {
+        woken_then_killed("lock");
     }
 }
