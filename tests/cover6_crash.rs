@@ -921,6 +921,9 @@ fn lock_and_rlock_taken_over_after_a_kill_inside_lock_timeout() {
                 );
             }
             assert!(owner_died <= 1, "OwnerDied reported {owner_died} times for one death");
+            let names = [lock.name().to_owned(), rlock.name().to_owned()];
+            drop((lock, rlock, victim));
+            names.iter().for_each(|n| assert_no_segment_left(n));
         }
     }
 }
@@ -991,6 +994,9 @@ fn semaphore_waiters_killed_inside_acquire_timeout_swallow_no_release_and_lose_a
         assert!(!sem.try_acquire());
         sem.release().unwrap();
         assert_eq!(sem.get_value(), 1);
+        let name = sem.name().to_owned();
+        drop((sem, victim));
+        assert_no_segment_left(&name);
     }
 }
 
@@ -1073,6 +1079,9 @@ fn condition_waiters_killed_inside_wait_timeout_leave_it_working() {
         assert!(live.join().unwrap(), "the live waiter timed out instead of being notified");
         let c3 = cond.clone();
         assert!(std::thread::spawn(move || c3.lock_timeout(T).is_ok()).join().unwrap());
+        let name = cond.name().to_owned();
+        drop((cond, victims));
+        assert_no_segment_left(&name);
     }
 }
 
@@ -1123,6 +1132,9 @@ fn barrier_party_killed_inside_wait_timeout_leaves_it_resettable() {
             let theirs = other.join().unwrap().expect("barrier unusable after the kill and reset");
             assert_eq!(mine + theirs, 1, "arrival indices {mine} and {theirs}");
         }
+        let name = b.name().to_owned();
+        drop((b, victim));
+        assert_no_segment_left(&name);
     }
 }
 
@@ -1193,6 +1205,9 @@ fn event_setter_and_waiters_killed_mid_operation_leave_a_consistent_event() {
             e.set();
             assert!(e.wait_timeout(Duration::ZERO));
         }
+        let name = e.name().to_owned();
+        drop((e, procs));
+        assert_no_segment_left(&name);
     }
 }
 
