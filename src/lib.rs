@@ -213,7 +213,7 @@ pub use bytemuck;
 /// `#[derive(shmproc::Pod, shmproc::Zeroable)]`, see the crate docs).
 pub use bytemuck::{Pod, Zeroable};
 
-/// The lock, semaphore, event, condition and barrier algorithms on the heap,
+/// The lock, reentrant lock, semaphore, event, condition and barrier algorithms on the heap,
 /// for loom model checking (`RUSTFLAGS="--cfg loom"`). Not part of the API.
 #[cfg(loom)]
 #[doc(hidden)]
@@ -234,5 +234,6 @@ pub mod loom_models {
     pub use crate::sync::condition::RawCondition;
     pub use crate::sync::event::RawEvent;
     pub use crate::sync::raw_lock::{RawLock, Wait};
+    pub use crate::sync::rlock::RawRLock;
     pub use crate::sync::semaphore::RawSemaphore;
 }

@@ -44,18 +44,6 @@ fn killer(p: &Process, max_ms: u64) -> std::thread::JoinHandle<()> {
     })
 }
 
-/// Reads a `Value<u64>` whose lock a killed process may have held.
-fn read(v: &Value<u64>) -> u64 {
-    match v.get_lock() {
-        Ok(g) => g.value(),
-        Err(LockError::OwnerDied(mut g)) => {
-            g.make_consistent();
-            g.value()
-        }
-        Err(e) => panic!("{e}"),
-    }
-}
-
 // ---- MPMC batch forms ----
 
 shmproc::entry! {
@@ -187,7 +175,7 @@ fn mpmc_pop_into_consumer_killed_mid_batch_loses_at_most_its_own_batch() {
         killer.join().unwrap();
         let _ = common::join(&victim);
         common::join(&producer).unwrap();
-        let theirs = read(&got);
+        let theirs = common::read_u64(&got);
         assert!(mine + theirs <= N, "duplicates: {mine} + {theirs} > {N}");
         assert!(mine + theirs + BATCH as u64 >= N, "lost more than the victim's batch: {mine} + {theirs} of {N}");
         assert_eq!(q.len(), 0);
@@ -347,7 +335,7 @@ fn spsc_consumer_killed_mid_batch_or_loan_and_replaced_loses_at_most_its_own_bat
                 }
             }
         };
-        let theirs = read(&recorded);
+        let theirs = common::read_u64(&recorded);
         let mut next = None::<u64>;
         while next.is_none_or(|n| n < N) {
             assert!(Instant::now() < end, "stuck at {next:?} (victim recorded {theirs})");
@@ -720,20 +708,7 @@ fn sleepers_killed_in_their_wait_do_not_swallow_the_live_ones_wake() {
 
 // ---- ByteQueue send / recv_into ----
 
-/// Frame `i` of a byte stream: its number, then a length and bytes that
-/// depend on it (so a torn or shifted frame shows).
-fn byte_frame(i: u64) -> Vec<u8> {
-    let mut f = i.to_le_bytes().to_vec();
-    f.extend((0..(i * 37 % 500)).map(|k| (k as u8) ^ (i as u8)));
-    f
-}
-
-fn frame_number(f: &[u8]) -> u64 {
-    assert!(f.len() >= 8, "short frame of {} bytes", f.len());
-    let i = u64::from_le_bytes(f[..8].try_into().unwrap());
-    assert_eq!(f, byte_frame(i).as_slice(), "torn frame {i}");
-    i
-}
+use common::{byte_frame, frame_number};
 
 shmproc::entry! {
     /// Sends frames from..n with `send`.
@@ -796,7 +771,7 @@ fn byte_queue_ends_killed_mid_send_and_mid_recv_into_and_replaced_lose_at_most_t
                 }
             }
         };
-        let theirs = read(&recorded);
+        let theirs = common::read_u64(&recorded);
         kill_at_random(&pvictim, 10);
         // What the dead producer sent: intact, in order, starting at most
         // one frame past what the dead consumer recorded.

@@ -8,13 +8,17 @@
 //! waiter read the counter under the lock and the notifier changes it under
 //! the same lock, a notify issued after the waiter released the lock is
 //! never lost. Notifiers never wait for waiters: a dead waiter only leaves
-//! `waiters` too high (a useless wake syscall per notify). As with every
+//! `waiters` too high (a useless wake syscall per notify). A waiter killed
+//! after a notify's wake reached it (before it ran) takes that wake with
+//! it: sleepers re-check the counter at least every `POLL` (100 ms), so a
+//! live waiter still returns for that notify. As with every
 //! condition variable, `wait` may return without a notify; `wait_for` loops
 //! on the predicate.
 
 use super::raw_lock::{RawLock, Wait};
 use crate::wait::atomic::{AtomicU32, Ordering};
 use crate::wait::futex::{wait32, wake32};
+use crate::wait::spin::POLL;
 
 #[repr(C)]
 pub struct RawCondition {
@@ -47,7 +51,12 @@ impl RawCondition {
             if wait.deadline().passed() {
                 break false;
             }
-            wait32(&self.seq, ticket, wait.deadline());
+            // Capped at POLL: `notify(n)` wakes n sleepers, and one of
+            // them may be killed after the wake dequeued it and before it
+            // ran; the counter has moved, so re-checking it at least every
+            // POLL lets a live waiter see that notify instead of sleeping
+            // through it (test `cover6_crash::condition_notify_whose_...`).
+            wait32(&self.seq, ticket, wait.deadline().capped(POLL));
         };
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         notified

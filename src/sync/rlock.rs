@@ -6,19 +6,19 @@ use crate::wait::atomic::{AtomicU32, Ordering};
 /// Control block: the robust lock word plus the recursion count (written
 /// only by the owning thread, while it holds the lock).
 #[repr(C)]
-pub(crate) struct RawRLock {
+pub struct RawRLock {
     lock: RawLock,
     count: AtomicU32,
     _pad: AtomicU32,
 }
 
 impl RawRLock {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         RawRLock { lock: RawLock::new(), count: AtomicU32::new(0), _pad: AtomicU32::new(0) }
     }
 
     /// Acquires one level. Re-entry by the owner never blocks.
-    pub(crate) fn acquire(&self, wait: Wait) -> Result<Acquired, Failed> {
+    pub fn acquire(&self, wait: Wait) -> Result<Acquired, Failed> {
         if self.lock.is_owned_by_me() {
             // Only the owner touches `count` while it holds the lock.
             let c = self.count.load(Ordering::Relaxed);
@@ -34,7 +34,7 @@ impl RawRLock {
     }
 
     /// Releases one level; false if the caller is not the owner.
-    pub(crate) fn release(&self) -> bool {
+    pub fn release(&self) -> bool {
         if !self.lock.is_owned_by_me() {
             return false;
         }
@@ -53,7 +53,7 @@ impl RawRLock {
     }
 
     /// The caller's recursion level (0 if it does not own the lock).
-    pub(crate) fn level(&self) -> u32 {
+    pub fn level(&self) -> u32 {
         if self.lock.is_owned_by_me() { self.count.load(Ordering::Relaxed) } else { 0 }
     }
 

@@ -10,7 +10,10 @@
 //! the count atomically with going to sleep).
 //!
 //! A sleeper that dies leaves the sleeper count too high: later releases
-//! make one useless wake syscall each, but nothing ever blocks on it.
+//! make one useless wake syscall each, but nothing ever blocks on it. A
+//! sleeper killed after a release's wake reached it (and before it ran)
+//! takes that wake with it but not the unit: the other sleepers re-check
+//! the count at least every `POLL` (100 ms), so one of them gets the unit.
 //!
 //! A process that dies after taking a unit takes the unit with it, as in
 //! Python. Units have no owner (release by a process other than the
@@ -22,7 +25,7 @@
 use super::raw_lock::Wait;
 use crate::wait::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::wait::futex::{wait64_low, wake64_low};
-use crate::wait::spin::{SPIN_LIMIT, spin_hint};
+use crate::wait::spin::{POLL, SPIN_LIMIT, spin_hint};
 
 const COUNT_MASK: u64 = 0xFFFF_FFFF;
 const ONE_SLEEPER: u64 = 1 << 32;
@@ -81,7 +84,13 @@ impl RawSemaphore {
                 return false;
             }
             if let Some(token) = self.register() {
-                wait64_low(&self.word, 0, wait.deadline());
+                // Capped at POLL: `release(n)` wakes n sleepers, and one of
+                // them may be killed after the wake dequeued it and before
+                // it ran (it never takes the unit nor passes the wake on).
+                // The unit then stays while we sleep on beside it: we
+                // re-check at least every POLL instead of sleeping forever
+                // (test `cover6_crash::semaphore_release_whose_wake_...`).
+                wait64_low(&self.word, 0, wait.deadline().capped(POLL));
                 self.unregister(token);
             }
         }

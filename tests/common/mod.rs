@@ -342,3 +342,32 @@ pub fn find_in_segment(name: &str, needle: &[u8]) -> (std::fs::File, u64) {
     let at = bytes.windows(needle.len()).position(|w| w == needle).expect("payload in the segment");
     (std::fs::OpenOptions::new().write(true).open(&path).unwrap(), at as u64)
 }
+
+/// Frame `i` of a byte stream: its number, then a length and bytes that
+/// depend on it (so a torn or shifted frame shows); at most 507 bytes.
+pub fn byte_frame(i: u64) -> Vec<u8> {
+    let mut f = i.to_le_bytes().to_vec();
+    f.extend((0..(i * 37 % 500)).map(|k| (k as u8) ^ (i as u8)));
+    f
+}
+
+/// The number of a [`byte_frame`], checking the frame is whole.
+pub fn frame_number(f: &[u8]) -> u64 {
+    assert!(f.len() >= 8, "short frame of {} bytes", f.len());
+    let i = u64::from_le_bytes(f[..8].try_into().unwrap());
+    assert_eq!(f, byte_frame(i).as_slice(), "torn frame {i}");
+    i
+}
+
+/// Reads a `Value<u64>` whose lock a killed process may have held (its
+/// `OwnerDied` is repaired: the value itself is one word, never torn).
+pub fn read_u64(v: &shmproc::Value<u64>) -> u64 {
+    match v.get_lock() {
+        Ok(g) => g.value(),
+        Err(shmproc::LockError::OwnerDied(mut g)) => {
+            g.make_consistent();
+            g.value()
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
