@@ -58,7 +58,7 @@
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
 
-use memmap2::MmapRaw;
+use crate::sys::shm::AddressRange;
 
 use super::ContainerError;
 use super::group::{self, Group, Nested};
@@ -344,11 +344,22 @@ unsafe impl Send for Base {}
 // SAFETY: as above.
 unsafe impl Sync for Base {}
 
-/// A mapping this process made after the first one, with its view.
-struct Extra {
-    _map: MmapRaw,
-    view: View,
+/// The mappings this process made after the first one: address ranges
+/// that the file is mapped into as it grows (a growth maps only its new
+/// bytes, at their place after the old ones, so the pages mapped before
+/// stay mapped), and the views over them. Nothing is unmapped before the
+/// store drops.
+#[derive(Default)]
+struct Maps {
+    ranges: Vec<AddressRange>,
+    /// Boxed so a `View` keeps its address when the vector reallocates.
+    #[allow(clippy::vec_box)]
+    views: Vec<Box<View>>,
 }
+
+/// The least address space a growing store holds at once (a growth past
+/// it maps the whole file again, into a new range 8 times its size).
+const RANGE_MIN: usize = 64 << 20;
 
 /// A container's segment as seen by this process.
 pub(crate) struct Store {
@@ -358,9 +369,7 @@ pub(crate) struct Store {
     /// The first mapping's view (boxed: `cur` may point at it).
     _first: Box<View>,
     /// Later, larger mappings; never unmapped before the store drops.
-    /// Boxed so a `View` keeps its address when the vector reallocates.
-    #[allow(clippy::vec_box)]
-    extra: StdMutex<Vec<Box<Extra>>>,
+    extra: StdMutex<Maps>,
     /// The current (largest) view: `first` or one in `extra`.
     cur: AtomicPtr<View>,
     /// Which container this is, for this thread's open groups and
@@ -386,7 +395,7 @@ impl Store {
         let first = Box::new(View { base: seg.base(), len: seg.mapped_len() as u64, undo: std::ptr::null() });
         let cur = AtomicPtr::new(&*first as *const View as *mut View);
         let id = crate::shm::fnv1a(seg.name().as_bytes());
-        Store { base: Base(seg.base()), seg, _first: first, extra: StdMutex::new(Vec::new()), cur, id }
+        Store { base: Base(seg.base()), seg, _first: first, extra: StdMutex::new(Maps::default()), cur, id }
     }
 
     /// Creates a container segment. `init_root` writes the root words.
@@ -487,26 +496,35 @@ impl Store {
         if want > v.len { self.remap(want).unwrap_or(v) } else { v }
     }
 
-    /// Maps the file again, at its current size (at most what the file
-    /// holds: `map_len` is untrusted).
+    /// Maps the file up to its current size (at most what the file holds:
+    /// `map_len` is untrusted): its new bytes into this store's address
+    /// range after those mapped already, or the whole file into a new,
+    /// larger range when the last one is full.
     #[cold]
     fn remap(&self, want: u64) -> Option<&View> {
-        let mut extra = self.extra.lock().unwrap_or_else(|e| e.into_inner());
+        let mut maps = self.extra.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: as in `view`.
         let cur = unsafe { &*self.cur.load(Ordering::Acquire) };
         if cur.len >= want {
             return Some(cur);
         }
         let size = crate::sys::shm::fstat_file(self.seg.file()).ok()?;
-        let len = want.min(size);
+        // Whole pages: a range is filled from its start, one mapping after another.
+        let len = want.min(size) & !4095;
         if len <= cur.len || len > isize::MAX as u64 / 2 {
             return None;
         }
-        let map = crate::shm::map_file(self.seg.name(), self.seg.file(), len).ok()?;
-        let view = View { base: map.as_mut_ptr(), len, undo: std::ptr::null() };
-        let boxed = Box::new(Extra { _map: map, view });
-        let p = &boxed.view as *const View as *mut View;
-        extra.push(boxed);
+        let len = usize::try_from(len).ok()?;
+        if maps.ranges.last().is_none_or(|r| len > r.cap()) {
+            let cap = len.saturating_mul(8).max(RANGE_MIN).next_multiple_of(4096);
+            let range = AddressRange::reserve(cap).or_else(|_| AddressRange::reserve(len)).ok()?;
+            maps.ranges.push(range);
+        }
+        let range = maps.ranges.last_mut()?;
+        range.map_to(std::os::fd::AsFd::as_fd(self.seg.file()), len).ok()?;
+        let view = Box::new(View { base: range.base(), len: len as u64, undo: std::ptr::null() });
+        let p = &*view as *const View as *mut View;
+        maps.views.push(view);
         // Release: pairs with the Acquire loads in `view`.
         self.cur.store(p, Ordering::Release);
         // SAFETY: p points into the box just pushed, which lives as long as the store.
@@ -1392,20 +1410,36 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
-    /// Makes the file at least `needed` bytes (doubling), reserved.
+    /// Makes the file at least `needed` bytes (a geometric step more when
+    /// there is room), reserved.
     pub(crate) fn grow(&mut self, needed: u64) -> R<()> {
         let ctl = self.store.ctl();
         let have = ctl.map_len.load(Ordering::Relaxed).max(self.view.len);
         if needed <= have {
             return Ok(());
         }
-        let new_len = needed.max(have.saturating_mul(2)).checked_next_multiple_of(64 * 1024).ok_or(
+        // A quarter more than the file holds, or an eighth more than needed: geometric, so growths stay few,
+        // without doubling (every byte reserved is a page allocated and zeroed now, and a table that doubles
+        // past a doubled file would leave half the file reserved for nothing). A growth maps only its new bytes
+        // (`Store::remap`), so a smaller step costs no fault on the pages mapped before.
+        let new_len = needed
+            .saturating_add(needed / 8)
+            .max(have.saturating_add(have / 4))
+            .checked_next_multiple_of(64 * 1024)
+            .ok_or(
             Fail::Err(ContainerError::NoSpace { name: self.store.name().to_owned(), bytes: needed }),
         )?;
         if new_len > isize::MAX as u64 / 2 {
             return Err(Fail::Err(ContainerError::NoSpace { name: self.store.name().to_owned(), bytes: new_len }));
         }
-        self.store.segment().extend(have, new_len).map_err(|e| match e {
+        let seg = self.store.segment();
+        // No room for the step: the bytes needed alone, if they fit.
+        let exact = needed.next_multiple_of(64 * 1024);
+        let new_len = match seg.extend(have, new_len) {
+            Err(OpenError::NoSpace { .. }) if exact < new_len => seg.extend(have, exact).map(|()| exact),
+            r => r.map(|()| new_len),
+        }
+        .map_err(|e| match e {
             OpenError::NoSpace { name, bytes } => Fail::Err(ContainerError::NoSpace { name, bytes }),
             e => Fail::Err(ContainerError::Io(e.to_string())),
         })?;
