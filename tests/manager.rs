@@ -604,6 +604,95 @@ fn crash_matrix_dict() {
     eprintln!("crash matrix (dict): {n} trials, all repaired; up to {max_ops} ops before a kill");
 }
 
+/// One step of the u64 -> u64 dict's crash matrix: mostly inserts (new
+/// keys and new values: `insert`'s quick path for inline types), with
+/// removals (tombstones a later insert reuses), counters and a clear now
+/// and then, over a few hundred keys (so the table resizes along the way).
+fn dict_u64_step(i: u64) -> (u64, u64, u64) {
+    let h = mix(i ^ 0x5EED);
+    (h % 16, (h >> 8) % 200, i)
+}
+
+fn dict_u64_apply_model(i: u64, m: &mut Vec<(u64, u64)>) {
+    let (op, k, v) = dict_u64_step(i);
+    let at = m.iter().position(|e| e.0 == k);
+    match (op, at) {
+        (0..=8, Some(j)) => m[j].1 = v,
+        (0..=8, None) => m.push((k, v)),
+        (9..=13, Some(j)) => drop(m.remove(j)),
+        (14, Some(j)) => m[j].1 += v,
+        (14, None) => m.push((k, v)),
+        (15, _) if m.len() > 100 => m.clear(),
+        _ => {}
+    }
+}
+
+fn dict_u64_apply(i: u64, len: usize, d: &DictProxy<u64, u64>) -> Result<(), ContainerError> {
+    let (op, k, v) = dict_u64_step(i);
+    match op {
+        0..=8 => d.insert(k, v).map(drop),
+        9..=13 => d.remove(&k).map(drop),
+        14 => d.update_with(&k, 0, |x| *x += v).map(drop),
+        _ if len > 100 => d.clear(),
+        _ => Ok(()),
+    }
+}
+
+shmproc::entry! {
+    fn dict_u64_worker(args: (DictProxy<u64, u64>, u64, Value<u64>)) -> Result<(), String> {
+        let (dict, steps, inflight) = args;
+        shmproc::__crash_after_steps(steps);
+        let mut m = Vec::new();
+        for i in 0.. {
+            inflight.set(i).map_err(|e| e.to_string())?;
+            let len = m.len();
+            dict_u64_apply_model(i, &mut m);
+            dict_u64_apply(i, len, &dict).map_err(|e| format!("op {i}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The crash matrix of a `DictProxy<u64, u64>`: its inserts take the quick
+/// path (`Store::write_quick`: no allocation, one log append), which the
+/// String dict's matrix never reaches; a kill anywhere in it leaves the
+/// dict before or after the insert in flight, repaired by the next user.
+#[test]
+fn crash_matrix_dict_u64() {
+    let n = trials();
+    let mut max_ops = 0;
+    for t in 0..n {
+        let dict = DictProxy::<u64, u64>::new().unwrap();
+        let steps = if t % 2 == 1 { 1 + mix(t ^ 0xD1C8) % 3000 } else { 0 };
+        let inflight = Value::new(0u64).unwrap();
+        let mut p = Process::new(dict_u64_worker, (dict.clone(), steps, inflight.clone()));
+        kill_at_random(&mut p, t, || !dict.is_empty());
+        if t % 2 == 1 {
+            assert_before_or_after(t, &inflight, dict_u64_apply_model, dict.items().unwrap());
+        }
+        let got = dict.items().unwrap();
+        assert_eq!(got.len(), dict.len(), "trial {t}: length does not match contents");
+        for (k, v) in &got {
+            assert_eq!(dict.get(k).unwrap(), Some(*v), "trial {t}: entry not readable by key");
+        }
+        let mut m = Vec::new();
+        let mut matched = None;
+        for i in 0..10_000_000u64 {
+            if m == got {
+                matched = Some(i);
+                break;
+            }
+            dict_u64_apply_model(i, &mut m);
+        }
+        let ops = matched.unwrap_or_else(|| panic!("trial {t}: state matches no prefix of the operations"));
+        max_ops = max_ops.max(ops);
+        dict.insert(u64::MAX, 1).unwrap();
+        assert_eq!(dict.get(&u64::MAX).unwrap(), Some(1));
+        assert_eq!(dict.len(), got.len() + 1);
+    }
+    eprintln!("crash matrix (dict u64): {n} trials, all repaired; up to {max_ops} ops before a kill");
+}
+
 /// Offset of a dict's ORDER root word (the next insertion number): header
 /// 128 + lock, seq, map_len, log_used; heap top, 36 free-list heads, then
 /// the roots table, buckets, count, used, order (src/manager/store.rs,

@@ -987,6 +987,201 @@ fn spilled(v: &View, data: u64, len: u64) -> R<Vec<u8>> {
     v.vec(p + 8, len)
 }
 
+/// Appends one entry (`[off][len word][old bytes as words]`) to the log
+/// at `*used` and publishes it (a transaction's and a quick write's).
+#[inline(always)]
+fn append_log(store: &Store, view: &View, used: &mut u64, entry: &[u64]) -> R<()> {
+    let n = 8 * entry.len() as u64;
+    if *used + n > LOG_CAP {
+        return Err(Fail::Err(ContainerError::TooLarge { what: "one operation's undo log", limit: LOG_CAP }));
+    }
+    crash_point();
+    // LOG_OFF + used is 8-aligned (entries are whole words) and the log lies in the first mapping (>= HEAP_START
+    // bytes, checked at create/open), so `at` only fails on a view that is not this store's.
+    let p = view.at(LOG_OFF + *used, n).ok_or(Fail::Torn("log out of bounds"))?;
+    let p = p.cast::<u64>();
+    for (k, &w) in entry.iter().enumerate() {
+        // SAFETY: k < entry.len(): inside the n bytes checked above, 8-aligned (the mapping is page-aligned);
+        // we hold the writer lock. One volatile store per word.
+        unsafe { copy::write(p.add(k), w) };
+    }
+    crash_point();
+    *used += n;
+    // Release: pairs with the Acquire of the lock takeover in the next locker's recovery: the entry's
+    // bytes are in place before the log says they are.
+    store.ctl().log_used.store(*used, Ordering::Release);
+    // The new log length must reach memory before the logged bytes change: a store-store order (free on
+    // x86's TSO; `dmb ish` on aarch64). A crash is observed by the next locker through the lock word, so
+    // hardware store order is what matters here.
+    fence(Ordering::Release);
+    Ok(())
+}
+
+/// Writes the live aligned word at `off`, its old value logged first
+/// (`[off][8][old word]`, one checked load).
+#[inline(always)]
+fn log_and_put_word(store: &Store, view: &View, used: &mut u64, off: u64, w: u64) -> R<()> {
+    let old = view.u64(off)?;
+    append_log(store, view, used, &[off, 8, old])?;
+    crash_point();
+    view.put(off, &w.to_ne_bytes())?;
+    crash_point();
+    Ok(())
+}
+
+/// Writes the live aligned word at `off` and sets the state words
+/// `lo..lo + vals.len()`, their old values logged as one log append (two
+/// entries, one publication): the common end of an insert.
+#[inline(always)]
+fn word_and_states(store: &Store, view: &View, used: &mut u64, off: u64, w: u64, lo: usize, vals: &[u64]) -> R<()> {
+    let n = vals.len();
+    debug_assert!((1..=ROOT_WORDS).contains(&n) && lo + n <= STATE_WORDS);
+    let mut e = [0u64; 5 + ROOT_WORDS];
+    e[0] = off;
+    e[1] = 8;
+    e[2] = view.u64(off)?;
+    e[3] = STATE_OFF + 8 * lo as u64;
+    e[4] = 8 * n as u64;
+    for k in 0..n {
+        e[5 + k] = store.ctl().state[lo + k].load(Ordering::Relaxed);
+    }
+    append_log(store, view, used, &e[..5 + n])?;
+    crash_point();
+    view.put(off, &w.to_ne_bytes())?;
+    crash_point();
+    store.store_states_after_point(lo, vals);
+    Ok(())
+}
+
+impl Store {
+    /// Stores the state words `lo..lo + vals.len()`, a crash point after
+    /// each (the caller has just passed one). Caller holds the lock.
+    #[inline(always)]
+    fn store_states_after_point(&self, lo: usize, vals: &[u64]) {
+        for (k, &v) in vals.iter().enumerate() {
+            self.ctl().state[lo + k].store(v, Ordering::Relaxed);
+            crash_point();
+        }
+    }
+
+    /// The commit of an operation whose odd `seq` is `seq`: the one store
+    /// `log_used = 0`, `seq` even, the lock released (if `held`).
+    #[inline(always)]
+    fn commit(&self, seq: u64, held: bool) {
+        let ctl = self.ctl();
+        crash_point();
+        // The commit point. Release: everything written before is visible with it.
+        ctl.log_used.store(0, Ordering::Release);
+        crash_point();
+        // Release: pairs with the readers' Acquire load of seq.
+        ctl.seq.store(seq.wrapping_add(1), Ordering::Release);
+        if held {
+            ctl.lock.unlock();
+        }
+    }
+
+    /// Runs `f` as a quick write: one operation that needs no allocation,
+    /// no free and no group (a dict's new entry or new value of inline
+    /// types). The lock is taken (repairing first, as for `write`), `seq`
+    /// made odd, `f` writes through [`Quick`] (unlogged bytes no committed
+    /// state reaches, and logged words), and one commit store ends it.
+    /// `f` gives `None` for "not quick" (a resize is due, a check failed,
+    /// or this thread already holds the lock: a group's operation): what it
+    /// wrote is undone and `None` returned, for the full `write` to run.
+    #[inline(always)]
+    pub(crate) fn write_quick<T>(&self, f: impl FnOnce(&mut Quick<'_>) -> Option<T>) -> Option<T> {
+        if !self.acquire().ok()? {
+            // This thread's group or operation holds the lock: `write` joins or refuses.
+            return None;
+        }
+        let ctl = self.ctl();
+        let s = ctl.seq.load(Ordering::Relaxed);
+        ctl.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        // Release fence: pairs with the reader's Acquire fence before its second seq load, as in `write`.
+        fence(Ordering::Release);
+        let mut q = Quick { store: self, view: self.view(), seq: s.wrapping_add(1), used: 0, done: false };
+        let r = f(&mut q);
+        if r.is_some() {
+            self.commit(q.seq, true);
+            q.done = true;
+        }
+        r
+    }
+}
+
+/// A quick write in progress (`Store::write_quick`): holds the lock.
+pub(crate) struct Quick<'a> {
+    store: &'a Store,
+    view: &'a View,
+    seq: u64,
+    /// Bytes of log written.
+    used: u64,
+    done: bool,
+}
+
+impl<'a> Quick<'a> {
+    #[inline(always)]
+    pub(crate) fn view(&self) -> &'a View {
+        self.view
+    }
+
+    /// Root word `i`.
+    #[inline(always)]
+    pub(crate) fn root(&self, i: usize) -> u64 {
+        self.store.ctl().state[S_ROOT + i].load(Ordering::Relaxed)
+    }
+
+    /// Writes bytes no committed state reaches (unlogged).
+    #[inline(always)]
+    pub(crate) fn write_fresh(&mut self, off: u64, src: &[u8]) -> Option<()> {
+        crash_point();
+        self.view.put(off, src).ok()
+    }
+
+    /// Makes `w` the live aligned word at `off` as the operation's only
+    /// change: unlogged, since the one 8-byte store is itself the point
+    /// where the operation takes effect (a death before it leaves the state
+    /// before, after it the state after; a reader beside it sees the old
+    /// word or the new one, and the new one only once it is stored).
+    #[inline(always)]
+    pub(crate) fn write_only_word(&mut self, off: u64, w: u64) -> Option<()> {
+        crash_point();
+        self.view.put(off, &w.to_ne_bytes()).ok()?;
+        crash_point();
+        Some(())
+    }
+
+    /// Writes the live aligned word at `off` and sets the root words
+    /// `first..first + vals.len()` (one log append), as
+    /// [`Txn::write_word_and_roots`].
+    #[inline(always)]
+    pub(crate) fn write_word_and_roots(&mut self, off: u64, w: u64, first: usize, vals: &[u64]) -> Option<()> {
+        if !off.is_multiple_of(8) {
+            return None;
+        }
+        word_and_states(self.store, self.view, &mut self.used, off, w, S_ROOT + first, vals).ok()
+    }
+}
+
+impl Drop for Quick<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if !self.done {
+            self.abort();
+        }
+    }
+}
+
+impl Quick<'_> {
+    /// Undoes what a quick write that gave up (or panicked) did, as a
+    /// survivor would after a crash, and releases the lock.
+    #[cold]
+    fn abort(&mut self) {
+        self.store.recover();
+        self.store.ctl().lock.unlock();
+    }
+}
+
 /// A mutating operation in progress (holds the lock).
 pub(crate) struct Txn<'a> {
     store: &'a Store,
@@ -1148,10 +1343,7 @@ impl<'a> Txn<'a> {
     /// would only repeat the one after the store before it).
     #[inline(always)]
     fn store_states_after_point(&self, lo: usize, vals: &[u64]) {
-        for (k, &v) in vals.iter().enumerate() {
-            self.store.ctl().state[lo + k].store(v, Ordering::Relaxed);
-            crash_point();
-        }
+        self.store.store_states_after_point(lo, vals);
     }
 
     /// Logs state word `i` (the common case of `log_states`).
@@ -1257,30 +1449,7 @@ impl<'a> Txn<'a> {
     /// and publishes it.
     #[inline]
     fn append_entry(&mut self, entry: &[u64]) -> R<()> {
-        let n = 8 * entry.len() as u64;
-        if self.used + n > LOG_CAP {
-            return Err(Fail::Err(ContainerError::TooLarge { what: "one operation's undo log", limit: LOG_CAP }));
-        }
-        crash_point();
-        // LOG_OFF + used is 8-aligned (entries are whole words) and the log lies in the first mapping (>= HEAP_START
-        // bytes, checked at create/open), so `at` only fails on a view that is not this store's.
-        let p = self.view.at(LOG_OFF + self.used, n).ok_or(Fail::Torn("log out of bounds"))?;
-        let p = p.cast::<u64>();
-        for (k, &w) in entry.iter().enumerate() {
-            // SAFETY: k < entry.len(): inside the n bytes checked above, 8-aligned (the mapping is page-aligned);
-            // we hold the writer lock. One volatile store per word.
-            unsafe { copy::write(p.add(k), w) };
-        }
-        crash_point();
-        self.used += n;
-        // Release: pairs with the Acquire of the lock takeover in the next locker's recovery: the entry's
-        // bytes are in place before the log says they are.
-        self.store.ctl().log_used.store(self.used, Ordering::Release);
-        // The new log length must reach memory before the logged bytes change: a store-store order (free on
-        // x86's TSO; `dmb ish` on aarch64). A crash is observed by the next locker through the lock word, so
-        // hardware store order is what matters here.
-        fence(Ordering::Release);
-        Ok(())
+        append_log(self.store, self.view, &mut self.used, entry)
     }
 
     /// Records the `len` bytes at `off` in the undo log (the caller then
@@ -1311,12 +1480,7 @@ impl<'a> Txn<'a> {
     /// one checked load, then one store.
     #[inline(always)]
     fn write_word(&mut self, off: u64, w: u64) -> R<()> {
-        let old = self.view.u64(off)?;
-        self.append_entry(&[off, 8, old])?;
-        crash_point();
-        self.view.put(off, &w.to_ne_bytes())?;
-        crash_point();
-        Ok(())
+        log_and_put_word(self.store, self.view, &mut self.used, off, w)
     }
 
     /// Puts `src` at `off`; with crash injection, a death may land after
@@ -1359,21 +1523,8 @@ impl<'a> Txn<'a> {
         }
         // Logging a state word already logged in this operation again is harmless (entries are undone newest
         // first, so the oldest value is the one left).
-        let mut e = [0u64; 5 + ROOT_WORDS];
-        e[0] = off;
-        e[1] = 8;
-        e[2] = self.view.u64(off)?;
-        e[3] = STATE_OFF + 8 * lo as u64;
-        e[4] = 8 * n as u64;
-        for k in 0..n {
-            e[5 + k] = self.state(lo + k);
-        }
-        self.append_entry(&e[..5 + n])?;
+        word_and_states(self.store, self.view, &mut self.used, off, w, lo, vals)?;
         self.logged |= ((1u64 << n) - 1) << lo;
-        crash_point();
-        self.view.put(off, &w.to_ne_bytes())?;
-        crash_point();
-        self.store_states_after_point(lo, vals);
         Ok(())
     }
 
@@ -1456,17 +1607,8 @@ impl<'a> Txn<'a> {
 
     #[inline(always)]
     fn commit(&mut self) {
-        let ctl = self.store.ctl();
-        crash_point();
-        // The commit point. Release: everything written before is visible with it.
-        ctl.log_used.store(0, Ordering::Release);
-        crash_point();
-        // Release: pairs with the readers' Acquire load of seq.
-        ctl.seq.store(self.seq.wrapping_add(1), Ordering::Release);
+        self.store.commit(self.seq, self.held);
         self.done = true;
-        if self.held {
-            ctl.lock.unlock();
-        }
     }
 }
 
