@@ -35,10 +35,13 @@
 //! reserved (`posix_fallocate`) and may be mapped. A writer that needs room
 //! extends the file first, then stores the new `map_len` (Release, before
 //! its commit). Every operation loads `map_len` once and remaps when it is
-//! past the local mapping. Old mappings stay mapped until the handle
-//! drops (pointers taken during an operation stay valid), and every access
-//! is checked against the length of the mapping it goes through, so
-//! nothing is read past what is mapped. The file never shrinks: a process
+//! past the local mapping: the file is mapped into an address range the
+//! store holds (reserved 8 times larger, `PROT_NONE`), a growth mapping
+//! only its new bytes after the old ones, so pages mapped before stay
+//! mapped. Old mappings stay mapped until the handle drops (pointers
+//! taken during an operation stay valid), and every access is checked
+//! against the length of the view it goes through, so nothing is read
+//! past what is mapped. The file never shrinks: a process
 //! that has not yet seen a shrink would fault (SIGBUS) touching the cut
 //! pages; space is reused through the heap's free lists instead.
 //!
@@ -48,7 +51,10 @@
 //! commit store; an append or a new dict entry logs only the words a
 //! committed state can reach (the length; a bucket's tag word and the
 //! three count words as one log append, `write_word_and_roots`), and the
-//! bytes it writes where no committed state reaches go unlogged. The
+//! bytes it writes where no committed state reaches go unlogged. A dict
+//! insert of inline types runs as a quick write (`write_quick`: no
+//! transaction state at all; a new value is one unlogged word store, which
+//! is itself the operation's commit point). The
 //! heap finds a free block through a mask of its non-empty lists (one
 //! load), and a dict resize moves buckets as whole words through ranges
 //! checked once. A read is two `seq` loads around the
@@ -271,16 +277,7 @@ impl View {
             if tail.is_empty() {
                 return Ok(true);
             }
-            // The first tail.len() (< 8) bytes of the word, as the low bytes of a little-endian value.
-            let w = u64::from_le_bytes(self.u64(at)?.to_ne_bytes());
-            let k = match want.len().checked_sub(8) {
-                // The tail as the top bytes of `want`'s last 8 (one unaligned load), shifted down.
-                Some(from) => {
-                    u64::from_le_bytes(want[from..].try_into().unwrap_or([0; 8])) >> (8 * (8 - tail.len()))
-                }
-                None => tail.iter().rev().fold(0u64, |k, &b| (k << 8) | u64::from(b)),
-            };
-            return Ok(w & ((1u64 << (8 * tail.len())) - 1) == k);
+            return Ok(tail_matches(self.u64(at)?, want, tail.len()));
         }
         let mut buf = [0u64; 8];
         let mut at = off;
@@ -293,6 +290,32 @@ impl View {
             at += 64;
         }
         Ok(true)
+    }
+
+    /// `bytes_eq` for a view without an undo overlay (`DictProxy::get`'s
+    /// first try): the words holding the run read straight through one
+    /// range check, the last one masked to the run's bytes. `None` (ask
+    /// `bytes_eq`) when the view has an overlay, or the run is not
+    /// 8-aligned or not inside the mapping in whole words.
+    #[inline(always)]
+    pub(crate) fn bytes_eq_words(&self, off: u64, want: &[u8]) -> Option<bool> {
+        if !self.undo.is_null() || !off.is_multiple_of(8) {
+            return None;
+        }
+        let p = self.at(off, 8 * want.len().div_ceil(8) as u64)?.cast::<u64>();
+        let mut words = want.chunks_exact(8);
+        let mut k = 0;
+        for chunk in words.by_ref() {
+            // SAFETY: word k lies inside the range checked above (want.len().div_ceil(8) words), 8-aligned (off
+            // is, the mapping is page-aligned); memory model: a racing write gives garbage, never UB.
+            if unsafe { copy::read(p.add(k)) }.to_ne_bytes() != *chunk {
+                return Some(false);
+            }
+            k += 1;
+        }
+        let tail = words.remainder().len();
+        // SAFETY: as above (the last, partial word of the run is a whole word of the checked range).
+        Some(tail == 0 || tail_matches(unsafe { copy::read(p.add(k)) }, want, tail))
     }
 
     /// `len` bytes at `off` into a new vector (length checked against the
@@ -334,6 +357,20 @@ impl View {
     pub(crate) fn len(&self) -> u64 {
         self.len
     }
+}
+
+/// Whether the first `tail` (1..8) bytes of the word `w` (as stored:
+/// native order) are the last `tail` bytes of `want`.
+#[inline(always)]
+fn tail_matches(w: u64, want: &[u8], tail: usize) -> bool {
+    // The first tail (< 8) bytes of the word, as the low bytes of a little-endian value.
+    let w = u64::from_le_bytes(w.to_ne_bytes());
+    let k = match want.len().checked_sub(8) {
+        // The tail as the top bytes of `want`'s last 8 (one unaligned load), shifted down.
+        Some(from) => u64::from_le_bytes(want[from..].try_into().unwrap_or([0; 8])) >> (8 * (8 - tail)),
+        None => want[want.len() - tail..].iter().rev().fold(0u64, |k, &b| (k << 8) | u64::from(b)),
+    };
+    w & ((1u64 << (8 * tail)) - 1) == k
 }
 
 /// The base address of a store's first mapping.
