@@ -739,6 +739,31 @@ fn insertion_order_survives_the_renumbering_at_the_32_bit_limit() {
     assert!(u64::from_ne_bytes(w) < 100, "next insertion number {} after the limit", u64::from_ne_bytes(w));
 }
 
+/// A store that grows past its first address range (64 MiB) maps the
+/// whole file again into a new, larger range (`Store::remap`); growths
+/// inside a range map only their new bytes. A handle opened before the
+/// growth (its own mappings) and the growing one both read every element
+/// back, across both kinds of remap.
+#[test]
+fn growth_past_the_first_address_range_keeps_every_handle_reading() {
+    let a = ListProxy::<Vec<u8>>::new().unwrap();
+    let b = ListProxy::<Vec<u8>>::open(a.name()).unwrap();
+    // Just under 1 MiB each (a blob and its block header fit a 1 MiB heap block): 80 of them pass 64 MiB.
+    let blob = |i: u64| vec![i as u8 ^ 0x5A; (1 << 20) - 64];
+    for i in 0..80u64 {
+        a.append(blob(i)).unwrap();
+        if i % 10 == 9 {
+            assert_eq!(b.get(i as isize).unwrap(), blob(i), "the other handle, element {i}");
+            assert_eq!(b.get(0).unwrap(), blob(0), "the other handle, element 0 after {i}");
+        }
+    }
+    assert_eq!((a.len(), b.len()), (80, 80));
+    for i in 0..80u64 {
+        assert_eq!(a.get(i as isize).unwrap(), blob(i), "element {i}");
+        assert_eq!(b.get(i as isize).unwrap(), blob(i), "the other handle, element {i}");
+    }
+}
+
 // ---- hostile bytes and lock-free reads -------------------------------
 
 /// Scribbles pseudo-random bytes over a container's segment (inside the
