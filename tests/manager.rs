@@ -445,33 +445,43 @@ fn dict_apply(step: DStep, d: &DictProxy<String, String>) -> Result<(), Containe
     }
 }
 
+/// A crash-matrix child's loop: crash injection armed at `steps` (0: off),
+/// then operation after operation for ever, the number of the one in
+/// flight in `inflight`; `op` applies operation i to the model `m` and to
+/// the container. Ends only with an error (or the kill).
+fn run_ops<M>(
+    steps: u64,
+    inflight: &Value<u64>,
+    mut m: M,
+    mut op: impl FnMut(u64, &mut M) -> Result<(), ContainerError>,
+) -> Result<(), String> {
+    shmproc::__crash_after_steps(steps);
+    for i in 0.. {
+        inflight.set(i).map_err(|e| e.to_string())?;
+        op(i, &mut m).map_err(|e| format!("op {i}: {e}"))?;
+    }
+    Ok(())
+}
+
 shmproc::entry! {
     fn list_worker(args: (ListProxy<String>, u64, Value<u64>)) -> Result<(), String> {
         let (list, steps, inflight) = args;
-        shmproc::__crash_after_steps(steps);
-        let mut m = Vec::new();
-        for i in 0.. {
-            inflight.set(i).map_err(|e| e.to_string())?;
-            let step = list_step(i, &m);
-            list_apply_model(list_step(i, &m), &mut m);
-            list_apply(step, &list).map_err(|e| format!("op {i}: {e}"))?;
-        }
-        Ok(())
+        run_ops(steps, &inflight, Vec::new(), |i, m| {
+            let step = list_step(i, m);
+            list_apply_model(list_step(i, m), m);
+            list_apply(step, &list)
+        })
     }
 }
 
 shmproc::entry! {
     fn dict_worker(args: (DictProxy<String, String>, u64, Value<u64>)) -> Result<(), String> {
         let (dict, steps, inflight) = args;
-        shmproc::__crash_after_steps(steps);
-        let mut m = Om::new();
-        for i in 0.. {
-            inflight.set(i).map_err(|e| e.to_string())?;
+        run_ops(steps, &inflight, Om::new(), |i, m| {
             let step = dict_step(i, m.len());
-            dict_apply_model(dict_step(i, m.len()), &mut m);
-            dict_apply(step, &dict).map_err(|e| format!("op {i}: {e}"))?;
-        }
-        Ok(())
+            dict_apply_model(dict_step(i, m.len()), m);
+            dict_apply(step, &dict)
+        })
     }
 }
 
@@ -542,18 +552,8 @@ fn crash_matrix_list() {
         // The repaired state must be the model after some number of ops.
         let got = list.to_vec().unwrap();
         assert_eq!(got.len(), list.len(), "trial {t}: length does not match contents");
-        let mut m = Vec::new();
-        let mut matched = None;
-        for i in 0..10_000_000u64 {
-            if m == got {
-                matched = Some(i);
-                // Keep looking only while a later state could equal this one.
-                break;
-            }
-            let step = list_step(i, &m);
-            list_apply_model(step, &mut m);
-        }
-        let ops = matched.unwrap_or_else(|| panic!("trial {t}: state matches no prefix of the operations: {got:?}"));
+        let ops = ops_to_reach(&got, |i, m| list_apply_model(list_step(i, m), m))
+            .unwrap_or_else(|| panic!("trial {t}: state matches no prefix of the operations: {got:?}"));
         max_ops = max_ops.max(ops);
         // And it keeps working.
         list.append("after".into()).unwrap();
@@ -561,6 +561,42 @@ fn crash_matrix_list() {
         assert_eq!(list.len(), got.len() + 1);
     }
     eprintln!("crash matrix (list): {n} trials, all repaired; up to {max_ops} ops before a kill");
+}
+
+/// How many operations (`step` applies operation i to a model) take an
+/// empty model to `got` (the first such prefix), if any within 10 million.
+fn ops_to_reach<M: Default + PartialEq>(got: &M, step: impl Fn(u64, &mut M)) -> Option<u64> {
+    let mut m = M::default();
+    for i in 0..10_000_000u64 {
+        if m == *got {
+            return Some(i);
+        }
+        step(i, &mut m);
+    }
+    None
+}
+
+/// After trial `t` of a dict crash matrix: the dict's length matches its
+/// entries, each is readable by key, they are the model after some prefix
+/// of the operations (`step` applies operation i; returns how many), and
+/// the dict keeps working (`after` inserted and read back).
+fn check_repaired<K, V>(t: u64, dict: &DictProxy<K, V>, step: impl Fn(u64, &mut Vec<(K, V)>), after: (K, V)) -> u64
+where
+    K: shmproc::Element + PartialEq + std::fmt::Debug,
+    V: shmproc::Element + PartialEq + std::fmt::Debug,
+{
+    let got = dict.items().unwrap();
+    assert_eq!(got.len(), dict.len(), "trial {t}: length does not match contents");
+    for (k, v) in &got {
+        assert_eq!(dict.get(k).unwrap().as_ref(), Some(v), "trial {t}: entry not readable by key");
+    }
+    let ops =
+        ops_to_reach(&got, step).unwrap_or_else(|| panic!("trial {t}: state matches no prefix of the operations"));
+    let had = got.iter().any(|(k, _)| *k == after.0);
+    dict.insert(after.0.clone(), after.1.clone()).unwrap();
+    assert_eq!(dict.get(&after.0).unwrap(), Some(after.1), "trial {t}: a new entry after the repair");
+    assert_eq!(dict.len(), got.len() + usize::from(!had));
+    ops
 }
 
 #[test]
@@ -578,28 +614,11 @@ fn crash_matrix_dict() {
         let inflight = Value::new(0u64).unwrap();
         let mut p = Process::new(dict_worker, (dict.clone(), steps, inflight.clone()));
         kill_at_random(&mut p, t, || !dict.is_empty());
+        let step = |i, m: &mut Om| dict_apply_model(dict_step(i, m.len()), m);
         if t % 2 == 1 {
-            let step = |i, m: &mut Om| dict_apply_model(dict_step(i, m.len()), m);
             assert_before_or_after(t, &inflight, step, dict.items().unwrap());
         }
-        let got = dict.items().unwrap();
-        assert_eq!(got.len(), dict.len(), "trial {t}: length does not match contents");
-        for (k, v) in &got {
-            assert_eq!(dict.get(k).unwrap().as_ref(), Some(v), "trial {t}: entry not readable by key");
-        }
-        let mut m = Om::new();
-        let mut matched = None;
-        for i in 0..10_000_000u64 {
-            if m == got {
-                matched = Some(i);
-                break;
-            }
-            dict_apply_model(dict_step(i, m.len()), &mut m);
-        }
-        let ops = matched.unwrap_or_else(|| panic!("trial {t}: state matches no prefix of the operations"));
-        max_ops = max_ops.max(ops);
-        dict.insert("after".into(), "x".into()).unwrap();
-        assert_eq!(dict.len(), got.len() + usize::from(!got.iter().any(|(k, _)| k == "after")));
+        max_ops = max_ops.max(check_repaired(t, &dict, step, ("after".into(), "x".into())));
     }
     eprintln!("crash matrix (dict): {n} trials, all repaired; up to {max_ops} ops before a kill");
 }
@@ -641,15 +660,11 @@ fn dict_u64_apply(i: u64, len: usize, d: &DictProxy<u64, u64>) -> Result<(), Con
 shmproc::entry! {
     fn dict_u64_worker(args: (DictProxy<u64, u64>, u64, Value<u64>)) -> Result<(), String> {
         let (dict, steps, inflight) = args;
-        shmproc::__crash_after_steps(steps);
-        let mut m = Vec::new();
-        for i in 0.. {
-            inflight.set(i).map_err(|e| e.to_string())?;
+        run_ops(steps, &inflight, Vec::new(), |i, m| {
             let len = m.len();
-            dict_u64_apply_model(i, &mut m);
-            dict_u64_apply(i, len, &dict).map_err(|e| format!("op {i}: {e}"))?;
-        }
-        Ok(())
+            dict_u64_apply_model(i, m);
+            dict_u64_apply(i, len, &dict)
+        })
     }
 }
 
@@ -670,25 +685,7 @@ fn crash_matrix_dict_u64() {
         if t % 2 == 1 {
             assert_before_or_after(t, &inflight, dict_u64_apply_model, dict.items().unwrap());
         }
-        let got = dict.items().unwrap();
-        assert_eq!(got.len(), dict.len(), "trial {t}: length does not match contents");
-        for (k, v) in &got {
-            assert_eq!(dict.get(k).unwrap(), Some(*v), "trial {t}: entry not readable by key");
-        }
-        let mut m = Vec::new();
-        let mut matched = None;
-        for i in 0..10_000_000u64 {
-            if m == got {
-                matched = Some(i);
-                break;
-            }
-            dict_u64_apply_model(i, &mut m);
-        }
-        let ops = matched.unwrap_or_else(|| panic!("trial {t}: state matches no prefix of the operations"));
-        max_ops = max_ops.max(ops);
-        dict.insert(u64::MAX, 1).unwrap();
-        assert_eq!(dict.get(&u64::MAX).unwrap(), Some(1));
-        assert_eq!(dict.len(), got.len() + 1);
+        max_ops = max_ops.max(check_repaired(t, &dict, dict_u64_apply_model, (u64::MAX, 1)));
     }
     eprintln!("crash matrix (dict u64): {n} trials, all repaired; up to {max_ops} ops before a kill");
 }
