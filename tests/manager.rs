@@ -445,33 +445,43 @@ fn dict_apply(step: DStep, d: &DictProxy<String, String>) -> Result<(), Containe
     }
 }
 
+/// A crash-matrix child's loop: crash injection armed at `steps` (0: off),
+/// then operation after operation for ever, the number of the one in
+/// flight in `inflight`; `op` applies operation i to the model `m` and to
+/// the container. Ends only with an error (or the kill).
+fn run_ops<M>(
+    steps: u64,
+    inflight: &Value<u64>,
+    mut m: M,
+    mut op: impl FnMut(u64, &mut M) -> Result<(), ContainerError>,
+) -> Result<(), String> {
+    shmproc::__crash_after_steps(steps);
+    for i in 0.. {
+        inflight.set(i).map_err(|e| e.to_string())?;
+        op(i, &mut m).map_err(|e| format!("op {i}: {e}"))?;
+    }
+    Ok(())
+}
+
 shmproc::entry! {
     fn list_worker(args: (ListProxy<String>, u64, Value<u64>)) -> Result<(), String> {
         let (list, steps, inflight) = args;
-        shmproc::__crash_after_steps(steps);
-        let mut m = Vec::new();
-        for i in 0.. {
-            inflight.set(i).map_err(|e| e.to_string())?;
-            let step = list_step(i, &m);
-            list_apply_model(list_step(i, &m), &mut m);
-            list_apply(step, &list).map_err(|e| format!("op {i}: {e}"))?;
-        }
-        Ok(())
+        run_ops(steps, &inflight, Vec::new(), |i, m| {
+            let step = list_step(i, m);
+            list_apply_model(list_step(i, m), m);
+            list_apply(step, &list)
+        })
     }
 }
 
 shmproc::entry! {
     fn dict_worker(args: (DictProxy<String, String>, u64, Value<u64>)) -> Result<(), String> {
         let (dict, steps, inflight) = args;
-        shmproc::__crash_after_steps(steps);
-        let mut m = Om::new();
-        for i in 0.. {
-            inflight.set(i).map_err(|e| e.to_string())?;
+        run_ops(steps, &inflight, Om::new(), |i, m| {
             let step = dict_step(i, m.len());
-            dict_apply_model(dict_step(i, m.len()), &mut m);
-            dict_apply(step, &dict).map_err(|e| format!("op {i}: {e}"))?;
-        }
-        Ok(())
+            dict_apply_model(dict_step(i, m.len()), m);
+            dict_apply(step, &dict)
+        })
     }
 }
 
@@ -542,18 +552,8 @@ fn crash_matrix_list() {
         // The repaired state must be the model after some number of ops.
         let got = list.to_vec().unwrap();
         assert_eq!(got.len(), list.len(), "trial {t}: length does not match contents");
-        let mut m = Vec::new();
-        let mut matched = None;
-        for i in 0..10_000_000u64 {
-            if m == got {
-                matched = Some(i);
-                // Keep looking only while a later state could equal this one.
-                break;
-            }
-            let step = list_step(i, &m);
-            list_apply_model(step, &mut m);
-        }
-        let ops = matched.unwrap_or_else(|| panic!("trial {t}: state matches no prefix of the operations: {got:?}"));
+        let ops = ops_to_reach(&got, |i, m| list_apply_model(list_step(i, m), m))
+            .unwrap_or_else(|| panic!("trial {t}: state matches no prefix of the operations: {got:?}"));
         max_ops = max_ops.max(ops);
         // And it keeps working.
         list.append("after".into()).unwrap();
@@ -561,6 +561,42 @@ fn crash_matrix_list() {
         assert_eq!(list.len(), got.len() + 1);
     }
     eprintln!("crash matrix (list): {n} trials, all repaired; up to {max_ops} ops before a kill");
+}
+
+/// How many operations (`step` applies operation i to a model) take an
+/// empty model to `got` (the first such prefix), if any within 10 million.
+fn ops_to_reach<M: Default + PartialEq>(got: &M, step: impl Fn(u64, &mut M)) -> Option<u64> {
+    let mut m = M::default();
+    for i in 0..10_000_000u64 {
+        if m == *got {
+            return Some(i);
+        }
+        step(i, &mut m);
+    }
+    None
+}
+
+/// After trial `t` of a dict crash matrix: the dict's length matches its
+/// entries, each is readable by key, they are the model after some prefix
+/// of the operations (`step` applies operation i; returns how many), and
+/// the dict keeps working (`after` inserted and read back).
+fn check_repaired<K, V>(t: u64, dict: &DictProxy<K, V>, step: impl Fn(u64, &mut Vec<(K, V)>), after: (K, V)) -> u64
+where
+    K: shmproc::Element + PartialEq + std::fmt::Debug,
+    V: shmproc::Element + PartialEq + std::fmt::Debug,
+{
+    let got = dict.items().unwrap();
+    assert_eq!(got.len(), dict.len(), "trial {t}: length does not match contents");
+    for (k, v) in &got {
+        assert_eq!(dict.get(k).unwrap().as_ref(), Some(v), "trial {t}: entry not readable by key");
+    }
+    let ops =
+        ops_to_reach(&got, step).unwrap_or_else(|| panic!("trial {t}: state matches no prefix of the operations"));
+    let had = got.iter().any(|(k, _)| *k == after.0);
+    dict.insert(after.0.clone(), after.1.clone()).unwrap();
+    assert_eq!(dict.get(&after.0).unwrap(), Some(after.1), "trial {t}: a new entry after the repair");
+    assert_eq!(dict.len(), got.len() + usize::from(!had));
+    ops
 }
 
 #[test]
@@ -578,30 +614,80 @@ fn crash_matrix_dict() {
         let inflight = Value::new(0u64).unwrap();
         let mut p = Process::new(dict_worker, (dict.clone(), steps, inflight.clone()));
         kill_at_random(&mut p, t, || !dict.is_empty());
+        let step = |i, m: &mut Om| dict_apply_model(dict_step(i, m.len()), m);
         if t % 2 == 1 {
-            let step = |i, m: &mut Om| dict_apply_model(dict_step(i, m.len()), m);
             assert_before_or_after(t, &inflight, step, dict.items().unwrap());
         }
-        let got = dict.items().unwrap();
-        assert_eq!(got.len(), dict.len(), "trial {t}: length does not match contents");
-        for (k, v) in &got {
-            assert_eq!(dict.get(k).unwrap().as_ref(), Some(v), "trial {t}: entry not readable by key");
-        }
-        let mut m = Om::new();
-        let mut matched = None;
-        for i in 0..10_000_000u64 {
-            if m == got {
-                matched = Some(i);
-                break;
-            }
-            dict_apply_model(dict_step(i, m.len()), &mut m);
-        }
-        let ops = matched.unwrap_or_else(|| panic!("trial {t}: state matches no prefix of the operations"));
-        max_ops = max_ops.max(ops);
-        dict.insert("after".into(), "x".into()).unwrap();
-        assert_eq!(dict.len(), got.len() + usize::from(!got.iter().any(|(k, _)| k == "after")));
+        max_ops = max_ops.max(check_repaired(t, &dict, step, ("after".into(), "x".into())));
     }
     eprintln!("crash matrix (dict): {n} trials, all repaired; up to {max_ops} ops before a kill");
+}
+
+/// One step of the u64 -> u64 dict's crash matrix: mostly inserts (new
+/// keys and new values: `insert`'s quick path for inline types), with
+/// removals (tombstones a later insert reuses), counters and a clear now
+/// and then, over a few hundred keys (so the table resizes along the way).
+fn dict_u64_step(i: u64) -> (u64, u64, u64) {
+    let h = mix(i ^ 0x5EED);
+    (h % 16, (h >> 8) % 200, i)
+}
+
+fn dict_u64_apply_model(i: u64, m: &mut Vec<(u64, u64)>) {
+    let (op, k, v) = dict_u64_step(i);
+    let at = m.iter().position(|e| e.0 == k);
+    match (op, at) {
+        (0..=8, Some(j)) => m[j].1 = v,
+        (0..=8, None) => m.push((k, v)),
+        (9..=13, Some(j)) => drop(m.remove(j)),
+        (14, Some(j)) => m[j].1 += v,
+        (14, None) => m.push((k, v)),
+        (15, _) if m.len() > 100 => m.clear(),
+        _ => {}
+    }
+}
+
+fn dict_u64_apply(i: u64, len: usize, d: &DictProxy<u64, u64>) -> Result<(), ContainerError> {
+    let (op, k, v) = dict_u64_step(i);
+    match op {
+        0..=8 => d.insert(k, v).map(drop),
+        9..=13 => d.remove(&k).map(drop),
+        14 => d.update_with(&k, 0, |x| *x += v).map(drop),
+        _ if len > 100 => d.clear(),
+        _ => Ok(()),
+    }
+}
+
+shmproc::entry! {
+    fn dict_u64_worker(args: (DictProxy<u64, u64>, u64, Value<u64>)) -> Result<(), String> {
+        let (dict, steps, inflight) = args;
+        run_ops(steps, &inflight, Vec::new(), |i, m| {
+            let len = m.len();
+            dict_u64_apply_model(i, m);
+            dict_u64_apply(i, len, &dict)
+        })
+    }
+}
+
+/// The crash matrix of a `DictProxy<u64, u64>`: its inserts take the quick
+/// path (`Store::write_quick`: no allocation, one log append), which the
+/// String dict's matrix never reaches; a kill anywhere in it leaves the
+/// dict before or after the insert in flight, repaired by the next user.
+#[test]
+fn crash_matrix_dict_u64() {
+    let n = trials();
+    let mut max_ops = 0;
+    for t in 0..n {
+        let dict = DictProxy::<u64, u64>::new().unwrap();
+        let steps = if t % 2 == 1 { 1 + mix(t ^ 0xD1C8) % 3000 } else { 0 };
+        let inflight = Value::new(0u64).unwrap();
+        let mut p = Process::new(dict_u64_worker, (dict.clone(), steps, inflight.clone()));
+        kill_at_random(&mut p, t, || !dict.is_empty());
+        if t % 2 == 1 {
+            assert_before_or_after(t, &inflight, dict_u64_apply_model, dict.items().unwrap());
+        }
+        max_ops = max_ops.max(check_repaired(t, &dict, dict_u64_apply_model, (u64::MAX, 1)));
+    }
+    eprintln!("crash matrix (dict u64): {n} trials, all repaired; up to {max_ops} ops before a kill");
 }
 
 /// Offset of a dict's ORDER root word (the next insertion number): header
@@ -648,6 +734,31 @@ fn insertion_order_survives_the_renumbering_at_the_32_bit_limit() {
     let mut w = [0u8; 8];
     std::fs::File::open(format!("/dev/shm/shmproc.{}", d.name())).unwrap().read_exact_at(&mut w, ORDER_OFF).unwrap();
     assert!(u64::from_ne_bytes(w) < 100, "next insertion number {} after the limit", u64::from_ne_bytes(w));
+}
+
+/// A store that grows past its first address range (64 MiB) maps the
+/// whole file again into a new, larger range (`Store::remap`); growths
+/// inside a range map only their new bytes. A handle opened before the
+/// growth (its own mappings) and the growing one both read every element
+/// back, across both kinds of remap.
+#[test]
+fn growth_past_the_first_address_range_keeps_every_handle_reading() {
+    let a = ListProxy::<Vec<u8>>::new().unwrap();
+    let b = ListProxy::<Vec<u8>>::open(a.name()).unwrap();
+    // Just under 1 MiB each (a blob and its block header fit a 1 MiB heap block): 80 of them pass 64 MiB.
+    let blob = |i: u64| vec![i as u8 ^ 0x5A; (1 << 20) - 64];
+    for i in 0..80u64 {
+        a.append(blob(i)).unwrap();
+        if i % 10 == 9 {
+            assert_eq!(b.get(i as isize).unwrap(), blob(i), "the other handle, element {i}");
+            assert_eq!(b.get(0).unwrap(), blob(0), "the other handle, element 0 after {i}");
+        }
+    }
+    assert_eq!((a.len(), b.len()), (80, 80));
+    for i in 0..80u64 {
+        assert_eq!(a.get(i as isize).unwrap(), blob(i), "element {i}");
+        assert_eq!(b.get(i as isize).unwrap(), blob(i), "the other handle, element {i}");
+    }
 }
 
 // ---- hostile bytes and lock-free reads -------------------------------

@@ -36,7 +36,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::element::{self, Element};
-use super::store::{Fail, HEAP_START, R, Store, Txn, View, crash_point};
+use super::store::{Fail, HEAP_START, Quick, R, Store, Txn, View, crash_point};
 use super::{ContainerError, fingerprint, heap};
 use crate::shm::Kind;
 use crate::shm::copy;
@@ -300,7 +300,12 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// or an error.
     #[inline]
     fn table(&self, v: &View) -> R<Table> {
-        let (base, nb, count, used) = (v.root(TABLE)?, v.root(NB)?, v.root(COUNT)?, v.root(USED)?);
+        self.table_of(v, v.root(TABLE)?, v.root(NB)?, v.root(COUNT)?, v.root(USED)?)
+    }
+
+    /// `table` of the root words `base`, `nb`, `count`, `used`.
+    #[inline(always)]
+    fn table_of(&self, v: &View, base: u64, nb: u64, count: u64, used: u64) -> R<Table> {
         if base == 0 {
             return if nb == 0 && count == 0 { Ok(Table { base: 0, nb: 0, count: 0, used: 0 }) } else { Err(Fail::Torn("table")) };
         }
@@ -618,7 +623,53 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         let kb = key.__bytes();
         let h = hash(self.seed, &kb);
         self.prefetch_home(h);
+        if K::__inline().is_some()
+            && V::__inline().is_some()
+            && let Some(old) = self.store.write_quick(|q| self.put_quick(q, &kb, h, &value))
+        {
+            return Ok(old);
+        }
         self.store.write(|tx| self.put_hashed(tx, &key, &kb, h, &value))
+    }
+
+    /// `insert`'s quick form for inline keys and values (no blob to
+    /// allocate or free): the table's root words checked as a reader
+    /// checks them (inside the mapping, past the heap start), the probe
+    /// through the table's checked range, then a new value stored (one
+    /// word, unlogged: that store is the operation), or a new entry's key and value written unlogged into its
+    /// vacant bucket and its tag word and count words logged and set as
+    /// `put_hashed` does. `None` before anything live is written when this
+    /// is not the quick case (a resize is due, a check failed, a value
+    /// slot that is not one aligned word): `insert` then runs `put_hashed`.
+    #[inline(always)]
+    fn put_quick(&self, q: &mut Quick<'_>, kb: &[u8], h: u64, value: &V) -> Option<Option<V>> {
+        let v = q.view();
+        let t = self.table_of(v, q.root(TABLE), q.root(NB), q.root(COUNT), q.root(USED)).ok()?;
+        let order = q.root(ORDER);
+        if t.nb == 0 || (t.used + 1) * 5 > t.nb * 4 || order >= ORDER_LIMIT {
+            return None;
+        }
+        let p = v.words(t.base, t.nb * self.stride()).ok()?;
+        let vb = value.__bytes();
+        match self.probe_at(v, t, p, kb, h, false).ok()? {
+            Probe::Found(i) => {
+                let voff = self.bucket(t, i) + KOFF + self.ks();
+                let w = <[u8; 8]>::try_from(&*vb).ok().filter(|_| voff.is_multiple_of(8))?;
+                let old = element::decode::<V>(v, voff, self.vin).ok()?;
+                // The only change of this operation: the store of the value word is its commit.
+                q.write_only_word(voff, u64::from_ne_bytes(w))?;
+                Some(Some(old))
+            }
+            Probe::Vacant { idx, was_empty } => {
+                let b = self.bucket(t, idx);
+                // Unlogged, as in `put_hashed` (no group here: a tombstone's bytes are nobody's).
+                q.write_fresh(b + KOFF, kb)?;
+                q.write_fresh(b + KOFF + self.ks(), &vb)?;
+                let counts = [t.count + 1, t.used + u64::from(was_empty), order.wrapping_add(1)];
+                q.write_word_and_roots(b, live_word(tag_for(h), order), COUNT, &counts)?;
+                Some(None)
+            }
+        }
     }
 
     /// The value for `key`, if any.

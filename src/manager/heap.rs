@@ -94,7 +94,10 @@ pub(crate) fn blob_eq_lean(v: &View, p: u64, bytes: &[u8]) -> R<bool> {
     if v.u64(p)? != bytes.len() as u64 {
         return Ok(false);
     }
-    v.bytes_eq(p + 8, bytes)
+    match v.bytes_eq_words(p + 8, bytes) {
+        Some(eq) => Ok(eq),
+        None => v.bytes_eq(p + 8, bytes),
+    }
 }
 
 impl Txn<'_> {

@@ -35,10 +35,13 @@
 //! reserved (`posix_fallocate`) and may be mapped. A writer that needs room
 //! extends the file first, then stores the new `map_len` (Release, before
 //! its commit). Every operation loads `map_len` once and remaps when it is
-//! past the local mapping. Old mappings stay mapped until the handle
-//! drops (pointers taken during an operation stay valid), and every access
-//! is checked against the length of the mapping it goes through, so
-//! nothing is read past what is mapped. The file never shrinks: a process
+//! past the local mapping: the file is mapped into an address range the
+//! store holds (reserved 8 times larger, `PROT_NONE`), a growth mapping
+//! only its new bytes after the old ones, so pages mapped before stay
+//! mapped. Old mappings stay mapped until the handle drops (pointers
+//! taken during an operation stay valid), and every access is checked
+//! against the length of the view it goes through, so nothing is read
+//! past what is mapped. The file never shrinks: a process
 //! that has not yet seen a shrink would fault (SIGBUS) touching the cut
 //! pages; space is reused through the heap's free lists instead.
 //!
@@ -48,7 +51,10 @@
 //! commit store; an append or a new dict entry logs only the words a
 //! committed state can reach (the length; a bucket's tag word and the
 //! three count words as one log append, `write_word_and_roots`), and the
-//! bytes it writes where no committed state reaches go unlogged. The
+//! bytes it writes where no committed state reaches go unlogged. A dict
+//! insert of inline types runs as a quick write (`write_quick`: no
+//! transaction state at all; a new value is one unlogged word store, which
+//! is itself the operation's commit point). The
 //! heap finds a free block through a mask of its non-empty lists (one
 //! load), and a dict resize moves buckets as whole words through ranges
 //! checked once. A read is two `seq` loads around the
@@ -58,7 +64,7 @@
 use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
 
-use memmap2::MmapRaw;
+use crate::sys::shm::AddressRange;
 
 use super::ContainerError;
 use super::group::{self, Group, Nested};
@@ -271,16 +277,7 @@ impl View {
             if tail.is_empty() {
                 return Ok(true);
             }
-            // The first tail.len() (< 8) bytes of the word, as the low bytes of a little-endian value.
-            let w = u64::from_le_bytes(self.u64(at)?.to_ne_bytes());
-            let k = match want.len().checked_sub(8) {
-                // The tail as the top bytes of `want`'s last 8 (one unaligned load), shifted down.
-                Some(from) => {
-                    u64::from_le_bytes(want[from..].try_into().unwrap_or([0; 8])) >> (8 * (8 - tail.len()))
-                }
-                None => tail.iter().rev().fold(0u64, |k, &b| (k << 8) | u64::from(b)),
-            };
-            return Ok(w & ((1u64 << (8 * tail.len())) - 1) == k);
+            return Ok(tail_matches(self.u64(at)?, want, tail.len()));
         }
         let mut buf = [0u64; 8];
         let mut at = off;
@@ -293,6 +290,32 @@ impl View {
             at += 64;
         }
         Ok(true)
+    }
+
+    /// `bytes_eq` for a view without an undo overlay (`DictProxy::get`'s
+    /// first try): the words holding the run read straight through one
+    /// range check, the last one masked to the run's bytes. `None` (ask
+    /// `bytes_eq`) when the view has an overlay, or the run is not
+    /// 8-aligned or not inside the mapping in whole words.
+    #[inline(always)]
+    pub(crate) fn bytes_eq_words(&self, off: u64, want: &[u8]) -> Option<bool> {
+        if !self.undo.is_null() || !off.is_multiple_of(8) {
+            return None;
+        }
+        let p = self.at(off, 8 * want.len().div_ceil(8) as u64)?.cast::<u64>();
+        let mut words = want.chunks_exact(8);
+        let mut k = 0;
+        for chunk in words.by_ref() {
+            // SAFETY: word k lies inside the range checked above (want.len().div_ceil(8) words), 8-aligned (off
+            // is, the mapping is page-aligned); memory model: a racing write gives garbage, never UB.
+            if unsafe { copy::read(p.add(k)) }.to_ne_bytes() != *chunk {
+                return Some(false);
+            }
+            k += 1;
+        }
+        let tail = words.remainder().len();
+        // SAFETY: as above (the last, partial word of the run is a whole word of the checked range).
+        Some(tail == 0 || tail_matches(unsafe { copy::read(p.add(k)) }, want, tail))
     }
 
     /// `len` bytes at `off` into a new vector (length checked against the
@@ -336,6 +359,20 @@ impl View {
     }
 }
 
+/// Whether the first `tail` (1..8) bytes of the word `w` (as stored:
+/// native order) are the last `tail` bytes of `want`.
+#[inline(always)]
+fn tail_matches(w: u64, want: &[u8], tail: usize) -> bool {
+    // The first tail (< 8) bytes of the word, as the low bytes of a little-endian value.
+    let w = u64::from_le_bytes(w.to_ne_bytes());
+    let k = match want.len().checked_sub(8) {
+        // The tail as the top bytes of `want`'s last 8 (one unaligned load), shifted down.
+        Some(from) => u64::from_le_bytes(want[from..].try_into().unwrap_or([0; 8])) >> (8 * (8 - tail)),
+        None => want[want.len() - tail..].iter().rev().fold(0u64, |k, &b| (k << 8) | u64::from(b)),
+    };
+    w & ((1u64 << (8 * tail)) - 1) == k
+}
+
 /// The base address of a store's first mapping.
 struct Base(*mut u8);
 
@@ -344,11 +381,22 @@ unsafe impl Send for Base {}
 // SAFETY: as above.
 unsafe impl Sync for Base {}
 
-/// A mapping this process made after the first one, with its view.
-struct Extra {
-    _map: MmapRaw,
-    view: View,
+/// The mappings this process made after the first one: address ranges
+/// that the file is mapped into as it grows (a growth maps only its new
+/// bytes, at their place after the old ones, so the pages mapped before
+/// stay mapped), and the views over them. Nothing is unmapped before the
+/// store drops.
+#[derive(Default)]
+struct Maps {
+    ranges: Vec<AddressRange>,
+    /// Boxed so a `View` keeps its address when the vector reallocates.
+    #[allow(clippy::vec_box)]
+    views: Vec<Box<View>>,
 }
+
+/// The least address space a growing store holds at once (a growth past
+/// it maps the whole file again, into a new range 8 times its size).
+const RANGE_MIN: usize = 64 << 20;
 
 /// A container's segment as seen by this process.
 pub(crate) struct Store {
@@ -358,9 +406,7 @@ pub(crate) struct Store {
     /// The first mapping's view (boxed: `cur` may point at it).
     _first: Box<View>,
     /// Later, larger mappings; never unmapped before the store drops.
-    /// Boxed so a `View` keeps its address when the vector reallocates.
-    #[allow(clippy::vec_box)]
-    extra: StdMutex<Vec<Box<Extra>>>,
+    extra: StdMutex<Maps>,
     /// The current (largest) view: `first` or one in `extra`.
     cur: AtomicPtr<View>,
     /// Which container this is, for this thread's open groups and
@@ -386,7 +432,7 @@ impl Store {
         let first = Box::new(View { base: seg.base(), len: seg.mapped_len() as u64, undo: std::ptr::null() });
         let cur = AtomicPtr::new(&*first as *const View as *mut View);
         let id = crate::shm::fnv1a(seg.name().as_bytes());
-        Store { base: Base(seg.base()), seg, _first: first, extra: StdMutex::new(Vec::new()), cur, id }
+        Store { base: Base(seg.base()), seg, _first: first, extra: StdMutex::new(Maps::default()), cur, id }
     }
 
     /// Creates a container segment. `init_root` writes the root words.
@@ -487,26 +533,35 @@ impl Store {
         if want > v.len { self.remap(want).unwrap_or(v) } else { v }
     }
 
-    /// Maps the file again, at its current size (at most what the file
-    /// holds: `map_len` is untrusted).
+    /// Maps the file up to its current size (at most what the file holds:
+    /// `map_len` is untrusted): its new bytes into this store's address
+    /// range after those mapped already, or the whole file into a new,
+    /// larger range when the last one is full.
     #[cold]
     fn remap(&self, want: u64) -> Option<&View> {
-        let mut extra = self.extra.lock().unwrap_or_else(|e| e.into_inner());
+        let mut maps = self.extra.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: as in `view`.
         let cur = unsafe { &*self.cur.load(Ordering::Acquire) };
         if cur.len >= want {
             return Some(cur);
         }
         let size = crate::sys::shm::fstat_file(self.seg.file()).ok()?;
-        let len = want.min(size);
+        // Whole pages: a range is filled from its start, one mapping after another.
+        let len = want.min(size) & !4095;
         if len <= cur.len || len > isize::MAX as u64 / 2 {
             return None;
         }
-        let map = crate::shm::map_file(self.seg.name(), self.seg.file(), len).ok()?;
-        let view = View { base: map.as_mut_ptr(), len, undo: std::ptr::null() };
-        let boxed = Box::new(Extra { _map: map, view });
-        let p = &boxed.view as *const View as *mut View;
-        extra.push(boxed);
+        let len = usize::try_from(len).ok()?;
+        if maps.ranges.last().is_none_or(|r| len > r.cap()) {
+            let cap = len.saturating_mul(8).max(RANGE_MIN).next_multiple_of(4096);
+            let range = AddressRange::reserve(cap).or_else(|_| AddressRange::reserve(len)).ok()?;
+            maps.ranges.push(range);
+        }
+        let range = maps.ranges.last_mut()?;
+        range.map_to(std::os::fd::AsFd::as_fd(self.seg.file()), len).ok()?;
+        let view = Box::new(View { base: range.base(), len: len as u64, undo: std::ptr::null() });
+        let p = &*view as *const View as *mut View;
+        maps.views.push(view);
         // Release: pairs with the Acquire loads in `view`.
         self.cur.store(p, Ordering::Release);
         // SAFETY: p points into the box just pushed, which lives as long as the store.
@@ -969,6 +1024,201 @@ fn spilled(v: &View, data: u64, len: u64) -> R<Vec<u8>> {
     v.vec(p + 8, len)
 }
 
+/// Appends one entry (`[off][len word][old bytes as words]`) to the log
+/// at `*used` and publishes it (a transaction's and a quick write's).
+#[inline(always)]
+fn append_log(store: &Store, view: &View, used: &mut u64, entry: &[u64]) -> R<()> {
+    let n = 8 * entry.len() as u64;
+    if *used + n > LOG_CAP {
+        return Err(Fail::Err(ContainerError::TooLarge { what: "one operation's undo log", limit: LOG_CAP }));
+    }
+    crash_point();
+    // LOG_OFF + used is 8-aligned (entries are whole words) and the log lies in the first mapping (>= HEAP_START
+    // bytes, checked at create/open), so `at` only fails on a view that is not this store's.
+    let p = view.at(LOG_OFF + *used, n).ok_or(Fail::Torn("log out of bounds"))?;
+    let p = p.cast::<u64>();
+    for (k, &w) in entry.iter().enumerate() {
+        // SAFETY: k < entry.len(): inside the n bytes checked above, 8-aligned (the mapping is page-aligned);
+        // we hold the writer lock. One volatile store per word.
+        unsafe { copy::write(p.add(k), w) };
+    }
+    crash_point();
+    *used += n;
+    // Release: pairs with the Acquire of the lock takeover in the next locker's recovery: the entry's
+    // bytes are in place before the log says they are.
+    store.ctl().log_used.store(*used, Ordering::Release);
+    // The new log length must reach memory before the logged bytes change: a store-store order (free on
+    // x86's TSO; `dmb ish` on aarch64). A crash is observed by the next locker through the lock word, so
+    // hardware store order is what matters here.
+    fence(Ordering::Release);
+    Ok(())
+}
+
+/// Writes the live aligned word at `off`, its old value logged first
+/// (`[off][8][old word]`, one checked load).
+#[inline(always)]
+fn log_and_put_word(store: &Store, view: &View, used: &mut u64, off: u64, w: u64) -> R<()> {
+    let old = view.u64(off)?;
+    append_log(store, view, used, &[off, 8, old])?;
+    crash_point();
+    view.put(off, &w.to_ne_bytes())?;
+    crash_point();
+    Ok(())
+}
+
+/// Writes the live aligned word at `off` and sets the state words
+/// `lo..lo + vals.len()`, their old values logged as one log append (two
+/// entries, one publication): the common end of an insert.
+#[inline(always)]
+fn word_and_states(store: &Store, view: &View, used: &mut u64, off: u64, w: u64, lo: usize, vals: &[u64]) -> R<()> {
+    let n = vals.len();
+    debug_assert!((1..=ROOT_WORDS).contains(&n) && lo + n <= STATE_WORDS);
+    let mut e = [0u64; 5 + ROOT_WORDS];
+    e[0] = off;
+    e[1] = 8;
+    e[2] = view.u64(off)?;
+    e[3] = STATE_OFF + 8 * lo as u64;
+    e[4] = 8 * n as u64;
+    for k in 0..n {
+        e[5 + k] = store.ctl().state[lo + k].load(Ordering::Relaxed);
+    }
+    append_log(store, view, used, &e[..5 + n])?;
+    crash_point();
+    view.put(off, &w.to_ne_bytes())?;
+    crash_point();
+    store.store_states_after_point(lo, vals);
+    Ok(())
+}
+
+impl Store {
+    /// Stores the state words `lo..lo + vals.len()`, a crash point after
+    /// each (the caller has just passed one). Caller holds the lock.
+    #[inline(always)]
+    fn store_states_after_point(&self, lo: usize, vals: &[u64]) {
+        for (k, &v) in vals.iter().enumerate() {
+            self.ctl().state[lo + k].store(v, Ordering::Relaxed);
+            crash_point();
+        }
+    }
+
+    /// The commit of an operation whose odd `seq` is `seq`: the one store
+    /// `log_used = 0`, `seq` even, the lock released (if `held`).
+    #[inline(always)]
+    fn commit(&self, seq: u64, held: bool) {
+        let ctl = self.ctl();
+        crash_point();
+        // The commit point. Release: everything written before is visible with it.
+        ctl.log_used.store(0, Ordering::Release);
+        crash_point();
+        // Release: pairs with the readers' Acquire load of seq.
+        ctl.seq.store(seq.wrapping_add(1), Ordering::Release);
+        if held {
+            ctl.lock.unlock();
+        }
+    }
+
+    /// Runs `f` as a quick write: one operation that needs no allocation,
+    /// no free and no group (a dict's new entry or new value of inline
+    /// types). The lock is taken (repairing first, as for `write`), `seq`
+    /// made odd, `f` writes through [`Quick`] (unlogged bytes no committed
+    /// state reaches, and logged words), and one commit store ends it.
+    /// `f` gives `None` for "not quick" (a resize is due, a check failed,
+    /// or this thread already holds the lock: a group's operation): what it
+    /// wrote is undone and `None` returned, for the full `write` to run.
+    #[inline(always)]
+    pub(crate) fn write_quick<T>(&self, f: impl FnOnce(&mut Quick<'_>) -> Option<T>) -> Option<T> {
+        if !self.acquire().ok()? {
+            // This thread's group or operation holds the lock: `write` joins or refuses.
+            return None;
+        }
+        let ctl = self.ctl();
+        let s = ctl.seq.load(Ordering::Relaxed);
+        ctl.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        // Release fence: pairs with the reader's Acquire fence before its second seq load, as in `write`.
+        fence(Ordering::Release);
+        let mut q = Quick { store: self, view: self.view(), seq: s.wrapping_add(1), used: 0, done: false };
+        let r = f(&mut q);
+        if r.is_some() {
+            self.commit(q.seq, true);
+            q.done = true;
+        }
+        r
+    }
+}
+
+/// A quick write in progress (`Store::write_quick`): holds the lock.
+pub(crate) struct Quick<'a> {
+    store: &'a Store,
+    view: &'a View,
+    seq: u64,
+    /// Bytes of log written.
+    used: u64,
+    done: bool,
+}
+
+impl<'a> Quick<'a> {
+    #[inline(always)]
+    pub(crate) fn view(&self) -> &'a View {
+        self.view
+    }
+
+    /// Root word `i`.
+    #[inline(always)]
+    pub(crate) fn root(&self, i: usize) -> u64 {
+        self.store.ctl().state[S_ROOT + i].load(Ordering::Relaxed)
+    }
+
+    /// Writes bytes no committed state reaches (unlogged).
+    #[inline(always)]
+    pub(crate) fn write_fresh(&mut self, off: u64, src: &[u8]) -> Option<()> {
+        crash_point();
+        self.view.put(off, src).ok()
+    }
+
+    /// Makes `w` the live aligned word at `off` as the operation's only
+    /// change: unlogged, since the one 8-byte store is itself the point
+    /// where the operation takes effect (a death before it leaves the state
+    /// before, after it the state after; a reader beside it sees the old
+    /// word or the new one, and the new one only once it is stored).
+    #[inline(always)]
+    pub(crate) fn write_only_word(&mut self, off: u64, w: u64) -> Option<()> {
+        crash_point();
+        self.view.put(off, &w.to_ne_bytes()).ok()?;
+        crash_point();
+        Some(())
+    }
+
+    /// Writes the live aligned word at `off` and sets the root words
+    /// `first..first + vals.len()` (one log append), as
+    /// [`Txn::write_word_and_roots`].
+    #[inline(always)]
+    pub(crate) fn write_word_and_roots(&mut self, off: u64, w: u64, first: usize, vals: &[u64]) -> Option<()> {
+        if !off.is_multiple_of(8) {
+            return None;
+        }
+        word_and_states(self.store, self.view, &mut self.used, off, w, S_ROOT + first, vals).ok()
+    }
+}
+
+impl Drop for Quick<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if !self.done {
+            self.abort();
+        }
+    }
+}
+
+impl Quick<'_> {
+    /// Undoes what a quick write that gave up (or panicked) did, as a
+    /// survivor would after a crash, and releases the lock.
+    #[cold]
+    fn abort(&mut self) {
+        self.store.recover();
+        self.store.ctl().lock.unlock();
+    }
+}
+
 /// A mutating operation in progress (holds the lock).
 pub(crate) struct Txn<'a> {
     store: &'a Store,
@@ -1130,10 +1380,7 @@ impl<'a> Txn<'a> {
     /// would only repeat the one after the store before it).
     #[inline(always)]
     fn store_states_after_point(&self, lo: usize, vals: &[u64]) {
-        for (k, &v) in vals.iter().enumerate() {
-            self.store.ctl().state[lo + k].store(v, Ordering::Relaxed);
-            crash_point();
-        }
+        self.store.store_states_after_point(lo, vals);
     }
 
     /// Logs state word `i` (the common case of `log_states`).
@@ -1239,30 +1486,7 @@ impl<'a> Txn<'a> {
     /// and publishes it.
     #[inline]
     fn append_entry(&mut self, entry: &[u64]) -> R<()> {
-        let n = 8 * entry.len() as u64;
-        if self.used + n > LOG_CAP {
-            return Err(Fail::Err(ContainerError::TooLarge { what: "one operation's undo log", limit: LOG_CAP }));
-        }
-        crash_point();
-        // LOG_OFF + used is 8-aligned (entries are whole words) and the log lies in the first mapping (>= HEAP_START
-        // bytes, checked at create/open), so `at` only fails on a view that is not this store's.
-        let p = self.view.at(LOG_OFF + self.used, n).ok_or(Fail::Torn("log out of bounds"))?;
-        let p = p.cast::<u64>();
-        for (k, &w) in entry.iter().enumerate() {
-            // SAFETY: k < entry.len(): inside the n bytes checked above, 8-aligned (the mapping is page-aligned);
-            // we hold the writer lock. One volatile store per word.
-            unsafe { copy::write(p.add(k), w) };
-        }
-        crash_point();
-        self.used += n;
-        // Release: pairs with the Acquire of the lock takeover in the next locker's recovery: the entry's
-        // bytes are in place before the log says they are.
-        self.store.ctl().log_used.store(self.used, Ordering::Release);
-        // The new log length must reach memory before the logged bytes change: a store-store order (free on
-        // x86's TSO; `dmb ish` on aarch64). A crash is observed by the next locker through the lock word, so
-        // hardware store order is what matters here.
-        fence(Ordering::Release);
-        Ok(())
+        append_log(self.store, self.view, &mut self.used, entry)
     }
 
     /// Records the `len` bytes at `off` in the undo log (the caller then
@@ -1293,12 +1517,7 @@ impl<'a> Txn<'a> {
     /// one checked load, then one store.
     #[inline(always)]
     fn write_word(&mut self, off: u64, w: u64) -> R<()> {
-        let old = self.view.u64(off)?;
-        self.append_entry(&[off, 8, old])?;
-        crash_point();
-        self.view.put(off, &w.to_ne_bytes())?;
-        crash_point();
-        Ok(())
+        log_and_put_word(self.store, self.view, &mut self.used, off, w)
     }
 
     /// Puts `src` at `off`; with crash injection, a death may land after
@@ -1341,21 +1560,8 @@ impl<'a> Txn<'a> {
         }
         // Logging a state word already logged in this operation again is harmless (entries are undone newest
         // first, so the oldest value is the one left).
-        let mut e = [0u64; 5 + ROOT_WORDS];
-        e[0] = off;
-        e[1] = 8;
-        e[2] = self.view.u64(off)?;
-        e[3] = STATE_OFF + 8 * lo as u64;
-        e[4] = 8 * n as u64;
-        for k in 0..n {
-            e[5 + k] = self.state(lo + k);
-        }
-        self.append_entry(&e[..5 + n])?;
+        word_and_states(self.store, self.view, &mut self.used, off, w, lo, vals)?;
         self.logged |= ((1u64 << n) - 1) << lo;
-        crash_point();
-        self.view.put(off, &w.to_ne_bytes())?;
-        crash_point();
-        self.store_states_after_point(lo, vals);
         Ok(())
     }
 
@@ -1392,20 +1598,36 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
-    /// Makes the file at least `needed` bytes (doubling), reserved.
+    /// Makes the file at least `needed` bytes (a geometric step more when
+    /// there is room), reserved.
     pub(crate) fn grow(&mut self, needed: u64) -> R<()> {
         let ctl = self.store.ctl();
         let have = ctl.map_len.load(Ordering::Relaxed).max(self.view.len);
         if needed <= have {
             return Ok(());
         }
-        let new_len = needed.max(have.saturating_mul(2)).checked_next_multiple_of(64 * 1024).ok_or(
+        // A quarter more than the file holds, or an eighth more than needed: geometric, so growths stay few,
+        // without doubling (every byte reserved is a page allocated and zeroed now, and a table that doubles
+        // past a doubled file would leave half the file reserved for nothing). A growth maps only its new bytes
+        // (`Store::remap`), so a smaller step costs no fault on the pages mapped before.
+        let new_len = needed
+            .saturating_add(needed / 8)
+            .max(have.saturating_add(have / 4))
+            .checked_next_multiple_of(64 * 1024)
+            .ok_or(
             Fail::Err(ContainerError::NoSpace { name: self.store.name().to_owned(), bytes: needed }),
         )?;
         if new_len > isize::MAX as u64 / 2 {
             return Err(Fail::Err(ContainerError::NoSpace { name: self.store.name().to_owned(), bytes: new_len }));
         }
-        self.store.segment().extend(have, new_len).map_err(|e| match e {
+        let seg = self.store.segment();
+        // No room for the step: the bytes needed alone, if they fit.
+        let exact = needed.next_multiple_of(64 * 1024);
+        let new_len = match seg.extend(have, new_len) {
+            Err(OpenError::NoSpace { .. }) if exact < new_len => seg.extend(have, exact).map(|()| exact),
+            r => r.map(|()| new_len),
+        }
+        .map_err(|e| match e {
             OpenError::NoSpace { name, bytes } => Fail::Err(ContainerError::NoSpace { name, bytes }),
             e => Fail::Err(ContainerError::Io(e.to_string())),
         })?;
@@ -1422,17 +1644,8 @@ impl<'a> Txn<'a> {
 
     #[inline(always)]
     fn commit(&mut self) {
-        let ctl = self.store.ctl();
-        crash_point();
-        // The commit point. Release: everything written before is visible with it.
-        ctl.log_used.store(0, Ordering::Release);
-        crash_point();
-        // Release: pairs with the readers' Acquire load of seq.
-        ctl.seq.store(self.seq.wrapping_add(1), Ordering::Release);
+        self.store.commit(self.seq, self.held);
         self.done = true;
-        if self.held {
-            ctl.lock.unlock();
-        }
     }
 }
 

@@ -10,7 +10,6 @@ mod segment;
 
 pub use element::ShmType;
 pub(crate) use header::{Fingerprint, HEADER_SIZE, fnv1a};
-pub(crate) use segment::map_file;
 pub use object::Options;
 pub(crate) use object::{Mapped, Object};
 pub use raw::RawSegment;

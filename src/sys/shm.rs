@@ -212,6 +212,77 @@ pub(crate) fn link_no_replace(from: &CStr, to: &CStr) -> Result<(), Errno> {
     std::fs::hard_link(path(from)?, path(to)?).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO)))
 }
 
+/// A range of this process's address space held for a growing shared
+/// file: reserved inaccessible (`PROT_NONE`, no memory committed), then
+/// filled from its start with shared mappings of the file as the file
+/// grows ([`Self::map_to`]), so a growth maps only its new bytes and the
+/// pages mapped before stay mapped (a fresh mapping of the whole file
+/// would fault every page in again). Unmapped whole on drop.
+#[derive(Debug)]
+pub(crate) struct AddressRange {
+    base: std::ptr::NonNull<u8>,
+    cap: usize,
+    /// Bytes of the file mapped from `base` (the first `mapped` bytes).
+    mapped: usize,
+}
+
+// SAFETY: the range is this process's own address space (a raw address and lengths); moving or sharing the handle
+// between threads changes nothing about it, and its mutations need `&mut`.
+unsafe impl Send for AddressRange {}
+// SAFETY: as above.
+unsafe impl Sync for AddressRange {}
+
+impl AddressRange {
+    /// Reserves `cap` bytes of address space (a multiple of the page size).
+    pub(crate) fn reserve(cap: usize) -> Result<AddressRange, Errno> {
+        use nix::sys::mman::{MapFlags, ProtFlags};
+        let n = std::num::NonZeroUsize::new(cap).ok_or(Errno::EINVAL)?;
+        let flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_ANONYMOUS | MapFlags::MAP_NORESERVE;
+        // SAFETY: a new anonymous inaccessible mapping at an address the kernel picks: it overlaps nothing.
+        let p = unsafe { nix::sys::mman::mmap_anonymous(None, n, ProtFlags::PROT_NONE, flags) }?;
+        Ok(AddressRange { base: p.cast(), cap, mapped: 0 })
+    }
+
+    /// Where the range starts.
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// How many bytes it can hold.
+    pub(crate) fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Maps the file `fd` from its start up to `len` bytes (at most
+    /// `cap`; more than mapped so far) shared read-write: only the bytes
+    /// past those mapped already, at their place in the range.
+    pub(crate) fn map_to(&mut self, fd: std::os::fd::BorrowedFd<'_>, len: usize) -> Result<(), Errno> {
+        use nix::sys::mman::{MapFlags, ProtFlags};
+        if len > self.cap || len <= self.mapped || !self.mapped.is_multiple_of(4096) {
+            return Err(Errno::EINVAL);
+        }
+        let n = std::num::NonZeroUsize::new(len - self.mapped).ok_or(Errno::EINVAL)?;
+        let off = nix::libc::off_t::try_from(self.mapped).map_err(|_| Errno::EFBIG)?;
+        // SAFETY: mapped < cap, so the address is inside our reservation.
+        let at = unsafe { self.base.as_ptr().add(self.mapped) };
+        let addr = std::num::NonZeroUsize::new(at as usize).ok_or(Errno::EINVAL)?;
+        let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+        // SAFETY: MAP_FIXED replaces only pages of our own PROT_NONE reservation past the bytes mapped so far
+        // (mapped..len <= cap): nothing in this process refers to them (views cover at most `mapped` bytes).
+        unsafe { nix::sys::mman::mmap(Some(addr), n, prot, MapFlags::MAP_SHARED | MapFlags::MAP_FIXED, fd, off) }?;
+        self.mapped = len;
+        Ok(())
+    }
+}
+
+impl Drop for AddressRange {
+    fn drop(&mut self) {
+        // SAFETY: the whole range is ours (reserved in `reserve`); its owner drops it only when no pointer into
+        // it is used any more.
+        let _ = unsafe { nix::sys::mman::munmap(self.base.cast(), self.cap) };
+    }
+}
+
 /// Removes `name`; mappings stay valid until unmapped.
 pub(crate) fn unlink(name: &CStr) -> Result<(), Errno> {
     nix::sys::mman::shm_unlink(name)
