@@ -24,9 +24,6 @@ use std::time::{Duration, Instant};
 
 use super::Deadline;
 use super::handshake;
-use super::spin::SPIN_LIMIT;
-#[cfg(loom)]
-use super::spin::spin_hint;
 use crate::sys::futex::{self as sysfutex, WAITV_MAX, WaitvOutcome, WaitvWord};
 
 /// The most objects one [`wait`] takes (`futex_waitv`'s limit of 128
@@ -202,10 +199,24 @@ pub(crate) mod sealed {
         fn sleep_cap(&self) -> Option<Duration> {
             None
         }
+        /// The ready path and spin phase: whether the object is ready now
+        /// (as [`ready(false)`](Self::ready)), having pushed to `watch`
+        /// every shared word whose change can make it ready, each with the
+        /// value it read (and judged readiness from): while all of them
+        /// still hold those values, the object is not ready (unless it
+        /// said it was). The words stay mapped while the object is
+        /// borrowed. `None`: it cannot be watched so (nothing pushed); it
+        /// is asked `ready(false)` in every spin round.
+        fn watch(&mut self, _watch: &mut Watch) -> Option<bool> {
+            None
+        }
     }
 }
 
+mod watch;
+
 pub(crate) use sealed::{WaitObject, Words};
+pub(crate) use watch::Watch;
 
 /// An object [`wait`] can block on: queues (readable: an item, or the
 /// error the next get would return), pipe ends (readable), events (set),
@@ -366,22 +377,15 @@ pub(crate) fn wait_until(objects: &mut [&mut dyn Waitable], deadline: Deadline) 
     if objects.len() > MAX_OBJECTS {
         return Err(WaitError::TooMany { count: objects.len(), max: MAX_OBJECTS });
     }
-    // The ready path: plain loads only.
-    let ready = scan(objects, false);
+    // The ready path: plain loads only, and the words to watch.
+    let mut watch = Watch::new();
+    let ready = watch.list(objects);
     if !ready.is_empty() {
         return Ok(ready);
     }
     // A zero timeout is a poll: no spinning.
-    for _ in 0..if deadline.passed() { 0 } else { SPIN_LIMIT } {
-        // No pause between scans: a scan of the objects is itself the
-        // delay between checks. With a pause as well, `wait` on 4 objects
-        // noticed a wake-up 1.30-1.41x later than `Event::wait` in the
-        // machine's fast core-to-core state; without, 1.06-1.11x
-        // (benches/wait.rs, old and new builds alternating). Under loom the
-        // hint is a yield, which the model needs.
-        #[cfg(loom)]
-        spin_hint();
-        let ready = scan(objects, false);
+    if !deadline.passed() {
+        let ready = watch.spin(objects);
         if !ready.is_empty() {
             return Ok(ready);
         }
