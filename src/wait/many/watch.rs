@@ -8,12 +8,19 @@
 //! semaphore's word, a ring's tail (and an SPSC ring's closed and
 //! producer-gone flags). While each of an object's words still holds the
 //! value it was listed with, the object is still not ready. So a spin
-//! round ([`Watch::round`]) is a comparison of a few words with the values
-//! seen, with no call, as `Event::wait`'s load of its one word is; only an
-//! object whose word changed is asked again (`ready(false)`, which also
-//! says exactly what to report). Objects that cannot be watched this way
-//! (an unbounded queue walks a chain of rings that grows; a process's end;
-//! words past the capacity) are asked `ready(false)` in every round.
+//! round ([`Watch::first_changed`]) is a comparison of a few words with
+//! the values seen, with no call, as `Event::wait`'s load of its one word
+//! is; only an object whose word changed is asked again (`ready(false)`,
+//! which also says exactly what to report). Objects that cannot be
+//! watched this way (an unbounded queue walks a chain of rings that grows;
+//! a process's end; words past the capacity) are asked `ready(false)` in
+//! every round.
+//!
+//! Before, every spin round called every object's `ready` (a dynamic call
+//! and a few dependent loads each) and built the result set; the previous
+//! attempt (branch `waitfast`, not merged) listed readiness rules per word
+//! in a separate pass after the ready path, which cost as much as the
+//! scan it saved.
 //!
 //! Only latency rests on the spin phase: a change it does not see (a word
 //! changed and changed back between two rounds) is seen by the slow path's
@@ -25,8 +32,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use super::{Ready, Waitable};
 use crate::wait::spin::{SPIN_LIMIT, spin_hint};
 
-/// Words of each width watched per `wait`; the objects whose words do not
-/// fit are asked `ready` in every round instead.
+/// Words watched per `wait`; the objects whose words do not all fit are
+/// asked `ready` in every round instead.
 const CAPACITY: usize = 32;
 
 /// Rounds without a pause instruction first. A pause lasts about 25 ns
@@ -151,41 +158,79 @@ impl Watch {
 
     /// The spin phase, after [`list`](Self::list) found nothing ready:
     /// [`TIGHT_ROUNDS`] rounds, then [`SPIN_LIMIT`] rounds each after a
-    /// pause. The ready objects, or empty when the spin is over.
+    /// pause. With polled objects (each asked in every round, a call or
+    /// more), [`SPIN_LIMIT`] rounds without pause: the calls are the delay
+    /// between rounds. The ready objects, or empty when the spin is over.
     pub(super) fn spin(&mut self, objects: &mut [&mut dyn Waitable]) -> Ready {
         let polled = !self.polled.is_empty();
-        for i in 0..TIGHT_ROUNDS + SPIN_LIMIT {
-            if i >= TIGHT_ROUNDS {
+        let (tight, paused) = if polled { (SPIN_LIMIT, 0) } else { (TIGHT_ROUNDS, SPIN_LIMIT) };
+        for i in 0..tight + paused {
+            if i >= tight {
                 spin_hint();
             }
-            if self.changed() || polled {
-                let ready = self.recheck(objects);
-                if !ready.is_empty() {
-                    return ready;
-                }
+            let ready = if polled {
+                self.recheck_all(objects)
+            } else if let Some(k) = self.first_changed() {
+                self.recheck(objects, k)
+            } else {
+                continue;
+            };
+            if !ready.is_empty() {
+                return ready;
             }
         }
         Ready::default()
     }
 
-    /// One round: whether any watched word no longer holds the value seen.
+    /// One round: the first watched word that no longer holds the value
+    /// seen (by index).
     #[inline(always)]
-    fn changed(&self) -> bool {
-        let mut diff = 0;
-        for s in self.seen() {
-            diff |= s.look() ^ s.value;
-        }
-        diff != 0
+    fn first_changed(&self) -> Option<usize> {
+        self.seen().iter().position(|s| s.look() != s.value)
     }
 
-    /// After a change: in the order of the list, each object's words are
-    /// read again (a changed one is seen with its new value from now on),
-    /// and the object is asked `ready(false)` if one of them changed or it
-    /// is polled. The ready ones. As with a scan, each object is looked
-    /// at after the ones before it in the list, so an object that became
-    /// ready before a later-listed one that is reported is reported too.
+    /// After a change of word `from` (the first changed one): in the order
+    /// of the list, from `from`'s object on, each object's words are read
+    /// again (a changed one is seen with its new value from now on), and
+    /// the object is asked `ready(false)` if one of them changed. The ready
+    /// ones. As with a scan, each object is looked at after the ones
+    /// before it in the list (those before `from`'s object in the round
+    /// that found `from` changed), so an object that became ready before a
+    /// later-listed one that is reported is reported too.
     #[inline(never)]
-    fn recheck(&mut self, objects: &mut [&mut dyn Waitable]) -> Ready {
+    fn recheck(&mut self, objects: &mut [&mut dyn Waitable], from: usize) -> Ready {
+        let mut ready = Ready::default();
+        let seen = self.seen_mut();
+        // From the first word of `from`'s object (words are pushed in the order of the objects).
+        let mut k = from.min(seen.len());
+        while k > 0 && seen[k - 1].object == seen[k].object {
+            k -= 1;
+        }
+        while let Some(first) = seen.get(k) {
+            let i = first.object;
+            let mut changed = false;
+            while let Some(s) = seen.get_mut(k)
+                && s.object == i
+            {
+                let now = s.look();
+                if now != s.value {
+                    s.value = now;
+                    changed = true;
+                }
+                k += 1;
+            }
+            if changed && objects.get_mut(usize::from(i)).is_some_and(|o| o.ready(false)) {
+                ready.insert(i.into());
+            }
+        }
+        ready
+    }
+
+    /// With polled objects, in every round: every object in the order of
+    /// the list, its words read again (as in [`recheck`](Self::recheck)),
+    /// asked `ready(false)` if one changed or it is polled.
+    #[inline(never)]
+    fn recheck_all(&mut self, objects: &mut [&mut dyn Waitable]) -> Ready {
         let polled = self.polled;
         let mut ready = Ready::default();
         let mut k = 0;
@@ -220,15 +265,16 @@ mod tests {
         let mut w = Watch::new();
         w.word64(&a, 5);
         w.word32(&b, 7);
-        assert!(!w.changed());
+        assert_eq!(w.first_changed(), None);
         b.store(8, Ordering::Relaxed);
-        assert!(w.changed());
-        assert!(w.recheck(&mut []).is_empty(), "no object to ask: nothing ready");
-        assert!(w.changed(), "no object listed, so its words are not read again");
-        w.seen_mut()[1].value = 8;
-        assert!(!w.changed());
+        assert_eq!(w.first_changed(), Some(1));
+        assert!(w.recheck(&mut [], 1).is_empty(), "no object to ask: nothing ready");
+        assert_eq!(w.first_changed(), None, "the new value is the one seen now");
         a.store(1 << 63, Ordering::Relaxed);
-        assert!(w.changed(), "a high bit counts too");
+        b.store(9, Ordering::Relaxed);
+        assert_eq!(w.first_changed(), Some(0), "a high bit counts too");
+        assert!(w.recheck(&mut [], 0).is_empty());
+        assert_eq!(w.first_changed(), None, "both words of the object were read again");
     }
 
     #[test]
