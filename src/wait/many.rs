@@ -271,8 +271,11 @@ pub trait Waitable: WaitObject {}
 ///
 /// 1. **Ready path.** Every object's readiness is checked with plain loads
 ///    of its shared words (no syscall, no fence); if any is ready, `wait`
-///    returns at once. Then it spins a little (as [`Event::wait`] does),
-///    re-checking with plain loads.
+///    returns at once. The same pass notes those words with the values
+///    read. Then it spins a few µs (as [`Event::wait`] does), comparing
+///    the words with the values seen (no call per object) and asking
+///    again only an object whose word changed; objects without such words
+///    (an unbounded queue, a process) are asked in every round.
 /// 2. **Announce.** On each object it announces itself exactly as that
 ///    object's own blocking call does (the event's WAITERS bit, the
 ///    semaphore's sleeper count, the MPMC queue's consumer count, the SPSC
