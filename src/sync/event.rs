@@ -150,7 +150,7 @@ mod shm_event {
             // Acquire: pairs with the Release swap in `set`.
             let s = state.load(Ordering::Acquire);
             // Only `set` sets SET: while the word is unchanged, the event is not set.
-            watch.word32(state, s);
+            watch.only_word32(state, s, SET);
             Some(s & SET != 0)
         }
     }

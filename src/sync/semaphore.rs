@@ -175,7 +175,7 @@ mod shm_sem {
     /// sleepers) that is watched: the count is in it.
     fn watch_word(raw: &RawSemaphore, watch: &mut crate::wait::many::Watch) -> Option<bool> {
         let w = raw.load_word();
-        watch.word64(&raw.word, w);
+        watch.only_word64(&raw.word, w, COUNT_MASK);
         Some(w & COUNT_MASK != 0)
     }
     fn announce(raw: &RawSemaphore, words: &mut crate::wait::many::Words) -> Option<u64> {

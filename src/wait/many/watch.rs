@@ -36,14 +36,6 @@ use crate::wait::spin::{SPIN_LIMIT, spin_hint};
 /// asked `ready` in every round instead.
 const CAPACITY: usize = 32;
 
-/// Rounds without a pause instruction first. A pause lasts about 25 ns
-/// on this AMD machine (under KVM), and a change landing in one is seen
-/// that much later; a round of a few loads from the cache is a few ns. At
-/// a few ns a round these cover a few hundred ns to a µs, the time a peer
-/// on another core takes to answer; then [`SPIN_LIMIT`] rounds each after
-/// a pause, as `Event::wait` spins, before `wait` sleeps.
-const TIGHT_ROUNDS: u32 = 256;
-
 /// One watched word (64 or 32 bits) and the value it held when seen.
 #[derive(Clone, Copy)]
 struct Seen {
@@ -54,6 +46,10 @@ struct Seen {
     /// Its object's index in the `wait` list (below [`MAX_OBJECTS`](super::MAX_OBJECTS)).
     object: u8,
     value: u64,
+    /// Not 0: the word is its object's only word, and the object is ready
+    /// exactly when a bit of `mask` is set in it (an event, a semaphore):
+    /// a change is judged here, without asking the object.
+    mask: u64,
 }
 
 impl Seen {
@@ -113,10 +109,10 @@ impl Watch {
     }
 
     #[inline]
-    fn push(&mut self, word: *const (), wide: bool, value: u64) {
+    fn push(&mut self, word: *const (), wide: bool, value: u64, mask: u64) {
         match self.seen.get_mut(self.n) {
             Some(slot) => {
-                slot.write(Seen { word, wide, object: self.object, value });
+                slot.write(Seen { word, wide, object: self.object, value, mask });
                 self.n += 1;
             }
             None => self.polled.insert(self.object.into()),
@@ -126,13 +122,26 @@ impl Watch {
     /// Watch `word`, which held `value` when the object read it.
     #[inline]
     pub(crate) fn word64(&mut self, word: &AtomicU64, value: u64) {
-        self.push(word as *const AtomicU64 as *const (), true, value);
+        self.push(word as *const AtomicU64 as *const (), true, value, 0);
+    }
+
+    /// [`word64`](Self::word64) for an object whose only word this is and
+    /// that is ready exactly when a bit of `mask` (not 0) is set in it.
+    #[inline]
+    pub(crate) fn only_word64(&mut self, word: &AtomicU64, value: u64, mask: u64) {
+        self.push(word as *const AtomicU64 as *const (), true, value, mask);
     }
 
     /// [`word64`](Self::word64) for a 32-bit word.
     #[inline]
     pub(crate) fn word32(&mut self, word: &AtomicU32, value: u32) {
-        self.push(word as *const AtomicU32 as *const (), false, value.into());
+        self.push(word as *const AtomicU32 as *const (), false, value.into(), 0);
+    }
+
+    /// [`only_word64`](Self::only_word64) for a 32-bit word.
+    #[inline]
+    pub(crate) fn only_word32(&mut self, word: &AtomicU32, value: u32, mask: u32) {
+        self.push(word as *const AtomicU32 as *const (), false, value.into(), mask.into());
     }
 
     /// The ready path: asks every object whether it is ready, and lists
@@ -157,22 +166,24 @@ impl Watch {
     }
 
     /// The spin phase, after [`list`](Self::list) found nothing ready:
-    /// [`TIGHT_ROUNDS`] rounds, then [`SPIN_LIMIT`] rounds each after a
-    /// pause. With polled objects (each asked in every round, a call or
-    /// more), [`SPIN_LIMIT`] rounds without pause: the calls are the delay
-    /// between rounds. The ready objects, or empty when the spin is over.
+    /// [`SPIN_LIMIT`] rounds, each followed by a pause, as `Event::wait`
+    /// spins.
+    /// (Rounds without a pause, a few ns each, were worse: in
+    /// benches/wait.rs, 256 of them first made the wake-up 1.40-1.65x
+    /// `Event::wait`'s in the machine's fast core-to-core state, against
+    /// 0.92-1.48x with a pause in every round.) With polled objects (each
+    /// asked in every round, a call or more), no pause: the calls are the
+    /// delay between rounds. The ready objects, or empty when the spin is
+    /// over.
     pub(super) fn spin(&mut self, objects: &mut [&mut dyn Waitable]) -> Ready {
         let polled = !self.polled.is_empty();
-        let (tight, paused) = if polled { (SPIN_LIMIT, 0) } else { (TIGHT_ROUNDS, SPIN_LIMIT) };
-        for i in 0..tight + paused {
-            if i >= tight {
-                spin_hint();
-            }
+        for _ in 0..SPIN_LIMIT {
             let ready = if polled {
                 self.recheck_all(objects)
             } else if let Some(k) = self.first_changed() {
                 self.recheck(objects, k)
             } else {
+                spin_hint();
                 continue;
             };
             if !ready.is_empty() {
@@ -206,8 +217,20 @@ impl Watch {
         while k > 0 && seen[k - 1].object == seen[k].object {
             k -= 1;
         }
-        while let Some(first) = seen.get(k) {
+        while let Some(first) = seen.get_mut(k) {
             let i = first.object;
+            if first.mask != 0 {
+                // Its only word: judged here (as its `ready` would).
+                let now = first.look();
+                if now != first.value {
+                    first.value = now;
+                    if now & first.mask != 0 {
+                        ready.insert(i.into());
+                    }
+                }
+                k += 1;
+                continue;
+            }
             let mut changed = false;
             while let Some(s) = seen.get_mut(k)
                 && s.object == i
@@ -275,6 +298,24 @@ mod tests {
         assert_eq!(w.first_changed(), Some(0), "a high bit counts too");
         assert!(w.recheck(&mut [], 0).is_empty());
         assert_eq!(w.first_changed(), None, "both words of the object were read again");
+    }
+
+    #[test]
+    fn an_only_word_with_a_mask_is_judged_without_asking_its_object() {
+        let (ev, other) = (AtomicU32::new(0), AtomicU64::new(0));
+        let mut w = Watch::new();
+        w.object = 2;
+        w.only_word32(&ev, 0, 1);
+        w.object = 3;
+        w.word64(&other, 0);
+        ev.store(2, Ordering::Relaxed);
+        assert_eq!(w.first_changed(), Some(0));
+        assert!(w.recheck(&mut [], 0).is_empty(), "changed, but no bit of the mask: not ready");
+        ev.store(3, Ordering::Relaxed);
+        other.store(1, Ordering::Relaxed);
+        let ready = w.recheck(&mut [], 0);
+        assert_eq!(ready.iter().collect::<Vec<_>>(), [2], "ready by its mask; object 3 (not in the list) not asked");
+        assert_eq!(w.first_changed(), None, "both words seen with their new values");
     }
 
     #[test]
