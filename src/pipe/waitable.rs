@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::Connection;
 use crate::queue::ByteConsumer;
-use crate::wait::many::{WaitObject, Waitable, Watch, Words};
+use crate::wait::many::{WaitObject, Waitable, Words};
 
 impl Connection {
     /// The receiving end, or `None` if `recv` would fail at once.
@@ -27,10 +27,6 @@ impl WaitObject for Connection {
         if let Some(rx) = self.wait_end() {
             rx.withdraw(token);
         }
-    }
-    fn watch(&mut self, watch: &mut Watch) -> Option<bool> {
-        // No receiving end: ready for good (`recv` fails at once).
-        self.wait_end().map_or(Some(true), |rx| rx.watch(watch))
     }
     fn handshake(&self) -> bool {
         true

@@ -145,14 +145,6 @@ mod shm_event {
             raw.announce().map(|expected| words.push(&raw.state, expected)).map(|()| 0)
         }
         fn withdraw(&mut self, _token: u64) {}
-        fn watch(&mut self, watch: &mut crate::wait::many::Watch) -> Option<bool> {
-            let state = &self.m.ctl().state;
-            // Acquire: pairs with the Release swap in `set`.
-            let s = state.load(Ordering::Acquire);
-            // Only `set` sets SET: while the word is unchanged, the event is not set.
-            watch.only_word32(state, s, SET);
-            Some(s & SET != 0)
-        }
     }
 
     /// Ready when set.

@@ -132,13 +132,7 @@ impl RawSemaphore {
     }
 
     pub fn value(&self) -> u32 {
-        (self.load_word() & COUNT_MASK) as u32
-    }
-
-    /// The word: count (low half) and sleepers (high half).
-    pub(crate) fn load_word(&self) -> u64 {
-        // Relaxed: a look at the count, as `get_value`'s; a taker's CAS re-reads it.
-        self.word.load(Ordering::Relaxed)
+        (self.word.load(Ordering::Relaxed) & COUNT_MASK) as u32
     }
 
     pub fn max(&self) -> u32 {
@@ -171,13 +165,6 @@ mod shm_sem {
     fn ready(raw: &RawSemaphore) -> bool {
         raw.value() > 0
     }
-    /// Ready as [`ready`] says, from one load of the word (count and
-    /// sleepers) that is watched: the count is in it.
-    fn watch_word(raw: &RawSemaphore, watch: &mut crate::wait::many::Watch) -> Option<bool> {
-        let w = raw.load_word();
-        watch.only_word64(&raw.word, w, COUNT_MASK);
-        Some(w & COUNT_MASK != 0)
-    }
     fn announce(raw: &RawSemaphore, words: &mut crate::wait::many::Words) -> Option<u64> {
         let token = raw.register()?;
         words.push_low(&raw.word, 0);
@@ -203,9 +190,6 @@ mod shm_sem {
                 }
                 fn withdraw(&mut self, token: u64) {
                     withdraw(self.m.ctl(), token)
-                }
-                fn watch(&mut self, watch: &mut crate::wait::many::Watch) -> Option<bool> {
-                    watch_word(self.m.ctl(), watch)
                 }
             }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::super::itemring::{ItemRing, each};
 use super::{Inner, JoinableQueue, Queue, SimpleQueue};
 use crate::handoff::Handoff;
-use crate::wait::many::{self, WaitObject, Waitable, Watch, Words};
+use crate::wait::many::{self, WaitObject, Waitable, Words};
 
 impl<T: Handoff> Inner<T> {
     fn readable(&self) -> bool {
@@ -24,14 +24,6 @@ impl<T: Handoff> Inner<T> {
         match self {
             Inner::Ring(r) => each!(r, q => q.announce_reader(words)),
             Inner::Chain(c) => c.announce_reader(words),
-        }
-    }
-
-    fn watch_reader(&mut self, watch: &mut Watch) -> Option<bool> {
-        match self {
-            Inner::Ring(r) => each!(r, q => q.watch_reader(watch)),
-            // A chain's rings change as it grows: asked every round.
-            Inner::Chain(_) => None,
         }
     }
 
@@ -54,10 +46,6 @@ macro_rules! waitable {
             }
             fn withdraw(&mut self, _token: u64) {
                 self.q.withdraw_reader()
-            }
-            fn watch(&mut self, watch: &mut Watch) -> Option<bool> {
-                // A closed handle stays closed (ready, nothing to watch).
-                if self.handle_closed() { Some(true) } else { self.q.watch_reader(watch) }
             }
             fn handshake(&self) -> bool {
                 true

@@ -11,7 +11,7 @@ use super::super::item::RingItem;
 use super::super::vyukov::{CLOSED, POS};
 use super::MpmcQueue;
 use crate::ShmType;
-use crate::wait::many::{self, WaitObject, Waitable, Watch, Words};
+use crate::wait::many::{self, WaitObject, Waitable, Words};
 
 // Any slot kind (plain data, `PodVia`, frames): the unbounded queue's
 // rings and the facades use these too.
@@ -31,18 +31,6 @@ impl<T: RingItem> MpmcQueue<T> {
         let h = c.head.0.load(Ordering::Acquire);
         let t = c.tail.0.load(Ordering::Acquire);
         (((t & POS).wrapping_sub(h & POS) as i64) > 0, t & CLOSED != 0)
-    }
-
-    /// [`readable`](Self::readable), watching `tail`: only a producer's
-    /// claim (or `close`) makes the ring readable, and both move `tail`;
-    /// `head` never passes it.
-    pub(crate) fn watch_reader(&self, watch: &mut Watch) -> Option<bool> {
-        let c = self.ctl();
-        // Acquire (both): as in `items_and_closed`, `head` first.
-        let h = c.head.0.load(Ordering::Acquire);
-        let t = c.tail.0.load(Ordering::Acquire);
-        watch.word64(&c.tail.0, t);
-        Some(((t & POS).wrapping_sub(h & POS) as i64) > 0 || t & CLOSED != 0)
     }
 
     /// Registers as a sleeping consumer (see `announce_counted`).
@@ -81,9 +69,6 @@ impl<T: ShmType> WaitObject for MpmcQueue<T> {
     }
     fn withdraw(&mut self, _token: u64) {
         self.withdraw_reader()
-    }
-    fn watch(&mut self, watch: &mut Watch) -> Option<bool> {
-        self.watch_reader(watch)
     }
     fn handshake(&self) -> bool {
         true

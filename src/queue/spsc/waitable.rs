@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use super::{Consumer, SpscCtl};
 use crate::ShmType;
 use crate::sys::thread;
-use crate::wait::many::{self, WaitObject, Waitable, Watch, Words};
+use crate::wait::many::{self, WaitObject, Waitable, Words};
 
 impl SpscCtl {
     /// Whether the consumer at `head` would get something now: at least
@@ -33,21 +33,6 @@ impl SpscCtl {
             let owner = m.producer.load(Ordering::Relaxed);
             owner != 0 && thread::owner_is_dead(owner)
         }
-    }
-
-    /// [`consumer_ready`](Self::consumer_ready) without `thorough`,
-    /// watching the words it reads: `tail` (only the producer moves it),
-    /// `closed` and `producer_gone` (only ever set).
-    pub(in crate::queue) fn watch_consumer(&self, head: u64, min: u64, watch: &mut Watch) -> Option<bool> {
-        let m = &self.meta.0;
-        // Orderings: as in `consumer_ready`.
-        let tail = self.tail.0.load(Ordering::Acquire);
-        let closed = m.closed.load(Ordering::Relaxed);
-        let gone = m.producer_gone.load(Ordering::Acquire);
-        watch.word64(&self.tail.0, tail);
-        watch.word32(&m.closed, closed);
-        watch.word32(&m.producer_gone, gone);
-        Some(tail.wrapping_sub(head) >= min || closed != 0 || gone != 0)
     }
 
     /// Registers the consumer as asleep on its flag (see `announce_flag`).
@@ -84,10 +69,6 @@ macro_rules! consumer_waitable {
         }
         fn prepare(&mut self) -> Option<std::time::Duration> {
             Some(crate::wait::spin::POLL)
-        }
-        fn watch(&mut self, watch: &mut crate::wait::many::Watch) -> Option<bool> {
-            let $s = &*self;
-            $ctl.watch_consumer($head, $min, watch)
         }
     };
 }
