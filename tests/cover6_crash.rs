@@ -1358,11 +1358,9 @@ woken_then_killed_tests! {
     /// `release` whose one wake reaches an acquirer killed before it runs
     /// leaves the unit there; a live `wait(&[sem], None)` beside it must
     /// return (it is ready), not sleep on forever.
-    #[ignore = "defect in wait::many (waitfast2's area): its futex sleep is not capped, so a wake eaten by a process killed before it ran leaves wait() asleep beside a ready object for good; seen failing (hangs to the 30 s deadline)"]
     wait_on_a_semaphore_whose_release_wake_reaches_a_killed_acquirer_still_returns => "wait on a semaphore";
 
     /// The same with the live consumer in the multi-object `wait` on the
     /// queue: it must return (the queue is ready).
-    #[ignore = "defect in wait::many (waitfast2's area): its futex sleep is not capped, so a wake eaten by a process killed before it ran leaves wait() asleep beside a ready object for good; seen failing (hangs to the 30 s deadline)"]
     wait_on_a_queue_whose_push_wake_reaches_a_killed_consumer_still_returns => "wait on a queue";
 }

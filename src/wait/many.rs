@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use super::Deadline;
 use super::handshake;
-use super::spin::SPIN_LIMIT;
+use super::spin::{POLL, SPIN_LIMIT};
 #[cfg(loom)]
 use super::spin::spin_hint;
 use crate::sys::futex::{self as sysfutex, WAITV_MAX, WaitvOutcome, WaitvWord};
@@ -248,9 +248,9 @@ pub trait Waitable: WaitObject {}
 /// `multiprocessing.connection.wait(object_list, timeout)`. An empty
 /// [`Ready`] means the timeout passed.
 ///
-/// While it blocks it uses no CPU: it sleeps in one `futex_waitv` on all
-/// the objects' words (see below for the fallback on older kernels and for
-/// periodic checks). When an object is ready already, it returns without
+/// While it blocks it uses almost no CPU: it sleeps in one `futex_waitv`
+/// on all the objects' words, waking every 100 ms to re-check (see below
+/// for why, for the fallback on older kernels and other periodic checks). When an object is ready already, it returns without
 /// any system call.
 ///
 /// Errors: [`WaitError::NoObjects`], [`WaitError::TooMany`] (more than
@@ -281,6 +281,12 @@ pub trait Waitable: WaitObject {}
 ///    woken in place of a real getter must not swallow the wake-up: if the
 ///    object is ready and other sleepers are still counted, the wake-up is
 ///    passed on (one `FUTEX_WAKE`, only in that contended case).
+/// 6. **Re-check at least every 100 ms.** A wake-up that reached a process
+///    killed before it ran is gone with it (the kernel chose that sleeper),
+///    so no sleep lasts longer than 100 ms before every object is checked
+///    again, as [`Semaphore::acquire`](crate::Semaphore::acquire)'s own
+///    sleep does. A blocked `wait` thus costs one short wake-up every
+///    100 ms, and a ready object it missed that way is seen within 100 ms.
 ///
 /// # Processes
 ///
@@ -449,7 +455,11 @@ fn sleep_loop(objects: &mut [&mut dyn Waitable], deadline: Deadline) -> Result<R
             handshake::after_announcing();
         }
         if sleep && scan(objects, false).is_empty() && dedup(&mut words.list) {
-            let cap = objects.iter().filter_map(|o| o.sleep_cap()).chain(poll).min();
+            // Never longer than POLL: the wakers of semaphores and queues
+            // wake one sleeper, and a wake that reached a process killed
+            // before it ran is gone; the re-check after POLL sees the
+            // object ready (as Semaphore::acquire's own sleep does).
+            let cap = objects.iter().filter_map(|o| o.sleep_cap()).chain(poll).chain(Some(POLL)).min();
             let until = cap.map_or(deadline, |p| deadline.capped(p));
             sleep_on(&words.list, until);
         }
