@@ -79,3 +79,113 @@ fn counts_read_while_rings_retire_leave_no_live_ring_out() {
         &bad[..bad.len().min(5)]
     );
 }
+
+/// The files of queue `name` in /dev/shm (control segment and rings).
+fn files_of(name: &str) -> Vec<String> {
+    let prefix = format!("{}{name}", shmproc::NAME_PREFIX);
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| *f == prefix || f.starts_with(&format!("{prefix}.")))
+        .collect()
+}
+
+fn scrub(name: &str) {
+    for f in files_of(name) {
+        let _ = std::fs::remove_file(format!("/dev/shm/{f}"));
+    }
+}
+
+fn write_word(shm_name: &str, off: u64, v: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/dev/shm/{}{shm_name}", shmproc::NAME_PREFIX))
+        .unwrap();
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, off).unwrap();
+    f.write_all_at(&v.to_ne_bytes(), off).unwrap();
+    u64::from_ne_bytes(b)
+}
+
+/// Chain control block words (after the 128-byte header, each index on
+/// its own 128-byte line; `words` at 384): `newest`, `oldest`, `late`,
+/// `dones`. A ring's: `tail` (claims), `head`, the join line at 512:
+/// `done`, `skipped`, ..., `base` at 536.
+const CHAIN_WORDS: [(&str, u64); 4] = [("newest", 128), ("oldest", 256), ("late", 416), ("dones", 424)];
+const RING_WORDS: [(&str, u64); 4] = [("tail", 128), ("head", 256), ("skipped", 520), ("base", 536)];
+
+/// A hostile peer writes any value into the words the unbounded
+/// JoinableQueue's count is read from (the chain's indices, late and done
+/// counts; the oldest ring's claims, head, skips and base): every call
+/// after it returns (a bounded result or an error), never panics (this is
+/// a debug build: an arithmetic overflow would), never hangs.
+#[test]
+fn hostile_words_in_the_chain_and_its_rings_give_bounded_results() {
+    let values = [0u64, 1, 7, 1 << 62, (1 << 63) - 1, 1 << 63, (1 << 63) | 1, u64::MAX - 1, u64::MAX];
+    let cases = CHAIN_WORDS.iter().map(|&(w, o)| (false, w, o)).chain(RING_WORDS.iter().map(|&(w, o)| (true, w, o)));
+    let mut seen = Vec::new();
+    for (i, (in_ring, word, off)) in cases.enumerate() {
+        for (j, &v) in values.iter().enumerate() {
+            let name = common::name(&format!("r6-hostile-{i}-{j}"));
+            let q = JoinableQueue::<u64>::create_unbounded(&name, SMALL_LIMIT, &Options::new()).unwrap();
+            // Rings 0 and 1; ring 0 retired (its count folded into ring 1's base).
+            for k in 0..300 {
+                q.put(k).unwrap();
+            }
+            for _ in 0..260 {
+                q.get().unwrap();
+                q.task_done().unwrap();
+            }
+            assert_eq!(q.unfinished_tasks(), 40);
+            let target = if in_ring { q.__ring_name(1).unwrap() } else { name.clone() };
+            write_word(&target, off, v);
+            let t0 = Instant::now();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let u = q.unfinished_tasks();
+                let len = q.qsize();
+                let td = q.task_done().is_ok();
+                let joined = q.join_timeout(Duration::from_millis(1));
+                let got = q.get_nowait().is_ok();
+                let put = q.put_nowait(1).is_ok();
+                let _ = (q.empty(), q.full(), q.unfinished_tasks(), q.qsize());
+                (u, len, td, joined, got, put)
+            }));
+            let took = t0.elapsed();
+            drop(q);
+            scrub(&name);
+            match r {
+                Ok(r) => seen.push(format!("{word}={v:#x}: {r:?} in {took:?}")),
+                Err(_) => panic!("{word} = {v:#x} made a call panic"),
+            }
+            assert!(took < Duration::from_secs(20), "{word} = {v:#x}: the calls took {took:?}");
+        }
+    }
+    eprintln!("{}", seen.join("\n"));
+}
+
+/// A hostile peer that can write the control block knows the rings' name
+/// key, so it can make ring `u64::MAX` exist and point `oldest` at it:
+/// every count and get still returns (before the fix, the chain's ring
+/// walk stepped its index past `u64::MAX`: an overflow panic in a debug
+/// build, a walk from ring 0 in a release build).
+#[test]
+fn a_hostile_oldest_at_the_last_index_with_a_ring_there_gives_bounded_results() {
+    let name = common::name("r6-hostile-last");
+    let q = JoinableQueue::<u64>::create_unbounded(&name, SMALL_LIMIT, &Options::new()).unwrap();
+    q.put(1).unwrap();
+    // A ring of the chain's kind (a Queue<u64>'s ring is an MpmcQueue<u64>) under ring u64::MAX's name.
+    let last = shmproc::queue::MpmcQueue::<u64>::create(&q.__ring_name(u64::MAX).unwrap(), 2).unwrap();
+    last.persist();
+    write_word(&name, 256, u64::MAX);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let (u, len) = (q.unfinished_tasks(), q.qsize());
+        let got = q.get_nowait();
+        (u, len, got, q.unfinished_tasks(), q.qsize())
+    }));
+    drop((q, last));
+    scrub(&name);
+    let r = r.unwrap_or_else(|_| panic!("a count or get panicked with oldest = u64::MAX"));
+    eprintln!("{r:?}");
+}
