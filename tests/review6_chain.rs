@@ -189,3 +189,109 @@ fn a_hostile_oldest_at_the_last_index_with_a_ring_there_gives_bounded_results() 
     let r = r.unwrap_or_else(|_| panic!("a count or get panicked with oldest = u64::MAX"));
     eprintln!("{r:?}");
 }
+
+/// Bytes of the items of the kill test: rings of two slots under
+/// `TINY_RING_LIMIT`, so consumers retire a ring every two items and a
+/// kill often lands in a retirement (the fold of a ring's count into its
+/// successor's base, the `oldest` CAS, the unlink).
+const BIG_ITEM: usize = 4400;
+const TINY_RING_LIMIT: u64 = 40_000;
+
+fn big_item(i: u64) -> String {
+    format!("{i}:{}", "z".repeat(BIG_ITEM - 12))
+}
+
+shmproc::entry! {
+    /// Gets items until the queue is closed; acknowledges each on `ack`
+    /// (`u64::MAX - i` if it is not exactly item i), then marks it done.
+    fn ack_then_done(args: (JoinableQueue<String>, shmproc::Queue<u64>)) -> Result<(), String> {
+        let (q, ack) = args;
+        loop {
+            match q.get() {
+                Ok(s) => {
+                    let i: u64 = s.split(':').next().and_then(|t| t.parse().ok()).ok_or("bad item")?;
+                    ack.put(if s == big_item(i) { i } else { u64::MAX - i }).map_err(|e| e.to_string())?;
+                    q.task_done().map_err(|e| format!("task_done of item {i}: {e}"))?;
+                }
+                Err(shmproc::GetError::Closed) => return Ok(()),
+                Err(e) => return Err(format!("get: {e}")),
+            }
+        }
+    }
+}
+
+/// Consumers of an unbounded JoinableQueue whose rings hold two items
+/// (a retirement every two items) SIGKILLed at random again and again
+/// while a producer streams: no item twice or torn, and at the end the
+/// count is exact within what the kills explain: at least the items whose
+/// ack is missing (got, never done), at most one per kill (a victim's own
+/// item, or a dead producer's slot it repaired and had not uncounted); a
+/// `task_done` for each lets `join` return, and one more is refused.
+#[test]
+fn unbounded_joinable_consumers_killed_in_retirements_leave_the_count_exact_within_their_kills() {
+    const KILLS: u64 = 8;
+    let n = common::count(1_500, 20_000);
+    let name = common::name("r6-kill-retire");
+    let q = JoinableQueue::<String>::create_unbounded(&name, TINY_RING_LIMIT, &Options::new()).unwrap();
+    let ack = shmproc::Queue::<u64>::unbounded_with_limit(1 << 30).unwrap();
+    let spawned = Arc::new(AtomicU64::new(0));
+    let spawn = || {
+        spawned.fetch_add(1, Ordering::Relaxed);
+        let mut p = shmproc::Process::new(ack_then_done, (q.clone(), ack.clone())).with_daemon(true);
+        p.start().unwrap();
+        p
+    };
+    let mut consumers = vec![spawn(), spawn()];
+    let producer = {
+        let (q, spawned) = (q.clone(), spawned.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while i < n || spawned.load(Ordering::Relaxed) < 2 + KILLS {
+                if q.put_timeout(big_item(i), common::DEADLINE).is_err() {
+                    panic!("put {i} blocked past the deadline: {}", chain_state(&q));
+                }
+                i += 1;
+            }
+            i
+        })
+    };
+    let kills = common::kill_at_random(&mut consumers, spawn, || producer.is_finished());
+    let n = producer.join().unwrap();
+    q.close_all();
+    let missing = common::join_consumers_and_check_acks(&consumers, &ack, n, kills);
+    assert_eq!(q.qsize(), 0);
+    let left = q.unfinished_tasks();
+    eprintln!("{n} items, {kills} kills, {missing} acks missing, {left} unfinished");
+    assert!(left >= missing, "{left} unfinished, but {missing} items were got and never marked done");
+    assert!(left <= kills, "{left} unfinished after {kills} consumer kills");
+    for _ in 0..left {
+        q.task_done().unwrap();
+    }
+    assert!(q.join_timeout(Duration::from_secs(10)), "join did not return");
+    assert!(q.task_done().is_err());
+    drop(q);
+    assert!(files_of(&name).is_empty(), "left in /dev/shm: {:?}", files_of(&name));
+}
+
+/// The chain's indices and each live ring's words (tail, head, skipped,
+/// base), for a failure message.
+fn chain_state(q: &JoinableQueue<String>) -> String {
+    let word = |name: &str, off: u64| {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 8];
+        std::fs::File::open(format!("/dev/shm/{}{name}", shmproc::NAME_PREFIX))
+            .and_then(|f| f.read_exact_at(&mut b, off))
+            .map_or(u64::MAX, |()| u64::from_ne_bytes(b))
+    };
+    let (newest, oldest) = (word(q.name(), 128), word(q.name(), 256));
+    let rings: Vec<_> = (oldest..=(newest & !(1 << 63)).min(oldest + 8))
+        .map(|k| {
+            let r = q.__ring_name(k).unwrap();
+            (k, RING_WORDS.map(|(_, off)| word(&r, off)))
+        })
+        .collect();
+    format!(
+        "newest {newest:#x}, oldest {oldest}, qsize {}, rings (k, [tail, head, skipped, base]) {rings:?}",
+        q.qsize()
+    )
+}

@@ -738,6 +738,15 @@ impl<T: Handoff> Chain<T> {
         }
     }
 
+    /// Testing aid: `MpmcQueue::__claim_and_stop` on the newest ring (a
+    /// put), or the oldest (`pop`).
+    #[cfg(feature = "test-hooks")]
+    pub(super) fn claim_and_stop(&self, pop: bool) -> bool {
+        // Acquire: pairs with the CASes in `advance` and `retire`.
+        let k = if pop { self.ctl().oldest.0.load(Ordering::Acquire) } else { self.ctl().newest.0.load(Ordering::Acquire) & !CLOSED };
+        self.ring(k).is_ok_and(|r| super::itemring::each!(&r, q => q.__claim_and_stop(pop)))
+    }
+
     /// Testing aid: seals the newest ring without linking a successor, as
     /// a producer that died between the two steps leaves it.
     #[cfg(feature = "test-hooks")]
