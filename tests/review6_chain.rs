@@ -80,22 +80,6 @@ fn counts_read_while_rings_retire_leave_no_live_ring_out() {
     );
 }
 
-/// The files of queue `name` in /dev/shm (control segment and rings).
-fn files_of(name: &str) -> Vec<String> {
-    let prefix = format!("{}{name}", shmproc::NAME_PREFIX);
-    std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|f| *f == prefix || f.starts_with(&format!("{prefix}.")))
-        .collect()
-}
-
-fn scrub(name: &str) {
-    for f in files_of(name) {
-        let _ = std::fs::remove_file(format!("/dev/shm/{f}"));
-    }
-}
-
 fn write_word(shm_name: &str, off: u64, v: u64) -> u64 {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new()
@@ -154,7 +138,7 @@ fn hostile_words_in_the_chain_and_its_rings_give_bounded_results() {
             }));
             let took = t0.elapsed();
             drop(q);
-            scrub(&name);
+            common::scrub(&name);
             match r {
                 Ok(r) => seen.push(format!("{word}={v:#x}: {r:?} in {took:?}")),
                 Err(_) => panic!("{word} = {v:#x} made a call panic"),
@@ -185,7 +169,7 @@ fn a_hostile_oldest_at_the_last_index_with_a_ring_there_gives_bounded_results() 
         (u, len, got, q.unfinished_tasks(), q.qsize())
     }));
     drop((q, last));
-    scrub(&name);
+    common::scrub(&name);
     let r = r.unwrap_or_else(|_| panic!("a count or get panicked with oldest = u64::MAX"));
     eprintln!("{r:?}");
 }
@@ -270,7 +254,7 @@ fn unbounded_joinable_consumers_killed_in_retirements_leave_the_count_exact_with
     assert!(q.join_timeout(Duration::from_secs(10)), "join did not return");
     assert!(q.task_done().is_err());
     drop(q);
-    assert!(files_of(&name).is_empty(), "left in /dev/shm: {:?}", files_of(&name));
+    assert!(common::segments_of(&name).is_empty(), "left in /dev/shm: {:?}", common::segments_of(&name));
 }
 
 /// The chain's indices and each live ring's words (tail, head, skipped,

@@ -342,3 +342,24 @@ pub fn find_in_segment(name: &str, needle: &[u8]) -> (std::fs::File, u64) {
     let at = bytes.windows(needle.len()).position(|w| w == needle).expect("payload in the segment");
     (std::fs::OpenOptions::new().write(true).open(&path).unwrap(), at as u64)
 }
+
+/// Names of this queue's segments in /dev/shm (control and rings).
+pub fn segments_of(name: &str) -> Vec<String> {
+    let prefix = format!("{}{name}", shmproc::NAME_PREFIX);
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| *f == prefix || f.starts_with(&format!("{prefix}.")))
+        .collect()
+}
+
+/// Removes what a test left (so a failing test does not leak) and returns
+/// the names it removed.
+pub fn scrub(name: &str) -> Vec<String> {
+    let mut left = segments_of(name);
+    left.sort();
+    for f in &left {
+        let _ = std::fs::remove_file(format!("/dev/shm/{f}"));
+    }
+    left
+}
