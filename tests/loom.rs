@@ -757,6 +757,39 @@ fn unbounded_chain_counts_a_dead_producers_claim_once_across_retirement() {
     });
 }
 
+/// Review 6: the count read while the rings it sums are retired. Items
+/// 1, 2, 3 in rings 0, 1, 2; item 1 got and done. A reader reads the
+/// count while the consumer gets 2 (retiring ring 0), marks it done and
+/// gets 3 (retiring ring 1), and holds it: at every instant one item is
+/// unfinished (2 until its `task_done`, then 3). A reader that loaded
+/// `oldest` = 0, summed ring 0, then found ring 1 gone (retired meanwhile)
+/// and returned the sum so far (rings 0 only: 1, less the 1 done it read
+/// first) said 0 before the fix: `join` returned, and a `task_done` for
+/// item 3 would have been refused.
+#[test]
+fn unbounded_chain_count_read_across_two_retirements_never_misses_a_ring() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let c = HeapChain::new();
+        for v in 1..=3 {
+            c.put(v).unwrap();
+        }
+        assert_eq!(c.get(), Some(1));
+        c.dones.fetch_add(1, Ordering::AcqRel);
+        let reader = {
+            let c = c.clone();
+            thread::spawn(move || c.unfinished())
+        };
+        assert_eq!(c.get(), Some(2));
+        c.dones.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(c.get(), Some(3));
+        let seen = reader.join().unwrap();
+        assert!(seen >= 1, "the count read as {seen} with an item unfinished throughout");
+        assert_eq!(c.unfinished(), 1);
+    });
+}
+
 /// The holder table (`links::attach` / `detach` / `held`): two holders
 /// leave concurrently (one in the table, whose one entry is taken, the
 /// other counted in the overflow word): at least one of them finds no

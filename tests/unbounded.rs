@@ -9,26 +9,7 @@ use std::time::Duration;
 
 use shmproc::{GetTimeoutError, JoinableQueue, Process, PutTimeoutError, Queue, TryGetError, TryPutError};
 
-/// Names of this queue's segments in /dev/shm (control and rings).
-fn segments_of(name: &str) -> Vec<String> {
-    let prefix = format!("{}{name}", shmproc::NAME_PREFIX);
-    std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|f| *f == prefix || f.starts_with(&format!("{prefix}.")))
-        .collect()
-}
-
-/// Removes what a test left (so a failing test does not leak) and returns
-/// the names it removed.
-fn scrub(name: &str) -> Vec<String> {
-    let mut left = segments_of(name);
-    left.sort();
-    for f in &left {
-        let _ = std::fs::remove_file(format!("/dev/shm/{f}"));
-    }
-    left
-}
+use common::{scrub, segments_of};
 
 /// 10 million items, the figure (about 30 s in a debug build): the
 /// test's name says so, so it runs them in every run.

@@ -658,14 +658,12 @@ impl<T: Handoff> Chain<T> {
         }
     }
 
-    /// Items in the live rings.
+    /// Items in the live rings (`Links::sum_live`: each ring's count
+    /// exact at its instant, no live ring left out).
     pub(super) fn len(&self) -> usize {
-        // Acquire (both): pair with the CASes in `advance` and `retire`.
-        let o = self.ctl().oldest.0.load(Ordering::Acquire);
-        let n = self.ctl().newest.0.load(Ordering::Acquire) & !CLOSED;
         // Untrusted indices: at most `LIVE_RINGS` rings are looked at.
-        // The live rings are consecutive: stop at the first one missing.
-        (o..=n.clamp(o, o.saturating_add(LIVE_RINGS))).map_while(|k| self.ring(k).ok()).map(|r| r.len()).sum()
+        let n = self.links().sum_live(self, LIVE_RINGS, |_, _, r| r.len() as u64);
+        usize::try_from(n).unwrap_or(usize::MAX)
     }
 
     /// Closes the queue for every process.
@@ -704,11 +702,13 @@ impl<T: Handoff> Chain<T> {
         let w = self.words();
         loop {
             let d = w.dones.load(Ordering::Relaxed);
-            if self.unfinished() == 0 {
+            // (`d + 1` cannot pass `u64::MAX` when the count is not 0,
+            // unless a hostile peer wrote the word meanwhile: an error then.)
+            let (true, Some(d1)) = (self.unfinished() != 0, d.checked_add(1)) else {
                 return Err(TaskDoneError);
-            }
+            };
             // SeqCst: a Dekker pair with the joiners' registration.
-            if w.dones.compare_exchange(d, d + 1, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
+            if w.dones.compare_exchange(d, d1, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
                 break;
             }
         }
@@ -736,6 +736,15 @@ impl<T: Handoff> Chain<T> {
             }
             w.joiners.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Testing aid: `MpmcQueue::__claim_and_stop` on the newest ring (a
+    /// put), or the oldest (`pop`).
+    #[cfg(feature = "test-hooks")]
+    pub(super) fn claim_and_stop(&self, pop: bool) -> bool {
+        // Acquire: pairs with the CASes in `advance` and `retire`.
+        let k = if pop { self.ctl().oldest.0.load(Ordering::Acquire) } else { self.ctl().newest.0.load(Ordering::Acquire) & !CLOSED };
+        self.ring(k).is_ok_and(|r| super::itemring::each!(&r, q => q.__claim_and_stop(pop)))
     }
 
     /// Testing aid: seals the newest ring without linking a successor, as
@@ -900,29 +909,33 @@ impl<T: Handoff> Rings for Chain<T> {
     fn visit(&self, from: u64, to: u64, mut f: impl FnMut(&ItemRing<T>)) -> u64 {
         // One lock for the rings already mapped (no handle cloned); a ring
         // not mapped yet is mapped first (`ring`, which locks itself).
-        let mut k = from;
-        while k <= to {
+        // `next`: the index to visit next, `None` once `to` was (never
+        // past `u64::MAX`: the indices are untrusted).
+        let mut next = (from <= to).then_some(from);
+        let mut seen = 0u64;
+        while let Some(k) = next {
             {
                 let rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
                 // Mapped in order of index, mostly: start where `k` is.
                 let mut at = rings.iter().position(|(i, _)| *i == k);
-                while let Some(j) = at {
+                while let (Some(j), Some(k)) = (at, next) {
                     f(&rings[j].1);
-                    k += 1;
-                    if k > to {
-                        break;
-                    }
+                    seen += 1;
+                    next = (k < to).then(|| k + 1);
+                    let Some(k) = next else { break };
                     at = match rings.get(j + 1) {
                         Some((i, _)) if *i == k => Some(j + 1),
                         _ => rings.iter().position(|(i, _)| *i == k),
                     };
                 }
             }
-            if k <= to && self.ring(k).is_err() {
+            if let Some(k) = next
+                && self.ring(k).is_err()
+            {
                 break;
             }
         }
-        k - from
+        seen
     }
     fn tally<'r>(&self, ring: &'r ItemRing<T>) -> super::links::Tally<'r> {
         ring.tally()

@@ -417,13 +417,14 @@ assert_eq!(item, (7, \"plum\".to_string()));
             /// Testing aid, not part of the API: see
             /// `MpmcQueue::__claim_and_stop` (claims the next position as a
             /// put, or a get with `pop`, and stops there, as if the thread
-            /// died). Only with the `test-hooks` feature.
+            /// died; an unbounded queue: in its newest ring, or its oldest
+            /// with `pop`). Only with the `test-hooks` feature.
             #[cfg(feature = "test-hooks")]
             #[doc(hidden)]
             pub fn __claim_and_stop(&self, pop: bool) -> bool {
                 match &self.q {
                     Inner::Ring(r) => super::itemring::each!(r, q => q.__claim_and_stop(pop)),
-                    Inner::Chain(_) => false,
+                    Inner::Chain(c) => c.claim_and_stop(pop),
                 }
             }
 

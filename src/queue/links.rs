@@ -164,34 +164,56 @@ impl Links<'_> {
 
     /// Items that landed in the chain (put and not skipped), read from the
     /// rings ([`Tally`]): the oldest ring's base, plus each live ring's
-    /// claims less its skips (at most `max_rings` rings after the oldest:
-    /// the indices are untrusted). Each ring's count is exact at its
-    /// instant; the sum is not one snapshot, but an item a caller got is
-    /// in it (its ring's claim, or a base folded from it).
+    /// claims less its skips (see [`sum_live`](Self::sum_live)). An item a
+    /// caller got is in it (its ring's claim, or a base folded from it).
     pub fn landed<R: Rings>(&self, rings: &R, max_rings: u64) -> u64 {
+        self.sum_live(rings, max_rings, |first, k, r| {
+            let t = rings.tally(r);
+            // The oldest ring visited: its base first.
+            if first { t.base(k).saturating_add(t.landed()) } else { t.landed() }
+        })
+    }
+
+    /// The sum of `count(first, k, ring)` over the live rings
+    /// `oldest..=newest` (at most `max_rings` after the oldest: the indices
+    /// are untrusted; `first`: ring `k` is the oldest visited). Each
+    /// ring's count is exact at its instant; the sum is not one snapshot,
+    /// but it never leaves a live ring out: a ring that cannot be opened
+    /// (retired and its name removed since `oldest` was read) means
+    /// `oldest` moved, and the sum starts again from the new oldest (a
+    /// sum that stopped there would leave out the rings after it, whose
+    /// items may be anything but gone: `qsize` 0 with items queued, a
+    /// JoinableQueue count of 0 with tasks unfinished, so `join` returned
+    /// and `task_done` was refused). Only a ring removed by hand, with
+    /// `oldest` unchanged, ends the sum early.
+    pub fn sum_live<R: Rings>(
+        &self,
+        rings: &R,
+        max_rings: u64,
+        mut count: impl FnMut(bool, u64, &R::Ring) -> u64,
+    ) -> u64 {
         loop {
             // Acquire (both): pair with the CASes in `retire` and `advance`.
             let o = self.oldest.load(Ordering::Acquire);
             let n = (self.newest.load(Ordering::Acquire) & !CLOSED).clamp(o, o.saturating_add(max_rings));
-            let mut landed: Option<u64> = None;
+            let (mut sum, mut k) = (0u64, o);
             // The live rings are consecutive (rings `o + 1..=n` outlive `o`).
             let seen = rings.visit(o, n, |r| {
-                let t = rings.tally(r);
-                // The first ring visited is ring `o`: its base first.
-                landed = Some(landed.unwrap_or_else(|| t.base(o)).saturating_add(t.landed()));
+                sum = sum.saturating_add(count(k == o, k, r));
+                k = k.wrapping_add(1);
             });
-            match landed {
-                Some(landed) if seen != 0 => return landed,
-                _ => {
-                    // Ring `o` retired meanwhile: start again from the new
-                    // oldest. Acquire: as above.
-                    if self.oldest.load(Ordering::Acquire) != o {
-                        continue;
-                    }
-                    // Removed by hand: nothing to count.
-                    return 0;
-                }
+            // `n - o < max_rings + 1` (clamped): no overflow unless
+            // `max_rings` is `u64::MAX`, which no caller passes.
+            if seen > n - o {
+                return sum;
             }
+            // A ring retired meanwhile: start again from the new oldest.
+            // Acquire: as above.
+            if self.oldest.load(Ordering::Acquire) != o {
+                continue;
+            }
+            // Removed by hand: what could be counted.
+            return sum;
         }
     }
 

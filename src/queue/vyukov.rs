@@ -299,9 +299,17 @@ impl Ring<'_> {
                         step += 1;
                     }
                 }
-            } else if seq == h {
+            } else if seq == h
+                || (seq & !SKIP).wrapping_add(self.slots) == h.wrapping_add(1) && self.empty_and_closed().0
+            {
                 // Not written yet: empty, or a producer claimed it and has
-                // not published.
+                // not published. Or the slot still holds the previous lap's
+                // item, claimed by a consumer that has not released it (slow,
+                // or killed: a producer coming round repairs it), with the
+                // ring empty: nothing can be at `h` before that release. (Not
+                // "another consumer took `h`": in a closed ring, or an
+                // unbounded queue's sealed one, no producer comes round, and
+                // the ring must still be seen empty and closed.)
                 let (empty, closed) = self.empty_and_closed();
                 if empty {
                     e.withdraw();

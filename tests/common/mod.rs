@@ -371,3 +371,24 @@ pub fn read_u64(v: &shmproc::Value<u64>) -> u64 {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// Names of this queue's segments in /dev/shm (control and rings).
+pub fn segments_of(name: &str) -> Vec<String> {
+    let prefix = format!("{}{name}", shmproc::NAME_PREFIX);
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| *f == prefix || f.starts_with(&format!("{prefix}.")))
+        .collect()
+}
+
+/// Removes what a test left (so a failing test does not leak) and returns
+/// the names it removed.
+pub fn scrub(name: &str) -> Vec<String> {
+    let mut left = segments_of(name);
+    left.sort();
+    for f in &left {
+        let _ = std::fs::remove_file(format!("/dev/shm/{f}"));
+    }
+    left
+}
