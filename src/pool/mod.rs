@@ -23,7 +23,9 @@
 //!   structs: types whose encoding is their memory image) takes a bulk
 //!   path: the arguments are written once, as their memory images, into a
 //!   shared-memory arena the pool keeps for the next map (so neither the
-//!   pool nor its workers page-fault it in again); each task frame carries
+//!   pool nor its workers page-fault it in again; a synchronous `map`
+//!   recycles a dozen frame-sized slots of it, which stay in the caches,
+//!   waiting for a free one when the workers are behind); each task frame carries
 //!   only a reference to its slice; the worker reads its arguments there
 //!   and writes each value straight into a frame lent by its result ring;
 //!   the manager copies a result frame's values from the ring straight into
@@ -77,7 +79,8 @@
 //!   are copied into the result ring and out of it (once each) besides
 //!   their encoding. A pool keeps the argument arena of its largest
 //!   plain-data `map` so far (a segment in `/dev/shm`, removed with the
-//!   pool), up to 32 MiB, for the next one.
+//!   pool), up to 32 MiB, for the next one (a synchronous `map` needs a
+//!   few MiB whatever its size; `map_async` writes its whole input).
 //!
 //! ## What dropping a pool does
 //!
