@@ -564,18 +564,66 @@ fn encode_pod_frames(job: u64, id: &'static str, block: &Arc<frame::PodBlock>, w
     frames
 }
 
-/// Lets the manager retire a streamed job whose input ends early (the
-/// iterator panicked, or the pool refused a batch): its items sent so far
-/// are answered, then it is dropped.
-struct Ends<'a> {
+/// A streamed job's input on its way to the manager: its frames go in
+/// batches, the first with the job itself.
+struct Outbox<'a> {
     shared: &'a Shared,
     job: u64,
-    armed: bool,
+    msgs: Vec<Msg>,
+    frames: Vec<TaskFrame>,
+    /// Items in `frames`.
+    batched: usize,
+    /// Some input was sent: the manager knows the job. Until `finish`, a
+    /// drop (the iterator panicked, or the pool refused a batch) lets the
+    /// manager retire it: its items sent so far are answered, then it is
+    /// dropped.
+    sent_any: bool,
 }
 
-impl Drop for Ends<'_> {
+impl<'a> Outbox<'a> {
+    fn new(shared: &'a Shared, job: u64, sink: Arc<dyn Sink>) -> Outbox<'a> {
+        let msgs = vec![Msg::Job { id: job, sink, timeout: None, lazy: false }];
+        Outbox { shared, job, msgs, frames: Vec::new(), batched: 0, sent_any: false }
+    }
+
+    /// A frame of `items` items.
+    fn push(&mut self, frame: TaskFrame, items: usize) {
+        self.frames.push(frame);
+        self.batched += items;
+    }
+
+    /// Sends what waits if at least `room` items do (0: whatever waits).
+    fn send_from(&mut self, room: usize) -> Result<(), PoolError> {
+        if self.batched < room {
+            return Ok(());
+        }
+        if !self.frames.is_empty() {
+            self.msgs.push(Msg::Frames(std::mem::take(&mut self.frames)));
+            self.batched = 0;
+        }
+        if !self.msgs.is_empty() {
+            self.shared.send_input(std::mem::take(&mut self.msgs), !self.sent_any)?;
+            self.sent_any = true;
+        }
+        Ok(())
+    }
+
+    /// Every item is in a frame: the last frames, and the end of the input.
+    fn finish(mut self) -> Result<(), PoolError> {
+        if !self.frames.is_empty() {
+            self.msgs.push(Msg::Frames(std::mem::take(&mut self.frames)));
+        }
+        self.msgs.push(Msg::InputDone { job: self.job });
+        let (msgs, first) = (std::mem::take(&mut self.msgs), !self.sent_any);
+        // Ends here, whether the manager takes it or not: no retiring.
+        self.sent_any = false;
+        self.shared.send_input(msgs, first)
+    }
+}
+
+impl Drop for Outbox<'_> {
     fn drop(&mut self) {
-        if self.armed {
+        if self.sent_any {
             let _ = self.shared.send([Msg::InputDone { job: self.job }], false);
         }
     }
@@ -780,11 +828,7 @@ impl Pool {
         let (mut base, mut cap, mut heap) = (0usize, room_for, false);
         let arena_cap = block.len() / width;
         let mut index = 0usize;
-        let mut msgs = vec![Msg::Job { id, sink, timeout: None, lazy: false }];
-        let mut frames: Vec<TaskFrame> = Vec::new();
-        let mut batched = 0usize;
-        let mut ends = Ends { shared: &self.shared, job: id, armed: false };
-        let mut sent_any = false;
+        let mut out = Outbox::new(&self.shared, id, sink);
         loop {
             if index - base == cap {
                 if items.peek().is_none() {
@@ -817,30 +861,18 @@ impl Pool {
             let end = index + got;
             let last = if heap { end == base + cap } else { items.peek().is_none() };
             let (start, stop) = ((index - base) * width, (end - base) * width);
-            frames.push(TaskFrame::from_pod(id, index as u64, task, &block, start, stop, width).finish(end == chunk_end || last));
-            batched += got;
+            out.push(TaskFrame::from_pod(id, index as u64, task, &block, start, stop, width).finish(end == chunk_end || last), got);
             index = end;
             if last {
                 break;
             }
-            if batched >= room {
-                // About a frame's worth of items: out now.
-                msgs.push(Msg::Frames(std::mem::take(&mut frames)));
-                batched = 0;
-                self.shared.send_input(std::mem::take(&mut msgs), !sent_any)?;
-                sent_any = true;
-                ends.armed = true;
-            }
+            // About a frame's worth of items: out now.
+            out.send_from(room)?;
         }
         // Every item is in a frame: the job's count, then its last frames.
         job.set_len(index as u64, true);
         drop(block);
-        if !frames.is_empty() {
-            msgs.push(Msg::Frames(frames));
-        }
-        msgs.push(Msg::InputDone { job: id });
-        ends.armed = false;
-        self.shared.send_input(msgs, !sent_any)?;
+        out.finish()?;
         Ok((id, job))
     }
 
@@ -883,11 +915,7 @@ impl Pool {
             return Err(PoolError::InvalidArgument("the argument arena holds no frame".into()));
         };
         let mut index = 0usize;
-        let mut msgs = vec![Msg::Job { id, sink, timeout: None, lazy: false }];
-        let mut frames: Vec<TaskFrame> = Vec::new();
-        let mut batched = 0usize;
-        let mut ends = Ends { shared: &self.shared, job: id, armed: false };
-        let mut sent_any = false;
+        let mut out = Outbox::new(&self.shared, id, sink);
         // The slot being written (held by this writer) and its bytes used.
         let (mut slot, mut used) = (None::<usize>, 0usize);
         loop {
@@ -920,15 +948,7 @@ impl Pool {
                             // the frames written so far go out, then help
                             // (filing results frees slots) or sleep until
                             // one is free.
-                            if !frames.is_empty() {
-                                msgs.push(Msg::Frames(std::mem::take(&mut frames)));
-                                batched = 0;
-                            }
-                            if !msgs.is_empty() {
-                                self.shared.send_input(std::mem::take(&mut msgs), !sent_any)?;
-                                sent_any = true;
-                                ends.armed = true;
-                            }
+                            out.send_from(0)?;
                             self.wait_for_slot(slots)?
                         }
                     };
@@ -946,21 +966,14 @@ impl Pool {
             let last = items.peek().is_none();
             let s = slot.unwrap_or(frame::MAX_SLOTS);
             let frame = TaskFrame::from_pod_slot(id, index as u64, task, &block, (at, at + got * width), width, s);
-            frames.push(frame.finish(end == chunk_end || last));
+            out.push(frame.finish(end == chunk_end || last), got);
             used += got * width;
-            batched += got;
             index = end;
             if last {
                 break;
             }
-            if batched >= room {
-                // About a frame's worth of items: out now.
-                msgs.push(Msg::Frames(std::mem::take(&mut frames)));
-                batched = 0;
-                self.shared.send_input(std::mem::take(&mut msgs), !sent_any)?;
-                sent_any = true;
-                ends.armed = true;
-            }
+            // About a frame's worth of items: out now.
+            out.send_from(room)?;
         }
         // Every item is in a frame: the job's count, then its last frames.
         if let Some(s) = slot {
@@ -968,12 +981,7 @@ impl Pool {
         }
         job.set_len(index as u64, true);
         drop(block);
-        if !frames.is_empty() {
-            msgs.push(Msg::Frames(frames));
-        }
-        msgs.push(Msg::InputDone { job: id });
-        ends.armed = false;
-        self.shared.send_input(msgs, !sent_any)?;
+        out.finish()?;
         Ok((id, job))
     }
 
