@@ -732,10 +732,7 @@ impl Pool {
             let arena =
                 (hi == Some(lo) && bytes >= frame::ARENA_FROM).then(|| frame::PodBlock::arena(&self.shared.spare, size)).flatten();
             if let Some(arena) = arena {
-                if waits {
-                    return self.submit_recycled::<F>(items, arena, lo, width, chunksize);
-                }
-                return self.submit_streamed::<F>(items, arena, lo, width, chunksize);
+                return self.submit_streamed::<F>(items, arena, (lo, width), chunksize, waits);
             }
             // Else they go in as they lie in memory, once, into a buffer
             // the pool keeps warm; each frame is a slice of it.
@@ -798,14 +795,16 @@ impl Pool {
     /// copies their results out) while the caller writes the rest. The
     /// chunks are Python's (`chunksize` from `n`); an iterator whose count
     /// differs from its hint still has every item run, in order: the ones
-    /// past the arena's room go in a private block.
+    /// past the arena's room go in a private block. With `recycle` (the
+    /// caller waits for the job's end anyway), see
+    /// [`submit_recycled`](Self::submit_recycled).
     fn submit_streamed<F: Task>(
         &self,
         items: impl Iterator<Item = F::Arg>,
         arena: frame::PodBlock,
-        n: usize,
-        width: usize,
+        (n, width): (usize, usize),
         chunksize: usize,
+        recycle: bool,
     ) -> Result<Submitted<F::Out>, PoolError>
     where
         F::Out: Send + 'static,
@@ -813,6 +812,9 @@ impl Pool {
         self.log_arena(&arena);
         let chunksize = if chunksize == 0 { default_chunksize(n, self.processes()) } else { chunksize };
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
+        if recycle {
+            return self.submit_recycled::<F>(items, arena, (n, width, chunksize), id);
+        }
         // Room for the outcomes of the items the arena holds (more are
         // made room for when they come).
         let room_for = n.min(arena.len() / width);
@@ -876,8 +878,9 @@ impl Pool {
         Ok((id, job))
     }
 
-    /// [`submit_streamed`](Self::submit_streamed) for a caller that waits
-    /// for the job's end anyway (`map`, not `map_async`): the arena is
+    /// [`submit_streamed`](Self::submit_streamed) (job `id`, `chunksize`
+    /// set) for a caller that waits for the job's end anyway (`map`, not
+    /// `map_async`: `recycle`): the arena is
     /// recycled a frame-sized slot at a time (see `frame::Slots`), so the
     /// arguments pass through a few frames' worth of shared memory that
     /// stays in the caches, however large the job; the caller waits for a
@@ -888,16 +891,12 @@ impl Pool {
         &self,
         items: impl Iterator<Item = F::Arg>,
         arena: frame::PodBlock,
-        n: usize,
-        width: usize,
-        chunksize: usize,
+        (n, width, chunksize): (usize, usize, usize),
+        id: u64,
     ) -> Result<Submitted<F::Out>, PoolError>
     where
         F::Out: Send + 'static,
     {
-        self.log_arena(&arena);
-        let chunksize = if chunksize == 0 { default_chunksize(n, self.processes()) } else { chunksize };
-        let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
         // Room for the outcomes of the items the iterator says it yields
         // (a hint, not a promise: more room is made when more come).
         let mut job_room = n.min(frame::HINT_MAX / width);
