@@ -9,6 +9,11 @@
 //!
 //! `SHMPROC_BENCH_QUICK=1` (or `--test`): tiny sizes, no criterion — a
 //! smoke run for CI, not a measurement.
+//!
+//! `SHMPROC_BENCH_MAP_ONLY=N`: only (a), N interleaved rounds of ours and
+//! rayon's, one line per round (ours, rayon, ratio), then exit: for A/B
+//! runs of two builds alternated within a minute, e.g.
+//! `SHMPROC_BENCH_MAP_ONLY=20 target/release/deps/pool-*`.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -168,7 +173,26 @@ fn side_by_side(sizes: &Sizes) -> (Pool, u64) {
     (pool, iters)
 }
 
+/// `SHMPROC_BENCH_MAP_ONLY=N`: N rounds of (a) only (see the file's docs).
+fn map_only(rounds: usize) {
+    let pool = Pool::new(2).expect("pool");
+    let tp = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("rayon");
+    // One warm-up round each (workers mapped in, arena made).
+    ours_map(&pool, 1_000_000);
+    rayon_map(&tp, 1_000_000);
+    for _ in 0..rounds {
+        let (o, r) = (ours_map(&pool, 1_000_000), rayon_map(&tp, 1_000_000));
+        println!("map_1m ours {:8.1} M/s  rayon {:8.1} M/s  ratio {:.3}", o / 1e6, r / 1e6, o / r);
+    }
+    pool.close();
+    pool.join().expect("join");
+}
+
 fn main() {
+    if let Some(n) = std::env::var("SHMPROC_BENCH_MAP_ONLY").ok().and_then(|s| s.parse().ok()) {
+        map_only(n);
+        return;
+    }
     if quick() {
         println!("(quick smoke run with tiny sizes: the figures below are not measurements)");
         let (pool, _) = side_by_side(&Sizes { map: 10_000, apply: 20, cpu: 50, rounds: 1 });

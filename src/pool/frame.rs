@@ -29,7 +29,8 @@
 //! Everything read from a frame is untrusted: every length is checked.
 
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use crate::queue::ByteProducer;
 use crate::{RawSegment, TrySendError};
@@ -176,6 +177,8 @@ pub(crate) struct PodBlock {
     len: usize,
     /// Where an arena goes back (`None` for a private block).
     home: Option<Spare>,
+    /// The arena's slots when it is recycled a frame at a time (see [`Slots`]).
+    slots: Option<Slots>,
 }
 
 #[derive(Debug)]
@@ -223,7 +226,7 @@ impl PodBlock {
         if want < ARENA_FROM {
             // Small (an `apply`, a short `map`): a private block, sent in
             // line, rather than an arena per job in flight.
-            return PodBlock { store: Store::Heap(fill_heap(Vec::new(), items)), len: 0, home: None }.measured();
+            return PodBlock { store: Store::Heap(fill_heap(Vec::new(), items)), len: 0, home: None, slots: None }.measured();
         }
         let spare = home.lock().unwrap_or_else(|p| p.into_inner()).take();
         let seg = match spare {
@@ -231,7 +234,7 @@ impl PodBlock {
             _ => RawSegment::new(arena_size(want) as u64).ok(),
         };
         let Some(mut seg) = seg else {
-            return PodBlock { store: Store::Heap(fill_heap(Vec::new(), items)), len: 0, home: None }.measured();
+            return PodBlock { store: Store::Heap(fill_heap(Vec::new(), items)), len: 0, home: None, slots: None }.measured();
         };
         let mut block = [0u8; FILL_BLOCK];
         let per = (FILL_BLOCK / size).max(1);
@@ -259,7 +262,7 @@ impl PodBlock {
                         seg.read(0, &mut v);
                         v.extend_from_slice(bytes);
                         let v = fill_heap(v, items);
-                        return PodBlock { store: Store::Heap(v), len: 0, home: None }.measured();
+                        return PodBlock { store: Store::Heap(v), len: 0, home: None, slots: None }.measured();
                     }
                 }
             }
@@ -269,7 +272,7 @@ impl PodBlock {
                 break;
             }
         }
-        PodBlock { store: Store::Shm(seg), len, home: Some(Arc::clone(home)) }
+        PodBlock { store: Store::Shm(seg), len, home: Some(Arc::clone(home)), slots: None }
     }
 
     /// An arena of at least `bytes` bytes (the spare of `home` if it is
@@ -291,13 +294,28 @@ impl PodBlock {
                 RawSegment::new(arena_size(bytes) as u64).ok()?
             }
         };
-        Some(PodBlock { len: seg.len(), store: Store::Shm(seg), home: Some(Arc::clone(home)) })
+        Some(PodBlock { len: seg.len(), store: Store::Shm(seg), home: Some(Arc::clone(home)), slots: None })
+    }
+
+    /// The arena cut into `n` slots of `slot_bytes` (at most what it
+    /// holds, and at most [`MAX_SLOTS`]), recycled a frame at a time.
+    pub(crate) fn into_slots(mut self, slot_bytes: usize, n: usize) -> PodBlock {
+        let n = n.min(self.len / slot_bytes.max(1)).min(MAX_SLOTS);
+        if matches!(self.store, Store::Shm(_)) && n > 0 {
+            self.slots = Some(Slots::new(n));
+        }
+        self
+    }
+
+    /// Its slots (see [`into_slots`](Self::into_slots)).
+    pub(crate) fn slots(&self) -> Option<&Slots> {
+        self.slots.as_ref()
     }
 
     /// A private block of the images in `bytes` (items the arena had no
     /// room for).
     pub(crate) fn heap(bytes: Vec<u8>) -> PodBlock {
-        PodBlock { len: bytes.len(), store: Store::Heap(bytes), home: None }
+        PodBlock { len: bytes.len(), store: Store::Heap(bytes), home: None, slots: None }
     }
 
     /// Writes the images of up to `max` items of `items` (plain data of
@@ -385,6 +403,107 @@ impl PodBlock {
                 seg.read(start, &mut out[at..]);
             }
         }
+    }
+}
+
+/// The most slots a recycled arena has (one bit each in [`Slots`]).
+pub(crate) const MAX_SLOTS: usize = 64;
+
+/// The frame-sized slots of an arena that a streamed `map` recycles
+/// (`Pool::submit_streamed`): its arguments pass through a few frames'
+/// worth of shared memory that stays in the caches, not one arena as
+/// large as the job (a `map` of a million `u64` wrote 8 MB of fresh lines
+/// and its workers read them back from memory: the submitting thread's
+/// largest cost). The submitting thread takes a free slot and writes
+/// frames into it (one frame of a full chunk, or several small chunks'
+/// frames) until it is full; each frame holds its slot (see
+/// [`TaskFrame::from_pod_slot`]) until it is dropped or fully answered
+/// ([`TaskFrame::release_args`]): the worker that ran it has read its
+/// arguments by then (it sends their results after), and a frame taken
+/// back from a worker, or read back after its worker died, keeps its slot
+/// meanwhile. A slot is free again, to be written, once neither a frame
+/// nor the writer holds it.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    state: Mutex<SlotState>,
+    freed: Condvar,
+}
+
+#[derive(Debug)]
+struct SlotState {
+    /// One bit per free slot.
+    free: u64,
+    /// Per slot: the frames whose arguments are in it, and the writer
+    /// while it fills it (a slot of small chunks holds several frames).
+    holds: [u32; MAX_SLOTS],
+    /// The writer waits for a slot.
+    waiting: bool,
+}
+
+impl Slots {
+    /// `n` free slots (1 to [`MAX_SLOTS`]).
+    fn new(n: usize) -> Slots {
+        let n = n.clamp(1, MAX_SLOTS);
+        let free = if n == MAX_SLOTS { !0 } else { (1u64 << n) - 1 };
+        Slots { state: Mutex::new(SlotState { free, holds: [0; MAX_SLOTS], waiting: false }), freed: Condvar::new() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lowest free slot, taken (held by the writer until it
+    /// [`release`](Self::release)s it), if one is free now.
+    pub(crate) fn try_take(&self) -> Option<usize> {
+        self.lock().take_lowest()
+    }
+
+    /// A free slot, taken as [`try_take`](Self::try_take) takes it,
+    /// waiting at most `timeout` for one.
+    pub(crate) fn take_timeout(&self, timeout: Duration) -> Option<usize> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut s = self.lock();
+        loop {
+            if let Some(index) = s.take_lowest() {
+                return Some(index);
+            }
+            let left = deadline.checked_duration_since(std::time::Instant::now()).filter(|l| !l.is_zero())?;
+            s.waiting = true;
+            s = self.freed.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// One more hold on slot `index` (a frame of its arguments).
+    fn hold(&self, index: usize) {
+        let mut s = self.lock();
+        s.holds[index] += 1;
+    }
+
+    /// A hold on slot `index` goes (the writer's, or a frame's): the slot
+    /// is free once none is left.
+    pub(crate) fn release(&self, index: usize) {
+        let mut s = self.lock();
+        s.holds[index] = s.holds[index].saturating_sub(1);
+        if s.holds[index] > 0 {
+            return;
+        }
+        s.free |= 1 << index;
+        let wake = std::mem::take(&mut s.waiting);
+        drop(s);
+        if wake {
+            self.freed.notify_all();
+        }
+    }
+}
+
+impl SlotState {
+    fn take_lowest(&mut self) -> Option<usize> {
+        (self.free != 0).then(|| {
+            let i = self.free.trailing_zeros() as usize;
+            self.free &= !(1 << i);
+            self.holds[i] = 1;
+            i
+        })
     }
 }
 
@@ -516,6 +635,21 @@ struct PodRef {
     id: &'static [u8],
     /// The header's flags (set by `finish`).
     flags: u32,
+    /// The slot of `block`'s [`Slots`] its arguments are in (`NO_SLOT`:
+    /// none): freed when this hold on them goes.
+    slot: u32,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+impl Drop for PodRef {
+    fn drop(&mut self) {
+        if self.slot != NO_SLOT
+            && let Some(slots) = &self.block.slots
+        {
+            slots.release(self.slot as usize);
+        }
+    }
 }
 
 /// A plain-data frame's fixed header (job, first, count, flags, id length).
@@ -652,12 +786,36 @@ impl TaskFrame {
             first,
             count: count as u32,
             bytes: Vec::new(),
-            pod: Some(PodRef { block: Arc::clone(block), start, end, id, flags: 0 }),
+            pod: Some(PodRef { block: Arc::clone(block), start, end, id, flags: 0, slot: NO_SLOT }),
             packed: true,
             width,
             room: Self::pod_room(id, width) as u32,
             items_at: TASK_HEADER + id.len(),
         }
+    }
+
+    /// [`from_pod`](Self::from_pod) of arguments in slot `slot` of the
+    /// block's [`Slots`] (taken by the caller): the frame holds the slot
+    /// until it is dropped or fully answered.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_pod_slot(
+        job: u64,
+        first: u64,
+        id: &'static [u8],
+        block: &Arc<PodBlock>,
+        (start, end): (usize, usize),
+        width: usize,
+        slot: usize,
+    ) -> TaskFrame {
+        let mut f = Self::from_pod(job, first, id, block, start, end, width);
+        if let Some(p) = f.pod.as_mut()
+            && let Some(slots) = &block.slots
+            && slot < MAX_SLOTS
+        {
+            slots.hold(slot);
+            p.slot = slot as u32;
+        }
+        f
     }
 
     /// Drops the frame's hold on its plain-data block (its arena goes back
@@ -686,7 +844,7 @@ impl TaskFrame {
     /// Sends the frame into `tx` without waiting (a plain-data frame: its
     /// header and its arena reference, or its slice of a private block).
     pub(crate) fn try_send(&self, tx: &mut ByteProducer) -> Result<(), TrySendError> {
-        let Some(PodRef { block, start, end, id, flags }) = &self.pod else { return tx.try_send(&self.bytes) };
+        let Some(PodRef { block, start, end, id, flags, .. }) = &self.pod else { return tx.try_send(&self.bytes) };
         let h = TASK_HEADER + id.len();
         let head = pod_head(self.job, self.first, self.count, *flags, id);
         match &block.store {

@@ -23,7 +23,9 @@
 //!   structs: types whose encoding is their memory image) takes a bulk
 //!   path: the arguments are written once, as their memory images, into a
 //!   shared-memory arena the pool keeps for the next map (so neither the
-//!   pool nor its workers page-fault it in again); each task frame carries
+//!   pool nor its workers page-fault it in again; a synchronous `map`
+//!   recycles a dozen frame-sized slots of it, which stay in the caches,
+//!   waiting for a free one when the workers are behind); each task frame carries
 //!   only a reference to its slice; the worker reads its arguments there
 //!   and writes each value straight into a frame lent by its result ring;
 //!   the manager copies a result frame's values from the ring straight into
@@ -77,7 +79,8 @@
 //!   are copied into the result ring and out of it (once each) besides
 //!   their encoding. A pool keeps the argument arena of its largest
 //!   plain-data `map` so far (a segment in `/dev/shm`, removed with the
-//!   pool), up to 32 MiB, for the next one.
+//!   pool), up to 32 MiB, for the next one (a synchronous `map` needs a
+//!   few MiB whatever its size; `map_async` writes its whole input).
 //!
 //! ## What dropping a pool does
 //!
@@ -158,6 +161,12 @@ pub fn default_chunksize(len: usize, processes: usize) -> usize {
 
 /// Items encoded before a batch of frames is handed to the manager.
 const SUBMIT_BATCH: usize = 1 << 16;
+
+/// Frame-sized slots of a streamed plain-data `map`'s arena (see
+/// `frame::Slots`): enough for the frames its workers hold (two each)
+/// and a few waiting, few enough that they stay in the caches (a frame
+/// of `u64` is about 200 KiB).
+const ARENA_SLOTS: usize = 12;
 
 /// A job's id and its state.
 type Submitted<R> = (u64, Arc<Job<R>>);
@@ -555,6 +564,71 @@ fn encode_pod_frames(job: u64, id: &'static str, block: &Arc<frame::PodBlock>, w
     frames
 }
 
+/// A streamed job's input on its way to the manager: its frames go in
+/// batches, the first with the job itself.
+struct Outbox<'a> {
+    shared: &'a Shared,
+    job: u64,
+    msgs: Vec<Msg>,
+    frames: Vec<TaskFrame>,
+    /// Items in `frames`.
+    batched: usize,
+    /// Some input was sent: the manager knows the job. Until `finish`, a
+    /// drop (the iterator panicked, or the pool refused a batch) lets the
+    /// manager retire it: its items sent so far are answered, then it is
+    /// dropped.
+    sent_any: bool,
+}
+
+impl<'a> Outbox<'a> {
+    fn new(shared: &'a Shared, job: u64, sink: Arc<dyn Sink>) -> Outbox<'a> {
+        let msgs = vec![Msg::Job { id: job, sink, timeout: None, lazy: false }];
+        Outbox { shared, job, msgs, frames: Vec::new(), batched: 0, sent_any: false }
+    }
+
+    /// A frame of `items` items.
+    fn push(&mut self, frame: TaskFrame, items: usize) {
+        self.frames.push(frame);
+        self.batched += items;
+    }
+
+    /// Sends what waits if at least `room` items do (0: whatever waits).
+    fn send_from(&mut self, room: usize) -> Result<(), PoolError> {
+        if self.batched < room {
+            return Ok(());
+        }
+        if !self.frames.is_empty() {
+            self.msgs.push(Msg::Frames(std::mem::take(&mut self.frames)));
+            self.batched = 0;
+        }
+        if !self.msgs.is_empty() {
+            self.shared.send_input(std::mem::take(&mut self.msgs), !self.sent_any)?;
+            self.sent_any = true;
+        }
+        Ok(())
+    }
+
+    /// Every item is in a frame: the last frames, and the end of the input.
+    fn finish(mut self) -> Result<(), PoolError> {
+        if !self.frames.is_empty() {
+            self.msgs.push(Msg::Frames(std::mem::take(&mut self.frames)));
+        }
+        self.msgs.push(Msg::InputDone { job: self.job });
+        let (msgs, first) = (std::mem::take(&mut self.msgs), !self.sent_any);
+        // Ends here, whether the manager takes it or not: no retiring.
+        self.sent_any = false;
+        self.shared.send_input(msgs, first)
+    }
+}
+
+impl Drop for Outbox<'_> {
+    fn drop(&mut self) {
+        if self.sent_any {
+            let _ = self.shared.send([Msg::InputDone { job: self.job }], false);
+        }
+    }
+}
+
 impl Pool {
     /// A pool of `processes` workers (at least 1), started now. Python's
     /// `Pool(processes)`; see [`builder`](Self::builder) for the other settings.
@@ -630,11 +704,14 @@ impl Pool {
     }
 
     /// Submits every item of `items` as one job, in chunks of `chunksize`
-    /// (0: Python's default).
+    /// (0: Python's default). `waits`: the caller waits for the job's end
+    /// right after (a plain-data job's arena may then be recycled: see
+    /// [`submit_recycled`](Self::submit_recycled)).
     fn submit<F: Task>(
         &self,
         items: impl IntoIterator<Item = F::Arg>,
         chunksize: usize,
+        waits: bool,
     ) -> Result<Submitted<F::Out>, PoolError>
     where
         F::Out: Send + 'static,
@@ -649,10 +726,13 @@ impl Pool {
             // arena made for it is at most `HINT_MAX` bytes (the items past
             // it go in a private block).
             let bytes = lo.saturating_mul(width).min(frame::HINT_MAX);
+            // Recycled a frame at a time: at most `ARENA_SLOTS` frames' worth.
+            let slots = TaskFrame::pod_room(F::ID.as_bytes(), width).saturating_mul(width).saturating_mul(ARENA_SLOTS);
+            let size = if waits { bytes.min(slots) } else { bytes };
             let arena =
-                (hi == Some(lo) && bytes >= frame::ARENA_FROM).then(|| frame::PodBlock::arena(&self.shared.spare, bytes)).flatten();
+                (hi == Some(lo) && bytes >= frame::ARENA_FROM).then(|| frame::PodBlock::arena(&self.shared.spare, size)).flatten();
             if let Some(arena) = arena {
-                return self.submit_streamed::<F>(items, arena, lo, width, chunksize);
+                return self.submit_streamed::<F>(items, arena, (lo, width), chunksize, waits);
             }
             // Else they go in as they lie in memory, once, into a buffer
             // the pool keeps warm; each frame is a slice of it.
@@ -715,36 +795,26 @@ impl Pool {
     /// copies their results out) while the caller writes the rest. The
     /// chunks are Python's (`chunksize` from `n`); an iterator whose count
     /// differs from its hint still has every item run, in order: the ones
-    /// past the arena's room go in a private block.
+    /// past the arena's room go in a private block. With `recycle` (the
+    /// caller waits for the job's end anyway), see
+    /// [`submit_recycled`](Self::submit_recycled).
     fn submit_streamed<F: Task>(
         &self,
         items: impl Iterator<Item = F::Arg>,
         arena: frame::PodBlock,
-        n: usize,
-        width: usize,
+        (n, width): (usize, usize),
         chunksize: usize,
+        recycle: bool,
     ) -> Result<Submitted<F::Out>, PoolError>
     where
         F::Out: Send + 'static,
     {
-        /// Lets the manager retire a job whose input ends early (the
-        /// iterator panicked, or the pool refused a batch): its items
-        /// sent so far are answered, then it is dropped.
-        struct Ends<'a> {
-            shared: &'a Shared,
-            job: u64,
-            armed: bool,
-        }
-        impl Drop for Ends<'_> {
-            fn drop(&mut self) {
-                if self.armed {
-                    let _ = self.shared.send([Msg::InputDone { job: self.job }], false);
-                }
-            }
-        }
         self.log_arena(&arena);
         let chunksize = if chunksize == 0 { default_chunksize(n, self.processes()) } else { chunksize };
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
+        if recycle {
+            return self.submit_recycled::<F>(items, arena, (n, width, chunksize), id);
+        }
         // Room for the outcomes of the items the arena holds (more are
         // made room for when they come).
         let room_for = n.min(arena.len() / width);
@@ -760,11 +830,7 @@ impl Pool {
         let (mut base, mut cap, mut heap) = (0usize, room_for, false);
         let arena_cap = block.len() / width;
         let mut index = 0usize;
-        let mut msgs = vec![Msg::Job { id, sink, timeout: None, lazy: false }];
-        let mut frames: Vec<TaskFrame> = Vec::new();
-        let mut batched = 0usize;
-        let mut ends = Ends { shared: &self.shared, job: id, armed: false };
-        let mut sent_any = false;
+        let mut out = Outbox::new(&self.shared, id, sink);
         loop {
             if index - base == cap {
                 if items.peek().is_none() {
@@ -797,31 +863,142 @@ impl Pool {
             let end = index + got;
             let last = if heap { end == base + cap } else { items.peek().is_none() };
             let (start, stop) = ((index - base) * width, (end - base) * width);
-            frames.push(TaskFrame::from_pod(id, index as u64, task, &block, start, stop, width).finish(end == chunk_end || last));
-            batched += got;
+            out.push(TaskFrame::from_pod(id, index as u64, task, &block, start, stop, width).finish(end == chunk_end || last), got);
             index = end;
             if last {
                 break;
             }
-            if batched >= room {
-                // About a frame's worth of items: out now.
-                msgs.push(Msg::Frames(std::mem::take(&mut frames)));
-                batched = 0;
-                self.shared.send_input(std::mem::take(&mut msgs), !sent_any)?;
-                sent_any = true;
-                ends.armed = true;
-            }
+            // About a frame's worth of items: out now.
+            out.send_from(room)?;
         }
         // Every item is in a frame: the job's count, then its last frames.
         job.set_len(index as u64, true);
         drop(block);
-        if !frames.is_empty() {
-            msgs.push(Msg::Frames(frames));
-        }
-        msgs.push(Msg::InputDone { job: id });
-        ends.armed = false;
-        self.shared.send_input(msgs, !sent_any)?;
+        out.finish()?;
         Ok((id, job))
+    }
+
+    /// [`submit_streamed`](Self::submit_streamed) (job `id`, `chunksize`
+    /// set) for a caller that waits for the job's end anyway (`map`, not
+    /// `map_async`: `recycle`): the arena is
+    /// recycled a frame-sized slot at a time (see `frame::Slots`), so the
+    /// arguments pass through a few frames' worth of shared memory that
+    /// stays in the caches, however large the job; the caller waits for a
+    /// free slot (helping the manager meanwhile) when every slot is in a
+    /// frame not answered yet. (An asynchronous submission must not wait
+    /// for the workers: a task may wait for what its caller does next.)
+    fn submit_recycled<F: Task>(
+        &self,
+        items: impl Iterator<Item = F::Arg>,
+        arena: frame::PodBlock,
+        (n, width, chunksize): (usize, usize, usize),
+        id: u64,
+    ) -> Result<Submitted<F::Out>, PoolError>
+    where
+        F::Out: Send + 'static,
+    {
+        // Room for the outcomes of the items the iterator says it yields
+        // (a hint, not a promise: more room is made when more come).
+        let mut job_room = n.min(frame::HINT_MAX / width);
+        let job = Job::<F::Out>::streaming(job_room, frame::pod_width::<F::Out>().is_some());
+        let sink: Arc<dyn Sink> = job.clone();
+        let task = F::ID.as_bytes();
+        let room = TaskFrame::pod_room(task, width);
+        let mut items = items.peekable();
+        // The arena is recycled a frame-sized slot at a time (see
+        // `frame::Slots`): each frame's arguments go into a free slot.
+        let slot_bytes = room * width;
+        let block = Arc::new(arena.into_slots(slot_bytes, ARENA_SLOTS));
+        let Some(slots) = block.slots() else {
+            // (An arena always holds a frame: at least 1 MiB.)
+            return Err(PoolError::InvalidArgument("the argument arena holds no frame".into()));
+        };
+        let mut index = 0usize;
+        let mut out = Outbox::new(&self.shared, id, sink);
+        // The slot being written (held by this writer) and its bytes used.
+        let (mut slot, mut used) = (None::<usize>, 0usize);
+        loop {
+            if index == job_room {
+                if items.peek().is_none() {
+                    break;
+                }
+                // The iterator yields more than it said: room for their
+                // outcomes too (doubling), before any of their frames goes
+                // out, so their values land in place as the others do.
+                job_room = job_room.saturating_mul(2).max(1);
+                job.set_len(job_room as u64, false);
+                continue;
+            }
+            if used + width > slot_bytes {
+                // The slot is full: the writer lets go of it (its frames
+                // still hold it), and takes a free one.
+                if let Some(full) = slot.take() {
+                    slots.release(full);
+                }
+                used = 0;
+            }
+            let at = match slot {
+                Some(s) => s * slot_bytes + used,
+                None => {
+                    let s = match slots.try_take() {
+                        Some(s) => s,
+                        None => {
+                            // Every slot holds frames not answered yet:
+                            // the frames written so far go out, then help
+                            // (filing results frees slots) or sleep until
+                            // one is free.
+                            out.send_from(0)?;
+                            self.wait_for_slot(slots)?
+                        }
+                    };
+                    slot = Some(s);
+                    s * slot_bytes
+                }
+            };
+            let chunk_end = (index / chunksize).saturating_add(1).saturating_mul(chunksize);
+            let want = room.min(chunk_end - index).min(job_room - index).min((slot_bytes - used) / width);
+            let got = block.write_items(at, &mut items, want);
+            if got == 0 {
+                break;
+            }
+            let end = index + got;
+            let last = items.peek().is_none();
+            let s = slot.unwrap_or(frame::MAX_SLOTS);
+            let frame = TaskFrame::from_pod_slot(id, index as u64, task, &block, (at, at + got * width), width, s);
+            out.push(frame.finish(end == chunk_end || last), got);
+            used += got * width;
+            index = end;
+            if last {
+                break;
+            }
+            // About a frame's worth of items: out now.
+            out.send_from(room)?;
+        }
+        // Every item is in a frame: the job's count, then its last frames.
+        if let Some(s) = slot {
+            slots.release(s);
+        }
+        job.set_len(index as u64, true);
+        drop(block);
+        out.finish()?;
+        Ok((id, job))
+    }
+
+    /// A free slot of a recycled arena (see `frame::Slots`): helps the
+    /// manager (filing results frees slots) and sleeps until one is free.
+    /// `Closed` if the pool terminates meanwhile.
+    fn wait_for_slot(&self, slots: &frame::Slots) -> Result<usize, PoolError> {
+        loop {
+            self.shared.assist();
+            if let Some(s) = slots.try_take().or_else(|| slots.take_timeout(manager::LIVENESS)) {
+                return Ok(s);
+            }
+            // (A slot is freed whatever becomes of its frames: answered,
+            // failed, cancelled, or dropped with a terminated pool.)
+            if self.shared.lock_inbox().state == State::Terminating {
+                return Err(PoolError::Closed);
+            }
+        }
     }
 
     /// `f(arg)` in a worker, waiting for the value (Python's `apply`).
@@ -910,7 +1087,9 @@ impl Pool {
     where
         F::Out: Send + 'static,
     {
-        self.map_async(f, items)?.get()
+        let _ = f;
+        let (id, job) = self.submit::<F>(items, 0, true)?;
+        self.async_result(id, job, result::finish_all).get()
     }
 
     /// [`map`](Self::map) with an explicit chunk size (items per task; 0 is
@@ -934,7 +1113,7 @@ impl Pool {
         if chunksize == 0 {
             return Err(PoolError::InvalidArgument("chunksize must be at least 1".into()));
         }
-        let (id, job) = self.submit::<F>(items, chunksize)?;
+        let (id, job) = self.submit::<F>(items, chunksize, true)?;
         self.async_result(id, job, result::finish_all).get()
     }
 
@@ -963,7 +1142,7 @@ impl Pool {
         F::Out: Send + 'static,
     {
         let _ = f;
-        let (id, job) = self.submit::<F>(items, chunksize)?;
+        let (id, job) = self.submit::<F>(items, chunksize, true)?;
         self.async_result(id, job, result::finish_each).get()
     }
 
@@ -984,7 +1163,7 @@ impl Pool {
         F::Out: Send + 'static,
     {
         let _ = f;
-        let (id, job) = self.submit::<F>(items, 0)?;
+        let (id, job) = self.submit::<F>(items, 0, false)?;
         Ok(self.async_result(id, job, result::finish_all))
     }
 

@@ -235,8 +235,14 @@ pub(crate) struct JobState<R> {
     /// The results were taken (`get`) or are being consumed by an iterator.
     taken: bool,
     on_done: Option<Box<dyn FnOnce() + Send>>,
-    /// Threads asleep on the condvar (counted under the lock).
+    /// Threads asleep on the condvar for any progress (an `imap`'s next
+    /// item; counted under the lock).
     waiters: u32,
+    /// Threads asleep on the condvar until the job is finished (`get`,
+    /// `wait`): woken only then, not by every result frame (a `map` of
+    /// a million items has dozens of frames; each wake-up of a caller
+    /// that goes back to sleep took a core's turn from the workers).
+    finish_waiters: u32,
     /// Plain-data results of a job of known size: they land here (in
     /// place, a frame at a time) and `slots` stays empty.
     bulk: Option<Bulk<R>>,
@@ -261,6 +267,7 @@ impl<R> JobState<R> {
         self.taken = false;
         self.on_done = None;
         self.waiters = 0;
+        self.finish_waiters = 0;
         self.bulk = None;
     }
 
@@ -352,6 +359,7 @@ impl<R> Job<R> {
                 taken: false,
                 on_done: None,
                 waiters: 0,
+                finish_waiters: 0,
                 bulk: bulk_state,
                 spare: Vec::new(),
             }),
@@ -410,8 +418,8 @@ impl<R> Job<R> {
         }
         let cb = if now && !was { s.on_done.take() } else { None };
         // Waiters register under the lock before sleeping: no waiter, no
-        // wake-up system call.
-        let wake = s.waiters > 0;
+        // wake-up system call; one that waits for the end only at the end.
+        let wake = s.waiters > 0 || (now && s.finish_waiters > 0);
         drop(s);
         if wake {
             self.cond.notify_all();
@@ -435,20 +443,36 @@ impl<R> Job<R> {
         self.finished.load(Ordering::Acquire)
     }
 
-    /// Waits until `ready` holds for the state or `deadline` passes.
+    /// Waits until `ready` holds for the state or `deadline` passes
+    /// (woken by every update: see [`wait_finished`](Self::wait_finished)).
     pub(super) fn wait_for(&self, deadline: Deadline, ready: impl Fn(&JobState<R>) -> bool) -> MutexGuard<'_, JobState<R>> {
+        self.wait_counted(deadline, ready, |s| &mut s.waiters)
+    }
+
+    /// Waits until the job is finished or `deadline` passes: woken only
+    /// by the update that finishes it (see `update`).
+    pub(super) fn wait_finished(&self, deadline: Deadline) -> MutexGuard<'_, JobState<R>> {
+        self.wait_counted(deadline, JobState::finished, |s| &mut s.finish_waiters)
+    }
+
+    fn wait_counted(
+        &self,
+        deadline: Deadline,
+        ready: impl Fn(&JobState<R>) -> bool,
+        count: fn(&mut JobState<R>) -> &mut u32,
+    ) -> MutexGuard<'_, JobState<R>> {
         let mut s = self.lock();
         while !ready(&s) {
             let left = deadline.remaining();
             if left.is_some_and(|l| l.is_zero()) {
                 break;
             }
-            s.waiters += 1;
+            *count(&mut s) += 1;
             s = match left {
                 None => self.cond.wait(s).unwrap_or_else(|p| p.into_inner()),
                 Some(left) => self.cond.wait_timeout(s, left).unwrap_or_else(|p| p.into_inner()).0,
             };
-            s.waiters -= 1;
+            *count(&mut s) -= 1;
         }
         s
     }
@@ -758,7 +782,7 @@ impl<R: Send + 'static, T: Send + 'static> Pending<T> for Finisher<R, T> {
 
     fn wait_until(&self, deadline: Deadline) -> bool {
         self.help(deadline);
-        self.job.wait_for(deadline, JobState::finished).finished()
+        self.job.wait_finished(deadline).finished()
     }
 
     fn successful(&self) -> Option<bool> {
@@ -775,7 +799,7 @@ impl<R: Send + 'static, T: Send + 'static> Pending<T> for Finisher<R, T> {
 
     fn take(&self) -> Result<T, PoolError> {
         self.help(Deadline::NEVER);
-        let mut s = self.job.wait_for(Deadline::NEVER, JobState::finished);
+        let mut s = self.job.wait_finished(Deadline::NEVER);
         if s.taken {
             return Err(PoolError::Taken);
         }

@@ -18,16 +18,20 @@ use crate::process::{Entry, Handoff, HandoffError};
 use crate::queue::{ByteConsumer, ByteProducer, ByteQueue, ByteReadLoan};
 use crate::sys::proc as sysproc;
 use crate::wait::WaitStrategy;
-use crate::wait::spin::{SpinPolicy, spin_step};
+use crate::wait::spin::{POLL, SpinPolicy, spin_step};
 use crate::{RecvError, TryRecvError};
 
 /// How a worker that finished its frames looks for the next one before it
-/// waits in its ring's `recv` (which spins on, then sleeps): `apply` in a
-/// loop sends the next frame within a microsecond or two (the pure steps
-/// cover that with no system call); after them it yields every other
-/// step, as the caller it answers may be waiting for this very core (more
-/// runnable threads than cores).
-const NEXT_FRAME_SPIN: SpinPolicy = SpinPolicy { pure: 64, limit: 512, yield_every: 2 };
+/// sleeps: `apply` in a loop sends the next frame within a microsecond or
+/// two (the pure steps cover that with no system call); a few yields
+/// after them (the caller it answers may be waiting for this very core);
+/// then it sleeps in its ring ([`ByteConsumer::poll`], no more spinning).
+/// A worker that waits longer waits for the pool's process (a `map`'s
+/// caller still writing arguments, its manager copying results out): on
+/// 2 cores shared by 4 threads, every microsecond it spun was one of
+/// theirs, and a spinning FIFO thread kept its core to itself (`chrt -f`:
+/// the others queued on one core while this one spun on the other).
+const NEXT_FRAME_SPIN: SpinPolicy = SpinPolicy { pure: 64, limit: 96, yield_every: 2 };
 
 /// The next task frame, lent in place (see [`NEXT_FRAME_SPIN`]).
 fn next_frame(rx: &mut ByteConsumer) -> Result<ByteReadLoan<'_>, RecvError> {
@@ -35,9 +39,15 @@ fn next_frame(rx: &mut ByteConsumer) -> Result<ByteReadLoan<'_>, RecvError> {
     loop {
         match rx.try_recv_loan() {
             Err(TryRecvError::Empty) if spin_step(WaitStrategy::Blocking, &mut spins, &NEXT_FRAME_SPIN) => {}
+            // Spun enough: sleep until a frame comes (or the ring is
+            // closed, its producer gone, or the liveness period passes:
+            // `recv_loan` below says which, or sleeps again).
+            Err(TryRecvError::Empty) => {
+                rx.poll(POLL);
+                break;
+            }
             // A frame (the dropped loan leaves it in place for `recv_loan`
-            // below), or closed, disconnected or long idle: `recv_loan` says
-            // which, or sleeps.
+            // below), or closed or disconnected: `recv_loan` says which.
             _ => break,
         }
     }

@@ -139,17 +139,21 @@ fn failures_in_the_middle_of_in_place_frames_fail_alone() {
 
 shmproc::task! { fn sum32(v: [u64; 32]) -> u64 { v.iter().sum() } }
 
-/// A map whose arguments pass the size the pool keeps (32 MiB) gets an
-/// arena of its own, which neither the pool nor its workers keep once the
-/// map is done: its segment is gone from /dev/shm and from the workers'
-/// mappings (a mapping would keep its memory).
+/// A map whose arguments pass the size the pool keeps (32 MiB) and are
+/// written whole before the first frame goes out (an iterator whose size
+/// is not known: a streamed map recycles a small arena instead, see the
+/// next test) gets an arena of its own, which neither the pool nor its
+/// workers keep once the map is done: its segment is gone from /dev/shm
+/// and from the workers' mappings (a mapping would keep its memory).
 #[test]
 fn an_arena_over_the_kept_size_is_let_go_after_its_map() {
     let _watchdog = watchdog("an_arena_over_the_kept_size_is_let_go_after_its_map");
     let pool = Pool::new(2).unwrap();
     let (_, before) = pool.__created();
     const N: u64 = 140_000; // 140 000 x 256 bytes: 35 MB
-    let got = pool.map(sum32, (0..N).map(|i| [i; 32])).unwrap();
+    // (Chained with an empty `from_fn`: its size hint has no upper bound,
+    // so the map is not streamed; the lower bound sizes the arena.)
+    let got = pool.map(sum32, (0..N).map(|i| [i; 32]).chain(std::iter::from_fn(|| None))).unwrap();
     assert!(got.iter().enumerate().all(|(i, &v)| v == 32 * i as u64));
     let (workers, after) = pool.__created();
     let arenas: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
@@ -162,6 +166,35 @@ fn an_arena_over_the_kept_size_is_let_go_after_its_map() {
         wait_until(&format!("worker {pid} to unmap {arena}"), || {
             !std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default().contains(arena.as_str())
         });
+    }
+    assert_eq!(pool.map(square, 0..100_000).unwrap(), serial(100_000));
+    finish(pool, &[]);
+}
+
+/// A streamed map (its iterator says how many items it yields) passes its
+/// arguments through a few frames' worth of arena, recycled a frame at a
+/// time, however large the job: 35 MB of arguments go through one arena
+/// of at most 4 MiB (it stays in the caches), which the pool keeps for
+/// the next map, and every value is exact. (Before, the arena was as
+/// large as the job: 8 MB of fresh lines for a million `u64`, the
+/// submitting thread's largest cost, and this one was over the kept size.)
+#[test]
+fn a_streamed_map_recycles_a_small_arena_whatever_its_size() {
+    let _watchdog = watchdog("a_streamed_map_recycles_a_small_arena_whatever_its_size");
+    let pool = Pool::new(2).unwrap();
+    let (_, before) = pool.__created();
+    const N: u64 = 140_000; // 140 000 x 256 bytes: 35 MB
+    for round in 0..2u64 {
+        let got = pool.map(sum32, (0..N).map(|i| [i + round; 32])).unwrap();
+        assert!(got.iter().enumerate().all(|(i, &v)| v == 32 * (i as u64 + round)), "round {round}");
+        let (_, after) = pool.__created();
+        let arenas: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+        // The second map reuses the first one's arena.
+        assert_eq!(arenas.len(), 1, "one arena for both maps: {arenas:?}");
+        let path = format!("/dev/shm/{}{}", shmproc::NAME_PREFIX, arenas[0]);
+        let len = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{path} kept for the next map: {e}")).len();
+        // (4 MiB and the segment's header.)
+        assert!(len <= (4 << 20) + 4096, "an arena of {len} bytes for a streamed map");
     }
     assert_eq!(pool.map(square, 0..100_000).unwrap(), serial(100_000));
     finish(pool, &[]);

@@ -212,14 +212,15 @@ fn a_hostile_arena_reference_in_the_task_ring_is_refused_and_the_map_stays_exact
 }
 
 shmproc::entry! {
-    /// Owns a pool and maps over 32 M plain-data items (a 256 MiB arena);
-    /// writes its worker's pid first.
+    /// Owns a pool and maps over 32 M plain-data items (a 256 MiB arena:
+    /// `map_async`, whose arena holds the whole job; `map` recycles a
+    /// small one); writes its worker's pid first.
     fn rev_arena_owner(pids: shmproc::Array<u32>) -> Result<(), String> {
         let pool = Pool::new(1).map_err(|e| e.to_string())?;
         let (workers, _) = pool.__created();
         pids.set(0, workers[0]).map_err(|e| e.to_string())?;
         loop {
-            let _ = pool.map(square, 0..32_000_000u64);
+            let _ = pool.map_async(square, 0..32_000_000u64).and_then(|r| r.get());
         }
     }
 }
