@@ -18,8 +18,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::crash::{
-    assert_no_segment_left, kill_within as kill_at_random, killer, pin_to, rand_below, reap_killed, short, start, this_cpu,
-    unpin,
+    assert_no_segment_left, kill_within as kill_at_random, killer, pin_to, rand_below, reap_killed, short, start,
+    this_cpu, unpin,
 };
 use shmproc::queue::{ByteQueue, MpmcQueue, SpscQueue};
 use shmproc::{
@@ -34,6 +34,7 @@ fn rounds() -> u64 {
     common::count(3, 40)
 }
 
+/// Takes the role `claim` gives (a ring's consumer end), retrying until
 /// the dead holder's is freed; fails the test after the deadline.
 fn take_role<R, E: std::fmt::Display>(mut claim: impl FnMut() -> Result<R, E>) -> R {
     let end = Instant::now() + T;
@@ -77,7 +78,6 @@ fn replace_dead_ends<R, E: std::fmt::Display>(
     }
     (rx, next.unwrap_or(theirs + 1))
 }
-
 
 // ---- Queue put_timeout / get_timeout, bounded and unbounded ----
 
@@ -1122,7 +1122,6 @@ fn event_setter_and_waiters_killed_mid_operation_leave_a_consistent_event() {
 
 // ---- a sleeper woken, then killed before it runs ----
 
-
 /// What the sleepers of [`woken_then_killed`] sleep on.
 type SleepOn = (Semaphore, Condition, MpmcQueue<u64>, Lock);
 
@@ -1233,20 +1232,7 @@ fn woken_then_killed(what: &str) {
     }
 }
 
-/// One test per kind of sleeper: `name => what` (see [`woken_then_killed`]).
-macro_rules! woken_then_killed_tests {
-    ($($(#[$attr:meta])* $name:ident => $what:literal;)*) => {$(
-        $(#[$attr])*
-        #[test]
-        fn $name() {
-            for _ in 0..rounds() {
-                woken_then_killed($what);
-            }
-        }
-    )*};
-}
-
-woken_then_killed_tests! {
+common::crash::woken_then_killed_tests! {
     /// A `Semaphore::release` whose futex wake reaches a sleeper that is
     /// killed before it runs: the unit is still there (value 1) and another
     /// sleeper must get it, not sleep on beside it until its deadline.

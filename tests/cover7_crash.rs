@@ -35,7 +35,7 @@ fn rounds() -> u64 {
 /// small-frame bound; every third has non-ASCII characters).
 fn item(i: u64) -> String {
     let mut s = format!("{i:08}");
-    let fill = if i % 3 == 0 { 'é' } else { 'a' };
+    let fill = if i.is_multiple_of(3) { 'é' } else { 'a' };
     s.extend(std::iter::repeat_n(fill, (i * 37 % 400) as usize / fill.len_utf8()));
     s
 }
@@ -501,20 +501,7 @@ fn woken_then_killed(what: &str) {
     }
 }
 
-/// One test per kind of sleeper: `name => what` (see [`woken_then_killed`]).
-macro_rules! woken_then_killed_tests {
-    ($($(#[$attr:meta])* $name:ident => $what:literal;)*) => {$(
-        $(#[$attr])*
-        #[test]
-        fn $name() {
-            for _ in 0..rounds() {
-                woken_then_killed($what);
-            }
-        }
-    )*};
-}
-
-woken_then_killed_tests! {
+common::crash::woken_then_killed_tests! {
     /// A bounded `Queue::put` whose one wake reaches a consumer killed
     /// before it runs: a live consumer asleep in `get` still gets the item.
     queue_put_whose_wake_reaches_a_killed_consumer_still_reaches_a_live_one => "get";

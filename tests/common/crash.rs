@@ -58,8 +58,6 @@ pub fn start(p: &mut Process, started: &Event) {
     assert!(started.wait_timeout(T), "child never started");
 }
 
-/// Takes the role `claim` gives (a ring's consumer end), retrying until
-
 /// The entries of /dev/shm whose name contains `name`.
 pub fn segments_named(name: &str) -> Vec<String> {
     std::fs::read_dir("/dev/shm")
@@ -106,3 +104,21 @@ pub fn this_cpu() -> usize {
     assert!(c >= 0, "sched_getcpu");
     c as usize
 }
+
+/// One test per kind of sleeper, `name => what`: each runs
+/// `woken_then_killed(what)` (a function of the calling test file)
+/// `rounds()` times.
+#[allow(unused_macros)]
+macro_rules! woken_then_killed_tests {
+    ($($(#[$attr:meta])* $name:ident => $what:literal;)*) => {$(
+        $(#[$attr])*
+        #[test]
+        fn $name() {
+            for _ in 0..rounds() {
+                woken_then_killed($what);
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use woken_then_killed_tests;
