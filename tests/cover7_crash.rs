@@ -530,3 +530,189 @@ common::crash::woken_then_killed_tests! {
     /// joiner killed before it runs: a live `join` returns.
     joinable_queue_last_task_done_with_a_joiner_killed_before_it_runs_still_wakes_a_live_one => "join";
 }
+
+// ---- a waker killed between its state change and its futex wake ----
+
+/// Makes the kernel kill this process (`SECCOMP_RET_KILL_PROCESS`, as a
+/// `kill -9` at that instruction) when the calling thread next enters a
+/// `FUTEX_WAKE`: the state change a waker makes before its wake is done,
+/// the wake is not.
+fn die_at_next_futex_wake() -> Result<(), String> {
+    #[repr(C)]
+    struct SockFilter {
+        code: u16,
+        jt: u8,
+        jf: u8,
+        k: u32,
+    }
+    #[repr(C)]
+    struct SockFprog {
+        len: u16,
+        filter: *const SockFilter,
+    }
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const KILL_PROCESS: u32 = 0x8000_0000;
+    const ALLOW: u32 = 0x7fff_0000;
+    const FUTEX_WAKE: u32 = 1;
+    let f = |code, jt, jf, k| SockFilter { code, jt, jf, k };
+    let prog = [
+        // seccomp_data: nr at 0, arch at 4, ip at 8, args at 16 (8 bytes each).
+        f(LD_W_ABS, 0, 0, 0),
+        f(JEQ_K, 0, 3, libc::SYS_futex as u32),
+        f(LD_W_ABS, 0, 0, 16 + 8), // the low half of args[1], the op
+        f(AND_K, 0, 0, 0x7f),      // without FUTEX_PRIVATE_FLAG / CLOCK_REALTIME
+        f(JEQ_K, 1, 0, FUTEX_WAKE),
+        f(RET_K, 0, 0, ALLOW),
+        f(RET_K, 0, 0, KILL_PROCESS),
+    ];
+    let fprog = SockFprog { len: prog.len() as u16, filter: prog.as_ptr() };
+    // SAFETY: prctl with integer arguments; then with a pointer to a filter
+    // program that lives across the call (the kernel copies it).
+    unsafe {
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err("PR_SET_NO_NEW_PRIVS refused".into());
+        }
+        if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog as *const SockFprog) != 0 {
+            return Err(format!("PR_SET_SECCOMP refused: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// What [`killed_at_wake`] wakes: an `Event`, a `Barrier` of 3, a
+/// `Semaphore`, a `Condition`, a bounded queue, a `JoinableQueue` with
+/// one task unfinished, a `Lock` (held by the waker).
+type WakeOn = (Event, Barrier, shmproc::Semaphore, shmproc::Condition, Queue<u64>, JoinableQueue<u64>, shmproc::Lock);
+
+shmproc::entry! {
+    /// Makes the change `what` names on `on`, dying at its futex wake.
+    fn waker_dies_at_wake(args: (String, WakeOn, Event)) -> Result<(), String> {
+        let (what, (event, barrier, sem, cond, q, joinable, lock), started) = args;
+        let held = (what == "lock").then(|| lock.lock().map_err(|e| e.to_string())).transpose()?;
+        started.set();
+        // Go on only once the parent says its sleepers are asleep (a
+        // futex wait: our filter lets waits through, only wakes kill).
+        if !started.wait_timeout(T) {
+            return Err("never told to go".into());
+        }
+        while started.is_set() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        die_at_next_futex_wake()?;
+        match what.as_str() {
+            "event" => event.set(),
+            "barrier" => drop(barrier.wait()),
+            "semaphore" => sem.release().map_err(|e| e.to_string())?,
+            "condition" => cond.notify(&cond.lock().map_err(|e| e.to_string())?, 1),
+            "queue" => q.put(1).map_err(|e| e.to_string())?,
+            "join" => joinable.task_done().map_err(|e| e.to_string())?,
+            _ => drop(held),
+        }
+        Err(format!("{what}: made its change without a futex wake (no sleeper seen)"))
+    }
+}
+
+/// One round: live threads asleep in an untimed blocking call on an
+/// object, a child process makes the change that wakes them and is killed
+/// by the kernel as it enters the futex wake (after the change, before the
+/// wake: a `kill -9` at that instruction). The sleepers must still return.
+fn killed_at_wake(what: &str) {
+    let on: WakeOn = (
+        Event::new().unwrap(),
+        Barrier::new(3).unwrap(),
+        shmproc::Semaphore::new(0).unwrap(),
+        shmproc::Condition::new().unwrap(),
+        Queue::new(2).unwrap(),
+        JoinableQueue::new(2).unwrap(),
+        shmproc::Lock::new().unwrap(),
+    );
+    on.5.put(0).unwrap();
+    assert_eq!(on.5.get(), Ok(0));
+    let started = Event::new().unwrap();
+    let mut waker = Process::new(waker_dies_at_wake, (what.to_string(), on.clone(), started.clone())).with_daemon(true);
+    start(&mut waker, &started);
+    let sleepers = if what == "barrier" { 2 } else { 1 };
+    let live: Vec<_> = (0..sleepers)
+        .map(|_| {
+            let (on, what) = (on.clone(), what.to_string());
+            let (tx, rx) = std::sync::mpsc::channel();
+            let t = std::thread::spawn(move || {
+                tx.send(common::gettid()).unwrap();
+                let (event, barrier, sem, cond, q, joinable, lock) = &on;
+                match what.as_str() {
+                    "event" => event.wait(),
+                    "barrier" => drop(barrier.wait().unwrap()),
+                    "semaphore" => sem.acquire(),
+                    // The waker dies holding the condition's lock: the
+                    // live waiter returns with `OwnerDied` (it has the lock).
+                    "condition" => {
+                        let mut g = cond.lock().unwrap();
+                        if let Err(e) = cond.wait(&mut g) {
+                            assert!(matches!(e, shmproc::LockError::OwnerDied(_)), "{e}");
+                        }
+                    }
+                    "queue" => assert_eq!(q.get(), Ok(1)),
+                    "join" => joinable.join(),
+                    _ => drop(lock.lock()),
+                }
+            });
+            let tid = rx.recv().unwrap();
+            common::wait_for("the live sleeper asleep", || common::thread_in_futex(tid) || t.is_finished());
+            t
+        })
+        .collect();
+    started.clear();
+    match common::join(&waker) {
+        Err(shmproc::ProcessError::Signaled { signal, .. }) if signal == libc::SIGSYS => {}
+        other => panic!("{what}: the waker was not killed at its wake but ended with {other:?}"),
+    }
+    let end = Instant::now() + T;
+    for t in live {
+        while !t.is_finished() {
+            assert!(Instant::now() < end, "{what}: a live sleeper never woke (its waker died at the wake)");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        t.join().unwrap();
+    }
+}
+
+/// One test per object: `name => what` (see [`killed_at_wake`]).
+macro_rules! killed_at_wake_tests {
+    ($($(#[$attr:meta])* $name:ident => $what:literal;)*) => {$(
+        $(#[$attr])*
+        #[test]
+        fn $name() {
+            killed_at_wake($what);
+        }
+    )*};
+}
+
+killed_at_wake_tests! {
+    /// `Event::set` killed after setting the flag, before its wake: a live
+    /// waiter must still see the flag and return.
+    event_setter_killed_between_set_and_wake_still_releases_a_live_waiter => "event";
+
+    /// The last arrival at a `Barrier` killed after ending the generation,
+    /// before its wake: the live parties must still pass.
+    barrier_last_arrival_killed_between_release_and_wake_still_releases_live_parties => "barrier";
+
+    /// `Semaphore::release` killed after adding the unit, before its wake.
+    semaphore_releaser_killed_between_release_and_wake_still_releases_a_live_acquirer => "semaphore";
+
+    /// `Condition::notify(1)` killed after counting the notify, before its
+    /// wake (holding the condition's lock: the waiter returns with it,
+    /// marked `OwnerDied`).
+    condition_notifier_killed_between_notify_and_wake_still_releases_a_live_waiter => "condition";
+
+    /// `Queue::put` killed after publishing the item, before its wake.
+    queue_producer_killed_between_put_and_wake_still_releases_a_live_consumer => "queue";
+
+    /// The last `task_done` killed after the count reached 0, before its wake.
+    joinable_queue_last_task_done_killed_before_its_wake_still_releases_a_live_joiner => "join";
+
+    /// `Lock` unlock killed after freeing the word, before its wake.
+    lock_unlock_killed_before_its_wake_still_releases_a_live_locker => "lock";
+}
