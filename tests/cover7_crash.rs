@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use common::crash::{
     assert_no_segment_left, kill_within, killer, pin_to, rand_below, reap_killed, short, start, this_cpu, unpin,
 };
+use shmproc::queue::{ByteQueue, SpscQueue};
 use shmproc::{
     Barrier, BoundedSemaphore, Event, GetTimeoutError, JoinableQueue, Process, PutTimeoutError, Queue, TryGetError,
     TryPutError, Value,
@@ -584,14 +585,21 @@ fn die_at_next_futex_wake() -> Result<(), String> {
 
 /// What [`killed_at_wake`] wakes: an `Event`, a `Barrier` of 3, a
 /// `Semaphore`, a `Condition`, a bounded queue, a `JoinableQueue` with
-/// one task unfinished, a `Lock` (held by the waker).
-type WakeOn = (Event, Barrier, shmproc::Semaphore, shmproc::Condition, Queue<u64>, JoinableQueue<u64>, shmproc::Lock);
+/// one task unfinished, a `Lock` (held by the waker), an `SpscQueue` and a
+/// `ByteQueue` (the rings of `Pipe`).
+type WakeOn = (
+    (Event, Barrier, shmproc::Semaphore, shmproc::Condition),
+    (Queue<u64>, JoinableQueue<u64>, shmproc::Lock),
+    (SpscQueue<u64>, ByteQueue),
+);
 
 shmproc::entry! {
     /// Makes the change `what` names on `on`, dying at its futex wake.
     fn waker_dies_at_wake(args: (String, WakeOn, Event)) -> Result<(), String> {
-        let (what, (event, barrier, sem, cond, q, joinable, lock), started) = args;
+        let (what, ((event, barrier, sem, cond), (q, joinable, lock), (spsc, bytes)), started) = args;
         let held = (what == "lock").then(|| lock.lock().map_err(|e| e.to_string())).transpose()?;
+        let mut spsc_tx = (what == "spsc").then(|| spsc.producer().map_err(|e| e.to_string())).transpose()?;
+        let mut bytes_tx = (what == "bytes").then(|| bytes.producer().map_err(|e| e.to_string())).transpose()?;
         started.set();
         // Go on only once the parent says its sleepers are asleep (a
         // futex wait: our filter lets waits through, only wakes kill).
@@ -609,6 +617,8 @@ shmproc::entry! {
             "condition" => cond.notify(&cond.lock().map_err(|e| e.to_string())?, 1),
             "queue" => q.put(1).map_err(|e| e.to_string())?,
             "join" => joinable.task_done().map_err(|e| e.to_string())?,
+            "spsc" => spsc_tx.as_mut().expect("claimed").push(1).map_err(|e| e.to_string())?,
+            "bytes" => bytes_tx.as_mut().expect("claimed").send(&[1]).map_err(|e| e.to_string())?,
             _ => drop(held),
         }
         Err(format!("{what}: made its change without a futex wake (no sleeper seen)"))
@@ -621,16 +631,17 @@ shmproc::entry! {
 /// wake: a `kill -9` at that instruction). The sleepers must still return.
 fn killed_at_wake(what: &str) {
     let on: WakeOn = (
-        Event::new().unwrap(),
-        Barrier::new(3).unwrap(),
-        shmproc::Semaphore::new(0).unwrap(),
-        shmproc::Condition::new().unwrap(),
-        Queue::new(2).unwrap(),
-        JoinableQueue::new(2).unwrap(),
-        shmproc::Lock::new().unwrap(),
+        (
+            Event::new().unwrap(),
+            Barrier::new(3).unwrap(),
+            shmproc::Semaphore::new(0).unwrap(),
+            shmproc::Condition::new().unwrap(),
+        ),
+        (Queue::new(2).unwrap(), JoinableQueue::new(2).unwrap(), shmproc::Lock::new().unwrap()),
+        (SpscQueue::new(4).unwrap(), ByteQueue::new(1024, 64).unwrap()),
     );
-    on.5.put(0).unwrap();
-    assert_eq!(on.5.get(), Ok(0));
+    on.1.1.put(0).unwrap();
+    assert_eq!(on.1.1.get(), Ok(0));
     let started = Event::new().unwrap();
     let mut waker = Process::new(waker_dies_at_wake, (what.to_string(), on.clone(), started.clone())).with_daemon(true);
     start(&mut waker, &started);
@@ -641,7 +652,7 @@ fn killed_at_wake(what: &str) {
             let (tx, rx) = std::sync::mpsc::channel();
             let t = std::thread::spawn(move || {
                 tx.send(common::gettid()).unwrap();
-                let (event, barrier, sem, cond, q, joinable, lock) = &on;
+                let ((event, barrier, sem, cond), (q, joinable, lock), (spsc, bytes)) = &on;
                 match what.as_str() {
                     "event" => event.wait(),
                     "barrier" => drop(barrier.wait().unwrap()),
@@ -656,6 +667,8 @@ fn killed_at_wake(what: &str) {
                     }
                     "queue" => assert_eq!(q.get(), Ok(1)),
                     "join" => joinable.join(),
+                    "spsc" => assert_eq!(spsc.consumer().unwrap().pop(), Ok(1)),
+                    "bytes" => assert_eq!(bytes.consumer().unwrap().recv(), Ok(vec![1])),
                     _ => drop(lock.lock()),
                 }
             });
@@ -712,6 +725,13 @@ killed_at_wake_tests! {
 
     /// The last `task_done` killed after the count reached 0, before its wake.
     joinable_queue_last_task_done_killed_before_its_wake_still_releases_a_live_joiner => "join";
+
+    /// `SpscQueue` push killed after publishing, before its wake.
+    spsc_producer_killed_between_push_and_wake_still_releases_the_consumer => "spsc";
+
+    /// `ByteQueue` send (a `Pipe` direction) killed after publishing the
+    /// frame, before its wake.
+    byte_queue_producer_killed_between_send_and_wake_still_releases_the_consumer => "bytes";
 
     /// `Lock` unlock killed after freeing the word, before its wake.
     lock_unlock_killed_before_its_wake_still_releases_a_live_locker => "lock";
