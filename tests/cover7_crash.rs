@@ -736,3 +736,61 @@ killed_at_wake_tests! {
     /// `Lock` unlock killed after freeing the word, before its wake.
     lock_unlock_killed_before_its_wake_still_releases_a_live_locker => "lock";
 }
+
+// ---- Pool: a worker killed at its first futex wake after a task ----
+
+shmproc::task! {
+    /// Returns `x * 3`, with the worker set to die at its next futex wake
+    /// (its result's wake of the manager, or a later one).
+    fn triple_then_die_at_wake(x: u64) -> u64 {
+        die_at_next_futex_wake().expect("seccomp filter");
+        x * 3
+    }
+}
+
+shmproc::task! { fn triple_and_pid(x: u64) -> (u64, u32) { (x * 3, std::process::id()) } }
+
+/// A pool worker that runs a task and is killed by the kernel as it
+/// enters its next futex wake (after writing its result, often the wake of
+/// a sleeping manager): the call returns (the result, or `WorkerLost` for
+/// that task), the pool replaces the worker and goes on, and it closes
+/// and joins. The manager is the only sleeper on the words workers wake
+/// (`Ctl::bump`), so this is the pool's "waker killed at its wake" case.
+#[test]
+fn pool_worker_killed_at_its_wake_after_a_task_still_answers_and_goes_on() {
+    let pool = shmproc::Pool::new(1).unwrap();
+    let worker = |round| match pool.apply_async(triple_and_pid, 7).unwrap().get_timeout(T) {
+        Ok((v, pid)) => {
+            assert_eq!(v, 21);
+            pid
+        }
+        Err(e) => panic!("round {round}: the pool did not go on: {e}"),
+    };
+    for round in 0..rounds() {
+        let before = worker(round);
+        // Let the manager go idle (asleep) first, so the result wakes it.
+        std::thread::sleep(Duration::from_millis(50));
+        match pool.apply_async(triple_then_die_at_wake, round).unwrap().get_timeout(T) {
+            Ok(v) => {
+                assert_eq!(v, round * 3);
+                eprintln!("round {round}: the result came (the worker died at its wake or later)");
+            }
+            Err(shmproc::pool::GetTimeoutError::Failed(shmproc::PoolError::Task(shmproc::TaskError::WorkerLost {
+                signal,
+                ..
+            }))) => {
+                assert_eq!(signal, Some(libc::SIGSYS), "round {round}");
+                eprintln!("round {round}: the worker died before its result was taken (WorkerLost)");
+            }
+            Err(shmproc::pool::GetTimeoutError::TimedOut(_)) => panic!("round {round}: no answer within {T:?}"),
+            Err(e) => panic!("round {round}: {e}"),
+        }
+        // Diagnostic only: the worker wakes nobody while the manager is
+        // busy, and then dies at a later wake (or not before this task).
+        eprintln!("round {round}: worker replaced: {}", worker(round) != before);
+    }
+    pool.close();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(pool.join()).unwrap());
+    rx.recv_timeout(T).expect("pool.join() did not return").unwrap();
+}
