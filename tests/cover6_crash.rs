@@ -17,6 +17,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::crash::{
+    assert_no_segment_left, kill_within as kill_at_random, killer, pin_to, rand_below, reap_killed, short, start,
+    this_cpu, unpin,
+};
 use shmproc::queue::{ByteQueue, MpmcQueue, SpscQueue};
 use shmproc::{
     Barrier, BarrierError, Condition, Event, GetTimeoutError, Lock, LockError, PopTimeoutError, Process,
@@ -28,53 +32,6 @@ const MS: Duration = Duration::from_millis(1);
 
 fn rounds() -> u64 {
     common::count(3, 40)
-}
-
-/// A small pseudo-random number (differs per call and per run).
-fn rand_below(n: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    h.finish() % n.max(1)
-}
-
-/// A short random timeout (0..2 ms, sometimes zero).
-fn short() -> Duration {
-    Duration::from_micros(rand_below(2000))
-}
-
-/// Kills `p` after a random 0..`max_ms` ms and reaps it.
-fn kill_at_random(p: &Process, max_ms: u64) {
-    std::thread::sleep(Duration::from_micros(rand_below(max_ms * 1000)));
-    p.kill().unwrap();
-    reap_killed(p);
-}
-
-/// Reaps `p`, which must have been killed by our SIGKILL: a child that
-/// ended by itself failed a check of its own (its message is in the
-/// error), which the test must not miss.
-fn reap_killed(p: &Process) {
-    match common::join(p) {
-        Err(shmproc::ProcessError::Signaled { signal: 9, .. }) => {}
-        other => panic!("the victim was not killed by us but ended with {other:?}"),
-    }
-}
-
-/// A thread that SIGKILLs process `p` after a random 0..`max_ms` ms (the
-/// caller reaps it afterwards with `common::join`).
-fn killer(p: &Process, max_ms: u64) -> std::thread::JoinHandle<()> {
-    let pid = p.pid().expect("started") as libc::pid_t;
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_micros(rand_below(max_ms * 1000)));
-        // SAFETY: kill has no memory preconditions; `pid` is our unreaped child.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    })
-}
-
-/// Starts `p` (a daemon) and waits for its `started` event.
-fn start(p: &mut Process, started: &Event) {
-    p.start().unwrap();
-    assert!(started.wait_timeout(T), "child never started");
 }
 
 /// Takes the role `claim` gives (a ring's consumer end), retrying until
@@ -120,22 +77,6 @@ fn replace_dead_ends<R, E: std::fmt::Display>(
         next = Some(i + 1);
     }
     (rx, next.unwrap_or(theirs + 1))
-}
-
-/// The entries of /dev/shm whose name contains `name`.
-fn segments_named(name: &str) -> Vec<String> {
-    std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|f| f.contains(name))
-        .collect()
-}
-
-/// After the last handle of a queue named `name` dropped: nothing of it
-/// (control segment, chain rings) is left in /dev/shm.
-fn assert_no_segment_left(name: &str) {
-    let left = segments_named(name);
-    assert!(left.is_empty(), "segments left behind: {left:?}");
 }
 
 // ---- Queue put_timeout / get_timeout, bounded and unbounded ----
@@ -1181,37 +1122,6 @@ fn event_setter_and_waiters_killed_mid_operation_leave_a_consistent_event() {
 
 // ---- a sleeper woken, then killed before it runs ----
 
-/// Pins the calling thread to `cpu`.
-fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes
-    // within it; sched_setaffinity reads `size_of` bytes of it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "sched_setaffinity");
-    }
-}
-
-/// Lets the calling thread run on every CPU again.
-fn unpin() {
-    // SAFETY: as in `pin_to`.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for cpu in 0..libc::CPU_SETSIZE as usize {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// The CPU the calling thread runs on.
-fn this_cpu() -> usize {
-    // SAFETY: sched_getcpu has no preconditions.
-    let c = unsafe { libc::sched_getcpu() };
-    assert!(c >= 0, "sched_getcpu");
-    c as usize
-}
-
 /// What the sleepers of [`woken_then_killed`] sleep on.
 type SleepOn = (Semaphore, Condition, MpmcQueue<u64>, Lock);
 
@@ -1322,20 +1232,7 @@ fn woken_then_killed(what: &str) {
     }
 }
 
-/// One test per kind of sleeper: `name => what` (see [`woken_then_killed`]).
-macro_rules! woken_then_killed_tests {
-    ($($(#[$attr:meta])* $name:ident => $what:literal;)*) => {$(
-        $(#[$attr])*
-        #[test]
-        fn $name() {
-            for _ in 0..rounds() {
-                woken_then_killed($what);
-            }
-        }
-    )*};
-}
-
-woken_then_killed_tests! {
+common::crash::woken_then_killed_tests! {
     /// A `Semaphore::release` whose futex wake reaches a sleeper that is
     /// killed before it runs: the unit is still there (value 1) and another
     /// sleeper must get it, not sleep on beside it until its deadline.

@@ -7,12 +7,14 @@
 //! last arrival (or abort / reset / a timeout) bumps the generation, with the
 //! low bit saying how the old generation ended (0: all arrived, 1: broken),
 //! and wakes everyone. A waiter only compares `generation` with the value it saw
-//! on arrival, so it needs no lock to learn its fate.
+//! on arrival, so it needs no lock to learn its fate; it re-checks at least
+//! every `POLL`, so a waker killed between its store and its wake loses
+//! nobody.
 
 use super::raw_lock::{RawLock, Wait};
 use crate::wait::atomic::{AtomicU32, Ordering};
 use crate::wait::futex::{wait32, wake32};
-use crate::wait::spin::{SPIN_LIMIT, spin_hint};
+use crate::wait::spin::{POLL, SPIN_LIMIT, spin_hint};
 
 #[repr(C)]
 pub struct RawBarrier {
@@ -125,7 +127,13 @@ impl RawBarrier {
                     None => Err(BarrierFail::TimedOut),
                 };
             }
-            wait32(&self.generation, ticket, wait.deadline());
+            // Capped at POLL: the last arrival (or an abort, reset or
+            // timeout) killed between its generation store and its wake
+            // leaves the generation ended and us unwoken; we re-check at
+            // least every POLL instead of sleeping on forever (test
+            // `cover7_crash::barrier_last_arrival_killed_between_release_
+            // and_wake_still_releases_live_parties`).
+            wait32(&self.generation, ticket, wait.deadline().capped(POLL));
         }
     }
 

@@ -5,6 +5,8 @@
 //! WAITERS was set, so setting an event nobody waits on is one atomic swap.
 //! A waiter that dies leaves WAITERS behind: the next `set` makes one
 //! useless wake syscall, then the bit is gone; nothing ever waits on it.
+//! A setter that dies between its swap and its wake leaves sleepers
+//! unwoken beside a set flag: they re-check at least every `POLL`.
 //!
 //! | state          | meaning                              |
 //! |----------------|--------------------------------------|
@@ -16,7 +18,7 @@
 use super::raw_lock::Wait;
 use crate::wait::atomic::{AtomicU32, Ordering};
 use crate::wait::futex::{wait32, wake32};
-use crate::wait::spin::{SPIN_LIMIT, spin_hint};
+use crate::wait::spin::{POLL, SPIN_LIMIT, spin_hint};
 
 const SET: u32 = 1;
 const WAITERS: u32 = 2;
@@ -67,7 +69,12 @@ impl RawEvent {
                 return false;
             }
             if let Some(expected) = self.announce() {
-                wait32(&self.state, expected, wait.deadline());
+                // Capped at POLL: a setter killed between its swap and its
+                // wake leaves the flag set and the sleepers unwoken; we
+                // re-check at least every POLL instead of sleeping beside a
+                // set flag forever (test `cover7_crash::event_setter_killed_
+                // between_set_and_wake_still_releases_a_live_waiter`).
+                wait32(&self.state, expected, wait.deadline().capped(POLL));
             }
         }
     }

@@ -7,6 +7,8 @@
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod crash;
+
 pub const ROLE_VAR: &str = "SHMPROC_TEST_CHILD";
 pub const ARGS_VAR: &str = "SHMPROC_TEST_ARGS";
 /// Set (to anything) to run the heavy tests at their full counts (the 10
@@ -173,6 +175,11 @@ pub fn threads_in_futex(pid: u32) -> usize {
 /// (`waitpid` / `waitid`).
 pub fn waits_for_a_child(pid: u32) -> bool {
     blocked_threads(pid).into_iter().any(|n| n == SYS_WAIT4 || n == SYS_WAITID)
+}
+
+/// Whether the main thread of process `pid` is asleep in a futex wait.
+pub fn main_thread_in_futex(pid: u32) -> bool {
+    matches!(blocked_in(pid, pid), Some(n) if n == SYS_FUTEX || n == SYS_FUTEX_WAITV)
 }
 
 /// Whether thread `tid` of this process is asleep in a futex wait.
