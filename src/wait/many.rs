@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use super::Deadline;
 use super::handshake;
-use super::spin::{POLL, SPIN_LIMIT};
 #[cfg(loom)]
 use super::spin::spin_hint;
+use super::spin::{POLL, SPIN_LIMIT};
 use crate::sys::futex::{self as sysfutex, WAITV_MAX, WaitvOutcome, WaitvWord};
 
 /// The most objects one [`wait`] takes (`futex_waitv`'s limit of 128
