@@ -50,3 +50,45 @@ fn review7_quick_insert_refuses_a_table_without_its_block() {
     assert_eq!(d.insert(3, 8).unwrap(), Some(103));
     assert_eq!(d.get(&3).unwrap(), Some(8));
 }
+
+/// Readers through another handle (their own mapping of the segment)
+/// beside a writer on the quick path: an overwritten key reads as one of
+/// the values it was given, never a torn or foreign word; a key being
+/// inserted reads as absent or with its value, never with another's;
+/// the count never exceeds what was inserted. Also through a growth and
+/// the table's resizes (the quick path hands those to the full write).
+#[test]
+fn review7_readers_beside_quick_inserts_see_whole_values() {
+    const N: u64 = 20_000;
+    let w = DictProxy::<u64, u64>::new().unwrap();
+    w.insert(u64::MAX, 0).unwrap();
+    let r = DictProxy::<u64, u64>::open(w.name()).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for k in 0..N {
+                w.insert(k, k.wrapping_mul(0x9E37_79B9_7F4A_7C15)).unwrap();
+                // Alternating all-ones and all-zeros halves: a torn word shows.
+                let v = if k % 2 == 0 { 0xFFFF_FFFF_0000_0000 } else { 0x0000_0000_FFFF_FFFF };
+                w.insert(u64::MAX, v).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        let mut rounds = 0u64;
+        while !done.load(std::sync::atomic::Ordering::Acquire) || rounds < 3 {
+            rounds += 1;
+            let v = r.get(&u64::MAX).unwrap().expect("the overwritten key vanished");
+            assert!(
+                [0, 0xFFFF_FFFF_0000_0000, 0x0000_0000_FFFF_FFFF].contains(&v),
+                "torn or foreign value {v:#x} for the overwritten key"
+            );
+            for k in (rounds * 7919 % N..N).step_by(997).take(8) {
+                if let Some(v) = r.get(&k).unwrap() {
+                    assert_eq!(v, k.wrapping_mul(0x9E37_79B9_7F4A_7C15), "key {k} read with a value not its own");
+                }
+            }
+            assert!(r.len() as u64 <= N + 1, "len {} past what was inserted", r.len());
+        }
+    });
+    assert_eq!(r.len() as u64, N + 1);
+}
