@@ -92,3 +92,33 @@ fn review7_readers_beside_quick_inserts_see_whole_values() {
     });
     assert_eq!(r.len() as u64, N + 1);
 }
+
+/// Inserts that would take the quick path, run inside a group on the same
+/// thread (through the group's handle and through a second handle of the
+/// same dict), join the group: a panic in it undoes them all, new keys
+/// and overwrites alike.
+#[test]
+fn review7_quick_inserts_inside_a_group_roll_back_with_it() {
+    let w = DictProxy::<u64, u64>::new().unwrap();
+    for k in 0..5u64 {
+        w.insert(k, k).unwrap();
+    }
+    let other = DictProxy::<u64, u64>::open(w.name()).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        w.with_lock(|d| {
+            d.insert(1, 100).unwrap();
+            d.insert(50, 50).unwrap();
+            other.insert(2, 200).unwrap();
+            other.insert(60, 60).unwrap();
+            for k in 100..400u64 {
+                d.insert(k, k).unwrap();
+            }
+            panic!("roll the group back");
+        })
+    }));
+    assert!(r.is_err());
+    let mut items = w.items().unwrap();
+    items.sort_unstable();
+    assert_eq!(items, (0..5u64).map(|k| (k, k)).collect::<Vec<_>>());
+    assert_eq!(other.len(), 5);
+}
