@@ -633,8 +633,8 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     }
 
     /// `insert`'s quick form for inline keys and values (no blob to
-    /// allocate or free): the table's root words checked as a reader
-    /// checks them (inside the mapping, past the heap start), the probe
+    /// allocate or free): the table's root words checked as a writer
+    /// checks them (inside the heap block the root names), the probe
     /// through the table's checked range, then a new value stored (one
     /// word, unlogged: that store is the operation), or a new entry's key and value written unlogged into its
     /// vacant bucket and its tag word and count words logged and set as
@@ -644,7 +644,9 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     #[inline(always)]
     fn put_quick(&self, q: &mut Quick<'_>, kb: &[u8], h: u64, value: &V) -> Option<Option<V>> {
         let v = q.view();
-        let t = self.table_of(v, q.root(TABLE), q.root(NB), q.root(COUNT), q.root(USED)).ok()?;
+        // Checked as a writer checks it (`table_tx`): the table inside the heap block its root names, so the
+        // unlogged writes below land in the table's own bytes, not in whatever a hostile root points at.
+        let t = self.table_in(v, q.root(TABLE), q.root(NB), q.root(COUNT), q.root(USED)).ok()?;
         let order = q.root(ORDER);
         if t.nb == 0 || (t.used + 1) * 5 > t.nb * 4 || order >= ORDER_LIMIT {
             return None;

@@ -553,7 +553,13 @@ impl Store {
         }
         let len = usize::try_from(len).ok()?;
         if maps.ranges.last().is_none_or(|r| len > r.cap()) {
-            let cap = len.saturating_mul(8).max(RANGE_MIN).next_multiple_of(4096);
+            let mut cap = len.saturating_mul(8).max(RANGE_MIN);
+            // Under an address-space limit the range is address space the program's own allocations no longer
+            // get: a sixteenth of what is left (twice the file at least, as doubling whole-file maps held).
+            if let Some(room) = crate::sys::shm::address_space_room() {
+                cap = cap.min((room / 16).max(len.saturating_mul(2)));
+            }
+            let cap = cap.next_multiple_of(4096);
             let range = AddressRange::reserve(cap).or_else(|_| AddressRange::reserve(len)).ok()?;
             maps.ranges.push(range);
         }

@@ -283,6 +283,23 @@ impl Drop for AddressRange {
     }
 }
 
+/// The address space this process may still map under its `RLIMIT_AS`
+/// (the limit less its size now, from `/proc/self/statm`), or `None`
+/// when the limit is infinite. Unreadable sizes count as no room.
+pub(crate) fn address_space_room() -> Option<usize> {
+    let mut rl = nix::libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `rl` is a valid, writable rlimit struct.
+    if unsafe { nix::libc::getrlimit(nix::libc::RLIMIT_AS, &mut rl) } != 0 || rl.rlim_cur == nix::libc::RLIM_INFINITY {
+        return None;
+    }
+    let lim = rl.rlim_cur;
+    let pages: Option<u64> = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|w| w.parse().ok()));
+    let used = pages.map_or(u64::MAX, |p| p.saturating_mul(4096));
+    Some(usize::try_from(lim.saturating_sub(used)).unwrap_or(usize::MAX))
+}
+
 /// Removes `name`; mappings stay valid until unmapped.
 pub(crate) fn unlink(name: &CStr) -> Result<(), Errno> {
     nix::sys::mman::shm_unlink(name)
