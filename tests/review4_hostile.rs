@@ -5,10 +5,12 @@
 
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::vm_size;
 use shmproc::ListProxy;
+
+mod common;
 
 /// Set (to the test's name) in the re-run that does the work.
 const INNER: &str = "SHMPROC_REVIEW4_HOSTILE_INNER";
@@ -30,30 +32,9 @@ const BLOCK_MAGIC: u64 = 0x424C_4B00_0000_0000;
 /// Runs `test` again in a child process (the same test binary, that one
 /// test). True in the child.
 fn in_child(test: &str) -> bool {
-    if std::env::var(INNER).as_deref() == Ok(test) {
+    let Some((status, stdout, stderr)) = common::rerun_test(test, INNER, DEADLINE) else {
         return true;
-    }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INNER, test)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{test}: the child hung past {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     };
-    let out = child.wait_with_output().unwrap();
     // What a crashed child left (its names end with this process's pid).
     for e in std::fs::read_dir("/dev/shm").unwrap() {
         let f = e.unwrap().file_name().to_string_lossy().into_owned();
@@ -61,26 +42,10 @@ fn in_child(test: &str) -> bool {
             let _ = std::fs::remove_file(format!("/dev/shm/{f}"));
         }
     }
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(status.signal().is_none(), "{test}: child killed by signal {:?}\n{stdout}\n{stderr}", status.signal());
     assert!(status.success(), "{test}: {status:?}\n{stdout}\n{stderr}");
     assert!(stdout.contains("1 passed"), "{test}: the child ran no test\n{stdout}\n{stderr}");
     false
-}
-
-/// The process's virtual size now (bytes).
-fn vm_size() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmSize:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kb * 1024
 }
 
 /// Caps this process's address space at its size now plus `more` bytes:

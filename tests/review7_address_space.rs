@@ -5,10 +5,12 @@
 //! the room the program's own allocations needed (before the ranges, a
 //! small container held about twice its file).
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::vm_size;
 use shmproc::DictProxy;
+
+mod common;
 
 /// Set (to the test's name) in the re-run that does the work.
 const INNER: &str = "SHMPROC_REVIEW7_AS_INNER";
@@ -17,49 +19,12 @@ const DEADLINE: Duration = Duration::from_secs(120);
 /// Runs `test` again in a child process (the same test binary, that one
 /// test). True in the child.
 fn in_child(test: &str) -> bool {
-    if std::env::var(INNER).as_deref() == Ok(test) {
+    let Some((status, stdout, stderr)) = common::rerun_test(test, INNER, DEADLINE) else {
         return true;
-    }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INNER, test)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{test}: the child hung past {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     };
-    let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(status.success(), "{test}: {status:?}\n{stdout}\n{stderr}");
     assert!(stdout.contains("1 passed"), "{test}: the child ran no test\n{stdout}\n{stderr}");
     false
-}
-
-/// The process's virtual size now (bytes).
-fn vm_size() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmSize:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kb * 1024
 }
 
 /// Four dicts of a few thousand u64 entries (a few hundred KiB each, grown

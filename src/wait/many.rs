@@ -250,8 +250,8 @@ pub trait Waitable: WaitObject {}
 ///
 /// While it blocks it uses almost no CPU: it sleeps in one `futex_waitv`
 /// on all the objects' words, waking every 100 ms to re-check (see below
-/// for why, for the fallback on older kernels and other periodic checks). When an object is ready already, it returns without
-/// any system call.
+/// for why, for the fallback on older kernels and other periodic checks).
+/// When an object is ready already, it returns without any system call.
 ///
 /// Errors: [`WaitError::NoObjects`], [`WaitError::TooMany`] (more than
 /// [`MAX_OBJECTS`]).

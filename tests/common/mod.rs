@@ -399,3 +399,51 @@ pub fn scrub(name: &str) -> Vec<String> {
     }
     left
 }
+
+/// Re-runs test `test` of this test binary alone in a child process, with
+/// `var=test` in its environment (so the re-run knows it is the child).
+/// `None` in that child: the caller does the work there. Otherwise the
+/// child's status, stdout and stderr once it ended (it is killed, and this
+/// panics, past `deadline`).
+pub fn rerun_test(test: &str, var: &str, deadline: Duration) -> Option<(ExitStatus, String, String)> {
+    if std::env::var(var).as_deref() == Ok(test) {
+        return None;
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(var, test)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{test}: the child hung past {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    Some((status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+/// This process's virtual size now (bytes), from /proc/self/status.
+pub fn vm_size() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
