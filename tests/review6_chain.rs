@@ -15,7 +15,7 @@ use shmproc::{JoinableQueue, Options};
 
 /// A memory limit that gives rings of 256 `u64` slots, two alive at most:
 /// the chain retires a ring every 256 items.
-const SMALL_LIMIT: u64 = 22_000;
+const SMALL_LIMIT: u64 = 30_000;
 
 /// A producer streams items through small rings (one retired every 256
 /// items) to a consumer that marks each done, while readers, each through
@@ -278,4 +278,56 @@ fn chain_state(q: &JoinableQueue<String>) -> String {
         "newest {newest:#x}, oldest {oldest}, qsize {}, rings (k, [tail, head, skipped, base]) {rings:?}",
         q.qsize()
     )
+}
+
+/// Bytes of the files of a queue's rings (`/dev/shm/shmproc.<name>.*`).
+fn ring_bytes(name: &str) -> u64 {
+    let prefix = format!("shmproc.{name}.");
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            e.file_name().to_str()?.starts_with(&prefix).then(|| e.metadata().ok().map_or(0, |m| m.len()))
+        })
+        .sum()
+}
+
+/// An unbounded queue filled until `Full` under a sweep of small memory
+/// limits keeps its rings' bytes within the limit, and gives every item
+/// back in order. The chain planned each ring as its slots plus a fixed
+/// 4096 bytes, while a ring's header and control block take more, so a
+/// ring could be made that took the rings past the limit.
+#[test]
+fn rings_made_under_a_memory_limit_stay_within_it() {
+    let mut over = Vec::new();
+    for i in 0..24u64 {
+        let limit = 100_000 + i * 6_007;
+        let name = common::name("r6-limit");
+        let q = shmproc::Queue::<u64>::create_unbounded(&name, limit, &Options::new()).unwrap();
+        let mut n = 0u64;
+        while q.put_nowait(n).is_ok() {
+            n += 1;
+        }
+        let bytes = ring_bytes(&name);
+        if bytes > limit {
+            over.push((limit, bytes, n));
+        }
+        for k in 0..n {
+            assert_eq!(q.get_nowait().unwrap(), k);
+        }
+        let s = format!("{}", "x".repeat(100));
+        let qs = shmproc::Queue::<String>::create_unbounded(&format!("{name}s"), limit, &Options::new()).unwrap();
+        let mut m = 0u64;
+        while qs.put_nowait(s.clone()).is_ok() {
+            m += 1;
+        }
+        let bytes = ring_bytes(&format!("{name}s"));
+        if bytes > limit {
+            over.push((limit, bytes, m));
+        }
+        for _ in 0..m {
+            assert_eq!(qs.get_nowait().unwrap(), s);
+        }
+    }
+    assert!(over.is_empty(), "(limit, ring bytes, items) past the limit: {over:?}");
 }

@@ -94,10 +94,6 @@ const MAX_RINGS: u64 = 1 << 40;
 /// Most rings alive at once that `qsize` and the creator's cleanup look
 /// at (the indices are untrusted; a real chain has a few dozen at most).
 const LIVE_RINGS: u64 = 1 << 10;
-/// An upper bound of a ring segment's bytes beyond its slots (header,
-/// control block, alignment): reserved with the slots, the excess given
-/// back once the ring exists.
-const RING_OVERHEAD: u64 = 4096;
 /// Links a `try_` call follows before it reports `Full` / `Empty`.
 const TRY_LINKS: u32 = 64;
 /// What separates a ring's index from the rest of its temporary name
@@ -416,16 +412,19 @@ impl<T: Handoff> Chain<T> {
         // Two rings (the one drained, its successor) must fit the limit
         // together: a ring takes at most half of it.
         // Relaxed: fixed at creation.
-        let cap = (self.words().limit.load(Ordering::Relaxed) / 2).saturating_sub(RING_OVERHEAD);
+        // A ring's bytes are its slots plus a fixed overhead (header,
+        // control block: `ItemRing::overhead`), exactly its file's size.
+        let overhead = ItemRing::<T>::overhead();
+        let cap = (self.words().limit.load(Ordering::Relaxed) / 2).saturating_sub(overhead);
         if 2 * stride > cap {
             return Err(OpenError::InvalidArgument(format!(
                 "an item of {need} bytes needs rings of at least {} bytes: more than half the memory limit",
-                2 * stride + RING_OVERHEAD
+                (2 * stride).saturating_add(overhead)
             )));
         }
         let bytes = (FIRST_RING_BYTES << k.min(20)).clamp(FIRST_RING_BYTES, MAX_RING_BYTES).min(cap).max(2 * stride);
         let slots = slots_for(bytes, stride);
-        Ok((slots, max_frame, slots * stride + RING_OVERHEAD))
+        Ok((slots, max_frame, (slots * stride).saturating_add(overhead)))
     }
 
     /// The largest encoding an item may have: its ring must take at most
@@ -433,7 +432,7 @@ impl<T: Handoff> Chain<T> {
     #[cold]
     pub(super) fn max_item(&self) -> usize {
         // Relaxed: fixed at creation.
-        let cap = (self.words().limit.load(Ordering::Relaxed) / 2).saturating_sub(RING_OVERHEAD);
+        let cap = (self.words().limit.load(Ordering::Relaxed) / 2).saturating_sub(ItemRing::<T>::overhead());
         let a = super::item::FRAME_ALIGN;
         // The most lines a slot may have, odd past two as `frame_stride`
         // makes them.

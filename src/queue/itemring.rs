@@ -100,6 +100,18 @@ impl<T: Handoff> ItemRing<T> {
         }
     }
 
+    /// Bytes of a ring segment beyond its slots (header, control block,
+    /// alignment): the same for every ring of `T`.
+    pub(super) fn overhead() -> u64 {
+        let offset = if T::__POD.is_some() {
+            crate::shm::object::Layout::data_offset::<MpmcQueue<PodVia<T>>>()
+        } else {
+            crate::shm::object::Layout::data_offset::<MpmcQueue<FrameCell<T>>>()
+        };
+        // (An alignment past u64 cannot be: the fingerprint's is a u32.)
+        offset.unwrap_or(u64::MAX / 4)
+    }
+
     fn frame_init(cap: u64, max_frame: u64) -> Result<u64, OpenError> {
         let stride = frames::frame_stride(max_frame)
             .ok_or_else(|| OpenError::InvalidArgument(format!("frame size {max_frame} is not supported")))?;

@@ -212,14 +212,19 @@ pub(crate) struct Layout {
 impl Layout {
     /// `None` if the sizes overflow (an absurd capacity).
     pub(crate) fn of<O: Object>(capacity: u64) -> Option<Layout> {
-        let fp = O::fingerprint();
-        let align = u64::from(fp.align.max(64));
-        let ctl_end = HEADER_SIZE as u64 + std::mem::size_of::<O::Ctl>() as u64;
-        let data_offset = ctl_end.checked_add(align - 1)? / align * align;
+        let data_offset = Self::data_offset::<O>()?;
         let data = O::data_size(capacity)?;
         let total = data_offset.checked_add(data)?;
         // Keep every offset addressable as isize.
         (total <= isize::MAX as u64 / 2).then_some(Layout { data_offset, total })
+    }
+
+    /// Where the data area starts (header, control block, alignment): the
+    /// same for every capacity. `None` for an absurd alignment.
+    pub(crate) fn data_offset<O: Object>() -> Option<u64> {
+        let align = u64::from(O::fingerprint().align.max(64));
+        let ctl_end = HEADER_SIZE as u64 + std::mem::size_of::<O::Ctl>() as u64;
+        Some(ctl_end.checked_add(align - 1)? / align * align)
     }
 }
 
