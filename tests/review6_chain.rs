@@ -315,7 +315,7 @@ fn rings_made_under_a_memory_limit_stay_within_it() {
         for k in 0..n {
             assert_eq!(q.get_nowait().unwrap(), k);
         }
-        let s = format!("{}", "x".repeat(100));
+        let s = "x".repeat(100);
         let qs = shmproc::Queue::<String>::create_unbounded(&format!("{name}s"), limit, &Options::new()).unwrap();
         let mut m = 0u64;
         while qs.put_nowait(s.clone()).is_ok() {
