@@ -113,7 +113,10 @@
 //!    of whole aligned words (one `mov` for a `u64`); a racing write yields
 //!    garbage data of a `Pod` type, never undefined behaviour. The
 //!    surrounding protocol (a ring's Acquire/Release index, a lock) is what
-//!    makes a correct peer's data visible and complete.
+//!    makes a correct peer's data visible and complete. (One writer in that
+//!    module uses plain stores: a pool `map` filling argument bytes that it
+//!    never reads back and that no peer reads before they are published,
+//!    so no peer's write can change what it computes.)
 //! 3. **Shared memory is untrusted input.** Each header field is read once
 //!    into a local, validated, and only the local is used; indices read
 //!    from shared memory are masked or bounds-checked, and offsets given by

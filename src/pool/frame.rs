@@ -331,46 +331,14 @@ impl PodBlock {
             return 0;
         }
         let max = max.min(seg.len().saturating_sub(at) / size);
-        let base = seg.as_ptr();
-        // A block at a time through a private buffer: the iterator runs
-        // into memory the compiler knows nothing else touches (its state
-        // stays in registers; the volatile stores straight into the arena
-        // made it store and reload it per item: 10 instructions per `u64`
-        // under callgrind), then one bulk copy into the arena.
-        let mut block = [std::mem::MaybeUninit::<u64>::uninit(); FILL_BLOCK / 8];
-        let per = (FILL_BLOCK / size).max(1);
-        let mut n = 0;
-        while n < max {
-            let want = per.min(max - n);
-            if size > FILL_BLOCK {
-                // (Wider than the buffer: one at a time, straight in.)
-                let Some(item) = items.next() else { break };
-                // No frame refers to these bytes yet (the caller's contract), so no worker reads them.
-                // SAFETY: `at + (n + 1) * size <= seg.len()` (`max`): inside the arena `self` keeps; `A` is plain data.
-                unsafe { put_image(base.add(at + n * size), item) };
-                n += 1;
-                continue;
-            }
-            let dst = block.as_mut_ptr().cast::<u8>();
-            let mut got = 0usize;
-            items.by_ref().take(want).for_each(|item| {
-                // SAFETY: `got < want <= per` and `per * size <= FILL_BLOCK`: inside `block`; written
-                // unaligned (`A` may be aligned above 8).
-                unsafe { dst.add(got * size).cast::<A>().write_unaligned(item) };
-                got += 1;
-            });
-            // SAFETY: the first `got * size` bytes of `block` were written just above (plain data: every
-            // byte initialised).
-            let bytes = unsafe { std::slice::from_raw_parts(dst.cast_const(), got * size) };
-            // No frame refers to these bytes yet (the caller's contract), so no worker reads them.
-            // SAFETY: `at + (n + got) * size <= seg.len()` (`max`): inside the arena `self` keeps.
-            unsafe { crate::shm::copy::copy_to_shared(bytes, base.add(at + n * size)) };
-            n += got;
-            if got < want {
-                break;
-            }
-        }
-        n
+        // Straight from the iterator into the arena, one pass (see
+        // `write_items_to_shared`: plain stores, which the compiler keeps
+        // in step with the iterator; the private block and bulk copy that
+        // were here cost a second pass on the `map`'s busiest thread).
+        // No frame refers to these bytes yet (the caller's contract), so no worker reads them.
+        // SAFETY: `at + max * size <= seg.len()` (`max`, above): inside the arena `self` keeps, which
+        // stays mapped while `self` lives; `A` is plain data (the caller's check).
+        unsafe { crate::shm::copy::write_items_to_shared(seg.as_ptr().add(at), items, max) }
     }
 
     fn measured(mut self) -> PodBlock {
@@ -504,31 +472,6 @@ impl SlotState {
             self.holds[i] = 1;
             i
         })
-    }
-}
-
-/// Writes the image of `item` (plain data) at `dst` in shared memory:
-/// word by word when it is a whole number of words and `dst` is 8-aligned
-/// (a `u64` is one store), else through the crate's copy primitive.
-///
-/// # Safety
-/// `dst .. dst + size_of::<A>()` lies inside a live, writable mapping that
-/// no one else writes meanwhile by the caller's protocol; `A` is plain data.
-#[inline(always)]
-unsafe fn put_image<A>(dst: *mut u8, item: A) {
-    let size = std::mem::size_of::<A>();
-    let v = std::mem::ManuallyDrop::new(item);
-    let src = (&raw const v).cast::<u8>();
-    if size.is_multiple_of(8) && (dst as usize).is_multiple_of(8) {
-        for k in 0..size / 8 {
-            // SAFETY: `k * 8 + 8 <= size`: inside `v` (read unaligned) and the caller's 8-aligned range
-            // (checked); a volatile store, as the copy primitive makes.
-            unsafe { std::ptr::write_volatile(dst.add(k * 8).cast::<u64>(), src.add(k * 8).cast::<u64>().read_unaligned()) };
-        }
-    } else {
-        // SAFETY: `v`'s `size` bytes are initialised (plain data); the
-        // destination range is the caller's.
-        unsafe { crate::shm::copy::copy_to_shared(std::slice::from_raw_parts(src, size), dst) };
     }
 }
 
