@@ -469,3 +469,48 @@ fn a_tail_corrupted_far_past_the_ring_does_not_hang_non_blocking_calls() {
     assert_eq!((n, got), (3, vec![1, 2, 3]), "the real items come out first");
     assert_eq!(next, Err(TryGetError::Empty));
 }
+
+shmproc::entry! {
+    /// Pops one item of `q`, says so, then sleeps until killed (its
+    /// consumer never frees another slot).
+    fn pop_one_and_hang(args: (MpmcQueue<u64>, Event)) -> Result<(), String> {
+        let (q, popped) = args;
+        q.pop_timeout(Duration::from_secs(30)).map_err(|e| e.to_string())?;
+        popped.set();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// A put blocked on a full ring waits for a batch of free slots while it
+/// spins (`FULL_BATCH`, a quarter of this ring), but never for good: when
+/// the consumer (another process) frees one slot and stops, the put still
+/// goes in, with either wait strategy, and nothing is lost or reordered.
+/// (The new wait path of the full-ring hysteresis; the 30 s bound is a
+/// hang guard, not a timing claim.)
+#[test]
+fn a_put_blocked_on_a_full_ring_goes_in_when_a_single_slot_frees() {
+    for wait in [shmproc::queue::WaitStrategy::Blocking, shmproc::queue::WaitStrategy::BusyPoll] {
+        const CAP: u64 = 256;
+        let q = MpmcQueue::<u64>::new(CAP).unwrap();
+        for i in 0..CAP {
+            q.try_push(i).unwrap();
+        }
+        let pusher = q.clone().with_wait(wait);
+        let blocked = std::thread::spawn(move || pusher.push_timeout(CAP, Duration::from_secs(30)));
+        let popped = Event::new().unwrap();
+        let mut p = Process::new(pop_one_and_hang, (q.clone(), popped.clone())).with_daemon(true);
+        p.start().unwrap();
+        let ok = popped.wait_timeout(Duration::from_secs(30));
+        let pushed = blocked.join().unwrap();
+        let _ = p.kill();
+        let _ = common::join(&p);
+        assert!(ok, "the child did not pop");
+        assert_eq!(pushed, Ok(()), "{wait:?}: the put did not go into the one free slot");
+        assert_eq!(q.len() as u64, CAP);
+        let mut all = vec![0; CAP as usize];
+        assert_eq!(q.pop_into(&mut all), CAP as usize);
+        assert_eq!(all, (1..=CAP).collect::<Vec<_>>(), "{wait:?}");
+    }
+}

@@ -147,6 +147,19 @@ impl<T> std::fmt::Debug for MpmcQueue<T> {
 /// Largest supported capacity.
 pub(crate) const MAX_CAPACITY: u64 = 1 << 30;
 
+/// A blocked put whose ring is full waits, while it spins (at most
+/// `MPMC_SPIN.limit` steps), until this many slots are free (at most a
+/// quarter of the ring) before it tries again, reading only the indices
+/// meanwhile. Trying at every step puts one item into each slot as soon as
+/// its consumer frees it, so the producer works right beside the consumer:
+/// each attempt reads the slot the consumer is releasing and `head`, and
+/// prefetches for writing the slots the consumer reads next, taking those
+/// lines from it on every item. Measured, `Queue<String>` 1 -> 1 process
+/// with a producer faster than its consumer (`put_ref`/`get`): see the
+/// README's figures. Sleeping, closing, deadlines and `put_nowait` are as
+/// before; a put that finds room never waits here.
+const FULL_BATCH: u64 = 64;
+
 /// Rounds in a row after which a waiting put/get whose attempts keep
 /// failing though the indices say it could go on (`sleep`'s `stuck`) naps.
 const STUCK_AFTER: u32 = 64;
@@ -552,7 +565,8 @@ impl<T: RingItem> MpmcQueue<T> {
     where
         ShmSlots<T>: Slots<V>,
     {
-        let (mut spins, mut misses) = (0u32, 0u32);
+        let (mut spins, mut misses, mut held) = (0u32, 0u32, 0u32);
+        let batch = (self.limit / 4).min(FULL_BATCH);
         loop {
             if deadline.passed() {
                 return Err(PutTimeoutError::TimedOut(v));
@@ -566,6 +580,11 @@ impl<T: RingItem> MpmcQueue<T> {
                 } else {
                     0
                 };
+            } else if held < MPMC_SPIN.limit && batch > 1 && !self.is_closed() && self.len() as u64 > self.limit - batch {
+                // Full, or nearly: wait for a batch of free slots (see
+                // `FULL_BATCH`), polling only the indices.
+                held += 1;
+                continue;
             }
             match self.push_once(&mut flight, v) {
                 Ok(()) => return Ok(()),
