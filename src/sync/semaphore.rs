@@ -194,6 +194,11 @@ mod shm_sem {
                 fn ready(&mut self, _thorough: bool) -> bool {
                     ready(self.m.ctl())
                 }
+                fn watch(&mut self, w: &mut crate::wait::many::Watch) -> Option<bool> {
+                    let raw = self.m.ctl();
+                    w.exact64(&raw.word, COUNT_MASK);
+                    Some(ready(raw))
+                }
                 fn announce(&mut self, words: &mut crate::wait::many::Words) -> Option<u64> {
                     announce(self.m.ctl(), words)
                 }

@@ -17,17 +17,20 @@
 //! "consumer sleeps" flag on the peer's index calls [`announce_flag`] /
 //! [`withdraw_flag`]; both return [`handshake_poll`] (or their own
 //! liveness poll) from `prepare`. `ready(false)` must be plain loads of
-//! the same words the object's `try_` call looks at.
+//! the same words the object's `try_` call looks at. `watch` is optional
+//! (without it the object is asked `ready(false)` in every spin round):
+//! see `many/watch.rs` for the two kinds of watched words.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Deadline;
 use super::handshake;
-#[cfg(loom)]
-use super::spin::spin_hint;
-use super::spin::{POLL, SPIN_LIMIT};
+use super::spin::{POLL, SPIN_LIMIT, spin_hint};
 use crate::sys::futex::{self as sysfutex, WAITV_MAX, WaitvOutcome, WaitvWord};
+
+mod watch;
+pub(crate) use watch::Watch;
 
 /// The most objects one [`wait`] takes (`futex_waitv`'s limit of 128
 /// words; each object sleeps on one word).
@@ -181,6 +184,13 @@ pub(crate) mod sealed {
     pub trait WaitObject {
         /// Whether the object's blocking call would return now.
         fn ready(&mut self, thorough: bool) -> bool;
+        /// [`ready`](Self::ready)`(false)`, and the words that say when it
+        /// may become ready, listed on `w` (see `Watch`); `None`: it
+        /// cannot be watched (asked `ready(false)` in every spin round).
+        fn watch(&mut self, w: &mut Watch) -> Option<bool> {
+            let _ = w;
+            None
+        }
         /// Registers as a sleeper and pushes the word to sleep on; `None`:
         /// ready now, nothing registered.
         fn announce(&mut self, words: &mut Words) -> Option<u64>;
@@ -260,8 +270,12 @@ pub trait Waitable: WaitObject {}
 ///
 /// 1. **Ready path.** Every object's readiness is checked with plain loads
 ///    of its shared words (no syscall, no fence); if any is ready, `wait`
-///    returns at once. Then it spins a little (as [`Event::wait`] does),
-///    re-checking with plain loads.
+///    returns at once. Then it spins a little (as [`Event::wait`] does):
+///    it notes the shared words that say when each object may become
+///    ready (an event's state, a semaphore's count, an MPMC ring's tail),
+///    and each round loads them, with no call, then pauses; objects
+///    without such words (unbounded queues, SPSC and byte rings, pipes,
+///    processes) are asked in every round.
 /// 2. **Announce.** On each object it announces itself exactly as that
 ///    object's own blocking call does (the event's WAITERS bit, the
 ///    semaphore's sleeper count, the MPMC queue's consumer count, the SPSC
@@ -360,62 +374,79 @@ pub trait Waitable: WaitObject {}
 /// assert_eq!(results.get(), Ok(42));
 /// p.join().unwrap();
 /// ```
+#[inline]
 pub fn wait(objects: &mut [&mut dyn Waitable], timeout: Option<Duration>) -> Result<Ready, WaitError> {
     wait_until(objects, timeout.map_or(Deadline::NEVER, Deadline::after))
 }
 
-/// [`wait`] with a [`Deadline`].
+/// [`wait`] with a [`Deadline`]. The ready path (a scan) is inlined into
+/// the caller; the spin and the sleep are not.
+#[inline]
 pub(crate) fn wait_until(objects: &mut [&mut dyn Waitable], deadline: Deadline) -> Result<Ready, WaitError> {
-    if objects.is_empty() {
-        return Err(WaitError::NoObjects);
+    if objects.is_empty() || objects.len() > MAX_OBJECTS {
+        return Err(refuse(objects.len()));
     }
-    if objects.len() > MAX_OBJECTS {
-        return Err(WaitError::TooMany { count: objects.len(), max: MAX_OBJECTS });
-    }
-    // The ready path: plain loads only.
+    // The ready path: plain loads only, and nothing else: when the object
+    // is ready by the time `wait` is called (a peer that answered while
+    // this process was still busy), this scan is all the latency `wait`
+    // adds.
     let ready = scan(objects, false);
     if !ready.is_empty() {
         return Ok(ready);
     }
+    spin_then_sleep(objects, deadline)
+}
+
+/// Why `wait` refuses `count` objects.
+#[cold]
+#[inline(never)]
+fn refuse(count: usize) -> WaitError {
+    if count == 0 { WaitError::NoObjects } else { WaitError::TooMany { count, max: MAX_OBJECTS } }
+}
+
+/// After a ready path that found nothing: the spin on the objects' words,
+/// then the slow path.
+#[inline(never)]
+fn spin_then_sleep(objects: &mut [&mut dyn Waitable], deadline: Deadline) -> Result<Ready, WaitError> {
     // A zero timeout is a poll: no spinning.
-    for _ in 0..if deadline.passed() { 0 } else { SPIN_LIMIT } {
-        // No pause between scans: a scan of the objects is itself the
-        // delay between checks. With a pause as well, `wait` on 4 objects
-        // noticed a wake-up 1.30-1.41x later than `Event::wait` in the
-        // machine's fast core-to-core state; without, 1.06-1.11x
-        // (benches/wait.rs, old and new builds alternating). Under loom the
-        // hint is a yield, which the model needs.
-        //
-        // Tried and measured worse in the fast state (branch `waitfast2`,
-        // chrt -f 5, this scan alternating with each, means of 20-76 runs):
-        // the ready path noting each object's words with the values read,
-        // and rounds comparing them (a few loads, no call), asking only an
-        // object whose word changed: 1.30-1.33x with a pause per round
-        // (this scan 1.15-1.17x in the same runs), 1.40-1.56x without
-        // pause, worse with a short busy delay instead of the pause; and
-        // this scan without the result set built per round (fewer
-        // instructions per round): 1.34x against 1.15x. Fewer instructions
-        // per round did not mean an earlier wake-up here.
-        #[cfg(loom)]
-        spin_hint();
-        let ready = scan(objects, false);
-        if !ready.is_empty() {
-            return Ok(ready);
+    if deadline.passed() {
+        return sleep_loop(objects, deadline);
+    }
+    // The words to watch (a second look at every object).
+    let mut watch = Watch::new();
+    let ready = watch.list(objects);
+    if !ready.is_empty() {
+        return Ok(ready);
+    }
+    for _ in 0..SPIN_LIMIT {
+        // A round is a few plain loads of the watched words (and a call per
+        // polled object), then a pause, as `Event::wait`'s round is one load
+        // and a pause; the return path re-reads the words in place. See the
+        // README's "Waiting on many objects" for what was measured.
+        if watch.hit(objects) {
+            let ready = if watch.has_polled() { watch.recheck(objects) } else { watch.quick_recheck(objects) };
+            if !ready.is_empty() {
+                return Ok(ready);
+            }
         }
+        spin_hint();
     }
     sleep_loop(objects, deadline)
 }
 
 /// The readiness of every object.
-#[inline]
+#[inline(always)]
 fn scan(objects: &mut [&mut dyn Waitable], thorough: bool) -> Ready {
-    let mut ready = Ready::default();
-    for (i, o) in objects.iter_mut().enumerate() {
+    // A running bit (a shift by one per object) rather than `1 << i` of a
+    // u128 per object: fewer instructions on the ready path.
+    let (mut bits, mut bit) = (0u128, 1u128);
+    for o in objects.iter_mut() {
         if o.ready(thorough) {
-            ready.insert(i);
+            bits |= bit;
         }
+        bit <<= 1;
     }
-    ready
+    Ready { bits }
 }
 
 /// The slow path: announce, re-check, sleep, withdraw, until something is
