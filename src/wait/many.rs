@@ -379,22 +379,23 @@ pub fn wait(objects: &mut [&mut dyn Waitable], timeout: Option<Duration>) -> Res
     wait_until(objects, timeout.map_or(Deadline::NEVER, Deadline::after))
 }
 
-/// [`wait`] with a [`Deadline`]. The ready path (a scan) is inlined into
-/// the caller; the spin and the sleep are not.
+/// [`wait`] with a [`Deadline`]. The ready path is inlined into the
+/// caller; the spin and the sleep are not.
 #[inline]
 pub(crate) fn wait_until(objects: &mut [&mut dyn Waitable], deadline: Deadline) -> Result<Ready, WaitError> {
     if objects.is_empty() || objects.len() > MAX_OBJECTS {
         return Err(refuse(objects.len()));
     }
-    // The ready path: plain loads only, and nothing else: when the object
-    // is ready by the time `wait` is called (a peer that answered while
-    // this process was still busy), this scan is all the latency `wait`
-    // adds.
-    let ready = scan(objects, false);
+    // The ready path: plain loads only, and the words to watch noted on
+    // the way (no second pass before the spin). When an object is ready by
+    // the time `wait` is called (a peer that answered while this process
+    // was still busy), this pass is all the latency `wait` adds.
+    let mut watch = Watch::new();
+    let ready = watch.list(objects);
     if !ready.is_empty() {
         return Ok(ready);
     }
-    spin_then_sleep(objects, deadline)
+    spin_then_sleep(objects, &mut watch, deadline)
 }
 
 /// Why `wait` refuses `count` objects.
@@ -404,21 +405,16 @@ fn refuse(count: usize) -> WaitError {
     if count == 0 { WaitError::NoObjects } else { WaitError::TooMany { count, max: MAX_OBJECTS } }
 }
 
-/// After a ready path that found nothing: the spin on the objects' words,
-/// then the slow path.
+/// After a ready path that found nothing: the spin on the words `watch`
+/// noted, then the slow path.
 #[inline(never)]
-fn spin_then_sleep(objects: &mut [&mut dyn Waitable], deadline: Deadline) -> Result<Ready, WaitError> {
+fn spin_then_sleep(
+    objects: &mut [&mut dyn Waitable],
+    watch: &mut Watch,
+    deadline: Deadline,
+) -> Result<Ready, WaitError> {
     // A zero timeout is a poll: no spinning.
-    if deadline.passed() {
-        return sleep_loop(objects, deadline);
-    }
-    // The words to watch (a second look at every object).
-    let mut watch = Watch::new();
-    let ready = watch.list(objects);
-    if !ready.is_empty() {
-        return Ok(ready);
-    }
-    for _ in 0..SPIN_LIMIT {
+    for _ in 0..if deadline.passed() { 0 } else { SPIN_LIMIT } {
         // A round is a few plain loads of the watched words (and a call per
         // polled object), then a pause, as `Event::wait`'s round is one load
         // and a pause; the return path re-reads the words in place. See the
@@ -435,18 +431,15 @@ fn spin_then_sleep(objects: &mut [&mut dyn Waitable], deadline: Deadline) -> Res
 }
 
 /// The readiness of every object.
-#[inline(always)]
+#[inline]
 fn scan(objects: &mut [&mut dyn Waitable], thorough: bool) -> Ready {
-    // A running bit (a shift by one per object) rather than `1 << i` of a
-    // u128 per object: fewer instructions on the ready path.
-    let (mut bits, mut bit) = (0u128, 1u128);
-    for o in objects.iter_mut() {
+    let mut ready = Ready::default();
+    for (i, o) in objects.iter_mut().enumerate() {
         if o.ready(thorough) {
-            bits |= bit;
+            ready.insert(i);
         }
-        bit <<= 1;
     }
-    Ready { bits }
+    ready
 }
 
 /// The slow path: announce, re-check, sleep, withdraw, until something is

@@ -134,26 +134,30 @@ impl Watch {
         self.push(word as *const AtomicU64 as *const (), true, false, seen, u64::MAX);
     }
 
-    /// The ready path: asks every object whether it is ready, and lists
-    /// the words of those that can be watched. The ready ones (empty: none).
-    #[inline]
+    /// The ready path (inlined into `wait`'s caller): asks every object
+    /// whether it is ready, and lists the words of those that can be
+    /// watched. The ready ones (empty: none).
+    #[inline(always)]
     pub(super) fn list(&mut self, objects: &mut [&mut dyn Waitable]) -> Ready {
-        let mut ready = Ready::default();
+        // A running bit (a shift by one per object) rather than `1 << i` of
+        // a u128 per object: fewer instructions on the ready path.
+        let (mut bits, mut bit) = (0u128, 1u128);
         for (i, o) in objects.iter_mut().enumerate() {
             // `i` < MAX_OBJECTS = 128 (checked by `wait`).
             self.object = i as u8;
-            match o.watch(self) {
-                Some(false) => {}
-                Some(true) => ready.insert(i),
+            let ready = match o.watch(self) {
+                Some(ready) => ready,
                 None => {
                     self.polled.insert(i);
-                    if o.ready(false) {
-                        ready.insert(i);
-                    }
+                    o.ready(false)
                 }
+            };
+            if ready {
+                bits |= bit;
             }
+            bit <<= 1;
         }
-        ready
+        Ready { bits }
     }
 
     /// One spin round: whether a watched word says its object may be
