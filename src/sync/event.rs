@@ -147,6 +147,7 @@ mod shm_event {
         fn ready(&mut self, _thorough: bool) -> bool {
             self.m.ctl().is_set()
         }
+        #[inline]
         fn watch(&mut self, w: &mut crate::wait::many::Watch) -> Option<bool> {
             let raw = self.m.ctl();
             w.exact32(&raw.state, SET);

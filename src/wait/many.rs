@@ -187,6 +187,11 @@ pub(crate) mod sealed {
         /// [`ready`](Self::ready)`(false)`, and the words that say when it
         /// may become ready, listed on `w` (see `Watch`); `None`: it
         /// cannot be watched (asked `ready(false)` in every spin round).
+        /// An exact word must be the object's only word and its readiness
+        /// a mask of it; a changed word's value must be read before the
+        /// readiness it is listed with (then any change that can make the
+        /// object ready changes the word). Only latency rests on this: the
+        /// slow path re-checks with `ready` before every sleep.
         fn watch(&mut self, w: &mut Watch) -> Option<bool> {
             let _ = w;
             None

@@ -20,6 +20,7 @@ impl<T: Handoff> Inner<T> {
         }
     }
 
+    #[inline]
     fn watch_readable(&self, w: &mut Watch) -> Option<bool> {
         match self {
             Inner::Ring(r) => Some(each!(r, q => q.watch_readable(w))),
@@ -48,6 +49,7 @@ macro_rules! waitable {
             fn ready(&mut self, _thorough: bool) -> bool {
                 self.handle_closed() || self.q.readable()
             }
+            #[inline]
             fn watch(&mut self, w: &mut Watch) -> Option<bool> {
                 // The handle's own flag cannot change during `wait` (it
                 // borrows the handle).

@@ -35,6 +35,7 @@ impl<T: RingItem> MpmcQueue<T> {
 
     /// [`readable`](Self::readable), and if not, its tail listed on `w`
     /// with the value read (only a push or a close moves it).
+    #[inline]
     pub(crate) fn watch_readable(&self, w: &mut Watch) -> bool {
         let c = self.ctl();
         // Acquire (both): as in `items_and_closed`.
@@ -78,6 +79,7 @@ impl<T: ShmType> WaitObject for MpmcQueue<T> {
     fn ready(&mut self, _thorough: bool) -> bool {
         self.readable()
     }
+    #[inline]
     fn watch(&mut self, w: &mut Watch) -> Option<bool> {
         Some(self.watch_readable(w))
     }
