@@ -147,12 +147,6 @@ mod shm_event {
         fn ready(&mut self, _thorough: bool) -> bool {
             self.m.ctl().is_set()
         }
-        #[inline]
-        fn watch(&mut self, w: &mut crate::wait::many::Watch) -> Option<bool> {
-            let raw = self.m.ctl();
-            w.exact32(&raw.state, SET);
-            Some(raw.is_set())
-        }
         fn announce(&mut self, words: &mut crate::wait::many::Words) -> Option<u64> {
             let raw = self.m.ctl();
             raw.announce().map(|expected| words.push(&raw.state, expected)).map(|()| 0)

@@ -194,12 +194,6 @@ mod shm_sem {
                 fn ready(&mut self, _thorough: bool) -> bool {
                     ready(self.m.ctl())
                 }
-                #[inline]
-                fn watch(&mut self, w: &mut crate::wait::many::Watch) -> Option<bool> {
-                    let raw = self.m.ctl();
-                    w.exact64(&raw.word, COUNT_MASK);
-                    Some(ready(raw))
-                }
                 fn announce(&mut self, words: &mut crate::wait::many::Words) -> Option<u64> {
                     announce(self.m.ctl(), words)
                 }

@@ -17,20 +17,17 @@
 //! "consumer sleeps" flag on the peer's index calls [`announce_flag`] /
 //! [`withdraw_flag`]; both return [`handshake_poll`] (or their own
 //! liveness poll) from `prepare`. `ready(false)` must be plain loads of
-//! the same words the object's `try_` call looks at. `watch` is optional
-//! (without it the object is asked `ready(false)` in every spin round):
-//! see `many/watch.rs` for the two kinds of watched words.
+//! the same words the object's `try_` call looks at.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Deadline;
 use super::handshake;
-use super::spin::{POLL, SPIN_LIMIT, spin_hint};
+#[cfg(loom)]
+use super::spin::spin_hint;
+use super::spin::{POLL, SPIN_LIMIT};
 use crate::sys::futex::{self as sysfutex, WAITV_MAX, WaitvOutcome, WaitvWord};
-
-mod watch;
-pub(crate) use watch::Watch;
 
 /// The most objects one [`wait`] takes (`futex_waitv`'s limit of 128
 /// words; each object sleeps on one word).
@@ -184,18 +181,6 @@ pub(crate) mod sealed {
     pub trait WaitObject {
         /// Whether the object's blocking call would return now.
         fn ready(&mut self, thorough: bool) -> bool;
-        /// [`ready`](Self::ready)`(false)`, and the words that say when it
-        /// may become ready, listed on `w` (see `Watch`); `None`: it
-        /// cannot be watched (asked `ready(false)` in every spin round).
-        /// An exact word must be the object's only word and its readiness
-        /// a mask of it; a changed word's value must be read before the
-        /// readiness it is listed with (then any change that can make the
-        /// object ready changes the word). Only latency rests on this: the
-        /// slow path re-checks with `ready` before every sleep.
-        fn watch(&mut self, w: &mut Watch) -> Option<bool> {
-            let _ = w;
-            None
-        }
         /// Registers as a sleeper and pushes the word to sleep on; `None`:
         /// ready now, nothing registered.
         fn announce(&mut self, words: &mut Words) -> Option<u64>;
@@ -275,12 +260,8 @@ pub trait Waitable: WaitObject {}
 ///
 /// 1. **Ready path.** Every object's readiness is checked with plain loads
 ///    of its shared words (no syscall, no fence); if any is ready, `wait`
-///    returns at once. Then it spins a little (as [`Event::wait`] does):
-///    it notes the shared words that say when each object may become
-///    ready (an event's state, a semaphore's count, an MPMC ring's tail),
-///    and each round loads them, with no call, then pauses; objects
-///    without such words (unbounded queues, SPSC and byte rings, pipes,
-///    processes) are asked in every round.
+///    returns at once. Then it spins a little (as [`Event::wait`] does),
+///    re-checking with plain loads.
 /// 2. **Announce.** On each object it announces itself exactly as that
 ///    object's own blocking call does (the event's WAITERS bit, the
 ///    semaphore's sleeper count, the MPMC queue's consumer count, the SPSC
@@ -379,58 +360,64 @@ pub trait Waitable: WaitObject {}
 /// assert_eq!(results.get(), Ok(42));
 /// p.join().unwrap();
 /// ```
-#[inline]
 pub fn wait(objects: &mut [&mut dyn Waitable], timeout: Option<Duration>) -> Result<Ready, WaitError> {
     wait_until(objects, timeout.map_or(Deadline::NEVER, Deadline::after))
 }
 
-/// [`wait`] with a [`Deadline`]. The ready path is inlined into the
-/// caller; the spin and the sleep are not.
-#[inline]
+/// [`wait`] with a [`Deadline`].
 pub(crate) fn wait_until(objects: &mut [&mut dyn Waitable], deadline: Deadline) -> Result<Ready, WaitError> {
-    if objects.is_empty() || objects.len() > MAX_OBJECTS {
-        return Err(refuse(objects.len()));
+    if objects.is_empty() {
+        return Err(WaitError::NoObjects);
     }
-    // The ready path: plain loads only, and the words to watch noted on
-    // the way (no second pass before the spin). When an object is ready by
-    // the time `wait` is called (a peer that answered while this process
-    // was still busy), this pass is all the latency `wait` adds.
-    let mut watch = Watch::new();
-    let ready = watch.list(objects);
+    if objects.len() > MAX_OBJECTS {
+        return Err(WaitError::TooMany { count: objects.len(), max: MAX_OBJECTS });
+    }
+    // The ready path: plain loads only.
+    let ready = scan(objects, false);
     if !ready.is_empty() {
         return Ok(ready);
     }
-    spin_then_sleep(objects, &mut watch, deadline)
-}
-
-/// Why `wait` refuses `count` objects.
-#[cold]
-#[inline(never)]
-fn refuse(count: usize) -> WaitError {
-    if count == 0 { WaitError::NoObjects } else { WaitError::TooMany { count, max: MAX_OBJECTS } }
-}
-
-/// After a ready path that found nothing: the spin on the words `watch`
-/// noted, then the slow path.
-#[inline(never)]
-fn spin_then_sleep(
-    objects: &mut [&mut dyn Waitable],
-    watch: &mut Watch,
-    deadline: Deadline,
-) -> Result<Ready, WaitError> {
     // A zero timeout is a poll: no spinning.
     for _ in 0..if deadline.passed() { 0 } else { SPIN_LIMIT } {
-        // A round is a few plain loads of the watched words (and a call per
-        // polled object), then a pause, as `Event::wait`'s round is one load
-        // and a pause; the return path re-reads the words in place. See the
-        // README's "Waiting on many objects" for what was measured.
-        if watch.hit(objects) {
-            let ready = if watch.has_polled() { watch.recheck(objects) } else { watch.quick_recheck(objects) };
-            if !ready.is_empty() {
-                return Ok(ready);
-            }
-        }
+        // No pause between scans: a scan of the objects is itself the
+        // delay between checks. With a pause as well, `wait` on 4 objects
+        // noticed a wake-up 1.30-1.41x later than `Event::wait` in the
+        // machine's fast core-to-core state; without, 1.06-1.11x
+        // (benches/wait.rs, old and new builds alternating). Under loom the
+        // hint is a yield, which the model needs.
+        //
+        // Tried and measured worse in the fast state (branch `waitfast2`,
+        // chrt -f 5, this scan alternating with each, means of 20-76 runs):
+        // the ready path noting each object's words with the values read,
+        // and rounds comparing them (a few loads, no call), asking only an
+        // object whose word changed: 1.30-1.33x with a pause per round
+        // (this scan 1.15-1.17x in the same runs), 1.40-1.56x without
+        // pause, worse with a short busy delay instead of the pause; and
+        // this scan without the result set built per round (fewer
+        // instructions per round): 1.34x against 1.15x. Fewer instructions
+        // per round did not mean an earlier wake-up here.
+        //
+        // Tried again (branch `wait3`, benches/wait.rs's binary, this build
+        // and each alternating in the same minutes, 20-60 pairs, quiet
+        // minutes of the shared VM): watched words (an event's state and a
+        // semaphore's count judged as masks, an MPMC tail compared with the
+        // value seen) loaded with no call and a pause per round, the words
+        // re-read in place after a change, the ready pass inlined into the
+        // caller (27 -> 23 ns, 165 -> ~122 instructions): 1.41x against
+        // this scan's 1.34x (Event::wait 44 ns), 1.45x against 1.08x (58
+        // ns), even at 62 ns; with an inlined scan as the ready pass
+        // (12 ns) 1.38x against 1.34x; this scan unchanged but the ready
+        // pass inlined and the spin out of line: 1.34x against 1.15x. A
+        // re-check after a change in a function of its own cost ~15 ns
+        // more. (Probes interleaving variants inside one process ranked
+        // the watched words first, 1.19-1.24x against 1.27-1.41x: the
+        // bench's own binary did not follow.)
+        #[cfg(loom)]
         spin_hint();
+        let ready = scan(objects, false);
+        if !ready.is_empty() {
+            return Ok(ready);
+        }
     }
     sleep_loop(objects, deadline)
 }

@@ -10,21 +10,13 @@ use std::time::Duration;
 use super::super::itemring::{ItemRing, each};
 use super::{Inner, JoinableQueue, Queue, SimpleQueue};
 use crate::handoff::Handoff;
-use crate::wait::many::{self, WaitObject, Waitable, Watch, Words};
+use crate::wait::many::{self, WaitObject, Waitable, Words};
 
 impl<T: Handoff> Inner<T> {
     fn readable(&self) -> bool {
         match self {
             Inner::Ring(r) => each!(r, q => q.readable()),
             Inner::Chain(c) => c.readable(),
-        }
-    }
-
-    #[inline]
-    fn watch_readable(&self, w: &mut Watch) -> Option<bool> {
-        match self {
-            Inner::Ring(r) => Some(each!(r, q => q.watch_readable(w))),
-            Inner::Chain(_) => None,
         }
     }
 
@@ -48,12 +40,6 @@ macro_rules! waitable {
         impl<T: Handoff> WaitObject for $t<T> {
             fn ready(&mut self, _thorough: bool) -> bool {
                 self.handle_closed() || self.q.readable()
-            }
-            #[inline]
-            fn watch(&mut self, w: &mut Watch) -> Option<bool> {
-                // The handle's own flag cannot change during `wait` (it
-                // borrows the handle).
-                if self.handle_closed() { Some(true) } else { self.q.watch_readable(w) }
             }
             fn announce(&mut self, words: &mut Words) -> Option<u64> {
                 if self.handle_closed() { None } else { self.q.announce_reader(words) }

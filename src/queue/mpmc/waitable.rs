@@ -11,7 +11,7 @@ use super::super::item::RingItem;
 use super::super::vyukov::{CLOSED, POS};
 use super::MpmcQueue;
 use crate::ShmType;
-use crate::wait::many::{self, WaitObject, Waitable, Watch, Words};
+use crate::wait::many::{self, WaitObject, Waitable, Words};
 
 // Any slot kind (plain data, `PodVia`, frames): the unbounded queue's
 // rings and the facades use these too.
@@ -31,21 +31,6 @@ impl<T: RingItem> MpmcQueue<T> {
         let h = c.head.0.load(Ordering::Acquire);
         let t = c.tail.0.load(Ordering::Acquire);
         (((t & POS).wrapping_sub(h & POS) as i64) > 0, t & CLOSED != 0)
-    }
-
-    /// [`readable`](Self::readable), and if not, its tail listed on `w`
-    /// with the value read (only a push or a close moves it).
-    #[inline]
-    pub(crate) fn watch_readable(&self, w: &mut Watch) -> bool {
-        let c = self.ctl();
-        // Acquire (both): as in `items_and_closed`.
-        let h = c.head.0.load(Ordering::Acquire);
-        let t = c.tail.0.load(Ordering::Acquire);
-        let ready = ((t & POS).wrapping_sub(h & POS) as i64) > 0 || t & CLOSED != 0;
-        if !ready {
-            w.changed64(&c.tail.0, t);
-        }
-        ready
     }
 
     /// Registers as a sleeping consumer (see `announce_counted`).
@@ -78,10 +63,6 @@ impl<T: RingItem> MpmcQueue<T> {
 impl<T: ShmType> WaitObject for MpmcQueue<T> {
     fn ready(&mut self, _thorough: bool) -> bool {
         self.readable()
-    }
-    #[inline]
-    fn watch(&mut self, w: &mut Watch) -> Option<bool> {
-        Some(self.watch_readable(w))
     }
     fn announce(&mut self, words: &mut Words) -> Option<u64> {
         self.announce_reader(words)
