@@ -396,6 +396,22 @@ pub(crate) fn wait_until(objects: &mut [&mut dyn Waitable], deadline: Deadline) 
         // this scan without the result set built per round (fewer
         // instructions per round): 1.34x against 1.15x. Fewer instructions
         // per round did not mean an earlier wake-up here.
+        //
+        // Tried again (branch `wait3`, benches/wait.rs's binary, this build
+        // and each alternating in the same minutes, 20-60 pairs, quiet
+        // minutes of the shared VM): watched words (an event's state and a
+        // semaphore's count judged as masks, an MPMC tail compared with the
+        // value seen) loaded with no call and a pause per round, the words
+        // re-read in place after a change, the ready pass inlined into the
+        // caller (27 -> 23 ns, 165 -> ~122 instructions): 1.41x against
+        // this scan's 1.34x (Event::wait 44 ns), 1.45x against 1.08x (58
+        // ns), even at 62 ns; with an inlined scan as the ready pass
+        // (12 ns) 1.38x against 1.34x; this scan unchanged but the ready
+        // pass inlined and the spin out of line: 1.34x against 1.15x. A
+        // re-check after a change in a function of its own cost ~15 ns
+        // more. (Probes interleaving variants inside one process ranked
+        // the watched words first, 1.19-1.24x against 1.27-1.41x: the
+        // bench's own binary did not follow.)
         #[cfg(loom)]
         spin_hint();
         let ready = scan(objects, false);
