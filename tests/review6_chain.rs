@@ -15,7 +15,7 @@ use shmproc::{JoinableQueue, Options};
 
 /// A memory limit that gives rings of 256 `u64` slots, two alive at most:
 /// the chain retires a ring every 256 items.
-const SMALL_LIMIT: u64 = 30_000;
+const SMALL_LIMIT: u64 = 34_000;
 
 /// A producer streams items through small rings (one retired every 256
 /// items) to a consumer that marks each done, while readers, each through
@@ -179,7 +179,7 @@ fn a_hostile_oldest_at_the_last_index_with_a_ring_there_gives_bounded_results() 
 /// kill often lands in a retirement (the fold of a ring's count into its
 /// successor's base, the `oldest` CAS, the unlink).
 const BIG_ITEM: usize = 4400;
-const TINY_RING_LIMIT: u64 = 40_000;
+const TINY_RING_LIMIT: u64 = 44_000;
 
 fn big_item(i: u64) -> String {
     format!("{i}:{}", "z".repeat(BIG_ITEM - 12))

@@ -56,7 +56,7 @@ fn a_closed_queue_whose_head_slot_a_dead_consumer_holds_says_closed() {
 #[test]
 fn an_unbounded_queue_goes_past_a_drained_ring_whose_head_slot_a_dead_consumer_holds() {
     let name = common::name("r6-dead-pop-ring");
-    let q = JoinableQueue::<u64>::create_unbounded(&name, 30_000, &Options::new()).unwrap();
+    let q = JoinableQueue::<u64>::create_unbounded(&name, 34_000, &Options::new()).unwrap();
     let mut n = 0u64;
     // Ring 0 full, then one item in ring 1.
     while q.qsize() < 256 {

@@ -409,30 +409,38 @@ impl<T: Handoff> Chain<T> {
         } else {
             super::frames::frame_stride(max_frame).ok_or_else(|| OpenError::InvalidArgument("frame too large".into()))?
         };
-        // Two rings (the one drained, its successor) must fit the limit
-        // together: a ring takes at most half of it.
-        // Relaxed: fixed at creation.
-        // A ring's bytes are its slots plus a fixed overhead (header,
-        // control block: `ItemRing::overhead`), exactly its file's size.
-        let overhead = ItemRing::<T>::overhead();
-        let cap = (self.words().limit.load(Ordering::Relaxed) / 2).saturating_sub(overhead);
-        if 2 * stride > cap {
+        let (room, overhead) = self.ring_room();
+        if 2 * stride > room {
             return Err(OpenError::InvalidArgument(format!(
                 "an item of {need} bytes needs rings of at least {} bytes: more than half the memory limit",
-                (2 * stride).saturating_add(overhead)
+                crate::shm::memory_of((2 * stride).saturating_add(overhead))
             )));
         }
-        let bytes = (FIRST_RING_BYTES << k.min(20)).clamp(FIRST_RING_BYTES, MAX_RING_BYTES).min(cap).max(2 * stride);
+        let bytes = (FIRST_RING_BYTES << k.min(20)).clamp(FIRST_RING_BYTES, MAX_RING_BYTES).min(room).max(2 * stride);
         let slots = slots_for(bytes, stride);
-        Ok((slots, max_frame, (slots * stride).saturating_add(overhead)))
+        Ok((slots, max_frame, crate::shm::memory_of((slots * stride).saturating_add(overhead))))
+    }
+
+    /// The most bytes of slots a ring may have, and a ring's bytes beyond
+    /// its slots. Two rings (the one drained, its successor) must fit the
+    /// limit together: a ring takes at most half of it. A ring's memory is
+    /// its slots plus a fixed overhead (header, control block:
+    /// `ItemRing::overhead`), its file's size, rounded up to whole pages
+    /// (`memory_of`: what /dev/shm really gives it), so its file may be
+    /// at most half the limit rounded down to whole pages.
+    fn ring_room(&self) -> (u64, u64) {
+        let overhead = ItemRing::<T>::overhead();
+        // Relaxed: fixed at creation.
+        let half = self.words().limit.load(Ordering::Relaxed) / 2;
+        let page = crate::shm::memory_of(1);
+        ((half / page * page).saturating_sub(overhead), overhead)
     }
 
     /// The largest encoding an item may have: its ring must take at most
     /// half the memory limit (as in `plan`).
     #[cold]
     pub(super) fn max_item(&self) -> usize {
-        // Relaxed: fixed at creation.
-        let cap = (self.words().limit.load(Ordering::Relaxed) / 2).saturating_sub(ItemRing::<T>::overhead());
+        let cap = self.ring_room().0;
         let a = super::item::FRAME_ALIGN;
         // The most lines a slot may have, odd past two as `frame_stride`
         // makes them.
@@ -460,8 +468,8 @@ impl<T: Handoff> Chain<T> {
         o.saturating_add(1) <= n && self.live_bytes().saturating_add(cost) > self.words().limit.load(Ordering::Relaxed)
     }
 
-    /// Bytes of the live rings `oldest..=newest`: their files' sizes,
-    /// counted from the names each time (no running total in shared
+    /// Bytes of the live rings `oldest..=newest`: their files' sizes in
+    /// whole pages (`memory_of`: the memory /dev/shm gives them), counted from the names each time (no running total in shared
     /// memory: a process killed between reserving and giving back would
     /// shrink the budget for the queue's life). A ring retired meanwhile
     /// counts 0; the untrusted indices are bounded as in `unlink_rings`.
@@ -470,7 +478,7 @@ impl<T: Handoff> Chain<T> {
         // Acquire: pairs with the CASes in `advance` and `retire`.
         let o = self.ctl().oldest.0.load(Ordering::Acquire);
         let n = (self.ctl().newest.0.load(Ordering::Acquire) & !CLOSED).clamp(o, o.saturating_add(LIVE_RINGS));
-        (o..=n).map(|k| crate::shm::file_size(&self.ring_name(k)).unwrap_or(0)).fold(0, u64::saturating_add)
+        (o..=n).map(|k| crate::shm::file_size(&self.ring_name(k)).map_or(0, crate::shm::memory_of)).fold(0, u64::saturating_add)
     }
 
     /// The chain's indices.

@@ -443,6 +443,14 @@ pub(crate) fn file_size(name: &str) -> Option<u64> {
     std::fs::metadata(format!("{SHM_DIR}/{NAME_PREFIX}{name}")).ok().map(|m| m.len())
 }
 
+/// The memory a segment file of `bytes` bytes takes in /dev/shm: whole
+/// pages (tmpfs gives a file memory a page at a time, and a segment's
+/// pages are all reserved at create).
+pub(crate) fn memory_of(bytes: u64) -> u64 {
+    let page = sys::shm::page_size();
+    bytes.div_ceil(page).saturating_mul(page)
+}
+
 /// An element type as a user reads it: `` `u64` (size 8, align 8) ``, or
 /// `` `alloc::string::String` items (encoded frames) `` for a queue of
 /// encoded items (the `frames:` prefix of their recorded name).

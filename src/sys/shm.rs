@@ -305,6 +305,14 @@ pub(crate) fn unlink(name: &CStr) -> Result<(), Errno> {
     nix::sys::mman::shm_unlink(name)
 }
 
+/// The size of a memory page: the unit in which /dev/shm (tmpfs) gives a
+/// file memory, so a file of `n` bytes takes `n` rounded up to it.
+pub(crate) fn page_size() -> u64 {
+    // SAFETY: `sysconf` only reads a configuration value; no pointers.
+    let n = unsafe { nix::libc::sysconf(nix::libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|&p| p.is_power_of_two()).unwrap_or(4096)
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;

@@ -1,0 +1,90 @@
+//! Review 8: the unbounded queue's ring accounting against the memory
+//! /dev/shm really gives the rings (whole pages).
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+
+use shmproc::Options;
+
+/// Memory /dev/shm gives the files of a queue's rings
+/// (`/dev/shm/shmproc.<name>.*`): their allocated blocks, whole pages.
+fn ring_memory(name: &str) -> u64 {
+    let prefix = format!("shmproc.{name}.");
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            e.file_name().to_str()?.starts_with(&prefix).then(|| e.metadata().ok().map_or(0, |m| m.blocks() * 512))
+        })
+        .sum()
+}
+
+/// An unbounded queue filled until `Full` under a sweep of small memory
+/// limits takes at most the limit in real memory: /dev/shm gives each
+/// ring file whole pages, and the chain counted a ring as its file's
+/// exact size (slots plus overhead), so two rings of 13 056 bytes under a
+/// limit of 30 000 took 32 768 bytes. Every item comes back, in order.
+#[test]
+fn rings_under_a_memory_limit_take_at_most_the_limit_in_whole_pages() {
+    let mut over = Vec::new();
+    for i in 0..16u64 {
+        let limit = 26_000 + i * 5_003;
+        let name = common::name(&format!("r8-mem{i}"));
+        let q = shmproc::Queue::<u64>::create_unbounded(&name, limit, &Options::new()).unwrap();
+        let mut n = 0u64;
+        while q.put_nowait(n).is_ok() {
+            n += 1;
+        }
+        let used = ring_memory(&name);
+        if used > limit {
+            over.push(("u64", limit, used, n));
+        }
+        for k in 0..n {
+            assert_eq!(q.get_nowait().unwrap(), k);
+        }
+        let name = format!("{name}s");
+        let qs = shmproc::Queue::<String>::create_unbounded(&name, limit, &Options::new()).unwrap();
+        let mut m = 0u64;
+        while qs.put_nowait(format!("{m:0100}")).is_ok() {
+            m += 1;
+        }
+        let used = ring_memory(&name);
+        if used > limit {
+            over.push(("String", limit, used, m));
+        }
+        for k in 0..m {
+            assert_eq!(qs.get_nowait().unwrap(), format!("{k:0100}"));
+        }
+        assert!(n > 0 && m > 0, "limit {limit}: nothing fit");
+    }
+    assert!(over.is_empty(), "(type, limit, ring memory, items) past the limit: {over:?}");
+}
+
+/// The largest item an unbounded queue says it takes (`TooLarge`'s
+/// `max`) goes into the drained queue, under limits that round to pages
+/// differently; one byte more is `TooLarge`.
+#[test]
+fn the_largest_item_a_limited_queue_names_fits_it() {
+    for i in 0..12u64 {
+        let limit = 26_000 + i * 7_919;
+        let name = common::name(&format!("r8-max{i}"));
+        let q = shmproc::Queue::<Vec<u8>>::create_unbounded(&name, limit, &Options::new()).unwrap();
+        let max = match q.put_nowait(vec![1u8; limit as usize]) {
+            Err(shmproc::TryPutError::TooLarge { max, .. }) => max,
+            e => panic!("limit {limit}: {e:?}"),
+        };
+        for _ in 0..3 {
+            q.put_nowait(vec![2u8; 10]).unwrap();
+            q.get_nowait().unwrap();
+        }
+        // A `Vec<u8>`'s encoding is its bytes and an 8-byte length.
+        let r = q.put_timeout(vec![3u8; max - 8], std::time::Duration::from_secs(10));
+        assert_eq!(r.map_err(|e| e.to_string()), Ok(()), "limit {limit}, max {max}");
+        assert_eq!(q.get_nowait().unwrap().len(), max - 8);
+        assert!(
+            matches!(q.put_nowait(vec![4u8; max - 7]), Err(shmproc::TryPutError::TooLarge { .. })),
+            "limit {limit}"
+        );
+    }
+}
