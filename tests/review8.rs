@@ -88,3 +88,41 @@ fn the_largest_item_a_limited_queue_names_fits_it() {
         );
     }
 }
+
+/// A put blocked on a full bounded ring (the batch wait of `push_wait`:
+/// a quarter of the ring, at most 64 slots, while it spins) at small and
+/// odd capacities, with either wait strategy: one freed slot lets it in
+/// (order kept), `close` wakes it with `Closed`, and a short deadline
+/// gives `TimedOut`. (Held on main; the 30 s bounds are hang guards.)
+#[test]
+fn a_put_on_a_small_full_ring_goes_in_on_one_free_slot_and_honours_close_and_deadlines() {
+    use shmproc::queue::{MpmcQueue, WaitStrategy};
+    use std::time::Duration;
+    for wait in [WaitStrategy::Blocking, WaitStrategy::BusyPoll] {
+        for cap in [1u64, 2, 3, 4, 5, 8, 9, 16, 255] {
+            let q = MpmcQueue::<u64>::new(cap).unwrap().with_wait(wait);
+            for i in 0..cap {
+                q.try_push(i).unwrap();
+            }
+            assert!(matches!(
+                q.push_timeout(99, Duration::from_millis(5)),
+                Err(shmproc::PutTimeoutError::TimedOut(99))
+            ));
+            let pusher = q.clone();
+            let t = std::thread::spawn(move || pusher.push_timeout(cap, Duration::from_secs(30)));
+            assert_eq!(q.pop_timeout(Duration::from_secs(30)), Ok(0));
+            assert_eq!(t.join().unwrap(), Ok(()), "{wait:?} cap {cap}: the put did not take the one free slot");
+            let mut all = vec![0; cap as usize];
+            assert_eq!(q.pop_into(&mut all), cap as usize);
+            assert_eq!(all, (1..=cap).collect::<Vec<_>>(), "{wait:?} cap {cap}");
+            for i in 0..cap {
+                q.try_push(i).unwrap();
+            }
+            let pusher = q.clone();
+            let t = std::thread::spawn(move || pusher.push_timeout(7, Duration::from_secs(30)));
+            std::thread::sleep(Duration::from_millis(20));
+            q.close();
+            assert!(matches!(t.join().unwrap(), Err(shmproc::PutTimeoutError::Closed(7))), "{wait:?} cap {cap}");
+        }
+    }
+}

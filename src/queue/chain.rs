@@ -36,7 +36,8 @@
 //!   (`put_nowait`: `Full`; `put`: waits). A ring takes at most half the
 //!   limit, and a ring is sealed only once its successor exists, so the
 //!   ring being drained and its successor always fit: no exception to the
-//!   limit is needed to avoid a deadlock. An item whose frame needs rings
+//!   limit is needed to avoid a deadlock. A ring's bytes are its memory
+//!   in /dev/shm: its file's size in whole pages. An item whose frame needs rings
 //!   of more than half the limit can never be put: `TooLarge`. Space is
 //!   reserved when a ring is created (`fallocate`), so a full `/dev/shm`
 //!   is that same "full", never a SIGBUS.
@@ -469,8 +470,9 @@ impl<T: Handoff> Chain<T> {
     }
 
     /// Bytes of the live rings `oldest..=newest`: their files' sizes in
-    /// whole pages (`memory_of`: the memory /dev/shm gives them), counted from the names each time (no running total in shared
-    /// memory: a process killed between reserving and giving back would
+    /// whole pages (`memory_of`: the memory /dev/shm gives them), counted
+    /// from the names each time (no running total in shared memory: a
+    /// process killed between reserving and giving back would
     /// shrink the budget for the queue's life). A ring retired meanwhile
     /// counts 0; the untrusted indices are bounded as in `unlink_rings`.
     #[cold]
