@@ -126,3 +126,68 @@ fn a_put_on_a_small_full_ring_goes_in_on_one_free_slot_and_honours_close_and_dea
         }
     }
 }
+
+/// A producer streaming items of every size up to the largest one a
+/// small limit allows (rings of a few slots, growing frames) to a
+/// consumer thread, at limits from the smallest a `Vec<u8>` queue accepts:
+/// nothing lost, duplicated or torn, and no put waits for good while the
+/// consumer drains. (Held; the 30 s bounds are hang guards.)
+#[test]
+fn items_of_every_size_up_to_the_largest_stream_through_small_limits() {
+    use std::time::Duration;
+    for limit in [19_000u64, 24_576, 24_577, 32_768, 40_000] {
+        let name = common::name(&format!("r8-stream{limit}"));
+        let Ok(q) = shmproc::Queue::<Vec<u8>>::create_unbounded(&name, limit, &Options::new()) else {
+            assert!(limit < 24_576, "limit {limit} refused");
+            continue;
+        };
+        let max = match q.put_nowait(vec![0u8; limit as usize]) {
+            Err(shmproc::TryPutError::TooLarge { max, .. }) => max - 8,
+            e => panic!("limit {limit}: {e:?}"),
+        };
+        let n = 600usize;
+        let size = move |i: usize| (i * 7_919) % (max + 1);
+        let item = move |i: usize| (0..size(i)).map(|k| (i + k) as u8).collect::<Vec<u8>>();
+        let consumer = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                for i in 0..n {
+                    match q.get_timeout(Duration::from_secs(30)) {
+                        Ok(v) if v == item(i) => {}
+                        Ok(v) => return Err(format!("item {i}: {} bytes, not its own", v.len())),
+                        Err(e) => return Err(format!("item {i}: {e}")),
+                    }
+                }
+                Ok(())
+            })
+        };
+        for i in 0..n {
+            q.put_timeout(item(i), Duration::from_secs(30)).unwrap_or_else(|e| panic!("limit {limit}, put {i}: {e}"));
+        }
+        assert_eq!(consumer.join().unwrap(), Ok(()), "limit {limit}");
+        assert_eq!(q.qsize(), 0);
+    }
+}
+
+/// An unbounded queue created with a memory limit too small for two rings
+/// says so, naming the smallest limit that works; that limit works, one
+/// byte less does not. (Main said "an item of 0 bytes needs rings of at
+/// least N bytes".)
+#[test]
+fn a_memory_limit_too_small_names_the_smallest_that_works() {
+    fn smallest<T: shmproc::Handoff + std::fmt::Debug>(tag: &str) {
+        let name = common::name(&format!("r8-small-{tag}"));
+        let e = shmproc::Queue::<T>::create_unbounded(&name, 1_000, &Options::new()).unwrap_err().to_string();
+        assert!(e.contains("memory limit of 1000 bytes is too small"), "{tag}: {e}");
+        let min: u64 =
+            e.rsplit("at least ").next().and_then(|t| t.split(' ').next()).and_then(|t| t.parse().ok()).unwrap_or(0);
+        assert!(min > 1_000, "{tag}: {e}");
+        assert!(shmproc::Queue::<T>::create_unbounded(&name, min - 1, &Options::new()).is_err(), "{tag}: {e}");
+        let q = shmproc::Queue::<T>::create_unbounded(&name, min, &Options::new());
+        assert!(q.is_ok(), "{tag}: {e}: {:?}", q.err());
+    }
+    smallest::<u64>("u64");
+    smallest::<[u64; 40]>("wide");
+    smallest::<String>("string");
+    smallest::<Vec<u8>>("bytes");
+}

@@ -412,10 +412,17 @@ impl<T: Handoff> Chain<T> {
         };
         let (room, overhead) = self.ring_room();
         if 2 * stride > room {
-            return Err(OpenError::InvalidArgument(format!(
-                "an item of {need} bytes needs rings of at least {} bytes: more than half the memory limit",
-                crate::shm::memory_of((2 * stride).saturating_add(overhead))
-            )));
+            let ring = crate::shm::memory_of((2 * stride).saturating_add(overhead));
+            return Err(OpenError::InvalidArgument(if need == 0 {
+                // (Only at create: ring 0, for the smallest items.)
+                format!(
+                    "a memory limit of {} bytes is too small: a ring takes at least {ring} bytes and two must fit (a limit of at least {} bytes)",
+                    self.words().limit.load(Ordering::Relaxed),
+                    ring.saturating_mul(2)
+                )
+            } else {
+                format!("an item of {need} bytes needs rings of at least {ring} bytes: more than half the memory limit")
+            }));
         }
         let bytes = (FIRST_RING_BYTES << k.min(20)).clamp(FIRST_RING_BYTES, MAX_RING_BYTES).min(room).max(2 * stride);
         let slots = slots_for(bytes, stride);
