@@ -191,3 +191,49 @@ fn a_memory_limit_too_small_names_the_smallest_that_works() {
     smallest::<String>("string");
     smallest::<Vec<u8>>("bytes");
 }
+
+/// Writes `v` at byte `off` of the segment `shm_name`; the old value.
+fn write_word(shm_name: &str, off: u64, v: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let path = format!("/dev/shm/{}{shm_name}", shmproc::NAME_PREFIX);
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, off).unwrap();
+    f.write_all_at(&v.to_ne_bytes(), off).unwrap();
+    u64::from_ne_bytes(b)
+}
+
+/// Offset of the memory limit word in an unbounded queue's control block.
+const LIMIT_WORD: u64 = 384;
+
+/// A hostile peer rewrites an unbounded queue's memory limit word (read
+/// from shared memory by `plan`, `max_item` and the limit checks): puts of
+/// small and too-large items, gets and counts return (a bounded result or
+/// an error), never panic (a debug build: a failed `debug_assert` or an
+/// overflow would), never hang.
+#[test]
+fn a_hostile_memory_limit_word_gives_bounded_results() {
+    use std::time::Duration;
+    let limit = 100_000u64;
+    for v in [0u64, 1, 7, 4_096, 20_000, 1 << 40, (1 << 63) - 1, 1 << 63, u64::MAX] {
+        let name = common::name(&format!("r8-hostile-limit-{v}"));
+        let q = shmproc::Queue::<String>::create_unbounded(&name, limit, &Options::new()).unwrap();
+        for k in 0..50 {
+            q.put_nowait(format!("{k}")).unwrap();
+        }
+        assert_eq!(write_word(&name, LIMIT_WORD, v), limit, "the limit word moved: fix LIMIT_WORD");
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let big = q.put_nowait("b".repeat(30_000)).map_err(|e| e.to_string());
+            let huge = q.put_nowait("h".repeat(1 << 20)).map_err(|e| e.to_string());
+            let small = q.put_timeout("s".into(), Duration::from_millis(20)).map_err(|e| e.to_string());
+            let got = q.get_nowait().map_err(|e| e.to_string());
+            (big.is_ok(), huge.is_ok(), small, got, q.qsize(), q.full())
+        }));
+        drop(q);
+        let _ = shmproc::unlink(&name);
+        match r {
+            Ok(r) => eprintln!("limit word {v:#x}: {r:?}"),
+            Err(_) => panic!("a limit word of {v:#x} made a call panic"),
+        }
+    }
+}

@@ -451,13 +451,15 @@ impl<T: Handoff> Chain<T> {
         let cap = self.ring_room().0;
         let a = super::item::FRAME_ALIGN;
         // The most lines a slot may have, odd past two as `frame_stride`
-        // makes them.
-        let mut lines = cap / 2 / a;
+        // makes them, and at most what it supports (the limit word is
+        // shared memory: a peer may have made it anything).
+        let mut lines = (cap / 2 / a).min(u64::from(u32::MAX) / 2);
         if lines > 2 && lines.is_multiple_of(2) {
             lines -= 1;
         }
         let max = (lines * a).saturating_sub(super::item::FRAME_HEAD);
-        debug_assert!(super::frames::frame_stride(max).is_some_and(|s| 2 * s <= cap));
+        // (No slot at all under a limit too small for any ring: 0.)
+        debug_assert!(lines == 0 || super::frames::frame_stride(max).is_some_and(|s| 2 * s <= cap));
         max as usize
     }
 
