@@ -1,5 +1,5 @@
-//! Review 8: the unbounded queue's ring accounting against the memory
-//! /dev/shm really gives the rings (whole pages).
+//! Review 8: the unbounded queue's ring accounting (memory in whole
+//! pages, the limit word, ring files) and the batch wait of a blocked put.
 
 mod common;
 
@@ -235,5 +235,48 @@ fn a_hostile_memory_limit_word_gives_bounded_results() {
             Ok(r) => eprintln!("limit word {v:#x}: {r:?}"),
             Err(_) => panic!("a limit word of {v:#x} made a call panic"),
         }
+    }
+}
+
+/// Hostile ring files: the newest ring's file grown far past the limit,
+/// and a foreign file under the next ring's name. Puts give `Full` (the
+/// chain cannot grow) or go in, never panic or hang; every item put comes
+/// back once, in order; a drained ring takes puts again.
+#[test]
+fn a_grown_ring_file_or_a_foreign_file_under_the_next_ring_name_loses_nothing() {
+    use std::time::Duration;
+    for foreign in [false, true] {
+        let name = common::name(&format!("r8-ringfile-{foreign}"));
+        let q = shmproc::Queue::<u64>::create_unbounded(&name, 100_000, &Options::new()).unwrap();
+        let ring0 = format!("/dev/shm/{}{}", shmproc::NAME_PREFIX, q.__ring_name(0).unwrap());
+        let path1 = format!("/dev/shm/{}{}", shmproc::NAME_PREFIX, q.__ring_name(1).unwrap());
+        if foreign {
+            std::fs::write(&path1, b"not a ring").unwrap();
+        } else {
+            std::fs::OpenOptions::new().write(true).open(&ring0).unwrap().set_len(1 << 40).unwrap();
+        }
+        let mut n = 0u64;
+        while q.put_nowait(n).is_ok() {
+            n += 1;
+            assert!(n < 1 << 20, "no end to the puts");
+        }
+        assert!(n > 0);
+        assert!(q.put_timeout(u64::MAX, Duration::from_millis(20)).is_err());
+        for k in 0..n / 2 {
+            assert_eq!(q.get_nowait(), Ok(k));
+        }
+        let mut m = n;
+        while q.put_nowait(m).is_ok() {
+            m += 1;
+            assert!(m < 1 << 21, "no end to the puts");
+        }
+        assert!(m > n, "the drained slots take no puts");
+        for k in n / 2..m {
+            assert_eq!(q.get_nowait(), Ok(k), "foreign {foreign}");
+        }
+        assert!(q.get_nowait().is_err());
+        drop(q);
+        let _ = std::fs::remove_file(&path1);
+        let _ = shmproc::unlink(&name);
     }
 }
