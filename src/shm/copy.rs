@@ -212,9 +212,11 @@ unsafe fn wide_out(src: &[u8], dst: *mut u8, mut i: usize) -> usize {
 /// the iterator ends).
 ///
 /// The one writer of the crate's shared data that uses plain stores, not
-/// volatile ones: this process only writes these bytes here and never
-/// reads them back through `dst`, so nothing a peer does to them can
-/// change what this process computes, and the caller's protocol keeps
+/// volatile ones: this function never reads what it writes, and any later
+/// read of these bytes by this process (a frame taken back, or re-read
+/// after its worker died: `PodBlock::append`) is a volatile copy as
+/// everywhere, so nothing a peer does to them can change what this
+/// process computes beyond garbage values; and the caller's protocol keeps
 /// every legitimate peer away from them until it publishes them (with a
 /// Release store after this call, as for [`copy_to_shared`]). Plain
 /// stores let the compiler keep the iterator in registers and vectorise
