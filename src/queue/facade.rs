@@ -57,7 +57,10 @@ macro_rules! facade_common {
             /// A new unbounded queue (as `new(0)`) whose rings may take at
             /// most `memory_limit` bytes of shared memory; past it, the
             /// queue is full until consumers catch up (`put_nowait` fails
-            /// with `Full`, `put` waits).
+            /// with `Full`, `put` waits). The limit counts each ring's
+            /// whole pages, header included; a limit too small for two
+            /// rings is refused with an error that names the smallest one
+            /// that works.
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::<u64>::unbounded_with_limit(1 << 20).unwrap();\nlet mut n = 0u64;\nwhile q.put_nowait(n).is_ok() {\n    n += 1; // until 1 MiB of rings is reached\n    assert!(n < 1_000_000);\n}\nassert!(n > 10_000);\nassert_eq!(q.get(), Ok(0));\n```")]
             pub fn unbounded_with_limit(memory_limit: u64) -> Result<Self, OpenError> {
                 Inner::create(None, 0, DEFAULT_MAX_FRAME, memory_limit, &Options::new()).map(Self::wrap)
