@@ -280,20 +280,8 @@ fn chain_state(q: &JoinableQueue<String>) -> String {
     )
 }
 
-/// Bytes of the files of a queue's rings (`/dev/shm/shmproc.<name>.*`).
-fn ring_bytes(name: &str) -> u64 {
-    let prefix = format!("shmproc.{name}.");
-    std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            e.file_name().to_str()?.starts_with(&prefix).then(|| e.metadata().ok().map_or(0, |m| m.len()))
-        })
-        .sum()
-}
-
 /// An unbounded queue filled until `Full` under a sweep of small memory
-/// limits keeps its rings' bytes within the limit, and gives every item
+/// limits keeps its rings' memory within the limit, and gives every item
 /// back in order. The chain planned each ring as its slots plus a fixed
 /// 4096 bytes, while a ring's header and control block take more, so a
 /// ring could be made that took the rings past the limit.
@@ -308,7 +296,7 @@ fn rings_made_under_a_memory_limit_stay_within_it() {
         while q.put_nowait(n).is_ok() {
             n += 1;
         }
-        let bytes = ring_bytes(&name);
+        let bytes = common::ring_memory(&name);
         if bytes > limit {
             over.push((limit, bytes, n));
         }
@@ -321,7 +309,7 @@ fn rings_made_under_a_memory_limit_stay_within_it() {
         while qs.put_nowait(s.clone()).is_ok() {
             m += 1;
         }
-        let bytes = ring_bytes(&format!("{name}s"));
+        let bytes = common::ring_memory(&format!("{name}s"));
         if bytes > limit {
             over.push((limit, bytes, m));
         }

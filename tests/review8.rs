@@ -3,22 +3,7 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
-
 use shmproc::Options;
-
-/// Memory /dev/shm gives the files of a queue's rings
-/// (`/dev/shm/shmproc.<name>.*`): their allocated blocks, whole pages.
-fn ring_memory(name: &str) -> u64 {
-    let prefix = format!("shmproc.{name}.");
-    std::fs::read_dir("/dev/shm")
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            e.file_name().to_str()?.starts_with(&prefix).then(|| e.metadata().ok().map_or(0, |m| m.blocks() * 512))
-        })
-        .sum()
-}
 
 /// An unbounded queue filled until `Full` under a sweep of small memory
 /// limits takes at most the limit in real memory: /dev/shm gives each
@@ -36,7 +21,7 @@ fn rings_under_a_memory_limit_take_at_most_the_limit_in_whole_pages() {
         while q.put_nowait(n).is_ok() {
             n += 1;
         }
-        let used = ring_memory(&name);
+        let used = common::ring_memory(&name);
         if used > limit {
             over.push(("u64", limit, used, n));
         }
@@ -49,7 +34,7 @@ fn rings_under_a_memory_limit_take_at_most_the_limit_in_whole_pages() {
         while qs.put_nowait(format!("{m:0100}")).is_ok() {
             m += 1;
         }
-        let used = ring_memory(&name);
+        let used = common::ring_memory(&name);
         if used > limit {
             over.push(("String", limit, used, m));
         }

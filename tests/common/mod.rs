@@ -447,3 +447,17 @@ pub fn vm_size() -> u64 {
         .unwrap();
     kb * 1024
 }
+
+/// Memory the files of a queue's rings (`/dev/shm/shmproc.<name>.*`) take:
+/// their allocated blocks (whole pages), not their sizes.
+pub fn ring_memory(name: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let prefix = format!("shmproc.{name}.");
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            e.file_name().to_str()?.starts_with(&prefix).then(|| e.metadata().ok().map_or(0, |m| m.blocks() * 512))
+        })
+        .sum()
+}
