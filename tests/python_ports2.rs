@@ -945,3 +945,82 @@ fn stop_flag_value_and_thread_consumer() {
     running.set(0).unwrap();
     join(&mut p);
 }
+
+// ---------------------------------------------------------------------------
+// 19. Synchronisation objects made by a Manager (the usual way to hand them
+//     to pool workers in Python), found by name in a child:
+//
+//     def worker(m_objs):
+//         ev, sem, b, cond, rl, v = m_objs
+//         b.wait(timeout=60)             # both sides arrived
+//         ev.wait(60)
+//         with rl:
+//             with rl: v.value += 1      # RLock re-entry
+//         with cond: cond.notify_all()
+//         sem.release()
+//     with Manager() as m:
+//         ev = m.Event(); sem = m.Semaphore(0); b = m.Barrier(2)
+//         cond = m.Condition(); rl = m.RLock(); v = m.Value('i', 0)
+//         p = Process(target=worker, args=((ev, sem, b, cond, rl, v),)); p.start()
+//         b.wait(timeout=60); ev.set()
+//         sem.acquire(timeout=60) -> True; v.value == 1; p.join()
+//
+// Before Manager::event / semaphore / barrier / condition / rlock existed,
+// only `lock`, `value`, `array`, `queue`, `list`, `dict` had a Manager form.
+
+shmproc::entry! {
+    fn manager_sync_worker(m: Manager) -> Result<(), String> {
+        let b = m.barrier("b", 2).map_err(s)?;
+        b.wait_timeout(Duration::from_secs(60)).map_err(s)?;
+        if !m.event("ev").map_err(s)?.wait_timeout(Duration::from_secs(60)) {
+            return Err("event never set".into());
+        }
+        let rl = m.rlock("rl").map_err(s)?;
+        let v = m.value("v", 0i64).map_err(s)?;
+        {
+            let _outer = rl.lock().map_err(s)?;
+            let _inner = rl.lock().map_err(s)?;
+            v.get_lock().map_err(s)?.update(|x| *x += 1);
+        }
+        let cond = m.condition("cond").map_err(s)?;
+        let g = cond.lock().map_err(s)?;
+        cond.notify_all(&g);
+        drop(g);
+        m.bounded_semaphore("bs", 1).map_err(s)?.release().err().ok_or("over-release of a bounded semaphore passed")?;
+        m.semaphore("sem", 0).map_err(s)?.release().map_err(s)
+    }
+}
+
+#[test]
+fn manager_sync_primitives_found_by_name_in_a_child() {
+    let m = Manager::new().unwrap();
+    let ev = m.event("ev").unwrap();
+    let sem = m.semaphore("sem", 0).unwrap();
+    let b = m.barrier("b", 2).unwrap();
+    m.condition("cond").unwrap();
+    m.rlock("rl").unwrap();
+    m.bounded_semaphore("bs", 1).unwrap();
+    let v = m.value("v", 0i64).unwrap();
+    let mut p = Process::new(manager_sync_worker, m.clone());
+    start(&mut p);
+    b.wait_timeout(DEADLINE).unwrap();
+    ev.set();
+    assert!(sem.acquire_timeout(DEADLINE));
+    join(&mut p);
+    assert_eq!(v.get().unwrap(), 1);
+    let kinds: Vec<(String, shmproc::Kind)> = m.names().unwrap().into_iter().map(|e| (e.name, e.kind)).collect();
+    use shmproc::Kind;
+    assert_eq!(
+        kinds,
+        [
+            ("b".to_string(), Kind::Barrier),
+            ("bs".into(), Kind::BoundedSemaphore),
+            ("cond".into(), Kind::Condition),
+            ("ev".into(), Kind::Event),
+            ("rl".into(), Kind::RLock),
+            ("sem".into(), Kind::Semaphore),
+            ("v".into(), Kind::Value),
+        ]
+    );
+    assert!(matches!(m.event("sem"), Err(shmproc::OpenError::WrongKind { .. })));
+}
