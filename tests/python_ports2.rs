@@ -1024,3 +1024,172 @@ fn manager_sync_primitives_found_by_name_in_a_child() {
     );
     assert!(matches!(m.event("sem"), Err(shmproc::OpenError::WrongKind { .. })));
 }
+
+// ---------------------------------------------------------------------------
+// 20. The Stack Overflow classic "Synchronized objects should only be shared
+//     through inheritance": a Value handed to Pool workers by the initializer
+//     and kept in a global:
+//
+//     def init(c):
+//         global counter; counter = c
+//     def bump(_):
+//         with counter.get_lock():
+//             counter.value += 1; return counter.value
+//     counter = Value('i', 0)
+//     with Pool(3, initializer=init, initargs=(counter,)) as p:
+//         sorted(p.map(bump, range(50))) == list(range(1, 51))
+//     counter.value == 50
+//
+// (In shmproc a Value could also be passed as the task's argument.)
+
+static COUNTER: std::sync::OnceLock<Value<u64>> = std::sync::OnceLock::new();
+
+shmproc::task! {
+    fn init_counter(c: Value<u64>) -> () {
+        let _ = COUNTER.set(c);
+    }
+}
+
+shmproc::task! {
+    fn bump(_x: u64) -> Result<u64, String> {
+        let c = COUNTER.get().ok_or("initializer did not run")?;
+        let mut g = c.get_lock().map_err(s)?;
+        Ok(g.update(|v| {
+            *v += 1;
+            *v
+        }))
+    }
+}
+
+#[test]
+fn pool_value_through_initializer_global() {
+    let counter = Value::new(0u64).unwrap();
+    let pool = Pool::builder().processes(3).initializer(init_counter, counter.clone()).build().unwrap();
+    let mut got = pool.map(bump, 0..50).unwrap();
+    got.sort();
+    assert_eq!(got, (1..=50).collect::<Vec<u64>>());
+    assert_eq!(counter.get().unwrap(), 50);
+    pool.close();
+    pool.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 21. A bounded buffer with a Condition (producers wait while full,
+//     consumers while empty), the buffer a Manager list:
+//
+//     def producer(cond, buf, items):
+//         for x in items:
+//             with cond:
+//                 cond.wait_for(lambda: len(buf) < 2)
+//                 buf.append(x); cond.notify_all()
+//     def consumer(cond, buf, n, out):
+//         for _ in range(n):
+//             with cond:
+//                 cond.wait_for(lambda: len(buf) > 0)
+//                 out.put(buf.pop(0)); cond.notify_all()
+//     2 producers of 10 items each, 1 consumer of 20; sorted(out) == all 20
+
+shmproc::entry! {
+    fn cond_producer(args: (shmproc::Condition, ListProxy<u64>, u64)) -> Result<(), String> {
+        let (cond, buf, base) = args;
+        for x in base..base + 10 {
+            let mut g = cond.lock().map_err(s)?;
+            if !cond.wait_for_timeout(&mut g, Duration::from_secs(60), || buf.len() < 2).map_err(s)? {
+                return Err("buffer never had room".into());
+            }
+            buf.append(x).map_err(s)?;
+            cond.notify_all(&g);
+        }
+        Ok(())
+    }
+}
+
+shmproc::entry! {
+    fn cond_consumer(args: (shmproc::Condition, ListProxy<u64>, u64, Queue<u64>)) -> Result<(), String> {
+        let (cond, buf, n, out) = args;
+        for _ in 0..n {
+            let mut g = cond.lock().map_err(s)?;
+            if !cond.wait_for_timeout(&mut g, Duration::from_secs(60), || !buf.is_empty()).map_err(s)? {
+                return Err("buffer never had an item".into());
+            }
+            out.put(buf.pop_at(0).map_err(s)?).map_err(s)?;
+            cond.notify_all(&g);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn condition_bounded_buffer() {
+    let m = Manager::new().unwrap();
+    let buf = m.list_anon::<u64>().unwrap();
+    let cond = shmproc::Condition::new().unwrap();
+    let out = Queue::<u64>::new(0).unwrap();
+    let mut ps = vec![
+        Process::new(cond_producer, (cond.clone(), buf.clone(), 0)),
+        Process::new(cond_producer, (cond.clone(), buf.clone(), 100)),
+        Process::new(cond_consumer, (cond.clone(), buf.clone(), 20, out.clone())),
+    ];
+    ps.iter_mut().for_each(start);
+    ps.iter_mut().for_each(join);
+    let mut got: Vec<u64> = (0..20).map(|_| out.get_timeout(DEADLINE).unwrap()).collect();
+    got.sort();
+    assert_eq!(got, (0..10).chain(100..110).collect::<Vec<u64>>());
+    assert!(buf.is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// 22. A supervisor process that starts its own workers (grandchildren):
+//
+//     def work(q, i): q.put((current_process().name, parent_process().name, i * i))
+//     def supervisor(q):
+//         ws = [Process(target=work, args=(q, i)) for i in range(3)]
+//         for w in ws: w.start()
+//         for w in ws: w.join()
+//     q = Queue(); s = Process(target=supervisor, args=(q,), name="sup"); s.start(); s.join()
+//     sorted(q.get() for _ in range(3)) ==
+//         [("Process-1:1"...)] -> names "sup:1".. in Python? No: a child's
+//         children are named "Process-1:1", "Process-1:2", ... after the
+//         parent's _identity, whatever the parent's name.
+//
+// Python also works when the parent kept no handle of `q`; shmproc's
+// creator removes the name when its last handle drops, so the supervisor
+// could not hand `q` on then (see the report): the parent keeps `q` here.
+
+shmproc::entry! {
+    fn grand_work(args: (Queue<(String, String, u64)>, u64)) -> Result<(), String> {
+        let (q, i) = args;
+        let parent = parent_process().ok_or("no parent")?;
+        q.put((current_process().name, parent.name, i * i)).map_err(s)
+    }
+}
+
+shmproc::entry! {
+    fn supervise(q: Queue<(String, String, u64)>) -> Result<(), String> {
+        let mut ws: Vec<Process> = (0..3).map(|i| Process::new(grand_work, (q.clone(), i))).collect();
+        for w in &mut ws {
+            w.start().map_err(s)?;
+        }
+        for w in &ws {
+            if !w.join_timeout(Duration::from_secs(60)).map_err(s)? {
+                let _ = w.kill();
+                return Err(format!("{} hung", w.name()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn supervisor_starts_grandchildren() {
+    let q = Queue::<(String, String, u64)>::new(0).unwrap();
+    let mut sup = Process::new(supervise, q.clone()).with_name("sup");
+    start(&mut sup);
+    join(&mut sup);
+    let mut got: Vec<(String, String, u64)> = (0..3).map(|_| q.get_timeout(DEADLINE).unwrap()).collect();
+    got.sort();
+    let ident = sup.identity().iter().map(|i| i.to_string()).collect::<Vec<_>>().join(":");
+    let want: Vec<(String, String, u64)> =
+        (0..3u64).map(|i| (format!("Process-{ident}:{}", i + 1), "sup".to_string(), i * i)).collect();
+    assert_eq!(got, want);
+}
