@@ -1125,7 +1125,7 @@ fn condition_bounded_buffer() {
     let buf = m.list_anon::<u64>().unwrap();
     let cond = shmproc::Condition::new().unwrap();
     let out = Queue::<u64>::new(0).unwrap();
-    let mut ps = vec![
+    let mut ps = [
         Process::new(cond_producer, (cond.clone(), buf.clone(), 0)),
         Process::new(cond_producer, (cond.clone(), buf.clone(), 100)),
         Process::new(cond_consumer, (cond.clone(), buf.clone(), 20, out.clone())),
