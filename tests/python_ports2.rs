@@ -1193,3 +1193,52 @@ fn supervisor_starts_grandchildren() {
         (0..3u64).map(|i| (format!("Process-{ident}:{}", i + 1), "sup".to_string(), i * i)).collect();
     assert_eq!(got, want);
 }
+
+// ---------------------------------------------------------------------------
+// 23. The other Stack Overflow classic: a Lock for the pool's workers made
+//     right in the Pool call's initargs (the parent keeps no handle):
+//
+//     def init(l, c):
+//         global lock, counter; lock = l; counter = c
+//     def locked_bump(_):
+//         with lock: counter.value += 1
+//     counter = Value('i', 0)
+//     with Pool(2, initializer=init, initargs=(Lock(), counter), maxtasksperchild=3) as p:
+//         p.map(locked_bump, range(12), chunksize=1)
+//     counter.value == 12
+//
+// The Rust port moves the new Lock into the builder. Before the fix the
+// builder encoded the Lock and dropped it at once, which removed its name:
+// every worker failed in the initializer ("shared object ... not found") and
+// the map failed with "the pool's workers keep failing to start".
+
+static LOCKED: std::sync::OnceLock<(Lock, Value<u64>)> = std::sync::OnceLock::new();
+
+shmproc::task! {
+    fn init_lock(args: (Lock, Value<u64>)) -> () {
+        let _ = LOCKED.set(args);
+    }
+}
+
+shmproc::task! {
+    fn locked_bump(_x: u64) -> Result<(), String> {
+        let (lock, counter) = LOCKED.get().ok_or("initializer did not run")?;
+        let _held = lock.lock().map_err(s)?;
+        counter.set(counter.get().map_err(s)? + 1).map_err(s)
+    }
+}
+
+#[test]
+fn pool_initializer_arg_made_inline_stays_open() {
+    let counter = Value::new(0u64).unwrap();
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(init_lock, (Lock::new().unwrap(), counter.clone()))
+        .maxtasksperchild(3)
+        .build()
+        .unwrap();
+    pool.map_chunked(locked_bump, 0..12, 1).unwrap();
+    assert_eq!(counter.get().unwrap(), 12);
+    pool.close();
+    pool.join().unwrap();
+}

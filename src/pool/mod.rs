@@ -433,6 +433,9 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) init: Option<(String, Vec<u8>)>,
+    /// The initializer's argument itself, kept while the pool lives (see
+    /// [`builder::KeepAlive`]).
+    pub(crate) _init_arg: Option<builder::KeepAlive>,
     pub(crate) max_tasks: u64,
     pub(crate) method: Option<StartMethod>,
     pub(crate) timeout: Option<Duration>,
