@@ -741,15 +741,9 @@ struct Squarer {
     out: Queue<(String, u64)>,
 }
 
-impl shmproc::Handoff for Squarer {
-    fn encode(&self, out: &mut Vec<u8>) {
-        self.numbers.encode(out);
-        self.out.encode(out);
-    }
-    fn decode(i: &mut &[u8]) -> Result<Self, shmproc::HandoffError> {
-        Ok(Squarer { numbers: Vec::decode(i)?, out: Queue::decode(i)? })
-    }
-}
+// Python pickles the instance; here its fields are listed once (before
+// `handoff_struct!` a port wrote the two-method `Handoff` impl by hand).
+shmproc::handoff_struct!(Squarer { numbers, out });
 
 impl shmproc::process::Run for Squarer {
     fn run(self) -> Result<(), String> {
@@ -1241,4 +1235,70 @@ fn pool_initializer_arg_made_inline_stays_open() {
     assert_eq!(counter.get().unwrap(), 12);
     pool.close();
     pool.join().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 24. Instances of your own class through queues (pickled in Python):
+//
+//     @dataclass
+//     class Order: id: int; item: str; qty: int; note: Optional[str]
+//     @dataclass
+//     class Receipt: order_id: int; total: float; by: str
+//     def clerk(orders, receipts):
+//         for o in iter(orders.get, None):
+//             receipts.put(Receipt(o.id, o.qty * 2.5, current_process().name))
+//     orders = Queue(); receipts = Queue(); 2 clerks
+//     for i in range(6): orders.put(Order(i, f"item{i}", i + 1, None if i % 2 else "rush"))
+//     orders.put(None) x2; sorted receipts by order_id -> totals [2.5, 5.0, ...]
+
+#[derive(Debug, Clone, PartialEq)]
+struct Order {
+    id: u64,
+    item: String,
+    qty: u32,
+    note: Option<String>,
+}
+shmproc::handoff_struct!(Order { id, item, qty, note });
+
+#[derive(Debug, Clone, PartialEq)]
+struct Receipt {
+    order_id: u64,
+    total: f64,
+    by: String,
+}
+shmproc::handoff_struct!(Receipt { order_id, total, by });
+
+shmproc::entry! {
+    fn clerk(args: (Queue<Option<Order>>, Queue<Receipt>)) -> Result<(), String> {
+        let (orders, receipts) = args;
+        while let Some(o) = orders.get().map_err(s)? {
+            if o.item != format!("item{}", o.id) || o.note.is_some() != (o.id % 2 == 0) {
+                return Err(format!("order arrived changed: {o:?}"));
+            }
+            receipts.put(Receipt { order_id: o.id, total: o.qty as f64 * 2.5, by: current_process().name }).map_err(s)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn own_structs_through_queues() {
+    let orders = Queue::<Option<Order>>::new(0).unwrap();
+    let receipts = Queue::<Receipt>::new(0).unwrap();
+    let mut clerks: Vec<Process> = (0..2)
+        .map(|i| Process::new(clerk, (orders.clone(), receipts.clone())).with_name(format!("clerk-{i}")))
+        .collect();
+    clerks.iter_mut().for_each(start);
+    for i in 0..6u64 {
+        let note = if i % 2 == 0 { Some("rush".to_string()) } else { None };
+        orders.put(Some(Order { id: i, item: format!("item{i}"), qty: i as u32 + 1, note })).unwrap();
+    }
+    for _ in &clerks {
+        orders.put(None).unwrap();
+    }
+    let mut got: Vec<Receipt> = (0..6).map(|_| receipts.get_timeout(DEADLINE).unwrap()).collect();
+    clerks.iter_mut().for_each(join);
+    got.sort_by_key(|r| r.order_id);
+    assert_eq!(got.iter().map(|r| r.total).collect::<Vec<_>>(), [2.5, 5.0, 7.5, 10.0, 12.5, 15.0]);
+    assert!(got.iter().all(|r| r.by.starts_with("clerk-")), "{got:?}");
 }
