@@ -1302,3 +1302,28 @@ fn own_structs_through_queues() {
     assert_eq!(got.iter().map(|r| r.total).collect::<Vec<_>>(), [2.5, 5.0, 7.5, 10.0, 12.5, 15.0]);
     assert!(got.iter().all(|r| r.by.starts_with("clerk-")), "{got:?}");
 }
+
+// ---------------------------------------------------------------------------
+// 25. map_async with a chunksize (big inputs, few round trips):
+//
+//     def tag(x): return (os.getpid(), x * 3)
+//     with Pool(2) as p:
+//         r = p.map_async(tag, range(8), chunksize=8)
+//         out = r.get(timeout=60)
+//     [v for _, v in out] == [0, 3, ..., 21]
+//     len({pid for pid, _ in out}) == 1     # one chunk runs in one worker
+//
+// Before `map_async_chunked` only `map` had a chunked form (`map_chunked`).
+
+shmproc::task! { fn pid_times3(x: u64) -> (u32, u64) { (std::process::id(), x * 3) } }
+
+#[test]
+fn map_async_with_chunksize() {
+    let pool = Pool::new(2).unwrap();
+    let out = pool.map_async_chunked(pid_times3, 0..8, 8).unwrap().get_timeout(DEADLINE).unwrap();
+    assert_eq!(out.iter().map(|(_, v)| *v).collect::<Vec<_>>(), (0..8).map(|x| x * 3).collect::<Vec<_>>());
+    let pids: BTreeSet<u32> = out.iter().map(|(p, _)| *p).collect();
+    assert_eq!(pids.len(), 1, "one chunk of 8 ran in {pids:?}");
+    pool.close();
+    pool.join().unwrap();
+}
