@@ -60,8 +60,9 @@ pub enum HandoffError {
 /// assert_eq!(back, arg);
 /// ```
 ///
-/// Your own types: implement the two methods (a struct encodes its fields
-/// in order, decodes them in the same order), or, for a plain-data
+/// Your own types: list a struct's fields with
+/// [`handoff_struct!`](crate::handoff_struct), or implement the two methods
+/// (a struct encodes its fields in order, decodes them in the same order), or, for a plain-data
 /// `#[repr(C)]` struct, declare it with [`shm_type!`](crate::shm_type),
 /// which also makes it travel in a queue's slots without encoding:
 ///
@@ -719,6 +720,43 @@ macro_rules! handoff_pod {
             }
         }
     )+};
+}
+
+/// Implements [`Handoff`] for a struct with named fields by encoding each
+/// listed field in order (what pickle does for a Python class): the
+/// two-method impl of [`Handoff`]'s docs, written for you. List every
+/// field; each field's type must be `Handoff` (plain data, `String`,
+/// `Vec`s, `Option`s, tuples, shmproc handles, other such structs).
+///
+/// ```
+/// #[derive(Debug, PartialEq)]
+/// struct Job { id: u32, name: String, tags: Vec<String> }
+/// shmproc::handoff_struct!(Job { id, name, tags });
+///
+/// let q = shmproc::Queue::new(4).unwrap();
+/// q.put(Job { id: 1, name: "resize".into(), tags: vec!["img".into()] }).unwrap();
+/// assert_eq!(q.get().unwrap(), Job { id: 1, name: "resize".into(), tags: vec!["img".into()] });
+/// ```
+///
+/// A struct holding shmproc handles travels to a child like a tuple of
+/// them (the body of a [`Run`](crate::process::Run) process, say):
+///
+/// ```
+/// struct Worker { jobs: shmproc::Queue<u64>, done: shmproc::Event }
+/// shmproc::handoff_struct!(Worker { jobs, done });
+/// ```
+#[macro_export]
+macro_rules! handoff_struct {
+    ($t:ident { $($field:ident),* $(,)? }) => {
+        impl $crate::Handoff for $t {
+            fn encode(&self, out: &mut ::std::vec::Vec<u8>) {
+                $( $crate::Handoff::encode(&self.$field, out); )*
+            }
+            fn decode(input: &mut &[u8]) -> ::std::result::Result<Self, $crate::HandoffError> {
+                ::std::result::Result::Ok($t { $( $field: $crate::Handoff::decode(input)?, )* })
+            }
+        }
+    };
 }
 
 #[cfg(test)]

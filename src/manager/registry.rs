@@ -8,7 +8,9 @@ use std::sync::Arc;
 use super::store::Owner;
 use super::{ContainerError, DictProxy, Element, ListProxy};
 use crate::shm::{Fingerprint, Kind, unique_name};
-use crate::{Array, Lock, OpenError, Options, Queue, ShmType, Value};
+use crate::{
+    Array, Barrier, BoundedSemaphore, Condition, Event, Lock, OpenError, Options, Queue, RLock, Semaphore, ShmType, Value,
+};
 
 /// What a [`Manager`] holds under a name.
 ///
@@ -110,6 +112,22 @@ fn unlink_objects(reg: &DictProxy<String, Vec<u8>>) -> Result<Vec<String>, Conta
     Ok(removed)
 }
 
+/// Find-or-create methods of [`Manager`] for the objects that have no
+/// element type (locks, events, semaphores...): recorded under their kind
+/// with the unit type's fingerprint, as `lock` is.
+macro_rules! primitive {
+    ($(#[$doc:meta])* $fn:ident -> $ty:ident, $kind:ident $(, $arg:ident : $aty:ty)?) => {
+        $(#[$doc])*
+        pub fn $fn(&self, name: &str $(, $arg: $aty)?) -> Result<$ty, OpenError> {
+            self.find_or_create(name, Kind::$kind, &Fingerprint::of::<()>(), $ty::open, |seg| {
+                let obj = $ty::create(seg $(, $arg)?)?;
+                obj.persist();
+                Ok(obj)
+            })
+        }
+    };
+}
+
 /// Python's `multiprocessing.Manager()` without the server process: a
 /// named registry of shared lists, dicts, values, arrays, locks and queues.
 /// One Manager handle is all a child needs: it finds every object by name.
@@ -117,7 +135,10 @@ fn unlink_objects(reg: &DictProxy<String, Vec<u8>>) -> Result<Vec<String>, Conta
 /// - `list::<T>(name)` / `dict::<K, V>(name)` find or create a container
 ///   (element types checked when found); `list_anon` / `dict_anon` make
 ///   unnamed ones; `names()` lists what the Manager holds.
-/// - `value`, `array`, `lock`, `queue` do the same for the other objects.
+/// - `value`, `array`, `lock`, `queue` do the same for the other objects,
+///   and `rlock`, `event`, `semaphore`, `bounded_semaphore`, `condition`,
+///   `barrier` for the synchronisation primitives (Python's `m.RLock()`,
+///   `m.Event()`, ...).
 /// - The process that created the Manager owns every object in it (also
 ///   those a child created through it): their names are removed when its
 ///   last Manager handle drops, unless [`persist`](Self::persist) was
@@ -475,20 +496,90 @@ impl Manager {
         })
     }
 
-    /// The [`Lock`] named `name`, created if absent.
-    ///
-    /// ```
-    /// let mgr = shmproc::Manager::new().unwrap();
-    /// let l = mgr.lock("l").unwrap();
-    /// let _held = l.lock().unwrap();
-    /// assert!(mgr.lock("l").unwrap().try_lock().is_err());
-    /// ```
-    pub fn lock(&self, name: &str) -> Result<Lock, OpenError> {
-        self.find_or_create(name, Kind::Lock, &Fingerprint::of::<()>(), Lock::open, |seg| {
-            let l = Lock::create(seg)?;
-            l.persist();
-            Ok(l)
-        })
+    primitive! {
+        /// The [`Lock`] named `name`, created if absent.
+        ///
+        /// ```
+        /// let mgr = shmproc::Manager::new().unwrap();
+        /// let l = mgr.lock("l").unwrap();
+        /// let _held = l.lock().unwrap();
+        /// assert!(mgr.lock("l").unwrap().try_lock().is_err());
+        /// ```
+        lock -> Lock, Lock
+    }
+
+    primitive! {
+        /// The [`RLock`] named `name` (Python's `m.RLock()`), created if absent.
+        ///
+        /// ```
+        /// let mgr = shmproc::Manager::new().unwrap();
+        /// let r = mgr.rlock("r").unwrap();
+        /// let _a = r.lock().unwrap();
+        /// assert_eq!(mgr.rlock("r").unwrap().level(), 1);
+        /// ```
+        rlock -> RLock, RLock
+    }
+
+    primitive! {
+        /// The [`Event`] named `name` (Python's `m.Event()`), created clear
+        /// if absent.
+        ///
+        /// ```
+        /// let mgr = shmproc::Manager::new().unwrap();
+        /// mgr.event("go").unwrap().set();
+        /// assert!(mgr.event("go").unwrap().is_set());
+        /// assert!(mgr.lock("go").is_err()); // another kind under that name
+        /// ```
+        event -> Event, Event
+    }
+
+    primitive! {
+        /// The [`Semaphore`] named `name` (Python's `m.Semaphore(value)`),
+        /// created holding `value` if absent; `value` is used only to create.
+        ///
+        /// ```
+        /// let mgr = shmproc::Manager::new().unwrap();
+        /// assert!(mgr.semaphore("s", 1).unwrap().try_acquire());
+        /// assert!(!mgr.semaphore("s", 1).unwrap().try_acquire());
+        /// ```
+        semaphore -> Semaphore, Semaphore, value: u32
+    }
+
+    primitive! {
+        /// The [`BoundedSemaphore`] named `name` (Python's
+        /// `m.BoundedSemaphore(value)`), created holding `value` if absent;
+        /// `value` is used only to create.
+        ///
+        /// ```
+        /// let mgr = shmproc::Manager::new().unwrap();
+        /// assert!(mgr.bounded_semaphore("b", 1).unwrap().release().is_err());
+        /// ```
+        bounded_semaphore -> BoundedSemaphore, BoundedSemaphore, value: u32
+    }
+
+    primitive! {
+        /// The [`Condition`] named `name` (Python's `m.Condition()`),
+        /// created if absent.
+        ///
+        /// ```
+        /// let mgr = shmproc::Manager::new().unwrap();
+        /// let c = mgr.condition("c").unwrap();
+        /// let mut g = c.lock().unwrap();
+        /// assert!(!c.wait_timeout(&mut g, std::time::Duration::from_millis(1)).unwrap());
+        /// ```
+        condition -> Condition, Condition
+    }
+
+    primitive! {
+        /// The [`Barrier`] named `name` (Python's `m.Barrier(parties)`),
+        /// created for `parties` if absent; `parties` is used only to create.
+        ///
+        /// ```
+        /// let mgr = shmproc::Manager::new().unwrap();
+        /// mgr.barrier("b", 3).unwrap();
+        /// assert_eq!(mgr.barrier("b", 5).unwrap().parties(), 3);
+        /// ```
+        barrier -> Barrier, Barrier, parties: u32
     }
 
     /// The [`Queue`] named `name`, created if absent holding at most

@@ -1,5 +1,6 @@
 //! [`PoolBuilder`]: the pool's settings, and starting it.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,9 +32,28 @@ use crate::process::{Handoff, StartMethod};
 pub struct PoolBuilder {
     processes: Option<usize>,
     init: Option<(&'static str, Vec<u8>)>,
+    init_arg: Option<KeepAlive>,
     max_tasks: u64,
     method: Option<StartMethod>,
     timeout: Option<Duration>,
+}
+
+/// The initializer's argument, kept (never read) while the pool lives: the
+/// shared objects in it stay open under their names for every worker the
+/// pool starts, replacements included, as [`Process`](crate::Process)
+/// keeps its argument until the child has opened it. Without it,
+/// `initializer(init, Lock::new()?)` (Python's `initargs=(Lock(),)`) would
+/// remove the lock's name when the builder dropped its only handle, before
+/// any worker opened it.
+#[derive(Clone)]
+pub(crate) struct KeepAlive {
+    _arg: Arc<Mutex<Box<dyn Any + Send>>>,
+}
+
+impl std::fmt::Debug for KeepAlive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeepAlive(..)")
+    }
 }
 
 impl PoolBuilder {
@@ -55,17 +75,25 @@ impl PoolBuilder {
     /// `initializer` / `initargs`). Its return value is ignored; if it
     /// fails or panics the worker exits and is replaced, and after several
     /// failures in a row the pool fails its jobs instead of looping.
+    /// The pool keeps `arg` until it ends, so shared objects made just for
+    /// the workers can be moved in (`initializer(init, Lock::new()?)`, as
+    /// Python's `initargs=(Lock(),)`): every worker, replacements
+    /// included, opens them.
     ///
     /// ```
     /// shmproc::task! { fn setup(_: ()) -> () {} }
     /// let b = shmproc::Pool::builder().initializer(setup, ());
     /// # drop(b);
     /// ```
-    pub fn initializer<F: Task>(mut self, f: F, arg: F::Arg) -> Self {
+    pub fn initializer<F: Task>(mut self, f: F, arg: F::Arg) -> Self
+    where
+        F::Arg: Send,
+    {
         let _ = f;
         let mut bytes = Vec::new();
         arg.encode(&mut bytes);
         self.init = Some((F::ID, bytes));
+        self.init_arg = Some(KeepAlive { _arg: Arc::new(Mutex::new(Box::new(arg))) });
         self
     }
 
@@ -127,6 +155,7 @@ impl PoolBuilder {
         }
         let cfg = Config {
             init: self.init.map(|(id, arg)| (id.to_owned(), arg)),
+            _init_arg: self.init_arg,
             max_tasks: self.max_tasks,
             method: self.method,
             timeout: self.timeout,

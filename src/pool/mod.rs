@@ -433,6 +433,9 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) init: Option<(String, Vec<u8>)>,
+    /// The initializer's argument itself, kept while the pool lives (see
+    /// [`builder::KeepAlive`]).
+    pub(crate) _init_arg: Option<builder::KeepAlive>,
     pub(crate) max_tasks: u64,
     pub(crate) method: Option<StartMethod>,
     pub(crate) timeout: Option<Duration>,
@@ -1162,8 +1165,30 @@ impl Pool {
     where
         F::Out: Send + 'static,
     {
+        self.map_async_chunked(f, items, 0)
+    }
+
+    /// [`map_async`](Self::map_async) in chunks of `chunksize` items
+    /// (Python's `map_async(f, items, chunksize)`; 0: the default, as
+    /// [`map`](Self::map) computes it).
+    ///
+    /// ```no_run
+    /// shmproc::task! { fn pid(_: u64) -> u32 { std::process::id() } }
+    /// let pool = shmproc::Pool::new(2).unwrap();
+    /// let pids = pool.map_async_chunked(pid, 0..8, 8).unwrap().get().unwrap();
+    /// assert!(pids.iter().all(|&p| p == pids[0])); // one chunk: one worker
+    /// ```
+    pub fn map_async_chunked<F: Task>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = F::Arg>,
+        chunksize: usize,
+    ) -> Result<AsyncResult<Vec<F::Out>>, PoolError>
+    where
+        F::Out: Send + 'static,
+    {
         let _ = f;
-        let (id, job) = self.submit::<F>(items, 0, false)?;
+        let (id, job) = self.submit::<F>(items, chunksize, false)?;
         Ok(self.async_result(id, job, result::finish_all))
     }
 
