@@ -690,6 +690,73 @@ fn crash_matrix_dict_u64() {
     eprintln!("crash matrix (dict u64): {n} trials, all repaired; up to {max_ops} ops before a kill");
 }
 
+/// One operation of the `ListProxy<u64>` crash matrix: mostly appends
+/// (the quick path while the array has room, the full transaction when it
+/// grows), with pops, sets, extends and clears among them.
+fn list_u64_apply_model(i: u64, m: &mut Vec<u64>) {
+    match (mix(i ^ 0x11D) % 16, m.len()) {
+        (0..=9, _) => m.push(i),
+        (10..=11, _) => drop(m.pop()),
+        (12, n) if n > 0 => m[n - 1] = i,
+        (13, _) => m.extend([i, i + 1, i + 2]),
+        (14, n) if n > 100 => m.clear(),
+        _ => {}
+    }
+}
+
+fn list_u64_apply(i: u64, len: usize, l: &ListProxy<u64>) -> Result<(), ContainerError> {
+    match (mix(i ^ 0x11D) % 16, len) {
+        (0..=9, _) => l.append(i),
+        (10..=11, 0) => Ok(()),
+        (10..=11, _) => l.pop().map(drop),
+        (12, n) if n > 0 => l.set(-1, i),
+        (13, _) => l.extend([i, i + 1, i + 2]),
+        (14, n) if n > 100 => l.clear(),
+        _ => Ok(()),
+    }
+}
+
+shmproc::entry! {
+    fn list_u64_worker(args: (ListProxy<u64>, u64, Value<u64>)) -> Result<(), String> {
+        let (list, steps, inflight) = args;
+        run_ops(steps, &inflight, Vec::new(), |i, m| {
+            let len = m.len();
+            list_u64_apply_model(i, m);
+            list_u64_apply(i, len, &list)
+        })
+    }
+}
+
+/// The crash matrix of a `ListProxy<u64>`: its appends take the quick path
+/// (`Store::write_quick`: the element into the slot past the length, the
+/// length logged and stored) while the array has room, which the String
+/// list's matrix never reaches; a kill anywhere leaves the list before or
+/// after the operation in flight, repaired by the next user.
+#[test]
+fn crash_matrix_list_u64() {
+    let n = trials();
+    let mut max_ops = 0;
+    for t in 0..n {
+        let list = ListProxy::<u64>::new().unwrap();
+        let steps = if t % 2 == 1 { 1 + mix(t ^ 0x5EED) % 2000 } else { 0 };
+        let inflight = Value::new(0u64).unwrap();
+        let mut p = Process::new(list_u64_worker, (list.clone(), steps, inflight.clone()));
+        kill_at_random(&mut p, t, || !list.is_empty());
+        if t % 2 == 1 {
+            assert_before_or_after(t, &inflight, list_u64_apply_model, list.to_vec().unwrap());
+        }
+        let got = list.to_vec().unwrap();
+        assert_eq!(got.len(), list.len(), "trial {t}: length does not match contents");
+        let ops = ops_to_reach(&got, list_u64_apply_model)
+            .unwrap_or_else(|| panic!("trial {t}: state matches no prefix of the operations: {got:?}"));
+        max_ops = max_ops.max(ops);
+        list.append(u64::MAX).unwrap();
+        assert_eq!(list.get(-1).unwrap(), u64::MAX);
+        assert_eq!(list.len(), got.len() + 1);
+    }
+    eprintln!("crash matrix (list u64): {n} trials, all repaired; up to {max_ops} ops before a kill");
+}
+
 /// Offset of a dict's ORDER root word (the next insertion number): header
 /// 128 + lock, seq, map_len, log_used; heap top, 36 free-list heads, then
 /// the roots table, buckets, count, used, order (src/manager/store.rs,

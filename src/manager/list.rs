@@ -14,7 +14,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use super::element::{self, Element, slot_size};
-use super::store::{Fail, HEAP_START, R, Store, Txn, View};
+use super::store::{Fail, HEAP_START, Quick, R, Store, Txn, View};
 use super::{ContainerError, fingerprint, heap, normalize};
 use crate::shm::Kind;
 use crate::{OpenError, Options};
@@ -308,6 +308,11 @@ impl<T: Element> ListProxy<T> {
     /// assert_eq!(l.get(1).unwrap().len(), 2000);
     /// ```
     pub fn append(&self, v: T) -> Result<(), ContainerError> {
+        if T::__inline().is_some()
+            && let Some(()) = self.store.write_quick(|q| self.append_quick(q, &v))
+        {
+            return Ok(());
+        }
         self.store.write(|tx| {
             let a = self.arr_tx(tx)?;
             let a = self.reserve(tx, a, a.len + 1)?;
@@ -315,6 +320,26 @@ impl<T: Element> ListProxy<T> {
             tx.write_fresh(self.slot(a, a.len), &slot)?;
             tx.set_root(LEN, a.len + 1)
         })
+    }
+
+    /// `append`'s quick form for an inline element with room in the array:
+    /// the array's root words checked as a writer checks them (`arr_tx`:
+    /// inside the heap block the root names), the element written unlogged
+    /// into the slot past the length (no committed state reaches it), then
+    /// the new length, logged (a death after its store is undone by the
+    /// next locker; a reader beside the open write sees the old length),
+    /// and the one commit store. `None` before anything live is written
+    /// when this is not the
+    /// quick case (no room: `reserve` allocates; a check failed): `append`
+    /// then runs the full transaction, which reports what failed.
+    #[inline(always)]
+    fn append_quick(&self, q: &mut Quick<'_>, v: &T) -> Option<()> {
+        let a = self.arr_in(q.view(), q.root(ARR), q.root(LEN), q.root(CAP)).ok()?;
+        if a.len >= a.cap {
+            return None;
+        }
+        q.write_fresh(self.slot(a, a.len), &v.__bytes())?;
+        q.set_root(LEN, a.len + 1)
     }
 
     /// Appends every item, as one operation (all or nothing).

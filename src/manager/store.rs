@@ -54,7 +54,9 @@
 //! bytes it writes where no committed state reaches go unlogged. A dict
 //! insert of inline types runs as a quick write (`write_quick`: no
 //! transaction state at all; a new value is one unlogged word store, which
-//! is itself the operation's commit point). The
+//! is itself the operation's commit point); a list append of an inline
+//! element with room in its array is a quick write too (the element
+//! unlogged past the length, the length logged and stored). The
 //! heap finds a free block through a mask of its non-empty lists (one
 //! load), and a dict resize moves buckets as whole words through ranges
 //! checked once. A read is two `seq` loads around the
@@ -1190,6 +1192,20 @@ impl<'a> Quick<'a> {
     pub(crate) fn write_only_word(&mut self, off: u64, w: u64) -> Option<()> {
         crash_point();
         self.view.put(off, &w.to_ne_bytes()).ok()?;
+        crash_point();
+        Some(())
+    }
+
+    /// Sets root word `i` to `v`, its old value logged first (one log
+    /// append), so a crash after the store is undone by the next locker
+    /// and a reader beside the open write sees the old value.
+    #[inline(always)]
+    pub(crate) fn set_root(&mut self, i: usize, v: u64) -> Option<()> {
+        let w = S_ROOT + i;
+        let old = self.store.ctl().state[w].load(Ordering::Relaxed);
+        append_log(self.store, self.view, &mut self.used, &[STATE_OFF + 8 * w as u64, 8, old]).ok()?;
+        crash_point();
+        self.store.ctl().state[w].store(v, Ordering::Relaxed);
         crash_point();
         Some(())
     }
