@@ -285,6 +285,37 @@ proptest! {
         }
         prop_assert_eq!(sut.len(), m.len());
     }
+
+    /// A list of plain data: its appends take the quick path while the
+    /// array has room (and the full transaction when it grows, inside a
+    /// `with_lock` group, or after a pop, set or clear), read through a
+    /// second handle after each step.
+    #[test]
+    fn pod_list_matches_vec(ops in prop::collection::vec((any::<u64>(), 0u8..8), 1..400)) {
+        let sut = ListProxy::<u64>::new().unwrap();
+        let other = ListProxy::<u64>::open(sut.name()).unwrap();
+        let mut m: Vec<u64> = Vec::new();
+        for (v, what) in ops {
+            match what {
+                0..=2 => { sut.append(v).unwrap(); m.push(v); }
+                3 => prop_assert_eq!(sut.pop().ok(), m.pop()),
+                4 if !m.is_empty() => {
+                    let i = (v % m.len() as u64) as isize;
+                    sut.set(i, v).unwrap();
+                    m[i as usize] = v;
+                }
+                5 => {
+                    sut.with_lock(|l| { l.append(v)?; l.append(!v) }).unwrap().unwrap();
+                    m.extend([v, !v]);
+                }
+                6 if v % 8 == 0 => { sut.clear().unwrap(); m.clear(); }
+                _ => { sut.extend([v, v / 2]).unwrap(); m.extend([v, v / 2]); }
+            }
+            prop_assert_eq!(other.len(), m.len());
+            prop_assert_eq!(other.get(-1).ok(), m.last().copied());
+        }
+        prop_assert_eq!(other.to_vec().unwrap(), m);
+    }
 }
 
 /// Growth without a capacity, seen by another handle: 1 million u64
