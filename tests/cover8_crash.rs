@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use common::crash::{assert_no_segment_left, killer, reap_killed, start};
 use shmproc::queue::{MpmcQueue, WaitStrategy};
-use shmproc::{Event, GetTimeoutError, Process, Queue, Value};
+use shmproc::{Event, GetTimeoutError, Manager, Process, Queue, Value};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -381,4 +381,221 @@ fn queue_string_consumers_killed_mid_get_while_the_producer_waits_lose_only_thei
         }
     }
     eprintln!("first item after each kill: {out:?}");
+}
+
+// ---- Manager find-or-create of the synchronisation primitives ----
+
+/// The primitive kinds a Manager finds or creates by name, by number.
+const KINDS: [&str; 7] = ["lock", "rlock", "event", "semaphore", "bounded_semaphore", "condition", "barrier"];
+
+/// Finds or creates `name` as primitive `kind` (semaphores of 3 and 2, a
+/// barrier of 2 parties); its segment's name.
+fn lookup(mgr: &Manager, kind: usize, name: &str) -> Result<String, String> {
+    let e = |e: shmproc::OpenError| format!("{} {name:?}: {e}", KINDS[kind]);
+    Ok(match kind {
+        0 => mgr.lock(name).map_err(e)?.name().to_owned(),
+        1 => mgr.rlock(name).map_err(e)?.name().to_owned(),
+        2 => mgr.event(name).map_err(e)?.name().to_owned(),
+        3 => mgr.semaphore(name, 3).map_err(e)?.name().to_owned(),
+        4 => mgr.bounded_semaphore(name, 2).map_err(e)?.name().to_owned(),
+        5 => mgr.condition(name).map_err(e)?.name().to_owned(),
+        _ => mgr.barrier(name, 2).map_err(e)?.name().to_owned(),
+    })
+}
+
+/// Finds `name` (primitive `kind`) and checks it is as made, untouched:
+/// the lock free (not "owner died": a half-made object is never handed
+/// out), the event clear, the semaphores at their value, the barrier of 2
+/// parties. Returns its segment's name.
+fn check_fresh(mgr: &Manager, kind: usize, name: &str) -> String {
+    let what = format!("{} {name:?}", KINDS[kind]);
+    let seg = lookup(mgr, kind, name).unwrap_or_else(|e| panic!("{e}"));
+    match kind {
+        0 => assert!(mgr.lock(name).unwrap().try_lock().is_ok(), "{what}: not free"),
+        1 => {
+            let r = mgr.rlock(name).unwrap();
+            assert_eq!(r.level(), 0, "{what}");
+            assert!(r.try_lock().is_ok(), "{what}: not free");
+        }
+        2 => assert!(!mgr.event(name).unwrap().is_set(), "{what}: set"),
+        3 => assert_eq!(mgr.semaphore(name, 0).unwrap().get_value(), 3, "{what}"),
+        4 => {
+            let b = mgr.bounded_semaphore(name, 0).unwrap();
+            assert_eq!(b.get_value(), 2, "{what}");
+            assert!(b.release().is_err(), "{what}: released past its bound");
+        }
+        5 => assert!(mgr.condition(name).unwrap().try_lock().is_ok(), "{what}: not free"),
+        _ => assert_eq!(mgr.barrier(name, 5).unwrap().parties(), 2, "{what}"),
+    }
+    seg
+}
+
+/// The files in /dev/shm of segments made by process `pid` (unique names
+/// carry their maker's pid).
+fn segments_of_pid(pid: u32) -> Vec<String> {
+    common::crash::segments_named(&format!("anon.{pid}."))
+}
+
+shmproc::entry! {
+    /// Finds or creates `name` as primitive `kind`, dying by SIGKILL at the
+    /// `steps`-th write step of the registry's operations (0: never), or,
+    /// with `report`, right after making the object's segment (its name
+    /// written to the file `report` first).
+    fn make_and_die(args: (Manager, u32, String, u64, String)) -> Result<(), String> {
+        let (mgr, kind, name, steps, report) = args;
+        if !report.is_empty() {
+            shmproc::__crash_in_find_or_create(&report);
+        }
+        shmproc::__crash_after_steps(steps);
+        let r = lookup(&mgr, kind as usize, &name);
+        shmproc::__crash_after_steps(0);
+        r.map(drop)
+    }
+}
+
+shmproc::entry! {
+    /// Finds or creates `name` as primitive `kind` (or, with `n > 0`, the
+    /// names `name-0..n` of kinds `i % 7`) and puts each segment's name.
+    fn look_up(args: (Manager, u32, String, u64, Queue<String>)) -> Result<(), String> {
+        let (mgr, kind, name, n, out) = args;
+        if n == 0 {
+            let seg = lookup(&mgr, kind as usize, &name)?;
+            return out.put(seg).map_err(|e| e.to_string());
+        }
+        for i in 0..n {
+            let seg = lookup(&mgr, (i % 7) as usize, &format!("{name}-{i}"))?;
+            out.put(seg).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// For each primitive kind, a child dies inside the Manager's
+/// find-or-create of a name at each write step of the registry's
+/// operations in turn (every sixth by default) (until one finds or creates it without dying), and
+/// once right after making the segment, while another child looks the
+/// same name up. The other child and the parent then get one object (the
+/// same segment), fresh; the dead maker's half-made segment is gone; the
+/// Manager lists the name once; once the Manager is dropped nothing of
+/// the children is left in /dev/shm.
+#[test]
+fn manager_primitive_lookups_with_the_maker_killed_at_every_step_give_one_fresh_object() {
+    const MAX_STEPS: u64 = 200;
+    let mgr = Manager::new().unwrap();
+    let out = Queue::<String>::new(4).unwrap();
+    let mut pids = Vec::new();
+    let (mut killed, mut raced) = (0, 0);
+    for (kind, kname) in KINDS.iter().enumerate() {
+        let mut completed = false;
+        // Every step with SHMPROC_TEST_FULL; else every `stride`-th from a
+        // random offset (each run its own).
+        let stride = common::count(6, 1);
+        let offset = common::crash::rand_below(stride);
+        for steps in (0..MAX_STEPS).filter(|s| *s == 0 || (s + offset).is_multiple_of(stride)) {
+            let name = format!("{kname}-{steps}");
+            let what = format!("{kname} killed at step {steps}");
+            // Step 0: the crash right after the segment is made.
+            let report = if steps == 0 {
+                std::env::temp_dir().join(format!("shmproc-cover8-{}-{kind}", std::process::id())).display().to_string()
+            } else {
+                String::new()
+            };
+            let mut maker = Process::new(make_and_die, (mgr.clone(), kind as u32, name.clone(), steps, report.clone()));
+            let mut looker = Process::new(look_up, (mgr.clone(), kind as u32, name.clone(), 0u64, out.clone()));
+            maker.start().unwrap();
+            looker.start().unwrap();
+            pids.extend([maker.pid().unwrap(), looker.pid().unwrap()]);
+            let ended = common::join(&maker);
+            let maker_pid = maker.pid().unwrap();
+            if let Err(e) = common::join(&looker) {
+                panic!("{what}: the other process's lookup: {e}");
+            }
+            let theirs = out.get_timeout(T).unwrap();
+            let seg = check_fresh(&mgr, kind, &name);
+            assert_eq!(theirs, seg, "{what}: two objects under one name");
+            let listed: Vec<_> = mgr.names().unwrap().into_iter().filter(|e| e.name == name).collect();
+            assert_eq!(listed.len(), 1, "{what}: {listed:?}");
+            assert_eq!(listed[0].segment, seg, "{what}");
+            // The maker made it and lived (no crash at this step: the sweep
+            // is done), or it was killed, or the other process made it
+            // first (the maker found it: a round lost to the race).
+            let by_maker = seg.contains(&format!("anon.{maker_pid}."));
+            match &ended {
+                Err(shmproc::ProcessError::Signaled { signal: 9, .. }) => killed += 1,
+                Ok(()) if by_maker => completed = true,
+                Ok(()) => raced += 1,
+                other => panic!("{what}: the maker ended with {other:?}"),
+            }
+            let left: Vec<_> = segments_of_pid(maker_pid).into_iter().filter(|f| !f.ends_with(&seg)).collect();
+            assert!(left.is_empty(), "{what}: the dead maker's segments left: {left:?}");
+            if steps == 0 {
+                let made = std::fs::read_to_string(&report).unwrap_or_default();
+                let _ = std::fs::remove_file(&report);
+                assert!(!completed, "{what}: the injected crash did not happen");
+                assert!(ended.is_ok() || !made.is_empty(), "{what}: killed, but not after making its segment");
+            }
+            if completed {
+                break;
+            }
+        }
+        assert!(completed, "{kname}: still killed after {MAX_STEPS} steps");
+    }
+    eprintln!("{killed} makers killed, {raced} found the object made by the other");
+    drop((mgr, out));
+    for pid in pids {
+        assert_eq!(segments_of_pid(pid), Vec::<String>::new(), "left after the Manager's end");
+    }
+}
+
+shmproc::entry! {
+    /// Finds or creates the names `name-i` (kind `i % 7`) for i = 0, 1, ...
+    /// recording how many it did, round and round until killed.
+    fn make_in_turn(args: (Manager, String, u64, Value<u64>, Event)) -> Result<(), String> {
+        let (mgr, name, n, made, started) = args;
+        started.set();
+        loop {
+            for i in 0..n {
+                lookup(&mgr, (i % 7) as usize, &format!("{name}-{i}"))?;
+                made.set(i + 1).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+}
+
+/// A child making primitives under a run of names, killed at a random
+/// instant, while another child looks up the same names: the other never
+/// hangs nor fails, and every name ends as one fresh object that both it
+/// and the parent get.
+#[test]
+fn manager_primitive_maker_killed_at_random_while_another_looks_up_the_same_names() {
+    const N: u64 = 70;
+    for round in 0..rounds() {
+        let mgr = Manager::new().unwrap();
+        let name = format!("p{round}");
+        let out = Queue::<String>::new(N).unwrap();
+        let (made, started) = (Value::new(0u64).unwrap(), Event::new().unwrap());
+        let mut maker =
+            Process::new(make_in_turn, (mgr.clone(), name.clone(), N, made.clone(), started.clone())).with_daemon(true);
+        start(&mut maker, &started);
+        let mut looker = Process::new(look_up, (mgr.clone(), 0u32, name.clone(), N, out.clone()));
+        looker.start().unwrap();
+        let pids = [maker.pid().unwrap(), looker.pid().unwrap()];
+        killer(&maker, 30).join().unwrap();
+        reap_killed(&maker);
+        let made = common::read_u64(&made);
+        eprintln!("round {round}: the maker was killed after {made} lookups");
+        if let Err(e) = common::join(&looker) {
+            panic!("round {round} (the maker made {made}): the other process's lookups: {e}");
+        }
+        for i in 0..N {
+            let n = format!("{name}-{i}");
+            let seg = check_fresh(&mgr, (i % 7) as usize, &n);
+            assert_eq!(out.get_timeout(T).unwrap(), seg, "{n}: two objects under one name");
+        }
+        assert_eq!(mgr.names().unwrap().len() as u64, N);
+        drop((mgr, out, maker, looker));
+        for pid in pids {
+            assert_eq!(segments_of_pid(pid), Vec::<String>::new(), "left after the Manager's end");
+        }
+    }
 }
