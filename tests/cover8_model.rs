@@ -1,0 +1,223 @@
+//! Model tests (proptest, against the serial result) of what the older
+//! models left out: `Pool::map_async_chunked` (any chunk size, several
+//! jobs in flight at once, a task that panics failing only its own job)
+//! and structs made `Handoff` with `handoff_struct!` (nested, with every
+//! kind of field), through every path a value takes: encode/decode (and
+//! every truncation of an encoding refused), a bounded and an unbounded
+//! `Queue` (`put`/`get` and `put_ref`/`get_into` reusing a destination),
+//! a `Pipe` (`send_value`/`recv_value`) and a `Pool` task's argument and
+//! result.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use shmproc::{Handoff, Pool, PoolError, Queue};
+
+const T: Duration = Duration::from_secs(60);
+
+fn cases() -> u32 {
+    if std::env::var_os("SHMPROC_TEST_FULL").is_some() { 256 } else { 24 }
+}
+
+// ---- Pool::map_async_chunked ----
+
+/// The serial model of `mix_or_panic`.
+fn mix(x: u64) -> (u64, String) {
+    let h = x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+    (h, format!("{x}:{}", "y".repeat((x % 13) as usize)))
+}
+
+/// Items at or above this make the task panic.
+const POISON: u64 = 1 << 40;
+
+shmproc::task! {
+    fn mix_or_panic(x: u64) -> (u64, String) {
+        assert!(x < POISON, "poisoned item {x}");
+        mix(x)
+    }
+}
+
+/// Several `map_async_chunked` jobs (random items and chunk sizes, 0 the
+/// default) submitted before any is collected, collected in a random
+/// order: each is the serial map of its items; a job with a poisoned item
+/// fails with the task's panic, and only that job.
+#[test]
+fn map_async_chunked_equals_the_serial_map_with_jobs_in_flight_together() {
+    let pool = Pool::new(2).unwrap();
+    // One job in five has one poisoned item, anywhere.
+    let items = (prop::collection::vec(0u64..1000, 0..120), prop::option::weighted(0.2, any::<prop::sample::Index>()))
+        .prop_map(|(mut items, poison)| {
+            if let Some(at) = poison {
+                let at = at.index(items.len() + 1);
+                items.insert(at, POISON);
+            }
+            items
+        });
+    let job = (items, prop_oneof![2 => Just(0usize), 5 => 1usize..40, 1 => 100usize..300]);
+    let mut runner = TestRunner::new(Config { cases: cases(), ..Config::default() });
+    runner
+        .run(&(prop::collection::vec(job, 1..4), any::<prop::sample::Index>()), |(jobs, order)| {
+            let mut pending: Vec<_> = jobs
+                .iter()
+                .map(|(items, chunk)| {
+                    let r = pool.map_async_chunked(mix_or_panic, items.iter().copied(), *chunk).unwrap();
+                    (items, *chunk, r)
+                })
+                .collect();
+            let first = order.index(pending.len());
+            let mut order: Vec<usize> = (0..pending.len()).collect();
+            order.rotate_left(first);
+            let mut taken: Vec<_> = pending.drain(..).map(Some).collect();
+            for i in order {
+                let (items, chunk, r) = taken[i].take().unwrap();
+                let got = r.get_timeout(T);
+                if items.contains(&POISON) {
+                    match got {
+                        Err(shmproc::PoolGetTimeoutError::Failed(PoolError::Task(e))) => {
+                            prop_assert!(e.to_string().contains("poisoned item"), "chunk {}: {}", chunk, e)
+                        }
+                        other => {
+                            prop_assert!(false, "chunk {}: a poisoned job gave {:?}", chunk, other.map(|v| v.len()))
+                        }
+                    }
+                } else {
+                    let want: Vec<_> = items.iter().map(|&x| mix(x)).collect();
+                    prop_assert_eq!(got.map_err(|e| e.to_string()), Ok(want), "chunk {}", chunk);
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    pool.close();
+    pool.join().unwrap();
+}
+
+// ---- handoff_struct! ----
+
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Job {
+    id: u32,
+    name: String,
+    tags: Vec<String>,
+    payload: Vec<u8>,
+    opt: Option<i64>,
+    pair: (u16, String),
+    ratio: f64,
+}
+shmproc::handoff_struct!(Job { id, name, tags, payload, opt, pair, ratio });
+
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Batch {
+    seq: u64,
+    lead: Job,
+    jobs: Vec<Job>,
+    note: Option<String>,
+}
+shmproc::handoff_struct!(Batch { seq, lead, jobs, note });
+
+fn job() -> impl Strategy<Value = Job> {
+    (
+        any::<u32>(),
+        ".{0,12}",
+        prop::collection::vec("[a-z]{0,6}", 0..4),
+        prop::collection::vec(any::<u8>(), 0..40),
+        any::<Option<i64>>(),
+        (any::<u16>(), "[ -~]{0,8}"),
+        -1e6f64..1e6,
+    )
+        .prop_map(|(id, name, tags, payload, opt, pair, ratio)| Job { id, name, tags, payload, opt, pair, ratio })
+}
+
+fn batch() -> impl Strategy<Value = Batch> {
+    (any::<u64>(), job(), prop::collection::vec(job(), 0..5), prop::option::of(".{0,20}"))
+        .prop_map(|(seq, lead, jobs, note)| Batch { seq, lead, jobs, note })
+}
+
+/// What `rework` does, serially.
+fn reworked(mut b: Batch) -> Batch {
+    b.seq = b.seq.wrapping_add(1);
+    b.jobs.reverse();
+    b.lead.tags.push(format!("n{}", b.jobs.len()));
+    b.note = b.note.map(|n| n.to_uppercase());
+    b
+}
+
+shmproc::task! {
+    fn rework(b: Batch) -> Batch {
+        reworked(b)
+    }
+}
+
+/// Encoding then decoding gives the value back with nothing left over;
+/// every strict prefix of the encoding is refused (an error, never a
+/// panic or a wrong value).
+#[test]
+fn handoff_struct_round_trips_and_refuses_every_truncation() {
+    let mut runner = TestRunner::new(Config { cases: cases() * 8, ..Config::default() });
+    runner
+        .run(&batch(), |b| {
+            let mut bytes = Vec::new();
+            b.encode(&mut bytes);
+            let mut input = &bytes[..];
+            prop_assert_eq!(Batch::decode(&mut input).ok(), Some(b.clone()));
+            prop_assert!(input.is_empty(), "{} bytes left over", input.len());
+            // decode_into an unrelated, owning destination.
+            let mut into = reworked(b.clone());
+            into.decode_into(&mut &bytes[..]).unwrap();
+            prop_assert_eq!(&into, &b);
+            for cut in 0..bytes.len() {
+                prop_assert!(
+                    Batch::decode(&mut &bytes[..cut]).is_err(),
+                    "a prefix of {} of {} bytes decoded",
+                    cut,
+                    bytes.len()
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// A sequence of `Batch`es through a bounded and an unbounded queue
+/// (`put`/`get`, and `put_ref`/`get_into` into a destination still
+/// holding the previous value), a pipe, and a pool task: each arrives
+/// equal, in order; the pool's results equal the serial `reworked`.
+#[test]
+fn handoff_structs_cross_queues_pipes_and_pool_tasks_unchanged() {
+    let pool = Pool::new(2).unwrap();
+    let bounded = Queue::<Batch>::new(8).unwrap();
+    let unbounded = Queue::<Batch>::new(0).unwrap();
+    let pipe = std::cell::RefCell::new(shmproc::pipe(false).unwrap());
+    let mut runner = TestRunner::new(Config { cases: cases(), ..Config::default() });
+    runner
+        .run(&prop::collection::vec(batch(), 0..8), |bs| {
+            for q in [&bounded, &unbounded] {
+                for b in &bs {
+                    q.put(b.clone()).unwrap();
+                }
+                for b in &bs {
+                    prop_assert_eq!(&q.get_timeout(T).unwrap(), b);
+                }
+                let mut into = Batch::default();
+                for b in &bs {
+                    q.put_ref(b).unwrap();
+                    q.get_into_timeout(&mut into, T).unwrap();
+                    prop_assert_eq!(&into, b);
+                }
+                prop_assert!(q.empty());
+            }
+            let (rx, tx) = &mut *pipe.borrow_mut(); // Python order: (reader, writer)
+            for b in &bs {
+                tx.send_value(b).unwrap();
+                prop_assert_eq!(&rx.recv_value_timeout::<Batch>(T).unwrap(), b);
+            }
+            let want: Vec<Batch> = bs.iter().cloned().map(reworked).collect();
+            prop_assert_eq!(pool.map(rework, bs.clone()).unwrap(), want.clone());
+            prop_assert_eq!(pool.map_async_chunked(rework, bs.clone(), 3).unwrap().get_timeout(T).unwrap(), want);
+            Ok(())
+        })
+        .unwrap();
+    pool.close();
+    pool.join().unwrap();
+}
