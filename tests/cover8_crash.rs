@@ -599,3 +599,70 @@ fn manager_primitive_maker_killed_at_random_while_another_looks_up_the_same_name
         }
     }
 }
+
+// ---- Pool::map_async_chunked with a worker killed mid-chunk ----
+
+/// The item that parks its worker.
+const PARK: u64 = 37;
+
+shmproc::task! {
+    /// Item `park` writes its worker's pid to `slot` and parks the worker
+    /// forever (the test kills it); any other item x gives 3x.
+    fn park_in_chunk((x, park, slot): (u64, u64, Value<u32>)) -> u64 {
+        if x == park {
+            slot.set(std::process::id()).unwrap();
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+        x * 3
+    }
+}
+
+/// Two `map_async_chunked` jobs in flight at once (chunk sizes 0 = the
+/// default, 1, 7, 64), the first with an item that parks its worker,
+/// which is then killed with SIGKILL: the first job fails with
+/// `WorkerLost` naming that worker, the signal and the item; the second
+/// is exact; a later job on the same pool is exact (the worker was
+/// replaced), and the pool closes and joins.
+#[test]
+fn map_async_chunked_with_a_worker_killed_mid_chunk_fails_only_its_job() {
+    const N: u64 = 120;
+    for chunk in [0usize, 1, 7, 64] {
+        let pool = shmproc::Pool::new(2).unwrap();
+        let slot = Value::new(0u32).unwrap();
+        let items = |park: u64| (0..N).map(|x| (x, park, slot.clone())).collect::<Vec<_>>();
+        let bad = pool.map_async_chunked(park_in_chunk, items(PARK), chunk).unwrap();
+        let good = pool.map_async_chunked(park_in_chunk, items(u64::MAX), chunk).unwrap();
+        common::wait_for("the parked item to start", || slot.get().unwrap() != 0);
+        let victim = slot.get().unwrap();
+        // SAFETY: kill has no memory preconditions; `victim` is a worker of our pool, parked.
+        assert_eq!(unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) }, 0);
+        let want: Vec<u64> = (0..N).map(|x| x * 3).collect();
+        match bad.get_timeout(T) {
+            Err(shmproc::PoolGetTimeoutError::Failed(shmproc::PoolError::Task(e))) => assert_eq!(
+                e,
+                shmproc::TaskError::WorkerLost { pid: victim, signal: Some(9), index: PARK },
+                "chunk {chunk}"
+            ),
+            other => panic!("chunk {chunk}: the job with the killed item gave {:?}", other.map(|v| v.len())),
+        }
+        assert_eq!(good.get_timeout(T).map_err(|e| e.to_string()), Ok(want.clone()), "chunk {chunk}");
+        let again = pool.map_async_chunked(park_in_chunk, items(u64::MAX), chunk).unwrap();
+        assert_eq!(again.get_timeout(T).map_err(|e| e.to_string()), Ok(want), "chunk {chunk}: after the kill");
+        close_and_join(pool);
+    }
+}
+
+/// Closes `pool` and joins it within a deadline (the test fails otherwise).
+fn close_and_join(pool: shmproc::Pool) {
+    pool.close();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(pool.join().map_err(|e| e.to_string()));
+    });
+    match rx.recv_timeout(T) {
+        Ok(r) => r.unwrap(),
+        Err(_) => panic!("pool.join() did not return within {T:?}"),
+    }
+}

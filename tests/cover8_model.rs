@@ -89,8 +89,7 @@ fn map_async_chunked_equals_the_serial_map_with_jobs_in_flight_together() {
             Ok(())
         })
         .unwrap();
-    pool.close();
-    pool.join().unwrap();
+    close_and_join(pool);
 }
 
 // ---- handoff_struct! ----
@@ -218,6 +217,18 @@ fn handoff_structs_cross_queues_pipes_and_pool_tasks_unchanged() {
             Ok(())
         })
         .unwrap();
+    close_and_join(pool);
+}
+
+/// Closes `pool` and joins it within a deadline (the test fails otherwise).
+fn close_and_join(pool: shmproc::Pool) {
     pool.close();
-    pool.join().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(pool.join().map_err(|e| e.to_string()));
+    });
+    match rx.recv_timeout(T) {
+        Ok(r) => r.unwrap(),
+        Err(_) => panic!("pool.join() did not return within {T:?}"),
+    }
 }
