@@ -312,13 +312,13 @@ fn mpmc_consumers_killed_mid_pop_while_the_producer_waits_for_a_batch_lose_only_
 // ---- random: encoded items (Queue<String>, a frame ring) ----
 
 fn text(i: u64) -> String {
-    format!("{i}:{}", "x".repeat(900 + (i % 7) as usize))
+    format!("{i}:{}", "x".repeat(900 + (i % KINDS.len() as u64) as usize))
 }
 
 fn text_number(s: &str) -> Result<u64, String> {
     let (n, rest) = s.split_once(':').ok_or("no number")?;
     let i: u64 = n.parse().map_err(|_| format!("bad number {n:?}"))?;
-    if rest.len() == 900 + (i % 7) as usize && rest.bytes().all(|b| b == b'x') {
+    if rest.len() == 900 + (i % KINDS.len() as u64) as usize && rest.bytes().all(|b| b == b'x') {
         Ok(i)
     } else {
         Err(format!("torn item {i}"))
@@ -385,11 +385,27 @@ fn queue_string_consumers_killed_mid_get_while_the_producer_waits_lose_only_thei
 
 // ---- Manager find-or-create of the synchronisation primitives ----
 
-/// The primitive kinds a Manager finds or creates by name, by number.
-const KINDS: [&str; 7] = ["lock", "rlock", "event", "semaphore", "bounded_semaphore", "condition", "barrier"];
+/// The kinds a Manager finds or creates by name, by number: the
+/// primitives, then the other objects (whose crash test in
+/// `manager_registry.rs` kills the maker only after the segment is made).
+const KINDS: [&str; 12] = [
+    "lock",
+    "rlock",
+    "event",
+    "semaphore",
+    "bounded_semaphore",
+    "condition",
+    "barrier",
+    "value",
+    "array",
+    "list",
+    "dict",
+    "queue",
+];
 
-/// Finds or creates `name` as primitive `kind` (semaphores of 3 and 2, a
-/// barrier of 2 parties); its segment's name.
+/// Finds or creates `name` as `kind` (semaphores of 3 and 2, a barrier of
+/// 2 parties, a value of 5, an array of 3, a queue of 4); its segment's
+/// name.
 fn lookup(mgr: &Manager, kind: usize, name: &str) -> Result<String, String> {
     let e = |e: shmproc::OpenError| format!("{} {name:?}: {e}", KINDS[kind]);
     Ok(match kind {
@@ -399,14 +415,20 @@ fn lookup(mgr: &Manager, kind: usize, name: &str) -> Result<String, String> {
         3 => mgr.semaphore(name, 3).map_err(e)?.name().to_owned(),
         4 => mgr.bounded_semaphore(name, 2).map_err(e)?.name().to_owned(),
         5 => mgr.condition(name).map_err(e)?.name().to_owned(),
-        _ => mgr.barrier(name, 2).map_err(e)?.name().to_owned(),
+        6 => mgr.barrier(name, 2).map_err(e)?.name().to_owned(),
+        7 => mgr.value(name, 5u64).map_err(e)?.name().to_owned(),
+        8 => mgr.array::<u64>(name, 3).map_err(e)?.name().to_owned(),
+        9 => mgr.list::<String>(name).map_err(e)?.name().to_owned(),
+        10 => mgr.dict::<String, u64>(name).map_err(e)?.name().to_owned(),
+        _ => mgr.queue::<u64>(name, 4).map_err(e)?.name().to_owned(),
     })
 }
 
-/// Finds `name` (primitive `kind`) and checks it is as made, untouched:
-/// the lock free (not "owner died": a half-made object is never handed
-/// out), the event clear, the semaphores at their value, the barrier of 2
-/// parties. Returns its segment's name.
+/// Finds `name` (of `kind`) and checks it is as made, untouched: the lock
+/// free (not "owner died": a half-made object is never handed out), the
+/// event clear, the semaphores at their value, the barrier of 2 parties,
+/// the value 5, the array 3 zeros, the list, dict and queue empty.
+/// Returns its segment's name.
 fn check_fresh(mgr: &Manager, kind: usize, name: &str) -> String {
     let what = format!("{} {name:?}", KINDS[kind]);
     let seg = lookup(mgr, kind, name).unwrap_or_else(|e| panic!("{e}"));
@@ -425,7 +447,15 @@ fn check_fresh(mgr: &Manager, kind: usize, name: &str) -> String {
             assert!(b.release().is_err(), "{what}: released past its bound");
         }
         5 => assert!(mgr.condition(name).unwrap().try_lock().is_ok(), "{what}: not free"),
-        _ => assert_eq!(mgr.barrier(name, 5).unwrap().parties(), 2, "{what}"),
+        6 => assert_eq!(mgr.barrier(name, 5).unwrap().parties(), 2, "{what}"),
+        7 => assert_eq!(mgr.value(name, 0u64).unwrap().get().unwrap(), 5, "{what}"),
+        8 => assert_eq!(mgr.array::<u64>(name, 9).unwrap().to_vec().unwrap(), [0; 3], "{what}"),
+        9 => assert!(mgr.list::<String>(name).unwrap().is_empty(), "{what}"),
+        10 => assert!(mgr.dict::<String, u64>(name).unwrap().is_empty(), "{what}"),
+        _ => {
+            let q = mgr.queue::<u64>(name, 9).unwrap();
+            assert!(q.empty() && q.maxsize() == 4, "{what}");
+        }
     }
     seg
 }
@@ -455,7 +485,7 @@ shmproc::entry! {
 
 shmproc::entry! {
     /// Finds or creates `name` as primitive `kind` (or, with `n > 0`, the
-    /// names `name-0..n` of kinds `i % 7`) and puts each segment's name.
+    /// names `name-0..n` of kinds `i % 12`) and puts each segment's name.
     fn look_up(args: (Manager, u32, String, u64, Queue<String>)) -> Result<(), String> {
         let (mgr, kind, name, n, out) = args;
         if n == 0 {
@@ -463,7 +493,7 @@ shmproc::entry! {
             return out.put(seg).map_err(|e| e.to_string());
         }
         for i in 0..n {
-            let seg = lookup(&mgr, (i % 7) as usize, &format!("{name}-{i}"))?;
+            let seg = lookup(&mgr, (i % KINDS.len() as u64) as usize, &format!("{name}-{i}"))?;
             out.put(seg).map_err(|e| e.to_string())?;
         }
         Ok(())
@@ -548,14 +578,14 @@ fn manager_primitive_lookups_with_the_maker_killed_at_every_step_give_one_fresh_
 }
 
 shmproc::entry! {
-    /// Finds or creates the names `name-i` (kind `i % 7`) for i = 0, 1, ...
+    /// Finds or creates the names `name-i` (kind `i % 12`) for i = 0, 1, ...
     /// recording how many it did, round and round until killed.
     fn make_in_turn(args: (Manager, String, u64, Value<u64>, Event)) -> Result<(), String> {
         let (mgr, name, n, made, started) = args;
         started.set();
         loop {
             for i in 0..n {
-                lookup(&mgr, (i % 7) as usize, &format!("{name}-{i}"))?;
+                lookup(&mgr, (i % KINDS.len() as u64) as usize, &format!("{name}-{i}"))?;
                 made.set(i + 1).map_err(|e| e.to_string())?;
             }
         }
@@ -589,7 +619,7 @@ fn manager_primitive_maker_killed_at_random_while_another_looks_up_the_same_name
         }
         for i in 0..N {
             let n = format!("{name}-{i}");
-            let seg = check_fresh(&mgr, (i % 7) as usize, &n);
+            let seg = check_fresh(&mgr, (i % KINDS.len() as u64) as usize, &n);
             assert_eq!(out.get_timeout(T).unwrap(), seg, "{n}: two objects under one name");
         }
         assert_eq!(mgr.names().unwrap().len() as u64, N);
