@@ -696,3 +696,132 @@ fn close_and_join(pool: shmproc::Pool) {
         Err(_) => panic!("pool.join() did not return within {T:?}"),
     }
 }
+
+// ---- Array / Value: a writer killed with the lock held ----
+
+/// Elements of the array under test.
+const LEN: usize = 256;
+
+shmproc::entry! {
+    /// Writes round i into every element of `arr` under one guard, then
+    /// `i` into `val` (one-shot `set`, or a guard's `update`, in turn),
+    /// for i = 1, 2, ... until killed.
+    fn write_rounds(args: (shmproc::Array<u64>, Value<u64>, Event)) -> Result<(), String> {
+        let (arr, val, started) = args;
+        started.set();
+        for i in 1u64.. {
+            {
+                let mut g = arr.get_lock().map_err(|e| e.to_string())?;
+                for j in 0..LEN {
+                    g.set(j, i);
+                }
+            }
+            if i % 2 == 0 {
+                val.set(i).map_err(|e| e.to_string())?;
+            } else {
+                val.get_lock().map_err(|e| e.to_string())?.update(|v| *v = i);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `a` is one round's write cut short: rounds i then i - 1
+/// (a prefix of the new round over the previous one), or all one round.
+fn one_round_or_a_cut(a: &[u64]) -> bool {
+    let (first, last) = (a[0], a[a.len() - 1]);
+    let cut = a.iter().position(|&x| x != first).unwrap_or(a.len());
+    a[cut..].iter().all(|&x| x == last) && (cut == a.len() || first == last + 1)
+}
+
+/// A writer killed at a random instant, often with the Array's lock held
+/// mid-round (or the Value's). The repair path: `get_lock` gives either
+/// the whole last round (killed outside the lock) or `OwnerDied` with the
+/// round cut short, never anything else; after `make_consistent` and a
+/// rewrite every form works again. The one-shot path: `to_vec` / `get`
+/// give a whole round, or `OwnerDied` once and `NotRecoverable` from
+/// then on for every form (guard forms too, timed or not), never a hang.
+#[test]
+fn array_and_value_writers_killed_with_the_lock_held_report_owner_died_then_repair_or_refuse() {
+    use shmproc::LockError;
+    let (mut died, mut clean) = (0, 0);
+    for round in 0..rounds() * 4 {
+        let arr = shmproc::Array::<u64>::new(LEN as u64).unwrap();
+        let val = Value::new(0u64).unwrap();
+        let started = Event::new().unwrap();
+        let mut p = Process::new(write_rounds, (arr.clone(), val.clone(), started.clone())).with_daemon(true);
+        start(&mut p, &started);
+        killer(&p, 20).join().unwrap();
+        reap_killed(&p);
+        let repair = round % 2 == 0;
+        if repair {
+            match arr.get_lock() {
+                Ok(g) => {
+                    let a: Vec<u64> = (0..LEN).map(|j| g.get(j).unwrap()).collect();
+                    assert!(a.iter().all(|&x| x == a[0]), "killed outside the lock, yet {a:?}");
+                    clean += 1;
+                }
+                Err(LockError::OwnerDied(mut g)) => {
+                    let a: Vec<u64> = (0..LEN).map(|j| g.get(j).unwrap()).collect();
+                    assert!(one_round_or_a_cut(&a), "torn other than by a cut round: {a:?}");
+                    assert!(!g.is_consistent());
+                    for j in 0..LEN {
+                        g.set(j, 7);
+                    }
+                    g.make_consistent();
+                    died += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            let a = arr.to_vec().unwrap();
+            assert!(a.iter().all(|&x| x == a[0]), "after the repair: {a:?}");
+            arr.set(3, 9).unwrap();
+            assert_eq!(arr.get(3).unwrap(), 9);
+            assert!(arr.try_get_lock().is_ok());
+            let v = match val.get_lock() {
+                Ok(g) => g.value(),
+                Err(LockError::OwnerDied(mut g)) => {
+                    g.make_consistent();
+                    g.value()
+                }
+                Err(e) => panic!("{e}"),
+            };
+            val.set(v + 1).unwrap();
+            assert_eq!(val.get().unwrap(), v + 1);
+        } else {
+            match arr.to_vec() {
+                Ok(a) => {
+                    assert!(a.iter().all(|&x| x == a[0]), "killed outside the lock, yet {a:?}");
+                    assert!(arr.get_lock().is_ok());
+                    clean += 1;
+                }
+                Err(LockError::OwnerDied(())) => {
+                    for _ in 0..2 {
+                        assert!(matches!(arr.to_vec(), Err(LockError::NotRecoverable)));
+                        assert!(matches!(arr.get(0), Err(shmproc::ArrayError::Lock(LockError::NotRecoverable))));
+                        assert!(matches!(arr.set(0, 1), Err(shmproc::ArrayError::Lock(LockError::NotRecoverable))));
+                        assert!(matches!(arr.get_lock(), Err(LockError::NotRecoverable)));
+                        assert!(matches!(arr.try_get_lock(), Err(LockError::NotRecoverable)));
+                        assert!(matches!(arr.get_lock_timeout(T), Err(LockError::NotRecoverable)));
+                    }
+                    died += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            match val.get() {
+                Ok(_) => assert!(val.set(1).is_ok()),
+                Err(LockError::OwnerDied(())) => {
+                    assert!(matches!(val.get(), Err(LockError::NotRecoverable)));
+                    assert!(matches!(val.get_lock(), Err(LockError::NotRecoverable)));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let names = [arr.name().to_owned(), val.name().to_owned()];
+        drop((arr, val, p));
+        for n in names {
+            assert_no_segment_left(&n);
+        }
+    }
+    eprintln!("writer died holding the Array lock in {died} rounds, outside it in {clean}");
+}
