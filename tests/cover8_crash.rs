@@ -825,3 +825,74 @@ fn array_and_value_writers_killed_with_the_lock_held_report_owner_died_then_repa
     }
     eprintln!("writer died holding the Array lock in {died} rounds, outside it in {clean}");
 }
+
+// ---- exact: an unbounded queue at its memory limit, a consumer dead mid-get ----
+
+shmproc::entry! {
+    /// Claims the next get of an unbounded queue (in its oldest ring) and
+    /// never finishes it; then hangs until killed.
+    fn claim_get_and_hang(args: (Queue<u64>, Event)) -> Result<(), String> {
+        let (q, claimed) = args;
+        if !q.__claim_and_stop(true) {
+            return Err("nothing to claim".into());
+        }
+        claimed.set();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// An unbounded queue filled to its memory limit (its puts never enter
+/// the MPMC batch wait: at the limit a put waits for a ring to retire),
+/// a producer blocked in `put`, a consumer that claims the first item and
+/// is killed before it releases it: the producer is never stuck for good,
+/// and items 1.. arrive exactly once and in order (item 0 died with the
+/// consumer); the queue ends empty and leaves no segment. (The dead
+/// claim is in the oldest ring, which retires once drained whether or not
+/// its slot was released: this passes with the dead consumer's slot
+/// repair disabled too. What it guards is the chain's own handling of the
+/// claim: no hang at the limit, no item lost or repeated around it.)
+#[test]
+fn unbounded_queue_at_its_limit_with_a_consumer_killed_between_claim_and_release() {
+    let q = Queue::<u64>::unbounded_with_limit(1 << 18).unwrap();
+    let name = q.name().to_owned();
+    let mut n = 0u64;
+    while q.put_nowait(n).is_ok() {
+        n += 1;
+        assert!(n < 10_000_000, "no limit");
+    }
+    let extra = n;
+    let producer = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            for i in n..n + extra {
+                q.put_timeout(i, T).unwrap_or_else(|e| panic!("producer stuck at {i}: {e:?}"));
+            }
+        })
+    };
+    let claimed = Event::new().unwrap();
+    let mut p = Process::new(claim_get_and_hang, (q.clone(), claimed.clone())).with_daemon(true);
+    start(&mut p, &claimed);
+    std::thread::sleep(Duration::from_millis(20));
+    p.kill().unwrap();
+    reap_killed(&p);
+    let end = Instant::now() + T;
+    let mut next = 1;
+    while next < n + extra {
+        assert!(Instant::now() < end, "stuck at {next} of {}", n + extra);
+        match q.get_timeout(Duration::from_millis(20)) {
+            Ok(v) => {
+                assert_eq!(v, next, "out of order, lost or duplicated");
+                next += 1;
+            }
+            Err(GetTimeoutError::TimedOut) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(q.qsize(), 0);
+    assert_eq!(q.get_nowait(), Err(shmproc::TryGetError::Empty));
+    drop((q, p));
+    assert_no_segment_left(&name);
+}
