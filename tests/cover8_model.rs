@@ -92,6 +92,152 @@ fn map_async_chunked_equals_the_serial_map_with_jobs_in_flight_together() {
     close_and_join(pool);
 }
 
+// ---- every map form of the Pool against the serial map ----
+
+shmproc::task! {
+    fn mix_or_fail(x: u64) -> Result<(u64, String), String> {
+        if x == POISON { Err(format!("poisoned item {x}")) } else { Ok(mix(x)) }
+    }
+}
+
+/// A pool call of one form, by number: map, map_chunked, starmap,
+/// map_async, starmap_async, map_async_chunked, map_results, apply (each
+/// item), apply_async (all submitted, then collected), imap,
+/// imap_unordered.
+const FORMS: usize = 11;
+
+/// What a form gives, made comparable: each item's result in item order
+/// (`imap_unordered`'s sorted by item), or the one error of a form that
+/// fails as a whole (its item's index).
+type Outcome = Result<Vec<ItemOutcome>, u64>;
+/// One item's result, or its index if it failed.
+type ItemOutcome = Result<(u64, String), u64>;
+
+fn run_form(pool: &Pool, form: usize, items: &[u64], chunk: usize) -> Outcome {
+    use shmproc::TaskError;
+    let failed = |e: &TaskError| match e {
+        TaskError::Failed { index, message, .. } if message.contains("poisoned") => *index,
+        other => panic!("form {form}: unexpected {other:?}"),
+    };
+    let whole = |r: Result<Vec<(u64, String)>, PoolError>| match r {
+        Ok(v) => Ok(v.into_iter().map(Ok).collect()),
+        Err(PoolError::Task(e)) => Err(failed(&e)),
+        Err(e) => panic!("form {form}: {e}"),
+    };
+    let waited = |r: shmproc::AsyncResult<Vec<(u64, String)>>| {
+        whole(r.get_timeout(T).map_err(|e| match e {
+            shmproc::PoolGetTimeoutError::Failed(e) => e,
+            e => panic!("form {form}: {e}"),
+        }))
+    };
+    let per_item =
+        |rs: Vec<Result<(u64, String), TaskError>>| Ok(rs.into_iter().map(|r| r.map_err(|e| failed(&e))).collect());
+    let it = items.iter().copied();
+    match form {
+        0 => whole(pool.map(mix_or_fail, it)),
+        // 0 is refused here, as Python refuses it (the other forms take 0
+        // for the default chunk size).
+        1 if chunk == 0 => {
+            let r = pool.map_chunked(mix_or_fail, it, 0);
+            assert!(matches!(r, Err(PoolError::InvalidArgument(_))), "map_chunked(0): {:?}", r.map(|v| v.len()));
+            model(form, items)
+        }
+        1 => whole(pool.map_chunked(mix_or_fail, it, chunk)),
+        2 => whole(pool.starmap(mix_or_fail, it)),
+        3 => waited(pool.map_async(mix_or_fail, it).unwrap()),
+        4 => waited(pool.starmap_async(mix_or_fail, it).unwrap()),
+        5 => waited(pool.map_async_chunked(mix_or_fail, it, chunk).unwrap()),
+        6 => per_item(pool.map_results(mix_or_fail, it, chunk).unwrap()),
+        // `apply` reports index 0: give the item's own index back.
+        7 => Ok(items
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| match pool.apply(mix_or_fail, x) {
+                Ok(v) => Ok(v),
+                Err(PoolError::Task(e)) => Err(failed(&e) + i as u64),
+                Err(e) => panic!("apply: {e}"),
+            })
+            .collect()),
+        8 => {
+            let pending: Vec<_> = items.iter().map(|&x| pool.apply_async(mix_or_fail, x).unwrap()).collect();
+            Ok(pending
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| match r.get_timeout(T) {
+                    Ok(v) => Ok(v),
+                    Err(shmproc::PoolGetTimeoutError::Failed(PoolError::Task(e))) => Err(failed(&e) + i as u64),
+                    Err(e) => panic!("apply_async: {e}"),
+                })
+                .collect())
+        }
+        9 => per_item(pool.imap(mix_or_fail, items.to_vec()).unwrap().collect()),
+        _ => {
+            let mut got: Vec<(u64, ItemOutcome)> = pool
+                .imap_unordered(mix_or_fail, items.to_vec())
+                .unwrap()
+                .map(|r| match r {
+                    // An Ok result carries its item (mix is invertible on the
+                    // string's number); an error its index.
+                    Ok(v) => (v.1.split(':').next().unwrap().parse::<u64>().unwrap(), Ok(v)),
+                    Err(e) => {
+                        let i = failed(&e);
+                        (items[i as usize], Err(i))
+                    }
+                })
+                .collect();
+            got.sort_by_key(|(x, r)| (*x, r.is_err()));
+            let mut want_order: Vec<(u64, usize)> = items.iter().copied().zip(0..).collect();
+            want_order.sort();
+            // Back into item order.
+            let mut out = vec![Err(u64::MAX); items.len()];
+            for ((_, r), (_, i)) in got.into_iter().zip(want_order) {
+                out[i] = r;
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The serial model: per item the task's result, or (the whole-result
+/// forms) the index of the failed item.
+fn model(form: usize, items: &[u64]) -> Outcome {
+    let per: Vec<Result<(u64, String), u64>> =
+        items.iter().enumerate().map(|(i, &x)| if x == POISON { Err(i as u64) } else { Ok(mix(x)) }).collect();
+    match form {
+        0..=5 => match per.iter().find_map(|r| r.clone().err()) {
+            Some(i) => Err(i),
+            None => Ok(per),
+        },
+        _ => Ok(per),
+    }
+}
+
+/// Every map form of the Pool (random items, at most one failing, random
+/// chunk sizes) gives what the serial map gives: the same results in the
+/// same order (`imap_unordered`: the same set), the failing item's
+/// `Failed` at its own index, per item or for the whole call as the form
+/// reports failures.
+#[test]
+fn every_pool_map_form_equals_the_serial_map() {
+    let pool = Pool::new(2).unwrap();
+    let items = (prop::collection::vec(0u64..1000, 0..60), prop::option::weighted(0.3, any::<prop::sample::Index>()))
+        .prop_map(|(mut items, poison)| {
+            if let Some(at) = poison {
+                let at = at.index(items.len() + 1);
+                items.insert(at, POISON);
+            }
+            items
+        });
+    let mut runner = TestRunner::new(Config { cases: cases() * 2, ..Config::default() });
+    runner
+        .run(&(items, 0..FORMS, prop_oneof![Just(0usize), 1usize..20]), |(items, form, chunk)| {
+            prop_assert_eq!(run_form(&pool, form, &items, chunk), model(form, &items), "form {} chunk {}", form, chunk);
+            Ok(())
+        })
+        .unwrap();
+    close_and_join(pool);
+}
+
 // ---- handoff_struct! ----
 
 #[derive(Debug, Clone, PartialEq, Default)]
