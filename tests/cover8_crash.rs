@@ -688,13 +688,17 @@ fn map_async_chunked_with_a_worker_killed_mid_chunk_fails_only_its_job() {
 fn close_and_join(pool: shmproc::Pool) {
     pool.close();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(pool.join().map_err(|e| e.to_string()));
+    let h = std::thread::spawn(move || {
+        let r = pool.join().map_err(|e| e.to_string());
+        // Dropped here, before the test can end (its names go with it).
+        drop(pool);
+        let _ = tx.send(r);
     });
     match rx.recv_timeout(T) {
         Ok(r) => r.unwrap(),
         Err(_) => panic!("pool.join() did not return within {T:?}"),
     }
+    h.join().unwrap();
 }
 
 // ---- Array / Value: a writer killed with the lock held ----

@@ -370,11 +370,118 @@ fn handoff_structs_cross_queues_pipes_and_pool_tasks_unchanged() {
 fn close_and_join(pool: shmproc::Pool) {
     pool.close();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(pool.join().map_err(|e| e.to_string()));
+    let h = std::thread::spawn(move || {
+        let r = pool.join().map_err(|e| e.to_string());
+        // Dropped here, before the test can end (its names go with it).
+        drop(pool);
+        let _ = tx.send(r);
     });
     match rx.recv_timeout(T) {
         Ok(r) => r.unwrap(),
         Err(_) => panic!("pool.join() did not return within {T:?}"),
     }
+    h.join().unwrap();
+}
+
+// ---- Manager: find-or-create by name, kinds and identities ----
+
+/// What a Manager is asked for, by number: (its `Kind`, a type label).
+const MGR_KINDS: [(shmproc::Kind, &str); 7] = [
+    (shmproc::Kind::List, "list<u64>"),
+    (shmproc::Kind::List, "list<String>"),
+    (shmproc::Kind::Dict, "dict<String,u64>"),
+    (shmproc::Kind::Value, "value<u64>"),
+    (shmproc::Kind::Value, "value<u32>"),
+    (shmproc::Kind::Lock, "lock"),
+    (shmproc::Kind::MpmcQueue, "queue<u64>"),
+];
+
+/// Looks `name` up as kind `k` through `mgr`; its segment's name.
+fn mgr_lookup(mgr: &shmproc::Manager, k: usize, name: &str) -> Result<String, shmproc::OpenError> {
+    Ok(match k {
+        0 => mgr.list::<u64>(name)?.name().to_owned(),
+        1 => mgr.list::<String>(name)?.name().to_owned(),
+        2 => mgr.dict::<String, u64>(name)?.name().to_owned(),
+        3 => mgr.value(name, 1u64)?.name().to_owned(),
+        4 => mgr.value(name, 1u32)?.name().to_owned(),
+        5 => mgr.lock(name)?.name().to_owned(),
+        _ => mgr.queue::<u64>(name, 3)?.name().to_owned(),
+    })
+}
+
+#[derive(Debug, Clone)]
+enum MOp {
+    /// Look name n up as kind k through handle h.
+    Lookup(usize, usize, usize),
+    /// names() through handle h.
+    Names(usize),
+}
+
+/// A Manager behaves like a map from names to (kind, type, segment): the
+/// first lookup of a name makes it; later ones, through any handle, get
+/// the same segment; another kind is `WrongKind`, the same kind of
+/// another element type `IncompatibleType`, and neither changes
+/// anything; `names()` lists exactly the names made, sorted, with their
+/// kinds and segments.
+#[test]
+fn manager_lookups_match_a_map_model() {
+    use std::collections::BTreeMap;
+    let op = prop_oneof![
+        8 => (0usize..5, 0..MGR_KINDS.len(), 0usize..2).prop_map(|(n, k, h)| MOp::Lookup(n, k, h)),
+        1 => (0usize..2).prop_map(MOp::Names),
+    ];
+    let mut runner = TestRunner::new(Config { cases: cases() * 2, ..Config::default() });
+    runner
+        .run(&prop::collection::vec(op, 0..40), |ops| {
+            let mgr = shmproc::Manager::new().unwrap();
+            let handles = [mgr.clone(), shmproc::Manager::open(mgr.name()).unwrap()];
+            let mut model: BTreeMap<String, (usize, String)> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    MOp::Lookup(n, k, h) => {
+                        let name = format!("n{n}");
+                        let got = mgr_lookup(&handles[h], k, &name);
+                        match model.get(&name) {
+                            None => {
+                                let seg = got.map_err(|e| TestCaseError::fail(format!("make {name}: {e}")))?;
+                                model.insert(name, (k, seg));
+                            }
+                            Some((k0, seg)) if MGR_KINDS[*k0].1 == MGR_KINDS[k].1 => {
+                                let got = got.ok();
+                                prop_assert_eq!(got.as_ref(), Some(seg), "{} found again", name);
+                            }
+                            Some((k0, _)) if MGR_KINDS[*k0].0 == MGR_KINDS[k].0 => {
+                                prop_assert!(
+                                    matches!(got, Err(shmproc::OpenError::IncompatibleType { .. })),
+                                    "{} as {} after {}: {:?}",
+                                    name,
+                                    MGR_KINDS[k].1,
+                                    MGR_KINDS[*k0].1,
+                                    got
+                                );
+                            }
+                            Some((k0, _)) => {
+                                prop_assert!(
+                                    matches!(got, Err(shmproc::OpenError::WrongKind { .. })),
+                                    "{} as {} after {}: {:?}",
+                                    name,
+                                    MGR_KINDS[k].1,
+                                    MGR_KINDS[*k0].1,
+                                    got
+                                );
+                            }
+                        }
+                    }
+                    MOp::Names(h) => {
+                        let names: Vec<_> =
+                            handles[h].names().unwrap().into_iter().map(|e| (e.name, e.kind, e.segment)).collect();
+                        let want: Vec<_> =
+                            model.iter().map(|(n, (k, seg))| (n.clone(), MGR_KINDS[*k].0, seg.clone())).collect();
+                        prop_assert_eq!(names, want);
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
 }
