@@ -900,3 +900,91 @@ fn unbounded_queue_at_its_limit_with_a_consumer_killed_between_claim_and_release
     drop((q, p));
     assert_no_segment_left(&name);
 }
+
+// ---- exact: JoinableQueue counts past consumers dead between claim and release ----
+
+shmproc::entry! {
+    /// Claims `n` gets of a JoinableQueue (one per thread) and never
+    /// finishes them; then hangs until killed.
+    fn claim_jq_gets_and_hang(args: (shmproc::JoinableQueue<u64>, u64, Event)) -> Result<(), String> {
+        let (q, n, claimed) = args;
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..n {
+            let (q, tx) = (q.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(q.__claim_and_stop(true));
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+        }
+        for _ in 0..n {
+            if !rx.recv_timeout(T).map_err(|e| e.to_string())? {
+                return Err("nothing to claim".into());
+            }
+        }
+        claimed.set();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// A full JoinableQueue (bounded, 64 and 48), a producer blocked in `put`
+/// (its batch wait), `claims` gets claimed by a child killed before it
+/// releases them: the producer goes on, every other item arrives once and
+/// in order, and after a `task_done` for each of them exactly `claims`
+/// tasks stay unfinished (the dead consumer's, as documented), so
+/// `join_timeout` times out and one more `task_done` per claim lets `join`
+/// return; a further `task_done` is refused.
+#[test]
+fn joinable_queue_put_waiting_past_consumers_dead_between_claim_and_release_leaves_their_tasks_unfinished() {
+    for cap in [64u64, 48] {
+        for claims in [1u64, 20] {
+            let what = format!("cap {cap}, {claims} claim(s)");
+            let q = shmproc::JoinableQueue::<u64>::new(cap).unwrap();
+            let name = q.name().to_owned();
+            for i in 0..cap {
+                q.put_nowait(i).unwrap();
+            }
+            let extra = 2 * cap;
+            let producer = {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    for i in cap..cap + extra {
+                        q.put_timeout(i, T).unwrap_or_else(|e| panic!("producer stuck at {i}: {e:?}"));
+                    }
+                })
+            };
+            let claimed = Event::new().unwrap();
+            let mut p = Process::new(claim_jq_gets_and_hang, (q.clone(), claims, claimed.clone())).with_daemon(true);
+            start(&mut p, &claimed);
+            p.kill().unwrap();
+            reap_killed(&p);
+            let end = Instant::now() + T;
+            let mut next = claims;
+            while next < cap + extra {
+                assert!(Instant::now() < end, "{what}: stuck at {next}");
+                match q.get_timeout(Duration::from_millis(20)) {
+                    Ok(v) => {
+                        assert_eq!(v, next, "{what}: out of order, lost or duplicated");
+                        q.task_done().unwrap();
+                        next += 1;
+                    }
+                    Err(GetTimeoutError::TimedOut) => {}
+                    Err(e) => panic!("{what}: {e}"),
+                }
+            }
+            producer.join().unwrap();
+            assert_eq!(q.unfinished_tasks(), claims, "{what}");
+            assert!(!q.join_timeout(Duration::from_millis(5)), "{what}: join returned with tasks unfinished");
+            for _ in 0..claims {
+                q.task_done().unwrap();
+            }
+            assert!(q.join_timeout(T), "{what}");
+            assert!(q.task_done().is_err(), "{what}: task_done past zero");
+            drop((q, p));
+            assert_no_segment_left(&name);
+        }
+    }
+}
