@@ -988,3 +988,71 @@ fn joinable_queue_put_waiting_past_consumers_dead_between_claim_and_release_leav
         }
     }
 }
+
+/// Two producers (one of each wait strategy) blocked in `push` on a full
+/// ring while `claims` pops are claimed by a child killed before their
+/// release: together they reuse the dead slots with nobody consuming,
+/// then each one's stream arrives once and in order.
+#[test]
+fn two_mpmc_puts_in_their_batch_wait_share_the_slots_of_dead_consumers() {
+    for cap in [64u64, 48] {
+        for claims in [1u64, 20] {
+            let what = format!("cap {cap}, {claims} claim(s)");
+            let q = MpmcQueue::<u64>::new(cap).unwrap();
+            let name = q.name().to_owned();
+            for i in 0..cap {
+                q.try_push((2 << 32) | i).unwrap();
+            }
+            let per = 2 * cap;
+            let done = Arc::new(AtomicU64::new(0));
+            let producers: Vec<_> = (0..2u64)
+                .map(|tag| {
+                    let (q, done) = (q.clone().with_wait(strategy(tag == 1)), done.clone());
+                    std::thread::spawn(move || {
+                        for i in 0..per {
+                            q.push_timeout((tag << 32) | i, T)
+                                .unwrap_or_else(|e| panic!("producer {tag} stuck at {i}: {e:?}"));
+                            done.fetch_add(1, Ordering::SeqCst);
+                        }
+                    })
+                })
+                .collect();
+            let claimed = Event::new().unwrap();
+            let mut p = Process::new(claim_pops_and_hang, (q.clone(), claims, claimed.clone())).with_daemon(true);
+            start(&mut p, &claimed);
+            p.kill().unwrap();
+            reap_killed(&p);
+            // Nobody consumes: the producers fill the freed and repaired slots.
+            common::wait_for("the producers to reuse the dead claimants' slots", || {
+                done.load(Ordering::SeqCst) == claims
+            });
+            assert_eq!(q.len() as u64, cap, "{what}");
+            let end = Instant::now() + T;
+            let mut next = [0u64; 2];
+            let mut first = claims;
+            while next != [per, per] || first < cap {
+                assert!(Instant::now() < end, "{what}: stuck at {next:?}, {first}");
+                match q.pop_timeout(Duration::from_millis(20)) {
+                    Ok(v) => {
+                        let (tag, i) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
+                        if tag == 2 {
+                            assert_eq!(i, first, "{what}: the first fill out of order");
+                            first += 1;
+                        } else {
+                            assert_eq!(i, next[tag], "{what}: producer {tag} out of order, lost or duplicated");
+                            next[tag] += 1;
+                        }
+                    }
+                    Err(GetTimeoutError::TimedOut) => {}
+                    Err(e) => panic!("{what}: {e}"),
+                }
+            }
+            for h in producers {
+                h.join().unwrap();
+            }
+            assert!(q.is_empty(), "{what}");
+            drop((q, p));
+            assert_no_segment_left(&name);
+        }
+    }
+}
