@@ -2,10 +2,12 @@
 //! left out (the Manager registry's records, ...).
 
 use std::os::unix::fs::FileExt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use shmproc::{DictProxy, Manager, OpenError};
+use shmproc::{DictProxy, Manager, OpenError, Pool, RawSegment};
 
 fn unique(tag: &str) -> String {
     format!("review9-{tag}-{}", std::process::id())
@@ -96,4 +98,171 @@ fn a_record_being_made_by_a_live_process_that_never_finishes_does_not_hang_looku
     let _ = sleeper.wait();
     let got = got.expect("a lookup of a name 'being made' by a live process hung (20 s)");
     assert!(matches!(got, Err(OpenError::InitTimeout { .. })), "{got:?}");
+}
+
+/// Set (to the test's name) in the re-run inside a private tmpfs.
+const INNER: &str = "SHMPROC_REVIEW9_INNER";
+
+/// Runs `test` again inside a private mount namespace with a tmpfs of
+/// `size` on /dev/shm (as tests/review4_space.rs does; needs root, skips
+/// otherwise). True in the re-run (the caller does the work there).
+fn inside_dev_shm_of(test: &str, size: &str) -> bool {
+    if std::env::var(INNER).as_deref() == Ok(test) {
+        return true;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || Command::new("unshare").arg("--version").output().is_err() {
+        println!("skipping {test}: needs root and unshare for a private tmpfs");
+        return false;
+    }
+    let mut child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(r#"mount -t tmpfs -o size={size} tmpfs /dev/shm || exit 77; exec "$0" "$@""#))
+        .arg(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(INNER, test)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{test}: the re-run hung past 60 s\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if status.code() == Some(77) {
+        println!("skipping {test}: no private tmpfs ({stderr})");
+        return false;
+    }
+    assert!(status.signal().is_none(), "{test}: killed by signal {:?}\n{stdout}\n{stderr}", status.signal());
+    assert!(status.success(), "{test}: {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{test}: the re-run ran no test\n{stdout}\n{stderr}");
+    false
+}
+
+/// Fills the (private) /dev/shm to its last page; dropping the result
+/// frees it again.
+fn fill_dev_shm(tag: &str) -> Vec<RawSegment> {
+    let mut filler = Vec::new();
+    for size in [1 << 20, 1 << 16, 4096, 1] {
+        loop {
+            match RawSegment::create(&format!("review9-fill-{tag}-{}", filler.len()), size) {
+                Ok(seg) => filler.push(seg),
+                Err(OpenError::NoSpace { .. }) => break,
+                Err(other) => panic!("filling /dev/shm: {other}"),
+            }
+        }
+    }
+    filler
+}
+
+/// Files in (the private) /dev/shm.
+fn dev_shm_files() -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir("/dev/shm").unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+shmproc::task! { fn review9_shout(s: String) -> String { s.to_uppercase() } }
+
+/// Waits (at most 10 s) until `pool` has started `n` workers in all.
+fn wait_started(pool: &Pool, n: usize) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while pool.__created().0.len() < n {
+        assert!(Instant::now() < until, "the pool started {} workers, not {n}, within 10 s", pool.__created().0.len());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A worker dies while /dev/shm is full, so its replacement cannot get
+/// its rings: the pool goes on with the workers it has (their results
+/// are not failed for it), and once space is back it is whole again.
+#[test]
+fn a_worker_replacement_on_a_full_dev_shm_does_not_fail_the_pool_for_good() {
+    if !inside_dev_shm_of("a_worker_replacement_on_a_full_dev_shm_does_not_fail_the_pool_for_good", "16m") {
+        return;
+    }
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.apply(review9_shout, "a".into()).unwrap(), "A");
+    let (pids, rings) = pool.__created();
+    assert_eq!((pids.len(), rings.len()), (2, 5)); // the control segment, then two rings per worker
+    let filler = fill_dev_shm("pool");
+    // Held open, the first worker's rings keep their pages after the pool
+    // removes their names: /dev/shm stays full when the worker is gone.
+    let held: Vec<std::fs::File> =
+        rings[1..3].iter().map(|r| std::fs::File::open(format!("/dev/shm/shmproc.{r}")).unwrap()).collect();
+    // SAFETY: kill has no memory preconditions; the pid is our pool's worker (not reaped yet).
+    assert_eq!(unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) }, 0);
+    // The other worker serves everything meanwhile (well past the
+    // manager's noticing the death and failing to start a replacement).
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut k = 0;
+    while Instant::now() < until {
+        let r = pool.apply(review9_shout, format!("x{k}"));
+        assert_eq!(
+            r.as_deref().ok(),
+            Some(format!("X{k}").as_str()),
+            "apply {k} with one worker left on a full /dev/shm: {r:?}"
+        );
+        k += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = pool.map(review9_shout, (0..20).map(|i| format!("z{i}")).collect::<Vec<_>>());
+    assert_eq!(r.unwrap(), (0..20).map(|i| format!("Z{i}")).collect::<Vec<_>>(), "a map with one worker left");
+    drop((filler, held));
+    // Space again: a replacement starts, and serves after the last original dies.
+    wait_started(&pool, 3);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pids[1] as i32, libc::SIGKILL) }, 0);
+    let r = pool.map(review9_shout, (0..20).map(|i| format!("y{i}")).collect::<Vec<_>>());
+    assert_eq!(r.unwrap(), (0..20).map(|i| format!("Y{i}")).collect::<Vec<_>>());
+    pool.terminate();
+    pool.join().unwrap();
+    drop(pool);
+    assert_eq!(dev_shm_files(), Vec::<String>::new(), "the pool left files");
+}
+
+/// The only worker dies while /dev/shm is full: jobs fail with a clear
+/// error (no hang) while no worker can be set up, and the pool works
+/// again once space is back.
+#[test]
+fn a_pool_whose_only_worker_cannot_be_replaced_fails_jobs_clearly_and_recovers() {
+    if !inside_dev_shm_of("a_pool_whose_only_worker_cannot_be_replaced_fails_jobs_clearly_and_recovers", "16m") {
+        return;
+    }
+    let pool = Pool::new(1).unwrap();
+    assert_eq!(pool.apply(review9_shout, "a".into()).unwrap(), "A");
+    let (pids, rings) = pool.__created();
+    let filler = fill_dev_shm("pool1");
+    let held: Vec<std::fs::File> =
+        rings[1..3].iter().map(|r| std::fs::File::open(format!("/dev/shm/shmproc.{r}")).unwrap()).collect();
+    // SAFETY: kill has no memory preconditions; the pid is our pool's worker (not reaped yet).
+    assert_eq!(unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) }, 0);
+    let r = pool.apply_async(review9_shout, "b".into()).unwrap().get_timeout(Duration::from_secs(20));
+    let err = format!("{:?}", r.expect_err("an apply with no worker and a full /dev/shm succeeded"));
+    assert!(err.contains("no space"), "{err}");
+    drop((filler, held));
+    // Space again: a replacement starts and serves.
+    wait_started(&pool, 2);
+    let r = pool.map(review9_shout, (0..20).map(|i| format!("y{i}")).collect::<Vec<_>>());
+    assert_eq!(r.unwrap(), (0..20).map(|i| format!("Y{i}")).collect::<Vec<_>>());
+    pool.terminate();
+    pool.join().unwrap();
+    drop(pool);
+    assert_eq!(dev_shm_files(), Vec::<String>::new(), "the pool left files");
 }
