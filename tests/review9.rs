@@ -266,3 +266,175 @@ fn a_pool_whose_only_worker_cannot_be_replaced_fails_jobs_clearly_and_recovers()
     drop(pool);
     assert_eq!(dev_shm_files(), Vec::<String>::new(), "the pool left files");
 }
+
+shmproc::entry! {
+    fn review9_len(v: Vec<u8>) {
+        assert!(!v.is_empty());
+    }
+}
+
+/// Pids of this process's children (running or not reaped).
+fn children() -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Everything made at once (not grown) on a full /dev/shm, and on one with
+/// a little room: a clear error, no file and no process left behind, and
+/// all of it works once space is back.
+#[test]
+fn creations_on_a_full_dev_shm_fail_cleanly_and_leave_nothing() {
+    if !inside_dev_shm_of("creations_on_a_full_dev_shm_fail_cleanly_and_leave_nothing", "16m") {
+        return;
+    }
+    use shmproc::{JoinableQueue, Process, Queue, SimpleQueue};
+    let mgr = Manager::create("review9-mgr").unwrap();
+    let before = dev_shm_files();
+    for room in [0u64, 64 << 10, 1100 << 10, 2300 << 10, 3 << 20] {
+        let mut filler = fill_dev_shm(&format!("c{room}"));
+        // Leave about `room` bytes free.
+        let mut freed = 0;
+        while freed < room {
+            let Some(seg) = filler.pop() else { break };
+            freed += seg.len() as u64;
+        }
+        let files = dev_shm_files();
+        let kids = children();
+        let what = |x: &str| format!("{x} with {room} bytes free");
+        let mut p = Process::new(review9_len, vec![7u8; 4 << 20]);
+        assert!(p.start().is_err(), "{}", what("a process with a 4 MiB argument started"));
+        match shmproc::pipe(true) {
+            Err(e) => println!("{}: {e}", what("pipe")),
+            Ok(pair) => drop(pair),
+        }
+        for r in [
+            Queue::<String>::new(64).map(drop),
+            Queue::<u64>::new(100_000).map(drop),
+            JoinableQueue::<String>::new(64).map(drop),
+            SimpleQueue::<Vec<u8>>::new(16).map(drop),
+            Queue::<String>::new(0).map(drop),
+        ] {
+            if let Err(e) = r {
+                assert!(matches!(e, OpenError::NoSpace { .. }), "{}: {e:?}", what("a queue"));
+            }
+        }
+        for r in [
+            mgr.list::<String>("l").map(drop),
+            mgr.dict::<String, u64>("d").map(drop),
+            mgr.queue::<String>("q", 0).map(drop),
+            mgr.queue::<u64>("b", 100_000).map(drop),
+            mgr.array::<u64>("a", 1 << 20).map(drop),
+        ] {
+            if let Err(e) = r {
+                assert!(matches!(e, OpenError::NoSpace { .. }), "{}: {e:?}", what("a Manager object"));
+            }
+        }
+        match Pool::new(2) {
+            Err(e) => println!("{}: {e}", what("Pool::new(2)")),
+            Ok(pool) => {
+                let r = pool.map(review9_shout, vec!["a".to_string(); 10]);
+                assert_eq!(r.unwrap(), vec!["A".to_string(); 10], "{}", what("a pool's map"));
+                pool.terminate();
+                pool.join().unwrap();
+            }
+        }
+        // What failed left nothing; the Manager keeps what it made.
+        let listed: Vec<String> = mgr.names().unwrap().into_iter().map(|e| e.segment).collect();
+        let mut now = dev_shm_files();
+        now.retain(|f| !listed.iter().any(|s| f.starts_with(&format!("shmproc.{s}"))));
+        let mut expect = files.clone();
+        expect.retain(|f| !listed.iter().any(|s| f.starts_with(&format!("shmproc.{s}"))));
+        assert_eq!(now, expect, "{}", what("files left behind"));
+        let until = Instant::now() + Duration::from_secs(10);
+        while children() != kids {
+            assert!(Instant::now() < until, "{}: children {:?}, before {kids:?}", what("processes left"), children());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(filler);
+        let names = mgr.names().unwrap();
+        for e in &names {
+            assert!(
+                std::path::Path::new(&format!("/dev/shm/shmproc.{}", e.segment)).exists(),
+                "{e:?} listed, not there"
+            );
+        }
+    }
+    // Space again: everything works.
+    let mut p = Process::new(review9_len, vec![7u8; 4 << 20]);
+    p.start().unwrap();
+    p.join().unwrap();
+    let (mut a, mut b) = shmproc::pipe(true).unwrap();
+    a.send_value(&"hi".to_string()).unwrap();
+    assert_eq!(b.recv_value::<String>().unwrap(), "hi");
+    drop((a, b));
+    let l = mgr.list::<String>("l").unwrap();
+    l.append("x".into()).unwrap();
+    drop(l);
+    mgr.queue::<String>("q", 0).unwrap().put("y".into()).unwrap();
+    assert_eq!(mgr.queue::<String>("q", 0).unwrap().get().unwrap(), "y");
+    mgr.unlink_all().unwrap();
+    drop(mgr);
+    let after = dev_shm_files();
+    assert!(after.iter().all(|f| before.contains(f) || f.starts_with("shmproc.review9-fill")), "{after:?}");
+    assert!(after.is_empty() || after == before, "left: {after:?} (before {before:?})");
+}
+
+/// Free bytes of (the private) /dev/shm.
+fn dev_shm_free() -> u64 {
+    // SAFETY: a zeroed statvfs is a valid out-parameter; the path is a C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::statvfs(c"/dev/shm".as_ptr(), &mut st) }, 0);
+    st.f_bavail * st.f_frsize
+}
+
+/// An unbounded queue made on a /dev/shm with room for its control
+/// segment but not for its first ring: either an error at once, or a
+/// queue that takes puts. Before, `Queue::new(0)` succeeded without ring
+/// 0, and every put of that queue (a Manager's queue too, persisted)
+/// failed with `Closed` for good, even after space came back.
+#[test]
+fn an_unbounded_queue_made_without_room_for_its_first_ring_is_an_error_not_closed() {
+    if !inside_dev_shm_of("an_unbounded_queue_made_without_room_for_its_first_ring_is_an_error_not_closed", "8m") {
+        return;
+    }
+    let mgr = Manager::create("review9-q-mgr").unwrap();
+    let before = dev_shm_files();
+    let (mut made, mut refused) = (0, 0);
+    for pages in 0..40u64 {
+        let mut filler = fill_dev_shm(&format!("q{pages}"));
+        while dev_shm_free() < pages * 4096 {
+            filler.pop().expect("freed every filler");
+        }
+        let q = shmproc::Queue::<String>::new(0);
+        let m = mgr.queue::<String>(&format!("q{pages}"), 0);
+        let got = (q.is_ok(), m.is_ok());
+        for (what, r) in [("Queue::new(0)", q), ("Manager::queue", m)] {
+            match r {
+                Ok(q) => {
+                    made += 1;
+                    let put = q.put_nowait("x".into());
+                    assert!(put.is_ok(), "{what} with {pages} pages free: made, but a put gives {put:?}");
+                    assert_eq!(q.get_nowait().unwrap(), "x");
+                }
+                Err(e) => {
+                    refused += 1;
+                    assert!(matches!(e, OpenError::NoSpace { .. }), "{what} with {pages} pages free: {e:?}");
+                }
+            }
+        }
+        drop(filler);
+        // Space again: the Manager's queue (made now if it was refused) takes puts.
+        let q = mgr.queue::<String>(&format!("q{pages}"), 0).unwrap();
+        q.put("y".into()).unwrap();
+        assert_eq!(q.get_nowait().unwrap(), "y", "{pages} pages, made {got:?}");
+    }
+    assert!(made > 0 && refused > 0, "made {made}, refused {refused}: the sweep missed the edge");
+    mgr.unlink_all().unwrap();
+    drop(mgr);
+    assert_eq!(dev_shm_files(), before.into_iter().filter(|f| !f.contains("review9-q-mgr")).collect::<Vec<_>>());
+}

@@ -320,7 +320,9 @@ impl<T: Handoff> Chain<T> {
         };
         let chain = Self::wrap(ctl, true, opts);
         crate::shm::os_name(&format!("{}{TEMP_MARK}{}x{TEMP_SEQ}", chain.ring_name(MAX_RINGS), u32::MAX))?;
-        chain.create_ring(0, 0)?;
+        // Ring 0 now or no queue: a chain without it has nothing to put
+        // into, ever (a put finds no newest ring: `Closed`).
+        chain.try_create_ring(0, 0)??;
         Ok(chain)
     }
 
@@ -357,8 +359,14 @@ impl<T: Handoff> Chain<T> {
     /// the last holder, `unlink_rings`), never a half-made ring that
     /// wedges the chain.
     fn create_ring(&self, k: u64, need: u64) -> Result<Option<ItemRing<T>>, OpenError> {
+        Ok(self.try_create_ring(k, need)?.ok())
+    }
+
+    /// [`create_ring`](Self::create_ring), saying why no ring was made
+    /// (`Ok(Err(why))`: the memory limit, a full /dev/shm, a foreign file).
+    fn try_create_ring(&self, k: u64, need: u64) -> Result<Result<ItemRing<T>, OpenError>, OpenError> {
         if let Ok(r) = self.ring(k) {
-            return Ok(Some(r));
+            return Ok(Ok(r));
         }
         let (slots, max_frame, cost) = self.plan(k, need)?;
         let w = self.words();
@@ -370,7 +378,9 @@ impl<T: Handoff> Chain<T> {
         // bytes plus this one's is the whole budget question.
         // Relaxed: fixed at creation.
         if self.live_bytes().saturating_add(cost) > w.limit.load(Ordering::Relaxed) {
-            return Ok(None);
+            return Ok(Err(OpenError::InvalidArgument(format!(
+                "ring {k} of {cost} bytes would pass the queue's memory limit"
+            ))));
         }
         // Relaxed: fixed at creation. The rings share the queue's mode.
         let opts = self.s.opts.clone().mode(w.mode.load(Ordering::Relaxed));
@@ -388,13 +398,13 @@ impl<T: Handoff> Chain<T> {
             Ok(r) => {
                 let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
                 rings.push((k, r.clone()));
-                Ok(Some(r))
+                Ok(Ok(r))
             }
             Err(e) => {
                 // Somebody else linked it meanwhile: use theirs. Anything
                 // else (/dev/shm full, a foreign file under the name): the
                 // chain cannot grow now, as at the memory limit.
-                if let OpenError::AlreadyExists(_) = e { Ok(self.ring(k).ok()) } else { Ok(None) }
+                if let OpenError::AlreadyExists(_) = e { Ok(self.ring(k).map_err(|_| e)) } else { Ok(Err(e)) }
             }
         }
     }
