@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use shmproc::{DictProxy, Manager, OpenError, Pool, RawSegment};
+use shmproc::{DictProxy, ListProxy, Manager, OpenError, Pool, RawSegment};
 
 fn unique(tag: &str) -> String {
     format!("review9-{tag}-{}", std::process::id())
@@ -437,4 +437,125 @@ fn an_unbounded_queue_made_without_room_for_its_first_ring_is_an_error_not_close
     mgr.unlink_all().unwrap();
     drop(mgr);
     assert_eq!(dev_shm_files(), before.into_iter().filter(|f| !f.contains("review9-q-mgr")).collect::<Vec<_>>());
+}
+
+/// Garbage records in a Manager's registry (short, lengths past the end,
+/// names that are no segment names, unknown kinds, a maker of id 0, a
+/// record naming another record's segment): `names()` lists what decodes,
+/// lookups give errors, `unlink_all` and the drop work; nothing panics.
+#[test]
+fn garbage_records_in_a_manager_registry_give_errors_never_a_crash() {
+    let mgr = Manager::create(&unique("garbage")).unwrap();
+    let good = mgr.list::<u64>("good").unwrap();
+    good.append(5).unwrap();
+    let good_seg = good.name().to_owned();
+    let records: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("short", vec![15, 0, 0]),
+        ("no-len", record(15, 0, "", "")[..13].to_vec()),
+        ("len-past-end", {
+            let mut r = record(15, 0, "abc", "");
+            r[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+            r
+        }),
+        ("bad-utf8", {
+            let mut r = record(15, 0, "abc", "");
+            r[16] = 0xff;
+            r
+        }),
+        ("slash", record(15, 0, "../../etc/passwd", "ListProxy<u64>")),
+        ("nul", record(15, 0, "a\0b", "x")),
+        ("unknown-kind", record(999, 0, "x", "x")),
+        ("making-tid-0", record(1 << 31 | 15, 0, "review9-made-by-nobody", "x")),
+        ("making-garbage", record(u32::MAX, u64::MAX, "review9-made-by-garbage", "x")),
+        ("same-seg-other-kind", record(16, 0, &good_seg, "DictProxy")),
+    ];
+    for (k, r) in &records {
+        hostile_record(mgr.name(), k, r);
+    }
+    let names = mgr.names().unwrap();
+    assert!(names.iter().any(|e| e.name == "good" && e.segment == good_seg), "{names:?}");
+    for (k, _) in &records {
+        let r = within(Duration::from_secs(10), {
+            let (m, k) = (mgr.clone(), k.to_string());
+            move || m.list::<u64>(&k).map(|l| l.len())
+        });
+        let r = r.unwrap_or_else(|| panic!("lookup of {k:?} hung"));
+        // A record whose maker is gone is made afresh; any other is an error.
+        assert!(r.is_err() || k.starts_with("making"), "{k}: {r:?}");
+    }
+    assert_eq!(mgr.list::<u64>("good").unwrap().to_vec().unwrap(), [5]);
+    mgr.unlink_all().unwrap();
+    assert!(ListProxy::<u64>::open(&good_seg).is_err());
+    drop((good, mgr));
+}
+
+/// Every list and dict operation on a /dev/shm filled after the
+/// container was (not growth alone, which review4 covers): each is done
+/// or refused with `NoSpace`, and the container then reads as a model
+/// that applied exactly the operations that were done.
+#[test]
+fn container_operations_on_a_full_dev_shm_are_done_or_refused_whole() {
+    if !inside_dev_shm_of("container_operations_on_a_full_dev_shm_are_done_or_refused_whole", "8m") {
+        return;
+    }
+    use shmproc::ContainerError;
+    use std::collections::BTreeMap;
+    let l = ListProxy::<String>::create("review9-ops-list").unwrap();
+    let d = DictProxy::<String, Vec<u8>>::create("review9-ops-dict").unwrap();
+    let mut lm: Vec<String> = (0..300).map(|i| format!("item-{i}-{}", "z".repeat(i % 50))).collect();
+    l.extend(lm.clone()).unwrap();
+    let mut dm: BTreeMap<String, Vec<u8>> = (0..300).map(|i| (format!("k{i}"), vec![i as u8; i % 200])).collect();
+    d.update(dm.clone()).unwrap();
+    // Deletions first (they free room in the heap), to leave little.
+    for _ in 0..50 {
+        assert_eq!(l.pop().unwrap(), lm.pop().unwrap());
+    }
+    let filler = fill_dev_shm("ops");
+    let refused = |r: &Result<(), ContainerError>, what: &str| match r {
+        Ok(()) => false,
+        Err(ContainerError::NoSpace { .. }) => true,
+        Err(e) => panic!("{what} on a full /dev/shm: {e:?}"),
+    };
+    let (mut done, mut no) = (0, 0);
+    for round in 0..400usize {
+        let big = "b".repeat(round * 37 % 3000);
+        let (what, r) = match round % 10 {
+            0 => ("list set", l.set(3, big.clone()).map(|()| lm[3] = big.clone())),
+            1 => ("list insert", l.insert(1, big.clone()).map(|()| lm.insert(1, big.clone()))),
+            2 => ("list pop_at", l.pop_at(2).map(|v| assert_eq!(v, lm.remove(2)))),
+            3 => ("list reverse", l.reverse().map(|()| lm.reverse())),
+            4 => ("list sort", l.sort().map(|()| lm.sort())),
+            5 => (
+                "dict insert",
+                d.insert(format!("n{round}"), big.clone().into_bytes()).map(|_| {
+                    dm.insert(format!("n{round}"), big.clone().into_bytes());
+                }),
+            ),
+            6 => (
+                "dict replace",
+                d.insert("k7".into(), big.clone().into_bytes()).map(|_| {
+                    dm.insert("k7".into(), big.clone().into_bytes());
+                }),
+            ),
+            7 => (
+                "dict remove",
+                d.remove(&format!("k{}", round / 10)).map(|v| assert_eq!(v, dm.remove(&format!("k{}", round / 10)))),
+            ),
+            8 => ("dict popitem", d.popitem().map(|(k, v)| assert_eq!(dm.remove(&k), Some(v)))),
+            _ => ("shrink_to_fit", l.shrink_to_fit().and_then(|()| d.shrink_to_fit())),
+        };
+        if refused(&r, what) {
+            no += 1;
+        } else {
+            done += 1;
+        }
+        assert_eq!(l.to_vec().unwrap(), lm, "list after {what} (round {round}, {r:?})");
+        assert_eq!(d.items().unwrap().into_iter().collect::<BTreeMap<_, _>>(), dm, "dict after {what} (round {round})");
+    }
+    println!("{done} done, {no} refused");
+    drop(filler);
+    l.append("after".into()).unwrap();
+    lm.push("after".into());
+    assert_eq!(l.to_vec().unwrap(), lm);
 }
