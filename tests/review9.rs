@@ -559,3 +559,46 @@ fn container_operations_on_a_full_dev_shm_are_done_or_refused_whole() {
     lm.push("after".into());
     assert_eq!(l.to_vec().unwrap(), lm);
 }
+
+/// A process that opens an unbounded queue right after another created
+/// it (`open_or_create` by both, say) uses it at once: a get finds it
+/// empty and a put goes in. The control segment is published before the
+/// creator has made ring 0; a put or get in between found no ring and
+/// gave `Closed` (a blocking `get` returned at once with it).
+#[test]
+fn an_unbounded_queue_opened_while_its_creator_makes_its_first_ring_is_not_closed() {
+    use shmproc::{Queue, TryGetError};
+    let rounds = 300;
+    let mut closed = Vec::new();
+    for i in 0..rounds {
+        let name = unique(&format!("fresh-{i}"));
+        let opener = std::thread::spawn({
+            let name = name.clone();
+            move || {
+                let until = Instant::now() + Duration::from_secs(10);
+                let q = loop {
+                    match Queue::<u64>::open(&name) {
+                        Ok(q) => break q,
+                        Err(_) if Instant::now() < until => std::hint::spin_loop(),
+                        Err(e) => panic!("open of {name}: {e}"),
+                    }
+                };
+                let got = q.get_nowait();
+                let put = q.put_nowait(7);
+                (matches!(got, Err(TryGetError::Empty)), format!("get {got:?}, put {put:?}"))
+            }
+        });
+        let q = Queue::<u64>::create(&name, 0).unwrap();
+        let (ok, what) = opener.join().unwrap();
+        if !ok || what.contains("Err(Closed") {
+            closed.push(what);
+        }
+        drop(q);
+    }
+    assert!(
+        closed.is_empty(),
+        "{} of {rounds} opens saw the fresh queue closed: {:?}",
+        closed.len(),
+        &closed[..closed.len().min(3)]
+    );
+}

@@ -409,6 +409,19 @@ impl<T: Handoff> Chain<T> {
         }
     }
 
+    /// Ring 0, made here if it is missing while the chain is open and
+    /// still at ring 0 (`None` for any other ring, or a closed chain;
+    /// `Some(None)` if it cannot be made now). The creator publishes the
+    /// control segment before it makes ring 0 (and may be killed in
+    /// between): a process that opened the queue meanwhile makes it, by
+    /// the same idempotent step as any growth (one ring gets the name).
+    #[cold]
+    fn first_ring(&self, k: u64) -> Option<Option<ItemRing<T>>> {
+        // Acquire (both): pair with the AcqRel CASes in `advance` and `retire`.
+        let at_start = self.ctl().newest.0.load(Ordering::Acquire) == 0 && self.ctl().oldest.0.load(Ordering::Acquire) == 0;
+        (k == 0 && at_start).then(|| self.create_ring(0, 0).ok().flatten())
+    }
+
     /// Slots, frame size and bytes of a new ring `k` for items of `need`
     /// bytes: frames at least as large as ring `k - 1`'s, rings growing
     /// from `FIRST_RING_BYTES` to `MAX_RING_BYTES`.
@@ -555,14 +568,25 @@ impl<T: Handoff> Chain<T> {
             if n & CLOSED != 0 {
                 return Err(PutFail::Closed(()));
             }
-            let Ok(ring) = self.ring(n) else {
+            let ring = match self.ring(n) {
+                Ok(ring) => ring,
                 // Acquire: as above. `newest` moved on since we read it
                 // (the ring was retired and its name removed): follow it.
-                if self.ctl().newest.0.load(Ordering::Acquire) != n {
-                    continue;
-                }
-                // Only a ring removed by hand; nothing to put into.
-                return Err(PutFail::Closed(()));
+                Err(_) if self.ctl().newest.0.load(Ordering::Acquire) != n => continue,
+                Err(_) => match self.first_ring(n) {
+                    Some(Some(ring)) => ring,
+                    // Ring 0 cannot be made now (/dev/shm full): as a full ring.
+                    Some(None) => match mode {
+                        Mode::Try => return Err(PutFail::Full(())),
+                        Mode::Until(d) if d.passed() => return Err(PutFail::TimedOut(())),
+                        Mode::Until(d) => {
+                            self.wait_for_space(d);
+                            continue;
+                        }
+                    },
+                    // Only a ring removed by hand; nothing to put into.
+                    None => return Err(PutFail::Closed(())),
+                },
             };
             // JoinableQueue: the ring's claim is the count (`links::Tally`).
             let put = ring.put_ref(item, Mode::Try);
@@ -641,13 +665,23 @@ impl<T: Handoff> Chain<T> {
             }
             // Acquire: pairs with the AcqRel CAS in `retire`.
             let o = self.ctl().oldest.0.load(Ordering::Acquire);
-            let Ok(ring) = self.ring(o) else {
+            let ring = match self.ring(o) {
+                Ok(ring) => ring,
                 // Retired meanwhile (its name is gone): follow `oldest`.
                 // Acquire: as above.
-                if self.ctl().oldest.0.load(Ordering::Acquire) != o {
-                    continue;
-                }
-                return Err(GetFail::Closed);
+                Err(_) if self.ctl().oldest.0.load(Ordering::Acquire) != o => continue,
+                Err(_) => match self.first_ring(o) {
+                    Some(Some(ring)) => ring,
+                    // Ring 0 cannot be made now (/dev/shm full): nothing in it.
+                    Some(None) => match mode {
+                        Mode::Try => return Err(GetFail::Empty),
+                        Mode::Until(d) => {
+                            self.wait_for_space(d);
+                            continue;
+                        }
+                    },
+                    None => return Err(GetFail::Closed),
+                },
             };
             // A skip the pop repairs in a ring folded meanwhile (rare) is
             // counted in the chain (`links::count_skip`), at once.
