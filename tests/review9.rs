@@ -107,18 +107,29 @@ const INNER: &str = "SHMPROC_REVIEW9_INNER";
 /// `size` on /dev/shm (as tests/review4_space.rs does; needs root, skips
 /// otherwise). True in the re-run (the caller does the work there).
 fn inside_dev_shm_of(test: &str, size: &str) -> bool {
+    rerun(test, Some(size))
+}
+
+/// Runs `test` again in a child process (the same test binary, that one
+/// test), inside a private tmpfs of `size` if given. True in the re-run.
+fn rerun(test: &str, size: Option<&str>) -> bool {
     if std::env::var(INNER).as_deref() == Ok(test) {
         return true;
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || Command::new("unshare").arg("--version").output().is_err() {
-        println!("skipping {test}: needs root and unshare for a private tmpfs");
-        return false;
+    let mut cmd = Command::new("unshare");
+    if let Some(size) = size {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || Command::new("unshare").arg("--version").output().is_err() {
+            println!("skipping {test}: needs root and unshare for a private tmpfs");
+            return false;
+        }
+        cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(r#"mount -t tmpfs -o size={size} tmpfs /dev/shm || exit 77; exec "$0" "$@""#))
+            .arg(std::env::current_exe().unwrap());
+    } else {
+        cmd = Command::new(std::env::current_exe().unwrap());
     }
-    let mut child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(format!(r#"mount -t tmpfs -o size={size} tmpfs /dev/shm || exit 77; exec "$0" "$@""#))
-        .arg(std::env::current_exe().unwrap())
+    let mut child = cmd
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(INNER, test)
         .stdin(Stdio::null())
@@ -601,4 +612,94 @@ fn an_unbounded_queue_opened_while_its_creator_makes_its_first_ring_is_not_close
         closed.len(),
         &closed[..closed.len().min(3)]
     );
+}
+
+/// What a hostile task does in its worker: writes `n` random 8-byte words
+/// at random offsets of every shmproc segment its process maps (the
+/// pool's control segment, the worker's two rings, an arena), through the
+/// files (the mappings see it).
+fn vandalize(seed: u64, n: u32) {
+    let mut x = seed | 1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mut paths: Vec<&str> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with("/dev/shm/shmproc."))
+        .collect();
+    paths.dedup();
+    for p in paths {
+        let Ok(f) = std::fs::OpenOptions::new().write(true).open(p) else { continue };
+        let len = f.metadata().map_or(0, |m| m.len());
+        // Past the common header (a garbage header only makes the
+        // segment unopenable: the pool cannot start workers, a clear error).
+        if len < 136 {
+            continue;
+        }
+        for _ in 0..n {
+            let off = 128 + next() % ((len - 128) / 8) * 8;
+            let _ = f.write_all_at(&next().to_ne_bytes(), off);
+        }
+    }
+}
+
+shmproc::task! { fn review9_vandal(seed: u64) -> u64 { if seed % 1000 == 7 { vandalize(seed, 64) } seed } }
+shmproc::task! { fn review9_vandal_s(s: String) -> String { if s.len().is_multiple_of(3) { vandalize(s.len() as u64 * 7919, 256) } s } }
+
+/// Tasks that write garbage over their pool's shared memory (the control
+/// records, the worker's task and result rings): every job still ends
+/// (values, garbage values or errors) within its deadline, the pool's
+/// process does not crash, and the pool can be terminated.
+#[test]
+fn tasks_that_write_garbage_over_their_pool_never_hang_or_crash_it() {
+    if !rerun("tasks_that_write_garbage_over_their_pool_never_hang_or_crash_it", None) {
+        return;
+    }
+    let pool = Pool::new(2).unwrap();
+    let (mut ok, mut failed) = (0, 0);
+    for round in 0..8u64 {
+        let items: Vec<u64> =
+            (round * 10..round * 10 + 10).map(|i| if i % 3 == 0 { i * 1000 + 7 } else { i }).collect();
+        let r = pool.map_async_chunked(review9_vandal, items, 1).unwrap();
+        match r.get_timeout(Duration::from_secs(20)) {
+            Ok(v) => {
+                ok += v.len();
+            }
+            Err(shmproc::pool::GetTimeoutError::TimedOut(_)) => panic!("round {round}: the map hung (20 s)"),
+            Err(e) => {
+                println!("round {round}: {e}");
+                failed += 1;
+            }
+        }
+        let strings: Vec<String> = (0..20).map(|i| "s".repeat((round * 20 + i) as usize % 97)).collect();
+        match pool.map_async(review9_vandal_s, strings).unwrap().get_timeout(Duration::from_secs(20)) {
+            Ok(v) => ok += v.len(),
+            Err(shmproc::pool::GetTimeoutError::TimedOut(_)) => panic!("round {round}: the map of strings hung (20 s)"),
+            Err(e) => {
+                println!("round {round}: {e}");
+                failed += 1;
+            }
+        }
+        // Plain data past the arena threshold: the bulk path.
+        let many: Vec<u64> =
+            (0..20_000).map(|i| i * 1000 + u64::from(i % 4000 == 0) * 7 + round * 10_000_000).collect();
+        match pool.map_async(review9_vandal, many).unwrap().get_timeout(Duration::from_secs(20)) {
+            Ok(v) => ok += v.len(),
+            Err(shmproc::pool::GetTimeoutError::TimedOut(_)) => panic!("round {round}: the bulk map hung (20 s)"),
+            Err(e) => {
+                println!("round {round}: {e}");
+                failed += 1;
+            }
+        }
+        let r = pool.apply_async(review9_shout, "x".into()).unwrap().get_timeout(Duration::from_secs(20));
+        assert!(!matches!(r, Err(shmproc::pool::GetTimeoutError::TimedOut(_))), "round {round}: an apply hung");
+    }
+    println!("{ok} values, {failed} failed maps");
+    pool.terminate();
+    pool.join().unwrap();
 }
