@@ -703,3 +703,38 @@ fn tasks_that_write_garbage_over_their_pool_never_hang_or_crash_it() {
     pool.terminate();
     pool.join().unwrap();
 }
+
+shmproc::task! { fn review9_triple(x: u64) -> u64 { x.wrapping_mul(3) } }
+
+/// A pool's plain-data jobs that want an arena (map_async writes its
+/// whole input into one; imap and starmap-like streams too) on a full
+/// /dev/shm: they run without one, with the right values.
+#[test]
+fn plain_data_jobs_on_a_full_dev_shm_run_without_an_arena() {
+    if !inside_dev_shm_of("plain_data_jobs_on_a_full_dev_shm_run_without_an_arena", "16m") {
+        return;
+    }
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(pool.map(review9_triple, 0..10u64).unwrap(), (0..10).map(|x| x * 3).collect::<Vec<_>>());
+    let filler = fill_dev_shm("arena");
+    let n = 1_000_000u64;
+    let want: Vec<u64> = (0..n).map(|x| x * 3).collect();
+    let r = pool.map_async(review9_triple, (0..n).collect::<Vec<_>>()).unwrap().get_timeout(Duration::from_secs(40));
+    assert!(r.as_ref().is_ok_and(|v| *v == want), "map_async on a full /dev/shm: {:?}", r.map(|v| v.len()));
+    let r = pool
+        .map_async_chunked(review9_triple, (0..n).collect::<Vec<_>>(), 1000)
+        .unwrap()
+        .get_timeout(Duration::from_secs(40));
+    assert!(r.as_ref().is_ok_and(|v| *v == want), "map_async_chunked on a full /dev/shm: {:?}", r.map(|v| v.len()));
+    let got: Vec<u64> = pool.imap(review9_triple, 0..100_000u64).unwrap().map(|r| r.unwrap()).collect();
+    assert_eq!(got, want[..100_000]);
+    let v = pool.map(review9_triple, 0..n).unwrap();
+    assert_eq!(v, want);
+    drop(filler);
+    let v = pool.map_async(review9_triple, (0..n).collect::<Vec<_>>()).unwrap().get().unwrap();
+    assert_eq!(v, want);
+    pool.terminate();
+    pool.join().unwrap();
+    drop(pool);
+    assert_eq!(dev_shm_files(), Vec::<String>::new(), "the pool left files");
+}
