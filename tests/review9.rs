@@ -738,3 +738,53 @@ fn plain_data_jobs_on_a_full_dev_shm_run_without_an_arena() {
     drop(pool);
     assert_eq!(dev_shm_files(), Vec::<String>::new(), "the pool left files");
 }
+
+/// Every segment a Manager (its registry, a list, a dict, an unbounded
+/// queue and its rings, a value, a lock, an array) and a Pool (control
+/// segment, worker rings, map arena) make is closed to another user:
+/// `nobody` can neither read nor write any of them.
+#[test]
+fn every_segment_of_a_manager_and_a_pool_is_closed_to_other_users() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err() {
+        println!("skipping: needs root and setpriv to act as another user");
+        return;
+    }
+    let mgr = Manager::create(&unique("closed")).unwrap();
+    mgr.list::<String>("l").unwrap().append("x".into()).unwrap();
+    mgr.dict::<u64, u64>("d").unwrap().insert(1, 2).unwrap();
+    let q = mgr.queue::<String>("q", 0).unwrap();
+    for i in 0..3000 {
+        q.put(format!("item {i}")).unwrap(); // a few rings
+    }
+    mgr.value("v", 1u64).unwrap();
+    mgr.lock("k").unwrap();
+    mgr.array::<u8>("a", 10).unwrap();
+    let pool = Pool::new(1).unwrap();
+    assert_eq!(pool.map(review9_triple, 0..200_000u64).unwrap().len(), 200_000);
+    let (_, pool_segs) = pool.__created();
+    let me = format!("anon.{}.", std::process::id());
+    let files: Vec<String> = dev_shm_files()
+        .into_iter()
+        .filter(|f| f.contains(&me) || f.contains(mgr.name()))
+        .map(|f| format!("/dev/shm/{f}"))
+        .collect();
+    for s in pool_segs.iter().chain(mgr.names().unwrap().iter().map(|e| &e.segment)) {
+        assert!(files.iter().any(|f| f.ends_with(&format!("shmproc.{s}"))), "{s} not among {files:?}");
+    }
+    let q_seg = mgr.names().unwrap().into_iter().find(|e| e.name == "q").unwrap().segment;
+    assert!(files.iter().filter(|f| f.contains(&format!("{q_seg}."))).count() > 1, "no rings of {q_seg} in {files:?}");
+    let out = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "sh", "-c"])
+        .arg(r#"for f; do if cat "$f" >/dev/null 2>&1; then echo "READ $f"; fi; if (: >>"$f") 2>/dev/null; then echo "WRITE $f"; fi; done; echo done"#)
+        .arg("sh")
+        .args(&files)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.trim(), "done", "another user got at {} files:\n{out}", files.len());
+    pool.terminate();
+    pool.join().unwrap();
+    mgr.unlink_all().unwrap();
+}
