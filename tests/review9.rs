@@ -788,3 +788,44 @@ fn every_segment_of_a_manager_and_a_pool_is_closed_to_other_users() {
     pool.join().unwrap();
     mgr.unlink_all().unwrap();
 }
+
+/// `wait()` on an unbounded queue opened while its creator makes its
+/// first ring: empty and open, so not ready (it was reported readable at
+/// once, as `get` then said `Closed`).
+#[test]
+fn wait_on_an_unbounded_queue_opened_while_its_creator_makes_its_first_ring_is_not_ready() {
+    use shmproc::Queue;
+    let rounds = 300;
+    let mut ready = Vec::new();
+    for i in 0..rounds {
+        let name = unique(&format!("fresh-wait-{i}"));
+        let opener = std::thread::spawn({
+            let name = name.clone();
+            move || {
+                let until = Instant::now() + Duration::from_secs(10);
+                let mut q = loop {
+                    match Queue::<u64>::open(&name) {
+                        Ok(q) => break q,
+                        Err(_) if Instant::now() < until => std::hint::spin_loop(),
+                        Err(e) => panic!("open of {name}: {e}"),
+                    }
+                };
+                let r = shmproc::wait(&mut [&mut q], Some(Duration::from_millis(1)));
+                let got = q.get_nowait();
+                (r.as_ref().is_ok_and(|r| r.is_empty()), format!("wait {r:?}, then get {got:?}"))
+            }
+        });
+        let q = Queue::<u64>::create(&name, 0).unwrap();
+        let (not_ready, what) = opener.join().unwrap();
+        if !not_ready {
+            ready.push(what);
+        }
+        drop(q);
+    }
+    assert!(
+        ready.is_empty(),
+        "{} of {rounds} waits on an empty fresh queue returned it ready: {:?}",
+        ready.len(),
+        &ready[..ready.len().min(3)]
+    );
+}
