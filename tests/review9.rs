@@ -829,3 +829,46 @@ fn wait_on_an_unbounded_queue_opened_while_its_creator_makes_its_first_ring_is_n
         &ready[..ready.len().min(3)]
     );
 }
+
+shmproc::task! {
+    fn review9_init(marker: String) -> Result<(), String> {
+        if std::path::Path::new(&marker).exists() { Err("the marker says no".into()) } else { Ok(()) }
+    }
+}
+
+/// A worker dies while new workers' initializer fails (it may need
+/// something that is missing for a while: room in /dev/shm, a file): the
+/// worker that lives goes on serving every job, and once the initializer
+/// works again the pool is whole. Before, five failed starts in a row
+/// failed every job (those the live worker would run too) and no worker
+/// was ever started again.
+#[test]
+fn workers_failing_their_initializer_for_a_while_do_not_fail_the_pool_for_good() {
+    let marker = format!("/tmp/review9-init-marker-{}", std::process::id());
+    let _ = std::fs::remove_file(&marker);
+    let pool = Pool::builder().processes(2).initializer(review9_init, marker.clone()).build().unwrap();
+    assert_eq!(pool.apply(review9_shout, "a".into()).unwrap(), "A");
+    let pids = pool.__created().0;
+    std::fs::write(&marker, b"no").unwrap();
+    // SAFETY: kill has no memory preconditions; the pid is our pool's worker (not reaped yet).
+    assert_eq!(unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) }, 0);
+    // Well past five failed replacements, the other worker serves.
+    wait_started(&pool, 2 + 5);
+    let r = pool.map(review9_shout, (0..20).map(|i| format!("z{i}")).collect::<Vec<_>>());
+    let _ = std::fs::remove_file(&marker);
+    assert_eq!(r.unwrap(), (0..20).map(|i| format!("Z{i}")).collect::<Vec<_>>(), "a map with one worker left");
+    // The initializer works again: a replacement serves after the last original dies.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = pool.map_chunked(review9_pid, 0..200u32, 1).unwrap();
+        if r.iter().any(|p| !pids.contains(p)) {
+            break;
+        }
+        assert!(Instant::now() < until, "no replacement worker ran a task within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pool.terminate();
+    pool.join().unwrap();
+}
+
+shmproc::task! { fn review9_pid(_x: u32) -> u32 { std::process::id() } }

@@ -90,7 +90,13 @@ const STALL_GRACE: Duration = Duration::from_millis(500);
 const MAX_START_FAILURES: u32 = 5;
 /// How long after a worker could not be set up (no room in /dev/shm for
 /// its rings, no process) the manager tries again: the cause may pass.
+/// Doubled after each further failure in a row, up to 64 times.
 const SETUP_RETRY: Duration = LIVENESS;
+
+/// When to try starting a worker again after `failures` in a row.
+fn retry_at(failures: u32) -> Instant {
+    Instant::now() + SETUP_RETRY * (1u32 << failures.saturating_sub(1).min(6))
+}
 
 /// Hashes a job id (a number the pool itself hands out, never input from
 /// outside) with one multiplication: the job maps are looked up a few
@@ -203,9 +209,9 @@ pub(crate) struct Manager {
     cut: JobMap<Arc<dyn Sink>>,
     start_failures: u32,
     /// Consecutive failures to set a worker up (`start_worker`: rings,
-    /// process), and when to try again. Unlike `start_failures` (workers
-    /// that failed their initializer) they never stop the pool for good:
-    /// jobs fail only while no worker lives, and starts go on being tried.
+    /// process), and when to try again (after either kind of failure).
+    /// Neither kind stops the pool for good: jobs fail only while no
+    /// worker lives, and starts go on being tried, ever less often.
     setup_failures: u32,
     setup_retry: Option<Instant>,
     /// Why the last worker failed to start (or failed its initializer).
@@ -711,6 +717,9 @@ impl Manager {
             // It died before its first item: a failing initializer, or a
             // start that went wrong.
             self.start_failures += 1;
+            if self.start_failures >= MAX_START_FAILURES {
+                self.setup_retry = Some(retry_at(self.start_failures - MAX_START_FAILURES + 1));
+            }
             if let Err(e) = w.process.join_timeout(Duration::ZERO) {
                 log::warn!(target: LOG_TARGET, "pool worker {} failed before its first task: {e}", w.pid);
                 self.start_error = e.to_string();
@@ -778,7 +787,7 @@ impl Manager {
     }
 
     fn start_in(&mut self, slot: usize) {
-        if self.start_failures >= MAX_START_FAILURES || self.setup_retry.is_some_and(|t| Instant::now() < t) {
+        if self.setup_retry.is_some_and(|t| Instant::now() < t) {
             return;
         }
         match start_worker(&self.ctl, &self.cfg, slot) {
@@ -789,17 +798,18 @@ impl Manager {
             }
             Err(e) => {
                 self.setup_failures += 1;
-                self.setup_retry = Some(Instant::now() + SETUP_RETRY);
+                self.setup_retry = Some(retry_at(self.setup_failures));
                 log::warn!(target: LOG_TARGET, "cannot start a pool worker: {e}");
                 self.start_error = e.to_string();
             }
         }
     }
 
-    /// Restarts workers in empty slots; gives up on every job when workers
-    /// keep failing their initializer, or while none lives and none can be
-    /// set up (a full /dev/shm: starts go on being tried, and jobs work
-    /// again once one succeeds).
+    /// Restarts workers in empty slots; gives up on every job while no
+    /// worker lives and new ones keep failing to start (their initializer
+    /// fails, or none can be set up: a full /dev/shm). Starts go on being
+    /// tried, ever less often, and jobs work again once one succeeds; a
+    /// worker that lives goes on serving the jobs meanwhile.
     fn fill_slots(&mut self) {
         for slot in 0..self.workers.len() {
             if self.workers[slot].is_none() {
@@ -807,7 +817,8 @@ impl Manager {
             }
         }
         let no_worker = self.workers.iter().all(Option::is_none);
-        if (self.start_failures >= MAX_START_FAILURES || (self.setup_failures >= MAX_START_FAILURES && no_worker))
+        if (self.start_failures >= MAX_START_FAILURES || self.setup_failures >= MAX_START_FAILURES)
+            && no_worker
             && !self.jobs.is_empty()
         {
             log::error!(target: LOG_TARGET, "pool workers keep failing to start: failing every job");
