@@ -313,9 +313,10 @@ impl Manager {
     /// so that no segment is ever named nowhere: under the registry's
     /// lock, a record "being made by process P" naming a fresh segment;
     /// then the segment; then the record as done (or removed, if creating
-    /// failed). Whoever finds a record being made waits while P lives; if
-    /// P died midway (SIGKILL), it removes what P made and makes the
-    /// object afresh.
+    /// failed). Whoever finds a record being made waits while P lives, at
+    /// most an `open`'s init timeout ([`OpenError::InitTimeout`]: P stopped
+    /// for good, or a record a hostile peer wrote); if P died midway
+    /// (SIGKILL), it removes what P made and makes the object afresh.
     ///
     /// [`unlink_all`]: Self::unlink_all
     fn find_or_create<H>(
@@ -352,6 +353,11 @@ impl Manager {
         }
         let me = crate::sys::thread::process_packed();
         let mut create = Some(create);
+        // A maker that never finishes (stopped for good, or a record a
+        // hostile peer wrote naming a live process) is waited for as long
+        // as an `open` waits for a creator to publish its segment.
+        let patience = Options::new().init_timeout;
+        let mut waiting_since: Option<std::time::Instant> = None;
         loop {
             // Lock-free lookup first; find or record the making under the lock.
             if let Some(b) = reg.get(&key).map_err(|e| corrupted(self.name(), e))?
@@ -384,6 +390,9 @@ impl Manager {
                 Step::Found(b) => return found(&b),
                 // Another live process is making it (a segment's creation: milliseconds).
                 Step::Wait => {
+                    if waiting_since.get_or_insert_with(std::time::Instant::now).elapsed() >= patience {
+                        return Err(OpenError::InitTimeout { name: name.to_owned(), timeout: patience });
+                    }
                     std::thread::sleep(std::time::Duration::from_millis(1));
                     continue;
                 }

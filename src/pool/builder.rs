@@ -74,7 +74,10 @@ impl PoolBuilder {
     /// A task each worker runs once, before its first task (Python's
     /// `initializer` / `initargs`). Its return value is ignored; if it
     /// fails or panics the worker exits and is replaced, and after several
-    /// failures in a row the pool fails its jobs instead of looping.
+    /// failures in a row the pool fails its jobs while no worker lives
+    /// (instead of looping), trying new workers ever less often (every
+    /// 6.4 s at most): a worker that lives goes on serving, and once the
+    /// initializer works again the pool is whole.
     /// The pool keeps `arg` until it ends, so shared objects made just for
     /// the workers can be moved in (`initializer(init, Lock::new()?)`, as
     /// Python's `initargs=(Lock(),)`): every worker, replacements

@@ -88,6 +88,15 @@ const STALL_GRACE: Duration = Duration::from_millis(500);
 /// Consecutive worker start failures (or initializer failures) after which
 /// the pool gives up on its jobs.
 const MAX_START_FAILURES: u32 = 5;
+/// How long after a worker could not be set up (no room in /dev/shm for
+/// its rings, no process) the manager tries again: the cause may pass.
+/// Doubled after each further failure in a row, up to 64 times.
+const SETUP_RETRY: Duration = LIVENESS;
+
+/// When to try starting a worker again after `failures` in a row.
+fn retry_at(failures: u32) -> Instant {
+    Instant::now() + SETUP_RETRY * (1u32 << failures.saturating_sub(1).min(6))
+}
 
 /// Hashes a job id (a number the pool itself hands out, never input from
 /// outside) with one multiplication: the job maps are looked up a few
@@ -199,6 +208,12 @@ pub(crate) struct Manager {
     /// aborted when the manager stops taking requests.
     cut: JobMap<Arc<dyn Sink>>,
     start_failures: u32,
+    /// Consecutive failures to set a worker up (`start_worker`: rings,
+    /// process), and when to try again (after either kind of failure).
+    /// Neither kind stops the pool for good: jobs fail only while no
+    /// worker lives, and starts go on being tried, ever less often.
+    setup_failures: u32,
+    setup_retry: Option<Instant>,
     /// Why the last worker failed to start (or failed its initializer).
     start_error: String,
     last_check: Instant,
@@ -273,6 +288,8 @@ impl Manager {
             closed: false,
             cut: JobMap::default(),
             start_failures: 0,
+            setup_failures: 0,
+            setup_retry: None,
             start_error: String::new(),
             last_check: Instant::now(),
             last_progress: Instant::now(),
@@ -700,6 +717,9 @@ impl Manager {
             // It died before its first item: a failing initializer, or a
             // start that went wrong.
             self.start_failures += 1;
+            if self.start_failures >= MAX_START_FAILURES {
+                self.setup_retry = Some(retry_at(self.start_failures - MAX_START_FAILURES + 1));
+            }
             if let Err(e) = w.process.join_timeout(Duration::ZERO) {
                 log::warn!(target: LOG_TARGET, "pool worker {} failed before its first task: {e}", w.pid);
                 self.start_error = e.to_string();
@@ -767,34 +787,43 @@ impl Manager {
     }
 
     fn start_in(&mut self, slot: usize) {
-        if self.start_failures >= MAX_START_FAILURES {
+        if self.setup_retry.is_some_and(|t| Instant::now() < t) {
             return;
         }
         match start_worker(&self.ctl, &self.cfg, slot) {
-            Ok(w) => self.workers[slot] = Some(w),
+            Ok(w) => {
+                self.workers[slot] = Some(w);
+                self.setup_failures = 0;
+                self.setup_retry = None;
+            }
             Err(e) => {
-                self.start_failures += 1;
+                self.setup_failures += 1;
+                self.setup_retry = Some(retry_at(self.setup_failures));
                 log::warn!(target: LOG_TARGET, "cannot start a pool worker: {e}");
                 self.start_error = e.to_string();
             }
         }
     }
 
-    /// Restarts workers in empty slots; gives up on every job when workers
-    /// keep failing to start.
+    /// Restarts workers in empty slots; gives up on every job while no
+    /// worker lives and new ones keep failing to start (their initializer
+    /// fails, or none can be set up: a full /dev/shm). Starts go on being
+    /// tried, ever less often, and jobs work again once one succeeds; a
+    /// worker that lives goes on serving the jobs meanwhile.
     fn fill_slots(&mut self) {
-        if self.start_failures >= MAX_START_FAILURES {
-            if !self.jobs.is_empty() {
-                log::error!(target: LOG_TARGET, "pool workers keep failing to start: failing every job");
-                let message = format!("the pool's workers keep failing to start; the last: {}", self.start_error);
-                self.fail_everything(|index| TaskError::Refused { pid: 0, index, message: message.clone() });
-            }
-            return;
-        }
         for slot in 0..self.workers.len() {
             if self.workers[slot].is_none() {
                 self.start_in(slot);
             }
+        }
+        let no_worker = self.workers.iter().all(Option::is_none);
+        if (self.start_failures >= MAX_START_FAILURES || self.setup_failures >= MAX_START_FAILURES)
+            && no_worker
+            && !self.jobs.is_empty()
+        {
+            log::error!(target: LOG_TARGET, "pool workers keep failing to start: failing every job");
+            let message = format!("the pool's workers keep failing to start; the last: {}", self.start_error);
+            self.fail_everything(|index| TaskError::Refused { pid: 0, index, message: message.clone() });
         }
     }
 

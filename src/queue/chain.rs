@@ -320,7 +320,9 @@ impl<T: Handoff> Chain<T> {
         };
         let chain = Self::wrap(ctl, true, opts);
         crate::shm::os_name(&format!("{}{TEMP_MARK}{}x{TEMP_SEQ}", chain.ring_name(MAX_RINGS), u32::MAX))?;
-        chain.create_ring(0, 0)?;
+        // Ring 0 now or no queue: a chain without it has nothing to put
+        // into, ever (a put finds no newest ring: `Closed`).
+        chain.try_create_ring(0, 0)??;
         Ok(chain)
     }
 
@@ -357,8 +359,14 @@ impl<T: Handoff> Chain<T> {
     /// the last holder, `unlink_rings`), never a half-made ring that
     /// wedges the chain.
     fn create_ring(&self, k: u64, need: u64) -> Result<Option<ItemRing<T>>, OpenError> {
+        Ok(self.try_create_ring(k, need)?.ok())
+    }
+
+    /// [`create_ring`](Self::create_ring), saying why no ring was made
+    /// (`Ok(Err(why))`: the memory limit, a full /dev/shm, a foreign file).
+    fn try_create_ring(&self, k: u64, need: u64) -> Result<Result<ItemRing<T>, OpenError>, OpenError> {
         if let Ok(r) = self.ring(k) {
-            return Ok(Some(r));
+            return Ok(Ok(r));
         }
         let (slots, max_frame, cost) = self.plan(k, need)?;
         let w = self.words();
@@ -370,7 +378,9 @@ impl<T: Handoff> Chain<T> {
         // bytes plus this one's is the whole budget question.
         // Relaxed: fixed at creation.
         if self.live_bytes().saturating_add(cost) > w.limit.load(Ordering::Relaxed) {
-            return Ok(None);
+            return Ok(Err(OpenError::InvalidArgument(format!(
+                "ring {k} of {cost} bytes would pass the queue's memory limit"
+            ))));
         }
         // Relaxed: fixed at creation. The rings share the queue's mode.
         let opts = self.s.opts.clone().mode(w.mode.load(Ordering::Relaxed));
@@ -388,15 +398,28 @@ impl<T: Handoff> Chain<T> {
             Ok(r) => {
                 let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
                 rings.push((k, r.clone()));
-                Ok(Some(r))
+                Ok(Ok(r))
             }
             Err(e) => {
                 // Somebody else linked it meanwhile: use theirs. Anything
                 // else (/dev/shm full, a foreign file under the name): the
                 // chain cannot grow now, as at the memory limit.
-                if let OpenError::AlreadyExists(_) = e { Ok(self.ring(k).ok()) } else { Ok(None) }
+                if let OpenError::AlreadyExists(_) = e { Ok(self.ring(k).map_err(|_| e)) } else { Ok(Err(e)) }
             }
         }
+    }
+
+    /// Ring 0, made here if it is missing while the chain is open and
+    /// still at ring 0 (`None` for any other ring, or a closed chain;
+    /// `Some(None)` if it cannot be made now). The creator publishes the
+    /// control segment before it makes ring 0 (and may be killed in
+    /// between): a process that opened the queue meanwhile makes it, by
+    /// the same idempotent step as any growth (one ring gets the name).
+    #[cold]
+    fn first_ring(&self, k: u64) -> Option<Option<ItemRing<T>>> {
+        // Acquire (both): pair with the AcqRel CASes in `advance` and `retire`.
+        let at_start = self.ctl().newest.0.load(Ordering::Acquire) == 0 && self.ctl().oldest.0.load(Ordering::Acquire) == 0;
+        (k == 0 && at_start).then(|| self.create_ring(0, 0).ok().flatten())
     }
 
     /// Slots, frame size and bytes of a new ring `k` for items of `need`
@@ -545,14 +568,25 @@ impl<T: Handoff> Chain<T> {
             if n & CLOSED != 0 {
                 return Err(PutFail::Closed(()));
             }
-            let Ok(ring) = self.ring(n) else {
+            let ring = match self.ring(n) {
+                Ok(ring) => ring,
                 // Acquire: as above. `newest` moved on since we read it
                 // (the ring was retired and its name removed): follow it.
-                if self.ctl().newest.0.load(Ordering::Acquire) != n {
-                    continue;
-                }
-                // Only a ring removed by hand; nothing to put into.
-                return Err(PutFail::Closed(()));
+                Err(_) if self.ctl().newest.0.load(Ordering::Acquire) != n => continue,
+                Err(_) => match self.first_ring(n) {
+                    Some(Some(ring)) => ring,
+                    // Ring 0 cannot be made now (/dev/shm full): as a full ring.
+                    Some(None) => match mode {
+                        Mode::Try => return Err(PutFail::Full(())),
+                        Mode::Until(d) if d.passed() => return Err(PutFail::TimedOut(())),
+                        Mode::Until(d) => {
+                            self.wait_for_space(d);
+                            continue;
+                        }
+                    },
+                    // Only a ring removed by hand; nothing to put into.
+                    None => return Err(PutFail::Closed(())),
+                },
             };
             // JoinableQueue: the ring's claim is the count (`links::Tally`).
             let put = ring.put_ref(item, Mode::Try);
@@ -631,13 +665,23 @@ impl<T: Handoff> Chain<T> {
             }
             // Acquire: pairs with the AcqRel CAS in `retire`.
             let o = self.ctl().oldest.0.load(Ordering::Acquire);
-            let Ok(ring) = self.ring(o) else {
+            let ring = match self.ring(o) {
+                Ok(ring) => ring,
                 // Retired meanwhile (its name is gone): follow `oldest`.
                 // Acquire: as above.
-                if self.ctl().oldest.0.load(Ordering::Acquire) != o {
-                    continue;
-                }
-                return Err(GetFail::Closed);
+                Err(_) if self.ctl().oldest.0.load(Ordering::Acquire) != o => continue,
+                Err(_) => match self.first_ring(o) {
+                    Some(Some(ring)) => ring,
+                    // Ring 0 cannot be made now (/dev/shm full): nothing in it.
+                    Some(None) => match mode {
+                        Mode::Try => return Err(GetFail::Empty),
+                        Mode::Until(d) => {
+                            self.wait_for_space(d);
+                            continue;
+                        }
+                    },
+                    None => return Err(GetFail::Closed),
+                },
             };
             // A skip the pop repairs in a ring folded meanwhile (rare) is
             // counted in the chain (`links::count_skip`), at once.

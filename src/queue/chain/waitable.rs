@@ -53,16 +53,24 @@ impl<T: Handoff> Chain<T> {
         let mut o = ctl.oldest.0.load(Ordering::Acquire);
         let mut k = o;
         for _ in 0..TRY_LINKS {
-            let Ok(ring) = self.ring(k) else {
-                // Acquire: as above.
-                let now = ctl.oldest.0.load(Ordering::Acquire);
-                if now > k {
-                    // Retired meanwhile: follow `oldest`, as `get` does.
-                    (o, k) = (now, now);
-                    continue;
+            let ring = match self.ring(k) {
+                Ok(ring) => ring,
+                Err(_) => {
+                    // Acquire: as above.
+                    let now = ctl.oldest.0.load(Ordering::Acquire);
+                    if now > k {
+                        // Retired meanwhile: follow `oldest`, as `get` does.
+                        (o, k) = (now, now);
+                        continue;
+                    }
+                    match self.first_ring(k) {
+                        // Ring 0 not made yet by the queue's creator: made, as `get` does.
+                        Some(Some(ring)) => ring,
+                        // Gone by hand, indices corrupted, or ring 0 not
+                        // makeable now: `get` says `Closed` or `Empty` at once.
+                        _ => return Next::Ready,
+                    }
                 }
-                // Gone by hand, or indices corrupted: `get` says `Closed`.
-                return Next::Ready;
             };
             let (items, sealed) = each!(&ring, q => q.items_and_closed());
             if items {
