@@ -280,7 +280,8 @@ fn victims_in_turn(
 
 #[test]
 fn mpmc_consumers_killed_mid_pop_while_the_producer_waits_for_a_batch_lose_only_their_item() {
-    const N: u64 = 30_000;
+    // The victims die within their first milliseconds: a shorter stream (cargo test) takes the same paths.
+    let n = common::count(8_000, 30_000);
     let mut out = Outcomes::default();
     for _ in 0..rounds() {
         for busy in [false, true] {
@@ -288,11 +289,11 @@ fn mpmc_consumers_killed_mid_pop_while_the_producer_waits_for_a_batch_lose_only_
                 let what = format!("cap {cap}, {:?}", strategy(busy));
                 let q = MpmcQueue::<Big>::new(cap).unwrap();
                 let name = q.name().to_owned();
-                let mut producer = Process::new(push_big, (q.clone(), busy, N)).with_daemon(true);
+                let mut producer = Process::new(push_big, (q.clone(), busy, n)).with_daemon(true);
                 producer.start().unwrap();
                 let spawn =
                     |from, rec, started| Process::new(pop_big, (q.clone(), from, rec, started)).with_daemon(true);
-                victims_in_turn(&what, N, 3, &mut out, spawn, || match q.pop_timeout(Duration::from_millis(20)) {
+                victims_in_turn(&what, n, 3, &mut out, spawn, || match q.pop_timeout(Duration::from_millis(20)) {
                     Ok(b) => Some(number(&b).unwrap_or_else(|e| panic!("{what}: {e}"))),
                     Err(GetTimeoutError::TimedOut) => None,
                     Err(e) => panic!("{what}: {e}"),
@@ -353,7 +354,8 @@ shmproc::entry! {
 /// waits for a ring to retire instead).
 #[test]
 fn queue_string_consumers_killed_mid_get_while_the_producer_waits_lose_only_their_item() {
-    const N: u64 = 150_000;
+    // As above: a shorter stream in cargo test, the full one with SHMPROC_TEST_FULL=1.
+    let n = common::count(30_000, 150_000);
     let mut out = Outcomes::default();
     for _ in 0..rounds() {
         for bound in [64u64, 48, 0] {
@@ -364,10 +366,10 @@ fn queue_string_consumers_killed_mid_get_while_the_producer_waits_lose_only_thei
                 Queue::<String>::new(bound).unwrap()
             };
             let name = q.name().to_owned();
-            let mut producer = Process::new(put_text, (q.clone(), N)).with_daemon(true);
+            let mut producer = Process::new(put_text, (q.clone(), n)).with_daemon(true);
             producer.start().unwrap();
             let spawn = |from, rec, started| Process::new(get_text, (q.clone(), from, rec, started)).with_daemon(true);
-            victims_in_turn(&what, N, 3, &mut out, spawn, || match q.get_timeout(Duration::from_millis(20)) {
+            victims_in_turn(&what, n, 3, &mut out, spawn, || match q.get_timeout(Duration::from_millis(20)) {
                 Ok(s) => Some(text_number(&s).unwrap_or_else(|e| panic!("{what}: {e}"))),
                 Err(GetTimeoutError::TimedOut) => None,
                 Err(e) => panic!("{what}: {e}"),
