@@ -1,0 +1,247 @@
+//! Review 10: owners killed with SIGKILL (a Manager's creator, a Pool's
+//! owner, a Process parent, an unbounded queue's creator), and other
+//! users on the same host.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use shmproc::{Event, Manager, Pool, Process};
+
+const BOUND: Duration = Duration::from_secs(20);
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(s) => !s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// The user names in /dev/shm starting with `prefix`.
+fn shm_starting_with(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.strip_prefix("shmproc.").map(str::to_owned))
+        .filter(|u| u.starts_with(prefix))
+        .collect()
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < BOUND, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn kill9(pid: u32) {
+    // SAFETY: kill(2) with a pid and a signal number touches no memory.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+// ---------------------------------------------------------------- Pool owner
+
+shmproc::task! { fn r10_slow(x: u64) -> u64 { std::thread::sleep(Duration::from_millis(20)); x } }
+
+shmproc::entry! {
+    /// Owns a pool of 2, reports its workers' pids, then maps slowly until killed.
+    fn r10_pool_owner(pids: shmproc::Array<u32>) {
+        let pool = Pool::new(2).unwrap();
+        let (workers, _) = pool.__created();
+        for (i, p) in workers.iter().enumerate().take(2) {
+            pids.set(i, *p).unwrap();
+        }
+        pids.set(2, 1).unwrap();
+        let _ = pool.map(r10_slow, 0..100_000u64);
+    }
+}
+
+/// A Pool's owner is killed with SIGKILL in the middle of a `map`: its
+/// workers leave within about a second, and `gc()` then removes every
+/// segment the owner (and its workers) left in /dev/shm.
+#[test]
+fn pool_owner_killed_mid_map_workers_leave_and_gc_removes_what_is_left() {
+    let pids = shmproc::Array::from_slice(&[0u32, 0, 0]).unwrap();
+    let mut owner = Process::new(r10_pool_owner, pids.clone());
+    owner.start().unwrap();
+    wait_until("the owner's workers to start", || pids.get(2).unwrap() != 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let workers = [pids.get(0).unwrap(), pids.get(1).unwrap()];
+    let owner_pid = owner.pid().unwrap();
+    owner.kill().unwrap();
+    let _ = common::join(&owner);
+    let killed = Instant::now();
+    for p in workers {
+        while alive(p) && killed.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let took = killed.elapsed();
+    let left_running: Vec<u32> = workers.iter().copied().filter(|&p| alive(p)).collect();
+    for &p in &left_running {
+        kill9(p);
+    }
+    let before: Vec<String> =
+        workers.iter().chain([owner_pid].iter()).flat_map(|p| shm_starting_with(&format!("anon.{p}."))).collect();
+    let removed = shmproc::gc().unwrap();
+    let after: Vec<String> =
+        workers.iter().chain([owner_pid].iter()).flat_map(|p| shm_starting_with(&format!("anon.{p}."))).collect();
+    for a in &after {
+        let _ = shmproc::unlink(a);
+    }
+    assert!(left_running.is_empty(), "workers {left_running:?} still running {took:?} after the owner's SIGKILL");
+    assert!(!before.is_empty(), "the owner left nothing? (the test did not see its segments)");
+    assert!(after.is_empty(), "gc() left {after:?} of the killed pool owner (had {before:?}, gc removed {removed:?})");
+}
+
+// ------------------------------------------------------- Process parent killed
+
+shmproc::entry! {
+    /// Blocks on what its parent holds: the lock (held by the parent) and
+    /// the pipe (the parent never sends). Reports in `out`: [pid, step,
+    /// lock outcome, recv outcome]; outcomes: 1 OwnerDied, 2 Ok, 3 other,
+    /// for recv 1 Disconnected, 2 Ok, 3 other.
+    fn r10_blocked_grandchild(args: (shmproc::Lock, shmproc::Connection, shmproc::Array<u32>)) {
+        let (lock, mut conn, out) = args;
+        out.set(0, std::process::id()).unwrap();
+        out.set(1, 1).unwrap();
+        let got = match lock.lock() {
+            Err(shmproc::LockError::OwnerDied(mut g)) => { g.make_consistent(); 1 }
+            Ok(_) => 2,
+            Err(_) => 3,
+        };
+        out.set(2, got).unwrap();
+        out.set(1, 2).unwrap();
+        let got = match conn.recv::<u64>() {
+            Err(e) if format!("{e:?}").contains("Disconnected") => 1,
+            Ok(_) => 2,
+            Err(_) => 3,
+        };
+        out.set(3, got).unwrap();
+        out.set(1, 3).unwrap();
+    }
+}
+
+shmproc::entry! {
+    /// Holds a lock, keeps one end of a pipe, starts a (non-daemon) child
+    /// blocked on both, then waits to be killed.
+    fn r10_parent_of_blocked(out: shmproc::Array<u32>) {
+        let lock = shmproc::Lock::new().unwrap();
+        let guard = lock.lock().unwrap();
+        let (mine, theirs) = shmproc::pipe(true).unwrap();
+        let mut child = Process::new(r10_blocked_grandchild, (lock.clone(), theirs, out.clone()));
+        child.start().unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = (&guard, &mine, &child);
+        }
+    }
+}
+
+/// A Process parent is killed with SIGKILL while its (non-daemon) child
+/// waits on a lock the parent holds, then on a pipe whose other end the
+/// parent held: the child is told (`OwnerDied`, then `Disconnected`), as
+/// documented, and does not hang.
+#[test]
+fn a_child_blocked_on_its_killed_parents_lock_and_pipe_is_told() {
+    let out = shmproc::Array::from_slice(&[0u32; 4]).unwrap();
+    let mut parent = Process::new(r10_parent_of_blocked, out.clone());
+    parent.start().unwrap();
+    wait_until("the grandchild to start", || out.get(1).unwrap() == 1);
+    let gc_pid = out.get(0).unwrap();
+    let parent_pid = parent.pid().unwrap();
+    // Wait until it sleeps in the lock.
+    common::wait_until_asleep(gc_pid, 1);
+    parent.kill().unwrap();
+    let _ = common::join(&parent);
+    let t = Instant::now();
+    while out.get(1).unwrap() != 3 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let step = out.get(1).unwrap();
+    let still = alive(gc_pid);
+    if still {
+        kill9(gc_pid);
+    }
+    let _ = shmproc::gc();
+    let left = shm_starting_with(&format!("anon.{parent_pid}."));
+    assert_eq!(
+        step,
+        3,
+        "the child still blocked at step {step} 10 s after its parent's SIGKILL (outcomes {:?})",
+        out.to_vec()
+    );
+    assert_eq!(out.get(2).unwrap(), 1, "lock: {:?}", out.to_vec());
+    assert_eq!(out.get(3).unwrap(), 1, "recv: {:?}", out.to_vec());
+    assert!(left.is_empty(), "gc left {left:?}");
+}
+
+// ------------------------------------------------------- Manager creator killed
+
+shmproc::entry! {
+    fn r10_manager_maker(args: (String, Event)) {
+        let (name, ready) = args;
+        let mgr = Manager::create(&name).unwrap();
+        let list = mgr.list::<String>("list").unwrap();
+        list.append("first".into()).unwrap();
+        let dict = mgr.dict::<String, u64>("dict").unwrap();
+        dict.insert("k".into(), 1).unwrap();
+        let q = mgr.queue::<u64>("q", 0).unwrap();
+        q.put(7).unwrap();
+        ready.set();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = (&mgr, &list, &dict, &q);
+        }
+    }
+}
+
+/// A Manager's creator is killed with SIGKILL while another process uses
+/// its list, dict and unbounded queue; `gc()` runs meanwhile. The user's
+/// handles keep working (growth included), and once the user drops them
+/// nothing of the Manager is left after a second `gc()`.
+#[test]
+#[ignore = "review10: fixed in the next commit"]
+fn a_managers_creator_killed_its_users_keep_working_across_gc_and_nothing_is_left() {
+    let name = format!("review10-mgr-{}", std::process::id());
+    let ready = Event::new().unwrap();
+    let mut maker = Process::new(r10_manager_maker, (name.clone(), ready.clone()));
+    maker.start().unwrap();
+    assert!(ready.wait_timeout(BOUND), "the maker did not get ready");
+    let mgr = Manager::open(&name).unwrap();
+    let list = mgr.list::<String>("list").unwrap();
+    let dict = mgr.dict::<String, u64>("dict").unwrap();
+    let q = mgr.queue::<u64>("q", 0).unwrap();
+    let segments: Vec<String> = mgr.names().unwrap().into_iter().map(|e| e.segment).collect();
+    drop(mgr);
+    maker.kill().unwrap();
+    let _ = common::join(&maker);
+    let removed = shmproc::gc().unwrap();
+    // Keep using everything; all of it grows.
+    const N: u64 = 20_000;
+    for i in 0..N {
+        list.append(format!("{i:0>200}")).unwrap();
+        dict.insert(format!("key{i}"), i).unwrap();
+    }
+    for i in 0..200_000u64 {
+        q.put_nowait(i).unwrap();
+    }
+    assert_eq!(list.len() as u64, N + 1);
+    assert_eq!(list.get(-1).unwrap(), format!("{:0>200}", N - 1));
+    assert_eq!(dict.get(&"key777".into()).unwrap(), Some(777));
+    assert_eq!(dict.get(&"k".into()).unwrap(), Some(1));
+    assert_eq!(q.get_nowait().unwrap(), 7);
+    for i in 0..200_000u64 {
+        assert_eq!(q.get_nowait().unwrap(), i);
+    }
+    drop((list, dict, q));
+    let removed2 = shmproc::gc().unwrap();
+    let mut left: Vec<String> = shm_starting_with(&name);
+    for s in &segments {
+        left.extend(shm_starting_with(s));
+    }
+    for l in &left {
+        let _ = shmproc::unlink(l);
+    }
+    assert!(left.is_empty(), "left in /dev/shm: {left:?} (first gc removed {removed:?}, second {removed2:?})");
+}
