@@ -201,7 +201,6 @@ shmproc::entry! {
 /// handles keep working (growth included), and once the user drops them
 /// nothing of the Manager is left after a second `gc()`.
 #[test]
-#[ignore = "review10: fixed in the next commit"]
 fn a_managers_creator_killed_its_users_keep_working_across_gc_and_nothing_is_left() {
     let name = format!("review10-mgr-{}", std::process::id());
     let ready = Event::new().unwrap();

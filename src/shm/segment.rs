@@ -367,6 +367,16 @@ pub fn unlink(name: &str) -> Result<(), OpenError> {
     Ok(())
 }
 
+/// Whether `name` is an unbounded queue that a live process still holds
+/// (its holder removes the rings when it leaves, so `gc` must leave it
+/// alone: see [`gc`]). An unreadable holder table counts as held.
+pub(crate) fn is_held_chain(name: &str) -> bool {
+    let Ok(c_name) = os_name(name) else { return false };
+    let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
+    kind_of(&path) == Some(Kind::QueueChain.to_u32())
+        && sys::shm::open_to_inspect(&path).map_or(true, |fd| crate::queue::chain_held(&fd))
+}
+
 /// Removes the names of the rings of the unbounded queue `name` (and
 /// their temporary names); returns the names removed.
 fn unlink_rings_of(name: &str) -> Vec<String> {
