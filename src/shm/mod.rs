@@ -16,7 +16,7 @@ pub use raw::RawSegment;
 pub(crate) use segment::{
     Segment, dead_segments_of_kind, file_size, gc_matching, is_held_chain, is_ring_name, link, memory_of, names_starting_with,
 };
-pub use segment::{gc, unlink};
+pub use segment::unlink;
 
 use std::fmt;
 

@@ -369,7 +369,7 @@ pub fn unlink(name: &str) -> Result<(), OpenError> {
 
 /// Whether `name` is an unbounded queue that a live process still holds
 /// (its holder removes the rings when it leaves, so `gc` must leave it
-/// alone: see [`gc`]). An unreadable holder table counts as held.
+/// alone: see [`gc`](crate::gc)). An unreadable holder table counts as held.
 pub(crate) fn is_held_chain(name: &str) -> bool {
     let Ok(c_name) = os_name(name) else { return false };
     let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
@@ -472,13 +472,9 @@ fn describe_type(recorded: &str, size: u32, align: u32) -> String {
 }
 
 /// Removes this crate's segments whose creator process is dead, persisted
-/// ones excepted (the public [`gc`](crate::gc), which first empties the
-/// registries of dead Managers, documents the rules).
-pub fn gc() -> std::io::Result<Vec<String>> {
-    gc_matching(|_| true)
-}
-
-/// [`gc`] restricted to user names for which `wanted` holds.
+/// ones excepted, among the user names for which `wanted` holds (the
+/// public [`gc`](crate::gc), which first empties the registries of dead
+/// Managers, documents the rules).
 pub(crate) fn gc_matching(wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<String>> {
     let mut removed = Vec::new();
     for entry in std::fs::read_dir(SHM_DIR)? {
@@ -518,7 +514,7 @@ pub(crate) fn gc_matching(wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<
     Ok(removed)
 }
 
-/// The user names of the segments of `kind` that [`gc`] would remove
+/// The user names of the segments of `kind` that [`gc`](crate::gc) would remove
 /// (ours, not persisted, creator dead): what a layer above must clean up
 /// before `gc` removes them (a dead Manager's registry).
 pub(crate) fn dead_segments_of_kind(kind: Kind) -> Vec<String> {
