@@ -244,3 +244,83 @@ fn a_managers_creator_killed_its_users_keep_working_across_gc_and_nothing_is_lef
     }
     assert!(left.is_empty(), "left in /dev/shm: {left:?} (first gc removed {removed:?}, second {removed2:?})");
 }
+
+// ------------------------------------------- unbounded queue creator killed
+
+shmproc::entry! {
+    fn r10_queue_maker(args: (String, Event)) {
+        let (name, ready) = args;
+        let q = shmproc::Queue::<u64>::create(&name, 0).unwrap();
+        ready.set();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = &q;
+        }
+    }
+}
+
+shmproc::entry! {
+    /// Puts `n` items into the unbounded queue `name`, growing it.
+    fn r10_grower(args: (String, u64, u64)) -> Result<(), String> {
+        let (name, from, n) = args;
+        let q = shmproc::Queue::<u64>::open(&name).map_err(|e| e.to_string())?;
+        for i in from..from + n {
+            q.put_timeout(i, BOUND).map_err(|e| format!("put {i}: {e:?}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// An unbounded queue's creator is killed with SIGKILL while two producers
+/// grow the queue; `gc()` runs meanwhile. No item is lost, the consumer
+/// gets each producer's items in order, and once every holder is gone a
+/// second `gc()` leaves nothing of the queue (rings included).
+#[test]
+fn an_unbounded_queues_creator_killed_while_producers_grow_it_loses_nothing_across_gc() {
+    const N: u64 = 150_000;
+    let name = format!("review10-chain-{}", std::process::id());
+    let ready = Event::new().unwrap();
+    let mut maker = Process::new(r10_queue_maker, (name.clone(), ready.clone()));
+    maker.start().unwrap();
+    assert!(ready.wait_timeout(BOUND), "the maker did not get ready");
+    let q = shmproc::Queue::<u64>::open(&name).unwrap();
+    let mut producers: Vec<Process> =
+        (0..2u64).map(|p| Process::new(r10_grower, (name.clone(), p * 1_000_000, N))).collect();
+    for p in &mut producers {
+        p.start().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    maker.kill().unwrap();
+    let _ = common::join(&maker);
+    let removed = shmproc::gc().unwrap();
+    let mut next = [0u64, 1_000_000];
+    let end = Instant::now() + BOUND;
+    let mut bad = None;
+    while next[0] < N || next[1] < 1_000_000 + N {
+        match q.get_timeout(Duration::from_millis(100)) {
+            Ok(v) => {
+                let k = (v >= 1_000_000) as usize;
+                if v != next[k] {
+                    bad = Some(format!("got {v}, expected {}", next[k]));
+                    break;
+                }
+                next[k] += 1;
+            }
+            Err(e) if Instant::now() > end => {
+                bad = Some(format!("{e:?} with {next:?} reached"));
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    let outcomes: Vec<_> = producers.iter().map(|p| common::join(p).map_err(|e| e.to_string())).collect();
+    drop(q);
+    let removed2 = shmproc::gc().unwrap();
+    let left = shm_starting_with(&name);
+    for l in &left {
+        let _ = shmproc::unlink(l);
+    }
+    assert!(bad.is_none(), "{bad:?} (gc removed {removed:?}); producers: {outcomes:?}");
+    assert!(outcomes.iter().all(Result::is_ok), "producers: {outcomes:?}");
+    assert!(left.is_empty(), "left {left:?} (second gc removed {removed2:?})");
+}
