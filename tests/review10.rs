@@ -324,3 +324,171 @@ fn an_unbounded_queues_creator_killed_while_producers_grow_it_loses_nothing_acro
     assert!(outcomes.iter().all(Result::is_ok), "producers: {outcomes:?}");
     assert!(left.is_empty(), "left {left:?} (second gc removed {removed2:?})");
 }
+
+// ---------------------------------------------------------------- other users
+
+const NOBODY: u32 = 65534;
+/// The other-user tests run one at a time: one's `gc()` as nobody would
+/// rightly remove the dead segment the other leaves as nobody.
+static AS_OTHER_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Set in the re-run of a test that plays another user.
+const AS_OTHER: &str = "SHMPROC_REVIEW10_AS_OTHER";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs `test` again as `nobody` (setpriv) with `AS_OTHER=arg`; returns
+/// whether it passed and its output (deadline 30 s), or None when this
+/// process cannot run others (not root, no setpriv).
+fn run_as_nobody(test: &str, arg: &str) -> Option<(bool, String)> {
+    use std::process::{Command, Stdio};
+    if !is_root() {
+        return None;
+    }
+    let id = NOBODY.to_string();
+    let mut child = Command::new("setpriv")
+        .args(["--reuid", &id, "--regid", &id, "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(AS_OTHER, arg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if text.contains("setpriv:") || text.contains("Permission denied (os error 13)") && !text.contains("running 1 test")
+    {
+        return None;
+    }
+    Some((out.status.success() && text.contains("1 passed"), text))
+}
+
+/// Our files in /dev/shm: what each object kind made with default options
+/// (a Manager's list, dict and grown unbounded queue, a Pool, a pipe, a
+/// grown unbounded queue, a lock). Another user (`nobody`) can neither
+/// read, write nor remove any of them, nor does its `gc()` touch them;
+/// every file is ours and not open to group or others.
+#[test]
+fn another_user_cannot_open_write_remove_or_gc_our_objects() {
+    let test = "another_user_cannot_open_write_remove_or_gc_our_objects";
+    if let Ok(arg) = std::env::var(AS_OTHER) {
+        let mut opened = Vec::new();
+        for path in arg.split(':') {
+            if std::fs::File::open(path).is_ok() {
+                opened.push(format!("read {path}"));
+            }
+            if std::fs::OpenOptions::new().write(true).open(path).is_ok() {
+                opened.push(format!("write {path}"));
+            }
+            if std::fs::remove_file(path).is_ok() {
+                opened.push(format!("removed {path}"));
+            }
+            let user = path.strip_prefix("/dev/shm/shmproc.").unwrap();
+            let trusting = shmproc::Options::new().trust_owner(0);
+            if shmproc::RawSegment::open_with(user, &trusting).is_ok() {
+                opened.push(format!("RawSegment::open_with {user}"));
+            }
+        }
+        let removed = shmproc::gc().unwrap();
+        assert!(opened.is_empty() && removed.is_empty(), "as nobody: {opened:?}; gc removed {removed:?}");
+        return;
+    }
+    let _one = AS_OTHER_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+    if !is_root() {
+        println!("skipping: needs root to run as another user");
+        return;
+    }
+    let mgr = Manager::new().unwrap();
+    let list = mgr.list::<String>("l").unwrap();
+    list.append("x".into()).unwrap();
+    let dict = mgr.dict::<String, u64>("d").unwrap();
+    dict.insert("k".into(), 1).unwrap();
+    let mq = mgr.queue::<u64>("q", 0).unwrap();
+    let q = shmproc::Queue::<u64>::new(0).unwrap();
+    for i in 0..20_000u64 {
+        mq.put(i).unwrap();
+        q.put(i).unwrap();
+    }
+    let pool = Pool::new(1).unwrap();
+    let (_, pool_names) = pool.__created();
+    let (a, b) = shmproc::pipe(true).unwrap();
+    let lock = shmproc::Lock::new().unwrap();
+    let mut files: Vec<String> = shm_starting_with(mgr.name());
+    for prefix in [list.name(), dict.name(), mq.name(), q.name(), lock.name()] {
+        files.extend(shm_starting_with(prefix));
+    }
+    files.extend(pool_names.iter().cloned());
+    // The pipe's two rings among this process's unnamed segments (other
+    // tests' may come and go meanwhile: they are tried, not required).
+    let known = files.clone();
+    let pid = std::process::id();
+    files.extend(shm_starting_with(&format!("anon.{pid}.")));
+    files.sort();
+    files.dedup();
+    let mut loose = Vec::new();
+    for f in &files {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = std::fs::metadata(format!("/dev/shm/shmproc.{f}")) else { continue };
+        if m.uid() != 0 || m.mode() & 0o077 != 0 {
+            loose.push(format!("{f}: uid {} mode {:o}", m.uid(), m.mode()));
+        }
+    }
+    let paths: Vec<String> = files.iter().map(|f| format!("/dev/shm/shmproc.{f}")).collect();
+    let run = run_as_nobody(test, &paths.join(":"));
+    let gone: Vec<&String> =
+        known.iter().filter(|f| !std::path::Path::new(&format!("/dev/shm/shmproc.{f}")).exists()).collect();
+    let still =
+        (list.get(0).unwrap(), dict.get(&"k".into()).unwrap(), mq.get_nowait().unwrap(), q.get_nowait().unwrap());
+    drop((a, b, lock, pool));
+    assert!(loose.is_empty(), "files open to others: {loose:?}");
+    assert!(gone.is_empty(), "removed while we hold them: {gone:?}");
+    assert_eq!(still, ("x".to_string(), Some(1), 0, 0));
+    if let Some((ok, out)) = run {
+        assert!(ok, "{out}");
+        println!("the other user tried {} files", paths.len());
+    } else {
+        println!("skipping the other user's part: cannot run as nobody");
+    }
+}
+
+shmproc::entry! {
+    fn r10_unused() {}
+}
+
+/// A segment another user left behind (its creator died) is that user's:
+/// our `gc()` leaves it alone (root included).
+#[test]
+fn our_gc_leaves_another_users_dead_segments_alone() {
+    let test = "our_gc_leaves_another_users_dead_segments_alone";
+    if let Ok(name) = std::env::var(AS_OTHER) {
+        let l = shmproc::Lock::create(&name).unwrap();
+        std::mem::forget(l);
+        return;
+    }
+    let _one = AS_OTHER_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+    let name = format!("review10-foreign-{}", std::process::id());
+    let Some((ok, out)) = run_as_nobody(test, &name) else {
+        println!("skipping: cannot run as nobody");
+        return;
+    };
+    let path = format!("/dev/shm/shmproc.{name}");
+    let existed = std::path::Path::new(&path).exists();
+    let removed = shmproc::gc().unwrap();
+    let kept = std::path::Path::new(&path).exists();
+    let _ = std::fs::remove_file(&path);
+    let _ = r10_unused;
+    assert!(ok && existed, "the other user's run: {out}");
+    assert!(kept && !removed.contains(&name), "our gc removed another user's segment ({removed:?})");
+}
