@@ -492,3 +492,28 @@ fn our_gc_leaves_another_users_dead_segments_alone() {
     assert!(ok && existed, "the other user's run: {out}");
     assert!(kept && !removed.contains(&name), "our gc removed another user's segment ({removed:?})");
 }
+
+shmproc::entry! {
+    /// Receives a pipe end through a queue and answers on it.
+    fn r10_end_by_queue(q: shmproc::Queue<shmproc::Connection>) -> Result<(), String> {
+        let mut c = q.get_timeout(BOUND).map_err(|e| format!("get: {e:?}"))?;
+        let v = c.recv_timeout::<u64>(BOUND).map_err(|e| format!("recv: {e:?}"))?;
+        c.send(&(v + 1)).map_err(|e| format!("send: {e:?}"))
+    }
+}
+
+/// A pipe end sent to a running process through a queue (not as its
+/// start argument) still works there.
+#[test]
+fn a_pipe_end_sent_through_a_queue_works_in_the_receiver() {
+    let q = shmproc::Queue::<shmproc::Connection>::new(2).unwrap();
+    let mut p = Process::new(r10_end_by_queue, q.clone());
+    p.start().unwrap();
+    let (mut a, b) = shmproc::pipe(true).unwrap();
+    q.put(b).unwrap();
+    a.send(&41u64).unwrap();
+    let got = a.recv_timeout::<u64>(BOUND);
+    let joined = common::join(&p);
+    assert_eq!(got, Ok(42), "child: {joined:?}");
+    assert!(joined.is_ok(), "{joined:?}");
+}
