@@ -517,3 +517,39 @@ fn a_pipe_end_sent_through_a_queue_works_in_the_receiver() {
     assert_eq!(got, Ok(42), "child: {joined:?}");
     assert!(joined.is_ok(), "{joined:?}");
 }
+
+/// A Manager's creator is killed and `gc()` removes the Manager; a process
+/// that still holds a Manager handle then makes a new container through it
+/// and drops everything: nothing of the Manager may stay in /dev/shm for
+/// good (after a last `gc()`).
+#[test]
+fn a_container_made_through_a_dead_creators_manager_after_gc_is_not_left_for_good() {
+    let name = format!("review10-mgr-late-{}", std::process::id());
+    let ready = Event::new().unwrap();
+    let mut maker = Process::new(r10_manager_maker, (name.clone(), ready.clone()));
+    maker.start().unwrap();
+    assert!(ready.wait_timeout(BOUND), "the maker did not get ready");
+    let mgr = Manager::open(&name).unwrap();
+    maker.kill().unwrap();
+    let _ = common::join(&maker);
+    let removed = shmproc::gc().unwrap();
+    let made = mgr.list::<u64>("late").map(|l| {
+        l.append(5).unwrap();
+        l.name().to_owned()
+    });
+    let segments: Vec<String> = mgr.names().map(|n| n.into_iter().map(|e| e.segment).collect()).unwrap_or_default();
+    drop(mgr);
+    let removed2 = shmproc::gc().unwrap();
+    let mut left = shm_starting_with(&name);
+    for s in &segments {
+        left.extend(shm_starting_with(s));
+    }
+    for l in &left {
+        let _ = shmproc::unlink(l);
+    }
+    assert!(
+        left.is_empty(),
+        "left for good: {left:?} (late list: {made:?}; gc removed {removed:?}, then {removed2:?})"
+    );
+    assert!(matches!(made, Err(shmproc::OpenError::NotFound(_))), "{made:?}");
+}

@@ -373,6 +373,14 @@ impl Manager {
                             _ => return Ok(Step::Found(b)),
                         }
                     }
+                    // A Manager whose creator died (not persisted) is
+                    // `gc`'s, or already removed by it: an object made in it
+                    // now would be persisted with no registry left to remove
+                    // it, in /dev/shm for good. Lookups of what it holds
+                    // still work.
+                    if crate::shm::is_gone_or_dead(self.name()) {
+                        return Err(OpenError::NotFound(self.name().to_owned()));
+                    }
                     let segment = unique_name();
                     let rec =
                         Record { kind, hash: me, segment: segment.clone(), type_name: fp.name.to_string(), making: true };

@@ -377,6 +377,14 @@ pub(crate) fn is_held_chain(name: &str) -> bool {
         && sys::shm::open_to_inspect(&path).map_or(true, |fd| crate::queue::chain_held(&fd))
 }
 
+/// Whether the segment `name` is gone from /dev/shm, or is one that
+/// [`gc`](crate::gc) would remove (ours, not persisted, creator dead).
+pub(crate) fn is_gone_or_dead(name: &str) -> bool {
+    let Ok(c_name) = os_name(name) else { return false };
+    let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
+    sys::shm::stat_path(&path).is_none() || dead_segment(&path).is_some()
+}
+
 /// Removes the names of the rings of the unbounded queue `name` (and
 /// their temporary names); returns the names removed.
 fn unlink_rings_of(name: &str) -> Vec<String> {
