@@ -45,8 +45,10 @@ shmproc::task! { fn r10_slow(x: u64) -> u64 { std::thread::sleep(Duration::from_
 
 shmproc::entry! {
     /// Owns a pool of 2, reports its workers' pids, then maps slowly until killed.
-    fn r10_pool_owner(pids: shmproc::Array<u32>) {
-        let pool = Pool::new(2).unwrap();
+    fn r10_pool_owner(args: (shmproc::Array<u32>, bool)) {
+        let (pids, fork) = args;
+        let method = if fork { shmproc::process::StartMethod::Fork } else { shmproc::process::StartMethod::Spawn };
+        let pool = Pool::builder().processes(2).start_method(method).build().unwrap();
         let (workers, _) = pool.__created();
         for (i, p) in workers.iter().enumerate().take(2) {
             pids.set(i, *p).unwrap();
@@ -61,8 +63,18 @@ shmproc::entry! {
 /// segment the owner (and its workers) left in /dev/shm.
 #[test]
 fn pool_owner_killed_mid_map_workers_leave_and_gc_removes_what_is_left() {
+    pool_owner_killed_mid_map(false);
+}
+
+/// The same with forked workers.
+#[test]
+fn pool_owner_killed_mid_map_forked_workers_leave_and_gc_removes_what_is_left() {
+    pool_owner_killed_mid_map(true);
+}
+
+fn pool_owner_killed_mid_map(fork: bool) {
     let pids = shmproc::Array::from_slice(&[0u32, 0, 0]).unwrap();
-    let mut owner = Process::new(r10_pool_owner, pids.clone());
+    let mut owner = Process::new(r10_pool_owner, (pids.clone(), fork));
     owner.start().unwrap();
     wait_until("the owner's workers to start", || pids.get(2).unwrap() != 0);
     std::thread::sleep(Duration::from_millis(300));
@@ -125,11 +137,14 @@ shmproc::entry! {
 shmproc::entry! {
     /// Holds a lock, keeps one end of a pipe, starts a (non-daemon) child
     /// blocked on both, then waits to be killed.
-    fn r10_parent_of_blocked(out: shmproc::Array<u32>) {
+    fn r10_parent_of_blocked(args: (shmproc::Array<u32>, bool)) {
+        let (out, fork) = args;
+        let method = if fork { shmproc::process::StartMethod::Fork } else { shmproc::process::StartMethod::Spawn };
         let lock = shmproc::Lock::new().unwrap();
         let guard = lock.lock().unwrap();
         let (mine, theirs) = shmproc::pipe(true).unwrap();
-        let mut child = Process::new(r10_blocked_grandchild, (lock.clone(), theirs, out.clone()));
+        let mut child =
+            Process::new(r10_blocked_grandchild, (lock.clone(), theirs, out.clone())).with_start_method(method);
         child.start().unwrap();
         loop {
             std::thread::sleep(Duration::from_secs(1));
@@ -144,8 +159,18 @@ shmproc::entry! {
 /// documented, and does not hang.
 #[test]
 fn a_child_blocked_on_its_killed_parents_lock_and_pipe_is_told() {
+    child_blocked_on_killed_parent(false);
+}
+
+/// The same with a forked child.
+#[test]
+fn a_forked_child_blocked_on_its_killed_parents_lock_and_pipe_is_told() {
+    child_blocked_on_killed_parent(true);
+}
+
+fn child_blocked_on_killed_parent(fork: bool) {
     let out = shmproc::Array::from_slice(&[0u32; 4]).unwrap();
-    let mut parent = Process::new(r10_parent_of_blocked, out.clone());
+    let mut parent = Process::new(r10_parent_of_blocked, (out.clone(), fork));
     parent.start().unwrap();
     wait_until("the grandchild to start", || out.get(1).unwrap() == 1);
     let gc_pid = out.get(0).unwrap();
