@@ -578,3 +578,55 @@ fn a_container_made_through_a_dead_creators_manager_after_gc_is_not_left_for_goo
     );
     assert!(matches!(made, Err(shmproc::OpenError::NotFound(_))), "{made:?}");
 }
+
+shmproc::entry! {
+    /// Reports its pid, then blocks for good: a queue get and an event wait.
+    fn r10_blocked_daemon(args: (shmproc::Queue<u64>, Event, shmproc::Array<u32>)) {
+        let (q, ev, out) = args;
+        out.set(0, std::process::id()).unwrap();
+        let _ = q.get();
+        ev.wait();
+    }
+}
+
+shmproc::entry! {
+    /// Starts a daemon child blocked in a queue get, then waits to be killed.
+    fn r10_parent_of_daemon(args: (shmproc::Array<u32>, bool)) {
+        let (out, fork) = args;
+        let method = if fork { shmproc::process::StartMethod::Fork } else { shmproc::process::StartMethod::Spawn };
+        let q = shmproc::Queue::<u64>::new(4).unwrap();
+        let ev = Event::new().unwrap();
+        let mut child =
+            Process::new(r10_blocked_daemon, (q.clone(), ev.clone(), out.clone())).with_daemon(true).with_start_method(method);
+        child.start().unwrap();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = (&q, &ev, &child);
+        }
+    }
+}
+
+/// A daemon child asleep in a queue get whose parent is killed with
+/// SIGKILL ends by itself (it watches its parent), both start methods.
+#[test]
+fn a_daemon_child_asleep_in_a_get_ends_when_its_parent_is_killed() {
+    for fork in [false, true] {
+        let out = shmproc::Array::from_slice(&[0u32; 1]).unwrap();
+        let mut parent = Process::new(r10_parent_of_daemon, (out.clone(), fork));
+        parent.start().unwrap();
+        wait_until("the daemon to start", || out.get(0).unwrap() != 0);
+        let d = out.get(0).unwrap();
+        common::wait_until_asleep(d, 1);
+        parent.kill().unwrap();
+        let _ = common::join(&parent);
+        let t = Instant::now();
+        while alive(d) && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let still = alive(d);
+        if still {
+            kill9(d);
+        }
+        assert!(!still, "fork {fork}: the daemon still runs 5 s after its parent's SIGKILL");
+    }
+}
