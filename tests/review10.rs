@@ -627,6 +627,13 @@ fn a_daemon_child_asleep_in_a_get_ends_when_its_parent_is_killed() {
         if still {
             kill9(d);
         }
+        // The killed parent's queue and event: a dead creator's, gc's.
+        let _ = shmproc::gc();
+        let left = shm_starting_with(&format!("anon.{}.", parent.pid().unwrap()));
+        for l in &left {
+            let _ = shmproc::unlink(l);
+        }
         assert!(!still, "fork {fork}: the daemon still runs 5 s after its parent's SIGKILL");
+        assert!(left.is_empty(), "gc left {left:?}");
     }
 }
