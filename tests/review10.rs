@@ -113,8 +113,8 @@ shmproc::entry! {
     /// the pipe (the parent never sends). Reports in `out`: [pid, step,
     /// lock outcome, recv outcome]; outcomes: 1 OwnerDied, 2 Ok, 3 other,
     /// for recv 1 Disconnected, 2 Ok, 3 other.
-    fn r10_blocked_grandchild(args: (shmproc::Lock, shmproc::Connection, shmproc::Array<u32>)) {
-        let (lock, mut conn, out) = args;
+    fn r10_blocked_grandchild(args: (shmproc::Lock, shmproc::RLock, shmproc::Connection, shmproc::Array<u32>)) {
+        let (lock, rlock, mut conn, out) = args;
         out.set(0, std::process::id()).unwrap();
         out.set(1, 1).unwrap();
         let got = match lock.lock() {
@@ -123,6 +123,15 @@ shmproc::entry! {
             Err(_) => 3,
         };
         out.set(2, got).unwrap();
+        let got = match rlock.lock() {
+            Err(shmproc::LockError::OwnerDied(mut g)) => {
+                g.make_consistent();
+                1
+            }
+            Ok(_) => 2,
+            Err(_) => 3,
+        };
+        out.set(4, got).unwrap();
         out.set(1, 2).unwrap();
         let got = match conn.recv::<u64>() {
             Err(e) if format!("{e:?}").contains("Disconnected") => 1,
@@ -142,13 +151,16 @@ shmproc::entry! {
         let method = if fork { shmproc::process::StartMethod::Fork } else { shmproc::process::StartMethod::Spawn };
         let lock = shmproc::Lock::new().unwrap();
         let guard = lock.lock().unwrap();
+        let rlock = shmproc::RLock::new().unwrap();
+        let r1 = rlock.lock().unwrap();
+        let r2 = rlock.lock().unwrap();
         let (mine, theirs) = shmproc::pipe(true).unwrap();
-        let mut child =
-            Process::new(r10_blocked_grandchild, (lock.clone(), theirs, out.clone())).with_start_method(method);
+        let mut child = Process::new(r10_blocked_grandchild, (lock.clone(), rlock.clone(), theirs, out.clone()))
+            .with_start_method(method);
         child.start().unwrap();
         loop {
             std::thread::sleep(Duration::from_secs(1));
-            let _ = (&guard, &mine, &child);
+            let _ = (&guard, &r1, &r2, &mine, &child);
         }
     }
 }
@@ -169,7 +181,7 @@ fn a_forked_child_blocked_on_its_killed_parents_lock_and_pipe_is_told() {
 }
 
 fn child_blocked_on_killed_parent(fork: bool) {
-    let out = shmproc::Array::from_slice(&[0u32; 4]).unwrap();
+    let out = shmproc::Array::from_slice(&[0u32; 5]).unwrap();
     let mut parent = Process::new(r10_parent_of_blocked, (out.clone(), fork));
     parent.start().unwrap();
     wait_until("the grandchild to start", || out.get(1).unwrap() == 1);
@@ -198,6 +210,7 @@ fn child_blocked_on_killed_parent(fork: bool) {
     );
     assert_eq!(out.get(2).unwrap(), 1, "lock: {:?}", out.to_vec());
     assert_eq!(out.get(3).unwrap(), 1, "recv: {:?}", out.to_vec());
+    assert_eq!(out.get(4).unwrap(), 1, "rlock: {:?}", out.to_vec());
     assert!(left.is_empty(), "gc left {left:?}");
 }
 
