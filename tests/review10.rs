@@ -650,3 +650,33 @@ fn a_daemon_child_asleep_in_a_get_ends_when_its_parent_is_killed() {
         assert!(left.is_empty(), "gc left {left:?}");
     }
 }
+
+shmproc::entry! {
+    /// Passes the pipe end it was started with on through a queue, then
+    /// stays alive until `done`.
+    fn r10_end_forwarder(args: (shmproc::Connection, shmproc::Queue<shmproc::Connection>, Event)) -> Result<(), String> {
+        let (end, q, done) = args;
+        q.put(end).map_err(|e| format!("put: {e:?}"))?;
+        if done.wait_timeout(BOUND) { Ok(()) } else { Err("not told to end".into()) }
+    }
+}
+
+/// A pipe end handed to a child at its start, which passes it on through a
+/// queue to another live process: the end works there (the first child,
+/// alive, never used it).
+#[test]
+fn a_pipe_end_passed_on_by_the_child_it_was_handed_to_works_in_the_next_process() {
+    let q = shmproc::Queue::<shmproc::Connection>::new(2).unwrap();
+    let done = Event::new().unwrap();
+    let (mut a, b) = shmproc::pipe(true).unwrap();
+    let mut fwd = Process::new(r10_end_forwarder, (b, q.clone(), done.clone()));
+    fwd.start().unwrap();
+    let mut user = Process::new(r10_end_by_queue, q.clone());
+    user.start().unwrap();
+    a.send(&41u64).unwrap();
+    let got = a.recv_timeout::<u64>(BOUND);
+    done.set();
+    let (f, u) = (common::join(&fwd), common::join(&user));
+    assert_eq!(got, Ok(42), "the receiver: {u:?}");
+    assert!(f.is_ok() && u.is_ok(), "{f:?} {u:?}");
+}
