@@ -93,6 +93,7 @@ fn pool_owner_killed_mid_map(fork: bool) {
     for &p in &left_running {
         kill9(p);
     }
+    // (Another test's gc, running in parallel, may have removed them already.)
     let before: Vec<String> =
         workers.iter().chain([owner_pid].iter()).flat_map(|p| shm_starting_with(&format!("anon.{p}."))).collect();
     let removed = shmproc::gc().unwrap();
@@ -102,7 +103,6 @@ fn pool_owner_killed_mid_map(fork: bool) {
         let _ = shmproc::unlink(a);
     }
     assert!(left_running.is_empty(), "workers {left_running:?} still running {took:?} after the owner's SIGKILL");
-    assert!(!before.is_empty(), "the owner left nothing? (the test did not see its segments)");
     assert!(after.is_empty(), "gc() left {after:?} of the killed pool owner (had {before:?}, gc removed {removed:?})");
 }
 
