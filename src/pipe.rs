@@ -217,6 +217,16 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection), OpenError> {
 pub fn pipe_with(duplex: bool, capacity: u64, max_frame: u64) -> Result<(Connection, Connection), OpenError> {
     let ab = ByteQueue::new(capacity, max_frame)?; // a -> b
     let ba = ByteQueue::new(capacity, max_frame)?; // b -> a
+    // Both ends are this process's until used or handed to a child: every
+    // role is designated to it at once, so if this process dies before it
+    // used an end (or handed it on), the peer sees `Disconnected` instead
+    // of waiting for ever on a role nobody holds. Its own first use claims
+    // the designation; `Process::start` hands it on to a child.
+    let me = crate::sys::thread::process_packed();
+    for q in [&ab, &ba] {
+        q.designate(true, me);
+        q.designate(false, me);
+    }
     if duplex {
         Ok((Connection::new(Some(ab.clone()), Some(ba.clone())), Connection::new(Some(ba), Some(ab))))
     } else {

@@ -379,6 +379,14 @@ impl Manager {
                             _ => return Ok(Step::Found(b)),
                         }
                     }
+                    // A Manager whose creator died (not persisted) is
+                    // `gc`'s, or already removed by it: an object made in it
+                    // now would be persisted with no registry left to remove
+                    // it, in /dev/shm for good. Lookups of what it holds
+                    // still work.
+                    if crate::shm::is_gone_or_dead(self.name()) {
+                        return Err(OpenError::NotFound(self.name().to_owned()));
+                    }
                     let segment = unique_name();
                     let rec =
                         Record { kind, hash: me, segment: segment.clone(), type_name: fp.name.to_string(), making: true };
@@ -690,16 +698,45 @@ pub(crate) mod crash {
 pub fn gc() -> std::io::Result<Vec<String>> {
     let mut removed = Vec::new();
     let opts = Options::new().init_timeout(std::time::Duration::from_millis(50));
+    // Managers that keep an unbounded queue a live process still holds:
+    // their registry stays for a later `gc` (it is the only record of that
+    // queue, which is persisted).
+    let mut kept = Vec::new();
     for name in crate::shm::dead_segments_of_kind(Kind::Manager) {
         let Ok(reg) = DictProxy::<String, Vec<u8>>::open_kind(&name, &opts, Kind::Manager, &registry_fp()) else {
             continue;
         };
-        if let Ok(Ok(names)) = reg.with_lock(unlink_objects) {
-            removed.extend(names);
+        match reg.with_lock(unlink_objects_not_held) {
+            Ok(Ok((names, held))) => {
+                removed.extend(names);
+                if held {
+                    kept.push(name);
+                }
+            }
+            _ => kept.push(name),
         }
     }
-    removed.extend(crate::shm::gc()?);
+    removed.extend(crate::shm::gc_matching(|user| !kept.iter().any(|k| k == user))?);
     Ok(removed)
+}
+
+/// [`unlink_objects`] for `gc`: an unbounded queue that a live process
+/// still holds is left alone, as `gc` leaves such a queue made outside a
+/// Manager (unlinking it removed its rings under its live users: their
+/// next put or get said `Closed`, items queued were lost). Returns the
+/// names removed and whether such a queue was kept.
+fn unlink_objects_not_held(reg: &DictProxy<String, Vec<u8>>) -> Result<(Vec<String>, bool), ContainerError> {
+    let mut removed = Vec::new();
+    let mut held = false;
+    for (_, rec) in reg.items()? {
+        let Some(r) = Record::decode(&rec) else { continue };
+        if crate::shm::is_held_chain(&r.segment) {
+            held = true;
+        } else if crate::unlink(&r.segment).is_ok() {
+            removed.push(r.segment);
+        }
+    }
+    Ok((removed, held))
 }
 
 /// Handles travel to a child by name and are re-opened (and validated) there.

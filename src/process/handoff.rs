@@ -44,11 +44,16 @@ pub(crate) fn collect_transfers(encode: impl FnOnce()) -> Vec<Transfer> {
 }
 
 /// Called by an encoding handle: `queue`'s sending (`producer`) or
-/// receiving role goes with it. Outside `Process::start`, nothing happens.
+/// receiving role goes with it. Outside `Process::start` (the end is sent
+/// through a queue, a pipe, a pool task...), the receiver is not known:
+/// a role still designated to this process (a new pipe's) is freed
+/// unclaimed, for the receiver to claim on first use.
 pub(crate) fn note_transfer(queue: &ByteQueue, producer: bool) {
     TRANSFERS.with(|t| {
         if let Some(v) = t.borrow_mut().as_mut() {
             v.push(Transfer { queue: queue.clone(), producer });
+        } else {
+            queue.undesignate(producer);
         }
     });
 }

@@ -344,6 +344,12 @@ impl ByteQueue {
         self.ctl().designate(if producer { Role::Producer } else { Role::Consumer }, owner)
     }
 
+    /// Frees a role designated to this process and not claimed, without
+    /// marking it gone (see `SpscCtl::undesignate`).
+    pub(crate) fn undesignate(&self, producer: bool) {
+        self.ctl().undesignate(if producer { Role::Producer } else { Role::Consumer })
+    }
+
     /// Gives back a role handed over to this process and never claimed.
     pub(crate) fn release_designation(&self, producer: bool) {
         self.ctl().release_designation(if producer { Role::Producer } else { Role::Consumer })

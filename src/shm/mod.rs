@@ -13,8 +13,10 @@ pub(crate) use header::{Fingerprint, HEADER_SIZE, fnv1a};
 pub use object::Options;
 pub(crate) use object::{Mapped, Object};
 pub use raw::RawSegment;
-pub(crate) use segment::{Segment, dead_segments_of_kind, file_size, is_ring_name, link, memory_of, names_starting_with};
-pub use segment::{gc, unlink};
+pub(crate) use segment::{
+    Segment, dead_segments_of_kind, file_size, gc_matching, is_gone_or_dead, is_held_chain, is_ring_name, link, memory_of, names_starting_with,
+};
+pub use segment::unlink;
 
 use std::fmt;
 

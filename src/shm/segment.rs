@@ -367,6 +367,24 @@ pub fn unlink(name: &str) -> Result<(), OpenError> {
     Ok(())
 }
 
+/// Whether `name` is an unbounded queue that a live process still holds
+/// (its holder removes the rings when it leaves, so `gc` must leave it
+/// alone: see [`gc`](crate::gc)). An unreadable holder table counts as held.
+pub(crate) fn is_held_chain(name: &str) -> bool {
+    let Ok(c_name) = os_name(name) else { return false };
+    let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
+    kind_of(&path) == Some(Kind::QueueChain.to_u32())
+        && sys::shm::open_to_inspect(&path).map_or(true, |fd| crate::queue::chain_held(&fd))
+}
+
+/// Whether the segment `name` is gone from /dev/shm, or is one that
+/// [`gc`](crate::gc) would remove (ours, not persisted, creator dead).
+pub(crate) fn is_gone_or_dead(name: &str) -> bool {
+    let Ok(c_name) = os_name(name) else { return false };
+    let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
+    sys::shm::stat_path(&path).is_none() || dead_segment(&path).is_some()
+}
+
 /// Removes the names of the rings of the unbounded queue `name` (and
 /// their temporary names); returns the names removed.
 fn unlink_rings_of(name: &str) -> Vec<String> {
@@ -462,13 +480,9 @@ fn describe_type(recorded: &str, size: u32, align: u32) -> String {
 }
 
 /// Removes this crate's segments whose creator process is dead, persisted
-/// ones excepted (the public [`gc`](crate::gc), which first empties the
-/// registries of dead Managers, documents the rules).
-pub fn gc() -> std::io::Result<Vec<String>> {
-    gc_matching(|_| true)
-}
-
-/// [`gc`] restricted to user names for which `wanted` holds.
+/// ones excepted, among the user names for which `wanted` holds (the
+/// public [`gc`](crate::gc), which first empties the registries of dead
+/// Managers, documents the rules).
 pub(crate) fn gc_matching(wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<String>> {
     let mut removed = Vec::new();
     for entry in std::fs::read_dir(SHM_DIR)? {
@@ -508,7 +522,7 @@ pub(crate) fn gc_matching(wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<
     Ok(removed)
 }
 
-/// The user names of the segments of `kind` that [`gc`] would remove
+/// The user names of the segments of `kind` that [`gc`](crate::gc) would remove
 /// (ours, not persisted, creator dead): what a layer above must clean up
 /// before `gc` removes them (a dead Manager's registry).
 pub(crate) fn dead_segments_of_kind(kind: Kind) -> Vec<String> {
