@@ -848,7 +848,17 @@ fn workers_failing_their_initializer_for_a_while_do_not_fail_the_pool_for_good()
     let _ = std::fs::remove_file(&marker);
     let pool = Pool::builder().processes(2).initializer(review9_init, marker.clone()).build().unwrap();
     assert_eq!(pool.apply(review9_shout, "a".into()).unwrap(), "A");
-    let pids = pool.__created().0;
+    // Both first workers past their initializer before the marker appears (a worker still in it would
+    // fail too, and with both slots failing the pool rightly fails its jobs).
+    let until = Instant::now() + Duration::from_secs(20);
+    let pids = loop {
+        let pids = pool.__created().0;
+        let ran = pool.map_chunked(review9_pid, 0..200u32, 1).unwrap();
+        if pids.len() == 2 && pids.iter().all(|p| ran.contains(p)) {
+            break pids;
+        }
+        assert!(Instant::now() < until, "the two first workers did not both run a task within 20 s");
+    };
     std::fs::write(&marker, b"no").unwrap();
     // SAFETY: kill has no memory preconditions; the pid is our pool's worker (not reaped yet).
     assert_eq!(unsafe { libc::kill(pids[0] as i32, libc::SIGKILL) }, 0);
