@@ -51,7 +51,8 @@ shmproc::entry! {
         for _ in 0..n {
             let (q, tx) = (q.clone(), tx.clone());
             std::thread::spawn(move || {
-                let ok = q.__claim_and_stop(true);
+                // `false` is also a claim lost to a sibling thread's CAS at the same position: try again.
+                let ok = (0..10_000).any(|_| q.__claim_and_stop(true) || (std::thread::yield_now(), false).1);
                 let _ = tx.send(ok);
                 loop {
                     std::thread::sleep(Duration::from_secs(1));
@@ -914,7 +915,8 @@ shmproc::entry! {
         for _ in 0..n {
             let (q, tx) = (q.clone(), tx.clone());
             std::thread::spawn(move || {
-                let _ = tx.send(q.__claim_and_stop(true));
+                // As in `claim_pops_and_hang`: `false` may be a claim lost to a sibling thread.
+                let _ = tx.send((0..10_000).any(|_| q.__claim_and_stop(true) || (std::thread::yield_now(), false).1));
                 loop {
                     std::thread::sleep(Duration::from_secs(1));
                 }
