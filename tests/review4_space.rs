@@ -10,11 +10,12 @@
 //! `unshare -m` with a 4 MiB tmpfs mounted on /dev/shm (needs root; skips
 //! otherwise), so the real /dev/shm is never filled.
 
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shmproc::{ContainerError, DictProxy, ListProxy, Manager, OpenError, Queue, RawSegment};
+
+mod common;
+use common::dev_shm_files;
 
 /// Set (to the test's name) in the re-run inside the private tmpfs.
 const INNER: &str = "SHMPROC_REVIEW4_INNER";
@@ -30,80 +31,13 @@ fn inside_small_dev_shm(test: &str) -> bool {
 
 /// [`inside_small_dev_shm`] with a tmpfs of `size` (`mount -o size=`).
 fn inside_dev_shm_of(test: &str, size: &str) -> bool {
-    if std::env::var(INNER).as_deref() == Ok(test) {
-        return true;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || Command::new("unshare").arg("--version").output().is_err() {
-        println!("skipping {test}: needs root and unshare for a private tmpfs");
-        return false;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(format!(r#"mount -t tmpfs -o size={size} tmpfs /dev/shm || exit 77; exec "$0" "$@""#))
-        .arg(exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INNER, test)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{test}: the re-run hung past {DEADLINE:?}\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if status.code() == Some(77) {
-        println!("skipping {test}: no private tmpfs ({stderr})");
-        return false;
-    }
-    assert!(
-        status.signal().is_none(),
-        "{test}: killed by signal {:?} (SIGBUS is 7)\n{stdout}\n{stderr}",
-        status.signal()
-    );
-    assert!(status.success(), "{test}: {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("1 passed"), "{test}: the re-run ran no test\n{stdout}\n{stderr}");
-    false
+    common::rerun_in_tmpfs(test, INNER, Some(size), DEADLINE)
 }
 
 /// Fills the (private) /dev/shm to its last page; dropping the result
 /// frees it again.
 fn fill_dev_shm(tag: &str) -> Vec<RawSegment> {
-    let mut filler = Vec::new();
-    for size in [1 << 18, 1 << 14, 4096, 1] {
-        loop {
-            match RawSegment::create(&format!("review4-fill-{tag}-{}", filler.len()), size) {
-                Ok(seg) => filler.push(seg),
-                Err(OpenError::NoSpace { .. }) => break,
-                Err(other) => panic!("filling /dev/shm: {other}"),
-            }
-        }
-    }
-    filler
-}
-
-/// Files in (the private) /dev/shm.
-fn dev_shm_files() -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir("/dev/shm").unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    v.sort();
-    v
+    common::fill_dev_shm(&format!("review4-fill-{tag}"), &[1 << 18, 1 << 14, 4096, 1])
 }
 
 #[test]

@@ -2,12 +2,14 @@
 //! left out (the Manager registry's records, ...).
 
 use std::os::unix::fs::FileExt;
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use shmproc::{DictProxy, ListProxy, Manager, OpenError, Pool, RawSegment};
+
+mod common;
+use common::dev_shm_files;
 
 fn unique(tag: &str) -> String {
     format!("review9-{tag}-{}", std::process::id())
@@ -113,80 +115,13 @@ fn inside_dev_shm_of(test: &str, size: &str) -> bool {
 /// Runs `test` again in a child process (the same test binary, that one
 /// test), inside a private tmpfs of `size` if given. True in the re-run.
 fn rerun(test: &str, size: Option<&str>) -> bool {
-    if std::env::var(INNER).as_deref() == Ok(test) {
-        return true;
-    }
-    let mut cmd = Command::new("unshare");
-    if let Some(size) = size {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 || Command::new("unshare").arg("--version").output().is_err() {
-            println!("skipping {test}: needs root and unshare for a private tmpfs");
-            return false;
-        }
-        cmd.args(["-m", "--propagation", "private", "sh", "-c"])
-            .arg(format!(r#"mount -t tmpfs -o size={size} tmpfs /dev/shm || exit 77; exec "$0" "$@""#))
-            .arg(std::env::current_exe().unwrap());
-    } else {
-        cmd = Command::new(std::env::current_exe().unwrap());
-    }
-    let mut child = cmd
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(INNER, test)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{test}: the re-run hung past 60 s\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if status.code() == Some(77) {
-        println!("skipping {test}: no private tmpfs ({stderr})");
-        return false;
-    }
-    assert!(status.signal().is_none(), "{test}: killed by signal {:?}\n{stdout}\n{stderr}", status.signal());
-    assert!(status.success(), "{test}: {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("1 passed"), "{test}: the re-run ran no test\n{stdout}\n{stderr}");
-    false
+    common::rerun_in_tmpfs(test, INNER, size, Duration::from_secs(60))
 }
 
 /// Fills the (private) /dev/shm to its last page; dropping the result
 /// frees it again.
 fn fill_dev_shm(tag: &str) -> Vec<RawSegment> {
-    let mut filler = Vec::new();
-    for size in [1 << 20, 1 << 16, 4096, 1] {
-        loop {
-            match RawSegment::create(&format!("review9-fill-{tag}-{}", filler.len()), size) {
-                Ok(seg) => filler.push(seg),
-                Err(OpenError::NoSpace { .. }) => break,
-                Err(other) => panic!("filling /dev/shm: {other}"),
-            }
-        }
-    }
-    filler
-}
-
-/// Files in (the private) /dev/shm.
-fn dev_shm_files() -> Vec<String> {
-    let mut v: Vec<String> =
-        std::fs::read_dir("/dev/shm").unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    v.sort();
-    v
+    common::fill_dev_shm(&format!("review9-fill-{tag}"), &[1 << 20, 1 << 16, 4096, 1])
 }
 
 shmproc::task! { fn review9_shout(s: String) -> String { s.to_uppercase() } }

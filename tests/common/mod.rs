@@ -409,7 +409,15 @@ pub fn rerun_test(test: &str, var: &str, deadline: Duration) -> Option<(ExitStat
     if std::env::var(var).as_deref() == Ok(test) {
         return None;
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    Some(run_alone(Command::new(std::env::current_exe().unwrap()), test, var, deadline))
+}
+
+/// Runs `cmd` (this test binary, or a wrapper that execs it with the
+/// arguments added here) to run test `test` alone with `var=test`; its
+/// status, stdout and stderr once it ended (past `deadline` it is killed
+/// and this panics, with its output).
+fn run_alone(mut cmd: Command, test: &str, var: &str, deadline: Duration) -> (ExitStatus, String, String) {
+    let mut child = cmd
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(var, test)
         .stdin(Stdio::null())
@@ -424,13 +432,17 @@ pub fn rerun_test(test: &str, var: &str, deadline: Duration) -> Option<(ExitStat
         }
         if start.elapsed() > deadline {
             let _ = child.kill();
-            let _ = child.wait();
-            panic!("{test}: the child hung past {deadline:?}");
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{test}: the child hung past {deadline:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let out = child.wait_with_output().unwrap();
-    Some((status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned()))
+    (status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// This process's virtual size now (bytes), from /proc/self/status.
@@ -460,4 +472,72 @@ pub fn ring_memory(name: &str) -> u64 {
             e.file_name().to_str()?.starts_with(&prefix).then(|| e.metadata().ok().map_or(0, |m| m.blocks() * 512))
         })
         .sum()
+}
+
+/// Runs `test` again in a child process (this test binary, that one
+/// test) with `var` set to the test's name, inside a private mount
+/// namespace with a tmpfs of `size` (`mount -o size=`) on /dev/shm when
+/// given (needs root and `unshare`; skipped with a message otherwise).
+/// True in the re-run (the caller does the work there); false in the
+/// caller, once the re-run passed or was skipped. A re-run killed by a
+/// signal, failing, running no test or hanging past `deadline` fails the
+/// test, with the child's output.
+pub fn rerun_in_tmpfs(test: &str, var: &str, size: Option<&str>, deadline: Duration) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    if std::env::var(var).as_deref() == Ok(test) {
+        return true;
+    }
+    let cmd = match size {
+        Some(size) => {
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 || Command::new("unshare").arg("--version").output().is_err() {
+                println!("skipping {test}: needs root and unshare for a private tmpfs");
+                return false;
+            }
+            let mut cmd = Command::new("unshare");
+            cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+                .arg(format!(r#"mount -t tmpfs -o size={size} tmpfs /dev/shm || exit 77; exec "$0" "$@""#))
+                .arg(std::env::current_exe().unwrap());
+            cmd
+        }
+        None => Command::new(std::env::current_exe().unwrap()),
+    };
+    let (status, stdout, stderr) = run_alone(cmd, test, var, deadline);
+    if status.code() == Some(77) {
+        println!("skipping {test}: no private tmpfs ({stderr})");
+        return false;
+    }
+    assert!(
+        status.signal().is_none(),
+        "{test}: killed by signal {:?} (SIGBUS is 7)\n{stdout}\n{stderr}",
+        status.signal()
+    );
+    assert!(status.success(), "{test}: {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{test}: the re-run ran no test\n{stdout}\n{stderr}");
+    false
+}
+
+/// Fills /dev/shm (a private tmpfs: see [`rerun_in_tmpfs`]) to its last
+/// page with segments named `{prefix}-{n}`, of each size of `sizes` in
+/// turn (largest first) until it is full; dropping the result frees it.
+pub fn fill_dev_shm(prefix: &str, sizes: &[u64]) -> Vec<shmproc::RawSegment> {
+    let mut filler = Vec::new();
+    for &size in sizes {
+        loop {
+            match shmproc::RawSegment::create(&format!("{prefix}-{}", filler.len()), size) {
+                Ok(seg) => filler.push(seg),
+                Err(shmproc::OpenError::NoSpace { .. }) => break,
+                Err(other) => panic!("filling /dev/shm: {other}"),
+            }
+        }
+    }
+    filler
+}
+
+/// The names in /dev/shm, sorted.
+pub fn dev_shm_files() -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir("/dev/shm").unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
 }
