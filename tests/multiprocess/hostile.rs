@@ -302,8 +302,14 @@ fn init_timeout_max() {
         let _ = tx.send(r.map_err(|_| "panicked"));
     });
     let early = rx.recv_timeout(Duration::from_millis(300));
-    // Let the waiter finish: make the file foreign (bad magic) so it returns.
-    std::fs::write(shm_path(&n), vec![0xffu8; 4096]).unwrap();
+    // Let the waiter finish: make the file foreign (bad magic) so it returns. Overwritten in place, not
+    // truncated and rewritten (`fs::write`): the waiter reads the header through its mapping, and a moment
+    // at length 0 made that read a SIGBUS (seen once in a CI run), as the README says of truncated files.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(shm_path(&n)).unwrap();
+        f.write_all_at(&[0xffu8; 4096], 0).unwrap();
+    }
     let late = rx.recv_timeout(Duration::from_secs(60));
     std::fs::remove_file(shm_path(&n)).unwrap();
     assert!(early.is_err(), "open with Duration::MAX returned early: {early:?}");
