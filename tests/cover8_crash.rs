@@ -47,27 +47,37 @@ shmproc::entry! {
     /// killed.
     fn claim_pops_and_hang(args: (MpmcQueue<u64>, u64, Event)) -> Result<(), String> {
         let (q, n, claimed) = args;
-        let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..n {
-            let (q, tx) = (q.clone(), tx.clone());
-            std::thread::spawn(move || {
-                // `false` is also a claim lost to a sibling thread's CAS at the same position: try again.
-                let ok = (0..10_000).any(|_| q.__claim_and_stop(true) || (std::thread::yield_now(), false).1);
-                let _ = tx.send(ok);
-                loop {
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-            });
-        }
-        for _ in 0..n {
-            if !rx.recv_timeout(T).map_err(|e| e.to_string())? {
-                return Err("nothing to claim".into());
+        claim_in_threads_and_hang(n, &claimed, move || q.__claim_and_stop(true))
+    }
+}
+
+/// Runs `claim` in `n` threads at once (each with its own participant
+/// record), each thread then sleeping for good; sets `claimed` once all
+/// claimed, then hangs until killed. A `false` from `claim` is also a claim
+/// lost to a sibling thread's CAS at the same position: tried again.
+fn claim_in_threads_and_hang(
+    n: u64,
+    claimed: &Event,
+    claim: impl Fn() -> bool + Clone + Send + 'static,
+) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..n {
+        let (claim, tx) = (claim.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send((0..10_000).any(|_| claim() || (std::thread::yield_now(), false).1));
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
             }
+        });
+    }
+    for _ in 0..n {
+        if !rx.recv_timeout(T).map_err(|e| e.to_string())? {
+            return Err("nothing to claim".into());
         }
-        claimed.set();
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-        }
+    }
+    claimed.set();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
@@ -911,26 +921,7 @@ shmproc::entry! {
     /// finishes them; then hangs until killed.
     fn claim_jq_gets_and_hang(args: (shmproc::JoinableQueue<u64>, u64, Event)) -> Result<(), String> {
         let (q, n, claimed) = args;
-        let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..n {
-            let (q, tx) = (q.clone(), tx.clone());
-            std::thread::spawn(move || {
-                // As in `claim_pops_and_hang`: `false` may be a claim lost to a sibling thread.
-                let _ = tx.send((0..10_000).any(|_| q.__claim_and_stop(true) || (std::thread::yield_now(), false).1));
-                loop {
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-            });
-        }
-        for _ in 0..n {
-            if !rx.recv_timeout(T).map_err(|e| e.to_string())? {
-                return Err("nothing to claim".into());
-            }
-        }
-        claimed.set();
-        loop {
-            std::thread::sleep(Duration::from_secs(1));
-        }
+        claim_in_threads_and_hang(n, &claimed, move || q.__claim_and_stop(true))
     }
 }
 
