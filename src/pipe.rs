@@ -816,16 +816,30 @@ impl Connection {
         self.rx()?.recv_loan_timeout(timeout).map_err(recv_timeout_error)
     }
 
-    /// Whether a message is waiting, waiting at most `timeout` for one.
+    /// Whether a receive would not wait, waiting at most `timeout` for
+    /// that: a message is waiting, or the sending end is gone (closed,
+    /// dropped, its process dead) or the pipe was shut down, so that
+    /// `recv` fails at once with `Disconnected`. As Python's
+    /// `Connection.poll`, which returns `True` at the other end's EOF (the
+    /// next `recv` raises `EOFError`), and as [`wait`](crate::wait), which
+    /// reports such an end ready: a loop `while !conn.poll(t)? {}` ends.
     ///
     /// ```
     /// let (mut a, mut b) = shmproc::pipe(true).unwrap();
     /// assert!(!a.poll(std::time::Duration::ZERO).unwrap());
     /// b.send(&1u8).unwrap();
     /// assert!(a.poll(std::time::Duration::from_secs(1)).unwrap());
+    /// assert_eq!(a.recv::<u8>(), Ok(1));
+    /// drop(b);
+    /// assert!(a.poll(std::time::Duration::from_secs(1)).unwrap()); // EOF: recv fails at once
+    /// assert_eq!(a.recv::<u8>(), Err(shmproc::PipeRecvError::Disconnected));
     /// ```
     pub fn poll(&mut self, timeout: Duration) -> Result<bool, PipePollError> {
-        Ok(self.rx()?.poll(timeout))
+        let rx = self.rx()?;
+        // `ByteConsumer::poll` says whether a frame is there; a look that
+        // consumes nothing (a loan dropped unreleased) tells whether a
+        // receive would fail at once instead of waiting.
+        Ok(rx.poll(timeout) || !matches!(rx.try_recv_loan(), Err(TryRecvError::Empty)))
     }
 
     /// Closes this handle, as Python's `Connection.close()`: further calls
