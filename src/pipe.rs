@@ -251,12 +251,18 @@ impl Connection {
     /// Records that this end is being handed to a child: its roles travel
     /// with it (see `process::handoff::collect_transfers`).
     pub(crate) fn note_handed(&self) {
-        self.copies.handed.store(true, Ordering::Relaxed);
+        let was = self.copies.handed.swap(true, Ordering::Relaxed);
+        // A start that makes no child clears the mark again, unless an
+        // earlier handing set it.
+        let undo = |copies: &Arc<Copies>| -> Option<Box<dyn FnOnce()>> {
+            let copies = Arc::clone(copies);
+            (!was).then(|| Box::new(move || copies.handed.store(false, Ordering::Relaxed)) as Box<dyn FnOnce()>)
+        };
         if let Some(q) = &self.out {
-            crate::process::handoff::note_transfer(q, true);
+            crate::process::handoff::note_transfer(q, true, undo(&self.copies));
         }
         if let Some(q) = &self.inp {
-            crate::process::handoff::note_transfer(q, false);
+            crate::process::handoff::note_transfer(q, false, undo(&self.copies));
         }
     }
 

@@ -44,3 +44,61 @@ fn poll_on_an_end_whose_sender_left_is_true_as_in_python() {
     assert!(took < Duration::from_secs(2), "poll took {took:?}");
     assert_eq!(recv, Err(shmproc::PipeTryRecvBytesError::Disconnected));
 }
+
+// ------------------------------------------- Process::start on a full /dev/shm
+
+/// The variable that tells a re-run (in its private tmpfs) it is the child.
+const INNER: &str = "SHMPROC_REVIEW11_INNER";
+
+/// Re-runs `test` alone inside a private 16 MiB tmpfs on /dev/shm; true
+/// in the re-run.
+fn inside_small_dev_shm(test: &str) -> bool {
+    common::rerun_in_tmpfs(test, INNER, Some("16m"), Duration::from_secs(60))
+}
+
+/// A `Process::start` refused for lack of room in /dev/shm (its status
+/// segment cannot be made) is an error that loses nothing: as in Python,
+/// whose `start()` can be called again after an `OSError`, the same
+/// `Process` starts once there is room, and the pipe end in its argument
+/// reaches the child, whose message arrives.
+#[test]
+fn a_start_refused_on_a_full_dev_shm_can_be_retried_with_its_argument() {
+    if !inside_small_dev_shm("a_start_refused_on_a_full_dev_shm_can_be_retried_with_its_argument") {
+        return;
+    }
+    let (mut mine, theirs) = shmproc::pipe(true).unwrap();
+    let mut p = Process::new(r11_send_last, theirs);
+    let filler = common::fill_dev_shm("review11-fill", &[1 << 20, 1 << 16, 4096, 1]);
+    let first = p.start();
+    assert!(first.is_err(), "started on a full /dev/shm");
+    drop(filler);
+    let again = p.start();
+    assert!(again.is_ok(), "after {first:?}, with room again: {again:?}");
+    assert_eq!(mine.recv_bytes_timeout(common::DEADLINE), Ok(b"last".to_vec()));
+    common::join(&p).unwrap();
+}
+
+/// A `Process` whose start was refused (full /dev/shm) and which is then
+/// dropped unstarted gives its pipe end back: the peer's `recv` says
+/// `Disconnected` (Python: `EOFError` once the unstarted process object
+/// and its end are gone), instead of waiting for a child that never was.
+#[test]
+fn a_pipe_end_of_a_process_whose_start_was_refused_disconnects_when_dropped() {
+    if !inside_small_dev_shm("a_pipe_end_of_a_process_whose_start_was_refused_disconnects_when_dropped") {
+        return;
+    }
+    let (mut mine, theirs) = shmproc::pipe(true).unwrap();
+    let mut p = Process::new(r11_send_last, theirs);
+    let filler = common::fill_dev_shm("review11-fill", &[1 << 20, 1 << 16, 4096, 1]);
+    assert!(p.start().is_err(), "started on a full /dev/shm");
+    drop(filler);
+    drop(p);
+    let t0 = Instant::now();
+    let r = mine.recv_bytes_timeout(Duration::from_secs(3));
+    assert_eq!(
+        r,
+        Err(shmproc::PipeRecvBytesTimeoutError::Disconnected),
+        "after {:?}: the end was never handed to any child",
+        t0.elapsed()
+    );
+}

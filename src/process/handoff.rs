@@ -22,12 +22,23 @@ use crate::queue::ByteQueue;
 pub(crate) struct Transfer {
     queue: ByteQueue,
     producer: bool,
+    /// Undoes what encoding the handle marked (a pipe end: "handed to a
+    /// child"), for a start that made no child.
+    undo: Option<Box<dyn FnOnce()>>,
 }
 
 impl Transfer {
     /// Hands the role to the process with packed identity `owner`.
     pub(crate) fn designate(&self, owner: u64) -> bool {
         self.queue.designate(self.producer, owner)
+    }
+
+    /// The start made no child: the handle is as if it had not been
+    /// encoded (the role stays this process's, as it was).
+    pub(crate) fn undo(self) {
+        if let Some(undo) = self.undo {
+            undo();
+        }
     }
 }
 
@@ -48,10 +59,12 @@ pub(crate) fn collect_transfers(encode: impl FnOnce()) -> Vec<Transfer> {
 /// through a queue, a pipe, a pool task...), the receiver is not known:
 /// a role still designated to this process (a new pipe's) is freed
 /// unclaimed, for the receiver to claim on first use.
-pub(crate) fn note_transfer(queue: &ByteQueue, producer: bool) {
+/// `undo` reverses what the handle marked when it was encoded, should
+/// `Process::start` make no child (see [`Transfer::undo`]).
+pub(crate) fn note_transfer(queue: &ByteQueue, producer: bool, undo: Option<Box<dyn FnOnce()>>) {
     TRANSFERS.with(|t| {
         if let Some(v) = t.borrow_mut().as_mut() {
-            v.push(Transfer { queue: queue.clone(), producer });
+            v.push(Transfer { queue: queue.clone(), producer, undo });
         } else {
             queue.undesignate(producer);
         }

@@ -24,6 +24,10 @@ pub enum StartMethod {
 
 static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
 
+/// Why the OS made no child, and the target it would have run (handed
+/// back to the `Process`).
+type Refused = (std::io::Error, Box<dyn Target>);
+
 /// Sets the start method used by processes that do not choose one, like
 /// Python's `set_start_method`.
 ///
@@ -77,7 +81,10 @@ pub fn get_start_method() -> StartMethod {
 
 impl Process {
     /// Starts the child. Fails if already started, if the entry is not
-    /// registered (Spawn), or if the OS refuses.
+    /// registered (Spawn), or if the OS refuses ([`ProcessError::Start`]:
+    /// no room in /dev/shm, no process made). A refused start loses
+    /// nothing, as in Python: the argument stays in this `Process`, which
+    /// may be started again, and pipe ends in it stay this process's.
     ///
     /// The parent keeps its copy of the argument until the child has
     /// opened every handle in it, so an object created just for the child
@@ -111,19 +118,26 @@ impl Process {
         if method == StartMethod::Fork {
             arg.clear();
         }
-        let seg = RawSegment::new((status::ARG + arg.len()) as u64)
-            .map_err(|e| start_err(&self.name, std::io::Error::other(e)))?;
+        let seg = match RawSegment::new((status::ARG + arg.len()) as u64) {
+            Ok(seg) => seg,
+            Err(e) => return Err(self.refused(target, transfers, start_err(&self.name, std::io::Error::other(e)))),
+        };
         seg.write(status::ARG_LEN, &(arg.len() as u64).to_le_bytes());
         seg.write(status::ARG, &arg);
         let me = current_process();
         let (pid, target) = match method {
-            StartMethod::Spawn => (self.spawn(target.id(), &seg, &me).map_err(|e| start_err(&self.name, e))?, target),
-            StartMethod::Fork => {
-                let r = self.fork(target, &seg, &me).map_err(|e| start_err(&self.name, e))?;
-                // The child inherited the mapping; the name is not needed.
-                let _ = crate::unlink(seg.name());
-                r
-            }
+            StartMethod::Spawn => match self.spawn(target.id(), &seg, &me) {
+                Ok(pid) => (pid, target),
+                Err(e) => return Err(self.refused(target, transfers, start_err(&self.name, e))),
+            },
+            StartMethod::Fork => match self.fork(target, &seg, &me) {
+                Ok(r) => {
+                    // The child inherited the mapping; the name is not needed.
+                    let _ = crate::unlink(seg.name());
+                    r
+                }
+                Err((e, target)) => return Err(self.refused(target, transfers, start_err(&self.name, e))),
+            },
         };
         // The child is ours and not reaped: its pid names it. Its roles
         // first, then it may go on (it waits for HANDED).
@@ -155,6 +169,22 @@ impl Process {
         Ok(())
     }
 
+    /// A start the OS refused (no room for the status segment, no process
+    /// made): loses nothing, as in Python, where `start()` may be called
+    /// again after its `OSError`. The target goes back into this
+    /// `Process` (a later `start` runs it; dropping the `Process` drops
+    /// it), and pipe ends in it are no longer counted as handed to a child
+    /// (their roles stay this process's: the peer learns it when the end
+    /// is dropped unused). Returns `err`.
+    #[cold]
+    fn refused(&mut self, target: Box<dyn Target>, transfers: Vec<handoff::Transfer>, err: ProcessError) -> ProcessError {
+        for t in transfers {
+            t.undo();
+        }
+        *self.target.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(target);
+        err
+    }
+
     fn spawn(&self, id: &str, seg: &RawSegment, me: &ProcessInfo) -> std::io::Result<u32> {
         let child = dispatch::child_command(id, seg.name(), &self.name, &self.identity, self.daemon, me)?.spawn()?;
         // We reap it ourselves with waitpid; std's handle is not needed
@@ -164,6 +194,7 @@ impl Process {
 
     /// Forks; in the parent returns the child's pid and the target back
     /// (kept until the child has started), in the child runs the entry.
+    /// If `fork()` fails, its error and the target (no child has it).
     ///
     /// Locks and fork: between `fork()` and the entry, the child must not
     /// take a lock that another parent thread held at the fork (it would
@@ -185,7 +216,7 @@ impl Process {
         target: Box<dyn Target>,
         seg: &RawSegment,
         me: &ProcessInfo,
-    ) -> std::io::Result<(u32, Box<dyn Target>)> {
+    ) -> Result<(u32, Box<dyn Target>), Refused> {
         use std::io::Write;
         let child_me = Me {
             info: ProcessInfo { name: self.name.clone(), pid: 0, daemon: self.daemon, identity: self.identity.clone() },
@@ -204,7 +235,11 @@ impl Process {
         // The caveats for user code in multi-threaded parents are documented on StartMethod::Fork.
         // SAFETY: the child below only uses what it inherited in a consistent state (the locks above are held by
         // this thread), runs the entry and leaves with _exit.
-        let pid = unsafe { sysproc::fork()? };
+        let pid = match unsafe { sysproc::fork() } {
+            Ok(pid) => pid,
+            // No child: the target goes back to the caller (`refused`).
+            Err(e) => return Err((e, target)),
+        };
         if pid != 0 {
             return Ok((pid, target));
         }
