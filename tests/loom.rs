@@ -412,6 +412,52 @@ fn mpmc_ring_repairs_a_dead_producers_claim() {
     });
 }
 
+/// `settle_front` (what `qsize` and `empty` run first) racing a consumer
+/// and a live producer: a producer claimed position 0 and "died"; another
+/// pushes 7 at position 1; one thread settles the front (repairing the
+/// dead claim, discarding the skipped slot) while the consumer pops. Every
+/// interleaving: the consumer gets 7 exactly once (settling never takes a
+/// published item or skips a live one), no slot is raced, and afterwards
+/// the front settles to "empty" with both indices equal.
+#[test]
+fn mpmc_ring_settle_front_discards_a_dead_claim_and_never_an_item() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
+        let q = Mpmc::new();
+        claim_position_0_and_die(q.clone());
+        let live = {
+            let q = q.clone();
+            thread::spawn(move || {
+                let mut env = LoomEnv { repair_dead: None };
+                while q.ring().push(&q.slots, &mut env, 7).is_err() {
+                    thread::yield_now();
+                }
+            })
+        };
+        let settler = {
+            let q = q.clone();
+            thread::spawn(move || {
+                let mut env = LoomEnv { repair_dead: Some((q.clone(), 0)) };
+                q.ring().settle_front(&q.slots, &mut env)
+            })
+        };
+        let mut env = LoomEnv { repair_dead: Some((q.clone(), 0)) };
+        let v = loop {
+            match q.ring().pop(&q.slots, &mut env) {
+                Ok((v, _)) => break v,
+                Err(_) => thread::yield_now(),
+            }
+        };
+        live.join().unwrap();
+        settler.join().unwrap();
+        assert_eq!(v, 7);
+        let mut env = LoomEnv { repair_dead: None };
+        assert!(!q.ring().settle_front(&q.slots, &mut env), "an item left after the only one was taken");
+        assert_eq!(q.ring().len(), 0);
+    });
+}
+
 /// A batch producer pushes 1, 2, 3 through a 2-slot ring (so the batch
 /// laps the ring: its third item needs the slot of its first) while a batch
 /// consumer pops with `pop_batch`: every interleaving delivers 1, 2, 3 once

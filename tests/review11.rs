@@ -102,3 +102,81 @@ fn a_pipe_end_of_a_process_whose_start_was_refused_disconnects_when_dropped() {
         t0.elapsed()
     );
 }
+
+// ------------------------------------ qsize / empty after a killed producer
+
+shmproc::entry! {
+    /// Claims a put's slot in each queue and stops there, as a producer
+    /// killed between its claim and its publication; sets `claimed`, then
+    /// hangs until killed.
+    fn r11_claim_puts_and_hang(
+        args: (shmproc::Queue<u64>, shmproc::Queue<String>, shmproc::JoinableQueue<u64>, shmproc::Queue<u64>, shmproc::Event),
+    ) -> Result<(), String> {
+        let (q, qs, jq, qu, claimed) = args;
+        let all = [q.__claim_and_stop(false), qs.__claim_and_stop(false), jq.__claim_and_stop(false), qu.__claim_and_stop(false)];
+        if all != [true; 4] {
+            return Err(format!("claims: {all:?}"));
+        }
+        claimed.set();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Drains `q` as a Python program does (`while not q.empty(): q.get()`),
+/// every get bounded: the items got, or an error naming the queue.
+macro_rules! drain_while_not_empty {
+    ($q:expr, $what:literal) => {{
+        let mut got = Vec::new();
+        while !$q.empty() {
+            match $q.get_timeout(Duration::from_secs(5)) {
+                Ok(v) => got.push(v),
+                Err(e) => panic!("{}: empty() said an item is there, then get: {e:?} (got {got:?})", $what),
+            }
+        }
+        got
+    }};
+}
+
+/// A producer killed between claiming its slot and publishing it put
+/// nothing: `qsize` is 0 and `empty` is true at once (bounded `Queue` of
+/// plain data and of `String`s, `JoinableQueue`, unbounded `Queue`), so a
+/// ported drain loop `while not q.empty(): q.get()` ends, items put later
+/// are counted exactly, and `join` returns after their `task_done`s.
+/// Before, the dead slot counted as an item until a `get` had waited on it:
+/// `empty()` said false on a queue holding nothing, and the loop's `get`
+/// blocked for good.
+#[test]
+fn a_producer_killed_mid_put_leaves_qsize_and_empty_exact() {
+    let q = shmproc::Queue::<u64>::new(8).unwrap();
+    let qs = shmproc::Queue::<String>::new(8).unwrap();
+    let jq = shmproc::JoinableQueue::<u64>::new(8).unwrap();
+    let qu = shmproc::Queue::<u64>::new(0).unwrap();
+    let claimed = shmproc::Event::new().unwrap();
+    let mut p = Process::new(r11_claim_puts_and_hang, (q.clone(), qs.clone(), jq.clone(), qu.clone(), claimed.clone()))
+        .with_daemon(true);
+    p.start().unwrap();
+    let ok = claimed.wait_timeout(common::DEADLINE);
+    p.kill().unwrap();
+    let _ = common::join(&p);
+    assert!(ok, "the child did not claim");
+    let sizes = [q.qsize(), qs.qsize(), jq.qsize(), qu.qsize()];
+    let empties = [q.empty(), qs.empty(), jq.empty(), qu.empty()];
+    assert_eq!(sizes, [0; 4], "qsize after the killed put (empty(): {empties:?})");
+    assert_eq!(empties, [true; 4], "empty() after the killed put");
+    for i in 1..=2u64 {
+        q.put(i).unwrap();
+        qs.put(format!("s{i}")).unwrap();
+        jq.put(i).unwrap();
+        qu.put(i).unwrap();
+    }
+    assert_eq!([q.qsize(), qs.qsize(), jq.qsize(), qu.qsize()], [2; 4]);
+    assert_eq!(drain_while_not_empty!(q, "Queue<u64>"), [1, 2]);
+    assert_eq!(drain_while_not_empty!(qs, "Queue<String>"), ["s1", "s2"]);
+    assert_eq!(drain_while_not_empty!(jq, "JoinableQueue<u64>"), [1, 2]);
+    assert_eq!(drain_while_not_empty!(qu, "unbounded Queue<u64>"), [1, 2]);
+    jq.task_done().unwrap();
+    jq.task_done().unwrap();
+    assert!(jq.join_timeout(Duration::from_secs(5)), "join after both task_done");
+}

@@ -724,6 +724,9 @@ impl<T: Handoff> Chain<T> {
     /// exact at its instant, no live ring left out).
     pub(super) fn len(&self) -> usize {
         // Untrusted indices: at most `LIVE_RINGS` rings are looked at.
+        // A ring's `len` settles its front as a pop does, and may so repair
+        // a dead producer's slot: counted as in `get` (`LateSink`).
+        let _late = super::repair::LateSink::new(&self.words().late);
         let n = self.links().sum_live(self, LIVE_RINGS, |_, _, r| r.len() as u64);
         usize::try_from(n).unwrap_or(usize::MAX)
     }

@@ -384,7 +384,9 @@ assert_eq!(item, (7, \"plum\".to_string()));
                 .map_err(GetFail::timed)
             }
 
-            /// Whether the queue is empty (exact at the moment of the call).
+            /// Whether the queue is empty (exact at the moment of the call;
+            /// a put killed before it finished leaves nothing behind, so
+            /// `while !q.empty() { q.get()?; }` drains without blocking).
             #[doc = concat!("```\nassert!(shmproc::", $doc_ty, "::<u8>::new(1).unwrap().empty());\n```")]
             pub fn empty(&self) -> bool {
                 self.q.len() == 0
@@ -477,8 +479,11 @@ macro_rules! facade_full {
                 self.q.is_full()
             }
 
-            /// Exact number of items (Python's is approximate; this one is
-            /// taken under the queue's lock).
+            /// Exact number of items at one instant (Python's is
+            /// approximate). A put under way counts (a get waits for it). A
+            /// put killed before it finished is not counted once its slot
+            /// reaches the front of the queue (it is discarded there, as a
+            /// get would); behind items it still counts until then.
             #[doc = concat!("```\nlet q = shmproc::", $doc_ty, "::new(4).unwrap();\nq.put(1u8).unwrap();\nq.put(2).unwrap();\nassert_eq!(q.qsize(), 2);\n```")]
             pub fn qsize(&self) -> usize {
                 self.q.len()

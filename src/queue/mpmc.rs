@@ -351,8 +351,10 @@ impl<T: RingItem> MpmcQueue<T> {
 
     /// Number of items: exact at one instant (a consistent snapshot of both
     /// indices). An item whose push is under way counts (a pop waits for
-    /// it), and so does a dead producer's claimed slot until a consumer
-    /// skips it.
+    /// it). A slot claimed by a producer killed before it published is
+    /// not counted once it reaches the front: the front is settled first
+    /// (see `settle_front`), as a pop would find it. Such a slot behind
+    /// items still counts until the consumers reach it.
     ///
     /// ```
     /// let q = shmproc::queue::MpmcQueue::<u8>::new(3).unwrap();
@@ -360,7 +362,19 @@ impl<T: RingItem> MpmcQueue<T> {
     /// assert_eq!(q.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
+        if self.ring().len() == 0 {
+            return 0;
+        }
+        self.settle_front();
         self.ring().len() as usize
+    }
+
+    /// Settles the front of the ring (`Ring::settle_front`: repaired slots
+    /// discarded, a dead producer's unfinished claim there repaired) with
+    /// our record, as a `try_pop` would wait on it; whether an item (or a
+    /// live producer's claim) is at the front.
+    fn settle_front(&self) -> bool {
+        self.attempt(&mut Flight::new(self, false, Deadline::NEVER), |ring, slots, op| ring.settle_front(slots, op))
     }
 
     /// Whether the queue is empty (exact at the moment of the call).

@@ -335,6 +335,78 @@ impl Ring<'_> {
         }
     }
 
+    /// Makes the front of the ring say what it holds, as a pop would find
+    /// it, without taking an item: discards repaired (skipped) slots at the
+    /// front, and a slot at the front claimed by a producer that is not
+    /// live any more is repaired through `e.in_flight` (which then lets it
+    /// be discarded). Returns whether an item is at the front: a published
+    /// one, or a live producer's unfinished claim (counted as an item while
+    /// its holder lives, as [`len`](Self::len) counts it). False: the ring
+    /// is empty.
+    ///
+    /// What `qsize` and `empty` run first, so that a producer killed
+    /// between its claim and its publication does not leave a queue that
+    /// holds nothing saying it holds an item (a `while !q.empty() { q.get() }`
+    /// loop would then block in `get` for good). Same protocol as
+    /// [`pop_with`](Self::pop_with), step for step, up to the read of a
+    /// published item, where it stops.
+    pub fn settle_front<T, S: Slots<T>, E: Env>(&self, s: &S, e: &mut E) -> bool {
+        let mut h = self.head.load(Ordering::Relaxed);
+        let mut step = 0;
+        loop {
+            // Acquire: as in `pop_with` (pairs with the Release store in
+            // `publish` or `repair_push`).
+            let seq = s.seq(h).load(Ordering::Acquire);
+            if seq == h.wrapping_add(1) {
+                // A published item: left for a pop.
+                e.withdraw();
+                return true;
+            }
+            if seq == h.wrapping_add(1) | SKIP {
+                // A repaired slot: discarded as `pop_with` discards it.
+                e.announce(h, 1, true);
+                // Release: as the claim CAS in `pop_with`.
+                match self.head.compare_exchange_weak(h, h.wrapping_add(1), Ordering::Release, Ordering::Relaxed) {
+                    Ok(_) => {
+                        self.release::<T, S>(s, h);
+                        h = self.head.load(Ordering::Relaxed);
+                    }
+                    Err(now) => {
+                        h = now;
+                        backoff(step.min(SPIN_STEPS));
+                        step += 1;
+                    }
+                }
+            } else if seq == h
+                || (seq & !SKIP).wrapping_add(self.slots) == h.wrapping_add(1) && self.empty_and_closed().0
+            {
+                // Empty, or claimed by a producer that has not published
+                // (as in `pop_with`).
+                if self.empty_and_closed().0 {
+                    e.withdraw();
+                    return false;
+                }
+                if !e.in_flight(h, false) {
+                    // A live producer's claim (or one we gave up on).
+                    e.withdraw();
+                    return true;
+                }
+                h = self.head.load(Ordering::Relaxed);
+            } else {
+                // Another consumer took `h` meanwhile: catch up.
+                backoff(step.min(SPIN_STEPS));
+                step += 1;
+                let now = self.head.load(Ordering::Relaxed);
+                if now == h && step > CORRUPT_STEPS {
+                    // A sequence word a hostile peer wrote: the indices say.
+                    e.withdraw();
+                    return !self.empty_and_closed().0;
+                }
+                h = now;
+            }
+        }
+    }
+
     /// Frees the slot of `h` for the next lap.
     #[inline(always)]
     fn release<T, S: Slots<T>>(&self, s: &S, h: u64) {
