@@ -842,10 +842,12 @@ impl<K: Element, V: Element> DictProxy<K, V> {
 
     /// Inserts every pair as one transaction: no process sees a part of
     /// it, and an error (nothing changes) or a crash part way leaves the
-    /// dict as before. A group's undo log is bounded (16 KiB of old bytes
-    /// of entries that existed before; new entries of a table the update
-    /// grew cost nothing): past it, [`ContainerError::TooLarge`] and
-    /// nothing changes.
+    /// dict as before. Once the pairs have filled half of the group's undo
+    /// log (16 KiB), the table moves to a new block (as a resize does), so
+    /// the new entries and new values after that cost no log, however
+    /// many. What stays bounded is freeing the blobs of replaced `String`
+    /// / `Vec<u8>` values (some hundreds in one update): past it,
+    /// [`ContainerError::TooLarge`] and nothing changes.
     ///
     /// ```
     /// let d = shmproc::DictProxy::<u8, u8>::new().unwrap();
@@ -854,8 +856,27 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// ```
     pub fn update(&self, items: impl IntoIterator<Item = (K, V)>) -> Result<(), ContainerError> {
         self.store.group(|| {
+            let mut moved = false;
             for (k, v) in items {
+                if !moved && self.store.log_past_half() {
+                    self.move_table()?;
+                    moved = true;
+                }
                 self.insert(k, v)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Moves the table into a block of the same size allocated now (a
+    /// resize that keeps the number of buckets): inside a group, what the
+    /// group's later operations write into it needs no undo log (no
+    /// committed state reaches it), and the old table is freed at commit.
+    fn move_table(&self) -> Result<(), ContainerError> {
+        self.store.write(|tx| {
+            let t = self.table_tx(tx)?;
+            if t.nb != 0 {
+                self.resize(tx, t, t.nb)?;
             }
             Ok(())
         })

@@ -501,6 +501,13 @@ impl Store {
         self.ctl().state[S_ROOT + i].load(Ordering::Relaxed)
     }
 
+    /// Whether the undo log holds more than half of what it can: for an
+    /// operation of this thread's open group (which holds the lock, so the
+    /// log is its own) that can switch to writing only fresh space.
+    pub(crate) fn log_past_half(&self) -> bool {
+        self.ctl().log_used.load(Ordering::Relaxed) > LOG_CAP / 2
+    }
+
     /// The container's hash key (read once by each handle: a hostile value
     /// only makes its hashing disagree with other handles').
     pub(crate) fn seed(&self) -> u64 {
