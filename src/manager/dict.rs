@@ -992,7 +992,26 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// assert!(d.is_empty());
     /// ```
     pub fn clear(&self) -> Result<(), ContainerError> {
-        self.store.write(|tx| tx.reset())
+        self.store.write(|tx| {
+            if !tx.in_group() {
+                return tx.reset();
+            }
+            // Inside a group the heap cannot be reset (`Txn::reset`): the table and the live entries' blobs are
+            // freed at the group's commit instead.
+            let t = self.table_tx(tx)?;
+            for i in 0..t.nb {
+                let b = self.bucket(t, i);
+                if tag_of(tx.view().u64(b)?) > TOMB {
+                    element::release(tx, b + KOFF, self.kin)?;
+                    element::release(tx, b + KOFF + self.ks(), self.vin)?;
+                }
+            }
+            if t.base != 0 {
+                tx.free(t.base)?;
+            }
+            const _: () = assert!(NB == TABLE + 1 && COUNT == TABLE + 2 && USED == TABLE + 3 && ORDER == TABLE + 4);
+            tx.set_roots(TABLE, &[0; 5])
+        })
     }
 
     /// Gives space back: moves the entries into the smallest table that

@@ -831,6 +831,7 @@ impl Store {
         let mut tx = Txn::new(self, self.view(), used, true, g.seq);
         tx.logged = g.logged;
         tx.freed = g.freed;
+        tx.fresh = g.fresh;
         match tx.flush_frees() {
             Ok(()) => {
                 tx.commit();
@@ -1346,6 +1347,13 @@ impl<'a> Txn<'a> {
     #[inline]
     pub(crate) fn note_fresh(&mut self, p: u64, end: u64) {
         self.fresh.insert(p, end, self.op);
+    }
+
+    /// Whether the block whose payload starts at `p` was allocated by this
+    /// transaction (its group).
+    #[inline]
+    pub(crate) fn allocated_here(&self, p: u64) -> bool {
+        self.fresh.containing(p, p.saturating_add(8)).is_some()
     }
 
     /// The fresh-block record starting at payload `p`, if any.
