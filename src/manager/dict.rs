@@ -844,10 +844,10 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// it, and an error (nothing changes) or a crash part way leaves the
     /// dict as before. Once the pairs have filled half of the group's undo
     /// log (16 KiB), the table moves to a new block (as a resize does), so
-    /// the new entries and new values after that cost no log, however
-    /// many. What stays bounded is freeing the blobs of replaced `String`
-    /// / `Vec<u8>` values (some hundreds in one update): past it,
-    /// [`ContainerError::TooLarge`] and nothing changes.
+    /// the new entries and new inline values after that cost no log,
+    /// however many. If the log fills all the same (many `String` /
+    /// `Vec<u8>` values replaced), [`ContainerError::TooLarge`] and
+    /// nothing changes.
     ///
     /// ```
     /// let d = shmproc::DictProxy::<u8, u8>::new().unwrap();
