@@ -842,9 +842,11 @@ impl<K: Element, V: Element> DictProxy<K, V> {
 
     /// Inserts every pair as one transaction: no process sees a part of
     /// it, and an error (nothing changes) or a crash part way leaves the
-    /// dict as before. A group's undo log is bounded (16 KiB of old bytes
-    /// of entries that existed before; new entries of a table the update
-    /// grew cost nothing): past it, [`ContainerError::TooLarge`] and
+    /// dict as before. Once the pairs have filled half of the group's undo
+    /// log (16 KiB), the table moves to a new block (as a resize does), so
+    /// the new entries and new inline values after that cost no log,
+    /// however many. If the log fills all the same (many `String` /
+    /// `Vec<u8>` values replaced), [`ContainerError::TooLarge`] and
     /// nothing changes.
     ///
     /// ```
@@ -854,8 +856,27 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// ```
     pub fn update(&self, items: impl IntoIterator<Item = (K, V)>) -> Result<(), ContainerError> {
         self.store.group(|| {
+            let mut moved = false;
             for (k, v) in items {
+                if !moved && self.store.log_past_half() {
+                    self.move_table()?;
+                    moved = true;
+                }
                 self.insert(k, v)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Moves the table into a block of the same size allocated now (a
+    /// resize that keeps the number of buckets): inside a group, what the
+    /// group's later operations write into it needs no undo log (no
+    /// committed state reaches it), and the old table is freed at commit.
+    fn move_table(&self) -> Result<(), ContainerError> {
+        self.store.write(|tx| {
+            let t = self.table_tx(tx)?;
+            if t.nb != 0 {
+                self.resize(tx, t, t.nb)?;
             }
             Ok(())
         })
@@ -971,7 +992,26 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// assert!(d.is_empty());
     /// ```
     pub fn clear(&self) -> Result<(), ContainerError> {
-        self.store.write(|tx| tx.reset())
+        self.store.write(|tx| {
+            if !tx.in_group() {
+                return tx.reset();
+            }
+            // Inside a group the heap cannot be reset (`Txn::reset`): the table and the live entries' blobs are
+            // freed at the group's commit instead.
+            let t = self.table_tx(tx)?;
+            for i in 0..t.nb {
+                let b = self.bucket(t, i);
+                if tag_of(tx.view().u64(b)?) > TOMB {
+                    element::release(tx, b + KOFF, self.kin)?;
+                    element::release(tx, b + KOFF + self.ks(), self.vin)?;
+                }
+            }
+            if t.base != 0 {
+                tx.free(t.base)?;
+            }
+            const _: () = assert!(NB == TABLE + 1 && COUNT == TABLE + 2 && USED == TABLE + 3 && ORDER == TABLE + 4);
+            tx.set_roots(TABLE, &[0; 5])
+        })
     }
 
     /// Gives space back: moves the entries into the smallest table that

@@ -8,16 +8,21 @@
 //! ```
 //! Every change goes through the transaction: the free-list heads, the
 //! mask of the non-empty lists (an allocation's one load to find a list)
-//! and the top are state words (logged), the `next` word of a block being freed is
-//! logged (the block was live), and a block handed out is written without
-//! logging (no committed state reaches it). So a crash mid-allocation
-//! rolls back to the exact free lists of before.
+//! and the top are state words (logged), and a block handed out is
+//! written without logging (no committed state reaches it). The `next`
+//! word of a block being freed is logged only if the block was allocated
+//! in the same transaction (it may have come off a free list that a
+//! rollback restores, link and all); the `next` word of a block that was
+//! live before is read by nobody (only free blocks' links are), so it is
+//! written unlogged, and freeing many blocks costs no log. So a crash
+//! mid-allocation or mid-free rolls back to the exact free lists of
+//! before.
 //!
 //! Offsets read from shared memory are checked before use: inside the
 //! heap, on a block boundary, with a valid header, ending inside the
 //! mapping; a bad one is an error or garbage, never an access outside.
 
-use super::store::{Fail, HEAP_START, NCLASS, R, ROOT_WORDS, S_FREE, S_FREE_MASK, S_ROOT, S_TOP, STATE_WORDS, Txn, View};
+use super::store::{Fail, HEAP_START, NCLASS, R, S_FREE, S_FREE_MASK, S_TOP, STATE_WORDS, Txn, View};
 
 /// High bits of a block header word ("BLK").
 const BLOCK_MAGIC: u64 = 0x424C_4B00_0000_0000;
@@ -230,7 +235,13 @@ impl Txn<'_> {
                 continue;
             }
             let head = self.state(S_FREE + c);
-            self.write_u64(b + 8, head)?;
+            if self.allocated_here(p) {
+                self.write_u64(b + 8, head)?;
+            } else {
+                // Live before this transaction: its link is read by nobody until it is on a list, and a rollback
+                // (the heads restored) makes it live again.
+                self.write_fresh(b + 8, &head.to_ne_bytes())?;
+            }
             self.set_free_head(c, b)?;
         }
         Ok(())
@@ -258,21 +269,15 @@ impl Txn<'_> {
         Ok(true)
     }
 
-    /// Frees every block at once (`clear`): an empty heap, roots zeroed.
+    /// Frees every block at once (`clear` outside a group): an empty heap,
+    /// roots zeroed.
     ///
-    /// Inside a group only the roots are zeroed: earlier operations of the
-    /// group may still need the old blocks for their rollback, and blocks
-    /// handed out again later in the group would be written unlogged. The
-    /// old blocks stay allocated (reclaimed by a `clear` outside a group).
+    /// Not inside a group: earlier operations of the group may still need
+    /// the old blocks for their rollback, and blocks handed out again
+    /// later in the group would be written unlogged. There the containers
+    /// free the blocks they hold instead (at the group's commit).
     pub(crate) fn reset(&mut self) -> R<()> {
-        if self.in_group() {
-            for i in S_ROOT..S_ROOT + ROOT_WORDS {
-                if self.state(i) != 0 {
-                    self.set_state(i, 0)?;
-                }
-            }
-            return Ok(());
-        }
+        debug_assert!(!self.in_group(), "a heap reset inside a group");
         drop(self.take_deferred());
         self.set_state(S_TOP, HEAP_START)?;
         for i in S_FREE..STATE_WORDS {

@@ -614,7 +614,22 @@ impl<T: Element> ListProxy<T> {
     /// assert!(l.is_empty());
     /// ```
     pub fn clear(&self) -> Result<(), ContainerError> {
-        self.store.write(|tx| tx.reset())
+        self.store.write(|tx| {
+            if !tx.in_group() {
+                return tx.reset();
+            }
+            // Inside a group the heap cannot be reset (`Txn::reset`): the array and the elements' blobs are freed
+            // at the group's commit instead.
+            let a = self.arr_tx(tx)?;
+            for i in 0..a.len {
+                element::release(tx, self.slot(a, i), self.inline)?;
+            }
+            if a.base != 0 {
+                tx.free(a.base)?;
+            }
+            const _: () = assert!(LEN == ARR + 1 && CAP == ARR + 2);
+            tx.set_roots(ARR, &[0, 0, 0])
+        })
     }
 
     /// Reverses the list in place.

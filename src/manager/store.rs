@@ -501,6 +501,13 @@ impl Store {
         self.ctl().state[S_ROOT + i].load(Ordering::Relaxed)
     }
 
+    /// Whether the undo log holds more than half of what it can: for an
+    /// operation of this thread's open group (which holds the lock, so the
+    /// log is its own) that can switch to writing only fresh space.
+    pub(crate) fn log_past_half(&self) -> bool {
+        self.ctl().log_used.load(Ordering::Relaxed) > LOG_CAP / 2
+    }
+
     /// The container's hash key (read once by each handle: a hostile value
     /// only makes its hashing disagree with other handles').
     pub(crate) fn seed(&self) -> u64 {
@@ -824,6 +831,7 @@ impl Store {
         let mut tx = Txn::new(self, self.view(), used, true, g.seq);
         tx.logged = g.logged;
         tx.freed = g.freed;
+        tx.fresh = g.fresh;
         match tx.flush_frees() {
             Ok(()) => {
                 tx.commit();
@@ -1339,6 +1347,13 @@ impl<'a> Txn<'a> {
     #[inline]
     pub(crate) fn note_fresh(&mut self, p: u64, end: u64) {
         self.fresh.insert(p, end, self.op);
+    }
+
+    /// Whether the block whose payload starts at `p` was allocated by this
+    /// transaction (its group).
+    #[inline]
+    pub(crate) fn allocated_here(&self, p: u64) -> bool {
+        self.fresh.containing(p, p.saturating_add(8)).is_some()
     }
 
     /// The fresh-block record starting at payload `p`, if any.
