@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use shmproc::pool::{PoolError, TaskError, default_chunksize};
 use shmproc::{Pool, Value};
 
+/// Shared test helpers (tests/common/mod.rs).
+mod common;
+
 /// The hostile review's tests (tests/pool/review.rs).
 #[path = "pool/review.rs"]
 mod review;

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use shmproc::{PutTimeoutError, Queue, TryPutError};
 
+mod common;
+
 const NOBODY: u32 = 65534;
 
 /// Whether this test binary can run as other users (root, setpriv, and an
@@ -348,8 +350,8 @@ fn review4_lock_held_by_another_user_is_not_taken_over_under_hidepid() {
         }
         _ => {}
     }
-    if !can_run_as_others() {
-        println!("skipping: needs root, unshare and setpriv");
+    if !can_run_as_others() || !common::can_unshare_mounts() {
+        println!("skipping: needs root, setpriv and a mount namespace (unshare -m)");
         return;
     }
     let name = unique("hidepid-lock");

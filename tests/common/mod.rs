@@ -490,8 +490,10 @@ pub fn rerun_in_tmpfs(test: &str, var: &str, size: Option<&str>, deadline: Durat
     let cmd = match size {
         Some(size) => {
             // SAFETY: geteuid has no preconditions.
-            if unsafe { libc::geteuid() } != 0 || Command::new("unshare").arg("--version").output().is_err() {
-                println!("skipping {test}: needs root and unshare for a private tmpfs");
+            if unsafe { libc::geteuid() } != 0 || !can_unshare_mounts() {
+                println!(
+                    "skipping {test}: needs root allowed to make a mount namespace (unshare -m) for a private tmpfs"
+                );
                 return false;
             }
             let mut cmd = Command::new("unshare");
@@ -515,6 +517,38 @@ pub fn rerun_in_tmpfs(test: &str, var: &str, size: Option<&str>, deadline: Durat
     assert!(status.success(), "{test}: {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("1 passed"), "{test}: the re-run ran no test\n{stdout}\n{stderr}");
     false
+}
+
+/// Whether /dev/shm has at least `bytes` free; if not, prints a line
+/// saying `test` is skipped. A container's /dev/shm is often small (64 MiB
+/// by default under Docker): the few tests that need more than that skip
+/// there instead of failing, and run in full on a host's /dev/shm.
+pub fn dev_shm_has_room(test: &str, bytes: u64) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a pointer to writable memory of the right type.
+    let free = if unsafe { libc::statvfs(c"/dev/shm".as_ptr(), st.as_mut_ptr()) } == 0 {
+        // SAFETY: statvfs returned 0: it filled `st`.
+        let st = unsafe { st.assume_init() };
+        (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
+    } else {
+        0
+    };
+    if free < bytes {
+        println!("skipping {test}: needs {} MiB free in /dev/shm, {} MiB are", bytes >> 20, free >> 20);
+    }
+    free >= bytes
+}
+
+/// Whether `unshare -m` works here: root in a container without
+/// `CAP_SYS_ADMIN` (a default Docker container) is refused a mount
+/// namespace, and the tests that need one skip there instead of failing.
+pub fn can_unshare_mounts() -> bool {
+    Command::new("unshare")
+        .args(["-m", "--propagation", "private", "true"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Fills /dev/shm (a private tmpfs: see [`rerun_in_tmpfs`]) to its last

@@ -147,6 +147,9 @@ shmproc::task! { fn sum32(v: [u64; 32]) -> u64 { v.iter().sum() } }
 /// and from the workers' mappings (a mapping would keep its memory).
 #[test]
 fn an_arena_over_the_kept_size_is_let_go_after_its_map() {
+    if !crate::common::dev_shm_has_room("an_arena_over_the_kept_size_is_let_go_after_its_map", 128 << 20) {
+        return;
+    }
     let _watchdog = watchdog("an_arena_over_the_kept_size_is_let_go_after_its_map");
     let pool = Pool::new(2).unwrap();
     let (_, before) = pool.__created();

@@ -268,7 +268,12 @@ fn owner_files(owner: u32) -> Vec<(String, u64, u64)> {
 /// (seen failing before the fix: the file had no header then).
 #[test]
 fn an_arena_whose_creator_is_killed_while_creating_it_is_garbage_collected() {
-    let _watchdog = watchdog("an_arena_whose_creator_is_killed_while_creating_it_is_garbage_collected");
+    let test = "an_arena_whose_creator_is_killed_while_creating_it_is_garbage_collected";
+    // A 256 MiB arena.
+    if !crate::common::dev_shm_has_room(test, 320 << 20) {
+        return;
+    }
+    let _watchdog = watchdog(test);
     let mut caught: Option<(u32, String)> = None;
     let mut tries = 0;
     while caught.is_none() && tries < 5 {
@@ -380,6 +385,9 @@ shmproc::task! {
 /// after the drop no worker and no arena is left.
 #[test]
 fn terminate_mid_map_over_arenas_leaves_no_arena() {
+    if !crate::common::dev_shm_has_room("terminate_mid_map_over_arenas_leaves_no_arena", 128 << 20) {
+        return;
+    }
     let _watchdog = watchdog("terminate_mid_map_over_arenas_leaves_no_arena");
     let pool = std::sync::Arc::new(Pool::new(2).unwrap());
     let (_, before) = pool.__created();
