@@ -529,7 +529,7 @@ pub fn dev_shm_has_room(test: &str, bytes: u64) -> bool {
     let free = if unsafe { libc::statvfs(c"/dev/shm".as_ptr(), st.as_mut_ptr()) } == 0 {
         // SAFETY: statvfs returned 0: it filled `st`.
         let st = unsafe { st.assume_init() };
-        (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
+        st.f_bavail.saturating_mul(st.f_frsize)
     } else {
         0
     };
