@@ -128,20 +128,24 @@ fn run_as_nobody(test: &str, arg: &str) -> (std::process::ExitStatus, String) {
     run_as(NOBODY, test, arg)
 }
 
-/// [`run_as_nobody`] as user (and group) `uid`.
-fn run_as(uid: u32, test: &str, arg: &str) -> (std::process::ExitStatus, String) {
+/// The command that runs `test` again as user (and group) `uid`, with
+/// `AS_NOBODY=arg`, its output piped.
+fn command_as(uid: u32, test: &str, arg: &str) -> std::process::Command {
     use std::process::{Command, Stdio};
     let id = uid.to_string();
-    let mut child = Command::new("setpriv")
-        .args(["--reuid", &id, "--regid", &id, "--clear-groups"])
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", &id, "--regid", &id, "--clear-groups"])
         .arg(std::env::current_exe().unwrap())
         .args([test, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
         .env(AS_NOBODY, arg)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// [`run_as_nobody`] as user (and group) `uid`.
+fn run_as(uid: u32, test: &str, arg: &str) -> (std::process::ExitStatus, String) {
+    let mut child = command_as(uid, test, arg).stdin(std::process::Stdio::null()).spawn().unwrap();
     let start = std::time::Instant::now();
     loop {
         if child.try_wait().unwrap().is_some() {
@@ -216,10 +220,18 @@ const OTHER: u32 = 65533;
 /// and 2 are its files. The creator drains the queue (retiring those
 /// rings: their names are to be removed) and unlinks the queue. In the
 /// sticky /dev/shm the creator cannot remove another user's files, so the
-/// retired rings' names, and their memory, stay behind for good (and no
-/// `gc` of either user removes them: the control segment is gone).
+/// retired rings' names, and their memory, stayed behind for good: no `gc`
+/// of either user removed them (they were persisted, and the control
+/// segment was gone); seen failing: "left in /dev/shm after the queue was
+/// drained and unlinked: [(\"...71ef4df5.2.1c0c85e94dbdecc9\", 65534),
+/// (\"...71ef4df5.1.cc12168f260f5662\", 65534)]".
+///
+/// Only a file's owner (or root) may remove it from /dev/shm, so the
+/// other user has to come back: the creator now gives those rings up to
+/// their owner (their persist flag cleared), and the owner's next `gc()`
+/// removes them (the process that made them is gone). That `gc` is the
+/// last step here; the memory goes with the names (nobody maps them).
 #[test]
-#[ignore = "review4: rings another user made are never removed once retired (sticky /dev/shm): their memory leaks"]
 fn review4_unbounded_queue_shared_by_two_users_leaves_no_ring_behind() {
     const N: u64 = 20_000;
     let test = "review4_unbounded_queue_shared_by_two_users_leaves_no_ring_behind";
@@ -243,6 +255,10 @@ fn review4_unbounded_queue_shared_by_two_users_leaves_no_ring_behind() {
                 drop(q);
                 shmproc::unlink(name).unwrap();
             }
+            "gc" => {
+                let removed = shmproc::gc().unwrap();
+                println!("the owner's gc removed {removed:?}");
+            }
             _ => unreachable!(),
         }
         return;
@@ -253,7 +269,8 @@ fn review4_unbounded_queue_shared_by_two_users_leaves_no_ring_behind() {
     }
     let name = unique("chain-two-users");
     let mut log = String::new();
-    for (uid, role) in [(OTHER, "create"), (NOBODY, "put"), (OTHER, "drain")] {
+    let steps = [(OTHER, "create"), (NOBODY, "put"), (OTHER, "drain"), (NOBODY, "gc")];
+    for (uid, role) in steps {
         let (st, out) = run_as(uid, test, &format!("{role}:{name}"));
         log += &format!("{role} as {uid}: {st:?}\n");
         if !st.success() || !out.contains("1 passed") {
@@ -261,18 +278,116 @@ fn review4_unbounded_queue_shared_by_two_users_leaves_no_ring_behind() {
             break;
         }
     }
-    let left: Vec<(String, u32)> = files_starting_with(&name)
+    let left = remove_files_starting_with(&name);
+    assert_eq!(log.lines().count(), steps.len(), "a step failed:\n{log}");
+    assert!(left.is_empty(), "left in /dev/shm after the queue was drained and unlinked: {left:?}\n{log}");
+}
+
+/// As above, but the other user's producer is still attached when the
+/// creator drains the queue and unlinks it: the creator gives up the
+/// rings that producer made (retired ring 1, and ring 2 left when the
+/// queue was unlinked), and the producer removes them when it drops its
+/// handle; no `gc` is needed (the producer, their creator, is alive
+/// until then, so its user's `gc` would leave them). Seen failing
+/// without that drop's sweep: "left in /dev/shm after the producer
+/// dropped its handle: [(\"...25057900.2.9b6fa773571a4197\", 65534),
+/// (\"...25057900.1.fa23c31517802b44\", 65534)]".
+#[test]
+fn review4_unbounded_queue_rings_given_up_are_removed_by_their_makers_drop() {
+    /// What the producer prints once its items are in.
+    const PUT_DONE: &str = "PUT-DONE";
+    use std::io::{BufRead, Write};
+    const N: u64 = 20_000;
+    let test = "review4_unbounded_queue_rings_given_up_are_removed_by_their_makers_drop";
+    if let Ok(arg) = std::env::var(AS_NOBODY) {
+        let (role, name) = arg.split_once(':').unwrap();
+        let other = if role == "put-and-hold" { OTHER } else { NOBODY };
+        let opts = shmproc::Options::new().mode(0o666).trust_owner(other);
+        match role {
+            "create" => Queue::<u64>::create_with(name, 0, &opts).unwrap().persist(),
+            "put-and-hold" => {
+                let q = Queue::<u64>::open_with(name, &opts).unwrap();
+                for i in 0..N {
+                    q.put_timeout(i, Duration::from_secs(30)).unwrap();
+                }
+                println!("{PUT_DONE}");
+                std::io::stdout().flush().unwrap();
+                let mut line = String::new();
+                let _ = std::io::stdin().read_line(&mut line);
+                drop(q);
+            }
+            "drain" => {
+                let q = Queue::<u64>::open_with(name, &opts).unwrap();
+                for i in 0..N {
+                    assert_eq!(q.get_nowait().unwrap(), i);
+                }
+                drop(q);
+                shmproc::unlink(name).unwrap();
+            }
+            _ => unreachable!(),
+        }
+        return;
+    }
+    if !can_run_as_others() {
+        println!("skipping: needs root and setpriv to run as two other users");
+        return;
+    }
+    let name = unique("chain-given-up");
+    let (st, out) = run_as(OTHER, test, &format!("create:{name}"));
+    let mut log = format!("create as {OTHER}: {st:?}\n{out}");
+    let mut hold =
+        command_as(NOBODY, test, &format!("put-and-hold:{name}")).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    // The harness prints its own text first: read up to PUT_DONE (or the
+    // end), in a thread, so a producer that hangs cannot hang the test.
+    let out = hold.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut r = std::io::BufReader::new(out);
+        let mut all = String::new();
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) != 0 {
+            if line.contains(PUT_DONE) {
+                let _ = tx.send(());
+            }
+            all += &std::mem::take(&mut line);
+        }
+        all
+    });
+    let put = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+    let rings_while_held = files_starting_with(&name).len();
+    let drained = put.then(|| run_as(OTHER, test, &format!("drain:{name}")));
+    drop(hold.stdin.take());
+    let start = std::time::Instant::now();
+    while hold.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = hold.kill();
+    let held = hold.wait_with_output().unwrap();
+    let rest = reader.join().unwrap();
+    log += &format!("put-and-hold as {NOBODY}: {:?}\n{rest}{}\n", held.status, String::from_utf8_lossy(&held.stderr));
+    let left = remove_files_starting_with(&name);
+    let Some((dst, dout)) = drained else { panic!("the producer did not put:\n{log}") };
+    assert!(dst.success() && dout.contains("1 passed"), "the drain: {dst:?}\n{dout}\n{log}");
+    assert!(held.status.success() && rest.contains("1 passed"), "{log}");
+    assert!(rings_while_held >= 3, "the producer did not grow the chain: {rings_while_held} files\n{log}");
+    assert!(left.is_empty(), "left in /dev/shm after the producer dropped its handle: {left:?}\n{log}");
+}
+
+/// Removes the /dev/shm files of the user names starting with `prefix`;
+/// returns them with their owners.
+fn remove_files_starting_with(prefix: &str) -> Vec<(String, u32)> {
+    let left: Vec<(String, u32)> = files_starting_with(prefix)
         .into_iter()
         .map(|f| {
-            let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(format!("/dev/shm/shmproc.{f}")).unwrap());
+            let uid = std::fs::metadata(format!("/dev/shm/shmproc.{f}"))
+                .map_or(u32::MAX, |m| std::os::unix::fs::MetadataExt::uid(&m));
             (f, uid)
         })
         .collect();
     for (f, _) in &left {
         let _ = std::fs::remove_file(format!("/dev/shm/shmproc.{f}"));
     }
-    assert_eq!(log.lines().count(), 3, "a step failed:\n{log}");
-    assert!(left.is_empty(), "left in /dev/shm after the queue was drained and unlinked: {left:?}\n{log}");
+    left
 }
 
 /// Set in the re-runs of the hidepid test: which part this process plays.

@@ -682,7 +682,10 @@ pub(crate) mod crash {
 /// An unbounded queue ([`Queue::new(0)`](crate::Queue::new)) whose
 /// creator is dead goes with its rings (`<name>.<generation>.<k>.<tag>`), once
 /// no live process holds it (a live holder removes the rings when it
-/// leaves; the queue's name then goes at a later `gc`).
+/// leaves; the queue's name then goes at a later `gc`). A ring of ours
+/// that a process of another user retired, or left when it removed the
+/// queue (/dev/shm is sticky: only we may remove our files), was given up
+/// to us: `gc` removes it once the process that made it is dead.
 ///
 /// A creator killed in the microseconds between sizing its file and
 /// writing its identity leaves a zero-filled file that `gc` cannot tell

@@ -50,6 +50,18 @@
 //!   queue's rings stay. Holders are recorded by process identity, so a
 //!   holder killed without detaching does not keep the rings: the last
 //!   live one to leave sees it dead and removes them.
+//! - **other users' rings**: /dev/shm is sticky, so only a ring's owner
+//!   (the user whose process made it) or root may remove its name. A
+//!   process that cannot remove a ring it retires, or that the queue's
+//!   removal leaves, gives it up to its owner instead: it clears the
+//!   ring's persist flag (`shm::unlink_or_release`; the ring is never used
+//!   again). The owner's process that made it removes it when it detaches
+//!   (`unlink_given_up`), and once that process is gone, the owner's
+//!   [`gc`](crate::gc) does (an ordinary segment of a dead creator). Until
+//!   one of them runs, the ring's name and memory stay: the memory cannot
+//!   be freed earlier, as a process that read `oldest` before the ring
+//!   was retired may still touch its pages (a truncated file would be a
+//!   SIGBUS; a punched hole would read as zeros, or fault in new pages).
 //!
 //! `qsize` is the sum of each live ring's exact count (each exact at its
 //! instant, the sum not one snapshot).
@@ -218,6 +230,9 @@ struct Shared<T> {
     /// How this handle opens rings (and, with the creator's mode, creates
     /// them).
     opts: Options,
+    /// Whether this process made (linked) a ring of the chain: at its
+    /// detach it removes those another user gave up (`unlink_given_up`).
+    made_rings: std::sync::atomic::AtomicBool,
 }
 
 /// An unbounded queue of `T`: handles to one chain of rings.
@@ -301,6 +316,7 @@ impl<T: Handoff> Chain<T> {
                 generation,
                 key,
                 opts: opts.clone(),
+                made_rings: std::sync::atomic::AtomicBool::new(false),
             }),
             waiting_on: None,
             waiting_for_space: false,
@@ -396,6 +412,8 @@ impl<T: Handoff> Chain<T> {
         });
         match linked {
             Ok(r) => {
+                // Relaxed: read by this process's own detach only.
+                self.s.made_rings.store(true, Ordering::Relaxed);
                 let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
                 rings.push((k, r.clone()));
                 Ok(Ok(r))
@@ -838,11 +856,14 @@ impl<T> Drop for Shared<T> {
         let w = &ctl.words.0;
         links::detach(&w.holders, &w.attached, self.holder, crate::sys::thread::process_packed());
         // Acquire: pairs with the Release store in `persist`.
-        if w.persisted.load(Ordering::Acquire) != 0 {
-            return;
-        }
-        if !links::held(&w.holders, &w.attached, crate::sys::thread::owner_is_dead) {
+        let persisted = w.persisted.load(Ordering::Acquire) != 0;
+        if !persisted && !links::held(&w.holders, &w.attached, crate::sys::thread::owner_is_dead) {
             unlink_rings(ctl, self.ctl.m.segment().name(), self.generation, self.key);
+        } else if self.made_rings.load(Ordering::Relaxed) {
+            // Rings this process made (its own, so `gc` leaves them while
+            // it lives) that another user retired, or removed with the
+            // queue, and could not remove.
+            unlink_given_up(ctl, self.ctl.m.segment().name(), self.generation);
         }
     }
 }
@@ -862,7 +883,7 @@ fn unlink_rings(ctl: &ChainCtl, name: &str, generation: u32, key: u64) {
     let n = (ctl.newest.0.load(Ordering::Acquire) & !CLOSED).clamp(o, o.saturating_add(LIVE_RINGS));
     // n + 1: a successor created by a producer that died before linking it.
     for k in o..=n.saturating_add(1) {
-        let _ = crate::unlink(&ring_name(name, generation, key, k));
+        let _ = crate::shm::unlink_or_release(&ring_name(name, generation, key, k));
     }
     // Temporary names of rings whose creator was killed before linking,
     // and rings below `oldest` whose retiring consumer was killed before
@@ -870,7 +891,27 @@ fn unlink_rings(ctl: &ChainCtl, name: &str, generation: u32, key: u64) {
     let prefix = format!("{name}.{generation:08x}.");
     for left in crate::shm::names_starting_with(&prefix) {
         if crate::shm::is_ring_name(&left[name.len() + 1..]) {
-            let _ = crate::unlink(&left);
+            let _ = crate::shm::unlink_or_release(&left);
+        }
+    }
+}
+
+/// Removes the names of the rings of the chain `ctl` that a process of
+/// another user gave up to us (/dev/shm is sticky: it could not remove
+/// them, `unlink_or_release`): retired ones (below `oldest`), and any
+/// other it released (our file, not persisted: a linked ring is persisted
+/// before it gets its name, so only a release clears the flag; the queue
+/// was removed with `unlink(name)`). Temporary names are left to their
+/// makers.
+fn unlink_given_up(ctl: &ChainCtl, name: &str, generation: u32) {
+    // Acquire: pairs with the CAS in `retire`.
+    let o = ctl.oldest.0.load(Ordering::Acquire);
+    let prefix = format!("{name}.{generation:08x}.");
+    for left in crate::shm::names_starting_with(&prefix) {
+        let k = left[prefix.len()..].split('.').next().and_then(|k| k.parse::<u64>().ok());
+        let linked = crate::shm::is_ring_name(&left[name.len() + 1..]) && !left[prefix.len()..].contains(TEMP_MARK);
+        if linked && (k.is_some_and(|k| k < o) || crate::shm::is_ours_unpersisted(&left)) {
+            let _ = crate::shm::unlink_or_release(&left);
         }
     }
 }
@@ -1006,7 +1047,8 @@ impl<T: Handoff> Rings for Chain<T> {
         ring.tally()
     }
     fn retired(&self, k: u64, _ring: &ItemRing<T>) {
-        let _ = crate::unlink(&self.ring_name(k));
+        // Another user's ring (sticky /dev/shm): given up to its owner.
+        let _ = crate::shm::unlink_or_release(&self.ring_name(k));
         self.wake_space_sleepers();
         let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
         rings.retain(|(i, _)| *i > k);

@@ -386,18 +386,83 @@ pub(crate) fn is_gone_or_dead(name: &str) -> bool {
 }
 
 /// Removes the names of the rings of the unbounded queue `name` (and
-/// their temporary names); returns the names removed.
+/// their temporary names); returns the names removed. Another user's
+/// rings are given up to their owner instead ([`unlink_or_release`]).
 fn unlink_rings_of(name: &str) -> Vec<String> {
     let mut removed = Vec::new();
     for ring in names_starting_with(&format!("{name}.")) {
-        if is_ring_name(&ring[name.len() + 1..])
-            && let Ok(c) = os_name(&ring)
-            && sys::shm::unlink(&c).is_ok()
-        {
+        if is_ring_name(&ring[name.len() + 1..]) && unlink_or_release(&ring).is_ok() {
             removed.push(ring);
         }
     }
     removed
+}
+
+/// Removes the name `name`; when that is refused because the file is
+/// another user's (/dev/shm is sticky: only a file's owner, or root, may
+/// remove it), gives the segment up to its owner instead: clears its
+/// persist flag ([`release`]), so the owner's [`gc`](crate::gc) removes
+/// it once the process that created it is gone. The error is the
+/// unlink's (`PermissionDenied` for a segment given up).
+///
+/// For an unbounded queue's rings, which are created persisted (they
+/// outlive the producer that happened to make one): a ring retired, or
+/// left when its queue is removed, by a process of another user than the
+/// ring's maker.
+pub(crate) fn unlink_or_release(name: &str) -> Result<(), OpenError> {
+    let c_name = os_name(name)?;
+    match sys::shm::unlink(&c_name) {
+        Err(e @ (Errno::EPERM | Errno::EACCES)) => {
+            release(&std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]));
+            Err(errno_to_open(name, e))
+        }
+        r => r.map_err(|e| errno_to_open(name, e)),
+    }
+}
+
+/// Clears the persist flag of the segment at `path` if it is a shmproc
+/// segment of this layout version (regular file, our magic), whoever owns
+/// it; true if it did. Read and written with `pread`/`pwrite`, never
+/// mapped: the file is another user's, who may truncate it meanwhile. (A
+/// ring's flags are written once, before its name is linked: this
+/// read-modify-write of the word races with no other writer.)
+fn release(path: &std::path::Path) -> bool {
+    let Ok(fd) = sys::shm::open_to_mark(path) else { return false };
+    let Some(h) = header_of(&fd) else { return false };
+    let flags = u32_at(&h, header::OFF_FLAGS);
+    flags & FLAG_PERSIST != 0
+        && sys::shm::write_at(&fd, &(flags & !FLAG_PERSIST).to_ne_bytes(), header::OFF_FLAGS as u64).ok() == Some(4)
+}
+
+/// Whether the segment `name` is ours and not persisted: for a ring of an
+/// unbounded queue (created persisted, its flag cleared only when it is
+/// given up, [`unlink_or_release`]), whether another user gave it up.
+pub(crate) fn is_ours_unpersisted(name: &str) -> bool {
+    let Ok(c_name) = os_name(name) else { return false };
+    let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
+    let Ok(fd) = sys::shm::open_to_inspect(&path) else { return false };
+    sys::shm::fstat(&fd).is_ok_and(|i| i.uid == sys::shm::euid())
+        && header_of(&fd).is_some_and(|h| u32_at(&h, header::OFF_FLAGS) & FLAG_PERSIST == 0)
+}
+
+/// The header of the open file `fd` if it is a regular file whose header
+/// (read with `pread`, no mapping) has our magic and layout version.
+fn header_of(fd: &std::os::fd::OwnedFd) -> Option<[u8; HEADER_SIZE]> {
+    let info = sys::shm::fstat(fd).ok()?;
+    if !info.regular || info.size < HEADER_SIZE as u64 {
+        return None;
+    }
+    let mut h = [0u8; HEADER_SIZE];
+    if sys::shm::read_at(fd, &mut h, 0).ok()? != HEADER_SIZE {
+        return None;
+    }
+    let magic = u64::from_ne_bytes(h[header::OFF_MAGIC..header::OFF_MAGIC + 8].try_into().ok()?);
+    (magic == MAGIC && u32_at(&h, header::OFF_VERSION) == LAYOUT_VERSION).then_some(h)
+}
+
+/// The native-endian `u32` at byte `at` of a header read with `pread`.
+fn u32_at(h: &[u8; HEADER_SIZE], at: usize) -> u32 {
+    u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]])
 }
 
 /// Whether `rest` (what follows `<name>.`) names a ring of an unbounded
@@ -423,17 +488,10 @@ pub(crate) fn is_ring_name(rest: &str) -> bool {
 /// file, our uid, magic and layout version), read with `pread` (no mapping).
 fn kind_of(path: &std::path::Path) -> Option<u32> {
     let fd = sys::shm::open_to_inspect(path).ok()?;
-    let info = sys::shm::fstat(&fd).ok()?;
-    if !info.regular || info.uid != sys::shm::euid() || info.size < HEADER_SIZE as u64 {
+    if sys::shm::fstat(&fd).ok()?.uid != sys::shm::euid() {
         return None;
     }
-    let mut h = [0u8; HEADER_SIZE];
-    if sys::shm::read_at(&fd, &mut h, 0).ok()? != HEADER_SIZE {
-        return None;
-    }
-    let u32_at = |at: usize| u32::from_ne_bytes(h[at..at + 4].try_into().unwrap());
-    let magic = u64::from_ne_bytes(h[header::OFF_MAGIC..header::OFF_MAGIC + 8].try_into().unwrap());
-    (magic == MAGIC && u32_at(header::OFF_VERSION) == LAYOUT_VERSION).then(|| u32_at(header::OFF_KIND))
+    header_of(&fd).map(|h| u32_at(&h, header::OFF_KIND))
 }
 
 /// Gives the segment `from` the second name `to`, atomically, failing
@@ -554,7 +612,6 @@ fn dead_segment(path: &std::path::Path) -> Option<((u64, u64), u32)> {
         let mut h = [0u8; HEADER_SIZE];
         (sys::shm::read_at(&fd, &mut h, 0).ok()? == HEADER_SIZE).then_some(h)
     };
-    let u32_at = |h: &[u8; HEADER_SIZE], at: usize| u32::from_ne_bytes(h[at..at + 4].try_into().unwrap());
     let u64_at = |h: &[u8; HEADER_SIZE], at: usize| u64::from_ne_bytes(h[at..at + 8].try_into().unwrap());
     // The creator stores its identity and the version before the magic
     // (Release, in write_fields): so the identity is read by a second read,

@@ -144,6 +144,28 @@ pub(crate) fn open_to_inspect(path: &std::path::Path) -> Result<OwnedFd, Errno> 
     nix::fcntl::open(path, flags, Mode::empty())
 }
 
+/// Opens `path` for reading and writing to mark it (a few header bytes
+/// written with [`write_at`], never mapped): never follows a symlink,
+/// never blocks (a FIFO opens at once) and never becomes a controlling tty.
+pub(crate) fn open_to_mark(path: &std::path::Path) -> Result<OwnedFd, Errno> {
+    let flags = OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    nix::fcntl::open(path, flags, Mode::empty())
+}
+
+/// Writes `buf` at `offset` (no mapping, so a file truncated meanwhile
+/// cannot fault us). Returns how many bytes were written.
+pub(crate) fn write_at(fd: &OwnedFd, buf: &[u8], offset: u64) -> Result<usize, Errno> {
+    let offset = nix::libc::off_t::try_from(offset).map_err(|_| Errno::EINVAL)?;
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` byte reads; the fd is open (borrowed for the call).
+        let n = unsafe { nix::libc::pwrite(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), offset) };
+        match Errno::result(n) {
+            Err(Errno::EINTR) => continue,
+            r => return r.map(|n| n as usize),
+        }
+    }
+}
+
 /// What `fstat` says about an open file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FileInfo {
