@@ -212,6 +212,41 @@ fn review4_unbounded_queue_shared_with_another_user_who_grows_the_chain() {
     assert!(got.iter().enumerate().all(|(i, &v)| v == i as u64));
 }
 
+/// The options of the two users' shared queue, as seen by `role`'s
+/// user: mode 0o666, trusting the other one (the producer is `NOBODY`,
+/// trusting `OTHER`; the creator and drainer are `OTHER`).
+fn two_user_opts(producer: bool) -> shmproc::Options {
+    shmproc::Options::new().mode(0o666).trust_owner(if producer { OTHER } else { NOBODY })
+}
+
+/// The producer's part in the two-user queue tests: opens `name` and puts
+/// 0..n; returns the handle (a caller may hold it).
+fn two_user_queue_put(name: &str, n: u64) -> Queue<u64> {
+    let q = Queue::<u64>::open_with(name, &two_user_opts(true)).unwrap();
+    for i in 0..n {
+        q.put_timeout(i, Duration::from_secs(30)).unwrap();
+    }
+    q
+}
+
+/// The creator's parts in the two-user queue tests: `create` (persisted,
+/// unbounded) or `drain` (gets 0..n in order, then removes the queue).
+fn two_user_queue_role(role: &str, name: &str, n: u64) {
+    let opts = two_user_opts(false);
+    match role {
+        "create" => Queue::<u64>::create_with(name, 0, &opts).unwrap().persist(),
+        "drain" => {
+            let q = Queue::<u64>::open_with(name, &opts).unwrap();
+            for i in 0..n {
+                assert_eq!(q.get_nowait().unwrap(), i);
+            }
+            drop(q);
+            shmproc::unlink(name).unwrap();
+        }
+        _ => unreachable!("role {role}"),
+    }
+}
+
 /// A second user that is not root (the queue's creator in the test below).
 const OTHER: u32 = 65533;
 
@@ -237,29 +272,13 @@ fn review4_unbounded_queue_shared_by_two_users_leaves_no_ring_behind() {
     let test = "review4_unbounded_queue_shared_by_two_users_leaves_no_ring_behind";
     if let Ok(arg) = std::env::var(AS_NOBODY) {
         let (role, name) = arg.split_once(':').unwrap();
-        let other = if role == "put" { OTHER } else { NOBODY };
-        let opts = shmproc::Options::new().mode(0o666).trust_owner(other);
         match role {
-            "create" => Queue::<u64>::create_with(name, 0, &opts).unwrap().persist(),
-            "put" => {
-                let q = Queue::<u64>::open_with(name, &opts).unwrap();
-                for i in 0..N {
-                    q.put_timeout(i, Duration::from_secs(30)).unwrap();
-                }
-            }
-            "drain" => {
-                let q = Queue::<u64>::open_with(name, &opts).unwrap();
-                for i in 0..N {
-                    assert_eq!(q.get_nowait().unwrap(), i);
-                }
-                drop(q);
-                shmproc::unlink(name).unwrap();
-            }
+            "put" => drop(two_user_queue_put(name, N)),
             "gc" => {
                 let removed = shmproc::gc().unwrap();
                 println!("the owner's gc removed {removed:?}");
             }
-            _ => unreachable!(),
+            _ => two_user_queue_role(role, name, N),
         }
         return;
     }
@@ -301,30 +320,16 @@ fn review4_unbounded_queue_rings_given_up_are_removed_by_their_makers_drop() {
     let test = "review4_unbounded_queue_rings_given_up_are_removed_by_their_makers_drop";
     if let Ok(arg) = std::env::var(AS_NOBODY) {
         let (role, name) = arg.split_once(':').unwrap();
-        let other = if role == "put-and-hold" { OTHER } else { NOBODY };
-        let opts = shmproc::Options::new().mode(0o666).trust_owner(other);
         match role {
-            "create" => Queue::<u64>::create_with(name, 0, &opts).unwrap().persist(),
             "put-and-hold" => {
-                let q = Queue::<u64>::open_with(name, &opts).unwrap();
-                for i in 0..N {
-                    q.put_timeout(i, Duration::from_secs(30)).unwrap();
-                }
+                let q = two_user_queue_put(name, N);
                 println!("{PUT_DONE}");
                 std::io::stdout().flush().unwrap();
                 let mut line = String::new();
                 let _ = std::io::stdin().read_line(&mut line);
                 drop(q);
             }
-            "drain" => {
-                let q = Queue::<u64>::open_with(name, &opts).unwrap();
-                for i in 0..N {
-                    assert_eq!(q.get_nowait().unwrap(), i);
-                }
-                drop(q);
-                shmproc::unlink(name).unwrap();
-            }
-            _ => unreachable!(),
+            _ => two_user_queue_role(role, name, N),
         }
         return;
     }
