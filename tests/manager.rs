@@ -252,6 +252,8 @@ enum LStep {
     Insert(isize, String),
     Pop,
     PopAt(isize),
+    /// del l[i]: the element removed unread.
+    Del(isize),
     Set(isize, String),
     Reverse,
     Remove(String),
@@ -274,6 +276,7 @@ fn list_step(i: u64, m: &[String]) -> LStep {
         6 => LStep::Extend((0..h % 5).map(|k| text(i * 8 + k)).collect()),
         7..=8 => LStep::Insert((h >> 8) as isize % (len as isize + 1), text(i)),
         9..=11 => LStep::Pop,
+        12 if h & (1 << 20) == 0 => LStep::Del(-1 - ((h >> 8) % len) as isize),
         12..=13 => LStep::PopAt(((h >> 8) % len) as isize),
         14..=16 => LStep::Set(((h >> 8) % len) as isize, text(i)),
         17 => LStep::Reverse,
@@ -293,6 +296,7 @@ fn list_apply_model(step: LStep, m: &mut Vec<String>) {
         LStep::Insert(i, s) => m.insert(i as usize, s),
         LStep::Pop => drop(m.pop()),
         LStep::PopAt(i) => drop(m.remove(i as usize)),
+        LStep::Del(i) => drop(m.remove((m.len() as isize + i) as usize)),
         LStep::Set(i, s) => m[i as usize] = s,
         LStep::Reverse => m.reverse(),
         LStep::Remove(s) => {
@@ -317,6 +321,7 @@ fn list_apply(step: LStep, l: &ListProxy<String>) -> Result<(), ContainerError> 
         LStep::Insert(i, s) => l.insert(i, s),
         LStep::Pop => l.pop().map(drop),
         LStep::PopAt(i) => l.pop_at(i).map(drop),
+        LStep::Del(i) => l.del(i),
         LStep::Set(i, s) => l.set(i, s),
         LStep::Reverse => l.reverse(),
         LStep::Remove(s) => l.remove(&s),
@@ -343,6 +348,8 @@ enum DStep {
     Update(Vec<(String, String)>),
     /// pop(k): KeyNotFound when absent (nothing changes).
     Pop(String),
+    /// del d[k]: removed unread (KeyNotFound when absent).
+    Del(String),
     /// with_lock: insert the first key, remove the second.
     Group(String, String, String),
     /// popitem: the last inserted entry (Empty when empty, nothing changes).
@@ -358,7 +365,8 @@ fn dict_step(i: u64, len: usize) -> DStep {
     match h % 41 {
         0..=14 => DStep::Count(k, i),
         15..=29 => DStep::Insert(k, text(i)),
-        30..=36 => DStep::Remove(k),
+        30 => DStep::Del(k),
+        31..=36 => DStep::Remove(k),
         37..=38 => DStep::PopItem,
         39 if h & (1 << 20) == 0 => DStep::SetDefault(k, text(i)),
         39 if h & (1 << 21) == 0 => DStep::Update(
@@ -402,7 +410,7 @@ fn dict_apply_model(step: DStep, m: &mut Om) {
             *e = (e.parse::<u64>().unwrap_or(0) + i).to_string();
         }
         DStep::Insert(k, v) => *om_entry(m, k, String::new) = v,
-        DStep::Remove(k) | DStep::Pop(k) => om_remove(m, &k),
+        DStep::Remove(k) | DStep::Pop(k) | DStep::Del(k) => om_remove(m, &k),
         DStep::SetDefault(k, v) => drop(om_entry(m, k, || v)),
         DStep::Update(kv) => {
             for (k, v) in kv {
@@ -436,6 +444,10 @@ fn dict_apply(step: DStep, d: &DictProxy<String, String>) -> Result<(), Containe
             d.insert(k, v)?;
             d.remove(&r).map(drop)
         })?,
+        DStep::Del(k) => match d.del(&k) {
+            Err(ContainerError::KeyNotFound) => Ok(()),
+            r => r,
+        },
         DStep::PopItem => match d.popitem() {
             Err(ContainerError::Empty(_)) => Ok(()),
             r => r.map(drop),

@@ -19,6 +19,8 @@ enum LOp {
     PySlice(isize, isize),
     Pop,
     PopAt(isize),
+    /// Python's `del l[i]`.
+    Del(isize),
     Remove(String),
     Index(String),
     Count(String),
@@ -51,6 +53,7 @@ fn lop() -> impl Strategy<Value = LOp> {
         1 => (-15isize..15, -15isize..15).prop_map(|(a, b)| LOp::PySlice(a, b)),
         2 => Just(LOp::Pop),
         2 => (-12isize..12).prop_map(LOp::PopAt),
+        1 => (-12isize..12).prop_map(LOp::Del),
         2 => word().prop_map(LOp::Remove),
         1 => word().prop_map(LOp::Index),
         1 => word().prop_map(LOp::Count),
@@ -129,6 +132,10 @@ proptest! {
                         }
                     }
                 }
+                LOp::Del(i) => match norm(i, m.len()) {
+                    Some(j) => { sut.del(i).unwrap(); m.remove(j); }
+                    None => prop_assert_eq!(sut.del(i), Err(oob(i, m.len()))),
+                },
                 LOp::Remove(w) => match m.iter().position(|x| *x == w) {
                     Some(j) => { sut.remove(&w).unwrap(); m.remove(j); }
                     None => prop_assert_eq!(sut.remove(&w), Err(ContainerError::ValueNotFound)),
@@ -179,6 +186,8 @@ enum DOp {
     Get(String),
     Remove(String),
     Pop(String),
+    /// Python's `del d[k]`.
+    Del(String),
     PopItem,
     SetDefault(String, Vec<u8>),
     Update(Vec<(String, Vec<u8>)>),
@@ -203,6 +212,7 @@ fn dop() -> impl Strategy<Value = DOp> {
         3 => key().prop_map(DOp::Get),
         3 => key().prop_map(DOp::Remove),
         1 => key().prop_map(DOp::Pop),
+        1 => key().prop_map(DOp::Del),
         1 => Just(DOp::PopItem),
         1 => (key(), val()).prop_map(|(k, v)| DOp::SetDefault(k, v)),
         1 => prop::collection::vec((key(), val()), 0..10).prop_map(DOp::Update),
@@ -231,6 +241,7 @@ proptest! {
                 }
                 DOp::Remove(k) => prop_assert_eq!(sut.remove(&k).unwrap(), m.remove(&k)),
                 DOp::Pop(k) => prop_assert_eq!(sut.pop(&k), m.remove(&k).ok_or(ContainerError::KeyNotFound)),
+                DOp::Del(k) => prop_assert_eq!(sut.del(&k), m.remove(&k).map(drop).ok_or(ContainerError::KeyNotFound)),
                 DOp::PopItem => match sut.popitem() {
                     Ok((k, v)) => prop_assert_eq!(m.remove(&k), Some(v)),
                     Err(e) => { prop_assert_eq!(e, ContainerError::Empty("dict")); prop_assert!(m.is_empty()); }

@@ -61,6 +61,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = peer.set(0, "set".into());
             let _ = peer.pop();
             let _ = peer.pop_at(2);
+            let _ = peer.del(-2);
             let _ = peer.remove(&"item5-".into());
             let _ = peer.count(&"more".into());
             let _ = peer.reverse();
@@ -98,6 +99,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = peer.popitem();
             let _ = peer.setdefault("sd".into(), 2);
             let _ = peer.pop(&"key8".into());
+            let _ = peer.del(&"key11".into());
             let _ = peer.contains_key(&"key9".into());
             let _ = peer.update([("u1".to_string(), 1), ("u2".to_string(), 2)]);
             let _ = peer.shrink_to_fit();

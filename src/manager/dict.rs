@@ -604,12 +604,20 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         let b = self.bucket(t, i);
         let k = element::decode::<K>(tx.view(), b + KOFF, self.kin)?;
         let v = element::decode::<V>(tx.view(), b + KOFF + self.ks(), self.vin)?;
+        self.discard(tx, t, i)?;
+        Ok((k, v))
+    }
+
+    /// Removes bucket `i` inside a transaction without reading its entry
+    /// back (its blobs freed, the bucket a tombstone).
+    fn discard(&self, tx: &mut Txn<'_>, t: Table, i: u64) -> R<()> {
+        let b = self.bucket(t, i);
         element::release(tx, b + KOFF, self.kin)?;
         element::release(tx, b + KOFF + self.ks(), self.vin)?;
         tx.write_u64(b, u64::from(TOMB))?;
         // A live bucket with a count of 0 is a hostile table: an error, not an underflow.
         tx.set_root(COUNT, t.count.checked_sub(1).ok_or(Fail::Torn("table counts"))?)?;
-        Ok((k, v))
+        Ok(())
     }
 
     /// Sets `key` to `value`; returns the previous value, if any.
@@ -770,6 +778,34 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             match self.probe(tx.view(), t, &kb, h)? {
                 Probe::Found(i) => Ok(Some(self.take(tx, t, i)?.1)),
                 Probe::Vacant { .. } => Ok(None),
+            }
+        })
+    }
+
+    /// Removes `key` without reading its value back (Python's `del d[k]`);
+    /// [`ContainerError::KeyNotFound`] if absent. Unlike `remove` and
+    /// `pop`, it also removes an entry whose value cannot be read back: a
+    /// stored container that is gone ([`ContainerError::NestedGone`]).
+    ///
+    /// ```
+    /// use shmproc::{ContainerError, DictProxy};
+    /// let d = DictProxy::<String, u8>::new().unwrap();
+    /// d.insert("a".into(), 1).unwrap();
+    /// d.del(&"a".into()).unwrap();
+    /// assert_eq!(d.del(&"a".into()), Err(ContainerError::KeyNotFound));
+    /// assert!(d.is_empty());
+    /// ```
+    pub fn del(&self, key: &K) -> Result<(), ContainerError> {
+        let kb = key.__bytes();
+        let h = hash(self.seed, &kb);
+        self.store.write(|tx| {
+            let t = self.table_tx(tx)?;
+            if t.nb == 0 {
+                return Err(ContainerError::KeyNotFound.into());
+            }
+            match self.probe(tx.view(), t, &kb, h)? {
+                Probe::Found(i) => self.discard(tx, t, i),
+                Probe::Vacant { .. } => Err(ContainerError::KeyNotFound.into()),
             }
         })
     }

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use super::ContainerError;
 use super::heap;
 use super::store::{Fail, R, Txn, View};
 use crate::ShmType;
@@ -65,6 +66,13 @@ pub trait Element: Clone + Sized {
     #[doc(hidden)]
     fn __from_vec(b: Vec<u8>) -> Option<Self> {
         Self::__from_bytes(&b)
+    }
+    /// For handles to other containers (stored by name): the container
+    /// the bytes name, opened, or why it cannot be (`None` for every other
+    /// type, and for bytes that are no name at all).
+    #[doc(hidden)]
+    fn __open_stored(_b: &[u8]) -> Option<Result<Self, String>> {
+        None
     }
 }
 
@@ -143,6 +151,9 @@ impl<T: Element> Element for crate::ListProxy<T> {
     fn __from_bytes(b: &[u8]) -> Option<Self> {
         crate::ListProxy::open(std::str::from_utf8(b).ok()?).ok()
     }
+    fn __open_stored(b: &[u8]) -> Option<Result<Self, String>> {
+        Some(crate::ListProxy::open(std::str::from_utf8(b).ok()?).map_err(|e| e.to_string()))
+    }
 }
 
 /// A dict stored as a value of another container, by name (as for
@@ -163,6 +174,9 @@ impl<K: Element, V: Element> Element for crate::DictProxy<K, V> {
     }
     fn __from_bytes(b: &[u8]) -> Option<Self> {
         crate::DictProxy::open(std::str::from_utf8(b).ok()?).ok()
+    }
+    fn __open_stored(b: &[u8]) -> Option<Result<Self, String>> {
+        Some(crate::DictProxy::open(std::str::from_utf8(b).ok()?).map_err(|e| e.to_string()))
     }
 }
 
@@ -224,7 +238,18 @@ pub(crate) fn decode<T: Element>(v: &View, off: u64, inline: Option<u32>) -> R<T
             T::__from_bytes(b)
         }
         Some(n) => T::__from_vec(v.vec(off, u64::from(n))?),
-        None => T::__from_vec(heap::read_blob(v, v.u64(off)?)?),
+        None => {
+            let b = heap::read_blob(v, v.u64(off)?)?;
+            match T::__open_stored(&b) {
+                // A stored container that cannot be opened: its own error (the caller can `del` the entry),
+                // not "corrupted". Inside an optimistic read this error stands only if the read validates.
+                Some(r) => {
+                    let name = String::from_utf8_lossy(&b).into_owned();
+                    return r.map_err(|reason| ContainerError::NestedGone { name, reason }.into());
+                }
+                None => T::__from_vec(b),
+            }
+        }
     };
     e.ok_or(Fail::Torn("element bytes"))
 }

@@ -497,14 +497,41 @@ impl<T: Element> ListProxy<T> {
         })
     }
 
+    /// Removes the element at `i` without reading it back (Python's
+    /// `del l[i]`; negative counts from the end). Unlike `pop_at`, it also
+    /// removes an element that cannot be read back: a stored container
+    /// that is gone ([`ContainerError::NestedGone`]).
+    ///
+    /// ```
+    /// use shmproc::{ContainerError, ListProxy};
+    /// let l = ListProxy::<u8>::new().unwrap();
+    /// l.extend([1, 2, 3]).unwrap();
+    /// l.del(-1).unwrap();
+    /// l.del(0).unwrap();
+    /// assert_eq!(l.to_vec().unwrap(), [2]);
+    /// assert_eq!(l.del(1), Err(ContainerError::IndexOutOfRange { index: 1, len: 1 }));
+    /// ```
+    pub fn del(&self, i: isize) -> Result<(), ContainerError> {
+        self.store.write(|tx| {
+            let a = self.arr_tx(tx)?;
+            let idx = normalize(i, a.len)?;
+            self.discard_at(tx, a, idx)
+        })
+    }
+
     fn take_at(&self, tx: &mut Txn<'_>, a: Arr, idx: u64) -> R<T> {
         let v = self.get_at(tx.view(), a, idx)?;
+        self.discard_at(tx, a, idx)?;
+        Ok(v)
+    }
+
+    /// Removes the element at `idx` inside a transaction, unread.
+    fn discard_at(&self, tx: &mut Txn<'_>, a: Arr, idx: u64) -> R<()> {
         let mut slots = self.slots(tx, a)?;
         let at = (idx * self.s) as usize;
         slots.drain(at..at + self.s as usize);
         element::release(tx, self.slot(a, idx), self.inline)?;
-        self.rebuild(tx, a, &slots)?;
-        Ok(v)
+        self.rebuild(tx, a, &slots)
     }
 
     fn find(&self, v: &View, a: Arr, want: &[u8]) -> R<Option<u64>> {

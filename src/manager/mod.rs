@@ -177,6 +177,33 @@ pub enum ContainerError {
     /// (Python's "list modified during sort"). Nothing changed.
     #[error("container modified during an operation on it (from a callback of that operation)")]
     ModifiedDuringOperation,
+    /// A container stored in this one (a [`ListProxy`] or [`DictProxy`]
+    /// value, kept by name) cannot be opened: most often it is gone, its
+    /// creating process having dropped its last handle or died (make
+    /// nested containers through a [`Manager`], which keeps them while
+    /// its creator lives, or `persist` them). The entry stays; `del`
+    /// ([`DictProxy::del`], [`ListProxy::del`]) removes it without
+    /// reading it back, and `ListProxy::set` replaces it.
+    ///
+    /// ```
+    /// use shmproc::{ContainerError, DictProxy, ListProxy};
+    /// let d = DictProxy::<String, ListProxy<u64>>::new().unwrap();
+    /// let l = ListProxy::<u64>::new().unwrap();
+    /// let name = l.name().to_owned();
+    /// d.insert("k".into(), l).unwrap(); // the only handle: dropped here, the list goes
+    /// let err = d.get(&"k".into()).unwrap_err();
+    /// assert!(matches!(&err, ContainerError::NestedGone { name: n, .. } if *n == name), "{err}");
+    /// assert_eq!(d.keys().unwrap(), ["k"]); // keys, len and contains_key still work
+    /// d.del(&"k".into()).unwrap();
+    /// assert!(d.is_empty());
+    /// ```
+    #[error("stored container {name:?} cannot be opened ({reason}); `del` removes its entry")]
+    NestedGone {
+        /// The stored container's name.
+        name: String,
+        /// Why it cannot be opened (the open error).
+        reason: String,
+    },
     /// Any other system error (mapping the grown segment).
     #[error("system error: {0}")]
     Io(String),
