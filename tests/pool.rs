@@ -358,9 +358,7 @@ fn kill_9_mid_map_fails_exactly_that_item_and_the_pool_goes_on() {
     let victim = slot.get().unwrap();
     assert!(alive(victim));
     let killed_at = Instant::now();
-    // SAFETY-free: kill(2) via the shell's utility, on a pid we just read.
-    let st = std::process::Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
-    assert!(st.success());
+    kill9(victim);
     let r = match r.get_timeout(DEADLINE) {
         Ok(_) => panic!("the killed item cannot succeed"),
         Err(shmproc::pool::GetTimeoutError::Failed(e)) => e,
@@ -386,7 +384,7 @@ fn kill_9_mid_map_fails_exactly_that_item_and_the_pool_goes_on() {
     wait_until("the victim item to start again", || slot.get().unwrap() != 0);
     let victim2 = slot.get().unwrap();
     assert_ne!(victim2, victim, "a replacement worker runs it");
-    std::process::Command::new("kill").args(["-9", &victim2.to_string()]).status().unwrap();
+    kill9(victim2);
     let all = rx.recv_timeout(DEADLINE).expect("map_results did not finish").unwrap();
     h.join().unwrap();
     for (i, o) in all.iter().enumerate() {
@@ -420,8 +418,7 @@ fn kill_9_mid_bulk_map_fails_exactly_that_item() {
     wait_until("the victim item to start", || std::fs::read_to_string(&file).is_ok_and(|s| !s.is_empty()));
     let victim: u32 = std::fs::read_to_string(&file).unwrap().trim().parse().unwrap();
     std::fs::remove_file(&file).unwrap();
-    let st = std::process::Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
-    assert!(st.success());
+    kill9(victim);
     let all = rx.recv_timeout(DEADLINE).expect("map_results did not finish").unwrap();
     h.join().unwrap();
     only_the_parked_item_was_lost(&all, N, victim);
@@ -650,7 +647,7 @@ fn killing_an_idle_worker_loses_nothing_and_it_is_replaced() {
     assert_eq!(pool.map(square, Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
     let before: std::collections::HashSet<u32> = pool.map_chunked(pid_of, 0..50, 1).unwrap().into_iter().collect();
     let victim = *before.iter().next().unwrap();
-    std::process::Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap();
+    kill9(victim);
     wait_until("the idle victim to be replaced", || {
         let (workers, _) = pool.__created();
         workers.len() >= 3 && !alive(victim)
@@ -803,9 +800,11 @@ shmproc::task! {
     }
 }
 
+/// SIGKILL by kill(2) itself (no `kill` program: a slim image has no procps).
 fn kill9(pid: u32) {
     // SAFETY: kill(2) with a pid and a signal number touches no memory.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let r = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert_eq!(r, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
 }
 
 /// Five workers killed (OOM killer, an operator) before they ran a task —
