@@ -548,7 +548,15 @@ fn failure(item: Option<(u8, &[u8])>, index: u64, pid: u32) -> Box<TaskError> {
         Some((status, payload)) => match Status::from_u8(status) {
             Some(Status::Failed) => TaskError::Failed { pid, index, message: message(payload) },
             Some(Status::Panicked) => TaskError::Panicked { pid, index, message: message(payload) },
-            Some(Status::Ok | Status::Refused) | None => TaskError::Refused { pid, index, message: message(payload) },
+            Some(Status::TooLarge) if payload.len() == 8 => {
+                // (Untrusted: any length is only reported.)
+                let len = u64::from_le_bytes(payload.try_into().expect("8 bytes"));
+                let len = usize::try_from(len).unwrap_or(usize::MAX);
+                TaskError::TooLarge { index, what: "result", len, max: super::MAX_ITEM_BYTES }
+            }
+            Some(Status::Ok | Status::Refused | Status::TooLarge) | None => {
+                TaskError::Refused { pid, index, message: message(payload) }
+            }
         },
     })
 }

@@ -1,0 +1,57 @@
+//! Review 15: the Pool's less-used operations, Python corner cases,
+//! results outliving their pool, and workers killed at odd moments.
+
+mod common;
+
+use std::time::Duration;
+
+use shmproc::Pool;
+use shmproc::pool::{PoolError, TaskError};
+
+shmproc::task! { fn r15_sq(x: u64) -> u64 { x * x } }
+shmproc::task! { fn r15_len(s: String) -> u64 { s.len() as u64 } }
+shmproc::task! { fn r15_echo(s: String) -> String { s } }
+shmproc::task! { fn r15_bytes(n: u64) -> Vec<u8> { vec![7u8; n as usize] } }
+shmproc::task! { fn r15_nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms } }
+shmproc::task! { fn r15_pid(_x: u64) -> u32 { std::process::id() } }
+shmproc::task! { fn r15_add((a, b): (u64, u64)) -> u64 { a + b } }
+
+fn within<T: Send + 'static>(what: &str, secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no answer within {secs} s"),
+    }
+}
+
+/// A value whose encoding is over `MAX_ITEM_BYTES` fails its item with
+/// `TaskError::TooLarge { what: "result", .. }`, as the README ("`TooLarge`
+/// above") and `TaskError::TooLarge` ("argument" or "result") say; the
+/// others complete. It was `Refused` with a message.
+#[test]
+fn a_result_over_the_item_limit_fails_with_too_large() {
+    let pool = Pool::new(2).unwrap();
+    let max = shmproc::pool::MAX_ITEM_BYTES;
+    // A Vec<u8> of n bytes encodes as 8 + n.
+    let sizes = [0u64, 1, (max - 8) as u64, (max - 7) as u64, 1 << 20, 5 << 20];
+    let r = within("map_results", 60, move || {
+        let r = pool.map_results(r15_bytes, sizes, 0).unwrap();
+        let u: Vec<_> = pool.imap_unordered(r15_bytes, [5u64 << 20, 3]).unwrap().collect();
+        let a = pool.apply(r15_bytes, (max - 7) as u64);
+        pool.close();
+        pool.join().unwrap();
+        (r, u, a)
+    });
+    let (r, u, a) = r;
+    let lens: Vec<_> = r.iter().map(|x| x.as_ref().map(Vec::len)).collect();
+    assert_eq!(&lens[..3], [Ok(0), Ok(1), Ok(max - 8)]);
+    for (i, len) in [(3, max + 1), (4, (1 << 20) + 8), (5, (5 << 20) + 8)] {
+        assert_eq!(r[i], Err(TaskError::TooLarge { index: i as u64, what: "result", len, max }), "item {i}");
+    }
+    assert!(u.contains(&Ok(vec![7; 3])), "{:?}", u.iter().map(|x| x.as_ref().map(Vec::len)).collect::<Vec<_>>());
+    assert!(u.contains(&Err(TaskError::TooLarge { index: 0, what: "result", len: (5 << 20) + 8, max })));
+    assert_eq!(a, Err(PoolError::Task(TaskError::TooLarge { index: 0, what: "result", len: max + 1, max })));
+}
