@@ -55,3 +55,28 @@ fn a_result_over_the_item_limit_fails_with_too_large() {
     assert!(u.contains(&Err(TaskError::TooLarge { index: 0, what: "result", len: (5 << 20) + 8, max })));
     assert_eq!(a, Err(PoolError::Task(TaskError::TooLarge { index: 0, what: "result", len: max + 1, max })));
 }
+
+/// A completion callback that joins (or terminates) its pool while
+/// another thread is in `join`: both return (the docs: "called from a
+/// callback, it does not wait for that thread").
+#[test]
+fn a_callback_joining_its_pool_while_another_thread_joins_it_returns() {
+    for terminate in [false, true] {
+        let pool = std::sync::Arc::new(Pool::new(1).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p2 = std::sync::Arc::clone(&pool);
+        pool.apply_async(r15_nap, 300).unwrap().then(move |r| {
+            // Let the main thread get into `join` first.
+            std::thread::sleep(Duration::from_millis(300));
+            if terminate {
+                p2.terminate();
+            } else {
+                p2.join().unwrap();
+            }
+            tx.send(r).unwrap();
+        });
+        pool.close();
+        within("join beside a callback that joins", 30, move || pool.join()).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(Ok(300)), "terminate: {terminate}");
+    }
+}
