@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use shmproc::Pool;
-use shmproc::pool::{PoolError, TaskError};
+use shmproc::pool::{GetTimeoutError, PoolError, TaskError};
 
 shmproc::task! { fn r15_sq(x: u64) -> u64 { x * x } }
 shmproc::task! { fn r15_len(s: String) -> u64 { s.len() as u64 } }
@@ -78,5 +78,32 @@ fn a_callback_joining_its_pool_while_another_thread_joins_it_returns() {
         pool.close();
         within("join beside a callback that joins", 30, move || pool.join()).unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(Ok(300)), "terminate: {terminate}");
+    }
+}
+
+shmproc::task! { fn r15_init_abort(_: ()) -> () { std::process::abort() } }
+shmproc::task! { fn r15_init_exit0(_: ()) -> () { std::process::exit(0) } }
+
+/// An initializer that crashes its worker (`abort`, as a panic does under
+/// `panic = "abort"`) or exits with code 0 fails the pool's jobs after a
+/// few tries, as the builder's docs say of a failing initializer ("the
+/// pool fails its jobs while no worker lives, instead of looping"). The
+/// jobs waited for good while the pool started about 20 workers a second.
+#[test]
+fn an_initializer_that_aborts_or_exits_fails_the_jobs_instead_of_hanging() {
+    for abort in [true, false] {
+        let b = Pool::builder().processes(2);
+        let pool =
+            if abort { b.initializer(r15_init_abort, ()) } else { b.initializer(r15_init_exit0, ()) }.build().unwrap();
+        let r = pool.map_async(r15_sq, 0..10u64).unwrap().get_timeout(Duration::from_secs(30));
+        let started = pool.__created().0.len();
+        within("terminate", 30, move || pool.terminate());
+        match r {
+            Err(GetTimeoutError::Failed(PoolError::Task(TaskError::Refused { message, .. }))) => {
+                assert!(message.contains("keep failing to start"), "abort: {abort}: {message}");
+                println!("abort: {abort}: {message}");
+            }
+            other => panic!("abort: {abort}: {:?} ({started} workers started)", other.map_err(|e| e.to_string())),
+        }
     }
 }
