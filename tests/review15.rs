@@ -107,3 +107,31 @@ fn an_initializer_that_aborts_or_exits_fails_the_jobs_instead_of_hanging() {
         }
     }
 }
+
+/// `imap` and `imap_unordered` with a chunk size near `usize::MAX` (Python
+/// takes any chunk size; `map_chunked` does here too) yield every result.
+/// Its default in-flight bound, 4 x processes x chunksize, overflowed: a
+/// panic in the caller's `next` (debug), or a bound of 0 (release: with 3
+/// workers and 2^62, nothing was ever submitted and `next` waited for good).
+#[test]
+fn imap_with_a_huge_chunksize_yields_every_result() {
+    let pool = Pool::new(3).unwrap();
+    let want: Vec<u64> = (0..100).map(|x| x * x).collect();
+    let r = within("imap", 60, move || {
+        let mut out = Vec::new();
+        for cs in [usize::MAX, 1 << 62] {
+            let r: Vec<u64> = pool.imap(r15_sq, 0..100u64).unwrap().chunksize(cs).map(Result::unwrap).collect();
+            let mut u: Vec<u64> =
+                pool.imap_unordered(r15_sq, 0..100u64).unwrap().chunksize(cs).map(Result::unwrap).collect();
+            u.sort_unstable();
+            out.push((cs, r, u));
+        }
+        pool.close();
+        pool.join().unwrap();
+        out
+    });
+    for (cs, r, u) in r {
+        assert_eq!(r, want, "imap, chunksize {cs}");
+        assert_eq!(u, want, "imap_unordered, chunksize {cs}");
+    }
+}
