@@ -135,3 +135,42 @@ fn imap_with_a_huge_chunksize_yields_every_result() {
         assert_eq!(u, want, "imap_unordered, chunksize {cs}");
     }
 }
+
+/// An argument type whose encoding panics for one value (a user
+/// `Handoff` with an `unwrap` in it).
+#[derive(Debug, Clone)]
+struct Bomb(u64);
+
+impl shmproc::process::Handoff for Bomb {
+    fn encode(&self, out: &mut Vec<u8>) {
+        assert!(self.0 != u64::MAX, "this Bomb cannot be encoded");
+        self.0.encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, shmproc::process::HandoffError> {
+        u64::decode(input).map(Bomb)
+    }
+}
+
+shmproc::task! { fn r15_defuse(b: Bomb) -> u64 { b.0 } }
+
+/// A `map` whose argument encoding panics in a later batch (past the
+/// first 65 536 items, which go to the manager before the rest is
+/// encoded): the panic reaches the caller, and the pool can still be
+/// closed and joined, and used meanwhile. The job the first batch had
+/// opened was never ended: `join` waited for it for good (Python's `map`
+/// raises the pickling error and its pool joins).
+#[test]
+fn a_map_whose_encoding_panics_in_a_later_batch_leaves_a_pool_that_joins() {
+    let pool = Pool::new(2).unwrap();
+    let r = within("map and join", 60, move || {
+        let items: Vec<Bomb> = (0..70_000u64).map(|i| Bomb(if i == 69_000 { u64::MAX } else { i })).collect();
+        let panicked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.map_chunked(r15_defuse, items, 1))).is_err();
+        let after = pool.map(r15_defuse, (0..10).map(Bomb).collect::<Vec<_>>());
+        pool.close();
+        pool.join().unwrap();
+        (panicked, after)
+    });
+    assert!(r.0, "the encoding's panic did not reach the caller");
+    assert_eq!(r.1, Ok((0..10).collect::<Vec<u64>>()));
+}
