@@ -16,6 +16,8 @@ shmproc::task! { fn r15_nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_
 shmproc::task! { fn r15_pid(_x: u64) -> u32 { std::process::id() } }
 shmproc::task! { fn r15_add((a, b): (u64, u64)) -> u64 { a + b } }
 
+const INNER: &str = "REVIEW15_INNER";
+
 fn within<T: Send + 'static>(what: &str, secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -173,4 +175,28 @@ fn a_map_whose_encoding_panics_in_a_later_batch_leaves_a_pool_that_joins() {
     });
     assert!(r.0, "the encoding's panic did not reach the caller");
     assert_eq!(r.1, Ok((0..10).collect::<Vec<u64>>()));
+}
+
+/// An absurd number of processes is an error from `build` (as 0 is), not
+/// a panic: the control segment's size overflowed ("attempt to multiply
+/// with overflow" in debug builds; in release a wrapped size, then a
+/// capacity overflow). A large one that fits fails as /dev/shm has no
+/// room, and leaves nothing behind.
+#[test]
+fn an_absurd_number_of_processes_is_an_error_not_a_panic() {
+    if !common::rerun_in_tmpfs(
+        "an_absurd_number_of_processes_is_an_error_not_a_panic",
+        INNER,
+        Some("16m"),
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    for n in [usize::MAX, 1 << 58, usize::MAX / 64] {
+        let r = std::panic::catch_unwind(|| Pool::new(n).map(|_| ()));
+        assert!(matches!(r, Ok(Err(PoolError::InvalidArgument(_)))), "{n}: {:?}", r.map_err(|_| "panicked"));
+    }
+    let r = Pool::new(1 << 40).map(|_| ());
+    assert!(matches!(r, Err(PoolError::Setup(_))), "{r:?}");
+    assert_eq!(common::dev_shm_files(), Vec::<String>::new());
 }
