@@ -200,3 +200,13 @@ fn an_absurd_number_of_processes_is_an_error_not_a_panic() {
     assert!(matches!(r, Err(PoolError::Setup(_))), "{r:?}");
     assert_eq!(common::dev_shm_files(), Vec::<String>::new());
 }
+
+/// `pool::default_chunksize` (public) takes any process count: it
+/// overflowed ("attempt to multiply with overflow") past `usize::MAX / 4`.
+#[test]
+fn default_chunksize_takes_any_process_count() {
+    use shmproc::pool::default_chunksize;
+    assert_eq!(default_chunksize(10, usize::MAX), 1);
+    assert_eq!(default_chunksize(usize::MAX, usize::MAX / 2), 1);
+    assert_eq!(default_chunksize(usize::MAX, 1), usize::MAX / 4 + 1);
+}

@@ -154,7 +154,7 @@ use crate::process::{Handoff, StartMethod};
 /// assert_eq!(default_chunksize(0, 4), 1);
 /// ```
 pub fn default_chunksize(len: usize, processes: usize) -> usize {
-    let per = 4 * processes.max(1);
+    let per = 4usize.saturating_mul(processes.max(1));
     let (q, r) = (len / per, len % per);
     (q + usize::from(r != 0)).max(1)
 }
