@@ -165,7 +165,10 @@ impl PoolBuilder {
             #[cfg(feature = "test-hooks")]
             started: Arc::default(),
         };
-        let seg = RawSegment::new(ctl::ctl_len(processes)).map_err(|e| PoolError::Setup(e.to_string()))?;
+        // (An absurd count overflowed here: a panic instead of an error.)
+        let len = ctl::ctl_len(processes)
+            .ok_or_else(|| PoolError::InvalidArgument(format!("{processes} processes: too many for a control segment")))?;
+        let seg = RawSegment::new(len).map_err(|e| PoolError::Setup(e.to_string()))?;
         #[cfg(feature = "test-hooks")]
         cfg.started.lock().unwrap_or_else(|p| p.into_inner()).1.push(seg.name().to_owned());
         #[cfg(feature = "test-hooks")]

@@ -27,9 +27,9 @@ const CLAIMED: usize = 16;
 /// In `claimed`: the frame numbered by the other bits was taken back.
 const REVOKED: u64 = 1 << 63;
 
-/// Bytes of a control segment for `slots` workers.
-pub(crate) fn ctl_len(slots: usize) -> u64 {
-    (CTL_HEADER + RECORD * slots) as u64
+/// Bytes of a control segment for `slots` workers (`None` past `u64`).
+pub(crate) fn ctl_len(slots: usize) -> Option<u64> {
+    u64::try_from(slots).ok()?.checked_mul(RECORD as u64)?.checked_add(CTL_HEADER as u64)
 }
 
 /// The shared words of a control segment, bounds-checked once.

@@ -1018,10 +1018,11 @@ impl ResultFrame {
         self.bytes.truncate(if self.packed { mark } else { mark + RESULT_PREFIX });
     }
 
-    /// Finishes the item begun at `mark` with `status`; a payload larger
-    /// than [`MAX_ITEM_BYTES`] is replaced by a `Refused` message.
+    /// Finishes the item begun at `mark` with `status`; a value larger
+    /// than [`MAX_ITEM_BYTES`] is replaced by its length with the status
+    /// `TooLarge`, a longer message is cut.
     #[inline]
-    pub(crate) fn seal_item(&mut self, mark: usize, status: u8, refused: u8) {
+    pub(crate) fn seal_item(&mut self, mark: usize, status: u8) {
         if self.packed {
             let len = self.bytes.len() - mark;
             if status == 0 && len == self.width && self.count > 0 {
@@ -1036,28 +1037,28 @@ impl ResultFrame {
                 self.count += 1;
                 return;
             }
-            return self.unpack_and_seal(len, status, refused);
+            return self.unpack_and_seal(len, status);
         }
-        self.seal_general(mark, status, refused)
+        self.seal_general(mark, status)
     }
 
     /// The item just written (`len` bytes, no prefix) is not like the
     /// others: the frame takes the general form, then the item is sealed.
     #[cold]
     #[inline(never)]
-    fn unpack_and_seal(&mut self, len: usize, status: u8, refused: u8) {
+    fn unpack_and_seal(&mut self, len: usize, status: u8) {
         let mark = self.bytes.len() - len;
         unpack(&mut self.bytes, RESULT_HEADER, mark, self.count, self.width, ok_prefix);
         self.packed = false;
         let mark = self.bytes.len() - len;
         self.bytes.splice(mark..mark, [0u8; RESULT_PREFIX]);
-        self.seal_general(mark, status, refused)
+        self.seal_general(mark, status)
     }
 
     #[inline(never)]
-    fn seal_general(&mut self, mark: usize, status: u8, refused: u8) {
+    fn seal_general(&mut self, mark: usize, status: u8) {
         let len = self.bytes.len() - mark - RESULT_PREFIX;
-        if len > MAX_ITEM_BYTES && status != super::task::Status::Ok as u8 && status != refused {
+        if len > MAX_ITEM_BYTES && status != super::task::Status::Ok as u8 {
             // A task's long error or panic message keeps its kind: cut to
             // the limit (at a character boundary), marked as cut.
             const CUT: &[u8] = " [message cut]".as_bytes();
@@ -1070,10 +1071,11 @@ impl ResultFrame {
             self.bytes.extend_from_slice(CUT);
             self.bytes[mark] = status;
         } else if len > MAX_ITEM_BYTES {
+            // A value too large to send: its length instead, for the
+            // parent's `TaskError::TooLarge` (see `result::failure`).
             self.bytes.truncate(mark + RESULT_PREFIX);
-            self.bytes[mark] = refused;
-            self.bytes
-                .extend_from_slice(format!("result of {len} bytes exceeds the pool's limit of {MAX_ITEM_BYTES} bytes").as_bytes());
+            self.bytes[mark] = super::task::Status::TooLarge as u8;
+            self.bytes.extend_from_slice(&(len as u64).to_le_bytes());
         } else {
             self.bytes[mark] = status;
         }
@@ -1115,7 +1117,7 @@ impl ResultFrame {
     pub(crate) fn push_raw(&mut self, status: u8, payload: &[u8]) {
         let mark = self.begin_item();
         self.bytes.extend_from_slice(payload);
-        self.seal_item(mark, status, status);
+        self.seal_item(mark, status);
     }
 }
 
@@ -1237,14 +1239,14 @@ mod tests {
         while !r.over() {
             let m = r.begin_item();
             r.bytes.extend_from_slice(&[1; 8]);
-            r.seal_item(m, 0, 3);
+            r.seal_item(m, 0);
             n += 1;
         }
         assert!(RESULT_HEADER + n * (8 + RESULT_PREFIX) > MAX_FRAME);
         assert!(RESULT_HEADER + (n - 1) * (8 + RESULT_PREFIX) <= MAX_FRAME);
         // A failure turns it general: the general test agrees.
         let m = r.begin_item();
-        r.seal_item(m, 1, 3);
+        r.seal_item(m, 1);
         assert!(!r.packed && r.over());
     }
 
@@ -1255,17 +1257,17 @@ mod tests {
         for v in [10u64, 11] {
             let m = r.begin_item();
             r.bytes.extend_from_slice(&v.to_le_bytes());
-            r.seal_item(m, 0, 3);
+            r.seal_item(m, 0);
         }
         let bytes = r.seal().to_vec();
         let h = parse_result(&bytes).unwrap();
         assert_eq!((h.flags, h.count, h.items.len()), (PACKED, 2, 16));
         let m = r.begin_item();
         r.bytes.extend_from_slice(b"boom");
-        r.seal_item(m, 2, 3);
+        r.seal_item(m, 2);
         let m = r.begin_item();
         r.bytes.extend_from_slice(&12u64.to_le_bytes());
-        r.seal_item(m, 0, 3);
+        r.seal_item(m, 0);
         // The last one moves to the next frame with its status.
         let mut spill = Vec::new();
         assert_eq!(r.split_last(m, &mut spill), 0);
@@ -1325,7 +1327,7 @@ mod tests {
         for v in [1u64, 2, 3] {
             let m = r.begin_item();
             r.bytes.extend_from_slice(&v.to_le_bytes());
-            r.seal_item(m, 0, 3);
+            r.seal_item(m, 0);
         }
         let bytes = r.seal().to_vec();
         let header: [u8; RESULT_HEADER] = bytes[..RESULT_HEADER].try_into().unwrap();
@@ -1367,18 +1369,18 @@ mod tests {
         r.start(3, 9);
         let m = r.begin_item();
         r.bytes.extend_from_slice(b"xy");
-        r.seal_item(m, 0, 3);
+        r.seal_item(m, 0);
         let m = r.begin_item();
         r.bytes.resize(r.bytes.len() + MAX_ITEM_BYTES + 1, 1);
-        r.seal_item(m, 0, 3);
+        r.seal_item(m, 0);
         let bytes = r.seal().to_vec();
         let h = parse_result(&bytes).unwrap();
         assert_eq!((h.job, h.first, h.count, h.flags), (3, 9, 2, 0));
         let mut items = h.items();
         assert_eq!(items.next_with_status(), Some((0, &b"xy"[..])));
-        let (status, msg) = items.next_with_status().unwrap();
-        assert_eq!(status, 3);
-        assert!(String::from_utf8_lossy(msg).contains("exceeds"));
+        let (status, len) = items.next_with_status().unwrap();
+        assert_eq!(status, super::super::task::Status::TooLarge as u8);
+        assert_eq!(len, ((MAX_ITEM_BYTES + 1) as u64).to_le_bytes());
         let cut = parse_result(&bytes[..bytes.len() - 1]).unwrap();
         let mut items = cut.items();
         assert!(items.next_with_status().is_some());

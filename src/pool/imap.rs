@@ -216,7 +216,10 @@ where
     /// Submits more input while fewer than the bound are in flight.
     pub(crate) fn top_up(&mut self, sink: &Arc<dyn Sink>) {
         let processes = self.shared.upgrade().map_or(1, |s| s.processes);
-        let bound = self.max_in_flight.unwrap_or(4 * processes * self.chunksize) as u64;
+        // Saturating: a chunk size near `usize::MAX` (Python takes any)
+        // overflowed (a panic, or in release a bound of 0: nothing was
+        // ever submitted and `next` waited for good).
+        let bound = self.max_in_flight.unwrap_or(4usize.saturating_mul(processes).saturating_mul(self.chunksize)) as u64;
         let mut frames = Vec::new();
         let before = self.submitted;
         while let Some(input) = self.input.as_mut() {

@@ -67,6 +67,7 @@ use crate::wait::Deadline;
 use crate::wait::futex::wait32;
 use crate::wait::spin::{SpinPolicy, spin_step};
 use crate::wait::WaitStrategy;
+use crate::sys::proc as sysproc;
 use crate::{Process, TryRecvError, TrySendError};
 
 /// How often the manager looks at its workers while work is outstanding.
@@ -694,7 +695,6 @@ impl Manager {
     /// to the others, start a replacement.
     fn bury(&mut self, mut w: Worker) {
         let signal = w.process.exitcode().filter(|&c| c < 0).map(|c| -c);
-        let ok_exit = w.process.exitcode() == Some(0);
         // Acquire: pairs with the worker's Release store of `started`; the
         // worker is dead, so this is its last value.
         let started = self.ctl.started(w.slot).map_or(0, |s| s.load(Ordering::Acquire));
@@ -707,12 +707,16 @@ impl Manager {
             w.process.exitcode(),
             w.fifo.len()
         );
-        // A worker that ended by a signal (the pool's own kill for a
-        // timeout or cancel, an outside kill -9, the OOM killer) did not fail
-        // to start: only an exit with an error code before its first item
-        // counts, or five kills of fresh workers would shut the pool down
-        // for good.
-        let start_error = !ok_exit && signal.is_none() && w.killed.is_none();
+        // A worker that was stopped by a signal (the pool's own kill for a
+        // timeout or cancel, an outside kill -9 or SIGTERM, the OOM killer)
+        // did not fail to start, or five kills of fresh workers would shut
+        // the pool down for good. An exit before its first item (whatever
+        // its code: a worker exits 0 only after items, or when the pool
+        // closes its ring) and a crash of its own (an initializer that
+        // aborts, or panics under `panic = "abort"`) count: they would
+        // repeat in every replacement, and the jobs would wait for good.
+        let crashed = signal.is_some_and(|s| sysproc::CRASH_SIGNALS.contains(&s));
+        let start_error = (signal.is_none() || crashed) && w.killed.is_none();
         if lost.is_none() && start_error && w.received == 0 && started == 0 {
             // It died before its first item: a failing initializer, or a
             // start that went wrong.
@@ -720,10 +724,14 @@ impl Manager {
             if self.start_failures >= MAX_START_FAILURES {
                 self.setup_retry = Some(retry_at(self.start_failures - MAX_START_FAILURES + 1));
             }
-            if let Err(e) = w.process.join_timeout(Duration::ZERO) {
-                log::warn!(target: LOG_TARGET, "pool worker {} failed before its first task: {e}", w.pid);
-                self.start_error = e.to_string();
-            }
+            self.start_error = match w.process.join_timeout(Duration::ZERO) {
+                Err(e) => e.to_string(),
+                Ok(_) => match signal {
+                    Some(s) => format!("pool worker {} was killed by signal {s} before its first task", w.pid),
+                    None => format!("pool worker {} exited ({:?}) before its first task", w.pid, w.process.exitcode()),
+                },
+            };
+            log::warn!(target: LOG_TARGET, "pool worker {} failed before its first task: {}", w.pid, self.start_error);
         } else {
             self.start_failures = 0;
         }

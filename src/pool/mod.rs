@@ -154,7 +154,7 @@ use crate::process::{Handoff, StartMethod};
 /// assert_eq!(default_chunksize(0, 4), 1);
 /// ```
 pub fn default_chunksize(len: usize, processes: usize) -> usize {
-    let per = 4 * processes.max(1);
+    let per = 4usize.saturating_mul(processes.max(1));
     let (q, r) = (len / per, len % per);
     (q + usize::from(r != 0)).max(1)
 }
@@ -624,6 +624,23 @@ impl<'a> Outbox<'a> {
     }
 }
 
+/// Ends a job's input at the manager when dropped `armed` (the caller
+/// left before its last batch: an encoding panicked, or the pool refused
+/// a batch): its items sent so far are answered, then it is dropped.
+struct EndInput<'a> {
+    shared: &'a Shared,
+    job: u64,
+    armed: bool,
+}
+
+impl Drop for EndInput<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.shared.send([Msg::InputDone { job: self.job }], false);
+        }
+    }
+}
+
 impl Drop for Outbox<'_> {
     fn drop(&mut self) {
         if self.sent_any {
@@ -761,6 +778,10 @@ impl Pool {
         let mut items = all.into_iter();
         let mut first = 0u64;
         let mut msgs = vec![Msg::Job { id, sink, timeout: None, lazy: false }];
+        // Once the manager knows the job, a later batch whose encoding
+        // panics (a user `Handoff::encode`) must still end its input, or
+        // the job stays open for good (and `join` waits for it).
+        let mut end = EndInput { shared: &self.shared, job: id, armed: false };
         loop {
             let (frames, got) = encode_frames(id, F::ID, first, items.by_ref().take(batch), chunksize, &*job);
             first += got;
@@ -772,6 +793,7 @@ impl Pool {
             // Only the first batch may be refused (the pool closed); later
             // ones belong to an accepted job (`Closed` only if terminated).
             self.shared.send(msgs.drain(..), first == got)?;
+            end.armed = !last;
             if last {
                 return Ok((id, job));
             }

@@ -117,6 +117,10 @@ pub(crate) struct Callbacks {
     queue: Mutex<CallbackQueue>,
     cond: Condvar,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The callback thread's id, set before it runs any callback: `join`
+    /// from that thread returns without taking `thread`'s lock (another
+    /// joiner may hold it while it waits for this very thread).
+    id: std::sync::OnceLock<std::thread::ThreadId>,
 }
 
 #[derive(Default)]
@@ -158,6 +162,9 @@ impl Callbacks {
             match std::thread::Builder::new().name("shmproc-pool-cb".into()).spawn(move || this.run()) {
                 Ok(h) => {
                     q.started = true;
+                    // Under `queue`'s lock, which the thread takes before
+                    // its first callback.
+                    let _ = self.id.set(h.thread().id());
                     *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
                 }
                 Err(e) => {
@@ -205,10 +212,12 @@ impl Callbacks {
     /// Waits for the callback thread to finish (after `manager_done`),
     /// unless called from it (a callback that joins or drops its pool).
     pub(crate) fn join(&self) {
-        let mut slot = self.thread.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_ref().is_some_and(|h| h.thread().id() == std::thread::current().id()) {
+        // Before the lock: another thread in `join` holds it while it waits
+        // for this one to finish.
+        if self.id.get() == Some(&std::thread::current().id()) {
             return;
         }
+        let mut slot = self.thread.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(h) = slot.take() {
             let _ = h.join();
         }
@@ -548,7 +557,15 @@ fn failure(item: Option<(u8, &[u8])>, index: u64, pid: u32) -> Box<TaskError> {
         Some((status, payload)) => match Status::from_u8(status) {
             Some(Status::Failed) => TaskError::Failed { pid, index, message: message(payload) },
             Some(Status::Panicked) => TaskError::Panicked { pid, index, message: message(payload) },
-            Some(Status::Ok | Status::Refused) | None => TaskError::Refused { pid, index, message: message(payload) },
+            Some(Status::TooLarge) if payload.len() == 8 => {
+                // (Untrusted: any length is only reported.)
+                let len = u64::from_le_bytes(payload.try_into().expect("8 bytes"));
+                let len = usize::try_from(len).unwrap_or(usize::MAX);
+                TaskError::TooLarge { index, what: "result", len, max: super::MAX_ITEM_BYTES }
+            }
+            Some(Status::Ok | Status::Refused | Status::TooLarge) | None => {
+                TaskError::Refused { pid, index, message: message(payload) }
+            }
         },
     })
 }

@@ -77,9 +77,12 @@ pub(crate) enum Status {
     Failed = 1,
     /// The function panicked: the panic message follows.
     Panicked = 2,
-    /// The argument did not decode, the id is unknown in the worker, or
-    /// the result was too large: a message follows.
+    /// The argument did not decode, or the id is unknown in the worker:
+    /// a message follows.
     Refused = 3,
+    /// The value's encoding was larger than
+    /// [`MAX_ITEM_BYTES`](super::MAX_ITEM_BYTES): its length follows (`u64`).
+    TooLarge = 4,
 }
 
 impl Status {
@@ -89,6 +92,7 @@ impl Status {
             1 => Status::Failed,
             2 => Status::Panicked,
             3 => Status::Refused,
+            4 => Status::TooLarge,
             _ => return None,
         })
     }

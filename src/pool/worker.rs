@@ -615,7 +615,7 @@ impl Cx<'_> {
     #[inline]
     fn end(&mut self, status: Status) -> Result<(), String> {
         self.in_item = false;
-        self.out.seal_item(self.mark, status as u8, Status::Refused as u8);
+        self.out.seal_item(self.mark, status as u8);
         if self.out.over() {
             self.send_all_but_last()?;
         }

@@ -68,6 +68,11 @@ pub(crate) fn wait_pid(pid: u32, block: bool) -> std::io::Result<Option<Ended>> 
 pub(crate) const SIGTERM: i32 = libc::SIGTERM;
 /// The kill that cannot be caught.
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+/// Signals a process raises on itself when it crashes (`abort`, a panic
+/// under `panic = "abort"`, a bad access, a stack overflow, a trap), not
+/// ones others send to stop it.
+pub(crate) const CRASH_SIGNALS: [i32; 7] =
+    [libc::SIGABRT, libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGSYS, libc::SIGTRAP];
 /// "No such process": a signal to a process already reaped.
 pub(crate) const ESRCH: i32 = libc::ESRCH;
 
