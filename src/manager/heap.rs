@@ -11,8 +11,9 @@
 //! and the top are state words (logged), and a block handed out is
 //! written without logging (no committed state reaches it). The `next`
 //! word of a block being freed is logged only if the block was allocated
-//! in the same transaction (it may have come off a free list that a
-//! rollback restores, link and all); the `next` word of a block that was
+//! in the same transaction below the heap top of its start (it came off a
+//! free list that a rollback restores, link and all; a block carved from
+//! the top was on no list); the `next` word of a block that was
 //! live before is read by nobody (only free blocks' links are), so it is
 //! written unlogged, and freeing many blocks costs no log. The header of
 //! a free block handed out (split or not) is written unlogged as well: a
@@ -252,11 +253,18 @@ impl Txn<'_> {
                 continue;
             }
             let head = self.state(S_FREE + c);
-            if self.allocated_here(p) {
-                self.write_u64(b + 8, head)?;
+            if self.allocated_here(p) && !self.above_start_top(b) {
+                // Taken off a free list in this transaction: a rollback puts it back there, link and all. A link
+                // that already is `head` stays as it is (no write, no log): blocks taken off a list and given
+                // back in the same transaction mostly go back in the order they came off (frees in ascending
+                // offsets; a list handed out from its highest block), each onto the block that followed it.
+                if self.view().u64(b + 8)? != head {
+                    self.write_u64(b + 8, head)?;
+                }
             } else {
                 // Live before this transaction: its link is read by nobody until it is on a list, and a rollback
-                // (the heads restored) makes it live again.
+                // (the heads restored) makes it live again. Or carved from the heap top in this transaction: on
+                // no list before it, and past the top a rollback restores.
                 self.write_fresh(b + 8, &head.to_ne_bytes())?;
             }
             self.set_free_head(c, b)?;
