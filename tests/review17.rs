@@ -488,3 +488,81 @@ fn a_group_allocating_and_freeing_many_blocks_killed_anywhere_is_all_or_nothing(
 fn file_size(name: &str) -> u64 {
     std::fs::metadata(format!("/dev/shm/shmproc.{name}")).map(|m| m.len()).unwrap_or(0)
 }
+
+/// Elements of 0 bytes and of many MiB, as keys and values, through two
+/// handles (the second one mapping the growth), replaced and removed.
+#[test]
+fn empty_and_many_mib_elements_round_trip() {
+    let l = ListProxy::<Vec<u8>>::new().unwrap();
+    let l2 = ListProxy::<Vec<u8>>::open(l.name()).unwrap();
+    l.append(Vec::new()).unwrap();
+    let big: Vec<u8> = (0..(24u32 << 20)).map(|i| (i % 251) as u8).collect();
+    l.append(big.clone()).unwrap();
+    l.append(Vec::new()).unwrap();
+    assert_eq!(l2.len(), 3);
+    assert_eq!(l2.get(0).unwrap(), Vec::<u8>::new());
+    assert!(l2.get(1).unwrap() == big);
+    assert_eq!(l2.index(&Vec::new()).unwrap(), 0);
+    assert_eq!(l2.count(&Vec::new()).unwrap(), 2);
+    assert_eq!(l2.index(&big).unwrap(), 1);
+    l2.set(1, Vec::new()).unwrap();
+    assert_eq!(l.count(&Vec::new()).unwrap(), 3);
+    l.remove(&Vec::new()).unwrap();
+    assert_eq!(l2.len(), 2);
+    let d = DictProxy::<String, String>::new().unwrap();
+    let d2 = DictProxy::<String, String>::open(d.name()).unwrap();
+    d.insert(String::new(), String::new()).unwrap();
+    let bigs = "z".repeat(20 << 20);
+    d.insert(bigs.clone(), "v".into()).unwrap();
+    d.insert("k".into(), bigs.clone()).unwrap();
+    assert_eq!(d2.get(&String::new()).unwrap(), Some(String::new()));
+    assert_eq!(d2.get(&bigs).unwrap().as_deref(), Some("v"));
+    assert!(d2.get(&"k".into()).unwrap().unwrap() == bigs);
+    let mut near = bigs.clone();
+    near.pop();
+    near.push('y');
+    assert_eq!(d2.get(&near).unwrap(), None);
+    assert_eq!(d2.keys().unwrap(), [String::new(), bigs.clone(), "k".into()]);
+    assert_eq!(d2.popitem().unwrap().0, "k");
+    assert_eq!(d2.remove(&bigs).unwrap().as_deref(), Some("v"));
+    assert_eq!(d.items().unwrap(), [(String::new(), String::new())]);
+}
+
+/// A panic in a sort key, in an update_with closure and inside a group
+/// of a list that holds a dict operation: each container as before the
+/// operation (or group), its lock free for the next user, the dict's own
+/// committed operation kept (a group is one container's transaction).
+#[test]
+fn panics_in_callbacks_leave_each_container_as_before_and_unlocked() {
+    let l = ListProxy::<String>::new().unwrap();
+    l.extend(["c", "a", "b"].map(String::from)).unwrap();
+    let d = DictProxy::<String, u64>::new().unwrap();
+    d.insert("n".into(), 1).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        l.sort_by_key(|s| if s == "b" { panic!("key") } else { s.clone() })
+    }));
+    assert!(r.is_err());
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| d.update_with(&"n".into(), 0, |_| panic!("f"))));
+    assert!(r.is_err());
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        l.with_lock(|l| {
+            l.append("d".into()).unwrap();
+            d.insert("m".into(), 2).unwrap();
+            l.sort().unwrap();
+            panic!("group")
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(l.to_vec().unwrap(), ["c", "a", "b"]);
+    assert_eq!(d.items().unwrap(), [("n".to_string(), 1), ("m".to_string(), 2)]);
+    // Another thread (another lock owner) writes both at once: nothing is left locked.
+    let (l2, d2) = (l.clone(), d.clone());
+    std::thread::spawn(move || {
+        l2.sort().unwrap();
+        d2.update_with(&"n".into(), 0, |v| *v += 1).unwrap();
+    })
+    .join()
+    .unwrap();
+    assert_eq!(l.to_vec().unwrap(), ["a", "b", "c"]);
+    assert_eq!(d.get(&"n".into()).unwrap(), Some(2));
+}
