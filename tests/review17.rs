@@ -704,3 +704,94 @@ fn rounds_of_extend_and_clear_under_the_lock_commit() {
     }
     assert!(l.is_empty());
 }
+
+/// Points every slot of `list` (2001 String slots, the last naming a
+/// large blob) at that large blob, as a hostile peer could.
+fn alias_every_slot_to_the_last_blob(name: &str, marker: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let (_, at) = common::find_in_segment(name, marker);
+    let blob = at - 8; // the blob's payload: [len][bytes]
+    let (mut f, slot) = common::find_in_segment(name, &blob.to_ne_bytes());
+    let base = slot - 2000 * 8;
+    f.seek(SeekFrom::Start(base)).unwrap();
+    for _ in 0..2000 {
+        f.write_all(&blob.to_ne_bytes()).unwrap();
+    }
+}
+
+shmproc::entry! {
+    /// Reads the aliased list and dict (`to_vec`, `slice`, `iter`, `sort`,
+    /// `items`, `values`) under an address-space limit of 1 GiB more than
+    /// it uses: each must give an error or a result no larger than the
+    /// segment, never try to allocate the aliased blob thousands of times.
+    fn r17_read_aliased(args: (ListProxy<String>, DictProxy<u64, Vec<u8>>)) -> Result<(), String> {
+        let (l, d) = args;
+        let lim = libc::rlimit { rlim_cur: common::vm_size() + (1 << 30), rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: a valid rlimit struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) } != 0 {
+            return Err("setrlimit failed".into());
+        }
+        let small = |n: usize| n <= 64 << 20;
+        if let Ok(v) = l.to_vec()
+            && !small(v.iter().map(String::len).sum())
+        {
+            return Err("to_vec returned more bytes than the segment holds".into());
+        }
+        let _ = (l.slice(..), l.iter().map(|it| it.count()), l.sort(), l.reverse(), l.insert(0, "x".into()));
+        if let Ok(v) = d.values()
+            && !small(v.iter().map(Vec::len).sum())
+        {
+            return Err("values returned more bytes than the segment holds".into());
+        }
+        let _ = (d.items(), d.popitem());
+        Ok(())
+    }
+}
+
+/// A peer points every element of a list (and every value of a dict) at
+/// one 8 MiB blob: reading them all must not allocate 2000 copies of it
+/// (16 GiB: an abort, or the OOM killer) but give an error (or garbage
+/// no larger than the segment).
+#[test]
+fn elements_aliased_to_one_large_blob_are_not_copied_thousands_of_times() {
+    let l = ListProxy::<String>::new().unwrap();
+    l.extend((0..2000u64).map(|i| format!("s{i}"))).unwrap();
+    let marker = "BIG-LIST-BLOB-";
+    l.append(format!("{marker}{}", "z".repeat(8 << 20))).unwrap();
+    alias_every_slot_to_the_last_blob(l.name(), marker.as_bytes());
+    let d = DictProxy::<u64, Vec<u8>>::new().unwrap();
+    for i in 0..2000u64 {
+        d.insert(i, vec![1]).unwrap();
+    }
+    let dmarker = b"BIG-DICT-BLOB-";
+    let mut big = dmarker.to_vec();
+    big.resize(8 << 20, 7);
+    d.insert(9999, big).unwrap();
+    {
+        // Every value slot (bucket word 2: [tag|order][key][value]) naming the large blob.
+        use std::io::{Seek, SeekFrom, Write};
+        let (_, at) = common::find_in_segment(d.name(), dmarker);
+        let blob = at - 8;
+        let (mut f, vslot) = common::find_in_segment(d.name(), &blob.to_ne_bytes());
+        let bytes = std::fs::read(format!("/dev/shm/{}{}", shmproc::NAME_PREFIX, d.name())).unwrap();
+        // Walk the table from the big value's bucket in strides of 24 bytes both ways while words look like live
+        // buckets (a tag word with its bit 1 set), rewriting each value slot.
+        let word = |o: u64| u64::from_ne_bytes(bytes[o as usize..o as usize + 8].try_into().unwrap());
+        let first = vslot - 16;
+        let mut b = first;
+        while b >= 24 + 17408 {
+            b -= 24;
+        }
+        while b + 24 <= bytes.len() as u64 {
+            if word(b) & 2 != 0 && (word(b) as u32) > 1 && word(b + 8) < 2000 {
+                f.seek(SeekFrom::Start(b + 16)).unwrap();
+                f.write_all(&blob.to_ne_bytes()).unwrap();
+            }
+            b += 24;
+        }
+    }
+    let mut p = Process::new(r17_read_aliased, (l.clone(), d.clone()));
+    p.start().unwrap();
+    let r = common::join(&p);
+    assert!(r.is_ok(), "reading elements aliased to one large blob: {r:?}");
+}

@@ -908,15 +908,20 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         })
     }
 
-    fn collect<X>(&self, f: impl Fn(&View, u64) -> R<X>) -> Result<Vec<X>, ContainerError> {
+    /// `f(view, bucket, budget)` of every live bucket, in insertion order;
+    /// `budget` (the segment's size) is what the blobs `f` copies may add
+    /// up to (`element::decode_counted`): buckets a peer pointed at one
+    /// large blob are an error, not thousands of copies of it.
+    fn collect<X>(&self, f: impl Fn(&View, u64, &mut u64) -> R<X>) -> Result<Vec<X>, ContainerError> {
         self.store.read(|v| {
             let t = self.table(v)?;
             let mut out = Vec::with_capacity(t.count.min(1 << 20) as usize);
+            let mut budget = v.len();
             for i in 0..t.nb {
                 let b = self.bucket(t, i);
                 let w = v.u64(b)?;
                 if tag_of(w) > TOMB {
-                    out.push((order_of(w), f(v, b)?));
+                    out.push((order_of(w), f(v, b, &mut budget)?));
                 }
             }
             // Insertion order (stable: garbage numbers from a hostile peer give garbage order, nothing worse).
@@ -936,7 +941,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// ```
     pub fn keys(&self) -> Result<Vec<K>, ContainerError> {
         let kin = self.kin;
-        self.collect(move |v, b| element::decode(v, b + KOFF, kin))
+        self.collect(move |v, b, budget| element::decode_counted(v, b + KOFF, kin, budget))
     }
 
     /// Every value (a consistent snapshot, in the order of [`Self::keys`]).
@@ -948,7 +953,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// ```
     pub fn values(&self) -> Result<Vec<V>, ContainerError> {
         let (vin, ks) = (self.vin, self.ks());
-        self.collect(move |v, b| element::decode(v, b + KOFF + ks, vin))
+        self.collect(move |v, b, budget| element::decode_counted(v, b + KOFF + ks, vin, budget))
     }
 
     /// Every `(key, value)` pair (a consistent snapshot).
@@ -960,7 +965,9 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// ```
     pub fn items(&self) -> Result<Vec<(K, V)>, ContainerError> {
         let (kin, vin, ks) = (self.kin, self.vin, self.ks());
-        self.collect(move |v, b| Ok((element::decode(v, b + KOFF, kin)?, element::decode(v, b + KOFF + ks, vin)?)))
+        self.collect(move |v, b, budget| {
+            Ok((element::decode_counted(v, b + KOFF, kin, budget)?, element::decode_counted(v, b + KOFF + ks, vin, budget)?))
+        })
     }
 
     /// The number of entries (0 if the segment is corrupted).

@@ -229,6 +229,18 @@ pub(crate) fn decode<T: Element>(v: &View, off: u64, inline: Option<u32>) -> R<T
     e.ok_or(Fail::Torn("element bytes"))
 }
 
+/// `decode` for a read of many elements (a slice, a sort, a dict's
+/// keys/values/items): the bytes of the blobs it copies count against
+/// `budget` (`heap::read_blob_counted`), so the read never copies more
+/// than the segment holds, whatever a peer wrote into the slots.
+#[inline]
+pub(crate) fn decode_counted<T: Element>(v: &View, off: u64, inline: Option<u32>, budget: &mut u64) -> R<T> {
+    match inline {
+        Some(_) => decode(v, off, inline),
+        None => T::__from_vec(heap::read_blob_counted(v, v.u64(off)?, budget)?).ok_or(Fail::Torn("element bytes")),
+    }
+}
+
 /// Whether the slot at `off` holds an element whose bytes are `want`.
 #[inline(always)]
 pub(crate) fn slot_eq(v: &View, off: u64, inline: Option<u32>, want: &[u8]) -> R<bool> {

@@ -79,6 +79,23 @@ pub(crate) fn read_blob(v: &View, p: u64) -> R<Vec<u8>> {
     v.vec(p + 8, len)
 }
 
+/// `read_blob` for a read of many elements: the blob's length counts
+/// against `budget`, which starts at the mapping's length. Distinct blobs
+/// are distinct blocks inside the mapping, so they never add up to more;
+/// more means slots naming one blob many times (a hostile peer's), and
+/// copying it again and again could ask for any amount of memory: an
+/// error instead.
+#[inline]
+pub(crate) fn read_blob_counted(v: &View, p: u64, budget: &mut u64) -> R<Vec<u8>> {
+    let (_, cap) = block(v, p)?;
+    let len = v.u64(p)?;
+    if len > cap - 8 {
+        return Err(Fail::Torn("blob length"));
+    }
+    *budget = budget.checked_sub(len).ok_or(Fail::Torn("elements adding up to more than the segment"))?;
+    v.vec(p + 8, len)
+}
+
 /// Whether the blob at `p` holds exactly `bytes`.
 #[inline]
 pub(crate) fn blob_eq(v: &View, p: u64, bytes: &[u8]) -> R<bool> {

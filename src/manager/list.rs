@@ -452,7 +452,10 @@ impl<T: Element> ListProxy<T> {
         self.store.read(|v| {
             let a = self.arr(v)?;
             let (lo, hi) = range.__bounds(a.len);
-            (lo..hi).map(|i| self.get_at(v, a, i)).collect()
+            // Blobs copied count against the segment's size: slots a peer pointed at one large blob are an
+            // error, not thousands of copies of it.
+            let mut budget = v.len();
+            (lo..hi).map(|i| element::decode_counted(v, self.slot(a, i), self.inline, &mut budget)).collect()
         })
     }
 
@@ -662,8 +665,11 @@ impl<T: Element> ListProxy<T> {
             let a = self.arr_tx(tx)?;
             let slots = self.slots(tx, a)?;
             let mut items = Vec::with_capacity(a.len as usize);
+            // As in `slice`: the elements read never add up to more than the segment.
+            let mut budget = tx.view().len();
             for (i, s) in slots.chunks_exact(self.s as usize).enumerate() {
-                items.push((key(&self.get_at(tx.view(), a, i as u64)?), s));
+                let e = element::decode_counted(tx.view(), self.slot(a, i as u64), self.inline, &mut budget)?;
+                items.push((key(&e), s));
             }
             items.sort_by(|x, y| x.0.cmp(&y.0));
             let sorted: Vec<u8> = items.iter().flat_map(|(_, s)| s.iter().copied()).collect();
