@@ -795,3 +795,34 @@ fn elements_aliased_to_one_large_blob_are_not_copied_thousands_of_times() {
     let r = common::join(&p);
     assert!(r.is_ok(), "reading elements aliased to one large blob: {r:?}");
 }
+
+shmproc::entry! {
+    /// Stores a list it made itself (not through the Manager) in the
+    /// dict, then ends: the list goes with it.
+    fn r17_store_own_list(d: DictProxy<String, ListProxy<u64>>) -> Result<(), String> {
+        let own = ListProxy::<u64>::new().map_err(|e| e.to_string())?;
+        own.append(1).map_err(|e| e.to_string())?;
+        d.insert("mine".into(), own).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// A dict value naming a list that is gone (its maker ended, and it was
+/// not made through a Manager): reading it is an error that says so,
+/// not "corrupted container"; the dict itself is sound (its other
+/// entries read fine).
+#[test]
+fn a_nested_container_that_is_gone_is_reported_as_gone_not_as_corruption() {
+    let mgr = shmproc::Manager::new().unwrap();
+    let d = mgr.dict::<String, ListProxy<u64>>("groups").unwrap();
+    d.insert("kept".into(), mgr.list_anon().unwrap()).unwrap();
+    let mut p = Process::new(r17_store_own_list, d.clone());
+    p.start().unwrap();
+    common::join(&p).unwrap();
+    let e = d.get(&"mine".into()).unwrap_err();
+    let msg = e.to_string();
+    assert!(!matches!(e, ContainerError::Corrupted { .. }), "reported as corruption: {msg}");
+    assert!(msg.contains("cannot be opened") && msg.contains("not found"), "{msg}");
+    assert!(d.get(&"kept".into()).unwrap().unwrap().is_empty());
+    assert_eq!(d.keys().unwrap(), ["kept", "mine"]);
+}

@@ -66,6 +66,24 @@ pub trait Element: Clone + Sized {
     fn __from_vec(b: Vec<u8>) -> Option<Self> {
         Self::__from_bytes(&b)
     }
+    /// Why `b` could not be made an element, when the reason is not bad
+    /// bytes (a container handle whose container cannot be opened): the
+    /// error to report; `None` for bad bytes (corruption or a torn read).
+    #[doc(hidden)]
+    fn __why_not(_b: &[u8]) -> Option<String> {
+        None
+    }
+}
+
+/// The error for the name `b` of a nested container that cannot be
+/// opened with `open` (gone, or of another type), `None` if it can.
+fn nested_open_error<H>(b: &[u8], open: impl FnOnce(&str) -> Result<H, crate::OpenError>) -> Option<String> {
+    let name = std::str::from_utf8(b).ok()?;
+    let e = open(name).err()?;
+    Some(format!(
+        "the container {name:?} stored in this one cannot be opened ({e}): gone (made outside a Manager by a process \
+         that ended?) or of another type"
+    ))
 }
 
 impl<T: ShmType> Element for T {
@@ -129,7 +147,8 @@ impl Element for Vec<u8> {
 /// nested `append` changes a copy). The stored list must still exist
 /// when read (create it through a [`Manager`](crate::Manager), which
 /// keeps it as long as the Manager's creator lives); reading the name of
-/// a list that is gone is an error.
+/// a list that is gone is an error ([`ContainerError::Io`](crate::ContainerError::Io)
+/// naming it, not `Corrupted`).
 impl<T: Element> Element for crate::ListProxy<T> {
     fn __inline() -> Option<u32> {
         None
@@ -142,6 +161,9 @@ impl<T: Element> Element for crate::ListProxy<T> {
     }
     fn __from_bytes(b: &[u8]) -> Option<Self> {
         crate::ListProxy::open(std::str::from_utf8(b).ok()?).ok()
+    }
+    fn __why_not(b: &[u8]) -> Option<String> {
+        nested_open_error(b, crate::ListProxy::<T>::open)
     }
 }
 
@@ -163,6 +185,9 @@ impl<K: Element, V: Element> Element for crate::DictProxy<K, V> {
     }
     fn __from_bytes(b: &[u8]) -> Option<Self> {
         crate::DictProxy::open(std::str::from_utf8(b).ok()?).ok()
+    }
+    fn __why_not(b: &[u8]) -> Option<String> {
+        nested_open_error(b, crate::DictProxy::<K, V>::open)
     }
 }
 
@@ -226,7 +251,22 @@ pub(crate) fn decode<T: Element>(v: &View, off: u64, inline: Option<u32>) -> R<T
         Some(n) => T::__from_vec(v.vec(off, u64::from(n))?),
         None => T::__from_vec(heap::read_blob(v, v.u64(off)?)?),
     };
-    e.ok_or(Fail::Torn("element bytes"))
+    e.ok_or_else(|| undecodable::<T>(v, off, inline))
+}
+
+/// Why the element in the slot at `off` could not be decoded: a nested
+/// container that cannot be opened is reported as such (an error a
+/// reader returns only if its read was not torn: the seq check around
+/// it), anything else is bad bytes (`Torn`: a retry, then corruption).
+#[cold]
+fn undecodable<T: Element>(v: &View, off: u64, inline: Option<u32>) -> Fail {
+    if inline.is_none()
+        && let Ok(b) = v.u64(off).and_then(|p| heap::read_blob(v, p))
+        && let Some(why) = T::__why_not(&b)
+    {
+        return Fail::Err(super::ContainerError::Io(why));
+    }
+    Fail::Torn("element bytes")
 }
 
 /// `decode` for a read of many elements (a slice, a sort, a dict's
@@ -237,7 +277,9 @@ pub(crate) fn decode<T: Element>(v: &View, off: u64, inline: Option<u32>) -> R<T
 pub(crate) fn decode_counted<T: Element>(v: &View, off: u64, inline: Option<u32>, budget: &mut u64) -> R<T> {
     match inline {
         Some(_) => decode(v, off, inline),
-        None => T::__from_vec(heap::read_blob_counted(v, v.u64(off)?, budget)?).ok_or(Fail::Torn("element bytes")),
+        None => {
+            T::__from_vec(heap::read_blob_counted(v, v.u64(off)?, budget)?).ok_or_else(|| undecodable::<T>(v, off, inline))
+        }
     }
 }
 

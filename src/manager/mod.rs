@@ -177,7 +177,8 @@ pub enum ContainerError {
     /// (Python's "list modified during sort"). Nothing changed.
     #[error("container modified during an operation on it (from a callback of that operation)")]
     ModifiedDuringOperation,
-    /// Any other system error (mapping the grown segment).
+    /// Any other system error (mapping the grown segment; a container
+    /// stored in this one, by name, that cannot be opened).
     #[error("system error: {0}")]
     Io(String),
 }
