@@ -826,3 +826,110 @@ fn a_nested_container_that_is_gone_is_reported_as_gone_not_as_corruption() {
     assert!(d.get(&"kept".into()).unwrap().unwrap().is_empty());
     assert_eq!(d.keys().unwrap(), ["kept", "mine"]);
 }
+
+/// Python's per-element loops under the container's lock: `with lock:
+/// for i in range(len(l)): l[i] = f(l[i])`, `for k in keys: d[k] += 1`,
+/// `for k in keys: del d[k]`, on containers of a few thousand entries:
+/// the group commits (its changes to live slots and buckets do not each
+/// cost undo log once the log is half full: the array or table moves to
+/// fresh space, as `DictProxy::update` does).
+#[test]
+fn per_element_loops_under_the_lock_over_thousands_of_entries_commit() {
+    let l = ListProxy::<u64>::new().unwrap();
+    l.extend(0..3000).unwrap();
+    let r = l.with_lock(|l| {
+        for i in 0..3000isize {
+            let v = l.get(i)?;
+            l.set(i, v * 2)?;
+        }
+        Ok::<_, ContainerError>(())
+    });
+    assert_eq!(r, Ok(Ok(())), "3000 sets under the list's lock");
+    assert_eq!(l.to_vec().unwrap(), (0..3000).map(|i| i * 2).collect::<Vec<u64>>());
+    let s = ListProxy::<String>::new().unwrap();
+    s.extend((0..3000).map(|i| i.to_string())).unwrap();
+    let r = s.with_lock(|s| (0..3000isize).try_for_each(|i| s.set(i, format!("n{i}"))));
+    assert_eq!(r, Ok(Ok(())), "3000 String sets under the list's lock");
+    assert_eq!(s.get(-1).unwrap(), "n2999");
+    let d = DictProxy::<String, u64>::new().unwrap();
+    d.update((0..3000u64).map(|i| (format!("k{i}"), i))).unwrap();
+    let r = d.with_lock(|d| (0..3000u64).try_for_each(|i| d.update_with(&format!("k{i}"), 0, |v| *v += 1).map(drop)));
+    assert_eq!(r, Ok(Ok(())), "3000 update_with under the dict's lock");
+    assert_eq!(d.get(&"k2999".into()).unwrap(), Some(3000));
+    let r = d.with_lock(|d| (0..3000u64).step_by(2).try_for_each(|i| d.remove(&format!("k{i}")).map(drop)));
+    assert_eq!(r, Ok(Ok(())), "1500 removes under the dict's lock");
+    assert_eq!(d.len(), 1500);
+    assert_eq!(d.keys().unwrap()[..2], ["k1".to_string(), "k3".to_string()]);
+    let du = DictProxy::<u64, u64>::new().unwrap();
+    du.update((0..3000u64).map(|i| (i, i))).unwrap();
+    let r = du.with_lock(|d| (0..3000u64).try_for_each(|i| d.insert(i, i + 1).map(drop)));
+    assert_eq!(r, Ok(Ok(())), "3000 new values under the dict's lock");
+    let r = du.with_lock(|d| {
+        while d.len() > 10 {
+            d.popitem()?;
+        }
+        Ok::<_, ContainerError>(())
+    });
+    assert_eq!(r, Ok(Ok(())), "2990 popitems under the dict's lock");
+    assert_eq!(du.items().unwrap(), (0..10u64).map(|i| (i, i + 1)).collect::<Vec<_>>());
+}
+
+shmproc::entry! {
+    /// Under each container's lock: 1200 sets of the list, then 1200
+    /// update_with and 600 removes of the dict; killed at write step
+    /// `steps`.
+    fn r17_loops_under_lock_and_die(args: (ListProxy<String>, DictProxy<String, u64>, u64)) -> Result<(), String> {
+        let (l, d, steps) = args;
+        shmproc::__crash_after_steps(steps);
+        let e = |e: ContainerError| e.to_string();
+        l.with_lock(|l| (0..1200isize).try_for_each(|i| l.set(i, format!("new{i}")))).map_err(e)?.map_err(e)?;
+        d.with_lock(|d| {
+            (0..1200u64).try_for_each(|i| d.update_with(&format!("k{i}"), 0, |v| *v += 1).map(drop))?;
+            (0..1200u64).step_by(2).try_for_each(|i| d.remove(&format!("k{i}")).map(drop))
+        })
+        .map_err(e)?
+        .map_err(e)
+    }
+}
+
+/// Those loops (the array and the table moved to fresh space part way,
+/// the later writes unlogged) killed at write steps all through them:
+/// each container exactly as before or after its group, and working.
+#[test]
+fn per_element_loops_under_the_lock_killed_anywhere_are_all_or_nothing() {
+    let l_before: Vec<String> = (0..1200).map(|i| format!("old{i}")).collect();
+    let l_after: Vec<String> = (0..1200).map(|i| format!("new{i}")).collect();
+    let d_before: Vec<(String, u64)> = (0..1200u64).map(|i| (format!("k{i}"), i)).collect();
+    let d_after: Vec<(String, u64)> = (1..1200u64).step_by(2).map(|i| (format!("k{i}"), i + 1)).collect();
+    let mut killed = 0;
+    let mut steps = 1u64;
+    loop {
+        let l = ListProxy::<String>::new().unwrap();
+        l.extend(l_before.iter().cloned()).unwrap();
+        let d = DictProxy::<String, u64>::new().unwrap();
+        d.update(d_before.iter().cloned()).unwrap();
+        let mut p = Process::new(r17_loops_under_lock_and_die, (l.clone(), d.clone(), steps));
+        p.start().unwrap();
+        let died = match common::join(&p) {
+            Ok(()) => false,
+            Err(ProcessError::Signaled { signal: 9, .. }) => true,
+            other => panic!("step {steps}: the child ended otherwise: {other:?}"),
+        };
+        killed += u64::from(died);
+        let (lg, dg) = (l.to_vec().unwrap(), d.items().unwrap());
+        assert!(lg == l_before || lg == l_after, "step {steps}: torn list group");
+        assert!(dg == d_before || dg == d_after, "step {steps}: torn dict group ({} entries)", dg.len());
+        assert!(lg == l_before || dg == d_before || dg == d_after);
+        assert!(died || (lg == l_after && dg == d_after), "step {steps}: the groups ended without their effect");
+        l.set(0, "x".into()).unwrap();
+        d.insert("x".into(), 1).unwrap();
+        l.extend((0..500).map(|i| i.to_string())).unwrap();
+        assert_eq!(l.get(-1).unwrap(), "499");
+        assert_eq!(d.get(&"x".into()).unwrap(), Some(1));
+        if !died {
+            break;
+        }
+        steps += 1 + steps / 10;
+    }
+    assert!(killed >= 40, "only {killed} trials were killed inside the groups");
+}

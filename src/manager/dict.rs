@@ -550,6 +550,19 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         unsafe { copy::write(d, w) };
     }
 
+    /// Inside a group whose undo log is half full, moves the table into a
+    /// block allocated now (a resize keeping its size), unless it is in
+    /// one the group allocated: the group's later changes to its buckets
+    /// (new values, tombstones) then need no undo log, so a loop of
+    /// inserts, `update_with`s or removes under the lock is not limited by
+    /// the log (what `update` does for its own inserts).
+    fn fresh_in_group(&self, tx: &mut Txn<'_>, t: Table) -> R<Table> {
+        if !tx.in_group() || t.nb == 0 || !self.store.log_past_half() || tx.allocated_here(t.base) {
+            return Ok(t);
+        }
+        self.resize(tx, t, t.nb)
+    }
+
     /// Sets `key` to `val` inside a transaction; returns the old value.
     fn put(&self, tx: &mut Txn<'_>, key: &K, val: &V) -> R<Option<V>> {
         let kb = key.__bytes();
@@ -564,6 +577,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             let nb = if (t.count + 1) * 2 > t.nb { (t.nb * 2).max(8) } else { t.nb };
             t = self.resize(tx, t, nb)?;
         }
+        let t = self.fresh_in_group(tx, t)?;
         match self.probe(tx.view(), t, kb, h)? {
             Probe::Found(i) => {
                 let voff = self.bucket(t, i) + KOFF + self.ks();
@@ -767,6 +781,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             if t.nb == 0 {
                 return Ok(None);
             }
+            let t = self.fresh_in_group(tx, t)?;
             match self.probe(tx.view(), t, &kb, h)? {
                 Probe::Found(i) => Ok(Some(self.take(tx, t, i)?.1)),
                 Probe::Vacant { .. } => Ok(None),
@@ -801,6 +816,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     pub fn popitem(&self) -> Result<(K, V), ContainerError> {
         self.store.write(|tx| {
             let t = self.table_tx(tx)?;
+            let t = self.fresh_in_group(tx, t)?;
             let mut last = None;
             for i in 0..t.nb {
                 let b = self.bucket(t, i);
@@ -1053,7 +1069,10 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// Runs `f` as one transaction holding the dict's lock, as
     /// [`ListProxy::with_lock`](crate::ListProxy::with_lock): other
     /// readers see the state before the group, then after it; a crash or
-    /// a panic inside leaves the dict as before the group.
+    /// a panic inside leaves the dict as before the group. Once the
+    /// group's undo log is half full, an insert, `update_with`, remove or
+    /// `popitem` moves the table to fresh space first (as `update` does),
+    /// so a loop over every entry fits whatever the size.
     ///
     /// ```
     /// let d = shmproc::DictProxy::<u8, u64>::new().unwrap();

@@ -294,6 +294,27 @@ impl<T: Element> ListProxy<T> {
         Ok(())
     }
 
+    /// Inside a group whose undo log is half full, moves the array into a
+    /// block allocated now (its capacity kept), unless it is in one the
+    /// group allocated: the group's later writes to its slots then need
+    /// no undo log (no committed state reaches the new block), so a loop
+    /// of `set`s under the lock is not limited by the log, as
+    /// `DictProxy::update` moves its table.
+    fn fresh_in_group(&self, tx: &mut Txn<'_>, a: Arr) -> R<Arr> {
+        if !tx.in_group() || a.base == 0 || !self.store.log_past_half() || tx.allocated_here(a.base) {
+            return Ok(a);
+        }
+        let slots = self.slots(tx, a)?;
+        let p = tx.alloc(a.cap.max(4) * self.s)?;
+        tx.write_fresh(p, &slots)?;
+        let (_, cap_bytes) = heap::block(tx.view(), p)?;
+        let cap = cap_bytes / self.s;
+        tx.set_root(ARR, p)?;
+        tx.set_root(CAP, cap)?;
+        tx.free(a.base)?;
+        Ok(Arr { base: p, len: a.len, cap })
+    }
+
     fn slots(&self, tx: &Txn<'_>, a: Arr) -> R<Vec<u8>> {
         if a.len == 0 { Ok(Vec::new()) } else { tx.view().vec(a.base, a.len * self.s) }
     }
@@ -416,6 +437,7 @@ impl<T: Element> ListProxy<T> {
         self.store.write(|tx| {
             let a = self.arr_tx(tx)?;
             let idx = normalize(i, a.len)?;
+            let a = self.fresh_in_group(tx, a)?;
             let off = self.slot(a, idx);
             let old = if self.inline.is_none() { Some(tx.view().u64(off)?) } else { None };
             let slot = element::encode(tx, &v)?;
@@ -748,6 +770,9 @@ impl<T: Element> ListProxy<T> {
     /// fails changes nothing and the group goes on; if the group's undo
     /// log fills, the whole group is undone and this returns
     /// [`ContainerError::TooLarge`](crate::ContainerError::TooLarge).
+    /// Once the log is half full, a `set` moves the array to fresh space
+    /// first, so a loop of `set`s over every element fits whatever the
+    /// length.
     ///
     /// ```
     /// let l = shmproc::ListProxy::<u64>::new().unwrap();
