@@ -1007,3 +1007,100 @@ proptest! {
         prop_assert_eq!(l.to_vec().unwrap(), ml);
     }
 }
+
+/// Python's `with lock: for x in xs: l.insert(0, x)` and `with lock:
+/// while l: l.pop(0)`: each such operation builds the array anew, and
+/// inside a group the old one is freed only at the commit; the segment
+/// must not grow by a whole array per operation (3000 inserts into a list
+/// of 3000 u64 would take ~100 MB of /dev/shm for good).
+#[test]
+fn front_inserts_and_pops_under_the_lock_do_not_grow_the_segment_per_operation() {
+    let l = ListProxy::<u64>::new().unwrap();
+    l.extend(0..3000).unwrap();
+    l.with_lock(|l| (0..3000u64).try_for_each(|i| l.insert(0, 10_000 + i))).unwrap().unwrap();
+    assert_eq!(l.len(), 6000);
+    assert_eq!(l.get(0).unwrap(), 12_999);
+    assert_eq!(l.get(2999).unwrap(), 10_000);
+    assert_eq!(l.get(3000).unwrap(), 0);
+    l.with_lock(|l| {
+        while l.len() > 10 {
+            l.pop_at(0)?;
+        }
+        l.remove(&2995)?;
+        l.reverse()
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(l.to_vec().unwrap(), [2999, 2998, 2997, 2996, 2994, 2993, 2992, 2991, 2990]);
+    let size = file_size(l.name());
+    assert!(size <= 4 << 20, "the segment grew to {size} bytes for a list of at most 6000 u64");
+}
+
+shmproc::entry! {
+    /// Under the list's lock: 400 front inserts, 300 pops from the front,
+    /// a remove, a reverse and a sort (the array rebuilt in place once the
+    /// group made it); killed at write step `steps`.
+    fn r17_front_ops_and_die(args: (ListProxy<String>, u64)) -> Result<(), String> {
+        let (l, steps) = args;
+        shmproc::__crash_after_steps(steps);
+        l.with_lock(|l| {
+            for i in 0..400u64 {
+                l.insert(0, format!("f{i:03}"))?;
+            }
+            for _ in 0..300 {
+                l.pop_at(0)?;
+            }
+            l.remove(&"f050".to_string())?;
+            l.reverse()?;
+            l.sort()
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// That group killed at write steps all through it: the list exactly as
+/// before or after, and working.
+#[test]
+fn front_inserts_and_pops_under_the_lock_killed_anywhere_are_all_or_nothing() {
+    let before: Vec<String> = (0..200u64).map(|i| format!("b{i:03}")).collect();
+    let after = {
+        let mut m = before.clone();
+        for i in 0..400u64 {
+            m.insert(0, format!("f{i:03}"));
+        }
+        m.drain(..300);
+        let at = m.iter().position(|s| s == "f050").unwrap();
+        m.remove(at);
+        m.reverse();
+        m.sort();
+        m
+    };
+    let mut killed = 0;
+    let mut steps = 1u64;
+    loop {
+        let l = ListProxy::<String>::new().unwrap();
+        l.extend(before.iter().cloned()).unwrap();
+        let mut p = Process::new(r17_front_ops_and_die, (l.clone(), steps));
+        p.start().unwrap();
+        let died = match common::join(&p) {
+            Ok(()) => false,
+            Err(ProcessError::Signaled { signal: 9, .. }) => true,
+            other => panic!("step {steps}: the child ended otherwise: {other:?}"),
+        };
+        killed += u64::from(died);
+        let got = l.to_vec().unwrap();
+        assert!(got == before || got == after, "step {steps}: torn group ({} elements)", got.len());
+        assert!(died || got == after, "step {steps}: the group ended without its effect");
+        l.insert(0, "x".into()).unwrap();
+        l.extend((0..300).map(|i| i.to_string())).unwrap();
+        assert_eq!(l.get(0).unwrap(), "x");
+        assert_eq!(l.get(-1).unwrap(), "299");
+        assert_eq!(l.len(), got.len() + 301);
+        if !died {
+            break;
+        }
+        steps += 1 + steps / 10;
+    }
+    assert!(killed >= 40, "only {killed} trials were killed inside the group");
+}
