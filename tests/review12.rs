@@ -152,8 +152,9 @@ fn a_group_freeing_many_blocks_killed_anywhere_is_all_or_nothing() {
     let old: Vec<String> = (0..200u64).map(|i| format!("old-{i}-{}", "x".repeat(i as usize % 70))).collect();
     let new: Vec<String> = (0..300u64).map(|i| format!("new-{i}")).collect();
     let mut killed = 0;
-    // The group has some 3 960 steps, the frees of its commit the last several hundred of them.
-    for steps in (1..3200).step_by(97).chain((3200..3960).step_by(19)) {
+    // The group has some 3 830 steps (3 960 before a split's header went unlogged, review17), the frees of its
+    // commit the last several hundred of them.
+    for steps in (1..3070).step_by(97).chain((3070..3830).step_by(19)) {
         let l = ListProxy::<String>::new().unwrap();
         l.extend(old.iter().cloned()).unwrap();
         // Free blocks of several classes on the lists before the group.
@@ -179,5 +180,5 @@ fn a_group_freeing_many_blocks_killed_anywhere_is_all_or_nothing() {
             "step {steps}: elements changed by later allocations (a free list gone wrong)"
         );
     }
-    assert!(killed >= 70, "only {killed} of 73 trials were killed inside the group");
+    assert!(killed >= 70, "only {killed} of 72 trials were killed inside the group");
 }

@@ -550,6 +550,19 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         unsafe { copy::write(d, w) };
     }
 
+    /// Inside a group whose undo log is half full, moves the table into a
+    /// block allocated now (a resize keeping its size), unless it is in
+    /// one the group allocated: the group's later changes to its buckets
+    /// (new values, tombstones) then need no undo log, so a loop of
+    /// inserts, `update_with`s or removes under the lock is not limited by
+    /// the log (what `update` does for its own inserts).
+    fn fresh_in_group(&self, tx: &mut Txn<'_>, t: Table) -> R<Table> {
+        if !tx.in_group() || t.nb == 0 || !self.store.log_past_half() || tx.allocated_here(t.base) {
+            return Ok(t);
+        }
+        self.resize(tx, t, t.nb)
+    }
+
     /// Sets `key` to `val` inside a transaction; returns the old value.
     fn put(&self, tx: &mut Txn<'_>, key: &K, val: &V) -> R<Option<V>> {
         let kb = key.__bytes();
@@ -564,6 +577,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             let nb = if (t.count + 1) * 2 > t.nb { (t.nb * 2).max(8) } else { t.nb };
             t = self.resize(tx, t, nb)?;
         }
+        let t = self.fresh_in_group(tx, t)?;
         match self.probe(tx.view(), t, kb, h)? {
             Probe::Found(i) => {
                 let voff = self.bucket(t, i) + KOFF + self.ks();
@@ -775,6 +789,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             if t.nb == 0 {
                 return Ok(None);
             }
+            let t = self.fresh_in_group(tx, t)?;
             match self.probe(tx.view(), t, &kb, h)? {
                 Probe::Found(i) => Ok(Some(self.take(tx, t, i)?.1)),
                 Probe::Vacant { .. } => Ok(None),
@@ -837,6 +852,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     pub fn popitem(&self) -> Result<(K, V), ContainerError> {
         self.store.write(|tx| {
             let t = self.table_tx(tx)?;
+            let t = self.fresh_in_group(tx, t)?;
             let mut last = None;
             for i in 0..t.nb {
                 let b = self.bucket(t, i);
@@ -944,15 +960,20 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         })
     }
 
-    fn collect<X>(&self, f: impl Fn(&View, u64) -> R<X>) -> Result<Vec<X>, ContainerError> {
+    /// `f(view, bucket, budget)` of every live bucket, in insertion order;
+    /// `budget` (the segment's size) is what the blobs `f` copies may add
+    /// up to (`element::decode_counted`): buckets a peer pointed at one
+    /// large blob are an error, not thousands of copies of it.
+    fn collect<X>(&self, f: impl Fn(&View, u64, &mut u64) -> R<X>) -> Result<Vec<X>, ContainerError> {
         self.store.read(|v| {
             let t = self.table(v)?;
             let mut out = Vec::with_capacity(t.count.min(1 << 20) as usize);
+            let mut budget = v.len();
             for i in 0..t.nb {
                 let b = self.bucket(t, i);
                 let w = v.u64(b)?;
                 if tag_of(w) > TOMB {
-                    out.push((order_of(w), f(v, b)?));
+                    out.push((order_of(w), f(v, b, &mut budget)?));
                 }
             }
             // Insertion order (stable: garbage numbers from a hostile peer give garbage order, nothing worse).
@@ -972,7 +993,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// ```
     pub fn keys(&self) -> Result<Vec<K>, ContainerError> {
         let kin = self.kin;
-        self.collect(move |v, b| element::decode(v, b + KOFF, kin))
+        self.collect(move |v, b, budget| element::decode_counted(v, b + KOFF, kin, budget))
     }
 
     /// Every value (a consistent snapshot, in the order of [`Self::keys`]).
@@ -984,7 +1005,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// ```
     pub fn values(&self) -> Result<Vec<V>, ContainerError> {
         let (vin, ks) = (self.vin, self.ks());
-        self.collect(move |v, b| element::decode(v, b + KOFF + ks, vin))
+        self.collect(move |v, b, budget| element::decode_counted(v, b + KOFF + ks, vin, budget))
     }
 
     /// Every `(key, value)` pair (a consistent snapshot).
@@ -996,7 +1017,9 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// ```
     pub fn items(&self) -> Result<Vec<(K, V)>, ContainerError> {
         let (kin, vin, ks) = (self.kin, self.vin, self.ks());
-        self.collect(move |v, b| Ok((element::decode(v, b + KOFF, kin)?, element::decode(v, b + KOFF + ks, vin)?)))
+        self.collect(move |v, b, budget| {
+            Ok((element::decode_counted(v, b + KOFF, kin, budget)?, element::decode_counted(v, b + KOFF + ks, vin, budget)?))
+        })
     }
 
     /// The number of entries (0 if the segment is corrupted).
@@ -1082,7 +1105,10 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// Runs `f` as one transaction holding the dict's lock, as
     /// [`ListProxy::with_lock`](crate::ListProxy::with_lock): other
     /// readers see the state before the group, then after it; a crash or
-    /// a panic inside leaves the dict as before the group.
+    /// a panic inside leaves the dict as before the group. Once the
+    /// group's undo log is half full, an insert, `update_with`, remove or
+    /// `popitem` moves the table to fresh space first (as `update` does),
+    /// so a loop over every entry fits whatever the size.
     ///
     /// ```
     /// let d = shmproc::DictProxy::<u8, u64>::new().unwrap();

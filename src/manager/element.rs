@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 
-use super::ContainerError;
 use super::heap;
 use super::store::{Fail, R, Txn, View};
 use crate::ShmType;
@@ -67,13 +66,21 @@ pub trait Element: Clone + Sized {
     fn __from_vec(b: Vec<u8>) -> Option<Self> {
         Self::__from_bytes(&b)
     }
-    /// For handles to other containers (stored by name): the container
-    /// the bytes name, opened, or why it cannot be (`None` for every other
-    /// type, and for bytes that are no name at all).
+    /// Why `b` could not be made an element, when the reason is not bad
+    /// bytes (a container handle whose container cannot be opened): the
+    /// error to report; `None` for bad bytes (corruption or a torn read).
     #[doc(hidden)]
-    fn __open_stored(_b: &[u8]) -> Option<Result<Self, String>> {
+    fn __why_not(_b: &[u8]) -> Option<String> {
         None
     }
+}
+
+/// Why the nested container named `b` cannot be opened with `open` (the
+/// open error: gone, or of another type); `None` if it can, or if `b` is
+/// no name at all.
+fn nested_open_error<H>(b: &[u8], open: impl FnOnce(&str) -> Result<H, crate::OpenError>) -> Option<String> {
+    let name = std::str::from_utf8(b).ok()?;
+    Some(open(name).err()?.to_string())
 }
 
 impl<T: ShmType> Element for T {
@@ -137,7 +144,8 @@ impl Element for Vec<u8> {
 /// nested `append` changes a copy). The stored list must still exist
 /// when read (create it through a [`Manager`](crate::Manager), which
 /// keeps it as long as the Manager's creator lives); reading the name of
-/// a list that is gone is an error.
+/// a list that is gone is an error ([`ContainerError::NestedGone`](crate::ContainerError::NestedGone)
+/// naming it, not `Corrupted`; `del` removes its entry).
 impl<T: Element> Element for crate::ListProxy<T> {
     fn __inline() -> Option<u32> {
         None
@@ -151,8 +159,8 @@ impl<T: Element> Element for crate::ListProxy<T> {
     fn __from_bytes(b: &[u8]) -> Option<Self> {
         crate::ListProxy::open(std::str::from_utf8(b).ok()?).ok()
     }
-    fn __open_stored(b: &[u8]) -> Option<Result<Self, String>> {
-        Some(crate::ListProxy::open(std::str::from_utf8(b).ok()?).map_err(|e| e.to_string()))
+    fn __why_not(b: &[u8]) -> Option<String> {
+        nested_open_error(b, crate::ListProxy::<T>::open)
     }
 }
 
@@ -175,8 +183,8 @@ impl<K: Element, V: Element> Element for crate::DictProxy<K, V> {
     fn __from_bytes(b: &[u8]) -> Option<Self> {
         crate::DictProxy::open(std::str::from_utf8(b).ok()?).ok()
     }
-    fn __open_stored(b: &[u8]) -> Option<Result<Self, String>> {
-        Some(crate::DictProxy::open(std::str::from_utf8(b).ok()?).map_err(|e| e.to_string()))
+    fn __why_not(b: &[u8]) -> Option<String> {
+        nested_open_error(b, crate::DictProxy::<K, V>::open)
     }
 }
 
@@ -238,20 +246,39 @@ pub(crate) fn decode<T: Element>(v: &View, off: u64, inline: Option<u32>) -> R<T
             T::__from_bytes(b)
         }
         Some(n) => T::__from_vec(v.vec(off, u64::from(n))?),
-        None => {
-            let b = heap::read_blob(v, v.u64(off)?)?;
-            match T::__open_stored(&b) {
-                // A stored container that cannot be opened: its own error (the caller can `del` the entry),
-                // not "corrupted". Inside an optimistic read this error stands only if the read validates.
-                Some(r) => {
-                    let name = String::from_utf8_lossy(&b).into_owned();
-                    return r.map_err(|reason| ContainerError::NestedGone { name, reason }.into());
-                }
-                None => T::__from_vec(b),
-            }
-        }
+        None => T::__from_vec(heap::read_blob(v, v.u64(off)?)?),
     };
-    e.ok_or(Fail::Torn("element bytes"))
+    e.ok_or_else(|| undecodable::<T>(v, off, inline))
+}
+
+/// Why the element in the slot at `off` could not be decoded: a nested
+/// container that cannot be opened is reported as such (an error a
+/// reader returns only if its read was not torn: the seq check around
+/// it), anything else is bad bytes (`Torn`: a retry, then corruption).
+#[cold]
+fn undecodable<T: Element>(v: &View, off: u64, inline: Option<u32>) -> Fail {
+    if inline.is_none()
+        && let Ok(b) = v.u64(off).and_then(|p| heap::read_blob(v, p))
+        && let Some(why) = T::__why_not(&b)
+    {
+        let name = String::from_utf8_lossy(&b).into_owned();
+        return Fail::Err(super::ContainerError::NestedGone { name, reason: why });
+    }
+    Fail::Torn("element bytes")
+}
+
+/// `decode` for a read of many elements (a slice, a sort, a dict's
+/// keys/values/items): the bytes of the blobs it copies count against
+/// `budget` (`heap::read_blob_counted`), so the read never copies more
+/// than the segment holds, whatever a peer wrote into the slots.
+#[inline]
+pub(crate) fn decode_counted<T: Element>(v: &View, off: u64, inline: Option<u32>, budget: &mut u64) -> R<T> {
+    match inline {
+        Some(_) => decode(v, off, inline),
+        None => {
+            T::__from_vec(heap::read_blob_counted(v, v.u64(off)?, budget)?).ok_or_else(|| undecodable::<T>(v, off, inline))
+        }
+    }
 }
 
 /// Whether the slot at `off` holds an element whose bytes are `want`.

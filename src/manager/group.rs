@@ -45,6 +45,8 @@ pub(crate) struct Group {
     /// operation had written to space an earlier one allocated): the whole
     /// group is rolled back at its end and this is returned.
     pub(crate) doomed: Option<ContainerError>,
+    /// The heap top when the group began (see `Txn::above_start_top`).
+    pub(crate) top0: u64,
 }
 
 /// A group open on container `id`; `None` while one of its operations

@@ -11,12 +11,16 @@
 //! and the top are state words (logged), and a block handed out is
 //! written without logging (no committed state reaches it). The `next`
 //! word of a block being freed is logged only if the block was allocated
-//! in the same transaction (it may have come off a free list that a
-//! rollback restores, link and all); the `next` word of a block that was
+//! in the same transaction below the heap top of its start (it came off a
+//! free list that a rollback restores, link and all; a block carved from
+//! the top was on no list); the `next` word of a block that was
 //! live before is read by nobody (only free blocks' links are), so it is
-//! written unlogged, and freeing many blocks costs no log. So a crash
+//! written unlogged, and freeing many blocks costs no log. The header of
+//! a free block handed out (split or not) is written unlogged as well: a
+//! free block's class is the class of the list it is on, never read from
+//! its header, so a rollback needs only the list heads. So a crash
 //! mid-allocation or mid-free rolls back to the exact free lists of
-//! before.
+//! before, and allocations cost no log however many blocks they split.
 //!
 //! Offsets read from shared memory are checked before use: inside the
 //! heap, on a block boundary, with a valid header, ending inside the
@@ -75,6 +79,23 @@ pub(crate) fn read_blob(v: &View, p: u64) -> R<Vec<u8>> {
     v.vec(p + 8, len)
 }
 
+/// `read_blob` for a read of many elements: the blob's length counts
+/// against `budget`, which starts at the mapping's length. Distinct blobs
+/// are distinct blocks inside the mapping, so they never add up to more;
+/// more means slots naming one blob many times (a hostile peer's), and
+/// copying it again and again could ask for any amount of memory: an
+/// error instead.
+#[inline]
+pub(crate) fn read_blob_counted(v: &View, p: u64, budget: &mut u64) -> R<Vec<u8>> {
+    let (_, cap) = block(v, p)?;
+    let len = v.u64(p)?;
+    if len > cap - 8 {
+        return Err(Fail::Torn("blob length"));
+    }
+    *budget = budget.checked_sub(len).ok_or(Fail::Torn("elements adding up to more than the segment"))?;
+    v.vec(p + 8, len)
+}
+
 /// Whether the blob at `p` holds exactly `bytes`.
 #[inline]
 pub(crate) fn blob_eq(v: &View, p: u64, bytes: &[u8]) -> R<bool> {
@@ -117,9 +138,7 @@ impl Txn<'_> {
         // costs space, never a wrong block).
         if let Some(big) = self.free_class_from(c) {
             let head = self.pop_free(big)?;
-            if big > c {
-                self.split(head, big, c)?;
-            }
+            self.split(head, big, c)?;
             self.note_fresh(head + BLOCK_HDR, head + block_size(c));
             return Ok(head + BLOCK_HDR);
         }
@@ -167,12 +186,23 @@ impl Txn<'_> {
 
     /// Takes the first block off the free list of class `c` (validated);
     /// returns its offset.
+    ///
+    /// The list, not the block's header, says the class: a free block's
+    /// header is rewritten unlogged when it is handed out (`split`), so
+    /// after a rollback a block back on its list may carry the class it
+    /// was split to. The block is checked to lie on a block boundary in
+    /// the heap, below the top and inside the mapping.
     fn pop_free(&mut self, c: usize) -> R<u64> {
         let head = self.state(S_FREE + c);
-        let (hc, _) = block(self.view(), head.checked_add(BLOCK_HDR).ok_or(Fail::Torn("free list"))?)?;
         let top = self.state(S_TOP);
+        let inside = head >= HEAP_START
+            && (head - HEAP_START).is_multiple_of(32)
+            && head.checked_add(block_size(c)).is_some_and(|end| end <= top && end <= self.view().len());
+        if !inside {
+            return Err(Fail::Torn("free list"));
+        }
         let next = self.view().u64(head + 8)?;
-        if hc != c || head + block_size(c) > top || (next != 0 && (next < HEAP_START || next >= top)) {
+        if next != 0 && (next < HEAP_START || next >= top) {
             return Err(Fail::Torn("free list"));
         }
         self.set_free_head(c, next)?;
@@ -181,10 +211,15 @@ impl Txn<'_> {
 
     /// Splits the free block at `b` of class `big` (already off its list)
     /// into a block of class `c` at `b`, and one free block of each class
-    /// `c..big` after it (the binary buddy split). The pieces lie in the
-    /// old block's payload, which no committed state reaches, so their
-    /// headers are written unlogged; the list heads and the header at `b`
-    /// are logged.
+    /// `c..big` after it (the binary buddy split; none when `big == c`).
+    /// The pieces lie in the old block's payload, which no committed state
+    /// reaches, so their headers are written unlogged; the list heads are
+    /// logged. The header at `b` is written unlogged too: before this
+    /// transaction the block was free, and a free block's header is read
+    /// by nobody (`pop_free` takes the class from its list), so a rollback
+    /// needs only the list heads back. (Logged, each split cost a log
+    /// entry: an `extend` of a few thousand short strings into the space of
+    /// a removed large one filled the undo log.)
     fn split(&mut self, b: u64, big: usize, c: usize) -> R<()> {
         for k in c..big {
             let piece = b + block_size(k);
@@ -194,7 +229,7 @@ impl Txn<'_> {
             self.write_fresh(piece, &hdr)?;
             self.set_free_head(k, piece)?;
         }
-        self.write_u64(b, BLOCK_MAGIC | c as u64)
+        self.write_fresh(b, &(BLOCK_MAGIC | c as u64).to_ne_bytes())
     }
 
     /// Frees the block at payload offset `p` when the operation commits.
@@ -235,11 +270,18 @@ impl Txn<'_> {
                 continue;
             }
             let head = self.state(S_FREE + c);
-            if self.allocated_here(p) {
-                self.write_u64(b + 8, head)?;
+            if self.allocated_here(p) && !self.above_start_top(b) {
+                // Taken off a free list in this transaction: a rollback puts it back there, link and all. A link
+                // that already is `head` stays as it is (no write, no log): blocks taken off a list and given
+                // back in the same transaction mostly go back in the order they came off (frees in ascending
+                // offsets; a list handed out from its highest block), each onto the block that followed it.
+                if self.view().u64(b + 8)? != head {
+                    self.write_u64(b + 8, head)?;
+                }
             } else {
                 // Live before this transaction: its link is read by nobody until it is on a list, and a rollback
-                // (the heads restored) makes it live again.
+                // (the heads restored) makes it live again. Or carved from the heap top in this transaction: on
+                // no list before it, and past the top a rollback restores.
                 self.write_fresh(b + 8, &head.to_ne_bytes())?;
             }
             self.set_free_head(c, b)?;

@@ -798,7 +798,8 @@ impl Store {
         ctl.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         // Release fence: pairs with the reader's Acquire fence before its second seq load, as in `write`.
         fence(Ordering::Release);
-        group::push_group(self.id, Group { seq: s.wrapping_add(1), fresh_low: u64::MAX, ..Group::default() });
+        let top0 = ctl.state[S_TOP].load(Ordering::Relaxed);
+        group::push_group(self.id, Group { seq: s.wrapping_add(1), fresh_low: u64::MAX, top0, ..Group::default() });
         /// Rolls the group back if `f` unwinds.
         struct Abort<'a>(&'a Store, bool);
         impl Drop for Abort<'_> {
@@ -832,6 +833,7 @@ impl Store {
         tx.logged = g.logged;
         tx.freed = g.freed;
         tx.fresh = g.fresh;
+        tx.top0 = g.top0;
         match tx.flush_frees() {
             Ok(()) => {
                 tx.commit();
@@ -967,6 +969,7 @@ impl Store {
                     tx.logged = g.logged;
                     tx.freed = std::mem::take(&mut g.freed);
                     tx.fresh = std::mem::take(&mut g.fresh);
+                    tx.top0 = g.top0;
                     g.ops += 1;
                     tx.op = g.ops;
                     g.snap.clear();
@@ -1280,6 +1283,10 @@ pub(crate) struct Txn<'a> {
     /// block this operation wrote unlogged (`u64::MAX`: none; undoing it
     /// alone would not undo such a write).
     fresh_low: u64,
+    /// The heap top when this transaction (its group) began: a block at
+    /// or above it was carved from the top here and was on no free list
+    /// before, so freeing it needs no undo of its link word.
+    top0: u64,
 }
 
 const _: () = assert!(STATE_WORDS <= 64);
@@ -1334,6 +1341,7 @@ impl<'a> Txn<'a> {
             group: None,
             undo_to: None,
             fresh_low: u64::MAX,
+            top0: store.ctl().state[S_TOP].load(Ordering::Relaxed),
         }
     }
 
@@ -1354,6 +1362,14 @@ impl<'a> Txn<'a> {
     #[inline]
     pub(crate) fn allocated_here(&self, p: u64) -> bool {
         self.fresh.containing(p, p.saturating_add(8)).is_some()
+    }
+
+    /// Whether the block at `b` lies at or above the heap top of when this
+    /// transaction (its group) began: carved from the top here, on no
+    /// free list before.
+    #[inline]
+    pub(crate) fn above_start_top(&self, b: u64) -> bool {
+        b >= self.top0
     }
 
     /// The fresh-block record starting at payload `p`, if any.
