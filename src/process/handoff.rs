@@ -54,6 +54,31 @@ pub(crate) fn collect_transfers(encode: impl FnOnce()) -> Vec<Transfer> {
     TRANSFERS.with(|t| std::mem::replace(&mut *t.borrow_mut(), outer)).unwrap_or_default()
 }
 
+/// Runs `encode` for a value that is then sent somewhere other than a
+/// child's start (a queue's put, a pipe's `send_value`): the roles that
+/// the encoded handles carry are kept back, to be settled by
+/// [`settle_transfers`] once the send's fate is known. A send can fail
+/// (`Full`, `TimedOut`, `Closed`...) and hand the value back: its
+/// handles must then be as they were before the encoding.
+pub(crate) fn encode_deferred(encode: impl FnOnce()) -> Vec<Transfer> {
+    collect_transfers(encode)
+}
+
+/// Settles the roles kept back by [`encode_deferred`]: if the value was
+/// `sent`, a role still designated to this process is freed unclaimed,
+/// for the receiver to claim on first use (as `note_transfer` does
+/// outside `Process::start`); if not, each handle is as if it had not
+/// been encoded (its role stays this process's).
+pub(crate) fn settle_transfers(transfers: Vec<Transfer>, sent: bool) {
+    for t in transfers {
+        if sent {
+            t.queue.undesignate(t.producer);
+        } else {
+            t.undo();
+        }
+    }
+}
+
 /// Called by an encoding handle: `queue`'s sending (`producer`) or
 /// receiving role goes with it. Outside `Process::start` (the end is sent
 /// through a queue, a pipe, a pool task...), the receiver is not known:

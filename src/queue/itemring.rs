@@ -152,7 +152,7 @@ impl<T: Handoff> ItemRing<T> {
             // thread's buffer first.
             ItemRing::Frames(q) => match item.__frame_parts() {
                 Some((w, bytes)) => Self::put_frame(q, FrameIn { word: Some(w), bytes }, mode),
-                None => frames::with_encoded(item, |bytes| Self::put_frame(q, FrameIn { word: None, bytes }, mode)),
+                None => frames::with_encoded(item, |bytes| Self::put_frame(q, FrameIn { word: None, bytes }, mode), Result::is_ok),
             },
         }
     }
