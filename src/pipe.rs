@@ -267,9 +267,22 @@ impl Connection {
     }
 
     /// The end a child receives from its parent.
+    ///
+    /// An end handed over as a child's start argument has its roles
+    /// designated to the child already; one that came through a queue or
+    /// a pipe has them free (its sender let them go): they are designated
+    /// to this process now, so that dropping the end unused (or dying
+    /// before using it) tells the peer, as for a start argument.
     pub(crate) fn received(out: Option<String>, inp: Option<String>) -> Result<Self, OpenError> {
         let open = |n: Option<String>| n.map(|n| ByteQueue::open(&n)).transpose();
-        Ok(Connection::with_copies(open(out)?, open(inp)?, Copies::new(true)))
+        let (out, inp) = (open(out)?, open(inp)?);
+        if let Some(q) = &out {
+            q.designate_if_free(true);
+        }
+        if let Some(q) = &inp {
+            q.designate_if_free(false);
+        }
+        Ok(Connection::with_copies(out, inp, Copies::new(true)))
     }
 
     /// Gives up what this handle holds (once): roles in use are detached

@@ -423,3 +423,50 @@ fn a_pipe_end_whose_put_or_send_fails_is_handed_back_unchanged() {
         assert_eq!(p.exitcode(), Some(0), "{how}");
     }
 }
+
+shmproc::entry! {
+    fn r18_get_end_and_drop_it(q: Queue<Connection>) -> Result<(), String> {
+        let end = q.get_timeout(Duration::from_secs(20)).map_err(|e| format!("get: {e:?}"))?;
+        drop(end);
+        Ok(())
+    }
+}
+
+shmproc::entry! {
+    fn r18_get_end_and_wait(args: (Queue<Connection>, Event)) -> Result<(), String> {
+        let (q, got) = args;
+        let _end = q.get_timeout(Duration::from_secs(20)).map_err(|e| format!("get: {e:?}"))?;
+        got.set();
+        std::thread::sleep(Duration::from_secs(60));
+        Ok(())
+    }
+}
+
+/// A pipe end sent through a queue and dropped unused by the process that
+/// got it (the sender dropped its own copy): its peer learns that nobody
+/// will use it, as when the end is handed to a child as its argument.
+#[test]
+fn a_pipe_end_got_from_a_queue_and_dropped_unused_tells_its_peer() {
+    for killed in [false, true] {
+        let q = Queue::<Connection>::new(2).unwrap();
+        let got = Event::new().unwrap();
+        let mut p = if killed {
+            Process::new(r18_get_end_and_wait, (q.clone(), got.clone())).with_daemon(true)
+        } else {
+            Process::new(r18_get_end_and_drop_it, q.clone()).with_daemon(true)
+        };
+        p.start().unwrap();
+        let (mut a, b) = shmproc::pipe(true).unwrap();
+        q.put(b).unwrap();
+        if killed {
+            assert!(got.wait_timeout(Duration::from_secs(30)));
+            p.kill().unwrap();
+        }
+        let _ = common::join(&p);
+        assert_eq!(
+            a.recv_bytes_timeout(Duration::from_secs(20)),
+            Err(PipeRecvBytesTimeoutError::Disconnected),
+            "killed: {killed}"
+        );
+    }
+}
