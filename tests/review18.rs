@@ -470,3 +470,88 @@ fn a_pipe_end_got_from_a_queue_and_dropped_unused_tells_its_peer() {
         );
     }
 }
+
+#[test]
+fn unbounded_joinable_counts_across_retired_rings() {
+    let q = JoinableQueue::<String>::new(0).unwrap();
+    let n = 20_000u64;
+    for i in 0..n {
+        q.put_ref(&format!("task-{i}")).unwrap();
+    }
+    assert_eq!(q.unfinished_tasks(), n);
+    let mut s = String::new();
+    for i in 0..n {
+        q.get_into_timeout(&mut s, Duration::from_secs(5)).unwrap();
+        assert_eq!(s, format!("task-{i}"));
+        if i % 2 == 0 {
+            q.task_done().unwrap();
+        }
+    }
+    assert_eq!(q.unfinished_tasks(), n / 2);
+    assert!(!q.join_timeout(Duration::ZERO));
+    for _ in 0..n / 2 {
+        q.task_done().unwrap();
+    }
+    assert!(q.task_done().is_err());
+    assert!(q.join_timeout(Duration::from_secs(5)));
+    q.put("again".into()).unwrap();
+    assert_eq!(q.unfinished_tasks(), 1);
+    assert_eq!(q.qsize(), 1);
+}
+
+#[test]
+fn batches_partial_empty_and_after_close() {
+    let q = shmproc::queue::MpmcQueue::<u32>::new(5).unwrap();
+    assert_eq!(q.push_slice(&[]), 0);
+    assert_eq!(q.pop_into(&mut []), 0);
+    assert_eq!(q.push_slice(&[1, 2, 3, 4, 5, 6, 7]), 5);
+    let mut out = [0u32; 3];
+    assert_eq!(q.pop_into(&mut out), 3);
+    assert_eq!(out, [1, 2, 3]);
+    assert_eq!(q.push_slice(&[8, 9, 10, 11]), 3);
+    q.close();
+    assert_eq!(q.push_slice(&[12]), 0);
+    let mut out = [0u32; 10];
+    assert_eq!(q.pop_into(&mut out), 5);
+    assert_eq!(&out[..5], [4, 5, 8, 9, 10]);
+    assert_eq!(q.pop_into(&mut out), 0);
+
+    let s = shmproc::queue::SpscQueue::<u16>::new(4).unwrap();
+    let mut tx = s.producer().unwrap();
+    let mut rx = s.consumer().unwrap();
+    assert_eq!(tx.push_slice(&[]), 0);
+    assert_eq!(tx.push_slice(&[1, 2, 3, 4, 5]), 4);
+    let mut o = [0u16; 2];
+    assert_eq!(rx.pop_into(&mut o), 2);
+    let _unused = tx.loan().unwrap(); // dropped: nothing published
+    assert_eq!(tx.push_slice(&[6, 7, 8]), 2);
+    let _unread = rx.peek().unwrap(); // dropped: the item stays
+    let mut o = [0u16; 8];
+    assert_eq!(rx.pop_into(&mut o), 4);
+    assert_eq!(&o[..4], [3, 4, 6, 7]);
+    s.close();
+    assert_eq!(tx.push_slice(&[9]), 0);
+    assert!(tx.loan().is_err());
+}
+
+shmproc::task! { fn r18_end_len(c: Connection) -> u64 { u64::from(c.readable()) } }
+
+/// A pipe end given to `apply_async` of a closed pool (refused) is
+/// dropped as it was: its peer learns it is gone. Before, its encoding
+/// had marked it handed on, and the peer waited for good.
+#[test]
+fn a_pipe_end_refused_by_a_closed_pool_tells_its_peer() {
+    let pool = shmproc::Pool::new(1).unwrap();
+    pool.close();
+    let (mut a, b) = shmproc::pipe(true).unwrap();
+    assert!(pool.apply_async(r18_end_len, b).is_err());
+    assert_eq!(a.recv_bytes_timeout(Duration::from_secs(20)), Err(PipeRecvBytesTimeoutError::Disconnected));
+    pool.join().unwrap();
+    // Accepted: the worker gets the end (and drops it unused).
+    let pool = shmproc::Pool::new(1).unwrap();
+    let (mut a, b) = shmproc::pipe(true).unwrap();
+    assert_eq!(pool.apply(r18_end_len, b).unwrap(), 1);
+    assert_eq!(a.recv_bytes_timeout(Duration::from_secs(20)), Err(PipeRecvBytesTimeoutError::Disconnected));
+    pool.close();
+    pool.join().unwrap();
+}

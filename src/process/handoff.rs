@@ -79,6 +79,30 @@ pub(crate) fn settle_transfers(transfers: Vec<Transfer>, sent: bool) {
     }
 }
 
+/// Roles kept back by an encoding ([`encode_deferred`]) until the fate of
+/// the value's send is known: [`sent`](Self::sent) lets them go with it;
+/// dropped unsent (a refusal, an early return), the handles are as they
+/// were before the encoding.
+pub(crate) struct Deferred(Vec<Transfer>);
+
+impl Deferred {
+    /// Runs `encode`, keeping back the roles the encoded handles carry.
+    pub(crate) fn encode(encode: impl FnOnce()) -> Self {
+        Deferred(encode_deferred(encode))
+    }
+
+    /// The value was sent: its handles' roles go with it.
+    pub(crate) fn sent(mut self) {
+        settle_transfers(std::mem::take(&mut self.0), true);
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        settle_transfers(std::mem::take(&mut self.0), false);
+    }
+}
+
 /// Called by an encoding handle: `queue`'s sending (`producer`) or
 /// receiving role goes with it. Outside `Process::start` (the end is sent
 /// through a queue, a pipe, a pool task...), the receiver is not known:
