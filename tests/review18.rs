@@ -555,3 +555,47 @@ fn a_pipe_end_refused_by_a_closed_pool_tells_its_peer() {
     pool.close();
     pool.join().unwrap();
 }
+
+/// An unbounded queue's rings fit the items being put: after one large
+/// item, short items get short slots again. Before, frames only grew:
+/// after one 100 KB string (already got), the queue held 10 240 short
+/// strings under the default 1 GiB limit (100 KB slots each), where
+/// Python's unbounded queue (and this one, before the large item) takes
+/// millions.
+#[test]
+fn short_items_after_one_large_item_get_short_slots_again() {
+    let q = Queue::<String>::new(0).unwrap();
+    q.put("x".repeat(100_000)).unwrap();
+    assert_eq!(q.get().unwrap().len(), 100_000);
+    let mut n = 0u64;
+    while q.put_nowait(format!("item-{n}")).is_ok() {
+        n += 1;
+        if n == 200_000 {
+            break;
+        }
+    }
+    let mut m = 0;
+    while q.get_nowait().is_ok() {
+        m += 1;
+    }
+    assert_eq!(m, n);
+    assert_eq!(n, 200_000);
+}
+
+/// Large and short items in turn, the large ones growing a little each
+/// time (as Python's `"L" * i`), all put before any is got: every one is
+/// taken and arrives, in order. Before, each 64-byte step of the large
+/// items made a new ring (up to 64 MiB each), and `put_nowait` said
+/// `Full` after a few hundred items (the 1 GiB limit reached).
+#[test]
+fn items_growing_a_little_at_a_time_do_not_fill_an_unbounded_queue() {
+    let q = Queue::<String>::new(0).unwrap();
+    let item = |i: usize| if i.is_multiple_of(3) { "L".repeat(5000 + 4 * i) } else { format!("s{i}") };
+    for i in 0..3000 {
+        q.put_nowait(item(i)).unwrap();
+    }
+    for i in 0..3000 {
+        assert_eq!(q.get_nowait().unwrap(), item(i));
+    }
+    assert!(q.empty());
+}

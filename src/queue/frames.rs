@@ -439,6 +439,20 @@ impl<T> MpmcQueue<FrameCell<T>> {
     pub(super) fn max_frame(&self) -> usize {
         self.slots().stride() - FRAME_HEAD as usize
     }
+
+    /// The longest frame found in the slots now (each slot's last frame,
+    /// got or not; 0 for a slot never written), at most a slot's room: the
+    /// sizes of the items the ring carried lately, an estimate (an
+    /// unbounded queue sizes the successor of a full ring by it, see
+    /// `Chain::put_ref`). Cold: one load per slot.
+    #[cold]
+    pub(super) fn largest_frame(&self) -> u64 {
+        let s = self.slots();
+        let room = s.room() as u64;
+        // Relaxed: a hint; no data is read through it. Untrusted: a length
+        // past the room is left out.
+        (0..s.count()).map(|p| s.head(p).len.load(Ordering::Relaxed)).filter(|&n| n <= room).max().unwrap_or(0)
+    }
 }
 
 /// The slot size for frames of up to `max_frame` bytes: header plus
