@@ -599,3 +599,46 @@ fn items_growing_a_little_at_a_time_do_not_fill_an_unbounded_queue() {
     }
     assert!(q.empty());
 }
+
+shmproc::entry! {
+    fn r18_recv_end_and_drop_it(mut conn: Connection) -> Result<(), String> {
+        let end = conn.recv_value_timeout::<Connection>(Duration::from_secs(20)).map_err(|e| format!("recv: {e:?}"))?;
+        drop(end);
+        Ok(())
+    }
+}
+
+/// As through a queue, a pipe end sent through another pipe and dropped
+/// unused by its receiver tells its peer.
+#[test]
+fn a_pipe_end_got_through_a_pipe_and_dropped_unused_tells_its_peer() {
+    let (mut c, d) = shmproc::pipe(true).unwrap();
+    let mut p = Process::new(r18_recv_end_and_drop_it, d).with_daemon(true);
+    p.start().unwrap();
+    let (mut a, b) = shmproc::pipe(true).unwrap();
+    c.send_value(&b).unwrap();
+    drop(b);
+    common::join(&p).unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+    assert_eq!(a.recv_bytes_timeout(Duration::from_secs(20)), Err(PipeRecvBytesTimeoutError::Disconnected));
+}
+
+shmproc::task! { fn r18_send_on_end(mut c: Connection) -> u64 { u64::from(c.send_bytes(b"hi").is_ok()) } }
+
+/// A put whose item's encode panics leaves this thread's handing of pipe
+/// ends as it was: an end later given to a pool's map (encoded outside any
+/// put) is the worker's to use. Before, the panic left the put's
+/// collection of transfers in place, which then took the end's transfer
+/// for good: the role stayed designated to this process and the worker's
+/// send failed with a role error.
+#[test]
+fn a_panicking_encode_in_a_put_does_not_keep_later_pipe_ends() {
+    let q = Queue::<Touchy>::new(2).unwrap();
+    assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.put(Touchy(13)))).is_err());
+    let pool = shmproc::Pool::new(1).unwrap();
+    let (mut a, b) = shmproc::pipe(true).unwrap();
+    assert_eq!(pool.map(r18_send_on_end, vec![b]).unwrap(), [1]);
+    assert_eq!(a.recv_bytes_timeout(Duration::from_secs(20)).unwrap(), b"hi");
+    pool.close();
+    pool.join().unwrap();
+}

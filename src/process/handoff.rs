@@ -49,8 +49,20 @@ thread_local! {
 
 /// Runs `encode` and returns the roles that the encoded handles carry.
 pub(crate) fn collect_transfers(encode: impl FnOnce()) -> Vec<Transfer> {
-    let outer = TRANSFERS.with(|t| t.borrow_mut().replace(Vec::new()));
+    /// Puts the outer collection back, also when `encode` panics (a user
+    /// `Handoff::encode`): a collection left in place would take every
+    /// later handle's transfer in this thread, never to be settled.
+    struct Restore(Option<Option<Vec<Transfer>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                let _ = TRANSFERS.try_with(|t| *t.borrow_mut() = outer);
+            }
+        }
+    }
+    let mut restore = Restore(Some(TRANSFERS.with(|t| t.borrow_mut().replace(Vec::new()))));
     encode();
+    let outer = restore.0.take().expect("set above");
     TRANSFERS.with(|t| std::mem::replace(&mut *t.borrow_mut(), outer)).unwrap_or_default()
 }
 
