@@ -642,3 +642,66 @@ fn a_panicking_encode_in_a_put_does_not_keep_later_pipe_ends() {
     pool.close();
     pool.join().unwrap();
 }
+
+/// Random puts and gets of items of mixed sizes (short, medium, large, in
+/// runs) on unbounded queues with a small memory limit, against a model:
+/// nothing lost, nothing duplicated, order kept, `Full` hands the item
+/// back, and every put that was refused fits once the queue is drained.
+#[test]
+fn unbounded_mixed_sizes_against_a_model() {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for limit in [1u64 << 20, 4 << 20] {
+        let q = Queue::<Vec<u8>>::unbounded_with_limit(limit).unwrap();
+        let mut model = std::collections::VecDeque::new();
+        let mut seq = 0u32;
+        let mut class = 0u64;
+        let mut out = Vec::new();
+        for _ in 0..6_000 {
+            if rnd() % 50 == 0 {
+                class = rnd() % 3;
+            }
+            let r = rnd();
+            if r % 100 < 55 {
+                let len = match class {
+                    0 => (r >> 8) % 100,
+                    1 => 1000 + (r >> 8) % 4000,
+                    _ => 20_000 + (r >> 8) % 40_000,
+                } as usize;
+                let mut item = vec![(seq % 251) as u8; len.max(4)];
+                item[..4].copy_from_slice(&seq.to_le_bytes());
+                seq += 1;
+                match q.put_nowait(item.clone()) {
+                    Ok(()) => model.push_back(item),
+                    Err(TryPutError::Full(back)) => {
+                        assert_eq!(back, item);
+                        // Drained, the queue takes it.
+                        while let Ok(v) = q.get_nowait() {
+                            assert_eq!(Some(v), model.pop_front());
+                        }
+                        assert!(model.is_empty());
+                        q.put_nowait(item.clone()).unwrap();
+                        model.push_back(item);
+                    }
+                    Err(e) => panic!("put: {}", e),
+                }
+            } else {
+                match q.get_into_nowait(&mut out) {
+                    Ok(()) => assert_eq!(Some(out.clone()), model.pop_front()),
+                    Err(TryGetError::Empty) => assert!(model.is_empty()),
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            assert_eq!(q.qsize(), model.len());
+        }
+        while let Ok(v) = q.get_nowait() {
+            assert_eq!(Some(v), model.pop_front());
+        }
+        assert!(model.is_empty());
+    }
+}
