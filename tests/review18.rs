@@ -705,3 +705,18 @@ fn unbounded_mixed_sizes_against_a_model() {
         assert!(model.is_empty());
     }
 }
+
+/// A pipe end among the items of `map` on a closed pool (refused) is
+/// dropped as it was: its peer should learn it is gone, as for
+/// `apply_async` (1304302).
+/// Before, `Pool::submit` encoded the items (marking each end handed on)
+/// before the closed pool refused the job.
+#[test]
+fn a_pipe_end_in_a_map_refused_by_a_closed_pool_tells_its_peer() {
+    let pool = shmproc::Pool::new(1).unwrap();
+    pool.close();
+    let (mut a, b) = shmproc::pipe(true).unwrap();
+    assert!(matches!(pool.map(r18_end_len, vec![b]), Err(shmproc::pool::PoolError::Closed)));
+    assert_eq!(a.recv_bytes_timeout(Duration::from_secs(20)), Err(PipeRecvBytesTimeoutError::Disconnected));
+    pool.join().unwrap();
+}

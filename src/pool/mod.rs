@@ -767,6 +767,14 @@ impl Pool {
             self.shared.send(msgs, true)?;
             return Ok((id, job));
         }
+        // A closed pool refuses the job before its items are encoded (as
+        // Python's map raises before pickling): encoding a pipe end marks
+        // it handed on, and a refused item is dropped here, so its peer
+        // would never learn it is gone. (A close that lands between this
+        // check and the first batch's send still refuses the job, as before.)
+        if !matches!(self.shared.lock_inbox().state, State::Open) {
+            return Err(PoolError::Closed);
+        }
         let all: Vec<F::Arg> = items.into_iter().collect();
         let chunksize = if chunksize == 0 { default_chunksize(all.len(), self.processes()) } else { chunksize };
         let n = all.len();
