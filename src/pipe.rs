@@ -267,9 +267,22 @@ impl Connection {
     }
 
     /// The end a child receives from its parent.
+    ///
+    /// An end handed over as a child's start argument has its roles
+    /// designated to the child already; one that came through a queue or
+    /// a pipe has them free (its sender let them go): they are designated
+    /// to this process now, so that dropping the end unused (or dying
+    /// before using it) tells the peer, as for a start argument.
     pub(crate) fn received(out: Option<String>, inp: Option<String>) -> Result<Self, OpenError> {
         let open = |n: Option<String>| n.map(|n| ByteQueue::open(&n)).transpose();
-        Ok(Connection::with_copies(open(out)?, open(inp)?, Copies::new(true)))
+        let (out, inp) = (open(out)?, open(inp)?);
+        if let Some(q) = &out {
+            q.designate_if_free(true);
+        }
+        if let Some(q) = &inp {
+            q.designate_if_free(false);
+        }
+        Ok(Connection::with_copies(out, inp, Copies::new(true)))
     }
 
     /// Gives up what this handle holds (once): roles in use are detached
@@ -629,9 +642,10 @@ impl Connection {
     /// assert_eq!(b.recv_value::<(u32, String)>().unwrap(), (7, "seven".to_string()));
     /// ```
     pub fn send_value<T: Handoff>(&mut self, value: &T) -> Result<(), PipeSendError> {
-        let buf = self.encode(value);
+        let (buf, transfers) = self.encode(value);
         let r = self.send_bytes(&buf);
         self.scratch = buf;
+        settle(transfers, r.is_ok());
         r
     }
 
@@ -647,9 +661,10 @@ impl Connection {
     /// assert_eq!(b.recv_value::<String>().unwrap(), "abc");
     /// ```
     pub fn try_send_value<T: Handoff>(&mut self, value: &T) -> Result<(), PipeTrySendError> {
-        let buf = self.encode(value);
+        let (buf, transfers) = self.encode(value);
         let r = self.try_send_bytes(&buf);
         self.scratch = buf;
+        settle(transfers, r.is_ok());
         r
     }
 
@@ -663,19 +678,22 @@ impl Connection {
     /// assert_eq!(r, Err(shmproc::PipeSendTimeoutError::TimedOut));
     /// ```
     pub fn send_value_timeout<T: Handoff>(&mut self, value: &T, timeout: Duration) -> Result<(), PipeSendTimeoutError> {
-        let buf = self.encode(value);
+        let (buf, transfers) = self.encode(value);
         let r = self.send_bytes_timeout(&buf, timeout);
         self.scratch = buf;
+        settle(transfers, r.is_ok());
         r
     }
 
     /// `value` encoded into this handle's scratch buffer (taken out; the
     /// caller puts it back, so its allocation is reused).
-    fn encode<T: Handoff>(&mut self, value: &T) -> Vec<u8> {
+    /// `value` encoded, and the roles its handles carry (a pipe end's),
+    /// which go with it only if the send succeeds ([`settle`]).
+    fn encode<T: Handoff>(&mut self, value: &T) -> (Vec<u8>, Vec<crate::process::handoff::Transfer>) {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
-        value.encode(&mut buf);
-        buf
+        let transfers = crate::process::handoff::encode_deferred(|| value.encode(&mut buf));
+        (buf, transfers)
     }
 
     /// Receives a value sent with [`send_value`](Self::send_value), waiting
@@ -915,6 +933,15 @@ impl Connection {
 /// A plain-data value read from a whole message in place (no buffer), or
 /// `(size_of::<T>(), length)` for a message of another size; the message
 /// is consumed either way.
+/// The roles of the handles inside a value sent with `send_value` go with
+/// it if it was `sent`; a refused send leaves them as they were (the
+/// caller still has the value).
+fn settle(transfers: Vec<crate::process::handoff::Transfer>, sent: bool) {
+    if !transfers.is_empty() {
+        crate::process::handoff::settle_transfers(transfers, sent);
+    }
+}
+
 #[inline(always)]
 fn take_pod<T: Pod>(loan: ByteReadLoan<'_>) -> Result<T, (usize, usize)> {
     let n = loan.len();

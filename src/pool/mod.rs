@@ -767,6 +767,14 @@ impl Pool {
             self.shared.send(msgs, true)?;
             return Ok((id, job));
         }
+        // A closed pool refuses the job before its items are encoded (as
+        // Python's map raises before pickling): encoding a pipe end marks
+        // it handed on, and a refused item is dropped here, so its peer
+        // would never learn it is gone. (A close that lands between this
+        // check and the first batch's send still refuses the job, as before.)
+        if !matches!(self.shared.lock_inbox().state, State::Open) {
+            return Err(PoolError::Closed);
+        }
         let all: Vec<F::Arg> = items.into_iter().collect();
         let chunksize = if chunksize == 0 { default_chunksize(all.len(), self.processes()) } else { chunksize };
         let n = all.len();
@@ -1064,7 +1072,11 @@ impl Pool {
         };
         let job = fin.as_ref().map_or_else(|| Job::<F::Out>::new(true, Some(1), false), |f| Arc::clone(&f.job));
         let mut frame = TaskFrame::new_in(buf, id, 0, F::ID.as_bytes());
-        let frame = match frame.push(|out| arg.encode(out)) {
+        // A pipe end in `arg` goes with it only if the task is submitted:
+        // refused, `arg` is dropped here as it was (the peer then learns
+        // the end is gone).
+        let mut deferred = None;
+        let frame = match frame.push(|out| deferred = Some(crate::process::handoff::Deferred::encode(|| arg.encode(out)))) {
             // (The first item of a frame always fits, or is too large.)
             Ok(_) => Some(frame.finish(true)),
             Err(len) => {
@@ -1073,6 +1085,7 @@ impl Pool {
             }
         };
         let sink: Arc<dyn Sink> = job.clone();
+        let sending = frame.is_some();
         // In this thread when the manager's state is free (the frame goes
         // straight to an idle worker), else through the manager thread.
         let placed = match self.shared.submit_direct(id, sink, frame) {
@@ -1083,6 +1096,9 @@ impl Pool {
                 None
             }
         };
+        if let Some(d) = deferred.filter(|_| sending) {
+            d.sent();
+        }
         let fin = match fin {
             Some(mut fin) => {
                 drop(job);

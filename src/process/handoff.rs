@@ -49,9 +49,70 @@ thread_local! {
 
 /// Runs `encode` and returns the roles that the encoded handles carry.
 pub(crate) fn collect_transfers(encode: impl FnOnce()) -> Vec<Transfer> {
-    let outer = TRANSFERS.with(|t| t.borrow_mut().replace(Vec::new()));
+    /// Puts the outer collection back, also when `encode` panics (a user
+    /// `Handoff::encode`): a collection left in place would take every
+    /// later handle's transfer in this thread, never to be settled.
+    struct Restore(Option<Option<Vec<Transfer>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                let _ = TRANSFERS.try_with(|t| *t.borrow_mut() = outer);
+            }
+        }
+    }
+    let mut restore = Restore(Some(TRANSFERS.with(|t| t.borrow_mut().replace(Vec::new()))));
     encode();
+    let outer = restore.0.take().expect("set above");
     TRANSFERS.with(|t| std::mem::replace(&mut *t.borrow_mut(), outer)).unwrap_or_default()
+}
+
+/// Runs `encode` for a value that is then sent somewhere other than a
+/// child's start (a queue's put, a pipe's `send_value`): the roles that
+/// the encoded handles carry are kept back, to be settled by
+/// [`settle_transfers`] once the send's fate is known. A send can fail
+/// (`Full`, `TimedOut`, `Closed`...) and hand the value back: its
+/// handles must then be as they were before the encoding.
+pub(crate) fn encode_deferred(encode: impl FnOnce()) -> Vec<Transfer> {
+    collect_transfers(encode)
+}
+
+/// Settles the roles kept back by [`encode_deferred`]: if the value was
+/// `sent`, a role still designated to this process is freed unclaimed,
+/// for the receiver to claim on first use (as `note_transfer` does
+/// outside `Process::start`); if not, each handle is as if it had not
+/// been encoded (its role stays this process's).
+pub(crate) fn settle_transfers(transfers: Vec<Transfer>, sent: bool) {
+    for t in transfers {
+        if sent {
+            t.queue.undesignate(t.producer);
+        } else {
+            t.undo();
+        }
+    }
+}
+
+/// Roles kept back by an encoding ([`encode_deferred`]) until the fate of
+/// the value's send is known: [`sent`](Self::sent) lets them go with it;
+/// dropped unsent (a refusal, an early return), the handles are as they
+/// were before the encoding.
+pub(crate) struct Deferred(Vec<Transfer>);
+
+impl Deferred {
+    /// Runs `encode`, keeping back the roles the encoded handles carry.
+    pub(crate) fn encode(encode: impl FnOnce()) -> Self {
+        Deferred(encode_deferred(encode))
+    }
+
+    /// The value was sent: its handles' roles go with it.
+    pub(crate) fn sent(mut self) {
+        settle_transfers(std::mem::take(&mut self.0), true);
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        settle_transfers(std::mem::take(&mut self.0), false);
+    }
 }
 
 /// Called by an encoding handle: `queue`'s sending (`producer`) or

@@ -350,6 +350,12 @@ impl ByteQueue {
         self.ctl().undesignate(if producer { Role::Producer } else { Role::Consumer })
     }
 
+    /// Hands a free role over to this process (see
+    /// `SpscCtl::designate_if_free`).
+    pub(crate) fn designate_if_free(&self, producer: bool) {
+        self.ctl().designate_if_free(if producer { Role::Producer } else { Role::Consumer })
+    }
+
     /// Gives back a role handed over to this process and never claimed.
     pub(crate) fn release_designation(&self, producer: bool) {
         self.ctl().release_designation(if producer { Role::Producer } else { Role::Consumer })

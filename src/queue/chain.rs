@@ -441,17 +441,38 @@ impl<T: Handoff> Chain<T> {
     }
 
     /// Slots, frame size and bytes of a new ring `k` for items of `need`
-    /// bytes: frames at least as large as ring `k - 1`'s, rings growing
-    /// from `FIRST_RING_BYTES` to `MAX_RING_BYTES`.
+    /// bytes (`put_ref`: the item being put, and the longest frame of the
+    /// full ring it leaves), rings growing from `FIRST_RING_BYTES` to
+    /// `MAX_RING_BYTES`. Frames fit the items of late, not the largest
+    /// item ever put: after one large item, short ones get short slots
+    /// again a ring later (frames that only grew held 10 240 short strings
+    /// under the default limit after one 100 KB item, against millions
+    /// before it). `need` 0 (no item known: a consumer linking a
+    /// successor, `is_full`'s estimate): ring `k - 1`'s frames.
     fn plan(&self, k: u64, need: u64) -> Result<(u64, u64, u64), OpenError> {
-        let prev_frame = if k == 0 { FIRST_MAX_FRAME } else { self.ring(k - 1).map_or(0, |r| r.max_frame() as u64) };
-        let max_frame = need.max(prev_frame).max(FIRST_MAX_FRAME);
-        let stride = if T::__POD.is_some() {
-            std::mem::size_of::<super::item::Slot<T>>() as u64
-        } else {
-            super::frames::frame_stride(max_frame).ok_or_else(|| OpenError::InvalidArgument("frame too large".into()))?
-        };
         let (room, overhead) = self.ring_room();
+        let stride_of = |max_frame: u64| -> Result<u64, OpenError> {
+            if T::__POD.is_some() {
+                Ok(std::mem::size_of::<super::item::Slot<T>>() as u64)
+            } else {
+                super::frames::frame_stride(max_frame).ok_or_else(|| OpenError::InvalidArgument("frame too large".into()))
+            }
+        };
+        let prev_frame = if k == 0 { FIRST_MAX_FRAME } else { self.ring(k - 1).map_or(0, |r| r.max_frame() as u64) };
+        let max_frame = if need == 0 {
+            prev_frame
+        } else if need > prev_frame {
+            // Growing: at least twice the frames (where two such slots fit),
+            // so items that grow a little at a time (`"x" * i`) make a
+            // ring per doubling, not one per 64 bytes (each ring up to
+            // `MAX_RING_BYTES`: the limit was reached after a few dozen).
+            let grown = need.max(prev_frame.saturating_mul(2));
+            if stride_of(grown).is_ok_and(|s| 2 * s <= room) { grown } else { need }
+        } else {
+            need
+        }
+        .max(FIRST_MAX_FRAME);
+        let stride = stride_of(max_frame)?;
         if 2 * stride > room {
             let ring = crate::shm::memory_of((2 * stride).saturating_add(overhead));
             return Err(OpenError::InvalidArgument(if need == 0 {
@@ -611,7 +632,12 @@ impl<T: Handoff> Chain<T> {
             let need = match put {
                 Ok(()) => return Ok(()),
                 Err(PutFail::TooLarge((), len, _)) => len as u64,
-                Err(PutFail::Full(()) | PutFail::Closed(()) | PutFail::TimedOut(())) => 0,
+                // Full or sealed: the next ring's frames fit this item and
+                // the ones this ring carried lately (so a stream of large
+                // items keeps its frame size), not every item ever put.
+                Err(PutFail::Full(()) | PutFail::Closed(()) | PutFail::TimedOut(())) => {
+                    ItemRing::frame_len(item).max(ring.largest_frame())
+                }
             };
             match self.advance(n, &ring, need) {
                 Ok(true) => {}

@@ -649,14 +649,20 @@ impl<T: Handoff> JoinableQueue<T> {
 }
 
 /// The minimal queue, like `multiprocessing.SimpleQueue`: `put`, `get`,
-/// `empty`, `close` (with a fixed capacity, unlike Python's, and with the
-/// `_nowait` / `_timeout` twins every queue here has).
+/// `empty`, `close` (with the `_nowait` / `_timeout` twins every queue
+/// here has). `new(0)` is unbounded, as Python's `SimpleQueue()`; a
+/// non-zero `maxsize` bounds it, which Python's cannot be.
 ///
 /// ```
 /// let q = shmproc::SimpleQueue::new(8).unwrap();
 /// q.put(3i64).unwrap();
 /// assert!(!q.empty());
 /// assert_eq!(q.get(), Ok(3));
+/// let unbounded = shmproc::SimpleQueue::<String>::new(0).unwrap();
+/// for i in 0..10_000 {
+///     unbounded.put(i.to_string()).unwrap(); // never full before its memory limit
+/// }
+/// assert_eq!(unbounded.get().unwrap(), "0");
 /// ```
 pub struct SimpleQueue<T> {
     q: Inner<T>,

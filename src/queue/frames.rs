@@ -379,14 +379,20 @@ thread_local! {
     static READ: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
-/// Runs `f` with `item` encoded.
+/// Runs `f` with `item` encoded; `sent` says whether `f`'s result means
+/// the encoding went into the queue. The roles that handles inside `item`
+/// carry (a pipe end's) go with the encoding only then: a put that fails
+/// leaves the item's handles as they were (its caller gets the item back).
 #[inline]
-pub(super) fn with_encoded<T: Handoff, R>(item: &T, f: impl FnOnce(&[u8]) -> R) -> R {
+pub(super) fn with_encoded<T: Handoff, R>(item: &T, f: impl FnOnce(&[u8]) -> R, sent: impl FnOnce(&R) -> bool) -> R {
     // (A fresh one while thread-locals are being destroyed.)
     let mut buf = ENCODED.try_with(Cell::take).unwrap_or_default();
     buf.clear();
-    item.encode(&mut buf);
+    let transfers = crate::process::handoff::encode_deferred(|| item.encode(&mut buf));
     let r = f(&buf);
+    if !transfers.is_empty() {
+        crate::process::handoff::settle_transfers(transfers, sent(&r));
+    }
     let _ = ENCODED.try_with(|c| c.set(buf));
     r
 }
@@ -432,6 +438,20 @@ impl<T> MpmcQueue<FrameCell<T>> {
     /// The largest frame (encoded item) a slot holds.
     pub(super) fn max_frame(&self) -> usize {
         self.slots().stride() - FRAME_HEAD as usize
+    }
+
+    /// The longest frame found in the slots now (each slot's last frame,
+    /// got or not; 0 for a slot never written), at most a slot's room: the
+    /// sizes of the items the ring carried lately, an estimate (an
+    /// unbounded queue sizes the successor of a full ring by it, see
+    /// `Chain::put_ref`). Cold: one load per slot.
+    #[cold]
+    pub(super) fn largest_frame(&self) -> u64 {
+        let s = self.slots();
+        let room = s.room() as u64;
+        // Relaxed: a hint; no data is read through it. Untrusted: a length
+        // past the room is left out.
+        (0..s.count()).map(|p| s.head(p).len.load(Ordering::Relaxed)).filter(|&n| n <= room).max().unwrap_or(0)
     }
 }
 

@@ -152,8 +152,33 @@ impl<T: Handoff> ItemRing<T> {
             // thread's buffer first.
             ItemRing::Frames(q) => match item.__frame_parts() {
                 Some((w, bytes)) => Self::put_frame(q, FrameIn { word: Some(w), bytes }, mode),
-                None => frames::with_encoded(item, |bytes| Self::put_frame(q, FrameIn { word: None, bytes }, mode)),
+                None => frames::with_encoded(item, |bytes| Self::put_frame(q, FrameIn { word: None, bytes }, mode), Result::is_ok),
             },
+        }
+    }
+
+    /// The length of `item`'s frame in a frame ring (0 for plain data,
+    /// whose slots have one size): what a new ring's frames must hold.
+    /// Cold: an unbounded queue asks it when its newest ring is full.
+    #[cold]
+    pub(super) fn frame_len(item: &T) -> u64 {
+        if T::__POD.is_some() {
+            return 0;
+        }
+        match item.__frame_parts() {
+            Some((_, bytes)) => 8 + bytes.len() as u64,
+            // Measured only: the encoding goes nowhere (`sent` false).
+            None => frames::with_encoded(item, |bytes| bytes.len() as u64, |_| false),
+        }
+    }
+
+    /// The longest frame in the ring's slots now (0 for plain data): see
+    /// `MpmcQueue::largest_frame`.
+    #[cold]
+    pub(super) fn largest_frame(&self) -> u64 {
+        match self {
+            ItemRing::Slots(_) => 0,
+            ItemRing::Frames(q) => q.largest_frame(),
         }
     }
 

@@ -274,6 +274,11 @@ impl<T: RingItem> ShmSlots<T> {
     pub(super) fn stride(&self) -> usize {
         self.stride
     }
+
+    /// How many slots (`mask + 1`).
+    pub(super) fn count(&self) -> u64 {
+        self.mask + 1
+    }
 }
 
 impl<T: RingItem> Slots<T> for ShmSlots<T> {

@@ -94,6 +94,23 @@ impl SpscCtl {
         true
     }
 
+    /// Hands a free `role` (nobody holds it, nobody was handed it) over to
+    /// this process, as [`designate`](Self::designate) would: a pipe end
+    /// that reached this process through a queue or a pipe (its sender
+    /// freed its roles, `undesignate`) counts as this process's from then
+    /// on, so if it is dropped unused or this process dies before its
+    /// first use, the peer learns it. A role held or handed to anyone is
+    /// left alone.
+    pub(super) fn designate_if_free(&self, role: Role) {
+        let (slot, gone, _, _) = self.role_words(role);
+        let me = thread::process_packed() | DESIGNATED;
+        // Relaxed: as in `designate` (the receiver's claim() reads only this word; the flag store is SeqCst).
+        if slot.compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            // SeqCst: as in `designate`: the peer's Acquire load of `gone` sees the new holder present.
+            gone.store(0, Ordering::SeqCst);
+        }
+    }
+
     /// Frees `role` if it is designated to this process and not claimed,
     /// without marking it gone: the end travels to a process not known
     /// yet (a pipe end sent through a queue), which claims it on first
