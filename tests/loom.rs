@@ -121,6 +121,9 @@ fn condition_notify_is_not_lost() {
                 c2.lock.unlock();
                 c2.sleep(ticket, Wait::Forever);
                 c2.lock.lock(Wait::Forever).unwrap();
+                if !c2.take_notify(ticket) {
+                    c2.leave();
+                }
             }
             c2.lock.unlock();
         });
