@@ -20,11 +20,12 @@
 //! reached it (before it ran) takes that wake with it, but not the granted
 //! notification: sleepers re-check the counter at least every `POLL`
 //! (100 ms), so a live waiter still returns for that notify. A waiter
-//! killed inside `wait` stays counted in `waiters`: a later notify may
-//! grant it a notification nobody takes, which a waiter present at a
-//! still later notify may take in addition to its own (one wait ended
-//! without its notify, per dead waiter); and every notify makes a wake
-//! system call.
+//! killed inside `wait` stays counted in `waiters`: a notify may grant it
+//! a notification nobody takes, which a waiter present at a later notify
+//! may take in addition to that notify's own (a wait ended without a
+//! notify of its own; each dead waiter can hold at most one such
+//! notification at a time, so it can happen again after it was taken);
+//! and every notify makes a wake system call.
 
 use super::raw_lock::{RawLock, Wait};
 use crate::wait::atomic::{AtomicU32, Ordering};
