@@ -56,3 +56,40 @@ fn notify_one_wakes_one_of_three_waiting_processes_as_in_python() {
         "(woken by the notify, timed out) of three waiters after one notify(1)"
     );
 }
+
+// ------------------------------- handles opened with Options, given to a child
+
+shmproc::entry! {
+    /// Takes and releases the lock it was given.
+    fn r16_take_lock(lock: shmproc::Lock) -> Result<(), String> {
+        drop(lock.lock().map_err(|e| e.to_string())?);
+        Ok(())
+    }
+}
+
+/// A handle the parent opened with `Options::trust_owner` (a segment of
+/// another user, here `nobody`) is handed to a child as easily as any
+/// other: the child opens it with the trust the parent's handle had, and
+/// does not fail with "owned by another user". (Root only: the segment is
+/// given to `nobody` with chown.)
+#[test]
+fn a_handle_opened_with_trust_owner_can_be_given_to_a_child() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipping: needs root to chown a segment to another user");
+        return;
+    }
+    let name = common::name("trusted-lock");
+    let mine = shmproc::Lock::create_with(&name, &shmproc::Options::new().mode(0o644)).unwrap();
+    let path = format!("/dev/shm/{}{name}", shmproc::NAME_PREFIX);
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    let opts = shmproc::Options::new().trust_owner(65534);
+    assert!(shmproc::Lock::open(&name).is_err(), "another user's segment is refused by default");
+    let trusted = shmproc::Lock::open_with(&name, &opts).unwrap();
+    let mut p = Process::new(r16_take_lock, trusted.clone());
+    p.start().unwrap();
+    let r = common::join(&p);
+    drop((trusted, mine));
+    assert!(common::scrub(&name).is_empty());
+    r.unwrap();
+}

@@ -490,6 +490,13 @@ macro_rules! constructors {
         pub fn persist(&self) {
             self.m.segment().persist()
         }
+
+        /// The owners and groups this handle's `open_with` trusted beyond
+        /// our own uid, if any (a child given the handle opens it so too).
+        #[allow(dead_code)]
+        pub(crate) fn trust(&self) -> Option<&$crate::Options> {
+            self.m.segment().trust()
+        }
     };
     (@init) => { () };
     (@init $conv:expr) => { $conv };

@@ -36,6 +36,11 @@ pub(crate) struct Segment {
     /// unlinks the name on drop if the file there is still ours.
     creator: Option<(u32, u64, u64)>,
     persist: AtomicBool,
+    /// The other owners and groups `open` was told to trust
+    /// (`Options::trust_owner`/`trust_group`, with the `mode` that says how
+    /// writable their segment may be), if any: a child given this handle
+    /// opens the name with the same trust.
+    trust: Option<Box<Options>>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -112,6 +117,7 @@ impl Segment {
             file,
             creator: Some((std::process::id(), ino, dev)),
             persist: AtomicBool::new(false),
+            trust: None,
         };
         seg.header().write_fields(kind, fp, capacity, total_len);
         // The rest of the pages: a creator killed while reserving them (a
@@ -185,6 +191,8 @@ impl Segment {
                 file,
                 creator: None,
                 persist: AtomicBool::new(false),
+                trust: (!opts.trusted_owners.is_empty() || !opts.trusted_groups.is_empty())
+                    .then(|| Box::new(opts.clone())),
             };
         };
         let h = seg.header();
@@ -261,6 +269,12 @@ impl Segment {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The trust (other owners or groups) this segment was opened with, if
+    /// any; see the `trust` field.
+    pub(crate) fn trust(&self) -> Option<&Options> {
+        self.trust.as_deref()
     }
 
     /// Makes the process with identity `(pid, start)` the segment's owner
