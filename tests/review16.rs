@@ -93,3 +93,141 @@ fn a_handle_opened_with_trust_owner_can_be_given_to_a_child() {
     assert!(common::scrub(&name).is_empty());
     r.unwrap();
 }
+
+// ---------------------------------- garbage in every control word of every object
+
+/// Writes `v` as the little-endian u32 at byte `at` of the segment `name`.
+fn poke(name: &str, at: u64, v: u32) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/{}{name}", shmproc::NAME_PREFIX)).unwrap();
+    f.write_all_at(&v.to_le_bytes(), at).unwrap();
+}
+
+/// Every operation of every sync object, `Value`, `Array` and `Mutex`,
+/// with short timeouts, after a peer wrote one of many values into one of
+/// its control words (any word of the control block, which starts at byte
+/// 128): each call returns (a value or an error), never panics (debug
+/// build: no overflow panic), never hangs past its timeout.
+#[test]
+fn garbage_in_any_control_word_gives_errors_or_garbage_never_a_panic_or_hang() {
+    use shmproc::{Array, Barrier, BoundedSemaphore, Event, Lock, Mutex, RLock, Semaphore};
+    const VALUES: [u32; 12] = [
+        0,
+        1,
+        2,
+        3,
+        0x3FFF_FFFF,
+        0x4000_0000,
+        0x7FFF_FFFF,
+        0x8000_0000,
+        0xC000_0000,
+        0xFFFF_FFFE,
+        0xFFFF_FFFF,
+        0x1234_5678,
+    ];
+    let t = Duration::from_millis(5);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let worker = std::thread::spawn(move || {
+        let ctl_words = 8u64; // 32 bytes: more than any of these control blocks
+        for word in 0..ctl_words {
+            for &v in &VALUES {
+                let at = 128 + 4 * word;
+                let case = |what: &str| format!("{what}: word {word} = {v:#x}");
+                let _ = tx.send(case("lock"));
+                let l = Lock::new().unwrap();
+                poke(l.name(), at, v);
+                let _ = l.try_lock().map(drop);
+                let _ = l.lock_timeout(t).map(drop);
+                let _ = l.is_locked();
+                let _ = tx.send(case("rlock"));
+                let r = RLock::new().unwrap();
+                poke(r.name(), at, v);
+                if let Ok(g) = r.lock_timeout(t) {
+                    let _ = r.try_lock().map(drop);
+                    let _ = r.level();
+                    drop(g);
+                }
+                let _ = r.release();
+                let _ = tx.send(case("semaphore"));
+                let mut s = Semaphore::new(1).unwrap();
+                poke(s.name(), at, v);
+                let _ = s.try_acquire();
+                let _ = s.acquire_timeout(t);
+                let _ = s.release_n(3);
+                let _ = s.release();
+                let _ = s.get_value();
+                let _ = shmproc::wait(&mut [&mut s], Some(t));
+                let _ = tx.send(case("bounded semaphore"));
+                let mut b = BoundedSemaphore::new(2).unwrap();
+                poke(b.name(), at, v);
+                let _ = b.acquire_timeout(t);
+                let _ = b.release();
+                let _ = b.release_n(u32::MAX);
+                let _ = (b.get_value(), b.bound());
+                let _ = shmproc::wait(&mut [&mut b], Some(t));
+                let _ = tx.send(case("event"));
+                let mut e = Event::new().unwrap();
+                poke(e.name(), at, v);
+                let _ = e.wait_timeout(t);
+                let _ = shmproc::wait(&mut [&mut e], Some(t));
+                e.set();
+                e.clear();
+                let _ = e.is_set();
+                let _ = tx.send(case("condition"));
+                let c = Condition::new().unwrap();
+                poke(c.name(), at, v);
+                if let Ok(mut g) = c.lock_timeout(t) {
+                    let _ = c.wait_timeout(&mut g, t);
+                    c.notify(&g, 1);
+                    c.notify_all(&g);
+                    let _ = c.wait_for_timeout(&mut g, t, || false);
+                }
+                let _ = tx.send(case("barrier"));
+                let br = Barrier::new(3).unwrap();
+                poke(br.name(), at, v);
+                let _ = br.wait_timeout(t);
+                let _ = (br.n_waiting(), br.parties(), br.is_broken());
+                br.reset();
+                let _ = br.wait_timeout(t);
+                br.abort();
+                let _ = br.wait_timeout(t);
+                let _ = tx.send(case("value"));
+                let val = Value::new(7u64).unwrap();
+                poke(val.name(), at, v);
+                let _ = val.get();
+                let _ = val.set(1);
+                let _ = val.get_lock_timeout(t).map(|mut g| g.update(|x| *x = x.wrapping_add(1)));
+                let _ = tx.send(case("array"));
+                let arr = Array::<u32>::new(4).unwrap();
+                poke(arr.name(), at, v);
+                let _ = arr.get(3);
+                let _ = arr.set(1, 2);
+                let _ = arr.to_vec();
+                let _ = arr.try_get_lock().map(|g| g.to_vec());
+                let _ = tx.send(case("mutex"));
+                let m = Mutex::new([1u16; 3]).unwrap();
+                poke(m.name(), at, v);
+                let _ = m.try_lock().map(|g| g.value());
+                let _ = m.lock_timeout(t).map(|mut g| g.set_value([2; 3]));
+            }
+        }
+        let _ = tx.send("done".into());
+    });
+    let mut last = String::from("start");
+    loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(s) if s == "done" => break,
+            Ok(s) => last = s,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!(
+                    "the worker died during {last}: {:?}",
+                    worker.join().err().map(|e| {
+                        e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    })
+                )
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("hung for 20 s during {last}"),
+        }
+    }
+    worker.join().unwrap();
+}
