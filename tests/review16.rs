@@ -231,3 +231,55 @@ fn garbage_in_any_control_word_gives_errors_or_garbage_never_a_panic_or_hang() {
     }
     worker.join().unwrap();
 }
+
+// ------------------------- a Condition's guard from a second handle of it
+
+shmproc::entry! {
+    /// Given the same condition twice (two handles, two mappings), locks
+    /// through one and notifies through the other, as a Python program
+    /// passing `cond` in two places of its arguments may.
+    fn r16_notify_through_second_handle((a, b, flag): (Condition, Condition, Value<u32>)) -> Result<(), String> {
+        let g = a.lock().map_err(|e| e.to_string())?;
+        flag.set(1).map_err(|e| e.to_string())?;
+        b.notify_all(&g);
+        let mut g = g;
+        // And waits through it: the parent notifies back.
+        let got = b.wait_for_timeout(&mut g, common::DEADLINE, || flag.get().unwrap() == 2).map_err(|e| e.to_string())?;
+        common::ensure(got, "no notify back from the parent")
+    }
+}
+
+/// A guard of a `Condition`'s lock works with every handle of that same
+/// condition, not only the one that locked it: a child given the
+/// condition twice (two handles, each its own mapping) locks through one
+/// and notifies and waits through the other. Before, that panicked with
+/// "Condition used with a guard of another lock".
+#[test]
+fn a_condition_guard_works_with_another_handle_of_the_same_condition() {
+    let cond = Condition::new().unwrap();
+    let flag = Value::new(0u32).unwrap();
+    let mut p = Process::new(r16_notify_through_second_handle, (cond.clone(), cond.clone(), flag.clone()));
+    let mut g = cond.lock().unwrap();
+    p.start().unwrap();
+    let woke = cond.wait_for_timeout(&mut g, Duration::from_secs(10), || flag.get().unwrap() == 1).unwrap();
+    flag.set(2).unwrap();
+    cond.notify_all(&g);
+    drop(g);
+    let r = common::join(&p);
+    assert!(woke, "the child's notify never came ({r:?})");
+    r.unwrap();
+    // In one process too: a second handle opened by name.
+    let again = Condition::open(cond.name()).unwrap();
+    let mut g = cond.lock().unwrap();
+    again.notify(&g, 1);
+    assert!(!again.wait_timeout(&mut g, Duration::from_millis(1)).unwrap());
+}
+
+/// A guard of another condition's lock is still refused.
+#[test]
+#[should_panic(expected = "guard of another lock")]
+fn a_guard_of_another_condition_is_refused() {
+    let (a, b) = (Condition::new().unwrap(), Condition::new().unwrap());
+    let g = a.lock().unwrap();
+    b.notify(&g, 1);
+}

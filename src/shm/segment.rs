@@ -41,6 +41,9 @@ pub(crate) struct Segment {
     /// writable their segment may be), if any: a child given this handle
     /// opens the name with the same trust.
     trust: Option<Box<Options>>,
+    /// The file's (device, inode): the same for every handle of this
+    /// segment in any process (its mappings keep the inode alive).
+    file_id: (u64, u64),
 }
 
 impl std::fmt::Debug for Segment {
@@ -118,6 +121,7 @@ impl Segment {
             creator: Some((std::process::id(), ino, dev)),
             persist: AtomicBool::new(false),
             trust: None,
+            file_id: (dev, ino),
         };
         seg.header().write_fields(kind, fp, capacity, total_len);
         // The rest of the pages: a creator killed while reserving them (a
@@ -193,6 +197,7 @@ impl Segment {
                 persist: AtomicBool::new(false),
                 trust: (!opts.trusted_owners.is_empty() || !opts.trusted_groups.is_empty())
                     .then(|| Box::new(opts.clone())),
+                file_id: (info.dev, info.ino),
             };
         };
         let h = seg.header();
@@ -275,6 +280,12 @@ impl Segment {
     /// any; see the `trust` field.
     pub(crate) fn trust(&self) -> Option<&Options> {
         self.trust.as_deref()
+    }
+
+    /// The file's (device, inode): equal for two handles (two mappings)
+    /// of the same segment.
+    pub(crate) fn file_id(&self) -> (u64, u64) {
+        self.file_id
     }
 
     /// Makes the process with identity `(pid, start)` the segment's owner

@@ -192,7 +192,7 @@ mod shm_cond {
         /// ```
         pub fn lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
             let raw = &self.m.ctl().lock;
-            guard_result(raw.lock(Wait::Forever), |c| LockGuard::new(raw, c))
+            guard_result(raw.lock(Wait::Forever), |c| LockGuard::new(raw, c).in_file(self.m.segment().file_id()))
         }
 
         /// Acquires the lock if it is free now.
@@ -205,7 +205,7 @@ mod shm_cond {
         /// ```
         pub fn try_lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
             let raw = &self.m.ctl().lock;
-            guard_result(raw.lock(Wait::No), |c| LockGuard::new(raw, c))
+            guard_result(raw.lock(Wait::No), |c| LockGuard::new(raw, c).in_file(self.m.segment().file_id()))
         }
 
         /// Acquires the lock, waiting at most `timeout`.
@@ -216,11 +216,18 @@ mod shm_cond {
         /// ```
         pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
             let raw = &self.m.ctl().lock;
-            guard_result(raw.lock(Wait::timeout(timeout)), |c| LockGuard::new(raw, c))
+            guard_result(raw.lock(Wait::timeout(timeout)), |c| {
+                LockGuard::new(raw, c).in_file(self.m.segment().file_id())
+            })
         }
 
+        /// The guard must be of this condition's lock: taken through this
+        /// handle, or through another handle of the same condition (another
+        /// mapping of the same segment, so another address).
         fn check_guard(&self, guard: &LockGuard<'_>) {
-            assert!(std::ptr::eq(guard.raw(), &self.m.ctl().lock), "Condition used with a guard of another lock");
+            let same =
+                std::ptr::eq(guard.raw(), &self.m.ctl().lock) || guard.file() == Some(self.m.segment().file_id());
+            assert!(same, "Condition used with a guard of another lock");
         }
 
         /// Releases the lock, sleeps until notified, and re-acquires it.

@@ -32,22 +32,37 @@ pub struct LockGuard<'a> {
     /// A re-acquisition by the thread that holds the lock already (the
     /// recursive locks of `Value` and `Array`): its drop releases nothing.
     nested: bool,
+    /// The (device, inode) of the segment holding the lock, where it
+    /// matters (a `Condition`'s guard: another handle of the same
+    /// condition maps the lock at another address).
+    file: Option<(u64, u64)>,
     _not_send: PhantomData<*const ()>,
 }
 
 impl<'a> LockGuard<'a> {
     pub(crate) fn new(raw: &'a RawLock, consistent: bool) -> Self {
-        LockGuard { raw, consistent, nested: false, _not_send: PhantomData }
+        LockGuard { raw, consistent, nested: false, file: None, _not_send: PhantomData }
     }
 
     /// A guard for a thread that holds `raw` already: the outer guard
     /// releases the lock, and only it.
     pub(crate) fn nested(raw: &'a RawLock) -> Self {
-        LockGuard { raw, consistent: !raw.is_inconsistent(), nested: true, _not_send: PhantomData }
+        LockGuard { raw, consistent: !raw.is_inconsistent(), nested: true, file: None, _not_send: PhantomData }
+    }
+
+    /// Records which segment's lock this is (see the `file` field).
+    pub(crate) fn in_file(mut self, file: (u64, u64)) -> Self {
+        self.file = Some(file);
+        self
     }
 
     pub(crate) fn raw(&self) -> &'a RawLock {
         self.raw
+    }
+
+    /// The segment the lock is in, if recorded (see [`Self::in_file`]).
+    pub(crate) fn file(&self) -> Option<(u64, u64)> {
+        self.file
     }
 
     /// Declares the protected state repaired after
