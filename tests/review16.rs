@@ -283,3 +283,83 @@ fn a_guard_of_another_condition_is_refused() {
     let g = a.lock().unwrap();
     b.notify(&g, 1);
 }
+
+// ----------------------------- Condition's lock is recursive, as Python's RLock
+
+shmproc::entry! {
+    /// `with cond: with cond: ...`: takes the condition's lock twice in
+    /// this thread, signals the parent through `flag` (1), then waits
+    /// inside the nested hold until the parent sets it to 2.
+    fn r16_nested_condition((cond, flag): (Condition, Value<u32>)) -> Result<(), String> {
+        let outer = cond.lock().map_err(|e| e.to_string())?;
+        let mut inner = cond.lock().map_err(|e| e.to_string())?;
+        flag.set(1).map_err(|e| e.to_string())?;
+        cond.notify_all(&inner);
+        let got = cond.wait_for_timeout(&mut inner, common::DEADLINE, || flag.get().unwrap() == 2).map_err(|e| e.to_string())?;
+        drop(inner);
+        common::ensure(got && outer.is_consistent(), "no notify back from the parent")?;
+        // Still held (by the outer guard) after the inner one dropped.
+        common::ensure(cond.try_lock().is_ok(), "a nested try_lock of the held lock failed")
+    }
+}
+
+/// Python's `multiprocessing.Condition()` uses an `RLock`: the thread that
+/// holds it may take it again (`with cond:` inside `with cond:`), and
+/// `wait` releases every level while it sleeps and takes them back. Here
+/// the nested `lock()` waited for itself forever.
+#[test]
+fn a_condition_lock_taken_twice_by_one_thread_does_not_deadlock_as_in_python() {
+    let cond = Condition::new().unwrap();
+    let flag = Value::new(0u32).unwrap();
+    let mut p = Process::new(r16_nested_condition, (cond.clone(), flag.clone())).with_daemon(true);
+    p.start().unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while flag.get().unwrap() != 1 {
+        if std::time::Instant::now() > end {
+            let _ = p.kill();
+            let _ = p.join_timeout(common::DEADLINE);
+            panic!("the child never got through its nested cond.lock() in 10 s (self-deadlock); killed it");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    {
+        // Free once the child sleeps in wait inside its nested hold.
+        let g = cond.lock().unwrap();
+        flag.set(2).unwrap();
+        cond.notify_all(&g);
+    }
+    common::join(&p).unwrap();
+    assert!(cond.try_lock().is_ok(), "the child left the lock held");
+}
+
+shmproc::entry! {
+    /// Takes the condition's lock, notifies, and dies holding it.
+    fn r16_notify_and_die(cond: Condition) -> Result<(), String> {
+        let g = cond.lock().map_err(|e| e.to_string())?;
+        cond.notify_all(&g);
+        // SAFETY: plain syscalls; the process ends here, holding the lock.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        unreachable!("SIGKILL returned");
+    }
+}
+
+/// A `wait` through a nested guard that takes the lock back from a dead
+/// notifier reports `OwnerDied`; the outer guard then knows it too: it is
+/// inconsistent, and dropping both unrepaired makes the lock
+/// `NotRecoverable` (not silently fine, as the outer guard's plain unlock
+/// would have left it).
+#[test]
+fn a_nested_condition_wait_that_meets_a_dead_owner_leaves_the_outer_guard_inconsistent() {
+    let cond = Condition::new().unwrap();
+    let outer = cond.lock().unwrap();
+    let mut inner = cond.lock().unwrap();
+    let mut p = Process::new(r16_notify_and_die, cond.clone()).with_daemon(true);
+    p.start().unwrap();
+    let r = cond.wait_timeout(&mut inner, common::DEADLINE);
+    assert!(matches!(r, Err(shmproc::LockError::OwnerDied(()))), "{r:?}");
+    assert!(!inner.is_consistent() && !outer.is_consistent());
+    drop(inner);
+    drop(outer);
+    assert!(matches!(cond.try_lock(), Err(shmproc::LockError::NotRecoverable)));
+    assert!(matches!(common::join(&p), Err(shmproc::ProcessError::Signaled { signal: 9, .. })));
+}

@@ -183,19 +183,29 @@ mod shm_cond {
     impl Condition {
         constructors!(doc("Condition", "", ""));
 
-        /// Acquires the condition's lock (see [`crate::Lock::lock`]).
+        /// Acquires the condition's lock (see [`crate::Lock::lock`]). The
+        /// lock is recursive, as the `RLock` of Python's `Condition()`: the
+        /// thread that holds it gets a nested guard at once (`with cond:`
+        /// inside `with cond:`), whose drop releases nothing (the outer
+        /// guard's does); [`wait`](Self::wait) through any of them releases
+        /// the lock while it sleeps and takes it back before returning.
         ///
         /// ```
         /// let c = shmproc::Condition::new().unwrap();
         /// let g = c.lock().unwrap();
         /// assert!(g.is_consistent());
+        /// let nested = c.lock().unwrap(); // same thread: no deadlock
+        /// drop(nested);
+        /// assert!(c.is_locked()); // still held by `g`
+        /// drop(g);
+        /// assert!(!c.is_locked());
         /// ```
         pub fn lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-            let raw = &self.m.ctl().lock;
-            guard_result(raw.lock(Wait::Forever), |c| LockGuard::new(raw, c).in_file(self.m.segment().file_id()))
+            self.acquire(Wait::Forever)
         }
 
-        /// Acquires the lock if it is free now.
+        /// Acquires the lock if it is free now (or held by this thread:
+        /// a nested guard, see [`lock`](Self::lock)).
         ///
         /// ```
         /// let c = shmproc::Condition::new().unwrap();
@@ -204,21 +214,37 @@ mod shm_cond {
         /// drop(held);
         /// ```
         pub fn try_lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
-            let raw = &self.m.ctl().lock;
-            guard_result(raw.lock(Wait::No), |c| LockGuard::new(raw, c).in_file(self.m.segment().file_id()))
+            self.acquire(Wait::No)
         }
 
-        /// Acquires the lock, waiting at most `timeout`.
+        /// Acquires the lock, waiting at most `timeout` (a nested guard at
+        /// once if this thread holds it, see [`lock`](Self::lock)).
         ///
         /// ```
         /// let c = shmproc::Condition::new().unwrap();
         /// assert!(c.lock_timeout(std::time::Duration::from_millis(1)).is_ok());
         /// ```
         pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
+            self.acquire(Wait::timeout(timeout))
+        }
+
+        /// Whether anybody holds the condition's lock (a snapshot).
+        ///
+        /// ```
+        /// let c = shmproc::Condition::new().unwrap();
+        /// assert!(!c.is_locked());
+        /// ```
+        pub fn is_locked(&self) -> bool {
+            self.m.ctl().lock.is_locked()
+        }
+
+        fn acquire(&self, wait: Wait) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
             let raw = &self.m.ctl().lock;
-            guard_result(raw.lock(Wait::timeout(timeout)), |c| {
-                LockGuard::new(raw, c).in_file(self.m.segment().file_id())
-            })
+            let file = self.m.segment().file_id();
+            if raw.is_owned_by_me() {
+                return Ok(LockGuard::nested(raw).in_file(file));
+            }
+            guard_result(raw.lock(wait), |c| LockGuard::new(raw, c).in_file(file))
         }
 
         /// The guard must be of this condition's lock: taken through this

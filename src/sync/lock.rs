@@ -75,7 +75,7 @@ impl<'a> LockGuard<'a> {
     /// assert!(g.is_consistent());
     /// ```
     pub fn make_consistent(&mut self) {
-        if !self.consistent {
+        if !self.is_consistent() {
             self.raw.make_consistent();
             self.consistent = true;
         }
@@ -89,7 +89,10 @@ impl<'a> LockGuard<'a> {
     /// assert!(lock.lock().unwrap().is_consistent());
     /// ```
     pub fn is_consistent(&self) -> bool {
-        self.consistent
+        // The word too: a nested guard of this thread (a recursive lock's)
+        // may have taken the lock back from a dead owner meanwhile (a
+        // `Condition::wait` through it), which only the word records.
+        self.consistent && !self.raw.is_inconsistent()
     }
 
     /// Used by `Condition::wait`, which releases and re-acquires the lock
@@ -104,7 +107,9 @@ impl Drop for LockGuard<'_> {
         if self.nested {
             return;
         }
-        if self.consistent {
+        // Unrepaired if this guard, or a nested one of this thread (see
+        // `is_consistent`), took the lock over from a dead owner.
+        if self.is_consistent() {
             self.raw.unlock();
         } else {
             self.raw.unlock_inconsistent();
