@@ -125,9 +125,12 @@ impl RawCondition {
         if grant == 0 {
             return;
         }
-        self.pending.store(p + grant, Ordering::Relaxed);
+        // The counter first: a notifier killed between the two leaves the
+        // sleepers a moved counter, so they wake, meet the dead owner at the
+        // lock and return `OwnerDied` (the other order left them asleep).
         // Relaxed: the sleepers re-check under the lock (`take_notify`).
         self.seq.fetch_add(1, Ordering::Relaxed);
+        self.pending.store(p + grant, Ordering::Relaxed);
         wake32(&self.seq, grant);
     }
 }
