@@ -363,3 +363,47 @@ fn a_nested_condition_wait_that_meets_a_dead_owner_leaves_the_outer_guard_incons
     assert!(matches!(cond.try_lock(), Err(shmproc::LockError::NotRecoverable)));
     assert!(matches!(common::join(&p), Err(shmproc::ProcessError::Signaled { signal: 9, .. })));
 }
+
+// ------------------------------- many objects under the usual fd limit
+
+shmproc::entry! {
+    /// Under an open-file limit of `limit`, makes `n` Values, Locks and
+    /// Arrays and keeps them all, then uses each once.
+    fn r16_many_objects((limit, n): (u64, u64)) -> Result<(), String> {
+        let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+        // SAFETY: a valid rlimit for this process.
+        common::ensure(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0, "setrlimit")?;
+        let mut kept = Vec::new();
+        for i in 0..n {
+            let made = (Value::new(i), shmproc::Lock::new(), shmproc::Array::<u8>::new(16));
+            match made {
+                (Ok(v), Ok(l), Ok(a)) => kept.push((v, l, a)),
+                (v, l, a) => {
+                    return Err(format!(
+                        "object {i} of {n} (fd limit {limit}): {:?} / {:?} / {:?}",
+                        v.err(),
+                        l.err(),
+                        a.err()
+                    ));
+                }
+            }
+        }
+        for (i, (v, l, a)) in kept.iter().enumerate() {
+            common::ensure(v.get().map_err(|e| e.to_string())? == i as u64, "a value changed")?;
+            drop(l.try_lock().map_err(|e| e.to_string())?);
+            a.set(3, 1).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// A program that makes many shared objects (Python: `[Value('i', 0) for
+/// _ in range(1000)]`, which shares a few heap arenas) works under the
+/// usual soft limit of open files: a fixed-size object keeps its mapping,
+/// not an open file descriptor. Here: 3 x 400 objects under a limit of 64.
+#[test]
+fn many_values_locks_and_arrays_fit_under_a_small_open_file_limit() {
+    let mut p = Process::new(r16_many_objects, (64u64, 400u64));
+    p.start().unwrap();
+    common::join(&p).unwrap();
+}
