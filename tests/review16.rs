@@ -407,3 +407,41 @@ fn many_values_locks_and_arrays_fit_under_a_small_open_file_limit() {
     p.start().unwrap();
     common::join(&p).unwrap();
 }
+
+// --------------------------------------------- wait() on duplicate processes
+
+shmproc::entry! {
+    /// Sleeps until killed (at most a minute).
+    fn r16_sleep_until_killed(_: ()) {
+        std::thread::sleep(common::DEADLINE);
+    }
+}
+
+/// `wait` on the same child twice (its `Process` and the handle
+/// `active_children()` gives), beside an event that is never set and a
+/// never-started process: a poll (timeout 0) sees only the never-started
+/// one; once the child is killed, a wait with a huge timeout returns with
+/// both handles of it ready.
+#[test]
+fn wait_on_a_killed_child_listed_twice_returns_both_handles() {
+    let mut p = Process::new(r16_sleep_until_killed, ()).with_daemon(true);
+    p.start().unwrap();
+    let mut twin = shmproc::active_children().into_iter().find(|c| c.pid() == p.pid()).unwrap();
+    let mut never = Process::new(r16_sleep_until_killed, ());
+    let mut ev = shmproc::Event::new().unwrap();
+    let ready: Vec<usize> =
+        shmproc::wait(&mut [&mut p, &mut ev, &mut twin, &mut never], Some(Duration::ZERO)).unwrap().iter().collect();
+    assert_eq!(ready, [3]);
+    let pid = p.pid().unwrap();
+    // SAFETY: signalling our own, not yet reaped child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let ready: Vec<usize> =
+        shmproc::wait(&mut [&mut p, &mut ev, &mut twin], Some(Duration::from_secs(1 << 40))).unwrap().iter().collect();
+    assert!(ready == [0, 2] || ready == [0] || ready == [2], "{ready:?}");
+    let ready: Vec<usize> =
+        shmproc::wait(&mut [&mut p, &mut ev, &mut twin], Some(Duration::ZERO)).unwrap().iter().collect();
+    assert_eq!(ready, [0, 2]);
+    assert_eq!(p.exitcode(), Some(-9));
+    assert_eq!(twin.exitcode(), Some(-9));
+    assert!(!p.is_alive() && !twin.is_alive());
+}
