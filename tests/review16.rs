@@ -445,3 +445,55 @@ fn wait_on_a_killed_child_listed_twice_returns_both_handles() {
     assert_eq!(twin.exitcode(), Some(-9));
     assert!(!p.is_alive() && !twin.is_alive());
 }
+
+// ------------------------- a lock owner whose identity was read without /proc
+
+shmproc::entry! {
+    /// With no file descriptor left (open-file limit at the lowest free
+    /// descriptor), a new thread takes the lock for the first time (its
+    /// identity is computed then: `/proc` cannot be read), says so, and
+    /// holds the lock until `release` is set.
+    fn r16_lock_without_fds((lock, held, release): (shmproc::Lock, shmproc::Event, shmproc::Event)) -> Result<(), String> {
+        let probe = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+        let lowest = std::os::fd::AsRawFd::as_raw_fd(&probe) as u64;
+        drop(probe);
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: a valid out-pointer.
+        common::ensure(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0, "getrlimit")?;
+        lim.rlim_cur = lowest;
+        // SAFETY: a valid rlimit for this process.
+        common::ensure(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0, "setrlimit")?;
+        let t = std::thread::spawn(move || -> Result<(), String> {
+            common::ensure(std::fs::File::open("/dev/null").is_err(), "a descriptor was still free")?;
+            let g = lock.lock().map_err(|e| e.to_string())?;
+            held.set();
+            common::ensure(release.wait_timeout(common::DEADLINE), "never released")?;
+            drop(g);
+            Ok(())
+        });
+        t.join().map_err(|_| "the locking thread panicked".to_string())?
+    }
+}
+
+/// A thread that could not read its start time from `/proc` when it first
+/// took a lock (no descriptor left) is still a live owner: another
+/// process's `lock_timeout` times out instead of declaring it dead and
+/// taking the lock (`OwnerDied`) while it is held. Before, its identity
+/// was recorded with start time 0, which never matches `/proc`, so every
+/// liveness check found it "dead".
+#[test]
+fn a_live_owner_that_could_not_read_proc_is_not_taken_over() {
+    let (lock, held, release) =
+        (shmproc::Lock::new().unwrap(), shmproc::Event::new().unwrap(), shmproc::Event::new().unwrap());
+    let mut p = Process::new(r16_lock_without_fds, (lock.clone(), held.clone(), release.clone())).with_daemon(true);
+    p.start().unwrap();
+    if !held.wait_timeout(Duration::from_secs(10)) {
+        let _ = p.kill();
+        panic!("the child never took the lock: {:?}", common::join(&p));
+    }
+    let r = lock.lock_timeout(Duration::from_millis(500)).map(|g| g.is_consistent());
+    release.set();
+    let child = common::join(&p);
+    assert!(matches!(r, Err(shmproc::LockError::TimedOut)), "the lock held by a live thread was taken: {r:?}");
+    child.unwrap();
+}
