@@ -497,3 +497,54 @@ fn a_live_owner_that_could_not_read_proc_is_not_taken_over() {
     assert!(matches!(r, Err(shmproc::LockError::TimedOut)), "the lock held by a live thread was taken: {r:?}");
     child.unwrap();
 }
+
+// ----------------------------------------- Event: a set() undone by clear()
+
+shmproc::entry! {
+    /// Waits on the event, untimed, then (once back) on it again with a
+    /// timeout, recording what that second wait said in `second`.
+    fn r16_event_waiter((ev, stage, second): (shmproc::Event, Value<u32>, Value<u32>)) -> Result<(), String> {
+        stage.set(1).map_err(|e| e.to_string())?;
+        ev.wait();
+        stage.set(2).map_err(|e| e.to_string())?;
+        let r = ev.wait_timeout(common::DEADLINE);
+        second.set(if r { 1 } else { 2 }).map_err(|e| e.to_string())
+    }
+}
+
+/// Python's `Event.set()` wakes every process waiting in `wait()`, even if
+/// `clear()` follows at once (the "pulse" `ev.set(); ev.clear()`): each
+/// wait returns (multiprocessing's `wait(timeout)` returning the flag as it
+/// is then, `False`). Here the waiters slept on until their timeout, or for
+/// good in an untimed `wait()`.
+#[test]
+fn an_event_set_then_cleared_releases_the_processes_waiting_as_in_python() {
+    let ev = shmproc::Event::new().unwrap();
+    let (stage, second) = (Value::new(0u32).unwrap(), Value::new(0u32).unwrap());
+    let mut p = Process::new(r16_event_waiter, (ev.clone(), stage.clone(), second.clone())).with_daemon(true);
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    for round in 1..=2 {
+        // Its next futex sleep after announcing the stage is the event's.
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while !(stage.get().unwrap() == round && common::main_thread_in_futex(pid)) {
+            if std::time::Instant::now() > end {
+                let _ = p.kill();
+                let _ = p.join_timeout(common::DEADLINE);
+                panic!("the waiter was not released by set(); clear() (it never reached wait {round})");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        ev.set();
+        ev.clear();
+    }
+    match p.join_timeout(Duration::from_secs(10)) {
+        Ok(true) => {}
+        other => {
+            let _ = p.kill();
+            let _ = p.join_timeout(common::DEADLINE);
+            panic!("the waiter was not released by set(); clear(): {other:?} (second wait: {:?})", second.get());
+        }
+    }
+    assert_eq!(second.get().unwrap(), 2, "the timed wait after a pulse returns the flag as it is: false");
+}
