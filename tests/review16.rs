@@ -548,3 +548,47 @@ fn an_event_set_then_cleared_releases_the_processes_waiting_as_in_python() {
     }
     assert_eq!(second.get().unwrap(), 2, "the timed wait after a pulse returns the flag as it is: false");
 }
+
+// ---------------------------------------------- sync objects on a full /dev/shm
+
+const INNER: &str = "SHMPROC_REVIEW16_INNER";
+
+/// Every sync object, `Value`, `Array` and `Mutex` created on a full
+/// /dev/shm (a private 4 MiB tmpfs, filled): `OpenError::NoSpace`, no file
+/// left behind, and each works once there is room again.
+#[test]
+fn sync_objects_created_on_a_full_dev_shm_fail_with_no_space_and_leave_nothing() {
+    if !common::rerun_in_tmpfs(
+        "sync_objects_created_on_a_full_dev_shm_fail_with_no_space_and_leave_nothing",
+        INNER,
+        Some("4m"),
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    use shmproc::{Array, Barrier, BoundedSemaphore, Event, Lock, Mutex, OpenError, RLock, Semaphore};
+    let filler = common::fill_dev_shm("r16-fill", &[1 << 20, 1 << 16, 4096, 1]);
+    let before = common::dev_shm_files();
+    let results: Vec<(&str, Result<(), OpenError>)> = vec![
+        ("Lock", Lock::new().map(drop)),
+        ("RLock", RLock::new().map(drop)),
+        ("Semaphore", Semaphore::new(1).map(drop)),
+        ("BoundedSemaphore", BoundedSemaphore::new(1).map(drop)),
+        ("Event", Event::new().map(drop)),
+        ("Condition", Condition::new().map(drop)),
+        ("Barrier", Barrier::new(2).map(drop)),
+        ("Value", Value::new(1u64).map(drop)),
+        ("Array", Array::<u64>::new(100).map(drop)),
+        ("Mutex", Mutex::new([0u8; 16]).map(drop)),
+        ("named Lock", Lock::create("r16-named-lock").map(drop)),
+    ];
+    for (what, r) in &results {
+        assert!(matches!(r, Err(OpenError::NoSpace { .. })), "{what} on a full /dev/shm: {r:?}");
+    }
+    assert_eq!(common::dev_shm_files(), before, "files left behind");
+    drop(filler);
+    let lock = Lock::create("r16-named-lock").unwrap();
+    drop(lock.lock().unwrap());
+    let v = Value::new(5u64).unwrap();
+    assert_eq!(v.get().unwrap(), 5);
+}
