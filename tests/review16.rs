@@ -592,3 +592,55 @@ fn sync_objects_created_on_a_full_dev_shm_fail_with_no_space_and_leave_nothing()
     let v = Value::new(5u64).unwrap();
     assert_eq!(v.get().unwrap(), 5);
 }
+
+shmproc::entry! {
+    /// Takes the condition's lock (at most 10 s) and releases it.
+    fn r16_take_cond_lock(cond: Condition) -> Result<(), String> {
+        drop(cond.lock_timeout(Duration::from_secs(10)).map_err(|e| format!("lock_timeout: {e}"))?);
+        Ok(())
+    }
+}
+
+shmproc::entry! {
+    /// Holds the condition's lock until `release` is set, after setting `held`.
+    fn r16_hold_cond_lock((cond, held, release): (Condition, shmproc::Event, shmproc::Event)) -> Result<(), String> {
+        let g = cond.lock().map_err(|e| e.to_string())?;
+        held.set();
+        common::ensure(release.wait_timeout(common::DEADLINE), "never released")?;
+        drop(g);
+        Ok(())
+    }
+}
+
+/// A nested guard whose outer guard was dropped first holds nothing: a
+/// `wait` through it must not release the lock another process holds
+/// meanwhile (two holders), and once it took the lock back the guard
+/// releases it (the lock is not left held for good).
+#[test]
+fn a_wait_through_a_nested_guard_that_outlived_its_outer_guard_frees_nobody_else_and_leaks_nothing() {
+    let cond = Condition::new().unwrap();
+    let (held, release) = (shmproc::Event::new().unwrap(), shmproc::Event::new().unwrap());
+    let outer = cond.lock().unwrap();
+    let mut inner = cond.lock().unwrap();
+    drop(outer);
+    let mut holder = Process::new(r16_hold_cond_lock, (cond.clone(), held.clone(), release.clone())).with_daemon(true);
+    holder.start().unwrap();
+    assert!(held.wait_timeout(Duration::from_secs(10)), "the holder never took the lock");
+    // The holder has it; our wait must leave it there.
+    let r = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            release.set();
+        });
+        let r = cond.wait_timeout(&mut inner, Duration::from_millis(100));
+        (r, release.is_set())
+    });
+    assert!(matches!(r.0, Ok(false)), "{r:?}");
+    // We have the lock again only after the holder let it go.
+    assert!(r.1, "the wait took the lock while the other process still held it");
+    common::join(&holder).unwrap();
+    drop(inner);
+    let mut taker = Process::new(r16_take_cond_lock, cond.clone()).with_daemon(true);
+    taker.start().unwrap();
+    common::join(&taker).unwrap();
+}

@@ -297,14 +297,24 @@ mod shm_cond {
             let raw = self.m.ctl();
             let mut ticket = raw.prepare();
             loop {
-                // Release the lock for the sleep, keeping the guard object.
-                if guard.is_consistent() {
-                    raw.lock.unlock();
-                } else {
-                    raw.lock.unlock_inconsistent();
+                // Release the lock for the sleep, keeping the guard object;
+                // only if this thread holds it: a nested guard whose outer
+                // guard was dropped first holds nothing, and a swap here
+                // would free another process's hold.
+                let held = raw.lock.is_owned_by_me();
+                match (held, guard.is_consistent()) {
+                    (false, _) => {}
+                    (true, true) => raw.lock.unlock(),
+                    (true, false) => raw.lock.unlock_inconsistent(),
                 }
                 raw.sleep(ticket, wait);
-                match raw.lock.lock(Wait::Forever) {
+                let r = raw.lock.lock(Wait::Forever);
+                if !held && r.is_ok() {
+                    // We took the lock that no outer guard will release:
+                    // this guard releases it.
+                    guard.make_outer();
+                }
+                match r {
                     Ok(Acquired::Clean) => {}
                     Ok(Acquired::OwnerDied) => {
                         // The counts may be half-updated; end our wait

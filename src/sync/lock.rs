@@ -50,6 +50,12 @@ impl<'a> LockGuard<'a> {
         LockGuard { raw, consistent: !raw.is_inconsistent(), nested: true, file: None, _not_send: PhantomData }
     }
 
+    /// Makes a nested guard the one that releases the lock (its outer
+    /// guard is gone and the caller took the lock again for it).
+    pub(crate) fn make_outer(&mut self) {
+        self.nested = false;
+    }
+
     /// Records which segment's lock this is (see the `file` field).
     pub(crate) fn in_file(mut self, file: (u64, u64)) -> Self {
         self.file = Some(file);
