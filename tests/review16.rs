@@ -644,3 +644,52 @@ fn a_wait_through_a_nested_guard_that_outlived_its_outer_guard_frees_nobody_else
     taker.start().unwrap();
     common::join(&taker).unwrap();
 }
+
+// ------------------------------------- Barrier with a party killed inside wait
+
+shmproc::entry! {
+    /// Waits at the barrier (untimed: `secs` 0) or at most `secs`, and
+    /// returns what it said as the process's result.
+    fn r16_barrier_party((b, secs): (shmproc::Barrier, u64)) -> Result<(), String> {
+        let r = if secs == 0 { b.wait() } else { b.wait_timeout(Duration::from_secs(secs)) };
+        r.map(drop).map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// Barrier(3): one party killed while it waits still counts (as in
+/// Python: `n_waiting` 1, then 2 with a live party); the live party's
+/// timeout breaks the barrier (it gets `TimedOut`, a later `wait`
+/// `Broken`, `n_waiting` 0); `reset` makes it whole: three live parties
+/// pass with distinct indices.
+#[test]
+fn a_barrier_with_a_party_killed_inside_wait_breaks_by_timeout_and_resets() {
+    let b = shmproc::Barrier::new(3).unwrap();
+    let mut dead = Process::new(r16_barrier_party, (b.clone(), 0u64)).with_daemon(true);
+    dead.start().unwrap();
+    common::wait_for("the first party to arrive", || b.n_waiting() == 1);
+    dead.kill().unwrap();
+    assert!(matches!(common::join(&dead), Err(shmproc::ProcessError::Signaled { signal: 9, .. })));
+    assert_eq!(b.n_waiting(), 1, "the dead party still counts, as in Python");
+    let mut timed = Process::new(r16_barrier_party, (b.clone(), 1u64)).with_daemon(true);
+    timed.start().unwrap();
+    let r = common::join(&timed);
+    assert!(matches!(&r, Err(shmproc::ProcessError::Failed { message, .. }) if message == "TimedOut"), "{r:?}");
+    assert!(b.is_broken());
+    assert_eq!(b.n_waiting(), 0);
+    assert_eq!(b.wait_timeout(Duration::from_secs(1)), Err(shmproc::BarrierError::Broken));
+    b.reset();
+    assert!(!b.is_broken());
+    let mut kids: Vec<Process> = (0..2)
+        .map(|_| {
+            let mut p = Process::new(r16_barrier_party, (b.clone(), 0u64)).with_daemon(true);
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    let mine = b.wait_timeout(common::DEADLINE).unwrap();
+    assert!(mine < 3);
+    for p in &mut kids {
+        common::join(p).unwrap();
+    }
+    assert_eq!(b.n_waiting(), 0);
+}
