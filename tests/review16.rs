@@ -612,10 +612,11 @@ shmproc::entry! {
     }
 }
 
-/// A nested guard whose outer guard was dropped first holds nothing: a
-/// `wait` through it must not release the lock another process holds
-/// meanwhile (two holders), and once it took the lock back the guard
-/// releases it (the lock is not left held for good).
+/// A wait through the inner of two guards of a Condition's recursive lock
+/// (the outer one dropped first, so the inner holds the last level)
+/// releases the lock for the sleep, and takes it back only once the
+/// process that got it meanwhile let it go (it frees nobody else's hold);
+/// the inner guard's drop then frees it (nothing leaks).
 #[test]
 fn a_wait_through_a_nested_guard_that_outlived_its_outer_guard_frees_nobody_else_and_leaks_nothing() {
     let cond = Condition::new().unwrap();
@@ -623,21 +624,24 @@ fn a_wait_through_a_nested_guard_that_outlived_its_outer_guard_frees_nobody_else
     let outer = cond.lock().unwrap();
     let mut inner = cond.lock().unwrap();
     drop(outer);
+    assert!(cond.is_locked(), "the inner guard still holds a level");
     let mut holder = Process::new(r16_hold_cond_lock, (cond.clone(), held.clone(), release.clone())).with_daemon(true);
     holder.start().unwrap();
-    assert!(held.wait_timeout(Duration::from_secs(10)), "the holder never took the lock");
-    // The holder has it; our wait must leave it there.
     let r = std::thread::scope(|s| {
         s.spawn(|| {
-            std::thread::sleep(Duration::from_millis(300));
+            // The holder gets the lock while we wait; it keeps it a while.
+            if held.wait_timeout(Duration::from_secs(10)) {
+                std::thread::sleep(Duration::from_millis(300));
+            }
             release.set();
         });
         let r = cond.wait_timeout(&mut inner, Duration::from_millis(100));
-        (r, release.is_set())
+        (r, held.is_set(), release.is_set())
     });
     assert!(matches!(r.0, Ok(false)), "{r:?}");
+    assert!(r.1, "the holder never got the lock while we waited: {r:?}");
     // We have the lock again only after the holder let it go.
-    assert!(r.1, "the wait took the lock while the other process still held it");
+    assert!(r.2, "the wait took the lock while the other process still held it");
     common::join(&holder).unwrap();
     drop(inner);
     let mut taker = Process::new(r16_take_cond_lock, cond.clone()).with_daemon(true);
@@ -692,4 +696,56 @@ fn a_barrier_with_a_party_killed_inside_wait_breaks_by_timeout_and_resets() {
         common::join(p).unwrap();
     }
     assert_eq!(b.n_waiting(), 0);
+}
+
+// -------------- Value's recursive lock counts levels, released in any order
+
+shmproc::entry! {
+    /// `try_get_lock` on the value: Ok if free ("free"), WouldBlock ("held").
+    fn r16_probe_value_lock(v: Value<u64>) -> Result<(), String> {
+        match v.try_get_lock() {
+            Ok(_) => Err("free".into()),
+            Err(shmproc::LockError::WouldBlock) => Err("held".into()),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    }
+}
+
+/// What another process sees of the value's lock now.
+fn probe(v: &Value<u64>) -> String {
+    let p = {
+        let mut p = Process::new(r16_probe_value_lock, v.clone()).with_daemon(true);
+        p.start().unwrap();
+        p
+    };
+    match common::join(&p) {
+        Err(shmproc::ProcessError::Failed { message, .. }) => message,
+        other => format!("{other:?}"),
+    }
+}
+
+/// Python's `Value` lock is an `RLock`: taken twice by one thread, it is
+/// free only after the second release, whichever acquisition each release
+/// pairs with (`l.acquire(); l.acquire(); l.release()` leaves it held).
+/// Here the first guard's drop freed it while the second guard still
+/// wrote through it.
+#[test]
+fn a_value_lock_taken_twice_stays_held_until_both_guards_drop_in_any_order() {
+    let v = Value::new(0u64).unwrap();
+    let first = v.get_lock().unwrap();
+    let mut second = v.get_lock().unwrap();
+    drop(first);
+    assert_eq!(probe(&v), "held", "after one of two releases");
+    second.set_value(7);
+    drop(second);
+    assert_eq!(probe(&v), "free", "after both releases");
+    assert_eq!(v.get().unwrap(), 7);
+    // The same with a Condition's recursive lock.
+    let cond = Condition::new().unwrap();
+    let first = cond.lock().unwrap();
+    let second = cond.lock().unwrap();
+    drop(first);
+    assert!(cond.is_locked());
+    drop(second);
+    assert!(!cond.is_locked());
 }

@@ -188,10 +188,11 @@ mod shm_cond {
 
         /// Acquires the condition's lock (see [`crate::Lock::lock`]). The
         /// lock is recursive, as the `RLock` of Python's `Condition()`: the
-        /// thread that holds it gets a nested guard at once (`with cond:`
-        /// inside `with cond:`), whose drop releases nothing (the outer
-        /// guard's does); [`wait`](Self::wait) through any of them releases
-        /// the lock while it sleeps and takes it back before returning.
+        /// thread that holds it gets a guard for one more level at once
+        /// (`with cond:` inside `with cond:`); the lock is free once the
+        /// last of its guards dropped, in any order; [`wait`](Self::wait)
+        /// through any of them releases it while it sleeps and takes it
+        /// back before returning.
         ///
         /// ```
         /// let c = shmproc::Condition::new().unwrap();
@@ -208,7 +209,7 @@ mod shm_cond {
         }
 
         /// Acquires the lock if it is free now (or held by this thread:
-        /// a nested guard, see [`lock`](Self::lock)).
+        /// a guard for one more level, see [`lock`](Self::lock)).
         ///
         /// ```
         /// let c = shmproc::Condition::new().unwrap();
@@ -220,8 +221,8 @@ mod shm_cond {
             self.acquire(Wait::No)
         }
 
-        /// Acquires the lock, waiting at most `timeout` (a nested guard at
-        /// once if this thread holds it, see [`lock`](Self::lock)).
+        /// Acquires the lock, waiting at most `timeout` (a guard for one
+        /// more level at once if this thread holds it, see [`lock`](Self::lock)).
         ///
         /// ```
         /// let c = shmproc::Condition::new().unwrap();
@@ -245,7 +246,7 @@ mod shm_cond {
             let raw = &self.m.ctl().lock;
             let file = self.m.segment().file_id();
             if raw.is_owned_by_me() {
-                return Ok(LockGuard::nested(raw).in_file(file));
+                return Ok(LockGuard::nested(raw, file));
             }
             guard_result(raw.lock(wait), |c| LockGuard::new(raw, c).in_file(file))
         }
@@ -297,10 +298,9 @@ mod shm_cond {
             let raw = self.m.ctl();
             let mut ticket = raw.prepare();
             loop {
-                // Release the lock for the sleep, keeping the guard object;
-                // only if this thread holds it: a nested guard whose outer
-                // guard was dropped first holds nothing, and a swap here
-                // would free another process's hold.
+                // Release the lock for the sleep (every level of it), keeping
+                // the guard object; only if this thread holds it (a peer may
+                // have overwritten the word: a swap would free its hold).
                 let held = raw.lock.is_owned_by_me();
                 match (held, guard.is_consistent()) {
                     (false, _) => {}
@@ -308,13 +308,7 @@ mod shm_cond {
                     (true, false) => raw.lock.unlock_inconsistent(),
                 }
                 raw.sleep(ticket, wait);
-                let r = raw.lock.lock(Wait::Forever);
-                if !held && r.is_ok() {
-                    // We took the lock that no outer guard will release:
-                    // this guard releases it.
-                    guard.make_outer();
-                }
-                match r {
+                match raw.lock.lock(Wait::Forever) {
                     Ok(Acquired::Clean) => {}
                     Ok(Acquired::OwnerDied) => {
                         // The counts may be half-updated; end our wait
