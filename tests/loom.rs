@@ -121,6 +121,9 @@ fn condition_notify_is_not_lost() {
                 c2.lock.unlock();
                 c2.sleep(ticket, Wait::Forever);
                 c2.lock.lock(Wait::Forever).unwrap();
+                if !c2.take_notify(ticket) {
+                    c2.leave();
+                }
             }
             c2.lock.unlock();
         });
@@ -129,6 +132,56 @@ fn condition_notify_is_not_lost() {
         cond.notify(1);
         cond.lock.unlock();
         t.join().unwrap();
+    });
+}
+
+/// Two waiters, each ending its wait only with a notification it took
+/// (a wake-up that finds none left re-arms and sleeps again), and two
+/// `notify(1)` issued once both wait: both waits end (no notification is
+/// lost between the take and the re-arm), each with one notification.
+#[test]
+fn condition_two_notify_one_end_two_waits_and_lose_none() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let cond = Arc::new(RawCondition::new());
+        let waiting = Arc::new(AtomicU32::new(0));
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let (c, w) = (cond.clone(), waiting.clone());
+                thread::spawn(move || {
+                    c.lock.lock(Wait::Forever).unwrap();
+                    let mut ticket = c.prepare();
+                    w.fetch_add(1, Ordering::Relaxed);
+                    loop {
+                        c.lock.unlock();
+                        c.sleep(ticket, Wait::Forever);
+                        c.lock.lock(Wait::Forever).unwrap();
+                        if c.take_notify(ticket) {
+                            break;
+                        }
+                        ticket = c.rearm();
+                    }
+                    c.lock.unlock();
+                })
+            })
+            .collect();
+        loop {
+            cond.lock.lock(Wait::Forever).unwrap();
+            if waiting.load(Ordering::Relaxed) == 2 {
+                break;
+            }
+            cond.lock.unlock();
+            thread::yield_now();
+        }
+        cond.notify(1);
+        cond.lock.unlock();
+        cond.lock.lock(Wait::Forever).unwrap();
+        cond.notify(1);
+        cond.lock.unlock();
+        for h in waiters {
+            h.join().unwrap();
+        }
     });
 }
 

@@ -554,7 +554,7 @@ impl Store {
         if cur.len >= want {
             return Some(cur);
         }
-        let size = crate::sys::shm::fstat_file(self.seg.file()).ok()?;
+        let size = crate::sys::shm::fstat_file(self.seg.file()?).ok()?;
         // Whole pages: a range is filled from its start, one mapping after another.
         let len = want.min(size) & !4095;
         if len <= cur.len || len > isize::MAX as u64 / 2 {
@@ -573,7 +573,7 @@ impl Store {
             maps.ranges.push(range);
         }
         let range = maps.ranges.last_mut()?;
-        range.map_to(std::os::fd::AsFd::as_fd(self.seg.file()), len).ok()?;
+        range.map_to(std::os::fd::AsFd::as_fd(self.seg.file()?), len).ok()?;
         let view = Box::new(View { base: range.base(), len: len as u64, undo: std::ptr::null() });
         let p = &*view as *const View as *mut View;
         maps.views.push(view);

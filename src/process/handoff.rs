@@ -133,15 +133,36 @@ pub(crate) fn note_transfer(queue: &ByteQueue, producer: bool, undo: Option<Box<
 }
 
 /// Shared objects travel by name and are re-opened in the child.
+/// The trust a handle was opened with (other owners and groups, and the
+/// mode that bounds how writable their segment may be), for the child to
+/// open it alike: a handle the parent opened with
+/// `Options::trust_owner`/`trust_group` works in the child too.
+fn encode_trust(trust: Option<&crate::Options>, out: &mut Vec<u8>) {
+    trust.map(|o| (o.trusted_owners.clone(), o.trusted_groups.clone(), o.mode)).encode(out);
+}
+
+/// The options to open a handed-over handle with (see [`encode_trust`]).
+fn decode_trust(input: &mut &[u8]) -> Result<crate::Options, HandoffError> {
+    let mut opts = crate::Options::new();
+    if let Some((owners, groups, mode)) = <Option<(Vec<u32>, Vec<u32>, u32)>>::decode(input)? {
+        opts = opts.mode(mode);
+        opts.trusted_owners = owners;
+        opts.trusted_groups = groups;
+    }
+    Ok(opts)
+}
+
 macro_rules! handoff_handle {
     ($($t:ident $(<$g:ident>)?),*) => {$(
         impl$(<$g: $crate::ShmType>)? Handoff for crate::$t$(<$g>)? {
             fn encode(&self, out: &mut Vec<u8>) {
                 self.name().to_owned().encode(out);
+                encode_trust(self.trust(), out);
             }
             fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
                 let name = String::decode(input)?;
-                let h = Self::open(&name).map_err(|e| HandoffError::Open {
+                let opts = decode_trust(input)?;
+                let h = Self::open_with(&name, &opts).map_err(|e| HandoffError::Open {
                     kind: stringify!($t),
                     name: name.clone(),
                     reason: e.to_string(),

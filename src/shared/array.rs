@@ -204,8 +204,9 @@ impl<T: ShmType> Array<T> {
     }
 
     /// Holds the lock; the guard reads and writes elements. The lock is
-    /// recursive, as Python's: the thread that holds it gets a nested guard
-    /// at once (its drop releases nothing; the outer guard's does).
+    /// recursive, as Python's: the thread that holds it gets a guard for
+    /// one more level at once; the lock is free once the last of its
+    /// guards dropped, in any order (as an `RLock` counts releases).
     ///
     /// ```
     /// let a = shmproc::Array::<u32>::new(3).unwrap();

@@ -114,8 +114,9 @@ impl<T: ShmType> Value<T> {
     }
 
     /// Holds the lock; the guard reads and writes the value. The lock is
-    /// recursive, as Python's: the thread that holds it gets a nested guard
-    /// at once (its drop releases nothing; the outer guard's does).
+    /// recursive, as Python's: the thread that holds it gets a guard for
+    /// one more level at once; the lock is free once the last of its
+    /// guards dropped, in any order (as an `RLock` counts releases).
     ///
     /// ```
     /// let v = shmproc::Value::new(1u8).unwrap();

@@ -34,8 +34,9 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SHMPROC\x01");
 /// a frame ring's small frames start at byte 16 of their slot; 5: an
 /// unbounded queue's rings carry a keyed tag in their names; 6: an
 /// unbounded JoinableQueue counts from its rings' claims, with a base word
-/// in each ring and a late-skip word in the chain).
-pub(crate) const LAYOUT_VERSION: u32 = 6;
+/// in each ring and a late-skip word in the chain; 7: a Condition counts
+/// the notifications granted and not yet taken, `pending`).
+pub(crate) const LAYOUT_VERSION: u32 = 7;
 /// Value of `init_state` once the object is fully built ("REDY").
 pub(crate) const READY: u32 = u32::from_le_bytes(*b"REDY");
 /// `flags` bit: the segment outlives its creator; `gc` leaves it alone.

@@ -310,7 +310,9 @@ pub(crate) fn create<O: Object>(name: &str, init: O::Init, opts: &Options) -> Re
     let capacity = O::capacity(&init)?;
     let layout = Layout::of::<O>(capacity)
         .ok_or_else(|| OpenError::InvalidArgument(format!("capacity {capacity} is too large")))?;
-    let seg = Segment::create(name, opts, O::KIND, &O::fingerprint(), capacity, layout.total)?;
+    let mut seg = Segment::create(name, opts, O::KIND, &O::fingerprint(), capacity, layout.total)?;
+    // Fixed size (its pages reserved by `create`): the mapping is all it needs.
+    seg.close_file();
     let ctl = O::new_ctl(&init, capacity);
     let m = Mapped { seg: Arc::new(seg), layout, capacity, _ctl: std::marker::PhantomData };
     check_aligned::<O>(&m).map_err(OpenError::InvalidArgument)?;
@@ -328,7 +330,9 @@ pub(crate) fn create<O: Object>(name: &str, init: O::Init, opts: &Options) -> Re
 pub(crate) fn open<O: Object>(name: &str, opts: &Options) -> Result<O, OpenError> {
     // Every header field is read once (in `Segment::open`, into `fields`),
     // validated there or here, and only that copy is used from now on.
-    let (seg, fields) = Segment::open(name, opts, O::KIND, &O::fingerprint())?;
+    let (mut seg, fields) = Segment::open(name, opts, O::KIND, &O::fingerprint())?;
+    // Fixed size (holes reserved by `open`): the mapping is all it needs.
+    seg.close_file();
     let capacity = fields.capacity;
     let layout = Layout::of::<O>(capacity).ok_or_else(|| OpenError::Corrupted {
         name: name.to_owned(),
@@ -489,6 +493,13 @@ macro_rules! constructors {
         /// ```
         pub fn persist(&self) {
             self.m.segment().persist()
+        }
+
+        /// The owners and groups this handle's `open_with` trusted beyond
+        /// our own uid, if any (a child given the handle opens it so too).
+        #[allow(dead_code)]
+        pub(crate) fn trust(&self) -> Option<&$crate::Options> {
+            self.m.segment().trust()
         }
     };
     (@init) => { () };

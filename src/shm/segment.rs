@@ -30,12 +30,23 @@ pub(crate) struct Segment {
     name: String,
     os_name: CString,
     map: MmapRaw,
-    /// The open file (kept so a growable segment can extend and remap it).
-    file: File,
+    /// The open file, kept only where a segment grows (a Manager
+    /// container extends and remaps it); a fixed-size object drops it once
+    /// mapped ([`Segment::close_file`]), so a program holding many objects
+    /// is not bounded by its open-file limit.
+    file: Option<File>,
     /// Set in the creating process only: (pid, inode, device). The creator
     /// unlinks the name on drop if the file there is still ours.
     creator: Option<(u32, u64, u64)>,
     persist: AtomicBool,
+    /// The other owners and groups `open` was told to trust
+    /// (`Options::trust_owner`/`trust_group`, with the `mode` that says how
+    /// writable their segment may be), if any: a child given this handle
+    /// opens the name with the same trust.
+    trust: Option<Box<Options>>,
+    /// The file's (device, inode): the same for every handle of this
+    /// segment in any process (its mappings keep the inode alive).
+    file_id: (u64, u64),
 }
 
 impl std::fmt::Debug for Segment {
@@ -109,15 +120,21 @@ impl Segment {
             name: name.to_owned(),
             os_name: c_name,
             map,
-            file,
+            file: Some(file),
             creator: Some((std::process::id(), ino, dev)),
             persist: AtomicBool::new(false),
+            trust: None,
+            file_id: (dev, ino),
         };
         seg.header().write_fields(kind, fp, capacity, total_len);
         // The rest of the pages: a creator killed while reserving them (a
         // wide window for a large segment) leaves a file whose header names
         // it, which `gc` removes; on failure, dropping `seg` removes the name.
-        sys::shm::reserve_from(std::os::fd::AsFd::as_fd(&seg.file), HEAD_PAGE, total_len).map_err(|e| space_error(name, total_len, e))?;
+        let file = seg.file.as_ref().ok_or_else(|| OpenError::Io {
+            name: name.to_owned(),
+            source: std::io::Error::other("a new segment without its file"),
+        })?;
+        sys::shm::reserve_from(std::os::fd::AsFd::as_fd(file), HEAD_PAGE, total_len).map_err(|e| space_error(name, total_len, e))?;
         Ok(seg)
     }
 
@@ -182,9 +199,12 @@ impl Segment {
                 name: name.to_owned(),
                 os_name: c_name,
                 map,
-                file,
+                file: Some(file),
                 creator: None,
                 persist: AtomicBool::new(false),
+                trust: (!opts.trusted_owners.is_empty() || !opts.trusted_groups.is_empty())
+                    .then(|| Box::new(opts.clone())),
+                file_id: (info.dev, info.ino),
             };
         };
         let h = seg.header();
@@ -263,6 +283,18 @@ impl Segment {
         &self.name
     }
 
+    /// The trust (other owners or groups) this segment was opened with, if
+    /// any; see the `trust` field.
+    pub(crate) fn trust(&self) -> Option<&Options> {
+        self.trust.as_deref()
+    }
+
+    /// The file's (device, inode): equal for two handles (two mappings)
+    /// of the same segment.
+    pub(crate) fn file_id(&self) -> (u64, u64) {
+        self.file_id
+    }
+
     /// Makes the process with identity `(pid, start)` the segment's owner
     /// as `gc` sees it (the header's creator fields), and stops this handle
     /// from unlinking the name on drop: a container created for a Manager
@@ -299,9 +331,16 @@ impl Segment {
         self.map.len()
     }
 
-    /// The open file behind the mapping.
-    pub(crate) fn file(&self) -> &File {
-        &self.file
+    /// The open file behind the mapping (`None` once
+    /// [`close_file`](Self::close_file) dropped it).
+    pub(crate) fn file(&self) -> Option<&File> {
+        self.file.as_ref()
+    }
+
+    /// Closes the file of a segment that never grows: the mapping stays
+    /// (it keeps the file's pages), the descriptor goes.
+    pub(crate) fn close_file(&mut self) {
+        self.file = None;
     }
 
     /// Extends the file to `new_len` bytes, reserving the pages from
@@ -309,7 +348,11 @@ impl Segment {
     /// [`OpenError::NoSpace`] here and never a SIGBUS on a later touch.
     pub(crate) fn extend(&self, old_len: u64, new_len: u64) -> Result<(), OpenError> {
         use std::os::fd::AsFd;
-        sys::shm::reserve_range(self.file.as_fd(), old_len, new_len.saturating_sub(old_len))
+        let Some(file) = self.file.as_ref() else {
+            let source = std::io::Error::other("the segment's file was closed: it does not grow");
+            return Err(OpenError::Io { name: self.name.clone(), source });
+        };
+        sys::shm::reserve_range(file.as_fd(), old_len, new_len.saturating_sub(old_len))
             .map_err(|e| space_error(&self.name, new_len, e))
     }
 

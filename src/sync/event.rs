@@ -1,19 +1,26 @@
 //! `Event`, like `multiprocessing.Event`.
 //!
 //! One futex word: bit SET is the flag, bit WAITERS says somebody may be
-//! asleep. `set` swaps in SET (clearing WAITERS) and wakes everyone only if
-//! WAITERS was set, so setting an event nobody waits on is one atomic swap.
+//! asleep, and the bits above count the `set` calls (a generation,
+//! wrapping). `set` bumps the generation, sets SET and clears WAITERS in
+//! one CAS, and wakes everyone only if WAITERS was set, so setting an
+//! event nobody waits on is one atomic operation and no syscall. A waiter
+//! notes the generation when it starts and returns when the flag is set
+//! or the generation moved: a `set` during the wait releases it even if a
+//! `clear` undid the flag before it looked (the pulse `set(); clear()`), as
+//! Python's `set()` wakes every waiter (whose `wait(timeout)` then returns
+//! the flag as it is: false).
 //! A waiter that dies leaves WAITERS behind: the next `set` makes one
 //! useless wake syscall, then the bit is gone; nothing ever waits on it.
-//! A setter that dies between its swap and its wake leaves sleepers
-//! unwoken beside a set flag: they re-check at least every `POLL`.
+//! A setter that dies between its CAS and its wake leaves sleepers
+//! unwoken beside a moved word: they re-check at least every `POLL`.
 //!
-//! | state          | meaning                              |
-//! |----------------|--------------------------------------|
-//! | 0              | clear, nobody asleep                 |
-//! | WAITERS        | clear, sleepers may exist            |
-//! | SET            | set (sleepers were woken by `set`)   |
-//! | SET \| WAITERS | impossible: waiters never sleep on a set event |
+//! | state (low bits) | meaning                              |
+//! |------------------|--------------------------------------|
+//! | 0                | clear, nobody asleep                 |
+//! | WAITERS          | clear, sleepers may exist            |
+//! | SET              | set (sleepers were woken by `set`)   |
+//! | SET \| WAITERS   | impossible: waiters never sleep on a set event |
 
 use super::raw_lock::Wait;
 use crate::wait::atomic::{AtomicU32, Ordering};
@@ -22,6 +29,8 @@ use crate::wait::spin::{POLL, SPIN_LIMIT, spin_hint};
 
 const SET: u32 = 1;
 const WAITERS: u32 = 2;
+/// The generation's unit (the bits above SET and WAITERS).
+const GENERATION: u32 = 4;
 
 #[repr(C)]
 pub struct RawEvent {
@@ -35,8 +44,14 @@ impl RawEvent {
 
     pub fn set(&self) {
         // Release: pairs with the Acquire loads in `wait`/`is_set`, so what
-        // the setter wrote before `set` is visible to whoever sees the flag.
-        let old = self.state.swap(SET, Ordering::Release);
+        // the setter wrote before `set` is visible to whoever sees the flag
+        // (or the generation it moved).
+        let old = self
+            .state
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |s| {
+                Some((s & !(SET | WAITERS)).wrapping_add(GENERATION) | SET)
+            })
+            .unwrap_or_else(|s| s);
         if old & WAITERS != 0 {
             wake32(&self.state, u32::MAX);
         }
@@ -47,18 +62,29 @@ impl RawEvent {
     }
 
     pub fn is_set(&self) -> bool {
-        // Acquire: pairs with the Release swap in `set`.
+        // Acquire: pairs with the Release CAS in `set`.
         self.state.load(Ordering::Acquire) & SET != 0
     }
 
-    /// Waits until set; false if `wait` ran out first.
+    /// Waits until set, or until a `set` during the wait (undone by a
+    /// `clear` since); returns the flag then: false also if `wait` ran out
+    /// first.
     pub fn wait(&self, wait: Wait) -> bool {
         let mut spins = if matches!(wait, Wait::No) { 0 } else { SPIN_LIMIT };
+        // Acquire: pairs with the Release CAS in `set`.
+        let start = self.state.load(Ordering::Acquire);
+        if start & SET != 0 {
+            return true;
+        }
         loop {
-            // Acquire: pairs with the Release swap in `set`.
+            // Acquire: pairs with the Release CAS in `set`.
             let s = self.state.load(Ordering::Acquire);
             if s & SET != 0 {
                 return true;
+            }
+            if (s ^ start) & !(SET | WAITERS) != 0 {
+                // Set and cleared again since we started: released.
+                return false;
             }
             if spins > 0 {
                 spins -= 1;
@@ -69,8 +95,8 @@ impl RawEvent {
                 return false;
             }
             if let Some(expected) = self.announce() {
-                // Capped at POLL: a setter killed between its swap and its
-                // wake leaves the flag set and the sleepers unwoken; we
+                // Capped at POLL: a setter killed between its CAS and its
+                // wake leaves the word moved and the sleepers unwoken; we
                 // re-check at least every POLL instead of sleeping beside a
                 // set flag forever (test `cover7_crash::event_setter_killed_
                 // between_set_and_wake_still_releases_a_live_waiter`).
@@ -85,13 +111,13 @@ impl RawEvent {
     /// `set` clears WAITERS.
     pub(crate) fn announce(&self) -> Option<u32> {
         loop {
-            // Acquire: pairs with the Release swap in `set`.
+            // Acquire: pairs with the Release CAS in `set`.
             let s = self.state.load(Ordering::Acquire);
             if s & SET != 0 {
                 return None;
             }
             // Relaxed: the futex compares the word atomically with sleeping,
-            // and `set`'s swap reads WAITERS in the word's modification order.
+            // and `set`'s CAS reads WAITERS in the word's modification order.
             if s & WAITERS != 0
                 || self.state.compare_exchange(s, s | WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_ok()
             {
@@ -192,7 +218,9 @@ mod shm_event {
             self.m.ctl().is_set()
         }
 
-        /// Blocks until the flag is set.
+        /// Blocks until the flag is set, or until a [`set`](Self::set)
+        /// during the wait, even one a [`clear`](Self::clear) undid at
+        /// once (Python's `set()` wakes every waiter).
         ///
         /// ```
         /// let ev = shmproc::Event::new().unwrap();
@@ -207,7 +235,9 @@ mod shm_event {
         }
 
         /// Waits at most `timeout`; returns the flag, like Python's
-        /// `wait(timeout)`.
+        /// `wait(timeout)`: true if set, false at the timeout or when a
+        /// `set` during the wait was undone by a `clear` before it looked
+        /// (the wait returns then, as Python's does).
         ///
         /// ```
         /// let ev = shmproc::Event::new().unwrap();

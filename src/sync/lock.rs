@@ -24,30 +24,81 @@ pub(crate) fn guard_result<G>(r: Result<Acquired, Failed>, make: impl FnOnce(boo
     }
 }
 
+thread_local! {
+    /// The recursive locks (`Value`, `Array`, `Condition`) this thread
+    /// holds at more than one level: each one's segment (device, inode)
+    /// and its levels beyond the first. Every guard's drop takes one level;
+    /// the lock is released with the last, whichever guard that is (as
+    /// Python's `RLock` counts its releases). Empty unless a thread nests.
+    static EXTRA_LEVELS: std::cell::RefCell<Vec<((u64, u64), u32)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Counts one more level of the lock of segment `file` held by this thread.
+fn add_level(file: (u64, u64)) {
+    EXTRA_LEVELS.with(|v| {
+        let mut v = v.borrow_mut();
+        match v.iter_mut().find(|(k, _)| *k == file) {
+            Some((_, n)) => *n = n.saturating_add(1),
+            None => v.push((file, 1)),
+        }
+    });
+}
+
+/// Takes one extra level of the lock of segment `file`, if this thread
+/// has one: true then (the lock stays held by the other levels).
+fn take_extra_level(file: (u64, u64)) -> bool {
+    EXTRA_LEVELS
+        .try_with(|v| {
+            let mut v = v.borrow_mut();
+            let Some(i) = v.iter().position(|(k, _)| *k == file) else { return false };
+            v[i].1 -= 1;
+            if v[i].1 == 0 {
+                v.swap_remove(i);
+            }
+            true
+        })
+        .unwrap_or(false)
+}
+
 /// Proof that the calling thread holds a [`Lock`] (or the lock of a [`crate::Condition`]); releases it on drop.
 /// Not `Send`: a lock is owned by a thread.
 pub struct LockGuard<'a> {
     raw: &'a RawLock,
     consistent: bool,
-    /// A re-acquisition by the thread that holds the lock already (the
-    /// recursive locks of `Value` and `Array`): its drop releases nothing.
-    nested: bool,
+    /// The (device, inode) of the segment holding the lock, for the
+    /// recursive locks (`Value`, `Array`, `Condition`): their levels are
+    /// counted per segment (see `EXTRA_LEVELS`), and another handle of the
+    /// same object maps the lock at another address.
+    file: Option<(u64, u64)>,
     _not_send: PhantomData<*const ()>,
 }
 
 impl<'a> LockGuard<'a> {
     pub(crate) fn new(raw: &'a RawLock, consistent: bool) -> Self {
-        LockGuard { raw, consistent, nested: false, _not_send: PhantomData }
+        LockGuard { raw, consistent, file: None, _not_send: PhantomData }
     }
 
-    /// A guard for a thread that holds `raw` already: the outer guard
-    /// releases the lock, and only it.
-    pub(crate) fn nested(raw: &'a RawLock) -> Self {
-        LockGuard { raw, consistent: !raw.is_inconsistent(), nested: true, _not_send: PhantomData }
+    /// One more level of a recursive lock (of segment `file`) that this
+    /// thread holds already. Its consistency is the word's (a level taken
+    /// over from a dead owner is marked there until `make_consistent`).
+    pub(crate) fn nested(raw: &'a RawLock, file: (u64, u64)) -> Self {
+        add_level(file);
+        LockGuard { raw, consistent: true, file: Some(file), _not_send: PhantomData }
+    }
+
+    /// Records which segment's lock this is (see the `file` field).
+    pub(crate) fn in_file(mut self, file: (u64, u64)) -> Self {
+        self.file = Some(file);
+        self
     }
 
     pub(crate) fn raw(&self) -> &'a RawLock {
         self.raw
+    }
+
+    /// The segment the lock is in, if recorded (see [`Self::in_file`]).
+    pub(crate) fn file(&self) -> Option<(u64, u64)> {
+        self.file
     }
 
     /// Declares the protected state repaired after
@@ -60,7 +111,7 @@ impl<'a> LockGuard<'a> {
     /// assert!(g.is_consistent());
     /// ```
     pub fn make_consistent(&mut self) {
-        if !self.consistent {
+        if !self.is_consistent() {
             self.raw.make_consistent();
             self.consistent = true;
         }
@@ -74,7 +125,10 @@ impl<'a> LockGuard<'a> {
     /// assert!(lock.lock().unwrap().is_consistent());
     /// ```
     pub fn is_consistent(&self) -> bool {
-        self.consistent
+        // The word too: another level of this thread (a recursive lock's)
+        // may have taken the lock back from a dead owner meanwhile (a
+        // `Condition::wait` through it), which only the word records.
+        self.consistent && !self.raw.is_inconsistent()
     }
 
     /// Used by `Condition::wait`, which releases and re-acquires the lock
@@ -86,10 +140,15 @@ impl<'a> LockGuard<'a> {
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        if self.nested {
+        // Not the last level of a recursive lock: it stays held.
+        if let Some(file) = self.file
+            && take_extra_level(file)
+        {
             return;
         }
-        if self.consistent {
+        // Unrepaired if this guard, or a nested one of this thread (see
+        // `is_consistent`), took the lock over from a dead owner.
+        if self.is_consistent() {
             self.raw.unlock();
         } else {
             self.raw.unlock_inconsistent();
@@ -238,9 +297,19 @@ impl<T: ShmType> Locked<T> {
     }
 
     pub(crate) fn acquire(&self, wait: Wait) -> Result<DataGuard<'_, T>, LockError<DataGuard<'_, T>>> {
+        self.acquire_in(wait, None)
+    }
+
+    /// [`acquire`](Self::acquire), the guard recording the segment of a
+    /// recursive lock (see `LockGuard::file`).
+    fn acquire_in(
+        &self,
+        wait: Wait,
+        file: Option<(u64, u64)>,
+    ) -> Result<DataGuard<'_, T>, LockError<DataGuard<'_, T>>> {
         let raw = self.m.ctl();
         guard_result(raw.lock(wait), |c| DataGuard {
-            lock: LockGuard::new(raw, c),
+            lock: LockGuard { raw, consistent: c, file, _not_send: PhantomData },
             data: self.m.data() as *mut T,
             len: self.len,
         })
@@ -258,14 +327,16 @@ impl<T: ShmType> Locked<T> {
 
     /// [`acquire`](Self::acquire), except that a thread that holds the lock
     /// already (a live guard of this thread: guards are not `Send`) gets a
-    /// nested guard at once, whose drop releases nothing: the recursive
-    /// lock of Python's `Value` and `Array`.
+    /// guard for one more level at once: the recursive lock of Python's
+    /// `Value` and `Array` (released when the last of its guards drops,
+    /// in any order).
     pub(crate) fn acquire_recursive(&self, wait: Wait) -> Result<DataGuard<'_, T>, LockError<DataGuard<'_, T>>> {
         let raw = self.m.ctl();
+        let file = self.m.segment().file_id();
         if raw.is_owned_by_me() {
-            return Ok(DataGuard { lock: LockGuard::nested(raw), data: self.m.data() as *mut T, len: self.len });
+            return Ok(DataGuard { lock: LockGuard::nested(raw, file), data: self.m.data() as *mut T, len: self.len });
         }
-        self.acquire(wait)
+        self.acquire_in(wait, Some(file))
     }
 
     /// Writes `init` into every element of a fresh data area.

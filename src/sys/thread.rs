@@ -17,6 +17,13 @@ use std::sync::Once;
 /// Mask of the tid bits in an owner word.
 pub(crate) const TID_MASK: u32 = 0x3FFF_FFFF;
 
+/// The start time recorded by a thread or process that could not read its
+/// own from `/proc` (no descriptor left, say). Not 0, which garbage in a
+/// lock word often is: such a word names a live task as "of unknown start",
+/// which liveness checks never judge by start time. (A real start time
+/// equal to it only loses the pid-reuse check for that task.)
+pub(crate) const UNKNOWN_START: u32 = 0xD1E5_0B5D;
+
 thread_local! {
     static ME: Cell<u64> = const { Cell::new(0) };
 }
@@ -38,7 +45,11 @@ fn me_slow() -> u64 {
     });
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as u32 & TID_MASK;
-    let start = read_stat(tid).map_or(0, |s| s.start_time as u32);
+    // UNKNOWN_START if `/proc` cannot be read now (e.g. no descriptor
+    // left): `owner_is_dead` never judges such an identity by start time
+    // (it is cached all the same: a lock word written with it must keep
+    // naming this thread).
+    let start = read_stat(tid).map_or(UNKNOWN_START, |s| s.start_time as u32);
     let packed = (u64::from(start) << 32) | u64::from(tid);
     ME.with(|c| c.set(packed));
     packed
@@ -100,7 +111,10 @@ pub(crate) fn owner_is_dead(packed: u64) -> bool {
     }
     match std::fs::read(format!("/proc/{tid}/stat")) {
         Ok(text) => match parse_stat(&text) {
-            Some(s) => s.state == b'Z' || s.state == b'X' || s.start_time as u32 != start,
+            // UNKNOWN_START: the owner could not read its own (no descriptor
+            // left when it first needed its identity, see `me_slow`), so
+            // only a gone or zombie task is dead; a mismatch proves nothing.
+            Some(s) => s.state == b'Z' || s.state == b'X' || (start != UNKNOWN_START && s.start_time as u32 != start),
             None => false,
         },
         // Not found: gone, or only hidden (/proc mounted with `hidepid`
@@ -130,7 +144,7 @@ pub(crate) fn process_is_dead(pid: u32, start_time: u64) -> bool {
 pub(crate) fn process_identity() -> (u32, u64) {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as u32;
-    (pid, read_stat(pid).map_or(0, |s| s.start_time))
+    (pid, read_stat(pid).map_or(u64::from(UNKNOWN_START), |s| s.start_time))
 }
 
 /// The packed identity (start time, pid) of process `pid`, as that process
