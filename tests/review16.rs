@@ -525,9 +525,11 @@ fn an_event_set_then_cleared_releases_the_processes_waiting_as_in_python() {
     p.start().unwrap();
     let pid = p.pid().unwrap();
     for round in 1..=2 {
-        // Its next futex sleep after announcing the stage is the event's.
+        // Its next futex wait after announcing the stage is the event's (a futex
+        // wake, as an unlock of the stage's lock may make, is not: seen in a CI run,
+        // the pulse then came before the wait began and the untimed wait never returned).
         let end = std::time::Instant::now() + Duration::from_secs(10);
-        while !(stage.get().unwrap() == round && common::main_thread_in_futex(pid)) {
+        while !(stage.get().unwrap() == round && common::main_thread_in_futex_wait(pid)) {
             if std::time::Instant::now() > end {
                 let _ = p.kill();
                 let _ = p.join_timeout(common::DEADLINE);
@@ -546,7 +548,11 @@ fn an_event_set_then_cleared_releases_the_processes_waiting_as_in_python() {
             panic!("the waiter was not released by set(); clear(): {other:?} (second wait: {:?})", second.get());
         }
     }
-    assert_eq!(second.get().unwrap(), 2, "the timed wait after a pulse returns the flag as it is: false");
+    // The timed wait returns the flag as it is when the waiter looks: false, or
+    // true if it looked between the set() and the clear() (as Python's, whose
+    // waiter and clear() race for the condition's lock after notify_all).
+    let second = second.get().unwrap();
+    assert!(second == 1 || second == 2, "the timed wait did not return: {second}");
 }
 
 // ---------------------------------------------- sync objects on a full /dev/shm

@@ -182,6 +182,22 @@ pub fn main_thread_in_futex(pid: u32) -> bool {
     matches!(blocked_in(pid, pid), Some(n) if n == SYS_FUTEX || n == SYS_FUTEX_WAITV)
 }
 
+/// Whether the main thread of process `pid` is asleep in a futex *wait*
+/// (`futex_waitv`, or `futex` with a wait op): not a wake, which
+/// `main_thread_in_futex` also counts (an unlock that wakes a sleeper).
+pub fn main_thread_in_futex_wait(pid: u32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/syscall")) else { return false };
+    let mut f = text.split_whitespace();
+    let nr = f.next().and_then(|n| n.parse::<u64>().ok());
+    let op = f.nth(1).and_then(|o| u64::from_str_radix(o.trim_start_matches("0x"), 16).ok());
+    match (nr, op) {
+        (Some(n), _) if n == SYS_FUTEX_WAITV => true,
+        // FUTEX_WAIT (0) or FUTEX_WAIT_BITSET (9), with or without FUTEX_PRIVATE_FLAG / CLOCK_REALTIME.
+        (Some(n), Some(op)) if n == SYS_FUTEX => matches!(op & 0x7f, 0 | 9),
+        _ => false,
+    }
+}
+
 /// Whether thread `tid` of this process is asleep in a futex wait.
 pub fn thread_in_futex(tid: u32) -> bool {
     matches!(blocked_in(std::process::id(), tid), Some(n) if n == SYS_FUTEX || n == SYS_FUTEX_WAITV)
