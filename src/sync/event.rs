@@ -66,6 +66,13 @@ impl RawEvent {
         self.state.load(Ordering::Acquire) & SET != 0
     }
 
+    /// Whether a waiter announced it may sleep (loom models only: they
+    /// pulse the event once a waiter is surely inside its wait).
+    #[cfg(loom)]
+    pub fn has_announced_waiter(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & WAITERS != 0
+    }
+
     /// Waits until set, or until a `set` during the wait (undone by a
     /// `clear` since); returns the flag then: false also if `wait` ran out
     /// first.
