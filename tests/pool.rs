@@ -35,6 +35,10 @@ mod rev_arena;
 #[path = "pool/rev3_map.rs"]
 mod rev3_map;
 
+/// `kill -9` mid-task in every form (tests/pool/forms_crash.rs).
+#[path = "pool/forms_crash.rs"]
+mod forms_crash;
+
 /// Any single blocking wait in these tests.
 const DEADLINE: Duration = Duration::from_secs(60);
 
