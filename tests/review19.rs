@@ -94,3 +94,55 @@ fn absurd_capacities_of_every_kind_are_errors_and_leave_nothing() {
     assert_eq!(zst.len(), usize::MAX);
     assert!(zst.get(usize::MAX - 1).is_ok());
 }
+
+/// Sets this process's soft `RLIMIT_NOFILE` (the hard limit stays).
+fn set_nofile(soft: u64) {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a valid, writable rlimit struct.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
+    rl.rlim_cur = soft.min(rl.rlim_max);
+    // SAFETY: a valid rlimit struct.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) }, 0);
+}
+
+/// A lock whose holder died, met while this process had no descriptor
+/// left (its open-file limit reached, so `/proc` cannot be read then): the
+/// wait cannot tell the owner is dead and times out; once descriptors are
+/// back, the next wait reports `OwnerDied`. The moment without descriptors
+/// must not turn the owner checks off for the rest of the process's life
+/// (a lock of a dead holder then blocks every `lock()` forever).
+#[test]
+fn a_moment_without_file_descriptors_does_not_turn_off_dead_owner_detection() {
+    let test = "a_moment_without_file_descriptors_does_not_turn_off_dead_owner_detection";
+    // A fresh process: nothing has checked an owner yet.
+    if !common::rerun_in_tmpfs(test, INNER, None, Duration::from_secs(60)) {
+        return;
+    }
+    let lock = shmproc::Lock::new().unwrap();
+    // SAFETY: fork in a test process; the child only takes the lock (a futex word in shared memory) and leaves
+    // with _exit, holding it.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        std::mem::forget(lock.lock());
+        // SAFETY: _exit has no preconditions.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(lock.is_locked(), "the child did not take the lock");
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a valid, writable rlimit struct.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
+    set_nofile(0);
+    let starved = lock.lock_timeout(Duration::from_millis(300)).map(drop).map_err(|e| e.to_string());
+    set_nofile(rl.rlim_cur);
+    println!("without descriptors: {starved:?}");
+    let r = lock.lock_timeout(Duration::from_secs(5));
+    assert!(
+        matches!(r, Err(shmproc::LockError::OwnerDied(_))),
+        "the dead holder's lock once descriptors are back: {:?}",
+        r.map(drop).map_err(|e| e.to_string())
+    );
+}
