@@ -146,3 +146,62 @@ fn a_moment_without_file_descriptors_does_not_turn_off_dead_owner_detection() {
         r.map(drop).map_err(|e| e.to_string())
     );
 }
+
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[bytemuck(crate = "shmproc::bytemuck")]
+#[repr(C, align(8192))]
+struct Aligned8k {
+    x: [[u8; 4096]; 2],
+}
+shmproc::shm_type!(Aligned8k = "review19.Aligned8k");
+
+/// An element type aligned to more than a page (8 KiB) cannot be honoured
+/// by a mapping that is only page-aligned: whether its data area is
+/// aligned depends on where each process's mapping lands. Creating one is
+/// the same clear refusal wherever the mapping lands (a page of address
+/// space is taken between tries, so they land on both kinds of address),
+/// never a segment made in one process that another's `open` calls
+/// corrupted.
+#[test]
+fn an_element_type_aligned_to_more_than_a_page_is_refused_wherever_the_mapping_lands() {
+    if !common::rerun_in_tmpfs(
+        "an_element_type_aligned_to_more_than_a_page_is_refused_wherever_the_mapping_lands",
+        INNER,
+        Some("64m"),
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let mut pads = Vec::new();
+    let mut made = Vec::new();
+    for _ in 0..4 {
+        let results = [
+            ("Array", Array::<Aligned8k>::new(2).map(drop)),
+            ("Value", shmproc::Value::new(Aligned8k { x: [[1; 4096]; 2] }).map(drop)),
+            ("Mutex", shmproc::Mutex::new(Aligned8k { x: [[1; 4096]; 2] }).map(drop)),
+            ("MpmcQueue", shmproc::queue::MpmcQueue::<Aligned8k>::new(4).map(drop)),
+            ("SpscQueue", shmproc::queue::SpscQueue::<Aligned8k>::new(4).map(drop)),
+        ];
+        for (what, r) in results {
+            match r {
+                Err(OpenError::InvalidArgument(m)) if m.contains("aligned to 8192") => {}
+                Ok(()) => made.push(what),
+                Err(e) => panic!("{what} of an 8 KiB-aligned type: {e}"),
+            }
+        }
+        // A page of address space, kept: the next mappings land a page lower.
+        // SAFETY: a new private anonymous mapping at an address the kernel picks; never touched, unmapped at exit.
+        let pad = unsafe {
+            libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        assert_ne!(pad, libc::MAP_FAILED);
+        pads.push(pad as usize);
+    }
+    assert_eq!(made, Vec::<&str>::new(), "made where the mapping happened to be 8 KiB-aligned");
+    let name = "r19-aligned-8k";
+    let lock = shmproc::Lock::create(name).unwrap();
+    let r = Array::<Aligned8k>::open(name);
+    assert!(matches!(&r, Err(OpenError::WrongKind { .. } | OpenError::InvalidArgument(_))), "{:?}", r.map(drop));
+    drop(lock);
+    assert_eq!(common::dev_shm_files(), Vec::<String>::new());
+}
