@@ -205,3 +205,82 @@ fn an_element_type_aligned_to_more_than_a_page_is_refused_wherever_the_mapping_l
     drop(lock);
     assert_eq!(common::dev_shm_files(), Vec::<String>::new());
 }
+
+/// The permission bits of each file of `name` (control segment and rings).
+fn modes_of(name: &str) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut v: Vec<(String, u32)> = common::segments_of(name)
+        .into_iter()
+        .map(|f| {
+            let mode = std::fs::metadata(format!("/dev/shm/{f}")).unwrap().permissions().mode() & 0o7777;
+            (f, mode)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// An unbounded queue shared with a group (mode 0660): a member of the
+/// group (here uid 65534 with our group) can write its control segment,
+/// including the word that records the mode its rings are made with. Set
+/// to 0666, it must not make the rings that our process creates next
+/// world-writable (any user could then truncate them under every consumer,
+/// a SIGBUS, or write into them): rings never get more permission than
+/// the queue's own file has.
+#[test]
+fn a_group_member_cannot_make_our_next_ring_world_writable() {
+    let test = "a_group_member_cannot_make_our_next_ring_world_writable";
+    if !common::rerun_in_tmpfs(test, INNER, Some("64m"), Duration::from_secs(60)) {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipping {test}: needs root to run a part as another user");
+        return;
+    }
+    let name = "r19-group-queue";
+    // A memory limit that is easy to find in the control segment: the mode word follows it.
+    let limit: u64 = 0x0000_0123_4567_8000;
+    let opts = shmproc::Options::new().mode(0o660);
+    let q = shmproc::Queue::<u64>::create_unbounded(name, limit, &opts).unwrap();
+    let (file, at) = common::find_in_segment(name, &limit.to_ne_bytes());
+    drop(file);
+    let mode_at = at + 8;
+    // SAFETY: fork in a test process; the child only changes its uid and writes a file, then _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        use std::os::unix::fs::FileExt;
+        // Another user in our group (gid 0): the 0660 file lets it write.
+        // SAFETY: plain setresuid; on failure the child reports it by its exit code.
+        let code = if unsafe { libc::setresuid(65534, 65534, 65534) } != 0 {
+            3
+        } else {
+            match std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/shmproc.{name}")) {
+                Ok(f) if f.write_all_at(&0o666u32.to_ne_bytes(), mode_at).is_ok() => 0,
+                _ => 4,
+            }
+        };
+        // SAFETY: _exit has no preconditions.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the group member could not write: {status}");
+    let before = common::segments_of(name).len();
+    let mut n = 0u64;
+    while common::segments_of(name).len() < before + 2 {
+        q.put_nowait(n).unwrap();
+        n += 1;
+        assert!(n < 10_000_000, "no new ring after {n} items");
+    }
+    for (file, mode) in modes_of(name) {
+        assert_eq!(mode & 0o007, 0, "{file} is open to every user: mode {mode:o}");
+    }
+    for i in 0..n {
+        assert_eq!(q.get_nowait().unwrap(), i);
+    }
+    drop(q);
+    assert_eq!(common::dev_shm_files(), Vec::<String>::new());
+}
