@@ -246,19 +246,25 @@ fn a_group_member_cannot_make_our_next_ring_world_writable() {
     let (file, at) = common::find_in_segment(name, &limit.to_ne_bytes());
     drop(file);
     let mode_at = at + 8;
+    // Made before the fork: the child only calls async-signal-safe code (no allocation).
+    let path = std::ffi::CString::new(format!("/dev/shm/shmproc.{name}")).unwrap();
+    let mode_bytes = 0o666u32.to_ne_bytes();
     // SAFETY: fork in a test process; the child only changes its uid and writes a file, then _exits.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
-        use std::os::unix::fs::FileExt;
         // Another user in our group (gid 0): the 0660 file lets it write.
-        // SAFETY: plain setresuid; on failure the child reports it by its exit code.
-        let code = if unsafe { libc::setresuid(65534, 65534, 65534) } != 0 {
-            3
-        } else {
-            match std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/shmproc.{name}")) {
-                Ok(f) if f.write_all_at(&0o666u32.to_ne_bytes(), mode_at).is_ok() => 0,
-                _ => 4,
+        // SAFETY: plain syscalls on a NUL-terminated path and a 4-byte buffer that outlive the calls.
+        let code = unsafe {
+            if libc::setresuid(65534, 65534, 65534) != 0 {
+                3
+            } else {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                if fd >= 0 && libc::pwrite(fd, mode_bytes.as_ptr().cast(), 4, mode_at as libc::off_t) == 4 {
+                    0
+                } else {
+                    4
+                }
             }
         };
         // SAFETY: _exit has no preconditions.
