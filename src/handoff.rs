@@ -360,7 +360,7 @@ impl<T: Handoff, const N: usize> PodWire<[T; N]> {
 fn array_fingerprint<T: Handoff, const N: usize>() -> Fingerprint {
     let elem = (T::__POD.expect("built only for plain-data elements").fingerprint)();
     let name = format!("[{}; {N}]", elem.name);
-    Fingerprint::named(std::mem::size_of::<[T; N]>() as u32, elem.align, name.into())
+    Fingerprint::named(crate::shm::elem_u32(std::mem::size_of::<[T; N]>()), elem.align, name.into())
 }
 
 /// # Safety

@@ -87,12 +87,12 @@ impl<T: ShmType> Element for T {
     fn __shape() -> Shape {
         Shape {
             name: <T as ShmType>::type_name(),
-            inline: Some(std::mem::size_of::<T>() as u32),
-            align: std::mem::align_of::<T>() as u32,
+            inline: Some(crate::shm::elem_u32(std::mem::size_of::<T>())),
+            align: crate::shm::elem_u32(std::mem::align_of::<T>()),
         }
     }
     fn __inline() -> Option<u32> {
-        Some(std::mem::size_of::<T>() as u32)
+        Some(crate::shm::elem_u32(std::mem::size_of::<T>()))
     }
     fn __bytes(&self) -> Cow<'_, [u8]> {
         Cow::Borrowed(bytemuck::bytes_of(self))

@@ -398,8 +398,10 @@ impl<T: Handoff> Chain<T> {
                 "ring {k} of {cost} bytes would pass the queue's memory limit"
             ))));
         }
-        // Relaxed: fixed at creation. The rings share the queue's mode.
-        let opts = self.s.opts.clone().mode(w.mode.load(Ordering::Relaxed));
+        // Relaxed: fixed at creation. The rings share the queue's mode, at most the control segment's own
+        // permission bits: the word is writable by every peer the queue is shared with, and a group member must
+        // not make our rings world-writable (any user could then truncate one under every consumer).
+        let opts = self.s.opts.clone().mode(w.mode.load(Ordering::Relaxed) & self.s.ctl.m.segment().perm());
         let temp = self.temp_ring_name(k);
         let linked = ItemRing::create(Some(&temp), slots, max_frame, &opts).and_then(|r| {
             // Persisted before it gets its real name: no process's drop

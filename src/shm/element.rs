@@ -47,6 +47,11 @@ use bytemuck::Pod;
 /// assert!(Value::<[u64; 2]>::open(v.name()).is_err()); // same size, other type
 /// ```
 ///
+/// **Limits.** A type of 4 GiB or more panics when an object of it is made;
+/// one aligned to more than a page (4096 bytes) is refused with
+/// [`OpenError::InvalidArgument`](crate::OpenError::InvalidArgument) by
+/// `create` and `open` (a mapping is only page-aligned).
+///
 /// The [`shm_type!`](crate::shm_type) macro writes either impl in one line:
 /// `shm_type!(Order = "orders.Order/v1");` or, keeping the default name,
 /// `shm_type!(Order);`. It also implements [`Handoff`](crate::Handoff),

@@ -97,12 +97,33 @@ impl Fingerprint {
     pub(crate) fn of<T: super::ShmType>() -> Self {
         let name = T::type_name();
         Fingerprint {
-            size: std::mem::size_of::<T>() as u32,
-            align: std::mem::align_of::<T>() as u32,
+            size: elem_u32(std::mem::size_of::<T>()),
+            align: elem_u32(std::mem::align_of::<T>()),
             hash: fnv1a(name.as_bytes()),
             name,
         }
     }
+}
+
+/// An element type's size or alignment as the `u32` a header (or a
+/// container's shape) records it.
+///
+/// # Panics
+/// For a type of 4 GiB or more: its size cut to 32 bits would size the
+/// segment for a smaller element than every copy of one moves (a read
+/// past the mapping). Such a type is a program error, like a `Vec`
+/// capacity overflow.
+#[inline]
+pub(crate) fn elem_u32(n: usize) -> u32 {
+    match u32::try_from(n) {
+        Ok(n) => n,
+        Err(_) => too_large(n),
+    }
+}
+
+#[cold]
+fn too_large(n: usize) -> ! {
+    panic!("shmproc: an element type of {n} bytes is too large for shared memory (at most {} bytes)", u32::MAX)
 }
 
 /// FNV-1a, 64-bit: stable across builds and platforms.

@@ -304,9 +304,29 @@ fn check_aligned<O: Object>(m: &Mapped<O::Ctl>) -> Result<(), String> {
     Ok(())
 }
 
+/// The largest element alignment a segment honours: a mapping is only
+/// page-aligned (4096 bytes at least), so a data area aligned to more
+/// would be aligned in one process and not in another, depending on where
+/// each one's mapping lands.
+const MAX_ELEM_ALIGN: u32 = 4096;
+
+/// Refuses, the same way in every process, an element type aligned to
+/// more than [`MAX_ELEM_ALIGN`].
+fn check_elem_align<O: Object>() -> Result<(), OpenError> {
+    let fp = O::fingerprint();
+    if fp.align > MAX_ELEM_ALIGN {
+        return Err(OpenError::InvalidArgument(format!(
+            "element type `{}` is aligned to {} bytes: at most {MAX_ELEM_ALIGN} (a page) is supported",
+            fp.name, fp.align
+        )));
+    }
+    Ok(())
+}
+
 /// Creates object `O` named `name`.
 pub(crate) fn create<O: Object>(name: &str, init: O::Init, opts: &Options) -> Result<O, OpenError> {
     const { assert!(std::mem::align_of::<O::Ctl>() <= 128) };
+    check_elem_align::<O>()?;
     let capacity = O::capacity(&init)?;
     let layout = Layout::of::<O>(capacity)
         .ok_or_else(|| OpenError::InvalidArgument(format!("capacity {capacity} is too large")))?;
@@ -328,6 +348,7 @@ pub(crate) fn create<O: Object>(name: &str, init: O::Init, opts: &Options) -> Re
 
 /// Opens object `O` named `name`, validating everything.
 pub(crate) fn open<O: Object>(name: &str, opts: &Options) -> Result<O, OpenError> {
+    check_elem_align::<O>()?;
     // Every header field is read once (in `Segment::open`, into `fields`),
     // validated there or here, and only that copy is used from now on.
     let (mut seg, fields) = Segment::open(name, opts, O::KIND, &O::fingerprint())?;

@@ -47,6 +47,9 @@ pub(crate) struct Segment {
     /// The file's (device, inode): the same for every handle of this
     /// segment in any process (its mappings keep the inode alive).
     file_id: (u64, u64),
+    /// The file's permission bits when this handle made or opened it (set
+    /// by its owner; not something a peer can change through the mapping).
+    perm: u32,
 }
 
 impl std::fmt::Debug for Segment {
@@ -125,6 +128,7 @@ impl Segment {
             persist: AtomicBool::new(false),
             trust: None,
             file_id: (dev, ino),
+            perm: info.perm,
         };
         seg.header().write_fields(kind, fp, capacity, total_len);
         // The rest of the pages: a creator killed while reserving them (a
@@ -205,6 +209,7 @@ impl Segment {
                 trust: (!opts.trusted_owners.is_empty() || !opts.trusted_groups.is_empty())
                     .then(|| Box::new(opts.clone())),
                 file_id: (info.dev, info.ino),
+                perm: info.perm,
             };
         };
         let h = seg.header();
@@ -293,6 +298,13 @@ impl Segment {
     /// of the same segment.
     pub(crate) fn file_id(&self) -> (u64, u64) {
         self.file_id
+    }
+
+    /// The file's permission bits (`0o777` part) when this handle made or
+    /// opened it: an upper bound for the modes of files made on its behalf
+    /// (a mode word in the shared bytes is the peers' to change).
+    pub(crate) fn perm(&self) -> u32 {
+        self.perm
     }
 
     /// Makes the process with identity `(pid, start)` the segment's owner

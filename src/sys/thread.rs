@@ -89,10 +89,24 @@ fn parse_stat(text: &[u8]) -> Option<Stat> {
 
 /// Whether `/proc` can be trusted to tell us about other tasks. Without it we
 /// never declare anybody dead (a false "dead" would break mutual exclusion).
+///
+/// Only a success is remembered: a read that fails may fail for a moment
+/// (no descriptor left: `EMFILE`, `ENFILE`), and remembering it would turn
+/// every owner check off for the rest of the process's life (a lock whose
+/// holder died would then block every waiter forever). Without `/proc`
+/// each check retries the read: a failing `open`, on slow paths only.
 fn proc_usable() -> bool {
-    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static USABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // Relaxed: a flag that publishes no data (any thread may compute it again).
+    if USABLE.load(std::sync::atomic::Ordering::Relaxed) {
+        return true;
+    }
     // SAFETY: getpid has no preconditions.
-    *USABLE.get_or_init(|| read_stat(unsafe { libc::getpid() } as u32).is_some())
+    let usable = read_stat(unsafe { libc::getpid() } as u32).is_some();
+    if usable {
+        USABLE.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    usable
 }
 
 /// Whether the thread named by a packed owner identity is certainly gone:
