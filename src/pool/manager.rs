@@ -245,7 +245,8 @@ pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worke
     };
     let mut process = Process::new(PoolWorker, arg)
         .with_name(format!("PoolWorker-{}", super::next_worker_number()))
-        .with_daemon(true);
+        .with_daemon(true)
+        .with_kill_at_exit();
     if let Some(m) = cfg.method {
         process = process.with_start_method(m);
     }

@@ -1,0 +1,236 @@
+//! Review 22: the process lifecycle under real SIGKILLs, SIGSTOPs and
+//! exits from every stage (start-up, run, exit), the multi-object `wait`
+//! on processes, and what dies with a killed parent.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use shmproc::process::StartMethod;
+use shmproc::{Event, Process, ProcessError, Queue, Value};
+
+fn both_methods(f: impl Fn(StartMethod)) {
+    f(StartMethod::Spawn);
+    f(StartMethod::Fork);
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(s) => !s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) touches no memory; `pid` is a child of this test not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, sig) }, 0);
+}
+
+shmproc::entry! {
+    fn exit_with(code: i32) {
+        std::process::exit(code);
+    }
+}
+
+shmproc::entry! {
+    fn sleep_until_killed(started: Event) {
+        started.set();
+        std::thread::sleep(common::DEADLINE * 5);
+    }
+}
+
+#[test]
+fn an_entry_calling_process_exit_gives_its_code() {
+    both_methods(|m| {
+        let mut p = Process::new(exit_with, 7).with_start_method(m);
+        p.start().unwrap();
+        match common::join(&p) {
+            Err(ProcessError::Exited { code: 7, .. }) => {}
+            other => panic!("{m}: {other:?}"),
+        }
+        assert_eq!(p.exitcode(), Some(7), "{m}");
+        let mut p = Process::new(exit_with, 0).with_start_method(m);
+        p.start().unwrap();
+        common::join(&p).unwrap();
+        assert_eq!(p.exitcode(), Some(0), "{m}");
+    });
+}
+
+#[test]
+fn a_stopped_child_is_alive_and_a_kill_ends_it_with_minus_9() {
+    both_methods(|m| {
+        let started = Event::new().unwrap();
+        let mut p = Process::new(sleep_until_killed, started.clone()).with_start_method(m);
+        p.start().unwrap();
+        assert!(started.wait_timeout(common::DEADLINE));
+        let pid = p.pid().unwrap();
+        signal(pid, libc::SIGSTOP);
+        assert!(!p.join_timeout(Duration::from_millis(100)).unwrap());
+        assert!(p.is_alive());
+        assert_eq!(p.exitcode(), None);
+        let ready = shmproc::wait(&mut [&mut p], Some(Duration::from_millis(100))).unwrap();
+        assert!(ready.is_empty(), "{m}: a stopped child is not ended");
+        p.kill().unwrap();
+        match common::join(&p) {
+            Err(ProcessError::Signaled { signal: 9, .. }) => {}
+            other => panic!("{m}: {other:?}"),
+        }
+        assert_eq!(p.exitcode(), Some(-9));
+        assert!(!p.is_alive());
+        // After the join: a no-op, whoever has the pid now.
+        p.terminate().unwrap();
+        p.kill().unwrap();
+    });
+}
+
+#[test]
+fn a_wait_in_one_thread_while_another_joins_sees_the_kill() {
+    both_methods(|m| {
+        let started = Event::new().unwrap();
+        let mut p = Process::new(sleep_until_killed, started.clone()).with_start_method(m);
+        p.start().unwrap();
+        assert!(started.wait_timeout(common::DEADLINE));
+        let pid = p.pid().unwrap();
+        let mut q = Queue::<u32>::new(2).unwrap();
+        std::thread::scope(|s| {
+            let pr = &p;
+            let joiner = s.spawn(move || pr.join_timeout(common::DEADLINE));
+            let killer = s.spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                signal(pid, libc::SIGKILL);
+            });
+            // A second handle on the child (from `active_children`): the
+            // wait takes it by `&mut` while the joiner borrows `p`.
+            let t = Instant::now();
+            let mut view = shmproc::active_children().into_iter().find(|c| c.pid() == Some(pid)).unwrap();
+            let ready = shmproc::wait(&mut [&mut q, &mut view], Some(common::DEADLINE)).unwrap();
+            assert_eq!(ready.iter().collect::<Vec<_>>(), [1], "{m} after {:?}", t.elapsed());
+            killer.join().unwrap();
+            assert!(matches!(joiner.join().unwrap(), Err(ProcessError::Signaled { signal: 9, .. })));
+        });
+        assert_eq!(p.exitcode(), Some(-9));
+    });
+}
+
+shmproc::task! {
+    fn nap(ms: u64) -> () {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
+shmproc::entry! {
+    /// Owns a pool (workers started with `fork` or not), a Manager with a
+    /// list, a queue with an item and a daemon child; records the pids of
+    /// the workers and the daemon, then waits to be killed.
+    fn owner_of_everything((pids, fork, ready): (shmproc::Array<u32>, bool, Event)) {
+        let method = if fork { StartMethod::Fork } else { StartMethod::Spawn };
+        let pool = shmproc::Pool::builder().processes(2).start_method(method).build().unwrap();
+        let _busy = pool.apply_async(nap, 3_600_000).unwrap();
+        let m = shmproc::Manager::new().unwrap();
+        let l = m.list::<u64>("l").unwrap();
+        l.append(5).unwrap();
+        let q = Queue::<u64>::new(4).unwrap();
+        q.put(1).unwrap();
+        let started = Event::new().unwrap();
+        let mut d = Process::new(sleep_until_killed, started.clone()).with_daemon(true).with_start_method(method);
+        d.start().unwrap();
+        assert!(started.wait_timeout(common::DEADLINE));
+        let (workers, _) = pool.__created();
+        for (i, p) in workers.iter().enumerate().take(2) {
+            pids.set(i, *p).unwrap();
+        }
+        pids.set(2, d.pid().unwrap()).unwrap();
+        ready.set();
+        std::thread::sleep(common::DEADLINE * 5);
+    }
+}
+
+fn our_segments_other_than(keep: &[&str]) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.starts_with(shmproc::NAME_PREFIX) && !keep.iter().any(|k| n.ends_with(k)))
+        .collect()
+}
+
+/// Runs in a private /dev/shm (the test's `unshare`): the whole directory
+/// is this binary's.
+#[test]
+fn everything_a_killed_owner_made_dies_or_is_removed_by_gc() {
+    both_methods(|m| {
+        let pids = shmproc::Array::from_slice(&[0u32, 0, 0]).unwrap();
+        let ready = Event::new().unwrap();
+        let mut owner = Process::new(owner_of_everything, (pids.clone(), m == StartMethod::Fork, ready.clone()));
+        owner.start().unwrap();
+        assert!(ready.wait_timeout(common::DEADLINE), "{m}: owner never ready");
+        let children: Vec<u32> = (0..3).map(|i| pids.get(i).unwrap()).collect();
+        assert!(children.iter().all(|&p| p != 0 && alive(p)));
+        owner.kill().unwrap();
+        assert!(matches!(common::join(&owner), Err(ProcessError::Signaled { signal: 9, .. })));
+        let t = Instant::now();
+        while children.iter().any(|&p| alive(p)) && t.elapsed() < common::DEADLINE {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let left: Vec<u32> = children.iter().copied().filter(|&p| alive(p)).collect();
+        for &p in &left {
+            signal(p, libc::SIGKILL);
+        }
+        assert!(left.is_empty(), "{m}: {left:?} of {children:?} outlived their killed owner");
+        let removed = shmproc::gc().unwrap();
+        let left = our_segments_other_than(&[pids.name(), ready.name()]);
+        assert!(left.is_empty(), "{m}: gc removed {removed:?} and left {left:?}");
+    });
+}
+
+shmproc::task! {
+    /// Like a task whose library handles SIGTERM (a graceful-shutdown
+    /// hook): ignores it, records its pid, works for much longer than
+    /// the test.
+    fn ignores_sigterm(slot: Value<u32>) -> () {
+        // SAFETY: setting a signal disposition to SIG_IGN.
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+        slot.set(std::process::id()).unwrap();
+        std::thread::sleep(common::DEADLINE * 5);
+    }
+}
+
+shmproc::entry! {
+    /// Runs a task that ignores SIGTERM on a pool, then leaves with
+    /// `std::process::exit` while the pool is alive (its drop never runs).
+    fn exit_with_a_busy_pool(slot: Value<u32>) {
+        let pool = shmproc::Pool::new(1).unwrap();
+        let _busy = pool.apply_async(ignores_sigterm, slot.clone()).unwrap();
+        while slot.get().unwrap() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::process::exit(0);
+    }
+}
+
+/// A process that exits normally while its pool runs a task ignoring
+/// SIGTERM: the exit handler must not wait forever for that worker (the
+/// pool's own drop kills workers at once; so must the exit).
+#[test]
+fn an_exit_with_a_live_pool_whose_task_ignores_sigterm_does_not_hang() {
+    let slot = Value::new(0u32).unwrap();
+    let mut owner = Process::new(exit_with_a_busy_pool, slot.clone());
+    owner.start().unwrap();
+    let exited = owner.join_timeout(Duration::from_secs(20));
+    let worker = slot.get().unwrap();
+    let hung = !matches!(exited, Ok(true));
+    if hung {
+        let _ = owner.kill();
+        let _ = common::join(&owner);
+    }
+    let t = Instant::now();
+    while worker != 0 && alive(worker) && t.elapsed() < common::DEADLINE {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let worker_left = worker != 0 && alive(worker);
+    if worker_left {
+        signal(worker, libc::SIGKILL);
+    }
+    let _ = shmproc::gc();
+    assert!(!hung, "the owner's exit hung on its pool worker ({exited:?})");
+    assert!(!worker_left, "the worker outlived its owner");
+}
