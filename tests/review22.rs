@@ -145,11 +145,14 @@ shmproc::entry! {
     }
 }
 
-fn our_segments_other_than(keep: &[&str]) -> Vec<String> {
+/// The segments made by processes `pids` (unique names carry the
+/// creator's pid) left in /dev/shm.
+fn segments_made_by(pids: &[u32]) -> Vec<String> {
+    let prefixes: Vec<String> = pids.iter().map(|p| format!("{}anon.{p}.", shmproc::NAME_PREFIX)).collect();
     std::fs::read_dir("/dev/shm")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_owned))
-        .filter(|n| n.starts_with(shmproc::NAME_PREFIX) && !keep.iter().any(|k| n.ends_with(k)))
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
         .collect()
 }
 
@@ -177,7 +180,9 @@ fn everything_a_killed_owner_made_dies_or_is_removed_by_gc() {
         }
         assert!(left.is_empty(), "{m}: {left:?} of {children:?} outlived their killed owner");
         let removed = shmproc::gc().unwrap();
-        let left = our_segments_other_than(&[pids.name(), ready.name()]);
+        let mut makers = children.clone();
+        makers.push(owner.pid().unwrap());
+        let left = segments_made_by(&makers);
         assert!(left.is_empty(), "{m}: gc removed {removed:?} and left {left:?}");
     });
 }
@@ -233,4 +238,62 @@ fn an_exit_with_a_live_pool_whose_task_ignores_sigterm_does_not_hang() {
     let _ = shmproc::gc();
     assert!(!hung, "the owner's exit hung on its pool worker ({exited:?})");
     assert!(!worker_left, "the worker outlived its owner");
+}
+/// Set in the environment of a copy of this test binary that
+/// [`a_program_whose_binary_was_deleted_or_replaced_still_starts_its_own_children`]
+/// runs (its value: what to do to the copy's file before starting a child).
+const EXE_GONE_VAR: &str = "REVIEW22_EXE_GONE";
+
+shmproc::entry! {
+    /// Reports which binary the child runs: its `/proc/self/exe` target.
+    fn report_exe(out: Queue<String>) {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap().to_string_lossy().into_owned();
+        out.put(exe).unwrap();
+    }
+}
+
+/// The role of the copy (does nothing in the test run itself): removes or
+/// replaces its own executable file, then starts a child with each method
+/// and checks that it ran this very program.
+#[test]
+fn exe_gone_role() {
+    let Ok(what) = std::env::var(EXE_GONE_VAR) else { return };
+    let exe = std::env::current_exe().unwrap();
+    std::fs::remove_file(&exe).unwrap();
+    if what == "replace" {
+        // A new build of the program at the same path (another binary).
+        std::fs::copy("/bin/true", &exe).unwrap();
+    }
+    // "<path> (deleted)": the link names the file this process runs.
+    let mine = std::fs::read_link("/proc/self/exe").unwrap().to_string_lossy().into_owned();
+    both_methods(|m| {
+        let out = Queue::<String>::new(2).unwrap();
+        let mut p = Process::new(report_exe, out.clone()).with_start_method(m);
+        p.start().unwrap_or_else(|e| panic!("{what}, {m}: start: {e}"));
+        let joined = common::join(&p);
+        assert!(joined.is_ok(), "{what}, {m}: {joined:?}");
+        let ran = out.get_timeout(common::DEADLINE).unwrap();
+        assert_eq!(ran, mine, "{what}, {m}: the child ran another binary");
+    });
+}
+
+/// A program whose executable was removed or replaced while it runs (a
+/// package upgrade, a rebuild, `cargo install` over it) still starts its
+/// own children with `Spawn`, running its own code, as `Fork` does.
+#[test]
+fn a_program_whose_binary_was_deleted_or_replaced_still_starts_its_own_children() {
+    if std::env::var_os(EXE_GONE_VAR).is_some() {
+        return;
+    }
+    for what in ["delete", "replace"] {
+        let dir = std::env::temp_dir().join(format!("review22-exe-{}-{what}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let copy = dir.join("copy");
+        std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+        let mut cmd = std::process::Command::new(&copy);
+        cmd.args(["--exact", "exe_gone_role", "--test-threads=1", "--nocapture"]).env(EXE_GONE_VAR, what);
+        let (status, out) = common::run_within(&mut cmd);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(status.success(), "{what}: {status:?}\n{out}");
+    }
 }

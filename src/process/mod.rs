@@ -20,7 +20,9 @@
 //!
 //! ## Start methods
 //!
-//! - [`StartMethod::Spawn`] (default) re-executes the current executable.
+//! - [`StartMethod::Spawn`] (default) re-executes the current executable
+//!   (the running file itself, through `/proc/self/exe`: also after its
+//!   path was removed or replaced by a new build).
 //!   Before `main` runs, a constructor looks for the child marker in the
 //!   environment and runs the requested entry instead of `main` — no line
 //!   is needed in `main`, and it works in multi-threaded parents and in
