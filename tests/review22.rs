@@ -297,3 +297,103 @@ fn a_program_whose_binary_was_deleted_or_replaced_still_starts_its_own_children(
         assert!(status.success(), "{what}: {status:?}\n{out}");
     }
 }
+
+shmproc::task! {
+    fn double(x: u64) -> u64 {
+        x * 2
+    }
+}
+
+/// Forked pool workers, each replaced after one task, while four threads
+/// submit as fast as they can (each submission looks the task up in the
+/// task registry, under its lock): a worker forked while a submitting
+/// thread held that lock inherited it held, and hung forever at its first
+/// task's look-up; the item it had taken never finished.
+#[test]
+fn forked_workers_replaced_while_threads_submit_never_hang() {
+    stall_kills::install();
+    let kills_before = stall_kills::count();
+    let pool =
+        shmproc::Pool::builder().processes(2).maxtasksperchild(1).start_method(StartMethod::Fork).build().unwrap();
+    let rounds = 300u64;
+    let stuck = std::sync::Mutex::new(Vec::new());
+    // Other threads submitting to another pool (closed: each submission
+    // is the look-up, then a refusal) while the workers are forked.
+    let other = shmproc::Pool::new(1).unwrap();
+    other.close();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let (other, done) = (&other, &done);
+            s.spawn(move || {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    assert!(other.apply_async(double, 1).is_err());
+                }
+            });
+        }
+        let mut submitters = Vec::new();
+        for t in 0..4u64 {
+            let (pool, stuck) = (&pool, &stuck);
+            submitters.push(s.spawn(move || {
+                for i in 0..rounds {
+                    let x = t * 1_000_000 + i;
+                    let r = pool.apply_async(double, x).unwrap();
+                    match r.get_timeout(Duration::from_secs(20)) {
+                        Ok(v) => assert_eq!(v, 2 * x),
+                        Err(e) => {
+                            stuck.lock().unwrap().push(format!("{x}: {e:?}"));
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+        for t in submitters {
+            t.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    other.join().unwrap();
+    pool.terminate();
+    pool.join().unwrap();
+    let stuck = stuck.into_inner().unwrap();
+    assert!(stuck.is_empty(), "items never finished: {stuck:?}");
+    let hung = stall_kills::count() - kills_before;
+    assert_eq!(hung, 0, "{hung} forked workers hung before their first item (killed by the pool as stalled)");
+}
+
+/// Counts the pool's "killing a stalled worker" warnings (a worker that
+/// took up a frame and never began it: here, one that hung).
+mod stall_kills {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static KILLS: AtomicU64 = AtomicU64::new(0);
+
+    struct Counter;
+
+    impl log::Log for Counter {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.level() <= log::Level::Warn
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            let msg = r.args().to_string();
+            if msg.contains("passed a frame it did not run") {
+                KILLS.fetch_add(1, Ordering::Relaxed);
+            }
+            eprintln!("[{}] {msg}", r.level());
+        }
+        fn flush(&self) {}
+    }
+
+    pub fn install() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            log::set_logger(&Counter).unwrap();
+            log::set_max_level(log::LevelFilter::Warn);
+        });
+    }
+
+    pub fn count() -> u64 {
+        KILLS.load(Ordering::Relaxed)
+    }
+}
