@@ -397,3 +397,51 @@ mod stall_kills {
         KILLS.load(Ordering::Relaxed)
     }
 }
+
+/// A parent thread is inside its panic hook (std holds the hook's lock
+/// while the hook runs: a logging or reporting hook can take long) when a
+/// pool forks its worker: the worker, installing its own hook at start-up,
+/// waited forever for a lock no thread of its would ever release, and the
+/// pool's only worker never ran anything.
+#[test]
+fn a_worker_forked_while_a_parent_thread_panics_still_works() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static IN_HOOK: AtomicBool = AtomicBool::new(false);
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    // The process layer's own first fork takes the hook lock in the
+    // parent (by design); let it happen first.
+    let mut first = Process::new(exit_with, 0).with_start_method(StartMethod::Fork);
+    first.start().unwrap();
+    common::join(&first).unwrap();
+    let previous = std::sync::Arc::new(std::panic::take_hook());
+    let chained = std::sync::Arc::clone(&previous);
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some("slow-panic-hook") {
+            IN_HOOK.store(true, Ordering::SeqCst);
+            // Until the pool is built, or 2 s (a parent that waits for
+            // the hook before it forks: then it is built after).
+            let t = Instant::now();
+            while !RELEASE.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        } else {
+            chained(info);
+        }
+    }));
+    let panicker = std::thread::Builder::new()
+        .name("slow-panic-hook".into())
+        .spawn(|| panic!("a parent thread's panic, reported slowly"))
+        .unwrap();
+    while !IN_HOOK.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let pool = shmproc::Pool::builder().processes(1).start_method(StartMethod::Fork).build().unwrap();
+    let r = pool.apply_async(double, 21).unwrap();
+    RELEASE.store(true, Ordering::SeqCst);
+    assert!(panicker.join().is_err());
+    let got = r.get_timeout(Duration::from_secs(20));
+    pool.terminate();
+    pool.join().unwrap();
+    std::panic::set_hook(Box::new(move |info| previous(info)));
+    assert_eq!(got.ok(), Some(42), "the forked worker never ran the item");
+}
