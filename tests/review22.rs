@@ -445,3 +445,35 @@ fn a_worker_forked_while_a_parent_thread_panics_still_works() {
     std::panic::set_hook(Box::new(move |info| previous(info)));
     assert_eq!(got.ok(), Some(42), "the forked worker never ran the item");
 }
+
+shmproc::entry! {
+    /// Writes into a pipe whose reading end is closed, as a child writing
+    /// to a subprocess that left (or to `stdout | head`) does: a Rust
+    /// program gets `BrokenPipe` (std ignores SIGPIPE before `main`).
+    fn write_to_a_closed_pipe() -> Result<(), String> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) writes two fds into the array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: closing the read end this entry just made.
+        unsafe { libc::close(fds[0]) };
+        // SAFETY: a one-byte write from a live buffer to the write end.
+        let r = unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: closing the write end.
+        unsafe { libc::close(fds[1]) };
+        if r < 0 && err.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(format!("write: {r}, {err}")) }
+    }
+}
+
+/// A child's entry runs as `main` would in a Rust program: writing into a
+/// closed pipe is an `EPIPE` error, not a death by SIGPIPE (a spawned
+/// child's entry runs before std's runtime set-up, which ignores SIGPIPE).
+#[test]
+fn a_child_writing_into_a_closed_pipe_gets_an_error_not_sigpipe() {
+    both_methods(|m| {
+        let mut p = Process::new(write_to_a_closed_pipe, ()).with_start_method(m);
+        p.start().unwrap();
+        let r = common::join(&p);
+        assert!(r.is_ok(), "{m}: {r:?} (exit code {:?})", p.exitcode());
+    });
+}

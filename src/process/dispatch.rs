@@ -63,6 +63,10 @@ extern "C" fn child_dispatch() {
     let Some(entry_id) = std::env::var_os(ENV_ENTRY) else {
         return;
     };
+    // The entry runs before std's runtime set-up: do its part that code
+    // relies on, as the parent's `main` had it (std's `Command` reset
+    // SIGPIPE to its default for the exec).
+    sysproc::ignore_sigpipe();
     let take = |k: &str| std::env::var_os(k).unwrap_or_default();
     let (seg_name, name, identity, parent, daemon) =
         (take(ENV_SEGMENT), take(ENV_NAME), take(ENV_IDENTITY), take(ENV_PARENT), take(ENV_DAEMON));

@@ -29,7 +29,9 @@
 //!   `cargo test` binaries. The child gets the argument by re-opening every
 //!   handle by name. Its stdin is `/dev/null`, stdout and stderr are
 //!   inherited. The entry runs before `main`, so std's main-thread setup
-//!   (thread name, stack-overflow message) is not in place; a panic in a
+//!   (thread name, stack-overflow message) is not in place, except that
+//!   SIGPIPE is ignored, as std does (a write into a closed pipe is an
+//!   `EPIPE` error, as in the parent); a panic in a
 //!   child is preceded by a `Process <name>:` line on stderr (as Python
 //!   prints before a child's traceback), from a panic hook shmproc chains
 //!   in front of the existing one: in each spawned child, and for forked
