@@ -477,3 +477,56 @@ fn a_child_writing_into_a_closed_pipe_gets_an_error_not_sigpipe() {
         assert!(r.is_ok(), "{m}: {r:?} (exit code {:?})", p.exitcode());
     });
 }
+
+/// An argument whose decoding (in the child) announces itself and then
+/// hangs: the child is killed mid-handoff, its handles half opened.
+struct SlowToOpen {
+    value: Value<u64>,
+    decoding: Event,
+}
+
+impl shmproc::process::Handoff for SlowToOpen {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.value.encode(out);
+        self.decoding.encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, shmproc::process::HandoffError> {
+        let value = Value::decode(input)?;
+        let decoding = Event::decode(input)?;
+        decoding.set();
+        std::thread::sleep(common::DEADLINE * 5);
+        Ok(SlowToOpen { value, decoding })
+    }
+}
+
+shmproc::entry! {
+    fn never_runs(arg: SlowToOpen) {
+        let _ = arg.value.get();
+    }
+}
+
+/// A child killed while it opens its argument: `join` reports the kill,
+/// and the object made only for the child (whose name the parent's kept
+/// copy of the argument owns) is gone from /dev/shm once the child is
+/// reaped, with the status segment. (Spawn: a forked child decodes
+/// nothing, it has the argument itself.)
+#[test]
+fn a_child_killed_mid_handoff_leaves_nothing_behind() {
+    [StartMethod::Spawn].into_iter().for_each(|m| {
+        let decoding = Event::new().unwrap();
+        let value = Value::new(7u64).unwrap();
+        let value_name = value.name().to_owned();
+        let mut p = Process::new(never_runs, SlowToOpen { value, decoding: decoding.clone() }).with_start_method(m);
+        p.start().unwrap();
+        let pid = p.pid().unwrap();
+        assert!(decoding.wait_timeout(common::DEADLINE), "the child never decoded");
+        p.kill().unwrap();
+        assert!(matches!(common::join(&p), Err(ProcessError::Signaled { signal: 9, .. })), "{m}");
+        assert!(!alive(pid));
+        let left = segments_made_by(&[std::process::id(), pid]);
+        assert!(
+            !left.iter().any(|n| n.ends_with(&value_name)),
+            "{m}: the child's own object {value_name} is left: {left:?}"
+        );
+    });
+}
