@@ -61,7 +61,7 @@ use super::frame::{self, TaskFrame};
 use super::result::{self, Sink};
 use super::worker::{PoolWorker, WorkerArg};
 use super::{Config, Msg, Shared, State};
-use crate::process::LOG_TARGET;
+use crate::process::{LOG_TARGET, StartMethod};
 use crate::queue::{ByteConsumer, ByteProducer, ByteQueue};
 use crate::wait::Deadline;
 use crate::wait::futex::wait32;
@@ -245,9 +245,14 @@ pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worke
     };
     let mut process = Process::new(PoolWorker, arg)
         .with_name(format!("PoolWorker-{}", super::next_worker_number()))
-        .with_daemon(true);
+        .with_daemon(true)
+        .with_kill_at_exit();
     if let Some(m) = cfg.method {
         process = process.with_start_method(m);
+    }
+    if process.start_method() == StartMethod::Fork {
+        // Before the fork: the worker must find its hook installed.
+        super::worker::quiet_task_panics();
     }
     process.start().map_err(|e| setup(&e))?;
     let pid = process.pid().unwrap_or(0);

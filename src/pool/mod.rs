@@ -71,7 +71,10 @@
 //!   (the manager's liveness period) of the worker being gone.
 //! - Workers die with the pool's process: each watches its parent (a
 //!   pidfd) and kills itself with SIGKILL when the parent is gone, even
-//!   killed with SIGKILL, whatever its task does with SIGTERM.
+//!   killed with SIGKILL, whatever its task does with SIGTERM. A normal
+//!   exit of that process with the pool still alive (`std::process::exit`,
+//!   a pool its drop never reached) kills them too (SIGKILL, as the drop
+//!   does), where other daemon children get SIGTERM.
 //! - An idle pool sleeps: the manager wakes twice a second and each idle
 //!   worker ten times a second (its ring's liveness poll) to look for dead
 //!   peers, and otherwise uses no CPU.

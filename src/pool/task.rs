@@ -9,7 +9,7 @@
 //! ([`PoolError::NotRegistered`](super::PoolError::NotRegistered)).
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Mutex;
+use std::sync::OnceLock;
 
 use super::frame::{Items, pod_width};
 use super::worker::{Cx, SharedArgs};
@@ -195,28 +195,59 @@ struct Registered {
     run: Runner,
     frame: fn() -> FrameRunner,
     pod: fn() -> Option<PodRunner>,
+    /// The task registered after this one.
+    next: OnceLock<&'static Registered>,
 }
 
-static REGISTRY: Mutex<Vec<Registered>> = Mutex::new(Vec::new());
+/// The registered tasks: a list that only grows (before `main`, from the
+/// `task!` constructors), read without a lock. A lock here was taken by
+/// every submission in the parent; a worker forked (`StartMethod::Fork`)
+/// while another thread held it inherited it held and hung forever at its
+/// first look-up. `OnceLock::get` takes no lock.
+static REGISTRY: OnceLock<&'static Registered> = OnceLock::new();
+
+/// The registered tasks, in registration order.
+fn registered() -> impl Iterator<Item = &'static Registered> {
+    std::iter::successors(REGISTRY.get().copied(), |r| r.next.get().copied())
+}
+
+fn find(id: &[u8]) -> Option<&'static Registered> {
+    registered().find(|r| r.id.as_bytes() == id)
+}
 
 /// Called by the constructor `task!` generates. Not public API.
 #[doc(hidden)]
 pub fn __register_task<T: Task>() {
-    let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
-    if !reg.iter().any(|r| r.id == T::ID) {
-        reg.push(Registered { id: T::ID, run: run_encoded::<T>, frame: pick_frame::<T>, pod: pick_pod::<T> });
+    let mut slot = &REGISTRY;
+    loop {
+        match slot.get() {
+            Some(r) if r.id == T::ID => return,
+            Some(r) => slot = &r.next,
+            None => {
+                let new: &'static Registered = Box::leak(Box::new(Registered {
+                    id: T::ID,
+                    run: run_encoded::<T>,
+                    frame: pick_frame::<T>,
+                    pod: pick_pod::<T>,
+                    next: OnceLock::new(),
+                }));
+                // Taken by a concurrent registration meanwhile (never,
+                // before `main`): `new` stays unlisted, and the walk goes on.
+                let _ = slot.set(new);
+            }
+        }
     }
 }
 
 /// The runner registered for `id`, if any.
 pub(crate) fn lookup(id: &[u8]) -> Option<Runner> {
-    REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|r| r.id.as_bytes() == id).map(|r| r.run)
+    find(id).map(|r| r.run)
 }
 
 /// The frame runners registered for `id`, if any: the general one and the
 /// in-place one for packed frames of plain data.
 pub(crate) fn lookup_runners(id: &[u8]) -> Option<Runners> {
-    REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|r| r.id.as_bytes() == id).map(|r| ((r.frame)(), (r.pod)()))
+    find(id).map(|r| ((r.frame)(), (r.pod)()))
 }
 
 /// Whether `id` is registered in this executable.

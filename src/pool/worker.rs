@@ -119,15 +119,23 @@ fn image<R>(v: &R) -> &[u8] {
     unsafe { std::slice::from_raw_parts((v as *const R).cast::<u8>(), std::mem::size_of::<R>()) }
 }
 
-/// Makes the panic hook silent for task panics, once per worker: other
-/// panics still reach the hook that was there before.
-fn quiet_task_panics() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !RUNNING_ITEMS.with(|r| r.get()) {
-            previous(info);
-        }
-    }));
+/// Makes the panic hook silent for task panics, once per process: other
+/// panics still reach the hook that was there before. A worker started
+/// with `StartMethod::Fork` must not take std's hook lock (a parent thread
+/// panicking at the fork held it, for as long as its hook ran, and the
+/// worker hung there forever): the pool installs it in the parent before
+/// it forks a worker (a pass-through there: no parent thread runs items),
+/// so the worker finds it done.
+pub(crate) fn quiet_task_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !RUNNING_ITEMS.with(|r| r.get()) {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// Marks this thread as running items until dropped (a frame, not an item:

@@ -16,6 +16,8 @@ pub(super) struct Inner {
     pub(super) name: Mutex<String>,
     pub(super) identity: Vec<u32>,
     pub(super) daemon: bool,
+    /// A daemon that gets SIGKILL, not SIGTERM, at the parent's exit.
+    pub(super) kill_at_exit: bool,
     pub(super) method: super::StartMethod,
     pub(super) pid: u32,
     pub(super) parent_pid: u32,
@@ -195,13 +197,15 @@ extern "C" fn at_exit() {
 }
 
 /// What Python's exit handler does: terminate daemon children, then join
-/// every child (and drop the arguments kept for them).
+/// every child (and drop the arguments kept for them). Pool workers are
+/// killed (SIGKILL), as the pool's drop kills them: a task ignoring SIGTERM
+/// would otherwise keep this exit waiting for it forever.
 pub(super) fn exit_children() {
     let list = my_children();
     for c in list.iter().filter(|c| c.daemon) {
         if c.poll(false).is_none() {
             log::debug!(target: LOG_TARGET, "terminating daemon process {} at exit", c.name());
-            let _ = c.signal(sysproc::SIGTERM);
+            let _ = c.signal(if c.kill_at_exit { sysproc::SIGKILL } else { sysproc::SIGTERM });
         }
     }
     for c in &list {

@@ -17,6 +17,8 @@ const ENV_IDENTITY: &str = "SHMPROC_IDENTITY";
 const ENV_PARENT: &str = "SHMPROC_PARENT";
 const ENV_DAEMON: &str = "SHMPROC_DAEMON";
 const ENV_LOG: &str = "SHMPROC_LOG";
+/// This process's executable file, whatever became of its path since.
+const SELF_EXE: &str = "/proc/self/exe";
 
 /// The command that re-executes this program as the child `name` running
 /// entry `entry_id`, with the environment [`child_dispatch`] reads.
@@ -29,7 +31,18 @@ pub(super) fn child_command(
     parent: &ProcessInfo,
 ) -> std::io::Result<std::process::Command> {
     let identity = identity.iter().map(u32::to_string).collect::<Vec<_>>().join(":");
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    let exe = std::env::current_exe()?;
+    // The running program itself, through its /proc link: the path may
+    // name another file by now (a rebuild, an upgrade installed over it:
+    // whose entries are not ours) or none (removed: `current_exe` then
+    // ends in " (deleted)"). The path stays the child's argv[0].
+    let mut cmd = if std::path::Path::new(SELF_EXE).exists() {
+        let mut cmd = std::process::Command::new(SELF_EXE);
+        std::os::unix::process::CommandExt::arg0(&mut cmd, &exe);
+        cmd
+    } else {
+        std::process::Command::new(exe)
+    };
     cmd.arg("--shmproc-child")
         .env(ENV_ENTRY, entry_id)
         .env(ENV_SEGMENT, seg_name)
@@ -50,6 +63,10 @@ extern "C" fn child_dispatch() {
     let Some(entry_id) = std::env::var_os(ENV_ENTRY) else {
         return;
     };
+    // The entry runs before std's runtime set-up: do its part that code
+    // relies on, as the parent's `main` had it (std's `Command` reset
+    // SIGPIPE to its default for the exec).
+    sysproc::ignore_sigpipe();
     let take = |k: &str| std::env::var_os(k).unwrap_or_default();
     let (seg_name, name, identity, parent, daemon) =
         (take(ENV_SEGMENT), take(ENV_NAME), take(ENV_IDENTITY), take(ENV_PARENT), take(ENV_DAEMON));

@@ -20,14 +20,18 @@
 //!
 //! ## Start methods
 //!
-//! - [`StartMethod::Spawn`] (default) re-executes the current executable.
+//! - [`StartMethod::Spawn`] (default) re-executes the current executable
+//!   (the running file itself, through `/proc/self/exe`: also after its
+//!   path was removed or replaced by a new build).
 //!   Before `main` runs, a constructor looks for the child marker in the
 //!   environment and runs the requested entry instead of `main` — no line
 //!   is needed in `main`, and it works in multi-threaded parents and in
 //!   `cargo test` binaries. The child gets the argument by re-opening every
 //!   handle by name. Its stdin is `/dev/null`, stdout and stderr are
 //!   inherited. The entry runs before `main`, so std's main-thread setup
-//!   (thread name, stack-overflow message) is not in place; a panic in a
+//!   (thread name, stack-overflow message) is not in place, except that
+//!   SIGPIPE is ignored, as std does (a write into a closed pipe is an
+//!   `EPIPE` error, as in the parent); a panic in a
 //!   child is preceded by a `Process <name>:` line on stderr (as Python
 //!   prints before a child's traceback), from a panic hook shmproc chains
 //!   in front of the existing one: in each spawned child, and for forked
@@ -56,7 +60,8 @@
 //! child says so in its status segment), so objects made only for the
 //! child are still there when it opens them. At normal exit of the parent
 //! (`main` returns or `std::process::exit`; also when a forked child's
-//! entry returns), daemon children get SIGTERM and every child is joined,
+//! entry returns), daemon children get SIGTERM (a pool's workers SIGKILL,
+//! see [`Pool`](crate::Pool)) and every child is joined,
 //! then the kept arguments are dropped, as in Python. A daemon child also watches its
 //! parent (a pidfd) and terminates itself if the parent dies abruptly;
 //! a non-daemon child keeps running (as in Python), and the shared objects
@@ -152,6 +157,9 @@ pub struct Process {
     name: String,
     identity: Vec<u32>,
     daemon: bool,
+    /// Killed with SIGKILL at the parent's normal exit instead of SIGTERM
+    /// (pool workers, whose tasks may ignore SIGTERM; see `kill_at_exit`).
+    kill_at_exit: bool,
     method: Option<StartMethod>,
     /// Only touched through `&mut self`; the Mutex (never contended:
     /// `get_mut`) just makes `Process` Sync so threads can share `&Process`.
@@ -205,6 +213,7 @@ impl Process {
             name,
             identity,
             daemon: false,
+            kill_at_exit: false,
             method: None,
             target: Mutex::new(Some(Box::new(Typed::<E> { arg }))),
             inner: None,
@@ -298,6 +307,17 @@ impl Process {
         self.check_not_started()?;
         self.daemon = daemon;
         Ok(())
+    }
+
+    /// Makes a daemon get SIGKILL instead of SIGTERM at the parent's
+    /// normal exit (crate-internal: pool workers, which the pool's drop
+    /// kills at once too; a task that ignores or handles SIGTERM must not
+    /// make the parent's exit wait for it forever). Before `start` only.
+    pub(crate) fn with_kill_at_exit(mut self) -> Process {
+        if self.inner.is_none() {
+            self.kill_at_exit = true;
+        }
+        self
     }
 
     /// Chooses the start method for this process (builder form of
@@ -415,6 +435,7 @@ impl Process {
             name: inner.name(),
             identity: inner.identity.clone(),
             daemon: inner.daemon,
+            kill_at_exit: inner.kill_at_exit,
             method: Some(inner.method),
             target: Mutex::new(None),
             inner: Some(inner),

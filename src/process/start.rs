@@ -154,6 +154,7 @@ impl Process {
             name: Mutex::new(self.name.clone()),
             identity: self.identity.clone(),
             daemon: self.daemon,
+            kill_at_exit: self.kill_at_exit,
             method,
             pid,
             parent_pid: me.pid,

@@ -137,6 +137,13 @@ pub(crate) fn pidfd_wait(fd: &OwnedFd, deadline: Option<Instant>) -> bool {
     }
 }
 
+/// Ignores SIGPIPE, as std's runtime does before `main` in every Rust
+/// program (a write into a closed pipe is then an `EPIPE` error).
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
 /// Ends the calling process at once: no atexit handlers, no destructors.
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and has no preconditions.
