@@ -17,6 +17,12 @@ pub enum ProcessError {
     /// closed").
     #[error("process object {0} is closed")]
     Closed(String),
+    /// `start` in a daemon process (a daemon child, or a pool worker
+    /// running a task): Python refuses it too ("daemonic processes are not
+    /// allowed to have children"), since a daemon is ended with its parent
+    /// and its own children would be left running on their own.
+    #[error("process {0} cannot start: daemonic processes are not allowed to have children")]
+    DaemonicParent(String),
     /// `close` while the child runs.
     #[error("process {0} is still running")]
     StillRunning(String),

@@ -81,7 +81,8 @@ pub fn get_start_method() -> StartMethod {
 
 impl Process {
     /// Starts the child. Fails if already started, if the entry is not
-    /// registered (Spawn), or if the OS refuses ([`ProcessError::Start`]:
+    /// registered (Spawn), in a daemon process
+    /// ([`ProcessError::DaemonicParent`], as Python refuses it), or if the OS refuses ([`ProcessError::Start`]:
     /// no room in /dev/shm, no process made). A refused start loses
     /// nothing, as in Python: the argument stays in this `Process`, which
     /// may be started again, and pipe ends in it stay this process's.
@@ -95,6 +96,11 @@ impl Process {
     pub fn start(&mut self) -> Result<(), ProcessError> {
         if self.closed {
             return Err(ProcessError::Closed(self.name.clone()));
+        }
+        if current_process().daemon {
+            // A daemon is ended with its parent (terminated at its exit, or
+            // by its parent watch); a child of its own would run on alone.
+            return Err(ProcessError::DaemonicParent(self.name.clone()));
         }
         let slot = self.target.get_mut().unwrap_or_else(|p| p.into_inner());
         let Some(target) = slot.take() else {
