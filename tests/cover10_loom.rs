@@ -7,7 +7,7 @@
 //! lost wake-up is a deadlock loom reports). Run with:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" cargo test --release --test cover9_loom
+//! RUSTFLAGS="--cfg loom" cargo test --release --test cover10_loom
 //! ```
 #![cfg(loom)]
 
