@@ -1,0 +1,288 @@
+//! kill -9 inside the `Connection` operations the earlier crash tests left
+//! out: a pipe end handed to a child that receives with every form
+//! (`recv_bytes_into`, `recv_loan` held then released, `recv_loan_timeout`,
+//! `recv_value`, `recv` of plain data) or sends with every form
+//! (`send_loan` filled then committed, `try_send_loan`, `send_bytes`,
+//! `send_value`, `send`), killed at a random instant (often holding a
+//! loan); the parent's own copy of that end then takes the dead child's
+//! role over and carries on. Nothing is torn, nothing duplicated, and only
+//! the dead receiver's own message may be missing. Every wait has a
+//! deadline.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::crash::{killer, reap_killed, start};
+use shmproc::{Connection, Event, PipeRecvBytesTimeoutError, PipeSendTimeoutError, Process, Value};
+
+const T: Duration = Duration::from_secs(30);
+
+fn rounds() -> u64 {
+    common::count(4, 40)
+}
+
+/// Message `i`'s kind: a `Handoff` value `(i, text)` every third message,
+/// else a plain-data `[u64; 4]` every 7th, else the bytes of
+/// `common::byte_frame(i)`.
+fn kind_of(i: u64) -> u8 {
+    if i % 3 == 2 {
+        0 // a Handoff value
+    } else if i.is_multiple_of(7) {
+        1 // plain data
+    } else {
+        2 // bytes
+    }
+}
+
+/// The bytes of message `i` in the pipe.
+fn encoded(i: u64) -> Vec<u8> {
+    match kind_of(i) {
+        0 => {
+            let mut out = Vec::new();
+            shmproc::Handoff::encode(&(i, text(i)), &mut out);
+            out
+        }
+        1 => bytemuck::bytes_of(&[i, !i, i, !i]).to_vec(),
+        _ => common::byte_frame(i),
+    }
+}
+
+fn text(i: u64) -> String {
+    "v".repeat((i * 31 % 700) as usize)
+}
+
+/// Sends message `i` by form `form` (0..5), waiting at most `t`.
+fn send_msg(c: &mut Connection, i: u64, form: u64, t: Duration) -> Result<(), PipeSendTimeoutError> {
+    match kind_of(i) {
+        0 => c.send_value_timeout(&(i, text(i)), t),
+        1 => c.send_timeout(&[i, !i, i, !i], t),
+        _ => {
+            let f = common::byte_frame(i);
+            match form % 3 {
+                0 => c.send_bytes_timeout(&f, t),
+                1 => {
+                    let mut loan = c.send_loan_timeout(f.len(), t)?;
+                    // Written in two halves: a kill may land between them.
+                    let mid = f.len() / 2;
+                    loan.write_at(0, &f[..mid]);
+                    std::hint::black_box(&loan);
+                    loan.write_at(mid, &f[mid..]);
+                    loan.commit().map_err(|_| PipeSendTimeoutError::Closed)
+                }
+                _ => match c.try_send_loan(f.len()) {
+                    Ok(mut loan) => {
+                        loan.write_at(0, &f);
+                        loan.commit().map_err(|_| PipeSendTimeoutError::Closed)
+                    }
+                    Err(shmproc::PipeTrySendError::Full) => Err(PipeSendTimeoutError::TimedOut),
+                    Err(e) => panic!("try_send_loan: {e}"),
+                },
+            }
+        }
+    }
+}
+
+/// Receives message `i` (the one expected next) by form `form`, checks it
+/// is whole, and returns its number; `Err` as the timed receives give it.
+fn recv_msg(
+    c: &mut Connection,
+    i: u64,
+    form: u64,
+    buf: &mut Vec<u8>,
+    t: Duration,
+) -> Result<u64, PipeRecvBytesTimeoutError> {
+    let bytes = |e: shmproc::PipeRecvValueTimeoutError| match e {
+        shmproc::PipeRecvValueTimeoutError::TimedOut => PipeRecvBytesTimeoutError::TimedOut,
+        shmproc::PipeRecvValueTimeoutError::Disconnected => PipeRecvBytesTimeoutError::Disconnected,
+        e => panic!("message {i}: {e}"),
+    };
+    match kind_of(i) {
+        0 => {
+            let (n, s) = c.recv_value_timeout::<(u64, String)>(t).map_err(bytes)?;
+            assert_eq!(s, text(n), "torn value {n}");
+            Ok(n)
+        }
+        1 => {
+            let v = c.recv_timeout::<[u64; 4]>(t).map_err(|e| match e {
+                shmproc::PipeRecvTimeoutError::TimedOut => PipeRecvBytesTimeoutError::TimedOut,
+                shmproc::PipeRecvTimeoutError::Disconnected => PipeRecvBytesTimeoutError::Disconnected,
+                e => panic!("message {i}: {e}"),
+            })?;
+            assert_eq!(v, [v[0], !v[0], v[0], !v[0]], "torn plain value");
+            Ok(v[0])
+        }
+        _ => match form % 3 {
+            0 => {
+                c.recv_bytes_timeout_into(buf, t)?;
+                Ok(common::frame_number(buf))
+            }
+            1 => {
+                let loan = c.recv_loan_timeout(t)?;
+                // Read in two halves, held a moment: a kill often lands
+                // while the loan is out.
+                let mut f = vec![0; loan.len()];
+                let mid = f.len() / 2;
+                loan.read_at(0, &mut f[..mid]);
+                std::hint::black_box(&loan);
+                loan.read_at(mid, &mut f[mid..]);
+                let n = common::frame_number(&f);
+                loan.release();
+                Ok(n)
+            }
+            _ => {
+                let f = c.recv_loan_timeout(t)?.to_vec();
+                // Dropped, not released: the same message comes again.
+                c.recv_bytes_timeout_into(buf, t)?;
+                assert_eq!(&f, buf, "a dropped read loan's message came back changed");
+                Ok(common::frame_number(buf))
+            }
+        },
+    }
+}
+
+shmproc::entry! {
+    /// Receives messages 0.. on `end`, recording after each the number of
+    /// the next one it expects.
+    fn pipe_receiver(args: (Connection, Value<u64>, Event)) -> Result<(), String> {
+        let (mut end, next, started) = args;
+        started.set();
+        let mut buf = Vec::new();
+        for i in 0.. {
+            let n = recv_msg(&mut end, i, i / 3, &mut buf, T).map_err(|e| format!("message {i}: {e}"))?;
+            if n != i {
+                return Err(format!("got {n}, expected {i}"));
+            }
+            next.set(i + 1).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+shmproc::entry! {
+    /// Sends messages `from`.. on `end`, for ever (until killed).
+    fn pipe_sender(args: (Connection, u64, Event)) -> Result<(), String> {
+        let (mut end, from, started) = args;
+        started.set();
+        for i in from.. {
+            loop {
+                match send_msg(&mut end, i, i / 2, T) {
+                    Ok(()) => break,
+                    Err(PipeSendTimeoutError::TimedOut) => {}
+                    Err(e) => return Err(format!("message {i}: {e}")),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pipe's receiving end handed to a child killed at random inside one of
+/// its receives (holding a read loan, copying into a buffer, decoding a
+/// value): the parent's copy of that end takes the role over; what it
+/// receives starts at the dead child's next message or the one after
+/// (the child's own, taken but not recorded), and goes on whole and in
+/// order while the parent keeps sending.
+#[test]
+fn a_pipe_receiver_killed_in_any_receive_form_is_taken_over_by_another_copy_of_its_end() {
+    for round in 0..rounds() {
+        let (mut rx_end, tx_end) = shmproc::pipe_with(false, 8192, 1024).unwrap();
+        let next = Value::new(0u64).unwrap();
+        let started = Event::new().unwrap();
+        let mut victim = Process::new(pipe_receiver, (rx_end.clone(), next.clone(), started.clone())).with_daemon(true);
+        start(&mut victim, &started);
+        // The sender: a thread of the parent, retrying while the receiver
+        // is dead (Disconnected) until the parent's copy takes over.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sender = {
+            let (stop, mut tx_end) = (stop.clone(), tx_end);
+            std::thread::spawn(move || {
+                let end = Instant::now() + T;
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    assert!(Instant::now() < end, "sender stuck at {i}");
+                    match send_msg(&mut tx_end, i, i / 2 + round, Duration::from_millis(20)) {
+                        Ok(()) => i += 1,
+                        Err(PipeSendTimeoutError::TimedOut | PipeSendTimeoutError::Disconnected) => {
+                            std::thread::sleep(Duration::from_micros(200))
+                        }
+                        Err(e) => panic!("message {i}: {e}"),
+                    }
+                }
+                i
+            })
+        };
+        killer(&victim, 30).join().unwrap();
+        reap_killed(&victim);
+        let theirs = common::read_u64(&next);
+        let mut buf = Vec::new();
+        // The next message is `theirs` or `theirs + 1` (the dead child's
+        // own, taken but not recorded): told apart by its bytes.
+        let raw = rx_end.recv_bytes_timeout(T).unwrap_or_else(|e| panic!("after {theirs}: {e}"));
+        let first = [theirs, theirs + 1].into_iter().find(|&i| raw == encoded(i));
+        let first = first.unwrap_or_else(|| {
+            panic!("the first message after the takeover is neither {theirs} nor the next, nor whole")
+        });
+        for want in first + 1..first + 200 {
+            let n = recv_msg(&mut rx_end, want, want, &mut buf, T).unwrap_or_else(|e| panic!("message {want}: {e}"));
+            assert_eq!(n, want, "hole or duplicate after the takeover");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Let the sender finish its last send (room: the parent drains).
+        while !sender.is_finished() {
+            let _ = rx_end.recv_bytes_timeout(Duration::from_millis(5));
+        }
+        sender.join().unwrap();
+    }
+}
+
+/// A pipe's sending end handed to a child killed at random inside one of
+/// its sends (holding a write loan half filled, encoding a value): what
+/// the parent receives is whole and in order; then the parent's copy of
+/// that end takes the role over and continues from the next number, and
+/// the receiver gets that continuation with no gap and no torn message.
+#[test]
+fn a_pipe_sender_killed_in_any_send_form_is_taken_over_by_another_copy_of_its_end() {
+    for _round in 0..rounds() {
+        let (mut rx_end, mut tx_end) = shmproc::pipe_with(false, 8192, 1024).unwrap();
+        let started = Event::new().unwrap();
+        let mut victim = Process::new(pipe_sender, (tx_end.clone(), 0u64, started.clone())).with_daemon(true);
+        start(&mut victim, &started);
+        let kill = killer(&victim, 30);
+        let mut buf = Vec::new();
+        let mut next = 0u64;
+        loop {
+            if next.is_multiple_of(16) {
+                std::thread::sleep(Duration::from_micros(300));
+            }
+            match recv_msg(&mut rx_end, next, next, &mut buf, T) {
+                Ok(n) => {
+                    assert_eq!(n, next, "hole or duplicate");
+                    next += 1;
+                }
+                Err(PipeRecvBytesTimeoutError::Disconnected) => break,
+                Err(e) => panic!("after {next}: {e}"),
+            }
+        }
+        kill.join().unwrap();
+        reap_killed(&victim);
+        // The parent's copy takes the sending role over with its first
+        // send (a receive before that is still `Disconnected`: nobody
+        // holds the role).
+        let from = next;
+        send_msg(&mut tx_end, from, from, T)
+            .unwrap_or_else(|e| panic!("message {from}, the first after the takeover: {e}"));
+        let producer = std::thread::spawn(move || {
+            for i in from + 1..from + 200 {
+                send_msg(&mut tx_end, i, i, T).unwrap_or_else(|e| panic!("message {i} after the takeover: {e}"));
+            }
+            tx_end
+        });
+        for want in from..from + 200 {
+            let n =
+                recv_msg(&mut rx_end, want, want + 1, &mut buf, T).unwrap_or_else(|e| panic!("message {want}: {e}"));
+            assert_eq!(n, want, "hole, duplicate or a dead loan's bytes after the takeover");
+        }
+        drop(producer.join().unwrap());
+    }
+}
