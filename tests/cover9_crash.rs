@@ -286,3 +286,133 @@ fn a_pipe_sender_killed_in_any_send_form_is_taken_over_by_another_copy_of_its_en
         drop(producer.join().unwrap());
     }
 }
+
+// ---- unbounded queue: producers killed while the chain switches rings ----
+
+/// Items of ~4.4 KB: with `TINY_RING_LIMIT`, a ring holds two, so nearly
+/// every put seals, links or fills a ring (as `review6_chain`'s consumer
+/// kills).
+const BIG_ITEM: usize = 4400;
+const TINY_RING_LIMIT: u64 = 44_000;
+
+fn tagged_item(tag: u64, i: u64) -> String {
+    format!("{tag}:{i}:{}", "q".repeat(BIG_ITEM - 24))
+}
+
+/// The (tag, number) of an item, checking it is whole.
+fn tagged_number(s: &str) -> (u64, u64) {
+    let mut it = s.splitn(3, ':');
+    let tag = it.next().and_then(|t| t.parse().ok()).expect("bad tag");
+    let i = it.next().and_then(|t| t.parse().ok()).expect("bad number");
+    assert_eq!(s, tagged_item(tag, i), "torn item {tag}:{i}");
+    (tag, i)
+}
+
+shmproc::entry! {
+    /// Puts items `tag:0..` for ever (until killed), by every put form
+    /// in turn (`put_timeout`, `put_ref_timeout`, `put_nowait` retried,
+    /// `put`), counting each accepted put in `sent`.
+    fn chain_producer(args: (shmproc::JoinableQueue<String>, u64, Event)) -> Result<(), String> {
+        let (q, tag, started) = args;
+        started.set();
+        for i in 0.. {
+            let item = tagged_item(tag, i);
+            match i % 4 {
+                0 => q.put_timeout(item, T).map_err(|e| format!("put_timeout {i}: {e}"))?,
+                1 => q.put_ref_timeout(&item, T).map_err(|e| format!("put_ref_timeout {i}: {e}"))?,
+                2 => {
+                    let mut item = item;
+                    loop {
+                        match q.put_nowait(item) {
+                            Ok(()) => break,
+                            Err(shmproc::TryPutError::Full(back)) => {
+                                item = back;
+                                std::thread::yield_now();
+                            }
+                            Err(e) => return Err(format!("put_nowait {i}: {e}")),
+                        }
+                    }
+                }
+                _ => q.put(item).map_err(|e| format!("put {i}: {e}"))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An unbounded `JoinableQueue` whose rings hold two items (the chain
+/// seals, links and retires a ring every other item) fed by producer
+/// processes SIGKILLed at random again and again, each replaced by a new
+/// one with a new tag, while the parent gets (by `get_timeout` and
+/// `get_into_timeout`) and marks each item done: every producer's items
+/// arrive whole, in order, with no hole and no duplicate (a prefix of
+/// its stream); after `close_all` and the drain, the unfinished count is
+/// exactly 0 (a dead producer's claimed slot is skipped, never counted as
+/// a task), `join` returns, and no ring is left in /dev/shm.
+#[test]
+fn unbounded_producers_killed_while_the_chain_switches_rings_leave_clean_prefixes_and_an_exact_count() {
+    let kills_wanted = common::count(10, 60);
+    let name = common::name("c9-chain-kill");
+    let q =
+        shmproc::JoinableQueue::<String>::create_unbounded(&name, TINY_RING_LIMIT, &shmproc::Options::new()).unwrap();
+    let tags = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let spawn = || {
+        let tag = tags.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = Event::new().unwrap();
+        let mut p = Process::new(chain_producer, (q.clone(), tag, started.clone())).with_daemon(true);
+        start(&mut p, &started);
+        p
+    };
+    let mut producers = vec![spawn(), spawn()];
+    let consumer = {
+        let (q, tags) = (q.clone(), tags.clone());
+        std::thread::spawn(move || {
+            let mut next: Vec<u64> = Vec::new();
+            let mut s = String::new();
+            let mut got = 0u64;
+            let end = Instant::now() + Duration::from_secs(120);
+            loop {
+                assert!(Instant::now() < end, "consumer stuck after {got} items, next {next:?}");
+                let r = if got.is_multiple_of(2) {
+                    q.get_timeout(Duration::from_millis(50)).map(|v| s = v)
+                } else {
+                    q.get_into_timeout(&mut s, Duration::from_millis(50))
+                };
+                match r {
+                    Ok(()) => {
+                        let (tag, i) = tagged_number(&s);
+                        assert!(tag < tags.load(std::sync::atomic::Ordering::Relaxed), "unknown tag {tag}");
+                        if next.len() <= tag as usize {
+                            next.resize(tag as usize + 1, 0);
+                        }
+                        assert_eq!(i, next[tag as usize], "producer {tag}: hole or duplicate");
+                        next[tag as usize] += 1;
+                        got += 1;
+                        q.task_done().unwrap_or_else(|e| panic!("task_done of {tag}:{i}: {e}"));
+                    }
+                    Err(shmproc::GetTimeoutError::TimedOut) => {}
+                    Err(shmproc::GetTimeoutError::Closed) => return got,
+                    Err(e) => panic!("get after {got}: {e}"),
+                }
+            }
+        })
+    };
+    let killed = std::cell::Cell::new(0u64);
+    let kills = common::kill_at_random(&mut producers, spawn, || {
+        killed.set(killed.get() + 1);
+        killed.get() > kills_wanted
+    });
+    for p in &producers {
+        let _ = p.kill();
+        let _ = common::join(p);
+    }
+    q.close_all();
+    let got = consumer.join().unwrap();
+    eprintln!("{got} items from {} producers, {kills} killed", tags.load(std::sync::atomic::Ordering::Relaxed));
+    assert_eq!(q.qsize(), 0);
+    assert_eq!(q.unfinished_tasks(), 0, "a dead producer's claim counted as a task (or a task lost)");
+    assert!(q.join_timeout(Duration::from_secs(10)), "join did not return");
+    assert!(q.task_done().is_err());
+    drop(q);
+    assert!(common::segments_of(&name).is_empty(), "left in /dev/shm: {:?}", common::segments_of(&name));
+}
