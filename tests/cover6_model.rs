@@ -34,6 +34,10 @@ enum QOp {
     TaskDone(usize),
     /// join_timeout(0) through handle h.
     Join(usize),
+    /// The batch forms of a bounded plain-data queue (`as_mpmc()`):
+    /// push_slice of the values, or pop_into a buffer of that many.
+    PushSlice(usize, Vec<u32>),
+    PopInto(usize, usize),
     /// close() of handle h (that handle only).
     Close(usize),
     /// close_all(): rare.
@@ -46,6 +50,8 @@ fn q_op() -> impl Strategy<Value = QOp> {
         8 => (0usize..2, 0u8..6).prop_map(|(h, t)| QOp::Get(h, t)),
         6 => (0usize..2).prop_map(QOp::TaskDone),
         3 => (0usize..2).prop_map(QOp::Join),
+        2 => (0usize..2, proptest::collection::vec(any::<u32>(), 0..5)).prop_map(|(h, v)| QOp::PushSlice(h, v)),
+        2 => (0usize..2, 0usize..5).prop_map(|(h, k)| QOp::PopInto(h, k)),
         1 => (0usize..2).prop_map(QOp::Close),
         1 => Just(QOp::CloseAll),
     ]
@@ -55,11 +61,30 @@ fn q_op() -> impl Strategy<Value = QOp> {
 /// through the MPMC slots, anything else is encoded into frames).
 trait Item: Handoff + Clone + PartialEq + Debug {
     fn of(v: u32) -> Self;
+    /// `as_mpmc().push_slice(vs)` where there is one (plain data, bounded).
+    fn push_slice(_q: &JoinableQueue<Self>, _vs: &[u32]) -> Option<usize> {
+        None
+    }
+    /// `as_mpmc().pop_into` a buffer of `k` (as `push_slice`).
+    fn pop_into(_q: &JoinableQueue<Self>, _k: usize) -> Option<Vec<u32>> {
+        None
+    }
 }
 
 impl Item for u32 {
     fn of(v: u32) -> Self {
         v
+    }
+    fn push_slice(q: &JoinableQueue<Self>, vs: &[u32]) -> Option<usize> {
+        (q.maxsize() > 0).then(|| q.as_mpmc().push_slice(vs))
+    }
+    fn pop_into(q: &JoinableQueue<Self>, k: usize) -> Option<Vec<u32>> {
+        (q.maxsize() > 0).then(|| {
+            let mut out = vec![0; k];
+            let n = q.as_mpmc().pop_into(&mut out);
+            out.truncate(n);
+            out
+        })
     }
 }
 
@@ -228,6 +253,22 @@ fn joinable_matches_the_model<T: Item>(cap: u64, ops: Vec<QOp>) -> Result<(), Te
                 m.unfinished = m.unfinished.saturating_sub(1);
             }
             QOp::Join(h) => prop_assert_eq!(qs[h].join_timeout(ZERO), m.unfinished == 0),
+            // The underlying ring knows nothing of a handle's own close.
+            QOp::PushSlice(h, vs) if !m.handle_closed[h] => {
+                if let Some(n) = T::push_slice(&qs[h], &vs) {
+                    let room = if m.all_closed { 0 } else { m.cap - m.items.len() };
+                    prop_assert_eq!(n, vs.len().min(room));
+                    m.items.extend(&vs[..n]);
+                    m.unfinished += n as u64; // each item of a batch is a task
+                }
+            }
+            QOp::PopInto(h, k) if !m.handle_closed[h] => {
+                if let Some(got) = T::pop_into(&qs[h], k) {
+                    let want: Vec<u32> = m.items.drain(..k.min(m.items.len())).collect();
+                    prop_assert_eq!(got, want);
+                }
+            }
+            QOp::PushSlice(..) | QOp::PopInto(..) => {}
             op => queue_step!(qs, m, op, true),
         }
         for q in &qs {
