@@ -416,3 +416,146 @@ fn unbounded_producers_killed_while_the_chain_switches_rings_leave_clean_prefixe
     drop(q);
     assert!(common::segments_of(&name).is_empty(), "left in /dev/shm: {:?}", common::segments_of(&name));
 }
+
+// ---- timeouts expiring as the item (or the room) arrives ----
+
+/// Items of the timeout races (more with `SHMPROC_TEST_FULL`).
+fn race_items() -> u64 {
+    common::count(4_000, 40_000)
+}
+
+/// A tiny random timeout (0..40 µs, often 0): it expires about when the
+/// peer's item or room arrives.
+fn tiny() -> Duration {
+    Duration::from_micros(common::crash::rand_below(40))
+}
+
+/// Retries `f(i)` with tiny timeouts until it is accepted; `Err` on any
+/// other refusal than a timeout (`timed_out` tells them apart).
+fn retry_tiny<E: std::fmt::Display>(
+    i: u64,
+    mut f: impl FnMut(u64) -> Result<(), E>,
+    timed_out: impl Fn(&E) -> bool,
+) -> Result<(), String> {
+    let end = Instant::now() + T;
+    loop {
+        match f(i) {
+            Ok(()) => return Ok(()),
+            Err(e) if timed_out(&e) && Instant::now() < end => {}
+            Err(e) => return Err(format!("item {i}: {e}")),
+        }
+    }
+}
+
+fn race_text(i: u64) -> String {
+    format!("{i}:{}", "t".repeat((i * 613 % 4400) as usize))
+}
+
+shmproc::entry! {
+    /// The producer side of the timeout races: items 0..n, each retried on
+    /// a tiny timeout until accepted, by the kind's timed put forms.
+    fn timed_producer(args: (u8, shmproc::Queue<u64>, shmproc::Queue<String>, shmproc::queue::SpscQueue<u64>, shmproc::queue::ByteQueue, u64)) -> Result<(), String> {
+        let (kind, q, qs, spsc, bq, n) = args;
+        match kind {
+            0 => (0..n).try_for_each(|i| retry_tiny(i, |i| q.put_timeout(i, tiny()), |e| matches!(e, shmproc::PutTimeoutError::TimedOut(_)))),
+            1 => (0..n).try_for_each(|i| {
+                let s = race_text(i);
+                retry_tiny(i, |_| if i % 2 == 0 { qs.put_ref_timeout(&s, tiny()) } else { qs.put_timeout(s.clone(), tiny()).map_err(|e| match e {
+                    shmproc::PutTimeoutError::TimedOut(_) => shmproc::PutTimeoutError::TimedOut(()),
+                    e => panic!("{e}"),
+                }) }, |e| matches!(e, shmproc::PutTimeoutError::TimedOut(_)))
+            }),
+            2 => {
+                let mut tx = spsc.producer().map_err(|e| e.to_string())?;
+                (0..n).try_for_each(|i| retry_tiny(i, |i| tx.push_timeout(i, tiny()), |e| matches!(e, shmproc::PushTimeoutError::TimedOut(_))))
+            }
+            _ => {
+                let mut tx = bq.producer().map_err(|e| e.to_string())?;
+                (0..n).try_for_each(|i| {
+                    let f = common::byte_frame(i % 8);
+                    let mut f = f[..f.len().min(40)].to_vec();
+                    f[..8].copy_from_slice(&i.to_le_bytes());
+                    retry_tiny(i, |i| if i % 2 == 0 {
+                        tx.send_timeout(&f, tiny())
+                    } else {
+                        tx.send_loan_timeout(f.len(), tiny()).map(|mut l| {
+                            l.write_at(0, &f);
+                            l.commit().expect("not closed");
+                        })
+                    }, |e| *e == shmproc::SendTimeoutError::TimedOut)
+                })
+            }
+        }
+    }
+}
+
+/// Every timed form, on both sides at once, with timeouts so short that
+/// they often expire just as the peer's item (or room) arrives: a get
+/// that times out took nothing, a put that times out left nothing, so the
+/// consumer receives exactly 0..n in order (one producer), none lost or
+/// twice, in a bounded `Queue`, an unbounded `Queue<String>` whose rings
+/// hold two items (timeouts across ring switches), an `SpscQueue` and a
+/// `ByteQueue` (copies and loans).
+#[test]
+fn timeouts_expiring_as_the_item_or_the_room_arrives_lose_and_duplicate_nothing() {
+    let n = race_items();
+    for kind in 0u8..4 {
+        let q = shmproc::Queue::<u64>::new(4).unwrap();
+        let qs = shmproc::Queue::<String>::unbounded_with_limit(TINY_RING_LIMIT).unwrap();
+        let spsc = shmproc::queue::SpscQueue::<u64>::new(4).unwrap();
+        let bq = shmproc::queue::ByteQueue::new(256, 64).unwrap();
+        let n = if kind == 1 { n / 4 } else { n };
+        let mut p = Process::new(timed_producer, (kind, q.clone(), qs.clone(), spsc.clone(), bq.clone(), n));
+        p.start().unwrap();
+        let mut rx = (kind == 2).then(|| spsc.consumer().unwrap());
+        let mut brx = (kind == 3).then(|| bq.consumer().unwrap());
+        let (mut s, mut buf) = (String::new(), Vec::new());
+        let end = Instant::now() + Duration::from_secs(120);
+        let (mut want, mut timeouts) = (0u64, 0u64);
+        while want < n {
+            assert!(Instant::now() < end, "kind {kind}: stuck at {want}");
+            let got: Option<u64> = match kind {
+                0 if want % 2 == 0 => q.get_timeout(tiny()).ok(),
+                0 => {
+                    let mut v = u64::MAX;
+                    q.get_into_timeout(&mut v, tiny()).ok().map(|()| v)
+                }
+                1 => qs.get_into_timeout(&mut s, tiny()).ok().map(|()| {
+                    let i: u64 = s.split(':').next().unwrap().parse().unwrap();
+                    assert_eq!(s, race_text(i), "torn item {i}");
+                    i
+                }),
+                2 => rx.as_mut().unwrap().pop_timeout(tiny()).ok(),
+                _ => {
+                    let b = brx.as_mut().unwrap();
+                    if want % 2 == 0 {
+                        b.recv_timeout_into(&mut buf, tiny())
+                            .ok()
+                            .map(|()| u64::from_le_bytes(buf[..8].try_into().unwrap()))
+                    } else {
+                        b.recv_loan_timeout(tiny()).ok().map(|l| {
+                            let mut h = [0u8; 8];
+                            l.read_at(0, &mut h);
+                            l.release();
+                            u64::from_le_bytes(h)
+                        })
+                    }
+                }
+            };
+            match got {
+                Some(i) => {
+                    assert_eq!(i, want, "kind {kind}: lost or duplicated by a timeout");
+                    want += 1;
+                }
+                None => timeouts += 1,
+            }
+        }
+        eprintln!("kind {kind}: {n} items, {timeouts} gets timed out");
+        common::join(&p).unwrap();
+        assert_eq!(p.exitcode(), Some(0), "kind {kind}: the producer failed");
+        assert!(q.get_nowait().is_err() && qs.get_nowait().is_err(), "kind {kind}: items past n");
+        if let Some(rx) = rx.as_mut() {
+            assert!(rx.try_pop().is_err(), "kind {kind}: items past n");
+        }
+    }
+}
