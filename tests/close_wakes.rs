@@ -84,6 +84,9 @@ enum Block {
     Recv,
     /// `shmproc::wait` on it, with no timeout.
     Wait,
+    /// The producer, blocked on a full ring in its own send (a byte
+    /// ring's `send_loan`, an SPSC ring's `push`), with no timeout.
+    Send,
 }
 
 /// A receiver blocked without a timeout is woken by a close in another
@@ -133,6 +136,11 @@ fn closes_from_another_process(test: &str, bytes: bool, how: Block) {
             match how {
                 Block::Recv => assert_eq!(rx.recv(), Err(shmproc::RecvError::Closed), "round {i}"),
                 Block::Wait => assert_eq!(wait(&mut [&mut rx], None).unwrap().iter().collect::<Vec<_>>(), [0]),
+                Block::Send => {
+                    let mut tx = _tx;
+                    while tx.try_send(&[1; 8]).is_ok() {}
+                    assert_eq!(tx.send_loan(8).err(), Some(shmproc::SendError::Closed), "round {i}");
+                }
             }
             now_ns()
         } else {
@@ -143,6 +151,11 @@ fn closes_from_another_process(test: &str, bytes: bool, how: Block) {
             match how {
                 Block::Recv => assert_eq!(rx.pop(), Err(shmproc::PopError::Closed), "round {i}"),
                 Block::Wait => assert_eq!(wait(&mut [&mut rx], None).unwrap().iter().collect::<Vec<_>>(), [0]),
+                Block::Send => {
+                    let mut tx = _tx;
+                    tx.push_slice(&[1, 2, 3, 4]);
+                    assert_eq!(tx.push(5), Err(shmproc::PushError::Closed(5)), "round {i}");
+                }
             }
             now_ns()
         };
@@ -185,6 +198,16 @@ fn a_wait_on_a_consumer_is_woken_by_a_close_in_another_process() {
 #[test]
 fn a_wait_on_a_byte_consumer_is_woken_by_a_close_in_another_process() {
     closes_from_another_process("close-wait-bytes", true, Block::Wait);
+}
+
+#[test]
+fn a_push_blocked_on_a_full_ring_without_timeout_is_woken_by_a_close_in_another_process() {
+    closes_from_another_process("close-push", false, Block::Send);
+}
+
+#[test]
+fn a_send_loan_blocked_on_a_full_byte_ring_without_timeout_is_woken_by_a_close_in_another_process() {
+    closes_from_another_process("close-send-loan", true, Block::Send);
 }
 
 /// The same race through a pipe: the sender's `close()` (its role's

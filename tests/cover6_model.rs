@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use shmproc::{
-    Barrier, BarrierError, BoundedSemaphore, Event, GetTimeoutError, Handoff, JoinableQueue, LockError,
-    PipeTryRecvValueError, PipeTrySendError, PutTimeoutError, RLock, Semaphore, SimpleQueue, TryGetError, TryPutError,
+    Barrier, BarrierError, BoundedSemaphore, Event, Handoff, JoinableQueue, LockError, PipeTryRecvValueError,
+    PipeTrySendError, PutTimeoutError, RLock, Semaphore, SimpleQueue, TryPutError,
 };
 
 const ZERO: Duration = Duration::ZERO;
@@ -23,13 +23,21 @@ const ZERO: Duration = Duration::ZERO;
 
 #[derive(Debug, Clone)]
 enum QOp {
-    /// put_nowait (or put_timeout(0) when the flag is set) through handle h.
-    Put(usize, u32, bool),
-    /// get_nowait (or get_timeout(0)) through handle h.
-    Get(usize, bool),
+    /// Put through handle h, by form: 0 put_nowait, 1 put_timeout(0),
+    /// 2 put_ref_nowait, 3 put_ref_timeout(0), 4 put, 5 put_ref (the
+    /// blocking ones only when the model says they cannot block).
+    Put(usize, u32, u8),
+    /// Get through handle h, by form: 0 get_nowait, 1 get_timeout(0),
+    /// 2 get_into_nowait, 3 get_into_timeout(0), 4 get, 5 get_into (the
+    /// blocking ones only when they cannot block).
+    Get(usize, u8),
     TaskDone(usize),
     /// join_timeout(0) through handle h.
     Join(usize),
+    /// The batch forms of a bounded plain-data queue (`as_mpmc()`):
+    /// push_slice of the values, or pop_into a buffer of that many.
+    PushSlice(usize, Vec<u32>),
+    PopInto(usize, usize),
     /// close() of handle h (that handle only).
     Close(usize),
     /// close_all(): rare.
@@ -38,10 +46,12 @@ enum QOp {
 
 fn q_op() -> impl Strategy<Value = QOp> {
     prop_oneof![
-        10 => (0usize..2, any::<u32>(), any::<bool>()).prop_map(|(h, v, t)| QOp::Put(h, v, t)),
-        8 => (0usize..2, any::<bool>()).prop_map(|(h, t)| QOp::Get(h, t)),
+        10 => (0usize..2, any::<u32>(), 0u8..6).prop_map(|(h, v, t)| QOp::Put(h, v, t)),
+        8 => (0usize..2, 0u8..6).prop_map(|(h, t)| QOp::Get(h, t)),
         6 => (0usize..2).prop_map(QOp::TaskDone),
         3 => (0usize..2).prop_map(QOp::Join),
+        2 => (0usize..2, proptest::collection::vec(any::<u32>(), 0..5)).prop_map(|(h, v)| QOp::PushSlice(h, v)),
+        2 => (0usize..2, 0usize..5).prop_map(|(h, k)| QOp::PopInto(h, k)),
         1 => (0usize..2).prop_map(QOp::Close),
         1 => Just(QOp::CloseAll),
     ]
@@ -51,11 +61,30 @@ fn q_op() -> impl Strategy<Value = QOp> {
 /// through the MPMC slots, anything else is encoded into frames).
 trait Item: Handoff + Clone + PartialEq + Debug {
     fn of(v: u32) -> Self;
+    /// `as_mpmc().push_slice(vs)` where there is one (plain data, bounded).
+    fn push_slice(_q: &JoinableQueue<Self>, _vs: &[u32]) -> Option<usize> {
+        None
+    }
+    /// `as_mpmc().pop_into` a buffer of `k` (as `push_slice`).
+    fn pop_into(_q: &JoinableQueue<Self>, _k: usize) -> Option<Vec<u32>> {
+        None
+    }
 }
 
 impl Item for u32 {
     fn of(v: u32) -> Self {
         v
+    }
+    fn push_slice(q: &JoinableQueue<Self>, vs: &[u32]) -> Option<usize> {
+        (q.maxsize() > 0).then(|| q.as_mpmc().push_slice(vs))
+    }
+    fn pop_into(q: &JoinableQueue<Self>, k: usize) -> Option<Vec<u32>> {
+        (q.maxsize() > 0).then(|| {
+            let mut out = vec![0; k];
+            let n = q.as_mpmc().pop_into(&mut out);
+            out.truncate(n);
+            out
+        })
     }
 }
 
@@ -90,58 +119,109 @@ impl QModel {
     }
 }
 
+/// The variant of a result ("Ok" for success).
+fn kind<T, E: Debug>(r: &Result<T, E>) -> String {
+    match r {
+        Ok(_) => "Ok".into(),
+        Err(e) => format!("{e:?}").split([' ', '(', '{']).next().unwrap_or_default().to_string(),
+    }
+}
+
 macro_rules! queue_step {
     ($qs:expr, $m:expr, $op:expr, $joinable:expr) => {{
         let (qs, m) = (&$qs, &mut $m);
         match $op {
-            QOp::Put(h, v, timed) => {
+            QOp::Put(h, v, form) => {
                 let item = T::of(v);
-                if timed {
-                    let r = qs[h].put_timeout(item.clone(), ZERO);
-                    if m.handle_closed[h] || m.all_closed {
-                        prop_assert_eq!(r, Err(PutTimeoutError::Closed(item)));
-                    } else if m.full() {
-                        prop_assert_eq!(r, Err(PutTimeoutError::TimedOut(item)));
-                    } else {
-                        prop_assert_eq!(r, Ok(()));
-                        m.items.push_back(v);
-                        m.unfinished += 1;
-                    }
+                let closed = m.handle_closed[h] || m.all_closed;
+                let want = if closed {
+                    "Closed"
+                } else if !m.full() {
+                    "Ok"
+                } else if form % 2 == 0 {
+                    "Full"
                 } else {
-                    let r = qs[h].put_nowait(item.clone());
-                    if m.handle_closed[h] || m.all_closed {
-                        prop_assert_eq!(r, Err(TryPutError::Closed(item)));
-                    } else if m.full() {
-                        prop_assert_eq!(r, Err(TryPutError::Full(item)));
-                    } else {
-                        prop_assert_eq!(r, Ok(()));
-                        m.items.push_back(v);
-                        m.unfinished += 1;
+                    "TimedOut"
+                };
+                let got = match form {
+                    0 => {
+                        let r = qs[h].put_nowait(item.clone());
+                        if let Err(TryPutError::Closed(back) | TryPutError::Full(back)) = &r {
+                            prop_assert_eq!(back, &item, "a refused put hands the item back");
+                        }
+                        kind(&r)
                     }
+                    1 => {
+                        let r = qs[h].put_timeout(item.clone(), ZERO);
+                        if let Err(PutTimeoutError::Closed(back) | PutTimeoutError::TimedOut(back)) = &r {
+                            prop_assert_eq!(back, &item, "a refused put hands the item back");
+                        }
+                        kind(&r)
+                    }
+                    2 => kind(&qs[h].put_ref_nowait(&item)),
+                    3 => kind(&qs[h].put_ref_timeout(&item, ZERO)),
+                    _ if want == "Full" || want == "TimedOut" => continue, // it would block
+                    4 => kind(&qs[h].put(item.clone())),
+                    _ => kind(&qs[h].put_ref(&item)),
+                };
+                prop_assert_eq!(
+                    got.as_str(),
+                    if want == "Full" && form >= 4 { "TimedOut" } else { want },
+                    "put form {}",
+                    form
+                );
+                if got == "Ok" {
+                    m.items.push_back(v);
+                    m.unfinished += 1;
                 }
             }
-            QOp::Get(h, timed) => {
-                let want = if m.handle_closed[h] { None } else { m.items.front().copied() };
-                if timed {
-                    let r = qs[h].get_timeout(ZERO);
-                    match want {
-                        Some(v) => {
-                            prop_assert_eq!(r, Ok(T::of(v)));
-                            m.items.pop_front();
-                        }
-                        None if m.handle_closed[h] || m.all_closed => prop_assert_eq!(r, Err(GetTimeoutError::Closed)),
-                        None => prop_assert_eq!(r, Err(GetTimeoutError::TimedOut)),
-                    }
+            QOp::Get(h, form) => {
+                let front = if m.handle_closed[h] { None } else { m.items.front().copied() };
+                let closed = m.handle_closed[h] || m.all_closed;
+                let want = if front.is_some() {
+                    "Ok"
+                } else if closed {
+                    "Closed"
+                } else if form % 2 == 0 {
+                    "Empty"
                 } else {
-                    let r = qs[h].get_nowait();
-                    match want {
-                        Some(v) => {
-                            prop_assert_eq!(r, Ok(T::of(v)));
-                            m.items.pop_front();
+                    "TimedOut"
+                };
+                let mut out = T::of(7);
+                let got = match form {
+                    0 => {
+                        let r = qs[h].get_nowait();
+                        if let Ok(x) = r.clone() {
+                            out = x;
                         }
-                        None if m.handle_closed[h] || m.all_closed => prop_assert_eq!(r, Err(TryGetError::Closed)),
-                        None => prop_assert_eq!(r, Err(TryGetError::Empty)),
+                        kind(&r)
                     }
+                    1 => {
+                        let r = qs[h].get_timeout(ZERO);
+                        if let Ok(x) = r.clone() {
+                            out = x;
+                        }
+                        kind(&r)
+                    }
+                    2 => kind(&qs[h].get_into_nowait(&mut out)),
+                    3 => kind(&qs[h].get_into_timeout(&mut out, ZERO)),
+                    _ if front.is_none() && !closed => continue, // it would block
+                    4 => {
+                        let r = qs[h].get();
+                        if let Ok(x) = r.clone() {
+                            out = x;
+                        }
+                        kind(&r)
+                    }
+                    _ => kind(&qs[h].get_into(&mut out)),
+                };
+                prop_assert_eq!(got.as_str(), want, "get form {}", form);
+                match front {
+                    Some(v) => {
+                        prop_assert_eq!(&out, &T::of(v));
+                        m.items.pop_front();
+                    }
+                    None => prop_assert_eq!(&out, &T::of(7), "a get that got nothing leaves the destination"),
                 }
             }
             QOp::CloseAll => {
@@ -173,6 +253,22 @@ fn joinable_matches_the_model<T: Item>(cap: u64, ops: Vec<QOp>) -> Result<(), Te
                 m.unfinished = m.unfinished.saturating_sub(1);
             }
             QOp::Join(h) => prop_assert_eq!(qs[h].join_timeout(ZERO), m.unfinished == 0),
+            // The underlying ring knows nothing of a handle's own close.
+            QOp::PushSlice(h, vs) if !m.handle_closed[h] => {
+                if let Some(n) = T::push_slice(&qs[h], &vs) {
+                    let room = if m.all_closed { 0 } else { m.cap - m.items.len() };
+                    prop_assert_eq!(n, vs.len().min(room));
+                    m.items.extend(&vs[..n]);
+                    m.unfinished += n as u64; // each item of a batch is a task
+                }
+            }
+            QOp::PopInto(h, k) if !m.handle_closed[h] => {
+                if let Some(got) = T::pop_into(&qs[h], k) {
+                    let want: Vec<u32> = m.items.drain(..k.min(m.items.len())).collect();
+                    prop_assert_eq!(got, want);
+                }
+            }
+            QOp::PushSlice(..) | QOp::PopInto(..) => {}
             op => queue_step!(qs, m, op, true),
         }
         for q in &qs {

@@ -9,8 +9,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use shmproc::queue::{ByteQueue, SpscQueue};
 use shmproc::{
-    CommitError, GetError, PopError, PopTimeoutError, PushError, PushTimeoutError, PutError, SendError,
-    SendTimeoutError, TryGetError, TryPopError, TryPushError, TryPutError, TryRecvError, TrySendError,
+    CommitError, GetError, GetTimeoutError, PopError, PopTimeoutError, PushError, PushTimeoutError, PutError,
+    PutTimeoutError, SendError, SendTimeoutError, TryGetError, TryPopError, TryPushError, TryPutError, TryRecvError,
+    TrySendError,
 };
 use shmproc::{Event, OpenError, Process, ProcessError, Value};
 
@@ -242,6 +243,18 @@ enum Op {
     PeekRelease,
     /// Close the queue (for everybody); rare, so most runs close late.
     Close,
+    /// `push_timeout(v, 0)`, or `push` when the model says it cannot block.
+    PushTimed(u32, bool),
+    /// `pop_timeout(0)`, or `pop` when the model says it cannot block.
+    PopTimed(bool),
+    /// A write loan written and dropped (SPSC: nothing sent), or taken,
+    /// the queue closed, then committed (refused: nothing sent).
+    LoanDrop(u32, bool),
+    /// A read loan dropped (SPSC: the item stays), or taken, the queue
+    /// closed, then released (the item is consumed).
+    PeekDrop(bool),
+    /// The SPSC producer (or consumer) dropped and its role taken again.
+    NewEnd(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -253,6 +266,11 @@ fn op() -> impl Strategy<Value = Op> {
         8 => any::<u32>().prop_map(Op::LoanCommit),
         8 => Just(Op::PeekRelease),
         1 => Just(Op::Close),
+        6 => (any::<u32>(), any::<bool>()).prop_map(|(v, b)| Op::PushTimed(v, b)),
+        6 => any::<bool>().prop_map(Op::PopTimed),
+        3 => (any::<u32>(), proptest::bool::weighted(0.1)).prop_map(|(v, c)| Op::LoanDrop(v, c)),
+        3 => proptest::bool::weighted(0.1).prop_map(Op::PeekDrop),
+        2 => any::<bool>().prop_map(Op::NewEnd),
     ]
 }
 
@@ -302,9 +320,65 @@ proptest! {
                     Err(e) => { prop_assert!(model.is_empty()); prop_assert_eq!(e, empty(closed)); }
                 },
                 Op::Close => { q.close(); closed = true; prop_assert!(q.is_closed()); }
+                Op::PushTimed(v, blocking) => {
+                    let r = if blocking && (closed || model.len() < cap) {
+                        tx.push(v).map_err(|e| match e { PushError::Closed(v) => PushTimeoutError::Closed(v), PushError::Disconnected(v) => PushTimeoutError::Disconnected(v) })
+                    } else {
+                        tx.push_timeout(v, Duration::ZERO)
+                    };
+                    if closed { prop_assert_eq!(r, Err(PushTimeoutError::Closed(v))); }
+                    else if model.len() < cap { prop_assert_eq!(r, Ok(())); model.push_back(v); }
+                    else { prop_assert_eq!(r, Err(PushTimeoutError::TimedOut(v))); }
+                }
+                Op::PopTimed(blocking) => {
+                    let r = if blocking && (closed || !model.is_empty()) {
+                        rx.pop().map_err(|e| match e { PopError::Closed => PopTimeoutError::Closed, PopError::Disconnected => PopTimeoutError::Disconnected })
+                    } else {
+                        rx.pop_timeout(Duration::ZERO)
+                    };
+                    match model.pop_front() {
+                        Some(v) => prop_assert_eq!(r, Ok(v)),
+                        None if closed => prop_assert_eq!(r, Err(PopTimeoutError::Closed)),
+                        None => prop_assert_eq!(r, Err(PopTimeoutError::TimedOut)),
+                    }
+                }
+                Op::LoanDrop(v, across_close) => match tx.loan() {
+                    Ok(mut l) => {
+                        prop_assert!(!closed && model.len() < cap);
+                        l.write(v);
+                        if across_close {
+                            q.close();
+                            closed = true;
+                            prop_assert_eq!(l.commit(), Err(CommitError::Closed));
+                        }
+                    }
+                    Err(e) if closed => prop_assert_eq!(e, TryPushError::Closed(())),
+                    Err(e) => { prop_assert_eq!(model.len(), cap); prop_assert_eq!(e, TryPushError::Full(())); }
+                },
+                Op::PeekDrop(across_close) => match rx.peek() {
+                    Ok(l) => {
+                        prop_assert_eq!(Some(&l.read()), model.front());
+                        if across_close {
+                            q.close();
+                            closed = true;
+                            l.release();
+                            model.pop_front();
+                        }
+                    }
+                    Err(e) => { prop_assert!(model.is_empty()); prop_assert_eq!(e, empty(closed)); }
+                },
+                Op::NewEnd(producer) => if producer {
+                    drop(tx);
+                    tx = q.producer().unwrap();
+                } else {
+                    drop(rx);
+                    rx = q.consumer().unwrap();
+                },
             }
             prop_assert_eq!(q.len(), model.len());
             prop_assert_eq!(q.is_empty(), model.is_empty());
+            prop_assert_eq!(tx.len(), model.len());
+            prop_assert_eq!(rx.len(), model.len());
         }
     }
 }
@@ -519,7 +593,7 @@ proptest! {
         let mut closed = false;
         for op in ops {
             match op {
-                Op::Push(v) | Op::LoanCommit(v) => {
+                Op::Push(v) | Op::LoanCommit(v) | Op::LoanDrop(v, _) => {
                     let r = q.try_push(v);
                     if closed { prop_assert_eq!(r, Err(TryPutError::Closed(v))); }
                     else if model.len() < cap { prop_assert!(r.is_ok()); model.push_back(v); }
@@ -530,7 +604,30 @@ proptest! {
                     prop_assert_eq!(n, if closed { 0 } else { vs.len().min(cap - model.len()) });
                     model.extend(&vs[..n]);
                 }
-                Op::Pop | Op::PeekRelease => match model.pop_front() {
+                Op::NewEnd(_) => {}
+                Op::PushTimed(v, blocking) => {
+                    let r = if blocking && (closed || model.len() < cap) {
+                        q.push(v).map_err(|e| match e { PutError::Closed(v) => PutTimeoutError::Closed(v), e => panic!("{e:?}") })
+                    } else {
+                        q.push_timeout(v, Duration::ZERO)
+                    };
+                    if closed { prop_assert_eq!(r, Err(PutTimeoutError::Closed(v))); }
+                    else if model.len() < cap { prop_assert_eq!(r, Ok(())); model.push_back(v); }
+                    else { prop_assert_eq!(r, Err(PutTimeoutError::TimedOut(v))); }
+                }
+                Op::PopTimed(blocking) => {
+                    let r = if blocking && (closed || !model.is_empty()) {
+                        q.pop().map_err(|e| match e { GetError::Closed => GetTimeoutError::Closed, e => panic!("{e:?}") })
+                    } else {
+                        q.pop_timeout(Duration::ZERO)
+                    };
+                    match model.pop_front() {
+                        Some(v) => prop_assert_eq!(r, Ok(v)),
+                        None if closed => prop_assert_eq!(r, Err(GetTimeoutError::Closed)),
+                        None => prop_assert_eq!(r, Err(GetTimeoutError::TimedOut)),
+                    }
+                }
+                Op::Pop | Op::PeekRelease | Op::PeekDrop(_) => match model.pop_front() {
                     Some(v) => prop_assert_eq!(q.try_pop(), Ok(v)),
                     None if closed => prop_assert_eq!(q.try_pop(), Err(TryGetError::Closed)),
                     None => prop_assert_eq!(q.try_pop(), Err(TryGetError::Empty)),
