@@ -35,11 +35,29 @@ thread_local! {
 
 /// Counts one more level of the lock of segment `file` held by this thread.
 fn add_level(file: (u64, u64)) {
+    // Before any level exists, so before a fork could copy one.
+    static FORGET_IN_FORKED_CHILD: std::sync::Once = std::sync::Once::new();
+    FORGET_IN_FORKED_CHILD.call_once(|| crate::sys::thread::on_fork_child(forget_levels));
     EXTRA_LEVELS.with(|v| {
         let mut v = v.borrow_mut();
         match v.iter_mut().find(|(k, _)| *k == file) {
             Some((_, n)) => *n = n.saturating_add(1),
             None => v.push((file, 1)),
+        }
+    });
+}
+
+/// In a forked child: the levels copied from the forking thread are not
+/// the child's (its thread is a new one, which owns none of those locks),
+/// so they go. Kept, the child's own first guard of such a lock would take
+/// an inherited level at its drop instead of unlocking, and the child
+/// would keep the lock until it died (the others then got `OwnerDied`).
+extern "C" fn forget_levels() {
+    // `try_`: never panic in a fork handler. No allocation: `clear` keeps
+    // the buffer.
+    let _ = EXTRA_LEVELS.try_with(|v| {
+        if let Ok(mut v) = v.try_borrow_mut() {
+            v.clear();
         }
     });
 }

@@ -59,6 +59,17 @@ extern "C" fn atfork_child() {
     ME.with(|c| c.set(0));
 }
 
+/// Runs `handler` in the child of every later `fork()` of this process
+/// (`pthread_atfork`'s child handler), for per-thread state that must not
+/// survive into a forked child (whose only thread is a new thread). The
+/// handler runs in the forked child before `fork` returns there: it must
+/// not panic, nor take a lock another thread may have held at the fork.
+pub(crate) fn on_fork_child(handler: extern "C" fn()) {
+    // SAFETY: registering a plain `extern "C"` handler with no
+    // preconditions; the caller's contract (above) covers what it does.
+    unsafe { libc::pthread_atfork(None, None, Some(handler)) };
+}
+
 /// The parts of `/proc/<pid>/stat` this crate uses.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stat {
