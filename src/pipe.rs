@@ -105,6 +105,23 @@ pub const DEFAULT_MAX_FRAME: u64 = 16 * 1024;
 /// Cloning gives another handle to the same end (holding no role until it
 /// sends or receives), like the copy of a Python `Connection` that a
 /// parent keeps after handing the end to a child.
+///
+/// Python's offsets are slices here: `send_bytes(buf, offset, size)` is
+/// `send_bytes(&buf[offset..offset + size])`; `recv_bytes_into(buf)`
+/// replaces the contents of a `Vec` (to place a message at an offset of
+/// your buffer, copy it from there). There is no `maxlength`: a message is
+/// at most the pipe's frame limit.
+///
+/// ```
+/// let (mut a, mut b) = shmproc::pipe(true).unwrap();
+/// let buf = b"0123456789";
+/// a.send_bytes(&buf[2..2 + 5]).unwrap(); // Python: a.send_bytes(buf, 2, 5)
+/// let mut out = vec![0u8; 8];
+/// let mut msg = Vec::new();
+/// let n = b.recv_bytes_into(&mut msg).unwrap(); // then place it at offset 3
+/// out[3..3 + n].copy_from_slice(&msg);
+/// assert_eq!(out, [0, 0, 0, b'2', b'3', b'4', b'5', b'6']);
+/// ```
 #[derive(Debug)]
 pub struct Connection {
     out: Option<ByteQueue>,

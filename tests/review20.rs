@@ -915,3 +915,35 @@ fn a_child_forked_while_the_parent_holds_nested_guards_releases_its_own_guard() 
     let value = v.try_get_lock().map(drop).map_err(|e| format!("{e:?}"));
     assert_eq!((cond, value), (Ok(()), Ok(())), "the locks after the child took and dropped each once");
 }
+
+// ---------------------------------------------------------------------------
+// Barrier(3, action=f): the pattern the Barrier docs give (index 0 runs the
+// action between two waits; nobody leaves before it finished).
+
+shmproc::entry! {
+    fn barrier_with_action(args: (Barrier, Value<u32>, Queue<u32>)) -> Result<(), String> {
+        let (b, v, out) = args;
+        if b.wait_timeout(DEADLINE).map_err(s)? == 0 {
+            v.set(v.get().map_err(s)? + 100).map_err(s)?;
+        }
+        b.wait_timeout(DEADLINE).map_err(s)?;
+        out.put(v.get().map_err(s)?).map_err(s)
+    }
+}
+
+#[test]
+fn barrier_action_between_two_waits() {
+    let b = Barrier::new(3).unwrap();
+    let v = Value::new(0u32).unwrap();
+    let out = Queue::new(4).unwrap();
+    let ps: Vec<Process> = (0..3)
+        .map(|_| {
+            let mut p = Process::new(barrier_with_action, (b.clone(), v.clone(), out.clone()));
+            start(&mut p);
+            p
+        })
+        .collect();
+    ps.iter().for_each(join);
+    // Every party saw the action's effect, and it ran once.
+    assert_eq!((0..3).map(|_| out.get_timeout(DEADLINE).unwrap()).collect::<Vec<_>>(), [100, 100, 100]);
+}

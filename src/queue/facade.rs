@@ -514,6 +514,26 @@ macro_rules! facade_full {
 /// assert_eq!(got, [1, 2, 3, 4]);
 /// ```
 ///
+/// # No feeder thread: `join_thread` and `cancel_join_thread`
+///
+/// Python's `Queue` hands each `put` to a background feeder thread, hence
+/// its `join_thread()` (wait at exit until the buffered items are
+/// written), `cancel_join_thread()` (exit without waiting, losing them)
+/// and the rule that a process which put items must not be joined before
+/// they are got. Here `put` copies the item into the shared segment
+/// before it returns: there is no buffer to flush, so neither method
+/// exists, a process may exit right after its last `put` without losing
+/// it, and `get` sees an item as soon as its `put` returned. Only a full
+/// bounded queue makes a producer wait (see the `task_queue` example).
+///
+/// ```
+/// let q = shmproc::Queue::<String>::new(4).unwrap();
+/// q.put("written".to_string()).unwrap();
+/// q.close(); // nothing to flush: the item is in shared memory already
+/// let other = shmproc::Queue::<String>::open(q.name()).unwrap();
+/// assert_eq!(other.get_nowait().unwrap(), "written");
+/// ```
+///
 /// # Memory: what a queue takes in `/dev/shm`
 ///
 /// Measured on x86-64 Linux (segment sizes in `/dev/shm`); a ring's slot

@@ -192,6 +192,15 @@ mod shm_barrier {
     /// A cross-process barrier for `parties` participants, like
     /// `multiprocessing.Barrier`.
     ///
+    /// Python's `Barrier(parties, action, timeout)` takes two more
+    /// arguments, which have no parameter here. The `timeout` is per call:
+    /// [`wait_timeout`](Self::wait_timeout). For an `action` (run by one
+    /// party after all arrived and before any leaves), let the party with
+    /// index 0 run it between two waits, so that no party goes on before
+    /// it finished: `if b.wait()? == 0 { action() } b.wait()?;` (if the
+    /// action fails, [`abort`](Self::abort) instead of the second wait, as
+    /// Python breaks the barrier when its action raises).
+    ///
     /// ```
     /// use shmproc::Barrier;
     /// let b = Barrier::new(2).unwrap();

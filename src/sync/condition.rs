@@ -152,6 +152,12 @@ mod shm_cond {
     /// A cross-process condition variable bundled with its own robust lock,
     /// like `multiprocessing.Condition()`.
     ///
+    /// Python's `Condition(lock)`, several conditions sharing one lock
+    /// (a buffer's `not_full` and `not_empty`), has no equivalent: use one
+    /// `Condition` whose waiters each wait for their own predicate
+    /// ([`wait_for`](Self::wait_for)) and notify with
+    /// [`notify_all`](Self::notify_all).
+    ///
     /// ```
     /// use shmproc::{Condition, Value};
     /// let cond = Condition::new().unwrap();

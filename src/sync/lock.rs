@@ -193,6 +193,14 @@ impl std::fmt::Debug for LockGuard<'_> {
 /// All processes must share one PID namespace and see `/proc` (owners are
 /// identified by thread id and start time).
 ///
+/// Unlike Python's, the lock is released by dropping its guard, in the
+/// thread that took it: there is no `release()`, so releasing a lock that
+/// is not held (Python's `ValueError`) cannot happen, and neither can
+/// Python's release by another thread or process. For that hand-over
+/// (taken in one process, released in another), use
+/// [`BoundedSemaphore::new(1)`](crate::BoundedSemaphore), whose
+/// over-release is an error as Python's `ValueError`.
+///
 /// ```
 /// use shmproc::Lock;
 /// let lock = Lock::new().unwrap();
