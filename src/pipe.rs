@@ -106,6 +106,15 @@ pub const DEFAULT_MAX_FRAME: u64 = 16 * 1024;
 /// sends or receives), like the copy of a Python `Connection` that a
 /// parent keeps after handing the end to a child.
 ///
+/// An end is used by one process at a time: the process that sends or
+/// receives on it first (or the child it was handed to) holds it until it
+/// closes or drops that end or exits, and meanwhile another process's
+/// send or receive on the same end fails with `Role` ("the producer role
+/// of this queue is held by live process N"). Python lets several
+/// processes given one end use it in turn under a `Lock`; here give each
+/// its own pipe, or use a [`Queue`](crate::Queue) (any number of
+/// producers and consumers).
+///
 /// Python's offsets are slices here: `send_bytes(buf, offset, size)` is
 /// `send_bytes(&buf[offset..offset + size])`; `recv_bytes_into(buf)`
 /// replaces the contents of a `Vec` (to place a message at an offset of

@@ -947,3 +947,61 @@ fn barrier_action_between_two_waits() {
     // Every party saw the action's effect, and it ran once.
     assert_eq!((0..3).map(|_| out.get_timeout(DEADLINE).unwrap()).collect::<Vec<_>>(), [100, 100, 100]);
 }
+
+shmproc::entry! {
+    fn child_with_pool(out: Queue<Vec<u64>>) -> Result<(), String> {
+        let pool = shmproc::Pool::new(2).map_err(s)?;
+        let r = pool.map(sq, 0..10).map_err(s)?;
+        pool.close();
+        pool.join().map_err(s)?;
+        out.put(r).map_err(s)
+    }
+}
+
+#[test]
+fn a_pool_inside_a_child_and_results_outliving_the_with_block() {
+    let out = Queue::new(2).unwrap();
+    let mut p = Process::new(child_with_pool, out.clone());
+    start(&mut p);
+    assert_eq!(out.get_timeout(DEADLINE).unwrap(), (0..10).map(|x| x * x).collect::<Vec<u64>>());
+    join(&p);
+    let p = forked(child_with_pool, out.clone());
+    assert_eq!(out.get_timeout(DEADLINE).unwrap(), (0..10).map(|x| x * x).collect::<Vec<u64>>());
+    join(&p);
+
+    // with Pool(2) as pool: r = pool.map_async(slow, ...)  -> leaving terminates
+    let r = {
+        let pool = shmproc::Pool::new(2).unwrap();
+        pool.map_async(slow, [30_000u64, 30_000]).unwrap()
+    };
+    assert!(r.get_timeout(DEADLINE).is_err());
+}
+
+shmproc::entry! {
+    fn send_then_hold(args: (Connection, Event, u64)) -> Result<(), String> {
+        let (mut c, release, id) = args;
+        c.send_value(&id).map_err(s)?;
+        release.wait_timeout(DEADLINE);
+        Ok(())
+    }
+}
+
+#[test]
+fn one_pipe_end_is_used_by_one_process_at_a_time() {
+    // Python lets two processes given the same end send under a Lock; here
+    // an end is held by the process using it until it drops the end or
+    // exits (documented on Connection): another's send fails with Role.
+    let (mut parent, child) = pipe(true).unwrap();
+    let release = Event::new().unwrap();
+    let p1 = forked(send_then_hold, (child.clone(), release.clone(), 1));
+    assert_eq!(parent.recv_value_timeout::<u64>(DEADLINE).unwrap(), 1);
+    let mut p2 = Process::new(send_then_hold, (child.clone(), release.clone(), 2));
+    start(&mut p2);
+    let e = join_raw(&p2).unwrap_err().to_string();
+    assert!(e.contains("role") && e.contains("held by live process"), "{e}");
+    release.set();
+    join(&p1);
+    let p3 = forked(send_then_hold, (child.clone(), release.clone(), 3));
+    assert_eq!(parent.recv_value_timeout::<u64>(DEADLINE).unwrap(), 3);
+    join(&p3);
+}
