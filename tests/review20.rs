@@ -1005,3 +1005,151 @@ fn one_pipe_end_is_used_by_one_process_at_a_time() {
     assert_eq!(parent.recv_value_timeout::<u64>(DEADLINE).unwrap(), 3);
     join(&p3);
 }
+
+#[test]
+fn manager_dict_order_like_python() {
+    let m = shmproc::Manager::new().unwrap();
+    let d = m.dict::<String, u64>("order").unwrap();
+    let k = |x: &str| x.to_string();
+    d.insert(k("a"), 1).unwrap();
+    d.insert(k("b"), 2).unwrap();
+    d.insert(k("a"), 3).unwrap(); // update keeps its place
+    assert_eq!(d.keys().unwrap(), [k("a"), k("b")]);
+    assert_eq!(d.popitem().unwrap(), (k("b"), 2)); // LIFO by insertion
+    d.insert(k("c"), 5).unwrap();
+    d.del(&k("a")).unwrap();
+    d.insert(k("a"), 4).unwrap(); // re-inserted: at the end
+    assert_eq!(d.items().unwrap(), [(k("c"), 5), (k("a"), 4)]);
+    assert_eq!(d.setdefault(k("c"), 9).unwrap(), 5);
+    assert_eq!(d.setdefault(k("z"), 9).unwrap(), 9);
+    assert_eq!(d.keys().unwrap(), [k("c"), k("a"), k("z")]);
+    assert_eq!(d.pop(&k("nope")), Err(shmproc::ContainerError::KeyNotFound));
+    let l = m.list::<i64>("l").unwrap();
+    assert!(matches!(l.pop(), Err(shmproc::ContainerError::Empty(_))));
+    l.extend([3, 1, 2]).unwrap();
+    assert_eq!(l.pop_at(-1).unwrap(), 2);
+    assert_eq!(l.get(-2).unwrap(), 3);
+}
+
+#[test]
+fn a_stopped_child_is_alive_and_has_no_exit_code() {
+    let ev = Event::new().unwrap();
+    let out = Queue::new(4).unwrap();
+    let mut p = Process::new(lifecycle_child, ("x".to_string(), ev.clone(), out.clone()));
+    start(&mut p);
+    out.get_timeout(DEADLINE).unwrap();
+    let pid = p.pid().unwrap() as i32;
+    // SAFETY: signalling our own live child (not reaped: it waits on `ev`).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(p.is_alive());
+    assert_eq!(p.exitcode(), None);
+    assert!(!p.join_timeout(Duration::from_millis(50)).unwrap());
+    assert!(shmproc::active_children().iter().any(|c| c.pid() == p.pid()));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    ev.set();
+    join(&p);
+}
+
+shmproc::entry! {
+    fn name_of_my_child(out: Queue<String>) -> Result<(), String> {
+        let p = Process::new(exits_with, 0);
+        out.put(format!("{} {:?}", p.name(), p.identity())).map_err(s)
+    }
+}
+
+#[test]
+fn a_childs_first_child_is_named_like_pythons_under_both_start_methods() {
+    // Python: the first child of Process-N is Process-N:1, however many
+    // children its parent had made before it.
+    let out = Queue::new(4).unwrap();
+    for method in [StartMethod::Spawn, StartMethod::Fork] {
+        let _warm: Vec<Process> = (0..3).map(|_| Process::new(exits_with, 0)).collect();
+        let mut p = Process::new(name_of_my_child, out.clone()).with_start_method(method);
+        let n = p.identity()[0];
+        start(&mut p);
+        join(&p);
+        assert_eq!(out.get_timeout(DEADLINE).unwrap(), format!("Process-{n}:1 [{n}, 1]"), "{method:?}");
+    }
+}
+
+shmproc::entry! {
+    fn read_value(v: Value<u32>) -> Result<(), String> {
+        v.get().map(drop).map_err(s)
+    }
+}
+
+#[test]
+fn an_object_gone_before_the_child_opens_it_is_exit_code_2() {
+    let v = Value::new(5u32).unwrap();
+    shmproc::unlink(v.name()).unwrap();
+    for method in [StartMethod::Spawn, StartMethod::Fork] {
+        let mut p = Process::new(read_value, v.clone()).with_start_method(method);
+        start(&mut p);
+        let r = join_raw(&p);
+        // Fork inherits the mapping, so the child has the object (code 0).
+        let want = if method == StartMethod::Spawn { 2 } else { 0 };
+        assert_eq!(p.exitcode(), Some(want), "{method:?}: {r:?}");
+    }
+}
+
+#[test]
+fn refused_puts_do_not_count_as_unfinished_tasks() {
+    let q = JoinableQueue::<u64>::new(1).unwrap();
+    q.put(1).unwrap();
+    assert!(q.put_nowait(2).is_err());
+    assert!(q.put_timeout(3, Duration::from_millis(5)).is_err());
+    assert_eq!(q.unfinished_tasks(), 1);
+    let qs = JoinableQueue::<String>::new(1).unwrap();
+    qs.put("a".into()).unwrap();
+    assert!(qs.put_nowait("b".into()).is_err());
+    assert!(qs.put_timeout("c".into(), Duration::from_millis(5)).is_err());
+    assert!(qs.put("x".repeat(5000)).is_err()); // TooLarge
+    let other = JoinableQueue::<String>::open(qs.name()).unwrap();
+    other.close();
+    assert!(other.put("d".into()).is_err());
+    assert_eq!(qs.unfinished_tasks(), 1);
+    qs.get().unwrap();
+    qs.task_done().unwrap();
+    assert!(qs.join_timeout(Duration::from_millis(100)));
+    let qu = JoinableQueue::<String>::unbounded_with_limit(1 << 20).unwrap();
+    let mut n = 0u64;
+    while qu.put_nowait("y".repeat(1000)).is_ok() {
+        n += 1;
+        assert!(n < 100_000);
+    }
+    assert!(
+        qu.put_timeout("z".into(), Duration::from_millis(5)).is_err() || {
+            n += 1;
+            true
+        }
+    );
+    assert_eq!(qu.unfinished_tasks(), n);
+    assert_eq!(qu.qsize() as u64, n);
+}
+
+shmproc::task! {
+    fn exit_on(x: u64) -> u64 {
+        match x {
+            3 => std::process::exit(3),
+            5 => std::process::abort(),
+            _ => x,
+        }
+    }
+}
+
+#[test]
+fn pool_task_that_exits_or_aborts_fails_only_its_item() {
+    let pool = shmproc::Pool::new(2).unwrap();
+    let r = pool.map_results(exit_on, 0..8, 1).unwrap();
+    for (i, x) in r.iter().enumerate() {
+        match i {
+            3 | 5 => assert!(matches!(x, Err(shmproc::pool::TaskError::WorkerLost { .. })), "item {i}: {x:?}"),
+            _ => assert_eq!(x.as_ref().ok(), Some(&(i as u64)), "item {i}"),
+        }
+    }
+    assert_eq!(pool.map(sq, 0..4).unwrap(), [0, 1, 4, 9]);
+    pool.close();
+    pool.join().unwrap();
+}
