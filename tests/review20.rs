@@ -1153,3 +1153,90 @@ fn pool_task_that_exits_or_aborts_fails_only_its_item() {
     pool.close();
     pool.join().unwrap();
 }
+
+#[test]
+fn processes_started_from_several_threads_at_once_with_both_methods() {
+    let q = Queue::<u64>::new(0).unwrap();
+    std::thread::scope(|sc| {
+        for t in 0..4u64 {
+            let q = q.clone();
+            sc.spawn(move || {
+                for i in 0..6u64 {
+                    let method = if (t + i) % 2 == 0 { StartMethod::Fork } else { StartMethod::Spawn };
+                    let mut p = Process::new(fill_queue, (q.clone(), 2)).with_start_method(method);
+                    start(&mut p);
+                    let _ = shmproc::active_children();
+                    let mut objs: [&mut dyn shmproc::Waitable; 1] = [&mut p];
+                    assert!(shmproc::wait(&mut objs, Some(DEADLINE)).unwrap().contains(0));
+                    join(&p);
+                }
+            });
+        }
+    });
+    assert_eq!(q.qsize(), 4 * 6 * 2);
+}
+
+shmproc::entry! {
+    fn sum_queue(args: (Queue<u64>, u64, Queue<u64>)) -> Result<(), String> {
+        let (q, n, out) = args;
+        let mut total = 0;
+        for _ in 0..n {
+            total += q.get_timeout(DEADLINE).map_err(s)?;
+        }
+        out.put(total).map_err(s)
+    }
+}
+
+#[test]
+fn an_unbounded_queue_outlives_its_creators_handle_while_children_use_it() {
+    // Python: q = Queue(); start producer and consumer; del q in the parent.
+    let n = 300_000u64;
+    for method in [StartMethod::Fork, StartMethod::Spawn] {
+        let out = Queue::<u64>::new(2).unwrap();
+        let (mut a, mut b);
+        {
+            let q = Queue::<u64>::new(0).unwrap();
+            a = Process::new(fill_queue, (q.clone(), n)).with_start_method(method);
+            b = Process::new(sum_queue, (q.clone(), n, out.clone())).with_start_method(method);
+            start(&mut a);
+            start(&mut b);
+        } // the creator's handles drop here
+        assert_eq!(out.get_timeout(DEADLINE), Ok(n * (n - 1) / 2), "{method:?}");
+        join(&a);
+        join(&b);
+    }
+}
+
+// Python with fork: module-level objects are inherited, not passed:
+//     lock = Lock(); q = Queue(); total = Value('i', 0)
+//     def f(i):
+//         with lock: total.value += i
+//         q.put(i)
+type Globals = (Lock, Queue<u64>, Value<i64>);
+// A Mutex<Option> rather than a OnceLock, so the test can drop the objects
+// at its end (a static is never dropped: its segments would stay).
+static INHERITED: std::sync::Mutex<Option<Globals>> = std::sync::Mutex::new(None);
+
+shmproc::entry! {
+    fn use_inherited(i: u64) -> Result<(), String> {
+        let (lock, q, total) = INHERITED.lock().map_err(s)?.clone().ok_or("not inherited")?;
+        {
+            let _g = lock.lock().map_err(|e| s(e.without_guard()))?;
+            total.set(total.get().map_err(s)? + i as i64).map_err(s)?;
+        }
+        q.put(i).map_err(s)
+    }
+}
+
+#[test]
+fn forked_children_use_objects_inherited_through_a_static() {
+    let (lock, q, total) = (Lock::new().unwrap(), Queue::new(0).unwrap(), Value::new(0i64).unwrap());
+    *INHERITED.lock().unwrap() = Some((lock, q.clone(), total.clone()));
+    let ps: Vec<Process> = (1..=4).map(|i| forked(use_inherited, i)).collect();
+    ps.iter().for_each(join);
+    assert_eq!(total.get().unwrap(), 10);
+    let mut got: Vec<u64> = (0..4).map(|_| q.get_timeout(DEADLINE).unwrap()).collect();
+    got.sort();
+    assert_eq!(got, [1, 2, 3, 4]);
+    INHERITED.lock().unwrap().take();
+}
