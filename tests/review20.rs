@@ -1240,3 +1240,36 @@ fn forked_children_use_objects_inherited_through_a_static() {
     assert_eq!(got, [1, 2, 3, 4]);
     INHERITED.lock().unwrap().take();
 }
+
+/// The names in /dev/shm of the segments of queue `name` (its control
+/// segment and rings).
+fn segments_of(name: &str) -> Vec<String> {
+    let prefix = format!("shmproc.{name}");
+    std::fs::read_dir("/dev/shm")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(&prefix)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn forked_children_keep_an_unbounded_queue_whose_parent_let_go() {
+    // Python (fork): q = Queue(); start a producer and a consumer of q;
+    // del q; the parent goes on with other work (is_alive() here, which
+    // releases its kept copy of the children's arguments).
+    let n = 300_000u64;
+    let out = Queue::<u64>::new(2).unwrap();
+    let (a, b, name);
+    {
+        let q = Queue::<u64>::new(0).unwrap();
+        name = q.name().to_string();
+        a = forked(fill_queue, (q.clone(), n));
+        b = forked(sum_queue, (q.clone(), n, out.clone()));
+    }
+    for _ in 0..20 {
+        let _ = (a.is_alive(), b.is_alive());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let sum = out.get_timeout(Duration::from_secs(30));
+    join(&a);
+    join(&b);
+    assert_eq!((sum, segments_of(&name)), (Ok(n * (n - 1) / 2), vec![]), "the sum, and the queue's segments left");
+}

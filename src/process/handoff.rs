@@ -2,10 +2,13 @@
 //! trait and its plain-data impls are in `crate::handoff`; the impls for
 //! shmproc's handles are here).
 //!
-//! Values are encoded into bytes in the parent and decoded in the child
-//! (also under `Fork`, so both start methods behave alike). Shared objects
-//! travel by name and are re-opened (and validated) in the child. The
-//! decoder treats its input as untrusted: every length is checked.
+//! Values are encoded into bytes in the parent and decoded in the child.
+//! Shared objects travel by name and are re-opened (and validated) in the
+//! child. The decoder treats its input as untrusted: every length is
+//! checked. A child started with `Fork` uses the inherited values instead
+//! (its argument is encoded only to learn what travels with it: the pipe
+//! roles ([`Transfer`]) and the unbounded queues it must hold
+//! ([`ForkHold`])).
 
 use std::cell::RefCell;
 
@@ -45,6 +48,44 @@ impl Transfer {
 thread_local! {
     /// Set while `Process::start` encodes an argument.
     static TRANSFERS: RefCell<Option<Vec<Transfer>>> = const { RefCell::new(None) };
+}
+
+/// What a child forked with a handle in its argument runs before its
+/// entry (an unbounded queue's: attach as a holder, see
+/// `Chain::fork_hold`); the step it returns runs when the entry is done.
+pub(crate) type ForkHold = Box<dyn FnOnce() -> Box<dyn FnOnce()>>;
+
+thread_local! {
+    /// Set while `Process::start` encodes an argument.
+    static FORK_HOLDS: RefCell<Option<Vec<ForkHold>>> = const { RefCell::new(None) };
+}
+
+/// Runs `encode` and returns the fork steps of the encoded handles (see
+/// [`ForkHold`]).
+pub(crate) fn collect_fork_holds(encode: impl FnOnce()) -> Vec<ForkHold> {
+    /// Puts the outer collection back, also when `encode` panics.
+    struct Restore(Option<Option<Vec<ForkHold>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                let _ = FORK_HOLDS.try_with(|h| *h.borrow_mut() = outer);
+            }
+        }
+    }
+    let mut restore = Restore(Some(FORK_HOLDS.with(|h| h.borrow_mut().replace(Vec::new()))));
+    encode();
+    let outer = restore.0.take().expect("set above");
+    FORK_HOLDS.with(|h| std::mem::replace(&mut *h.borrow_mut(), outer)).unwrap_or_default()
+}
+
+/// Called by an encoding handle that a forked child must hold (see
+/// [`ForkHold`]): `make` runs only while `Process::start` collects.
+pub(crate) fn note_fork_hold(make: impl FnOnce() -> ForkHold) {
+    FORK_HOLDS.with(|h| {
+        if let Some(v) = h.borrow_mut().as_mut() {
+            v.push(make());
+        }
+    });
 }
 
 /// Runs `encode` and returns the roles that the encoded handles carry.
@@ -206,7 +247,27 @@ macro_rules! handoff_queue {
     )*};
 }
 handoff_queue!(ShmType: SpscQueue, MpmcQueue);
-handoff_queue!(Handoff: Queue, JoinableQueue, SimpleQueue);
+
+/// The Python-shaped queues: as `handoff_queue!`, and an unbounded one
+/// gives a forked child its holder step ([`ForkHold`]).
+macro_rules! handoff_facade {
+    ($($t:ident),*) => {$(
+        impl<T: Handoff> Handoff for crate::queue::$t<T> {
+            fn encode(&self, out: &mut Vec<u8>) {
+                self.name().to_owned().encode(out);
+                self.__note_fork_hold();
+            }
+            fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+                let name = String::decode(input)?;
+                let h = Self::open(&name)
+                    .map_err(|e| HandoffError::Open { kind: stringify!($t), name: name.clone(), reason: e.to_string() })?;
+                log::debug!(target: crate::process::LOG_TARGET, "opened {} {name}", stringify!($t));
+                Ok(h)
+            }
+        }
+    )*};
+}
+handoff_facade!(Queue, JoinableQueue, SimpleQueue);
 
 impl Handoff for crate::queue::ByteQueue {
     fn encode(&self, out: &mut Vec<u8>) {

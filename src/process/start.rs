@@ -120,9 +120,12 @@ impl Process {
         }
         // Fork needs no bytes, but encoding tells which roles travel.
         let mut arg = Vec::new();
-        let transfers = handoff::collect_transfers(|| target.encode(&mut arg));
+        let mut holds = Vec::new();
+        let transfers = handoff::collect_transfers(|| holds = handoff::collect_fork_holds(|| target.encode(&mut arg)));
         if method == StartMethod::Fork {
             arg.clear();
+        } else {
+            holds.clear(); // a spawned child opens its handles (and holds them) itself
         }
         let seg = match RawSegment::new((status::ARG + arg.len()) as u64) {
             Ok(seg) => seg,
@@ -136,7 +139,7 @@ impl Process {
                 Ok(pid) => (pid, target),
                 Err(e) => return Err(self.refused(target, transfers, start_err(&self.name, e))),
             },
-            StartMethod::Fork => match self.fork(target, &seg, &me) {
+            StartMethod::Fork => match self.fork(target, &seg, &me, holds) {
                 Ok(r) => {
                     // The child inherited the mapping; the name is not needed.
                     let _ = crate::unlink(seg.name());
@@ -223,6 +226,7 @@ impl Process {
         target: Box<dyn Target>,
         seg: &RawSegment,
         me: &ProcessInfo,
+        holds: Vec<handoff::ForkHold>,
     ) -> Result<(u32, Box<dyn Target>), Refused> {
         use std::io::Write;
         let child_me = Me {
@@ -257,9 +261,13 @@ impl Process {
             watch_parent(me.pid);
         }
         status::wait_handed(seg, || sysproc::parent_pid() == me.pid);
+        // Before `opened` (the parent may drop its copy then): the
+        // inherited handles that need this process as a holder.
+        let leave: Vec<Box<dyn FnOnce()>> = holds.into_iter().map(|hold| hold()).collect();
         status::set_opened(seg); // the child has the objects: inherited
         let outcome = target.run_here();
         let code = report(&self.name, seg, outcome);
+        leave.into_iter().for_each(|step| step());
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
         // Python's forked child runs the exit handler too: join our own

@@ -232,7 +232,8 @@ struct Shared<T> {
     opts: Options,
     /// Whether this process made (linked) a ring of the chain: at its
     /// detach it removes those another user gave up (`unlink_given_up`).
-    made_rings: std::sync::atomic::AtomicBool,
+    /// (Shared with the detach of a forked child, see [`Chain::fork_hold`].)
+    made_rings: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An unbounded queue of `T`: handles to one chain of rings.
@@ -316,7 +317,7 @@ impl<T: Handoff> Chain<T> {
                 generation,
                 key,
                 opts: opts.clone(),
-                made_rings: std::sync::atomic::AtomicBool::new(false),
+                made_rings: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             }),
             waiting_on: None,
             waiting_for_space: false,
@@ -880,19 +881,57 @@ impl<T> Drop for Shared<T> {
         if self.attacher != std::process::id() {
             return;
         }
-        let ctl = self.ctl.m.ctl();
-        let w = &ctl.words.0;
-        links::detach(&w.holders, &w.attached, self.holder, crate::sys::thread::process_packed());
-        // Acquire: pairs with the Release store in `persist`.
-        let persisted = w.persisted.load(Ordering::Acquire) != 0;
-        if !persisted && !links::held(&w.holders, &w.attached, crate::sys::thread::owner_is_dead) {
-            unlink_rings(ctl, self.ctl.m.segment().name(), self.generation, self.key);
-        } else if self.made_rings.load(Ordering::Relaxed) {
-            // Rings this process made (its own, so `gc` leaves them while
-            // it lives) that another user retired, or removed with the
-            // queue, and could not remove.
-            unlink_given_up(ctl, self.ctl.m.segment().name(), self.generation);
-        }
+        let me = crate::sys::thread::process_packed();
+        leave(&self.ctl.m, self.holder, me, self.generation, self.key, &self.made_rings);
+    }
+}
+
+/// Detaches holder `entry` (of process `me`) from the chain `m`; the last
+/// live holder removes the rings left.
+fn leave(
+    m: &Mapped<ChainCtl>,
+    entry: Option<usize>,
+    me: u64,
+    generation: u32,
+    key: u64,
+    made_rings: &std::sync::atomic::AtomicBool,
+) {
+    let ctl = m.ctl();
+    let w = &ctl.words.0;
+    links::detach(&w.holders, &w.attached, entry, me);
+    // Acquire: pairs with the Release store in `persist`.
+    let persisted = w.persisted.load(Ordering::Acquire) != 0;
+    if !persisted && !links::held(&w.holders, &w.attached, crate::sys::thread::owner_is_dead) {
+        unlink_rings(ctl, m.segment().name(), generation, key);
+    } else if made_rings.load(Ordering::Relaxed) {
+        // Rings this process made (its own, so `gc` leaves them while
+        // it lives) that another user retired, or removed with the
+        // queue, and could not remove.
+        unlink_given_up(ctl, m.segment().name(), generation);
+    }
+}
+
+impl<T> Chain<T> {
+    /// For a child forked with this handle in its argument: the child
+    /// inherits the handle without opening the queue, so, unlike a
+    /// spawned child, it would not be a holder, and the parent leaving
+    /// (its last handle dropped, its copy of the argument released once
+    /// the child started) would remove the rings under the running child:
+    /// rings the child had not mapped yet gone (a consumer waits for items
+    /// it can no longer reach), rings made afterwards never removed. So
+    /// the forked child attaches before it starts (`Process::start`, fork
+    /// path), and the returned step, run when its entry is done, leaves as
+    /// a holder's drop does. (A child killed before that is a dead holder:
+    /// ignored by the others.)
+    pub(super) fn fork_hold(&self) -> crate::process::handoff::ForkHold {
+        let m = self.s.ctl.m.clone();
+        let (generation, key) = (self.s.generation, self.s.key);
+        let made_rings = Arc::clone(&self.s.made_rings);
+        Box::new(move || {
+            let me = crate::sys::thread::process_packed();
+            let entry = attach(&m.ctl().words.0);
+            Box::new(move || leave(&m, entry, me, generation, key, &made_rings))
+        })
     }
 }
 

@@ -410,6 +410,14 @@ assert_eq!(item, (7, \"plum\".to_string()));
                 self.closed.store(true, Ordering::Relaxed);
             }
 
+            /// An unbounded queue encoded into a child's argument: its
+            /// holder step for a forked child (`Chain::fork_hold`).
+            pub(crate) fn __note_fork_hold(&self) {
+                if let Inner::Chain(c) = &self.q {
+                    crate::process::handoff::note_fork_hold(|| c.fork_hold());
+                }
+            }
+
             /// Closes the queue for every process: puts through any handle
             /// fail with `Closed` (none lands after this returns), gets drain
             /// what is left and then fail with `Closed`; blocked callers
