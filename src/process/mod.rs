@@ -51,6 +51,12 @@
 //!   a logger's lock, a custom global allocator without fork handling.
 //!   Use it from single-threaded parents or where the child touches only
 //!   its argument and shmproc.
+//!   Hand shared objects to a forked child in its argument, as for
+//!   `Spawn`: an unbounded queue there counts the child as one of its
+//!   holders, which one it only inherits (a `static`, Python's
+//!   module-level global) does not, so the parent must then keep its
+//!   handle until the child is done (its last holder leaving removes the
+//!   queue's rings).
 //!
 //! ## Lifecycle
 //!
