@@ -300,11 +300,6 @@ impl Process {
     /// [`ProcessError::AlreadyStarted`] and nothing changes; after `close`,
     /// [`ProcessError::Closed`].
     ///
-    /// Unlike Python, whose `start()` in a daemon raises "daemonic
-    /// processes are not allowed to have children", a daemon may start
-    /// children. Terminated by its parent's exit (SIGTERM), it does not
-    /// join them: start them as daemons too, so that each ends with it.
-    ///
     /// ```
     /// use shmproc::ProcessError;
     /// shmproc::entry! { fn nothing() {} }
