@@ -387,7 +387,8 @@ shmproc::entry! {
 fn an_end_handed_on_unused_to_a_grandchild_stays_connected() {
     let (mut a, b) = shmproc::pipe(true).unwrap();
     let (go, closed) = (Event::new().unwrap(), Event::new().unwrap());
-    let mut p = Process::new(hand_on_and_close, (b, go.clone(), closed.clone())).with_daemon(true);
+    // Not a daemon: a daemon may not start the grandchild (DaemonicParent).
+    let mut p = Process::new(hand_on_and_close, (b, go.clone(), closed.clone()));
     p.start().unwrap();
     assert!(closed.wait_timeout(Duration::from_secs(60)), "the child did not hand the end on and close it");
     assert_eq!(a.try_recv::<u64>(), Err(PipeTryRecvError::Empty), "the grandchild still holds the end");
