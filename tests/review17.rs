@@ -622,10 +622,10 @@ shmproc::entry! {
 
 /// Three processes run those groups while the test kills one of them
 /// with SIGKILL every few milliseconds (and starts another): the money
-/// adds up, no item of the two lists is lost or duplicated beyond the
-/// one move a killed process may have had between its two lists (a move
-/// is two containers' transactions), nothing hangs, and every operation
-/// afterwards works (no OwnerDied, no corruption).
+/// adds up, no item of the two lists is lost, none is duplicated beyond
+/// the one move a killed process may have had between its two lists (a
+/// move is two containers' transactions), nothing hangs, and every
+/// operation afterwards works (no OwnerDied, no corruption).
 #[test]
 fn groups_of_several_processes_killed_at_random_keep_the_money_and_the_items() {
     let mgr = shmproc::Manager::new().unwrap();
@@ -671,9 +671,15 @@ fn groups_of_several_processes_killed_at_random_keep_the_money_and_the_items() {
     let n = items.len();
     items.sort();
     items.dedup();
-    assert_eq!(items.len(), n, "an item duplicated");
-    // A killed process may have popped from one list and died before its insert into the other.
-    assert!(n <= 100 && n + kills as usize >= 100, "{n} items left of 100 after {kills} kills");
+    // A move is two containers' transactions: the insert into `dst` (its
+    // own, committed at once) inside the group of `src` (its pop, committed
+    // at the group's end). A kill between the two commits undoes the pop
+    // and keeps the insert: that item is then in both lists (seen in a CI
+    // run: 102 items, 100 distinct). A kill can never lose one (the pop is
+    // undone with its group), and each kill duplicates at most one.
+    let expected: Vec<String> = (0..100u64).map(|i| format!("item{i:03}")).collect();
+    assert_eq!(items, expected, "an item lost or made up");
+    assert!(n - items.len() <= kills as usize, "{} duplicates after {kills} kills", n - items.len());
     // Everything still works.
     bank.update_with(&"acct0".into(), 0, |v| *v += 1).unwrap();
     a.insert(0, "x".into()).unwrap();
