@@ -41,6 +41,21 @@ shmproc::entry! {
 /// was never removed.
 #[test]
 fn a_manager_dropped_while_a_child_creates_through_it_leaves_nothing() {
+    end_while_a_child_creates(|mgr| drop(mgr));
+}
+
+/// Regression: `unlink_all` while a child creates containers through the
+/// Manager: it removed the objects' names under the registry's lock but
+/// the registry's own name after releasing it, so an object made in
+/// between stayed in /dev/shm, named by no registry.
+#[test]
+fn unlink_all_while_a_child_creates_through_the_manager_leaves_nothing() {
+    end_while_a_child_creates(|mgr| mgr.unlink_all().unwrap());
+}
+
+/// Ends a Manager with `end` while a child creates lists through it, and
+/// checks that none of the child's lists is left in /dev/shm.
+fn end_while_a_child_creates(end: impl Fn(Manager)) {
     for round in 0..6 {
         let mgr = Manager::new().unwrap();
         // Many objects: the drop's removal of them takes a while.
@@ -56,7 +71,7 @@ fn a_manager_dropped_while_a_child_creates_through_it_leaves_nothing() {
             assert!(Instant::now() < deadline, "the child created nothing");
             std::thread::sleep(Duration::from_millis(1));
         }
-        drop(mgr);
+        end(mgr);
         let end = common::join(&p);
         let made = std::fs::read_to_string(&report).unwrap_or_default();
         let _ = std::fs::remove_file(&report);
@@ -71,5 +86,244 @@ fn a_manager_dropped_while_a_child_creates_through_it_leaves_nothing() {
             left.len(),
             made.lines().count()
         );
+    }
+}
+
+use shmproc::{ContainerError, DictProxy, ListProxy};
+
+/// An element whose comparison panics when either side is 13.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, shmproc::Pod, shmproc::Zeroable)]
+#[bytemuck(crate = "shmproc::bytemuck")]
+#[repr(C)]
+struct Touchy(u64);
+shmproc::shm_type!(Touchy = "review23.Touchy");
+impl PartialOrd for Touchy {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Touchy {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        assert!(self.0 != 13 && o.0 != 13, "13 compared");
+        self.0.cmp(&o.0)
+    }
+}
+
+#[test]
+fn a_panicking_key_or_ord_in_sort_leaves_the_list_intact_and_unlocked() {
+    let l = ListProxy::<Touchy>::new().unwrap();
+    let start: Vec<Touchy> = [5, 13, 2, 9, 1].map(Touchy).to_vec();
+    l.extend(start.clone()).unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l.sort()));
+    assert!(r.is_err());
+    assert_eq!(l.to_vec().unwrap(), start);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        l.sort_by_key(|t| if t.0 == 9 { panic!("key") } else { t.0 })
+    }));
+    assert!(r.is_err());
+    assert_eq!(l.to_vec().unwrap(), start);
+    // Inside a group too: the group goes on after the caught panic.
+    l.with_lock(|l| {
+        l.append(Touchy(7)).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| l.sort()));
+        assert!(r.is_err());
+        l.append(Touchy(8)).unwrap();
+    })
+    .unwrap();
+    let mut want = start.clone();
+    want.extend([Touchy(7), Touchy(8)]);
+    assert_eq!(l.to_vec().unwrap(), want);
+    // The lock is free: another handle (another mapping) writes.
+    let other = ListProxy::<Touchy>::open(l.name()).unwrap();
+    other.del(1).unwrap();
+    other.sort().unwrap();
+    assert_eq!(l.to_vec().unwrap(), [1, 2, 5, 7, 8, 9].map(Touchy));
+}
+
+#[test]
+fn a_panic_in_a_group_that_grew_the_segment_rolls_all_of_it_back() {
+    let l = ListProxy::<String>::new().unwrap();
+    l.append("keep".into()).unwrap();
+    let big = "x".repeat(4096);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        l.with_lock(|l| {
+            for _ in 0..2000 {
+                l.append(big.clone()).unwrap();
+            }
+            l.clear().unwrap();
+            l.append("other".into()).unwrap();
+            panic!("inside the group");
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(l.to_vec().unwrap(), ["keep"]);
+    let other = ListProxy::<String>::open(l.name()).unwrap();
+    assert_eq!(other.to_vec().unwrap(), ["keep"]);
+    other.append(big.clone()).unwrap();
+    assert_eq!(l.len(), 2);
+    // Nested groups, on the same container (through a second mapping) and another one.
+    let d = DictProxy::<u64, u64>::new().unwrap();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        l.with_lock(|l| {
+            l.append("a".into()).unwrap();
+            other.with_lock(|o| o.append("b".into()).unwrap()).unwrap();
+            d.with_lock(|d| d.insert(1, 1).unwrap()).unwrap();
+            panic!("after nested groups");
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(l.len(), 2);
+    assert_eq!(d.len(), 1, "the dict's own group committed before the panic");
+}
+
+#[test]
+fn a_list_storing_itself() {
+    let l = ListProxy::<ListProxy<u64>>::new().unwrap();
+    let inner = ListProxy::<u64>::new().unwrap();
+    l.append(inner.clone()).unwrap();
+    // A list of lists of u64 cannot hold itself (other type); a list in a dict that holds the dict:
+    let d = DictProxy::<String, DictProxy<String, u64>>::new().unwrap();
+    let _ = d;
+    let ll = ListProxy::<ListProxy<ListProxy<u64>>>::new().unwrap();
+    ll.append(l.clone()).unwrap();
+    ll.get(0).unwrap().get(0).unwrap().append(3).unwrap();
+    assert_eq!(inner.to_vec().unwrap(), [3]);
+    assert_eq!(ll.index(&l).unwrap(), 0);
+    assert!(ll.contains(&l).unwrap());
+    ll.remove(&l).unwrap();
+    assert!(ll.is_empty());
+    let _: Result<(), ContainerError> = Ok(());
+}
+
+shmproc::entry! {
+    /// Appends `n` times to the list stored under `key` in `d`, each
+    /// through a fresh `d.get(key)`.
+    fn append_through_dict(args: (DictProxy<String, ListProxy<u64>>, String, u64)) -> Result<(), String> {
+        let (d, key, n) = args;
+        for i in 0..n {
+            d.get(&key).map_err(|e| e.to_string())?.ok_or("no list")?.append(i).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn writes_through_a_nested_list_from_several_processes_all_land() {
+    let mgr = Manager::new().unwrap();
+    let d = mgr.dict::<String, ListProxy<u64>>("d").unwrap();
+    d.insert("k".into(), mgr.list::<u64>("inner").unwrap()).unwrap();
+    let ps: Vec<Process> = (0..3)
+        .map(|_| {
+            let mut p = Process::new(append_through_dict, (d.clone(), "k".to_string(), 300));
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    // Meanwhile replace the entry with another list: handles already got keep writing to the old one.
+    std::thread::sleep(Duration::from_millis(5));
+    let second = mgr.list::<u64>("second").unwrap();
+    let old = d.insert("k".into(), second.clone()).unwrap().unwrap();
+    for p in &ps {
+        common::join(p).unwrap();
+    }
+    assert_eq!(old.len() + second.len(), 900);
+    assert_eq!(mgr.list::<u64>("inner").unwrap().len(), old.len());
+}
+
+shmproc::entry! {
+    /// Makes every element of `l` equal to `k`, as one group, for k = 1.. until `stop` is set.
+    fn rewrite_all(args: (ListProxy<u64>, shmproc::Event)) -> Result<(), String> {
+        let (l, stop) = args;
+        let mut k = 1;
+        while !stop.is_set() {
+            l.with_lock(|l| -> Result<(), ContainerError> {
+                let n = l.len();
+                l.clear()?;
+                l.extend(std::iter::repeat_n(k, n))
+            })
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+            k += 1;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn iter_is_one_snapshot_while_another_process_rewrites_the_list_in_groups() {
+    let l = ListProxy::<u64>::new().unwrap();
+    l.extend(std::iter::repeat_n(0, 5000)).unwrap();
+    let stop = shmproc::Event::new().unwrap();
+    let mut p = Process::new(rewrite_all, (l.clone(), stop.clone()));
+    p.start().unwrap();
+    let mut distinct = std::collections::BTreeSet::new();
+    for _ in 0..300 {
+        let v: Vec<u64> = l.iter().unwrap().collect();
+        assert_eq!(v.len(), 5000);
+        assert!(v.iter().all(|&x| x == v[0]), "a torn snapshot");
+        distinct.insert(v[0]);
+        l.shrink_to_fit().unwrap();
+    }
+    stop.set();
+    common::join(&p).unwrap();
+    let _ = &mut p;
+    assert!(!distinct.is_empty());
+}
+
+shmproc::entry! {
+    /// Finds or creates `name` in `mgr` as kind `kind` (0 list<u64>, 1
+    /// list<u32>, 2 dict, 3 value, 4 queue) at once with its siblings
+    /// (they all wait for `go`), then reports what it got through `out`.
+    fn race_for_a_name(args: (Manager, String, u32, shmproc::Event, shmproc::Queue<String>)) -> Result<(), String> {
+        let (mgr, name, kind, go, out) = args;
+        go.wait();
+        let r = match kind {
+            0 => mgr.list::<u64>(&name).and_then(|l| l.append(1).map_err(|e| shmproc::OpenError::InvalidArgument(e.to_string()))),
+            1 => mgr.list::<u32>(&name).map(drop),
+            2 => mgr.dict::<u64, u64>(&name).map(drop),
+            3 => mgr.value(&name, 0u64).map(drop),
+            _ => mgr.queue::<u64>(&name, 4).map(drop),
+        };
+        let tag = match r {
+            Ok(()) => "ok".to_string(),
+            Err(shmproc::OpenError::WrongKind { .. }) => "kind".into(),
+            Err(shmproc::OpenError::IncompatibleType { .. }) => "type".into(),
+            Err(e) => format!("other: {e}"),
+        };
+        out.put(format!("{kind}:{tag}")).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn processes_racing_to_create_one_name_get_one_object_or_a_clear_error() {
+    for round in 0..4 {
+        let mgr = Manager::new().unwrap();
+        let go = shmproc::Event::new().unwrap();
+        let out = shmproc::Queue::<String>::new(64).unwrap();
+        let kinds = [0u32, 0, 0, 1, 2, 3, 4, 0];
+        let ps: Vec<Process> = kinds
+            .iter()
+            .map(|&k| {
+                let mut p = Process::new(race_for_a_name, (mgr.clone(), "x".to_string(), k, go.clone(), out.clone()));
+                p.start().unwrap();
+                p
+            })
+            .collect();
+        go.set();
+        for p in &ps {
+            common::join(p).unwrap();
+        }
+        let tags: Vec<String> = std::iter::from_fn(|| out.get_nowait().ok()).collect();
+        assert_eq!(tags.len(), kinds.len(), "{tags:?}");
+        assert!(tags.iter().all(|t| !t.contains("other")), "round {round}: {tags:?}");
+        let names = mgr.names().unwrap();
+        assert_eq!(names.len(), 1, "round {round}: {names:?}");
+        let winners: Vec<&String> = tags.iter().filter(|t| t.ends_with(":ok")).collect();
+        assert!(!winners.is_empty(), "{tags:?}");
+        let wk = &winners[0][..1];
+        assert!(winners.iter().all(|w| &w[..1] == wk), "round {round}: {tags:?}");
+        if wk == "0" {
+            assert_eq!(mgr.list::<u64>("x").unwrap().len(), winners.len());
+        }
     }
 }
