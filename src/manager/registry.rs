@@ -95,10 +95,9 @@ impl Drop for Inner {
         // either recorded its object before (removed here) or finds the
         // registry gone (and makes nothing, or removes what it made).
         if self.reg.store_segment().owns_name() {
-            let name = self.reg.name().to_owned();
             let _ = self.reg.with_lock(|reg| {
                 let _ = unlink_objects(reg);
-                let _ = crate::unlink(&name);
+                reg.store_segment().unlink_own_name();
             });
         }
     }
@@ -269,8 +268,9 @@ impl Manager {
     /// (an unbounded queue's rings included), from any process: how a
     /// persisted Manager is removed, also after its creator was killed.
     /// Handles already open (here and in other processes) keep working;
-    /// later `open`s fail with [`OpenError::NotFound`]. An object created
-    /// through a handle of this Manager after this call is not removed.
+    /// later `open`s fail with [`OpenError::NotFound`], and so does
+    /// creating an object through any handle of this Manager (one being
+    /// made meanwhile is removed by its maker, who gets that error too).
     ///
     /// ```
     /// let mgr = shmproc::Manager::new().unwrap();
@@ -278,6 +278,7 @@ impl Manager {
     /// mgr.unlink_all().unwrap();
     /// assert!(shmproc::Manager::open(mgr.name()).is_err());
     /// assert!(shmproc::ListProxy::<u8>::open(&seg).is_err());
+    /// assert!(matches!(mgr.list::<u8>("new"), Err(shmproc::OpenError::NotFound(_))));
     /// ```
     pub fn unlink_all(&self) -> Result<(), ContainerError> {
         // Under the registry's lock: no find-or-create runs meanwhile.
