@@ -41,7 +41,7 @@ shmproc::entry! {
 /// was never removed.
 #[test]
 fn a_manager_dropped_while_a_child_creates_through_it_leaves_nothing() {
-    end_while_a_child_creates(|mgr| drop(mgr));
+    end_while_a_child_creates(drop);
 }
 
 /// Regression: `unlink_all` while a child creates containers through the
