@@ -327,3 +327,67 @@ fn processes_racing_to_create_one_name_get_one_object_or_a_clear_error() {
         }
     }
 }
+
+const RLIMIT_NOFILE: i32 = 7;
+
+unsafe extern "C" {
+    fn setrlimit(resource: i32, rlim: *const [u64; 2]) -> i32;
+    fn getrlimit(resource: i32, rlim: *mut [u64; 2]) -> i32;
+}
+
+/// Sets this process's soft limit of open files (the hard one unchanged).
+fn limit_open_files(soft: u64) -> Result<(), String> {
+    let mut cur = [0u64; 2];
+    // SAFETY: plain libc calls with valid pointers to two rlim_t words.
+    unsafe {
+        if getrlimit(RLIMIT_NOFILE, &mut cur) != 0 || setrlimit(RLIMIT_NOFILE, &[soft, cur[1]]) != 0 {
+            return Err("setrlimit failed".into());
+        }
+    }
+    Ok(())
+}
+
+shmproc::entry! {
+    /// Reads every value of `d` (lists it holds by name) with the soft limit of
+    /// open files lowered below their number, then once more with it restored;
+    /// reports both outcomes through `out` ("ok", "gone: ..." or "other: ...").
+    fn read_nested_without_fds(args: (DictProxy<String, ListProxy<u64>>, shmproc::Queue<String>)) -> Result<(), String> {
+        let (d, out) = args;
+        let tag = |r: Result<Vec<ListProxy<u64>>, ContainerError>| match r {
+            Ok(v) => format!("ok {}", v.len()),
+            Err(ContainerError::NestedGone { name, reason }) => format!("gone: {name} ({reason})"),
+            Err(e) => format!("other: {e}"),
+        };
+        limit_open_files(64)?;
+        let low = tag(d.values());
+        limit_open_files(4096)?;
+        let again = tag(d.values());
+        out.put(low).map_err(|e| e.to_string())?;
+        out.put(again).map_err(|e| e.to_string())
+    }
+}
+
+/// Regression: reading nested containers when the process has no free file
+/// descriptor (each open container holds one) said `NestedGone` ("cannot be
+/// opened ...; `del` removes its entry"), the error of a stored container
+/// that is gone for good, inviting the caller to delete live entries. A
+/// failure to open one that exists is now a system error (`Io`).
+#[test]
+fn nested_containers_that_exist_are_not_reported_gone_when_file_descriptors_run_out() {
+    let mgr = Manager::new().unwrap();
+    let d = mgr.dict::<String, ListProxy<u64>>("d").unwrap();
+    for i in 0..100 {
+        d.insert(format!("k{i}"), mgr.list_anon::<u64>().unwrap()).unwrap();
+    }
+    let out = shmproc::Queue::<String>::new(4).unwrap();
+    let p = {
+        let mut p = Process::new(read_nested_without_fds, (d.clone(), out.clone()));
+        p.start().unwrap();
+        p
+    };
+    common::join(&p).unwrap();
+    let low = out.get_nowait().unwrap();
+    let again = out.get_nowait().unwrap();
+    assert_eq!(again, "ok 100");
+    assert!(low.starts_with("other: ") && low.contains("open files"), "with no file descriptor left: {low}");
+}
