@@ -56,7 +56,7 @@ fn unlink_all_while_a_child_creates_through_the_manager_leaves_nothing() {
 /// Ends a Manager with `end` while a child creates lists through it, and
 /// checks that none of the child's lists is left in /dev/shm.
 fn end_while_a_child_creates(end: impl Fn(Manager)) {
-    for round in 0..6 {
+    for round in 0..common::count(6, 60) {
         let mgr = Manager::new().unwrap();
         // Many objects: the drop's removal of them takes a while.
         for i in 0..300 {
@@ -390,4 +390,71 @@ fn nested_containers_that_exist_are_not_reported_gone_when_file_descriptors_run_
     let again = out.get_nowait().unwrap();
     assert_eq!(again, "ok 100");
     assert!(low.starts_with("other: ") && low.contains("open files"), "with no file descriptor left: {low}");
+}
+
+shmproc::entry! {
+    /// Makes a Manager holding 300 locks, writes its name to the file
+    /// `report`, and waits to be killed.
+    fn make_manager_and_wait(report: String) -> Result<(), String> {
+        let mgr = Manager::new().map_err(|e| e.to_string())?;
+        for i in 0..300 {
+            mgr.lock(&format!("l{i}")).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&report, mgr.name()).map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_secs(60));
+        Err("not killed".into())
+    }
+}
+
+/// `gc` of a Manager whose creator was killed while another process
+/// creates containers through it: none of them stays in /dev/shm (a
+/// container being made while `gc` removed the Manager's objects is
+/// removed by its maker, who gets `NotFound`).
+#[test]
+fn gc_of_a_killed_creators_manager_while_a_child_creates_through_it_leaves_nothing() {
+    for round in 0..common::count(4, 30) {
+        let tmp = std::env::temp_dir();
+        let name_file = tmp.join(format!("shmproc-r23-gcm-{}-{round}", std::process::id()));
+        let report = tmp.join(format!("shmproc-r23-gcr-{}-{round}", std::process::id()));
+        let mut creator = Process::new(make_manager_and_wait, name_file.to_str().unwrap().to_owned());
+        creator.start().unwrap();
+        let deadline = Instant::now() + common::DEADLINE;
+        let mgr_name = loop {
+            match std::fs::read_to_string(&name_file) {
+                Ok(s) if !s.is_empty() => break s,
+                _ => {
+                    assert!(Instant::now() < deadline, "the creator made no Manager");
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        };
+        let _ = std::fs::remove_file(&name_file);
+        let mgr = Manager::open(&mgr_name).unwrap();
+        let mut p = Process::new(create_until_gone, (mgr.clone(), report.to_str().unwrap().to_owned()));
+        p.start().unwrap();
+        while mgr.names().unwrap().len() < 320 {
+            assert!(Instant::now() < deadline, "the child created nothing");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        creator.kill().unwrap();
+        let _ = creator.join_timeout(common::DEADLINE);
+        drop(mgr);
+        // gc until the child has seen the Manager gone.
+        while p.exitcode().is_none() {
+            shmproc::gc().unwrap();
+            assert!(Instant::now() < deadline, "the child did not stop");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let end = common::join(&p);
+        shmproc::gc().unwrap();
+        let made = std::fs::read_to_string(&report).unwrap_or_default();
+        let _ = std::fs::remove_file(&report);
+        assert!(end.is_ok(), "round {round}: the child failed: {end:?}");
+        let left: Vec<&str> = made.lines().filter(|s| exists(s)).collect();
+        for s in &left {
+            let _ = shmproc::unlink(s);
+        }
+        assert!(!exists(&mgr_name), "round {round}: the Manager is left");
+        assert!(left.is_empty(), "round {round}: {} of {} lists left: {left:?}", left.len(), made.lines().count());
+    }
 }
