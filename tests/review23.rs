@@ -458,3 +458,78 @@ fn gc_of_a_killed_creators_manager_while_a_child_creates_through_it_leaves_nothi
         assert!(left.is_empty(), "round {round}: {} of {} lists left: {left:?}", left.len(), made.lines().count());
     }
 }
+
+/// A Manager filling /dev/shm: each find-or-create that finds no room says
+/// `NoSpace` and leaves nothing (no segment, no record); the lists made
+/// before keep working, and the Manager's end removes them all. (Run with a
+/// tiny /dev/shm to reach the limit; on a large one it stops at 2000.)
+#[test]
+fn a_manager_filling_dev_shm_says_no_space_and_leaves_nothing() {
+    let mgr = Manager::new().unwrap();
+    let mut made = Vec::new();
+    let mut full = 0;
+    for i in 0..2000 {
+        match mgr.list::<u64>(&format!("l{i}")) {
+            Ok(l) => made.push(l.name().to_owned()),
+            Err(shmproc::OpenError::NoSpace { .. }) => {
+                full += 1;
+                if full > 20 {
+                    break;
+                }
+            }
+            Err(e) => panic!("list {i}: {e}"),
+        }
+    }
+    let names = mgr.names().unwrap();
+    eprintln!("{} lists made, {full} refused", made.len());
+    assert_eq!(names.len(), made.len(), "a failed find-or-create left a record");
+    let on_disk = std::fs::read_dir("/dev/shm").unwrap().count();
+    if full > 0 {
+        assert_eq!(on_disk, made.len() + 1, "a failed find-or-create left a segment");
+    }
+    drop(mgr);
+    assert!(made.iter().all(|s| !exists(s)));
+}
+
+shmproc::entry! {
+    /// Appends strings `"<i>:" + "x" * (i % 3000)` for i in 0..n (the
+    /// segment grows many times).
+    fn append_growing(args: (ListProxy<String>, u64)) -> Result<(), String> {
+        let (l, n) = args;
+        for i in 0..n {
+            l.append(format!("{i}:{}", "x".repeat((i % 3000) as usize))).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// A reader in one process reads whole snapshots while another process
+/// appends and grows the segment (each growth remapped by the reader in
+/// the middle of its reads): every snapshot is a prefix of the final list.
+#[test]
+fn snapshots_read_while_another_process_grows_the_list_are_prefixes() {
+    let l = ListProxy::<String>::new().unwrap();
+    let n = common::count(3000, 20000);
+    let mut p = Process::new(append_growing, (l.clone(), n));
+    p.start().unwrap();
+    let check = |v: &[String]| {
+        for (i, s) in v.iter().enumerate() {
+            let want = format!("{i}:{}", "x".repeat(i % 3000));
+            assert!(*s == want, "element {i} of a snapshot of {} is wrong", v.len());
+        }
+    };
+    let deadline = Instant::now() + common::DEADLINE;
+    while p.exitcode().is_none() {
+        assert!(Instant::now() < deadline, "the writer did not finish");
+        check(&l.to_vec().unwrap());
+        let len = l.len();
+        if len > 10 {
+            check(&l.slice(..len / 2).unwrap());
+        }
+    }
+    common::join(&p).unwrap();
+    let _ = &mut p;
+    let all = l.to_vec().unwrap();
+    assert_eq!(all.len() as u64, n);
+    check(&all);
+}
