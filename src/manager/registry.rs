@@ -95,10 +95,14 @@ impl Drop for Inner {
         // either recorded its object before (removed here) or finds the
         // registry gone (and makes nothing, or removes what it made).
         if self.reg.store_segment().owns_name() {
-            let _ = self.reg.with_lock(|reg| {
+            let locked = self.reg.with_lock(|reg| {
                 let _ = unlink_objects(reg);
                 reg.store_segment().unlink_own_name();
             });
+            if locked.is_err() {
+                // The lock word is unusable (a peer wrote garbage): remove what it lists all the same.
+                let _ = unlink_objects(&self.reg);
+            }
         }
     }
 }
