@@ -70,7 +70,7 @@ pub trait Element: Clone + Sized {
     /// bytes (a container handle whose container cannot be opened): the
     /// error to report; `None` for bad bytes (corruption or a torn read).
     #[doc(hidden)]
-    fn __why_not(_b: &[u8]) -> Option<String> {
+    fn __why_not(_b: &[u8]) -> Option<crate::OpenError> {
         None
     }
 }
@@ -78,9 +78,12 @@ pub trait Element: Clone + Sized {
 /// Why the nested container named `b` cannot be opened with `open` (the
 /// open error: gone, or of another type); `None` if it can, or if `b` is
 /// no name at all.
-fn nested_open_error<H>(b: &[u8], open: impl FnOnce(&str) -> Result<H, crate::OpenError>) -> Option<String> {
+fn nested_open_error<H>(
+    b: &[u8],
+    open: impl FnOnce(&str) -> Result<H, crate::OpenError>,
+) -> Option<crate::OpenError> {
     let name = std::str::from_utf8(b).ok()?;
-    Some(open(name).err()?.to_string())
+    open(name).err()
 }
 
 impl<T: ShmType> Element for T {
@@ -159,7 +162,7 @@ impl<T: Element> Element for crate::ListProxy<T> {
     fn __from_bytes(b: &[u8]) -> Option<Self> {
         crate::ListProxy::open(std::str::from_utf8(b).ok()?).ok()
     }
-    fn __why_not(b: &[u8]) -> Option<String> {
+    fn __why_not(b: &[u8]) -> Option<crate::OpenError> {
         nested_open_error(b, crate::ListProxy::<T>::open)
     }
 }
@@ -183,7 +186,7 @@ impl<K: Element, V: Element> Element for crate::DictProxy<K, V> {
     fn __from_bytes(b: &[u8]) -> Option<Self> {
         crate::DictProxy::open(std::str::from_utf8(b).ok()?).ok()
     }
-    fn __why_not(b: &[u8]) -> Option<String> {
+    fn __why_not(b: &[u8]) -> Option<crate::OpenError> {
         nested_open_error(b, crate::DictProxy::<K, V>::open)
     }
 }
@@ -262,7 +265,13 @@ fn undecodable<T: Element>(v: &View, off: u64, inline: Option<u32>) -> Fail {
         && let Some(why) = T::__why_not(&b)
     {
         let name = String::from_utf8_lossy(&b).into_owned();
-        return Fail::Err(super::ContainerError::NestedGone { name, reason: why });
+        // A system error (no file descriptor or memory left for the
+        // mapping) says nothing of the stored container: it is not `NestedGone`,
+        // whose entry the caller may delete.
+        if let crate::OpenError::Io { .. } = why {
+            return Fail::Err(super::ContainerError::Io(format!("cannot open stored container {name:?}: {why}")));
+        }
+        return Fail::Err(super::ContainerError::NestedGone { name, reason: why.to_string() });
     }
     Fail::Torn("element bytes")
 }

@@ -204,7 +204,8 @@ pub enum ContainerError {
         /// Why it cannot be opened (the open error).
         reason: String,
     },
-    /// Any other system error (mapping the grown segment).
+    /// Any other system error (mapping the grown segment, opening a
+    /// stored container with no file descriptor or memory left).
     #[error("system error: {0}")]
     Io(String),
 }

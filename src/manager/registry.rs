@@ -90,9 +90,19 @@ impl Drop for Inner {
             return;
         }
         // The creator's last handle: remove every object's name, as each
-        // object's creator would (openers never remove names).
+        // object's creator would (openers never remove names), then the
+        // registry's, under its lock: a find-or-create in another process
+        // either recorded its object before (removed here) or finds the
+        // registry gone (and makes nothing, or removes what it made).
         if self.reg.store_segment().owns_name() {
-            let _ = unlink_objects(&self.reg);
+            let locked = self.reg.with_lock(|reg| {
+                let _ = unlink_objects(reg);
+                reg.store_segment().unlink_own_name();
+            });
+            if locked.is_err() {
+                // The lock word is unusable (a peer wrote garbage): remove what it lists all the same.
+                let _ = unlink_objects(&self.reg);
+            }
         }
     }
 }
@@ -262,8 +272,9 @@ impl Manager {
     /// (an unbounded queue's rings included), from any process: how a
     /// persisted Manager is removed, also after its creator was killed.
     /// Handles already open (here and in other processes) keep working;
-    /// later `open`s fail with [`OpenError::NotFound`]. An object created
-    /// through a handle of this Manager after this call is not removed.
+    /// later `open`s fail with [`OpenError::NotFound`], and so does
+    /// creating an object through any handle of this Manager (one being
+    /// made meanwhile is removed by its maker, who gets that error too).
     ///
     /// ```
     /// let mgr = shmproc::Manager::new().unwrap();
@@ -271,6 +282,7 @@ impl Manager {
     /// mgr.unlink_all().unwrap();
     /// assert!(shmproc::Manager::open(mgr.name()).is_err());
     /// assert!(shmproc::ListProxy::<u8>::open(&seg).is_err());
+    /// assert!(matches!(mgr.list::<u8>("new"), Err(shmproc::OpenError::NotFound(_))));
     /// ```
     pub fn unlink_all(&self) -> Result<(), ContainerError> {
         // Under the registry's lock: no find-or-create runs meanwhile.
@@ -410,13 +422,25 @@ impl Manager {
             #[cfg(feature = "test-hooks")]
             crash::after_create(&segment);
             let done = match &made {
-                Ok(_) => {
+                // Under the lock, as the Manager's end (its creator's drop,
+                // `unlink_all`, `gc`) removes what the registry lists: if it
+                // is gone meanwhile, nothing lists the object any more, so
+                // its name goes now (rather than stay in /dev/shm for good).
+                Ok(_) => reg.with_lock(|reg| {
+                    if crate::shm::is_gone_or_dead(self.name()) {
+                        return Ok(false);
+                    }
                     let rec =
                         Record { kind, hash: fp.hash, segment: segment.clone(), type_name: fp.name.to_string(), making: false };
-                    reg.insert(key.clone(), rec.encode()).map(drop)
-                }
-                Err(_) => reg.remove(&key).map(drop),
-            };
+                    reg.insert(key.clone(), rec.encode()).map(|_| true)
+                }),
+                Err(_) => reg.remove(&key).map(|_| Ok(true)),
+            }
+            .and_then(|r| r);
+            if let Ok(false) = done {
+                let _ = crate::unlink(&segment);
+                return Err(OpenError::NotFound(self.name().to_owned()));
+            }
             if let Err(e) = done {
                 // Not listed as done: take it back rather than leave it "being made" by a live process.
                 let _ = crate::unlink(&segment);

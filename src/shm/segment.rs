@@ -385,8 +385,25 @@ impl Drop for Segment {
         if pid != std::process::id() || self.persist.load(Ordering::Relaxed) {
             return;
         }
-        // Only unlink if the name still refers to our file (gc or a peer may
-        // have removed it and somebody else created a new one since).
+        self.unlink_if_same_file(ino, dev);
+    }
+}
+
+impl Segment {
+    /// Removes the name now if this process created the segment and the
+    /// name still refers to its file, as the drop of a handle that
+    /// [`owns_name`](Self::owns_name) does (which then finds it gone).
+    pub(crate) fn unlink_own_name(&self) {
+        if let Some((pid, ino, dev)) = self.creator
+            && pid == std::process::id()
+        {
+            self.unlink_if_same_file(ino, dev);
+        }
+    }
+
+    /// Only unlinks if the name still refers to our file (gc or a peer may
+    /// have removed it and somebody else created a new one since).
+    fn unlink_if_same_file(&self, ino: u64, dev: u64) {
         let path = std::path::Path::new(SHM_DIR).join(&self.os_name.to_string_lossy()[1..]);
         if sys::shm::stat_path(&path) == Some((ino, dev)) {
             let _ = sys::shm::unlink(&self.os_name);
