@@ -1110,6 +1110,11 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// `popitem` moves the table to fresh space first (as `update` does),
     /// so a loop over every entry fits whatever the size.
     ///
+    /// As for lists, the group covers this dict only: another container's
+    /// operation inside `f` commits on its own, and nesting two containers'
+    /// groups in opposite orders in two processes can make them wait on
+    /// each other for ever.
+    ///
     /// ```
     /// let d = shmproc::DictProxy::<u8, u64>::new().unwrap();
     /// d.with_lock(|d| {

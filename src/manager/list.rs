@@ -821,6 +821,14 @@ impl<T: Element> ListProxy<T> {
     /// first, so a loop of `set`s over every element fits whatever the
     /// length.
     ///
+    /// The group covers this list only: an operation on another container
+    /// inside `f` is that container's own transaction, committed at once
+    /// (a crash before the group's end keeps it and undoes the group).
+    /// And it takes that container's lock while this one is held: as
+    /// with two Python `Lock`s, processes that nest two containers' groups
+    /// must nest them in the same order, or they can wait on each other
+    /// for ever.
+    ///
     /// ```
     /// let l = shmproc::ListProxy::<u64>::new().unwrap();
     /// l.append(1).unwrap();
