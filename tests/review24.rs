@@ -754,3 +754,180 @@ fn too_large_in_bounded_imap() {
     });
     assert!(r.iter().all(|&x| x == (12, 12, 8, 8)), "{r:?}");
 }
+
+shmproc::task! {
+    fn r24c_work((x, ms): (u64, u64)) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        if x % 97 == 13 {
+            panic!("p{x}")
+        }
+        x
+    }
+}
+shmproc::task! { fn r24c_pod(x: u64) -> u64 { if x % 50_000 == 7 { std::thread::sleep(Duration::from_millis(20)) } x } }
+
+/// Four threads submit every kind of work (apply with cancel and
+/// timeout, bounded imaps dropped early, POD maps, callbacks that apply)
+/// while workers are killed -9, then the pool is terminated or closed and
+/// joined: nothing hangs, nothing is left, and every value or error
+/// reported belongs to its own item.
+#[test]
+fn mixed_work_under_kills_then_terminate_or_join() {
+    let _turn = shared_turn();
+    for round in 0..6u64 {
+        let pool = Arc::new(
+            Pool::builder().processes(3).maxtasksperchild(if round % 2 == 0 { 0 } else { 5 }).build().unwrap(),
+        );
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut hs = Vec::new();
+        for t in 0..4u64 {
+            let p = Arc::clone(&pool);
+            let stop = Arc::clone(&stop);
+            hs.push(std::thread::spawn(move || {
+                let mut i = t;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let r = (i >> 33) % 9;
+                    match r {
+                        0 => {
+                            if let Ok(v) = p.apply(r24c_work, (i % 1000, i % 5)) {
+                                assert_eq!(v, i % 1000)
+                            }
+                        }
+                        1 => {
+                            if let Ok(a) = p.apply_async(r24c_work, (i % 1000, i % 300)) {
+                                if i % 3 == 0 {
+                                    a.cancel()
+                                }
+                                let _ = a.get_timeout(Duration::from_millis(50));
+                            }
+                        }
+                        2 => {
+                            if let Ok(a) = p.apply_async(r24c_work, (i % 1000, 200)) {
+                                let _ = a.timeout(Duration::from_millis(30)).get();
+                            }
+                        }
+                        3 => {
+                            if let Ok(it) = p.imap(r24c_work, (0..50u64).map(|x| (x, x % 3))) {
+                                let all: Vec<_> =
+                                    it.max_in_flight(3).chunksize((i % 4) as usize).take((i % 60) as usize).collect();
+                                for (k, r) in all.iter().enumerate() {
+                                    match r {
+                                        Ok(v) => assert_eq!(*v, k as u64, "round {round} {all:?}"),
+                                        Err(e) => assert_eq!(e.index(), k as u64, "round {round} {all:?}"),
+                                    }
+                                }
+                            }
+                        }
+                        4 => {
+                            if let Ok(it) = p.imap_unordered(r24c_work, (0..).map(|x| (x, 1))) {
+                                let mut it = it.max_in_flight(4);
+                                for _ in 0..(i % 20) {
+                                    let _ = it.next_timeout(Duration::from_millis(5));
+                                }
+                            }
+                        }
+                        5 => {
+                            let n = i % 200_000;
+                            if let Ok(v) = p.map(r24c_pod, 0..n) {
+                                assert!(v.len() as u64 == n && v.iter().enumerate().all(|(k, &x)| x == k as u64))
+                            }
+                        }
+                        6 => {
+                            if let Ok(a) = p.map_async(r24c_pod, 0..(i % 300_000)) {
+                                if i % 2 == 0 {
+                                    a.cancel()
+                                }
+                                if let Ok(v) = a.get() {
+                                    assert!(v.iter().enumerate().all(|(k, &x)| x == k as u64))
+                                }
+                            }
+                        }
+                        7 => {
+                            let (tx, _rx) = std::sync::mpsc::channel();
+                            let p2 = Arc::clone(&p);
+                            if let Ok(a) = p.apply_async(r24c_work, (i % 1000, 3)) {
+                                a.then(move |r| {
+                                    let _ = tx.send(r);
+                                    let _ = p2.apply(r24c_work, (1, 0));
+                                });
+                            }
+                        }
+                        _ => {
+                            let pids = p.__created().0;
+                            if let Some(&w) = pids.last() {
+                                // SAFETY: kill(2) touches no memory.
+                                unsafe { libc::kill(w as i32, libc::SIGKILL) };
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                }
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        let created_p = Arc::clone(&pool);
+        within("end", move || {
+            if round % 3 == 0 {
+                created_p.terminate();
+            } else {
+                created_p.close();
+                if round % 3 == 1 {
+                    let _ = created_p.join();
+                } else {
+                    created_p.terminate();
+                }
+            }
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        within("threads", move || {
+            for h in hs {
+                h.join().unwrap()
+            }
+        });
+        let created = pool.__created();
+        within("drop", move || drop(pool));
+        all_gone(created);
+    }
+}
+
+/// An ordered `imap` whose pool is terminated (from another thread) while
+/// items are in flight yields every submitted item's outcome (values, or
+/// `Terminated`), then one `NotSubmitted` for the next index: the k-th
+/// result is item k's. It skipped submitted items: the iterator's failed
+/// send to the terminating pool marked the job aborted at once, before the
+/// manager had failed the items in flight, so it ended at the first hole
+/// (seen: `[Err(Terminated { index: 0 }), Err(NotSubmitted { index: 3 })]`).
+#[test]
+fn an_imap_terminated_mid_way_yields_every_submitted_item_in_order() {
+    let _turn = shared_turn();
+    for round in 0..40u64 {
+        let pool = Arc::new(Pool::new(3).unwrap());
+        let p = Arc::clone(&pool);
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5 + round % 20));
+            p.terminate();
+        });
+        let p = Arc::clone(&pool);
+        let all = within("imap", move || {
+            let it = p.imap(r24c_work, (0..500u64).map(|x| (x * 97 + 1, x % 2))).unwrap();
+            it.max_in_flight(3).collect::<Vec<_>>()
+        });
+        h.join().unwrap();
+        let created = pool.__created();
+        drop(pool);
+        all_gone(created);
+        for (k, r) in all.iter().enumerate() {
+            match r {
+                Ok(v) => assert_eq!(*v, k as u64 * 97 + 1, "round {round}: {all:?}"),
+                Err(e) => assert_eq!(e.index(), k as u64, "round {round}: {all:?}"),
+            }
+        }
+        let not_submitted = all.iter().filter(|r| matches!(r, Err(TaskError::NotSubmitted { .. }))).count();
+        assert!(
+            not_submitted <= 1
+                && (not_submitted == 0 || matches!(all.last(), Some(Err(TaskError::NotSubmitted { .. })))),
+            "round {round}: {all:?}"
+        );
+    }
+}
