@@ -903,16 +903,15 @@ fn an_imap_terminated_mid_way_yields_every_submitted_item_in_order() {
     let _turn = shared_turn();
     for round in 0..40u64 {
         let pool = Arc::new(Pool::new(3).unwrap());
+        // Made before the terminating thread starts (a terminated pool
+        // refuses a new imap with `Closed`).
+        let it = pool.imap(r24c_work, (0..500u64).map(|x| (x * 97 + 1, x % 2))).unwrap().max_in_flight(3);
         let p = Arc::clone(&pool);
         let h = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(5 + round % 20));
             p.terminate();
         });
-        let p = Arc::clone(&pool);
-        let all = within("imap", move || {
-            let it = p.imap(r24c_work, (0..500u64).map(|x| (x * 97 + 1, x % 2))).unwrap();
-            it.max_in_flight(3).collect::<Vec<_>>()
-        });
+        let all = within("imap", move || it.collect::<Vec<_>>());
         h.join().unwrap();
         let created = pool.__created();
         drop(pool);
