@@ -930,3 +930,48 @@ fn an_imap_terminated_mid_way_yields_every_submitted_item_in_order() {
         );
     }
 }
+
+/// As the ordered test above, for `imap_unordered` (and a chunk size of
+/// 2): the outcomes yielded are those of items 0..n, each once, then at
+/// most one `NotSubmitted { index: n }`.
+#[test]
+fn an_imap_unordered_terminated_mid_way_yields_every_submitted_item_once() {
+    let _turn = shared_turn();
+    for round in 0..30u64 {
+        let pool = Arc::new(Pool::new(3).unwrap());
+        let it = pool
+            .imap_unordered(r24c_work, (0..500u64).map(|x| (x * 97 + 1, x % 2)))
+            .unwrap()
+            .max_in_flight(4)
+            .chunksize(2);
+        let p = Arc::clone(&pool);
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5 + round % 20));
+            p.terminate();
+        });
+        let mut all = within("imap_unordered", move || it.collect::<Vec<_>>());
+        h.join().unwrap();
+        let created = pool.__created();
+        drop(pool);
+        all_gone(created);
+        let last = match all.last() {
+            Some(Err(TaskError::NotSubmitted { index })) => {
+                let i = *index;
+                all.pop();
+                Some(i)
+            }
+            _ => None,
+        };
+        let mut seen: Vec<u64> = all
+            .iter()
+            .map(|r| match r {
+                Ok(v) => (v - 1) / 97,
+                Err(e) => e.index(),
+            })
+            .collect();
+        seen.sort();
+        let n = seen.len() as u64;
+        assert_eq!(seen, (0..n).collect::<Vec<_>>(), "round {round}: {all:?}");
+        assert!(last.is_none_or(|i| i == n), "round {round}: {last:?} after {n}");
+    }
+}
