@@ -374,12 +374,18 @@ fn init_fails_on_replacement() {
 
 shmproc::task! {
     fn r24_forks(x: u64) -> u64 {
-        // SAFETY: the child only sleeps and exits (async-signal-safe calls).
+        // SAFETY: getpid(2) touches no memory.
+        let worker = unsafe { libc::getpid() };
+        // SAFETY: the child only makes async-signal-safe calls, then exits.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
-            // SAFETY: as above.
+            // SAFETY: as above. It dies with the worker (PDEATHSIG), so
+            // nothing outlives the test.
             unsafe {
-                libc::sleep(20);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() == worker {
+                    libc::sleep(20);
+                }
                 libc::_exit(0)
             };
         }
@@ -973,5 +979,43 @@ fn an_imap_unordered_terminated_mid_way_yields_every_submitted_item_once() {
         let n = seen.len() as u64;
         assert_eq!(seen, (0..n).collect::<Vec<_>>(), "round {round}: {all:?}");
         assert!(last.is_none_or(|i| i == n), "round {round}: {last:?} after {n}");
+    }
+}
+
+/// Completion callbacks of work submitted while another thread
+/// terminates the pool: each runs once by the time `terminate` returns.
+#[test]
+fn every_callback_runs_by_the_time_terminate_returns() {
+    let _turn = shared_turn();
+    for round in 0..20u64 {
+        let pool = Arc::new(Pool::new(2).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = Arc::clone(&pool);
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(round % 7));
+            p.terminate();
+        });
+        let mut n = 0;
+        for i in 0..60u64 {
+            let tx = tx.clone();
+            match pool.apply_async(r24c_work, (i * 97 + 1, i % 2)) {
+                Ok(a) => {
+                    n += 1;
+                    a.then(move |r| tx.send(r.map(|v| (v, i))).unwrap());
+                }
+                Err(e) => assert_eq!(e, PoolError::Closed),
+            }
+        }
+        if let Ok(it) = pool.imap(r24c_work, (0..20u64).map(|x| (x * 97 + 1, 0))) {
+            drop(it);
+        }
+        within("terminate", move || h.join().unwrap());
+        pool.terminate();
+        drop(tx);
+        let got: Vec<_> = rx.try_iter().collect();
+        assert_eq!(got.len(), n, "round {round}");
+        for (v, i) in got.into_iter().flatten() {
+            assert_eq!(v, i * 97 + 1);
+        }
     }
 }
