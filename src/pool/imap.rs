@@ -248,12 +248,16 @@ where
             // Never run: reported by `not_submitted`.
             self.unsent |= self.submitted > before;
             self.submitted = before;
-            if self.shared.upgrade().is_some_and(|s| s.is_cut(self.job)) {
-                // `join` cut the input off: the items submitted still run
-                // and are yielded, then one `NotSubmitted`; no more input
-                // is pulled.
-                self.input = None;
-            } else {
+            // The pool takes no more input (`join` cut it off, or it
+            // terminates): the items submitted still get their outcomes
+            // from the manager (run, or failed with `Terminated` before it
+            // aborts the job) and are yielded, then one `NotSubmitted`; no
+            // more input is pulled. (Aborting the job here ended the
+            // iterator at the first item the manager had not failed yet:
+            // submitted items were skipped.)
+            self.input = None;
+            if self.shared.upgrade().is_none() {
+                // The manager is gone: it aborted every job it had.
                 sink.abort();
             }
         }

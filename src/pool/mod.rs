@@ -258,11 +258,6 @@ pub(crate) struct Shared {
 pub(crate) const FREE_MAX: usize = 16;
 
 impl Shared {
-    /// Whether `join` cut off `job`'s input.
-    pub(crate) fn is_cut(&self, job: u64) -> bool {
-        self.lock_inbox().cut.contains(&job)
-    }
-
     /// A kept state of type `X` (see [`Shared::free`]), if there is one.
     pub(crate) fn take_free<X: Send + Sync + 'static>(&self) -> Option<Arc<X>> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
@@ -313,7 +308,7 @@ impl Shared {
 
     /// Queues messages for the manager and wakes it. `new_job`: refused
     /// (with `Closed`) unless the pool is open. Input of a job that `join`
-    /// cut off is refused too (with `Closed`: see [`Shared::is_cut`]).
+    /// cut off is refused too (with `Closed`: see `Inbox::cut`).
     fn send(&self, msgs: impl IntoIterator<Item = Msg>, new_job: bool) -> Result<(), PoolError> {
         {
             let mut inbox = self.lock_inbox();
