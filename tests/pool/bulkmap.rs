@@ -7,8 +7,8 @@
 //! gone from /dev/shm with the pool.
 
 use super::{
-    DEADLINE, alive, finish, kill9, only_the_parked_item_was_lost, park_at, park_file, serial, square, wait_until,
-    watchdog,
+    DEADLINE, alive, finish, kill9, only_the_parked_item_was_lost, park_at, park_file, park_guard, serial, square,
+    wait_until, watchdog,
 };
 use shmproc::Pool;
 use shmproc::pool::{PoolError, TaskError};
@@ -214,6 +214,7 @@ fn a_streamed_map_recycles_a_small_arena_whatever_its_size() {
 #[test]
 fn a_worker_killed_while_the_caller_still_writes_later_chunks_fails_only_its_item() {
     let _watchdog = watchdog("a_worker_killed_while_the_caller_still_writes_later_chunks_fails_only_its_item");
+    let _park = park_guard();
     let file = park_file(std::process::id());
     let _ = std::fs::remove_file(&file);
     let pool = Pool::new(2).unwrap();
