@@ -169,7 +169,7 @@ impl Segment {
         // file to its full length only after writing the header (see
         // `create`), so a segment seen READY whose file has grown since is
         // opened again, at its full size.
-        let seg = 'reopen: loop {
+        let (seg, total_len) = 'reopen: loop {
             let seg = loop {
                 let fd = sys::shm::open(&c_name).map_err(|e| errno_to_open(name, e))?;
                 let info = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e))?;
@@ -241,7 +241,7 @@ impl Segment {
             {
                 continue 'reopen;
             }
-            break seg;
+            break (seg, total_len);
         };
         let h = seg.header();
         let version = h.version.load(Ordering::Relaxed);
@@ -270,7 +270,7 @@ impl Segment {
         }
         let fields = HeaderFields {
             capacity: h.capacity.load(Ordering::Relaxed),
-            total_len: h.total_len.load(Ordering::Relaxed),
+            total_len,
         };
         Ok((seg, fields))
     }
