@@ -93,6 +93,16 @@ const PARK_AT: u64 = 77_777;
 fn park_file(test_pid: u32) -> String {
     format!("/tmp/shmproc-test-pool-park-{test_pid}")
 }
+/// The park file is one per test process, and the tests of this binary
+/// run in parallel threads: every test that parks a worker with `park_at`
+/// holds this for its whole run. (Two such tests at once each read the
+/// other's worker pid from the one file and killed it, or removed the
+/// other's file: both failed, `WorkerLost` of the wrong pid.)
+fn park_guard() -> std::sync::MutexGuard<'static, ()> {
+    static PARK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that panicked holding it left nothing to repair.
+    PARK.lock().unwrap_or_else(|e| e.into_inner())
+}
 shmproc::task! {
     fn count_init(counter: Value<u64>) -> () {
         counter.get_lock().unwrap().update(|c| *c += 1);
@@ -126,10 +136,22 @@ impl Drop for Watchdog {
 }
 
 fn watchdog(test: &'static str) -> Watchdog {
+    watchdog_after(test, 2 * DEADLINE)
+}
+
+/// A hang detector: fails the test binary if `test` has not finished
+/// within `limit`. (Its message goes straight to the process's stderr:
+/// the test harness captures `eprintln!` in the test's threads, this one
+/// included, and the exit discarded the capture, so a watchdog's exit used
+/// to leave no word of which test it was.)
+fn watchdog_after(test: &'static str, limit: Duration) -> Watchdog {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(2 * DEADLINE) {
-            eprintln!("test {test} did not finish within {:?}: failing the test binary", 2 * DEADLINE);
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("test {test} did not finish within {limit:?}: failing the test binary\n").as_bytes(),
+            );
             std::process::exit(1);
         }
     });
@@ -412,6 +434,7 @@ fn kill_9_mid_map_fails_exactly_that_item_and_the_pool_goes_on() {
 #[test]
 fn kill_9_mid_bulk_map_fails_exactly_that_item() {
     let _watchdog = watchdog("kill_9_mid_bulk_map_fails_exactly_that_item");
+    let _park = park_guard();
     let file = park_file(std::process::id());
     let _ = std::fs::remove_file(&file);
     let pool = std::sync::Arc::new(Pool::new(2).unwrap());

@@ -138,7 +138,11 @@ impl Segment {
             name: name.to_owned(),
             source: std::io::Error::other("a new segment without its file"),
         })?;
-        sys::shm::reserve_from(std::os::fd::AsFd::as_fd(file), HEAD_PAGE, total_len).map_err(|e| space_error(name, total_len, e))?;
+        // Only now the file takes its full size: before the header named
+        // us, a killed creator's file could not be judged by `gc`.
+        let fd = std::os::fd::AsFd::as_fd(file);
+        sys::shm::set_len(fd, total_len).map_err(|e| space_error(name, total_len, e))?;
+        sys::shm::reserve_from(fd, HEAD_PAGE, total_len).map_err(|e| space_error(name, total_len, e))?;
         Ok(seg)
     }
 
@@ -161,70 +165,85 @@ impl Segment {
         let expired = || deadline.passed();
         let init_timeout = || OpenError::InitTimeout { name: name.to_owned(), timeout: opts.init_timeout };
         let pause = || std::thread::sleep(Duration::from_micros(200));
-        let seg = loop {
-            let fd = sys::shm::open(&c_name).map_err(|e| errno_to_open(name, e))?;
-            let info = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e))?;
-            if !info.regular {
-                return Err(OpenError::Foreign(name.to_owned()));
-            }
-            opts.check_trusted(name, info.uid, info.gid, info.perm)?;
-            let size = info.size;
-            if size == 0 {
-                // Created but not sized yet: the creator is mid-init (or died).
+        // Mapped at the size the file had when opened; a creator sizes its
+        // file to its full length only after writing the header (see
+        // `create`), so a segment seen READY whose file has grown since is
+        // opened again, at its full size.
+        let (seg, total_len) = 'reopen: loop {
+            let seg = loop {
+                let fd = sys::shm::open(&c_name).map_err(|e| errno_to_open(name, e))?;
+                let info = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e))?;
+                if !info.regular {
+                    return Err(OpenError::Foreign(name.to_owned()));
+                }
+                opts.check_trusted(name, info.uid, info.gid, info.perm)?;
+                let size = info.size;
+                if size == 0 {
+                    // Created but not sized yet: the creator is mid-init (or died).
+                    if expired() {
+                        return Err(init_timeout());
+                    }
+                    pause();
+                    continue;
+                }
+                // A file with holes (a creator still reserving its pages, or
+                // killed before it finished, or a sparse file of ours): touching
+                // a hole through the mapping allocates a page, a SIGBUS on a
+                // full /dev/shm. Reserve the pages now, or fail with NoSpace.
+                if info.has_hole() {
+                    sys::shm::reserve(&fd, size).map_err(|e| space_error(name, size, e))?;
+                }
+                let (map, file) = map(name, fd, size)?;
+                if size < HEADER_SIZE as u64 {
+                    // Ours but cut short, or not ours at all?
+                    let mut magic = [0u8; 8];
+                    if size >= 8 {
+                        // SAFETY: the mapping has at least 8 bytes (memory model: bytes a peer may write are copied
+                        // in with the sanctioned primitive; racing writes give garbage bytes, never UB).
+                        unsafe { copy::copy_from_shared(map.as_ptr(), &mut magic) };
+                    }
+                    return Err(if u64::from_le_bytes(magic) == MAGIC {
+                        OpenError::Truncated { name: name.to_owned(), expected: HEADER_SIZE as u64, actual: size }
+                    } else {
+                        OpenError::Foreign(name.to_owned())
+                    });
+                }
+                break Segment {
+                    name: name.to_owned(),
+                    os_name: c_name.clone(),
+                    map,
+                    file: Some(file),
+                    creator: None,
+                    persist: AtomicBool::new(false),
+                    trust: (!opts.trusted_owners.is_empty() || !opts.trusted_groups.is_empty())
+                        .then(|| Box::new(opts.clone())),
+                    file_id: (info.dev, info.ino),
+                    perm: info.perm,
+                };
+            };
+            let h = seg.header();
+            loop {
+                // Acquire (in is_ready) pairs with the creator's Release in `publish`.
+                match h.magic.load(Ordering::Relaxed) {
+                    MAGIC if h.is_ready() => break,
+                    MAGIC | 0 => {}
+                    _ => return Err(OpenError::Foreign(name.to_owned())),
+                }
                 if expired() {
                     return Err(init_timeout());
                 }
                 pause();
-                continue;
             }
-            // A file with holes (a creator still reserving its pages, or
-            // killed before it finished, or a sparse file of ours): touching
-            // a hole through the mapping allocates a page, a SIGBUS on a
-            // full /dev/shm. Reserve the pages now, or fail with NoSpace.
-            if info.has_hole() {
-                sys::shm::reserve(&fd, size).map_err(|e| space_error(name, size, e))?;
+            let total_len = h.total_len.load(Ordering::Relaxed);
+            if (seg.map.len() as u64) < total_len
+                && !expired()
+                && seg.file.as_ref().and_then(|f| sys::shm::fstat_file(f).ok()).is_some_and(|now| now > seg.map.len() as u64)
+            {
+                continue 'reopen;
             }
-            let (map, file) = map(name, fd, size)?;
-            if size < HEADER_SIZE as u64 {
-                // Ours but cut short, or not ours at all?
-                let mut magic = [0u8; 8];
-                if size >= 8 {
-                    // SAFETY: the mapping has at least 8 bytes (memory model: bytes a peer may write are copied
-                    // in with the sanctioned primitive; racing writes give garbage bytes, never UB).
-                    unsafe { copy::copy_from_shared(map.as_ptr(), &mut magic) };
-                }
-                return Err(if u64::from_le_bytes(magic) == MAGIC {
-                    OpenError::Truncated { name: name.to_owned(), expected: HEADER_SIZE as u64, actual: size }
-                } else {
-                    OpenError::Foreign(name.to_owned())
-                });
-            }
-            break Segment {
-                name: name.to_owned(),
-                os_name: c_name,
-                map,
-                file: Some(file),
-                creator: None,
-                persist: AtomicBool::new(false),
-                trust: (!opts.trusted_owners.is_empty() || !opts.trusted_groups.is_empty())
-                    .then(|| Box::new(opts.clone())),
-                file_id: (info.dev, info.ino),
-                perm: info.perm,
-            };
+            break (seg, total_len);
         };
         let h = seg.header();
-        loop {
-            // Acquire (in is_ready) pairs with the creator's Release in `publish`.
-            match h.magic.load(Ordering::Relaxed) {
-                MAGIC if h.is_ready() => break,
-                MAGIC | 0 => {}
-                _ => return Err(OpenError::Foreign(name.to_owned())),
-            }
-            if expired() {
-                return Err(init_timeout());
-            }
-            pause();
-        }
         let version = h.version.load(Ordering::Relaxed);
         if version != LAYOUT_VERSION {
             return Err(OpenError::LayoutVersion { name: name.to_owned(), found: version, expected: LAYOUT_VERSION });
@@ -251,7 +270,7 @@ impl Segment {
         }
         let fields = HeaderFields {
             capacity: h.capacity.load(Ordering::Relaxed),
-            total_len: h.total_len.load(Ordering::Relaxed),
+            total_len,
         };
         Ok((seg, fields))
     }

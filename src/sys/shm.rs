@@ -8,25 +8,36 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::{Mode, SFlag};
 
 /// Creates `name` exclusively with exactly `mode` (umask does not apply),
-/// sizes it to `len` bytes and reserves (`posix_fallocate`) its first
-/// `head` bytes, so a full `/dev/shm` fails here with `ENOSPC` instead of
-/// killing a later first touch of a page with SIGBUS. The caller writes
-/// its header there, then reserves the rest ([`reserve_from`]): a creator
-/// killed while it reserves a large file leaves a file that names it, which
-/// `gc` can judge. On any error the name is removed.
+/// checks that `len` bytes fit, and sizes the file to its first `head`
+/// bytes only (all of `len` if smaller), reserved (`posix_fallocate`), so a
+/// full `/dev/shm` fails here with `ENOSPC` instead of killing a later first
+/// touch of a page with SIGBUS. The caller writes its header there, then
+/// grows the file to `len` ([`set_len`]) and reserves the rest
+/// ([`reserve_from`]): a creator killed at any point after its header is
+/// written leaves a file that names it, which `gc` can judge; one killed
+/// before leaves at most `head` bytes. (Sized to `len` at once, a creator
+/// killed between the sizing and its header left a full-size file with no
+/// header, which `gc` never removes.) On any error the name is removed.
 pub(crate) fn create(name: &CStr, mode: u32, len: u64, head: u64) -> Result<OwnedFd, Errno> {
-    let off_len = nix::libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
+    nix::libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
     let mode = Mode::from_bits_truncate(mode as nix::libc::mode_t);
     let fd = nix::sys::mman::shm_open(name, OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL, mode)?;
     let sized = nix::sys::stat::fchmod(fd.as_fd(), mode)
         .and_then(|()| fits(&fd, len))
-        .and_then(|()| nix::unistd::ftruncate(fd.as_fd(), off_len))
+        .and_then(|()| set_len(fd.as_fd(), len.min(head)))
         .and_then(|()| reserve_from(fd.as_fd(), 0, len.min(head)));
     if let Err(e) = sized {
         let _ = nix::sys::mman::shm_unlink(name);
         return Err(e);
     }
     Ok(fd)
+}
+
+/// Sets the size of the file `fd` to `len` bytes (`ftruncate`; the new
+/// bytes are a hole until reserved). `EFBIG` if `len` is not a file offset.
+pub(crate) fn set_len(fd: std::os::fd::BorrowedFd<'_>, len: u64) -> Result<(), Errno> {
+    let len = nix::libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
+    nix::unistd::ftruncate(fd, len)
 }
 
 /// `ENOSPC` if the file system of `fd` has fewer than `len` bytes free,

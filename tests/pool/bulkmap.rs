@@ -7,8 +7,8 @@
 //! gone from /dev/shm with the pool.
 
 use super::{
-    DEADLINE, alive, finish, kill9, only_the_parked_item_was_lost, park_at, park_file, serial, square, wait_until,
-    watchdog,
+    DEADLINE, alive, finish, kill9, only_the_parked_item_was_lost, park_at, park_file, park_guard, serial, square,
+    wait_until, watchdog, watchdog_after,
 };
 use shmproc::Pool;
 use shmproc::pool::{PoolError, TaskError};
@@ -214,6 +214,7 @@ fn a_streamed_map_recycles_a_small_arena_whatever_its_size() {
 #[test]
 fn a_worker_killed_while_the_caller_still_writes_later_chunks_fails_only_its_item() {
     let _watchdog = watchdog("a_worker_killed_while_the_caller_still_writes_later_chunks_fails_only_its_item");
+    let _park = park_guard();
     let file = park_file(std::process::id());
     let _ = std::fs::remove_file(&file);
     let pool = Pool::new(2).unwrap();
@@ -264,9 +265,15 @@ fn terminate_while_a_streamed_map_writes_its_input_returns_promptly() {
 /// exact size hints say, on both sides of the arena's room and of frame
 /// and chunk boundaries, with explicit chunk sizes too: every item runs
 /// once, in order.
+///
+/// One watchdog per map, scaled to its round trips: the 150 000 items of
+/// chunk size 1 take 7.7 s on an idle 2-core machine but over 110 s with
+/// two busy loops beside them, so one 120 s watchdog for the whole test
+/// failed the binary (2 of 3 loaded runs) with no hang. Still a hang
+/// detector: a map that never returns fails the binary.
 #[test]
 fn streamed_maps_take_every_item_whatever_the_hint_says() {
-    let _watchdog = watchdog("streamed_maps_take_every_item_whatever_the_hint_says");
+    let test = "streamed_maps_take_every_item_whatever_the_hint_says";
     let pool = Pool::new(2).unwrap();
     for (n, hint, chunksize) in [
         (20_163, 20_163, 0),
@@ -280,9 +287,13 @@ fn streamed_maps_take_every_item_whatever_the_hint_says() {
         (100_000, 100_000, 99_999),
     ] {
         let items = Liar { next: 0, n, hint };
+        // A 2 x DEADLINE watchdog per 10 000 single-item tasks.
+        let round_trips = if chunksize == 1 { n.div_ceil(10_000) as u32 } else { 1 };
+        let _watchdog = watchdog_after(test, 2 * DEADLINE * round_trips);
         let got = if chunksize == 0 { pool.map(square, items) } else { pool.map_chunked(square, items, chunksize) };
         assert_eq!(got.unwrap(), serial(n), "{n} items, hint {hint}, chunksize {chunksize}");
     }
+    let _watchdog = watchdog(test);
     finish(pool, &[]);
 }
 
