@@ -7,6 +7,9 @@
 use std::io::{Seek, SeekFrom, Write};
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "peer.rs"]
+mod peer;
 use shmproc::{DictProxy, ListProxy};
 
 /// Writes `data` as (offset, bytes) chunks into the segment file, inside
@@ -23,24 +26,8 @@ fn scribble(name: &str, data: &[u8]) {
     }
 }
 
-fn hostile(name: &str, data: &[u8], concurrent: bool, mut ops: impl FnMut()) {
-    if !concurrent {
-        scribble(name, data);
-        ops();
-        return;
-    }
-    std::thread::scope(|s| {
-        let peer = s.spawn(|| {
-            for chunk in data.chunks(30) {
-                scribble(name, chunk);
-                std::thread::yield_now();
-            }
-        });
-        while !peer.is_finished() {
-            ops();
-        }
-        ops();
-    });
+fn hostile(name: &str, data: &[u8], concurrent: bool, ops: impl FnMut()) {
+    peer::hostile(data, concurrent, 30, |d| scribble(name, d), ops);
 }
 
 fuzz_target!(|data: &[u8]| {

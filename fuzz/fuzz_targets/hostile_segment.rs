@@ -10,9 +10,10 @@
 //! also meets fields that change between two reads.
 #![no_main]
 
-use std::io::{Seek, SeekFrom, Write};
-
 use libfuzzer_sys::fuzz_target;
+
+#[path = "peer.rs"]
+mod peer;
 use shmproc::Options;
 use shmproc::queue::{ByteQueue, MpmcQueue, SpscQueue};
 
@@ -21,36 +22,10 @@ fn opts() -> Options {
     Options::new().init_timeout(std::time::Duration::ZERO)
 }
 
-fn scribble(name: &str, data: &[u8]) {
-    let mut f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/shmproc.{name}")).unwrap();
-    for chunk in data.chunks(9) {
-        let [at, rest @ ..] = chunk else { continue };
-        let off = u64::from(*at) * 4; // within the header + control block
-        f.seek(SeekFrom::Start(off)).unwrap();
-        f.write_all(rest).unwrap();
-    }
-}
-
-/// Runs `ops` after the scribble (`concurrent` false), or several times
-/// while another thread scribbles (`concurrent` true).
-fn hostile(name: &str, data: &[u8], concurrent: bool, mut ops: impl FnMut()) {
-    if !concurrent {
-        scribble(name, data);
-        ops();
-        return;
-    }
-    std::thread::scope(|s| {
-        let peer = s.spawn(|| {
-            for chunk in data.chunks(27) {
-                scribble(name, chunk);
-                std::thread::yield_now();
-            }
-        });
-        while !peer.is_finished() {
-            ops();
-        }
-        ops();
-    });
+/// The hostile peer: 8-byte writes at offsets that are multiples of 4
+/// within the first KiB (the header and control block).
+fn hostile(name: &str, data: &[u8], concurrent: bool, ops: impl FnMut()) {
+    peer::hostile(data, concurrent, 27, |d| peer::scribble_at(name, d, 4), ops);
 }
 
 fuzz_target!(|data: &[u8]| {

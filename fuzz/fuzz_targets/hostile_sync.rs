@@ -13,10 +13,12 @@
 //! deadline.
 #![no_main]
 
-use std::io::{Seek, SeekFrom, Write};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
+
+#[path = "peer.rs"]
+mod peer;
 use shmproc::{Array, Barrier, BoundedSemaphore, Condition, Event, Lock, Options, RLock, Semaphore, Value};
 
 const MS: Duration = Duration::from_millis(1);
@@ -26,36 +28,10 @@ fn opts() -> Options {
     Options::new().init_timeout(Duration::ZERO)
 }
 
-fn scribble(name: &str, data: &[u8]) {
-    let mut f = std::fs::OpenOptions::new().write(true).open(format!("/dev/shm/shmproc.{name}")).unwrap();
-    for chunk in data.chunks(9) {
-        let [at, rest @ ..] = chunk else { continue };
-        let off = u64::from(*at) * 2; // within the header + control block
-        f.seek(SeekFrom::Start(off)).unwrap();
-        f.write_all(rest).unwrap();
-    }
-}
-
-/// Runs `ops` after the scribble (`concurrent` false), or several times
-/// while another thread scribbles (`concurrent` true).
-fn hostile(name: &str, data: &[u8], concurrent: bool, mut ops: impl FnMut()) {
-    if !concurrent {
-        scribble(name, data);
-        ops();
-        return;
-    }
-    std::thread::scope(|s| {
-        let peer = s.spawn(|| {
-            for chunk in data.chunks(27) {
-                scribble(name, chunk);
-                std::thread::yield_now();
-            }
-        });
-        while !peer.is_finished() {
-            ops();
-        }
-        ops();
-    });
+/// The hostile peer: 8-byte writes at even offsets within the first 512
+/// bytes (the header and the control block).
+fn hostile(name: &str, data: &[u8], concurrent: bool, ops: impl FnMut()) {
+    peer::hostile(data, concurrent, 27, |d| peer::scribble_at(name, d, 2), ops);
 }
 
 fuzz_target!(|data: &[u8]| {
