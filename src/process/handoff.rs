@@ -63,19 +63,31 @@ thread_local! {
 /// Runs `encode` and returns the fork steps of the encoded handles (see
 /// [`ForkHold`]).
 pub(crate) fn collect_fork_holds(encode: impl FnOnce()) -> Vec<ForkHold> {
-    /// Puts the outer collection back, also when `encode` panics.
-    struct Restore(Option<Option<Vec<ForkHold>>>);
-    impl Drop for Restore {
+    collect_in(&FORK_HOLDS, encode)
+}
+
+/// Runs `encode` with a fresh collection in `slot` (what the encoded
+/// handles note there) and returns it, putting the outer collection back,
+/// also when `encode` panics (a user `Handoff::encode`): a collection left
+/// in place would take every later handle's note in this thread, never to
+/// be settled.
+fn collect_in<T: 'static>(
+    slot: &'static std::thread::LocalKey<RefCell<Option<Vec<T>>>>,
+    encode: impl FnOnce(),
+) -> Vec<T> {
+    /// Puts the outer collection back on drop.
+    struct Restore<T: 'static>(&'static std::thread::LocalKey<RefCell<Option<Vec<T>>>>, Option<Option<Vec<T>>>);
+    impl<T: 'static> Drop for Restore<T> {
         fn drop(&mut self) {
-            if let Some(outer) = self.0.take() {
-                let _ = FORK_HOLDS.try_with(|h| *h.borrow_mut() = outer);
+            if let Some(outer) = self.1.take() {
+                let _ = self.0.try_with(|c| *c.borrow_mut() = outer);
             }
         }
     }
-    let mut restore = Restore(Some(FORK_HOLDS.with(|h| h.borrow_mut().replace(Vec::new()))));
+    let mut restore = Restore(slot, Some(slot.with(|c| c.borrow_mut().replace(Vec::new()))));
     encode();
-    let outer = restore.0.take().expect("set above");
-    FORK_HOLDS.with(|h| std::mem::replace(&mut *h.borrow_mut(), outer)).unwrap_or_default()
+    let outer = restore.1.take().expect("set above");
+    slot.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer)).unwrap_or_default()
 }
 
 /// Called by an encoding handle that a forked child must hold (see
@@ -90,21 +102,7 @@ pub(crate) fn note_fork_hold(make: impl FnOnce() -> ForkHold) {
 
 /// Runs `encode` and returns the roles that the encoded handles carry.
 pub(crate) fn collect_transfers(encode: impl FnOnce()) -> Vec<Transfer> {
-    /// Puts the outer collection back, also when `encode` panics (a user
-    /// `Handoff::encode`): a collection left in place would take every
-    /// later handle's transfer in this thread, never to be settled.
-    struct Restore(Option<Option<Vec<Transfer>>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            if let Some(outer) = self.0.take() {
-                let _ = TRANSFERS.try_with(|t| *t.borrow_mut() = outer);
-            }
-        }
-    }
-    let mut restore = Restore(Some(TRANSFERS.with(|t| t.borrow_mut().replace(Vec::new()))));
-    encode();
-    let outer = restore.0.take().expect("set above");
-    TRANSFERS.with(|t| std::mem::replace(&mut *t.borrow_mut(), outer)).unwrap_or_default()
+    collect_in(&TRANSFERS, encode)
 }
 
 /// Runs `encode` for a value that is then sent somewhere other than a
