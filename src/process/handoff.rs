@@ -227,12 +227,16 @@ handoff_handle!(
 );
 
 /// Queues live in a module of their own: same rule, by name. The rings
-/// carry plain data; the Python-shaped queues any `Handoff` item.
+/// carry plain data; the Python-shaped queues any `Handoff` item, and an
+/// unbounded one gives a forked child its holder step ([`ForkHold`]):
+/// `after` runs on the handle (`q`) once its name is encoded.
 macro_rules! handoff_queue {
-    ($bound:path: $($t:ident),*) => {$(
+    ($bound:path, |$q:ident| $after:block: $($t:ident),*) => {$(
         impl<T: $bound> Handoff for crate::queue::$t<T> {
             fn encode(&self, out: &mut Vec<u8>) {
                 self.name().to_owned().encode(out);
+                let $q = self;
+                $after
             }
             fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
                 let name = String::decode(input)?;
@@ -244,28 +248,8 @@ macro_rules! handoff_queue {
         }
     )*};
 }
-handoff_queue!(ShmType: SpscQueue, MpmcQueue);
-
-/// The Python-shaped queues: as `handoff_queue!`, and an unbounded one
-/// gives a forked child its holder step ([`ForkHold`]).
-macro_rules! handoff_facade {
-    ($($t:ident),*) => {$(
-        impl<T: Handoff> Handoff for crate::queue::$t<T> {
-            fn encode(&self, out: &mut Vec<u8>) {
-                self.name().to_owned().encode(out);
-                self.__note_fork_hold();
-            }
-            fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-                let name = String::decode(input)?;
-                let h = Self::open(&name)
-                    .map_err(|e| HandoffError::Open { kind: stringify!($t), name: name.clone(), reason: e.to_string() })?;
-                log::debug!(target: crate::process::LOG_TARGET, "opened {} {name}", stringify!($t));
-                Ok(h)
-            }
-        }
-    )*};
-}
-handoff_facade!(Queue, JoinableQueue, SimpleQueue);
+handoff_queue!(ShmType, |_q| {}: SpscQueue, MpmcQueue);
+handoff_queue!(Handoff, |q| { q.__note_fork_hold(); }: Queue, JoinableQueue, SimpleQueue);
 
 impl Handoff for crate::queue::ByteQueue {
     fn encode(&self, out: &mut Vec<u8>) {
