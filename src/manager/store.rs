@@ -828,7 +828,8 @@ impl Store {
             }
         };
         let (g, r) = g;
-        let used = ctl.log_used.load(Ordering::Relaxed).min(LOG_CAP);
+        // Whole words (a peer may have written any length): entries are appended at 8-aligned offsets.
+        let used = ctl.log_used.load(Ordering::Relaxed).min(LOG_CAP) & !7;
         let mut tx = Txn::new(self, self.view(), used, true, g.seq);
         tx.logged = g.logged;
         tx.freed = g.freed;
@@ -854,7 +855,7 @@ impl Store {
     fn nested_group<T>(&self, f: impl FnOnce() -> Result<T, ContainerError>) -> Result<T, ContainerError> {
         let ctl = self.ctl();
         let Some((used, logged, freed, ops, fresh_low)) = group::with_group(self.id, |g| {
-            (ctl.log_used.load(Ordering::Relaxed).min(LOG_CAP), g.logged, g.freed.len(), g.ops, std::mem::replace(&mut g.fresh_low, u64::MAX))
+            (ctl.log_used.load(Ordering::Relaxed).min(LOG_CAP) & !7, g.logged, g.freed.len(), g.ops, std::mem::replace(&mut g.fresh_low, u64::MAX))
         }) else {
             return f();
         };
@@ -964,7 +965,7 @@ impl Store {
             match group::nested_write(self.id) {
                 Nested::Refuse => return Err(ContainerError::ModifiedDuringOperation),
                 Nested::Join(mut g) => {
-                    let used = ctl.log_used.load(Ordering::Relaxed).min(LOG_CAP);
+                    let used = ctl.log_used.load(Ordering::Relaxed).min(LOG_CAP) & !7;
                     let mut tx = Txn::new(self, self.view(), used, false, g.seq);
                     tx.logged = g.logged;
                     tx.freed = std::mem::take(&mut g.freed);
@@ -1048,6 +1049,10 @@ fn spilled(v: &View, data: u64, len: u64) -> R<Vec<u8>> {
 #[inline(always)]
 fn append_log(store: &Store, view: &View, used: &mut u64, entry: &[u64]) -> R<()> {
     let n = 8 * entry.len() as u64;
+    if !used.is_multiple_of(8) {
+        // Only from a log length a hostile peer wrote (ours are whole words): a misaligned store would be UB.
+        return Err(Fail::Torn("log length"));
+    }
     if *used + n > LOG_CAP {
         return Err(Fail::Err(ContainerError::TooLarge { what: "one operation's undo log", limit: LOG_CAP }));
     }
