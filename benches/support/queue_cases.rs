@@ -156,6 +156,61 @@ pub fn bytes_frames(size: usize, n: u64) -> f64 {
     mps(n, d)
 }
 
+/// [`bytes_frames`] of 64-byte frames with what the owned `Queue<String>`
+/// forms add around the queue itself: the producer sends a fresh clone of
+/// its `String` each time (`item.clone()`, sent, dropped), the consumer
+/// makes a new `String` of each frame's bytes (`recv`, a `Vec` per frame,
+/// turned into a `String` and dropped). The floor of
+/// [`queue_strings`] on an SPSC byte ring: the allocator's share of it.
+pub fn bytes_frames_owned_strings(n: u64) -> f64 {
+    let q = ByteQueue::new(1 << 20, 4096).unwrap();
+    let mut rx = q.consumer().unwrap();
+    let d = run_pair(
+        || {
+            let mut total = 0usize;
+            for _ in 0..n {
+                let s = String::from_utf8(rx.recv().unwrap()).unwrap();
+                total += s.len();
+            }
+            assert_eq!(total, 64 * n as usize);
+        },
+        || {
+            let mut tx = q.producer().unwrap();
+            let item = "x".repeat(64);
+            for _ in 0..n {
+                let s = item.clone();
+                tx.send(s.as_bytes()).unwrap();
+            }
+            std::mem::forget(tx);
+        },
+    );
+    mps(n, d)
+}
+
+/// `MpmcQueue<[u8; 64]>`, one producer process and one consumer process:
+/// the multi-producer ring under `Queue<String>` (the same claims and
+/// crash records) moving 64 plain bytes in fixed slots, with no encoding,
+/// length or allocation; M msgs/s. What the MPMC ring itself costs beside
+/// [`bytes_frames`]' single-producer byte ring.
+pub fn mpmc_bytes64(n: u64) -> f64 {
+    let q = &MpmcQueue::<[u8; 64]>::new(4096).unwrap();
+    let d = run_pair(
+        || {
+            let mut total = 0u64;
+            for _ in 0..n {
+                total += u64::from(q.pop().unwrap()[63]);
+            }
+            assert_eq!(total, 7 * n);
+        },
+        || {
+            for _ in 0..n {
+                q.push([7u8; 64]).unwrap();
+            }
+        },
+    );
+    mps(n, d)
+}
+
 /// `Queue<String>` of 64-byte strings, one producer process and one
 /// consumer process; M msgs/s. The producer makes a new `String` per put
 /// (as a program sending its own strings would: `put(item.clone())`); the

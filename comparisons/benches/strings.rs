@@ -11,11 +11,20 @@
 //! `benches/python_queue.py N str64`, if python3 runs here), in the same
 //! run. Targets (issue 11): at least 50x Python and at least 0.5x the
 //! ByteQueue.
+//!
+//! Two floors in the same run say what the targets can be met by: the
+//! ByteQueue with the owned forms' allocations and nothing else (a clone
+//! sent and dropped by the producer, a new `String` per frame for the
+//! consumer), and `MpmcQueue<[u8; 64]>`, the multi-producer ring under
+//! `Queue<String>` moving 64 plain bytes with no encoding or length.
 
 #[path = "../../benches/support/mod.rs"]
 mod support;
 
-use support::queue_cases::{bytes_frames, queue_strings, queue_strings_borrowed, queue_strings_ref_get};
+use support::queue_cases::{
+    bytes_frames, bytes_frames_owned_strings, mpmc_bytes64, queue_strings, queue_strings_borrowed,
+    queue_strings_ref_get,
+};
 use support::{interleave, quick};
 
 /// Python's mp.Queue with 64-byte strings; M msgs/s.
@@ -39,6 +48,8 @@ fn main() {
             ("shmproc Queue<String>, put_ref/get_into", &mut || queue_strings_borrowed(n)),
             ("shmproc Queue<String>, put_ref/get (Python's)", &mut || queue_strings_ref_get(n)),
             ("shmproc ByteQueue, 64 B frames", &mut || bytes_frames(64, n)),
+            ("floor: ByteQueue + the owned forms' allocs", &mut || bytes_frames_owned_strings(n)),
+            ("floor: MpmcQueue<[u8; 64]> (Pod, MPMC ring)", &mut || mpmc_bytes64(n)),
         ],
     );
     println!("\n== 64-byte strings, 1 producer -> 1 consumer process, M msgs/s (median of {rounds} rounds)");
@@ -48,6 +59,8 @@ fn main() {
     println!("  {:<44} {:>8.2}x", "Queue<String> / ByteQueue (target >= 0.5)", res[0].1 / res[3].1);
     println!("  {:<44} {:>8.2}x", "borrowed Queue<String> / ByteQueue", res[1].1 / res[3].1);
     println!("  {:<44} {:>8.2}x", "put_ref/get Queue<String> / ByteQueue", res[2].1 / res[3].1);
+    println!("  {:<44} {:>8.2}x", "floor: ByteQueue + allocs / ByteQueue", res[4].1 / res[3].1);
+    println!("  {:<44} {:>8.2}x", "floor: MpmcQueue<[u8; 64]> / ByteQueue", res[5].1 / res[3].1);
     let mut py: Vec<f64> = (0..rounds.min(3)).filter_map(|_| python_strings(if q { 1_000 } else { 100_000 })).collect();
     if py.is_empty() {
         println!("  (python3 not available: mp.Queue row skipped)");
