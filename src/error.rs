@@ -146,6 +146,24 @@ pub enum OpenError {
     },
 }
 
+impl OpenError {
+    /// Whether this error opening (or making) a segment says this process
+    /// cannot map it *now* (no descriptor left, no address space, no room
+    /// in /dev/shm) rather than that the segment is gone, foreign or
+    /// broken: a user of a chain of segments (an unbounded queue's rings)
+    /// waits or reports "not now" instead of taking the segment for gone.
+    pub(crate) fn is_resource_shortage(&self) -> bool {
+        use crate::sys::shm::Errno;
+        match self {
+            OpenError::NoSpace { .. } => true,
+            OpenError::Io { source, .. } => source.raw_os_error().is_some_and(|code| {
+                [Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM, Errno::EAGAIN].contains(&Errno::from_raw(code))
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// Why acquiring a lock did not simply succeed.
 ///
 /// `G` is the guard type: [`LockError::OwnerDied`] hands the guard over, the

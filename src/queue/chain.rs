@@ -615,6 +615,17 @@ impl<T: Handoff> Chain<T> {
                 // Acquire: as above. `newest` moved on since we read it
                 // (the ring was retired and its name removed): follow it.
                 Err(_) if self.ctl().newest.0.load(Ordering::Acquire) != n => continue,
+                // The ring is there but this process cannot map it now
+                // (no descriptor, no address space): as a full ring, not
+                // a closed queue (`Closed` would tell the producer to stop).
+                Err(e) if e.is_resource_shortage() => match mode {
+                    Mode::Try => return Err(PutFail::Full(())),
+                    Mode::Until(d) if d.passed() => return Err(PutFail::TimedOut(())),
+                    Mode::Until(d) => {
+                        self.wait_for_space(d);
+                        continue;
+                    }
+                },
                 Err(_) => match self.first_ring(n) {
                     Some(Some(ring)) => ring,
                     // Ring 0 cannot be made now (/dev/shm full): as a full ring.
@@ -717,6 +728,17 @@ impl<T: Handoff> Chain<T> {
                 // Retired meanwhile (its name is gone): follow `oldest`.
                 // Acquire: as above.
                 Err(_) if self.ctl().oldest.0.load(Ordering::Acquire) != o => continue,
+                // There, but this process cannot map it now (no
+                // descriptor, no address space): nothing to get *yet*, not
+                // a closed queue (`Closed` ends a consumer's loop with
+                // the ring's items in it).
+                Err(e) if e.is_resource_shortage() => match mode {
+                    Mode::Try => return Err(GetFail::Empty),
+                    Mode::Until(d) => {
+                        self.wait_for_space(d);
+                        continue;
+                    }
+                },
                 Err(_) => match self.first_ring(o) {
                     Some(Some(ring)) => ring,
                     // Ring 0 cannot be made now (/dev/shm full): nothing in it.
@@ -758,7 +780,17 @@ impl<T: Handoff> Chain<T> {
                         // Still the oldest: the successor cannot be opened
                         // (removed by hand): nothing to get from.
                         if !self.retire(o, &ring) && self.ctl().oldest.0.load(Ordering::Acquire) == o {
-                            return Err(GetFail::Closed);
+                            // The successor is there but cannot be mapped
+                            // now (no descriptor, no address space): wait
+                            // as for an item, as above.
+                            match self.ring(o.wrapping_add(1)) {
+                                Ok(_) => {}
+                                Err(e) if e.is_resource_shortage() => match mode {
+                                    Mode::Try => return Err(GetFail::Empty),
+                                    Mode::Until(d) => self.wait_for_space(d),
+                                },
+                                Err(_) => return Err(GetFail::Closed),
+                            }
                         }
                     }
                 },
