@@ -472,3 +472,88 @@ fn an_unbounded_queue_consumer_out_of_address_space_is_not_told_closed() {
     }
     starved_consumer(libc::RLIMIT_AS);
 }
+
+shmproc::entry! {
+    /// With no descriptor or address space left (`resource`), after
+    /// taking and finishing `pre` of the `n` items in `q`: `join_timeout`
+    /// must not say every task is done. Then, the limit lifted, it
+    /// finishes the rest (`unfinished_tasks` right, `task_done` accepted).
+    fn r29_starved_joiner((q, n, resource, pre): (JoinableQueue<u64>, u64, u32, u64)) -> Result<(), String> {
+        for i in 0..pre {
+            let v = q.get_timeout(Duration::from_secs(10)).map_err(|e| format!("get {i}: {e:?}"))?;
+            if v != i {
+                return Err(format!("got {v}, {i} was due"));
+            }
+            q.task_done().map_err(|e| format!("task_done {i}: {e:?}"))?;
+        }
+        let base = if resource == libc::RLIMIT_NOFILE { open_fds() } else { common::vm_size() };
+        set_limit(resource, base);
+        let joined = q.join_timeout(Duration::from_millis(200));
+        unlimited(resource);
+        if joined {
+            return Err(format!("join_timeout said all done with {} of {n} unfinished", n - pre));
+        }
+        if q.unfinished_tasks() != n - pre {
+            return Err(format!("unfinished_tasks said {} with {} unfinished", q.unfinished_tasks(), n - pre));
+        }
+        for i in pre..n {
+            let v = q.get_timeout(Duration::from_secs(10)).map_err(|e| format!("get {i}: {e:?}"))?;
+            if v != i {
+                return Err(format!("got {v}, {i} was due"));
+            }
+            q.task_done().map_err(|e| format!("task_done {i}: {e:?}"))?;
+        }
+        if !q.join_timeout(Duration::from_secs(10)) {
+            return Err("join after every task_done timed out".into());
+        }
+        Ok(())
+    }
+}
+
+fn starved_joiner(resource: u32) {
+    let n = 50_000u64;
+    for pre in [1, 0] {
+        let q = JoinableQueue::<u64>::new(0).unwrap();
+        for i in 0..n {
+            q.put_nowait(i).unwrap();
+        }
+        let mut p = shmproc::Process::new(r29_starved_joiner, (q.clone(), n, resource, pre));
+        p.start().unwrap();
+        common::join(&p).unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        assert_eq!(q.unfinished_tasks(), 0);
+    }
+    wait_no_children("joiner");
+    assert!(common::dev_shm_files().is_empty(), "{:?}", common::dev_shm_files());
+}
+
+/// A process out of descriptors cannot map an unbounded JoinableQueue's
+/// newer rings: its `join` must not return as if every task were done
+/// (Python's `join` returns only when all are), nor `unfinished_tasks`
+/// count the rings it could not map as empty.
+#[test]
+fn an_unbounded_joinable_queue_joiner_out_of_descriptors_does_not_return_early() {
+    if !common::rerun_in_tmpfs(
+        "an_unbounded_joinable_queue_joiner_out_of_descriptors_does_not_return_early",
+        INNER,
+        Some("256m"),
+        DEADLINE,
+    ) {
+        return;
+    }
+    starved_joiner(libc::RLIMIT_NOFILE);
+}
+
+/// As above, with no address space left to map the rings (`RLIMIT_AS`).
+#[test]
+fn an_unbounded_joinable_queue_joiner_out_of_address_space_does_not_return_early() {
+    if !common::rerun_in_tmpfs(
+        "an_unbounded_joinable_queue_joiner_out_of_address_space_does_not_return_early",
+        INNER,
+        Some("256m"),
+        DEADLINE,
+    ) {
+        return;
+    }
+    starved_joiner(libc::RLIMIT_AS);
+}

@@ -93,6 +93,13 @@ use crate::wait::futex::{wait32, wake32};
 use crate::wait::spin::POLL;
 use crate::{OpenError, Options};
 
+thread_local! {
+    /// Set by `Chain::visit` when it stopped at a live ring this process
+    /// cannot map now for want of a resource (the count it fed is short);
+    /// reset and read by `Chain::unfinished_known`, on the same thread.
+    static COUNT_SHORT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The memory an unbounded queue's rings may take unless told otherwise.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 1 << 30;
 /// The first ring's bytes (about), and the most any ring takes.
@@ -678,7 +685,7 @@ impl<T: Handoff> Chain<T> {
         // `join_until` (after our SeqCst count: a joiner not seen here
         // sees our count in its re-check). The count is read only when
         // somebody joins.
-        if w.joiners.load(Ordering::SeqCst) != 0 && self.unfinished() == 0 {
+        if w.joiners.load(Ordering::SeqCst) != 0 && self.unfinished_known() == Some(0) {
             // Release: pairs with the joiners' Acquire ticket load.
             w.done_seq.fetch_add(1, Ordering::Release);
             wake32(&w.done_seq, u32::MAX);
@@ -836,6 +843,20 @@ impl<T: Handoff> Chain<T> {
     /// Items put and not yet marked done: landed, less late skips, less
     /// `task_done` calls.
     pub(super) fn unfinished(&self) -> u64 {
+        self.count_unfinished()
+    }
+
+    /// [`unfinished`](Self::unfinished), or `None` if a live ring is
+    /// there but this process cannot map it now (no descriptor, no
+    /// address space: the count would leave its items out, and a joiner
+    /// would return with tasks unfinished).
+    fn unfinished_known(&self) -> Option<u64> {
+        COUNT_SHORT.with(|s| s.set(false));
+        let n = self.count_unfinished();
+        (!COUNT_SHORT.with(|s| s.replace(false))).then_some(n)
+    }
+
+    fn count_unfinished(&self) -> u64 {
         let w = self.words();
         // Acquire (both): pair with the Release increments.
         let done = w.dones.load(Ordering::Acquire).saturating_add(w.late.load(Ordering::Acquire));
@@ -848,7 +869,9 @@ impl<T: Handoff> Chain<T> {
             let d = w.dones.load(Ordering::Relaxed);
             // (`d + 1` cannot pass `u64::MAX` when the count is not 0,
             // unless a hostile peer wrote the word meanwhile: an error then.)
-            let (true, Some(d1)) = (self.unfinished() != 0, d.checked_add(1)) else {
+            // (A count that leaves out rings this process cannot map
+            // now cannot tell: the task is taken as unfinished.)
+            let (true, Some(d1)) = (self.unfinished_known() != Some(0), d.checked_add(1)) else {
                 return Err(TaskDoneError);
             };
             // SeqCst: a Dekker pair with the joiners' registration.
@@ -863,7 +886,9 @@ impl<T: Handoff> Chain<T> {
     pub(super) fn join_until(&self, deadline: Deadline) -> bool {
         let w = self.words();
         loop {
-            if self.unfinished() == 0 {
+            // Unknown (a ring this process cannot map now): not done; the
+            // wait below is a poll period at most, so it counts again.
+            if self.unfinished_known() == Some(0) {
                 return true;
             }
             if deadline.passed() {
@@ -875,7 +900,7 @@ impl<T: Handoff> Chain<T> {
             // pairs with task_done's SeqCst CAS and load.
             w.joiners.fetch_add(1, Ordering::SeqCst);
             std::sync::atomic::fence(Ordering::SeqCst);
-            if self.unfinished() != 0 {
+            if self.unfinished_known() != Some(0) {
                 wait32(&w.done_seq, ticket, deadline.capped(POLL));
             }
             w.joiners.fetch_sub(1, Ordering::Relaxed);
@@ -1135,8 +1160,11 @@ impl<T: Handoff> Rings for Chain<T> {
                 }
             }
             if let Some(k) = next
-                && self.ring(k).is_err()
+                && let Err(e) = self.ring(k)
             {
+                if e.is_resource_shortage() {
+                    COUNT_SHORT.with(|s| s.set(true));
+                }
                 break;
             }
         }
