@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use shmproc::queue::{ByteQueue, MpmcQueue, SpscQueue};
 use shmproc::{
-    Array, Barrier, BoundedSemaphore, Condition, DictProxy, Event, JoinableQueue, ListProxy, Lock, Manager, Queue,
-    RLock, RawSegment, Semaphore, SimpleQueue, Value,
+    Array, Barrier, BoundedSemaphore, Condition, DictProxy, Event, JoinableQueue, ListProxy, Lock, Manager, OpenError,
+    Queue, RLock, RawSegment, Semaphore, SimpleQueue, Value,
 };
 
 const INNER: &str = "SHMPROC_REVIEW29_INNER";
@@ -556,4 +556,182 @@ fn an_unbounded_joinable_queue_joiner_out_of_address_space_does_not_return_early
         return;
     }
     starved_joiner(libc::RLIMIT_AS);
+}
+
+/// Objects made through a Manager with 0, 1, 2, ... pages of room: each
+/// failure leaves no record in the registry (a record "being made" by a
+/// live process would make every later lookup of the name wait and time
+/// out) and no file; with room again, every name is made at once.
+#[test]
+fn manager_objects_made_with_n_pages_of_room_leave_no_record_behind() {
+    if !common::rerun_in_tmpfs(
+        "manager_objects_made_with_n_pages_of_room_leave_no_record_behind",
+        INNER,
+        Some("4m"),
+        DEADLINE,
+    ) {
+        return;
+    }
+    let mgr = Manager::new().unwrap();
+    let mut filler = fill_pages("mgr");
+    let mut failed = Vec::new();
+    let mut problems = Vec::new();
+    for k in 0..60u32 {
+        let freed: Vec<_> = (0..k).filter_map(|_| filler.pop()).collect();
+        drop(freed);
+        let before = common::dev_shm_files();
+        let name = format!("obj-{k}-{}", "n".repeat(k as usize * 7 % 180));
+        let r = match k % 4 {
+            0 => mgr.list::<String>(&name).map(drop),
+            1 => mgr.dict::<String, u64>(&name).map(drop),
+            2 => mgr.queue::<String>(&name, 0).map(drop),
+            _ => mgr.lock(&name).map(drop),
+        };
+        let listed = mgr.names().unwrap().iter().any(|e| e.name == name);
+        match &r {
+            Ok(()) => {
+                if !listed {
+                    problems.push(format!("{name}: made, not listed"));
+                }
+            }
+            Err(e) => {
+                if !matches!(e, OpenError::NoSpace { .. }) {
+                    problems.push(format!("{name} with {k} pages: {e:?}"));
+                }
+                if listed {
+                    problems.push(format!("{name} with {k} pages: failed ({e}) but listed"));
+                }
+                let after = common::dev_shm_files();
+                let left: Vec<_> = after.iter().filter(|f| !before.contains(f)).collect();
+                if !left.is_empty() {
+                    problems.push(format!("{name} with {k} pages: left {left:?}"));
+                }
+                failed.push((k, name));
+            }
+        }
+        filler.extend(fill_pages(&format!("mgr-{k}")));
+    }
+    drop(filler);
+    for (k, name) in &failed {
+        let t = std::time::Instant::now();
+        let r = match k % 4 {
+            0 => mgr.list::<String>(name).map(drop),
+            1 => mgr.dict::<String, u64>(name).map(drop),
+            2 => mgr.queue::<String>(name, 0).map(drop),
+            _ => mgr.lock(name).map(drop),
+        };
+        if let Err(e) = r {
+            problems.push(format!("{name} with room again, after {:?}: {e:?}", t.elapsed()));
+        }
+    }
+    mgr.unlink_all().unwrap();
+    drop(mgr);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(common::dev_shm_files().is_empty(), "{:?}", common::dev_shm_files());
+}
+
+shmproc::entry! {
+    /// Maps `l` and `d`, leaves itself no address space (`RLIMIT_AS`) or
+    /// no descriptor (`resource`), sets `ready`, waits for `grown` (the
+    /// parent grew both far past what it has mapped), then uses both:
+    /// each call an error or a right answer (no crash, no garbage). With
+    /// the limit lifted, everything reads as the parent wrote it and
+    /// writes go in.
+    fn r29_starved_reader((l, d, ready, grown, resource): (ListProxy<u64>, DictProxy<u64, String>, Event, Event, u32)) -> Result<(), String> {
+        let n0 = l.len();
+        let _ = d.len();
+        let base = if resource == libc::RLIMIT_NOFILE { open_fds() } else { common::vm_size() };
+        set_limit(resource, base + if resource == libc::RLIMIT_NOFILE { 0 } else { 64 << 10 });
+        ready.set();
+        let waited = grown.wait_timeout(Duration::from_secs(60));
+        let mut seen = Vec::new();
+        if waited {
+            let len = l.len();
+            seen.push(format!("len {len} (was {n0})"));
+            seen.push(format!("dict len {}", d.len()));
+            match l.get(-1) { Ok(v) => if v + 1 != len as u64 { return Err(format!("last {v}, len {len}")) }, Err(e) => seen.push(format!("get: {e:?}")) }
+            match l.to_vec() { Ok(v) => if v.len() != len || v.iter().enumerate().any(|(i, &x)| x != i as u64) { return Err("to_vec garbage".into()) }, Err(e) => seen.push(format!("to_vec: {e:?}")) }
+            if let Err(e) = l.append(len as u64) { seen.push(format!("append: {e:?}")) }
+            match d.get(&7) { Ok(v) => if v.as_deref() != Some("v7") { return Err(format!("d[7] = {v:?}")) }, Err(e) => seen.push(format!("dict get: {e:?}")) }
+            if let Err(e) = d.insert(u64::MAX, "child".into()) { seen.push(format!("dict insert: {e:?}")) }
+        }
+        unlimited(resource);
+        println!("starved reader saw: {seen:?}");
+        if !waited {
+            return Err("no growth".into());
+        }
+        // A list of 2 000 000 (or 10) is not empty; a peer's growth this
+        // process cannot map is no corruption of the container.
+        if seen[0].starts_with("len 0 ") || seen[1] == "dict len 0" || seen.iter().any(|s| s.contains("Corrupted")) {
+            return Err(format!("wrong answers without room to map the grown containers: {seen:?}"));
+        }
+        let len = l.len();
+        let v = l.to_vec().map_err(|e| format!("to_vec after: {e:?}"))?;
+        if v.len() != len || v.iter().enumerate().any(|(i, &x)| x != i as u64) {
+            return Err(format!("after lifting the limit: {} items, not 0..{len}", v.len()));
+        }
+        l.append(len as u64).map_err(|e| format!("append after: {e:?}"))?;
+        if d.get(&7).map_err(|e| format!("{e:?}"))?.as_deref() != Some("v7") {
+            return Err("d[7] after".into());
+        }
+        d.insert(u64::MAX - 1, "child2".into()).map_err(|e| format!("dict insert after: {e:?}"))?;
+        Ok(())
+    }
+}
+
+fn starved_reader(resource: u32) {
+    let l = ListProxy::<u64>::new().unwrap();
+    let d = DictProxy::<u64, String>::new().unwrap();
+    l.extend(0..10).unwrap();
+    d.insert(7, "v7".into()).unwrap();
+    let (ready, grown) = (Event::new().unwrap(), Event::new().unwrap());
+    let mut p =
+        shmproc::Process::new(r29_starved_reader, (l.clone(), d.clone(), ready.clone(), grown.clone(), resource));
+    p.start().unwrap();
+    assert!(ready.wait_timeout(Duration::from_secs(60)));
+    l.extend(10..2_000_000).unwrap();
+    for i in 0..20_000u64 {
+        if i != 7 {
+            d.insert(i, format!("v{i}-{}", "y".repeat((i % 50) as usize))).unwrap();
+        }
+    }
+    grown.set();
+    common::join(&p).unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+    let v = l.to_vec().unwrap();
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u64), "list garbled");
+    assert_eq!(d.get(&(u64::MAX - 1)).unwrap().as_deref(), Some("child2"));
+    drop((l, d, ready, grown));
+    wait_no_children("reader");
+    assert!(common::dev_shm_files().is_empty(), "{:?}", common::dev_shm_files());
+}
+
+/// A process that has a list and a dict mapped and then no address space
+/// left, while another grows both far past its mapping: its calls fail or
+/// answer right (never a crash or garbage), and work once it has room.
+#[test]
+fn containers_grown_under_a_peer_out_of_address_space_fail_cleanly_there() {
+    if !common::rerun_in_tmpfs(
+        "containers_grown_under_a_peer_out_of_address_space_fail_cleanly_there",
+        INNER,
+        Some("256m"),
+        DEADLINE,
+    ) {
+        return;
+    }
+    starved_reader(libc::RLIMIT_AS);
+}
+
+/// As above, with no descriptor left.
+#[test]
+fn containers_grown_under_a_peer_out_of_descriptors_fail_cleanly_there() {
+    if !common::rerun_in_tmpfs(
+        "containers_grown_under_a_peer_out_of_descriptors_fail_cleanly_there",
+        INNER,
+        Some("256m"),
+        DEADLINE,
+    ) {
+        return;
+    }
+    starved_reader(libc::RLIMIT_NOFILE);
 }

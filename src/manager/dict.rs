@@ -1030,7 +1030,17 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// assert_eq!(d.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        self.store.read(|v| self.table(v).map(|t| t.count as usize)).unwrap_or(0)
+        // The count root words only (in the control block, always mapped):
+        // the table need not be mapped to count it (a process that cannot
+        // map a peer's growth still gets it right).
+        let count = |v: &View| -> R<usize> {
+            let (count, used, nb) = (v.root(COUNT)?, v.root(USED)?, v.root(NB)?);
+            if count > used || used > nb {
+                return Err(Fail::Torn("table counts"));
+            }
+            Ok(usize::try_from(count).unwrap_or(usize::MAX))
+        };
+        self.store.read(count).unwrap_or(0)
     }
 
     /// Whether the dict is empty.

@@ -665,7 +665,17 @@ impl<T: Element> ListProxy<T> {
     /// assert_eq!(l.len(), 2);
     /// ```
     pub fn len(&self) -> usize {
-        self.store.read(|v| self.arr(v).map(|a| a.len as usize)).unwrap_or(0)
+        // The length and capacity root words only (in the control block,
+        // always mapped): the array itself need not be mapped to count it
+        // (a process that cannot map a peer's growth still gets it right).
+        let len = |v: &View| -> R<usize> {
+            let (len, cap) = (v.root(LEN)?, v.root(CAP)?);
+            if len > cap {
+                return Err(Fail::Torn("length past capacity"));
+            }
+            Ok(usize::try_from(len).unwrap_or(usize::MAX))
+        };
+        self.store.read(len).unwrap_or(0)
     }
 
     /// Whether the list is empty.

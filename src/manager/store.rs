@@ -724,8 +724,32 @@ impl Store {
     pub(crate) fn fail_to_error(&self, e: Fail) -> ContainerError {
         match e {
             Fail::Err(e) => e,
-            Fail::Torn(reason) => ContainerError::Corrupted { name: self.name().to_owned(), reason },
+            Fail::Torn(reason) => match self.unmapped_growth() {
+                Some(why) => ContainerError::Io(why),
+                None => ContainerError::Corrupted { name: self.name().to_owned(), reason },
+            },
         }
+    }
+
+    /// Why an inconsistent read or write is this process's own: the
+    /// container grew (a peer's growth: `map_len`, and the file really
+    /// holds that much) past what this process could map (no address
+    /// space or descriptor left for the remap), so what it needs lies
+    /// beyond its view. `None` when the view covers what was published,
+    /// or the file does not hold it (a hostile `map_len`: corruption).
+    #[cold]
+    fn unmapped_growth(&self) -> Option<String> {
+        // Acquire: pairs with the Release store of map_len in `Txn::grow` (as in `view`).
+        let want = self.ctl().map_len.load(Ordering::Acquire);
+        let have = self.view().len;
+        let size = crate::sys::shm::fstat_file(self.seg.file()?).ok()?;
+        (want > have && size >= want).then(|| {
+            format!(
+                "container {:?} grew to {want} bytes; this process could map only {have} of them (no address space or \
+                 file descriptor left?)",
+                self.name()
+            )
+        })
     }
 
     /// Takes the lock unless this thread holds it already (inside
