@@ -226,12 +226,13 @@ fn every_kind_made_with_little_address_space_left_fails_cleanly() {
 shmproc::task! { fn r29_shout(s: String) -> String { s.to_uppercase() } }
 shmproc::task! { fn r29_twice(x: u64) -> u64 { x * 2 } }
 
+/// This process's children, started by any of its threads (a Pool's
+/// workers are its threads' children).
 fn children() -> Vec<u32> {
-    let me = std::process::id();
-    std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
+    let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
         .collect()
 }
 
@@ -734,4 +735,81 @@ fn containers_grown_under_a_peer_out_of_descriptors_fail_cleanly_there() {
         return;
     }
     starved_reader(libc::RLIMIT_NOFILE);
+}
+
+shmproc::task! { fn r29_pid(_x: u64) -> u32 { std::process::id() } }
+
+/// A Pool whose parent has no descriptor (`RLIMIT_NOFILE`) or little
+/// address space (`RLIMIT_AS`) left when a worker is killed: the map in
+/// flight, and the next ones, end (results or an error) instead of
+/// hanging or panicking; once the limit is lifted the pool maps again,
+/// and it ends leaving no process and no file.
+fn pool_starved(resource: u32) {
+    let pool = std::sync::Arc::new(shmproc::Pool::builder().processes(2).build().unwrap());
+    let pids = pool.map(r29_pid, 0..64u64).unwrap();
+    let victim = pids[0];
+    // The thread that maps is started before the limit (a thread's stack
+    // is address space too).
+    let (go, started) = std::sync::mpsc::channel::<()>();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = pool.clone();
+    std::thread::spawn(move || {
+        if started.recv().is_ok() {
+            let r: Vec<_> =
+                (0..3).map(|_| p.map(r29_twice, 0..20_000u64).map(|v| v.len()).map_err(|e| e.to_string())).collect();
+            let _ = tx.send(r);
+        }
+    });
+    let base = if resource == libc::RLIMIT_NOFILE { open_fds() } else { common::vm_size() };
+    set_limit(resource, base + if resource == libc::RLIMIT_NOFILE { 0 } else { 4 << 20 });
+    // SAFETY: kill(2) of a worker of ours, by pid.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    // Dead (a zombie, or reaped) before the maps start.
+    common::wait_for("the killed worker to die", || {
+        std::fs::read_to_string(format!("/proc/{victim}/stat"))
+            .map_or(true, |st| st.rsplit(')').next().is_some_and(|t| t.trim_start().starts_with('Z')))
+    });
+    go.send(()).unwrap();
+    let r = rx.recv_timeout(Duration::from_secs(60)).ok();
+    unlimited(resource);
+    println!("maps with the limit: {r:?}; workers now {:?}", children());
+    assert!(r.is_some(), "maps hung with the limit set");
+    let p = pool.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(p.map(r29_twice, 0..2000u64).map_err(|e| e.to_string())));
+    let after = rx.recv_timeout(Duration::from_secs(60)).ok();
+    println!("map after: {:?}", after.as_ref().map(|r| r.as_ref().map(|v| v.len())));
+    let after = after.expect("a map hung after the limit was lifted");
+    assert_eq!(after.unwrap(), (0..2000u64).map(|x| x * 2).collect::<Vec<_>>());
+    pool.terminate();
+    pool.join().unwrap();
+    drop(pool);
+    wait_no_children("pool");
+    assert!(common::dev_shm_files().is_empty(), "{:?}", common::dev_shm_files());
+}
+
+#[test]
+fn a_pool_losing_a_worker_with_no_descriptors_left_does_not_hang() {
+    if !common::rerun_in_tmpfs(
+        "a_pool_losing_a_worker_with_no_descriptors_left_does_not_hang",
+        INNER,
+        Some("256m"),
+        DEADLINE,
+    ) {
+        return;
+    }
+    pool_starved(libc::RLIMIT_NOFILE);
+}
+
+#[test]
+fn a_pool_losing_a_worker_with_no_address_space_left_does_not_hang() {
+    if !common::rerun_in_tmpfs(
+        "a_pool_losing_a_worker_with_no_address_space_left_does_not_hang",
+        INNER,
+        Some("256m"),
+        DEADLINE,
+    ) {
+        return;
+    }
+    pool_starved(libc::RLIMIT_AS);
 }
