@@ -26,6 +26,13 @@ pub fn e<E: std::fmt::Debug>(x: E) -> String {
     format!("{x:?}")
 }
 
+shmproc::entry! {
+    /// Does nothing with its argument (a Process started by a maker).
+    pub fn r29_noop(arg: Vec<u8>) -> Result<(), String> {
+        if arg.len() == 100_000 { Ok(()) } else { Err("argument".into()) }
+    }
+}
+
 pub fn makers() -> Vec<Maker> {
     vec![
         ("Lock", || Lock::new().map(drop).map_err(e)),
@@ -67,6 +74,15 @@ pub fn makers() -> Vec<Maker> {
             Ok(())
         }),
         ("Manager", || Manager::new().map(drop).map_err(e)),
+        ("Process", || {
+            let mut p = shmproc::Process::new(r29_noop, vec![1u8; 100_000]);
+            p.start().map_err(e)?;
+            p.join_timeout(Duration::from_secs(30)).map_err(e)?;
+            if p.exitcode() != Some(0) {
+                return Err(format!("exit {:?}", p.exitcode()));
+            }
+            Ok(())
+        }),
         ("Manager+list+dict+nested", || {
             let m = Manager::new().map_err(e)?;
             let l = m.list::<u64>("l").map_err(e)?;
