@@ -54,7 +54,7 @@ shmproc::entry! {
     /// them with no limit (1: its first ring is mapped, the next one is
     /// not); then lifts the limit and gets the rest. Err if a get said
     /// `Closed` (the queue is open and full of items) or anything came
-    /// out of order.
+    /// out of order, or `empty()` said true.
     fn r29_starved_consumer((q, n, resource, pre): (Queue<u64>, u64, u32, u64)) -> Result<(), String> {
         let mut next = 0u64;
         while next < pre {
@@ -83,13 +83,16 @@ shmproc::entry! {
                 Err(e) => seen.push(format!("get_timeout after {next}: {e:?}")),
             }
         }
+        if q.empty() {
+            seen.push(format!("empty() with {} items in the queue", n - next));
+        }
         match q.put_nowait(u64::MAX) {
             Ok(()) => return Err("a put without descriptors or address space to open the newest ring went in".into()),
             Err(e) => seen.push(format!("put_nowait: {e:?}")),
         }
         unlimited(resource);
-        if seen.iter().any(|s| s.contains("Closed")) {
-            return Err(format!("an open queue holding {} items said Closed: {seen:?}", n - next));
+        if seen.iter().any(|s| s.contains("Closed") || s.starts_with("empty()")) {
+            return Err(format!("an open queue holding {} items said Closed or empty: {seen:?}", n - next));
         }
         while next < n {
             match q.get_timeout(Duration::from_secs(10)) {

@@ -817,6 +817,15 @@ impl<T: Handoff> Chain<T> {
         usize::try_from(n).unwrap_or(usize::MAX)
     }
 
+    /// Whether no live ring holds an item: false when a live ring is
+    /// there but this process cannot map it now (no descriptor, no address
+    /// space), whose items `len` cannot count.
+    pub(super) fn is_empty(&self) -> bool {
+        COUNT_SHORT.with(|s| s.set(false));
+        let n = self.len();
+        n == 0 && !COUNT_SHORT.with(|s| s.replace(false))
+    }
+
     /// Closes the queue for every process.
     pub(super) fn close(&self) {
         // SeqCst: `advance`'s CAS fails from now on, so `n` stays newest.

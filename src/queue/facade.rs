@@ -389,7 +389,7 @@ assert_eq!(item, (7, \"plum\".to_string()));
             /// `while !q.empty() { q.get()?; }` drains without blocking).
             #[doc = concat!("```\nassert!(shmproc::", $doc_ty, "::<u8>::new(1).unwrap().empty());\n```")]
             pub fn empty(&self) -> bool {
-                self.q.len() == 0
+                self.q.is_empty()
             }
 
             /// Closes this handle, as Python's `close()`: later puts and gets

@@ -103,6 +103,15 @@ impl<T: Handoff> Inner<T> {
         }
     }
 
+    /// Whether the queue holds no item (a chain that cannot count a ring
+    /// this process cannot map now is not known to be empty).
+    pub(super) fn is_empty(&self) -> bool {
+        match self {
+            Inner::Ring(r) => r.len() == 0,
+            Inner::Chain(c) => c.is_empty(),
+        }
+    }
+
     /// `maxsize`: 0 for an unbounded queue.
     pub(super) fn capacity(&self) -> usize {
         match self {
