@@ -711,9 +711,13 @@ pub(crate) mod crash {
 /// queue (/dev/shm is sticky: only we may remove our files), was given up
 /// to us: `gc` removes it once the process that made it is dead.
 ///
-/// A creator killed in the microseconds between sizing its file and
-/// writing its identity leaves a zero-filled file that `gc` cannot tell
-/// from a foreign one: remove it with [`unlink`](crate::unlink).
+/// A segment gets its name only once its header names its creator: it is
+/// made under a name of its own, `.making.<pid>.<start>.<n>`, which `gc`
+/// removes once that process is dead, and a name given to a segment is
+/// never half made for `gc`: a creator killed at any point of a `create`
+/// leaves nothing `gc` does not remove. (A zero-filled file under a
+/// user's name, as an older build could leave, is not judged: remove it
+/// with [`unlink`](crate::unlink).)
 ///
 /// ```
 /// let removed = shmproc::gc().unwrap();

@@ -108,17 +108,27 @@ impl Segment {
         total_len: u64,
     ) -> Result<Segment, OpenError> {
         let c_name = os_name(name)?;
+        // Made under a name of its own that names this process
+        // ([`making_name`]), and given `name` only once its header names
+        // us: a creator killed at any point leaves either that name,
+        // which `gc` judges by the identity in it, or a file whose header
+        // names it. (Made under `name` itself, a creator killed before its
+        // header was written, a window of several system calls and a
+        // /proc read, left a headerless file `gc` could not judge: the
+        // name was taken for good.)
+        let identity = sys::thread::process_identity();
+        let c_temp = os_name(&making_name(identity))?;
         // The header's page first, the rest once the header names us (below).
-        let fd = sys::shm::create(&c_name, opts.mode, total_len, HEAD_PAGE).map_err(|e| space_error(name, total_len, e))?;
-        let info = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e))?;
-        let (ino, dev) = (info.ino, info.dev);
-        let (map, file) = match map(name, fd, total_len) {
+        let fd = sys::shm::create(&c_temp, opts.mode, total_len, HEAD_PAGE).map_err(|e| space_error(name, total_len, e))?;
+        let made = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e)).and_then(|info| Ok((info, map(name, fd, total_len)?)));
+        let (info, (map, file)) = match made {
             Ok(m) => m,
             Err(e) => {
-                let _ = sys::shm::unlink(&c_name);
+                let _ = sys::shm::unlink(&c_temp);
                 return Err(e);
             }
         };
+        let (ino, dev) = (info.ino, info.dev);
         let seg = Segment {
             name: name.to_owned(),
             os_name: c_name,
@@ -130,7 +140,12 @@ impl Segment {
             file_id: (dev, ino),
             perm: info.perm,
         };
-        seg.header().write_fields(kind, fp, capacity, total_len);
+        seg.header().write_fields(kind, fp, capacity, total_len, identity);
+        // Now under `name`, never replacing a file there (`AlreadyExists`;
+        // dropping `seg` then leaves that file alone: another inode).
+        let linked = sys::shm::link_no_replace(&c_temp, &seg.os_name);
+        let _ = sys::shm::unlink(&c_temp);
+        linked.map_err(|e| errno_to_open(name, e))?;
         // The rest of the pages: a creator killed while reserving them (a
         // wide window for a large segment) leaves a file whose header names
         // it, which `gc` removes; on failure, dropping `seg` removes the name.
@@ -647,6 +662,17 @@ pub(crate) fn gc_matching(wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<
             continue;
         }
         let path = entry.path();
+        if let Some(identity) = making_identity(user) {
+            // A segment being made (see `Segment::create`): its header may
+            // not be written yet, the name says who makes it.
+            if let Some(judged) = dead_making(&path, identity)
+                && sys::shm::stat_path(&path) == Some(judged)
+                && sys::shm::unlink(&c_name).is_ok()
+            {
+                removed.push(user.to_owned());
+            }
+            continue;
+        }
         let Some((judged, kind)) = dead_segment(&path) else {
             continue;
         };
@@ -669,6 +695,47 @@ pub(crate) fn gc_matching(wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<
         }
     }
     Ok(removed)
+}
+
+/// The user-name prefix of a segment being made ([`making_name`]).
+const MAKING_PREFIX: &str = ".making.";
+
+/// The name a segment is made under before it gets its own
+/// ([`Segment::create`]): `.making.<pid>.<start>.<n>`, the maker's
+/// identity (pid and start time, as a header records it) and a number
+/// unique in the process.
+fn making_name((pid, start): (u32, u64)) -> String {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // Relaxed: a counter that publishes nothing.
+    format!("{MAKING_PREFIX}{pid}.{start}.{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The maker's identity `(pid, start)` in a [`making_name`]; `None` for
+/// any other name.
+fn making_identity(user: &str) -> Option<(u32, u64)> {
+    let mut parts = user.strip_prefix(MAKING_PREFIX)?.split('.');
+    let pid = parts.next()?.parse().ok()?;
+    let start = parts.next()?.parse().ok()?;
+    let _n: u64 = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((pid, start))
+}
+
+/// `Some((inode, device))` if the file at `path`, named for a segment
+/// being made by `(pid, start)`, is to be removed: one whose header is
+/// written is judged by it, like any segment; one with none yet (a
+/// regular file of our uid, at most the header's page) by the maker's
+/// identity in its name.
+fn dead_making(path: &std::path::Path, (pid, start): (u32, u64)) -> Option<(u64, u64)> {
+    let fd = sys::shm::open_to_inspect(path).ok()?;
+    let info = sys::shm::fstat(&fd).ok()?;
+    if !info.regular || info.uid != sys::shm::euid() {
+        return None;
+    }
+    if header_of(&fd).is_some() {
+        return dead_segment(path).map(|(judged, _)| judged);
+    }
+    (info.size <= HEAD_PAGE && pid != 0 && sys::thread::process_is_dead(pid, start)).then_some((info.ino, info.dev))
 }
 
 /// The user names of the segments of `kind` that [`gc`](crate::gc) would remove
