@@ -196,3 +196,62 @@ fn a_name_whose_creator_was_killed_while_creating_it_is_free_after_gc() {
         );
     }
 }
+shmproc::entry! {
+    /// Makes the persisted unbounded queue `name` with several rings,
+    /// then removes it with `shmproc::unlink`, over and over until killed.
+    fn churn_unlink((name, started): (String, Event)) {
+        let mut first = true;
+        loop {
+            let q = Queue::<u64>::create(&name, 0).unwrap();
+            q.persist();
+            for i in 0..20_000 {
+                q.put(i).unwrap();
+            }
+            drop(q);
+            shmproc::unlink(&name).unwrap();
+            if std::mem::take(&mut first) {
+                started.set();
+            }
+        }
+    }
+}
+
+/// A process killed while `shmproc::unlink` removes a (persisted)
+/// unbounded queue leaves nothing that `gc()` cannot remove. Before, the
+/// queue's name went first and its rings after: a kill in between left
+/// the rings (persisted, like every ring) with no queue to lead `gc` to
+/// them, in /dev/shm for good. (Seen first as a Manager's queue ring left
+/// when the Manager's creator was killed while its drop removed the
+/// Manager's objects.) /dev/shm holds many other files, as a busy
+/// machine's does: listing it is the slow step between the two removals.
+#[test]
+fn a_process_killed_while_unlinking_an_unbounded_queue_leaves_no_ring() {
+    if !common::rerun_in_tmpfs(
+        "a_process_killed_while_unlinking_an_unbounded_queue_leaves_no_ring",
+        INNER,
+        Some("1g"),
+        Duration::from_secs(300),
+    ) {
+        return;
+    }
+    for i in 0..3000 {
+        std::fs::write(format!("/dev/shm/other-program-{i}"), b"x").unwrap();
+    }
+    let started = Event::new().unwrap();
+    let name = common::name("r27-unlink");
+    for round in 0..60 {
+        started.clear();
+        let mut p = Process::new(churn_unlink, (name.clone(), started.clone()));
+        common::crash::start(&mut p, &started);
+        common::crash::kill_within(&p, 10);
+        let removed = shmproc::gc().unwrap();
+        // The queue itself may be left complete (persisted): the user
+        // removes it, rings and all.
+        let _ = shmproc::unlink(&name);
+        let left = common::crash::segments_named(&name);
+        assert!(left.is_empty(), "round {round}: gc removed {removed:?} and left {left:?}");
+    }
+    for i in 0..3000 {
+        std::fs::remove_file(format!("/dev/shm/other-program-{i}")).unwrap();
+    }
+}

@@ -465,12 +465,14 @@ impl Segment {
 pub fn unlink(name: &str) -> Result<(), OpenError> {
     let c_name = os_name(name)?;
     let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
-    let chain = kind_of(&path) == Some(Kind::QueueChain.to_u32());
-    sys::shm::unlink(&c_name).map_err(|e| errno_to_open(name, e))?;
-    if chain {
+    // The rings first: a process killed in between leaves the queue's
+    // name, which leads `unlink` (or `gc`, creator dead) to what is left
+    // of them. (Name first, a kill in between left the rings, persisted
+    // like every ring, with nothing to lead anybody to them.)
+    if kind_of(&path) == Some(Kind::QueueChain.to_u32()) {
         unlink_rings_of(name);
     }
-    Ok(())
+    sys::shm::unlink(&c_name).map_err(|e| errno_to_open(name, e))
 }
 
 /// Whether `name` is an unbounded queue that a live process still holds
@@ -687,12 +689,16 @@ pub(crate) fn gc_matching(wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<
         tests::BEFORE_UNLINK.with(|h| h.get().map(|f| f(user)));
         // As in Drop: unlink only if the name still refers to the file we
         // judged (it may have been removed and re-created since).
-        if sys::shm::stat_path(&path) == Some(judged) && sys::shm::unlink(&c_name).is_ok() {
-            removed.push(user.to_owned());
-            if chain {
-                removed.extend(unlink_rings_of(user));
-            }
+        if sys::shm::stat_path(&path) != Some(judged) {
+            continue;
         }
+        // The rings first, as in `unlink`: a `gc` killed in between
+        // leaves the queue's name for the next one.
+        let rings = if chain { unlink_rings_of(user) } else { Vec::new() };
+        if sys::shm::unlink(&c_name).is_ok() {
+            removed.push(user.to_owned());
+        }
+        removed.extend(rings);
     }
     Ok(removed)
 }
