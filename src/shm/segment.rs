@@ -116,6 +116,12 @@ impl Segment {
         // header was written, a window of several system calls and a
         // /proc read, left a headerless file `gc` could not judge: the
         // name was taken for good.)
+        let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
+        if sys::shm::stat_path(&path).is_some() {
+            // Taken: say so before making anything (`open_or_create` tries
+            // `create` first every time). The link below decides races.
+            return Err(OpenError::AlreadyExists(name.to_owned()));
+        }
         let identity = sys::thread::process_identity();
         let c_temp = os_name(&making_name(identity))?;
         // The header's page first, the rest once the header names us (below).
