@@ -255,3 +255,51 @@ fn a_process_killed_while_unlinking_an_unbounded_queue_leaves_no_ring() {
         std::fs::remove_file(format!("/dev/shm/other-program-{i}")).unwrap();
     }
 }
+
+shmproc::entry! {
+    /// Opens the unbounded queue and the lock named in `names` and
+    /// persists them: they are to outlive every process.
+    fn persist_opened((queue, lock): (String, String)) {
+        Queue::<u64>::open(&queue).unwrap().persist();
+        Lock::open(&lock).unwrap().persist();
+    }
+}
+
+/// `persist()` called by a process that opened an object (not its
+/// creator) keeps it after the creator's last handle drops, as it does
+/// for a Manager ("any process may call it") and as the header's
+/// persist flag, which `gc` honours, says; and the object can then be
+/// opened and removed with `unlink`. Before, the creator's drop removed
+/// the name anyway (but `gc` kept it had the creator been killed), and an
+/// unbounded queue lost its name while its rings, persisted, stayed in
+/// /dev/shm with nothing to lead `unlink` or `gc` to them.
+#[test]
+fn an_object_persisted_by_a_process_that_opened_it_outlives_its_creator() {
+    let queue = common::name("r27-persist-q");
+    let lock = common::name("r27-persist-l");
+    let q = Queue::<u64>::create(&queue, 0).unwrap();
+    for i in 0..5000 {
+        q.put(i).unwrap();
+    }
+    let l = Lock::create(&lock).unwrap();
+    let mut p = Process::new(persist_opened, (queue.clone(), lock.clone()));
+    p.start().unwrap();
+    common::join(&p).unwrap();
+    drop((q, l));
+    let left = common::crash::segments_named(&queue);
+    let reopened = Queue::<u64>::open(&queue).map(|q| q.get_timeout(Duration::ZERO));
+    let lock_kept = Lock::open(&lock).is_ok();
+    let _ = shmproc::unlink(&lock);
+    let unlinked = shmproc::unlink(&queue);
+    let after = common::crash::segments_named(&queue);
+    for f in &after {
+        let _ = std::fs::remove_file(format!("/dev/shm/{f}"));
+    }
+    assert!(
+        matches!(reopened, Ok(Ok(0))),
+        "the queue a child persisted cannot be used after its creator's drop ({reopened:?}); left in /dev/shm: {left:?}"
+    );
+    assert!(lock_kept, "the lock a child persisted was removed by its creator's drop");
+    assert!(unlinked.is_ok(), "{unlinked:?}");
+    assert!(after.is_empty(), "unlink(queue) left {after:?}");
+}

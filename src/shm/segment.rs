@@ -367,9 +367,16 @@ impl Segment {
     }
 
     /// Whether this handle will unlink the name when it drops (this
-    /// process created it and did not persist it).
+    /// process created it and no process persisted it).
     pub(crate) fn owns_name(&self) -> bool {
-        self.creator.is_some_and(|(pid, _, _)| pid == std::process::id()) && !self.persist.load(Ordering::Relaxed)
+        self.creator.is_some_and(|(pid, _, _)| pid == std::process::id()) && !self.persisted()
+    }
+
+    /// Whether this process or any other (one that opened the segment, a
+    /// forked child: the header's flag, which `gc` honours too) called
+    /// `persist`.
+    fn persisted(&self) -> bool {
+        self.persist.load(Ordering::Relaxed) || self.persisted_anywhere()
     }
 
     /// The creator identity recorded in the header (pid, start time).
@@ -421,8 +428,12 @@ impl Drop for Segment {
         let Some((pid, ino, dev)) = self.creator else {
             return;
         };
-        // A forked child inherits the handle but is not the creator.
-        if pid != std::process::id() || self.persist.load(Ordering::Relaxed) {
+        // A forked child inherits the handle but is not the creator. A
+        // segment persisted by any process stays, whatever became of its
+        // creator (`gc` leaves it too); an unbounded queue persisted by a
+        // process that opened it kept its rings, and removing its name
+        // here left them with nothing to lead `unlink` or `gc` to them.
+        if pid != std::process::id() || self.persisted() {
             return;
         }
         self.unlink_if_same_file(ino, dev);
