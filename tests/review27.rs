@@ -303,3 +303,131 @@ fn an_object_persisted_by_a_process_that_opened_it_outlives_its_creator() {
     assert!(unlinked.is_ok(), "{unlinked:?}");
     assert!(after.is_empty(), "unlink(queue) left {after:?}");
 }
+shmproc::entry! {
+    /// On `go`: `open_or_create`s the Value `name` with its own pid as the
+    /// initial value and the 32 MiB Array `name.big`, records what the
+    /// value held and the array's length in `seen[slot]`, and holds both
+    /// until `done` (so no creator leaves, and removes a name, before
+    /// every racer opened it).
+    fn race_open_or_create((name, slot, seen, go, done): (String, u64, Array<u64>, Event, Event)) {
+        assert!(go.wait_timeout(common::DEADLINE));
+        let v = Value::<u64>::open_or_create(&name, u64::from(std::process::id())).unwrap();
+        let a = Array::<u64>::open_or_create(&format!("{name}.big"), 4 << 20).unwrap();
+        a.set((4 << 20) - 1, 1).unwrap();
+        seen.set(2 * slot as usize, v.get().unwrap()).unwrap();
+        seen.set(2 * slot as usize + 1, a.len() as u64).unwrap();
+        assert!(done.wait_timeout(common::DEADLINE));
+    }
+}
+
+/// Processes racing `open_or_create` on one name: exactly one creates it
+/// (every racer reads the same initial value, one of theirs), and the
+/// others open the complete object (a large one too: its full length,
+/// whatever moment of its creation the open fell on).
+#[test]
+fn processes_racing_open_or_create_get_one_complete_object() {
+    const N: u64 = 4;
+    for round in 0..15 {
+        let name = format!("{}-{round}", common::name("r27-race"));
+        let seen = Array::<u64>::new(2 * N).unwrap();
+        let (go, done) = (Event::new().unwrap(), Event::new().unwrap());
+        let mut ps: Vec<Process> = (0..N)
+            .map(|i| Process::new(race_open_or_create, (name.clone(), i, seen.clone(), go.clone(), done.clone())))
+            .collect();
+        for p in &mut ps {
+            p.start().unwrap();
+        }
+        go.set();
+        common::wait_for("every racer's report", || (0..2 * N as usize).all(|i| seen.get(i).unwrap() != 0));
+        done.set();
+        let pids: Vec<u64> = ps.iter().map(|p| u64::from(p.pid().unwrap())).collect();
+        for p in &ps {
+            common::join(p).unwrap();
+        }
+        let values: Vec<u64> = (0..N as usize).map(|i| seen.get(2 * i).unwrap()).collect();
+        let lens: Vec<u64> = (0..N as usize).map(|i| seen.get(2 * i + 1).unwrap()).collect();
+        assert!(
+            values.iter().all(|v| *v == values[0]) && pids.contains(&values[0]),
+            "round {round}: {values:?} (racers {pids:?})"
+        );
+        assert!(lens.iter().all(|l| *l == 4 << 20), "round {round}: lengths {lens:?}");
+        assert!(
+            common::crash::segments_named(&name).is_empty(),
+            "round {round}: left {:?}",
+            common::crash::segments_named(&name)
+        );
+    }
+}
+
+/// A name taken by one kind of object is refused to every other kind, by
+/// `create`, `open` and `open_or_create` alike, and the object is intact.
+#[test]
+fn a_name_of_one_kind_is_refused_to_another() {
+    let name = common::name("r27-kind");
+    let lock = Lock::create(&name).unwrap();
+    assert!(matches!(Value::<u64>::create(&name, 1), Err(shmproc::OpenError::AlreadyExists(_))));
+    assert!(matches!(Value::<u64>::open(&name), Err(shmproc::OpenError::WrongKind { .. })));
+    assert!(matches!(Value::<u64>::open_or_create(&name, 1), Err(shmproc::OpenError::WrongKind { .. })));
+    assert!(matches!(Queue::<u64>::open_or_create(&name, 0), Err(shmproc::OpenError::WrongKind { .. })));
+    assert!(matches!(Manager::open(&name), Err(shmproc::OpenError::WrongKind { .. })));
+    assert!(matches!(ListProxy::<u64>::open(&name), Err(shmproc::OpenError::WrongKind { .. })));
+    drop(lock.lock().unwrap());
+    drop(lock);
+    assert!(common::crash::segments_named(&name).is_empty());
+}
+
+shmproc::entry! {
+    /// Creates the Lock `name` and leaves without dropping it.
+    fn leave_a_dead_lock(name: String) {
+        let l = Lock::create(&name).unwrap();
+        std::mem::forget(l);
+        std::process::exit(0);
+    }
+}
+
+/// `gc()` removes a dead creator's segment and nothing else among
+/// symlinks (to it, to a file of ours, named as a segment being made),
+/// a directory, a FIFO and a foreign file under our prefix; it never
+/// follows a symlink.
+#[test]
+fn gc_never_follows_a_symlink_nor_removes_what_is_not_a_dead_segment() {
+    if !common::rerun_in_tmpfs(
+        "gc_never_follows_a_symlink_nor_removes_what_is_not_a_dead_segment",
+        INNER,
+        Some("64m"),
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let name = common::name("r27-dead");
+    let mut p = Process::new(leave_a_dead_lock, name.clone());
+    p.start().unwrap();
+    common::join(&p).unwrap();
+    let target = std::env::temp_dir().join(format!("r27-target-{}", std::process::id()));
+    std::fs::write(&target, [0u8; 100]).unwrap();
+    let shm = |n: &str| format!("/dev/shm/shmproc.{n}");
+    std::os::unix::fs::symlink(shm(&name), shm("link-to-dead")).unwrap();
+    std::os::unix::fs::symlink(&target, shm(".making.1.1.0")).unwrap();
+    std::os::unix::fs::symlink(&target, shm("link-to-file")).unwrap();
+    std::fs::create_dir(shm("dir")).unwrap();
+    // SAFETY: a NUL-terminated path; mkfifo has no other preconditions.
+    assert_eq!(unsafe { libc::mkfifo(c"/dev/shm/shmproc.fifo".as_ptr(), 0o600) }, 0);
+    std::fs::write(shm("foreign"), b"SHMPROC\x01 but not one of ours, and short").unwrap();
+    let removed = shmproc::gc().unwrap();
+    let left = common::dev_shm_files();
+    let target_kept = std::fs::read(&target).map(|b| b.len()).ok();
+    let _ = std::fs::remove_file(&target);
+    assert_eq!(removed, std::slice::from_ref(&name));
+    assert_eq!(
+        left,
+        [
+            "shmproc..making.1.1.0",
+            "shmproc.dir",
+            "shmproc.fifo",
+            "shmproc.foreign",
+            "shmproc.link-to-dead",
+            "shmproc.link-to-file"
+        ]
+    );
+    assert_eq!(target_kept, Some(100));
+}
