@@ -431,3 +431,57 @@ fn gc_never_follows_a_symlink_nor_removes_what_is_not_a_dead_segment() {
     );
     assert_eq!(target_kept, Some(100));
 }
+
+shmproc::entry! {
+    /// Creates objects (named and not, small and of several MiB, an
+    /// unbounded queue, a Manager's list) over and over, checking each one
+    /// can be opened by its name once made; sets `started` after the
+    /// first round and ends after `rounds`.
+    fn create_while_gc_runs((rounds, started): (u64, Event)) {
+        for round in 0..rounds {
+            let name = format!("r27-live-{}-{round}", std::process::id());
+            let l = Lock::create(&name).unwrap();
+            assert!(Lock::open(&name).is_ok(), "round {round}: the lock {name} is gone");
+            let raw = shmproc::RawSegment::new(8 << 20).unwrap();
+            assert!(shmproc::RawSegment::open(raw.name()).is_ok(), "round {round}: {} is gone", raw.name());
+            let q = Queue::<u64>::new(0).unwrap();
+            q.put(round).unwrap();
+            assert_eq!(Queue::<u64>::open(q.name()).unwrap().get().unwrap(), round);
+            let m = Manager::new().unwrap();
+            m.list::<u64>("l").unwrap().append(round).unwrap();
+            assert_eq!(Manager::open(m.name()).unwrap().list::<u64>("l").unwrap().len(), 1);
+            drop((l, raw, q, m));
+            if round == 0 {
+                started.set();
+            }
+        }
+    }
+}
+
+/// `gc()` run over and over while a live process creates objects of
+/// every kind never removes one of them (whatever step of its creation
+/// each gc meets: the name being made, the header being written, the
+/// pages being reserved, the rings being linked).
+#[test]
+fn gc_never_removes_what_a_live_process_is_creating() {
+    if !common::rerun_in_tmpfs(
+        "gc_never_removes_what_a_live_process_is_creating",
+        INNER,
+        Some("1g"),
+        Duration::from_secs(120),
+    ) {
+        return;
+    }
+    let started = Event::new().unwrap();
+    let mut p = Process::new(create_while_gc_runs, (common::count(150, 1500), started.clone()));
+    common::crash::start(&mut p, &started);
+    let child = p.pid().unwrap();
+    let mut removed = Vec::new();
+    while p.exitcode().is_none() {
+        removed.extend(shmproc::gc().unwrap());
+    }
+    common::join(&p).unwrap();
+    // Nothing here has a dead creator: whatever gc removed was the live creator's.
+    assert!(removed.is_empty(), "gc removed objects of the live creator {child}: {removed:?}");
+    assert_eq!(common::dev_shm_files(), [format!("shmproc.{}", started.name())]);
+}
