@@ -694,6 +694,16 @@ pub(crate) mod crash {
 /// it still refers to the file it judged (a segment re-created under the
 /// same name meanwhile is kept). Returns the names removed.
 ///
+/// A creator is dead when its pid is gone, a zombie, or now names a
+/// process started at another time (a reused pid: the header records
+/// the creator's start time too); all processes must share one PID
+/// namespace. A dead creator's segment is removed even while other
+/// processes have it open, as the creator's own drop would have removed
+/// it: their handles keep working, later `open`s fail with
+/// [`OpenError::NotFound`], and an `open_or_create` makes a new object
+/// (not shared with the old handles). An unbounded queue is the
+/// exception (below). To keep an object beyond its creator, `persist` it.
+///
 /// When segments are left behind: a creator that ends without dropping
 /// its handles, killed by a signal (SIGKILL, and also SIGINT (Ctrl-C) or
 /// SIGTERM at their default action), aborted, or leaving through
