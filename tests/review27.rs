@@ -142,13 +142,13 @@ macro_rules! matrix {
 }
 
 matrix! {
-    a_lock_creator_killed_anywhere_leaves_nothing_after_gc: "lock", 40, 3;
-    a_value_creator_killed_anywhere_leaves_nothing_after_gc: "value", 40, 3;
-    a_queue_creator_killed_anywhere_leaves_nothing_after_gc: "queue", 40, 3;
-    an_unbounded_queue_creator_killed_anywhere_leaves_nothing_after_gc: "unbounded", 40, 20;
-    a_byte_queue_or_pipe_creator_killed_anywhere_leaves_nothing_after_gc: "bytes", 40, 3;
-    a_manager_creator_killed_anywhere_leaves_nothing_after_gc: "manager", 40, 10;
-    a_pool_owner_killed_anywhere_leaves_nothing_after_gc: "pool", 15, 60;
+    a_lock_creator_killed_anywhere_leaves_nothing_after_gc: "lock", common::count(40, 400), 3;
+    a_value_creator_killed_anywhere_leaves_nothing_after_gc: "value", common::count(40, 400), 3;
+    a_queue_creator_killed_anywhere_leaves_nothing_after_gc: "queue", common::count(40, 400), 3;
+    an_unbounded_queue_creator_killed_anywhere_leaves_nothing_after_gc: "unbounded", common::count(40, 400), 20;
+    a_byte_queue_or_pipe_creator_killed_anywhere_leaves_nothing_after_gc: "bytes", common::count(40, 400), 3;
+    a_manager_creator_killed_anywhere_leaves_nothing_after_gc: "manager", common::count(40, 400), 10;
+    a_pool_owner_killed_anywhere_leaves_nothing_after_gc: "pool", common::count(15, 60), 60;
 }
 
 shmproc::entry! {
