@@ -485,3 +485,29 @@ fn gc_never_removes_what_a_live_process_is_creating() {
     assert!(removed.is_empty(), "gc removed objects of the live creator {child}: {removed:?}");
     assert_eq!(common::dev_shm_files(), [format!("shmproc.{}", started.name())]);
 }
+
+/// `shmproc::unlink(name)` of a (persisted) Manager removes what the
+/// Manager holds with it, as `Manager::unlink_all` does and as `unlink`
+/// of an unbounded queue removes its rings: the objects are persisted
+/// (they live as long as the registry lists them), so with the registry
+/// gone nothing, `gc` included, would ever remove them.
+#[test]
+fn unlink_of_a_persisted_manager_removes_what_it_holds() {
+    let name = common::name("r27-mgr-unlink");
+    let mgr = Manager::create(&name).unwrap();
+    mgr.list::<u64>("l").unwrap().append(1).unwrap();
+    mgr.queue::<String>("q", 0).unwrap().put("x".into()).unwrap();
+    mgr.lock("k").unwrap();
+    let segments: Vec<String> = mgr.names().unwrap().into_iter().map(|e| e.segment).collect();
+    mgr.persist();
+    drop(mgr);
+    shmproc::unlink(&name).unwrap();
+    let mut left: Vec<String> = Vec::new();
+    for s in &segments {
+        left.extend(common::crash::segments_named(s));
+    }
+    for s in &segments {
+        let _ = shmproc::unlink(s);
+    }
+    assert!(left.is_empty(), "unlink of the Manager left what it held: {left:?}");
+}

@@ -97,6 +97,7 @@ pub use dict::DictProxy;
 pub use element::{Element, Shape};
 pub use list::{ListProxy, ListRange};
 pub use registry::{Entry, Manager, gc};
+pub(crate) use registry::unlink_manager;
 
 use crate::shm::{Fingerprint, fnv1a};
 

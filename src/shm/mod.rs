@@ -15,7 +15,7 @@ pub(crate) use object::{Mapped, Object};
 pub use raw::RawSegment;
 pub(crate) use segment::{
     Segment, dead_segments_of_kind, file_size, gc_matching, is_gone_or_dead, is_held_chain, is_ring_name, link, memory_of, names_starting_with,
-    is_ours_unpersisted, unlink_or_release,
+    is_ours_unpersisted, unlink_or_release, unlink_segment,
 };
 pub use segment::unlink;
 

@@ -478,8 +478,33 @@ impl Segment {
 ///
 /// An unbounded queue's name also takes its rings with it (the segments
 /// named `<name>.<generation>.<k>.<tag>`, see [`Queue::new(0)`](crate::Queue::new)),
-/// so a queue created again under the same name starts empty.
+/// so a queue created again under the same name starts empty. A
+/// [`Manager`](crate::Manager)'s name takes every object it holds with it,
+/// as [`Manager::unlink_all`](crate::Manager::unlink_all) does (they are
+/// persisted: with the Manager gone, nothing would ever remove them).
+///
+/// ```
+/// let name = format!("doc-unlink-mgr-{}", std::process::id());
+/// let mgr = shmproc::Manager::create(&name).unwrap();
+/// let list = mgr.list::<u8>("l").unwrap().name().to_owned();
+/// mgr.persist();
+/// drop(mgr);
+/// shmproc::unlink(&name).unwrap();
+/// assert!(shmproc::ListProxy::<u8>::open(&list).is_err());
+/// ```
 pub fn unlink(name: &str) -> Result<(), OpenError> {
+    let c_name = os_name(name)?;
+    let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
+    if kind_of(&path) == Some(Kind::Manager.to_u32()) && crate::manager::unlink_manager(name) {
+        return Ok(());
+    }
+    unlink_segment(name)
+}
+
+/// [`unlink`] of a segment that is not a Manager's registry (an unbounded
+/// queue's rings go with it): what removing a Manager's objects uses, so
+/// that a registry record naming a registry cannot make it recurse.
+pub(crate) fn unlink_segment(name: &str) -> Result<(), OpenError> {
     let c_name = os_name(name)?;
     let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
     // The rings first: a process killed in between leaves the queue's
