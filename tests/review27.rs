@@ -511,3 +511,36 @@ fn unlink_of_a_persisted_manager_removes_what_it_holds() {
     }
     assert!(left.is_empty(), "unlink of the Manager left what it held: {left:?}");
 }
+
+/// This process's start time in clock ticks (field 22 of /proc/self/stat).
+fn my_start_time() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(19).unwrap().parse().unwrap()
+}
+
+/// Temporary names this process would make a segment under, already
+/// taken (as a process that `exec`s itself, keeping its pid and start
+/// time, can leave them: its numbering starts again), never make a
+/// `create` fail, let alone as "the name is taken".
+#[test]
+fn temporary_names_already_taken_do_not_fail_a_create() {
+    if !common::rerun_in_tmpfs(
+        "temporary_names_already_taken_do_not_fail_a_create",
+        INNER,
+        Some("64m"),
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let (pid, start) = (std::process::id(), my_start_time());
+    let taken: Vec<String> = (0..40).map(|n| format!("/dev/shm/shmproc..making.{pid}.{start}.{n}")).collect();
+    for t in &taken {
+        std::fs::write(t, []).unwrap();
+    }
+    let made = Lock::create(&common::name("r27-after-taken"));
+    for t in &taken {
+        let _ = std::fs::remove_file(t);
+    }
+    assert!(made.is_ok(), "{:?}", made.err());
+}

@@ -123,9 +123,18 @@ impl Segment {
             return Err(OpenError::AlreadyExists(name.to_owned()));
         }
         let identity = sys::thread::process_identity();
-        let c_temp = os_name(&making_name(identity))?;
         // The header's page first, the rest once the header names us (below).
-        let fd = sys::shm::create(&c_temp, opts.mode, total_len, HEAD_PAGE).map_err(|e| space_error(name, total_len, e))?;
+        // A temporary name taken already (left by this very process before
+        // an `exec`, which restarts the numbering; or a user's name) is
+        // skipped, never reported as `name` taken.
+        let mut attempts = 0;
+        let (c_temp, fd) = loop {
+            let c_temp = os_name(&making_name(identity))?;
+            match sys::shm::create(&c_temp, opts.mode, total_len, HEAD_PAGE) {
+                Err(Errno::EEXIST) if attempts < 64 => attempts += 1,
+                r => break (c_temp, r.map_err(|e| space_error(name, total_len, e))?),
+            }
+        };
         let made = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e)).and_then(|info| Ok((info, map(name, fd, total_len)?)));
         let (info, (map, file)) = match made {
             Ok(m) => m,
