@@ -28,6 +28,9 @@ fn scribble(name: &str, data: &[u8]) {
 
 fn hostile(name: &str, data: &[u8], concurrent: bool, ops: impl FnMut()) {
     peer::hostile(data, concurrent, 30, |d| scribble(name, d), ops);
+    // A scribble may have set the segment's persist flag, which its
+    // creator's drop honours (as `gc` does): remove the name here.
+    let _ = shmproc::unlink(name);
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -32,6 +32,9 @@ fn opts() -> Options {
 /// bytes (the header and the control block).
 fn hostile(name: &str, data: &[u8], concurrent: bool, ops: impl FnMut()) {
     peer::hostile(data, concurrent, 27, |d| peer::scribble_at(name, d, 2), ops);
+    // A scribble may have set the segment's persist flag, which its
+    // creator's drop honours (as `gc` does): remove the name here.
+    let _ = shmproc::unlink(name);
 }
 
 fuzz_target!(|data: &[u8]| {

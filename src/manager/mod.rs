@@ -67,8 +67,10 @@ macro_rules! container_constructors {
             self.store.name()
         }
 
-        /// Keeps the name after this process's last handle drops (remove it
-        /// later with [`unlink`](crate::unlink)).
+        /// Keeps the name after the creator's last handle drops (and makes
+        /// [`gc`](crate::gc) leave it alone); remove it later with
+        /// [`unlink`](crate::unlink). Any process may call it (one that
+        /// opened the container too).
         ///
         /// ```
         /// let name = format!("doc-container-persist-{}", std::process::id());
@@ -95,6 +97,7 @@ pub use dict::DictProxy;
 pub use element::{Element, Shape};
 pub use list::{ListProxy, ListRange};
 pub use registry::{Entry, Manager, gc};
+pub(crate) use registry::unlink_manager;
 
 use crate::shm::{Fingerprint, fnv1a};
 

@@ -107,19 +107,37 @@ impl Drop for Inner {
     }
 }
 
-/// Removes the name of every object `reg` lists ([`crate::unlink`]: an
+/// Removes the name of every object `reg` lists ([`unlink_segment`](crate::shm::unlink_segment): an
 /// unbounded queue's rings go with it); returns the names it removed
 /// (names already gone are skipped).
 fn unlink_objects(reg: &DictProxy<String, Vec<u8>>) -> Result<Vec<String>, ContainerError> {
     let mut removed = Vec::new();
     for (_, rec) in reg.items()? {
         if let Some(r) = Record::decode(&rec)
-            && crate::unlink(&r.segment).is_ok()
+            && crate::shm::unlink_segment(&r.segment).is_ok()
         {
             removed.push(r.segment);
         }
     }
     Ok(removed)
+}
+
+/// For [`unlink`](crate::unlink) of the Manager `name`: removes every
+/// object it lists and then its own name, under its lock (as its
+/// creator's drop does: a find-or-create meanwhile either recorded its
+/// object before, removed here, or finds the registry gone). False if
+/// the registry cannot be opened or locked (the caller then removes the
+/// name alone).
+pub(crate) fn unlink_manager(name: &str) -> bool {
+    let opts = Options::new().init_timeout(std::time::Duration::from_millis(50));
+    let Ok(reg) = DictProxy::<String, Vec<u8>>::open_kind(name, &opts, Kind::Manager, &registry_fp()) else {
+        return false;
+    };
+    reg.with_lock(|reg| {
+        let _ = unlink_objects(reg);
+        let _ = crate::shm::unlink_segment(name);
+    })
+    .is_ok()
 }
 
 /// Find-or-create methods of [`Manager`] for the objects that have no
@@ -287,7 +305,7 @@ impl Manager {
     pub fn unlink_all(&self) -> Result<(), ContainerError> {
         // Under the registry's lock: no find-or-create runs meanwhile.
         self.inner.reg.with_lock(unlink_objects)??;
-        let _ = crate::unlink(self.name());
+        let _ = crate::shm::unlink_segment(self.name());
         Ok(())
     }
 
@@ -386,7 +404,7 @@ impl Manager {
                                     return Ok(Step::Wait);
                                 }
                                 // Its maker died midway: remove what it made.
-                                let _ = crate::unlink(&r.segment);
+                                let _ = crate::shm::unlink_segment(&r.segment);
                             }
                             _ => return Ok(Step::Found(b)),
                         }
@@ -438,12 +456,12 @@ impl Manager {
             }
             .and_then(|r| r);
             if let Ok(false) = done {
-                let _ = crate::unlink(&segment);
+                let _ = crate::shm::unlink_segment(&segment);
                 return Err(OpenError::NotFound(self.name().to_owned()));
             }
             if let Err(e) = done {
                 // Not listed as done: take it back rather than leave it "being made" by a live process.
-                let _ = crate::unlink(&segment);
+                let _ = crate::shm::unlink_segment(&segment);
                 let _ = reg.remove(&key);
                 return Err(corrupted(self.name(), e));
             }
@@ -694,6 +712,16 @@ pub(crate) mod crash {
 /// it still refers to the file it judged (a segment re-created under the
 /// same name meanwhile is kept). Returns the names removed.
 ///
+/// A creator is dead when its pid is gone, a zombie, or now names a
+/// process started at another time (a reused pid: the header records
+/// the creator's start time too); all processes must share one PID
+/// namespace. A dead creator's segment is removed even while other
+/// processes have it open, as the creator's own drop would have removed
+/// it: their handles keep working, later `open`s fail with
+/// [`OpenError::NotFound`], and an `open_or_create` makes a new object
+/// (not shared with the old handles). An unbounded queue is the
+/// exception (below). To keep an object beyond its creator, `persist` it.
+///
 /// When segments are left behind: a creator that ends without dropping
 /// its handles, killed by a signal (SIGKILL, and also SIGINT (Ctrl-C) or
 /// SIGTERM at their default action), aborted, or leaving through
@@ -711,9 +739,13 @@ pub(crate) mod crash {
 /// queue (/dev/shm is sticky: only we may remove our files), was given up
 /// to us: `gc` removes it once the process that made it is dead.
 ///
-/// A creator killed in the microseconds between sizing its file and
-/// writing its identity leaves a zero-filled file that `gc` cannot tell
-/// from a foreign one: remove it with [`unlink`](crate::unlink).
+/// A segment gets its name only once its header names its creator: it is
+/// made under a name of its own, `.making.<pid>.<start>.<n>`, which `gc`
+/// removes once that process is dead, and a name given to a segment is
+/// never half made for `gc`: a creator killed at any point of a `create`
+/// leaves nothing `gc` does not remove. (A zero-filled file under a
+/// user's name, as an older build could leave, is not judged: remove it
+/// with [`unlink`](crate::unlink).)
 ///
 /// ```
 /// let removed = shmproc::gc().unwrap();
@@ -759,7 +791,7 @@ fn unlink_objects_not_held(reg: &DictProxy<String, Vec<u8>>) -> Result<(Vec<Stri
         let Some(r) = Record::decode(&rec) else { continue };
         if crate::shm::is_held_chain(&r.segment) {
             held = true;
-        } else if crate::unlink(&r.segment).is_ok() {
+        } else if crate::shm::unlink_segment(&r.segment).is_ok() {
             removed.push(r.segment);
         }
     }

@@ -264,9 +264,10 @@ impl ByteQueue {
         self.m.segment().name()
     }
 
-    /// Keeps the name in `/dev/shm` after this process's last handle drops
+    /// Keeps the name in `/dev/shm` after the creator's last handle drops
     /// (and makes [`gc`](crate::gc) leave it alone); remove it later with
-    /// [`unlink`](crate::unlink).
+    /// [`unlink`](crate::unlink). Any process may call it (one that opened
+    /// the queue too).
     ///
     /// ```
     /// let name = format!("doc-bq-persist-{}", std::process::id());

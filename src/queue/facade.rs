@@ -145,9 +145,10 @@ assert!(len > max); // its encoded length
                 Inner::open(name, opts).map(Self::wrap)
             }
 
-            /// Keeps the name after this process's last handle drops (and
+            /// Keeps the name after the creator's last handle drops (and
             /// makes [`gc`](crate::gc) leave it); remove it with
-            /// [`unlink`](crate::unlink).
+            /// [`unlink`](crate::unlink). Any process may call it (one
+            /// that opened the queue too).
             #[doc = concat!("```\nlet name = format!(\"doc-qp-{}\", std::process::id());\nlet q = shmproc::", $doc_ty, "::<u8>::create(&name, 3).unwrap();\nq.persist();\ndrop(q);\nassert!(shmproc::", $doc_ty, "::<u8>::open(&name).is_ok());\nshmproc::unlink(&name).unwrap();\n```")]
             pub fn persist(&self) {
                 self.q.persist()

@@ -138,8 +138,9 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 
 impl Header {
     /// Step 1-3 of the creator's protocol (everything but READY).
-    pub(crate) fn write_fields(&self, kind: Kind, fp: &Fingerprint, capacity: u64, total_len: u64) {
-        let (pid, start) = crate::sys::thread::process_identity();
+    /// `(pid, start)`: the creator's identity
+    /// ([`process_identity`](crate::sys::thread::process_identity)).
+    pub(crate) fn write_fields(&self, kind: Kind, fp: &Fingerprint, capacity: u64, total_len: u64, (pid, start): (u32, u64)) {
         self.creator_pid.store(pid, Ordering::Relaxed);
         self.creator_start.store(start, Ordering::Relaxed);
         self.version.store(LAYOUT_VERSION, Ordering::Relaxed);

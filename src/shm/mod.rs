@@ -6,6 +6,7 @@ mod element;
 mod header;
 pub(crate) mod object;
 mod raw;
+mod names;
 mod segment;
 
 pub use element::ShmType;
@@ -13,11 +14,12 @@ pub(crate) use header::{Fingerprint, HEADER_SIZE, elem_u32, fnv1a};
 pub use object::Options;
 pub(crate) use object::{Mapped, Object};
 pub use raw::RawSegment;
-pub(crate) use segment::{
-    Segment, dead_segments_of_kind, file_size, gc_matching, is_gone_or_dead, is_held_chain, is_ring_name, link, memory_of, names_starting_with,
-    is_ours_unpersisted, unlink_or_release,
+pub(crate) use names::{
+    dead_segments_of_kind, file_size, gc_matching, is_gone_or_dead, is_held_chain, is_ours_unpersisted, is_ring_name, link,
+    memory_of, names_starting_with, unlink_or_release, unlink_segment,
 };
-pub use segment::unlink;
+pub use names::unlink;
+pub(crate) use segment::Segment;
 
 use std::fmt;
 

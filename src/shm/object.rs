@@ -500,9 +500,10 @@ macro_rules! constructors {
             self.m.segment().name()
         }
 
-        /// Keeps the name in `/dev/shm` after this process's last handle
+        /// Keeps the name in `/dev/shm` after the creator's last handle
         /// drops (and makes [`gc`]($crate::gc) leave it alone); remove it
-        /// later with [`unlink`]($crate::unlink).
+        /// later with [`unlink`]($crate::unlink). Any process may call it
+        /// (one that opened the object too).
         ///
         /// ```
         /// let name = format!("doc-persist-{}", std::process::id());

@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use super::header::{self, FLAG_PERSIST, Fingerprint, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC};
-use super::{Kind, NAME_PREFIX, Options, copy, os_name};
+use super::header::{FLAG_PERSIST, Fingerprint, HEADER_SIZE, Header, LAYOUT_VERSION, MAGIC};
+use super::names::making_name;
+use super::{Kind, Options, copy, os_name};
 use crate::OpenError;
 use crate::sys;
 use crate::sys::shm::Errno;
 use crate::wait::Deadline;
 
 /// Where POSIX shared-memory names live on Linux.
-const SHM_DIR: &str = "/dev/shm";
+pub(super) const SHM_DIR: &str = "/dev/shm";
 
 /// Header fields `Segment::open` read (once each) for the object layer to
 /// validate; nobody reads them from shared memory again.
@@ -58,7 +59,7 @@ impl std::fmt::Debug for Segment {
     }
 }
 
-fn errno_to_open(name: &str, e: Errno) -> OpenError {
+pub(super) fn errno_to_open(name: &str, e: Errno) -> OpenError {
     match e {
         Errno::ENOENT => OpenError::NotFound(name.to_owned()),
         Errno::EEXIST => OpenError::AlreadyExists(name.to_owned()),
@@ -93,7 +94,7 @@ pub(crate) fn map_file(name: &str, file: &File, len: u64) -> Result<MmapRaw, Ope
 
 /// The bytes `Segment::create` reserves before it writes the header: the
 /// header's page.
-const HEAD_PAGE: u64 = 4096;
+pub(super) const HEAD_PAGE: u64 = 4096;
 const _: () = assert!(HEADER_SIZE as u64 <= HEAD_PAGE);
 
 impl Segment {
@@ -108,17 +109,42 @@ impl Segment {
         total_len: u64,
     ) -> Result<Segment, OpenError> {
         let c_name = os_name(name)?;
+        // Made under a name of its own that names this process
+        // ([`making_name`]), and given `name` only once its header names
+        // us: a creator killed at any point leaves either that name,
+        // which `gc` judges by the identity in it, or a file whose header
+        // names it. (Made under `name` itself, a creator killed before its
+        // header was written, a window of several system calls and a
+        // /proc read, left a headerless file `gc` could not judge: the
+        // name was taken for good.)
+        let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
+        if sys::shm::stat_path(&path).is_some() {
+            // Taken: say so before making anything (`open_or_create` tries
+            // `create` first every time). The link below decides races.
+            return Err(OpenError::AlreadyExists(name.to_owned()));
+        }
+        let identity = sys::thread::process_identity();
         // The header's page first, the rest once the header names us (below).
-        let fd = sys::shm::create(&c_name, opts.mode, total_len, HEAD_PAGE).map_err(|e| space_error(name, total_len, e))?;
-        let info = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e))?;
-        let (ino, dev) = (info.ino, info.dev);
-        let (map, file) = match map(name, fd, total_len) {
+        // A temporary name taken already (left by this very process before
+        // an `exec`, which restarts the numbering; or a user's name) is
+        // skipped, never reported as `name` taken.
+        let mut attempts = 0;
+        let (c_temp, fd) = loop {
+            let c_temp = os_name(&making_name(identity))?;
+            match sys::shm::create(&c_temp, opts.mode, total_len, HEAD_PAGE) {
+                Err(Errno::EEXIST) if attempts < 64 => attempts += 1,
+                r => break (c_temp, r.map_err(|e| space_error(name, total_len, e))?),
+            }
+        };
+        let made = sys::shm::fstat(&fd).map_err(|e| errno_to_open(name, e)).and_then(|info| Ok((info, map(name, fd, total_len)?)));
+        let (info, (map, file)) = match made {
             Ok(m) => m,
             Err(e) => {
-                let _ = sys::shm::unlink(&c_name);
+                let _ = sys::shm::unlink(&c_temp);
                 return Err(e);
             }
         };
+        let (ino, dev) = (info.ino, info.dev);
         let seg = Segment {
             name: name.to_owned(),
             os_name: c_name,
@@ -130,7 +156,12 @@ impl Segment {
             file_id: (dev, ino),
             perm: info.perm,
         };
-        seg.header().write_fields(kind, fp, capacity, total_len);
+        seg.header().write_fields(kind, fp, capacity, total_len, identity);
+        // Now under `name`, never replacing a file there (`AlreadyExists`;
+        // dropping `seg` then leaves that file alone: another inode).
+        let linked = sys::shm::link_no_replace(&c_temp, &seg.os_name);
+        let _ = sys::shm::unlink(&c_temp);
+        linked.map_err(|e| errno_to_open(name, e))?;
         // The rest of the pages: a creator killed while reserving them (a
         // wide window for a large segment) leaves a file whose header names
         // it, which `gc` removes; on failure, dropping `seg` removes the name.
@@ -346,9 +377,16 @@ impl Segment {
     }
 
     /// Whether this handle will unlink the name when it drops (this
-    /// process created it and did not persist it).
+    /// process created it and no process persisted it).
     pub(crate) fn owns_name(&self) -> bool {
-        self.creator.is_some_and(|(pid, _, _)| pid == std::process::id()) && !self.persist.load(Ordering::Relaxed)
+        self.creator.is_some_and(|(pid, _, _)| pid == std::process::id()) && !self.persisted()
+    }
+
+    /// Whether this process or any other (one that opened the segment, a
+    /// forked child: the header's flag, which `gc` honours too) called
+    /// `persist`.
+    fn persisted(&self) -> bool {
+        self.persist.load(Ordering::Relaxed) || self.persisted_anywhere()
     }
 
     /// The creator identity recorded in the header (pid, start time).
@@ -400,8 +438,12 @@ impl Drop for Segment {
         let Some((pid, ino, dev)) = self.creator else {
             return;
         };
-        // A forked child inherits the handle but is not the creator.
-        if pid != std::process::id() || self.persist.load(Ordering::Relaxed) {
+        // A forked child inherits the handle but is not the creator. A
+        // segment persisted by any process stays, whatever became of its
+        // creator (`gc` leaves it too); an unbounded queue persisted by a
+        // process that opened it kept its rings, and removing its name
+        // here left them with nothing to lead `unlink` or `gc` to them.
+        if pid != std::process::id() || self.persisted() {
             return;
         }
         self.unlink_if_same_file(ino, dev);
@@ -430,193 +472,6 @@ impl Segment {
     }
 }
 
-/// Removes the name `name` from `/dev/shm` (for example a segment that was
-/// [`persist`](crate::Lock::persist)ed). Processes that have it open keep
-/// using it; new `open`s fail with [`OpenError::NotFound`].
-///
-/// ```
-/// let name = format!("doc-unlink-{}", std::process::id());
-/// let lock = shmproc::Lock::create(&name).unwrap();
-/// lock.persist();
-/// drop(lock);
-/// assert!(shmproc::Lock::open(&name).is_ok()); // persisted
-/// shmproc::unlink(&name).unwrap();
-/// assert!(matches!(shmproc::Lock::open(&name), Err(shmproc::OpenError::NotFound(_))));
-/// ```
-///
-/// An unbounded queue's name also takes its rings with it (the segments
-/// named `<name>.<generation>.<k>.<tag>`, see [`Queue::new(0)`](crate::Queue::new)),
-/// so a queue created again under the same name starts empty.
-pub fn unlink(name: &str) -> Result<(), OpenError> {
-    let c_name = os_name(name)?;
-    let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
-    let chain = kind_of(&path) == Some(Kind::QueueChain.to_u32());
-    sys::shm::unlink(&c_name).map_err(|e| errno_to_open(name, e))?;
-    if chain {
-        unlink_rings_of(name);
-    }
-    Ok(())
-}
-
-/// Whether `name` is an unbounded queue that a live process still holds
-/// (its holder removes the rings when it leaves, so `gc` must leave it
-/// alone: see [`gc`](crate::gc)). An unreadable holder table counts as held.
-pub(crate) fn is_held_chain(name: &str) -> bool {
-    let Ok(c_name) = os_name(name) else { return false };
-    let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
-    kind_of(&path) == Some(Kind::QueueChain.to_u32())
-        && sys::shm::open_to_inspect(&path).map_or(true, |fd| crate::queue::chain_held(&fd))
-}
-
-/// Whether the segment `name` is gone from /dev/shm, or is one that
-/// [`gc`](crate::gc) would remove (ours, not persisted, creator dead).
-pub(crate) fn is_gone_or_dead(name: &str) -> bool {
-    let Ok(c_name) = os_name(name) else { return false };
-    let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
-    sys::shm::stat_path(&path).is_none() || dead_segment(&path).is_some()
-}
-
-/// Removes the names of the rings of the unbounded queue `name` (and
-/// their temporary names); returns the names removed. Another user's
-/// rings are given up to their owner instead ([`unlink_or_release`]).
-fn unlink_rings_of(name: &str) -> Vec<String> {
-    let mut removed = Vec::new();
-    for ring in names_starting_with(&format!("{name}.")) {
-        if is_ring_name(&ring[name.len() + 1..]) && unlink_or_release(&ring).is_ok() {
-            removed.push(ring);
-        }
-    }
-    removed
-}
-
-/// Removes the name `name`; when that is refused because the file is
-/// another user's (/dev/shm is sticky: only a file's owner, or root, may
-/// remove it), gives the segment up to its owner instead: clears its
-/// persist flag ([`release`]), so the owner's [`gc`](crate::gc) removes
-/// it once the process that created it is gone. The error is the
-/// unlink's (`PermissionDenied` for a segment given up).
-///
-/// For an unbounded queue's rings, which are created persisted (they
-/// outlive the producer that happened to make one): a ring retired, or
-/// left when its queue is removed, by a process of another user than the
-/// ring's maker.
-pub(crate) fn unlink_or_release(name: &str) -> Result<(), OpenError> {
-    let c_name = os_name(name)?;
-    match sys::shm::unlink(&c_name) {
-        Err(e @ (Errno::EPERM | Errno::EACCES)) => {
-            release(&std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]));
-            Err(errno_to_open(name, e))
-        }
-        r => r.map_err(|e| errno_to_open(name, e)),
-    }
-}
-
-/// Clears the persist flag of the segment at `path` if it is a shmproc
-/// segment of this layout version (regular file, our magic), whoever owns
-/// it; true if it did. Read and written with `pread`/`pwrite`, never
-/// mapped: the file is another user's, who may truncate it meanwhile. (A
-/// ring's flags are written once, before its name is linked: this
-/// read-modify-write of the word races with no other writer.)
-fn release(path: &std::path::Path) -> bool {
-    let Ok(fd) = sys::shm::open_to_mark(path) else { return false };
-    let Some(h) = header_of(&fd) else { return false };
-    let flags = u32_at(&h, header::OFF_FLAGS);
-    flags & FLAG_PERSIST != 0
-        && sys::shm::write_at(&fd, &(flags & !FLAG_PERSIST).to_ne_bytes(), header::OFF_FLAGS as u64).ok() == Some(4)
-}
-
-/// Whether the segment `name` is ours and not persisted: for a ring of an
-/// unbounded queue (created persisted, its flag cleared only when it is
-/// given up, [`unlink_or_release`]), whether another user gave it up.
-pub(crate) fn is_ours_unpersisted(name: &str) -> bool {
-    let Ok(c_name) = os_name(name) else { return false };
-    let path = std::path::Path::new(SHM_DIR).join(&c_name.to_string_lossy()[1..]);
-    let Ok(fd) = sys::shm::open_to_inspect(&path) else { return false };
-    sys::shm::fstat(&fd).is_ok_and(|i| i.uid == sys::shm::euid())
-        && header_of(&fd).is_some_and(|h| u32_at(&h, header::OFF_FLAGS) & FLAG_PERSIST == 0)
-}
-
-/// The header of the open file `fd` if it is a regular file whose header
-/// (read with `pread`, no mapping) has our magic and layout version.
-fn header_of(fd: &std::os::fd::OwnedFd) -> Option<[u8; HEADER_SIZE]> {
-    let info = sys::shm::fstat(fd).ok()?;
-    if !info.regular || info.size < HEADER_SIZE as u64 {
-        return None;
-    }
-    let mut h = [0u8; HEADER_SIZE];
-    if sys::shm::read_at(fd, &mut h, 0).ok()? != HEADER_SIZE {
-        return None;
-    }
-    let magic = u64::from_ne_bytes(h[header::OFF_MAGIC..header::OFF_MAGIC + 8].try_into().ok()?);
-    (magic == MAGIC && u32_at(&h, header::OFF_VERSION) == LAYOUT_VERSION).then_some(h)
-}
-
-/// The native-endian `u32` at byte `at` of a header read with `pread`.
-fn u32_at(h: &[u8; HEADER_SIZE], at: usize) -> u32 {
-    u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]])
-}
-
-/// Whether `rest` (what follows `<name>.`) names a ring of an unbounded
-/// queue: `<generation: 8 hex digits>.<k>.<tag: 16 hex digits>`, or a
-/// ring's temporary name (`<generation>.<k>.<tag>.t...`). (Also the
-/// untagged `<generation>.<k>[.t...]` of layout version 4.)
-pub(crate) fn is_ring_name(rest: &str) -> bool {
-    let Some((generation, tail)) = rest.split_once('.') else { return false };
-    let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
-    let mut after = &tail[digits..];
-    if let Some(tag) = after.strip_prefix('.').and_then(|t| t.get(..16))
-        && tag.bytes().all(|b| b.is_ascii_hexdigit())
-    {
-        after = &after[17..];
-    }
-    generation.len() == 8
-        && generation.bytes().all(|b| b.is_ascii_hexdigit())
-        && digits > 0
-        && (after.is_empty() || after.starts_with(".t"))
-}
-
-/// The kind word of the segment at `path` if it is provably ours (regular
-/// file, our uid, magic and layout version), read with `pread` (no mapping).
-fn kind_of(path: &std::path::Path) -> Option<u32> {
-    let fd = sys::shm::open_to_inspect(path).ok()?;
-    if sys::shm::fstat(&fd).ok()?.uid != sys::shm::euid() {
-        return None;
-    }
-    header_of(&fd).map(|h| u32_at(&h, header::OFF_KIND))
-}
-
-/// Gives the segment `from` the second name `to`, atomically, failing
-/// with `AlreadyExists` if `to` exists (never replacing it).
-pub(crate) fn link(from: &str, to: &str) -> Result<(), OpenError> {
-    let (f, t) = (os_name(from)?, os_name(to)?);
-    sys::shm::link_no_replace(&f, &t).map_err(|e| errno_to_open(to, e))
-}
-
-/// The user names in /dev/shm that start with `prefix` (empty on an
-/// unreadable directory).
-pub(crate) fn names_starting_with(prefix: &str) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir(SHM_DIR) else { return Vec::new() };
-    dir.filter_map(|e| {
-        let f = e.ok()?.file_name().into_string().ok()?;
-        let user = f.strip_prefix(NAME_PREFIX)?;
-        user.starts_with(prefix).then(|| user.to_owned())
-    })
-    .collect()
-}
-
-/// The size of the /dev/shm file of user name `name` (`None`: no such
-/// file, or not readable). Read from the name, without opening or mapping.
-pub(crate) fn file_size(name: &str) -> Option<u64> {
-    std::fs::metadata(format!("{SHM_DIR}/{NAME_PREFIX}{name}")).ok().map(|m| m.len())
-}
-
-/// The memory a segment file of `bytes` bytes takes in /dev/shm: whole
-/// pages (tmpfs gives a file memory a page at a time, and a segment's
-/// pages are all reserved at create).
-pub(crate) fn memory_of(bytes: u64) -> u64 {
-    let page = sys::shm::page_size();
-    bytes.div_ceil(page).saturating_mul(page)
-}
 
 /// An element type as a user reads it: `` `u64` (size 8, align 8) ``, or
 /// `` `alloc::string::String` items (encoded frames) `` for a queue of
@@ -625,153 +480,5 @@ fn describe_type(recorded: &str, size: u32, align: u32) -> String {
     match recorded.strip_prefix(crate::queue::FRAMES_PREFIX) {
         Some(t) => format!("`{t}` items (encoded frames)"),
         None => format!("`{recorded}` (size {size}, align {align})"),
-    }
-}
-
-/// Removes this crate's segments whose creator process is dead, persisted
-/// ones excepted, among the user names for which `wanted` holds (the
-/// public [`gc`](crate::gc), which first empties the registries of dead
-/// Managers, documents the rules).
-pub(crate) fn gc_matching(wanted: impl Fn(&str) -> bool) -> std::io::Result<Vec<String>> {
-    let mut removed = Vec::new();
-    for entry in std::fs::read_dir(SHM_DIR)? {
-        let entry = entry?;
-        let file_name = entry.file_name();
-        let Some(user) = file_name.to_str().and_then(|n| n.strip_prefix(NAME_PREFIX)) else {
-            continue;
-        };
-        let Ok(c_name) = os_name(user) else {
-            continue;
-        };
-        if !wanted(user) {
-            continue;
-        }
-        let path = entry.path();
-        let Some((judged, kind)) = dead_segment(&path) else {
-            continue;
-        };
-        // An unbounded queue: its rings go with it, unless a live process
-        // still holds it (that holder removes them when it leaves; its
-        // name stays for a later `gc`).
-        let chain = kind == Kind::QueueChain.to_u32();
-        if chain && sys::shm::open_to_inspect(&path).map_or(true, |fd| crate::queue::chain_held(&fd)) {
-            continue;
-        }
-        #[cfg(test)]
-        tests::BEFORE_UNLINK.with(|h| h.get().map(|f| f(user)));
-        // As in Drop: unlink only if the name still refers to the file we
-        // judged (it may have been removed and re-created since).
-        if sys::shm::stat_path(&path) == Some(judged) && sys::shm::unlink(&c_name).is_ok() {
-            removed.push(user.to_owned());
-            if chain {
-                removed.extend(unlink_rings_of(user));
-            }
-        }
-    }
-    Ok(removed)
-}
-
-/// The user names of the segments of `kind` that [`gc`](crate::gc) would remove
-/// (ours, not persisted, creator dead): what a layer above must clean up
-/// before `gc` removes them (a dead Manager's registry).
-pub(crate) fn dead_segments_of_kind(kind: Kind) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir(SHM_DIR) else { return Vec::new() };
-    dir.filter_map(|e| {
-        let e = e.ok()?;
-        let user = e.file_name().to_str()?.strip_prefix(NAME_PREFIX)?.to_owned();
-        let path = e.path();
-        (kind_of(&path) == Some(kind.to_u32()) && dead_segment(&path).is_some()).then_some(user)
-    })
-    .collect()
-}
-
-/// `Some(((inode, device), kind))` if the file at `path` is provably one
-/// of our segments (regular file, our uid, our magic and layout version),
-/// not persisted, and its creator is dead.
-///
-/// The header is read with `pread`, never through a mapping: a sparse file
-/// would make a mapped read allocate pages, a SIGBUS on a full /dev/shm
-/// (just when `gc` is most wanted), and so would a file truncated after
-/// the `fstat`.
-fn dead_segment(path: &std::path::Path) -> Option<((u64, u64), u32)> {
-    let fd = sys::shm::open_to_inspect(path).ok()?;
-    let info = sys::shm::fstat(&fd).ok()?;
-    if !info.regular || info.uid != sys::shm::euid() || info.size < HEADER_SIZE as u64 {
-        return None;
-    }
-    let read_header = || {
-        let mut h = [0u8; HEADER_SIZE];
-        (sys::shm::read_at(&fd, &mut h, 0).ok()? == HEADER_SIZE).then_some(h)
-    };
-    let u64_at = |h: &[u8; HEADER_SIZE], at: usize| u64::from_ne_bytes(h[at..at + 8].try_into().unwrap());
-    // The creator stores its identity and the version before the magic
-    // (Release, in write_fields): so the identity is read by a second read,
-    // issued only after a first one saw the magic.
-    let first = read_header()?;
-    if u64_at(&first, header::OFF_MAGIC) != MAGIC || u32_at(&first, header::OFF_VERSION) != LAYOUT_VERSION {
-        return None;
-    }
-    let h = read_header()?;
-    if u32_at(&h, header::OFF_FLAGS) & FLAG_PERSIST != 0 {
-        return None;
-    }
-    let pid = u32_at(&h, header::OFF_CREATOR_PID);
-    let start = u64_at(&h, header::OFF_CREATOR_START);
-    (pid != 0 && sys::thread::process_is_dead(pid, start)).then_some(((info.ino, info.dev), u32_at(&h, header::OFF_KIND)))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::cell::{Cell, RefCell};
-
-    use super::*;
-    use crate::Lock;
-
-    thread_local! {
-        /// Runs in `gc` between judging a file and removing its name: the
-        /// moment another process may remove and re-create the name.
-        pub(super) static BEFORE_UNLINK: Cell<Option<fn(&str)>> = const { Cell::new(None) };
-        static REPLACEMENT: RefCell<Option<Lock>> = const { RefCell::new(None) };
-    }
-
-    /// Leaves `name` behind as a segment of ours whose creator is dead: a
-    /// real (persisted) Lock whose header names our pid with another start
-    /// time, as if our pid had been reused.
-    fn leave_dead_segment(name: &str) {
-        use std::os::unix::fs::FileExt;
-        Lock::create(name).unwrap().persist();
-        let f =
-            std::fs::OpenOptions::new().read(true).write(true).open(format!("{SHM_DIR}/{NAME_PREFIX}{name}")).unwrap();
-        let mut start = [0u8; 8];
-        f.read_exact_at(&mut start, 64).unwrap();
-        let start = u64::from_le_bytes(start).wrapping_add(12345);
-        f.write_all_at(&0u32.to_le_bytes(), 28).unwrap(); // flags: not persisted
-        f.write_all_at(&start.to_le_bytes(), 64).unwrap(); // creator_start: "pid reused"
-    }
-
-    #[test]
-    fn gc_keeps_a_segment_recreated_after_it_was_judged() {
-        let name = format!("unit-gc-recreated-{}", std::process::id());
-        leave_dead_segment(&name);
-        fn recreate(user: &str) {
-            unlink(user).unwrap();
-            REPLACEMENT.with(|r| *r.borrow_mut() = Some(Lock::create(user).unwrap()));
-        }
-        BEFORE_UNLINK.with(|h| h.set(Some(recreate)));
-        let removed = gc_matching(|u| u == name);
-        BEFORE_UNLINK.with(|h| h.set(None));
-        let live = REPLACEMENT.with(|r| r.borrow_mut().take()).expect("gc did not judge the dead segment");
-        assert_eq!(removed.unwrap(), Vec::<String>::new(), "gc reported removing the live re-created segment");
-        assert!(Lock::open(&name).is_ok(), "gc removed a live segment re-created under a judged name");
-        drop(live);
-        assert!(matches!(Lock::open(&name), Err(OpenError::NotFound(_))));
-    }
-
-    #[test]
-    fn gc_removes_a_dead_segment_it_judged() {
-        let name = format!("unit-gc-dead-{}", std::process::id());
-        leave_dead_segment(&name);
-        assert_eq!(gc_matching(|u| u == name).unwrap(), vec![name.clone()]);
-        assert!(matches!(Lock::open(&name), Err(OpenError::NotFound(_))));
     }
 }

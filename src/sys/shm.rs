@@ -15,9 +15,11 @@ use nix::sys::stat::{Mode, SFlag};
 /// grows the file to `len` ([`set_len`]) and reserves the rest
 /// ([`reserve_from`]): a creator killed at any point after its header is
 /// written leaves a file that names it, which `gc` can judge; one killed
-/// before leaves at most `head` bytes. (Sized to `len` at once, a creator
-/// killed between the sizing and its header left a full-size file with no
-/// header, which `gc` never removes.) On any error the name is removed.
+/// before leaves at most `head` bytes (under the temporary name
+/// `Segment::create` makes it with, which names the creator too). (Sized
+/// to `len` at once, a creator killed between the sizing and its header
+/// left a full-size file with no header, which `gc` never removes.) On
+/// any error the name is removed.
 pub(crate) fn create(name: &CStr, mode: u32, len: u64, head: u64) -> Result<OwnedFd, Errno> {
     nix::libc::off_t::try_from(len).map_err(|_| Errno::EFBIG)?;
     let mode = Mode::from_bits_truncate(mode as nix::libc::mode_t);
