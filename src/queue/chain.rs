@@ -222,8 +222,13 @@ impl<T: Handoff> Object for ChainObj<T> {
 /// What the handles of one process share.
 struct Shared<T> {
     ctl: ChainObj<T>,
-    /// Rings this process has mapped, by index (oldest first).
-    rings: Mutex<Vec<(u64, ItemRing<T>)>>,
+    /// Rings this process has mapped, by index (oldest first). Locked
+    /// only through [`Chain::cache`] (a forked child may find it held).
+    rings: Mutex<RingCache<T>>,
+    /// The fork count of the process that made this handle
+    /// (`thread::fork_generation`): another count means the handle was
+    /// inherited through `fork()`.
+    fork_gen: u32,
     /// The pid of the process that attached (created or opened) through
     /// this handle: only it detaches (a forked child inherits the handle
     /// without attaching).
@@ -242,6 +247,9 @@ struct Shared<T> {
     /// (Shared with the detach of a forked child, see [`Chain::fork_hold`].)
     made_rings: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// The rings a process has mapped, by index.
+type RingCache<T> = Vec<(u64, ItemRing<T>)>;
 
 /// An unbounded queue of `T`: handles to one chain of rings.
 pub(super) struct Chain<T> {
@@ -319,6 +327,7 @@ impl<T: Handoff> Chain<T> {
             s: Arc::new(Shared {
                 ctl,
                 rings: Mutex::new(Vec::new()),
+                fork_gen: crate::sys::thread::fork_generation(),
                 attacher: std::process::id(),
                 holder,
                 generation,
@@ -355,9 +364,31 @@ impl<T: Handoff> Chain<T> {
         Ok(Self::wrap(object::open(name, opts)?, false, opts))
     }
 
-    /// The ring `k`, mapped once per process.
+    /// The rings this process has mapped (locked), or `None` in a forked
+    /// child that cannot take them now. A handle inherited through
+    /// `fork()` from a multi-threaded parent may find the lock held for
+    /// ever, by a parent thread that was putting or getting at the fork
+    /// and is not in the child (and the list half-changed): the child then
+    /// never waits for it, it maps the rings it uses for the call only
+    /// (slower, and only in such a child; in one whose threads meet the
+    /// lock busy too). Elsewhere, one Relaxed load more than the lock.
+    #[inline]
+    fn cache(&self) -> Option<std::sync::MutexGuard<'_, RingCache<T>>> {
+        if crate::sys::thread::forks_now() == self.s.fork_gen {
+            return Some(self.s.rings.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        match self.s.rings.try_lock() {
+            Ok(rings) => Some(rings),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// The ring `k`, mapped once per process (see [`Self::cache`]).
     fn ring(&self, k: u64) -> Result<ItemRing<T>, OpenError> {
-        let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut rings) = self.cache() else {
+            return ItemRing::open(&self.ring_name(k), &self.ring_opts());
+        };
         if let Some((_, r)) = rings.iter().find(|(i, _)| *i == k) {
             return Ok(r.clone());
         }
@@ -424,8 +455,9 @@ impl<T: Handoff> Chain<T> {
             Ok(r) => {
                 // Relaxed: read by this process's own detach only.
                 self.s.made_rings.store(true, Ordering::Relaxed);
-                let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
-                rings.push((k, r.clone()));
+                if let Some(mut rings) = self.cache() {
+                    rings.push((k, r.clone()));
+                }
                 Ok(Ok(r))
             }
             Err(e) => {
@@ -1153,8 +1185,7 @@ impl<T: Handoff> Rings for Chain<T> {
         let mut next = (from <= to).then_some(from);
         let mut seen = 0u64;
         while let Some(k) = next {
-            {
-                let rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(rings) = self.cache() {
                 // Mapped in order of index, mostly: start where `k` is.
                 let mut at = rings.iter().position(|(i, _)| *i == k);
                 while let (Some(j), Some(k)) = (at, next) {
@@ -1168,13 +1199,22 @@ impl<T: Handoff> Rings for Chain<T> {
                     };
                 }
             }
-            if let Some(k) = next
-                && let Err(e) = self.ring(k)
-            {
-                if e.is_resource_shortage() {
-                    COUNT_SHORT.with(|s| s.set(true));
+            if let Some(k) = next {
+                match self.ring(k) {
+                    Err(e) => {
+                        if e.is_resource_shortage() {
+                            COUNT_SHORT.with(|s| s.set(true));
+                        }
+                        break;
+                    }
+                    // Not cached (a forked child, see `cache`): visited here.
+                    Ok(r) if self.cache().is_none() => {
+                        f(&r);
+                        seen += 1;
+                        next = (k < to).then(|| k + 1);
+                    }
+                    Ok(_) => {}
                 }
-                break;
             }
         }
         seen
@@ -1186,8 +1226,9 @@ impl<T: Handoff> Rings for Chain<T> {
         // Another user's ring (sticky /dev/shm): given up to its owner.
         let _ = crate::shm::unlink_or_release(&self.ring_name(k));
         self.wake_space_sleepers();
-        let mut rings = self.s.rings.lock().unwrap_or_else(|e| e.into_inner());
-        rings.retain(|(i, _)| *i > k);
+        if let Some(mut rings) = self.cache() {
+            rings.retain(|(i, _)| *i > k);
+        }
     }
 }
 

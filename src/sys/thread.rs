@@ -13,6 +13,7 @@
 
 use std::cell::Cell;
 use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Mask of the tid bits in an owner word.
 pub(crate) const TID_MASK: u32 = 0x3FFF_FFFF;
@@ -68,6 +69,35 @@ pub(crate) fn on_fork_child(handler: extern "C" fn()) {
     // SAFETY: registering a plain `extern "C"` handler with no
     // preconditions; the caller's contract (above) covers what it does.
     unsafe { libc::pthread_atfork(None, None, Some(handler)) };
+}
+
+/// How many `fork()`s this process is away from the process it was
+/// forked from first (0 in a process never forked, 1 in its forked child,
+/// 2 in a grandchild...), counted from the first [`fork_generation`] call.
+static FORKS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn count_fork() {
+    // Relaxed: read only by this process's own threads, all started after
+    // the fork (thread creation orders it before their reads).
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The fork count of this process (see [`FORKS`]), counting forks from
+/// this call on (it registers the counter, once): a handle records it when
+/// it is made and compares it with [`forks_now`] to learn that it was
+/// inherited through `fork()` (its process-local locks may then be held
+/// for ever by a parent thread that is not in this process).
+pub(crate) fn fork_generation() -> u32 {
+    static WATCH: Once = Once::new();
+    WATCH.call_once(|| on_fork_child(count_fork));
+    forks_now()
+}
+
+/// [`fork_generation`] without registering: one Relaxed load.
+#[inline]
+pub(crate) fn forks_now() -> u32 {
+    // Relaxed: see `count_fork`.
+    FORKS.load(Ordering::Relaxed)
 }
 
 /// The parts of `/proc/<pid>/stat` this crate uses.
