@@ -59,3 +59,27 @@ fn a_forked_child_uses_an_unbounded_queue_another_parent_thread_was_using() {
     });
     assert_eq!(done, Ok(forks), "forked children that finished their put before one never did");
 }
+
+/// `with_max_frame(maxsize, 0)` (no room asked for beyond the frame
+/// header) makes a queue whose slots are rounded up like every other
+/// `max_frame` (its docs), and items fit it; it is not refused with an
+/// error naming a capacity the caller never gave (it was: "capacity
+/// 4294967298 is too large" for a `maxsize` of 2).
+#[test]
+fn a_queue_with_max_frame_zero_rounds_its_slots_up_like_any_other() {
+    let sut = shmproc::Queue::<Vec<u8>>::with_max_frame(2, 0).unwrap();
+    assert!(sut.max_frame() >= 1);
+    assert_eq!(sut.max_frame(), shmproc::Queue::<Vec<u8>>::with_max_frame(2, 1).unwrap().max_frame());
+    sut.put(Vec::new()).unwrap();
+    sut.put(vec![7; 8]).unwrap();
+    assert_eq!(sut.get_timeout(DEADLINE).unwrap(), Vec::<u8>::new());
+    assert_eq!(sut.get_timeout(DEADLINE).unwrap(), [7; 8]);
+    let name = format!("review28-mf0-{}", std::process::id());
+    let opts = shmproc::Options::new();
+    let joinable = shmproc::JoinableQueue::<String>::create_with_max_frame(&name, 3, 0, &opts).unwrap();
+    joinable.put("s".to_string()).unwrap();
+    let opened = shmproc::JoinableQueue::<String>::open(&name).unwrap();
+    assert_eq!(opened.get_timeout(DEADLINE).unwrap(), "s");
+    opened.task_done().unwrap();
+    assert!(joinable.join_timeout(DEADLINE));
+}

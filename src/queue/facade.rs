@@ -78,7 +78,7 @@ macro_rules! facade_common {
             /// data; for plain data `max_frame` is not used). Each of the
             /// `maxsize` slots reserves `max_frame` bytes (plus 64, rounded
             /// up to 64-byte lines, and to an odd number of lines past two)
-            /// in shared memory.
+            /// in shared memory; a `max_frame` of 0 gives the slots of 1.
             #[doc = concat!("```
 let q = shmproc::", $doc_ty, "::<Vec<u8>>::with_max_frame(2, 64 * 1024).unwrap();
 q.put(vec![7; 60_000]).unwrap();

@@ -113,7 +113,10 @@ impl<T: Handoff> ItemRing<T> {
     }
 
     fn frame_init(cap: u64, max_frame: u64) -> Result<u64, OpenError> {
-        let stride = frames::frame_stride(max_frame)
+        // At least one byte of room: a slot of the frame header alone (the
+        // stride of `max_frame` 0) is no slot, and slots are rounded up
+        // to whole lines anyway (0 gives the slots of 1).
+        let stride = frames::frame_stride(max_frame.max(1))
             .ok_or_else(|| OpenError::InvalidArgument(format!("frame size {max_frame} is not supported")))?;
         if cap > u64::from(u32::MAX) {
             return Err(OpenError::InvalidArgument(format!("capacity {cap} is not supported")));
