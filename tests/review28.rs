@@ -83,3 +83,33 @@ fn a_queue_with_max_frame_zero_rounds_its_slots_up_like_any_other() {
     opened.task_done().unwrap();
     assert!(joinable.join_timeout(DEADLINE));
 }
+
+/// An unbounded queue's name leaves room for its rings' names (60 bytes
+/// more): a name too long for that is refused naming the name as given
+/// (the contract of `OpenError::InvalidName`) and a limit it breaks, not
+/// an internal ring name and "longer than 247 bytes" for a name of 217;
+/// the longest accepted name works, growing rings included; nothing is
+/// left behind.
+#[test]
+fn an_unbounded_queue_name_too_long_for_its_rings_is_refused_as_given() {
+    let tag = format!("{}-", std::process::id());
+    for len in [188, 217, shmproc::MAX_NAME_LEN] {
+        let name = format!("{tag}{}", "q".repeat(len - tag.len()));
+        match shmproc::Queue::<String>::create(&name, 0) {
+            Err(shmproc::OpenError::InvalidName { name: given, reason }) => {
+                assert_eq!(given, name, "the name in the error is the one given");
+                assert!(reason.contains("187"), "{len} bytes: {reason}");
+            }
+            other => panic!("{len} bytes: {:?}", other.map(|q| q.name().len())),
+        }
+    }
+    let name = format!("{tag}{}", "q".repeat(187 - tag.len()));
+    let sut = shmproc::JoinableQueue::<String>::create(&name, 0).unwrap();
+    for i in 0..3000 {
+        sut.put(format!("{i:0>300}")).unwrap();
+    }
+    assert_eq!(
+        shmproc::JoinableQueue::<String>::open(&name).unwrap().get_timeout(DEADLINE).unwrap(),
+        format!("{:0>300}", 0)
+    );
+}

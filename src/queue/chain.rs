@@ -345,8 +345,7 @@ impl<T: Handoff> Chain<T> {
     pub(super) fn create(name: Option<&str>, limit: u64, opts: &Options) -> Result<Self, OpenError> {
         let ctl: ChainObj<T> = match name {
             Some(n) => {
-                // The longest ring name must be valid too.
-                crate::shm::os_name(&format!("{}{TEMP_MARK}{}x{TEMP_SEQ}", ring_name(n, 0, 0, MAX_RINGS), u32::MAX))?;
+                check_name(n)?;
                 object::create(n, (limit, opts.get_mode()), opts)?
             }
             None => object::create_unique((limit, opts.get_mode()), opts)?,
@@ -1105,6 +1104,32 @@ pub(crate) fn chain_held(fd: &std::os::fd::OwnedFd) -> bool {
 /// and tag key `key`: `<name>.<generation:08x>.<k>.<tag:016x>`. The tag
 /// (SipHash-2-4 of `k` under `key`) makes the name of a ring not made yet
 /// unguessable from the names of the others, which every user can list.
+/// The longest name of an unbounded queue: its rings' names (and their
+/// temporary names) add [`RING_SUFFIX_LEN`] bytes to it, and every one
+/// must be a valid name (at most `MAX_NAME_LEN`).
+pub(super) const MAX_NAME_LEN: usize = crate::shm::MAX_NAME_LEN - RING_SUFFIX_LEN;
+/// What the longest (temporary) ring name adds to the queue's name (unit
+/// test `the_ring_suffix_is_as_long_as_the_longest_ring_names`).
+const RING_SUFFIX_LEN: usize = 60;
+
+/// The longest temporary name of a ring of the queue `name`.
+fn longest_ring_name(name: &str) -> String {
+    format!("{}{TEMP_MARK}{}x{TEMP_SEQ}", ring_name(name, 0, 0, MAX_RINGS), u32::MAX)
+}
+
+/// Checks a name for an unbounded queue: a valid name, short enough for
+/// its rings' names. The error names the name as given.
+fn check_name(name: &str) -> Result<(), OpenError> {
+    crate::shm::os_name(name)?;
+    if name.len() > MAX_NAME_LEN || crate::shm::os_name(&longest_ring_name(name)).is_err() {
+        return Err(OpenError::InvalidName {
+            name: name.to_owned(),
+            reason: "longer than 187 bytes, the longest name of an unbounded queue (its rings' names add 60 bytes)",
+        });
+    }
+    Ok(())
+}
+
 fn ring_name(name: &str, generation: u32, key: u64, k: u64) -> String {
     format!("{name}.{generation:08x}.{k}.{:016x}", siphash24(key, u64::from(generation), k))
 }
@@ -1235,6 +1260,18 @@ impl<T: Handoff> Rings for Chain<T> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ring_suffix_is_as_long_as_the_longest_ring_names() {
+        for name in ["q", "a-longer-name"] {
+            assert_eq!(longest_ring_name(name).len() - name.len(), RING_SUFFIX_LEN);
+        }
+        assert_eq!(MAX_NAME_LEN, 187); // as `check_name`'s message says
+        let longest = "q".repeat(MAX_NAME_LEN);
+        assert!(check_name(&longest).is_ok());
+        assert!(crate::shm::os_name(&longest_ring_name(&longest)).is_ok());
+        assert!(matches!(check_name(&format!("{longest}q")), Err(OpenError::InvalidName { name, .. }) if name.len() == 188));
+    }
 
     /// The reference test vector of the SipHash paper (appendix A): key
     /// 00..0f, the 8-byte message 00..07.

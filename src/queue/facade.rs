@@ -114,7 +114,10 @@ assert!(len > max); // its encoded length
                 self.q.max_frame()
             }
 
-            /// Creates the queue as `name` (this process owns the name).
+            /// Creates the queue as `name` (this process owns the name). An
+            /// unbounded queue (`maxsize` 0) takes names of at most 187
+            /// bytes, not [`MAX_NAME_LEN`](crate::MAX_NAME_LEN): its rings'
+            /// names add 60 bytes to it.
             #[doc = concat!("```\nlet name = format!(\"doc-q-{}\", std::process::id());\nlet q = shmproc::", $doc_ty, "::<u8>::create(&name, 3).unwrap();\nassert_eq!(q.name(), name);\n```")]
             pub fn create(name: &str, maxsize: u64) -> Result<Self, OpenError> {
                 Self::create_with(name, maxsize, &Options::new())
