@@ -229,6 +229,9 @@ struct Shared<T> {
     /// (`thread::fork_generation`): another count means the handle was
     /// inherited through `fork()`.
     fork_gen: u32,
+    /// The fork count of a process that found `rings` held for good
+    /// (`Chain::inherited_cache`; `u32::MAX`: none).
+    lost_gen: AtomicU32,
     /// The pid of the process that attached (created or opened) through
     /// this handle: only it detaches (a forked child inherits the handle
     /// without attaching).
@@ -247,6 +250,11 @@ struct Shared<T> {
     /// (Shared with the detach of a forked child, see [`Chain::fork_hold`].)
     made_rings: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How many times a process that inherited a handle through `fork()`
+/// tries its ring cache's lock before it takes the lock for lost (held by
+/// a parent thread that is not in the process).
+const INHERITED_LOCK_TRIES: u32 = 200;
 
 /// The rings a process has mapped, by index.
 type RingCache<T> = Vec<(u64, ItemRing<T>)>;
@@ -328,6 +336,7 @@ impl<T: Handoff> Chain<T> {
                 ctl,
                 rings: Mutex::new(Vec::new()),
                 fork_gen: crate::sys::thread::fork_generation(),
+                lost_gen: AtomicU32::new(u32::MAX),
                 attacher: std::process::id(),
                 holder,
                 generation,
@@ -364,23 +373,42 @@ impl<T: Handoff> Chain<T> {
     }
 
     /// The rings this process has mapped (locked), or `None` in a forked
-    /// child that cannot take them now. A handle inherited through
-    /// `fork()` from a multi-threaded parent may find the lock held for
-    /// ever, by a parent thread that was putting or getting at the fork
-    /// and is not in the child (and the list half-changed): the child then
-    /// never waits for it, it maps the rings it uses for the call only
-    /// (slower, and only in such a child; in one whose threads meet the
-    /// lock busy too). Elsewhere, one Relaxed load more than the lock.
+    /// child that cannot take them. A handle inherited through `fork()`
+    /// from a multi-threaded parent may find the lock held for ever, by a
+    /// parent thread that was putting or getting at the fork and is not in
+    /// the child (and the list half-changed): the child never waits for
+    /// it. It tries the lock a while (yielding: a thread of its own holds
+    /// it for a moment only); if it stays held, the child stops trying
+    /// (`lost_gen`) and maps the rings it uses for each call only (slower,
+    /// and only there). Elsewhere, one Relaxed load more than the lock.
     #[inline]
     fn cache(&self) -> Option<std::sync::MutexGuard<'_, RingCache<T>>> {
-        if crate::sys::thread::forks_now() == self.s.fork_gen {
+        let now = crate::sys::thread::forks_now();
+        if now == self.s.fork_gen {
             return Some(self.s.rings.lock().unwrap_or_else(|e| e.into_inner()));
         }
-        match self.s.rings.try_lock() {
-            Ok(rings) => Some(rings),
-            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
+        self.inherited_cache(now)
+    }
+
+    /// [`cache`](Self::cache) in a process that inherited the handle
+    /// through `fork()` (`now`: its fork count).
+    #[cold]
+    fn inherited_cache(&self, now: u32) -> Option<std::sync::MutexGuard<'_, RingCache<T>>> {
+        // Relaxed: a hint of this process alone (a forked child's copy of
+        // the word is its own); a stale read only costs the tries below.
+        if self.s.lost_gen.load(Ordering::Relaxed) == now {
+            return None;
         }
+        for _ in 0..INHERITED_LOCK_TRIES {
+            match self.s.rings.try_lock() {
+                Ok(rings) => return Some(rings),
+                Err(std::sync::TryLockError::Poisoned(e)) => return Some(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
+            }
+        }
+        // Relaxed: as the load above.
+        self.s.lost_gen.store(now, Ordering::Relaxed);
+        None
     }
 
     /// The ring `k`, mapped once per process (see [`Self::cache`]).
