@@ -63,28 +63,34 @@ thread_local! {
 /// Runs `encode` and returns the fork steps of the encoded handles (see
 /// [`ForkHold`]).
 pub(crate) fn collect_fork_holds(encode: impl FnOnce()) -> Vec<ForkHold> {
-    collect_in(&FORK_HOLDS, encode)
+    // A panic drops the steps unrun (they do nothing until run).
+    collect_in(&FORK_HOLDS, encode, drop)
 }
 
 /// Runs `encode` with a fresh collection in `slot` (what the encoded
 /// handles note there) and returns it, putting the outer collection back,
 /// also when `encode` panics (a user `Handoff::encode`): a collection left
 /// in place would take every later handle's note in this thread, never to
-/// be settled.
+/// be settled. On such a panic what was collected goes to `unwound` (the
+/// value was not sent: its handles must be as they were).
 fn collect_in<T: 'static>(
     slot: &'static std::thread::LocalKey<RefCell<Option<Vec<T>>>>,
     encode: impl FnOnce(),
+    unwound: fn(Vec<T>),
 ) -> Vec<T> {
-    /// Puts the outer collection back on drop.
-    struct Restore<T: 'static>(&'static std::thread::LocalKey<RefCell<Option<Vec<T>>>>, Option<Option<Vec<T>>>);
+    /// Puts the outer collection back on drop; during a panic, hands the
+    /// inner one to `unwound`.
+    struct Restore<T: 'static>(&'static std::thread::LocalKey<RefCell<Option<Vec<T>>>>, Option<Option<Vec<T>>>, fn(Vec<T>));
     impl<T: 'static> Drop for Restore<T> {
         fn drop(&mut self) {
-            if let Some(outer) = self.1.take() {
-                let _ = self.0.try_with(|c| *c.borrow_mut() = outer);
+            if let Some(outer) = self.1.take()
+                && let Ok(inner) = self.0.try_with(|c| std::mem::replace(&mut *c.borrow_mut(), outer))
+            {
+                (self.2)(inner.unwrap_or_default());
             }
         }
     }
-    let mut restore = Restore(slot, Some(slot.with(|c| c.borrow_mut().replace(Vec::new()))));
+    let mut restore = Restore(slot, Some(slot.with(|c| c.borrow_mut().replace(Vec::new()))), unwound);
     encode();
     let outer = restore.1.take().expect("set above");
     slot.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer)).unwrap_or_default()
@@ -101,8 +107,14 @@ pub(crate) fn note_fork_hold(make: impl FnOnce() -> ForkHold) {
 }
 
 /// Runs `encode` and returns the roles that the encoded handles carry.
+///
+/// If `encode` panics (a user `Handoff::encode` after a handle in the same
+/// value was encoded), the roles noted so far are undone, as for a start
+/// or a send that did not happen: a pipe end left marked "handed to a
+/// child" would, dropped unused, never tell its peer, which then waited
+/// for ever.
 pub(crate) fn collect_transfers(encode: impl FnOnce()) -> Vec<Transfer> {
-    collect_in(&TRANSFERS, encode)
+    collect_in(&TRANSFERS, encode, |noted| settle_transfers(noted, false))
 }
 
 /// Runs `encode` for a value that is then sent somewhere other than a

@@ -1,0 +1,389 @@
+//! review26: hostile user-written `Handoff` impls (and other user code that
+//! runs inside shmproc operations): encodes and decodes that panic, lie
+//! about their length or change it between calls, across real processes.
+//! After each attack: the object is still usable by another process, its
+//! counts are exact, no peer is left blocked, nothing is left in /dev/shm.
+//! Every blocking wait is bounded.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use shmproc::{Connection, Handoff, HandoffError, Process, Queue, pipe};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn s<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+/// Runs `f`, which must panic (a hostile user impl inside it).
+fn must_panic<R>(what: &str, f: impl FnOnce() -> R) {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = catch_unwind(AssertUnwindSafe(f));
+    std::panic::set_hook(prev);
+    assert!(r.is_err(), "{what}: no panic");
+}
+
+/// A value whose `encode` or `decode` panics, as its flags say.
+#[derive(Debug, Clone, PartialEq)]
+struct Bomb {
+    n: u64,
+    on_encode: bool,
+    on_decode: bool,
+}
+
+impl Bomb {
+    fn ok(n: u64) -> Self {
+        Bomb { n, on_encode: false, on_decode: false }
+    }
+}
+
+impl Handoff for Bomb {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.n.encode(out);
+        if self.on_encode {
+            panic!("Bomb::encode");
+        }
+        self.on_decode.encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        let n = u64::decode(input)?;
+        if bool::decode(input)? {
+            panic!("Bomb::decode");
+        }
+        Ok(Bomb::ok(n))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A pipe end inside a value whose encode panics.
+
+shmproc::entry! {
+    /// Waits for a message on `rx`; the end of the pipe (its sender gone)
+    /// is the expected outcome.
+    fn wait_for_eof(mut rx: Connection) -> Result<(), String> {
+        match rx.recv_bytes() {
+            Err(_) => Ok(()),
+            Ok(m) => Err(format!("a message arrived: {m:?}")),
+        }
+    }
+}
+
+/// Starts a child waiting on the receiving end of a fresh one-way pipe;
+/// returns it and the sending end.
+fn child_waiting_for_eof() -> (Process, Connection) {
+    let (rx, tx) = pipe(false).unwrap();
+    let mut p = Process::new(wait_for_eof, rx).with_daemon(true);
+    p.start().unwrap();
+    (p, tx)
+}
+
+/// The child ends within `within` (it saw the sender gone).
+fn ends(p: &Process, within: Duration) -> bool {
+    let ended = p.join_timeout(within).unwrap();
+    if !ended {
+        let _ = p.kill();
+        let _ = p.join_timeout(DEADLINE);
+    }
+    ended
+}
+
+#[test]
+fn a_sending_end_dropped_unused_after_an_encode_panicked_still_ends_the_peers_wait() {
+    // Control: the end dropped unused ends the child's wait.
+    let (p, tx) = child_waiting_for_eof();
+    drop(tx);
+    assert!(ends(&p, DEADLINE), "control: the child's recv did not end");
+    assert_eq!(p.exitcode(), Some(0));
+
+    // The end encoded in a queue item whose encode then panics: the put
+    // fails, so the end is as it was (this process's), and dropping it
+    // unused must end the child's wait as above.
+    let q: Queue<(Connection, Bomb)> = Queue::new(2).unwrap();
+    let (p, tx) = child_waiting_for_eof();
+    must_panic("put", || q.put((tx.clone(), Bomb { n: 1, on_encode: true, on_decode: false })).is_ok());
+    assert_eq!(q.qsize(), 0);
+    drop(tx);
+    assert!(ends(&p, Duration::from_secs(20)), "the child's recv did not end after the queue put's encode panicked");
+
+    // The same through a pipe's send_value.
+    let (mut a, _b) = pipe(true).unwrap();
+    let (p, tx) = child_waiting_for_eof();
+    must_panic("send_value", || a.send_value(&(tx.clone(), Bomb { n: 1, on_encode: true, on_decode: false })));
+    drop(tx);
+    assert!(ends(&p, Duration::from_secs(20)), "the child's recv did not end after send_value's encode panicked");
+}
+
+shmproc::entry! {
+    fn never_runs(_arg: (Connection, Bomb)) -> Result<(), String> {
+        Err("started".into())
+    }
+}
+
+#[test]
+fn a_sending_end_in_a_start_argument_whose_encode_panicked_still_ends_the_peers_wait() {
+    let (p, tx) = child_waiting_for_eof();
+    let mut bad = Process::new(never_runs, (tx.clone(), Bomb { n: 1, on_encode: true, on_decode: false }));
+    must_panic("start", || bad.start());
+    drop(bad);
+    drop(tx);
+    assert!(ends(&p, Duration::from_secs(20)), "the child's recv did not end after start's encode panicked");
+}
+
+// ---------------------------------------------------------------------------
+// Queues: panicking encodes publish nothing, panicking decodes lose only
+// their own item; a second process sees exact counts.
+
+shmproc::entry! {
+    /// Gets `n` items (expecting 0, 1, ...) then puts `n` more (100...).
+    fn get_then_put((q, n): (Queue<Bomb>, u64)) -> Result<(), String> {
+        for i in 0..n {
+            let b = q.get_timeout(DEADLINE).map_err(s)?;
+            if b.n != i {
+                return Err(format!("got {} for {i}", b.n));
+            }
+        }
+        for i in 0..n {
+            q.put(Bomb::ok(100 + i)).map_err(s)?;
+        }
+        Ok(())
+    }
+}
+
+fn queue_survives_bombs(q: Queue<Bomb>) {
+    // Encodes that panic between good puts: nothing of them lands.
+    for i in 0..3u64 {
+        q.put(Bomb::ok(i)).unwrap();
+        let bad = Bomb { n: 999, on_encode: true, on_decode: false };
+        must_panic("put", || q.put(bad.clone()));
+        must_panic("put_ref", || q.put_ref(&bad));
+        must_panic("put_nowait", || q.put_nowait(bad.clone()));
+        must_panic("put_timeout", || q.put_timeout(bad.clone(), Duration::from_millis(1)));
+    }
+    assert_eq!(q.qsize(), 3);
+    let mut p = Process::new(get_then_put, (q.clone(), 3));
+    p.start().unwrap();
+    assert!(p.join_timeout(DEADLINE).unwrap(), "child hung");
+    assert_eq!(p.exitcode(), Some(0), "child failed");
+    assert_eq!(q.qsize(), 3);
+    // Decodes that panic: that item goes, the others stay in order.
+    q.put(Bomb { n: 7, on_encode: false, on_decode: true }).unwrap();
+    q.put(Bomb { n: 8, on_encode: false, on_decode: true }).unwrap();
+    q.put(Bomb::ok(9)).unwrap();
+    assert_eq!(q.qsize(), 6);
+    for i in 0..3 {
+        assert_eq!(q.get_timeout(DEADLINE).unwrap().n, 100 + i);
+    }
+    must_panic("get", || q.get());
+    let mut out = Bomb::ok(0);
+    must_panic("get_into", || q.get_into(&mut out));
+    assert_eq!(q.qsize(), 1);
+    assert_eq!(q.get_nowait().unwrap().n, 9);
+    assert_eq!(q.qsize(), 0);
+    assert!(q.empty());
+}
+
+#[test]
+fn a_bounded_queue_survives_panicking_encodes_and_decodes() {
+    queue_survives_bombs(Queue::new(8).unwrap());
+}
+
+#[test]
+fn an_unbounded_queue_survives_panicking_encodes_and_decodes() {
+    queue_survives_bombs(Queue::new(0).unwrap());
+}
+
+// ---------------------------------------------------------------------------
+// An encode whose length changes with every call.
+
+/// Encodes `64 << k` bytes at its `k`-th call (a length that doubles).
+#[derive(Debug)]
+struct Growing(AtomicU64);
+
+impl Handoff for Growing {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let k = self.0.fetch_add(1, Ordering::Relaxed).min(40);
+        vec![7u8; 64usize << k].encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        Vec::<u8>::decode(input)?;
+        Ok(Growing(AtomicU64::new(0)))
+    }
+}
+
+#[test]
+fn an_unbounded_queue_given_an_ever_growing_encode_refuses_it_and_stays_usable() {
+    let q: Queue<Growing> = Queue::unbounded_with_limit(64 << 20).unwrap();
+    let r = q.put_ref_timeout(&Growing(AtomicU64::new(0)), Duration::from_secs(5));
+    eprintln!("growing put: {r:?}");
+    assert!(r.is_err());
+    assert_eq!(q.qsize(), 0);
+    q.put(Growing(AtomicU64::new(0))).unwrap();
+    assert_eq!(q.qsize(), 1);
+    q.get_timeout(DEADLINE).unwrap();
+    assert_eq!(q.qsize(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Pool: arguments and results whose encode, decode or drop panic.
+
+/// A task value: `Bomb`, plus a drop that panics when `loud`.
+#[derive(Debug)]
+struct LoudDrop {
+    n: u64,
+    loud: bool,
+}
+
+impl Drop for LoudDrop {
+    fn drop(&mut self) {
+        if self.loud && !std::thread::panicking() {
+            panic!("LoudDrop::drop {}", self.n);
+        }
+    }
+}
+
+impl Handoff for LoudDrop {
+    fn encode(&self, out: &mut Vec<u8>) {
+        (self.n, self.loud).encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        let (n, loud) = <(u64, bool)>::decode(input)?;
+        Ok(LoudDrop { n, loud })
+    }
+}
+
+shmproc::task! { fn r26_echo(b: Bomb) -> Bomb { b } }
+shmproc::task! {
+    /// Its value's encode panics in the worker for 7.
+    fn r26_bad_result(n: u64) -> Bomb { Bomb { n, on_encode: n == 7, on_decode: false } }
+}
+shmproc::task! {
+    /// Its value's decode panics in the parent for 7.
+    fn r26_bad_result_decode(n: u64) -> Bomb { Bomb { n, on_encode: false, on_decode: n == 7 } }
+}
+shmproc::task! {
+    /// Fails item 3; the others' values panic when dropped.
+    fn r26_loud(n: u64) -> Result<LoudDrop, String> {
+        if n == 3 { Err("three".into()) } else { Ok(LoudDrop { n, loud: true }) }
+    }
+}
+shmproc::task! { fn r26_sq(n: u64) -> u64 { n * n } }
+
+fn pool_still_works(pool: &std::sync::Arc<shmproc::Pool>, what: &str) {
+    let r = within(what, {
+        let pool = pool.clone();
+        move || pool.map(r26_sq, 0..50u64)
+    });
+    assert_eq!(r.unwrap(), (0..50u64).map(|x| x * x).collect::<Vec<_>>(), "{what}");
+}
+
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(catch_unwind(AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(DEADLINE) {
+        Ok(Ok(v)) => v,
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("{what}: no answer within {DEADLINE:?}"),
+    }
+}
+
+#[test]
+fn a_pool_survives_results_whose_encode_or_decode_panics() {
+    let pool = std::sync::Arc::new(shmproc::Pool::new(2).unwrap());
+    let r = within("map_results bad encode", {
+        let pool = pool.clone();
+        move || pool.map_results(r26_bad_result, 0..20u64, 1).unwrap()
+    });
+    for (i, x) in r.iter().enumerate() {
+        if i == 7 {
+            eprintln!("item 7 (encode panicked): {x:?}");
+            assert!(x.is_err());
+        } else {
+            assert_eq!(x.as_ref().unwrap().n, i as u64);
+        }
+    }
+    pool_still_works(&pool, "after a result encode panicked");
+    let r = within("map_results bad encode, chunks", {
+        let pool = pool.clone();
+        move || pool.map_results(r26_bad_result, 0..20u64, 5).unwrap()
+    });
+    assert!(r[7].is_err() && r.iter().filter(|x| x.is_ok()).count() == 19, "{r:?}");
+    let r = within("map_results bad decode", {
+        let pool = pool.clone();
+        move || pool.map_results(r26_bad_result_decode, 0..20u64, 3).unwrap()
+    });
+    eprintln!("item 7 (decode panicked): {:?}", r[7]);
+    assert!(r[7].is_err() && r.iter().filter(|x| x.is_ok()).count() == 19, "{r:?}");
+    let r = within("apply bad decode", {
+        let pool = pool.clone();
+        move || pool.apply(r26_bad_result_decode, 7)
+    });
+    eprintln!("apply (decode panicked): {r:?}");
+    assert!(r.is_err());
+    pool_still_works(&pool, "after a result decode panicked");
+    pool.close();
+    within("join", move || pool.join()).unwrap();
+}
+
+#[test]
+fn a_pool_survives_arguments_whose_encode_or_decode_panics() {
+    let pool = std::sync::Arc::new(shmproc::Pool::new(2).unwrap());
+    let bombs = |k: usize, n: u64| (0..n).map(move |i| Bomb { n: i, on_encode: i == k as u64, on_decode: false });
+    // In the first batch, and in a later one.
+    for (k, n) in [(5usize, 20u64), (9000, 10_000)] {
+        let p = pool.clone();
+        within("map with a panicking encode", move || must_panic("map", || p.map(r26_echo, bombs(k, n))));
+        pool_still_works(&pool, "after an argument encode panicked in map");
+        let p = pool.clone();
+        within("imap with a panicking encode", move || {
+            must_panic("imap", || p.imap(r26_echo, bombs(k, n)).map(|it| it.count()))
+        });
+        pool_still_works(&pool, "after an argument encode panicked in imap");
+    }
+    let p = pool.clone();
+    within("apply with a panicking encode", move || {
+        must_panic("apply", || p.apply(r26_echo, Bomb { n: 1, on_encode: true, on_decode: false }))
+    });
+    pool_still_works(&pool, "after an argument encode panicked in apply");
+    // Decoded in the worker.
+    let r = within("map_results bad arg decode", {
+        let pool = pool.clone();
+        move || {
+            pool.map_results(r26_echo, (0..20u64).map(|i| Bomb { n: i, on_encode: false, on_decode: i == 4 }), 2)
+                .unwrap()
+        }
+    });
+    eprintln!("item 4 (arg decode panicked): {:?}", r[4]);
+    assert!(r[4].is_err() && r.iter().filter(|x| x.is_ok()).count() == 19, "{r:?}");
+    pool_still_works(&pool, "after an argument decode panicked");
+    pool.close();
+    within("join", move || pool.join()).unwrap();
+}
+
+#[test]
+fn a_pool_survives_results_whose_drop_panics() {
+    let pool = std::sync::Arc::new(shmproc::Pool::new(2).unwrap());
+    let p = pool.clone();
+    let r = within("map with loud drops", move || {
+        catch_unwind(AssertUnwindSafe(|| p.map(r26_loud, 0..10u64).map(|v| v.len())))
+    });
+    eprintln!("map with loud drops: {:?}", r.as_ref().map_err(|_| "panicked"));
+    pool_still_works(&pool, "after results' drops panicked");
+    let p = pool.clone();
+    let r = within("imap with loud drops", move || {
+        catch_unwind(AssertUnwindSafe(|| {
+            let mut it = p.imap(r26_loud, 0..10u64).unwrap();
+            let first = it.next().map(|x| x.map(|v| std::mem::ManuallyDrop::new(v).n));
+            drop(it); // the rest dropped by the pool
+            first
+        }))
+    });
+    eprintln!("imap dropped with loud values pending: {:?}", r.as_ref().map_err(|_| "panicked"));
+    pool_still_works(&pool, "after an imap's pending values' drops panicked");
+    pool.close();
+    within("join", move || pool.join()).unwrap();
+}
