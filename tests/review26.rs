@@ -387,3 +387,43 @@ fn a_pool_survives_results_whose_drop_panics() {
     pool.close();
     within("join", move || pool.join()).unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// Pool: a pipe end in an argument that is never sent (a later item's
+// encode panicked, or the item is too large).
+
+shmproc::task! { fn r26_take_end(arg: (Connection, Bomb, Vec<u8>)) -> u64 { arg.1.n } }
+
+#[test]
+fn a_pipe_end_in_a_pool_argument_never_sent_after_a_panic_still_ends_the_peers_wait() {
+    let pool = std::sync::Arc::new(shmproc::Pool::new(1).unwrap());
+    // A later item's encode panics: the batch with the end is never sent.
+    let (p, tx) = child_waiting_for_eof();
+    let items = vec![
+        (tx, Bomb::ok(0), Vec::new()),
+        (pipe(false).unwrap().1, Bomb { n: 1, on_encode: true, on_decode: false }, Vec::new()),
+    ];
+    let pl = pool.clone();
+    within("map", move || must_panic("map", || pl.map(r26_take_end, items)));
+    assert!(ends(&p, Duration::from_secs(20)), "the child's recv did not end after map's encode panicked");
+    pool_still_works(&pool, "after");
+    pool.close();
+    within("join", move || pool.join()).unwrap();
+}
+
+#[test]
+fn a_pipe_end_in_a_pool_argument_refused_as_too_large_still_ends_the_peers_wait() {
+    let pool = std::sync::Arc::new(shmproc::Pool::new(1).unwrap());
+    let (p, tx) = child_waiting_for_eof();
+    let items = vec![(tx, Bomb::ok(0), vec![0u8; shmproc::pool::MAX_ITEM_BYTES + 1])];
+    let pl = pool.clone();
+    let r = within("map_results", move || pl.map_results(r26_take_end, items, 1));
+    eprintln!("too large: {r:?}");
+    assert!(
+        ends(&p, Duration::from_secs(20)),
+        "the child's recv did not end after its end's item was refused as too large"
+    );
+    pool_still_works(&pool, "after");
+    pool.close();
+    within("join", move || pool.join()).unwrap();
+}

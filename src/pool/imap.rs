@@ -222,18 +222,22 @@ where
         let bound = self.max_in_flight.unwrap_or(4usize.saturating_mul(processes).saturating_mul(self.chunksize)) as u64;
         let mut frames = Vec::new();
         let before = self.submitted;
-        while let Some(input) = self.input.as_mut() {
-            if self.submitted - self.yielded >= bound {
-                break;
+        // The roles of pipe ends in the items go with them only once the
+        // frames are sent (see `encode_frames`).
+        let deferred = crate::process::handoff::Deferred::encode(|| {
+            while let Some(input) = self.input.as_mut() {
+                if self.submitted - self.yielded >= bound {
+                    break;
+                }
+                let n = (bound - (self.submitted - self.yielded)).min(self.chunksize as u64) as usize;
+                let (mut f, got) = (self.encode)(input, self.job, n, self.submitted, self.id, &**sink);
+                frames.append(&mut f);
+                self.submitted += got;
+                if got < n as u64 {
+                    self.input = None;
+                }
             }
-            let n = (bound - (self.submitted - self.yielded)).min(self.chunksize as u64) as usize;
-            let (mut f, got) = (self.encode)(input, self.job, n, self.submitted, self.id, &**sink);
-            frames.append(&mut f);
-            self.submitted += got;
-            if got < n as u64 {
-                self.input = None;
-            }
-        }
+        });
         let ended = self.input.is_none();
         if frames.is_empty() && (!ended || self.done) {
             return;
@@ -244,7 +248,11 @@ where
             sink.set_expected(self.submitted);
             msgs.push(Msg::InputDone { job: self.job });
         }
-        if self.send(msgs).is_err() {
+        if self.send(msgs).is_ok() {
+            deferred.sent();
+        } else {
+            // (`deferred` dropped: the ends in the items are as they were.)
+            drop(deferred);
             // Never run: reported by `not_submitted`.
             self.unsent |= self.submitted > before;
             self.submitted = before;

@@ -142,6 +142,20 @@ pub(crate) fn settle_transfers(transfers: Vec<Transfer>, sent: bool) {
     }
 }
 
+/// How many roles the collection in progress holds (0 outside one): a
+/// mark for [`undo_noted_since`].
+pub(crate) fn noted() -> usize {
+    TRANSFERS.with(|t| t.borrow().as_ref().map_or(0, Vec::len))
+}
+
+/// Undoes the roles the collection in progress noted past `mark` (from
+/// [`noted`]): the value encoded since was not sent after all (a pool
+/// argument refused as too large), so its handles are as they were.
+pub(crate) fn undo_noted_since(mark: usize) {
+    let late = TRANSFERS.with(|t| t.borrow_mut().as_mut().map(|v| v.split_off(mark.min(v.len()))));
+    settle_transfers(late.unwrap_or_default(), false);
+}
+
 /// Roles kept back by an encoding ([`encode_deferred`]) until the fate of
 /// the value's send is known: [`sent`](Self::sent) lets them go with it;
 /// dropped unsent (a refusal, an early return), the handles are as they
