@@ -246,11 +246,11 @@ impl Drop for LoudDrop {
 
 impl Handoff for LoudDrop {
     fn encode(&self, out: &mut Vec<u8>) {
-        (self.n, self.loud).encode(out);
+        self.n.encode(out);
     }
+    /// Loud once decoded (in the parent; quiet in the worker).
     fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
-        let (n, loud) = <(u64, bool)>::decode(input)?;
-        Ok(LoudDrop { n, loud })
+        Ok(LoudDrop { n: u64::decode(input)?, loud: true })
     }
 }
 
@@ -266,7 +266,7 @@ shmproc::task! {
 shmproc::task! {
     /// Fails item 3; the others' values panic when dropped.
     fn r26_loud(n: u64) -> Result<LoudDrop, String> {
-        if n == 3 { Err("three".into()) } else { Ok(LoudDrop { n, loud: true }) }
+        if n == 3 { Err("three".into()) } else { Ok(LoudDrop { n, loud: false }) }
     }
 }
 shmproc::task! { fn r26_sq(n: u64) -> u64 { n * n } }
@@ -423,6 +423,175 @@ fn a_pipe_end_in_a_pool_argument_refused_as_too_large_still_ends_the_peers_wait(
         ends(&p, Duration::from_secs(20)),
         "the child's recv did not end after its end's item was refused as too large"
     );
+    pool_still_works(&pool, "after");
+    pool.close();
+    within("join", move || pool.join()).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// JoinableQueue, SimpleQueue, pipe values, Manager lists: user code that
+// panics inside their operations.
+
+shmproc::entry! {
+    /// Gets `n` items from a JoinableQueue, marking each done.
+    fn joinable_worker((q, n): (shmproc::JoinableQueue<Bomb>, u64)) -> Result<(), String> {
+        for _ in 0..n {
+            q.get_timeout(DEADLINE).map_err(s)?;
+            q.task_done().map_err(s)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_joinable_queue_counts_exactly_around_panicking_encodes_and_decodes() {
+    for q in [shmproc::JoinableQueue::<Bomb>::new(4).unwrap(), shmproc::JoinableQueue::<Bomb>::new(0).unwrap()] {
+        let bad = Bomb { n: 9, on_encode: true, on_decode: false };
+        must_panic("put", || q.put(bad.clone()).is_ok());
+        must_panic("put_ref", || q.put_ref(&bad));
+        assert_eq!(q.unfinished_tasks(), 0);
+        q.put(Bomb { n: 1, on_encode: false, on_decode: true }).unwrap();
+        must_panic("get", || q.get());
+        // The getter of an item that failed still marks it done (as in Python).
+        assert_eq!(q.unfinished_tasks(), 1);
+        q.task_done().unwrap();
+        for i in 0..3 {
+            q.put(Bomb::ok(i)).unwrap();
+        }
+        let mut p = Process::new(joinable_worker, (q.clone(), 3));
+        p.start().unwrap();
+        assert!(q.join_timeout(DEADLINE), "join did not return");
+        assert!(p.join_timeout(DEADLINE).unwrap());
+        assert_eq!(p.exitcode(), Some(0));
+        assert_eq!(q.unfinished_tasks(), 0);
+    }
+    let q = shmproc::SimpleQueue::<Bomb>::new(0).unwrap();
+    must_panic("put", || q.put(Bomb { n: 9, on_encode: true, on_decode: false }).is_ok());
+    q.put(Bomb { n: 1, on_encode: false, on_decode: true }).unwrap();
+    q.put(Bomb::ok(2)).unwrap();
+    must_panic("get", || q.get());
+    assert_eq!(q.get().unwrap().n, 2);
+    assert!(q.empty());
+}
+
+shmproc::entry! {
+    /// Receives values on `c` until it gets 3, answering each with its n.
+    fn value_echo(mut c: Connection) -> Result<(), String> {
+        loop {
+            match c.recv_value::<Bomb>() {
+                Ok(b) => {
+                    c.send_value(&b.n).map_err(s)?;
+                    if b.n == 3 {
+                        return Ok(());
+                    }
+                }
+                Err(e) => c.send_value(&(1000 + e.to_string().len() as u64)).map_err(s)?,
+            }
+        }
+    }
+}
+
+#[test]
+fn a_pipe_survives_values_whose_encode_or_decode_panics() {
+    let (mut a, b) = pipe(true).unwrap();
+    let mut p = Process::new(value_echo, b);
+    p.start().unwrap();
+    must_panic("send_value", || a.send_value(&Bomb { n: 0, on_encode: true, on_decode: false }));
+    a.send_value(&Bomb::ok(1)).unwrap();
+    assert_eq!(a.recv_value_timeout::<u64>(DEADLINE), Ok(1));
+    // A value whose decode panics in the child kills it (its panic is
+    // its own): this end then sees the pipe's end, not a hang.
+    a.send_value(&Bomb { n: 2, on_encode: false, on_decode: true }).unwrap();
+    let r = a.recv_value_timeout::<u64>(DEADLINE);
+    eprintln!("after the child's decode panicked: {r:?}");
+    assert!(r.is_err(), "{r:?}");
+    let j = p.join_timeout(DEADLINE);
+    assert!(matches!(j, Err(shmproc::ProcessError::Panicked { .. })), "{j:?}");
+    // In this process: the panic leaves the end usable.
+    let (mut x, mut y) = pipe(true).unwrap();
+    x.send_value(&Bomb { n: 2, on_encode: false, on_decode: true }).unwrap();
+    x.send_value(&Bomb::ok(3)).unwrap();
+    must_panic("recv_value", || y.recv_value::<Bomb>());
+    assert_eq!(y.recv_value::<Bomb>().unwrap().n, 3);
+}
+
+shmproc::entry! {
+    fn list_appender((l, n): (shmproc::ListProxy<u64>, u64)) -> Result<(), String> {
+        l.append(n).map_err(s)
+    }
+}
+
+#[test]
+fn a_list_survives_a_sort_key_and_a_group_that_panic() {
+    let l = shmproc::ListProxy::<u64>::new().unwrap();
+    l.extend([3, 1, 2]).unwrap();
+    must_panic("sort_by_key", || {
+        l.sort_by_key(|&x| {
+            if x == 2 {
+                panic!("key");
+            }
+            x
+        })
+    });
+    must_panic("with_lock", || {
+        l.with_lock(|l| {
+            l.append(9).unwrap();
+            l.remove(&3).unwrap();
+            panic!("group");
+        })
+    });
+    assert_eq!(l.to_vec().unwrap(), [3, 1, 2]);
+    let mut p = Process::new(list_appender, (l.clone(), 4));
+    p.start().unwrap();
+    assert!(p.join_timeout(DEADLINE).unwrap(), "the other process hung on the list");
+    assert_eq!(p.exitcode(), Some(0));
+    l.sort().unwrap();
+    assert_eq!(l.to_vec().unwrap(), [1, 2, 3, 4]);
+}
+
+#[test]
+fn an_imap_whose_input_encode_panicked_does_not_wait_for_ever_when_iterated_on() {
+    let pool = std::sync::Arc::new(shmproc::Pool::new(2).unwrap());
+    for k in [5u64, 20] {
+        let p = pool.clone();
+        let seen = within("imap after a panicking encode", move || {
+            let items = (0..30u64).map(move |i| Bomb { n: i, on_encode: i == k, on_decode: false });
+            let mut it = p.imap(r26_echo, items).unwrap();
+            let mut seen = Vec::new();
+            for _ in 0..40 {
+                let prev = std::panic::take_hook();
+                std::panic::set_hook(Box::new(|_| {}));
+                let r = catch_unwind(AssertUnwindSafe(|| it.next_timeout(Duration::from_secs(10))));
+                std::panic::set_hook(prev);
+                match r {
+                    Err(_) => seen.push("panic".to_string()),
+                    Ok(Err(shmproc::pool::NextTimedOut)) => {
+                        seen.push("timed out".to_string());
+                        break;
+                    }
+                    Ok(Ok(None)) => {
+                        seen.push("end".to_string());
+                        break;
+                    }
+                    Ok(Ok(Some(r))) => seen.push(format!("{:?}", r.map(|b| b.n))),
+                }
+            }
+            seen
+        });
+        eprintln!("imap after a panicking encode of item {k}: {seen:?}");
+        // The items submitted before the panic, in order, once each; one
+        // NotSubmitted for the first item that was not sent; the end.
+        assert_eq!(seen.iter().filter(|s| *s == "panic").count(), 1, "{seen:?}");
+        assert_eq!(seen.last().map(String::as_str), Some("end"), "{seen:?}");
+        let got: Vec<&String> = seen.iter().filter(|s| s.starts_with("Ok(")).collect();
+        let first_unsent = got.len() as u64;
+        assert!(first_unsent <= k, "{seen:?}");
+        for (i, g) in got.iter().enumerate() {
+            assert_eq!(**g, format!("Ok({i})"), "{seen:?}");
+        }
+        let not_sent = format!("Err(NotSubmitted {{ index: {first_unsent} }})");
+        assert_eq!(seen.iter().filter(|s| **s == not_sent).count(), 1, "{seen:?}");
+    }
     pool_still_works(&pool, "after");
     pool.close();
     within("join", move || pool.join()).unwrap();

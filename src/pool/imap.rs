@@ -224,20 +224,28 @@ where
         let before = self.submitted;
         // The roles of pipe ends in the items go with them only once the
         // frames are sent (see `encode_frames`).
-        let deferred = crate::process::handoff::Deferred::encode(|| {
-            while let Some(input) = self.input.as_mut() {
-                if self.submitted - self.yielded >= bound {
-                    break;
+        let mut deferred = None;
+        let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            deferred = Some(crate::process::handoff::Deferred::encode(|| {
+                while let Some(input) = self.input.as_mut() {
+                    if self.submitted - self.yielded >= bound {
+                        break;
+                    }
+                    let n = (bound - (self.submitted - self.yielded)).min(self.chunksize as u64) as usize;
+                    let (mut f, got) = (self.encode)(input, self.job, n, self.submitted, self.id, &**sink);
+                    frames.append(&mut f);
+                    self.submitted += got;
+                    if got < n as u64 {
+                        self.input = None;
+                    }
                 }
-                let n = (bound - (self.submitted - self.yielded)).min(self.chunksize as u64) as usize;
-                let (mut f, got) = (self.encode)(input, self.job, n, self.submitted, self.id, &**sink);
-                frames.append(&mut f);
-                self.submitted += got;
-                if got < n as u64 {
-                    self.input = None;
-                }
-            }
-        });
+            }));
+        }));
+        if let Err(panic) = encoded {
+            self.encode_panicked(before, sink);
+            std::panic::resume_unwind(panic);
+        }
+        let deferred = deferred.expect("set when the encoding returned");
         let ended = self.input.is_none();
         if frames.is_empty() && (!ended || self.done) {
             return;
@@ -268,6 +276,27 @@ where
                 // The manager is gone: it aborted every job it had.
                 sink.abort();
             }
+        }
+    }
+
+    /// Encoding the input panicked (a user `Handoff::encode`, or the input
+    /// iterator itself) after `before` items were submitted: the input
+    /// ends there, as if the pool had refused the rest (the frames encoded
+    /// in this top-up are dropped unsent, the roles of pipe ends in them
+    /// undone by `Deferred`). The manager learns the job's input is done,
+    /// so the items submitted still come back and a caller that goes on
+    /// iterating after catching the panic gets them, then one
+    /// `NotSubmitted` for `before`, then the end: not a wait for ever on
+    /// items counted as submitted that never were.
+    #[cold]
+    fn encode_panicked(&mut self, before: u64, sink: &Arc<dyn Sink>) {
+        self.unsent = true;
+        self.submitted = before;
+        self.input = None;
+        if !self.done {
+            self.done = true;
+            sink.set_expected(before);
+            let _ = self.send([Msg::InputDone { job: self.job }]);
         }
     }
 
