@@ -596,3 +596,57 @@ fn an_imap_whose_input_encode_panicked_does_not_wait_for_ever_when_iterated_on()
     pool.close();
     within("join", move || pool.join()).unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// A start argument whose drop panics in the parent, dropped by the exit
+// handler (the parent returns without joining its child).
+
+/// Panics when dropped in the process that made it (quiet once decoded).
+struct LoudArg {
+    loud: bool,
+}
+
+impl Drop for LoudArg {
+    fn drop(&mut self) {
+        if self.loud && !std::thread::panicking() {
+            panic!("LoudArg::drop");
+        }
+    }
+}
+
+impl Handoff for LoudArg {
+    fn encode(&self, _: &mut Vec<u8>) {}
+    fn decode(_: &mut &[u8]) -> Result<Self, HandoffError> {
+        Ok(LoudArg { loud: false })
+    }
+}
+
+shmproc::entry! {
+    fn quiet_child(_arg: LoudArg) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+shmproc::entry! {
+    /// Starts a child with a loud argument and returns without joining it:
+    /// the exit handler joins it and drops the argument.
+    fn parent_leaving_a_loud_arg() -> Result<(), String> {
+        let mut p = Process::new(quiet_child, LoudArg { loud: true });
+        p.start().map_err(s)?;
+        std::mem::forget(p);
+        Ok(())
+    }
+}
+
+#[test]
+fn an_argument_whose_drop_panics_in_the_exit_handler_does_not_abort_the_exit() {
+    // Spawned (the exit handler), and forked (the child's own exit step).
+    for method in [shmproc::process::StartMethod::Spawn, shmproc::process::StartMethod::Fork] {
+        let mut p = Process::new(parent_leaving_a_loud_arg, ()).with_start_method(method);
+        p.start().unwrap();
+        let r = p.join_timeout(DEADLINE);
+        eprintln!("{method} parent's end: {r:?}, exit code {:?}", p.exitcode());
+        assert!(matches!(r, Ok(true)), "{method}: {r:?}");
+        assert_eq!(p.exitcode(), Some(0), "{method}");
+    }
+}
