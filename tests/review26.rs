@@ -650,3 +650,81 @@ fn an_argument_whose_drop_panics_in_the_exit_handler_does_not_abort_the_exit() {
         assert_eq!(p.exitcode(), Some(0), "{method}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Panics whose payload panics again when dropped (`panic_any` of a value
+// with a loud `Drop`): the code that catches the first panic drops it.
+
+struct LoudPayload;
+
+impl Drop for LoudPayload {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("LoudPayload::drop");
+        }
+    }
+}
+
+/// A value whose decode panics with a loud payload when its flag is set.
+#[derive(Debug)]
+struct LoudDecode(u64);
+
+impl Handoff for LoudDecode {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.0.encode(out);
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, HandoffError> {
+        let n = u64::decode(input)?;
+        if n == 7 {
+            std::panic::panic_any(LoudPayload);
+        }
+        Ok(LoudDecode(n))
+    }
+}
+
+shmproc::task! { fn r26_loud_decode(n: u64) -> LoudDecode { LoudDecode(n) } }
+shmproc::task! {
+    fn r26_loud_panic(n: u64) -> u64 {
+        if n == 7 {
+            std::panic::panic_any(LoudPayload);
+        }
+        n
+    }
+}
+
+/// Item 7 failed with `Panicked`, the other 19 succeeded.
+fn only_seven_panicked<T: std::fmt::Debug>(what: &str, r: Result<Vec<Result<T, shmproc::pool::TaskError>>, shmproc::pool::PoolError>) {
+    let v = r.unwrap_or_else(|e| panic!("{what}: the map failed: {e}"));
+    assert!(matches!(v[7], Err(shmproc::pool::TaskError::Panicked { index: 7, .. })), "{what}: {:?}", v[7]);
+    assert_eq!(v.iter().filter(|x| x.is_ok()).count(), 19, "{what}: {v:?}");
+}
+
+shmproc::entry! {
+    fn loud_entry() -> Result<(), String> {
+        std::panic::panic_any(LoudPayload)
+    }
+}
+
+#[test]
+fn a_pool_survives_panics_whose_payload_panics_when_dropped() {
+    let pool = std::sync::Arc::new(shmproc::Pool::new(2).unwrap());
+    for chunk in 1..4 {
+        let p = pool.clone();
+        let r = within("task panicking with a loud payload", move || p.map_results(r26_loud_panic, 0..20u64, chunk));
+        only_seven_panicked("a task's loud payload", r);
+        pool_still_works(&pool, "after a task's loud payload");
+        let p = pool.clone();
+        let r = within("result decode panicking with a loud payload", move || {
+            p.map_results(r26_loud_decode, 0..20u64, chunk).map(|v| v.into_iter().map(|x| x.map(|d| d.0)).collect::<Vec<_>>())
+        });
+        only_seven_panicked("a result decode's loud payload", r);
+        pool_still_works(&pool, "after a result decode's loud payload");
+    }
+    pool.close();
+    within("join", move || pool.join()).unwrap();
+    // A process entry's.
+    let mut p = Process::new(loud_entry, ());
+    p.start().unwrap();
+    let r = p.join_timeout(DEADLINE);
+    assert!(matches!(r, Err(shmproc::ProcessError::Panicked { .. })), "{r:?}");
+}

@@ -210,7 +210,9 @@ extern "C" fn at_exit() {
 /// parent's frames the child inherited.
 pub(super) fn exit_children() {
     let guarded = |f: &mut dyn FnMut()| {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            super::drop_payload(payload);
+        }
     };
     let list = my_children();
     for c in list.iter().filter(|c| c.daemon) {
