@@ -693,7 +693,10 @@ shmproc::task! {
 }
 
 /// Item 7 failed with `Panicked`, the other 19 succeeded.
-fn only_seven_panicked<T: std::fmt::Debug>(what: &str, r: Result<Vec<Result<T, shmproc::pool::TaskError>>, shmproc::pool::PoolError>) {
+fn only_seven_panicked<T: std::fmt::Debug>(
+    what: &str,
+    r: Result<Vec<Result<T, shmproc::pool::TaskError>>, shmproc::pool::PoolError>,
+) {
     let v = r.unwrap_or_else(|e| panic!("{what}: the map failed: {e}"));
     assert!(matches!(v[7], Err(shmproc::pool::TaskError::Panicked { index: 7, .. })), "{what}: {:?}", v[7]);
     assert_eq!(v.iter().filter(|x| x.is_ok()).count(), 19, "{what}: {v:?}");
@@ -715,7 +718,8 @@ fn a_pool_survives_panics_whose_payload_panics_when_dropped() {
         pool_still_works(&pool, "after a task's loud payload");
         let p = pool.clone();
         let r = within("result decode panicking with a loud payload", move || {
-            p.map_results(r26_loud_decode, 0..20u64, chunk).map(|v| v.into_iter().map(|x| x.map(|d| d.0)).collect::<Vec<_>>())
+            p.map_results(r26_loud_decode, 0..20u64, chunk)
+                .map(|v| v.into_iter().map(|x| x.map(|d| d.0)).collect::<Vec<_>>())
         });
         only_seven_panicked("a result decode's loud payload", r);
         pool_still_works(&pool, "after a result decode's loud payload");
@@ -727,4 +731,117 @@ fn a_pool_survives_panics_whose_payload_panics_when_dropped() {
     p.start().unwrap();
     let r = p.join_timeout(DEADLINE);
     assert!(matches!(r, Err(shmproc::ProcessError::Panicked { .. })), "{r:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Values that encode to nothing.
+
+#[derive(Debug, Clone, PartialEq)]
+struct Nothing;
+
+impl Handoff for Nothing {
+    fn encode(&self, _: &mut Vec<u8>) {}
+    fn decode(_: &mut &[u8]) -> Result<Self, HandoffError> {
+        Ok(Nothing)
+    }
+}
+
+shmproc::task! { fn r26_nothing(_x: Nothing) -> Nothing { Nothing } }
+
+shmproc::entry! {
+    fn nothing_echo((q, mut c): (Queue<Nothing>, Connection)) -> Result<(), String> {
+        for _ in 0..5 {
+            q.get_timeout(DEADLINE).map_err(s)?;
+        }
+        for _ in 0..5 {
+            c.recv_value_timeout::<Nothing>(DEADLINE).map_err(s)?;
+        }
+        for _ in 0..3 {
+            q.put(Nothing).map_err(s)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn values_that_encode_to_nothing_travel_everywhere() {
+    for q in [Queue::<Nothing>::new(4).unwrap(), Queue::<Nothing>::new(0).unwrap()] {
+        let (mut a, b) = pipe(true).unwrap();
+        let mut p = Process::new(nothing_echo, (q.clone(), b));
+        p.start().unwrap();
+        for _ in 0..5 {
+            q.put(Nothing).unwrap();
+            a.send_value(&Nothing).unwrap();
+        }
+        assert!(p.join_timeout(DEADLINE).unwrap());
+        assert_eq!(p.exitcode(), Some(0));
+        assert_eq!(q.qsize(), 3);
+        let mut out = Nothing;
+        q.get_into(&mut out).unwrap();
+        assert_eq!(q.get_nowait(), Ok(Nothing));
+        assert_eq!(q.get_nowait(), Ok(Nothing));
+        assert!(q.empty());
+    }
+    let pool = std::sync::Arc::new(shmproc::Pool::new(2).unwrap());
+    let p = pool.clone();
+    let r = within("map of nothings", move || p.map(r26_nothing, std::iter::repeat_n(Nothing, 100_000)));
+    assert_eq!(r.unwrap().len(), 100_000);
+    let p = pool.clone();
+    let r = within("imap of nothings", move || {
+        p.imap(r26_nothing, std::iter::repeat_n(Nothing, 1000)).unwrap().filter(Result::is_ok).count()
+    });
+    assert_eq!(r, 1000);
+    pool.close();
+    within("join", move || pool.join()).unwrap();
+}
+
+/// `0..n`, panicking at `at` (an exact size hint: the plain-data paths
+/// fill an arena from it).
+struct PanickingInput {
+    i: u64,
+    n: u64,
+    at: u64,
+}
+
+impl Iterator for PanickingInput {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        if self.i == self.at {
+            panic!("input {}", self.at);
+        }
+        (self.i < self.n).then(|| {
+            self.i += 1;
+            self.i - 1
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = (self.n - self.i) as usize;
+        (left, Some(left))
+    }
+}
+
+#[test]
+fn a_pool_survives_plain_data_inputs_that_panic_midway() {
+    let pool = std::sync::Arc::new(shmproc::Pool::new(2).unwrap());
+    for (n, at) in [(10u64, 5u64), (100_000, 50_000), (1_000_000, 900_000)] {
+        let p = pool.clone();
+        within("map", move || must_panic("map", || p.map(r26_sq, PanickingInput { i: 0, n, at })));
+        pool_still_works(&pool, "after a map's input panicked");
+        // (imap: fewer items, one round trip each.)
+        let p = pool.clone();
+        let (n_i, at_i) = (n.min(5000), at.min(2500));
+        within("imap", move || {
+            must_panic("imap", || p.imap(r26_sq, PanickingInput { i: 0, n: n_i, at: at_i }).map(|it| it.count()))
+        });
+        pool_still_works(&pool, "after an imap's input panicked");
+        let p = pool.clone();
+        within("map_async", move || {
+            must_panic("map_async", || {
+                p.map_async(r26_sq, PanickingInput { i: 0, n, at }).map(|r| r.get().map(|v| v.len()))
+            })
+        });
+        pool_still_works(&pool, "after a map_async's input panicked");
+    }
+    pool.close();
+    within("join", move || pool.join()).unwrap();
 }
