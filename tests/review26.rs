@@ -845,3 +845,177 @@ fn a_pool_survives_plain_data_inputs_that_panic_midway() {
     pool.close();
     within("join", move || pool.join()).unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// A plain-data type whose `ShmType::type_name` (user code, asked when an
+// object of it is made or opened) panics on its k-th call.
+
+static NAME_CALLS: AtomicU64 = AtomicU64::new(0);
+static NAME_PANICS_AT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Touchy {
+    x: u64,
+}
+
+impl shmproc::ShmType for Touchy {
+    fn type_name() -> std::borrow::Cow<'static, str> {
+        if NAME_CALLS.fetch_add(1, Ordering::Relaxed) == NAME_PANICS_AT.load(Ordering::Relaxed) {
+            panic!("Touchy::type_name");
+        }
+        "review26.Touchy".into()
+    }
+}
+shmproc::handoff_pod!(Touchy);
+
+/// The /dev/shm entries made by this process (their names carry its pid).
+fn shm_entries() -> Vec<String> {
+    let me = format!(".{}.", std::process::id());
+    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.contains(&me))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Makes `make` panic at each call of `type_name` in turn; after each
+/// panic, nothing of it is left in /dev/shm.
+fn no_leftovers_when_type_name_panics(what: &str, make: impl Fn()) -> Result<(), String> {
+    let before = shm_entries();
+    NAME_PANICS_AT.store(u64::MAX, Ordering::Relaxed);
+    NAME_CALLS.store(0, Ordering::Relaxed);
+    make();
+    let calls = NAME_CALLS.load(Ordering::Relaxed);
+    if shm_entries() != before {
+        return Err(format!("{what}: left after a normal make and drop: {:?}", shm_entries()));
+    }
+    for k in 0..calls {
+        NAME_CALLS.store(0, Ordering::Relaxed);
+        NAME_PANICS_AT.store(k, Ordering::Relaxed);
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let r = catch_unwind(AssertUnwindSafe(&make));
+        std::panic::set_hook(prev);
+        NAME_PANICS_AT.store(u64::MAX, Ordering::Relaxed);
+        let left: Vec<String> = shm_entries().into_iter().filter(|e| !before.contains(e)).collect();
+        if !left.is_empty() {
+            return Err(format!(
+                "{what}: type_name panicking at call {k} of {calls} (panicked: {}) left {left:?}",
+                r.is_err()
+            ));
+        }
+    }
+    Ok(())
+}
+
+shmproc::entry! {
+    /// In a process of its own: the /dev/shm entries it checks are its own.
+    fn type_name_probe() -> Result<(), String> {
+        // The names of this process's objects carry its pid (what
+        // `shm_entries` looks for).
+        {
+            let (_q, _c, m) = (Queue::<Touchy>::new(4).map_err(s)?, Queue::<Touchy>::new(0).map_err(s)?, shmproc::Manager::new().map_err(s)?);
+            let _l = m.list::<Touchy>("t").map_err(s)?;
+            let seen = shm_entries();
+            if seen.len() < 4 {
+                return Err(format!("only {seen:?} seen"));
+            }
+        }
+        no_leftovers_when_type_name_panics("bounded Queue", || {
+            let q = Queue::<Touchy>::new(4).unwrap();
+            q.put(Touchy { x: 1 }).unwrap();
+            let _o = Queue::<Touchy>::open(q.name()).unwrap();
+        })?;
+        no_leftovers_when_type_name_panics("unbounded Queue", || {
+            let q = Queue::<Touchy>::new(0).unwrap();
+            q.put(Touchy { x: 1 }).unwrap();
+            let _o = Queue::<Touchy>::open(q.name()).unwrap();
+        })?;
+        no_leftovers_when_type_name_panics("Value", || {
+            let v = shmproc::Value::new(Touchy { x: 1 }).unwrap();
+            let _o = shmproc::Value::<Touchy>::open(v.name()).unwrap();
+        })?;
+        no_leftovers_when_type_name_panics("ListProxy", || {
+            let l = shmproc::ListProxy::<Touchy>::new().unwrap();
+            l.append(Touchy { x: 1 }).unwrap();
+        })?;
+        no_leftovers_when_type_name_panics("Manager list", || {
+            let m = shmproc::Manager::new().unwrap();
+            let l = m.list::<Touchy>("t").unwrap();
+            l.append(Touchy { x: 1 }).unwrap();
+        })
+    }
+}
+
+#[test]
+fn a_type_name_that_panics_leaves_nothing_in_dev_shm() {
+    let mut p = Process::new(type_name_probe, ());
+    p.start().unwrap();
+    let r = p.join_timeout(DEADLINE);
+    assert!(matches!(r, Ok(true)), "{r:?}");
+}
+
+/// A plain-data type whose name is another at every call.
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Fickle {
+    x: u64,
+}
+
+static FICKLE: AtomicU64 = AtomicU64::new(0);
+
+impl shmproc::ShmType for Fickle {
+    fn type_name() -> std::borrow::Cow<'static, str> {
+        format!("review26.Fickle/{}", FICKLE.fetch_add(1, Ordering::Relaxed)).into()
+    }
+}
+shmproc::handoff_pod!(Fickle);
+
+shmproc::entry! {
+    fn fickle_probe() -> Result<(), String> {
+        let q = Queue::<Fickle>::unbounded_with_limit(64 << 20).map_err(s)?;
+        let mut put = 0u64;
+        for i in 0..200_000u64 {
+            match q.put_timeout(Fickle { x: i }, Duration::from_millis(100)) {
+                Ok(()) => put += 1,
+                Err(e) => {
+                    eprintln!("fickle put {i}: {e}");
+                    break;
+                }
+            }
+        }
+        let mut got = 0u64;
+        loop {
+            match q.get_timeout(Duration::from_millis(200)) {
+                Ok(f) => {
+                    if f.x != got {
+                        return Err(format!("got {} for {got}", f.x));
+                    }
+                    got += 1;
+                }
+                Err(e) => {
+                    eprintln!("fickle get after {got} of {put}: {e}");
+                    break;
+                }
+            }
+        }
+        eprintln!("fickle: put {put}, got {got}, qsize {}", q.qsize());
+        drop(q);
+        let left = shm_entries();
+        if !left.is_empty() {
+            return Err(format!("left {left:?}"));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn an_unbounded_queue_of_a_type_whose_name_changes_fails_cleanly() {
+    let mut p = Process::new(fickle_probe, ());
+    p.start().unwrap();
+    let r = p.join_timeout(DEADLINE);
+    assert!(matches!(r, Ok(true)), "{r:?}");
+}
