@@ -1019,3 +1019,82 @@ fn an_unbounded_queue_of_a_type_whose_name_changes_fails_cleanly() {
     let r = p.join_timeout(DEADLINE);
     assert!(matches!(r, Ok(true)), "{r:?}");
 }
+
+// ---------------------------------------------------------------------------
+// A pipe end sent to a pool task that drops it unused: the peer learns.
+
+shmproc::task! { fn r26_drop_end(arg: (Connection, u64)) -> u64 { arg.1 } }
+
+shmproc::entry! {
+    /// Takes `n` ends from `q`, then `n` from `c`, dropping each unused,
+    /// and acknowledges each on `acks`.
+    fn end_dropper((q, mut c, acks, n): (Queue<(Connection, u64)>, Connection, Queue<u64>, u64)) -> Result<(), String> {
+        for _ in 0..n {
+            let (end, k) = q.get_timeout(DEADLINE).map_err(s)?;
+            drop(end);
+            acks.put(k).map_err(s)?;
+        }
+        for _ in 0..n {
+            let (end, k) = c.recv_value_timeout::<(Connection, u64)>(DEADLINE).map_err(s)?;
+            drop(end);
+            acks.put(k).map_err(s)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_pipe_end_a_pool_task_drops_unused_ends_the_peers_wait() {
+    let pool = std::sync::Arc::new(shmproc::Pool::new(2).unwrap());
+    let waiters: Vec<(Process, Connection)> = (0..9).map(|_| child_waiting_for_eof()).collect();
+    let mut procs = Vec::new();
+    for (k, (p, tx)) in waiters.into_iter().enumerate() {
+        let pl = pool.clone();
+        // A copy kept until the task ran: the end's name must outlive the
+        // worker's open (a documented limit of handles made inline).
+        let keep = tx.clone();
+        let r = within("send the end", move || match k % 3 {
+            0 => pl.map(r26_drop_end, [(tx, k as u64)]).map(|v| v[0]),
+            1 => pl.apply(r26_drop_end, (tx, k as u64)),
+            _ => {
+                pl.imap(r26_drop_end, [(tx, k as u64)]).unwrap().next().unwrap().map_err(shmproc::pool::PoolError::Task)
+            }
+        });
+        assert_eq!(r.unwrap(), k as u64);
+        drop(keep);
+        procs.push(p);
+    }
+    for (k, p) in procs.iter().enumerate() {
+        assert!(ends(p, DEADLINE), "waiter {k}: its recv did not end after the task dropped the end unused");
+    }
+    pool.close();
+    within("join", move || pool.join()).unwrap();
+}
+
+#[test]
+fn a_pipe_end_sent_through_a_queue_or_a_pipe_and_dropped_unused_ends_the_peers_wait() {
+    let n = 6u64;
+    let q: Queue<(Connection, u64)> = Queue::new(4).unwrap();
+    let acks: Queue<u64> = Queue::new(16).unwrap();
+    let (mut a, b) = pipe(true).unwrap();
+    let mut dropper = Process::new(end_dropper, (q.clone(), b, acks.clone(), n));
+    dropper.start().unwrap();
+    let mut procs = Vec::new();
+    for k in 0..2 * n {
+        let (p, tx) = child_waiting_for_eof();
+        let keep = tx.clone();
+        if k < n {
+            q.put((tx, k)).unwrap();
+        } else {
+            a.send_value(&(tx, k)).unwrap();
+        }
+        assert_eq!(acks.get_timeout(DEADLINE), Ok(k));
+        drop(keep);
+        procs.push(p);
+    }
+    assert!(dropper.join_timeout(DEADLINE).unwrap());
+    assert_eq!(dropper.exitcode(), Some(0));
+    for (k, p) in procs.iter().enumerate() {
+        assert!(ends(p, DEADLINE), "waiter {k}: its recv did not end after the receiver dropped the end unused");
+    }
+}

@@ -245,7 +245,7 @@ where
             self.encode_panicked(before, sink);
             std::panic::resume_unwind(panic);
         }
-        let deferred = deferred.expect("set when the encoding returned");
+        let mut deferred = deferred.expect("set when the encoding returned");
         let ended = self.input.is_none();
         if frames.is_empty() && (!ended || self.done) {
             return;
@@ -256,6 +256,7 @@ where
             sink.set_expected(self.submitted);
             msgs.push(Msg::InputDone { job: self.job });
         }
+        deferred.release();
         if self.send(msgs).is_ok() {
             deferred.sent();
         } else {

@@ -802,7 +802,7 @@ impl Pool {
             // batch is sent; a refusal or a panicking encode (a user
             // `Handoff::encode`) leaves them as they were (`Deferred`).
             let (mut frames, mut got) = (Vec::new(), 0);
-            let deferred = crate::process::handoff::Deferred::encode(|| {
+            let mut deferred = crate::process::handoff::Deferred::encode(|| {
                 (frames, got) = encode_frames(id, F::ID, first, items.by_ref().take(batch), chunksize, &*job);
             });
             first += got;
@@ -813,6 +813,7 @@ impl Pool {
             }
             // Only the first batch may be refused (the pool closed); later
             // ones belong to an accepted job (`Closed` only if terminated).
+            deferred.release();
             self.shared.send(msgs.drain(..), first == got)?;
             deferred.sent();
             end.armed = !last;
@@ -1100,6 +1101,9 @@ impl Pool {
         };
         let sink: Arc<dyn Sink> = job.clone();
         let sending = frame.is_some();
+        if let Some(d) = deferred.as_mut().filter(|_| sending) {
+            d.release();
+        }
         // In this thread when the manager's state is free (the frame goes
         // straight to an idle worker), else through the manager thread.
         let placed = match self.shared.submit_direct(id, sink, frame) {

@@ -25,6 +25,9 @@ use crate::queue::ByteQueue;
 pub(crate) struct Transfer {
     queue: ByteQueue,
     producer: bool,
+    /// [`release_transfers`] freed the role (it was designated to this
+    /// process), for [`unrelease_transfers`] to take back.
+    released: bool,
     /// Undoes what encoding the handle marked (a pipe end: "handed to a
     /// child"), for a start that made no child.
     undo: Option<Box<dyn FnOnce()>>,
@@ -135,7 +138,7 @@ pub(crate) fn encode_deferred(encode: impl FnOnce()) -> Vec<Transfer> {
 pub(crate) fn settle_transfers(transfers: Vec<Transfer>, sent: bool) {
     for t in transfers {
         if sent {
-            t.queue.undesignate(t.producer);
+            let _ = t.queue.undesignate(t.producer);
         } else {
             t.undo();
         }
@@ -160,12 +163,19 @@ pub(crate) fn undo_noted_since(mark: usize) {
 /// the value's send is known: [`sent`](Self::sent) lets them go with it;
 /// dropped unsent (a refusal, an early return), the handles are as they
 /// were before the encoding.
-pub(crate) struct Deferred(Vec<Transfer>);
+pub(crate) struct Deferred(Vec<Transfer>, bool);
 
 impl Deferred {
     /// Runs `encode`, keeping back the roles the encoded handles carry.
     pub(crate) fn encode(encode: impl FnOnce()) -> Self {
-        Deferred(encode_deferred(encode))
+        Deferred(encode_deferred(encode), false)
+    }
+
+    /// Lets the roles go now, just before the send (see
+    /// [`release_transfers`]); dropped unsent after all, they come back.
+    pub(crate) fn release(&mut self) {
+        release_transfers(&mut self.0);
+        self.1 = true;
     }
 
     /// The value was sent: its handles' roles go with it.
@@ -176,7 +186,33 @@ impl Deferred {
 
 impl Drop for Deferred {
     fn drop(&mut self) {
-        settle_transfers(std::mem::take(&mut self.0), false);
+        let transfers = std::mem::take(&mut self.0);
+        if self.1 {
+            unrelease_transfers(&transfers);
+        }
+        settle_transfers(transfers, false);
+    }
+}
+
+/// Lets the roles kept back by [`encode_deferred`] go now, just before
+/// the send whose fate is not known yet: a role still designated to this
+/// process is freed, for the receiver to claim. (Settled only after the
+/// send, a receiver that decoded the value at once found the role still
+/// this process's and did not take it over: an end it then dropped unused
+/// never told its peer, which waited for ever.) If the send fails,
+/// [`unrelease_transfers`] takes them back before they are settled unsent.
+pub(crate) fn release_transfers(transfers: &mut [Transfer]) {
+    for t in transfers {
+        t.released = t.queue.undesignate(t.producer);
+    }
+}
+
+/// Takes back the roles [`release_transfers`] freed, for a send that
+/// failed (nobody received the value): each is designated to this process
+/// again if still free, as before the encoding.
+pub(crate) fn unrelease_transfers(transfers: &[Transfer]) {
+    for t in transfers.iter().filter(|t| t.released) {
+        t.queue.designate_if_free(t.producer);
     }
 }
 
@@ -190,9 +226,9 @@ impl Drop for Deferred {
 pub(crate) fn note_transfer(queue: &ByteQueue, producer: bool, undo: Option<Box<dyn FnOnce()>>) {
     TRANSFERS.with(|t| {
         if let Some(v) = t.borrow_mut().as_mut() {
-            v.push(Transfer { queue: queue.clone(), producer, undo });
+            v.push(Transfer { queue: queue.clone(), producer, released: false, undo });
         } else {
-            queue.undesignate(producer);
+            let _ = queue.undesignate(producer);
         }
     });
 }
