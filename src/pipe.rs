@@ -260,6 +260,15 @@ pub fn pipe_with(duplex: bool, capacity: u64, max_frame: u64) -> Result<(Connect
     }
 }
 
+/// [`Connection::release_unused`] for the copies `copies` of an end.
+fn release_unused(copies: &Copies, q: &ByteQueue, producer: bool) {
+    if copies.received {
+        q.release_designation(producer);
+    } else if !copies.handed.load(Ordering::Relaxed) {
+        let _ = if producer { q.producer().map(drop) } else { q.consumer().map(drop) };
+    }
+}
+
 impl Connection {
     fn new(out: Option<ByteQueue>, inp: Option<ByteQueue>) -> Self {
         Self::with_copies(out, inp, Copies::new(false))
@@ -279,16 +288,28 @@ impl Connection {
     pub(crate) fn note_handed(&self) {
         let was = self.copies.handed.swap(true, Ordering::Relaxed);
         // A start that makes no child clears the mark again, unless an
-        // earlier handing set it.
-        let undo = |copies: &Arc<Copies>| -> Option<Box<dyn FnOnce()>> {
-            let copies = Arc::clone(copies);
-            (!was).then(|| Box::new(move || copies.handed.store(false, Ordering::Relaxed)) as Box<dyn FnOnce()>)
+        // earlier handing set it. If every copy of the end is gone by then
+        // (a pool's `map` drops each argument once encoded, before it
+        // knows whether its batch is sent), the role is given up as the
+        // last copy's drop would have done, unmarked: the peer learns
+        // nobody will use this end.
+        let undo = |copies: &Arc<Copies>, q: &ByteQueue, producer: bool| -> Option<Box<dyn FnOnce()>> {
+            let (copies, q) = (Arc::clone(copies), q.clone());
+            (!was).then(|| {
+                Box::new(move || {
+                    copies.handed.store(false, Ordering::Relaxed);
+                    // Acquire: pairs with the AcqRel fetch_sub in `release`.
+                    if copies.open.load(Ordering::Acquire) == 0 {
+                        release_unused(&copies, &q, producer);
+                    }
+                }) as Box<dyn FnOnce()>
+            })
         };
         if let Some(q) = &self.out {
-            crate::process::handoff::note_transfer(q, true, undo(&self.copies));
+            crate::process::handoff::note_transfer(q, true, undo(&self.copies, q, true));
         }
         if let Some(q) = &self.inp {
-            crate::process::handoff::note_transfer(q, false, undo(&self.copies));
+            crate::process::handoff::note_transfer(q, false, undo(&self.copies, q, false));
         }
     }
 
@@ -345,11 +366,7 @@ impl Connection {
     /// peer learns that nobody will use this end (Python: the last copy
     /// was closed). A role handed to a child is never touched here.
     fn release_unused(&self, q: &ByteQueue, producer: bool) {
-        if self.copies.received {
-            q.release_designation(producer);
-        } else if !self.copies.handed.load(Ordering::Relaxed) {
-            let _ = if producer { q.producer().map(drop) } else { q.consumer().map(drop) };
-        }
+        release_unused(&self.copies, q, producer)
     }
 
     /// This end's sending role, taken on first use. (Held only while this

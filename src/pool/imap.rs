@@ -222,18 +222,30 @@ where
         let bound = self.max_in_flight.unwrap_or(4usize.saturating_mul(processes).saturating_mul(self.chunksize)) as u64;
         let mut frames = Vec::new();
         let before = self.submitted;
-        while let Some(input) = self.input.as_mut() {
-            if self.submitted - self.yielded >= bound {
-                break;
-            }
-            let n = (bound - (self.submitted - self.yielded)).min(self.chunksize as u64) as usize;
-            let (mut f, got) = (self.encode)(input, self.job, n, self.submitted, self.id, &**sink);
-            frames.append(&mut f);
-            self.submitted += got;
-            if got < n as u64 {
-                self.input = None;
-            }
+        // The roles of pipe ends in the items go with them only once the
+        // frames are sent (see `encode_frames`).
+        let mut deferred = None;
+        let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            deferred = Some(crate::process::handoff::Deferred::encode(|| {
+                while let Some(input) = self.input.as_mut() {
+                    if self.submitted - self.yielded >= bound {
+                        break;
+                    }
+                    let n = (bound - (self.submitted - self.yielded)).min(self.chunksize as u64) as usize;
+                    let (mut f, got) = (self.encode)(input, self.job, n, self.submitted, self.id, &**sink);
+                    frames.append(&mut f);
+                    self.submitted += got;
+                    if got < n as u64 {
+                        self.input = None;
+                    }
+                }
+            }));
+        }));
+        if let Err(panic) = encoded {
+            self.encode_panicked(before, sink);
+            std::panic::resume_unwind(panic);
         }
+        let mut deferred = deferred.expect("set when the encoding returned");
         let ended = self.input.is_none();
         if frames.is_empty() && (!ended || self.done) {
             return;
@@ -244,7 +256,12 @@ where
             sink.set_expected(self.submitted);
             msgs.push(Msg::InputDone { job: self.job });
         }
-        if self.send(msgs).is_err() {
+        deferred.release();
+        if self.send(msgs).is_ok() {
+            deferred.sent();
+        } else {
+            // (`deferred` dropped: the ends in the items are as they were.)
+            drop(deferred);
             // Never run: reported by `not_submitted`.
             self.unsent |= self.submitted > before;
             self.submitted = before;
@@ -260,6 +277,27 @@ where
                 // The manager is gone: it aborted every job it had.
                 sink.abort();
             }
+        }
+    }
+
+    /// Encoding the input panicked (a user `Handoff::encode`, or the input
+    /// iterator itself) after `before` items were submitted: the input
+    /// ends there, as if the pool had refused the rest (the frames encoded
+    /// in this top-up are dropped unsent, the roles of pipe ends in them
+    /// undone by `Deferred`). The manager learns the job's input is done,
+    /// so the items submitted still come back and a caller that goes on
+    /// iterating after catching the panic gets them, then one
+    /// `NotSubmitted` for `before`, then the end: not a wait for ever on
+    /// items counted as submitted that never were.
+    #[cold]
+    fn encode_panicked(&mut self, before: u64, sink: &Arc<dyn Sink>) {
+        self.unsent = true;
+        self.submitted = before;
+        self.input = None;
+        if !self.done {
+            self.done = true;
+            sink.set_expected(before);
+            let _ = self.send([Msg::InputDone { job: self.job }]);
         }
     }
 

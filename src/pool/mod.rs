@@ -492,7 +492,11 @@ fn registered<F: Task>() -> Result<(), PoolError> {
 }
 
 /// Encodes items `first..` into frames of chunks of `chunksize`; items too
-/// large fail at once in `sink`.
+/// large fail at once in `sink`. Called inside a [`Deferred`] encoding
+/// (the roles of pipe ends in the items go with them only once the frames
+/// are sent): a refused item's roles are undone here.
+///
+/// [`Deferred`]: crate::process::handoff::Deferred
 fn encode_frames<A: Handoff>(
     job: u64,
     id: &'static str,
@@ -507,13 +511,17 @@ fn encode_frames<A: Handoff>(
     let mut f: Option<TaskFrame> = None;
     for item in items {
         let cur = f.get_or_insert_with(|| TaskFrame::new(job, index, id.as_bytes()));
+        let mark = crate::process::handoff::noted();
         match cur.push(|out| item.encode(out)) {
             Ok(true) => {}
             Ok(false) => {
-                // The frame is full: seal it (mid-chunk) and start another.
+                // The frame is full: seal it (mid-chunk) and start another
+                // (the item is encoded again: its first roles are undone).
+                crate::process::handoff::undo_noted_since(mark);
                 frames.push(f.take().expect("present").finish(false));
                 let mut next = TaskFrame::new(job, index, id.as_bytes());
                 if let Err(len) = next.push(|out| item.encode(out)) {
+                    crate::process::handoff::undo_noted_since(mark);
                     sink.fail(TaskError::TooLarge { index, what: "argument", len, max: MAX_ITEM_BYTES });
                 } else {
                     f = Some(next);
@@ -521,6 +529,7 @@ fn encode_frames<A: Handoff>(
             }
             Err(len) => {
                 // Not sent: its neighbours go in separate frames.
+                crate::process::handoff::undo_noted_since(mark);
                 if let Some(cur) = f.take().filter(|c| c.count > 0) {
                     frames.push(cur.finish(false));
                 }
@@ -789,7 +798,13 @@ impl Pool {
         // the job stays open for good (and `join` waits for it).
         let mut end = EndInput { shared: &self.shared, job: id, armed: false };
         loop {
-            let (frames, got) = encode_frames(id, F::ID, first, items.by_ref().take(batch), chunksize, &*job);
+            // The roles of pipe ends in the items go with them once the
+            // batch is sent; a refusal or a panicking encode (a user
+            // `Handoff::encode`) leaves them as they were (`Deferred`).
+            let (mut frames, mut got) = (Vec::new(), 0);
+            let mut deferred = crate::process::handoff::Deferred::encode(|| {
+                (frames, got) = encode_frames(id, F::ID, first, items.by_ref().take(batch), chunksize, &*job);
+            });
             first += got;
             msgs.push(Msg::Frames(frames));
             let last = first >= n as u64;
@@ -798,7 +813,9 @@ impl Pool {
             }
             // Only the first batch may be refused (the pool closed); later
             // ones belong to an accepted job (`Closed` only if terminated).
+            deferred.release();
             self.shared.send(msgs.drain(..), first == got)?;
+            deferred.sent();
             end.armed = !last;
             if last {
                 return Ok((id, job));
@@ -1084,6 +1101,9 @@ impl Pool {
         };
         let sink: Arc<dyn Sink> = job.clone();
         let sending = frame.is_some();
+        if let Some(d) = deferred.as_mut().filter(|_| sending) {
+            d.release();
+        }
         // In this thread when the manager's state is free (the frame goes
         // straight to an idle worker), else through the manager thread.
         let placed = match self.shared.submit_direct(id, sink, frame) {

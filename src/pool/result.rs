@@ -71,6 +71,7 @@ pub(crate) fn drop_deferred() {
                 "dropping a pool result panicked: {}",
                 super::task::panic_message(&*payload)
             );
+            crate::process::drop_payload(payload);
         }
     }
 }
@@ -104,6 +105,7 @@ pub(crate) fn run_callback(cb: Callback) {
             "a pool result callback panicked: {}",
             super::task::panic_message(&*payload)
         );
+        crate::process::drop_payload(payload);
     }
 }
 
@@ -540,6 +542,9 @@ fn decode<R: Handoff>(mut payload: &[u8], index: u64, pid: u32) -> Outcome<R> {
 #[inline(never)]
 fn decode_panicked(index: u64, pid: u32, panic: Box<dyn std::any::Any + Send>) -> Box<TaskError> {
     let message = format!("decoding the result panicked: {}", super::task::panic_message(&*panic));
+    // (Under the manager's state: a payload whose drop panics must not
+    // unwind from here.)
+    crate::process::drop_payload(panic);
     Box::new(TaskError::Panicked { pid, index, message })
 }
 

@@ -156,6 +156,7 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 fn run_encoded<T: Task>(arg: &[u8], out: &mut Vec<u8>) -> Status {
     std::panic::catch_unwind(AssertUnwindSafe(|| run_one::<T>(arg, &mut *out))).unwrap_or_else(|payload| {
         out.extend_from_slice(panic_message(&*payload).as_bytes());
+        crate::process::drop_payload(payload);
         Status::Panicked
     })
 }

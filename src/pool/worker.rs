@@ -352,6 +352,7 @@ impl Cx<'_> {
         }
         self.out.reset_item(self.mark);
         self.out.bytes.extend_from_slice(task::panic_message(&*payload).as_bytes());
+        crate::process::drop_payload(payload);
         self.end(Status::Panicked)
     }
 

@@ -200,19 +200,36 @@ extern "C" fn at_exit() {
 /// every child (and drop the arguments kept for them). Pool workers are
 /// killed (SIGKILL), as the pool's drop kills them: a task ignoring SIGTERM
 /// would otherwise keep this exit waiting for it forever.
+///
+/// A poll drops the argument kept for a child, which runs user code (its
+/// `Drop`): a panic there ends only that child's step (the panic hook has
+/// reported it), as Python prints and skips an exception in an exit
+/// handler. Unwinding out of here would abort the exit (the handler is a
+/// C callback: "panic in a function that cannot unwind"), leaving the
+/// other children unjoined, or, in a forked child, unwind into the
+/// parent's frames the child inherited.
 pub(super) fn exit_children() {
+    let guarded = |f: &mut dyn FnMut()| {
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+            super::drop_payload(payload);
+        }
+    };
     let list = my_children();
     for c in list.iter().filter(|c| c.daemon) {
-        if c.poll(false).is_none() {
-            log::debug!(target: LOG_TARGET, "terminating daemon process {} at exit", c.name());
-            let _ = c.signal(if c.kill_at_exit { sysproc::SIGKILL } else { sysproc::SIGTERM });
-        }
+        guarded(&mut || {
+            if c.poll(false).is_none() {
+                log::debug!(target: LOG_TARGET, "terminating daemon process {} at exit", c.name());
+                let _ = c.signal(if c.kill_at_exit { sysproc::SIGKILL } else { sysproc::SIGTERM });
+            }
+        });
     }
     for c in &list {
-        if c.poll(false).is_none() {
-            log::debug!(target: LOG_TARGET, "joining process {} at exit", c.name());
-        }
-        c.poll(true);
+        guarded(&mut || {
+            if c.poll(false).is_none() {
+                log::debug!(target: LOG_TARGET, "joining process {} at exit", c.name());
+            }
+            c.poll(true);
+        });
     }
 }
 

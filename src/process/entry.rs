@@ -86,13 +86,27 @@ pub(crate) fn run_entry<E: Entry>(arg: E::Arg) -> Outcome {
     match std::panic::catch_unwind(AssertUnwindSafe(|| E::call(arg))) {
         Ok(Ok(())) => Outcome::Ok,
         Ok(Err(msg)) => Outcome::Failed(msg),
-        Err(payload) => Outcome::Panicked(
-            payload
+        Err(payload) => {
+            let msg = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic with a non-string payload".into()),
-        ),
+                .unwrap_or_else(|| "panic with a non-string payload".into());
+            drop_payload(payload);
+            Outcome::Panicked(msg)
+        }
+    }
+}
+
+/// Drops a caught panic's payload. Its `Drop` is user code (`panic_any`
+/// takes any value) and may panic in turn: that second panic is caught
+/// and its own payload leaked, so the first panic ends where it was
+/// caught. (Dropped plainly, it started a new unwind from there: out of a
+/// pool's manager, killing the pool, out of a worker's item loop, or out
+/// of the exit handler, aborting the exit.)
+pub(crate) fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
+    if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        std::mem::forget(again);
     }
 }
 

@@ -25,6 +25,9 @@ use crate::queue::ByteQueue;
 pub(crate) struct Transfer {
     queue: ByteQueue,
     producer: bool,
+    /// [`release_transfers`] freed the role (it was designated to this
+    /// process), for [`unrelease_transfers`] to take back.
+    released: bool,
     /// Undoes what encoding the handle marked (a pipe end: "handed to a
     /// child"), for a start that made no child.
     undo: Option<Box<dyn FnOnce()>>,
@@ -63,28 +66,34 @@ thread_local! {
 /// Runs `encode` and returns the fork steps of the encoded handles (see
 /// [`ForkHold`]).
 pub(crate) fn collect_fork_holds(encode: impl FnOnce()) -> Vec<ForkHold> {
-    collect_in(&FORK_HOLDS, encode)
+    // A panic drops the steps unrun (they do nothing until run).
+    collect_in(&FORK_HOLDS, encode, drop)
 }
 
 /// Runs `encode` with a fresh collection in `slot` (what the encoded
 /// handles note there) and returns it, putting the outer collection back,
 /// also when `encode` panics (a user `Handoff::encode`): a collection left
 /// in place would take every later handle's note in this thread, never to
-/// be settled.
+/// be settled. On such a panic what was collected goes to `unwound` (the
+/// value was not sent: its handles must be as they were).
 fn collect_in<T: 'static>(
     slot: &'static std::thread::LocalKey<RefCell<Option<Vec<T>>>>,
     encode: impl FnOnce(),
+    unwound: fn(Vec<T>),
 ) -> Vec<T> {
-    /// Puts the outer collection back on drop.
-    struct Restore<T: 'static>(&'static std::thread::LocalKey<RefCell<Option<Vec<T>>>>, Option<Option<Vec<T>>>);
+    /// Puts the outer collection back on drop; during a panic, hands the
+    /// inner one to `unwound`.
+    struct Restore<T: 'static>(&'static std::thread::LocalKey<RefCell<Option<Vec<T>>>>, Option<Option<Vec<T>>>, fn(Vec<T>));
     impl<T: 'static> Drop for Restore<T> {
         fn drop(&mut self) {
-            if let Some(outer) = self.1.take() {
-                let _ = self.0.try_with(|c| *c.borrow_mut() = outer);
+            if let Some(outer) = self.1.take()
+                && let Ok(inner) = self.0.try_with(|c| std::mem::replace(&mut *c.borrow_mut(), outer))
+            {
+                (self.2)(inner.unwrap_or_default());
             }
         }
     }
-    let mut restore = Restore(slot, Some(slot.with(|c| c.borrow_mut().replace(Vec::new()))));
+    let mut restore = Restore(slot, Some(slot.with(|c| c.borrow_mut().replace(Vec::new()))), unwound);
     encode();
     let outer = restore.1.take().expect("set above");
     slot.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer)).unwrap_or_default()
@@ -101,8 +110,14 @@ pub(crate) fn note_fork_hold(make: impl FnOnce() -> ForkHold) {
 }
 
 /// Runs `encode` and returns the roles that the encoded handles carry.
+///
+/// If `encode` panics (a user `Handoff::encode` after a handle in the same
+/// value was encoded), the roles noted so far are undone, as for a start
+/// or a send that did not happen: a pipe end left marked "handed to a
+/// child" would, dropped unused, never tell its peer, which then waited
+/// for ever.
 pub(crate) fn collect_transfers(encode: impl FnOnce()) -> Vec<Transfer> {
-    collect_in(&TRANSFERS, encode)
+    collect_in(&TRANSFERS, encode, |noted| settle_transfers(noted, false))
 }
 
 /// Runs `encode` for a value that is then sent somewhere other than a
@@ -123,23 +138,44 @@ pub(crate) fn encode_deferred(encode: impl FnOnce()) -> Vec<Transfer> {
 pub(crate) fn settle_transfers(transfers: Vec<Transfer>, sent: bool) {
     for t in transfers {
         if sent {
-            t.queue.undesignate(t.producer);
+            let _ = t.queue.undesignate(t.producer);
         } else {
             t.undo();
         }
     }
 }
 
+/// How many roles the collection in progress holds (0 outside one): a
+/// mark for [`undo_noted_since`].
+pub(crate) fn noted() -> usize {
+    TRANSFERS.with(|t| t.borrow().as_ref().map_or(0, Vec::len))
+}
+
+/// Undoes the roles the collection in progress noted past `mark` (from
+/// [`noted`]): the value encoded since was not sent after all (a pool
+/// argument refused as too large), so its handles are as they were.
+pub(crate) fn undo_noted_since(mark: usize) {
+    let late = TRANSFERS.with(|t| t.borrow_mut().as_mut().map(|v| v.split_off(mark.min(v.len()))));
+    settle_transfers(late.unwrap_or_default(), false);
+}
+
 /// Roles kept back by an encoding ([`encode_deferred`]) until the fate of
 /// the value's send is known: [`sent`](Self::sent) lets them go with it;
 /// dropped unsent (a refusal, an early return), the handles are as they
 /// were before the encoding.
-pub(crate) struct Deferred(Vec<Transfer>);
+pub(crate) struct Deferred(Vec<Transfer>, bool);
 
 impl Deferred {
     /// Runs `encode`, keeping back the roles the encoded handles carry.
     pub(crate) fn encode(encode: impl FnOnce()) -> Self {
-        Deferred(encode_deferred(encode))
+        Deferred(encode_deferred(encode), false)
+    }
+
+    /// Lets the roles go now, just before the send (see
+    /// [`release_transfers`]); dropped unsent after all, they come back.
+    pub(crate) fn release(&mut self) {
+        release_transfers(&mut self.0);
+        self.1 = true;
     }
 
     /// The value was sent: its handles' roles go with it.
@@ -150,7 +186,33 @@ impl Deferred {
 
 impl Drop for Deferred {
     fn drop(&mut self) {
-        settle_transfers(std::mem::take(&mut self.0), false);
+        let transfers = std::mem::take(&mut self.0);
+        if self.1 {
+            unrelease_transfers(&transfers);
+        }
+        settle_transfers(transfers, false);
+    }
+}
+
+/// Lets the roles kept back by [`encode_deferred`] go now, just before
+/// the send whose fate is not known yet: a role still designated to this
+/// process is freed, for the receiver to claim. (Settled only after the
+/// send, a receiver that decoded the value at once found the role still
+/// this process's and did not take it over: an end it then dropped unused
+/// never told its peer, which waited for ever.) If the send fails,
+/// [`unrelease_transfers`] takes them back before they are settled unsent.
+pub(crate) fn release_transfers(transfers: &mut [Transfer]) {
+    for t in transfers {
+        t.released = t.queue.undesignate(t.producer);
+    }
+}
+
+/// Takes back the roles [`release_transfers`] freed, for a send that
+/// failed (nobody received the value): each is designated to this process
+/// again if still free, as before the encoding.
+pub(crate) fn unrelease_transfers(transfers: &[Transfer]) {
+    for t in transfers.iter().filter(|t| t.released) {
+        t.queue.designate_if_free(t.producer);
     }
 }
 
@@ -164,9 +226,9 @@ impl Drop for Deferred {
 pub(crate) fn note_transfer(queue: &ByteQueue, producer: bool, undo: Option<Box<dyn FnOnce()>>) {
     TRANSFERS.with(|t| {
         if let Some(v) = t.borrow_mut().as_mut() {
-            v.push(Transfer { queue: queue.clone(), producer, undo });
+            v.push(Transfer { queue: queue.clone(), producer, released: false, undo });
         } else {
-            queue.undesignate(producer);
+            let _ = queue.undesignate(producer);
         }
     });
 }

@@ -103,6 +103,7 @@ pub(crate) use dispatch::signal_self_when_parent_ends;
 #[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub use dispatch::PAUSE_IN_WATCH_PARENT as __PAUSE_IN_WATCH_PARENT;
+pub(crate) use entry::drop_payload;
 pub use entry::{__register, Entry, ExitValue, Run};
 pub use error::{EXITCODE_UNKNOWN, ProcessError};
 pub use handoff::{Handoff, HandoffError, PodArg};

@@ -346,8 +346,8 @@ impl ByteQueue {
     }
 
     /// Frees a role designated to this process and not claimed, without
-    /// marking it gone (see `SpscCtl::undesignate`).
-    pub(crate) fn undesignate(&self, producer: bool) {
+    /// marking it gone (see `SpscCtl::undesignate`); whether it was.
+    pub(crate) fn undesignate(&self, producer: bool) -> bool {
         self.ctl().undesignate(if producer { Role::Producer } else { Role::Consumer })
     }
 

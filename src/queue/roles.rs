@@ -114,12 +114,12 @@ impl SpscCtl {
     /// Frees `role` if it is designated to this process and not claimed,
     /// without marking it gone: the end travels to a process not known
     /// yet (a pipe end sent through a queue), which claims it on first
-    /// use. A claimed role is left alone.
-    pub(super) fn undesignate(&self, role: Role) {
+    /// use. A claimed role is left alone. Whether it was freed here.
+    pub(super) fn undesignate(&self, role: Role) -> bool {
         let (slot, _, _, _) = self.role_words(role);
         let me = thread::process_packed() | DESIGNATED;
         // Release: pairs with the next claimant's Acquire load/CAS in claim().
-        let _ = slot.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
+        slot.compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed).is_ok()
     }
 
     /// Gives back `role` if it was handed over to this process and never
