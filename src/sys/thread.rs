@@ -217,11 +217,15 @@ pub(crate) fn process_packed() -> u64 {
     static ME: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let pid = std::process::id();
-    // Recompute after fork (the pid changed).
-    if PID.load(std::sync::atomic::Ordering::Relaxed) != pid {
+    // Recompute after fork (the pid changed). Acquire: pairs with the
+    // Release store of `PID` below, so a thread that sees this process's
+    // pid there also sees the `ME` stored before it (not the parent's, or
+    // 0, on a weakly ordered CPU).
+    if PID.load(std::sync::atomic::Ordering::Acquire) != pid {
         let (pid, start) = process_identity();
         ME.store((u64::from(start as u32) << 32) | u64::from(pid), std::sync::atomic::Ordering::Relaxed);
-        PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+        // Release: pairs with the Acquire load of `PID` above.
+        PID.store(pid, std::sync::atomic::Ordering::Release);
     }
     ME.load(std::sync::atomic::Ordering::Relaxed)
 }
