@@ -85,7 +85,9 @@ impl Process {
     /// ([`ProcessError::DaemonicParent`], as Python refuses it), or if the OS refuses ([`ProcessError::Start`]:
     /// no room in /dev/shm, no process made). A refused start loses
     /// nothing, as in Python: the argument stays in this `Process`, which
-    /// may be started again, and pipe ends in it stay this process's.
+    /// may be started again, and pipe ends in it stay this process's. So
+    /// does an argument whose `Handoff::encode` panics: the panic goes on
+    /// to the caller, and a later `start` may succeed.
     ///
     /// The parent keeps its copy of the argument until the child has
     /// opened every handle in it, so an object created just for the child
@@ -121,7 +123,19 @@ impl Process {
         // Fork needs no bytes, but encoding tells which roles travel.
         let mut arg = Vec::new();
         let mut holds = Vec::new();
-        let transfers = handoff::collect_transfers(|| holds = handoff::collect_fork_holds(|| target.encode(&mut arg)));
+        let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handoff::collect_transfers(|| holds = handoff::collect_fork_holds(|| target.encode(&mut arg)))
+        }));
+        let transfers = match encoded {
+            Ok(transfers) => transfers,
+            Err(payload) => {
+                // The argument's encode panicked: nothing was started, and
+                // (as after Python's `start()` raised) `start` may be called
+                // again, so the target goes back before the panic goes on.
+                *self.target.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(target);
+                std::panic::resume_unwind(payload);
+            }
+        };
         if method == StartMethod::Fork {
             arg.clear();
         } else {
