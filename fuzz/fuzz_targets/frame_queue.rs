@@ -64,11 +64,15 @@ fuzz_target!(|data: &[u8]| {
     q.close_all();
     let _ = q.get_nowait();
     // Scribbled indices can hide rings from the creator's cleanup (which
-    // trusts them only within bounds): sweep this queue's ring names.
-    let prefix = format!("shmproc.{}.", q.name());
+    // trusts them only within bounds), and a scribbled persist flag keeps
+    // the queue's own name (a persist by any process is honoured): sweep
+    // the queue's name and its rings' names.
+    let own = format!("shmproc.{}", q.name());
+    let prefix = format!("{own}.");
     drop(q);
     for f in std::fs::read_dir("/dev/shm").unwrap().filter_map(|e| e.ok()) {
-        if f.file_name().to_string_lossy().starts_with(&prefix) {
+        let file = f.file_name().to_string_lossy().into_owned();
+        if file == own || file.starts_with(&prefix) {
             let _ = std::fs::remove_file(f.path());
         }
     }
