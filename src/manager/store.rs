@@ -64,7 +64,7 @@
 //! elements.
 
 use std::sync::Mutex as StdMutex;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering, fence};
 
 use crate::sys::shm::AddressRange;
 
@@ -400,6 +400,10 @@ struct Maps {
 /// it maps the whole file again, into a new range 8 times its size).
 const RANGE_MIN: usize = 64 << 20;
 
+/// How often a store inherited through `fork()` tries its mappings' lock
+/// before taking it as held for good (see `Store::maps`).
+const INHERITED_LOCK_TRIES: u32 = 200;
+
 /// A container's segment as seen by this process.
 pub(crate) struct Store {
     /// The segment's first mapping's base (where the control block is).
@@ -409,6 +413,14 @@ pub(crate) struct Store {
     _first: Box<View>,
     /// Later, larger mappings; never unmapped before the store drops.
     extra: StdMutex<Maps>,
+    /// This process's fork count when the store was made
+    /// (`thread::fork_generation`): another count means the store was
+    /// inherited through `fork()`, and `extra` may be held for ever by a
+    /// parent thread that is not in this process (see `maps`).
+    fork_gen: u32,
+    /// The fork count of the process that found `extra` held for good
+    /// (`u32::MAX`: none): that process stops trying it.
+    lost_gen: AtomicU32,
     /// The current (largest) view: `first` or one in `extra`.
     cur: AtomicPtr<View>,
     /// Which container this is, for this thread's open groups and
@@ -434,7 +446,9 @@ impl Store {
         let first = Box::new(View { base: seg.base(), len: seg.mapped_len() as u64, undo: std::ptr::null() });
         let cur = AtomicPtr::new(&*first as *const View as *mut View);
         let id = crate::shm::fnv1a(seg.name().as_bytes());
-        Store { base: Base(seg.base()), seg, _first: first, extra: StdMutex::new(Maps::default()), cur, id }
+        let extra = StdMutex::new(Maps::default());
+        let fork_gen = crate::sys::thread::fork_generation();
+        Store { base: Base(seg.base()), seg, _first: first, extra, fork_gen, lost_gen: AtomicU32::new(u32::MAX), cur, id }
     }
 
     /// Creates a container segment. `init_root` writes the root words.
@@ -548,7 +562,9 @@ impl Store {
     /// larger range when the last one is full.
     #[cold]
     fn remap(&self, want: u64) -> Option<&View> {
-        let mut maps = self.extra.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut maps) = self.maps() else {
+            return self.remap_alone(want);
+        };
         // SAFETY: as in `view`.
         let cur = unsafe { &*self.cur.load(Ordering::Acquire) };
         if cur.len >= want {
@@ -581,6 +597,64 @@ impl Store {
         self.cur.store(p, Ordering::Release);
         // SAFETY: p points into the box just pushed, which lives as long as the store.
         Some(unsafe { &*p })
+    }
+
+    /// The later mappings (locked), or `None` in a forked child that
+    /// cannot take them: a store inherited through `fork()` from a
+    /// multi-threaded parent may find the lock held for ever, by a parent
+    /// thread that was mapping a growth at the fork and is not in the
+    /// child (and `Maps` half-changed). The child tries it a while
+    /// (yielding: a thread of its own holds it for a moment only); if it
+    /// stays held, it stops trying (`lost_gen`). Cold: growths only.
+    fn maps(&self) -> Option<std::sync::MutexGuard<'_, Maps>> {
+        let now = crate::sys::thread::forks_now();
+        if now == self.fork_gen {
+            return Some(self.extra.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        // Relaxed: a hint of this process alone (a forked child's copy of
+        // the word is its own); a stale read only costs the tries below.
+        if self.lost_gen.load(Ordering::Relaxed) == now {
+            return None;
+        }
+        for _ in 0..INHERITED_LOCK_TRIES {
+            match self.extra.try_lock() {
+                Ok(maps) => return Some(maps),
+                Err(std::sync::TryLockError::Poisoned(e)) => return Some(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
+            }
+        }
+        // Relaxed: as the load above.
+        self.lost_gen.store(now, Ordering::Relaxed);
+        None
+    }
+
+    /// [`remap`](Self::remap) in a forked child whose `extra` is lost
+    /// (see [`maps`](Self::maps)): the whole file is mapped into a new
+    /// range, which (with its view) is leaked, never unmapped: `cur` and
+    /// views handed out point into it for as long as the store lives, and
+    /// without the lock it cannot be recorded for the store's drop. Only
+    /// such a child pays this, once per growth it sees (address space,
+    /// the pages are the file's).
+    #[cold]
+    fn remap_alone(&self, want: u64) -> Option<&View> {
+        // SAFETY: as in `view`.
+        let cur = unsafe { &*self.cur.load(Ordering::Acquire) };
+        if cur.len >= want {
+            return Some(cur);
+        }
+        let size = crate::sys::shm::fstat_file(self.seg.file()?).ok()?;
+        let len = want.min(size) & !4095;
+        if len <= cur.len || len > isize::MAX as u64 / 2 {
+            return None;
+        }
+        let len = usize::try_from(len).ok()?;
+        let mut range = AddressRange::reserve(len).ok()?;
+        range.map_to(std::os::fd::AsFd::as_fd(self.seg.file()?), len).ok()?;
+        let view: &'static View = Box::leak(Box::new(View { base: range.base(), len: len as u64, undo: std::ptr::null() }));
+        std::mem::forget(range);
+        // Release: pairs with the Acquire loads in `view`.
+        self.cur.store(view as *const View as *mut View, Ordering::Release);
+        Some(view)
     }
 
     /// Runs an optimistic read; falls back to the lock after a few torn
