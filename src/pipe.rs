@@ -735,7 +735,13 @@ impl Connection {
     fn encode<T: Handoff>(&mut self, value: &T) -> (Vec<u8>, Vec<crate::process::handoff::Transfer>) {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
-        let transfers = crate::process::handoff::encode_deferred(|| value.encode(&mut buf));
+        let mut transfers = crate::process::handoff::encode_deferred(|| value.encode(&mut buf));
+        // The roles go now, just before the send (see `release_transfers`:
+        // let go after it, a receiver that dropped the end at once left its
+        // peer waiting for ever); a failed send takes them back (`settle`).
+        if !transfers.is_empty() {
+            crate::process::handoff::release_transfers(&mut transfers);
+        }
         (buf, transfers)
     }
 
@@ -981,7 +987,7 @@ impl Connection {
 /// caller still has the value).
 fn settle(transfers: Vec<crate::process::handoff::Transfer>, sent: bool) {
     if !transfers.is_empty() {
-        crate::process::handoff::settle_transfers(transfers, sent);
+        crate::process::handoff::settle_released(transfers, sent);
     }
 }
 

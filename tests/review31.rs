@@ -70,3 +70,64 @@ fn a_forked_child_uses_a_list_another_parent_thread_was_growing() {
     })();
     assert_eq!(outcome, Ok(forks), "forked children that finished their append before one never did");
 }
+
+shmproc::entry! {
+    /// Takes `n` ends from `q`, then `n` from `c`, dropping each unused
+    /// at once, and acknowledges each on `acks`.
+    fn r31_end_dropper(
+        (q, mut c, acks, n): (shmproc::Queue<(shmproc::Connection, u64)>, shmproc::Connection, shmproc::Queue<u64>, u64),
+    ) -> Result<(), String> {
+        for _ in 0..n {
+            let (end, k) = q.get_timeout(DEADLINE).map_err(|e| e.to_string())?;
+            drop(end);
+            acks.put(k).map_err(|e| e.to_string())?;
+        }
+        for _ in 0..n {
+            let (end, k) = c.recv_value_timeout::<(shmproc::Connection, u64)>(DEADLINE).map_err(|e| e.to_string())?;
+            drop(end);
+            acks.put(k).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// A pipe end sent through a queue or a pipe to a process that drops it
+/// unused at once ends its peer's wait, however soon after the send the
+/// receiver drops it (many rounds: a race between the send's publish and
+/// the sender letting the end's role go).
+#[test]
+fn a_pipe_end_dropped_unused_at_once_by_its_receiver_ends_the_peers_wait() {
+    use shmproc::{Queue, pipe};
+    let n: u64 = std::env::var("R31_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20000);
+    let q: Queue<(shmproc::Connection, u64)> = Queue::new(4).unwrap();
+    let acks: Queue<u64> = Queue::new(16).unwrap();
+    let (mut a, b) = pipe(true).unwrap();
+    let mut dropper = Process::new(r31_end_dropper, (q.clone(), b, acks.clone(), n));
+    dropper.start().unwrap();
+    let mut stuck = None;
+    for k in 0..2 * n {
+        let (mut rx, tx) = pipe(false).unwrap();
+        if k < n {
+            q.put((tx, k)).unwrap();
+        } else {
+            a.send_value(&(tx, k)).unwrap();
+        }
+        assert_eq!(acks.get_timeout(DEADLINE), Ok(k));
+        // The end was dropped unused: the wait ends (the sender gone).
+        match rx.recv_bytes_timeout(Duration::from_secs(10)) {
+            Ok(m) => panic!("round {k}: a message arrived: {m:?}"),
+            Err(e) if e.to_string().contains("timed out") || e.to_string().contains("timeout") => {
+                stuck = Some((k, e.to_string()));
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    if stuck.is_some() {
+        let _ = dropper.kill();
+    }
+    let joined = dropper.join_timeout(DEADLINE);
+    assert_eq!(stuck, None, "a wait on the end's peer did not end after the receiver dropped the end unused");
+    assert!(matches!(joined, Ok(true)), "the dropper: {joined:?}");
+    assert_eq!(dropper.exitcode(), Some(0));
+}

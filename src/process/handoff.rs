@@ -194,6 +194,15 @@ impl Drop for Deferred {
     }
 }
 
+/// Settles roles that [`release_transfers`] let go before the send: a
+/// send that failed takes them back first (as [`Deferred`]'s drop does).
+pub(crate) fn settle_released(transfers: Vec<Transfer>, sent: bool) {
+    if !sent {
+        unrelease_transfers(&transfers);
+    }
+    settle_transfers(transfers, sent);
+}
+
 /// Lets the roles kept back by [`encode_deferred`] go now, just before
 /// the send whose fate is not known yet: a role still designated to this
 /// process is freed, for the receiver to claim. (Settled only after the

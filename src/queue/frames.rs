@@ -388,10 +388,17 @@ pub(super) fn with_encoded<T: Handoff, R>(item: &T, f: impl FnOnce(&[u8]) -> R, 
     // (A fresh one while thread-locals are being destroyed.)
     let mut buf = ENCODED.try_with(Cell::take).unwrap_or_default();
     buf.clear();
-    let transfers = crate::process::handoff::encode_deferred(|| item.encode(&mut buf));
+    let mut transfers = crate::process::handoff::encode_deferred(|| item.encode(&mut buf));
+    // The roles go just before the put: let go after it, a receiver that
+    // decoded the item at once found them still ours and did not take them
+    // over, so an end it dropped unused never told its peer (see
+    // `release_transfers`). A put that fails takes them back.
+    if !transfers.is_empty() {
+        crate::process::handoff::release_transfers(&mut transfers);
+    }
     let r = f(&buf);
     if !transfers.is_empty() {
-        crate::process::handoff::settle_transfers(transfers, sent(&r));
+        crate::process::handoff::settle_released(transfers, sent(&r));
     }
     let _ = ENCODED.try_with(|c| c.set(buf));
     r
