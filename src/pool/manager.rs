@@ -227,6 +227,10 @@ pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worke
     let setup = |e: &dyn std::fmt::Display| PoolError::Setup(format!("worker {slot}: {e}"));
     let tasks = ByteQueue::new(frame::RING_BYTES, frame::MAX_FRAME as u64).map_err(|e| setup(&e))?;
     let results = ByteQueue::new(frame::RING_BYTES, frame::MAX_FRAME as u64).map_err(|e| setup(&e))?;
+    // The worker maps them: a task that sets their persist flag must not
+    // make the pool leave them behind.
+    tasks.make_private();
+    results.make_private();
     let tx = tasks.producer().map_err(|e| setup(&e))?;
     let rx = results.consumer().map_err(|e| setup(&e))?;
     if let Some(w) = ctl.started(slot) {

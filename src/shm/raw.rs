@@ -49,6 +49,13 @@ impl Object for RawSegment {
 impl RawSegment {
     constructors!(doc("RawSegment", "64", ", 64"), len: u64);
 
+    /// Makes this process's drop of the segment remove its name whatever
+    /// the header's persist flag says (a segment private to a pool: see
+    /// `Segment::make_private`).
+    pub(crate) fn make_private(&self) {
+        self.m.segment().make_private();
+    }
+
     /// Size in bytes.
     ///
     /// ```
