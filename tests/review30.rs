@@ -126,3 +126,43 @@ fn a_task_that_persists_its_workers_segments_does_not_make_the_pool_leave_them()
     assert!(running.is_empty(), "workers still running: {running:?}");
     assert!(left.is_empty(), "a task persisted its worker's segments; the pool's drop left in /dev/shm: {left:?}");
 }
+
+shmproc::task! {
+    /// A hostile task: zeroes the common header's magic (the first 8 bytes)
+    /// of every segment its worker maps (the pool's control segment, its
+    /// own rings), then kills its worker with SIGKILL.
+    fn r30_break_headers_and_die(_x: u64) -> u64 {
+        use std::os::unix::fs::FileExt;
+        for path in mapped_segments() {
+            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
+                let _ = f.write_all_at(&[0u8; 8], 0);
+            }
+        }
+        // SAFETY: sends a signal; touches no memory.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        0
+    }
+}
+
+/// A task that breaks the header of the pool's control segment (and then
+/// its worker dies, as any worker may): the item's worker is lost, but the
+/// pool goes on. The control segment is the pool's own (it created it
+/// and validated it then); a replacement worker that opens it by name must
+/// not find it unusable for the rest of the pool's life.
+#[test]
+fn a_task_that_breaks_the_control_segments_header_fails_only_its_own_item() {
+    let pool = Arc::new(Pool::new(1).unwrap());
+    let p = Arc::clone(&pool);
+    let hostile = bounded("the hostile task", move || p.apply(r30_break_headers_and_die, 0));
+    assert!(hostile.is_err(), "the hostile task's worker was killed: {hostile:?}");
+    let p = Arc::clone(&pool);
+    let after = bounded("a map after it", move || p.map(r30_sq, 0..100u64));
+    let (running, left) = terminate_and_leftovers(pool);
+    assert_eq!(
+        after.as_ref().ok(),
+        Some(&(0..100u64).map(|x| x * x).collect::<Vec<_>>()),
+        "a map after a task broke the control segment's header and its worker died: {after:?}"
+    );
+    assert!(running.is_empty(), "workers still running: {running:?}");
+    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
+}

@@ -233,6 +233,9 @@ pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worke
     results.make_private();
     let tx = tasks.producer().map_err(|e| setup(&e))?;
     let rx = results.consumer().map_err(|e| setup(&e))?;
+    // The worker opens the control segment by name and validates its
+    // header, which an earlier worker's task may have scribbled over.
+    ctl.restore_header();
     if let Some(w) = ctl.started(slot) {
         w.store(0, Ordering::Relaxed);
     }

@@ -56,6 +56,19 @@ impl RawSegment {
         self.m.segment().make_private();
     }
 
+    /// The header's creator-written fields as they are now (for
+    /// [`restore_header`](Self::restore_header)).
+    pub(crate) fn header_image(&self) -> crate::shm::HeaderImage {
+        self.m.segment().header().image()
+    }
+
+    /// Writes `image` back over the header (a peer may have scribbled
+    /// it): for the creator, before it hands the segment's name to a new
+    /// process that will open and validate it.
+    pub(crate) fn restore_header(&self, image: &crate::shm::HeaderImage) {
+        self.m.segment().header().restore(image)
+    }
+
     /// Size in bytes.
     ///
     /// ```
