@@ -54,6 +54,58 @@ shmproc::task! {
     }
 }
 
+/// xorshift64*.
+fn next(s: &mut u64) -> u64 {
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    s.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+shmproc::task! {
+    /// A hostile task: writes `writes` crafted or random 8-byte words at
+    /// random 8-aligned offsets of every segment its worker maps (huge
+    /// lengths, small indices, all ones, counts near overflow, random
+    /// bytes), leaving the persist flag alone (another test covers it).
+    /// With `die`, the worker then kills itself with SIGKILL instead of
+    /// returning.
+    fn r30_scribble((seed, writes, die): (u64, u64, bool)) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut n = 0;
+        for path in mapped_segments() {
+            let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open(&path) else { continue };
+            let Ok(len) = f.metadata().map(|m| m.len()) else { continue };
+            if len < 64 {
+                continue;
+            }
+            for _ in 0..writes {
+                let at = (next(&mut s) % (len / 8)) * 8;
+                if at == 24 {
+                    continue;
+                }
+                let v = match next(&mut s) % 8 {
+                    0 => u64::MAX,
+                    1 => next(&mut s) % 64,
+                    2 => u64::MAX - next(&mut s) % 64,
+                    3 => 1 << (next(&mut s) % 64),
+                    4 => 0,
+                    5 => u32::MAX as u64,
+                    _ => next(&mut s),
+                };
+                if f.write_all_at(&v.to_le_bytes(), at).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        if die {
+            // SAFETY: sends a signal; touches no memory.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+        n
+    }
+}
+
 /// Runs `f` on a thread; fails the test if it panics or does not return
 /// within [`DEADLINE`].
 fn bounded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -127,6 +179,59 @@ fn a_task_that_persists_its_workers_segments_does_not_make_the_pool_leave_them()
     assert!(left.is_empty(), "a task persisted its worker's segments; the pool's drop left in /dev/shm: {left:?}");
 }
 
+/// Every pool method on `pool`, each bounded (errors allowed: the task's
+/// scribbles may fail any item; what is asserted is that each returns and
+/// nothing panics in the parent).
+fn every_method(pool: &Arc<Pool>, round: u64) {
+    let p = Arc::clone(pool);
+    let items: Vec<u64> = (0..200).collect();
+    bounded(&format!("round {round}: map"), move || {
+        let _ = p.map(r30_sq, items.clone());
+        let _ = p.map_chunked(r30_sq, items.clone(), 7);
+        let _ = p.map_results(r30_sq, items.clone(), 5);
+        let _ = p.starmap(r30_add, items.iter().map(|&i| (i, i)));
+        let _ = p.map_async(r30_sq, items.clone()).map(|r| r.get_timeout(DEADLINE / 2));
+        if let Ok(it) = p.imap(r30_sq, items.clone()) {
+            let _ = it.count();
+        }
+        if let Ok(it) = p.imap_unordered(r30_sq, items.clone()) {
+            let _ = it.count();
+        }
+        for i in 0..20u64 {
+            if let Ok(r) = p.apply_async(r30_sq, i) {
+                let _ = r.get_timeout(DEADLINE / 4);
+            }
+        }
+        let _ = p.apply(r30_sq, 3);
+    });
+}
+
+/// A task that scribbles crafted and random words over its worker's
+/// segments (the control segment, its task and result rings, the arena),
+/// then returns or is killed: every method still returns, and the pool
+/// terminates and drops leaving no worker and no segment.
+#[test]
+fn scribbled_control_segment_and_rings_fail_at_most_items_never_the_parent() {
+    let rounds: u64 = std::env::var("R30_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let seed0: u64 = std::env::var("R30_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    for round in seed0..seed0 + rounds {
+        let pool = Arc::new(Pool::new(2).unwrap());
+        let p = Arc::clone(&pool);
+        let die = round % 3 == 2;
+        let writes = [4, 32, 256][(round % 3) as usize];
+        bounded(&format!("round {round}: the hostile task"), move || {
+            if let Ok(r) = p.apply_async(r30_scribble, (round, writes, die)) {
+                let _ = r.get_timeout(DEADLINE / 2);
+            }
+        });
+        every_method(&pool, round);
+        let (running, left) = terminate_and_leftovers(pool);
+        eprintln!("round {round} done");
+        assert!(running.is_empty(), "round {round}: workers still running: {running:?}");
+        assert!(left.is_empty(), "round {round}: left in /dev/shm: {left:?}");
+    }
+}
+
 shmproc::task! {
     /// A hostile task: zeroes the common header's magic (the first 8 bytes)
     /// of every segment its worker maps (the pool's control segment, its
@@ -162,6 +267,68 @@ fn a_task_that_breaks_the_control_segments_header_fails_only_its_own_item() {
         after.as_ref().ok(),
         Some(&(0..100u64).map(|x| x * x).collect::<Vec<_>>()),
         "a map after a task broke the control segment's header and its worker died: {after:?}"
+    );
+    assert!(running.is_empty(), "workers still running: {running:?}");
+    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
+}
+
+shmproc::task! {
+    /// A hostile task: finds its worker's record in the pool's control
+    /// segment (`started: u64`, `pid: u32`, pad, `claimed: u64`, found by
+    /// its pid with `started` 1: its first item), writes `started = 0`
+    /// there (as if no item had begun) and kills its worker with SIGKILL.
+    /// For item `x == 3` only; the others return `x`.
+    fn r30_forget_and_die(x: u64) -> u64 {
+        use std::os::unix::fs::FileExt;
+        if x != 3 {
+            return x;
+        }
+        let me = std::process::id();
+        for path in mapped_segments() {
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let u64_at = |p: usize| u64::from_le_bytes(bytes[p..p + 8].try_into().unwrap());
+            let mut p = 8;
+            while p + 16 <= bytes.len() {
+                let pid = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap());
+                if pid == me && u64_at(p - 8) >= 1 && u64_at(p + 8) >= 1 {
+                    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                    f.write_all_at(&0u64.to_le_bytes(), (p - 8) as u64).unwrap();
+                    // SAFETY: sends a signal; touches no memory.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                }
+                p += 8;
+            }
+        }
+        u64::MAX
+    }
+}
+
+/// A task that clears its worker's "items begun" word and then kills its
+/// worker: the pool cannot tell which item was running, but it must not
+/// run that item again and again for ever (each run clears the word and
+/// kills the next worker): the item fails (its worker lost) and the job
+/// ends.
+#[test]
+fn a_task_that_clears_its_started_word_and_dies_is_not_rerun_forever() {
+    let pool = Arc::new(Pool::new(1).unwrap());
+    let p = Arc::clone(&pool);
+    let got = bounded("the hostile task", move || {
+        p.apply_async(r30_forget_and_die, 3).map(|r| r.get_timeout(Duration::from_secs(20)))
+    });
+    let p = Arc::clone(&pool);
+    let map = bounded("a map with the hostile item", move || {
+        p.map_async(r30_forget_and_die, 0..6u64).map(|r| r.get_timeout(Duration::from_secs(20)))
+    });
+    let (running, left) = terminate_and_leftovers(pool);
+    let got = got.unwrap();
+    assert!(
+        matches!(got, Err(shmproc::pool::GetTimeoutError::Failed(_))),
+        "apply_async of a task that clears its started word and dies: {got:?}"
+    );
+    let map = map.unwrap();
+    assert!(
+        matches!(map, Err(shmproc::pool::GetTimeoutError::Failed(_))),
+        "map_async with an item that clears its started word and dies: {map:?}"
     );
     assert!(running.is_empty(), "workers still running: {running:?}");
     assert!(left.is_empty(), "left in /dev/shm: {left:?}");
