@@ -70,6 +70,33 @@ shmproc::task! {
     /// With `die`, the worker then kills itself with SIGKILL instead of
     /// returning.
     fn r30_scribble((seed, writes, die): (u64, u64, bool)) -> u64 {
+        scribble(seed, writes, die)
+    }
+}
+
+shmproc::task! {
+    /// A hostile task: leaves a thread behind in its worker that goes on
+    /// scribbling (as `r30_scribble`, 2 words per segment every
+    /// millisecond) for `ms` milliseconds while the pool goes on using
+    /// that worker; returns at once.
+    fn r30_scribble_on((seed, ms): (u64, u64)) -> u64 {
+        std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            let mut k = 0;
+            while t.elapsed() < Duration::from_millis(ms) {
+                scribble(seed.wrapping_add(k), 2, false);
+                k += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        0
+    }
+}
+
+/// Writes `writes` crafted or random words over every mapped segment (see
+/// `r30_scribble`); with `die`, then SIGKILLs this process.
+fn scribble(seed: u64, writes: u64, die: bool) -> u64 {
+    {
         use std::os::unix::fs::FileExt;
         let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         let mut n = 0;
@@ -332,4 +359,29 @@ fn a_task_that_clears_its_started_word_and_dies_is_not_rerun_forever() {
     );
     assert!(running.is_empty(), "workers still running: {running:?}");
     assert!(left.is_empty(), "left in /dev/shm: {left:?}");
+}
+
+/// A task that leaves a thread scribbling over its worker's segments while
+/// the pool goes on using the worker (a peer that writes at any time):
+/// every method still returns, and the pool terminates and drops leaving
+/// no worker and no segment.
+#[test]
+fn a_thread_left_scribbling_in_a_worker_fails_at_most_items_never_the_parent() {
+    let rounds: u64 = std::env::var("R30_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let seed0: u64 = std::env::var("R30_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    for round in seed0..seed0 + rounds {
+        let pool = Arc::new(Pool::new(2).unwrap());
+        let p = Arc::clone(&pool);
+        bounded(&format!("round {round}: the hostile task"), move || {
+            for _ in 0..2 {
+                if let Ok(r) = p.apply_async(r30_scribble_on, (round, 1500)) {
+                    let _ = r.get_timeout(DEADLINE / 2);
+                }
+            }
+        });
+        every_method(&pool, round);
+        let (running, left) = terminate_and_leftovers(pool);
+        assert!(running.is_empty(), "round {round}: workers still running: {running:?}");
+        assert!(left.is_empty(), "round {round}: left in /dev/shm: {left:?}");
+    }
 }
