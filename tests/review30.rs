@@ -385,3 +385,76 @@ fn a_thread_left_scribbling_in_a_worker_fails_at_most_items_never_the_parent() {
         assert!(left.is_empty(), "round {round}: left in /dev/shm: {left:?}");
     }
 }
+
+shmproc::task! {
+    /// A hostile task: clears its worker's `started` word (as
+    /// `r30_forget_and_die`), then appends a malformed 8-byte frame to its
+    /// worker's result ring (the byte ring whose producer is this
+    /// process: tail at byte 128, data from byte 512, capacity in the
+    /// header at byte 40) and waits: the pool kills the worker for the
+    /// malformed frame. For item `x == 3` only; the others return `x`.
+    fn r30_forget_and_forge(x: u64) -> u64 {
+        use std::os::unix::fs::FileExt;
+        if x != 3 {
+            return x;
+        }
+        let me = std::process::id();
+        for path in mapped_segments() {
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let u64_at = |p: usize| u64::from_le_bytes(bytes[p..p + 8].try_into().unwrap());
+            let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) else { continue };
+            let mut p = 8;
+            while p + 16 <= bytes.len() {
+                let pid = u32::from_le_bytes(bytes[p..p + 4].try_into().unwrap());
+                if pid == me && u64_at(p - 8) >= 1 && u64_at(p + 8) >= 1 {
+                    f.write_all_at(&0u64.to_le_bytes(), (p - 8) as u64).unwrap();
+                }
+                p += 8;
+            }
+        }
+        for path in mapped_segments() {
+            let Ok(bytes) = std::fs::read(&path) else { continue };
+            if bytes.len() < 1024 {
+                continue;
+            }
+            let u64_at = |p: usize| u64::from_le_bytes(bytes[p..p + 8].try_into().unwrap());
+            if u64_at(400) as u32 != me {
+                continue;
+            }
+            let (tail, capacity) = (u64_at(128), u64_at(40));
+            if !capacity.is_power_of_two() {
+                continue;
+            }
+            let pos = tail & (capacity - 1);
+            if pos + 16 > capacity || 512 + pos + 16 > bytes.len() as u64 {
+                continue;
+            }
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            f.write_all_at(&8u64.to_le_bytes(), 512 + pos).unwrap();
+            f.write_all_at(&[0xff; 8], 512 + pos + 8).unwrap();
+            f.write_all_at(&(tail + 16).to_le_bytes(), 128).unwrap();
+        }
+        std::thread::sleep(Duration::from_secs(5));
+        u64::MAX
+    }
+}
+
+/// As `a_task_that_clears_its_started_word_and_dies_is_not_rerun_forever`,
+/// but the worker is killed by the pool (for a malformed result frame the
+/// task appended to its ring) instead of dying on its own.
+#[test]
+fn a_task_that_clears_its_started_word_and_forges_a_frame_is_not_rerun_forever() {
+    let pool = Arc::new(Pool::new(1).unwrap());
+    let p = Arc::clone(&pool);
+    let got = bounded("the hostile task", move || {
+        p.apply_async(r30_forget_and_forge, 3).map(|r| r.get_timeout(Duration::from_secs(40)))
+    });
+    let (running, left) = terminate_and_leftovers(pool);
+    let got = got.unwrap();
+    assert!(
+        matches!(got, Err(shmproc::pool::GetTimeoutError::Failed(_))),
+        "apply_async of a task that clears its started word and forges a result frame: {got:?}"
+    );
+    assert!(running.is_empty(), "workers still running: {running:?}");
+    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
+}

@@ -833,10 +833,9 @@ impl Manager {
     /// [`MAX_UNEXPLAINED_DEATHS`] such deaths (it is then failed, not run
     /// again).
     fn unexplained_death(&mut self, w: &Worker) -> bool {
+        // (Also after the pool's own kill for a malformed result frame:
+        // the task may have written the frame and cleared the word.)
         let Some(s) = w.fifo.front() else { return false };
-        if matches!(w.killed, Some(Kill::Terminate)) {
-            return false;
-        }
         let index = s.first + u64::from(s.answered);
         let jobs = &self.jobs;
         self.unexplained.retain(|job, _| jobs.contains_key(job));
