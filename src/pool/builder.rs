@@ -169,6 +169,9 @@ impl PoolBuilder {
         let len = ctl::ctl_len(processes)
             .ok_or_else(|| PoolError::InvalidArgument(format!("{processes} processes: too many for a control segment")))?;
         let seg = RawSegment::new(len).map_err(|e| PoolError::Setup(e.to_string()))?;
+        // Its workers map it: a task that sets its persist flag must not
+        // make the pool leave it behind.
+        seg.make_private();
         #[cfg(feature = "test-hooks")]
         cfg.started.lock().unwrap_or_else(|p| p.into_inner()).1.push(seg.name().to_owned());
         #[cfg(feature = "test-hooks")]

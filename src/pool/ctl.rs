@@ -15,6 +15,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::RawSegment;
+use crate::shm::HeaderImage;
 use crate::wait::futex::wake32;
 
 const CTL_HEADER: usize = 64;
@@ -36,11 +37,24 @@ pub(crate) fn ctl_len(slots: usize) -> Option<u64> {
 #[derive(Debug, Clone)]
 pub(crate) struct Ctl {
     seg: RawSegment,
+    /// Its header as it was when this handle was made: the pool (its
+    /// creator) writes it back before each worker start, so a task that
+    /// scribbled over it does not make every later worker fail to open
+    /// the segment.
+    header: HeaderImage,
 }
 
 impl Ctl {
     pub(crate) fn new(seg: RawSegment) -> Ctl {
-        Ctl { seg }
+        let header = seg.header_image();
+        Ctl { seg, header }
+    }
+
+    /// Writes the header back as it was when this handle was made (see
+    /// `header`): a worker about to start opens the segment by name and
+    /// validates it.
+    pub(crate) fn restore_header(&self) {
+        self.seg.restore_header(&self.header);
     }
 
     pub(crate) fn segment(&self) -> &RawSegment {

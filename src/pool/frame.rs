@@ -210,6 +210,14 @@ const FILL_BLOCK: usize = 16 * 1024;
 pub(crate) const ARENA: u32 = 4;
 const ARENA_REF: usize = 20;
 
+/// A new arena of `len` bytes, private to the pool: a task that sets its
+/// persist flag does not make the pool leave it behind.
+fn new_arena(len: usize) -> Result<RawSegment, crate::OpenError> {
+    let seg = RawSegment::new(len as u64)?;
+    seg.make_private();
+    Ok(seg)
+}
+
 fn arena_size(bytes: usize) -> usize {
     bytes.max(ARENA_MIN).checked_next_power_of_two().unwrap_or(bytes)
 }
@@ -231,7 +239,7 @@ impl PodBlock {
         let spare = home.lock().unwrap_or_else(|p| p.into_inner()).take();
         let seg = match spare {
             Some(seg) if seg.len() >= want => Some(seg),
-            _ => RawSegment::new(arena_size(want) as u64).ok(),
+            _ => new_arena(arena_size(want)).ok(),
         };
         let Some(mut seg) = seg else {
             return PodBlock { store: Store::Heap(fill_heap(Vec::new(), items)), len: 0, home: None, slots: None }.measured();
@@ -251,7 +259,7 @@ impl PodBlock {
             let bytes = &block[..got * size];
             if len + bytes.len() > seg.len() {
                 let need = (len + bytes.len()).saturating_add(items.size_hint().0.saturating_mul(size).min(HINT_MAX));
-                match RawSegment::new(arena_size(need.max(2 * seg.len())) as u64) {
+                match new_arena(arena_size(need.max(2 * seg.len()))) {
                     Ok(bigger) => {
                         copy_segment(&seg, &bigger, len);
                         seg = bigger;
@@ -291,7 +299,7 @@ impl PodBlock {
                         *slot = Some(seg);
                     }
                 }
-                RawSegment::new(arena_size(bytes) as u64).ok()?
+                new_arena(arena_size(bytes)).ok()?
             }
         };
         Some(PodBlock { len: seg.len(), store: Store::Shm(seg), home: Some(Arc::clone(home)), slots: None })

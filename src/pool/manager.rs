@@ -89,6 +89,11 @@ const STALL_GRACE: Duration = Duration::from_millis(500);
 /// Consecutive worker start failures (or initializer failures) after which
 /// the pool gives up on its jobs.
 const MAX_START_FAILURES: u32 = 5;
+/// Deaths of workers whose record said no item was running, with the same
+/// item first in line each time, after which that item fails
+/// (`WorkerLost`) instead of running again: a task that rewrites its
+/// worker's `started` word and dies would otherwise run again for ever.
+const MAX_UNEXPLAINED_DEATHS: u8 = 2;
 /// How long after a worker could not be set up (no room in /dev/shm for
 /// its rings, no process) the manager tries again: the cause may pass.
 /// Doubled after each further failure in a row, up to 64 times.
@@ -217,6 +222,10 @@ pub(crate) struct Manager {
     setup_retry: Option<Instant>,
     /// Why the last worker failed to start (or failed its initializer).
     start_error: String,
+    /// Per job: the item first in line in a worker of it that died with
+    /// no item recorded as running, and how many such deaths in a row
+    /// found it there (see [`MAX_UNEXPLAINED_DEATHS`]).
+    unexplained: JobMap<(u64, u8)>,
     last_check: Instant,
     /// When the manager last moved something.
     last_progress: Instant,
@@ -227,8 +236,15 @@ pub(crate) fn start_worker(ctl: &Ctl, cfg: &Config, slot: usize) -> Result<Worke
     let setup = |e: &dyn std::fmt::Display| PoolError::Setup(format!("worker {slot}: {e}"));
     let tasks = ByteQueue::new(frame::RING_BYTES, frame::MAX_FRAME as u64).map_err(|e| setup(&e))?;
     let results = ByteQueue::new(frame::RING_BYTES, frame::MAX_FRAME as u64).map_err(|e| setup(&e))?;
+    // The worker maps them: a task that sets their persist flag must not
+    // make the pool leave them behind.
+    tasks.make_private();
+    results.make_private();
     let tx = tasks.producer().map_err(|e| setup(&e))?;
     let rx = results.consumer().map_err(|e| setup(&e))?;
+    // The worker opens the control segment by name and validates its
+    // header, which an earlier worker's task may have scribbled over.
+    ctl.restore_header();
     if let Some(w) = ctl.started(slot) {
         w.store(0, Ordering::Relaxed);
     }
@@ -297,6 +313,7 @@ impl Manager {
             setup_failures: 0,
             setup_retry: None,
             start_error: String::new(),
+            unexplained: JobMap::default(),
             last_check: Instant::now(),
             last_progress: Instant::now(),
         }
@@ -703,7 +720,10 @@ impl Manager {
         // Acquire: pairs with the worker's Release store of `started`; the
         // worker is dead, so this is its last value.
         let started = self.ctl.started(w.slot).map_or(0, |s| s.load(Ordering::Acquire));
-        let lost = (started > w.received).then(|| started - 1 - w.received);
+        // Untrusted (a task can write its worker's record): an index past
+        // the items it holds names none.
+        let unanswered: u64 = w.fifo.iter().map(|s| u64::from(s.count - s.answered)).sum();
+        let lost = (started > w.received).then(|| started - 1 - w.received).filter(|&l| l < unanswered);
         log::info!(
             target: LOG_TARGET,
             "pool worker {} (slot {}) ended ({:?}); {} frame(s) unanswered",
@@ -722,7 +742,11 @@ impl Manager {
         // repeat in every replacement, and the jobs would wait for good.
         let crashed = signal.is_some_and(|s| sysproc::CRASH_SIGNALS.contains(&s));
         let start_error = (signal.is_none() || crashed) && w.killed.is_none();
-        if lost.is_none() && start_error && w.received == 0 && started == 0 {
+        // A worker that exits before its first item counts as a failed
+        // start (below), which has its own bound.
+        let failed_start = lost.is_none() && start_error && w.received == 0 && started == 0;
+        let blame_first = lost.is_none() && !failed_start && self.unexplained_death(&w);
+        if failed_start {
             // It died before its first item: a failing initializer, or a
             // start that went wrong.
             self.start_failures += 1;
@@ -766,6 +790,10 @@ impl Manager {
                         Some(Kill::Timeout { .. } | Kill::Cancel | Kill::Stalled) => None,
                         Some(Kill::Terminate) | None => Some(TaskError::WorkerLost { pid: w.pid, signal, index }),
                     }
+                } else if blame_first && k == 0 {
+                    // Its worker died again and again with this item first
+                    // in line and its record saying none ran: this one.
+                    Some(TaskError::WorkerLost { pid: w.pid, signal, index })
                 } else {
                     None
                 };
@@ -797,6 +825,30 @@ impl Manager {
         let slot = w.slot;
         drop(w);
         self.start_in(slot);
+    }
+
+    /// `w` died with unanswered items and its record names none as
+    /// running (a death between two items, or a record a task rewrote):
+    /// true if the item first in line has now been there for more than
+    /// [`MAX_UNEXPLAINED_DEATHS`] such deaths (it is then failed, not run
+    /// again).
+    fn unexplained_death(&mut self, w: &Worker) -> bool {
+        // (Also after the pool's own kill for a malformed result frame:
+        // the task may have written the frame and cleared the word.)
+        let Some(s) = w.fifo.front() else { return false };
+        let index = s.first + u64::from(s.answered);
+        let jobs = &self.jobs;
+        self.unexplained.retain(|job, _| jobs.contains_key(job));
+        let e = self.unexplained.entry(s.job).or_insert((index, 0));
+        if e.0 != index {
+            *e = (index, 0);
+        }
+        e.1 += 1;
+        if e.1 > MAX_UNEXPLAINED_DEATHS {
+            self.unexplained.remove(&s.job);
+            return true;
+        }
+        false
     }
 
     fn start_in(&mut self, slot: usize) {

@@ -362,6 +362,13 @@ impl ByteQueue {
         self.ctl().release_designation(if producer { Role::Producer } else { Role::Consumer })
     }
 
+    /// Makes this process's drop of the queue remove its name whatever
+    /// the header's persist flag says (a ring private to a pool: see
+    /// `Segment::make_private`).
+    pub(crate) fn make_private(&self) {
+        self.m.segment().make_private();
+    }
+
     fn ctl(&self) -> &SpscCtl {
         self.m.ctl()
     }

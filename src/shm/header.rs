@@ -136,7 +136,88 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
+/// The creator-written fields of a header, as read once (all but `flags`):
+/// what [`Header::restore`] writes back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeaderImage {
+    magic: u64,
+    init_state: u32,
+    version: u32,
+    kind: u32,
+    elem_size: u32,
+    elem_align: u32,
+    elem_hash: u64,
+    capacity: u64,
+    total_len: u64,
+    creator_pid: u32,
+    creator_start: u64,
+    type_name: [u8; TYPE_NAME_LEN],
+}
+
 impl Header {
+    /// The creator-written fields as they are now (Relaxed: read by the
+    /// creator right after it published them, or of no use).
+    pub(crate) fn image(&self) -> HeaderImage {
+        let mut type_name = [0u8; TYPE_NAME_LEN];
+        for (dst, src) in type_name.iter_mut().zip(&self.type_name) {
+            *dst = src.load(Ordering::Relaxed);
+        }
+        HeaderImage {
+            magic: self.magic.load(Ordering::Relaxed),
+            init_state: self.init_state.load(Ordering::Relaxed),
+            version: self.version.load(Ordering::Relaxed),
+            kind: self.kind.load(Ordering::Relaxed),
+            elem_size: self.elem_size.load(Ordering::Relaxed),
+            elem_align: self.elem_align.load(Ordering::Relaxed),
+            elem_hash: self.elem_hash.load(Ordering::Relaxed),
+            capacity: self.capacity.load(Ordering::Relaxed),
+            total_len: self.total_len.load(Ordering::Relaxed),
+            creator_pid: self.creator_pid.load(Ordering::Relaxed),
+            creator_start: self.creator_start.load(Ordering::Relaxed),
+            type_name,
+        }
+    }
+
+    /// Writes `image` (taken by [`image`](Self::image) when the header was
+    /// whole) back over whatever a peer wrote there since; `init_state`
+    /// last. Only where the fields changed: a header left alone is only
+    /// read.
+    pub(crate) fn restore(&self, image: &HeaderImage) {
+        let now = self.image();
+        if now.magic == image.magic
+            && now.init_state == image.init_state
+            && now.version == image.version
+            && now.kind == image.kind
+            && now.elem_size == image.elem_size
+            && now.elem_align == image.elem_align
+            && now.elem_hash == image.elem_hash
+            && now.capacity == image.capacity
+            && now.total_len == image.total_len
+            && now.creator_pid == image.creator_pid
+            && now.creator_start == image.creator_start
+            && now.type_name == image.type_name
+        {
+            return;
+        }
+        self.creator_pid.store(image.creator_pid, Ordering::Relaxed);
+        self.creator_start.store(image.creator_start, Ordering::Relaxed);
+        self.version.store(image.version, Ordering::Relaxed);
+        // Release: pairs with gc's Acquire load of `magic` (as in
+        // `write_fields`).
+        self.magic.store(image.magic, Ordering::Release);
+        self.kind.store(image.kind, Ordering::Relaxed);
+        self.elem_size.store(image.elem_size, Ordering::Relaxed);
+        self.elem_align.store(image.elem_align, Ordering::Relaxed);
+        self.elem_hash.store(image.elem_hash, Ordering::Relaxed);
+        self.capacity.store(image.capacity, Ordering::Relaxed);
+        self.total_len.store(image.total_len, Ordering::Relaxed);
+        for (dst, &src) in self.type_name.iter().zip(&image.type_name) {
+            dst.store(src, Ordering::Relaxed);
+        }
+        // Release: pairs with the Acquire load in `is_ready` (as `publish`).
+        self.init_state.store(image.init_state, Ordering::Release);
+    }
+
     /// Step 1-3 of the creator's protocol (everything but READY).
     /// `(pid, start)`: the creator's identity
     /// ([`process_identity`](crate::sys::thread::process_identity)).

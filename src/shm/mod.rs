@@ -10,7 +10,7 @@ mod names;
 mod segment;
 
 pub use element::ShmType;
-pub(crate) use header::{Fingerprint, HEADER_SIZE, elem_u32, fnv1a};
+pub(crate) use header::{Fingerprint, HEADER_SIZE, HeaderImage, elem_u32, fnv1a};
 pub use object::Options;
 pub(crate) use object::{Mapped, Object};
 pub use raw::RawSegment;

@@ -49,6 +49,26 @@ impl Object for RawSegment {
 impl RawSegment {
     constructors!(doc("RawSegment", "64", ", 64"), len: u64);
 
+    /// Makes this process's drop of the segment remove its name whatever
+    /// the header's persist flag says (a segment private to a pool: see
+    /// `Segment::make_private`).
+    pub(crate) fn make_private(&self) {
+        self.m.segment().make_private();
+    }
+
+    /// The header's creator-written fields as they are now (for
+    /// [`restore_header`](Self::restore_header)).
+    pub(crate) fn header_image(&self) -> crate::shm::HeaderImage {
+        self.m.segment().header().image()
+    }
+
+    /// Writes `image` back over the header (a peer may have scribbled
+    /// it): for the creator, before it hands the segment's name to a new
+    /// process that will open and validate it.
+    pub(crate) fn restore_header(&self, image: &crate::shm::HeaderImage) {
+        self.m.segment().header().restore(image)
+    }
+
     /// Size in bytes.
     ///
     /// ```

@@ -40,6 +40,11 @@ pub(crate) struct Segment {
     /// unlinks the name on drop if the file there is still ours.
     creator: Option<(u32, u64, u64)>,
     persist: AtomicBool,
+    /// Only this process's `persist` keeps the name (the header's flag,
+    /// which any process mapping the segment can set, is ignored): for a
+    /// segment private to a pool, which no peer has a reason to persist
+    /// and a task's scribble must not make its creator leave behind.
+    private: AtomicBool,
     /// The other owners and groups `open` was told to trust
     /// (`Options::trust_owner`/`trust_group`, with the `mode` that says how
     /// writable their segment may be), if any: a child given this handle
@@ -152,6 +157,7 @@ impl Segment {
             file: Some(file),
             creator: Some((std::process::id(), ino, dev)),
             persist: AtomicBool::new(false),
+            private: AtomicBool::new(false),
             trust: None,
             file_id: (dev, ino),
             perm: info.perm,
@@ -246,6 +252,7 @@ impl Segment {
                     file: Some(file),
                     creator: None,
                     persist: AtomicBool::new(false),
+                    private: AtomicBool::new(false),
                     trust: (!opts.trusted_owners.is_empty() || !opts.trusted_groups.is_empty())
                         .then(|| Box::new(opts.clone())),
                     file_id: (info.dev, info.ino),
@@ -386,7 +393,15 @@ impl Segment {
     /// forked child: the header's flag, which `gc` honours too) called
     /// `persist`.
     fn persisted(&self) -> bool {
-        self.persist.load(Ordering::Relaxed) || self.persisted_anywhere()
+        self.persist.load(Ordering::Relaxed) || (!self.private.load(Ordering::Relaxed) && self.persisted_anywhere())
+    }
+
+    /// Makes this process's handles ignore the header's persist flag (see
+    /// `private`): the creator's drop removes the name unless this
+    /// process persisted it. (Relaxed: a flag of this process that
+    /// publishes no data.)
+    pub(crate) fn make_private(&self) {
+        self.private.store(true, Ordering::Relaxed);
     }
 
     /// The creator identity recorded in the header (pid, start time).
