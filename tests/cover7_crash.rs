@@ -601,12 +601,15 @@ shmproc::entry! {
         let mut spsc_tx = (what == "spsc").then(|| spsc.producer().map_err(|e| e.to_string())).transpose()?;
         let mut bytes_tx = (what == "bytes").then(|| bytes.producer().map_err(|e| e.to_string())).transpose()?;
         started.set();
-        // Go on only once the parent says its sleepers are asleep (a
-        // futex wait: our filter lets waits through, only wakes kill).
-        if !started.wait_timeout(T) {
-            return Err("never told to go".into());
-        }
+        // Go on only once the parent says its sleepers are asleep: it
+        // clears `started`, which may happen before this line runs (a
+        // loaded machine; waiting for the flag to be set, as this once
+        // did, then waited for a set that never came: "never told to go").
+        let end = std::time::Instant::now() + T;
         while started.is_set() {
+            if std::time::Instant::now() > end {
+                return Err("never told to go".into());
+            }
             std::thread::sleep(Duration::from_millis(1));
         }
         die_at_next_futex_wake()?;
