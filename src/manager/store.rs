@@ -565,18 +565,10 @@ impl Store {
         let Some(mut maps) = self.maps() else {
             return self.remap_alone(want);
         };
-        // SAFETY: as in `view`.
-        let cur = unsafe { &*self.cur.load(Ordering::Acquire) };
-        if cur.len >= want {
-            return Some(cur);
-        }
-        let size = crate::sys::shm::fstat_file(self.seg.file()?).ok()?;
-        // Whole pages: a range is filled from its start, one mapping after another.
-        let len = want.min(size) & !4095;
-        if len <= cur.len || len > isize::MAX as u64 / 2 {
-            return None;
-        }
-        let len = usize::try_from(len).ok()?;
+        let len = match self.growth(want)? {
+            Ok(cur) => return Some(cur),
+            Err(len) => len,
+        };
         if maps.ranges.last().is_none_or(|r| len > r.cap()) {
             let mut cap = len.saturating_mul(8).max(RANGE_MIN);
             // Under an address-space limit the range is address space the program's own allocations no longer
@@ -597,6 +589,25 @@ impl Store {
         self.cur.store(p, Ordering::Release);
         // SAFETY: p points into the box just pushed, which lives as long as the store.
         Some(unsafe { &*p })
+    }
+
+    /// What a growth to `want` bytes (untrusted) needs mapped:
+    /// `Some(Ok(view))` if the current view already covers it,
+    /// `Some(Err(len))` the whole pages to map (bounded by the file's
+    /// real size), `None` if nothing more can be mapped.
+    fn growth(&self, want: u64) -> Option<Result<&View, usize>> {
+        // SAFETY: as in `view`.
+        let cur = unsafe { &*self.cur.load(Ordering::Acquire) };
+        if cur.len >= want {
+            return Some(Ok(cur));
+        }
+        let size = crate::sys::shm::fstat_file(self.seg.file()?).ok()?;
+        // Whole pages: a range is filled from its start, one mapping after another.
+        let len = want.min(size) & !4095;
+        if len <= cur.len || len > isize::MAX as u64 / 2 {
+            return None;
+        }
+        Some(Err(usize::try_from(len).ok()?))
     }
 
     /// The later mappings (locked), or `None` in a forked child that
@@ -637,17 +648,10 @@ impl Store {
     /// the pages are the file's).
     #[cold]
     fn remap_alone(&self, want: u64) -> Option<&View> {
-        // SAFETY: as in `view`.
-        let cur = unsafe { &*self.cur.load(Ordering::Acquire) };
-        if cur.len >= want {
-            return Some(cur);
-        }
-        let size = crate::sys::shm::fstat_file(self.seg.file()?).ok()?;
-        let len = want.min(size) & !4095;
-        if len <= cur.len || len > isize::MAX as u64 / 2 {
-            return None;
-        }
-        let len = usize::try_from(len).ok()?;
+        let len = match self.growth(want)? {
+            Ok(cur) => return Some(cur),
+            Err(len) => len,
+        };
         let mut range = AddressRange::reserve(len).ok()?;
         range.map_to(std::os::fd::AsFd::as_fd(self.seg.file()?), len).ok()?;
         let view: &'static View = Box::leak(Box::new(View { base: range.base(), len: len as u64, undo: std::ptr::null() }));
